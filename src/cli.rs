@@ -1,0 +1,357 @@
+//! The `tessera` command line: argument definitions and the commands, each a thin call into
+//! the library. Data-changing commands open the store directly; sled's exclusive lock makes
+//! them refuse, with a clear message, while a server holds the data folder.
+
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde_json::json;
+
+use crate::config::{Config, Overrides};
+use crate::keys::{Algorithm, Keyring};
+use crate::oauth::client::NewClient;
+use crate::store::{ClientRecord, ClientType, GrantType};
+use crate::App;
+
+#[derive(Parser, Debug)]
+#[command(name = "tessera", version, about = "An OAuth 2.0 authorization server: one binary, one data folder.")]
+pub struct Cli {
+    /// Data folder holding clients, users, codes and tokens.
+    #[arg(long, global = true, env = "TESSERA_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Keyring folder holding the signing keys.
+    #[arg(long, global = true, env = "TESSERA_KEYS_DIR")]
+    pub keys_dir: Option<PathBuf>,
+    /// TOML configuration file.
+    #[arg(long, global = true, env = "TESSERA_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the server.
+    Serve(ServeArgs),
+    /// Print the OpenAPI document.
+    Openapi,
+    /// Manage clients (apps).
+    #[command(subcommand)]
+    App(AppCommand),
+    /// Manage users.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Manage signing keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "TESSERA_ADDR")]
+    pub addr: Option<String>,
+    /// Issuer URL (defaults to http:// plus the listen address).
+    #[arg(long, env = "TESSERA_ISSUER")]
+    pub issuer: Option<String>,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum ClientTypeArg {
+    Confidential,
+    Public,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum GrantTypeArg {
+    AuthorizationCode,
+    ClientCredentials,
+    RefreshToken,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AppCommand {
+    /// Register a client; prints its client_id and (confidential clients) its secret, once.
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_enum)]
+        client_type: ClientTypeArg,
+        /// Repeatable.
+        #[arg(long = "grant-type", value_enum, required = true)]
+        grant_types: Vec<GrantTypeArg>,
+        /// Repeatable; compared exactly at the authorization endpoint.
+        #[arg(long = "redirect-uri")]
+        redirect_uris: Vec<String>,
+        /// Space-separated scopes the client may be granted.
+        #[arg(long, default_value = "read write")]
+        scope: String,
+        /// Repeatable: RFC 8707 resources (token audiences) the client may ask for.
+        #[arg(long = "resource")]
+        resources: Vec<String>,
+        /// Access token lifetime in seconds, overriding the server's.
+        #[arg(long)]
+        access_token_ttl: Option<u64>,
+        /// Refresh token lifetime in seconds, overriding the server's.
+        #[arg(long)]
+        refresh_token_ttl: Option<u64>,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List clients.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one client.
+    Show {
+        client_id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a client.
+    Delete { client_id: String },
+    /// Replace a confidential client's secret; prints the new one, once.
+    RotateSecret {
+        client_id: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UserCommand {
+    /// Create a user; the password is read from standard input.
+    Create {
+        #[arg(long)]
+        username: String,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+        #[arg(long)]
+        email: Option<String>,
+    },
+    /// List users.
+    List,
+    /// Delete a user.
+    Delete { username: String },
+    /// Set a user's password, read from standard input.
+    SetPassword {
+        username: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeysCommand {
+    /// Add a key: published in the JWKS, not signing yet (unless it is the only key).
+    Generate {
+        #[arg(long, value_enum, default_value = "ES256")]
+        alg: Algorithm,
+    },
+    /// Add a key and make it the signing key now; older keys stay published.
+    Rotate {
+        #[arg(long, value_enum, default_value = "ES256")]
+        alg: Algorithm,
+    },
+    /// Make a published key the signing key.
+    Promote { kid: String },
+    /// Stop publishing a key.
+    Retire { kid: String },
+    /// List keys and their status.
+    List,
+}
+
+impl Cli {
+    fn config(&self, serve: Option<&ServeArgs>) -> anyhow::Result<Config> {
+        let overrides = Overrides {
+            config_file: self.config.clone(),
+            issuer: serve.and_then(|s| s.issuer.clone()),
+            addr: serve.and_then(|s| s.addr.clone()),
+            data_dir: self.data_dir.clone(),
+            keys_dir: self.keys_dir.clone(),
+        };
+        Ok(Config::load(&overrides)?)
+    }
+}
+
+/// Runs a parsed command line.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match &cli.command {
+        Command::Serve(args) => {
+            let app = App::build(cli.config(Some(args))?).await?;
+            app.run().await?;
+        }
+        Command::Openapi => println!("{}", crate::http::spec()),
+        Command::App(cmd) => app_command(&cli.config(None)?, cmd)?,
+        Command::User(cmd) => user_command(&cli.config(None)?, cmd)?,
+        Command::Keys(cmd) => keys_command(&cli.config(None)?, cmd)?,
+    }
+    Ok(())
+}
+
+fn offline_provider(config: &Config) -> anyhow::Result<std::sync::Arc<crate::oauth::Provider>> {
+    let issuer = config.issuer.as_ref().map(|u| u.to_string()).unwrap_or_else(|| format!("http://{}", config.addr));
+    crate::open_provider(config, &issuer)
+}
+
+fn client_json(client: &ClientRecord, secret: Option<&str>) -> serde_json::Value {
+    let mut value = json!({
+        "client_id": client.client_id,
+        "name": client.name,
+        "client_type": client.client_type,
+        "grant_types": client.grant_types,
+        "redirect_uris": client.redirect_uris,
+        "scope": client.scopes.join(" "),
+        "resources": client.resources,
+        "access_token_ttl": client.access_token_ttl,
+        "refresh_token_ttl": client.refresh_token_ttl,
+        "created_at": client.created_at,
+    });
+    if let Some(secret) = secret {
+        value["client_secret"] = json!(secret);
+    }
+    value
+}
+
+fn print_client(client: &ClientRecord) {
+    let grants: Vec<_> = client.grant_types.iter().map(|g| g.as_oauth_str()).collect();
+    println!("client_id:     {}", client.client_id);
+    println!("name:          {}", client.name);
+    println!("type:          {:?}", client.client_type);
+    println!("grant types:   {}", grants.join(", "));
+    println!("redirect URIs: {}", client.redirect_uris.join(" "));
+    println!("scope:         {}", client.scopes.join(" "));
+    if !client.resources.is_empty() {
+        println!("resources:     {}", client.resources.join(" "));
+    }
+}
+
+fn app_command(config: &Config, cmd: &AppCommand) -> anyhow::Result<()> {
+    let provider = offline_provider(config)?;
+    match cmd {
+        AppCommand::Create { name, client_type, grant_types, redirect_uris, scope, resources, access_token_ttl, refresh_token_ttl, json } => {
+            let new = NewClient {
+                name: name.clone(),
+                client_type: match client_type {
+                    ClientTypeArg::Confidential => ClientType::Confidential,
+                    ClientTypeArg::Public => ClientType::Public,
+                },
+                grant_types: grant_types
+                    .iter()
+                    .map(|g| match g {
+                        GrantTypeArg::AuthorizationCode => GrantType::AuthorizationCode,
+                        GrantTypeArg::ClientCredentials => GrantType::ClientCredentials,
+                        GrantTypeArg::RefreshToken => GrantType::RefreshToken,
+                    })
+                    .collect(),
+                redirect_uris: redirect_uris.clone(),
+                scope: scope.clone(),
+                resources: resources.clone(),
+                access_token_ttl: *access_token_ttl,
+                refresh_token_ttl: *refresh_token_ttl,
+            };
+            let (client, secret) = provider.register_client(new).map_err(|e| anyhow::anyhow!(e.description))?;
+            if *json {
+                println!("{}", client_json(&client, secret.as_deref()));
+            } else {
+                print_client(&client);
+                if let Some(secret) = secret {
+                    println!("client_secret: {secret}");
+                    println!("\nThe secret is shown only this once; store it now.");
+                }
+            }
+        }
+        AppCommand::List { json } => {
+            let clients = provider.store.list_clients()?;
+            if *json {
+                println!("{}", serde_json::Value::Array(clients.iter().map(|c| client_json(c, None)).collect()));
+            } else {
+                for c in clients {
+                    println!("{}  {:<13} {}", c.client_id, format!("{:?}", c.client_type).to_lowercase(), c.name);
+                }
+            }
+        }
+        AppCommand::Show { client_id, json } => {
+            let client = provider.store.get_client(client_id)?.with_context(|| format!("no client {client_id}"))?;
+            if *json {
+                println!("{}", client_json(&client, None));
+            } else {
+                print_client(&client);
+            }
+        }
+        AppCommand::Delete { client_id } => {
+            if !provider.store.delete_client(client_id)? {
+                bail!("no client {client_id}");
+            }
+            println!("deleted client {client_id}");
+        }
+        AppCommand::RotateSecret { client_id, json } => {
+            let secret = provider.rotate_client_secret(client_id).map_err(|e| anyhow::anyhow!(e.description))?;
+            if *json {
+                println!("{}", json!({"client_id": client_id, "client_secret": secret}));
+            } else {
+                println!("client_secret: {secret}\n\nThe old secret no longer works. The new one is shown only this once.");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn read_password(from_stdin: bool) -> anyhow::Result<String> {
+    if !from_stdin {
+        bail!("pass --password-stdin and give the password on standard input (passwords on the command line leak into shell history and ps)");
+    }
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_string())
+}
+
+fn user_command(config: &Config, cmd: &UserCommand) -> anyhow::Result<()> {
+    let provider = offline_provider(config)?;
+    match cmd {
+        UserCommand::Create { username, password_stdin, email } => {
+            let password = read_password(*password_stdin)?;
+            let user = provider.create_user(username, &password, email.clone()).map_err(|e| anyhow::anyhow!(e.description))?;
+            println!("created user {} ({})", user.username, user.user_id);
+        }
+        UserCommand::List => {
+            for user in provider.store.list_users()? {
+                println!("{}  {}  {}", user.user_id, user.username, user.email.unwrap_or_default());
+            }
+        }
+        UserCommand::Delete { username } => {
+            let user = provider.store.get_user_by_name(username)?.with_context(|| format!("no user {username}"))?;
+            provider.store.delete_user(&user.user_id)?;
+            println!("deleted user {username}");
+        }
+        UserCommand::SetPassword { username, password_stdin } => {
+            let password = read_password(*password_stdin)?;
+            provider.set_password(username, &password).map_err(|e| anyhow::anyhow!(e.description))?;
+            println!("password changed for {username}");
+        }
+    }
+    Ok(())
+}
+
+fn keys_command(config: &Config, cmd: &KeysCommand) -> anyhow::Result<()> {
+    let mut ring = Keyring::open_or_init(&config.keys_dir)?;
+    let mut out = std::io::stdout().lock();
+    let mut show = |k: &crate::keys::KeyInfo| writeln!(out, "{}  {:<5}  {:?}", k.kid, k.alg, k.status).map_err(anyhow::Error::from);
+    match cmd {
+        KeysCommand::Generate { alg } => show(&ring.generate(*alg)?)?,
+        KeysCommand::Rotate { alg } => show(&ring.rotate(*alg)?)?,
+        KeysCommand::Promote { kid } => show(&ring.promote(kid)?)?,
+        KeysCommand::Retire { kid } => show(&ring.retire(kid)?)?,
+        KeysCommand::List => {
+            for key in ring.keys() {
+                show(key)?;
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,228 @@
+//! Configuration: defaults, an optional TOML file and command-line/environment overrides,
+//! turned once at startup into one validated [`Config`].
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use url::Url;
+
+/// A scope the server knows, with the text the consent page shows for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScopeInfo {
+    pub name: String,
+    pub description: String,
+}
+
+/// The validated server configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The issuer identifier; `None` means "http://" + the bound address, known after binding.
+    pub issuer: Option<Url>,
+    pub addr: String,
+    pub data_dir: PathBuf,
+    pub keys_dir: PathBuf,
+    pub access_token_ttl: Duration,
+    pub refresh_token_ttl: Duration,
+    /// Authorization code lifetime (RFC 6749 §4.1.2 recommends at most 10 minutes; we use 60 s).
+    pub code_ttl: Duration,
+    pub session_ttl: Duration,
+    /// The `aud` of access tokens when the client names no allowed `resource`; defaults to the issuer.
+    pub default_audience: Option<String>,
+    pub scopes: Vec<ScopeInfo>,
+    /// PKCE for confidential clients too (RFC 9700 §2.1.1); public clients always need it.
+    pub require_pkce: bool,
+    /// Origins allowed to call the token, revocation, JWKS and discovery endpoints from a
+    /// browser; empty means any origin (these endpoints never rely on cookies).
+    pub cors_origins: Vec<String>,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    /// `Cache-Control: max-age` of the JWKS and metadata documents.
+    pub jwks_max_age: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            issuer: None,
+            addr: "127.0.0.1:8000".into(),
+            data_dir: "data".into(),
+            keys_dir: "keys".into(),
+            access_token_ttl: Duration::from_secs(3600),
+            refresh_token_ttl: Duration::from_secs(30 * 24 * 3600),
+            code_ttl: Duration::from_secs(60),
+            session_ttl: Duration::from_secs(12 * 3600),
+            default_audience: None,
+            scopes: vec![
+                ScopeInfo { name: "read".into(), description: "Read your data".into() },
+                ScopeInfo { name: "write".into(), description: "Change your data".into() },
+            ],
+            require_pkce: true,
+            cors_origins: Vec::new(),
+            max_body_bytes: 64 * 1024,
+            jwks_max_age: Duration::from_secs(300),
+        }
+    }
+}
+
+/// The TOML file's shape: every field optional, durations in seconds.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub issuer: Option<String>,
+    pub addr: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub keys_dir: Option<PathBuf>,
+    pub access_token_ttl: Option<u64>,
+    pub refresh_token_ttl: Option<u64>,
+    pub session_ttl: Option<u64>,
+    pub default_audience: Option<String>,
+    /// Scope name -> description; replaces the default `read`/`write` set.
+    pub scopes: Option<BTreeMap<String, String>>,
+    pub require_pkce: Option<bool>,
+    pub cors_origins: Option<Vec<String>>,
+    pub max_body_bytes: Option<usize>,
+    pub jwks_max_age: Option<u64>,
+}
+
+/// Values given on the command line or in the environment; they win over the file.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub config_file: Option<PathBuf>,
+    pub issuer: Option<String>,
+    pub addr: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub keys_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {0}: {1}")]
+    Read(PathBuf, std::io::Error),
+    #[error("config file {0} is invalid: {1}")]
+    Parse(PathBuf, toml::de::Error),
+    #[error("invalid setting `{0}`: {1}")]
+    Invalid(&'static str, String),
+}
+
+impl Config {
+    /// Builds the configuration: defaults, then the file named in `overrides`, then the overrides.
+    pub fn load(overrides: &Overrides) -> Result<Config, ConfigError> {
+        let file = match &overrides.config_file {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let mut config = Config::default();
+        config.apply(file)?;
+        if let Some(issuer) = &overrides.issuer {
+            config.issuer = Some(parse_issuer(issuer)?);
+        }
+        if let Some(addr) = &overrides.addr {
+            config.addr = addr.clone();
+        }
+        if let Some(dir) = &overrides.data_dir {
+            config.data_dir = dir.clone();
+        }
+        if let Some(dir) = &overrides.keys_dir {
+            config.keys_dir = dir.clone();
+        }
+        Ok(config)
+    }
+
+    fn apply(&mut self, file: FileConfig) -> Result<(), ConfigError> {
+        let secs = Duration::from_secs;
+        if let Some(issuer) = file.issuer {
+            self.issuer = Some(parse_issuer(&issuer)?);
+        }
+        if let Some(v) = file.addr {
+            self.addr = v;
+        }
+        if let Some(v) = file.data_dir {
+            self.data_dir = v;
+        }
+        if let Some(v) = file.keys_dir {
+            self.keys_dir = v;
+        }
+        for (name, value, slot) in [
+            ("access_token_ttl", file.access_token_ttl, &mut self.access_token_ttl),
+            ("refresh_token_ttl", file.refresh_token_ttl, &mut self.refresh_token_ttl),
+            ("session_ttl", file.session_ttl, &mut self.session_ttl),
+        ] {
+            if let Some(v) = value {
+                if v == 0 {
+                    return Err(ConfigError::Invalid(name, "must be at least 1 second".into()));
+                }
+                *slot = secs(v);
+            }
+        }
+        if let Some(v) = file.default_audience {
+            self.default_audience = Some(v);
+        }
+        if let Some(scopes) = file.scopes {
+            for name in scopes.keys() {
+                if !crate::oauth::scope::is_scope_token(name) {
+                    return Err(ConfigError::Invalid("scopes", format!("{name:?} is not a valid scope name (RFC 6749 §3.3)")));
+                }
+            }
+            self.scopes = scopes.into_iter().map(|(name, description)| ScopeInfo { name, description }).collect();
+        }
+        if let Some(v) = file.require_pkce {
+            self.require_pkce = v;
+        }
+        if let Some(v) = file.cors_origins {
+            self.cors_origins = v;
+        }
+        if let Some(v) = file.max_body_bytes {
+            self.max_body_bytes = v;
+        }
+        if let Some(v) = file.jwks_max_age {
+            self.jwks_max_age = secs(v);
+        }
+        Ok(())
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.to_path_buf(), e))?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse(path.to_path_buf(), e))
+}
+
+/// RFC 8414 §2: the issuer is an https (or, for development, http) URL with no query or fragment.
+fn parse_issuer(value: &str) -> Result<Url, ConfigError> {
+    let url = Url::parse(value).map_err(|e| ConfigError::Invalid("issuer", e.to_string()))?;
+    if !matches!(url.scheme(), "https" | "http") || url.query().is_some() || url.fragment().is_some() {
+        return Err(ConfigError::Invalid("issuer", "must be an http(s) URL without query or fragment".into()));
+    }
+    Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_values_apply_and_overrides_win() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tessera.toml");
+        std::fs::write(&path, "addr = \"0.0.0.0:9000\"\naccess_token_ttl = 600\n[scopes]\nprofile = \"Your profile\"\n").unwrap();
+        let overrides = Overrides { config_file: Some(path), addr: Some("127.0.0.1:1".into()), ..Default::default() };
+        let config = Config::load(&overrides).unwrap();
+        assert_eq!(config.addr, "127.0.0.1:1");
+        assert_eq!(config.access_token_ttl, Duration::from_secs(600));
+        assert_eq!(config.scopes, vec![ScopeInfo { name: "profile".into(), description: "Your profile".into() }]);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_issuers_are_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tessera.toml");
+        std::fs::write(&path, "acces_token_ttl = 600\n").unwrap();
+        assert!(matches!(
+            Config::load(&Overrides { config_file: Some(path), ..Default::default() }),
+            Err(ConfigError::Parse(..))
+        ));
+        let bad = Overrides { issuer: Some("https://x/?a=b".into()), ..Default::default() };
+        assert!(Config::load(&bad).is_err());
+    }
+}

@@ -1,0 +1,186 @@
+//! The OAuth endpoints that clients call directly: token, revocation, introspection.
+
+use std::sync::Arc;
+
+use poem::web::Data;
+use poem::Request;
+use poem_openapi::payload::Form;
+use poem_openapi::{Object, OpenApi};
+use serde::Deserialize;
+
+use super::error::OAuthResponse;
+use super::security::client_credentials;
+use super::Tag;
+use crate::oauth::grant::TokenRequest;
+use crate::oauth::introspect::Introspection;
+use crate::oauth::Provider;
+
+/// A token request (RFC 6749 §4.1.3, §4.4.2, §6). Which fields apply depends on `grant_type`.
+/// Clients authenticate with HTTP Basic (`client_secret_basic`), or with `client_id` and
+/// `client_secret` in this form (`client_secret_post`); public clients send `client_id` only.
+#[derive(Object, Deserialize, Debug)]
+pub struct TokenForm {
+    /// `authorization_code`, `client_credentials` or `refresh_token`.
+    pub grant_type: Option<String>,
+    /// The authorization code (authorization_code grant).
+    pub code: Option<String>,
+    /// The redirect URI used in the authorization request, if it named one.
+    pub redirect_uri: Option<String>,
+    /// The PKCE code verifier (RFC 7636).
+    pub code_verifier: Option<String>,
+    /// The refresh token (refresh_token grant).
+    pub refresh_token: Option<String>,
+    /// Space-separated scopes (client_credentials; or a narrower scope on refresh).
+    pub scope: Option<String>,
+    /// The resource server the token is for (RFC 8707); becomes the token's `aud`.
+    pub resource: Option<String>,
+    /// The client's id, when not using HTTP Basic.
+    pub client_id: Option<String>,
+    /// The client's secret, for `client_secret_post`.
+    pub client_secret: Option<String>,
+}
+
+/// Tokens issued by the token endpoint (RFC 6749 §5.1).
+#[derive(Object, Debug)]
+pub struct TokenBody {
+    /// A JWT access token (RFC 9068), verifiable with the keys at `/.well-known/jwks.json`.
+    pub access_token: String,
+    /// Always `Bearer`.
+    pub token_type: String,
+    /// Seconds until the access token expires.
+    pub expires_in: u64,
+    /// An opaque refresh token; single use: each refresh returns a new one.
+    #[oai(skip_serializing_if_is_none)]
+    pub refresh_token: Option<String>,
+    /// The scopes granted.
+    pub scope: String,
+}
+
+/// A revocation or introspection request (RFC 7009 §2.1, RFC 7662 §2.1).
+#[derive(Object, Deserialize, Debug)]
+pub struct TokenHintForm {
+    /// The token to revoke or introspect.
+    pub token: Option<String>,
+    /// `access_token` or `refresh_token`: where to look first.
+    pub token_type_hint: Option<String>,
+    /// The client's id, when not using HTTP Basic.
+    pub client_id: Option<String>,
+    /// The client's secret, for `client_secret_post`.
+    pub client_secret: Option<String>,
+}
+
+/// Revocation succeeded, or the token was unknown (RFC 7009 §2.2 answers both alike).
+#[derive(Object, Debug)]
+pub struct RevocationBody {}
+
+/// The state of a token (RFC 7662 §2.2). An inactive token has `active: false` and nothing else.
+#[derive(Object, Debug)]
+pub struct IntrospectionBody {
+    /// Whether the token is currently valid.
+    pub active: bool,
+    /// `Bearer` for access tokens, `refresh_token` for refresh tokens.
+    #[oai(skip_serializing_if_is_none)]
+    pub token_type: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    pub scope: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    pub client_id: Option<String>,
+    /// The user, or the client for client_credentials tokens.
+    #[oai(skip_serializing_if_is_none)]
+    pub sub: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    pub aud: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    pub iss: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    pub exp: Option<i64>,
+    #[oai(skip_serializing_if_is_none)]
+    pub iat: Option<i64>,
+    #[oai(skip_serializing_if_is_none)]
+    pub jti: Option<String>,
+}
+
+impl From<Introspection> for IntrospectionBody {
+    fn from(i: Introspection) -> Self {
+        IntrospectionBody {
+            active: i.active,
+            token_type: i.token_type,
+            scope: i.scope,
+            client_id: i.client_id,
+            sub: i.sub,
+            aud: i.aud,
+            iss: i.iss,
+            exp: i.exp,
+            iat: i.iat,
+            jti: i.jti,
+        }
+    }
+}
+
+pub struct OAuthApi;
+
+#[OpenApi(tag = "Tag::OAuth")]
+impl OAuthApi {
+    /// Token endpoint
+    ///
+    /// Exchanges an authorization code (with its PKCE verifier), client credentials, or a
+    /// refresh token for an access token. Refresh tokens rotate: each use returns a new one,
+    /// and presenting a used one revokes every token of its grant.
+    #[oai(path = "/o/token/", method = "post", operation_id = "token")]
+    async fn token(&self, provider: Data<&Arc<Provider>>, req: &Request, form: Form<TokenForm>) -> OAuthResponse<TokenBody> {
+        let Form(form) = form;
+        let credentials = match client_credentials(req, form.client_id.as_deref(), form.client_secret.as_deref()) {
+            Ok(c) => c,
+            Err(e) => return e.into(),
+        };
+        let request = TokenRequest {
+            grant_type: form.grant_type,
+            code: form.code,
+            redirect_uri: form.redirect_uri,
+            code_verifier: form.code_verifier,
+            refresh_token: form.refresh_token,
+            scope: form.scope,
+            resource: form.resource,
+        };
+        match provider.token(&credentials, request).await {
+            Ok(t) => OAuthResponse::ok(TokenBody {
+                access_token: t.access_token,
+                token_type: t.token_type.into(),
+                expires_in: t.expires_in,
+                refresh_token: t.refresh_token,
+                scope: t.scope,
+            }),
+            Err(e) => e.into(),
+        }
+    }
+
+    /// Revoke a token
+    ///
+    /// Revokes a refresh token (and every token of its grant) or an access token (RFC 7009).
+    /// Unknown tokens are answered like success.
+    #[oai(path = "/o/revoke_token/", method = "post", operation_id = "revokeToken")]
+    async fn revoke_token(&self, provider: Data<&Arc<Provider>>, req: &Request, form: Form<TokenHintForm>) -> OAuthResponse<RevocationBody> {
+        let result = match client_credentials(req, form.client_id.as_deref(), form.client_secret.as_deref()) {
+            Ok(credentials) => provider.revoke(&credentials, form.token.as_deref(), form.token_type_hint.as_deref()).await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(()) => OAuthResponse::ok(RevocationBody {}),
+            Err(e) => e.into(),
+        }
+    }
+
+    /// Introspect a token
+    ///
+    /// Tells a confidential client (typically a resource server) whether a token is active
+    /// and what it grants (RFC 7662).
+    #[oai(path = "/o/introspect/", method = "post", operation_id = "introspectToken")]
+    async fn introspect(&self, provider: Data<&Arc<Provider>>, req: &Request, form: Form<TokenHintForm>) -> OAuthResponse<IntrospectionBody> {
+        let result = client_credentials(req, form.client_id.as_deref(), form.client_secret.as_deref())
+            .and_then(|credentials| provider.introspect(&credentials, form.token.as_deref()));
+        match result {
+            Ok(i) => OAuthResponse::ok(i.into()),
+            Err(e) => e.into(),
+        }
+    }
+}

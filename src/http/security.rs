@@ -1,0 +1,58 @@
+//! Client credentials on a request (RFC 6749 §2.3.1): HTTP Basic, or the form body.
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use percent_encoding::percent_decode_str;
+use poem::http::header;
+use poem::Request;
+
+use crate::oauth::client::{AuthMethod, ClientCredentials};
+use crate::oauth::Error;
+
+/// Finds the client's credentials. Using more than one method at once is an
+/// `invalid_request` (RFC 6749 §2.3); a malformed Basic header is an `invalid_client`.
+pub fn client_credentials(req: &Request, form_client_id: Option<&str>, form_secret: Option<&str>) -> Result<ClientCredentials, Error> {
+    let form_client_id = form_client_id.filter(|v| !v.is_empty());
+    let form_secret = form_secret.filter(|v| !v.is_empty());
+    if let Some(value) = req.headers().get(header::AUTHORIZATION) {
+        let (client_id, secret) = parse_basic(value.to_str().unwrap_or_default()).ok_or_else(Error::invalid_client)?;
+        if form_secret.is_some() {
+            return Err(Error::invalid_request("use one client authentication method, not two"));
+        }
+        if form_client_id.is_some_and(|id| id != client_id) {
+            return Err(Error::invalid_request("client_id differs from the authenticated client"));
+        }
+        return Ok(ClientCredentials { client_id, secret: Some(secret), method: AuthMethod::Basic });
+    }
+    match (form_client_id, form_secret) {
+        (Some(id), Some(secret)) => Ok(ClientCredentials { client_id: id.into(), secret: Some(secret.into()), method: AuthMethod::Post }),
+        (Some(id), None) => Ok(ClientCredentials { client_id: id.into(), secret: None, method: AuthMethod::None }),
+        _ => Err(Error::invalid_client()),
+    }
+}
+
+/// `Basic base64(urlencode(id) ":" urlencode(secret))`.
+fn parse_basic(value: &str) -> Option<(String, String)> {
+    let (scheme, encoded) = value.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = String::from_utf8(STANDARD.decode(encoded.trim()).ok()?).ok()?;
+    let (id, secret) = decoded.split_once(':')?;
+    let unescape = |s: &str| percent_decode_str(&s.replace('+', " ")).decode_utf8().ok().map(|c| c.into_owned());
+    let (id, secret) = (unescape(id)?, unescape(secret)?);
+    (!id.is_empty()).then_some((id, secret))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn basic_credentials_are_url_decoded() {
+        let header = format!("Basic {}", STANDARD.encode("my%20app:s%3Acret"));
+        assert_eq!(parse_basic(&header), Some(("my app".into(), "s:cret".into())));
+        assert_eq!(parse_basic("Bearer abc"), None);
+        assert_eq!(parse_basic("Basic !!!"), None);
+    }
+}

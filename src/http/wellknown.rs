@@ -1,0 +1,174 @@
+//! Documents that describe the server: RFC 8414 metadata, the JWKS (RFC 7517), health.
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use poem::web::Data;
+use poem::IntoResponse;
+use poem_openapi::payload::{Json, Payload};
+use poem_openapi::registry::{MetaSchemaRef, Registry};
+use poem_openapi::types::Type;
+use poem_openapi::{ApiResponse, Object, OpenApi};
+
+use super::Tag;
+use crate::oauth::Provider;
+
+/// A JSON body serialised ahead of time, documented in the spec as `T`. The JWKS and the
+/// metadata change rarely and are fetched often, so they are not re-serialised per request.
+pub struct CachedJson<T> {
+    body: Arc<str>,
+    schema: PhantomData<fn() -> T>,
+}
+
+impl<T> CachedJson<T> {
+    pub fn new(body: Arc<str>) -> Self {
+        CachedJson { body, schema: PhantomData }
+    }
+}
+
+impl<T: Type> Payload for CachedJson<T> {
+    const CONTENT_TYPE: &'static str = "application/json";
+
+    fn schema_ref() -> MetaSchemaRef {
+        T::schema_ref()
+    }
+
+    fn register(registry: &mut Registry) {
+        T::register(registry);
+    }
+}
+
+impl<T: Send> IntoResponse for CachedJson<T> {
+    fn into_response(self) -> poem::Response {
+        poem::Response::builder().content_type("application/json").body(self.body.to_string())
+    }
+}
+
+/// A public key (RFC 7517 §4). Which of `crv`, `x`, `y`, `n`, `e` appear depends on `kty`.
+#[derive(Object)]
+pub struct Jwk {
+    /// `EC`, `OKP` or `RSA`.
+    pub kty: String,
+    /// The RFC 7638 thumbprint of the key; matches the `kid` header of tokens it signed.
+    pub kid: String,
+    /// `ES256`, `EdDSA` or `RS256`.
+    pub alg: String,
+    /// Always `sig`.
+    #[oai(rename = "use")]
+    pub use_: String,
+    #[oai(skip_serializing_if_is_none)]
+    pub crv: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    pub x: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    pub y: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    pub n: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    pub e: Option<String>,
+}
+
+/// The published signing keys.
+#[derive(Object)]
+pub struct Jwks {
+    pub keys: Vec<Jwk>,
+}
+
+/// Authorization server metadata (RFC 8414 §2).
+#[derive(Object, serde::Serialize)]
+pub struct AuthorizationServerMetadata {
+    pub issuer: String,
+    pub authorization_endpoint: String,
+    pub token_endpoint: String,
+    pub jwks_uri: String,
+    pub revocation_endpoint: String,
+    pub introspection_endpoint: String,
+    pub scopes_supported: Vec<String>,
+    pub response_types_supported: Vec<String>,
+    pub response_modes_supported: Vec<String>,
+    pub grant_types_supported: Vec<String>,
+    pub token_endpoint_auth_methods_supported: Vec<String>,
+    pub revocation_endpoint_auth_methods_supported: Vec<String>,
+    pub introspection_endpoint_auth_methods_supported: Vec<String>,
+    pub code_challenge_methods_supported: Vec<String>,
+    /// RFC 9207: authorization responses carry `iss`.
+    pub authorization_response_iss_parameter_supported: bool,
+    pub service_documentation: String,
+}
+
+impl AuthorizationServerMetadata {
+    pub fn of(provider: &Provider) -> Self {
+        let m = provider.metadata();
+        AuthorizationServerMetadata {
+            issuer: m.issuer,
+            authorization_endpoint: m.authorization_endpoint,
+            token_endpoint: m.token_endpoint,
+            jwks_uri: m.jwks_uri,
+            revocation_endpoint: m.revocation_endpoint,
+            introspection_endpoint: m.introspection_endpoint,
+            scopes_supported: m.scopes_supported,
+            response_types_supported: m.response_types_supported,
+            response_modes_supported: m.response_modes_supported,
+            grant_types_supported: m.grant_types_supported,
+            token_endpoint_auth_methods_supported: m.token_endpoint_auth_methods_supported,
+            revocation_endpoint_auth_methods_supported: m.revocation_endpoint_auth_methods_supported,
+            introspection_endpoint_auth_methods_supported: m.introspection_endpoint_auth_methods_supported,
+            code_challenge_methods_supported: m.code_challenge_methods_supported,
+            authorization_response_iss_parameter_supported: m.authorization_response_iss_parameter_supported,
+            service_documentation: m.service_documentation,
+        }
+    }
+}
+
+/// The metadata document, serialised once at startup.
+pub struct MetadataDocument(pub Arc<str>);
+
+#[derive(ApiResponse)]
+pub enum JwksResponse {
+    /// The JWKS. Cache it for at most `max-age` seconds; refetch on an unknown `kid`.
+    #[oai(status = 200)]
+    Ok(CachedJson<Jwks>, #[oai(header = "Cache-Control")] String),
+}
+
+#[derive(ApiResponse)]
+pub enum MetadataResponse {
+    /// The metadata document.
+    #[oai(status = 200)]
+    Ok(CachedJson<AuthorizationServerMetadata>, #[oai(header = "Cache-Control")] String),
+}
+
+/// Liveness.
+#[derive(Object)]
+pub struct Health {
+    /// `ok` when the server is serving.
+    pub status: String,
+}
+
+pub struct WellKnownApi;
+
+#[OpenApi(tag = "Tag::Discovery")]
+impl WellKnownApi {
+    /// Authorization server metadata
+    ///
+    /// Every endpoint and capability of this server (RFC 8414).
+    #[oai(path = "/.well-known/oauth-authorization-server", method = "get", operation_id = "getServerMetadata")]
+    async fn metadata(&self, provider: Data<&Arc<Provider>>, document: Data<&Arc<MetadataDocument>>) -> MetadataResponse {
+        let max_age = provider.config.jwks_max_age.as_secs();
+        MetadataResponse::Ok(CachedJson::new(document.0 .0.clone()), format!("public, max-age={max_age}"))
+    }
+
+    /// JSON Web Key Set
+    ///
+    /// The public keys that verify access tokens (RFC 7517). Retired keys are not listed.
+    #[oai(path = "/.well-known/jwks.json", method = "get", operation_id = "getJwks")]
+    async fn jwks(&self, provider: Data<&Arc<Provider>>) -> JwksResponse {
+        let max_age = provider.config.jwks_max_age.as_secs();
+        JwksResponse::Ok(CachedJson::new(provider.keys.current().jwks.clone()), format!("public, max-age={max_age}"))
+    }
+
+    /// Health check
+    #[oai(path = "/healthz", method = "get", operation_id = "health", tag = "Tag::Operations")]
+    async fn healthz(&self) -> Json<Health> {
+        Json(Health { status: "ok".into() })
+    }
+}

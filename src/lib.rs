@@ -1,0 +1,127 @@
+//! Tessera: an OAuth 2.0 authorization server in one binary with one data folder.
+//!
+//! [`App`] wires the pieces together: the sled [`store`], the [`keys`] keyring, the protocol
+//! core in [`oauth`], and the HTTP layer in [`http`] and [`pages`]. The CLI in [`cli`] and the
+//! integration tests both start servers through it.
+
+pub mod cli;
+pub mod config;
+pub mod http;
+pub mod keys;
+pub mod oauth;
+pub mod pages;
+pub mod store;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
+use poem::Server;
+
+pub use crate::config::Config;
+pub use crate::oauth::now;
+use crate::keys::Keys;
+use crate::oauth::Provider;
+use crate::store::{SledStore, Store};
+
+/// How often a running server checks whether `tessera keys` changed the keyring.
+const KEY_RELOAD_INTERVAL: Duration = Duration::from_secs(2);
+/// How long in-flight requests get to finish after a shutdown signal.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// A server that is bound to its port and ready to run.
+pub struct App {
+    acceptor: TcpAcceptor,
+    addr: SocketAddr,
+    provider: Arc<Provider>,
+}
+
+/// Opens the store and keyring named by `config`: what both the server and the CLI need.
+/// `issuer` is the resolved issuer identifier.
+pub fn open_provider(config: &Config, issuer: &str) -> anyhow::Result<Arc<Provider>> {
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(&config.data_dir)?);
+    let keys = Arc::new(Keys::load(&config.keys_dir)?);
+    Ok(Arc::new(Provider::new(store, keys, config.clone(), issuer)))
+}
+
+impl App {
+    /// Opens storage and keys and binds the listening socket (port 0 picks a free port).
+    pub async fn build(config: Config) -> anyhow::Result<App> {
+        let acceptor = TcpListener::bind(config.addr.clone()).into_acceptor().await?;
+        let addr = acceptor
+            .local_addr()
+            .first()
+            .and_then(|a| a.as_socket_addr().copied())
+            .ok_or_else(|| anyhow::anyhow!("the listener has no socket address"))?;
+        let issuer = match &config.issuer {
+            Some(url) => url.to_string(),
+            None => format!("http://{addr}"),
+        };
+        let provider = open_provider(&config, &issuer)?;
+        Ok(App { acceptor, addr, provider })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn issuer(&self) -> &str {
+        &self.provider.issuer
+    }
+
+    /// Serves until SIGTERM or Ctrl-C, then lets in-flight requests finish.
+    pub async fn run(self) -> std::io::Result<()> {
+        self.run_until(shutdown_signal()).await
+    }
+
+    /// Serves until `shutdown` completes.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+        let keys = self.provider.keys.clone();
+        let reloader = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(KEY_RELOAD_INTERVAL);
+            loop {
+                tick.tick().await;
+                match keys.reload_if_changed() {
+                    Ok(true) => tracing::info!("keyring changed; keys reloaded"),
+                    Ok(false) => {}
+                    Err(e) => tracing::error!(error = %e, "keyring changed but could not be loaded; keeping the previous keys"),
+                }
+            }
+        });
+        tracing::info!(addr = %self.addr, issuer = %self.provider.issuer, "serving");
+        let routes = http::routes(self.provider.clone());
+        let result = Server::new_with_acceptor(self.acceptor)
+            .run_with_graceful_shutdown(routes, shutdown, Some(SHUTDOWN_GRACE))
+            .await;
+        reloader.abort();
+        tracing::info!("stopped");
+        result
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}

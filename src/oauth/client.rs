@@ -1,0 +1,235 @@
+//! Clients: registration, client authentication (RFC 6749 §2.3) and redirect URI matching
+//! (RFC 6749 §3.1.2, RFC 9700 §4.1.3, RFC 8252 §7.3).
+
+use subtle::ConstantTimeEq;
+use url::Url;
+
+use super::{now, random_token, secret_hash, Error, ErrorCode, Provider};
+use crate::store::{ClientRecord, ClientType, GrantType};
+
+/// How the client presented its credentials at the token, revocation or introspection endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMethod {
+    /// `client_secret_basic`: HTTP Basic with the url-encoded id and secret.
+    Basic,
+    /// `client_secret_post`: `client_id` and `client_secret` in the form body.
+    Post,
+    /// A public client naming itself by `client_id` only.
+    None,
+}
+
+/// The credentials found on a request, before they are checked.
+#[derive(Debug, Clone)]
+pub struct ClientCredentials {
+    pub client_id: String,
+    pub secret: Option<String>,
+    pub method: AuthMethod,
+}
+
+/// What an operator asks for when registering a client.
+#[derive(Debug, Clone)]
+pub struct NewClient {
+    pub name: String,
+    pub client_type: ClientType,
+    pub grant_types: Vec<GrantType>,
+    pub redirect_uris: Vec<String>,
+    pub scope: String,
+    pub resources: Vec<String>,
+    pub access_token_ttl: Option<u64>,
+    pub refresh_token_ttl: Option<u64>,
+}
+
+/// A client secret has 256 bits of entropy; only its SHA-256 is stored.
+fn new_secret() -> String {
+    random_token(32)
+}
+
+impl Provider {
+    /// Validates and stores a new client. Returns it with the plaintext secret (confidential
+    /// clients only), which is never stored and cannot be shown again.
+    pub fn register_client(&self, new: NewClient) -> Result<(ClientRecord, Option<String>), Error> {
+        let invalid = Error::invalid_request;
+        if new.name.trim().is_empty() {
+            return Err(invalid("the client needs a name"));
+        }
+        if new.grant_types.is_empty() {
+            return Err(invalid("the client needs at least one grant type"));
+        }
+        if new.client_type == ClientType::Public && new.grant_types.contains(&GrantType::ClientCredentials) {
+            return Err(invalid("a public client cannot use client_credentials: it has no secret"));
+        }
+        if new.grant_types.contains(&GrantType::AuthorizationCode) && new.redirect_uris.is_empty() {
+            return Err(invalid("the authorization code grant needs at least one redirect URI"));
+        }
+        for uri in &new.redirect_uris {
+            validate_redirect_uri(uri)?;
+        }
+        for resource in &new.resources {
+            validate_resource(resource)?;
+        }
+        let scope = super::scope::Scope::parse(&new.scope)?;
+        if let Some(unknown) = scope.tokens().find(|t| !self.scope_is_known(t)) {
+            return Err(Error::new(ErrorCode::InvalidScope, format!("scope {unknown:?} is not configured on this server")));
+        }
+        if new.access_token_ttl == Some(0) || new.refresh_token_ttl == Some(0) {
+            return Err(invalid("token lifetimes must be at least 1 second"));
+        }
+        let secret = (new.client_type == ClientType::Confidential).then(new_secret);
+        let client = ClientRecord {
+            client_id: random_token(16),
+            name: new.name.trim().to_string(),
+            client_type: new.client_type,
+            secret_hash: secret.as_deref().map(secret_hash),
+            redirect_uris: new.redirect_uris,
+            grant_types: new.grant_types,
+            scopes: scope.tokens().map(str::to_string).collect(),
+            resources: new.resources,
+            access_token_ttl: new.access_token_ttl,
+            refresh_token_ttl: new.refresh_token_ttl,
+            created_at: now(),
+        };
+        self.store.put_client(&client)?;
+        Ok((client, secret))
+    }
+
+    /// Replaces a confidential client's secret; the old one stops working at once.
+    pub fn rotate_client_secret(&self, client_id: &str) -> Result<String, Error> {
+        let mut client = self
+            .store
+            .get_client(client_id)?
+            .ok_or_else(|| Error::invalid_request("no such client"))?;
+        if client.client_type != ClientType::Confidential {
+            return Err(Error::invalid_request("public clients have no secret"));
+        }
+        let secret = new_secret();
+        client.secret_hash = Some(secret_hash(&secret));
+        self.store.put_client(&client)?;
+        Ok(secret)
+    }
+
+    /// Client authentication (RFC 6749 §2.3). Confidential clients must present their secret;
+    /// public clients must not present one. Every failure is the same `invalid_client`, so a
+    /// caller cannot tell an unknown client from a wrong secret.
+    pub fn authenticate_client(&self, credentials: &ClientCredentials) -> Result<ClientRecord, Error> {
+        let client = self.store.get_client(&credentials.client_id)?.ok_or_else(Error::invalid_client)?;
+        match (client.client_type, &client.secret_hash, &credentials.secret) {
+            (ClientType::Confidential, Some(stored), Some(given)) => {
+                if bool::from(secret_hash(given).ct_eq(stored)) {
+                    Ok(client)
+                } else {
+                    Err(Error::invalid_client())
+                }
+            }
+            (ClientType::Public, _, None) => Ok(client),
+            _ => Err(Error::invalid_client()),
+        }
+    }
+
+    /// Looks up a client for the authorization endpoint (no authentication happens there).
+    pub fn find_client(&self, client_id: &str) -> Result<Option<ClientRecord>, Error> {
+        Ok(self.store.get_client(client_id)?)
+    }
+}
+
+/// Checks a redirect URI at registration: absolute, no fragment (RFC 6749 §3.1.2), and either
+/// https, loopback http (RFC 8252 §7.3), or a private-use scheme for native apps (RFC 8252 §7.1).
+pub fn validate_redirect_uri(uri: &str) -> Result<(), Error> {
+    let bad = |why: &str| Error::invalid_request(format!("redirect URI {uri:?} {why}"));
+    let url = Url::parse(uri).map_err(|_| bad("is not an absolute URI"))?;
+    if url.fragment().is_some() || uri.contains('#') {
+        return Err(bad("must not contain a fragment"));
+    }
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" if is_loopback(&url) => Ok(()),
+        "http" => Err(bad("must use https unless it is a loopback address")),
+        "javascript" | "data" | "file" | "vbscript" | "blob" | "about" => Err(bad("uses a forbidden scheme")),
+        // A private-use scheme must be a reverse domain name (RFC 8252 §7.1).
+        scheme if scheme.contains('.') => Ok(()),
+        _ => Err(bad("must be https, loopback http, or a reverse-domain private-use scheme")),
+    }
+}
+
+fn validate_resource(resource: &str) -> Result<(), Error> {
+    match Url::parse(resource) {
+        Ok(url) if url.fragment().is_none() && !resource.contains('#') => Ok(()),
+        _ => Err(Error::new(ErrorCode::InvalidTarget, "a resource must be an absolute URI without a fragment (RFC 8707 §2)")),
+    }
+}
+
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d == "localhost",
+        None => false,
+    }
+}
+
+/// Finds the registered redirect URI that `requested` matches. Matching is exact string
+/// comparison (RFC 9700 §4.1.3), except that a loopback http URI may differ in port only,
+/// because native apps get an ephemeral port from the OS (RFC 8252 §7.3).
+pub fn match_redirect_uri<'a>(registered: &'a [String], requested: &str) -> Option<&'a String> {
+    if let Some(exact) = registered.iter().find(|r| r.as_str() == requested) {
+        return Some(exact);
+    }
+    let requested_url = Url::parse(requested).ok()?;
+    // Refuse anything the parser would normalise: only the port may differ from the registration.
+    if requested_url.scheme() != "http" || !is_loopback(&requested_url) || requested_url.as_str() != requested {
+        return None;
+    }
+    let without_port = |mut url: Url| {
+        url.set_port(None).ok()?;
+        Some(url.to_string())
+    };
+    let wanted = without_port(requested_url)?;
+    registered.iter().find(|r| {
+        Url::parse(r)
+            .ok()
+            .filter(|u| u.scheme() == "http" && is_loopback(u) && u.as_str() == r.as_str())
+            .and_then(without_port)
+            .is_some_and(|u| u == wanted)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redirect_uris_match_exactly() {
+        let registered = vec!["https://app.example/cb".to_string()];
+        assert!(match_redirect_uri(&registered, "https://app.example/cb").is_some());
+        for near_miss in [
+            "https://app.example/cb/",
+            "https://app.example/cb?x=1",
+            "https://app.example/CB",
+            "https://app.example:443/cb",
+            "https://app.example/cb#f",
+            "https://evil.example/cb",
+            "https://app.example.evil/cb",
+        ] {
+            assert!(match_redirect_uri(&registered, near_miss).is_none(), "{near_miss}");
+        }
+    }
+
+    #[test]
+    fn loopback_redirect_uris_may_differ_only_in_port() {
+        let registered = vec!["http://127.0.0.1/callback".to_string(), "http://[::1]:8080/cb".to_string()];
+        assert!(match_redirect_uri(&registered, "http://127.0.0.1:51234/callback").is_some());
+        assert!(match_redirect_uri(&registered, "http://[::1]:9/cb").is_some());
+        assert!(match_redirect_uri(&registered, "http://127.0.0.1:51234/other").is_none());
+        assert!(match_redirect_uri(&registered, "https://127.0.0.1:51234/callback").is_none());
+        assert!(match_redirect_uri(&registered, "http://127.0.0.2:51234/callback").is_none());
+    }
+
+    #[test]
+    fn registration_refuses_unsafe_redirect_uris() {
+        assert!(validate_redirect_uri("https://app.example/cb").is_ok());
+        assert!(validate_redirect_uri("http://localhost:3000/cb").is_ok());
+        assert!(validate_redirect_uri("com.example.app:/oauth").is_ok());
+        for bad in ["/relative", "http://app.example/cb", "https://app.example/cb#frag", "javascript:alert(1)", "myapp:/cb"] {
+            assert!(validate_redirect_uri(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! The protocol's error codes, in one place, and the error type every core operation returns.
+//!
+//! `description` is safe to show a client; `cause` is internal detail (a storage failure, say)
+//! that the HTTP layer logs and never renders.
+
+use std::fmt;
+
+/// RFC error codes. The wire string comes from [`ErrorCode::as_str`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorCode {
+    // RFC 6749 §4.1.2.1 and §5.2
+    /// A parameter is missing, repeated, malformed or unsupported.
+    InvalidRequest,
+    /// Client authentication failed (unknown client, wrong or missing secret).
+    InvalidClient,
+    /// The code, refresh token or PKCE verifier is invalid, expired, revoked or not this client's.
+    InvalidGrant,
+    /// The client may not use this grant or response type.
+    UnauthorizedClient,
+    /// The server does not know this `grant_type`.
+    UnsupportedGrantType,
+    /// The server does not support this `response_type`.
+    UnsupportedResponseType,
+    /// The scope is unknown, malformed, or beyond what the client (or grant) allows.
+    InvalidScope,
+    /// The user (or the server) denied the request.
+    AccessDenied,
+    /// Something failed on our side; the details are logged, never sent.
+    ServerError,
+    /// The server is overloaded or down for maintenance.
+    TemporarilyUnavailable,
+    // RFC 8707 §2
+    /// The requested `resource` is not one this client may get tokens for.
+    InvalidTarget,
+    // RFC 6750 §3.1
+    /// The bearer token is missing, expired, revoked or malformed.
+    InvalidToken,
+    /// The token lacks the scope the request needs.
+    InsufficientScope,
+    // RFC 7009 §2.2.1
+    /// The server cannot revoke this type of token.
+    UnsupportedTokenType,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidRequest => "invalid_request",
+            ErrorCode::InvalidClient => "invalid_client",
+            ErrorCode::InvalidGrant => "invalid_grant",
+            ErrorCode::UnauthorizedClient => "unauthorized_client",
+            ErrorCode::UnsupportedGrantType => "unsupported_grant_type",
+            ErrorCode::UnsupportedResponseType => "unsupported_response_type",
+            ErrorCode::InvalidScope => "invalid_scope",
+            ErrorCode::AccessDenied => "access_denied",
+            ErrorCode::ServerError => "server_error",
+            ErrorCode::TemporarilyUnavailable => "temporarily_unavailable",
+            ErrorCode::InvalidTarget => "invalid_target",
+            ErrorCode::InvalidToken => "invalid_token",
+            ErrorCode::InsufficientScope => "insufficient_scope",
+            ErrorCode::UnsupportedTokenType => "unsupported_token_type",
+        }
+    }
+}
+
+/// A protocol outcome other than success.
+#[derive(Debug)]
+pub struct Error {
+    pub code: ErrorCode,
+    /// Human-readable, client-safe text for `error_description`.
+    pub description: String,
+    /// Internal cause, for logs only.
+    pub cause: Option<String>,
+}
+
+impl Error {
+    pub fn new(code: ErrorCode, description: impl Into<String>) -> Error {
+        Error { code, description: description.into(), cause: None }
+    }
+
+    pub fn invalid_request(description: impl Into<String>) -> Error {
+        Error::new(ErrorCode::InvalidRequest, description)
+    }
+
+    pub fn invalid_grant(description: impl Into<String>) -> Error {
+        Error::new(ErrorCode::InvalidGrant, description)
+    }
+
+    pub fn invalid_client() -> Error {
+        Error::new(ErrorCode::InvalidClient, "client authentication failed")
+    }
+
+    pub fn server_error(cause: impl fmt::Display) -> Error {
+        Error { code: ErrorCode::ServerError, description: "internal error".into(), cause: Some(cause.to_string()) }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code.as_str(), self.description)
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<crate::store::StoreError> for Error {
+    fn from(err: crate::store::StoreError) -> Error {
+        Error::server_error(err)
+    }
+}
+
+impl From<crate::keys::KeyError> for Error {
+    fn from(err: crate::keys::KeyError) -> Error {
+        Error::server_error(err)
+    }
+}

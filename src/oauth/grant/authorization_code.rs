@@ -1,0 +1,73 @@
+//! `grant_type=authorization_code` (RFC 6749 §4.1.3, RFC 7636 §4.5-4.6).
+
+use super::{required, TokenRequest};
+use crate::oauth::scope::Scope;
+use crate::oauth::token::TokenResponse;
+use crate::oauth::{now, pkce, random_token, secret_hash, Error, Provider};
+use crate::store::{ClientRecord, GrantType, RefreshRecord, Redemption};
+
+impl Provider {
+    pub(super) async fn authorization_code_grant(&self, client: &ClientRecord, request: TokenRequest) -> Result<TokenResponse, Error> {
+        let code = required(&request.code, "code")?;
+        let record = match self.store.redeem_code(&secret_hash(code))? {
+            Redemption::Fresh(record) => record,
+            Redemption::Replayed(record) => {
+                // RFC 6749 §4.1.2: a code used twice means it leaked; revoke what it produced.
+                self.store.revoke_family(&record.family_id, now() + self.refresh_token_ttl(client))?;
+                self.store.durable().await?;
+                return Err(Error::invalid_grant("the code was already used; tokens issued from it are revoked"));
+            }
+            Redemption::Unknown => return Err(Error::invalid_grant("the code is invalid")),
+        };
+        // The code is spent from here on, whatever the outcome: a failed attempt must not
+        // leave a stolen code usable.
+        if record.client_id != client.client_id {
+            return Err(Error::invalid_grant("the code was issued to another client"));
+        }
+        if record.expires_at <= now() {
+            return Err(Error::invalid_grant("the code has expired"));
+        }
+        match request.redirect_uri.as_deref() {
+            Some(uri) if uri != record.redirect_uri => return Err(Error::invalid_grant("redirect_uri differs from the authorization request")),
+            None if record.redirect_uri_given => return Err(Error::invalid_request("redirect_uri is missing")),
+            _ => {}
+        }
+        match (&record.code_challenge, request.code_verifier.as_deref()) {
+            (Some(challenge), Some(verifier)) => pkce::verify(verifier, challenge)?,
+            (Some(_), None) => return Err(Error::invalid_grant("code_verifier is missing")),
+            // RFC 9700 §4.8.2: a verifier without a challenge is a downgrade attempt.
+            (None, Some(_)) => return Err(Error::invalid_grant("code_verifier sent but the authorization request had no code_challenge")),
+            (None, None) => {}
+        }
+
+        let scope = Scope::parse(&record.scope)?;
+        let access = self.mint_access_token(client, &record.user_id, &scope, &record.audience)?;
+        self.store.link_access_token(&access.jti, &record.family_id)?;
+        let refresh_token = if client.grant_types.contains(&GrantType::RefreshToken) {
+            let token = random_token(32);
+            let issued_at = now();
+            let refresh = RefreshRecord {
+                family_id: record.family_id.clone(),
+                client_id: client.client_id.clone(),
+                user_id: record.user_id.clone(),
+                scope: record.scope.clone(),
+                audience: record.audience.clone(),
+                issued_at,
+                expires_at: issued_at + self.refresh_token_ttl(client),
+                rotated: false,
+            };
+            self.store.put_refresh(&secret_hash(&token), &refresh)?;
+            Some(token)
+        } else {
+            None
+        };
+        self.store.durable().await?;
+        Ok(TokenResponse {
+            access_token: access.jwt,
+            token_type: "Bearer",
+            expires_in: access.expires_in,
+            refresh_token,
+            scope: record.scope,
+        })
+    }
+}

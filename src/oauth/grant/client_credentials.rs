@@ -1,0 +1,27 @@
+//! `grant_type=client_credentials` (RFC 6749 §4.4): a confidential client acting for itself.
+
+use super::TokenRequest;
+use crate::oauth::scope::Scope;
+use crate::oauth::token::TokenResponse;
+use crate::oauth::{Error, ErrorCode, Provider};
+use crate::store::{ClientRecord, ClientType};
+
+impl Provider {
+    /// Issues an access token whose `sub` is the client. No refresh token (RFC 6749 §4.4.3)
+    /// and nothing stored: the grant costs one client lookup and one signature.
+    pub(super) fn client_credentials_grant(&self, client: &ClientRecord, request: TokenRequest) -> Result<TokenResponse, Error> {
+        if client.client_type != ClientType::Confidential {
+            return Err(Error::new(ErrorCode::UnauthorizedClient, "public clients cannot use client_credentials"));
+        }
+        let scope = Scope::resolve(request.scope.as_deref(), &client.scopes, |t| self.scope_is_known(t))?;
+        let audience = self.resolve_audience(client, request.resource.as_deref())?;
+        let access = self.mint_access_token(client, &client.client_id, &scope, &audience)?;
+        Ok(TokenResponse {
+            access_token: access.jwt,
+            token_type: "Bearer",
+            expires_in: access.expires_in,
+            refresh_token: None,
+            scope: scope.to_string(),
+        })
+    }
+}

@@ -1,0 +1,87 @@
+//! Token introspection (RFC 7662).
+
+use serde_json::Value;
+
+use super::client::ClientCredentials;
+use super::{now, secret_hash, Error, Provider};
+use crate::store::ClientType;
+
+/// What introspection reveals about a token (RFC 7662 §2.2). Inactive tokens reveal nothing.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Introspection {
+    pub active: bool,
+    /// `Bearer` for access tokens, `refresh_token` for refresh tokens.
+    pub token_type: Option<String>,
+    pub scope: Option<String>,
+    pub client_id: Option<String>,
+    pub sub: Option<String>,
+    pub aud: Option<String>,
+    pub iss: Option<String>,
+    pub exp: Option<i64>,
+    pub iat: Option<i64>,
+    pub jti: Option<String>,
+}
+
+fn claim(claims: &Value, name: &str) -> Option<String> {
+    claims[name].as_str().map(str::to_string)
+}
+
+impl Provider {
+    /// Answers whether `token` is active and, if so, its claims. Only confidential clients may
+    /// ask (RFC 7662 §2.1 requires the caller to be authorised); any of them may introspect
+    /// any token, since resource servers are registered as clients of their own.
+    ///
+    /// An access token is inactive once revoked, once its grant family is revoked (refresh
+    /// token reuse, a replayed code, revocation of its refresh token), or when it expires.
+    pub fn introspect(&self, credentials: &ClientCredentials, token: Option<&str>) -> Result<Introspection, Error> {
+        let client = self.authenticate_client(credentials)?;
+        if client.client_type != ClientType::Confidential {
+            return Err(Error::invalid_client());
+        }
+        let token = token.filter(|t| !t.is_empty()).ok_or_else(|| Error::invalid_request("token is missing"))?;
+        let inactive = Introspection::default();
+
+        if let Some(record) = self.store.get_refresh(&secret_hash(token))? {
+            if record.rotated || record.expires_at <= now() || self.store.is_family_revoked(&record.family_id)? {
+                return Ok(inactive);
+            }
+            return Ok(Introspection {
+                active: true,
+                token_type: Some("refresh_token".into()),
+                scope: Some(record.scope),
+                client_id: Some(record.client_id),
+                sub: Some(record.user_id),
+                aud: Some(record.audience),
+                iss: Some(self.issuer.clone()),
+                iat: Some(record.issued_at),
+                exp: Some(record.expires_at),
+                jti: None,
+            });
+        }
+
+        let Some(claims) = self.keys.current().verify_jwt(token, "at+jwt", &self.issuer) else {
+            return Ok(inactive);
+        };
+        let jti = claims["jti"].as_str().unwrap_or_default().to_string();
+        if self.store.is_access_token_revoked(&jti)? {
+            return Ok(inactive);
+        }
+        if let Some(family) = self.store.family_of_access_token(&jti)? {
+            if self.store.is_family_revoked(&family)? {
+                return Ok(inactive);
+            }
+        }
+        Ok(Introspection {
+            active: true,
+            token_type: Some("Bearer".into()),
+            scope: claim(&claims, "scope"),
+            client_id: claim(&claims, "client_id"),
+            sub: claim(&claims, "sub"),
+            aud: claim(&claims, "aud"),
+            iss: claim(&claims, "iss"),
+            exp: claims["exp"].as_i64(),
+            iat: claims["iat"].as_i64(),
+            jti: Some(jti),
+        })
+    }
+}

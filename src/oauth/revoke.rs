@@ -1,0 +1,52 @@
+//! Token revocation (RFC 7009).
+
+use super::client::ClientCredentials;
+use super::{now, secret_hash, Error, ErrorCode, Provider};
+
+impl Provider {
+    /// Revokes a refresh token (and with it its whole grant family, RFC 7009 §2.1) or an access
+    /// token. Unknown tokens, and tokens of other clients, are answered like success so the
+    /// endpoint cannot be used to probe for valid tokens (RFC 7009 §2.2).
+    pub async fn revoke(&self, credentials: &ClientCredentials, token: Option<&str>, hint: Option<&str>) -> Result<(), Error> {
+        let client = self.authenticate_client(credentials)?;
+        let token = token.filter(|t| !t.is_empty()).ok_or_else(|| Error::invalid_request("token is missing"))?;
+        let refresh_first = match hint {
+            None | Some("refresh_token") => true,
+            Some("access_token") => false,
+            Some(_) => return Err(Error::new(ErrorCode::UnsupportedTokenType, "token_type_hint must be access_token or refresh_token")),
+        };
+        let revoked = if refresh_first {
+            self.revoke_refresh(&client.client_id, token)? || self.revoke_access(&client.client_id, token)?
+        } else {
+            self.revoke_access(&client.client_id, token)? || self.revoke_refresh(&client.client_id, token)?
+        };
+        if revoked {
+            self.store.durable().await?;
+        }
+        Ok(())
+    }
+
+    fn revoke_refresh(&self, client_id: &str, token: &str) -> Result<bool, Error> {
+        match self.store.get_refresh(&secret_hash(token))? {
+            Some(record) if record.client_id == client_id => {
+                self.store.revoke_family(&record.family_id, record.expires_at.max(now()))?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    fn revoke_access(&self, client_id: &str, token: &str) -> Result<bool, Error> {
+        let Some(claims) = self.keys.current().verify_jwt(token, "at+jwt", &self.issuer) else {
+            return Ok(false);
+        };
+        if claims["client_id"].as_str() != Some(client_id) {
+            return Ok(false);
+        }
+        let (Some(jti), Some(exp)) = (claims["jti"].as_str(), claims["exp"].as_i64()) else {
+            return Ok(false);
+        };
+        self.store.revoke_access_token(jti, exp)?;
+        Ok(true)
+    }
+}

@@ -1,0 +1,97 @@
+//! Scopes (RFC 6749 §3.3): parsed once into a sorted, de-duplicated set.
+
+use std::fmt;
+
+use super::error::{Error, ErrorCode};
+
+/// A set of scope tokens in a canonical order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Scope(Vec<String>);
+
+/// `scope-token = 1*NQCHAR`, `NQCHAR = %x21 / %x23-5B / %x5D-7E` (RFC 6749 §3.3).
+pub fn is_scope_token(token: &str) -> bool {
+    !token.is_empty() && token.bytes().all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b))
+}
+
+impl Scope {
+    /// Parses a space-delimited scope string; fails with `invalid_scope` on bad syntax.
+    pub fn parse(value: &str) -> Result<Scope, Error> {
+        let mut tokens = Vec::new();
+        for token in value.split(' ') {
+            if !is_scope_token(token) {
+                return Err(Error::new(ErrorCode::InvalidScope, "scope is malformed"));
+            }
+            tokens.push(token.to_string());
+        }
+        Ok(Scope::from_tokens(tokens))
+    }
+
+    pub fn from_tokens(tokens: impl IntoIterator<Item = String>) -> Scope {
+        let mut tokens: Vec<String> = tokens.into_iter().collect();
+        tokens.sort();
+        tokens.dedup();
+        Scope(tokens)
+    }
+
+    pub fn tokens(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(String::as_str)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn is_subset_of(&self, allowed: &[String]) -> bool {
+        self.0.iter().all(|t| allowed.contains(t))
+    }
+
+    /// The scope a request ends up with: the requested one if every token is both known to
+    /// the server and allowed for the client, else `invalid_scope`. No request means the
+    /// client's whole allowance (RFC 6749 §3.3 lets the server pick a default).
+    pub fn resolve(requested: Option<&str>, client_allowed: &[String], known: impl Fn(&str) -> bool) -> Result<Scope, Error> {
+        let scope = match requested {
+            Some(value) => Scope::parse(value)?,
+            None => Scope::from_tokens(client_allowed.iter().filter(|t| known(t)).cloned()),
+        };
+        if let Some(bad) = scope.tokens().find(|t| !known(t) || !client_allowed.iter().any(|a| a == t)) {
+            return Err(Error::new(ErrorCode::InvalidScope, format!("scope {bad:?} is unknown or not allowed for this client")));
+        }
+        Ok(scope)
+    }
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0.join(" "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn allowed() -> Vec<String> {
+        vec!["read".into(), "write".into()]
+    }
+
+    #[test]
+    fn scopes_are_sorted_and_deduplicated() {
+        assert_eq!(Scope::parse("write read write").unwrap().to_string(), "read write");
+    }
+
+    #[test]
+    fn malformed_scopes_are_rejected() {
+        for bad in ["", "read  write", "re\"ad", "read\\", " read"] {
+            assert_eq!(Scope::parse(bad).unwrap_err().code, ErrorCode::InvalidScope, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn unknown_or_disallowed_scopes_are_invalid_scope() {
+        let known = |t: &str| t == "read" || t == "write" || t == "admin";
+        assert!(Scope::resolve(Some("read"), &allowed(), known).is_ok());
+        assert_eq!(Scope::resolve(Some("admin"), &allowed(), known).unwrap_err().code, ErrorCode::InvalidScope);
+        assert_eq!(Scope::resolve(Some("nope"), &allowed(), known).unwrap_err().code, ErrorCode::InvalidScope);
+        assert_eq!(Scope::resolve(None, &allowed(), known).unwrap().to_string(), "read write");
+    }
+}

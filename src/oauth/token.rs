@@ -1,0 +1,75 @@
+//! Access-token claims (RFC 9068) and the token response (RFC 6749 §5.1).
+
+use serde::Serialize;
+
+use super::scope::Scope;
+use super::{now, random_token, Error, ErrorCode, Provider};
+use crate::store::ClientRecord;
+
+/// The JWT access token's claims, as RFC 9068 §2.2 lists them.
+#[derive(Debug, Serialize)]
+pub struct AccessTokenClaims<'a> {
+    pub iss: &'a str,
+    /// The user, or the client itself for client_credentials.
+    pub sub: &'a str,
+    pub aud: &'a str,
+    pub exp: i64,
+    pub iat: i64,
+    pub jti: &'a str,
+    pub client_id: &'a str,
+    pub scope: &'a str,
+}
+
+/// A successful token response.
+#[derive(Debug, Clone)]
+pub struct TokenResponse {
+    pub access_token: String,
+    /// Always "Bearer" (RFC 6750).
+    pub token_type: &'static str,
+    pub expires_in: u64,
+    pub refresh_token: Option<String>,
+    pub scope: String,
+}
+
+/// A signed access token and the facts the caller needs to record it.
+pub struct MintedAccessToken {
+    pub jwt: String,
+    pub jti: String,
+    pub expires_in: u64,
+}
+
+impl Provider {
+    /// Signs an access token for `sub` with the current signing key.
+    pub fn mint_access_token(&self, client: &ClientRecord, sub: &str, scope: &Scope, audience: &str) -> Result<MintedAccessToken, Error> {
+        let expires_in = client.access_token_ttl.unwrap_or(self.config.access_token_ttl.as_secs());
+        let iat = now();
+        let jti = random_token(16);
+        let scope = scope.to_string();
+        let claims = AccessTokenClaims {
+            iss: &self.issuer,
+            sub,
+            aud: audience,
+            exp: iat + expires_in as i64,
+            iat,
+            jti: &jti,
+            client_id: &client.client_id,
+            scope: &scope,
+        };
+        let jwt = self.keys.current().sign_jwt("at+jwt", &claims)?;
+        Ok(MintedAccessToken { jwt, jti, expires_in })
+    }
+
+    pub fn refresh_token_ttl(&self, client: &ClientRecord) -> i64 {
+        client.refresh_token_ttl.unwrap_or(self.config.refresh_token_ttl.as_secs()) as i64
+    }
+
+    /// The `aud` for a token: the RFC 8707 `resource` if the client may have it, the default
+    /// audience if none was asked for, `invalid_target` otherwise.
+    pub fn resolve_audience(&self, client: &ClientRecord, resource: Option<&str>) -> Result<String, Error> {
+        match resource {
+            None => Ok(self.default_audience.clone()),
+            Some(r) if r == self.default_audience || client.resources.iter().any(|allowed| allowed == r) => Ok(r.to_string()),
+            Some(_) => Err(Error::new(ErrorCode::InvalidTarget, "this client may not get tokens for that resource")),
+        }
+    }
+}

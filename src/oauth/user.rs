@@ -1,0 +1,100 @@
+//! Users: creation, password hashing with Argon2id, and password checks for login.
+
+use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+
+use super::{now, random_token, Error, Provider};
+use crate::store::{StoreError, UserRecord};
+
+/// Hashes a password with Argon2id and the crate's default (OWASP-recommended) parameters.
+pub fn hash_password(password: &str) -> Result<String, Error> {
+    let salt = SaltString::generate(&mut OsRng);
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(Error::server_error)
+}
+
+fn password_matches(password: &str, phc: &str) -> bool {
+    PasswordHash::new(phc).is_ok_and(|hash| Argon2::default().verify_password(password.as_bytes(), &hash).is_ok())
+}
+
+fn validate_username(username: &str) -> Result<(), Error> {
+    let ok = (1..=64).contains(&username.chars().count())
+        && username.chars().all(|c| c.is_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid_request("a username is 1-64 letters, digits, '.', '_', '-' or '@'"))
+    }
+}
+
+fn validate_password(password: &str) -> Result<(), Error> {
+    if password.chars().count() < 8 {
+        return Err(Error::invalid_request("a password needs at least 8 characters"));
+    }
+    Ok(())
+}
+
+impl Provider {
+    /// Creates a user; fails with `invalid_request` when the username is taken or invalid.
+    pub fn create_user(&self, username: &str, password: &str, email: Option<String>) -> Result<UserRecord, Error> {
+        validate_username(username)?;
+        validate_password(password)?;
+        let user = UserRecord {
+            user_id: random_token(16),
+            username: username.to_string(),
+            email,
+            password_hash: hash_password(password)?,
+            created_at: now(),
+        };
+        match self.store.insert_user(&user) {
+            Err(StoreError::Conflict(_)) => Err(Error::invalid_request(format!("username {username:?} is taken"))),
+            other => other.map(|_| user).map_err(Error::from),
+        }
+    }
+
+    pub fn set_password(&self, username: &str, password: &str) -> Result<(), Error> {
+        validate_password(password)?;
+        let mut user = self
+            .store
+            .get_user_by_name(username)?
+            .ok_or_else(|| Error::invalid_request("no such user"))?;
+        user.password_hash = hash_password(password)?;
+        Ok(self.store.update_user(&user)?)
+    }
+
+    /// Returns the user if the password is right. Unknown users cost the same hash check as
+    /// known ones, so response time does not reveal which usernames exist.
+    pub fn check_password(&self, username: &str, password: &str) -> Result<Option<UserRecord>, Error> {
+        match self.store.get_user_by_name(username)? {
+            Some(user) if password_matches(password, &user.password_hash) => Ok(Some(user)),
+            Some(_) => Ok(None),
+            None => {
+                password_matches(password, &self.dummy_password_hash);
+                Ok(None)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn password_hashes_are_argon2id_and_verify() {
+        let hash = hash_password("correct horse").unwrap();
+        assert!(hash.starts_with("$argon2id$"));
+        assert!(password_matches("correct horse", &hash));
+        assert!(!password_matches("wrong horse", &hash));
+    }
+
+    #[test]
+    fn usernames_are_restricted() {
+        assert!(validate_username("alice.smith@example").is_ok());
+        assert!(validate_username("").is_err());
+        assert!(validate_username("a b").is_err());
+        assert!(validate_username("<script>").is_err());
+    }
+}

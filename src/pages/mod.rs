@@ -1,0 +1,318 @@
+//! The browser side of the authorization endpoint (RFC 6749 §4.1.1-4.1.2): login and consent
+//! pages behind a server-side session cookie, each form carrying the session's CSRF token.
+//! Every page forbids framing and caching; redirects after a POST are 303 See Other.
+
+use std::sync::Arc;
+
+use minijinja::{context, Environment};
+use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+use poem::http::{header, StatusCode};
+use poem::web::Data;
+use poem::{get, handler, Body, EndpointExt, Request, Response, Route};
+
+use crate::http::form::parse_pairs;
+use crate::oauth::authorize::{AuthorizationRequest, AuthorizeError, Params};
+use crate::oauth::session::Session;
+use crate::oauth::{Error, ErrorCode, Provider};
+
+/// The compiled page templates.
+pub struct Templates(Environment<'static>);
+
+impl Templates {
+    fn new() -> Templates {
+        let mut env = Environment::new();
+        for (name, source) in [
+            ("base.html", include_str!("templates/base.html")),
+            ("login.html", include_str!("templates/login.html")),
+            ("consent.html", include_str!("templates/consent.html")),
+            ("error.html", include_str!("templates/error.html")),
+        ] {
+            // The templates are compiled into the binary; a syntax error is a build defect.
+            env.add_template(name, source).expect("built-in template must parse");
+        }
+        Templates(env)
+    }
+
+    fn render(&self, name: &str, ctx: minijinja::Value) -> String {
+        self.0
+            .get_template(name)
+            .and_then(|t| t.render(ctx))
+            .unwrap_or_else(|e| {
+                tracing::error!(template = name, error = %e, "template failed to render");
+                "<!doctype html><title>Error</title><p>Internal error.</p>".into()
+            })
+    }
+}
+
+/// Adds the page routes to `route`.
+pub fn mount(route: Route) -> Route {
+    let templates = Arc::new(Templates::new());
+    route
+        .at("/o/authorize/", get(authorize).post(decide).data(templates.clone()))
+        .at("/o/login/", get(login_form).post(login).data(templates))
+        .at("/o/static/tessera.css", get(stylesheet))
+}
+
+#[handler]
+fn stylesheet() -> Response {
+    Response::builder()
+        .content_type("text/css; charset=utf-8")
+        .header(header::CACHE_CONTROL, "public, max-age=3600")
+        .header("X-Content-Type-Options", "nosniff")
+        .body(include_str!("tessera.css"))
+}
+
+/// An HTML response with the headers every page carries.
+fn page(status: StatusCode, html: String) -> Response {
+    Response::builder()
+        .status(status)
+        .content_type("text/html; charset=utf-8")
+        .header(
+            "Content-Security-Policy",
+            "default-src 'none'; style-src 'self'; img-src 'self'; base-uri 'none'; frame-ancestors 'none'",
+        )
+        .header("X-Frame-Options", "DENY")
+        .header("X-Content-Type-Options", "nosniff")
+        .header("Referrer-Policy", "no-referrer")
+        .header(header::CACHE_CONTROL, "no-store")
+        .body(html)
+}
+
+fn redirect(status: StatusCode, location: &str) -> Response {
+    Response::builder()
+        .status(status)
+        .header(header::LOCATION, location)
+        .header(header::CACHE_CONTROL, "no-store")
+        .header("Referrer-Policy", "no-referrer")
+        .finish()
+}
+
+fn error_page(templates: &Templates, status: StatusCode, error: &Error) -> Response {
+    if let Some(cause) = &error.cause {
+        tracing::error!(error = %error, cause = %cause, "page request failed");
+    }
+    let title = if error.code == ErrorCode::ServerError { "Something went wrong" } else { "Invalid request" };
+    let html = templates.render("error.html", context! { title, code => error.code.as_str(), description => &error.description });
+    page(status, html)
+}
+
+fn cookie_name(provider: &Provider) -> &'static str {
+    // The __Host- prefix pins the cookie to this exact origin, but browsers accept it only
+    // with Secure, i.e. on https.
+    if provider.issuer.starts_with("https://") {
+        "__Host-tessera_session"
+    } else {
+        "tessera_session"
+    }
+}
+
+fn session_cookie(provider: &Provider, session: &Session) -> String {
+    let secure = if provider.issuer.starts_with("https://") { "; Secure" } else { "" };
+    format!(
+        "{}={}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{secure}",
+        cookie_name(provider),
+        session.id,
+        provider.config.session_ttl.as_secs()
+    )
+}
+
+fn current_session(provider: &Provider, req: &Request) -> Result<Option<Session>, Error> {
+    let name = cookie_name(provider);
+    let value = req
+        .headers()
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_string());
+    provider.session(value.as_deref())
+}
+
+async fn form_pairs(body: Body) -> Result<Vec<(String, String)>, Error> {
+    let bytes = body.into_bytes().await.map_err(|_| Error::invalid_request("the body could not be read"))?;
+    parse_pairs(&bytes).map_err(Error::invalid_request)
+}
+
+/// Where login sends the user back to. Only our own authorization endpoint is accepted, so
+/// the login page cannot be used as an open redirect.
+fn safe_next(next: Option<&str>) -> Option<&str> {
+    next.filter(|n| n.starts_with("/o/authorize/?") && !n.contains(['\\', '\r', '\n']))
+}
+
+fn login_redirect(req: &Request, status: StatusCode) -> Response {
+    let original = format!("/o/authorize/?{}", req.uri().query().unwrap_or_default());
+    redirect(status, &format!("/o/login/?next={}", utf8_percent_encode(&original, NON_ALPHANUMERIC)))
+}
+
+/// Parses and validates the authorization request in the query string.
+fn authorization_request(provider: &Provider, templates: &Templates, req: &Request) -> Result<AuthorizationRequest, Response> {
+    let pairs = parse_pairs(req.uri().query().unwrap_or_default().as_bytes())
+        .map_err(|why| error_page(templates, StatusCode::BAD_REQUEST, &Error::invalid_request(why)))?;
+    provider.validate_authorization(&pairs).map_err(|e| match e {
+        AuthorizeError::Show(error) => {
+            let status = if error.code == ErrorCode::ServerError { StatusCode::INTERNAL_SERVER_ERROR } else { StatusCode::BAD_REQUEST };
+            error_page(templates, status, &error)
+        }
+        AuthorizeError::Redirect(location) => redirect(StatusCode::FOUND, &location),
+    })
+}
+
+/// GET /o/authorize/: validate, then log in or ask for consent.
+#[handler]
+async fn authorize(req: &Request, provider: Data<&Arc<Provider>>, templates: Data<&Arc<Templates>>) -> Response {
+    let (provider, templates) = (provider.0.as_ref(), templates.0.as_ref());
+    let request = match authorization_request(provider, templates, req) {
+        Ok(r) => r,
+        Err(response) => return response,
+    };
+    let session = match current_session(provider, req) {
+        Ok(s) => s,
+        Err(e) => return error_page(templates, StatusCode::INTERNAL_SERVER_ERROR, &e),
+    };
+    let user = match session.as_ref().and_then(|s| s.user_id()).map(|id| provider.store.get_user(id)) {
+        Some(Ok(Some(user))) => user,
+        Some(Err(e)) => return error_page(templates, StatusCode::INTERNAL_SERVER_ERROR, &e.into()),
+        _ => return login_redirect(req, StatusCode::FOUND),
+    };
+    let session = session.expect("a user implies a session");
+    let scopes: Vec<_> = request
+        .scope
+        .tokens()
+        .map(|name| {
+            let description = provider.config.scopes.iter().find(|s| s.name == name).map(|s| s.description.clone());
+            context! { name, description }
+        })
+        .collect();
+    let redirect_host = url::Url::parse(&request.redirect_uri)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_string))
+        .unwrap_or_else(|| request.redirect_uri.clone());
+    let html = templates.render(
+        "consent.html",
+        context! {
+            client_name => &request.client.name,
+            username => &user.username,
+            scopes,
+            redirect_host,
+            action => format!("/o/authorize/?{}", req.uri().query().unwrap_or_default()),
+            csrf_token => &session.record.csrf_token,
+        },
+    );
+    page(StatusCode::OK, html)
+}
+
+/// POST /o/authorize/: the user's Allow or Deny.
+#[handler]
+async fn decide(req: &Request, body: Body, provider: Data<&Arc<Provider>>, templates: Data<&Arc<Templates>>) -> Response {
+    let (provider, templates) = (provider.0.as_ref(), templates.0.as_ref());
+    let request = match authorization_request(provider, templates, req) {
+        Ok(r) => r,
+        Err(response) => return response,
+    };
+    let form = match form_pairs(body).await {
+        Ok(f) => f,
+        Err(e) => return error_page(templates, StatusCode::BAD_REQUEST, &e),
+    };
+    let form = Params::new(&form);
+    let session = match current_session(provider, req) {
+        Ok(Some(s)) if s.user_id().is_some() => s,
+        Ok(_) => return login_redirect(req, StatusCode::SEE_OTHER),
+        Err(e) => return error_page(templates, StatusCode::INTERNAL_SERVER_ERROR, &e),
+    };
+    if !form.get("csrf_token").ok().flatten().is_some_and(|t| session.csrf_matches(t)) {
+        let error = Error::invalid_request("the form is stale or was not sent by this site (CSRF check failed); go back and try again");
+        return error_page(templates, StatusCode::FORBIDDEN, &error);
+    }
+    match form.get("decision").ok().flatten() {
+        Some("allow") => {
+            let user_id = session.user_id().unwrap_or_default();
+            let auth_time = session.record.auth_time.unwrap_or_else(crate::oauth::now);
+            match provider.approve(&request, user_id, auth_time).await {
+                Ok(location) => redirect(StatusCode::SEE_OTHER, &location),
+                Err(e) => error_page(templates, StatusCode::INTERNAL_SERVER_ERROR, &e),
+            }
+        }
+        Some("deny") => redirect(StatusCode::SEE_OTHER, &provider.deny(&request)),
+        _ => error_page(templates, StatusCode::BAD_REQUEST, &Error::invalid_request("decision must be allow or deny")),
+    }
+}
+
+fn login_page(templates: &Templates, status: StatusCode, session: &Session, next: &str, username: &str, error: Option<&str>) -> Response {
+    let html = templates.render("login.html", context! { csrf_token => &session.record.csrf_token, next, username, error });
+    page(status, html)
+}
+
+/// GET /o/login/: the login form, in a (possibly new, anonymous) session.
+#[handler]
+async fn login_form(req: &Request, provider: Data<&Arc<Provider>>, templates: Data<&Arc<Templates>>) -> Response {
+    let (provider, templates) = (provider.0.as_ref(), templates.0.as_ref());
+    let pairs = parse_pairs(req.uri().query().unwrap_or_default().as_bytes()).unwrap_or_default();
+    let next = Params::new(&pairs).get("next").ok().flatten();
+    let next = safe_next(next).unwrap_or_default();
+    let (session, is_new) = match current_session(provider, req) {
+        Ok(Some(s)) => (s, false),
+        Ok(None) => match provider.start_session() {
+            Ok(s) => (s, true),
+            Err(e) => return error_page(templates, StatusCode::INTERNAL_SERVER_ERROR, &e),
+        },
+        Err(e) => return error_page(templates, StatusCode::INTERNAL_SERVER_ERROR, &e),
+    };
+    let mut response = login_page(templates, StatusCode::OK, &session, next, "", None);
+    if is_new {
+        if let Ok(value) = session_cookie(provider, &session).parse() {
+            response.headers_mut().insert(header::SET_COOKIE, value);
+        }
+    }
+    response
+}
+
+/// POST /o/login/: check the password, start a fresh session, go back to `next`.
+#[handler]
+async fn login(req: &Request, body: Body, provider: Data<&Arc<Provider>>, templates: Data<&Arc<Templates>>) -> Response {
+    let templates = templates.0.as_ref();
+    let form = match form_pairs(body).await {
+        Ok(f) => f,
+        Err(e) => return error_page(templates, StatusCode::BAD_REQUEST, &e),
+    };
+    let form = Params::new(&form);
+    let field = |name: &str| form.get(name).ok().flatten().unwrap_or_default().to_string();
+    let next = safe_next(Some(&field("next"))).unwrap_or_default().to_string();
+    let session = match current_session(provider.as_ref(), req) {
+        Ok(Some(s)) => s,
+        Ok(None) => {
+            let error = Error::invalid_request("your login form expired; go back and try again");
+            return error_page(templates, StatusCode::FORBIDDEN, &error);
+        }
+        Err(e) => return error_page(templates, StatusCode::INTERNAL_SERVER_ERROR, &e),
+    };
+    if !session.csrf_matches(&field("csrf_token")) {
+        let error = Error::invalid_request("the form is stale or was not sent by this site (CSRF check failed); go back and try again");
+        return error_page(templates, StatusCode::FORBIDDEN, &error);
+    }
+    let (username, password) = (field("username"), field("password"));
+    // Argon2 takes tens of milliseconds of CPU: keep it off the async workers.
+    let checker = provider.0.clone();
+    let name = username.clone();
+    let outcome = tokio::task::spawn_blocking(move || checker.check_password(&name, &password)).await;
+    let user = match outcome {
+        Ok(Ok(Some(user))) => user,
+        Ok(Ok(None)) => {
+            // Never say which of the two was wrong.
+            return login_page(templates, StatusCode::UNAUTHORIZED, &session, &next, &username, Some("Invalid username or password."));
+        }
+        Ok(Err(e)) => return error_page(templates, StatusCode::INTERNAL_SERVER_ERROR, &e),
+        Err(e) => return error_page(templates, StatusCode::INTERNAL_SERVER_ERROR, &Error::server_error(e)),
+    };
+    let fresh = match provider.log_in(Some(&session), &user) {
+        Ok(s) => s,
+        Err(e) => return error_page(templates, StatusCode::INTERNAL_SERVER_ERROR, &e),
+    };
+    let location = if next.is_empty() { "/o/login/".to_string() } else { next };
+    let mut response = redirect(StatusCode::SEE_OTHER, &location);
+    if let Ok(value) = session_cookie(provider.as_ref(), &fresh).parse() {
+        response.headers_mut().insert(header::SET_COOKIE, value);
+    }
+    response
+}

@@ -1,0 +1,230 @@
+//! Storage: the record types Tessera keeps and the small traits a backend implements.
+//!
+//! The traits are grouped by record (clients, users, grants, sessions) and stay synchronous
+//! because the default backend, sled, is. Every method documents its contract; anything that
+//! must be atomic says so. Secrets never reach this layer in plaintext: callers pass the
+//! SHA-256 of a code, refresh token, session id or client secret as the key or field.
+
+pub mod sled;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use serde::{Deserialize, Serialize};
+
+pub use self::sled::SledStore;
+
+/// What can go wrong below the protocol.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another process (normally a running `tessera serve`) holds the data folder.
+    #[error("the data folder {0} is in use by another Tessera process (is the server running?); stop it first or use the running server")]
+    Locked(String),
+    #[error("a record with this {0} already exists")]
+    Conflict(&'static str),
+    #[error("storage error: {0}")]
+    Backend(#[from] ::sled::Error),
+    #[error("transaction failed: {0}")]
+    Transaction(String),
+    #[error("stored record is corrupt: {0}")]
+    Corrupt(#[from] serde_json::Error),
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// A 32-byte SHA-256 digest of a secret; the only form in which secrets are stored.
+pub type SecretHash = [u8; 32];
+
+/// A future that resolves once everything written before it is on disk.
+pub type Durable = Pin<Box<dyn Future<Output = Result<()>> + Send>>;
+
+/// RFC 6749 §2.1 client types.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientType {
+    /// Can keep a secret (a server-side app); authenticates at the token endpoint.
+    Confidential,
+    /// Cannot keep a secret (a SPA, a native app); identified by `client_id` and PKCE.
+    Public,
+}
+
+/// The grants a client may use, named as the CLI spells them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GrantType {
+    AuthorizationCode,
+    ClientCredentials,
+    RefreshToken,
+}
+
+impl GrantType {
+    /// The RFC 6749 `grant_type` value.
+    pub fn as_oauth_str(self) -> &'static str {
+        match self {
+            GrantType::AuthorizationCode => "authorization_code",
+            GrantType::ClientCredentials => "client_credentials",
+            GrantType::RefreshToken => "refresh_token",
+        }
+    }
+}
+
+/// A registered client (RFC 6749 §2).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ClientRecord {
+    pub client_id: String,
+    pub name: String,
+    pub client_type: ClientType,
+    /// SHA-256 of the client secret; `None` for public clients.
+    pub secret_hash: Option<SecretHash>,
+    /// Registered redirect URIs, compared exactly (RFC 9700 §4.1.3).
+    pub redirect_uris: Vec<String>,
+    pub grant_types: Vec<GrantType>,
+    /// Scopes this client may be granted.
+    pub scopes: Vec<String>,
+    /// RFC 8707 resource indicators this client may ask for as the token audience.
+    pub resources: Vec<String>,
+    /// Per-client lifetimes in seconds, overriding the server's.
+    pub access_token_ttl: Option<u64>,
+    pub refresh_token_ttl: Option<u64>,
+    pub created_at: i64,
+}
+
+/// A person who can log in (the resource owner of RFC 6749).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct UserRecord {
+    pub user_id: String,
+    pub username: String,
+    pub email: Option<String>,
+    /// Argon2id PHC string.
+    pub password_hash: String,
+    pub created_at: i64,
+}
+
+/// An authorization code and everything it is bound to (RFC 6749 §4.1.2, RFC 7636 §4.4).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CodeRecord {
+    pub client_id: String,
+    pub redirect_uri: String,
+    /// Whether the authorization request named `redirect_uri`; if so the token request must too.
+    pub redirect_uri_given: bool,
+    pub code_challenge: Option<String>,
+    pub user_id: String,
+    pub scope: String,
+    pub audience: String,
+    pub auth_time: i64,
+    pub expires_at: i64,
+    /// The grant family every token issued from this code belongs to.
+    pub family_id: String,
+    pub redeemed: bool,
+}
+
+/// An opaque refresh token's record, kept under the token's hash.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RefreshRecord {
+    pub family_id: String,
+    pub client_id: String,
+    pub user_id: String,
+    pub scope: String,
+    pub audience: String,
+    pub issued_at: i64,
+    pub expires_at: i64,
+    /// Set once this token has been exchanged for a new one; presenting it again is reuse.
+    pub rotated: bool,
+}
+
+/// A browser session behind the session cookie.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SessionRecord {
+    /// The logged-in user, if any; anonymous sessions exist to carry a CSRF token.
+    pub user_id: Option<String>,
+    pub csrf_token: String,
+    pub auth_time: Option<i64>,
+    pub expires_at: i64,
+}
+
+/// Outcome of redeeming an authorization code.
+#[derive(Debug)]
+pub enum Redemption {
+    /// First use: the code was marked redeemed and is returned.
+    Fresh(CodeRecord),
+    /// The code had been redeemed before (a replay, RFC 6749 §4.1.2).
+    Replayed(CodeRecord),
+    Unknown,
+}
+
+/// Outcome of exchanging a refresh token.
+#[derive(Debug)]
+pub enum Rotation {
+    /// The old token was active; it is now rotated and the new one stored.
+    Rotated(RefreshRecord),
+    /// The old token had already been rotated (reuse, RFC 9700 §4.14.2); its family is now revoked.
+    Reused(RefreshRecord),
+    /// The token is unknown, or its family was revoked earlier.
+    Invalid,
+}
+
+/// Registered clients.
+pub trait ClientStore: Send + Sync {
+    /// Inserts or replaces the client with this `client_id`.
+    fn put_client(&self, client: &ClientRecord) -> Result<()>;
+    fn get_client(&self, client_id: &str) -> Result<Option<ClientRecord>>;
+    /// All clients, ordered by `client_id`.
+    fn list_clients(&self) -> Result<Vec<ClientRecord>>;
+    /// Returns whether a client was removed.
+    fn delete_client(&self, client_id: &str) -> Result<bool>;
+}
+
+/// Users and their usernames, kept unique together.
+pub trait UserStore: Send + Sync {
+    /// Inserts a new user; `Conflict("username")` if the name is taken.
+    fn insert_user(&self, user: &UserRecord) -> Result<()>;
+    /// Replaces an existing user's record (the username must not change).
+    fn update_user(&self, user: &UserRecord) -> Result<()>;
+    fn get_user(&self, user_id: &str) -> Result<Option<UserRecord>>;
+    fn get_user_by_name(&self, username: &str) -> Result<Option<UserRecord>>;
+    fn list_users(&self) -> Result<Vec<UserRecord>>;
+    /// Removes the user and their username; returns whether one was removed.
+    fn delete_user(&self, user_id: &str) -> Result<bool>;
+}
+
+/// Codes, refresh tokens and revocations: everything a grant leaves behind.
+pub trait GrantStore: Send + Sync {
+    fn put_code(&self, code_hash: &SecretHash, code: &CodeRecord) -> Result<()>;
+    /// Atomically marks the code redeemed, so two concurrent redemptions see one `Fresh`.
+    fn redeem_code(&self, code_hash: &SecretHash) -> Result<Redemption>;
+    fn put_refresh(&self, token_hash: &SecretHash, token: &RefreshRecord) -> Result<()>;
+    /// Records that access token `jti` belongs to a grant family, so revoking the family
+    /// makes introspection report the access token inactive too.
+    fn link_access_token(&self, jti: &str, family_id: &str) -> Result<()>;
+    fn get_refresh(&self, token_hash: &SecretHash) -> Result<Option<RefreshRecord>>;
+    /// Atomically exchanges `old` for `new` (see [`Rotation`]); a token of a revoked family is `Invalid`.
+    fn rotate_refresh(
+        &self,
+        old: &SecretHash,
+        new: &SecretHash,
+        make_new: &dyn Fn(&RefreshRecord) -> RefreshRecord,
+        access_jti: &str,
+    ) -> Result<Rotation>;
+    /// Revokes every token of a grant family; the mark is kept until `keep_until`.
+    fn revoke_family(&self, family_id: &str, keep_until: i64) -> Result<()>;
+    fn is_family_revoked(&self, family_id: &str) -> Result<bool>;
+    /// The family an access token was issued in, if it was issued with a refresh token.
+    fn family_of_access_token(&self, jti: &str) -> Result<Option<String>>;
+    /// Marks one access token revoked until it expires (RFC 7009).
+    fn revoke_access_token(&self, jti: &str, expires_at: i64) -> Result<()>;
+    fn is_access_token_revoked(&self, jti: &str) -> Result<bool>;
+}
+
+/// Browser sessions, keyed by the hash of the cookie value.
+pub trait SessionStore: Send + Sync {
+    fn put_session(&self, id_hash: &SecretHash, session: &SessionRecord) -> Result<()>;
+    fn get_session(&self, id_hash: &SecretHash) -> Result<Option<SessionRecord>>;
+    fn delete_session(&self, id_hash: &SecretHash) -> Result<()>;
+}
+
+/// A complete backend.
+pub trait Store: ClientStore + UserStore + GrantStore + SessionStore {
+    /// Resolves once every write made before the call is durable on disk. Callers await it
+    /// before handing a credential out, so a crash can never forget a token a client holds.
+    fn durable(&self) -> Durable;
+}

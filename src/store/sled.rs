@@ -1,0 +1,393 @@
+//! `SledStore`: the default backend, one sled tree per record kind.
+//!
+//! Key layout (kept in this file only):
+//! - `clients`: client_id -> JSON `ClientRecord`
+//! - `users`: user_id -> JSON `UserRecord`; `usernames`: username -> user_id
+//! - `codes`: SHA-256(code) -> JSON `CodeRecord`
+//! - `refresh_tokens`: SHA-256(token) -> JSON `RefreshRecord`
+//! - `revoked_families`: family_id -> keep-until (i64 BE); `access_families`: jti -> family_id
+//! - `revoked_access`: jti -> expires_at (i64 BE)
+//! - `sessions`: SHA-256(session id) -> JSON `SessionRecord`
+//!
+//! Durability: sled writes go to its log buffer; `durable()` awaits `flush_async`, which
+//! writes and fsyncs that buffer. Concurrent callers share one fsync (sled seals the buffer
+//! once and wakes every waiter), so the cost is one fsync per batch of requests, not per
+//! request: this is what lets the refresh grant hand out durable tokens at high rates.
+
+use std::fs;
+use std::path::Path;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use ::sled::transaction::{ConflictableTransactionError, TransactionError};
+use ::sled::{Db, Transactional, Tree};
+
+use super::*;
+
+/// The sled page cache is capped so that the whole server stays within a small memory budget.
+const CACHE_BYTES: u64 = 8 * 1024 * 1024;
+
+pub struct SledStore {
+    db: Db,
+    clients: Tree,
+    users: Tree,
+    usernames: Tree,
+    codes: Tree,
+    refresh_tokens: Tree,
+    revoked_families: Tree,
+    access_families: Tree,
+    revoked_access: Tree,
+    sessions: Tree,
+}
+
+fn to_json<T: Serialize>(value: &T) -> Result<Vec<u8>> {
+    Ok(serde_json::to_vec(value)?)
+}
+
+fn from_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    Ok(serde_json::from_slice(bytes)?)
+}
+
+fn tx_error(err: TransactionError<StoreError>) -> StoreError {
+    match err {
+        TransactionError::Abort(e) => e,
+        TransactionError::Storage(e) => StoreError::Backend(e),
+    }
+}
+
+fn abort(err: impl Into<StoreError>) -> ConflictableTransactionError<StoreError> {
+    ConflictableTransactionError::Abort(err.into())
+}
+
+impl SledStore {
+    /// Opens (creating if needed, mode 0700) the data folder. Fails with `Locked` when
+    /// another process has it open: sled takes an exclusive file lock, which is what stops
+    /// the CLI from writing under a running server.
+    pub fn open(dir: &Path) -> Result<SledStore> {
+        create_private_dir(dir).map_err(|e| StoreError::Backend(e.into()))?;
+        let db = ::sled::Config::new()
+            .path(dir)
+            .cache_capacity(CACHE_BYTES)
+            .open()
+            .map_err(|e| match &e {
+                ::sled::Error::Io(io) if io.to_string().contains("lock") => {
+                    StoreError::Locked(dir.display().to_string())
+                }
+                _ => StoreError::Backend(e),
+            })?;
+        let tree = |name: &str| db.open_tree(name);
+        Ok(SledStore {
+            clients: tree("clients")?,
+            users: tree("users")?,
+            usernames: tree("usernames")?,
+            codes: tree("codes")?,
+            refresh_tokens: tree("refresh_tokens")?,
+            revoked_families: tree("revoked_families")?,
+            access_families: tree("access_families")?,
+            revoked_access: tree("revoked_access")?,
+            sessions: tree("sessions")?,
+            db,
+        })
+    }
+
+    fn list<T: DeserializeOwned>(tree: &Tree) -> Result<Vec<T>> {
+        tree.iter().values().map(|v| from_json(&v?)).collect()
+    }
+
+    fn get<T: DeserializeOwned>(tree: &Tree, key: &[u8]) -> Result<Option<T>> {
+        tree.get(key)?.map(|v| from_json(&v)).transpose()
+    }
+}
+
+/// Creates `dir` (and parents) and restricts it to the owner.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    fs::create_dir_all(dir)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
+impl ClientStore for SledStore {
+    fn put_client(&self, client: &ClientRecord) -> Result<()> {
+        self.clients.insert(client.client_id.as_bytes(), to_json(client)?)?;
+        Ok(())
+    }
+
+    fn get_client(&self, client_id: &str) -> Result<Option<ClientRecord>> {
+        Self::get(&self.clients, client_id.as_bytes())
+    }
+
+    fn list_clients(&self) -> Result<Vec<ClientRecord>> {
+        Self::list(&self.clients)
+    }
+
+    fn delete_client(&self, client_id: &str) -> Result<bool> {
+        Ok(self.clients.remove(client_id.as_bytes())?.is_some())
+    }
+}
+
+impl UserStore for SledStore {
+    fn insert_user(&self, user: &UserRecord) -> Result<()> {
+        let record = to_json(user)?;
+        (&self.users, &self.usernames)
+            .transaction(|(users, usernames)| {
+                if usernames.get(user.username.as_bytes())?.is_some() {
+                    return Err(abort(StoreError::Conflict("username")));
+                }
+                usernames.insert(user.username.as_bytes(), user.user_id.as_bytes())?;
+                users.insert(user.user_id.as_bytes(), record.clone())?;
+                Ok(())
+            })
+            .map_err(tx_error)
+    }
+
+    fn update_user(&self, user: &UserRecord) -> Result<()> {
+        self.users.insert(user.user_id.as_bytes(), to_json(user)?)?;
+        Ok(())
+    }
+
+    fn get_user(&self, user_id: &str) -> Result<Option<UserRecord>> {
+        Self::get(&self.users, user_id.as_bytes())
+    }
+
+    fn get_user_by_name(&self, username: &str) -> Result<Option<UserRecord>> {
+        match self.usernames.get(username.as_bytes())? {
+            Some(id) => Self::get(&self.users, &id),
+            None => Ok(None),
+        }
+    }
+
+    fn list_users(&self) -> Result<Vec<UserRecord>> {
+        let mut users: Vec<UserRecord> = Self::list(&self.users)?;
+        users.sort_by(|a, b| a.username.cmp(&b.username));
+        Ok(users)
+    }
+
+    fn delete_user(&self, user_id: &str) -> Result<bool> {
+        (&self.users, &self.usernames)
+            .transaction(|(users, usernames)| {
+                let Some(bytes) = users.remove(user_id.as_bytes())? else {
+                    return Ok(false);
+                };
+                let user: UserRecord = from_json(&bytes).map_err(abort)?;
+                usernames.remove(user.username.as_bytes())?;
+                Ok(true)
+            })
+            .map_err(tx_error)
+    }
+}
+
+impl GrantStore for SledStore {
+    fn put_code(&self, code_hash: &SecretHash, code: &CodeRecord) -> Result<()> {
+        self.codes.insert(code_hash, to_json(code)?)?;
+        Ok(())
+    }
+
+    fn redeem_code(&self, code_hash: &SecretHash) -> Result<Redemption> {
+        // fetch_and_update is one atomic compare-and-swap loop: of two concurrent
+        // redemptions exactly one sees the record unredeemed.
+        let old = self.codes.fetch_and_update(code_hash, |old| {
+            let old = old?;
+            match serde_json::from_slice::<CodeRecord>(old) {
+                Ok(mut code) => {
+                    code.redeemed = true;
+                    serde_json::to_vec(&code).ok().or_else(|| Some(old.to_vec()))
+                }
+                Err(_) => Some(old.to_vec()),
+            }
+        })?;
+        Ok(match old {
+            None => Redemption::Unknown,
+            Some(bytes) => {
+                let code: CodeRecord = from_json(&bytes)?;
+                if code.redeemed {
+                    Redemption::Replayed(code)
+                } else {
+                    Redemption::Fresh(code)
+                }
+            }
+        })
+    }
+
+    fn put_refresh(&self, token_hash: &SecretHash, token: &RefreshRecord) -> Result<()> {
+        self.refresh_tokens.insert(token_hash, to_json(token)?)?;
+        Ok(())
+    }
+
+    fn link_access_token(&self, jti: &str, family_id: &str) -> Result<()> {
+        self.access_families.insert(jti.as_bytes(), family_id.as_bytes())?;
+        Ok(())
+    }
+
+    fn get_refresh(&self, token_hash: &SecretHash) -> Result<Option<RefreshRecord>> {
+        Self::get(&self.refresh_tokens, token_hash)
+    }
+
+    fn rotate_refresh(
+        &self,
+        old: &SecretHash,
+        new: &SecretHash,
+        make_new: &dyn Fn(&RefreshRecord) -> RefreshRecord,
+        access_jti: &str,
+    ) -> Result<Rotation> {
+        (&self.refresh_tokens, &self.revoked_families, &self.access_families)
+            .transaction(|(tokens, revoked, families)| {
+                let Some(bytes) = tokens.get(&old[..])? else {
+                    return Ok(Rotation::Invalid);
+                };
+                let mut current: RefreshRecord = from_json(&bytes).map_err(abort)?;
+                if revoked.get(current.family_id.as_bytes())?.is_some() {
+                    return Ok(Rotation::Invalid);
+                }
+                if current.rotated {
+                    revoked.insert(current.family_id.as_bytes(), &current.expires_at.to_be_bytes())?;
+                    return Ok(Rotation::Reused(current));
+                }
+                let next = make_new(&current);
+                current.rotated = true;
+                tokens.insert(&old[..], to_json(&current).map_err(abort)?)?;
+                tokens.insert(&new[..], to_json(&next).map_err(abort)?)?;
+                families.insert(access_jti.as_bytes(), next.family_id.as_bytes())?;
+                Ok(Rotation::Rotated(next))
+            })
+            .map_err(tx_error)
+    }
+
+    fn revoke_family(&self, family_id: &str, keep_until: i64) -> Result<()> {
+        self.revoked_families.insert(family_id.as_bytes(), &keep_until.to_be_bytes())?;
+        Ok(())
+    }
+
+    fn is_family_revoked(&self, family_id: &str) -> Result<bool> {
+        Ok(self.revoked_families.contains_key(family_id.as_bytes())?)
+    }
+
+    fn family_of_access_token(&self, jti: &str) -> Result<Option<String>> {
+        Ok(self
+            .access_families
+            .get(jti.as_bytes())?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    fn revoke_access_token(&self, jti: &str, expires_at: i64) -> Result<()> {
+        self.revoked_access.insert(jti.as_bytes(), &expires_at.to_be_bytes())?;
+        Ok(())
+    }
+
+    fn is_access_token_revoked(&self, jti: &str) -> Result<bool> {
+        Ok(self.revoked_access.contains_key(jti.as_bytes())?)
+    }
+}
+
+impl SessionStore for SledStore {
+    fn put_session(&self, id_hash: &SecretHash, session: &SessionRecord) -> Result<()> {
+        self.sessions.insert(id_hash, to_json(session)?)?;
+        Ok(())
+    }
+
+    fn get_session(&self, id_hash: &SecretHash) -> Result<Option<SessionRecord>> {
+        Self::get(&self.sessions, id_hash)
+    }
+
+    fn delete_session(&self, id_hash: &SecretHash) -> Result<()> {
+        self.sessions.remove(id_hash)?;
+        Ok(())
+    }
+}
+
+impl Store for SledStore {
+    fn durable(&self) -> Durable {
+        let db = self.db.clone();
+        Box::pin(async move {
+            db.flush_async().await?;
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code() -> CodeRecord {
+        CodeRecord {
+            client_id: "c".into(),
+            redirect_uri: "https://app/cb".into(),
+            redirect_uri_given: true,
+            code_challenge: None,
+            user_id: "u".into(),
+            scope: "read".into(),
+            audience: "aud".into(),
+            auth_time: 0,
+            expires_at: i64::MAX,
+            family_id: "f".into(),
+            redeemed: false,
+        }
+    }
+
+    fn refresh(family: &str) -> RefreshRecord {
+        RefreshRecord {
+            family_id: family.into(),
+            client_id: "c".into(),
+            user_id: "u".into(),
+            scope: "read".into(),
+            audience: "aud".into(),
+            issued_at: 0,
+            expires_at: i64::MAX,
+            rotated: false,
+        }
+    }
+
+    #[test]
+    fn code_is_fresh_once_then_replayed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        store.put_code(&[1; 32], &code()).unwrap();
+        assert!(matches!(store.redeem_code(&[1; 32]).unwrap(), Redemption::Fresh(_)));
+        assert!(matches!(store.redeem_code(&[1; 32]).unwrap(), Redemption::Replayed(_)));
+        assert!(matches!(store.redeem_code(&[2; 32]).unwrap(), Redemption::Unknown));
+    }
+
+    #[test]
+    fn reusing_a_rotated_refresh_token_revokes_the_family() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        store.put_refresh(&[1; 32], &refresh("fam")).unwrap();
+        let next = |r: &RefreshRecord| RefreshRecord { rotated: false, ..r.clone() };
+        assert!(matches!(store.rotate_refresh(&[1; 32], &[2; 32], &next, "jti-2").unwrap(), Rotation::Rotated(_)));
+        assert!(matches!(store.rotate_refresh(&[1; 32], &[3; 32], &next, "jti-3").unwrap(), Rotation::Reused(_)));
+        assert!(store.is_family_revoked("fam").unwrap());
+        // The token issued by the legitimate rotation dies with its family.
+        assert!(matches!(store.rotate_refresh(&[2; 32], &[4; 32], &next, "jti-4").unwrap(), Rotation::Invalid));
+        assert_eq!(store.family_of_access_token("jti-2").unwrap().as_deref(), Some("fam"));
+    }
+
+    #[test]
+    fn usernames_are_unique_and_freed_on_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let user = UserRecord {
+            user_id: "1".into(),
+            username: "alice".into(),
+            email: None,
+            password_hash: "x".into(),
+            created_at: 0,
+        };
+        store.insert_user(&user).unwrap();
+        let twin = UserRecord { user_id: "2".into(), ..user.clone() };
+        assert!(matches!(store.insert_user(&twin), Err(StoreError::Conflict("username"))));
+        assert!(store.delete_user("1").unwrap());
+        store.insert_user(&twin).unwrap();
+        assert_eq!(store.get_user_by_name("alice").unwrap().unwrap().user_id, "2");
+    }
+
+    #[test]
+    fn a_second_open_of_the_same_folder_is_refused_as_locked() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = SledStore::open(dir.path()).unwrap();
+        assert!(matches!(SledStore::open(dir.path()), Err(StoreError::Locked(_))));
+    }
+}
