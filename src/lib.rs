@@ -75,6 +75,12 @@ impl App {
         &self.provider.issuer
     }
 
+    /// The protocol core this server runs, for seeding clients and users in-process while the
+    /// server holds the data folder (tests, embedding).
+    pub fn provider(&self) -> Arc<Provider> {
+        self.provider.clone()
+    }
+
     /// Serves until SIGTERM or Ctrl-C, then lets in-flight requests finish.
     pub async fn run(self) -> std::io::Result<()> {
         self.run_until(shutdown_signal()).await

@@ -46,25 +46,80 @@ pub fn api_service() -> OpenApiService<Apis, ()> {
 
 /// The OpenAPI document as committed under `openapi/openapi.json`.
 pub fn spec() -> String {
-    api_service().spec()
+    with_trailing_slashes(&api_service().spec())
+}
+
+/// poem-openapi drops a trailing slash from operation paths, but Tessera's endpoint paths
+/// (`/o/token/`, ...) are a published contract. The document is rewritten to the real paths,
+/// and [`Dispatch`] accepts both spellings.
+fn with_trailing_slashes(spec: &str) -> String {
+    let Ok(mut doc) = serde_json::from_str::<serde_json::Value>(spec) else {
+        return spec.to_string();
+    };
+    if let Some(paths) = doc.get_mut("paths").and_then(|p| p.as_object_mut()) {
+        let renamed: serde_json::Map<String, serde_json::Value> = std::mem::take(paths)
+            .into_iter()
+            .map(|(path, item)| if path.starts_with("/o/") { (format!("{path}/"), item) } else { (path, item) })
+            .collect();
+        *paths = renamed;
+    }
+    serde_json::to_string_pretty(&doc).unwrap_or_else(|_| spec.to_string())
 }
 
 /// Every route of the server.
 pub fn routes(provider: Arc<Provider>) -> impl Endpoint {
     let service = api_service();
-    let docs = service.swagger_ui();
-    let spec = service.spec_endpoint();
+    let document = spec();
+    // The Swagger UI page embeds the document verbatim; give it the real paths.
+    let docs_html = service.swagger_ui_html().replace(&service.spec(), &document);
+    let docs = poem::endpoint::make_sync(move |_| poem::web::Html(docs_html.clone()));
+    let spec = poem::endpoint::make_sync(move |_| {
+        Response::builder().content_type("application/json").body(document.clone())
+    });
     let metadata = serde_json::to_string(&AuthorizationServerMetadata::of(&provider)).unwrap_or_default();
     let limit = provider.config.max_body_bytes;
     let cors = cors(&provider.config.cors_origins);
-    crate::pages::mount(Route::new())
-        .at("/openapi.json", spec)
-        .nest("/docs", docs)
-        .nest("/", service.with(cors))
+    let pages = crate::pages::mount(Route::new()).at("/openapi.json", spec).at("/docs", docs);
+    Dispatch { pages, api: service.with(cors) }
         .data(provider)
         .data(Arc::new(MetadataDocument(metadata.into())))
         .around(move |next, req| form::guard(next, req, limit))
         .around(log_request)
+}
+
+/// Sends each request either to the pages (and docs) or to the OpenAPI service. Both own
+/// paths under `/o/`, which one poem `Route` cannot split between a nested service and
+/// plain routes, so the split is made here by path.
+struct Dispatch<P, A> {
+    pages: P,
+    api: A,
+}
+
+fn is_page(path: &str) -> bool {
+    crate::pages::PATHS.iter().any(|p| path == *p) || path == "/docs" || path == "/openapi.json"
+}
+
+impl<P: Endpoint, A: Endpoint> Endpoint for Dispatch<P, A> {
+    type Output = Response;
+
+    async fn call(&self, req: Request) -> poem::Result<Response> {
+        if is_page(req.uri().path()) {
+            self.pages.call(req).await.map(IntoResponse::into_response)
+        } else {
+            let mut req = req;
+            let path = req.uri().path();
+            if path.starts_with("/o/") && path.len() > 3 && path.ends_with('/') {
+                let mut uri = path.trim_end_matches('/').to_string();
+                if let Some(query) = req.uri().query() {
+                    uri = format!("{uri}?{query}");
+                }
+                if let Ok(uri) = uri.parse() {
+                    *req.uri_mut() = uri;
+                }
+            }
+            self.api.call(req).await.map(IntoResponse::into_response)
+        }
+    }
 }
 
 /// Browser apps must be able to reach the token, revocation, JWKS and metadata endpoints.

@@ -44,13 +44,16 @@ impl Templates {
     }
 }
 
+/// The paths [`mount`] serves.
+pub const PATHS: [&str; 3] = ["/o/authorize/", "/o/login/", "/o/static/tessera.css"];
+
 /// Adds the page routes to `route`.
 pub fn mount(route: Route) -> Route {
     let templates = Arc::new(Templates::new());
     route
-        .at("/o/authorize/", get(authorize).post(decide).data(templates.clone()))
-        .at("/o/login/", get(login_form).post(login).data(templates))
-        .at("/o/static/tessera.css", get(stylesheet))
+        .at(PATHS[0], get(authorize).post(decide).data(templates.clone()))
+        .at(PATHS[1], get(login_form).post(login).data(templates))
+        .at(PATHS[2], get(stylesheet))
 }
 
 #[handler]
