@@ -16,7 +16,11 @@ use crate::store::{ClientRecord, ClientType, GrantType};
 use crate::App;
 
 #[derive(Parser, Debug)]
-#[command(name = "tessera", version, about = "An OAuth 2.0 authorization server: one binary, one data folder.")]
+#[command(
+    name = "tessera",
+    version,
+    about = "An OAuth 2.0 authorization server: one binary, one data folder."
+)]
 pub struct Cli {
     /// Data folder holding clients, users, codes and tokens.
     #[arg(long, global = true, env = "TESSERA_DATA_DIR")]
@@ -195,7 +199,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn offline_provider(config: &Config) -> anyhow::Result<std::sync::Arc<crate::oauth::Provider>> {
-    let issuer = config.issuer.as_ref().map(|u| u.to_string()).unwrap_or_else(|| format!("http://{}", config.addr));
+    let issuer = config
+        .issuer
+        .as_ref()
+        .map(|u| u.to_string())
+        .unwrap_or_else(|| format!("http://{}", config.addr));
     crate::open_provider(config, &issuer)
 }
 
@@ -234,7 +242,17 @@ fn print_client(client: &ClientRecord) {
 fn app_command(config: &Config, cmd: &AppCommand) -> anyhow::Result<()> {
     let provider = offline_provider(config)?;
     match cmd {
-        AppCommand::Create { name, client_type, grant_types, redirect_uris, scope, resources, access_token_ttl, refresh_token_ttl, json } => {
+        AppCommand::Create {
+            name,
+            client_type,
+            grant_types,
+            redirect_uris,
+            scope,
+            resources,
+            access_token_ttl,
+            refresh_token_ttl,
+            json,
+        } => {
             let new = NewClient {
                 name: name.clone(),
                 client_type: match client_type {
@@ -255,7 +273,9 @@ fn app_command(config: &Config, cmd: &AppCommand) -> anyhow::Result<()> {
                 access_token_ttl: *access_token_ttl,
                 refresh_token_ttl: *refresh_token_ttl,
             };
-            let (client, secret) = provider.register_client(new).map_err(|e| anyhow::anyhow!(e.description))?;
+            let (client, secret) = provider
+                .register_client(new)
+                .map_err(|e| anyhow::anyhow!(e.description))?;
             if *json {
                 println!("{}", client_json(&client, secret.as_deref()));
             } else {
@@ -269,15 +289,26 @@ fn app_command(config: &Config, cmd: &AppCommand) -> anyhow::Result<()> {
         AppCommand::List { json } => {
             let clients = provider.store.list_clients()?;
             if *json {
-                println!("{}", serde_json::Value::Array(clients.iter().map(|c| client_json(c, None)).collect()));
+                println!(
+                    "{}",
+                    serde_json::Value::Array(clients.iter().map(|c| client_json(c, None)).collect())
+                );
             } else {
                 for c in clients {
-                    println!("{}  {:<13} {}", c.client_id, format!("{:?}", c.client_type).to_lowercase(), c.name);
+                    println!(
+                        "{}  {:<13} {}",
+                        c.client_id,
+                        format!("{:?}", c.client_type).to_lowercase(),
+                        c.name
+                    );
                 }
             }
         }
         AppCommand::Show { client_id, json } => {
-            let client = provider.store.get_client(client_id)?.with_context(|| format!("no client {client_id}"))?;
+            let client = provider
+                .store
+                .get_client(client_id)?
+                .with_context(|| format!("no client {client_id}"))?;
             if *json {
                 println!("{}", client_json(&client, None));
             } else {
@@ -291,11 +322,15 @@ fn app_command(config: &Config, cmd: &AppCommand) -> anyhow::Result<()> {
             println!("deleted client {client_id}");
         }
         AppCommand::RotateSecret { client_id, json } => {
-            let secret = provider.rotate_client_secret(client_id).map_err(|e| anyhow::anyhow!(e.description))?;
+            let secret = provider
+                .rotate_client_secret(client_id)
+                .map_err(|e| anyhow::anyhow!(e.description))?;
             if *json {
                 println!("{}", json!({"client_id": client_id, "client_secret": secret}));
             } else {
-                println!("client_secret: {secret}\n\nThe old secret no longer works. The new one is shown only this once.");
+                println!(
+                    "client_secret: {secret}\n\nThe old secret no longer works. The new one is shown only this once."
+                );
             }
         }
     }
@@ -314,24 +349,43 @@ fn read_password(from_stdin: bool) -> anyhow::Result<String> {
 fn user_command(config: &Config, cmd: &UserCommand) -> anyhow::Result<()> {
     let provider = offline_provider(config)?;
     match cmd {
-        UserCommand::Create { username, password_stdin, email } => {
+        UserCommand::Create {
+            username,
+            password_stdin,
+            email,
+        } => {
             let password = read_password(*password_stdin)?;
-            let user = provider.create_user(username, &password, email.clone()).map_err(|e| anyhow::anyhow!(e.description))?;
+            let user = provider
+                .create_user(username, &password, email.clone())
+                .map_err(|e| anyhow::anyhow!(e.description))?;
             println!("created user {} ({})", user.username, user.user_id);
         }
         UserCommand::List => {
             for user in provider.store.list_users()? {
-                println!("{}  {}  {}", user.user_id, user.username, user.email.unwrap_or_default());
+                println!(
+                    "{}  {}  {}",
+                    user.user_id,
+                    user.username,
+                    user.email.unwrap_or_default()
+                );
             }
         }
         UserCommand::Delete { username } => {
-            let user = provider.store.get_user_by_name(username)?.with_context(|| format!("no user {username}"))?;
+            let user = provider
+                .store
+                .get_user_by_name(username)?
+                .with_context(|| format!("no user {username}"))?;
             provider.store.delete_user(&user.user_id)?;
             println!("deleted user {username}");
         }
-        UserCommand::SetPassword { username, password_stdin } => {
+        UserCommand::SetPassword {
+            username,
+            password_stdin,
+        } => {
             let password = read_password(*password_stdin)?;
-            provider.set_password(username, &password).map_err(|e| anyhow::anyhow!(e.description))?;
+            provider
+                .set_password(username, &password)
+                .map_err(|e| anyhow::anyhow!(e.description))?;
             println!("password changed for {username}");
         }
     }
@@ -341,7 +395,9 @@ fn user_command(config: &Config, cmd: &UserCommand) -> anyhow::Result<()> {
 fn keys_command(config: &Config, cmd: &KeysCommand) -> anyhow::Result<()> {
     let mut ring = Keyring::open_or_init(&config.keys_dir)?;
     let mut out = std::io::stdout().lock();
-    let mut show = |k: &crate::keys::KeyInfo| writeln!(out, "{}  {:<5}  {:?}", k.kid, k.alg, k.status).map_err(anyhow::Error::from);
+    let mut show = |k: &crate::keys::KeyInfo| {
+        writeln!(out, "{}  {:<5}  {:?}", k.kid, k.alg, k.status).map_err(anyhow::Error::from)
+    };
     match cmd {
         KeysCommand::Generate { alg } => show(&ring.generate(*alg)?)?,
         KeysCommand::Rotate { alg } => show(&ring.rotate(*alg)?)?,

@@ -55,8 +55,14 @@ impl Default for Config {
             session_ttl: Duration::from_secs(12 * 3600),
             default_audience: None,
             scopes: vec![
-                ScopeInfo { name: "read".into(), description: "Read your data".into() },
-                ScopeInfo { name: "write".into(), description: "Change your data".into() },
+                ScopeInfo {
+                    name: "read".into(),
+                    description: "Read your data".into(),
+                },
+                ScopeInfo {
+                    name: "write".into(),
+                    description: "Change your data".into(),
+                },
             ],
             require_pkce: true,
             cors_origins: Vec::new(),
@@ -162,10 +168,16 @@ impl Config {
         if let Some(scopes) = file.scopes {
             for name in scopes.keys() {
                 if !crate::oauth::scope::is_scope_token(name) {
-                    return Err(ConfigError::Invalid("scopes", format!("{name:?} is not a valid scope name (RFC 6749 §3.3)")));
+                    return Err(ConfigError::Invalid(
+                        "scopes",
+                        format!("{name:?} is not a valid scope name (RFC 6749 §3.3)"),
+                    ));
                 }
             }
-            self.scopes = scopes.into_iter().map(|(name, description)| ScopeInfo { name, description }).collect();
+            self.scopes = scopes
+                .into_iter()
+                .map(|(name, description)| ScopeInfo { name, description })
+                .collect();
         }
         if let Some(v) = file.require_pkce {
             self.require_pkce = v;
@@ -192,7 +204,10 @@ fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
 fn parse_issuer(value: &str) -> Result<Url, ConfigError> {
     let url = Url::parse(value).map_err(|e| ConfigError::Invalid("issuer", e.to_string()))?;
     if !matches!(url.scheme(), "https" | "http") || url.query().is_some() || url.fragment().is_some() {
-        return Err(ConfigError::Invalid("issuer", "must be an http(s) URL without query or fragment".into()));
+        return Err(ConfigError::Invalid(
+            "issuer",
+            "must be an http(s) URL without query or fragment".into(),
+        ));
     }
     Ok(url)
 }
@@ -205,12 +220,26 @@ mod tests {
     fn file_values_apply_and_overrides_win() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tessera.toml");
-        std::fs::write(&path, "addr = \"0.0.0.0:9000\"\naccess_token_ttl = 600\n[scopes]\nprofile = \"Your profile\"\n").unwrap();
-        let overrides = Overrides { config_file: Some(path), addr: Some("127.0.0.1:1".into()), ..Default::default() };
+        std::fs::write(
+            &path,
+            "addr = \"0.0.0.0:9000\"\naccess_token_ttl = 600\n[scopes]\nprofile = \"Your profile\"\n",
+        )
+        .unwrap();
+        let overrides = Overrides {
+            config_file: Some(path),
+            addr: Some("127.0.0.1:1".into()),
+            ..Default::default()
+        };
         let config = Config::load(&overrides).unwrap();
         assert_eq!(config.addr, "127.0.0.1:1");
         assert_eq!(config.access_token_ttl, Duration::from_secs(600));
-        assert_eq!(config.scopes, vec![ScopeInfo { name: "profile".into(), description: "Your profile".into() }]);
+        assert_eq!(
+            config.scopes,
+            vec![ScopeInfo {
+                name: "profile".into(),
+                description: "Your profile".into()
+            }]
+        );
     }
 
     #[test]
@@ -219,10 +248,16 @@ mod tests {
         let path = dir.path().join("tessera.toml");
         std::fs::write(&path, "acces_token_ttl = 600\n").unwrap();
         assert!(matches!(
-            Config::load(&Overrides { config_file: Some(path), ..Default::default() }),
+            Config::load(&Overrides {
+                config_file: Some(path),
+                ..Default::default()
+            }),
             Err(ConfigError::Parse(..))
         ));
-        let bad = Overrides { issuer: Some("https://x/?a=b".into()), ..Default::default() };
+        let bad = Overrides {
+            issuer: Some("https://x/?a=b".into()),
+            ..Default::default()
+        };
         assert!(Config::load(&bad).is_err());
     }
 }

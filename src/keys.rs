@@ -44,17 +44,23 @@ pub enum KeyError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> KeyError + '_ {
-    move |source| KeyError::Io { path: path.to_path_buf(), source }
+    move |source| KeyError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// The JWS algorithms a key can have.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 pub enum Algorithm {
     /// ECDSA P-256 with SHA-256 (the default).
+    #[value(name = "ES256", alias = "es256")]
     ES256,
     /// Ed25519.
+    #[value(name = "EdDSA", alias = "eddsa")]
     EdDSA,
     /// RSASSA-PKCS1-v1_5 with SHA-256, 2048-bit keys.
+    #[value(name = "RS256", alias = "rs256")]
     RS256,
 }
 
@@ -125,7 +131,10 @@ impl Keyring {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Manifest::default(),
             Err(e) => return Err(io_err(&path)(e)),
         };
-        let mut ring = Keyring { dir: dir.to_path_buf(), manifest };
+        let mut ring = Keyring {
+            dir: dir.to_path_buf(),
+            manifest,
+        };
         if !ring.manifest.keys.iter().any(|k| k.status == KeyStatus::Signing) {
             ring.generate(Algorithm::ES256)?;
         }
@@ -149,7 +158,12 @@ impl Keyring {
         } else {
             KeyStatus::Signing
         };
-        let info = KeyInfo { kid, alg, status, created_at: crate::now() };
+        let info = KeyInfo {
+            kid,
+            alg,
+            status,
+            created_at: crate::now(),
+        };
         self.manifest.keys.push(info.clone());
         self.save()?;
         Ok(info)
@@ -181,7 +195,9 @@ impl Keyring {
     pub fn retire(&mut self, kid: &str) -> Result<KeyInfo, KeyError> {
         let index = self.index(kid)?;
         if self.manifest.keys[index].status == KeyStatus::Signing {
-            return Err(KeyError::Refused("the signing key cannot be retired; rotate or promote another key first"));
+            return Err(KeyError::Refused(
+                "the signing key cannot be retired; rotate or promote another key first",
+            ));
         }
         self.manifest.keys[index].status = KeyStatus::Retired;
         self.save()?;
@@ -217,7 +233,10 @@ impl Keyring {
             })?;
             let key = Arc::new(LoadedKey::from_pkcs8(info.alg, &info.kid, &der)?);
             if key.kid != info.kid {
-                return Err(KeyError::BadKey { kid: info.kid.clone(), reason: "kid is not the key's thumbprint".into() });
+                return Err(KeyError::BadKey {
+                    kid: info.kid.clone(),
+                    reason: "kid is not the key's thumbprint".into(),
+                });
             }
             if info.status == KeyStatus::Signing {
                 signing = Some(key.clone());
@@ -226,7 +245,11 @@ impl Keyring {
         }
         let signing = signing.ok_or(KeyError::Refused("the keyring has no signing key"))?;
         let jwks = json!({ "keys": published.iter().map(|k| &k.jwk).collect::<Vec<_>>() }).to_string();
-        Ok(KeySet { signing, published, jwks: jwks.into() })
+        Ok(KeySet {
+            signing,
+            published,
+            jwks: jwks.into(),
+        })
     }
 
     fn manifest_mtime(dir: &Path) -> Option<SystemTime> {
@@ -236,7 +259,10 @@ impl Keyring {
 
 fn generate_pkcs8(alg: Algorithm) -> Result<Vec<u8>, KeyError> {
     let rng = SystemRandom::new();
-    let bad = |reason: String| KeyError::BadKey { kid: "new".into(), reason };
+    let bad = |reason: String| KeyError::BadKey {
+        kid: "new".into(),
+        reason,
+    };
     Ok(match alg {
         Algorithm::ES256 => EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
             .map_err(|_| bad("P-256 generation failed".into()))?
@@ -265,7 +291,9 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), KeyError> {
         options.mode(0o600);
     }
     let mut file = options.open(path).map_err(io_err(path))?;
-    file.write_all(bytes).and_then(|_| file.sync_all()).map_err(io_err(path))
+    file.write_all(bytes)
+        .and_then(|_| file.sync_all())
+        .map_err(io_err(path))
 }
 
 fn pem_encode(der: &[u8]) -> String {
@@ -310,50 +338,81 @@ pub struct LoadedKey {
 
 impl LoadedKey {
     fn from_pkcs8(alg: Algorithm, kid_hint: &str, der: &[u8]) -> Result<LoadedKey, KeyError> {
-        let bad = |reason: &str| KeyError::BadKey { kid: kid_hint.to_string(), reason: reason.to_string() };
+        let bad = |reason: &str| KeyError::BadKey {
+            kid: kid_hint.to_string(),
+            reason: reason.to_string(),
+        };
         let b64 = |bytes: &[u8]| URL_SAFE_NO_PAD.encode(bytes);
         // Members in RFC 7638 §3.2 order (lexicographic) so the thumbprint input is canonical.
         let (signer, thumbprint_input, mut jwk, decoding) = match alg {
             Algorithm::ES256 => {
-                let pair = EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, der, &SystemRandom::new())
-                    .map_err(|e| bad(&e.to_string()))?;
+                let pair =
+                    EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, der, &SystemRandom::new())
+                        .map_err(|e| bad(&e.to_string()))?;
                 let point = pair.public_key().as_ref();
                 let (x, y) = (b64(&point[1..33]), b64(&point[33..65]));
                 let input = format!(r#"{{"crv":"P-256","kty":"EC","x":"{x}","y":"{y}"}}"#);
-                let decoding = jsonwebtoken::DecodingKey::from_ec_components(&x, &y).map_err(|e| bad(&e.to_string()))?;
-                (Signer::Ecdsa(pair), input, json!({"kty": "EC", "crv": "P-256", "x": x, "y": y}), decoding)
+                let decoding =
+                    jsonwebtoken::DecodingKey::from_ec_components(&x, &y).map_err(|e| bad(&e.to_string()))?;
+                (
+                    Signer::Ecdsa(pair),
+                    input,
+                    json!({"kty": "EC", "crv": "P-256", "x": x, "y": y}),
+                    decoding,
+                )
             }
             Algorithm::EdDSA => {
                 let pair = Ed25519KeyPair::from_pkcs8(der).map_err(|e| bad(&e.to_string()))?;
                 let x = b64(pair.public_key().as_ref());
                 let input = format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{x}"}}"#);
                 let decoding = jsonwebtoken::DecodingKey::from_ed_components(&x).map_err(|e| bad(&e.to_string()))?;
-                (Signer::Ed25519(pair), input, json!({"kty": "OKP", "crv": "Ed25519", "x": x}), decoding)
+                (
+                    Signer::Ed25519(pair),
+                    input,
+                    json!({"kty": "OKP", "crv": "Ed25519", "x": x}),
+                    decoding,
+                )
             }
             Algorithm::RS256 => {
                 let pair = RsaKeyPair::from_pkcs8(der).map_err(|e| bad(&e.to_string()))?;
                 let parts: signature::RsaPublicKeyComponents<Vec<u8>> = pair.public().into();
                 let (n, e) = (b64(&parts.n), b64(&parts.e));
                 let input = format!(r#"{{"e":"{e}","kty":"RSA","n":"{n}"}}"#);
-                let decoding = jsonwebtoken::DecodingKey::from_rsa_components(&n, &e).map_err(|e| bad(&e.to_string()))?;
-                (Signer::Rsa(pair), input, json!({"kty": "RSA", "n": n, "e": e}), decoding)
+                let decoding =
+                    jsonwebtoken::DecodingKey::from_rsa_components(&n, &e).map_err(|e| bad(&e.to_string()))?;
+                (
+                    Signer::Rsa(pair),
+                    input,
+                    json!({"kty": "RSA", "n": n, "e": e}),
+                    decoding,
+                )
             }
         };
         let kid = thumbprint(&thumbprint_input);
         jwk["kid"] = json!(kid);
         jwk["alg"] = json!(alg.as_str());
         jwk["use"] = json!("sig");
-        Ok(LoadedKey { kid, alg, signer, jwk, decoding })
+        Ok(LoadedKey {
+            kid,
+            alg,
+            signer,
+            jwk,
+            decoding,
+        })
     }
 
     fn sign(&self, message: &[u8]) -> Result<Vec<u8>, KeyError> {
         let rng = SystemRandom::new();
         match &self.signer {
-            Signer::Ecdsa(pair) => pair.sign(&rng, message).map(|s| s.as_ref().to_vec()).map_err(|_| KeyError::Signing),
+            Signer::Ecdsa(pair) => pair
+                .sign(&rng, message)
+                .map(|s| s.as_ref().to_vec())
+                .map_err(|_| KeyError::Signing),
             Signer::Ed25519(pair) => Ok(pair.sign(message).as_ref().to_vec()),
             Signer::Rsa(pair) => {
                 let mut out = vec![0; pair.public().modulus_len()];
-                pair.sign(&signature::RSA_PKCS1_SHA256, &rng, message, &mut out).map_err(|_| KeyError::Signing)?;
+                pair.sign(&signature::RSA_PKCS1_SHA256, &rng, message, &mut out)
+                    .map_err(|_| KeyError::Signing)?;
                 Ok(out)
             }
         }
@@ -397,7 +456,9 @@ impl KeySet {
         validation.validate_aud = false;
         validation.leeway = 0;
         validation.set_required_spec_claims(&["exp", "iss"]);
-        jsonwebtoken::decode::<Value>(token, &key.decoding, &validation).ok().map(|d| d.claims)
+        jsonwebtoken::decode::<Value>(token, &key.decoding, &validation)
+            .ok()
+            .map(|d| d.claims)
     }
 }
 
@@ -411,7 +472,10 @@ impl Keys {
     pub fn load(dir: &Path) -> Result<Keys, KeyError> {
         let set = Keyring::open_or_init(dir)?.load()?;
         let mtime = Keyring::manifest_mtime(dir);
-        Ok(Keys { dir: dir.to_path_buf(), current: RwLock::new((Arc::new(set), mtime)) })
+        Ok(Keys {
+            dir: dir.to_path_buf(),
+            current: RwLock::new((Arc::new(set), mtime)),
+        })
     }
 
     pub fn current(&self) -> Arc<KeySet> {
@@ -451,9 +515,18 @@ mod tests {
             assert_eq!(set.signing.alg, alg);
             let claims = json!({"iss": "https://issuer", "exp": crate::now() + 60});
             let jwt = set.sign_jwt("at+jwt", &claims).unwrap();
-            assert_eq!(set.verify_jwt(&jwt, "at+jwt", "https://issuer").unwrap()["iss"], "https://issuer");
-            assert!(set.verify_jwt(&jwt, "JWT", "https://issuer").is_none(), "typ is enforced");
-            assert!(set.verify_jwt(&jwt, "at+jwt", "https://other").is_none(), "iss is enforced");
+            assert_eq!(
+                set.verify_jwt(&jwt, "at+jwt", "https://issuer").unwrap()["iss"],
+                "https://issuer"
+            );
+            assert!(
+                set.verify_jwt(&jwt, "JWT", "https://issuer").is_none(),
+                "typ is enforced"
+            );
+            assert!(
+                set.verify_jwt(&jwt, "at+jwt", "https://other").is_none(),
+                "iss is enforced"
+            );
         }
     }
 
@@ -470,7 +543,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut ring = Keyring::open_or_init(dir.path()).unwrap();
         let first = ring.keys()[0].clone();
-        let mode = fs::metadata(dir.path().join(format!("{}.pem", first.kid))).unwrap().permissions().mode();
+        let mode = fs::metadata(dir.path().join(format!("{}.pem", first.kid)))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         assert!(ring.retire(&first.kid).is_err(), "the signing key cannot be retired");
         ring.rotate(Algorithm::EdDSA).unwrap();

@@ -21,8 +21,8 @@ use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
 use poem::Server;
 
 pub use crate::config::Config;
-pub use crate::oauth::now;
 use crate::keys::Keys;
+pub use crate::oauth::now;
 use crate::oauth::Provider;
 use crate::store::{SledStore, Store};
 
@@ -60,7 +60,11 @@ impl App {
             None => format!("http://{addr}"),
         };
         let provider = open_provider(&config, &issuer)?;
-        Ok(App { acceptor, addr, provider })
+        Ok(App {
+            acceptor,
+            addr,
+            provider,
+        })
     }
 
     pub fn port(&self) -> u16 {
@@ -96,7 +100,9 @@ impl App {
                 match keys.reload_if_changed() {
                     Ok(true) => tracing::info!("keyring changed; keys reloaded"),
                     Ok(false) => {}
-                    Err(e) => tracing::error!(error = %e, "keyring changed but could not be loaded; keeping the previous keys"),
+                    Err(e) => {
+                        tracing::error!(error = %e, "keyring changed but could not be loaded; keeping the previous keys")
+                    }
                 }
             }
         });

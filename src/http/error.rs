@@ -27,7 +27,11 @@ const BASIC_CHALLENGE: &str = "Basic realm=\"tessera\", charset=\"UTF-8\"";
 pub enum OAuthResponse<T: ToJSON + Send + Sync> {
     /// Success. Never cached, since the body may carry tokens (RFC 6749 §5.1).
     #[oai(status = 200)]
-    Ok(Json<T>, #[oai(header = "Cache-Control")] String, #[oai(header = "Pragma")] String),
+    Ok(
+        Json<T>,
+        #[oai(header = "Cache-Control")] String,
+        #[oai(header = "Pragma")] String,
+    ),
     /// The request is malformed, or the grant, scope or target is not acceptable (RFC 6749 §5.2).
     #[oai(status = 400)]
     BadRequest(Json<ErrorBody>, #[oai(header = "Cache-Control")] String),
@@ -57,7 +61,10 @@ impl<T: ToJSON + Send + Sync> From<Error> for OAuthResponse<T> {
         if let Some(cause) = &err.cause {
             tracing::error!(error = %err, cause = %cause, "request failed");
         }
-        let body = Json(ErrorBody { error: err.code.as_str().into(), error_description: Some(err.description) });
+        let body = Json(ErrorBody {
+            error: err.code.as_str().into(),
+            error_description: Some(err.description),
+        });
         match err.code {
             // RFC 6749 §5.2: 401 with a challenge for the scheme the client can use.
             ErrorCode::InvalidClient => OAuthResponse::Unauthorized(body, BASIC_CHALLENGE.into(), NO_STORE.into()),

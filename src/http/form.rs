@@ -56,19 +56,27 @@ pub async fn guard<E: Endpoint>(next: Arc<E>, mut req: Request, limit: usize) ->
         let bytes = match req.take_body().into_bytes_limit(limit).await {
             Ok(bytes) => bytes,
             Err(poem::error::ReadBodyError::PayloadTooLarge) => {
-                return Ok(reject(StatusCode::PAYLOAD_TOO_LARGE, &format!("the body is larger than {limit} bytes")));
+                return Ok(reject(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    &format!("the body is larger than {limit} bytes"),
+                ));
             }
             Err(_) => return Ok(reject(StatusCode::BAD_REQUEST, "the body could not be read")),
         };
-        let is_form = req
-            .content_type()
-            .is_some_and(|ct| ct.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded")));
+        let is_form = req.content_type().is_some_and(|ct| {
+            ct.split(';')
+                .next()
+                .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"))
+        });
         if is_form {
             match parse_pairs(&bytes) {
                 Err(why) => return Ok(reject(StatusCode::BAD_REQUEST, why)),
                 Ok(pairs) => {
                     if let Some(name) = repeated_name(&pairs) {
-                        return Ok(reject(StatusCode::BAD_REQUEST, &format!("parameter {name} was given more than once")));
+                        return Ok(reject(
+                            StatusCode::BAD_REQUEST,
+                            &format!("parameter {name} was given more than once"),
+                        ));
                     }
                 }
             }
@@ -85,7 +93,14 @@ mod tests {
     #[test]
     fn pairs_are_percent_and_plus_decoded() {
         let pairs = parse_pairs(b"a=1+2&b=%C3%A9&c").unwrap();
-        assert_eq!(pairs, vec![("a".into(), "1 2".into()), ("b".into(), "é".into()), ("c".into(), "".into())]);
+        assert_eq!(
+            pairs,
+            vec![
+                ("a".into(), "1 2".into()),
+                ("b".into(), "é".into()),
+                ("c".into(), "".into())
+            ]
+        );
     }
 
     #[test]

@@ -59,7 +59,13 @@ fn with_trailing_slashes(spec: &str) -> String {
     if let Some(paths) = doc.get_mut("paths").and_then(|p| p.as_object_mut()) {
         let renamed: serde_json::Map<String, serde_json::Value> = std::mem::take(paths)
             .into_iter()
-            .map(|(path, item)| if path.starts_with("/o/") { (format!("{path}/"), item) } else { (path, item) })
+            .map(|(path, item)| {
+                if path.starts_with("/o/") {
+                    (format!("{path}/"), item)
+                } else {
+                    (path, item)
+                }
+            })
             .collect();
         *paths = renamed;
     }
@@ -74,17 +80,24 @@ pub fn routes(provider: Arc<Provider>) -> impl Endpoint {
     let docs_html = service.swagger_ui_html().replace(&service.spec(), &document);
     let docs = poem::endpoint::make_sync(move |_| poem::web::Html(docs_html.clone()));
     let spec = poem::endpoint::make_sync(move |_| {
-        Response::builder().content_type("application/json").body(document.clone())
+        Response::builder()
+            .content_type("application/json")
+            .body(document.clone())
     });
     let metadata = serde_json::to_string(&AuthorizationServerMetadata::of(&provider)).unwrap_or_default();
     let limit = provider.config.max_body_bytes;
     let cors = cors(&provider.config.cors_origins);
-    let pages = crate::pages::mount(Route::new()).at("/openapi.json", spec).at("/docs", docs);
-    Dispatch { pages, api: service.with(cors) }
-        .data(provider)
-        .data(Arc::new(MetadataDocument(metadata.into())))
-        .around(move |next, req| form::guard(next, req, limit))
-        .around(log_request)
+    let pages = crate::pages::mount(Route::new())
+        .at("/openapi.json", spec)
+        .at("/docs", docs);
+    Dispatch {
+        pages,
+        api: service.with(cors),
+    }
+    .data(provider)
+    .data(Arc::new(MetadataDocument(metadata.into())))
+    .around(move |next, req| form::guard(next, req, limit))
+    .around(log_request)
 }
 
 /// Sends each request either to the pages (and docs) or to the OpenAPI service. Both own
@@ -96,7 +109,7 @@ struct Dispatch<P, A> {
 }
 
 fn is_page(path: &str) -> bool {
-    crate::pages::PATHS.iter().any(|p| path == *p) || path == "/docs" || path == "/openapi.json"
+    crate::pages::PATHS.contains(&path) || path == "/docs" || path == "/openapi.json"
 }
 
 impl<P: Endpoint, A: Endpoint> Endpoint for Dispatch<P, A> {
@@ -130,7 +143,9 @@ fn cors(origins: &[String]) -> Cors {
         .allow_headers(["authorization", "content-type"])
         .allow_credentials(false)
         .max_age(3600);
-    origins.iter().fold(cors, |cors, origin| cors.allow_origin(origin.as_str()))
+    origins
+        .iter()
+        .fold(cors, |cors, origin| cors.allow_origin(origin.as_str()))
 }
 
 /// One log line per request: method, path and status. The query string and bodies are never

@@ -127,20 +127,27 @@ impl OAuthApi {
     /// refresh token for an access token. Refresh tokens rotate: each use returns a new one,
     /// and presenting a used one revokes every token of its grant.
     #[oai(path = "/o/token/", method = "post", operation_id = "token")]
-    async fn token(&self, provider: Data<&Arc<Provider>>, req: &Request, form: Form<TokenForm>) -> OAuthResponse<TokenBody> {
+    async fn token(
+        &self,
+        provider: Data<&Arc<Provider>>,
+        req: &Request,
+        form: Form<TokenForm>,
+    ) -> OAuthResponse<TokenBody> {
         let Form(form) = form;
         let credentials = match client_credentials(req, form.client_id.as_deref(), form.client_secret.as_deref()) {
             Ok(c) => c,
             Err(e) => return e.into(),
         };
+        // RFC 6749 §3.1: a parameter sent without a value is treated as omitted.
+        let present = |v: Option<String>| v.filter(|v| !v.is_empty());
         let request = TokenRequest {
-            grant_type: form.grant_type,
-            code: form.code,
-            redirect_uri: form.redirect_uri,
-            code_verifier: form.code_verifier,
-            refresh_token: form.refresh_token,
-            scope: form.scope,
-            resource: form.resource,
+            grant_type: present(form.grant_type),
+            code: present(form.code),
+            redirect_uri: present(form.redirect_uri),
+            code_verifier: present(form.code_verifier),
+            refresh_token: present(form.refresh_token),
+            scope: present(form.scope),
+            resource: present(form.resource),
         };
         match provider.token(&credentials, request).await {
             Ok(t) => OAuthResponse::ok(TokenBody {
@@ -159,9 +166,18 @@ impl OAuthApi {
     /// Revokes a refresh token (and every token of its grant) or an access token (RFC 7009).
     /// Unknown tokens are answered like success.
     #[oai(path = "/o/revoke_token/", method = "post", operation_id = "revokeToken")]
-    async fn revoke_token(&self, provider: Data<&Arc<Provider>>, req: &Request, form: Form<TokenHintForm>) -> OAuthResponse<RevocationBody> {
+    async fn revoke_token(
+        &self,
+        provider: Data<&Arc<Provider>>,
+        req: &Request,
+        form: Form<TokenHintForm>,
+    ) -> OAuthResponse<RevocationBody> {
         let result = match client_credentials(req, form.client_id.as_deref(), form.client_secret.as_deref()) {
-            Ok(credentials) => provider.revoke(&credentials, form.token.as_deref(), form.token_type_hint.as_deref()).await,
+            Ok(credentials) => {
+                provider
+                    .revoke(&credentials, form.token.as_deref(), form.token_type_hint.as_deref())
+                    .await
+            }
             Err(e) => Err(e),
         };
         match result {
@@ -175,7 +191,12 @@ impl OAuthApi {
     /// Tells a confidential client (typically a resource server) whether a token is active
     /// and what it grants (RFC 7662).
     #[oai(path = "/o/introspect/", method = "post", operation_id = "introspectToken")]
-    async fn introspect(&self, provider: Data<&Arc<Provider>>, req: &Request, form: Form<TokenHintForm>) -> OAuthResponse<IntrospectionBody> {
+    async fn introspect(
+        &self,
+        provider: Data<&Arc<Provider>>,
+        req: &Request,
+        form: Form<TokenHintForm>,
+    ) -> OAuthResponse<IntrospectionBody> {
         let result = client_credentials(req, form.client_id.as_deref(), form.client_secret.as_deref())
             .and_then(|credentials| provider.introspect(&credentials, form.token.as_deref()));
         match result {

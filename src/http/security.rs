@@ -11,7 +11,11 @@ use crate::oauth::Error;
 
 /// Finds the client's credentials. Using more than one method at once is an
 /// `invalid_request` (RFC 6749 §2.3); a malformed Basic header is an `invalid_client`.
-pub fn client_credentials(req: &Request, form_client_id: Option<&str>, form_secret: Option<&str>) -> Result<ClientCredentials, Error> {
+pub fn client_credentials(
+    req: &Request,
+    form_client_id: Option<&str>,
+    form_secret: Option<&str>,
+) -> Result<ClientCredentials, Error> {
     let form_client_id = form_client_id.filter(|v| !v.is_empty());
     let form_secret = form_secret.filter(|v| !v.is_empty());
     if let Some(value) = req.headers().get(header::AUTHORIZATION) {
@@ -20,13 +24,27 @@ pub fn client_credentials(req: &Request, form_client_id: Option<&str>, form_secr
             return Err(Error::invalid_request("use one client authentication method, not two"));
         }
         if form_client_id.is_some_and(|id| id != client_id) {
-            return Err(Error::invalid_request("client_id differs from the authenticated client"));
+            return Err(Error::invalid_request(
+                "client_id differs from the authenticated client",
+            ));
         }
-        return Ok(ClientCredentials { client_id, secret: Some(secret), method: AuthMethod::Basic });
+        return Ok(ClientCredentials {
+            client_id,
+            secret: Some(secret),
+            method: AuthMethod::Basic,
+        });
     }
     match (form_client_id, form_secret) {
-        (Some(id), Some(secret)) => Ok(ClientCredentials { client_id: id.into(), secret: Some(secret.into()), method: AuthMethod::Post }),
-        (Some(id), None) => Ok(ClientCredentials { client_id: id.into(), secret: None, method: AuthMethod::None }),
+        (Some(id), Some(secret)) => Ok(ClientCredentials {
+            client_id: id.into(),
+            secret: Some(secret.into()),
+            method: AuthMethod::Post,
+        }),
+        (Some(id), None) => Ok(ClientCredentials {
+            client_id: id.into(),
+            secret: None,
+            method: AuthMethod::None,
+        }),
         _ => Err(Error::invalid_client()),
     }
 }
@@ -39,7 +57,12 @@ fn parse_basic(value: &str) -> Option<(String, String)> {
     }
     let decoded = String::from_utf8(STANDARD.decode(encoded.trim()).ok()?).ok()?;
     let (id, secret) = decoded.split_once(':')?;
-    let unescape = |s: &str| percent_decode_str(&s.replace('+', " ")).decode_utf8().ok().map(|c| c.into_owned());
+    let unescape = |s: &str| {
+        percent_decode_str(&s.replace('+', " "))
+            .decode_utf8()
+            .ok()
+            .map(|c| c.into_owned())
+    };
     let (id, secret) = (unescape(id)?, unescape(secret)?);
     (!id.is_empty()).then_some((id, secret))
 }

@@ -22,7 +22,10 @@ pub struct CachedJson<T> {
 
 impl<T> CachedJson<T> {
     pub fn new(body: Arc<str>) -> Self {
-        CachedJson { body, schema: PhantomData }
+        CachedJson {
+            body,
+            schema: PhantomData,
+        }
     }
 }
 
@@ -40,7 +43,9 @@ impl<T: Type> Payload for CachedJson<T> {
 
 impl<T: Send> IntoResponse for CachedJson<T> {
     fn into_response(self) -> poem::Response {
-        poem::Response::builder().content_type("application/json").body(self.body.to_string())
+        poem::Response::builder()
+            .content_type("application/json")
+            .body(self.body.to_string())
     }
 }
 
@@ -134,7 +139,10 @@ pub enum JwksResponse {
 pub enum MetadataResponse {
     /// The metadata document.
     #[oai(status = 200)]
-    Ok(CachedJson<AuthorizationServerMetadata>, #[oai(header = "Cache-Control")] String),
+    Ok(
+        CachedJson<AuthorizationServerMetadata>,
+        #[oai(header = "Cache-Control")] String,
+    ),
 }
 
 /// Liveness.
@@ -151,10 +159,21 @@ impl WellKnownApi {
     /// Authorization server metadata
     ///
     /// Every endpoint and capability of this server (RFC 8414).
-    #[oai(path = "/.well-known/oauth-authorization-server", method = "get", operation_id = "getServerMetadata")]
-    async fn metadata(&self, provider: Data<&Arc<Provider>>, document: Data<&Arc<MetadataDocument>>) -> MetadataResponse {
+    #[oai(
+        path = "/.well-known/oauth-authorization-server",
+        method = "get",
+        operation_id = "getServerMetadata"
+    )]
+    async fn metadata(
+        &self,
+        provider: Data<&Arc<Provider>>,
+        document: Data<&Arc<MetadataDocument>>,
+    ) -> MetadataResponse {
         let max_age = provider.config.jwks_max_age.as_secs();
-        MetadataResponse::Ok(CachedJson::new(document.0 .0.clone()), format!("public, max-age={max_age}"))
+        MetadataResponse::Ok(
+            CachedJson::new(document.0 .0.clone()),
+            format!("public, max-age={max_age}"),
+        )
     }
 
     /// JSON Web Key Set
@@ -163,7 +182,10 @@ impl WellKnownApi {
     #[oai(path = "/.well-known/jwks.json", method = "get", operation_id = "getJwks")]
     async fn jwks(&self, provider: Data<&Arc<Provider>>) -> JwksResponse {
         let max_age = provider.config.jwks_max_age.as_secs();
-        JwksResponse::Ok(CachedJson::new(provider.keys.current().jwks.clone()), format!("public, max-age={max_age}"))
+        JwksResponse::Ok(
+            CachedJson::new(provider.keys.current().jwks.clone()),
+            format!("public, max-age={max_age}"),
+        )
     }
 
     /// Health check

@@ -47,7 +47,9 @@ impl<'a> Params<'a> {
         let mut values = self.pairs.iter().filter(|(k, _)| k == name).map(|(_, v)| v.as_str());
         let first = values.next();
         if values.next().is_some() {
-            return Err(Error::invalid_request(format!("parameter {name} was given more than once")));
+            return Err(Error::invalid_request(format!(
+                "parameter {name} was given more than once"
+            )));
         }
         Ok(first.filter(|v| !v.is_empty()))
     }
@@ -59,7 +61,10 @@ impl Provider {
     pub fn validate_authorization(&self, pairs: &[(String, String)]) -> Result<AuthorizationRequest, AuthorizeError> {
         let params = Params::new(pairs);
         let show = AuthorizeError::Show;
-        let client_id = params.get("client_id").map_err(show)?.ok_or_else(|| show(Error::invalid_request("client_id is missing")))?;
+        let client_id = params
+            .get("client_id")
+            .map_err(show)?
+            .ok_or_else(|| show(Error::invalid_request("client_id is missing")))?;
         let client = self
             .find_client(client_id)
             .map_err(show)?
@@ -67,7 +72,11 @@ impl Provider {
         let (redirect_uri, redirect_uri_given) = match params.get("redirect_uri").map_err(show)? {
             Some(requested) => match match_redirect_uri(&client.redirect_uris, requested) {
                 Some(_) => (requested.to_string(), true),
-                None => return Err(show(Error::invalid_request("redirect_uri does not match any URI registered for this client"))),
+                None => {
+                    return Err(show(Error::invalid_request(
+                        "redirect_uri does not match any URI registered for this client",
+                    )))
+                }
             },
             // RFC 6749 §3.1.2.3: may be omitted only when exactly one is registered.
             None => match client.redirect_uris.as_slice() {
@@ -79,30 +88,58 @@ impl Provider {
         // From here on the redirect URI is trusted: errors go back to the client.
         let state_param = params.get("state");
         let state = state_param.as_ref().ok().copied().flatten().map(str::to_string);
-        let redirect = |error: Error| AuthorizeError::Redirect(self.error_redirect(&redirect_uri, &error, state.as_deref()));
+        let redirect =
+            |error: Error| AuthorizeError::Redirect(self.error_redirect(&redirect_uri, &error, state.as_deref()));
         state_param.map_err(redirect)?;
         let response_type = params.get("response_type").map_err(redirect)?;
         match response_type {
             Some("code") => {}
-            Some(_) => return Err(redirect(Error::new(ErrorCode::UnsupportedResponseType, "only response_type=code is supported"))),
+            Some(_) => {
+                return Err(redirect(Error::new(
+                    ErrorCode::UnsupportedResponseType,
+                    "only response_type=code is supported",
+                )))
+            }
             None => return Err(redirect(Error::invalid_request("response_type is missing"))),
         }
         if !client.grant_types.contains(&GrantType::AuthorizationCode) {
-            return Err(redirect(Error::new(ErrorCode::UnauthorizedClient, "this client may not use the authorization code grant")));
+            return Err(redirect(Error::new(
+                ErrorCode::UnauthorizedClient,
+                "this client may not use the authorization code grant",
+            )));
         }
-        let scope = Scope::resolve(params.get("scope").map_err(redirect)?, &client.scopes, |t| self.scope_is_known(t)).map_err(redirect)?;
+        let scope = Scope::resolve(params.get("scope").map_err(redirect)?, &client.scopes, |t| {
+            self.scope_is_known(t)
+        })
+        .map_err(redirect)?;
         let challenge = params.get("code_challenge").map_err(redirect)?;
         let method = params.get("code_challenge_method").map_err(redirect)?;
         let code_challenge = match challenge {
             Some(challenge) => Some(pkce::parse_challenge(challenge, method).map_err(redirect)?),
             None if self.pkce_required(&client) => {
-                return Err(redirect(Error::invalid_request("code_challenge is required (PKCE with S256)")));
+                return Err(redirect(Error::invalid_request(
+                    "code_challenge is required (PKCE with S256)",
+                )));
             }
-            None if method.is_some() => return Err(redirect(Error::invalid_request("code_challenge_method without code_challenge"))),
+            None if method.is_some() => {
+                return Err(redirect(Error::invalid_request(
+                    "code_challenge_method without code_challenge",
+                )))
+            }
             None => None,
         };
-        let audience = self.resolve_audience(&client, params.get("resource").map_err(redirect)?).map_err(redirect)?;
-        Ok(AuthorizationRequest { client, redirect_uri, redirect_uri_given, scope, state, code_challenge, audience })
+        let audience = self
+            .resolve_audience(&client, params.get("resource").map_err(redirect)?)
+            .map_err(redirect)?;
+        Ok(AuthorizationRequest {
+            client,
+            redirect_uri,
+            redirect_uri_given,
+            scope,
+            state,
+            code_challenge,
+            audience,
+        })
     }
 
     fn pkce_required(&self, client: &ClientRecord) -> bool {
@@ -112,7 +149,12 @@ impl Provider {
 
     /// Issues a code for the approved request and returns the redirect carrying it. The code
     /// is durable before the redirect is returned.
-    pub async fn approve(&self, request: &AuthorizationRequest, user_id: &str, auth_time: i64) -> Result<String, Error> {
+    pub async fn approve(
+        &self,
+        request: &AuthorizationRequest,
+        user_id: &str,
+        auth_time: i64,
+    ) -> Result<String, Error> {
         let code = random_token(32);
         let record = CodeRecord {
             client_id: request.client.client_id.clone(),
@@ -139,7 +181,14 @@ impl Provider {
     }
 
     fn error_redirect(&self, redirect_uri: &str, error: &Error, state: Option<&str>) -> String {
-        self.redirect_with(redirect_uri, &[("error", error.code.as_str()), ("error_description", &error.description)], state)
+        self.redirect_with(
+            redirect_uri,
+            &[
+                ("error", error.code.as_str()),
+                ("error_description", &error.description),
+            ],
+            state,
+        )
     }
 
     /// Appends response parameters, `state` and `iss` (RFC 9207) to the redirect URI, keeping

@@ -56,7 +56,9 @@ impl Provider {
             return Err(invalid("the client needs at least one grant type"));
         }
         if new.client_type == ClientType::Public && new.grant_types.contains(&GrantType::ClientCredentials) {
-            return Err(invalid("a public client cannot use client_credentials: it has no secret"));
+            return Err(invalid(
+                "a public client cannot use client_credentials: it has no secret",
+            ));
         }
         if new.grant_types.contains(&GrantType::AuthorizationCode) && new.redirect_uris.is_empty() {
             return Err(invalid("the authorization code grant needs at least one redirect URI"));
@@ -69,7 +71,10 @@ impl Provider {
         }
         let scope = super::scope::Scope::parse(&new.scope)?;
         if let Some(unknown) = scope.tokens().find(|t| !self.scope_is_known(t)) {
-            return Err(Error::new(ErrorCode::InvalidScope, format!("scope {unknown:?} is not configured on this server")));
+            return Err(Error::new(
+                ErrorCode::InvalidScope,
+                format!("scope {unknown:?} is not configured on this server"),
+            ));
         }
         if new.access_token_ttl == Some(0) || new.refresh_token_ttl == Some(0) {
             return Err(invalid("token lifetimes must be at least 1 second"));
@@ -111,7 +116,10 @@ impl Provider {
     /// public clients must not present one. Every failure is the same `invalid_client`, so a
     /// caller cannot tell an unknown client from a wrong secret.
     pub fn authenticate_client(&self, credentials: &ClientCredentials) -> Result<ClientRecord, Error> {
-        let client = self.store.get_client(&credentials.client_id)?.ok_or_else(Error::invalid_client)?;
+        let client = self
+            .store
+            .get_client(&credentials.client_id)?
+            .ok_or_else(Error::invalid_client)?;
         match (client.client_type, &client.secret_hash, &credentials.secret) {
             (ClientType::Confidential, Some(stored), Some(given)) => {
                 if bool::from(secret_hash(given).ct_eq(stored)) {
@@ -146,14 +154,19 @@ pub fn validate_redirect_uri(uri: &str) -> Result<(), Error> {
         "javascript" | "data" | "file" | "vbscript" | "blob" | "about" => Err(bad("uses a forbidden scheme")),
         // A private-use scheme must be a reverse domain name (RFC 8252 §7.1).
         scheme if scheme.contains('.') => Ok(()),
-        _ => Err(bad("must be https, loopback http, or a reverse-domain private-use scheme")),
+        _ => Err(bad(
+            "must be https, loopback http, or a reverse-domain private-use scheme",
+        )),
     }
 }
 
 fn validate_resource(resource: &str) -> Result<(), Error> {
     match Url::parse(resource) {
         Ok(url) if url.fragment().is_none() && !resource.contains('#') => Ok(()),
-        _ => Err(Error::new(ErrorCode::InvalidTarget, "a resource must be an absolute URI without a fragment (RFC 8707 §2)")),
+        _ => Err(Error::new(
+            ErrorCode::InvalidTarget,
+            "a resource must be an absolute URI without a fragment (RFC 8707 §2)",
+        )),
     }
 }
 
@@ -215,7 +228,10 @@ mod tests {
 
     #[test]
     fn loopback_redirect_uris_may_differ_only_in_port() {
-        let registered = vec!["http://127.0.0.1/callback".to_string(), "http://[::1]:8080/cb".to_string()];
+        let registered = vec![
+            "http://127.0.0.1/callback".to_string(),
+            "http://[::1]:8080/cb".to_string(),
+        ];
         assert!(match_redirect_uri(&registered, "http://127.0.0.1:51234/callback").is_some());
         assert!(match_redirect_uri(&registered, "http://[::1]:9/cb").is_some());
         assert!(match_redirect_uri(&registered, "http://127.0.0.1:51234/other").is_none());
@@ -228,7 +244,13 @@ mod tests {
         assert!(validate_redirect_uri("https://app.example/cb").is_ok());
         assert!(validate_redirect_uri("http://localhost:3000/cb").is_ok());
         assert!(validate_redirect_uri("com.example.app:/oauth").is_ok());
-        for bad in ["/relative", "http://app.example/cb", "https://app.example/cb#frag", "javascript:alert(1)", "myapp:/cb"] {
+        for bad in [
+            "/relative",
+            "http://app.example/cb",
+            "https://app.example/cb#frag",
+            "javascript:alert(1)",
+            "myapp:/cb",
+        ] {
             assert!(validate_redirect_uri(bad).is_err(), "{bad}");
         }
     }

@@ -75,7 +75,11 @@ pub struct Error {
 
 impl Error {
     pub fn new(code: ErrorCode, description: impl Into<String>) -> Error {
-        Error { code, description: description.into(), cause: None }
+        Error {
+            code,
+            description: description.into(),
+            cause: None,
+        }
     }
 
     pub fn invalid_request(description: impl Into<String>) -> Error {
@@ -91,7 +95,11 @@ impl Error {
     }
 
     pub fn server_error(cause: impl fmt::Display) -> Error {
-        Error { code: ErrorCode::ServerError, description: "internal error".into(), cause: Some(cause.to_string()) }
+        Error {
+            code: ErrorCode::ServerError,
+            description: "internal error".into(),
+            cause: Some(cause.to_string()),
+        }
     }
 }
 

@@ -38,7 +38,9 @@ impl Provider {
         if client.client_type != ClientType::Confidential {
             return Err(Error::invalid_client());
         }
-        let token = token.filter(|t| !t.is_empty()).ok_or_else(|| Error::invalid_request("token is missing"))?;
+        let token = token
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| Error::invalid_request("token is missing"))?;
         let inactive = Introspection::default();
 
         if let Some(record) = self.store.get_refresh(&secret_hash(token))? {

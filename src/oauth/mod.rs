@@ -48,7 +48,14 @@ impl Provider {
         let issuer = issuer.trim_end_matches('/').to_string();
         let default_audience = config.default_audience.clone().unwrap_or_else(|| issuer.clone());
         let dummy_password_hash = user::hash_password(&random_token(16)).unwrap_or_default();
-        Provider { store, keys, config, issuer, default_audience, dummy_password_hash }
+        Provider {
+            store,
+            keys,
+            config,
+            issuer,
+            default_audience,
+            dummy_password_hash,
+        }
     }
 
     /// An absolute URL on this server.
@@ -71,7 +78,9 @@ pub fn random_token(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
     // The system RNG failing is unrecoverable for a token server; ring documents it as
     // impossible on supported platforms.
-    SystemRandom::new().fill(&mut buf).expect("the operating system's random number generator failed");
+    SystemRandom::new()
+        .fill(&mut buf)
+        .expect("the operating system's random number generator failed");
     URL_SAFE_NO_PAD.encode(buf)
 }
 

@@ -9,7 +9,9 @@ use super::error::Error;
 /// `code-verifier = 43*128unreserved` and the challenge has the same alphabet (RFC 7636 §4.1-4.2).
 fn is_pkce_string(value: &str) -> bool {
     (43..=128).contains(&value.len())
-        && value.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
 }
 
 /// Validates the authorization request's challenge. Only S256 is accepted: `plain` (or no

@@ -7,19 +7,23 @@ impl Provider {
     /// Revokes a refresh token (and with it its whole grant family, RFC 7009 §2.1) or an access
     /// token. Unknown tokens, and tokens of other clients, are answered like success so the
     /// endpoint cannot be used to probe for valid tokens (RFC 7009 §2.2).
-    pub async fn revoke(&self, credentials: &ClientCredentials, token: Option<&str>, hint: Option<&str>) -> Result<(), Error> {
+    pub async fn revoke(
+        &self,
+        credentials: &ClientCredentials,
+        token: Option<&str>,
+        hint: Option<&str>,
+    ) -> Result<(), Error> {
         let client = self.authenticate_client(credentials)?;
-        let token = token.filter(|t| !t.is_empty()).ok_or_else(|| Error::invalid_request("token is missing"))?;
-        let refresh_first = match hint {
-            None | Some("refresh_token") => true,
-            Some("access_token") => false,
-            Some(_) => return Err(Error::new(ErrorCode::UnsupportedTokenType, "token_type_hint must be access_token or refresh_token")),
-        };
-        let revoked = if refresh_first {
-            self.revoke_refresh(&client.client_id, token)? || self.revoke_access(&client.client_id, token)?
-        } else {
-            self.revoke_access(&client.client_id, token)? || self.revoke_refresh(&client.client_id, token)?
-        };
+        let token = token
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| Error::invalid_request("token is missing"))?;
+        // The hint only says where to look first (RFC 7009 §2.1) and both lookups are cheap,
+        // so both kinds are always tried; an unknown hint is still refused.
+        if !matches!(hint, None | Some("refresh_token") | Some("access_token")) {
+            let description = "token_type_hint must be access_token or refresh_token";
+            return Err(Error::new(ErrorCode::UnsupportedTokenType, description));
+        }
+        let revoked = self.revoke_refresh(&client.client_id, token)? || self.revoke_access(&client.client_id, token)?;
         if revoked {
             self.store.durable().await?;
         }
@@ -29,7 +33,8 @@ impl Provider {
     fn revoke_refresh(&self, client_id: &str, token: &str) -> Result<bool, Error> {
         match self.store.get_refresh(&secret_hash(token))? {
             Some(record) if record.client_id == client_id => {
-                self.store.revoke_family(&record.family_id, record.expires_at.max(now()))?;
+                self.store
+                    .revoke_family(&record.family_id, record.expires_at.max(now()))?;
                 Ok(true)
             }
             _ => Ok(false),

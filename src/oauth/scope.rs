@@ -10,7 +10,10 @@ pub struct Scope(Vec<String>);
 
 /// `scope-token = 1*NQCHAR`, `NQCHAR = %x21 / %x23-5B / %x5D-7E` (RFC 6749 §3.3).
 pub fn is_scope_token(token: &str) -> bool {
-    !token.is_empty() && token.bytes().all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b))
+    !token.is_empty()
+        && token
+            .bytes()
+            .all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b))
 }
 
 impl Scope {
@@ -48,13 +51,23 @@ impl Scope {
     /// The scope a request ends up with: the requested one if every token is both known to
     /// the server and allowed for the client, else `invalid_scope`. No request means the
     /// client's whole allowance (RFC 6749 §3.3 lets the server pick a default).
-    pub fn resolve(requested: Option<&str>, client_allowed: &[String], known: impl Fn(&str) -> bool) -> Result<Scope, Error> {
+    pub fn resolve(
+        requested: Option<&str>,
+        client_allowed: &[String],
+        known: impl Fn(&str) -> bool,
+    ) -> Result<Scope, Error> {
         let scope = match requested {
             Some(value) => Scope::parse(value)?,
             None => Scope::from_tokens(client_allowed.iter().filter(|t| known(t)).cloned()),
         };
-        if let Some(bad) = scope.tokens().find(|t| !known(t) || !client_allowed.iter().any(|a| a == t)) {
-            return Err(Error::new(ErrorCode::InvalidScope, format!("scope {bad:?} is unknown or not allowed for this client")));
+        if let Some(bad) = scope
+            .tokens()
+            .find(|t| !known(t) || !client_allowed.iter().any(|a| a == t))
+        {
+            return Err(Error::new(
+                ErrorCode::InvalidScope,
+                format!("scope {bad:?} is unknown or not allowed for this client"),
+            ));
         }
         Ok(scope)
     }
@@ -90,8 +103,17 @@ mod tests {
     fn unknown_or_disallowed_scopes_are_invalid_scope() {
         let known = |t: &str| t == "read" || t == "write" || t == "admin";
         assert!(Scope::resolve(Some("read"), &allowed(), known).is_ok());
-        assert_eq!(Scope::resolve(Some("admin"), &allowed(), known).unwrap_err().code, ErrorCode::InvalidScope);
-        assert_eq!(Scope::resolve(Some("nope"), &allowed(), known).unwrap_err().code, ErrorCode::InvalidScope);
-        assert_eq!(Scope::resolve(None, &allowed(), known).unwrap().to_string(), "read write");
+        assert_eq!(
+            Scope::resolve(Some("admin"), &allowed(), known).unwrap_err().code,
+            ErrorCode::InvalidScope
+        );
+        assert_eq!(
+            Scope::resolve(Some("nope"), &allowed(), known).unwrap_err().code,
+            ErrorCode::InvalidScope
+        );
+        assert_eq!(
+            Scope::resolve(None, &allowed(), known).unwrap().to_string(),
+            "read write"
+        );
     }
 }

@@ -30,7 +30,10 @@ impl Provider {
     pub fn session(&self, cookie: Option<&str>) -> Result<Option<Session>, Error> {
         let Some(id) = cookie else { return Ok(None) };
         match self.store.get_session(&secret_hash(id))? {
-            Some(record) if record.expires_at > now() => Ok(Some(Session { id: id.to_string(), record })),
+            Some(record) if record.expires_at > now() => Ok(Some(Session {
+                id: id.to_string(),
+                record,
+            })),
             _ => Ok(None),
         }
     }

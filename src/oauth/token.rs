@@ -40,8 +40,16 @@ pub struct MintedAccessToken {
 
 impl Provider {
     /// Signs an access token for `sub` with the current signing key.
-    pub fn mint_access_token(&self, client: &ClientRecord, sub: &str, scope: &Scope, audience: &str) -> Result<MintedAccessToken, Error> {
-        let expires_in = client.access_token_ttl.unwrap_or(self.config.access_token_ttl.as_secs());
+    pub fn mint_access_token(
+        &self,
+        client: &ClientRecord,
+        sub: &str,
+        scope: &Scope,
+        audience: &str,
+    ) -> Result<MintedAccessToken, Error> {
+        let expires_in = client
+            .access_token_ttl
+            .unwrap_or(self.config.access_token_ttl.as_secs());
         let iat = now();
         let jti = random_token(16);
         let scope = scope.to_string();
@@ -60,7 +68,9 @@ impl Provider {
     }
 
     pub fn refresh_token_ttl(&self, client: &ClientRecord) -> i64 {
-        client.refresh_token_ttl.unwrap_or(self.config.refresh_token_ttl.as_secs()) as i64
+        client
+            .refresh_token_ttl
+            .unwrap_or(self.config.refresh_token_ttl.as_secs()) as i64
     }
 
     /// The `aud` for a token: the RFC 8707 `resource` if the client may have it, the default
@@ -68,8 +78,13 @@ impl Provider {
     pub fn resolve_audience(&self, client: &ClientRecord, resource: Option<&str>) -> Result<String, Error> {
         match resource {
             None => Ok(self.default_audience.clone()),
-            Some(r) if r == self.default_audience || client.resources.iter().any(|allowed| allowed == r) => Ok(r.to_string()),
-            Some(_) => Err(Error::new(ErrorCode::InvalidTarget, "this client may not get tokens for that resource")),
+            Some(r) if r == self.default_audience || client.resources.iter().any(|allowed| allowed == r) => {
+                Ok(r.to_string())
+            }
+            Some(_) => Err(Error::new(
+                ErrorCode::InvalidTarget,
+                "this client may not get tokens for that resource",
+            )),
         }
     }
 }

@@ -21,11 +21,15 @@ fn password_matches(password: &str, phc: &str) -> bool {
 
 fn validate_username(username: &str) -> Result<(), Error> {
     let ok = (1..=64).contains(&username.chars().count())
-        && username.chars().all(|c| c.is_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'));
+        && username
+            .chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'));
     if ok {
         Ok(())
     } else {
-        Err(Error::invalid_request("a username is 1-64 letters, digits, '.', '_', '-' or '@'"))
+        Err(Error::invalid_request(
+            "a username is 1-64 letters, digits, '.', '_', '-' or '@'",
+        ))
     }
 }
 

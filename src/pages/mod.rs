@@ -94,8 +94,15 @@ fn error_page(templates: &Templates, status: StatusCode, error: &Error) -> Respo
     if let Some(cause) = &error.cause {
         tracing::error!(error = %error, cause = %cause, "page request failed");
     }
-    let title = if error.code == ErrorCode::ServerError { "Something went wrong" } else { "Invalid request" };
-    let html = templates.render("error.html", context! { title, code => error.code.as_str(), description => &error.description });
+    let title = if error.code == ErrorCode::ServerError {
+        "Something went wrong"
+    } else {
+        "Invalid request"
+    };
+    let html = templates.render(
+        "error.html",
+        context! { title, code => error.code.as_str(), description => &error.description },
+    );
     page(status, html)
 }
 
@@ -110,7 +117,11 @@ fn cookie_name(provider: &Provider) -> &'static str {
 }
 
 fn session_cookie(provider: &Provider, session: &Session) -> String {
-    let secure = if provider.issuer.starts_with("https://") { "; Secure" } else { "" };
+    let secure = if provider.issuer.starts_with("https://") {
+        "; Secure"
+    } else {
+        ""
+    };
     format!(
         "{}={}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{secure}",
         cookie_name(provider),
@@ -134,7 +145,10 @@ fn current_session(provider: &Provider, req: &Request) -> Result<Option<Session>
 }
 
 async fn form_pairs(body: Body) -> Result<Vec<(String, String)>, Error> {
-    let bytes = body.into_bytes().await.map_err(|_| Error::invalid_request("the body could not be read"))?;
+    let bytes = body
+        .into_bytes()
+        .await
+        .map_err(|_| Error::invalid_request("the body could not be read"))?;
     parse_pairs(&bytes).map_err(Error::invalid_request)
 }
 
@@ -146,19 +160,36 @@ fn safe_next(next: Option<&str>) -> Option<&str> {
 
 fn login_redirect(req: &Request, status: StatusCode) -> Response {
     let original = format!("/o/authorize/?{}", req.uri().query().unwrap_or_default());
-    redirect(status, &format!("/o/login/?next={}", utf8_percent_encode(&original, NON_ALPHANUMERIC)))
+    redirect(
+        status,
+        &format!("/o/login/?next={}", utf8_percent_encode(&original, NON_ALPHANUMERIC)),
+    )
 }
 
 /// Parses and validates the authorization request in the query string.
-fn authorization_request(provider: &Provider, templates: &Templates, req: &Request) -> Result<AuthorizationRequest, Response> {
-    let pairs = parse_pairs(req.uri().query().unwrap_or_default().as_bytes())
-        .map_err(|why| error_page(templates, StatusCode::BAD_REQUEST, &Error::invalid_request(why)))?;
-    provider.validate_authorization(&pairs).map_err(|e| match e {
-        AuthorizeError::Show(error) => {
-            let status = if error.code == ErrorCode::ServerError { StatusCode::INTERNAL_SERVER_ERROR } else { StatusCode::BAD_REQUEST };
-            error_page(templates, status, &error)
-        }
-        AuthorizeError::Redirect(location) => redirect(StatusCode::FOUND, &location),
+fn authorization_request(
+    provider: &Provider,
+    templates: &Templates,
+    req: &Request,
+) -> Result<AuthorizationRequest, Box<Response>> {
+    let pairs = parse_pairs(req.uri().query().unwrap_or_default().as_bytes()).map_err(|why| {
+        Box::new(error_page(
+            templates,
+            StatusCode::BAD_REQUEST,
+            &Error::invalid_request(why),
+        ))
+    })?;
+    provider.validate_authorization(&pairs).map_err(|e| {
+        Box::new(match e {
+            AuthorizeError::Show(error) => {
+                let status = match error.code {
+                    ErrorCode::ServerError => StatusCode::INTERNAL_SERVER_ERROR,
+                    _ => StatusCode::BAD_REQUEST,
+                };
+                error_page(templates, status, &error)
+            }
+            AuthorizeError::Redirect(location) => redirect(StatusCode::FOUND, &location),
+        })
     })
 }
 
@@ -168,13 +199,17 @@ async fn authorize(req: &Request, provider: Data<&Arc<Provider>>, templates: Dat
     let (provider, templates) = (provider.0.as_ref(), templates.0.as_ref());
     let request = match authorization_request(provider, templates, req) {
         Ok(r) => r,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let session = match current_session(provider, req) {
         Ok(s) => s,
         Err(e) => return error_page(templates, StatusCode::INTERNAL_SERVER_ERROR, &e),
     };
-    let user = match session.as_ref().and_then(|s| s.user_id()).map(|id| provider.store.get_user(id)) {
+    let user = match session
+        .as_ref()
+        .and_then(|s| s.user_id())
+        .map(|id| provider.store.get_user(id))
+    {
         Some(Ok(Some(user))) => user,
         Some(Err(e)) => return error_page(templates, StatusCode::INTERNAL_SERVER_ERROR, &e.into()),
         _ => return login_redirect(req, StatusCode::FOUND),
@@ -184,7 +219,12 @@ async fn authorize(req: &Request, provider: Data<&Arc<Provider>>, templates: Dat
         .scope
         .tokens()
         .map(|name| {
-            let description = provider.config.scopes.iter().find(|s| s.name == name).map(|s| s.description.clone());
+            let description = provider
+                .config
+                .scopes
+                .iter()
+                .find(|s| s.name == name)
+                .map(|s| s.description.clone());
             context! { name, description }
         })
         .collect();
@@ -208,11 +248,16 @@ async fn authorize(req: &Request, provider: Data<&Arc<Provider>>, templates: Dat
 
 /// POST /o/authorize/: the user's Allow or Deny.
 #[handler]
-async fn decide(req: &Request, body: Body, provider: Data<&Arc<Provider>>, templates: Data<&Arc<Templates>>) -> Response {
+async fn decide(
+    req: &Request,
+    body: Body,
+    provider: Data<&Arc<Provider>>,
+    templates: Data<&Arc<Templates>>,
+) -> Response {
     let (provider, templates) = (provider.0.as_ref(), templates.0.as_ref());
     let request = match authorization_request(provider, templates, req) {
         Ok(r) => r,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let form = match form_pairs(body).await {
         Ok(f) => f,
@@ -224,8 +269,15 @@ async fn decide(req: &Request, body: Body, provider: Data<&Arc<Provider>>, templ
         Ok(_) => return login_redirect(req, StatusCode::SEE_OTHER),
         Err(e) => return error_page(templates, StatusCode::INTERNAL_SERVER_ERROR, &e),
     };
-    if !form.get("csrf_token").ok().flatten().is_some_and(|t| session.csrf_matches(t)) {
-        let error = Error::invalid_request("the form is stale or was not sent by this site (CSRF check failed); go back and try again");
+    if !form
+        .get("csrf_token")
+        .ok()
+        .flatten()
+        .is_some_and(|t| session.csrf_matches(t))
+    {
+        let error = Error::invalid_request(
+            "the form is stale or was not sent by this site (CSRF check failed); go back and try again",
+        );
         return error_page(templates, StatusCode::FORBIDDEN, &error);
     }
     match form.get("decision").ok().flatten() {
@@ -238,12 +290,26 @@ async fn decide(req: &Request, body: Body, provider: Data<&Arc<Provider>>, templ
             }
         }
         Some("deny") => redirect(StatusCode::SEE_OTHER, &provider.deny(&request)),
-        _ => error_page(templates, StatusCode::BAD_REQUEST, &Error::invalid_request("decision must be allow or deny")),
+        _ => error_page(
+            templates,
+            StatusCode::BAD_REQUEST,
+            &Error::invalid_request("decision must be allow or deny"),
+        ),
     }
 }
 
-fn login_page(templates: &Templates, status: StatusCode, session: &Session, next: &str, username: &str, error: Option<&str>) -> Response {
-    let html = templates.render("login.html", context! { csrf_token => &session.record.csrf_token, next, username, error });
+fn login_page(
+    templates: &Templates,
+    status: StatusCode,
+    session: &Session,
+    next: &str,
+    username: &str,
+    error: Option<&str>,
+) -> Response {
+    let html = templates.render(
+        "login.html",
+        context! { csrf_token => &session.record.csrf_token, next, username, error },
+    );
     page(status, html)
 }
 
@@ -273,7 +339,12 @@ async fn login_form(req: &Request, provider: Data<&Arc<Provider>>, templates: Da
 
 /// POST /o/login/: check the password, start a fresh session, go back to `next`.
 #[handler]
-async fn login(req: &Request, body: Body, provider: Data<&Arc<Provider>>, templates: Data<&Arc<Templates>>) -> Response {
+async fn login(
+    req: &Request,
+    body: Body,
+    provider: Data<&Arc<Provider>>,
+    templates: Data<&Arc<Templates>>,
+) -> Response {
     let templates = templates.0.as_ref();
     let form = match form_pairs(body).await {
         Ok(f) => f,
@@ -291,7 +362,9 @@ async fn login(req: &Request, body: Body, provider: Data<&Arc<Provider>>, templa
         Err(e) => return error_page(templates, StatusCode::INTERNAL_SERVER_ERROR, &e),
     };
     if !session.csrf_matches(&field("csrf_token")) {
-        let error = Error::invalid_request("the form is stale or was not sent by this site (CSRF check failed); go back and try again");
+        let error = Error::invalid_request(
+            "the form is stale or was not sent by this site (CSRF check failed); go back and try again",
+        );
         return error_page(templates, StatusCode::FORBIDDEN, &error);
     }
     let (username, password) = (field("username"), field("password"));
@@ -303,7 +376,14 @@ async fn login(req: &Request, body: Body, provider: Data<&Arc<Provider>>, templa
         Ok(Ok(Some(user))) => user,
         Ok(Ok(None)) => {
             // Never say which of the two was wrong.
-            return login_page(templates, StatusCode::UNAUTHORIZED, &session, &next, &username, Some("Invalid username or password."));
+            return login_page(
+                templates,
+                StatusCode::UNAUTHORIZED,
+                &session,
+                &next,
+                &username,
+                Some("Invalid username or password."),
+            );
         }
         Ok(Err(e)) => return error_page(templates, StatusCode::INTERNAL_SERVER_ERROR, &e),
         Err(e) => return error_page(templates, StatusCode::INTERNAL_SERVER_ERROR, &Error::server_error(e)),

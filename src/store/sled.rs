@@ -17,10 +17,10 @@
 use std::fs;
 use std::path::Path;
 
-use serde::de::DeserializeOwned;
-use serde::Serialize;
 use ::sled::transaction::{ConflictableTransactionError, TransactionError};
 use ::sled::{Db, Transactional, Tree};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 
 use super::*;
 
@@ -257,7 +257,8 @@ impl GrantStore for SledStore {
     }
 
     fn revoke_family(&self, family_id: &str, keep_until: i64) -> Result<()> {
-        self.revoked_families.insert(family_id.as_bytes(), &keep_until.to_be_bytes())?;
+        self.revoked_families
+            .insert(family_id.as_bytes(), &keep_until.to_be_bytes())?;
         Ok(())
     }
 
@@ -356,12 +357,24 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path()).unwrap();
         store.put_refresh(&[1; 32], &refresh("fam")).unwrap();
-        let next = |r: &RefreshRecord| RefreshRecord { rotated: false, ..r.clone() };
-        assert!(matches!(store.rotate_refresh(&[1; 32], &[2; 32], &next, "jti-2").unwrap(), Rotation::Rotated(_)));
-        assert!(matches!(store.rotate_refresh(&[1; 32], &[3; 32], &next, "jti-3").unwrap(), Rotation::Reused(_)));
+        let next = |r: &RefreshRecord| RefreshRecord {
+            rotated: false,
+            ..r.clone()
+        };
+        assert!(matches!(
+            store.rotate_refresh(&[1; 32], &[2; 32], &next, "jti-2").unwrap(),
+            Rotation::Rotated(_)
+        ));
+        assert!(matches!(
+            store.rotate_refresh(&[1; 32], &[3; 32], &next, "jti-3").unwrap(),
+            Rotation::Reused(_)
+        ));
         assert!(store.is_family_revoked("fam").unwrap());
         // The token issued by the legitimate rotation dies with its family.
-        assert!(matches!(store.rotate_refresh(&[2; 32], &[4; 32], &next, "jti-4").unwrap(), Rotation::Invalid));
+        assert!(matches!(
+            store.rotate_refresh(&[2; 32], &[4; 32], &next, "jti-4").unwrap(),
+            Rotation::Invalid
+        ));
         assert_eq!(store.family_of_access_token("jti-2").unwrap().as_deref(), Some("fam"));
     }
 
@@ -377,8 +390,14 @@ mod tests {
             created_at: 0,
         };
         store.insert_user(&user).unwrap();
-        let twin = UserRecord { user_id: "2".into(), ..user.clone() };
-        assert!(matches!(store.insert_user(&twin), Err(StoreError::Conflict("username"))));
+        let twin = UserRecord {
+            user_id: "2".into(),
+            ..user.clone()
+        };
+        assert!(matches!(
+            store.insert_user(&twin),
+            Err(StoreError::Conflict("username"))
+        ));
         assert!(store.delete_user("1").unwrap());
         store.insert_user(&twin).unwrap();
         assert_eq!(store.get_user_by_name("alice").unwrap().unwrap().user_id, "2");

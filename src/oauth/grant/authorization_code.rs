@@ -4,18 +4,25 @@ use super::{required, TokenRequest};
 use crate::oauth::scope::Scope;
 use crate::oauth::token::TokenResponse;
 use crate::oauth::{now, pkce, random_token, secret_hash, Error, Provider};
-use crate::store::{ClientRecord, GrantType, RefreshRecord, Redemption};
+use crate::store::{ClientRecord, GrantType, Redemption, RefreshRecord};
 
 impl Provider {
-    pub(super) async fn authorization_code_grant(&self, client: &ClientRecord, request: TokenRequest) -> Result<TokenResponse, Error> {
+    pub(super) async fn authorization_code_grant(
+        &self,
+        client: &ClientRecord,
+        request: TokenRequest,
+    ) -> Result<TokenResponse, Error> {
         let code = required(&request.code, "code")?;
         let record = match self.store.redeem_code(&secret_hash(code))? {
             Redemption::Fresh(record) => record,
             Redemption::Replayed(record) => {
                 // RFC 6749 §4.1.2: a code used twice means it leaked; revoke what it produced.
-                self.store.revoke_family(&record.family_id, now() + self.refresh_token_ttl(client))?;
+                self.store
+                    .revoke_family(&record.family_id, now() + self.refresh_token_ttl(client))?;
                 self.store.durable().await?;
-                return Err(Error::invalid_grant("the code was already used; tokens issued from it are revoked"));
+                return Err(Error::invalid_grant(
+                    "the code was already used; tokens issued from it are revoked",
+                ));
             }
             Redemption::Unknown => return Err(Error::invalid_grant("the code is invalid")),
         };
@@ -28,7 +35,11 @@ impl Provider {
             return Err(Error::invalid_grant("the code has expired"));
         }
         match request.redirect_uri.as_deref() {
-            Some(uri) if uri != record.redirect_uri => return Err(Error::invalid_grant("redirect_uri differs from the authorization request")),
+            Some(uri) if uri != record.redirect_uri => {
+                return Err(Error::invalid_grant(
+                    "redirect_uri differs from the authorization request",
+                ))
+            }
             None if record.redirect_uri_given => return Err(Error::invalid_request("redirect_uri is missing")),
             _ => {}
         }
@@ -36,7 +47,11 @@ impl Provider {
             (Some(challenge), Some(verifier)) => pkce::verify(verifier, challenge)?,
             (Some(_), None) => return Err(Error::invalid_grant("code_verifier is missing")),
             // RFC 9700 §4.8.2: a verifier without a challenge is a downgrade attempt.
-            (None, Some(_)) => return Err(Error::invalid_grant("code_verifier sent but the authorization request had no code_challenge")),
+            (None, Some(_)) => {
+                return Err(Error::invalid_grant(
+                    "code_verifier sent but the authorization request had no code_challenge",
+                ))
+            }
             (None, None) => {}
         }
 

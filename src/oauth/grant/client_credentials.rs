@@ -9,9 +9,16 @@ use crate::store::{ClientRecord, ClientType};
 impl Provider {
     /// Issues an access token whose `sub` is the client. No refresh token (RFC 6749 §4.4.3)
     /// and nothing stored: the grant costs one client lookup and one signature.
-    pub(super) fn client_credentials_grant(&self, client: &ClientRecord, request: TokenRequest) -> Result<TokenResponse, Error> {
+    pub(super) fn client_credentials_grant(
+        &self,
+        client: &ClientRecord,
+        request: TokenRequest,
+    ) -> Result<TokenResponse, Error> {
         if client.client_type != ClientType::Confidential {
-            return Err(Error::new(ErrorCode::UnauthorizedClient, "public clients cannot use client_credentials"));
+            return Err(Error::new(
+                ErrorCode::UnauthorizedClient,
+                "public clients cannot use client_credentials",
+            ));
         }
         let scope = Scope::resolve(request.scope.as_deref(), &client.scopes, |t| self.scope_is_known(t))?;
         let audience = self.resolve_audience(client, request.resource.as_deref())?;

@@ -30,7 +30,12 @@ impl Provider {
             Some("authorization_code") => GrantType::AuthorizationCode,
             Some("client_credentials") => GrantType::ClientCredentials,
             Some("refresh_token") => GrantType::RefreshToken,
-            Some(_) => return Err(Error::new(ErrorCode::UnsupportedGrantType, "this grant_type is not supported")),
+            Some(_) => {
+                return Err(Error::new(
+                    ErrorCode::UnsupportedGrantType,
+                    "this grant_type is not supported",
+                ))
+            }
         };
         let client = self.authenticate_client(credentials)?;
         ensure_grant_allowed(&client, grant)?;
@@ -46,11 +51,17 @@ fn ensure_grant_allowed(client: &ClientRecord, grant: GrantType) -> Result<(), E
     if client.grant_types.contains(&grant) {
         Ok(())
     } else {
-        Err(Error::new(ErrorCode::UnauthorizedClient, format!("this client may not use the {} grant", grant.as_oauth_str())))
+        Err(Error::new(
+            ErrorCode::UnauthorizedClient,
+            format!("this client may not use the {} grant", grant.as_oauth_str()),
+        ))
     }
 }
 
 /// A required parameter.
 fn required<'a>(value: &'a Option<String>, name: &str) -> Result<&'a str, Error> {
-    value.as_deref().filter(|v| !v.is_empty()).ok_or_else(|| Error::invalid_request(format!("{name} is missing")))
+    value
+        .as_deref()
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| Error::invalid_request(format!("{name} is missing")))
 }

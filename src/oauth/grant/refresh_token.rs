@@ -10,7 +10,11 @@ impl Provider {
     /// Exchanges a refresh token for a new access token and a new refresh token. The old
     /// refresh token is spent; presenting it again revokes the whole family. The new refresh
     /// token is durable before the response is returned.
-    pub(super) async fn refresh_token_grant(&self, client: &ClientRecord, request: TokenRequest) -> Result<TokenResponse, Error> {
+    pub(super) async fn refresh_token_grant(
+        &self,
+        client: &ClientRecord,
+        request: TokenRequest,
+    ) -> Result<TokenResponse, Error> {
         let presented = required(&request.refresh_token, "refresh_token")?;
         let old_hash = secret_hash(presented);
         let current = self
@@ -30,7 +34,10 @@ impl Provider {
             Some(requested) => {
                 let requested = Scope::parse(requested)?;
                 if !requested.tokens().all(|t| granted.tokens().any(|g| g == t)) {
-                    return Err(Error::new(crate::oauth::ErrorCode::InvalidScope, "scope exceeds what was originally granted"));
+                    return Err(Error::new(
+                        crate::oauth::ErrorCode::InvalidScope,
+                        "scope exceeds what was originally granted",
+                    ));
                 }
                 requested
             }
@@ -40,8 +47,15 @@ impl Provider {
         let new_token = random_token(32);
         let issued_at = now();
         let ttl = self.refresh_token_ttl(client);
-        let next = |old: &RefreshRecord| RefreshRecord { issued_at, expires_at: issued_at + ttl, rotated: false, ..old.clone() };
-        let outcome = self.store.rotate_refresh(&old_hash, &secret_hash(&new_token), &next, &access.jti)?;
+        let next = |old: &RefreshRecord| RefreshRecord {
+            issued_at,
+            expires_at: issued_at + ttl,
+            rotated: false,
+            ..old.clone()
+        };
+        let outcome = self
+            .store
+            .rotate_refresh(&old_hash, &secret_hash(&new_token), &next, &access.jti)?;
         match outcome {
             Rotation::Rotated(_) => {
                 self.store.durable().await?;
@@ -55,7 +69,9 @@ impl Provider {
             }
             Rotation::Reused(_) => {
                 self.store.durable().await?;
-                Err(Error::invalid_grant("the refresh token was already used; its grant has been revoked"))
+                Err(Error::invalid_grant(
+                    "the refresh token was already used; its grant has been revoked",
+                ))
             }
             Rotation::Invalid => Err(Error::invalid_grant("the refresh token is invalid")),
         }

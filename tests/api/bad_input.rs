@@ -1,0 +1,212 @@
+//! Every malformed request gets the right RFC 6749 §5.2 error: never a 500, never a panic,
+//! and nothing is written.
+
+use crate::helpers::*;
+use serde_json::Value;
+
+async fn post_raw(app: &TestApp, content_type: &str, body: Vec<u8>) -> reqwest::Response {
+    app.http
+        .post(app.url("/o/token/"))
+        .basic_auth(&app.client.id, app.client.secret.as_ref())
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn assert_error(response: reqwest::Response, status: u16, error: &str) {
+    assert_eq!(response.status(), status);
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    let body: Value = response.json().await.expect("a JSON error body");
+    assert_eq!(body["error"], error, "{body}");
+}
+
+const FORM: &str = "application/x-www-form-urlencoded";
+
+#[tokio::test]
+async fn non_utf8_bodies_are_invalid_request() {
+    let app = spawn_app().await;
+    assert_error(
+        post_raw(&app, FORM, b"grant_type=client_credentials&scope=%FF".to_vec()).await,
+        400,
+        "invalid_request",
+    )
+    .await;
+    assert_error(
+        post_raw(&app, FORM, b"grant_type=client_credentials&scope=\xff\xfe".to_vec()).await,
+        400,
+        "invalid_request",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn malformed_bodies_are_invalid_request() {
+    let app = spawn_app().await;
+    for body in ["grant_type", "&&&", "=client_credentials", "grant_type="] {
+        assert_error(post_raw(&app, FORM, body.into()).await, 400, "invalid_request").await;
+    }
+}
+
+#[tokio::test]
+async fn wrong_content_type_is_invalid_request() {
+    let app = spawn_app().await;
+    assert_error(
+        post_raw(
+            &app,
+            "application/json",
+            br#"{"grant_type":"client_credentials"}"#.to_vec(),
+        )
+        .await,
+        400,
+        "invalid_request",
+    )
+    .await;
+    assert_error(
+        post_raw(&app, "text/plain", b"grant_type=client_credentials".to_vec()).await,
+        400,
+        "invalid_request",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_parameter_given_twice_is_invalid_request() {
+    let app = spawn_app().await;
+    let body = "grant_type=client_credentials&scope=read&scope=write";
+    assert_error(post_raw(&app, FORM, body.into()).await, 400, "invalid_request").await;
+    let body = "grant_type=client_credentials&grant_type=client_credentials";
+    assert_error(post_raw(&app, FORM, body.into()).await, 400, "invalid_request").await;
+}
+
+#[tokio::test]
+async fn missing_parameters_are_invalid_request() {
+    let app = spawn_app().await;
+    assert_error(app.token(&app.client, &[]).await, 400, "invalid_request").await;
+    assert_error(
+        app.token(&app.client, &[("grant_type", "authorization_code")]).await,
+        400,
+        "invalid_request",
+    )
+    .await;
+    assert_error(
+        app.token(&app.client, &[("grant_type", "refresh_token")]).await,
+        400,
+        "invalid_request",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn an_oversized_body_is_refused_with_413() {
+    let app = spawn_app().await;
+    let body = format!("grant_type=client_credentials&scope={}", "a".repeat(100 * 1024));
+    assert_error(post_raw(&app, FORM, body.into()).await, 413, "invalid_request").await;
+}
+
+#[tokio::test]
+async fn unknown_client_and_wrong_secret_are_invalid_client_with_a_challenge() {
+    let app = spawn_app().await;
+    let unknown = TestClient {
+        id: "nobody".into(),
+        secret: Some("x".into()),
+    };
+    let wrong = TestClient {
+        id: app.client.id.clone(),
+        secret: Some("not-the-secret".into()),
+    };
+    for client in [unknown, wrong] {
+        let response = app.token(&client, &[("grant_type", "client_credentials")]).await;
+        assert!(response.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Basic"));
+        assert_error(response, 401, "invalid_client").await;
+    }
+    // A garbled Basic header, and no credentials at all.
+    let response = app
+        .http
+        .post(app.url("/o/token/"))
+        .header("authorization", "Basic %%%")
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    assert_error(response, 401, "invalid_client").await;
+    let response = app
+        .http
+        .post(app.url("/o/token/"))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    assert_error(response, 401, "invalid_client").await;
+}
+
+#[tokio::test]
+async fn two_authentication_methods_at_once_are_invalid_request() {
+    let app = spawn_app().await;
+    let secret = app.client.secret.clone().unwrap();
+    let response = app
+        .http
+        .post(app.url("/o/token/"))
+        .basic_auth(&app.client.id, Some(&secret))
+        .form(&[("grant_type", "client_credentials"), ("client_secret", &secret)])
+        .send()
+        .await
+        .unwrap();
+    assert_error(response, 400, "invalid_request").await;
+}
+
+#[tokio::test]
+async fn garbage_refresh_token_is_invalid_grant() {
+    let app = spawn_app().await;
+    assert_error(app.refresh("garbage").await, 400, "invalid_grant").await;
+    assert_error(app.refresh(&"\u{1F600}".repeat(1000)).await, 400, "invalid_grant").await;
+}
+
+#[tokio::test]
+async fn scope_outside_the_clients_allowance_is_invalid_scope() {
+    let app = spawn_app().await;
+    assert_error(app.client_credentials("admin").await, 400, "invalid_scope").await;
+    assert_error(app.client_credentials("read  write").await, 400, "invalid_scope").await;
+}
+
+#[tokio::test]
+async fn bad_requests_write_nothing_and_break_nothing() {
+    let app = spawn_app().await;
+    let tokens = app.get_tokens().await;
+    let clients_before = app.provider.store.list_clients().unwrap().len();
+    let users_before = app.provider.store.list_users().unwrap().len();
+    // A barrage of bad requests...
+    post_raw(&app, FORM, b"grant_type=refresh_token&refresh_token=%FF".to_vec()).await;
+    post_raw(
+        &app,
+        FORM,
+        format!("grant_type=refresh_token&refresh_token={}", "x".repeat(70_000)).into(),
+    )
+    .await;
+    post_raw(
+        &app,
+        FORM,
+        b"grant_type=refresh_token&refresh_token=a&refresh_token=b".to_vec(),
+    )
+    .await;
+    app.token(
+        &app.client,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", "nope"),
+            ("scope", "admin"),
+        ],
+    )
+    .await;
+    // ...leaves the store as it was: the refresh token still rotates once, nothing was added.
+    assert_eq!(app.provider.store.list_clients().unwrap().len(), clients_before);
+    assert_eq!(app.provider.store.list_users().unwrap().len(), users_before);
+    assert_eq!(
+        app.refresh(tokens["refresh_token"].as_str().unwrap()).await.status(),
+        200
+    );
+}

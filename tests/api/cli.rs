@@ -1,0 +1,253 @@
+//! The `tessera` binary, run as an operator would.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use crate::helpers::*;
+use serde_json::Value;
+
+fn tessera(dir: &std::path::Path, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(args)
+        .env("TESSERA_DATA_DIR", dir.join("data"))
+        .env("TESSERA_KEYS_DIR", dir.join("keys"))
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("tessera runs");
+    if let Some(input) = stdin {
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    }
+    drop(child.stdin.take());
+    child.wait_with_output().unwrap()
+}
+
+fn ok(output: Output) -> String {
+    assert!(
+        output.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[test]
+fn app_commands_create_list_show_rotate_and_delete() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let created: Value = serde_json::from_str(&ok(tessera(
+        d,
+        &[
+            "app",
+            "create",
+            "--name",
+            "Web",
+            "--client-type",
+            "confidential",
+            "--grant-type",
+            "authorization-code",
+            "--grant-type",
+            "refresh-token",
+            "--redirect-uri",
+            "https://web.example/cb",
+            "--scope",
+            "read write",
+            "--json",
+        ],
+        None,
+    )))
+    .unwrap();
+    let id = created["client_id"].as_str().unwrap();
+    let secret = created["client_secret"].as_str().unwrap();
+    assert!(secret.len() >= 43, "a 256-bit secret");
+    assert_eq!(created["redirect_uris"], serde_json::json!(["https://web.example/cb"]));
+
+    let list = ok(tessera(d, &["app", "list"], None));
+    assert!(list.contains(id) && list.contains("Web"));
+    let shown: Value = serde_json::from_str(&ok(tessera(d, &["app", "show", id, "--json"], None))).unwrap();
+    assert!(shown.get("client_secret").is_none(), "the secret is never shown again");
+    assert_eq!(shown["scope"], "read write");
+
+    let rotated: Value = serde_json::from_str(&ok(tessera(d, &["app", "rotate-secret", id, "--json"], None))).unwrap();
+    assert_ne!(rotated["client_secret"], secret);
+    // Only a hash is stored: the plaintext secret appears nowhere in the data folder.
+    let mut found = false;
+    for entry in walk(&d.join("data")) {
+        let bytes = std::fs::read(entry).unwrap();
+        found |= bytes.windows(secret.len()).any(|w| w == secret.as_bytes());
+    }
+    assert!(!found, "the client secret is not stored in plaintext");
+
+    ok(tessera(d, &["app", "delete", id], None));
+    assert!(!tessera(d, &["app", "show", id], None).status.success());
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
+
+#[test]
+fn app_create_rejects_unsafe_registrations() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let bad_uri = tessera(
+        d,
+        &[
+            "app",
+            "create",
+            "--name",
+            "X",
+            "--client-type",
+            "public",
+            "--grant-type",
+            "authorization-code",
+            "--redirect-uri",
+            "http://evil.example/cb",
+        ],
+        None,
+    );
+    assert!(!bad_uri.status.success());
+    assert!(String::from_utf8_lossy(&bad_uri.stderr).contains("https"));
+    let public_cc = tessera(
+        d,
+        &[
+            "app",
+            "create",
+            "--name",
+            "X",
+            "--client-type",
+            "public",
+            "--grant-type",
+            "client-credentials",
+        ],
+        None,
+    );
+    assert!(!public_cc.status.success());
+    let unknown_scope = tessera(
+        d,
+        &[
+            "app",
+            "create",
+            "--name",
+            "X",
+            "--client-type",
+            "confidential",
+            "--grant-type",
+            "client-credentials",
+            "--scope",
+            "admin",
+        ],
+        None,
+    );
+    assert!(!unknown_scope.status.success());
+}
+
+#[test]
+fn user_commands_create_list_set_password_and_delete() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ok(tessera(
+        d,
+        &[
+            "user",
+            "create",
+            "--username",
+            "bob",
+            "--password-stdin",
+            "--email",
+            "bob@example.com",
+        ],
+        Some("a long password\n"),
+    ));
+    assert!(
+        !tessera(
+            d,
+            &["user", "create", "--username", "bob", "--password-stdin"],
+            Some("another password\n")
+        )
+        .status
+        .success(),
+        "usernames are unique"
+    );
+    assert!(
+        !tessera(d, &["user", "create", "--username", "eve"], None)
+            .status
+            .success(),
+        "passwords only come from stdin"
+    );
+    let list = ok(tessera(d, &["user", "list"], None));
+    assert!(list.contains("bob") && list.contains("bob@example.com"));
+    ok(tessera(
+        d,
+        &["user", "set-password", "bob", "--password-stdin"],
+        Some("a new long password\n"),
+    ));
+    ok(tessera(d, &["user", "delete", "bob"], None));
+    assert!(!ok(tessera(d, &["user", "list"], None)).contains("bob"));
+}
+
+#[test]
+fn keys_commands_generate_rotate_retire_and_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let first = ok(tessera(d, &["keys", "list"], None));
+    assert!(first.contains("ES256") && first.contains("Signing"), "{first}");
+    let first_kid = first.split_whitespace().next().unwrap().to_string();
+    let generated = ok(tessera(d, &["keys", "generate", "--alg", "RS256"], None));
+    assert!(generated.contains("RS256") && generated.contains("Published"));
+    let rotated = ok(tessera(d, &["keys", "rotate", "--alg", "EdDSA"], None));
+    assert!(rotated.contains("EdDSA") && rotated.contains("Signing"));
+    ok(tessera(d, &["keys", "retire", &first_kid], None));
+    let list = ok(tessera(d, &["keys", "list"], None));
+    assert!(list.contains(&format!("{first_kid}  ES256  Retired")), "{list}");
+    let retire_signing = tessera(d, &["keys", "retire", rotated.split_whitespace().next().unwrap()], None);
+    assert!(!retire_signing.status.success(), "the signing key cannot be retired");
+}
+
+#[tokio::test]
+async fn data_commands_refuse_while_a_server_holds_the_data() {
+    let app = spawn_app().await;
+    let root = app.data_dir.parent().unwrap().to_path_buf();
+    let output = tokio::task::spawn_blocking(move || {
+        tessera(
+            &root,
+            &[
+                "app",
+                "create",
+                "--name",
+                "X",
+                "--client-type",
+                "confidential",
+                "--grant-type",
+                "client-credentials",
+            ],
+            None,
+        )
+    })
+    .await
+    .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("in use"), "{stderr}");
+    // The server is unharmed.
+    assert_eq!(app.client_credentials("read").await.status(), 200);
+}
+
+#[test]
+fn openapi_prints_the_committed_document() {
+    let dir = tempfile::tempdir().unwrap();
+    let printed = ok(tessera(dir.path(), &["openapi"], None));
+    let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi/openapi.json")).unwrap();
+    assert_eq!(printed.trim_end(), committed.trim_end());
+}

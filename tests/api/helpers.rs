@@ -1,0 +1,418 @@
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use reqwest::redirect::Policy;
+use serde_json::Value;
+use tempfile::TempDir;
+use tessera::oauth::client::NewClient;
+use tessera::oauth::Provider;
+use tessera::store::{ClientType, GrantType};
+use tessera::{App, Config};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub const USERNAME: &str = "alice";
+pub const PASSWORD: &str = "correct horse battery";
+pub const REDIRECT_URI: &str = "https://app.example/callback";
+pub const RESOURCE: &str = "https://api.example";
+
+/// A registered client as the tests know it.
+#[derive(Clone, Debug)]
+pub struct TestClient {
+    pub id: String,
+    pub secret: Option<String>,
+}
+
+/// A running server and everything a test needs to talk to it.
+pub struct TestApp {
+    pub issuer: String,
+    /// Where the server listens; the same as the issuer unless a test set the issuer.
+    pub base: String,
+    /// Keeps cookies and never follows redirects, so tests see every hop.
+    pub http: reqwest::Client,
+    pub provider: Arc<Provider>,
+    /// A confidential client with every grant and one redirect URI.
+    pub client: TestClient,
+    /// A public client (PKCE, no secret) with the code and refresh grants.
+    pub public_client: TestClient,
+    pub data_dir: PathBuf,
+    pub keys_dir: PathBuf,
+    dirs: Option<TempDir>,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+/// A PKCE verifier and its S256 challenge.
+pub struct Pkce {
+    pub verifier: String,
+    pub challenge: String,
+}
+
+impl Pkce {
+    pub fn new() -> Pkce {
+        let verifier = tessera::oauth::random_token(32);
+        let challenge = URL_SAFE_NO_PAD.encode(ring::digest::digest(&ring::digest::SHA256, verifier.as_bytes()));
+        Pkce { verifier, challenge }
+    }
+}
+
+pub fn test_config(dirs: &TempDir) -> Config {
+    Config {
+        addr: "127.0.0.1:0".into(),
+        data_dir: dirs.path().join("data"),
+        keys_dir: dirs.path().join("keys"),
+        ..Config::default()
+    }
+}
+
+pub async fn spawn_app() -> TestApp {
+    let dirs = tempfile::tempdir().expect("temp dir");
+    let config = test_config(&dirs);
+    spawn_app_with(config, dirs).await
+}
+
+/// Starts a server with `config`, seeding a confidential client, a public client and a user
+/// when the data folder has none yet.
+pub async fn spawn_app_with(config: Config, dirs: TempDir) -> TestApp {
+    let (data_dir, keys_dir) = (config.data_dir.clone(), config.keys_dir.clone());
+    let app = App::build(config).await.expect("server starts");
+    let provider = app.provider();
+    let issuer = app.issuer().to_string();
+    let base = format!("http://{}", app.addr());
+    let (client, public_client) = seed(&provider, &dirs);
+    let (tx, rx) = oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until(async move {
+        let _ = rx.await;
+    }));
+    let http = reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(Policy::none())
+        .build()
+        .expect("http client");
+    TestApp {
+        issuer,
+        base,
+        http,
+        provider,
+        client,
+        public_client,
+        data_dir,
+        keys_dir,
+        dirs: Some(dirs),
+        shutdown: Some(tx),
+        server: Some(server),
+    }
+}
+
+/// Seeds once per data folder; the ids are remembered in a file beside it so that a
+/// restarted server's test sees the same clients.
+fn seed(provider: &Provider, dirs: &TempDir) -> (TestClient, TestClient) {
+    let memo = dirs.path().join("seeded.json");
+    if let Ok(bytes) = std::fs::read(&memo) {
+        let v: Value = serde_json::from_slice(&bytes).unwrap();
+        let c = |k: &str| TestClient {
+            id: v[k]["id"].as_str().unwrap().into(),
+            secret: v[k]["secret"].as_str().map(String::from),
+        };
+        return (c("client"), c("public"));
+    }
+    let (confidential, secret) = provider
+        .register_client(NewClient {
+            name: "Test App".into(),
+            client_type: ClientType::Confidential,
+            grant_types: vec![
+                GrantType::AuthorizationCode,
+                GrantType::ClientCredentials,
+                GrantType::RefreshToken,
+            ],
+            redirect_uris: vec![REDIRECT_URI.into()],
+            scope: "read write".into(),
+            resources: vec![RESOURCE.into()],
+            access_token_ttl: None,
+            refresh_token_ttl: None,
+        })
+        .unwrap();
+    let (public, _) = provider
+        .register_client(NewClient {
+            name: "Public App".into(),
+            client_type: ClientType::Public,
+            grant_types: vec![GrantType::AuthorizationCode, GrantType::RefreshToken],
+            redirect_uris: vec!["http://127.0.0.1/callback".into()],
+            scope: "read".into(),
+            resources: vec![],
+            access_token_ttl: None,
+            refresh_token_ttl: None,
+        })
+        .unwrap();
+    provider
+        .create_user(USERNAME, PASSWORD, Some("alice@example.com".into()))
+        .unwrap();
+    let client = TestClient {
+        id: confidential.client_id,
+        secret,
+    };
+    let public_client = TestClient {
+        id: public.client_id,
+        secret: None,
+    };
+    let memo_value = serde_json::json!({
+        "client": {"id": client.id, "secret": client.secret},
+        "public": {"id": public_client.id},
+    });
+    std::fs::write(memo, memo_value.to_string()).unwrap();
+    (client, public_client)
+}
+
+/// Pulls a hidden input's value out of a page.
+pub fn hidden_input(html: &str, name: &str) -> Option<String> {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = html.find(&marker)? + marker.len();
+    let end = html[start..].find('"')? + start;
+    Some(
+        html[start..end]
+            .replace("&#x2f;", "/")
+            .replace("&amp;", "&")
+            .replace("&#x3d;", "=")
+            .replace("&#x3f;", "?"),
+    )
+}
+
+pub fn location(response: &reqwest::Response) -> String {
+    response
+        .headers()
+        .get("location")
+        .expect("a Location header")
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+/// The query parameters of a URL.
+pub fn query_of(url: &str) -> Vec<(String, String)> {
+    url::Url::parse(url).unwrap().query_pairs().into_owned().collect()
+}
+
+pub fn param(url: &str, name: &str) -> Option<String> {
+    query_of(url).into_iter().find(|(k, _)| k == name).map(|(_, v)| v)
+}
+
+/// Decodes a JWT's header and claims without verifying it.
+pub fn jwt_parts(token: &str) -> (Value, Value) {
+    let mut parts = token.split('.');
+    let mut decode = || serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts.next().unwrap()).unwrap()).unwrap();
+    (decode(), decode())
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// The query string of a typical authorization request by the confidential client.
+    pub fn authorize_query(&self, pkce: &Pkce, state: &str) -> Vec<(String, String)> {
+        [
+            ("response_type", "code"),
+            ("client_id", &self.client.id),
+            ("redirect_uri", REDIRECT_URI),
+            ("scope", "read write"),
+            ("state", state),
+            ("code_challenge", &pkce.challenge),
+            ("code_challenge_method", "S256"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+
+    /// GET /o/authorize/ with these parameters.
+    pub async fn authorize(&self, params: &[(String, String)]) -> reqwest::Response {
+        self.http
+            .get(self.url("/o/authorize/"))
+            .query(params)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Logs in through the login page, following the `next` the server asks for.
+    pub async fn log_in(&self, next: &str, username: &str, password: &str) -> reqwest::Response {
+        let page = self
+            .http
+            .get(self.url(next))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let csrf = hidden_input(&page, "csrf_token").expect("login page has a CSRF token");
+        let next_field = hidden_input(&page, "next").unwrap_or_default();
+        self.http
+            .post(self.url("/o/login/"))
+            .form(&[
+                ("csrf_token", csrf.as_str()),
+                ("username", username),
+                ("password", password),
+                ("next", next_field.as_str()),
+            ])
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Shows the consent page for an authorization request and answers it.
+    pub async fn consent(&self, params: &[(String, String)], decision: &str) -> reqwest::Response {
+        let page = self.authorize(params).await;
+        assert_eq!(page.status(), 200, "the consent page is shown");
+        let html = page.text().await.unwrap();
+        let csrf = hidden_input(&html, "csrf_token").expect("consent page has a CSRF token");
+        self.http
+            .post(self.url("/o/authorize/"))
+            .query(params)
+            .form(&[("csrf_token", csrf.as_str()), ("decision", decision)])
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// The whole front channel: authorize, log in, allow. Returns the redirect to the client.
+    pub async fn authorize_and_allow(&self, params: &[(String, String)]) -> String {
+        let first = self.authorize(params).await;
+        if first.status() == 302 && location(&first).starts_with("/o/login/") {
+            let login = self.log_in(&location(&first), USERNAME, PASSWORD).await;
+            assert_eq!(login.status(), 303, "login succeeds");
+        }
+        let decision = self.consent(params, "allow").await;
+        assert_eq!(decision.status(), 303);
+        location(&decision)
+    }
+
+    /// Runs the code flow and returns the code (and the PKCE pair it is bound to).
+    pub async fn get_code(&self) -> (String, Pkce) {
+        let pkce = Pkce::new();
+        let redirect = self.authorize_and_allow(&self.authorize_query(&pkce, "xyz")).await;
+        (param(&redirect, "code").expect("a code"), pkce)
+    }
+
+    pub async fn token(&self, client: &TestClient, form: &[(&str, &str)]) -> reqwest::Response {
+        let mut request = self.http.post(self.url("/o/token/"));
+        let mut form: Vec<(&str, &str)> = form.to_vec();
+        match &client.secret {
+            Some(secret) => request = request.basic_auth(&client.id, Some(secret)),
+            None => form.push(("client_id", &client.id)),
+        }
+        request.form(&form).send().await.unwrap()
+    }
+
+    pub async fn exchange_code(&self, code: &str, verifier: &str) -> reqwest::Response {
+        let form = [
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", REDIRECT_URI),
+            ("code_verifier", verifier),
+        ];
+        self.token(&self.client, &form).await
+    }
+
+    /// Code flow plus exchange: the token response body.
+    pub async fn get_tokens(&self) -> Value {
+        let (code, pkce) = self.get_code().await;
+        let response = self.exchange_code(&code, &pkce.verifier).await;
+        assert_eq!(response.status(), 200);
+        response.json().await.unwrap()
+    }
+
+    pub async fn refresh(&self, refresh_token: &str) -> reqwest::Response {
+        self.token(
+            &self.client,
+            &[("grant_type", "refresh_token"), ("refresh_token", refresh_token)],
+        )
+        .await
+    }
+
+    pub async fn client_credentials(&self, scope: &str) -> reqwest::Response {
+        self.token(&self.client, &[("grant_type", "client_credentials"), ("scope", scope)])
+            .await
+    }
+
+    pub async fn introspect(&self, token: &str) -> Value {
+        let response = self
+            .http
+            .post(self.url("/o/introspect/"))
+            .basic_auth(&self.client.id, self.client.secret.as_ref())
+            .form(&[("token", token)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.json().await.unwrap()
+    }
+
+    pub async fn revoke(&self, token: &str, hint: Option<&str>) -> reqwest::Response {
+        let mut form = vec![("token", token)];
+        if let Some(hint) = hint {
+            form.push(("token_type_hint", hint));
+        }
+        self.http
+            .post(self.url("/o/revoke_token/"))
+            .basic_auth(&self.client.id, self.client.secret.as_ref())
+            .form(&form)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn get_jwks(&self) -> Value {
+        self.http
+            .get(self.url("/.well-known/jwks.json"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Verifies an access token against the served JWKS with jsonwebtoken; returns the claims.
+    pub async fn verify_with_jwks(&self, token: &str) -> Option<Value> {
+        let jwks: jsonwebtoken::jwk::JwkSet = serde_json::from_value(self.get_jwks().await).ok()?;
+        let header = jsonwebtoken::decode_header(token).ok()?;
+        let jwk = jwks.find(header.kid.as_deref()?)?;
+        let key = jsonwebtoken::DecodingKey::from_jwk(jwk).ok()?;
+        let mut validation = jsonwebtoken::Validation::new(header.alg);
+        validation.set_issuer(&[&self.issuer]);
+        validation.validate_aud = false;
+        jsonwebtoken::decode::<Value>(token, &key, &validation)
+            .ok()
+            .map(|d| d.claims)
+    }
+
+    /// Stops the server gracefully and returns its folders, so a test can start it again.
+    pub async fn stop(mut self) -> TempDir {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            tokio::time::timeout(Duration::from_secs(15), server)
+                .await
+                .expect("server stops")
+                .unwrap()
+                .unwrap();
+        }
+        // The test's handle on the store must go too before the folder can be opened again.
+        let dirs = self.dirs.take().unwrap();
+        drop(self);
+        dirs
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}

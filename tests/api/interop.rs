@@ -1,0 +1,79 @@
+//! A JWT library that is not the one Tessera signs with verifies its tokens through the JWKS.
+
+use crate::helpers::*;
+use serde_json::Value;
+use tessera::keys::{Algorithm, Keyring};
+
+/// Runs PyJWT's `PyJWKClient` on a token; returns the claims, or `None` if PyJWT rejects it.
+async fn pyjwt_verify(app: &TestApp, audience: &str, token: &str) -> Option<Value> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/pyjwt_verify.py");
+    let args = [
+        script.to_string(),
+        app.url("/.well-known/jwks.json"),
+        app.issuer.clone(),
+        audience.to_string(),
+        token.to_string(),
+    ];
+    let output = tokio::process::Command::new("python3")
+        .args(&args)
+        .output()
+        .await
+        .expect("python3 runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !stderr.contains("ModuleNotFoundError"),
+        "PyJWT is not installed (pip install 'pyjwt[crypto]'): {stderr}"
+    );
+    output
+        .status
+        .success()
+        .then(|| serde_json::from_slice(&output.stdout).expect("claims JSON"))
+}
+
+fn tamper(token: &str) -> String {
+    let mut parts: Vec<String> = token.split('.').map(String::from).collect();
+    let (_, claims) = jwt_parts(token);
+    let mut claims = claims;
+    claims["scope"] = "read write admin".into();
+    parts[1] = base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, claims.to_string());
+    parts.join(".")
+}
+
+#[tokio::test]
+async fn pyjwt_verifies_tokens_of_every_algorithm_and_rejects_tampered_ones() {
+    let app = spawn_app().await;
+    let mut ring = Keyring::open_or_init(&app.keys_dir).unwrap();
+    for alg in [Algorithm::ES256, Algorithm::RS256, Algorithm::EdDSA] {
+        if alg != Algorithm::ES256 {
+            let key = ring.rotate(alg).unwrap();
+            // Wait for the server to pick up the rotated keyring.
+            let mut tries = 0;
+            loop {
+                let token: Value = app.client_credentials("read").await.json().await.unwrap();
+                if jwt_parts(token["access_token"].as_str().unwrap()).0["kid"] == key.kid.as_str() {
+                    break;
+                }
+                tries += 1;
+                assert!(tries < 50, "the rotated key never started signing");
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        }
+        let body: Value = app.client_credentials("read").await.json().await.unwrap();
+        let token = body["access_token"].as_str().unwrap();
+        assert_eq!(jwt_parts(token).0["alg"], alg.as_str());
+        let claims = pyjwt_verify(&app, &app.issuer, token)
+            .await
+            .unwrap_or_else(|| panic!("PyJWT accepts the {alg} token"));
+        assert_eq!(claims["client_id"], app.client.id.as_str());
+        assert!(
+            pyjwt_verify(&app, &app.issuer, &tamper(token)).await.is_none(),
+            "PyJWT rejects a tampered {alg} token"
+        );
+        assert!(
+            pyjwt_verify(&app, "https://someone-else.example", token)
+                .await
+                .is_none(),
+            "PyJWT checks aud"
+        );
+    }
+}

@@ -1,0 +1,24 @@
+//! Integration tests: each starts the real server on port 0 with its own data and keys
+//! folders and talks HTTP to it.
+
+// spawn_app() and the TestApp methods named after user actions.
+mod helpers;
+
+// The code + PKCE flow through login and consent, and every authorization-endpoint rule.
+mod authorization_code;
+// Malformed, oversized, duplicated and hostile input at the token endpoint.
+mod bad_input;
+// The `tessera` binary's commands, including refusal while a server holds the data.
+mod cli;
+// client_credentials, client authentication methods and the access token's claims.
+mod client_credentials;
+// RFC 8414 metadata, the JWKS, the OpenAPI document, CORS and health.
+mod discovery;
+// Introspection (RFC 7662) and revocation (RFC 7009).
+mod introspect_revoke;
+// Verification by third-party JWT libraries (PyJWT) against the live JWKS.
+mod interop;
+// Key rotation, and restarting on the same data and keys.
+mod keys;
+// Refresh rotation, reuse detection and concurrency.
+mod refresh_token;

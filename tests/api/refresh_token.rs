@@ -1,0 +1,163 @@
+use crate::helpers::*;
+use serde_json::Value;
+
+#[tokio::test]
+async fn refresh_token_is_rotated_and_old_one_rejected() {
+    let app = spawn_app().await;
+    let tokens = app.get_tokens().await;
+    let first = tokens["refresh_token"].as_str().unwrap();
+    let response = app.refresh(first).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    let next: Value = response.json().await.unwrap();
+    let second = next["refresh_token"].as_str().unwrap();
+    assert_ne!(first, second, "a new refresh token on every use");
+    assert_eq!(next["scope"], "read write");
+    assert!(app
+        .verify_with_jwks(next["access_token"].as_str().unwrap())
+        .await
+        .is_some());
+    // The second one works once, too.
+    assert_eq!(app.refresh(second).await.status(), 200);
+}
+
+#[tokio::test]
+async fn reusing_a_rotated_refresh_token_revokes_the_whole_family() {
+    let app = spawn_app().await;
+    let tokens = app.get_tokens().await;
+    let first = tokens["refresh_token"].as_str().unwrap();
+    let next: Value = app.refresh(first).await.json().await.unwrap();
+    let second = next["refresh_token"].as_str().unwrap();
+
+    // RFC 9700 §4.14.2: the old token comes back, so it leaked.
+    let reuse = app.refresh(first).await;
+    assert_eq!(reuse.status(), 400);
+    assert_eq!(reuse.json::<Value>().await.unwrap()["error"], "invalid_grant");
+    // The legitimate successor dies with the family, and so do its access tokens.
+    let successor = app.refresh(second).await;
+    assert_eq!(successor.json::<Value>().await.unwrap()["error"], "invalid_grant");
+    assert_eq!(
+        app.introspect(next["access_token"].as_str().unwrap()).await["active"],
+        false
+    );
+    assert_eq!(
+        app.introspect(tokens["access_token"].as_str().unwrap()).await["active"],
+        false
+    );
+}
+
+#[tokio::test]
+async fn two_concurrent_uses_of_one_refresh_token_yield_exactly_one_success() {
+    let app = spawn_app().await;
+    for _ in 0..5 {
+        let tokens = app.get_tokens().await;
+        let token = tokens["refresh_token"].as_str().unwrap();
+        let (a, b) = tokio::join!(app.refresh(token), app.refresh(token));
+        let successes = [a.status(), b.status()].iter().filter(|s| s.as_u16() == 200).count();
+        assert_eq!(successes, 1, "statuses {} and {}", a.status(), b.status());
+    }
+}
+
+#[tokio::test]
+async fn a_refresh_may_narrow_the_scope_but_never_widen_it() {
+    let app = spawn_app().await;
+    let tokens = app.get_tokens().await;
+    let token = tokens["refresh_token"].as_str().unwrap();
+    let narrowed = app
+        .token(
+            &app.client,
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", token),
+                ("scope", "read"),
+            ],
+        )
+        .await;
+    let narrowed: Value = narrowed.json().await.unwrap();
+    assert_eq!(narrowed["scope"], "read");
+    let next = narrowed["refresh_token"].as_str().unwrap();
+    let widened = app
+        .token(
+            &app.client,
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", next),
+                ("scope", "read admin"),
+            ],
+        )
+        .await;
+    assert_eq!(widened.status(), 400);
+    assert_eq!(widened.json::<Value>().await.unwrap()["error"], "invalid_scope");
+    // The failed attempt did not spend the token.
+    assert_eq!(app.refresh(next).await.status(), 200);
+}
+
+#[tokio::test]
+async fn another_clients_refresh_token_is_invalid_grant() {
+    let app = spawn_app().await;
+    let tokens = app.get_tokens().await;
+    let token = tokens["refresh_token"].as_str().unwrap();
+    let response = app
+        .token(
+            &app.public_client,
+            &[("grant_type", "refresh_token"), ("refresh_token", token)],
+        )
+        .await;
+    assert_eq!(response.json::<Value>().await.unwrap()["error"], "invalid_grant");
+    assert_eq!(app.refresh(token).await.status(), 200, "the owner can still use it");
+}
+
+#[tokio::test]
+async fn an_expired_refresh_token_is_invalid_grant() {
+    let app = spawn_app().await;
+    let (client, secret) = app
+        .provider
+        .register_client(tessera::oauth::client::NewClient {
+            name: "Short refresh".into(),
+            client_type: tessera::store::ClientType::Confidential,
+            grant_types: vec![
+                tessera::store::GrantType::AuthorizationCode,
+                tessera::store::GrantType::RefreshToken,
+            ],
+            redirect_uris: vec![REDIRECT_URI.into()],
+            scope: "read".into(),
+            resources: vec![],
+            access_token_ttl: None,
+            refresh_token_ttl: Some(1),
+        })
+        .unwrap();
+    let short = TestClient {
+        id: client.client_id.clone(),
+        secret,
+    };
+    let pkce = Pkce::new();
+    let params: Vec<(String, String)> = app
+        .authorize_query(&pkce, "s")
+        .into_iter()
+        .map(|(k, v)| match k.as_str() {
+            "client_id" => (k, client.client_id.clone()),
+            "scope" => (k, "read".into()),
+            _ => (k, v),
+        })
+        .collect();
+    let code = param(&app.authorize_and_allow(&params).await, "code").unwrap();
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", REDIRECT_URI),
+        ("code_verifier", pkce.verifier.as_str()),
+    ];
+    let tokens: Value = app.token(&short, &form).await.json().await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let response = app
+        .token(
+            &short,
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", tokens["refresh_token"].as_str().unwrap()),
+            ],
+        )
+        .await;
+    assert_eq!(response.status(), 400);
+    assert_eq!(response.json::<Value>().await.unwrap()["error"], "invalid_grant");
+}
