@@ -112,14 +112,19 @@ pub enum AppCommand {
     },
     /// Show one client.
     Show {
+        #[arg(allow_hyphen_values = true)]
         client_id: String,
         #[arg(long)]
         json: bool,
     },
     /// Delete a client.
-    Delete { client_id: String },
+    Delete {
+        #[arg(allow_hyphen_values = true)]
+        client_id: String,
+    },
     /// Replace a confidential client's secret; prints the new one, once.
     RotateSecret {
+        #[arg(allow_hyphen_values = true)]
         client_id: String,
         #[arg(long)]
         json: bool,
@@ -163,9 +168,16 @@ pub enum KeysCommand {
         alg: Algorithm,
     },
     /// Make a published key the signing key.
-    Promote { kid: String },
+    Promote {
+        /// A kid may begin with '-': it is a base64url thumbprint.
+        #[arg(allow_hyphen_values = true)]
+        kid: String,
+    },
     /// Stop publishing a key.
-    Retire { kid: String },
+    Retire {
+        #[arg(allow_hyphen_values = true)]
+        kid: String,
+    },
     /// List keys and their status.
     List,
 }

@@ -81,7 +81,7 @@ impl Provider {
         }
         let secret = (new.client_type == ClientType::Confidential).then(new_secret);
         let client = ClientRecord {
-            client_id: random_token(16),
+            client_id: super::random_id(),
             name: new.name.trim().to_string(),
             client_type: new.client_type,
             secret_hash: secret.as_deref().map(secret_hash),

@@ -38,23 +38,18 @@ pub struct Provider {
     pub issuer: String,
     /// The `aud` of access tokens when no `resource` is asked for.
     pub default_audience: String,
-    /// A password hash of nothing, verified against when a username is unknown so that a
-    /// failed login takes as long whether or not the user exists.
-    dummy_password_hash: String,
 }
 
 impl Provider {
     pub fn new(store: Arc<dyn Store>, keys: Arc<Keys>, config: Config, issuer: &str) -> Provider {
         let issuer = issuer.trim_end_matches('/').to_string();
         let default_audience = config.default_audience.clone().unwrap_or_else(|| issuer.clone());
-        let dummy_password_hash = user::hash_password(&random_token(16)).unwrap_or_default();
         Provider {
             store,
             keys,
             config,
             issuer,
             default_audience,
-            dummy_password_hash,
         }
     }
 
@@ -82,6 +77,16 @@ pub fn random_token(bytes: usize) -> String {
         .fill(&mut buf)
         .expect("the operating system's random number generator failed");
     URL_SAFE_NO_PAD.encode(buf)
+}
+
+/// A fresh random identifier (128 bits, lowercase hex): safe in URLs, forms and command lines,
+/// where a base64url value starting with '-' would read as a flag.
+pub fn random_id() -> String {
+    let mut buf = [0u8; 16];
+    SystemRandom::new()
+        .fill(&mut buf)
+        .expect("the operating system's random number generator failed");
+    buf.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// SHA-256 of a secret. Every secret Tessera hands out carries at least 128 bits of entropy,

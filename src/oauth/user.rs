@@ -3,7 +3,7 @@
 use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
 
-use super::{now, random_token, Error, Provider};
+use super::{now, Error, Provider};
 use crate::store::{StoreError, UserRecord};
 
 /// Hashes a password with Argon2id and the crate's default (OWASP-recommended) parameters.
@@ -14,6 +14,11 @@ pub fn hash_password(password: &str) -> Result<String, Error> {
         .map(|h| h.to_string())
         .map_err(Error::server_error)
 }
+
+/// A well-formed Argon2id hash with the default parameters, of a random password nobody knows.
+/// Checking a password against it costs as much as checking a real one.
+pub const DUMMY_PASSWORD_HASH: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$8m+0Yp3JQnsyHR4oAaDXuw$kg/aXuUJIoNePTNPrjoIbQa0mrm1zGv1hRlA4/sOHeM";
 
 fn password_matches(password: &str, phc: &str) -> bool {
     PasswordHash::new(phc).is_ok_and(|hash| Argon2::default().verify_password(password.as_bytes(), &hash).is_ok())
@@ -46,7 +51,7 @@ impl Provider {
         validate_username(username)?;
         validate_password(password)?;
         let user = UserRecord {
-            user_id: random_token(16),
+            user_id: super::random_id(),
             username: username.to_string(),
             email,
             password_hash: hash_password(password)?,
@@ -75,7 +80,7 @@ impl Provider {
             Some(user) if password_matches(password, &user.password_hash) => Ok(Some(user)),
             Some(_) => Ok(None),
             None => {
-                password_matches(password, &self.dummy_password_hash);
+                password_matches(password, DUMMY_PASSWORD_HASH);
                 Ok(None)
             }
         }
@@ -92,6 +97,19 @@ mod tests {
         assert!(hash.starts_with("$argon2id$"));
         assert!(password_matches("correct horse", &hash));
         assert!(!password_matches("wrong horse", &hash));
+    }
+
+    #[test]
+    fn the_dummy_hash_is_a_real_argon2id_hash_with_the_default_cost() {
+        let hash = PasswordHash::new(DUMMY_PASSWORD_HASH).unwrap();
+        let real = hash_password("anything").unwrap();
+        let real = PasswordHash::new(&real).unwrap();
+        assert_eq!(hash.algorithm, real.algorithm);
+        assert_eq!(
+            hash.params, real.params,
+            "same cost, so an unknown user takes as long as a wrong password"
+        );
+        assert!(!password_matches("", DUMMY_PASSWORD_HASH));
     }
 
     #[test]

@@ -1,0 +1,276 @@
+#!/usr/bin/env python3
+"""Tessera load benchmark (a benchmark, not a test: it asserts nothing, it measures).
+
+Runs the release server on loopback and drives it with wrk at a fixed concurrency:
+  - client_credentials grants (HTTP Basic, one ES256 signature, no storage write)
+  - refresh_token grants (rotation: every response carries a new refresh token that is
+    durable on disk before the response is sent; wrk chains them per connection)
+  - JWKS GETs
+and, in the same run, the ceiling: examples/ceiling.rs, a bare poem handler that only parses
+the form and signs one ES256 JWT. Reports requests/s, p50, p99, server CPU per request and
+the server's peak RSS, and compares them with the targets of issue 2.
+
+Usage: python3 benches/bench.py [--duration SECONDS] [--connections N] [--threads N]
+Needs wrk (Debian package `wrk`; installed with apt-get when missing and running as root).
+"""
+import argparse
+import faulthandler
+import base64
+import hashlib
+import http.cookiejar
+import json
+import os
+import re
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(ROOT, "target", "release", "tessera")
+CEILING = os.path.join(ROOT, "target", "release", "examples", "ceiling")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+DONE_LUA = """
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("RESULT %d %d %d %d %d %d\\n", summary.requests, summary.duration,
+    latency:percentile(50), latency:percentile(99), e.status, e.connect + e.read + e.write + e.timeout))
+end
+"""
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ensure_wrk():
+    if shutil.which("wrk"):
+        return
+    if os.geteuid() != 0:
+        sys.exit("wrk is missing: apt-get install -y wrk")
+    subprocess.run(["apt-get", "update", "-qq"], check=True)
+    subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True)
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+
+
+def rss_mib(pid, field="VmHWM"):
+    """VmHWM is the peak resident set, VmRSS the current one."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def wait_until_up(url):
+    for _ in range(200):
+        try:
+            urllib.request.urlopen(url, timeout=1).read()
+            return
+        except OSError:
+            time.sleep(0.05)
+    sys.exit(f"server at {url} did not come up")
+
+
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+def refresh_tokens(base, client_id, secret, username, password, count):
+    """Runs the authorization code flow `count` times, as a browser and a client would."""
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar), NoRedirect())
+
+    def call(url, data=None, headers=None):
+        req = urllib.request.Request(url, data=data, headers=headers or {})
+        try:
+            with opener.open(req) as r:
+                return r.status, r.headers, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.headers, e.read().decode()
+
+    def csrf(html):
+        return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
+
+    _, _, page = call(base + "/o/login/")
+    form = urllib.parse.urlencode({"csrf_token": csrf(page), "username": username, "password": password, "next": ""})
+    status, _, _ = call(base + "/o/login/", form.encode())
+    assert status == 303, f"login failed: {status}"
+    basic = "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode()
+    tokens = []
+    for _ in range(count):
+        verifier = secrets.token_urlsafe(32)
+        challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+        query = urllib.parse.urlencode({"response_type": "code", "client_id": client_id, "redirect_uri": "http://127.0.0.1/cb",
+                                        "scope": "read", "state": "s", "code_challenge": challenge, "code_challenge_method": "S256"})
+        _, _, page = call(f"{base}/o/authorize/?{query}")
+        status, headers, _ = call(f"{base}/o/authorize/?{query}", urllib.parse.urlencode({"csrf_token": csrf(page), "decision": "allow"}).encode())
+        code = urllib.parse.parse_qs(urllib.parse.urlparse(headers["Location"]).query)["code"][0]
+        body = urllib.parse.urlencode({"grant_type": "authorization_code", "code": code, "redirect_uri": "http://127.0.0.1/cb", "code_verifier": verifier})
+        _, _, answer = call(base + "/o/token/", body.encode(), {"Authorization": basic, "Content-Type": "application/x-www-form-urlencoded"})
+        tokens.append(json.loads(answer)["refresh_token"])
+    return tokens
+
+
+def run_wrk(url, script, args, warmup=True):
+    cmd = ["wrk", "-t", str(args.threads), "-c", str(args.connections), "--latency", "-s", script]
+    if warmup:
+        subprocess.run(cmd + ["-d", "2s", url], capture_output=True, text=True)
+    out = subprocess.run(cmd + ["-d", f"{args.duration}s", url], capture_output=True, text=True, check=True).stdout
+    line = next(l for l in out.splitlines() if l.startswith("RESULT"))
+    requests, micros, p50, p99, bad_status, socket_errors = map(int, line.split()[1:])
+    return {"requests": requests, "rps": requests / (micros / 1e6), "p50_ms": p50 / 1000, "p99_ms": p99 / 1000,
+            "bad_status": bad_status, "socket_errors": socket_errors}
+
+
+def measure(name, pid, url, script, args, warmup=True):
+    profiler = None
+    if args.profile:
+        os.makedirs(args.profile, exist_ok=True)
+        data = os.path.join(args.profile, name.split()[0] + ".perf.data")
+        profiler = subprocess.Popen(["perf", "record", "-F", "499", "-g", "-o", data, "-p", str(pid)],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    before = cpu_seconds(pid)
+    result = run_wrk(url, script, args, warmup)
+    result["cpu_us_per_req"] = (cpu_seconds(pid) - before) * 1e6 / max(result["requests"], 1)
+    result["peak_rss_mib"] = rss_mib(pid)
+    if profiler:
+        profiler.send_signal(2)
+        profiler.wait()
+        report = subprocess.run(["perf", "report", "-i", data, "--no-children", "--percent-limit", "1.5", "--stdio",
+                                 "-g", "none", "--sort", "symbol"], capture_output=True, text=True).stdout
+        with open(data.replace(".perf.data", ".txt"), "w") as f:
+            f.write(report)
+    return result
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--profile", metavar="DIR", help="also record a perf profile of each run into DIR")
+    args = parser.parse_args()
+    faulthandler.dump_traceback_later(int(os.environ.get("BENCH_TRACE_AFTER", "0")) or 10**6, exit=True)
+
+    ensure_wrk()
+    subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "tessera", "--example", "ceiling"], cwd=ROOT, check=True)
+    work = tempfile.mkdtemp(prefix="tessera-bench-")
+    env = dict(os.environ, TESSERA_DATA_DIR=os.path.join(work, "data"), TESSERA_KEYS_DIR=os.path.join(work, "keys"))
+    if "BENCH_RUST_LOG" in os.environ:
+        env["RUST_LOG"] = os.environ["BENCH_RUST_LOG"]
+    else:
+        env.pop("RUST_LOG", None)  # the server's default logging (a line per request, at info)
+
+    def cli(*argv, stdin=None):
+        return subprocess.run([BIN, *argv], env=env, input=stdin, capture_output=True, text=True, check=True).stdout
+
+    client = json.loads(cli("app", "create", "--name", "bench", "--client-type", "confidential", "--grant-type", "client-credentials",
+                            "--grant-type", "authorization-code", "--grant-type", "refresh-token",
+                            "--redirect-uri", "http://127.0.0.1/cb", "--scope", "read write", "--json"))
+    cli("user", "create", "--username", "bench", "--password-stdin", stdin="bench password\n")
+    basic = "Basic " + base64.b64encode(f"{client['client_id']}:{client['client_secret']}".encode()).decode()
+
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    log = open(os.path.join(work, "server.log"), "w")
+    server = subprocess.Popen([BIN, "serve", "--addr", f"127.0.0.1:{port}"], env=env, stdout=log, stderr=log)
+    ceiling_port = free_port()
+    ceiling = subprocess.Popen([CEILING, f"127.0.0.1:{ceiling_port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    results = {}
+    try:
+        wait_until_up(base + "/healthz")
+        cc_lua = os.path.join(work, "client_credentials.lua")
+        with open(cc_lua, "w") as f:
+            f.write(f'wrk.method = "POST"\nwrk.body = "grant_type=client_credentials&scope=read"\n'
+                    f'wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"\n'
+                    f'wrk.headers["Authorization"] = "{basic}"\n' + DONE_LUA)
+        jwks_lua = os.path.join(work, "jwks.lua")
+        with open(jwks_lua, "w") as f:
+            f.write(DONE_LUA)
+
+        # Each connection chains its own refresh tokens; a spare per connection absorbs a failure.
+        per_thread = 2 * args.connections // args.threads
+        startup_rss = rss_mib(server.pid)
+        tokens = refresh_tokens(base, client["client_id"], client["client_secret"], "bench", "bench password", per_thread * args.threads * 2)
+        refresh_lua = os.path.join(work, "refresh.lua")
+        with open(refresh_lua, "w") as f:
+            f.write(f"""
+local all_tokens = {{ {", ".join(json.dumps(t) for t in tokens)} }}
+local threads = {args.threads}
+local counter = 0
+local headers = {{ ["Content-Type"] = "application/x-www-form-urlencoded", ["Authorization"] = "{basic}" }}
+function setup(thread)
+  thread:set("id", counter)
+  counter = counter + 1
+end
+function init(args)
+  queue = {{}}
+  for i, t in ipairs(all_tokens) do
+    if (i - 1) % threads == id then table.insert(queue, t) end
+  end
+end
+function request()
+  local t = table.remove(queue, 1) or "exhausted"
+  return wrk.format("POST", "/o/token/", headers, "grant_type=refresh_token&refresh_token=" .. t)
+end
+function response(status, hdrs, body)
+  local t = string.match(body, '"refresh_token":"([^"]+)"')
+  if t then table.insert(queue, t) end
+end
+""" + DONE_LUA)
+
+        setup_rss = rss_mib(server.pid)
+        results["jwks"] = measure("jwks", server.pid, base + "/.well-known/jwks.json", jwks_lua, args)
+        results["client_credentials"] = measure("client_credentials", server.pid, base + "/o/token/", cc_lua, args)
+        # No warm-up run: it would spend the token chains. The first second is counted.
+        results["refresh_token"] = measure("refresh_token", server.pid, base + "/o/token/", refresh_lua, args, warmup=False)
+        results["ceiling (poem + ES256)"] = measure("ceiling", ceiling.pid, f"http://127.0.0.1:{ceiling_port}/o/token/", cc_lua, args)
+        peak = rss_mib(server.pid)
+    finally:
+        for process in (server, ceiling):
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+    print(f"\nTessera benchmark: wrk -t{args.threads} -c{args.connections}, {args.duration}s per run, {os.cpu_count()} cores shared with wrk\n")
+    print(f"{'scenario':<24}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'CPU µs/req':>12}{'peak RSS':>10}{'non-2xx':>9}{'sock err':>9}")
+    for name, r in results.items():
+        print(f"{name:<24}{r['rps']:>10.0f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{r['cpu_us_per_req']:>12.1f}"
+              f"{r['peak_rss_mib']:>9.1f}M{r['bad_status']:>9}{r['socket_errors']:>9}")
+    print(f"\nserver peak RSS: {peak:.1f} MiB (after start {startup_rss:.1f} MiB, after the logins and code flows of the setup {setup_rss:.1f} MiB)")
+    cc, ceil = results["client_credentials"], results["ceiling (poem + ES256)"]
+    p99 = max(results[k]["p99_ms"] for k in ("jwks", "client_credentials", "refresh_token"))
+    checks = [
+        ("client_credentials >= 20,000/s", cc["rps"] >= 20000),
+        ("client_credentials >= 0.8x ceiling", cc["rps"] >= 0.8 * ceil["rps"]),
+        ("refresh_token >= 10,000/s (durable)", results["refresh_token"]["rps"] >= 10000),
+        ("JWKS >= 50,000/s", results["jwks"]["rps"] >= 50000),
+        ("p99 <= 5 ms", p99 <= 5),
+        ("peak RSS <= 64 MiB", peak <= 64),
+    ]
+    print(f"client_credentials / ceiling: {cc['rps'] / ceil['rps']:.2f}")
+    for label, ok in checks:
+        print(f"  {'met ' if ok else 'MISS'}  {label}")
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
