@@ -166,7 +166,7 @@ impl Provider {
             audience: request.audience.clone(),
             auth_time,
             expires_at: now() + self.config.code_ttl.as_secs() as i64,
-            family_id: random_token(16),
+            grant_id: super::random_id(),
             redeemed: false,
         };
         self.store.put_code(&secret_hash(&code), &record)?;

@@ -31,7 +31,7 @@ impl Provider {
     /// ask (RFC 7662 §2.1 requires the caller to be authorised); any of them may introspect
     /// any token, since resource servers are registered as clients of their own.
     ///
-    /// An access token is inactive once revoked, once its grant family is revoked (refresh
+    /// An access token is inactive once revoked, once its grant is revoked (refresh
     /// token reuse, a replayed code, revocation of its refresh token), or when it expires.
     pub fn introspect(&self, credentials: &ClientCredentials, token: Option<&str>) -> Result<Introspection, Error> {
         let client = self.authenticate_client(credentials)?;
@@ -44,16 +44,19 @@ impl Provider {
         let inactive = Introspection::default();
 
         if let Some(record) = self.store.get_refresh(&secret_hash(token))? {
-            if record.rotated || record.expires_at <= now() || self.store.is_family_revoked(&record.family_id)? {
+            let Some(grant) = self.store.get_grant(&record.grant_id)? else {
+                return Ok(inactive);
+            };
+            if record.rotated || record.expires_at <= now() || grant.revoked {
                 return Ok(inactive);
             }
             return Ok(Introspection {
                 active: true,
                 token_type: Some("refresh_token".into()),
-                scope: Some(record.scope),
-                client_id: Some(record.client_id),
-                sub: Some(record.user_id),
-                aud: Some(record.audience),
+                scope: Some(grant.scope),
+                client_id: Some(grant.client_id),
+                sub: Some(grant.user_id),
+                aud: Some(grant.audience),
                 iss: Some(self.issuer.clone()),
                 iat: Some(record.issued_at),
                 exp: Some(record.expires_at),
@@ -68,8 +71,8 @@ impl Provider {
         if self.store.is_access_token_revoked(&jti)? {
             return Ok(inactive);
         }
-        if let Some(family) = self.store.family_of_access_token(&jti)? {
-            if self.store.is_family_revoked(&family)? {
+        if let Some(grant_id) = self.store.grant_of_access_token(&jti)? {
+            if self.store.get_grant(&grant_id)?.is_none_or(|g| g.revoked) {
                 return Ok(inactive);
             }
         }

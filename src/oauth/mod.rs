@@ -2,8 +2,8 @@
 //! layers parse requests into the types below and map [`Error`] to responses.
 //!
 //! Vocabulary follows the RFCs: a *client* is a registered app, a *user* is the resource
-//! owner of RFC 6749 (a person who logs in), a *grant family* is every refresh and access
-//! token descended from one authorization.
+//! owner of RFC 6749 (a person who logs in), and a *grant* is one authorization a user gave a
+//! client: every refresh and access token descended from one code belongs to its grant.
 
 pub mod authorize;
 pub mod client;

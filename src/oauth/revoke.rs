@@ -1,10 +1,10 @@
 //! Token revocation (RFC 7009).
 
 use super::client::ClientCredentials;
-use super::{now, secret_hash, Error, ErrorCode, Provider};
+use super::{secret_hash, Error, ErrorCode, Provider};
 
 impl Provider {
-    /// Revokes a refresh token (and with it its whole grant family, RFC 7009 §2.1) or an access
+    /// Revokes a refresh token (and with it its whole grant, RFC 7009 §2.1) or an access
     /// token. Unknown tokens, and tokens of other clients, are answered like success so the
     /// endpoint cannot be used to probe for valid tokens (RFC 7009 §2.2).
     pub async fn revoke(
@@ -31,12 +31,11 @@ impl Provider {
     }
 
     fn revoke_refresh(&self, client_id: &str, token: &str) -> Result<bool, Error> {
-        match self.store.get_refresh(&secret_hash(token))? {
-            Some(record) if record.client_id == client_id => {
-                self.store
-                    .revoke_family(&record.family_id, record.expires_at.max(now()))?;
-                Ok(true)
-            }
+        let Some(record) = self.store.get_refresh(&secret_hash(token))? else {
+            return Ok(false);
+        };
+        match self.store.get_grant(&record.grant_id)? {
+            Some(grant) if grant.client_id == client_id => Ok(self.store.revoke_grant(&grant.grant_id)?),
             _ => Ok(false),
         }
     }

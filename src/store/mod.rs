@@ -113,19 +113,31 @@ pub struct CodeRecord {
     pub audience: String,
     pub auth_time: i64,
     pub expires_at: i64,
-    /// The grant family every token issued from this code belongs to.
-    pub family_id: String,
+    /// The grant the code turns into when it is exchanged.
+    pub grant_id: String,
     pub redeemed: bool,
 }
 
-/// An opaque refresh token's record, kept under the token's hash.
+/// One authorization a user gave a client, as exchanged at the token endpoint. Every refresh
+/// token descended from it, and every access token issued with them, belongs to this grant;
+/// revoking the grant revokes them all.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct RefreshRecord {
-    pub family_id: String,
+pub struct GrantRecord {
+    pub grant_id: String,
     pub client_id: String,
     pub user_id: String,
     pub scope: String,
     pub audience: String,
+    pub auth_time: i64,
+    pub created_at: i64,
+    pub revoked: bool,
+}
+
+/// An opaque refresh token's record, kept under the token's hash. What it grants lives in its
+/// [`GrantRecord`], so a rotation writes only this small record.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RefreshRecord {
+    pub grant_id: String,
     pub issued_at: i64,
     pub expires_at: i64,
     /// Set once this token has been exchanged for a new one; presenting it again is reuse.
@@ -153,13 +165,13 @@ pub enum Redemption {
 }
 
 /// Outcome of exchanging a refresh token.
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 pub enum Rotation {
-    /// The old token was active; it is now rotated and the new one stored.
-    Rotated(RefreshRecord),
-    /// The old token had already been rotated (reuse, RFC 9700 §4.14.2); its family is now revoked.
-    Reused(RefreshRecord),
-    /// The token is unknown, or its family was revoked earlier.
+    /// The old token was active; it is now spent and the new one stored.
+    Rotated,
+    /// The old token had been spent before (reuse, RFC 9700 §4.14.2); its grant is now revoked.
+    Reused,
+    /// The token is unknown, or its grant was revoked earlier.
     Invalid,
 }
 
@@ -187,29 +199,32 @@ pub trait UserStore: Send + Sync {
     fn delete_user(&self, user_id: &str) -> Result<bool>;
 }
 
-/// Codes, refresh tokens and revocations: everything a grant leaves behind.
+/// Codes, grants, refresh tokens and revocations: everything an authorization leaves behind.
 pub trait GrantStore: Send + Sync {
     fn put_code(&self, code_hash: &SecretHash, code: &CodeRecord) -> Result<()>;
     /// Atomically marks the code redeemed, so two concurrent redemptions see one `Fresh`.
     fn redeem_code(&self, code_hash: &SecretHash) -> Result<Redemption>;
+    fn put_grant(&self, grant: &GrantRecord) -> Result<()>;
+    fn get_grant(&self, grant_id: &str) -> Result<Option<GrantRecord>>;
+    /// Marks a grant revoked; returns whether it existed. Its tokens stop working at once.
+    fn revoke_grant(&self, grant_id: &str) -> Result<bool>;
     fn put_refresh(&self, token_hash: &SecretHash, token: &RefreshRecord) -> Result<()>;
-    /// Records that access token `jti` belongs to a grant family, so revoking the family
-    /// makes introspection report the access token inactive too.
-    fn link_access_token(&self, jti: &str, family_id: &str) -> Result<()>;
     fn get_refresh(&self, token_hash: &SecretHash) -> Result<Option<RefreshRecord>>;
-    /// Atomically exchanges `old` for `new` (see [`Rotation`]); a token of a revoked family is `Invalid`.
+    /// Atomically spends `old` and stores `new` in its place (see [`Rotation`]): of two
+    /// concurrent calls for one token exactly one gets `Rotated`. `access_jti` is linked to
+    /// the grant in the same step.
     fn rotate_refresh(
         &self,
         old: &SecretHash,
         new: &SecretHash,
-        make_new: &dyn Fn(&RefreshRecord) -> RefreshRecord,
+        next: &RefreshRecord,
         access_jti: &str,
     ) -> Result<Rotation>;
-    /// Revokes every token of a grant family; the mark is kept until `keep_until`.
-    fn revoke_family(&self, family_id: &str, keep_until: i64) -> Result<()>;
-    fn is_family_revoked(&self, family_id: &str) -> Result<bool>;
-    /// The family an access token was issued in, if it was issued with a refresh token.
-    fn family_of_access_token(&self, jti: &str) -> Result<Option<String>>;
+    /// Records that access token `jti` was issued in a grant, so revoking the grant makes
+    /// introspection report the access token inactive too.
+    fn link_access_token(&self, jti: &str, grant_id: &str) -> Result<()>;
+    /// The grant an access token was issued in (none for client_credentials tokens).
+    fn grant_of_access_token(&self, jti: &str) -> Result<Option<String>>;
     /// Marks one access token revoked until it expires (RFC 7009).
     fn revoke_access_token(&self, jti: &str, expires_at: i64) -> Result<()>;
     fn is_access_token_revoked(&self, jti: &str) -> Result<bool>;

@@ -4,8 +4,9 @@
 //! - `clients`: client_id -> JSON `ClientRecord`
 //! - `users`: user_id -> JSON `UserRecord`; `usernames`: username -> user_id
 //! - `codes`: SHA-256(code) -> JSON `CodeRecord`
+//! - `grants`: grant_id -> JSON `GrantRecord`
 //! - `refresh_tokens`: SHA-256(token) -> JSON `RefreshRecord`
-//! - `revoked_families`: family_id -> keep-until (i64 BE); `access_families`: jti -> family_id
+//! - `access_grants`: jti -> grant_id
 //! - `revoked_access`: jti -> expires_at (i64 BE)
 //! - `sessions`: SHA-256(session id) -> JSON `SessionRecord`
 //!
@@ -39,9 +40,9 @@ pub struct SledStore {
     users: Tree,
     usernames: Tree,
     codes: Tree,
+    grants: Tree,
     refresh_tokens: Tree,
-    revoked_families: Tree,
-    access_families: Tree,
+    access_grants: Tree,
     revoked_access: Tree,
     sessions: Tree,
 }
@@ -97,9 +98,9 @@ impl SledStore {
             users: tree("users")?,
             usernames: tree("usernames")?,
             codes: tree("codes")?,
+            grants: tree("grants")?,
             refresh_tokens: tree("refresh_tokens")?,
-            revoked_families: tree("revoked_families")?,
-            access_families: tree("access_families")?,
+            access_grants: tree("access_grants")?,
             revoked_access: tree("revoked_access")?,
             sessions: tree("sessions")?,
         })
@@ -227,13 +228,30 @@ impl GrantStore for SledStore {
         })
     }
 
-    fn put_refresh(&self, token_hash: &SecretHash, token: &RefreshRecord) -> Result<()> {
-        self.refresh_tokens.insert(token_hash, to_json(token)?)?;
+    fn put_grant(&self, grant: &GrantRecord) -> Result<()> {
+        self.grants.insert(grant.grant_id.as_bytes(), to_json(grant)?)?;
         Ok(())
     }
 
-    fn link_access_token(&self, jti: &str, family_id: &str) -> Result<()> {
-        self.access_families.insert(jti.as_bytes(), family_id.as_bytes())?;
+    fn get_grant(&self, grant_id: &str) -> Result<Option<GrantRecord>> {
+        Self::get(&self.grants, grant_id.as_bytes())
+    }
+
+    fn revoke_grant(&self, grant_id: &str) -> Result<bool> {
+        let old = self.grants.fetch_and_update(grant_id.as_bytes(), |old| {
+            let old = old?;
+            match serde_json::from_slice::<GrantRecord>(old) {
+                Ok(grant) => serde_json::to_vec(&GrantRecord { revoked: true, ..grant })
+                    .ok()
+                    .or_else(|| Some(old.to_vec())),
+                Err(_) => Some(old.to_vec()),
+            }
+        })?;
+        Ok(old.is_some())
+    }
+
+    fn put_refresh(&self, token_hash: &SecretHash, token: &RefreshRecord) -> Result<()> {
+        self.refresh_tokens.insert(token_hash, to_json(token)?)?;
         Ok(())
     }
 
@@ -245,7 +263,7 @@ impl GrantStore for SledStore {
         &self,
         old: &SecretHash,
         new: &SecretHash,
-        make_new: &dyn Fn(&RefreshRecord) -> RefreshRecord,
+        next: &RefreshRecord,
         access_jti: &str,
     ) -> Result<Rotation> {
         // One compare-and-swap on the old token decides the race: of two concurrent
@@ -259,46 +277,40 @@ impl GrantStore for SledStore {
                 return Ok(Rotation::Invalid);
             };
             let current: RefreshRecord = from_json(&bytes)?;
-            if self.revoked_families.contains_key(current.family_id.as_bytes())? {
-                return Ok(Rotation::Invalid);
+            match self.get_grant(&current.grant_id)? {
+                Some(grant) if !grant.revoked => {}
+                _ => return Ok(Rotation::Invalid),
             }
             if current.rotated {
-                self.revoked_families
-                    .insert(current.family_id.as_bytes(), &current.expires_at.to_be_bytes())?;
-                return Ok(Rotation::Reused(current));
+                self.revoke_grant(&current.grant_id)?;
+                return Ok(Rotation::Reused);
             }
             let spent = to_json(&RefreshRecord {
                 rotated: true,
-                ..current.clone()
+                ..current
             })?;
             if self
                 .refresh_tokens
                 .compare_and_swap(old, Some(bytes), Some(spent))?
                 .is_err()
             {
-                continue; // someone else changed it first: look again
+                continue; // changed under us: look again
             }
-            let next = make_new(&current);
-            self.refresh_tokens.insert(new, to_json(&next)?)?;
-            self.access_families
-                .insert(access_jti.as_bytes(), next.family_id.as_bytes())?;
-            return Ok(Rotation::Rotated(next));
+            self.refresh_tokens.insert(new, to_json(next)?)?;
+            self.access_grants
+                .insert(access_jti.as_bytes(), next.grant_id.as_bytes())?;
+            return Ok(Rotation::Rotated);
         }
     }
 
-    fn revoke_family(&self, family_id: &str, keep_until: i64) -> Result<()> {
-        self.revoked_families
-            .insert(family_id.as_bytes(), &keep_until.to_be_bytes())?;
+    fn link_access_token(&self, jti: &str, grant_id: &str) -> Result<()> {
+        self.access_grants.insert(jti.as_bytes(), grant_id.as_bytes())?;
         Ok(())
     }
 
-    fn is_family_revoked(&self, family_id: &str) -> Result<bool> {
-        Ok(self.revoked_families.contains_key(family_id.as_bytes())?)
-    }
-
-    fn family_of_access_token(&self, jti: &str) -> Result<Option<String>> {
+    fn grant_of_access_token(&self, jti: &str) -> Result<Option<String>> {
         Ok(self
-            .access_families
+            .access_grants
             .get(jti.as_bytes())?
             .map(|v| String::from_utf8_lossy(&v).into_owned()))
     }
@@ -429,18 +441,27 @@ mod tests {
             audience: "aud".into(),
             auth_time: 0,
             expires_at: i64::MAX,
-            family_id: "f".into(),
+            grant_id: "g".into(),
             redeemed: false,
         }
     }
 
-    fn refresh(family: &str) -> RefreshRecord {
-        RefreshRecord {
-            family_id: family.into(),
+    fn grant(id: &str) -> GrantRecord {
+        GrantRecord {
+            grant_id: id.into(),
             client_id: "c".into(),
             user_id: "u".into(),
             scope: "read".into(),
             audience: "aud".into(),
+            auth_time: 0,
+            created_at: 0,
+            revoked: false,
+        }
+    }
+
+    fn refresh(grant_id: &str) -> RefreshRecord {
+        RefreshRecord {
+            grant_id: grant_id.into(),
             issued_at: 0,
             expires_at: i64::MAX,
             rotated: false,
@@ -458,29 +479,36 @@ mod tests {
     }
 
     #[test]
-    fn reusing_a_rotated_refresh_token_revokes_the_family() {
+    fn reusing_a_rotated_refresh_token_revokes_the_grant() {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path()).unwrap();
-        store.put_refresh(&[1; 32], &refresh("fam")).unwrap();
-        let next = |r: &RefreshRecord| RefreshRecord {
-            rotated: false,
-            ..r.clone()
-        };
-        assert!(matches!(
-            store.rotate_refresh(&[1; 32], &[2; 32], &next, "jti-2").unwrap(),
-            Rotation::Rotated(_)
-        ));
-        assert!(matches!(
-            store.rotate_refresh(&[1; 32], &[3; 32], &next, "jti-3").unwrap(),
-            Rotation::Reused(_)
-        ));
-        assert!(store.is_family_revoked("fam").unwrap());
-        // The token issued by the legitimate rotation dies with its family.
-        assert!(matches!(
-            store.rotate_refresh(&[2; 32], &[4; 32], &next, "jti-4").unwrap(),
+        store.put_grant(&grant("g")).unwrap();
+        store.put_refresh(&[1; 32], &refresh("g")).unwrap();
+        assert_eq!(
+            store
+                .rotate_refresh(&[1; 32], &[2; 32], &refresh("g"), "jti-2")
+                .unwrap(),
+            Rotation::Rotated
+        );
+        assert_eq!(
+            store
+                .rotate_refresh(&[1; 32], &[3; 32], &refresh("g"), "jti-3")
+                .unwrap(),
+            Rotation::Reused
+        );
+        assert!(store.get_grant("g").unwrap().unwrap().revoked);
+        // The token issued by the legitimate rotation dies with its grant.
+        assert_eq!(
+            store
+                .rotate_refresh(&[2; 32], &[4; 32], &refresh("g"), "jti-4")
+                .unwrap(),
             Rotation::Invalid
-        ));
-        assert_eq!(store.family_of_access_token("jti-2").unwrap().as_deref(), Some("fam"));
+        );
+        assert_eq!(store.grant_of_access_token("jti-2").unwrap().as_deref(), Some("g"));
+        assert!(
+            store.get_refresh(&[3; 32]).unwrap().is_none(),
+            "nothing was issued on reuse"
+        );
     }
 
     #[test]

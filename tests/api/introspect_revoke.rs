@@ -56,7 +56,7 @@ async fn introspection_requires_a_confidential_client() {
 }
 
 #[tokio::test]
-async fn revoking_a_refresh_token_revokes_its_family() {
+async fn revoking_a_refresh_token_revokes_its_grant() {
     let app = spawn_app().await;
     let tokens = app.get_tokens().await;
     let response = app

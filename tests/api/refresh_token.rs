@@ -22,7 +22,7 @@ async fn refresh_token_is_rotated_and_old_one_rejected() {
 }
 
 #[tokio::test]
-async fn reusing_a_rotated_refresh_token_revokes_the_whole_family() {
+async fn reusing_a_rotated_refresh_token_revokes_the_whole_grant() {
     let app = spawn_app().await;
     let tokens = app.get_tokens().await;
     let first = tokens["refresh_token"].as_str().unwrap();
@@ -33,7 +33,7 @@ async fn reusing_a_rotated_refresh_token_revokes_the_whole_family() {
     let reuse = app.refresh(first).await;
     assert_eq!(reuse.status(), 400);
     assert_eq!(reuse.json::<Value>().await.unwrap()["error"], "invalid_grant");
-    // The legitimate successor dies with the family, and so do its access tokens.
+    // The legitimate successor dies with the grant, and so do its access tokens.
     let successor = app.refresh(second).await;
     assert_eq!(successor.json::<Value>().await.unwrap()["error"], "invalid_grant");
     assert_eq!(

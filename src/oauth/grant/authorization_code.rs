@@ -4,7 +4,7 @@ use super::{required, TokenRequest};
 use crate::oauth::scope::Scope;
 use crate::oauth::token::TokenResponse;
 use crate::oauth::{now, pkce, random_token, secret_hash, Error, Provider};
-use crate::store::{ClientRecord, GrantType, Redemption, RefreshRecord};
+use crate::store::{ClientRecord, GrantRecord, GrantType, Redemption, RefreshRecord};
 
 impl Provider {
     pub(super) async fn authorization_code_grant(
@@ -16,9 +16,8 @@ impl Provider {
         let record = match self.store.redeem_code(&secret_hash(code))? {
             Redemption::Fresh(record) => record,
             Redemption::Replayed(record) => {
-                // RFC 6749 §4.1.2: a code used twice means it leaked; revoke what it produced.
-                self.store
-                    .revoke_family(&record.family_id, now() + self.refresh_token_ttl(client))?;
+                // RFC 6749 §4.1.2: a code used twice has leaked; revoke what it produced.
+                self.store.revoke_grant(&record.grant_id)?;
                 self.store.durable().await?;
                 return Err(Error::invalid_grant(
                     "the code was already used; tokens issued from it are revoked",
@@ -55,18 +54,24 @@ impl Provider {
             (None, None) => {}
         }
 
+        let issued_at = now();
+        self.store.put_grant(&GrantRecord {
+            grant_id: record.grant_id.clone(),
+            client_id: client.client_id.clone(),
+            user_id: record.user_id.clone(),
+            scope: record.scope.clone(),
+            audience: record.audience.clone(),
+            auth_time: record.auth_time,
+            created_at: issued_at,
+            revoked: false,
+        })?;
         let scope = Scope::parse(&record.scope)?;
         let access = self.mint_access_token(client, &record.user_id, &scope, &record.audience)?;
-        self.store.link_access_token(&access.jti, &record.family_id)?;
+        self.store.link_access_token(&access.jti, &record.grant_id)?;
         let refresh_token = if client.grant_types.contains(&GrantType::RefreshToken) {
             let token = random_token(32);
-            let issued_at = now();
             let refresh = RefreshRecord {
-                family_id: record.family_id.clone(),
-                client_id: client.client_id.clone(),
-                user_id: record.user_id.clone(),
-                scope: record.scope.clone(),
-                audience: record.audience.clone(),
+                grant_id: record.grant_id.clone(),
                 issued_at,
                 expires_at: issued_at + self.refresh_token_ttl(client),
                 rotated: false,

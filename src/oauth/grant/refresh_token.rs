@@ -3,39 +3,38 @@
 use super::{required, TokenRequest};
 use crate::oauth::scope::Scope;
 use crate::oauth::token::TokenResponse;
-use crate::oauth::{now, random_token, secret_hash, Error, Provider};
+use crate::oauth::{now, random_token, secret_hash, Error, ErrorCode, Provider};
 use crate::store::{ClientRecord, RefreshRecord, Rotation};
 
 impl Provider {
     /// Exchanges a refresh token for a new access token and a new refresh token. The old
-    /// refresh token is spent; presenting it again revokes the whole family. The new refresh
+    /// refresh token is spent; presenting it again revokes its whole grant. The new refresh
     /// token is durable before the response is returned.
     pub(super) async fn refresh_token_grant(
         &self,
         client: &ClientRecord,
         request: TokenRequest,
     ) -> Result<TokenResponse, Error> {
+        let invalid = || Error::invalid_grant("the refresh token is invalid");
         let presented = required(&request.refresh_token, "refresh_token")?;
         let old_hash = secret_hash(presented);
-        let current = self
-            .store
-            .get_refresh(&old_hash)?
-            .ok_or_else(|| Error::invalid_grant("the refresh token is invalid"))?;
-        // Checked before rotating, so another client presenting a stolen token cannot burn it.
-        if current.client_id != client.client_id {
+        let current = self.store.get_refresh(&old_hash)?.ok_or_else(invalid)?;
+        let grant = self.store.get_grant(&current.grant_id)?.ok_or_else(invalid)?;
+        // Checked before rotating, so another client presenting a stolen token cannot spend it.
+        if grant.client_id != client.client_id {
             return Err(Error::invalid_grant("the refresh token was issued to another client"));
         }
         if current.expires_at <= now() {
             return Err(Error::invalid_grant("the refresh token has expired"));
         }
-        let granted = Scope::parse(&current.scope)?;
+        let granted = Scope::parse(&grant.scope)?;
         // RFC 6749 §6: the new access token may carry less scope, never more.
         let scope = match request.scope.as_deref() {
             Some(requested) => {
                 let requested = Scope::parse(requested)?;
                 if !requested.tokens().all(|t| granted.tokens().any(|g| g == t)) {
                     return Err(Error::new(
-                        crate::oauth::ErrorCode::InvalidScope,
+                        ErrorCode::InvalidScope,
                         "scope exceeds what was originally granted",
                     ));
                 }
@@ -43,21 +42,20 @@ impl Provider {
             }
             None => granted,
         };
-        let access = self.mint_access_token(client, &current.user_id, &scope, &current.audience)?;
+        let access = self.mint_access_token(client, &grant.user_id, &scope, &grant.audience)?;
         let new_token = random_token(32);
         let issued_at = now();
-        let ttl = self.refresh_token_ttl(client);
-        let next = |old: &RefreshRecord| RefreshRecord {
+        let next = RefreshRecord {
+            grant_id: grant.grant_id.clone(),
             issued_at,
-            expires_at: issued_at + ttl,
+            expires_at: issued_at + self.refresh_token_ttl(client),
             rotated: false,
-            ..old.clone()
         };
-        let outcome = self
+        match self
             .store
-            .rotate_refresh(&old_hash, &secret_hash(&new_token), &next, &access.jti)?;
-        match outcome {
-            Rotation::Rotated(_) => {
+            .rotate_refresh(&old_hash, &secret_hash(&new_token), &next, &access.jti)?
+        {
+            Rotation::Rotated => {
                 self.store.durable().await?;
                 Ok(TokenResponse {
                     access_token: access.jwt,
@@ -67,13 +65,13 @@ impl Provider {
                     scope: scope.to_string(),
                 })
             }
-            Rotation::Reused(_) => {
+            Rotation::Reused => {
                 self.store.durable().await?;
                 Err(Error::invalid_grant(
                     "the refresh token was already used; its grant has been revoked",
                 ))
             }
-            Rotation::Invalid => Err(Error::invalid_grant("the refresh token is invalid")),
+            Rotation::Invalid => Err(invalid()),
         }
     }
 }
