@@ -71,8 +71,8 @@ impl Provider {
         if self.store.is_access_token_revoked(&jti)? {
             return Ok(inactive);
         }
-        if let Some(grant_id) = self.store.grant_of_access_token(&jti)? {
-            if self.store.get_grant(&grant_id)?.is_none_or(|g| g.revoked) {
+        if let Some(grant_id) = claims["gid"].as_str() {
+            if self.store.get_grant(grant_id)?.is_none_or(|g| g.revoked) {
                 return Ok(inactive);
             }
         }

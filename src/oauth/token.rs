@@ -18,6 +18,11 @@ pub struct AccessTokenClaims<'a> {
     pub jti: &'a str,
     pub client_id: &'a str,
     pub scope: &'a str,
+    /// The grant the token was issued in (absent for client_credentials). Introspection uses
+    /// it to report the token inactive once its grant is revoked; it is an opaque id, not a
+    /// credential.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gid: Option<&'a str>,
 }
 
 /// A successful token response.
@@ -46,6 +51,7 @@ impl Provider {
         sub: &str,
         scope: &Scope,
         audience: &str,
+        grant_id: Option<&str>,
     ) -> Result<MintedAccessToken, Error> {
         let expires_in = client
             .access_token_ttl
@@ -62,6 +68,7 @@ impl Provider {
             jti: &jti,
             client_id: &client.client_id,
             scope: &scope,
+            gid: grant_id,
         };
         let jwt = self.keys.current().sign_jwt("at+jwt", &claims)?;
         Ok(MintedAccessToken { jwt, jti, expires_in })

@@ -211,20 +211,8 @@ pub trait GrantStore: Send + Sync {
     fn put_refresh(&self, token_hash: &SecretHash, token: &RefreshRecord) -> Result<()>;
     fn get_refresh(&self, token_hash: &SecretHash) -> Result<Option<RefreshRecord>>;
     /// Atomically spends `old` and stores `new` in its place (see [`Rotation`]): of two
-    /// concurrent calls for one token exactly one gets `Rotated`. `access_jti` is linked to
-    /// the grant in the same step.
-    fn rotate_refresh(
-        &self,
-        old: &SecretHash,
-        new: &SecretHash,
-        next: &RefreshRecord,
-        access_jti: &str,
-    ) -> Result<Rotation>;
-    /// Records that access token `jti` was issued in a grant, so revoking the grant makes
-    /// introspection report the access token inactive too.
-    fn link_access_token(&self, jti: &str, grant_id: &str) -> Result<()>;
-    /// The grant an access token was issued in (none for client_credentials tokens).
-    fn grant_of_access_token(&self, jti: &str) -> Result<Option<String>>;
+    /// concurrent calls for one token exactly one gets `Rotated`.
+    fn rotate_refresh(&self, old: &SecretHash, new: &SecretHash, next: &RefreshRecord) -> Result<Rotation>;
     /// Marks one access token revoked until it expires (RFC 7009).
     fn revoke_access_token(&self, jti: &str, expires_at: i64) -> Result<()>;
     fn is_access_token_revoked(&self, jti: &str) -> Result<bool>;

@@ -66,8 +66,13 @@ impl Provider {
             revoked: false,
         })?;
         let scope = Scope::parse(&record.scope)?;
-        let access = self.mint_access_token(client, &record.user_id, &scope, &record.audience)?;
-        self.store.link_access_token(&access.jti, &record.grant_id)?;
+        let access = self.mint_access_token(
+            client,
+            &record.user_id,
+            &scope,
+            &record.audience,
+            Some(&record.grant_id),
+        )?;
         let refresh_token = if client.grant_types.contains(&GrantType::RefreshToken) {
             let token = random_token(32);
             let refresh = RefreshRecord {

@@ -22,7 +22,7 @@ impl Provider {
         }
         let scope = Scope::resolve(request.scope.as_deref(), &client.scopes, |t| self.scope_is_known(t))?;
         let audience = self.resolve_audience(client, request.resource.as_deref())?;
-        let access = self.mint_access_token(client, &client.client_id, &scope, &audience)?;
+        let access = self.mint_access_token(client, &client.client_id, &scope, &audience, None)?;
         Ok(TokenResponse {
             access_token: access.jwt,
             token_type: "Bearer",

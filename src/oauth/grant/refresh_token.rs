@@ -42,7 +42,7 @@ impl Provider {
             }
             None => granted,
         };
-        let access = self.mint_access_token(client, &grant.user_id, &scope, &grant.audience)?;
+        let access = self.mint_access_token(client, &grant.user_id, &scope, &grant.audience, Some(&grant.grant_id))?;
         let new_token = random_token(32);
         let issued_at = now();
         let next = RefreshRecord {
@@ -51,10 +51,7 @@ impl Provider {
             expires_at: issued_at + self.refresh_token_ttl(client),
             rotated: false,
         };
-        match self
-            .store
-            .rotate_refresh(&old_hash, &secret_hash(&new_token), &next, &access.jti)?
-        {
+        match self.store.rotate_refresh(&old_hash, &secret_hash(&new_token), &next)? {
             Rotation::Rotated => {
                 self.store.durable().await?;
                 Ok(TokenResponse {
