@@ -416,6 +416,8 @@ impl GroupCommit {
                     };
                 }
                 if wake.1 && !wake.0 {
+                    // Closing: leave nothing unflushed behind.
+                    let _ = db.flush();
                     return;
                 }
                 wake.0 = false;

@@ -411,3 +411,21 @@ async fn an_expired_code_is_invalid_grant() {
     assert_eq!(body["error"], "invalid_grant");
     assert_eq!(body["error_description"], "the code has expired");
 }
+
+#[tokio::test]
+async fn with_an_https_issuer_the_session_cookie_is_secure_and_host_only() {
+    let dirs = tempfile::tempdir().unwrap();
+    let issuer = Some(url::Url::parse("https://auth.example").unwrap());
+    let app = spawn_app_with(
+        tessera::Config {
+            issuer,
+            ..test_config(&dirs)
+        },
+        dirs,
+    )
+    .await;
+    let response = app.http.get(app.url("/o/login/")).send().await.unwrap();
+    let cookie = response.headers()["set-cookie"].to_str().unwrap();
+    assert!(cookie.starts_with("__Host-tessera_session="), "{cookie}");
+    assert!(cookie.contains("; Secure") && cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"));
+}

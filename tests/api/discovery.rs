@@ -86,15 +86,7 @@ async fn the_committed_openapi_document_is_current() {
 #[tokio::test]
 async fn openapi_is_served_and_documents_every_endpoint() {
     let app = spawn_app().await;
-    let spec: Value = app
-        .http
-        .get(app.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let spec: Value = app.get_json("/openapi.json").await;
     for path in [
         "/o/token/",
         "/o/revoke_token/",
@@ -145,14 +137,6 @@ async fn browser_apps_may_call_the_token_jwks_and_metadata_endpoints() {
 #[tokio::test]
 async fn healthz_answers_ok() {
     let app = spawn_app().await;
-    let body: Value = app
-        .http
-        .get(app.url("/healthz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body: Value = app.get_json("/healthz").await;
     assert_eq!(body["status"], "ok");
 }

@@ -365,15 +365,20 @@ impl TestApp {
             .unwrap()
     }
 
-    pub async fn get_jwks(&self) -> Value {
+    /// GET a path and parse the JSON body.
+    pub async fn get_json(&self, path: &str) -> Value {
         self.http
-            .get(self.url("/.well-known/jwks.json"))
+            .get(self.url(path))
             .send()
             .await
             .unwrap()
             .json()
             .await
             .unwrap()
+    }
+
+    pub async fn get_jwks(&self) -> Value {
+        self.get_json("/.well-known/jwks.json").await
     }
 
     /// Verifies an access token against the served JWKS with jsonwebtoken; returns the claims.
