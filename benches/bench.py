@@ -10,11 +10,12 @@ and, in the same run, the ceiling: examples/ceiling.rs, a bare poem handler that
 the form and signs one ES256 JWT. Reports requests/s, p50, p99, server CPU per request and
 the server's peak RSS, and compares them with the targets of issue 2.
 
-Usage: python3 benches/bench.py [--duration SECONDS] [--connections N] [--threads N]
-Needs wrk (Debian package `wrk`; installed with apt-get when missing and running as root).
+Usage: python3 benches/bench.py [--duration SECONDS] [--connections N] [--threads N] [--profile DIR]
+Needs wrk (Debian package `wrk`; installed with apt-get when missing and running as root), and
+perf for --profile. BENCH_RUST_LOG=warn runs the server without its per-request log lines;
+BENCH_KEEP=1 keeps the work folder (server.log, data) for inspection.
 """
 import argparse
-import faulthandler
 import base64
 import hashlib
 import http.cookiejar
@@ -166,7 +167,6 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--profile", metavar="DIR", help="also record a perf profile of each run into DIR")
     args = parser.parse_args()
-    faulthandler.dump_traceback_later(int(os.environ.get("BENCH_TRACE_AFTER", "0")) or 10**6, exit=True)
 
     ensure_wrk()
     subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "tessera", "--example", "ceiling"], cwd=ROOT, check=True)
@@ -269,7 +269,10 @@ end
     print(f"client_credentials / ceiling: {cc['rps'] / ceil['rps']:.2f}")
     for label, ok in checks:
         print(f"  {'met ' if ok else 'MISS'}  {label}")
-    shutil.rmtree(work, ignore_errors=True)
+    if not os.environ.get("BENCH_KEEP"):
+        shutil.rmtree(work, ignore_errors=True)
+    else:
+        print("kept", work)
 
 
 if __name__ == "__main__":
