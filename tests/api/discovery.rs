@@ -140,3 +140,24 @@ async fn healthz_answers_ok() {
     let body: Value = app.get_json("/healthz").await;
     assert_eq!(body["status"], "ok");
 }
+
+#[tokio::test]
+async fn configured_cors_origins_are_the_only_ones_allowed() {
+    let dirs = tempfile::tempdir().unwrap();
+    let config = tessera::Config {
+        cors_origins: vec!["https://spa.example".into()],
+        ..test_config(&dirs)
+    };
+    let app = spawn_app_with(config, dirs).await;
+    let preflight = |origin: &'static str| {
+        app.http
+            .request(reqwest::Method::OPTIONS, app.url("/o/token/"))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .send()
+    };
+    let allowed = preflight("https://spa.example").await.unwrap();
+    assert_eq!(allowed.headers()["access-control-allow-origin"], "https://spa.example");
+    let refused = preflight("https://evil.example").await.unwrap();
+    assert!(refused.headers().get("access-control-allow-origin").is_none());
+}

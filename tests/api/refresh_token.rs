@@ -161,3 +161,30 @@ async fn an_expired_refresh_token_is_invalid_grant() {
     assert_eq!(response.status(), 400);
     assert_eq!(response.json::<Value>().await.unwrap()["error"], "invalid_grant");
 }
+
+#[tokio::test]
+async fn refresh_tokens_and_codes_are_stored_only_as_hashes() {
+    let app = spawn_app().await;
+    let (code, pkce) = app.get_code().await;
+    let tokens: Value = app.exchange_code(&code, &pkce.verifier).await.json().await.unwrap();
+    let refresh = tokens["refresh_token"].as_str().unwrap().to_string();
+    let next: Value = app.refresh(&refresh).await.json().await.unwrap();
+    let newest = next["refresh_token"].as_str().unwrap().to_string();
+    // Everything above was made durable before its response, so it is in the files now.
+    let mut files = vec![app.data_dir.clone()];
+    let mut contents = Vec::new();
+    while let Some(path) = files.pop() {
+        if path.is_dir() {
+            files.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+        } else {
+            contents.push(std::fs::read(&path).unwrap());
+        }
+    }
+    assert!(contents.iter().map(Vec::len).sum::<usize>() > 0);
+    for secret in [&code, &refresh, &newest] {
+        let found = contents
+            .iter()
+            .any(|c| c.windows(secret.len()).any(|w| w == secret.as_bytes()));
+        assert!(!found, "a plaintext credential was found in the data folder");
+    }
+}
