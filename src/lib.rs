@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod http;
 pub mod keys;
+pub mod log_writer;
 pub mod oauth;
 pub mod pages;
 pub mod store;

@@ -1,9 +1,7 @@
 //! The `tessera` binary: parse the command line, set up logging, run the command.
 
-use std::io::{BufWriter, IsTerminal, Stderr, Write};
+use std::io::IsTerminal;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
@@ -11,41 +9,34 @@ use tracing_subscriber::EnvFilter;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// How long a server log line may wait in the buffer before it reaches stderr.
-const LOG_FLUSH_INTERVAL: Duration = Duration::from_millis(200);
-
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = tessera::cli::Cli::parse();
     let serving = matches!(cli.command, tessera::cli::Command::Serve(_));
-    // The server logs a line per request. Lines go into a buffer that a timer flushes, so the
-    // request path neither makes a write syscall nor wakes a logging thread per line (at
-    // thousands of requests per second both showed up in the latency tail). One-shot commands
-    // log only warnings, straight to stderr.
-    let buffer = Arc::new(LogBuffer(Mutex::new(BufWriter::with_capacity(
-        64 * 1024,
-        std::io::stderr(),
-    ))));
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(if serving { "info" } else { "warn" }));
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal());
+    // The server logs a line per request through a writer that never blocks a request on
+    // I/O; one-shot commands log only warnings, straight to stderr.
+    let mut _log_writer = None;
     if serving {
-        logs.with_writer(buffer.clone()).init();
-        let buffer = buffer.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(LOG_FLUSH_INTERVAL);
-            loop {
-                tick.tick().await;
-                flush(&buffer);
+        match tessera::log_writer::batched_stderr() {
+            Ok((writer, guard)) => {
+                logs.with_writer(writer).init();
+                _log_writer = Some(guard);
             }
-        });
+            Err(err) => {
+                eprintln!("error: cannot start the log writer: {err}");
+                return ExitCode::FAILURE;
+            }
+        }
     } else {
         logs.with_writer(std::io::stderr).init();
     }
     let outcome = tessera::cli::run(cli).await;
-    flush(&buffer);
+    drop(_log_writer); // writes what is left
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -53,27 +44,4 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// Log lines waiting for the next flush.
-struct LogBuffer(Mutex<BufWriter<Stderr>>);
-
-impl Write for &LogBuffer {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        match self.0.lock() {
-            Ok(mut out) => out.write(bytes),
-            Err(_) => Ok(bytes.len()), // a panicked logger must not take requests down with it
-        }
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        match self.0.lock() {
-            Ok(mut out) => out.flush(),
-            Err(_) => Ok(()),
-        }
-    }
-}
-
-fn flush(mut buffer: &LogBuffer) {
-    let _ = buffer.flush();
 }

@@ -15,22 +15,30 @@ use crate::oauth::ErrorCode;
 /// every name and value must decode to UTF-8. Order is kept; duplicates are reported by
 /// callers that care.
 pub fn parse_pairs(data: &[u8]) -> Result<Vec<(String, String)>, &'static str> {
-    let mut pairs = Vec::new();
-    for piece in data.split(|&b| b == b'&').filter(|p| !p.is_empty()) {
-        let (name, value) = match piece.iter().position(|&b| b == b'=') {
-            Some(i) => (&piece[..i], &piece[i + 1..]),
-            None => (piece, &b""[..]),
-        };
-        let decode = |raw: &[u8]| -> Result<String, &'static str> {
-            let plus_as_space: Vec<u8> = raw.iter().map(|&b| if b == b'+' { b' ' } else { b }).collect();
-            percent_decode(&plus_as_space)
-                .decode_utf8()
-                .map(|s| s.into_owned())
-                .map_err(|_| "the request is not valid UTF-8")
-        };
-        pairs.push((decode(name)?, decode(value)?));
+    data.split(|&b| b == b'&')
+        .filter(|piece| !piece.is_empty())
+        .map(|piece| {
+            let (name, value) = match piece.iter().position(|&b| b == b'=') {
+                Some(i) => (&piece[..i], &piece[i + 1..]),
+                None => (piece, &b""[..]),
+            };
+            Ok((decode(name)?, decode(value)?))
+        })
+        .collect()
+}
+
+/// Decodes one form-encoded component strictly (`+` is a space, escapes must form UTF-8).
+fn decode(raw: &[u8]) -> Result<String, &'static str> {
+    const NOT_UTF8: &str = "the request is not valid UTF-8";
+    if !raw.iter().any(|&b| b == b'%' || b == b'+') {
+        // The common case: nothing to unescape.
+        return std::str::from_utf8(raw).map(str::to_string).map_err(|_| NOT_UTF8);
     }
-    Ok(pairs)
+    let plus_as_space: Vec<u8> = raw.iter().map(|&b| if b == b'+' { b' ' } else { b }).collect();
+    percent_decode(&plus_as_space)
+        .decode_utf8()
+        .map(|s| s.into_owned())
+        .map_err(|_| NOT_UTF8)
 }
 
 /// The first parameter name that occurs more than once.
