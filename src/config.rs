@@ -8,6 +8,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use url::Url;
 
+use crate::oauth::throttle::ThrottlePolicy;
+
 /// A scope the server knows, with the text the consent page shows for it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ScopeInfo {
@@ -40,6 +42,8 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// `Cache-Control: max-age` of the JWKS and metadata documents.
     pub jwks_max_age: Duration,
+    /// How failed logins are throttled.
+    pub login_throttle: ThrottlePolicy,
 }
 
 impl Default for Config {
@@ -68,6 +72,7 @@ impl Default for Config {
             cors_origins: Vec::new(),
             max_body_bytes: 64 * 1024,
             jwks_max_age: Duration::from_secs(300),
+            login_throttle: ThrottlePolicy::default(),
         }
     }
 }
@@ -90,6 +95,14 @@ pub struct FileConfig {
     pub cors_origins: Option<Vec<String>>,
     pub max_body_bytes: Option<usize>,
     pub jwks_max_age: Option<u64>,
+    /// Failed logins allowed per username before lockouts start.
+    pub login_max_failures: Option<u32>,
+    /// Failed logins allowed per client address before lockouts start.
+    pub login_max_failures_per_address: Option<u32>,
+    /// First lockout in seconds; it doubles with each further failure.
+    pub login_lockout: Option<u64>,
+    /// Longest lockout in seconds.
+    pub login_max_lockout: Option<u64>,
 }
 
 /// Values given on the command line or in the environment; they win over the file.
@@ -190,6 +203,19 @@ impl Config {
         }
         if let Some(v) = file.jwks_max_age {
             self.jwks_max_age = secs(v);
+        }
+        let throttle = &mut self.login_throttle;
+        throttle.max_failures = file.login_max_failures.unwrap_or(throttle.max_failures);
+        throttle.max_failures_per_address = file
+            .login_max_failures_per_address
+            .unwrap_or(throttle.max_failures_per_address);
+        throttle.lockout = file.login_lockout.map(secs).unwrap_or(throttle.lockout);
+        throttle.max_lockout = file.login_max_lockout.map(secs).unwrap_or(throttle.max_lockout);
+        if throttle.max_lockout < throttle.lockout {
+            return Err(ConfigError::Invalid(
+                "login_max_lockout",
+                "must be at least login_lockout".into(),
+            ));
         }
         Ok(())
     }

@@ -15,6 +15,7 @@ pub mod pkce;
 pub mod revoke;
 pub mod scope;
 pub mod session;
+pub mod throttle;
 pub mod token;
 pub mod user;
 
@@ -38,18 +39,22 @@ pub struct Provider {
     pub issuer: String,
     /// The `aud` of access tokens when no `resource` is asked for.
     pub default_audience: String,
+    /// Failed-login counts, per username and per client address.
+    pub login_throttle: throttle::LoginThrottle,
 }
 
 impl Provider {
     pub fn new(store: Arc<dyn Store>, keys: Arc<Keys>, config: Config, issuer: &str) -> Provider {
         let issuer = issuer.trim_end_matches('/').to_string();
         let default_audience = config.default_audience.clone().unwrap_or_else(|| issuer.clone());
+        let login_throttle = throttle::LoginThrottle::new(config.login_throttle);
         Provider {
             store,
             keys,
             config,
             issuer,
             default_audience,
+            login_throttle,
         }
     }
 

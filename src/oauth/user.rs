@@ -45,7 +45,41 @@ fn validate_password(password: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// Why a login did not succeed.
+#[derive(Debug)]
+pub enum LoginFailure {
+    /// Wrong username or password; which one is never said.
+    Invalid,
+    /// Too many failures: try again after this long.
+    Throttled(std::time::Duration),
+    Error(Error),
+}
+
 impl Provider {
+    /// Checks a login attempt from `address`, applying the login throttle: a locked-out
+    /// username or address is refused before any password is hashed.
+    pub fn log_in_with_password(
+        &self,
+        username: &str,
+        password: &str,
+        address: &str,
+    ) -> Result<UserRecord, LoginFailure> {
+        if let Some(wait) = self.login_throttle.retry_after(username, address) {
+            return Err(LoginFailure::Throttled(wait));
+        }
+        match self.check_password(username, password) {
+            Ok(Some(user)) => {
+                self.login_throttle.record_success(username);
+                Ok(user)
+            }
+            Ok(None) => match self.login_throttle.record_failure(username, address) {
+                Some(wait) => Err(LoginFailure::Throttled(wait)),
+                None => Err(LoginFailure::Invalid),
+            },
+            Err(e) => Err(LoginFailure::Error(e)),
+        }
+    }
+
     /// Creates a user; fails with `invalid_request` when the username is taken or invalid.
     pub fn create_user(&self, username: &str, password: &str, email: Option<String>) -> Result<UserRecord, Error> {
         validate_username(username)?;

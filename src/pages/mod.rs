@@ -13,6 +13,7 @@ use poem::{get, handler, Body, EndpointExt, Request, Response, Route};
 use crate::http::form::parse_pairs;
 use crate::oauth::authorize::{AuthorizationRequest, AuthorizeError, Params};
 use crate::oauth::session::Session;
+use crate::oauth::user::LoginFailure;
 use crate::oauth::{Error, ErrorCode, Provider};
 
 /// The compiled page templates.
@@ -368,24 +369,46 @@ async fn login(
         return error_page(templates, StatusCode::FORBIDDEN, &error);
     }
     let (username, password) = (field("username"), field("password"));
+    let address = req
+        .remote_addr()
+        .as_socket_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_else(|| "unknown".into());
     // Argon2 takes tens of milliseconds of CPU: keep it off the async workers.
     let checker = provider.0.clone();
     let name = username.clone();
-    let outcome = tokio::task::spawn_blocking(move || checker.check_password(&name, &password)).await;
+    let outcome = tokio::task::spawn_blocking(move || checker.log_in_with_password(&name, &password, &address)).await;
     let user = match outcome {
-        Ok(Ok(Some(user))) => user,
-        Ok(Ok(None)) => {
+        Ok(Ok(user)) => user,
+        Ok(Err(LoginFailure::Invalid)) => {
             // Never say which of the two was wrong.
+            let message = "Invalid username or password.";
             return login_page(
                 templates,
                 StatusCode::UNAUTHORIZED,
                 &session,
                 &next,
                 &username,
-                Some("Invalid username or password."),
+                Some(message),
             );
         }
-        Ok(Err(e)) => return error_page(templates, StatusCode::INTERNAL_SERVER_ERROR, &e),
+        Ok(Err(LoginFailure::Throttled(wait))) => {
+            let seconds = wait.as_secs().max(1);
+            let message = format!("Too many failed attempts. Try again in {seconds} seconds.");
+            let mut response = login_page(
+                templates,
+                StatusCode::TOO_MANY_REQUESTS,
+                &session,
+                &next,
+                &username,
+                Some(&message),
+            );
+            if let Ok(value) = seconds.to_string().parse() {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+            return response;
+        }
+        Ok(Err(LoginFailure::Error(e))) => return error_page(templates, StatusCode::INTERNAL_SERVER_ERROR, &e),
         Err(e) => return error_page(templates, StatusCode::INTERNAL_SERVER_ERROR, &Error::server_error(e)),
     };
     let fresh = match provider.log_in(Some(&session), &user) {

@@ -20,5 +20,7 @@ mod introspect_revoke;
 mod interop;
 // Key rotation, and restarting on the same data and keys.
 mod keys;
+// Login hardening: throttling failed logins per user and per address.
+mod login;
 // Refresh rotation, reuse detection and concurrency.
 mod refresh_token;
