@@ -119,8 +119,10 @@ def refresh_tokens(base, client_id, secret, username, password, count):
         challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
         query = urllib.parse.urlencode({"response_type": "code", "client_id": client_id, "redirect_uri": "http://127.0.0.1/cb",
                                         "scope": "read", "state": "s", "code_challenge": challenge, "code_challenge_method": "S256"})
-        _, _, page = call(f"{base}/o/authorize/?{query}")
-        status, headers, _ = call(f"{base}/o/authorize/?{query}", urllib.parse.urlencode({"csrf_token": csrf(page), "decision": "allow"}).encode())
+        status, headers, page = call(f"{base}/o/authorize/?{query}")
+        if status == 200:  # the consent page; once approved, later requests go straight back
+            form = urllib.parse.urlencode({"csrf_token": csrf(page), "decision": "allow"}).encode()
+            status, headers, _ = call(f"{base}/o/authorize/?{query}", form)
         code = urllib.parse.parse_qs(urllib.parse.urlparse(headers["Location"]).query)["code"][0]
         body = urllib.parse.urlencode({"grant_type": "authorization_code", "code": code, "redirect_uri": "http://127.0.0.1/cb", "code_verifier": verifier})
         _, _, answer = call(base + "/o/token/", body.encode(), {"Authorization": basic, "Content-Type": "application/x-www-form-urlencoded"})

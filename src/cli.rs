@@ -101,6 +101,9 @@ pub enum AppCommand {
         /// Refresh token lifetime in seconds, overriding the server's.
         #[arg(long)]
         refresh_token_ttl: Option<u64>,
+        /// A first-party app: its users are not asked for consent.
+        #[arg(long)]
+        skip_consent: bool,
         /// Print one JSON object.
         #[arg(long)]
         json: bool,
@@ -231,6 +234,7 @@ fn client_json(client: &ClientRecord, secret: Option<&str>) -> serde_json::Value
         "access_token_ttl": client.access_token_ttl,
         "refresh_token_ttl": client.refresh_token_ttl,
         "created_at": client.created_at,
+        "skip_consent": client.skip_consent,
     });
     if let Some(secret) = secret {
         value["client_secret"] = json!(secret);
@@ -249,6 +253,9 @@ fn print_client(client: &ClientRecord) {
     if !client.resources.is_empty() {
         println!("resources:     {}", client.resources.join(" "));
     }
+    if client.skip_consent {
+        println!("consent:       skipped (first-party app)");
+    }
 }
 
 fn app_command(config: &Config, cmd: &AppCommand) -> anyhow::Result<()> {
@@ -263,6 +270,7 @@ fn app_command(config: &Config, cmd: &AppCommand) -> anyhow::Result<()> {
             resources,
             access_token_ttl,
             refresh_token_ttl,
+            skip_consent,
             json,
         } => {
             let new = NewClient {
@@ -284,6 +292,7 @@ fn app_command(config: &Config, cmd: &AppCommand) -> anyhow::Result<()> {
                 resources: resources.clone(),
                 access_token_ttl: *access_token_ttl,
                 refresh_token_ttl: *refresh_token_ttl,
+                skip_consent: *skip_consent,
             };
             let (client, secret) = provider
                 .register_client(new)

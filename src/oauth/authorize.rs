@@ -20,6 +20,8 @@ pub struct AuthorizationRequest {
     pub state: Option<String>,
     pub code_challenge: Option<String>,
     pub audience: String,
+    /// `prompt=consent`: ask again even if the user approved these scopes before.
+    pub prompt_consent: bool,
 }
 
 /// The two kinds of authorization error (RFC 6749 §4.1.2.1).
@@ -131,6 +133,9 @@ impl Provider {
         let audience = self
             .resolve_audience(&client, params.get("resource").map_err(redirect)?)
             .map_err(redirect)?;
+        // OpenID Connect Core §3.1.2.1 `prompt` is space-separated; `consent` asks again.
+        let prompt = params.get("prompt").map_err(redirect)?;
+        let prompt_consent = prompt.is_some_and(|p| p.split(' ').any(|v| v == "consent"));
         Ok(AuthorizationRequest {
             client,
             redirect_uri,
@@ -139,6 +144,7 @@ impl Provider {
             state,
             code_challenge,
             audience,
+            prompt_consent,
         })
     }
 

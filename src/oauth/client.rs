@@ -37,6 +37,8 @@ pub struct NewClient {
     pub resources: Vec<String>,
     pub access_token_ttl: Option<u64>,
     pub refresh_token_ttl: Option<u64>,
+    /// A first-party app whose users are not asked for consent.
+    pub skip_consent: bool,
 }
 
 /// A client secret has 256 bits of entropy; only its SHA-256 is stored.
@@ -92,6 +94,7 @@ impl Provider {
             access_token_ttl: new.access_token_ttl,
             refresh_token_ttl: new.refresh_token_ttl,
             created_at: now(),
+            skip_consent: new.skip_consent,
         };
         self.store.put_client(&client)?;
         Ok((client, secret))

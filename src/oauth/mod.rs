@@ -7,6 +7,7 @@
 
 pub mod authorize;
 pub mod client;
+pub mod consent;
 pub mod discovery;
 pub mod error;
 pub mod grant;

@@ -216,6 +216,18 @@ async fn authorize(req: &Request, provider: Data<&Arc<Provider>>, templates: Dat
         _ => return login_redirect(req, StatusCode::FOUND),
     };
     let session = session.expect("a user implies a session");
+    match provider.consent_required(&request, &user.user_id) {
+        Ok(true) => {}
+        // Approved before (or a first-party app): straight back to the client with a code.
+        Ok(false) => {
+            let auth_time = session.record.auth_time.unwrap_or_else(crate::oauth::now);
+            return match provider.approve(&request, &user.user_id, auth_time).await {
+                Ok(location) => redirect(StatusCode::FOUND, &location),
+                Err(e) => error_page(templates, StatusCode::INTERNAL_SERVER_ERROR, &e),
+            };
+        }
+        Err(e) => return error_page(templates, StatusCode::INTERNAL_SERVER_ERROR, &e),
+    }
     let scopes: Vec<_> = request
         .scope
         .tokens()
@@ -285,6 +297,9 @@ async fn decide(
         Some("allow") => {
             let user_id = session.user_id().unwrap_or_default();
             let auth_time = session.record.auth_time.unwrap_or_else(crate::oauth::now);
+            if let Err(e) = provider.remember_consent(&request, user_id) {
+                return error_page(templates, StatusCode::INTERNAL_SERVER_ERROR, &e);
+            }
             match provider.approve(&request, user_id, auth_time).await {
                 Ok(location) => redirect(StatusCode::SEE_OTHER, &location),
                 Err(e) => error_page(templates, StatusCode::INTERNAL_SERVER_ERROR, &e),

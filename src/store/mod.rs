@@ -87,6 +87,9 @@ pub struct ClientRecord {
     pub access_token_ttl: Option<u64>,
     pub refresh_token_ttl: Option<u64>,
     pub created_at: i64,
+    /// A first-party app: users are not asked for consent.
+    #[serde(default)]
+    pub skip_consent: bool,
 }
 
 /// A person who can log in (the resource owner of RFC 6749).
@@ -142,6 +145,17 @@ pub struct RefreshRecord {
     pub expires_at: i64,
     /// Set once this token has been exchanged for a new one; presenting it again is reuse.
     pub rotated: bool,
+}
+
+/// What a user has approved for a client, remembered so they are not asked again.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ConsentRecord {
+    pub user_id: String,
+    pub client_id: String,
+    /// Every scope the user has approved for this client.
+    pub scopes: Vec<String>,
+    pub granted_at: i64,
+    pub updated_at: i64,
 }
 
 /// A browser session behind the session cookie.
@@ -218,6 +232,15 @@ pub trait GrantStore: Send + Sync {
     fn is_access_token_revoked(&self, jti: &str) -> Result<bool>;
 }
 
+/// Remembered consent, one record per (user, client).
+pub trait ConsentStore: Send + Sync {
+    fn put_consent(&self, consent: &ConsentRecord) -> Result<()>;
+    fn get_consent(&self, user_id: &str, client_id: &str) -> Result<Option<ConsentRecord>>;
+    /// Every client this user has approved, ordered by client id.
+    fn list_consents(&self, user_id: &str) -> Result<Vec<ConsentRecord>>;
+    fn delete_consent(&self, user_id: &str, client_id: &str) -> Result<()>;
+}
+
 /// Browser sessions, keyed by the hash of the cookie value.
 pub trait SessionStore: Send + Sync {
     fn put_session(&self, id_hash: &SecretHash, session: &SessionRecord) -> Result<()>;
@@ -226,7 +249,7 @@ pub trait SessionStore: Send + Sync {
 }
 
 /// A complete backend.
-pub trait Store: ClientStore + UserStore + GrantStore + SessionStore {
+pub trait Store: ClientStore + UserStore + GrantStore + ConsentStore + SessionStore {
     /// Resolves once every write made before the call is durable on disk. Callers await it
     /// before handing a credential out, so a crash can never forget a token a client holds.
     fn durable(&self) -> Durable;

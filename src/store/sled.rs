@@ -8,6 +8,7 @@
 //! - `refresh_tokens`: SHA-256(token) -> `RefreshRecord` in a compact binary layout (see
 //!   `encode_refresh`): it is the record written most, twice per rotation
 //! - `revoked_access`: jti -> expires_at (i64 BE)
+//! - `consents`: user_id NUL client_id -> JSON `ConsentRecord` (so a user's are one prefix)
 //! - `sessions`: SHA-256(session id) -> JSON `SessionRecord`
 //!
 //! Durability: sled writes land in its in-memory log buffer; `durable()` resolves once a
@@ -46,6 +47,7 @@ pub struct SledStore {
     grants: Tree,
     refresh_tokens: Tree,
     revoked_access: Tree,
+    consents: Tree,
     sessions: Tree,
 }
 
@@ -131,6 +133,7 @@ impl SledStore {
             grants: tree("grants")?,
             refresh_tokens: tree("refresh_tokens")?,
             revoked_access: tree("revoked_access")?,
+            consents: tree("consents")?,
             sessions: tree("sessions")?,
         })
     }
@@ -334,6 +337,36 @@ impl GrantStore for SledStore {
 
     fn is_access_token_revoked(&self, jti: &str) -> Result<bool> {
         Ok(self.revoked_access.contains_key(jti.as_bytes())?)
+    }
+}
+
+fn consent_key(user_id: &str, client_id: &str) -> Vec<u8> {
+    [user_id.as_bytes(), &[0], client_id.as_bytes()].concat()
+}
+
+impl ConsentStore for SledStore {
+    fn put_consent(&self, consent: &ConsentRecord) -> Result<()> {
+        self.consents
+            .insert(consent_key(&consent.user_id, &consent.client_id), to_json(consent)?)?;
+        Ok(())
+    }
+
+    fn get_consent(&self, user_id: &str, client_id: &str) -> Result<Option<ConsentRecord>> {
+        Self::get(&self.consents, &consent_key(user_id, client_id))
+    }
+
+    fn list_consents(&self, user_id: &str) -> Result<Vec<ConsentRecord>> {
+        let prefix = [user_id.as_bytes(), &[0]].concat();
+        self.consents
+            .scan_prefix(prefix)
+            .values()
+            .map(|v| from_json(&v?))
+            .collect()
+    }
+
+    fn delete_consent(&self, user_id: &str, client_id: &str) -> Result<()> {
+        self.consents.remove(consent_key(user_id, client_id))?;
+        Ok(())
     }
 }
 

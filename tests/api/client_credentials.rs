@@ -123,6 +123,7 @@ async fn per_client_lifetimes_override_the_servers() {
             resources: vec![],
             access_token_ttl: Some(120),
             refresh_token_ttl: None,
+            skip_consent: false,
         })
         .unwrap();
     let short = TestClient {

@@ -133,6 +133,7 @@ fn seed(provider: &Provider, dirs: &TempDir) -> (TestClient, TestClient) {
             resources: vec![RESOURCE.into()],
             access_token_ttl: None,
             refresh_token_ttl: None,
+            skip_consent: false,
         })
         .unwrap();
     let (public, _) = provider
@@ -145,6 +146,7 @@ fn seed(provider: &Provider, dirs: &TempDir) -> (TestClient, TestClient) {
             resources: vec![],
             access_token_ttl: None,
             refresh_token_ttl: None,
+            skip_consent: false,
         })
         .unwrap();
     provider
@@ -278,14 +280,29 @@ impl TestApp {
             .unwrap()
     }
 
-    /// The whole front channel: authorize, log in, allow. Returns the redirect to the client.
+    /// The whole front channel: authorize, log in if asked, allow if asked (a remembered
+    /// consent goes straight back). Returns the redirect to the client.
     pub async fn authorize_and_allow(&self, params: &[(String, String)]) -> String {
-        let first = self.authorize(params).await;
-        if first.status() == 302 && location(&first).starts_with("/o/login/") {
-            let login = self.log_in(&location(&first), USERNAME, PASSWORD).await;
+        let mut response = self.authorize(params).await;
+        if response.status() == 302 && location(&response).starts_with("/o/login/") {
+            let login = self.log_in(&location(&response), USERNAME, PASSWORD).await;
             assert_eq!(login.status(), 303, "login succeeds");
+            response = self.authorize(params).await;
         }
-        let decision = self.consent(params, "allow").await;
+        if response.status() == 302 {
+            return location(&response);
+        }
+        assert_eq!(response.status(), 200, "the consent page is shown");
+        let html = response.text().await.unwrap();
+        let csrf = hidden_input(&html, "csrf_token").expect("consent page has a CSRF token");
+        let decision = self
+            .http
+            .post(self.url("/o/authorize/"))
+            .query(params)
+            .form(&[("csrf_token", csrf.as_str()), ("decision", "allow")])
+            .send()
+            .await
+            .unwrap();
         assert_eq!(decision.status(), 303);
         location(&decision)
     }

@@ -8,6 +8,8 @@ mod helpers;
 mod authorization_code;
 // Malformed, oversized, duplicated and hostile input at the token endpoint.
 mod bad_input;
+// Consent memory: remembered approvals, prompt=consent, first-party apps.
+mod consent;
 // The `tessera` binary's commands, including refusal while a server holds the data.
 mod cli;
 // client_credentials, client authentication methods and the access token's claims.

@@ -124,6 +124,7 @@ async fn an_expired_refresh_token_is_invalid_grant() {
             resources: vec![],
             access_token_ttl: None,
             refresh_token_ttl: Some(1),
+            skip_consent: false,
         })
         .unwrap();
     let short = TestClient {
