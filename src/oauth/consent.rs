@@ -1,9 +1,19 @@
 //! Consent memory: a user who approved a client's scopes is not asked again for them (unless
 //! the request says `prompt=consent`), and first-party apps marked `skip_consent` never ask.
+//! A user can list the apps they approved and withdraw an approval, which revokes every
+//! grant (so every refresh token) that app holds for them.
 
 use super::authorize::AuthorizationRequest;
 use super::{now, Error, Provider};
-use crate::store::ConsentRecord;
+use crate::store::{ClientRecord, ConsentRecord};
+
+/// An app the user approved, as their "authorized apps" page shows it.
+#[derive(Debug, Clone)]
+pub struct AuthorizedApp {
+    pub consent: ConsentRecord,
+    /// `None` if the client has since been deleted.
+    pub client: Option<ClientRecord>,
+}
 
 impl Provider {
     /// Whether the user must see the consent page for this request.
@@ -38,5 +48,32 @@ impl Provider {
         consent.scopes.sort();
         consent.updated_at = time;
         Ok(self.store.put_consent(&consent)?)
+    }
+
+    /// Every app this user has approved.
+    pub fn authorized_apps(&self, user_id: &str) -> Result<Vec<AuthorizedApp>, Error> {
+        self.store
+            .list_consents(user_id)?
+            .into_iter()
+            .map(|consent| {
+                Ok(AuthorizedApp {
+                    client: self.store.get_client(&consent.client_id)?,
+                    consent,
+                })
+            })
+            .collect()
+    }
+
+    /// Withdraws the user's approval of a client: forgets the consent and revokes every grant
+    /// the client holds for the user, so its refresh tokens stop working at once. Returns
+    /// whether anything was approved.
+    pub async fn withdraw_consent(&self, user_id: &str, client_id: &str) -> Result<bool, Error> {
+        let known = self.store.get_consent(user_id, client_id)?.is_some();
+        for grant_id in self.store.grant_ids(user_id, client_id)? {
+            self.store.revoke_grant(&grant_id)?;
+        }
+        self.store.delete_consent(user_id, client_id)?;
+        self.store.durable().await?;
+        Ok(known)
     }
 }

@@ -27,6 +27,11 @@ impl Templates {
             ("login.html", include_str!("templates/login.html")),
             ("consent.html", include_str!("templates/consent.html")),
             ("error.html", include_str!("templates/error.html")),
+            ("home.html", include_str!("templates/home.html")),
+            (
+                "authorized_tokens.html",
+                include_str!("templates/authorized_tokens.html"),
+            ),
         ] {
             // The templates are compiled into the binary; a syntax error is a build defect.
             env.add_template(name, source).expect("built-in template must parse");
@@ -46,15 +51,23 @@ impl Templates {
 }
 
 /// The paths [`mount`] serves.
-pub const PATHS: [&str; 3] = ["/o/authorize/", "/o/login/", "/o/static/tessera.css"];
+pub const PATHS: [&str; 5] = [
+    "/o/authorize/",
+    "/o/login/",
+    "/o/static/tessera.css",
+    "/o/authorized_tokens/",
+    "/",
+];
 
 /// Adds the page routes to `route`.
 pub fn mount(route: Route) -> Route {
     let templates = Arc::new(Templates::new());
     route
         .at(PATHS[0], get(authorize).post(decide).data(templates.clone()))
-        .at(PATHS[1], get(login_form).post(login).data(templates))
+        .at(PATHS[1], get(login_form).post(login).data(templates.clone()))
         .at(PATHS[2], get(stylesheet))
+        .at(PATHS[3], get(authorized_apps).post(revoke_app).data(templates.clone()))
+        .at(PATHS[4], get(home).data(templates.clone()))
 }
 
 #[handler]
@@ -153,14 +166,18 @@ async fn form_pairs(body: Body) -> Result<Vec<(String, String)>, Error> {
     parse_pairs(&bytes).map_err(Error::invalid_request)
 }
 
-/// Where login sends the user back to. Only our own authorization endpoint is accepted, so
-/// the login page cannot be used as an open redirect.
+/// Where login sends the user back to. Only a path on this server is accepted (not `//host`,
+/// which browsers read as another origin), so the login page cannot be an open redirect.
 fn safe_next(next: Option<&str>) -> Option<&str> {
-    next.filter(|n| n.starts_with("/o/authorize/?") && !n.contains(['\\', '\r', '\n']))
+    next.filter(|n| n.starts_with('/') && !n.starts_with("//") && !n.contains(['\\', '\r', '\n']))
 }
 
+/// Sends the browser to the login page, to come back to this same request afterwards.
 fn login_redirect(req: &Request, status: StatusCode) -> Response {
-    let original = format!("/o/authorize/?{}", req.uri().query().unwrap_or_default());
+    let original = match req.uri().query() {
+        Some(query) => format!("{}?{query}", req.uri().path()),
+        None => req.uri().path().to_string(),
+    };
     redirect(
         status,
         &format!("/o/login/?next={}", utf8_percent_encode(&original, NON_ALPHANUMERIC)),
@@ -430,10 +447,119 @@ async fn login(
         Ok(s) => s,
         Err(e) => return error_page(templates, StatusCode::INTERNAL_SERVER_ERROR, &e),
     };
-    let location = if next.is_empty() { "/o/login/".to_string() } else { next };
+    let location = if next.is_empty() { "/".to_string() } else { next };
     let mut response = redirect(StatusCode::SEE_OTHER, &location);
     if let Ok(value) = session_cookie(provider.as_ref(), &fresh).parse() {
         response.headers_mut().insert(header::SET_COOKIE, value);
     }
     response
+}
+
+/// The logged-in user behind a request, with their session.
+fn logged_in_user(provider: &Provider, req: &Request) -> Result<Option<(Session, crate::store::UserRecord)>, Error> {
+    let Some(session) = current_session(provider, req)? else {
+        return Ok(None);
+    };
+    let Some(user_id) = session.user_id() else {
+        return Ok(None);
+    };
+    Ok(provider.store.get_user(user_id)?.map(|user| (session, user)))
+}
+
+fn date(timestamp: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(timestamp)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+/// GET /: what this server is, and links for developers and (logged in) users.
+#[handler]
+fn home(req: &Request, provider: Data<&Arc<Provider>>, templates: Data<&Arc<Templates>>) -> Response {
+    let username = match logged_in_user(provider.0, req) {
+        Ok(user) => user.map(|(_, u)| u.username),
+        Err(e) => return error_page(templates.0, StatusCode::INTERNAL_SERVER_ERROR, &e),
+    };
+    page(StatusCode::OK, templates.render("home.html", context! { username }))
+}
+
+/// GET /o/authorized_tokens/: the apps this user approved.
+#[handler]
+fn authorized_apps(req: &Request, provider: Data<&Arc<Provider>>, templates: Data<&Arc<Templates>>) -> Response {
+    let (provider, templates) = (provider.0.as_ref(), templates.0.as_ref());
+    let (session, user) = match logged_in_user(provider, req) {
+        Ok(Some(found)) => found,
+        Ok(None) => return login_redirect(req, StatusCode::FOUND),
+        Err(e) => return error_page(templates, StatusCode::INTERNAL_SERVER_ERROR, &e),
+    };
+    let apps = match provider.authorized_apps(&user.user_id) {
+        Ok(apps) => apps,
+        Err(e) => return error_page(templates, StatusCode::INTERNAL_SERVER_ERROR, &e),
+    };
+    let apps: Vec<_> = apps
+        .iter()
+        .map(|app| {
+            let name = app
+                .client
+                .as_ref()
+                .map(|c| c.name.clone())
+                .unwrap_or_else(|| "(deleted app)".into());
+            context! {
+                name,
+                client_id => &app.consent.client_id,
+                first_party => app.client.as_ref().is_some_and(|c| c.skip_consent),
+                scopes => app.consent.scopes.join(" "),
+                granted_at => date(app.consent.granted_at),
+                updated_at => date(app.consent.updated_at),
+            }
+        })
+        .collect();
+    let html = templates.render(
+        "authorized_tokens.html",
+        context! { username => &user.username, apps, csrf_token => &session.record.csrf_token },
+    );
+    page(StatusCode::OK, html)
+}
+
+/// POST /o/authorized_tokens/: withdraw an app's access.
+#[handler]
+async fn revoke_app(
+    req: &Request,
+    body: Body,
+    provider: Data<&Arc<Provider>>,
+    templates: Data<&Arc<Templates>>,
+) -> Response {
+    let (provider, templates) = (provider.0.as_ref(), templates.0.as_ref());
+    let (session, user) = match logged_in_user(provider, req) {
+        Ok(Some(found)) => found,
+        Ok(None) => return login_redirect(req, StatusCode::SEE_OTHER),
+        Err(e) => return error_page(templates, StatusCode::INTERNAL_SERVER_ERROR, &e),
+    };
+    let form = match form_pairs(body).await {
+        Ok(f) => f,
+        Err(e) => return error_page(templates, StatusCode::BAD_REQUEST, &e),
+    };
+    let form = Params::new(&form);
+    if !form
+        .get("csrf_token")
+        .ok()
+        .flatten()
+        .is_some_and(|t| session.csrf_matches(t))
+    {
+        let error = Error::invalid_request(
+            "the form is stale or was not sent by this site (CSRF check failed); go back and try again",
+        );
+        return error_page(templates, StatusCode::FORBIDDEN, &error);
+    }
+    let Some(client_id) = form.get("client_id").ok().flatten() else {
+        return error_page(
+            templates,
+            StatusCode::BAD_REQUEST,
+            &Error::invalid_request("client_id is missing"),
+        );
+    };
+    match provider.withdraw_consent(&user.user_id, client_id).await {
+        Ok(_) => redirect(StatusCode::SEE_OTHER, "/o/authorized_tokens/"),
+        Err(e) => error_page(templates, StatusCode::INTERNAL_SERVER_ERROR, &e),
+    }
 }

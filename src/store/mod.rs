@@ -218,8 +218,11 @@ pub trait GrantStore: Send + Sync {
     fn put_code(&self, code_hash: &SecretHash, code: &CodeRecord) -> Result<()>;
     /// Atomically marks the code redeemed, so two concurrent redemptions see one `Fresh`.
     fn redeem_code(&self, code_hash: &SecretHash) -> Result<Redemption>;
+    /// Stores a grant and indexes it under its user and client.
     fn put_grant(&self, grant: &GrantRecord) -> Result<()>;
     fn get_grant(&self, grant_id: &str) -> Result<Option<GrantRecord>>;
+    /// The ids of every grant a user gave a client (revoked ones included).
+    fn grant_ids(&self, user_id: &str, client_id: &str) -> Result<Vec<String>>;
     /// Marks a grant revoked; returns whether it existed. Its tokens stop working at once.
     fn revoke_grant(&self, grant_id: &str) -> Result<bool>;
     fn put_refresh(&self, token_hash: &SecretHash, token: &RefreshRecord) -> Result<()>;

@@ -4,7 +4,8 @@
 //! - `clients`: client_id -> JSON `ClientRecord`
 //! - `users`: user_id -> JSON `UserRecord`; `usernames`: username -> user_id
 //! - `codes`: SHA-256(code) -> JSON `CodeRecord`
-//! - `grants`: grant_id -> JSON `GrantRecord`
+//! - `grants`: grant_id -> JSON `GrantRecord`; `user_grants`: user_id NUL client_id NUL
+//!   grant_id -> empty (the index behind "revoke everything this app has")
 //! - `refresh_tokens`: SHA-256(token) -> `RefreshRecord` in a compact binary layout (see
 //!   `encode_refresh`): it is the record written most, twice per rotation
 //! - `revoked_access`: jti -> expires_at (i64 BE)
@@ -45,6 +46,7 @@ pub struct SledStore {
     usernames: Tree,
     codes: Tree,
     grants: Tree,
+    user_grants: Tree,
     refresh_tokens: Tree,
     revoked_access: Tree,
     consents: Tree,
@@ -131,6 +133,7 @@ impl SledStore {
             usernames: tree("usernames")?,
             codes: tree("codes")?,
             grants: tree("grants")?,
+            user_grants: tree("user_grants")?,
             refresh_tokens: tree("refresh_tokens")?,
             revoked_access: tree("revoked_access")?,
             consents: tree("consents")?,
@@ -261,8 +264,24 @@ impl GrantStore for SledStore {
     }
 
     fn put_grant(&self, grant: &GrantRecord) -> Result<()> {
+        let index = [
+            &consent_key(&grant.user_id, &grant.client_id)[..],
+            &[0],
+            grant.grant_id.as_bytes(),
+        ]
+        .concat();
+        self.user_grants.insert(index, &[])?;
         self.grants.insert(grant.grant_id.as_bytes(), to_json(grant)?)?;
         Ok(())
+    }
+
+    fn grant_ids(&self, user_id: &str, client_id: &str) -> Result<Vec<String>> {
+        let prefix = [&consent_key(user_id, client_id)[..], &[0]].concat();
+        self.user_grants
+            .scan_prefix(&prefix)
+            .keys()
+            .map(|key| Ok(String::from_utf8_lossy(&key?[prefix.len()..]).into_owned()))
+            .collect()
     }
 
     fn get_grant(&self, grant_id: &str) -> Result<Option<GrantRecord>> {

@@ -24,5 +24,7 @@ mod interop;
 mod keys;
 // Login hardening: throttling failed logins per user and per address.
 mod login;
+// Home and authorized-apps pages.
+mod pages;
 // Refresh rotation, reuse detection and concurrency.
 mod refresh_token;
