@@ -8,6 +8,8 @@ mod helpers;
 mod authorization_code;
 // Malformed, oversized, duplicated and hostile input at the token endpoint.
 mod bad_input;
+// The pages in a real browser (chromium via playwright-core).
+mod browser;
 // Consent memory: remembered approvals, prompt=consent, first-party apps.
 mod consent;
 // The `tessera` binary's commands, including refusal while a server holds the data.

@@ -1,0 +1,144 @@
+// The authorization code flow as a person does it, in Debian's chromium driven by
+// playwright-core: log in, consent, land on the app's callback, exchange and refresh the
+// tokens, come back without being asked again, then withdraw the app on the authorized-apps
+// page and watch its refresh token stop working. Every page visited is saved as a screenshot.
+//
+// Started by tests/api/browser.rs, which runs a real Tessera and passes it in the environment:
+// TESSERA_URL, CLIENT_ID (a public client registered with http://127.0.0.1/callback),
+// USERNAME, PASSWORD, SCREENSHOTS (a folder).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import http from 'node:http';
+import path from 'node:path';
+import { chromium } from 'playwright-core';
+
+const env = (name) => {
+  const value = process.env[name];
+  assert.ok(value, `${name} must be set`);
+  return value;
+};
+const base = env('TESSERA_URL');
+const clientId = env('CLIENT_ID');
+const screenshots = env('SCREENSHOTS');
+fs.mkdirSync(screenshots, { recursive: true });
+
+async function shot(page, name) {
+  await page.screenshot({ path: path.join(screenshots, `${name}.png`), fullPage: true });
+}
+
+function pkce() {
+  const verifier = crypto.randomBytes(32).toString('base64url');
+  const challenge = crypto.createHash('sha256').update(verifier).digest('base64url');
+  return { verifier, challenge };
+}
+
+// The app's side: a loopback callback that hands each redirect's query to the test.
+async function callbackServer() {
+  let deliver = null;
+  const server = http.createServer((req, res) => {
+    res.setHeader('content-type', 'text/html');
+    res.end('<!doctype html><title>Example app</title><h1>Example app: callback received</h1>');
+    const params = new URL(req.url, 'http://127.0.0.1').searchParams;
+    if (deliver) deliver(params);
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    server,
+    redirectUri: `http://127.0.0.1:${server.address().port}/callback`,
+    next: () => new Promise((resolve) => { deliver = resolve; }),
+  };
+}
+
+async function token(form) {
+  const response = await fetch(`${base}/o/token/`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams({ client_id: clientId, ...form }),
+  });
+  return { status: response.status, body: await response.json() };
+}
+
+function authorizeUrl(redirectUri, challenge, state) {
+  const query = new URLSearchParams({
+    response_type: 'code', client_id: clientId, redirect_uri: redirectUri, scope: 'read',
+    state, code_challenge: challenge, code_challenge_method: 'S256',
+  });
+  return `${base}/o/authorize/?${query}`;
+}
+
+test('a person logs in, consents, and later withdraws the app', async () => {
+  const browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+      '--disable-component-update', '--disable-sync'],
+  });
+  const app = await callbackServer();
+  try {
+    const page = await browser.newPage({ viewport: { width: 420, height: 800 } });
+
+    // 1. The app sends the browser to Tessera; not logged in yet, so the login page.
+    const first = pkce();
+    const firstCode = app.next();
+    await page.goto(authorizeUrl(app.redirectUri, first.challenge, 'state-1'));
+    assert.match(page.url(), /\/o\/login\//);
+    await shot(page, '01-login');
+    await page.getByLabel('Username').fill(env('USERNAME'));
+    await page.getByLabel('Password').fill('not the password');
+    await page.getByRole('button', { name: 'Log in' }).click();
+    await page.getByText('Invalid username or password.').waitFor();
+    await shot(page, '02-login-failed');
+    await page.getByLabel('Password').fill(env('PASSWORD'));
+    await page.getByRole('button', { name: 'Log in' }).click();
+
+    // 2. The consent page names the app and the scope.
+    await page.getByRole('button', { name: 'Allow' }).waitFor();
+    assert.match(page.url(), /\/o\/authorize\//);
+    const consent = await page.textContent('main');
+    assert.match(consent, /Public App/);
+    assert.match(consent, /Read your data/);
+    await shot(page, '03-consent');
+    await page.getByRole('button', { name: 'Allow' }).click();
+
+    // 3. Back at the app with a code, the state and the issuer.
+    const params = await firstCode;
+    await page.waitForURL(/\/callback\?/);
+    await shot(page, '04-callback');
+    assert.equal(params.get('state'), 'state-1');
+    assert.equal(params.get('iss'), base);
+    const tokens = await token({
+      grant_type: 'authorization_code', code: params.get('code'), redirect_uri: app.redirectUri, code_verifier: first.verifier,
+    });
+    assert.equal(tokens.status, 200, JSON.stringify(tokens.body));
+    const refreshed = await token({ grant_type: 'refresh_token', refresh_token: tokens.body.refresh_token });
+    assert.equal(refreshed.status, 200, JSON.stringify(refreshed.body));
+
+    // 4. A second authorization of the same scope does not ask again.
+    const second = pkce();
+    const secondCode = app.next();
+    await page.goto(authorizeUrl(app.redirectUri, second.challenge, 'state-2'));
+    const again = await secondCode;
+    assert.ok(again.get('code'), 'a code without a consent page');
+    assert.equal(again.get('state'), 'state-2');
+
+    // 5. The authorized-apps page lists the app; withdrawing it kills its refresh token.
+    await page.goto(`${base}/o/authorized_tokens/`);
+    assert.match(await page.textContent('main'), /Public App/);
+    await shot(page, '05-authorized-apps');
+    await page.getByRole('button', { name: 'Revoke access' }).click();
+    await page.getByText('You have not authorized any app.').waitFor();
+    await shot(page, '06-revoked');
+    const afterRevoke = await token({ grant_type: 'refresh_token', refresh_token: refreshed.body.refresh_token });
+    assert.equal(afterRevoke.status, 400);
+    assert.equal(afterRevoke.body.error, 'invalid_grant');
+
+    // 6. The home page, logged in.
+    await page.goto(`${base}/`);
+    await page.getByRole('link', { name: 'Apps you have authorized' }).waitFor();
+    await shot(page, '07-home');
+  } finally {
+    await browser.close();
+    app.server.close();
+  }
+});
