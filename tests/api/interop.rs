@@ -1,4 +1,5 @@
-//! A JWT library that is not the one Tessera signs with verifies its tokens through the JWKS.
+//! Third-party libraries against the live server: PyJWT verifies tokens through the JWKS, and
+//! Authlib (an OAuth client) completes the code + PKCE flow.
 
 use crate::helpers::*;
 use serde_json::Value;
@@ -76,4 +77,33 @@ async fn pyjwt_verifies_tokens_of_every_algorithm_and_rejects_tampered_ones() {
             "PyJWT checks aud"
         );
     }
+}
+
+#[tokio::test]
+async fn authlib_completes_the_code_flow_with_pkce_and_refreshes() {
+    let app = spawn_app().await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/authlib_code_flow.py");
+    let args = [
+        script,
+        &app.base,
+        &app.client.id,
+        app.client.secret.as_deref().unwrap(),
+        REDIRECT_URI,
+        USERNAME,
+        PASSWORD,
+    ];
+    let output = tokio::process::Command::new("python3")
+        .args(args)
+        .output()
+        .await
+        .expect("python3 runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "Authlib's flow failed: {stderr}");
+    let result: Value = serde_json::from_slice(&output.stdout).expect("token JSON");
+    let access = result["refreshed"]["access_token"].as_str().unwrap();
+    assert!(
+        app.verify_with_jwks(access).await.is_some(),
+        "the refreshed access token verifies"
+    );
+    assert_eq!(app.introspect(access).await["active"], true);
 }

@@ -20,7 +20,7 @@ mod client_credentials;
 mod discovery;
 // Introspection (RFC 7662) and revocation (RFC 7009).
 mod introspect_revoke;
-// Verification by third-party JWT libraries (PyJWT) against the live JWKS.
+// Third-party libraries: PyJWT verifies tokens via the JWKS; Authlib runs the code flow.
 mod interop;
 // Key rotation, and restarting on the same data and keys.
 mod keys;
