@@ -293,6 +293,7 @@ fn app_command(config: &Config, cmd: &AppCommand) -> anyhow::Result<()> {
                 access_token_ttl: *access_token_ttl,
                 refresh_token_ttl: *refresh_token_ttl,
                 skip_consent: *skip_consent,
+                owner_user_id: None,
             };
             let (client, secret) = provider
                 .register_client(new)

@@ -109,7 +109,10 @@ struct Dispatch<P, A> {
 }
 
 fn is_page(path: &str) -> bool {
-    crate::pages::PATHS.contains(&path) || path == "/docs" || path == "/openapi.json"
+    crate::pages::PATHS.contains(&path)
+        || path.starts_with(crate::pages::APPLICATIONS)
+        || path == "/docs"
+        || path == "/openapi.json"
 }
 
 impl<P: Endpoint, A: Endpoint> Endpoint for Dispatch<P, A> {

@@ -39,6 +39,8 @@ pub struct NewClient {
     pub refresh_token_ttl: Option<u64>,
     /// A first-party app whose users are not asked for consent.
     pub skip_consent: bool,
+    /// The user registering it from the applications pages.
+    pub owner_user_id: Option<String>,
 }
 
 /// A client secret has 256 bits of entropy; only its SHA-256 is stored.
@@ -50,12 +52,35 @@ impl Provider {
     /// Validates and stores a new client. Returns it with the plaintext secret (confidential
     /// clients only), which is never stored and cannot be shown again.
     pub fn register_client(&self, new: NewClient) -> Result<(ClientRecord, Option<String>), Error> {
+        let scope = self.validate_client(&new)?;
+        let secret = (new.client_type == ClientType::Confidential).then(new_secret);
+        let client = ClientRecord {
+            client_id: super::random_id(),
+            name: new.name.trim().to_string(),
+            client_type: new.client_type,
+            secret_hash: secret.as_deref().map(secret_hash),
+            redirect_uris: new.redirect_uris,
+            grant_types: new.grant_types,
+            scopes: scope.tokens().map(str::to_string).collect(),
+            resources: new.resources,
+            access_token_ttl: new.access_token_ttl,
+            refresh_token_ttl: new.refresh_token_ttl,
+            created_at: now(),
+            skip_consent: new.skip_consent,
+            owner_user_id: new.owner_user_id,
+        };
+        self.store.put_client(&client)?;
+        Ok((client, secret))
+    }
+
+    /// Checks everything a registration or an edit asks for; returns the parsed scope.
+    fn validate_client(&self, new: &NewClient) -> Result<super::scope::Scope, Error> {
         let invalid = Error::invalid_request;
         if new.name.trim().is_empty() {
-            return Err(invalid("the client needs a name"));
+            return Err(invalid("the app needs a name"));
         }
         if new.grant_types.is_empty() {
-            return Err(invalid("the client needs at least one grant type"));
+            return Err(invalid("the app needs at least one grant type"));
         }
         if new.client_type == ClientType::Public && new.grant_types.contains(&GrantType::ClientCredentials) {
             return Err(invalid(
@@ -73,31 +98,45 @@ impl Provider {
         }
         let scope = super::scope::Scope::parse(&new.scope)?;
         if let Some(unknown) = scope.tokens().find(|t| !self.scope_is_known(t)) {
-            return Err(Error::new(
-                ErrorCode::InvalidScope,
-                format!("scope {unknown:?} is not configured on this server"),
-            ));
+            let description = format!("scope {unknown:?} is not configured on this server");
+            return Err(Error::new(ErrorCode::InvalidScope, description));
         }
         if new.access_token_ttl == Some(0) || new.refresh_token_ttl == Some(0) {
             return Err(invalid("token lifetimes must be at least 1 second"));
         }
-        let secret = (new.client_type == ClientType::Confidential).then(new_secret);
-        let client = ClientRecord {
-            client_id: super::random_id(),
-            name: new.name.trim().to_string(),
-            client_type: new.client_type,
-            secret_hash: secret.as_deref().map(secret_hash),
-            redirect_uris: new.redirect_uris,
-            grant_types: new.grant_types,
-            scopes: scope.tokens().map(str::to_string).collect(),
-            resources: new.resources,
-            access_token_ttl: new.access_token_ttl,
-            refresh_token_ttl: new.refresh_token_ttl,
-            created_at: now(),
-            skip_consent: new.skip_consent,
-        };
+        Ok(scope)
+    }
+
+    /// Changes a client's settings. Its id, type, secret, owner and creation time stay.
+    pub fn update_client(&self, client_id: &str, new: NewClient) -> Result<ClientRecord, Error> {
+        let mut client = self
+            .store
+            .get_client(client_id)?
+            .ok_or_else(|| Error::invalid_request("no such client"))?;
+        if new.client_type != client.client_type {
+            return Err(Error::invalid_request(
+                "a client's type cannot change; register a new app instead",
+            ));
+        }
+        let scope = self.validate_client(&new)?;
+        client.name = new.name.trim().to_string();
+        client.grant_types = new.grant_types;
+        client.redirect_uris = new.redirect_uris;
+        client.scopes = scope.tokens().map(str::to_string).collect();
+        client.resources = new.resources;
+        client.access_token_ttl = new.access_token_ttl;
+        client.refresh_token_ttl = new.refresh_token_ttl;
+        client.skip_consent = new.skip_consent;
         self.store.put_client(&client)?;
-        Ok((client, secret))
+        Ok(client)
+    }
+
+    /// The clients a user registered in the applications pages.
+    pub fn clients_owned_by(&self, user_id: &str) -> Result<Vec<ClientRecord>, Error> {
+        let mut clients = self.store.list_clients()?;
+        clients.retain(|c| c.owner_user_id.as_deref() == Some(user_id));
+        clients.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(clients)
     }
 
     /// Replaces a confidential client's secret; the old one stops working at once.

@@ -2,6 +2,8 @@
 //! pages behind a server-side session cookie, each form carrying the session's CSRF token.
 //! Every page forbids framing and caching; redirects after a POST are 303 See Other.
 
+mod applications;
+
 use std::sync::Arc;
 
 use minijinja::{context, Environment};
@@ -32,6 +34,13 @@ impl Templates {
                 "authorized_tokens.html",
                 include_str!("templates/authorized_tokens.html"),
             ),
+            ("applications.html", include_str!("templates/applications.html")),
+            ("application.html", include_str!("templates/application.html")),
+            ("application_form.html", include_str!("templates/application_form.html")),
+            (
+                "application_delete.html",
+                include_str!("templates/application_delete.html"),
+            ),
         ] {
             // The templates are compiled into the binary; a syntax error is a build defect.
             env.add_template(name, source).expect("built-in template must parse");
@@ -50,14 +59,17 @@ impl Templates {
     }
 }
 
-/// The paths [`mount`] serves.
-pub const PATHS: [&str; 5] = [
+/// The paths [`mount`] serves, besides everything under [`APPLICATIONS`].
+pub const PATHS: [&str; 6] = [
     "/o/authorize/",
     "/o/login/",
     "/o/static/tessera.css",
     "/o/authorized_tokens/",
     "/",
+    "/o/static/tessera.js",
 ];
+/// The prefix of the application-management pages.
+pub const APPLICATIONS: &str = "/o/applications/";
 
 /// Adds the page routes to `route`.
 pub fn mount(route: Route) -> Route {
@@ -68,6 +80,34 @@ pub fn mount(route: Route) -> Route {
         .at(PATHS[2], get(stylesheet))
         .at(PATHS[3], get(authorized_apps).post(revoke_app).data(templates.clone()))
         .at(PATHS[4], get(home).data(templates.clone()))
+        .at(PATHS[5], get(script))
+        .at("/o/applications/", get(applications::list).data(templates.clone()))
+        .at(
+            "/o/applications/register/",
+            get(applications::register_form)
+                .post(applications::register)
+                .data(templates.clone()),
+        )
+        .at(
+            "/o/applications/:id/",
+            get(applications::detail).data(templates.clone()),
+        )
+        .at(
+            "/o/applications/:id/edit/",
+            get(applications::edit_form)
+                .post(applications::edit)
+                .data(templates.clone()),
+        )
+        .at(
+            "/o/applications/:id/rotate-secret/",
+            poem::post(applications::rotate_secret).data(templates.clone()),
+        )
+        .at(
+            "/o/applications/:id/delete/",
+            get(applications::delete_form)
+                .post(applications::delete)
+                .data(templates.clone()),
+        )
 }
 
 #[handler]
@@ -79,6 +119,15 @@ fn stylesheet() -> Response {
         .body(include_str!("tessera.css"))
 }
 
+#[handler]
+fn script() -> Response {
+    Response::builder()
+        .content_type("text/javascript; charset=utf-8")
+        .header(header::CACHE_CONTROL, "public, max-age=3600")
+        .header("X-Content-Type-Options", "nosniff")
+        .body(include_str!("tessera.js"))
+}
+
 /// An HTML response with the headers every page carries.
 fn page(status: StatusCode, html: String) -> Response {
     Response::builder()
@@ -86,7 +135,7 @@ fn page(status: StatusCode, html: String) -> Response {
         .content_type("text/html; charset=utf-8")
         .header(
             "Content-Security-Policy",
-            "default-src 'none'; style-src 'self'; img-src 'self'; base-uri 'none'; frame-ancestors 'none'",
+            "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; base-uri 'none'; frame-ancestors 'none'",
         )
         .header("X-Frame-Options", "DENY")
         .header("X-Content-Type-Options", "nosniff")
@@ -561,5 +610,35 @@ async fn revoke_app(
     match provider.withdraw_consent(&user.user_id, client_id).await {
         Ok(_) => redirect(StatusCode::SEE_OTHER, "/o/authorized_tokens/"),
         Err(e) => error_page(templates, StatusCode::INTERNAL_SERVER_ERROR, &e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_template_is_registered_and_parses() {
+        let templates = Templates::new();
+        for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/src/pages/templates")).unwrap() {
+            let name = entry.unwrap().file_name().into_string().unwrap();
+            assert!(
+                templates.0.get_template(&name).is_ok(),
+                "{name} is not registered in Templates::new"
+            );
+        }
+    }
+
+    #[test]
+    fn next_must_stay_on_this_server() {
+        assert_eq!(safe_next(Some("/o/authorize/?a=b")), Some("/o/authorize/?a=b"));
+        for bad in [
+            "https://evil.example/",
+            "//evil.example/",
+            "/\\evil.example",
+            "/o/\r\nSet-Cookie: x",
+        ] {
+            assert_eq!(safe_next(Some(bad)), None, "{bad:?}");
+        }
     }
 }

@@ -90,6 +90,9 @@ pub struct ClientRecord {
     /// A first-party app: users are not asked for consent.
     #[serde(default)]
     pub skip_consent: bool,
+    /// The user who registered it in the applications pages (`None`: made with the CLI).
+    #[serde(default)]
+    pub owner_user_id: Option<String>,
 }
 
 /// A person who can log in (the resource owner of RFC 6749).

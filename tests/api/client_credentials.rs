@@ -124,6 +124,7 @@ async fn per_client_lifetimes_override_the_servers() {
             access_token_ttl: Some(120),
             refresh_token_ttl: None,
             skip_consent: false,
+            owner_user_id: None,
         })
         .unwrap();
     let short = TestClient {

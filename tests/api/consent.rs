@@ -80,6 +80,7 @@ async fn a_first_party_app_never_asks() {
             access_token_ttl: None,
             refresh_token_ttl: None,
             skip_consent: true,
+            owner_user_id: None,
         })
         .unwrap();
     let params: Vec<(String, String)> = with_scope(app.authorize_query(&Pkce::new(), "s"), "read")

@@ -134,6 +134,7 @@ fn seed(provider: &Provider, dirs: &TempDir) -> (TestClient, TestClient) {
             access_token_ttl: None,
             refresh_token_ttl: None,
             skip_consent: false,
+            owner_user_id: None,
         })
         .unwrap();
     let (public, _) = provider
@@ -147,6 +148,7 @@ fn seed(provider: &Provider, dirs: &TempDir) -> (TestClient, TestClient) {
             access_token_ttl: None,
             refresh_token_ttl: None,
             skip_consent: false,
+            owner_user_id: None,
         })
         .unwrap();
     provider

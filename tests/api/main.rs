@@ -6,6 +6,8 @@ mod helpers;
 
 // The code + PKCE flow through login and consent, and every authorization-endpoint rule.
 mod authorization_code;
+// Registering and managing apps in /o/applications/.
+mod applications;
 // Malformed, oversized, duplicated and hostile input at the token endpoint.
 mod bad_input;
 // The pages in a real browser (chromium via playwright-core).

@@ -125,6 +125,7 @@ async fn an_expired_refresh_token_is_invalid_grant() {
             access_token_ttl: None,
             refresh_token_ttl: Some(1),
             skip_consent: false,
+            owner_user_id: None,
         })
         .unwrap();
     let short = TestClient {

@@ -1,0 +1,449 @@
+//! `/o/applications/`: a logged-in user registers and manages their own apps. The pages call
+//! the same client code as `tessera app` (register, update, rotate the secret, delete); a new
+//! or rotated secret is rendered once, in the response to the POST that made it, and is never
+//! stored or shown again.
+
+use std::sync::Arc;
+
+use minijinja::{context, Value};
+use poem::http::StatusCode;
+use poem::web::{Data, Path};
+use poem::{handler, Body, Request, Response};
+
+use super::{date, error_page, form_pairs, logged_in_user, login_redirect, page, redirect, Templates};
+use crate::oauth::authorize::Params;
+use crate::oauth::client::NewClient;
+use crate::oauth::session::Session;
+use crate::oauth::{Error, Provider};
+use crate::store::{ClientRecord, ClientType, GrantType, UserRecord};
+
+const GRANTS: [(GrantType, &str, &str); 3] = [
+    (
+        GrantType::AuthorizationCode,
+        "authorization_code",
+        "Authorization code (users log in)",
+    ),
+    (GrantType::RefreshToken, "refresh_token", "Refresh token"),
+    (
+        GrantType::ClientCredentials,
+        "client_credentials",
+        "Client credentials (the app acts for itself)",
+    ),
+];
+
+fn client_type_name(client_type: ClientType) -> &'static str {
+    match client_type {
+        ClientType::Confidential => "confidential",
+        ClientType::Public => "public",
+    }
+}
+
+/// What the form shows: a client's settings, or what the user typed.
+fn form_values(provider: &Provider, new: &NewClient) -> Value {
+    let grants: Vec<_> = GRANTS
+        .iter()
+        .map(|(grant, value, label)| context! { value, label, checked => new.grant_types.contains(grant) })
+        .collect();
+    let chosen: Vec<&str> = new.scope.split(' ').collect();
+    let scopes: Vec<_> = provider
+        .config
+        .scopes
+        .iter()
+        .map(|s| context! { name => &s.name, description => &s.description, checked => chosen.contains(&s.name.as_str()) })
+        .collect();
+    context! {
+        name => &new.name,
+        client_type => client_type_name(new.client_type),
+        grants,
+        redirect_uris => new.redirect_uris.join("\n"),
+        scopes,
+        skip_consent => new.skip_consent,
+    }
+}
+
+fn settings_of(client: &ClientRecord) -> NewClient {
+    NewClient {
+        name: client.name.clone(),
+        client_type: client.client_type,
+        grant_types: client.grant_types.clone(),
+        redirect_uris: client.redirect_uris.clone(),
+        scope: client.scopes.join(" "),
+        resources: client.resources.clone(),
+        access_token_ttl: client.access_token_ttl,
+        refresh_token_ttl: client.refresh_token_ttl,
+        skip_consent: client.skip_consent,
+        owner_user_id: client.owner_user_id.clone(),
+    }
+}
+
+/// Reads the submitted form into client settings (`client_type` only matters on registration).
+fn settings_from_form(provider: &Provider, form: &Params<'_>, base: NewClient) -> NewClient {
+    let field = |name: &str| form.get(name).ok().flatten().unwrap_or_default().to_string();
+    let checked = |name: &str| form.get(name).ok().flatten().is_some();
+    let client_type = match field("client_type").as_str() {
+        "public" => ClientType::Public,
+        "confidential" => ClientType::Confidential,
+        _ => base.client_type,
+    };
+    NewClient {
+        name: field("name"),
+        client_type,
+        grant_types: GRANTS
+            .iter()
+            .filter(|(_, value, _)| checked(&format!("grant_{value}")))
+            .map(|(g, _, _)| *g)
+            .collect(),
+        redirect_uris: field("redirect_uris")
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(String::from)
+            .collect(),
+        scope: provider
+            .config
+            .scopes
+            .iter()
+            .filter(|s| checked(&format!("scope_{}", s.name)))
+            .map(|s| s.name.clone())
+            .collect::<Vec<_>>()
+            .join(" "),
+        skip_consent: checked("skip_consent"),
+        ..base
+    }
+}
+
+fn detail_page(templates: &Templates, client: &ClientRecord, session: &Session, secret: Option<&str>) -> Response {
+    let grants: Vec<&str> = client.grant_types.iter().map(|g| g.as_oauth_str()).collect();
+    let app = context! {
+        client_id => &client.client_id,
+        name => &client.name,
+        client_type => client_type_name(client.client_type),
+        confidential => client.client_type == ClientType::Confidential,
+        grant_types => grants.join(", "),
+        redirect_uris => &client.redirect_uris,
+        scopes => client.scopes.join(" "),
+        skip_consent => client.skip_consent,
+        created_at => date(client.created_at),
+    };
+    page(
+        StatusCode::OK,
+        templates.render(
+            "application.html",
+            context! { app, secret, csrf_token => &session.record.csrf_token },
+        ),
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn form_page(
+    provider: &Provider,
+    templates: &Templates,
+    status: StatusCode,
+    session: &Session,
+    new: &NewClient,
+    editing: Option<&str>,
+    error: Option<&str>,
+) -> Response {
+    let (heading, action, submit) = match editing {
+        Some(id) => (
+            "Edit application".to_string(),
+            format!("/o/applications/{id}/edit/"),
+            "Save",
+        ),
+        None => (
+            "Register a new application".to_string(),
+            "/o/applications/register/".to_string(),
+            "Register",
+        ),
+    };
+    let html = templates.render(
+        "application_form.html",
+        context! {
+            heading, action, submit, error,
+            editing => editing.is_some(),
+            form => form_values(provider, new),
+            csrf_token => &session.record.csrf_token,
+        },
+    );
+    page(status, html)
+}
+
+/// Everything a page under /o/applications/ needs first: the logged-in user (or a redirect
+/// to the login page) and, for a POST, the form with a valid CSRF token.
+struct Visitor {
+    session: Session,
+    user: UserRecord,
+}
+
+fn visitor(
+    provider: &Provider,
+    templates: &Templates,
+    req: &Request,
+    status: StatusCode,
+) -> Result<Visitor, Box<Response>> {
+    match logged_in_user(provider, req) {
+        Ok(Some((session, user))) => Ok(Visitor { session, user }),
+        Ok(None) => Err(Box::new(login_redirect(req, status))),
+        Err(e) => Err(Box::new(error_page(templates, StatusCode::INTERNAL_SERVER_ERROR, &e))),
+    }
+}
+
+async fn checked_form(
+    templates: &Templates,
+    visitor: &Visitor,
+    body: Body,
+) -> Result<Vec<(String, String)>, Box<Response>> {
+    let form = form_pairs(body)
+        .await
+        .map_err(|e| Box::new(error_page(templates, StatusCode::BAD_REQUEST, &e)))?;
+    if !Params::new(&form)
+        .get("csrf_token")
+        .ok()
+        .flatten()
+        .is_some_and(|t| visitor.session.csrf_matches(t))
+    {
+        let error = Error::invalid_request(
+            "the form is stale or was not sent by this site (CSRF check failed); go back and try again",
+        );
+        return Err(Box::new(error_page(templates, StatusCode::FORBIDDEN, &error)));
+    }
+    Ok(form)
+}
+
+/// The visitor's own client, or a 404 page: other people's apps do not exist for them.
+fn owned_client(
+    provider: &Provider,
+    templates: &Templates,
+    visitor: &Visitor,
+    client_id: &str,
+) -> Result<ClientRecord, Box<Response>> {
+    match provider.find_client(client_id) {
+        Ok(Some(client)) if client.owner_user_id.as_deref() == Some(visitor.user.user_id.as_str()) => Ok(client),
+        Ok(_) => Err(Box::new(error_page(
+            templates,
+            StatusCode::NOT_FOUND,
+            &Error::invalid_request("no such application"),
+        ))),
+        Err(e) => Err(Box::new(error_page(templates, StatusCode::INTERNAL_SERVER_ERROR, &e))),
+    }
+}
+
+macro_rules! try_page {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(response) => return *response,
+        }
+    };
+}
+
+/// GET /o/applications/
+#[handler]
+pub fn list(req: &Request, provider: Data<&Arc<Provider>>, templates: Data<&Arc<Templates>>) -> Response {
+    let (provider, templates) = (provider.0.as_ref(), templates.0.as_ref());
+    let visitor = try_page!(visitor(provider, templates, req, StatusCode::FOUND));
+    let apps = match provider.clients_owned_by(&visitor.user.user_id) {
+        Ok(apps) => apps,
+        Err(e) => return error_page(templates, StatusCode::INTERNAL_SERVER_ERROR, &e),
+    };
+    let apps: Vec<_> = apps
+        .iter()
+        .map(|c| context! { client_id => &c.client_id, name => &c.name, client_type => client_type_name(c.client_type), skip_consent => c.skip_consent })
+        .collect();
+    page(
+        StatusCode::OK,
+        templates.render(
+            "applications.html",
+            context! { username => &visitor.user.username, apps },
+        ),
+    )
+}
+
+/// GET /o/applications/register/
+#[handler]
+pub fn register_form(req: &Request, provider: Data<&Arc<Provider>>, templates: Data<&Arc<Templates>>) -> Response {
+    let (provider, templates) = (provider.0.as_ref(), templates.0.as_ref());
+    let visitor = try_page!(visitor(provider, templates, req, StatusCode::FOUND));
+    let blank = NewClient {
+        name: String::new(),
+        client_type: ClientType::Confidential,
+        grant_types: vec![GrantType::AuthorizationCode, GrantType::RefreshToken],
+        redirect_uris: vec![],
+        scope: provider
+            .config
+            .scopes
+            .iter()
+            .map(|s| s.name.clone())
+            .collect::<Vec<_>>()
+            .join(" "),
+        resources: vec![],
+        access_token_ttl: None,
+        refresh_token_ttl: None,
+        skip_consent: false,
+        owner_user_id: Some(visitor.user.user_id.clone()),
+    };
+    form_page(
+        provider,
+        templates,
+        StatusCode::OK,
+        &visitor.session,
+        &blank,
+        None,
+        None,
+    )
+}
+
+/// POST /o/applications/register/: the new app's page, with its secret shown this once.
+#[handler]
+pub async fn register(
+    req: &Request,
+    body: Body,
+    provider: Data<&Arc<Provider>>,
+    templates: Data<&Arc<Templates>>,
+) -> Response {
+    let (provider, templates) = (provider.0.as_ref(), templates.0.as_ref());
+    let visitor = try_page!(visitor(provider, templates, req, StatusCode::SEE_OTHER));
+    let form = try_page!(checked_form(templates, &visitor, body).await);
+    let base = NewClient {
+        name: String::new(),
+        client_type: ClientType::Confidential,
+        grant_types: vec![],
+        redirect_uris: vec![],
+        scope: String::new(),
+        resources: vec![],
+        access_token_ttl: None,
+        refresh_token_ttl: None,
+        skip_consent: false,
+        owner_user_id: Some(visitor.user.user_id.clone()),
+    };
+    let new = settings_from_form(provider, &Params::new(&form), base);
+    match provider.register_client(new.clone()) {
+        Ok((client, secret)) => detail_page(templates, &client, &visitor.session, secret.as_deref()),
+        Err(e) => form_page(
+            provider,
+            templates,
+            StatusCode::BAD_REQUEST,
+            &visitor.session,
+            &new,
+            None,
+            Some(&e.description),
+        ),
+    }
+}
+
+/// GET /o/applications/:id/
+#[handler]
+pub fn detail(
+    req: &Request,
+    Path(id): Path<String>,
+    provider: Data<&Arc<Provider>>,
+    templates: Data<&Arc<Templates>>,
+) -> Response {
+    let (provider, templates) = (provider.0.as_ref(), templates.0.as_ref());
+    let visitor = try_page!(visitor(provider, templates, req, StatusCode::FOUND));
+    let client = try_page!(owned_client(provider, templates, &visitor, &id));
+    detail_page(templates, &client, &visitor.session, None)
+}
+
+/// GET /o/applications/:id/edit/
+#[handler]
+pub fn edit_form(
+    req: &Request,
+    Path(id): Path<String>,
+    provider: Data<&Arc<Provider>>,
+    templates: Data<&Arc<Templates>>,
+) -> Response {
+    let (provider, templates) = (provider.0.as_ref(), templates.0.as_ref());
+    let visitor = try_page!(visitor(provider, templates, req, StatusCode::FOUND));
+    let client = try_page!(owned_client(provider, templates, &visitor, &id));
+    form_page(
+        provider,
+        templates,
+        StatusCode::OK,
+        &visitor.session,
+        &settings_of(&client),
+        Some(&id),
+        None,
+    )
+}
+
+/// POST /o/applications/:id/edit/
+#[handler]
+pub async fn edit(
+    req: &Request,
+    Path(id): Path<String>,
+    body: Body,
+    provider: Data<&Arc<Provider>>,
+    templates: Data<&Arc<Templates>>,
+) -> Response {
+    let (provider, templates) = (provider.0.as_ref(), templates.0.as_ref());
+    let visitor = try_page!(visitor(provider, templates, req, StatusCode::SEE_OTHER));
+    let client = try_page!(owned_client(provider, templates, &visitor, &id));
+    let form = try_page!(checked_form(templates, &visitor, body).await);
+    let new = settings_from_form(provider, &Params::new(&form), settings_of(&client));
+    match provider.update_client(&id, new.clone()) {
+        Ok(_) => redirect(StatusCode::SEE_OTHER, &format!("/o/applications/{id}/")),
+        Err(e) => form_page(
+            provider,
+            templates,
+            StatusCode::BAD_REQUEST,
+            &visitor.session,
+            &new,
+            Some(&id),
+            Some(&e.description),
+        ),
+    }
+}
+
+/// POST /o/applications/:id/rotate-secret/: the app's page with the new secret, shown once.
+#[handler]
+pub async fn rotate_secret(
+    req: &Request,
+    Path(id): Path<String>,
+    body: Body,
+    provider: Data<&Arc<Provider>>,
+    templates: Data<&Arc<Templates>>,
+) -> Response {
+    let (provider, templates) = (provider.0.as_ref(), templates.0.as_ref());
+    let visitor = try_page!(visitor(provider, templates, req, StatusCode::SEE_OTHER));
+    let client = try_page!(owned_client(provider, templates, &visitor, &id));
+    try_page!(checked_form(templates, &visitor, body).await);
+    match provider.rotate_client_secret(&id) {
+        Ok(secret) => detail_page(templates, &client, &visitor.session, Some(&secret)),
+        Err(e) => error_page(templates, StatusCode::BAD_REQUEST, &e),
+    }
+}
+
+/// GET /o/applications/:id/delete/: asks for confirmation.
+#[handler]
+pub fn delete_form(
+    req: &Request,
+    Path(id): Path<String>,
+    provider: Data<&Arc<Provider>>,
+    templates: Data<&Arc<Templates>>,
+) -> Response {
+    let (provider, templates) = (provider.0.as_ref(), templates.0.as_ref());
+    let visitor = try_page!(visitor(provider, templates, req, StatusCode::FOUND));
+    let client = try_page!(owned_client(provider, templates, &visitor, &id));
+    let ctx = context! { name => &client.name, client_id => &client.client_id, csrf_token => &visitor.session.record.csrf_token };
+    page(StatusCode::OK, templates.render("application_delete.html", ctx))
+}
+
+/// POST /o/applications/:id/delete/
+#[handler]
+pub async fn delete(
+    req: &Request,
+    Path(id): Path<String>,
+    body: Body,
+    provider: Data<&Arc<Provider>>,
+    templates: Data<&Arc<Templates>>,
+) -> Response {
+    let (provider, templates) = (provider.0.as_ref(), templates.0.as_ref());
+    let visitor = try_page!(visitor(provider, templates, req, StatusCode::SEE_OTHER));
+    try_page!(owned_client(provider, templates, &visitor, &id));
+    try_page!(checked_form(templates, &visitor, body).await);
+    match provider.store.delete_client(&id) {
+        Ok(_) => redirect(StatusCode::SEE_OTHER, "/o/applications/"),
+        Err(e) => error_page(templates, StatusCode::INTERNAL_SERVER_ERROR, &e.into()),
+    }
+}
