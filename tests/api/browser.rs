@@ -19,7 +19,6 @@ async fn a_person_logs_in_consents_and_withdraws_the_app_in_a_real_browser() {
         .args(["--test", "flow.test.mjs"])
         .current_dir(&dir)
         .env("TESSERA_URL", &app.base)
-        .env("CLIENT_ID", &app.public_client.id)
         .env("USERNAME", USERNAME)
         .env("PASSWORD", PASSWORD)
         .env("SCREENSHOTS", &screenshots)
@@ -33,5 +32,5 @@ async fn a_person_logs_in_consents_and_withdraws_the_app_in_a_real_browser() {
     );
     assert!(output.status.success(), "the browser test failed:\n{report}");
     assert!(report.contains("# pass 1"), "{report}");
-    assert!(screenshots.join("03-consent.png").is_file(), "screenshots are saved");
+    assert!(screenshots.join("05-consent.png").is_file(), "screenshots are saved");
 }

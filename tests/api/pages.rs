@@ -24,7 +24,11 @@ async fn the_home_page_links_docs_discovery_and_jwks_and_the_users_pages() {
     assert!(!html.contains("/o/authorized_tokens/"));
     app.log_in("/o/login/", USERNAME, PASSWORD).await;
     let html = app.http.get(app.url("/")).send().await.unwrap().text().await.unwrap();
-    assert!(html.contains(USERNAME) && html.contains("href=\"/o/authorized_tokens/\""));
+    assert!(
+        html.contains(USERNAME)
+            && html.contains("href=\"/o/authorized_tokens/\"")
+            && html.contains("href=\"/o/applications/\"")
+    );
 }
 
 #[tokio::test]

@@ -1,11 +1,11 @@
-// The authorization code flow as a person does it, in Debian's chromium driven by
-// playwright-core: log in, consent, land on the app's callback, exchange and refresh the
-// tokens, come back without being asked again, then withdraw the app on the authorized-apps
-// page and watch its refresh token stop working. Every page visited is saved as a screenshot.
+// The classic walk-through as a person does it, in Debian's chromium driven by playwright-core:
+// log in, register an app in /o/applications/, run the authorization code flow with it
+// (consent, callback), exchange and refresh the tokens, come back without being asked again,
+// then withdraw the app on the authorized-apps page and watch its refresh token stop working.
+// Every page visited is saved as a screenshot.
 //
 // Started by tests/api/browser.rs, which runs a real Tessera and passes it in the environment:
-// TESSERA_URL, CLIENT_ID (a public client registered with http://127.0.0.1/callback),
-// USERNAME, PASSWORD, SCREENSHOTS (a folder).
+// TESSERA_URL, USERNAME, PASSWORD, SCREENSHOTS (a folder).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
@@ -20,7 +20,7 @@ const env = (name) => {
   return value;
 };
 const base = env('TESSERA_URL');
-const clientId = env('CLIENT_ID');
+let clientId = null; // registered through the pages below
 const screenshots = env('SCREENSHOTS');
 fs.mkdirSync(screenshots, { recursive: true });
 
@@ -78,10 +78,8 @@ test('a person logs in, consents, and later withdraws the app', async () => {
   try {
     const page = await browser.newPage({ viewport: { width: 420, height: 800 } });
 
-    // 1. The app sends the browser to Tessera; not logged in yet, so the login page.
-    const first = pkce();
-    const firstCode = app.next();
-    await page.goto(authorizeUrl(app.redirectUri, first.challenge, 'state-1'));
+    // 1. The applications page needs a login; a wrong password is refused without saying why.
+    await page.goto(`${base}/o/applications/`);
     assert.match(page.url(), /\/o\/login\//);
     await shot(page, '01-login');
     await page.getByLabel('Username').fill(env('USERNAME'));
@@ -91,20 +89,37 @@ test('a person logs in, consents, and later withdraws the app', async () => {
     await shot(page, '02-login-failed');
     await page.getByLabel('Password').fill(env('PASSWORD'));
     await page.getByRole('button', { name: 'Log in' }).click();
+    await page.getByRole('link', { name: 'Register a new application' }).click();
 
-    // 2. The consent page names the app and the scope.
+    // 2. Register a public app (PKCE, no secret) with a loopback redirect URI.
+    await page.getByLabel('Name').fill('Browser App');
+    await page.getByLabel(/Public \(/).check();
+    await page.getByLabel('Redirect URIs', { exact: false }).fill('http://127.0.0.1/callback');
+    await shot(page, '03-register');
+    await page.getByRole('button', { name: 'Register' }).click();
+    await page.locator('#client-id').waitFor();
+    clientId = (await page.textContent('#client-id')).trim();
+    assert.equal(await page.locator('#client-secret').count(), 0, 'a public app has no secret');
+    await shot(page, '04-registered');
+
+    // 3. The app sends the browser to Tessera; already logged in, so straight to consent.
+    const first = pkce();
+    const firstCode = app.next();
+    await page.goto(authorizeUrl(app.redirectUri, first.challenge, 'state-1'));
+
+    // 4. The consent page names the app and the scope.
     await page.getByRole('button', { name: 'Allow' }).waitFor();
     assert.match(page.url(), /\/o\/authorize\//);
     const consent = await page.textContent('main');
-    assert.match(consent, /Public App/);
+    assert.match(consent, /Browser App/);
     assert.match(consent, /Read your data/);
-    await shot(page, '03-consent');
+    await shot(page, '05-consent');
     await page.getByRole('button', { name: 'Allow' }).click();
 
-    // 3. Back at the app with a code, the state and the issuer.
+    // 5. Back at the app with a code, the state and the issuer.
     const params = await firstCode;
     await page.waitForURL(/\/callback\?/);
-    await shot(page, '04-callback');
+    await shot(page, '06-callback');
     assert.equal(params.get('state'), 'state-1');
     assert.equal(params.get('iss'), base);
     const tokens = await token({
@@ -114,7 +129,7 @@ test('a person logs in, consents, and later withdraws the app', async () => {
     const refreshed = await token({ grant_type: 'refresh_token', refresh_token: tokens.body.refresh_token });
     assert.equal(refreshed.status, 200, JSON.stringify(refreshed.body));
 
-    // 4. A second authorization of the same scope does not ask again.
+    // 6. A second authorization of the same scope does not ask again.
     const second = pkce();
     const secondCode = app.next();
     await page.goto(authorizeUrl(app.redirectUri, second.challenge, 'state-2'));
@@ -122,21 +137,21 @@ test('a person logs in, consents, and later withdraws the app', async () => {
     assert.ok(again.get('code'), 'a code without a consent page');
     assert.equal(again.get('state'), 'state-2');
 
-    // 5. The authorized-apps page lists the app; withdrawing it kills its refresh token.
+    // 7. The authorized-apps page lists the app; withdrawing it kills its refresh token.
     await page.goto(`${base}/o/authorized_tokens/`);
-    assert.match(await page.textContent('main'), /Public App/);
-    await shot(page, '05-authorized-apps');
+    assert.match(await page.textContent('main'), /Browser App/);
+    await shot(page, '07-authorized-apps');
     await page.getByRole('button', { name: 'Revoke access' }).click();
     await page.getByText('You have not authorized any app.').waitFor();
-    await shot(page, '06-revoked');
+    await shot(page, '08-revoked');
     const afterRevoke = await token({ grant_type: 'refresh_token', refresh_token: refreshed.body.refresh_token });
     assert.equal(afterRevoke.status, 400);
     assert.equal(afterRevoke.body.error, 'invalid_grant');
 
-    // 6. The home page, logged in.
+    // 8. The home page, logged in.
     await page.goto(`${base}/`);
     await page.getByRole('link', { name: 'Apps you have authorized' }).waitFor();
-    await shot(page, '07-home');
+    await shot(page, '09-home');
   } finally {
     await browser.close();
     app.server.close();
