@@ -60,6 +60,9 @@ pub struct ServeArgs {
     /// Issuer URL (defaults to http:// plus the listen address).
     #[arg(long, env = "TESSERA_ISSUER")]
     pub issuer: Option<String>,
+    /// Development mode: also serve the playground test consumer at /o/playground/.
+    #[arg(long)]
+    pub dev: bool,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -193,6 +196,7 @@ impl Cli {
             addr: serve.and_then(|s| s.addr.clone()),
             data_dir: self.data_dir.clone(),
             keys_dir: self.keys_dir.clone(),
+            dev: serve.is_some_and(|s| s.dev),
         };
         Ok(Config::load(&overrides)?)
     }

@@ -44,6 +44,8 @@ pub struct Config {
     pub jwks_max_age: Duration,
     /// How failed logins are throttled.
     pub login_throttle: ThrottlePolicy,
+    /// Serve the built-in test consumer at `/o/playground/` (on with `tessera serve --dev`).
+    pub playground: bool,
 }
 
 impl Default for Config {
@@ -73,6 +75,7 @@ impl Default for Config {
             max_body_bytes: 64 * 1024,
             jwks_max_age: Duration::from_secs(300),
             login_throttle: ThrottlePolicy::default(),
+            playground: false,
         }
     }
 }
@@ -103,6 +106,8 @@ pub struct FileConfig {
     pub login_lockout: Option<u64>,
     /// Longest lockout in seconds.
     pub login_max_lockout: Option<u64>,
+    /// Serve the built-in test consumer at `/o/playground/`.
+    pub playground: Option<bool>,
 }
 
 /// Values given on the command line or in the environment; they win over the file.
@@ -113,6 +118,8 @@ pub struct Overrides {
     pub addr: Option<String>,
     pub data_dir: Option<PathBuf>,
     pub keys_dir: Option<PathBuf>,
+    /// `serve --dev`: development conveniences (the playground) on.
+    pub dev: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -145,6 +152,9 @@ impl Config {
         }
         if let Some(dir) = &overrides.keys_dir {
             config.keys_dir = dir.clone();
+        }
+        if overrides.dev {
+            config.playground = true;
         }
         Ok(config)
     }
@@ -211,6 +221,9 @@ impl Config {
             .unwrap_or(throttle.max_failures_per_address);
         throttle.lockout = file.login_lockout.map(secs).unwrap_or(throttle.lockout);
         throttle.max_lockout = file.login_max_lockout.map(secs).unwrap_or(throttle.max_lockout);
+        if let Some(v) = file.playground {
+            self.playground = v;
+        }
         if throttle.max_lockout < throttle.lockout {
             return Err(ConfigError::Invalid(
                 "login_max_lockout",

@@ -170,12 +170,12 @@ fn form_page(
 
 /// Everything a page under /o/applications/ needs first: the logged-in user (or a redirect
 /// to the login page) and, for a POST, the form with a valid CSRF token.
-struct Visitor {
-    session: Session,
-    user: UserRecord,
+pub(super) struct Visitor {
+    pub(super) session: Session,
+    pub(super) user: UserRecord,
 }
 
-fn visitor(
+pub(super) fn visitor(
     provider: &Provider,
     templates: &Templates,
     req: &Request,
@@ -188,7 +188,7 @@ fn visitor(
     }
 }
 
-async fn checked_form(
+pub(super) async fn checked_form(
     templates: &Templates,
     visitor: &Visitor,
     body: Body,

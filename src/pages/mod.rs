@@ -3,6 +3,7 @@
 //! Every page forbids framing and caching; redirects after a POST are 303 See Other.
 
 mod applications;
+mod playground;
 
 use std::sync::Arc;
 
@@ -41,6 +42,7 @@ impl Templates {
                 "application_delete.html",
                 include_str!("templates/application_delete.html"),
             ),
+            ("playground.html", include_str!("templates/playground.html")),
         ] {
             // The templates are compiled into the binary; a syntax error is a build defect.
             env.add_template(name, source).expect("built-in template must parse");
@@ -60,13 +62,15 @@ impl Templates {
 }
 
 /// The paths [`mount`] serves, besides everything under [`APPLICATIONS`].
-pub const PATHS: [&str; 6] = [
+pub const PATHS: [&str; 8] = [
     "/o/authorize/",
     "/o/login/",
     "/o/static/tessera.css",
     "/o/authorized_tokens/",
     "/",
     "/o/static/tessera.js",
+    "/o/playground/",
+    "/o/playground/callback/",
 ];
 /// The prefix of the application-management pages.
 pub const APPLICATIONS: &str = "/o/applications/";
@@ -74,6 +78,7 @@ pub const APPLICATIONS: &str = "/o/applications/";
 /// Adds the page routes to `route`.
 pub fn mount(route: Route) -> Route {
     let templates = Arc::new(Templates::new());
+    let playground = Arc::new(playground::Playground::default());
     route
         .at(PATHS[0], get(authorize).post(decide).data(templates.clone()))
         .at(PATHS[1], get(login_form).post(login).data(templates.clone()))
@@ -81,6 +86,17 @@ pub fn mount(route: Route) -> Route {
         .at(PATHS[3], get(authorized_apps).post(revoke_app).data(templates.clone()))
         .at(PATHS[4], get(home).data(templates.clone()))
         .at(PATHS[5], get(script))
+        .at(
+            PATHS[6],
+            get(playground::show)
+                .post(playground::act)
+                .data(templates.clone())
+                .data(playground.clone()),
+        )
+        .at(
+            PATHS[7],
+            get(playground::callback).data(templates.clone()).data(playground),
+        )
         .at("/o/applications/", get(applications::list).data(templates.clone()))
         .at(
             "/o/applications/register/",
@@ -529,7 +545,8 @@ fn home(req: &Request, provider: Data<&Arc<Provider>>, templates: Data<&Arc<Temp
         Ok(user) => user.map(|(_, u)| u.username),
         Err(e) => return error_page(templates.0, StatusCode::INTERNAL_SERVER_ERROR, &e),
     };
-    page(StatusCode::OK, templates.render("home.html", context! { username }))
+    let playground = provider.config.playground;
+    page(StatusCode::OK, templates.render("home.html", context! { username, playground }))
 }
 
 /// GET /o/authorized_tokens/: the apps this user approved.

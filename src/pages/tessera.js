@@ -7,3 +7,14 @@ for (const button of document.querySelectorAll("button[data-copy]")) {
     button.textContent = "Copied";
   });
 }
+
+// Playground: count down to an access token's expiry.
+for (const element of document.querySelectorAll("[data-expires-at]")) {
+  const expiresAt = Number(element.dataset.expiresAt);
+  const tick = () => {
+    const left = Math.round(expiresAt - Date.now() / 1000);
+    element.textContent = left > 0 ? `in ${left} s` : "expired";
+  };
+  tick();
+  setInterval(tick, 1000);
+}

@@ -30,5 +30,7 @@ mod keys;
 mod login;
 // Home and authorized-apps pages.
 mod pages;
+// The built-in test consumer at /o/playground/.
+mod playground;
 // Refresh rotation, reuse detection and concurrency.
 mod refresh_token;

@@ -1,0 +1,330 @@
+//! `/o/playground/`: a test consumer built into Tessera (on with `tessera serve --dev`, or
+//! `playground = true`). It plays an OAuth client for the logged-in developer: builds the
+//! authorization link with PKCE and a state, receives the code at its own callback, exchanges
+//! it, shows the tokens and their decoded claims, refreshes, and calls an API URL with the
+//! access token. Its per-browser state (including a client secret typed into it) lives in
+//! memory only, never in the data folder.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use minijinja::context;
+use poem::http::StatusCode;
+use poem::web::Data;
+use poem::{handler, Body, Request, Response};
+
+use super::applications::Visitor;
+use super::{error_page, page, redirect, Templates};
+use crate::http::form::parse_pairs;
+use crate::oauth::authorize::Params;
+use crate::oauth::client::{AuthMethod, ClientCredentials};
+use crate::oauth::grant::TokenRequest;
+use crate::oauth::token::TokenResponse;
+use crate::oauth::{now, random_token, secret_hash, Error, Provider};
+
+/// Browsers whose playground state is kept; past this the oldest-looking entry is dropped.
+const MAX_STATES: usize = 10_000;
+/// The most of an API response body shown.
+const MAX_BODY: usize = 64 * 1024;
+
+/// One browser's playground session.
+#[derive(Default, Clone)]
+struct State {
+    client_id: String,
+    client_secret: Option<String>,
+    scope: String,
+    verifier: Option<String>,
+    state: Option<String>,
+    authorize_url: Option<String>,
+    tokens: Option<(TokenResponse, i64)>,
+    api_url: String,
+    api_result: Option<(u16, String)>,
+    error: Option<String>,
+}
+
+/// Every browser's playground state, in memory.
+#[derive(Default)]
+pub struct Playground {
+    states: Mutex<HashMap<[u8; 32], State>>,
+    http: reqwest::Client,
+}
+
+impl Playground {
+    fn get(&self, visitor: &Visitor) -> State {
+        let key = secret_hash(&visitor.session.id);
+        self.states
+            .lock()
+            .ok()
+            .and_then(|s| s.get(&key).cloned())
+            .unwrap_or_default()
+    }
+
+    fn put(&self, visitor: &Visitor, state: State) {
+        if let Ok(mut states) = self.states.lock() {
+            if states.len() >= MAX_STATES {
+                if let Some(key) = states.keys().next().copied() {
+                    states.remove(&key);
+                }
+            }
+            states.insert(secret_hash(&visitor.session.id), state);
+        }
+    }
+}
+
+fn callback_url(provider: &Provider) -> String {
+    provider.url("/o/playground/callback/")
+}
+
+fn decode_segment(jwt: &str, index: usize) -> String {
+    jwt.split('.')
+        .nth(index)
+        .and_then(|segment| URL_SAFE_NO_PAD.decode(segment).ok())
+        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+        .and_then(|value| serde_json::to_string_pretty(&value).ok())
+        .unwrap_or_else(|| "(not a JWT)".into())
+}
+
+fn disabled(templates: &Templates) -> Response {
+    let error = Error::invalid_request("the playground is off; start the server with `tessera serve --dev` to use it");
+    error_page(templates, StatusCode::NOT_FOUND, &error)
+}
+
+fn show_page(provider: &Provider, templates: &Templates, visitor: &Visitor, state: &State) -> Response {
+    let apps: Vec<_> = provider
+        .clients_owned_by(&visitor.user.user_id)
+        .unwrap_or_default()
+        .iter()
+        .map(|c| context! { client_id => &c.client_id, name => &c.name })
+        .collect();
+    let tokens = state.tokens.as_ref().map(|(t, obtained_at)| {
+        let expires_at = obtained_at + t.expires_in as i64;
+        context! {
+            access_token => &t.access_token,
+            refresh_token => &t.refresh_token,
+            scope => &t.scope,
+            expires_at,
+            expires_at_text => format!("in {} s", (expires_at - now()).max(0)),
+            header => decode_segment(&t.access_token, 0),
+            claims => decode_segment(&t.access_token, 1),
+        }
+    });
+    let scope = if state.scope.is_empty() {
+        provider
+            .config
+            .scopes
+            .iter()
+            .map(|s| s.name.clone())
+            .collect::<Vec<_>>()
+            .join(" ")
+    } else {
+        state.scope.clone()
+    };
+    let html = templates.render(
+        "playground.html",
+        context! {
+            callback => callback_url(provider),
+            apps,
+            client_id => &state.client_id,
+            scope,
+            authorize_url => &state.authorize_url,
+            tokens,
+            api_url => &state.api_url,
+            api_status => state.api_result.as_ref().map(|r| r.0),
+            api_body => state.api_result.as_ref().map(|r| &r.1),
+            error => &state.error,
+            csrf_token => &visitor.session.record.csrf_token,
+        },
+    );
+    page(StatusCode::OK, html)
+}
+
+fn credentials(state: &State) -> ClientCredentials {
+    ClientCredentials {
+        client_id: state.client_id.clone(),
+        secret: state.client_secret.clone(),
+        method: if state.client_secret.is_some() {
+            AuthMethod::Basic
+        } else {
+            AuthMethod::None
+        },
+    }
+}
+
+/// GET /o/playground/
+#[handler]
+pub fn show(
+    req: &Request,
+    provider: Data<&Arc<Provider>>,
+    templates: Data<&Arc<Templates>>,
+    playground: Data<&Arc<Playground>>,
+) -> Response {
+    let (provider, templates) = (provider.0.as_ref(), templates.0.as_ref());
+    if !provider.config.playground {
+        return disabled(templates);
+    }
+    let visitor = match super::applications::visitor(provider, templates, req, StatusCode::FOUND) {
+        Ok(v) => v,
+        Err(response) => return *response,
+    };
+    show_page(provider, templates, &visitor, &playground.get(&visitor))
+}
+
+/// POST /o/playground/: `action` is `start`, `refresh` or `call`; then back to the page.
+#[handler]
+pub async fn act(
+    req: &Request,
+    body: Body,
+    provider: Data<&Arc<Provider>>,
+    templates: Data<&Arc<Templates>>,
+    playground: Data<&Arc<Playground>>,
+) -> Response {
+    let (provider, templates) = (provider.0.as_ref(), templates.0.as_ref());
+    if !provider.config.playground {
+        return disabled(templates);
+    }
+    let visitor = match super::applications::visitor(provider, templates, req, StatusCode::SEE_OTHER) {
+        Ok(v) => v,
+        Err(response) => return *response,
+    };
+    let form = match super::applications::checked_form(templates, &visitor, body).await {
+        Ok(f) => f,
+        Err(response) => return *response,
+    };
+    let form = Params::new(&form);
+    let field = |name: &str| form.get(name).ok().flatten().map(str::to_string);
+    let mut state = playground.get(&visitor);
+    state.error = None;
+    match field("action").as_deref() {
+        Some("start") => {
+            let client_id = field("app").or_else(|| field("client_id")).unwrap_or_default();
+            let verifier = random_token(32);
+            let challenge = URL_SAFE_NO_PAD.encode(ring::digest::digest(&ring::digest::SHA256, verifier.as_bytes()));
+            let nonce = random_token(16);
+            let scope = field("scope").unwrap_or_default();
+            let query = url::form_urlencoded::Serializer::new(String::new())
+                .append_pair("response_type", "code")
+                .append_pair("client_id", &client_id)
+                .append_pair("redirect_uri", &callback_url(provider))
+                .append_pair("scope", &scope)
+                .append_pair("state", &nonce)
+                .append_pair("code_challenge", &challenge)
+                .append_pair("code_challenge_method", "S256")
+                .finish();
+            state = State {
+                authorize_url: Some(format!("{}?{query}", provider.url("/o/authorize/"))),
+                client_id,
+                client_secret: field("client_secret"),
+                scope,
+                verifier: Some(verifier),
+                state: Some(nonce),
+                ..State::default()
+            };
+        }
+        Some("refresh") => {
+            let refresh_token = state.tokens.as_ref().and_then(|(t, _)| t.refresh_token.clone());
+            let request = TokenRequest {
+                grant_type: Some("refresh_token".into()),
+                refresh_token,
+                ..TokenRequest::default()
+            };
+            match provider.token(&credentials(&state), request).await {
+                Ok(tokens) => state.tokens = Some((tokens, now())),
+                Err(e) => state.error = Some(format!("refresh failed: {}: {}", e.code.as_str(), e.description)),
+            }
+        }
+        Some("call") => {
+            let url = field("api_url").unwrap_or_default();
+            state.api_url = url.clone();
+            let token = state
+                .tokens
+                .as_ref()
+                .map(|(t, _)| t.access_token.clone())
+                .unwrap_or_default();
+            state.api_result = None;
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                state.error = Some("the API URL must be an http(s) URL".into());
+            } else {
+                let call = playground
+                    .http
+                    .get(&url)
+                    .bearer_auth(token)
+                    .timeout(Duration::from_secs(10))
+                    .send()
+                    .await;
+                match call {
+                    Ok(response) => {
+                        let status = response.status().as_u16();
+                        let mut body = response.text().await.unwrap_or_default();
+                        if body.len() > MAX_BODY {
+                            let cut = (0..=MAX_BODY).rev().find(|i| body.is_char_boundary(*i)).unwrap_or(0);
+                            body.truncate(cut);
+                        }
+                        state.api_result = Some((status, body));
+                    }
+                    Err(e) => state.error = Some(format!("the call failed: {e}")),
+                }
+            }
+        }
+        _ => state.error = Some("unknown action".into()),
+    }
+    playground.put(&visitor, state);
+    redirect(StatusCode::SEE_OTHER, "/o/playground/")
+}
+
+/// GET /o/playground/callback/: where the authorization response lands; exchanges the code.
+#[handler]
+pub async fn callback(
+    req: &Request,
+    provider: Data<&Arc<Provider>>,
+    templates: Data<&Arc<Templates>>,
+    playground: Data<&Arc<Playground>>,
+) -> Response {
+    let (provider, templates) = (provider.0.as_ref(), templates.0.as_ref());
+    if !provider.config.playground {
+        return disabled(templates);
+    }
+    let visitor = match super::applications::visitor(provider, templates, req, StatusCode::FOUND) {
+        Ok(v) => v,
+        Err(response) => return *response,
+    };
+    let pairs = parse_pairs(req.uri().query().unwrap_or_default().as_bytes()).unwrap_or_default();
+    let params = Params::new(&pairs);
+    let get = |name: &str| params.get(name).ok().flatten();
+    let mut state = playground.get(&visitor);
+    state.error = None;
+    if state.state.is_none() || get("state") != state.state.as_deref() {
+        state.error = Some("the callback's state does not match the request this playground made".into());
+    } else if let Some(error) = get("error") {
+        state.error = Some(format!(
+            "authorization failed: {error}: {}",
+            get("error_description").unwrap_or_default()
+        ));
+    } else if get("iss") != Some(provider.issuer.as_str()) {
+        state.error = Some("the callback's iss is not this server (RFC 9207)".into());
+    } else {
+        let request = TokenRequest {
+            grant_type: Some("authorization_code".into()),
+            code: get("code").map(str::to_string),
+            redirect_uri: Some(callback_url(provider)),
+            code_verifier: state.verifier.clone(),
+            ..TokenRequest::default()
+        };
+        match provider.token(&credentials(&state), request).await {
+            Ok(tokens) => state.tokens = Some((tokens, now())),
+            Err(e) => {
+                state.error = Some(format!(
+                    "the code exchange failed: {}: {}",
+                    e.code.as_str(),
+                    e.description
+                ))
+            }
+        }
+        // A state is good for one callback.
+        state.state = None;
+    }
+    playground.put(&visitor, state);
+    redirect(StatusCode::SEE_OTHER, "/o/playground/")
+}
