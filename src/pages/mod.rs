@@ -546,7 +546,10 @@ fn home(req: &Request, provider: Data<&Arc<Provider>>, templates: Data<&Arc<Temp
         Err(e) => return error_page(templates.0, StatusCode::INTERNAL_SERVER_ERROR, &e),
     };
     let playground = provider.config.playground;
-    page(StatusCode::OK, templates.render("home.html", context! { username, playground }))
+    page(
+        StatusCode::OK,
+        templates.render("home.html", context! { username, playground }),
+    )
 }
 
 /// GET /o/authorized_tokens/: the apps this user approved.

@@ -13,7 +13,15 @@ async fn a_person_logs_in_consents_and_withdraws_the_app_in_a_real_browser() {
         dir.join("node_modules/playwright-core").is_dir(),
         "playwright-core is not installed: run `npm ci --prefix tests/browser` (tests/run.sh does)"
     );
-    let app = spawn_app().await;
+    let dirs = tempfile::tempdir().unwrap();
+    let app = spawn_app_with(
+        tessera::Config {
+            playground: true,
+            ..test_config(&dirs)
+        },
+        dirs,
+    )
+    .await;
     let screenshots = Path::new(env!("CARGO_MANIFEST_DIR")).join("test-output/browser");
     let output = tokio::process::Command::new("node")
         .args(["--test", "flow.test.mjs"])

@@ -1,7 +1,8 @@
 // The classic walk-through as a person does it, in Debian's chromium driven by playwright-core:
 // log in, register an app in /o/applications/, run the authorization code flow with it
 // (consent, callback), exchange and refresh the tokens, come back without being asked again,
-// then withdraw the app on the authorized-apps page and watch its refresh token stop working.
+// then withdraw the app on the authorized-apps page and watch its refresh token stop working;
+// finally walk the playground (the built-in test consumer) with a confidential app.
 // Every page visited is saved as a screenshot.
 //
 // Started by tests/api/browser.rs, which runs a real Tessera and passes it in the environment:
@@ -152,6 +153,35 @@ test('a person logs in, consents, and later withdraws the app', async () => {
     await page.goto(`${base}/`);
     await page.getByRole('link', { name: 'Apps you have authorized' }).waitFor();
     await shot(page, '09-home');
+
+    // 9. The playground: register a confidential app whose redirect URI is the playground's
+    //    callback, then let the playground run the whole flow with it.
+    await page.goto(`${base}/o/applications/register/`);
+    await page.getByLabel('Name').fill('Playground App');
+    await page.getByLabel('Redirect URIs', { exact: false }).fill(`${base}/o/playground/callback/`);
+    await page.getByRole('button', { name: 'Register' }).click();
+    const secret = (await page.textContent('#client-secret')).trim();
+    await shot(page, '10-registered-with-secret');
+    await page.goto(`${base}/o/playground/`);
+    await page.getByLabel('One of your applications').selectOption({ label: 'Playground App' });
+    await page.getByLabel('Client secret', { exact: false }).fill(secret);
+    await page.getByLabel('Scope').fill('read');
+    await page.getByRole('button', { name: 'Make the authorization link' }).click();
+    await shot(page, '11-playground-link');
+    await page.locator('#authorize-link').click();
+    await page.getByRole('button', { name: 'Allow' }).click();
+    await page.locator('#access-token').waitFor();
+    assert.match(await page.textContent('#claims'), /"scope": "read"/);
+    const firstRefresh = await page.textContent('#refresh-token');
+    await shot(page, '12-playground-tokens');
+    await page.getByRole('button', { name: 'Refresh' }).click();
+    await page.locator('#refresh-token').waitFor();
+    assert.notEqual(await page.textContent('#refresh-token'), firstRefresh, 'the refresh token rotated');
+    await page.getByLabel('API URL', { exact: false }).fill(`${base}/healthz`);
+    await page.getByRole('button', { name: 'Call' }).click();
+    await page.locator('#api-status').waitFor();
+    assert.equal(await page.textContent('#api-status'), '200');
+    await shot(page, '13-playground-api-call');
   } finally {
     await browser.close();
     app.server.close();
