@@ -301,7 +301,12 @@ async fn authorize(req: &Request, provider: Data<&Arc<Provider>>, templates: Dat
     match provider.consent_required(&request, &user.user_id) {
         Ok(true) => {}
         // Approved before (or a first-party app): straight back to the client with a code.
+        // The approval is still recorded, so the app is listed (and revocable) on the
+        // authorized-apps page.
         Ok(false) => {
+            if let Err(e) = provider.remember_consent(&request, &user.user_id) {
+                return error_page(templates, StatusCode::INTERNAL_SERVER_ERROR, &e);
+            }
             let auth_time = session.record.auth_time.unwrap_or_else(crate::oauth::now);
             return match provider.approve(&request, &user.user_id, auth_time).await {
                 Ok(location) => redirect(StatusCode::FOUND, &location),

@@ -171,6 +171,31 @@ async fn the_playground_walks_the_code_flow_refreshes_and_calls_an_api() {
 }
 
 #[tokio::test]
+async fn the_playground_requires_login_and_csrf() {
+    let dirs = tempfile::tempdir().unwrap();
+    let app = spawn_app_with(
+        tessera::Config {
+            playground: true,
+            ..test_config(&dirs)
+        },
+        dirs,
+    )
+    .await;
+    let anonymous = app.http.get(app.url("/o/playground/")).send().await.unwrap();
+    assert_eq!(anonymous.status(), 302);
+    assert!(location(&anonymous).starts_with("/o/login/?next="));
+    app.log_in("/o/login/", USERNAME, PASSWORD).await;
+    let forged = app
+        .http
+        .post(app.url("/o/playground/"))
+        .form(&[("action", "start"), ("client_id", "x")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 403);
+}
+
+#[tokio::test]
 async fn a_callback_with_a_foreign_state_is_refused() {
     let dirs = tempfile::tempdir().unwrap();
     let app = spawn_app_with(
