@@ -10,7 +10,7 @@ use poem::http::StatusCode;
 use poem::web::{Data, Path};
 use poem::{handler, Body, Request, Response};
 
-use super::{date, error_page, form_pairs, logged_in_user, login_redirect, page, redirect, Templates};
+use super::{check_csrf, date, error_page, form_pairs, logged_in_user, login_redirect, page, redirect, Templates};
 use crate::oauth::authorize::Params;
 use crate::oauth::client::NewClient;
 use crate::oauth::session::Session;
@@ -196,17 +196,7 @@ pub(super) async fn checked_form(
     let form = form_pairs(body)
         .await
         .map_err(|e| Box::new(error_page(templates, StatusCode::BAD_REQUEST, &e)))?;
-    if !Params::new(&form)
-        .get("csrf_token")
-        .ok()
-        .flatten()
-        .is_some_and(|t| visitor.session.csrf_matches(t))
-    {
-        let error = Error::invalid_request(
-            "the form is stale or was not sent by this site (CSRF check failed); go back and try again",
-        );
-        return Err(Box::new(error_page(templates, StatusCode::FORBIDDEN, &error)));
-    }
+    check_csrf(templates, &visitor.session, &Params::new(&form))?;
     Ok(form)
 }
 

@@ -185,6 +185,23 @@ fn error_page(templates: &Templates, status: StatusCode, error: &Error) -> Respo
     page(status, html)
 }
 
+/// Every form carries its session's CSRF token (synchronizer-token pattern); a form without
+/// it, or with another session's, is refused before anything happens.
+fn check_csrf(templates: &Templates, session: &Session, form: &Params<'_>) -> Result<(), Box<Response>> {
+    if form
+        .get("csrf_token")
+        .ok()
+        .flatten()
+        .is_some_and(|t| session.csrf_matches(t))
+    {
+        return Ok(());
+    }
+    let error = Error::invalid_request(
+        "the form is stale or was not sent by this site (CSRF check failed); go back and try again",
+    );
+    Err(Box::new(error_page(templates, StatusCode::FORBIDDEN, &error)))
+}
+
 fn cookie_name(provider: &Provider) -> &'static str {
     // The __Host- prefix pins the cookie to this exact origin, but browsers accept it only
     // with Secure, i.e. on https.
@@ -369,16 +386,8 @@ async fn decide(
         Ok(_) => return login_redirect(req, StatusCode::SEE_OTHER),
         Err(e) => return error_page(templates, StatusCode::INTERNAL_SERVER_ERROR, &e),
     };
-    if !form
-        .get("csrf_token")
-        .ok()
-        .flatten()
-        .is_some_and(|t| session.csrf_matches(t))
-    {
-        let error = Error::invalid_request(
-            "the form is stale or was not sent by this site (CSRF check failed); go back and try again",
-        );
-        return error_page(templates, StatusCode::FORBIDDEN, &error);
+    if let Err(response) = check_csrf(templates, &session, &form) {
+        return *response;
     }
     match form.get("decision").ok().flatten() {
         Some("allow") => {
@@ -464,11 +473,8 @@ async fn login(
         }
         Err(e) => return error_page(templates, StatusCode::INTERNAL_SERVER_ERROR, &e),
     };
-    if !session.csrf_matches(&field("csrf_token")) {
-        let error = Error::invalid_request(
-            "the form is stale or was not sent by this site (CSRF check failed); go back and try again",
-        );
-        return error_page(templates, StatusCode::FORBIDDEN, &error);
+    if let Err(response) = check_csrf(templates, &session, &form) {
+        return *response;
     }
     let (username, password) = (field("username"), field("password"));
     let address = req
@@ -614,16 +620,8 @@ async fn revoke_app(
         Err(e) => return error_page(templates, StatusCode::BAD_REQUEST, &e),
     };
     let form = Params::new(&form);
-    if !form
-        .get("csrf_token")
-        .ok()
-        .flatten()
-        .is_some_and(|t| session.csrf_matches(t))
-    {
-        let error = Error::invalid_request(
-            "the form is stale or was not sent by this site (CSRF check failed); go back and try again",
-        );
-        return error_page(templates, StatusCode::FORBIDDEN, &error);
+    if let Err(response) = check_csrf(templates, &session, &form) {
+        return *response;
     }
     let Some(client_id) = form.get("client_id").ok().flatten() else {
         return error_page(
