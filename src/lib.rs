@@ -11,6 +11,7 @@ pub mod keys;
 pub mod log_writer;
 pub mod oauth;
 pub mod pages;
+pub mod resource;
 pub mod store;
 
 use std::future::Future;

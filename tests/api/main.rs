@@ -32,5 +32,7 @@ mod login;
 mod pages;
 // The built-in test consumer at /o/playground/.
 mod playground;
+// The resource-server verifier (tessera::resource).
+mod resource;
 // Refresh rotation, reuse detection and concurrency.
 mod refresh_token;

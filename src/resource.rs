@@ -1,0 +1,273 @@
+//! Resource-server verification of Tessera access tokens, usable by any Rust API: discover the
+//! issuer's metadata (RFC 8414), fetch its JWKS and verify bearer JWTs offline (RFC 9068 §4).
+//!
+//! - Keys are cached by `kid` for the JWKS response's `Cache-Control: max-age`. An unknown
+//!   `kid` triggers a refetch, but at most once per [`VerifierConfig::min_refetch_interval`],
+//!   so a flood of tokens with made-up kids cannot hammer the issuer. A failed refetch keeps
+//!   the keys already known.
+//! - The algorithm comes from the key, never from the token: a token whose header names
+//!   another algorithm (`none`, `HS256` signed with the public key, ...) is rejected.
+//! - `typ` must be `at+jwt`; `iss`, `aud`, `exp` and `nbf` are checked with a small leeway.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde_json::Value;
+use tokio::sync::{Mutex, RwLock};
+
+/// How a [`Verifier`] checks tokens.
+#[derive(Clone, Debug)]
+pub struct VerifierConfig {
+    /// The issuer identifier, exactly as in the tokens' `iss`.
+    pub issuer: String,
+    /// The audience this resource server accepts in `aud`.
+    pub audience: String,
+    /// Clock skew allowed on `exp` and `nbf`.
+    pub leeway: Duration,
+    /// The shortest time between two JWKS fetches caused by unknown `kid`s.
+    pub min_refetch_interval: Duration,
+}
+
+impl VerifierConfig {
+    pub fn new(issuer: &str, audience: &str) -> VerifierConfig {
+        VerifierConfig {
+            issuer: issuer.trim_end_matches('/').to_string(),
+            audience: audience.to_string(),
+            leeway: Duration::from_secs(30),
+            min_refetch_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why a token was not accepted. The `Display` text is safe to put in `error_description`.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum VerifyError {
+    #[error("the token is not a well-formed JWT")]
+    Malformed,
+    #[error("the token is not an access token (typ must be at+jwt)")]
+    WrongType,
+    #[error("the token was signed by an unknown key")]
+    UnknownKey,
+    #[error("the token's algorithm does not match its key")]
+    WrongAlgorithm,
+    #[error("the token is invalid: {0}")]
+    Invalid(String),
+    #[error("the issuer's keys could not be fetched: {0}")]
+    Fetch(String),
+}
+
+/// The verified claims of an access token.
+#[derive(Clone, Debug)]
+pub struct AccessClaims {
+    pub sub: String,
+    pub client_id: String,
+    pub scopes: Vec<String>,
+    pub exp: i64,
+    /// Every claim, for anything not modelled above.
+    pub all: Value,
+}
+
+impl AccessClaims {
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scopes.iter().any(|s| s == scope)
+    }
+}
+
+struct KeyCache {
+    keys: HashMap<String, (Algorithm, DecodingKey)>,
+    /// When the cached set goes stale (the JWKS response's max-age).
+    fresh_until: Instant,
+    /// When an unknown kid last caused a fetch.
+    last_forced_fetch: Option<Instant>,
+}
+
+/// Verifies access tokens of one issuer for one audience. Cheap to share (`Arc<Verifier>`).
+pub struct Verifier {
+    config: VerifierConfig,
+    jwks_uri: String,
+    http: reqwest::Client,
+    cache: RwLock<KeyCache>,
+    /// Serialises fetches so concurrent misses cause one request.
+    fetching: Mutex<()>,
+    fetches: AtomicU64,
+}
+
+fn fetch_error(err: impl std::fmt::Display) -> VerifyError {
+    VerifyError::Fetch(err.to_string())
+}
+
+fn max_age(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let value = headers.get(reqwest::header::CACHE_CONTROL)?.to_str().ok()?;
+    value
+        .split(',')
+        .filter_map(|d| d.trim().strip_prefix("max-age="))
+        .find_map(|s| s.parse().ok())
+        .map(Duration::from_secs)
+}
+
+fn algorithm_of(jwk: &Value) -> Option<Algorithm> {
+    match (jwk["alg"].as_str(), jwk["kty"].as_str()) {
+        (Some("ES256"), Some("EC")) => Some(Algorithm::ES256),
+        (Some("EdDSA"), Some("OKP")) => Some(Algorithm::EdDSA),
+        (Some("RS256"), Some("RSA")) => Some(Algorithm::RS256),
+        _ => None, // symmetric or unknown keys are never used to verify
+    }
+}
+
+fn decoding_key(jwk: &Value) -> Option<DecodingKey> {
+    let s = |name: &str| jwk[name].as_str();
+    match jwk["kty"].as_str()? {
+        "EC" => DecodingKey::from_ec_components(s("x")?, s("y")?).ok(),
+        "OKP" => DecodingKey::from_ed_components(s("x")?).ok(),
+        "RSA" => DecodingKey::from_rsa_components(s("n")?, s("e")?).ok(),
+        _ => None,
+    }
+}
+
+impl Verifier {
+    /// Reads the issuer's RFC 8414 metadata (whose `issuer` must match) and loads its JWKS.
+    pub async fn discover(config: VerifierConfig) -> Result<Verifier, VerifyError> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .map_err(fetch_error)?;
+        let url = format!("{}/.well-known/oauth-authorization-server", config.issuer);
+        let metadata: Value = http
+            .get(&url)
+            .send()
+            .await
+            .map_err(fetch_error)?
+            .json()
+            .await
+            .map_err(fetch_error)?;
+        if metadata["issuer"].as_str() != Some(config.issuer.as_str()) {
+            return Err(VerifyError::Fetch(
+                "the metadata names another issuer (RFC 8414 §3.3)".into(),
+            ));
+        }
+        let jwks_uri = metadata["jwks_uri"]
+            .as_str()
+            .ok_or_else(|| fetch_error("the metadata has no jwks_uri"))?
+            .to_string();
+        let verifier = Verifier {
+            config,
+            jwks_uri,
+            http,
+            cache: RwLock::new(KeyCache {
+                keys: HashMap::new(),
+                fresh_until: Instant::now(),
+                last_forced_fetch: None,
+            }),
+            fetching: Mutex::new(()),
+            fetches: AtomicU64::new(0),
+        };
+        verifier.refresh_keys().await?;
+        Ok(verifier)
+    }
+
+    /// Fetches the JWKS and replaces the cache (a failure leaves the old keys in place).
+    async fn refresh_keys(&self) -> Result<(), VerifyError> {
+        self.fetches.fetch_add(1, Ordering::Relaxed);
+        let response = self.http.get(&self.jwks_uri).send().await.map_err(fetch_error)?;
+        let ttl = max_age(response.headers()).unwrap_or(Duration::from_secs(300));
+        let jwks: Value = response.json().await.map_err(fetch_error)?;
+        let keys = jwks["keys"]
+            .as_array()
+            .ok_or_else(|| fetch_error("the JWKS has no keys array"))?
+            .iter()
+            .filter_map(|jwk| {
+                Some((
+                    jwk["kid"].as_str()?.to_string(),
+                    (algorithm_of(jwk)?, decoding_key(jwk)?),
+                ))
+            })
+            .collect();
+        let mut cache = self.cache.write().await;
+        cache.keys = keys;
+        cache.fresh_until = Instant::now() + ttl;
+        Ok(())
+    }
+
+    /// The key for `kid`, refetching the JWKS when the cache is stale or (rate-limited) when
+    /// the kid is unknown.
+    async fn key(&self, kid: &str) -> Result<(Algorithm, DecodingKey), VerifyError> {
+        {
+            let cache = self.cache.read().await;
+            if cache.fresh_until > Instant::now() {
+                if let Some(key) = cache.keys.get(kid) {
+                    return Ok(key.clone());
+                }
+            }
+        }
+        let _one_fetch = self.fetching.lock().await;
+        let (known, stale, may_force) = {
+            let cache = self.cache.read().await;
+            let may_force = cache
+                .last_forced_fetch
+                .is_none_or(|t| t.elapsed() >= self.config.min_refetch_interval);
+            (
+                cache.keys.get(kid).cloned(),
+                cache.fresh_until <= Instant::now(),
+                may_force,
+            )
+        };
+        if known.is_none() && !may_force && !stale {
+            return Err(VerifyError::UnknownKey);
+        }
+        if known.is_none() {
+            self.cache.write().await.last_forced_fetch = Some(Instant::now());
+        }
+        // A failed refetch of a stale cache keeps serving the keys it has.
+        let fetched = self.refresh_keys().await;
+        let cache = self.cache.read().await;
+        match cache.keys.get(kid) {
+            Some(key) => Ok(key.clone()),
+            None => match fetched {
+                Err(e) if known.is_none() && cache.keys.is_empty() => Err(e),
+                _ => known.ok_or(VerifyError::UnknownKey),
+            },
+        }
+    }
+
+    /// How many times the JWKS has been fetched (for monitoring the refetch limit).
+    pub fn jwks_fetches(&self) -> u64 {
+        self.fetches.load(Ordering::Relaxed)
+    }
+
+    /// Verifies a bearer token and returns its claims.
+    pub async fn verify(&self, token: &str) -> Result<AccessClaims, VerifyError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| VerifyError::Malformed)?;
+        let typ = header.typ.as_deref().map(str::to_ascii_lowercase);
+        if !matches!(typ.as_deref(), Some("at+jwt") | Some("application/at+jwt")) {
+            return Err(VerifyError::WrongType);
+        }
+        let kid = header.kid.as_deref().ok_or(VerifyError::UnknownKey)?;
+        let (algorithm, key) = self.key(kid).await?;
+        if header.alg != algorithm {
+            return Err(VerifyError::WrongAlgorithm);
+        }
+        let mut validation = Validation::new(algorithm);
+        validation.set_issuer(&[&self.config.issuer]);
+        validation.set_audience(&[&self.config.audience]);
+        validation.leeway = self.config.leeway.as_secs();
+        validation.validate_nbf = true;
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        let claims = jsonwebtoken::decode::<Value>(token, &key, &validation)
+            .map_err(|e| VerifyError::Invalid(e.to_string()))?
+            .claims;
+        let text = |name: &str| claims[name].as_str().unwrap_or_default().to_string();
+        Ok(AccessClaims {
+            sub: text("sub"),
+            client_id: text("client_id"),
+            scopes: text("scope")
+                .split(' ')
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect(),
+            exp: claims["exp"].as_i64().unwrap_or_default(),
+            all: claims,
+        })
+    }
+}
