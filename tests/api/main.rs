@@ -34,5 +34,7 @@ mod pages;
 mod playground;
 // The resource-server verifier (tessera::resource).
 mod resource;
+// examples/resource_server.rs as a process: RFC 6750 errors, scopes, RFC 9728 metadata.
+mod resource_server;
 // Refresh rotation, reuse detection and concurrency.
 mod refresh_token;

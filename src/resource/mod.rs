@@ -8,6 +8,10 @@
 //! - The algorithm comes from the key, never from the token: a token whose header names
 //!   another algorithm (`none`, `HS256` signed with the public key, ...) is rejected.
 //! - `typ` must be `at+jwt`; `iss`, `aud`, `exp` and `nbf` are checked with a small leeway.
+//!
+//! [`bearer`] puts it in front of poem handlers, with RFC 6750 errors and RFC 9728 metadata.
+
+pub mod bearer;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
