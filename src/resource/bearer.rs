@@ -3,7 +3,7 @@
 //!
 //! `examples/resource_server.rs` is a complete server built on it:
 //!
-//! ```ignore
+//! ```text
 //! #[handler]
 //! async fn create(Bearer(claims): Bearer, resource: Data<&Arc<ProtectedResource>>) -> poem::Result<String> {
 //!     require_scope(&resource, &claims, "write")?;
