@@ -1,5 +1,5 @@
-//! Third-party libraries against the live server: PyJWT verifies tokens through the JWKS, and
-//! Authlib (an OAuth client) completes the code + PKCE flow.
+//! Third-party libraries against the live server: PyJWT (Python) and jose (Node) verify tokens
+//! through the JWKS, and Authlib (an OAuth client) completes the code + PKCE flow.
 
 use crate::helpers::*;
 use serde_json::Value;
@@ -31,6 +31,32 @@ async fn pyjwt_verify(app: &TestApp, audience: &str, token: &str) -> Option<Valu
         .then(|| serde_json::from_slice(&output.stdout).expect("claims JSON"))
 }
 
+/// Runs jose's `createRemoteJWKSet` + `jwtVerify` (Node) on a token; `None` if jose rejects it.
+async fn jose_verify(app: &TestApp, audience: &str, token: &str) -> Option<Value> {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop");
+    assert!(
+        std::path::Path::new(dir).join("node_modules/jose").is_dir(),
+        "jose is not installed: run `npm ci --prefix tests/interop` (tests/run.sh does)"
+    );
+    let args = [
+        "jose_verify.mjs".to_string(),
+        app.url("/.well-known/jwks.json"),
+        app.issuer.clone(),
+        audience.to_string(),
+        token.to_string(),
+    ];
+    let output = tokio::process::Command::new("node")
+        .args(&args)
+        .current_dir(dir)
+        .output()
+        .await
+        .expect("node runs");
+    output
+        .status
+        .success()
+        .then(|| serde_json::from_slice(&output.stdout).expect("claims JSON"))
+}
+
 fn tamper(token: &str) -> String {
     let mut parts: Vec<String> = token.split('.').map(String::from).collect();
     let (_, claims) = jwt_parts(token);
@@ -41,7 +67,7 @@ fn tamper(token: &str) -> String {
 }
 
 #[tokio::test]
-async fn pyjwt_verifies_tokens_of_every_algorithm_and_rejects_tampered_ones() {
+async fn pyjwt_and_jose_verify_tokens_of_every_algorithm_and_reject_tampered_ones() {
     let app = spawn_app().await;
     let mut ring = Keyring::open_or_init(&app.keys_dir).unwrap();
     for alg in [Algorithm::ES256, Algorithm::RS256, Algorithm::EdDSA] {
@@ -75,6 +101,18 @@ async fn pyjwt_verifies_tokens_of_every_algorithm_and_rejects_tampered_ones() {
                 .await
                 .is_none(),
             "PyJWT checks aud"
+        );
+        let claims = jose_verify(&app, &app.issuer, token)
+            .await
+            .unwrap_or_else(|| panic!("jose accepts the {alg} token"));
+        assert_eq!(claims["client_id"], app.client.id.as_str());
+        assert!(
+            jose_verify(&app, &app.issuer, &tamper(token)).await.is_none(),
+            "jose rejects a tampered {alg} token"
+        );
+        assert!(
+            jose_verify(&app, "https://someone-else.example", token).await.is_none(),
+            "jose checks aud"
         );
     }
 }

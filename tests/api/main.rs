@@ -22,7 +22,7 @@ mod client_credentials;
 mod discovery;
 // Introspection (RFC 7662) and revocation (RFC 7009).
 mod introspect_revoke;
-// Third-party libraries: PyJWT verifies tokens via the JWKS; Authlib runs the code flow.
+// Third-party libraries: PyJWT and jose verify tokens via the JWKS; Authlib runs the code flow.
 mod interop;
 // Key rotation, and restarting on the same data and keys.
 mod keys;
