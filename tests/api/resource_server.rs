@@ -160,3 +160,99 @@ async fn the_example_publishes_protected_resource_metadata() {
     assert_eq!(metadata["resource"], app.issuer.as_str(), "the default audience");
     assert_eq!(metadata["bearer_methods_supported"], json!(["header"]));
 }
+
+/// The runbook of keys/README.md, under load: generate a key (published, not signing), wait
+/// for the resource server's JWKS cache to turn over, promote it, stop using tokens of the old
+/// key (as if they had expired), retire it. Not one request may fail.
+#[tokio::test]
+async fn key_rotation_under_steady_load_fails_no_request() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+    use tessera::keys::{Algorithm, Keyring};
+
+    let dirs = tempfile::tempdir().unwrap();
+    // A short JWKS max-age stands in for "wait until caches have refreshed".
+    let config = tessera::Config {
+        jwks_max_age: Duration::from_secs(1),
+        ..test_config(&dirs)
+    };
+    let app = Arc::new(spawn_app_with(config, dirs).await);
+    let (_server, base) = start_resource_server(&app).await;
+    let view = format!("{base}/api/posts/protected_view/");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let use_old_tokens = Arc::new(AtomicBool::new(true));
+    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let old_token = app.client_credentials("read").await.json::<Value>().await.unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let seen_kids = Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
+    let mut workers = Vec::new();
+    for _ in 0..4 {
+        let (app, view, stop, use_old, ok, failed, old, kids) = (
+            app.clone(),
+            view.clone(),
+            stop.clone(),
+            use_old_tokens.clone(),
+            ok.clone(),
+            failed.clone(),
+            old_token.clone(),
+            seen_kids.clone(),
+        );
+        workers.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let fresh = app.client_credentials("read").await.json::<Value>().await.unwrap()["access_token"]
+                    .as_str()
+                    .unwrap()
+                    .to_string();
+                kids.lock()
+                    .unwrap()
+                    .insert(jwt_parts(&fresh).0["kid"].as_str().unwrap().to_string());
+                let mut tokens = vec![fresh];
+                if use_old.load(Ordering::Relaxed) {
+                    tokens.push(old.clone());
+                }
+                for token in tokens {
+                    let response = call(&app.http, reqwest::Method::GET, &view, Some(&token)).await;
+                    if response.status() == 200 {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }));
+    }
+
+    let mut ring = Keyring::open_or_init(&app.keys_dir).unwrap();
+    let old_kid = ring.keys()[0].kid.clone();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let new_key = ring.generate(Algorithm::ES256).unwrap();
+    // The server reloads its keyring within 2 s; the resource server's cache turns over each second.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    ring.promote(&new_key.kid).unwrap();
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    use_old_tokens.store(false, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    ring.retire(&old_kid).unwrap();
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    stop.store(true, Ordering::Relaxed);
+    for worker in workers {
+        worker.await.unwrap();
+    }
+
+    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    assert_eq!(
+        failed,
+        0,
+        "{failed} of {} requests failed during the rotation",
+        ok + failed
+    );
+    assert!(ok > 100, "the load was steady ({ok} requests)");
+    assert!(
+        seen_kids.lock().unwrap().contains(&new_key.kid),
+        "tokens of the new key were used and accepted"
+    );
+}
