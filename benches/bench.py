@@ -6,6 +6,7 @@ Runs the release server on loopback and drives it with wrk at a fixed concurrenc
   - refresh_token grants (rotation: every response carries a new refresh token that is
     durable on disk before the response is sent; wrk chains them per connection)
   - JWKS GETs
+  - GETs to examples/resource_server.rs with a bearer token (offline JWT verification)
 and, in the same run, the ceiling: examples/ceiling.rs, a bare poem handler that only parses
 the form and signs one ES256 JWT. Reports requests/s, p50, p99, server CPU per request and
 the server's peak RSS, and compares them with the targets of issue 2.
@@ -36,6 +37,7 @@ import urllib.request
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target", "release", "tessera")
 CEILING = os.path.join(ROOT, "target", "release", "examples", "ceiling")
+RESOURCE_SERVER = os.path.join(ROOT, "target", "release", "examples", "resource_server")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 DONE_LUA = """
@@ -171,7 +173,8 @@ def main():
     args = parser.parse_args()
 
     ensure_wrk()
-    subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "tessera", "--example", "ceiling"], cwd=ROOT, check=True)
+    subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "tessera", "--example", "ceiling",
+                    "--example", "resource_server"], cwd=ROOT, check=True)
     work = tempfile.mkdtemp(prefix="tessera-bench-")
     env = dict(os.environ, TESSERA_DATA_DIR=os.path.join(work, "data"), TESSERA_KEYS_DIR=os.path.join(work, "keys"))
     if "BENCH_RUST_LOG" in os.environ:
@@ -244,6 +247,23 @@ end
         results["ceiling (poem + ES256)"] = measure("ceiling", ceiling.pid, f"http://127.0.0.1:{ceiling_port}/o/token/", cc_lua, args)
         # No warm-up run: it would spend the token chains. The first second is counted.
         results["refresh_token"] = measure("refresh_token", server.pid, base + "/o/token/", refresh_lua, args, warmup=False)
+        # A resource server verifying tokens offline (examples/resource_server.rs).
+        rs_port = free_port()
+        rs = subprocess.Popen([RESOURCE_SERVER, "--issuer", base, "--addr", f"127.0.0.1:{rs_port}"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_until_up(f"http://127.0.0.1:{rs_port}/.well-known/oauth-protected-resource")
+            token_request = urllib.request.Request(base + "/o/token/", data=b"grant_type=client_credentials&scope=read",
+                                                   headers={"Authorization": basic, "Content-Type": "application/x-www-form-urlencoded"})
+            access = json.loads(urllib.request.urlopen(token_request).read())["access_token"]
+            rs_lua = os.path.join(work, "resource.lua")
+            with open(rs_lua, "w") as f:
+                f.write(f'wrk.headers["Authorization"] = "Bearer {access}"\n' + DONE_LUA)
+            results["resource server (verified GET)"] = measure(
+                "resource_server", rs.pid, f"http://127.0.0.1:{rs_port}/api/posts/protected_view/", rs_lua, args)
+        finally:
+            rs.terminate()
+            rs.wait(timeout=15)
         peak = rss_mib(server.pid)
     finally:
         for process in (server, ceiling):
@@ -254,9 +274,9 @@ end
                 process.kill()
 
     print(f"\nTessera benchmark: wrk -t{args.threads} -c{args.connections}, {args.duration}s per run, {os.cpu_count()} cores shared with wrk\n")
-    print(f"{'scenario':<24}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'CPU µs/req':>12}{'peak RSS':>10}{'non-2xx':>9}{'sock err':>9}")
+    print(f"{'scenario':<31}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'CPU µs/req':>12}{'peak RSS':>10}{'non-2xx':>9}{'sock err':>9}")
     for name, r in results.items():
-        print(f"{name:<24}{r['rps']:>10.0f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{r['cpu_us_per_req']:>12.1f}"
+        print(f"{name:<31}{r['rps']:>10.0f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{r['cpu_us_per_req']:>12.1f}"
               f"{r['peak_rss_mib']:>9.1f}M{r['bad_status']:>9}{r['socket_errors']:>9}")
     print(f"\nserver peak RSS: {peak:.1f} MiB (after start {startup_rss:.1f} MiB, after the logins and code flows of the setup {setup_rss:.1f} MiB)")
     cc, ceil = results["client_credentials"], results["ceiling (poem + ES256)"]

@@ -130,6 +130,21 @@ fn decoding_key(jwk: &Value) -> Option<DecodingKey> {
     }
 }
 
+/// The usable signing keys of a JWKS document, by `kid`.
+fn parse_jwks(jwks: &Value) -> Result<HashMap<String, (Algorithm, DecodingKey)>, VerifyError> {
+    Ok(jwks["keys"]
+        .as_array()
+        .ok_or_else(|| fetch_error("the JWKS has no keys array"))?
+        .iter()
+        .filter_map(|jwk| {
+            Some((
+                jwk["kid"].as_str()?.to_string(),
+                (algorithm_of(jwk)?, decoding_key(jwk)?),
+            ))
+        })
+        .collect())
+}
+
 impl Verifier {
     /// Reads the issuer's RFC 8414 metadata (whose `issuer` must match) and loads its JWKS.
     pub async fn discover(config: VerifierConfig) -> Result<Verifier, VerifyError> {
@@ -171,23 +186,34 @@ impl Verifier {
         Ok(verifier)
     }
 
+    /// A verifier for a key set already in hand (no discovery; the keys never refresh unless
+    /// `jwks_uri` is reachable). For offline setups and benchmarks.
+    pub fn from_jwks(config: VerifierConfig, jwks: &Value, jwks_uri: &str) -> Result<Verifier, VerifyError> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .map_err(fetch_error)?;
+        Ok(Verifier {
+            config,
+            jwks_uri: jwks_uri.to_string(),
+            http,
+            cache: RwLock::new(KeyCache {
+                keys: parse_jwks(jwks)?,
+                fresh_until: Instant::now() + Duration::from_secs(365 * 24 * 3600),
+                last_forced_fetch: None,
+            }),
+            fetching: Mutex::new(()),
+            fetches: AtomicU64::new(0),
+        })
+    }
+
     /// Fetches the JWKS and replaces the cache (a failure leaves the old keys in place).
     async fn refresh_keys(&self) -> Result<(), VerifyError> {
         self.fetches.fetch_add(1, Ordering::Relaxed);
         let response = self.http.get(&self.jwks_uri).send().await.map_err(fetch_error)?;
         let ttl = max_age(response.headers()).unwrap_or(Duration::from_secs(300));
         let jwks: Value = response.json().await.map_err(fetch_error)?;
-        let keys = jwks["keys"]
-            .as_array()
-            .ok_or_else(|| fetch_error("the JWKS has no keys array"))?
-            .iter()
-            .filter_map(|jwk| {
-                Some((
-                    jwk["kid"].as_str()?.to_string(),
-                    (algorithm_of(jwk)?, decoding_key(jwk)?),
-                ))
-            })
-            .collect();
+        let keys = parse_jwks(&jwks)?;
         let mut cache = self.cache.write().await;
         cache.keys = keys;
         cache.fresh_until = Instant::now() + ttl;
