@@ -87,9 +87,20 @@ fn decode_segment(jwt: &str, index: usize) -> String {
         .unwrap_or_else(|| "(not a JWT)".into())
 }
 
-fn disabled(templates: &Templates) -> Response {
-    let error = Error::invalid_request("the playground is off; start the server with `tessera serve --dev` to use it");
-    error_page(templates, StatusCode::NOT_FOUND, &error)
+/// Every playground request: 404 while the playground is off, then the logged-in visitor
+/// (or a redirect to the login page, with `status`).
+fn enter(
+    provider: &Provider,
+    templates: &Templates,
+    req: &Request,
+    status: StatusCode,
+) -> Result<Visitor, Box<Response>> {
+    if !provider.config.playground {
+        let error =
+            Error::invalid_request("the playground is off; start the server with `tessera serve --dev` to use it");
+        return Err(Box::new(error_page(templates, StatusCode::NOT_FOUND, &error)));
+    }
+    super::applications::visitor(provider, templates, req, status)
 }
 
 fn show_page(provider: &Provider, templates: &Templates, visitor: &Visitor, state: &State) -> Response {
@@ -162,10 +173,7 @@ pub fn show(
     playground: Data<&Arc<Playground>>,
 ) -> Response {
     let (provider, templates) = (provider.0.as_ref(), templates.0.as_ref());
-    if !provider.config.playground {
-        return disabled(templates);
-    }
-    let visitor = match super::applications::visitor(provider, templates, req, StatusCode::FOUND) {
+    let visitor = match enter(provider, templates, req, StatusCode::FOUND) {
         Ok(v) => v,
         Err(response) => return *response,
     };
@@ -182,10 +190,7 @@ pub async fn act(
     playground: Data<&Arc<Playground>>,
 ) -> Response {
     let (provider, templates) = (provider.0.as_ref(), templates.0.as_ref());
-    if !provider.config.playground {
-        return disabled(templates);
-    }
-    let visitor = match super::applications::visitor(provider, templates, req, StatusCode::SEE_OTHER) {
+    let visitor = match enter(provider, templates, req, StatusCode::SEE_OTHER) {
         Ok(v) => v,
         Err(response) => return *response,
     };
@@ -283,10 +288,7 @@ pub async fn callback(
     playground: Data<&Arc<Playground>>,
 ) -> Response {
     let (provider, templates) = (provider.0.as_ref(), templates.0.as_ref());
-    if !provider.config.playground {
-        return disabled(templates);
-    }
-    let visitor = match super::applications::visitor(provider, templates, req, StatusCode::FOUND) {
+    let visitor = match enter(provider, templates, req, StatusCode::FOUND) {
         Ok(v) => v,
         Err(response) => return *response,
     };

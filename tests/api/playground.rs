@@ -7,6 +7,21 @@ fn between<'a>(html: &'a str, start: &str, end: &str) -> Option<&'a str> {
     Some(&html[from..from + html[from..].find(end)?])
 }
 
+/// A server with the playground on, and the test user logged in.
+async fn playground_app() -> TestApp {
+    let dirs = tempfile::tempdir().unwrap();
+    let app = spawn_app_with(
+        tessera::Config {
+            playground: true,
+            ..test_config(&dirs)
+        },
+        dirs,
+    )
+    .await;
+    assert_eq!(app.log_in("/o/login/", USERNAME, PASSWORD).await.status(), 303);
+    app
+}
+
 fn unescape(html: &str) -> String {
     html.replace("&amp;", "&")
         .replace("&#x2f;", "/")
@@ -25,16 +40,7 @@ async fn the_playground_is_off_unless_enabled() {
 
 #[tokio::test]
 async fn the_playground_walks_the_code_flow_refreshes_and_calls_an_api() {
-    let dirs = tempfile::tempdir().unwrap();
-    let app = spawn_app_with(
-        tessera::Config {
-            playground: true,
-            ..test_config(&dirs)
-        },
-        dirs,
-    )
-    .await;
-    app.log_in("/o/login/", USERNAME, PASSWORD).await;
+    let app = playground_app().await;
     let user = app.provider.store.get_user_by_name(USERNAME).unwrap().unwrap();
     let (client, secret) = app
         .provider
@@ -197,16 +203,7 @@ async fn the_playground_requires_login_and_csrf() {
 
 #[tokio::test]
 async fn a_callback_with_a_foreign_state_is_refused() {
-    let dirs = tempfile::tempdir().unwrap();
-    let app = spawn_app_with(
-        tessera::Config {
-            playground: true,
-            ..test_config(&dirs)
-        },
-        dirs,
-    )
-    .await;
-    app.log_in("/o/login/", USERNAME, PASSWORD).await;
+    let app = playground_app().await;
     let forged = format!("/o/playground/callback/?code=x&state=forged&iss={}", app.issuer);
     assert_eq!(app.http.get(app.url(&forged)).send().await.unwrap().status(), 303);
     let page = app
