@@ -10,12 +10,12 @@ use poem::http::StatusCode;
 use poem::web::{Data, Path};
 use poem::{handler, Body, Request, Response};
 
-use super::{check_csrf, date, error_page, form_pairs, logged_in_user, login_redirect, page, redirect, Templates};
+use super::{checked_form, date, error_page, page, redirect, visitor, Templates, Visitor};
 use crate::oauth::authorize::Params;
 use crate::oauth::client::NewClient;
 use crate::oauth::session::Session;
 use crate::oauth::{Error, Provider};
-use crate::store::{ClientRecord, ClientType, GrantType, UserRecord};
+use crate::store::{ClientRecord, ClientType, GrantType};
 
 const GRANTS: [(GrantType, &str, &str); 3] = [
     (
@@ -166,38 +166,6 @@ fn form_page(
         },
     );
     page(status, html)
-}
-
-/// Everything a page under /o/applications/ needs first: the logged-in user (or a redirect
-/// to the login page) and, for a POST, the form with a valid CSRF token.
-pub(super) struct Visitor {
-    pub(super) session: Session,
-    pub(super) user: UserRecord,
-}
-
-pub(super) fn visitor(
-    provider: &Provider,
-    templates: &Templates,
-    req: &Request,
-    status: StatusCode,
-) -> Result<Visitor, Box<Response>> {
-    match logged_in_user(provider, req) {
-        Ok(Some((session, user))) => Ok(Visitor { session, user }),
-        Ok(None) => Err(Box::new(login_redirect(req, status))),
-        Err(e) => Err(Box::new(error_page(templates, StatusCode::INTERNAL_SERVER_ERROR, &e))),
-    }
-}
-
-pub(super) async fn checked_form(
-    templates: &Templates,
-    visitor: &Visitor,
-    body: Body,
-) -> Result<Vec<(String, String)>, Box<Response>> {
-    let form = form_pairs(body)
-        .await
-        .map_err(|e| Box::new(error_page(templates, StatusCode::BAD_REQUEST, &e)))?;
-    check_csrf(templates, &visitor.session, &Params::new(&form))?;
-    Ok(form)
 }
 
 /// The visitor's own client, or a 404 page: other people's apps do not exist for them.

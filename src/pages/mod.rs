@@ -549,6 +549,38 @@ fn date(timestamp: i64) -> String {
         .unwrap_or_default()
 }
 
+/// Everything a page for a logged-in user needs first: the user (or a redirect to the login
+/// page, with `status`) and, for a POST, the form with a valid CSRF token.
+struct Visitor {
+    session: Session,
+    user: crate::store::UserRecord,
+}
+
+fn visitor(
+    provider: &Provider,
+    templates: &Templates,
+    req: &Request,
+    status: StatusCode,
+) -> Result<Visitor, Box<Response>> {
+    match logged_in_user(provider, req) {
+        Ok(Some((session, user))) => Ok(Visitor { session, user }),
+        Ok(None) => Err(Box::new(login_redirect(req, status))),
+        Err(e) => Err(Box::new(error_page(templates, StatusCode::INTERNAL_SERVER_ERROR, &e))),
+    }
+}
+
+async fn checked_form(
+    templates: &Templates,
+    visitor: &Visitor,
+    body: Body,
+) -> Result<Vec<(String, String)>, Box<Response>> {
+    let form = form_pairs(body)
+        .await
+        .map_err(|e| Box::new(error_page(templates, StatusCode::BAD_REQUEST, &e)))?;
+    check_csrf(templates, &visitor.session, &Params::new(&form))?;
+    Ok(form)
+}
+
 /// GET /: what this server is, and links for developers and (logged in) users.
 #[handler]
 fn home(req: &Request, provider: Data<&Arc<Provider>>, templates: Data<&Arc<Templates>>) -> Response {
@@ -567,10 +599,9 @@ fn home(req: &Request, provider: Data<&Arc<Provider>>, templates: Data<&Arc<Temp
 #[handler]
 fn authorized_apps(req: &Request, provider: Data<&Arc<Provider>>, templates: Data<&Arc<Templates>>) -> Response {
     let (provider, templates) = (provider.0.as_ref(), templates.0.as_ref());
-    let (session, user) = match logged_in_user(provider, req) {
-        Ok(Some(found)) => found,
-        Ok(None) => return login_redirect(req, StatusCode::FOUND),
-        Err(e) => return error_page(templates, StatusCode::INTERNAL_SERVER_ERROR, &e),
+    let Visitor { session, user } = match visitor(provider, templates, req, StatusCode::FOUND) {
+        Ok(v) => v,
+        Err(response) => return *response,
     };
     let apps = match provider.authorized_apps(&user.user_id) {
         Ok(apps) => apps,
@@ -610,19 +641,15 @@ async fn revoke_app(
     templates: Data<&Arc<Templates>>,
 ) -> Response {
     let (provider, templates) = (provider.0.as_ref(), templates.0.as_ref());
-    let (session, user) = match logged_in_user(provider, req) {
-        Ok(Some(found)) => found,
-        Ok(None) => return login_redirect(req, StatusCode::SEE_OTHER),
-        Err(e) => return error_page(templates, StatusCode::INTERNAL_SERVER_ERROR, &e),
+    let visitor = match visitor(provider, templates, req, StatusCode::SEE_OTHER) {
+        Ok(v) => v,
+        Err(response) => return *response,
     };
-    let form = match form_pairs(body).await {
+    let form = match checked_form(templates, &visitor, body).await {
         Ok(f) => f,
-        Err(e) => return error_page(templates, StatusCode::BAD_REQUEST, &e),
+        Err(response) => return *response,
     };
     let form = Params::new(&form);
-    if let Err(response) = check_csrf(templates, &session, &form) {
-        return *response;
-    }
     let Some(client_id) = form.get("client_id").ok().flatten() else {
         return error_page(
             templates,
@@ -630,7 +657,7 @@ async fn revoke_app(
             &Error::invalid_request("client_id is missing"),
         );
     };
-    match provider.withdraw_consent(&user.user_id, client_id).await {
+    match provider.withdraw_consent(&visitor.user.user_id, client_id).await {
         Ok(_) => redirect(StatusCode::SEE_OTHER, "/o/authorized_tokens/"),
         Err(e) => error_page(templates, StatusCode::INTERNAL_SERVER_ERROR, &e),
     }

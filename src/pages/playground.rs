@@ -16,7 +16,7 @@ use poem::http::StatusCode;
 use poem::web::Data;
 use poem::{handler, Body, Request, Response};
 
-use super::applications::Visitor;
+use super::Visitor;
 use super::{error_page, page, redirect, Templates};
 use crate::http::form::parse_pairs;
 use crate::oauth::authorize::Params;
@@ -100,7 +100,7 @@ fn enter(
             Error::invalid_request("the playground is off; start the server with `tessera serve --dev` to use it");
         return Err(Box::new(error_page(templates, StatusCode::NOT_FOUND, &error)));
     }
-    super::applications::visitor(provider, templates, req, status)
+    super::visitor(provider, templates, req, status)
 }
 
 fn show_page(provider: &Provider, templates: &Templates, visitor: &Visitor, state: &State) -> Response {
@@ -194,7 +194,7 @@ pub async fn act(
         Ok(v) => v,
         Err(response) => return *response,
     };
-    let form = match super::applications::checked_form(templates, &visitor, body).await {
+    let form = match super::checked_form(templates, &visitor, body).await {
         Ok(f) => f,
         Err(response) => return *response,
     };

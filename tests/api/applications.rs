@@ -16,7 +16,7 @@ async fn logged_in() -> TestApp {
 }
 
 async fn csrf_of(app: &TestApp, path: &str) -> String {
-    let page = app.http.get(app.url(path)).send().await.unwrap().text().await.unwrap();
+    let page = app.get_text(path).await;
     hidden_input(&page, "csrf_token").expect("the page has a CSRF token")
 }
 
@@ -68,26 +68,10 @@ async fn a_registered_app_shows_its_secret_exactly_once_and_works() {
     assert_eq!(token.status(), 200);
     assert_eq!(token.json::<Value>().await.unwrap()["scope"], "read");
 
-    let again = app
-        .http
-        .get(app.url(&format!("/o/applications/{client_id}/")))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let again = app.get_text(&format!("/o/applications/{client_id}/")).await;
     assert!(again.contains(&client_id));
     assert!(!again.contains(&secret), "never shown again");
-    let list = app
-        .http
-        .get(app.url("/o/applications/"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let list = app.get_text("/o/applications/").await;
     assert!(list.contains("Nightly export"));
 }
 
@@ -171,15 +155,7 @@ async fn an_app_can_be_edited_its_secret_rotated_and_deleted_after_confirmation(
         .await
         .unwrap();
     assert_eq!(edited.status(), 303);
-    let page = app
-        .http
-        .get(app.url(&detail))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = app.get_text(&detail).await;
     assert!(page.contains("Renamed") && page.contains("read write"));
 
     let csrf = csrf_of(&app, &detail).await;

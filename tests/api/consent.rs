@@ -97,14 +97,6 @@ async fn a_first_party_app_never_asks() {
     assert_eq!(response.status(), 302);
     assert!(param(&location(&response), "code").is_some());
     // Not asked, but listed (and revocable) among the authorized apps, marked first-party.
-    let page = app
-        .http
-        .get(app.url("/o/authorized_tokens/"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = app.get_text("/o/authorized_tokens/").await;
     assert!(page.contains("First party") && page.contains("(first-party)"));
 }

@@ -384,6 +384,18 @@ impl TestApp {
             .unwrap()
     }
 
+    /// GET a path and return the body as text.
+    pub async fn get_text(&self, path: &str) -> String {
+        self.http
+            .get(self.url(path))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// GET a path and parse the JSON body.
     pub async fn get_json(&self, path: &str) -> Value {
         self.http

@@ -23,7 +23,7 @@ async fn the_home_page_links_docs_discovery_and_jwks_and_the_users_pages() {
     }
     assert!(!html.contains("/o/authorized_tokens/"));
     app.log_in("/o/login/", USERNAME, PASSWORD).await;
-    let html = app.http.get(app.url("/")).send().await.unwrap().text().await.unwrap();
+    let html = app.get_text("/").await;
     assert!(
         html.contains(USERNAME)
             && html.contains("href=\"/o/authorized_tokens/\"")
@@ -46,15 +46,7 @@ async fn authorized_apps_require_login_and_come_back_after_it() {
 async fn revoking_an_app_from_the_page_kills_its_refresh_tokens_and_forgets_consent() {
     let app = spawn_app().await;
     let tokens = app.get_tokens().await;
-    let page = app
-        .http
-        .get(app.url("/o/authorized_tokens/"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = app.get_text("/o/authorized_tokens/").await;
     assert!(
         page.contains("Test App") && page.contains("read write"),
         "the app and its scopes are listed"
@@ -90,15 +82,7 @@ async fn revoking_an_app_from_the_page_kills_its_refresh_tokens_and_forgets_cons
         app.introspect(tokens["access_token"].as_str().unwrap()).await["active"],
         false
     );
-    let page = app
-        .http
-        .get(app.url("/o/authorized_tokens/"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = app.get_text("/o/authorized_tokens/").await;
     assert!(!page.contains("Test App"));
     // The next authorization asks for consent again.
     assert_eq!(

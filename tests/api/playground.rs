@@ -61,15 +61,7 @@ async fn the_playground_walks_the_code_flow_refreshes_and_calls_an_api() {
         })
         .unwrap();
 
-    let page = app
-        .http
-        .get(app.url("/o/playground/"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = app.get_text("/o/playground/").await;
     assert!(page.contains("Tried in the playground"), "your apps can be picked");
     let csrf = hidden_input(&page, "csrf_token").unwrap();
     let secret = secret.unwrap();
@@ -91,15 +83,7 @@ async fn the_playground_walks_the_code_flow_refreshes_and_calls_an_api() {
         303
     );
 
-    let page = app
-        .http
-        .get(app.url("/o/playground/"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = app.get_text("/o/playground/").await;
     let link = unescape(between(&page, "id=\"authorize-link\" href=\"", "\"").expect("an authorization link"));
     assert!(link.contains("code_challenge_method=S256") && link.contains("state="));
     let consent = app.http.get(&link).send().await.unwrap().text().await.unwrap();
@@ -115,15 +99,7 @@ async fn the_playground_walks_the_code_flow_refreshes_and_calls_an_api() {
     assert!(callback.starts_with(&format!("{}/o/playground/callback/", app.issuer)));
     assert_eq!(app.http.get(&callback).send().await.unwrap().status(), 303);
 
-    let page = app
-        .http
-        .get(app.url("/o/playground/"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = app.get_text("/o/playground/").await;
     let access = between(&page, "<code id=\"access-token\">", "<")
         .expect("the access token is shown")
         .to_string();
@@ -139,15 +115,7 @@ async fn the_playground_walks_the_code_flow_refreshes_and_calls_an_api() {
         .send()
         .await
         .unwrap();
-    let page = app
-        .http
-        .get(app.url("/o/playground/"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = app.get_text("/o/playground/").await;
     let refreshed = between(&page, "<code id=\"refresh-token\">", "<").unwrap();
     assert_ne!(refreshed, refresh, "refreshing rotates the refresh token");
 
@@ -163,15 +131,7 @@ async fn the_playground_walks_the_code_flow_refreshes_and_calls_an_api() {
         .send()
         .await
         .unwrap();
-    let page = app
-        .http
-        .get(app.url("/o/playground/"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = app.get_text("/o/playground/").await;
     assert_eq!(between(&page, "<strong id=\"api-status\">", "<"), Some("200"));
     assert!(unescape(between(&page, "<pre id=\"api-body\">", "</pre>").unwrap()).contains("\"status\":\"ok\""));
 }
@@ -206,15 +166,7 @@ async fn a_callback_with_a_foreign_state_is_refused() {
     let app = playground_app().await;
     let forged = format!("/o/playground/callback/?code=x&state=forged&iss={}", app.issuer);
     assert_eq!(app.http.get(app.url(&forged)).send().await.unwrap().status(), 303);
-    let page = app
-        .http
-        .get(app.url("/o/playground/"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = app.get_text("/o/playground/").await;
     assert!(page.contains("state does not match"));
     assert!(!page.contains("id=\"access-token\""));
 }
