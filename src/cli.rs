@@ -12,7 +12,9 @@ use serde_json::json;
 use crate::config::{Config, Overrides};
 use crate::keys::{Algorithm, Keyring};
 use crate::oauth::client::NewClient;
-use crate::store::{ClientRecord, ClientType, GrantType};
+use crate::oauth::user::ProfileEdit;
+use crate::oauth::Provider;
+use crate::store::{ClientRecord, ClientType, GrantType, UserRecord};
 use crate::App;
 
 #[derive(Parser, Debug)]
@@ -93,8 +95,14 @@ pub enum AppCommand {
         #[arg(long = "redirect-uri")]
         redirect_uris: Vec<String>,
         /// Space-separated scopes the client may be granted.
-        #[arg(long, default_value = "read write")]
+        #[arg(long, default_value = "openid profile email read write")]
         scope: String,
+        /// Repeatable: where OpenID Connect logout may send the browser back to.
+        #[arg(long = "post-logout-redirect-uri")]
+        post_logout_redirect_uris: Vec<String>,
+        /// The algorithm of this client's ID tokens (default RS256, as OpenID Connect expects).
+        #[arg(long, value_enum)]
+        id_token_alg: Option<crate::keys::Algorithm>,
         /// Repeatable: RFC 8707 resources (token audiences) the client may ask for.
         #[arg(long = "resource")]
         resources: Vec<String>,
@@ -159,6 +167,69 @@ pub enum UserCommand {
         #[arg(long)]
         password_stdin: bool,
     },
+    /// Show a user's profile: the OpenID Connect claims apps may receive.
+    Show {
+        username: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change profile fields; only the flags given change, and an empty value clears one.
+    SetProfile {
+        username: String,
+        #[command(flatten)]
+        fields: ProfileFields,
+        /// Whether the user's email is verified (a changed email is unverified unless this says so).
+        #[arg(long)]
+        email_verified: Option<bool>,
+    },
+}
+
+/// The profile claims `tessera user set-profile` can set (OpenID Connect Core §5.1).
+#[derive(Args, Debug, Default)]
+pub struct ProfileFields {
+    #[arg(long)]
+    pub name: Option<String>,
+    #[arg(long)]
+    pub given_name: Option<String>,
+    #[arg(long)]
+    pub family_name: Option<String>,
+    #[arg(long)]
+    pub nickname: Option<String>,
+    #[arg(long)]
+    pub email: Option<String>,
+    /// URL of a profile picture.
+    #[arg(long)]
+    pub picture: Option<String>,
+    #[arg(long)]
+    pub website: Option<String>,
+    /// BCP 47 language tag, e.g. en-GB.
+    #[arg(long)]
+    pub locale: Option<String>,
+    /// IANA time zone, e.g. Europe/Paris.
+    #[arg(long)]
+    pub zoneinfo: Option<String>,
+}
+
+impl ProfileFields {
+    /// Applies the given flags to `edit`; an absent flag keeps the current value.
+    fn apply(&self, edit: &mut ProfileEdit) {
+        let profile = &mut edit.profile;
+        for (flag, slot) in [
+            (&self.name, &mut profile.name),
+            (&self.given_name, &mut profile.given_name),
+            (&self.family_name, &mut profile.family_name),
+            (&self.nickname, &mut profile.nickname),
+            (&self.email, &mut edit.email),
+            (&self.picture, &mut profile.picture),
+            (&self.website, &mut profile.website),
+            (&self.locale, &mut profile.locale),
+            (&self.zoneinfo, &mut profile.zoneinfo),
+        ] {
+            if let Some(value) = flag {
+                *slot = Some(value.clone());
+            }
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -239,6 +310,8 @@ fn client_json(client: &ClientRecord, secret: Option<&str>) -> serde_json::Value
         "refresh_token_ttl": client.refresh_token_ttl,
         "created_at": client.created_at,
         "skip_consent": client.skip_consent,
+        "post_logout_redirect_uris": client.post_logout_redirect_uris,
+        "id_token_signed_response_alg": client.id_token_signed_response_alg.unwrap_or(Algorithm::RS256),
     });
     if let Some(secret) = secret {
         value["client_secret"] = json!(secret);
@@ -260,6 +333,11 @@ fn print_client(client: &ClientRecord) {
     if client.skip_consent {
         println!("consent:       skipped (first-party app)");
     }
+    if !client.post_logout_redirect_uris.is_empty() {
+        println!("post-logout:   {}", client.post_logout_redirect_uris.join(" "));
+    }
+    let alg = client.id_token_signed_response_alg.unwrap_or(Algorithm::RS256);
+    println!("ID tokens:     {alg}");
 }
 
 fn app_command(config: &Config, cmd: &AppCommand) -> anyhow::Result<()> {
@@ -275,6 +353,8 @@ fn app_command(config: &Config, cmd: &AppCommand) -> anyhow::Result<()> {
             access_token_ttl,
             refresh_token_ttl,
             skip_consent,
+            post_logout_redirect_uris,
+            id_token_alg,
             json,
         } => {
             let new = NewClient {
@@ -298,6 +378,8 @@ fn app_command(config: &Config, cmd: &AppCommand) -> anyhow::Result<()> {
                 refresh_token_ttl: *refresh_token_ttl,
                 skip_consent: *skip_consent,
                 owner_user_id: None,
+                post_logout_redirect_uris: post_logout_redirect_uris.clone(),
+                id_token_signed_response_alg: *id_token_alg,
             };
             let (client, secret) = provider
                 .register_client(new)
@@ -372,6 +454,49 @@ fn read_password(from_stdin: bool) -> anyhow::Result<String> {
     Ok(line.trim_end_matches(['\r', '\n']).to_string())
 }
 
+fn find_user(provider: &Provider, username: &str) -> anyhow::Result<UserRecord> {
+    provider
+        .store
+        .get_user_by_name(username)?
+        .with_context(|| format!("no user {username}"))
+}
+
+/// A user as JSON: the id, username and every profile claim.
+fn user_json(user: &UserRecord) -> serde_json::Value {
+    let mut value = json!({
+        "user_id": user.user_id,
+        "username": user.username,
+        "email": user.email,
+        "email_verified": user.email_verified,
+        "created_at": user.created_at,
+        "updated_at": user.updated_at,
+    });
+    if let (Some(object), Ok(serde_json::Value::Object(profile))) =
+        (value.as_object_mut(), serde_json::to_value(&user.profile))
+    {
+        object.extend(profile);
+    }
+    value
+}
+
+fn print_user(user: &UserRecord, as_json: bool) {
+    let value = user_json(user);
+    if as_json {
+        println!("{value}");
+        return;
+    }
+    if let Some(object) = value.as_object() {
+        for (name, v) in object {
+            let shown = match v {
+                serde_json::Value::Null => continue,
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            println!("{:<15}{shown}", format!("{name}:"));
+        }
+    }
+}
+
 fn user_command(config: &Config, cmd: &UserCommand) -> anyhow::Result<()> {
     let provider = offline_provider(config)?;
     match cmd {
@@ -413,6 +538,24 @@ fn user_command(config: &Config, cmd: &UserCommand) -> anyhow::Result<()> {
                 .set_password(username, &password)
                 .map_err(|e| anyhow::anyhow!(e.description))?;
             println!("password changed for {username}");
+        }
+        UserCommand::Show { username, json } => {
+            let user = find_user(&provider, username)?;
+            print_user(&user, *json);
+        }
+        UserCommand::SetProfile {
+            username,
+            fields,
+            email_verified,
+        } => {
+            let user = find_user(&provider, username)?;
+            let mut edit = ProfileEdit::of(&user);
+            fields.apply(&mut edit);
+            edit.email_verified = *email_verified;
+            let user = provider
+                .update_profile(&user.user_id, edit)
+                .map_err(|e| anyhow::anyhow!(e.description))?;
+            print_user(&user, false);
         }
     }
     Ok(())

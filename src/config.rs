@@ -17,6 +17,23 @@ pub struct ScopeInfo {
     pub description: String,
 }
 
+const OPENID_DESCRIPTION: &str = "Know who you are (your user id)";
+const PROFILE_DESCRIPTION: &str = "See your name, username, picture and other profile details";
+const EMAIL_DESCRIPTION: &str = "See your email address";
+
+/// The OpenID Connect scopes: always configured, whatever the file's `[scopes]` says.
+fn oidc_scopes() -> [ScopeInfo; 3] {
+    [
+        ("openid", OPENID_DESCRIPTION),
+        ("profile", PROFILE_DESCRIPTION),
+        ("email", EMAIL_DESCRIPTION),
+    ]
+    .map(|(name, description)| ScopeInfo {
+        name: name.into(),
+        description: description.into(),
+    })
+}
+
 /// The validated server configuration.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -27,6 +44,8 @@ pub struct Config {
     pub keys_dir: PathBuf,
     pub access_token_ttl: Duration,
     pub refresh_token_ttl: Duration,
+    /// ID token lifetime (OpenID Connect).
+    pub id_token_ttl: Duration,
     /// Authorization code lifetime (RFC 6749 §4.1.2 recommends at most 10 minutes; we use 60 s).
     pub code_ttl: Duration,
     pub session_ttl: Duration,
@@ -57,10 +76,23 @@ impl Default for Config {
             keys_dir: "keys".into(),
             access_token_ttl: Duration::from_secs(3600),
             refresh_token_ttl: Duration::from_secs(30 * 24 * 3600),
+            id_token_ttl: Duration::from_secs(3600),
             code_ttl: Duration::from_secs(60),
             session_ttl: Duration::from_secs(12 * 3600),
             default_audience: None,
             scopes: vec![
+                ScopeInfo {
+                    name: "openid".into(),
+                    description: OPENID_DESCRIPTION.into(),
+                },
+                ScopeInfo {
+                    name: "profile".into(),
+                    description: PROFILE_DESCRIPTION.into(),
+                },
+                ScopeInfo {
+                    name: "email".into(),
+                    description: EMAIL_DESCRIPTION.into(),
+                },
                 ScopeInfo {
                     name: "read".into(),
                     description: "Read your data".into(),
@@ -90,9 +122,11 @@ pub struct FileConfig {
     pub keys_dir: Option<PathBuf>,
     pub access_token_ttl: Option<u64>,
     pub refresh_token_ttl: Option<u64>,
+    pub id_token_ttl: Option<u64>,
     pub session_ttl: Option<u64>,
     pub default_audience: Option<String>,
-    /// Scope name -> description; replaces the default `read`/`write` set.
+    /// Scope name -> description; replaces the default `read`/`write` set (the OpenID Connect
+    /// scopes `openid`, `profile` and `email` stay, with their descriptions overridable here).
     pub scopes: Option<BTreeMap<String, String>>,
     pub require_pkce: Option<bool>,
     pub cors_origins: Option<Vec<String>>,
@@ -176,6 +210,7 @@ impl Config {
         for (name, value, slot) in [
             ("access_token_ttl", file.access_token_ttl, &mut self.access_token_ttl),
             ("refresh_token_ttl", file.refresh_token_ttl, &mut self.refresh_token_ttl),
+            ("id_token_ttl", file.id_token_ttl, &mut self.id_token_ttl),
             ("session_ttl", file.session_ttl, &mut self.session_ttl),
         ] {
             if let Some(v) = value {
@@ -197,10 +232,16 @@ impl Config {
                     ));
                 }
             }
-            self.scopes = scopes
+            let mut all: Vec<ScopeInfo> = oidc_scopes()
                 .into_iter()
-                .map(|(name, description)| ScopeInfo { name, description })
+                .filter(|s| !scopes.contains_key(&s.name))
                 .collect();
+            all.extend(
+                scopes
+                    .into_iter()
+                    .map(|(name, description)| ScopeInfo { name, description }),
+            );
+            self.scopes = all;
         }
         if let Some(v) = file.require_pkce {
             self.require_pkce = v;
@@ -261,7 +302,7 @@ mod tests {
         let path = dir.path().join("tessera.toml");
         std::fs::write(
             &path,
-            "addr = \"0.0.0.0:9000\"\naccess_token_ttl = 600\n[scopes]\nprofile = \"Your profile\"\n",
+            "addr = \"0.0.0.0:9000\"\naccess_token_ttl = 600\n[scopes]\nprofile = \"Your profile\"\nfiles = \"Your files\"\n",
         )
         .unwrap();
         let overrides = Overrides {
@@ -272,12 +313,20 @@ mod tests {
         let config = Config::load(&overrides).unwrap();
         assert_eq!(config.addr, "127.0.0.1:1");
         assert_eq!(config.access_token_ttl, Duration::from_secs(600));
+        let scopes: Vec<_> = config
+            .scopes
+            .iter()
+            .map(|s| (s.name.as_str(), s.description.as_str()))
+            .collect();
         assert_eq!(
-            config.scopes,
-            vec![ScopeInfo {
-                name: "profile".into(),
-                description: "Your profile".into()
-            }]
+            scopes,
+            [
+                ("openid", OPENID_DESCRIPTION),
+                ("email", EMAIL_DESCRIPTION),
+                ("files", "Your files"),
+                ("profile", "Your profile"),
+            ],
+            "the file's scopes replace read/write; the OpenID Connect ones stay"
         );
     }
 

@@ -122,7 +122,8 @@ pub struct Keyring {
 
 impl Keyring {
     /// Opens the keyring in `dir`, creating the folder (0700) and, when it holds no key yet,
-    /// a first ES256 signing key.
+    /// a first ES256 signing key. It also makes sure an RS256 key is published: OpenID Connect
+    /// relying parties expect RS256-signed ID tokens unless they registered otherwise.
     pub fn open_or_init(dir: &Path) -> Result<Keyring, KeyError> {
         crate::store::sled::create_private_dir(dir).map_err(io_err(dir))?;
         let path = dir.join(MANIFEST);
@@ -137,6 +138,14 @@ impl Keyring {
         };
         if !ring.manifest.keys.iter().any(|k| k.status == KeyStatus::Signing) {
             ring.generate(Algorithm::ES256)?;
+        }
+        if !ring
+            .manifest
+            .keys
+            .iter()
+            .any(|k| k.alg == Algorithm::RS256 && k.status != KeyStatus::Retired)
+        {
+            ring.generate(Algorithm::RS256)?;
         }
         Ok(ring)
     }
@@ -422,29 +431,60 @@ impl LoadedKey {
 /// The keys a running server uses: one signing key plus every published key.
 pub struct KeySet {
     pub signing: Arc<LoadedKey>,
+    /// In manifest order, so the last key of an algorithm is the newest.
     pub published: Vec<Arc<LoadedKey>>,
     /// The JWKS document, serialised once per load.
     pub jwks: Arc<str>,
 }
 
 impl KeySet {
-    /// Signs `claims` as a compact JWS with header `{alg, kid, typ}`.
+    /// Signs `claims` with the signing key as a compact JWS with header `{alg, kid, typ}`.
     pub fn sign_jwt(&self, typ: &str, claims: &impl Serialize) -> Result<String, KeyError> {
-        let key = &self.signing;
-        let header = json!({"alg": key.alg.as_str(), "kid": key.kid, "typ": typ});
-        let mut jwt = URL_SAFE_NO_PAD.encode(header.to_string());
-        jwt.push('.');
-        jwt.push_str(&URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims)?));
-        let signature = key.sign(jwt.as_bytes())?;
-        jwt.push('.');
-        jwt.push_str(&URL_SAFE_NO_PAD.encode(signature));
-        Ok(jwt)
+        sign_with(&self.signing, typ, claims)
+    }
+
+    /// The key that signs tokens which must use `alg` (ID tokens, whose algorithm the client
+    /// chose): the signing key if it has that algorithm, else the newest published key that
+    /// has. Relying parties refetch the JWKS on an unknown `kid`, so a newly generated key may
+    /// sign ID tokens at once; access tokens wait for `promote`, as resource servers cache.
+    pub fn signer_for(&self, alg: Algorithm) -> Option<&Arc<LoadedKey>> {
+        if self.signing.alg == alg {
+            return Some(&self.signing);
+        }
+        self.published.iter().rev().find(|k| k.alg == alg)
+    }
+
+    /// The algorithms this key set can sign with.
+    pub fn algorithms(&self) -> Vec<Algorithm> {
+        [Algorithm::RS256, Algorithm::ES256, Algorithm::EdDSA]
+            .into_iter()
+            .filter(|alg| self.signer_for(*alg).is_some())
+            .collect()
+    }
+
+    /// Signs `claims` with the key [`KeySet::signer_for`] picks for `alg`.
+    pub fn sign_jwt_with(&self, alg: Algorithm, typ: &str, claims: &impl Serialize) -> Result<String, KeyError> {
+        let key = self.signer_for(alg).ok_or(KeyError::Refused(
+            "no published key has the algorithm this client needs",
+        ))?;
+        sign_with(key, typ, claims)
+    }
+
+    /// Verifies a JWT signed by one of the published keys, with the algorithm fixed by that
+    /// key (never by the token header), the given `typ` and issuer. Unlike [`KeySet::verify_jwt`]
+    /// it accepts an expired token: an `id_token_hint` at logout is usually expired.
+    pub fn verify_jwt_ignoring_expiry(&self, token: &str, typ: &str, issuer: &str) -> Option<Value> {
+        self.verify(token, typ, issuer, false)
     }
 
     /// Verifies a JWT signed by one of the published keys, with the algorithm fixed by that
     /// key (never by the token header), the given `typ` and issuer, and unexpired.
     /// Returns the claims; the audience is not checked here.
     pub fn verify_jwt(&self, token: &str, typ: &str, issuer: &str) -> Option<Value> {
+        self.verify(token, typ, issuer, true)
+    }
+
+    fn verify(&self, token: &str, typ: &str, issuer: &str, check_expiry: bool) -> Option<Value> {
         let header = jsonwebtoken::decode_header(token).ok()?;
         if header.typ.as_deref() != Some(typ) {
             return None;
@@ -454,12 +494,24 @@ impl KeySet {
         let mut validation = jsonwebtoken::Validation::new(key.alg.jsonwebtoken());
         validation.set_issuer(&[issuer]);
         validation.validate_aud = false;
+        validation.validate_exp = check_expiry;
         validation.leeway = 0;
         validation.set_required_spec_claims(&["exp", "iss"]);
         jsonwebtoken::decode::<Value>(token, &key.decoding, &validation)
             .ok()
             .map(|d| d.claims)
     }
+}
+
+fn sign_with(key: &LoadedKey, typ: &str, claims: &impl Serialize) -> Result<String, KeyError> {
+    let header = json!({"alg": key.alg.as_str(), "kid": key.kid, "typ": typ});
+    let mut jwt = URL_SAFE_NO_PAD.encode(header.to_string());
+    jwt.push('.');
+    jwt.push_str(&URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims)?));
+    let signature = key.sign(jwt.as_bytes())?;
+    jwt.push('.');
+    jwt.push_str(&URL_SAFE_NO_PAD.encode(signature));
+    Ok(jwt)
 }
 
 /// The live key set of a running server, reloaded when `tessera keys` changes the manifest.
@@ -531,6 +583,28 @@ mod tests {
     }
 
     #[test]
+    fn a_new_keyring_can_sign_rs256_id_tokens_and_the_newest_key_of_an_algorithm_signs() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ring = Keyring::open_or_init(dir.path()).unwrap();
+        let set = ring.load().unwrap();
+        assert_eq!(set.signing.alg, Algorithm::ES256, "access tokens stay ES256");
+        assert_eq!(set.algorithms(), [Algorithm::RS256, Algorithm::ES256]);
+        let rs256 = set.signer_for(Algorithm::RS256).unwrap().kid.clone();
+        let newer = ring.generate(Algorithm::RS256).unwrap();
+        let set = ring.load().unwrap();
+        assert_eq!(set.signer_for(Algorithm::RS256).unwrap().kid, newer.kid);
+        assert_ne!(rs256, newer.kid);
+        assert_eq!(set.signer_for(Algorithm::ES256).unwrap().kid, set.signing.kid);
+        assert!(set.signer_for(Algorithm::EdDSA).is_none());
+        let claims = json!({"iss": "https://issuer", "exp": crate::now() - 10});
+        let expired = set.sign_jwt_with(Algorithm::RS256, "JWT", &claims).unwrap();
+        assert!(set.verify_jwt(&expired, "JWT", "https://issuer").is_none());
+        assert!(set
+            .verify_jwt_ignoring_expiry(&expired, "JWT", "https://issuer")
+            .is_some());
+    }
+
+    #[test]
     fn kid_is_the_rfc7638_thumbprint() {
         // RFC 7638 §3.1 example key and its thumbprint.
         let input = r#"{"e":"AQAB","kty":"RSA","n":"0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw"}"#;
@@ -550,10 +624,14 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
         assert!(ring.retire(&first.kid).is_err(), "the signing key cannot be retired");
         ring.rotate(Algorithm::EdDSA).unwrap();
-        assert_eq!(ring.load().unwrap().published.len(), 2);
+        assert_eq!(
+            ring.load().unwrap().published.len(),
+            3,
+            "ES256, the ID-token RS256 key, EdDSA"
+        );
         ring.retire(&first.kid).unwrap();
         let set = ring.load().unwrap();
-        assert_eq!(set.published.len(), 1);
+        assert_eq!(set.published.len(), 2);
         assert!(!set.jwks.contains(&first.kid));
     }
 }

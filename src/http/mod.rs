@@ -4,6 +4,7 @@
 pub mod error;
 pub mod form;
 pub mod oauth;
+pub mod oidc;
 pub mod security;
 pub mod wellknown;
 
@@ -16,7 +17,8 @@ use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route};
 use poem_openapi::{OpenApiService, Tags};
 
 use self::oauth::OAuthApi;
-use self::wellknown::{AuthorizationServerMetadata, MetadataDocument, WellKnownApi};
+use self::oidc::OidcApi;
+use self::wellknown::WellKnownApi;
 use crate::oauth::Provider;
 
 #[derive(Tags)]
@@ -24,17 +26,20 @@ pub enum Tag {
     /// Endpoints OAuth clients call: token, revocation, introspection.
     #[oai(rename = "OAuth 2.0")]
     OAuth,
+    /// OpenID Connect: who the user is.
+    #[oai(rename = "OpenID Connect")]
+    OpenIdConnect,
     /// Documents describing this server: metadata and signing keys.
     Discovery,
     /// Running the server.
     Operations,
 }
 
-type Apis = (OAuthApi, WellKnownApi);
+type Apis = (OAuthApi, OidcApi, WellKnownApi);
 
 /// The OpenAPI service; it needs no server state, so `tessera openapi` can print the spec.
 pub fn api_service() -> OpenApiService<Apis, ()> {
-    OpenApiService::new((OAuthApi, WellKnownApi), "Tessera", env!("CARGO_PKG_VERSION"))
+    OpenApiService::new((OAuthApi, OidcApi, WellKnownApi), "Tessera", env!("CARGO_PKG_VERSION"))
         .description(
             "An OAuth 2.0 authorization server. Access tokens are JWTs (RFC 9068) that resource \
              servers verify offline with the keys at /.well-known/jwks.json; refresh tokens are \
@@ -84,7 +89,6 @@ pub fn routes(provider: Arc<Provider>) -> impl Endpoint {
             .content_type("application/json")
             .body(document.clone())
     });
-    let metadata = serde_json::to_string(&AuthorizationServerMetadata::of(&provider)).unwrap_or_default();
     let limit = provider.config.max_body_bytes;
     let cors = cors(&provider.config.cors_origins);
     let pages = crate::pages::mount(Route::new())
@@ -95,7 +99,6 @@ pub fn routes(provider: Arc<Provider>) -> impl Endpoint {
         api: service.with(cors),
     }
     .data(provider)
-    .data(Arc::new(MetadataDocument(metadata.into())))
     .around(move |next, req| form::guard(next, req, limit))
     .around(log_request)
 }

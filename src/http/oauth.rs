@@ -54,6 +54,9 @@ pub struct TokenBody {
     pub refresh_token: Option<String>,
     /// The scopes granted.
     pub scope: String,
+    /// An OpenID Connect ID token (a JWT for the client), when `openid` was granted.
+    #[oai(skip_serializing_if_is_none)]
+    pub id_token: Option<String>,
 }
 
 /// A revocation or introspection request (RFC 7009 §2.1, RFC 7662 §2.1).
@@ -156,6 +159,7 @@ impl OAuthApi {
                 expires_in: t.expires_in,
                 refresh_token: t.refresh_token,
                 scope: t.scope,
+                id_token: t.id_token,
             }),
             Err(e) => e.into(),
         }

@@ -79,25 +79,39 @@ pub struct Jwks {
     pub keys: Vec<Jwk>,
 }
 
-/// Authorization server metadata (RFC 8414 §2).
+/// Server metadata: RFC 8414 authorization server metadata and OpenID Provider metadata
+/// (OpenID Connect Discovery 1.0 §3) in one document, served at both well-known paths.
 #[derive(Object, serde::Serialize)]
 pub struct AuthorizationServerMetadata {
     pub issuer: String,
     pub authorization_endpoint: String,
     pub token_endpoint: String,
+    /// OpenID Connect UserInfo (bearer access token with `openid`).
+    pub userinfo_endpoint: String,
     pub jwks_uri: String,
+    /// OpenID Connect RP-Initiated Logout.
+    pub end_session_endpoint: String,
     pub revocation_endpoint: String,
     pub introspection_endpoint: String,
     pub scopes_supported: Vec<String>,
     pub response_types_supported: Vec<String>,
     pub response_modes_supported: Vec<String>,
     pub grant_types_supported: Vec<String>,
+    pub subject_types_supported: Vec<String>,
+    /// The algorithms ID tokens can be signed with; clients pick one at registration (RS256 by default).
+    pub id_token_signing_alg_values_supported: Vec<String>,
+    pub claims_supported: Vec<String>,
+    pub claim_types_supported: Vec<String>,
+    pub prompt_values_supported: Vec<String>,
     pub token_endpoint_auth_methods_supported: Vec<String>,
     pub revocation_endpoint_auth_methods_supported: Vec<String>,
     pub introspection_endpoint_auth_methods_supported: Vec<String>,
     pub code_challenge_methods_supported: Vec<String>,
     /// RFC 9207: authorization responses carry `iss`.
     pub authorization_response_iss_parameter_supported: bool,
+    pub claims_parameter_supported: bool,
+    pub request_parameter_supported: bool,
+    pub request_uri_parameter_supported: bool,
     pub service_documentation: String,
 }
 
@@ -108,25 +122,32 @@ impl AuthorizationServerMetadata {
             issuer: m.issuer,
             authorization_endpoint: m.authorization_endpoint,
             token_endpoint: m.token_endpoint,
+            userinfo_endpoint: m.userinfo_endpoint,
             jwks_uri: m.jwks_uri,
+            end_session_endpoint: m.end_session_endpoint,
             revocation_endpoint: m.revocation_endpoint,
             introspection_endpoint: m.introspection_endpoint,
             scopes_supported: m.scopes_supported,
             response_types_supported: m.response_types_supported,
             response_modes_supported: m.response_modes_supported,
             grant_types_supported: m.grant_types_supported,
+            subject_types_supported: m.subject_types_supported,
+            id_token_signing_alg_values_supported: m.id_token_signing_alg_values_supported,
+            claims_supported: m.claims_supported,
+            claim_types_supported: m.claim_types_supported,
+            prompt_values_supported: m.prompt_values_supported,
             token_endpoint_auth_methods_supported: m.token_endpoint_auth_methods_supported,
             revocation_endpoint_auth_methods_supported: m.revocation_endpoint_auth_methods_supported,
             introspection_endpoint_auth_methods_supported: m.introspection_endpoint_auth_methods_supported,
             code_challenge_methods_supported: m.code_challenge_methods_supported,
             authorization_response_iss_parameter_supported: m.authorization_response_iss_parameter_supported,
+            claims_parameter_supported: m.claims_parameter_supported,
+            request_parameter_supported: m.request_parameter_supported,
+            request_uri_parameter_supported: m.request_uri_parameter_supported,
             service_documentation: m.service_documentation,
         }
     }
 }
-
-/// The metadata document, serialised once at startup.
-pub struct MetadataDocument(pub Arc<str>);
 
 #[derive(ApiResponse)]
 pub enum JwksResponse {
@@ -152,6 +173,14 @@ pub struct Health {
     pub status: String,
 }
 
+/// The metadata document. It is built per request (a few microseconds) because the ID token
+/// algorithms it lists follow the live keyring.
+fn metadata_response(provider: &Provider) -> MetadataResponse {
+    let max_age = provider.config.jwks_max_age.as_secs();
+    let body = serde_json::to_string(&AuthorizationServerMetadata::of(provider)).unwrap_or_default();
+    MetadataResponse::Ok(CachedJson::new(body.into()), format!("public, max-age={max_age}"))
+}
+
 pub struct WellKnownApi;
 
 #[OpenApi(tag = "Tag::Discovery")]
@@ -164,16 +193,21 @@ impl WellKnownApi {
         method = "get",
         operation_id = "getServerMetadata"
     )]
-    async fn metadata(
-        &self,
-        provider: Data<&Arc<Provider>>,
-        document: Data<&Arc<MetadataDocument>>,
-    ) -> MetadataResponse {
-        let max_age = provider.config.jwks_max_age.as_secs();
-        MetadataResponse::Ok(
-            CachedJson::new(document.0 .0.clone()),
-            format!("public, max-age={max_age}"),
-        )
+    async fn metadata(&self, provider: Data<&Arc<Provider>>) -> MetadataResponse {
+        metadata_response(&provider)
+    }
+
+    /// OpenID Provider metadata
+    ///
+    /// The same document as `/.well-known/oauth-authorization-server`, at the path OpenID
+    /// Connect Discovery defines.
+    #[oai(
+        path = "/.well-known/openid-configuration",
+        method = "get",
+        operation_id = "getOpenIdConfiguration"
+    )]
+    async fn openid_configuration(&self, provider: Data<&Arc<Provider>>) -> MetadataResponse {
+        metadata_response(&provider)
     }
 
     /// JSON Web Key Set

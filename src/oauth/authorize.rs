@@ -20,8 +20,61 @@ pub struct AuthorizationRequest {
     pub state: Option<String>,
     pub code_challenge: Option<String>,
     pub audience: String,
-    /// `prompt=consent`: ask again even if the user approved these scopes before.
-    pub prompt_consent: bool,
+    pub prompt: Prompt,
+    /// OpenID Connect `max_age`: the longest time in seconds since the user last logged in.
+    pub max_age: Option<i64>,
+    /// OpenID Connect `nonce`, echoed in the ID token.
+    pub nonce: Option<String>,
+    /// OpenID Connect `login_hint`: a username to prefill on the login page.
+    pub login_hint: Option<String>,
+}
+
+/// The OpenID Connect `prompt` parameter (Core §3.1.2.1).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Prompt {
+    /// Show no page: answer `login_required` or `consent_required` instead.
+    pub none: bool,
+    /// Log in again even with a live session (`select_account` means the same here: the
+    /// login page is where another account is chosen).
+    pub login: bool,
+    /// Ask for consent again even if the user approved these scopes before.
+    pub consent: bool,
+}
+
+impl Prompt {
+    /// Parses the space-separated values; `none` must stand alone.
+    pub fn parse(value: Option<&str>) -> Result<Prompt, Error> {
+        let mut prompt = Prompt::default();
+        for word in value.unwrap_or_default().split(' ').filter(|w| !w.is_empty()) {
+            match word {
+                "none" => prompt.none = true,
+                "login" | "select_account" => prompt.login = true,
+                "consent" => prompt.consent = true,
+                _ => {
+                    return Err(Error::invalid_request(format!(
+                        "prompt {word:?} is not supported (none, login, consent, select_account)"
+                    )))
+                }
+            }
+        }
+        if prompt.none && (prompt.login || prompt.consent) {
+            return Err(Error::invalid_request(
+                "prompt=none cannot be combined with other values",
+            ));
+        }
+        Ok(prompt)
+    }
+}
+
+/// What the browser must see before a code can be issued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interaction {
+    /// The login page (no session, `prompt=login`, or `max_age` passed).
+    Login,
+    /// The consent page.
+    Consent,
+    /// Nothing: issue the code.
+    None,
 }
 
 /// The two kinds of authorization error (RFC 6749 §4.1.2.1).
@@ -133,9 +186,44 @@ impl Provider {
         let audience = self
             .resolve_audience(&client, params.get("resource").map_err(redirect)?)
             .map_err(redirect)?;
-        // OpenID Connect Core §3.1.2.1 `prompt` is space-separated; `consent` asks again.
-        let prompt = params.get("prompt").map_err(redirect)?;
-        let prompt_consent = prompt.is_some_and(|p| p.split(' ').any(|v| v == "consent"));
+        // OpenID Connect Core §3.1.2.1 and §6: request objects are not supported.
+        for (name, code) in [
+            ("request", ErrorCode::RequestNotSupported),
+            ("request_uri", ErrorCode::RequestUriNotSupported),
+            ("registration", ErrorCode::RegistrationNotSupported),
+        ] {
+            if params.get(name).map_err(redirect)?.is_some() {
+                return Err(redirect(Error::new(
+                    code,
+                    format!("the {name} parameter is not supported"),
+                )));
+            }
+        }
+        if let Some(mode) = params.get("response_mode").map_err(redirect)? {
+            if mode != "query" {
+                return Err(redirect(Error::invalid_request(
+                    "only response_mode=query is supported",
+                )));
+            }
+        }
+        let prompt = Prompt::parse(params.get("prompt").map_err(redirect)?).map_err(redirect)?;
+        let max_age = match params.get("max_age").map_err(redirect)? {
+            None => None,
+            Some(value) => Some(
+                value
+                    .parse::<u32>()
+                    .map_err(|_| redirect(Error::invalid_request("max_age must be a number of seconds")))?
+                    as i64,
+            ),
+        };
+        let nonce = params.get("nonce").map_err(redirect)?;
+        if nonce.is_some_and(|n| n.len() > super::oidc::MAX_NONCE_LEN) {
+            return Err(redirect(Error::invalid_request(format!(
+                "nonce is longer than {} characters",
+                super::oidc::MAX_NONCE_LEN
+            ))));
+        }
+        let login_hint = params.get("login_hint").map_err(redirect)?;
         Ok(AuthorizationRequest {
             client,
             redirect_uri,
@@ -144,8 +232,47 @@ impl Provider {
             state,
             code_challenge,
             audience,
-            prompt_consent,
+            prompt,
+            max_age,
+            nonce: nonce.map(str::to_string),
+            login_hint: login_hint.map(str::to_string),
         })
+    }
+
+    /// Decides what the user must see, given when they last logged in (`None`: not logged
+    /// in) and whether the client still needs their consent ([`Provider::consent_required`],
+    /// which already counts `prompt=consent`). Under `prompt=none` anything
+    /// but [`Interaction::None`] is an error to redirect to the client.
+    pub fn interaction(
+        &self,
+        request: &AuthorizationRequest,
+        auth_time: Option<i64>,
+        consent_required: bool,
+    ) -> Result<Interaction, String> {
+        // Core §3.1.2.1: `max_age=0` means the same as `prompt=login`.
+        let login_too_old = |auth_time: i64| request.max_age.is_some_and(|max| max == 0 || now() - auth_time > max);
+        let needed = match auth_time {
+            None => Interaction::Login,
+            Some(_) if request.prompt.login => Interaction::Login,
+            Some(t) if login_too_old(t) => Interaction::Login,
+            Some(_) if consent_required => Interaction::Consent,
+            Some(_) => Interaction::None,
+        };
+        match (needed, request.prompt.none) {
+            (Interaction::Login, true) => {
+                Err(self.authorization_error(request, Error::new(ErrorCode::LoginRequired, "the user must log in")))
+            }
+            (Interaction::Consent, true) => Err(self.authorization_error(
+                request,
+                Error::new(ErrorCode::ConsentRequired, "the user must approve this app"),
+            )),
+            (needed, _) => Ok(needed),
+        }
+    }
+
+    /// The redirect carrying an error for a validated request.
+    pub fn authorization_error(&self, request: &AuthorizationRequest, error: Error) -> String {
+        self.error_redirect(&request.redirect_uri, &error, request.state.as_deref())
     }
 
     fn pkce_required(&self, client: &ClientRecord) -> bool {
@@ -174,6 +301,7 @@ impl Provider {
             expires_at: now() + self.config.code_ttl.as_secs() as i64,
             grant_id: super::random_id(),
             redeemed: false,
+            nonce: request.nonce.clone(),
         };
         self.store.put_code(&secret_hash(&code), &record)?;
         self.store.durable().await?;

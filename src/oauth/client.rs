@@ -41,6 +41,10 @@ pub struct NewClient {
     pub skip_consent: bool,
     /// The user registering it from the applications pages.
     pub owner_user_id: Option<String>,
+    /// Where RP-initiated logout may return to (same rules as redirect URIs).
+    pub post_logout_redirect_uris: Vec<String>,
+    /// The ID token algorithm; `None` is RS256.
+    pub id_token_signed_response_alg: Option<crate::keys::Algorithm>,
 }
 
 /// A client secret has 256 bits of entropy; only its SHA-256 is stored.
@@ -68,6 +72,8 @@ impl Provider {
             created_at: now(),
             skip_consent: new.skip_consent,
             owner_user_id: new.owner_user_id,
+            post_logout_redirect_uris: new.post_logout_redirect_uris,
+            id_token_signed_response_alg: new.id_token_signed_response_alg,
         };
         self.store.put_client(&client)?;
         Ok((client, secret))
@@ -90,7 +96,7 @@ impl Provider {
         if new.grant_types.contains(&GrantType::AuthorizationCode) && new.redirect_uris.is_empty() {
             return Err(invalid("the authorization code grant needs at least one redirect URI"));
         }
-        for uri in &new.redirect_uris {
+        for uri in new.redirect_uris.iter().chain(&new.post_logout_redirect_uris) {
             validate_redirect_uri(uri)?;
         }
         for resource in &new.resources {
@@ -127,6 +133,8 @@ impl Provider {
         client.access_token_ttl = new.access_token_ttl;
         client.refresh_token_ttl = new.refresh_token_ttl;
         client.skip_consent = new.skip_consent;
+        client.post_logout_redirect_uris = new.post_logout_redirect_uris;
+        client.id_token_signed_response_alg = new.id_token_signed_response_alg;
         self.store.put_client(&client)?;
         Ok(client)
     }

@@ -18,7 +18,7 @@ pub struct AuthorizedApp {
 impl Provider {
     /// Whether the user must see the consent page for this request.
     pub fn consent_required(&self, request: &AuthorizationRequest, user_id: &str) -> Result<bool, Error> {
-        if request.prompt_consent {
+        if request.prompt.consent {
             return Ok(true);
         }
         if request.client.skip_consent {

@@ -1,4 +1,6 @@
-//! Authorization server metadata (RFC 8414 §2).
+//! Server metadata: one document that is both the RFC 8414 authorization server metadata and
+//! the OpenID Provider metadata (OpenID Connect Discovery 1.0 §3, RP-Initiated Logout §2.1),
+//! so the two can never disagree.
 
 use super::Provider;
 
@@ -8,18 +10,28 @@ pub struct ServerMetadata {
     pub issuer: String,
     pub authorization_endpoint: String,
     pub token_endpoint: String,
+    pub userinfo_endpoint: String,
     pub jwks_uri: String,
+    pub end_session_endpoint: String,
     pub revocation_endpoint: String,
     pub introspection_endpoint: String,
     pub scopes_supported: Vec<String>,
     pub response_types_supported: Vec<String>,
     pub response_modes_supported: Vec<String>,
     pub grant_types_supported: Vec<String>,
+    pub subject_types_supported: Vec<String>,
+    pub id_token_signing_alg_values_supported: Vec<String>,
+    pub claims_supported: Vec<String>,
+    pub claim_types_supported: Vec<String>,
+    pub prompt_values_supported: Vec<String>,
     pub token_endpoint_auth_methods_supported: Vec<String>,
     pub revocation_endpoint_auth_methods_supported: Vec<String>,
     pub introspection_endpoint_auth_methods_supported: Vec<String>,
     pub code_challenge_methods_supported: Vec<String>,
     pub authorization_response_iss_parameter_supported: bool,
+    pub claims_parameter_supported: bool,
+    pub request_parameter_supported: bool,
+    pub request_uri_parameter_supported: bool,
     pub service_documentation: String,
 }
 
@@ -33,18 +45,37 @@ impl Provider {
             issuer: self.issuer.clone(),
             authorization_endpoint: self.url("/o/authorize/"),
             token_endpoint: self.url("/o/token/"),
+            userinfo_endpoint: self.url("/o/userinfo/"),
             jwks_uri: self.url("/.well-known/jwks.json"),
+            end_session_endpoint: self.url("/o/logout/"),
             revocation_endpoint: self.url("/o/revoke_token/"),
             introspection_endpoint: self.url("/o/introspect/"),
             scopes_supported: self.config.scopes.iter().map(|s| s.name.clone()).collect(),
             response_types_supported: strings(&["code"]),
             response_modes_supported: strings(&["query"]),
             grant_types_supported: strings(&["authorization_code", "client_credentials", "refresh_token"]),
+            // `sub` is the user's id, the same for every client.
+            subject_types_supported: strings(&["public"]),
+            // What the current keyring can sign; RS256 is always there (Keyring::open_or_init).
+            id_token_signing_alg_values_supported: self
+                .keys
+                .current()
+                .algorithms()
+                .iter()
+                .map(|a| a.as_str().to_string())
+                .collect(),
+            claims_supported: super::oidc::claims_supported(),
+            claim_types_supported: strings(&["normal"]),
+            prompt_values_supported: strings(&["none", "login", "consent", "select_account"]),
             token_endpoint_auth_methods_supported: strings(&["client_secret_basic", "client_secret_post", "none"]),
             revocation_endpoint_auth_methods_supported: strings(&["client_secret_basic", "client_secret_post", "none"]),
             introspection_endpoint_auth_methods_supported: strings(&["client_secret_basic", "client_secret_post"]),
             code_challenge_methods_supported: strings(&["S256"]),
             authorization_response_iss_parameter_supported: true,
+            claims_parameter_supported: false,
+            request_parameter_supported: false,
+            // Its default is true, so it must be said.
+            request_uri_parameter_supported: false,
             service_documentation: self.url("/docs"),
         }
     }

@@ -40,6 +40,17 @@ pub enum ErrorCode {
     // RFC 7009 §2.2.1
     /// The server cannot revoke this type of token.
     UnsupportedTokenType,
+    // OpenID Connect Core §3.1.2.6
+    /// `prompt=none`, but the user would have to log in.
+    LoginRequired,
+    /// `prompt=none`, but the user would have to approve the client.
+    ConsentRequired,
+    /// The `request` parameter (request objects) is not supported.
+    RequestNotSupported,
+    /// The `request_uri` parameter is not supported.
+    RequestUriNotSupported,
+    /// The `registration` parameter is not supported.
+    RegistrationNotSupported,
 }
 
 impl ErrorCode {
@@ -59,6 +70,11 @@ impl ErrorCode {
             ErrorCode::InvalidToken => "invalid_token",
             ErrorCode::InsufficientScope => "insufficient_scope",
             ErrorCode::UnsupportedTokenType => "unsupported_token_type",
+            ErrorCode::LoginRequired => "login_required",
+            ErrorCode::ConsentRequired => "consent_required",
+            ErrorCode::RequestNotSupported => "request_not_supported",
+            ErrorCode::RequestUriNotSupported => "request_uri_not_supported",
+            ErrorCode::RegistrationNotSupported => "registration_not_supported",
         }
     }
 }

@@ -12,6 +12,8 @@ pub mod discovery;
 pub mod error;
 pub mod grant;
 pub mod introspect;
+pub mod logout;
+pub mod oidc;
 pub mod pkce;
 pub mod revoke;
 pub mod scope;

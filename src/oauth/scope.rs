@@ -40,6 +40,10 @@ impl Scope {
         self.0.iter().map(String::as_str)
     }
 
+    pub fn contains(&self, token: &str) -> bool {
+        self.0.iter().any(|t| t == token)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

@@ -34,6 +34,8 @@ pub struct TokenResponse {
     pub expires_in: u64,
     pub refresh_token: Option<String>,
     pub scope: String,
+    /// An OpenID Connect ID token, when the grant's scope includes `openid`.
+    pub id_token: Option<String>,
 }
 
 /// A signed access token and the facts the caller needs to record it.

@@ -4,7 +4,7 @@ use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, Pass
 use argon2::Argon2;
 
 use super::{now, Error, Provider};
-use crate::store::{StoreError, UserRecord};
+use crate::store::{StoreError, UserProfile, UserRecord};
 
 /// Hashes a password with Argon2id and the crate's default (OWASP-recommended) parameters.
 pub fn hash_password(password: &str) -> Result<String, Error> {
@@ -43,6 +43,108 @@ fn validate_password(password: &str) -> Result<(), Error> {
         return Err(Error::invalid_request("a password needs at least 8 characters"));
     }
     Ok(())
+}
+
+/// A user's editable details: what the profile page and `tessera user set-profile` change.
+/// Blank values clear a field.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProfileEdit {
+    pub email: Option<String>,
+    /// `None` keeps the current flag, except that a changed email is unverified.
+    pub email_verified: Option<bool>,
+    pub profile: UserProfile,
+}
+
+impl ProfileEdit {
+    /// The user's current details, as a starting point for an edit.
+    pub fn of(user: &UserRecord) -> ProfileEdit {
+        ProfileEdit {
+            email: user.email.clone(),
+            email_verified: None,
+            profile: user.profile.clone(),
+        }
+    }
+}
+
+/// Trims a field; blank means absent.
+fn normalized(value: &Option<String>) -> Option<String> {
+    value
+        .as_deref()
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(str::to_string)
+}
+
+fn validate_email(email: &str) -> Result<(), Error> {
+    let ok = email.len() <= 254
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
+        && email
+            .split_once('@')
+            .is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.') && !domain.contains('@'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid_request(format!("{email:?} is not an email address")))
+    }
+}
+
+/// Checks and normalizes profile fields: plain text of a sane length, http(s) URLs, and the
+/// shapes of a language tag and a time zone name.
+fn validated_profile(profile: &UserProfile) -> Result<UserProfile, Error> {
+    let profile = UserProfile {
+        name: normalized(&profile.name),
+        given_name: normalized(&profile.given_name),
+        family_name: normalized(&profile.family_name),
+        nickname: normalized(&profile.nickname),
+        picture: normalized(&profile.picture),
+        website: normalized(&profile.website),
+        locale: normalized(&profile.locale),
+        zoneinfo: normalized(&profile.zoneinfo),
+    };
+    let texts = [
+        ("name", &profile.name),
+        ("given name", &profile.given_name),
+        ("family name", &profile.family_name),
+        ("nickname", &profile.nickname),
+    ];
+    for (label, value) in texts {
+        if let Some(v) = value {
+            if v.chars().count() > 100 || v.chars().any(char::is_control) {
+                return Err(Error::invalid_request(format!(
+                    "the {label} must be at most 100 characters, without control characters"
+                )));
+            }
+        }
+    }
+    for (label, value) in [("picture", &profile.picture), ("website", &profile.website)] {
+        if let Some(v) = value {
+            let ok = v.len() <= 2048 && url::Url::parse(v).is_ok_and(|u| matches!(u.scheme(), "https" | "http"));
+            if !ok {
+                return Err(Error::invalid_request(format!("the {label} must be an http(s) URL")));
+            }
+        }
+    }
+    if let Some(locale) = &profile.locale {
+        let ok = locale.len() <= 35
+            && locale.starts_with(|c: char| c.is_ascii_alphabetic())
+            && locale
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !ok {
+            return Err(Error::invalid_request(
+                "the locale must be a language tag such as en-GB",
+            ));
+        }
+    }
+    if let Some(zone) = &profile.zoneinfo {
+        let ok = zone.len() <= 64 && zone.chars().all(|c| c.is_ascii_alphanumeric() || "/_+-".contains(c));
+        if !ok {
+            return Err(Error::invalid_request(
+                "the time zone must be a name such as Europe/Paris",
+            ));
+        }
+    }
+    Ok(profile)
 }
 
 /// Why a login did not succeed.
@@ -84,17 +186,50 @@ impl Provider {
     pub fn create_user(&self, username: &str, password: &str, email: Option<String>) -> Result<UserRecord, Error> {
         validate_username(username)?;
         validate_password(password)?;
+        let email = normalized(&email);
+        if let Some(email) = &email {
+            validate_email(email)?;
+        }
         let user = UserRecord {
             user_id: super::random_id(),
             username: username.to_string(),
             email,
+            email_verified: false,
             password_hash: hash_password(password)?,
             created_at: now(),
+            profile: Default::default(),
+            updated_at: 0,
         };
         match self.store.insert_user(&user) {
             Err(StoreError::Conflict(_)) => Err(Error::invalid_request(format!("username {username:?} is taken"))),
             other => other.map(|_| user).map_err(Error::from),
         }
+    }
+
+    /// Changes a user's email and profile claims. A new email address is unverified unless
+    /// the edit says otherwise (only the operator's CLI can).
+    pub fn update_profile(&self, user_id: &str, edit: ProfileEdit) -> Result<UserRecord, Error> {
+        let mut user = self
+            .store
+            .get_user(user_id)?
+            .ok_or_else(|| Error::invalid_request("no such user"))?;
+        let email = normalized(&edit.email);
+        if let Some(email) = &email {
+            validate_email(email)?;
+        }
+        let profile = validated_profile(&edit.profile)?;
+        let email_changed = email != user.email;
+        user.email_verified = match edit.email_verified {
+            Some(verified) => verified && email.is_some(),
+            None => user.email_verified && !email_changed,
+        };
+        if email_changed || profile != user.profile || edit.email_verified.is_some() {
+            user.updated_at = now();
+        }
+        user.email = email;
+        user.profile = profile;
+        self.store.update_user(&user)?;
+        Ok(user)
     }
 
     pub fn set_password(&self, username: &str, password: &str) -> Result<(), Error> {
@@ -144,6 +279,45 @@ mod tests {
             "same cost, so an unknown user takes as long as a wrong password"
         );
         assert!(!password_matches("", DUMMY_PASSWORD_HASH));
+    }
+
+    #[test]
+    fn profile_fields_are_validated_and_blank_means_absent() {
+        let ok = validated_profile(&UserProfile {
+            name: Some("  Alice Liddell ".into()),
+            nickname: Some("".into()),
+            website: Some("https://alice.example/".into()),
+            locale: Some("en-GB".into()),
+            zoneinfo: Some("Europe/London".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(ok.name.as_deref(), Some("Alice Liddell"));
+        assert_eq!(ok.nickname, None);
+        for bad in [
+            UserProfile {
+                picture: Some("javascript:alert(1)".into()),
+                ..Default::default()
+            },
+            UserProfile {
+                name: Some("x".repeat(101)),
+                ..Default::default()
+            },
+            UserProfile {
+                locale: Some("en GB".into()),
+                ..Default::default()
+            },
+            UserProfile {
+                zoneinfo: Some("../etc".into()),
+                ..Default::default()
+            },
+        ] {
+            assert!(validated_profile(&bad).is_err(), "{bad:?}");
+        }
+        assert!(validate_email("alice@example.com").is_ok());
+        for bad in ["alice", "@example.com", "alice@localhost", "a b@example.com", "a@b@c.d"] {
+            assert!(validate_email(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

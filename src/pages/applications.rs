@@ -56,6 +56,7 @@ fn form_values(provider: &Provider, new: &NewClient) -> Value {
         client_type => client_type_name(new.client_type),
         grants,
         redirect_uris => new.redirect_uris.join("\n"),
+        post_logout_redirect_uris => new.post_logout_redirect_uris.join("\n"),
         scopes,
         skip_consent => new.skip_consent,
     }
@@ -73,7 +74,18 @@ fn settings_of(client: &ClientRecord) -> NewClient {
         refresh_token_ttl: client.refresh_token_ttl,
         skip_consent: client.skip_consent,
         owner_user_id: client.owner_user_id.clone(),
+        post_logout_redirect_uris: client.post_logout_redirect_uris.clone(),
+        id_token_signed_response_alg: client.id_token_signed_response_alg,
     }
+}
+
+/// The non-blank lines of a textarea, trimmed.
+fn lines(text: &str) -> Vec<String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect()
 }
 
 /// Reads the submitted form into client settings (`client_type` only matters on registration).
@@ -93,12 +105,8 @@ fn settings_from_form(provider: &Provider, form: &Params<'_>, base: NewClient) -
             .filter(|(_, value, _)| checked(&format!("grant_{value}")))
             .map(|(g, _, _)| *g)
             .collect(),
-        redirect_uris: field("redirect_uris")
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .map(String::from)
-            .collect(),
+        redirect_uris: lines(&field("redirect_uris")),
+        post_logout_redirect_uris: lines(&field("post_logout_redirect_uris")),
         scope: provider
             .config
             .scopes
@@ -121,6 +129,7 @@ fn detail_page(templates: &Templates, client: &ClientRecord, session: &Session, 
         confidential => client.client_type == ClientType::Confidential,
         grant_types => grants.join(", "),
         redirect_uris => &client.redirect_uris,
+        post_logout_redirect_uris => &client.post_logout_redirect_uris,
         scopes => client.scopes.join(" "),
         skip_consent => client.skip_consent,
         created_at => date(client.created_at),
@@ -186,15 +195,6 @@ fn owned_client(
     }
 }
 
-macro_rules! try_page {
-    ($e:expr) => {
-        match $e {
-            Ok(v) => v,
-            Err(response) => return *response,
-        }
-    };
-}
-
 /// GET /o/applications/
 #[handler]
 pub fn list(req: &Request, provider: Data<&Arc<Provider>>, templates: Data<&Arc<Templates>>) -> Response {
@@ -239,6 +239,8 @@ pub fn register_form(req: &Request, provider: Data<&Arc<Provider>>, templates: D
         refresh_token_ttl: None,
         skip_consent: false,
         owner_user_id: Some(visitor.user.user_id.clone()),
+        post_logout_redirect_uris: vec![],
+        id_token_signed_response_alg: None,
     };
     form_page(
         provider,
@@ -273,6 +275,8 @@ pub async fn register(
         refresh_token_ttl: None,
         skip_consent: false,
         owner_user_id: Some(visitor.user.user_id.clone()),
+        post_logout_redirect_uris: vec![],
+        id_token_signed_response_alg: None,
     };
     let new = settings_from_form(provider, &Params::new(&form), base);
     match provider.register_client(new.clone()) {

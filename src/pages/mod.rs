@@ -2,6 +2,17 @@
 //! pages behind a server-side session cookie, each form carrying the session's CSRF token.
 //! Every page forbids framing and caching; redirects after a POST are 303 See Other.
 
+/// The value of a page helper's `Ok`, or return its ready-made error response.
+macro_rules! try_page {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(response) => return *response,
+        }
+    };
+}
+
+mod account;
 mod applications;
 mod playground;
 
@@ -14,7 +25,7 @@ use poem::web::Data;
 use poem::{get, handler, Body, EndpointExt, Request, Response, Route};
 
 use crate::http::form::parse_pairs;
-use crate::oauth::authorize::{AuthorizationRequest, AuthorizeError, Params};
+use crate::oauth::authorize::{AuthorizationRequest, AuthorizeError, Interaction, Params};
 use crate::oauth::session::Session;
 use crate::oauth::user::LoginFailure;
 use crate::oauth::{Error, ErrorCode, Provider};
@@ -43,6 +54,8 @@ impl Templates {
                 include_str!("templates/application_delete.html"),
             ),
             ("playground.html", include_str!("templates/playground.html")),
+            ("profile.html", include_str!("templates/profile.html")),
+            ("logout.html", include_str!("templates/logout.html")),
         ] {
             // The templates are compiled into the binary; a syntax error is a build defect.
             env.add_template(name, source).expect("built-in template must parse");
@@ -62,7 +75,7 @@ impl Templates {
 }
 
 /// The paths [`mount`] serves, besides everything under [`APPLICATIONS`].
-pub const PATHS: [&str; 8] = [
+pub const PATHS: [&str; 10] = [
     "/o/authorize/",
     "/o/login/",
     "/o/static/tessera.css",
@@ -71,6 +84,8 @@ pub const PATHS: [&str; 8] = [
     "/o/static/tessera.js",
     "/o/playground/",
     "/o/playground/callback/",
+    "/o/profile/",
+    "/o/logout/",
 ];
 /// The prefix of the application-management pages.
 pub const APPLICATIONS: &str = "/o/applications/";
@@ -96,6 +111,16 @@ pub fn mount(route: Route) -> Route {
         .at(
             PATHS[7],
             get(playground::callback).data(templates.clone()).data(playground),
+        )
+        .at(
+            PATHS[8],
+            get(account::show_profile)
+                .post(account::save_profile)
+                .data(templates.clone()),
+        )
+        .at(
+            PATHS[9],
+            get(account::logout).post(account::logout_post).data(templates.clone()),
         )
         .at("/o/applications/", get(applications::list).data(templates.clone()))
         .at(
@@ -266,6 +291,36 @@ fn login_redirect(req: &Request, status: StatusCode) -> Response {
     )
 }
 
+/// Sends the browser to the login page for an authorization request that needs a (fresh)
+/// login. The way back drops `prompt=login` and `max_age`, which that login has just
+/// satisfied; kept, they would ask for a login forever (`max_age=0` always would). The
+/// ID token's `auth_time` still tells the client when the login happened.
+fn reauthenticate(req: &Request) -> Response {
+    let pairs = parse_pairs(req.uri().query().unwrap_or_default().as_bytes()).unwrap_or_default();
+    let mut query = url::form_urlencoded::Serializer::new(String::new());
+    for (name, value) in &pairs {
+        if name == "max_age" {
+            continue;
+        }
+        if name == "prompt" {
+            let rest: Vec<&str> = value
+                .split(' ')
+                .filter(|w| !w.is_empty() && !matches!(*w, "login" | "select_account"))
+                .collect();
+            if !rest.is_empty() {
+                query.append_pair(name, &rest.join(" "));
+            }
+        } else {
+            query.append_pair(name, value);
+        }
+    }
+    let next = format!("{}?{}", req.uri().path(), query.finish());
+    redirect(
+        StatusCode::FOUND,
+        &format!("/o/login/?next={}", utf8_percent_encode(&next, NON_ALPHANUMERIC)),
+    )
+}
+
 /// Parses and validates the authorization request in the query string.
 fn authorization_request(
     provider: &Provider,
@@ -301,26 +356,28 @@ async fn authorize(req: &Request, provider: Data<&Arc<Provider>>, templates: Dat
         Ok(r) => r,
         Err(response) => return *response,
     };
-    let session = match current_session(provider, req) {
-        Ok(s) => s,
+    let visitor = match logged_in_user(provider, req) {
+        Ok(v) => v,
         Err(e) => return error_page(templates, StatusCode::INTERNAL_SERVER_ERROR, &e),
     };
-    let user = match session
-        .as_ref()
-        .and_then(|s| s.user_id())
-        .map(|id| provider.store.get_user(id))
-    {
-        Some(Ok(Some(user))) => user,
-        Some(Err(e)) => return error_page(templates, StatusCode::INTERNAL_SERVER_ERROR, &e.into()),
-        _ => return login_redirect(req, StatusCode::FOUND),
+    let consent_required = match &visitor {
+        Some((_, user)) => match provider.consent_required(&request, &user.user_id) {
+            Ok(required) => required,
+            Err(e) => return error_page(templates, StatusCode::INTERNAL_SERVER_ERROR, &e),
+        },
+        None => true,
     };
-    let session = session.expect("a user implies a session");
-    match provider.consent_required(&request, &user.user_id) {
-        Ok(true) => {}
-        // Approved before (or a first-party app): straight back to the client with a code.
-        // The approval is still recorded, so the app is listed (and revocable) on the
-        // authorized-apps page.
-        Ok(false) => {
+    let auth_time = visitor
+        .as_ref()
+        .map(|(session, _)| session.record.auth_time.unwrap_or_default());
+    let (session, user) = match provider.interaction(&request, auth_time, consent_required) {
+        Err(location) => return redirect(StatusCode::FOUND, &location),
+        Ok(Interaction::Login) => return reauthenticate(req),
+        Ok(Interaction::None) => {
+            // Approved before (or a first-party app): straight back to the client with a code.
+            // The approval is still recorded, so the app is listed (and revocable) on the
+            // authorized-apps page.
+            let (session, user) = visitor.expect("no login needed implies a user");
             if let Err(e) = provider.remember_consent(&request, &user.user_id) {
                 return error_page(templates, StatusCode::INTERNAL_SERVER_ERROR, &e);
             }
@@ -330,8 +387,8 @@ async fn authorize(req: &Request, provider: Data<&Arc<Provider>>, templates: Dat
                 Err(e) => error_page(templates, StatusCode::INTERNAL_SERVER_ERROR, &e),
             };
         }
-        Err(e) => return error_page(templates, StatusCode::INTERNAL_SERVER_ERROR, &e),
-    }
+        Ok(Interaction::Consent) => visitor.expect("consent implies a user"),
+    };
     let scopes: Vec<_> = request
         .scope
         .tokens()
@@ -432,6 +489,16 @@ async fn login_form(req: &Request, provider: Data<&Arc<Provider>>, templates: Da
     let pairs = parse_pairs(req.uri().query().unwrap_or_default().as_bytes()).unwrap_or_default();
     let next = Params::new(&pairs).get("next").ok().flatten();
     let next = safe_next(next).unwrap_or_default();
+    // OpenID Connect `login_hint`: prefill the username the app suggests.
+    let hint_pairs = next
+        .strip_prefix("/o/authorize/?")
+        .and_then(|query| parse_pairs(query.as_bytes()).ok())
+        .unwrap_or_default();
+    let login_hint = Params::new(&hint_pairs)
+        .get("login_hint")
+        .ok()
+        .flatten()
+        .unwrap_or_default();
     let (session, is_new) = match current_session(provider, req) {
         Ok(Some(s)) => (s, false),
         Ok(None) => match provider.start_session() {
@@ -440,7 +507,7 @@ async fn login_form(req: &Request, provider: Data<&Arc<Provider>>, templates: Da
         },
         Err(e) => return error_page(templates, StatusCode::INTERNAL_SERVER_ERROR, &e),
     };
-    let mut response = login_page(templates, StatusCode::OK, &session, next, "", None);
+    let mut response = login_page(templates, StatusCode::OK, &session, next, login_hint, None);
     if is_new {
         if let Ok(value) = session_cookie(provider, &session).parse() {
             response.headers_mut().insert(header::SET_COOKIE, value);
@@ -584,14 +651,15 @@ async fn checked_form(
 /// GET /: what this server is, and links for developers and (logged in) users.
 #[handler]
 fn home(req: &Request, provider: Data<&Arc<Provider>>, templates: Data<&Arc<Templates>>) -> Response {
-    let username = match logged_in_user(provider.0, req) {
-        Ok(user) => user.map(|(_, u)| u.username),
+    let (username, csrf_token) = match logged_in_user(provider.0, req) {
+        Ok(Some((session, user))) => (Some(user.username), Some(session.record.csrf_token)),
+        Ok(None) => (None, None),
         Err(e) => return error_page(templates.0, StatusCode::INTERNAL_SERVER_ERROR, &e),
     };
     let playground = provider.config.playground;
     page(
         StatusCode::OK,
-        templates.render("home.html", context! { username, playground }),
+        templates.render("home.html", context! { username, csrf_token, playground }),
     )
 }
 

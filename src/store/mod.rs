@@ -93,6 +93,14 @@ pub struct ClientRecord {
     /// The user who registered it in the applications pages (`None`: made with the CLI).
     #[serde(default)]
     pub owner_user_id: Option<String>,
+    /// Where RP-initiated logout may send the browser afterwards, compared exactly
+    /// (OpenID Connect RP-Initiated Logout §3.1).
+    #[serde(default)]
+    pub post_logout_redirect_uris: Vec<String>,
+    /// The algorithm of this client's ID tokens (OpenID Connect Registration §2); `None` is
+    /// the standard default, RS256.
+    #[serde(default)]
+    pub id_token_signed_response_alg: Option<crate::keys::Algorithm>,
 }
 
 /// A person who can log in (the resource owner of RFC 6749).
@@ -101,9 +109,33 @@ pub struct UserRecord {
     pub user_id: String,
     pub username: String,
     pub email: Option<String>,
+    /// Whether the operator (or a verification flow) confirmed the user owns `email`.
+    #[serde(default)]
+    pub email_verified: bool,
     /// Argon2id PHC string.
     pub password_hash: String,
     pub created_at: i64,
+    #[serde(default)]
+    pub profile: UserProfile,
+    /// When the profile or email last changed (OpenID Connect `updated_at`); 0 means never.
+    #[serde(default)]
+    pub updated_at: i64,
+}
+
+/// The OpenID Connect `profile` claims a user may have (OpenID Connect Core §5.1).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserProfile {
+    pub name: Option<String>,
+    pub given_name: Option<String>,
+    pub family_name: Option<String>,
+    pub nickname: Option<String>,
+    /// URL of a profile picture.
+    pub picture: Option<String>,
+    pub website: Option<String>,
+    /// BCP 47 language tag, e.g. `en-GB`.
+    pub locale: Option<String>,
+    /// IANA time zone, e.g. `Europe/Paris`.
+    pub zoneinfo: Option<String>,
 }
 
 /// An authorization code and everything it is bound to (RFC 6749 §4.1.2, RFC 7636 §4.4).
@@ -122,6 +154,9 @@ pub struct CodeRecord {
     /// The grant the code turns into when it is exchanged.
     pub grant_id: String,
     pub redeemed: bool,
+    /// The OpenID Connect `nonce` of the authorization request, echoed in the ID token.
+    #[serde(default)]
+    pub nonce: Option<String>,
 }
 
 /// One authorization a user gave a client, as exchanged at the token endpoint. Every refresh

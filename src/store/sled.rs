@@ -509,6 +509,7 @@ mod tests {
             expires_at: i64::MAX,
             grant_id: "g".into(),
             redeemed: false,
+            nonce: None,
         }
     }
 
@@ -601,8 +602,11 @@ mod tests {
             user_id: "1".into(),
             username: "alice".into(),
             email: None,
+            email_verified: false,
             password_hash: "x".into(),
             created_at: 0,
+            profile: Default::default(),
+            updated_at: 0,
         };
         store.insert_user(&user).unwrap();
         let twin = UserRecord {

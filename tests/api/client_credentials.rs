@@ -125,6 +125,8 @@ async fn per_client_lifetimes_override_the_servers() {
             refresh_token_ttl: None,
             skip_consent: false,
             owner_user_id: None,
+            post_logout_redirect_uris: vec![],
+            id_token_signed_response_alg: None,
         })
         .unwrap();
     let short = TestClient {

@@ -25,7 +25,10 @@ async fn metadata_lists_the_issuer_every_endpoint_and_capability() {
     assert_eq!(m["jwks_uri"], app.url("/.well-known/jwks.json"));
     assert_eq!(m["code_challenge_methods_supported"], serde_json::json!(["S256"]));
     assert_eq!(m["authorization_response_iss_parameter_supported"], true);
-    assert_eq!(m["scopes_supported"], serde_json::json!(["read", "write"]));
+    assert_eq!(
+        m["scopes_supported"],
+        serde_json::json!(["openid", "profile", "email", "read", "write"])
+    );
     assert_eq!(
         m["grant_types_supported"],
         serde_json::json!(["authorization_code", "client_credentials", "refresh_token"])

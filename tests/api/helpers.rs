@@ -135,6 +135,8 @@ fn seed(provider: &Provider, dirs: &TempDir) -> (TestClient, TestClient) {
             refresh_token_ttl: None,
             skip_consent: false,
             owner_user_id: None,
+            post_logout_redirect_uris: vec![],
+            id_token_signed_response_alg: None,
         })
         .unwrap();
     let (public, _) = provider
@@ -149,6 +151,8 @@ fn seed(provider: &Provider, dirs: &TempDir) -> (TestClient, TestClient) {
             refresh_token_ttl: None,
             skip_consent: false,
             owner_user_id: None,
+            post_logout_redirect_uris: vec![],
+            id_token_signed_response_alg: None,
         })
         .unwrap();
     provider

@@ -15,7 +15,7 @@ async fn the_home_page_links_docs_discovery_and_jwks_and_the_users_pages() {
     let html = anonymous.text().await.unwrap();
     for link in [
         "/docs",
-        "/.well-known/oauth-authorization-server",
+        "/.well-known/openid-configuration",
         "/.well-known/jwks.json",
         "/o/login/",
     ] {

@@ -126,6 +126,8 @@ async fn an_expired_refresh_token_is_invalid_grant() {
             refresh_token_ttl: Some(1),
             skip_consent: false,
             owner_user_id: None,
+            post_logout_redirect_uris: vec![],
+            id_token_signed_response_alg: None,
         })
         .unwrap();
     let short = TestClient {

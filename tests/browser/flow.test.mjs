@@ -93,9 +93,9 @@ test('a person logs in, consents, and later withdraws the app', async () => {
     await page.getByRole('link', { name: 'Register a new application' }).click();
 
     // 2. Register a public app (PKCE, no secret) with a loopback redirect URI.
-    await page.getByLabel('Name').fill('Browser App');
+    await page.getByLabel('Name', { exact: true }).fill('Browser App');
     await page.getByLabel(/Public \(/).check();
-    await page.getByLabel('Redirect URIs', { exact: false }).fill('http://127.0.0.1/callback');
+    await page.getByLabel(/^Redirect URIs/).fill('http://127.0.0.1/callback');
     await shot(page, '03-register');
     await page.getByRole('button', { name: 'Register' }).click();
     await page.locator('#client-id').waitFor();
@@ -157,8 +157,8 @@ test('a person logs in, consents, and later withdraws the app', async () => {
     // 9. The playground: register a confidential app whose redirect URI is the playground's
     //    callback, then let the playground run the whole flow with it.
     await page.goto(`${base}/o/applications/register/`);
-    await page.getByLabel('Name').fill('Playground App');
-    await page.getByLabel('Redirect URIs', { exact: false }).fill(`${base}/o/playground/callback/`);
+    await page.getByLabel('Name', { exact: true }).fill('Playground App');
+    await page.getByLabel(/^Redirect URIs/).fill(`${base}/o/playground/callback/`);
     await page.getByRole('button', { name: 'Register' }).click();
     const secret = (await page.textContent('#client-secret')).trim();
     await shot(page, '10-registered-with-secret');

@@ -1,6 +1,7 @@
 //! `grant_type=authorization_code` (RFC 6749 §4.1.3, RFC 7636 §4.5-4.6).
 
 use super::{required, TokenRequest};
+use crate::oauth::oidc::IdTokenInput;
 use crate::oauth::scope::Scope;
 use crate::oauth::token::TokenResponse;
 use crate::oauth::{now, pkce, random_token, secret_hash, Error, Provider};
@@ -73,6 +74,14 @@ impl Provider {
             &record.audience,
             Some(&record.grant_id),
         )?;
+        let id_token = self.mint_id_token(IdTokenInput {
+            client,
+            user_id: &record.user_id,
+            scope: &scope,
+            auth_time: record.auth_time,
+            nonce: record.nonce.as_deref(),
+            access_token: &access.jwt,
+        })?;
         let refresh_token = if client.grant_types.contains(&GrantType::RefreshToken) {
             let token = random_token(32);
             let refresh = RefreshRecord {
@@ -93,6 +102,7 @@ impl Provider {
             expires_in: access.expires_in,
             refresh_token,
             scope: record.scope,
+            id_token,
         })
     }
 }

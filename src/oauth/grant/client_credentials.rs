@@ -24,6 +24,7 @@ impl Provider {
         let audience = self.resolve_audience(client, request.resource.as_deref())?;
         let access = self.mint_access_token(client, &client.client_id, &scope, &audience, None)?;
         Ok(TokenResponse {
+            id_token: None,
             access_token: access.jwt,
             token_type: "Bearer",
             expires_in: access.expires_in,

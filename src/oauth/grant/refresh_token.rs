@@ -1,6 +1,7 @@
 //! `grant_type=refresh_token` (RFC 6749 §6) with rotation and reuse detection (RFC 9700 §4.14.2).
 
 use super::{required, TokenRequest};
+use crate::oauth::oidc::IdTokenInput;
 use crate::oauth::scope::Scope;
 use crate::oauth::token::TokenResponse;
 use crate::oauth::{now, random_token, secret_hash, Error, ErrorCode, Provider};
@@ -43,6 +44,15 @@ impl Provider {
             None => granted,
         };
         let access = self.mint_access_token(client, &grant.user_id, &scope, &grant.audience, Some(&grant.grant_id))?;
+        // OpenID Connect Core §12.2: the same subject, audience and auth_time, no nonce.
+        let id_token = self.mint_id_token(IdTokenInput {
+            client,
+            user_id: &grant.user_id,
+            scope: &scope,
+            auth_time: grant.auth_time,
+            nonce: None,
+            access_token: &access.jwt,
+        })?;
         let new_token = random_token(32);
         let issued_at = now();
         let next = RefreshRecord {
@@ -60,6 +70,7 @@ impl Provider {
                     expires_in: access.expires_in,
                     refresh_token: Some(new_token),
                     scope: scope.to_string(),
+                    id_token,
                 })
             }
             Rotation::Reused => {

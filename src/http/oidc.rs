@@ -1,0 +1,206 @@
+//! OpenID Connect endpoints that clients call directly: UserInfo (Core §5.3).
+
+use std::sync::Arc;
+
+use poem::web::Data;
+use poem::{Body, Request};
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Object, OpenApi};
+use serde::Deserialize;
+
+use super::error::ErrorBody;
+use super::form::parse_pairs;
+use super::Tag;
+use crate::oauth::authorize::Params;
+use crate::oauth::{Error, ErrorCode, Provider};
+
+/// The claims about the user that the access token's scopes release (Core §5.1). Only `sub`
+/// is always present; absent values are left out.
+#[derive(Object, Deserialize, Debug)]
+pub struct UserInfo {
+    /// The user's stable identifier (the `sub` of their ID tokens).
+    pub sub: String,
+    #[oai(skip_serializing_if_is_none)]
+    pub name: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    pub given_name: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    pub family_name: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    pub nickname: Option<String>,
+    /// The username they log in with (`profile` scope).
+    #[oai(skip_serializing_if_is_none)]
+    pub preferred_username: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    pub picture: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    pub website: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    pub locale: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    pub zoneinfo: Option<String>,
+    /// When the profile last changed, in seconds since the epoch.
+    #[oai(skip_serializing_if_is_none)]
+    pub updated_at: Option<i64>,
+    /// `email` scope.
+    #[oai(skip_serializing_if_is_none)]
+    pub email: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    pub email_verified: Option<bool>,
+}
+
+const NO_STORE: &str = "no-store";
+
+/// Every outcome of a UserInfo request; errors as RFC 6750 §3 describes them.
+#[derive(ApiResponse, Debug)]
+#[oai(bad_request_handler = "bad_request")]
+pub enum UserInfoResponse {
+    /// The user's claims.
+    #[oai(status = 200)]
+    Ok(Json<UserInfo>, #[oai(header = "Cache-Control")] String),
+    /// The request is malformed (`invalid_request`), e.g. a token sent in two ways at once.
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>, #[oai(header = "WWW-Authenticate")] String),
+    /// No access token, or one that is invalid, expired, revoked or for another resource
+    /// (`invalid_token`).
+    #[oai(status = 401)]
+    Unauthorized(Json<ErrorBody>, #[oai(header = "WWW-Authenticate")] String),
+    /// The token was not issued with the `openid` scope (`insufficient_scope`).
+    #[oai(status = 403)]
+    Forbidden(Json<ErrorBody>, #[oai(header = "WWW-Authenticate")] String),
+    /// The server could not complete the request.
+    #[oai(status = 500)]
+    ServerError(Json<ErrorBody>),
+}
+
+/// The `WWW-Authenticate` challenge (RFC 6750 §3): no error attributes when no token was
+/// sent at all.
+fn challenge(error: Option<&Error>) -> String {
+    let mut value = String::from("Bearer realm=\"tessera\"");
+    if let Some(error) = error {
+        value.push_str(&format!(
+            ", error=\"{}\", error_description=\"{}\"",
+            error.code.as_str(),
+            error.description.replace(['"', '\\'], "'")
+        ));
+        if error.code == ErrorCode::InsufficientScope {
+            value.push_str(", scope=\"openid\"");
+        }
+    }
+    value
+}
+
+impl From<Error> for UserInfoResponse {
+    fn from(err: Error) -> Self {
+        if let Some(cause) = &err.cause {
+            tracing::error!(error = %err, cause = %cause, "userinfo failed");
+        }
+        let header = challenge(Some(&err));
+        let body = Json(ErrorBody {
+            error: err.code.as_str().into(),
+            error_description: Some(err.description),
+        });
+        match err.code {
+            ErrorCode::InvalidToken => UserInfoResponse::Unauthorized(body, header),
+            ErrorCode::InsufficientScope => UserInfoResponse::Forbidden(body, header),
+            ErrorCode::ServerError => UserInfoResponse::ServerError(body),
+            _ => UserInfoResponse::BadRequest(body, header),
+        }
+    }
+}
+
+fn bad_request(err: poem::Error) -> UserInfoResponse {
+    Error::invalid_request(format!("the request could not be parsed: {err}")).into()
+}
+
+/// The bearer token of the request: from the `Authorization` header or the form body, never
+/// both (RFC 6750 §2: one method per request).
+fn bearer_token(req: &Request, body_token: Result<Option<String>, Error>) -> Result<Option<String>, Error> {
+    let body_token = body_token?;
+    let header = match req.headers().get(poem::http::header::AUTHORIZATION) {
+        None => None,
+        Some(value) => {
+            let token = value
+                .to_str()
+                .ok()
+                .and_then(|v| v.split_once(' '))
+                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+                .map(|(_, token)| token.trim().to_string())
+                .filter(|t| !t.is_empty());
+            Some(token.ok_or_else(|| Error::invalid_request("the Authorization header must use the Bearer scheme"))?)
+        }
+    };
+    let body_token = body_token.filter(|t| !t.is_empty());
+    match (header, body_token) {
+        (Some(_), Some(_)) => Err(Error::invalid_request(
+            "send the access token in the Authorization header or the body, not both",
+        )),
+        (header, body) => Ok(header.or(body)),
+    }
+}
+
+/// The `access_token` of a form-encoded body (RFC 6750 §2.2), if the request has one.
+async fn body_token(req: &Request, body: Body) -> Result<Option<String>, Error> {
+    let is_form = req
+        .content_type()
+        .is_some_and(|t| t.starts_with("application/x-www-form-urlencoded"));
+    let bytes = body
+        .into_bytes()
+        .await
+        .map_err(|_| Error::invalid_request("the body could not be read"))?;
+    if bytes.is_empty() {
+        return Ok(None);
+    }
+    if !is_form {
+        return Err(Error::invalid_request(
+            "the body must be application/x-www-form-urlencoded",
+        ));
+    }
+    let pairs = parse_pairs(&bytes).map_err(Error::invalid_request)?;
+    Ok(Params::new(&pairs).get("access_token")?.map(str::to_string))
+}
+
+fn userinfo(provider: &Provider, token: Result<Option<String>, Error>) -> UserInfoResponse {
+    let token = match token {
+        Ok(Some(token)) => token,
+        Ok(None) => {
+            let body = Json(ErrorBody {
+                error: ErrorCode::InvalidToken.as_str().into(),
+                error_description: Some("an access token is required".into()),
+            });
+            return UserInfoResponse::Unauthorized(body, challenge(None));
+        }
+        Err(e) => return e.into(),
+    };
+    match provider.userinfo(&token) {
+        Ok(claims) => match serde_json::from_value::<UserInfo>(serde_json::Value::Object(claims)) {
+            Ok(info) => UserInfoResponse::Ok(Json(info), NO_STORE.into()),
+            Err(e) => Error::server_error(e).into(),
+        },
+        Err(e) => e.into(),
+    }
+}
+
+pub struct OidcApi;
+
+#[OpenApi(tag = "Tag::OpenIdConnect")]
+impl OidcApi {
+    /// User info
+    ///
+    /// The signed-in user's claims, for an access token issued with the `openid` scope
+    /// (OpenID Connect Core §5.3). Send the token as `Authorization: Bearer ...`.
+    #[oai(path = "/o/userinfo/", method = "get", operation_id = "getUserInfo")]
+    async fn userinfo_get(&self, provider: Data<&Arc<Provider>>, req: &Request) -> UserInfoResponse {
+        userinfo(&provider, bearer_token(req, Ok(None)))
+    }
+
+    /// User info (POST)
+    ///
+    /// The same as `GET`, for clients that prefer POST. The access token goes in the
+    /// `Authorization: Bearer` header, or in an `application/x-www-form-urlencoded` body as
+    /// `access_token` (RFC 6750 §2.2); not both.
+    #[oai(path = "/o/userinfo/", method = "post", operation_id = "postUserInfo")]
+    async fn userinfo_post(&self, provider: Data<&Arc<Provider>>, req: &Request, body: Body) -> UserInfoResponse {
+        userinfo(&provider, bearer_token(req, body_token(req, body).await))
+    }
+}
