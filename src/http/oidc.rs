@@ -57,7 +57,7 @@ const NO_STORE: &str = "no-store";
 pub enum UserInfoResponse {
     /// The user's claims.
     #[oai(status = 200)]
-    Ok(Json<UserInfo>, #[oai(header = "Cache-Control")] String),
+    Ok(Json<Box<UserInfo>>, #[oai(header = "Cache-Control")] String),
     /// The request is malformed (`invalid_request`), e.g. a token sent in two ways at once.
     #[oai(status = 400)]
     BadRequest(Json<ErrorBody>, #[oai(header = "WWW-Authenticate")] String),
@@ -174,7 +174,7 @@ fn userinfo(provider: &Provider, token: Result<Option<String>, Error>) -> UserIn
     };
     match provider.userinfo(&token) {
         Ok(claims) => match serde_json::from_value::<UserInfo>(serde_json::Value::Object(claims)) {
-            Ok(info) => UserInfoResponse::Ok(Json(info), NO_STORE.into()),
+            Ok(info) => UserInfoResponse::Ok(Json(Box::new(info)), NO_STORE.into()),
             Err(e) => Error::server_error(e).into(),
         },
         Err(e) => e.into(),

@@ -28,6 +28,8 @@ mod interop;
 mod keys;
 // Login hardening: throttling failed logins per user and per address.
 mod login;
+// OpenID Connect: ID tokens, UserInfo, discovery, prompt/max_age, logout, the profile page.
+mod oidc;
 // Home and authorized-apps pages.
 mod pages;
 // The built-in test consumer at /o/playground/.
