@@ -18,6 +18,8 @@ pub const USERNAME: &str = "alice";
 pub const PASSWORD: &str = "correct horse battery";
 pub const REDIRECT_URI: &str = "https://app.example/callback";
 pub const RESOURCE: &str = "https://api.example";
+/// The post-logout redirect URI of [`TestApp::register_relying_party`]'s clients.
+pub const LOGGED_OUT: &str = "https://app.example/logged-out";
 
 /// A registered client as the tests know it.
 #[derive(Clone, Debug)]
@@ -215,6 +217,37 @@ pub fn jwt_parts(token: &str) -> (Value, Value) {
 }
 
 impl TestApp {
+    /// Registers a confidential OpenID Connect relying party: code + refresh grants, the
+    /// OpenID Connect scopes and `read`, a post-logout redirect URI, and the given ID token
+    /// algorithm (`None`: RS256) and access token lifetime.
+    pub fn register_relying_party(
+        &self,
+        alg: Option<tessera::keys::Algorithm>,
+        access_token_ttl: Option<u64>,
+    ) -> TestClient {
+        let (client, secret) = self
+            .provider
+            .register_client(NewClient {
+                name: "Relying Party".into(),
+                client_type: ClientType::Confidential,
+                grant_types: vec![GrantType::AuthorizationCode, GrantType::RefreshToken],
+                redirect_uris: vec![REDIRECT_URI.into()],
+                scope: "openid profile email read".into(),
+                resources: vec![RESOURCE.into()],
+                access_token_ttl,
+                refresh_token_ttl: None,
+                skip_consent: false,
+                owner_user_id: None,
+                post_logout_redirect_uris: vec![LOGGED_OUT.into()],
+                id_token_signed_response_alg: alg,
+            })
+            .unwrap();
+        TestClient {
+            id: client.client_id,
+            secret,
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }

@@ -145,3 +145,63 @@ async fn authlib_completes_the_code_flow_with_pkce_and_refreshes() {
     );
     assert_eq!(app.introspect(access).await["active"], true);
 }
+
+/// Runs a Node script from tests/interop (whose packages `npm ci` installed) and parses the
+/// JSON it prints.
+async fn node_script(script: &str, args: &[&str]) -> Value {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop");
+    assert!(
+        std::path::Path::new(dir).join("node_modules/openid-client").is_dir(),
+        "openid-client is not installed: run `npm ci --prefix tests/interop` (tests/run.sh does)"
+    );
+    let output = tokio::process::Command::new("node")
+        .arg(script)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .await
+        .expect("node runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{script} failed: {stderr}");
+    serde_json::from_slice(&output.stdout).expect("a JSON report")
+}
+
+#[tokio::test]
+async fn openid_client_logs_in_with_discovery_pkce_nonce_and_id_token_validation() {
+    let app = spawn_app().await;
+    let rp = app.register_relying_party(None, None);
+    let user = app.provider.store.get_user_by_name(USERNAME).unwrap().unwrap();
+    let report = node_script(
+        "openid_client_login.mjs",
+        &[
+            &app.issuer,
+            &rp.id,
+            rp.secret.as_deref().unwrap(),
+            REDIRECT_URI,
+            LOGGED_OUT,
+            USERNAME,
+            PASSWORD,
+        ],
+    )
+    .await;
+    // The library validated the ID token; these are the claims it accepted.
+    let claims = &report["claims"];
+    assert_eq!(claims["iss"], app.issuer.as_str());
+    assert_eq!(claims["sub"], user.user_id.as_str());
+    assert_eq!(claims["aud"], rp.id.as_str());
+    assert!(claims["nonce"].is_string() && claims["at_hash"].is_string());
+    assert_eq!(claims["preferred_username"], USERNAME);
+    assert_eq!(report["userinfo"]["sub"], user.user_id.as_str());
+    assert_eq!(report["userinfo"]["email"], "alice@example.com");
+    assert_eq!(report["refreshed_claims"]["sub"], user.user_id.as_str());
+    assert_eq!(report["refreshed_claims"]["auth_time"], claims["auth_time"]);
+    assert_eq!(report["refresh_rotated"], true);
+    let wrong_nonce = report["wrong_nonce"].as_str().unwrap();
+    assert!(
+        wrong_nonce.starts_with("rejected") && wrong_nonce.contains("nonce"),
+        "{wrong_nonce}"
+    );
+    assert_eq!(report["logout_status"], 303);
+    assert_eq!(report["logout_location"], format!("{LOGGED_OUT}?state=bye").as_str());
+    assert_eq!(report["after_logout"]["error"], "login_required", "{report}");
+}

@@ -7,38 +7,10 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde_json::Value;
 use tessera::keys::Algorithm;
-use tessera::oauth::client::NewClient;
 use tessera::oauth::user::ProfileEdit;
-use tessera::store::{ClientType, GrantType, UserProfile};
+use tessera::store::UserProfile;
 
 use crate::helpers::*;
-
-const LOGGED_OUT: &str = "https://app.example/logged-out";
-
-/// A confidential relying party allowed the OpenID Connect scopes.
-fn register_rp(app: &TestApp, alg: Option<Algorithm>, access_token_ttl: Option<u64>) -> TestClient {
-    let (client, secret) = app
-        .provider
-        .register_client(NewClient {
-            name: "Relying Party".into(),
-            client_type: ClientType::Confidential,
-            grant_types: vec![GrantType::AuthorizationCode, GrantType::RefreshToken],
-            redirect_uris: vec![REDIRECT_URI.into()],
-            scope: "openid profile email read".into(),
-            resources: vec![RESOURCE.into()],
-            access_token_ttl,
-            refresh_token_ttl: None,
-            skip_consent: false,
-            owner_user_id: None,
-            post_logout_redirect_uris: vec![LOGGED_OUT.into()],
-            id_token_signed_response_alg: alg,
-        })
-        .unwrap();
-    TestClient {
-        id: client.client_id,
-        secret,
-    }
-}
 
 fn oidc_query(client: &TestClient, pkce: &Pkce, scope: &str, extra: &[(&str, &str)]) -> Vec<(String, String)> {
     let mut query: Vec<(String, String)> = [
@@ -124,7 +96,7 @@ fn www_authenticate(response: &reqwest::Response) -> String {
 #[tokio::test]
 async fn the_openid_scope_yields_an_rs256_id_token_with_the_core_claims() {
     let app = spawn_app().await;
-    let rp = register_rp(&app, None, None);
+    let rp = app.register_relying_party(None, None);
     give_alice_a_profile(&app);
     let before = tessera::oauth::now();
     let tokens = login_flow(&app, &rp, "openid profile email", &[("nonce", "n-0S6_WzA2Mj")]).await;
@@ -164,7 +136,7 @@ async fn the_openid_scope_yields_an_rs256_id_token_with_the_core_claims() {
 #[tokio::test]
 async fn without_openid_there_is_no_id_token() {
     let app = spawn_app().await;
-    let rp = register_rp(&app, None, None);
+    let rp = app.register_relying_party(None, None);
     let tokens = login_flow(&app, &rp, "read", &[]).await;
     assert!(tokens.get("id_token").is_none(), "{tokens}");
     let cc = app.client_credentials("read").await.json::<Value>().await.unwrap();
@@ -174,7 +146,7 @@ async fn without_openid_there_is_no_id_token() {
 #[tokio::test]
 async fn claims_are_filtered_by_scope_in_the_id_token_and_userinfo() {
     let app = spawn_app().await;
-    let rp = register_rp(&app, None, None);
+    let rp = app.register_relying_party(None, None);
     give_alice_a_profile(&app);
     for (scope, present, absent) in [
         (
@@ -214,7 +186,7 @@ async fn claims_are_filtered_by_scope_in_the_id_token_and_userinfo() {
 #[tokio::test]
 async fn nonce_is_echoed_only_when_sent_bounded_and_never_reissued() {
     let app = spawn_app().await;
-    let rp = register_rp(&app, None, None);
+    let rp = app.register_relying_party(None, None);
     let tokens = login_flow(&app, &rp, "openid", &[]).await;
     let claims = id_token_claims(&app, &rp, &tokens).await;
     assert!(claims.get("nonce").is_none(), "no nonce sent, none in the ID token");
@@ -261,7 +233,7 @@ async fn nonce_is_echoed_only_when_sent_bounded_and_never_reissued() {
 #[tokio::test]
 async fn a_refreshed_id_token_keeps_subject_audience_and_auth_time() {
     let app = spawn_app().await;
-    let rp = register_rp(&app, None, None);
+    let rp = app.register_relying_party(None, None);
     let tokens = login_flow(&app, &rp, "openid profile", &[]).await;
     let first = id_token_claims(&app, &rp, &tokens).await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
@@ -287,7 +259,7 @@ async fn a_refreshed_id_token_keeps_subject_audience_and_auth_time() {
 #[tokio::test]
 async fn prompt_none_without_a_session_is_login_required_at_a_registered_redirect_only() {
     let app = spawn_app().await;
-    let rp = register_rp(&app, None, None);
+    let rp = app.register_relying_party(None, None);
     let response = app
         .authorize(&oidc_query(&rp, &Pkce::new(), "openid", &[("prompt", "none")]))
         .await;
@@ -316,7 +288,7 @@ async fn prompt_none_without_a_session_is_login_required_at_a_registered_redirec
 #[tokio::test]
 async fn prompt_none_with_a_session_issues_a_code_or_reports_consent_required() {
     let app = spawn_app().await;
-    let rp = register_rp(&app, None, None);
+    let rp = app.register_relying_party(None, None);
     let login = app.log_in("/o/login/", USERNAME, PASSWORD).await;
     assert_eq!(login.status(), 303);
     // Logged in but never approved this client: no page may be shown.
@@ -347,7 +319,7 @@ async fn prompt_none_with_a_session_issues_a_code_or_reports_consent_required() 
 #[tokio::test]
 async fn prompt_login_and_max_age_force_a_fresh_login_that_auth_time_reports() {
     let app = spawn_app().await;
-    let rp = register_rp(&app, None, None);
+    let rp = app.register_relying_party(None, None);
     let first = id_token_claims(&app, &rp, &login_flow(&app, &rp, "openid", &[]).await).await;
     let first_auth = first["auth_time"].as_i64().unwrap();
     tokio::time::sleep(Duration::from_millis(2100)).await;
@@ -384,7 +356,7 @@ async fn prompt_login_and_max_age_force_a_fresh_login_that_auth_time_reports() {
 #[tokio::test]
 async fn login_hint_prefills_the_username() {
     let app = spawn_app().await;
-    let rp = register_rp(&app, None, None);
+    let rp = app.register_relying_party(None, None);
     let response = app
         .authorize(&oidc_query(
             &rp,
@@ -400,7 +372,7 @@ async fn login_hint_prefills_the_username() {
 #[tokio::test]
 async fn request_objects_and_other_response_modes_are_refused() {
     let app = spawn_app().await;
-    let rp = register_rp(&app, None, None);
+    let rp = app.register_relying_party(None, None);
     for (extra, error) in [
         (("request", "eyJhbGciOiJub25lIn0.e30."), "request_not_supported"),
         (("request_uri", "https://evil.example/r"), "request_uri_not_supported"),
@@ -419,7 +391,7 @@ async fn request_objects_and_other_response_modes_are_refused() {
 #[tokio::test]
 async fn userinfo_takes_a_bearer_header_or_form_body_and_answers_rfc6750_errors() {
     let app = spawn_app().await;
-    let rp = register_rp(&app, None, None);
+    let rp = app.register_relying_party(None, None);
     let tokens = login_flow(&app, &rp, "openid email", &[]).await;
     let access = tokens["access_token"].as_str().unwrap();
 
@@ -501,7 +473,7 @@ async fn userinfo_takes_a_bearer_header_or_form_body_and_answers_rfc6750_errors(
 #[tokio::test]
 async fn userinfo_refuses_revoked_and_expired_tokens() {
     let app = spawn_app().await;
-    let rp = register_rp(&app, None, None);
+    let rp = app.register_relying_party(None, None);
     let tokens = login_flow(&app, &rp, "openid", &[]).await;
     let access = tokens["access_token"].as_str().unwrap();
     assert_eq!(userinfo(&app, access).await.status(), 200);
@@ -518,7 +490,7 @@ async fn userinfo_refuses_revoked_and_expired_tokens() {
     assert_eq!(revoked.status(), 401);
     assert!(www_authenticate(&revoked).contains("invalid_token"));
 
-    let short_lived = register_rp(&app, None, Some(1));
+    let short_lived = app.register_relying_party(None, Some(1));
     let tokens = login_flow(&app, &short_lived, "openid", &[]).await;
     let access = tokens["access_token"].as_str().unwrap();
     assert_eq!(userinfo(&app, access).await.status(), 200);
@@ -575,13 +547,13 @@ async fn both_discovery_documents_are_the_same_and_carry_the_openid_fields() {
 #[tokio::test]
 async fn a_client_may_register_es256_or_eddsa_id_tokens() {
     let app = spawn_app().await;
-    let es256 = register_rp(&app, Some(Algorithm::ES256), None);
+    let es256 = app.register_relying_party(Some(Algorithm::ES256), None);
     let tokens = login_flow(&app, &es256, "openid", &[]).await;
     assert_eq!(jwt_parts(tokens["id_token"].as_str().unwrap()).0["alg"], "ES256");
     id_token_claims(&app, &es256, &tokens).await;
 
     // EdDSA needs an Ed25519 key; the keyring has none yet, so the request fails cleanly.
-    let eddsa = register_rp(&app, Some(Algorithm::EdDSA), None);
+    let eddsa = app.register_relying_party(Some(Algorithm::EdDSA), None);
     let pkce = Pkce::new();
     let code = param(
         &app.authorize_and_allow(&oidc_query(&eddsa, &pkce, "openid", &[])).await,
@@ -628,7 +600,7 @@ async fn is_logged_in(app: &TestApp) -> bool {
 #[tokio::test]
 async fn logout_with_id_token_hint_ends_the_session_and_returns_to_the_registered_uri() {
     let app = spawn_app().await;
-    let rp = register_rp(&app, None, None);
+    let rp = app.register_relying_party(None, None);
     let tokens = login_flow(&app, &rp, "openid", &[]).await;
     let id_token = tokens["id_token"].as_str().unwrap();
     assert!(is_logged_in(&app).await);
@@ -664,7 +636,7 @@ async fn logout_with_id_token_hint_ends_the_session_and_returns_to_the_registere
 #[tokio::test]
 async fn logout_without_proof_asks_first_and_never_redirects_to_an_unregistered_uri() {
     let app = spawn_app().await;
-    let rp = register_rp(&app, None, None);
+    let rp = app.register_relying_party(None, None);
     let tokens = login_flow(&app, &rp, "openid", &[]).await;
     let id_token = tokens["id_token"].as_str().unwrap();
 
@@ -729,7 +701,7 @@ async fn logout_without_proof_asks_first_and_never_redirects_to_an_unregistered_
 #[tokio::test]
 async fn users_edit_their_profile_and_apps_see_the_change() {
     let app = spawn_app().await;
-    let rp = register_rp(&app, None, None);
+    let rp = app.register_relying_party(None, None);
     let unauthenticated = app.http.get(app.url("/o/profile/")).send().await.unwrap();
     assert!(location(&unauthenticated).starts_with("/o/login/"));
     app.log_in("/o/login/", USERNAME, PASSWORD).await;
