@@ -205,3 +205,87 @@ async fn openid_client_logs_in_with_discovery_pkce_nonce_and_id_token_validation
     assert_eq!(report["logout_location"], format!("{LOGGED_OUT}?state=bye").as_str());
     assert_eq!(report["after_logout"]["error"], "login_required", "{report}");
 }
+
+#[tokio::test]
+async fn the_rust_openidconnect_crate_logs_in_with_its_default_strict_verifier() {
+    use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreProviderMetadata, CoreUserInfoClaims};
+    use openidconnect::{
+        AccessTokenHash, AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce, OAuth2TokenResponse,
+        PkceCodeChallenge, RedirectUrl, Scope, TokenResponse,
+    };
+
+    let app = spawn_app().await;
+    let rp = app.register_relying_party(None, None);
+    // The crate's own HTTP client (redirects off, as its docs advise against SSRF).
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let metadata = CoreProviderMetadata::discover_async(IssuerUrl::new(app.issuer.clone()).unwrap(), &http)
+        .await
+        .expect("discovery succeeds and the issuer matches");
+    let client = CoreClient::from_provider_metadata(
+        metadata,
+        ClientId::new(rp.id.clone()),
+        Some(ClientSecret::new(rp.secret.clone().unwrap())),
+    )
+    .set_redirect_uri(RedirectUrl::new(REDIRECT_URI.into()).unwrap());
+    let (challenge, pkce_verifier) = PkceCodeChallenge::new_random_sha256();
+    let (url, state, nonce) = client
+        .authorize_url(
+            CoreAuthenticationFlow::AuthorizationCode,
+            CsrfToken::new_random,
+            Nonce::new_random,
+        )
+        .add_scope(Scope::new("profile".into()))
+        .add_scope(Scope::new("email".into()))
+        .set_pkce_challenge(challenge)
+        .url();
+
+    // The test client plays the browser: login and consent pages.
+    let params: Vec<(String, String)> = url.query_pairs().into_owned().collect();
+    let callback = app.authorize_and_allow(&params).await;
+    assert_eq!(param(&callback, "state").as_deref(), Some(state.secret().as_str()));
+    let code = param(&callback, "code").expect("a code");
+
+    let tokens = client
+        .exchange_code(AuthorizationCode::new(code))
+        .unwrap()
+        .set_pkce_verifier(pkce_verifier)
+        .request_async(&http)
+        .await
+        .expect("the code exchange succeeds");
+    let id_token = tokens.id_token().expect("an ID token");
+    // The default verifier: RS256 only, signature through the JWKS, iss, aud, exp, nonce.
+    let verifier = client.id_token_verifier();
+    let claims = id_token.claims(&verifier, &nonce).expect("the ID token validates");
+    let user = app.provider.store.get_user_by_name(USERNAME).unwrap().unwrap();
+    assert_eq!(claims.subject().as_str(), user.user_id);
+    assert_eq!(claims.preferred_username().map(|u| u.as_str()), Some(USERNAME));
+    let expected_hash = claims.access_token_hash().expect("at_hash is present");
+    let actual_hash = AccessTokenHash::from_token(
+        tokens.access_token(),
+        id_token.signing_alg().unwrap(),
+        id_token.signing_key(&verifier).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        &actual_hash, expected_hash,
+        "at_hash binds the ID token to the access token"
+    );
+    assert!(
+        id_token
+            .claims(&verifier, &Nonce::new("another login's nonce".into()))
+            .is_err(),
+        "a different nonce is rejected"
+    );
+
+    let info: CoreUserInfoClaims = client
+        .user_info(tokens.access_token().clone(), Some(claims.subject().clone()))
+        .unwrap()
+        .request_async(&http)
+        .await
+        .expect("UserInfo answers for the same subject");
+    assert_eq!(info.email().map(|e| e.as_str()), Some("alice@example.com"));
+    assert_eq!(info.email_verified(), Some(false));
+}
