@@ -182,6 +182,33 @@ test('a person logs in, consents, and later withdraws the app', async () => {
     await page.locator('#api-status').waitFor();
     assert.equal(await page.textContent('#api-status'), '200');
     await shot(page, '13-playground-api-call');
+
+    // 10. The profile page: what apps may learn about the user; a bad URL is explained and
+    //     what was typed is kept.
+    await page.goto(`${base}/`);
+    await page.getByRole('link', { name: 'Your profile' }).click();
+    await page.getByLabel('Full name').fill('Alice Liddell');
+    await page.getByLabel('Picture URL').fill('not a url');
+    await page.getByLabel('Picture URL').evaluate((input) => { input.type = 'text'; });
+    await page.getByRole('button', { name: 'Save' }).click();
+    await page.getByText('the picture must be an http(s) URL').waitFor();
+    assert.equal(await page.getByLabel('Full name').inputValue(), 'Alice Liddell');
+    await page.getByLabel('Picture URL').fill('');
+    await page.getByLabel('Email').fill('alice@wonderland.example');
+    await page.getByRole('button', { name: 'Save' }).click();
+    await page.getByText('Saved.').waitFor();
+    assert.equal(await page.getByLabel('Full name').inputValue(), 'Alice Liddell');
+    await shot(page, '14-profile');
+
+    // 11. Logging out: a bare end-session link asks first; confirming ends the session.
+    await page.goto(`${base}/o/logout/`);
+    await page.getByRole('button', { name: 'Log out' }).waitFor();
+    await shot(page, '15-logout-confirm');
+    await page.getByRole('button', { name: 'Log out' }).click();
+    await page.getByText('You are logged out').waitFor();
+    await shot(page, '16-logged-out');
+    await page.goto(`${base}/o/applications/`);
+    assert.match(page.url(), /\/o\/login\//, 'the session is over');
   } finally {
     await browser.close();
     app.server.close();
