@@ -198,6 +198,137 @@ fn user_commands_create_list_set_password_and_delete() {
 }
 
 #[test]
+fn user_profiles_are_set_and_shown_from_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ok(tessera(
+        d,
+        &[
+            "user",
+            "create",
+            "--username",
+            "carol",
+            "--password-stdin",
+            "--email",
+            "carol@example.com",
+        ],
+        Some("a long password\n"),
+    ));
+    let shown: Value = serde_json::from_str(&ok(tessera(d, &["user", "show", "carol", "--json"], None))).unwrap();
+    assert_eq!(shown["email"], "carol@example.com");
+    assert_eq!(shown["email_verified"], false);
+    assert!(shown["name"].is_null());
+
+    ok(tessera(
+        d,
+        &[
+            "user",
+            "set-profile",
+            "carol",
+            "--name",
+            "Carol Danvers",
+            "--given-name",
+            "Carol",
+            "--locale",
+            "en-US",
+            "--email-verified",
+            "true",
+        ],
+        None,
+    ));
+    let shown: Value = serde_json::from_str(&ok(tessera(d, &["user", "show", "carol", "--json"], None))).unwrap();
+    assert_eq!(shown["name"], "Carol Danvers");
+    assert_eq!(shown["given_name"], "Carol");
+    assert_eq!(shown["locale"], "en-US");
+    assert_eq!(shown["email_verified"], true);
+    assert!(shown["updated_at"].as_i64().unwrap() > 0);
+
+    // Only the flags given change; an empty value clears; a new email is unverified.
+    ok(tessera(
+        d,
+        &[
+            "user",
+            "set-profile",
+            "carol",
+            "--given-name",
+            "",
+            "--email",
+            "carol@new.example",
+        ],
+        None,
+    ));
+    let shown: Value = serde_json::from_str(&ok(tessera(d, &["user", "show", "carol", "--json"], None))).unwrap();
+    assert_eq!(shown["name"], "Carol Danvers");
+    assert!(shown["given_name"].is_null());
+    assert_eq!(shown["email"], "carol@new.example");
+    assert_eq!(shown["email_verified"], false);
+
+    let bad = tessera(d, &["user", "set-profile", "carol", "--website", "ftp://x"], None);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("http(s) URL"));
+    assert!(!tessera(d, &["user", "show", "nobody"], None).status.success());
+}
+
+#[test]
+fn an_openid_connect_client_gets_its_logout_uris_and_id_token_algorithm() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let created: Value = serde_json::from_str(&ok(tessera(
+        d,
+        &[
+            "app",
+            "create",
+            "--name",
+            "RP",
+            "--client-type",
+            "confidential",
+            "--grant-type",
+            "authorization-code",
+            "--redirect-uri",
+            "https://rp.example/cb",
+            "--post-logout-redirect-uri",
+            "https://rp.example/bye",
+            "--id-token-alg",
+            "ES256",
+            "--json",
+        ],
+        None,
+    )))
+    .unwrap();
+    assert_eq!(
+        created["post_logout_redirect_uris"],
+        serde_json::json!(["https://rp.example/bye"])
+    );
+    assert_eq!(created["id_token_signed_response_alg"], "ES256");
+    assert_eq!(
+        created["scope"], "email openid profile read write",
+        "OpenID Connect scopes by default"
+    );
+    let refused = tessera(
+        d,
+        &[
+            "app",
+            "create",
+            "--name",
+            "RP",
+            "--client-type",
+            "public",
+            "--grant-type",
+            "authorization-code",
+            "--redirect-uri",
+            "https://rp.example/cb",
+            "--post-logout-redirect-uri",
+            "https://rp.example/bye#fragment",
+        ],
+        None,
+    );
+    assert!(
+        !refused.status.success(),
+        "post-logout URIs follow the redirect URI rules"
+    );
+}
+
+#[test]
 fn keys_commands_generate_rotate_retire_and_list() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
