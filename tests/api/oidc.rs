@@ -422,6 +422,11 @@ async fn userinfo_takes_a_bearer_header_or_form_body_and_answers_rfc6750_errors(
         "{challenge}"
     );
 
+    // An ID token is not an access token (its typ is JWT, not at+jwt).
+    let id_token = tokens["id_token"].as_str().unwrap();
+    assert_eq!(userinfo(&app, id_token).await.status(), 401);
+    assert_eq!(app.introspect(id_token).await["active"], false);
+
     let garbage = userinfo(&app, "not-a-token").await;
     assert_eq!(garbage.status(), 401);
     assert!(www_authenticate(&garbage).contains("error=\"invalid_token\""));
