@@ -27,6 +27,8 @@ pub struct AuthorizationRequest {
     pub nonce: Option<String>,
     /// OpenID Connect `login_hint`: a username to prefill on the login page.
     pub login_hint: Option<String>,
+    /// The `sub` of a valid `id_token_hint`: the user the client believes is logged in.
+    pub hinted_user_id: Option<String>,
 }
 
 /// The OpenID Connect `prompt` parameter (Core §3.1.2.1).
@@ -224,6 +226,23 @@ impl Provider {
             ))));
         }
         let login_hint = params.get("login_hint").map_err(redirect)?;
+        // Core §3.1.2.1: an ID token we issued to this client, possibly expired.
+        let hinted_user_id = match params.get("id_token_hint").map_err(redirect)? {
+            None => None,
+            Some(hint) => {
+                let claims = self
+                    .keys
+                    .current()
+                    .verify_jwt_ignoring_expiry(hint, "JWT", &self.issuer)
+                    .filter(|claims| claims["aud"] == client.client_id.as_str())
+                    .ok_or_else(|| {
+                        redirect(Error::invalid_request(
+                            "id_token_hint is not an ID token this server issued to this client",
+                        ))
+                    })?;
+                claims["sub"].as_str().map(str::to_string)
+            }
+        };
         Ok(AuthorizationRequest {
             client,
             redirect_uri,
@@ -236,19 +255,29 @@ impl Provider {
             max_age,
             nonce: nonce.map(str::to_string),
             login_hint: login_hint.map(str::to_string),
+            hinted_user_id,
         })
     }
 
-    /// Decides what the user must see, given when they last logged in (`None`: not logged
-    /// in) and whether the client still needs their consent ([`Provider::consent_required`],
-    /// which already counts `prompt=consent`). Under `prompt=none` anything
-    /// but [`Interaction::None`] is an error to redirect to the client.
+    /// Decides what the user must see, given who is logged in and when they logged in
+    /// (`None`: nobody) and whether the client still needs their consent
+    /// ([`Provider::consent_required`], which already counts `prompt=consent`). Under
+    /// `prompt=none` anything but [`Interaction::None`] is an error to redirect to the client.
     pub fn interaction(
         &self,
         request: &AuthorizationRequest,
-        auth_time: Option<i64>,
+        login: Option<(&str, i64)>,
         consent_required: bool,
     ) -> Result<Interaction, String> {
+        // Another user than the `id_token_hint` names must log in as that user.
+        let auth_time = login
+            .filter(|(user_id, _)| {
+                request
+                    .hinted_user_id
+                    .as_deref()
+                    .is_none_or(|hinted| hinted == *user_id)
+            })
+            .map(|(_, auth_time)| auth_time);
         // Core §3.1.2.1: `max_age=0` means the same as `prompt=login`.
         let login_too_old = |auth_time: i64| request.max_age.is_some_and(|max| max == 0 || now() - auth_time > max);
         let needed = match auth_time {

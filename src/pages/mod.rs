@@ -367,10 +367,10 @@ async fn authorize(req: &Request, provider: Data<&Arc<Provider>>, templates: Dat
         },
         None => true,
     };
-    let auth_time = visitor
+    let logged_in = visitor
         .as_ref()
-        .map(|(session, _)| session.record.auth_time.unwrap_or_default());
-    let (session, user) = match provider.interaction(&request, auth_time, consent_required) {
+        .map(|(session, user)| (user.user_id.as_str(), session.record.auth_time.unwrap_or_default()));
+    let (session, user) = match provider.interaction(&request, logged_in, consent_required) {
         Err(location) => return redirect(StatusCode::FOUND, &location),
         Ok(Interaction::Login) => return reauthenticate(req),
         Ok(Interaction::None) => {

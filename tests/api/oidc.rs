@@ -768,3 +768,54 @@ async fn users_edit_their_profile_and_apps_see_the_change() {
     assert_eq!(info["email"], "alice@wonderland.example");
     assert_eq!(info["email_verified"], false, "a changed email is unverified");
 }
+
+#[tokio::test]
+async fn id_token_hint_at_the_authorization_endpoint_names_the_user_who_must_be_logged_in() {
+    let app = spawn_app().await;
+    let rp = app.register_relying_party(None, None);
+    app.provider.create_user("bob", PASSWORD, None).unwrap();
+    // Bob logs in once and gets an ID token; then he logs out and Alice logs in.
+    let pkce = Pkce::new();
+    let query = oidc_query(&rp, &pkce, "openid", &[]);
+    let to_login = location(&app.authorize(&query).await);
+    assert_eq!(app.log_in(&to_login, "bob", PASSWORD).await.status(), 303);
+    let code = param(&app.authorize_and_allow(&query).await, "code").unwrap();
+    let bobs: Value = exchange(&app, &rp, &code, &pkce).await.json().await.unwrap();
+    let bobs_id_token = bobs["id_token"].as_str().unwrap().to_string();
+    assert_eq!(
+        end_session(&app, &[("id_token_hint", &bobs_id_token)]).await.status(),
+        200
+    );
+    let alices = login_flow(&app, &rp, "openid", &[]).await;
+    let alices_id_token = alices["id_token"].as_str().unwrap().to_string();
+    assert_ne!(
+        id_token_claims(&app, &rp, &alices).await["sub"],
+        id_token_claims(&app, &rp, &bobs).await["sub"]
+    );
+
+    let silent = |hint: String| {
+        oidc_query(&rp, &Pkce::new(), "openid", &[("prompt", "none")])
+            .into_iter()
+            .chain([("id_token_hint".to_string(), hint)])
+            .collect::<Vec<_>>()
+    };
+    // Alice is logged in: her own hint gets a code, Bob's is login_required.
+    let ok = app.authorize(&silent(alices_id_token.clone())).await;
+    assert!(param(&location(&ok), "code").is_some(), "{}", location(&ok));
+    let other = app.authorize(&silent(bobs_id_token)).await;
+    assert_eq!(param(&location(&other), "error").as_deref(), Some("login_required"));
+    // A hint that is not ours, or not for this client, is a bad request.
+    let mut forged = alices_id_token.clone();
+    forged.push('x');
+    let bad = app.authorize(&silent(forged)).await;
+    assert_eq!(param(&location(&bad), "error").as_deref(), Some("invalid_request"));
+    let stranger = app.register_relying_party(None, None);
+    let mut for_other_client = silent(alices_id_token);
+    for (k, v) in &mut for_other_client {
+        if k == "client_id" {
+            *v = stranger.id.clone();
+        }
+    }
+    let bad = app.authorize(&for_other_client).await;
+    assert_eq!(param(&location(&bad), "error").as_deref(), Some("invalid_request"));
+}
