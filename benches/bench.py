@@ -94,7 +94,7 @@ class NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
-def refresh_tokens(base, client_id, secret, username, password, count):
+def refresh_tokens(base, client_id, secret, username, password, count, scope="read"):
     """Runs the authorization code flow `count` times, as a browser and a client would."""
     jar = http.cookiejar.CookieJar()
     opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar), NoRedirect())
@@ -120,7 +120,7 @@ def refresh_tokens(base, client_id, secret, username, password, count):
         verifier = secrets.token_urlsafe(32)
         challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
         query = urllib.parse.urlencode({"response_type": "code", "client_id": client_id, "redirect_uri": "http://127.0.0.1/cb",
-                                        "scope": "read", "state": "s", "code_challenge": challenge, "code_challenge_method": "S256"})
+                                        "scope": scope, "state": "s", "code_challenge": challenge, "code_challenge_method": "S256"})
         status, headers, page = call(f"{base}/o/authorize/?{query}")
         if status == 200:  # the consent page; once approved, later requests go straight back
             form = urllib.parse.urlencode({"csrf_token": csrf(page), "decision": "allow"}).encode()
@@ -128,7 +128,7 @@ def refresh_tokens(base, client_id, secret, username, password, count):
         code = urllib.parse.parse_qs(urllib.parse.urlparse(headers["Location"]).query)["code"][0]
         body = urllib.parse.urlencode({"grant_type": "authorization_code", "code": code, "redirect_uri": "http://127.0.0.1/cb", "code_verifier": verifier})
         _, _, answer = call(base + "/o/token/", body.encode(), {"Authorization": basic, "Content-Type": "application/x-www-form-urlencoded"})
-        tokens.append(json.loads(answer)["refresh_token"])
+        tokens.append(json.loads(answer))
     return tokens
 
 
@@ -187,7 +187,7 @@ def main():
 
     client = json.loads(cli("app", "create", "--name", "bench", "--client-type", "confidential", "--grant-type", "client-credentials",
                             "--grant-type", "authorization-code", "--grant-type", "refresh-token",
-                            "--redirect-uri", "http://127.0.0.1/cb", "--scope", "read write", "--json"))
+                            "--redirect-uri", "http://127.0.0.1/cb", "--scope", "openid profile read write", "--json"))
     cli("user", "create", "--username", "bench", "--password-stdin", stdin="bench password\n")
     basic = "Basic " + base64.b64encode(f"{client['client_id']}:{client['client_secret']}".encode()).decode()
 
@@ -212,10 +212,13 @@ def main():
         # Each connection chains its own refresh tokens; a spare per connection absorbs a failure.
         per_thread = 2 * args.connections // args.threads
         startup_rss = rss_mib(server.pid)
-        tokens = refresh_tokens(base, client["client_id"], client["client_secret"], "bench", "bench password", per_thread * args.threads * 2)
-        refresh_lua = os.path.join(work, "refresh.lua")
-        with open(refresh_lua, "w") as f:
-            f.write(f"""
+        def refresh_script(name, scope):
+            responses = refresh_tokens(base, client["client_id"], client["client_secret"], "bench", "bench password",
+                                       per_thread * args.threads * 2, scope)
+            tokens = [r["refresh_token"] for r in responses]
+            path = os.path.join(work, name + ".lua")
+            with open(path, "w") as f:
+                f.write(f"""
 local all_tokens = {{ {", ".join(json.dumps(t) for t in tokens)} }}
 local threads = {args.threads}
 local counter = 0
@@ -239,6 +242,9 @@ function response(status, hdrs, body)
   if t then table.insert(queue, t) end
 end
 """ + DONE_LUA)
+            return path, responses[0]["access_token"]
+
+        refresh_lua, _ = refresh_script("refresh", "read")
 
         setup_rss = rss_mib(server.pid)
         results["jwks"] = measure("jwks", server.pid, base + "/.well-known/jwks.json", jwks_lua, args)
@@ -247,6 +253,17 @@ end
         results["ceiling (poem + ES256)"] = measure("ceiling", ceiling.pid, f"http://127.0.0.1:{ceiling_port}/o/token/", cc_lua, args)
         # No warm-up run: it would spend the token chains. The first second is counted.
         results["refresh_token"] = measure("refresh_token", server.pid, base + "/o/token/", refresh_lua, args, warmup=False)
+        # The RSS target covers the OAuth scenarios above; OpenID Connect adds its own tokens.
+        peak = rss_mib(server.pid)
+
+        # OpenID Connect: each refresh also signs an RS256 ID token; UserInfo reads the user.
+        oidc_refresh_lua, oidc_access = refresh_script("refresh_oidc", "openid profile")
+        userinfo_lua = os.path.join(work, "userinfo.lua")
+        with open(userinfo_lua, "w") as f:
+            f.write(f'wrk.headers["Authorization"] = "Bearer {oidc_access}"\n' + DONE_LUA)
+        results["refresh + ID token (RS256)"] = measure("refresh_oidc", server.pid, base + "/o/token/", oidc_refresh_lua, args,
+                                                        warmup=False)
+        results["userinfo"] = measure("userinfo", server.pid, base + "/o/userinfo/", userinfo_lua, args)
         # A resource server verifying tokens offline (examples/resource_server.rs).
         rs_port = free_port()
         rs = subprocess.Popen([RESOURCE_SERVER, "--issuer", base, "--addr", f"127.0.0.1:{rs_port}"],
@@ -264,7 +281,7 @@ end
         finally:
             rs.terminate()
             rs.wait(timeout=15)
-        peak = rss_mib(server.pid)
+        peak_all = rss_mib(server.pid)
     finally:
         for process in (server, ceiling):
             process.terminate()
@@ -278,7 +295,8 @@ end
     for name, r in results.items():
         print(f"{name:<31}{r['rps']:>10.0f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{r['cpu_us_per_req']:>12.1f}"
               f"{r['peak_rss_mib']:>9.1f}M{r['bad_status']:>9}{r['socket_errors']:>9}")
-    print(f"\nserver peak RSS: {peak:.1f} MiB (after start {startup_rss:.1f} MiB, after the logins and code flows of the setup {setup_rss:.1f} MiB)")
+    print(f"\nserver peak RSS: {peak:.1f} MiB through refresh_token (after start {startup_rss:.1f} MiB, after the logins and code "
+          f"flows of the setup {setup_rss:.1f} MiB); {peak_all:.1f} MiB after the OpenID Connect runs")
     cc, ceil = results["client_credentials"], results["ceiling (poem + ES256)"]
     p99 = max(results[k]["p99_ms"] for k in ("jwks", "client_credentials", "refresh_token"))
     checks = [
