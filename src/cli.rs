@@ -86,23 +86,28 @@ pub enum AppCommand {
     Create {
         #[arg(long)]
         name: String,
-        #[arg(long, value_enum)]
-        client_type: ClientTypeArg,
+        #[arg(long, value_enum, required_unless_present = "admin")]
+        client_type: Option<ClientTypeArg>,
         /// Repeatable.
-        #[arg(long = "grant-type", value_enum, required = true)]
+        #[arg(long = "grant-type", value_enum, required_unless_present = "admin")]
         grant_types: Vec<GrantTypeArg>,
         /// Repeatable; compared exactly at the authorization endpoint.
         #[arg(long = "redirect-uri")]
         redirect_uris: Vec<String>,
-        /// Space-separated scopes the client may be granted.
-        #[arg(long, default_value = "openid profile email read write")]
-        scope: String,
+        /// Space-separated scopes the client may be granted [default: openid profile email read
+        /// write; tessera:admin with --admin].
+        #[arg(long)]
+        scope: Option<String>,
         /// Repeatable: where OpenID Connect logout may send the browser back to.
         #[arg(long = "post-logout-redirect-uri")]
         post_logout_redirect_uris: Vec<String>,
         /// The algorithm of this client's ID tokens (default RS256, as OpenID Connect expects).
         #[arg(long, value_enum)]
         id_token_alg: Option<crate::keys::Algorithm>,
+        /// An administration client for /api/v1/: confidential, client_credentials, scope
+        /// tessera:admin (the type, grant and scope flags may then be left out).
+        #[arg(long)]
+        admin: bool,
         /// Repeatable: RFC 8707 resources (token audiences) the client may ask for.
         #[arg(long = "resource")]
         resources: Vec<String>,
@@ -312,6 +317,7 @@ fn client_json(client: &ClientRecord, secret: Option<&str>) -> serde_json::Value
         "skip_consent": client.skip_consent,
         "post_logout_redirect_uris": client.post_logout_redirect_uris,
         "id_token_signed_response_alg": client.id_token_signed_response_alg.unwrap_or(Algorithm::RS256),
+        "admin": client.admin,
     });
     if let Some(secret) = secret {
         value["client_secret"] = json!(secret);
@@ -355,24 +361,34 @@ fn app_command(config: &Config, cmd: &AppCommand) -> anyhow::Result<()> {
             skip_consent,
             post_logout_redirect_uris,
             id_token_alg,
+            admin,
             json,
         } => {
+            let mut grant_types: Vec<GrantType> = grant_types
+                .iter()
+                .map(|g| match g {
+                    GrantTypeArg::AuthorizationCode => GrantType::AuthorizationCode,
+                    GrantTypeArg::ClientCredentials => GrantType::ClientCredentials,
+                    GrantTypeArg::RefreshToken => GrantType::RefreshToken,
+                })
+                .collect();
+            if *admin && grant_types.is_empty() {
+                grant_types.push(GrantType::ClientCredentials);
+            }
+            let default_scope = if *admin {
+                crate::oauth::scope::ADMIN_SCOPE
+            } else {
+                "openid profile email read write"
+            };
             let new = NewClient {
                 name: name.clone(),
                 client_type: match client_type {
-                    ClientTypeArg::Confidential => ClientType::Confidential,
-                    ClientTypeArg::Public => ClientType::Public,
+                    Some(ClientTypeArg::Public) => ClientType::Public,
+                    Some(ClientTypeArg::Confidential) | None => ClientType::Confidential,
                 },
-                grant_types: grant_types
-                    .iter()
-                    .map(|g| match g {
-                        GrantTypeArg::AuthorizationCode => GrantType::AuthorizationCode,
-                        GrantTypeArg::ClientCredentials => GrantType::ClientCredentials,
-                        GrantTypeArg::RefreshToken => GrantType::RefreshToken,
-                    })
-                    .collect(),
+                grant_types,
                 redirect_uris: redirect_uris.clone(),
-                scope: scope.clone(),
+                scope: scope.clone().unwrap_or_else(|| default_scope.to_string()),
                 resources: resources.clone(),
                 access_token_ttl: *access_token_ttl,
                 refresh_token_ttl: *refresh_token_ttl,
@@ -380,6 +396,7 @@ fn app_command(config: &Config, cmd: &AppCommand) -> anyhow::Result<()> {
                 owner_user_id: None,
                 post_logout_redirect_uris: post_logout_redirect_uris.clone(),
                 id_token_signed_response_alg: *id_token_alg,
+                admin: *admin,
             };
             let (client, secret) = provider
                 .register_client(new)

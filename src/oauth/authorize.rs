@@ -169,6 +169,12 @@ impl Provider {
             self.scope_is_known(t)
         })
         .map_err(redirect)?;
+        if scope.contains(super::scope::ADMIN_SCOPE) {
+            return Err(redirect(Error::new(
+                ErrorCode::InvalidScope,
+                "the admin scope is only issued to admin clients through client_credentials",
+            )));
+        }
         let challenge = params.get("code_challenge").map_err(redirect)?;
         let method = params.get("code_challenge_method").map_err(redirect)?;
         let code_challenge = match challenge {

@@ -4,6 +4,7 @@
 use subtle::ConstantTimeEq;
 use url::Url;
 
+use super::scope::ADMIN_SCOPE;
 use super::{now, random_token, secret_hash, Error, ErrorCode, Provider};
 use crate::store::{ClientRecord, ClientType, GrantType};
 
@@ -45,6 +46,9 @@ pub struct NewClient {
     pub post_logout_redirect_uris: Vec<String>,
     /// The ID token algorithm; `None` is RS256.
     pub id_token_signed_response_alg: Option<crate::keys::Algorithm>,
+    /// An administration client (`tessera app create --admin`): confidential,
+    /// client_credentials only, and the only kind that may hold the `tessera:admin` scope.
+    pub admin: bool,
 }
 
 /// A client secret has 256 bits of entropy; only its SHA-256 is stored.
@@ -74,6 +78,8 @@ impl Provider {
             owner_user_id: new.owner_user_id,
             post_logout_redirect_uris: new.post_logout_redirect_uris,
             id_token_signed_response_alg: new.id_token_signed_response_alg,
+            admin: new.admin,
+            registration_token_hash: None,
         };
         self.store.put_client(&client)?;
         Ok((client, secret))
@@ -107,6 +113,21 @@ impl Provider {
             let description = format!("scope {unknown:?} is not configured on this server");
             return Err(Error::new(ErrorCode::InvalidScope, description));
         }
+        if new.admin {
+            if new.client_type != ClientType::Confidential || new.grant_types != [GrantType::ClientCredentials] {
+                return Err(invalid(
+                    "an admin client is confidential and uses client_credentials only",
+                ));
+            }
+            if !scope.contains(ADMIN_SCOPE) {
+                return Err(invalid("an admin client needs the tessera:admin scope"));
+            }
+        } else if scope.contains(ADMIN_SCOPE) {
+            return Err(Error::new(
+                ErrorCode::InvalidScope,
+                "only admin clients (tessera app create --admin) may have the tessera:admin scope",
+            ));
+        }
         if new.access_token_ttl == Some(0) || new.refresh_token_ttl == Some(0) {
             return Err(invalid("token lifetimes must be at least 1 second"));
         }
@@ -135,6 +156,7 @@ impl Provider {
         client.skip_consent = new.skip_consent;
         client.post_logout_redirect_uris = new.post_logout_redirect_uris;
         client.id_token_signed_response_alg = new.id_token_signed_response_alg;
+        client.admin = new.admin;
         self.store.put_client(&client)?;
         Ok(client)
     }

@@ -4,6 +4,10 @@ use std::fmt;
 
 use super::error::{Error, ErrorCode};
 
+/// The scope of Tessera's own administration API. It is not one of the configured scopes:
+/// only admin clients may hold it, and only through client_credentials.
+pub const ADMIN_SCOPE: &str = "tessera:admin";
+
 /// A set of scope tokens in a canonical order.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Scope(Vec<String>);

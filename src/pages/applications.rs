@@ -76,6 +76,7 @@ fn settings_of(client: &ClientRecord) -> NewClient {
         owner_user_id: client.owner_user_id.clone(),
         post_logout_redirect_uris: client.post_logout_redirect_uris.clone(),
         id_token_signed_response_alg: client.id_token_signed_response_alg,
+        admin: client.admin,
     }
 }
 
@@ -241,6 +242,7 @@ pub fn register_form(req: &Request, provider: Data<&Arc<Provider>>, templates: D
         owner_user_id: Some(visitor.user.user_id.clone()),
         post_logout_redirect_uris: vec![],
         id_token_signed_response_alg: None,
+        admin: false,
     };
     form_page(
         provider,
@@ -277,6 +279,7 @@ pub async fn register(
         owner_user_id: Some(visitor.user.user_id.clone()),
         post_logout_redirect_uris: vec![],
         id_token_signed_response_alg: None,
+        admin: false,
     };
     let new = settings_from_form(provider, &Params::new(&form), base);
     match provider.register_client(new.clone()) {

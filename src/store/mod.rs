@@ -101,6 +101,12 @@ pub struct ClientRecord {
     /// the standard default, RS256.
     #[serde(default)]
     pub id_token_signed_response_alg: Option<crate::keys::Algorithm>,
+    /// An administration client: it may hold the `tessera:admin` scope.
+    #[serde(default)]
+    pub admin: bool,
+    /// SHA-256 of the RFC 7592 registration access token, for dynamically registered clients.
+    #[serde(default)]
+    pub registration_token_hash: Option<SecretHash>,
 }
 
 /// A person who can log in (the resource owner of RFC 6749).
@@ -234,6 +240,8 @@ pub trait ClientStore: Send + Sync {
     fn get_client(&self, client_id: &str) -> Result<Option<ClientRecord>>;
     /// All clients, ordered by `client_id`.
     fn list_clients(&self) -> Result<Vec<ClientRecord>>;
+    /// Up to `limit` clients whose `client_id` sorts after `after`, in `client_id` order.
+    fn clients_page(&self, after: Option<&str>, limit: usize) -> Result<Vec<ClientRecord>>;
     /// Returns whether a client was removed.
     fn delete_client(&self, client_id: &str) -> Result<bool>;
 }
@@ -247,6 +255,8 @@ pub trait UserStore: Send + Sync {
     fn get_user(&self, user_id: &str) -> Result<Option<UserRecord>>;
     fn get_user_by_name(&self, username: &str) -> Result<Option<UserRecord>>;
     fn list_users(&self) -> Result<Vec<UserRecord>>;
+    /// Up to `limit` users whose `user_id` sorts after `after`, in `user_id` order.
+    fn users_page(&self, after: Option<&str>, limit: usize) -> Result<Vec<UserRecord>>;
     /// Removes the user and their username; returns whether one was removed.
     fn delete_user(&self, user_id: &str) -> Result<bool>;
 }
@@ -259,6 +269,9 @@ pub trait GrantStore: Send + Sync {
     /// Stores a grant and indexes it under its user and client.
     fn put_grant(&self, grant: &GrantRecord) -> Result<()>;
     fn get_grant(&self, grant_id: &str) -> Result<Option<GrantRecord>>;
+    /// Grants of a user and/or a client (all grants when both are `None`), ordered by id.
+    /// By user it reads one index prefix; by client alone it scans every grant.
+    fn list_grants(&self, user_id: Option<&str>, client_id: Option<&str>) -> Result<Vec<GrantRecord>>;
     /// The ids of every grant a user gave a client (revoked ones included).
     fn grant_ids(&self, user_id: &str, client_id: &str) -> Result<Vec<String>>;
     /// Marks a grant revoked; returns whether it existed. Its tokens stop working at once.

@@ -145,6 +145,20 @@ impl SledStore {
         tree.iter().values().map(|v| from_json(&v?)).collect()
     }
 
+    /// Up to `limit` records with keys after `after`, in key order.
+    fn page<T: DeserializeOwned>(tree: &Tree, after: Option<&str>, limit: usize) -> Result<Vec<T>> {
+        use std::ops::Bound;
+        let start = match after {
+            Some(key) => Bound::Excluded(key.as_bytes().to_vec()),
+            None => Bound::Unbounded,
+        };
+        tree.range::<Vec<u8>, _>((start, Bound::Unbounded))
+            .values()
+            .take(limit)
+            .map(|v| from_json(&v?))
+            .collect()
+    }
+
     fn get<T: DeserializeOwned>(tree: &Tree, key: &[u8]) -> Result<Option<T>> {
         tree.get(key)?.map(|v| from_json(&v)).transpose()
     }
@@ -173,6 +187,10 @@ impl ClientStore for SledStore {
 
     fn list_clients(&self) -> Result<Vec<ClientRecord>> {
         Self::list(&self.clients)
+    }
+
+    fn clients_page(&self, after: Option<&str>, limit: usize) -> Result<Vec<ClientRecord>> {
+        Self::page(&self.clients, after, limit)
     }
 
     fn delete_client(&self, client_id: &str) -> Result<bool> {
@@ -215,6 +233,10 @@ impl UserStore for SledStore {
         let mut users: Vec<UserRecord> = Self::list(&self.users)?;
         users.sort_by(|a, b| a.username.cmp(&b.username));
         Ok(users)
+    }
+
+    fn users_page(&self, after: Option<&str>, limit: usize) -> Result<Vec<UserRecord>> {
+        Self::page(&self.users, after, limit)
     }
 
     fn delete_user(&self, user_id: &str) -> Result<bool> {
@@ -286,6 +308,30 @@ impl GrantStore for SledStore {
 
     fn get_grant(&self, grant_id: &str) -> Result<Option<GrantRecord>> {
         Self::get(&self.grants, grant_id.as_bytes())
+    }
+
+    fn list_grants(&self, user_id: Option<&str>, client_id: Option<&str>) -> Result<Vec<GrantRecord>> {
+        let mut grants: Vec<GrantRecord> = match user_id {
+            // A user's grants are one prefix of the index.
+            Some(user_id) => {
+                let prefix = [user_id.as_bytes(), &[0]].concat();
+                let mut grants = Vec::new();
+                for key in self.user_grants.scan_prefix(&prefix).keys() {
+                    let key = key?;
+                    let grant_id = key.rsplit(|b| *b == 0).next().unwrap_or_default();
+                    if let Some(grant) = Self::get::<GrantRecord>(&self.grants, grant_id)? {
+                        grants.push(grant);
+                    }
+                }
+                grants
+            }
+            None => Self::list(&self.grants)?,
+        };
+        if let Some(client_id) = client_id {
+            grants.retain(|g| g.client_id == client_id);
+        }
+        grants.sort_by(|a, b| a.grant_id.cmp(&b.grant_id));
+        Ok(grants)
     }
 
     fn revoke_grant(&self, grant_id: &str) -> Result<bool> {

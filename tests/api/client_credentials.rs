@@ -127,6 +127,7 @@ async fn per_client_lifetimes_override_the_servers() {
             owner_user_id: None,
             post_logout_redirect_uris: vec![],
             id_token_signed_response_alg: None,
+            admin: false,
         })
         .unwrap();
     let short = TestClient {

@@ -83,6 +83,7 @@ async fn a_first_party_app_never_asks() {
             owner_user_id: None,
             post_logout_redirect_uris: vec![],
             id_token_signed_response_alg: None,
+            admin: false,
         })
         .unwrap();
     let params: Vec<(String, String)> = with_scope(app.authorize_query(&Pkce::new(), "s"), "read")

@@ -139,6 +139,7 @@ fn seed(provider: &Provider, dirs: &TempDir) -> (TestClient, TestClient) {
             owner_user_id: None,
             post_logout_redirect_uris: vec![],
             id_token_signed_response_alg: None,
+            admin: false,
         })
         .unwrap();
     let (public, _) = provider
@@ -155,6 +156,7 @@ fn seed(provider: &Provider, dirs: &TempDir) -> (TestClient, TestClient) {
             owner_user_id: None,
             post_logout_redirect_uris: vec![],
             id_token_signed_response_alg: None,
+            admin: false,
         })
         .unwrap();
     provider
@@ -240,6 +242,7 @@ impl TestApp {
                 owner_user_id: None,
                 post_logout_redirect_uris: vec![LOGGED_OUT.into()],
                 id_token_signed_response_alg: alg,
+                admin: false,
             })
             .unwrap();
         TestClient {

@@ -60,6 +60,7 @@ async fn the_playground_walks_the_code_flow_refreshes_and_calls_an_api() {
             owner_user_id: Some(user.user_id),
             post_logout_redirect_uris: vec![],
             id_token_signed_response_alg: None,
+            admin: false,
         })
         .unwrap();
 

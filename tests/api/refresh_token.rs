@@ -128,6 +128,7 @@ async fn an_expired_refresh_token_is_invalid_grant() {
             owner_user_id: None,
             post_logout_redirect_uris: vec![],
             id_token_signed_response_alg: None,
+            admin: false,
         })
         .unwrap();
     let short = TestClient {
