@@ -286,8 +286,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             app.run().await?;
         }
         Command::Openapi => println!("{}", crate::http::spec()),
-        Command::App(cmd) => app_command(&cli.config(None)?, cmd)?,
-        Command::User(cmd) => user_command(&cli.config(None)?, cmd)?,
+        Command::App(cmd) => app_command(&cli.config(None)?, cmd).await?,
+        Command::User(cmd) => user_command(&cli.config(None)?, cmd).await?,
         Command::Keys(cmd) => keys_command(&cli.config(None)?, cmd)?,
     }
     Ok(())
@@ -346,7 +346,7 @@ fn print_client(client: &ClientRecord) {
     println!("ID tokens:     {alg}");
 }
 
-fn app_command(config: &Config, cmd: &AppCommand) -> anyhow::Result<()> {
+async fn app_command(config: &Config, cmd: &AppCommand) -> anyhow::Result<()> {
     let provider = offline_provider(config)?;
     match cmd {
         AppCommand::Create {
@@ -441,7 +441,12 @@ fn app_command(config: &Config, cmd: &AppCommand) -> anyhow::Result<()> {
             }
         }
         AppCommand::Delete { client_id } => {
-            if !provider.store.delete_client(client_id)? {
+            // Its grants are revoked first, so none of its tokens outlives it.
+            if !provider
+                .delete_client(client_id)
+                .await
+                .map_err(|e| anyhow::anyhow!(e.description))?
+            {
                 bail!("no client {client_id}");
             }
             println!("deleted client {client_id}");
@@ -514,7 +519,7 @@ fn print_user(user: &UserRecord, as_json: bool) {
     }
 }
 
-fn user_command(config: &Config, cmd: &UserCommand) -> anyhow::Result<()> {
+async fn user_command(config: &Config, cmd: &UserCommand) -> anyhow::Result<()> {
     let provider = offline_provider(config)?;
     match cmd {
         UserCommand::Create {
@@ -539,11 +544,11 @@ fn user_command(config: &Config, cmd: &UserCommand) -> anyhow::Result<()> {
             }
         }
         UserCommand::Delete { username } => {
-            let user = provider
-                .store
-                .get_user_by_name(username)?
-                .with_context(|| format!("no user {username}"))?;
-            provider.store.delete_user(&user.user_id)?;
+            let user = find_user(&provider, username)?;
+            provider
+                .delete_user(&user.user_id)
+                .await
+                .map_err(|e| anyhow::anyhow!(e.description))?;
             println!("deleted user {username}");
         }
         UserCommand::SetPassword {
@@ -551,8 +556,9 @@ fn user_command(config: &Config, cmd: &UserCommand) -> anyhow::Result<()> {
             password_stdin,
         } => {
             let password = read_password(*password_stdin)?;
+            let user = find_user(&provider, username)?;
             provider
-                .set_password(username, &password)
+                .set_password(&user.user_id, &password)
                 .map_err(|e| anyhow::anyhow!(e.description))?;
             println!("password changed for {username}");
         }

@@ -51,6 +51,11 @@ pub enum ErrorCode {
     RequestUriNotSupported,
     /// The `registration` parameter is not supported.
     RegistrationNotSupported,
+    // The admin API (not OAuth codes; carried in problem details)
+    /// The addressed record does not exist.
+    NotFound,
+    /// The record would clash with an existing one (a taken username).
+    Conflict,
 }
 
 impl ErrorCode {
@@ -75,6 +80,8 @@ impl ErrorCode {
             ErrorCode::RequestNotSupported => "request_not_supported",
             ErrorCode::RequestUriNotSupported => "request_uri_not_supported",
             ErrorCode::RegistrationNotSupported => "registration_not_supported",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::Conflict => "conflict",
         }
     }
 }

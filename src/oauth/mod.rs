@@ -5,6 +5,7 @@
 //! owner of RFC 6749 (a person who logs in), and a *grant* is one authorization a user gave a
 //! client: every refresh and access token descended from one code belongs to its grant.
 
+pub mod admin;
 pub mod authorize;
 pub mod client;
 pub mod consent;

@@ -177,28 +177,11 @@ impl Provider {
     ///
     /// Errors are RFC 6750 §3.1 codes: `invalid_token` (no valid token) or `insufficient_scope`.
     pub fn userinfo(&self, access_token: &str) -> Result<Map<String, Value>, Error> {
-        let invalid = |why: &str| Error::new(ErrorCode::InvalidToken, why);
         let insufficient = || Error::new(ErrorCode::InsufficientScope, "the access token lacks the openid scope");
-        let token = access_token;
-        let claims = self
-            .keys
-            .current()
-            .verify_jwt(token, "at+jwt", &self.issuer)
-            .ok_or_else(|| invalid("the access token is invalid or expired"))?;
-        let audience = claims["aud"].as_str().unwrap_or_default();
-        if audience != self.issuer && audience != self.default_audience {
-            return Err(invalid("the access token is for another resource"));
-        }
-        let jti = claims["jti"].as_str().unwrap_or_default();
-        if self.store.is_access_token_revoked(jti)? {
-            return Err(invalid("the access token was revoked"));
-        }
-        let Some(grant_id) = claims["gid"].as_str() else {
+        let claims = self.verify_access_token(access_token)?;
+        if claims["gid"].as_str().is_none() {
             // client_credentials tokens have no user behind them.
             return Err(insufficient());
-        };
-        if self.store.get_grant(grant_id)?.is_none_or(|g| g.revoked) {
-            return Err(invalid("the access token was revoked"));
         }
         let scope = Scope::parse(claims["scope"].as_str().unwrap_or_default()).map_err(|_| insufficient())?;
         if !scope.contains(OPENID) {
@@ -208,7 +191,7 @@ impl Provider {
         let user = self
             .store
             .get_user(sub)?
-            .ok_or_else(|| invalid("the user no longer exists"))?;
+            .ok_or_else(|| Error::new(ErrorCode::InvalidToken, "the user no longer exists"))?;
         let mut response = Map::new();
         response.insert("sub".into(), json!(user.user_id));
         response.extend(user_claims(&user, &scope));

@@ -76,6 +76,35 @@ impl Provider {
         Ok(MintedAccessToken { jwt, jti, expires_in })
     }
 
+    /// Checks a bearer access token presented to Tessera itself (UserInfo, the admin API):
+    /// signed by a published key, `typ` at+jwt, ours, unexpired, issued for this server (not
+    /// for another resource), and neither it nor its grant revoked. Returns its claims; any
+    /// failure is `invalid_token` (RFC 6750 §3.1).
+    pub fn verify_access_token(&self, token: &str) -> Result<serde_json::Value, Error> {
+        let invalid = |why: &str| Error::new(ErrorCode::InvalidToken, why);
+        let claims = self
+            .keys
+            .current()
+            .verify_jwt(token, "at+jwt", &self.issuer)
+            .ok_or_else(|| invalid("the access token is invalid or expired"))?;
+        let audience = claims["aud"].as_str().unwrap_or_default();
+        if audience != self.issuer && audience != self.default_audience {
+            return Err(invalid("the access token is for another resource"));
+        }
+        if self
+            .store
+            .is_access_token_revoked(claims["jti"].as_str().unwrap_or_default())?
+        {
+            return Err(invalid("the access token was revoked"));
+        }
+        if let Some(grant_id) = claims["gid"].as_str() {
+            if self.store.get_grant(grant_id)?.is_none_or(|g| g.revoked) {
+                return Err(invalid("the access token was revoked"));
+            }
+        }
+        Ok(claims)
+    }
+
     pub fn refresh_token_ttl(&self, client: &ClientRecord) -> i64 {
         client
             .refresh_token_ttl

@@ -201,7 +201,10 @@ impl Provider {
             updated_at: 0,
         };
         match self.store.insert_user(&user) {
-            Err(StoreError::Conflict(_)) => Err(Error::invalid_request(format!("username {username:?} is taken"))),
+            Err(StoreError::Conflict(_)) => Err(Error::new(
+                super::ErrorCode::Conflict,
+                format!("username {username:?} is taken"),
+            )),
             other => other.map(|_| user).map_err(Error::from),
         }
     }
@@ -212,7 +215,7 @@ impl Provider {
         let mut user = self
             .store
             .get_user(user_id)?
-            .ok_or_else(|| Error::invalid_request("no such user"))?;
+            .ok_or_else(|| super::admin::not_found("user"))?;
         let email = normalized(&edit.email);
         if let Some(email) = &email {
             validate_email(email)?;
@@ -232,12 +235,12 @@ impl Provider {
         Ok(user)
     }
 
-    pub fn set_password(&self, username: &str, password: &str) -> Result<(), Error> {
+    pub fn set_password(&self, user_id: &str, password: &str) -> Result<(), Error> {
         validate_password(password)?;
         let mut user = self
             .store
-            .get_user_by_name(username)?
-            .ok_or_else(|| Error::invalid_request("no such user"))?;
+            .get_user(user_id)?
+            .ok_or_else(|| super::admin::not_found("user"))?;
         user.password_hash = hash_password(password)?;
         Ok(self.store.update_user(&user)?)
     }

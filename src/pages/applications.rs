@@ -407,8 +407,8 @@ pub async fn delete(
     let visitor = try_page!(visitor(provider, templates, req, StatusCode::SEE_OTHER));
     try_page!(owned_client(provider, templates, &visitor, &id));
     try_page!(checked_form(templates, &visitor, body).await);
-    match provider.store.delete_client(&id) {
+    match provider.delete_client(&id).await {
         Ok(_) => redirect(StatusCode::SEE_OTHER, "/o/applications/"),
-        Err(e) => error_page(templates, StatusCode::INTERNAL_SERVER_ERROR, &e.into()),
+        Err(e) => error_page(templates, StatusCode::INTERNAL_SERVER_ERROR, &e),
     }
 }

@@ -1,0 +1,162 @@
+//! The administration API's logic: who may call it, and the operations the CLI and the pages
+//! do not already have. Handlers in `http/admin.rs` call these and the shared client, user
+//! and key operations; nothing here knows about HTTP.
+
+use super::scope::{Scope, ADMIN_SCOPE};
+use super::{Error, ErrorCode, Provider};
+use crate::keys::{Algorithm, KeyInfo, Keyring};
+use crate::store::{ClientRecord, GrantRecord, UserRecord};
+
+/// The most records one page may hold, and the default page size.
+pub const MAX_PAGE: usize = 200;
+pub const DEFAULT_PAGE: usize = 50;
+
+/// The admin client behind a request.
+#[derive(Debug, Clone)]
+pub struct AdminCaller {
+    pub client_id: String,
+}
+
+/// One page of a listing; `next_cursor` continues it (absent on the last page).
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+fn page_of<T>(mut items: Vec<T>, limit: usize, key: impl Fn(&T) -> String) -> Page<T> {
+    let next_cursor = if items.len() > limit {
+        items.truncate(limit);
+        items.last().map(key)
+    } else {
+        None
+    };
+    Page { items, next_cursor }
+}
+
+/// A page size asked for: 1 to [`MAX_PAGE`], [`DEFAULT_PAGE`] when not given.
+pub fn page_size(limit: Option<u32>) -> Result<usize, Error> {
+    match limit {
+        None => Ok(DEFAULT_PAGE),
+        Some(n) if (1..=MAX_PAGE as u32).contains(&n) => Ok(n as usize),
+        Some(_) => Err(Error::invalid_request(format!(
+            "limit must be between 1 and {MAX_PAGE}"
+        ))),
+    }
+}
+
+pub fn not_found(what: &str) -> Error {
+    Error::new(ErrorCode::NotFound, format!("no such {what}"))
+}
+
+impl Provider {
+    /// Checks a bearer token for the admin API: a valid access token of ours with the
+    /// `tessera:admin` scope, issued to a client that still exists and is still an admin client.
+    pub fn authorize_admin(&self, token: &str) -> Result<AdminCaller, Error> {
+        let claims = self.verify_access_token(token)?;
+        let scope = Scope::parse(claims["scope"].as_str().unwrap_or_default()).unwrap_or_default();
+        if !scope.contains(ADMIN_SCOPE) {
+            return Err(Error::new(
+                ErrorCode::InsufficientScope,
+                "the admin API needs a token with the tessera:admin scope",
+            ));
+        }
+        let client_id = claims["client_id"].as_str().unwrap_or_default();
+        match self.store.get_client(client_id)? {
+            Some(client) if client.admin => Ok(AdminCaller {
+                client_id: client.client_id,
+            }),
+            _ => Err(Error::new(
+                ErrorCode::InvalidToken,
+                "the token's client is no longer an admin client",
+            )),
+        }
+    }
+
+    pub fn clients_page(&self, after: Option<&str>, limit: usize) -> Result<Page<ClientRecord>, Error> {
+        let items = self.store.clients_page(after, limit + 1)?;
+        Ok(page_of(items, limit, |c| c.client_id.clone()))
+    }
+
+    pub fn users_page(&self, after: Option<&str>, limit: usize) -> Result<Page<UserRecord>, Error> {
+        let items = self.store.users_page(after, limit + 1)?;
+        Ok(page_of(items, limit, |u| u.user_id.clone()))
+    }
+
+    /// Grants of a user and/or a client, a page at a time (ordered by grant id).
+    pub fn grants_page(
+        &self,
+        user_id: Option<&str>,
+        client_id: Option<&str>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<GrantRecord>, Error> {
+        let mut grants = self.store.list_grants(user_id, client_id)?;
+        if let Some(after) = after {
+            grants.retain(|g| g.grant_id.as_str() > after);
+        }
+        grants.truncate(limit + 1);
+        Ok(page_of(grants, limit, |g| g.grant_id.clone()))
+    }
+
+    /// Revokes one grant: every refresh token of it stops working at once, and its access
+    /// tokens are reported inactive by introspection.
+    pub async fn revoke_grant(&self, grant_id: &str) -> Result<GrantRecord, Error> {
+        if !self.store.revoke_grant(grant_id)? {
+            return Err(not_found("grant"));
+        }
+        self.store.durable().await?;
+        self.store.get_grant(grant_id)?.ok_or_else(|| not_found("grant"))
+    }
+
+    /// Deletes a client after revoking every grant it holds, so no token of it outlives it.
+    pub async fn delete_client(&self, client_id: &str) -> Result<bool, Error> {
+        for grant in self.store.list_grants(None, Some(client_id))? {
+            self.store.revoke_grant(&grant.grant_id)?;
+        }
+        let deleted = self.store.delete_client(client_id)?;
+        self.store.durable().await?;
+        Ok(deleted)
+    }
+
+    /// Deletes a user after revoking every grant they gave.
+    pub async fn delete_user(&self, user_id: &str) -> Result<bool, Error> {
+        for grant in self.store.list_grants(Some(user_id), None)? {
+            self.store.revoke_grant(&grant.grant_id)?;
+        }
+        let deleted = self.store.delete_user(user_id)?;
+        self.store.durable().await?;
+        Ok(deleted)
+    }
+
+    /// The keyring's keys, as `tessera keys list` shows them.
+    pub fn list_keys(&self) -> Result<Vec<KeyInfo>, Error> {
+        Ok(Keyring::open_or_init(&self.config.keys_dir)?.keys().to_vec())
+    }
+
+    /// Changes the keyring as `tessera keys generate|promote|retire` would, then loads it at
+    /// once (the periodic reload would pick it up within two seconds anyway).
+    pub fn change_keys(&self, change: KeyChange<'_>) -> Result<KeyInfo, Error> {
+        let mut ring = Keyring::open_or_init(&self.config.keys_dir)?;
+        let result = match change {
+            KeyChange::Generate(alg) => ring.generate(alg),
+            KeyChange::Promote(kid) => ring.promote(kid),
+            KeyChange::Retire(kid) => ring.retire(kid),
+        };
+        let info = result.map_err(|e| match e {
+            crate::keys::KeyError::UnknownKid(_) => not_found("key"),
+            crate::keys::KeyError::Refused(why) => Error::invalid_request(why),
+            other => Error::server_error(other),
+        })?;
+        self.keys.reload_if_changed()?;
+        Ok(info)
+    }
+}
+
+/// A change to the keyring.
+#[derive(Debug, Clone, Copy)]
+pub enum KeyChange<'a> {
+    Generate(Algorithm),
+    Promote(&'a str),
+    Retire(&'a str),
+}
