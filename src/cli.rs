@@ -12,7 +12,7 @@ use serde_json::json;
 use crate::config::{Config, Overrides};
 use crate::keys::{Algorithm, Keyring};
 use crate::oauth::client::NewClient;
-use crate::oauth::user::ProfileEdit;
+use crate::oauth::user::{ProfileChanges, ProfileEdit};
 use crate::oauth::Provider;
 use crate::store::{ClientRecord, ClientType, GrantType, UserRecord};
 use crate::App;
@@ -182,59 +182,11 @@ pub enum UserCommand {
     SetProfile {
         username: String,
         #[command(flatten)]
-        fields: ProfileFields,
+        fields: ProfileChanges,
         /// Whether the user's email is verified (a changed email is unverified unless this says so).
         #[arg(long)]
         email_verified: Option<bool>,
     },
-}
-
-/// The profile claims `tessera user set-profile` can set (OpenID Connect Core §5.1).
-#[derive(Args, Debug, Default)]
-pub struct ProfileFields {
-    #[arg(long)]
-    pub name: Option<String>,
-    #[arg(long)]
-    pub given_name: Option<String>,
-    #[arg(long)]
-    pub family_name: Option<String>,
-    #[arg(long)]
-    pub nickname: Option<String>,
-    #[arg(long)]
-    pub email: Option<String>,
-    /// URL of a profile picture.
-    #[arg(long)]
-    pub picture: Option<String>,
-    #[arg(long)]
-    pub website: Option<String>,
-    /// BCP 47 language tag, e.g. en-GB.
-    #[arg(long)]
-    pub locale: Option<String>,
-    /// IANA time zone, e.g. Europe/Paris.
-    #[arg(long)]
-    pub zoneinfo: Option<String>,
-}
-
-impl ProfileFields {
-    /// Applies the given flags to `edit`; an absent flag keeps the current value.
-    fn apply(&self, edit: &mut ProfileEdit) {
-        let profile = &mut edit.profile;
-        for (flag, slot) in [
-            (&self.name, &mut profile.name),
-            (&self.given_name, &mut profile.given_name),
-            (&self.family_name, &mut profile.family_name),
-            (&self.nickname, &mut profile.nickname),
-            (&self.email, &mut edit.email),
-            (&self.picture, &mut profile.picture),
-            (&self.website, &mut profile.website),
-            (&self.locale, &mut profile.locale),
-            (&self.zoneinfo, &mut profile.zoneinfo),
-        ] {
-            if let Some(value) = flag {
-                *slot = Some(value.clone());
-            }
-        }
-    }
 }
 
 #[derive(Subcommand, Debug)]

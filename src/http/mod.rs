@@ -1,6 +1,7 @@
 //! The HTTP layer: routes, the OpenAPI service, and middleware. Handlers here only parse
 //! input, call [`Provider`], and map the result.
 
+pub mod admin;
 pub mod error;
 pub mod form;
 pub mod oauth;
@@ -16,6 +17,7 @@ use poem::middleware::Cors;
 use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route};
 use poem_openapi::{OpenApiService, Tags};
 
+use self::admin::AdminApi;
 use self::oauth::OAuthApi;
 use self::oidc::OidcApi;
 use self::wellknown::WellKnownApi;
@@ -31,22 +33,28 @@ pub enum Tag {
     OpenIdConnect,
     /// Documents describing this server: metadata and signing keys.
     Discovery,
+    /// Administration: clients, users, grants and keys (needs a `tessera:admin` token).
+    Admin,
     /// Running the server.
     Operations,
 }
 
-type Apis = (OAuthApi, OidcApi, WellKnownApi);
+type Apis = (OAuthApi, OidcApi, WellKnownApi, AdminApi);
 
 /// The OpenAPI service; it needs no server state, so `tessera openapi` can print the spec.
 pub fn api_service() -> OpenApiService<Apis, ()> {
-    OpenApiService::new((OAuthApi, OidcApi, WellKnownApi), "Tessera", env!("CARGO_PKG_VERSION"))
-        .description(
-            "An OAuth 2.0 authorization server. Access tokens are JWTs (RFC 9068) that resource \
+    OpenApiService::new(
+        (OAuthApi, OidcApi, WellKnownApi, AdminApi),
+        "Tessera",
+        env!("CARGO_PKG_VERSION"),
+    )
+    .description(
+        "An OAuth 2.0 authorization server. Access tokens are JWTs (RFC 9068) that resource \
              servers verify offline with the keys at /.well-known/jwks.json; refresh tokens are \
              opaque and rotate on every use. The browser-facing authorization endpoint \
              (/o/authorize/) is described by the server metadata, not here.",
-        )
-        .license("Apache-2.0")
+    )
+    .license("Apache-2.0")
 }
 
 /// The OpenAPI document as committed under `openapi/openapi.json`.

@@ -66,6 +66,55 @@ impl ProfileEdit {
     }
 }
 
+/// Changes to a user's details, as `tessera user set-profile` flags and admin API fields:
+/// an absent field keeps its value, an empty one clears it (OpenID Connect Core §5.1 claims).
+#[derive(clap::Args, Debug, Default, Clone)]
+pub struct ProfileChanges {
+    #[arg(long)]
+    pub name: Option<String>,
+    #[arg(long)]
+    pub given_name: Option<String>,
+    #[arg(long)]
+    pub family_name: Option<String>,
+    #[arg(long)]
+    pub nickname: Option<String>,
+    #[arg(long)]
+    pub email: Option<String>,
+    /// URL of a profile picture.
+    #[arg(long)]
+    pub picture: Option<String>,
+    #[arg(long)]
+    pub website: Option<String>,
+    /// BCP 47 language tag, e.g. en-GB.
+    #[arg(long)]
+    pub locale: Option<String>,
+    /// IANA time zone, e.g. Europe/Paris.
+    #[arg(long)]
+    pub zoneinfo: Option<String>,
+}
+
+impl ProfileChanges {
+    /// Applies the given flags to `edit`; an absent flag keeps the current value.
+    pub fn apply(&self, edit: &mut ProfileEdit) {
+        let profile = &mut edit.profile;
+        for (flag, slot) in [
+            (&self.name, &mut profile.name),
+            (&self.given_name, &mut profile.given_name),
+            (&self.family_name, &mut profile.family_name),
+            (&self.nickname, &mut profile.nickname),
+            (&self.email, &mut edit.email),
+            (&self.picture, &mut profile.picture),
+            (&self.website, &mut profile.website),
+            (&self.locale, &mut profile.locale),
+            (&self.zoneinfo, &mut profile.zoneinfo),
+        ] {
+            if let Some(value) = flag {
+                *slot = Some(value.clone());
+            }
+        }
+    }
+}
+
 /// Trims a field; blank means absent.
 fn normalized(value: &Option<String>) -> Option<String> {
     value

@@ -392,6 +392,11 @@ impl TestApp {
         .await
     }
 
+    pub async fn client_credentials_as(&self, client: &TestClient, scope: &str) -> reqwest::Response {
+        self.token(client, &[("grant_type", "client_credentials"), ("scope", scope)])
+            .await
+    }
+
     pub async fn client_credentials(&self, scope: &str) -> reqwest::Response {
         self.token(&self.client, &[("grant_type", "client_credentials"), ("scope", scope)])
             .await

@@ -4,6 +4,8 @@
 // spawn_app() and the TestApp methods named after user actions.
 mod helpers;
 
+// The admin API under /api/v1/: authorisation, problem details, paging, each area.
+mod admin;
 // The code + PKCE flow through login and consent, and every authorization-endpoint rule.
 mod authorization_code;
 // Registering and managing apps in /o/applications/.
