@@ -187,8 +187,8 @@ async fn without_a_valid_admin_token_nothing_is_read_or_changed() {
 #[tokio::test]
 async fn clients_are_created_paged_read_replaced_rotated_and_deleted() {
     let app = spawn_app().await;
-    let token = admin_token(&app).await;
-    let token = Some(token.as_str());
+    let bearer = admin_token(&app).await;
+    let token = Some(bearer.as_str());
 
     let mut created = Vec::new();
     for i in 0..5 {
@@ -277,7 +277,7 @@ async fn clients_are_created_paged_read_replaced_rotated_and_deleted() {
     let malformed = app
         .http
         .post(app.url("/api/v1/clients"))
-        .bearer_auth(token.unwrap())
+        .bearer_auth(&bearer)
         .header("content-type", "application/json")
         .body("{not json")
         .send()
