@@ -34,6 +34,42 @@ fn oidc_scopes() -> [ScopeInfo; 3] {
     })
 }
 
+/// Who may register clients at the RFC 7591 registration endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RegistrationMode {
+    /// No registration endpoint (the default): clients come from the CLI, the pages or the
+    /// admin API.
+    Off,
+    /// Anyone may register a client (within the registration policy).
+    Open,
+    /// Registration needs one of the configured initial access tokens (RFC 7591 §3).
+    Token,
+}
+
+/// The dynamic client registration policy.
+#[derive(Clone, Debug)]
+pub struct RegistrationPolicy {
+    pub mode: RegistrationMode,
+    /// Initial access tokens accepted in `token` mode (compared in constant time).
+    pub initial_access_tokens: Vec<String>,
+    /// Scopes a registered client may ask for; `None`: every configured scope.
+    pub scopes: Option<Vec<String>>,
+    /// Whether confidential registered clients may use client_credentials.
+    pub allow_client_credentials: bool,
+}
+
+impl Default for RegistrationPolicy {
+    fn default() -> Self {
+        RegistrationPolicy {
+            mode: RegistrationMode::Off,
+            initial_access_tokens: Vec::new(),
+            scopes: None,
+            allow_client_credentials: false,
+        }
+    }
+}
+
 /// The validated server configuration.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -65,6 +101,8 @@ pub struct Config {
     pub login_throttle: ThrottlePolicy,
     /// Serve the built-in test consumer at `/o/playground/` (on with `tessera serve --dev`).
     pub playground: bool,
+    /// Dynamic client registration (RFC 7591/7592).
+    pub registration: RegistrationPolicy,
 }
 
 impl Default for Config {
@@ -108,6 +146,7 @@ impl Default for Config {
             jwks_max_age: Duration::from_secs(300),
             login_throttle: ThrottlePolicy::default(),
             playground: false,
+            registration: RegistrationPolicy::default(),
         }
     }
 }
@@ -142,6 +181,14 @@ pub struct FileConfig {
     pub login_max_lockout: Option<u64>,
     /// Serve the built-in test consumer at `/o/playground/`.
     pub playground: Option<bool>,
+    /// Dynamic client registration: `off` (default), `open` or `token`.
+    pub registration: Option<RegistrationMode>,
+    /// Initial access tokens for `registration = "token"`.
+    pub registration_initial_access_tokens: Option<Vec<String>>,
+    /// Scopes registered clients may ask for (default: every configured scope).
+    pub registration_scopes: Option<Vec<String>>,
+    /// Let confidential registered clients use client_credentials (default false).
+    pub registration_allow_client_credentials: Option<bool>,
 }
 
 /// Values given on the command line or in the environment; they win over the file.
@@ -264,6 +311,37 @@ impl Config {
         throttle.max_lockout = file.login_max_lockout.map(secs).unwrap_or(throttle.max_lockout);
         if let Some(v) = file.playground {
             self.playground = v;
+        }
+        let registration = &mut self.registration;
+        if let Some(mode) = file.registration {
+            registration.mode = mode;
+        }
+        if let Some(tokens) = file.registration_initial_access_tokens {
+            if tokens.iter().any(|t| t.len() < 16) {
+                return Err(ConfigError::Invalid(
+                    "registration_initial_access_tokens",
+                    "each token needs at least 16 characters".into(),
+                ));
+            }
+            registration.initial_access_tokens = tokens;
+        }
+        if registration.mode == RegistrationMode::Token && registration.initial_access_tokens.is_empty() {
+            return Err(ConfigError::Invalid(
+                "registration",
+                "\"token\" needs registration_initial_access_tokens".into(),
+            ));
+        }
+        if let Some(scopes) = file.registration_scopes {
+            if let Some(unknown) = scopes.iter().find(|name| !self.scopes.iter().any(|s| &s.name == *name)) {
+                return Err(ConfigError::Invalid(
+                    "registration_scopes",
+                    format!("{unknown:?} is not a configured scope"),
+                ));
+            }
+            self.registration.scopes = Some(scopes);
+        }
+        if let Some(v) = file.registration_allow_client_credentials {
+            self.registration.allow_client_credentials = v;
         }
         if throttle.max_lockout < throttle.lockout {
             return Err(ConfigError::Invalid(

@@ -6,6 +6,7 @@ pub mod error;
 pub mod form;
 pub mod oauth;
 pub mod oidc;
+pub mod registration;
 pub mod security;
 pub mod wellknown;
 
@@ -20,6 +21,7 @@ use poem_openapi::{OpenApiService, Tags};
 use self::admin::AdminApi;
 use self::oauth::OAuthApi;
 use self::oidc::OidcApi;
+use self::registration::RegistrationApi;
 use self::wellknown::WellKnownApi;
 use crate::oauth::Provider;
 
@@ -39,12 +41,12 @@ pub enum Tag {
     Operations,
 }
 
-type Apis = (OAuthApi, OidcApi, WellKnownApi, AdminApi);
+type Apis = (OAuthApi, RegistrationApi, OidcApi, WellKnownApi, AdminApi);
 
 /// The OpenAPI service; it needs no server state, so `tessera openapi` can print the spec.
 pub fn api_service() -> OpenApiService<Apis, ()> {
     OpenApiService::new(
-        (OAuthApi, OidcApi, WellKnownApi, AdminApi),
+        (OAuthApi, RegistrationApi, OidcApi, WellKnownApi, AdminApi),
         "Tessera",
         env!("CARGO_PKG_VERSION"),
     )

@@ -117,19 +117,7 @@ fn bad_request(err: poem::Error) -> UserInfoResponse {
 /// both (RFC 6750 §2: one method per request).
 fn bearer_token(req: &Request, body_token: Result<Option<String>, Error>) -> Result<Option<String>, Error> {
     let body_token = body_token?;
-    let header = match req.headers().get(poem::http::header::AUTHORIZATION) {
-        None => None,
-        Some(value) => {
-            let token = value
-                .to_str()
-                .ok()
-                .and_then(|v| v.split_once(' '))
-                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-                .map(|(_, token)| token.trim().to_string())
-                .filter(|t| !t.is_empty());
-            Some(token.ok_or_else(|| Error::invalid_request("the Authorization header must use the Bearer scheme"))?)
-        }
-    };
+    let header = super::security::bearer_token(req)?;
     let body_token = body_token.filter(|t| !t.is_empty());
     match (header, body_token) {
         (Some(_), Some(_)) => Err(Error::invalid_request(

@@ -1,4 +1,5 @@
-//! Client credentials on a request (RFC 6749 §2.3.1): HTTP Basic, or the form body.
+//! Credentials on a request: a client's (RFC 6749 §2.3.1: HTTP Basic, or the form body) and
+//! bearer tokens in the `Authorization` header (RFC 6750 §2.1).
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -47,6 +48,23 @@ pub fn client_credentials(
         }),
         _ => Err(Error::invalid_client()),
     }
+}
+
+/// The token of an `Authorization: Bearer` header: `None` without the header, and
+/// `invalid_request` for another scheme or an empty token.
+pub fn bearer_token(req: &Request) -> Result<Option<String>, Error> {
+    let Some(value) = req.headers().get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    value
+        .to_str()
+        .ok()
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim().to_string())
+        .filter(|t| !t.is_empty())
+        .map(Some)
+        .ok_or_else(|| Error::invalid_request("the Authorization header must use the Bearer scheme"))
 }
 
 /// `Basic base64(urlencode(id) ":" urlencode(secret))`.

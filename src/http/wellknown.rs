@@ -91,6 +91,10 @@ pub struct AuthorizationServerMetadata {
     pub jwks_uri: String,
     /// OpenID Connect RP-Initiated Logout.
     pub end_session_endpoint: String,
+    /// RFC 7591 dynamic client registration, when the server has it on.
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub registration_endpoint: Option<String>,
     pub revocation_endpoint: String,
     pub introspection_endpoint: String,
     pub scopes_supported: Vec<String>,
@@ -125,6 +129,7 @@ impl AuthorizationServerMetadata {
             userinfo_endpoint: m.userinfo_endpoint,
             jwks_uri: m.jwks_uri,
             end_session_endpoint: m.end_session_endpoint,
+            registration_endpoint: m.registration_endpoint,
             revocation_endpoint: m.revocation_endpoint,
             introspection_endpoint: m.introspection_endpoint,
             scopes_supported: m.scopes_supported,

@@ -80,6 +80,7 @@ impl Provider {
             id_token_signed_response_alg: new.id_token_signed_response_alg,
             admin: new.admin,
             registration_token_hash: None,
+            token_endpoint_auth_method: None,
         };
         self.store.put_client(&client)?;
         Ok((client, secret))
@@ -242,7 +243,7 @@ fn validate_resource(resource: &str) -> Result<(), Error> {
     }
 }
 
-fn is_loopback(url: &Url) -> bool {
+pub(crate) fn is_loopback(url: &Url) -> bool {
     match url.host() {
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
         Some(url::Host::Ipv6(ip)) => ip.is_loopback(),

@@ -13,6 +13,8 @@ pub struct ServerMetadata {
     pub userinfo_endpoint: String,
     pub jwks_uri: String,
     pub end_session_endpoint: String,
+    /// Present when dynamic client registration is on.
+    pub registration_endpoint: Option<String>,
     pub revocation_endpoint: String,
     pub introspection_endpoint: String,
     pub scopes_supported: Vec<String>,
@@ -48,6 +50,7 @@ impl Provider {
             userinfo_endpoint: self.url("/o/userinfo/"),
             jwks_uri: self.url("/.well-known/jwks.json"),
             end_session_endpoint: self.url("/o/logout/"),
+            registration_endpoint: self.registration_endpoint(),
             revocation_endpoint: self.url("/o/revoke_token/"),
             introspection_endpoint: self.url("/o/introspect/"),
             scopes_supported: self.config.scopes.iter().map(|s| s.name.clone()).collect(),

@@ -51,6 +51,13 @@ pub enum ErrorCode {
     RequestUriNotSupported,
     /// The `registration` parameter is not supported.
     RegistrationNotSupported,
+    // RFC 7591 §3.2.2
+    /// A redirect URI is invalid or not allowed by the registration policy.
+    InvalidRedirectUri,
+    /// A metadata value is invalid or not allowed by the registration policy.
+    InvalidClientMetadata,
+    /// Software statements are not supported.
+    InvalidSoftwareStatement,
     // The admin API (not OAuth codes; carried in problem details)
     /// The addressed record does not exist.
     NotFound,
@@ -80,6 +87,9 @@ impl ErrorCode {
             ErrorCode::RequestNotSupported => "request_not_supported",
             ErrorCode::RequestUriNotSupported => "request_uri_not_supported",
             ErrorCode::RegistrationNotSupported => "registration_not_supported",
+            ErrorCode::InvalidRedirectUri => "invalid_redirect_uri",
+            ErrorCode::InvalidClientMetadata => "invalid_client_metadata",
+            ErrorCode::InvalidSoftwareStatement => "invalid_software_statement",
             ErrorCode::NotFound => "not_found",
             ErrorCode::Conflict => "conflict",
         }

@@ -16,6 +16,7 @@ pub mod introspect;
 pub mod logout;
 pub mod oidc;
 pub mod pkce;
+pub mod registration;
 pub mod revoke;
 pub mod scope;
 pub mod session;

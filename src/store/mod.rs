@@ -107,6 +107,9 @@ pub struct ClientRecord {
     /// SHA-256 of the RFC 7592 registration access token, for dynamically registered clients.
     #[serde(default)]
     pub registration_token_hash: Option<SecretHash>,
+    /// The `token_endpoint_auth_method` a dynamically registered client asked for (RFC 7591).
+    #[serde(default)]
+    pub token_endpoint_auth_method: Option<String>,
 }
 
 /// A person who can log in (the resource owner of RFC 6749).

@@ -36,6 +36,8 @@ mod oidc;
 mod pages;
 // The built-in test consumer at /o/playground/.
 mod playground;
+// Dynamic client registration (RFC 7591/7592) and its policy.
+mod registration;
 // The resource-server verifier (tessera::resource).
 mod resource;
 // examples/resource_server.rs as a process: RFC 6750 errors, scopes, RFC 9728 metadata.

@@ -1,0 +1,285 @@
+//! Dynamic client registration (RFC 7591) at `/o/register/` and its management protocol
+//! (RFC 7592) at `/o/register/{client_id}`, when the configuration turns registration on.
+
+use std::sync::Arc;
+
+use poem::web::Data;
+use poem::Request;
+use poem_openapi::param::Path;
+use poem_openapi::payload::Json;
+use poem_openapi::types::ToJSON;
+use poem_openapi::{ApiResponse, Object, OpenApi};
+use serde::Deserialize;
+
+use super::error::ErrorBody;
+use super::security::bearer_token;
+use super::Tag;
+use crate::oauth::registration::{ClientMetadata, Registration};
+use crate::oauth::{Error, ErrorCode, Provider};
+
+/// Client metadata (RFC 7591 §2; OpenID Connect Registration for the ID token algorithm).
+/// Unknown fields are ignored.
+#[derive(Object, Deserialize, Debug, Default)]
+pub struct ClientRegistrationRequest {
+    /// https, or http on a loopback address; required for the authorization_code grant.
+    pub redirect_uris: Option<Vec<String>>,
+    /// `client_secret_basic` (default), `client_secret_post`, or `none` for a public client.
+    pub token_endpoint_auth_method: Option<String>,
+    /// Default `["authorization_code"]`; `refresh_token` may be added; `client_credentials`
+    /// only for confidential clients and only if the server's policy allows it.
+    pub grant_types: Option<Vec<String>>,
+    /// `["code"]` (the default) for the authorization_code grant.
+    pub response_types: Option<Vec<String>>,
+    /// Shown to users on the consent page.
+    pub client_name: Option<String>,
+    /// Space-separated; default: every scope the registration policy allows.
+    pub scope: Option<String>,
+    /// Where RP-initiated logout may return to (same rules as redirect URIs).
+    pub post_logout_redirect_uris: Option<Vec<String>>,
+    /// `RS256` (default), `ES256` or `EdDSA`.
+    pub id_token_signed_response_alg: Option<String>,
+    /// Not supported: sending one is an `invalid_software_statement`.
+    pub software_statement: Option<String>,
+    /// Accepted and ignored.
+    pub client_uri: Option<String>,
+    /// Accepted and ignored.
+    pub logo_uri: Option<String>,
+    /// Accepted and ignored.
+    pub contacts: Option<Vec<String>>,
+    /// RFC 7592 updates only: must repeat the client's id.
+    pub client_id: Option<String>,
+    /// RFC 7592 updates only: if sent, must be the current secret.
+    pub client_secret: Option<String>,
+}
+
+impl ClientRegistrationRequest {
+    fn metadata(&self) -> ClientMetadata {
+        ClientMetadata {
+            redirect_uris: self.redirect_uris.clone().unwrap_or_default(),
+            token_endpoint_auth_method: self.token_endpoint_auth_method.clone(),
+            grant_types: self.grant_types.clone(),
+            response_types: self.response_types.clone(),
+            client_name: self.client_name.clone(),
+            scope: self.scope.clone(),
+            post_logout_redirect_uris: self.post_logout_redirect_uris.clone().unwrap_or_default(),
+            id_token_signed_response_alg: self.id_token_signed_response_alg.clone(),
+            software_statement: self.software_statement.clone(),
+        }
+    }
+}
+
+/// A registered client (RFC 7591 §3.2.1, RFC 7592 §3).
+#[derive(Object, Debug)]
+pub struct ClientInformation {
+    pub client_id: String,
+    /// Only in the response to the registration; stored as a hash, never shown again.
+    pub client_secret: Option<String>,
+    /// Seconds since the epoch.
+    pub client_id_issued_at: i64,
+    /// 0: the secret does not expire. Present when the client has a secret.
+    pub client_secret_expires_at: Option<i64>,
+    /// Only in the response to the registration: the bearer token for `registration_client_uri`.
+    pub registration_access_token: Option<String>,
+    /// Where to read, update or delete this registration (RFC 7592).
+    pub registration_client_uri: String,
+    pub redirect_uris: Vec<String>,
+    pub token_endpoint_auth_method: String,
+    pub grant_types: Vec<String>,
+    pub response_types: Vec<String>,
+    pub client_name: String,
+    pub scope: String,
+    pub post_logout_redirect_uris: Vec<String>,
+    pub id_token_signed_response_alg: String,
+}
+
+impl From<Registration> for ClientInformation {
+    fn from(r: Registration) -> Self {
+        let token_endpoint_auth_method = r.token_endpoint_auth_method();
+        let response_types = r.response_types();
+        let has_secret = r.client.secret_hash.is_some();
+        let c = r.client;
+        ClientInformation {
+            client_id: c.client_id,
+            client_secret: r.client_secret,
+            client_id_issued_at: c.created_at,
+            client_secret_expires_at: has_secret.then_some(0),
+            registration_access_token: r.registration_access_token,
+            registration_client_uri: r.registration_client_uri,
+            redirect_uris: c.redirect_uris,
+            token_endpoint_auth_method,
+            grant_types: c.grant_types.iter().map(|g| g.as_oauth_str().to_string()).collect(),
+            response_types,
+            client_name: c.name,
+            scope: c.scopes.join(" "),
+            post_logout_redirect_uris: c.post_logout_redirect_uris,
+            id_token_signed_response_alg: c
+                .id_token_signed_response_alg
+                .unwrap_or(crate::keys::Algorithm::RS256)
+                .as_str()
+                .into(),
+        }
+    }
+}
+
+const NO_STORE: &str = "no-store";
+
+/// Every outcome of a registration request (errors as RFC 7591 §3.2.2).
+#[derive(ApiResponse, Debug)]
+#[oai(bad_request_handler = "bad_request")]
+pub enum RegistrationResponse<T: ToJSON + Send + Sync> {
+    /// Registered.
+    #[oai(status = 201)]
+    Created(Json<T>, #[oai(header = "Cache-Control")] String),
+    /// The registration.
+    #[oai(status = 200)]
+    Ok(Json<T>, #[oai(header = "Cache-Control")] String),
+    /// Deleted.
+    #[oai(status = 204)]
+    Deleted,
+    /// `invalid_redirect_uri`, `invalid_client_metadata`, `invalid_software_statement`, or a
+    /// malformed body (`invalid_request`).
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>, #[oai(header = "Cache-Control")] String),
+    /// A missing or wrong initial or registration access token (`invalid_token`).
+    #[oai(status = 401)]
+    Unauthorized(Json<ErrorBody>, #[oai(header = "WWW-Authenticate")] String),
+    /// Registration is not enabled on this server.
+    #[oai(status = 404)]
+    NotFound(Json<ErrorBody>),
+    /// The server failed.
+    #[oai(status = 500)]
+    ServerError(Json<ErrorBody>),
+}
+
+impl<T: ToJSON + Send + Sync> From<Error> for RegistrationResponse<T> {
+    fn from(err: Error) -> Self {
+        if let Some(cause) = &err.cause {
+            tracing::error!(error = %err, cause = %cause, "registration failed");
+        }
+        let challenge = format!(
+            "Bearer realm=\"tessera\", error=\"invalid_token\", error_description=\"{}\"",
+            err.description.replace(['"', '\\'], "'")
+        );
+        let code = err.code;
+        let body = Json(ErrorBody {
+            error: code.as_str().into(),
+            error_description: Some(err.description),
+        });
+        match code {
+            ErrorCode::InvalidToken => RegistrationResponse::Unauthorized(body, challenge),
+            ErrorCode::NotFound => RegistrationResponse::NotFound(body),
+            ErrorCode::ServerError => RegistrationResponse::ServerError(body),
+            _ => RegistrationResponse::BadRequest(body, NO_STORE.into()),
+        }
+    }
+}
+
+fn bad_request<T: ToJSON + Send + Sync>(err: poem::Error) -> RegistrationResponse<T> {
+    Error::new(
+        ErrorCode::InvalidClientMetadata,
+        format!("the client metadata could not be parsed: {err}"),
+    )
+    .into()
+}
+
+fn respond(result: Result<Registration, Error>, created: bool) -> RegistrationResponse<ClientInformation> {
+    match result {
+        Ok(r) if created => RegistrationResponse::Created(Json(r.into()), NO_STORE.into()),
+        Ok(r) => RegistrationResponse::Ok(Json(r.into()), NO_STORE.into()),
+        Err(e) => e.into(),
+    }
+}
+
+/// Registration is refused with 404 while it is off, whatever else the request says.
+fn enabled(provider: &Provider) -> Result<(), Error> {
+    provider
+        .registration_endpoint()
+        .map(|_| ())
+        .ok_or_else(|| Error::new(ErrorCode::NotFound, "registration is not enabled on this server"))
+}
+
+pub struct RegistrationApi;
+
+#[OpenApi(tag = "Tag::OAuth")]
+impl RegistrationApi {
+    /// Register a client
+    ///
+    /// Dynamic client registration (RFC 7591). Depending on the server's configuration it is
+    /// open, or needs an initial access token as `Authorization: Bearer`. The response holds
+    /// the client secret and the registration access token: store them, they are not shown again.
+    #[oai(path = "/o/register/", method = "post", operation_id = "registerClient")]
+    async fn register(
+        &self,
+        provider: Data<&Arc<Provider>>,
+        req: &Request,
+        body: Json<ClientRegistrationRequest>,
+    ) -> RegistrationResponse<ClientInformation> {
+        let result = enabled(&provider)
+            .and_then(|_| bearer_token(req))
+            .and_then(|token| provider.register_dynamically(&body.0.metadata(), token.as_deref()));
+        respond(result, true)
+    }
+
+    /// Read a registration
+    ///
+    /// RFC 7592 §2.1, with the registration access token as `Authorization: Bearer`.
+    #[oai(path = "/o/register/:client_id", method = "get", operation_id = "getRegistration")]
+    async fn read(
+        &self,
+        provider: Data<&Arc<Provider>>,
+        req: &Request,
+        client_id: Path<String>,
+    ) -> RegistrationResponse<ClientInformation> {
+        let result = enabled(&provider)
+            .and_then(|_| bearer_token(req))
+            .and_then(|token| provider.read_registration(&client_id.0, token.as_deref()));
+        respond(result, false)
+    }
+
+    /// Update a registration
+    ///
+    /// RFC 7592 §2.2: replaces the client's metadata (the body repeats `client_id`).
+    #[oai(path = "/o/register/:client_id", method = "put", operation_id = "updateRegistration")]
+    async fn update(
+        &self,
+        provider: Data<&Arc<Provider>>,
+        req: &Request,
+        client_id: Path<String>,
+        body: Json<ClientRegistrationRequest>,
+    ) -> RegistrationResponse<ClientInformation> {
+        let result = enabled(&provider).and_then(|_| bearer_token(req)).and_then(|token| {
+            provider.update_registration(
+                &client_id.0,
+                token.as_deref(),
+                body.0.client_id.as_deref(),
+                body.0.client_secret.as_deref(),
+                &body.0.metadata(),
+            )
+        });
+        respond(result, false)
+    }
+
+    /// Delete a registration
+    ///
+    /// RFC 7592 §2.3: the client and every grant it holds are gone.
+    #[oai(
+        path = "/o/register/:client_id",
+        method = "delete",
+        operation_id = "deleteRegistration"
+    )]
+    async fn delete(
+        &self,
+        provider: Data<&Arc<Provider>>,
+        req: &Request,
+        client_id: Path<String>,
+    ) -> RegistrationResponse<ClientInformation> {
+        let token = match enabled(&provider).and_then(|_| bearer_token(req)) {
+            Ok(token) => token,
+            Err(e) => return e.into(),
+        };
+        match provider.delete_registration(&client_id.0, token.as_deref()).await {
+            Ok(()) => RegistrationResponse::Deleted,
+            Err(e) => e.into(),
+        }
+    }
+}

@@ -1,0 +1,331 @@
+//! Dynamic client registration (RFC 7591) and its management protocol (RFC 7592), within the
+//! configured policy: which grant types, scopes and redirect URIs a self-registered client may
+//! have. Every client registered here is an ordinary one (never admin, never first-party).
+
+use subtle::ConstantTimeEq;
+use url::Url;
+
+use super::client::{is_loopback, NewClient};
+use super::scope::{Scope, ADMIN_SCOPE};
+use super::{random_token, secret_hash, Error, ErrorCode, Provider};
+use crate::config::RegistrationMode;
+use crate::keys::Algorithm;
+use crate::store::{ClientRecord, ClientType, GrantType};
+
+/// Client metadata as a client sends it (RFC 7591 §2). Fields Tessera does not use
+/// (`client_uri`, `logo_uri`, `contacts`, ...) are ignored, as §2 allows.
+#[derive(Debug, Clone, Default)]
+pub struct ClientMetadata {
+    pub redirect_uris: Vec<String>,
+    pub token_endpoint_auth_method: Option<String>,
+    pub grant_types: Option<Vec<String>>,
+    pub response_types: Option<Vec<String>>,
+    pub client_name: Option<String>,
+    pub scope: Option<String>,
+    pub post_logout_redirect_uris: Vec<String>,
+    pub id_token_signed_response_alg: Option<String>,
+    pub software_statement: Option<String>,
+}
+
+/// A registered client as RFC 7591 §3.2.1 describes it back to the client.
+#[derive(Debug, Clone)]
+pub struct Registration {
+    pub client: ClientRecord,
+    /// Only in the response to the registration itself.
+    pub client_secret: Option<String>,
+    /// Only in the response to the registration itself.
+    pub registration_access_token: Option<String>,
+    pub registration_client_uri: String,
+}
+
+impl Registration {
+    pub fn token_endpoint_auth_method(&self) -> String {
+        self.client.token_endpoint_auth_method.clone().unwrap_or_else(|| {
+            match self.client.client_type {
+                ClientType::Public => "none",
+                ClientType::Confidential => "client_secret_basic",
+            }
+            .into()
+        })
+    }
+
+    pub fn response_types(&self) -> Vec<String> {
+        if self.client.grant_types.contains(&GrantType::AuthorizationCode) {
+            vec!["code".into()]
+        } else {
+            vec![]
+        }
+    }
+}
+
+fn invalid_metadata(why: impl Into<String>) -> Error {
+    Error::new(ErrorCode::InvalidClientMetadata, why)
+}
+
+fn invalid_token() -> Error {
+    Error::new(ErrorCode::InvalidToken, "the registration access token is invalid")
+}
+
+/// Redirect URIs of self-registered clients: https, or http on a loopback address (RFC 8252
+/// §7.3). No private-use schemes and no fragments.
+fn check_redirect_uri(uri: &str) -> Result<(), Error> {
+    let bad = |why: &str| Error::new(ErrorCode::InvalidRedirectUri, format!("redirect URI {uri:?} {why}"));
+    let url = Url::parse(uri).map_err(|_| bad("is not an absolute URI"))?;
+    if url.fragment().is_some() || uri.contains('#') {
+        return Err(bad("must not contain a fragment"));
+    }
+    match url.scheme() {
+        "https" if url.host().is_some() => Ok(()),
+        "http" if is_loopback(&url) => Ok(()),
+        _ => Err(bad("must use https, or http on a loopback address")),
+    }
+}
+
+impl Provider {
+    /// Whether registration is on, and the registration endpoint's URL if so.
+    pub fn registration_endpoint(&self) -> Option<String> {
+        (self.config.registration.mode != RegistrationMode::Off).then(|| self.url("/o/register/"))
+    }
+
+    /// Checks the initial access token of a registration request (RFC 7591 §3).
+    fn check_initial_access_token(&self, token: Option<&str>) -> Result<(), Error> {
+        let policy = &self.config.registration;
+        match policy.mode {
+            RegistrationMode::Off => Err(Error::new(ErrorCode::NotFound, "registration is not enabled")),
+            RegistrationMode::Open => Ok(()),
+            RegistrationMode::Token => {
+                let presented = token
+                    .ok_or_else(|| Error::new(ErrorCode::InvalidToken, "registration needs an initial access token"))?;
+                let known = policy
+                    .initial_access_tokens
+                    .iter()
+                    .any(|t| bool::from(secret_hash(t).ct_eq(&secret_hash(presented))));
+                if known {
+                    Ok(())
+                } else {
+                    Err(Error::new(
+                        ErrorCode::InvalidToken,
+                        "the initial access token is invalid",
+                    ))
+                }
+            }
+        }
+    }
+
+    /// Applies the registration policy to client metadata, giving the client to store.
+    fn registered_settings(&self, metadata: &ClientMetadata) -> Result<(NewClient, String), Error> {
+        if metadata.software_statement.is_some() {
+            return Err(Error::new(
+                ErrorCode::InvalidSoftwareStatement,
+                "software statements are not supported",
+            ));
+        }
+        let method = metadata
+            .token_endpoint_auth_method
+            .clone()
+            .unwrap_or_else(|| "client_secret_basic".into());
+        let client_type = match method.as_str() {
+            "client_secret_basic" | "client_secret_post" => ClientType::Confidential,
+            "none" => ClientType::Public,
+            other => return Err(invalid_metadata(format!(
+                "token_endpoint_auth_method {other:?} is not supported (client_secret_basic, client_secret_post, none)"
+            ))),
+        };
+        let names = metadata
+            .grant_types
+            .clone()
+            .unwrap_or_else(|| vec!["authorization_code".into()]);
+        let mut grant_types = Vec::new();
+        for name in &names {
+            let grant = match name.as_str() {
+                "authorization_code" => GrantType::AuthorizationCode,
+                "refresh_token" => GrantType::RefreshToken,
+                "client_credentials"
+                    if client_type == ClientType::Confidential && self.config.registration.allow_client_credentials =>
+                {
+                    GrantType::ClientCredentials
+                }
+                other => {
+                    return Err(invalid_metadata(format!(
+                        "grant type {other:?} is not allowed for this client"
+                    )))
+                }
+            };
+            if !grant_types.contains(&grant) {
+                grant_types.push(grant);
+            }
+        }
+        let wants_code = grant_types.contains(&GrantType::AuthorizationCode);
+        match metadata.response_types.as_deref() {
+            None => {}
+            Some([only]) if only == "code" && wants_code => {}
+            Some([]) if !wants_code => {}
+            Some(_) => {
+                return Err(invalid_metadata(
+                    "response_types must be [\"code\"], matching the authorization_code grant",
+                ))
+            }
+        }
+        if wants_code && metadata.redirect_uris.is_empty() {
+            return Err(Error::new(
+                ErrorCode::InvalidRedirectUri,
+                "the authorization_code grant needs at least one redirect URI",
+            ));
+        }
+        for uri in metadata.redirect_uris.iter().chain(&metadata.post_logout_redirect_uris) {
+            check_redirect_uri(uri)?;
+        }
+        let allowed: Vec<String> = match &self.config.registration.scopes {
+            Some(scopes) => scopes.clone(),
+            None => self.config.scopes.iter().map(|s| s.name.clone()).collect(),
+        };
+        let scope = match metadata.scope.as_deref() {
+            None => Scope::from_tokens(allowed.iter().cloned()),
+            Some(requested) => {
+                let scope = Scope::parse(requested).map_err(|_| invalid_metadata("scope is malformed"))?;
+                if let Some(denied) = scope
+                    .tokens()
+                    .find(|t| *t == ADMIN_SCOPE || !allowed.iter().any(|a| a == t))
+                {
+                    return Err(invalid_metadata(format!("scope {denied:?} may not be registered")));
+                }
+                scope
+            }
+        };
+        let id_token_signed_response_alg = match metadata.id_token_signed_response_alg.as_deref() {
+            None => None,
+            Some("RS256") => Some(Algorithm::RS256),
+            Some("ES256") => Some(Algorithm::ES256),
+            Some("EdDSA") => Some(Algorithm::EdDSA),
+            Some(other) => {
+                return Err(invalid_metadata(format!(
+                    "id_token_signed_response_alg {other:?} is not supported"
+                )))
+            }
+        };
+        let name = metadata
+            .client_name
+            .clone()
+            .filter(|n| !n.trim().is_empty())
+            .unwrap_or_else(|| "Unnamed app".into());
+        if name.chars().count() > 100 || name.chars().any(char::is_control) {
+            return Err(invalid_metadata("client_name must be at most 100 characters"));
+        }
+        let new = NewClient {
+            name,
+            client_type,
+            grant_types,
+            redirect_uris: metadata.redirect_uris.clone(),
+            scope: scope.to_string(),
+            resources: vec![],
+            access_token_ttl: None,
+            refresh_token_ttl: None,
+            skip_consent: false,
+            owner_user_id: None,
+            post_logout_redirect_uris: metadata.post_logout_redirect_uris.clone(),
+            id_token_signed_response_alg,
+            admin: false,
+        };
+        Ok((new, method))
+    }
+
+    /// Maps a validation error of the shared client rules to RFC 7591's codes.
+    fn as_registration_error(err: Error) -> Error {
+        match err.code {
+            ErrorCode::ServerError | ErrorCode::InvalidRedirectUri | ErrorCode::InvalidClientMetadata => err,
+            _ => invalid_metadata(err.description),
+        }
+    }
+
+    /// Registers a client (RFC 7591 §3.1). The response carries its secret (confidential
+    /// clients) and its registration access token, both shown only this once.
+    pub fn register_dynamically(
+        &self,
+        metadata: &ClientMetadata,
+        initial_access_token: Option<&str>,
+    ) -> Result<Registration, Error> {
+        self.check_initial_access_token(initial_access_token)?;
+        let (new, method) = self.registered_settings(metadata)?;
+        let (mut client, client_secret) = self.register_client(new).map_err(Self::as_registration_error)?;
+        let token = random_token(32);
+        client.registration_token_hash = Some(secret_hash(&token));
+        client.token_endpoint_auth_method = Some(method);
+        self.store.put_client(&client)?;
+        Ok(self.registration(client, client_secret, Some(token)))
+    }
+
+    fn registration(
+        &self,
+        client: ClientRecord,
+        client_secret: Option<String>,
+        registration_access_token: Option<String>,
+    ) -> Registration {
+        let registration_client_uri = self.url(&format!("/o/register/{}/", client.client_id));
+        Registration {
+            client,
+            client_secret,
+            registration_access_token,
+            registration_client_uri,
+        }
+    }
+
+    /// The client behind a registration access token (RFC 7592 §3): the token must be this
+    /// client's. An unknown client is answered like a wrong token (§2.1).
+    fn registered_client(&self, client_id: &str, token: Option<&str>) -> Result<ClientRecord, Error> {
+        let token = token.ok_or_else(invalid_token)?;
+        let client = self.store.get_client(client_id)?.ok_or_else(invalid_token)?;
+        match &client.registration_token_hash {
+            Some(hash) if bool::from(hash.ct_eq(&secret_hash(token))) => Ok(client),
+            _ => Err(invalid_token()),
+        }
+    }
+
+    /// RFC 7592 §2.1: read a registration.
+    pub fn read_registration(&self, client_id: &str, token: Option<&str>) -> Result<Registration, Error> {
+        let client = self.registered_client(client_id, token)?;
+        Ok(self.registration(client, None, None))
+    }
+
+    /// RFC 7592 §2.2: replace a registration's metadata. `client_id` must be repeated; a
+    /// `client_secret`, if sent, must be the current one.
+    pub fn update_registration(
+        &self,
+        client_id: &str,
+        token: Option<&str>,
+        body_client_id: Option<&str>,
+        body_client_secret: Option<&str>,
+        metadata: &ClientMetadata,
+    ) -> Result<Registration, Error> {
+        let client = self.registered_client(client_id, token)?;
+        if body_client_id != Some(client_id) {
+            return Err(invalid_metadata("client_id must be sent and match the registration"));
+        }
+        if let Some(secret) = body_client_secret {
+            let matches = client
+                .secret_hash
+                .is_some_and(|hash| bool::from(hash.ct_eq(&secret_hash(secret))));
+            if !matches {
+                return Err(invalid_metadata("client_secret does not match"));
+            }
+        }
+        let (new, method) = self.registered_settings(metadata)?;
+        if new.client_type != client.client_type {
+            return Err(invalid_metadata(
+                "token_endpoint_auth_method cannot change between none and a secret",
+            ));
+        }
+        let mut updated = self
+            .update_client(client_id, new)
+            .map_err(Self::as_registration_error)?;
+        updated.token_endpoint_auth_method = Some(method);
+        self.store.put_client(&updated)?;
+        Ok(self.registration(updated, None, None))
+    }
+
+    /// RFC 7592 §2.3: delete a registration (its grants are revoked first).
+    pub async fn delete_registration(&self, client_id: &str, token: Option<&str>) -> Result<(), Error> {
+        self.registered_client(client_id, token)?;
+        self.delete_client(client_id).await?;
+        Ok(())
+    }
+}

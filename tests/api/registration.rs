@@ -1,0 +1,333 @@
+//! Dynamic client registration (RFC 7591) and its management protocol (RFC 7592), under each
+//! registration mode, with every policy rule.
+
+use serde_json::{json, Value};
+use tessera::config::{RegistrationMode, RegistrationPolicy};
+
+use crate::helpers::*;
+
+const INITIAL_TOKEN: &str = "initial-access-token-0123456789";
+
+async fn spawn_with(mode: RegistrationMode, allow_client_credentials: bool) -> TestApp {
+    let dirs = tempfile::tempdir().unwrap();
+    let config = tessera::Config {
+        registration: RegistrationPolicy {
+            mode,
+            initial_access_tokens: vec![INITIAL_TOKEN.into()],
+            scopes: None,
+            allow_client_credentials,
+        },
+        ..test_config(&dirs)
+    };
+    spawn_app_with(config, dirs).await
+}
+
+async fn register(app: &TestApp, body: Value, token: Option<&str>) -> reqwest::Response {
+    let mut request = app.http.post(app.url("/o/register/")).json(&body);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    request.send().await.unwrap()
+}
+
+async fn error_of(response: reqwest::Response, status: u16) -> String {
+    assert_eq!(response.status(), status);
+    let body: Value = response.json().await.unwrap();
+    body["error"].as_str().unwrap().to_string()
+}
+
+fn public_app() -> Value {
+    json!({
+        "client_name": "MCP client",
+        "redirect_uris": ["http://127.0.0.1:33418/callback"],
+        "token_endpoint_auth_method": "none",
+        "grant_types": ["authorization_code", "refresh_token"],
+        "response_types": ["code"],
+        "scope": "openid read",
+        "logo_uri": "https://example.com/logo.png"
+    })
+}
+
+#[tokio::test]
+async fn registration_is_off_by_default_and_not_advertised() {
+    let app = spawn_app().await;
+    assert_eq!(
+        error_of(register(&app, public_app(), None).await, 404).await,
+        "not_found"
+    );
+    let metadata = app.get_json("/.well-known/openid-configuration").await;
+    assert!(metadata.get("registration_endpoint").is_none());
+}
+
+#[tokio::test]
+async fn an_open_server_registers_a_public_client_that_completes_the_code_flow() {
+    let app = spawn_with(RegistrationMode::Open, false).await;
+    let metadata = app.get_json("/.well-known/oauth-authorization-server").await;
+    assert_eq!(metadata["registration_endpoint"], app.url("/o/register/"));
+
+    let response = register(&app, public_app(), None).await;
+    assert_eq!(response.status(), 201);
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    let registered: Value = response.json().await.unwrap();
+    let client_id = registered["client_id"].as_str().unwrap();
+    assert!(registered.get("client_secret").is_none() || registered["client_secret"].is_null());
+    assert_eq!(registered["token_endpoint_auth_method"], "none");
+    assert_eq!(
+        registered["grant_types"],
+        json!(["authorization_code", "refresh_token"])
+    );
+    assert_eq!(registered["response_types"], json!(["code"]));
+    assert_eq!(registered["scope"], "openid read");
+    assert_eq!(registered["client_name"], "MCP client");
+    assert!(registered["client_id_issued_at"].as_i64().unwrap() > 0);
+    assert!(registered["registration_access_token"].as_str().unwrap().len() >= 43);
+    assert_eq!(
+        registered["registration_client_uri"],
+        app.url(&format!("/o/register/{client_id}/"))
+    );
+
+    // The new client runs the code flow with PKCE (any loopback port, RFC 8252).
+    let pkce = Pkce::new();
+    let redirect_uri = "http://127.0.0.1:40123/callback";
+    let query: Vec<(String, String)> = [
+        ("response_type", "code"),
+        ("client_id", client_id),
+        ("redirect_uri", redirect_uri),
+        ("scope", "openid read"),
+        ("state", "s"),
+        ("code_challenge", pkce.challenge.as_str()),
+        ("code_challenge_method", "S256"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let callback = app.authorize_and_allow(&query).await;
+    let code = param(&callback, "code").expect("a code");
+    let client = TestClient {
+        id: client_id.into(),
+        secret: None,
+    };
+    let tokens = app
+        .token(
+            &client,
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("redirect_uri", redirect_uri),
+                ("code_verifier", &pkce.verifier),
+            ],
+        )
+        .await;
+    assert_eq!(tokens.status(), 200);
+    let tokens: Value = tokens.json().await.unwrap();
+    assert!(tokens["id_token"].is_string() && tokens["refresh_token"].is_string());
+
+    // A public client must use PKCE.
+    let mut no_pkce = query.clone();
+    no_pkce.retain(|(k, _)| !k.starts_with("code_challenge"));
+    let refused = app.authorize(&no_pkce).await;
+    assert_eq!(param(&location(&refused), "error").as_deref(), Some("invalid_request"));
+}
+
+#[tokio::test]
+async fn a_confidential_registration_gets_a_secret_that_authenticates() {
+    let app = spawn_with(RegistrationMode::Open, true).await;
+    let body = json!({
+        "client_name": "Backend",
+        "grant_types": ["client_credentials"],
+        "token_endpoint_auth_method": "client_secret_post",
+        "scope": "read"
+    });
+    let registered: Value = register(&app, body, None).await.json().await.unwrap();
+    assert_eq!(registered["client_secret_expires_at"], 0);
+    assert_eq!(registered["token_endpoint_auth_method"], "client_secret_post");
+    assert_eq!(registered["response_types"], json!([]));
+    let client = TestClient {
+        id: registered["client_id"].as_str().unwrap().into(),
+        secret: Some(registered["client_secret"].as_str().unwrap().into()),
+    };
+    assert_eq!(app.client_credentials_as(&client, "read").await.status(), 200);
+    // The admin scope is never available to a registered client.
+    let admin = app.client_credentials_as(&client, "tessera:admin").await;
+    assert_eq!(admin.status(), 400);
+}
+
+#[tokio::test]
+async fn every_policy_rule_is_enforced_and_nothing_is_stored_on_refusal() {
+    let app = spawn_with(RegistrationMode::Open, false).await;
+    let before = app.provider.store.list_clients().unwrap().len();
+    let with = |changes: Value| {
+        let mut body = public_app();
+        for (k, v) in changes.as_object().unwrap() {
+            if v.is_null() {
+                body.as_object_mut().unwrap().remove(k);
+            } else {
+                body[k] = v.clone();
+            }
+        }
+        body
+    };
+    for (body, code) in [
+        (
+            with(json!({"redirect_uris": ["http://app.example/cb"]})),
+            "invalid_redirect_uri",
+        ),
+        (
+            with(json!({"redirect_uris": ["com.example.app:/cb"]})),
+            "invalid_redirect_uri",
+        ),
+        (
+            with(json!({"redirect_uris": ["https://app.example/cb#frag"]})),
+            "invalid_redirect_uri",
+        ),
+        (with(json!({"redirect_uris": ["not a uri"]})), "invalid_redirect_uri"),
+        (with(json!({"redirect_uris": null})), "invalid_redirect_uri"),
+        (
+            with(json!({"post_logout_redirect_uris": ["javascript:alert(1)"]})),
+            "invalid_redirect_uri",
+        ),
+        (with(json!({"grant_types": ["password"]})), "invalid_client_metadata"),
+        (with(json!({"grant_types": ["implicit"]})), "invalid_client_metadata"),
+        (
+            with(json!({"grant_types": ["client_credentials"]})),
+            "invalid_client_metadata",
+        ),
+        (
+            with(json!({"grant_types": ["client_credentials"], "token_endpoint_auth_method": "client_secret_basic"})),
+            "invalid_client_metadata",
+        ),
+        (with(json!({"response_types": ["token"]})), "invalid_client_metadata"),
+        (with(json!({"scope": "read tessera:admin"})), "invalid_client_metadata"),
+        (with(json!({"scope": "read unknown"})), "invalid_client_metadata"),
+        (
+            with(json!({"token_endpoint_auth_method": "private_key_jwt"})),
+            "invalid_client_metadata",
+        ),
+        (
+            with(json!({"id_token_signed_response_alg": "none"})),
+            "invalid_client_metadata",
+        ),
+        (
+            with(json!({"software_statement": "eyJ.e30.x"})),
+            "invalid_software_statement",
+        ),
+        (
+            with(json!({"redirect_uris": "https://app.example/cb"})),
+            "invalid_client_metadata",
+        ),
+    ] {
+        let response = register(&app, body.clone(), None).await;
+        assert_eq!(error_of(response, 400).await, code, "{body}");
+    }
+    let malformed = app
+        .http
+        .post(app.url("/o/register/"))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_of(malformed, 400).await, "invalid_client_metadata");
+    assert_eq!(
+        app.provider.store.list_clients().unwrap().len(),
+        before,
+        "nothing was stored"
+    );
+}
+
+#[tokio::test]
+async fn a_registration_is_read_updated_and_deleted_with_its_own_token_only() {
+    let app = spawn_with(RegistrationMode::Open, false).await;
+    let first: Value = register(&app, public_app(), None).await.json().await.unwrap();
+    let second: Value = register(&app, public_app(), None).await.json().await.unwrap();
+    let uri = first["registration_client_uri"].as_str().unwrap().to_string();
+    let token = first["registration_access_token"].as_str().unwrap().to_string();
+    let other_token = second["registration_access_token"].as_str().unwrap().to_string();
+    let client_id = first["client_id"].as_str().unwrap().to_string();
+
+    let read = app.http.get(&uri).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(read.status(), 200);
+    let read: Value = read.json().await.unwrap();
+    assert_eq!(read["client_id"], client_id.as_str());
+    assert!(read["registration_access_token"].is_null() && read["client_secret"].is_null());
+    for bad in [None, Some("wrong"), Some(other_token.as_str())] {
+        let mut request = app.http.get(&uri);
+        if let Some(t) = bad {
+            request = request.bearer_auth(t);
+        }
+        let response = request.send().await.unwrap();
+        assert!(response.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Bearer"));
+        assert_eq!(error_of(response, 401).await, "invalid_token", "{bad:?}");
+    }
+
+    // Update: the body repeats client_id; a bad value changes nothing.
+    let mut update = public_app();
+    update["client_id"] = json!(client_id);
+    update["client_name"] = json!("Renamed");
+    update["redirect_uris"] = json!(["https://app.example/cb"]);
+    let updated = app
+        .http
+        .put(&uri)
+        .bearer_auth(&token)
+        .json(&update)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(updated.status(), 200);
+    let updated: Value = updated.json().await.unwrap();
+    assert_eq!(updated["client_name"], "Renamed");
+    assert_eq!(updated["redirect_uris"], json!(["https://app.example/cb"]));
+    let mut bad = update.clone();
+    bad["redirect_uris"] = json!(["http://evil.example/cb"]);
+    let refused = app.http.put(&uri).bearer_auth(&token).json(&bad).send().await.unwrap();
+    assert_eq!(error_of(refused, 400).await, "invalid_redirect_uri");
+    let mut no_id = update.clone();
+    no_id.as_object_mut().unwrap().remove("client_id");
+    let refused = app
+        .http
+        .put(&uri)
+        .bearer_auth(&token)
+        .json(&no_id)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_of(refused, 400).await, "invalid_client_metadata");
+    let mut to_secret = update.clone();
+    to_secret["token_endpoint_auth_method"] = json!("client_secret_basic");
+    let refused = app
+        .http
+        .put(&uri)
+        .bearer_auth(&token)
+        .json(&to_secret)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_of(refused, 400).await, "invalid_client_metadata");
+    let stored = app.provider.store.get_client(&client_id).unwrap().unwrap();
+    assert_eq!(stored.name, "Renamed");
+    assert_eq!(stored.redirect_uris, ["https://app.example/cb"]);
+
+    // Another client's token cannot delete it; its own can.
+    let refused = app.http.delete(&uri).bearer_auth(&other_token).send().await.unwrap();
+    assert_eq!(error_of(refused, 401).await, "invalid_token");
+    let deleted = app.http.delete(&uri).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(deleted.status(), 204);
+    assert!(app.provider.store.get_client(&client_id).unwrap().is_none());
+    let gone = app.http.get(&uri).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(error_of(gone, 401).await, "invalid_token");
+}
+
+#[tokio::test]
+async fn token_mode_needs_a_valid_initial_access_token() {
+    let app = spawn_with(RegistrationMode::Token, false).await;
+    assert_eq!(
+        error_of(register(&app, public_app(), None).await, 401).await,
+        "invalid_token"
+    );
+    let wrong = register(&app, public_app(), Some("initial-access-token-wrong-000")).await;
+    assert_eq!(error_of(wrong, 401).await, "invalid_token");
+    assert_eq!(register(&app, public_app(), Some(INITIAL_TOKEN)).await.status(), 201);
+}
