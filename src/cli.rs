@@ -65,6 +65,15 @@ pub struct ServeArgs {
     /// Development mode: also serve the playground test consumer at /o/playground/.
     #[arg(long)]
     pub dev: bool,
+    /// Log lines as plain text or as one JSON object each.
+    #[arg(long, env = "TESSERA_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]

@@ -232,6 +232,7 @@ impl Keyring {
     /// Loads the published keys for serving.
     pub fn load(&self) -> Result<KeySet, KeyError> {
         let mut signing = None;
+        let mut signing_created_at = 0;
         let mut published = Vec::new();
         for info in self.manifest.keys.iter().filter(|k| k.status != KeyStatus::Retired) {
             let path = self.dir.join(format!("{}.pem", info.kid));
@@ -249,6 +250,7 @@ impl Keyring {
             }
             if info.status == KeyStatus::Signing {
                 signing = Some(key.clone());
+                signing_created_at = info.created_at;
             }
             published.push(key);
         }
@@ -256,6 +258,7 @@ impl Keyring {
         let jwks = json!({ "keys": published.iter().map(|k| &k.jwk).collect::<Vec<_>>() }).to_string();
         Ok(KeySet {
             signing,
+            signing_created_at,
             published,
             jwks: jwks.into(),
         })
@@ -431,6 +434,8 @@ impl LoadedKey {
 /// The keys a running server uses: one signing key plus every published key.
 pub struct KeySet {
     pub signing: Arc<LoadedKey>,
+    /// When the signing key was generated (seconds since the epoch).
+    pub signing_created_at: i64,
     /// In manifest order, so the last key of an algorithm is the newest.
     pub published: Vec<Arc<LoadedKey>>,
     /// The JWKS document, serialised once per load.

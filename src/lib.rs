@@ -9,6 +9,7 @@ pub mod config;
 pub mod http;
 pub mod keys;
 pub mod log_writer;
+pub mod metrics;
 pub mod oauth;
 pub mod pages;
 pub mod resource;

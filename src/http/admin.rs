@@ -44,7 +44,7 @@ pub struct Problem {
 
 /// A [`Problem`] sent as `application/problem+json`.
 #[derive(Debug)]
-pub struct ProblemJson(pub Problem);
+pub struct ProblemJson(pub Problem, ErrorCode);
 
 impl Payload for ProblemJson {
     const CONTENT_TYPE: &'static str = "application/problem+json";
@@ -60,11 +60,15 @@ impl Payload for ProblemJson {
 
 impl IntoResponse for ProblemJson {
     fn into_response(self) -> poem::Response {
-        poem::Response::builder()
+        let mut response = poem::Response::builder()
             .status(poem::http::StatusCode::from_u16(self.0.status).unwrap_or_default())
             .content_type(Self::CONTENT_TYPE)
             .header(poem::http::header::CACHE_CONTROL, "no-store")
-            .body(self.0.to_json_string())
+            .body(self.0.to_json_string());
+        response
+            .extensions_mut()
+            .insert(super::error::ErrorCodeTag(self.1.as_str()));
+        response
     }
 }
 
@@ -84,17 +88,20 @@ fn problem(err: &Error) -> ProblemJson {
         tracing::error!(error = %err, cause = %cause, "admin request failed");
     }
     let status = status_of(err.code);
-    ProblemJson(Problem {
-        type_: format!("urn:tessera:problem:{}", err.code.as_str()),
-        title: poem::http::StatusCode::from_u16(status)
-            .ok()
-            .and_then(|s| s.canonical_reason())
-            .unwrap_or("Error")
-            .into(),
-        status,
-        detail: err.description.clone(),
-        code: err.code.as_str().into(),
-    })
+    ProblemJson(
+        Problem {
+            type_: format!("urn:tessera:problem:{}", err.code.as_str()),
+            title: poem::http::StatusCode::from_u16(status)
+                .ok()
+                .and_then(|s| s.canonical_reason())
+                .unwrap_or("Error")
+                .into(),
+            status,
+            detail: err.description.clone(),
+            code: err.code.as_str().into(),
+        },
+        err.code,
+    )
 }
 
 /// The `WWW-Authenticate` challenge of a 401 or 403 (RFC 6750 §3).

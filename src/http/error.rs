@@ -1,8 +1,10 @@
 //! The single mapping from protocol errors to HTTP responses (RFC 6749 §5.2, RFC 7009 §2.2.1,
 //! RFC 7662 §2.3): status, headers and the JSON error body.
 
-use poem_openapi::payload::Json;
-use poem_openapi::types::ToJSON;
+use poem::IntoResponse;
+use poem_openapi::payload::{Json, Payload};
+use poem_openapi::registry::{MetaSchemaRef, Registry};
+use poem_openapi::types::{ToJSON, Type};
 use poem_openapi::{ApiResponse, Object};
 
 use crate::oauth::{Error, ErrorCode};
@@ -16,6 +18,53 @@ pub struct ErrorBody {
     /// A human-readable explanation for the client's developer.
     #[oai(skip_serializing_if_is_none)]
     pub error_description: Option<String>,
+}
+
+/// Marks a response with the error code it carries, so `/metrics` can count errors by code.
+#[derive(Clone, Copy, Debug)]
+pub struct ErrorCodeTag(pub &'static str);
+
+/// An [`ErrorBody`] as `application/json`, tagged with its [`ErrorCodeTag`].
+#[derive(Debug)]
+pub struct ErrorJson {
+    code: ErrorCode,
+    body: ErrorBody,
+}
+
+impl ErrorJson {
+    pub fn new(code: ErrorCode, description: impl Into<String>) -> ErrorJson {
+        ErrorJson {
+            code,
+            body: ErrorBody {
+                error: code.as_str().into(),
+                error_description: Some(description.into()),
+            },
+        }
+    }
+
+    pub fn of(err: Error) -> ErrorJson {
+        ErrorJson::new(err.code, err.description)
+    }
+}
+
+impl Payload for ErrorJson {
+    const CONTENT_TYPE: &'static str = "application/json";
+
+    fn schema_ref() -> MetaSchemaRef {
+        ErrorBody::schema_ref()
+    }
+
+    fn register(registry: &mut Registry) {
+        ErrorBody::register(registry);
+    }
+}
+
+impl IntoResponse for ErrorJson {
+    fn into_response(self) -> poem::Response {
+        let mut response = Json(self.body).into_response();
+        response.extensions_mut().insert(ErrorCodeTag(self.code.as_str()));
+        response
+    }
 }
 
 const NO_STORE: &str = "no-store";
@@ -34,20 +83,20 @@ pub enum OAuthResponse<T: ToJSON + Send + Sync> {
     ),
     /// The request is malformed, or the grant, scope or target is not acceptable (RFC 6749 §5.2).
     #[oai(status = 400)]
-    BadRequest(Json<ErrorBody>, #[oai(header = "Cache-Control")] String),
+    BadRequest(ErrorJson, #[oai(header = "Cache-Control")] String),
     /// Client authentication failed (`invalid_client`).
     #[oai(status = 401)]
     Unauthorized(
-        Json<ErrorBody>,
+        ErrorJson,
         #[oai(header = "WWW-Authenticate")] String,
         #[oai(header = "Cache-Control")] String,
     ),
     /// The server could not complete the request; retrying may help.
     #[oai(status = 500)]
-    ServerError(Json<ErrorBody>, #[oai(header = "Cache-Control")] String),
+    ServerError(ErrorJson, #[oai(header = "Cache-Control")] String),
     /// The server is temporarily unable to handle the request.
     #[oai(status = 503)]
-    Unavailable(Json<ErrorBody>, #[oai(header = "Cache-Control")] String),
+    Unavailable(ErrorJson, #[oai(header = "Cache-Control")] String),
 }
 
 impl<T: ToJSON + Send + Sync> OAuthResponse<T> {
@@ -61,11 +110,9 @@ impl<T: ToJSON + Send + Sync> From<Error> for OAuthResponse<T> {
         if let Some(cause) = &err.cause {
             tracing::error!(error = %err, cause = %cause, "request failed");
         }
-        let body = Json(ErrorBody {
-            error: err.code.as_str().into(),
-            error_description: Some(err.description),
-        });
-        match err.code {
+        let code = err.code;
+        let body = ErrorJson::of(err);
+        match code {
             // RFC 6749 §5.2: 401 with a challenge for the scheme the client can use.
             ErrorCode::InvalidClient => OAuthResponse::Unauthorized(body, BASIC_CHALLENGE.into(), NO_STORE.into()),
             ErrorCode::ServerError => OAuthResponse::ServerError(body, NO_STORE.into()),

@@ -100,6 +100,7 @@ pub fn routes(provider: Arc<Provider>) -> impl Endpoint {
             .body(document.clone())
     });
     let limit = provider.config.max_body_bytes;
+    let metrics = provider.metrics.clone();
     let cors = cors(&provider.config.cors_origins);
     let pages = crate::pages::mount(Route::new())
         .at("/openapi.json", spec)
@@ -110,7 +111,7 @@ pub fn routes(provider: Arc<Provider>) -> impl Endpoint {
     }
     .data(provider)
     .around(move |next, req| form::guard(next, req, limit))
-    .around(log_request)
+    .around(move |next, req| log_request(next, req, metrics.clone()))
 }
 
 /// Sends each request either to the pages (and docs) or to the OpenAPI service. Both own
@@ -164,9 +165,13 @@ fn cors(origins: &[String]) -> Cors {
         .fold(cors, |cors, origin| cors.allow_origin(origin.as_str()))
 }
 
-/// One log line per request: method, path and status. The query string and bodies are never
-/// logged: they carry codes, tokens and secrets.
-async fn log_request<E: Endpoint>(next: Arc<E>, req: Request) -> poem::Result<Response> {
+/// One log line per request (method, path, status, duration) and the request metrics. The
+/// query string and bodies are never logged: they carry codes, tokens and secrets.
+async fn log_request<E: Endpoint>(
+    next: Arc<E>,
+    req: Request,
+    metrics: Arc<crate::metrics::Metrics>,
+) -> poem::Result<Response> {
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
@@ -174,6 +179,17 @@ async fn log_request<E: Endpoint>(next: Arc<E>, req: Request) -> poem::Result<Re
         Ok(r) => r.into_response(),
         Err(e) => e.into_response(),
     };
-    tracing::info!(%method, %path, status = response.status().as_u16(), micros = started.elapsed().as_micros() as u64, "request");
+    let elapsed = started.elapsed();
+    let status = response.status().as_u16();
+    metrics.request(
+        crate::metrics::route_of(&path),
+        method.as_str(),
+        status,
+        elapsed.as_secs_f64(),
+    );
+    if let Some(error::ErrorCodeTag(code)) = response.extensions().get::<error::ErrorCodeTag>() {
+        metrics.oauth_error(code);
+    }
+    tracing::info!(%method, %path, status, micros = elapsed.as_micros() as u64, "request");
     Ok(response)
 }

@@ -8,7 +8,7 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use serde::Deserialize;
 
-use super::error::ErrorBody;
+use super::error::ErrorJson;
 use super::form::parse_pairs;
 use super::Tag;
 use crate::oauth::authorize::Params;
@@ -60,17 +60,17 @@ pub enum UserInfoResponse {
     Ok(Json<Box<UserInfo>>, #[oai(header = "Cache-Control")] String),
     /// The request is malformed (`invalid_request`), e.g. a token sent in two ways at once.
     #[oai(status = 400)]
-    BadRequest(Json<ErrorBody>, #[oai(header = "WWW-Authenticate")] String),
+    BadRequest(ErrorJson, #[oai(header = "WWW-Authenticate")] String),
     /// No access token, or one that is invalid, expired, revoked or for another resource
     /// (`invalid_token`).
     #[oai(status = 401)]
-    Unauthorized(Json<ErrorBody>, #[oai(header = "WWW-Authenticate")] String),
+    Unauthorized(ErrorJson, #[oai(header = "WWW-Authenticate")] String),
     /// The token was not issued with the `openid` scope (`insufficient_scope`).
     #[oai(status = 403)]
-    Forbidden(Json<ErrorBody>, #[oai(header = "WWW-Authenticate")] String),
+    Forbidden(ErrorJson, #[oai(header = "WWW-Authenticate")] String),
     /// The server could not complete the request.
     #[oai(status = 500)]
-    ServerError(Json<ErrorBody>),
+    ServerError(ErrorJson),
 }
 
 /// The `WWW-Authenticate` challenge (RFC 6750 §3): no error attributes when no token was
@@ -96,11 +96,9 @@ impl From<Error> for UserInfoResponse {
             tracing::error!(error = %err, cause = %cause, "userinfo failed");
         }
         let header = challenge(Some(&err));
-        let body = Json(ErrorBody {
-            error: err.code.as_str().into(),
-            error_description: Some(err.description),
-        });
-        match err.code {
+        let code = err.code;
+        let body = ErrorJson::of(err);
+        match code {
             ErrorCode::InvalidToken => UserInfoResponse::Unauthorized(body, header),
             ErrorCode::InsufficientScope => UserInfoResponse::Forbidden(body, header),
             ErrorCode::ServerError => UserInfoResponse::ServerError(body),
@@ -152,10 +150,7 @@ fn userinfo(provider: &Provider, token: Result<Option<String>, Error>) -> UserIn
     let token = match token {
         Ok(Some(token)) => token,
         Ok(None) => {
-            let body = Json(ErrorBody {
-                error: ErrorCode::InvalidToken.as_str().into(),
-                error_description: Some("an access token is required".into()),
-            });
+            let body = ErrorJson::new(ErrorCode::InvalidToken, "an access token is required");
             return UserInfoResponse::Unauthorized(body, challenge(None));
         }
         Err(e) => return e.into(),

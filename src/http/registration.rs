@@ -11,7 +11,7 @@ use poem_openapi::types::ToJSON;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use serde::Deserialize;
 
-use super::error::ErrorBody;
+use super::error::ErrorJson;
 use super::security::bearer_token;
 use super::Tag;
 use crate::oauth::registration::{ClientMetadata, Registration};
@@ -139,16 +139,16 @@ pub enum RegistrationResponse<T: ToJSON + Send + Sync> {
     /// `invalid_redirect_uri`, `invalid_client_metadata`, `invalid_software_statement`, or a
     /// malformed body (`invalid_request`).
     #[oai(status = 400)]
-    BadRequest(Json<ErrorBody>, #[oai(header = "Cache-Control")] String),
+    BadRequest(ErrorJson, #[oai(header = "Cache-Control")] String),
     /// A missing or wrong initial or registration access token (`invalid_token`).
     #[oai(status = 401)]
-    Unauthorized(Json<ErrorBody>, #[oai(header = "WWW-Authenticate")] String),
+    Unauthorized(ErrorJson, #[oai(header = "WWW-Authenticate")] String),
     /// Registration is not enabled on this server.
     #[oai(status = 404)]
-    NotFound(Json<ErrorBody>),
+    NotFound(ErrorJson),
     /// The server failed.
     #[oai(status = 500)]
-    ServerError(Json<ErrorBody>),
+    ServerError(ErrorJson),
 }
 
 impl<T: ToJSON + Send + Sync> From<Error> for RegistrationResponse<T> {
@@ -161,10 +161,7 @@ impl<T: ToJSON + Send + Sync> From<Error> for RegistrationResponse<T> {
             err.description.replace(['"', '\\'], "'")
         );
         let code = err.code;
-        let body = Json(ErrorBody {
-            error: code.as_str().into(),
-            error_description: Some(err.description),
-        });
+        let body = ErrorJson::of(err);
         match code {
             ErrorCode::InvalidToken => RegistrationResponse::Unauthorized(body, challenge),
             ErrorCode::NotFound => RegistrationResponse::NotFound(body),

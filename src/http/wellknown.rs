@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use poem::web::Data;
 use poem::IntoResponse;
-use poem_openapi::payload::{Json, Payload};
+use poem_openapi::payload::{Json, Payload, PlainText};
 use poem_openapi::registry::{MetaSchemaRef, Registry};
 use poem_openapi::types::Type;
 use poem_openapi::{ApiResponse, Object, OpenApi};
@@ -186,6 +186,34 @@ fn metadata_response(provider: &Provider) -> MetadataResponse {
     MetadataResponse::Ok(CachedJson::new(body.into()), format!("public, max-age={max_age}"))
 }
 
+/// Which readiness checks pass: `ok`, or why not.
+#[derive(Object)]
+pub struct Readiness {
+    /// `ready` or `not_ready`.
+    pub status: String,
+    /// The store accepted a write and made it durable.
+    pub store: String,
+    /// The signing key signed a test token.
+    pub signing_key: String,
+}
+
+#[derive(ApiResponse)]
+pub enum ReadyResponse {
+    /// Every check passed.
+    #[oai(status = 200)]
+    Ready(Json<Readiness>),
+    /// A check failed; the body says which.
+    #[oai(status = 503)]
+    NotReady(Json<Readiness>),
+}
+
+#[derive(ApiResponse)]
+pub enum MetricsResponse {
+    /// Prometheus text format 0.0.4.
+    #[oai(status = 200)]
+    Ok(PlainText<String>, #[oai(header = "Cache-Control")] String),
+}
+
 pub struct WellKnownApi;
 
 #[OpenApi(tag = "Tag::Discovery")]
@@ -227,9 +255,51 @@ impl WellKnownApi {
         )
     }
 
-    /// Health check
+    /// Liveness
+    ///
+    /// `ok` whenever the process is serving requests.
     #[oai(path = "/healthz", method = "get", operation_id = "health", tag = "Tag::Operations")]
     async fn healthz(&self) -> Json<Health> {
         Json(Health { status: "ok".into() })
+    }
+
+    /// Readiness
+    ///
+    /// 200 when the store takes writes and the signing key signs; 503 (with which check
+    /// failed) otherwise. Point load balancers here.
+    #[oai(path = "/readyz", method = "get", operation_id = "ready", tag = "Tag::Operations")]
+    async fn readyz(&self, provider: Data<&Arc<Provider>>) -> ReadyResponse {
+        let check = provider.readiness().await;
+        let word = |r: &Result<(), String>| match r {
+            Ok(()) => "ok".to_string(),
+            Err(why) => why.clone(),
+        };
+        let ready = check.store.is_ok() && check.signing_key.is_ok();
+        let body = Json(Readiness {
+            status: if ready { "ready" } else { "not_ready" }.into(),
+            store: word(&check.store),
+            signing_key: word(&check.signing_key),
+        });
+        if ready {
+            ReadyResponse::Ready(body)
+        } else {
+            ReadyResponse::NotReady(body)
+        }
+    }
+
+    /// Metrics
+    ///
+    /// Prometheus text exposition: `tessera_http_requests_total` and
+    /// `tessera_http_request_duration_seconds` by route, method and status,
+    /// `tessera_tokens_issued_total` by grant type, `tessera_oauth_errors_total` by error code,
+    /// `tessera_active_refresh_tokens` and `tessera_signing_key_age_seconds`.
+    #[oai(path = "/metrics", method = "get", operation_id = "metrics", tag = "Tag::Operations")]
+    async fn metrics(&self, provider: Data<&Arc<Provider>>) -> MetricsResponse {
+        let worker = provider.0.clone();
+        // The active-token gauge scans the refresh tokens: off the async workers.
+        let text = tokio::task::spawn_blocking(move || worker.metrics_text())
+            .await
+            .unwrap_or_default();
+        MetricsResponse::Ok(PlainText(text), "no-store".into())
     }
 }

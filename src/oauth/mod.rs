@@ -46,6 +46,8 @@ pub struct Provider {
     pub default_audience: String,
     /// Failed-login counts, per username and per client address.
     pub login_throttle: throttle::LoginThrottle,
+    /// Counters for `/metrics`.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Provider {
@@ -60,6 +62,7 @@ impl Provider {
             issuer,
             default_audience,
             login_throttle,
+            metrics: Arc::new(crate::metrics::Metrics::new()),
         }
     }
 
@@ -68,9 +71,37 @@ impl Provider {
         format!("{}{}", self.issuer, path)
     }
 
+    /// The readiness checks of `/readyz`.
+    pub async fn readiness(&self) -> Readiness {
+        let store = match self.store.probe_write() {
+            Ok(()) => self.store.durable().await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        let signing_key = self
+            .keys
+            .current()
+            .sign_jwt("JWT", &serde_json::json!({ "iss": self.issuer }))
+            .map(|_| ())
+            .map_err(|e| e.to_string());
+        Readiness { store, signing_key }
+    }
+
+    /// The `/metrics` text, with the gauges read now.
+    pub fn metrics_text(&self) -> String {
+        let active = self.store.count_active_refresh_tokens(now()).map_or(-1, |n| n as i64);
+        let age = now() - self.keys.current().signing_created_at;
+        self.metrics.render(active, age)
+    }
+
     fn scope_is_known(&self, token: &str) -> bool {
         token == scope::ADMIN_SCOPE || self.config.scopes.iter().any(|s| s.name == token)
     }
+}
+
+/// The outcome of each readiness check.
+pub struct Readiness {
+    pub store: Result<(), String>,
+    pub signing_key: Result<(), String>,
 }
 
 /// Seconds since the Unix epoch.

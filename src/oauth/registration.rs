@@ -127,9 +127,11 @@ impl Provider {
         let client_type = match method.as_str() {
             "client_secret_basic" | "client_secret_post" => ClientType::Confidential,
             "none" => ClientType::Public,
-            other => return Err(invalid_metadata(format!(
+            other => {
+                return Err(invalid_metadata(format!(
                 "token_endpoint_auth_method {other:?} is not supported (client_secret_basic, client_secret_post, none)"
-            ))),
+            )))
+            }
         };
         let names = metadata
             .grant_types

@@ -310,4 +310,8 @@ pub trait Store: ClientStore + UserStore + GrantStore + ConsentStore + SessionSt
     /// Resolves once every write made before the call is durable on disk. Callers await it
     /// before handing a credential out, so a crash can never forget a token a client holds.
     fn durable(&self) -> Durable;
+    /// Writes and removes a probe record: fails if the store cannot take writes (readiness).
+    fn probe_write(&self) -> Result<()>;
+    /// How many refresh tokens are neither spent nor expired at `now` (a full scan).
+    fn count_active_refresh_tokens(&self, now: i64) -> Result<u64>;
 }

@@ -456,6 +456,23 @@ impl Store for SledStore {
         let commits = self.commits.clone();
         Box::pin(async move { commits.wait_durable().await })
     }
+
+    fn probe_write(&self) -> Result<()> {
+        self.sessions.insert(b"\0readiness-probe", &[])?;
+        self.sessions.remove(b"\0readiness-probe")?;
+        Ok(())
+    }
+
+    fn count_active_refresh_tokens(&self, now: i64) -> Result<u64> {
+        let mut active = 0;
+        for value in self.refresh_tokens.iter().values() {
+            let record = decode_refresh(&value?)?;
+            if !record.rotated && record.expires_at > now {
+                active += 1;
+            }
+        }
+        Ok(active)
+    }
 }
 
 impl Drop for SledStore {

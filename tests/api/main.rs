@@ -30,6 +30,8 @@ mod interop;
 mod keys;
 // Login hardening: throttling failed logins per user and per address.
 mod login;
+// /metrics through a Prometheus parser, /readyz, JSON log lines.
+mod observability;
 // OpenID Connect: ID tokens, UserInfo, discovery, prompt/max_age, logout, the profile page.
 mod oidc;
 // Home and authorized-apps pages.

@@ -39,11 +39,13 @@ impl Provider {
         };
         let client = self.authenticate_client(credentials)?;
         ensure_grant_allowed(&client, grant)?;
-        match grant {
+        let issued = match grant {
             GrantType::AuthorizationCode => self.authorization_code_grant(&client, request).await,
             GrantType::ClientCredentials => self.client_credentials_grant(&client, request),
             GrantType::RefreshToken => self.refresh_token_grant(&client, request).await,
-        }
+        }?;
+        self.metrics.token_issued(grant.as_oauth_str());
+        Ok(issued)
     }
 }
 

@@ -1,0 +1,218 @@
+//! Prometheus metrics: requests and latency by route and status, tokens issued by grant type,
+//! errors by OAuth error code, and two gauges read at scrape time (active refresh tokens and
+//! the signing key's age). Served as Prometheus text at `/metrics`.
+
+use std::sync::atomic::AtomicI64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: &'static str,
+    method: String,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabel {
+    route: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GrantLabel {
+    grant_type: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorLabel {
+    error: &'static str,
+}
+
+/// The server's metrics. Counters are cheap (a hash lookup and an atomic add per request).
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<RouteLabel, Histogram>,
+    tokens_issued: Family<GrantLabel, Counter>,
+    oauth_errors: Family<ErrorLabel, Counter>,
+    active_refresh_tokens: Gauge<i64, AtomicI64>,
+    signing_key_age: Gauge<i64, AtomicI64>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("tessera");
+        let requests = Family::<RequestLabels, Counter>::default();
+        // 0.25 ms to about 4 s.
+        let latency = Family::<RouteLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.000_25, 2.0, 15))
+        });
+        let tokens_issued = Family::<GrantLabel, Counter>::default();
+        let oauth_errors = Family::<ErrorLabel, Counter>::default();
+        let active_refresh_tokens = Gauge::<i64, AtomicI64>::default();
+        let signing_key_age = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests by route, method and status",
+            requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "Time to answer a request, by route",
+            latency.clone(),
+        );
+        registry.register(
+            "tokens_issued",
+            "Access tokens issued, by grant type",
+            tokens_issued.clone(),
+        );
+        registry.register(
+            "oauth_errors",
+            "OAuth and API error responses, by error code",
+            oauth_errors.clone(),
+        );
+        registry.register(
+            "active_refresh_tokens",
+            "Refresh tokens neither spent nor expired (counted at scrape time)",
+            active_refresh_tokens.clone(),
+        );
+        registry.register(
+            "signing_key_age_seconds",
+            "Age of the key that signs access tokens",
+            signing_key_age.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            latency,
+            tokens_issued,
+            oauth_errors,
+            active_refresh_tokens,
+            signing_key_age,
+        }
+    }
+
+    /// Counts one answered request. `route` is a route template, never a raw path, so the
+    /// number of series stays bounded whatever paths clients send.
+    pub fn request(&self, route: &'static str, method: &str, status: u16, seconds: f64) {
+        let method = match method {
+            "GET" | "POST" | "PUT" | "PATCH" | "DELETE" | "HEAD" | "OPTIONS" => method.to_string(),
+            _ => "other".to_string(),
+        };
+        self.requests
+            .get_or_create(&RequestLabels { route, method, status })
+            .inc();
+        self.latency.get_or_create(&RouteLabel { route }).observe(seconds);
+    }
+
+    pub fn token_issued(&self, grant_type: &'static str) {
+        self.tokens_issued.get_or_create(&GrantLabel { grant_type }).inc();
+    }
+
+    pub fn oauth_error(&self, error: &'static str) {
+        self.oauth_errors.get_or_create(&ErrorLabel { error }).inc();
+    }
+
+    /// The Prometheus text exposition, with the gauges set to the given readings.
+    pub fn render(&self, active_refresh_tokens: i64, signing_key_age_seconds: i64) -> String {
+        self.active_refresh_tokens.set(active_refresh_tokens);
+        self.signing_key_age.set(signing_key_age_seconds);
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+}
+
+/// The route template of a request path, for the `route` label.
+pub fn route_of(path: &str) -> &'static str {
+    const EXACT: [&str; 20] = [
+        "/o/token",
+        "/o/revoke_token",
+        "/o/introspect",
+        "/o/userinfo",
+        "/o/register",
+        "/o/authorize",
+        "/o/login",
+        "/o/logout",
+        "/o/profile",
+        "/o/authorized_tokens",
+        "/o/playground",
+        "/.well-known/jwks.json",
+        "/.well-known/oauth-authorization-server",
+        "/.well-known/openid-configuration",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/openapi.json",
+        "/docs",
+        "/",
+    ];
+    let trimmed = if path.len() > 1 {
+        path.trim_end_matches('/')
+    } else {
+        path
+    };
+    if let Some(exact) = EXACT.iter().find(|p| **p == trimmed) {
+        return exact;
+    }
+    let prefixes: [(&str, &'static str); 7] = [
+        ("/o/register/", "/o/register/{client_id}"),
+        ("/o/applications", "/o/applications/*"),
+        ("/o/static/", "/o/static/*"),
+        ("/api/v1/clients", "/api/v1/clients/*"),
+        ("/api/v1/users", "/api/v1/users/*"),
+        ("/api/v1/grants", "/api/v1/grants/*"),
+        ("/api/v1/keys", "/api/v1/keys/*"),
+    ];
+    prefixes
+        .iter()
+        .find(|(prefix, _)| trimmed.starts_with(prefix))
+        .map(|(_, route)| *route)
+        .unwrap_or("other")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_are_templates_so_label_values_stay_bounded() {
+        assert_eq!(route_of("/o/token/"), "/o/token");
+        assert_eq!(route_of("/o/token"), "/o/token");
+        assert_eq!(route_of("/o/register/abc123/"), "/o/register/{client_id}");
+        assert_eq!(route_of("/api/v1/clients/abc/secret"), "/api/v1/clients/*");
+        assert_eq!(route_of("/"), "/");
+        assert_eq!(route_of("/wp-admin/../../etc/passwd"), "other");
+    }
+
+    #[test]
+    fn the_text_exposition_has_every_family() {
+        let metrics = Metrics::new();
+        metrics.request("/o/token", "POST", 200, 0.001);
+        metrics.token_issued("client_credentials");
+        metrics.oauth_error("invalid_grant");
+        let text = metrics.render(3, 60);
+        for line in [
+            "tessera_http_requests_total{route=\"/o/token\",method=\"POST\",status=\"200\"} 1",
+            "tessera_tokens_issued_total{grant_type=\"client_credentials\"} 1",
+            "tessera_oauth_errors_total{error=\"invalid_grant\"} 1",
+            "tessera_active_refresh_tokens 3",
+            "tessera_signing_key_age_seconds 60",
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
+        assert!(text.contains("tessera_http_request_duration_seconds_bucket"));
+    }
+}
