@@ -120,9 +120,6 @@ pub enum AdminResponse<T: ToJSON + Send + Sync> {
     /// Success.
     #[oai(status = 200)]
     Ok(Json<T>),
-    /// Created.
-    #[oai(status = 201)]
-    Created(Json<T>),
     /// The request is malformed or breaks a rule (`invalid_request`, `invalid_scope`).
     #[oai(status = 400)]
     BadRequest(ProblemJson),
@@ -164,25 +161,69 @@ impl<T: ToJSON + Send + Sync> AdminResponse<T> {
             Err(e) => e.into(),
         }
     }
+}
 
-    fn created(result: Result<T, Error>) -> Self {
-        match result {
-            Ok(value) => AdminResponse::Created(Json(value)),
-            Err(e) => e.into(),
+/// Every outcome of an admin operation that creates a record: the same errors as
+/// [`AdminResponse`], and 201 on success.
+#[derive(ApiResponse, Debug)]
+#[oai(bad_request_handler = "bad_request_created")]
+pub enum AdminCreated<T: ToJSON + Send + Sync> {
+    /// Created.
+    #[oai(status = 201)]
+    Created(Json<T>),
+    /// The request is malformed or breaks a rule (`invalid_request`, `invalid_scope`).
+    #[oai(status = 400)]
+    BadRequest(ProblemJson),
+    /// No valid admin token (`invalid_token`).
+    #[oai(status = 401)]
+    Unauthorized(ProblemJson, #[oai(header = "WWW-Authenticate")] String),
+    /// The token lacks the `tessera:admin` scope (`insufficient_scope`).
+    #[oai(status = 403)]
+    Forbidden(ProblemJson, #[oai(header = "WWW-Authenticate")] String),
+    /// The record clashes with an existing one (`conflict`).
+    #[oai(status = 409)]
+    Conflict(ProblemJson),
+    /// The server failed (`server_error`).
+    #[oai(status = 500)]
+    ServerError(ProblemJson),
+}
+
+impl<T: ToJSON + Send + Sync> AdminCreated<T> {
+    fn of(result: Result<T, Error>) -> Self {
+        let err = match result {
+            Ok(value) => return AdminCreated::Created(Json(value)),
+            Err(e) => e,
+        };
+        // The same mapping as AdminResponse's (a create has no 404).
+        match AdminResponse::<T>::from(err) {
+            AdminResponse::Unauthorized(body, challenge) => AdminCreated::Unauthorized(body, challenge),
+            AdminResponse::Forbidden(body, challenge) => AdminCreated::Forbidden(body, challenge),
+            AdminResponse::Conflict(body) => AdminCreated::Conflict(body),
+            AdminResponse::ServerError(body) => AdminCreated::ServerError(body),
+            AdminResponse::BadRequest(body) | AdminResponse::NotFound(body) => AdminCreated::BadRequest(body),
+            AdminResponse::Ok(value) => AdminCreated::Created(value),
         }
     }
 }
 
+fn bad_request_created<T: ToJSON + Send + Sync>(err: poem::Error) -> AdminCreated<T> {
+    AdminCreated::of(Err(request_error(err)))
+}
+
 /// Requests poem-openapi turns away before an operation runs: a failed token check, no
 /// token at all, or a body or parameter that does not parse.
-fn bad_request<T: ToJSON + Send + Sync>(err: poem::Error) -> AdminResponse<T> {
+fn request_error(err: poem::Error) -> Error {
     if let Some(AdminAuthError(code, description)) = err.downcast_ref::<AdminAuthError>() {
-        return Error::new(*code, description.clone()).into();
+        return Error::new(*code, description.clone());
     }
     if err.is::<poem_openapi::error::AuthorizationError>() {
-        return Error::new(ErrorCode::InvalidToken, "an admin access token is required").into();
+        return Error::new(ErrorCode::InvalidToken, "an admin access token is required");
     }
-    Error::invalid_request(format!("the request could not be parsed: {err}")).into()
+    Error::invalid_request(format!("the request could not be parsed: {err}"))
+}
+
+fn bad_request<T: ToJSON + Send + Sync>(err: poem::Error) -> AdminResponse<T> {
+    request_error(err).into()
 }
 
 /// Why the admin token check failed (`invalid_token` or `insufficient_scope`).
@@ -639,8 +680,8 @@ impl AdminApi {
         provider: Data<&Arc<Provider>>,
         #[oai(scope = "AdminScopes::Admin")] _auth: AdminToken,
         body: Json<ClientSettings>,
-    ) -> AdminResponse<ClientWithSecret> {
-        AdminResponse::created(
+    ) -> AdminCreated<ClientWithSecret> {
+        AdminCreated::of(
             provider
                 .register_client(body.0.into_new_client())
                 .map(|(client, client_secret)| ClientWithSecret {
@@ -755,7 +796,7 @@ impl AdminApi {
         provider: Data<&Arc<Provider>>,
         #[oai(scope = "AdminScopes::Admin")] _auth: AdminToken,
         body: Json<NewUser>,
-    ) -> AdminResponse<User> {
+    ) -> AdminCreated<User> {
         let NewUser {
             username,
             password,
@@ -775,7 +816,7 @@ impl AdminApi {
         })
         .await
         .unwrap_or_else(|e| Err(Error::server_error(e)));
-        AdminResponse::created(result.map(User::from))
+        AdminCreated::of(result.map(User::from))
     }
 
     /// Get a user
@@ -917,13 +958,13 @@ impl AdminApi {
         provider: Data<&Arc<Provider>>,
         #[oai(scope = "AdminScopes::Admin")] _auth: AdminToken,
         body: Json<NewKey>,
-    ) -> AdminResponse<Key> {
+    ) -> AdminCreated<Key> {
         let worker = provider.0.clone();
         // RSA key generation takes a while: off the async workers.
         let result = tokio::task::spawn_blocking(move || worker.change_keys(KeyChange::Generate(body.0.alg.into())))
             .await
             .unwrap_or_else(|e| Err(Error::server_error(e)));
-        AdminResponse::created(result.map(Key::from))
+        AdminCreated::of(result.map(Key::from))
     }
 
     /// Promote a key

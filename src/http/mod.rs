@@ -61,7 +61,61 @@ pub fn api_service() -> OpenApiService<Apis, ()> {
 
 /// The OpenAPI document as committed under `openapi/openapi.json`.
 pub fn spec() -> String {
-    with_trailing_slashes(&api_service().spec())
+    with_client_security(&with_trailing_slashes(&api_service().spec()))
+}
+
+/// Security requirements poem-openapi cannot express, because these endpoints read the
+/// credentials themselves: client authentication is HTTP Basic *or* form fields (or none, for
+/// a public client), so Basic is declared optional (`{}`), and bearer tokens that are checked
+/// by the operation (UserInfo, RFC 7591/7592 tokens).
+const CLIENT_SECURITY: [(&str, &str); 9] = [
+    ("token", "basic-or-form"),
+    ("revokeToken", "basic-or-form"),
+    ("introspectToken", "basic-or-form"),
+    ("getUserInfo", "bearer"),
+    ("postUserInfo", "bearer-or-form"),
+    ("registerClient", "bearer-or-none"),
+    ("getRegistration", "bearer"),
+    ("updateRegistration", "bearer"),
+    ("deleteRegistration", "bearer"),
+];
+
+fn with_client_security(spec: &str) -> String {
+    use serde_json::{json, Value};
+    let Ok(mut doc) = serde_json::from_str::<Value>(spec) else {
+        return spec.to_string();
+    };
+    let schemes = &mut doc["components"]["securitySchemes"];
+    schemes["clientSecretBasic"] = json!({
+        "type": "http",
+        "scheme": "basic",
+        "description": "Client authentication (RFC 6749 §2.3.1): the url-encoded client_id and client_secret. \
+            Confidential clients may instead send client_id and client_secret as form fields; public clients send client_id only."
+    });
+    schemes["bearerAuth"] = json!({
+        "type": "http",
+        "scheme": "bearer",
+        "description": "A bearer token (RFC 6750): an access token for UserInfo, an initial access token for \
+            registration, or a client's registration access token for its registration."
+    });
+    if let Some(paths) = doc["paths"].as_object_mut() {
+        for operation in paths
+            .values_mut()
+            .filter_map(Value::as_object_mut)
+            .flat_map(|item| item.values_mut())
+        {
+            let id = operation["operationId"].as_str().unwrap_or_default().to_string();
+            let Some((_, kind)) = CLIENT_SECURITY.iter().find(|(op, _)| *op == id) else {
+                continue;
+            };
+            operation["security"] = match *kind {
+                "basic-or-form" => json!([{ "clientSecretBasic": [] }, {}]),
+                "bearer" => json!([{ "bearerAuth": [] }]),
+                _ => json!([{ "bearerAuth": [] }, {}]),
+            };
+        }
+    }
+    serde_json::to_string_pretty(&doc).unwrap_or_else(|_| spec.to_string())
 }
 
 /// poem-openapi drops a trailing slash from operation paths, but Tessera's endpoint paths

@@ -7,7 +7,6 @@ use poem::web::Data;
 use poem::Request;
 use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
-use poem_openapi::types::ToJSON;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use serde::Deserialize;
 
@@ -123,35 +122,16 @@ impl From<Registration> for ClientInformation {
 
 const NO_STORE: &str = "no-store";
 
-/// Every outcome of a registration request (errors as RFC 7591 §3.2.2).
-#[derive(ApiResponse, Debug)]
-#[oai(bad_request_handler = "bad_request")]
-pub enum RegistrationResponse<T: ToJSON + Send + Sync> {
-    /// Registered.
-    #[oai(status = 201)]
-    Created(Json<T>, #[oai(header = "Cache-Control")] String),
-    /// The registration.
-    #[oai(status = 200)]
-    Ok(Json<T>, #[oai(header = "Cache-Control")] String),
-    /// Deleted.
-    #[oai(status = 204)]
-    Deleted,
-    /// `invalid_redirect_uri`, `invalid_client_metadata`, `invalid_software_statement`, or a
-    /// malformed body (`invalid_request`).
-    #[oai(status = 400)]
-    BadRequest(ErrorJson, #[oai(header = "Cache-Control")] String),
-    /// A missing or wrong initial or registration access token (`invalid_token`).
-    #[oai(status = 401)]
-    Unauthorized(ErrorJson, #[oai(header = "WWW-Authenticate")] String),
-    /// Registration is not enabled on this server.
-    #[oai(status = 404)]
+/// A failed registration request, before it is fitted to an operation's response type
+/// (errors as RFC 7591 §3.2.2 and RFC 6750 §3).
+enum Failure {
+    BadRequest(ErrorJson),
+    Unauthorized(ErrorJson, String),
     NotFound(ErrorJson),
-    /// The server failed.
-    #[oai(status = 500)]
     ServerError(ErrorJson),
 }
 
-impl<T: ToJSON + Send + Sync> From<Error> for RegistrationResponse<T> {
+impl From<Error> for Failure {
     fn from(err: Error) -> Self {
         if let Some(cause) = &err.cause {
             tracing::error!(error = %err, cause = %cause, "registration failed");
@@ -163,25 +143,127 @@ impl<T: ToJSON + Send + Sync> From<Error> for RegistrationResponse<T> {
         let code = err.code;
         let body = ErrorJson::of(err);
         match code {
-            ErrorCode::InvalidToken => RegistrationResponse::Unauthorized(body, challenge),
-            ErrorCode::NotFound => RegistrationResponse::NotFound(body),
-            ErrorCode::ServerError => RegistrationResponse::ServerError(body),
-            _ => RegistrationResponse::BadRequest(body, NO_STORE.into()),
+            ErrorCode::InvalidToken => Failure::Unauthorized(body, challenge),
+            ErrorCode::NotFound => Failure::NotFound(body),
+            ErrorCode::ServerError => Failure::ServerError(body),
+            _ => Failure::BadRequest(body),
         }
     }
 }
 
-fn bad_request<T: ToJSON + Send + Sync>(err: poem::Error) -> RegistrationResponse<T> {
+/// A body or parameter poem-openapi could not parse.
+fn unparsable(err: poem::Error) -> Error {
     Error::new(
         ErrorCode::InvalidClientMetadata,
         format!("the client metadata could not be parsed: {err}"),
     )
-    .into()
 }
 
-fn respond(result: Result<Registration, Error>, created: bool) -> RegistrationResponse<ClientInformation> {
+/// The outcome of a registration (RFC 7591 §3.2).
+#[derive(ApiResponse, Debug)]
+#[oai(bad_request_handler = "registration_bad_request")]
+pub enum RegistrationCreated {
+    /// Registered; the body holds the secret and the registration access token, this once.
+    #[oai(status = 201)]
+    Created(Json<ClientInformation>, #[oai(header = "Cache-Control")] String),
+    /// `invalid_redirect_uri`, `invalid_client_metadata` or `invalid_software_statement`.
+    #[oai(status = 400)]
+    BadRequest(ErrorJson, #[oai(header = "Cache-Control")] String),
+    /// A missing or wrong initial access token (`invalid_token`).
+    #[oai(status = 401)]
+    Unauthorized(ErrorJson, #[oai(header = "WWW-Authenticate")] String),
+    /// Registration is not enabled on this server.
+    #[oai(status = 404)]
+    NotFound(ErrorJson),
+    /// The server failed.
+    #[oai(status = 500)]
+    ServerError(ErrorJson),
+}
+
+impl From<Error> for RegistrationCreated {
+    fn from(err: Error) -> Self {
+        match Failure::from(err) {
+            Failure::BadRequest(body) => RegistrationCreated::BadRequest(body, NO_STORE.into()),
+            Failure::Unauthorized(body, challenge) => RegistrationCreated::Unauthorized(body, challenge),
+            Failure::NotFound(body) => RegistrationCreated::NotFound(body),
+            Failure::ServerError(body) => RegistrationCreated::ServerError(body),
+        }
+    }
+}
+
+fn registration_bad_request(err: poem::Error) -> RegistrationCreated {
+    unparsable(err).into()
+}
+
+/// The outcome of reading or updating a registration (RFC 7592 §2.1-2.2).
+#[derive(ApiResponse, Debug)]
+#[oai(bad_request_handler = "management_bad_request")]
+pub enum RegistrationResponse {
+    /// The registration, without secret or registration access token.
+    #[oai(status = 200)]
+    Ok(Json<ClientInformation>, #[oai(header = "Cache-Control")] String),
+    /// `invalid_redirect_uri` or `invalid_client_metadata` (updates).
+    #[oai(status = 400)]
+    BadRequest(ErrorJson, #[oai(header = "Cache-Control")] String),
+    /// A missing or wrong registration access token, or no such client (`invalid_token`).
+    #[oai(status = 401)]
+    Unauthorized(ErrorJson, #[oai(header = "WWW-Authenticate")] String),
+    /// Registration is not enabled on this server.
+    #[oai(status = 404)]
+    NotFound(ErrorJson),
+    /// The server failed.
+    #[oai(status = 500)]
+    ServerError(ErrorJson),
+}
+
+impl From<Error> for RegistrationResponse {
+    fn from(err: Error) -> Self {
+        match Failure::from(err) {
+            Failure::BadRequest(body) => RegistrationResponse::BadRequest(body, NO_STORE.into()),
+            Failure::Unauthorized(body, challenge) => RegistrationResponse::Unauthorized(body, challenge),
+            Failure::NotFound(body) => RegistrationResponse::NotFound(body),
+            Failure::ServerError(body) => RegistrationResponse::ServerError(body),
+        }
+    }
+}
+
+fn management_bad_request(err: poem::Error) -> RegistrationResponse {
+    unparsable(err).into()
+}
+
+/// The outcome of deleting a registration (RFC 7592 §2.3).
+#[derive(ApiResponse, Debug)]
+pub enum RegistrationDeleted {
+    /// Deleted, with every grant the client held.
+    #[oai(status = 204)]
+    Deleted,
+    /// A malformed `Authorization` header.
+    #[oai(status = 400)]
+    BadRequest(ErrorJson, #[oai(header = "Cache-Control")] String),
+    /// A missing or wrong registration access token, or no such client (`invalid_token`).
+    #[oai(status = 401)]
+    Unauthorized(ErrorJson, #[oai(header = "WWW-Authenticate")] String),
+    /// Registration is not enabled on this server.
+    #[oai(status = 404)]
+    NotFound(ErrorJson),
+    /// The server failed.
+    #[oai(status = 500)]
+    ServerError(ErrorJson),
+}
+
+impl From<Error> for RegistrationDeleted {
+    fn from(err: Error) -> Self {
+        match Failure::from(err) {
+            Failure::BadRequest(body) => RegistrationDeleted::BadRequest(body, NO_STORE.into()),
+            Failure::Unauthorized(body, challenge) => RegistrationDeleted::Unauthorized(body, challenge),
+            Failure::NotFound(body) => RegistrationDeleted::NotFound(body),
+            Failure::ServerError(body) => RegistrationDeleted::ServerError(body),
+        }
+    }
+}
+
+fn registration_read(result: Result<Registration, Error>) -> RegistrationResponse {
     match result {
-        Ok(r) if created => RegistrationResponse::Created(Json(r.into()), NO_STORE.into()),
         Ok(r) => RegistrationResponse::Ok(Json(r.into()), NO_STORE.into()),
         Err(e) => e.into(),
     }
@@ -210,11 +292,14 @@ impl RegistrationApi {
         provider: Data<&Arc<Provider>>,
         req: &Request,
         body: Json<ClientRegistrationRequest>,
-    ) -> RegistrationResponse<ClientInformation> {
+    ) -> RegistrationCreated {
         let result = enabled(&provider)
             .and_then(|_| bearer_token(req))
             .and_then(|token| provider.register_dynamically(&body.0.metadata(), token.as_deref()));
-        respond(result, true)
+        match result {
+            Ok(r) => RegistrationCreated::Created(Json(r.into()), NO_STORE.into()),
+            Err(e) => e.into(),
+        }
     }
 
     /// Read a registration
@@ -226,11 +311,11 @@ impl RegistrationApi {
         provider: Data<&Arc<Provider>>,
         req: &Request,
         client_id: Path<String>,
-    ) -> RegistrationResponse<ClientInformation> {
+    ) -> RegistrationResponse {
         let result = enabled(&provider)
             .and_then(|_| bearer_token(req))
             .and_then(|token| provider.read_registration(&client_id.0, token.as_deref()));
-        respond(result, false)
+        registration_read(result)
     }
 
     /// Update a registration
@@ -243,7 +328,7 @@ impl RegistrationApi {
         req: &Request,
         client_id: Path<String>,
         body: Json<ClientRegistrationRequest>,
-    ) -> RegistrationResponse<ClientInformation> {
+    ) -> RegistrationResponse {
         let result = enabled(&provider).and_then(|_| bearer_token(req)).and_then(|token| {
             provider.update_registration(
                 &client_id.0,
@@ -253,7 +338,7 @@ impl RegistrationApi {
                 &body.0.metadata(),
             )
         });
-        respond(result, false)
+        registration_read(result)
     }
 
     /// Delete a registration
@@ -269,13 +354,13 @@ impl RegistrationApi {
         provider: Data<&Arc<Provider>>,
         req: &Request,
         client_id: Path<String>,
-    ) -> RegistrationResponse<ClientInformation> {
+    ) -> RegistrationDeleted {
         let token = match enabled(&provider).and_then(|_| bearer_token(req)) {
             Ok(token) => token,
             Err(e) => return e.into(),
         };
         match provider.delete_registration(&client_id.0, token.as_deref()).await {
-            Ok(()) => RegistrationResponse::Deleted,
+            Ok(()) => RegistrationDeleted::Deleted,
             Err(e) => e.into(),
         }
     }
