@@ -165,7 +165,7 @@ fn unparsable(err: poem::Error) -> Error {
 pub enum RegistrationCreated {
     /// Registered; the body holds the secret and the registration access token, this once.
     #[oai(status = 201)]
-    Created(Json<ClientInformation>, #[oai(header = "Cache-Control")] String),
+    Created(Json<Box<ClientInformation>>, #[oai(header = "Cache-Control")] String),
     /// `invalid_redirect_uri`, `invalid_client_metadata` or `invalid_software_statement`.
     #[oai(status = 400)]
     BadRequest(ErrorJson, #[oai(header = "Cache-Control")] String),
@@ -201,7 +201,7 @@ fn registration_bad_request(err: poem::Error) -> RegistrationCreated {
 pub enum RegistrationResponse {
     /// The registration, without secret or registration access token.
     #[oai(status = 200)]
-    Ok(Json<ClientInformation>, #[oai(header = "Cache-Control")] String),
+    Ok(Json<Box<ClientInformation>>, #[oai(header = "Cache-Control")] String),
     /// `invalid_redirect_uri` or `invalid_client_metadata` (updates).
     #[oai(status = 400)]
     BadRequest(ErrorJson, #[oai(header = "Cache-Control")] String),
@@ -264,7 +264,7 @@ impl From<Error> for RegistrationDeleted {
 
 fn registration_read(result: Result<Registration, Error>) -> RegistrationResponse {
     match result {
-        Ok(r) => RegistrationResponse::Ok(Json(r.into()), NO_STORE.into()),
+        Ok(r) => RegistrationResponse::Ok(Json(Box::new(r.into())), NO_STORE.into()),
         Err(e) => e.into(),
     }
 }
@@ -297,7 +297,7 @@ impl RegistrationApi {
             .and_then(|_| bearer_token(req))
             .and_then(|token| provider.register_dynamically(&body.0.metadata(), token.as_deref()));
         match result {
-            Ok(r) => RegistrationCreated::Created(Json(r.into()), NO_STORE.into()),
+            Ok(r) => RegistrationCreated::Created(Json(Box::new(r.into())), NO_STORE.into()),
             Err(e) => e.into(),
         }
     }
