@@ -385,33 +385,34 @@ impl From<ClientRecord> for Client {
     }
 }
 
-/// A client's settings, to register one or to replace an existing one's.
+/// A client's settings, to register one or to replace an existing one's. `client_type` is
+/// fixed at registration; an update must repeat it.
 #[derive(Object, Debug)]
 pub struct ClientSettings {
     pub name: String,
-    /// Fixed at registration; an update must repeat it.
     pub client_type: ClientKind,
     pub grant_types: Vec<GrantKind>,
-    #[oai(default)]
-    pub redirect_uris: Vec<String>,
-    #[oai(default)]
-    pub post_logout_redirect_uris: Vec<String>,
+    /// Compared exactly at the authorization endpoint (default none).
+    pub redirect_uris: Option<Vec<String>>,
+    /// Where RP-initiated logout may return to (default none).
+    pub post_logout_redirect_uris: Option<Vec<String>>,
     /// Space-separated; default `openid profile email read write` (`tessera:admin` for admin clients).
     pub scope: Option<String>,
-    #[oai(default)]
-    pub resources: Vec<String>,
+    /// RFC 8707 resources the client may ask for as token audience (default none).
+    pub resources: Option<Vec<String>>,
     pub access_token_ttl: Option<u64>,
     pub refresh_token_ttl: Option<u64>,
-    #[oai(default)]
-    pub skip_consent: bool,
-    #[oai(default)]
-    pub admin: bool,
+    /// A first-party app whose users are not asked for consent (default false).
+    pub skip_consent: Option<bool>,
+    /// An admin client: confidential, client_credentials, `tessera:admin` (default false).
+    pub admin: Option<bool>,
     pub id_token_signed_response_alg: Option<Alg>,
 }
 
 impl ClientSettings {
     fn into_new_client(self) -> NewClient {
-        let default_scope = if self.admin {
+        let admin = self.admin.unwrap_or(false);
+        let default_scope = if admin {
             crate::oauth::scope::ADMIN_SCOPE
         } else {
             "openid profile email read write"
@@ -423,16 +424,16 @@ impl ClientSettings {
                 ClientKind::Public => ClientType::Public,
             },
             grant_types: self.grant_types.into_iter().map(GrantType::from).collect(),
-            redirect_uris: self.redirect_uris,
+            redirect_uris: self.redirect_uris.unwrap_or_default(),
             scope: self.scope.unwrap_or_else(|| default_scope.into()),
-            resources: self.resources,
+            resources: self.resources.unwrap_or_default(),
             access_token_ttl: self.access_token_ttl,
             refresh_token_ttl: self.refresh_token_ttl,
-            skip_consent: self.skip_consent,
+            skip_consent: self.skip_consent.unwrap_or(false),
             owner_user_id: None,
-            post_logout_redirect_uris: self.post_logout_redirect_uris,
+            post_logout_redirect_uris: self.post_logout_redirect_uris.unwrap_or_default(),
             id_token_signed_response_alg: self.id_token_signed_response_alg.map(Algorithm::from),
-            admin: self.admin,
+            admin,
         }
     }
 }

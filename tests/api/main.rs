@@ -40,6 +40,8 @@ mod pages;
 mod playground;
 // Dynamic client registration (RFC 7591/7592) and its policy.
 mod registration;
+// SDKs generated from the spec (openapi-python-client, openapi-typescript) against the server.
+mod sdk;
 // The resource-server verifier (tessera::resource).
 mod resource;
 // examples/resource_server.rs as a process: RFC 6750 errors, scopes, RFC 9728 metadata.
