@@ -57,6 +57,9 @@ pub struct RegistrationPolicy {
     pub scopes: Option<Vec<String>>,
     /// Whether confidential registered clients may use client_credentials.
     pub allow_client_credentials: bool,
+    /// RFC 8707 resources every registered client may ask tokens for (Model Context Protocol
+    /// clients send their server's URL as `resource`).
+    pub resources: Vec<String>,
 }
 
 impl Default for RegistrationPolicy {
@@ -66,6 +69,7 @@ impl Default for RegistrationPolicy {
             initial_access_tokens: Vec::new(),
             scopes: None,
             allow_client_credentials: false,
+            resources: Vec::new(),
         }
     }
 }
@@ -189,6 +193,8 @@ pub struct FileConfig {
     pub registration_scopes: Option<Vec<String>>,
     /// Let confidential registered clients use client_credentials (default false).
     pub registration_allow_client_credentials: Option<bool>,
+    /// Resources (token audiences) registered clients may ask for.
+    pub registration_resources: Option<Vec<String>>,
 }
 
 /// Values given on the command line or in the environment; they win over the file.
@@ -342,6 +348,15 @@ impl Config {
         }
         if let Some(v) = file.registration_allow_client_credentials {
             self.registration.allow_client_credentials = v;
+        }
+        if let Some(resources) = file.registration_resources {
+            if let Some(bad) = resources.iter().find(|r| Url::parse(r).is_err() || r.contains('#')) {
+                return Err(ConfigError::Invalid(
+                    "registration_resources",
+                    format!("{bad:?} is not an absolute URI without a fragment"),
+                ));
+            }
+            self.registration.resources = resources;
         }
         if throttle.max_lockout < throttle.lockout {
             return Err(ConfigError::Invalid(

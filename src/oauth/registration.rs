@@ -219,7 +219,7 @@ impl Provider {
             grant_types,
             redirect_uris: metadata.redirect_uris.clone(),
             scope: scope.to_string(),
-            resources: vec![],
+            resources: self.config.registration.resources.clone(),
             access_token_ttl: None,
             refresh_token_ttl: None,
             skip_consent: false,

@@ -7,6 +7,7 @@ use tessera::config::{RegistrationMode, RegistrationPolicy};
 use crate::helpers::*;
 
 const INITIAL_TOKEN: &str = "initial-access-token-0123456789";
+const MCP_SERVER: &str = "https://mcp.example.com/mcp";
 
 async fn spawn_with(mode: RegistrationMode, allow_client_credentials: bool) -> TestApp {
     let dirs = tempfile::tempdir().unwrap();
@@ -16,6 +17,7 @@ async fn spawn_with(mode: RegistrationMode, allow_client_credentials: bool) -> T
             initial_access_tokens: vec![INITIAL_TOKEN.into()],
             scopes: None,
             allow_client_credentials,
+            resources: vec![MCP_SERVER.into()],
         },
         ..test_config(&dirs)
     };
@@ -89,11 +91,13 @@ async fn an_open_server_registers_a_public_client_that_completes_the_code_flow()
     // The new client runs the code flow with PKCE (any loopback port, RFC 8252).
     let pkce = Pkce::new();
     let redirect_uri = "http://127.0.0.1:40123/callback";
+    // As a Model Context Protocol client does: a resource indicator naming the MCP server.
     let query: Vec<(String, String)> = [
         ("response_type", "code"),
         ("client_id", client_id),
         ("redirect_uri", redirect_uri),
         ("scope", "openid read"),
+        ("resource", MCP_SERVER),
         ("state", "s"),
         ("code_challenge", pkce.challenge.as_str()),
         ("code_challenge_method", "S256"),
@@ -121,6 +125,11 @@ async fn an_open_server_registers_a_public_client_that_completes_the_code_flow()
     assert_eq!(tokens.status(), 200);
     let tokens: Value = tokens.json().await.unwrap();
     assert!(tokens["id_token"].is_string() && tokens["refresh_token"].is_string());
+    let claims = app
+        .verify_with_jwks(tokens["access_token"].as_str().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(claims["aud"], MCP_SERVER, "the token is for the MCP server it named");
 
     // A public client must use PKCE.
     let mut no_pkce = query.clone();
