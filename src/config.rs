@@ -107,6 +107,8 @@ pub struct Config {
     pub playground: bool,
     /// Dynamic client registration (RFC 7591/7592).
     pub registration: RegistrationPolicy,
+    /// How often expired codes, tokens, sessions and revocation entries are purged.
+    pub purge_interval: Duration,
 }
 
 impl Default for Config {
@@ -151,6 +153,7 @@ impl Default for Config {
             login_throttle: ThrottlePolicy::default(),
             playground: false,
             registration: RegistrationPolicy::default(),
+            purge_interval: Duration::from_secs(600),
         }
     }
 }
@@ -195,6 +198,8 @@ pub struct FileConfig {
     pub registration_allow_client_credentials: Option<bool>,
     /// Resources (token audiences) registered clients may ask for.
     pub registration_resources: Option<Vec<String>>,
+    /// Seconds between purges of expired records.
+    pub purge_interval: Option<u64>,
 }
 
 /// Values given on the command line or in the environment; they win over the file.
@@ -265,6 +270,7 @@ impl Config {
             ("refresh_token_ttl", file.refresh_token_ttl, &mut self.refresh_token_ttl),
             ("id_token_ttl", file.id_token_ttl, &mut self.id_token_ttl),
             ("session_ttl", file.session_ttl, &mut self.session_ttl),
+            ("purge_interval", file.purge_interval, &mut self.purge_interval),
         ] {
             if let Some(v) = value {
                 if v == 0 {

@@ -34,6 +34,23 @@ const KEY_RELOAD_INTERVAL: Duration = Duration::from_secs(2);
 /// How long in-flight requests get to finish after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
+/// Purges expired records every `purge_interval`, off the async workers, so the store does not
+/// grow with every token ever issued.
+async fn purge_periodically(provider: Arc<Provider>) {
+    let mut tick = tokio::time::interval(provider.config.purge_interval);
+    tick.tick().await; // the first tick is immediate; nothing has expired at startup
+    loop {
+        tick.tick().await;
+        let worker = provider.clone();
+        match tokio::task::spawn_blocking(move || worker.purge_expired()).await {
+            Ok(Ok(purged)) if purged.total() > 0 => tracing::info!(?purged, "purged expired records"),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "purging expired records failed"),
+            Err(e) => tracing::error!(error = %e, "the purge task failed"),
+        }
+    }
+}
+
 /// A server that is bound to its port and ready to run.
 pub struct App {
     acceptor: TcpAcceptor,
@@ -109,12 +126,14 @@ impl App {
                 }
             }
         });
+        let purger = tokio::spawn(purge_periodically(self.provider.clone()));
         tracing::info!(addr = %self.addr, issuer = %self.provider.issuer, "serving");
         let routes = http::routes(self.provider.clone());
         let result = Server::new_with_acceptor(self.acceptor)
             .run_with_graceful_shutdown(routes, shutdown, Some(SHUTDOWN_GRACE))
             .await;
         reloader.abort();
+        purger.abort();
         tracing::info!("stopped");
         result
     }

@@ -86,6 +86,20 @@ impl Provider {
         Readiness { store, signing_key }
     }
 
+    /// Removes expired codes, tokens, sessions and revocation entries, and grants no token
+    /// can use any more (see [`crate::store::Store::purge_expired`]).
+    pub fn purge_expired(&self) -> Result<crate::store::Purged, Error> {
+        // The longest access token lifetime, a client's own included.
+        let longest = self
+            .store
+            .list_clients()?
+            .iter()
+            .filter_map(|c| c.access_token_ttl)
+            .fold(self.config.access_token_ttl.as_secs(), u64::max);
+        let now = now();
+        Ok(self.store.purge_expired(now, now - longest as i64)?)
+    }
+
     /// The `/metrics` text, with the gauges read now.
     pub fn metrics_text(&self) -> String {
         let active = self.store.count_active_refresh_tokens(now()).map_or(-1, |n| n as i64);

@@ -215,6 +215,22 @@ pub struct SessionRecord {
     pub expires_at: i64,
 }
 
+/// What one purge removed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Purged {
+    pub codes: u64,
+    pub refresh_tokens: u64,
+    pub revoked_access: u64,
+    pub sessions: u64,
+    pub grants: u64,
+}
+
+impl Purged {
+    pub fn total(&self) -> u64 {
+        self.codes + self.refresh_tokens + self.revoked_access + self.sessions + self.grants
+    }
+}
+
 /// Outcome of redeeming an authorization code.
 #[derive(Debug)]
 pub enum Redemption {
@@ -314,4 +330,14 @@ pub trait Store: ClientStore + UserStore + GrantStore + ConsentStore + SessionSt
     fn probe_write(&self) -> Result<()>;
     /// How many refresh tokens are neither spent nor expired at `now` (a full scan).
     fn count_active_refresh_tokens(&self, now: i64) -> Result<u64>;
+    /// Removes what can no longer be used at `now`. `access_cutoff` is the moment before
+    /// which every access token issued has expired. Removed: expired codes and sessions,
+    /// revocation entries of expired access tokens, refresh tokens (spent or not) that have
+    /// expired and were issued before `access_cutoff`, and grants created before
+    /// `access_cutoff` with no refresh token left. A grant with a live access token is never
+    /// removed, since its access tokens are checked against it. A full scan; meant for a
+    /// background task.
+    fn purge_expired(&self, now: i64, access_cutoff: i64) -> Result<Purged>;
+    /// How many records the store holds, all kinds together.
+    fn record_count(&self) -> Result<u64>;
 }

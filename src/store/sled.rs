@@ -463,6 +463,86 @@ impl Store for SledStore {
         Ok(())
     }
 
+    fn purge_expired(&self, now: i64, access_cutoff: i64) -> Result<Purged> {
+        let mut purged = Purged::default();
+        // Removal is by compare-and-swap on the value read, so a record rewritten meanwhile
+        // (a code being redeemed, a token rotated) is left for the next purge.
+        let remove_if = |tree: &Tree, key: &[u8], value: &[u8]| -> Result<bool> {
+            Ok(tree.compare_and_swap(key, Some(value), None::<&[u8]>)?.is_ok())
+        };
+        for entry in self.codes.iter() {
+            let (key, value) = entry?;
+            let expired = from_json::<CodeRecord>(&value).map_or(true, |c| c.expires_at <= now);
+            if expired && remove_if(&self.codes, &key, &value)? {
+                purged.codes += 1;
+            }
+        }
+        let mut live_grants = std::collections::HashSet::new();
+        for entry in self.refresh_tokens.iter() {
+            let (key, value) = entry?;
+            match decode_refresh(&value) {
+                // Kept while it may be used, or an access token issued with it may be alive.
+                Ok(record) if record.expires_at > now || record.issued_at > access_cutoff => {
+                    live_grants.insert(record.grant_id);
+                }
+                _ => {
+                    if remove_if(&self.refresh_tokens, &key, &value)? {
+                        purged.refresh_tokens += 1;
+                    }
+                }
+            }
+        }
+        for entry in self.revoked_access.iter() {
+            let (key, value) = entry?;
+            let expires_at = value.as_ref().try_into().map(i64::from_be_bytes).unwrap_or(i64::MIN);
+            if expires_at <= now && remove_if(&self.revoked_access, &key, &value)? {
+                purged.revoked_access += 1;
+            }
+        }
+        for entry in self.sessions.iter() {
+            let (key, value) = entry?;
+            let expired = from_json::<SessionRecord>(&value).map_or(true, |s| s.expires_at <= now);
+            if expired && remove_if(&self.sessions, &key, &value)? {
+                purged.sessions += 1;
+            }
+        }
+        for entry in self.grants.iter() {
+            let (key, value) = entry?;
+            let Ok(grant) = from_json::<GrantRecord>(&value) else {
+                continue;
+            };
+            if grant.created_at <= access_cutoff && !live_grants.contains(&grant.grant_id) {
+                if remove_if(&self.grants, &key, &value)? {
+                    purged.grants += 1;
+                }
+                let index = [
+                    &consent_key(&grant.user_id, &grant.client_id)[..],
+                    &[0],
+                    grant.grant_id.as_bytes(),
+                ]
+                .concat();
+                self.user_grants.remove(index)?;
+            }
+        }
+        Ok(purged)
+    }
+
+    fn record_count(&self) -> Result<u64> {
+        let trees = [
+            &self.clients,
+            &self.users,
+            &self.usernames,
+            &self.codes,
+            &self.grants,
+            &self.user_grants,
+            &self.refresh_tokens,
+            &self.revoked_access,
+            &self.consents,
+            &self.sessions,
+        ];
+        Ok(trees.iter().map(|t| t.len() as u64).sum())
+    }
+
     fn count_active_refresh_tokens(&self, now: i64) -> Result<u64> {
         let mut active = 0;
         for value in self.refresh_tokens.iter().values() {

@@ -22,6 +22,8 @@ mod cli;
 mod client_credentials;
 // RFC 8414 metadata, the JWKS, the OpenAPI document, CORS and health.
 mod discovery;
+// Hardening: purging expired records, races on one credential, secrets kept out of logs.
+mod hardening;
 // Introspection (RFC 7662) and revocation (RFC 7009).
 mod introspect_revoke;
 // Third-party libraries: PyJWT and jose verify tokens via the JWKS; Authlib runs the code flow.
