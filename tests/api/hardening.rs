@@ -1,6 +1,7 @@
 //! Hardening: the store does not grow with every token ever issued, concurrent use of one
 //! credential succeeds exactly once, and secrets never reach the logs.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -82,5 +83,106 @@ async fn a_purge_keeps_everything_still_usable() {
     assert_eq!(
         app.refresh(tokens["refresh_token"].as_str().unwrap()).await.status(),
         200
+    );
+}
+
+/// Sends `n` copies of one token request at once (on a multi-threaded runtime, so the server
+/// really handles them in parallel) and returns the statuses.
+async fn all_at_once(app: &Arc<TestApp>, n: usize, form: Vec<(&'static str, String)>) -> Vec<u16> {
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..n {
+        let (app, form) = (app.clone(), form.clone());
+        set.spawn(async move {
+            let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            app.token(&app.client, &form).await.status().as_u16()
+        });
+    }
+    set.join_all().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_concurrent_uses_of_one_refresh_token_or_code_succeed_exactly_once() {
+    let app = Arc::new(spawn_app().await);
+    for _ in 0..3 {
+        let tokens = app.get_tokens().await;
+        let refresh = tokens["refresh_token"].as_str().unwrap().to_string();
+        let statuses = all_at_once(
+            &app,
+            16,
+            vec![("grant_type", "refresh_token".into()), ("refresh_token", refresh)],
+        )
+        .await;
+        assert_eq!(
+            statuses.iter().filter(|s| **s == 200).count(),
+            1,
+            "one rotation wins: {statuses:?}"
+        );
+        assert!(statuses.iter().all(|s| *s == 200 || *s == 400), "{statuses:?}");
+
+        let (code, pkce) = app.get_code().await;
+        let form = vec![
+            ("grant_type", "authorization_code".to_string()),
+            ("code", code),
+            ("redirect_uri", REDIRECT_URI.to_string()),
+            ("code_verifier", pkce.verifier),
+        ];
+        let statuses = all_at_once(&app, 16, form).await;
+        assert_eq!(
+            statuses.iter().filter(|s| **s == 200).count(),
+            1,
+            "one exchange wins: {statuses:?}"
+        );
+        assert!(statuses.iter().all(|s| *s == 200 || *s == 400), "{statuses:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rotating_a_secret_under_load_switches_from_old_to_new_at_one_point() {
+    let app = Arc::new(spawn_app().await);
+    let old = app.client.clone();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Steady client_credentials traffic with the old secret while the secret rotates.
+    let hammer = {
+        let (app, old, stop) = (app.clone(), old.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut log = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let sent = std::time::Instant::now();
+                let status = app.client_credentials_as(&old, "read").await.status().as_u16();
+                log.push((sent, std::time::Instant::now(), status));
+            }
+            log
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let rotation_started = std::time::Instant::now();
+    let secret = app.provider.rotate_client_secret(&old.id).unwrap();
+    let rotated = std::time::Instant::now();
+    let new = TestClient {
+        id: old.id.clone(),
+        secret: Some(secret),
+    };
+    assert_eq!(
+        app.client_credentials_as(&new, "read").await.status(),
+        200,
+        "the new secret works at once"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let log = hammer.await.unwrap();
+    assert!(
+        log.iter().all(|(_, _, s)| *s == 200 || *s == 401),
+        "only success or invalid_client"
+    );
+    // The old secret worked for every request answered before the rotation began, and for
+    // none sent after it finished.
+    assert!(log
+        .iter()
+        .filter(|(_, answered, _)| *answered < rotation_started)
+        .all(|(_, _, s)| *s == 200));
+    let after: Vec<_> = log.iter().filter(|(sent, _, _)| *sent > rotated).collect();
+    assert!(
+        !after.is_empty() && after.iter().all(|(_, _, s)| *s == 401),
+        "the old secret is dead at once"
     );
 }
