@@ -186,3 +186,197 @@ async fn rotating_a_secret_under_load_switches_from_old_to_new_at_one_point() {
         "the old secret is dead at once"
     );
 }
+
+/// Starts the real binary with debug logging on a fresh data folder, runs a full session
+/// against it (CLI, a failed and a good login, the code flow through Authlib, refresh,
+/// client_credentials with the secret in the form, introspection, UserInfo, revocation), and
+/// checks that no secret, token, code, password or session id it used appears in any log line.
+#[tokio::test]
+async fn no_secret_token_code_or_password_reaches_the_logs() {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_tessera");
+    let cli = |args: &[&str], stdin: Option<&str>| {
+        let mut child = Command::new(bin)
+            .args(args)
+            .current_dir(dir.path())
+            .env("RUST_LOG", "trace")
+            .env_remove("TESSERA_DATA_DIR")
+            .env_remove("TESSERA_KEYS_DIR")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        if let Some(input) = stdin {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        }
+        drop(child.stdin.take());
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        (
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    };
+    let mut logs = String::new();
+    let (out, err) = cli(
+        &[
+            "app",
+            "create",
+            "--name",
+            "Logged",
+            "--client-type",
+            "confidential",
+            "--grant-type",
+            "authorization-code",
+            "--grant-type",
+            "refresh-token",
+            "--grant-type",
+            "client-credentials",
+            "--redirect-uri",
+            REDIRECT_URI,
+            "--json",
+        ],
+        None,
+    );
+    logs += &err;
+    let app: Value = serde_json::from_str(&out).unwrap();
+    let (client_id, secret) = (
+        app["client_id"].as_str().unwrap(),
+        app["client_secret"].as_str().unwrap(),
+    );
+    logs += &cli(
+        &["user", "create", "--username", "logan", "--password-stdin"],
+        Some(&format!("{PASSWORD}\n")),
+    )
+    .1;
+
+    let mut server = KillOnDrop(
+        Command::new(bin)
+            .args(["serve", "--addr", "127.0.0.1:0"])
+            .current_dir(dir.path())
+            .env("RUST_LOG", "trace")
+            .env_remove("TESSERA_DATA_DIR")
+            .env_remove("TESSERA_KEYS_DIR")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut stderr = server.0.stderr.take().unwrap();
+    // The address is in the first lines; read until it appears.
+    let mut head = Vec::new();
+    let addr = loop {
+        let mut byte = [0u8; 1];
+        assert_eq!(stderr.read(&mut byte).unwrap(), 1, "the server logs its address");
+        head.push(byte[0]);
+        let text = String::from_utf8_lossy(&head);
+        if let Some(rest) = text.split("addr=").nth(1) {
+            if let Some(addr) = rest.split_whitespace().next().filter(|_| rest.contains(' ')) {
+                break addr.to_string();
+            }
+        }
+    };
+    let reader = std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = stderr.read_to_string(&mut rest);
+        rest
+    });
+    let base = format!("http://{addr}");
+    let http = reqwest::Client::new();
+
+    // A failed login: the wrong password must not be logged either.
+    let wrong_password = "wrong horse battery staple";
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/authlib_code_flow.py");
+    let failed = tokio::process::Command::new("python3")
+        .args([script, &base, client_id, secret, REDIRECT_URI, "logan", wrong_password])
+        .output()
+        .await
+        .unwrap();
+    assert!(!failed.status.success(), "the wrong password does not log in");
+    let flow = tokio::process::Command::new("python3")
+        .args([script, &base, client_id, secret, REDIRECT_URI, "logan", PASSWORD])
+        .output()
+        .await
+        .unwrap();
+    assert!(flow.status.success(), "{}", String::from_utf8_lossy(&flow.stderr));
+    let flow: Value = serde_json::from_slice(&flow.stdout).unwrap();
+    let cc: Value = http
+        .post(format!("{base}/o/token/"))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", client_id),
+            ("client_secret", secret),
+            ("scope", "read"),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let cc_token = cc["access_token"].as_str().unwrap();
+    let refreshed_access = flow["refreshed"]["access_token"].as_str().unwrap();
+    for (path, token) in [("/o/introspect/", refreshed_access), ("/o/revoke_token/", cc_token)] {
+        let status = http
+            .post(format!("{base}{path}"))
+            .basic_auth(client_id, Some(secret))
+            .form(&[("token", token)])
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 200);
+    }
+    http.get(format!("{base}/o/userinfo/"))
+        .bearer_auth(refreshed_access)
+        .send()
+        .await
+        .unwrap();
+    Command::new("kill")
+        .args(["-TERM", &server.0.id().to_string()])
+        .status()
+        .unwrap();
+    server.0.wait().unwrap();
+    logs += &String::from_utf8_lossy(&head);
+    logs += &reader.join().unwrap();
+    assert!(logs.contains("request"), "the logs were captured:\n{logs}");
+
+    let mut secrets = vec![
+        ("client secret", secret.to_string()),
+        ("password", PASSWORD.to_string()),
+        ("wrong password", wrong_password.to_string()),
+        ("code", flow["code"].as_str().unwrap().to_string()),
+        ("client_credentials token", cc_token.to_string()),
+    ];
+    for step in ["first", "refreshed"] {
+        for field in ["access_token", "refresh_token"] {
+            secrets.push((field, flow[step][field].as_str().unwrap().to_string()));
+        }
+    }
+    // HTTP Basic carries the secret base64-encoded.
+    use base64::Engine;
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{client_id}:{secret}"));
+    secrets.push(("Basic credentials", basic));
+    if let Some(session) = flow["session"].as_str() {
+        secrets.push(("session cookie", session.to_string()));
+    }
+    for (what, value) in &secrets {
+        // A JWT's signature alone is enough to find it; opaque values are searched whole.
+        let needle = value.rsplit('.').next().unwrap();
+        assert!(!logs.contains(needle), "the {what} appears in the logs");
+    }
+}
+
+/// A child process that is killed if the test fails before stopping it.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -3,7 +3,8 @@
 Usage: authlib_code_flow.py BASE_URL CLIENT_ID CLIENT_SECRET REDIRECT_URI USERNAME PASSWORD
 Authlib builds the authorization URL (S256 PKCE, state), a plain HTTP session plays the
 browser (login form, consent form, CSRF tokens), and Authlib parses the callback, exchanges
-the code and refreshes the token. Prints the final token response as JSON; exits non-zero on
+the code and refreshes the token. Prints the token responses, the code and the session cookie
+as JSON; exits non-zero on
 any failure.
 """
 import json
@@ -55,4 +56,5 @@ token = client.fetch_token(metadata["token_endpoint"], authorization_response=ca
 assert token["token_type"] == "Bearer" and token["access_token"] and token["refresh_token"], token
 refreshed = client.refresh_token(metadata["token_endpoint"], refresh_token=token["refresh_token"])
 assert refreshed["refresh_token"] != token["refresh_token"], "refresh tokens rotate"
-print(json.dumps({"first": token, "refreshed": refreshed}))
+code = urllib.parse.parse_qs(urllib.parse.urlparse(callback).query)["code"][0]
+print(json.dumps({"first": token, "refreshed": refreshed, "code": code, "session": browser.cookies.get("tessera_session")}))
