@@ -117,9 +117,9 @@ fn challenge(err: &Error) -> String {
 #[derive(ApiResponse, Debug)]
 #[oai(bad_request_handler = "bad_request")]
 pub enum AdminResponse<T: ToJSON + Send + Sync> {
-    /// Success.
+    /// Success. Never cached: bodies may carry secrets.
     #[oai(status = 200)]
-    Ok(Json<T>),
+    Ok(Json<T>, #[oai(header = "Cache-Control")] String),
     /// The request is malformed or breaks a rule (`invalid_request`, `invalid_scope`).
     #[oai(status = 400)]
     BadRequest(ProblemJson),
@@ -157,7 +157,7 @@ impl<T: ToJSON + Send + Sync> From<Error> for AdminResponse<T> {
 impl<T: ToJSON + Send + Sync> AdminResponse<T> {
     fn of(result: Result<T, Error>) -> Self {
         match result {
-            Ok(value) => AdminResponse::Ok(Json(value)),
+            Ok(value) => AdminResponse::Ok(Json(value), NO_STORE.into()),
             Err(e) => e.into(),
         }
     }
@@ -168,9 +168,9 @@ impl<T: ToJSON + Send + Sync> AdminResponse<T> {
 #[derive(ApiResponse, Debug)]
 #[oai(bad_request_handler = "bad_request_created")]
 pub enum AdminCreated<T: ToJSON + Send + Sync> {
-    /// Created.
+    /// Created. Never cached: the body may carry the client secret.
     #[oai(status = 201)]
-    Created(Json<T>),
+    Created(Json<T>, #[oai(header = "Cache-Control")] String),
     /// The request is malformed or breaks a rule (`invalid_request`, `invalid_scope`).
     #[oai(status = 400)]
     BadRequest(ProblemJson),
@@ -191,7 +191,7 @@ pub enum AdminCreated<T: ToJSON + Send + Sync> {
 impl<T: ToJSON + Send + Sync> AdminCreated<T> {
     fn of(result: Result<T, Error>) -> Self {
         let err = match result {
-            Ok(value) => return AdminCreated::Created(Json(value)),
+            Ok(value) => return AdminCreated::Created(Json(value), NO_STORE.into()),
             Err(e) => e,
         };
         // The same mapping as AdminResponse's (a create has no 404).
@@ -201,7 +201,7 @@ impl<T: ToJSON + Send + Sync> AdminCreated<T> {
             AdminResponse::Conflict(body) => AdminCreated::Conflict(body),
             AdminResponse::ServerError(body) => AdminCreated::ServerError(body),
             AdminResponse::BadRequest(body) | AdminResponse::NotFound(body) => AdminCreated::BadRequest(body),
-            AdminResponse::Ok(value) => AdminCreated::Created(value),
+            AdminResponse::Ok(value, cache) => AdminCreated::Created(value, cache),
         }
     }
 }
@@ -236,6 +236,8 @@ impl poem::error::ResponseError for AdminAuthError {
         poem::http::StatusCode::from_u16(status_of(self.0)).unwrap_or_default()
     }
 }
+
+const NO_STORE: &str = "no-store";
 
 // ---- Authorization ----
 

@@ -201,6 +201,11 @@ async fn clients_are_created_paged_read_replaced_rotated_and_deleted() {
         )
         .await;
         assert_eq!(response.status(), 201);
+        assert_eq!(
+            response.headers()["cache-control"],
+            "no-store",
+            "the secret is never cached"
+        );
         let body: Value = response.json().await.unwrap();
         assert!(body["client_secret"].as_str().unwrap().len() >= 43);
         created.push(body);
