@@ -176,7 +176,12 @@ def main():
     subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "tessera", "--example", "ceiling",
                     "--example", "resource_server"], cwd=ROOT, check=True)
     work = tempfile.mkdtemp(prefix="tessera-bench-")
-    env = dict(os.environ, TESSERA_DATA_DIR=os.path.join(work, "data"), TESSERA_KEYS_DIR=os.path.join(work, "keys"))
+    # One load generator on one address is what the rate limits exist to stop: turn them off.
+    config = os.path.join(work, "tessera.toml")
+    with open(config, "w") as f:
+        f.write("rate_limit_per_client = 0\nrate_limit_per_address = 0\n")
+    env = dict(os.environ, TESSERA_DATA_DIR=os.path.join(work, "data"), TESSERA_KEYS_DIR=os.path.join(work, "keys"),
+               TESSERA_CONFIG=config)
     if "BENCH_RUST_LOG" in os.environ:
         env["RUST_LOG"] = os.environ["BENCH_RUST_LOG"]
     else:

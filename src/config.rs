@@ -109,6 +109,11 @@ pub struct Config {
     pub registration: RegistrationPolicy,
     /// How often expired codes, tokens, sessions and revocation entries are purged.
     pub purge_interval: Duration,
+    /// Requests per second per authenticated client at the token and introspection endpoints.
+    pub rate_limit_per_client: crate::oauth::rate_limit::Rate,
+    /// Requests per second per client address at the token, revocation, introspection and
+    /// login endpoints.
+    pub rate_limit_per_address: crate::oauth::rate_limit::Rate,
 }
 
 impl Default for Config {
@@ -154,6 +159,8 @@ impl Default for Config {
             playground: false,
             registration: RegistrationPolicy::default(),
             purge_interval: Duration::from_secs(600),
+            rate_limit_per_client: crate::oauth::rate_limit::Rate::per_second(500),
+            rate_limit_per_address: crate::oauth::rate_limit::Rate::per_second(1000),
         }
     }
 }
@@ -200,6 +207,10 @@ pub struct FileConfig {
     pub registration_resources: Option<Vec<String>>,
     /// Seconds between purges of expired records.
     pub purge_interval: Option<u64>,
+    /// Requests per second per client (burst: twice that); 0 turns the limit off.
+    pub rate_limit_per_client: Option<u32>,
+    /// Requests per second per client address (burst: twice that); 0 turns the limit off.
+    pub rate_limit_per_address: Option<u32>,
 }
 
 /// Values given on the command line or in the environment; they win over the file.
@@ -323,6 +334,13 @@ impl Config {
         throttle.max_lockout = file.login_max_lockout.map(secs).unwrap_or(throttle.max_lockout);
         if let Some(v) = file.playground {
             self.playground = v;
+        }
+        use crate::oauth::rate_limit::Rate;
+        if let Some(v) = file.rate_limit_per_client {
+            self.rate_limit_per_client = if v == 0 { Rate::OFF } else { Rate::per_second(v) };
+        }
+        if let Some(v) = file.rate_limit_per_address {
+            self.rate_limit_per_address = if v == 0 { Rate::OFF } else { Rate::per_second(v) };
         }
         let registration = &mut self.registration;
         if let Some(mode) = file.registration {

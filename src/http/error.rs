@@ -91,6 +91,13 @@ pub enum OAuthResponse<T: ToJSON + Send + Sync> {
         #[oai(header = "WWW-Authenticate")] String,
         #[oai(header = "Cache-Control")] String,
     ),
+    /// Too many requests from this client or address (`rate_limited`); wait `Retry-After` seconds.
+    #[oai(status = 429)]
+    TooManyRequests(
+        ErrorJson,
+        #[oai(header = "Retry-After")] String,
+        #[oai(header = "Cache-Control")] String,
+    ),
     /// The server could not complete the request; retrying may help.
     #[oai(status = 500)]
     ServerError(ErrorJson, #[oai(header = "Cache-Control")] String),
@@ -111,8 +118,12 @@ impl<T: ToJSON + Send + Sync> From<Error> for OAuthResponse<T> {
             tracing::error!(error = %err, cause = %cause, "request failed");
         }
         let code = err.code;
+        let retry_after = err.retry_after.map(retry_after_seconds);
         let body = ErrorJson::of(err);
         match code {
+            ErrorCode::RateLimited => {
+                OAuthResponse::TooManyRequests(body, retry_after.unwrap_or_else(|| "1".into()), NO_STORE.into())
+            }
             // RFC 6749 §5.2: 401 with a challenge for the scheme the client can use.
             ErrorCode::InvalidClient => OAuthResponse::Unauthorized(body, BASIC_CHALLENGE.into(), NO_STORE.into()),
             ErrorCode::ServerError => OAuthResponse::ServerError(body, NO_STORE.into()),
@@ -131,6 +142,11 @@ fn bad_request<T: ToJSON + Send + Sync>(err: poem::Error) -> OAuthResponse<T> {
         format!("the request could not be parsed: {err}")
     };
     Error::invalid_request(description).into()
+}
+
+/// A `Retry-After` value: whole seconds, rounded up.
+pub fn retry_after_seconds(wait: std::time::Duration) -> String {
+    wait.as_secs_f64().ceil().max(1.0).to_string()
 }
 
 /// The JSON error body as raw bytes, for middleware that answers before any endpoint runs.

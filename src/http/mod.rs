@@ -155,6 +155,7 @@ pub fn routes(provider: Arc<Provider>) -> impl Endpoint {
     });
     let limit = provider.config.max_body_bytes;
     let metrics = provider.metrics.clone();
+    let rate_provider = provider.clone();
     let cors = cors(&provider.config.cors_origins);
     let pages = crate::pages::mount(Route::new())
         .at("/openapi.json", spec)
@@ -165,6 +166,7 @@ pub fn routes(provider: Arc<Provider>) -> impl Endpoint {
     }
     .data(provider)
     .around(move |next, req| form::guard(next, req, limit))
+    .around(move |next, req| limit_by_address(next, req, rate_provider.clone()))
     .around(move |next, req| log_request(next, req, metrics.clone()))
 }
 
@@ -217,6 +219,41 @@ fn cors(origins: &[String]) -> Cors {
     origins
         .iter()
         .fold(cors, |cors, origin| cors.allow_origin(origin.as_str()))
+}
+
+/// The POST endpoints whose callers are rate-limited per address (before any work is done:
+/// no body parsing, no password hashing, no signing).
+const LIMITED_PER_ADDRESS: [&str; 5] = [
+    "/o/token",
+    "/o/introspect",
+    "/o/revoke_token",
+    "/o/login",
+    "/o/register",
+];
+
+async fn limit_by_address<E: Endpoint>(next: Arc<E>, req: Request, provider: Arc<Provider>) -> poem::Result<Response> {
+    let path = req.uri().path().trim_end_matches('/');
+    if req.method() == Method::POST && LIMITED_PER_ADDRESS.contains(&path) {
+        let address = req
+            .remote_addr()
+            .as_socket_addr()
+            .map(|a| a.ip().to_string())
+            .unwrap_or_default();
+        if let Err(wait) = provider.address_rate.check(&address) {
+            let mut response = Response::builder()
+                .status(poem::http::StatusCode::TOO_MANY_REQUESTS)
+                .content_type("application/json")
+                .header(poem::http::header::RETRY_AFTER, error::retry_after_seconds(wait))
+                .header(poem::http::header::CACHE_CONTROL, "no-store")
+                .body(error::error_json(
+                    crate::oauth::ErrorCode::RateLimited,
+                    "too many requests from this address; retry later",
+                ));
+            response.extensions_mut().insert(error::ErrorCodeTag("rate_limited"));
+            return Ok(response);
+        }
+    }
+    next.call(req).await.map(IntoResponse::into_response)
 }
 
 /// One log line per request (method, path, status, duration) and the request metrics. The

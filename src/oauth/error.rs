@@ -63,6 +63,8 @@ pub enum ErrorCode {
     NotFound,
     /// The record would clash with an existing one (a taken username).
     Conflict,
+    /// Too many requests from this client or address (HTTP 429 with `Retry-After`).
+    RateLimited,
 }
 
 impl ErrorCode {
@@ -92,6 +94,7 @@ impl ErrorCode {
             ErrorCode::InvalidSoftwareStatement => "invalid_software_statement",
             ErrorCode::NotFound => "not_found",
             ErrorCode::Conflict => "conflict",
+            ErrorCode::RateLimited => "rate_limited",
         }
     }
 }
@@ -104,6 +107,8 @@ pub struct Error {
     pub description: String,
     /// Internal cause, for logs only.
     pub cause: Option<String>,
+    /// For `rate_limited`: how long the caller should wait.
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl Error {
@@ -112,6 +117,7 @@ impl Error {
             code,
             description: description.into(),
             cause: None,
+            retry_after: None,
         }
     }
 
@@ -123,6 +129,14 @@ impl Error {
         Error::new(ErrorCode::InvalidGrant, description)
     }
 
+    /// Too many requests: wait `retry_after`.
+    pub fn rate_limited(retry_after: std::time::Duration) -> Error {
+        Error {
+            retry_after: Some(retry_after),
+            ..Error::new(ErrorCode::RateLimited, "too many requests; retry later")
+        }
+    }
+
     pub fn invalid_client() -> Error {
         Error::new(ErrorCode::InvalidClient, "client authentication failed")
     }
@@ -132,6 +146,7 @@ impl Error {
             code: ErrorCode::ServerError,
             description: "internal error".into(),
             cause: Some(cause.to_string()),
+            retry_after: None,
         }
     }
 }

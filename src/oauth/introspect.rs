@@ -35,6 +35,7 @@ impl Provider {
     /// token reuse, a replayed code, revocation of its refresh token), or when it expires.
     pub fn introspect(&self, credentials: &ClientCredentials, token: Option<&str>) -> Result<Introspection, Error> {
         let client = self.authenticate_client(credentials)?;
+        self.client_rate.check(&client.client_id).map_err(Error::rate_limited)?;
         if client.client_type != ClientType::Confidential {
             return Err(Error::invalid_client());
         }

@@ -16,6 +16,7 @@ pub mod introspect;
 pub mod logout;
 pub mod oidc;
 pub mod pkce;
+pub mod rate_limit;
 pub mod registration;
 pub mod revoke;
 pub mod scope;
@@ -48,12 +49,17 @@ pub struct Provider {
     pub login_throttle: throttle::LoginThrottle,
     /// Counters for `/metrics`.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Requests per authenticated client at the token and introspection endpoints.
+    pub client_rate: rate_limit::RateLimiter,
+    /// Requests per client address at the token, revocation, introspection and login endpoints.
+    pub address_rate: rate_limit::RateLimiter,
 }
 
 impl Provider {
     pub fn new(store: Arc<dyn Store>, keys: Arc<Keys>, config: Config, issuer: &str) -> Provider {
         let issuer = issuer.trim_end_matches('/').to_string();
         let default_audience = config.default_audience.clone().unwrap_or_else(|| issuer.clone());
+        let (client_rate, address_rate) = (config.rate_limit_per_client, config.rate_limit_per_address);
         let login_throttle = throttle::LoginThrottle::new(config.login_throttle);
         Provider {
             store,
@@ -63,6 +69,8 @@ impl Provider {
             default_audience,
             login_throttle,
             metrics: Arc::new(crate::metrics::Metrics::new()),
+            client_rate: rate_limit::RateLimiter::new(client_rate),
+            address_rate: rate_limit::RateLimiter::new(address_rate),
         }
     }
 

@@ -380,3 +380,74 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+#[tokio::test]
+async fn a_client_over_its_rate_gets_429_with_retry_after_and_others_are_unaffected() {
+    use tessera::oauth::rate_limit::Rate;
+    let dirs = tempfile::tempdir().unwrap();
+    let config = tessera::Config {
+        rate_limit_per_client: Rate {
+            per_second: 1.0,
+            burst: 3.0,
+        },
+        rate_limit_per_address: Rate::OFF,
+        ..test_config(&dirs)
+    };
+    let app = spawn_app_with(config, dirs).await;
+    for _ in 0..3 {
+        assert_eq!(app.client_credentials("read").await.status(), 200);
+    }
+    let limited = app.client_credentials("read").await;
+    assert_eq!(limited.status(), 429);
+    let wait: u64 = limited.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=2).contains(&wait));
+    assert_eq!(limited.json::<Value>().await.unwrap()["error"], "rate_limited");
+    // Another client, same address: its own bucket.
+    let other = app.register_relying_party(None, None);
+    let other_cc = app.token(&other, &[("grant_type", "client_credentials")]).await;
+    assert_ne!(other_cc.status(), 429);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(app.client_credentials("read").await.status(), 200, "the bucket refills");
+}
+
+#[tokio::test]
+async fn an_address_over_its_rate_gets_429_before_any_work_is_done() {
+    use tessera::oauth::rate_limit::Rate;
+    let dirs = tempfile::tempdir().unwrap();
+    let config = tessera::Config {
+        rate_limit_per_address: Rate {
+            per_second: 1.0,
+            burst: 3.0,
+        },
+        ..test_config(&dirs)
+    };
+    let app = spawn_app_with(config, dirs).await;
+    let garbage = TestClient {
+        id: "nobody".into(),
+        secret: Some("wrong".into()),
+    };
+    for _ in 0..3 {
+        assert_eq!(app.client_credentials_as(&garbage, "read").await.status(), 401);
+    }
+    let limited = app.client_credentials_as(&garbage, "read").await;
+    assert_eq!(limited.status(), 429);
+    assert!(limited.headers().contains_key("retry-after"));
+    // The flood is cut off at the address: the login form is limited too, reads are not.
+    let login = app
+        .http
+        .post(app.url("/o/login/"))
+        .form(&[("username", "x")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 429);
+    assert_eq!(
+        app.http
+            .get(app.url("/.well-known/jwks.json"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}

@@ -173,8 +173,11 @@ async fn key_rotation_under_steady_load_fails_no_request() {
 
     let dirs = tempfile::tempdir().unwrap();
     // A short JWKS max-age stands in for "wait until caches have refreshed".
+    // The load comes from one client on one address, as fast as it can: no rate limits.
     let config = tessera::Config {
         jwks_max_age: Duration::from_secs(1),
+        rate_limit_per_client: tessera::oauth::rate_limit::Rate::OFF,
+        rate_limit_per_address: tessera::oauth::rate_limit::Rate::OFF,
         ..test_config(&dirs)
     };
     let app = Arc::new(spawn_app_with(config, dirs).await);
