@@ -145,6 +145,7 @@ fn with_trailing_slashes(spec: &str) -> String {
 pub fn routes(provider: Arc<Provider>) -> impl Endpoint {
     let service = api_service();
     let document = spec();
+    let methods = allowed_methods(&document);
     // The Swagger UI page embeds the document verbatim; give it the real paths.
     let docs_html = service.swagger_ui_html().replace(&service.spec(), &document);
     let docs = poem::endpoint::make_sync(move |_| poem::web::Html(docs_html.clone()));
@@ -163,6 +164,7 @@ pub fn routes(provider: Arc<Provider>) -> impl Endpoint {
     Dispatch {
         pages,
         api: service.with(cors),
+        methods,
     }
     .data(provider)
     .around(move |next, req| form::guard(next, req, limit))
@@ -176,6 +178,43 @@ pub fn routes(provider: Arc<Provider>) -> impl Endpoint {
 struct Dispatch<P, A> {
     pages: P,
     api: A,
+    /// The API's path templates (no trailing slash) and their methods, for `Allow` on a 405.
+    methods: Vec<(String, String)>,
+}
+
+/// Each documented path (without its trailing slash) and its methods, e.g.
+/// `("/o/register/{client_id}", "GET, PUT, DELETE")`.
+fn allowed_methods(document: &str) -> Vec<(String, String)> {
+    let Ok(doc) = serde_json::from_str::<serde_json::Value>(document) else {
+        return Vec::new();
+    };
+    doc["paths"]
+        .as_object()
+        .map(|paths| {
+            paths
+                .iter()
+                .map(|(path, item)| {
+                    let methods: Vec<String> = item
+                        .as_object()
+                        .map(|ops| ops.keys().map(|m| m.to_uppercase()).collect())
+                        .unwrap_or_default();
+                    (path.trim_end_matches('/').to_string(), methods.join(", "))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Whether `path` fits `template`, where a `{name}` segment matches any one segment.
+fn fits(template: &str, path: &str) -> bool {
+    let (mut t, mut p) = (template.split('/'), path.split('/'));
+    loop {
+        match (t.next(), p.next()) {
+            (None, None) => return true,
+            (Some(ts), Some(ps)) if ts == ps || (ts.starts_with('{') && ts.ends_with('}')) => {}
+            _ => return false,
+        }
+    }
 }
 
 fn is_page(path: &str) -> bool {
@@ -203,7 +242,19 @@ impl<P: Endpoint, A: Endpoint> Endpoint for Dispatch<P, A> {
                     *req.uri_mut() = uri;
                 }
             }
-            self.api.call(req).await.map(IntoResponse::into_response)
+            let path = req.uri().path().trim_end_matches('/').to_string();
+            let mut response = match self.api.call(req).await {
+                Ok(response) => response.into_response(),
+                Err(err) => err.into_response(),
+            };
+            // RFC 9110 §15.5.6: a 405 names the methods the resource has.
+            if response.status() == poem::http::StatusCode::METHOD_NOT_ALLOWED {
+                let allow = self.methods.iter().find(|(template, _)| fits(template, &path));
+                if let Some(value) = allow.and_then(|(_, methods)| methods.parse().ok()) {
+                    response.headers_mut().insert(poem::http::header::ALLOW, value);
+                }
+            }
+            Ok(response)
         }
     }
 }

@@ -210,3 +210,24 @@ async fn bad_requests_write_nothing_and_break_nothing() {
         200
     );
 }
+
+#[tokio::test]
+async fn a_method_an_endpoint_does_not_have_is_405_with_allow() {
+    let app = spawn_app().await;
+    for (method, path, allow) in [
+        ("GET", "/o/token/", "POST"),
+        ("TRACE", "/.well-known/jwks.json", "GET"),
+        ("PATCH", "/o/register/abc/", "GET, PUT, DELETE"),
+        ("PUT", "/o/userinfo/", "GET, POST"),
+    ] {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let response = app.http.request(method.clone(), app.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), 405, "{method} {path}");
+        let header = response.headers()["allow"].to_str().unwrap().to_string();
+        let mut got: Vec<&str> = header.split(", ").collect();
+        let mut want: Vec<&str> = allow.split(", ").collect();
+        got.sort();
+        want.sort();
+        assert_eq!(got, want, "{method} {path}");
+    }
+}
