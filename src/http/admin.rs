@@ -352,7 +352,9 @@ pub struct Client {
     pub scope: String,
     /// RFC 8707 resources (token audiences) it may ask for.
     pub resources: Vec<String>,
+    #[oai(skip_serializing_if_is_none)]
     pub access_token_ttl: Option<u64>,
+    #[oai(skip_serializing_if_is_none)]
     pub refresh_token_ttl: Option<u64>,
     /// A first-party app: users are not asked for consent.
     pub skip_consent: bool,
@@ -395,19 +397,28 @@ pub struct ClientSettings {
     pub client_type: ClientKind,
     pub grant_types: Vec<GrantKind>,
     /// Compared exactly at the authorization endpoint (default none).
+    #[oai(skip_serializing_if_is_none)]
     pub redirect_uris: Option<Vec<String>>,
     /// Where RP-initiated logout may return to (default none).
+    #[oai(skip_serializing_if_is_none)]
     pub post_logout_redirect_uris: Option<Vec<String>>,
     /// Space-separated; default `openid profile email read write` (`tessera:admin` for admin clients).
+    #[oai(skip_serializing_if_is_none)]
     pub scope: Option<String>,
     /// RFC 8707 resources the client may ask for as token audience (default none).
+    #[oai(skip_serializing_if_is_none)]
     pub resources: Option<Vec<String>>,
+    #[oai(skip_serializing_if_is_none)]
     pub access_token_ttl: Option<u64>,
+    #[oai(skip_serializing_if_is_none)]
     pub refresh_token_ttl: Option<u64>,
     /// A first-party app whose users are not asked for consent (default false).
+    #[oai(skip_serializing_if_is_none)]
     pub skip_consent: Option<bool>,
     /// An admin client: confidential, client_credentials, `tessera:admin` (default false).
+    #[oai(skip_serializing_if_is_none)]
     pub admin: Option<bool>,
+    #[oai(skip_serializing_if_is_none)]
     pub id_token_signed_response_alg: Option<Alg>,
 }
 
@@ -445,6 +456,7 @@ impl ClientSettings {
 #[derive(Object, Debug)]
 pub struct ClientWithSecret {
     pub client: Client,
+    #[oai(skip_serializing_if_is_none)]
     pub client_secret: Option<String>,
 }
 
@@ -453,6 +465,7 @@ pub struct ClientWithSecret {
 pub struct ClientPage {
     pub items: Vec<Client>,
     /// Pass as `cursor` for the next page; absent on the last page.
+    #[oai(skip_serializing_if_is_none)]
     pub next_cursor: Option<String>,
 }
 
@@ -463,15 +476,24 @@ pub struct ClientPage {
 pub struct User {
     pub user_id: String,
     pub username: String,
+    #[oai(skip_serializing_if_is_none)]
     pub email: Option<String>,
     pub email_verified: bool,
+    #[oai(skip_serializing_if_is_none)]
     pub name: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
     pub given_name: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
     pub family_name: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
     pub nickname: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
     pub picture: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
     pub website: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
     pub locale: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
     pub zoneinfo: Option<String>,
     pub created_at: i64,
     /// When the profile last changed (0: never).
@@ -503,16 +525,26 @@ impl From<UserRecord> for User {
 /// Profile fields to change: an absent field stays as it is, an empty string clears it.
 #[derive(Object, Debug, Default)]
 pub struct UserChanges {
+    #[oai(skip_serializing_if_is_none)]
     pub email: Option<String>,
     /// Whether the email is verified; a changed email is unverified unless this says so.
+    #[oai(skip_serializing_if_is_none)]
     pub email_verified: Option<bool>,
+    #[oai(skip_serializing_if_is_none)]
     pub name: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
     pub given_name: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
     pub family_name: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
     pub nickname: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
     pub picture: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
     pub website: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
     pub locale: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
     pub zoneinfo: Option<String>,
 }
 
@@ -555,6 +587,7 @@ pub struct Password {
 #[derive(Object, Debug)]
 pub struct UserPage {
     pub items: Vec<User>,
+    #[oai(skip_serializing_if_is_none)]
     pub next_cursor: Option<String>,
 }
 
@@ -592,6 +625,7 @@ impl From<GrantRecord> for Grant {
 #[derive(Object, Debug)]
 pub struct GrantPage {
     pub items: Vec<Grant>,
+    #[oai(skip_serializing_if_is_none)]
     pub next_cursor: Option<String>,
 }
 

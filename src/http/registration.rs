@@ -21,33 +21,47 @@ use crate::oauth::{Error, ErrorCode, Provider};
 #[derive(Object, Deserialize, Debug, Default)]
 pub struct ClientRegistrationRequest {
     /// https, or http on a loopback address; required for the authorization_code grant.
+    #[oai(skip_serializing_if_is_none)]
     pub redirect_uris: Option<Vec<String>>,
     /// `client_secret_basic` (default), `client_secret_post`, or `none` for a public client.
+    #[oai(skip_serializing_if_is_none)]
     pub token_endpoint_auth_method: Option<String>,
     /// Default `["authorization_code"]`; `refresh_token` may be added; `client_credentials`
     /// only for confidential clients and only if the server's policy allows it.
+    #[oai(skip_serializing_if_is_none)]
     pub grant_types: Option<Vec<String>>,
     /// `["code"]` (the default) for the authorization_code grant.
+    #[oai(skip_serializing_if_is_none)]
     pub response_types: Option<Vec<String>>,
     /// Shown to users on the consent page.
+    #[oai(skip_serializing_if_is_none)]
     pub client_name: Option<String>,
     /// Space-separated; default: every scope the registration policy allows.
+    #[oai(skip_serializing_if_is_none)]
     pub scope: Option<String>,
     /// Where RP-initiated logout may return to (same rules as redirect URIs).
+    #[oai(skip_serializing_if_is_none)]
     pub post_logout_redirect_uris: Option<Vec<String>>,
     /// `RS256` (default), `ES256` or `EdDSA`.
+    #[oai(skip_serializing_if_is_none)]
     pub id_token_signed_response_alg: Option<String>,
     /// Not supported: sending one is an `invalid_software_statement`.
+    #[oai(skip_serializing_if_is_none)]
     pub software_statement: Option<String>,
     /// Accepted and ignored.
+    #[oai(skip_serializing_if_is_none)]
     pub client_uri: Option<String>,
     /// Accepted and ignored.
+    #[oai(skip_serializing_if_is_none)]
     pub logo_uri: Option<String>,
     /// Accepted and ignored.
+    #[oai(skip_serializing_if_is_none)]
     pub contacts: Option<Vec<String>>,
     /// RFC 7592 updates only: must repeat the client's id.
+    #[oai(skip_serializing_if_is_none)]
     pub client_id: Option<String>,
     /// RFC 7592 updates only: if sent, must be the current secret.
+    #[oai(skip_serializing_if_is_none)]
     pub client_secret: Option<String>,
 }
 
@@ -72,12 +86,15 @@ impl ClientRegistrationRequest {
 pub struct ClientInformation {
     pub client_id: String,
     /// Only in the response to the registration; stored as a hash, never shown again.
+    #[oai(skip_serializing_if_is_none)]
     pub client_secret: Option<String>,
     /// Seconds since the epoch.
     pub client_id_issued_at: i64,
     /// 0: the secret does not expire. Present when the client has a secret.
+    #[oai(skip_serializing_if_is_none)]
     pub client_secret_expires_at: Option<i64>,
     /// Only in the response to the registration: the bearer token for `registration_client_uri`.
+    #[oai(skip_serializing_if_is_none)]
     pub registration_access_token: Option<String>,
     /// Where to read, update or delete this registration (RFC 7592).
     pub registration_client_uri: String,
