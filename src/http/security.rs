@@ -68,7 +68,7 @@ pub fn bearer_token(req: &Request) -> Result<Option<String>, Error> {
 }
 
 /// `Basic base64(urlencode(id) ":" urlencode(secret))`.
-fn parse_basic(value: &str) -> Option<(String, String)> {
+pub fn parse_basic(value: &str) -> Option<(String, String)> {
     let (scheme, encoded) = value.trim().split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("basic") {
         return None;

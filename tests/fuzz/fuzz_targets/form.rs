@@ -1,0 +1,10 @@
+//! Token-request form parsing: any bytes either parse into pairs or are refused; never a panic.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(pairs) = tessera::http::form::parse_pairs(data) {
+        let _ = tessera::http::form::repeated_name(&pairs);
+        let _ = tessera::oauth::authorize::Params::new(&pairs).get("grant_type");
+    }
+});
