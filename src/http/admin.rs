@@ -754,12 +754,11 @@ impl AdminApi {
         client_id: Path<String>,
         body: Json<ClientSettings>,
     ) -> AdminResponse<Client> {
-        let result = match provider.find_client(&client_id.0) {
-            Ok(Some(_)) => provider.update_client(&client_id.0, body.0.into_new_client()),
-            Ok(None) => Err(not_found("client")),
-            Err(e) => Err(e),
-        };
-        AdminResponse::of(result.map(Client::from))
+        AdminResponse::of(
+            provider
+                .update_client(&client_id.0, body.0.into_new_client())
+                .map(Client::from),
+        )
     }
 
     /// Delete a client
@@ -793,17 +792,13 @@ impl AdminApi {
         #[oai(scope = "AdminScopes::Admin")] _auth: AdminToken,
         client_id: Path<String>,
     ) -> AdminResponse<ClientWithSecret> {
-        let result = match provider.find_client(&client_id.0) {
-            Ok(None) => Err(not_found("client")),
-            Err(e) => Err(e),
-            Ok(Some(_)) => provider.rotate_client_secret(&client_id.0).and_then(|secret| {
-                let client = provider.find_client(&client_id.0)?.ok_or_else(|| not_found("client"))?;
-                Ok(ClientWithSecret {
-                    client: client.into(),
-                    client_secret: Some(secret),
-                })
-            }),
-        };
+        let result = provider.rotate_client_secret(&client_id.0).and_then(|secret| {
+            let client = provider.find_client(&client_id.0)?.ok_or_else(|| not_found("client"))?;
+            Ok(ClientWithSecret {
+                client: client.into(),
+                client_secret: Some(secret),
+            })
+        });
         AdminResponse::of(result)
     }
 

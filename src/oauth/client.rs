@@ -140,7 +140,7 @@ impl Provider {
         let mut client = self
             .store
             .get_client(client_id)?
-            .ok_or_else(|| Error::invalid_request("no such client"))?;
+            .ok_or_else(|| super::admin::not_found("client"))?;
         if new.client_type != client.client_type {
             return Err(Error::invalid_request(
                 "a client's type cannot change; register a new app instead",
@@ -175,7 +175,7 @@ impl Provider {
         let mut client = self
             .store
             .get_client(client_id)?
-            .ok_or_else(|| Error::invalid_request("no such client"))?;
+            .ok_or_else(|| super::admin::not_found("client"))?;
         if client.client_type != ClientType::Confidential {
             return Err(Error::invalid_request("public clients have no secret"));
         }

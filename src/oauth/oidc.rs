@@ -163,11 +163,14 @@ impl Provider {
             amr: ["pwd"],
             user: user_claims(&user, input.scope),
         };
-        let keys = self.keys.current();
-        if keys.signer_for(alg).is_none() {
-            return Err(no_key_for(alg));
-        }
-        let jwt = keys.sign_jwt_with(alg, "JWT", &claims)?;
+        let jwt = self
+            .keys
+            .current()
+            .sign_jwt_with(alg, "JWT", &claims)
+            .map_err(|e| match e {
+                crate::keys::KeyError::Refused(_) => no_key_for(alg),
+                other => other.into(),
+            })?;
         Ok(Some(jwt))
     }
 

@@ -136,14 +136,7 @@ pub async fn save_profile(
 
 /// Clears the session cookie in the browser.
 fn clear_cookie(provider: &Provider, response: &mut Response) {
-    let name = super::cookie_name(provider);
-    let secure = if provider.issuer.starts_with("https://") {
-        "; Secure"
-    } else {
-        ""
-    };
-    let value = format!("{name}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0{secure}");
-    if let Ok(value) = value.parse() {
+    if let Ok(value) = super::cookie_header(provider, "", 0).parse() {
         response.headers_mut().insert(header::SET_COOKIE, value);
     }
 }

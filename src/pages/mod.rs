@@ -238,16 +238,19 @@ fn cookie_name(provider: &Provider) -> &'static str {
 }
 
 fn session_cookie(provider: &Provider, session: &Session) -> String {
+    cookie_header(provider, &session.id, provider.config.session_ttl.as_secs())
+}
+
+/// A `Set-Cookie` value for the session cookie; `Max-Age=0` with an empty value clears it.
+fn cookie_header(provider: &Provider, value: &str, max_age: u64) -> String {
     let secure = if provider.issuer.starts_with("https://") {
         "; Secure"
     } else {
         ""
     };
     format!(
-        "{}={}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{secure}",
-        cookie_name(provider),
-        session.id,
-        provider.config.session_ttl.as_secs()
+        "{}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}",
+        cookie_name(provider)
     )
 }
 
