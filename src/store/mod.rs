@@ -328,7 +328,8 @@ pub trait Store: ClientStore + UserStore + GrantStore + ConsentStore + SessionSt
     fn durable(&self) -> Durable;
     /// Writes and removes a probe record: fails if the store cannot take writes (readiness).
     fn probe_write(&self) -> Result<()>;
-    /// How many refresh tokens are neither spent nor expired at `now` (a full scan).
+    /// How many refresh tokens are neither spent, expired at `now`, nor of a revoked grant (a
+    /// full scan).
     fn count_active_refresh_tokens(&self, now: i64) -> Result<u64>;
     /// Removes what can no longer be used at `now`. `access_cutoff` is the moment before
     /// which every access token issued has expired. Removed: expired codes and sessions,

@@ -544,10 +544,24 @@ impl Store for SledStore {
     }
 
     fn count_active_refresh_tokens(&self, now: i64) -> Result<u64> {
+        // A token of a revoked grant is dead although its own record is untouched (revoking
+        // a family flips one flag on the grant), so each grant is looked up once.
+        let mut grant_live = std::collections::HashMap::new();
         let mut active = 0;
         for value in self.refresh_tokens.iter().values() {
             let record = decode_refresh(&value?)?;
-            if !record.rotated && record.expires_at > now {
+            if record.rotated || record.expires_at <= now {
+                continue;
+            }
+            let live = match grant_live.get(&record.grant_id) {
+                Some(live) => *live,
+                None => {
+                    let live = self.get_grant(&record.grant_id)?.is_some_and(|g| !g.revoked);
+                    grant_live.insert(record.grant_id, live);
+                    live
+                }
+            };
+            if live {
                 active += 1;
             }
         }

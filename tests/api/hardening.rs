@@ -193,7 +193,6 @@ async fn rotating_a_secret_under_load_switches_from_old_to_new_at_one_point() {
 /// checks that no secret, token, code, password or session id it used appears in any log line.
 #[tokio::test]
 async fn no_secret_token_code_or_password_reaches_the_logs() {
-    use std::io::Read;
     use std::process::{Command, Stdio};
     let dir = tempfile::tempdir().unwrap();
     let bin = env!("CARGO_BIN_EXE_tessera");
@@ -254,38 +253,8 @@ async fn no_secret_token_code_or_password_reaches_the_logs() {
     )
     .1;
 
-    let mut server = KillOnDrop(
-        Command::new(bin)
-            .args(["serve", "--addr", "127.0.0.1:0"])
-            .current_dir(dir.path())
-            .env("RUST_LOG", "trace")
-            .env_remove("TESSERA_DATA_DIR")
-            .env_remove("TESSERA_KEYS_DIR")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut stderr = server.0.stderr.take().unwrap();
-    // The address is in the first lines; read until it appears.
-    let mut head = Vec::new();
-    let addr = loop {
-        let mut byte = [0u8; 1];
-        assert_eq!(stderr.read(&mut byte).unwrap(), 1, "the server logs its address");
-        head.push(byte[0]);
-        let text = String::from_utf8_lossy(&head);
-        if let Some(rest) = text.split("addr=").nth(1) {
-            if let Some(addr) = rest.split_whitespace().next().filter(|_| rest.contains(' ')) {
-                break addr.to_string();
-            }
-        }
-    };
-    let reader = std::thread::spawn(move || {
-        let mut rest = String::new();
-        let _ = stderr.read_to_string(&mut rest);
-        rest
-    });
-    let base = format!("http://{addr}");
+    let server = ServerProcess::start(dir.path(), &[], &[("RUST_LOG", "trace")]);
+    let base = server.base.clone();
     let http = reqwest::Client::new();
 
     // A failed login: the wrong password must not be logged either.
@@ -336,13 +305,7 @@ async fn no_secret_token_code_or_password_reaches_the_logs() {
         .send()
         .await
         .unwrap();
-    Command::new("kill")
-        .args(["-TERM", &server.0.id().to_string()])
-        .status()
-        .unwrap();
-    server.0.wait().unwrap();
-    logs += &String::from_utf8_lossy(&head);
-    logs += &reader.join().unwrap();
+    logs += &server.terminate();
     assert!(logs.contains("request"), "the logs were captured:\n{logs}");
 
     let mut secrets = vec![
@@ -368,16 +331,6 @@ async fn no_secret_token_code_or_password_reaches_the_logs() {
         // A JWT's signature alone is enough to find it; opaque values are searched whole.
         let needle = value.rsplit('.').next().unwrap();
         assert!(!logs.contains(needle), "the {what} appears in the logs");
-    }
-}
-
-/// A child process that is killed if the test fails before stopping it.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 

@@ -28,23 +28,37 @@ pub struct TestClient {
     pub secret: Option<String>,
 }
 
-/// A running server and everything a test needs to talk to it.
-pub struct TestApp {
+/// A server as its clients see it: where it is, an HTTP client with a cookie jar (the user's
+/// browser), and the two seeded clients. Everything that only talks HTTP lives here, so the
+/// same steps drive an in-process server ([`TestApp`]) and the real binary.
+pub struct Remote {
     pub issuer: String,
     /// Where the server listens; the same as the issuer unless a test set the issuer.
     pub base: String,
     /// Keeps cookies and never follows redirects, so tests see every hop.
     pub http: reqwest::Client,
-    pub provider: Arc<Provider>,
     /// A confidential client with every grant and one redirect URI.
     pub client: TestClient,
     /// A public client (PKCE, no secret) with the code and refresh grants.
     pub public_client: TestClient,
+}
+
+/// A running in-process server and everything a test needs to talk to it.
+pub struct TestApp {
+    remote: Remote,
+    pub provider: Arc<Provider>,
     pub data_dir: PathBuf,
     pub keys_dir: PathBuf,
     dirs: Option<TempDir>,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl std::ops::Deref for TestApp {
+    type Target = Remote;
+    fn deref(&self) -> &Remote {
+        &self.remote
+    }
 }
 
 /// A PKCE verifier and its S256 challenge.
@@ -89,18 +103,9 @@ pub async fn spawn_app_with(config: Config, dirs: TempDir) -> TestApp {
     let server = tokio::spawn(app.run_until(async move {
         let _ = rx.await;
     }));
-    let http = reqwest::Client::builder()
-        .cookie_store(true)
-        .redirect(Policy::none())
-        .build()
-        .expect("http client");
     TestApp {
-        issuer,
-        base,
-        http,
+        remote: Remote::new(issuer, base, client, public_client),
         provider,
-        client,
-        public_client,
         data_dir,
         keys_dir,
         dirs: Some(dirs),
@@ -218,36 +223,20 @@ pub fn jwt_parts(token: &str) -> (Value, Value) {
     (decode(), decode())
 }
 
-impl TestApp {
-    /// Registers a confidential OpenID Connect relying party: code + refresh grants, the
-    /// OpenID Connect scopes and `read`, a post-logout redirect URI, and the given ID token
-    /// algorithm (`None`: RS256) and access token lifetime.
-    pub fn register_relying_party(
-        &self,
-        alg: Option<tessera::keys::Algorithm>,
-        access_token_ttl: Option<u64>,
-    ) -> TestClient {
-        let (client, secret) = self
-            .provider
-            .register_client(NewClient {
-                name: "Relying Party".into(),
-                client_type: ClientType::Confidential,
-                grant_types: vec![GrantType::AuthorizationCode, GrantType::RefreshToken],
-                redirect_uris: vec![REDIRECT_URI.into()],
-                scope: "openid profile email read".into(),
-                resources: vec![RESOURCE.into()],
-                access_token_ttl,
-                refresh_token_ttl: None,
-                skip_consent: false,
-                owner_user_id: None,
-                post_logout_redirect_uris: vec![LOGGED_OUT.into()],
-                id_token_signed_response_alg: alg,
-                admin: false,
-            })
-            .unwrap();
-        TestClient {
-            id: client.client_id,
-            secret,
+impl Remote {
+    /// A fresh browser (empty cookie jar) for the server at `base`.
+    pub fn new(issuer: String, base: String, client: TestClient, public_client: TestClient) -> Remote {
+        let http = reqwest::Client::builder()
+            .cookie_store(true)
+            .redirect(Policy::none())
+            .build()
+            .expect("http client");
+        Remote {
+            issuer,
+            base,
+            http,
+            client,
+            public_client,
         }
     }
 
@@ -273,25 +262,22 @@ impl TestApp {
 
     /// GET /o/authorize/ with these parameters.
     pub async fn authorize(&self, params: &[(String, String)]) -> reqwest::Response {
-        self.http
-            .get(self.url("/o/authorize/"))
-            .query(params)
-            .send()
-            .await
-            .unwrap()
+        self.try_authorize(params).await.unwrap()
+    }
+
+    /// [`Remote::authorize`], handing back a transport error (the server went away).
+    pub async fn try_authorize(&self, params: &[(String, String)]) -> reqwest::Result<reqwest::Response> {
+        self.http.get(self.url("/o/authorize/")).query(params).send().await
     }
 
     /// Logs in through the login page, following the `next` the server asks for.
     pub async fn log_in(&self, next: &str, username: &str, password: &str) -> reqwest::Response {
-        let page = self
-            .http
-            .get(self.url(next))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        self.try_log_in(next, username, password).await.unwrap()
+    }
+
+    /// [`Remote::log_in`], handing back a transport error (the server went away).
+    pub async fn try_log_in(&self, next: &str, username: &str, password: &str) -> reqwest::Result<reqwest::Response> {
+        let page = self.http.get(self.url(next)).send().await?.text().await?;
         let csrf = hidden_input(&page, "csrf_token").expect("login page has a CSRF token");
         let next_field = hidden_input(&page, "next").unwrap_or_default();
         self.http
@@ -304,7 +290,6 @@ impl TestApp {
             ])
             .send()
             .await
-            .unwrap()
     }
 
     /// Shows the consent page for an authorization request and answers it.
@@ -325,17 +310,23 @@ impl TestApp {
     /// The whole front channel: authorize, log in if asked, allow if asked (a remembered
     /// consent goes straight back). Returns the redirect to the client.
     pub async fn authorize_and_allow(&self, params: &[(String, String)]) -> String {
-        let mut response = self.authorize(params).await;
+        self.try_authorize_and_allow(params).await.unwrap()
+    }
+
+    /// [`Remote::authorize_and_allow`], handing back a transport error (the server went away);
+    /// any other surprise still fails the test.
+    pub async fn try_authorize_and_allow(&self, params: &[(String, String)]) -> reqwest::Result<String> {
+        let mut response = self.try_authorize(params).await?;
         if response.status() == 302 && location(&response).starts_with("/o/login/") {
-            let login = self.log_in(&location(&response), USERNAME, PASSWORD).await;
+            let login = self.try_log_in(&location(&response), USERNAME, PASSWORD).await?;
             assert_eq!(login.status(), 303, "login succeeds");
-            response = self.authorize(params).await;
+            response = self.try_authorize(params).await?;
         }
         if response.status() == 302 {
-            return location(&response);
+            return Ok(location(&response));
         }
         assert_eq!(response.status(), 200, "the consent page is shown");
-        let html = response.text().await.unwrap();
+        let html = response.text().await?;
         let csrf = hidden_input(&html, "csrf_token").expect("consent page has a CSRF token");
         let decision = self
             .http
@@ -343,27 +334,38 @@ impl TestApp {
             .query(params)
             .form(&[("csrf_token", csrf.as_str()), ("decision", "allow")])
             .send()
-            .await
-            .unwrap();
+            .await?;
         assert_eq!(decision.status(), 303);
-        location(&decision)
+        Ok(location(&decision))
     }
 
     /// Runs the code flow and returns the code (and the PKCE pair it is bound to).
     pub async fn get_code(&self) -> (String, Pkce) {
+        self.try_get_code().await.unwrap()
+    }
+
+    /// [`Remote::get_code`], handing back a transport error (the server went away).
+    pub async fn try_get_code(&self) -> reqwest::Result<(String, Pkce)> {
         let pkce = Pkce::new();
-        let redirect = self.authorize_and_allow(&self.authorize_query(&pkce, "xyz")).await;
-        (param(&redirect, "code").expect("a code"), pkce)
+        let redirect = self
+            .try_authorize_and_allow(&self.authorize_query(&pkce, "xyz"))
+            .await?;
+        Ok((param(&redirect, "code").expect("a code"), pkce))
     }
 
     pub async fn token(&self, client: &TestClient, form: &[(&str, &str)]) -> reqwest::Response {
+        self.try_token(client, form).await.unwrap()
+    }
+
+    /// [`Remote::token`], handing back a transport error (the server went away).
+    pub async fn try_token(&self, client: &TestClient, form: &[(&str, &str)]) -> reqwest::Result<reqwest::Response> {
         let mut request = self.http.post(self.url("/o/token/"));
         let mut form: Vec<(&str, &str)> = form.to_vec();
         match &client.secret {
             Some(secret) => request = request.basic_auth(&client.id, Some(secret)),
             None => form.push(("client_id", &client.id)),
         }
-        request.form(&form).send().await.unwrap()
+        request.form(&form).send().await
     }
 
     pub async fn exchange_code(&self, code: &str, verifier: &str) -> reqwest::Response {
@@ -470,6 +472,40 @@ impl TestApp {
             .ok()
             .map(|d| d.claims)
     }
+}
+
+impl TestApp {
+    /// Registers a confidential OpenID Connect relying party: code + refresh grants, the
+    /// OpenID Connect scopes and `read`, a post-logout redirect URI, and the given ID token
+    /// algorithm (`None`: RS256) and access token lifetime.
+    pub fn register_relying_party(
+        &self,
+        alg: Option<tessera::keys::Algorithm>,
+        access_token_ttl: Option<u64>,
+    ) -> TestClient {
+        let (client, secret) = self
+            .provider
+            .register_client(NewClient {
+                name: "Relying Party".into(),
+                client_type: ClientType::Confidential,
+                grant_types: vec![GrantType::AuthorizationCode, GrantType::RefreshToken],
+                redirect_uris: vec![REDIRECT_URI.into()],
+                scope: "openid profile email read".into(),
+                resources: vec![RESOURCE.into()],
+                access_token_ttl,
+                refresh_token_ttl: None,
+                skip_consent: false,
+                owner_user_id: None,
+                post_logout_redirect_uris: vec![LOGGED_OUT.into()],
+                id_token_signed_response_alg: alg,
+                admin: false,
+            })
+            .unwrap();
+        TestClient {
+            id: client.client_id,
+            secret,
+        }
+    }
 
     /// Stops the server gracefully and returns its folders, so a test can start it again.
     pub async fn stop(mut self) -> TempDir {
@@ -494,6 +530,95 @@ impl Drop for TestApp {
     fn drop(&mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
+        }
+    }
+}
+
+/// The real `tessera` binary serving on a free port, its stderr drained on a thread so a
+/// full pipe never stalls it. Killed if the test fails before stopping it.
+pub struct ServerProcess {
+    child: std::process::Child,
+    pub base: String,
+    /// Everything the server wrote to stderr, once it has exited.
+    logs: Option<std::thread::JoinHandle<String>>,
+}
+
+impl ServerProcess {
+    /// Runs `tessera serve --addr 127.0.0.1:0 <args>` in `dir` (so `data/` and `keys/` are
+    /// its defaults) with these extra environment variables, and waits for its address.
+    pub fn start(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> ServerProcess {
+        use std::io::Read;
+        use std::process::{Command, Stdio};
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
+            .args(["serve", "--addr", "127.0.0.1:0"])
+            .args(args)
+            .current_dir(dir)
+            .env_remove("TESSERA_DATA_DIR")
+            .env_remove("TESSERA_KEYS_DIR")
+            .env_remove("TESSERA_CONFIG")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the tessera binary starts");
+        let mut stderr = child.stderr.take().unwrap();
+        // The address is in the first log lines ("... addr=127.0.0.1:PORT ...").
+        let mut head = Vec::new();
+        let addr = loop {
+            let mut byte = [0u8; 1];
+            if stderr.read(&mut byte).unwrap_or(0) != 1 {
+                let _ = child.kill();
+                panic!(
+                    "the server exited before logging its address:\n{}",
+                    String::from_utf8_lossy(&head)
+                );
+            }
+            head.push(byte[0]);
+            let text = String::from_utf8_lossy(&head);
+            if let Some(rest) = text.split("addr=").nth(1) {
+                if let Some(addr) = rest.split_whitespace().next().filter(|_| rest.contains(' ')) {
+                    break addr.to_string();
+                }
+            }
+        };
+        let logs = std::thread::spawn(move || {
+            let mut rest = String::new();
+            let _ = stderr.read_to_string(&mut rest);
+            String::from_utf8_lossy(&head).into_owned() + &rest
+        });
+        ServerProcess {
+            child,
+            base: format!("http://{addr}"),
+            logs: Some(logs),
+        }
+    }
+
+    /// SIGKILL: the process gets no chance to flush or clean up.
+    pub fn kill(mut self) -> String {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        self.logs.take().unwrap().join().unwrap()
+    }
+
+    /// SIGTERM and wait for a graceful exit; returns the logs.
+    pub fn terminate(mut self) -> String {
+        let pid = self.child.id().to_string();
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "the server exits cleanly on SIGTERM: {status}");
+        self.logs.take().unwrap().join().unwrap()
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        if self.logs.is_some() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
         }
     }
 }

@@ -18,6 +18,8 @@ mod browser;
 mod consent;
 // The `tessera` binary's commands, including refusal while a server holds the data.
 mod cli;
+// SIGKILL under refresh and code-exchange load, restarts on the same data folder.
+mod crash;
 // client_credentials, client authentication methods and the access token's claims.
 mod client_credentials;
 // RFC 8414 metadata, the JWKS, the OpenAPI document, CORS and health.
