@@ -114,6 +114,11 @@ pub struct Config {
     /// Requests per second per client address at the token, revocation, introspection and
     /// login endpoints.
     pub rate_limit_per_address: crate::oauth::rate_limit::Rate,
+    /// Connections open at once; at the cap new ones wait in the kernel's backlog. With each
+    /// connection's request head limited to ~400 KB, this bounds what a flood can take.
+    pub max_connections: usize,
+    /// A connection with no traffic for this long is closed.
+    pub idle_timeout: Duration,
 }
 
 impl Default for Config {
@@ -161,6 +166,8 @@ impl Default for Config {
             purge_interval: Duration::from_secs(600),
             rate_limit_per_client: crate::oauth::rate_limit::Rate::per_second(500),
             rate_limit_per_address: crate::oauth::rate_limit::Rate::per_second(1000),
+            max_connections: 1024,
+            idle_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -211,6 +218,10 @@ pub struct FileConfig {
     pub rate_limit_per_client: Option<u32>,
     /// Requests per second per client address (burst: twice that); 0 turns the limit off.
     pub rate_limit_per_address: Option<u32>,
+    /// Connections open at once (at least 1).
+    pub max_connections: Option<usize>,
+    /// Seconds without traffic after which a connection is closed.
+    pub idle_timeout: Option<u64>,
 }
 
 /// Values given on the command line or in the environment; they win over the file.
@@ -282,6 +293,7 @@ impl Config {
             ("id_token_ttl", file.id_token_ttl, &mut self.id_token_ttl),
             ("session_ttl", file.session_ttl, &mut self.session_ttl),
             ("purge_interval", file.purge_interval, &mut self.purge_interval),
+            ("idle_timeout", file.idle_timeout, &mut self.idle_timeout),
         ] {
             if let Some(v) = value {
                 if v == 0 {
@@ -338,6 +350,11 @@ impl Config {
         use crate::oauth::rate_limit::Rate;
         if let Some(v) = file.rate_limit_per_client {
             self.rate_limit_per_client = if v == 0 { Rate::OFF } else { Rate::per_second(v) };
+        }
+        match file.max_connections {
+            Some(0) => return Err(ConfigError::Invalid("max_connections", "must be at least 1".into())),
+            Some(v) => self.max_connections = v,
+            None => {}
         }
         if let Some(v) = file.rate_limit_per_address {
             self.rate_limit_per_address = if v == 0 { Rate::OFF } else { Rate::per_second(v) };

@@ -129,7 +129,10 @@ impl App {
         let purger = tokio::spawn(purge_periodically(self.provider.clone()));
         tracing::info!(addr = %self.addr, issuer = %self.provider.issuer, "serving");
         let routes = http::routes(self.provider.clone());
-        let result = Server::new_with_acceptor(self.acceptor)
+        let config = &self.provider.config;
+        let acceptor = http::connections::LimitedAcceptor::new(self.acceptor, config.max_connections);
+        let result = Server::new_with_acceptor(acceptor)
+            .idle_timeout(config.idle_timeout)
             .run_with_graceful_shutdown(routes, shutdown, Some(SHUTDOWN_GRACE))
             .await;
         reloader.abort();

@@ -2,6 +2,7 @@
 //! input, call [`Provider`], and map the result.
 
 pub mod admin;
+pub mod connections;
 pub mod error;
 pub mod form;
 pub mod oauth;

@@ -404,3 +404,45 @@ async fn an_address_over_its_rate_gets_429_before_any_work_is_done() {
         200
     );
 }
+
+/// `max_connections` bounds what a flood of connections (each may hold a ~400 KB request head)
+/// can take: at the cap a new connection waits, unserved, until one closes. `idle_timeout`
+/// closes connections that send nothing.
+#[tokio::test]
+async fn connections_beyond_the_cap_wait_for_a_free_slot_and_idle_ones_are_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+    let dirs = tempfile::tempdir().unwrap();
+    let config = tessera::Config {
+        max_connections: 2,
+        idle_timeout: Duration::from_secs(3),
+        ..test_config(&dirs)
+    };
+    let app = spawn_app_with(config, dirs).await;
+    let addr = app.base.trim_start_matches("http://").to_string();
+    let first = TcpStream::connect(&addr).await.unwrap();
+    let mut second = TcpStream::connect(&addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut third = TcpStream::connect(&addr).await.unwrap();
+    third
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let waited = tokio::time::timeout(Duration::from_millis(500), third.read_to_end(&mut answer)).await;
+    assert!(waited.is_err(), "a connection over the cap is not served: {answer:?}");
+    drop(first);
+    tokio::time::timeout(Duration::from_secs(5), third.read_to_end(&mut answer))
+        .await
+        .expect("a freed slot lets the waiting connection in")
+        .unwrap();
+    assert!(
+        answer.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    // The second connection never sent a byte: the idle timeout closes it.
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), second.read_to_end(&mut rest)).await;
+    assert_eq!(closed.expect("an idle connection is closed").unwrap(), 0);
+}
