@@ -1,6 +1,6 @@
-//! Request-body hygiene in front of every endpoint: a size limit, and for form bodies strict
-//! UTF-8 and no repeated parameter (RFC 6749 §3.1, §3.2: "parameters MUST NOT be included
-//! more than once"). Rejected here, bad input never reaches the protocol code.
+//! Request hygiene in front of every endpoint: size limits on the head and the body, and for
+//! form bodies strict UTF-8 and no repeated parameter (RFC 6749 §3.1, §3.2: "parameters MUST
+//! NOT be included more than once"). Rejected here, bad input never reaches the protocol code.
 
 use std::sync::Arc;
 
@@ -58,8 +58,36 @@ fn reject(status: StatusCode, description: &str) -> Response {
         .body(error_json(ErrorCode::InvalidRequest, description))
 }
 
-/// Middleware body: buffers bodies up to `limit` bytes and vets form bodies.
+/// The largest request head (request line and headers) served. hyper accepts heads up to its
+/// ~400 KB buffer; nothing Tessera reads needs more than a few KB (the largest is a cookie or
+/// a JWT), and a bigger head is answered cheaply and its connection closed, so a flood of
+/// huge headers cannot keep a buffer that size per connection.
+pub const MAX_HEAD_BYTES: usize = 32 * 1024;
+
+fn head_bytes(req: &Request) -> usize {
+    let uri = req.uri();
+    let line = req.method().as_str().len() + uri.path().len() + uri.query().map_or(0, str::len);
+    let headers: usize = req
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    line + headers
+}
+
+/// Middleware body: refuses heads over [`MAX_HEAD_BYTES`], buffers bodies up to `limit` bytes
+/// and vets form bodies.
 pub async fn guard<E: Endpoint>(next: Arc<E>, mut req: Request, limit: usize) -> poem::Result<Response> {
+    if head_bytes(&req) > MAX_HEAD_BYTES {
+        let mut response = reject(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            &format!("the request's headers are larger than {MAX_HEAD_BYTES} bytes"),
+        );
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+        return Ok(response);
+    }
     if matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH) {
         let bytes = match req.take_body().into_bytes_limit(limit).await {
             Ok(bytes) => bytes,

@@ -105,6 +105,45 @@ async fn an_oversized_body_is_refused_with_413() {
     assert_error(post_raw(&app, FORM, body.into()).await, 413, "invalid_request").await;
 }
 
+/// A head over 32 KiB is refused with 431 and its connection closed, so a flood of huge
+/// headers cannot keep hyper's large buffer per connection; a big but sane head is served.
+#[tokio::test]
+async fn an_oversized_head_is_refused_with_431_and_the_connection_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app().await;
+    let addr = app.base.trim_start_matches("http://").to_string();
+    let exchange = |padding: usize| {
+        let addr = addr.clone();
+        async move {
+            let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let request = format!(
+                "POST /o/token/ HTTP/1.1\r\nHost: x\r\nX-Padding: {}\r\nContent-Type: {FORM}\r\n\
+                 Content-Length: 29\r\n\r\ngrant_type=client_credentials",
+                "p".repeat(padding)
+            );
+            stream.write_all(request.as_bytes()).await.unwrap();
+            // The server must close the connection by itself for read_to_end to return.
+            let mut answer = Vec::new();
+            let read = tokio::time::timeout(std::time::Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
+            (String::from_utf8_lossy(&answer).into_owned(), read.is_ok())
+        }
+    };
+    let (answer, closed) = exchange(40 * 1024).await;
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+    assert!(answer.contains("\"error\":\"invalid_request\""), "{answer}");
+    assert!(closed, "the connection is closed after a 431");
+    let sane = app
+        .http
+        .post(app.url("/o/token/"))
+        .header("X-Padding", "p".repeat(20 * 1024))
+        .basic_auth(&app.client.id, app.client.secret.as_ref())
+        .form(&[("grant_type", "client_credentials"), ("scope", "read")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sane.status(), 200, "a 20 KiB header is fine");
+}
+
 #[tokio::test]
 async fn unknown_client_and_wrong_secret_are_invalid_client_with_a_challenge() {
     let app = spawn_app().await;
