@@ -50,21 +50,22 @@ pub fn client_credentials(
     }
 }
 
-/// The token of an `Authorization: Bearer` header: `None` without the header, and
-/// `invalid_request` for another scheme or an empty token.
+/// The token of an `Authorization: Bearer` header. `None` without the header or with another
+/// scheme: RFC 6750 §3.1 counts "an unsupported authentication method" as no authentication
+/// (401 without an error code). `invalid_request` for `Bearer` without a token.
 pub fn bearer_token(req: &Request) -> Result<Option<String>, Error> {
     let Some(value) = req.headers().get(header::AUTHORIZATION) else {
         return Ok(None);
     };
-    value
-        .to_str()
-        .ok()
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim().to_string())
-        .filter(|t| !t.is_empty())
-        .map(Some)
-        .ok_or_else(|| Error::invalid_request("the Authorization header must use the Bearer scheme"))
+    let value = value.to_str().unwrap_or_default().trim();
+    let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Ok(None);
+    }
+    match token.trim() {
+        "" => Err(Error::invalid_request("the Bearer authorization has no token")),
+        token => Ok(Some(token.to_string())),
+    }
 }
 
 /// `Basic base64(urlencode(id) ":" urlencode(secret))`.

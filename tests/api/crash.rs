@@ -240,6 +240,7 @@ async fn sigkill_under_load_loses_no_answered_token_and_revives_no_unanswered_on
 
     let mut workers: Vec<Worker> = (0..WORKERS).map(|_| Worker::default()).collect();
     let mut in_doubt = 0;
+    let mut logs = String::new();
     for round in 1..=KILLS {
         let server = serve();
         for worker in &mut workers {
@@ -256,7 +257,7 @@ async fn sigkill_under_load_loses_no_answered_token_and_revives_no_unanswered_on
             })
             .collect();
         tokio::time::sleep(std::time::Duration::from_millis(200 + random.below(800))).await;
-        server.kill();
+        logs += &server.kill();
         for task in tasks {
             workers.push(task.await.expect("a worker saw nothing unexpected"));
         }
@@ -275,7 +276,7 @@ async fn sigkill_under_load_loses_no_answered_token_and_revives_no_unanswered_on
     for worker in &mut workers {
         worker.recover(&remote(&server)).await;
     }
-    server.terminate();
+    logs += &server.terminate();
     check_data_folder(&dirs, &mut workers, "a clean stop");
     let held: Vec<(usize, usize)> = workers
         .iter()
@@ -316,7 +317,23 @@ async fn sigkill_under_load_loses_no_answered_token_and_revives_no_unanswered_on
             assert_invalid_grant(status, &body, "the family of a reused token");
         }
     }
-    server.terminate();
+    logs += &server.terminate();
+    assert!(
+        logs.matches("path=/o/token/").count() > 100,
+        "the request lines were captured"
+    );
+    let tokens = workers
+        .iter()
+        .flat_map(|w| &w.chains)
+        .flat_map(|c| c.spent.iter().chain(&c.current));
+    for token in tokens {
+        assert!(!logs.contains(token.as_str()), "a refresh token appears in the logs");
+    }
+    assert!(
+        !logs.contains(client.secret.as_deref().unwrap()),
+        "the client secret appears in the logs"
+    );
+    assert!(!logs.contains(PASSWORD), "the password appears in the logs");
 
     // The run did what it claims: real load, and crashes that caught requests in flight.
     let refreshes: u64 = workers.iter().map(|w| w.refreshes).sum();

@@ -449,7 +449,22 @@ async fn userinfo_takes_a_bearer_header_or_form_body_and_answers_rfc6750_errors(
         .send()
         .await
         .unwrap();
-    assert_eq!(basic.status(), 400);
+    // Another scheme is no bearer authentication at all (RFC 6750 §3.1): no error code.
+    assert_eq!(basic.status(), 401);
+    assert!(
+        !www_authenticate(&basic).contains("error="),
+        "{}",
+        www_authenticate(&basic)
+    );
+    let empty = app
+        .http
+        .get(app.url("/o/userinfo/"))
+        .header("Authorization", "Bearer ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(empty.status(), 400);
+    assert!(www_authenticate(&empty).contains("error=\"invalid_request\""));
 
     // An access token without openid (client_credentials, or a plain OAuth grant).
     let cc: Value = app.client_credentials("read").await.json().await.unwrap();
