@@ -130,9 +130,9 @@ impl App {
         tracing::info!(addr = %self.addr, issuer = %self.provider.issuer, "serving");
         let routes = http::routes(self.provider.clone());
         let config = &self.provider.config;
-        let acceptor = http::connections::LimitedAcceptor::new(self.acceptor, config.max_connections);
+        let acceptor =
+            http::connections::LimitedAcceptor::new(self.acceptor, config.max_connections, config.idle_timeout);
         let result = Server::new_with_acceptor(acceptor)
-            .idle_timeout(config.idle_timeout)
             .run_with_graceful_shutdown(routes, shutdown, Some(SHUTDOWN_GRACE))
             .await;
         reloader.abort();
