@@ -119,6 +119,9 @@ pub struct Config {
     pub max_connections: usize,
     /// A connection with no traffic for this long is closed.
     pub idle_timeout: Duration,
+    /// Reverse proxies whose `X-Forwarded-For` is believed when they connect; the client's
+    /// address (for rate limits and login throttling) is then the nearest untrusted hop.
+    pub trusted_proxies: Vec<crate::http::forwarded::AddressRange>,
 }
 
 impl Default for Config {
@@ -168,6 +171,7 @@ impl Default for Config {
             rate_limit_per_address: crate::oauth::rate_limit::Rate::per_second(1000),
             max_connections: 1024,
             idle_timeout: Duration::from_secs(60),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -222,6 +226,8 @@ pub struct FileConfig {
     pub max_connections: Option<usize>,
     /// Seconds without traffic after which a connection is closed.
     pub idle_timeout: Option<u64>,
+    /// Addresses or CIDR blocks of reverse proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Option<Vec<String>>,
 }
 
 /// Values given on the command line or in the environment; they win over the file.
@@ -350,6 +356,13 @@ impl Config {
         use crate::oauth::rate_limit::Rate;
         if let Some(v) = file.rate_limit_per_client {
             self.rate_limit_per_client = if v == 0 { Rate::OFF } else { Rate::per_second(v) };
+        }
+        if let Some(proxies) = file.trusted_proxies {
+            self.trusted_proxies = proxies
+                .iter()
+                .map(|p| p.parse())
+                .collect::<Result<_, _>>()
+                .map_err(|why| ConfigError::Invalid("trusted_proxies", why))?;
         }
         match file.max_connections {
             Some(0) => return Err(ConfigError::Invalid("max_connections", "must be at least 1".into())),
@@ -481,5 +494,33 @@ mod tests {
             ..Default::default()
         };
         assert!(Config::load(&bad).is_err());
+    }
+
+    #[test]
+    fn connection_and_proxy_settings_are_read_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tessera.toml");
+        let load = |text: &str| {
+            std::fs::write(&path, text).unwrap();
+            Config::load(&Overrides {
+                config_file: Some(path.clone()),
+                ..Default::default()
+            })
+        };
+        let config =
+            load("trusted_proxies = [\"10.0.0.0/8\", \"::1\"]\nmax_connections = 64\nidle_timeout = 5\n").unwrap();
+        assert_eq!(config.trusted_proxies.len(), 2);
+        assert!(config.trusted_proxies[0].contains("10.9.8.7".parse().unwrap()));
+        assert_eq!(
+            (config.max_connections, config.idle_timeout),
+            (64, Duration::from_secs(5))
+        );
+        for bad in [
+            "trusted_proxies = [\"10.0.0.0/40\"]",
+            "max_connections = 0",
+            "idle_timeout = 0",
+        ] {
+            assert!(matches!(load(bad), Err(ConfigError::Invalid(..))), "{bad}");
+        }
     }
 }

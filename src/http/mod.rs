@@ -5,6 +5,7 @@ pub mod admin;
 pub mod connections;
 pub mod error;
 pub mod form;
+pub mod forwarded;
 pub mod oauth;
 pub mod oidc;
 pub mod registration;
@@ -286,10 +287,8 @@ const LIMITED_PER_ADDRESS: [&str; 5] = [
 async fn limit_by_address<E: Endpoint>(next: Arc<E>, req: Request, provider: Arc<Provider>) -> poem::Result<Response> {
     let path = req.uri().path().trim_end_matches('/');
     if req.method() == Method::POST && LIMITED_PER_ADDRESS.contains(&path) {
-        let address = req
-            .remote_addr()
-            .as_socket_addr()
-            .map(|a| a.ip().to_string())
+        let address = forwarded::client_address(&req, &provider.config.trusted_proxies)
+            .map(|ip| ip.to_string())
             .unwrap_or_default();
         if let Err(wait) = provider.address_rate.check(&address) {
             let mut response = Response::builder()

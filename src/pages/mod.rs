@@ -547,10 +547,8 @@ async fn login(
         return *response;
     }
     let (username, password) = (field("username"), field("password"));
-    let address = req
-        .remote_addr()
-        .as_socket_addr()
-        .map(|a| a.ip().to_string())
+    let address = crate::http::forwarded::client_address(req, &provider.0.config.trusted_proxies)
+        .map(|ip| ip.to_string())
         .unwrap_or_else(|| "unknown".into());
     // Argon2 takes tens of milliseconds of CPU: keep it off the async workers.
     let checker = provider.0.clone();

@@ -446,3 +446,52 @@ async fn connections_beyond_the_cap_wait_for_a_free_slot_and_idle_ones_are_close
     let closed = tokio::time::timeout(Duration::from_secs(10), second.read_to_end(&mut rest)).await;
     assert_eq!(closed.expect("an idle connection is closed").unwrap(), 0);
 }
+
+/// Behind a trusted reverse proxy each client has its own budget (the nearest untrusted
+/// `X-Forwarded-For` hop); from anyone else the header is ignored, so it cannot be used to
+/// dodge the limit.
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_forwarded_address_is_limited_and_elsewhere_the_header_is_ignored() {
+    use tessera::oauth::rate_limit::Rate;
+    let limited_app = |trusted: &[&str]| {
+        let dirs = tempfile::tempdir().unwrap();
+        let config = tessera::Config {
+            rate_limit_per_address: Rate {
+                per_second: 0.01,
+                burst: 2.0,
+            },
+            trusted_proxies: trusted.iter().map(|t| t.parse().unwrap()).collect(),
+            ..test_config(&dirs)
+        };
+        spawn_app_with(config, dirs)
+    };
+    let revoke_from = |app: &TestApp, forwarded: &str| {
+        app.http
+            .post(app.url("/o/revoke_token/"))
+            .header("X-Forwarded-For", forwarded)
+            .basic_auth(&app.client.id, app.client.secret.as_ref())
+            .form(&[("token", "whatever")])
+            .send()
+    };
+    // The tests connect from 127.0.0.1: here that is the proxy.
+    let proxied = limited_app(&["127.0.0.0/8"]).await;
+    for _ in 0..2 {
+        assert_eq!(revoke_from(&proxied, "203.0.113.1").await.unwrap().status(), 200);
+    }
+    assert_eq!(revoke_from(&proxied, "203.0.113.1").await.unwrap().status(), 429);
+    // A forged entry on the left does not help: the proxy appended the real address.
+    let forged = revoke_from(&proxied, "198.51.100.99, 203.0.113.1").await.unwrap();
+    assert_eq!(forged.status(), 429);
+    assert_eq!(
+        revoke_from(&proxied, "203.0.113.2").await.unwrap().status(),
+        200,
+        "another client"
+    );
+
+    let direct = limited_app(&[]).await;
+    for _ in 0..2 {
+        assert_eq!(revoke_from(&direct, "203.0.113.1").await.unwrap().status(), 200);
+    }
+    let spoofed = revoke_from(&direct, "203.0.113.2").await.unwrap();
+    assert_eq!(spoofed.status(), 429, "an untrusted peer's X-Forwarded-For is ignored");
+}
