@@ -53,6 +53,8 @@ pub struct Provider {
     pub client_rate: rate_limit::RateLimiter,
     /// Requests per client address at the token, revocation, introspection and login endpoints.
     pub address_rate: rate_limit::RateLimiter,
+    /// The active-refresh-token gauge, a full scan, taken no more often than it is worth.
+    active_refresh_tokens: crate::metrics::CostlyCount,
 }
 
 impl Provider {
@@ -71,6 +73,7 @@ impl Provider {
             metrics: Arc::new(crate::metrics::Metrics::new()),
             client_rate: rate_limit::RateLimiter::new(client_rate),
             address_rate: rate_limit::RateLimiter::new(address_rate),
+            active_refresh_tokens: Default::default(),
         }
     }
 
@@ -110,7 +113,9 @@ impl Provider {
 
     /// The `/metrics` text, with the gauges read now.
     pub fn metrics_text(&self) -> String {
-        let active = self.store.count_active_refresh_tokens(now()).map_or(-1, |n| n as i64);
+        let active = self
+            .active_refresh_tokens
+            .read(|| self.store.count_active_refresh_tokens(now()).map_or(-1, |n| n as i64));
         let age = now() - self.keys.current().signing_created_at;
         self.metrics.render(active, age)
     }
