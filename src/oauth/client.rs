@@ -92,6 +92,14 @@ impl Provider {
         if new.name.trim().is_empty() {
             return Err(invalid("the app needs a name"));
         }
+        if new.name.trim().chars().count() > MAX_NAME_CHARS {
+            return Err(Error::invalid_request(format!(
+                "an app name is at most {MAX_NAME_CHARS} characters"
+            )));
+        }
+        check_uri_list("redirect URIs", &new.redirect_uris)?;
+        check_uri_list("post-logout redirect URIs", &new.post_logout_redirect_uris)?;
+        check_uri_list("resources", &new.resources)?;
         if new.grant_types.is_empty() {
             return Err(invalid("the app needs at least one grant type"));
         }
@@ -210,6 +218,29 @@ impl Provider {
     pub fn find_client(&self, client_id: &str) -> Result<Option<ClientRecord>, Error> {
         Ok(self.store.get_client(client_id)?)
     }
+}
+
+/// The most URIs of one kind a client may register, and the longest URI: generous for real
+/// apps, and small enough that a registration (open dynamic registration above all) cannot
+/// make the server store arbitrary amounts of data.
+pub const MAX_URIS: usize = 50;
+pub const MAX_URI_BYTES: usize = 2048;
+const MAX_NAME_CHARS: usize = 200;
+
+/// Checks a list of URIs against [`MAX_URIS`] and [`MAX_URI_BYTES`], before anything else reads
+/// (or echoes) them.
+pub fn check_uri_list(what: &str, uris: &[String]) -> Result<(), Error> {
+    if uris.len() > MAX_URIS {
+        return Err(Error::invalid_request(format!(
+            "a client may have at most {MAX_URIS} {what}"
+        )));
+    }
+    if uris.iter().any(|uri| uri.len() > MAX_URI_BYTES) {
+        return Err(Error::invalid_request(format!(
+            "{what} are at most {MAX_URI_BYTES} bytes long"
+        )));
+    }
+    Ok(())
 }
 
 /// Checks a redirect URI at registration: absolute, no fragment (RFC 6749 §3.1.2), and either

@@ -5,7 +5,7 @@
 use subtle::ConstantTimeEq;
 use url::Url;
 
-use super::client::{is_loopback, NewClient};
+use super::client::{check_uri_list, is_loopback, NewClient};
 use super::scope::{Scope, ADMIN_SCOPE};
 use super::{random_token, secret_hash, Error, ErrorCode, Provider};
 use crate::config::RegistrationMode;
@@ -173,6 +173,12 @@ impl Provider {
                 ErrorCode::InvalidRedirectUri,
                 "the authorization_code grant needs at least one redirect URI",
             ));
+        }
+        for (what, uris) in [
+            ("redirect URIs", &metadata.redirect_uris),
+            ("post-logout redirect URIs", &metadata.post_logout_redirect_uris),
+        ] {
+            check_uri_list(what, uris).map_err(|e| Error::new(ErrorCode::InvalidRedirectUri, e.description))?;
         }
         for uri in metadata.redirect_uris.iter().chain(&metadata.post_logout_redirect_uris) {
             check_redirect_uri(uri)?;

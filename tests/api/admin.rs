@@ -270,8 +270,31 @@ async fn clients_are_created_paged_read_replaced_rotated_and_deleted() {
     assert_eq!(renamed.status(), 200);
     settings["grant_types"] = json!(["authorization_code"]);
     settings["redirect_uris"] = json!(["http://evil.example/cb"]);
-    let bad = call(&app, "PUT", &format!("/api/v1/clients/{id}"), token, Some(settings)).await;
+    let bad = call(
+        &app,
+        "PUT",
+        &format!("/api/v1/clients/{id}"),
+        token,
+        Some(settings.clone()),
+    )
+    .await;
     problem(bad, 400, "invalid_request").await;
+    // The size limits every way of registering a client shares.
+    let many: Vec<String> = (0..51).map(|i| format!("https://app.example/{i}")).collect();
+    settings["redirect_uris"] = json!(many);
+    let too_many = call(
+        &app,
+        "PUT",
+        &format!("/api/v1/clients/{id}"),
+        token,
+        Some(settings.clone()),
+    )
+    .await;
+    problem(too_many, 400, "invalid_request").await;
+    settings["redirect_uris"] = json!(["https://app.example/cb"]);
+    settings["name"] = json!("n".repeat(201));
+    let long_name = call(&app, "PUT", &format!("/api/v1/clients/{id}"), token, Some(settings)).await;
+    problem(long_name, 400, "invalid_request").await;
     let got: Value = call(&app, "GET", &format!("/api/v1/clients/{id}"), token, None)
         .await
         .json()

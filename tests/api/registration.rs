@@ -224,6 +224,16 @@ async fn every_policy_rule_is_enforced_and_nothing_is_stored_on_refusal() {
             with(json!({"redirect_uris": "https://app.example/cb"})),
             "invalid_client_metadata",
         ),
+        // Size limits: a registration cannot store arbitrary amounts of data.
+        (
+            with(json!({"redirect_uris": [format!("https://app.example/{}", "x".repeat(3000))]})),
+            "invalid_redirect_uri",
+        ),
+        (
+            with(json!({"redirect_uris": (0..51).map(|i| format!("https://app.example/{i}")).collect::<Vec<_>>()})),
+            "invalid_redirect_uri",
+        ),
+        (with(json!({"client_name": "n".repeat(101)})), "invalid_client_metadata"),
     ] {
         let response = register(&app, body.clone(), None).await;
         assert_eq!(error_of(response, 400).await, code, "{body}");
