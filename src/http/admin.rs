@@ -83,25 +83,31 @@ fn status_of(code: ErrorCode) -> u16 {
     }
 }
 
+impl ProblemJson {
+    /// The problem of an error with this code, sent with this status.
+    pub fn new(code: ErrorCode, status: u16, detail: impl Into<String>) -> ProblemJson {
+        let title = poem::http::StatusCode::from_u16(status)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .unwrap_or("Error");
+        ProblemJson(
+            Problem {
+                type_: format!("urn:tessera:problem:{}", code.as_str()),
+                title: title.into(),
+                status,
+                detail: detail.into(),
+                code: code.as_str().into(),
+            },
+            code,
+        )
+    }
+}
+
 fn problem(err: &Error) -> ProblemJson {
     if let Some(cause) = &err.cause {
         tracing::error!(error = %err, cause = %cause, "admin request failed");
     }
-    let status = status_of(err.code);
-    ProblemJson(
-        Problem {
-            type_: format!("urn:tessera:problem:{}", err.code.as_str()),
-            title: poem::http::StatusCode::from_u16(status)
-                .ok()
-                .and_then(|s| s.canonical_reason())
-                .unwrap_or("Error")
-                .into(),
-            status,
-            detail: err.description.clone(),
-            code: err.code.as_str().into(),
-        },
-        err.code,
-    )
+    ProblemJson::new(err.code, status_of(err.code), err.description.clone())
 }
 
 /// The `WWW-Authenticate` challenge of a 401 or 403 (RFC 6750 §3).
@@ -393,20 +399,21 @@ impl From<ClientRecord> for Client {
 /// fixed at registration; an update must repeat it.
 #[derive(Object, Debug)]
 pub struct ClientSettings {
+    #[oai(validator(min_length = 1, max_length = 200))]
     pub name: String,
     pub client_type: ClientKind,
     pub grant_types: Vec<GrantKind>,
     /// Compared exactly at the authorization endpoint (default none).
-    #[oai(skip_serializing_if_is_none)]
+    #[oai(skip_serializing_if_is_none, validator(max_items = 50, max_length = 2048))]
     pub redirect_uris: Option<Vec<String>>,
     /// Where RP-initiated logout may return to (default none).
-    #[oai(skip_serializing_if_is_none)]
+    #[oai(skip_serializing_if_is_none, validator(max_items = 50, max_length = 2048))]
     pub post_logout_redirect_uris: Option<Vec<String>>,
     /// Space-separated; default `openid profile email read write` (`tessera:admin` for admin clients).
     #[oai(skip_serializing_if_is_none)]
     pub scope: Option<String>,
     /// RFC 8707 resources the client may ask for as token audience (default none).
-    #[oai(skip_serializing_if_is_none)]
+    #[oai(skip_serializing_if_is_none, validator(max_items = 50, max_length = 2048))]
     pub resources: Option<Vec<String>>,
     #[oai(skip_serializing_if_is_none)]
     pub access_token_ttl: Option<u64>,

@@ -8,6 +8,7 @@ use percent_encoding::percent_decode;
 use poem::http::{header, Method, StatusCode};
 use poem::{Body, Endpoint, IntoResponse, Request, Response};
 
+use super::admin::ProblemJson;
 use super::error::error_json;
 use crate::oauth::ErrorCode;
 
@@ -50,7 +51,12 @@ pub fn repeated_name(pairs: &[(String, String)]) -> Option<&str> {
         .map(|(_, (name, _))| name.as_str())
 }
 
-fn reject(status: StatusCode, description: &str) -> Response {
+/// A refusal in the format of the endpoint it was meant for: RFC 9457 problem details under the
+/// admin API, an OAuth error object everywhere else.
+fn reject(problem_details: bool, status: StatusCode, description: &str) -> Response {
+    if problem_details {
+        return ProblemJson::new(ErrorCode::InvalidRequest, status.as_u16(), description).into_response();
+    }
     Response::builder()
         .status(status)
         .content_type("application/json")
@@ -78,8 +84,10 @@ fn head_bytes(req: &Request) -> usize {
 /// Middleware body: refuses heads over [`MAX_HEAD_BYTES`], buffers bodies up to `limit` bytes
 /// and vets form bodies.
 pub async fn guard<E: Endpoint>(next: Arc<E>, mut req: Request, limit: usize) -> poem::Result<Response> {
+    let problem_details = req.uri().path().starts_with("/api/");
     if head_bytes(&req) > MAX_HEAD_BYTES {
         let mut response = reject(
+            problem_details,
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             &format!("the request's headers are larger than {MAX_HEAD_BYTES} bytes"),
         );
@@ -93,11 +101,18 @@ pub async fn guard<E: Endpoint>(next: Arc<E>, mut req: Request, limit: usize) ->
             Ok(bytes) => bytes,
             Err(poem::error::ReadBodyError::PayloadTooLarge) => {
                 return Ok(reject(
+                    problem_details,
                     StatusCode::PAYLOAD_TOO_LARGE,
                     &format!("the body is larger than {limit} bytes"),
                 ));
             }
-            Err(_) => return Ok(reject(StatusCode::BAD_REQUEST, "the body could not be read")),
+            Err(_) => {
+                return Ok(reject(
+                    problem_details,
+                    StatusCode::BAD_REQUEST,
+                    "the body could not be read",
+                ))
+            }
         };
         let is_form = req.content_type().is_some_and(|ct| {
             ct.split(';')
@@ -106,10 +121,11 @@ pub async fn guard<E: Endpoint>(next: Arc<E>, mut req: Request, limit: usize) ->
         });
         if is_form {
             match parse_pairs(&bytes) {
-                Err(why) => return Ok(reject(StatusCode::BAD_REQUEST, why)),
+                Err(why) => return Ok(reject(problem_details, StatusCode::BAD_REQUEST, why)),
                 Ok(pairs) => {
                     if let Some(name) = repeated_name(&pairs) {
                         return Ok(reject(
+                            problem_details,
                             StatusCode::BAD_REQUEST,
                             &format!("parameter {name} was given more than once"),
                         ));

@@ -63,7 +63,34 @@ pub fn api_service() -> OpenApiService<Apis, ()> {
 
 /// The OpenAPI document as committed under `openapi/openapi.json`.
 pub fn spec() -> String {
-    with_client_security(&with_trailing_slashes(&api_service().spec()))
+    with_body_limit(&with_client_security(&with_trailing_slashes(&api_service().spec())))
+}
+
+/// Every operation that takes a body may answer 413 (the body guard in [`form`] refuses bodies
+/// over `max_body_bytes` before the operation runs); poem-openapi only knows the operation's
+/// own responses, so the document is told here. The admin API answers in problem details.
+fn with_body_limit(spec: &str) -> String {
+    use serde_json::{json, Value};
+    let Ok(mut doc) = serde_json::from_str::<Value>(spec) else {
+        return spec.to_string();
+    };
+    if let Some(paths) = doc["paths"].as_object_mut() {
+        for (path, item) in paths.iter_mut() {
+            let (media, schema) = if path.starts_with("/api/") {
+                ("application/problem+json", "Problem")
+            } else {
+                ("application/json", "ErrorBody")
+            };
+            let operations = item.as_object_mut().into_iter().flat_map(|item| item.values_mut());
+            for operation in operations.filter(|op| op.get("requestBody").is_some()) {
+                operation["responses"]["413"] = json!({
+                    "description": "The body is larger than the server accepts (`max_body_bytes`, 64 KiB by default).",
+                    "content": { media: { "schema": { "$ref": format!("#/components/schemas/{schema}") } } }
+                });
+            }
+        }
+    }
+    serde_json::to_string_pretty(&doc).unwrap_or_else(|_| spec.to_string())
 }
 
 /// Security requirements poem-openapi cannot express, because these endpoints read the

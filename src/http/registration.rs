@@ -20,7 +20,8 @@ use crate::oauth::{Error, ErrorCode, Provider};
 /// Unknown fields are ignored.
 #[derive(Object, Deserialize, Debug, Default)]
 pub struct ClientRegistrationRequest {
-    /// https, or http on a loopback address; required for the authorization_code grant.
+    /// https, or http on a loopback address; required for the authorization_code grant. At
+    /// most 50, each at most 2048 bytes.
     #[oai(skip_serializing_if_is_none)]
     pub redirect_uris: Option<Vec<String>>,
     /// `client_secret_basic` (default), `client_secret_post`, or `none` for a public client.
@@ -33,13 +34,13 @@ pub struct ClientRegistrationRequest {
     /// `["code"]` (the default) for the authorization_code grant.
     #[oai(skip_serializing_if_is_none)]
     pub response_types: Option<Vec<String>>,
-    /// Shown to users on the consent page.
+    /// Shown to users on the consent page; at most 100 characters.
     #[oai(skip_serializing_if_is_none)]
     pub client_name: Option<String>,
     /// Space-separated; default: every scope the registration policy allows.
     #[oai(skip_serializing_if_is_none)]
     pub scope: Option<String>,
-    /// Where RP-initiated logout may return to (same rules as redirect URIs).
+    /// Where RP-initiated logout may return to (same rules and limits as redirect URIs).
     #[oai(skip_serializing_if_is_none)]
     pub post_logout_redirect_uris: Option<Vec<String>>,
     /// `RS256` (default), `ES256` or `EdDSA`.

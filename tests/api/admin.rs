@@ -312,6 +312,17 @@ async fn clients_are_created_paged_read_replaced_rotated_and_deleted() {
         .await
         .unwrap();
     problem(malformed, 400, "invalid_request").await;
+    // The body limit answers in the admin API's own format too.
+    let oversized = app
+        .http
+        .post(app.url("/api/v1/clients"))
+        .bearer_auth(&bearer)
+        .header("content-type", "application/json")
+        .body(format!("{{\"name\": \"{}\"}}", "x".repeat(100 * 1024)))
+        .send()
+        .await
+        .unwrap();
+    problem(oversized, 413, "invalid_request").await;
     let admin_scope = json!({"name": "x", "client_type": "confidential", "grant_types": ["client_credentials"], "scope": "tessera:admin"});
     problem(
         call(&app, "POST", "/api/v1/clients", token, Some(admin_scope)).await,
