@@ -63,13 +63,14 @@ pub fn api_service() -> OpenApiService<Apis, ()> {
 
 /// The OpenAPI document as committed under `openapi/openapi.json`.
 pub fn spec() -> String {
-    with_body_limit(&with_client_security(&with_trailing_slashes(&api_service().spec())))
+    with_guard_responses(&with_client_security(&with_trailing_slashes(&api_service().spec())))
 }
 
-/// Every operation that takes a body may answer 413 (the body guard in [`form`] refuses bodies
-/// over `max_body_bytes` before the operation runs); poem-openapi only knows the operation's
-/// own responses, so the document is told here. The admin API answers in problem details.
-fn with_body_limit(spec: &str) -> String {
+/// Answers the middleware gives before an operation runs, which poem-openapi cannot know: every
+/// operation that takes a body may answer 413 (the body guard in [`form`]), and the POST
+/// endpoints limited per address may answer 429 ([`limit_by_address`]). The admin API answers
+/// in problem details.
+fn with_guard_responses(spec: &str) -> String {
     use serde_json::{json, Value};
     let Ok(mut doc) = serde_json::from_str::<Value>(spec) else {
         return spec.to_string();
@@ -81,12 +82,23 @@ fn with_body_limit(spec: &str) -> String {
             } else {
                 ("application/json", "ErrorBody")
             };
-            let operations = item.as_object_mut().into_iter().flat_map(|item| item.values_mut());
-            for operation in operations.filter(|op| op.get("requestBody").is_some()) {
-                operation["responses"]["413"] = json!({
-                    "description": "The body is larger than the server accepts (`max_body_bytes`, 64 KiB by default).",
-                    "content": { media: { "schema": { "$ref": format!("#/components/schemas/{schema}") } } }
-                });
+            let limited = LIMITED_PER_ADDRESS.contains(&path.trim_end_matches('/'));
+            for (method, operation) in item.as_object_mut().into_iter().flat_map(|item| item.iter_mut()) {
+                let has_body = operation.get("requestBody").is_some();
+                let responses = &mut operation["responses"];
+                if has_body {
+                    responses["413"] = json!({
+                        "description": "The body is larger than the server accepts (`max_body_bytes`, 64 KiB by default).",
+                        "content": { media: { "schema": { "$ref": format!("#/components/schemas/{schema}") } } }
+                    });
+                }
+                if limited && method == "post" && responses.get("429").is_none() {
+                    responses["429"] = json!({
+                        "description": "Too many requests from this address (`rate_limited`); wait `Retry-After` seconds.",
+                        "headers": { "Retry-After": { "required": true, "schema": { "type": "string" } } },
+                        "content": { "application/json": { "schema": { "$ref": "#/components/schemas/ErrorBody" } } }
+                    });
+                }
             }
         }
     }

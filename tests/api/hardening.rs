@@ -394,6 +394,18 @@ async fn an_address_over_its_rate_gets_429_before_any_work_is_done() {
         .await
         .unwrap();
     assert_eq!(login.status(), 429);
+    let registration = app
+        .http
+        .post(app.url("/o/register/"))
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        registration.status(),
+        429,
+        "registration is limited too (and documents it)"
+    );
     assert_eq!(
         app.http
             .get(app.url("/.well-known/jwks.json"))
