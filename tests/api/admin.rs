@@ -258,43 +258,20 @@ async fn clients_are_created_paged_read_replaced_rotated_and_deleted() {
     assert!(got.get("client_secret").is_none());
 
     // Replace its settings; a bad one is refused and changes nothing.
+    let path = format!("/api/v1/clients/{id}");
+    let replace = |settings: &Value| call(&app, "PUT", &path, token, Some(settings.clone()));
     let mut settings = new_client_body("renamed");
-    let renamed = call(
-        &app,
-        "PUT",
-        &format!("/api/v1/clients/{id}"),
-        token,
-        Some(settings.clone()),
-    )
-    .await;
-    assert_eq!(renamed.status(), 200);
+    assert_eq!(replace(&settings).await.status(), 200);
     settings["grant_types"] = json!(["authorization_code"]);
     settings["redirect_uris"] = json!(["http://evil.example/cb"]);
-    let bad = call(
-        &app,
-        "PUT",
-        &format!("/api/v1/clients/{id}"),
-        token,
-        Some(settings.clone()),
-    )
-    .await;
-    problem(bad, 400, "invalid_request").await;
+    problem(replace(&settings).await, 400, "invalid_request").await;
     // The size limits every way of registering a client shares.
     let many: Vec<String> = (0..51).map(|i| format!("https://app.example/{i}")).collect();
     settings["redirect_uris"] = json!(many);
-    let too_many = call(
-        &app,
-        "PUT",
-        &format!("/api/v1/clients/{id}"),
-        token,
-        Some(settings.clone()),
-    )
-    .await;
-    problem(too_many, 400, "invalid_request").await;
+    problem(replace(&settings).await, 400, "invalid_request").await;
     settings["redirect_uris"] = json!(["https://app.example/cb"]);
     settings["name"] = json!("n".repeat(201));
-    let long_name = call(&app, "PUT", &format!("/api/v1/clients/{id}"), token, Some(settings)).await;
-    problem(long_name, 400, "invalid_request").await;
+    problem(replace(&settings).await, 400, "invalid_request").await;
     let got: Value = call(&app, "GET", &format!("/api/v1/clients/{id}"), token, None)
         .await
         .json()
