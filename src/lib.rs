@@ -130,8 +130,12 @@ impl App {
         tracing::info!(addr = %self.addr, issuer = %self.provider.issuer, "serving");
         let routes = http::routes(self.provider.clone());
         let config = &self.provider.config;
-        let acceptor =
-            http::connections::LimitedAcceptor::new(self.acceptor, config.max_connections, config.idle_timeout);
+        let acceptor = http::connections::LimitedAcceptor::new(
+            self.acceptor,
+            config.max_connections,
+            config.idle_timeout,
+            self.provider.metrics.open_connections(),
+        );
         let result = Server::new_with_acceptor(acceptor)
             .run_with_graceful_shutdown(routes, shutdown, Some(SHUTDOWN_GRACE))
             .await;

@@ -44,6 +44,7 @@ pub struct Metrics {
     oauth_errors: Family<ErrorLabel, Counter>,
     active_refresh_tokens: Gauge<i64, AtomicI64>,
     signing_key_age: Gauge<i64, AtomicI64>,
+    open_connections: Gauge<i64, AtomicI64>,
 }
 
 impl Default for Metrics {
@@ -64,6 +65,7 @@ impl Metrics {
         let oauth_errors = Family::<ErrorLabel, Counter>::default();
         let active_refresh_tokens = Gauge::<i64, AtomicI64>::default();
         let signing_key_age = Gauge::<i64, AtomicI64>::default();
+        let open_connections = Gauge::<i64, AtomicI64>::default();
         registry.register(
             "http_requests",
             "HTTP requests by route, method and status",
@@ -94,6 +96,11 @@ impl Metrics {
             "Age of the key that signs access tokens",
             signing_key_age.clone(),
         );
+        registry.register(
+            "open_connections",
+            "Client connections open now (at most max_connections; more wait to be accepted)",
+            open_connections.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -102,7 +109,13 @@ impl Metrics {
             oauth_errors,
             active_refresh_tokens,
             signing_key_age,
+            open_connections,
         }
+    }
+
+    /// The open-connections gauge, for the connection limiter to move as connections come and go.
+    pub fn open_connections(&self) -> Gauge<i64, AtomicI64> {
+        self.open_connections.clone()
     }
 
     /// Counts one answered request. `route` is a route template, never a raw path, so the

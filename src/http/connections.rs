@@ -20,6 +20,7 @@ use std::time::Duration;
 use poem::http::uri::Scheme;
 use poem::listener::Acceptor;
 use poem::web::{LocalAddr, RemoteAddr};
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
@@ -30,14 +31,17 @@ pub struct LimitedAcceptor<A> {
     inner: A,
     permits: Arc<Semaphore>,
     idle_timeout: Duration,
+    open: Gauge,
 }
 
 impl<A: Acceptor> LimitedAcceptor<A> {
-    pub fn new(inner: A, max: usize, idle_timeout: Duration) -> Self {
+    /// `open` is kept at the number of connections open (the `open_connections` metric).
+    pub fn new(inner: A, max: usize, idle_timeout: Duration, open: Gauge) -> Self {
         LimitedAcceptor {
             inner,
             permits: Arc::new(Semaphore::new(max.max(1))),
             idle_timeout,
+            open,
         }
     }
 }
@@ -58,10 +62,14 @@ impl<A: Acceptor> Acceptor for LimitedAcceptor<A> {
             .await
             .map_err(std::io::Error::other)?;
         let (io, local, remote, scheme) = self.inner.accept().await?;
+        self.open.inc();
         let last_activity = Instant::now();
         let connection = Connection {
             io,
-            _permit: permit,
+            _slot: Slot {
+                _permit: permit,
+                open: self.open.clone(),
+            },
             idle_timeout: self.idle_timeout,
             last_activity,
             deadline: Box::pin(tokio::time::sleep_until(last_activity + self.idle_timeout)),
@@ -70,10 +78,22 @@ impl<A: Acceptor> Acceptor for LimitedAcceptor<A> {
     }
 }
 
+/// One of the `max` places for an open connection, given back (and counted) on drop.
+struct Slot {
+    _permit: OwnedSemaphorePermit,
+    open: Gauge,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.open.dec();
+    }
+}
+
 /// A connection that gives its slot back when it is dropped and ends itself when idle.
 pub struct Connection<T> {
     io: T,
-    _permit: OwnedSemaphorePermit,
+    _slot: Slot,
     idle_timeout: Duration,
     last_activity: Instant,
     deadline: Pin<Box<Sleep>>,

@@ -155,3 +155,37 @@ fn serve_can_log_one_json_object_per_line() {
         .unwrap();
     assert!(child.wait().unwrap().success());
 }
+
+/// `tessera_open_connections` follows connections as they open and close, so an operator can
+/// see how close the server is to `max_connections`.
+#[tokio::test]
+async fn the_open_connections_gauge_follows_connections() {
+    let app = spawn_app().await;
+    let open = |s: &BTreeMap<String, f64>| value(s, "tessera_open_connections{}");
+    let before = open(&scrape(&app).await);
+    assert!(before >= 1.0, "the scrape's own connection is open: {before}");
+    let addr = app.base.trim_start_matches("http://").to_string();
+    let mut extra = Vec::new();
+    for _ in 0..3 {
+        extra.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    // Accepting is asynchronous: wait until the server has taken all three.
+    let mut seen = before;
+    for _ in 0..50 {
+        seen = open(&scrape(&app).await);
+        if seen >= before + 3.0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(seen, before + 3.0);
+    drop(extra);
+    for _ in 0..50 {
+        seen = open(&scrape(&app).await);
+        if seen == before {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(seen, before, "closed connections are counted out");
+}
