@@ -563,7 +563,8 @@ impl ServerProcess {
             .spawn()
             .expect("the tessera binary starts");
         let mut stderr = child.stderr.take().unwrap();
-        // The address is in the first log lines ("... addr=127.0.0.1:PORT ...").
+        // The address is in the first log lines: `addr=127.0.0.1:PORT ` as text, or
+        // `"addr":"127.0.0.1:PORT"` with `--log-format json`.
         let mut head = Vec::new();
         let addr = loop {
             let mut byte = [0u8; 1];
@@ -576,10 +577,14 @@ impl ServerProcess {
             }
             head.push(byte[0]);
             let text = String::from_utf8_lossy(&head);
-            if let Some(rest) = text.split("addr=").nth(1) {
-                if let Some(addr) = rest.split_whitespace().next().filter(|_| rest.contains(' ')) {
-                    break addr.to_string();
-                }
+            let found = [("addr=", ' '), ("\"addr\":\"", '"')]
+                .into_iter()
+                .find_map(|(start, end)| {
+                    let rest = text.split(start).nth(1)?;
+                    rest.find(end).map(|at| rest[..at].to_string())
+                });
+            if let Some(addr) = found {
+                break addr;
             }
         };
         let logs = std::thread::spawn(move || {

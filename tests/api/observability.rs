@@ -114,46 +114,32 @@ async fn readiness_checks_the_store_and_the_signing_key() {
 
 #[test]
 fn serve_can_log_one_json_object_per_line() {
-    use std::io::{BufRead, BufReader};
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
-        .args(["serve", "--addr", "127.0.0.1:0", "--log-format", "json"])
-        .current_dir(dir.path())
-        .env_remove("TESSERA_DATA_DIR")
-        .env_remove("TESSERA_KEYS_DIR")
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let first: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).expect("a JSON log line");
-    let addr = first["addr"]
-        .as_str()
-        .expect("the first line names the address")
-        .to_string();
+    let server = ServerProcess::start(dir.path(), &["--log-format", "json"], &[("RUST_LOG", "info")]);
     let fetch = Command::new("python3")
         .args([
             "-c",
-            &format!("import urllib.request;urllib.request.urlopen('http://{addr}/healthz').read()"),
+            &format!(
+                "import urllib.request;urllib.request.urlopen('{}/healthz').read()",
+                server.base
+            ),
         ])
         .status()
         .unwrap();
     assert!(fetch.success());
-    let request = loop {
-        let line = lines.next().expect("a request line").unwrap();
-        let value: Value = serde_json::from_str(&line).unwrap_or_else(|_| panic!("not JSON: {line}"));
-        if value["message"] == "request" {
-            break value;
-        }
-    };
+    let lines: Vec<Value> = server
+        .terminate()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}")))
+        .collect();
+    assert!(lines[0]["addr"].is_string(), "the first line names the address");
+    let request = lines
+        .iter()
+        .find(|line| line["message"] == "request")
+        .expect("a request line");
     assert_eq!(request["path"], "/healthz");
     assert_eq!(request["status"], 200);
     assert_eq!(request["level"], "INFO");
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(child.wait().unwrap().success());
 }
 
 /// `tessera_open_connections` follows connections as they open and close, so an operator can
