@@ -4,36 +4,8 @@
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tessera::oauth::client::NewClient;
-use tessera::store::{ClientType, GrantType};
 
 use crate::helpers::*;
-
-/// Registers an admin client (as `tessera app create --admin` does).
-fn admin_client(app: &TestApp, access_token_ttl: Option<u64>) -> TestClient {
-    let (client, secret) = app
-        .provider
-        .register_client(NewClient {
-            name: "Admin".into(),
-            client_type: ClientType::Confidential,
-            grant_types: vec![GrantType::ClientCredentials],
-            redirect_uris: vec![],
-            scope: "tessera:admin".into(),
-            resources: vec![],
-            access_token_ttl,
-            refresh_token_ttl: None,
-            skip_consent: false,
-            owner_user_id: None,
-            post_logout_redirect_uris: vec![],
-            id_token_signed_response_alg: None,
-            admin: true,
-        })
-        .unwrap();
-    TestClient {
-        id: client.client_id,
-        secret,
-    }
-}
 
 async fn token_for(app: &TestApp, client: &TestClient, scope: &str) -> String {
     let response = app
@@ -47,7 +19,7 @@ async fn token_for(app: &TestApp, client: &TestClient, scope: &str) -> String {
 }
 
 async fn admin_token(app: &TestApp) -> String {
-    let admin = admin_client(app, None);
+    let admin = app.register_admin_client(None);
     token_for(app, &admin, "tessera:admin").await
 }
 
@@ -138,7 +110,7 @@ async fn without_a_valid_admin_token_nothing_is_read_or_changed() {
     assert_eq!(refused.json::<Value>().await.unwrap()["error"], "invalid_scope");
 
     // An expired admin token.
-    let short = admin_client(&app, Some(1));
+    let short = app.register_admin_client(Some(1));
     let expiring = token_for(&app, &short, "tessera:admin").await;
     assert_eq!(
         call(&app, "GET", "/api/v1/keys", Some(&expiring), None).await.status(),
@@ -156,7 +128,7 @@ async fn without_a_valid_admin_token_nothing_is_read_or_changed() {
     problem(expired, 401, "invalid_token").await;
 
     // A revoked one, and one whose admin client was deleted.
-    let admin = admin_client(&app, None);
+    let admin = app.register_admin_client(None);
     let token = token_for(&app, &admin, "tessera:admin").await;
     app.http
         .post(app.url("/o/revoke_token/"))

@@ -507,6 +507,33 @@ impl TestApp {
         }
     }
 
+    /// Registers an admin client (as `tessera app create --admin` does), with this access
+    /// token lifetime (`None`: the server's).
+    pub fn register_admin_client(&self, access_token_ttl: Option<u64>) -> TestClient {
+        let (client, secret) = self
+            .provider
+            .register_client(NewClient {
+                name: "Admin".into(),
+                client_type: ClientType::Confidential,
+                grant_types: vec![GrantType::ClientCredentials],
+                redirect_uris: vec![],
+                scope: "tessera:admin".into(),
+                resources: vec![],
+                access_token_ttl,
+                refresh_token_ttl: None,
+                skip_consent: false,
+                owner_user_id: None,
+                post_logout_redirect_uris: vec![],
+                id_token_signed_response_alg: None,
+                admin: true,
+            })
+            .unwrap();
+        TestClient {
+            id: client.client_id,
+            secret,
+        }
+    }
+
     /// Stops the server gracefully and returns its folders, so a test can start it again.
     pub async fn stop(mut self) -> TempDir {
         if let Some(tx) = self.shutdown.take() {

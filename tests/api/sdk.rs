@@ -5,8 +5,6 @@
 use std::path::Path;
 
 use serde_json::Value;
-use tessera::oauth::client::NewClient;
-use tessera::store::{ClientType, GrantType};
 use tokio::process::Command;
 
 use crate::helpers::*;
@@ -15,32 +13,6 @@ const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
 fn spec_path() -> String {
     format!("{ROOT}/openapi/openapi.json")
-}
-
-/// An admin client, as `tessera app create --admin` makes one.
-fn admin_client(app: &TestApp) -> TestClient {
-    let (client, secret) = app
-        .provider
-        .register_client(NewClient {
-            name: "SDK admin".into(),
-            client_type: ClientType::Confidential,
-            grant_types: vec![GrantType::ClientCredentials],
-            redirect_uris: vec![],
-            scope: "tessera:admin".into(),
-            resources: vec![],
-            access_token_ttl: None,
-            refresh_token_ttl: None,
-            skip_consent: false,
-            owner_user_id: None,
-            post_logout_redirect_uris: vec![],
-            id_token_signed_response_alg: None,
-            admin: true,
-        })
-        .unwrap();
-    TestClient {
-        id: client.client_id,
-        secret,
-    }
 }
 
 /// Runs a command to success and returns its standard output.
@@ -69,7 +41,7 @@ fn check_report(app: &TestApp, report: &Value) {
 #[tokio::test]
 async fn a_python_sdk_generated_by_openapi_python_client_runs_the_admin_flow() {
     let app = spawn_app().await;
-    let admin = admin_client(&app);
+    let admin = app.register_admin_client(None);
     let out = tempfile::tempdir().unwrap();
     let package = out.path().join("tessera-client");
     run(
@@ -98,7 +70,7 @@ async fn a_python_sdk_generated_by_openapi_python_client_runs_the_admin_flow() {
 #[tokio::test]
 async fn a_typescript_client_typed_by_openapi_typescript_runs_the_admin_flow() {
     let app = spawn_app().await;
-    let admin = admin_client(&app);
+    let admin = app.register_admin_client(None);
     let dir = format!("{ROOT}/tests/sdk/typescript");
     assert!(
         Path::new(&dir).join("node_modules/openapi-typescript").is_dir(),
