@@ -80,6 +80,13 @@ impl App {
             None => format!("http://{addr}"),
         };
         let provider = open_provider(&config, &issuer)?;
+        let demoted = provider.revoke_self_service_first_party()?;
+        if demoted > 0 {
+            tracing::warn!(
+                clients = demoted,
+                "self-registered apps no longer skip consent (only operators can make first-party apps)"
+            );
+        }
         Ok(App {
             acceptor,
             addr,

@@ -51,6 +51,20 @@ pub struct NewClient {
     pub admin: bool,
 }
 
+/// Whether a client is a first-party app whose users are never asked for consent. Only an
+/// operator (the CLI or the admin API) can make one: a client registered by a user in the
+/// applications pages or through dynamic registration never is, whatever its record says, so
+/// no one can register an app that takes codes from other users without asking them.
+pub fn is_first_party(client: &ClientRecord) -> bool {
+    client.skip_consent && operator_made(client)
+}
+
+/// Whether a client was made by an operator (the CLI or the admin API), not by a user in the
+/// applications pages or through dynamic registration.
+pub fn operator_made(client: &ClientRecord) -> bool {
+    client.owner_user_id.is_none() && client.registration_token_hash.is_none()
+}
+
 /// A client secret has 256 bits of entropy; only its SHA-256 is stored.
 fn new_secret() -> String {
     random_token(32)
@@ -100,6 +114,11 @@ impl Provider {
         check_uri_list("redirect URIs", &new.redirect_uris)?;
         check_uri_list("post-logout redirect URIs", &new.post_logout_redirect_uris)?;
         check_uri_list("resources", &new.resources)?;
+        if new.skip_consent && new.owner_user_id.is_some() {
+            return Err(invalid(
+                "only an operator (tessera app create --skip-consent, or the admin API) can make an app skip consent",
+            ));
+        }
         if new.grant_types.is_empty() {
             return Err(invalid("the app needs at least one grant type"));
         }
@@ -168,6 +187,21 @@ impl Provider {
         client.admin = new.admin;
         self.store.put_client(&client)?;
         Ok(client)
+    }
+
+    /// Clears `skip_consent` on clients that users registered themselves (pages or dynamic
+    /// registration): earlier versions let the pages set it, which let any user take codes
+    /// from other users without their consent. Returns how many clients were changed.
+    pub fn revoke_self_service_first_party(&self) -> Result<usize, Error> {
+        let mut changed = 0;
+        for mut client in self.store.list_clients()? {
+            if client.skip_consent && !operator_made(&client) {
+                client.skip_consent = false;
+                self.store.put_client(&client)?;
+                changed += 1;
+            }
+        }
+        Ok(changed)
     }
 
     /// The clients a user registered in the applications pages.

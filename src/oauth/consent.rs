@@ -1,5 +1,6 @@
 //! Consent memory: a user who approved a client's scopes is not asked again for them (unless
-//! the request says `prompt=consent`), and first-party apps marked `skip_consent` never ask.
+//! the request says `prompt=consent`), and first-party apps marked `skip_consent` by an operator never ask
+//! ([`super::client::is_first_party`]).
 //! A user can list the apps they approved and withdraw an approval, which revokes every
 //! grant (so every refresh token) that app holds for them.
 
@@ -21,7 +22,7 @@ impl Provider {
         if request.prompt.consent {
             return Ok(true);
         }
-        if request.client.skip_consent {
+        if super::client::is_first_party(&request.client) {
             return Ok(false);
         }
         let remembered = self.store.get_consent(user_id, &request.client.client_id)?;

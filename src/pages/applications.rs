@@ -58,7 +58,6 @@ fn form_values(provider: &Provider, new: &NewClient) -> Value {
         redirect_uris => new.redirect_uris.join("\n"),
         post_logout_redirect_uris => new.post_logout_redirect_uris.join("\n"),
         scopes,
-        skip_consent => new.skip_consent,
     }
 }
 
@@ -116,7 +115,8 @@ fn settings_from_form(provider: &Provider, form: &Params<'_>, base: NewClient) -
             .map(|s| s.name.clone())
             .collect::<Vec<_>>()
             .join(" "),
-        skip_consent: checked("skip_consent"),
+        // Only an operator can make an app skip consent; the pages never read such a field.
+        skip_consent: false,
         ..base
     }
 }
@@ -132,7 +132,6 @@ fn detail_page(templates: &Templates, client: &ClientRecord, session: &Session, 
         redirect_uris => &client.redirect_uris,
         post_logout_redirect_uris => &client.post_logout_redirect_uris,
         scopes => client.scopes.join(" "),
-        skip_consent => client.skip_consent,
         created_at => date(client.created_at),
     };
     page(
@@ -207,7 +206,9 @@ pub fn list(req: &Request, provider: Data<&Arc<Provider>>, templates: Data<&Arc<
     };
     let apps: Vec<_> = apps
         .iter()
-        .map(|c| context! { client_id => &c.client_id, name => &c.name, client_type => client_type_name(c.client_type), skip_consent => c.skip_consent })
+        .map(
+            |c| context! { client_id => &c.client_id, name => &c.name, client_type => client_type_name(c.client_type) },
+        )
         .collect();
     page(
         StatusCode::OK,

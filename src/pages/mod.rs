@@ -687,7 +687,7 @@ fn authorized_apps(req: &Request, provider: Data<&Arc<Provider>>, templates: Dat
             context! {
                 name,
                 client_id => &app.consent.client_id,
-                first_party => app.client.as_ref().is_some_and(|c| c.skip_consent),
+                first_party => app.client.as_ref().is_some_and(crate::oauth::client::is_first_party),
                 scopes => app.consent.scopes.join(" "),
                 granted_at => date(app.consent.granted_at),
                 updated_at => date(app.consent.updated_at),

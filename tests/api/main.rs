@@ -52,3 +52,5 @@ mod resource;
 mod resource_server;
 // Refresh rotation, reuse detection and concurrency.
 mod refresh_token;
+// The adversarial review's findings (issue 11), each as the attack that found it.
+mod review;

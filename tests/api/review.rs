@@ -1,0 +1,166 @@
+//! The adversarial review's findings (issue 11, `SECURITY.md`), each as the attack that found
+//! it: every test here failed on the code the review ran against.
+
+use crate::helpers::*;
+
+const ATTACKER: &str = "mallory";
+const ATTACKER_PASSWORD: &str = "mallory's long password";
+const EVIL_REDIRECT: &str = "https://evil.example/cb";
+
+/// Another browser (its own cookie jar) on the same server.
+fn browser(app: &TestApp) -> Remote {
+    Remote::new(
+        app.issuer.clone(),
+        app.base.clone(),
+        app.client.clone(),
+        app.public_client.clone(),
+    )
+}
+
+/// A second user, logged in in a browser of their own.
+async fn attacker(app: &TestApp) -> Remote {
+    app.provider.create_user(ATTACKER, ATTACKER_PASSWORD, None).unwrap();
+    let browser = browser(app);
+    assert_eq!(
+        browser.log_in("/o/login/", ATTACKER, ATTACKER_PASSWORD).await.status(),
+        303
+    );
+    browser
+}
+
+/// Registers an app in the self-service pages; returns the response.
+async fn register_in_pages(browser: &Remote, fields: &[(&str, &str)]) -> reqwest::Response {
+    let page = browser.get_text("/o/applications/register/").await;
+    let csrf = hidden_input(&page, "csrf_token").expect("the form has a CSRF token");
+    let mut form = vec![("csrf_token", csrf.as_str())];
+    form.extend_from_slice(fields);
+    browser
+        .http
+        .post(browser.url("/o/applications/register/"))
+        .form(&form)
+        .send()
+        .await
+        .unwrap()
+}
+
+fn code_element(html: &str, id: &str) -> Option<String> {
+    let marker = format!("<code id=\"{id}\">");
+    let start = html.find(&marker)? + marker.len();
+    Some(html[start..start + html[start..].find('<')?].to_string())
+}
+
+/// An authorization request for `client_id` to the attacker's redirect URI.
+fn evil_request(client_id: &str) -> Vec<(String, String)> {
+    let pkce = Pkce::new();
+    [
+        ("response_type", "code"),
+        ("client_id", client_id),
+        ("redirect_uri", EVIL_REDIRECT),
+        ("scope", "openid profile email read write"),
+        ("state", "s"),
+        ("code_challenge", pkce.challenge.as_str()),
+        ("code_challenge_method", "S256"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+/// Finding 1 (critical): a user ticks "skip consent" on a self-registered app, and any other
+/// logged-in user who follows a link to it hands the attacker a code without seeing a page.
+#[tokio::test]
+async fn a_self_registered_app_cannot_skip_the_consent_of_other_users() {
+    let app = spawn_app().await;
+    let mallory = attacker(&app).await;
+    let response = register_in_pages(
+        &mallory,
+        &[
+            ("name", "Totally legit"),
+            ("client_type", "confidential"),
+            ("grant_authorization_code", "on"),
+            ("redirect_uris", EVIL_REDIRECT),
+            ("scope_openid", "on"),
+            ("scope_profile", "on"),
+            ("scope_email", "on"),
+            ("scope_read", "on"),
+            ("scope_write", "on"),
+            ("skip_consent", "on"),
+        ],
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    let client_id = code_element(&response.text().await.unwrap(), "client-id").unwrap();
+    let stored = app.provider.find_client(&client_id).unwrap().unwrap();
+    assert!(!stored.skip_consent, "the pages never store skip_consent");
+
+    // The victim, logged in, follows the attacker's link: the consent page, not a code.
+    let victim = browser(&app);
+    assert_eq!(victim.log_in("/o/login/", USERNAME, PASSWORD).await.status(), 303);
+    let landing = victim.authorize(&evil_request(&client_id)).await;
+    assert_eq!(landing.status(), 200, "the victim is asked");
+    let html = landing.text().await.unwrap();
+    assert!(html.contains("Totally legit") && html.contains("decision"));
+
+    // Not even an operator's update (the admin API or CLI path) can make a user's app skip
+    // consent; and a record that says so anyway (written by an earlier version) is ignored.
+    let settings = tessera::oauth::client::NewClient {
+        name: "Totally legit".into(),
+        client_type: stored.client_type,
+        grant_types: stored.grant_types.clone(),
+        redirect_uris: stored.redirect_uris.clone(),
+        scope: stored.scopes.join(" "),
+        resources: vec![],
+        access_token_ttl: None,
+        refresh_token_ttl: None,
+        skip_consent: true,
+        owner_user_id: stored.owner_user_id.clone(),
+        post_logout_redirect_uris: vec![],
+        id_token_signed_response_alg: None,
+        admin: false,
+    };
+    assert!(app.provider.update_client(&client_id, settings).is_err());
+    let mut legacy = stored.clone();
+    legacy.skip_consent = true;
+    app.provider.store.put_client(&legacy).unwrap();
+    assert_eq!(victim.authorize(&evil_request(&client_id)).await.status(), 200);
+    let listing = victim.get_text("/o/authorized_tokens/").await;
+    assert!(!listing.contains("(first-party)"));
+}
+
+/// Finding 1, the migration: apps registered through the pages with skip_consent set lose it
+/// when the server starts.
+#[tokio::test]
+async fn self_registered_apps_that_skipped_consent_lose_it_on_upgrade() {
+    let app = spawn_app().await;
+    let owner = app.provider.create_user(ATTACKER, ATTACKER_PASSWORD, None).unwrap();
+    let (operator_app, _) = app.provider.register_client(first_party(None)).unwrap();
+    let (mut users_app, _) = app.provider.register_client(first_party(Some(&owner.user_id))).unwrap();
+    users_app.skip_consent = true;
+    app.provider.store.put_client(&users_app).unwrap();
+    let dirs = app.stop().await;
+    let app = spawn_app_with(test_config(&dirs), dirs).await;
+    let reloaded = |id: &str| app.provider.find_client(id).unwrap().unwrap();
+    assert!(!reloaded(&users_app.client_id).skip_consent, "demoted");
+    assert!(
+        reloaded(&operator_app.client_id).skip_consent,
+        "operators' apps keep it"
+    );
+}
+
+fn first_party(owner: Option<&str>) -> tessera::oauth::client::NewClient {
+    tessera::oauth::client::NewClient {
+        name: "First party".into(),
+        client_type: tessera::store::ClientType::Confidential,
+        grant_types: vec![tessera::store::GrantType::AuthorizationCode],
+        redirect_uris: vec![REDIRECT_URI.into()],
+        scope: "read".into(),
+        resources: vec![],
+        access_token_ttl: None,
+        refresh_token_ttl: None,
+        skip_consent: owner.is_none(),
+        owner_user_id: owner.map(str::to_string),
+        post_logout_redirect_uris: vec![],
+        id_token_signed_response_alg: None,
+        admin: false,
+    }
+}
