@@ -122,6 +122,10 @@ pub struct Config {
     /// Reverse proxies whose `X-Forwarded-For` is believed when they connect; the client's
     /// address (for rate limits and login throttling) is then the nearest untrusted hop.
     pub trusted_proxies: Vec<crate::http::forwarded::AddressRange>,
+    /// Password checks (Argon2id, 19 MiB each) running at once; a login beyond them waits
+    /// briefly, then is answered 503 with `Retry-After`. This is what bounds the memory a
+    /// flood of logins can take.
+    pub max_parallel_password_checks: usize,
 }
 
 impl Default for Config {
@@ -172,6 +176,7 @@ impl Default for Config {
             max_connections: 1024,
             idle_timeout: Duration::from_secs(60),
             trusted_proxies: Vec::new(),
+            max_parallel_password_checks: default_parallel_password_checks(),
         }
     }
 }
@@ -228,6 +233,11 @@ pub struct FileConfig {
     pub idle_timeout: Option<u64>,
     /// Addresses or CIDR blocks of reverse proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Option<Vec<String>>,
+    /// Failed logins of one username (from any address) after which attempts are slowed.
+    pub login_max_failures_per_username: Option<u32>,
+    /// Password checks running at once (at least 1; default: two per core, at most 13,
+    /// i.e. 256 MiB of Argon2 memory).
+    pub max_parallel_password_checks: Option<usize>,
 }
 
 /// Values given on the command line or in the environment; they win over the file.
@@ -348,6 +358,9 @@ impl Config {
         throttle.max_failures_per_address = file
             .login_max_failures_per_address
             .unwrap_or(throttle.max_failures_per_address);
+        throttle.max_failures_per_username = file
+            .login_max_failures_per_username
+            .unwrap_or(throttle.max_failures_per_username);
         throttle.lockout = file.login_lockout.map(secs).unwrap_or(throttle.lockout);
         throttle.max_lockout = file.login_max_lockout.map(secs).unwrap_or(throttle.max_lockout);
         if let Some(v) = file.playground {
@@ -363,6 +376,16 @@ impl Config {
                 .map(|p| p.parse())
                 .collect::<Result<_, _>>()
                 .map_err(|why| ConfigError::Invalid("trusted_proxies", why))?;
+        }
+        match file.max_parallel_password_checks {
+            Some(0) => {
+                return Err(ConfigError::Invalid(
+                    "max_parallel_password_checks",
+                    "must be at least 1".into(),
+                ))
+            }
+            Some(v) => self.max_parallel_password_checks = v,
+            None => {}
         }
         match file.max_connections {
             Some(0) => return Err(ConfigError::Invalid("max_connections", "must be at least 1".into())),
@@ -420,6 +443,12 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// Two password checks per core, but no more than 256 MiB of Argon2id memory (19 MiB each).
+fn default_parallel_password_checks() -> usize {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    (cores * 2).clamp(1, 256 / 19)
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {

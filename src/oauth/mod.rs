@@ -47,6 +47,8 @@ pub struct Provider {
     pub default_audience: String,
     /// Failed-login counts, per username and per client address.
     pub login_throttle: throttle::LoginThrottle,
+    /// Places for password checks (Argon2id takes 19 MiB each): what bounds login memory.
+    password_checks: Arc<tokio::sync::Semaphore>,
     /// Counters for `/metrics`.
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Requests per authenticated client at the token and introspection endpoints.
@@ -63,6 +65,7 @@ impl Provider {
         let default_audience = config.default_audience.clone().unwrap_or_else(|| issuer.clone());
         let (client_rate, address_rate) = (config.rate_limit_per_client, config.rate_limit_per_address);
         let login_throttle = throttle::LoginThrottle::new(config.login_throttle);
+        let checks = config.max_parallel_password_checks.max(1);
         Provider {
             store,
             keys,
@@ -70,6 +73,7 @@ impl Provider {
             issuer,
             default_audience,
             login_throttle,
+            password_checks: Arc::new(tokio::sync::Semaphore::new(checks)),
             metrics: Arc::new(crate::metrics::Metrics::new()),
             client_rate: rate_limit::RateLimiter::new(client_rate),
             address_rate: rate_limit::RateLimiter::new(address_rate),

@@ -203,27 +203,47 @@ pub enum LoginFailure {
     Invalid,
     /// Too many failures: try again after this long.
     Throttled(std::time::Duration),
+    /// Every password-check place stayed taken: try again after this long.
+    Busy(std::time::Duration),
     Error(Error),
 }
 
+/// How long a login waits for a free password-check place before it is told to come back.
+const PASSWORD_CHECK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl Provider {
-    /// Checks a login attempt from `address`, applying the login throttle: a locked-out
-    /// username or address is refused before any password is hashed.
-    pub fn log_in_with_password(
-        &self,
+    /// Checks a login attempt from `address`, applying the login throttle: the attempt is
+    /// counted before its password is hashed (so parallel guesses cannot outrun the count),
+    /// and a locked-out username or address is refused without hashing anything. At most
+    /// `max_parallel_password_checks` hashes run at once, off the async workers.
+    pub async fn log_in_with_password(
+        self: &std::sync::Arc<Self>,
         username: &str,
         password: &str,
         address: &str,
     ) -> Result<UserRecord, LoginFailure> {
-        if let Some(wait) = self.login_throttle.retry_after(username, address) {
-            return Err(LoginFailure::Throttled(wait));
-        }
-        match self.check_password(username, password) {
+        self.login_throttle
+            .begin(username, address)
+            .map_err(LoginFailure::Throttled)?;
+        let place = tokio::time::timeout(PASSWORD_CHECK_WAIT, self.password_checks.clone().acquire_owned()).await;
+        let Ok(Ok(place)) = place else {
+            self.login_throttle.abandoned(username, address);
+            return Err(LoginFailure::Busy(PASSWORD_CHECK_WAIT));
+        };
+        let provider = self.clone();
+        let (name, password) = (username.to_string(), password.to_string());
+        let checked = tokio::task::spawn_blocking(move || {
+            let _place = place;
+            provider.check_password(&name, &password)
+        })
+        .await
+        .map_err(|e| LoginFailure::Error(Error::server_error(e)))?;
+        match checked {
             Ok(Some(user)) => {
-                self.login_throttle.record_success(username);
+                self.login_throttle.succeeded(username, address);
                 Ok(user)
             }
-            Ok(None) => match self.login_throttle.record_failure(username, address) {
+            Ok(None) => match self.login_throttle.retry_after(username, address) {
                 Some(wait) => Err(LoginFailure::Throttled(wait)),
                 None => Err(LoginFailure::Invalid),
             },

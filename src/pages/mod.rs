@@ -485,6 +485,23 @@ fn login_page(
     page(status, html)
 }
 
+/// The login page again, with a message and `Retry-After`.
+fn busy_login_page(
+    templates: &Templates,
+    status: StatusCode,
+    session: &Session,
+    next: &str,
+    username: &str,
+    message: &str,
+    wait: std::time::Duration,
+) -> Response {
+    let mut response = login_page(templates, status, session, next, username, Some(message));
+    if let Ok(value) = wait.as_secs().max(1).to_string().parse() {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    response
+}
+
 /// GET /o/login/: the login form, in a (possibly new, anonymous) session.
 #[handler]
 async fn login_form(req: &Request, provider: Data<&Arc<Provider>>, templates: Data<&Arc<Templates>>) -> Response {
@@ -550,13 +567,9 @@ async fn login(
     let address = crate::http::forwarded::client_address(req, &provider.0.config.trusted_proxies)
         .map(|ip| ip.to_string())
         .unwrap_or_else(|| "unknown".into());
-    // Argon2 takes tens of milliseconds of CPU: keep it off the async workers.
-    let checker = provider.0.clone();
-    let name = username.clone();
-    let outcome = tokio::task::spawn_blocking(move || checker.log_in_with_password(&name, &password, &address)).await;
-    let user = match outcome {
-        Ok(Ok(user)) => user,
-        Ok(Err(LoginFailure::Invalid)) => {
+    let user = match provider.0.log_in_with_password(&username, &password, &address).await {
+        Ok(user) => user,
+        Err(LoginFailure::Invalid) => {
             // Never say which of the two was wrong.
             let message = "Invalid username or password.";
             return login_page(
@@ -568,24 +581,34 @@ async fn login(
                 Some(message),
             );
         }
-        Ok(Err(LoginFailure::Throttled(wait))) => {
-            let seconds = wait.as_secs().max(1);
-            let message = format!("Too many failed attempts. Try again in {seconds} seconds.");
-            let mut response = login_page(
+        Err(LoginFailure::Throttled(wait)) => {
+            let message = format!(
+                "Too many failed attempts. Try again in {} seconds.",
+                wait.as_secs().max(1)
+            );
+            return busy_login_page(
                 templates,
                 StatusCode::TOO_MANY_REQUESTS,
                 &session,
                 &next,
                 &username,
-                Some(&message),
+                &message,
+                wait,
             );
-            if let Ok(value) = seconds.to_string().parse() {
-                response.headers_mut().insert(header::RETRY_AFTER, value);
-            }
-            return response;
         }
-        Ok(Err(LoginFailure::Error(e))) => return error_page(templates, StatusCode::INTERNAL_SERVER_ERROR, &e),
-        Err(e) => return error_page(templates, StatusCode::INTERNAL_SERVER_ERROR, &Error::server_error(e)),
+        Err(LoginFailure::Busy(wait)) => {
+            let message = "The server is busy checking other logins. Try again in a moment.";
+            return busy_login_page(
+                templates,
+                StatusCode::SERVICE_UNAVAILABLE,
+                &session,
+                &next,
+                &username,
+                message,
+                wait,
+            );
+        }
+        Err(LoginFailure::Error(e)) => return error_page(templates, StatusCode::INTERNAL_SERVER_ERROR, &e),
     };
     let fresh = match provider.log_in(Some(&session), &user) {
         Ok(s) => s,

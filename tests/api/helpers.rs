@@ -626,6 +626,11 @@ impl ServerProcess {
         }
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGKILL: the process gets no chance to flush or clean up.
     pub fn kill(mut self) -> String {
         self.child.kill().unwrap();

@@ -12,6 +12,7 @@ async fn throttled_app(max_failures: u32, per_address: u32) -> TestApp {
         lockout: Duration::from_secs(1),
         max_lockout: Duration::from_secs(1),
         max_failures_per_address: per_address,
+        ..ThrottlePolicy::default()
     };
     spawn_app_with(
         tessera::Config {

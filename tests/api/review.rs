@@ -164,3 +164,110 @@ fn first_party(owner: Option<&str>) -> tessera::oauth::client::NewClient {
         admin: false,
     }
 }
+
+/// Finding 2: 40 parallel guesses for one username all passed the throttle check before any
+/// failure was recorded (the review got a login in despite the 5-failure limit).
+#[tokio::test]
+async fn parallel_password_guesses_cannot_outrun_the_login_throttle() {
+    let app = spawn_app().await;
+    let guesses = (0..40).map(|i| {
+        let guesser = browser(&app);
+        async move {
+            let password = format!("guess number {i}");
+            guesser.log_in("/o/login/", USERNAME, &password).await.status().as_u16()
+        }
+    });
+    let statuses = join_all(guesses).await;
+    let checked = statuses.iter().filter(|s| **s == 401).count();
+    assert!(
+        checked <= 6,
+        "at most the 5 allowed failures and the one that starts the lockout get their password checked: {statuses:?}"
+    );
+    assert!(statuses.iter().all(|s| [401, 429].contains(s)), "{statuses:?}");
+    let right = browser(&app).log_in("/o/login/", USERNAME, PASSWORD).await;
+    assert_eq!(
+        right.status(),
+        429,
+        "the right password, from the same address, waits too"
+    );
+}
+
+/// Finding 2, memory: 64 parallel logins took the server from 59 to 699 MiB (Argon2id takes
+/// 19 MiB each). The real binary's peak resident memory under 200 parallel logins stays under
+/// 200 MiB; the logins beyond the password-check places wait, then get 503 with Retry-After.
+#[tokio::test]
+async fn two_hundred_parallel_logins_stay_within_the_memory_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(["user", "create", "--username", USERNAME, "--password-stdin"])
+        .current_dir(dir.path())
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(PASSWORD.as_bytes())?;
+            child.wait()
+        })
+        .unwrap();
+    assert!(status.success());
+    // Throttle thresholds out of the way: this measures the password-check bound alone.
+    std::fs::write(
+        dir.path().join("tessera.toml"),
+        "login_max_failures = 10000\nlogin_max_failures_per_address = 10000\nrate_limit_per_address = 0\n",
+    )
+    .unwrap();
+    let server = ServerProcess::start(dir.path(), &["--config", "tessera.toml"], &[]);
+    let pid = server.pid();
+    let remote = Remote::new(
+        server.base.clone(),
+        server.base.clone(),
+        TestClient {
+            id: String::new(),
+            secret: None,
+        },
+        TestClient {
+            id: String::new(),
+            secret: None,
+        },
+    );
+    let logins = (0..200).map(|_| {
+        let browser = Remote::new(
+            remote.issuer.clone(),
+            remote.base.clone(),
+            remote.client.clone(),
+            remote.public_client.clone(),
+        );
+        async move { browser.log_in("/o/login/", USERNAME, PASSWORD).await }
+    });
+    let responses = join_all(logins).await;
+    let peak_kib = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .unwrap();
+    let logs = server.terminate();
+    let statuses: Vec<u16> = responses.iter().map(|r| r.status().as_u16()).collect();
+    assert!(statuses.contains(&303), "some logins succeed: {statuses:?}");
+    for response in &responses {
+        match response.status().as_u16() {
+            303 => {}
+            503 => assert!(response.headers().contains_key("retry-after")),
+            other => panic!("login answered {other}: {statuses:?}\n{logs}"),
+        }
+    }
+    println!("peak RSS under 200 parallel logins: {} MiB", peak_kib / 1024);
+    assert!(peak_kib < 200 * 1024, "peak RSS {} MiB", peak_kib / 1024);
+}
+
+/// Runs the futures at once (each on its own task) and collects their outputs in order.
+async fn join_all<T: Send + 'static>(
+    futures: impl IntoIterator<Item = impl std::future::Future<Output = T> + Send + 'static>,
+) -> Vec<T> {
+    let tasks: Vec<_> = futures.into_iter().map(tokio::spawn).collect();
+    let mut outputs = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        outputs.push(task.await.unwrap());
+    }
+    outputs
+}
