@@ -111,6 +111,11 @@ impl Provider {
                 "an app name is at most {MAX_NAME_CHARS} characters"
             )));
         }
+        if super::text::has_deceptive(&new.name) {
+            return Err(invalid(
+                "an app name must not contain control, invisible or bidirectional-control characters",
+            ));
+        }
         check_uri_list("redirect URIs", &new.redirect_uris)?;
         check_uri_list("post-logout redirect URIs", &new.post_logout_redirect_uris)?;
         check_uri_list("resources", &new.resources)?;

@@ -21,6 +21,7 @@ pub mod registration;
 pub mod revoke;
 pub mod scope;
 pub mod session;
+pub mod text;
 pub mod throttle;
 pub mod token;
 pub mod user;

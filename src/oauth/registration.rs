@@ -216,8 +216,10 @@ impl Provider {
             .clone()
             .filter(|n| !n.trim().is_empty())
             .unwrap_or_else(|| "Unnamed app".into());
-        if name.chars().count() > 100 || name.chars().any(char::is_control) {
-            return Err(invalid_metadata("client_name must be at most 100 characters"));
+        if name.chars().count() > 100 || super::text::has_deceptive(&name) {
+            return Err(invalid_metadata(
+                "client_name must be at most 100 characters, without control, invisible or bidirectional-control characters",
+            ));
         }
         let new = NewClient {
             name,

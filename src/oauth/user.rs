@@ -158,7 +158,7 @@ fn validated_profile(profile: &UserProfile) -> Result<UserProfile, Error> {
     ];
     for (label, value) in texts {
         if let Some(v) = value {
-            if v.chars().count() > 100 || v.chars().any(char::is_control) {
+            if v.chars().count() > 100 || super::text::has_deceptive(v) {
                 return Err(Error::invalid_request(format!(
                     "the {label} must be at most 100 characters, without control characters"
                 )));

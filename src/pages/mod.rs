@@ -276,10 +276,25 @@ async fn form_pairs(body: Body) -> Result<Vec<(String, String)>, Error> {
     parse_pairs(&bytes).map_err(Error::invalid_request)
 }
 
-/// Where login sends the user back to. Only a path on this server is accepted (not `//host`,
-/// which browsers read as another origin), so the login page cannot be an open redirect.
+/// Where login sends the user back to: only a path on this server. Browsers strip tabs and
+/// newlines from a `Location` and read `\\` as `/`, so `/\t/evil.example` would become
+/// `//evil.example`, another origin (review finding 3). A `next` with any control or
+/// whitespace character or a backslash is refused outright, and what is left must resolve
+/// to this origin as a path that does not begin with `//`.
 fn safe_next(next: Option<&str>) -> Option<&str> {
-    next.filter(|n| n.starts_with('/') && !n.starts_with("//") && !n.contains(['\\', '\r', '\n']))
+    let next = next?;
+    let plain = next.starts_with('/')
+        && !next.starts_with("//")
+        && !next
+            .chars()
+            .any(|c| crate::oauth::text::is_deceptive(c) || c.is_whitespace() || c == '\\');
+    if !plain {
+        return None;
+    }
+    let base = url::Url::parse("http://tessera.invalid/").ok()?;
+    let resolved = base.join(next).ok()?;
+    let same_origin = resolved.origin() == base.origin() && !resolved.path().starts_with("//");
+    same_origin.then_some(next)
 }
 
 /// Sends the browser to the login page, to come back to this same request afterwards.
@@ -779,6 +794,12 @@ mod tests {
             "//evil.example/",
             "/\\evil.example",
             "/o/\r\nSet-Cookie: x",
+            "/\t/evil.example/phish",
+            "/\u{b}/evil.example",
+            "/ /evil.example",
+            "/\u{a0}/evil.example",
+            "/\u{202e}x",
+            "/o/\\..\\/evil.example",
         ] {
             assert_eq!(safe_next(Some(bad)), None, "{bad:?}");
         }

@@ -271,3 +271,66 @@ async fn join_all<T: Send + 'static>(
     }
     outputs
 }
+
+/// Finding 3: `next=/<TAB>/evil.example/phish` passed the check, the login answered
+/// `Location: /\t/evil.example/phish`, and Chromium, which strips tabs, went to the attacker.
+#[tokio::test]
+async fn login_never_redirects_off_site_through_control_or_whitespace_characters() {
+    let app = spawn_app().await;
+    for next in [
+        "/\t/evil.example/phish",
+        "/\n/evil.example",
+        "/ /evil.example",
+        "/\u{a0}/evil.example",
+        "/\u{202e}/evil.example",
+        "/\\/evil.example",
+    ] {
+        let form = app
+            .http
+            .get(app.url("/o/login/"))
+            .query(&[("next", next)])
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(hidden_input(&form, "next").unwrap_or_default(), "", "{next:?}");
+        let csrf = hidden_input(&form, "csrf_token").unwrap();
+        let login = app
+            .http
+            .post(app.url("/o/login/"))
+            .form(&[
+                ("csrf_token", csrf.as_str()),
+                ("username", USERNAME),
+                ("password", PASSWORD),
+                ("next", next),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(login.status(), 303);
+        assert_eq!(location(&login), "/", "{next:?}");
+    }
+}
+
+/// Finding 14: names with bidirectional controls (U+202E makes "ppa.evil" read as "live.app")
+/// are refused wherever an app name is taken in.
+#[tokio::test]
+async fn app_names_with_bidirectional_controls_are_refused() {
+    let app = spawn_app().await;
+    let mallory = attacker(&app).await;
+    let response = register_in_pages(
+        &mallory,
+        &[
+            ("name", "Bank \u{202e}ppa.evil"),
+            ("client_type", "confidential"),
+            ("grant_authorization_code", "on"),
+            ("redirect_uris", EVIL_REDIRECT),
+            ("scope_read", "on"),
+        ],
+    )
+    .await;
+    assert_eq!(response.status(), 400);
+    assert!(response.text().await.unwrap().contains("bidirectional"));
+}
