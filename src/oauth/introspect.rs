@@ -32,7 +32,8 @@ impl Provider {
     /// any token, since resource servers are registered as clients of their own.
     ///
     /// An access token is inactive once revoked, once its grant is revoked (refresh
-    /// token reuse, a replayed code, revocation of its refresh token), or when it expires.
+    /// token reuse, a replayed code, revocation of its refresh token), once its client is
+    /// deleted, or when it expires.
     pub fn introspect(&self, credentials: &ClientCredentials, token: Option<&str>) -> Result<Introspection, Error> {
         let client = self.authenticate_client(credentials)?;
         self.client_rate.check(&client.client_id).map_err(Error::rate_limited)?;
@@ -69,13 +70,8 @@ impl Provider {
             return Ok(inactive);
         };
         let jti = claims["jti"].as_str().unwrap_or_default().to_string();
-        if self.store.is_access_token_revoked(&jti)? {
+        if !self.access_token_live(&claims)? {
             return Ok(inactive);
-        }
-        if let Some(grant_id) = claims["gid"].as_str() {
-            if self.store.get_grant(grant_id)?.is_none_or(|g| g.revoked) {
-                return Ok(inactive);
-            }
         }
         Ok(Introspection {
             active: true,

@@ -91,18 +91,29 @@ impl Provider {
         if audience != self.issuer && audience != self.default_audience {
             return Err(invalid("the access token is for another resource"));
         }
+        if !self.access_token_live(&claims)? {
+            return Err(invalid("the access token was revoked"));
+        }
+        Ok(claims)
+    }
+
+    /// Whether a verified access token's claims are still good here: the token is not
+    /// revoked, its grant (if any) is not revoked, and its client still exists. A deleted
+    /// client's tokens (client_credentials ones have no grant) die with it.
+    pub fn access_token_live(&self, claims: &serde_json::Value) -> Result<bool, Error> {
         if self
             .store
             .is_access_token_revoked(claims["jti"].as_str().unwrap_or_default())?
         {
-            return Err(invalid("the access token was revoked"));
+            return Ok(false);
         }
         if let Some(grant_id) = claims["gid"].as_str() {
             if self.store.get_grant(grant_id)?.is_none_or(|g| g.revoked) {
-                return Err(invalid("the access token was revoked"));
+                return Ok(false);
             }
         }
-        Ok(claims)
+        let client_id = claims["client_id"].as_str().unwrap_or_default();
+        Ok(self.store.get_client(client_id)?.is_some())
     }
 
     pub fn refresh_token_ttl(&self, client: &ClientRecord) -> i64 {

@@ -334,3 +334,32 @@ async fn app_names_with_bidirectional_controls_are_refused() {
     assert_eq!(response.status(), 400);
     assert!(response.text().await.unwrap().contains("bidirectional"));
 }
+
+/// Finding 9: a deleted client's access tokens stayed active at introspection (its
+/// client_credentials tokens have no grant to revoke).
+#[tokio::test]
+async fn a_deleted_clients_access_tokens_are_inactive_everywhere() {
+    let app = spawn_app().await;
+    let mut settings = first_party(None);
+    settings.skip_consent = false;
+    settings.grant_types = vec![tessera::store::GrantType::ClientCredentials];
+    settings.redirect_uris = vec![];
+    let (doomed, secret) = app.provider.register_client(settings).unwrap();
+    let doomed = TestClient {
+        id: doomed.client_id,
+        secret,
+    };
+    let response = app.client_credentials_as(&doomed, "read").await;
+    assert_eq!(response.status(), 200);
+    let token = response.json::<serde_json::Value>().await.unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(app.introspect(&token).await["active"], true);
+    assert!(app.provider.delete_client(&doomed.id).await.unwrap());
+    assert_eq!(app.introspect(&token).await["active"], false);
+    assert!(
+        app.provider.verify_access_token(&token).is_err(),
+        "nor at UserInfo or the admin API"
+    );
+}
