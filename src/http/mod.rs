@@ -189,7 +189,21 @@ pub fn routes(provider: Arc<Provider>) -> impl Endpoint {
     let methods = allowed_methods(&document);
     // The Swagger UI page embeds the document verbatim; give it the real paths.
     let docs_html = service.swagger_ui_html().replace(&service.spec(), &document);
-    let docs = poem::endpoint::make_sync(move |_| poem::web::Html(docs_html.clone()));
+    // Swagger UI is one page of inline scripts and styles: they are allowed, nothing from
+    // elsewhere is, and no other site may frame it.
+    let docs = poem::endpoint::make_sync(move |_| {
+        Response::builder()
+            .content_type("text/html; charset=utf-8")
+            .header(
+                "Content-Security-Policy",
+                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src 'self' data:; \
+                 connect-src 'self'; font-src data:; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+            )
+            .header("X-Frame-Options", "DENY")
+            .header("X-Content-Type-Options", "nosniff")
+            .header("Referrer-Policy", "no-referrer")
+            .body(docs_html.clone())
+    });
     let spec = poem::endpoint::make_sync(move |_| {
         Response::builder()
             .content_type("application/json")

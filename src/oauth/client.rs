@@ -240,6 +240,17 @@ impl Provider {
             .store
             .get_client(&credentials.client_id)?
             .ok_or_else(Error::invalid_client)?;
+        // RFC 7591 §2: a client registered for one method may not use another (clients made by
+        // an operator name none and may use either secret method).
+        let registered = client.token_endpoint_auth_method.as_deref();
+        let method_allowed = match credentials.method {
+            AuthMethod::Basic => registered.is_none_or(|m| m == "client_secret_basic"),
+            AuthMethod::Post => registered.is_none_or(|m| m == "client_secret_post"),
+            AuthMethod::None => registered.is_none_or(|m| m == "none"),
+        };
+        if !method_allowed {
+            return Err(Error::invalid_client());
+        }
         match (client.client_type, &client.secret_hash, &credentials.secret) {
             (ClientType::Confidential, Some(stored), Some(given)) => {
                 if bool::from(secret_hash(given).ct_eq(stored)) {

@@ -363,3 +363,42 @@ async fn a_deleted_clients_access_tokens_are_inactive_everywhere() {
         "nor at UserInfo or the admin API"
     );
 }
+
+/// Finding 14: the API docs page could be framed and had no content security policy.
+#[tokio::test]
+async fn the_docs_page_cannot_be_framed_and_loads_nothing_from_elsewhere() {
+    let app = spawn_app().await;
+    let docs = app.http.get(app.url("/docs")).send().await.unwrap();
+    assert_eq!(docs.status(), 200);
+    assert_eq!(docs.headers()["x-frame-options"], "DENY");
+    let csp = docs.headers()["content-security-policy"].to_str().unwrap().to_string();
+    for directive in ["default-src 'none'", "frame-ancestors 'none'", "connect-src 'self'"] {
+        assert!(csp.contains(directive), "{csp}");
+    }
+}
+
+/// Finding 11: six wrong passwords for one username from one address locked the user out
+/// from every address. Now only that (username, address) pair is locked.
+#[tokio::test]
+async fn wrong_passwords_from_one_address_do_not_lock_the_user_out_elsewhere() {
+    let app = spawn_app().await;
+    let attacker = browser(&app);
+    let mut statuses = Vec::new();
+    for _ in 0..7 {
+        statuses.push(
+            attacker
+                .log_in("/o/login/", USERNAME, "not the password")
+                .await
+                .status(),
+        );
+    }
+    assert_eq!(statuses.last().map(|s| s.as_u16()), Some(429), "{statuses:?}");
+    let mut owner = browser(&app);
+    owner.http = reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .unwrap();
+    assert_eq!(owner.log_in("/o/login/", USERNAME, PASSWORD).await.status(), 303);
+}
