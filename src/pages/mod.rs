@@ -431,6 +431,9 @@ async fn authorize(req: &Request, provider: Data<&Arc<Provider>>, templates: Dat
             username => &user.username,
             scopes,
             redirect_host,
+            // Names can be copied; the id and the redirect host tell look-alikes apart.
+            client_id_prefix => request.client.client_id.chars().take(8).collect::<String>(),
+            self_registered => !crate::oauth::client::operator_made(&request.client),
             action => format!("/o/authorize/?{}", req.uri().query().unwrap_or_default()),
             csrf_token => &session.record.csrf_token,
         },

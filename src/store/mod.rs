@@ -287,6 +287,10 @@ pub trait GrantStore: Send + Sync {
     fn redeem_code(&self, code_hash: &SecretHash) -> Result<Redemption>;
     /// Stores a grant and indexes it under its user and client.
     fn put_grant(&self, grant: &GrantRecord) -> Result<()>;
+    /// Stores a grant (indexed like [`GrantStore::put_grant`]) only if no grant with its id
+    /// exists; returns whether it was stored. Atomic: of two concurrent calls for one id,
+    /// exactly one stores.
+    fn insert_grant(&self, grant: &GrantRecord) -> Result<bool>;
     fn get_grant(&self, grant_id: &str) -> Result<Option<GrantRecord>>;
     /// Grants of a user and/or a client (all grants when both are `None`), ordered by id.
     /// By user it reads one index prefix; by client alone it scans every grant.

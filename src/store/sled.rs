@@ -297,6 +297,20 @@ impl GrantStore for SledStore {
         Ok(())
     }
 
+    fn insert_grant(&self, grant: &GrantRecord) -> Result<bool> {
+        let index = [
+            &consent_key(&grant.user_id, &grant.client_id)[..],
+            &[0],
+            grant.grant_id.as_bytes(),
+        ]
+        .concat();
+        self.user_grants.insert(index, &[])?;
+        let stored = self
+            .grants
+            .compare_and_swap(grant.grant_id.as_bytes(), None::<&[u8]>, Some(to_json(grant)?))?;
+        Ok(stored.is_ok())
+    }
+
     fn grant_ids(&self, user_id: &str, client_id: &str) -> Result<Vec<String>> {
         let prefix = [&consent_key(user_id, client_id)[..], &[0]].concat();
         self.user_grants
@@ -700,6 +714,26 @@ mod tests {
         assert!(matches!(store.redeem_code(&[1; 32]).unwrap(), Redemption::Fresh(_)));
         assert!(matches!(store.redeem_code(&[1; 32]).unwrap(), Redemption::Replayed(_)));
         assert!(matches!(store.redeem_code(&[2; 32]).unwrap(), Redemption::Unknown));
+    }
+
+    #[test]
+    fn a_grant_is_inserted_once_and_never_overwritten_by_insert() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(SledStore::open(dir.path()).unwrap());
+        let stored: usize = (0..16)
+            .map(|_| {
+                let store = store.clone();
+                std::thread::spawn(move || usize::from(store.insert_grant(&grant("g")).unwrap()))
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .sum();
+        assert_eq!(stored, 1, "of 16 concurrent inserts exactly one stores");
+        assert!(store.revoke_grant("g").unwrap());
+        assert!(!store.insert_grant(&grant("g")).unwrap());
+        assert!(store.get_grant("g").unwrap().unwrap().revoked, "still revoked");
+        assert_eq!(store.grant_ids("u", "c").unwrap().len(), 1);
     }
 
     #[test]

@@ -100,6 +100,9 @@ async fn a_self_registered_app_cannot_skip_the_consent_of_other_users() {
     assert_eq!(landing.status(), 200, "the victim is asked");
     let html = landing.text().await.unwrap();
     assert!(html.contains("Totally legit") && html.contains("decision"));
+    // Finding 14: look-alike names are told apart by the id, the redirect host and who made it.
+    assert!(html.contains(&format!("{}…", &client_id[..8])) && html.contains("evil.example"));
+    assert!(html.contains("registered by a user of this server"));
 
     // Not even an operator's update (the admin API or CLI path) can make a user's app skip
     // consent; and a record that says so anyway (written by an earlier version) is ignored.
@@ -401,4 +404,67 @@ async fn wrong_passwords_from_one_address_do_not_lock_the_user_out_elsewhere() {
         .build()
         .unwrap();
     assert_eq!(owner.log_in("/o/login/", USERNAME, PASSWORD).await.status(), 303);
+}
+
+/// Finding 15: a replay that lands between the first exchange's redemption and its writing of
+/// the grant found no grant to revoke, and the first exchange's tokens escaped revocation.
+/// Then, codes exchanged 8 times at once, 20 times over: at most one exchange wins each time,
+/// and its tokens are always dead afterwards, since every code was replayed.
+#[tokio::test]
+async fn a_code_replayed_during_its_first_exchange_still_revokes_what_it_produced() {
+    let app = std::sync::Arc::new(spawn_app().await);
+    // The exact interleaving: the first exchange has redeemed the code (here, directly in the
+    // store) but not yet written its grant when the replay arrives.
+    let (code, pkce) = app.get_code().await;
+    let tessera::store::Redemption::Fresh(first) = app
+        .provider
+        .store
+        .redeem_code(&tessera::oauth::secret_hash(&code))
+        .unwrap()
+    else {
+        panic!("a fresh code")
+    };
+    assert_eq!(app.exchange_code(&code, &pkce.verifier).await.status(), 400);
+    let grant = app.provider.store.get_grant(&first.grant_id).unwrap();
+    assert!(
+        grant.is_some_and(|g| g.revoked),
+        "the replay leaves a revoked grant for the first exchange to find"
+    );
+    let late = tessera::store::GrantRecord {
+        grant_id: first.grant_id.clone(),
+        client_id: first.client_id.clone(),
+        user_id: first.user_id.clone(),
+        scope: first.scope.clone(),
+        audience: first.audience.clone(),
+        auth_time: first.auth_time,
+        created_at: 0,
+        revoked: false,
+    };
+    assert!(
+        !app.provider.store.insert_grant(&late).unwrap(),
+        "the first exchange cannot write a live grant over it"
+    );
+
+    for round in 0..20 {
+        let (code, pkce) = app.get_code().await;
+        let exchanges = (0..8).map(|_| {
+            let (app, code, verifier) = (app.clone(), code.clone(), pkce.verifier.clone());
+            async move {
+                let response = app.exchange_code(&code, &verifier).await;
+                (
+                    response.status().as_u16(),
+                    response.json::<serde_json::Value>().await.unwrap(),
+                )
+            }
+        });
+        let outcomes = join_all(exchanges).await;
+        let winners: Vec<_> = outcomes.iter().filter(|(status, _)| *status == 200).collect();
+        assert!(winners.len() <= 1, "round {round}: {outcomes:?}");
+        for (_, tokens) in winners {
+            let access = tokens["access_token"].as_str().unwrap();
+            assert_eq!(app.introspect(access).await["active"], false, "round {round}");
+            let refreshed = app.refresh(tokens["refresh_token"].as_str().unwrap()).await;
+            assert_eq!(refreshed.status(), 400, "round {round}");
+        }
+    }
 }

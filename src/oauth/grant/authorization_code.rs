@@ -5,7 +5,7 @@ use crate::oauth::oidc::IdTokenInput;
 use crate::oauth::scope::Scope;
 use crate::oauth::token::TokenResponse;
 use crate::oauth::{now, pkce, random_token, secret_hash, Error, Provider};
-use crate::store::{ClientRecord, GrantRecord, GrantType, Redemption, RefreshRecord};
+use crate::store::{ClientRecord, CodeRecord, GrantRecord, GrantType, Redemption, RefreshRecord};
 
 impl Provider {
     pub(super) async fn authorization_code_grant(
@@ -18,7 +18,14 @@ impl Provider {
             Redemption::Fresh(record) => record,
             Redemption::Replayed(record) => {
                 // RFC 6749 §4.1.2: a code used twice has leaked; revoke what it produced.
-                self.store.revoke_grant(&record.grant_id)?;
+                // The first exchange may not have written its grant yet: then a revoked one
+                // is written in its place, and that exchange, finding it, issues nothing.
+                if !self.store.revoke_grant(&record.grant_id)? {
+                    let revoked = grant_of(&record, now(), true);
+                    if !self.store.insert_grant(&revoked)? {
+                        self.store.revoke_grant(&record.grant_id)?;
+                    }
+                }
                 self.store.durable().await?;
                 return Err(Error::invalid_grant(
                     "the code was already used; tokens issued from it are revoked",
@@ -56,16 +63,12 @@ impl Provider {
         }
 
         let issued_at = now();
-        self.store.put_grant(&GrantRecord {
-            grant_id: record.grant_id.clone(),
-            client_id: client.client_id.clone(),
-            user_id: record.user_id.clone(),
-            scope: record.scope.clone(),
-            audience: record.audience.clone(),
-            auth_time: record.auth_time,
-            created_at: issued_at,
-            revoked: false,
-        })?;
+        if !self.store.insert_grant(&grant_of(&record, issued_at, false))? {
+            // A replay of this code got in first and revoked the grant (see above).
+            return Err(Error::invalid_grant(
+                "the code was already used; tokens issued from it are revoked",
+            ));
+        }
         let scope = Scope::parse(&record.scope)?;
         let access = self.mint_access_token(
             client,
@@ -104,5 +107,19 @@ impl Provider {
             scope: record.scope,
             id_token,
         })
+    }
+}
+
+/// The grant a code turns into.
+fn grant_of(record: &CodeRecord, created_at: i64, revoked: bool) -> GrantRecord {
+    GrantRecord {
+        grant_id: record.grant_id.clone(),
+        client_id: record.client_id.clone(),
+        user_id: record.user_id.clone(),
+        scope: record.scope.clone(),
+        audience: record.audience.clone(),
+        auth_time: record.auth_time,
+        created_at,
+        revoked,
     }
 }
