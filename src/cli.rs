@@ -180,6 +180,9 @@ pub enum UserCommand {
         username: String,
         #[arg(long)]
         password_stdin: bool,
+        /// Also revoke every grant the user gave, so no app keeps tokens obtained before.
+        #[arg(long)]
+        revoke_grants: bool,
     },
     /// Show a user's profile: the OpenID Connect claims apps may receive.
     Show {
@@ -515,13 +518,21 @@ async fn user_command(config: &Config, cmd: &UserCommand) -> anyhow::Result<()> 
         UserCommand::SetPassword {
             username,
             password_stdin,
+            revoke_grants,
         } => {
             let password = read_password(*password_stdin)?;
             let user = find_user(&provider, username)?;
             provider
                 .set_password(&user.user_id, &password)
                 .map_err(|e| anyhow::anyhow!(e.description))?;
-            println!("password changed for {username}");
+            println!("password changed for {username}; their sessions are ended");
+            if *revoke_grants {
+                let revoked = provider
+                    .revoke_user_grants(&user.user_id)
+                    .await
+                    .map_err(|e| anyhow::anyhow!(e.description))?;
+                println!("revoked {revoked} grants of {username}");
+            }
         }
         UserCommand::Show { username, json } => {
             let user = find_user(&provider, username)?;

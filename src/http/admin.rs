@@ -583,11 +583,14 @@ pub struct NewUser {
     pub profile: UserChanges,
 }
 
-/// A new password.
+/// A new password. Every session the user has ends; with `revoke_grants`, every grant they
+/// gave is revoked too.
 #[derive(Object, Debug)]
 pub struct Password {
     #[oai(write_only)]
     pub password: String,
+    /// Also revoke every grant the user gave (default false).
+    pub revoke_grants: Option<bool>,
 }
 
 /// One page of users, ordered by `user_id`.
@@ -927,9 +930,14 @@ impl AdminApi {
         body: Json<Password>,
     ) -> AdminResponse<Done> {
         let worker = provider.0.clone();
-        let result = tokio::task::spawn_blocking(move || worker.set_password(&user_id.0, &body.0.password))
+        let (id, password) = (user_id.0.clone(), body.0.password);
+        let result = tokio::task::spawn_blocking(move || worker.set_password(&id, &password))
             .await
             .unwrap_or_else(|e| Err(Error::server_error(e)));
+        let result = match result {
+            Ok(()) if body.0.revoke_grants == Some(true) => provider.revoke_user_grants(&user_id.0).await.map(|_| ()),
+            other => other,
+        };
         AdminResponse::of(result.map(|_| Done { done: true }))
     }
 

@@ -236,6 +236,7 @@ mod tests {
                 ..Default::default()
             },
             updated_at: 0,
+            session_epoch: 0,
         };
         let only_openid = user_claims(&user, &Scope::parse("openid").unwrap());
         assert!(only_openid.is_empty());

@@ -26,16 +26,29 @@ impl Session {
 }
 
 impl Provider {
-    /// The live session for a cookie value, if it exists and has not expired.
+    /// The live session for a cookie value, if it exists and has not expired. A logged-in
+    /// session whose user is gone, or changed their password since (review finding 12), is
+    /// over: it is removed and reads as no session.
     pub fn session(&self, cookie: Option<&str>) -> Result<Option<Session>, Error> {
         let Some(id) = cookie else { return Ok(None) };
-        match self.store.get_session(&secret_hash(id))? {
-            Some(record) if record.expires_at > now() => Ok(Some(Session {
-                id: id.to_string(),
-                record,
-            })),
-            _ => Ok(None),
+        let hash = secret_hash(id);
+        let Some(record) = self.store.get_session(&hash)? else {
+            return Ok(None);
+        };
+        if record.expires_at <= now() {
+            return Ok(None);
         }
+        if let Some(user_id) = &record.user_id {
+            let current = self.store.get_user(user_id)?;
+            if current.is_none_or(|user| user.session_epoch != record.user_epoch) {
+                self.store.delete_session(&hash)?;
+                return Ok(None);
+            }
+        }
+        Ok(Some(Session {
+            id: id.to_string(),
+            record,
+        }))
     }
 
     /// Starts an anonymous session: it exists only to carry the login form's CSRF token.
@@ -49,17 +62,18 @@ impl Provider {
         if let Some(old) = old {
             self.store.delete_session(&secret_hash(&old.id))?;
         }
-        self.new_session(Some(user.user_id.clone()), Some(now()))
+        self.new_session(Some(user), Some(now()))
     }
 
     pub fn log_out(&self, session: &Session) -> Result<(), Error> {
         Ok(self.store.delete_session(&secret_hash(&session.id))?)
     }
 
-    fn new_session(&self, user_id: Option<String>, auth_time: Option<i64>) -> Result<Session, Error> {
+    fn new_session(&self, user: Option<&UserRecord>, auth_time: Option<i64>) -> Result<Session, Error> {
         let id = random_token(32);
         let record = SessionRecord {
-            user_id,
+            user_id: user.map(|u| u.user_id.clone()),
+            user_epoch: user.map_or(0, |u| u.session_epoch),
             csrf_token: random_token(32),
             auth_time,
             expires_at: now() + self.config.session_ttl.as_secs() as i64,

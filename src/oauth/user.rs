@@ -268,6 +268,7 @@ impl Provider {
             created_at: now(),
             profile: Default::default(),
             updated_at: 0,
+            session_epoch: 0,
         };
         match self.store.insert_user(&user) {
             Err(StoreError::Conflict(_)) => Err(Error::new(
@@ -311,7 +312,23 @@ impl Provider {
             .get_user(user_id)?
             .ok_or_else(|| super::admin::not_found("user"))?;
         user.password_hash = hash_password(password)?;
+        // Every session opened with the old password ends (review finding 12).
+        user.session_epoch += 1;
         Ok(self.store.update_user(&user)?)
+    }
+
+    /// Revokes every grant a user gave (an operator's password reset after a compromise):
+    /// all their apps' refresh tokens stop working, and their access tokens turn inactive.
+    /// Returns how many grants were revoked.
+    pub async fn revoke_user_grants(&self, user_id: &str) -> Result<usize, Error> {
+        let mut revoked = 0;
+        for grant in self.store.list_grants(Some(user_id), None)? {
+            if !grant.revoked && self.store.revoke_grant(&grant.grant_id)? {
+                revoked += 1;
+            }
+        }
+        self.store.durable().await?;
+        Ok(revoked)
     }
 
     /// Returns the user if the password is right. Unknown users cost the same hash check as

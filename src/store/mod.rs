@@ -129,6 +129,9 @@ pub struct UserRecord {
     /// When the profile or email last changed (OpenID Connect `updated_at`); 0 means never.
     #[serde(default)]
     pub updated_at: i64,
+    /// Bumped by every password change: a session opened under an earlier value is over.
+    #[serde(default)]
+    pub session_epoch: u64,
 }
 
 /// The OpenID Connect `profile` claims a user may have (OpenID Connect Core §5.1).
@@ -213,6 +216,9 @@ pub struct SessionRecord {
     pub csrf_token: String,
     pub auth_time: Option<i64>,
     pub expires_at: i64,
+    /// The user's `session_epoch` when they logged in.
+    #[serde(default)]
+    pub user_epoch: u64,
 }
 
 /// What one purge removed.

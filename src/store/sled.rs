@@ -798,6 +798,7 @@ mod tests {
             created_at: 0,
             profile: Default::default(),
             updated_at: 0,
+            session_epoch: 0,
         };
         store.insert_user(&user).unwrap();
         let twin = UserRecord {

@@ -193,6 +193,12 @@ fn user_commands_create_list_set_password_and_delete() {
         &["user", "set-password", "bob", "--password-stdin"],
         Some("a new long password\n"),
     ));
+    let reset = ok(tessera(
+        d,
+        &["user", "set-password", "bob", "--password-stdin", "--revoke-grants"],
+        Some("a third long password\n"),
+    ));
+    assert!(reset.contains("revoked 0 grants of bob"), "{reset}");
     ok(tessera(d, &["user", "delete", "bob"], None));
     assert!(!ok(tessera(d, &["user", "list"], None)).contains("bob"));
 }
