@@ -11,6 +11,7 @@ use serde::Deserialize;
 use super::error::OAuthResponse;
 use super::security::client_credentials;
 use super::Tag;
+use crate::oauth::client::ClientCredentials;
 use crate::oauth::grant::TokenRequest;
 use crate::oauth::introspect::Introspection;
 use crate::oauth::Provider;
@@ -120,6 +121,13 @@ impl From<Introspection> for IntrospectionBody {
     }
 }
 
+/// The credentials with the caller's address (behind trusted proxies, the forwarded one).
+fn with_address(mut credentials: ClientCredentials, req: &Request, provider: &Provider) -> ClientCredentials {
+    credentials.address =
+        super::forwarded::client_address(req, &provider.config.trusted_proxies).map(|ip| ip.to_string());
+    credentials
+}
+
 pub struct OAuthApi;
 
 #[OpenApi(tag = "Tag::OAuth")]
@@ -138,7 +146,7 @@ impl OAuthApi {
     ) -> OAuthResponse<TokenBody> {
         let Form(form) = form;
         let credentials = match client_credentials(req, form.client_id.as_deref(), form.client_secret.as_deref()) {
-            Ok(c) => c,
+            Ok(c) => with_address(c, req, &provider),
             Err(e) => return e.into(),
         };
         // RFC 6749 §3.1: a parameter sent without a value is treated as omitted.
@@ -201,8 +209,10 @@ impl OAuthApi {
         req: &Request,
         form: Form<TokenHintForm>,
     ) -> OAuthResponse<IntrospectionBody> {
-        let result = client_credentials(req, form.client_id.as_deref(), form.client_secret.as_deref())
-            .and_then(|credentials| provider.introspect(&credentials, form.token.as_deref()));
+        let result =
+            client_credentials(req, form.client_id.as_deref(), form.client_secret.as_deref()).and_then(|credentials| {
+                provider.introspect(&with_address(credentials, req, &provider), form.token.as_deref())
+            });
         match result {
             Ok(i) => OAuthResponse::ok(i.into()),
             Err(e) => e.into(),

@@ -33,6 +33,7 @@ pub fn client_credentials(
             client_id,
             secret: Some(secret),
             method: AuthMethod::Basic,
+            address: None,
         });
     }
     match (form_client_id, form_secret) {
@@ -40,11 +41,13 @@ pub fn client_credentials(
             client_id: id.into(),
             secret: Some(secret.into()),
             method: AuthMethod::Post,
+            address: None,
         }),
         (Some(id), None) => Ok(ClientCredentials {
             client_id: id.into(),
             secret: None,
             method: AuthMethod::None,
+            address: None,
         }),
         _ => Err(Error::invalid_client()),
     }

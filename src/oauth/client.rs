@@ -25,6 +25,20 @@ pub struct ClientCredentials {
     pub client_id: String,
     pub secret: Option<String>,
     pub method: AuthMethod,
+    /// The caller's address, where known: a public client's rate budget is counted per
+    /// (client, address), since anyone can name a public client (review finding 13).
+    pub address: Option<String>,
+}
+
+impl ClientCredentials {
+    /// The key the per-client rate limit counts this request under, once `client` is
+    /// authenticated: its id, or for a public client its id and the caller's address.
+    pub fn rate_key(&self, client: &ClientRecord) -> String {
+        match client.client_type {
+            ClientType::Confidential => client.client_id.clone(),
+            ClientType::Public => format!("{}@{}", client.client_id, self.address.as_deref().unwrap_or_default()),
+        }
+    }
 }
 
 /// What an operator asks for when registering a client.

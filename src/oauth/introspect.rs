@@ -36,7 +36,9 @@ impl Provider {
     /// deleted, or when it expires.
     pub fn introspect(&self, credentials: &ClientCredentials, token: Option<&str>) -> Result<Introspection, Error> {
         let client = self.authenticate_client(credentials)?;
-        self.client_rate.check(&client.client_id).map_err(Error::rate_limited)?;
+        self.client_rate
+            .check(&credentials.rate_key(&client))
+            .map_err(Error::rate_limited)?;
         if client.client_type != ClientType::Confidential {
             return Err(Error::invalid_client());
         }

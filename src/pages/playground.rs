@@ -161,6 +161,7 @@ fn credentials(state: &State) -> ClientCredentials {
         } else {
             AuthMethod::None
         },
+        address: None,
     }
 }
 

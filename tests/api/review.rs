@@ -519,3 +519,42 @@ async fn a_password_change_ends_the_users_sessions_and_a_reset_can_revoke_their_
     let profile = app.http.get(app.url("/o/profile/")).send().await.unwrap();
     assert_eq!(profile.status(), 302);
 }
+
+/// Finding 13: anyone knowing a public client's id drained its per-client rate budget, and a
+/// real user of the app got 429. A public client is now counted per (client, address).
+#[tokio::test]
+async fn naming_a_public_client_does_not_drain_its_other_users_rate_budget() {
+    let dirs = tempfile::tempdir().unwrap();
+    let app = spawn_app_with(
+        tessera::Config {
+            rate_limit_per_client: tessera::oauth::rate_limit::Rate::per_second(10),
+            ..test_config(&dirs)
+        },
+        dirs,
+    )
+    .await;
+    let bogus = [
+        ("grant_type", "authorization_code"),
+        ("code", "nonsense"),
+        ("code_verifier", "x"),
+    ];
+    let mut drained = false;
+    for _ in 0..40 {
+        drained |= app.token(&app.public_client, &bogus).await.status() == 429;
+    }
+    assert!(drained, "the limit is on: the attacker's own address is refused");
+    let mut user = browser(&app);
+    user.http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .unwrap();
+    let real = user.token(&app.public_client, &bogus).await;
+    assert_eq!(real.status(), 400, "another address still has the app's budget");
+    // A confidential client authenticates, so its budget stays per client.
+    let mut limited = false;
+    for _ in 0..40 {
+        limited |= app.client_credentials("read").await.status() == 429;
+    }
+    assert!(limited);
+}

@@ -19,7 +19,7 @@ impl Provider {
             Redemption::Replayed(record) => {
                 // RFC 6749 §4.1.2: a code used twice has leaked; revoke what it produced.
                 // The first exchange may not have written its grant yet: then a revoked one
-                // is written in its place, and that exchange, finding it, issues nothing.
+                // is written in its place, and that exchange, finding it, cannot make it live.
                 if !self.store.revoke_grant(&record.grant_id)? {
                     let revoked = grant_of(&record, now(), true);
                     if !self.store.insert_grant(&revoked)? {
@@ -63,12 +63,10 @@ impl Provider {
         }
 
         let issued_at = now();
-        if !self.store.insert_grant(&grant_of(&record, issued_at, false))? {
-            // A replay of this code got in first and revoked the grant (see above).
-            return Err(Error::invalid_grant(
-                "the code was already used; tokens issued from it are revoked",
-            ));
-        }
+        // A replay of this code may have got in first and written the grant revoked (see
+        // above). Then this exchange still answers, as the one that redeemed the code, but
+        // with tokens of the revoked grant: dead on arrival, like everything the code produced.
+        self.store.insert_grant(&grant_of(&record, issued_at, false))?;
         let scope = Scope::parse(&record.scope)?;
         let access = self.mint_access_token(
             client,

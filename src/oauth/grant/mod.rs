@@ -38,7 +38,9 @@ impl Provider {
             }
         };
         let client = self.authenticate_client(credentials)?;
-        self.client_rate.check(&client.client_id).map_err(Error::rate_limited)?;
+        self.client_rate
+            .check(&credentials.rate_key(&client))
+            .map_err(Error::rate_limited)?;
         ensure_grant_allowed(&client, grant)?;
         let issued = match grant {
             GrantType::AuthorizationCode => self.authorization_code_grant(&client, request).await,
