@@ -60,6 +60,11 @@ pub struct RegistrationPolicy {
     /// RFC 8707 resources every registered client may ask tokens for (Model Context Protocol
     /// clients send their server's URL as `resource`).
     pub resources: Vec<String>,
+    /// Registrations one client address may make (per hour, all at once if it likes).
+    pub limit_per_address: crate::oauth::rate_limit::Rate,
+    /// A registered client that has not been issued a token this long after registering is
+    /// deleted by the purge.
+    pub unused_client_ttl: Duration,
 }
 
 impl Default for RegistrationPolicy {
@@ -70,6 +75,8 @@ impl Default for RegistrationPolicy {
             scopes: None,
             allow_client_credentials: false,
             resources: Vec::new(),
+            limit_per_address: crate::oauth::rate_limit::Rate::per_hour(20),
+            unused_client_ttl: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -119,6 +126,13 @@ pub struct Config {
     pub max_connections: usize,
     /// A connection with no traffic for this long is closed.
     pub idle_timeout: Duration,
+    /// Connections open at once from one client address (trusted proxies are exempt).
+    pub max_connections_per_address: usize,
+    /// The longest wait for a whole request head, from when the server starts waiting for it
+    /// (so also the longest a keep-alive connection stays idle between requests).
+    pub request_head_timeout: Duration,
+    /// The longest a request body may take to arrive.
+    pub request_body_timeout: Duration,
     /// Reverse proxies whose `X-Forwarded-For` is believed when they connect; the client's
     /// address (for rate limits and login throttling) is then the nearest untrusted hop.
     pub trusted_proxies: Vec<crate::http::forwarded::AddressRange>,
@@ -175,6 +189,9 @@ impl Default for Config {
             rate_limit_per_address: crate::oauth::rate_limit::Rate::per_second(1000),
             max_connections: 1024,
             idle_timeout: Duration::from_secs(60),
+            max_connections_per_address: 64,
+            request_head_timeout: Duration::from_secs(10),
+            request_body_timeout: Duration::from_secs(10),
             trusted_proxies: Vec::new(),
             max_parallel_password_checks: default_parallel_password_checks(),
         }
@@ -221,6 +238,11 @@ pub struct FileConfig {
     pub registration_allow_client_credentials: Option<bool>,
     /// Resources (token audiences) registered clients may ask for.
     pub registration_resources: Option<Vec<String>>,
+    /// Registrations per hour one client address may make (default 20); 0 turns the limit off.
+    pub registration_limit_per_address: Option<u32>,
+    /// Seconds after which a registered client that was never issued a token is deleted
+    /// (default 86400).
+    pub registration_unused_client_ttl: Option<u64>,
     /// Seconds between purges of expired records.
     pub purge_interval: Option<u64>,
     /// Requests per second per client (burst: twice that); 0 turns the limit off.
@@ -231,6 +253,12 @@ pub struct FileConfig {
     pub max_connections: Option<usize>,
     /// Seconds without traffic after which a connection is closed.
     pub idle_timeout: Option<u64>,
+    /// Connections open at once from one client address (at least 1; trusted proxies exempt).
+    pub max_connections_per_address: Option<usize>,
+    /// Seconds a request head may take to arrive whole (also the idle keep-alive limit).
+    pub request_head_timeout: Option<u64>,
+    /// Seconds a request body may take to arrive.
+    pub request_body_timeout: Option<u64>,
     /// Addresses or CIDR blocks of reverse proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Option<Vec<String>>,
     /// Failed logins of one username (from any address) after which attempts are slowed.
@@ -310,6 +338,21 @@ impl Config {
             ("session_ttl", file.session_ttl, &mut self.session_ttl),
             ("purge_interval", file.purge_interval, &mut self.purge_interval),
             ("idle_timeout", file.idle_timeout, &mut self.idle_timeout),
+            (
+                "registration_unused_client_ttl",
+                file.registration_unused_client_ttl,
+                &mut self.registration.unused_client_ttl,
+            ),
+            (
+                "request_head_timeout",
+                file.request_head_timeout,
+                &mut self.request_head_timeout,
+            ),
+            (
+                "request_body_timeout",
+                file.request_body_timeout,
+                &mut self.request_body_timeout,
+            ),
         ] {
             if let Some(v) = value {
                 if v == 0 {
@@ -392,6 +435,16 @@ impl Config {
             Some(v) => self.max_connections = v,
             None => {}
         }
+        match file.max_connections_per_address {
+            Some(0) => {
+                return Err(ConfigError::Invalid(
+                    "max_connections_per_address",
+                    "must be at least 1".into(),
+                ))
+            }
+            Some(v) => self.max_connections_per_address = v,
+            None => {}
+        }
         if let Some(v) = file.rate_limit_per_address {
             self.rate_limit_per_address = if v == 0 { Rate::OFF } else { Rate::per_second(v) };
         }
@@ -422,6 +475,9 @@ impl Config {
                 ));
             }
             self.registration.scopes = Some(scopes);
+        }
+        if let Some(v) = file.registration_limit_per_address {
+            self.registration.limit_per_address = if v == 0 { Rate::OFF } else { Rate::per_hour(v) };
         }
         if let Some(v) = file.registration_allow_client_credentials {
             self.registration.allow_client_credentials = v;

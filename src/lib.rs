@@ -21,7 +21,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
-use poem::Server;
 
 pub use crate::config::Config;
 use crate::keys::Keys;
@@ -137,15 +136,19 @@ impl App {
         tracing::info!(addr = %self.addr, issuer = %self.provider.issuer, "serving");
         let routes = http::routes(self.provider.clone());
         let config = &self.provider.config;
-        let acceptor = http::connections::LimitedAcceptor::new(
-            self.acceptor,
-            config.max_connections,
-            config.idle_timeout,
-            self.provider.metrics.open_connections(),
-        );
-        let result = Server::new_with_acceptor(acceptor)
-            .run_with_graceful_shutdown(routes, shutdown, Some(SHUTDOWN_GRACE))
-            .await;
+        let limits = http::connections::ConnectionLimits {
+            max: config.max_connections,
+            max_per_address: config.max_connections_per_address,
+            idle_timeout: config.idle_timeout,
+            exempt: config.trusted_proxies.clone(),
+        };
+        let acceptor =
+            http::connections::LimitedAcceptor::new(self.acceptor, limits, self.provider.metrics.open_connections());
+        let serve_limits = http::server::ServeLimits {
+            head_timeout: config.request_head_timeout,
+            shutdown_grace: SHUTDOWN_GRACE,
+        };
+        let result = http::server::serve(acceptor, routes, serve_limits, shutdown).await;
         reloader.abort();
         purger.abort();
         tracing::info!("stopped");

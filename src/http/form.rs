@@ -81,23 +81,46 @@ fn head_bytes(req: &Request) -> usize {
     line + headers
 }
 
-/// Middleware body: refuses heads over [`MAX_HEAD_BYTES`], buffers bodies up to `limit` bytes
-/// and vets form bodies.
-pub async fn guard<E: Endpoint>(next: Arc<E>, mut req: Request, limit: usize) -> poem::Result<Response> {
+/// What a request body may be.
+#[derive(Clone, Copy, Debug)]
+pub struct BodyLimits {
+    pub max_bytes: usize,
+    /// How long the whole body may take to arrive: a body trickled a byte at a time must not
+    /// hold a connection (and its buffers) indefinitely (review finding 4).
+    pub timeout: std::time::Duration,
+}
+
+/// A refusal after which the connection is closed: what is left of the request cannot be
+/// trusted to be read.
+fn closing(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+    response
+}
+
+/// Middleware body: refuses heads over [`MAX_HEAD_BYTES`], buffers bodies up to
+/// `limits.max_bytes` bytes within `limits.timeout`, and vets form bodies.
+pub async fn guard<E: Endpoint>(next: Arc<E>, mut req: Request, limits: BodyLimits) -> poem::Result<Response> {
+    let limit = limits.max_bytes;
     let problem_details = req.uri().path().starts_with("/api/");
     if head_bytes(&req) > MAX_HEAD_BYTES {
-        let mut response = reject(
+        return Ok(closing(reject(
             problem_details,
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             &format!("the request's headers are larger than {MAX_HEAD_BYTES} bytes"),
-        );
-        response
-            .headers_mut()
-            .insert(header::CONNECTION, header::HeaderValue::from_static("close"));
-        return Ok(response);
+        )));
     }
     if matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH) {
-        let bytes = match req.take_body().into_bytes_limit(limit).await {
+        let read = tokio::time::timeout(limits.timeout, req.take_body().into_bytes_limit(limit)).await;
+        let Ok(read) = read else {
+            return Ok(closing(reject(
+                problem_details,
+                StatusCode::REQUEST_TIMEOUT,
+                &format!("the body did not arrive within {} seconds", limits.timeout.as_secs()),
+            )));
+        };
+        let bytes = match read {
             Ok(bytes) => bytes,
             Err(poem::error::ReadBodyError::PayloadTooLarge) => {
                 return Ok(reject(

@@ -10,6 +10,7 @@ pub mod oauth;
 pub mod oidc;
 pub mod registration;
 pub mod security;
+pub mod server;
 pub mod wellknown;
 
 use std::sync::Arc;
@@ -67,7 +68,7 @@ pub fn spec() -> String {
 }
 
 /// Answers the middleware gives before an operation runs, which poem-openapi cannot know: every
-/// operation that takes a body may answer 413 (the body guard in [`form`]), and the POST
+/// operation that takes a body may answer 413 or 408 (the body guard in [`form`]), and the POST
 /// endpoints limited per address may answer 429 ([`limit_by_address`]). The admin API answers
 /// in problem details.
 fn with_guard_responses(spec: &str) -> String {
@@ -87,9 +88,14 @@ fn with_guard_responses(spec: &str) -> String {
                 let has_body = operation.get("requestBody").is_some();
                 let responses = &mut operation["responses"];
                 if has_body {
+                    let content = json!({ media: { "schema": { "$ref": format!("#/components/schemas/{schema}") } } });
                     responses["413"] = json!({
                         "description": "The body is larger than the server accepts (`max_body_bytes`, 64 KiB by default).",
-                        "content": { media: { "schema": { "$ref": format!("#/components/schemas/{schema}") } } }
+                        "content": content
+                    });
+                    responses["408"] = json!({
+                        "description": "The body did not arrive within `request_body_timeout` (10 s by default); the connection is closed.",
+                        "content": content
                     });
                 }
                 if limited && method == "post" && responses.get("429").is_none() {
@@ -209,7 +215,10 @@ pub fn routes(provider: Arc<Provider>) -> impl Endpoint {
             .content_type("application/json")
             .body(document.clone())
     });
-    let limit = provider.config.max_body_bytes;
+    let body_limits = form::BodyLimits {
+        max_bytes: provider.config.max_body_bytes,
+        timeout: provider.config.request_body_timeout,
+    };
     let metrics = provider.metrics.clone();
     let rate_provider = provider.clone();
     let cors = cors(&provider.config.cors_origins);
@@ -222,7 +231,7 @@ pub fn routes(provider: Arc<Provider>) -> impl Endpoint {
         methods,
     }
     .data(provider)
-    .around(move |next, req| form::guard(next, req, limit))
+    .around(move |next, req| form::guard(next, req, body_limits))
     .around(move |next, req| limit_by_address(next, req, rate_provider.clone()))
     .around(move |next, req| log_request(next, req, metrics.clone()))
 }

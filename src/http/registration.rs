@@ -193,6 +193,14 @@ pub enum RegistrationCreated {
     /// Registration is not enabled on this server.
     #[oai(status = 404)]
     NotFound(ErrorJson),
+    /// Too many requests (`rate_limited`), or this address made as many registrations as it
+    /// may this hour (`registration_limit_per_address`); wait `Retry-After` seconds.
+    #[oai(status = 429)]
+    TooManyRequests(
+        ErrorJson,
+        #[oai(header = "Retry-After")] String,
+        #[oai(header = "Cache-Control")] String,
+    ),
     /// The server failed.
     #[oai(status = 500)]
     ServerError(ErrorJson),
@@ -200,6 +208,10 @@ pub enum RegistrationCreated {
 
 impl From<Error> for RegistrationCreated {
     fn from(err: Error) -> Self {
+        if err.code == ErrorCode::RateLimited {
+            let wait = super::error::retry_after_seconds(err.retry_after.unwrap_or_default());
+            return RegistrationCreated::TooManyRequests(ErrorJson::of(err), wait, NO_STORE.into());
+        }
         match Failure::from(err) {
             Failure::BadRequest(body) => RegistrationCreated::BadRequest(body, NO_STORE.into()),
             Failure::Unauthorized(body, challenge) => RegistrationCreated::Unauthorized(body, challenge),
@@ -311,9 +323,10 @@ impl RegistrationApi {
         req: &Request,
         body: Json<ClientRegistrationRequest>,
     ) -> RegistrationCreated {
-        let result = enabled(&provider)
-            .and_then(|_| bearer_token(req))
-            .and_then(|token| provider.register_dynamically(&body.0.metadata(), token.as_deref()));
+        let result = enabled(&provider).and_then(|_| bearer_token(req)).and_then(|token| {
+            let address = super::forwarded::client_address(req, &provider.config.trusted_proxies);
+            provider.register_dynamically(&body.0.metadata(), token.as_deref(), address)
+        });
         match result {
             Ok(r) => RegistrationCreated::Created(Json(Box::new(r.into())), NO_STORE.into()),
             Err(e) => e.into(),

@@ -89,6 +89,13 @@ impl Provider {
     /// clients only), which is never stored and cannot be shown again.
     pub fn register_client(&self, new: NewClient) -> Result<(ClientRecord, Option<String>), Error> {
         let scope = self.validate_client(&new)?;
+        if let Some(owner) = &new.owner_user_id {
+            if self.store.clients_owned_by(owner)?.len() >= MAX_APPS_PER_USER {
+                return Err(Error::invalid_request(format!(
+                    "you already have {MAX_APPS_PER_USER} apps, the most one user may register; delete one first"
+                )));
+            }
+        }
         let secret = (new.client_type == ClientType::Confidential).then(new_secret);
         let client = ClientRecord {
             client_id: super::random_id(),
@@ -109,6 +116,7 @@ impl Provider {
             admin: new.admin,
             registration_token_hash: None,
             token_endpoint_auth_method: None,
+            first_used_at: None,
         };
         self.store.put_client(&client)?;
         Ok((client, secret))
@@ -178,7 +186,44 @@ impl Provider {
         if new.access_token_ttl == Some(0) || new.refresh_token_ttl == Some(0) {
             return Err(invalid("token lifetimes must be at least 1 second"));
         }
+        if new.owner_user_id.is_some() {
+            self.check_self_service_policy(new, &scope)?;
+        }
         Ok(scope)
+    }
+
+    /// What a user may register for themselves in the pages is what dynamic registration
+    /// allows anyone (review finding 8: the pages let any user make a client_credentials app
+    /// with every scope): the registration scopes and resources, client_credentials only if
+    /// `registration_allow_client_credentials`, and the shorter name limit. Only the CLI and the
+    /// admin API are unrestricted.
+    fn check_self_service_policy(&self, new: &NewClient, scope: &super::scope::Scope) -> Result<(), Error> {
+        let policy = &self.config.registration;
+        if new.name.trim().chars().count() > MAX_SELF_SERVICE_NAME_CHARS {
+            return Err(Error::invalid_request(format!(
+                "an app name is at most {MAX_SELF_SERVICE_NAME_CHARS} characters"
+            )));
+        }
+        if new.grant_types.contains(&GrantType::ClientCredentials) && !policy.allow_client_credentials {
+            return Err(Error::new(
+                ErrorCode::UnauthorizedClient,
+                "this server does not let users register apps for the client_credentials grant; ask an operator",
+            ));
+        }
+        let allowed = self.self_service_scopes();
+        if let Some(denied) = scope.tokens().find(|t| !allowed.iter().any(|a| a == t)) {
+            return Err(Error::new(
+                ErrorCode::InvalidScope,
+                format!("scope {denied:?} is not available to apps registered by users"),
+            ));
+        }
+        if let Some(denied) = new.resources.iter().find(|r| !policy.resources.contains(r)) {
+            return Err(Error::new(
+                ErrorCode::InvalidTarget,
+                format!("resource {denied:?} is not available to apps registered by users"),
+            ));
+        }
+        Ok(())
     }
 
     /// Changes a client's settings. Its id, type, secret, owner and creation time stay.
@@ -223,10 +268,9 @@ impl Provider {
         Ok(changed)
     }
 
-    /// The clients a user registered in the applications pages.
+    /// The clients a user registered in the applications pages, by name.
     pub fn clients_owned_by(&self, user_id: &str) -> Result<Vec<ClientRecord>, Error> {
-        let mut clients = self.store.list_clients()?;
-        clients.retain(|c| c.owner_user_id.as_deref() == Some(user_id));
+        let mut clients = self.store.clients_owned_by(user_id)?;
         clients.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(clients)
     }
@@ -290,6 +334,11 @@ impl Provider {
 pub const MAX_URIS: usize = 50;
 pub const MAX_URI_BYTES: usize = 2048;
 const MAX_NAME_CHARS: usize = 200;
+/// The longest name of a client registered by a user or by dynamic registration.
+pub const MAX_SELF_SERVICE_NAME_CHARS: usize = 100;
+/// The most apps one user may register in the pages: what bounds the store one account can
+/// fill.
+pub const MAX_APPS_PER_USER: usize = 50;
 
 /// Checks a list of URIs against [`MAX_URIS`] and [`MAX_URI_BYTES`], before anything else reads
 /// (or echoes) them.

@@ -56,8 +56,12 @@ pub struct Provider {
     pub client_rate: rate_limit::RateLimiter,
     /// Requests per client address at the token, revocation, introspection and login endpoints.
     pub address_rate: rate_limit::RateLimiter,
+    /// Dynamic registrations per client address (review finding 6).
+    registration_rate: rate_limit::RateLimiter,
     /// The active-refresh-token gauge, a full scan, taken no more often than it is worth.
     active_refresh_tokens: crate::metrics::CostlyCount,
+    /// Signs login-form cookies ([`session::LoginForm`]); read from the store on first use.
+    login_form_key: std::sync::OnceLock<ring::hmac::Key>,
 }
 
 impl Provider {
@@ -67,6 +71,7 @@ impl Provider {
         let (client_rate, address_rate) = (config.rate_limit_per_client, config.rate_limit_per_address);
         let login_throttle = throttle::LoginThrottle::new(config.login_throttle);
         let checks = config.max_parallel_password_checks.max(1);
+        let registration_rate = rate_limit::RateLimiter::new(config.registration.limit_per_address);
         Provider {
             store,
             keys,
@@ -78,7 +83,9 @@ impl Provider {
             metrics: Arc::new(crate::metrics::Metrics::new()),
             client_rate: rate_limit::RateLimiter::new(client_rate),
             address_rate: rate_limit::RateLimiter::new(address_rate),
+            registration_rate,
             active_refresh_tokens: Default::default(),
+            login_form_key: Default::default(),
         }
     }
 
@@ -102,18 +109,29 @@ impl Provider {
         Readiness { store, signing_key }
     }
 
-    /// Removes expired codes, tokens, sessions and revocation entries, and grants no token
-    /// can use any more (see [`crate::store::Store::purge_expired`]).
+    /// Removes expired codes, tokens, sessions and revocation entries, grants no token can use
+    /// any more (see [`crate::store::Store::purge_expired`]), and dynamically registered
+    /// clients never issued a token within `registration_unused_client_ttl` (review finding 6:
+    /// open registration could otherwise fill the store for good).
     pub fn purge_expired(&self) -> Result<crate::store::Purged, Error> {
+        let now = now();
+        let unused_cutoff = now - self.config.registration.unused_client_ttl.as_secs() as i64;
+        let clients = self.store.list_clients()?;
+        let mut unused_clients = 0;
+        for client in &clients {
+            let unused = client.registration_token_hash.is_some() && client.first_used_at.is_none();
+            if unused && client.created_at <= unused_cutoff && self.store.delete_client(&client.client_id)? {
+                unused_clients += 1;
+            }
+        }
         // The longest access token lifetime, a client's own included.
-        let longest = self
-            .store
-            .list_clients()?
+        let longest = clients
             .iter()
             .filter_map(|c| c.access_token_ttl)
             .fold(self.config.access_token_ttl.as_secs(), u64::max);
-        let now = now();
-        Ok(self.store.purge_expired(now, now - longest as i64)?)
+        let mut purged = self.store.purge_expired(now, now - longest as i64)?;
+        purged.clients = unused_clients;
+        Ok(purged)
     }
 
     /// The `/metrics` text, with the gauges read now.

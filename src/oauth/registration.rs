@@ -112,6 +112,15 @@ impl Provider {
         }
     }
 
+    /// The scopes a client registered by anyone but an operator may have (the pages and
+    /// dynamic registration alike): `registration_scopes`, or every configured scope.
+    pub fn self_service_scopes(&self) -> Vec<String> {
+        match &self.config.registration.scopes {
+            Some(scopes) => scopes.clone(),
+            None => self.config.scopes.iter().map(|s| s.name.clone()).collect(),
+        }
+    }
+
     /// Applies the registration policy to client metadata, giving the client to store.
     fn registered_settings(&self, metadata: &ClientMetadata) -> Result<(NewClient, String), Error> {
         if metadata.software_statement.is_some() {
@@ -183,10 +192,7 @@ impl Provider {
         for uri in metadata.redirect_uris.iter().chain(&metadata.post_logout_redirect_uris) {
             check_redirect_uri(uri)?;
         }
-        let allowed: Vec<String> = match &self.config.registration.scopes {
-            Some(scopes) => scopes.clone(),
-            None => self.config.scopes.iter().map(|s| s.name.clone()).collect(),
-        };
+        let allowed = self.self_service_scopes();
         let scope = match metadata.scope.as_deref() {
             None => Scope::from_tokens(allowed.iter().cloned()),
             Some(requested) => {
@@ -216,10 +222,11 @@ impl Provider {
             .clone()
             .filter(|n| !n.trim().is_empty())
             .unwrap_or_else(|| "Unnamed app".into());
-        if name.chars().count() > 100 || super::text::has_deceptive(&name) {
-            return Err(invalid_metadata(
-                "client_name must be at most 100 characters, without control, invisible or bidirectional-control characters",
-            ));
+        if name.chars().count() > super::client::MAX_SELF_SERVICE_NAME_CHARS || super::text::has_deceptive(&name) {
+            return Err(invalid_metadata(format!(
+                "client_name must be at most {} characters, without control, invisible or bidirectional-control characters",
+                super::client::MAX_SELF_SERVICE_NAME_CHARS
+            )));
         }
         let new = NewClient {
             name,
@@ -249,13 +256,18 @@ impl Provider {
 
     /// Registers a client (RFC 7591 §3.1). The response carries its secret (confidential
     /// clients) and its registration access token, both shown only this once.
+    /// `address` is the caller's: each may register `registration_limit_per_address` clients
+    /// an hour (review finding 6), counted only for registrations that would be stored.
     pub fn register_dynamically(
         &self,
         metadata: &ClientMetadata,
         initial_access_token: Option<&str>,
+        address: Option<std::net::IpAddr>,
     ) -> Result<Registration, Error> {
         self.check_initial_access_token(initial_access_token)?;
         let (new, method) = self.registered_settings(metadata)?;
+        let key = address.map(super::rate_limit::address_key).unwrap_or_default();
+        self.registration_rate.check(&key).map_err(Error::rate_limited)?;
         let (mut client, client_secret) = self.register_client(new).map_err(Self::as_registration_error)?;
         let token = random_token(32);
         client.registration_token_hash = Some(secret_hash(&token));

@@ -1,10 +1,32 @@
 //! Browser sessions for the login and consent pages: server-side records behind an opaque
 //! cookie value, each carrying its CSRF token (synchronizer-token pattern).
+//!
+//! A visitor who is not logged in has no session: nothing is stored until there is a user to
+//! remember (review finding 5: every anonymous visit to the login page stored a 12-hour
+//! session, so anyone could grow the store without limit). The login form's CSRF token
+//! travels instead in a [`LoginForm`] cookie signed with a server secret (double-submit
+//! cookie): the form must repeat the token the cookie carries.
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use ring::hmac;
 use subtle::ConstantTimeEq;
 
 use super::{now, random_token, secret_hash, Error, Provider};
 use crate::store::{SessionRecord, UserRecord};
+
+/// How long a login form may be left open before submitting it.
+pub const LOGIN_FORM_TTL_SECS: i64 = 3600;
+/// The name of the server secret that signs login-form cookies.
+const LOGIN_FORM_SECRET: &str = "login-form-hmac";
+
+/// A login form's CSRF token for a visitor without a session, and the signed cookie value
+/// that carries it: `{expires_at}.{token}.{mac}`.
+#[derive(Debug, Clone)]
+pub struct LoginForm {
+    pub csrf_token: String,
+    pub cookie: String,
+}
 
 /// A session as the pages see it: the cookie value and its record.
 #[derive(Debug, Clone)]
@@ -51,9 +73,49 @@ impl Provider {
         }))
     }
 
-    /// Starts an anonymous session: it exists only to carry the login form's CSRF token.
-    pub fn start_session(&self) -> Result<Session, Error> {
-        self.new_session(None, None)
+    /// The key that signs login-form cookies: one server secret shared by every node, made on
+    /// first use.
+    fn login_form_key(&self) -> Result<hmac::Key, Error> {
+        if let Some(key) = self.login_form_key.get() {
+            return Ok(key.clone());
+        }
+        let candidate = secret_hash(&random_token(32));
+        let secret = self.store.server_secret(LOGIN_FORM_SECRET, &candidate)?;
+        Ok(self
+            .login_form_key
+            .get_or_init(|| hmac::Key::new(hmac::HMAC_SHA256, &secret))
+            .clone())
+    }
+
+    /// A fresh login form for a visitor without a session; nothing is stored.
+    pub fn new_login_form(&self) -> Result<LoginForm, Error> {
+        let csrf_token = random_token(32);
+        let expires_at = now() + LOGIN_FORM_TTL_SECS;
+        let signed = format!("{expires_at}.{csrf_token}");
+        let mac = hmac::sign(&self.login_form_key()?, signed.as_bytes());
+        Ok(LoginForm {
+            cookie: format!("{signed}.{}", URL_SAFE_NO_PAD.encode(mac.as_ref())),
+            csrf_token,
+        })
+    }
+
+    /// Whether `submitted` is the CSRF token of the login form whose cookie is `cookie`: the
+    /// cookie is ours (its signature checks), unexpired, and carries that token.
+    pub fn login_form_matches(&self, cookie: Option<&str>, submitted: &str) -> Result<bool, Error> {
+        let Some((signed, mac)) = cookie.and_then(|c| c.rsplit_once('.')) else {
+            return Ok(false);
+        };
+        let Some((expires_at, token)) = signed.split_once('.') else {
+            return Ok(false);
+        };
+        let Ok(mac) = URL_SAFE_NO_PAD.decode(mac) else {
+            return Ok(false);
+        };
+        if hmac::verify(&self.login_form_key()?, signed.as_bytes(), &mac).is_err() {
+            return Ok(false);
+        }
+        let live = expires_at.parse::<i64>().is_ok_and(|t| t > now());
+        Ok(live && bool::from(token.as_bytes().ct_eq(submitted.as_bytes())))
     }
 
     /// Logs a user in: the old session is dropped and a new id issued, so a session id
@@ -62,20 +124,20 @@ impl Provider {
         if let Some(old) = old {
             self.store.delete_session(&secret_hash(&old.id))?;
         }
-        self.new_session(Some(user), Some(now()))
+        self.new_session(user, now())
     }
 
     pub fn log_out(&self, session: &Session) -> Result<(), Error> {
         Ok(self.store.delete_session(&secret_hash(&session.id))?)
     }
 
-    fn new_session(&self, user: Option<&UserRecord>, auth_time: Option<i64>) -> Result<Session, Error> {
+    fn new_session(&self, user: &UserRecord, auth_time: i64) -> Result<Session, Error> {
         let id = random_token(32);
         let record = SessionRecord {
-            user_id: user.map(|u| u.user_id.clone()),
-            user_epoch: user.map_or(0, |u| u.session_epoch),
+            user_id: Some(user.user_id.clone()),
+            user_epoch: user.session_epoch,
             csrf_token: random_token(32),
-            auth_time,
+            auth_time: Some(auth_time),
             expires_at: now() + self.config.session_ttl.as_secs() as i64,
         };
         self.store.put_session(&secret_hash(&id), &record)?;

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use minijinja::context;
-use poem::http::{header, StatusCode};
+use poem::http::StatusCode;
 use poem::web::Data;
 use poem::{handler, Body, Request, Response};
 
@@ -136,9 +136,7 @@ pub async fn save_profile(
 
 /// Clears the session cookie in the browser.
 fn clear_cookie(provider: &Provider, response: &mut Response) {
-    if let Ok(value) = super::cookie_header(provider, "", 0).parse() {
-        response.headers_mut().insert(header::SET_COOKIE, value);
-    }
+    super::Cookie::Session.set(provider, response, "", 0);
 }
 
 /// Ends the session (if any) and sends the browser where the request said, or to the

@@ -40,15 +40,11 @@ fn client_type_name(client_type: ClientType) -> &'static str {
 
 /// What the form shows: a client's settings, or what the user typed.
 fn form_values(provider: &Provider, new: &NewClient) -> Value {
-    let grants: Vec<_> = GRANTS
-        .iter()
+    let grants: Vec<_> = offered_grants(provider)
         .map(|(grant, value, label)| context! { value, label, checked => new.grant_types.contains(grant) })
         .collect();
     let chosen: Vec<&str> = new.scope.split(' ').collect();
-    let scopes: Vec<_> = provider
-        .config
-        .scopes
-        .iter()
+    let scopes: Vec<_> = offered_scopes(provider)
         .map(|s| context! { name => &s.name, description => &s.description, checked => chosen.contains(&s.name.as_str()) })
         .collect();
     context! {
@@ -59,6 +55,21 @@ fn form_values(provider: &Provider, new: &NewClient) -> Value {
         post_logout_redirect_uris => new.post_logout_redirect_uris.join("\n"),
         scopes,
     }
+}
+
+/// The grants a user may choose: client_credentials only where the registration policy
+/// allows it.
+fn offered_grants(provider: &Provider) -> impl Iterator<Item = &'static (GrantType, &'static str, &'static str)> {
+    let allow_client_credentials = provider.config.registration.allow_client_credentials;
+    GRANTS
+        .iter()
+        .filter(move |(grant, _, _)| *grant != GrantType::ClientCredentials || allow_client_credentials)
+}
+
+/// The scopes a user may choose: the registration policy's.
+fn offered_scopes(provider: &Provider) -> impl Iterator<Item = &crate::config::ScopeInfo> {
+    let allowed = provider.self_service_scopes();
+    provider.config.scopes.iter().filter(move |s| allowed.contains(&s.name))
 }
 
 fn settings_of(client: &ClientRecord) -> NewClient {
@@ -107,10 +118,7 @@ fn settings_from_form(provider: &Provider, form: &Params<'_>, base: NewClient) -
             .collect(),
         redirect_uris: lines(&field("redirect_uris")),
         post_logout_redirect_uris: lines(&field("post_logout_redirect_uris")),
-        scope: provider
-            .config
-            .scopes
-            .iter()
+        scope: offered_scopes(provider)
             .filter(|s| checked(&format!("scope_{}", s.name)))
             .map(|s| s.name.clone())
             .collect::<Vec<_>>()
@@ -229,13 +237,7 @@ pub fn register_form(req: &Request, provider: Data<&Arc<Provider>>, templates: D
         client_type: ClientType::Confidential,
         grant_types: vec![GrantType::AuthorizationCode, GrantType::RefreshToken],
         redirect_uris: vec![],
-        scope: provider
-            .config
-            .scopes
-            .iter()
-            .map(|s| s.name.clone())
-            .collect::<Vec<_>>()
-            .join(" "),
+        scope: provider.self_service_scopes().join(" "),
         resources: vec![],
         access_token_ttl: None,
         refresh_token_ttl: None,

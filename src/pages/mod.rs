@@ -227,45 +227,62 @@ fn check_csrf(templates: &Templates, session: &Session, form: &Params<'_>) -> Re
     Err(Box::new(error_page(templates, StatusCode::FORBIDDEN, &error)))
 }
 
-fn cookie_name(provider: &Provider) -> &'static str {
-    // The __Host- prefix pins the cookie to this exact origin, but browsers accept it only
-    // with Secure, i.e. on https.
-    if provider.issuer.starts_with("https://") {
-        "__Host-tessera_session"
-    } else {
-        "tessera_session"
+/// The cookies the pages set: the session, and a login form's signed CSRF token.
+#[derive(Clone, Copy)]
+enum Cookie {
+    Session,
+    LoginForm,
+}
+
+impl Cookie {
+    fn name(self, provider: &Provider) -> &'static str {
+        // The __Host- prefix pins a cookie to this exact origin, but browsers accept it only
+        // with Secure, i.e. on https.
+        let https = provider.issuer.starts_with("https://");
+        match (self, https) {
+            (Cookie::Session, true) => "__Host-tessera_session",
+            (Cookie::Session, false) => "tessera_session",
+            (Cookie::LoginForm, true) => "__Host-tessera_login",
+            (Cookie::LoginForm, false) => "tessera_login",
+        }
+    }
+
+    /// This cookie's value in the request, if sent.
+    fn read(self, provider: &Provider, req: &Request) -> Option<String> {
+        let name = self.name(provider);
+        req.headers()
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|pair| pair.trim().split_once('='))
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.to_string())
+    }
+
+    /// A `Set-Cookie` value; `Max-Age=0` with an empty value clears the cookie.
+    fn header(self, provider: &Provider, value: &str, max_age: u64) -> String {
+        let secure = if provider.issuer.starts_with("https://") {
+            "; Secure"
+        } else {
+            ""
+        };
+        format!(
+            "{}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}",
+            self.name(provider)
+        )
+    }
+
+    /// Adds the `Set-Cookie` header to `response`.
+    fn set(self, provider: &Provider, response: &mut Response, value: &str, max_age: u64) {
+        if let Ok(value) = self.header(provider, value, max_age).parse() {
+            response.headers_mut().append(header::SET_COOKIE, value);
+        }
     }
 }
 
-fn session_cookie(provider: &Provider, session: &Session) -> String {
-    cookie_header(provider, &session.id, provider.config.session_ttl.as_secs())
-}
-
-/// A `Set-Cookie` value for the session cookie; `Max-Age=0` with an empty value clears it.
-fn cookie_header(provider: &Provider, value: &str, max_age: u64) -> String {
-    let secure = if provider.issuer.starts_with("https://") {
-        "; Secure"
-    } else {
-        ""
-    };
-    format!(
-        "{}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}",
-        cookie_name(provider)
-    )
-}
-
 fn current_session(provider: &Provider, req: &Request) -> Result<Option<Session>, Error> {
-    let name = cookie_name(provider);
-    let value = req
-        .headers()
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.to_string());
-    provider.session(value.as_deref())
+    provider.session(Cookie::Session.read(provider, req).as_deref())
 }
 
 async fn form_pairs(body: Body) -> Result<Vec<(String, String)>, Error> {
@@ -491,15 +508,12 @@ async fn decide(
 fn login_page(
     templates: &Templates,
     status: StatusCode,
-    session: &Session,
+    csrf_token: &str,
     next: &str,
     username: &str,
     error: Option<&str>,
 ) -> Response {
-    let html = templates.render(
-        "login.html",
-        context! { csrf_token => &session.record.csrf_token, next, username, error },
-    );
+    let html = templates.render("login.html", context! { csrf_token, next, username, error });
     page(status, html)
 }
 
@@ -507,20 +521,21 @@ fn login_page(
 fn busy_login_page(
     templates: &Templates,
     status: StatusCode,
-    session: &Session,
+    csrf_token: &str,
     next: &str,
     username: &str,
     message: &str,
     wait: std::time::Duration,
 ) -> Response {
-    let mut response = login_page(templates, status, session, next, username, Some(message));
+    let mut response = login_page(templates, status, csrf_token, next, username, Some(message));
     if let Ok(value) = wait.as_secs().max(1).to_string().parse() {
         response.headers_mut().insert(header::RETRY_AFTER, value);
     }
     response
 }
 
-/// GET /o/login/: the login form, in a (possibly new, anonymous) session.
+/// GET /o/login/: the login form. A visitor with a session uses its CSRF token; anyone else
+/// gets a signed login-form cookie instead, and nothing is stored.
 #[handler]
 async fn login_form(req: &Request, provider: Data<&Arc<Provider>>, templates: Data<&Arc<Templates>>) -> Response {
     let (provider, templates) = (provider.0.as_ref(), templates.0.as_ref());
@@ -537,21 +552,26 @@ async fn login_form(req: &Request, provider: Data<&Arc<Provider>>, templates: Da
         .ok()
         .flatten()
         .unwrap_or_default();
-    let (session, is_new) = match current_session(provider, req) {
-        Ok(Some(s)) => (s, false),
-        Ok(None) => match provider.start_session() {
-            Ok(s) => (s, true),
-            Err(e) => return error_page(templates, StatusCode::INTERNAL_SERVER_ERROR, &e),
+    match current_session(provider, req) {
+        Ok(Some(session)) => login_page(
+            templates,
+            StatusCode::OK,
+            &session.record.csrf_token,
+            next,
+            login_hint,
+            None,
+        ),
+        Ok(None) => match provider.new_login_form() {
+            Ok(form) => {
+                let mut response = login_page(templates, StatusCode::OK, &form.csrf_token, next, login_hint, None);
+                let max_age = crate::oauth::session::LOGIN_FORM_TTL_SECS as u64;
+                Cookie::LoginForm.set(provider, &mut response, &form.cookie, max_age);
+                response
+            }
+            Err(e) => error_page(templates, StatusCode::INTERNAL_SERVER_ERROR, &e),
         },
-        Err(e) => return error_page(templates, StatusCode::INTERNAL_SERVER_ERROR, &e),
-    };
-    let mut response = login_page(templates, StatusCode::OK, &session, next, login_hint, None);
-    if is_new {
-        if let Ok(value) = session_cookie(provider, &session).parse() {
-            response.headers_mut().insert(header::SET_COOKIE, value);
-        }
+        Err(e) => error_page(templates, StatusCode::INTERNAL_SERVER_ERROR, &e),
     }
-    response
 }
 
 /// POST /o/login/: check the password, start a fresh session, go back to `next`.
@@ -570,16 +590,25 @@ async fn login(
     let form = Params::new(&form);
     let field = |name: &str| form.get(name).ok().flatten().unwrap_or_default().to_string();
     let next = safe_next(Some(&field("next"))).unwrap_or_default().to_string();
+    // The form's CSRF token is the session's, or (without a session) the login-form cookie's.
     let session = match current_session(provider.as_ref(), req) {
-        Ok(Some(s)) => s,
-        Ok(None) => {
-            let error = Error::invalid_request("your login form expired; go back and try again");
+        Ok(session) => session,
+        Err(e) => return error_page(templates, StatusCode::INTERNAL_SERVER_ERROR, &e),
+    };
+    let csrf_token = field("csrf_token");
+    let form_is_ours = match &session {
+        Some(session) => Ok(session.csrf_matches(&csrf_token)),
+        None => provider.login_form_matches(Cookie::LoginForm.read(provider.as_ref(), req).as_deref(), &csrf_token),
+    };
+    match form_is_ours {
+        Ok(true) => {}
+        Ok(false) => {
+            let error = Error::invalid_request(
+                "your login form expired or was not sent by this site (CSRF check failed); go back and try again",
+            );
             return error_page(templates, StatusCode::FORBIDDEN, &error);
         }
         Err(e) => return error_page(templates, StatusCode::INTERNAL_SERVER_ERROR, &e),
-    };
-    if let Err(response) = check_csrf(templates, &session, &form) {
-        return *response;
     }
     let (username, password) = (field("username"), field("password"));
     let address = crate::http::forwarded::client_address(req, &provider.0.config.trusted_proxies)
@@ -593,7 +622,7 @@ async fn login(
             return login_page(
                 templates,
                 StatusCode::UNAUTHORIZED,
-                &session,
+                &csrf_token,
                 &next,
                 &username,
                 Some(message),
@@ -607,7 +636,7 @@ async fn login(
             return busy_login_page(
                 templates,
                 StatusCode::TOO_MANY_REQUESTS,
-                &session,
+                &csrf_token,
                 &next,
                 &username,
                 &message,
@@ -619,7 +648,7 @@ async fn login(
             return busy_login_page(
                 templates,
                 StatusCode::SERVICE_UNAVAILABLE,
-                &session,
+                &csrf_token,
                 &next,
                 &username,
                 message,
@@ -628,15 +657,20 @@ async fn login(
         }
         Err(LoginFailure::Error(e)) => return error_page(templates, StatusCode::INTERNAL_SERVER_ERROR, &e),
     };
-    let fresh = match provider.log_in(Some(&session), &user) {
+    let fresh = match provider.log_in(session.as_ref(), &user) {
         Ok(s) => s,
         Err(e) => return error_page(templates, StatusCode::INTERNAL_SERVER_ERROR, &e),
     };
     let location = if next.is_empty() { "/".to_string() } else { next };
     let mut response = redirect(StatusCode::SEE_OTHER, &location);
-    if let Ok(value) = session_cookie(provider.as_ref(), &fresh).parse() {
-        response.headers_mut().insert(header::SET_COOKIE, value);
-    }
+    let provider = provider.as_ref();
+    Cookie::Session.set(
+        provider,
+        &mut response,
+        &fresh.id,
+        provider.config.session_ttl.as_secs(),
+    );
+    Cookie::LoginForm.set(provider, &mut response, "", 0);
     response
 }
 

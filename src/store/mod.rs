@@ -110,6 +110,10 @@ pub struct ClientRecord {
     /// The `token_endpoint_auth_method` a dynamically registered client asked for (RFC 7591).
     #[serde(default)]
     pub token_endpoint_auth_method: Option<String>,
+    /// When the client was first issued a token; dynamically registered clients that never
+    /// are, are purged after `registration_unused_client_ttl`.
+    #[serde(default)]
+    pub first_used_at: Option<i64>,
 }
 
 /// A person who can log in (the resource owner of RFC 6749).
@@ -229,11 +233,13 @@ pub struct Purged {
     pub revoked_access: u64,
     pub sessions: u64,
     pub grants: u64,
+    /// Dynamically registered clients never used (removed by the core, not the store).
+    pub clients: u64,
 }
 
 impl Purged {
     pub fn total(&self) -> u64 {
-        self.codes + self.refresh_tokens + self.revoked_access + self.sessions + self.grants
+        self.codes + self.refresh_tokens + self.revoked_access + self.sessions + self.grants + self.clients
     }
 }
 
@@ -269,6 +275,12 @@ pub trait ClientStore: Send + Sync {
     fn clients_page(&self, after: Option<&str>, limit: usize) -> Result<Vec<ClientRecord>>;
     /// Returns whether a client was removed.
     fn delete_client(&self, client_id: &str) -> Result<bool>;
+    /// The clients whose `owner_user_id` is `user_id`, ordered by `client_id`. Reads an index,
+    /// not every client.
+    fn clients_owned_by(&self, user_id: &str) -> Result<Vec<ClientRecord>>;
+    /// Sets the client's `first_used_at` to `at` if it has none; returns whether it changed.
+    /// Atomic with respect to [`ClientStore::put_client`]: neither overwrites the other.
+    fn mark_client_used(&self, client_id: &str, at: i64) -> Result<bool>;
 }
 
 /// Users and their usernames, kept unique together.
@@ -351,4 +363,8 @@ pub trait Store: ClientStore + UserStore + GrantStore + ConsentStore + SessionSt
     fn purge_expired(&self, now: i64, access_cutoff: i64) -> Result<Purged>;
     /// How many records the store holds, all kinds together.
     fn record_count(&self) -> Result<u64>;
+    /// The server secret named `name`: the stored one, or, if there is none yet, `candidate`,
+    /// which is then stored. Atomic: concurrent callers (on every node sharing the store) all
+    /// get the same secret.
+    fn server_secret(&self, name: &str, candidate: &SecretHash) -> Result<SecretHash>;
 }

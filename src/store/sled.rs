@@ -51,6 +51,10 @@ pub struct SledStore {
     revoked_access: Tree,
     consents: Tree,
     sessions: Tree,
+    /// Server secrets by name (e.g. the key that signs login-form cookies).
+    secrets: Tree,
+    /// `owner_user_id \0 client_id` -> empty: the clients each user registered.
+    client_owners: Tree,
 }
 
 fn to_json<T: Serialize>(value: &T) -> Result<Vec<u8>> {
@@ -125,7 +129,7 @@ impl SledStore {
                 .spawn(move || commits.run_flusher(&db))
                 .map_err(|e| StoreError::Backend(e.into()))?
         };
-        Ok(SledStore {
+        SledStore {
             commits,
             flusher: Some(flusher),
             clients: tree("clients")?,
@@ -138,7 +142,26 @@ impl SledStore {
             revoked_access: tree("revoked_access")?,
             consents: tree("consents")?,
             sessions: tree("sessions")?,
-        })
+            secrets: tree("secrets")?,
+            client_owners: tree("client_owners")?,
+        }
+        .migrated(&db)
+    }
+
+    /// Brings a data folder written by an earlier version up to date: builds indexes it did
+    /// not have. Each step runs once; a marker in the `meta` tree records it.
+    fn migrated(self, db: &Db) -> Result<SledStore> {
+        const OWNER_INDEX: &[u8] = b"client-owner-index";
+        let meta = db.open_tree("meta")?;
+        if meta.get(OWNER_INDEX)?.is_none() {
+            for client in Self::list::<ClientRecord>(&self.clients)? {
+                if let Some(owner) = &client.owner_user_id {
+                    self.client_owners.insert(owner_key(owner, &client.client_id), &[])?;
+                }
+            }
+            meta.insert(OWNER_INDEX, &[])?;
+        }
+        Ok(self)
     }
 
     fn list<T: DeserializeOwned>(tree: &Tree) -> Result<Vec<T>> {
@@ -175,10 +198,33 @@ pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// The owner index's key: the user, a separator no id contains, the client.
+fn owner_key(user_id: &str, client_id: &str) -> Vec<u8> {
+    [user_id.as_bytes(), &[0], client_id.as_bytes()].concat()
+}
+
 impl ClientStore for SledStore {
     fn put_client(&self, client: &ClientRecord) -> Result<()> {
-        self.clients.insert(client.client_id.as_bytes(), to_json(client)?)?;
-        Ok(())
+        let record = to_json(client)?;
+        (&self.clients, &self.client_owners)
+            .transaction(|(clients, owners)| {
+                let previous = clients.insert(client.client_id.as_bytes(), record.clone())?;
+                let previous_owner = previous
+                    .map(|bytes| from_json::<ClientRecord>(&bytes))
+                    .transpose()
+                    .map_err(abort)?
+                    .and_then(|c| c.owner_user_id);
+                if previous_owner != client.owner_user_id {
+                    if let Some(old) = &previous_owner {
+                        owners.remove(owner_key(old, &client.client_id))?;
+                    }
+                }
+                if let Some(owner) = &client.owner_user_id {
+                    owners.insert(owner_key(owner, &client.client_id), &[])?;
+                }
+                Ok(())
+            })
+            .map_err(tx_error)
     }
 
     fn get_client(&self, client_id: &str) -> Result<Option<ClientRecord>> {
@@ -194,7 +240,46 @@ impl ClientStore for SledStore {
     }
 
     fn delete_client(&self, client_id: &str) -> Result<bool> {
-        Ok(self.clients.remove(client_id.as_bytes())?.is_some())
+        (&self.clients, &self.client_owners)
+            .transaction(|(clients, owners)| {
+                let Some(previous) = clients.remove(client_id.as_bytes())? else {
+                    return Ok(false);
+                };
+                if let Some(owner) = from_json::<ClientRecord>(&previous).map_err(abort)?.owner_user_id {
+                    owners.remove(owner_key(&owner, client_id))?;
+                }
+                Ok(true)
+            })
+            .map_err(tx_error)
+    }
+
+    fn clients_owned_by(&self, user_id: &str) -> Result<Vec<ClientRecord>> {
+        let prefix = owner_key(user_id, "");
+        let mut clients = Vec::new();
+        for key in self.client_owners.scan_prefix(&prefix).keys() {
+            let key = key?;
+            if let Some(client) = Self::get(&self.clients, &key[prefix.len()..])? {
+                clients.push(client);
+            }
+        }
+        Ok(clients)
+    }
+
+    fn mark_client_used(&self, client_id: &str, at: i64) -> Result<bool> {
+        self.clients
+            .transaction(|clients| {
+                let Some(bytes) = clients.get(client_id.as_bytes())? else {
+                    return Ok(false);
+                };
+                let mut client: ClientRecord = from_json(&bytes).map_err(abort)?;
+                if client.first_used_at.is_some() {
+                    return Ok(false);
+                }
+                client.first_used_at = Some(at);
+                clients.insert(client_id.as_bytes(), to_json(&client).map_err(abort)?)?;
+                Ok(true)
+            })
+            .map_err(tx_error)
     }
 }
 
@@ -553,8 +638,23 @@ impl Store for SledStore {
             &self.revoked_access,
             &self.consents,
             &self.sessions,
+            &self.client_owners,
         ];
         Ok(trees.iter().map(|t| t.len() as u64).sum())
+    }
+
+    fn server_secret(&self, name: &str, candidate: &SecretHash) -> Result<SecretHash> {
+        let stored = match self
+            .secrets
+            .compare_and_swap(name, None::<&[u8]>, Some(&candidate[..]))?
+        {
+            Ok(()) => return Ok(*candidate),
+            Err(existing) => existing.current,
+        };
+        let corrupt = || StoreError::Corrupt(serde::de::Error::custom("a server secret is malformed"));
+        stored
+            .and_then(|bytes| bytes.as_ref().try_into().ok())
+            .ok_or_else(corrupt)
     }
 
     fn count_active_refresh_tokens(&self, now: i64) -> Result<u64> {
@@ -819,5 +919,87 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let _first = SledStore::open(dir.path()).unwrap();
         assert!(matches!(SledStore::open(dir.path()), Err(StoreError::Locked(_))));
+    }
+    fn client(id: &str, owner: Option<&str>) -> ClientRecord {
+        ClientRecord {
+            client_id: id.into(),
+            name: id.into(),
+            client_type: ClientType::Public,
+            secret_hash: None,
+            redirect_uris: vec![],
+            grant_types: vec![],
+            scopes: vec![],
+            resources: vec![],
+            access_token_ttl: None,
+            refresh_token_ttl: None,
+            created_at: 0,
+            skip_consent: false,
+            owner_user_id: owner.map(str::to_string),
+            post_logout_redirect_uris: vec![],
+            id_token_signed_response_alg: None,
+            admin: false,
+            registration_token_hash: None,
+            token_endpoint_auth_method: None,
+            first_used_at: None,
+        }
+    }
+
+    fn owned_ids(store: &SledStore, user: &str) -> Vec<String> {
+        let clients = store.clients_owned_by(user).unwrap();
+        clients.into_iter().map(|c| c.client_id).collect()
+    }
+
+    #[test]
+    fn the_owner_index_follows_puts_deletes_and_owner_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        store.put_client(&client("a", Some("u1"))).unwrap();
+        store.put_client(&client("b", Some("u1"))).unwrap();
+        store.put_client(&client("c", Some("u10"))).unwrap();
+        store.put_client(&client("d", None)).unwrap();
+        assert_eq!(owned_ids(&store, "u1"), ["a", "b"], "u10's client is not u1's");
+        store.put_client(&client("b", Some("u2"))).unwrap();
+        assert_eq!(owned_ids(&store, "u1"), ["a"]);
+        assert_eq!(owned_ids(&store, "u2"), ["b"]);
+        assert!(store.delete_client("a").unwrap());
+        assert!(owned_ids(&store, "u1").is_empty());
+        assert!(!store.delete_client("a").unwrap());
+    }
+
+    #[test]
+    fn a_data_folder_without_the_owner_index_gets_one_when_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            // What an earlier version left: client records, no index, no marker.
+            let db = ::sled::open(dir.path()).unwrap();
+            let clients = db.open_tree("clients").unwrap();
+            for c in [client("a", Some("u1")), client("b", None)] {
+                clients.insert(c.client_id.as_bytes(), to_json(&c).unwrap()).unwrap();
+            }
+            db.flush().unwrap();
+        }
+        let store = SledStore::open(dir.path()).unwrap();
+        assert_eq!(owned_ids(&store, "u1"), ["a"]);
+    }
+
+    #[test]
+    fn a_client_is_marked_used_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        store.put_client(&client("a", None)).unwrap();
+        assert!(store.mark_client_used("a", 5).unwrap());
+        assert!(!store.mark_client_used("a", 9).unwrap());
+        assert!(!store.mark_client_used("missing", 9).unwrap());
+        assert_eq!(store.get_client("a").unwrap().unwrap().first_used_at, Some(5));
+    }
+
+    #[test]
+    fn every_caller_gets_the_same_server_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let first = store.server_secret("k", &[1; 32]).unwrap();
+        assert_eq!(first, [1; 32]);
+        assert_eq!(store.server_secret("k", &[2; 32]).unwrap(), [1; 32]);
+        assert_eq!(store.server_secret("other", &[3; 32]).unwrap(), [3; 32]);
     }
 }

@@ -9,8 +9,18 @@ fn code_element(html: &str, id: &str) -> Option<String> {
     Some(html[start..start + html[start..].find('<')?].to_string())
 }
 
+/// A logged-in user on a server whose registration policy lets users register service apps
+/// (client_credentials), which these tests use; the policy itself is tested in `review`.
 async fn logged_in() -> TestApp {
-    let app = spawn_app().await;
+    let dirs = tempfile::tempdir().unwrap();
+    let config = tessera::Config {
+        registration: tessera::config::RegistrationPolicy {
+            allow_client_credentials: true,
+            ..Default::default()
+        },
+        ..test_config(&dirs)
+    };
+    let app = spawn_app_with(config, dirs).await;
     assert_eq!(app.log_in("/o/login/", USERNAME, PASSWORD).await.status(), 303);
     app
 }

@@ -424,8 +424,33 @@ async fn with_an_https_issuer_the_session_cookie_is_secure_and_host_only() {
         dirs,
     )
     .await;
-    let response = app.http.get(app.url("/o/login/")).send().await.unwrap();
-    let cookie = response.headers()["set-cookie"].to_str().unwrap();
-    assert!(cookie.starts_with("__Host-tessera_session="), "{cookie}");
+    let form = app.http.get(app.url("/o/login/")).send().await.unwrap();
+    let cookie = form.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(cookie.starts_with("__Host-tessera_login="), "{cookie}");
     assert!(cookie.contains("; Secure") && cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"));
+    // The session cookie comes with the login, and is pinned the same way. (The test client
+    // talks plain http, so it sends the Secure form cookie back by hand.)
+    let csrf = hidden_input(&form.text().await.unwrap(), "csrf_token").unwrap();
+    let login = app
+        .http
+        .post(app.url("/o/login/"))
+        .header("cookie", cookie.split(';').next().unwrap())
+        .form(&[
+            ("csrf_token", csrf.as_str()),
+            ("username", USERNAME),
+            ("password", PASSWORD),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 303);
+    let session = login
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .find(|c| c.starts_with("__Host-tessera_session="))
+        .expect("a session cookie")
+        .to_string();
+    assert!(session.contains("; Secure") && session.contains("HttpOnly") && session.contains("SameSite=Lax"));
 }

@@ -27,7 +27,9 @@ async fn expired_records_are_purged_so_the_store_stays_flat_over_many_cycles() {
         access_token_ttl: Duration::from_secs(1),
         refresh_token_ttl: Duration::from_secs(1),
         code_ttl: Duration::from_secs(1),
-        session_ttl: Duration::from_secs(1),
+        // Two seconds, not one: a login must outlive the authorization request right after it
+        // even on a loaded machine (expiry is counted in whole seconds).
+        session_ttl: Duration::from_secs(2),
         purge_interval: Duration::from_secs(1),
         ..test_config(&dirs)
     };
@@ -45,8 +47,8 @@ async fn expired_records_are_purged_so_the_store_stays_flat_over_many_cycles() {
             );
         }
         let filled = app.provider.store.record_count().unwrap();
-        // Everything issued expires within a second; the background purge runs every second.
-        tokio::time::sleep(Duration::from_millis(2500)).await;
+        // Everything issued expires within two seconds; the background purge runs every second.
+        tokio::time::sleep(Duration::from_millis(3500)).await;
         let baseline = after_purge.first().copied().unwrap_or(0);
         let count = if cycle == 0 {
             app.provider.store.record_count().unwrap()

@@ -26,6 +26,8 @@ mod client_credentials;
 mod discovery;
 // Hardening: purging expired records, races on one credential, secrets kept out of logs.
 mod hardening;
+// Review findings about wearing the server down: slow clients, anonymous visits, registrations.
+mod exhaustion;
 // Introspection (RFC 7662) and revocation (RFC 7009).
 mod introspect_revoke;
 // Third-party libraries: PyJWT and jose verify tokens via the JWKS; Authlib runs the code flow.

@@ -213,10 +213,11 @@ async fn two_hundred_parallel_logins_stay_within_the_memory_bound() {
         })
         .unwrap();
     assert!(status.success());
-    // Throttle thresholds out of the way: this measures the password-check bound alone.
+    // Throttle thresholds and the per-address connection cap out of the way: this measures
+    // the password-check bound alone.
     std::fs::write(
         dir.path().join("tessera.toml"),
-        "login_max_failures = 10000\nlogin_max_failures_per_address = 10000\nrate_limit_per_address = 0\n",
+        "login_max_failures = 10000\nlogin_max_failures_per_address = 10000\nlogin_max_failures_per_username = 10000\nrate_limit_per_address = 0\nmax_connections_per_address = 1000\n",
     )
     .unwrap();
     let server = ServerProcess::start(dir.path(), &["--config", "tessera.toml"], &[]);
@@ -557,4 +558,111 @@ async fn naming_a_public_client_does_not_drain_its_other_users_rate_budget() {
         limited |= app.client_credentials("read").await.status() == 429;
     }
     assert!(limited);
+}
+
+/// Finding 8: through the pages any user made a client_credentials app with every scope (the
+/// example resource server then accepted its writes), which dynamic registration refuses by
+/// default. The pages now follow the registration policy; only the CLI and admin API don't.
+#[tokio::test]
+async fn self_service_apps_follow_the_registration_policy() {
+    let dirs = tempfile::tempdir().unwrap();
+    let config = tessera::Config {
+        registration: tessera::config::RegistrationPolicy {
+            scopes: Some(vec!["openid".into(), "read".into()]),
+            ..Default::default()
+        },
+        ..test_config(&dirs)
+    };
+    let app = spawn_app_with(config, dirs).await;
+    let mallory = attacker(&app).await;
+    let form = mallory.get_text("/o/applications/register/").await;
+    assert!(!form.contains("grant_client_credentials"), "not offered");
+    assert!(!form.contains("scope_write") && form.contains("scope_read"));
+
+    let machine = [
+        ("name", "Robot"),
+        ("client_type", "confidential"),
+        ("grant_client_credentials", "on"),
+        ("scope_read", "on"),
+    ];
+    let response = register_in_pages(&mallory, &machine).await;
+    assert_eq!(response.status(), 400);
+    assert!(response.text().await.unwrap().contains("client_credentials"));
+    let everything = [
+        ("name", "Greedy"),
+        ("client_type", "confidential"),
+        ("grant_authorization_code", "on"),
+        ("redirect_uris", EVIL_REDIRECT),
+        ("scope_read", "on"),
+        ("scope_write", "on"),
+    ];
+    let response = register_in_pages(&mallory, &everything).await;
+    assert_eq!(response.status(), 200, "an unoffered scope is dropped, not granted");
+    let client_id = code_element(&response.text().await.unwrap(), "client-id").unwrap();
+    let stored = app.provider.find_client(&client_id).unwrap().unwrap();
+    assert_eq!(stored.scopes, ["read"]);
+    // Nor can an edit add them (the core refuses whatever the form sends).
+    let mut settings = tessera::oauth::client::NewClient {
+        grant_types: vec![tessera::store::GrantType::ClientCredentials],
+        ..settings_of(&stored)
+    };
+    assert!(app.provider.update_client(&client_id, settings.clone()).is_err());
+    settings.grant_types = stored.grant_types.clone();
+    settings.scope = "read write".into();
+    assert!(app.provider.update_client(&client_id, settings.clone()).is_err());
+    settings.name = "x".repeat(101);
+    settings.scope = "read".into();
+    assert!(
+        app.provider.update_client(&client_id, settings).is_err(),
+        "names up to 100"
+    );
+    // An operator still can: the CLI and admin API register without the policy.
+    let operator = tessera::oauth::client::NewClient {
+        owner_user_id: None,
+        grant_types: vec![tessera::store::GrantType::ClientCredentials],
+        redirect_uris: vec![],
+        scope: "read write".into(),
+        name: "Operator's robot".into(),
+        ..settings_of(&stored)
+    };
+    assert!(app.provider.register_client(operator).is_ok());
+}
+
+/// Finding 8, store growth: one account may own at most 50 apps.
+#[tokio::test]
+async fn one_user_cannot_register_apps_without_limit() {
+    let app = spawn_app().await;
+    let mallory = attacker(&app).await;
+    let fields = [
+        ("name", "Spam"),
+        ("client_type", "public"),
+        ("grant_authorization_code", "on"),
+        ("redirect_uris", EVIL_REDIRECT),
+        ("scope_read", "on"),
+    ];
+    for _ in 0..50 {
+        assert_eq!(register_in_pages(&mallory, &fields).await.status(), 200);
+    }
+    let refused = register_in_pages(&mallory, &fields).await;
+    assert_eq!(refused.status(), 400);
+    assert!(refused.text().await.unwrap().contains("50 apps"));
+    assert_eq!(mallory.get_text("/o/applications/").await.matches("Spam").count(), 50);
+}
+
+fn settings_of(client: &tessera::store::ClientRecord) -> tessera::oauth::client::NewClient {
+    tessera::oauth::client::NewClient {
+        name: client.name.clone(),
+        client_type: client.client_type,
+        grant_types: client.grant_types.clone(),
+        redirect_uris: client.redirect_uris.clone(),
+        scope: client.scopes.join(" "),
+        resources: client.resources.clone(),
+        access_token_ttl: client.access_token_ttl,
+        refresh_token_ttl: client.refresh_token_ttl,
+        skip_consent: client.skip_consent,
+        owner_user_id: client.owner_user_id.clone(),
+        post_logout_redirect_uris: client.post_logout_redirect_uris.clone(),
+        id_token_signed_response_alg: client.id_token_signed_response_alg,
+        admin: client.admin,
+    }
 }

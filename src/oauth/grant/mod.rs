@@ -47,6 +47,10 @@ impl Provider {
             GrantType::ClientCredentials => self.client_credentials_grant(&client, request),
             GrantType::RefreshToken => self.refresh_token_grant(&client, request).await,
         }?;
+        if client.first_used_at.is_none() {
+            // Once per client: a registered client that is used is never purged as unused.
+            self.store.mark_client_used(&client.client_id, super::now())?;
+        }
         self.metrics.token_issued(grant.as_oauth_str());
         Ok(issued)
     }
