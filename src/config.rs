@@ -140,6 +140,8 @@ pub struct Config {
     /// briefly, then is answered 503 with `Retry-After`. This is what bounds the memory a
     /// flood of logins can take.
     pub max_parallel_password_checks: usize,
+    /// How requests to URLs chosen by others are made (see [`crate::outbound`]).
+    pub outbound: crate::outbound::OutboundPolicy,
 }
 
 impl Default for Config {
@@ -194,6 +196,7 @@ impl Default for Config {
             request_body_timeout: Duration::from_secs(10),
             trusted_proxies: Vec::new(),
             max_parallel_password_checks: default_parallel_password_checks(),
+            outbound: Default::default(),
         }
     }
 }
@@ -266,6 +269,14 @@ pub struct FileConfig {
     /// Password checks running at once (at least 1; default: two per core, at most 13,
     /// i.e. 256 MiB of Argon2 memory).
     pub max_parallel_password_checks: Option<usize>,
+    /// Let requests to URLs chosen by others reach loopback, private and other special-use
+    /// addresses (default false; for development and tests only).
+    pub outbound_allow_private_addresses: Option<bool>,
+    /// A PEM bundle of certificate authorities trusted, besides the public ones, for those
+    /// requests.
+    pub outbound_ca_file: Option<PathBuf>,
+    /// Seconds such a request may take in all (default 10).
+    pub outbound_timeout: Option<u64>,
 }
 
 /// Values given on the command line or in the environment; they win over the file.
@@ -276,7 +287,7 @@ pub struct Overrides {
     pub addr: Option<String>,
     pub data_dir: Option<PathBuf>,
     pub keys_dir: Option<PathBuf>,
-    /// `serve --dev`: development conveniences (the playground) on.
+    /// `serve --dev`: development conveniences on (the playground, calling local APIs).
     pub dev: bool,
 }
 
@@ -312,7 +323,9 @@ impl Config {
             config.keys_dir = dir.clone();
         }
         if overrides.dev {
+            // Development: the playground, which calls APIs on this machine.
             config.playground = true;
+            config.outbound.allow_private_addresses = true;
         }
         Ok(config)
     }
@@ -490,6 +503,31 @@ impl Config {
                 ));
             }
             self.registration.resources = resources;
+        }
+        if let Some(v) = file.outbound_allow_private_addresses {
+            self.outbound.allow_private_addresses = v;
+        }
+        if let Some(path) = file.outbound_ca_file {
+            let pem = std::fs::read(&path).map_err(|e| ConfigError::Read(path.clone(), e))?;
+            self.outbound.extra_roots = reqwest::Certificate::from_pem_bundle(&pem)
+                .ok()
+                .filter(|roots| !roots.is_empty())
+                .ok_or_else(|| {
+                    ConfigError::Invalid(
+                        "outbound_ca_file",
+                        format!("{} holds no PEM certificate", path.display()),
+                    )
+                })?;
+        }
+        match file.outbound_timeout {
+            Some(0) => {
+                return Err(ConfigError::Invalid(
+                    "outbound_timeout",
+                    "must be at least 1 second".into(),
+                ))
+            }
+            Some(v) => self.outbound.timeout = secs(v),
+            None => {}
         }
         if throttle.max_lockout < throttle.lockout {
             return Err(ConfigError::Invalid(

@@ -11,6 +11,7 @@ pub mod keys;
 pub mod log_writer;
 pub mod metrics;
 pub mod oauth;
+pub mod outbound;
 pub mod pages;
 pub mod resource;
 pub mod store;
@@ -78,6 +79,12 @@ impl App {
             Some(url) => url.to_string(),
             None => format!("http://{addr}"),
         };
+        if config.outbound.allow_private_addresses {
+            tracing::warn!(
+                "outbound_allow_private_addresses is on: URLs chosen by users and clients may reach this \
+                 machine and its private network (for development and tests only)"
+            );
+        }
         let provider = open_provider(&config, &issuer)?;
         let demoted = provider.revoke_self_service_first_party()?;
         if demoted > 0 {

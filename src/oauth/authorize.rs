@@ -29,6 +29,9 @@ pub struct AuthorizationRequest {
     pub login_hint: Option<String>,
     /// The `sub` of a valid `id_token_hint`: the user the client believes is logged in.
     pub hinted_user_id: Option<String>,
+    /// Whether errors may be sent to the redirect URI without asking anyone: the client is an
+    /// operator's, or a user has logged in (see [`Provider::validate_authorization`]).
+    pub redirect_errors: bool,
 }
 
 /// The OpenID Connect `prompt` parameter (Core §3.1.2.1).
@@ -115,7 +118,17 @@ impl<'a> Params<'a> {
 impl Provider {
     /// Validates an authorization request. Client and redirect URI are checked first, so that
     /// no error is ever redirected to a URI that was not registered for the client.
-    pub fn validate_authorization(&self, pairs: &[(String, String)]) -> Result<AuthorizationRequest, AuthorizeError> {
+    ///
+    /// A redirect URI that anyone could register (a client made in the pages or by dynamic
+    /// registration) is not trusted with errors while nobody has logged in: the error is shown
+    /// instead, so such a client's authorization URL cannot serve as an open redirector to its
+    /// redirect URI (RFC 9700 §4.11.2; review finding 10). `authenticated` says whether the
+    /// browser has a logged-in session; once it has, errors go back to the client as usual.
+    pub fn validate_authorization(
+        &self,
+        pairs: &[(String, String)],
+        authenticated: bool,
+    ) -> Result<AuthorizationRequest, AuthorizeError> {
         let params = Params::new(pairs);
         let show = AuthorizeError::Show;
         let client_id = params
@@ -142,11 +155,18 @@ impl Provider {
             },
         };
 
-        // From here on the redirect URI is trusted: errors go back to the client.
+        // From here on the redirect URI is the client's: errors go back to the client (if its
+        // redirect URI may be sent to without a login, see above).
+        let redirect_errors = super::client::operator_made(&client) || authenticated;
         let state_param = params.get("state");
         let state = state_param.as_ref().ok().copied().flatten().map(str::to_string);
-        let redirect =
-            |error: Error| AuthorizeError::Redirect(self.error_redirect(&redirect_uri, &error, state.as_deref()));
+        let redirect = |error: Error| {
+            if redirect_errors {
+                AuthorizeError::Redirect(self.error_redirect(&redirect_uri, &error, state.as_deref()))
+            } else {
+                AuthorizeError::Show(error)
+            }
+        };
         state_param.map_err(redirect)?;
         let response_type = params.get("response_type").map_err(redirect)?;
         match response_type {
@@ -262,6 +282,7 @@ impl Provider {
             nonce: nonce.map(str::to_string),
             login_hint: login_hint.map(str::to_string),
             hinted_user_id,
+            redirect_errors,
         })
     }
 
@@ -274,7 +295,7 @@ impl Provider {
         request: &AuthorizationRequest,
         login: Option<(&str, i64)>,
         consent_required: bool,
-    ) -> Result<Interaction, String> {
+    ) -> Result<Interaction, AuthorizeError> {
         // Another user than the `id_token_hint` names must log in as that user.
         let auth_time = login
             .filter(|(user_id, _)| {
@@ -305,9 +326,14 @@ impl Provider {
         }
     }
 
-    /// The redirect carrying an error for a validated request.
-    pub fn authorization_error(&self, request: &AuthorizationRequest, error: Error) -> String {
-        self.error_redirect(&request.redirect_uri, &error, request.state.as_deref())
+    /// An error for a validated request: redirected to the client, or shown if its redirect
+    /// URI is not trusted with errors (see [`AuthorizationRequest::redirect_errors`]).
+    pub fn authorization_error(&self, request: &AuthorizationRequest, error: Error) -> AuthorizeError {
+        if request.redirect_errors {
+            AuthorizeError::Redirect(self.error_redirect(&request.redirect_uri, &error, request.state.as_deref()))
+        } else {
+            AuthorizeError::Show(error)
+        }
     }
 
     fn pkce_required(&self, client: &ClientRecord) -> bool {

@@ -93,13 +93,39 @@ impl Provider {
         })
     }
 
-    /// Where the browser goes after logging out: the post-logout redirect URI with `state`,
-    /// or nowhere (the pages show a "logged out" page).
-    pub fn after_logout(&self, request: &LogoutRequest) -> Option<String> {
-        let mut url = Url::parse(request.post_logout_redirect_uri.as_deref()?).ok()?;
+    /// Where the browser goes after logging out. `ended_session` says whether a logged-in
+    /// session was ended. The post-logout redirect URI of a client anyone could register (the
+    /// pages, dynamic registration) is followed only for a user who was logged in; for anyone
+    /// else it is offered as a link, so the logout URL cannot serve as an open redirector
+    /// (RFC 9700 §4.11.2; review finding 10).
+    pub fn after_logout(&self, request: &LogoutRequest, ended_session: bool) -> AfterLogout {
+        let Some(url) = request
+            .post_logout_redirect_uri
+            .as_deref()
+            .and_then(|uri| Url::parse(uri).ok())
+        else {
+            return AfterLogout::Done;
+        };
+        let mut url = url;
         if let Some(state) = &request.state {
             url.query_pairs_mut().append_pair("state", state);
         }
-        Some(url.to_string())
+        let trusted = request.client.as_ref().is_some_and(super::client::operator_made);
+        if trusted || ended_session {
+            AfterLogout::Redirect(url.to_string())
+        } else {
+            AfterLogout::Offer(url.to_string())
+        }
     }
+}
+
+/// What the browser sees after logging out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AfterLogout {
+    /// Sent on to the client's post-logout redirect URI.
+    Redirect(String),
+    /// A "logged out" page with a link to it.
+    Offer(String),
+    /// A "logged out" page.
+    Done,
 }

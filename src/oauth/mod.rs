@@ -62,6 +62,8 @@ pub struct Provider {
     active_refresh_tokens: crate::metrics::CostlyCount,
     /// Signs login-form cookies ([`session::LoginForm`]); read from the store on first use.
     login_form_key: std::sync::OnceLock<ring::hmac::Key>,
+    /// Requests to URLs chosen by others (the playground's API calls).
+    pub outbound: crate::outbound::Outbound,
 }
 
 impl Provider {
@@ -72,6 +74,7 @@ impl Provider {
         let login_throttle = throttle::LoginThrottle::new(config.login_throttle);
         let checks = config.max_parallel_password_checks.max(1);
         let registration_rate = rate_limit::RateLimiter::new(config.registration.limit_per_address);
+        let outbound = crate::outbound::Outbound::new(config.outbound.clone());
         Provider {
             store,
             keys,
@@ -86,6 +89,7 @@ impl Provider {
             registration_rate,
             active_refresh_tokens: Default::default(),
             login_form_key: Default::default(),
+            outbound,
         }
     }
 

@@ -13,7 +13,7 @@ use super::{
 };
 use crate::http::form::parse_pairs;
 use crate::oauth::authorize::Params;
-use crate::oauth::logout::LogoutRequest;
+use crate::oauth::logout::{AfterLogout, LogoutRequest};
 use crate::oauth::user::ProfileEdit;
 use crate::oauth::{Error, Provider};
 use crate::store::{UserProfile, UserRecord};
@@ -142,24 +142,28 @@ fn clear_cookie(provider: &Provider, response: &mut Response) {
 /// Ends the session (if any) and sends the browser where the request said, or to the
 /// "logged out" page.
 fn finish_logout(provider: &Provider, templates: &Templates, req: &Request, request: &LogoutRequest) -> Response {
-    match current_session(provider, req) {
+    let ended_session = match current_session(provider, req) {
         Ok(Some(session)) => {
             if let Err(e) = provider.log_out(&session) {
                 return error_page(templates, StatusCode::INTERNAL_SERVER_ERROR, &e);
             }
+            session.user_id().is_some()
         }
-        Ok(None) => {}
+        Ok(None) => false,
         Err(e) => return error_page(templates, StatusCode::INTERNAL_SERVER_ERROR, &e),
-    }
-    let mut response = match provider.after_logout(request) {
-        Some(location) => redirect(StatusCode::SEE_OTHER, &location),
-        None => {
-            let client_name = request.client.as_ref().map(|c| c.name.as_str());
-            page(
-                StatusCode::OK,
-                templates.render("logout.html", context! { done => true, client_name }),
-            )
-        }
+    };
+    let client_name = request.client.as_ref().map(|c| c.name.as_str());
+    let logged_out_page = |continue_url: Option<&str>| {
+        let continue_host = continue_url
+            .and_then(|u| url::Url::parse(u).ok())
+            .and_then(|u| u.host_str().map(str::to_string));
+        let ctx = context! { done => true, client_name, continue_url, continue_host };
+        page(StatusCode::OK, templates.render("logout.html", ctx))
+    };
+    let mut response = match provider.after_logout(request, ended_session) {
+        AfterLogout::Redirect(location) => redirect(StatusCode::SEE_OTHER, &location),
+        AfterLogout::Offer(location) => logged_out_page(Some(&location)),
+        AfterLogout::Done => logged_out_page(None),
     };
     clear_cookie(provider, &mut response);
     response

@@ -356,11 +356,27 @@ fn reauthenticate(req: &Request) -> Response {
     )
 }
 
-/// Parses and validates the authorization request in the query string.
+/// The page for an authorization error: shown, or a redirect to the client.
+fn authorization_error_page(templates: &Templates, error: AuthorizeError) -> Response {
+    match error {
+        AuthorizeError::Show(error) => {
+            let status = match error.code {
+                ErrorCode::ServerError => StatusCode::INTERNAL_SERVER_ERROR,
+                _ => StatusCode::BAD_REQUEST,
+            };
+            error_page(templates, status, &error)
+        }
+        AuthorizeError::Redirect(location) => redirect(StatusCode::FOUND, &location),
+    }
+}
+
+/// Parses and validates the authorization request in the query string; `authenticated`: the
+/// browser has a logged-in session.
 fn authorization_request(
     provider: &Provider,
     templates: &Templates,
     req: &Request,
+    authenticated: bool,
 ) -> Result<AuthorizationRequest, Box<Response>> {
     let pairs = parse_pairs(req.uri().query().unwrap_or_default().as_bytes()).map_err(|why| {
         Box::new(error_page(
@@ -369,31 +385,22 @@ fn authorization_request(
             &Error::invalid_request(why),
         ))
     })?;
-    provider.validate_authorization(&pairs).map_err(|e| {
-        Box::new(match e {
-            AuthorizeError::Show(error) => {
-                let status = match error.code {
-                    ErrorCode::ServerError => StatusCode::INTERNAL_SERVER_ERROR,
-                    _ => StatusCode::BAD_REQUEST,
-                };
-                error_page(templates, status, &error)
-            }
-            AuthorizeError::Redirect(location) => redirect(StatusCode::FOUND, &location),
-        })
-    })
+    provider
+        .validate_authorization(&pairs, authenticated)
+        .map_err(|e| Box::new(authorization_error_page(templates, e)))
 }
 
 /// GET /o/authorize/: validate, then log in or ask for consent.
 #[handler]
 async fn authorize(req: &Request, provider: Data<&Arc<Provider>>, templates: Data<&Arc<Templates>>) -> Response {
     let (provider, templates) = (provider.0.as_ref(), templates.0.as_ref());
-    let request = match authorization_request(provider, templates, req) {
-        Ok(r) => r,
-        Err(response) => return *response,
-    };
     let visitor = match logged_in_user(provider, req) {
         Ok(v) => v,
         Err(e) => return error_page(templates, StatusCode::INTERNAL_SERVER_ERROR, &e),
+    };
+    let request = match authorization_request(provider, templates, req, visitor.is_some()) {
+        Ok(r) => r,
+        Err(response) => return *response,
     };
     let consent_required = match &visitor {
         Some((_, user)) => match provider.consent_required(&request, &user.user_id) {
@@ -406,7 +413,7 @@ async fn authorize(req: &Request, provider: Data<&Arc<Provider>>, templates: Dat
         .as_ref()
         .map(|(session, user)| (user.user_id.as_str(), session.record.auth_time.unwrap_or_default()));
     let (session, user) = match provider.interaction(&request, logged_in, consent_required) {
-        Err(location) => return redirect(StatusCode::FOUND, &location),
+        Err(error) => return authorization_error_page(templates, error),
         Ok(Interaction::Login) => return reauthenticate(req),
         Ok(Interaction::None) => {
             // Approved before (or a first-party app): straight back to the client with a code.
@@ -467,7 +474,12 @@ async fn decide(
     templates: Data<&Arc<Templates>>,
 ) -> Response {
     let (provider, templates) = (provider.0.as_ref(), templates.0.as_ref());
-    let request = match authorization_request(provider, templates, req) {
+    let session = match current_session(provider, req) {
+        Ok(Some(s)) if s.user_id().is_some() => s,
+        Ok(_) => return login_redirect(req, StatusCode::SEE_OTHER),
+        Err(e) => return error_page(templates, StatusCode::INTERNAL_SERVER_ERROR, &e),
+    };
+    let request = match authorization_request(provider, templates, req, true) {
         Ok(r) => r,
         Err(response) => return *response,
     };
@@ -476,11 +488,6 @@ async fn decide(
         Err(e) => return error_page(templates, StatusCode::BAD_REQUEST, &e),
     };
     let form = Params::new(&form);
-    let session = match current_session(provider, req) {
-        Ok(Some(s)) if s.user_id().is_some() => s,
-        Ok(_) => return login_redirect(req, StatusCode::SEE_OTHER),
-        Err(e) => return error_page(templates, StatusCode::INTERNAL_SERVER_ERROR, &e),
-    };
     if let Err(response) = check_csrf(templates, &session, &form) {
         return *response;
     }

@@ -7,7 +7,6 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -27,7 +26,7 @@ use crate::oauth::{now, random_token, secret_hash, Error, Provider};
 
 /// Browsers whose playground state is kept; past this the oldest-looking entry is dropped.
 const MAX_STATES: usize = 10_000;
-/// The most of an API response body shown.
+/// The most of an API response body read (while it streams in) and shown.
 const MAX_BODY: usize = 64 * 1024;
 
 /// One browser's playground session.
@@ -49,7 +48,6 @@ struct State {
 #[derive(Default)]
 pub struct Playground {
     states: Mutex<HashMap<[u8; 32], State>>,
-    http: reqwest::Client,
 }
 
 impl Playground {
@@ -250,28 +248,22 @@ pub async fn act(
                 .map(|(t, _)| t.access_token.clone())
                 .unwrap_or_default();
             state.api_result = None;
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                state.error = Some("the API URL must be an http(s) URL".into());
-            } else {
-                let call = playground
-                    .http
-                    .get(&url)
-                    .bearer_auth(token)
-                    .timeout(Duration::from_secs(10))
-                    .send()
-                    .await;
-                match call {
-                    Ok(response) => {
-                        let status = response.status().as_u16();
-                        let mut body = response.text().await.unwrap_or_default();
-                        if body.len() > MAX_BODY {
-                            let cut = (0..=MAX_BODY).rev().find(|i| body.is_char_boundary(*i)).unwrap_or(0);
-                            body.truncate(cut);
-                        }
-                        state.api_result = Some((status, body));
+            // Through the outbound client (review finding 7): no redirects followed, so the
+            // token goes nowhere but the URL typed; the body read only up to MAX_BODY; public
+            // addresses only unless the operator allows private ones.
+            let call = provider
+                .outbound
+                .get(&url, false, Some(&token), "application/json, */*", MAX_BODY)
+                .await;
+            match call {
+                Ok(fetched) => {
+                    let mut body = String::from_utf8_lossy(&fetched.body).into_owned();
+                    if fetched.truncated {
+                        body.push_str(&format!("\n… (cut off after {MAX_BODY} bytes)"));
                     }
-                    Err(e) => state.error = Some(format!("the call failed: {e}")),
+                    state.api_result = Some((fetched.status, body));
                 }
+                Err(e) => state.error = Some(format!("the call failed: {e}")),
             }
         }
         _ => state.error = Some("unknown action".into()),

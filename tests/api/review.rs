@@ -666,3 +666,110 @@ fn settings_of(client: &tessera::store::ClientRecord) -> tessera::oauth::client:
         admin: client.admin,
     }
 }
+
+/// Finding 10: with an app anyone registered (in the pages, or by open dynamic registration)
+/// whose redirect URI is the attacker's, `/o/authorize/?client_id=X&response_type=x` sent
+/// any visitor there (RFC 9700 §4.11.2), and so did `/o/logout/` with its post-logout URI.
+/// Now such a client's errors are shown, not redirected, until someone has logged in, and
+/// its post-logout URI is only offered as a link to a visitor who was not logged in.
+#[tokio::test]
+async fn an_app_anyone_registered_cannot_turn_tessera_into_an_open_redirector() {
+    let app = spawn_app().await;
+    let mallory = attacker(&app).await;
+    let evil_logout = "https://evil.example/logged-out";
+    let response = register_in_pages(
+        &mallory,
+        &[
+            ("name", "Redirector"),
+            ("client_type", "public"),
+            ("grant_authorization_code", "on"),
+            ("redirect_uris", EVIL_REDIRECT),
+            ("post_logout_redirect_uris", evil_logout),
+            ("scope_openid", "on"),
+        ],
+    )
+    .await;
+    let client_id = code_element(&response.text().await.unwrap(), "client-id").unwrap();
+
+    let anyone = browser(&app);
+    let with = |name: &str, value: &str| {
+        let mut request = evil_request(&client_id);
+        request.retain(|(k, _)| k != name && k != "scope");
+        request.push((name.into(), value.into()));
+        request.push(("scope".into(), "openid".into()));
+        request
+    };
+    let bad_type = with("response_type", "x");
+    let silent = with("prompt", "none");
+    for (request, what) in [(&bad_type, "unsupported_response_type"), (&silent, "login_required")] {
+        let answer = anyone.authorize(request).await;
+        assert_eq!(answer.status(), 400, "{what} is shown, not redirected");
+        assert!(answer.headers().get("location").is_none());
+        let html = answer.text().await.unwrap();
+        assert!(html.contains(what), "{what}: {html}");
+    }
+    // A logged-in user's errors go back to the app as usual.
+    let answer = mallory.authorize(&bad_type).await;
+    assert_eq!(answer.status(), 302);
+    assert!(location(&answer).starts_with(EVIL_REDIRECT));
+    // An operator's client is trusted with errors even before anyone logs in.
+    let mut operator_request = app.authorize_query(&Pkce::new(), "s");
+    operator_request.retain(|(k, _)| k != "response_type");
+    operator_request.push(("response_type".into(), "x".into()));
+    assert_eq!(anyone.authorize(&operator_request).await.status(), 302);
+
+    // Logout: a visitor who was not logged in gets a page with a link, not a redirect; the
+    // attacker's own ID token for the app changes nothing.
+    let tokens = {
+        let pkce = Pkce::new();
+        let request = with("code_challenge", &pkce.challenge);
+        let redirect = mallory.authorize_and_allow(&request).await;
+        let code = param(&redirect, "code").unwrap();
+        let client = TestClient {
+            id: client_id.clone(),
+            secret: None,
+        };
+        let form = [
+            ("grant_type", "authorization_code"),
+            ("code", code.as_str()),
+            ("redirect_uri", EVIL_REDIRECT),
+            ("code_verifier", pkce.verifier.as_str()),
+        ];
+        let response = mallory.token(&client, &form).await;
+        assert_eq!(response.status(), 200);
+        response.json::<serde_json::Value>().await.unwrap()
+    };
+    let id_token = tokens["id_token"].as_str().unwrap();
+    for query in [
+        vec![
+            ("client_id", client_id.as_str()),
+            ("post_logout_redirect_uri", evil_logout),
+        ],
+        vec![("id_token_hint", id_token), ("post_logout_redirect_uri", evil_logout)],
+    ] {
+        let answer = anyone
+            .http
+            .get(app.url("/o/logout/"))
+            .query(&query)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200);
+        assert!(answer.headers().get("location").is_none());
+        let html = answer.text().await.unwrap();
+        assert!(
+            html.contains("continue there") && html.contains("evil.example"),
+            "{html}"
+        );
+    }
+    // The user who was logged in, logging out through the app, is sent on.
+    let answer = mallory
+        .http
+        .get(app.url("/o/logout/"))
+        .query(&[("id_token_hint", id_token), ("post_logout_redirect_uri", evil_logout)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 303);
+    assert!(location(&answer).starts_with(evil_logout));
+}
