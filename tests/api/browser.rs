@@ -1,34 +1,29 @@
-//! The pages in a real browser: tests/browser/flow.test.mjs drives Debian's chromium with
-//! playwright-core against a server started here, and saves screenshots under
+//! The pages in a real browser: the scripts in tests/browser/ drive Debian's chromium with
+//! playwright-core against a server started here, and save screenshots under
 //! test-output/browser/.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::helpers::*;
 
-#[tokio::test]
-async fn a_person_logs_in_consents_and_withdraws_the_app_in_a_real_browser() {
+/// Runs `script` (under tests/browser/) with node's test runner against `app`, with `env`
+/// besides the server's URL, the test user and the screenshot folder; fails unless every one
+/// of its `tests` passes. Returns the screenshot folder.
+async fn run_browser_script(app: &TestApp, script: &str, tests: usize, env: &[(&str, &str)]) -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
     assert!(
         dir.join("node_modules/playwright-core").is_dir(),
         "playwright-core is not installed: run `npm ci --prefix tests/browser` (tests/run.sh does)"
     );
-    let dirs = tempfile::tempdir().unwrap();
-    let mut config = tessera::Config {
-        playground: true,
-        ..test_config(&dirs)
-    };
-    // The playground calls an API on this machine, as in development.
-    config.outbound.allow_private_addresses = true;
-    let app = spawn_app_with(config, dirs).await;
     let screenshots = Path::new(env!("CARGO_MANIFEST_DIR")).join("test-output/browser");
     let output = tokio::process::Command::new("node")
-        .args(["--test", "flow.test.mjs"])
+        .args(["--test", script])
         .current_dir(&dir)
         .env("TESSERA_URL", &app.base)
         .env("USERNAME", USERNAME)
         .env("PASSWORD", PASSWORD)
         .env("SCREENSHOTS", &screenshots)
+        .envs(env.iter().copied())
         .output()
         .await
         .expect("node runs");
@@ -37,7 +32,42 @@ async fn a_person_logs_in_consents_and_withdraws_the_app_in_a_real_browser() {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(output.status.success(), "the browser test failed:\n{report}");
-    assert!(report.contains("# pass 1"), "{report}");
+    assert!(output.status.success(), "the browser test {script} failed:\n{report}");
+    assert!(report.contains(&format!("# pass {tests}")), "{report}");
+    screenshots
+}
+
+#[tokio::test]
+async fn a_person_logs_in_consents_and_withdraws_the_app_in_a_real_browser() {
+    let dirs = tempfile::tempdir().unwrap();
+    let mut config = tessera::Config {
+        playground: true,
+        ..test_config(&dirs)
+    };
+    // The playground calls an API on this machine, as in development.
+    config.outbound.allow_private_addresses = true;
+    let app = spawn_app_with(config, dirs).await;
+    let screenshots = run_browser_script(&app, "flow.test.mjs", 1, &[]).await;
     assert!(screenshots.join("05-consent.png").is_file(), "screenshots are saved");
+}
+
+/// Review findings 1 and 3 (issue 11) in chromium: the consent bypass through an app a user
+/// registered with "skip consent" slipped into the form, and the open redirect after login
+/// through a tab in `next` (which chromium strips from a `Location`).
+#[tokio::test]
+async fn the_consent_bypass_and_the_tab_redirect_fail_in_a_real_browser() {
+    let app = spawn_app().await;
+    let (attacker, password) = ("mallory", "mallory's long password");
+    app.provider.create_user(attacker, password, None).unwrap();
+    run_browser_script(
+        &app,
+        "review.test.mjs",
+        2,
+        &[("ATTACKER", attacker), ("ATTACKER_PASSWORD", password)],
+    )
+    .await;
+    let user = app.provider.store.get_user_by_name(attacker).unwrap().unwrap();
+    let apps = app.provider.clients_owned_by(&user.user_id).unwrap();
+    assert_eq!(apps.len(), 1);
+    assert!(!apps[0].skip_consent, "the slipped-in field was not stored");
 }
