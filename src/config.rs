@@ -8,7 +8,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use url::Url;
 
-use crate::oauth::throttle::ThrottlePolicy;
+use crate::net::AddressRange;
+use crate::rate_limit::Rate;
 
 /// A scope the server knows, with the text the consent page shows for it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,7 +62,7 @@ pub struct RegistrationPolicy {
     /// clients send their server's URL as `resource`).
     pub resources: Vec<String>,
     /// Registrations one client address may make (per hour, all at once if it likes).
-    pub limit_per_address: crate::oauth::rate_limit::Rate,
+    pub limit_per_address: Rate,
     /// A registered client that has not been issued a token this long after registering is
     /// deleted by the purge.
     pub unused_client_ttl: Duration,
@@ -75,8 +76,35 @@ impl Default for RegistrationPolicy {
             scopes: None,
             allow_client_credentials: false,
             resources: Vec::new(),
-            limit_per_address: crate::oauth::rate_limit::Rate::per_hour(20),
+            limit_per_address: Rate::per_hour(20),
             unused_client_ttl: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// How strict the throttle is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ThrottlePolicy {
+    /// Failures allowed per (username, address) before lockouts start.
+    pub max_failures: u32,
+    /// The first lockout; each further failure doubles it.
+    pub lockout: Duration,
+    /// The longest lockout.
+    pub max_lockout: Duration,
+    /// Failures allowed per client address (higher: many people may share an address).
+    pub max_failures_per_address: u32,
+    /// Failures of one username, from any address, after which attempts on it are slowed.
+    pub max_failures_per_username: u32,
+}
+
+impl Default for ThrottlePolicy {
+    fn default() -> Self {
+        ThrottlePolicy {
+            max_failures: 5,
+            lockout: Duration::from_secs(30),
+            max_lockout: Duration::from_secs(15 * 60),
+            max_failures_per_address: 20,
+            max_failures_per_username: 100,
         }
     }
 }
@@ -117,10 +145,10 @@ pub struct Config {
     /// How often expired codes, tokens, sessions and revocation entries are purged.
     pub purge_interval: Duration,
     /// Requests per second per authenticated client at the token and introspection endpoints.
-    pub rate_limit_per_client: crate::oauth::rate_limit::Rate,
+    pub rate_limit_per_client: Rate,
     /// Requests per second per client address at the token, revocation, introspection and
     /// login endpoints.
-    pub rate_limit_per_address: crate::oauth::rate_limit::Rate,
+    pub rate_limit_per_address: Rate,
     /// Connections open at once; at the cap new ones wait in the kernel's backlog. With each
     /// connection's request head limited to ~400 KB, this bounds what a flood can take.
     pub max_connections: usize,
@@ -135,7 +163,7 @@ pub struct Config {
     pub request_body_timeout: Duration,
     /// Reverse proxies whose `X-Forwarded-For` is believed when they connect; the client's
     /// address (for rate limits and login throttling) is then the nearest untrusted hop.
-    pub trusted_proxies: Vec<crate::http::forwarded::AddressRange>,
+    pub trusted_proxies: Vec<AddressRange>,
     /// Password checks (Argon2id, 19 MiB each) running at once; a login beyond them waits
     /// briefly, then is answered 503 with `Retry-After`. This is what bounds the memory a
     /// flood of logins can take.
@@ -187,8 +215,8 @@ impl Default for Config {
             playground: false,
             registration: RegistrationPolicy::default(),
             purge_interval: Duration::from_secs(600),
-            rate_limit_per_client: crate::oauth::rate_limit::Rate::per_second(500),
-            rate_limit_per_address: crate::oauth::rate_limit::Rate::per_second(1000),
+            rate_limit_per_client: Rate::per_second(500),
+            rate_limit_per_address: Rate::per_second(1000),
             max_connections: 1024,
             idle_timeout: Duration::from_secs(60),
             max_connections_per_address: 64,
@@ -379,7 +407,7 @@ impl Config {
         }
         if let Some(scopes) = file.scopes {
             for name in scopes.keys() {
-                if !crate::oauth::scope::is_scope_token(name) {
+                if !crate::syntax::is_scope_token(name) {
                     return Err(ConfigError::Invalid(
                         "scopes",
                         format!("{name:?} is not a valid scope name (RFC 6749 §3.3)"),
@@ -422,7 +450,7 @@ impl Config {
         if let Some(v) = file.playground {
             self.playground = v;
         }
-        use crate::oauth::rate_limit::Rate;
+        use Rate;
         if let Some(v) = file.rate_limit_per_client {
             self.rate_limit_per_client = if v == 0 { Rate::OFF } else { Rate::per_second(v) };
         }

@@ -9,7 +9,6 @@
 //! which would cost more than the signature itself on the token endpoint; jsonwebtoken is
 //! used for verification, where it takes the public parameters of the same keys.
 
-use std::fmt;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -22,6 +21,8 @@ use ring::rand::SystemRandom;
 use ring::signature::{self, EcdsaKeyPair, Ed25519KeyPair, KeyPair, RsaKeyPair};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+
+pub use crate::jose::Algorithm;
 
 /// Bits of a generated RSA key.
 const RSA_BITS: usize = 2048;
@@ -47,44 +48,6 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> KeyError + '_ {
     move |source| KeyError::Io {
         path: path.to_path_buf(),
         source,
-    }
-}
-
-/// The JWS algorithms a key can have.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-pub enum Algorithm {
-    /// ECDSA P-256 with SHA-256 (the default).
-    #[value(name = "ES256", alias = "es256")]
-    ES256,
-    /// Ed25519.
-    #[value(name = "EdDSA", alias = "eddsa")]
-    EdDSA,
-    /// RSASSA-PKCS1-v1_5 with SHA-256, 2048-bit keys.
-    #[value(name = "RS256", alias = "rs256")]
-    RS256,
-}
-
-impl Algorithm {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Algorithm::ES256 => "ES256",
-            Algorithm::EdDSA => "EdDSA",
-            Algorithm::RS256 => "RS256",
-        }
-    }
-
-    fn jsonwebtoken(self) -> jsonwebtoken::Algorithm {
-        match self {
-            Algorithm::ES256 => jsonwebtoken::Algorithm::ES256,
-            Algorithm::EdDSA => jsonwebtoken::Algorithm::EdDSA,
-            Algorithm::RS256 => jsonwebtoken::Algorithm::RS256,
-        }
-    }
-}
-
-impl fmt::Display for Algorithm {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 
@@ -125,7 +88,7 @@ impl Keyring {
     /// a first ES256 signing key. It also makes sure an RS256 key is published: OpenID Connect
     /// relying parties expect RS256-signed ID tokens unless they registered otherwise.
     pub fn open_or_init(dir: &Path) -> Result<Keyring, KeyError> {
-        crate::store::sled::create_private_dir(dir).map_err(io_err(dir))?;
+        crate::files::create_private_dir(dir).map_err(io_err(dir))?;
         let path = dir.join(MANIFEST);
         let manifest = match fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes)?,
@@ -171,7 +134,7 @@ impl Keyring {
             kid,
             alg,
             status,
-            created_at: crate::now(),
+            created_at: crate::clock::now(),
         };
         self.manifest.keys.push(info.clone());
         self.save()?;
@@ -570,7 +533,7 @@ mod tests {
             ring.rotate(alg).unwrap();
             let set = ring.load().unwrap();
             assert_eq!(set.signing.alg, alg);
-            let claims = json!({"iss": "https://issuer", "exp": crate::now() + 60});
+            let claims = json!({"iss": "https://issuer", "exp": crate::clock::now() + 60});
             let jwt = set.sign_jwt("at+jwt", &claims).unwrap();
             assert_eq!(
                 set.verify_jwt(&jwt, "at+jwt", "https://issuer").unwrap()["iss"],
@@ -601,7 +564,7 @@ mod tests {
         assert_ne!(rs256, newer.kid);
         assert_eq!(set.signer_for(Algorithm::ES256).unwrap().kid, set.signing.kid);
         assert!(set.signer_for(Algorithm::EdDSA).is_none());
-        let claims = json!({"iss": "https://issuer", "exp": crate::now() - 10});
+        let claims = json!({"iss": "https://issuer", "exp": crate::clock::now() - 10});
         let expired = set.sign_jwt_with(Algorithm::RS256, "JWT", &claims).unwrap();
         assert!(set.verify_jwt(&expired, "JWT", "https://issuer").is_none());
         assert!(set

@@ -5,16 +5,23 @@
 //! integration tests both start servers through it.
 
 pub mod cli;
+pub mod clock;
 pub mod config;
+pub mod files;
 pub mod http;
+pub mod jose;
 pub mod keys;
 pub mod log_writer;
 pub mod metrics;
+pub mod net;
 pub mod oauth;
 pub mod outbound;
 pub mod pages;
+pub mod rate_limit;
 pub mod resource;
 pub mod store;
+pub mod syntax;
+pub mod urlencoded;
 
 use std::future::Future;
 use std::net::SocketAddr;

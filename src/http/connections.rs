@@ -31,7 +31,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
 
-use super::forwarded::AddressRange;
+use crate::net::AddressRange;
 
 /// How many connections may be open, in all and per address.
 #[derive(Clone, Debug)]

@@ -4,52 +4,13 @@
 
 use std::sync::Arc;
 
-use percent_encoding::percent_decode;
 use poem::http::{header, Method, StatusCode};
 use poem::{Body, Endpoint, IntoResponse, Request, Response};
 
 use super::admin::ProblemJson;
 use super::error::error_json;
 use crate::oauth::ErrorCode;
-
-/// Parses `application/x-www-form-urlencoded` data (a body or a query string) strictly:
-/// every name and value must decode to UTF-8. Order is kept; duplicates are reported by
-/// callers that care.
-pub fn parse_pairs(data: &[u8]) -> Result<Vec<(String, String)>, &'static str> {
-    data.split(|&b| b == b'&')
-        .filter(|piece| !piece.is_empty())
-        .map(|piece| {
-            let (name, value) = match piece.iter().position(|&b| b == b'=') {
-                Some(i) => (&piece[..i], &piece[i + 1..]),
-                None => (piece, &b""[..]),
-            };
-            Ok((decode(name)?, decode(value)?))
-        })
-        .collect()
-}
-
-/// Decodes one form-encoded component strictly (`+` is a space, escapes must form UTF-8).
-fn decode(raw: &[u8]) -> Result<String, &'static str> {
-    const NOT_UTF8: &str = "the request is not valid UTF-8";
-    if !raw.iter().any(|&b| b == b'%' || b == b'+') {
-        // The common case: nothing to unescape.
-        return std::str::from_utf8(raw).map(str::to_string).map_err(|_| NOT_UTF8);
-    }
-    let plus_as_space: Vec<u8> = raw.iter().map(|&b| if b == b'+' { b' ' } else { b }).collect();
-    percent_decode(&plus_as_space)
-        .decode_utf8()
-        .map(|s| s.into_owned())
-        .map_err(|_| NOT_UTF8)
-}
-
-/// The first parameter name that occurs more than once.
-pub fn repeated_name(pairs: &[(String, String)]) -> Option<&str> {
-    pairs
-        .iter()
-        .enumerate()
-        .find(|(i, (name, _))| pairs[..*i].iter().any(|(n, _)| n == name))
-        .map(|(_, (name, _))| name.as_str())
-}
+pub use crate::urlencoded::{parse_pairs, repeated_name};
 
 /// A refusal in the format of the endpoint it was meant for: RFC 9457 problem details under the
 /// admin API, an OAuth error object everywhere else.
@@ -159,35 +120,4 @@ pub async fn guard<E: Endpoint>(next: Arc<E>, mut req: Request, limits: BodyLimi
         req.set_body(Body::from(bytes));
     }
     Ok(next.call(req).await?.into_response())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pairs_are_percent_and_plus_decoded() {
-        let pairs = parse_pairs(b"a=1+2&b=%C3%A9&c").unwrap();
-        assert_eq!(
-            pairs,
-            vec![
-                ("a".into(), "1 2".into()),
-                ("b".into(), "é".into()),
-                ("c".into(), "".into())
-            ]
-        );
-    }
-
-    #[test]
-    fn non_utf8_is_rejected() {
-        assert!(parse_pairs(b"a=%FF").is_err());
-        assert!(parse_pairs(b"a=\xff").is_err());
-    }
-
-    #[test]
-    fn repeated_names_are_found() {
-        let pairs = parse_pairs(b"a=1&b=2&a=3").unwrap();
-        assert_eq!(repeated_name(&pairs), Some("a"));
-        assert_eq!(repeated_name(&parse_pairs(b"a=1&b=2").unwrap()), None);
-    }
 }

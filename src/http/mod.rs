@@ -5,7 +5,6 @@ pub mod admin;
 pub mod connections;
 pub mod error;
 pub mod form;
-pub mod forwarded;
 pub mod oauth;
 pub mod oidc;
 pub mod registration;
@@ -349,7 +348,7 @@ const LIMITED_PER_ADDRESS: [&str; 5] = [
 async fn limit_by_address<E: Endpoint>(next: Arc<E>, req: Request, provider: Arc<Provider>) -> poem::Result<Response> {
     let path = req.uri().path().trim_end_matches('/');
     if req.method() == Method::POST && LIMITED_PER_ADDRESS.contains(&path) {
-        let address = forwarded::client_address(&req, &provider.config.trusted_proxies)
+        let address = crate::net::client_address(&req, &provider.config.trusted_proxies)
             .map(|ip| ip.to_string())
             .unwrap_or_default();
         if let Err(wait) = provider.address_rate.check(&address) {

@@ -123,8 +123,7 @@ impl From<Introspection> for IntrospectionBody {
 
 /// The credentials with the caller's address (behind trusted proxies, the forwarded one).
 fn with_address(mut credentials: ClientCredentials, req: &Request, provider: &Provider) -> ClientCredentials {
-    credentials.address =
-        super::forwarded::client_address(req, &provider.config.trusted_proxies).map(|ip| ip.to_string());
+    credentials.address = crate::net::client_address(req, &provider.config.trusted_proxies).map(|ip| ip.to_string());
     credentials
 }
 

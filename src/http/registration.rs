@@ -324,7 +324,7 @@ impl RegistrationApi {
         body: Json<ClientRegistrationRequest>,
     ) -> RegistrationCreated {
         let result = enabled(&provider).and_then(|_| bearer_token(req)).and_then(|token| {
-            let address = super::forwarded::client_address(req, &provider.config.trusted_proxies);
+            let address = crate::net::client_address(req, &provider.config.trusted_proxies);
             provider.register_dynamically(&body.0.metadata(), token.as_deref(), address)
         });
         match result {

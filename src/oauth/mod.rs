@@ -16,7 +16,6 @@ pub mod introspect;
 pub mod logout;
 pub mod oidc;
 pub mod pkce;
-pub mod rate_limit;
 pub mod registration;
 pub mod revoke;
 pub mod scope;
@@ -33,6 +32,7 @@ use base64::Engine;
 use ring::rand::{SecureRandom, SystemRandom};
 
 pub use self::error::{Error, ErrorCode};
+pub use crate::clock::now;
 use crate::config::Config;
 use crate::keys::Keys;
 use crate::store::{SecretHash, Store};
@@ -53,11 +53,11 @@ pub struct Provider {
     /// Counters for `/metrics`.
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Requests per authenticated client at the token and introspection endpoints.
-    pub client_rate: rate_limit::RateLimiter,
+    pub client_rate: crate::rate_limit::RateLimiter,
     /// Requests per client address at the token, revocation, introspection and login endpoints.
-    pub address_rate: rate_limit::RateLimiter,
+    pub address_rate: crate::rate_limit::RateLimiter,
     /// Dynamic registrations per client address (review finding 6).
-    registration_rate: rate_limit::RateLimiter,
+    registration_rate: crate::rate_limit::RateLimiter,
     /// The active-refresh-token gauge, a full scan, taken no more often than it is worth.
     active_refresh_tokens: crate::metrics::CostlyCount,
     /// Signs login-form cookies ([`session::LoginForm`]); read from the store on first use.
@@ -73,7 +73,7 @@ impl Provider {
         let (client_rate, address_rate) = (config.rate_limit_per_client, config.rate_limit_per_address);
         let login_throttle = throttle::LoginThrottle::new(config.login_throttle);
         let checks = config.max_parallel_password_checks.max(1);
-        let registration_rate = rate_limit::RateLimiter::new(config.registration.limit_per_address);
+        let registration_rate = crate::rate_limit::RateLimiter::new(config.registration.limit_per_address);
         let outbound = crate::outbound::Outbound::new(config.outbound.clone());
         Provider {
             store,
@@ -84,8 +84,8 @@ impl Provider {
             login_throttle,
             password_checks: Arc::new(tokio::sync::Semaphore::new(checks)),
             metrics: Arc::new(crate::metrics::Metrics::new()),
-            client_rate: rate_limit::RateLimiter::new(client_rate),
-            address_rate: rate_limit::RateLimiter::new(address_rate),
+            client_rate: crate::rate_limit::RateLimiter::new(client_rate),
+            address_rate: crate::rate_limit::RateLimiter::new(address_rate),
             registration_rate,
             active_refresh_tokens: Default::default(),
             login_form_key: Default::default(),
@@ -156,11 +156,6 @@ impl Provider {
 pub struct Readiness {
     pub store: Result<(), String>,
     pub signing_key: Result<(), String>,
-}
-
-/// Seconds since the Unix epoch.
-pub fn now() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
 /// A fresh random string of `bytes` bytes of entropy, base64url without padding.

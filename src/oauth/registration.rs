@@ -266,7 +266,7 @@ impl Provider {
     ) -> Result<Registration, Error> {
         self.check_initial_access_token(initial_access_token)?;
         let (new, method) = self.registered_settings(metadata)?;
-        let key = address.map(super::rate_limit::address_key).unwrap_or_default();
+        let key = address.map(crate::net::address_key).unwrap_or_default();
         self.registration_rate.check(&key).map_err(Error::rate_limited)?;
         let (mut client, client_secret) = self.register_client(new).map_err(Self::as_registration_error)?;
         let token = random_token(32);

@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+pub use crate::syntax::is_scope_token;
+
 use super::error::{Error, ErrorCode};
 
 /// The scope of Tessera's own administration API. It is not one of the configured scopes:
@@ -11,14 +13,6 @@ pub const ADMIN_SCOPE: &str = "tessera:admin";
 /// A set of scope tokens in a canonical order.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Scope(Vec<String>);
-
-/// `scope-token = 1*NQCHAR`, `NQCHAR = %x21 / %x23-5B / %x5D-7E` (RFC 6749 §3.3).
-pub fn is_scope_token(token: &str) -> bool {
-    !token.is_empty()
-        && token
-            .bytes()
-            .all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b))
-}
 
 impl Scope {
     /// Parses a space-delimited scope string; fails with `invalid_scope` on bad syntax.

@@ -22,37 +22,12 @@ use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+pub use crate::config::ThrottlePolicy;
+
 /// Entries kept at most; beyond that, stale ones are pruned.
 const MAX_ENTRIES: usize = 100_000;
 /// A failure older than this no longer counts.
 const FORGET_AFTER: Duration = Duration::from_secs(15 * 60);
-
-/// How strict the throttle is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ThrottlePolicy {
-    /// Failures allowed per (username, address) before lockouts start.
-    pub max_failures: u32,
-    /// The first lockout; each further failure doubles it.
-    pub lockout: Duration,
-    /// The longest lockout.
-    pub max_lockout: Duration,
-    /// Failures allowed per client address (higher: many people may share an address).
-    pub max_failures_per_address: u32,
-    /// Failures of one username, from any address, after which attempts on it are slowed.
-    pub max_failures_per_username: u32,
-}
-
-impl Default for ThrottlePolicy {
-    fn default() -> Self {
-        ThrottlePolicy {
-            max_failures: 5,
-            lockout: Duration::from_secs(30),
-            max_lockout: Duration::from_secs(15 * 60),
-            max_failures_per_address: 20,
-            max_failures_per_username: 100,
-        }
-    }
-}
 
 #[derive(Clone, Copy, Debug)]
 struct Entry {

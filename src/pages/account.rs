@@ -11,12 +11,12 @@ use poem::{handler, Body, Request, Response};
 use super::{
     checked_form, current_session, error_page, form_pairs, logged_in_user, page, redirect, visitor, Templates,
 };
-use crate::http::form::parse_pairs;
 use crate::oauth::authorize::Params;
 use crate::oauth::logout::{AfterLogout, LogoutRequest};
 use crate::oauth::user::ProfileEdit;
 use crate::oauth::{Error, Provider};
 use crate::store::{UserProfile, UserRecord};
+use crate::urlencoded::parse_pairs;
 
 /// The profile fields the page edits, in display order: (form name, label, input type).
 const PROFILE_FIELDS: [(&str, &str, &str); 9] = [

@@ -24,11 +24,11 @@ use poem::http::{header, StatusCode};
 use poem::web::Data;
 use poem::{get, handler, Body, EndpointExt, Request, Response, Route};
 
-use crate::http::form::parse_pairs;
 use crate::oauth::authorize::{AuthorizationRequest, AuthorizeError, Interaction, Params};
 use crate::oauth::session::Session;
 use crate::oauth::user::LoginFailure;
 use crate::oauth::{Error, ErrorCode, Provider};
+use crate::urlencoded::parse_pairs;
 
 /// The compiled page templates.
 pub struct Templates(Environment<'static>);
@@ -618,7 +618,7 @@ async fn login(
         Err(e) => return error_page(templates, StatusCode::INTERNAL_SERVER_ERROR, &e),
     }
     let (username, password) = (field("username"), field("password"));
-    let address = crate::http::forwarded::client_address(req, &provider.0.config.trusted_proxies)
+    let address = crate::net::client_address(req, &provider.0.config.trusted_proxies)
         .map(|ip| ip.to_string())
         .unwrap_or_else(|| "unknown".into());
     let user = match provider.0.log_in_with_password(&username, &password, &address).await {

@@ -17,12 +17,12 @@ use poem::{handler, Body, Request, Response};
 
 use super::Visitor;
 use super::{error_page, page, redirect, Templates};
-use crate::http::form::parse_pairs;
 use crate::oauth::authorize::Params;
 use crate::oauth::client::{AuthMethod, ClientCredentials};
 use crate::oauth::grant::TokenRequest;
 use crate::oauth::token::TokenResponse;
 use crate::oauth::{now, random_token, secret_hash, Error, Provider};
+use crate::urlencoded::parse_pairs;
 
 /// Browsers whose playground state is kept; past this the oldest-looking entry is dropped.
 const MAX_STATES: usize = 10_000;

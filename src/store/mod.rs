@@ -100,7 +100,7 @@ pub struct ClientRecord {
     /// The algorithm of this client's ID tokens (OpenID Connect Registration §2); `None` is
     /// the standard default, RS256.
     #[serde(default)]
-    pub id_token_signed_response_alg: Option<crate::keys::Algorithm>,
+    pub id_token_signed_response_alg: Option<crate::jose::Algorithm>,
     /// An administration client: it may hold the `tessera:admin` scope.
     #[serde(default)]
     pub admin: bool,

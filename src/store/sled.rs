@@ -22,7 +22,6 @@
 //! `sync_file_range`, which survives a crash of the process or the kernel; surviving power
 //! loss as well relies on the disk not losing its write cache.
 
-use std::fs;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -34,6 +33,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::*;
+use crate::files::create_private_dir;
 
 /// The sled page cache is capped so that the whole server stays within a small memory budget.
 const CACHE_BYTES: u64 = 8 * 1024 * 1024;
@@ -185,17 +185,6 @@ impl SledStore {
     fn get<T: DeserializeOwned>(tree: &Tree, key: &[u8]) -> Result<Option<T>> {
         tree.get(key)?.map(|v| from_json(&v)).transpose()
     }
-}
-
-/// Creates `dir` (and parents) and restricts it to the owner.
-pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    fs::create_dir_all(dir)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
-    }
-    Ok(())
 }
 
 /// The owner index's key: the user, a separator no id contains, the client.

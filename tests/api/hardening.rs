@@ -338,7 +338,7 @@ async fn no_secret_token_code_or_password_reaches_the_logs() {
 
 #[tokio::test]
 async fn a_client_over_its_rate_gets_429_with_retry_after_and_others_are_unaffected() {
-    use tessera::oauth::rate_limit::Rate;
+    use tessera::rate_limit::Rate;
     let dirs = tempfile::tempdir().unwrap();
     let config = tessera::Config {
         rate_limit_per_client: Rate {
@@ -367,7 +367,7 @@ async fn a_client_over_its_rate_gets_429_with_retry_after_and_others_are_unaffec
 
 #[tokio::test]
 async fn an_address_over_its_rate_gets_429_before_any_work_is_done() {
-    use tessera::oauth::rate_limit::Rate;
+    use tessera::rate_limit::Rate;
     let dirs = tempfile::tempdir().unwrap();
     let config = tessera::Config {
         rate_limit_per_address: Rate {
@@ -466,7 +466,7 @@ async fn connections_beyond_the_cap_wait_for_a_free_slot_and_idle_ones_are_close
 /// dodge the limit.
 #[tokio::test]
 async fn behind_a_trusted_proxy_the_forwarded_address_is_limited_and_elsewhere_the_header_is_ignored() {
-    use tessera::oauth::rate_limit::Rate;
+    use tessera::rate_limit::Rate;
     let limited_app = |trusted: &[&str]| {
         let dirs = tempfile::tempdir().unwrap();
         let config = tessera::Config {

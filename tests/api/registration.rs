@@ -19,7 +19,7 @@ async fn spawn_with(mode: RegistrationMode, allow_client_credentials: bool) -> T
             allow_client_credentials,
             resources: vec![MCP_SERVER.into()],
             // These tests register many clients from one address; the limit has its own test.
-            limit_per_address: tessera::oauth::rate_limit::Rate::OFF,
+            limit_per_address: tessera::rate_limit::Rate::OFF,
             ..RegistrationPolicy::default()
         },
         ..test_config(&dirs)

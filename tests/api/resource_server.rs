@@ -176,8 +176,8 @@ async fn key_rotation_under_steady_load_fails_no_request() {
     // The load comes from one client on one address, as fast as it can: no rate limits.
     let config = tessera::Config {
         jwks_max_age: Duration::from_secs(1),
-        rate_limit_per_client: tessera::oauth::rate_limit::Rate::OFF,
-        rate_limit_per_address: tessera::oauth::rate_limit::Rate::OFF,
+        rate_limit_per_client: tessera::rate_limit::Rate::OFF,
+        rate_limit_per_address: tessera::rate_limit::Rate::OFF,
         ..test_config(&dirs)
     };
     let app = Arc::new(spawn_app_with(config, dirs).await);

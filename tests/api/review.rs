@@ -528,7 +528,7 @@ async fn naming_a_public_client_does_not_drain_its_other_users_rate_budget() {
     let dirs = tempfile::tempdir().unwrap();
     let app = spawn_app_with(
         tessera::Config {
-            rate_limit_per_client: tessera::oauth::rate_limit::Rate::per_second(10),
+            rate_limit_per_client: tessera::rate_limit::Rate::per_second(10),
             ..test_config(&dirs)
         },
         dirs,

@@ -3,8 +3,8 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(pairs) = tessera::http::form::parse_pairs(data) {
-        let _ = tessera::http::form::repeated_name(&pairs);
+    if let Ok(pairs) = tessera::urlencoded::parse_pairs(data) {
+        let _ = tessera::urlencoded::repeated_name(&pairs);
         let _ = tessera::oauth::authorize::Params::new(&pairs).get("grant_type");
     }
 });

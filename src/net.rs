@@ -1,3 +1,6 @@
+//! Client addresses: ranges of them (`trusted_proxies`), the client's address seen through
+//! trusted reverse proxies, and the key an address is counted under by per-address limits.
+//!
 //! The client's address, seen through trusted reverse proxies. Rate limits and login
 //! throttling count per address; behind a proxy every TCP connection comes from the proxy, so
 //! without this every client would share one budget and one client could lock out the rest.
@@ -102,6 +105,22 @@ fn client_behind(peer: IpAddr, headers: &HeaderMap, trusted: &[AddressRange]) ->
     client
 }
 
+/// The key a client address is counted under: an IPv4 address itself, an IPv6 address by its
+/// /64 prefix, since one host is normally given a whole /64 and could otherwise count as
+/// 2^64 different clients.
+pub fn address_key(ip: std::net::IpAddr) -> String {
+    match ip {
+        std::net::IpAddr::V4(v4) => v4.to_string(),
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,5 +190,14 @@ mod tests {
         // An unreadable hop stops the walk at the nearest readable one.
         let garbage = forwarded(&["203.0.113.9, not-an-address, 10.3.3.3"]);
         assert_eq!(client_behind(ip("10.0.0.2"), &garbage, &trusted), ip("10.3.3.3"));
+    }
+
+    #[test]
+    fn ipv6_addresses_count_by_their_64_bit_prefix() {
+        let key = |s: &str| address_key(s.parse().unwrap());
+        assert_eq!(key("2001:db8:1:2::1"), key("2001:db8:1:2:ffff::9"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+        assert_eq!(key("::ffff:192.0.2.7"), "192.0.2.7");
+        assert_eq!(key("192.0.2.7"), "192.0.2.7");
     }
 }

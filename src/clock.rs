@@ -1,0 +1,6 @@
+//! The clock every expiry is measured against: seconds since the Unix epoch.
+
+/// Seconds since the Unix epoch.
+pub fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
