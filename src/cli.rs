@@ -364,6 +364,7 @@ async fn app_command(config: &Config, cmd: &AppCommand) -> anyhow::Result<()> {
             };
             let (client, secret) = provider
                 .register_client(new)
+                .await
                 .map_err(|e| anyhow::anyhow!(e.description))?;
             if *json {
                 println!("{}", client_json(&client, secret.as_deref()));
@@ -376,7 +377,7 @@ async fn app_command(config: &Config, cmd: &AppCommand) -> anyhow::Result<()> {
             }
         }
         AppCommand::List { json } => {
-            let clients = provider.store.list_clients()?;
+            let clients = provider.list_clients().await?;
             if *json {
                 println!(
                     "{}",
@@ -395,8 +396,8 @@ async fn app_command(config: &Config, cmd: &AppCommand) -> anyhow::Result<()> {
         }
         AppCommand::Show { client_id, json } => {
             let client = provider
-                .store
-                .get_client(client_id)?
+                .find_client(client_id)
+                .await?
                 .with_context(|| format!("no client {client_id}"))?;
             if *json {
                 println!("{}", client_json(&client, None));
@@ -418,6 +419,7 @@ async fn app_command(config: &Config, cmd: &AppCommand) -> anyhow::Result<()> {
         AppCommand::RotateSecret { client_id, json } => {
             let secret = provider
                 .rotate_client_secret(client_id)
+                .await
                 .map_err(|e| anyhow::anyhow!(e.description))?;
             if *json {
                 println!("{}", json!({"client_id": client_id, "client_secret": secret}));
@@ -440,10 +442,10 @@ fn read_password(from_stdin: bool) -> anyhow::Result<String> {
     Ok(line.trim_end_matches(['\r', '\n']).to_string())
 }
 
-fn find_user(provider: &Provider, username: &str) -> anyhow::Result<UserRecord> {
+async fn find_user(provider: &Provider, username: &str) -> anyhow::Result<UserRecord> {
     provider
-        .store
-        .get_user_by_name(username)?
+        .find_user_by_name(username)
+        .await?
         .with_context(|| format!("no user {username}"))
 }
 
@@ -494,11 +496,12 @@ async fn user_command(config: &Config, cmd: &UserCommand) -> anyhow::Result<()> 
             let password = read_password(*password_stdin)?;
             let user = provider
                 .create_user(username, &password, email.clone())
+                .await
                 .map_err(|e| anyhow::anyhow!(e.description))?;
             println!("created user {} ({})", user.username, user.user_id);
         }
         UserCommand::List => {
-            for user in provider.store.list_users()? {
+            for user in provider.list_users().await? {
                 println!(
                     "{}  {}  {}",
                     user.user_id,
@@ -508,7 +511,7 @@ async fn user_command(config: &Config, cmd: &UserCommand) -> anyhow::Result<()> 
             }
         }
         UserCommand::Delete { username } => {
-            let user = find_user(&provider, username)?;
+            let user = find_user(&provider, username).await?;
             provider
                 .delete_user(&user.user_id)
                 .await
@@ -521,9 +524,10 @@ async fn user_command(config: &Config, cmd: &UserCommand) -> anyhow::Result<()> 
             revoke_grants,
         } => {
             let password = read_password(*password_stdin)?;
-            let user = find_user(&provider, username)?;
+            let user = find_user(&provider, username).await?;
             provider
                 .set_password(&user.user_id, &password)
+                .await
                 .map_err(|e| anyhow::anyhow!(e.description))?;
             println!("password changed for {username}; their sessions are ended");
             if *revoke_grants {
@@ -535,7 +539,7 @@ async fn user_command(config: &Config, cmd: &UserCommand) -> anyhow::Result<()> 
             }
         }
         UserCommand::Show { username, json } => {
-            let user = find_user(&provider, username)?;
+            let user = find_user(&provider, username).await?;
             print_user(&user, *json);
         }
         UserCommand::SetProfile {
@@ -543,12 +547,13 @@ async fn user_command(config: &Config, cmd: &UserCommand) -> anyhow::Result<()> 
             fields,
             email_verified,
         } => {
-            let user = find_user(&provider, username)?;
+            let user = find_user(&provider, username).await?;
             let mut edit = ProfileEdit::of(&user);
             fields.apply(&mut edit);
             edit.email_verified = *email_verified;
             let user = provider
                 .update_profile(&user.user_id, edit)
+                .await
                 .map_err(|e| anyhow::anyhow!(e.description))?;
             print_user(&user, false);
         }

@@ -41,19 +41,17 @@ const KEY_RELOAD_INTERVAL: Duration = Duration::from_secs(2);
 /// How long in-flight requests get to finish after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
-/// Purges expired records every `purge_interval`, off the async workers, so the store does not
-/// grow with every token ever issued.
+/// Purges expired records every `purge_interval` (the store runs its scans off the async
+/// workers), so the store does not grow with every token ever issued.
 async fn purge_periodically(provider: Arc<Provider>) {
     let mut tick = tokio::time::interval(provider.config.purge_interval);
     tick.tick().await; // the first tick is immediate; nothing has expired at startup
     loop {
         tick.tick().await;
-        let worker = provider.clone();
-        match tokio::task::spawn_blocking(move || worker.purge_expired()).await {
-            Ok(Ok(purged)) if purged.total() > 0 => tracing::info!(?purged, "purged expired records"),
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "purging expired records failed"),
-            Err(e) => tracing::error!(error = %e, "the purge task failed"),
+        match provider.purge_expired().await {
+            Ok(purged) if purged.total() > 0 => tracing::info!(?purged, "purged expired records"),
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "purging expired records failed"),
         }
     }
 }
@@ -65,10 +63,18 @@ pub struct App {
     provider: Arc<Provider>,
 }
 
+/// Opens the store named by `config` (sled in the data folder).
+pub fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(Arc::new(SledStore::open(&config.data_dir)?))
+}
+
 /// Opens the store and keyring named by `config`: what both the server and the CLI need.
 /// `issuer` is the resolved issuer identifier.
 pub fn open_provider(config: &Config, issuer: &str) -> anyhow::Result<Arc<Provider>> {
-    let store: Arc<dyn Store> = Arc::new(SledStore::open(&config.data_dir)?);
+    provider_with_store(config, issuer, open_store(config)?)
+}
+
+fn provider_with_store(config: &Config, issuer: &str, store: Arc<dyn Store>) -> anyhow::Result<Arc<Provider>> {
     let keys = Arc::new(Keys::load(&config.keys_dir)?);
     Ok(Arc::new(Provider::new(store, keys, config.clone(), issuer)))
 }
@@ -76,6 +82,12 @@ pub fn open_provider(config: &Config, issuer: &str) -> anyhow::Result<Arc<Provid
 impl App {
     /// Opens storage and keys and binds the listening socket (port 0 picks a free port).
     pub async fn build(config: Config) -> anyhow::Result<App> {
+        let store = open_store(&config)?;
+        App::build_with_store(config, store).await
+    }
+
+    /// [`App::build`] on a store the caller opened (tests keep a handle on it to look inside).
+    pub async fn build_with_store(config: Config, store: Arc<dyn Store>) -> anyhow::Result<App> {
         let acceptor = TcpListener::bind(config.addr.clone()).into_acceptor().await?;
         let addr = acceptor
             .local_addr()
@@ -92,8 +104,8 @@ impl App {
                  machine and its private network (for development and tests only)"
             );
         }
-        let provider = open_provider(&config, &issuer)?;
-        let demoted = provider.revoke_self_service_first_party()?;
+        let provider = provider_with_store(&config, &issuer, store)?;
+        let demoted = provider.revoke_self_service_first_party().await?;
         if demoted > 0 {
             tracing::warn!(
                 clients = demoted,

@@ -3,7 +3,6 @@
 //! the signing key's age). Served as Prometheus text at `/metrics`.
 
 use std::sync::atomic::AtomicI64;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -157,25 +156,26 @@ impl Metrics {
 /// every scrape. Concurrent scrapes wait for one scan rather than each running one.
 #[derive(Default)]
 pub struct CostlyCount {
-    last: Mutex<Option<(i64, Instant)>>,
+    last: tokio::sync::Mutex<Option<(i64, Instant)>>,
 }
 
 const REUSE_PER_RECORD: Duration = Duration::from_micros(100);
 
 impl CostlyCount {
-    pub fn read(&self, take: impl FnOnce() -> i64) -> i64 {
-        self.read_at(Instant::now(), take)
+    pub async fn read<F: std::future::Future<Output = i64>>(&self, take: impl FnOnce() -> F) -> i64 {
+        self.read_at(Instant::now(), take).await
     }
 
-    fn read_at(&self, now: Instant, take: impl FnOnce() -> i64) -> i64 {
-        let mut last = self.last.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    async fn read_at<F: std::future::Future<Output = i64>>(&self, now: Instant, take: impl FnOnce() -> F) -> i64 {
+        // Held across the scan, so concurrent readers wait for it and share its result.
+        let mut last = self.last.lock().await;
         if let Some((count, taken_at)) = *last {
             let reuse = REUSE_PER_RECORD * u32::try_from(count.max(0)).unwrap_or(u32::MAX);
             if now.saturating_duration_since(taken_at) < reuse {
                 return count;
             }
         }
-        let count = take();
+        let count = take().await;
         *last = Some((count, now));
         count
     }
@@ -233,20 +233,29 @@ pub fn route_of(path: &str) -> &'static str {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_costly_count_is_reused_for_100_microseconds_per_record() {
+    #[tokio::test]
+    async fn a_costly_count_is_reused_for_100_microseconds_per_record() {
         use std::time::Duration;
         let count = CostlyCount::default();
         let start = std::time::Instant::now();
-        assert_eq!(count.read_at(start, || 10_000), 10_000);
+        assert_eq!(count.read_at(start, || async { 10_000 }).await, 10_000);
         // Ten thousand records buy one second of reuse.
-        assert_eq!(count.read_at(start + Duration::from_millis(900), || 7), 10_000);
-        assert_eq!(count.read_at(start + Duration::from_millis(1100), || 7), 7);
+        assert_eq!(
+            count.read_at(start + Duration::from_millis(900), || async { 7 }).await,
+            10_000
+        );
+        assert_eq!(
+            count.read_at(start + Duration::from_millis(1100), || async { 7 }).await,
+            7
+        );
         // Seven records buy 0.7 ms: a small store is counted afresh on every scrape.
-        assert_eq!(count.read_at(start + Duration::from_millis(1102), || 8), 8);
+        assert_eq!(
+            count.read_at(start + Duration::from_millis(1102), || async { 8 }).await,
+            8
+        );
         // A failed count (-1) is not reused.
-        assert_eq!(count.read_at(start + Duration::from_secs(9), || -1), -1);
-        assert_eq!(count.read_at(start + Duration::from_secs(9), || 5), 5);
+        assert_eq!(count.read_at(start + Duration::from_secs(9), || async { -1 }).await, -1);
+        assert_eq!(count.read_at(start + Duration::from_secs(9), || async { 5 }).await, 5);
     }
 
     #[test]

@@ -272,6 +272,7 @@ async fn check_admin_token(req: &Request, bearer: Bearer) -> poem::Result<AdminC
     };
     let caller = provider
         .authorize_admin(&bearer.token)
+        .await
         .map_err(|e| AdminAuthError(e.code, e.description))?;
     // An audit line per admin call: who, and what (the request line is logged anyway).
     tracing::info!(admin_client = %caller.client_id, method = %req.method(), path = %req.uri().path(), "admin request");
@@ -712,10 +713,12 @@ impl AdminApi {
         /// The `next_cursor` of the previous page.
         cursor: Query<Option<String>>,
     ) -> AdminResponse<ClientPage> {
-        AdminResponse::of(page_size(limit.0).and_then(|limit| {
-            let (items, next_cursor) = map_page(provider.clients_page(cursor.0.as_deref(), limit)?);
+        let page = async {
+            let limit = page_size(limit.0)?;
+            let (items, next_cursor) = map_page(provider.clients_page(cursor.0.as_deref(), limit).await?);
             Ok(ClientPage { items, next_cursor })
-        }))
+        };
+        AdminResponse::of(page.await)
     }
 
     /// Register a client
@@ -731,6 +734,7 @@ impl AdminApi {
         AdminCreated::of(
             provider
                 .register_client(body.0.into_new_client())
+                .await
                 .map(|(client, client_secret)| ClientWithSecret {
                     client: client.into(),
                     client_secret,
@@ -749,6 +753,7 @@ impl AdminApi {
         AdminResponse::of(
             provider
                 .find_client(&client_id.0)
+                .await
                 .and_then(|c| c.map(Client::from).ok_or_else(|| not_found("client"))),
         )
     }
@@ -767,6 +772,7 @@ impl AdminApi {
         AdminResponse::of(
             provider
                 .update_client(&client_id.0, body.0.into_new_client())
+                .await
                 .map(Client::from),
         )
     }
@@ -802,14 +808,18 @@ impl AdminApi {
         #[oai(scope = "AdminScopes::Admin")] _auth: AdminToken,
         client_id: Path<String>,
     ) -> AdminResponse<ClientWithSecret> {
-        let result = provider.rotate_client_secret(&client_id.0).and_then(|secret| {
-            let client = provider.find_client(&client_id.0)?.ok_or_else(|| not_found("client"))?;
+        let result = async {
+            let secret = provider.rotate_client_secret(&client_id.0).await?;
+            let client = provider
+                .find_client(&client_id.0)
+                .await?
+                .ok_or_else(|| not_found("client"))?;
             Ok(ClientWithSecret {
                 client: client.into(),
                 client_secret: Some(secret),
             })
-        });
-        AdminResponse::of(result)
+        };
+        AdminResponse::of(result.await)
     }
 
     /// List users
@@ -825,10 +835,12 @@ impl AdminApi {
         /// The `next_cursor` of the previous page.
         cursor: Query<Option<String>>,
     ) -> AdminResponse<UserPage> {
-        AdminResponse::of(page_size(limit.0).and_then(|limit| {
-            let (items, next_cursor) = map_page(provider.users_page(cursor.0.as_deref(), limit)?);
+        let page = async {
+            let limit = page_size(limit.0)?;
+            let (items, next_cursor) = map_page(provider.users_page(cursor.0.as_deref(), limit).await?);
             Ok(UserPage { items, next_cursor })
-        }))
+        };
+        AdminResponse::of(page.await)
     }
 
     /// Create a user
@@ -844,20 +856,10 @@ impl AdminApi {
             password,
             profile,
         } = body.0;
-        // Argon2 takes tens of milliseconds of CPU: keep it off the async workers.
-        let worker = provider.0.clone();
-        let result = tokio::task::spawn_blocking(move || {
-            let user = worker.create_user(&username, &password, None)?;
-            let mut edit = ProfileEdit::of(&user);
-            profile.profile_changes().apply(&mut edit);
-            edit.email_verified = profile.email_verified;
-            worker.update_profile(&user.user_id, edit).inspect_err(|_| {
-                // A profile that fails validation must not leave a half-made user behind.
-                let _ = worker.store.delete_user(&user.user_id);
-            })
-        })
-        .await
-        .unwrap_or_else(|e| Err(Error::server_error(e)));
+        let mut edit = ProfileEdit::default();
+        profile.profile_changes().apply(&mut edit);
+        edit.email_verified = profile.email_verified;
+        let result = provider.create_user_with_profile(&username, &password, edit).await;
         AdminCreated::of(result.map(User::from))
     }
 
@@ -869,13 +871,8 @@ impl AdminApi {
         #[oai(scope = "AdminScopes::Admin")] _auth: AdminToken,
         user_id: Path<String>,
     ) -> AdminResponse<User> {
-        AdminResponse::of(
-            provider
-                .store
-                .get_user(&user_id.0)
-                .map_err(Error::from)
-                .and_then(|u| u.map(User::from).ok_or_else(|| not_found("user"))),
-        )
+        let user = provider.find_user(&user_id.0).await;
+        AdminResponse::of(user.and_then(|u| u.map(User::from).ok_or_else(|| not_found("user"))))
     }
 
     /// Change a user's profile
@@ -889,18 +886,14 @@ impl AdminApi {
         user_id: Path<String>,
         body: Json<UserChanges>,
     ) -> AdminResponse<User> {
-        let result = provider
-            .store
-            .get_user(&user_id.0)
-            .map_err(Error::from)
-            .and_then(|user| {
-                let user = user.ok_or_else(|| not_found("user"))?;
-                let mut edit = ProfileEdit::of(&user);
-                body.0.profile_changes().apply(&mut edit);
-                edit.email_verified = body.0.email_verified;
-                provider.update_profile(&user.user_id, edit)
-            });
-        AdminResponse::of(result.map(User::from))
+        let result = async {
+            let user = provider.find_user(&user_id.0).await?.ok_or_else(|| not_found("user"))?;
+            let mut edit = ProfileEdit::of(&user);
+            body.0.profile_changes().apply(&mut edit);
+            edit.email_verified = body.0.email_verified;
+            provider.update_profile(&user.user_id, edit).await
+        };
+        AdminResponse::of(result.await.map(User::from))
     }
 
     /// Delete a user
@@ -929,12 +922,7 @@ impl AdminApi {
         user_id: Path<String>,
         body: Json<Password>,
     ) -> AdminResponse<Done> {
-        let worker = provider.0.clone();
-        let (id, password) = (user_id.0.clone(), body.0.password);
-        let result = tokio::task::spawn_blocking(move || worker.set_password(&id, &password))
-            .await
-            .unwrap_or_else(|e| Err(Error::server_error(e)));
-        let result = match result {
+        let result = match provider.set_password(&user_id.0, &body.0.password).await {
             Ok(()) if body.0.revoke_grants == Some(true) => provider.revoke_user_grants(&user_id.0).await.map(|_| ()),
             other => other,
         };
@@ -959,12 +947,15 @@ impl AdminApi {
         if user_id.0.is_none() && client_id.0.is_none() {
             return Error::invalid_request("give user_id, client_id or both").into();
         }
-        AdminResponse::of(page_size(limit.0).and_then(|limit| {
-            let page =
-                provider.grants_page(user_id.0.as_deref(), client_id.0.as_deref(), cursor.0.as_deref(), limit)?;
+        let page = async {
+            let limit = page_size(limit.0)?;
+            let page = provider
+                .grants_page(user_id.0.as_deref(), client_id.0.as_deref(), cursor.0.as_deref(), limit)
+                .await?;
             let (items, next_cursor) = map_page(page);
             Ok(GrantPage { items, next_cursor })
-        }))
+        };
+        AdminResponse::of(page.await)
     }
 
     /// Revoke a grant

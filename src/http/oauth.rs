@@ -208,11 +208,13 @@ impl OAuthApi {
         req: &Request,
         form: Form<TokenHintForm>,
     ) -> OAuthResponse<IntrospectionBody> {
-        let result =
-            client_credentials(req, form.client_id.as_deref(), form.client_secret.as_deref()).and_then(|credentials| {
-                provider.introspect(&with_address(credentials, req, &provider), form.token.as_deref())
-            });
-        match result {
+        let result = async {
+            let credentials = client_credentials(req, form.client_id.as_deref(), form.client_secret.as_deref())?;
+            provider
+                .introspect(&with_address(credentials, req, &provider), form.token.as_deref())
+                .await
+        };
+        match result.await {
             Ok(i) => OAuthResponse::ok(i.into()),
             Err(e) => e.into(),
         }

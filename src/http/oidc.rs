@@ -146,7 +146,7 @@ async fn body_token(req: &Request, body: Body) -> Result<Option<String>, Error> 
     Ok(Params::new(&pairs).get("access_token")?.map(str::to_string))
 }
 
-fn userinfo(provider: &Provider, token: Result<Option<String>, Error>) -> UserInfoResponse {
+async fn userinfo(provider: &Provider, token: Result<Option<String>, Error>) -> UserInfoResponse {
     let token = match token {
         Ok(Some(token)) => token,
         Ok(None) => {
@@ -155,7 +155,7 @@ fn userinfo(provider: &Provider, token: Result<Option<String>, Error>) -> UserIn
         }
         Err(e) => return e.into(),
     };
-    match provider.userinfo(&token) {
+    match provider.userinfo(&token).await {
         Ok(claims) => match serde_json::from_value::<UserInfo>(serde_json::Value::Object(claims)) {
             Ok(info) => UserInfoResponse::Ok(Json(Box::new(info)), NO_STORE.into()),
             Err(e) => Error::server_error(e).into(),
@@ -174,7 +174,7 @@ impl OidcApi {
     /// (OpenID Connect Core §5.3). Send the token as `Authorization: Bearer ...`.
     #[oai(path = "/o/userinfo/", method = "get", operation_id = "getUserInfo")]
     async fn userinfo_get(&self, provider: Data<&Arc<Provider>>, req: &Request) -> UserInfoResponse {
-        userinfo(&provider, bearer_token(req, Ok(None)))
+        userinfo(&provider, bearer_token(req, Ok(None))).await
     }
 
     /// User info (POST)
@@ -184,6 +184,6 @@ impl OidcApi {
     /// `access_token` (RFC 6750 §2.2); not both.
     #[oai(path = "/o/userinfo/", method = "post", operation_id = "postUserInfo")]
     async fn userinfo_post(&self, provider: Data<&Arc<Provider>>, req: &Request, body: Body) -> UserInfoResponse {
-        userinfo(&provider, bearer_token(req, body_token(req, body).await))
+        userinfo(&provider, bearer_token(req, body_token(req, body).await)).await
     }
 }

@@ -323,11 +323,15 @@ impl RegistrationApi {
         req: &Request,
         body: Json<ClientRegistrationRequest>,
     ) -> RegistrationCreated {
-        let result = enabled(&provider).and_then(|_| bearer_token(req)).and_then(|token| {
+        let result = async {
+            enabled(&provider)?;
+            let token = bearer_token(req)?;
             let address = crate::net::client_address(req, &provider.config.trusted_proxies);
-            provider.register_dynamically(&body.0.metadata(), token.as_deref(), address)
-        });
-        match result {
+            provider
+                .register_dynamically(&body.0.metadata(), token.as_deref(), address)
+                .await
+        };
+        match result.await {
             Ok(r) => RegistrationCreated::Created(Json(Box::new(r.into())), NO_STORE.into()),
             Err(e) => e.into(),
         }
@@ -343,10 +347,12 @@ impl RegistrationApi {
         req: &Request,
         client_id: Path<String>,
     ) -> RegistrationResponse {
-        let result = enabled(&provider)
-            .and_then(|_| bearer_token(req))
-            .and_then(|token| provider.read_registration(&client_id.0, token.as_deref()));
-        registration_read(result)
+        let result = async {
+            enabled(&provider)?;
+            let token = bearer_token(req)?;
+            provider.read_registration(&client_id.0, token.as_deref()).await
+        };
+        registration_read(result.await)
     }
 
     /// Update a registration
@@ -360,16 +366,20 @@ impl RegistrationApi {
         client_id: Path<String>,
         body: Json<ClientRegistrationRequest>,
     ) -> RegistrationResponse {
-        let result = enabled(&provider).and_then(|_| bearer_token(req)).and_then(|token| {
-            provider.update_registration(
-                &client_id.0,
-                token.as_deref(),
-                body.0.client_id.as_deref(),
-                body.0.client_secret.as_deref(),
-                &body.0.metadata(),
-            )
-        });
-        registration_read(result)
+        let result = async {
+            enabled(&provider)?;
+            let token = bearer_token(req)?;
+            provider
+                .update_registration(
+                    &client_id.0,
+                    token.as_deref(),
+                    body.0.client_id.as_deref(),
+                    body.0.client_secret.as_deref(),
+                    &body.0.metadata(),
+                )
+                .await
+        };
+        registration_read(result.await)
     }
 
     /// Delete a registration

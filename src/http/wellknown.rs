@@ -274,10 +274,10 @@ impl WellKnownApi {
             Ok(()) => "ok".to_string(),
             Err(why) => why.clone(),
         };
-        let ready = check.store.is_ok() && check.signing_key.is_ok();
+        let ready = check.storage.is_ok() && check.signing_key.is_ok();
         let body = Json(Readiness {
             status: if ready { "ready" } else { "not_ready" }.into(),
-            store: word(&check.store),
+            store: word(&check.storage),
             signing_key: word(&check.signing_key),
         });
         if ready {
@@ -296,11 +296,9 @@ impl WellKnownApi {
     /// `tessera_open_connections`.
     #[oai(path = "/metrics", method = "get", operation_id = "metrics", tag = "Tag::Operations")]
     async fn metrics(&self, provider: Data<&Arc<Provider>>) -> MetricsResponse {
-        let worker = provider.0.clone();
-        // The active-token gauge scans the refresh tokens: off the async workers.
-        let text = tokio::task::spawn_blocking(move || worker.metrics_text())
-            .await
-            .unwrap_or_default();
+        // The active-token gauge scans the refresh tokens, which the store does off the
+        // async workers.
+        let text = provider.metrics_text().await;
         MetricsResponse::Ok(PlainText(text), "no-store".into())
     }
 }

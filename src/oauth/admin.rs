@@ -52,8 +52,8 @@ pub fn not_found(what: &str) -> Error {
 impl Provider {
     /// Checks a bearer token for the admin API: a valid access token of ours with the
     /// `tessera:admin` scope, issued to a client that still exists and is still an admin client.
-    pub fn authorize_admin(&self, token: &str) -> Result<AdminCaller, Error> {
-        let claims = self.verify_access_token(token)?;
+    pub async fn authorize_admin(&self, token: &str) -> Result<AdminCaller, Error> {
+        let claims = self.verify_access_token(token).await?;
         let scope = Scope::parse(claims["scope"].as_str().unwrap_or_default()).unwrap_or_default();
         if !scope.contains(ADMIN_SCOPE) {
             return Err(Error::new(
@@ -62,7 +62,7 @@ impl Provider {
             ));
         }
         let client_id = claims["client_id"].as_str().unwrap_or_default();
-        match self.store.get_client(client_id)? {
+        match self.store.get_client(client_id).await? {
             Some(client) if client.admin => Ok(AdminCaller {
                 client_id: client.client_id,
             }),
@@ -73,25 +73,25 @@ impl Provider {
         }
     }
 
-    pub fn clients_page(&self, after: Option<&str>, limit: usize) -> Result<Page<ClientRecord>, Error> {
-        let items = self.store.clients_page(after, limit + 1)?;
+    pub async fn clients_page(&self, after: Option<&str>, limit: usize) -> Result<Page<ClientRecord>, Error> {
+        let items = self.store.clients_page(after, limit + 1).await?;
         Ok(page_of(items, limit, |c| c.client_id.clone()))
     }
 
-    pub fn users_page(&self, after: Option<&str>, limit: usize) -> Result<Page<UserRecord>, Error> {
-        let items = self.store.users_page(after, limit + 1)?;
+    pub async fn users_page(&self, after: Option<&str>, limit: usize) -> Result<Page<UserRecord>, Error> {
+        let items = self.store.users_page(after, limit + 1).await?;
         Ok(page_of(items, limit, |u| u.user_id.clone()))
     }
 
     /// Grants of a user and/or a client, a page at a time (ordered by grant id).
-    pub fn grants_page(
+    pub async fn grants_page(
         &self,
         user_id: Option<&str>,
         client_id: Option<&str>,
         after: Option<&str>,
         limit: usize,
     ) -> Result<Page<GrantRecord>, Error> {
-        let mut grants = self.store.list_grants(user_id, client_id)?;
+        let mut grants = self.store.list_grants(user_id, client_id).await?;
         if let Some(after) = after {
             grants.retain(|g| g.grant_id.as_str() > after);
         }
@@ -102,29 +102,29 @@ impl Provider {
     /// Revokes one grant: every refresh token of it stops working at once, and its access
     /// tokens are reported inactive by introspection.
     pub async fn revoke_grant(&self, grant_id: &str) -> Result<GrantRecord, Error> {
-        if !self.store.revoke_grant(grant_id)? {
+        if !self.store.revoke_grant(grant_id).await? {
             return Err(not_found("grant"));
         }
         self.store.durable().await?;
-        self.store.get_grant(grant_id)?.ok_or_else(|| not_found("grant"))
+        self.store.get_grant(grant_id).await?.ok_or_else(|| not_found("grant"))
     }
 
     /// Deletes a client after revoking every grant it holds, so no token of it outlives it.
     pub async fn delete_client(&self, client_id: &str) -> Result<bool, Error> {
-        for grant in self.store.list_grants(None, Some(client_id))? {
-            self.store.revoke_grant(&grant.grant_id)?;
+        for grant in self.store.list_grants(None, Some(client_id)).await? {
+            self.store.revoke_grant(&grant.grant_id).await?;
         }
-        let deleted = self.store.delete_client(client_id)?;
+        let deleted = self.store.delete_client(client_id).await?;
         self.store.durable().await?;
         Ok(deleted)
     }
 
     /// Deletes a user after revoking every grant they gave.
     pub async fn delete_user(&self, user_id: &str) -> Result<bool, Error> {
-        for grant in self.store.list_grants(Some(user_id), None)? {
-            self.store.revoke_grant(&grant.grant_id)?;
+        for grant in self.store.list_grants(Some(user_id), None).await? {
+            self.store.revoke_grant(&grant.grant_id).await?;
         }
-        let deleted = self.store.delete_user(user_id)?;
+        let deleted = self.store.delete_user(user_id).await?;
         self.store.durable().await?;
         Ok(deleted)
     }

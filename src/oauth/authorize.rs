@@ -124,7 +124,7 @@ impl Provider {
     /// instead, so such a client's authorization URL cannot serve as an open redirector to its
     /// redirect URI (RFC 9700 §4.11.2; review finding 10). `authenticated` says whether the
     /// browser has a logged-in session; once it has, errors go back to the client as usual.
-    pub fn validate_authorization(
+    pub async fn validate_authorization(
         &self,
         pairs: &[(String, String)],
         authenticated: bool,
@@ -137,6 +137,7 @@ impl Provider {
             .ok_or_else(|| show(Error::invalid_request("client_id is missing")))?;
         let client = self
             .find_client(client_id)
+            .await
             .map_err(show)?
             .ok_or_else(|| show(Error::new(ErrorCode::InvalidClient, "unknown client")))?;
         let (redirect_uri, redirect_uri_given) = match params.get("redirect_uri").map_err(show)? {
@@ -364,7 +365,7 @@ impl Provider {
             redeemed: false,
             nonce: request.nonce.clone(),
         };
-        self.store.put_code(&secret_hash(&code), &record)?;
+        self.store.put_code(&secret_hash(&code), &record).await?;
         self.store.durable().await?;
         Ok(self.redirect_with(&request.redirect_uri, &[("code", &code)], request.state.as_deref()))
     }

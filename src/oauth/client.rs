@@ -87,10 +87,10 @@ fn new_secret() -> String {
 impl Provider {
     /// Validates and stores a new client. Returns it with the plaintext secret (confidential
     /// clients only), which is never stored and cannot be shown again.
-    pub fn register_client(&self, new: NewClient) -> Result<(ClientRecord, Option<String>), Error> {
+    pub async fn register_client(&self, new: NewClient) -> Result<(ClientRecord, Option<String>), Error> {
         let scope = self.validate_client(&new)?;
         if let Some(owner) = &new.owner_user_id {
-            if self.store.clients_owned_by(owner)?.len() >= MAX_APPS_PER_USER {
+            if self.store.clients_owned_by(owner).await?.len() >= MAX_APPS_PER_USER {
                 return Err(Error::invalid_request(format!(
                     "you already have {MAX_APPS_PER_USER} apps, the most one user may register; delete one first"
                 )));
@@ -118,7 +118,7 @@ impl Provider {
             token_endpoint_auth_method: None,
             first_used_at: None,
         };
-        self.store.put_client(&client)?;
+        self.store.put_client(&client).await?;
         Ok((client, secret))
     }
 
@@ -227,10 +227,11 @@ impl Provider {
     }
 
     /// Changes a client's settings. Its id, type, secret, owner and creation time stay.
-    pub fn update_client(&self, client_id: &str, new: NewClient) -> Result<ClientRecord, Error> {
+    pub async fn update_client(&self, client_id: &str, new: NewClient) -> Result<ClientRecord, Error> {
         let mut client = self
             .store
-            .get_client(client_id)?
+            .get_client(client_id)
+            .await?
             .ok_or_else(|| super::admin::not_found("client"))?;
         if new.client_type != client.client_type {
             return Err(Error::invalid_request(
@@ -249,19 +250,19 @@ impl Provider {
         client.post_logout_redirect_uris = new.post_logout_redirect_uris;
         client.id_token_signed_response_alg = new.id_token_signed_response_alg;
         client.admin = new.admin;
-        self.store.put_client(&client)?;
+        self.store.put_client(&client).await?;
         Ok(client)
     }
 
     /// Clears `skip_consent` on clients that users registered themselves (pages or dynamic
     /// registration): earlier versions let the pages set it, which let any user take codes
     /// from other users without their consent. Returns how many clients were changed.
-    pub fn revoke_self_service_first_party(&self) -> Result<usize, Error> {
+    pub async fn revoke_self_service_first_party(&self) -> Result<usize, Error> {
         let mut changed = 0;
-        for mut client in self.store.list_clients()? {
+        for mut client in self.store.list_clients().await? {
             if client.skip_consent && !operator_made(&client) {
                 client.skip_consent = false;
-                self.store.put_client(&client)?;
+                self.store.put_client(&client).await?;
                 changed += 1;
             }
         }
@@ -269,34 +270,36 @@ impl Provider {
     }
 
     /// The clients a user registered in the applications pages, by name.
-    pub fn clients_owned_by(&self, user_id: &str) -> Result<Vec<ClientRecord>, Error> {
-        let mut clients = self.store.clients_owned_by(user_id)?;
+    pub async fn clients_owned_by(&self, user_id: &str) -> Result<Vec<ClientRecord>, Error> {
+        let mut clients = self.store.clients_owned_by(user_id).await?;
         clients.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(clients)
     }
 
     /// Replaces a confidential client's secret; the old one stops working at once.
-    pub fn rotate_client_secret(&self, client_id: &str) -> Result<String, Error> {
+    pub async fn rotate_client_secret(&self, client_id: &str) -> Result<String, Error> {
         let mut client = self
             .store
-            .get_client(client_id)?
+            .get_client(client_id)
+            .await?
             .ok_or_else(|| super::admin::not_found("client"))?;
         if client.client_type != ClientType::Confidential {
             return Err(Error::invalid_request("public clients have no secret"));
         }
         let secret = new_secret();
         client.secret_hash = Some(secret_hash(&secret));
-        self.store.put_client(&client)?;
+        self.store.put_client(&client).await?;
         Ok(secret)
     }
 
     /// Client authentication (RFC 6749 §2.3). Confidential clients must present their secret;
     /// public clients must not present one. Every failure is the same `invalid_client`, so a
     /// caller cannot tell an unknown client from a wrong secret.
-    pub fn authenticate_client(&self, credentials: &ClientCredentials) -> Result<ClientRecord, Error> {
+    pub async fn authenticate_client(&self, credentials: &ClientCredentials) -> Result<ClientRecord, Error> {
         let client = self
             .store
-            .get_client(&credentials.client_id)?
+            .get_client(&credentials.client_id)
+            .await?
             .ok_or_else(Error::invalid_client)?;
         // RFC 7591 §2: a client registered for one method may not use another (clients made by
         // an operator name none and may use either secret method).
@@ -322,9 +325,14 @@ impl Provider {
         }
     }
 
+    /// Every client, ordered by id (a full scan: for the CLI, not for requests).
+    pub async fn list_clients(&self) -> Result<Vec<ClientRecord>, Error> {
+        Ok(self.store.list_clients().await?)
+    }
+
     /// Looks up a client for the authorization endpoint (no authentication happens there).
-    pub fn find_client(&self, client_id: &str) -> Result<Option<ClientRecord>, Error> {
-        Ok(self.store.get_client(client_id)?)
+    pub async fn find_client(&self, client_id: &str) -> Result<Option<ClientRecord>, Error> {
+        Ok(self.store.get_client(client_id).await?)
     }
 }
 

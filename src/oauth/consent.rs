@@ -18,29 +18,33 @@ pub struct AuthorizedApp {
 
 impl Provider {
     /// Whether the user must see the consent page for this request.
-    pub fn consent_required(&self, request: &AuthorizationRequest, user_id: &str) -> Result<bool, Error> {
+    pub async fn consent_required(&self, request: &AuthorizationRequest, user_id: &str) -> Result<bool, Error> {
         if request.prompt.consent {
             return Ok(true);
         }
         if super::client::is_first_party(&request.client) {
             return Ok(false);
         }
-        let remembered = self.store.get_consent(user_id, &request.client.client_id)?;
+        let remembered = self.store.get_consent(user_id, &request.client.client_id).await?;
         Ok(!remembered.is_some_and(|c| request.scope.is_subset_of(&c.scopes)))
     }
 
     /// Remembers that the user approved this request's scopes for its client, adding to what
     /// they approved before.
-    pub fn remember_consent(&self, request: &AuthorizationRequest, user_id: &str) -> Result<(), Error> {
+    pub async fn remember_consent(&self, request: &AuthorizationRequest, user_id: &str) -> Result<(), Error> {
         let client_id = &request.client.client_id;
         let time = now();
-        let mut consent = self.store.get_consent(user_id, client_id)?.unwrap_or(ConsentRecord {
-            user_id: user_id.to_string(),
-            client_id: client_id.clone(),
-            scopes: Vec::new(),
-            granted_at: time,
-            updated_at: time,
-        });
+        let mut consent = self
+            .store
+            .get_consent(user_id, client_id)
+            .await?
+            .unwrap_or(ConsentRecord {
+                user_id: user_id.to_string(),
+                client_id: client_id.clone(),
+                scopes: Vec::new(),
+                granted_at: time,
+                updated_at: time,
+            });
         for scope in request.scope.tokens() {
             if !consent.scopes.iter().any(|s| s == scope) {
                 consent.scopes.push(scope.to_string());
@@ -48,32 +52,28 @@ impl Provider {
         }
         consent.scopes.sort();
         consent.updated_at = time;
-        Ok(self.store.put_consent(&consent)?)
+        Ok(self.store.put_consent(&consent).await?)
     }
 
     /// Every app this user has approved.
-    pub fn authorized_apps(&self, user_id: &str) -> Result<Vec<AuthorizedApp>, Error> {
-        self.store
-            .list_consents(user_id)?
-            .into_iter()
-            .map(|consent| {
-                Ok(AuthorizedApp {
-                    client: self.store.get_client(&consent.client_id)?,
-                    consent,
-                })
-            })
-            .collect()
+    pub async fn authorized_apps(&self, user_id: &str) -> Result<Vec<AuthorizedApp>, Error> {
+        let mut apps = Vec::new();
+        for consent in self.store.list_consents(user_id).await? {
+            let client = self.store.get_client(&consent.client_id).await?;
+            apps.push(AuthorizedApp { client, consent });
+        }
+        Ok(apps)
     }
 
     /// Withdraws the user's approval of a client: forgets the consent and revokes every grant
     /// the client holds for the user, so its refresh tokens stop working at once. Returns
     /// whether anything was approved.
     pub async fn withdraw_consent(&self, user_id: &str, client_id: &str) -> Result<bool, Error> {
-        let known = self.store.get_consent(user_id, client_id)?.is_some();
-        for grant_id in self.store.grant_ids(user_id, client_id)? {
-            self.store.revoke_grant(&grant_id)?;
+        let known = self.store.get_consent(user_id, client_id).await?.is_some();
+        for grant_id in self.store.grant_ids(user_id, client_id).await? {
+            self.store.revoke_grant(&grant_id).await?;
         }
-        self.store.delete_consent(user_id, client_id)?;
+        self.store.delete_consent(user_id, client_id).await?;
         self.store.durable().await?;
         Ok(known)
     }

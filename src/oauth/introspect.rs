@@ -34,8 +34,12 @@ impl Provider {
     /// An access token is inactive once revoked, once its grant is revoked (refresh
     /// token reuse, a replayed code, revocation of its refresh token), once its client is
     /// deleted, or when it expires.
-    pub fn introspect(&self, credentials: &ClientCredentials, token: Option<&str>) -> Result<Introspection, Error> {
-        let client = self.authenticate_client(credentials)?;
+    pub async fn introspect(
+        &self,
+        credentials: &ClientCredentials,
+        token: Option<&str>,
+    ) -> Result<Introspection, Error> {
+        let client = self.authenticate_client(credentials).await?;
         self.client_rate
             .check(&credentials.rate_key(&client))
             .map_err(Error::rate_limited)?;
@@ -47,8 +51,8 @@ impl Provider {
             .ok_or_else(|| Error::invalid_request("token is missing"))?;
         let inactive = Introspection::default();
 
-        if let Some(record) = self.store.get_refresh(&secret_hash(token))? {
-            let Some(grant) = self.store.get_grant(&record.grant_id)? else {
+        if let Some(record) = self.store.get_refresh(&secret_hash(token)).await? {
+            let Some(grant) = self.store.get_grant(&record.grant_id).await? else {
                 return Ok(inactive);
             };
             if record.rotated || record.expires_at <= now() || grant.revoked {
@@ -72,7 +76,7 @@ impl Provider {
             return Ok(inactive);
         };
         let jti = claims["jti"].as_str().unwrap_or_default().to_string();
-        if !self.access_token_live(&claims)? {
+        if !self.access_token_live(&claims).await? {
             return Ok(inactive);
         }
         Ok(Introspection {

@@ -39,7 +39,7 @@ use crate::store::{SecretHash, Store};
 
 /// Everything the protocol needs: storage, keys and the validated configuration.
 pub struct Provider {
-    pub store: Arc<dyn Store>,
+    store: Arc<dyn Store>,
     pub keys: Arc<Keys>,
     pub config: Config,
     /// The issuer identifier, without a trailing slash.
@@ -100,7 +100,7 @@ impl Provider {
 
     /// The readiness checks of `/readyz`.
     pub async fn readiness(&self) -> Readiness {
-        let store = match self.store.probe_write() {
+        let storage = match self.store.probe_write().await {
             Ok(()) => self.store.durable().await.map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         };
@@ -110,21 +110,21 @@ impl Provider {
             .sign_jwt("JWT", &serde_json::json!({ "iss": self.issuer }))
             .map(|_| ())
             .map_err(|e| e.to_string());
-        Readiness { store, signing_key }
+        Readiness { storage, signing_key }
     }
 
     /// Removes expired codes, tokens, sessions and revocation entries, grants no token can use
     /// any more (see [`crate::store::Store::purge_expired`]), and dynamically registered
     /// clients never issued a token within `registration_unused_client_ttl` (review finding 6:
     /// open registration could otherwise fill the store for good).
-    pub fn purge_expired(&self) -> Result<crate::store::Purged, Error> {
+    pub async fn purge_expired(&self) -> Result<crate::store::Purged, Error> {
         let now = now();
         let unused_cutoff = now - self.config.registration.unused_client_ttl.as_secs() as i64;
-        let clients = self.store.list_clients()?;
+        let clients = self.store.list_clients().await?;
         let mut unused_clients = 0;
         for client in &clients {
             let unused = client.registration_token_hash.is_some() && client.first_used_at.is_none();
-            if unused && client.created_at <= unused_cutoff && self.store.delete_client(&client.client_id)? {
+            if unused && client.created_at <= unused_cutoff && self.store.delete_client(&client.client_id).await? {
                 unused_clients += 1;
             }
         }
@@ -133,16 +133,22 @@ impl Provider {
             .iter()
             .filter_map(|c| c.access_token_ttl)
             .fold(self.config.access_token_ttl.as_secs(), u64::max);
-        let mut purged = self.store.purge_expired(now, now - longest as i64)?;
+        let mut purged = self.store.purge_expired(now, now - longest as i64).await?;
         purged.clients = unused_clients;
         Ok(purged)
     }
 
     /// The `/metrics` text, with the gauges read now.
-    pub fn metrics_text(&self) -> String {
+    pub async fn metrics_text(&self) -> String {
         let active = self
             .active_refresh_tokens
-            .read(|| self.store.count_active_refresh_tokens(now()).map_or(-1, |n| n as i64));
+            .read(|| async {
+                self.store
+                    .count_active_refresh_tokens(now())
+                    .await
+                    .map_or(-1, |n| n as i64)
+            })
+            .await;
         let age = now() - self.keys.current().signing_created_at;
         self.metrics.render(active, age)
     }
@@ -154,7 +160,8 @@ impl Provider {
 
 /// The outcome of each readiness check.
 pub struct Readiness {
-    pub store: Result<(), String>,
+    /// The store takes writes and makes them durable.
+    pub storage: Result<(), String>,
     pub signing_key: Result<(), String>,
 }
 

@@ -141,13 +141,14 @@ impl Provider {
     }
 
     /// Signs an ID token for a grant whose scope includes `openid`; `None` otherwise.
-    pub fn mint_id_token(&self, input: IdTokenInput<'_>) -> Result<Option<String>, Error> {
+    pub async fn mint_id_token(&self, input: IdTokenInput<'_>) -> Result<Option<String>, Error> {
         if !input.scope.contains(OPENID) {
             return Ok(None);
         }
         let user = self
             .store
-            .get_user(input.user_id)?
+            .get_user(input.user_id)
+            .await?
             .ok_or_else(|| Error::invalid_grant("the user of this grant no longer exists"))?;
         let alg = self.id_token_alg(input.client);
         let iat = now();
@@ -179,9 +180,9 @@ impl Provider {
     /// server (not for another resource) and carry `openid`.
     ///
     /// Errors are RFC 6750 §3.1 codes: `invalid_token` (no valid token) or `insufficient_scope`.
-    pub fn userinfo(&self, access_token: &str) -> Result<Map<String, Value>, Error> {
+    pub async fn userinfo(&self, access_token: &str) -> Result<Map<String, Value>, Error> {
         let insufficient = || Error::new(ErrorCode::InsufficientScope, "the access token lacks the openid scope");
-        let claims = self.verify_access_token(access_token)?;
+        let claims = self.verify_access_token(access_token).await?;
         if claims["gid"].as_str().is_none() {
             // client_credentials tokens have no user behind them.
             return Err(insufficient());
@@ -193,7 +194,8 @@ impl Provider {
         let sub = claims["sub"].as_str().unwrap_or_default();
         let user = self
             .store
-            .get_user(sub)?
+            .get_user(sub)
+            .await?
             .ok_or_else(|| Error::new(ErrorCode::InvalidToken, "the user no longer exists"))?;
         let mut response = Map::new();
         response.insert("sub".into(), json!(user.user_id));

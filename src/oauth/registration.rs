@@ -258,7 +258,7 @@ impl Provider {
     /// clients) and its registration access token, both shown only this once.
     /// `address` is the caller's: each may register `registration_limit_per_address` clients
     /// an hour (review finding 6), counted only for registrations that would be stored.
-    pub fn register_dynamically(
+    pub async fn register_dynamically(
         &self,
         metadata: &ClientMetadata,
         initial_access_token: Option<&str>,
@@ -268,11 +268,11 @@ impl Provider {
         let (new, method) = self.registered_settings(metadata)?;
         let key = address.map(crate::net::address_key).unwrap_or_default();
         self.registration_rate.check(&key).map_err(Error::rate_limited)?;
-        let (mut client, client_secret) = self.register_client(new).map_err(Self::as_registration_error)?;
+        let (mut client, client_secret) = self.register_client(new).await.map_err(Self::as_registration_error)?;
         let token = random_token(32);
         client.registration_token_hash = Some(secret_hash(&token));
         client.token_endpoint_auth_method = Some(method);
-        self.store.put_client(&client)?;
+        self.store.put_client(&client).await?;
         Ok(self.registration(client, client_secret, Some(token)))
     }
 
@@ -293,9 +293,9 @@ impl Provider {
 
     /// The client behind a registration access token (RFC 7592 §3): the token must be this
     /// client's. An unknown client is answered like a wrong token (§2.1).
-    fn registered_client(&self, client_id: &str, token: Option<&str>) -> Result<ClientRecord, Error> {
+    async fn registered_client(&self, client_id: &str, token: Option<&str>) -> Result<ClientRecord, Error> {
         let token = token.ok_or_else(invalid_token)?;
-        let client = self.store.get_client(client_id)?.ok_or_else(invalid_token)?;
+        let client = self.store.get_client(client_id).await?.ok_or_else(invalid_token)?;
         match &client.registration_token_hash {
             Some(hash) if bool::from(hash.ct_eq(&secret_hash(token))) => Ok(client),
             _ => Err(invalid_token()),
@@ -303,14 +303,14 @@ impl Provider {
     }
 
     /// RFC 7592 §2.1: read a registration.
-    pub fn read_registration(&self, client_id: &str, token: Option<&str>) -> Result<Registration, Error> {
-        let client = self.registered_client(client_id, token)?;
+    pub async fn read_registration(&self, client_id: &str, token: Option<&str>) -> Result<Registration, Error> {
+        let client = self.registered_client(client_id, token).await?;
         Ok(self.registration(client, None, None))
     }
 
     /// RFC 7592 §2.2: replace a registration's metadata. `client_id` must be repeated; a
     /// `client_secret`, if sent, must be the current one.
-    pub fn update_registration(
+    pub async fn update_registration(
         &self,
         client_id: &str,
         token: Option<&str>,
@@ -318,7 +318,7 @@ impl Provider {
         body_client_secret: Option<&str>,
         metadata: &ClientMetadata,
     ) -> Result<Registration, Error> {
-        let client = self.registered_client(client_id, token)?;
+        let client = self.registered_client(client_id, token).await?;
         if body_client_id != Some(client_id) {
             return Err(invalid_metadata("client_id must be sent and match the registration"));
         }
@@ -338,15 +338,16 @@ impl Provider {
         }
         let mut updated = self
             .update_client(client_id, new)
+            .await
             .map_err(Self::as_registration_error)?;
         updated.token_endpoint_auth_method = Some(method);
-        self.store.put_client(&updated)?;
+        self.store.put_client(&updated).await?;
         Ok(self.registration(updated, None, None))
     }
 
     /// RFC 7592 §2.3: delete a registration (its grants are revoked first).
     pub async fn delete_registration(&self, client_id: &str, token: Option<&str>) -> Result<(), Error> {
-        self.registered_client(client_id, token)?;
+        self.registered_client(client_id, token).await?;
         self.delete_client(client_id).await?;
         Ok(())
     }

@@ -13,7 +13,7 @@ impl Provider {
         token: Option<&str>,
         hint: Option<&str>,
     ) -> Result<(), Error> {
-        let client = self.authenticate_client(credentials)?;
+        let client = self.authenticate_client(credentials).await?;
         let token = token
             .filter(|t| !t.is_empty())
             .ok_or_else(|| Error::invalid_request("token is missing"))?;
@@ -23,24 +23,25 @@ impl Provider {
             let description = "token_type_hint must be access_token or refresh_token";
             return Err(Error::new(ErrorCode::UnsupportedTokenType, description));
         }
-        let revoked = self.revoke_refresh(&client.client_id, token)? || self.revoke_access(&client.client_id, token)?;
+        let revoked = self.revoke_refresh(&client.client_id, token).await?
+            || self.revoke_access(&client.client_id, token).await?;
         if revoked {
             self.store.durable().await?;
         }
         Ok(())
     }
 
-    fn revoke_refresh(&self, client_id: &str, token: &str) -> Result<bool, Error> {
-        let Some(record) = self.store.get_refresh(&secret_hash(token))? else {
+    async fn revoke_refresh(&self, client_id: &str, token: &str) -> Result<bool, Error> {
+        let Some(record) = self.store.get_refresh(&secret_hash(token)).await? else {
             return Ok(false);
         };
-        match self.store.get_grant(&record.grant_id)? {
-            Some(grant) if grant.client_id == client_id => Ok(self.store.revoke_grant(&grant.grant_id)?),
+        match self.store.get_grant(&record.grant_id).await? {
+            Some(grant) if grant.client_id == client_id => Ok(self.store.revoke_grant(&grant.grant_id).await?),
             _ => Ok(false),
         }
     }
 
-    fn revoke_access(&self, client_id: &str, token: &str) -> Result<bool, Error> {
+    async fn revoke_access(&self, client_id: &str, token: &str) -> Result<bool, Error> {
         let Some(claims) = self.keys.current().verify_jwt(token, "at+jwt", &self.issuer) else {
             return Ok(false);
         };
@@ -50,7 +51,7 @@ impl Provider {
         let (Some(jti), Some(exp)) = (claims["jti"].as_str(), claims["exp"].as_i64()) else {
             return Ok(false);
         };
-        self.store.revoke_access_token(jti, exp)?;
+        self.store.revoke_access_token(jti, exp).await?;
         Ok(true)
     }
 }

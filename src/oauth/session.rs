@@ -51,19 +51,19 @@ impl Provider {
     /// The live session for a cookie value, if it exists and has not expired. A logged-in
     /// session whose user is gone, or changed their password since (review finding 12), is
     /// over: it is removed and reads as no session.
-    pub fn session(&self, cookie: Option<&str>) -> Result<Option<Session>, Error> {
+    pub async fn session(&self, cookie: Option<&str>) -> Result<Option<Session>, Error> {
         let Some(id) = cookie else { return Ok(None) };
         let hash = secret_hash(id);
-        let Some(record) = self.store.get_session(&hash)? else {
+        let Some(record) = self.store.get_session(&hash).await? else {
             return Ok(None);
         };
         if record.expires_at <= now() {
             return Ok(None);
         }
         if let Some(user_id) = &record.user_id {
-            let current = self.store.get_user(user_id)?;
+            let current = self.store.get_user(user_id).await?;
             if current.is_none_or(|user| user.session_epoch != record.user_epoch) {
-                self.store.delete_session(&hash)?;
+                self.store.delete_session(&hash).await?;
                 return Ok(None);
             }
         }
@@ -75,12 +75,12 @@ impl Provider {
 
     /// The key that signs login-form cookies: one server secret shared by every node, made on
     /// first use.
-    fn login_form_key(&self) -> Result<hmac::Key, Error> {
+    async fn login_form_key(&self) -> Result<hmac::Key, Error> {
         if let Some(key) = self.login_form_key.get() {
             return Ok(key.clone());
         }
         let candidate = secret_hash(&random_token(32));
-        let secret = self.store.server_secret(LOGIN_FORM_SECRET, &candidate)?;
+        let secret = self.store.server_secret(LOGIN_FORM_SECRET, &candidate).await?;
         Ok(self
             .login_form_key
             .get_or_init(|| hmac::Key::new(hmac::HMAC_SHA256, &secret))
@@ -88,11 +88,11 @@ impl Provider {
     }
 
     /// A fresh login form for a visitor without a session; nothing is stored.
-    pub fn new_login_form(&self) -> Result<LoginForm, Error> {
+    pub async fn new_login_form(&self) -> Result<LoginForm, Error> {
         let csrf_token = random_token(32);
         let expires_at = now() + LOGIN_FORM_TTL_SECS;
         let signed = format!("{expires_at}.{csrf_token}");
-        let mac = hmac::sign(&self.login_form_key()?, signed.as_bytes());
+        let mac = hmac::sign(&self.login_form_key().await?, signed.as_bytes());
         Ok(LoginForm {
             cookie: format!("{signed}.{}", URL_SAFE_NO_PAD.encode(mac.as_ref())),
             csrf_token,
@@ -101,7 +101,7 @@ impl Provider {
 
     /// Whether `submitted` is the CSRF token of the login form whose cookie is `cookie`: the
     /// cookie is ours (its signature checks), unexpired, and carries that token.
-    pub fn login_form_matches(&self, cookie: Option<&str>, submitted: &str) -> Result<bool, Error> {
+    pub async fn login_form_matches(&self, cookie: Option<&str>, submitted: &str) -> Result<bool, Error> {
         let Some((signed, mac)) = cookie.and_then(|c| c.rsplit_once('.')) else {
             return Ok(false);
         };
@@ -111,7 +111,7 @@ impl Provider {
         let Ok(mac) = URL_SAFE_NO_PAD.decode(mac) else {
             return Ok(false);
         };
-        if hmac::verify(&self.login_form_key()?, signed.as_bytes(), &mac).is_err() {
+        if hmac::verify(&self.login_form_key().await?, signed.as_bytes(), &mac).is_err() {
             return Ok(false);
         }
         let live = expires_at.parse::<i64>().is_ok_and(|t| t > now());
@@ -120,18 +120,18 @@ impl Provider {
 
     /// Logs a user in: the old session is dropped and a new id issued, so a session id
     /// planted before login is worthless afterwards (session fixation).
-    pub fn log_in(&self, old: Option<&Session>, user: &UserRecord) -> Result<Session, Error> {
+    pub async fn log_in(&self, old: Option<&Session>, user: &UserRecord) -> Result<Session, Error> {
         if let Some(old) = old {
-            self.store.delete_session(&secret_hash(&old.id))?;
+            self.store.delete_session(&secret_hash(&old.id)).await?;
         }
-        self.new_session(user, now())
+        self.new_session(user, now()).await
     }
 
-    pub fn log_out(&self, session: &Session) -> Result<(), Error> {
-        Ok(self.store.delete_session(&secret_hash(&session.id))?)
+    pub async fn log_out(&self, session: &Session) -> Result<(), Error> {
+        Ok(self.store.delete_session(&secret_hash(&session.id)).await?)
     }
 
-    fn new_session(&self, user: &UserRecord, auth_time: i64) -> Result<Session, Error> {
+    async fn new_session(&self, user: &UserRecord, auth_time: i64) -> Result<Session, Error> {
         let id = random_token(32);
         let record = SessionRecord {
             user_id: Some(user.user_id.clone()),
@@ -140,7 +140,7 @@ impl Provider {
             auth_time: Some(auth_time),
             expires_at: now() + self.config.session_ttl.as_secs() as i64,
         };
-        self.store.put_session(&secret_hash(&id), &record)?;
+        self.store.put_session(&secret_hash(&id), &record).await?;
         Ok(Session { id, record })
     }
 }

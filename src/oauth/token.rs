@@ -80,7 +80,7 @@ impl Provider {
     /// signed by a published key, `typ` at+jwt, ours, unexpired, issued for this server (not
     /// for another resource), and neither it nor its grant revoked. Returns its claims; any
     /// failure is `invalid_token` (RFC 6750 §3.1).
-    pub fn verify_access_token(&self, token: &str) -> Result<serde_json::Value, Error> {
+    pub async fn verify_access_token(&self, token: &str) -> Result<serde_json::Value, Error> {
         let invalid = |why: &str| Error::new(ErrorCode::InvalidToken, why);
         let claims = self
             .keys
@@ -91,7 +91,7 @@ impl Provider {
         if audience != self.issuer && audience != self.default_audience {
             return Err(invalid("the access token is for another resource"));
         }
-        if !self.access_token_live(&claims)? {
+        if !self.access_token_live(&claims).await? {
             return Err(invalid("the access token was revoked"));
         }
         Ok(claims)
@@ -100,20 +100,21 @@ impl Provider {
     /// Whether a verified access token's claims are still good here: the token is not
     /// revoked, its grant (if any) is not revoked, and its client still exists. A deleted
     /// client's tokens (client_credentials ones have no grant) die with it.
-    pub fn access_token_live(&self, claims: &serde_json::Value) -> Result<bool, Error> {
+    pub async fn access_token_live(&self, claims: &serde_json::Value) -> Result<bool, Error> {
         if self
             .store
-            .is_access_token_revoked(claims["jti"].as_str().unwrap_or_default())?
+            .is_access_token_revoked(claims["jti"].as_str().unwrap_or_default())
+            .await?
         {
             return Ok(false);
         }
         if let Some(grant_id) = claims["gid"].as_str() {
-            if self.store.get_grant(grant_id)?.is_none_or(|g| g.revoked) {
+            if self.store.get_grant(grant_id).await?.is_none_or(|g| g.revoked) {
                 return Ok(false);
             }
         }
         let client_id = claims["client_id"].as_str().unwrap_or_default();
-        Ok(self.store.get_client(client_id)?.is_some())
+        Ok(self.store.get_client(client_id).await?.is_some())
     }
 
     pub fn refresh_token_ttl(&self, client: &ClientRecord) -> i64 {

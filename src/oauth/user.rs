@@ -24,6 +24,23 @@ fn password_matches(password: &str, phc: &str) -> bool {
     PasswordHash::new(phc).is_ok_and(|hash| Argon2::default().verify_password(password.as_bytes(), &hash).is_ok())
 }
 
+/// [`hash_password`] on the blocking pool: Argon2id takes tens of milliseconds of CPU, which
+/// must not hold an async worker.
+async fn hash_password_off_workers(password: &str) -> Result<String, Error> {
+    let password = password.to_string();
+    tokio::task::spawn_blocking(move || hash_password(&password))
+        .await
+        .map_err(Error::server_error)?
+}
+
+/// [`password_matches`] on the blocking pool.
+async fn password_matches_off_workers(password: &str, phc: &str) -> Result<bool, Error> {
+    let (password, phc) = (password.to_string(), phc.to_string());
+    tokio::task::spawn_blocking(move || password_matches(&password, &phc))
+        .await
+        .map_err(Error::server_error)
+}
+
 fn validate_username(username: &str) -> Result<(), Error> {
     let ok = (1..=64).contains(&username.chars().count())
         && username
@@ -217,7 +234,7 @@ impl Provider {
     /// and a locked-out username or address is refused without hashing anything. At most
     /// `max_parallel_password_checks` hashes run at once, off the async workers.
     pub async fn log_in_with_password(
-        self: &std::sync::Arc<Self>,
+        &self,
         username: &str,
         password: &str,
         address: &str,
@@ -230,14 +247,8 @@ impl Provider {
             self.login_throttle.abandoned(username, address);
             return Err(LoginFailure::Busy(PASSWORD_CHECK_WAIT));
         };
-        let provider = self.clone();
-        let (name, password) = (username.to_string(), password.to_string());
-        let checked = tokio::task::spawn_blocking(move || {
-            let _place = place;
-            provider.check_password(&name, &password)
-        })
-        .await
-        .map_err(|e| LoginFailure::Error(Error::server_error(e)))?;
+        let checked = self.check_password(username, password).await;
+        drop(place);
         match checked {
             Ok(Some(user)) => {
                 self.login_throttle.succeeded(username, address);
@@ -252,25 +263,48 @@ impl Provider {
     }
 
     /// Creates a user; fails with `invalid_request` when the username is taken or invalid.
-    pub fn create_user(&self, username: &str, password: &str, email: Option<String>) -> Result<UserRecord, Error> {
+    pub async fn create_user(
+        &self,
+        username: &str,
+        password: &str,
+        email: Option<String>,
+    ) -> Result<UserRecord, Error> {
+        let edit = ProfileEdit {
+            email,
+            ..ProfileEdit::default()
+        };
+        self.create_user_with_profile(username, password, edit).await
+    }
+
+    /// Creates a user with an email and profile. Everything is checked before anything is
+    /// stored, so a bad profile leaves no half-made user behind.
+    pub async fn create_user_with_profile(
+        &self,
+        username: &str,
+        password: &str,
+        edit: ProfileEdit,
+    ) -> Result<UserRecord, Error> {
         validate_username(username)?;
         validate_password(password)?;
-        let email = normalized(&email);
+        let email = normalized(&edit.email);
         if let Some(email) = &email {
             validate_email(email)?;
         }
+        let profile = validated_profile(&edit.profile)?;
+        let created_at = now();
+        let updated = email.is_some() || profile != UserProfile::default();
         let user = UserRecord {
             user_id: super::random_id(),
             username: username.to_string(),
+            email_verified: edit.email_verified.unwrap_or(false) && email.is_some(),
             email,
-            email_verified: false,
-            password_hash: hash_password(password)?,
-            created_at: now(),
-            profile: Default::default(),
-            updated_at: 0,
+            password_hash: hash_password_off_workers(password).await?,
+            created_at,
+            profile,
+            updated_at: if updated { created_at } else { 0 },
             session_epoch: 0,
         };
-        match self.store.insert_user(&user) {
+        match self.store.insert_user(&user).await {
             Err(StoreError::Conflict(_)) => Err(Error::new(
                 super::ErrorCode::Conflict,
                 format!("username {username:?} is taken"),
@@ -279,12 +313,28 @@ impl Provider {
         }
     }
 
+    /// The user with this id, if any.
+    pub async fn find_user(&self, user_id: &str) -> Result<Option<UserRecord>, Error> {
+        Ok(self.store.get_user(user_id).await?)
+    }
+
+    /// Every user, ordered by id (a full scan: for the CLI, not for requests).
+    pub async fn list_users(&self) -> Result<Vec<UserRecord>, Error> {
+        Ok(self.store.list_users().await?)
+    }
+
+    /// The user with this username, if any.
+    pub async fn find_user_by_name(&self, username: &str) -> Result<Option<UserRecord>, Error> {
+        Ok(self.store.get_user_by_name(username).await?)
+    }
+
     /// Changes a user's email and profile claims. A new email address is unverified unless
     /// the edit says otherwise (only the operator's CLI can).
-    pub fn update_profile(&self, user_id: &str, edit: ProfileEdit) -> Result<UserRecord, Error> {
+    pub async fn update_profile(&self, user_id: &str, edit: ProfileEdit) -> Result<UserRecord, Error> {
         let mut user = self
             .store
-            .get_user(user_id)?
+            .get_user(user_id)
+            .await?
             .ok_or_else(|| super::admin::not_found("user"))?;
         let email = normalized(&edit.email);
         if let Some(email) = &email {
@@ -301,20 +351,21 @@ impl Provider {
         }
         user.email = email;
         user.profile = profile;
-        self.store.update_user(&user)?;
+        self.store.update_user(&user).await?;
         Ok(user)
     }
 
-    pub fn set_password(&self, user_id: &str, password: &str) -> Result<(), Error> {
+    pub async fn set_password(&self, user_id: &str, password: &str) -> Result<(), Error> {
         validate_password(password)?;
         let mut user = self
             .store
-            .get_user(user_id)?
+            .get_user(user_id)
+            .await?
             .ok_or_else(|| super::admin::not_found("user"))?;
-        user.password_hash = hash_password(password)?;
+        user.password_hash = hash_password_off_workers(password).await?;
         // Every session opened with the old password ends (review finding 12).
         user.session_epoch += 1;
-        Ok(self.store.update_user(&user)?)
+        Ok(self.store.update_user(&user).await?)
     }
 
     /// Revokes every grant a user gave (an operator's password reset after a compromise):
@@ -322,8 +373,8 @@ impl Provider {
     /// Returns how many grants were revoked.
     pub async fn revoke_user_grants(&self, user_id: &str) -> Result<usize, Error> {
         let mut revoked = 0;
-        for grant in self.store.list_grants(Some(user_id), None)? {
-            if !grant.revoked && self.store.revoke_grant(&grant.grant_id)? {
+        for grant in self.store.list_grants(Some(user_id), None).await? {
+            if !grant.revoked && self.store.revoke_grant(&grant.grant_id).await? {
                 revoked += 1;
             }
         }
@@ -333,15 +384,11 @@ impl Provider {
 
     /// Returns the user if the password is right. Unknown users cost the same hash check as
     /// known ones, so response time does not reveal which usernames exist.
-    pub fn check_password(&self, username: &str, password: &str) -> Result<Option<UserRecord>, Error> {
-        match self.store.get_user_by_name(username)? {
-            Some(user) if password_matches(password, &user.password_hash) => Ok(Some(user)),
-            Some(_) => Ok(None),
-            None => {
-                password_matches(password, DUMMY_PASSWORD_HASH);
-                Ok(None)
-            }
-        }
+    pub async fn check_password(&self, username: &str, password: &str) -> Result<Option<UserRecord>, Error> {
+        let user = self.store.get_user_by_name(username).await?;
+        let phc = user.as_ref().map_or(DUMMY_PASSWORD_HASH, |u| u.password_hash.as_str());
+        let matches = password_matches_off_workers(password, phc).await?;
+        Ok(user.filter(|_| matches))
     }
 }
 

@@ -77,9 +77,9 @@ fn profile_page(
 
 /// GET /o/profile/: the user's profile form.
 #[handler]
-pub fn show_profile(req: &Request, provider: Data<&Arc<Provider>>, templates: Data<&Arc<Templates>>) -> Response {
+pub async fn show_profile(req: &Request, provider: Data<&Arc<Provider>>, templates: Data<&Arc<Templates>>) -> Response {
     let (provider, templates) = (provider.0.as_ref(), templates.0.as_ref());
-    let visitor = try_page!(visitor(provider, templates, req, StatusCode::FOUND));
+    let visitor = try_page!(visitor(provider, templates, req, StatusCode::FOUND).await);
     let edit = ProfileEdit::of(&visitor.user);
     let csrf = &visitor.session.record.csrf_token;
     profile_page(templates, StatusCode::OK, &visitor.user, &edit, csrf, None, None)
@@ -94,7 +94,7 @@ pub async fn save_profile(
     templates: Data<&Arc<Templates>>,
 ) -> Response {
     let (provider, templates) = (provider.0.as_ref(), templates.0.as_ref());
-    let visitor = try_page!(visitor(provider, templates, req, StatusCode::SEE_OTHER));
+    let visitor = try_page!(visitor(provider, templates, req, StatusCode::SEE_OTHER).await);
     let form = try_page!(checked_form(templates, &visitor, body).await);
     let form = Params::new(&form);
     let field = |name: &str| form.get(name).ok().flatten().map(str::to_string);
@@ -113,7 +113,7 @@ pub async fn save_profile(
         },
     };
     let csrf = &visitor.session.record.csrf_token;
-    match provider.update_profile(&visitor.user.user_id, edit.clone()) {
+    match provider.update_profile(&visitor.user.user_id, edit.clone()).await {
         Ok(user) => {
             let saved = ProfileEdit::of(&user);
             profile_page(templates, StatusCode::OK, &user, &saved, csrf, Some("Saved."), None)
@@ -141,10 +141,10 @@ fn clear_cookie(provider: &Provider, response: &mut Response) {
 
 /// Ends the session (if any) and sends the browser where the request said, or to the
 /// "logged out" page.
-fn finish_logout(provider: &Provider, templates: &Templates, req: &Request, request: &LogoutRequest) -> Response {
-    let ended_session = match current_session(provider, req) {
+async fn finish_logout(provider: &Provider, templates: &Templates, req: &Request, request: &LogoutRequest) -> Response {
+    let ended_session = match current_session(provider, req).await {
         Ok(Some(session)) => {
-            if let Err(e) = provider.log_out(&session) {
+            if let Err(e) = provider.log_out(&session).await {
                 return error_page(templates, StatusCode::INTERNAL_SERVER_ERROR, &e);
             }
             session.user_id().is_some()
@@ -173,24 +173,24 @@ fn finish_logout(provider: &Provider, templates: &Templates, req: &Request, requ
 /// without a session there is nothing to end; a relying party that proves with an ID token
 /// that it speaks for this session's user ends it at once; anyone else gets a confirmation
 /// page, so a link on another site cannot log the user out.
-fn handle_logout(
+async fn handle_logout(
     provider: &Provider,
     templates: &Templates,
     req: &Request,
     pairs: &[(String, String)],
     confirmed: bool,
 ) -> Response {
-    let request = match provider.validate_logout(pairs) {
+    let request = match provider.validate_logout(pairs).await {
         Ok(r) => r,
         Err(e) => return error_page(templates, StatusCode::BAD_REQUEST, &e),
     };
-    let (session, user) = match logged_in_user(provider, req) {
+    let (session, user) = match logged_in_user(provider, req).await {
         Ok(Some(visitor)) => visitor,
-        Ok(None) => return finish_logout(provider, templates, req, &request),
+        Ok(None) => return finish_logout(provider, templates, req, &request).await,
         Err(e) => return error_page(templates, StatusCode::INTERNAL_SERVER_ERROR, &e),
     };
     if confirmed || request.is_for(&user.user_id) {
-        return finish_logout(provider, templates, req, &request);
+        return finish_logout(provider, templates, req, &request).await;
     }
     let client_name = request.client.as_ref().map(|c| c.name.as_str());
     let html = templates.render(
@@ -208,13 +208,13 @@ fn handle_logout(
 
 /// GET /o/logout/: the end-session endpoint.
 #[handler]
-pub fn logout(req: &Request, provider: Data<&Arc<Provider>>, templates: Data<&Arc<Templates>>) -> Response {
+pub async fn logout(req: &Request, provider: Data<&Arc<Provider>>, templates: Data<&Arc<Templates>>) -> Response {
     let (provider, templates) = (provider.0.as_ref(), templates.0.as_ref());
     let pairs = match parse_pairs(req.uri().query().unwrap_or_default().as_bytes()) {
         Ok(p) => p,
         Err(why) => return error_page(templates, StatusCode::BAD_REQUEST, &Error::invalid_request(why)),
     };
-    handle_logout(provider, templates, req, &pairs, false)
+    handle_logout(provider, templates, req, &pairs, false).await
 }
 
 /// POST /o/logout/: a relying party's form-posted logout request, or the user confirming
@@ -235,9 +235,9 @@ pub async fn logout_post(
     let confirmed = form.get("confirm").ok().flatten() == Some("yes");
     if confirmed {
         // Only a form this site rendered for this session may skip the question.
-        let session = match current_session(provider, req) {
+        let session = match current_session(provider, req).await {
             Ok(Some(s)) => s,
-            Ok(None) => return handle_logout(provider, templates, req, &[], false),
+            Ok(None) => return handle_logout(provider, templates, req, &[], false).await,
             Err(e) => return error_page(templates, StatusCode::INTERNAL_SERVER_ERROR, &e),
         };
         try_page!(super::check_csrf(templates, &session, &form));
@@ -247,5 +247,5 @@ pub async fn logout_post(
         .filter(|(k, _)| k != "csrf_token" && k != "confirm")
         .cloned()
         .collect();
-    handle_logout(provider, templates, req, &rp_params, confirmed)
+    handle_logout(provider, templates, req, &rp_params, confirmed).await
 }

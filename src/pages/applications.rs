@@ -186,13 +186,13 @@ fn form_page(
 }
 
 /// The visitor's own client, or a 404 page: other people's apps do not exist for them.
-fn owned_client(
+async fn owned_client(
     provider: &Provider,
     templates: &Templates,
     visitor: &Visitor,
     client_id: &str,
 ) -> Result<ClientRecord, Box<Response>> {
-    match provider.find_client(client_id) {
+    match provider.find_client(client_id).await {
         Ok(Some(client)) if client.owner_user_id.as_deref() == Some(visitor.user.user_id.as_str()) => Ok(client),
         Ok(_) => Err(Box::new(error_page(
             templates,
@@ -205,10 +205,10 @@ fn owned_client(
 
 /// GET /o/applications/
 #[handler]
-pub fn list(req: &Request, provider: Data<&Arc<Provider>>, templates: Data<&Arc<Templates>>) -> Response {
+pub async fn list(req: &Request, provider: Data<&Arc<Provider>>, templates: Data<&Arc<Templates>>) -> Response {
     let (provider, templates) = (provider.0.as_ref(), templates.0.as_ref());
-    let visitor = try_page!(visitor(provider, templates, req, StatusCode::FOUND));
-    let apps = match provider.clients_owned_by(&visitor.user.user_id) {
+    let visitor = try_page!(visitor(provider, templates, req, StatusCode::FOUND).await);
+    let apps = match provider.clients_owned_by(&visitor.user.user_id).await {
         Ok(apps) => apps,
         Err(e) => return error_page(templates, StatusCode::INTERNAL_SERVER_ERROR, &e),
     };
@@ -229,9 +229,13 @@ pub fn list(req: &Request, provider: Data<&Arc<Provider>>, templates: Data<&Arc<
 
 /// GET /o/applications/register/
 #[handler]
-pub fn register_form(req: &Request, provider: Data<&Arc<Provider>>, templates: Data<&Arc<Templates>>) -> Response {
+pub async fn register_form(
+    req: &Request,
+    provider: Data<&Arc<Provider>>,
+    templates: Data<&Arc<Templates>>,
+) -> Response {
     let (provider, templates) = (provider.0.as_ref(), templates.0.as_ref());
-    let visitor = try_page!(visitor(provider, templates, req, StatusCode::FOUND));
+    let visitor = try_page!(visitor(provider, templates, req, StatusCode::FOUND).await);
     let blank = NewClient {
         name: String::new(),
         client_type: ClientType::Confidential,
@@ -267,7 +271,7 @@ pub async fn register(
     templates: Data<&Arc<Templates>>,
 ) -> Response {
     let (provider, templates) = (provider.0.as_ref(), templates.0.as_ref());
-    let visitor = try_page!(visitor(provider, templates, req, StatusCode::SEE_OTHER));
+    let visitor = try_page!(visitor(provider, templates, req, StatusCode::SEE_OTHER).await);
     let form = try_page!(checked_form(templates, &visitor, body).await);
     let base = NewClient {
         name: String::new(),
@@ -285,7 +289,7 @@ pub async fn register(
         admin: false,
     };
     let new = settings_from_form(provider, &Params::new(&form), base);
-    match provider.register_client(new.clone()) {
+    match provider.register_client(new.clone()).await {
         Ok((client, secret)) => detail_page(templates, &client, &visitor.session, secret.as_deref()),
         Err(e) => form_page(
             provider,
@@ -301,29 +305,29 @@ pub async fn register(
 
 /// GET /o/applications/:id/
 #[handler]
-pub fn detail(
+pub async fn detail(
     req: &Request,
     Path(id): Path<String>,
     provider: Data<&Arc<Provider>>,
     templates: Data<&Arc<Templates>>,
 ) -> Response {
     let (provider, templates) = (provider.0.as_ref(), templates.0.as_ref());
-    let visitor = try_page!(visitor(provider, templates, req, StatusCode::FOUND));
-    let client = try_page!(owned_client(provider, templates, &visitor, &id));
+    let visitor = try_page!(visitor(provider, templates, req, StatusCode::FOUND).await);
+    let client = try_page!(owned_client(provider, templates, &visitor, &id).await);
     detail_page(templates, &client, &visitor.session, None)
 }
 
 /// GET /o/applications/:id/edit/
 #[handler]
-pub fn edit_form(
+pub async fn edit_form(
     req: &Request,
     Path(id): Path<String>,
     provider: Data<&Arc<Provider>>,
     templates: Data<&Arc<Templates>>,
 ) -> Response {
     let (provider, templates) = (provider.0.as_ref(), templates.0.as_ref());
-    let visitor = try_page!(visitor(provider, templates, req, StatusCode::FOUND));
-    let client = try_page!(owned_client(provider, templates, &visitor, &id));
+    let visitor = try_page!(visitor(provider, templates, req, StatusCode::FOUND).await);
+    let client = try_page!(owned_client(provider, templates, &visitor, &id).await);
     form_page(
         provider,
         templates,
@@ -345,11 +349,11 @@ pub async fn edit(
     templates: Data<&Arc<Templates>>,
 ) -> Response {
     let (provider, templates) = (provider.0.as_ref(), templates.0.as_ref());
-    let visitor = try_page!(visitor(provider, templates, req, StatusCode::SEE_OTHER));
-    let client = try_page!(owned_client(provider, templates, &visitor, &id));
+    let visitor = try_page!(visitor(provider, templates, req, StatusCode::SEE_OTHER).await);
+    let client = try_page!(owned_client(provider, templates, &visitor, &id).await);
     let form = try_page!(checked_form(templates, &visitor, body).await);
     let new = settings_from_form(provider, &Params::new(&form), settings_of(&client));
-    match provider.update_client(&id, new.clone()) {
+    match provider.update_client(&id, new.clone()).await {
         Ok(_) => redirect(StatusCode::SEE_OTHER, &format!("/o/applications/{id}/")),
         Err(e) => form_page(
             provider,
@@ -373,10 +377,10 @@ pub async fn rotate_secret(
     templates: Data<&Arc<Templates>>,
 ) -> Response {
     let (provider, templates) = (provider.0.as_ref(), templates.0.as_ref());
-    let visitor = try_page!(visitor(provider, templates, req, StatusCode::SEE_OTHER));
-    let client = try_page!(owned_client(provider, templates, &visitor, &id));
+    let visitor = try_page!(visitor(provider, templates, req, StatusCode::SEE_OTHER).await);
+    let client = try_page!(owned_client(provider, templates, &visitor, &id).await);
     try_page!(checked_form(templates, &visitor, body).await);
-    match provider.rotate_client_secret(&id) {
+    match provider.rotate_client_secret(&id).await {
         Ok(secret) => detail_page(templates, &client, &visitor.session, Some(&secret)),
         Err(e) => error_page(templates, StatusCode::BAD_REQUEST, &e),
     }
@@ -384,15 +388,15 @@ pub async fn rotate_secret(
 
 /// GET /o/applications/:id/delete/: asks for confirmation.
 #[handler]
-pub fn delete_form(
+pub async fn delete_form(
     req: &Request,
     Path(id): Path<String>,
     provider: Data<&Arc<Provider>>,
     templates: Data<&Arc<Templates>>,
 ) -> Response {
     let (provider, templates) = (provider.0.as_ref(), templates.0.as_ref());
-    let visitor = try_page!(visitor(provider, templates, req, StatusCode::FOUND));
-    let client = try_page!(owned_client(provider, templates, &visitor, &id));
+    let visitor = try_page!(visitor(provider, templates, req, StatusCode::FOUND).await);
+    let client = try_page!(owned_client(provider, templates, &visitor, &id).await);
     let ctx = context! { name => &client.name, client_id => &client.client_id, csrf_token => &visitor.session.record.csrf_token };
     page(StatusCode::OK, templates.render("application_delete.html", ctx))
 }
@@ -407,8 +411,8 @@ pub async fn delete(
     templates: Data<&Arc<Templates>>,
 ) -> Response {
     let (provider, templates) = (provider.0.as_ref(), templates.0.as_ref());
-    let visitor = try_page!(visitor(provider, templates, req, StatusCode::SEE_OTHER));
-    try_page!(owned_client(provider, templates, &visitor, &id));
+    let visitor = try_page!(visitor(provider, templates, req, StatusCode::SEE_OTHER).await);
+    try_page!(owned_client(provider, templates, &visitor, &id).await);
     try_page!(checked_form(templates, &visitor, body).await);
     match provider.delete_client(&id).await {
         Ok(_) => redirect(StatusCode::SEE_OTHER, "/o/applications/"),

@@ -281,8 +281,8 @@ impl Cookie {
     }
 }
 
-fn current_session(provider: &Provider, req: &Request) -> Result<Option<Session>, Error> {
-    provider.session(Cookie::Session.read(provider, req).as_deref())
+async fn current_session(provider: &Provider, req: &Request) -> Result<Option<Session>, Error> {
+    provider.session(Cookie::Session.read(provider, req).as_deref()).await
 }
 
 async fn form_pairs(body: Body) -> Result<Vec<(String, String)>, Error> {
@@ -372,7 +372,7 @@ fn authorization_error_page(templates: &Templates, error: AuthorizeError) -> Res
 
 /// Parses and validates the authorization request in the query string; `authenticated`: the
 /// browser has a logged-in session.
-fn authorization_request(
+async fn authorization_request(
     provider: &Provider,
     templates: &Templates,
     req: &Request,
@@ -387,6 +387,7 @@ fn authorization_request(
     })?;
     provider
         .validate_authorization(&pairs, authenticated)
+        .await
         .map_err(|e| Box::new(authorization_error_page(templates, e)))
 }
 
@@ -394,16 +395,16 @@ fn authorization_request(
 #[handler]
 async fn authorize(req: &Request, provider: Data<&Arc<Provider>>, templates: Data<&Arc<Templates>>) -> Response {
     let (provider, templates) = (provider.0.as_ref(), templates.0.as_ref());
-    let visitor = match logged_in_user(provider, req) {
+    let visitor = match logged_in_user(provider, req).await {
         Ok(v) => v,
         Err(e) => return error_page(templates, StatusCode::INTERNAL_SERVER_ERROR, &e),
     };
-    let request = match authorization_request(provider, templates, req, visitor.is_some()) {
+    let request = match authorization_request(provider, templates, req, visitor.is_some()).await {
         Ok(r) => r,
         Err(response) => return *response,
     };
     let consent_required = match &visitor {
-        Some((_, user)) => match provider.consent_required(&request, &user.user_id) {
+        Some((_, user)) => match provider.consent_required(&request, &user.user_id).await {
             Ok(required) => required,
             Err(e) => return error_page(templates, StatusCode::INTERNAL_SERVER_ERROR, &e),
         },
@@ -420,7 +421,7 @@ async fn authorize(req: &Request, provider: Data<&Arc<Provider>>, templates: Dat
             // The approval is still recorded, so the app is listed (and revocable) on the
             // authorized-apps page.
             let (session, user) = visitor.expect("no login needed implies a user");
-            if let Err(e) = provider.remember_consent(&request, &user.user_id) {
+            if let Err(e) = provider.remember_consent(&request, &user.user_id).await {
                 return error_page(templates, StatusCode::INTERNAL_SERVER_ERROR, &e);
             }
             let auth_time = session.record.auth_time.unwrap_or_else(crate::oauth::now);
@@ -474,12 +475,12 @@ async fn decide(
     templates: Data<&Arc<Templates>>,
 ) -> Response {
     let (provider, templates) = (provider.0.as_ref(), templates.0.as_ref());
-    let session = match current_session(provider, req) {
+    let session = match current_session(provider, req).await {
         Ok(Some(s)) if s.user_id().is_some() => s,
         Ok(_) => return login_redirect(req, StatusCode::SEE_OTHER),
         Err(e) => return error_page(templates, StatusCode::INTERNAL_SERVER_ERROR, &e),
     };
-    let request = match authorization_request(provider, templates, req, true) {
+    let request = match authorization_request(provider, templates, req, true).await {
         Ok(r) => r,
         Err(response) => return *response,
     };
@@ -495,7 +496,7 @@ async fn decide(
         Some("allow") => {
             let user_id = session.user_id().unwrap_or_default();
             let auth_time = session.record.auth_time.unwrap_or_else(crate::oauth::now);
-            if let Err(e) = provider.remember_consent(&request, user_id) {
+            if let Err(e) = provider.remember_consent(&request, user_id).await {
                 return error_page(templates, StatusCode::INTERNAL_SERVER_ERROR, &e);
             }
             match provider.approve(&request, user_id, auth_time).await {
@@ -559,7 +560,7 @@ async fn login_form(req: &Request, provider: Data<&Arc<Provider>>, templates: Da
         .ok()
         .flatten()
         .unwrap_or_default();
-    match current_session(provider, req) {
+    match current_session(provider, req).await {
         Ok(Some(session)) => login_page(
             templates,
             StatusCode::OK,
@@ -568,7 +569,7 @@ async fn login_form(req: &Request, provider: Data<&Arc<Provider>>, templates: Da
             login_hint,
             None,
         ),
-        Ok(None) => match provider.new_login_form() {
+        Ok(None) => match provider.new_login_form().await {
             Ok(form) => {
                 let mut response = login_page(templates, StatusCode::OK, &form.csrf_token, next, login_hint, None);
                 let max_age = crate::oauth::session::LOGIN_FORM_TTL_SECS as u64;
@@ -598,14 +599,17 @@ async fn login(
     let field = |name: &str| form.get(name).ok().flatten().unwrap_or_default().to_string();
     let next = safe_next(Some(&field("next"))).unwrap_or_default().to_string();
     // The form's CSRF token is the session's, or (without a session) the login-form cookie's.
-    let session = match current_session(provider.as_ref(), req) {
+    let session = match current_session(provider.as_ref(), req).await {
         Ok(session) => session,
         Err(e) => return error_page(templates, StatusCode::INTERNAL_SERVER_ERROR, &e),
     };
     let csrf_token = field("csrf_token");
     let form_is_ours = match &session {
         Some(session) => Ok(session.csrf_matches(&csrf_token)),
-        None => provider.login_form_matches(Cookie::LoginForm.read(provider.as_ref(), req).as_deref(), &csrf_token),
+        None => {
+            let cookie = Cookie::LoginForm.read(provider.as_ref(), req);
+            provider.login_form_matches(cookie.as_deref(), &csrf_token).await
+        }
     };
     match form_is_ours {
         Ok(true) => {}
@@ -664,7 +668,7 @@ async fn login(
         }
         Err(LoginFailure::Error(e)) => return error_page(templates, StatusCode::INTERNAL_SERVER_ERROR, &e),
     };
-    let fresh = match provider.log_in(session.as_ref(), &user) {
+    let fresh = match provider.log_in(session.as_ref(), &user).await {
         Ok(s) => s,
         Err(e) => return error_page(templates, StatusCode::INTERNAL_SERVER_ERROR, &e),
     };
@@ -682,14 +686,17 @@ async fn login(
 }
 
 /// The logged-in user behind a request, with their session.
-fn logged_in_user(provider: &Provider, req: &Request) -> Result<Option<(Session, crate::store::UserRecord)>, Error> {
-    let Some(session) = current_session(provider, req)? else {
+async fn logged_in_user(
+    provider: &Provider,
+    req: &Request,
+) -> Result<Option<(Session, crate::store::UserRecord)>, Error> {
+    let Some(session) = current_session(provider, req).await? else {
         return Ok(None);
     };
     let Some(user_id) = session.user_id() else {
         return Ok(None);
     };
-    Ok(provider.store.get_user(user_id)?.map(|user| (session, user)))
+    Ok(provider.find_user(user_id).await?.map(|user| (session, user)))
 }
 
 fn date(timestamp: i64) -> String {
@@ -706,13 +713,13 @@ struct Visitor {
     user: crate::store::UserRecord,
 }
 
-fn visitor(
+async fn visitor(
     provider: &Provider,
     templates: &Templates,
     req: &Request,
     status: StatusCode,
 ) -> Result<Visitor, Box<Response>> {
-    match logged_in_user(provider, req) {
+    match logged_in_user(provider, req).await {
         Ok(Some((session, user))) => Ok(Visitor { session, user }),
         Ok(None) => Err(Box::new(login_redirect(req, status))),
         Err(e) => Err(Box::new(error_page(templates, StatusCode::INTERNAL_SERVER_ERROR, &e))),
@@ -733,8 +740,8 @@ async fn checked_form(
 
 /// GET /: what this server is, and links for developers and (logged in) users.
 #[handler]
-fn home(req: &Request, provider: Data<&Arc<Provider>>, templates: Data<&Arc<Templates>>) -> Response {
-    let (username, csrf_token) = match logged_in_user(provider.0, req) {
+async fn home(req: &Request, provider: Data<&Arc<Provider>>, templates: Data<&Arc<Templates>>) -> Response {
+    let (username, csrf_token) = match logged_in_user(provider.0, req).await {
         Ok(Some((session, user))) => (Some(user.username), Some(session.record.csrf_token)),
         Ok(None) => (None, None),
         Err(e) => return error_page(templates.0, StatusCode::INTERNAL_SERVER_ERROR, &e),
@@ -748,13 +755,13 @@ fn home(req: &Request, provider: Data<&Arc<Provider>>, templates: Data<&Arc<Temp
 
 /// GET /o/authorized_tokens/: the apps this user approved.
 #[handler]
-fn authorized_apps(req: &Request, provider: Data<&Arc<Provider>>, templates: Data<&Arc<Templates>>) -> Response {
+async fn authorized_apps(req: &Request, provider: Data<&Arc<Provider>>, templates: Data<&Arc<Templates>>) -> Response {
     let (provider, templates) = (provider.0.as_ref(), templates.0.as_ref());
-    let Visitor { session, user } = match visitor(provider, templates, req, StatusCode::FOUND) {
+    let Visitor { session, user } = match visitor(provider, templates, req, StatusCode::FOUND).await {
         Ok(v) => v,
         Err(response) => return *response,
     };
-    let apps = match provider.authorized_apps(&user.user_id) {
+    let apps = match provider.authorized_apps(&user.user_id).await {
         Ok(apps) => apps,
         Err(e) => return error_page(templates, StatusCode::INTERNAL_SERVER_ERROR, &e),
     };
@@ -792,7 +799,7 @@ async fn revoke_app(
     templates: Data<&Arc<Templates>>,
 ) -> Response {
     let (provider, templates) = (provider.0.as_ref(), templates.0.as_ref());
-    let visitor = match visitor(provider, templates, req, StatusCode::SEE_OTHER) {
+    let visitor = match visitor(provider, templates, req, StatusCode::SEE_OTHER).await {
         Ok(v) => v,
         Err(response) => return *response,
     };

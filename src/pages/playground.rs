@@ -87,7 +87,7 @@ fn decode_segment(jwt: &str, index: usize) -> String {
 
 /// Every playground request: 404 while the playground is off, then the logged-in visitor
 /// (or a redirect to the login page, with `status`).
-fn enter(
+async fn enter(
     provider: &Provider,
     templates: &Templates,
     req: &Request,
@@ -98,12 +98,13 @@ fn enter(
             Error::invalid_request("the playground is off; start the server with `tessera serve --dev` to use it");
         return Err(Box::new(error_page(templates, StatusCode::NOT_FOUND, &error)));
     }
-    super::visitor(provider, templates, req, status)
+    super::visitor(provider, templates, req, status).await
 }
 
-fn show_page(provider: &Provider, templates: &Templates, visitor: &Visitor, state: &State) -> Response {
+async fn show_page(provider: &Provider, templates: &Templates, visitor: &Visitor, state: &State) -> Response {
     let apps: Vec<_> = provider
         .clients_owned_by(&visitor.user.user_id)
+        .await
         .unwrap_or_default()
         .iter()
         .map(|c| context! { client_id => &c.client_id, name => &c.name })
@@ -165,18 +166,18 @@ fn credentials(state: &State) -> ClientCredentials {
 
 /// GET /o/playground/
 #[handler]
-pub fn show(
+pub async fn show(
     req: &Request,
     provider: Data<&Arc<Provider>>,
     templates: Data<&Arc<Templates>>,
     playground: Data<&Arc<Playground>>,
 ) -> Response {
     let (provider, templates) = (provider.0.as_ref(), templates.0.as_ref());
-    let visitor = match enter(provider, templates, req, StatusCode::FOUND) {
+    let visitor = match enter(provider, templates, req, StatusCode::FOUND).await {
         Ok(v) => v,
         Err(response) => return *response,
     };
-    show_page(provider, templates, &visitor, &playground.get(&visitor))
+    show_page(provider, templates, &visitor, &playground.get(&visitor)).await
 }
 
 /// POST /o/playground/: `action` is `start`, `refresh` or `call`; then back to the page.
@@ -189,7 +190,7 @@ pub async fn act(
     playground: Data<&Arc<Playground>>,
 ) -> Response {
     let (provider, templates) = (provider.0.as_ref(), templates.0.as_ref());
-    let visitor = match enter(provider, templates, req, StatusCode::SEE_OTHER) {
+    let visitor = match enter(provider, templates, req, StatusCode::SEE_OTHER).await {
         Ok(v) => v,
         Err(response) => return *response,
     };
@@ -281,7 +282,7 @@ pub async fn callback(
     playground: Data<&Arc<Playground>>,
 ) -> Response {
     let (provider, templates) = (provider.0.as_ref(), templates.0.as_ref());
-    let visitor = match enter(provider, templates, req, StatusCode::FOUND) {
+    let visitor = match enter(provider, templates, req, StatusCode::FOUND).await {
         Ok(v) => v,
         Err(response) => return *response,
     };

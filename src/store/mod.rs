@@ -1,11 +1,22 @@
 //! Storage: the record types Tessera keeps and the small traits a backend implements.
 //!
-//! The traits are grouped by record (clients, users, grants, sessions) and stay synchronous
-//! because the default backend, sled, is. Every method documents its contract; anything that
-//! must be atomic says so. Secrets never reach this layer in plaintext: callers pass the
-//! SHA-256 of a code, refresh token, session id or client secret as the key or field.
+//! The store is a data contract, not a place for policy: each method says what it did ("this
+//! refresh token was live / already spent / unknown") and the protocol core in `oauth/`
+//! decides what that means (revoke the grant, refuse the request). Every method documents its
+//! contract; anything that must be atomic says so, and holds across processes sharing one
+//! backend. Secrets never reach this layer in plaintext: callers pass the SHA-256 of a code,
+//! refresh token, session id or client secret as the key or field.
+//!
+//! The traits are grouped by record and are async, so that a backend that talks to a database
+//! over the network awaits its I/O instead of blocking the runtime's worker threads. sled,
+//! the embedded default, answers point reads and writes from memory in microseconds and runs
+//! them inline; its full scans (purge, counts, listings) move to the blocking pool.
+//!
+//! Every backend passes the same contract suite (`tests/api/store_contract.rs`).
 
 pub mod sled;
+
+use async_trait::async_trait;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -192,7 +203,7 @@ pub struct GrantRecord {
 
 /// An opaque refresh token's record, kept under the token's hash. What it grants lives in its
 /// [`GrantRecord`], so a rotation writes only this small record.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RefreshRecord {
     pub grant_id: String,
     pub issued_at: i64,
@@ -253,106 +264,118 @@ pub enum Redemption {
     Unknown,
 }
 
-/// Outcome of exchanging a refresh token.
-#[derive(Debug, PartialEq, Eq)]
+/// Outcome of exchanging a refresh token ([`GrantStore::rotate_refresh`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rotation {
-    /// The old token was active; it is now spent and the new one stored.
-    Rotated,
-    /// The old token had been spent before (reuse, RFC 9700 §4.14.2); its grant is now revoked.
-    Reused,
-    /// The token is unknown, or its grant was revoked earlier.
-    Invalid,
+    /// The old token was live: it is now spent and the new one stored. Carries the old record.
+    Rotated(RefreshRecord),
+    /// The old token had been spent before: nothing changed. Carries its record; presenting a
+    /// spent token is reuse (RFC 9700 §4.14.2), which the core answers.
+    Spent(RefreshRecord),
+    /// No such token.
+    Unknown,
 }
 
 /// Registered clients.
+#[async_trait]
 pub trait ClientStore: Send + Sync {
-    /// Inserts or replaces the client with this `client_id`.
-    fn put_client(&self, client: &ClientRecord) -> Result<()>;
-    fn get_client(&self, client_id: &str) -> Result<Option<ClientRecord>>;
-    /// All clients, ordered by `client_id`.
-    fn list_clients(&self) -> Result<Vec<ClientRecord>>;
+    /// Inserts or replaces the client with this `client_id` (and keeps the owner index).
+    async fn put_client(&self, client: &ClientRecord) -> Result<()>;
+    async fn get_client(&self, client_id: &str) -> Result<Option<ClientRecord>>;
+    /// All clients, ordered by `client_id` (a full scan).
+    async fn list_clients(&self) -> Result<Vec<ClientRecord>>;
     /// Up to `limit` clients whose `client_id` sorts after `after`, in `client_id` order.
-    fn clients_page(&self, after: Option<&str>, limit: usize) -> Result<Vec<ClientRecord>>;
+    async fn clients_page(&self, after: Option<&str>, limit: usize) -> Result<Vec<ClientRecord>>;
     /// Returns whether a client was removed.
-    fn delete_client(&self, client_id: &str) -> Result<bool>;
+    async fn delete_client(&self, client_id: &str) -> Result<bool>;
     /// The clients whose `owner_user_id` is `user_id`, ordered by `client_id`. Reads an index,
     /// not every client.
-    fn clients_owned_by(&self, user_id: &str) -> Result<Vec<ClientRecord>>;
+    async fn clients_owned_by(&self, user_id: &str) -> Result<Vec<ClientRecord>>;
     /// Sets the client's `first_used_at` to `at` if it has none; returns whether it changed.
     /// Atomic with respect to [`ClientStore::put_client`]: neither overwrites the other.
-    fn mark_client_used(&self, client_id: &str, at: i64) -> Result<bool>;
+    async fn mark_client_used(&self, client_id: &str, at: i64) -> Result<bool>;
 }
 
 /// Users and their usernames, kept unique together.
+#[async_trait]
 pub trait UserStore: Send + Sync {
-    /// Inserts a new user; `Conflict("username")` if the name is taken.
-    fn insert_user(&self, user: &UserRecord) -> Result<()>;
+    /// Inserts a new user; `Conflict("username")` if the name is taken. Atomic: of two
+    /// concurrent inserts of one username exactly one succeeds.
+    async fn insert_user(&self, user: &UserRecord) -> Result<()>;
     /// Replaces an existing user's record (the username must not change).
-    fn update_user(&self, user: &UserRecord) -> Result<()>;
-    fn get_user(&self, user_id: &str) -> Result<Option<UserRecord>>;
-    fn get_user_by_name(&self, username: &str) -> Result<Option<UserRecord>>;
-    fn list_users(&self) -> Result<Vec<UserRecord>>;
+    async fn update_user(&self, user: &UserRecord) -> Result<()>;
+    async fn get_user(&self, user_id: &str) -> Result<Option<UserRecord>>;
+    async fn get_user_by_name(&self, username: &str) -> Result<Option<UserRecord>>;
+    /// All users, ordered by `user_id` (a full scan).
+    async fn list_users(&self) -> Result<Vec<UserRecord>>;
     /// Up to `limit` users whose `user_id` sorts after `after`, in `user_id` order.
-    fn users_page(&self, after: Option<&str>, limit: usize) -> Result<Vec<UserRecord>>;
+    async fn users_page(&self, after: Option<&str>, limit: usize) -> Result<Vec<UserRecord>>;
     /// Removes the user and their username; returns whether one was removed.
-    fn delete_user(&self, user_id: &str) -> Result<bool>;
+    async fn delete_user(&self, user_id: &str) -> Result<bool>;
 }
 
 /// Codes, grants, refresh tokens and revocations: everything an authorization leaves behind.
+#[async_trait]
 pub trait GrantStore: Send + Sync {
-    fn put_code(&self, code_hash: &SecretHash, code: &CodeRecord) -> Result<()>;
-    /// Atomically marks the code redeemed, so two concurrent redemptions see one `Fresh`.
-    fn redeem_code(&self, code_hash: &SecretHash) -> Result<Redemption>;
-    /// Stores a grant and indexes it under its user and client.
-    fn put_grant(&self, grant: &GrantRecord) -> Result<()>;
+    async fn put_code(&self, code_hash: &SecretHash, code: &CodeRecord) -> Result<()>;
+    /// Marks the code redeemed. Atomic: of any number of concurrent redemptions of one code
+    /// exactly one sees `Fresh`; every later one sees `Replayed`.
+    async fn redeem_code(&self, code_hash: &SecretHash) -> Result<Redemption>;
+    /// Stores a grant (insert or replace) and indexes it under its user and client.
+    async fn put_grant(&self, grant: &GrantRecord) -> Result<()>;
     /// Stores a grant (indexed like [`GrantStore::put_grant`]) only if no grant with its id
     /// exists; returns whether it was stored. Atomic: of two concurrent calls for one id,
     /// exactly one stores.
-    fn insert_grant(&self, grant: &GrantRecord) -> Result<bool>;
-    fn get_grant(&self, grant_id: &str) -> Result<Option<GrantRecord>>;
+    async fn insert_grant(&self, grant: &GrantRecord) -> Result<bool>;
+    async fn get_grant(&self, grant_id: &str) -> Result<Option<GrantRecord>>;
     /// Grants of a user and/or a client (all grants when both are `None`), ordered by id.
-    /// By user it reads one index prefix; by client alone it scans every grant.
-    fn list_grants(&self, user_id: Option<&str>, client_id: Option<&str>) -> Result<Vec<GrantRecord>>;
+    /// By user it reads one index prefix; by client alone it may scan every grant.
+    async fn list_grants(&self, user_id: Option<&str>, client_id: Option<&str>) -> Result<Vec<GrantRecord>>;
     /// The ids of every grant a user gave a client (revoked ones included).
-    fn grant_ids(&self, user_id: &str, client_id: &str) -> Result<Vec<String>>;
-    /// Marks a grant revoked; returns whether it existed. Its tokens stop working at once.
-    fn revoke_grant(&self, grant_id: &str) -> Result<bool>;
-    fn put_refresh(&self, token_hash: &SecretHash, token: &RefreshRecord) -> Result<()>;
-    fn get_refresh(&self, token_hash: &SecretHash) -> Result<Option<RefreshRecord>>;
-    /// Atomically spends `old` and stores `new` in its place (see [`Rotation`]): of two
-    /// concurrent calls for one token exactly one gets `Rotated`.
-    fn rotate_refresh(&self, old: &SecretHash, new: &SecretHash, next: &RefreshRecord) -> Result<Rotation>;
+    async fn grant_ids(&self, user_id: &str, client_id: &str) -> Result<Vec<String>>;
+    /// Marks a grant revoked; returns whether it existed. Revoked stays revoked.
+    async fn revoke_grant(&self, grant_id: &str) -> Result<bool>;
+    async fn put_refresh(&self, token_hash: &SecretHash, token: &RefreshRecord) -> Result<()>;
+    async fn get_refresh(&self, token_hash: &SecretHash) -> Result<Option<RefreshRecord>>;
+    /// Spends `old` and stores `next` under `new`, if `old` is live (see [`Rotation`]). A
+    /// compare-and-swap: of any number of concurrent rotations of one token exactly one gets
+    /// `Rotated`, the others `Spent`. Whether the token's grant is live is not looked at.
+    async fn rotate_refresh(&self, old: &SecretHash, new: &SecretHash, next: &RefreshRecord) -> Result<Rotation>;
     /// Marks one access token revoked until it expires (RFC 7009).
-    fn revoke_access_token(&self, jti: &str, expires_at: i64) -> Result<()>;
-    fn is_access_token_revoked(&self, jti: &str) -> Result<bool>;
+    async fn revoke_access_token(&self, jti: &str, expires_at: i64) -> Result<()>;
+    async fn is_access_token_revoked(&self, jti: &str) -> Result<bool>;
 }
 
 /// Remembered consent, one record per (user, client).
+#[async_trait]
 pub trait ConsentStore: Send + Sync {
-    fn put_consent(&self, consent: &ConsentRecord) -> Result<()>;
-    fn get_consent(&self, user_id: &str, client_id: &str) -> Result<Option<ConsentRecord>>;
+    /// Inserts or replaces the (user, client) consent.
+    async fn put_consent(&self, consent: &ConsentRecord) -> Result<()>;
+    async fn get_consent(&self, user_id: &str, client_id: &str) -> Result<Option<ConsentRecord>>;
     /// Every client this user has approved, ordered by client id.
-    fn list_consents(&self, user_id: &str) -> Result<Vec<ConsentRecord>>;
-    fn delete_consent(&self, user_id: &str, client_id: &str) -> Result<()>;
+    async fn list_consents(&self, user_id: &str) -> Result<Vec<ConsentRecord>>;
+    async fn delete_consent(&self, user_id: &str, client_id: &str) -> Result<()>;
 }
 
 /// Browser sessions, keyed by the hash of the cookie value.
+#[async_trait]
 pub trait SessionStore: Send + Sync {
-    fn put_session(&self, id_hash: &SecretHash, session: &SessionRecord) -> Result<()>;
-    fn get_session(&self, id_hash: &SecretHash) -> Result<Option<SessionRecord>>;
-    fn delete_session(&self, id_hash: &SecretHash) -> Result<()>;
+    async fn put_session(&self, id_hash: &SecretHash, session: &SessionRecord) -> Result<()>;
+    async fn get_session(&self, id_hash: &SecretHash) -> Result<Option<SessionRecord>>;
+    async fn delete_session(&self, id_hash: &SecretHash) -> Result<()>;
 }
 
 /// A complete backend.
+#[async_trait]
 pub trait Store: ClientStore + UserStore + GrantStore + ConsentStore + SessionStore {
-    /// Resolves once every write made before the call is durable on disk. Callers await it
-    /// before handing a credential out, so a crash can never forget a token a client holds.
+    /// Resolves once every write made before the call is durable. Callers await it before
+    /// handing a credential out, so a crash can never forget a token a client holds.
     fn durable(&self) -> Durable;
     /// Writes and removes a probe record: fails if the store cannot take writes (readiness).
-    fn probe_write(&self) -> Result<()>;
+    async fn probe_write(&self) -> Result<()>;
     /// How many refresh tokens are neither spent, expired at `now`, nor of a revoked grant (a
     /// full scan).
-    fn count_active_refresh_tokens(&self, now: i64) -> Result<u64>;
+    async fn count_active_refresh_tokens(&self, now: i64) -> Result<u64>;
     /// Removes what can no longer be used at `now`. `access_cutoff` is the moment before
     /// which every access token issued has expired. Removed: expired codes and sessions,
     /// revocation entries of expired access tokens, refresh tokens (spent or not) that have
@@ -360,11 +383,11 @@ pub trait Store: ClientStore + UserStore + GrantStore + ConsentStore + SessionSt
     /// `access_cutoff` with no refresh token left. A grant with a live access token is never
     /// removed, since its access tokens are checked against it. A full scan; meant for a
     /// background task.
-    fn purge_expired(&self, now: i64, access_cutoff: i64) -> Result<Purged>;
-    /// How many records the store holds, all kinds together.
-    fn record_count(&self) -> Result<u64>;
+    async fn purge_expired(&self, now: i64, access_cutoff: i64) -> Result<Purged>;
+    /// How many records the store holds, all kinds together (indexes included).
+    async fn record_count(&self) -> Result<u64>;
     /// The server secret named `name`: the stored one, or, if there is none yet, `candidate`,
     /// which is then stored. Atomic: concurrent callers (on every node sharing the store) all
     /// get the same secret.
-    fn server_secret(&self, name: &str, candidate: &SecretHash) -> Result<SecretHash>;
+    async fn server_secret(&self, name: &str, candidate: &SecretHash) -> Result<SecretHash>;
 }

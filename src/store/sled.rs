@@ -32,15 +32,24 @@ use ::sled::{Db, Transactional, Tree};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use async_trait::async_trait;
+
 use super::*;
 use crate::files::create_private_dir;
 
 /// The sled page cache is capped so that the whole server stays within a small memory budget.
 const CACHE_BYTES: u64 = 8 * 1024 * 1024;
 
+/// The sled backend: the synchronous trees behind the async store traits.
 pub struct SledStore {
     commits: Arc<GroupCommit>,
     flusher: Option<JoinHandle<()>>,
+    trees: Arc<Trees>,
+}
+
+/// One sled tree per record kind. Every method here is synchronous; the async trait
+/// implementations call the quick ones inline and run full scans on the blocking pool.
+struct Trees {
     clients: Tree,
     users: Tree,
     usernames: Tree,
@@ -129,9 +138,7 @@ impl SledStore {
                 .spawn(move || commits.run_flusher(&db))
                 .map_err(|e| StoreError::Backend(e.into()))?
         };
-        SledStore {
-            commits,
-            flusher: Some(flusher),
+        let trees = Trees {
             clients: tree("clients")?,
             users: tree("users")?,
             usernames: tree("usernames")?,
@@ -145,12 +152,27 @@ impl SledStore {
             secrets: tree("secrets")?,
             client_owners: tree("client_owners")?,
         }
-        .migrated(&db)
+        .migrated(&db)?;
+        Ok(SledStore {
+            commits,
+            flusher: Some(flusher),
+            trees: Arc::new(trees),
+        })
     }
 
+    /// Runs a full scan on the blocking pool, off the async workers.
+    async fn scan<T: Send + 'static>(&self, work: impl FnOnce(&Trees) -> Result<T> + Send + 'static) -> Result<T> {
+        let trees = self.trees.clone();
+        tokio::task::spawn_blocking(move || work(&trees))
+            .await
+            .map_err(|e| StoreError::Transaction(format!("a store scan failed: {e}")))?
+    }
+}
+
+impl Trees {
     /// Brings a data folder written by an earlier version up to date: builds indexes it did
     /// not have. Each step runs once; a marker in the `meta` tree records it.
-    fn migrated(self, db: &Db) -> Result<SledStore> {
+    fn migrated(self, db: &Db) -> Result<Trees> {
         const OWNER_INDEX: &[u8] = b"client-owner-index";
         let meta = db.open_tree("meta")?;
         if meta.get(OWNER_INDEX)?.is_none() {
@@ -192,7 +214,7 @@ fn owner_key(user_id: &str, client_id: &str) -> Vec<u8> {
     [user_id.as_bytes(), &[0], client_id.as_bytes()].concat()
 }
 
-impl ClientStore for SledStore {
+impl Trees {
     fn put_client(&self, client: &ClientRecord) -> Result<()> {
         let record = to_json(client)?;
         (&self.clients, &self.client_owners)
@@ -272,7 +294,7 @@ impl ClientStore for SledStore {
     }
 }
 
-impl UserStore for SledStore {
+impl Trees {
     fn insert_user(&self, user: &UserRecord) -> Result<()> {
         let record = to_json(user)?;
         (&self.users, &self.usernames)
@@ -327,7 +349,7 @@ impl UserStore for SledStore {
     }
 }
 
-impl GrantStore for SledStore {
+impl Trees {
     fn put_code(&self, code_hash: &SecretHash, code: &CodeRecord) -> Result<()> {
         self.codes.insert(code_hash, to_json(code)?)?;
         Ok(())
@@ -448,28 +470,23 @@ impl GrantStore for SledStore {
     }
 
     fn rotate_refresh(&self, old: &SecretHash, new: &SecretHash, next: &RefreshRecord) -> Result<Rotation> {
-        // One compare-and-swap on the old token decides the race: of two concurrent
-        // rotations exactly one flips `rotated`. A multi-tree sled transaction would do the
-        // same but writes the log synchronously on every commit, which halves throughput.
-        // The follow-up inserts land after the swap in sled's single log, so a crash can only
-        // lose a suffix: at worst the old token is spent and the new one unknown, and a client
-        // that never received the new token must log in again. It never yields two tokens.
+        // One compare-and-swap on the old token decides the race: of concurrent rotations
+        // exactly one flips `rotated`. A multi-tree sled transaction would do the same but
+        // writes the log synchronously on every commit, which halves throughput. The insert of
+        // the new token lands after the swap in sled's single log, so a crash can only lose a
+        // suffix: at worst the old token is spent and the new one unknown, and a client that
+        // never received the new token must log in again. It never yields two tokens.
         loop {
             let Some(bytes) = self.refresh_tokens.get(old)? else {
-                return Ok(Rotation::Invalid);
+                return Ok(Rotation::Unknown);
             };
             let current = decode_refresh(&bytes)?;
-            match self.get_grant(&current.grant_id)? {
-                Some(grant) if !grant.revoked => {}
-                _ => return Ok(Rotation::Invalid),
-            }
             if current.rotated {
-                self.revoke_grant(&current.grant_id)?;
-                return Ok(Rotation::Reused);
+                return Ok(Rotation::Spent(current));
             }
             let spent = encode_refresh(&RefreshRecord {
                 rotated: true,
-                ..current
+                ..current.clone()
             });
             if self
                 .refresh_tokens
@@ -479,7 +496,7 @@ impl GrantStore for SledStore {
                 continue; // changed under us: look again
             }
             self.refresh_tokens.insert(new, encode_refresh(next))?;
-            return Ok(Rotation::Rotated);
+            return Ok(Rotation::Rotated(current));
         }
     }
 
@@ -497,7 +514,7 @@ fn consent_key(user_id: &str, client_id: &str) -> Vec<u8> {
     [user_id.as_bytes(), &[0], client_id.as_bytes()].concat()
 }
 
-impl ConsentStore for SledStore {
+impl Trees {
     fn put_consent(&self, consent: &ConsentRecord) -> Result<()> {
         self.consents
             .insert(consent_key(&consent.user_id, &consent.client_id), to_json(consent)?)?;
@@ -523,7 +540,7 @@ impl ConsentStore for SledStore {
     }
 }
 
-impl SessionStore for SledStore {
+impl Trees {
     fn put_session(&self, id_hash: &SecretHash, session: &SessionRecord) -> Result<()> {
         self.sessions.insert(id_hash, to_json(session)?)?;
         Ok(())
@@ -539,12 +556,7 @@ impl SessionStore for SledStore {
     }
 }
 
-impl Store for SledStore {
-    fn durable(&self) -> Durable {
-        let commits = self.commits.clone();
-        Box::pin(async move { commits.wait_durable().await })
-    }
-
+impl Trees {
     fn probe_write(&self) -> Result<()> {
         self.sessions.insert(b"\0readiness-probe", &[])?;
         self.sessions.remove(b"\0readiness-probe")?;
@@ -672,6 +684,158 @@ impl Store for SledStore {
     }
 }
 
+#[async_trait]
+impl ClientStore for SledStore {
+    async fn put_client(&self, client: &ClientRecord) -> Result<()> {
+        self.trees.put_client(client)
+    }
+    async fn get_client(&self, client_id: &str) -> Result<Option<ClientRecord>> {
+        self.trees.get_client(client_id)
+    }
+    async fn list_clients(&self) -> Result<Vec<ClientRecord>> {
+        self.scan(|t| t.list_clients()).await
+    }
+    async fn clients_page(&self, after: Option<&str>, limit: usize) -> Result<Vec<ClientRecord>> {
+        self.trees.clients_page(after, limit)
+    }
+    async fn delete_client(&self, client_id: &str) -> Result<bool> {
+        self.trees.delete_client(client_id)
+    }
+    async fn clients_owned_by(&self, user_id: &str) -> Result<Vec<ClientRecord>> {
+        self.trees.clients_owned_by(user_id)
+    }
+    async fn mark_client_used(&self, client_id: &str, at: i64) -> Result<bool> {
+        self.trees.mark_client_used(client_id, at)
+    }
+}
+
+#[async_trait]
+impl UserStore for SledStore {
+    async fn insert_user(&self, user: &UserRecord) -> Result<()> {
+        self.trees.insert_user(user)
+    }
+    async fn update_user(&self, user: &UserRecord) -> Result<()> {
+        self.trees.update_user(user)
+    }
+    async fn get_user(&self, user_id: &str) -> Result<Option<UserRecord>> {
+        self.trees.get_user(user_id)
+    }
+    async fn get_user_by_name(&self, username: &str) -> Result<Option<UserRecord>> {
+        self.trees.get_user_by_name(username)
+    }
+    async fn list_users(&self) -> Result<Vec<UserRecord>> {
+        self.scan(|t| t.list_users()).await
+    }
+    async fn users_page(&self, after: Option<&str>, limit: usize) -> Result<Vec<UserRecord>> {
+        self.trees.users_page(after, limit)
+    }
+    async fn delete_user(&self, user_id: &str) -> Result<bool> {
+        self.trees.delete_user(user_id)
+    }
+}
+
+#[async_trait]
+impl GrantStore for SledStore {
+    async fn put_code(&self, code_hash: &SecretHash, code: &CodeRecord) -> Result<()> {
+        self.trees.put_code(code_hash, code)
+    }
+    async fn redeem_code(&self, code_hash: &SecretHash) -> Result<Redemption> {
+        self.trees.redeem_code(code_hash)
+    }
+    async fn put_grant(&self, grant: &GrantRecord) -> Result<()> {
+        self.trees.put_grant(grant)
+    }
+    async fn insert_grant(&self, grant: &GrantRecord) -> Result<bool> {
+        self.trees.insert_grant(grant)
+    }
+    async fn get_grant(&self, grant_id: &str) -> Result<Option<GrantRecord>> {
+        self.trees.get_grant(grant_id)
+    }
+    async fn list_grants(&self, user_id: Option<&str>, client_id: Option<&str>) -> Result<Vec<GrantRecord>> {
+        match user_id {
+            // One index prefix: quick.
+            Some(_) => self.trees.list_grants(user_id, client_id),
+            None => {
+                let client_id = client_id.map(str::to_string);
+                self.scan(move |t| t.list_grants(None, client_id.as_deref())).await
+            }
+        }
+    }
+    async fn grant_ids(&self, user_id: &str, client_id: &str) -> Result<Vec<String>> {
+        self.trees.grant_ids(user_id, client_id)
+    }
+    async fn revoke_grant(&self, grant_id: &str) -> Result<bool> {
+        self.trees.revoke_grant(grant_id)
+    }
+    async fn put_refresh(&self, token_hash: &SecretHash, token: &RefreshRecord) -> Result<()> {
+        self.trees.put_refresh(token_hash, token)
+    }
+    async fn get_refresh(&self, token_hash: &SecretHash) -> Result<Option<RefreshRecord>> {
+        self.trees.get_refresh(token_hash)
+    }
+    async fn rotate_refresh(&self, old: &SecretHash, new: &SecretHash, next: &RefreshRecord) -> Result<Rotation> {
+        self.trees.rotate_refresh(old, new, next)
+    }
+    async fn revoke_access_token(&self, jti: &str, expires_at: i64) -> Result<()> {
+        self.trees.revoke_access_token(jti, expires_at)
+    }
+    async fn is_access_token_revoked(&self, jti: &str) -> Result<bool> {
+        self.trees.is_access_token_revoked(jti)
+    }
+}
+
+#[async_trait]
+impl ConsentStore for SledStore {
+    async fn put_consent(&self, consent: &ConsentRecord) -> Result<()> {
+        self.trees.put_consent(consent)
+    }
+    async fn get_consent(&self, user_id: &str, client_id: &str) -> Result<Option<ConsentRecord>> {
+        self.trees.get_consent(user_id, client_id)
+    }
+    async fn list_consents(&self, user_id: &str) -> Result<Vec<ConsentRecord>> {
+        self.trees.list_consents(user_id)
+    }
+    async fn delete_consent(&self, user_id: &str, client_id: &str) -> Result<()> {
+        self.trees.delete_consent(user_id, client_id)
+    }
+}
+
+#[async_trait]
+impl SessionStore for SledStore {
+    async fn put_session(&self, id_hash: &SecretHash, session: &SessionRecord) -> Result<()> {
+        self.trees.put_session(id_hash, session)
+    }
+    async fn get_session(&self, id_hash: &SecretHash) -> Result<Option<SessionRecord>> {
+        self.trees.get_session(id_hash)
+    }
+    async fn delete_session(&self, id_hash: &SecretHash) -> Result<()> {
+        self.trees.delete_session(id_hash)
+    }
+}
+
+#[async_trait]
+impl Store for SledStore {
+    fn durable(&self) -> Durable {
+        let commits = self.commits.clone();
+        Box::pin(async move { commits.wait_durable().await })
+    }
+    async fn probe_write(&self) -> Result<()> {
+        self.trees.probe_write()
+    }
+    async fn count_active_refresh_tokens(&self, now: i64) -> Result<u64> {
+        self.scan(move |t| t.count_active_refresh_tokens(now)).await
+    }
+    async fn purge_expired(&self, now: i64, access_cutoff: i64) -> Result<Purged> {
+        self.scan(move |t| t.purge_expired(now, access_cutoff)).await
+    }
+    async fn record_count(&self) -> Result<u64> {
+        self.trees.record_count()
+    }
+    async fn server_secret(&self, name: &str, candidate: &SecretHash) -> Result<SecretHash> {
+        self.trees.server_secret(name, candidate)
+    }
+}
+
 impl Drop for SledStore {
     fn drop(&mut self) {
         self.commits.stop();
@@ -754,102 +918,9 @@ impl GroupCommit {
 
 #[cfg(test)]
 mod tests {
+    //! What is particular to sled. The contract every backend keeps is tested against sled in
+    //! `tests/api/store_contract.rs`.
     use super::*;
-
-    fn code() -> CodeRecord {
-        CodeRecord {
-            client_id: "c".into(),
-            redirect_uri: "https://app/cb".into(),
-            redirect_uri_given: true,
-            code_challenge: None,
-            user_id: "u".into(),
-            scope: "read".into(),
-            audience: "aud".into(),
-            auth_time: 0,
-            expires_at: i64::MAX,
-            grant_id: "g".into(),
-            redeemed: false,
-            nonce: None,
-        }
-    }
-
-    fn grant(id: &str) -> GrantRecord {
-        GrantRecord {
-            grant_id: id.into(),
-            client_id: "c".into(),
-            user_id: "u".into(),
-            scope: "read".into(),
-            audience: "aud".into(),
-            auth_time: 0,
-            created_at: 0,
-            revoked: false,
-        }
-    }
-
-    fn refresh(grant_id: &str) -> RefreshRecord {
-        RefreshRecord {
-            grant_id: grant_id.into(),
-            issued_at: 0,
-            expires_at: i64::MAX,
-            rotated: false,
-        }
-    }
-
-    #[test]
-    fn code_is_fresh_once_then_replayed() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(dir.path()).unwrap();
-        store.put_code(&[1; 32], &code()).unwrap();
-        assert!(matches!(store.redeem_code(&[1; 32]).unwrap(), Redemption::Fresh(_)));
-        assert!(matches!(store.redeem_code(&[1; 32]).unwrap(), Redemption::Replayed(_)));
-        assert!(matches!(store.redeem_code(&[2; 32]).unwrap(), Redemption::Unknown));
-    }
-
-    #[test]
-    fn a_grant_is_inserted_once_and_never_overwritten_by_insert() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = std::sync::Arc::new(SledStore::open(dir.path()).unwrap());
-        let stored: usize = (0..16)
-            .map(|_| {
-                let store = store.clone();
-                std::thread::spawn(move || usize::from(store.insert_grant(&grant("g")).unwrap()))
-            })
-            .collect::<Vec<_>>()
-            .into_iter()
-            .map(|t| t.join().unwrap())
-            .sum();
-        assert_eq!(stored, 1, "of 16 concurrent inserts exactly one stores");
-        assert!(store.revoke_grant("g").unwrap());
-        assert!(!store.insert_grant(&grant("g")).unwrap());
-        assert!(store.get_grant("g").unwrap().unwrap().revoked, "still revoked");
-        assert_eq!(store.grant_ids("u", "c").unwrap().len(), 1);
-    }
-
-    #[test]
-    fn reusing_a_rotated_refresh_token_revokes_the_grant() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(dir.path()).unwrap();
-        store.put_grant(&grant("g")).unwrap();
-        store.put_refresh(&[1; 32], &refresh("g")).unwrap();
-        assert_eq!(
-            store.rotate_refresh(&[1; 32], &[2; 32], &refresh("g")).unwrap(),
-            Rotation::Rotated
-        );
-        assert_eq!(
-            store.rotate_refresh(&[1; 32], &[3; 32], &refresh("g")).unwrap(),
-            Rotation::Reused
-        );
-        assert!(store.get_grant("g").unwrap().unwrap().revoked);
-        // The token issued by the legitimate rotation dies with its grant.
-        assert_eq!(
-            store.rotate_refresh(&[2; 32], &[4; 32], &refresh("g")).unwrap(),
-            Rotation::Invalid
-        );
-        assert!(
-            store.get_refresh(&[3; 32]).unwrap().is_none(),
-            "nothing was issued on reuse"
-        );
-    }
 
     #[test]
     fn refresh_records_round_trip_and_garbage_is_corrupt_not_a_panic() {
@@ -875,40 +946,12 @@ mod tests {
     }
 
     #[test]
-    fn usernames_are_unique_and_freed_on_delete() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(dir.path()).unwrap();
-        let user = UserRecord {
-            user_id: "1".into(),
-            username: "alice".into(),
-            email: None,
-            email_verified: false,
-            password_hash: "x".into(),
-            created_at: 0,
-            profile: Default::default(),
-            updated_at: 0,
-            session_epoch: 0,
-        };
-        store.insert_user(&user).unwrap();
-        let twin = UserRecord {
-            user_id: "2".into(),
-            ..user.clone()
-        };
-        assert!(matches!(
-            store.insert_user(&twin),
-            Err(StoreError::Conflict("username"))
-        ));
-        assert!(store.delete_user("1").unwrap());
-        store.insert_user(&twin).unwrap();
-        assert_eq!(store.get_user_by_name("alice").unwrap().unwrap().user_id, "2");
-    }
-
-    #[test]
     fn a_second_open_of_the_same_folder_is_refused_as_locked() {
         let dir = tempfile::tempdir().unwrap();
         let _first = SledStore::open(dir.path()).unwrap();
         assert!(matches!(SledStore::open(dir.path()), Err(StoreError::Locked(_))));
     }
+
     fn client(id: &str, owner: Option<&str>) -> ClientRecord {
         ClientRecord {
             client_id: id.into(),
@@ -933,28 +976,6 @@ mod tests {
         }
     }
 
-    fn owned_ids(store: &SledStore, user: &str) -> Vec<String> {
-        let clients = store.clients_owned_by(user).unwrap();
-        clients.into_iter().map(|c| c.client_id).collect()
-    }
-
-    #[test]
-    fn the_owner_index_follows_puts_deletes_and_owner_changes() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(dir.path()).unwrap();
-        store.put_client(&client("a", Some("u1"))).unwrap();
-        store.put_client(&client("b", Some("u1"))).unwrap();
-        store.put_client(&client("c", Some("u10"))).unwrap();
-        store.put_client(&client("d", None)).unwrap();
-        assert_eq!(owned_ids(&store, "u1"), ["a", "b"], "u10's client is not u1's");
-        store.put_client(&client("b", Some("u2"))).unwrap();
-        assert_eq!(owned_ids(&store, "u1"), ["a"]);
-        assert_eq!(owned_ids(&store, "u2"), ["b"]);
-        assert!(store.delete_client("a").unwrap());
-        assert!(owned_ids(&store, "u1").is_empty());
-        assert!(!store.delete_client("a").unwrap());
-    }
-
     #[test]
     fn a_data_folder_without_the_owner_index_gets_one_when_opened() {
         let dir = tempfile::tempdir().unwrap();
@@ -968,27 +989,7 @@ mod tests {
             db.flush().unwrap();
         }
         let store = SledStore::open(dir.path()).unwrap();
-        assert_eq!(owned_ids(&store, "u1"), ["a"]);
-    }
-
-    #[test]
-    fn a_client_is_marked_used_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(dir.path()).unwrap();
-        store.put_client(&client("a", None)).unwrap();
-        assert!(store.mark_client_used("a", 5).unwrap());
-        assert!(!store.mark_client_used("a", 9).unwrap());
-        assert!(!store.mark_client_used("missing", 9).unwrap());
-        assert_eq!(store.get_client("a").unwrap().unwrap().first_used_at, Some(5));
-    }
-
-    #[test]
-    fn every_caller_gets_the_same_server_secret() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(dir.path()).unwrap();
-        let first = store.server_secret("k", &[1; 32]).unwrap();
-        assert_eq!(first, [1; 32]);
-        assert_eq!(store.server_secret("k", &[2; 32]).unwrap(), [1; 32]);
-        assert_eq!(store.server_secret("other", &[3; 32]).unwrap(), [3; 32]);
+        let owned = store.trees.clients_owned_by("u1").unwrap();
+        assert_eq!(owned.iter().map(|c| c.client_id.as_str()).collect::<Vec<_>>(), ["a"]);
     }
 }

@@ -19,7 +19,7 @@ async fn token_for(app: &TestApp, client: &TestClient, scope: &str) -> String {
 }
 
 async fn admin_token(app: &TestApp) -> String {
-    let admin = app.register_admin_client(None);
+    let admin = app.register_admin_client(None).await;
     token_for(app, &admin, "tessera:admin").await
 }
 
@@ -59,7 +59,7 @@ fn new_client_body(name: &str) -> Value {
 #[tokio::test]
 async fn without_a_valid_admin_token_nothing_is_read_or_changed() {
     let app = spawn_app().await;
-    let clients_before = app.provider.store.list_clients().unwrap().len();
+    let clients_before = app.store.list_clients().await.unwrap().len();
 
     let none = call(&app, "POST", "/api/v1/clients", None, Some(new_client_body("x"))).await;
     assert!(none.headers()["www-authenticate"]
@@ -110,7 +110,7 @@ async fn without_a_valid_admin_token_nothing_is_read_or_changed() {
     assert_eq!(refused.json::<Value>().await.unwrap()["error"], "invalid_scope");
 
     // An expired admin token.
-    let short = app.register_admin_client(Some(1));
+    let short = app.register_admin_client(Some(1)).await;
     let expiring = token_for(&app, &short, "tessera:admin").await;
     assert_eq!(
         call(&app, "GET", "/api/v1/keys", Some(&expiring), None).await.status(),
@@ -128,7 +128,7 @@ async fn without_a_valid_admin_token_nothing_is_read_or_changed() {
     problem(expired, 401, "invalid_token").await;
 
     // A revoked one, and one whose admin client was deleted.
-    let admin = app.register_admin_client(None);
+    let admin = app.register_admin_client(None).await;
     let token = token_for(&app, &admin, "tessera:admin").await;
     app.http
         .post(app.url("/o/revoke_token/"))
@@ -153,7 +153,7 @@ async fn without_a_valid_admin_token_nothing_is_read_or_changed() {
     .await;
 
     // Two admin clients were registered by the test itself and one deleted; nothing else.
-    assert_eq!(app.provider.store.list_clients().unwrap().len(), clients_before + 1);
+    assert_eq!(app.store.list_clients().await.unwrap().len(), clients_before + 1);
 }
 
 #[tokio::test]
@@ -199,7 +199,7 @@ async fn clients_are_created_paged_read_replaced_rotated_and_deleted() {
             None => break,
         }
     }
-    let all = app.provider.store.list_clients().unwrap();
+    let all = app.store.list_clients().await.unwrap();
     assert_eq!(seen.len(), all.len(), "every client once");
     let mut sorted = seen.clone();
     sorted.sort();
@@ -351,7 +351,7 @@ async fn users_are_created_with_a_profile_changed_and_deleted_with_their_grants(
     )
     .await;
     assert!(
-        app.provider.store.get_user_by_name("eve").unwrap().is_none(),
+        app.store.get_user_by_name("eve").await.unwrap().is_none(),
         "no half-made user"
     );
 
@@ -383,6 +383,7 @@ async fn users_are_created_with_a_profile_changed_and_deleted_with_their_grants(
     assert!(app
         .provider
         .check_password("dora", "another long one")
+        .await
         .unwrap()
         .is_some());
     let short = call(
@@ -405,7 +406,7 @@ async fn users_are_created_with_a_profile_changed_and_deleted_with_their_grants(
 
     // Deleting Alice revokes what she granted.
     let tokens = app.get_tokens().await;
-    let alice = app.provider.store.get_user_by_name(USERNAME).unwrap().unwrap();
+    let alice = app.store.get_user_by_name(USERNAME).await.unwrap().unwrap();
     assert_eq!(
         call(&app, "DELETE", &format!("/api/v1/users/{}", alice.user_id), token, None)
             .await
@@ -428,7 +429,7 @@ async fn grants_are_listed_by_user_or_client_and_revoked() {
     let token = admin_token(&app).await;
     let token = Some(token.as_str());
     let tokens = app.get_tokens().await;
-    let alice = app.provider.store.get_user_by_name(USERNAME).unwrap().unwrap();
+    let alice = app.store.get_user_by_name(USERNAME).await.unwrap().unwrap();
 
     let by_user: Value = call(
         &app,

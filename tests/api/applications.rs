@@ -123,8 +123,8 @@ async fn invalid_registrations_are_explained_and_create_nothing() {
         let html = response.text().await.unwrap();
         assert!(html.contains(message), "{message}: {html}");
     }
-    let user = app.provider.store.get_user_by_name(USERNAME).unwrap().unwrap();
-    assert!(app.provider.clients_owned_by(&user.user_id).unwrap().is_empty());
+    let user = app.store.get_user_by_name(USERNAME).await.unwrap().unwrap();
+    assert!(app.provider.clients_owned_by(&user.user_id).await.unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -138,8 +138,8 @@ async fn forms_without_the_csrf_token_are_refused() {
         .await
         .unwrap();
     assert_eq!(response.status(), 403);
-    let user = app.provider.store.get_user_by_name(USERNAME).unwrap().unwrap();
-    assert!(app.provider.clients_owned_by(&user.user_id).unwrap().is_empty());
+    let user = app.store.get_user_by_name(USERNAME).await.unwrap().unwrap();
+    assert!(app.provider.clients_owned_by(&user.user_id).await.unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -218,7 +218,10 @@ async fn other_users_apps_do_not_exist_for_you() {
     let app = logged_in().await;
     let html = register(&app, &SERVICE).await.text().await.unwrap();
     let id = code_element(&html, "client-id").unwrap();
-    app.provider.create_user("bob", "bobs long password", None).unwrap();
+    app.provider
+        .create_user("bob", "bobs long password", None)
+        .await
+        .unwrap();
     let bob = reqwest::Client::builder()
         .cookie_store(true)
         .redirect(reqwest::redirect::Policy::none())

@@ -47,7 +47,7 @@ async fn code_flow_with_pkce_through_login_and_consent_issues_tokens() {
         .verify_with_jwks(tokens["access_token"].as_str().unwrap())
         .await
         .expect("verifies against the JWKS");
-    let user = app.provider.store.get_user_by_name(USERNAME).unwrap().unwrap();
+    let user = app.store.get_user_by_name(USERNAME).await.unwrap().unwrap();
     assert_eq!(claims["sub"], user.user_id.as_str());
     assert_eq!(claims["client_id"], app.client.id.as_str());
 }

@@ -216,8 +216,8 @@ async fn scope_outside_the_clients_allowance_is_invalid_scope() {
 async fn bad_requests_write_nothing_and_break_nothing() {
     let app = spawn_app().await;
     let tokens = app.get_tokens().await;
-    let clients_before = app.provider.store.list_clients().unwrap().len();
-    let users_before = app.provider.store.list_users().unwrap().len();
+    let clients_before = app.store.list_clients().await.unwrap().len();
+    let users_before = app.store.list_users().await.unwrap().len();
     // A barrage of bad requests...
     post_raw(&app, FORM, b"grant_type=refresh_token&refresh_token=%FF".to_vec()).await;
     post_raw(
@@ -242,8 +242,8 @@ async fn bad_requests_write_nothing_and_break_nothing() {
     )
     .await;
     // ...leaves the store as it was: the refresh token still rotates once, nothing was added.
-    assert_eq!(app.provider.store.list_clients().unwrap().len(), clients_before);
-    assert_eq!(app.provider.store.list_users().unwrap().len(), users_before);
+    assert_eq!(app.store.list_clients().await.unwrap().len(), clients_before);
+    assert_eq!(app.store.list_users().await.unwrap().len(), users_before);
     assert_eq!(
         app.refresh(tokens["refresh_token"].as_str().unwrap()).await.status(),
         200

@@ -58,7 +58,7 @@ async fn a_person_logs_in_consents_and_withdraws_the_app_in_a_real_browser() {
 async fn the_consent_bypass_and_the_tab_redirect_fail_in_a_real_browser() {
     let app = spawn_app().await;
     let (attacker, password) = ("mallory", "mallory's long password");
-    app.provider.create_user(attacker, password, None).unwrap();
+    app.provider.create_user(attacker, password, None).await.unwrap();
     run_browser_script(
         &app,
         "review.test.mjs",
@@ -66,8 +66,8 @@ async fn the_consent_bypass_and_the_tab_redirect_fail_in_a_real_browser() {
         &[("ATTACKER", attacker), ("ATTACKER_PASSWORD", password)],
     )
     .await;
-    let user = app.provider.store.get_user_by_name(attacker).unwrap().unwrap();
-    let apps = app.provider.clients_owned_by(&user.user_id).unwrap();
+    let user = app.store.get_user_by_name(attacker).await.unwrap().unwrap();
+    let apps = app.provider.clients_owned_by(&user.user_id).await.unwrap();
     assert_eq!(apps.len(), 1);
     assert!(!apps[0].skip_consent, "the slipped-in field was not stored");
 }

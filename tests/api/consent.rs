@@ -85,6 +85,7 @@ async fn a_first_party_app_never_asks() {
             id_token_signed_response_alg: None,
             admin: false,
         })
+        .await
         .unwrap();
     let params: Vec<(String, String)> = with_scope(app.authorize_query(&Pkce::new(), "s"), "read")
         .into_iter()

@@ -159,30 +159,33 @@ impl Worker {
 }
 
 /// Whether the data folder holds `token` as usable: unspent, unexpired, its grant alive.
-fn usable(store: &SledStore, token: &str) -> bool {
-    let Some(record) = store.get_refresh(&secret_hash(token)).unwrap() else {
+async fn usable(store: &SledStore, token: &str) -> bool {
+    let Some(record) = store.get_refresh(&secret_hash(token)).await.unwrap() else {
         return false;
     };
-    let grant = store.get_grant(&record.grant_id).unwrap();
+    let grant = store.get_grant(&record.grant_id).await.unwrap();
     !record.rotated && record.expires_at > tessera::now() && grant.is_some_and(|g| !g.revoked)
 }
 
 /// Reads the data folder as the next start will find it, while no server runs.
-fn check_data_folder(dirs: &tempfile::TempDir, workers: &mut [Worker], after: &str) {
+async fn check_data_folder(dirs: &tempfile::TempDir, workers: &mut [Worker], after: &str) {
     let store =
         SledStore::open(&dirs.path().join("data")).unwrap_or_else(|e| panic!("the store opens cleanly {after}: {e}"));
     for chain in workers.iter_mut().flat_map(|w| w.chains.iter_mut()) {
         if let Some(token) = &chain.current {
             assert!(
-                usable(&store, token),
+                usable(&store, token).await,
                 "a refresh token the client received survives {after}"
             );
         }
         for token in &chain.spent {
-            assert!(!usable(&store, token), "a spent refresh token stays spent {after}");
+            assert!(
+                !usable(&store, token).await,
+                "a spent refresh token stays spent {after}"
+            );
         }
         if let Some(token) = &chain.in_doubt {
-            let record = store.get_refresh(&secret_hash(token)).unwrap();
+            let record = store.get_refresh(&secret_hash(token)).await.unwrap();
             let record = record.expect("a token the client received is on disk");
             chain.in_doubt_spent = Some(record.rotated);
         }
@@ -267,7 +270,7 @@ async fn sigkill_under_load_loses_no_answered_token_and_revives_no_unanswered_on
             .filter(|c| c.in_doubt.is_some())
             .count();
         in_doubt += workers.iter().filter(|w| w.code_in_doubt.is_some()).count();
-        check_data_folder(&dirs, &mut workers, &format!("SIGKILL {round}"));
+        check_data_folder(&dirs, &mut workers, &format!("SIGKILL {round}")).await;
     }
 
     // Settle the last crash, stop gracefully, and count: the live refresh tokens in the store
@@ -277,7 +280,7 @@ async fn sigkill_under_load_loses_no_answered_token_and_revives_no_unanswered_on
         worker.recover(&remote(&server)).await;
     }
     logs += &server.terminate();
-    check_data_folder(&dirs, &mut workers, "a clean stop");
+    check_data_folder(&dirs, &mut workers, "a clean stop").await;
     let held: Vec<(usize, usize)> = workers
         .iter()
         .enumerate()
@@ -288,7 +291,7 @@ async fn sigkill_under_load_loses_no_answered_token_and_revives_no_unanswered_on
         .collect();
     {
         let store = SledStore::open(&dirs.path().join("data")).unwrap();
-        let active = store.count_active_refresh_tokens(tessera::now()).unwrap();
+        let active = store.count_active_refresh_tokens(tessera::now()).await.unwrap();
         assert_eq!(
             active as usize,
             held.len(),

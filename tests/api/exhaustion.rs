@@ -196,8 +196,8 @@ fn dir_bytes(dir: &std::path::Path) -> u64 {
 #[tokio::test]
 async fn anonymous_visits_to_the_login_page_store_nothing() {
     let app = spawn_app().await;
-    app.provider.store.durable().await.unwrap();
-    let (records, bytes) = (app.provider.store.record_count().unwrap(), dir_bytes(&app.data_dir));
+    app.store.durable().await.unwrap();
+    let (records, bytes) = (app.store.record_count().await.unwrap(), dir_bytes(&app.data_dir));
     let visits = (0..50).map(|_| {
         let (http, url) = (reqwest::Client::new(), app.url("/o/login/"));
         tokio::spawn(async move {
@@ -214,14 +214,10 @@ async fn anonymous_visits_to_the_login_page_store_nothing() {
     for visit in visits.collect::<Vec<_>>() {
         visit.await.unwrap();
     }
-    app.provider.store.durable().await.unwrap();
+    app.store.durable().await.unwrap();
     let grown = dir_bytes(&app.data_dir).saturating_sub(bytes);
     println!("3,000 anonymous login-page visits grew the data folder by {grown} bytes");
-    assert_eq!(
-        app.provider.store.record_count().unwrap(),
-        records,
-        "no record was stored"
-    );
+    assert_eq!(app.store.record_count().await.unwrap(), records, "no record was stored");
     assert!(grown < 256 * 1024, "the data folder grew by {grown} bytes");
 
     // The form still works, with the token its cookie carries and no other.
@@ -325,7 +321,7 @@ async fn register_from(app: &TestApp, from: [u8; 4], body: &serde_json::Value) -
 async fn one_address_cannot_register_clients_without_limit() {
     let app = open_registration(|_| {}).await;
     let body = bulky_registration();
-    let records = app.provider.store.record_count().unwrap();
+    let records = app.store.record_count().await.unwrap();
     let attempts = (0..60).map(|_| {
         let (app_url, body) = (app.url("/o/register/"), body.clone());
         tokio::spawn(async move {
@@ -346,7 +342,7 @@ async fn one_address_cannot_register_clients_without_limit() {
     assert_eq!(created, 20, "{statuses:?}");
     assert_eq!(refused.len(), 40, "{statuses:?}");
     assert!(refused.iter().all(|(_, retry_after)| *retry_after));
-    assert_eq!(app.provider.store.record_count().unwrap(), records + 20);
+    assert_eq!(app.store.record_count().await.unwrap(), records + 20);
     // Another address has its own budget.
     assert_eq!(register_from(&app, [127, 0, 0, 2], &body).await.status(), 201);
 }
@@ -360,7 +356,7 @@ async fn registered_clients_never_used_are_purged() {
         config.purge_interval = Duration::from_secs(1);
     })
     .await;
-    let before = app.provider.store.record_count().unwrap();
+    let before = app.store.record_count().await.unwrap();
     let mut unused = Vec::new();
     for _ in 0..5 {
         let response = register_from(&app, [127, 0, 0, 1], &bulky_registration()).await;
@@ -383,15 +379,15 @@ async fn registered_clients_never_used_are_purged() {
 
     tokio::time::sleep(Duration::from_millis(3500)).await;
     for id in &unused {
-        assert!(app.provider.find_client(id).unwrap().is_none(), "{id} was purged");
+        assert!(app.provider.find_client(id).await.unwrap().is_none(), "{id} was purged");
     }
-    assert!(app.provider.find_client(&used_client.id).unwrap().is_some());
+    assert!(app.provider.find_client(&used_client.id).await.unwrap().is_some());
     assert!(
-        app.provider.find_client(&app.client.id).unwrap().is_some(),
+        app.provider.find_client(&app.client.id).await.unwrap().is_some(),
         "operator-made clients stay"
     );
     assert_eq!(app.client_credentials_as(&used_client, "read").await.status(), 200);
     // Only the used client is left of the six (the rest of the store is what it was).
-    let after = app.provider.store.record_count().unwrap();
+    let after = app.store.record_count().await.unwrap();
     assert!(after <= before + 1 + 2, "{before} -> {after}");
 }

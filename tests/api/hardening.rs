@@ -11,7 +11,7 @@ use crate::helpers::*;
 async fn wait_for_count(app: &TestApp, expected: u64) -> u64 {
     let mut count = 0;
     for _ in 0..50 {
-        count = app.provider.store.record_count().unwrap();
+        count = app.store.record_count().await.unwrap();
         if count == expected {
             break;
         }
@@ -46,12 +46,12 @@ async fn expired_records_are_purged_so_the_store_stays_flat_over_many_cycles() {
                 200
             );
         }
-        let filled = app.provider.store.record_count().unwrap();
+        let filled = app.store.record_count().await.unwrap();
         // Everything issued expires within two seconds; the background purge runs every second.
         tokio::time::sleep(Duration::from_millis(3500)).await;
         let baseline = after_purge.first().copied().unwrap_or(0);
         let count = if cycle == 0 {
-            app.provider.store.record_count().unwrap()
+            app.store.record_count().await.unwrap()
         } else {
             wait_for_count(&app, baseline).await
         };
@@ -66,7 +66,7 @@ async fn expired_records_are_purged_so_the_store_stays_flat_over_many_cycles() {
         "the store stays flat: {after_purge:?}"
     );
     // What remains is what lasts: clients, the user, the remembered consent.
-    let lasting = app.provider.store.list_clients().unwrap().len() as u64 + 2 /* user + username */ + 1 /* consent */;
+    let lasting = app.store.list_clients().await.unwrap().len() as u64 + 2 /* user + username */ + 1 /* consent */;
     assert_eq!(*after_purge.last().unwrap(), lasting, "{after_purge:?}");
 }
 
@@ -74,10 +74,10 @@ async fn expired_records_are_purged_so_the_store_stays_flat_over_many_cycles() {
 async fn a_purge_keeps_everything_still_usable() {
     let app = spawn_app().await;
     let tokens = app.get_tokens().await;
-    let before = app.provider.store.record_count().unwrap();
-    let purged = app.provider.purge_expired().unwrap();
+    let before = app.store.record_count().await.unwrap();
+    let purged = app.provider.purge_expired().await.unwrap();
     assert_eq!(purged.total(), 0, "{purged:?}");
-    assert_eq!(app.provider.store.record_count().unwrap(), before);
+    assert_eq!(app.store.record_count().await.unwrap(), before);
     assert_eq!(
         app.introspect(tokens["access_token"].as_str().unwrap()).await["active"],
         true
@@ -158,7 +158,7 @@ async fn rotating_a_secret_under_load_switches_from_old_to_new_at_one_point() {
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
     let rotation_started = std::time::Instant::now();
-    let secret = app.provider.rotate_client_secret(&old.id).unwrap();
+    let secret = app.provider.rotate_client_secret(&old.id).await.unwrap();
     let rotated = std::time::Instant::now();
     let new = TestClient {
         id: old.id.clone(),
@@ -358,7 +358,7 @@ async fn a_client_over_its_rate_gets_429_with_retry_after_and_others_are_unaffec
     assert!((1..=2).contains(&wait));
     assert_eq!(limited.json::<Value>().await.unwrap()["error"], "rate_limited");
     // Another client, same address: its own bucket.
-    let other = app.register_relying_party(None, None);
+    let other = app.register_relying_party(None, None).await;
     let other_cc = app.token(&other, &[("grant_type", "client_credentials")]).await;
     assert_ne!(other_cc.status(), 429);
     tokio::time::sleep(Duration::from_millis(1100)).await;

@@ -47,6 +47,9 @@ pub struct Remote {
 pub struct TestApp {
     remote: Remote,
     pub provider: Arc<Provider>,
+    /// The server's store, to look inside it (the server's own code reaches it only through
+    /// the provider).
+    pub store: Arc<dyn tessera::store::Store>,
     pub data_dir: PathBuf,
     pub keys_dir: PathBuf,
     dirs: Option<TempDir>,
@@ -94,11 +97,14 @@ pub async fn spawn_app() -> TestApp {
 /// when the data folder has none yet.
 pub async fn spawn_app_with(config: Config, dirs: TempDir) -> TestApp {
     let (data_dir, keys_dir) = (config.data_dir.clone(), config.keys_dir.clone());
-    let app = App::build(config).await.expect("server starts");
+    let store = tessera::open_store(&config).expect("the store opens");
+    let app = App::build_with_store(config, store.clone())
+        .await
+        .expect("server starts");
     let provider = app.provider();
     let issuer = app.issuer().to_string();
     let base = format!("http://{}", app.addr());
-    let (client, public_client) = seed(&provider, &dirs);
+    let (client, public_client) = seed(&provider, &dirs).await;
     let (tx, rx) = oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until(async move {
         let _ = rx.await;
@@ -106,6 +112,7 @@ pub async fn spawn_app_with(config: Config, dirs: TempDir) -> TestApp {
     TestApp {
         remote: Remote::new(issuer, base, client, public_client),
         provider,
+        store,
         data_dir,
         keys_dir,
         dirs: Some(dirs),
@@ -116,7 +123,7 @@ pub async fn spawn_app_with(config: Config, dirs: TempDir) -> TestApp {
 
 /// Seeds once per data folder; the ids are remembered in a file beside it so that a
 /// restarted server's test sees the same clients.
-fn seed(provider: &Provider, dirs: &TempDir) -> (TestClient, TestClient) {
+async fn seed(provider: &Provider, dirs: &TempDir) -> (TestClient, TestClient) {
     let memo = dirs.path().join("seeded.json");
     if let Ok(bytes) = std::fs::read(&memo) {
         let v: Value = serde_json::from_slice(&bytes).unwrap();
@@ -146,6 +153,7 @@ fn seed(provider: &Provider, dirs: &TempDir) -> (TestClient, TestClient) {
             id_token_signed_response_alg: None,
             admin: false,
         })
+        .await
         .unwrap();
     let (public, _) = provider
         .register_client(NewClient {
@@ -163,9 +171,11 @@ fn seed(provider: &Provider, dirs: &TempDir) -> (TestClient, TestClient) {
             id_token_signed_response_alg: None,
             admin: false,
         })
+        .await
         .unwrap();
     provider
         .create_user(USERNAME, PASSWORD, Some("alice@example.com".into()))
+        .await
         .unwrap();
     let client = TestClient {
         id: confidential.client_id,
@@ -478,7 +488,7 @@ impl TestApp {
     /// Registers a confidential OpenID Connect relying party: code + refresh grants, the
     /// OpenID Connect scopes and `read`, a post-logout redirect URI, and the given ID token
     /// algorithm (`None`: RS256) and access token lifetime.
-    pub fn register_relying_party(
+    pub async fn register_relying_party(
         &self,
         alg: Option<tessera::keys::Algorithm>,
         access_token_ttl: Option<u64>,
@@ -500,6 +510,7 @@ impl TestApp {
                 id_token_signed_response_alg: alg,
                 admin: false,
             })
+            .await
             .unwrap();
         TestClient {
             id: client.client_id,
@@ -509,7 +520,7 @@ impl TestApp {
 
     /// Registers an admin client (as `tessera app create --admin` does), with this access
     /// token lifetime (`None`: the server's).
-    pub fn register_admin_client(&self, access_token_ttl: Option<u64>) -> TestClient {
+    pub async fn register_admin_client(&self, access_token_ttl: Option<u64>) -> TestClient {
         let (client, secret) = self
             .provider
             .register_client(NewClient {
@@ -527,6 +538,7 @@ impl TestApp {
                 id_token_signed_response_alg: None,
                 admin: true,
             })
+            .await
             .unwrap();
         TestClient {
             id: client.client_id,

@@ -169,8 +169,8 @@ async fn node_script(script: &str, args: &[&str]) -> Value {
 #[tokio::test]
 async fn openid_client_logs_in_with_discovery_pkce_nonce_and_id_token_validation() {
     let app = spawn_app().await;
-    let rp = app.register_relying_party(None, None);
-    let user = app.provider.store.get_user_by_name(USERNAME).unwrap().unwrap();
+    let rp = app.register_relying_party(None, None).await;
+    let user = app.store.get_user_by_name(USERNAME).await.unwrap().unwrap();
     let report = node_script(
         "openid_client_login.mjs",
         &[
@@ -215,7 +215,7 @@ async fn the_rust_openidconnect_crate_logs_in_with_its_default_strict_verifier()
     };
 
     let app = spawn_app().await;
-    let rp = app.register_relying_party(None, None);
+    let rp = app.register_relying_party(None, None).await;
     // The crate's own HTTP client (redirects off, as its docs advise against SSRF).
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -259,7 +259,7 @@ async fn the_rust_openidconnect_crate_logs_in_with_its_default_strict_verifier()
     // The default verifier: RS256 only, signature through the JWKS, iss, aud, exp, nonce.
     let verifier = client.id_token_verifier();
     let claims = id_token.claims(&verifier, &nonce).expect("the ID token validates");
-    let user = app.provider.store.get_user_by_name(USERNAME).unwrap().unwrap();
+    let user = app.store.get_user_by_name(USERNAME).await.unwrap().unwrap();
     assert_eq!(claims.subject().as_str(), user.user_id);
     assert_eq!(claims.preferred_username().map(|u| u.as_str()), Some(USERNAME));
     let expected_hash = claims.access_token_hash().expect("at_hash is present");

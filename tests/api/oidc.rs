@@ -62,11 +62,11 @@ async fn id_token_claims(app: &TestApp, client: &TestClient, tokens: &Value) -> 
     claims
 }
 
-fn alice_id(app: &TestApp) -> String {
-    app.provider.store.get_user_by_name(USERNAME).unwrap().unwrap().user_id
+async fn alice_id(app: &TestApp) -> String {
+    app.store.get_user_by_name(USERNAME).await.unwrap().unwrap().user_id
 }
 
-fn give_alice_a_profile(app: &TestApp) {
+async fn give_alice_a_profile(app: &TestApp) {
     let edit = ProfileEdit {
         email: Some("alice@example.com".into()),
         email_verified: Some(true),
@@ -77,7 +77,7 @@ fn give_alice_a_profile(app: &TestApp) {
             ..Default::default()
         },
     };
-    app.provider.update_profile(&alice_id(app), edit).unwrap();
+    app.provider.update_profile(&alice_id(app).await, edit).await.unwrap();
 }
 
 async fn userinfo(app: &TestApp, access_token: &str) -> reqwest::Response {
@@ -96,8 +96,8 @@ fn www_authenticate(response: &reqwest::Response) -> String {
 #[tokio::test]
 async fn the_openid_scope_yields_an_rs256_id_token_with_the_core_claims() {
     let app = spawn_app().await;
-    let rp = app.register_relying_party(None, None);
-    give_alice_a_profile(&app);
+    let rp = app.register_relying_party(None, None).await;
+    give_alice_a_profile(&app).await;
     let before = tessera::oauth::now();
     let tokens = login_flow(&app, &rp, "openid profile email", &[("nonce", "n-0S6_WzA2Mj")]).await;
     let id_token = tokens["id_token"].as_str().unwrap();
@@ -108,7 +108,7 @@ async fn the_openid_scope_yields_an_rs256_id_token_with_the_core_claims() {
 
     let claims = id_token_claims(&app, &rp, &tokens).await;
     assert_eq!(claims["iss"], app.issuer.as_str());
-    assert_eq!(claims["sub"], alice_id(&app).as_str());
+    assert_eq!(claims["sub"], alice_id(&app).await.as_str());
     assert_eq!(claims["nonce"], "n-0S6_WzA2Mj");
     let (iat, exp, auth_time) = (
         claims["iat"].as_i64().unwrap(),
@@ -136,7 +136,7 @@ async fn the_openid_scope_yields_an_rs256_id_token_with_the_core_claims() {
 #[tokio::test]
 async fn without_openid_there_is_no_id_token() {
     let app = spawn_app().await;
-    let rp = app.register_relying_party(None, None);
+    let rp = app.register_relying_party(None, None).await;
     let tokens = login_flow(&app, &rp, "read", &[]).await;
     assert!(tokens.get("id_token").is_none(), "{tokens}");
     let cc = app.client_credentials("read").await.json::<Value>().await.unwrap();
@@ -146,8 +146,8 @@ async fn without_openid_there_is_no_id_token() {
 #[tokio::test]
 async fn claims_are_filtered_by_scope_in_the_id_token_and_userinfo() {
     let app = spawn_app().await;
-    let rp = app.register_relying_party(None, None);
-    give_alice_a_profile(&app);
+    let rp = app.register_relying_party(None, None).await;
+    give_alice_a_profile(&app).await;
     for (scope, present, absent) in [
         (
             "openid",
@@ -186,7 +186,7 @@ async fn claims_are_filtered_by_scope_in_the_id_token_and_userinfo() {
 #[tokio::test]
 async fn nonce_is_echoed_only_when_sent_bounded_and_never_reissued() {
     let app = spawn_app().await;
-    let rp = app.register_relying_party(None, None);
+    let rp = app.register_relying_party(None, None).await;
     let tokens = login_flow(&app, &rp, "openid", &[]).await;
     let claims = id_token_claims(&app, &rp, &tokens).await;
     assert!(claims.get("nonce").is_none(), "no nonce sent, none in the ID token");
@@ -233,7 +233,7 @@ async fn nonce_is_echoed_only_when_sent_bounded_and_never_reissued() {
 #[tokio::test]
 async fn a_refreshed_id_token_keeps_subject_audience_and_auth_time() {
     let app = spawn_app().await;
-    let rp = app.register_relying_party(None, None);
+    let rp = app.register_relying_party(None, None).await;
     let tokens = login_flow(&app, &rp, "openid profile", &[]).await;
     let first = id_token_claims(&app, &rp, &tokens).await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
@@ -259,7 +259,7 @@ async fn a_refreshed_id_token_keeps_subject_audience_and_auth_time() {
 #[tokio::test]
 async fn prompt_none_without_a_session_is_login_required_at_a_registered_redirect_only() {
     let app = spawn_app().await;
-    let rp = app.register_relying_party(None, None);
+    let rp = app.register_relying_party(None, None).await;
     let response = app
         .authorize(&oidc_query(&rp, &Pkce::new(), "openid", &[("prompt", "none")]))
         .await;
@@ -288,7 +288,7 @@ async fn prompt_none_without_a_session_is_login_required_at_a_registered_redirec
 #[tokio::test]
 async fn prompt_none_with_a_session_issues_a_code_or_reports_consent_required() {
     let app = spawn_app().await;
-    let rp = app.register_relying_party(None, None);
+    let rp = app.register_relying_party(None, None).await;
     let login = app.log_in("/o/login/", USERNAME, PASSWORD).await;
     assert_eq!(login.status(), 303);
     // Logged in but never approved this client: no page may be shown.
@@ -319,7 +319,7 @@ async fn prompt_none_with_a_session_issues_a_code_or_reports_consent_required() 
 #[tokio::test]
 async fn prompt_login_and_max_age_force_a_fresh_login_that_auth_time_reports() {
     let app = spawn_app().await;
-    let rp = app.register_relying_party(None, None);
+    let rp = app.register_relying_party(None, None).await;
     let first = id_token_claims(&app, &rp, &login_flow(&app, &rp, "openid", &[]).await).await;
     let first_auth = first["auth_time"].as_i64().unwrap();
     tokio::time::sleep(Duration::from_millis(2100)).await;
@@ -356,7 +356,7 @@ async fn prompt_login_and_max_age_force_a_fresh_login_that_auth_time_reports() {
 #[tokio::test]
 async fn login_hint_prefills_the_username() {
     let app = spawn_app().await;
-    let rp = app.register_relying_party(None, None);
+    let rp = app.register_relying_party(None, None).await;
     let response = app
         .authorize(&oidc_query(
             &rp,
@@ -372,7 +372,7 @@ async fn login_hint_prefills_the_username() {
 #[tokio::test]
 async fn request_objects_and_other_response_modes_are_refused() {
     let app = spawn_app().await;
-    let rp = app.register_relying_party(None, None);
+    let rp = app.register_relying_party(None, None).await;
     for (extra, error) in [
         (("request", "eyJhbGciOiJub25lIn0.e30."), "request_not_supported"),
         (("request_uri", "https://evil.example/r"), "request_uri_not_supported"),
@@ -391,7 +391,7 @@ async fn request_objects_and_other_response_modes_are_refused() {
 #[tokio::test]
 async fn userinfo_takes_a_bearer_header_or_form_body_and_answers_rfc6750_errors() {
     let app = spawn_app().await;
-    let rp = app.register_relying_party(None, None);
+    let rp = app.register_relying_party(None, None).await;
     let tokens = login_flow(&app, &rp, "openid email", &[]).await;
     let access = tokens["access_token"].as_str().unwrap();
 
@@ -493,7 +493,7 @@ async fn userinfo_takes_a_bearer_header_or_form_body_and_answers_rfc6750_errors(
 #[tokio::test]
 async fn userinfo_refuses_revoked_and_expired_tokens() {
     let app = spawn_app().await;
-    let rp = app.register_relying_party(None, None);
+    let rp = app.register_relying_party(None, None).await;
     let tokens = login_flow(&app, &rp, "openid", &[]).await;
     let access = tokens["access_token"].as_str().unwrap();
     assert_eq!(userinfo(&app, access).await.status(), 200);
@@ -510,7 +510,7 @@ async fn userinfo_refuses_revoked_and_expired_tokens() {
     assert_eq!(revoked.status(), 401);
     assert!(www_authenticate(&revoked).contains("invalid_token"));
 
-    let short_lived = app.register_relying_party(None, Some(1));
+    let short_lived = app.register_relying_party(None, Some(1)).await;
     let tokens = login_flow(&app, &short_lived, "openid", &[]).await;
     let access = tokens["access_token"].as_str().unwrap();
     assert_eq!(userinfo(&app, access).await.status(), 200);
@@ -567,13 +567,13 @@ async fn both_discovery_documents_are_the_same_and_carry_the_openid_fields() {
 #[tokio::test]
 async fn a_client_may_register_es256_or_eddsa_id_tokens() {
     let app = spawn_app().await;
-    let es256 = app.register_relying_party(Some(Algorithm::ES256), None);
+    let es256 = app.register_relying_party(Some(Algorithm::ES256), None).await;
     let tokens = login_flow(&app, &es256, "openid", &[]).await;
     assert_eq!(jwt_parts(tokens["id_token"].as_str().unwrap()).0["alg"], "ES256");
     id_token_claims(&app, &es256, &tokens).await;
 
     // EdDSA needs an Ed25519 key; the keyring has none yet, so the request fails cleanly.
-    let eddsa = app.register_relying_party(Some(Algorithm::EdDSA), None);
+    let eddsa = app.register_relying_party(Some(Algorithm::EdDSA), None).await;
     let pkce = Pkce::new();
     let code = param(
         &app.authorize_and_allow(&oidc_query(&eddsa, &pkce, "openid", &[])).await,
@@ -620,7 +620,7 @@ async fn is_logged_in(app: &TestApp) -> bool {
 #[tokio::test]
 async fn logout_with_id_token_hint_ends_the_session_and_returns_to_the_registered_uri() {
     let app = spawn_app().await;
-    let rp = app.register_relying_party(None, None);
+    let rp = app.register_relying_party(None, None).await;
     let tokens = login_flow(&app, &rp, "openid", &[]).await;
     let id_token = tokens["id_token"].as_str().unwrap();
     assert!(is_logged_in(&app).await);
@@ -656,7 +656,7 @@ async fn logout_with_id_token_hint_ends_the_session_and_returns_to_the_registere
 #[tokio::test]
 async fn logout_without_proof_asks_first_and_never_redirects_to_an_unregistered_uri() {
     let app = spawn_app().await;
-    let rp = app.register_relying_party(None, None);
+    let rp = app.register_relying_party(None, None).await;
     let tokens = login_flow(&app, &rp, "openid", &[]).await;
     let id_token = tokens["id_token"].as_str().unwrap();
 
@@ -723,7 +723,7 @@ async fn logout_without_proof_asks_first_and_never_redirects_to_an_unregistered_
 #[tokio::test]
 async fn users_edit_their_profile_and_apps_see_the_change() {
     let app = spawn_app().await;
-    let rp = app.register_relying_party(None, None);
+    let rp = app.register_relying_party(None, None).await;
     let unauthenticated = app.http.get(app.url("/o/profile/")).send().await.unwrap();
     assert!(location(&unauthenticated).starts_with("/o/login/"));
     app.log_in("/o/login/", USERNAME, PASSWORD).await;
@@ -789,8 +789,8 @@ async fn users_edit_their_profile_and_apps_see_the_change() {
 #[tokio::test]
 async fn id_token_hint_at_the_authorization_endpoint_names_the_user_who_must_be_logged_in() {
     let app = spawn_app().await;
-    let rp = app.register_relying_party(None, None);
-    app.provider.create_user("bob", PASSWORD, None).unwrap();
+    let rp = app.register_relying_party(None, None).await;
+    app.provider.create_user("bob", PASSWORD, None).await.unwrap();
     // Bob logs in once and gets an ID token; then he logs out and Alice logs in.
     let pkce = Pkce::new();
     let query = oidc_query(&rp, &pkce, "openid", &[]);
@@ -826,7 +826,7 @@ async fn id_token_hint_at_the_authorization_endpoint_names_the_user_who_must_be_
     forged.push('x');
     let bad = app.authorize(&silent(forged)).await;
     assert_eq!(param(&location(&bad), "error").as_deref(), Some("invalid_request"));
-    let stranger = app.register_relying_party(None, None);
+    let stranger = app.register_relying_party(None, None).await;
     let mut for_other_client = silent(alices_id_token);
     for (k, v) in &mut for_other_client {
         if k == "client_id" {

@@ -44,7 +44,7 @@ async fn the_playground_is_off_unless_enabled() {
 /// Walks the playground through the code flow for a new app of the test user's; returns the
 /// page it ends on and the access token it shows.
 async fn tokens_in_playground(app: &TestApp) -> (String, String) {
-    let user = app.provider.store.get_user_by_name(USERNAME).unwrap().unwrap();
+    let user = app.store.get_user_by_name(USERNAME).await.unwrap().unwrap();
     let (client, secret) = app
         .provider
         .register_client(tessera::oauth::client::NewClient {
@@ -65,6 +65,7 @@ async fn tokens_in_playground(app: &TestApp) -> (String, String) {
             id_token_signed_response_alg: None,
             admin: false,
         })
+        .await
         .unwrap();
 
     let page = app.get_text("/o/playground/").await;

@@ -180,7 +180,7 @@ async fn a_confidential_registration_gets_a_secret_that_authenticates() {
 #[tokio::test]
 async fn every_policy_rule_is_enforced_and_nothing_is_stored_on_refusal() {
     let app = spawn_with(RegistrationMode::Open, false).await;
-    let before = app.provider.store.list_clients().unwrap().len();
+    let before = app.store.list_clients().await.unwrap().len();
     let with = |changes: Value| {
         let mut body = public_app();
         for (k, v) in changes.as_object().unwrap() {
@@ -264,7 +264,7 @@ async fn every_policy_rule_is_enforced_and_nothing_is_stored_on_refusal() {
         .unwrap();
     assert_eq!(error_of(malformed, 400).await, "invalid_client_metadata");
     assert_eq!(
-        app.provider.store.list_clients().unwrap().len(),
+        app.store.list_clients().await.unwrap().len(),
         before,
         "nothing was stored"
     );
@@ -341,7 +341,7 @@ async fn a_registration_is_read_updated_and_deleted_with_its_own_token_only() {
         .await
         .unwrap();
     assert_eq!(error_of(refused, 400).await, "invalid_client_metadata");
-    let stored = app.provider.store.get_client(&client_id).unwrap().unwrap();
+    let stored = app.store.get_client(&client_id).await.unwrap().unwrap();
     assert_eq!(stored.name, "Renamed");
     assert_eq!(stored.redirect_uris, ["https://app.example/cb"]);
 
@@ -350,7 +350,7 @@ async fn a_registration_is_read_updated_and_deleted_with_its_own_token_only() {
     assert_eq!(error_of(refused, 401).await, "invalid_token");
     let deleted = app.http.delete(&uri).bearer_auth(&token).send().await.unwrap();
     assert_eq!(deleted.status(), 204);
-    assert!(app.provider.store.get_client(&client_id).unwrap().is_none());
+    assert!(app.store.get_client(&client_id).await.unwrap().is_none());
     let gone = app.http.get(&uri).bearer_auth(&token).send().await.unwrap();
     assert_eq!(error_of(gone, 401).await, "invalid_token");
 }

@@ -19,7 +19,10 @@ fn browser(app: &TestApp) -> Remote {
 
 /// A second user, logged in in a browser of their own.
 async fn attacker(app: &TestApp) -> Remote {
-    app.provider.create_user(ATTACKER, ATTACKER_PASSWORD, None).unwrap();
+    app.provider
+        .create_user(ATTACKER, ATTACKER_PASSWORD, None)
+        .await
+        .unwrap();
     let browser = browser(app);
     assert_eq!(
         browser.log_in("/o/login/", ATTACKER, ATTACKER_PASSWORD).await.status(),
@@ -90,7 +93,7 @@ async fn a_self_registered_app_cannot_skip_the_consent_of_other_users() {
     .await;
     assert_eq!(response.status(), 200);
     let client_id = code_element(&response.text().await.unwrap(), "client-id").unwrap();
-    let stored = app.provider.find_client(&client_id).unwrap().unwrap();
+    let stored = app.provider.find_client(&client_id).await.unwrap().unwrap();
     assert!(!stored.skip_consent, "the pages never store skip_consent");
 
     // The victim, logged in, follows the attacker's link: the consent page, not a code.
@@ -121,10 +124,10 @@ async fn a_self_registered_app_cannot_skip_the_consent_of_other_users() {
         id_token_signed_response_alg: None,
         admin: false,
     };
-    assert!(app.provider.update_client(&client_id, settings).is_err());
+    assert!(app.provider.update_client(&client_id, settings).await.is_err());
     let mut legacy = stored.clone();
     legacy.skip_consent = true;
-    app.provider.store.put_client(&legacy).unwrap();
+    app.store.put_client(&legacy).await.unwrap();
     assert_eq!(victim.authorize(&evil_request(&client_id)).await.status(), 200);
     let listing = victim.get_text("/o/authorized_tokens/").await;
     assert!(!listing.contains("(first-party)"));
@@ -135,17 +138,28 @@ async fn a_self_registered_app_cannot_skip_the_consent_of_other_users() {
 #[tokio::test]
 async fn self_registered_apps_that_skipped_consent_lose_it_on_upgrade() {
     let app = spawn_app().await;
-    let owner = app.provider.create_user(ATTACKER, ATTACKER_PASSWORD, None).unwrap();
-    let (operator_app, _) = app.provider.register_client(first_party(None)).unwrap();
-    let (mut users_app, _) = app.provider.register_client(first_party(Some(&owner.user_id))).unwrap();
+    let owner = app
+        .provider
+        .create_user(ATTACKER, ATTACKER_PASSWORD, None)
+        .await
+        .unwrap();
+    let (operator_app, _) = app.provider.register_client(first_party(None)).await.unwrap();
+    let (mut users_app, _) = app
+        .provider
+        .register_client(first_party(Some(&owner.user_id)))
+        .await
+        .unwrap();
     users_app.skip_consent = true;
-    app.provider.store.put_client(&users_app).unwrap();
+    app.store.put_client(&users_app).await.unwrap();
     let dirs = app.stop().await;
     let app = spawn_app_with(test_config(&dirs), dirs).await;
-    let reloaded = |id: &str| app.provider.find_client(id).unwrap().unwrap();
-    assert!(!reloaded(&users_app.client_id).skip_consent, "demoted");
+    let reloaded = |id: String| {
+        let provider = app.provider.clone();
+        async move { provider.find_client(&id).await.unwrap().unwrap() }
+    };
+    assert!(!reloaded(users_app.client_id.clone()).await.skip_consent, "demoted");
     assert!(
-        reloaded(&operator_app.client_id).skip_consent,
+        reloaded(operator_app.client_id.clone()).await.skip_consent,
         "operators' apps keep it"
     );
 }
@@ -348,7 +362,7 @@ async fn a_deleted_clients_access_tokens_are_inactive_everywhere() {
     settings.skip_consent = false;
     settings.grant_types = vec![tessera::store::GrantType::ClientCredentials];
     settings.redirect_uris = vec![];
-    let (doomed, secret) = app.provider.register_client(settings).unwrap();
+    let (doomed, secret) = app.provider.register_client(settings).await.unwrap();
     let doomed = TestClient {
         id: doomed.client_id,
         secret,
@@ -363,7 +377,7 @@ async fn a_deleted_clients_access_tokens_are_inactive_everywhere() {
     assert!(app.provider.delete_client(&doomed.id).await.unwrap());
     assert_eq!(app.introspect(&token).await["active"], false);
     assert!(
-        app.provider.verify_access_token(&token).is_err(),
+        app.provider.verify_access_token(&token).await.is_err(),
         "nor at UserInfo or the admin API"
     );
 }
@@ -418,15 +432,15 @@ async fn a_code_replayed_during_its_first_exchange_still_revokes_what_it_produce
     // store) but not yet written its grant when the replay arrives.
     let (code, pkce) = app.get_code().await;
     let tessera::store::Redemption::Fresh(first) = app
-        .provider
         .store
         .redeem_code(&tessera::oauth::secret_hash(&code))
+        .await
         .unwrap()
     else {
         panic!("a fresh code")
     };
     assert_eq!(app.exchange_code(&code, &pkce.verifier).await.status(), 400);
-    let grant = app.provider.store.get_grant(&first.grant_id).unwrap();
+    let grant = app.store.get_grant(&first.grant_id).await.unwrap();
     assert!(
         grant.is_some_and(|g| g.revoked),
         "the replay leaves a revoked grant for the first exchange to find"
@@ -442,7 +456,7 @@ async fn a_code_replayed_during_its_first_exchange_still_revokes_what_it_produce
         revoked: false,
     };
     assert!(
-        !app.provider.store.insert_grant(&late).unwrap(),
+        !app.store.insert_grant(&late).await.unwrap(),
         "the first exchange cannot write a live grant over it"
     );
 
@@ -480,9 +494,9 @@ async fn a_password_change_ends_the_users_sessions_and_a_reset_can_revoke_their_
     let refresh_token = tokens["refresh_token"].as_str().unwrap().to_string();
     let profile = app.http.get(app.url("/o/profile/")).send().await.unwrap();
     assert_eq!(profile.status(), 200, "logged in");
-    let alice = app.provider.store.get_user_by_name(USERNAME).unwrap().unwrap();
+    let alice = app.store.get_user_by_name(USERNAME).await.unwrap().unwrap();
 
-    let admin = app.register_admin_client(None);
+    let admin = app.register_admin_client(None).await;
     let response = app.client_credentials_as(&admin, "tessera:admin").await;
     let admin_token = response.json::<serde_json::Value>().await.unwrap()["access_token"]
         .as_str()
@@ -599,21 +613,21 @@ async fn self_service_apps_follow_the_registration_policy() {
     let response = register_in_pages(&mallory, &everything).await;
     assert_eq!(response.status(), 200, "an unoffered scope is dropped, not granted");
     let client_id = code_element(&response.text().await.unwrap(), "client-id").unwrap();
-    let stored = app.provider.find_client(&client_id).unwrap().unwrap();
+    let stored = app.provider.find_client(&client_id).await.unwrap().unwrap();
     assert_eq!(stored.scopes, ["read"]);
     // Nor can an edit add them (the core refuses whatever the form sends).
     let mut settings = tessera::oauth::client::NewClient {
         grant_types: vec![tessera::store::GrantType::ClientCredentials],
         ..settings_of(&stored)
     };
-    assert!(app.provider.update_client(&client_id, settings.clone()).is_err());
+    assert!(app.provider.update_client(&client_id, settings.clone()).await.is_err());
     settings.grant_types = stored.grant_types.clone();
     settings.scope = "read write".into();
-    assert!(app.provider.update_client(&client_id, settings.clone()).is_err());
+    assert!(app.provider.update_client(&client_id, settings.clone()).await.is_err());
     settings.name = "x".repeat(101);
     settings.scope = "read".into();
     assert!(
-        app.provider.update_client(&client_id, settings).is_err(),
+        app.provider.update_client(&client_id, settings).await.is_err(),
         "names up to 100"
     );
     // An operator still can: the CLI and admin API register without the policy.
@@ -625,7 +639,7 @@ async fn self_service_apps_follow_the_registration_policy() {
         name: "Operator's robot".into(),
         ..settings_of(&stored)
     };
-    assert!(app.provider.register_client(operator).is_ok());
+    assert!(app.provider.register_client(operator).await.is_ok());
 }
 
 /// Finding 8, store growth: one account may own at most 50 apps.

@@ -28,20 +28,20 @@ async fn run(command: &mut Command, what: &str) -> String {
 }
 
 /// What both demo programs must report.
-fn check_report(app: &TestApp, report: &Value) {
+async fn check_report(app: &TestApp, report: &Value) {
     let created = report["created"].as_str().expect("a client was created");
     assert_eq!(report["active"], true, "{report}");
     assert_eq!(report["introspected_client_id"], created);
     assert_eq!(report["listed"], true);
     assert_eq!(report["deleted"], true);
     assert_eq!(report["after_delete"], "not_found");
-    assert!(app.provider.store.get_client(created).unwrap().is_none());
+    assert!(app.store.get_client(created).await.unwrap().is_none());
 }
 
 #[tokio::test]
 async fn a_python_sdk_generated_by_openapi_python_client_runs_the_admin_flow() {
     let app = spawn_app().await;
-    let admin = app.register_admin_client(None);
+    let admin = app.register_admin_client(None).await;
     let out = tempfile::tempdir().unwrap();
     let package = out.path().join("tessera-client");
     run(
@@ -64,13 +64,13 @@ async fn a_python_sdk_generated_by_openapi_python_client_runs_the_admin_flow() {
         "the Python SDK demo",
     )
     .await;
-    check_report(&app, &serde_json::from_str(&report).unwrap());
+    check_report(&app, &serde_json::from_str(&report).unwrap()).await;
 }
 
 #[tokio::test]
 async fn a_typescript_client_typed_by_openapi_typescript_runs_the_admin_flow() {
     let app = spawn_app().await;
-    let admin = app.register_admin_client(None);
+    let admin = app.register_admin_client(None).await;
     let dir = format!("{ROOT}/tests/sdk/typescript");
     assert!(
         Path::new(&dir).join("node_modules/openapi-typescript").is_dir(),
@@ -94,5 +94,5 @@ async fn a_typescript_client_typed_by_openapi_typescript_runs_the_admin_flow() {
     .await;
     let report: Value = serde_json::from_str(&report).unwrap();
     assert_eq!(report["after_delete_status"], 404);
-    check_report(&app, &report);
+    check_report(&app, &report).await;
 }

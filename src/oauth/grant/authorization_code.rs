@@ -14,16 +14,16 @@ impl Provider {
         request: TokenRequest,
     ) -> Result<TokenResponse, Error> {
         let code = required(&request.code, "code")?;
-        let record = match self.store.redeem_code(&secret_hash(code))? {
+        let record = match self.store.redeem_code(&secret_hash(code)).await? {
             Redemption::Fresh(record) => record,
             Redemption::Replayed(record) => {
                 // RFC 6749 §4.1.2: a code used twice has leaked; revoke what it produced.
                 // The first exchange may not have written its grant yet: then a revoked one
                 // is written in its place, and that exchange, finding it, cannot make it live.
-                if !self.store.revoke_grant(&record.grant_id)? {
+                if !self.store.revoke_grant(&record.grant_id).await? {
                     let revoked = grant_of(&record, now(), true);
-                    if !self.store.insert_grant(&revoked)? {
-                        self.store.revoke_grant(&record.grant_id)?;
+                    if !self.store.insert_grant(&revoked).await? {
+                        self.store.revoke_grant(&record.grant_id).await?;
                     }
                 }
                 self.store.durable().await?;
@@ -66,7 +66,7 @@ impl Provider {
         // A replay of this code may have got in first and written the grant revoked (see
         // above). Then this exchange still answers, as the one that redeemed the code, but
         // with tokens of the revoked grant: dead on arrival, like everything the code produced.
-        self.store.insert_grant(&grant_of(&record, issued_at, false))?;
+        self.store.insert_grant(&grant_of(&record, issued_at, false)).await?;
         let scope = Scope::parse(&record.scope)?;
         let access = self.mint_access_token(
             client,
@@ -75,14 +75,16 @@ impl Provider {
             &record.audience,
             Some(&record.grant_id),
         )?;
-        let id_token = self.mint_id_token(IdTokenInput {
-            client,
-            user_id: &record.user_id,
-            scope: &scope,
-            auth_time: record.auth_time,
-            nonce: record.nonce.as_deref(),
-            access_token: &access.jwt,
-        })?;
+        let id_token = self
+            .mint_id_token(IdTokenInput {
+                client,
+                user_id: &record.user_id,
+                scope: &scope,
+                auth_time: record.auth_time,
+                nonce: record.nonce.as_deref(),
+                access_token: &access.jwt,
+            })
+            .await?;
         let refresh_token = if client.grant_types.contains(&GrantType::RefreshToken) {
             let token = random_token(32);
             let refresh = RefreshRecord {
@@ -91,7 +93,7 @@ impl Provider {
                 expires_at: issued_at + self.refresh_token_ttl(client),
                 rotated: false,
             };
-            self.store.put_refresh(&secret_hash(&token), &refresh)?;
+            self.store.put_refresh(&secret_hash(&token), &refresh).await?;
             Some(token)
         } else {
             None

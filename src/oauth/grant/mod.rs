@@ -37,7 +37,7 @@ impl Provider {
                 ))
             }
         };
-        let client = self.authenticate_client(credentials)?;
+        let client = self.authenticate_client(credentials).await?;
         self.client_rate
             .check(&credentials.rate_key(&client))
             .map_err(Error::rate_limited)?;
@@ -49,7 +49,7 @@ impl Provider {
         }?;
         if client.first_used_at.is_none() {
             // Once per client: a registered client that is used is never purged as unused.
-            self.store.mark_client_used(&client.client_id, super::now())?;
+            self.store.mark_client_used(&client.client_id, super::now()).await?;
         }
         self.metrics.token_issued(grant.as_oauth_str());
         Ok(issued)

@@ -19,8 +19,13 @@ impl Provider {
         let invalid = || Error::invalid_grant("the refresh token is invalid");
         let presented = required(&request.refresh_token, "refresh_token")?;
         let old_hash = secret_hash(presented);
-        let current = self.store.get_refresh(&old_hash)?.ok_or_else(invalid)?;
-        let grant = self.store.get_grant(&current.grant_id)?.ok_or_else(invalid)?;
+        let current = self.store.get_refresh(&old_hash).await?.ok_or_else(invalid)?;
+        let grant = self
+            .store
+            .get_grant(&current.grant_id)
+            .await?
+            .filter(|grant| !grant.revoked)
+            .ok_or_else(invalid)?;
         // Checked before rotating, so another client presenting a stolen token cannot spend it.
         if grant.client_id != client.client_id {
             return Err(Error::invalid_grant("the refresh token was issued to another client"));
@@ -43,16 +48,6 @@ impl Provider {
             }
             None => granted,
         };
-        let access = self.mint_access_token(client, &grant.user_id, &scope, &grant.audience, Some(&grant.grant_id))?;
-        // OpenID Connect Core §12.2: the same subject, audience and auth_time, no nonce.
-        let id_token = self.mint_id_token(IdTokenInput {
-            client,
-            user_id: &grant.user_id,
-            scope: &scope,
-            auth_time: grant.auth_time,
-            nonce: None,
-            access_token: &access.jwt,
-        })?;
         let new_token = random_token(32);
         let issued_at = now();
         let next = RefreshRecord {
@@ -61,25 +56,44 @@ impl Provider {
             expires_at: issued_at + self.refresh_token_ttl(client),
             rotated: false,
         };
-        match self.store.rotate_refresh(&old_hash, &secret_hash(&new_token), &next)? {
-            Rotation::Rotated => {
+        // Rotate first, sign after: the loser of a race, or a reused token, costs no signature.
+        match self
+            .store
+            .rotate_refresh(&old_hash, &secret_hash(&new_token), &next)
+            .await?
+        {
+            Rotation::Rotated(_) => {}
+            Rotation::Spent(spent) => {
+                // RFC 9700 §4.14.2: a spent token presented again has leaked; its whole family
+                // (every token of the grant) is revoked.
+                self.store.revoke_grant(&spent.grant_id).await?;
                 self.store.durable().await?;
-                Ok(TokenResponse {
-                    access_token: access.jwt,
-                    token_type: "Bearer",
-                    expires_in: access.expires_in,
-                    refresh_token: Some(new_token),
-                    scope: scope.to_string(),
-                    id_token,
-                })
-            }
-            Rotation::Reused => {
-                self.store.durable().await?;
-                Err(Error::invalid_grant(
+                return Err(Error::invalid_grant(
                     "the refresh token was already used; its grant has been revoked",
-                ))
+                ));
             }
-            Rotation::Invalid => Err(invalid()),
+            Rotation::Unknown => return Err(invalid()),
         }
+        let access = self.mint_access_token(client, &grant.user_id, &scope, &grant.audience, Some(&grant.grant_id))?;
+        // OpenID Connect Core §12.2: the same subject, audience and auth_time, no nonce.
+        let id_token = self
+            .mint_id_token(IdTokenInput {
+                client,
+                user_id: &grant.user_id,
+                scope: &scope,
+                auth_time: grant.auth_time,
+                nonce: None,
+                access_token: &access.jwt,
+            })
+            .await?;
+        self.store.durable().await?;
+        Ok(TokenResponse {
+            access_token: access.jwt,
+            token_type: "Bearer",
+            expires_in: access.expires_in,
+            refresh_token: Some(new_token),
+            scope: scope.to_string(),
+            id_token,
+        })
     }
 }
