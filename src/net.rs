@@ -105,20 +105,20 @@ fn client_behind(peer: IpAddr, headers: &HeaderMap, trusted: &[AddressRange]) ->
     client
 }
 
-/// The key a client address is counted under: an IPv4 address itself, an IPv6 address by its
-/// /64 prefix, since one host is normally given a whole /64 and could otherwise count as
-/// 2^64 different clients.
-pub fn address_key(ip: std::net::IpAddr) -> String {
-    match ip {
-        std::net::IpAddr::V4(v4) => v4.to_string(),
-        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => v4.to_string(),
-            None => {
-                let s = v6.segments();
-                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
-            }
-        },
+/// The client a per-address limit counts an address as: an IPv4 address itself, an IPv6
+/// address by its /64 prefix (its low 64 bits cleared), since one host is normally given a
+/// whole /64 and could otherwise count as 2^64 different clients. Every per-address limit (rate
+/// limits, login throttling, registrations, open connections) counts this way.
+pub fn counted_as(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & !u128::from(u64::MAX))),
+        v4 => v4,
     }
+}
+
+/// [`counted_as`], as a string key.
+pub fn address_key(ip: IpAddr) -> String {
+    counted_as(ip).to_string()
 }
 
 #[cfg(test)]

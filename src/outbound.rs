@@ -243,7 +243,7 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
         || (s[0] & 0xffc0) == 0xfe80                      // link-local fe80::/10
         || (s[0] & 0xffc0) == 0xfec0                      // site-local (deprecated) fec0::/10
         || (s[0] & 0xff00) == 0xff00                      // multicast ff00::/8
-        || s[0] == 0 && s[1..6] == [0, 0, 0, 0, 0]; // IPv4-compatible ::/96 and the like
+        || s[0..4] == [0, 0, 0, 0]; // ::/64: IPv4-compatible ::/96, IPv4-translated ::ffff:0:0/96
     !special
 }
 
@@ -274,6 +274,7 @@ mod tests {
             "::ffff:127.0.0.1",
             "::ffff:169.254.169.254",
             "::127.0.0.1",
+            "::ffff:0:7f00:1",
             "64:ff9b::a9fe:a9fe",
             "100::1",
             "2001:db8::1",

@@ -97,7 +97,7 @@ impl<A: Acceptor> LimitedAcceptor<A> {
     /// The address a connection counts against, or `None` if it is exempt from the cap.
     fn counted_address(&self, remote: &RemoteAddr) -> Option<IpAddr> {
         let ip = remote.as_socket_addr()?.ip();
-        (!self.limits.exempt.iter().any(|range| range.contains(ip))).then_some(ip)
+        (!self.limits.exempt.iter().any(|range| range.contains(ip))).then_some(crate::net::counted_as(ip))
     }
 }
 

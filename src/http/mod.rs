@@ -349,7 +349,7 @@ async fn limit_by_address<E: Endpoint>(next: Arc<E>, req: Request, provider: Arc
     let path = req.uri().path().trim_end_matches('/');
     if req.method() == Method::POST && LIMITED_PER_ADDRESS.contains(&path) {
         let address = crate::net::client_address(&req, &provider.config.trusted_proxies)
-            .map(|ip| ip.to_string())
+            .map(crate::net::address_key)
             .unwrap_or_default();
         if let Err(wait) = provider.address_rate.check(&address) {
             let mut response = Response::builder()

@@ -123,7 +123,8 @@ impl From<Introspection> for IntrospectionBody {
 
 /// The credentials with the caller's address (behind trusted proxies, the forwarded one).
 fn with_address(mut credentials: ClientCredentials, req: &Request, provider: &Provider) -> ClientCredentials {
-    credentials.address = crate::net::client_address(req, &provider.config.trusted_proxies).map(|ip| ip.to_string());
+    credentials.address =
+        crate::net::client_address(req, &provider.config.trusted_proxies).map(crate::net::address_key);
     credentials
 }
 

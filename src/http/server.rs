@@ -1,21 +1,26 @@
-//! The accept loop: every connection is served by hyper with the limits poem's own `Server`
-//! does not expose. A request head must arrive whole within `request_head_timeout` of hyper
-//! starting to wait for it (review finding 4: a head trickled one line every few seconds kept
-//! a connection, and with enough of them the server, forever), and hyper's read buffer is
-//! bounded, so a head cannot take more than [`READ_BUFFER_BYTES`] of memory per connection.
-//! Bodies have their own deadline in [`super::form::guard`]. Graceful shutdown lets requests in
-//! flight finish, for at most a grace period.
+//! The accept loop: every connection is served by hyper's HTTP/1.1 server with the limits
+//! poem's own `Server` does not expose. A request head must arrive whole within
+//! `request_head_timeout` of the connection opening or of the previous response (review
+//! finding 4: a head trickled one line every few seconds kept a connection, and with enough of
+//! them the server, forever), so a connection that says nothing is closed as soon as one that
+//! trickles; and hyper's read buffer is bounded, so a head cannot take more than
+//! [`READ_BUFFER_BYTES`] of memory per connection. Bodies have their own deadline in
+//! [`super::form::guard`]. Graceful shutdown lets requests in flight finish, for at most a
+//! grace period.
 //!
-//! hyper's head deadline also ends a keep-alive connection that stays idle between requests
-//! for that long: a browser or client simply opens a new one.
+//! HTTP/1.1 only: cleartext HTTP/2 (h2c) multiplies every per-connection bound by its
+//! concurrent streams (200 buffered bodies per connection), has no head deadline, and keeps a
+//! connection alive on PINGs; browsers never speak it, and TLS is terminated by a reverse proxy
+//! that speaks HTTP/1.1 to Tessera. A client that tries it gets an error and the connection
+//! closed.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use poem::listener::Acceptor;
 use poem::Endpoint;
@@ -49,14 +54,11 @@ where
     E: Endpoint + 'static,
 {
     let endpoint = Arc::new(endpoint);
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = http1::Builder::new();
     builder
-        .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.head_timeout)
         .max_buf_size(READ_BUFFER_BYTES);
-    builder.http2().timer(TokioTimer::new());
-    let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -82,10 +84,9 @@ where
                 Ok::<_, std::convert::Infallible>(hyper::Response::from(response))
             }
         });
-        let builder = builder.clone();
+        let connection = builder.serve_connection(TokioIo::new(io), service);
         let watcher = graceful.watcher();
         tokio::spawn(async move {
-            let connection = builder.serve_connection(TokioIo::new(io), service);
             // A connection ending in an error (a client gone, a head too slow) is routine.
             if let Err(e) = watcher.watch(connection).await {
                 tracing::debug!(error = %e, "connection ended");

@@ -30,7 +30,8 @@ pub struct AuthorizationRequest {
     /// The `sub` of a valid `id_token_hint`: the user the client believes is logged in.
     pub hinted_user_id: Option<String>,
     /// Whether errors may be sent to the redirect URI without asking anyone: the client is an
-    /// operator's, or a user has logged in (see [`Provider::validate_authorization`]).
+    /// operator's, or the logged-in user has approved it before (see
+    /// [`Provider::validate_authorization`]).
     pub redirect_errors: bool,
 }
 
@@ -120,14 +121,14 @@ impl Provider {
     /// no error is ever redirected to a URI that was not registered for the client.
     ///
     /// A redirect URI that anyone could register (a client made in the pages or by dynamic
-    /// registration) is not trusted with errors while nobody has logged in: the error is shown
-    /// instead, so such a client's authorization URL cannot serve as an open redirector to its
-    /// redirect URI (RFC 9700 §4.11.2; review finding 10). `authenticated` says whether the
-    /// browser has a logged-in session; once it has, errors go back to the client as usual.
+    /// registration) is trusted with errors only once the user has approved the client: until
+    /// then the error is shown instead, so such a client's authorization URL cannot serve as an
+    /// open redirector to its redirect URI (RFC 9700 §4.11.2; review finding 10), for visitors
+    /// who are logged in as much as for those who are not. `user_id` is the logged-in user's.
     pub async fn validate_authorization(
         &self,
         pairs: &[(String, String)],
-        authenticated: bool,
+        user_id: Option<&str>,
     ) -> Result<AuthorizationRequest, AuthorizeError> {
         let params = Params::new(pairs);
         let show = AuthorizeError::Show;
@@ -158,7 +159,16 @@ impl Provider {
 
         // From here on the redirect URI is the client's: errors go back to the client (if its
         // redirect URI may be sent to without a login, see above).
-        let redirect_errors = super::client::operator_made(&client) || authenticated;
+        let redirect_errors = super::client::operator_made(&client)
+            || match user_id {
+                Some(user_id) => self
+                    .store
+                    .get_consent(user_id, &client.client_id)
+                    .await
+                    .map_err(|e| show(e.into()))?
+                    .is_some(),
+                None => false,
+            };
         let state_param = params.get("state");
         let state = state_param.as_ref().ok().copied().flatten().map(str::to_string);
         let redirect = |error: Error| {

@@ -60,8 +60,9 @@ pub struct Provider {
     registration_rate: crate::rate_limit::RateLimiter,
     /// The active-refresh-token gauge, a full scan, taken no more often than it is worth.
     active_refresh_tokens: crate::metrics::CostlyCount,
-    /// Signs login-form cookies ([`session::LoginForm`]); read from the store on first use.
-    login_form_key: std::sync::OnceLock<ring::hmac::Key>,
+    /// Signs cookie values ([`session::LoginForm`], [`session::DeviceCookie`]); read from the
+    /// store on first use.
+    cookie_key: std::sync::OnceLock<ring::hmac::Key>,
     /// Requests to URLs chosen by others (the playground's API calls).
     pub outbound: crate::outbound::Outbound,
 }
@@ -88,7 +89,7 @@ impl Provider {
             address_rate: crate::rate_limit::RateLimiter::new(address_rate),
             registration_rate,
             active_refresh_tokens: Default::default(),
-            login_form_key: Default::default(),
+            cookie_key: Default::default(),
             outbound,
         }
     }

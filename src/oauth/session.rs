@@ -6,6 +6,14 @@
 //! session, so anyone could grow the store without limit). The login form's CSRF token
 //! travels instead in a [`LoginForm`] cookie signed with a server secret (double-submit
 //! cookie): the form must repeat the token the cookie carries.
+//!
+//! A browser that logs in also gets a [`DeviceCookie`] naming the username (signed, long-lived):
+//! the login throttle lets it past the per-username slowdown, so a password-guessing botnet
+//! cannot keep the owner out of their account (see [`super::throttle`]).
+//!
+//! Both cookies are [signed values](Provider::sign_value): `{expires_at}.{payload}.{mac}`, the
+//! MAC over a purpose, the expiry and the payload, with one server secret kept in the store (so
+//! every node shares it), so one purpose's value never passes for another's.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -17,8 +25,22 @@ use crate::store::{SessionRecord, UserRecord};
 
 /// How long a login form may be left open before submitting it.
 pub const LOGIN_FORM_TTL_SECS: i64 = 3600;
-/// The name of the server secret that signs login-form cookies.
-const LOGIN_FORM_SECRET: &str = "login-form-hmac";
+/// How long a browser is remembered as a device its user logged in from.
+pub const DEVICE_TTL_SECS: i64 = 180 * 24 * 3600;
+/// The name of the server secret that signs the cookies.
+const COOKIE_SECRET: &str = "cookie-hmac";
+const LOGIN_FORM: &str = "login-form";
+const DEVICE: &str = "device";
+
+/// A device cookie's value: it names (a digest of) the username that logged in from it.
+#[derive(Debug, Clone)]
+pub struct DeviceCookie(pub String);
+
+/// The digest of a username that a device cookie carries (case-insensitive, like usernames).
+fn username_digest(username: &str) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, username.to_lowercase().as_bytes());
+    URL_SAFE_NO_PAD.encode(digest.as_ref())
+}
 
 /// A login form's CSRF token for a visitor without a session, and the signed cookie value
 /// that carries it: `{expires_at}.{token}.{mac}`.
@@ -73,28 +95,53 @@ impl Provider {
         }))
     }
 
-    /// The key that signs login-form cookies: one server secret shared by every node, made on
+    /// The key that signs cookie values: one server secret shared by every node, made on
     /// first use.
-    async fn login_form_key(&self) -> Result<hmac::Key, Error> {
-        if let Some(key) = self.login_form_key.get() {
+    async fn cookie_key(&self) -> Result<hmac::Key, Error> {
+        if let Some(key) = self.cookie_key.get() {
             return Ok(key.clone());
         }
         let candidate = secret_hash(&random_token(32));
-        let secret = self.store.server_secret(LOGIN_FORM_SECRET, &candidate).await?;
+        let secret = self.store.server_secret(COOKIE_SECRET, &candidate).await?;
         Ok(self
-            .login_form_key
+            .cookie_key
             .get_or_init(|| hmac::Key::new(hmac::HMAC_SHA256, &secret))
             .clone())
+    }
+
+    /// A value for the browser to hand back: `payload` (base64url, no dots) signed for
+    /// `purpose`, good for `ttl` seconds.
+    async fn sign_value(&self, purpose: &str, payload: &str, ttl: i64) -> Result<String, Error> {
+        let signed = format!("{}.{payload}", now() + ttl);
+        let mac = hmac::sign(&self.cookie_key().await?, format!("{purpose}\0{signed}").as_bytes());
+        Ok(format!("{signed}.{}", URL_SAFE_NO_PAD.encode(mac.as_ref())))
+    }
+
+    /// The payload of a value [`Provider::sign_value`] made for `purpose`, if its signature
+    /// checks and it has not expired.
+    async fn signed_payload<'a>(&self, purpose: &str, value: &'a str) -> Result<Option<&'a str>, Error> {
+        let Some((signed, mac)) = value.rsplit_once('.') else {
+            return Ok(None);
+        };
+        let Some((expires_at, payload)) = signed.split_once('.') else {
+            return Ok(None);
+        };
+        let Ok(mac) = URL_SAFE_NO_PAD.decode(mac) else {
+            return Ok(None);
+        };
+        let message = format!("{purpose}\0{signed}");
+        if hmac::verify(&self.cookie_key().await?, message.as_bytes(), &mac).is_err() {
+            return Ok(None);
+        }
+        let live = expires_at.parse::<i64>().is_ok_and(|t| t > now());
+        Ok(live.then_some(payload))
     }
 
     /// A fresh login form for a visitor without a session; nothing is stored.
     pub async fn new_login_form(&self) -> Result<LoginForm, Error> {
         let csrf_token = random_token(32);
-        let expires_at = now() + LOGIN_FORM_TTL_SECS;
-        let signed = format!("{expires_at}.{csrf_token}");
-        let mac = hmac::sign(&self.login_form_key().await?, signed.as_bytes());
         Ok(LoginForm {
-            cookie: format!("{signed}.{}", URL_SAFE_NO_PAD.encode(mac.as_ref())),
+            cookie: self.sign_value(LOGIN_FORM, &csrf_token, LOGIN_FORM_TTL_SECS).await?,
             csrf_token,
         })
     }
@@ -102,20 +149,29 @@ impl Provider {
     /// Whether `submitted` is the CSRF token of the login form whose cookie is `cookie`: the
     /// cookie is ours (its signature checks), unexpired, and carries that token.
     pub async fn login_form_matches(&self, cookie: Option<&str>, submitted: &str) -> Result<bool, Error> {
-        let Some((signed, mac)) = cookie.and_then(|c| c.rsplit_once('.')) else {
-            return Ok(false);
-        };
-        let Some((expires_at, token)) = signed.split_once('.') else {
-            return Ok(false);
-        };
-        let Ok(mac) = URL_SAFE_NO_PAD.decode(mac) else {
-            return Ok(false);
-        };
-        if hmac::verify(&self.login_form_key().await?, signed.as_bytes(), &mac).is_err() {
-            return Ok(false);
-        }
-        let live = expires_at.parse::<i64>().is_ok_and(|t| t > now());
-        Ok(live && bool::from(token.as_bytes().ct_eq(submitted.as_bytes())))
+        let Some(cookie) = cookie else { return Ok(false) };
+        Ok(self
+            .signed_payload(LOGIN_FORM, cookie)
+            .await?
+            .is_some_and(|token| bool::from(token.as_bytes().ct_eq(submitted.as_bytes()))))
+    }
+
+    /// The device cookie for a browser that just logged in as `username`.
+    pub async fn device_cookie(&self, username: &str) -> Result<DeviceCookie, Error> {
+        let value = self
+            .sign_value(DEVICE, &username_digest(username), DEVICE_TTL_SECS)
+            .await?;
+        Ok(DeviceCookie(value))
+    }
+
+    /// Whether `cookie` is a device cookie this server made for `username`.
+    pub async fn is_known_device(&self, cookie: Option<&str>, username: &str) -> Result<bool, Error> {
+        let Some(cookie) = cookie else { return Ok(false) };
+        let expected = username_digest(username);
+        Ok(self
+            .signed_payload(DEVICE, cookie)
+            .await?
+            .is_some_and(|digest| bool::from(digest.as_bytes().ct_eq(expected.as_bytes()))))
     }
 
     /// Logs a user in: the old session is dropped and a new id issued, so a session id

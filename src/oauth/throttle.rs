@@ -2,21 +2,26 @@
 //! and per client address. Past a threshold each further failure of a (username, address) pair
 //! locks that pair out for a growing delay (doubling up to a cap), so one attacker cannot guess
 //! a password online; failures from one address across many usernames lock that address.
+//! Addresses are counted as [`crate::net::address_key`] gives them: an IPv6 host by its /64,
+//! or each of its 2^64 addresses would have a fresh count.
 //!
 //! The username alone is never locked out: if it were, anyone could lock any user out of
 //! their account with a few wrong passwords (review finding 11). Instead, past a much higher
-//! per-username threshold (failures from many addresses: a distributed guesser) each further
-//! failure for that username slows everyone trying it to one attempt per `lockout`/30 s
-//! (at most one a second). The trade-off: a botnet can keep guessing one account slowly, but
-//! the account's owner can still log in between its guesses.
+//! per-username threshold (failures from many addresses: a distributed guesser) attempts at
+//! that username are slowed to one per `lockout`/30 (at most one a second) in all. Attackers
+//! racing for those attempts would crowd out the owner, so a browser that has logged in as
+//! that user before (it carries a signed *device cookie* for the username, see
+//! [`crate::oauth::session`]) is exempt from the slowdown: the owner always gets in from a
+//! known device, and only a first login from a new device can be slowed during an attack.
 //!
 //! An attempt is counted **before** its password is checked ([`LoginThrottle::begin`]), so
 //! parallel guesses cannot all pass the check before any failure is recorded (review
 //! finding 2); a success gives the reservation back ([`LoginThrottle::succeeded`]).
 //!
 //! The counts live in memory: they protect a running server, and a restart forgets them (a
-//! restart also costs an attacker time). The table is bounded: when it is full, entries that
-//! are neither locked nor recent are dropped first.
+//! restart also costs an attacker time). Keys are fixed-size digests, whatever length of
+//! username is typed, and the table is bounded: when it is full, stale entries are dropped, then
+//! the least recently failed ones.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
@@ -24,7 +29,7 @@ use std::time::{Duration, Instant};
 
 pub use crate::config::ThrottlePolicy;
 
-/// Entries kept at most; beyond that, stale ones are pruned.
+/// Entries kept at most (each about 100 bytes).
 const MAX_ENTRIES: usize = 100_000;
 /// A failure older than this no longer counts.
 const FORGET_AFTER: Duration = Duration::from_secs(15 * 60);
@@ -37,26 +42,55 @@ struct Entry {
 }
 
 /// The three counts an attempt touches.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 enum Kind {
     Pair,
     Address,
     Username,
 }
 
+/// A count's key: its kind and a digest of what it counts.
+type Key = (Kind, [u8; 32]);
+
+/// One login attempt, as the throttle counts it.
+#[derive(Clone, Copy, Debug)]
+pub struct Attempt<'a> {
+    pub username: &'a str,
+    /// The client's address ([`crate::net::address_key`]).
+    pub address: &'a str,
+    /// The browser carries a device cookie for this username: exempt from the per-username
+    /// slowdown.
+    pub known_device: bool,
+}
+
 /// The in-memory failure table.
 pub struct LoginThrottle {
     policy: ThrottlePolicy,
-    entries: Mutex<HashMap<String, Entry>>,
+    entries: Mutex<HashMap<Key, Entry>>,
 }
 
-fn keys(username: &str, address: &str) -> [(Kind, String); 3] {
-    let user = username.to_lowercase();
-    [
-        (Kind::Pair, format!("pair:{address}|{user}")),
-        (Kind::Address, format!("addr:{address}")),
-        (Kind::Username, format!("user:{user}")),
-    ]
+fn digest(parts: &[&str]) -> [u8; 32] {
+    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+    for part in parts {
+        context.update(part.as_bytes());
+        context.update(&[0]);
+    }
+    let mut out = [0u8; 32];
+    out.copy_from_slice(context.finish().as_ref());
+    out
+}
+
+/// The counts an attempt touches (a known device's skips the username's).
+fn keys(attempt: &Attempt<'_>) -> Vec<Key> {
+    let user = attempt.username.to_lowercase();
+    let mut keys = vec![
+        (Kind::Pair, digest(&[attempt.address, &user])),
+        (Kind::Address, digest(&[attempt.address])),
+    ];
+    if !attempt.known_device {
+        keys.push((Kind::Username, digest(&[&user])));
+    }
+    keys
 }
 
 impl LoginThrottle {
@@ -67,7 +101,7 @@ impl LoginThrottle {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, Entry>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<Key, Entry>> {
         match self.entries.lock() {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
@@ -95,39 +129,34 @@ impl LoginThrottle {
         }
     }
 
-    /// How long the caller must wait before trying this username from this address, if at all.
-    pub fn retry_after(&self, username: &str, address: &str) -> Option<Duration> {
-        let now = Instant::now();
-        let entries = self.lock();
-        keys(username, address)
-            .iter()
-            .filter_map(|(_, key)| entries.get(key)?.locked_until)
+    fn wait(entries: &HashMap<Key, Entry>, keys: &[Key], now: Instant) -> Option<Duration> {
+        keys.iter()
+            .filter_map(|key| entries.get(key)?.locked_until)
             .filter(|until| *until > now)
             .map(|until| until - now)
             .max()
     }
 
-    /// Reserves one attempt for this username from this address, counted as a failure until
-    /// [`LoginThrottle::succeeded`] or [`LoginThrottle::abandoned`] says otherwise. Refused
-    /// (with how long to wait) while any of its counts is locked. Check and count happen under
-    /// one lock, so of many parallel attempts no more pass than one after another would.
-    pub fn begin(&self, username: &str, address: &str) -> Result<(), Duration> {
+    /// How long the caller must wait before trying again, if at all.
+    pub fn retry_after(&self, attempt: &Attempt<'_>) -> Option<Duration> {
+        Self::wait(&self.lock(), &keys(attempt), Instant::now())
+    }
+
+    /// Reserves one attempt, counted as a failure until [`LoginThrottle::succeeded`] or
+    /// [`LoginThrottle::abandoned`] says otherwise. Refused (with how long to wait) while any
+    /// of its counts is locked. Check and count happen under one lock, so of many parallel
+    /// attempts no more pass than one after another would.
+    pub fn begin(&self, attempt: &Attempt<'_>) -> Result<(), Duration> {
         let now = Instant::now();
         let mut entries = self.lock();
-        let keys = keys(username, address);
-        let wait = keys
-            .iter()
-            .filter_map(|(_, key)| entries.get(key)?.locked_until)
-            .filter(|until| *until > now)
-            .map(|until| until - now)
-            .max();
-        if let Some(wait) = wait {
+        let keys = keys(attempt);
+        if let Some(wait) = Self::wait(&entries, &keys, now) {
             return Err(wait);
         }
-        if entries.len() >= MAX_ENTRIES {
-            entries.retain(|_, e| e.locked_until.is_some_and(|u| u > now) || now - e.last_failure < FORGET_AFTER);
+        if entries.len() + keys.len() > MAX_ENTRIES {
+            make_room(&mut entries, now);
         }
-        for (kind, key) in keys {
+        for key in keys {
             let entry = entries.entry(key).or_insert(Entry {
                 failures: 0,
                 last_failure: now,
@@ -138,8 +167,8 @@ impl LoginThrottle {
             }
             entry.failures += 1;
             entry.last_failure = now;
-            if entry.failures > self.allowed(kind) {
-                entry.locked_until = Some(now + self.lockout(kind, entry.failures));
+            if entry.failures > self.allowed(key.0) {
+                entry.locked_until = Some(now + self.lockout(key.0, entry.failures));
             }
         }
         Ok(())
@@ -147,33 +176,56 @@ impl LoginThrottle {
 
     /// The reserved attempt succeeded: the username's failures (from this address and
     /// overall) are cleared, and the address is given its reservation back.
-    pub fn succeeded(&self, username: &str, address: &str) {
+    pub fn succeeded(&self, attempt: &Attempt<'_>) {
         let mut entries = self.lock();
-        for (kind, key) in keys(username, address) {
-            match kind {
+        for key in keys(attempt) {
+            match key.0 {
                 Kind::Pair | Kind::Username => {
                     entries.remove(&key);
                 }
-                Kind::Address => self.give_back(&mut entries, kind, &key),
+                Kind::Address => self.give_back(&mut entries, &key),
             }
         }
     }
 
     /// The reserved attempt never checked a password (the server was too busy): it does not
     /// count.
-    pub fn abandoned(&self, username: &str, address: &str) {
+    pub fn abandoned(&self, attempt: &Attempt<'_>) {
         let mut entries = self.lock();
-        for (kind, key) in keys(username, address) {
-            self.give_back(&mut entries, kind, &key);
+        for key in keys(attempt) {
+            self.give_back(&mut entries, &key);
         }
     }
 
-    fn give_back(&self, entries: &mut HashMap<String, Entry>, kind: Kind, key: &str) {
+    fn give_back(&self, entries: &mut HashMap<Key, Entry>, key: &Key) {
         if let Some(entry) = entries.get_mut(key) {
             entry.failures = entry.failures.saturating_sub(1);
-            if entry.failures <= self.allowed(kind) {
+            if entry.failures <= self.allowed(key.0) {
                 entry.locked_until = None;
             }
+        }
+    }
+
+    /// How many counts are kept (for tests of the bound).
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Frees a tenth of the table: stale entries first (neither locked nor recent), then those
+/// that failed longest ago.
+fn make_room(entries: &mut HashMap<Key, Entry>, now: Instant) {
+    entries.retain(|_, e| e.locked_until.is_some_and(|u| u > now) || now - e.last_failure < FORGET_AFTER);
+    let target = MAX_ENTRIES - MAX_ENTRIES / 10;
+    if entries.len() > target {
+        let mut by_age: Vec<(Instant, Key)> = entries.iter().map(|(k, e)| (e.last_failure, *k)).collect();
+        by_age.sort_unstable_by_key(|(at, _)| *at);
+        for (_, key) in &by_age[..entries.len() - target] {
+            entries.remove(key);
         }
     }
 }
@@ -181,6 +233,14 @@ impl LoginThrottle {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn at<'a>(username: &'a str, address: &'a str) -> Attempt<'a> {
+        Attempt {
+            username,
+            address,
+            known_device: false,
+        }
+    }
 
     fn policy() -> ThrottlePolicy {
         ThrottlePolicy {
@@ -196,38 +256,44 @@ mod tests {
     fn a_pair_is_locked_after_the_allowed_failures_with_doubling_up_to_the_cap() {
         let throttle = LoginThrottle::new(policy());
         for _ in 0..3 {
-            assert!(throttle.begin("alice", "1.1.1.1").is_ok());
+            assert!(throttle.begin(&at("alice", "1.1.1.1")).is_ok());
         }
-        let wait = throttle.begin("ALICE", "1.1.1.1").unwrap_err();
+        let wait = throttle.begin(&at("ALICE", "1.1.1.1")).unwrap_err();
         assert!(
             wait > Duration::from_secs(9),
             "usernames are case-insensitive: {wait:?}"
         );
         assert!(
-            throttle.begin("alice", "2.2.2.2").is_ok(),
+            throttle.begin(&at("alice", "2.2.2.2")).is_ok(),
             "the owner, from elsewhere, is not locked out"
         );
-        throttle.succeeded("alice", "1.1.1.1");
-        assert!(throttle.begin("alice", "1.1.1.1").is_ok(), "a success clears the pair");
+        throttle.succeeded(&at("alice", "1.1.1.1"));
+        assert!(
+            throttle.begin(&at("alice", "1.1.1.1")).is_ok(),
+            "a success clears the pair"
+        );
     }
 
     #[test]
     fn one_address_guessing_many_usernames_is_locked_out() {
         let throttle = LoginThrottle::new(policy());
         for name in ["a", "b", "c", "d", "e"] {
-            assert!(throttle.begin(name, "9.9.9.9").is_ok());
+            assert!(throttle.begin(&at(name, "9.9.9.9")).is_ok());
         }
-        assert!(throttle.begin("f", "9.9.9.9").is_err());
-        assert!(throttle.begin("f", "8.8.8.8").is_ok(), "other addresses are unaffected");
+        assert!(throttle.begin(&at("f", "9.9.9.9")).is_err());
+        assert!(
+            throttle.begin(&at("f", "8.8.8.8")).is_ok(),
+            "other addresses are unaffected"
+        );
     }
 
     #[test]
     fn many_addresses_guessing_one_username_are_slowed_not_locked() {
         let throttle = LoginThrottle::new(policy());
         for i in 0..7 {
-            assert!(throttle.begin("alice", &format!("10.0.0.{i}")).is_ok());
+            assert!(throttle.begin(&at("alice", &format!("10.0.0.{i}"))).is_ok());
         }
-        let wait = throttle.begin("alice", "10.0.1.1").unwrap_err();
+        let wait = throttle.begin(&at("alice", "10.0.1.1")).unwrap_err();
         assert!(wait <= Duration::from_secs(1), "a slowdown: {wait:?}");
     }
 
@@ -237,7 +303,7 @@ mod tests {
         let passed: usize = (0..40)
             .map(|_| {
                 let throttle = throttle.clone();
-                std::thread::spawn(move || throttle.begin("alice", "1.1.1.1").is_ok())
+                std::thread::spawn(move || throttle.begin(&at("alice", "1.1.1.1")).is_ok())
             })
             .collect::<Vec<_>>()
             .into_iter()
@@ -247,6 +313,41 @@ mod tests {
             passed, 3,
             "as many as one after another: the allowed failures and one more"
         );
-        throttle.abandoned("alice", "1.1.1.1");
+        throttle.abandoned(&at("alice", "1.1.1.1"));
+    }
+
+    #[test]
+    fn a_known_device_is_not_slowed_by_a_distributed_guesser() {
+        let throttle = LoginThrottle::new(policy());
+        for i in 0..7 {
+            assert!(throttle.begin(&at("alice", &format!("10.0.0.{i}"))).is_ok());
+        }
+        assert!(throttle.begin(&at("alice", "10.0.1.1")).is_err(), "slowed");
+        let owner = Attempt {
+            username: "alice",
+            address: "10.0.2.2",
+            known_device: true,
+        };
+        assert!(throttle.begin(&owner).is_ok(), "the owner's device gets in at once");
+        // A known device still counts per (username, address): it is no master key.
+        assert!(throttle.begin(&owner).is_ok());
+        assert!(throttle.begin(&owner).is_ok());
+        assert!(throttle.begin(&owner).is_err());
+    }
+
+    #[test]
+    fn the_table_stays_bounded_whatever_usernames_are_tried() {
+        let throttle = LoginThrottle::new(ThrottlePolicy {
+            max_failures: 1_000_000,
+            max_failures_per_address: 1_000_000,
+            max_failures_per_username: 1_000_000,
+            ..policy()
+        });
+        let long = "x".repeat(60_000);
+        for i in 0..(MAX_ENTRIES / 2 + 10) {
+            let name = format!("{long}{i}");
+            assert!(throttle.begin(&at(&name, "1.1.1.1")).is_ok());
+        }
+        assert!(throttle.len() <= MAX_ENTRIES, "{}", throttle.len());
     }
 }

@@ -233,28 +233,38 @@ impl Provider {
     /// counted before its password is hashed (so parallel guesses cannot outrun the count),
     /// and a locked-out username or address is refused without hashing anything. At most
     /// `max_parallel_password_checks` hashes run at once, off the async workers.
+    /// `device_cookie` is the browser's [`super::session::DeviceCookie`], if it sent one.
     pub async fn log_in_with_password(
         &self,
         username: &str,
         password: &str,
-        address: &str,
+        address: Option<std::net::IpAddr>,
+        device_cookie: Option<&str>,
     ) -> Result<UserRecord, LoginFailure> {
-        self.login_throttle
-            .begin(username, address)
-            .map_err(LoginFailure::Throttled)?;
+        let address = address.map(crate::net::address_key).unwrap_or_default();
+        let known_device = self
+            .is_known_device(device_cookie, username)
+            .await
+            .map_err(LoginFailure::Error)?;
+        let attempt = super::throttle::Attempt {
+            username,
+            address: &address,
+            known_device,
+        };
+        self.login_throttle.begin(&attempt).map_err(LoginFailure::Throttled)?;
         let place = tokio::time::timeout(PASSWORD_CHECK_WAIT, self.password_checks.clone().acquire_owned()).await;
         let Ok(Ok(place)) = place else {
-            self.login_throttle.abandoned(username, address);
+            self.login_throttle.abandoned(&attempt);
             return Err(LoginFailure::Busy(PASSWORD_CHECK_WAIT));
         };
         let checked = self.check_password(username, password).await;
         drop(place);
         match checked {
             Ok(Some(user)) => {
-                self.login_throttle.succeeded(username, address);
+                self.login_throttle.succeeded(&attempt);
                 Ok(user)
             }
-            Ok(None) => match self.login_throttle.retry_after(username, address) {
+            Ok(None) => match self.login_throttle.retry_after(&attempt) {
                 Some(wait) => Err(LoginFailure::Throttled(wait)),
                 None => Err(LoginFailure::Invalid),
             },

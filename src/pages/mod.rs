@@ -227,11 +227,13 @@ fn check_csrf(templates: &Templates, session: &Session, form: &Params<'_>) -> Re
     Err(Box::new(error_page(templates, StatusCode::FORBIDDEN, &error)))
 }
 
-/// The cookies the pages set: the session, and a login form's signed CSRF token.
+/// The cookies the pages set: the session, a login form's signed CSRF token, and the device
+/// cookie of a browser its user has logged in from.
 #[derive(Clone, Copy)]
 enum Cookie {
     Session,
     LoginForm,
+    Device,
 }
 
 impl Cookie {
@@ -244,6 +246,8 @@ impl Cookie {
             (Cookie::Session, false) => "tessera_session",
             (Cookie::LoginForm, true) => "__Host-tessera_login",
             (Cookie::LoginForm, false) => "tessera_login",
+            (Cookie::Device, true) => "__Host-tessera_device",
+            (Cookie::Device, false) => "tessera_device",
         }
     }
 
@@ -370,13 +374,13 @@ fn authorization_error_page(templates: &Templates, error: AuthorizeError) -> Res
     }
 }
 
-/// Parses and validates the authorization request in the query string; `authenticated`: the
-/// browser has a logged-in session.
+/// Parses and validates the authorization request in the query string, for the logged-in
+/// user `user_id` if any.
 async fn authorization_request(
     provider: &Provider,
     templates: &Templates,
     req: &Request,
-    authenticated: bool,
+    user_id: Option<&str>,
 ) -> Result<AuthorizationRequest, Box<Response>> {
     let pairs = parse_pairs(req.uri().query().unwrap_or_default().as_bytes()).map_err(|why| {
         Box::new(error_page(
@@ -386,7 +390,7 @@ async fn authorization_request(
         ))
     })?;
     provider
-        .validate_authorization(&pairs, authenticated)
+        .validate_authorization(&pairs, user_id)
         .await
         .map_err(|e| Box::new(authorization_error_page(templates, e)))
 }
@@ -399,7 +403,8 @@ async fn authorize(req: &Request, provider: Data<&Arc<Provider>>, templates: Dat
         Ok(v) => v,
         Err(e) => return error_page(templates, StatusCode::INTERNAL_SERVER_ERROR, &e),
     };
-    let request = match authorization_request(provider, templates, req, visitor.is_some()).await {
+    let user_id = visitor.as_ref().map(|(_, user)| user.user_id.as_str());
+    let request = match authorization_request(provider, templates, req, user_id).await {
         Ok(r) => r,
         Err(response) => return *response,
     };
@@ -480,7 +485,7 @@ async fn decide(
         Ok(_) => return login_redirect(req, StatusCode::SEE_OTHER),
         Err(e) => return error_page(templates, StatusCode::INTERNAL_SERVER_ERROR, &e),
     };
-    let request = match authorization_request(provider, templates, req, true).await {
+    let request = match authorization_request(provider, templates, req, session.user_id()).await {
         Ok(r) => r,
         Err(response) => return *response,
     };
@@ -622,10 +627,13 @@ async fn login(
         Err(e) => return error_page(templates, StatusCode::INTERNAL_SERVER_ERROR, &e),
     }
     let (username, password) = (field("username"), field("password"));
-    let address = crate::net::client_address(req, &provider.0.config.trusted_proxies)
-        .map(|ip| ip.to_string())
-        .unwrap_or_else(|| "unknown".into());
-    let user = match provider.0.log_in_with_password(&username, &password, &address).await {
+    let address = crate::net::client_address(req, &provider.0.config.trusted_proxies);
+    let device = Cookie::Device.read(provider.as_ref(), req);
+    let user = match provider
+        .0
+        .log_in_with_password(&username, &password, address, device.as_deref())
+        .await
+    {
         Ok(user) => user,
         Err(LoginFailure::Invalid) => {
             // Never say which of the two was wrong.
@@ -682,6 +690,15 @@ async fn login(
         provider.config.session_ttl.as_secs(),
     );
     Cookie::LoginForm.set(provider, &mut response, "", 0);
+    // This browser is now a device its user logs in from (exempt from the per-username
+    // slowdown of the login throttle).
+    match provider.device_cookie(&user.username).await {
+        Ok(device) => {
+            let max_age = crate::oauth::session::DEVICE_TTL_SECS as u64;
+            Cookie::Device.set(provider, &mut response, &device.0, max_age);
+        }
+        Err(e) => tracing::warn!(error = %e, "no device cookie could be made"),
+    }
     response
 }
 

@@ -86,6 +86,41 @@ async fn a_request_head_trickled_line_by_line_is_cut_off() {
     assert_eq!(app.http.get(app.url("/healthz")).send().await.unwrap().status(), 200);
 }
 
+/// Finding 4, found again by the second review: a connection that sends nothing at all was
+/// kept for the 60 s idle timeout (hyper waited for its first bytes before starting the head
+/// deadline), so reconnecting silent sockets held every slot. Now the head deadline runs from
+/// the moment the connection opens.
+#[tokio::test]
+async fn a_connection_that_says_nothing_is_closed_at_the_head_deadline() {
+    let app = slow_app().await;
+    let mut silent = connect_from(&app, [127, 0, 0, 1]).await;
+    let (answer, open_for, closed) = read_until_closed(&mut silent, Duration::from_secs(8)).await;
+    assert!(closed, "a silent connection stayed open 8 s");
+    assert!(
+        open_for >= Duration::from_millis(1500) && open_for < Duration::from_secs(4),
+        "closed at the 2 s deadline, not after {open_for:?} ({answer:?})"
+    );
+}
+
+/// The second review: cleartext HTTP/2 (h2c, prior knowledge) multiplied each connection into
+/// 200 streams each buffering a body (one address took the server to 1.2 GB) and kept idle
+/// connections alive on PINGs. Tessera speaks HTTP/1.1 only: an HTTP/2 preface gets no HTTP/2
+/// answer and the connection is closed.
+#[tokio::test]
+async fn cleartext_http2_is_refused() {
+    let app = slow_app().await;
+    let mut stream = connect_from(&app, [127, 0, 0, 1]).await;
+    // The client connection preface (RFC 9113 §3.4) and an empty SETTINGS frame.
+    stream.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await.unwrap();
+    let _ = stream.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await;
+    let (answer, open_for, closed) = read_until_closed(&mut stream, Duration::from_secs(5)).await;
+    assert!(closed && open_for < Duration::from_secs(3), "{open_for:?}");
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 4") || answer.starts_with("HTTP/1.1 5"),
+        "no HTTP/2 frames: {answer:?}"
+    );
+}
+
 /// Finding 4, bodies: a body trickled a byte at a time is answered 408 after
 /// `request_body_timeout`, and the connection is closed.
 #[tokio::test]

@@ -421,6 +421,109 @@ async fn wrong_passwords_from_one_address_do_not_lock_the_user_out_elsewhere() {
     assert_eq!(owner.log_in("/o/login/", USERNAME, PASSWORD).await.status(), 303);
 }
 
+/// A browser that sends every request as if from `address` through a trusted proxy (the
+/// server must list 127.0.0.1 in `trusted_proxies`).
+fn browser_behind_proxy(app: &TestApp, address: &str) -> Remote {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert("x-forwarded-for", address.parse().unwrap());
+    let mut remote = browser(app);
+    remote.http = reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .default_headers(headers)
+        .build()
+        .unwrap();
+    remote
+}
+
+async fn behind_a_proxy(adjust: impl FnOnce(&mut tessera::Config)) -> TestApp {
+    let dirs = tempfile::tempdir().unwrap();
+    let mut config = tessera::Config {
+        trusted_proxies: vec!["127.0.0.1".parse().unwrap()],
+        rate_limit_per_address: tessera::rate_limit::Rate::OFF,
+        ..test_config(&dirs)
+    };
+    adjust(&mut config);
+    spawn_app_with(config, dirs).await
+}
+
+/// Finding 11, found again by the second review: past the per-username threshold, 30
+/// addresses guessing one account re-armed its one-second slowdown with every failure and won
+/// every race for the next attempt, so the owner got 429 on all 36 tries. A browser its user
+/// has logged in from carries a signed device cookie and is exempt from the slowdown: the
+/// owner gets in at the first try while the guessing goes on.
+#[tokio::test]
+async fn a_guessing_botnet_cannot_keep_the_owner_out_from_a_known_device() {
+    let app = std::sync::Arc::new(
+        behind_a_proxy(|config| {
+            config.login_throttle.max_failures_per_username = 10;
+            config.login_throttle.max_failures_per_address = 1000;
+        })
+        .await,
+    );
+    let owner = browser_behind_proxy(&app, "192.0.2.1");
+    assert_eq!(owner.log_in("/o/login/", USERNAME, PASSWORD).await.status(), 303);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let guessers: Vec<_> = (0..30)
+        .map(|i| {
+            let (app, stop) = (app.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut statuses = Vec::new();
+                for attempt in 0.. {
+                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        break;
+                    }
+                    // A fresh address for every guess: no pair or address lockout applies.
+                    let guesser = browser_behind_proxy(&app, &format!("10.{i}.{}.{}", attempt / 250, attempt % 250));
+                    let status = guesser.log_in("/o/login/", USERNAME, "a wrong guess").await.status();
+                    statuses.push(status.as_u16());
+                }
+                statuses
+            })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let mut owner_statuses = Vec::new();
+    for _ in 0..5 {
+        owner_statuses.push(owner.log_in("/o/login/", USERNAME, PASSWORD).await.status().as_u16());
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let newcomer = browser_behind_proxy(&app, "192.0.2.9");
+    let newcomer_status = newcomer.log_in("/o/login/", USERNAME, PASSWORD).await.status().as_u16();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut guesses = Vec::new();
+    for guesser in guessers {
+        guesses.extend(guesser.await.unwrap());
+    }
+    assert!(guesses.contains(&429), "the guessing was slowed: {guesses:?}");
+    assert!(!guesses.contains(&303));
+    assert_eq!(owner_statuses, [303; 5], "the owner always gets in from a known device");
+    // A device never seen before is slowed like everyone else (the trade-off).
+    assert!([303, 429].contains(&newcomer_status), "{newcomer_status}");
+}
+
+/// The second review: IPv6 addresses were counted one by one, so a host rotating through its
+/// /64 was never locked out. Addresses are counted by their /64 everywhere.
+#[tokio::test]
+async fn an_ipv6_host_is_counted_by_its_64_bit_prefix() {
+    let app = behind_a_proxy(|_| {}).await;
+    let mut statuses = Vec::new();
+    for i in 1..=7 {
+        let guesser = browser_behind_proxy(&app, &format!("2001:db8:1:2::{i:x}"));
+        statuses.push(
+            guesser
+                .log_in("/o/login/", USERNAME, "a wrong guess")
+                .await
+                .status()
+                .as_u16(),
+        );
+    }
+    assert_eq!(&statuses[..5], [401; 5], "{statuses:?}");
+    assert_eq!(statuses[6], 429, "one /64 is one client: {statuses:?}");
+    let elsewhere = browser_behind_proxy(&app, "2001:db8:1:3::1");
+    assert_eq!(elsewhere.log_in("/o/login/", USERNAME, PASSWORD).await.status(), 303);
+}
+
 /// Finding 15: a replay that lands between the first exchange's redemption and its writing of
 /// the grant found no grant to revoke, and the first exchange's tokens escaped revocation.
 /// Then, codes exchanged 8 times at once, 20 times over: at most one exchange wins each time,
@@ -722,10 +825,11 @@ async fn an_app_anyone_registered_cannot_turn_tessera_into_an_open_redirector() 
         let html = answer.text().await.unwrap();
         assert!(html.contains(what), "{what}: {html}");
     }
-    // A logged-in user's errors go back to the app as usual.
+    // A logged-in user who never approved the app is not sent there either (the second
+    // review: most visitors are logged in).
     let answer = mallory.authorize(&bad_type).await;
-    assert_eq!(answer.status(), 302);
-    assert!(location(&answer).starts_with(EVIL_REDIRECT));
+    assert_eq!(answer.status(), 400);
+    assert!(answer.headers().get("location").is_none());
     // An operator's client is trusted with errors even before anyone logs in.
     let mut operator_request = app.authorize_query(&Pkce::new(), "s");
     operator_request.retain(|(k, _)| k != "response_type");
@@ -754,6 +858,10 @@ async fn an_app_anyone_registered_cannot_turn_tessera_into_an_open_redirector() 
         response.json::<serde_json::Value>().await.unwrap()
     };
     let id_token = tokens["id_token"].as_str().unwrap();
+    // Once the user has approved the app, its errors go back to it as usual.
+    let answer = mallory.authorize(&bad_type).await;
+    assert_eq!(answer.status(), 302);
+    assert!(location(&answer).starts_with(EVIL_REDIRECT));
     for query in [
         vec![
             ("client_id", client_id.as_str()),
