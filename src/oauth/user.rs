@@ -328,7 +328,7 @@ impl Provider {
         Ok(self.store.get_user(user_id).await?)
     }
 
-    /// Every user, ordered by id (a full scan: for the CLI, not for requests).
+    /// Every user, ordered by username (a full scan: for the CLI, not for requests).
     pub async fn list_users(&self) -> Result<Vec<UserRecord>, Error> {
         Ok(self.store.list_users().await?)
     }

@@ -306,7 +306,7 @@ pub trait UserStore: Send + Sync {
     async fn update_user(&self, user: &UserRecord) -> Result<()>;
     async fn get_user(&self, user_id: &str) -> Result<Option<UserRecord>>;
     async fn get_user_by_name(&self, username: &str) -> Result<Option<UserRecord>>;
-    /// All users, ordered by `user_id` (a full scan).
+    /// All users, ordered by username (a full scan).
     async fn list_users(&self) -> Result<Vec<UserRecord>>;
     /// Up to `limit` users whose `user_id` sorts after `after`, in `user_id` order.
     async fn users_page(&self, after: Option<&str>, limit: usize) -> Result<Vec<UserRecord>>;

@@ -46,6 +46,8 @@ mod pages;
 mod playground;
 // Dynamic client registration (RFC 7591/7592) and its policy.
 mod registration;
+// The store contract every backend keeps, with its atomicity under concurrency.
+mod store_contract;
 // SDKs generated from the spec (openapi-python-client, openapi-typescript) against the server.
 mod sdk;
 // The resource-server verifier (tessera::resource).

@@ -1,0 +1,566 @@
+//! The store contract (`tessera::store`): what every backend must do, method by method, with
+//! the atomicity the core relies on checked under concurrency (16 parallel redemptions of one
+//! code, rotations of one refresh token, inserts of one grant or username: exactly one winner).
+//! Each test runs against every backend in [`BACKENDS`]; a new backend is one more entry there.
+
+use std::sync::Arc;
+
+use tempfile::TempDir;
+use tessera::store::*;
+
+/// The backends under test.
+const BACKENDS: &[Backend] = &[Backend::Sled];
+
+#[derive(Clone, Copy, Debug)]
+enum Backend {
+    Sled,
+}
+
+/// A fresh, empty store of `backend`, and what keeps it alive.
+async fn open(backend: Backend) -> (Arc<dyn Store>, TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = match backend {
+        Backend::Sled => Arc::new(SledStore::open(dir.path()).unwrap()),
+    };
+    (store, dir)
+}
+
+/// Runs `check` against a fresh store of every backend.
+async fn for_each_backend<F, Fut>(check: F)
+where
+    F: Fn(Arc<dyn Store>) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    for backend in BACKENDS {
+        let (store, _dir) = open(*backend).await;
+        println!("backend: {backend:?}");
+        check(store).await;
+    }
+}
+
+/// Runs `n` copies of `task` at once, each on its own tokio task, and returns their outputs.
+async fn race<T, Fut>(n: usize, task: impl Fn() -> Fut) -> Vec<T>
+where
+    T: Send + 'static,
+    Fut: std::future::Future<Output = T> + Send + 'static,
+{
+    let handles: Vec<_> = (0..n).map(|_| tokio::spawn(task())).collect();
+    let mut outputs = Vec::new();
+    for handle in handles {
+        outputs.push(handle.await.unwrap());
+    }
+    outputs
+}
+
+fn client(id: &str, owner: Option<&str>) -> ClientRecord {
+    ClientRecord {
+        client_id: id.into(),
+        name: format!("client {id}"),
+        client_type: ClientType::Confidential,
+        secret_hash: Some([7; 32]),
+        redirect_uris: vec!["https://app.example/cb".into()],
+        grant_types: vec![GrantType::AuthorizationCode, GrantType::RefreshToken],
+        scopes: vec!["read".into()],
+        resources: vec![],
+        access_token_ttl: Some(60),
+        refresh_token_ttl: None,
+        created_at: 100,
+        skip_consent: false,
+        owner_user_id: owner.map(str::to_string),
+        post_logout_redirect_uris: vec![],
+        id_token_signed_response_alg: None,
+        admin: false,
+        registration_token_hash: None,
+        token_endpoint_auth_method: None,
+        first_used_at: None,
+    }
+}
+
+fn user(id: &str, name: &str) -> UserRecord {
+    UserRecord {
+        user_id: id.into(),
+        username: name.into(),
+        email: Some(format!("{name}@example.com")),
+        email_verified: false,
+        password_hash: "$argon2id$...".into(),
+        created_at: 100,
+        profile: Default::default(),
+        updated_at: 0,
+        session_epoch: 0,
+    }
+}
+
+fn code(grant_id: &str, expires_at: i64) -> CodeRecord {
+    CodeRecord {
+        client_id: "c1".into(),
+        redirect_uri: "https://app.example/cb".into(),
+        redirect_uri_given: true,
+        code_challenge: Some("challenge".into()),
+        user_id: "u1".into(),
+        scope: "read".into(),
+        audience: "https://api.example".into(),
+        auth_time: 90,
+        expires_at,
+        grant_id: grant_id.into(),
+        redeemed: false,
+        nonce: Some("n".into()),
+    }
+}
+
+fn grant(id: &str, user_id: &str, client_id: &str, created_at: i64) -> GrantRecord {
+    GrantRecord {
+        grant_id: id.into(),
+        client_id: client_id.into(),
+        user_id: user_id.into(),
+        scope: "read".into(),
+        audience: "https://api.example".into(),
+        auth_time: 90,
+        created_at,
+        revoked: false,
+    }
+}
+
+fn refresh(grant_id: &str, issued_at: i64, expires_at: i64) -> RefreshRecord {
+    RefreshRecord {
+        grant_id: grant_id.into(),
+        issued_at,
+        expires_at,
+        rotated: false,
+    }
+}
+
+fn ids(clients: &[ClientRecord]) -> Vec<&str> {
+    clients.iter().map(|c| c.client_id.as_str()).collect()
+}
+
+#[tokio::test]
+async fn clients_are_stored_replaced_listed_paged_and_deleted() {
+    for_each_backend(|store| async move {
+        assert!(store.get_client("c1").await.unwrap().is_none());
+        for id in ["c3", "c1", "c2"] {
+            store.put_client(&client(id, None)).await.unwrap();
+        }
+        let mut renamed = client("c2", None);
+        renamed.name = "renamed".into();
+        store.put_client(&renamed).await.unwrap();
+        let got = store.get_client("c2").await.unwrap().unwrap();
+        assert_eq!((got.name.as_str(), got.secret_hash), ("renamed", Some([7; 32])));
+        assert_eq!(ids(&store.list_clients().await.unwrap()), ["c1", "c2", "c3"]);
+        assert_eq!(ids(&store.clients_page(None, 2).await.unwrap()), ["c1", "c2"]);
+        assert_eq!(ids(&store.clients_page(Some("c2"), 2).await.unwrap()), ["c3"]);
+        assert!(store.clients_page(Some("c3"), 2).await.unwrap().is_empty());
+        assert!(store.delete_client("c2").await.unwrap());
+        assert!(!store.delete_client("c2").await.unwrap(), "gone already");
+        assert_eq!(ids(&store.list_clients().await.unwrap()), ["c1", "c3"]);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_owner_index_follows_puts_deletes_and_owner_changes() {
+    for_each_backend(|store| async move {
+        store.put_client(&client("a", Some("u1"))).await.unwrap();
+        store.put_client(&client("b", Some("u1"))).await.unwrap();
+        store.put_client(&client("c", Some("u10"))).await.unwrap();
+        store.put_client(&client("d", None)).await.unwrap();
+        let owned = |user: &'static str| {
+            let store = store.clone();
+            async move { store.clients_owned_by(user).await.unwrap() }
+        };
+        assert_eq!(ids(&owned("u1").await), ["a", "b"], "u10's client is not u1's");
+        store.put_client(&client("b", Some("u2"))).await.unwrap();
+        assert_eq!(ids(&owned("u1").await), ["a"]);
+        assert_eq!(ids(&owned("u2").await), ["b"]);
+        assert!(store.delete_client("a").await.unwrap());
+        assert!(owned("u1").await.is_empty());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_client_is_marked_used_once_and_a_put_does_not_undo_it_concurrently() {
+    for_each_backend(|store| async move {
+        store.put_client(&client("a", None)).await.unwrap();
+        let marks = race(16, || {
+            let store = store.clone();
+            async move { store.mark_client_used("a", 5).await.unwrap() }
+        })
+        .await;
+        assert_eq!(marks.iter().filter(|m| **m).count(), 1, "{marks:?}");
+        assert!(!store.mark_client_used("a", 9).await.unwrap());
+        assert!(!store.mark_client_used("missing", 9).await.unwrap());
+        assert_eq!(store.get_client("a").await.unwrap().unwrap().first_used_at, Some(5));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn usernames_are_unique_even_under_concurrent_inserts_and_freed_on_delete() {
+    for_each_backend(|store| async move {
+        let inserted = race(16, || {
+            let store = store.clone();
+            async move {
+                let id = tessera::oauth::random_id();
+                match store.insert_user(&user(&id, "alice")).await {
+                    Ok(()) => true,
+                    Err(StoreError::Conflict("username")) => false,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        })
+        .await;
+        assert_eq!(inserted.iter().filter(|i| **i).count(), 1, "{inserted:?}");
+        let alice = store.get_user_by_name("alice").await.unwrap().unwrap();
+        assert_eq!(store.get_user(&alice.user_id).await.unwrap().unwrap().username, "alice");
+        let mut changed = alice.clone();
+        changed.email_verified = true;
+        store.update_user(&changed).await.unwrap();
+        assert!(store.get_user(&alice.user_id).await.unwrap().unwrap().email_verified);
+        store.insert_user(&user("0", "bob")).await.unwrap();
+        let all = store.list_users().await.unwrap();
+        assert_eq!(all.len(), 2);
+        let names: Vec<&str> = all.iter().map(|u| u.username.as_str()).collect();
+        assert_eq!(names, ["alice", "bob"], "ordered by username");
+        let first = store.users_page(None, 1).await.unwrap();
+        assert_eq!(first.len(), 1);
+        let rest = store.users_page(Some(&first[0].user_id), 10).await.unwrap();
+        assert_eq!(rest.len(), 1);
+        assert!(store.delete_user(&alice.user_id).await.unwrap());
+        assert!(!store.delete_user(&alice.user_id).await.unwrap());
+        assert!(store.get_user_by_name("alice").await.unwrap().is_none());
+        store.insert_user(&user("new", "alice")).await.unwrap();
+        assert_eq!(store.get_user_by_name("alice").await.unwrap().unwrap().user_id, "new");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_code_is_redeemed_once_however_many_redeem_it_at_once() {
+    for_each_backend(|store| async move {
+        store.put_code(&[1; 32], &code("g1", 1000)).await.unwrap();
+        let outcomes = race(16, || {
+            let store = store.clone();
+            async move { store.redeem_code(&[1; 32]).await.unwrap() }
+        })
+        .await;
+        let fresh: Vec<_> = outcomes.iter().filter(|o| matches!(o, Redemption::Fresh(_))).collect();
+        let replayed = outcomes.iter().filter(|o| matches!(o, Redemption::Replayed(_))).count();
+        assert_eq!((fresh.len(), replayed), (1, 15), "{outcomes:?}");
+        let Redemption::Fresh(record) = fresh[0] else {
+            unreachable!()
+        };
+        assert_eq!((record.grant_id.as_str(), record.nonce.as_deref()), ("g1", Some("n")));
+        assert!(matches!(
+            store.redeem_code(&[1; 32]).await.unwrap(),
+            Redemption::Replayed(_)
+        ));
+        assert!(matches!(
+            store.redeem_code(&[2; 32]).await.unwrap(),
+            Redemption::Unknown
+        ));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn grants_are_inserted_once_listed_and_revoked_for_good() {
+    for_each_backend(|store| async move {
+        let inserted = race(16, || {
+            let store = store.clone();
+            async move { store.insert_grant(&grant("g1", "u1", "c1", 10)).await.unwrap() }
+        })
+        .await;
+        assert_eq!(inserted.iter().filter(|i| **i).count(), 1, "{inserted:?}");
+        let mut other = grant("g1", "u9", "c9", 99);
+        other.revoked = true;
+        assert!(
+            !store.insert_grant(&other).await.unwrap(),
+            "never overwritten by insert"
+        );
+        assert!(!store.get_grant("g1").await.unwrap().unwrap().revoked);
+        store.put_grant(&grant("g2", "u1", "c2", 11)).await.unwrap();
+        store.put_grant(&grant("g3", "u2", "c1", 12)).await.unwrap();
+        store.put_grant(&grant("g0", "u1", "c1", 13)).await.unwrap();
+        let grant_ids = |grants: Vec<GrantRecord>| grants.into_iter().map(|g| g.grant_id).collect::<Vec<_>>();
+        assert_eq!(
+            grant_ids(store.list_grants(Some("u1"), None).await.unwrap()),
+            ["g0", "g1", "g2"]
+        );
+        assert_eq!(
+            grant_ids(store.list_grants(None, Some("c1")).await.unwrap()),
+            ["g0", "g1", "g3"]
+        );
+        assert_eq!(
+            grant_ids(store.list_grants(Some("u1"), Some("c1")).await.unwrap()),
+            ["g0", "g1"]
+        );
+        assert_eq!(grant_ids(store.list_grants(None, None).await.unwrap()).len(), 4);
+        let mut pair = store.grant_ids("u1", "c1").await.unwrap();
+        pair.sort();
+        assert_eq!(pair, ["g0", "g1"]);
+        assert!(store.revoke_grant("g1").await.unwrap());
+        assert!(store.revoke_grant("g1").await.unwrap(), "it still exists");
+        assert!(!store.revoke_grant("nope").await.unwrap());
+        assert!(store.get_grant("g1").await.unwrap().unwrap().revoked);
+        // A put after a revocation is what the core does for a code replay; revoked stays.
+        assert!(store.get_grant("g1").await.unwrap().unwrap().revoked);
+        assert!(
+            store.grant_ids("u1", "c1").await.unwrap().contains(&"g1".to_string()),
+            "revoked ones included"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_refresh_token_rotates_once_however_many_rotate_it_at_once() {
+    for_each_backend(|store| async move {
+        store.put_grant(&grant("g1", "u1", "c1", 10)).await.unwrap();
+        let old = refresh("g1", 10, 1000);
+        store.put_refresh(&[1; 32], &old).await.unwrap();
+        assert_eq!(store.get_refresh(&[1; 32]).await.unwrap(), Some(old.clone()));
+        let outcomes = race(16, || {
+            let store = store.clone();
+            async move {
+                // Each racer would store its own successor.
+                let new = tessera::oauth::secret_hash(&tessera::oauth::random_token(16));
+                (
+                    new,
+                    store
+                        .rotate_refresh(&[1; 32], &new, &refresh("g1", 20, 2000))
+                        .await
+                        .unwrap(),
+                )
+            }
+        })
+        .await;
+        let winners: Vec<_> = outcomes
+            .iter()
+            .filter(|(_, r)| matches!(r, Rotation::Rotated(_)))
+            .collect();
+        assert_eq!(winners.len(), 1, "{outcomes:?}");
+        assert!(outcomes
+            .iter()
+            .all(|(_, r)| matches!(r, Rotation::Rotated(rec) | Rotation::Spent(rec) if rec.grant_id == "g1")));
+        assert_eq!(
+            winners[0].1,
+            Rotation::Rotated(old.clone()),
+            "the old record comes back"
+        );
+        for (new, outcome) in &outcomes {
+            let stored = store.get_refresh(new).await.unwrap();
+            match outcome {
+                Rotation::Rotated(_) => assert_eq!(stored, Some(refresh("g1", 20, 2000))),
+                _ => assert_eq!(stored, None, "a loser stores nothing"),
+            }
+        }
+        let spent = store.get_refresh(&[1; 32]).await.unwrap().unwrap();
+        assert!(spent.rotated);
+        let again = store
+            .rotate_refresh(&[1; 32], &[9; 32], &refresh("g1", 30, 3000))
+            .await
+            .unwrap();
+        assert!(matches!(again, Rotation::Spent(_)));
+        assert!(store.get_refresh(&[9; 32]).await.unwrap().is_none());
+        assert_eq!(
+            store
+                .rotate_refresh(&[2; 32], &[9; 32], &refresh("g1", 30, 3000))
+                .await
+                .unwrap(),
+            Rotation::Unknown
+        );
+        // The store does not judge: a revoked grant's token still rotates (the core refuses it
+        // before asking).
+        store.revoke_grant("g1").await.unwrap();
+        let (winner_new, _) = winners[0];
+        let rotated = store
+            .rotate_refresh(winner_new, &[8; 32], &refresh("g1", 40, 4000))
+            .await
+            .unwrap();
+        assert!(matches!(rotated, Rotation::Rotated(_)));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn access_token_revocations_are_remembered() {
+    for_each_backend(|store| async move {
+        assert!(!store.is_access_token_revoked("jti-1").await.unwrap());
+        store.revoke_access_token("jti-1", 1000).await.unwrap();
+        assert!(store.is_access_token_revoked("jti-1").await.unwrap());
+        assert!(!store.is_access_token_revoked("jti-2").await.unwrap());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn consents_are_one_per_user_and_client() {
+    for_each_backend(|store| async move {
+        let consent = |user_id: &str, client_id: &str, scopes: &[&str]| ConsentRecord {
+            user_id: user_id.into(),
+            client_id: client_id.into(),
+            scopes: scopes.iter().map(|s| s.to_string()).collect(),
+            granted_at: 1,
+            updated_at: 2,
+        };
+        store.put_consent(&consent("u1", "c2", &["read"])).await.unwrap();
+        store.put_consent(&consent("u1", "c1", &["read"])).await.unwrap();
+        store.put_consent(&consent("u10", "c1", &["read"])).await.unwrap();
+        store
+            .put_consent(&consent("u1", "c1", &["read", "write"]))
+            .await
+            .unwrap();
+        let got = store.get_consent("u1", "c1").await.unwrap().unwrap();
+        assert_eq!(got.scopes, ["read", "write"], "replaced");
+        let listed: Vec<String> = store
+            .list_consents("u1")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| c.client_id)
+            .collect();
+        assert_eq!(listed, ["c1", "c2"], "only u1's, by client id");
+        store.delete_consent("u1", "c1").await.unwrap();
+        assert!(store.get_consent("u1", "c1").await.unwrap().is_none());
+        assert!(store.get_consent("u10", "c1").await.unwrap().is_some());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn sessions_are_stored_by_hash_and_deleted() {
+    for_each_backend(|store| async move {
+        let session = SessionRecord {
+            user_id: Some("u1".into()),
+            csrf_token: "csrf".into(),
+            auth_time: Some(5),
+            expires_at: 1000,
+            user_epoch: 3,
+        };
+        store.put_session(&[4; 32], &session).await.unwrap();
+        let got = store.get_session(&[4; 32]).await.unwrap().unwrap();
+        assert_eq!((got.user_id.as_deref(), got.user_epoch), (Some("u1"), 3));
+        assert!(store.get_session(&[5; 32]).await.unwrap().is_none());
+        store.delete_session(&[4; 32]).await.unwrap();
+        assert!(store.get_session(&[4; 32]).await.unwrap().is_none());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn writes_become_durable_and_the_probe_leaves_nothing_behind() {
+    for_each_backend(|store| async move {
+        store.put_client(&client("c1", None)).await.unwrap();
+        store.durable().await.unwrap();
+        let before = store.record_count().await.unwrap();
+        store.probe_write().await.unwrap();
+        assert_eq!(store.record_count().await.unwrap(), before);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn active_refresh_tokens_exclude_spent_expired_and_revoked_ones() {
+    for_each_backend(|store| async move {
+        store.put_grant(&grant("live", "u1", "c1", 10)).await.unwrap();
+        store.put_grant(&grant("dead", "u1", "c1", 10)).await.unwrap();
+        store.revoke_grant("dead").await.unwrap();
+        store.put_refresh(&[1; 32], &refresh("live", 10, 1000)).await.unwrap();
+        store.put_refresh(&[2; 32], &refresh("live", 10, 50)).await.unwrap(); // expired at 100
+        store.put_refresh(&[3; 32], &refresh("dead", 10, 1000)).await.unwrap();
+        store.put_refresh(&[4; 32], &refresh("live", 10, 1000)).await.unwrap();
+        store
+            .rotate_refresh(&[4; 32], &[5; 32], &refresh("live", 20, 1000))
+            .await
+            .unwrap();
+        // Live: [1] and [5]; [4] spent, [2] expired, [3] of a revoked grant.
+        assert_eq!(store.count_active_refresh_tokens(100).await.unwrap(), 2);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_purge_removes_exactly_what_can_no_longer_be_used() {
+    for_each_backend(|store| async move {
+        let (now, cutoff) = (1000, 900);
+        store.put_code(&[1; 32], &code("gc", now - 1)).await.unwrap(); // expired
+        store.put_code(&[2; 32], &code("gc", now + 60)).await.unwrap();
+        let session = |expires_at| SessionRecord {
+            user_id: None,
+            csrf_token: "t".into(),
+            auth_time: None,
+            expires_at,
+            user_epoch: 0,
+        };
+        store.put_session(&[1; 32], &session(now)).await.unwrap(); // expired
+        store.put_session(&[2; 32], &session(now + 60)).await.unwrap();
+        store.revoke_access_token("old", now - 1).await.unwrap(); // expired
+        store.revoke_access_token("new", now + 60).await.unwrap();
+        // A grant whose only token expired long ago: both go.
+        store.put_grant(&grant("stale", "u1", "c1", 100)).await.unwrap();
+        store.put_refresh(&[1; 32], &refresh("stale", 100, 500)).await.unwrap();
+        // A grant whose token expired but was issued after the cutoff (its access tokens may
+        // live): both stay.
+        store.put_grant(&grant("recent", "u1", "c1", 950)).await.unwrap();
+        store.put_refresh(&[2; 32], &refresh("recent", 950, 990)).await.unwrap();
+        // A grant with a live token stays, and so does the token.
+        store.put_grant(&grant("live", "u1", "c2", 100)).await.unwrap();
+        store
+            .put_refresh(&[3; 32], &refresh("live", 100, now + 60))
+            .await
+            .unwrap();
+        // A grant created after the cutoff with no token (a client without refresh tokens)
+        // stays: its access tokens are checked against it.
+        store.put_grant(&grant("fresh", "u2", "c1", 950)).await.unwrap();
+        let purged = store.purge_expired(now, cutoff).await.unwrap();
+        assert_eq!(
+            (
+                purged.codes,
+                purged.sessions,
+                purged.revoked_access,
+                purged.refresh_tokens,
+                purged.grants
+            ),
+            (1, 1, 1, 1, 1),
+            "{purged:?}"
+        );
+        assert!(matches!(
+            store.redeem_code(&[2; 32]).await.unwrap(),
+            Redemption::Fresh(_)
+        ));
+        assert!(store.get_session(&[2; 32]).await.unwrap().is_some());
+        assert!(store.is_access_token_revoked("new").await.unwrap());
+        assert!(store.get_grant("stale").await.unwrap().is_none());
+        assert!(store.get_refresh(&[1; 32]).await.unwrap().is_none());
+        for kept in ["recent", "live", "fresh"] {
+            assert!(store.get_grant(kept).await.unwrap().is_some(), "{kept}");
+        }
+        assert!(store
+            .list_grants(Some("u1"), None)
+            .await
+            .unwrap()
+            .iter()
+            .all(|g| g.grant_id != "stale"));
+        let again = store.purge_expired(now, cutoff).await.unwrap();
+        assert_eq!(again.total(), 0, "nothing left to purge: {again:?}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn every_caller_gets_the_same_server_secret() {
+    for_each_backend(|store| async move {
+        let secrets = race(16, || {
+            let store = store.clone();
+            async move {
+                let candidate = tessera::oauth::secret_hash(&tessera::oauth::random_token(16));
+                store.server_secret("k", &candidate).await.unwrap()
+            }
+        })
+        .await;
+        assert!(secrets.windows(2).all(|w| w[0] == w[1]), "one secret for all");
+        assert_eq!(store.server_secret("k", &[2; 32]).await.unwrap(), secrets[0]);
+        assert_eq!(store.server_secret("other", &[3; 32]).await.unwrap(), [3; 32]);
+    })
+    .await;
+}
