@@ -160,7 +160,7 @@ impl App {
         });
         let purger = tokio::spawn(purge_periodically(self.provider.clone()));
         tracing::info!(addr = %self.addr, issuer = %self.provider.issuer, "serving");
-        let routes = http::routes(self.provider.clone());
+        let routes = http::routes(self.provider.clone(), pages::routes());
         let config = &self.provider.config;
         let limits = http::connections::ConnectionLimits {
             max: config.max_connections,

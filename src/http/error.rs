@@ -1,6 +1,12 @@
-//! The single mapping from protocol errors to HTTP responses (RFC 6749 §5.2, RFC 7009 §2.2.1,
-//! RFC 7662 §2.3): status, headers and the JSON error body.
+//! The single mapping from protocol errors to HTTP (RFC 6749 §5.2, RFC 6750 §3, RFC 7009
+//! §2.2.1, RFC 7591 §3.2.2, RFC 7662 §2.3): each error code's status ([`status_of`]), the
+//! `WWW-Authenticate` challenge of each kind of endpoint ([`Challenge`]), `Retry-After`,
+//! `Cache-Control: no-store` on every error, and the logging of underlying causes
+//! ([`HttpError::new`], the one place they are logged). The OAuth JSON body is here; the admin
+//! API's problem details, UserInfo, registration and the pages are thin adapters over
+//! [`HttpError`].
 
+use poem::http::StatusCode;
 use poem::IntoResponse;
 use poem_openapi::payload::{Json, Payload};
 use poem_openapi::registry::{MetaSchemaRef, Registry};
@@ -62,12 +68,119 @@ impl Payload for ErrorJson {
 impl IntoResponse for ErrorJson {
     fn into_response(self) -> poem::Response {
         let mut response = Json(self.body).into_response();
+        response.headers_mut().insert(
+            poem::http::header::CACHE_CONTROL,
+            poem::http::HeaderValue::from_static(NO_STORE),
+        );
         response.extensions_mut().insert(ErrorCodeTag(self.code.as_str()));
         response
     }
 }
 
-const NO_STORE: &str = "no-store";
+/// The HTTP status of each error code, for every endpoint and page. (The token endpoint folds
+/// every 4xx but 401 and 429 into 400, as RFC 6749 §5.2 says.)
+pub fn status_of(code: ErrorCode) -> StatusCode {
+    match code {
+        ErrorCode::InvalidClient | ErrorCode::InvalidToken => StatusCode::UNAUTHORIZED,
+        ErrorCode::InsufficientScope | ErrorCode::AccessDenied => StatusCode::FORBIDDEN,
+        ErrorCode::NotFound => StatusCode::NOT_FOUND,
+        ErrorCode::Conflict => StatusCode::CONFLICT,
+        ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+        ErrorCode::ServerError => StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorCode::TemporarilyUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::InvalidRequest
+        | ErrorCode::InvalidGrant
+        | ErrorCode::UnauthorizedClient
+        | ErrorCode::UnsupportedGrantType
+        | ErrorCode::UnsupportedResponseType
+        | ErrorCode::InvalidScope
+        | ErrorCode::InvalidTarget
+        | ErrorCode::UnsupportedTokenType
+        | ErrorCode::LoginRequired
+        | ErrorCode::ConsentRequired
+        | ErrorCode::RequestNotSupported
+        | ErrorCode::RequestUriNotSupported
+        | ErrorCode::RegistrationNotSupported
+        | ErrorCode::InvalidRedirectUri
+        | ErrorCode::InvalidClientMetadata
+        | ErrorCode::InvalidSoftwareStatement => StatusCode::BAD_REQUEST,
+    }
+}
+
+/// The authentication scheme an endpoint challenges with in `WWW-Authenticate`.
+#[derive(Clone, Copy, Debug)]
+pub enum Challenge {
+    /// Client authentication with HTTP Basic (RFC 6749 §2.3.1): the token endpoint's family.
+    Basic,
+    /// A bearer token (RFC 6750 §3), optionally naming the scope the endpoint needs: on every
+    /// error (`always`), or only on `insufficient_scope`.
+    Bearer { scope: Option<&'static str>, always: bool },
+}
+
+impl Challenge {
+    /// The header value for `error` (or, with `None`, for a request with no credentials at
+    /// all: no error attributes, RFC 6750 §3.1).
+    pub fn header(self, error: Option<&Error>) -> String {
+        match self {
+            Challenge::Basic => BASIC_CHALLENGE.into(),
+            Challenge::Bearer { scope, always } => {
+                let mut value = String::from("Bearer realm=\"tessera\"");
+                if let Some(error) = error {
+                    value.push_str(&format!(
+                        ", error=\"{}\", error_description=\"{}\"",
+                        error.code.as_str(),
+                        error.description.replace(['"', '\\'], "'")
+                    ));
+                    if let Some(scope) = scope.filter(|_| always || error.code == ErrorCode::InsufficientScope) {
+                        value.push_str(&format!(", scope=\"{scope}\""));
+                    }
+                }
+                value
+            }
+        }
+    }
+}
+
+/// An error as HTTP answers it.
+#[derive(Debug)]
+pub struct HttpError {
+    pub status: StatusCode,
+    pub code: ErrorCode,
+    pub description: String,
+    /// The `WWW-Authenticate` value for this endpoint's scheme.
+    pub challenge: String,
+    /// The `Retry-After` value, for 429s.
+    pub retry_after: String,
+}
+
+impl HttpError {
+    /// `err` as an endpoint that challenges with `challenge` answers it. Its cause, if any, is
+    /// logged here: the one place a failure's underlying error is written down.
+    pub fn new(err: Error, challenge: Challenge) -> HttpError {
+        log_cause(&err);
+        HttpError {
+            status: status_of(err.code),
+            code: err.code,
+            challenge: challenge.header(Some(&err)),
+            retry_after: retry_after_seconds(err.retry_after.unwrap_or_default()),
+            description: err.description,
+        }
+    }
+
+    /// The OAuth JSON body (RFC 6749 §5.2).
+    pub fn json(&self) -> ErrorJson {
+        ErrorJson::new(self.code, self.description.clone())
+    }
+}
+
+/// Logs the underlying cause of a failure (never rendered to the caller).
+pub fn log_cause(err: &Error) {
+    if let Some(cause) = &err.cause {
+        tracing::error!(error = %err, cause = %cause, "request failed");
+    }
+}
+
+pub const NO_STORE: &str = "no-store";
 const BASIC_CHALLENGE: &str = "Basic realm=\"tessera\", charset=\"UTF-8\"";
 
 /// Every outcome of a client-authenticated OAuth endpoint.
@@ -114,20 +227,14 @@ impl<T: ToJSON + Send + Sync> OAuthResponse<T> {
 
 impl<T: ToJSON + Send + Sync> From<Error> for OAuthResponse<T> {
     fn from(err: Error) -> Self {
-        if let Some(cause) = &err.cause {
-            tracing::error!(error = %err, cause = %cause, "request failed");
-        }
-        let code = err.code;
-        let retry_after = err.retry_after.map(retry_after_seconds);
-        let body = ErrorJson::of(err);
-        match code {
-            ErrorCode::RateLimited => {
-                OAuthResponse::TooManyRequests(body, retry_after.unwrap_or_else(|| "1".into()), NO_STORE.into())
-            }
+        let e = HttpError::new(err, Challenge::Basic);
+        let body = e.json();
+        match e.status.as_u16() {
+            429 => OAuthResponse::TooManyRequests(body, e.retry_after, NO_STORE.into()),
             // RFC 6749 §5.2: 401 with a challenge for the scheme the client can use.
-            ErrorCode::InvalidClient => OAuthResponse::Unauthorized(body, BASIC_CHALLENGE.into(), NO_STORE.into()),
-            ErrorCode::ServerError => OAuthResponse::ServerError(body, NO_STORE.into()),
-            ErrorCode::TemporarilyUnavailable => OAuthResponse::Unavailable(body, NO_STORE.into()),
+            401 => OAuthResponse::Unauthorized(body, e.challenge, NO_STORE.into()),
+            500 => OAuthResponse::ServerError(body, NO_STORE.into()),
+            503 => OAuthResponse::Unavailable(body, NO_STORE.into()),
             _ => OAuthResponse::BadRequest(body, NO_STORE.into()),
         }
     }

@@ -8,6 +8,7 @@ pub mod form;
 pub mod oauth;
 pub mod oidc;
 pub mod registration;
+pub mod routes;
 pub mod security;
 pub mod server;
 pub mod wellknown;
@@ -82,7 +83,7 @@ fn with_guard_responses(spec: &str) -> String {
             } else {
                 ("application/json", "ErrorBody")
             };
-            let limited = LIMITED_PER_ADDRESS.contains(&path.trim_end_matches('/'));
+            let limited = routes::limited_per_address(path);
             for (method, operation) in item.as_object_mut().into_iter().flat_map(|item| item.iter_mut()) {
                 let has_body = operation.get("requestBody").is_some();
                 let responses = &mut operation["responses"];
@@ -111,21 +112,9 @@ fn with_guard_responses(spec: &str) -> String {
 }
 
 /// Security requirements poem-openapi cannot express, because these endpoints read the
-/// credentials themselves: client authentication is HTTP Basic *or* form fields (or none, for
-/// a public client), so Basic is declared optional (`{}`), and bearer tokens that are checked
-/// by the operation (UserInfo, RFC 7591/7592 tokens).
-const CLIENT_SECURITY: [(&str, &str); 9] = [
-    ("token", "basic-or-form"),
-    ("revokeToken", "basic-or-form"),
-    ("introspectToken", "basic-or-form"),
-    ("getUserInfo", "bearer"),
-    ("postUserInfo", "bearer-or-form"),
-    ("registerClient", "bearer-or-none"),
-    ("getRegistration", "bearer"),
-    ("updateRegistration", "bearer"),
-    ("deleteRegistration", "bearer"),
-];
-
+/// credentials themselves (the route table's [`routes::ClientAuth`]): client authentication is
+/// HTTP Basic *or* form fields (or none, for a public client), so Basic is declared optional
+/// (`{}`), and bearer tokens that are checked by the operation (UserInfo, RFC 7591/7592 tokens).
 fn with_client_security(spec: &str) -> String {
     use serde_json::{json, Value};
     let Ok(mut doc) = serde_json::from_str::<Value>(spec) else {
@@ -145,20 +134,19 @@ fn with_client_security(spec: &str) -> String {
             registration, or a client's registration access token for its registration."
     });
     if let Some(paths) = doc["paths"].as_object_mut() {
-        for operation in paths
-            .values_mut()
-            .filter_map(Value::as_object_mut)
-            .flat_map(|item| item.values_mut())
-        {
-            let id = operation["operationId"].as_str().unwrap_or_default().to_string();
-            let Some((_, kind)) = CLIENT_SECURITY.iter().find(|(op, _)| *op == id) else {
-                continue;
-            };
-            operation["security"] = match *kind {
-                "basic-or-form" => json!([{ "clientSecretBasic": [] }, {}]),
-                "bearer" => json!([{ "bearerAuth": [] }]),
-                _ => json!([{ "bearerAuth": [] }, {}]),
-            };
+        for (path, item) in paths.iter_mut() {
+            for (method, operation) in item.as_object_mut().into_iter().flat_map(|item| item.iter_mut()) {
+                let Some(auth) = routes::client_auth(path, method) else {
+                    continue;
+                };
+                operation["security"] = match auth {
+                    routes::ClientAuth::BasicOrForm => json!([{ "clientSecretBasic": [] }, {}]),
+                    routes::ClientAuth::Bearer => json!([{ "bearerAuth": [] }]),
+                    routes::ClientAuth::BearerOrForm | routes::ClientAuth::BearerOrNone => {
+                        json!([{ "bearerAuth": [] }, {}])
+                    }
+                };
+            }
         }
     }
     serde_json::to_string_pretty(&doc).unwrap_or_else(|_| spec.to_string())
@@ -187,8 +175,9 @@ fn with_trailing_slashes(spec: &str) -> String {
     serde_json::to_string_pretty(&doc).unwrap_or_else(|_| spec.to_string())
 }
 
-/// Every route of the server.
-pub fn routes(provider: Arc<Provider>) -> impl Endpoint {
+/// Every route of the server: the OpenAPI service, and `pages` (served by the pages module,
+/// which this layer does not import) with the docs beside them.
+pub fn routes(provider: Arc<Provider>, pages: Route) -> impl Endpoint {
     let service = api_service();
     let document = spec();
     let methods = allowed_methods(&document);
@@ -221,9 +210,7 @@ pub fn routes(provider: Arc<Provider>) -> impl Endpoint {
     let metrics = provider.metrics.clone();
     let rate_provider = provider.clone();
     let cors = cors(&provider.config.cors_origins);
-    let pages = crate::pages::mount(Route::new())
-        .at("/openapi.json", spec)
-        .at("/docs", docs);
+    let pages = pages.at(routes::SPEC, spec).at(routes::DOCS, docs);
     Dispatch {
         pages,
         api: service.with(cors),
@@ -268,30 +255,11 @@ fn allowed_methods(document: &str) -> Vec<(String, String)> {
         .unwrap_or_default()
 }
 
-/// Whether `path` fits `template`, where a `{name}` segment matches any one segment.
-fn fits(template: &str, path: &str) -> bool {
-    let (mut t, mut p) = (template.split('/'), path.split('/'));
-    loop {
-        match (t.next(), p.next()) {
-            (None, None) => return true,
-            (Some(ts), Some(ps)) if ts == ps || (ts.starts_with('{') && ts.ends_with('}')) => {}
-            _ => return false,
-        }
-    }
-}
-
-fn is_page(path: &str) -> bool {
-    crate::pages::PATHS.contains(&path)
-        || path.starts_with(crate::pages::APPLICATIONS)
-        || path == "/docs"
-        || path == "/openapi.json"
-}
-
 impl<P: Endpoint, A: Endpoint> Endpoint for Dispatch<P, A> {
     type Output = Response;
 
     async fn call(&self, req: Request) -> poem::Result<Response> {
-        if is_page(req.uri().path()) {
+        if routes::is_page(req.uri().path()) {
             self.pages.call(req).await.map(IntoResponse::into_response)
         } else {
             let mut req = req;
@@ -312,7 +280,7 @@ impl<P: Endpoint, A: Endpoint> Endpoint for Dispatch<P, A> {
             };
             // RFC 9110 §15.5.6: a 405 names the methods the resource has.
             if response.status() == poem::http::StatusCode::METHOD_NOT_ALLOWED {
-                let allow = self.methods.iter().find(|(template, _)| fits(template, &path));
+                let allow = self.methods.iter().find(|(template, _)| routes::fits(template, &path));
                 if let Some(value) = allow.and_then(|(_, methods)| methods.parse().ok()) {
                     response.headers_mut().insert(poem::http::header::ALLOW, value);
                 }
@@ -335,19 +303,10 @@ fn cors(origins: &[String]) -> Cors {
         .fold(cors, |cors, origin| cors.allow_origin(origin.as_str()))
 }
 
-/// The POST endpoints whose callers are rate-limited per address (before any work is done:
-/// no body parsing, no password hashing, no signing).
-const LIMITED_PER_ADDRESS: [&str; 5] = [
-    "/o/token",
-    "/o/introspect",
-    "/o/revoke_token",
-    "/o/login",
-    "/o/register",
-];
-
+/// POSTs to the route table's limited paths are counted per client address before any work
+/// is done: no body parsing, no password hashing, no signing.
 async fn limit_by_address<E: Endpoint>(next: Arc<E>, req: Request, provider: Arc<Provider>) -> poem::Result<Response> {
-    let path = req.uri().path().trim_end_matches('/');
-    if req.method() == Method::POST && LIMITED_PER_ADDRESS.contains(&path) {
+    if req.method() == Method::POST && routes::limited_per_address(req.uri().path()) {
         let address = crate::net::client_address(&req, &provider.config.trusted_proxies)
             .map(crate::net::address_key)
             .unwrap_or_default();
@@ -385,7 +344,7 @@ async fn log_request<E: Endpoint>(
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
     metrics.request(
-        crate::metrics::route_of(&path),
+        routes::metric_label(&path),
         method.as_str(),
         status,
         elapsed.as_secs_f64(),

@@ -8,7 +8,7 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use serde::Deserialize;
 
-use super::error::ErrorJson;
+use super::error::{Challenge, ErrorJson, HttpError};
 use super::form::parse_pairs;
 use super::Tag;
 use crate::oauth::authorize::Params;
@@ -73,36 +73,21 @@ pub enum UserInfoResponse {
     ServerError(ErrorJson),
 }
 
-/// The `WWW-Authenticate` challenge (RFC 6750 §3): no error attributes when no token was
-/// sent at all.
-fn challenge(error: Option<&Error>) -> String {
-    let mut value = String::from("Bearer realm=\"tessera\"");
-    if let Some(error) = error {
-        value.push_str(&format!(
-            ", error=\"{}\", error_description=\"{}\"",
-            error.code.as_str(),
-            error.description.replace(['"', '\\'], "'")
-        ));
-        if error.code == ErrorCode::InsufficientScope {
-            value.push_str(", scope=\"openid\"");
-        }
-    }
-    value
-}
+/// How UserInfo challenges: a bearer access token with the `openid` scope (RFC 6750 §3).
+const USERINFO_CHALLENGE: Challenge = Challenge::Bearer {
+    scope: Some("openid"),
+    always: false,
+};
 
 impl From<Error> for UserInfoResponse {
     fn from(err: Error) -> Self {
-        if let Some(cause) = &err.cause {
-            tracing::error!(error = %err, cause = %cause, "userinfo failed");
-        }
-        let header = challenge(Some(&err));
-        let code = err.code;
-        let body = ErrorJson::of(err);
-        match code {
-            ErrorCode::InvalidToken => UserInfoResponse::Unauthorized(body, header),
-            ErrorCode::InsufficientScope => UserInfoResponse::Forbidden(body, header),
-            ErrorCode::ServerError => UserInfoResponse::ServerError(body),
-            _ => UserInfoResponse::BadRequest(body, header),
+        let e = HttpError::new(err, USERINFO_CHALLENGE);
+        let body = e.json();
+        match e.status.as_u16() {
+            401 => UserInfoResponse::Unauthorized(body, e.challenge),
+            403 => UserInfoResponse::Forbidden(body, e.challenge),
+            500 => UserInfoResponse::ServerError(body),
+            _ => UserInfoResponse::BadRequest(body, e.challenge),
         }
     }
 }
@@ -151,7 +136,7 @@ async fn userinfo(provider: &Provider, token: Result<Option<String>, Error>) -> 
         Ok(Some(token)) => token,
         Ok(None) => {
             let body = ErrorJson::new(ErrorCode::InvalidToken, "an access token is required");
-            return UserInfoResponse::Unauthorized(body, challenge(None));
+            return UserInfoResponse::Unauthorized(body, USERINFO_CHALLENGE.header(None));
         }
         Err(e) => return e.into(),
     };

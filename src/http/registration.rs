@@ -10,7 +10,7 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use serde::Deserialize;
 
-use super::error::ErrorJson;
+use super::error::{Challenge, ErrorJson, HttpError, NO_STORE};
 use super::security::bearer_token;
 use super::Tag;
 use crate::oauth::registration::{ClientMetadata, Registration};
@@ -138,32 +138,31 @@ impl From<Registration> for ClientInformation {
     }
 }
 
-const NO_STORE: &str = "no-store";
+/// How registration endpoints challenge: an initial or registration access token (RFC 6750).
+const REGISTRATION_CHALLENGE: Challenge = Challenge::Bearer {
+    scope: None,
+    always: false,
+};
 
 /// A failed registration request, before it is fitted to an operation's response type
-/// (errors as RFC 7591 §3.2.2 and RFC 6750 §3).
+/// (errors as RFC 7591 §3.2.2 and RFC 6750 §3, statuses from the one mapping).
 enum Failure {
     BadRequest(ErrorJson),
     Unauthorized(ErrorJson, String),
     NotFound(ErrorJson),
+    TooManyRequests(ErrorJson, String),
     ServerError(ErrorJson),
 }
 
 impl From<Error> for Failure {
     fn from(err: Error) -> Self {
-        if let Some(cause) = &err.cause {
-            tracing::error!(error = %err, cause = %cause, "registration failed");
-        }
-        let challenge = format!(
-            "Bearer realm=\"tessera\", error=\"invalid_token\", error_description=\"{}\"",
-            err.description.replace(['"', '\\'], "'")
-        );
-        let code = err.code;
-        let body = ErrorJson::of(err);
-        match code {
-            ErrorCode::InvalidToken => Failure::Unauthorized(body, challenge),
-            ErrorCode::NotFound => Failure::NotFound(body),
-            ErrorCode::ServerError => Failure::ServerError(body),
+        let e = HttpError::new(err, REGISTRATION_CHALLENGE);
+        let body = e.json();
+        match e.status.as_u16() {
+            401 => Failure::Unauthorized(body, e.challenge),
+            404 => Failure::NotFound(body),
+            429 => Failure::TooManyRequests(body, e.retry_after),
+            500 => Failure::ServerError(body),
             _ => Failure::BadRequest(body),
         }
     }
@@ -208,11 +207,8 @@ pub enum RegistrationCreated {
 
 impl From<Error> for RegistrationCreated {
     fn from(err: Error) -> Self {
-        if err.code == ErrorCode::RateLimited {
-            let wait = super::error::retry_after_seconds(err.retry_after.unwrap_or_default());
-            return RegistrationCreated::TooManyRequests(ErrorJson::of(err), wait, NO_STORE.into());
-        }
         match Failure::from(err) {
+            Failure::TooManyRequests(body, wait) => RegistrationCreated::TooManyRequests(body, wait, NO_STORE.into()),
             Failure::BadRequest(body) => RegistrationCreated::BadRequest(body, NO_STORE.into()),
             Failure::Unauthorized(body, challenge) => RegistrationCreated::Unauthorized(body, challenge),
             Failure::NotFound(body) => RegistrationCreated::NotFound(body),
@@ -249,7 +245,10 @@ pub enum RegistrationResponse {
 impl From<Error> for RegistrationResponse {
     fn from(err: Error) -> Self {
         match Failure::from(err) {
-            Failure::BadRequest(body) => RegistrationResponse::BadRequest(body, NO_STORE.into()),
+            // Only registration itself is limited per address.
+            Failure::BadRequest(body) | Failure::TooManyRequests(body, _) => {
+                RegistrationResponse::BadRequest(body, NO_STORE.into())
+            }
             Failure::Unauthorized(body, challenge) => RegistrationResponse::Unauthorized(body, challenge),
             Failure::NotFound(body) => RegistrationResponse::NotFound(body),
             Failure::ServerError(body) => RegistrationResponse::ServerError(body),
@@ -284,7 +283,9 @@ pub enum RegistrationDeleted {
 impl From<Error> for RegistrationDeleted {
     fn from(err: Error) -> Self {
         match Failure::from(err) {
-            Failure::BadRequest(body) => RegistrationDeleted::BadRequest(body, NO_STORE.into()),
+            Failure::BadRequest(body) | Failure::TooManyRequests(body, _) => {
+                RegistrationDeleted::BadRequest(body, NO_STORE.into())
+            }
             Failure::Unauthorized(body, challenge) => RegistrationDeleted::Unauthorized(body, challenge),
             Failure::NotFound(body) => RegistrationDeleted::NotFound(body),
             Failure::ServerError(body) => RegistrationDeleted::ServerError(body),

@@ -1,7 +1,7 @@
 //! The protocol's error codes, in one place, and the error type every core operation returns.
 //!
-//! `description` is safe to show a client; `cause` is internal detail (a storage failure, say)
-//! that the HTTP layer logs and never renders.
+//! `description` is safe to show a client; `cause` is the underlying error (a storage failure,
+//! say), kept as a typed source that the HTTP layer logs and never renders.
 
 use std::fmt;
 
@@ -105,8 +105,8 @@ pub struct Error {
     pub code: ErrorCode,
     /// Human-readable, client-safe text for `error_description`.
     pub description: String,
-    /// Internal cause, for logs only.
-    pub cause: Option<String>,
+    /// The underlying error, for logs only (also [`std::error::Error::source`]).
+    pub cause: Option<Box<dyn std::error::Error + Send + Sync>>,
     /// For `rate_limited`: how long the caller should wait.
     pub retry_after: Option<std::time::Duration>,
 }
@@ -141,11 +141,12 @@ impl Error {
         Error::new(ErrorCode::InvalidClient, "client authentication failed")
     }
 
-    pub fn server_error(cause: impl fmt::Display) -> Error {
+    /// A failure on our side, caused by `cause` (an error value, or a message).
+    pub fn server_error(cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Error {
         Error {
             code: ErrorCode::ServerError,
             description: "internal error".into(),
-            cause: Some(cause.to_string()),
+            cause: Some(cause.into()),
             retry_after: None,
         }
     }
@@ -157,7 +158,13 @@ impl fmt::Display for Error {
     }
 }
 
-impl std::error::Error for Error {}
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.cause
+            .as_deref()
+            .map(|cause| cause as &(dyn std::error::Error + 'static))
+    }
+}
 
 impl From<crate::store::StoreError> for Error {
     fn from(err: crate::store::StoreError) -> Error {

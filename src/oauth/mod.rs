@@ -15,6 +15,7 @@ pub mod grant;
 pub mod introspect;
 pub mod logout;
 pub mod oidc;
+pub mod params;
 pub mod pkce;
 pub mod registration;
 pub mod revoke;

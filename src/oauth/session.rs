@@ -50,12 +50,13 @@ pub struct LoginForm {
     pub cookie: String,
 }
 
-/// A session as the pages see it: the cookie value and its record.
+/// A logged-in browser session: the cookie value, its record, and its user.
 #[derive(Debug, Clone)]
 pub struct Session {
     /// The cookie value (256 random bits); only its hash is stored.
     pub id: String,
     pub record: SessionRecord,
+    pub user: UserRecord,
 }
 
 impl Session {
@@ -64,15 +65,24 @@ impl Session {
         bool::from(token.as_bytes().ct_eq(self.record.csrf_token.as_bytes()))
     }
 
-    pub fn user_id(&self) -> Option<&str> {
-        self.record.user_id.as_deref()
+    pub fn csrf_token(&self) -> &str {
+        &self.record.csrf_token
+    }
+
+    pub fn user_id(&self) -> &str {
+        &self.user.user_id
+    }
+
+    /// When the user logged in (OpenID Connect `auth_time`).
+    pub fn auth_time(&self) -> i64 {
+        self.record.auth_time.unwrap_or_default()
     }
 }
 
 impl Provider {
-    /// The live session for a cookie value, if it exists and has not expired. A logged-in
-    /// session whose user is gone, or changed their password since (review finding 12), is
-    /// over: it is removed and reads as no session.
+    /// The live session for a cookie value, if it exists, has not expired, and its user still
+    /// exists and has not changed their password since (review finding 12): otherwise it is
+    /// over, removed, and reads as no session.
     pub async fn session(&self, cookie: Option<&str>) -> Result<Option<Session>, Error> {
         let Some(id) = cookie else { return Ok(None) };
         let hash = secret_hash(id);
@@ -82,17 +92,22 @@ impl Provider {
         if record.expires_at <= now() {
             return Ok(None);
         }
-        if let Some(user_id) = &record.user_id {
-            let current = self.store.get_user(user_id).await?;
-            if current.is_none_or(|user| user.session_epoch != record.user_epoch) {
+        let user = match &record.user_id {
+            Some(user_id) => self.store.get_user(user_id).await?,
+            // An anonymous session left by an earlier version: nothing to keep.
+            None => None,
+        };
+        match user {
+            Some(user) if user.session_epoch == record.user_epoch => Ok(Some(Session {
+                id: id.to_string(),
+                record,
+                user,
+            })),
+            _ => {
                 self.store.delete_session(&hash).await?;
-                return Ok(None);
+                Ok(None)
             }
         }
-        Ok(Some(Session {
-            id: id.to_string(),
-            record,
-        }))
     }
 
     /// The key that signs cookie values: one server secret shared by every node, made on
@@ -197,6 +212,10 @@ impl Provider {
             expires_at: now() + self.config.session_ttl.as_secs() as i64,
         };
         self.store.put_session(&secret_hash(&id), &record).await?;
-        Ok(Session { id, record })
+        Ok(Session {
+            id,
+            record,
+            user: user.clone(),
+        })
     }
 }

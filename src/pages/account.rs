@@ -8,9 +8,7 @@ use poem::http::StatusCode;
 use poem::web::Data;
 use poem::{handler, Body, Request, Response};
 
-use super::{
-    checked_form, current_session, error_page, form_pairs, logged_in_user, page, redirect, visitor, Templates,
-};
+use super::{checked_form, current_session, error_page, form_pairs, page, redirect, visitor, Templates};
 use crate::oauth::authorize::Params;
 use crate::oauth::logout::{AfterLogout, LogoutRequest};
 use crate::oauth::user::ProfileEdit;
@@ -81,7 +79,7 @@ pub async fn show_profile(req: &Request, provider: Data<&Arc<Provider>>, templat
     let (provider, templates) = (provider.0.as_ref(), templates.0.as_ref());
     let visitor = try_page!(visitor(provider, templates, req, StatusCode::FOUND).await);
     let edit = ProfileEdit::of(&visitor.user);
-    let csrf = &visitor.session.record.csrf_token;
+    let csrf = &visitor.record.csrf_token;
     profile_page(templates, StatusCode::OK, &visitor.user, &edit, csrf, None, None)
 }
 
@@ -112,15 +110,13 @@ pub async fn save_profile(
             zoneinfo: field("zoneinfo"),
         },
     };
-    let csrf = &visitor.session.record.csrf_token;
+    let csrf = &visitor.record.csrf_token;
     match provider.update_profile(&visitor.user.user_id, edit.clone()).await {
         Ok(user) => {
             let saved = ProfileEdit::of(&user);
             profile_page(templates, StatusCode::OK, &user, &saved, csrf, Some("Saved."), None)
         }
-        Err(e) if e.code == crate::oauth::ErrorCode::ServerError => {
-            error_page(templates, StatusCode::INTERNAL_SERVER_ERROR, &e)
-        }
+        Err(e) if e.code == crate::oauth::ErrorCode::ServerError => error_page(templates, &e),
         // Show the form again with what they typed, so nothing is lost.
         Err(e) => profile_page(
             templates,
@@ -145,12 +141,12 @@ async fn finish_logout(provider: &Provider, templates: &Templates, req: &Request
     let ended_session = match current_session(provider, req).await {
         Ok(Some(session)) => {
             if let Err(e) = provider.log_out(&session).await {
-                return error_page(templates, StatusCode::INTERNAL_SERVER_ERROR, &e);
+                return error_page(templates, &e);
             }
-            session.user_id().is_some()
+            true
         }
         Ok(None) => false,
-        Err(e) => return error_page(templates, StatusCode::INTERNAL_SERVER_ERROR, &e),
+        Err(e) => return error_page(templates, &e),
     };
     let client_name = request.client.as_ref().map(|c| c.name.as_str());
     let logged_out_page = |continue_url: Option<&str>| {
@@ -182,13 +178,14 @@ async fn handle_logout(
 ) -> Response {
     let request = match provider.validate_logout(pairs).await {
         Ok(r) => r,
-        Err(e) => return error_page(templates, StatusCode::BAD_REQUEST, &e),
+        Err(e) => return error_page(templates, &e),
     };
-    let (session, user) = match logged_in_user(provider, req).await {
-        Ok(Some(visitor)) => visitor,
+    let session = match current_session(provider, req).await {
+        Ok(Some(session)) => session,
         Ok(None) => return finish_logout(provider, templates, req, &request).await,
-        Err(e) => return error_page(templates, StatusCode::INTERNAL_SERVER_ERROR, &e),
+        Err(e) => return error_page(templates, &e),
     };
+    let user = &session.user;
     if confirmed || request.is_for(&user.user_id) {
         return finish_logout(provider, templates, req, &request).await;
     }
@@ -212,7 +209,7 @@ pub async fn logout(req: &Request, provider: Data<&Arc<Provider>>, templates: Da
     let (provider, templates) = (provider.0.as_ref(), templates.0.as_ref());
     let pairs = match parse_pairs(req.uri().query().unwrap_or_default().as_bytes()) {
         Ok(p) => p,
-        Err(why) => return error_page(templates, StatusCode::BAD_REQUEST, &Error::invalid_request(why)),
+        Err(why) => return error_page(templates, &Error::invalid_request(why)),
     };
     handle_logout(provider, templates, req, &pairs, false).await
 }
@@ -229,7 +226,7 @@ pub async fn logout_post(
     let (provider, templates) = (provider.0.as_ref(), templates.0.as_ref());
     let pairs = match form_pairs(body).await {
         Ok(p) => p,
-        Err(e) => return error_page(templates, StatusCode::BAD_REQUEST, &e),
+        Err(e) => return error_page(templates, &e),
     };
     let form = Params::new(&pairs);
     let confirmed = form.get("confirm").ok().flatten() == Some("yes");
@@ -238,7 +235,7 @@ pub async fn logout_post(
         let session = match current_session(provider, req).await {
             Ok(Some(s)) => s,
             Ok(None) => return handle_logout(provider, templates, req, &[], false).await,
-            Err(e) => return error_page(templates, StatusCode::INTERNAL_SERVER_ERROR, &e),
+            Err(e) => return error_page(templates, &e),
         };
         try_page!(super::check_csrf(templates, &session, &form));
     }

@@ -8,14 +8,33 @@ use std::sync::Arc;
 use minijinja::{context, Value};
 use poem::http::StatusCode;
 use poem::web::{Data, Path};
-use poem::{handler, Body, Request, Response};
+use poem::{get, handler, Body, EndpointExt, Request, Response, Route};
 
-use super::{checked_form, date, error_page, page, redirect, visitor, Templates, Visitor};
-use crate::oauth::authorize::Params;
+use super::{checked_form, date, error_page, page, redirect, visitor, Templates};
+use crate::http::routes as paths;
 use crate::oauth::client::NewClient;
+use crate::oauth::params::Params;
 use crate::oauth::session::Session;
-use crate::oauth::{Error, Provider};
+use crate::oauth::{Error, ErrorCode, Provider};
 use crate::store::{ClientRecord, ClientType, GrantType};
+
+/// Adds the application pages, under [`paths::APPLICATIONS`], to `route`.
+pub(super) fn mount(route: Route, templates: Arc<Templates>) -> Route {
+    let at = |rest: &str| format!("{}{rest}", paths::APPLICATIONS);
+    route
+        .at(paths::APPLICATIONS, get(list).data(templates.clone()))
+        .at(
+            at("register/"),
+            get(register_form).post(register).data(templates.clone()),
+        )
+        .at(at(":id/"), get(detail).data(templates.clone()))
+        .at(at(":id/edit/"), get(edit_form).post(edit).data(templates.clone()))
+        .at(
+            at(":id/rotate-secret/"),
+            poem::post(rotate_secret).data(templates.clone()),
+        )
+        .at(at(":id/delete/"), get(delete_form).post(delete).data(templates))
+}
 
 const GRANTS: [(GrantType, &str, &str); 3] = [
     (
@@ -189,17 +208,16 @@ fn form_page(
 async fn owned_client(
     provider: &Provider,
     templates: &Templates,
-    visitor: &Visitor,
+    visitor: &Session,
     client_id: &str,
 ) -> Result<ClientRecord, Box<Response>> {
     match provider.find_client(client_id).await {
         Ok(Some(client)) if client.owner_user_id.as_deref() == Some(visitor.user.user_id.as_str()) => Ok(client),
         Ok(_) => Err(Box::new(error_page(
             templates,
-            StatusCode::NOT_FOUND,
-            &Error::invalid_request("no such application"),
+            &Error::new(ErrorCode::NotFound, "no such application"),
         ))),
-        Err(e) => Err(Box::new(error_page(templates, StatusCode::INTERNAL_SERVER_ERROR, &e))),
+        Err(e) => Err(Box::new(error_page(templates, &e))),
     }
 }
 
@@ -210,7 +228,7 @@ pub async fn list(req: &Request, provider: Data<&Arc<Provider>>, templates: Data
     let visitor = try_page!(visitor(provider, templates, req, StatusCode::FOUND).await);
     let apps = match provider.clients_owned_by(&visitor.user.user_id).await {
         Ok(apps) => apps,
-        Err(e) => return error_page(templates, StatusCode::INTERNAL_SERVER_ERROR, &e),
+        Err(e) => return error_page(templates, &e),
     };
     let apps: Vec<_> = apps
         .iter()
@@ -251,15 +269,7 @@ pub async fn register_form(
         id_token_signed_response_alg: None,
         admin: false,
     };
-    form_page(
-        provider,
-        templates,
-        StatusCode::OK,
-        &visitor.session,
-        &blank,
-        None,
-        None,
-    )
+    form_page(provider, templates, StatusCode::OK, &visitor, &blank, None, None)
 }
 
 /// POST /o/applications/register/: the new app's page, with its secret shown this once.
@@ -290,12 +300,12 @@ pub async fn register(
     };
     let new = settings_from_form(provider, &Params::new(&form), base);
     match provider.register_client(new.clone()).await {
-        Ok((client, secret)) => detail_page(templates, &client, &visitor.session, secret.as_deref()),
+        Ok((client, secret)) => detail_page(templates, &client, &visitor, secret.as_deref()),
         Err(e) => form_page(
             provider,
             templates,
             StatusCode::BAD_REQUEST,
-            &visitor.session,
+            &visitor,
             &new,
             None,
             Some(&e.description),
@@ -314,7 +324,7 @@ pub async fn detail(
     let (provider, templates) = (provider.0.as_ref(), templates.0.as_ref());
     let visitor = try_page!(visitor(provider, templates, req, StatusCode::FOUND).await);
     let client = try_page!(owned_client(provider, templates, &visitor, &id).await);
-    detail_page(templates, &client, &visitor.session, None)
+    detail_page(templates, &client, &visitor, None)
 }
 
 /// GET /o/applications/:id/edit/
@@ -332,7 +342,7 @@ pub async fn edit_form(
         provider,
         templates,
         StatusCode::OK,
-        &visitor.session,
+        &visitor,
         &settings_of(&client),
         Some(&id),
         None,
@@ -359,7 +369,7 @@ pub async fn edit(
             provider,
             templates,
             StatusCode::BAD_REQUEST,
-            &visitor.session,
+            &visitor,
             &new,
             Some(&id),
             Some(&e.description),
@@ -381,8 +391,8 @@ pub async fn rotate_secret(
     let client = try_page!(owned_client(provider, templates, &visitor, &id).await);
     try_page!(checked_form(templates, &visitor, body).await);
     match provider.rotate_client_secret(&id).await {
-        Ok(secret) => detail_page(templates, &client, &visitor.session, Some(&secret)),
-        Err(e) => error_page(templates, StatusCode::BAD_REQUEST, &e),
+        Ok(secret) => detail_page(templates, &client, &visitor, Some(&secret)),
+        Err(e) => error_page(templates, &e),
     }
 }
 
@@ -397,7 +407,8 @@ pub async fn delete_form(
     let (provider, templates) = (provider.0.as_ref(), templates.0.as_ref());
     let visitor = try_page!(visitor(provider, templates, req, StatusCode::FOUND).await);
     let client = try_page!(owned_client(provider, templates, &visitor, &id).await);
-    let ctx = context! { name => &client.name, client_id => &client.client_id, csrf_token => &visitor.session.record.csrf_token };
+    let ctx =
+        context! { name => &client.name, client_id => &client.client_id, csrf_token => &visitor.record.csrf_token };
     page(StatusCode::OK, templates.render("application_delete.html", ctx))
 }
 
@@ -416,6 +427,6 @@ pub async fn delete(
     try_page!(checked_form(templates, &visitor, body).await);
     match provider.delete_client(&id).await {
         Ok(_) => redirect(StatusCode::SEE_OTHER, "/o/applications/"),
-        Err(e) => error_page(templates, StatusCode::INTERNAL_SERVER_ERROR, &e),
+        Err(e) => error_page(templates, &e),
     }
 }

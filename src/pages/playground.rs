@@ -15,13 +15,13 @@ use poem::http::StatusCode;
 use poem::web::Data;
 use poem::{handler, Body, Request, Response};
 
-use super::Visitor;
 use super::{error_page, page, redirect, Templates};
 use crate::oauth::authorize::Params;
 use crate::oauth::client::{AuthMethod, ClientCredentials};
 use crate::oauth::grant::TokenRequest;
+use crate::oauth::session::Session;
 use crate::oauth::token::TokenResponse;
-use crate::oauth::{now, random_token, secret_hash, Error, Provider};
+use crate::oauth::{now, random_token, secret_hash, Error, ErrorCode, Provider};
 use crate::urlencoded::parse_pairs;
 
 /// Browsers whose playground state is kept; past this the oldest-looking entry is dropped.
@@ -51,8 +51,8 @@ pub struct Playground {
 }
 
 impl Playground {
-    fn get(&self, visitor: &Visitor) -> State {
-        let key = secret_hash(&visitor.session.id);
+    fn get(&self, visitor: &Session) -> State {
+        let key = secret_hash(&visitor.id);
         self.states
             .lock()
             .ok()
@@ -60,14 +60,14 @@ impl Playground {
             .unwrap_or_default()
     }
 
-    fn put(&self, visitor: &Visitor, state: State) {
+    fn put(&self, visitor: &Session, state: State) {
         if let Ok(mut states) = self.states.lock() {
             if states.len() >= MAX_STATES {
                 if let Some(key) = states.keys().next().copied() {
                     states.remove(&key);
                 }
             }
-            states.insert(secret_hash(&visitor.session.id), state);
+            states.insert(secret_hash(&visitor.id), state);
         }
     }
 }
@@ -92,16 +92,18 @@ async fn enter(
     templates: &Templates,
     req: &Request,
     status: StatusCode,
-) -> Result<Visitor, Box<Response>> {
+) -> Result<Session, Box<Response>> {
     if !provider.config.playground {
-        let error =
-            Error::invalid_request("the playground is off; start the server with `tessera serve --dev` to use it");
-        return Err(Box::new(error_page(templates, StatusCode::NOT_FOUND, &error)));
+        let error = Error::new(
+            ErrorCode::NotFound,
+            "the playground is off; start the server with `tessera serve --dev` to use it",
+        );
+        return Err(Box::new(error_page(templates, &error)));
     }
     super::visitor(provider, templates, req, status).await
 }
 
-async fn show_page(provider: &Provider, templates: &Templates, visitor: &Visitor, state: &State) -> Response {
+async fn show_page(provider: &Provider, templates: &Templates, visitor: &Session, state: &State) -> Response {
     let apps: Vec<_> = provider
         .clients_owned_by(&visitor.user.user_id)
         .await
@@ -145,7 +147,7 @@ async fn show_page(provider: &Provider, templates: &Templates, visitor: &Visitor
             api_status => state.api_result.as_ref().map(|r| r.0),
             api_body => state.api_result.as_ref().map(|r| &r.1),
             error => &state.error,
-            csrf_token => &visitor.session.record.csrf_token,
+            csrf_token => &visitor.record.csrf_token,
         },
     );
     page(StatusCode::OK, html)

@@ -1,12 +1,12 @@
-//! The authorization endpoint's logic (RFC 6749 §4.1.1-4.1.2, RFC 7636 §4.3, RFC 9207):
-//! validating the request, and turning the user's decision into a redirect.
+//! The authorization request (RFC 6749 §4.1.1, RFC 7636 §4.3, OpenID Connect Core §3.1.2.1):
+//! its parameters, checked in the order that keeps errors from ever reaching an unverified
+//! redirect URI.
 
-use url::Url;
-
-use super::client::match_redirect_uri;
-use super::scope::Scope;
-use super::{now, pkce, random_token, secret_hash, Error, ErrorCode, Provider};
-use crate::store::{ClientRecord, CodeRecord, GrantType};
+use crate::oauth::client::match_redirect_uri;
+use crate::oauth::params::Params;
+use crate::oauth::scope::{self, Scope};
+use crate::oauth::{pkce, Error, ErrorCode, Provider};
+use crate::store::{ClientRecord, GrantType};
 
 /// A request that passed every check: it may be shown to the user for consent.
 #[derive(Debug, Clone)]
@@ -72,17 +72,6 @@ impl Prompt {
     }
 }
 
-/// What the browser must see before a code can be issued.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Interaction {
-    /// The login page (no session, `prompt=login`, or `max_age` passed).
-    Login,
-    /// The consent page.
-    Consent,
-    /// Nothing: issue the code.
-    None,
-}
-
 /// The two kinds of authorization error (RFC 6749 §4.1.2.1).
 #[derive(Debug)]
 pub enum AuthorizeError {
@@ -90,30 +79,6 @@ pub enum AuthorizeError {
     Show(Error),
     /// Everything else: send the error to the client's (verified) redirect URI.
     Redirect(String),
-}
-
-/// Request parameters, where each name may appear at most once (RFC 6749 §3.1) and an empty
-/// value counts as absent.
-pub struct Params<'a> {
-    pairs: &'a [(String, String)],
-}
-
-impl<'a> Params<'a> {
-    pub fn new(pairs: &'a [(String, String)]) -> Params<'a> {
-        Params { pairs }
-    }
-
-    /// The single value of `name`; an error if it was sent more than once.
-    pub fn get(&self, name: &str) -> Result<Option<&'a str>, Error> {
-        let mut values = self.pairs.iter().filter(|(k, _)| k == name).map(|(_, v)| v.as_str());
-        let first = values.next();
-        if values.next().is_some() {
-            return Err(Error::invalid_request(format!(
-                "parameter {name} was given more than once"
-            )));
-        }
-        Ok(first.filter(|v| !v.is_empty()))
-    }
 }
 
 impl Provider {
@@ -159,7 +124,7 @@ impl Provider {
 
         // From here on the redirect URI is the client's: errors go back to the client (if its
         // redirect URI may be sent to without a login, see above).
-        let redirect_errors = super::client::operator_made(&client)
+        let redirect_errors = crate::oauth::client::operator_made(&client)
             || match user_id {
                 Some(user_id) => self
                     .store
@@ -200,7 +165,7 @@ impl Provider {
             self.scope_is_known(t)
         })
         .map_err(redirect)?;
-        if scope.contains(super::scope::ADMIN_SCOPE) {
+        if scope.contains(scope::ADMIN_SCOPE) {
             return Err(redirect(Error::new(
                 ErrorCode::InvalidScope,
                 "the admin scope is only issued to admin clients through client_credentials",
@@ -256,10 +221,10 @@ impl Provider {
             ),
         };
         let nonce = params.get("nonce").map_err(redirect)?;
-        if nonce.is_some_and(|n| n.len() > super::oidc::MAX_NONCE_LEN) {
+        if nonce.is_some_and(|n| n.len() > crate::oauth::oidc::MAX_NONCE_LEN) {
             return Err(redirect(Error::invalid_request(format!(
                 "nonce is longer than {} characters",
-                super::oidc::MAX_NONCE_LEN
+                crate::oauth::oidc::MAX_NONCE_LEN
             ))));
         }
         let login_hint = params.get("login_hint").map_err(redirect)?;
@@ -297,123 +262,8 @@ impl Provider {
         })
     }
 
-    /// Decides what the user must see, given who is logged in and when they logged in
-    /// (`None`: nobody) and whether the client still needs their consent
-    /// ([`Provider::consent_required`], which already counts `prompt=consent`). Under
-    /// `prompt=none` anything but [`Interaction::None`] is an error to redirect to the client.
-    pub fn interaction(
-        &self,
-        request: &AuthorizationRequest,
-        login: Option<(&str, i64)>,
-        consent_required: bool,
-    ) -> Result<Interaction, AuthorizeError> {
-        // Another user than the `id_token_hint` names must log in as that user.
-        let auth_time = login
-            .filter(|(user_id, _)| {
-                request
-                    .hinted_user_id
-                    .as_deref()
-                    .is_none_or(|hinted| hinted == *user_id)
-            })
-            .map(|(_, auth_time)| auth_time);
-        // Core §3.1.2.1: `max_age=0` means the same as `prompt=login`.
-        let login_too_old = |auth_time: i64| request.max_age.is_some_and(|max| max == 0 || now() - auth_time > max);
-        let needed = match auth_time {
-            None => Interaction::Login,
-            Some(_) if request.prompt.login => Interaction::Login,
-            Some(t) if login_too_old(t) => Interaction::Login,
-            Some(_) if consent_required => Interaction::Consent,
-            Some(_) => Interaction::None,
-        };
-        match (needed, request.prompt.none) {
-            (Interaction::Login, true) => {
-                Err(self.authorization_error(request, Error::new(ErrorCode::LoginRequired, "the user must log in")))
-            }
-            (Interaction::Consent, true) => Err(self.authorization_error(
-                request,
-                Error::new(ErrorCode::ConsentRequired, "the user must approve this app"),
-            )),
-            (needed, _) => Ok(needed),
-        }
-    }
-
-    /// An error for a validated request: redirected to the client, or shown if its redirect
-    /// URI is not trusted with errors (see [`AuthorizationRequest::redirect_errors`]).
-    pub fn authorization_error(&self, request: &AuthorizationRequest, error: Error) -> AuthorizeError {
-        if request.redirect_errors {
-            AuthorizeError::Redirect(self.error_redirect(&request.redirect_uri, &error, request.state.as_deref()))
-        } else {
-            AuthorizeError::Show(error)
-        }
-    }
-
     fn pkce_required(&self, client: &ClientRecord) -> bool {
         // RFC 9700 §2.1.1: public clients MUST use PKCE; we require it of everyone by default.
         client.client_type == crate::store::ClientType::Public || self.config.require_pkce
-    }
-
-    /// Issues a code for the approved request and returns the redirect carrying it. The code
-    /// is durable before the redirect is returned.
-    pub async fn approve(
-        &self,
-        request: &AuthorizationRequest,
-        user_id: &str,
-        auth_time: i64,
-    ) -> Result<String, Error> {
-        let code = random_token(32);
-        let record = CodeRecord {
-            client_id: request.client.client_id.clone(),
-            redirect_uri: request.redirect_uri.clone(),
-            redirect_uri_given: request.redirect_uri_given,
-            code_challenge: request.code_challenge.clone(),
-            user_id: user_id.to_string(),
-            scope: request.scope.to_string(),
-            audience: request.audience.clone(),
-            auth_time,
-            expires_at: now() + self.config.code_ttl.as_secs() as i64,
-            grant_id: super::random_id(),
-            redeemed: false,
-            nonce: request.nonce.clone(),
-        };
-        self.store.put_code(&secret_hash(&code), &record).await?;
-        self.store.durable().await?;
-        Ok(self.redirect_with(&request.redirect_uri, &[("code", &code)], request.state.as_deref()))
-    }
-
-    /// The redirect for a user who said no (RFC 6749 §4.1.2.1 `access_denied`).
-    pub fn deny(&self, request: &AuthorizationRequest) -> String {
-        let error = Error::new(ErrorCode::AccessDenied, "the user denied the request");
-        self.error_redirect(&request.redirect_uri, &error, request.state.as_deref())
-    }
-
-    fn error_redirect(&self, redirect_uri: &str, error: &Error, state: Option<&str>) -> String {
-        self.redirect_with(
-            redirect_uri,
-            &[
-                ("error", error.code.as_str()),
-                ("error_description", &error.description),
-            ],
-            state,
-        )
-    }
-
-    /// Appends response parameters, `state` and `iss` (RFC 9207) to the redirect URI, keeping
-    /// its own query (RFC 6749 §3.1.2).
-    fn redirect_with(&self, redirect_uri: &str, params: &[(&str, &str)], state: Option<&str>) -> String {
-        let Ok(mut url) = Url::parse(redirect_uri) else {
-            // Registered URIs are validated as absolute URLs, so this cannot happen.
-            return redirect_uri.to_string();
-        };
-        {
-            let mut query = url.query_pairs_mut();
-            for (name, value) in params {
-                query.append_pair(name, value);
-            }
-            if let Some(state) = state {
-                query.append_pair("state", state);
-            }
-            query.append_pair("iss", &self.issuer);
-        }
-        url.to_string()
     }
 }

@@ -1,0 +1,394 @@
+//! The administration API under `/api/v1/`: clients, users, grants and keys, for programs.
+//! Every operation needs an access token with the `tessera:admin` scope, which only admin
+//! clients (`tessera app create --admin`) get, through client_credentials. Errors are RFC 9457
+//! problem details with a stable `code` ([`problem`]); the bodies are in [`types`]. The
+//! operations are the ones the CLI and the pages use (`Provider::register_client`,
+//! `update_profile`, `change_keys`, ...).
+
+mod problem;
+mod types;
+
+use std::sync::Arc;
+
+use poem::web::Data;
+use poem::Request;
+use poem_openapi::auth::Bearer;
+use poem_openapi::param::{Path, Query};
+use poem_openapi::payload::Json;
+use poem_openapi::{OAuthScopes, OpenApi, SecurityScheme};
+
+pub use self::problem::ProblemJson;
+use self::problem::{AdminAuthError, AdminCreated, AdminResponse};
+pub use self::types::*;
+use super::Tag;
+use crate::oauth::admin::{not_found, page_size, AdminCaller, KeyChange};
+use crate::oauth::user::ProfileEdit;
+use crate::oauth::{Error, Provider};
+
+/// The scope the admin API needs.
+#[derive(OAuthScopes)]
+pub enum AdminScopes {
+    /// Administer Tessera: clients, users, grants and keys.
+    #[oai(rename = "tessera:admin")]
+    Admin,
+}
+
+/// An access token from `POST /o/token/` with `grant_type=client_credentials` and
+/// `scope=tessera:admin`, sent as `Authorization: Bearer`.
+#[derive(SecurityScheme)]
+#[oai(
+    rename = "adminToken",
+    ty = "oauth2",
+    flows(client_credentials(token_url = "/o/token/", scopes = "AdminScopes")),
+    checker = "check_admin_token"
+)]
+pub struct AdminToken(pub AdminCaller);
+
+async fn check_admin_token(req: &Request, bearer: Bearer) -> poem::Result<AdminCaller> {
+    let Some(provider) = req.data::<Arc<Provider>>() else {
+        return Err(poem::Error::from_status(poem::http::StatusCode::INTERNAL_SERVER_ERROR));
+    };
+    let caller = provider
+        .authorize_admin(&bearer.token)
+        .await
+        .map_err(|e| AdminAuthError(e.code, e.description))?;
+    // An audit line per admin call: who, and what (the request line is logged anyway).
+    tracing::info!(admin_client = %caller.client_id, method = %req.method(), path = %req.uri().path(), "admin request");
+    Ok(caller)
+}
+
+pub struct AdminApi;
+
+#[OpenApi(prefix_path = "/api/v1", tag = "Tag::Admin")]
+impl AdminApi {
+    /// List clients
+    ///
+    /// A page of registered clients, ordered by `client_id`.
+    #[oai(path = "/clients", method = "get", operation_id = "listClients")]
+    async fn list_clients(
+        &self,
+        provider: Data<&Arc<Provider>>,
+        #[oai(scope = "AdminScopes::Admin")] _auth: AdminToken,
+        /// Page size, 1-200 (default 50).
+        limit: Query<Option<u32>>,
+        /// The `next_cursor` of the previous page.
+        cursor: Query<Option<String>>,
+    ) -> AdminResponse<ClientPage> {
+        let page = async {
+            let limit = page_size(limit.0)?;
+            let (items, next_cursor) = map_page(provider.clients_page(cursor.0.as_deref(), limit).await?);
+            Ok(ClientPage { items, next_cursor })
+        };
+        AdminResponse::of(page.await)
+    }
+
+    /// Register a client
+    ///
+    /// The response carries a confidential client's secret, this once.
+    #[oai(path = "/clients", method = "post", operation_id = "createClient")]
+    async fn create_client(
+        &self,
+        provider: Data<&Arc<Provider>>,
+        #[oai(scope = "AdminScopes::Admin")] _auth: AdminToken,
+        body: Json<ClientSettings>,
+    ) -> AdminCreated<ClientWithSecret> {
+        AdminCreated::of(
+            provider
+                .register_client(body.0.into_new_client())
+                .await
+                .map(|(client, client_secret)| ClientWithSecret {
+                    client: client.into(),
+                    client_secret,
+                }),
+        )
+    }
+
+    /// Get a client
+    #[oai(path = "/clients/:client_id", method = "get", operation_id = "getClient")]
+    async fn get_client(
+        &self,
+        provider: Data<&Arc<Provider>>,
+        #[oai(scope = "AdminScopes::Admin")] _auth: AdminToken,
+        client_id: Path<String>,
+    ) -> AdminResponse<Client> {
+        AdminResponse::of(
+            provider
+                .find_client(&client_id.0)
+                .await
+                .and_then(|c| c.map(Client::from).ok_or_else(|| not_found("client"))),
+        )
+    }
+
+    /// Replace a client's settings
+    ///
+    /// Its id, type, secret and creation time stay.
+    #[oai(path = "/clients/:client_id", method = "put", operation_id = "updateClient")]
+    async fn update_client(
+        &self,
+        provider: Data<&Arc<Provider>>,
+        #[oai(scope = "AdminScopes::Admin")] _auth: AdminToken,
+        client_id: Path<String>,
+        body: Json<ClientSettings>,
+    ) -> AdminResponse<Client> {
+        AdminResponse::of(
+            provider
+                .update_client(&client_id.0, body.0.into_new_client())
+                .await
+                .map(Client::from),
+        )
+    }
+
+    /// Delete a client
+    ///
+    /// Every grant it holds is revoked first.
+    #[oai(path = "/clients/:client_id", method = "delete", operation_id = "deleteClient")]
+    async fn delete_client(
+        &self,
+        provider: Data<&Arc<Provider>>,
+        #[oai(scope = "AdminScopes::Admin")] _auth: AdminToken,
+        client_id: Path<String>,
+    ) -> AdminResponse<Done> {
+        AdminResponse::of(match provider.delete_client(&client_id.0).await {
+            Ok(true) => Ok(Done { done: true }),
+            Ok(false) => Err(not_found("client")),
+            Err(e) => Err(e),
+        })
+    }
+
+    /// Rotate a client's secret
+    ///
+    /// The old secret stops working at once; the new one is in this response only.
+    #[oai(
+        path = "/clients/:client_id/secret",
+        method = "post",
+        operation_id = "rotateClientSecret"
+    )]
+    async fn rotate_client_secret(
+        &self,
+        provider: Data<&Arc<Provider>>,
+        #[oai(scope = "AdminScopes::Admin")] _auth: AdminToken,
+        client_id: Path<String>,
+    ) -> AdminResponse<ClientWithSecret> {
+        let result = async {
+            let secret = provider.rotate_client_secret(&client_id.0).await?;
+            let client = provider
+                .find_client(&client_id.0)
+                .await?
+                .ok_or_else(|| not_found("client"))?;
+            Ok(ClientWithSecret {
+                client: client.into(),
+                client_secret: Some(secret),
+            })
+        };
+        AdminResponse::of(result.await)
+    }
+
+    /// List users
+    ///
+    /// A page of users, ordered by `user_id`.
+    #[oai(path = "/users", method = "get", operation_id = "listUsers")]
+    async fn list_users(
+        &self,
+        provider: Data<&Arc<Provider>>,
+        #[oai(scope = "AdminScopes::Admin")] _auth: AdminToken,
+        /// Page size, 1-200 (default 50).
+        limit: Query<Option<u32>>,
+        /// The `next_cursor` of the previous page.
+        cursor: Query<Option<String>>,
+    ) -> AdminResponse<UserPage> {
+        let page = async {
+            let limit = page_size(limit.0)?;
+            let (items, next_cursor) = map_page(provider.users_page(cursor.0.as_deref(), limit).await?);
+            Ok(UserPage { items, next_cursor })
+        };
+        AdminResponse::of(page.await)
+    }
+
+    /// Create a user
+    #[oai(path = "/users", method = "post", operation_id = "createUser")]
+    async fn create_user(
+        &self,
+        provider: Data<&Arc<Provider>>,
+        #[oai(scope = "AdminScopes::Admin")] _auth: AdminToken,
+        body: Json<NewUser>,
+    ) -> AdminCreated<User> {
+        let NewUser {
+            username,
+            password,
+            profile,
+        } = body.0;
+        let mut edit = ProfileEdit::default();
+        profile.profile_changes().apply(&mut edit);
+        edit.email_verified = profile.email_verified;
+        let result = provider.create_user_with_profile(&username, &password, edit).await;
+        AdminCreated::of(result.map(User::from))
+    }
+
+    /// Get a user
+    #[oai(path = "/users/:user_id", method = "get", operation_id = "getUser")]
+    async fn get_user(
+        &self,
+        provider: Data<&Arc<Provider>>,
+        #[oai(scope = "AdminScopes::Admin")] _auth: AdminToken,
+        user_id: Path<String>,
+    ) -> AdminResponse<User> {
+        let user = provider.find_user(&user_id.0).await;
+        AdminResponse::of(user.and_then(|u| u.map(User::from).ok_or_else(|| not_found("user"))))
+    }
+
+    /// Change a user's profile
+    ///
+    /// Only the fields sent change; an empty string clears one.
+    #[oai(path = "/users/:user_id", method = "patch", operation_id = "updateUser")]
+    async fn update_user(
+        &self,
+        provider: Data<&Arc<Provider>>,
+        #[oai(scope = "AdminScopes::Admin")] _auth: AdminToken,
+        user_id: Path<String>,
+        body: Json<UserChanges>,
+    ) -> AdminResponse<User> {
+        let result = async {
+            let user = provider.find_user(&user_id.0).await?.ok_or_else(|| not_found("user"))?;
+            let mut edit = ProfileEdit::of(&user);
+            body.0.profile_changes().apply(&mut edit);
+            edit.email_verified = body.0.email_verified;
+            provider.update_profile(&user.user_id, edit).await
+        };
+        AdminResponse::of(result.await.map(User::from))
+    }
+
+    /// Delete a user
+    ///
+    /// Every grant they gave is revoked first.
+    #[oai(path = "/users/:user_id", method = "delete", operation_id = "deleteUser")]
+    async fn delete_user(
+        &self,
+        provider: Data<&Arc<Provider>>,
+        #[oai(scope = "AdminScopes::Admin")] _auth: AdminToken,
+        user_id: Path<String>,
+    ) -> AdminResponse<Done> {
+        AdminResponse::of(match provider.delete_user(&user_id.0).await {
+            Ok(true) => Ok(Done { done: true }),
+            Ok(false) => Err(not_found("user")),
+            Err(e) => Err(e),
+        })
+    }
+
+    /// Set a user's password
+    #[oai(path = "/users/:user_id/password", method = "put", operation_id = "setUserPassword")]
+    async fn set_user_password(
+        &self,
+        provider: Data<&Arc<Provider>>,
+        #[oai(scope = "AdminScopes::Admin")] _auth: AdminToken,
+        user_id: Path<String>,
+        body: Json<Password>,
+    ) -> AdminResponse<Done> {
+        let result = match provider.set_password(&user_id.0, &body.0.password).await {
+            Ok(()) if body.0.revoke_grants == Some(true) => provider.revoke_user_grants(&user_id.0).await.map(|_| ()),
+            other => other,
+        };
+        AdminResponse::of(result.map(|_| Done { done: true }))
+    }
+
+    /// List grants
+    ///
+    /// Grants of a user and/or a client (at least one filter), ordered by `grant_id`.
+    #[oai(path = "/grants", method = "get", operation_id = "listGrants")]
+    async fn list_grants(
+        &self,
+        provider: Data<&Arc<Provider>>,
+        #[oai(scope = "AdminScopes::Admin")] _auth: AdminToken,
+        user_id: Query<Option<String>>,
+        client_id: Query<Option<String>>,
+        /// Page size, 1-200 (default 50).
+        limit: Query<Option<u32>>,
+        /// The `next_cursor` of the previous page.
+        cursor: Query<Option<String>>,
+    ) -> AdminResponse<GrantPage> {
+        if user_id.0.is_none() && client_id.0.is_none() {
+            return Error::invalid_request("give user_id, client_id or both").into();
+        }
+        let page = async {
+            let limit = page_size(limit.0)?;
+            let page = provider
+                .grants_page(user_id.0.as_deref(), client_id.0.as_deref(), cursor.0.as_deref(), limit)
+                .await?;
+            let (items, next_cursor) = map_page(page);
+            Ok(GrantPage { items, next_cursor })
+        };
+        AdminResponse::of(page.await)
+    }
+
+    /// Revoke a grant
+    ///
+    /// Its refresh tokens stop working at once; introspection reports its access tokens inactive.
+    #[oai(path = "/grants/:grant_id/revoke", method = "post", operation_id = "revokeGrant")]
+    async fn revoke_grant(
+        &self,
+        provider: Data<&Arc<Provider>>,
+        #[oai(scope = "AdminScopes::Admin")] _auth: AdminToken,
+        grant_id: Path<String>,
+    ) -> AdminResponse<Grant> {
+        AdminResponse::of(provider.revoke_grant(&grant_id.0).await.map(Grant::from))
+    }
+
+    /// List keys
+    ///
+    /// Every key of the keyring, retired ones included.
+    #[oai(path = "/keys", method = "get", operation_id = "listKeys")]
+    async fn list_keys(
+        &self,
+        provider: Data<&Arc<Provider>>,
+        #[oai(scope = "AdminScopes::Admin")] _auth: AdminToken,
+    ) -> AdminResponse<Vec<Key>> {
+        AdminResponse::of(
+            provider
+                .list_keys()
+                .map(|keys| keys.into_iter().map(Key::from).collect()),
+        )
+    }
+
+    /// Add a key
+    ///
+    /// Published in the JWKS at once; it signs access tokens only once promoted.
+    #[oai(path = "/keys", method = "post", operation_id = "addKey")]
+    async fn add_key(
+        &self,
+        provider: Data<&Arc<Provider>>,
+        #[oai(scope = "AdminScopes::Admin")] _auth: AdminToken,
+        body: Json<NewKey>,
+    ) -> AdminCreated<Key> {
+        let worker = provider.0.clone();
+        // RSA key generation takes a while: off the async workers.
+        let result = tokio::task::spawn_blocking(move || worker.change_keys(KeyChange::Generate(body.0.alg.into())))
+            .await
+            .unwrap_or_else(|e| Err(Error::server_error(e)));
+        AdminCreated::of(result.map(Key::from))
+    }
+
+    /// Promote a key
+    ///
+    /// It becomes the signing key; the previous one stays published.
+    #[oai(path = "/keys/:kid/promote", method = "post", operation_id = "promoteKey")]
+    async fn promote_key(
+        &self,
+        provider: Data<&Arc<Provider>>,
+        #[oai(scope = "AdminScopes::Admin")] _auth: AdminToken,
+        kid: Path<String>,
+    ) -> AdminResponse<Key> {
+        AdminResponse::of(provider.change_keys(KeyChange::Promote(&kid.0)).map(Key::from))
+    }
+
+    /// Retire a key
+    ///
+    /// It leaves the JWKS; tokens it signed stop verifying. The signing key cannot be retired.
+    #[oai(path = "/keys/:kid/retire", method = "post", operation_id = "retireKey")]
+    async fn retire_key(
+        &self,
+        provider: Data<&Arc<Provider>>,
+        #[oai(scope = "AdminScopes::Admin")] _auth: AdminToken,
+        kid: Path<String>,
+    ) -> AdminResponse<Key> {
+        AdminResponse::of(provider.change_keys(KeyChange::Retire(&kid.0)).map(Key::from))
+    }
+}

@@ -1,0 +1,227 @@
+//! Every path Tessera serves, in one table ([`ROUTES`]): which side serves it (the OpenAPI
+//! service or the pages), whether POSTs to it are limited per client address before any work
+//! is done, how its operations' callers authenticate (which the generated spec cannot say by
+//! itself), and the label `/metrics` counts it under. The pages mount their handlers on the
+//! path constants below; the dispatcher, the rate limiter, the spec and the metrics all read
+//! the table, so none of them keeps a list of its own.
+
+/// The authorization endpoint (RFC 6749 §3.1).
+pub const AUTHORIZE: &str = "/o/authorize/";
+pub const LOGIN: &str = "/o/login/";
+pub const LOGOUT: &str = "/o/logout/";
+pub const PROFILE: &str = "/o/profile/";
+pub const AUTHORIZED_APPS: &str = "/o/authorized_tokens/";
+pub const HOME: &str = "/";
+pub const STYLESHEET: &str = "/o/static/tessera.css";
+pub const SCRIPT: &str = "/o/static/tessera.js";
+pub const PLAYGROUND: &str = "/o/playground/";
+pub const PLAYGROUND_CALLBACK: &str = "/o/playground/callback/";
+/// The application-management pages live under this prefix.
+pub const APPLICATIONS: &str = "/o/applications/";
+pub const DOCS: &str = "/docs";
+pub const SPEC: &str = "/openapi.json";
+
+/// Which side of the server answers a path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServedBy {
+    /// The OpenAPI service (documented in `openapi/openapi.json`).
+    Api,
+    /// The pages (HTML for people, and the docs).
+    Page,
+}
+
+/// How the callers of an operation authenticate, where the endpoint reads the credentials
+/// itself (so the spec says it in post-processing).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// Client authentication: HTTP Basic or form fields, or only `client_id` for a public
+    /// client (RFC 6749 §2.3).
+    BasicOrForm,
+    /// A bearer token in the `Authorization` header (RFC 6750 §2.1).
+    Bearer,
+    /// A bearer token in the header or the form body (RFC 6750 §2.1-2.2).
+    BearerOrForm,
+    /// A bearer token, or none (open registration).
+    BearerOrNone,
+}
+
+/// One row of the table.
+#[derive(Clone, Copy, Debug)]
+pub struct Route {
+    /// The path as served, trailing slash included. A `{name}` segment matches any one
+    /// segment; a trailing `*` matches any rest.
+    pub path: &'static str,
+    pub served_by: ServedBy,
+    /// POSTs are limited per client address (`rate_limit_per_address`) before anything else.
+    pub limited_per_address: bool,
+    /// The operations' authentication, by HTTP method.
+    pub auth: &'static [(&'static str, ClientAuth)],
+    /// The `route` label of `/metrics`.
+    pub metric: &'static str,
+}
+
+const fn api(path: &'static str, metric: &'static str) -> Route {
+    Route {
+        path,
+        served_by: ServedBy::Api,
+        limited_per_address: false,
+        auth: &[],
+        metric,
+    }
+}
+
+const fn page(path: &'static str, metric: &'static str) -> Route {
+    Route {
+        path,
+        served_by: ServedBy::Page,
+        limited_per_address: false,
+        auth: &[],
+        metric,
+    }
+}
+
+const fn limited(route: Route) -> Route {
+    Route {
+        limited_per_address: true,
+        ..route
+    }
+}
+
+const fn authenticated(route: Route, auth: &'static [(&'static str, ClientAuth)]) -> Route {
+    Route { auth, ..route }
+}
+
+/// Every path, in the order they are matched.
+pub const ROUTES: &[Route] = &[
+    limited(authenticated(
+        api("/o/token/", "/o/token"),
+        &[("post", ClientAuth::BasicOrForm)],
+    )),
+    limited(authenticated(
+        api("/o/revoke_token/", "/o/revoke_token"),
+        &[("post", ClientAuth::BasicOrForm)],
+    )),
+    limited(authenticated(
+        api("/o/introspect/", "/o/introspect"),
+        &[("post", ClientAuth::BasicOrForm)],
+    )),
+    authenticated(
+        api("/o/userinfo/", "/o/userinfo"),
+        &[("get", ClientAuth::Bearer), ("post", ClientAuth::BearerOrForm)],
+    ),
+    limited(authenticated(
+        api("/o/register/", "/o/register"),
+        &[("post", ClientAuth::BearerOrNone)],
+    )),
+    authenticated(
+        api("/o/register/{client_id}/", "/o/register/{client_id}"),
+        &[
+            ("get", ClientAuth::Bearer),
+            ("put", ClientAuth::Bearer),
+            ("delete", ClientAuth::Bearer),
+        ],
+    ),
+    api("/.well-known/jwks.json", "/.well-known/jwks.json"),
+    api(
+        "/.well-known/oauth-authorization-server",
+        "/.well-known/oauth-authorization-server",
+    ),
+    api("/.well-known/openid-configuration", "/.well-known/openid-configuration"),
+    api("/healthz", "/healthz"),
+    api("/readyz", "/readyz"),
+    api("/metrics", "/metrics"),
+    api("/api/v1/clients*", "/api/v1/clients/*"),
+    api("/api/v1/users*", "/api/v1/users/*"),
+    api("/api/v1/grants*", "/api/v1/grants/*"),
+    api("/api/v1/keys*", "/api/v1/keys/*"),
+    page(AUTHORIZE, "/o/authorize"),
+    limited(page(LOGIN, "/o/login")),
+    page(LOGOUT, "/o/logout"),
+    page(PROFILE, "/o/profile"),
+    page(AUTHORIZED_APPS, "/o/authorized_tokens"),
+    page(PLAYGROUND, "/o/playground"),
+    page(PLAYGROUND_CALLBACK, "/o/playground/callback"),
+    page(STYLESHEET, "/o/static/*"),
+    page(SCRIPT, "/o/static/*"),
+    page("/o/applications/*", "/o/applications/*"),
+    page(DOCS, "/docs"),
+    page(SPEC, "/openapi.json"),
+    page(HOME, "/"),
+];
+
+/// Whether `path` fits `pattern` (trailing slashes aside: `/o/token` is `/o/token/`), where a
+/// `{name}` segment matches any one segment and a trailing `*` any rest.
+pub fn fits(pattern: &str, path: &str) -> bool {
+    if let Some(prefix) = pattern.strip_suffix('*') {
+        return path.starts_with(prefix) || path == prefix.trim_end_matches('/');
+    }
+    let trim = |p: &str| {
+        if p.len() > 1 {
+            p.trim_end_matches('/').to_string()
+        } else {
+            p.to_string()
+        }
+    };
+    let (pattern, path) = (trim(pattern), trim(path));
+    let (mut want, mut got) = (pattern.split('/'), path.split('/'));
+    loop {
+        match (want.next(), got.next()) {
+            (None, None) => return true,
+            (Some(w), Some(g)) if w == g || (w.starts_with('{') && w.ends_with('}') && !g.is_empty()) => {}
+            _ => return false,
+        }
+    }
+}
+
+/// The row for a request path, if Tessera serves it.
+pub fn route_of(path: &str) -> Option<&'static Route> {
+    ROUTES.iter().find(|route| fits(route.path, path))
+}
+
+/// Whether the pages answer `path` (everything else goes to the OpenAPI service).
+pub fn is_page(path: &str) -> bool {
+    route_of(path).is_some_and(|r| r.served_by == ServedBy::Page)
+}
+
+/// Whether a POST to `path` is limited per client address.
+pub fn limited_per_address(path: &str) -> bool {
+    route_of(path).is_some_and(|r| r.limited_per_address)
+}
+
+/// The `route` label for `/metrics`: a fixed set of values, whatever paths are asked for.
+pub fn metric_label(path: &str) -> &'static str {
+    route_of(path).map_or("other", |r| r.metric)
+}
+
+/// How callers of `method` on the documented `path` authenticate, if the spec must be told.
+pub fn client_auth(path: &str, method: &str) -> Option<ClientAuth> {
+    let route = route_of(path)?;
+    route.auth.iter().find(|(m, _)| *m == method).map(|(_, auth)| *auth)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_find_their_rows_with_or_without_the_trailing_slash() {
+        assert_eq!(metric_label("/o/token/"), "/o/token");
+        assert_eq!(metric_label("/o/token"), "/o/token");
+        assert_eq!(metric_label("/o/register/abc123/"), "/o/register/{client_id}");
+        assert_eq!(metric_label("/o/register/"), "/o/register");
+        assert_eq!(metric_label("/api/v1/clients/abc/secret"), "/api/v1/clients/*");
+        assert_eq!(metric_label("/api/v1/clients"), "/api/v1/clients/*");
+        assert_eq!(metric_label("/"), "/");
+        assert_eq!(metric_label("/wp-admin/../../etc/passwd"), "other");
+        assert!(is_page("/o/applications/x/edit/") && is_page("/o/login/") && is_page("/"));
+        assert!(!is_page("/o/token/") && !is_page("/nowhere"));
+        assert!(limited_per_address("/o/login/") && limited_per_address("/o/token"));
+        assert!(!limited_per_address("/o/userinfo/"));
+        assert_eq!(client_auth("/o/userinfo/", "post"), Some(ClientAuth::BearerOrForm));
+        assert_eq!(
+            client_auth("/o/register/{client_id}/", "delete"),
+            Some(ClientAuth::Bearer)
+        );
+        assert_eq!(client_auth("/.well-known/jwks.json", "get"), None);
+    }
+}

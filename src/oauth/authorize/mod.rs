@@ -1,0 +1,304 @@
+//! The authorization endpoint (RFC 6749 §4.1.1-4.1.2, RFC 7636, RFC 9207, OpenID Connect Core
+//! §3.1.2): from a request and whoever is at the browser, the next step. The pages only render
+//! what this decides: a login, the consent page, a redirect, or an error shown on the spot.
+//!
+//! [`Provider::authorize`] takes the request as it arrives; [`Provider::decide`] takes the
+//! user's answer on the consent page. The request itself (its parameters and their checks)
+//! is in [`request`].
+
+mod request;
+
+use url::Url;
+
+pub use self::request::{AuthorizationRequest, AuthorizeError, Prompt};
+pub use super::params::Params;
+use super::session::Session;
+use super::{now, random_token, secret_hash, Error, ErrorCode, Provider};
+use crate::store::CodeRecord;
+
+/// Where the authorization endpoint is served (the login page sends the browser back here).
+pub const AUTHORIZE_PATH: &str = "/o/authorize/";
+
+/// What the browser sees next.
+#[derive(Debug)]
+pub enum AuthorizeStep {
+    /// The login page, and afterwards back to `return_to` (a path and query on this server).
+    Login { return_to: String },
+    /// The consent page for this request.
+    Consent(Box<ConsentPrompt>),
+    /// Off to this URL: the client's redirect URI with a code or an error.
+    Redirect(String),
+    /// This error, shown to the user; never sent to the client.
+    Show(Error),
+}
+
+/// What the consent page shows.
+#[derive(Debug)]
+pub struct ConsentPrompt {
+    pub request: AuthorizationRequest,
+    /// Each requested scope and its description from the configuration.
+    pub scopes: Vec<(String, Option<String>)>,
+    /// The host the user will be sent back to.
+    pub redirect_host: String,
+    /// The client id's first characters: names can be copied, ids cannot.
+    pub client_id_prefix: String,
+    /// Whether a user or dynamic registration made the client, rather than an operator.
+    pub self_registered: bool,
+}
+
+/// The user's answer on the consent page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Allow,
+    Deny,
+}
+
+/// What the browser must see before a code can be issued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Interaction {
+    Login,
+    Consent,
+    None,
+}
+
+impl From<AuthorizeError> for AuthorizeStep {
+    fn from(error: AuthorizeError) -> Self {
+        match error {
+            AuthorizeError::Show(error) => AuthorizeStep::Show(error),
+            AuthorizeError::Redirect(location) => AuthorizeStep::Redirect(location),
+        }
+    }
+}
+
+impl Provider {
+    /// The authorization request in `pairs` (the query string), for the browser's logged-in
+    /// `session` if it has one: validated, then a login if nobody (or not the right person, or
+    /// not recently enough) is logged in, the consent page if the user has not approved these
+    /// scopes for this client, or else straight back to the client with a code. The approval
+    /// is recorded then too, so the app is listed (and revocable) on the authorized-apps page.
+    pub async fn authorize(&self, pairs: &[(String, String)], session: Option<&Session>) -> AuthorizeStep {
+        let request = match self.validate_authorization(pairs, session.map(Session::user_id)).await {
+            Ok(request) => request,
+            Err(error) => return error.into(),
+        };
+        let consent_required = match session {
+            Some(session) => match self.consent_required(&request, session.user_id()).await {
+                Ok(required) => required,
+                Err(e) => return AuthorizeStep::Show(e),
+            },
+            None => true,
+        };
+        match self.interaction(&request, session, consent_required) {
+            Err(error) => error.into(),
+            Ok(Interaction::Login) => AuthorizeStep::Login {
+                return_to: return_path(pairs),
+            },
+            Ok(Interaction::Consent) => AuthorizeStep::Consent(Box::new(self.consent_prompt(request))),
+            Ok(Interaction::None) => match session {
+                Some(session) => self.approve_for(&request, session).await,
+                None => AuthorizeStep::Show(Error::server_error("no login needed but nobody is logged in")),
+            },
+        }
+    }
+
+    /// The user's answer to the consent page for the request in `pairs`. Without a logged-in
+    /// session the browser is sent to log in first.
+    pub async fn decide(
+        &self,
+        pairs: &[(String, String)],
+        session: Option<&Session>,
+        decision: Decision,
+    ) -> AuthorizeStep {
+        let Some(session) = session else {
+            return AuthorizeStep::Login {
+                return_to: return_path(pairs),
+            };
+        };
+        let request = match self.validate_authorization(pairs, Some(session.user_id())).await {
+            Ok(request) => request,
+            Err(error) => return error.into(),
+        };
+        match decision {
+            Decision::Allow => self.approve_for(&request, session).await,
+            Decision::Deny => AuthorizeStep::Redirect(self.deny(&request)),
+        }
+    }
+
+    /// Records the approval and issues the code.
+    async fn approve_for(&self, request: &AuthorizationRequest, session: &Session) -> AuthorizeStep {
+        let outcome = async {
+            self.remember_consent(request, session.user_id()).await?;
+            self.approve(request, session.user_id(), session.auth_time()).await
+        };
+        match outcome.await {
+            Ok(location) => AuthorizeStep::Redirect(location),
+            Err(e) => AuthorizeStep::Show(e),
+        }
+    }
+
+    fn consent_prompt(&self, request: AuthorizationRequest) -> ConsentPrompt {
+        let scopes = request
+            .scope
+            .tokens()
+            .map(|name| {
+                let description = self
+                    .config
+                    .scopes
+                    .iter()
+                    .find(|s| s.name == name)
+                    .map(|s| s.description.clone());
+                (name.to_string(), description)
+            })
+            .collect();
+        let redirect_host = Url::parse(&request.redirect_uri)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_string))
+            .unwrap_or_else(|| request.redirect_uri.clone());
+        ConsentPrompt {
+            scopes,
+            redirect_host,
+            client_id_prefix: request.client.client_id.chars().take(8).collect(),
+            self_registered: !super::client::operator_made(&request.client),
+            request,
+        }
+    }
+
+    /// Decides what the user must see, given who is logged in (and when) and whether the
+    /// client still needs their consent ([`Provider::consent_required`], which already counts
+    /// `prompt=consent`). Under `prompt=none` anything but [`Interaction::None`] is an error
+    /// for the client.
+    fn interaction(
+        &self,
+        request: &AuthorizationRequest,
+        session: Option<&Session>,
+        consent_required: bool,
+    ) -> Result<Interaction, AuthorizeError> {
+        // Another user than the `id_token_hint` names must log in as that user.
+        let auth_time = session
+            .filter(|session| {
+                request
+                    .hinted_user_id
+                    .as_deref()
+                    .is_none_or(|hinted| hinted == session.user_id())
+            })
+            .map(Session::auth_time);
+        // Core §3.1.2.1: `max_age=0` means the same as `prompt=login`.
+        let login_too_old = |auth_time: i64| request.max_age.is_some_and(|max| max == 0 || now() - auth_time > max);
+        let needed = match auth_time {
+            None => Interaction::Login,
+            Some(_) if request.prompt.login => Interaction::Login,
+            Some(t) if login_too_old(t) => Interaction::Login,
+            Some(_) if consent_required => Interaction::Consent,
+            Some(_) => Interaction::None,
+        };
+        match (needed, request.prompt.none) {
+            (Interaction::Login, true) => {
+                Err(self.authorization_error(request, Error::new(ErrorCode::LoginRequired, "the user must log in")))
+            }
+            (Interaction::Consent, true) => Err(self.authorization_error(
+                request,
+                Error::new(ErrorCode::ConsentRequired, "the user must approve this app"),
+            )),
+            (needed, _) => Ok(needed),
+        }
+    }
+
+    /// An error for a validated request: redirected to the client, or shown if its redirect
+    /// URI is not trusted with errors (see [`AuthorizationRequest::redirect_errors`]).
+    pub fn authorization_error(&self, request: &AuthorizationRequest, error: Error) -> AuthorizeError {
+        if request.redirect_errors {
+            AuthorizeError::Redirect(self.error_redirect(&request.redirect_uri, &error, request.state.as_deref()))
+        } else {
+            AuthorizeError::Show(error)
+        }
+    }
+
+    /// Issues a code for the approved request and returns the redirect carrying it. The code
+    /// is durable before the redirect is returned.
+    pub async fn approve(
+        &self,
+        request: &AuthorizationRequest,
+        user_id: &str,
+        auth_time: i64,
+    ) -> Result<String, Error> {
+        let code = random_token(32);
+        let record = CodeRecord {
+            client_id: request.client.client_id.clone(),
+            redirect_uri: request.redirect_uri.clone(),
+            redirect_uri_given: request.redirect_uri_given,
+            code_challenge: request.code_challenge.clone(),
+            user_id: user_id.to_string(),
+            scope: request.scope.to_string(),
+            audience: request.audience.clone(),
+            auth_time,
+            expires_at: now() + self.config.code_ttl.as_secs() as i64,
+            grant_id: super::random_id(),
+            redeemed: false,
+            nonce: request.nonce.clone(),
+        };
+        self.store.put_code(&secret_hash(&code), &record).await?;
+        self.store.durable().await?;
+        Ok(self.redirect_with(&request.redirect_uri, &[("code", &code)], request.state.as_deref()))
+    }
+
+    /// The redirect for a user who said no (RFC 6749 §4.1.2.1 `access_denied`).
+    pub fn deny(&self, request: &AuthorizationRequest) -> String {
+        let error = Error::new(ErrorCode::AccessDenied, "the user denied the request");
+        self.error_redirect(&request.redirect_uri, &error, request.state.as_deref())
+    }
+
+    fn error_redirect(&self, redirect_uri: &str, error: &Error, state: Option<&str>) -> String {
+        self.redirect_with(
+            redirect_uri,
+            &[
+                ("error", error.code.as_str()),
+                ("error_description", &error.description),
+            ],
+            state,
+        )
+    }
+
+    /// Appends response parameters, `state` and `iss` (RFC 9207) to the redirect URI, keeping
+    /// its own query (RFC 6749 §3.1.2).
+    fn redirect_with(&self, redirect_uri: &str, params: &[(&str, &str)], state: Option<&str>) -> String {
+        let Ok(mut url) = Url::parse(redirect_uri) else {
+            // Registered URIs are validated as absolute URLs, so this cannot happen.
+            return redirect_uri.to_string();
+        };
+        {
+            let mut query = url.query_pairs_mut();
+            for (name, value) in params {
+                query.append_pair(name, value);
+            }
+            if let Some(state) = state {
+                query.append_pair("state", state);
+            }
+            query.append_pair("iss", &self.issuer);
+        }
+        url.to_string()
+    }
+}
+
+/// The way back to this request after a login. It drops `prompt=login` and `max_age`, which
+/// that login satisfies; kept, they would ask for a login forever (`max_age=0` always would).
+/// The ID token's `auth_time` still tells the client when the login happened.
+fn return_path(pairs: &[(String, String)]) -> String {
+    let mut query = url::form_urlencoded::Serializer::new(String::new());
+    for (name, value) in pairs {
+        if name == "max_age" {
+            continue;
+        }
+        if name == "prompt" {
+            let rest: Vec<&str> = value
+                .split(' ')
+                .filter(|w| !w.is_empty() && !matches!(*w, "login" | "select_account"))
+                .collect();
+            if !rest.is_empty() {
+                query.append_pair(name, &rest.join(" "));
+            }
+        } else {
+            query.append_pair(name, value);
+        }
+    }
+    format!("{AUTHORIZE_PATH}?{}", query.finish())
+}

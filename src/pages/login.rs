@@ -1,0 +1,246 @@
+//! `/o/login/`: the login form and its check. The form is shown without storing anything (a
+//! visitor who is not logged in gets a signed login-form cookie instead of a session); a
+//! successful login starts a fresh session, marks the browser as a device its user logs in
+//! from, and goes back to `next`, which must be a path on this server.
+
+use std::sync::Arc;
+
+use minijinja::context;
+use poem::http::{header, StatusCode};
+use poem::web::Data;
+use poem::{handler, Body, Request, Response};
+
+use super::{current_session, error_page, form_pairs, page, query_pairs, redirect, Cookie, Templates};
+use crate::http::routes as paths;
+use crate::oauth::params::Params;
+use crate::oauth::user::LoginFailure;
+use crate::oauth::{Error, ErrorCode, Provider};
+use crate::urlencoded::parse_pairs;
+
+/// Where login sends the user back to: only a path on this server. Browsers strip tabs and
+/// newlines from a `Location` and read `\\` as `/`, so `/\t/evil.example` would become
+/// `//evil.example`, another origin (review finding 3). A `next` with any control or
+/// whitespace character or a backslash is refused outright, and what is left must resolve
+/// to this origin as a path that does not begin with `//`.
+fn safe_next(next: Option<&str>) -> Option<&str> {
+    let next = next?;
+    let plain = next.starts_with('/')
+        && !next.starts_with("//")
+        && !next
+            .chars()
+            .any(|c| crate::oauth::text::is_deceptive(c) || c.is_whitespace() || c == '\\');
+    if !plain {
+        return None;
+    }
+    let base = url::Url::parse("http://tessera.invalid/").ok()?;
+    let resolved = base.join(next).ok()?;
+    let same_origin = resolved.origin() == base.origin() && !resolved.path().starts_with("//");
+    same_origin.then_some(next)
+}
+
+fn login_page(
+    templates: &Templates,
+    status: StatusCode,
+    csrf_token: &str,
+    next: &str,
+    username: &str,
+    error: Option<&str>,
+) -> Response {
+    let html = templates.render("login.html", context! { csrf_token, next, username, error });
+    page(status, html)
+}
+
+/// The login page again, with a message and `Retry-After`.
+fn busy_login_page(
+    templates: &Templates,
+    status: StatusCode,
+    csrf_token: &str,
+    next: &str,
+    username: &str,
+    message: &str,
+    wait: std::time::Duration,
+) -> Response {
+    let mut response = login_page(templates, status, csrf_token, next, username, Some(message));
+    if let Ok(value) = wait.as_secs().max(1).to_string().parse() {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    response
+}
+
+/// GET /o/login/: the login form. A visitor with a session uses its CSRF token; anyone else
+/// gets a signed login-form cookie instead, and nothing is stored.
+#[handler]
+pub(super) async fn login_form(
+    req: &Request,
+    provider: Data<&Arc<Provider>>,
+    templates: Data<&Arc<Templates>>,
+) -> Response {
+    let (provider, templates) = (provider.0.as_ref(), templates.0.as_ref());
+    let pairs = query_pairs(req).unwrap_or_default();
+    let next = Params::new(&pairs).get("next").ok().flatten();
+    let next = safe_next(next).unwrap_or_default();
+    // OpenID Connect `login_hint`: prefill the username the app suggests.
+    let hint_pairs = next
+        .strip_prefix(paths::AUTHORIZE)
+        .and_then(|rest| rest.strip_prefix('?'))
+        .and_then(|query| parse_pairs(query.as_bytes()).ok())
+        .unwrap_or_default();
+    let login_hint = Params::new(&hint_pairs)
+        .get("login_hint")
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    match current_session(provider, req).await {
+        Ok(Some(session)) => login_page(templates, StatusCode::OK, session.csrf_token(), next, login_hint, None),
+        Ok(None) => match provider.new_login_form().await {
+            Ok(form) => {
+                let mut response = login_page(templates, StatusCode::OK, &form.csrf_token, next, login_hint, None);
+                let max_age = crate::oauth::session::LOGIN_FORM_TTL_SECS as u64;
+                Cookie::LoginForm.set(provider, &mut response, &form.cookie, max_age);
+                response
+            }
+            Err(e) => error_page(templates, &e),
+        },
+        Err(e) => error_page(templates, &e),
+    }
+}
+
+/// POST /o/login/: check the password, start a fresh session, go back to `next`.
+#[handler]
+pub(super) async fn login(
+    req: &Request,
+    body: Body,
+    provider: Data<&Arc<Provider>>,
+    templates: Data<&Arc<Templates>>,
+) -> Response {
+    let templates = templates.0.as_ref();
+    let form = match form_pairs(body).await {
+        Ok(f) => f,
+        Err(e) => return error_page(templates, &e),
+    };
+    let form = Params::new(&form);
+    let field = |name: &str| form.get(name).ok().flatten().unwrap_or_default().to_string();
+    let next = safe_next(Some(&field("next"))).unwrap_or_default().to_string();
+    // The form's CSRF token is the session's, or (without a session) the login-form cookie's.
+    let session = match current_session(provider.as_ref(), req).await {
+        Ok(session) => session,
+        Err(e) => return error_page(templates, &e),
+    };
+    let csrf_token = field("csrf_token");
+    let form_is_ours = match &session {
+        Some(session) => Ok(session.csrf_matches(&csrf_token)),
+        None => {
+            let cookie = Cookie::LoginForm.read(provider.as_ref(), req);
+            provider.login_form_matches(cookie.as_deref(), &csrf_token).await
+        }
+    };
+    match form_is_ours {
+        Ok(true) => {}
+        Ok(false) => {
+            let error = Error::new(
+                ErrorCode::AccessDenied,
+                "your login form expired or was not sent by this site (CSRF check failed); go back and try again",
+            );
+            return error_page(templates, &error);
+        }
+        Err(e) => return error_page(templates, &e),
+    }
+    let (username, password) = (field("username"), field("password"));
+    let address = crate::net::client_address(req, &provider.0.config.trusted_proxies);
+    let device = Cookie::Device.read(provider.as_ref(), req);
+    let user = match provider
+        .0
+        .log_in_with_password(&username, &password, address, device.as_deref())
+        .await
+    {
+        Ok(user) => user,
+        Err(LoginFailure::Invalid) => {
+            // Never say which of the two was wrong.
+            let message = "Invalid username or password.";
+            return login_page(
+                templates,
+                StatusCode::UNAUTHORIZED,
+                &csrf_token,
+                &next,
+                &username,
+                Some(message),
+            );
+        }
+        Err(LoginFailure::Throttled(wait)) => {
+            let message = format!(
+                "Too many failed attempts. Try again in {} seconds.",
+                wait.as_secs().max(1)
+            );
+            return busy_login_page(
+                templates,
+                StatusCode::TOO_MANY_REQUESTS,
+                &csrf_token,
+                &next,
+                &username,
+                &message,
+                wait,
+            );
+        }
+        Err(LoginFailure::Busy(wait)) => {
+            let message = "The server is busy checking other logins. Try again in a moment.";
+            return busy_login_page(
+                templates,
+                StatusCode::SERVICE_UNAVAILABLE,
+                &csrf_token,
+                &next,
+                &username,
+                message,
+                wait,
+            );
+        }
+        Err(LoginFailure::Error(e)) => return error_page(templates, &e),
+    };
+    let fresh = match provider.log_in(session.as_ref(), &user).await {
+        Ok(s) => s,
+        Err(e) => return error_page(templates, &e),
+    };
+    let location = if next.is_empty() { "/".to_string() } else { next };
+    let mut response = redirect(StatusCode::SEE_OTHER, &location);
+    let provider = provider.as_ref();
+    Cookie::Session.set(
+        provider,
+        &mut response,
+        &fresh.id,
+        provider.config.session_ttl.as_secs(),
+    );
+    Cookie::LoginForm.set(provider, &mut response, "", 0);
+    // This browser is now a device its user logs in from (exempt from the per-username
+    // slowdown of the login throttle).
+    match provider.device_cookie(&user.username).await {
+        Ok(device) => {
+            let max_age = crate::oauth::session::DEVICE_TTL_SECS as u64;
+            Cookie::Device.set(provider, &mut response, &device.0, max_age);
+        }
+        Err(e) => tracing::warn!(error = %e, "no device cookie could be made"),
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_must_stay_on_this_server() {
+        assert_eq!(safe_next(Some("/o/authorize/?a=b")), Some("/o/authorize/?a=b"));
+        for bad in [
+            "https://evil.example/",
+            "//evil.example/",
+            "/\\evil.example",
+            "/o/\r\nSet-Cookie: x",
+            "/\t/evil.example/phish",
+            "/\u{b}/evil.example",
+            "/ /evil.example",
+            "/\u{a0}/evil.example",
+            "/\u{202e}x",
+            "/o/\\..\\/evil.example",
+        ] {
+            assert_eq!(safe_next(Some(bad)), None, "{bad:?}");
+        }
+    }
+}
