@@ -26,9 +26,10 @@ async fn expired_records_are_purged_so_the_store_stays_flat_over_many_cycles() {
     let config = tessera::Config {
         access_token_ttl: Duration::from_secs(1),
         refresh_token_ttl: Duration::from_secs(1),
-        code_ttl: Duration::from_secs(1),
-        // Two seconds, not one: a login must outlive the authorization request right after it
-        // even on a loaded machine (expiry is counted in whole seconds).
+        // Two seconds, not one: a code must outlive its exchange and a login the authorization
+        // request right after it, even on a loaded machine (expiry is counted in whole
+        // seconds, so a one-second lifetime can be over within milliseconds).
+        code_ttl: Duration::from_secs(2),
         session_ttl: Duration::from_secs(2),
         purge_interval: Duration::from_secs(1),
         ..test_config(&dirs)
