@@ -30,6 +30,11 @@ struct GrantLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TokenKindLabel {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ErrorLabel {
     error: &'static str,
 }
@@ -40,6 +45,7 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabel, Histogram>,
     tokens_issued: Family<GrantLabel, Counter>,
+    tokens_signed: Family<TokenKindLabel, Counter>,
     oauth_errors: Family<ErrorLabel, Counter>,
     active_refresh_tokens: Gauge<i64, AtomicI64>,
     signing_key_age: Gauge<i64, AtomicI64>,
@@ -62,6 +68,7 @@ impl Metrics {
         });
         let tokens_issued = Family::<GrantLabel, Counter>::default();
         let oauth_errors = Family::<ErrorLabel, Counter>::default();
+        let tokens_signed = Family::<TokenKindLabel, Counter>::default();
         let active_refresh_tokens = Gauge::<i64, AtomicI64>::default();
         let signing_key_age = Gauge::<i64, AtomicI64>::default();
         let open_connections = Gauge::<i64, AtomicI64>::default();
@@ -79,6 +86,11 @@ impl Metrics {
             "tokens_issued",
             "Access tokens issued, by grant type",
             tokens_issued.clone(),
+        );
+        registry.register(
+            "tokens_signed",
+            "JWTs signed, by kind (access_token, id_token): what the server spends its CPU on",
+            tokens_signed.clone(),
         );
         registry.register(
             "oauth_errors",
@@ -105,6 +117,7 @@ impl Metrics {
             requests,
             latency,
             tokens_issued,
+            tokens_signed,
             oauth_errors,
             active_refresh_tokens,
             signing_key_age,
@@ -132,6 +145,11 @@ impl Metrics {
 
     pub fn token_issued(&self, grant_type: &'static str) {
         self.tokens_issued.get_or_create(&GrantLabel { grant_type }).inc();
+    }
+
+    /// Counts one JWT signed (`access_token` or `id_token`).
+    pub fn token_signed(&self, kind: &'static str) {
+        self.tokens_signed.get_or_create(&TokenKindLabel { kind }).inc();
     }
 
     pub fn oauth_error(&self, error: &'static str) {

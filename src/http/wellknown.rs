@@ -291,7 +291,8 @@ impl WellKnownApi {
     ///
     /// Prometheus text exposition: `tessera_http_requests_total` and
     /// `tessera_http_request_duration_seconds` by route, method and status,
-    /// `tessera_tokens_issued_total` by grant type, `tessera_oauth_errors_total` by error code,
+    /// `tessera_tokens_issued_total` by grant type, `tessera_tokens_signed_total` by kind,
+    /// `tessera_oauth_errors_total` by error code,
     /// `tessera_active_refresh_tokens`, `tessera_signing_key_age_seconds` and
     /// `tessera_open_connections`.
     #[oai(path = "/metrics", method = "get", operation_id = "metrics", tag = "Tag::Operations")]

@@ -172,6 +172,7 @@ impl Provider {
                 crate::keys::KeyError::Refused(_) => no_key_for(alg),
                 other => other.into(),
             })?;
+        self.metrics.token_signed("id_token");
         Ok(Some(jwt))
     }
 

@@ -73,6 +73,7 @@ impl Provider {
             gid: grant_id,
         };
         let jwt = self.keys.current().sign_jwt("at+jwt", &claims)?;
+        self.metrics.token_signed("access_token");
         Ok(MintedAccessToken { jwt, jti, expires_in })
     }
 

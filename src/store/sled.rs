@@ -988,7 +988,16 @@ mod tests {
             }
             db.flush().unwrap();
         }
-        let store = SledStore::open(dir.path()).unwrap();
+        // sled's background threads let go of the folder's lock a moment after the drop.
+        let store = (0..100)
+            .find_map(|_| match SledStore::open(dir.path()) {
+                Err(StoreError::Locked(_)) => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    None
+                }
+                other => Some(other.unwrap()),
+            })
+            .expect("the folder is released");
         let owned = store.trees.clients_owned_by("u1").unwrap();
         assert_eq!(owned.iter().map(|c| c.client_id.as_str()).collect::<Vec<_>>(), ["a"]);
     }

@@ -103,12 +103,24 @@ async fn all_at_once(app: &Arc<TestApp>, n: usize, form: Vec<(&'static str, Stri
     set.join_all().await
 }
 
+/// The `tessera_tokens_signed_total` counter for `kind`, as `/metrics` shows it.
+async fn tokens_signed(app: &TestApp, kind: &str) -> u64 {
+    let text = app.get_text("/metrics").await;
+    let prefix = format!("tessera_tokens_signed_total{{kind=\"{kind}\"}} ");
+    text.lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .map_or(0, |n| n.trim().parse().unwrap())
+}
+
+/// Also: the losers of a refresh race sign nothing (the grant rotates first and signs after),
+/// so 16 uses of one token cost exactly one access token's signature.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn many_concurrent_uses_of_one_refresh_token_or_code_succeed_exactly_once() {
     let app = Arc::new(spawn_app().await);
     for _ in 0..3 {
         let tokens = app.get_tokens().await;
         let refresh = tokens["refresh_token"].as_str().unwrap().to_string();
+        let signed_before = tokens_signed(&app, "access_token").await;
         let statuses = all_at_once(
             &app,
             16,
@@ -121,6 +133,11 @@ async fn many_concurrent_uses_of_one_refresh_token_or_code_succeed_exactly_once(
             "one rotation wins: {statuses:?}"
         );
         assert!(statuses.iter().all(|s| *s == 200 || *s == 400), "{statuses:?}");
+        assert_eq!(
+            tokens_signed(&app, "access_token").await - signed_before,
+            1,
+            "only the winner signed"
+        );
 
         let (code, pkce) = app.get_code().await;
         let form = vec![

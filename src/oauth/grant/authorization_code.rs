@@ -1,6 +1,5 @@
 //! `grant_type=authorization_code` (RFC 6749 §4.1.3, RFC 7636 §4.5-4.6).
 
-use super::{required, TokenRequest};
 use crate::oauth::oidc::IdTokenInput;
 use crate::oauth::scope::Scope;
 use crate::oauth::token::TokenResponse;
@@ -8,12 +7,15 @@ use crate::oauth::{now, pkce, random_token, secret_hash, Error, Provider};
 use crate::store::{ClientRecord, CodeRecord, GrantRecord, GrantType, Redemption, RefreshRecord};
 
 impl Provider {
+    /// Exchanges a code for tokens. The code is spent by the first attempt, whatever its
+    /// outcome; presenting it again revokes everything it produced.
     pub(super) async fn authorization_code_grant(
         &self,
         client: &ClientRecord,
-        request: TokenRequest,
+        code: &str,
+        redirect_uri: Option<&str>,
+        code_verifier: Option<&str>,
     ) -> Result<TokenResponse, Error> {
-        let code = required(&request.code, "code")?;
         let record = match self.store.redeem_code(&secret_hash(code)).await? {
             Redemption::Fresh(record) => record,
             Redemption::Replayed(record) => {
@@ -41,7 +43,7 @@ impl Provider {
         if record.expires_at <= now() {
             return Err(Error::invalid_grant("the code has expired"));
         }
-        match request.redirect_uri.as_deref() {
+        match redirect_uri {
             Some(uri) if uri != record.redirect_uri => {
                 return Err(Error::invalid_grant(
                     "redirect_uri differs from the authorization request",
@@ -50,7 +52,7 @@ impl Provider {
             None if record.redirect_uri_given => return Err(Error::invalid_request("redirect_uri is missing")),
             _ => {}
         }
-        match (&record.code_challenge, request.code_verifier.as_deref()) {
+        match (&record.code_challenge, code_verifier) {
             (Some(challenge), Some(verifier)) => pkce::verify(verifier, challenge)?,
             (Some(_), None) => return Err(Error::invalid_grant("code_verifier is missing")),
             // RFC 9700 §4.8.2: a verifier without a challenge is a downgrade attempt.

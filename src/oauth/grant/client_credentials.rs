@@ -1,6 +1,5 @@
 //! `grant_type=client_credentials` (RFC 6749 §4.4): a confidential client acting for itself.
 
-use super::TokenRequest;
 use crate::oauth::scope::Scope;
 use crate::oauth::token::TokenResponse;
 use crate::oauth::{Error, ErrorCode, Provider};
@@ -12,7 +11,8 @@ impl Provider {
     pub(super) fn client_credentials_grant(
         &self,
         client: &ClientRecord,
-        request: TokenRequest,
+        scope: Option<&str>,
+        resource: Option<&str>,
     ) -> Result<TokenResponse, Error> {
         if client.client_type != ClientType::Confidential {
             return Err(Error::new(
@@ -20,8 +20,8 @@ impl Provider {
                 "public clients cannot use client_credentials",
             ));
         }
-        let scope = Scope::resolve(request.scope.as_deref(), &client.scopes, |t| self.scope_is_known(t))?;
-        let audience = self.resolve_audience(client, request.resource.as_deref())?;
+        let scope = Scope::resolve(scope, &client.scopes, |t| self.scope_is_known(t))?;
+        let audience = self.resolve_audience(client, resource)?;
         let access = self.mint_access_token(client, &client.client_id, &scope, &audience, None)?;
         Ok(TokenResponse {
             id_token: None,

@@ -9,7 +9,8 @@ use super::token::TokenResponse;
 use super::{Error, ErrorCode, Provider};
 use crate::store::{ClientRecord, GrantType};
 
-/// The token request's form parameters (client credentials travel separately).
+/// The token request's form parameters as they arrive (client credentials travel
+/// separately); [`TokenRequest::parse`] turns them into a [`GrantRequest`].
 #[derive(Debug, Default, Clone)]
 pub struct TokenRequest {
     pub grant_type: Option<String>,
@@ -21,31 +22,92 @@ pub struct TokenRequest {
     pub resource: Option<String>,
 }
 
+/// A token request, one variant per grant type, with the parameters that grant reads
+/// (required ones present). Parameters a grant does not use are ignored (RFC 6749 §3.2).
+#[derive(Debug, Clone)]
+pub enum GrantRequest {
+    /// RFC 6749 §4.1.3, RFC 7636 §4.5.
+    AuthorizationCode {
+        code: String,
+        redirect_uri: Option<String>,
+        code_verifier: Option<String>,
+    },
+    /// RFC 6749 §4.4.2, RFC 8707 §2.2.
+    ClientCredentials {
+        scope: Option<String>,
+        resource: Option<String>,
+    },
+    /// RFC 6749 §6.
+    RefreshToken {
+        refresh_token: String,
+        scope: Option<String>,
+    },
+}
+
+impl GrantRequest {
+    /// The client setting that allows this grant.
+    pub fn grant_type(&self) -> GrantType {
+        match self {
+            GrantRequest::AuthorizationCode { .. } => GrantType::AuthorizationCode,
+            GrantRequest::ClientCredentials { .. } => GrantType::ClientCredentials,
+            GrantRequest::RefreshToken { .. } => GrantType::RefreshToken,
+        }
+    }
+}
+
+impl TokenRequest {
+    /// Picks the grant and checks that its required parameters are there.
+    pub fn parse(self) -> Result<GrantRequest, Error> {
+        match self.grant_type.as_deref() {
+            None => Err(Error::invalid_request("grant_type is missing")),
+            Some("authorization_code") => Ok(GrantRequest::AuthorizationCode {
+                code: required(self.code, "code")?,
+                redirect_uri: self.redirect_uri,
+                code_verifier: self.code_verifier,
+            }),
+            Some("client_credentials") => Ok(GrantRequest::ClientCredentials {
+                scope: self.scope,
+                resource: self.resource,
+            }),
+            Some("refresh_token") => Ok(GrantRequest::RefreshToken {
+                refresh_token: required(self.refresh_token, "refresh_token")?,
+                scope: self.scope,
+            }),
+            Some(_) => Err(Error::new(
+                ErrorCode::UnsupportedGrantType,
+                "this grant_type is not supported",
+            )),
+        }
+    }
+}
+
 impl Provider {
-    /// Runs a token request: picks the grant, authenticates the client, checks that the client
-    /// may use the grant, and hands over to the grant's module.
+    /// Runs a token request: parses it into its grant, authenticates the client, checks that
+    /// the client may use the grant, and hands over to the grant's module.
     pub async fn token(&self, credentials: &ClientCredentials, request: TokenRequest) -> Result<TokenResponse, Error> {
-        let grant = match request.grant_type.as_deref() {
-            None => return Err(Error::invalid_request("grant_type is missing")),
-            Some("authorization_code") => GrantType::AuthorizationCode,
-            Some("client_credentials") => GrantType::ClientCredentials,
-            Some("refresh_token") => GrantType::RefreshToken,
-            Some(_) => {
-                return Err(Error::new(
-                    ErrorCode::UnsupportedGrantType,
-                    "this grant_type is not supported",
-                ))
-            }
-        };
+        let request = request.parse()?;
         let client = self.authenticate_client(credentials).await?;
         self.client_rate
             .check(&credentials.rate_key(&client))
             .map_err(Error::rate_limited)?;
+        let grant = request.grant_type();
         ensure_grant_allowed(&client, grant)?;
-        let issued = match grant {
-            GrantType::AuthorizationCode => self.authorization_code_grant(&client, request).await,
-            GrantType::ClientCredentials => self.client_credentials_grant(&client, request),
-            GrantType::RefreshToken => self.refresh_token_grant(&client, request).await,
+        let issued = match request {
+            GrantRequest::AuthorizationCode {
+                code,
+                redirect_uri,
+                code_verifier,
+            } => {
+                self.authorization_code_grant(&client, &code, redirect_uri.as_deref(), code_verifier.as_deref())
+                    .await
+            }
+            GrantRequest::ClientCredentials { scope, resource } => {
+                self.client_credentials_grant(&client, scope.as_deref(), resource.as_deref())
+            }
+            GrantRequest::RefreshToken { refresh_token, scope } => {
+                self.refresh_token_grant(&client, &refresh_token, scope.as_deref())
+                    .await
+            }
         }?;
         if client.first_used_at.is_none() {
             // Once per client: a registered client that is used is never purged as unused.
@@ -67,10 +129,9 @@ fn ensure_grant_allowed(client: &ClientRecord, grant: GrantType) -> Result<(), E
     }
 }
 
-/// A required parameter.
-fn required<'a>(value: &'a Option<String>, name: &str) -> Result<&'a str, Error> {
+/// A required parameter: present and not empty.
+fn required(value: Option<String>, name: &str) -> Result<String, Error> {
     value
-        .as_deref()
         .filter(|v| !v.is_empty())
         .ok_or_else(|| Error::invalid_request(format!("{name} is missing")))
 }

@@ -1,6 +1,5 @@
 //! `grant_type=refresh_token` (RFC 6749 §6) with rotation and reuse detection (RFC 9700 §4.14.2).
 
-use super::{required, TokenRequest};
 use crate::oauth::oidc::IdTokenInput;
 use crate::oauth::scope::Scope;
 use crate::oauth::token::TokenResponse;
@@ -14,10 +13,10 @@ impl Provider {
     pub(super) async fn refresh_token_grant(
         &self,
         client: &ClientRecord,
-        request: TokenRequest,
+        presented: &str,
+        requested_scope: Option<&str>,
     ) -> Result<TokenResponse, Error> {
         let invalid = || Error::invalid_grant("the refresh token is invalid");
-        let presented = required(&request.refresh_token, "refresh_token")?;
         let old_hash = secret_hash(presented);
         let current = self.store.get_refresh(&old_hash).await?.ok_or_else(invalid)?;
         let grant = self
@@ -35,7 +34,7 @@ impl Provider {
         }
         let granted = Scope::parse(&grant.scope)?;
         // RFC 6749 §6: the new access token may carry less scope, never more.
-        let scope = match request.scope.as_deref() {
+        let scope = match requested_scope {
             Some(requested) => {
                 let requested = Scope::parse(requested)?;
                 if !requested.tokens().all(|t| granted.tokens().any(|g| g == t)) {
