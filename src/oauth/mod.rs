@@ -20,6 +20,7 @@ pub mod pkce;
 pub mod registration;
 pub mod revoke;
 pub mod scope;
+pub mod scratch;
 pub mod session;
 pub mod text;
 pub mod throttle;

@@ -251,20 +251,26 @@ impl Provider {
             address: &address,
             known_device,
         };
-        self.login_throttle.begin(&attempt).map_err(LoginFailure::Throttled)?;
+        let failed = |e: crate::store::StoreError| LoginFailure::Error(e.into());
+        let store = self.store.as_ref();
+        self.login_throttle
+            .begin(store, &attempt)
+            .await
+            .map_err(failed)?
+            .map_err(LoginFailure::Throttled)?;
         let place = tokio::time::timeout(PASSWORD_CHECK_WAIT, self.password_checks.clone().acquire_owned()).await;
         let Ok(Ok(place)) = place else {
-            self.login_throttle.abandoned(&attempt);
+            self.login_throttle.abandoned(store, &attempt).await.map_err(failed)?;
             return Err(LoginFailure::Busy(PASSWORD_CHECK_WAIT));
         };
         let checked = self.check_password(username, password).await;
         drop(place);
         match checked {
             Ok(Some(user)) => {
-                self.login_throttle.succeeded(&attempt);
+                self.login_throttle.succeeded(store, &attempt).await.map_err(failed)?;
                 Ok(user)
             }
-            Ok(None) => match self.login_throttle.retry_after(&attempt) {
+            Ok(None) => match self.login_throttle.retry_after(store, &attempt).await.map_err(failed)? {
                 Some(wait) => Err(LoginFailure::Throttled(wait)),
                 None => Err(LoginFailure::Invalid),
             },

@@ -87,7 +87,6 @@ impl Templates {
 /// The page routes, on the paths of the route table.
 pub fn routes() -> Route {
     let templates = Arc::new(Templates::new());
-    let playground = Arc::new(playground::Playground::default());
     let route = Route::new()
         .at(
             paths::AUTHORIZE,
@@ -110,14 +109,11 @@ pub fn routes() -> Route {
         .at(paths::HOME, get(home::home).data(templates.clone()))
         .at(
             paths::PLAYGROUND,
-            get(playground::show)
-                .post(playground::act)
-                .data(templates.clone())
-                .data(playground.clone()),
+            get(playground::show).post(playground::act).data(templates.clone()),
         )
         .at(
             paths::PLAYGROUND_CALLBACK,
-            get(playground::callback).data(templates.clone()).data(playground),
+            get(playground::callback).data(templates.clone()),
         )
         .at(
             paths::PROFILE,

@@ -2,11 +2,11 @@
 //! `playground = true`). It plays an OAuth client for the logged-in developer: builds the
 //! authorization link with PKCE and a state, receives the code at its own callback, exchanges
 //! it, shows the tokens and their decoded claims, refreshes, and calls an API URL with the
-//! access token. Its per-browser state (including a client secret typed into it) lives in
-//! memory only, never in the data folder.
+//! access token. Its per-browser state (including a client secret typed into it) is sealed
+//! (AES-256-GCM) in the store's scratch space: in memory for the embedded store, in the
+//! shared database for a cluster, and gone an hour after its last change.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -14,6 +14,7 @@ use minijinja::context;
 use poem::http::StatusCode;
 use poem::web::Data;
 use poem::{handler, Body, Request, Response};
+use serde::{Deserialize, Serialize};
 
 use super::{error_page, page, redirect, Templates};
 use crate::oauth::authorize::Params;
@@ -21,16 +22,41 @@ use crate::oauth::client::{AuthMethod, ClientCredentials};
 use crate::oauth::grant::TokenRequest;
 use crate::oauth::session::Session;
 use crate::oauth::token::TokenResponse;
-use crate::oauth::{now, random_token, secret_hash, Error, ErrorCode, Provider};
+use crate::oauth::{now, random_token, Error, ErrorCode, Provider};
 use crate::urlencoded::parse_pairs;
 
-/// Browsers whose playground state is kept; past this the oldest-looking entry is dropped.
-const MAX_STATES: usize = 10_000;
 /// The most of an API response body read (while it streams in) and shown.
 const MAX_BODY: usize = 64 * 1024;
+/// How long a browser's playground state is kept after its last change.
+const STATE_TTL_SECS: i64 = 3600;
+/// The scratch purpose of playground states.
+const PURPOSE: &str = "playground";
 
-/// One browser's playground session.
-#[derive(Default, Clone)]
+/// The tokens the playground holds.
+#[derive(Default, Clone, Serialize, Deserialize)]
+struct Tokens {
+    access_token: String,
+    refresh_token: Option<String>,
+    scope: String,
+    expires_in: u64,
+    obtained_at: i64,
+}
+
+impl From<TokenResponse> for Tokens {
+    fn from(t: TokenResponse) -> Tokens {
+        Tokens {
+            access_token: t.access_token,
+            refresh_token: t.refresh_token,
+            scope: t.scope,
+            expires_in: t.expires_in,
+            obtained_at: now(),
+        }
+    }
+}
+
+/// One browser's playground session, kept (sealed) in the store's scratch space, so every
+/// node of a cluster sees it.
+#[derive(Default, Clone, Serialize, Deserialize)]
 struct State {
     client_id: String,
     client_secret: Option<String>,
@@ -38,37 +64,26 @@ struct State {
     verifier: Option<String>,
     state: Option<String>,
     authorize_url: Option<String>,
-    tokens: Option<(TokenResponse, i64)>,
+    tokens: Option<Tokens>,
     api_url: String,
     api_result: Option<(u16, String)>,
     error: Option<String>,
 }
 
-/// Every browser's playground state, in memory.
-#[derive(Default)]
-pub struct Playground {
-    states: Mutex<HashMap<[u8; 32], State>>,
+/// This browser's playground state (a fresh one if it has none or it could not be read).
+async fn load_state(provider: &Provider, visitor: &Session) -> State {
+    match provider.get_sealed(PURPOSE, &visitor.id).await {
+        Ok(state) => state.unwrap_or_default(),
+        Err(e) => {
+            tracing::warn!(error = %e, "the playground state could not be read");
+            State::default()
+        }
+    }
 }
 
-impl Playground {
-    fn get(&self, visitor: &Session) -> State {
-        let key = secret_hash(&visitor.id);
-        self.states
-            .lock()
-            .ok()
-            .and_then(|s| s.get(&key).cloned())
-            .unwrap_or_default()
-    }
-
-    fn put(&self, visitor: &Session, state: State) {
-        if let Ok(mut states) = self.states.lock() {
-            if states.len() >= MAX_STATES {
-                if let Some(key) = states.keys().next().copied() {
-                    states.remove(&key);
-                }
-            }
-            states.insert(secret_hash(&visitor.id), state);
-        }
+async fn save_state(provider: &Provider, visitor: &Session, state: State) {
+    if let Err(e) = provider.put_sealed(PURPOSE, &visitor.id, &state, STATE_TTL_SECS).await {
+        tracing::warn!(error = %e, "the playground state could not be kept");
     }
 }
 
@@ -111,8 +126,8 @@ async fn show_page(provider: &Provider, templates: &Templates, visitor: &Session
         .iter()
         .map(|c| context! { client_id => &c.client_id, name => &c.name })
         .collect();
-    let tokens = state.tokens.as_ref().map(|(t, obtained_at)| {
-        let expires_at = obtained_at + t.expires_in as i64;
+    let tokens = state.tokens.as_ref().map(|t| {
+        let expires_at = t.obtained_at + t.expires_in as i64;
         context! {
             access_token => &t.access_token,
             refresh_token => &t.refresh_token,
@@ -168,18 +183,13 @@ fn credentials(state: &State) -> ClientCredentials {
 
 /// GET /o/playground/
 #[handler]
-pub async fn show(
-    req: &Request,
-    provider: Data<&Arc<Provider>>,
-    templates: Data<&Arc<Templates>>,
-    playground: Data<&Arc<Playground>>,
-) -> Response {
+pub async fn show(req: &Request, provider: Data<&Arc<Provider>>, templates: Data<&Arc<Templates>>) -> Response {
     let (provider, templates) = (provider.0.as_ref(), templates.0.as_ref());
     let visitor = match enter(provider, templates, req, StatusCode::FOUND).await {
         Ok(v) => v,
         Err(response) => return *response,
     };
-    show_page(provider, templates, &visitor, &playground.get(&visitor)).await
+    show_page(provider, templates, &visitor, &load_state(provider, &visitor).await).await
 }
 
 /// POST /o/playground/: `action` is `start`, `refresh` or `call`; then back to the page.
@@ -189,7 +199,6 @@ pub async fn act(
     body: Body,
     provider: Data<&Arc<Provider>>,
     templates: Data<&Arc<Templates>>,
-    playground: Data<&Arc<Playground>>,
 ) -> Response {
     let (provider, templates) = (provider.0.as_ref(), templates.0.as_ref());
     let visitor = match enter(provider, templates, req, StatusCode::SEE_OTHER).await {
@@ -202,7 +211,7 @@ pub async fn act(
     };
     let form = Params::new(&form);
     let field = |name: &str| form.get(name).ok().flatten().map(str::to_string);
-    let mut state = playground.get(&visitor);
+    let mut state = load_state(provider, &visitor).await;
     state.error = None;
     match field("action").as_deref() {
         Some("start") => {
@@ -231,14 +240,14 @@ pub async fn act(
             };
         }
         Some("refresh") => {
-            let refresh_token = state.tokens.as_ref().and_then(|(t, _)| t.refresh_token.clone());
+            let refresh_token = state.tokens.as_ref().and_then(|t| t.refresh_token.clone());
             let request = TokenRequest {
                 grant_type: Some("refresh_token".into()),
                 refresh_token,
                 ..TokenRequest::default()
             };
             match provider.token(&credentials(&state), request).await {
-                Ok(tokens) => state.tokens = Some((tokens, now())),
+                Ok(tokens) => state.tokens = Some(tokens.into()),
                 Err(e) => state.error = Some(format!("refresh failed: {}: {}", e.code.as_str(), e.description)),
             }
         }
@@ -248,7 +257,7 @@ pub async fn act(
             let token = state
                 .tokens
                 .as_ref()
-                .map(|(t, _)| t.access_token.clone())
+                .map(|t| t.access_token.clone())
                 .unwrap_or_default();
             state.api_result = None;
             // Through the outbound client (review finding 7): no redirects followed, so the
@@ -271,18 +280,13 @@ pub async fn act(
         }
         _ => state.error = Some("unknown action".into()),
     }
-    playground.put(&visitor, state);
+    save_state(provider, &visitor, state).await;
     redirect(StatusCode::SEE_OTHER, "/o/playground/")
 }
 
 /// GET /o/playground/callback/: where the authorization response lands; exchanges the code.
 #[handler]
-pub async fn callback(
-    req: &Request,
-    provider: Data<&Arc<Provider>>,
-    templates: Data<&Arc<Templates>>,
-    playground: Data<&Arc<Playground>>,
-) -> Response {
+pub async fn callback(req: &Request, provider: Data<&Arc<Provider>>, templates: Data<&Arc<Templates>>) -> Response {
     let (provider, templates) = (provider.0.as_ref(), templates.0.as_ref());
     let visitor = match enter(provider, templates, req, StatusCode::FOUND).await {
         Ok(v) => v,
@@ -291,7 +295,7 @@ pub async fn callback(
     let pairs = parse_pairs(req.uri().query().unwrap_or_default().as_bytes()).unwrap_or_default();
     let params = Params::new(&pairs);
     let get = |name: &str| params.get(name).ok().flatten();
-    let mut state = playground.get(&visitor);
+    let mut state = load_state(provider, &visitor).await;
     state.error = None;
     if state.state.is_none() || get("state") != state.state.as_deref() {
         state.error = Some("the callback's state does not match the request this playground made".into());
@@ -311,7 +315,7 @@ pub async fn callback(
             ..TokenRequest::default()
         };
         match provider.token(&credentials(&state), request).await {
-            Ok(tokens) => state.tokens = Some((tokens, now())),
+            Ok(tokens) => state.tokens = Some(tokens.into()),
             Err(e) => {
                 state.error = Some(format!(
                     "the code exchange failed: {}: {}",
@@ -323,6 +327,6 @@ pub async fn callback(
         // A state is good for one callback.
         state.state = None;
     }
-    playground.put(&visitor, state);
+    save_state(provider, &visitor, state).await;
     redirect(StatusCode::SEE_OTHER, "/o/playground/")
 }

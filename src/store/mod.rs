@@ -365,9 +365,41 @@ pub trait SessionStore: Send + Sync {
     async fn delete_session(&self, id_hash: &SecretHash) -> Result<()>;
 }
 
+/// A counter of failed attempts (the login throttle's); all zero when absent.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counter {
+    pub failures: u32,
+    /// Unix milliseconds of the last failure counted.
+    pub last_failure_ms: i64,
+    /// Unix milliseconds until which attempts are refused; 0 if none.
+    pub locked_until_ms: i64,
+    /// Unix milliseconds after which the counter means nothing and may be dropped.
+    pub expires_at_ms: i64,
+}
+
+/// Short-lived state every node must see alike: failure counters, and scratch values a browser
+/// flow keeps between requests. Nothing here needs to survive a restart of a single process,
+/// so the embedded backend keeps it in memory (bounded); a shared backend keeps it in tables.
+#[async_trait]
+pub trait EphemeralStore: Send + Sync {
+    /// Reads the counters under `keys` (zero where absent), lets `update` change them, and
+    /// writes them back. Atomic: concurrent updates touching any of these keys, on any node,
+    /// happen one after another, so a check and a count made in one `update` cannot be
+    /// outrun. `update` is called exactly once.
+    async fn update_counters(
+        &self,
+        keys: &[Vec<u8>],
+        update: &(dyn for<'c> Fn(&'c mut [Counter]) + Send + Sync),
+    ) -> Result<()>;
+    /// Stores `value` under `key` until `expires_at` (replacing any value there).
+    async fn put_scratch(&self, key: &SecretHash, value: &[u8], expires_at: i64) -> Result<()>;
+    /// The value under `key`, unless it is absent or expired.
+    async fn get_scratch(&self, key: &SecretHash) -> Result<Option<Vec<u8>>>;
+}
+
 /// A complete backend.
 #[async_trait]
-pub trait Store: ClientStore + UserStore + GrantStore + ConsentStore + SessionStore {
+pub trait Store: ClientStore + UserStore + GrantStore + ConsentStore + SessionStore + EphemeralStore {
     /// Resolves once every write made before the call is durable. Callers await it before
     /// handing a credential out, so a crash can never forget a token a client holds.
     fn durable(&self) -> Durable;

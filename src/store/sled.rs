@@ -37,6 +37,9 @@ use async_trait::async_trait;
 use super::*;
 use crate::files::create_private_dir;
 
+/// How often the flusher flushes when nothing asks it to.
+const IDLE_FLUSH: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// The sled page cache is capped so that the whole server stays within a small memory budget.
 const CACHE_BYTES: u64 = 8 * 1024 * 1024;
 
@@ -45,6 +48,72 @@ pub struct SledStore {
     commits: Arc<GroupCommit>,
     flusher: Option<JoinHandle<()>>,
     trees: Arc<Trees>,
+    /// Failure counters and scratch values: memory only (see [`EphemeralStore`]).
+    ephemeral: Ephemeral,
+}
+
+/// Counters kept at most (each well under 100 bytes), and scratch values.
+const MAX_COUNTERS: usize = 100_000;
+const MAX_SCRATCH: usize = 10_000;
+
+/// The in-memory [`EphemeralStore`] of one process.
+#[derive(Default)]
+struct Ephemeral {
+    counters: Mutex<std::collections::HashMap<Vec<u8>, Counter>>,
+    scratch: Mutex<std::collections::HashMap<SecretHash, (Vec<u8>, i64)>>,
+}
+
+impl Ephemeral {
+    fn update_counters<F: Fn(&mut [Counter]) + ?Sized>(&self, keys: &[Vec<u8>], update: &F) {
+        let mut table = self.counters.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut counters: Vec<Counter> = keys.iter().map(|k| table.get(k).copied().unwrap_or_default()).collect();
+        update(&mut counters);
+        let fresh = keys.iter().filter(|k| !table.contains_key(*k)).count();
+        if table.len() + fresh > MAX_COUNTERS {
+            make_room(&mut table, crate::clock::now_ms());
+        }
+        for (key, counter) in keys.iter().zip(counters) {
+            if counter == Counter::default() {
+                table.remove(key);
+            } else {
+                table.insert(key.clone(), counter);
+            }
+        }
+    }
+
+    fn put_scratch(&self, key: &SecretHash, value: &[u8], expires_at: i64) {
+        let mut table = self.scratch.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if table.len() >= MAX_SCRATCH && !table.contains_key(key) {
+            let now = crate::clock::now();
+            table.retain(|_, (_, expires)| *expires > now);
+            if table.len() >= MAX_SCRATCH {
+                // Every value is live: drop the one that expires first.
+                if let Some(first) = table.iter().min_by_key(|(_, (_, e))| *e).map(|(k, _)| *k) {
+                    table.remove(&first);
+                }
+            }
+        }
+        table.insert(*key, (value.to_vec(), expires_at));
+    }
+
+    fn get_scratch(&self, key: &SecretHash) -> Option<Vec<u8>> {
+        let table = self.scratch.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (value, expires) = table.get(key)?;
+        (*expires > crate::clock::now()).then(|| value.clone())
+    }
+}
+
+/// Frees a tenth of the counter table: expired counters first, then those that expire first.
+fn make_room(table: &mut std::collections::HashMap<Vec<u8>, Counter>, now_ms: i64) {
+    table.retain(|_, c| c.expires_at_ms > now_ms);
+    let target = MAX_COUNTERS - MAX_COUNTERS / 10;
+    if table.len() > target {
+        let mut by_expiry: Vec<(i64, Vec<u8>)> = table.iter().map(|(k, c)| (c.expires_at_ms, k.clone())).collect();
+        by_expiry.sort_unstable();
+        for (_, key) in &by_expiry[..table.len() - target] {
+            table.remove(key);
+        }
+    }
 }
 
 /// One sled tree per record kind. Every method here is synchronous; the async trait
@@ -122,6 +191,7 @@ impl SledStore {
         let db = ::sled::Config::new()
             .path(dir)
             .cache_capacity(CACHE_BYTES)
+            .flush_every_ms(None)
             .open()
             .map_err(|e| match &e {
                 ::sled::Error::Io(io) if io.to_string().contains("lock") => {
@@ -157,6 +227,7 @@ impl SledStore {
             commits,
             flusher: Some(flusher),
             trees: Arc::new(trees),
+            ephemeral: Ephemeral::default(),
         })
     }
 
@@ -814,6 +885,25 @@ impl SessionStore for SledStore {
 }
 
 #[async_trait]
+impl EphemeralStore for SledStore {
+    async fn update_counters(
+        &self,
+        keys: &[Vec<u8>],
+        update: &(dyn for<'c> Fn(&'c mut [Counter]) + Send + Sync),
+    ) -> Result<()> {
+        self.ephemeral.update_counters(keys, update);
+        Ok(())
+    }
+    async fn put_scratch(&self, key: &SecretHash, value: &[u8], expires_at: i64) -> Result<()> {
+        self.ephemeral.put_scratch(key, value, expires_at);
+        Ok(())
+    }
+    async fn get_scratch(&self, key: &SecretHash) -> Result<Option<Vec<u8>>> {
+        Ok(self.ephemeral.get_scratch(key))
+    }
+}
+
+#[async_trait]
 impl Store for SledStore {
     fn durable(&self) -> Durable {
         let commits = self.commits.clone();
@@ -888,9 +978,16 @@ impl GroupCommit {
         loop {
             {
                 let Ok(mut wake) = self.wake.lock() else { return };
-                while !wake.0 && !wake.1 {
-                    wake = match self.wake_signal.wait(wake) {
-                        Ok(w) => w,
+                // Idle, it still flushes every half second, so that writes nobody awaited (a
+                // session, a consent) are on disk soon too: sled's own flush thread is off,
+                // since it would keep the folder locked for up to that long after a drop.
+                let mut idle = false;
+                while !wake.0 && !wake.1 && !idle {
+                    wake = match self.wake_signal.wait_timeout(wake, IDLE_FLUSH) {
+                        Ok((w, timeout)) => {
+                            idle = timeout.timed_out();
+                            w
+                        }
                         Err(_) => return,
                     };
                 }
@@ -1000,5 +1097,27 @@ mod tests {
             .expect("the folder is released");
         let owned = store.trees.clients_owned_by("u1").unwrap();
         assert_eq!(owned.iter().map(|c| c.client_id.as_str()).collect::<Vec<_>>(), ["a"]);
+    }
+
+    #[test]
+    fn the_counter_table_stays_bounded() {
+        let ephemeral = Ephemeral::default();
+        let far = crate::clock::now_ms() + 3_600_000;
+        for i in 0..(MAX_COUNTERS + 50) {
+            let key = (i as u64).to_be_bytes().to_vec();
+            ephemeral.update_counters(&[key], &|counters: &mut [Counter]| {
+                counters[0] = Counter {
+                    failures: 1,
+                    last_failure_ms: 1,
+                    locked_until_ms: 0,
+                    expires_at_ms: far + i as i64,
+                };
+            });
+        }
+        let len = ephemeral.counters.lock().unwrap().len();
+        assert!(len <= MAX_COUNTERS, "{len}");
+        // The counters that expire last are the ones kept.
+        let newest = ((MAX_COUNTERS + 49) as u64).to_be_bytes().to_vec();
+        assert!(ephemeral.counters.lock().unwrap().contains_key(&newest));
     }
 }

@@ -24,11 +24,11 @@ async fn wait_for_count(app: &TestApp, expected: u64) -> u64 {
 async fn expired_records_are_purged_so_the_store_stays_flat_over_many_cycles() {
     let dirs = tempfile::tempdir().unwrap();
     let config = tessera::Config {
-        access_token_ttl: Duration::from_secs(1),
-        refresh_token_ttl: Duration::from_secs(1),
-        // Two seconds, not one: a code must outlive its exchange and a login the authorization
-        // request right after it, even on a loaded machine (expiry is counted in whole
-        // seconds, so a one-second lifetime can be over within milliseconds).
+        access_token_ttl: Duration::from_secs(2),
+        refresh_token_ttl: Duration::from_secs(2),
+        // Two seconds, not one: a token must outlive its use right after it is issued, even on
+        // a loaded machine (expiry is counted in whole seconds, so a one-second lifetime can
+        // be over within milliseconds).
         code_ttl: Duration::from_secs(2),
         session_ttl: Duration::from_secs(2),
         purge_interval: Duration::from_secs(1),
@@ -48,8 +48,9 @@ async fn expired_records_are_purged_so_the_store_stays_flat_over_many_cycles() {
             );
         }
         let filled = app.store.record_count().await.unwrap();
-        // Everything issued expires within two seconds; the background purge runs every second.
-        tokio::time::sleep(Duration::from_millis(3500)).await;
+        // Everything issued expires within two seconds, and the last access token a second
+        // or two later still; the background purge runs every second.
+        tokio::time::sleep(Duration::from_millis(5000)).await;
         let baseline = after_purge.first().copied().unwrap_or(0);
         let count = if cycle == 0 {
             app.store.record_count().await.unwrap()

@@ -564,3 +564,68 @@ async fn every_caller_gets_the_same_server_secret() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn counters_update_atomically_under_concurrency() {
+    for_each_backend(|store| async move {
+        let keys = vec![b"a".to_vec(), b"b".to_vec()];
+        race(16, || {
+            let (store, keys) = (store.clone(), keys.clone());
+            async move {
+                store
+                    .update_counters(&keys, &|counters: &mut [Counter]| {
+                        for counter in counters.iter_mut() {
+                            counter.failures += 1;
+                            counter.expires_at_ms = i64::MAX;
+                        }
+                    })
+                    .await
+                    .unwrap()
+            }
+        })
+        .await;
+        let seen = std::sync::Mutex::new(Vec::new());
+        store
+            .update_counters(&[b"b".to_vec(), b"c".to_vec()], &|counters: &mut [Counter]| {
+                *seen.lock().unwrap() = counters.to_vec();
+            })
+            .await
+            .unwrap();
+        let seen = seen.into_inner().unwrap();
+        assert_eq!(seen[0].failures, 16, "no increment was lost");
+        assert_eq!(seen[1], Counter::default(), "absent counters read as zero");
+        // Zeroed counters are forgotten.
+        store
+            .update_counters(&[b"a".to_vec()], &|counters: &mut [Counter]| {
+                counters[0] = Counter::default()
+            })
+            .await
+            .unwrap();
+        let before = store.record_count().await.unwrap();
+        store
+            .update_counters(&[b"a".to_vec()], &|counters: &mut [Counter]| {
+                assert_eq!(counters[0], Counter::default())
+            })
+            .await
+            .unwrap();
+        assert_eq!(store.record_count().await.unwrap(), before);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn scratch_values_are_kept_until_they_expire() {
+    for_each_backend(|store| async move {
+        let now = tessera::now();
+        store.put_scratch(&[1; 32], b"first", now + 60).await.unwrap();
+        store.put_scratch(&[1; 32], b"second", now + 60).await.unwrap();
+        store.put_scratch(&[2; 32], b"gone", now - 1).await.unwrap();
+        assert_eq!(
+            store.get_scratch(&[1; 32]).await.unwrap().as_deref(),
+            Some(&b"second"[..])
+        );
+        assert_eq!(store.get_scratch(&[2; 32]).await.unwrap(), None);
+        assert_eq!(store.get_scratch(&[3; 32]).await.unwrap(), None);
+    })
+    .await;
+}

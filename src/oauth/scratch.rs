@@ -1,0 +1,63 @@
+//! Short-lived state a browser flow keeps between requests (the playground's), kept in the
+//! store's scratch space so that every node sees it. It is sealed with AES-256-GCM under a
+//! server secret first: it may hold what a developer typed (a client secret), and a shared
+//! database must never hold that in the clear.
+
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
+use ring::rand::{SecureRandom, SystemRandom};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::{now, random_token, secret_hash, Error, Provider};
+
+/// The name of the server secret that seals scratch values.
+const SEALING_SECRET: &str = "scratch-aead";
+
+impl Provider {
+    /// The sealing key: one server secret shared by every node, made on first use.
+    async fn sealing_key(&self) -> Result<LessSafeKey, Error> {
+        let candidate = secret_hash(&random_token(32));
+        let secret = self.store.server_secret(SEALING_SECRET, &candidate).await?;
+        let key = UnboundKey::new(&AES_256_GCM, &secret).map_err(|_| Error::server_error("bad sealing key"))?;
+        Ok(LessSafeKey::new(key))
+    }
+
+    /// Keeps `value` for `owner` (a session id) under `purpose` for `ttl` seconds.
+    pub async fn put_sealed<T: Serialize>(&self, purpose: &str, owner: &str, value: &T, ttl: i64) -> Result<(), Error> {
+        let mut sealed = serde_json::to_vec(value).map_err(Error::server_error)?;
+        let mut nonce = [0u8; NONCE_LEN];
+        SystemRandom::new()
+            .fill(&mut nonce)
+            .map_err(|_| Error::server_error("the system random number generator failed"))?;
+        self.sealing_key()
+            .await?
+            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(purpose), &mut sealed)
+            .map_err(|_| Error::server_error("sealing failed"))?;
+        let mut stored = nonce.to_vec();
+        stored.extend_from_slice(&sealed);
+        let key = secret_hash(&format!("{purpose}\0{owner}"));
+        Ok(self.store.put_scratch(&key, &stored, now() + ttl).await?)
+    }
+
+    /// What [`Provider::put_sealed`] kept for `owner` under `purpose`, if it is still there
+    /// (and opens: a value sealed under another secret reads as absent).
+    pub async fn get_sealed<T: DeserializeOwned>(&self, purpose: &str, owner: &str) -> Result<Option<T>, Error> {
+        let key = secret_hash(&format!("{purpose}\0{owner}"));
+        let Some(stored) = self.store.get_scratch(&key).await? else {
+            return Ok(None);
+        };
+        if stored.len() < NONCE_LEN {
+            return Ok(None);
+        }
+        let (nonce, sealed) = stored.split_at(NONCE_LEN);
+        let Ok(nonce) = Nonce::try_assume_unique_for_key(nonce) else {
+            return Ok(None);
+        };
+        let mut sealed = sealed.to_vec();
+        let key = self.sealing_key().await?;
+        let Ok(opened) = key.open_in_place(nonce, Aad::from(purpose), &mut sealed) else {
+            return Ok(None);
+        };
+        Ok(serde_json::from_slice(opened).ok())
+    }
+}
