@@ -10,7 +10,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use ring::signature::{UnparsedPublicKey, ECDSA_P256_SHA256_FIXED, ED25519, RSA_PKCS1_2048_8192_SHA256};
 use serde_json::{json, Value};
-use tessera::keys::{Algorithm, Keyring};
+use tessera::keys::{Algorithm, FolderVault, KeyVault, Keyring};
 use tessera::resource::{Verifier, VerifierConfig};
 
 const ROUNDS: u32 = 20_000;
@@ -57,9 +57,12 @@ fn main() {
     );
     for alg in [Algorithm::ES256, Algorithm::EdDSA, Algorithm::RS256] {
         let dir = tempfile::tempdir().unwrap();
-        let mut ring_dir = Keyring::open_or_init(dir.path()).unwrap();
-        ring_dir.rotate(alg).unwrap();
-        let keys = ring_dir.load().unwrap();
+        let vault = FolderVault::new(dir.path());
+        let keys = runtime.block_on(async {
+            Keyring::open_or_init(&vault).await.unwrap();
+            Keyring::rotate(&vault, alg).await.unwrap();
+            Keyring::key_set(&vault.read().await.unwrap()).unwrap()
+        });
         let issuer = "https://issuer.example";
         let claims = json!({"iss": issuer, "sub": "u", "aud": issuer, "exp": tessera::now() + 3600,
             "iat": tessera::now(), "jti": "j", "client_id": "c", "scope": "read"});

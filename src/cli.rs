@@ -252,18 +252,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Openapi => println!("{}", crate::http::spec()),
         Command::App(cmd) => app_command(&cli.config(None)?, cmd).await?,
         Command::User(cmd) => user_command(&cli.config(None)?, cmd).await?,
-        Command::Keys(cmd) => keys_command(&cli.config(None)?, cmd)?,
+        Command::Keys(cmd) => keys_command(&cli.config(None)?, cmd).await?,
     }
     Ok(())
 }
 
-fn offline_provider(config: &Config) -> anyhow::Result<std::sync::Arc<crate::oauth::Provider>> {
+async fn offline_provider(config: &Config) -> anyhow::Result<std::sync::Arc<crate::oauth::Provider>> {
     let issuer = config
         .issuer
         .as_ref()
         .map(|u| u.to_string())
         .unwrap_or_else(|| format!("http://{}", config.addr));
-    crate::open_provider(config, &issuer)
+    crate::open_provider(config, &issuer).await
 }
 
 fn client_json(client: &ClientRecord, secret: Option<&str>) -> serde_json::Value {
@@ -311,7 +311,7 @@ fn print_client(client: &ClientRecord) {
 }
 
 async fn app_command(config: &Config, cmd: &AppCommand) -> anyhow::Result<()> {
-    let provider = offline_provider(config)?;
+    let provider = offline_provider(config).await?;
     match cmd {
         AppCommand::Create {
             name,
@@ -486,7 +486,7 @@ fn print_user(user: &UserRecord, as_json: bool) {
 }
 
 async fn user_command(config: &Config, cmd: &UserCommand) -> anyhow::Result<()> {
-    let provider = offline_provider(config)?;
+    let provider = offline_provider(config).await?;
     match cmd {
         UserCommand::Create {
             username,
@@ -561,19 +561,21 @@ async fn user_command(config: &Config, cmd: &UserCommand) -> anyhow::Result<()> 
     Ok(())
 }
 
-fn keys_command(config: &Config, cmd: &KeysCommand) -> anyhow::Result<()> {
-    let mut ring = Keyring::open_or_init(&config.keys_dir)?;
-    let mut out = std::io::stdout().lock();
-    let mut show = |k: &crate::keys::KeyInfo| {
+async fn keys_command(config: &Config, cmd: &KeysCommand) -> anyhow::Result<()> {
+    let vault = crate::open_key_vault(config).await?;
+    let vault = vault.as_ref();
+    let keys = Keyring::open_or_init(vault).await?;
+    let show = |k: &crate::keys::KeyInfo| {
+        let mut out = std::io::stdout().lock();
         writeln!(out, "{}  {:<5}  {:?}", k.kid, k.alg, k.status).map_err(anyhow::Error::from)
     };
     match cmd {
-        KeysCommand::Generate { alg } => show(&ring.generate(*alg)?)?,
-        KeysCommand::Rotate { alg } => show(&ring.rotate(*alg)?)?,
-        KeysCommand::Promote { kid } => show(&ring.promote(kid)?)?,
-        KeysCommand::Retire { kid } => show(&ring.retire(kid)?)?,
+        KeysCommand::Generate { alg } => show(&Keyring::generate(vault, *alg).await?)?,
+        KeysCommand::Rotate { alg } => show(&Keyring::rotate(vault, *alg).await?)?,
+        KeysCommand::Promote { kid } => show(&Keyring::promote(vault, kid).await?)?,
+        KeysCommand::Retire { kid } => show(&Keyring::retire(vault, kid).await?)?,
         KeysCommand::List => {
-            for key in ring.keys() {
+            for key in &keys {
                 show(key)?;
             }
         }

@@ -31,7 +31,7 @@ use std::time::Duration;
 use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
 
 pub use crate::config::Config;
-use crate::keys::Keys;
+use crate::keys::{FolderVault, KeyVault, Keys};
 pub use crate::oauth::now;
 use crate::oauth::Provider;
 use crate::store::{SledStore, Store};
@@ -68,14 +68,19 @@ pub fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     Ok(Arc::new(SledStore::open(&config.data_dir)?))
 }
 
-/// Opens the store and keyring named by `config`: what both the server and the CLI need.
-/// `issuer` is the resolved issuer identifier.
-pub fn open_provider(config: &Config, issuer: &str) -> anyhow::Result<Arc<Provider>> {
-    provider_with_store(config, issuer, open_store(config)?)
+/// Opens the keyring named by `config` (the keys folder).
+pub async fn open_key_vault(config: &Config) -> anyhow::Result<Arc<dyn KeyVault>> {
+    Ok(Arc::new(FolderVault::new(&config.keys_dir)))
 }
 
-fn provider_with_store(config: &Config, issuer: &str, store: Arc<dyn Store>) -> anyhow::Result<Arc<Provider>> {
-    let keys = Arc::new(Keys::load(&config.keys_dir)?);
+/// Opens the store and keyring named by `config`: what both the server and the CLI need.
+/// `issuer` is the resolved issuer identifier.
+pub async fn open_provider(config: &Config, issuer: &str) -> anyhow::Result<Arc<Provider>> {
+    provider_with_store(config, issuer, open_store(config)?).await
+}
+
+async fn provider_with_store(config: &Config, issuer: &str, store: Arc<dyn Store>) -> anyhow::Result<Arc<Provider>> {
+    let keys = Arc::new(Keys::load(open_key_vault(config).await?).await?);
     Ok(Arc::new(Provider::new(store, keys, config.clone(), issuer)))
 }
 
@@ -104,7 +109,7 @@ impl App {
                  machine and its private network (for development and tests only)"
             );
         }
-        let provider = provider_with_store(&config, &issuer, store)?;
+        let provider = provider_with_store(&config, &issuer, store).await?;
         let demoted = provider.revoke_self_service_first_party().await?;
         if demoted > 0 {
             tracing::warn!(
@@ -149,7 +154,7 @@ impl App {
             let mut tick = tokio::time::interval(KEY_RELOAD_INTERVAL);
             loop {
                 tick.tick().await;
-                match keys.reload_if_changed() {
+                match keys.reload_if_changed().await {
                     Ok(true) => tracing::info!("keyring changed; keys reloaded"),
                     Ok(false) => {}
                     Err(e) => {

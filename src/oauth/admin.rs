@@ -111,10 +111,14 @@ impl Provider {
 
     /// Deletes a client after revoking every grant it holds, so no token of it outlives it.
     pub async fn delete_client(&self, client_id: &str) -> Result<bool, Error> {
+        // The client goes first, so no update can bring it back (updates write only clients
+        // that exist); then what it holds: every grant is revoked and every user's consent
+        // forgotten, so nothing it was allowed survives it.
+        let deleted = self.store.delete_client(client_id).await?;
         for grant in self.store.list_grants(None, Some(client_id)).await? {
             self.store.revoke_grant(&grant.grant_id).await?;
         }
-        let deleted = self.store.delete_client(client_id).await?;
+        self.store.delete_consents_for_client(client_id).await?;
         self.store.durable().await?;
         Ok(deleted)
     }
@@ -130,25 +134,25 @@ impl Provider {
     }
 
     /// The keyring's keys, as `tessera keys list` shows them.
-    pub fn list_keys(&self) -> Result<Vec<KeyInfo>, Error> {
-        Ok(Keyring::open_or_init(&self.config.keys_dir)?.keys().to_vec())
+    pub async fn list_keys(&self) -> Result<Vec<KeyInfo>, Error> {
+        Ok(Keyring::open_or_init(self.keys.vault()).await?)
     }
 
     /// Changes the keyring as `tessera keys generate|promote|retire` would, then loads it at
     /// once (the periodic reload would pick it up within two seconds anyway).
-    pub fn change_keys(&self, change: KeyChange<'_>) -> Result<KeyInfo, Error> {
-        let mut ring = Keyring::open_or_init(&self.config.keys_dir)?;
+    pub async fn change_keys(&self, change: KeyChange<'_>) -> Result<KeyInfo, Error> {
+        let vault = self.keys.vault();
         let result = match change {
-            KeyChange::Generate(alg) => ring.generate(alg),
-            KeyChange::Promote(kid) => ring.promote(kid),
-            KeyChange::Retire(kid) => ring.retire(kid),
+            KeyChange::Generate(alg) => Keyring::generate(vault, alg).await,
+            KeyChange::Promote(kid) => Keyring::promote(vault, kid).await,
+            KeyChange::Retire(kid) => Keyring::retire(vault, kid).await,
         };
         let info = result.map_err(|e| match e {
             crate::keys::KeyError::UnknownKid(_) => not_found("key"),
             crate::keys::KeyError::Refused(why) => Error::invalid_request(why),
             other => Error::server_error(other),
         })?;
-        self.keys.reload_if_changed()?;
+        self.keys.reload_if_changed().await?;
         Ok(info)
     }
 }

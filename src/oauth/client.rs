@@ -88,6 +88,16 @@ impl Provider {
     /// Validates and stores a new client. Returns it with the plaintext secret (confidential
     /// clients only), which is never stored and cannot be shown again.
     pub async fn register_client(&self, new: NewClient) -> Result<(ClientRecord, Option<String>), Error> {
+        self.register_client_with(new, |_| ()).await
+    }
+
+    /// [`Provider::register_client`], letting `finish` set what registration adds (a
+    /// registration access token, say) before the client is stored.
+    pub(super) async fn register_client_with(
+        &self,
+        new: NewClient,
+        finish: impl FnOnce(&mut ClientRecord),
+    ) -> Result<(ClientRecord, Option<String>), Error> {
         let scope = self.validate_client(&new)?;
         if let Some(owner) = &new.owner_user_id {
             if self.store.clients_owned_by(owner).await?.len() >= MAX_APPS_PER_USER {
@@ -97,7 +107,7 @@ impl Provider {
             }
         }
         let secret = (new.client_type == ClientType::Confidential).then(new_secret);
-        let client = ClientRecord {
+        let mut client = ClientRecord {
             client_id: super::random_id(),
             name: new.name.trim().to_string(),
             client_type: new.client_type,
@@ -118,7 +128,10 @@ impl Provider {
             token_endpoint_auth_method: None,
             first_used_at: None,
         };
-        self.store.put_client(&client).await?;
+        finish(&mut client);
+        if !self.store.insert_client(&client).await? {
+            return Err(Error::server_error("a new client id was taken"));
+        }
         Ok((client, secret))
     }
 
@@ -228,6 +241,16 @@ impl Provider {
 
     /// Changes a client's settings. Its id, type, secret, owner and creation time stay.
     pub async fn update_client(&self, client_id: &str, new: NewClient) -> Result<ClientRecord, Error> {
+        self.update_client_with(client_id, new, |_| ()).await
+    }
+
+    /// [`Provider::update_client`], letting `finish` set what registration changes too.
+    pub(super) async fn update_client_with(
+        &self,
+        client_id: &str,
+        new: NewClient,
+        finish: impl FnOnce(&mut ClientRecord),
+    ) -> Result<ClientRecord, Error> {
         let mut client = self
             .store
             .get_client(client_id)
@@ -250,7 +273,11 @@ impl Provider {
         client.post_logout_redirect_uris = new.post_logout_redirect_uris;
         client.id_token_signed_response_alg = new.id_token_signed_response_alg;
         client.admin = new.admin;
-        self.store.put_client(&client).await?;
+        finish(&mut client);
+        // Only if it still exists: an update racing a delete must not bring the client back.
+        if !self.store.update_client(&client).await? {
+            return Err(super::admin::not_found("client"));
+        }
         Ok(client)
     }
 
@@ -262,8 +289,9 @@ impl Provider {
         for mut client in self.store.list_clients().await? {
             if client.skip_consent && !operator_made(&client) {
                 client.skip_consent = false;
-                self.store.put_client(&client).await?;
-                changed += 1;
+                if self.store.update_client(&client).await? {
+                    changed += 1;
+                }
             }
         }
         Ok(changed)
@@ -288,7 +316,9 @@ impl Provider {
         }
         let secret = new_secret();
         client.secret_hash = Some(secret_hash(&secret));
-        self.store.put_client(&client).await?;
+        if !self.store.update_client(&client).await? {
+            return Err(super::admin::not_found("client"));
+        }
         Ok(secret)
     }
 

@@ -140,6 +140,20 @@ impl Provider {
         client.id_token_signed_response_alg.unwrap_or(Algorithm::RS256)
     }
 
+    /// Refuses, before anything is spent, a token request of a client whose ID tokens need an
+    /// algorithm the keyring has no key for (an operator registered it ahead of the key):
+    /// the request is retried once the key exists, instead of failing after its code or
+    /// refresh token is used up.
+    pub fn ensure_id_token_key(&self, client: &ClientRecord) -> Result<(), Error> {
+        let alg = self.id_token_alg(client);
+        if self.keys.current().signer_for(alg).is_some() {
+            return Ok(());
+        }
+        Err(Error::invalid_request(format!(
+            "the server has no {alg} key to sign this client's ID tokens (id_token_signed_response_alg); ask its operator"
+        )))
+    }
+
     /// Signs an ID token for a grant whose scope includes `openid`; `None` otherwise.
     pub async fn mint_id_token(&self, input: IdTokenInput<'_>) -> Result<Option<String>, Error> {
         if !input.scope.contains(OPENID) {

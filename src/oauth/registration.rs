@@ -217,6 +217,15 @@ impl Provider {
                 )))
             }
         };
+        // Anyone may register: only what the keyring can sign now (an operator may register
+        // ahead of a key; see `ensure_id_token_key`).
+        if let Some(alg) = id_token_signed_response_alg {
+            if self.keys.current().signer_for(alg).is_none() {
+                return Err(invalid_metadata(format!(
+                    "this server has no {alg} key for id_token_signed_response_alg"
+                )));
+            }
+        }
         let name = metadata
             .client_name
             .clone()
@@ -268,11 +277,15 @@ impl Provider {
         let (new, method) = self.registered_settings(metadata)?;
         let key = address.map(crate::net::address_key).unwrap_or_default();
         self.registration_rate.check(&key).map_err(Error::rate_limited)?;
-        let (mut client, client_secret) = self.register_client(new).await.map_err(Self::as_registration_error)?;
         let token = random_token(32);
-        client.registration_token_hash = Some(secret_hash(&token));
-        client.token_endpoint_auth_method = Some(method);
-        self.store.put_client(&client).await?;
+        let token_hash = secret_hash(&token);
+        let (client, client_secret) = self
+            .register_client_with(new, |client| {
+                client.registration_token_hash = Some(token_hash);
+                client.token_endpoint_auth_method = Some(method);
+            })
+            .await
+            .map_err(Self::as_registration_error)?;
         Ok(self.registration(client, client_secret, Some(token)))
     }
 
@@ -336,12 +349,12 @@ impl Provider {
                 "token_endpoint_auth_method cannot change between none and a secret",
             ));
         }
-        let mut updated = self
-            .update_client(client_id, new)
+        let updated = self
+            .update_client_with(client_id, new, |client| {
+                client.token_endpoint_auth_method = Some(method)
+            })
             .await
             .map_err(Self::as_registration_error)?;
-        updated.token_endpoint_auth_method = Some(method);
-        self.store.put_client(&updated).await?;
         Ok(self.registration(updated, None, None))
     }
 

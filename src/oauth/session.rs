@@ -32,14 +32,14 @@ const COOKIE_SECRET: &str = "cookie-hmac";
 const LOGIN_FORM: &str = "login-form";
 const DEVICE: &str = "device";
 
-/// A device cookie's value: it names (a digest of) the username that logged in from it.
+/// A device cookie's value: it names the user who logged in from it, and their password's
+/// generation (`session_epoch`), so it ends with a password change, or with the account.
 #[derive(Debug, Clone)]
 pub struct DeviceCookie(pub String);
 
-/// The digest of a username that a device cookie carries (case-insensitive, like usernames).
-fn username_digest(username: &str) -> String {
-    let digest = ring::digest::digest(&ring::digest::SHA256, username.to_lowercase().as_bytes());
-    URL_SAFE_NO_PAD.encode(digest.as_ref())
+/// What a device cookie carries for `user`.
+fn device_payload(user: &UserRecord) -> String {
+    format!("{}-{}", user.user_id, user.session_epoch)
 }
 
 /// A login form's CSRF token for a visitor without a session, and the signed cookie value
@@ -171,22 +171,23 @@ impl Provider {
             .is_some_and(|token| bool::from(token.as_bytes().ct_eq(submitted.as_bytes()))))
     }
 
-    /// The device cookie for a browser that just logged in as `username`.
-    pub async fn device_cookie(&self, username: &str) -> Result<DeviceCookie, Error> {
-        let value = self
-            .sign_value(DEVICE, &username_digest(username), DEVICE_TTL_SECS)
-            .await?;
+    /// The device cookie for a browser that just logged in as `user`.
+    pub async fn device_cookie(&self, user: &UserRecord) -> Result<DeviceCookie, Error> {
+        let value = self.sign_value(DEVICE, &device_payload(user), DEVICE_TTL_SECS).await?;
         Ok(DeviceCookie(value))
     }
 
-    /// Whether `cookie` is a device cookie this server made for `username`.
+    /// Whether `cookie` is a device cookie this server made for the user `username` is now:
+    /// the same account (not one of the same name made since) with the same password.
     pub async fn is_known_device(&self, cookie: Option<&str>, username: &str) -> Result<bool, Error> {
         let Some(cookie) = cookie else { return Ok(false) };
-        let expected = username_digest(username);
-        Ok(self
-            .signed_payload(DEVICE, cookie)
-            .await?
-            .is_some_and(|digest| bool::from(digest.as_bytes().ct_eq(expected.as_bytes()))))
+        let Some(payload) = self.signed_payload(DEVICE, cookie).await? else {
+            return Ok(false);
+        };
+        let Some(user) = self.store.get_user_by_name(username).await? else {
+            return Ok(false);
+        };
+        Ok(bool::from(payload.as_bytes().ct_eq(device_payload(&user).as_bytes())))
     }
 
     /// Logs a user in: the old session is dropped and a new id issued, so a session id

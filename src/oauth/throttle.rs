@@ -69,17 +69,17 @@ fn key(kind: Kind, parts: &[&str]) -> Vec<u8> {
     key
 }
 
-/// The counts an attempt touches (a known device's skips the username's).
+/// The counts an attempt touches. Usernames count exactly as they are matched at login (case
+/// and all): `Alice` and `alice` are two accounts. A known device's attempt touches only its
+/// (username, address) count: the per-username slowdown and the per-address lockout guard
+/// against guessers, which a browser the user has logged in from is not.
 fn keys(attempt: &Attempt<'_>) -> (Vec<Kind>, Vec<Vec<u8>>) {
-    let user = attempt.username.to_lowercase();
-    let mut kinds = vec![Kind::Pair, Kind::Address];
-    let mut keys = vec![
-        key(Kind::Pair, &[attempt.address, &user]),
-        key(Kind::Address, &[attempt.address]),
-    ];
+    let user = attempt.username;
+    let mut kinds = vec![Kind::Pair];
+    let mut keys = vec![key(Kind::Pair, &[attempt.address, user])];
     if !attempt.known_device {
-        kinds.push(Kind::Username);
-        keys.push(key(Kind::Username, &[&user]));
+        kinds.extend([Kind::Address, Kind::Username]);
+        keys.extend([key(Kind::Address, &[attempt.address]), key(Kind::Username, &[user])]);
     }
     (kinds, keys)
 }
@@ -256,10 +256,11 @@ mod tests {
         for _ in 0..3 {
             assert!(begin(&throttle, &store, at("alice", "1.1.1.1")).await.is_ok());
         }
-        let wait = begin(&throttle, &store, at("ALICE", "1.1.1.1")).await.unwrap_err();
+        let wait = begin(&throttle, &store, at("alice", "1.1.1.1")).await.unwrap_err();
+        assert!(wait > Duration::from_secs(9), "{wait:?}");
         assert!(
-            wait > Duration::from_secs(9),
-            "usernames are case-insensitive: {wait:?}"
+            begin(&throttle, &store, at("ALICE", "1.1.1.1")).await.is_ok(),
+            "usernames count exactly as they log in: ALICE is another account"
         );
         assert!(
             begin(&throttle, &store, at("alice", "2.2.2.2")).await.is_ok(),
@@ -343,5 +344,27 @@ mod tests {
         assert!(begin(&throttle, &store, owner).await.is_ok());
         assert!(begin(&throttle, &store, owner).await.is_ok());
         assert!(begin(&throttle, &store, owner).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_known_device_is_not_locked_out_by_guessers_sharing_its_address() {
+        let (store, _dir) = store();
+        let throttle = LoginThrottle::new(policy());
+        for name in ["a", "b", "c", "d", "e"] {
+            assert!(begin(&throttle, &store, at(name, "9.9.9.9")).await.is_ok());
+        }
+        assert!(
+            begin(&throttle, &store, at("alice", "9.9.9.9")).await.is_err(),
+            "the address is locked"
+        );
+        let owner = Attempt {
+            username: "alice",
+            address: "9.9.9.9",
+            known_device: true,
+        };
+        assert!(
+            begin(&throttle, &store, owner).await.is_ok(),
+            "but not for alice's own browser"
+        );
     }
 }

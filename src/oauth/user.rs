@@ -45,7 +45,7 @@ fn validate_username(username: &str) -> Result<(), Error> {
     let ok = (1..=64).contains(&username.chars().count())
         && username
             .chars()
-            .all(|c| c.is_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'));
+            .all(|c| (c.is_alphanumeric() || matches!(c, '.' | '_' | '-' | '@')) && !super::text::is_deceptive(c));
     if ok {
         Ok(())
     } else {

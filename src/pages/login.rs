@@ -211,7 +211,7 @@ pub(super) async fn login(
     Cookie::LoginForm.set(provider, &mut response, "", 0);
     // This browser is now a device its user logs in from (exempt from the per-username
     // slowdown of the login throttle).
-    match provider.device_cookie(&user.username).await {
+    match provider.device_cookie(&user).await {
         Ok(device) => {
             let max_age = crate::oauth::session::DEVICE_TTL_SECS as u64;
             Cookie::Device.set(provider, &mut response, &device.0, max_age);

@@ -234,17 +234,23 @@ impl Cookie {
         }
     }
 
-    /// This cookie's value in the request, if sent.
+    /// This cookie's value in the request, if sent. The header is read as bytes: another
+    /// site's cookie with non-ASCII bytes in it (another app on this host, a sibling
+    /// subdomain) must not make ours unreadable and lock users out of logging in.
     fn read(self, provider: &Provider, req: &Request) -> Option<String> {
-        let name = self.name(provider);
+        let name = self.name(provider).as_bytes();
         req.headers()
             .get_all(header::COOKIE)
             .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .filter_map(|pair| pair.trim().split_once('='))
+            .flat_map(|v| v.as_bytes().split(|b| *b == b';'))
+            .filter_map(|pair| {
+                let pair = pair.trim_ascii();
+                let at = pair.iter().position(|b| *b == b'=')?;
+                Some((&pair[..at], &pair[at + 1..]))
+            })
             .find(|(k, _)| *k == name)
-            .map(|(_, v)| v.to_string())
+            .and_then(|(_, v)| std::str::from_utf8(v).ok())
+            .map(str::to_string)
     }
 
     /// A `Set-Cookie` value; `Max-Age=0` with an empty value clears the cookie.

@@ -279,8 +279,14 @@ pub enum Rotation {
 /// Registered clients.
 #[async_trait]
 pub trait ClientStore: Send + Sync {
-    /// Inserts or replaces the client with this `client_id` (and keeps the owner index).
-    async fn put_client(&self, client: &ClientRecord) -> Result<()>;
+    /// Stores a new client (and indexes its owner) if no client has its `client_id`; returns
+    /// whether it was stored.
+    async fn insert_client(&self, client: &ClientRecord) -> Result<bool>;
+    /// Replaces the client with this `client_id` (and keeps the owner index) if it exists;
+    /// returns whether it did. Atomic with [`ClientStore::delete_client`]: a deleted client is
+    /// never written back by an update that read it before the delete. A `first_used_at`
+    /// already stored is kept.
+    async fn update_client(&self, client: &ClientRecord) -> Result<bool>;
     async fn get_client(&self, client_id: &str) -> Result<Option<ClientRecord>>;
     /// All clients, ordered by `client_id` (a full scan).
     async fn list_clients(&self) -> Result<Vec<ClientRecord>>;
@@ -292,7 +298,8 @@ pub trait ClientStore: Send + Sync {
     /// not every client.
     async fn clients_owned_by(&self, user_id: &str) -> Result<Vec<ClientRecord>>;
     /// Sets the client's `first_used_at` to `at` if it has none; returns whether it changed.
-    /// Atomic with respect to [`ClientStore::put_client`]: neither overwrites the other.
+    /// Atomic with respect to [`ClientStore::update_client`], which keeps a stored
+    /// `first_used_at`: neither undoes the other.
     async fn mark_client_used(&self, client_id: &str, at: i64) -> Result<bool>;
 }
 
@@ -355,6 +362,8 @@ pub trait ConsentStore: Send + Sync {
     /// Every client this user has approved, ordered by client id.
     async fn list_consents(&self, user_id: &str) -> Result<Vec<ConsentRecord>>;
     async fn delete_consent(&self, user_id: &str, client_id: &str) -> Result<()>;
+    /// Removes every user's consent for a client; returns how many there were. May scan.
+    async fn delete_consents_for_client(&self, client_id: &str) -> Result<u64>;
 }
 
 /// Browser sessions, keyed by the hash of the cookie value.

@@ -286,16 +286,25 @@ fn owner_key(user_id: &str, client_id: &str) -> Vec<u8> {
 }
 
 impl Trees {
-    fn put_client(&self, client: &ClientRecord) -> Result<()> {
-        let record = to_json(client)?;
+    /// Writes `client` if `write` says so given the stored one (`None`: absent), keeping the
+    /// owner index and a stored `first_used_at`; returns whether it wrote.
+    fn write_client(&self, client: &ClientRecord, write: fn(Option<&ClientRecord>) -> bool) -> Result<bool> {
         (&self.clients, &self.client_owners)
             .transaction(|(clients, owners)| {
-                let previous = clients.insert(client.client_id.as_bytes(), record.clone())?;
-                let previous_owner = previous
+                let previous = clients
+                    .get(client.client_id.as_bytes())?
                     .map(|bytes| from_json::<ClientRecord>(&bytes))
                     .transpose()
-                    .map_err(abort)?
-                    .and_then(|c| c.owner_user_id);
+                    .map_err(abort)?;
+                if !write(previous.as_ref()) {
+                    return Ok(false);
+                }
+                let mut client = client.clone();
+                if client.first_used_at.is_none() {
+                    client.first_used_at = previous.as_ref().and_then(|p| p.first_used_at);
+                }
+                clients.insert(client.client_id.as_bytes(), to_json(&client).map_err(abort)?)?;
+                let previous_owner = previous.and_then(|c| c.owner_user_id);
                 if previous_owner != client.owner_user_id {
                     if let Some(old) = &previous_owner {
                         owners.remove(owner_key(old, &client.client_id))?;
@@ -304,9 +313,17 @@ impl Trees {
                 if let Some(owner) = &client.owner_user_id {
                     owners.insert(owner_key(owner, &client.client_id), &[])?;
                 }
-                Ok(())
+                Ok(true)
             })
             .map_err(tx_error)
+    }
+
+    fn insert_client(&self, client: &ClientRecord) -> Result<bool> {
+        self.write_client(client, |previous| previous.is_none())
+    }
+
+    fn update_client(&self, client: &ClientRecord) -> Result<bool> {
+        self.write_client(client, |previous| previous.is_some())
     }
 
     fn get_client(&self, client_id: &str) -> Result<Option<ClientRecord>> {
@@ -609,6 +626,21 @@ impl Trees {
         self.consents.remove(consent_key(user_id, client_id))?;
         Ok(())
     }
+
+    fn delete_consents_for_client(&self, client_id: &str) -> Result<u64> {
+        let mut removed = 0;
+        for key in self.consents.iter().keys() {
+            let key = key?;
+            let of_client = key
+                .iter()
+                .position(|b| *b == 0)
+                .is_some_and(|at| &key[at + 1..] == client_id.as_bytes());
+            if of_client && self.consents.remove(&key)?.is_some() {
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
 }
 
 impl Trees {
@@ -757,8 +789,11 @@ impl Trees {
 
 #[async_trait]
 impl ClientStore for SledStore {
-    async fn put_client(&self, client: &ClientRecord) -> Result<()> {
-        self.trees.put_client(client)
+    async fn insert_client(&self, client: &ClientRecord) -> Result<bool> {
+        self.trees.insert_client(client)
+    }
+    async fn update_client(&self, client: &ClientRecord) -> Result<bool> {
+        self.trees.update_client(client)
     }
     async fn get_client(&self, client_id: &str) -> Result<Option<ClientRecord>> {
         self.trees.get_client(client_id)
@@ -868,6 +903,10 @@ impl ConsentStore for SledStore {
     }
     async fn delete_consent(&self, user_id: &str, client_id: &str) -> Result<()> {
         self.trees.delete_consent(user_id, client_id)
+    }
+    async fn delete_consents_for_client(&self, client_id: &str) -> Result<u64> {
+        let client_id = client_id.to_string();
+        self.scan(move |t| t.delete_consents_for_client(&client_id)).await
     }
 }
 

@@ -128,7 +128,7 @@ impl Worker {
                 let Ok((code, pkce)) = remote.try_get_code().await else {
                     return;
                 };
-                if self.steps % 3 == 0 {
+                if self.steps.is_multiple_of(3) {
                     self.held_codes.push((code, pkce));
                     continue;
                 }

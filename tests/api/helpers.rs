@@ -485,6 +485,11 @@ impl Remote {
 }
 
 impl TestApp {
+    /// The server's keyring, as `tessera keys` changes it.
+    pub async fn key_vault(&self) -> Arc<dyn tessera::keys::KeyVault> {
+        Arc::new(tessera::keys::FolderVault::new(&self.keys_dir))
+    }
+
     /// Registers a confidential OpenID Connect relying party: code + refresh grants, the
     /// OpenID Connect scopes and `read`, a post-logout redirect URI, and the given ID token
     /// algorithm (`None`: RS256) and access token lifetime.
@@ -670,4 +675,40 @@ impl Drop for ServerProcess {
             let _ = self.child.wait();
         }
     }
+}
+
+/// Another browser (its own cookie jar) on the same server.
+pub fn browser(app: &TestApp) -> Remote {
+    Remote::new(
+        app.issuer.clone(),
+        app.base.clone(),
+        app.client.clone(),
+        app.public_client.clone(),
+    )
+}
+
+/// A browser that sends every request as if from `address` through a trusted proxy (the
+/// server must list 127.0.0.1 in `trusted_proxies`).
+pub fn browser_behind_proxy(app: &TestApp, address: &str) -> Remote {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert("x-forwarded-for", address.parse().unwrap());
+    let mut remote = browser(app);
+    remote.http = reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .default_headers(headers)
+        .build()
+        .unwrap();
+    remote
+}
+
+pub async fn behind_a_proxy(adjust: impl FnOnce(&mut tessera::Config)) -> TestApp {
+    let dirs = tempfile::tempdir().unwrap();
+    let mut config = tessera::Config {
+        trusted_proxies: vec!["127.0.0.1".parse().unwrap()],
+        rate_limit_per_address: tessera::rate_limit::Rate::OFF,
+        ..test_config(&dirs)
+    };
+    adjust(&mut config);
+    spawn_app_with(config, dirs).await
 }

@@ -23,8 +23,8 @@ async fn key_rotation_keeps_old_tokens_verifiable_through_the_jwks() {
     let old_kid = jwt_parts(&old_token).0["kid"].as_str().unwrap().to_string();
 
     // `tessera keys rotate` while the server runs: it picks the change up by itself.
-    let mut ring = Keyring::open_or_init(&app.keys_dir).unwrap();
-    let new_key = ring.rotate(Algorithm::RS256).unwrap();
+    let vault = app.key_vault().await;
+    let new_key = Keyring::rotate(vault.as_ref(), Algorithm::RS256).await.unwrap();
     // The first ES256 key, the RS256 key every keyring has for ID tokens, and the new one.
     wait_for_key_count(&app, 3).await;
 
@@ -40,7 +40,7 @@ async fn key_rotation_keeps_old_tokens_verifiable_through_the_jwks() {
     );
 
     // Retiring the old key takes it out of the JWKS; its tokens stop verifying.
-    ring.retire(&old_kid).unwrap();
+    Keyring::retire(vault.as_ref(), &old_kid).await.unwrap();
     wait_for_key_count(&app, 2).await;
     assert!(app.verify_with_jwks(&old_token).await.is_none());
     assert_eq!(app.introspect(&old_token).await["active"], false);
@@ -49,9 +49,9 @@ async fn key_rotation_keeps_old_tokens_verifiable_through_the_jwks() {
 #[tokio::test]
 async fn a_generated_key_is_published_before_it_signs() {
     let app = spawn_app().await;
-    let mut ring = Keyring::open_or_init(&app.keys_dir).unwrap();
-    let signing_kid = ring.keys()[0].kid.clone();
-    let added = ring.generate(Algorithm::EdDSA).unwrap();
+    let vault = app.key_vault().await;
+    let signing_kid = Keyring::open_or_init(vault.as_ref()).await.unwrap()[0].kid.clone();
+    let added = Keyring::generate(vault.as_ref(), Algorithm::EdDSA).await.unwrap();
     let jwks = wait_for_key_count(&app, 3).await;
     assert!(jwks["keys"]
         .as_array()
@@ -64,7 +64,7 @@ async fn a_generated_key_is_published_before_it_signs() {
         signing_kid.as_str(),
         "still signed by the old key"
     );
-    ring.promote(&added.kid).unwrap();
+    Keyring::promote(vault.as_ref(), &added.kid).await.unwrap();
     for _ in 0..50 {
         let token: Value = app.client_credentials("read").await.json().await.unwrap();
         let (header, _) = jwt_parts(token["access_token"].as_str().unwrap());

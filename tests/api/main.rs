@@ -58,3 +58,5 @@ mod resource_server;
 mod refresh_token;
 // The adversarial review's findings (issue 11), each as the attack that found it.
 mod review;
+// What later adversarial passes found in those fixes, each as the attack.
+mod review_again;

@@ -11,6 +11,7 @@ use tessera::oauth::user::ProfileEdit;
 use tessera::store::UserProfile;
 
 use crate::helpers::*;
+use tessera::keys::Keyring;
 
 fn oidc_query(client: &TestClient, pkce: &Pkce, scope: &str, extra: &[(&str, &str)]) -> Vec<(String, String)> {
     let mut query: Vec<(String, String)> = [
@@ -572,7 +573,8 @@ async fn a_client_may_register_es256_or_eddsa_id_tokens() {
     assert_eq!(jwt_parts(tokens["id_token"].as_str().unwrap()).0["alg"], "ES256");
     id_token_claims(&app, &es256, &tokens).await;
 
-    // EdDSA needs an Ed25519 key; the keyring has none yet, so the request fails cleanly.
+    // EdDSA needs an Ed25519 key; the keyring has none yet, so the exchange is refused
+    // cleanly, before the code is spent (an operator may register a client ahead of its key).
     let eddsa = app.register_relying_party(Some(Algorithm::EdDSA), None).await;
     let pkce = Pkce::new();
     let code = param(
@@ -581,10 +583,12 @@ async fn a_client_may_register_es256_or_eddsa_id_tokens() {
     )
     .unwrap();
     let response = exchange(&app, &eddsa, &code, &pkce).await;
-    assert_eq!(response.status(), 500);
-    assert_eq!(response.json::<Value>().await.unwrap()["error"], "server_error");
-    let mut ring = tessera::keys::Keyring::open_or_init(&app.keys_dir).unwrap();
-    ring.generate(Algorithm::EdDSA).unwrap();
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_request");
+    assert!(body["error_description"].as_str().unwrap().contains("EdDSA"));
+    let vault = app.key_vault().await;
+    Keyring::generate(vault.as_ref(), Algorithm::EdDSA).await.unwrap();
     for _ in 0..50 {
         let algs =
             app.get_json("/.well-known/openid-configuration").await["id_token_signing_alg_values_supported"].clone();
@@ -593,7 +597,10 @@ async fn a_client_may_register_es256_or_eddsa_id_tokens() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let tokens = login_flow(&app, &eddsa, "openid", &[]).await;
+    // The code was not spent: once the key exists it is exchanged.
+    let response = exchange(&app, &eddsa, &code, &pkce).await;
+    assert_eq!(response.status(), 200);
+    let tokens: Value = response.json().await.unwrap();
     let id_token = tokens["id_token"].as_str().unwrap();
     assert_eq!(jwt_parts(id_token).0["alg"], "EdDSA");
     let claims = id_token_claims(&app, &eddsa, &tokens).await;

@@ -126,8 +126,8 @@ async fn a_token_from_a_rotated_key_is_verified_after_one_refetch() {
         ..VerifierConfig::new(&app.issuer, &app.issuer)
     };
     let verifier = Verifier::discover(config).await.unwrap();
-    let mut ring = Keyring::open_or_init(&app.keys_dir).unwrap();
-    let new_key = ring.rotate(Algorithm::EdDSA).unwrap();
+    let vault = app.key_vault().await;
+    let new_key = Keyring::rotate(vault.as_ref(), Algorithm::EdDSA).await.unwrap();
     let mut token = access_token(&app).await;
     for _ in 0..50 {
         if jwt_parts(&token).0["kid"] == new_key.kid.as_str() {

@@ -229,17 +229,17 @@ async fn key_rotation_under_steady_load_fails_no_request() {
         }));
     }
 
-    let mut ring = Keyring::open_or_init(&app.keys_dir).unwrap();
-    let old_kid = ring.keys()[0].kid.clone();
+    let vault = app.key_vault().await;
+    let old_kid = Keyring::open_or_init(vault.as_ref()).await.unwrap()[0].kid.clone();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let new_key = ring.generate(Algorithm::ES256).unwrap();
+    let new_key = Keyring::generate(vault.as_ref(), Algorithm::ES256).await.unwrap();
     // The server reloads its keyring within 2 s; the resource server's cache turns over each second.
     tokio::time::sleep(Duration::from_millis(3500)).await;
-    ring.promote(&new_key.kid).unwrap();
+    Keyring::promote(vault.as_ref(), &new_key.kid).await.unwrap();
     tokio::time::sleep(Duration::from_millis(3000)).await;
     use_old_tokens.store(false, Ordering::Relaxed);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    ring.retire(&old_kid).unwrap();
+    Keyring::retire(vault.as_ref(), &old_kid).await.unwrap();
     tokio::time::sleep(Duration::from_millis(3000)).await;
     stop.store(true, Ordering::Relaxed);
     for worker in workers {

@@ -7,16 +7,6 @@ const ATTACKER: &str = "mallory";
 const ATTACKER_PASSWORD: &str = "mallory's long password";
 const EVIL_REDIRECT: &str = "https://evil.example/cb";
 
-/// Another browser (its own cookie jar) on the same server.
-fn browser(app: &TestApp) -> Remote {
-    Remote::new(
-        app.issuer.clone(),
-        app.base.clone(),
-        app.client.clone(),
-        app.public_client.clone(),
-    )
-}
-
 /// A second user, logged in in a browser of their own.
 async fn attacker(app: &TestApp) -> Remote {
     app.provider
@@ -127,7 +117,7 @@ async fn a_self_registered_app_cannot_skip_the_consent_of_other_users() {
     assert!(app.provider.update_client(&client_id, settings).await.is_err());
     let mut legacy = stored.clone();
     legacy.skip_consent = true;
-    app.store.put_client(&legacy).await.unwrap();
+    app.store.update_client(&legacy).await.unwrap();
     assert_eq!(victim.authorize(&evil_request(&client_id)).await.status(), 200);
     let listing = victim.get_text("/o/authorized_tokens/").await;
     assert!(!listing.contains("(first-party)"));
@@ -150,7 +140,7 @@ async fn self_registered_apps_that_skipped_consent_lose_it_on_upgrade() {
         .await
         .unwrap();
     users_app.skip_consent = true;
-    app.store.put_client(&users_app).await.unwrap();
+    app.store.update_client(&users_app).await.unwrap();
     let dirs = app.stop().await;
     let app = spawn_app_with(test_config(&dirs), dirs).await;
     let reloaded = |id: String| {
@@ -419,32 +409,6 @@ async fn wrong_passwords_from_one_address_do_not_lock_the_user_out_elsewhere() {
         .build()
         .unwrap();
     assert_eq!(owner.log_in("/o/login/", USERNAME, PASSWORD).await.status(), 303);
-}
-
-/// A browser that sends every request as if from `address` through a trusted proxy (the
-/// server must list 127.0.0.1 in `trusted_proxies`).
-fn browser_behind_proxy(app: &TestApp, address: &str) -> Remote {
-    let mut headers = reqwest::header::HeaderMap::new();
-    headers.insert("x-forwarded-for", address.parse().unwrap());
-    let mut remote = browser(app);
-    remote.http = reqwest::Client::builder()
-        .cookie_store(true)
-        .redirect(reqwest::redirect::Policy::none())
-        .default_headers(headers)
-        .build()
-        .unwrap();
-    remote
-}
-
-async fn behind_a_proxy(adjust: impl FnOnce(&mut tessera::Config)) -> TestApp {
-    let dirs = tempfile::tempdir().unwrap();
-    let mut config = tessera::Config {
-        trusted_proxies: vec!["127.0.0.1".parse().unwrap()],
-        rate_limit_per_address: tessera::rate_limit::Rate::OFF,
-        ..test_config(&dirs)
-    };
-    adjust(&mut config);
-    spawn_app_with(config, dirs).await
 }
 
 /// Finding 11, found again by the second review: past the per-username threshold, 30

@@ -134,15 +134,19 @@ fn ids(clients: &[ClientRecord]) -> Vec<&str> {
 }
 
 #[tokio::test]
-async fn clients_are_stored_replaced_listed_paged_and_deleted() {
+async fn clients_are_inserted_updated_listed_paged_and_deleted_for_good() {
     for_each_backend(|store| async move {
         assert!(store.get_client("c1").await.unwrap().is_none());
         for id in ["c3", "c1", "c2"] {
-            store.put_client(&client(id, None)).await.unwrap();
+            assert!(store.insert_client(&client(id, None)).await.unwrap());
         }
+        assert!(
+            !store.insert_client(&client("c1", None)).await.unwrap(),
+            "ids are unique"
+        );
         let mut renamed = client("c2", None);
         renamed.name = "renamed".into();
-        store.put_client(&renamed).await.unwrap();
+        assert!(store.update_client(&renamed).await.unwrap());
         let got = store.get_client("c2").await.unwrap().unwrap();
         assert_eq!((got.name.as_str(), got.secret_hash), ("renamed", Some([7; 32])));
         assert_eq!(ids(&store.list_clients().await.unwrap()), ["c1", "c2", "c3"]);
@@ -152,6 +156,9 @@ async fn clients_are_stored_replaced_listed_paged_and_deleted() {
         assert!(store.delete_client("c2").await.unwrap());
         assert!(!store.delete_client("c2").await.unwrap(), "gone already");
         assert_eq!(ids(&store.list_clients().await.unwrap()), ["c1", "c3"]);
+        // An update never brings a deleted client back.
+        assert!(!store.update_client(&renamed).await.unwrap());
+        assert!(store.get_client("c2").await.unwrap().is_none());
     })
     .await;
 }
@@ -159,16 +166,20 @@ async fn clients_are_stored_replaced_listed_paged_and_deleted() {
 #[tokio::test]
 async fn the_owner_index_follows_puts_deletes_and_owner_changes() {
     for_each_backend(|store| async move {
-        store.put_client(&client("a", Some("u1"))).await.unwrap();
-        store.put_client(&client("b", Some("u1"))).await.unwrap();
-        store.put_client(&client("c", Some("u10"))).await.unwrap();
-        store.put_client(&client("d", None)).await.unwrap();
+        for c in [
+            client("a", Some("u1")),
+            client("b", Some("u1")),
+            client("c", Some("u10")),
+            client("d", None),
+        ] {
+            store.insert_client(&c).await.unwrap();
+        }
         let owned = |user: &'static str| {
             let store = store.clone();
             async move { store.clients_owned_by(user).await.unwrap() }
         };
         assert_eq!(ids(&owned("u1").await), ["a", "b"], "u10's client is not u1's");
-        store.put_client(&client("b", Some("u2"))).await.unwrap();
+        store.update_client(&client("b", Some("u2"))).await.unwrap();
         assert_eq!(ids(&owned("u1").await), ["a"]);
         assert_eq!(ids(&owned("u2").await), ["b"]);
         assert!(store.delete_client("a").await.unwrap());
@@ -180,7 +191,7 @@ async fn the_owner_index_follows_puts_deletes_and_owner_changes() {
 #[tokio::test]
 async fn a_client_is_marked_used_once_and_a_put_does_not_undo_it_concurrently() {
     for_each_backend(|store| async move {
-        store.put_client(&client("a", None)).await.unwrap();
+        store.insert_client(&client("a", None)).await.unwrap();
         let marks = race(16, || {
             let store = store.clone();
             async move { store.mark_client_used("a", 5).await.unwrap() }
@@ -189,6 +200,9 @@ async fn a_client_is_marked_used_once_and_a_put_does_not_undo_it_concurrently() 
         assert_eq!(marks.iter().filter(|m| **m).count(), 1, "{marks:?}");
         assert!(!store.mark_client_used("a", 9).await.unwrap());
         assert!(!store.mark_client_used("missing", 9).await.unwrap());
+        assert_eq!(store.get_client("a").await.unwrap().unwrap().first_used_at, Some(5));
+        // An update from a copy read before the mark keeps it.
+        store.update_client(&client("a", None)).await.unwrap();
         assert_eq!(store.get_client("a").await.unwrap().unwrap().first_used_at, Some(5));
     })
     .await;
@@ -423,6 +437,11 @@ async fn consents_are_one_per_user_and_client() {
         store.delete_consent("u1", "c1").await.unwrap();
         assert!(store.get_consent("u1", "c1").await.unwrap().is_none());
         assert!(store.get_consent("u10", "c1").await.unwrap().is_some());
+        store.put_consent(&consent("u1", "c10", &["read"])).await.unwrap();
+        assert_eq!(store.delete_consents_for_client("c1").await.unwrap(), 1);
+        assert!(store.get_consent("u10", "c1").await.unwrap().is_none());
+        assert!(store.get_consent("u1", "c10").await.unwrap().is_some(), "c10 is not c1");
+        assert!(store.get_consent("u1", "c2").await.unwrap().is_some());
     })
     .await;
 }
@@ -450,7 +469,7 @@ async fn sessions_are_stored_by_hash_and_deleted() {
 #[tokio::test]
 async fn writes_become_durable_and_the_probe_leaves_nothing_behind() {
     for_each_backend(|store| async move {
-        store.put_client(&client("c1", None)).await.unwrap();
+        store.insert_client(&client("c1", None)).await.unwrap();
         store.durable().await.unwrap();
         let before = store.record_count().await.unwrap();
         store.probe_write().await.unwrap();

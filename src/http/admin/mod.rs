@@ -341,11 +341,8 @@ impl AdminApi {
         provider: Data<&Arc<Provider>>,
         #[oai(scope = "AdminScopes::Admin")] _auth: AdminToken,
     ) -> AdminResponse<Vec<Key>> {
-        AdminResponse::of(
-            provider
-                .list_keys()
-                .map(|keys| keys.into_iter().map(Key::from).collect()),
-        )
+        let keys = provider.list_keys().await;
+        AdminResponse::of(keys.map(|keys| keys.into_iter().map(Key::from).collect()))
     }
 
     /// Add a key
@@ -358,11 +355,8 @@ impl AdminApi {
         #[oai(scope = "AdminScopes::Admin")] _auth: AdminToken,
         body: Json<NewKey>,
     ) -> AdminCreated<Key> {
-        let worker = provider.0.clone();
-        // RSA key generation takes a while: off the async workers.
-        let result = tokio::task::spawn_blocking(move || worker.change_keys(KeyChange::Generate(body.0.alg.into())))
-            .await
-            .unwrap_or_else(|e| Err(Error::server_error(e)));
+        // RSA key generation runs on the blocking pool (see `keys`).
+        let result = provider.change_keys(KeyChange::Generate(body.0.alg.into())).await;
         AdminCreated::of(result.map(Key::from))
     }
 
@@ -376,7 +370,7 @@ impl AdminApi {
         #[oai(scope = "AdminScopes::Admin")] _auth: AdminToken,
         kid: Path<String>,
     ) -> AdminResponse<Key> {
-        AdminResponse::of(provider.change_keys(KeyChange::Promote(&kid.0)).map(Key::from))
+        AdminResponse::of(provider.change_keys(KeyChange::Promote(&kid.0)).await.map(Key::from))
     }
 
     /// Retire a key
@@ -389,6 +383,6 @@ impl AdminApi {
         #[oai(scope = "AdminScopes::Admin")] _auth: AdminToken,
         kid: Path<String>,
     ) -> AdminResponse<Key> {
-        AdminResponse::of(provider.change_keys(KeyChange::Retire(&kid.0)).map(Key::from))
+        AdminResponse::of(provider.change_keys(KeyChange::Retire(&kid.0)).await.map(Key::from))
     }
 }

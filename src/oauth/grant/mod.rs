@@ -92,6 +92,9 @@ impl Provider {
             .map_err(Error::rate_limited)?;
         let grant = request.grant_type();
         ensure_grant_allowed(&client, grant)?;
+        if grant != GrantType::ClientCredentials {
+            self.ensure_id_token_key(&client)?;
+        }
         let issued = match request {
             GrantRequest::AuthorizationCode {
                 code,

@@ -1,19 +1,22 @@
-//! The keyring: signing keys on disk, the JWKS built from them, and JWT signing/verification.
+//! The keyring: signing keys, the JWKS built from them, and JWT signing/verification.
 //!
-//! A keyring is a folder holding one PKCS#8 PEM file per key (mode 0600) and a manifest,
-//! `keyring.json`, that records each key's algorithm and status. The `kid` is the RFC 7638
-//! JWK thumbprint, so it is derived from the key and cannot drift from the JWKS entry.
+//! A keyring is a list of keys, each with its algorithm and status (signing, published,
+//! retired) and its PKCS#8 private key. Where it is kept is a [`KeyVault`]: a folder of PEM
+//! files and a manifest ([`folder::FolderVault`], the embedded default), or the database of a
+//! cluster (private keys encrypted). The `kid` is the RFC 7638 JWK thumbprint, so it is
+//! derived from the key and cannot drift from the JWKS entry.
 //!
 //! Signing goes straight through ring with key pairs parsed once at load. jsonwebtoken
 //! re-parses the PKCS#8 document on every `encode` (for RSA that is a full key validation),
 //! which would cost more than the signature itself on the token endpoint; jsonwebtoken is
 //! used for verification, where it takes the public parameters of the same keys.
 
-use std::fs;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+pub mod folder;
+
+use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
-use std::time::SystemTime;
+
+use async_trait::async_trait;
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
@@ -24,9 +27,10 @@ use serde_json::{json, Value};
 
 pub use crate::jose::Algorithm;
 
+pub use self::folder::FolderVault;
+
 /// Bits of a generated RSA key.
 const RSA_BITS: usize = 2048;
-const MANIFEST: &str = "keyring.json";
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
@@ -42,13 +46,9 @@ pub enum KeyError {
     Refused(&'static str),
     #[error("signing failed")]
     Signing,
-}
-
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> KeyError + '_ {
-    move |source| KeyError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+    /// The keyring in the database (or its key-encryption key) is not usable.
+    #[error("{0}")]
+    Vault(String),
 }
 
 /// Where a key is in its life.
@@ -72,139 +72,179 @@ pub struct KeyInfo {
     pub created_at: i64,
 }
 
-#[derive(Default, Serialize, Deserialize)]
-struct Manifest {
-    keys: Vec<KeyInfo>,
+/// A keyring as a vault keeps it: each key's entry and its PKCS#8 document (DER).
+pub struct StoredKeyring {
+    pub keys: Vec<(KeyInfo, Vec<u8>)>,
+    /// Changes whenever the keyring does (see [`KeyVault::stamp`]).
+    pub stamp: Stamp,
 }
 
-/// The on-disk keyring: the operations of `tessera keys`.
-pub struct Keyring {
-    dir: PathBuf,
-    manifest: Manifest,
+/// A value that changes whenever a keyring does: a running server compares it to reload.
+pub type Stamp = String;
+
+/// A change to a keyring, as [`KeyVault::change`] applies it: the entries (statuses may be
+/// changed in place) and the keys to add with their private keys.
+pub struct KeyringDraft {
+    pub keys: Vec<KeyInfo>,
+    pub added: Vec<(KeyInfo, Vec<u8>)>,
 }
 
-impl Keyring {
-    /// Opens the keyring in `dir`, creating the folder (0700) and, when it holds no key yet,
-    /// a first ES256 signing key. It also makes sure an RS256 key is published: OpenID Connect
-    /// relying parties expect RS256-signed ID tokens unless they registered otherwise.
-    pub fn open_or_init(dir: &Path) -> Result<Keyring, KeyError> {
-        crate::files::create_private_dir(dir).map_err(io_err(dir))?;
-        let path = dir.join(MANIFEST);
-        let manifest = match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Manifest::default(),
-            Err(e) => return Err(io_err(&path)(e)),
-        };
-        let mut ring = Keyring {
-            dir: dir.to_path_buf(),
-            manifest,
-        };
-        if !ring.manifest.keys.iter().any(|k| k.status == KeyStatus::Signing) {
-            ring.generate(Algorithm::ES256)?;
-        }
-        if !ring
-            .manifest
-            .keys
-            .iter()
-            .any(|k| k.alg == Algorithm::RS256 && k.status != KeyStatus::Retired)
-        {
-            ring.generate(Algorithm::RS256)?;
-        }
-        Ok(ring)
+impl KeyringDraft {
+    fn has_signing_key(&self) -> bool {
+        self.keys.iter().any(|k| k.status == KeyStatus::Signing)
     }
 
-    pub fn keys(&self) -> &[KeyInfo] {
-        &self.manifest.keys
-    }
-
-    /// Adds a new key. It is published but signs only if the keyring had no signing key;
-    /// promote it later with [`Keyring::promote`] once caches have picked it up.
-    pub fn generate(&mut self, alg: Algorithm) -> Result<KeyInfo, KeyError> {
-        let pkcs8 = generate_pkcs8(alg)?;
-        let loaded = LoadedKey::from_pkcs8(alg, "new", &pkcs8)?;
-        let kid = loaded.kid.clone();
-        let path = self.dir.join(format!("{kid}.pem"));
-        write_private(&path, pem_encode(&pkcs8).as_bytes())?;
-        let status = if self.manifest.keys.iter().any(|k| k.status == KeyStatus::Signing) {
-            KeyStatus::Published
-        } else {
-            KeyStatus::Signing
-        };
-        let info = KeyInfo {
-            kid,
-            alg,
-            status,
-            created_at: crate::clock::now(),
-        };
-        self.manifest.keys.push(info.clone());
-        self.save()?;
-        Ok(info)
-    }
-
-    /// Generates a new key and makes it the signing key at once; older keys stay published.
-    pub fn rotate(&mut self, alg: Algorithm) -> Result<KeyInfo, KeyError> {
-        let info = self.generate(alg)?;
-        self.promote(&info.kid)
-    }
-
-    /// Makes a published key the signing key; the previous signing key stays published.
-    pub fn promote(&mut self, kid: &str) -> Result<KeyInfo, KeyError> {
-        let index = self.index(kid)?;
-        if self.manifest.keys[index].status == KeyStatus::Retired {
-            return Err(KeyError::Refused("a retired key cannot sign again; generate a new one"));
-        }
-        for key in &mut self.manifest.keys {
-            if key.status == KeyStatus::Signing {
-                key.status = KeyStatus::Published;
-            }
-        }
-        self.manifest.keys[index].status = KeyStatus::Signing;
-        self.save()?;
-        Ok(self.manifest.keys[index].clone())
-    }
-
-    /// Stops publishing a key. The signing key cannot be retired: promote another first.
-    pub fn retire(&mut self, kid: &str) -> Result<KeyInfo, KeyError> {
-        let index = self.index(kid)?;
-        if self.manifest.keys[index].status == KeyStatus::Signing {
-            return Err(KeyError::Refused(
-                "the signing key cannot be retired; rotate or promote another key first",
-            ));
-        }
-        self.manifest.keys[index].status = KeyStatus::Retired;
-        self.save()?;
-        Ok(self.manifest.keys[index].clone())
+    fn add(&mut self, info: KeyInfo, pkcs8: Vec<u8>) {
+        self.keys.push(info.clone());
+        self.added.push((info, pkcs8));
     }
 
     fn index(&self, kid: &str) -> Result<usize, KeyError> {
-        self.manifest
-            .keys
+        self.keys
             .iter()
             .position(|k| k.kid == kid)
             .ok_or_else(|| KeyError::UnknownKid(kid.to_string()))
     }
+}
 
-    /// Writes the manifest atomically (temp file + rename), so a reader never sees half of it.
-    fn save(&self) -> Result<(), KeyError> {
-        let path = self.dir.join(MANIFEST);
-        let tmp = self.dir.join(format!(".{MANIFEST}.tmp"));
-        write_private(&tmp, &serde_json::to_vec_pretty(&self.manifest)?)?;
-        fs::rename(&tmp, &path).map_err(io_err(&path))
+/// A change to apply under the vault's lock; returns the key it concerns.
+pub type KeyChangeFn = Box<dyn FnOnce(&mut KeyringDraft) -> Result<KeyInfo, KeyError> + Send>;
+
+/// Where a keyring is kept. Every method may be called by several processes at once (the CLI
+/// beside a server, several nodes); [`KeyVault::change`] makes their changes happen one after
+/// another.
+#[async_trait]
+pub trait KeyVault: Send + Sync {
+    /// The whole keyring, private keys included.
+    async fn read(&self) -> Result<StoredKeyring, KeyError>;
+    /// The keyring's current stamp: cheap, polled by running servers.
+    async fn stamp(&self) -> Result<Stamp, KeyError>;
+    /// Applies `change` to the current keyring and stores the result as one atomic step,
+    /// excluding every other change meanwhile.
+    async fn change(&self, change: KeyChangeFn) -> Result<KeyInfo, KeyError>;
+}
+
+/// The operations of `tessera keys` (and the admin API's keys), on any vault.
+pub struct Keyring;
+
+impl Keyring {
+    /// The keyring's entries, after making sure it is ready to serve: a first ES256 signing
+    /// key if it has none, and an RS256 key published, since OpenID Connect relying parties
+    /// expect RS256-signed ID tokens unless they registered otherwise. Processes starting at
+    /// the same moment on one empty vault agree on one keyring (the check is repeated under the
+    /// vault's lock).
+    pub async fn open_or_init(vault: &dyn KeyVault) -> Result<Vec<KeyInfo>, KeyError> {
+        let stored = vault.read().await?;
+        let entries: Vec<KeyInfo> = stored.keys.into_iter().map(|(info, _)| info).collect();
+        let ready = |keys: &[KeyInfo]| {
+            keys.iter().any(|k| k.status == KeyStatus::Signing)
+                && keys
+                    .iter()
+                    .any(|k| k.alg == Algorithm::RS256 && k.status != KeyStatus::Retired)
+        };
+        if ready(&entries) {
+            return Ok(entries);
+        }
+        let es256 = new_key_material(Algorithm::ES256).await?;
+        let rs256 = new_key_material(Algorithm::RS256).await?;
+        vault
+            .change(Box::new(move |draft| {
+                if !draft.has_signing_key() {
+                    let (info, pkcs8) = es256;
+                    draft.add(
+                        KeyInfo {
+                            status: KeyStatus::Signing,
+                            ..info
+                        },
+                        pkcs8,
+                    );
+                }
+                if !draft
+                    .keys
+                    .iter()
+                    .any(|k| k.alg == Algorithm::RS256 && k.status != KeyStatus::Retired)
+                {
+                    let (info, pkcs8) = rs256;
+                    draft.add(info, pkcs8);
+                }
+                draft
+                    .keys
+                    .first()
+                    .cloned()
+                    .ok_or(KeyError::Refused("the keyring is empty"))
+            }))
+            .await?;
+        Ok(vault.read().await?.keys.into_iter().map(|(info, _)| info).collect())
     }
 
-    /// Loads the published keys for serving.
-    pub fn load(&self) -> Result<KeySet, KeyError> {
+    /// Adds a new key. It is published but signs only if the keyring had no signing key;
+    /// promote it later with [`Keyring::promote`] once caches have picked it up.
+    pub async fn generate(vault: &dyn KeyVault, alg: Algorithm) -> Result<KeyInfo, KeyError> {
+        let (info, pkcs8) = new_key_material(alg).await?;
+        vault
+            .change(Box::new(move |draft| {
+                let status = if draft.has_signing_key() {
+                    KeyStatus::Published
+                } else {
+                    KeyStatus::Signing
+                };
+                let info = KeyInfo { status, ..info };
+                draft.add(info.clone(), pkcs8);
+                Ok(info)
+            }))
+            .await
+    }
+
+    /// Generates a new key and makes it the signing key at once; older keys stay published.
+    pub async fn rotate(vault: &dyn KeyVault, alg: Algorithm) -> Result<KeyInfo, KeyError> {
+        let info = Keyring::generate(vault, alg).await?;
+        Keyring::promote(vault, &info.kid).await
+    }
+
+    /// Makes a published key the signing key; the previous signing key stays published.
+    pub async fn promote(vault: &dyn KeyVault, kid: &str) -> Result<KeyInfo, KeyError> {
+        let kid = kid.to_string();
+        vault
+            .change(Box::new(move |draft| {
+                let index = draft.index(&kid)?;
+                if draft.keys[index].status == KeyStatus::Retired {
+                    return Err(KeyError::Refused("a retired key cannot sign again; generate a new one"));
+                }
+                for key in &mut draft.keys {
+                    if key.status == KeyStatus::Signing {
+                        key.status = KeyStatus::Published;
+                    }
+                }
+                draft.keys[index].status = KeyStatus::Signing;
+                Ok(draft.keys[index].clone())
+            }))
+            .await
+    }
+
+    /// Stops publishing a key. The signing key cannot be retired: promote another first.
+    pub async fn retire(vault: &dyn KeyVault, kid: &str) -> Result<KeyInfo, KeyError> {
+        let kid = kid.to_string();
+        vault
+            .change(Box::new(move |draft| {
+                let index = draft.index(&kid)?;
+                if draft.keys[index].status == KeyStatus::Signing {
+                    return Err(KeyError::Refused(
+                        "the signing key cannot be retired; rotate or promote another key first",
+                    ));
+                }
+                draft.keys[index].status = KeyStatus::Retired;
+                Ok(draft.keys[index].clone())
+            }))
+            .await
+    }
+
+    /// The published keys of a stored keyring, for serving.
+    pub fn key_set(stored: &StoredKeyring) -> Result<KeySet, KeyError> {
         let mut signing = None;
         let mut signing_created_at = 0;
         let mut published = Vec::new();
-        for info in self.manifest.keys.iter().filter(|k| k.status != KeyStatus::Retired) {
-            let path = self.dir.join(format!("{}.pem", info.kid));
-            let pem = fs::read_to_string(&path).map_err(io_err(&path))?;
-            let der = pem_decode(&pem).ok_or_else(|| KeyError::BadKey {
-                kid: info.kid.clone(),
-                reason: "not a PEM document".into(),
-            })?;
-            let key = Arc::new(LoadedKey::from_pkcs8(info.alg, &info.kid, &der)?);
+        for (info, der) in stored.keys.iter().filter(|(k, _)| k.status != KeyStatus::Retired) {
+            let key = Arc::new(LoadedKey::from_pkcs8(info.alg, &info.kid, der)?);
             if key.kid != info.kid {
                 return Err(KeyError::BadKey {
                     kid: info.kid.clone(),
@@ -226,10 +266,22 @@ impl Keyring {
             jwks: jwks.into(),
         })
     }
+}
 
-    fn manifest_mtime(dir: &Path) -> Option<SystemTime> {
-        fs::metadata(dir.join(MANIFEST)).and_then(|m| m.modified()).ok()
-    }
+/// A new key's entry (published, dated now) and its PKCS#8 document. RSA generation takes
+/// a while, so it runs on the blocking pool.
+async fn new_key_material(alg: Algorithm) -> Result<(KeyInfo, Vec<u8>), KeyError> {
+    let pkcs8 = tokio::task::spawn_blocking(move || generate_pkcs8(alg))
+        .await
+        .map_err(|e| KeyError::Vault(format!("key generation failed: {e}")))??;
+    let kid = LoadedKey::from_pkcs8(alg, "new", &pkcs8)?.kid;
+    let info = KeyInfo {
+        kid,
+        alg,
+        status: KeyStatus::Published,
+        created_at: crate::clock::now(),
+    };
+    Ok((info, pkcs8))
 }
 
 fn generate_pkcs8(alg: Algorithm) -> Result<Vec<u8>, KeyError> {
@@ -256,22 +308,7 @@ fn generate_pkcs8(alg: Algorithm) -> Result<Vec<u8>, KeyError> {
     })
 }
 
-/// Writes a file that only the owner can read (0600), replacing any old one.
-fn write_private(path: &Path, bytes: &[u8]) -> Result<(), KeyError> {
-    let mut options = fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options.open(path).map_err(io_err(path))?;
-    file.write_all(bytes)
-        .and_then(|_| file.sync_all())
-        .map_err(io_err(path))
-}
-
-fn pem_encode(der: &[u8]) -> String {
+pub(crate) fn pem_encode(der: &[u8]) -> String {
     let body = STANDARD.encode(der);
     let mut pem = String::from("-----BEGIN PRIVATE KEY-----\n");
     for line in body.as_bytes().chunks(64) {
@@ -282,7 +319,7 @@ fn pem_encode(der: &[u8]) -> String {
     pem
 }
 
-fn pem_decode(pem: &str) -> Option<Vec<u8>> {
+pub(crate) fn pem_decode(pem: &str) -> Option<Vec<u8>> {
     let body = pem
         .trim()
         .strip_prefix("-----BEGIN PRIVATE KEY-----")?
@@ -482,20 +519,28 @@ fn sign_with(key: &LoadedKey, typ: &str, claims: &impl Serialize) -> Result<Stri
     Ok(jwt)
 }
 
-/// The live key set of a running server, reloaded when `tessera keys` changes the manifest.
+/// The live key set of a running server, reloaded when its vault's stamp changes (a
+/// `tessera keys` command, the admin API, another node).
 pub struct Keys {
-    dir: PathBuf,
-    current: RwLock<(Arc<KeySet>, Option<SystemTime>)>,
+    vault: Arc<dyn KeyVault>,
+    current: RwLock<(Arc<KeySet>, Stamp)>,
 }
 
 impl Keys {
-    pub fn load(dir: &Path) -> Result<Keys, KeyError> {
-        let set = Keyring::open_or_init(dir)?.load()?;
-        let mtime = Keyring::manifest_mtime(dir);
+    /// Loads the keyring from `vault`, initialising it if it is new.
+    pub async fn load(vault: Arc<dyn KeyVault>) -> Result<Keys, KeyError> {
+        Keyring::open_or_init(vault.as_ref()).await?;
+        let stored = vault.read().await?;
+        let set = Keyring::key_set(&stored)?;
         Ok(Keys {
-            dir: dir.to_path_buf(),
-            current: RwLock::new((Arc::new(set), mtime)),
+            vault,
+            current: RwLock::new((Arc::new(set), stored.stamp)),
         })
+    }
+
+    /// Where the keyring is kept (for the key operations of the admin API).
+    pub fn vault(&self) -> &dyn KeyVault {
+        self.vault.as_ref()
     }
 
     pub fn current(&self) -> Arc<KeySet> {
@@ -505,17 +550,23 @@ impl Keys {
         }
     }
 
-    /// Reloads the key set if the manifest changed since the last load. A keyring that fails
+    fn current_stamp(&self) -> Stamp {
+        match self.current.read() {
+            Ok(guard) => guard.1.clone(),
+            Err(poisoned) => poisoned.into_inner().1.clone(),
+        }
+    }
+
+    /// Reloads the key set if the keyring changed since the last load. A keyring that fails
     /// to load leaves the previous keys in service and is reported to the caller.
-    pub fn reload_if_changed(&self) -> Result<bool, KeyError> {
-        let mtime = Keyring::manifest_mtime(&self.dir);
-        let last = self.current.read().map(|g| g.1).unwrap_or(None);
-        if mtime == last {
+    pub async fn reload_if_changed(&self) -> Result<bool, KeyError> {
+        if self.vault.stamp().await? == self.current_stamp() {
             return Ok(false);
         }
-        let set = Keyring::open_or_init(&self.dir)?.load()?;
+        let stored = self.vault.read().await?;
+        let set = Keyring::key_set(&stored)?;
         if let Ok(mut guard) = self.current.write() {
-            *guard = (Arc::new(set), mtime);
+            *guard = (Arc::new(set), stored.stamp);
         }
         Ok(true)
     }
@@ -525,13 +576,24 @@ impl Keys {
 mod tests {
     use super::*;
 
-    #[test]
-    fn every_algorithm_signs_a_token_its_own_jwks_entry_verifies() {
+    /// A keyring in a fresh folder.
+    async fn folder_keyring() -> (FolderVault, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let vault = FolderVault::new(dir.path());
+        Keyring::open_or_init(&vault).await.unwrap();
+        (vault, dir)
+    }
+
+    async fn key_set(vault: &FolderVault) -> KeySet {
+        Keyring::key_set(&vault.read().await.unwrap()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn every_algorithm_signs_a_token_its_own_jwks_entry_verifies() {
         for alg in [Algorithm::ES256, Algorithm::EdDSA, Algorithm::RS256] {
-            let dir = tempfile::tempdir().unwrap();
-            let mut ring = Keyring::open_or_init(dir.path()).unwrap();
-            ring.rotate(alg).unwrap();
-            let set = ring.load().unwrap();
+            let (vault, _dir) = folder_keyring().await;
+            Keyring::rotate(&vault, alg).await.unwrap();
+            let set = key_set(&vault).await;
             assert_eq!(set.signing.alg, alg);
             let claims = json!({"iss": "https://issuer", "exp": crate::clock::now() + 60});
             let jwt = set.sign_jwt("at+jwt", &claims).unwrap();
@@ -550,16 +612,15 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_new_keyring_can_sign_rs256_id_tokens_and_the_newest_key_of_an_algorithm_signs() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut ring = Keyring::open_or_init(dir.path()).unwrap();
-        let set = ring.load().unwrap();
+    #[tokio::test]
+    async fn a_new_keyring_can_sign_rs256_id_tokens_and_the_newest_key_of_an_algorithm_signs() {
+        let (vault, _dir) = folder_keyring().await;
+        let set = key_set(&vault).await;
         assert_eq!(set.signing.alg, Algorithm::ES256, "access tokens stay ES256");
         assert_eq!(set.algorithms(), [Algorithm::RS256, Algorithm::ES256]);
         let rs256 = set.signer_for(Algorithm::RS256).unwrap().kid.clone();
-        let newer = ring.generate(Algorithm::RS256).unwrap();
-        let set = ring.load().unwrap();
+        let newer = Keyring::generate(&vault, Algorithm::RS256).await.unwrap();
+        let set = key_set(&vault).await;
         assert_eq!(set.signer_for(Algorithm::RS256).unwrap().kid, newer.kid);
         assert_ne!(rs256, newer.kid);
         assert_eq!(set.signer_for(Algorithm::ES256).unwrap().kid, set.signing.kid);
@@ -579,27 +640,46 @@ mod tests {
         assert_eq!(thumbprint(input), "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs");
     }
 
-    #[test]
-    fn key_files_are_private_and_retired_keys_leave_the_jwks() {
+    #[tokio::test]
+    async fn key_files_are_private_and_retired_keys_leave_the_jwks() {
         use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        let mut ring = Keyring::open_or_init(dir.path()).unwrap();
-        let first = ring.keys()[0].clone();
-        let mode = fs::metadata(dir.path().join(format!("{}.pem", first.kid)))
+        let (vault, dir) = folder_keyring().await;
+        let first = vault.read().await.unwrap().keys[0].0.clone();
+        let mode = std::fs::metadata(dir.path().join(format!("{}.pem", first.kid)))
             .unwrap()
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
-        assert!(ring.retire(&first.kid).is_err(), "the signing key cannot be retired");
-        ring.rotate(Algorithm::EdDSA).unwrap();
+        assert!(
+            Keyring::retire(&vault, &first.kid).await.is_err(),
+            "the signing key cannot be retired"
+        );
+        Keyring::rotate(&vault, Algorithm::EdDSA).await.unwrap();
         assert_eq!(
-            ring.load().unwrap().published.len(),
+            key_set(&vault).await.published.len(),
             3,
             "ES256, the ID-token RS256 key, EdDSA"
         );
-        ring.retire(&first.kid).unwrap();
-        let set = ring.load().unwrap();
+        Keyring::retire(&vault, &first.kid).await.unwrap();
+        let set = key_set(&vault).await;
         assert_eq!(set.published.len(), 2);
         assert!(!set.jwks.contains(&first.kid));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn processes_starting_at_once_on_an_empty_vault_agree_on_one_keyring() {
+        let dir = tempfile::tempdir().unwrap();
+        let starts: Vec<_> = (0..4)
+            .map(|_| {
+                let path = dir.path().to_path_buf();
+                tokio::spawn(async move { Keyring::open_or_init(&FolderVault::new(&path)).await.unwrap() })
+            })
+            .collect();
+        let mut keyrings = Vec::new();
+        for start in starts {
+            keyrings.push(start.await.unwrap().into_iter().map(|k| k.kid).collect::<Vec<_>>());
+        }
+        assert!(keyrings.windows(2).all(|w| w[0] == w[1]), "{keyrings:?}");
+        assert_eq!(keyrings[0].len(), 2, "one ES256 signing key and one RS256 key");
     }
 }
