@@ -20,7 +20,7 @@ use crate::App;
 #[derive(Parser, Debug)]
 #[command(
     name = "tessera",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("TESSERA_BUILD"), ")"),
     about = "An OAuth 2.0 authorization server: one binary, one data folder."
 )]
 pub struct Cli {
@@ -52,6 +52,11 @@ pub enum Command {
     /// Manage signing keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Print a shell completion script (e.g. `source <(tessera completions bash)`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -246,15 +251,126 @@ impl Cli {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match &cli.command {
         Command::Serve(args) => {
-            let app = App::build(cli.config(Some(args))?).await?;
+            let config = cli.config(Some(args))?;
+            let app = App::build(config.clone()).await?;
+            let provider = app.provider();
+            let demo = if config.playground {
+                provider.seed_demo().await.map_err(|e| anyhow::anyhow!(e.description))?
+            } else {
+                None
+            };
+            let has_users = provider.has_users().await.map_err(|e| anyhow::anyhow!(e.description))?;
+            print_banner(&cli, &config, app.addr(), app.issuer(), has_users, demo.as_ref());
             app.run().await?;
         }
         Command::Openapi => println!("{}", crate::http::spec()),
         Command::App(cmd) => app_command(&cli.config(None)?, cmd).await?,
         Command::User(cmd) => user_command(&cli.config(None)?, cmd).await?,
         Command::Keys(cmd) => keys_command(&cli.config(None)?, cmd).await?,
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(*shell, &mut Cli::command(), "tessera", &mut std::io::stdout());
+        }
     }
     Ok(())
+}
+
+/// How this binary was started, for commands to print: `cargo run --release --` when it runs
+/// from a Cargo build folder, else its name when it is the `tessera` on PATH, else its path;
+/// plus the folder and config flags this run was given (they apply to every command).
+fn command_prefix(cli: &Cli) -> String {
+    let exe = std::env::current_exe().ok();
+    let in_target = |profile: &str| {
+        exe.as_ref()
+            .is_some_and(|p| p.ends_with(format!("target/{profile}/tessera")))
+    };
+    let mut prefix = if in_target("release") {
+        "cargo run --release --".to_string()
+    } else if in_target("debug") {
+        "cargo run --".to_string()
+    } else {
+        let on_path = std::env::var_os("PATH").is_some_and(|path| {
+            std::env::split_paths(&path).any(|dir| {
+                let found = dir.join("tessera").canonicalize().ok();
+                found.is_some() && found == exe.as_ref().and_then(|e| e.canonicalize().ok())
+            })
+        });
+        match (&exe, on_path) {
+            (Some(exe), false) => exe.display().to_string(),
+            _ => "tessera".to_string(),
+        }
+    };
+    for (flag, value) in [
+        ("--data-dir", &cli.data_dir),
+        ("--keys-dir", &cli.keys_dir),
+        ("--config", &cli.config),
+    ] {
+        if let Some(value) = value {
+            prefix.push_str(&format!(" {flag} {}", shell_word(&value.display().to_string())));
+        }
+    }
+    prefix
+}
+
+/// `word` quoted for a POSIX shell when it needs to be.
+fn shell_word(word: &str) -> String {
+    if !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+:=@,".contains(c))
+    {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
+    }
+}
+
+/// What a person starting the server needs next, on standard output (logs go to stderr):
+/// where it serves, its docs and discovery URLs, and on a store without users the command that
+/// creates one, or with `--dev` on a first start the demo user and app (secrets shown once).
+fn print_banner(
+    cli: &Cli,
+    config: &Config,
+    addr: std::net::SocketAddr,
+    issuer: &str,
+    has_users: bool,
+    demo: Option<&crate::oauth::demo::Demo>,
+) {
+    let mut out = format!(
+        "Tessera {version} is listening on {addr}\n\
+         \x20 issuer:     {issuer}\n\
+         \x20 API docs:   {issuer}/docs\n\
+         \x20 discovery:  {issuer}/.well-known/openid-configuration\n",
+        version = env!("CARGO_PKG_VERSION"),
+    );
+    if config.playground {
+        out.push_str(&format!("  playground: {issuer}/o/playground/\n"));
+    }
+    out.push_str(&format!(
+        "  data:       {} (signing keys in {})\n",
+        config.data_dir.display(),
+        config.keys_dir.display()
+    ));
+    if let Some(demo) = demo {
+        out.push_str(&format!(
+            "\nDevelopment mode created a demo user and a demo app (shown only this once):\n\
+             \x20 username:      {}\n\
+             \x20 password:      {}\n\
+             \x20 client_id:     {}\n\
+             \x20 client_secret: {}\n\
+             \x20 redirect_uri:  {}\n\
+             Open {issuer}/o/playground/, enter the client_id and client_secret, and press Authorize.\n",
+            demo.username, demo.password, demo.client_id, demo.client_secret, demo.redirect_uri
+        ));
+    } else if !has_users {
+        out.push_str(&format!(
+            "\nThere is no user yet. Stop the server (Ctrl-C) and create one (the command reads the password from standard input):\n\
+             \x20 echo 'a long password' | {} user create --username alice --password-stdin\n",
+            command_prefix(cli)
+        ));
+    }
+    print!("{out}");
+    let _ = std::io::stdout().flush();
 }
 
 async fn offline_provider(config: &Config) -> anyhow::Result<std::sync::Arc<crate::oauth::Provider>> {

@@ -2,13 +2,14 @@
 # Fuzzes the live API from its own spec with schemathesis: every operation of
 # openapi/openapi.json gets generated requests (a bounded number, fixed seed), and every answer
 # must be a non-5xx that matches its documented status code, content type and schema.
-# Run after `bash tests/run.sh` (it uses the debug binary that built, and the pip packages it
-# installed). Every operation is fuzzed; tests/schemathesis_hooks.py keeps the fuzzer's admin
+# Run after `bash tests/run.sh` (it uses the debug binary that built, and the Python packages it
+# installed in target/test-venv). Every operation is fuzzed; tests/schemathesis_hooks.py keeps the fuzzer's admin
 # token fresh when its own key changes revoke it, and its admin client out of its reach.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bin=target/debug/tessera
+PATH="$PWD/target/test-venv/bin:$PATH"
 work=$(mktemp -d)
 trap 'kill "$server" 2>/dev/null || true; rm -rf "$work"' EXIT
 printf 'registration = "open"\nrate_limit_per_client = 0\nrate_limit_per_address = 0\n' > "$work/tessera.toml"

@@ -9,6 +9,7 @@ pub mod admin;
 pub mod authorize;
 pub mod client;
 pub mod consent;
+pub mod demo;
 pub mod discovery;
 pub mod error;
 pub mod grant;

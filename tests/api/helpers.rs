@@ -585,6 +585,8 @@ pub struct ServerProcess {
     pub base: String,
     /// Everything the server wrote to stderr, once it has exited.
     logs: Option<std::thread::JoinHandle<String>>,
+    /// What it has written to stdout so far (the banner).
+    stdout: Arc<std::sync::Mutex<String>>,
 }
 
 impl ServerProcess {
@@ -602,11 +604,20 @@ impl ServerProcess {
             .env_remove("TESSERA_CONFIG")
             .envs(env.iter().copied())
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("the tessera binary starts");
         let mut stderr = child.stderr.take().unwrap();
+        let stdout = Arc::new(std::sync::Mutex::new(String::new()));
+        let mut out = child.stdout.take().unwrap();
+        let collected = stdout.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = out.read(&mut buf) {
+                collected.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
         // The address is in the first log lines: `addr=127.0.0.1:PORT ` as text, or
         // `"addr":"127.0.0.1:PORT"` with `--log-format json`.
         let mut head = Vec::new();
@@ -640,6 +651,23 @@ impl ServerProcess {
             child,
             base: format!("http://{addr}"),
             logs: Some(logs),
+            stdout,
+        }
+    }
+
+    /// What the server printed on stdout, once it holds `until` (waits up to 10 s).
+    pub fn stdout_once_it_has(&self, until: &str) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = self.stdout.lock().unwrap().clone();
+            if text.contains(until) {
+                return text;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the server did not print {until:?}; it printed:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 

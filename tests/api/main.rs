@@ -18,6 +18,8 @@ mod browser;
 mod consent;
 // The `tessera` binary's commands, including refusal while a server holds the data.
 mod cli;
+// A newcomer's first start: the banner, `serve --dev`'s demo user and app, completions, --version.
+mod first_start;
 // SIGKILL under refresh and code-exchange load, restarts on the same data folder.
 mod crash;
 // client_credentials, client authentication methods and the access token's claims.
