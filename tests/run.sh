@@ -6,9 +6,9 @@
 # schemathesis) into a virtual environment at target/test-venv, reused while the requirements
 # stay the same; the npm packages of tests/browser, tests/interop and tests/sdk/typescript
 # (playwright-core, jose, openid-client, openapi-typescript); Debian's chromium when no Chromium
-# is found and this runs as root. Then runs `cargo test` (extra arguments go to it) and, on a
-# full run, the README's own commands and tutorial against a fresh data folder
-# (tests/docs/readme.test.mjs).
+# is found and Debian's postgresql when it is missing, when this runs as root. Then runs
+# `cargo test` (extra arguments go to it) and, on a full run, the README's own commands and
+# tutorial against a fresh data folder (tests/browser/readme.test.mjs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -78,6 +78,11 @@ if [ -z "$chromium" ]; then
   [ -n "$chromium" ] || need "Chromium" "Install Debian's chromium (sudo apt-get install -y chromium) or set CHROMIUM_PATH to a Chromium or Chrome binary."
 fi
 export CHROMIUM_PATH="$chromium"
+
+# PostgreSQL for the cluster-mode tests, which start their own throwaway server from it.
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  as_root_install postgresql
+fi
 
 cargo test --locked "$@"
 

@@ -166,9 +166,21 @@ impl std::error::Error for Error {
     }
 }
 
+/// How long a client should wait when the database is unreachable.
+const STORE_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl From<crate::store::StoreError> for Error {
     fn from(err: crate::store::StoreError) -> Error {
-        Error::server_error(err)
+        match err {
+            // Not our bug, and likely over soon (a database restart, a failover, a full pool).
+            crate::store::StoreError::Unavailable(_) => Error {
+                code: ErrorCode::TemporarilyUnavailable,
+                description: "the service is temporarily unavailable; retry shortly".into(),
+                cause: Some(err.into()),
+                retry_after: Some(STORE_RETRY_AFTER),
+            },
+            _ => Error::server_error(err),
+        }
     }
 }
 

@@ -14,6 +14,7 @@
 //!
 //! Every backend passes the same contract suite (`tests/api/store_contract.rs`).
 
+pub mod postgres;
 pub mod sled;
 
 use async_trait::async_trait;
@@ -23,6 +24,7 @@ use std::pin::Pin;
 
 use serde::{Deserialize, Serialize};
 
+pub use self::postgres::{PgOptions, PgStore};
 pub use self::sled::SledStore;
 
 /// What can go wrong below the protocol.
@@ -39,6 +41,16 @@ pub enum StoreError {
     Transaction(String),
     #[error("stored record is corrupt: {0}")]
     Corrupt(#[from] serde_json::Error),
+    /// The database refused or failed a statement.
+    #[error("database error: {0}")]
+    Database(String),
+    /// The database cannot be reached now (or no pooled connection came free in time):
+    /// requests answer 503 with `Retry-After`.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
+    /// The database was migrated by a newer Tessera.
+    #[error("the database schema is at version {0}, newer than this Tessera knows ({1}); run a newer Tessera")]
+    SchemaTooNew(i64, i64),
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;

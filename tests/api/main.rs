@@ -3,6 +3,8 @@
 
 // spawn_app() and the TestApp methods named after user actions.
 mod helpers;
+// A throwaway PostgreSQL server shared by the tests that need one.
+mod postgres;
 
 // The admin API under /api/v1/: authorisation, problem details, paging, each area.
 mod admin;

@@ -9,11 +9,13 @@ use tempfile::TempDir;
 use tessera::store::*;
 
 /// The backends under test.
-const BACKENDS: &[Backend] = &[Backend::Sled];
+const BACKENDS: &[Backend] = &[Backend::Sled, Backend::Postgres];
 
 #[derive(Clone, Copy, Debug)]
 enum Backend {
     Sled,
+    /// A fresh database on the tests' shared PostgreSQL server.
+    Postgres,
 }
 
 /// A fresh, empty store of `backend`, and what keeps it alive.
@@ -21,6 +23,19 @@ async fn open(backend: Backend) -> (Arc<dyn Store>, TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = match backend {
         Backend::Sled => Arc::new(SledStore::open(dir.path()).unwrap()),
+        Backend::Postgres => {
+            let url = crate::postgres::PgServer::shared().create_database().await;
+            let store = PgStore::connect(&PgOptions {
+                url,
+                pool_size: 32,
+                pool_wait: std::time::Duration::from_secs(10),
+                ca_file: None,
+            })
+            .await
+            .unwrap();
+            store.migrate().await.unwrap();
+            Arc::new(store)
+        }
     };
     (store, dir)
 }

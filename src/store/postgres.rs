@@ -1,0 +1,945 @@
+//! `PgStore`: the store of a cluster, PostgreSQL 13 or newer, shared by every node.
+//!
+//! The driver is tokio-postgres with a deadpool pool: async all the way (no worker thread waits
+//! on the network), prepared statements cached per connection, and nothing generated at
+//! compile time, so the build needs no database. The pool is bounded (`database_pool_size`)
+//! and so is the wait for a connection (`database_pool_wait`): past it, and whenever the
+//! database cannot be reached, operations fail with [`StoreError::Unavailable`], which requests
+//! answer with 503 and `Retry-After`. TLS is used when the URL asks for it (`sslmode=require`),
+//! with the public roots and `database_ca_file`.
+//!
+//! Atomicity lives in single statements or short transactions: a code is redeemed by one
+//! `UPDATE ... WHERE NOT redeemed`, a refresh token rotated by one statement that flips
+//! `rotated` and inserts the successor only if the flip happened, counters are updated in a
+//! transaction holding their rows' locks. Commits are synchronous (`synchronous_commit = on`),
+//! so [`Store::durable`] has nothing left to wait for.
+//!
+//! Clients are cached per node for up to [`CLIENT_CACHE_TTL`]: a deleted client, a rotated
+//! secret or a changed setting reaches every other node within that bound (this node at once).
+//! Nothing else is cached.
+//!
+//! The schema is in `migrations/`, applied in order by [`PgStore::migrate`] under an advisory
+//! lock; a database newer than this binary is refused.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio_postgres::config::SslMode;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{NoTls, Row};
+
+use super::*;
+
+/// How long a node may use a client record it read from the database.
+pub const CLIENT_CACHE_TTL: Duration = Duration::from_secs(1);
+/// Client records cached at most.
+const CLIENT_CACHE_ENTRIES: usize = 10_000;
+/// The advisory lock migrations take (any constant the database does not otherwise use).
+const MIGRATION_LOCK: i64 = 0x7465_7373_6572_6101;
+
+/// The schema migrations, in order: version N is `MIGRATIONS[N - 1]`.
+const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_initial.sql")];
+
+/// The schema version this binary knows.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// How to reach the database.
+#[derive(Clone, Debug)]
+pub struct PgOptions {
+    pub url: String,
+    /// Connections at most.
+    pub pool_size: usize,
+    /// The longest wait for a free connection (and for a new one to connect).
+    pub pool_wait: Duration,
+    /// Extra certificate authorities for TLS to the database (PEM), besides the public ones.
+    pub ca_file: Option<std::path::PathBuf>,
+}
+
+/// The PostgreSQL store.
+pub struct PgStore {
+    pool: Pool,
+    clients: Mutex<HashMap<String, (Instant, Option<ClientRecord>)>>,
+}
+
+fn database(e: tokio_postgres::Error) -> StoreError {
+    // A connection that broke, or could not be made, is the database being unreachable; an
+    // error the database reported is a failed statement.
+    match e.as_db_error() {
+        Some(db) => StoreError::Database(format!("{}: {}", db.code().code(), db.message())),
+        None => StoreError::Unavailable(e.to_string()),
+    }
+}
+
+fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
+    match e {
+        deadpool_postgres::PoolError::Backend(e) => database(e),
+        other => StoreError::Unavailable(other.to_string()),
+    }
+}
+
+fn to_value<T: Serialize>(value: &T) -> Result<serde_json::Value> {
+    Ok(serde_json::to_value(value)?)
+}
+
+fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T> {
+    Ok(serde_json::from_value(value)?)
+}
+
+fn record<T: DeserializeOwned>(row: &Row, column: &str) -> Result<T> {
+    from_value(row.try_get(column).map_err(database)?)
+}
+
+impl PgStore {
+    /// Connects (lazily: the pool opens connections as they are needed) and checks that the
+    /// database answers.
+    pub async fn connect(options: &PgOptions) -> Result<PgStore> {
+        let mut config: tokio_postgres::Config = options
+            .url
+            .parse()
+            .map_err(|e: tokio_postgres::Error| StoreError::Database(format!("the database URL is invalid: {e}")))?;
+        config.application_name("tessera");
+        // A credential is committed before its response is sent, whatever the server's default.
+        config.options("-c synchronous_commit=on");
+        config.connect_timeout(options.pool_wait);
+        let manager_config = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = match config.get_ssl_mode() {
+            SslMode::Disable => Manager::from_config(config, NoTls, manager_config),
+            _ => Manager::from_config(config, tls_connector(options.ca_file.as_deref())?, manager_config),
+        };
+        let pool = Pool::builder(manager)
+            .max_size(options.pool_size.max(1))
+            .wait_timeout(Some(options.pool_wait))
+            .create_timeout(Some(options.pool_wait))
+            .recycle_timeout(Some(options.pool_wait))
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map_err(|e| StoreError::Database(e.to_string()))?;
+        let store = PgStore {
+            pool,
+            clients: Mutex::new(HashMap::new()),
+        };
+        store.client().await?.simple_query("SELECT 1").await.map_err(database)?;
+        Ok(store)
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object> {
+        self.pool.get().await.map_err(pool_error)
+    }
+
+    /// Runs one statement and returns its rows.
+    async fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>> {
+        let client = self.client().await?;
+        let statement = client.prepare_cached(sql).await.map_err(database)?;
+        client.query(&statement, params).await.map_err(database)
+    }
+
+    async fn query_opt(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Option<Row>> {
+        Ok(self.query(sql, params).await?.into_iter().next())
+    }
+
+    async fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
+        let client = self.client().await?;
+        let statement = client.prepare_cached(sql).await.map_err(database)?;
+        client.execute(&statement, params).await.map_err(database)
+    }
+
+    /// The pool's state, for `/metrics`: connections open and idle.
+    pub fn pool_status(&self) -> (usize, usize) {
+        let status = self.pool.status();
+        (status.size, status.available)
+    }
+
+    /// A connection pool on the same database, for the keyring vault.
+    pub fn pool(&self) -> Pool {
+        self.pool.clone()
+    }
+
+    /// The schema version the database is at (0: empty).
+    pub async fn schema_version(&self) -> Result<i64> {
+        let client = self.client().await?;
+        schema_version(&client).await
+    }
+
+    /// Brings the schema up to date, one process at a time (under an advisory lock, so nodes
+    /// starting together migrate once). Refuses a database whose schema is newer than this
+    /// binary knows. Returns the versions applied.
+    pub async fn migrate(&self) -> Result<Vec<i64>> {
+        let mut client = self.client().await?;
+        client
+            .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+            .await
+            .map_err(database)?;
+        let outcome = apply_migrations(&mut client).await;
+        let unlocked = client
+            .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+            .await;
+        let applied = outcome?;
+        unlocked.map_err(database)?;
+        Ok(applied)
+    }
+
+    /// Refuses to serve a database whose schema is not this binary's.
+    pub async fn check_schema(&self) -> Result<()> {
+        let version = self.schema_version().await?;
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::SchemaTooNew(version, SCHEMA_VERSION));
+        }
+        if version < SCHEMA_VERSION {
+            return Err(StoreError::Database(format!(
+                "the database schema is at version {version}, this Tessera needs {SCHEMA_VERSION}: run `tessera db migrate`"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Whether the database holds any record (an import refuses such a database).
+    pub async fn is_empty(&self) -> Result<bool> {
+        let row = self
+            .query(
+                "SELECT NOT EXISTS (SELECT 1 FROM clients) AND NOT EXISTS (SELECT 1 FROM users) \
+                 AND NOT EXISTS (SELECT 1 FROM grants) AND NOT EXISTS (SELECT 1 FROM keys)",
+                &[],
+            )
+            .await?;
+        Ok(row.first().map(|r| r.get::<_, bool>(0)).unwrap_or(false))
+    }
+
+    fn cached_client(&self, client_id: &str) -> Option<Option<ClientRecord>> {
+        let cache = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        cache
+            .get(client_id)
+            .filter(|(read_at, _)| read_at.elapsed() < CLIENT_CACHE_TTL)
+            .map(|(_, client)| client.clone())
+    }
+
+    fn cache_client(&self, client_id: &str, client: Option<ClientRecord>) {
+        let mut cache = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= CLIENT_CACHE_ENTRIES {
+            cache.retain(|_, (read_at, _)| read_at.elapsed() < CLIENT_CACHE_TTL);
+            if cache.len() >= CLIENT_CACHE_ENTRIES {
+                cache.clear();
+            }
+        }
+        cache.insert(client_id.to_string(), (Instant::now(), client));
+    }
+
+    fn forget_client(&self, client_id: &str) {
+        self.clients.lock().unwrap_or_else(|p| p.into_inner()).remove(client_id);
+    }
+}
+
+/// TLS to the database: the public roots, plus `ca_file`'s certificates.
+fn tls_connector(ca_file: Option<&std::path::Path>) -> Result<tokio_postgres_rustls::MakeRustlsConnect> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = ca_file {
+        let pem = std::fs::read(path)
+            .map_err(|e| StoreError::Database(format!("cannot read database_ca_file {}: {e}", path.display())))?;
+        let certs = rustls_pemfile_certs(&pem);
+        if certs.is_empty() {
+            return Err(StoreError::Database(format!(
+                "database_ca_file {} holds no PEM certificate",
+                path.display()
+            )));
+        }
+        for cert in certs {
+            roots
+                .add(cert)
+                .map_err(|e| StoreError::Database(format!("database_ca_file: {e}")))?;
+        }
+    }
+    let config =
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| StoreError::Database(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+}
+
+/// The DER certificates of a PEM bundle.
+fn rustls_pemfile_certs(pem: &[u8]) -> Vec<rustls::pki_types::CertificateDer<'static>> {
+    use rustls::pki_types::pem::PemObject;
+    rustls::pki_types::CertificateDer::pem_slice_iter(pem)
+        .filter_map(|cert| cert.ok())
+        .collect()
+}
+
+async fn schema_version(client: &tokio_postgres::Client) -> Result<i64> {
+    let exists: bool = client
+        .query_one("SELECT to_regclass('tessera_schema') IS NOT NULL", &[])
+        .await
+        .map_err(database)?
+        .get(0);
+    if !exists {
+        return Ok(0);
+    }
+    let row = client
+        .query_one("SELECT coalesce(max(version), 0) FROM tessera_schema", &[])
+        .await
+        .map_err(database)?;
+    Ok(row.get::<_, i64>(0))
+}
+
+async fn apply_migrations(client: &mut tokio_postgres::Client) -> Result<Vec<i64>> {
+    client
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS tessera_schema (version bigint PRIMARY KEY, applied_at bigint NOT NULL)",
+        )
+        .await
+        .map_err(database)?;
+    let current = schema_version(client).await?;
+    if current > SCHEMA_VERSION {
+        return Err(StoreError::SchemaTooNew(current, SCHEMA_VERSION));
+    }
+    let mut applied = Vec::new();
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let version = index as i64 + 1;
+        let tx = client.transaction().await.map_err(database)?;
+        tx.batch_execute(sql).await.map_err(database)?;
+        tx.execute(
+            "INSERT INTO tessera_schema (version, applied_at) VALUES ($1, $2)",
+            &[&version, &crate::clock::now()],
+        )
+        .await
+        .map_err(database)?;
+        tx.commit().await.map_err(database)?;
+        applied.push(version);
+    }
+    Ok(applied)
+}
+
+fn grant_of(row: &Row) -> GrantRecord {
+    GrantRecord {
+        grant_id: row.get("grant_id"),
+        client_id: row.get("client_id"),
+        user_id: row.get("user_id"),
+        scope: row.get("scope"),
+        audience: row.get("audience"),
+        auth_time: row.get("auth_time"),
+        created_at: row.get("created_at"),
+        revoked: row.get("revoked"),
+    }
+}
+
+fn refresh_of(row: &Row) -> RefreshRecord {
+    RefreshRecord {
+        grant_id: row.get("grant_id"),
+        issued_at: row.get("issued_at"),
+        expires_at: row.get("expires_at"),
+        rotated: row.get("rotated"),
+    }
+}
+
+const GRANT_COLUMNS: &str = "grant_id, client_id, user_id, scope, audience, auth_time, created_at, revoked";
+
+#[async_trait]
+impl ClientStore for PgStore {
+    async fn insert_client(&self, client: &ClientRecord) -> Result<bool> {
+        let stored = self
+            .execute(
+                "INSERT INTO clients (client_id, owner_user_id, record) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                &[&client.client_id, &client.owner_user_id, &to_value(client)?],
+            )
+            .await?;
+        self.forget_client(&client.client_id);
+        Ok(stored == 1)
+    }
+
+    async fn update_client(&self, client: &ClientRecord) -> Result<bool> {
+        // A stored first_used_at survives an update from a copy read before it was set.
+        let updated = self
+            .execute(
+                "UPDATE clients SET owner_user_id = $2, record = CASE \
+                   WHEN $3::jsonb -> 'first_used_at' IS NULL OR $3::jsonb -> 'first_used_at' = 'null'::jsonb \
+                   THEN jsonb_set($3::jsonb, '{first_used_at}', coalesce(record -> 'first_used_at', 'null'::jsonb)) \
+                   ELSE $3::jsonb END \
+                 WHERE client_id = $1",
+                &[&client.client_id, &client.owner_user_id, &to_value(client)?],
+            )
+            .await?;
+        self.forget_client(&client.client_id);
+        Ok(updated == 1)
+    }
+
+    async fn get_client(&self, client_id: &str) -> Result<Option<ClientRecord>> {
+        if let Some(cached) = self.cached_client(client_id) {
+            return Ok(cached);
+        }
+        let client = match self
+            .query_opt("SELECT record FROM clients WHERE client_id = $1", &[&client_id])
+            .await?
+        {
+            Some(row) => Some(record(&row, "record")?),
+            None => None,
+        };
+        self.cache_client(client_id, client.clone());
+        Ok(client)
+    }
+
+    async fn list_clients(&self) -> Result<Vec<ClientRecord>> {
+        let rows = self.query("SELECT record FROM clients ORDER BY client_id", &[]).await?;
+        rows.iter().map(|row| record(row, "record")).collect()
+    }
+
+    async fn clients_page(&self, after: Option<&str>, limit: usize) -> Result<Vec<ClientRecord>> {
+        let rows = self
+            .query(
+                "SELECT record FROM clients WHERE client_id > $1 ORDER BY client_id LIMIT $2",
+                &[&after.unwrap_or(""), &(limit as i64)],
+            )
+            .await?;
+        rows.iter().map(|row| record(row, "record")).collect()
+    }
+
+    async fn delete_client(&self, client_id: &str) -> Result<bool> {
+        let deleted = self
+            .execute("DELETE FROM clients WHERE client_id = $1", &[&client_id])
+            .await?;
+        self.forget_client(client_id);
+        Ok(deleted == 1)
+    }
+
+    async fn clients_owned_by(&self, user_id: &str) -> Result<Vec<ClientRecord>> {
+        let rows = self
+            .query(
+                "SELECT record FROM clients WHERE owner_user_id = $1 ORDER BY client_id",
+                &[&user_id],
+            )
+            .await?;
+        rows.iter().map(|row| record(row, "record")).collect()
+    }
+
+    async fn mark_client_used(&self, client_id: &str, at: i64) -> Result<bool> {
+        let marked = self
+            .execute(
+                "UPDATE clients SET record = jsonb_set(record, '{first_used_at}', to_jsonb($2::bigint)) \
+                 WHERE client_id = $1 AND (record -> 'first_used_at' IS NULL OR record -> 'first_used_at' = 'null'::jsonb)",
+                &[&client_id, &at],
+            )
+            .await?;
+        self.forget_client(client_id);
+        Ok(marked == 1)
+    }
+}
+
+#[async_trait]
+impl UserStore for PgStore {
+    async fn insert_user(&self, user: &UserRecord) -> Result<()> {
+        let inserted = self
+            .execute(
+                "INSERT INTO users (user_id, username, record) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                &[&user.user_id, &user.username, &to_value(user)?],
+            )
+            .await?;
+        if inserted == 0 {
+            return Err(StoreError::Conflict("username"));
+        }
+        Ok(())
+    }
+
+    async fn update_user(&self, user: &UserRecord) -> Result<()> {
+        self.execute(
+            "UPDATE users SET record = $2 WHERE user_id = $1",
+            &[&user.user_id, &to_value(user)?],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn get_user(&self, user_id: &str) -> Result<Option<UserRecord>> {
+        match self
+            .query_opt("SELECT record FROM users WHERE user_id = $1", &[&user_id])
+            .await?
+        {
+            Some(row) => Ok(Some(record(&row, "record")?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn get_user_by_name(&self, username: &str) -> Result<Option<UserRecord>> {
+        match self
+            .query_opt("SELECT record FROM users WHERE username = $1", &[&username])
+            .await?
+        {
+            Some(row) => Ok(Some(record(&row, "record")?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn list_users(&self) -> Result<Vec<UserRecord>> {
+        let rows = self
+            .query("SELECT record FROM users ORDER BY username COLLATE \"C\"", &[])
+            .await?;
+        rows.iter().map(|row| record(row, "record")).collect()
+    }
+
+    async fn users_page(&self, after: Option<&str>, limit: usize) -> Result<Vec<UserRecord>> {
+        let rows = self
+            .query(
+                "SELECT record FROM users WHERE user_id > $1 ORDER BY user_id LIMIT $2",
+                &[&after.unwrap_or(""), &(limit as i64)],
+            )
+            .await?;
+        rows.iter().map(|row| record(row, "record")).collect()
+    }
+
+    async fn delete_user(&self, user_id: &str) -> Result<bool> {
+        Ok(self
+            .execute("DELETE FROM users WHERE user_id = $1", &[&user_id])
+            .await?
+            == 1)
+    }
+}
+
+#[async_trait]
+impl GrantStore for PgStore {
+    async fn put_code(&self, code_hash: &SecretHash, code: &CodeRecord) -> Result<()> {
+        self.execute(
+            "INSERT INTO codes (code_hash, expires_at, redeemed, record) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (code_hash) DO UPDATE SET expires_at = $2, redeemed = $3, record = $4",
+            &[&&code_hash[..], &code.expires_at, &code.redeemed, &to_value(code)?],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn redeem_code(&self, code_hash: &SecretHash) -> Result<Redemption> {
+        if let Some(row) = self
+            .query_opt(
+                "UPDATE codes SET redeemed = true WHERE code_hash = $1 AND NOT redeemed RETURNING record",
+                &[&&code_hash[..]],
+            )
+            .await?
+        {
+            let mut code: CodeRecord = record(&row, "record")?;
+            code.redeemed = true;
+            return Ok(Redemption::Fresh(code));
+        }
+        match self
+            .query_opt("SELECT record FROM codes WHERE code_hash = $1", &[&&code_hash[..]])
+            .await?
+        {
+            Some(row) => {
+                let mut code: CodeRecord = record(&row, "record")?;
+                code.redeemed = true;
+                Ok(Redemption::Replayed(code))
+            }
+            None => Ok(Redemption::Unknown),
+        }
+    }
+
+    async fn put_grant(&self, grant: &GrantRecord) -> Result<()> {
+        self.execute(
+            "INSERT INTO grants (grant_id, client_id, user_id, scope, audience, auth_time, created_at, revoked) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (grant_id) DO UPDATE SET \
+             client_id = $2, user_id = $3, scope = $4, audience = $5, auth_time = $6, created_at = $7, revoked = $8",
+            &[
+                &grant.grant_id,
+                &grant.client_id,
+                &grant.user_id,
+                &grant.scope,
+                &grant.audience,
+                &grant.auth_time,
+                &grant.created_at,
+                &grant.revoked,
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn insert_grant(&self, grant: &GrantRecord) -> Result<bool> {
+        let inserted = self
+            .execute(
+                "INSERT INTO grants (grant_id, client_id, user_id, scope, audience, auth_time, created_at, revoked) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+                &[
+                    &grant.grant_id,
+                    &grant.client_id,
+                    &grant.user_id,
+                    &grant.scope,
+                    &grant.audience,
+                    &grant.auth_time,
+                    &grant.created_at,
+                    &grant.revoked,
+                ],
+            )
+            .await?;
+        Ok(inserted == 1)
+    }
+
+    async fn get_grant(&self, grant_id: &str) -> Result<Option<GrantRecord>> {
+        let sql = format!("SELECT {GRANT_COLUMNS} FROM grants WHERE grant_id = $1");
+        Ok(self.query_opt(&sql, &[&grant_id]).await?.as_ref().map(grant_of))
+    }
+
+    async fn list_grants(&self, user_id: Option<&str>, client_id: Option<&str>) -> Result<Vec<GrantRecord>> {
+        let sql = format!(
+            "SELECT {GRANT_COLUMNS} FROM grants WHERE ($1::text IS NULL OR user_id = $1) \
+             AND ($2::text IS NULL OR client_id = $2) ORDER BY grant_id"
+        );
+        let rows = self.query(&sql, &[&user_id, &client_id]).await?;
+        Ok(rows.iter().map(grant_of).collect())
+    }
+
+    async fn grant_ids(&self, user_id: &str, client_id: &str) -> Result<Vec<String>> {
+        let rows = self
+            .query(
+                "SELECT grant_id FROM grants WHERE user_id = $1 AND client_id = $2 ORDER BY grant_id",
+                &[&user_id, &client_id],
+            )
+            .await?;
+        Ok(rows.iter().map(|row| row.get(0)).collect())
+    }
+
+    async fn revoke_grant(&self, grant_id: &str) -> Result<bool> {
+        Ok(self
+            .execute("UPDATE grants SET revoked = true WHERE grant_id = $1", &[&grant_id])
+            .await?
+            == 1)
+    }
+
+    async fn put_refresh(&self, token_hash: &SecretHash, token: &RefreshRecord) -> Result<()> {
+        self.execute(
+            "INSERT INTO refresh_tokens (token_hash, grant_id, issued_at, expires_at, rotated) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (token_hash) DO UPDATE SET \
+             grant_id = $2, issued_at = $3, expires_at = $4, rotated = $5",
+            &[
+                &&token_hash[..],
+                &token.grant_id,
+                &token.issued_at,
+                &token.expires_at,
+                &token.rotated,
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn get_refresh(&self, token_hash: &SecretHash) -> Result<Option<RefreshRecord>> {
+        Ok(self
+            .query_opt(
+                "SELECT grant_id, issued_at, expires_at, rotated FROM refresh_tokens WHERE token_hash = $1",
+                &[&&token_hash[..]],
+            )
+            .await?
+            .as_ref()
+            .map(refresh_of))
+    }
+
+    async fn rotate_refresh(&self, old: &SecretHash, new: &SecretHash, next: &RefreshRecord) -> Result<Rotation> {
+        // One statement: the flip of `rotated` takes the row's lock, so of concurrent
+        // rotations exactly one sees it unrotated; the successor is inserted only by that one.
+        if let Some(row) = self
+            .query_opt(
+                "WITH spent AS ( \
+                   UPDATE refresh_tokens SET rotated = true WHERE token_hash = $1 AND NOT rotated \
+                   RETURNING grant_id, issued_at, expires_at, false AS rotated \
+                 ), successor AS ( \
+                   INSERT INTO refresh_tokens (token_hash, grant_id, issued_at, expires_at, rotated) \
+                   SELECT $2, $3, $4, $5, false FROM spent \
+                 ) SELECT grant_id, issued_at, expires_at, rotated FROM spent",
+                &[&&old[..], &&new[..], &next.grant_id, &next.issued_at, &next.expires_at],
+            )
+            .await?
+        {
+            return Ok(Rotation::Rotated(refresh_of(&row)));
+        }
+        Ok(match self.get_refresh(old).await? {
+            Some(spent) => Rotation::Spent(spent),
+            None => Rotation::Unknown,
+        })
+    }
+
+    async fn revoke_access_token(&self, jti: &str, expires_at: i64) -> Result<()> {
+        self.execute(
+            "INSERT INTO revoked_access (jti, expires_at) VALUES ($1, $2) ON CONFLICT (jti) DO UPDATE SET expires_at = $2",
+            &[&jti, &expires_at],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn is_access_token_revoked(&self, jti: &str) -> Result<bool> {
+        Ok(self
+            .query_opt("SELECT 1 FROM revoked_access WHERE jti = $1", &[&jti])
+            .await?
+            .is_some())
+    }
+}
+
+#[async_trait]
+impl ConsentStore for PgStore {
+    async fn put_consent(&self, consent: &ConsentRecord) -> Result<()> {
+        self.execute(
+            "INSERT INTO consents (user_id, client_id, record) VALUES ($1, $2, $3) \
+             ON CONFLICT (user_id, client_id) DO UPDATE SET record = $3",
+            &[&consent.user_id, &consent.client_id, &to_value(consent)?],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn get_consent(&self, user_id: &str, client_id: &str) -> Result<Option<ConsentRecord>> {
+        match self
+            .query_opt(
+                "SELECT record FROM consents WHERE user_id = $1 AND client_id = $2",
+                &[&user_id, &client_id],
+            )
+            .await?
+        {
+            Some(row) => Ok(Some(record(&row, "record")?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn list_consents(&self, user_id: &str) -> Result<Vec<ConsentRecord>> {
+        let rows = self
+            .query(
+                "SELECT record FROM consents WHERE user_id = $1 ORDER BY client_id",
+                &[&user_id],
+            )
+            .await?;
+        rows.iter().map(|row| record(row, "record")).collect()
+    }
+
+    async fn delete_consent(&self, user_id: &str, client_id: &str) -> Result<()> {
+        self.execute(
+            "DELETE FROM consents WHERE user_id = $1 AND client_id = $2",
+            &[&user_id, &client_id],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn delete_consents_for_client(&self, client_id: &str) -> Result<u64> {
+        self.execute("DELETE FROM consents WHERE client_id = $1", &[&client_id])
+            .await
+    }
+}
+
+#[async_trait]
+impl SessionStore for PgStore {
+    async fn put_session(&self, id_hash: &SecretHash, session: &SessionRecord) -> Result<()> {
+        self.execute(
+            "INSERT INTO sessions (id_hash, expires_at, record) VALUES ($1, $2, $3) \
+             ON CONFLICT (id_hash) DO UPDATE SET expires_at = $2, record = $3",
+            &[&&id_hash[..], &session.expires_at, &to_value(session)?],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn get_session(&self, id_hash: &SecretHash) -> Result<Option<SessionRecord>> {
+        match self
+            .query_opt("SELECT record FROM sessions WHERE id_hash = $1", &[&&id_hash[..]])
+            .await?
+        {
+            Some(row) => Ok(Some(record(&row, "record")?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn delete_session(&self, id_hash: &SecretHash) -> Result<()> {
+        self.execute("DELETE FROM sessions WHERE id_hash = $1", &[&&id_hash[..]])
+            .await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl EphemeralStore for PgStore {
+    async fn update_counters(
+        &self,
+        keys: &[Vec<u8>],
+        update: &(dyn for<'c> Fn(&'c mut [Counter]) + Send + Sync),
+    ) -> Result<()> {
+        // The rows are made to exist, then locked in key order (so two updates of overlapping
+        // keys cannot deadlock), read, changed and written back in one transaction.
+        let mut sorted: Vec<&Vec<u8>> = keys.iter().collect();
+        sorted.sort();
+        sorted.dedup();
+        let sorted: Vec<&[u8]> = sorted.into_iter().map(|k| k.as_slice()).collect();
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(database)?;
+        tx.execute(
+            "INSERT INTO counters (key, failures, last_failure_ms, locked_until_ms, expires_at_ms) \
+             SELECT k, 0, 0, 0, 0 FROM unnest($1::bytea[]) AS k ORDER BY k ON CONFLICT DO NOTHING",
+            &[&sorted],
+        )
+        .await
+        .map_err(database)?;
+        let rows = tx
+            .query(
+                "SELECT key, failures, last_failure_ms, locked_until_ms, expires_at_ms FROM counters \
+                 WHERE key = ANY($1::bytea[]) ORDER BY key FOR UPDATE",
+                &[&sorted],
+            )
+            .await
+            .map_err(database)?;
+        let stored: HashMap<Vec<u8>, Counter> = rows
+            .iter()
+            .map(|row| {
+                let counter = Counter {
+                    failures: row.get::<_, i32>(1).max(0) as u32,
+                    last_failure_ms: row.get(2),
+                    locked_until_ms: row.get(3),
+                    expires_at_ms: row.get(4),
+                };
+                (row.get::<_, Vec<u8>>(0), counter)
+            })
+            .collect();
+        let mut counters: Vec<Counter> = keys
+            .iter()
+            .map(|k| stored.get(k).copied().unwrap_or_default())
+            .collect();
+        update(&mut counters);
+        let failures: Vec<i32> = counters
+            .iter()
+            .map(|c| c.failures.min(i32::MAX as u32) as i32)
+            .collect();
+        let last: Vec<i64> = counters.iter().map(|c| c.last_failure_ms).collect();
+        let locked: Vec<i64> = counters.iter().map(|c| c.locked_until_ms).collect();
+        let expires: Vec<i64> = counters.iter().map(|c| c.expires_at_ms).collect();
+        let key_slices: Vec<&[u8]> = keys.iter().map(|k| k.as_slice()).collect();
+        tx.execute(
+            "UPDATE counters AS c SET failures = v.failures, last_failure_ms = v.last, \
+               locked_until_ms = v.locked, expires_at_ms = v.expires \
+             FROM unnest($1::bytea[], $2::int[], $3::bigint[], $4::bigint[], $5::bigint[]) \
+               AS v(key, failures, last, locked, expires) WHERE c.key = v.key",
+            &[&key_slices, &failures, &last, &locked, &expires],
+        )
+        .await
+        .map_err(database)?;
+        // A counter back at zero means nothing: it is not kept.
+        tx.execute(
+            "DELETE FROM counters WHERE key = ANY($1::bytea[]) AND failures = 0 AND locked_until_ms = 0",
+            &[&sorted],
+        )
+        .await
+        .map_err(database)?;
+        tx.commit().await.map_err(database)
+    }
+
+    async fn put_scratch(&self, key: &SecretHash, value: &[u8], expires_at: i64) -> Result<()> {
+        self.execute(
+            "INSERT INTO scratch (key, value, expires_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (key) DO UPDATE SET value = $2, expires_at = $3",
+            &[&&key[..], &value, &expires_at],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn get_scratch(&self, key: &SecretHash) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .query_opt(
+                "SELECT value FROM scratch WHERE key = $1 AND expires_at > $2",
+                &[&&key[..], &crate::clock::now()],
+            )
+            .await?
+            .map(|row| row.get(0)))
+    }
+}
+
+#[async_trait]
+impl Store for PgStore {
+    fn durable(&self) -> Durable {
+        // Every statement above committed synchronously before it returned.
+        Box::pin(async { Ok(()) })
+    }
+
+    async fn probe_write(&self) -> Result<()> {
+        self.execute(
+            "INSERT INTO readiness_probe (id, at) VALUES (1, $1) ON CONFLICT (id) DO UPDATE SET at = $1",
+            &[&crate::clock::now()],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn count_active_refresh_tokens(&self, now: i64) -> Result<u64> {
+        let row = self
+            .query(
+                "SELECT count(*) FROM refresh_tokens r JOIN grants g ON g.grant_id = r.grant_id \
+                 WHERE NOT r.rotated AND r.expires_at > $1 AND NOT g.revoked",
+                &[&now],
+            )
+            .await?;
+        Ok(row.first().map_or(0, |r| r.get::<_, i64>(0)) as u64)
+    }
+
+    async fn purge_expired(&self, now: i64, access_cutoff: i64) -> Result<Purged> {
+        let codes = self
+            .execute("DELETE FROM codes WHERE expires_at <= $1", &[&now])
+            .await?;
+        let sessions = self
+            .execute("DELETE FROM sessions WHERE expires_at <= $1", &[&now])
+            .await?;
+        let revoked_access = self
+            .execute("DELETE FROM revoked_access WHERE expires_at <= $1", &[&now])
+            .await?;
+        let refresh_tokens = self
+            .execute(
+                "DELETE FROM refresh_tokens WHERE expires_at <= $1 AND issued_at <= $2",
+                &[&now, &access_cutoff],
+            )
+            .await?;
+        let grants = self
+            .execute(
+                "DELETE FROM grants g WHERE created_at <= $1 \
+                 AND NOT EXISTS (SELECT 1 FROM refresh_tokens r WHERE r.grant_id = g.grant_id)",
+                &[&access_cutoff],
+            )
+            .await?;
+        self.execute("DELETE FROM scratch WHERE expires_at <= $1", &[&now])
+            .await?;
+        self.execute("DELETE FROM counters WHERE expires_at_ms <= $1", &[&(now * 1000)])
+            .await?;
+        Ok(Purged {
+            codes,
+            refresh_tokens,
+            revoked_access,
+            sessions,
+            grants,
+            clients: 0,
+        })
+    }
+
+    async fn record_count(&self) -> Result<u64> {
+        let row = self
+            .query(
+                "SELECT (SELECT count(*) FROM clients) + (SELECT count(*) FROM users) \
+                 + (SELECT count(*) FROM codes) + (SELECT count(*) FROM grants) \
+                 + (SELECT count(*) FROM refresh_tokens) + (SELECT count(*) FROM revoked_access) \
+                 + (SELECT count(*) FROM consents) + (SELECT count(*) FROM sessions)",
+                &[],
+            )
+            .await?;
+        Ok(row.first().map_or(0, |r| r.get::<_, i64>(0)) as u64)
+    }
+
+    async fn server_secret(&self, name: &str, candidate: &SecretHash) -> Result<SecretHash> {
+        self.execute(
+            "INSERT INTO server_secrets (name, value) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            &[&name, &&candidate[..]],
+        )
+        .await?;
+        let row = self
+            .query_opt("SELECT value FROM server_secrets WHERE name = $1", &[&name])
+            .await?
+            .ok_or_else(|| StoreError::Database("a server secret vanished".into()))?;
+        let value: Vec<u8> = row.get(0);
+        value
+            .try_into()
+            .map_err(|_| StoreError::Corrupt(serde::de::Error::custom("a server secret is malformed")))
+    }
+}

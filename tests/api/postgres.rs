@@ -1,0 +1,167 @@
+//! A throwaway PostgreSQL server for the tests, from Debian's `postgresql` package (tests/run.sh
+//! installs it): `initdb` into a temporary folder (as the `postgres` user when the tests run as
+//! root, since PostgreSQL refuses to run as root), a free port on 127.0.0.1, trust
+//! authentication, no fsync (a test database needs no crash safety). One server is shared by
+//! every test of the binary; each test gets its own database. A watchdog process stops the
+//! server and removes its folder when the test binary exits, however it exits.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+
+/// The shared server.
+pub struct PgServer {
+    pub port: u16,
+    bin: PathBuf,
+    dir: PathBuf,
+    as_postgres: bool,
+}
+
+static SERVER: OnceLock<PgServer> = OnceLock::new();
+static DATABASES: AtomicUsize = AtomicUsize::new(0);
+
+/// The newest PostgreSQL's binaries folder, e.g. /usr/lib/postgresql/15/bin.
+fn postgres_bin() -> PathBuf {
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("PostgreSQL is not installed: apt-get install -y postgresql (tests/run.sh does)")
+        .filter_map(|entry| {
+            let entry = entry.ok()?;
+            let version = entry.file_name().to_str()?.parse().ok()?;
+            let bin = entry.path().join("bin");
+            bin.join("initdb").is_file().then_some((version, bin))
+        })
+        .collect();
+    versions.sort();
+    versions.pop().expect("no initdb under /usr/lib/postgresql/*/bin").1
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl PgServer {
+    /// The shared server, started on first use.
+    pub fn shared() -> &'static PgServer {
+        SERVER.get_or_init(PgServer::start)
+    }
+
+    fn command(&self, program: &str) -> Command {
+        let path = self.bin.join(program);
+        if self.as_postgres {
+            let mut command = Command::new("runuser");
+            command.args(["-u", "postgres", "--"]).arg(path);
+            command
+        } else {
+            Command::new(path)
+        }
+    }
+
+    fn start() -> PgServer {
+        let root = unsafe { libc_geteuid() } == 0;
+        let dir = tempfile::Builder::new().prefix("tessera-pg-").tempdir().unwrap().keep();
+        let server = PgServer {
+            port: free_port(),
+            bin: postgres_bin(),
+            dir: dir.clone(),
+            as_postgres: root,
+        };
+        let data = dir.join("data");
+        if root {
+            // The folder must belong to the user the server runs as.
+            run(Command::new("chown").args(["-R", "postgres:postgres"]).arg(&dir));
+        }
+        run(server
+            .command("initdb")
+            .args(["-U", "tessera", "--auth=trust", "-E", "UTF8", "--no-sync", "-D"])
+            .arg(&data));
+        server.watch_for_exit();
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off -c max_connections=300",
+            server.port,
+            dir.display()
+        );
+        run(server
+            .command("pg_ctl")
+            .args(["start", "-w", "-t", "60", "-D"])
+            .arg(&data)
+            .args(["-l"])
+            .arg(dir.join("server.log"))
+            .args(["-o", &options]));
+        server
+    }
+
+    /// Stops the server and removes its folder once this test process has exited, even if it
+    /// panicked or was killed.
+    fn watch_for_exit(&self) {
+        let script = format!(
+            "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; \
+             {stop} stop -m immediate -D {data} >/dev/null 2>&1; rm -rf {dir}",
+            pid = std::process::id(),
+            stop = if self.as_postgres {
+                format!("runuser -u postgres -- {}", self.bin.join("pg_ctl").display())
+            } else {
+                self.bin.join("pg_ctl").display().to_string()
+            },
+            data = self.dir.join("data").display(),
+            dir = self.dir.display(),
+        );
+        // setsid -f forks the watchdog off and returns at once, so there is nothing to wait for
+        // beyond setsid itself.
+        let mut setsid = Command::new("setsid")
+            .args(["-f", "sh", "-c", &script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the watchdog starts");
+        let _ = setsid.wait();
+    }
+
+    /// The URL of a database on this server.
+    pub fn url(&self, database: &str) -> String {
+        format!("postgres://tessera@127.0.0.1:{}/{database}", self.port)
+    }
+
+    /// A new, empty database; returns its URL.
+    pub async fn create_database(&self) -> String {
+        let name = format!(
+            "test_{}_{}",
+            std::process::id(),
+            DATABASES.fetch_add(1, Ordering::SeqCst)
+        );
+        let (client, connection) = tokio_postgres::connect(&self.url("postgres"), tokio_postgres::NoTls)
+            .await
+            .expect("the test PostgreSQL answers");
+        let connection = tokio::spawn(connection);
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("a test database is created");
+        drop(client);
+        let _ = connection.await;
+        self.url(&name)
+    }
+}
+
+fn run(command: &mut Command) {
+    let output = command.output().expect("a PostgreSQL program runs");
+    assert!(
+        output.status.success(),
+        "{command:?} failed:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Whether this process runs as root (no libc crate for one call).
+unsafe fn libc_geteuid() -> u32 {
+    extern "C" {
+        fn geteuid() -> u32;
+    }
+    geteuid()
+}
