@@ -33,6 +33,10 @@ pub struct Cli {
     /// TOML configuration file.
     #[arg(long, global = true, env = "TESSERA_CONFIG")]
     pub config: Option<PathBuf>,
+    /// Cluster mode: a postgres:// URL of the database every node shares (instead of the data
+    /// and keys folders).
+    #[arg(long, global = true, env = "TESSERA_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -52,6 +56,9 @@ pub enum Command {
     /// Manage signing keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Manage the cluster's database.
+    #[command(subcommand)]
+    Db(DbCommand),
     /// Print a shell completion script (e.g. `source <(tessera completions bash)`).
     Completions {
         #[arg(value_enum)]
@@ -231,6 +238,24 @@ pub enum KeysCommand {
     },
     /// List keys and their status.
     List,
+    /// Print a new random key-encryption key (cluster mode seals the keyring under it).
+    NewEncryptionKey,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DbCommand {
+    /// Bring the database schema up to date (serve and every data command also do).
+    Migrate,
+    /// Copy a single node's data folder and keyring into an empty cluster database.
+    Import {
+        /// The data folder to copy (the node must be stopped).
+        #[arg(long)]
+        from_data_dir: PathBuf,
+        /// The keys folder to copy (default: `keys` beside the data folder's parent, or
+        /// `--keys-dir`).
+        #[arg(long)]
+        from_keys_dir: Option<PathBuf>,
+    },
 }
 
 impl Cli {
@@ -242,6 +267,7 @@ impl Cli {
             data_dir: self.data_dir.clone(),
             keys_dir: self.keys_dir.clone(),
             dev: serve.is_some_and(|s| s.dev),
+            database_url: self.database_url.clone(),
         };
         Ok(Config::load(&overrides)?)
     }
@@ -267,6 +293,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::App(cmd) => app_command(&cli.config(None)?, cmd).await?,
         Command::User(cmd) => user_command(&cli.config(None)?, cmd).await?,
         Command::Keys(cmd) => keys_command(&cli.config(None)?, cmd).await?,
+        Command::Db(cmd) => db_command(&cli.config(None)?, cmd).await?,
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(*shell, &mut Cli::command(), "tessera", &mut std::io::stdout());
@@ -312,6 +339,19 @@ fn command_prefix(cli: &Cli) -> String {
     prefix
 }
 
+/// A database URL without its credentials, to print.
+fn redacted(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) => {
+            let _ = parsed.set_password(None);
+            let _ = parsed.set_username("");
+            parsed.set_query(None);
+            parsed.to_string()
+        }
+        Err(_) => "(an unparsable URL)".into(),
+    }
+}
+
 /// `word` quoted for a POSIX shell when it needs to be.
 fn shell_word(word: &str) -> String {
     if !word.is_empty()
@@ -346,11 +386,14 @@ fn print_banner(
     if config.playground {
         out.push_str(&format!("  playground: {issuer}/o/playground/\n"));
     }
-    out.push_str(&format!(
-        "  data:       {} (signing keys in {})\n",
-        config.data_dir.display(),
-        config.keys_dir.display()
-    ));
+    match &config.database_url {
+        Some(url) => out.push_str(&format!("  database:   {} (cluster mode)\n", redacted(url))),
+        None => out.push_str(&format!(
+            "  data:       {} (signing keys in {})\n",
+            config.data_dir.display(),
+            config.keys_dir.display()
+        )),
+    }
     if let Some(demo) = demo {
         out.push_str(&format!(
             "\nDevelopment mode created a demo user and a demo app (shown only this once):\n\
@@ -677,7 +720,35 @@ async fn user_command(config: &Config, cmd: &UserCommand) -> anyhow::Result<()> 
     Ok(())
 }
 
+async fn db_command(config: &Config, cmd: &DbCommand) -> anyhow::Result<()> {
+    if config.database_url.is_none() {
+        bail!("`tessera db` works on a cluster's database: pass --database-url or set TESSERA_DATABASE_URL");
+    }
+    match cmd {
+        DbCommand::Migrate => {
+            let database = crate::open_database(config).await?;
+            println!(
+                "the database schema is at version {} (this Tessera's)",
+                database.schema_version().await?
+            );
+        }
+        DbCommand::Import {
+            from_data_dir,
+            from_keys_dir,
+        } => {
+            let keys_dir = from_keys_dir.clone().unwrap_or_else(|| config.keys_dir.clone());
+            let imported = crate::import::import(config, from_data_dir, &keys_dir).await?;
+            println!("{imported}");
+        }
+    }
+    Ok(())
+}
+
 async fn keys_command(config: &Config, cmd: &KeysCommand) -> anyhow::Result<()> {
+    if let KeysCommand::NewEncryptionKey = cmd {
+        println!("{}", crate::keys::database::KeyEncryptionKey::generate());
+        return Ok(());
+    }
     let vault = crate::open_key_vault(config).await?;
     let vault = vault.as_ref();
     let keys = Keyring::open_or_init(vault).await?;
@@ -695,6 +766,7 @@ async fn keys_command(config: &Config, cmd: &KeysCommand) -> anyhow::Result<()> 
                 show(key)?;
             }
         }
+        KeysCommand::NewEncryptionKey => {} // answered above, without opening the keyring
     }
     Ok(())
 }

@@ -170,6 +170,47 @@ pub struct Config {
     pub max_parallel_password_checks: usize,
     /// How requests to URLs chosen by others are made (see [`crate::outbound`]).
     pub outbound: crate::outbound::OutboundPolicy,
+    /// Cluster mode: a PostgreSQL database shared by every node, instead of the data folder
+    /// (`database_url`, a `postgres://` URL; `sslmode=require` asks for TLS).
+    pub database_url: Option<String>,
+    /// How the database is used, when there is one.
+    pub database: DatabaseSettings,
+}
+
+/// Cluster mode's database settings besides its URL.
+#[derive(Clone, Debug)]
+pub struct DatabaseSettings {
+    /// Connections per node at most.
+    pub pool_size: usize,
+    /// The longest a request waits for a connection (or for the database to answer a connect).
+    pub pool_wait: Duration,
+    /// Extra certificate authorities (PEM) for TLS to the database.
+    pub ca_file: Option<PathBuf>,
+    /// The file holding the key-encryption key that seals the keyring's private keys (else
+    /// `TESSERA_KEY_ENCRYPTION_KEY`).
+    pub key_encryption_key_file: Option<PathBuf>,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        DatabaseSettings {
+            pool_size: 16,
+            pool_wait: Duration::from_secs(2),
+            ca_file: None,
+            key_encryption_key_file: None,
+        }
+    }
+}
+
+fn check_database_url(url: &str) -> Result<String, ConfigError> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(url.to_string())
+    } else {
+        Err(ConfigError::Invalid(
+            "database_url",
+            "must be a postgres:// or postgresql:// URL".into(),
+        ))
+    }
 }
 
 impl Default for Config {
@@ -225,6 +266,8 @@ impl Default for Config {
             trusted_proxies: Vec::new(),
             max_parallel_password_checks: default_parallel_password_checks(),
             outbound: Default::default(),
+            database_url: None,
+            database: DatabaseSettings::default(),
         }
     }
 }
@@ -305,6 +348,16 @@ pub struct FileConfig {
     pub outbound_ca_file: Option<PathBuf>,
     /// Seconds such a request may take in all (default 10).
     pub outbound_timeout: Option<u64>,
+    /// Cluster mode: the PostgreSQL database every node shares.
+    pub database_url: Option<String>,
+    /// Connections per node (default 16).
+    pub database_pool_size: Option<usize>,
+    /// Seconds a request waits for a database connection (default 2).
+    pub database_pool_wait: Option<u64>,
+    /// Extra certificate authorities (PEM) for TLS to the database.
+    pub database_ca_file: Option<PathBuf>,
+    /// The file holding the keyring's key-encryption key (cluster mode).
+    pub key_encryption_key_file: Option<PathBuf>,
 }
 
 /// Values given on the command line or in the environment; they win over the file.
@@ -317,6 +370,8 @@ pub struct Overrides {
     pub keys_dir: Option<PathBuf>,
     /// `serve --dev`: development conveniences on (the playground, calling local APIs).
     pub dev: bool,
+    /// `--database-url` / `TESSERA_DATABASE_URL`.
+    pub database_url: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -349,6 +404,9 @@ impl Config {
         }
         if let Some(dir) = &overrides.keys_dir {
             config.keys_dir = dir.clone();
+        }
+        if let Some(url) = &overrides.database_url {
+            config.database_url = Some(check_database_url(url)?);
         }
         if overrides.dev {
             // Development: the playground, which calls APIs on this machine.
@@ -546,6 +604,30 @@ impl Config {
                         format!("{} holds no PEM certificate", path.display()),
                     )
                 })?;
+        }
+        if let Some(url) = file.database_url {
+            self.database_url = Some(check_database_url(&url)?);
+        }
+        if let Some(size) = file.database_pool_size {
+            if size == 0 {
+                return Err(ConfigError::Invalid("database_pool_size", "must be at least 1".into()));
+            }
+            self.database.pool_size = size;
+        }
+        if let Some(wait) = file.database_pool_wait {
+            if wait == 0 {
+                return Err(ConfigError::Invalid(
+                    "database_pool_wait",
+                    "must be at least 1 second".into(),
+                ));
+            }
+            self.database.pool_wait = secs(wait);
+        }
+        if let Some(path) = file.database_ca_file {
+            self.database.ca_file = Some(path);
+        }
+        if let Some(path) = file.key_encryption_key_file {
+            self.database.key_encryption_key_file = Some(path);
         }
         match file.outbound_timeout {
             Some(0) => {

@@ -9,6 +9,7 @@ pub mod clock;
 pub mod config;
 pub mod files;
 pub mod http;
+pub mod import;
 pub mod jose;
 pub mod keys;
 pub mod log_writer;
@@ -31,10 +32,11 @@ use std::time::Duration;
 use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
 
 pub use crate::config::Config;
+use crate::keys::database::{DatabaseVault, KeyEncryptionKey};
 use crate::keys::{FolderVault, KeyVault, Keys};
 pub use crate::oauth::now;
 use crate::oauth::Provider;
-use crate::store::{SledStore, Store};
+use crate::store::{PgOptions, PgStore, SledStore, Store};
 
 /// How often a running server checks whether `tessera keys` changed the keyring.
 const KEY_RELOAD_INTERVAL: Duration = Duration::from_secs(2);
@@ -63,20 +65,94 @@ pub struct App {
     provider: Arc<Provider>,
 }
 
-/// Opens the store named by `config` (sled in the data folder).
-pub fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
-    Ok(Arc::new(SledStore::open(&config.data_dir)?))
+/// Opens the store named by `config`: the data folder (sled), or in cluster mode the
+/// PostgreSQL database, whose schema is brought up to date first (one process at a time).
+pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    match &config.database_url {
+        None => Ok(Arc::new(SledStore::open(&config.data_dir)?)),
+        Some(_) => Ok(Arc::new(open_database(config).await?)),
+    }
 }
 
-/// Opens the keyring named by `config` (the keys folder).
+/// Cluster mode's database, connected, migrated and checked.
+pub async fn open_database(config: &Config) -> anyhow::Result<PgStore> {
+    let url = config
+        .database_url
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("no database_url is set"))?;
+    let options = PgOptions {
+        url,
+        pool_size: config.database.pool_size,
+        pool_wait: config.database.pool_wait,
+        ca_file: config.database.ca_file.clone(),
+    };
+    let store = PgStore::connect(&options).await?;
+    let applied = store.migrate().await?;
+    if !applied.is_empty() {
+        tracing::info!(versions = ?applied, "database schema migrated");
+    }
+    store.check_schema().await?;
+    Ok(store)
+}
+
+/// Opens the keyring named by `config`: the keys folder, or in cluster mode the database's
+/// keyring, sealed under the key-encryption key.
 pub async fn open_key_vault(config: &Config) -> anyhow::Result<Arc<dyn KeyVault>> {
-    Ok(Arc::new(FolderVault::new(&config.keys_dir)))
+    match &config.database_url {
+        None => Ok(Arc::new(FolderVault::new(&config.keys_dir))),
+        Some(_) => {
+            let kek = key_encryption_key(config)?;
+            let database = open_database(&Config {
+                database: config::DatabaseSettings {
+                    pool_size: 2,
+                    ..config.database.clone()
+                },
+                ..config.clone()
+            })
+            .await?;
+            Ok(Arc::new(DatabaseVault::new(database.pool(), kek)))
+        }
+    }
+}
+
+/// The key-encryption key of a cluster's keyring: from `key_encryption_key_file` (which only
+/// its owner may read), else `TESSERA_KEY_ENCRYPTION_KEY`.
+fn key_encryption_key(config: &Config) -> anyhow::Result<KeyEncryptionKey> {
+    const HOW: &str = "make one with `tessera keys new-encryption-key` and give every node the same one";
+    let text = match &config.database.key_encryption_key_file {
+        Some(path) => {
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                let mode = std::fs::metadata(path)
+                    .map_err(|e| anyhow::anyhow!("cannot read key_encryption_key_file {}: {e}", path.display()))?
+                    .permissions()
+                    .mode();
+                if mode & 0o077 != 0 {
+                    anyhow::bail!(
+                        "key_encryption_key_file {} may be read by others (mode {:o}): chmod 600 it",
+                        path.display(),
+                        mode & 0o777
+                    );
+                }
+            }
+            std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("cannot read key_encryption_key_file {}: {e}", path.display()))?
+        }
+        None => std::env::var("TESSERA_KEY_ENCRYPTION_KEY").map_err(|_| {
+            anyhow::anyhow!(
+                "cluster mode keeps the signing keys in the database, sealed under a key-encryption key: \
+                 set TESSERA_KEY_ENCRYPTION_KEY or key_encryption_key_file ({HOW})"
+            )
+        })?,
+    };
+    KeyEncryptionKey::parse(&text).map_err(|e| anyhow::anyhow!("{e} ({HOW})"))
 }
 
 /// Opens the store and keyring named by `config`: what both the server and the CLI need.
 /// `issuer` is the resolved issuer identifier.
 pub async fn open_provider(config: &Config, issuer: &str) -> anyhow::Result<Arc<Provider>> {
-    provider_with_store(config, issuer, open_store(config)?).await
+    provider_with_store(config, issuer, open_store(config).await?).await
 }
 
 async fn provider_with_store(config: &Config, issuer: &str, store: Arc<dyn Store>) -> anyhow::Result<Arc<Provider>> {
@@ -87,7 +163,7 @@ async fn provider_with_store(config: &Config, issuer: &str, store: Arc<dyn Store
 impl App {
     /// Opens storage and keys and binds the listening socket (port 0 picks a free port).
     pub async fn build(config: Config) -> anyhow::Result<App> {
-        let store = open_store(&config)?;
+        let store = open_store(&config).await?;
         App::build_with_store(config, store).await
     }
 

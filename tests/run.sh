@@ -88,5 +88,5 @@ cargo test --locked "$@"
 
 # The README's commands, exactly as written, on a full run (not when cargo test was narrowed).
 if [ "$#" = 0 ]; then
-  node --test tests/docs/readme.test.mjs
+  node --test tests/browser/readme.test.mjs
 fi

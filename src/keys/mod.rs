@@ -11,6 +11,7 @@
 //! which would cost more than the signature itself on the token endpoint; jsonwebtoken is
 //! used for verification, where it takes the public parameters of the same keys.
 
+pub mod database;
 pub mod folder;
 
 use std::path::PathBuf;
@@ -175,6 +176,28 @@ impl Keyring {
             }))
             .await?;
         Ok(vault.read().await?.keys.into_iter().map(|(info, _)| info).collect())
+    }
+
+    /// Copies every key of `from` (statuses kept) into `to`, which must hold none: moving a
+    /// node's keyring into a cluster, so tokens it signed still verify.
+    pub async fn copy(from: &dyn KeyVault, to: &dyn KeyVault) -> Result<usize, KeyError> {
+        let keys = from.read().await?.keys;
+        let count = keys.len();
+        let first = keys
+            .first()
+            .map(|(info, _)| info.clone())
+            .ok_or(KeyError::Refused("the keyring to copy has no keys"))?;
+        to.change(Box::new(move |draft| {
+            if !draft.keys.is_empty() {
+                return Err(KeyError::Refused("the destination keyring already has keys"));
+            }
+            for (info, pkcs8) in keys {
+                draft.add(info, pkcs8);
+            }
+            Ok(first)
+        }))
+        .await?;
+        Ok(count)
     }
 
     /// Adds a new key. It is published but signs only if the keyring had no signing key;

@@ -211,6 +211,18 @@ impl PgStore {
         Ok(row.first().map(|r| r.get::<_, bool>(0)).unwrap_or(false))
     }
 
+    /// Empties every table (an import that failed half-way undoes itself with this).
+    pub async fn clear(&self) -> Result<()> {
+        let client = self.client().await?;
+        client
+            .batch_execute(
+                "TRUNCATE clients, users, codes, grants, refresh_tokens, revoked_access, consents, \
+                 sessions, server_secrets, counters, scratch, keys; UPDATE keyring SET version = version + 1",
+            )
+            .await
+            .map_err(database)
+    }
+
     fn cached_client(&self, client_id: &str) -> Option<Option<ClientRecord>> {
         let cache = self.clients.lock().unwrap_or_else(|p| p.into_inner());
         cache

@@ -602,6 +602,85 @@ fn consent_key(user_id: &str, client_id: &str) -> Vec<u8> {
     [user_id.as_bytes(), &[0], client_id.as_bytes()].concat()
 }
 
+/// Everything in a data folder, for `tessera db import` (the in-memory counters and scratch
+/// values are not kept across restarts anyway, so they are not exported).
+pub struct Export {
+    pub clients: Vec<ClientRecord>,
+    pub users: Vec<UserRecord>,
+    pub grants: Vec<GrantRecord>,
+    pub consents: Vec<ConsentRecord>,
+    pub codes: Vec<(SecretHash, CodeRecord)>,
+    pub refresh_tokens: Vec<(SecretHash, RefreshRecord)>,
+    pub revoked_access: Vec<(String, i64)>,
+    pub sessions: Vec<(SecretHash, SessionRecord)>,
+    pub secrets: Vec<(String, SecretHash)>,
+}
+
+fn hash_key(key: &[u8]) -> Option<SecretHash> {
+    key.try_into().ok()
+}
+
+impl SledStore {
+    /// Reads every record of the folder (the store must not be serving).
+    pub fn export(&self) -> Result<Export> {
+        let t = &self.trees;
+        let values = |tree: &Tree| -> Result<Vec<(::sled::IVec, ::sled::IVec)>> {
+            tree.iter().map(|entry| entry.map_err(StoreError::from)).collect()
+        };
+        let mut export = Export {
+            clients: Vec::new(),
+            users: Vec::new(),
+            grants: Vec::new(),
+            consents: Vec::new(),
+            codes: Vec::new(),
+            refresh_tokens: Vec::new(),
+            revoked_access: Vec::new(),
+            sessions: Vec::new(),
+            secrets: Vec::new(),
+        };
+        for (_, v) in values(&t.clients)? {
+            export.clients.push(from_json(&v)?);
+        }
+        for (_, v) in values(&t.users)? {
+            export.users.push(from_json(&v)?);
+        }
+        for (_, v) in values(&t.grants)? {
+            export.grants.push(from_json(&v)?);
+        }
+        for (_, v) in values(&t.consents)? {
+            export.consents.push(from_json(&v)?);
+        }
+        for (k, v) in values(&t.codes)? {
+            if let Some(hash) = hash_key(&k) {
+                export.codes.push((hash, from_json(&v)?));
+            }
+        }
+        for (k, v) in values(&t.refresh_tokens)? {
+            if let Some(hash) = hash_key(&k) {
+                export.refresh_tokens.push((hash, decode_refresh(&v)?));
+            }
+        }
+        for (k, v) in values(&t.revoked_access)? {
+            let expires: [u8; 8] = v.as_ref().try_into().unwrap_or_default();
+            export
+                .revoked_access
+                .push((String::from_utf8_lossy(&k).into_owned(), i64::from_be_bytes(expires)));
+        }
+        for (k, v) in values(&t.sessions)? {
+            // The readiness probe's key is not a session's.
+            if let Some(hash) = hash_key(&k) {
+                export.sessions.push((hash, from_json(&v)?));
+            }
+        }
+        for (k, v) in values(&t.secrets)? {
+            if let Some(secret) = hash_key(&v) {
+                export.secrets.push((String::from_utf8_lossy(&k).into_owned(), secret));
+            }
+        }
+        Ok(export)
+    }
+}
+
 impl Trees {
     fn put_consent(&self, consent: &ConsentRecord) -> Result<()> {
         self.consents

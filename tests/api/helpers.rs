@@ -97,7 +97,7 @@ pub async fn spawn_app() -> TestApp {
 /// when the data folder has none yet.
 pub async fn spawn_app_with(config: Config, dirs: TempDir) -> TestApp {
     let (data_dir, keys_dir) = (config.data_dir.clone(), config.keys_dir.clone());
-    let store = tessera::open_store(&config).expect("the store opens");
+    let store = tessera::open_store(&config).await.expect("the store opens");
     let app = App::build_with_store(config, store.clone())
         .await
         .expect("server starts");

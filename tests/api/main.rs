@@ -16,6 +16,8 @@ mod applications;
 mod bad_input;
 // The pages in a real browser (chromium via playwright-core).
 mod browser;
+// Cluster mode: nodes of the real binary sharing one PostgreSQL database, the CLI beside them.
+mod cluster;
 // Consent memory: remembered approvals, prompt=consent, first-party apps.
 mod consent;
 // The `tessera` binary's commands, including refusal while a server holds the data.
