@@ -2,7 +2,7 @@
 //! errors by OAuth error code, and two gauges read at scrape time (active refresh tokens and
 //! the signing key's age). Served as Prometheus text at `/metrics`.
 
-use std::sync::atomic::AtomicI64;
+use std::sync::atomic::{AtomicI64, AtomicU64};
 use std::time::{Duration, Instant};
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -50,6 +50,14 @@ pub struct Metrics {
     active_refresh_tokens: Gauge<i64, AtomicI64>,
     signing_key_age: Gauge<i64, AtomicI64>,
     open_connections: Gauge<i64, AtomicI64>,
+    database_connections: Family<DatabaseConnectionLabel, Gauge<i64, AtomicI64>>,
+    database_up: Gauge<i64, AtomicI64>,
+    database_round_trip: Gauge<f64, AtomicU64>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DatabaseConnectionLabel {
+    state: &'static str,
 }
 
 impl Default for Metrics {
@@ -112,8 +120,29 @@ impl Metrics {
             "Client connections open now (at most max_connections; more wait to be accepted)",
             open_connections.clone(),
         );
+        let database_connections = Family::<DatabaseConnectionLabel, Gauge<i64, AtomicI64>>::default();
+        let database_up = Gauge::<i64, AtomicI64>::default();
+        let database_round_trip = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "database_connections",
+            "Cluster mode: this node's pooled database connections, by state (open, idle)",
+            database_connections.clone(),
+        );
+        registry.register(
+            "database_up",
+            "Cluster mode: 1 when the database answered at scrape time, else 0",
+            database_up.clone(),
+        );
+        registry.register(
+            "database_round_trip_seconds",
+            "Cluster mode: one SELECT 1 to the database, timed at scrape time",
+            database_round_trip.clone(),
+        );
         Metrics {
             registry,
+            database_connections,
+            database_up,
+            database_round_trip,
             requests,
             latency,
             tokens_issued,
@@ -157,9 +186,26 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition, with the gauges set to the given readings.
-    pub fn render(&self, active_refresh_tokens: i64, signing_key_age_seconds: i64) -> String {
+    pub fn render(
+        &self,
+        active_refresh_tokens: i64,
+        signing_key_age_seconds: i64,
+        database: Option<crate::store::DatabaseHealth>,
+    ) -> String {
         self.active_refresh_tokens.set(active_refresh_tokens);
         self.signing_key_age.set(signing_key_age_seconds);
+        if let Some(db) = database {
+            let state = |state| DatabaseConnectionLabel { state };
+            self.database_connections
+                .get_or_create(&state("open"))
+                .set(db.open as i64);
+            self.database_connections
+                .get_or_create(&state("idle"))
+                .set(db.idle as i64);
+            self.database_up.set(i64::from(db.round_trip.is_some()));
+            self.database_round_trip
+                .set(db.round_trip.map_or(0.0, |t| t.as_secs_f64()));
+        }
         let mut text = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
@@ -234,7 +280,7 @@ mod tests {
         metrics.request("/o/token", "POST", 200, 0.001);
         metrics.token_issued("client_credentials");
         metrics.oauth_error("invalid_grant");
-        let text = metrics.render(3, 60);
+        let text = metrics.render(3, 60, None);
         for line in [
             "tessera_http_requests_total{route=\"/o/token\",method=\"POST\",status=\"200\"} 1",
             "tessera_tokens_issued_total{grant_type=\"client_credentials\"} 1",

@@ -154,7 +154,8 @@ impl Provider {
             })
             .await;
         let age = now() - self.keys.current().signing_created_at;
-        self.metrics.render(active, age)
+        let database = self.store.database_health().await;
+        self.metrics.render(active, age, database)
     }
 
     fn scope_is_known(&self, token: &str) -> bool {

@@ -248,6 +248,16 @@ pub struct SessionRecord {
     pub user_epoch: u64,
 }
 
+/// A database backend's state, read at scrape time.
+#[derive(Debug, Clone, Copy)]
+pub struct DatabaseHealth {
+    /// Connections open, and of those idle.
+    pub open: usize,
+    pub idle: usize,
+    /// One `SELECT 1`'s round trip; `None` when the database did not answer.
+    pub round_trip: Option<std::time::Duration>,
+}
+
 /// What one purge removed.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Purged {
@@ -439,6 +449,11 @@ pub trait Store: ClientStore + UserStore + GrantStore + ConsentStore + SessionSt
     async fn purge_expired(&self, now: i64, access_cutoff: i64) -> Result<Purged>;
     /// How many records the store holds, all kinds together (indexes included).
     async fn record_count(&self) -> Result<u64>;
+    /// A database backend's connection pool and one round trip to it, for `/metrics`;
+    /// `None` for an embedded store.
+    async fn database_health(&self) -> Option<DatabaseHealth> {
+        None
+    }
     /// The server secret named `name`: the stored one, or, if there is none yet, `candidate`,
     /// which is then stored. Atomic: concurrent callers (on every node sharing the store) all
     /// get the same secret.

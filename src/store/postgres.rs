@@ -41,6 +41,8 @@ pub const CLIENT_CACHE_TTL: Duration = Duration::from_secs(1);
 const CLIENT_CACHE_ENTRIES: usize = 10_000;
 /// The advisory lock migrations take (any constant the database does not otherwise use).
 const MIGRATION_LOCK: i64 = 0x7465_7373_6572_6101;
+/// The advisory lock a node holds while it purges expired records.
+const PURGE_LOCK: i64 = 0x7465_7373_6572_6102;
 
 /// The schema migrations, in order: version N is `MIGRATIONS[N - 1]`.
 const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_initial.sql")];
@@ -326,6 +328,39 @@ async fn apply_migrations(client: &mut tokio_postgres::Client) -> Result<Vec<i64
         applied.push(version);
     }
     Ok(applied)
+}
+
+/// Deletes what can no longer be used, one kind at a time (each delete is its own statement,
+/// so no long transaction holds locks against requests).
+async fn purge(client: &tokio_postgres::Client, now: i64, access_cutoff: i64) -> Result<Purged> {
+    let delete = |sql: &'static str, params: Vec<i64>| async move {
+        let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+        client.execute(sql, &refs).await.map_err(database)
+    };
+    let codes = delete("DELETE FROM codes WHERE expires_at <= $1", vec![now]).await?;
+    let sessions = delete("DELETE FROM sessions WHERE expires_at <= $1", vec![now]).await?;
+    let revoked_access = delete("DELETE FROM revoked_access WHERE expires_at <= $1", vec![now]).await?;
+    let refresh_tokens = delete(
+        "DELETE FROM refresh_tokens WHERE expires_at <= $1 AND issued_at <= $2",
+        vec![now, access_cutoff],
+    )
+    .await?;
+    let grants = delete(
+        "DELETE FROM grants g WHERE created_at <= $1 \
+         AND NOT EXISTS (SELECT 1 FROM refresh_tokens r WHERE r.grant_id = g.grant_id)",
+        vec![access_cutoff],
+    )
+    .await?;
+    delete("DELETE FROM scratch WHERE expires_at <= $1", vec![now]).await?;
+    delete("DELETE FROM counters WHERE expires_at_ms <= $1", vec![now * 1000]).await?;
+    Ok(Purged {
+        codes,
+        refresh_tokens,
+        revoked_access,
+        sessions,
+        grants,
+        clients: 0,
+    })
 }
 
 fn grant_of(row: &Row) -> GrantRecord {
@@ -890,40 +925,22 @@ impl Store for PgStore {
     }
 
     async fn purge_expired(&self, now: i64, access_cutoff: i64) -> Result<Purged> {
-        let codes = self
-            .execute("DELETE FROM codes WHERE expires_at <= $1", &[&now])
-            .await?;
-        let sessions = self
-            .execute("DELETE FROM sessions WHERE expires_at <= $1", &[&now])
-            .await?;
-        let revoked_access = self
-            .execute("DELETE FROM revoked_access WHERE expires_at <= $1", &[&now])
-            .await?;
-        let refresh_tokens = self
-            .execute(
-                "DELETE FROM refresh_tokens WHERE expires_at <= $1 AND issued_at <= $2",
-                &[&now, &access_cutoff],
-            )
-            .await?;
-        let grants = self
-            .execute(
-                "DELETE FROM grants g WHERE created_at <= $1 \
-                 AND NOT EXISTS (SELECT 1 FROM refresh_tokens r WHERE r.grant_id = g.grant_id)",
-                &[&access_cutoff],
-            )
-            .await?;
-        self.execute("DELETE FROM scratch WHERE expires_at <= $1", &[&now])
-            .await?;
-        self.execute("DELETE FROM counters WHERE expires_at_ms <= $1", &[&(now * 1000)])
-            .await?;
-        Ok(Purged {
-            codes,
-            refresh_tokens,
-            revoked_access,
-            sessions,
-            grants,
-            clients: 0,
-        })
+        // One node purges at a time: the others find the lock taken and skip this round
+        // (the lock is the session's, so it goes with the connection if this node dies).
+        let client = self.client().await?;
+        let locked: bool = client
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&PURGE_LOCK])
+            .await
+            .map_err(database)?
+            .get(0);
+        if !locked {
+            return Ok(Purged::default());
+        }
+        let purged = purge(&client, now, access_cutoff).await;
+        let unlocked = client.execute("SELECT pg_advisory_unlock($1)", &[&PURGE_LOCK]).await;
+        let purged = purged?;
+        unlocked.map_err(database)?;
+        Ok(purged)
     }
 
     async fn record_count(&self) -> Result<u64> {
@@ -937,6 +954,20 @@ impl Store for PgStore {
             )
             .await?;
         Ok(row.first().map_or(0, |r| r.get::<_, i64>(0)) as u64)
+    }
+
+    async fn database_health(&self) -> Option<DatabaseHealth> {
+        let (open, idle) = self.pool_status();
+        let start = Instant::now();
+        let answered = match self.client().await {
+            Ok(client) => client.simple_query("SELECT 1").await.is_ok(),
+            Err(_) => false,
+        };
+        Some(DatabaseHealth {
+            open,
+            idle,
+            round_trip: answered.then(|| start.elapsed()),
+        })
     }
 
     async fn server_secret(&self, name: &str, candidate: &SecretHash) -> Result<SecretHash> {

@@ -241,6 +241,13 @@ async fn two_nodes_share_logins_codes_refresh_tokens_keys_and_throttling() {
         took < Duration::from_millis(1500),
         "within the one-second cache: {took:?}"
     );
+    // Each node reports its pool and the database's round trip.
+    let metrics = on_a.get_text("/metrics").await;
+    assert!(metrics.contains("tessera_database_up 1"), "{metrics}");
+    assert!(
+        metrics.contains("tessera_database_connections{state=\"open\"}"),
+        "{metrics}"
+    );
     a.terminate();
     b.terminate();
 }
