@@ -214,9 +214,14 @@ pub enum OAuthResponse<T: ToJSON + Send + Sync> {
     /// The server could not complete the request; retrying may help.
     #[oai(status = 500)]
     ServerError(ErrorJson, #[oai(header = "Cache-Control")] String),
-    /// The server is temporarily unable to handle the request.
+    /// The server is temporarily unable to handle the request (`temporarily_unavailable`:
+    /// its database is unreachable, say); retry after `Retry-After` seconds.
     #[oai(status = 503)]
-    Unavailable(ErrorJson, #[oai(header = "Cache-Control")] String),
+    Unavailable(
+        ErrorJson,
+        #[oai(header = "Retry-After")] String,
+        #[oai(header = "Cache-Control")] String,
+    ),
 }
 
 impl<T: ToJSON + Send + Sync> OAuthResponse<T> {
@@ -234,7 +239,7 @@ impl<T: ToJSON + Send + Sync> From<Error> for OAuthResponse<T> {
             // RFC 6749 §5.2: 401 with a challenge for the scheme the client can use.
             401 => OAuthResponse::Unauthorized(body, e.challenge, NO_STORE.into()),
             500 => OAuthResponse::ServerError(body, NO_STORE.into()),
-            503 => OAuthResponse::Unavailable(body, NO_STORE.into()),
+            503 => OAuthResponse::Unavailable(body, e.retry_after, NO_STORE.into()),
             _ => OAuthResponse::BadRequest(body, NO_STORE.into()),
         }
     }

@@ -22,8 +22,12 @@ struct Cluster {
 
 impl Cluster {
     async fn new() -> Cluster {
+        Cluster::on(PgServer::shared()).await
+    }
+
+    async fn on(server: &PgServer) -> Cluster {
         Cluster {
-            url: PgServer::shared().create_database().await,
+            url: server.create_database().await,
             kek: tessera::keys::database::KeyEncryptionKey::generate(),
             dir: tempfile::tempdir().unwrap(),
         }
@@ -411,4 +415,54 @@ async fn db_import_moves_a_node_with_its_users_sessions_tokens_and_keys() {
         303
     );
     node.terminate();
+}
+
+#[tokio::test]
+async fn nodes_survive_a_killed_peer_and_answer_503_while_the_database_is_down() {
+    let server = PgServer::dedicated();
+    let cluster = Cluster::on(&server).await;
+    let client = cluster.seed();
+    let (a, b) = (cluster.node(), cluster.node());
+    let jar = Remote::new(ISSUER.into(), a.base.clone(), client.clone(), client.clone()).http;
+    let (on_a, on_b) = (browser_on(&a, &client, &jar), browser_on(&b, &client, &jar));
+
+    // A user logs in on A; A is killed mid-flow; B carries on with the same session.
+    let pkce = Pkce::new();
+    let params = on_a.authorize_query(&pkce, "st");
+    let to_login = on_a.authorize(&params).await;
+    assert_eq!(
+        on_a.log_in(&location(&to_login), USERNAME, PASSWORD).await.status(),
+        303
+    );
+    a.kill();
+    let allowed = on_b.consent(&params, "allow").await;
+    let code = param(&location(&allowed), "code").expect("a code from B");
+    let tokens: Value = on_b.exchange_code(&code, &pkce.verifier).await.json().await.unwrap();
+    let refresh = tokens["refresh_token"].as_str().unwrap().to_string();
+
+    // The database goes away: requests get 503 temporarily_unavailable with Retry-After (never
+    // a 500), readiness fails, liveness holds.
+    server.stop();
+    let down = on_b.refresh(&refresh).await;
+    assert_eq!(down.status(), 503);
+    assert!(down.headers().contains_key("retry-after"));
+    let body: Value = down.json().await.unwrap();
+    assert_eq!(body["error"], "temporarily_unavailable");
+    let ready = on_b.http.get(on_b.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let live = on_b.http.get(on_b.url("/healthz")).send().await.unwrap();
+    assert_eq!(live.status(), 200);
+
+    // It comes back: the pool reconnects and the refresh token, untouched by the failed
+    // attempt, works once.
+    server.restart();
+    let took = eventually(Duration::from_secs(10), "B serving again", || {
+        let on_b = &on_b;
+        async move { on_b.http.get(on_b.url("/readyz")).send().await.unwrap().status() == 200 }
+    })
+    .await;
+    println!("B was ready {took:?} after the database restarted");
+    assert_eq!(on_b.refresh(&refresh).await.status(), 200);
+    assert_eq!(on_b.refresh(&refresh).await.status(), 400, "and only once");
+    b.terminate();
 }

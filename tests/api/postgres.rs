@@ -50,6 +50,38 @@ impl PgServer {
         SERVER.get_or_init(PgServer::start)
     }
 
+    /// A server of its own, for a test that stops and restarts it.
+    pub fn dedicated() -> PgServer {
+        PgServer::start()
+    }
+
+    fn options(&self) -> String {
+        format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off -c max_connections=300",
+            self.port,
+            self.dir.display()
+        )
+    }
+
+    /// Stops the server at once (clients see their connections drop).
+    pub fn stop(&self) {
+        run(self
+            .command("pg_ctl")
+            .args(["stop", "-m", "immediate", "-D"])
+            .arg(self.dir.join("data")));
+    }
+
+    /// Starts it again after [`PgServer::stop`], on the same port and data.
+    pub fn restart(&self) {
+        run(self
+            .command("pg_ctl")
+            .args(["start", "-w", "-t", "60", "-D"])
+            .arg(self.dir.join("data"))
+            .args(["-l"])
+            .arg(self.dir.join("server.log"))
+            .args(["-o", &self.options()]));
+    }
+
     fn command(&self, program: &str) -> Command {
         let path = self.bin.join(program);
         if self.as_postgres {
@@ -80,18 +112,7 @@ impl PgServer {
             .args(["-U", "tessera", "--auth=trust", "-E", "UTF8", "--no-sync", "-D"])
             .arg(&data));
         server.watch_for_exit();
-        let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off -c max_connections=300",
-            server.port,
-            dir.display()
-        );
-        run(server
-            .command("pg_ctl")
-            .args(["start", "-w", "-t", "60", "-D"])
-            .arg(&data)
-            .args(["-l"])
-            .arg(dir.join("server.log"))
-            .args(["-o", &options]));
+        server.restart();
         server
     }
 
