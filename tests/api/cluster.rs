@@ -131,13 +131,17 @@ where
 }
 
 #[tokio::test]
-async fn two_nodes_share_logins_codes_refresh_tokens_keys_and_throttling() {
+async fn three_nodes_share_logins_codes_refresh_tokens_keys_throttling_and_revocations() {
     let cluster = Cluster::new().await;
     // The CLI against an empty database migrates it and just works.
     let client = cluster.seed();
-    let (a, b) = (cluster.node(), cluster.node());
+    let (a, b, c) = (cluster.node(), cluster.node(), cluster.node());
     let jar = Remote::new(ISSUER.into(), a.base.clone(), client.clone(), client.clone()).http;
-    let (on_a, on_b) = (browser_on(&a, &client, &jar), browser_on(&b, &client, &jar));
+    let (on_a, on_b, on_c) = (
+        browser_on(&a, &client, &jar),
+        browser_on(&b, &client, &jar),
+        browser_on(&c, &client, &jar),
+    );
 
     // The authorization request goes to B, the login to A, the consent and the code to B:
     // sessions and consent pages are shared.
@@ -155,11 +159,13 @@ async fn two_nodes_share_logins_codes_refresh_tokens_keys_and_throttling() {
     let tokens: Value = on_a.exchange_code(&code, &pkce.verifier).await.json().await.unwrap();
     let access = tokens["access_token"].as_str().expect("tokens").to_string();
 
-    // Both nodes publish the same keys; a token from one verifies with the other's JWKS.
+    // Every node publishes the same keys; a token from one verifies with another's JWKS.
     assert_eq!(on_a.get_jwks().await, on_b.get_jwks().await);
-    assert!(on_b.verify_with_jwks(&access).await.is_some());
+    assert_eq!(on_a.get_jwks().await, on_c.get_jwks().await);
+    assert!(on_c.verify_with_jwks(&access).await.is_some());
 
-    // 16 concurrent uses of one refresh token, spread over both nodes: exactly one wins.
+    // 16 concurrent uses of one refresh token, spread over the nodes: exactly one wins, and
+    // the reuse revokes the family (the winner's new refresh token is dead too).
     let fresh: Value = on_b
         .token(&client, &[("grant_type", "client_credentials"), ("scope", "read")])
         .await
@@ -170,44 +176,73 @@ async fn two_nodes_share_logins_codes_refresh_tokens_keys_and_throttling() {
     let refresh = tokens["refresh_token"].as_str().unwrap().to_string();
     let tasks: Vec<_> = (0..16)
         .map(|i| {
-            let remote = if i % 2 == 0 {
-                browser_on(&a, &client, &jar)
-            } else {
-                browser_on(&b, &client, &jar)
-            };
+            let node = [&a, &b, &c][i % 3];
+            let remote = browser_on(node, &client, &jar);
             let refresh = refresh.clone();
-            tokio::spawn(async move { remote.refresh(&refresh).await.status().as_u16() })
+            tokio::spawn(async move {
+                let response = remote.refresh(&refresh).await;
+                let status = response.status().as_u16();
+                let body: Value = response.json().await.unwrap();
+                (status, body["refresh_token"].as_str().map(str::to_string))
+            })
         })
         .collect();
     let mut statuses = Vec::new();
+    let mut successor = None;
     for task in tasks {
-        statuses.push(task.await.unwrap());
+        let (status, next) = task.await.unwrap();
+        statuses.push(status);
+        successor = successor.or(next);
     }
     assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 1, "{statuses:?}");
     assert_eq!(statuses.iter().filter(|s| **s == 400).count(), 15, "{statuses:?}");
+    let successor = successor.expect("the winner's refresh token");
+    assert_eq!(on_c.refresh(&successor).await.status(), 400, "the family is revoked");
     assert_eq!(
         on_b.exchange_code(&code, &pkce.verifier).await.status(),
         400,
         "a code is redeemed once"
     );
 
-    // A key rotated with the CLI while both nodes run: both publish and sign with it.
-    let rotated = cluster.ok(&["keys", "rotate", "--alg", "ES256"], "");
-    let kid = rotated.split_whitespace().next().unwrap().to_string();
-    let took = eventually(Duration::from_secs(5), "both nodes signing with the new key", || {
-        let (on_a, on_b, client, kid) = (&on_a, &on_b, &client, &kid);
+    // The key rotation runbook through the CLI while the nodes run: a generated key is
+    // published by every node within the 2 s reload; once promoted, every node signs with it;
+    // throughout, a token signed by any node verifies against the JWKS another node serves.
+    let generated = cluster.ok(&["keys", "generate", "--alg", "ES256"], "");
+    let kid = generated.split_whitespace().next().unwrap().to_string();
+    let nodes = [&on_a, &on_b, &on_c];
+    let published = eventually(Duration::from_secs(5), "every node publishing the new key", || {
+        let kid = &kid;
+        async move {
+            let mut everywhere = true;
+            for remote in nodes {
+                everywhere &= remote.get_jwks().await.to_string().contains(kid.as_str());
+            }
+            everywhere
+        }
+    })
+    .await;
+    cluster.ok(&["keys", "promote", &kid], "");
+    let promoted = eventually(Duration::from_secs(5), "every node signing with the new key", || {
+        let (client, kid) = (&client, &kid);
         async move {
             let mut signed_by_new = true;
-            for remote in [on_a, on_b] {
+            for (i, remote) in nodes.iter().enumerate() {
                 let body: Value = remote.client_credentials_as(client, "read").await.json().await.unwrap();
-                let (header, _) = jwt_parts(body["access_token"].as_str().unwrap());
+                let token = body["access_token"].as_str().unwrap();
+                let (header, _) = jwt_parts(token);
                 signed_by_new &= header["kid"] == kid.as_str();
+                let other = nodes[(i + 1) % nodes.len()];
+                assert!(
+                    other.verify_with_jwks(token).await.is_some(),
+                    "no request fails mid-rotation"
+                );
             }
             signed_by_new
         }
     })
     .await;
-    println!("key rotation reached both nodes in {took:?}");
+    println!("a new key was published everywhere in {published:?}, signed with everywhere in {promoted:?}");
+    assert!(published < Duration::from_millis(2600) && promoted < Duration::from_millis(2600));
 
     // Password guessing spread over both nodes (from a browser that never logged in, so no
     // known-device cookie) is counted once, as on one node: five failures are allowed, the
@@ -226,6 +261,51 @@ async fn two_nodes_share_logins_codes_refresh_tokens_keys_and_throttling() {
     );
     let locked = guess_a.log_in("/o/login/", USERNAME, PASSWORD).await;
     assert_eq!(locked.status(), 429, "the lockout holds on the other node");
+
+    // A grant revoked at one node is refused at the others at once (grants are not cached).
+    let (code, pkce) = on_a.get_code().await;
+    let grant: Value = on_a.exchange_code(&code, &pkce.verifier).await.json().await.unwrap();
+    assert_eq!(
+        on_a.revoke(grant["refresh_token"].as_str().unwrap(), None)
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        on_c.refresh(grant["refresh_token"].as_str().unwrap()).await.status(),
+        400
+    );
+    assert_eq!(
+        on_b.introspect(grant["access_token"].as_str().unwrap()).await["active"],
+        false
+    );
+
+    // A secret rotated with the CLI: the old one is refused on every node within the client
+    // cache's second, the new one works.
+    let rotated: Value =
+        serde_json::from_str(&cluster.ok(&["app", "rotate-secret", &client.id, "--json"], "")).unwrap();
+    let new_client = TestClient {
+        id: client.id.clone(),
+        secret: rotated["client_secret"].as_str().map(str::to_string),
+    };
+    assert!(new_client.secret.is_some(), "{rotated}");
+    let took = eventually(Duration::from_secs(3), "the old secret refused on every node", || {
+        let (on_a, on_b, on_c, client) = (&on_a, &on_b, &on_c, &client);
+        async move {
+            let mut refused = true;
+            for remote in [on_a, on_b, on_c] {
+                refused &= remote.client_credentials_as(client, "read").await.status() == 401;
+            }
+            refused
+        }
+    })
+    .await;
+    assert!(
+        took < Duration::from_millis(1500),
+        "within the one-second cache: {took:?}"
+    );
+    assert_eq!(on_c.client_credentials_as(&new_client, "read").await.status(), 200);
+    let client = new_client;
 
     // Deleting the app with the CLI stops it on every node within the client cache's second.
     cluster.ok(&["app", "delete", &client.id], "");
@@ -254,6 +334,41 @@ async fn two_nodes_share_logins_codes_refresh_tokens_keys_and_throttling() {
     );
     a.terminate();
     b.terminate();
+    c.terminate();
+}
+
+#[tokio::test]
+async fn nodes_started_at_once_on_an_empty_database_agree_on_one_schema_and_one_keyring() {
+    let cluster = Cluster::new().await;
+    let nodes: Vec<ServerProcess> = std::thread::scope(|scope| {
+        let starting: Vec<_> = (0..3).map(|_| scope.spawn(|| cluster.node())).collect();
+        starting.into_iter().map(|n| n.join().unwrap()).collect()
+    });
+    let http = reqwest::Client::new();
+    let mut jwks = Vec::new();
+    for node in &nodes {
+        let keys: Value = http
+            .get(format!("{}/.well-known/jwks.json", node.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        jwks.push(keys);
+    }
+    assert_eq!(
+        jwks[0]["keys"].as_array().unwrap().len(),
+        2,
+        "one ES256 and one RS256 key: {}",
+        jwks[0]
+    );
+    assert!(jwks.iter().all(|k| *k == jwks[0]), "{jwks:?}");
+    let listed = cluster.ok(&["keys", "list"], "");
+    assert_eq!(listed.lines().count(), 2, "{listed}");
+    for node in nodes {
+        node.terminate();
+    }
 }
 
 #[tokio::test]
