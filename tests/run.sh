@@ -85,6 +85,11 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
 fi
 
 cargo test --locked "$@"
+# The HTTP integration tests again with every in-process server in cluster mode, on its own
+# database of a throwaway PostgreSQL (the tests that start their own clusters, run the
+# contract on both backends, or concern the embedded default ran above).
+TESSERA_TEST_BACKEND=postgres cargo test --locked --test api "$@" -- \
+  --skip cluster:: --skip store_contract:: --skip first_start::
 
 # The README's commands, exactly as written, on a full run (not when cargo test was narrowed).
 if [ "$#" = 0 ]; then

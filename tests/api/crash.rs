@@ -4,7 +4,6 @@
 
 use serde_json::Value;
 use tessera::oauth::secret_hash;
-use tessera::store::{GrantStore, SledStore, Store};
 
 use crate::helpers::*;
 
@@ -159,7 +158,7 @@ impl Worker {
 }
 
 /// Whether the data folder holds `token` as usable: unspent, unexpired, its grant alive.
-async fn usable(store: &SledStore, token: &str) -> bool {
+async fn usable(store: &dyn tessera::store::Store, token: &str) -> bool {
     let Some(record) = store.get_refresh(&secret_hash(token)).await.unwrap() else {
         return false;
     };
@@ -169,20 +168,18 @@ async fn usable(store: &SledStore, token: &str) -> bool {
 
 /// Reads the data folder as the next start will find it, while no server runs.
 async fn check_data_folder(dirs: &tempfile::TempDir, workers: &mut [Worker], after: &str) {
-    let store =
-        SledStore::open(&dirs.path().join("data")).unwrap_or_else(|e| panic!("the store opens cleanly {after}: {e}"));
+    println!("checking the store {after}");
+    let store = open_test_store(dirs.path()).await;
+    let store = store.as_ref();
     for chain in workers.iter_mut().flat_map(|w| w.chains.iter_mut()) {
         if let Some(token) = &chain.current {
             assert!(
-                usable(&store, token).await,
+                usable(store, token).await,
                 "a refresh token the client received survives {after}"
             );
         }
         for token in &chain.spent {
-            assert!(
-                !usable(&store, token).await,
-                "a spent refresh token stays spent {after}"
-            );
+            assert!(!usable(store, token).await, "a spent refresh token stays spent {after}");
         }
         if let Some(token) = &chain.in_doubt {
             let record = store.get_refresh(&secret_hash(token)).await.unwrap();
@@ -231,7 +228,10 @@ async fn sigkill_under_load_loses_no_answered_token_and_revives_no_unanswered_on
         "rate_limit_per_client = 0\nrate_limit_per_address = 0\n",
     )
     .unwrap();
-    let serve = || ServerProcess::start(dirs.path(), &["--config", "tessera.toml"], &[]);
+    // On PostgreSQL the binary serves the same database the set-up used.
+    let backend = backend_env(dirs.path());
+    let env: Vec<(&str, &str)> = backend.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let serve = || ServerProcess::start(dirs.path(), &["--config", "tessera.toml"], &env);
     let remote = |server: &ServerProcess| {
         Remote::new(
             server.base.clone(),
@@ -290,7 +290,7 @@ async fn sigkill_under_load_loses_no_answered_token_and_revives_no_unanswered_on
         })
         .collect();
     {
-        let store = SledStore::open(&dirs.path().join("data")).unwrap();
+        let store = open_test_store(dirs.path()).await;
         let active = store.count_active_refresh_tokens(tessera::now()).await.unwrap();
         assert_eq!(
             active as usize,

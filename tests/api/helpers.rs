@@ -93,9 +93,50 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(config, dirs).await
 }
 
+/// Whether this run tests cluster mode: `TESSERA_TEST_BACKEND=postgres` runs every in-process
+/// server on its own database of the tests' PostgreSQL instead of a data folder (tests/run.sh
+/// runs the suite both ways).
+pub fn on_postgres() -> bool {
+    std::env::var("TESSERA_TEST_BACKEND").is_ok_and(|b| b == "postgres")
+}
+
+/// Points `config` at this test's database when the suite runs on PostgreSQL: one database
+/// per test folder (remembered beside it, so a restarted server finds its data again) and a
+/// key-encryption key file (0600) in the folder.
+async fn use_test_backend(config: &mut Config, dirs: &TempDir) {
+    if !on_postgres() || config.database_url.is_some() {
+        return;
+    }
+    let memo = dirs.path().join("database-url");
+    let url = match std::fs::read_to_string(&memo) {
+        Ok(url) => url,
+        Err(_) => {
+            let url = crate::postgres::PgServer::shared().create_database().await;
+            std::fs::write(&memo, &url).unwrap();
+            url
+        }
+    };
+    let kek = dirs.path().join("key-encryption-key");
+    if !kek.exists() {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .mode(0o600)
+            .open(&kek)
+            .unwrap();
+        file.write_all(tessera::keys::database::KeyEncryptionKey::generate().as_bytes())
+            .unwrap();
+    }
+    config.database_url = Some(url);
+    config.database.key_encryption_key_file = Some(kek);
+}
+
 /// Starts a server with `config`, seeding a confidential client, a public client and a user
 /// when the data folder has none yet.
-pub async fn spawn_app_with(config: Config, dirs: TempDir) -> TestApp {
+pub async fn spawn_app_with(mut config: Config, dirs: TempDir) -> TestApp {
+    use_test_backend(&mut config, &dirs).await;
     let (data_dir, keys_dir) = (config.data_dir.clone(), config.keys_dir.clone());
     let store = tessera::open_store(&config).await.expect("the store opens");
     let app = App::build_with_store(config, store.clone())
@@ -487,7 +528,9 @@ impl Remote {
 impl TestApp {
     /// The server's keyring, as `tessera keys` changes it.
     pub async fn key_vault(&self) -> Arc<dyn tessera::keys::KeyVault> {
-        Arc::new(tessera::keys::FolderVault::new(&self.keys_dir))
+        tessera::open_key_vault(&self.provider.config)
+            .await
+            .expect("the keyring opens")
     }
 
     /// Registers a confidential OpenID Connect relying party: code + refresh grants, the
@@ -739,4 +782,66 @@ pub async fn behind_a_proxy(adjust: impl FnOnce(&mut tessera::Config)) -> TestAp
     };
     adjust(&mut config);
     spawn_app_with(config, dirs).await
+}
+
+/// The environment that points the `tessera` binary at the same backend as the in-process
+/// servers of the test folder `dir`: nothing for a data folder, the database URL and the
+/// key-encryption key on PostgreSQL.
+pub fn backend_env(dir: &std::path::Path) -> Vec<(String, String)> {
+    match std::fs::read_to_string(dir.join("database-url")) {
+        Ok(url) => vec![
+            ("TESSERA_DATABASE_URL".into(), url),
+            (
+                "TESSERA_KEY_ENCRYPTION_KEY".into(),
+                std::fs::read_to_string(dir.join("key-encryption-key")).unwrap(),
+            ),
+        ],
+        Err(_) => Vec::new(),
+    }
+}
+
+/// The store of the test folder `dir` as the next start will find it (no server may hold a
+/// data folder meanwhile).
+pub async fn open_test_store(dir: &std::path::Path) -> Arc<dyn tessera::store::Store> {
+    match std::fs::read_to_string(dir.join("database-url")) {
+        Ok(url) => {
+            let options = tessera::store::PgOptions {
+                url,
+                pool_size: 4,
+                pool_wait: Duration::from_secs(10),
+                ca_file: None,
+            };
+            Arc::new(
+                tessera::store::PgStore::connect(&options)
+                    .await
+                    .expect("the database opens"),
+            )
+        }
+        Err(_) => Arc::new(tessera::store::SledStore::open(&dir.join("data")).expect("the store opens cleanly")),
+    }
+}
+
+/// Every row of every table of the database at `url`, as JSON text (to search for secrets).
+pub async fn database_text(url: &str) -> Vec<u8> {
+    let (db, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    let tables = db
+        .query(
+            "SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'public'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let mut text = Vec::new();
+    for table in tables {
+        let name: String = table.get(0);
+        for row in db
+            .query(&format!("SELECT row_to_json(t)::text FROM {name} t"), &[])
+            .await
+            .unwrap()
+        {
+            text.extend_from_slice(row.get::<_, String>(0).as_bytes());
+        }
+    }
+    text
 }

@@ -123,6 +123,19 @@ async fn after_a_restart_on_the_same_data_refresh_tokens_work_and_the_jwks_is_un
 async fn key_files_and_folders_are_private() {
     use std::os::unix::fs::PermissionsExt;
     let app = spawn_app().await;
+    if let Some(url) = &app.provider.config.database_url {
+        // Cluster mode: no key files; the database holds the private keys only sealed.
+        let rows = database_text(url).await;
+        for (info, pkcs8) in app.key_vault().await.read().await.unwrap().keys {
+            let encoded = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &pkcs8);
+            let hex: String = pkcs8.iter().map(|b| format!("{b:02x}")).collect();
+            for plain in [encoded, hex] {
+                let found = rows.windows(plain.len()).any(|w| w == plain.as_bytes());
+                assert!(!found, "key {} is stored in the clear", info.kid);
+            }
+        }
+        return;
+    }
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&app.keys_dir), 0o700);
     assert_eq!(mode(&app.data_dir), 0o700);

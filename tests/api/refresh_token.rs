@@ -176,9 +176,14 @@ async fn refresh_tokens_and_codes_are_stored_only_as_hashes() {
     let refresh = tokens["refresh_token"].as_str().unwrap().to_string();
     let next: Value = app.refresh(&refresh).await.json().await.unwrap();
     let newest = next["refresh_token"].as_str().unwrap().to_string();
-    // Everything above was made durable before its response, so it is in the files now.
+    // Everything above was made durable before its response, so it is in the files (or the
+    // database's rows) now.
     let mut files = vec![app.data_dir.clone()];
     let mut contents = Vec::new();
+    if let Some(url) = &app.provider.config.database_url {
+        contents.push(database_text(url).await);
+        files.clear();
+    }
     while let Some(path) = files.pop() {
         if path.is_dir() {
             files.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
@@ -191,6 +196,6 @@ async fn refresh_tokens_and_codes_are_stored_only_as_hashes() {
         let found = contents
             .iter()
             .any(|c| c.windows(secret.len()).any(|w| w == secret.as_bytes()));
-        assert!(!found, "a plaintext credential was found in the data folder");
+        assert!(!found, "a plaintext credential was found in the store");
     }
 }
