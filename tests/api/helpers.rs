@@ -123,6 +123,7 @@ async fn use_test_backend(config: &mut Config, dirs: &TempDir) {
         let mut file = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
+            .truncate(true)
             .mode(0o600)
             .open(&kek)
             .unwrap();
