@@ -139,7 +139,18 @@ async fn use_test_backend(config: &mut Config, dirs: &TempDir) {
 pub async fn spawn_app_with(mut config: Config, dirs: TempDir) -> TestApp {
     use_test_backend(&mut config, &dirs).await;
     let (data_dir, keys_dir) = (config.data_dir.clone(), config.keys_dir.clone());
-    let store = tessera::open_store(&config).await.expect("the store opens");
+    // A server stopped a moment ago may still be letting go of the folder's lock.
+    let mut tries = 0;
+    let store = loop {
+        match tessera::open_store(&config).await {
+            Ok(store) => break store,
+            Err(e) if tries < 50 && e.to_string().contains("in use") => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("the store opens: {e}"),
+        }
+    };
     let app = App::build_with_store(config, store.clone())
         .await
         .expect("server starts");
