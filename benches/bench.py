@@ -12,6 +12,10 @@ the form and signs one ES256 JWT. Reports requests/s, p50, p99, server CPU per r
 the server's peak RSS, and compares them with the targets of issue 2.
 
 Usage: python3 benches/bench.py [--duration SECONDS] [--connections N] [--threads N] [--profile DIR]
+                                [--database-url URL | --postgres]
+With --database-url the server runs in cluster mode on that (empty) PostgreSQL database; with
+--postgres the script starts a throwaway PostgreSQL of its own (Debian's postgresql package,
+initdb into the work folder as the postgres user when root) and uses it.
 Needs wrk (Debian package `wrk`; installed with apt-get when missing and running as root), and
 perf for --profile. BENCH_RUST_LOG=warn runs the server without its per-request log lines;
 BENCH_KEEP=1 keeps the work folder (server.log, data) for inspection.
@@ -164,12 +168,37 @@ def measure(name, pid, url, script, args, warmup=True):
     return result
 
 
+def start_postgres(work):
+    """A throwaway PostgreSQL on a free port; returns (stop, url)."""
+    import glob
+    bins = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(p.split("/")[-2]))
+    if not bins:
+        sys.exit("--postgres needs Debian's postgresql package (apt-get install -y postgresql)")
+    bin_dir, data, port = bins[-1], os.path.join(work, "pg"), free_port()
+    as_root = os.geteuid() == 0
+    prefix = ["runuser", "-u", "postgres", "--"] if as_root else []
+    os.makedirs(data)
+    if as_root:
+        shutil.chown(work, "postgres")
+        shutil.chown(data, "postgres", "postgres")
+    subprocess.run(prefix + [f"{bin_dir}/initdb", "-U", "tessera", "--auth=trust", "-D", data],
+                   check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(prefix + [f"{bin_dir}/pg_ctl", "start", "-w", "-D", data, "-l", os.path.join(data, "log"),
+                             "-o", f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c max_connections=200"],
+                   check=True, stdout=subprocess.DEVNULL)
+    def stop():
+        subprocess.run(prefix + [f"{bin_dir}/pg_ctl", "stop", "-m", "fast", "-D", data], stdout=subprocess.DEVNULL)
+    return stop, f"postgres://tessera@127.0.0.1:{port}/postgres"
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--profile", metavar="DIR", help="also record a perf profile of each run into DIR")
+    parser.add_argument("--database-url", help="cluster mode on this empty PostgreSQL database")
+    parser.add_argument("--postgres", action="store_true", help="cluster mode on a throwaway PostgreSQL")
     args = parser.parse_args()
 
     ensure_wrk()
@@ -182,6 +211,12 @@ def main():
         f.write("rate_limit_per_client = 0\nrate_limit_per_address = 0\n")
     env = dict(os.environ, TESSERA_DATA_DIR=os.path.join(work, "data"), TESSERA_KEYS_DIR=os.path.join(work, "keys"),
                TESSERA_CONFIG=config)
+    postgres = None
+    if args.postgres:
+        postgres, args.database_url = start_postgres(work)
+    if args.database_url:
+        kek = subprocess.run([BIN, "keys", "new-encryption-key"], capture_output=True, text=True, check=True).stdout.strip()
+        env.update(TESSERA_DATABASE_URL=args.database_url, TESSERA_KEY_ENCRYPTION_KEY=kek)
     if "BENCH_RUST_LOG" in os.environ:
         env["RUST_LOG"] = os.environ["BENCH_RUST_LOG"]
     else:
@@ -294,7 +329,11 @@ end
                 process.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 process.kill()
+        if postgres:
+            postgres()
 
+    mode = "cluster mode (PostgreSQL)" if args.database_url else "embedded (sled)"
+    print(f"\nstore: {mode}")
     print(f"\nTessera benchmark: wrk -t{args.threads} -c{args.connections}, {args.duration}s per run, {os.cpu_count()} cores shared with wrk\n")
     print(f"{'scenario':<31}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'CPU µs/req':>12}{'peak RSS':>10}{'non-2xx':>9}{'sock err':>9}")
     for name, r in results.items():
