@@ -146,6 +146,20 @@ impl PgStore {
         Ok(self.query(sql, params).await?.into_iter().next())
     }
 
+    /// The `record` column of every row, decoded.
+    async fn records<T: DeserializeOwned>(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<T>> {
+        let rows = self.query(sql, params).await?;
+        rows.iter().map(|row| record(row, "record")).collect()
+    }
+
+    /// The `record` column of the first row, if any, decoded.
+    async fn record_opt<T: DeserializeOwned>(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Option<T>> {
+        match self.query_opt(sql, params).await? {
+            Some(row) => Ok(Some(record(&row, "record")?)),
+            None => Ok(None),
+        }
+    }
+
     async fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
         let client = self.client().await?;
         let statement = client.prepare_cached(sql).await.map_err(database)?;
@@ -420,30 +434,23 @@ impl ClientStore for PgStore {
         if let Some(cached) = self.cached_client(client_id) {
             return Ok(cached);
         }
-        let client = match self
-            .query_opt("SELECT record FROM clients WHERE client_id = $1", &[&client_id])
-            .await?
-        {
-            Some(row) => Some(record(&row, "record")?),
-            None => None,
-        };
+        let client: Option<ClientRecord> = self
+            .record_opt("SELECT record FROM clients WHERE client_id = $1", &[&client_id])
+            .await?;
         self.cache_client(client_id, client.clone());
         Ok(client)
     }
 
     async fn list_clients(&self) -> Result<Vec<ClientRecord>> {
-        let rows = self.query("SELECT record FROM clients ORDER BY client_id", &[]).await?;
-        rows.iter().map(|row| record(row, "record")).collect()
+        self.records("SELECT record FROM clients ORDER BY client_id", &[]).await
     }
 
     async fn clients_page(&self, after: Option<&str>, limit: usize) -> Result<Vec<ClientRecord>> {
-        let rows = self
-            .query(
-                "SELECT record FROM clients WHERE client_id > $1 ORDER BY client_id LIMIT $2",
-                &[&after.unwrap_or(""), &(limit as i64)],
-            )
-            .await?;
-        rows.iter().map(|row| record(row, "record")).collect()
+        self.records(
+            "SELECT record FROM clients WHERE client_id > $1 ORDER BY client_id LIMIT $2",
+            &[&after.unwrap_or(""), &(limit as i64)],
+        )
+        .await
     }
 
     async fn delete_client(&self, client_id: &str) -> Result<bool> {
@@ -455,13 +462,11 @@ impl ClientStore for PgStore {
     }
 
     async fn clients_owned_by(&self, user_id: &str) -> Result<Vec<ClientRecord>> {
-        let rows = self
-            .query(
-                "SELECT record FROM clients WHERE owner_user_id = $1 ORDER BY client_id",
-                &[&user_id],
-            )
-            .await?;
-        rows.iter().map(|row| record(row, "record")).collect()
+        self.records(
+            "SELECT record FROM clients WHERE owner_user_id = $1 ORDER BY client_id",
+            &[&user_id],
+        )
+        .await
     }
 
     async fn mark_client_used(&self, client_id: &str, at: i64) -> Result<bool> {
@@ -502,40 +507,26 @@ impl UserStore for PgStore {
     }
 
     async fn get_user(&self, user_id: &str) -> Result<Option<UserRecord>> {
-        match self
-            .query_opt("SELECT record FROM users WHERE user_id = $1", &[&user_id])
-            .await?
-        {
-            Some(row) => Ok(Some(record(&row, "record")?)),
-            None => Ok(None),
-        }
+        self.record_opt("SELECT record FROM users WHERE user_id = $1", &[&user_id])
+            .await
     }
 
     async fn get_user_by_name(&self, username: &str) -> Result<Option<UserRecord>> {
-        match self
-            .query_opt("SELECT record FROM users WHERE username = $1", &[&username])
-            .await?
-        {
-            Some(row) => Ok(Some(record(&row, "record")?)),
-            None => Ok(None),
-        }
+        self.record_opt("SELECT record FROM users WHERE username = $1", &[&username])
+            .await
     }
 
     async fn list_users(&self) -> Result<Vec<UserRecord>> {
-        let rows = self
-            .query("SELECT record FROM users ORDER BY username COLLATE \"C\"", &[])
-            .await?;
-        rows.iter().map(|row| record(row, "record")).collect()
+        self.records("SELECT record FROM users ORDER BY username COLLATE \"C\"", &[])
+            .await
     }
 
     async fn users_page(&self, after: Option<&str>, limit: usize) -> Result<Vec<UserRecord>> {
-        let rows = self
-            .query(
-                "SELECT record FROM users WHERE user_id > $1 ORDER BY user_id LIMIT $2",
-                &[&after.unwrap_or(""), &(limit as i64)],
-            )
-            .await?;
-        rows.iter().map(|row| record(row, "record")).collect()
+        self.records(
+            "SELECT record FROM users WHERE user_id > $1 ORDER BY user_id LIMIT $2",
+            &[&after.unwrap_or(""), &(limit as i64)],
+        )
+        .await
     }
 
     async fn delete_user(&self, user_id: &str) -> Result<bool> {
@@ -736,26 +727,19 @@ impl ConsentStore for PgStore {
     }
 
     async fn get_consent(&self, user_id: &str, client_id: &str) -> Result<Option<ConsentRecord>> {
-        match self
-            .query_opt(
-                "SELECT record FROM consents WHERE user_id = $1 AND client_id = $2",
-                &[&user_id, &client_id],
-            )
-            .await?
-        {
-            Some(row) => Ok(Some(record(&row, "record")?)),
-            None => Ok(None),
-        }
+        self.record_opt(
+            "SELECT record FROM consents WHERE user_id = $1 AND client_id = $2",
+            &[&user_id, &client_id],
+        )
+        .await
     }
 
     async fn list_consents(&self, user_id: &str) -> Result<Vec<ConsentRecord>> {
-        let rows = self
-            .query(
-                "SELECT record FROM consents WHERE user_id = $1 ORDER BY client_id",
-                &[&user_id],
-            )
-            .await?;
-        rows.iter().map(|row| record(row, "record")).collect()
+        self.records(
+            "SELECT record FROM consents WHERE user_id = $1 ORDER BY client_id",
+            &[&user_id],
+        )
+        .await
     }
 
     async fn delete_consent(&self, user_id: &str, client_id: &str) -> Result<()> {
@@ -786,13 +770,8 @@ impl SessionStore for PgStore {
     }
 
     async fn get_session(&self, id_hash: &SecretHash) -> Result<Option<SessionRecord>> {
-        match self
-            .query_opt("SELECT record FROM sessions WHERE id_hash = $1", &[&&id_hash[..]])
-            .await?
-        {
-            Some(row) => Ok(Some(record(&row, "record")?)),
-            None => Ok(None),
-        }
+        self.record_opt("SELECT record FROM sessions WHERE id_hash = $1", &[&&id_hash[..]])
+            .await
     }
 
     async fn delete_session(&self, id_hash: &SecretHash) -> Result<()> {
