@@ -1,8 +1,7 @@
 //! Cluster mode (issue 13): real `tessera` processes sharing one PostgreSQL database (the tests'
 //! throwaway server, a fresh database per test), and the CLI working against it while they run.
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -42,20 +41,7 @@ impl Cluster {
 
     /// `tessera ARGS` against the cluster's database, with `stdin`.
     fn cli(&self, args: &[&str], stdin: &str) -> Output {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
-            .args(args)
-            .current_dir(self.dir.path())
-            .env_remove("TESSERA_DATA_DIR")
-            .env_remove("TESSERA_KEYS_DIR")
-            .env_remove("TESSERA_CONFIG")
-            .envs(self.env())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-        child.wait_with_output().unwrap()
+        run_tessera(self.dir.path(), args, &self.env(), stdin)
     }
 
     fn ok(&self, args: &[&str], stdin: &str) -> String {
@@ -376,13 +362,7 @@ async fn a_node_refuses_a_missing_or_wrong_encryption_key_and_a_newer_schema() {
     let cluster = Cluster::new().await;
     cluster.seed();
     let run = |env: &[(&str, &str)]| {
-        let output = Command::new(env!("CARGO_BIN_EXE_tessera"))
-            .args(["keys", "list"])
-            .current_dir(cluster.dir.path())
-            .env_remove("TESSERA_KEY_ENCRYPTION_KEY")
-            .envs(env.iter().copied())
-            .output()
-            .unwrap();
+        let output = run_tessera(cluster.dir.path(), &["keys", "list"], env, "");
         assert!(!output.status.success());
         String::from_utf8_lossy(&output.stderr).into_owned()
     };
@@ -417,20 +397,7 @@ async fn db_import_moves_a_node_with_its_users_sessions_tokens_and_keys() {
     // A single node on its data folder, with a user who logged in and holds tokens.
     let node_dir = tempfile::tempdir().unwrap();
     let local = |args: &[&str], stdin: &str| {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
-            .args(args)
-            .current_dir(node_dir.path())
-            .env_remove("TESSERA_DATA_DIR")
-            .env_remove("TESSERA_KEYS_DIR")
-            .env_remove("TESSERA_CONFIG")
-            .env_remove("TESSERA_DATABASE_URL")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-        let output = child.wait_with_output().unwrap();
+        let output = run_tessera(node_dir.path(), args, &[], stdin);
         assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
         String::from_utf8(output.stdout).unwrap()
     };

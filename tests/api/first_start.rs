@@ -20,19 +20,7 @@ fn banner_value(banner: &str, label: &str) -> String {
 }
 
 fn tessera(dir: &std::path::Path, args: &[&str], stdin: &str) -> std::process::Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
-        .args(args)
-        .current_dir(dir)
-        .env_remove("TESSERA_DATA_DIR")
-        .env_remove("TESSERA_KEYS_DIR")
-        .env_remove("TESSERA_CONFIG")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-    child.wait_with_output().unwrap()
+    run_tessera(dir, args, &[], stdin)
 }
 
 #[tokio::test]

@@ -857,3 +857,30 @@ pub async fn database_text(url: &str) -> Vec<u8> {
     }
     text
 }
+
+/// `tessera ARGS` run in `dir`, with none of the caller's Tessera settings but `env`, and
+/// `stdin` on its standard input.
+pub fn run_tessera(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)], stdin: &str) -> std::process::Output {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tessera"));
+    command.args(args).current_dir(dir);
+    for name in [
+        "TESSERA_DATA_DIR",
+        "TESSERA_KEYS_DIR",
+        "TESSERA_CONFIG",
+        "TESSERA_DATABASE_URL",
+        "TESSERA_KEY_ENCRYPTION_KEY",
+    ] {
+        command.env_remove(name);
+    }
+    let mut child = command
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("tessera runs");
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
