@@ -116,10 +116,14 @@ impl Worker {
         });
     }
 
-    /// Refreshes, and now and then runs the code flow, until the server goes away.
-    async fn drive(&mut self, remote: &Remote) {
+    /// Refreshes, and now and then runs the code flow, until a server goes away. Each step
+    /// goes to the next of `remotes` (the nodes of a cluster), so a code issued by one node is
+    /// exchanged on another and a refresh token is spent where it was not issued.
+    async fn drive(&mut self, remotes: &[Remote]) {
         loop {
             self.steps += 1;
+            let remote = &remotes[self.steps as usize % remotes.len()];
+            let next = &remotes[(self.steps as usize + 1) % remotes.len()];
             let live: Vec<usize> = (0..self.chains.len())
                 .filter(|i| self.chains[*i].current.is_some())
                 .collect();
@@ -131,7 +135,7 @@ impl Worker {
                     self.held_codes.push((code, pkce));
                     continue;
                 }
-                match exchange(remote, &code, &pkce).await {
+                match exchange(next, &code, &pkce).await {
                     Ok((status, body)) => self.new_chain(refresh_token_of(status, &body)),
                     Err(_) => {
                         self.code_in_doubt = Some((code, pkce));
@@ -241,6 +245,10 @@ async fn sigkill_under_load_loses_no_answered_token_and_revives_no_unanswered_on
         )
     };
 
+    // In cluster mode a second node serves the same database throughout: the workers spread
+    // their requests over both, and only the other node is killed.
+    let steady = on_postgres().then(serve);
+
     let mut workers: Vec<Worker> = (0..WORKERS).map(|_| Worker::default()).collect();
     let mut in_doubt = 0;
     let mut logs = String::new();
@@ -252,9 +260,10 @@ async fn sigkill_under_load_loses_no_answered_token_and_revives_no_unanswered_on
         let tasks: Vec<_> = workers
             .drain(..)
             .map(|mut worker| {
-                let remote = remote(&server);
+                let mut remotes = vec![remote(&server)];
+                remotes.extend(steady.as_ref().map(remote));
                 tokio::spawn(async move {
-                    worker.drive(&remote).await;
+                    worker.drive(&remotes).await;
                     worker
                 })
             })
@@ -280,6 +289,9 @@ async fn sigkill_under_load_loses_no_answered_token_and_revives_no_unanswered_on
         worker.recover(&remote(&server)).await;
     }
     logs += &server.terminate();
+    if let Some(steady) = steady {
+        logs += &steady.terminate();
+    }
     check_data_folder(&dirs, &mut workers, "a clean stop").await;
     let held: Vec<(usize, usize)> = workers
         .iter()
