@@ -5,6 +5,7 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use tessera::store::{GrantStore, Store};
 
 use crate::helpers::*;
 use crate::postgres::PgServer;
@@ -56,7 +57,13 @@ impl Cluster {
 
     /// A node serving the cluster.
     fn node(&self) -> ServerProcess {
-        ServerProcess::start(self.dir.path(), &["--issuer", ISSUER], &self.env())
+        self.node_with(&[])
+    }
+
+    /// A node serving the cluster, with more `serve` arguments.
+    fn node_with(&self, args: &[&str]) -> ServerProcess {
+        let args = [&["--issuer", ISSUER], args].concat();
+        ServerProcess::start(self.dir.path(), &args, &self.env())
     }
 
     /// Seeds the user and the confidential app the helpers drive, through the CLI.
@@ -546,5 +553,174 @@ async fn nodes_survive_a_killed_peer_and_answer_503_while_the_database_is_down()
     println!("B was ready {took:?} after the database restarted");
     assert_eq!(on_b.refresh(&refresh).await.status(), 200);
     assert_eq!(on_b.refresh(&refresh).await.status(), 400, "and only once");
+    b.terminate();
+}
+
+/// What one refresh-token family saw while the database went away and came back.
+#[derive(Default)]
+struct Family {
+    /// The refresh token the client holds.
+    current: Option<String>,
+    /// Tokens it exchanged for a new one.
+    spent: Vec<String>,
+    succeeded: u64,
+    unavailable: u64,
+    /// 503s whose refresh the database had committed (the answer was lost with the
+    /// connection): presenting that token again is reuse.
+    committed_unanswered: u64,
+    slowest_503: Duration,
+}
+
+impl Family {
+    /// Refreshes through `nodes` in turn until `stop`; on a 503 waits for the database to
+    /// come back, asks it whether the refresh had been committed, and carries on accordingly.
+    async fn drive(mut self, nodes: &[Remote], url: &str, stop: &std::sync::atomic::AtomicBool) -> Family {
+        let mut turn = 0;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            turn += 1;
+            let node = &nodes[turn % nodes.len()];
+            let Some(token) = self.current.clone() else { break };
+            let started = Instant::now();
+            let response = node.refresh(&token).await;
+            let status = response.status().as_u16();
+            let retry_after = response.headers().contains_key("retry-after");
+            let body: Value = response.json().await.unwrap();
+            match status {
+                200 => {
+                    self.current = Some(body["refresh_token"].as_str().unwrap().to_string());
+                    self.spent.push(token);
+                    self.succeeded += 1;
+                }
+                503 => {
+                    assert_eq!(body["error"], "temporarily_unavailable");
+                    assert!(retry_after, "a 503 says when to retry");
+                    self.slowest_503 = self.slowest_503.max(started.elapsed());
+                    self.unavailable += 1;
+                    self.settle(nodes, url, token).await;
+                }
+                _ => panic!("only 200 or 503 while the database restarts, not {status}: {body}"),
+            }
+        }
+        self
+    }
+
+    /// After a 503 for `token`: once every node is ready, the database says whether the
+    /// refresh happened; a token it spent is refused (reuse), one it did not still works.
+    async fn settle(&mut self, nodes: &[Remote], url: &str, token: String) {
+        for node in nodes {
+            eventually(Duration::from_secs(30), "the node ready again", || async {
+                let ready = node.http.get(node.url("/readyz")).send().await;
+                ready.is_ok_and(|r| r.status() == 200)
+            })
+            .await;
+        }
+        let store = open_database(url).await;
+        let record = store
+            .get_refresh(&tessera::oauth::secret_hash(&token))
+            .await
+            .unwrap()
+            .expect("a token the client received is in the database");
+        if record.rotated {
+            self.committed_unanswered += 1;
+            let refused = nodes[0].refresh(&token).await;
+            assert_eq!(refused.status(), 400, "a token spent before its 503 is reuse");
+            self.spent.push(token);
+            self.current = None;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_database_restart_under_load_gives_only_503s_and_loses_or_duplicates_no_token() {
+    const FAMILIES: usize = 8;
+    let server = PgServer::dedicated();
+    let cluster = Cluster::on(&server).await;
+    let client = cluster.seed();
+    // The load is one address and one client, far above the default rate limits.
+    std::fs::write(
+        cluster.dir.path().join("tessera.toml"),
+        "rate_limit_per_client = 0\nrate_limit_per_address = 0\n",
+    )
+    .unwrap();
+    let (a, b) = (
+        cluster.node_with(&["--config", "tessera.toml"]),
+        cluster.node_with(&["--config", "tessera.toml"]),
+    );
+    let jar = Remote::new(ISSUER.into(), a.base.clone(), client.clone(), client.clone()).http;
+    let nodes = vec![browser_on(&a, &client, &jar), browser_on(&b, &client, &jar)];
+    let mut families = Vec::new();
+    for n in 0..FAMILIES {
+        let tokens = nodes[n % 2].get_tokens().await;
+        families.push(Family {
+            current: Some(tokens["refresh_token"].as_str().unwrap().to_string()),
+            ..Family::default()
+        });
+    }
+
+    // Load on both nodes; the database stops for 2 s in the middle and comes back.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let tasks: Vec<_> = families
+        .into_iter()
+        .map(|family| {
+            let (nodes, url, stop) = (nodes.clone(), cluster.url.clone(), stop.clone());
+            tokio::spawn(async move { family.drive(&nodes, &url, &stop).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    server.stop();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for node in &nodes {
+        let ready = node.http.get(node.url("/readyz")).send().await.unwrap();
+        assert_eq!(ready.status(), 503, "not ready while the database is down");
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    server.restart();
+    for node in &nodes {
+        let took = eventually(Duration::from_secs(30), "the node ready again", || async {
+            node.http.get(node.url("/readyz")).send().await.unwrap().status() == 200
+        })
+        .await;
+        println!("ready {took:?} after the database restarted");
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut families = Vec::new();
+    for task in tasks {
+        families.push(task.await.expect("a family saw only 200s and 503s"));
+    }
+
+    let sum = |f: fn(&Family) -> u64| families.iter().map(f).sum::<u64>();
+    let slowest = families.iter().map(|f| f.slowest_503).max().unwrap();
+    println!(
+        "{} refreshes, {} 503s (slowest {slowest:?}), {} committed but unanswered",
+        sum(|f| f.succeeded),
+        sum(|f| f.unavailable),
+        sum(|f| f.committed_unanswered)
+    );
+    assert!(sum(|f| f.unavailable) >= FAMILIES as u64, "every family met the outage");
+    assert!(sum(|f| f.succeeded) >= 100, "real load on both sides of the outage");
+    assert!(
+        slowest < Duration::from_secs(5),
+        "a 503 comes within the pool's wait: {slowest:?}"
+    );
+
+    // Nothing lost, nothing duplicated: the live refresh tokens are exactly those the clients
+    // hold; each works once, and a spent one is refused.
+    let store = open_database(&cluster.url).await;
+    let held: Vec<&String> = families.iter().filter_map(|f| f.current.as_ref()).collect();
+    let active = store.count_active_refresh_tokens(tessera::now()).await;
+    assert_eq!(
+        active.unwrap() as usize,
+        held.len(),
+        "no live token the clients never received"
+    );
+    for family in &families {
+        if let Some(last) = family.spent.last() {
+            assert_eq!(nodes[1].refresh(last).await.status(), 400, "a spent token stays spent");
+        } else if let Some(current) = &family.current {
+            assert_eq!(nodes[0].refresh(current).await.status(), 200, "a held token works");
+        }
+    }
+    a.terminate();
     b.terminate();
 }

@@ -31,6 +31,7 @@ pub struct TestClient {
 /// A server as its clients see it: where it is, an HTTP client with a cookie jar (the user's
 /// browser), and the two seeded clients. Everything that only talks HTTP lives here, so the
 /// same steps drive an in-process server ([`TestApp`]) and the real binary.
+#[derive(Clone)]
 pub struct Remote {
     pub issuer: String,
     /// Where the server listens; the same as the issuer unless a test set the issuer.
@@ -816,21 +817,22 @@ pub fn backend_env(dir: &std::path::Path) -> Vec<(String, String)> {
 /// data folder meanwhile).
 pub async fn open_test_store(dir: &std::path::Path) -> Arc<dyn tessera::store::Store> {
     match std::fs::read_to_string(dir.join("database-url")) {
-        Ok(url) => {
-            let options = tessera::store::PgOptions {
-                url,
-                pool_size: 4,
-                pool_wait: Duration::from_secs(10),
-                ca_file: None,
-            };
-            Arc::new(
-                tessera::store::PgStore::connect(&options)
-                    .await
-                    .expect("the database opens"),
-            )
-        }
+        Ok(url) => Arc::new(open_database(&url).await),
         Err(_) => Arc::new(tessera::store::SledStore::open(&dir.join("data")).expect("the store opens cleanly")),
     }
+}
+
+/// The store in the database at `url`, read beside the servers using it.
+pub async fn open_database(url: &str) -> tessera::store::PgStore {
+    let options = tessera::store::PgOptions {
+        url: url.into(),
+        pool_size: 4,
+        pool_wait: Duration::from_secs(10),
+        ca_file: None,
+    };
+    tessera::store::PgStore::connect(&options)
+        .await
+        .expect("the database opens")
 }
 
 /// Every row of every table of the database at `url`, as JSON text (to search for secrets).
