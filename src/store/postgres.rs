@@ -69,12 +69,32 @@ pub struct PgStore {
 }
 
 fn database(e: tokio_postgres::Error) -> StoreError {
-    // A connection that broke, or could not be made, is the database being unreachable; an
-    // error the database reported is a failed statement.
+    // A connection that broke, or could not be made, is the database being unreachable, and
+    // so is an error the database reports about itself rather than the statement (shutting
+    // down, starting up, out of connections); any other reported error is a failed statement.
     match e.as_db_error() {
+        Some(db) if is_transient(db.code()) => {
+            StoreError::Unavailable(format!("{}: {}", db.code().code(), db.message()))
+        }
         Some(db) => StoreError::Database(format!("{}: {}", db.code().code(), db.message())),
         None => StoreError::Unavailable(e.to_string()),
     }
+}
+
+/// Whether an error the database reported says it cannot serve now, so that the same request
+/// later may well succeed: a connection exception (class 08), too many connections or another
+/// shortage of resources (class 53), the server shutting down, crashing or still starting
+/// (57P01-57P03, sent to a query in flight when the server stops and to a connection made
+/// while it starts), a cancelled statement (57014), a serialization failure or deadlock
+/// (40001, 40P01), or a read-only standby answering during a failover (25006).
+fn is_transient(code: &tokio_postgres::error::SqlState) -> bool {
+    let code = code.code();
+    code.starts_with("08")
+        || code.starts_with("53")
+        || matches!(
+            code,
+            "57P01" | "57P02" | "57P03" | "57014" | "40001" | "40P01" | "25006"
+        )
 }
 
 fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
@@ -963,5 +983,35 @@ impl Store for PgStore {
         value
             .try_into()
             .map_err(|_| StoreError::Corrupt(serde::de::Error::custom("a server secret is malformed")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio_postgres::error::SqlState;
+
+    use super::is_transient;
+
+    #[test]
+    fn the_database_going_away_is_transient_and_a_failed_statement_is_not() {
+        for code in [
+            SqlState::ADMIN_SHUTDOWN,
+            SqlState::CRASH_SHUTDOWN,
+            SqlState::CANNOT_CONNECT_NOW,
+            SqlState::TOO_MANY_CONNECTIONS,
+            SqlState::CONNECTION_FAILURE,
+            SqlState::T_R_SERIALIZATION_FAILURE,
+            SqlState::READ_ONLY_SQL_TRANSACTION,
+        ] {
+            assert!(is_transient(&code), "{}", code.code());
+        }
+        for code in [
+            SqlState::UNIQUE_VIOLATION,
+            SqlState::UNDEFINED_TABLE,
+            SqlState::SYNTAX_ERROR,
+            SqlState::INVALID_TEXT_REPRESENTATION,
+        ] {
+            assert!(!is_transient(&code), "{}", code.code());
+        }
     }
 }

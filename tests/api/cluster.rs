@@ -724,3 +724,67 @@ async fn a_database_restart_under_load_gives_only_503s_and_loses_or_duplicates_n
     a.terminate();
     b.terminate();
 }
+
+/// A statement the database cuts off (as it does to every statement in flight when it shuts
+/// down, the error arriving as a reported `57P01`, not as a broken connection) is a 503 too,
+/// and changes nothing: the refresh token still works afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_the_database_cuts_off_is_a_503_and_changes_nothing() {
+    let cluster = Cluster::new().await;
+    let client = cluster.seed();
+    let node = cluster.node();
+    let jar = Remote::new(ISSUER.into(), node.base.clone(), client.clone(), client.clone()).http;
+    let on_node = browser_on(&node, &client, &jar);
+    let tokens = on_node.get_tokens().await;
+    let refresh = tokens["refresh_token"].as_str().unwrap().to_string();
+
+    // Hold every refresh token's row, so the node's rotation waits on the lock.
+    let (mut db, connection) = tokio_postgres::connect(&cluster.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let holder = db.transaction().await.unwrap();
+    holder
+        .batch_execute("SELECT 1 FROM refresh_tokens FOR UPDATE")
+        .await
+        .unwrap();
+    let waiting = {
+        let on_node = on_node.clone();
+        let refresh = refresh.clone();
+        tokio::spawn(async move {
+            let response = on_node.refresh(&refresh).await;
+            let retry_after = response.headers().contains_key("retry-after");
+            (
+                response.status().as_u16(),
+                retry_after,
+                response.json::<Value>().await.unwrap(),
+            )
+        })
+    };
+    let (observer, connection) = tokio_postgres::connect(&cluster.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let blocked = "SELECT pid FROM pg_stat_activity \
+                   WHERE datname = current_database() AND wait_event_type = 'Lock'";
+    eventually(
+        Duration::from_secs(10),
+        "the node's rotation waits on the lock",
+        || async { !observer.query(blocked, &[]).await.unwrap().is_empty() },
+    )
+    .await;
+    let terminated = observer
+        .query(&format!("SELECT pg_terminate_backend(pid) FROM ({blocked}) AS b"), &[])
+        .await
+        .unwrap();
+    assert_eq!(terminated.len(), 1);
+
+    let (status, retry_after, body) = waiting.await.unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"], "temporarily_unavailable");
+    assert!(retry_after, "a 503 says when to retry");
+    holder.rollback().await.unwrap();
+    assert_eq!(on_node.refresh(&refresh).await.status(), 200, "the token was not spent");
+    assert_eq!(on_node.refresh(&refresh).await.status(), 400, "and is spent once");
+    node.terminate();
+}
