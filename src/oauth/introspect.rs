@@ -51,8 +51,13 @@ impl Provider {
             .ok_or_else(|| Error::invalid_request("token is missing"))?;
         let inactive = Introspection::default();
 
-        if let Some(record) = self.store.get_refresh(&secret_hash(token)).await? {
-            let Some(grant) = self.store.get_grant(&record.grant_id).await? else {
+        // An access token is a JWT; a refresh token is opaque and never holds a dot. Looking
+        // at the shape first spares every access token a refresh-token lookup.
+        if !token.contains('.') {
+            let Some((record, grant)) = self.store.get_refresh_and_grant(&secret_hash(token)).await? else {
+                return Ok(inactive);
+            };
+            let Some(grant) = grant else {
                 return Ok(inactive);
             };
             if record.rotated || record.expires_at <= now() || grant.revoked {

@@ -32,10 +32,10 @@ impl Provider {
     }
 
     async fn revoke_refresh(&self, client_id: &str, token: &str) -> Result<bool, Error> {
-        let Some(record) = self.store.get_refresh(&secret_hash(token)).await? else {
+        let Some((_, grant)) = self.store.get_refresh_and_grant(&secret_hash(token)).await? else {
             return Ok(false);
         };
-        match self.store.get_grant(&record.grant_id).await? {
+        match grant {
             Some(grant) if grant.client_id == client_id => Ok(self.store.revoke_grant(&grant.grant_id).await?),
             _ => Ok(false),
         }

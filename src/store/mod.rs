@@ -201,7 +201,7 @@ pub struct CodeRecord {
 /// One authorization a user gave a client, as exchanged at the token endpoint. Every refresh
 /// token descended from it, and every access token issued with them, belongs to this grant;
 /// revoking the grant revokes them all.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GrantRecord {
     pub grant_id: String,
     pub client_id: String,
@@ -366,6 +366,18 @@ pub trait GrantStore: Send + Sync {
     async fn revoke_grant(&self, grant_id: &str) -> Result<bool>;
     async fn put_refresh(&self, token_hash: &SecretHash, token: &RefreshRecord) -> Result<()>;
     async fn get_refresh(&self, token_hash: &SecretHash) -> Result<Option<RefreshRecord>>;
+    /// A refresh token with its grant (`None` when the grant is gone): what every use of a
+    /// refresh token reads first. One round trip where the store can join them.
+    async fn get_refresh_and_grant(
+        &self,
+        token_hash: &SecretHash,
+    ) -> Result<Option<(RefreshRecord, Option<GrantRecord>)>> {
+        let Some(refresh) = self.get_refresh(token_hash).await? else {
+            return Ok(None);
+        };
+        let grant = self.get_grant(&refresh.grant_id).await?;
+        Ok(Some((refresh, grant)))
+    }
     /// Spends `old` and stores `next` under `new`, if `old` is live (see [`Rotation`]). A
     /// compare-and-swap: of any number of concurrent rotations of one token exactly one gets
     /// `Rotated`, the others `Spent`. Whether the token's grant is live is not looked at.

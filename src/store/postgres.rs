@@ -693,6 +693,24 @@ impl GrantStore for PgStore {
             .map(refresh_of))
     }
 
+    async fn get_refresh_and_grant(
+        &self,
+        token_hash: &SecretHash,
+    ) -> Result<Option<(RefreshRecord, Option<GrantRecord>)>> {
+        let row = self
+            .query_opt(
+                "SELECT r.grant_id, r.issued_at, r.expires_at, r.rotated, g.grant_id IS NOT NULL AS grant_found, \
+                 g.client_id, g.user_id, g.scope, g.audience, g.auth_time, g.created_at, g.revoked \
+                 FROM refresh_tokens r LEFT JOIN grants g ON g.grant_id = r.grant_id WHERE r.token_hash = $1",
+                &[&&token_hash[..]],
+            )
+            .await?;
+        Ok(row.map(|row| {
+            let grant = row.get::<_, bool>("grant_found").then(|| grant_of(&row));
+            (refresh_of(&row), grant)
+        }))
+    }
+
     async fn rotate_refresh(&self, old: &SecretHash, new: &SecretHash, next: &RefreshRecord) -> Result<Rotation> {
         // One statement: the flip of `rotated` takes the row's lock, so of concurrent
         // rotations exactly one sees it unrotated; the successor is inserted only by that one.

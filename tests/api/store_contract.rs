@@ -342,6 +342,30 @@ async fn grants_are_inserted_once_listed_and_revoked_for_good() {
 }
 
 #[tokio::test]
+async fn a_refresh_token_is_read_with_its_grant_or_without_one_that_is_gone() {
+    for_each_backend(|store| async move {
+        let mut live = grant("g1", "u1", "c1", 10);
+        live.scope = "read write".into();
+        store.put_grant(&live).await.unwrap();
+        store.put_refresh(&[1; 32], &refresh("g1", 10, 1000)).await.unwrap();
+        store.put_refresh(&[2; 32], &refresh("gone", 11, 1001)).await.unwrap();
+        assert_eq!(
+            store.get_refresh_and_grant(&[1; 32]).await.unwrap(),
+            Some((refresh("g1", 10, 1000), Some(live.clone())))
+        );
+        assert_eq!(
+            store.get_refresh_and_grant(&[2; 32]).await.unwrap(),
+            Some((refresh("gone", 11, 1001), None))
+        );
+        assert_eq!(store.get_refresh_and_grant(&[3; 32]).await.unwrap(), None);
+        store.revoke_grant("g1").await.unwrap();
+        let (_, grant) = store.get_refresh_and_grant(&[1; 32]).await.unwrap().unwrap();
+        assert!(grant.unwrap().revoked);
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn a_refresh_token_rotates_once_however_many_rotate_it_at_once() {
     for_each_backend(|store| async move {
         store.put_grant(&grant("g1", "u1", "c1", 10)).await.unwrap();

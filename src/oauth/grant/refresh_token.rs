@@ -18,13 +18,8 @@ impl Provider {
     ) -> Result<TokenResponse, Error> {
         let invalid = || Error::invalid_grant("the refresh token is invalid");
         let old_hash = secret_hash(presented);
-        let current = self.store.get_refresh(&old_hash).await?.ok_or_else(invalid)?;
-        let grant = self
-            .store
-            .get_grant(&current.grant_id)
-            .await?
-            .filter(|grant| !grant.revoked)
-            .ok_or_else(invalid)?;
+        let (current, grant) = self.store.get_refresh_and_grant(&old_hash).await?.ok_or_else(invalid)?;
+        let grant = grant.filter(|grant| !grant.revoked).ok_or_else(invalid)?;
         // Checked before rotating, so another client presenting a stolen token cannot spend it.
         if grant.client_id != client.client_id {
             return Err(Error::invalid_grant("the refresh token was issued to another client"));
