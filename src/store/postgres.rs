@@ -97,6 +97,18 @@ fn is_transient(code: &tokio_postgres::error::SqlState) -> bool {
         )
 }
 
+/// A statement's failure on `client`. A connection that failed for its own sake or the
+/// server's (not the statement's) is closed rather than handed to the next request: the pool
+/// sees a connection closed only once its task has read the end of the stream, which, after
+/// an error the server sent as it cut the connection, may not have happened yet.
+fn failed(client: deadpool_postgres::Object, e: tokio_postgres::Error) -> StoreError {
+    let error = database(e);
+    if matches!(error, StoreError::Unavailable(_)) {
+        drop(deadpool_postgres::Object::take(client));
+    }
+    error
+}
+
 fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
     match e {
         deadpool_postgres::PoolError::Backend(e) => database(e),
@@ -158,8 +170,11 @@ impl PgStore {
     /// Runs one statement and returns its rows.
     async fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>> {
         let client = self.client().await?;
-        let statement = client.prepare_cached(sql).await.map_err(database)?;
-        client.query(&statement, params).await.map_err(database)
+        let rows = match client.prepare_cached(sql).await {
+            Ok(statement) => client.query(&statement, params).await,
+            Err(e) => Err(e),
+        };
+        rows.map_err(|e| failed(client, e))
     }
 
     async fn query_opt(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Option<Row>> {
@@ -182,8 +197,11 @@ impl PgStore {
 
     async fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
         let client = self.client().await?;
-        let statement = client.prepare_cached(sql).await.map_err(database)?;
-        client.execute(&statement, params).await.map_err(database)
+        let changed = match client.prepare_cached(sql).await {
+            Ok(statement) => client.execute(&statement, params).await,
+            Err(e) => Err(e),
+        };
+        changed.map_err(|e| failed(client, e))
     }
 
     /// The pool's state, for `/metrics`: connections open and idle.
@@ -366,6 +384,69 @@ async fn apply_migrations(client: &mut tokio_postgres::Client) -> Result<Vec<i64
 
 /// Deletes what can no longer be used, one kind at a time (each delete is its own statement,
 /// so no long transaction holds locks against requests).
+/// [`EphemeralStore::update_counters`]'s transaction on `keys` (`sorted`: sorted, deduplicated).
+async fn update_counter_rows(
+    client: &mut tokio_postgres::Client,
+    keys: &[Vec<u8>],
+    sorted: &[&[u8]],
+    update: &(dyn for<'c> Fn(&'c mut [Counter]) + Send + Sync),
+) -> std::result::Result<(), tokio_postgres::Error> {
+    let tx = client.transaction().await?;
+    tx.execute(
+        "INSERT INTO counters (key, failures, last_failure_ms, locked_until_ms, expires_at_ms) \
+         SELECT k, 0, 0, 0, 0 FROM unnest($1::bytea[]) AS k ORDER BY k ON CONFLICT DO NOTHING",
+        &[&sorted],
+    )
+    .await?;
+    let rows = tx
+        .query(
+            "SELECT key, failures, last_failure_ms, locked_until_ms, expires_at_ms FROM counters \
+             WHERE key = ANY($1::bytea[]) ORDER BY key FOR UPDATE",
+            &[&sorted],
+        )
+        .await?;
+    let stored: HashMap<Vec<u8>, Counter> = rows
+        .iter()
+        .map(|row| {
+            let counter = Counter {
+                failures: row.get::<_, i32>(1).max(0) as u32,
+                last_failure_ms: row.get(2),
+                locked_until_ms: row.get(3),
+                expires_at_ms: row.get(4),
+            };
+            (row.get::<_, Vec<u8>>(0), counter)
+        })
+        .collect();
+    let mut counters: Vec<Counter> = keys
+        .iter()
+        .map(|k| stored.get(k).copied().unwrap_or_default())
+        .collect();
+    update(&mut counters);
+    let failures: Vec<i32> = counters
+        .iter()
+        .map(|c| c.failures.min(i32::MAX as u32) as i32)
+        .collect();
+    let last: Vec<i64> = counters.iter().map(|c| c.last_failure_ms).collect();
+    let locked: Vec<i64> = counters.iter().map(|c| c.locked_until_ms).collect();
+    let expires: Vec<i64> = counters.iter().map(|c| c.expires_at_ms).collect();
+    let key_slices: Vec<&[u8]> = keys.iter().map(|k| k.as_slice()).collect();
+    tx.execute(
+        "UPDATE counters AS c SET failures = v.failures, last_failure_ms = v.last, \
+           locked_until_ms = v.locked, expires_at_ms = v.expires \
+         FROM unnest($1::bytea[], $2::int[], $3::bigint[], $4::bigint[], $5::bigint[]) \
+           AS v(key, failures, last, locked, expires) WHERE c.key = v.key",
+        &[&key_slices, &failures, &last, &locked, &expires],
+    )
+    .await?;
+    // A counter back at zero means nothing: it is not kept.
+    tx.execute(
+        "DELETE FROM counters WHERE key = ANY($1::bytea[]) AND failures = 0 AND locked_until_ms = 0",
+        &[&sorted],
+    )
+    .await?;
+    tx.commit().await
+}
+
 async fn purge(client: &tokio_postgres::Client, now: i64, access_cutoff: i64) -> Result<Purged> {
     let delete = |sql: &'static str, params: Vec<i64>| async move {
         let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
@@ -833,64 +914,8 @@ impl EphemeralStore for PgStore {
         sorted.dedup();
         let sorted: Vec<&[u8]> = sorted.into_iter().map(|k| k.as_slice()).collect();
         let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(database)?;
-        tx.execute(
-            "INSERT INTO counters (key, failures, last_failure_ms, locked_until_ms, expires_at_ms) \
-             SELECT k, 0, 0, 0, 0 FROM unnest($1::bytea[]) AS k ORDER BY k ON CONFLICT DO NOTHING",
-            &[&sorted],
-        )
-        .await
-        .map_err(database)?;
-        let rows = tx
-            .query(
-                "SELECT key, failures, last_failure_ms, locked_until_ms, expires_at_ms FROM counters \
-                 WHERE key = ANY($1::bytea[]) ORDER BY key FOR UPDATE",
-                &[&sorted],
-            )
-            .await
-            .map_err(database)?;
-        let stored: HashMap<Vec<u8>, Counter> = rows
-            .iter()
-            .map(|row| {
-                let counter = Counter {
-                    failures: row.get::<_, i32>(1).max(0) as u32,
-                    last_failure_ms: row.get(2),
-                    locked_until_ms: row.get(3),
-                    expires_at_ms: row.get(4),
-                };
-                (row.get::<_, Vec<u8>>(0), counter)
-            })
-            .collect();
-        let mut counters: Vec<Counter> = keys
-            .iter()
-            .map(|k| stored.get(k).copied().unwrap_or_default())
-            .collect();
-        update(&mut counters);
-        let failures: Vec<i32> = counters
-            .iter()
-            .map(|c| c.failures.min(i32::MAX as u32) as i32)
-            .collect();
-        let last: Vec<i64> = counters.iter().map(|c| c.last_failure_ms).collect();
-        let locked: Vec<i64> = counters.iter().map(|c| c.locked_until_ms).collect();
-        let expires: Vec<i64> = counters.iter().map(|c| c.expires_at_ms).collect();
-        let key_slices: Vec<&[u8]> = keys.iter().map(|k| k.as_slice()).collect();
-        tx.execute(
-            "UPDATE counters AS c SET failures = v.failures, last_failure_ms = v.last, \
-               locked_until_ms = v.locked, expires_at_ms = v.expires \
-             FROM unnest($1::bytea[], $2::int[], $3::bigint[], $4::bigint[], $5::bigint[]) \
-               AS v(key, failures, last, locked, expires) WHERE c.key = v.key",
-            &[&key_slices, &failures, &last, &locked, &expires],
-        )
-        .await
-        .map_err(database)?;
-        // A counter back at zero means nothing: it is not kept.
-        tx.execute(
-            "DELETE FROM counters WHERE key = ANY($1::bytea[]) AND failures = 0 AND locked_until_ms = 0",
-            &[&sorted],
-        )
-        .await
-        .map_err(database)?;
-        tx.commit().await.map_err(database)
+        let outcome = update_counter_rows(&mut client, keys, &sorted, update).await;
+        outcome.map_err(|e| failed(client, e))
     }
 
     async fn put_scratch(&self, key: &SecretHash, value: &[u8], expires_at: i64) -> Result<()> {
@@ -977,7 +1002,13 @@ impl Store for PgStore {
         let (open, idle) = self.pool_status();
         let start = Instant::now();
         let answered = match self.client().await {
-            Ok(client) => client.simple_query("SELECT 1").await.is_ok(),
+            Ok(client) => match client.simple_query("SELECT 1").await {
+                Ok(_) => true,
+                Err(e) => {
+                    failed(client, e);
+                    false
+                }
+            },
             Err(_) => false,
         };
         Some(DatabaseHealth {

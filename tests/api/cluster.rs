@@ -727,7 +727,8 @@ async fn a_database_restart_under_load_gives_only_503s_and_loses_or_duplicates_n
 
 /// A statement the database cuts off (as it does to every statement in flight when it shuts
 /// down, the error arriving as a reported `57P01`, not as a broken connection) is a 503 too,
-/// and changes nothing: the refresh token still works afterwards.
+/// and changes nothing: the refresh token still works afterwards, at once (the cut connection
+/// is not handed to the next request).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_statement_the_database_cuts_off_is_a_503_and_changes_nothing() {
     let cluster = Cluster::new().await;
