@@ -391,7 +391,9 @@ def cluster_main(args, work, env, config):
     checks = [
         ("refresh_token >= 3,000/s durable on PostgreSQL", one["refresh_token"]["rps"] >= 3000),
         ("client_credentials on PostgreSQL >= 0.9x sled", one["client_credentials"]["rps"] >= 0.9 * sled["client_credentials"]["rps"]),
-        ("p99 <= 10 ms on PostgreSQL", p99 <= 10),
+        # A request wrk gave up on (2 s) is missing from the latency figures: it counts as a miss.
+        ("p99 <= 10 ms on PostgreSQL, no request timed out",
+         p99 <= 10 and all(r["socket_errors"] == 0 for results in (one, two) for r in results.values())),
         ("two nodes >= one node in total (every scenario)", all(two[k]["rps"] >= one[k]["rps"] for k in one)),
     ]
     print(f"\nclient_credentials PostgreSQL / sled: {one['client_credentials']['rps'] / sled['client_credentials']['rps']:.2f}")
