@@ -150,24 +150,32 @@ def run_wrk(url, script, args, warmup=True):
             "bad_status": bad_status, "socket_errors": socket_errors}
 
 
-def measure(name, pid, url, script, args, warmup=True):
-    profiler = None
-    if args.profile:
-        os.makedirs(args.profile, exist_ok=True)
-        data = os.path.join(args.profile, name.split()[0] + ".perf.data")
-        profiler = subprocess.Popen(["perf", "record", "-F", "499", "-g", "-o", data, "-p", str(pid)],
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    before = cpu_seconds(pid)
-    result = run_wrk(url, script, args, warmup)
-    result["cpu_us_per_req"] = (cpu_seconds(pid) - before) * 1e6 / max(result["requests"], 1)
-    result["peak_rss_mib"] = rss_mib(pid)
-    if profiler:
+def start_profile(args, name, pid):
+    """With --profile, starts `perf record` of `pid` into DIR/NAME.perf.data; returns a function
+    that stops it and writes the report beside it as NAME.txt."""
+    if not args.profile:
+        return lambda: None
+    os.makedirs(args.profile, exist_ok=True)
+    data = os.path.join(args.profile, name + ".perf.data")
+    profiler = subprocess.Popen(["perf", "record", "-F", "499", "-g", "-o", data, "-p", str(pid)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    def stop():
         profiler.send_signal(2)
         profiler.wait()
         report = subprocess.run(["perf", "report", "-i", data, "--no-children", "--percent-limit", "1.5", "--stdio",
                                  "-g", "none", "--sort", "symbol"], capture_output=True, text=True).stdout
         with open(data.replace(".perf.data", ".txt"), "w") as f:
             f.write(report)
+    return stop
+
+
+def measure(name, pid, url, script, args, warmup=True):
+    stop_profile = start_profile(args, name.split()[0], pid)
+    before = cpu_seconds(pid)
+    result = run_wrk(url, script, args, warmup)
+    result["cpu_us_per_req"] = (cpu_seconds(pid) - before) * 1e6 / max(result["requests"], 1)
+    result["peak_rss_mib"] = rss_mib(pid)
+    stop_profile()
     return result
 
 
@@ -319,13 +327,8 @@ def measure_nodes(label, nodes, client, basic, work, args):
         chains.append(refresh_lua(work, f"refresh_{tag}_{i}", [r["refresh_token"] for r in responses], basic, threads))
     # No warm-up for refresh: it would spend the chains. The first second is counted.
     scenarios.append(("refresh_token", "/o/token/", lambda i: chains[i], False))
-    profiler = None
     for name, path, script, warmup in scenarios:
-        if args.profile:
-            os.makedirs(args.profile, exist_ok=True)
-            data = os.path.join(args.profile, f"{tag}_{name}.perf.data")
-            profiler = subprocess.Popen(["perf", "record", "-F", "499", "-g", "-o", data, "-p", str(nodes[0].process.pid)],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        stop_profile = start_profile(args, f"{tag}_{name}", nodes[0].process.pid)
         before = sum(cpu_seconds(n.process.pid) for n in nodes)
         db_before = postgres_cpu_seconds()
         result = run_wrk_together([(n.base + path, script(i)) for i, n in enumerate(nodes)], args, warmup)
@@ -333,13 +336,7 @@ def measure_nodes(label, nodes, client, basic, work, args):
         result["cpu_us_per_req"] = (sum(cpu_seconds(n.process.pid) for n in nodes) - before) * 1e6 / requests
         result["db_cpu_us_per_req"] = (postgres_cpu_seconds() - db_before) * 1e6 / requests
         result["peak_rss_mib"] = max(rss_mib(n.process.pid) for n in nodes)
-        if profiler:
-            profiler.send_signal(2)
-            profiler.wait()
-            report = subprocess.run(["perf", "report", "-i", data, "--no-children", "--percent-limit", "1.5", "--stdio",
-                                     "-g", "none", "--sort", "symbol"], capture_output=True, text=True).stdout
-            with open(data.replace(".perf.data", ".txt"), "w") as f:
-                f.write(report)
+        stop_profile()
         results[name] = result
     return results
 
