@@ -77,8 +77,23 @@ fn database(e: tokio_postgres::Error) -> StoreError {
             StoreError::Unavailable(format!("{}: {}", db.code().code(), db.message()))
         }
         Some(db) => StoreError::Database(format!("{}: {}", db.code().code(), db.message())),
-        None => StoreError::Unavailable(e.to_string()),
+        None => StoreError::Unavailable(with_causes(&e)),
     }
+}
+
+/// An error with the errors that caused it ("error performing TLS handshake: invalid peer
+/// certificate: UnknownIssuer"): the driver's own message alone rarely says what to fix.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut message = e.to_string();
+    let mut cause = e.source();
+    while let Some(inner) = cause {
+        let text = inner.to_string();
+        if !message.ends_with(&text) {
+            message = format!("{message}: {text}");
+        }
+        cause = inner.source();
+    }
+    message
 }
 
 /// Whether an error the database reported says it cannot serve now, so that the same request

@@ -789,3 +789,57 @@ async fn a_statement_the_database_cuts_off_is_a_503_and_changes_nothing() {
     assert_eq!(on_node.refresh(&refresh).await.status(), 400, "and is spent once");
     node.terminate();
 }
+
+/// `sslmode=require` in the URL means TLS to the database, verified against the public roots
+/// and `database_ca_file`: with the server's authority named the CLI and a node work over TLS
+/// (as PostgreSQL itself reports), and without it they refuse the unknown certificate.
+#[tokio::test]
+async fn sslmode_require_speaks_tls_to_the_database_and_checks_its_certificate() {
+    let (server, ca) = PgServer::dedicated_with_tls();
+    let mut cluster = Cluster::on(&server).await;
+    let plain_url = cluster.url.clone();
+    cluster.url = format!("{plain_url}?sslmode=require");
+    let config = cluster.dir.path().join("tls.toml");
+    std::fs::write(&config, format!("database_ca_file = {:?}\n", ca.display().to_string())).unwrap();
+    let config = config.display().to_string();
+
+    // Without the authority: the certificate is unknown, and nothing is done.
+    let refused = cluster.cli(&["user", "list"], "");
+    assert!(!refused.status.success());
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(message.to_lowercase().contains("certificate"), "{message}");
+
+    // With it: the CLI and a node work, over TLS.
+    let with_ca = |args: &[&str], stdin: &str| {
+        let env = [cluster.env().as_slice(), &[("TESSERA_CONFIG", config.as_str())]].concat();
+        run_tessera(cluster.dir.path(), args, &env, stdin)
+    };
+    let created = with_ca(
+        &["user", "create", "--username", USERNAME, "--password-stdin"],
+        &format!("{PASSWORD}\n"),
+    );
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    let env = [cluster.env().as_slice(), &[("TESSERA_CONFIG", config.as_str())]].concat();
+    let node = ServerProcess::start(cluster.dir.path(), &["--issuer", ISSUER], &env);
+    let ready = reqwest::get(format!("{}/readyz", node.base)).await.unwrap();
+    assert_eq!(ready.status(), 200);
+
+    let (db, connection) = tokio_postgres::connect(&plain_url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let rows = db
+        .query(
+            "SELECT s.ssl FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) \
+             WHERE a.application_name = 'tessera' AND a.datname = current_database()",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(!rows.is_empty(), "the node holds connections");
+    assert!(
+        rows.iter().all(|row| row.get::<_, bool>(0)),
+        "every one of them over TLS"
+    );
+    node.terminate();
+}

@@ -16,6 +16,8 @@ pub struct PgServer {
     bin: PathBuf,
     dir: PathBuf,
     as_postgres: bool,
+    /// Whether it serves TLS (with `server.crt`, signed by `ca.crt`, both in `dir`).
+    tls: bool,
 }
 
 static SERVER: OnceLock<PgServer> = OnceLock::new();
@@ -47,20 +49,35 @@ fn free_port() -> u16 {
 impl PgServer {
     /// The shared server, started on first use.
     pub fn shared() -> &'static PgServer {
-        SERVER.get_or_init(PgServer::start)
+        SERVER.get_or_init(|| PgServer::start(false))
     }
 
     /// A server of its own, for a test that stops and restarts it.
     pub fn dedicated() -> PgServer {
-        PgServer::start()
+        PgServer::start(false)
+    }
+
+    /// A server of its own that also speaks TLS, with a certificate for 127.0.0.1 from a
+    /// throwaway certificate authority; returns it with the authority's PEM file.
+    pub fn dedicated_with_tls() -> (PgServer, PathBuf) {
+        let server = PgServer::start(true);
+        let ca = server.dir.join("ca.crt");
+        (server, ca)
     }
 
     fn options(&self) -> String {
-        format!(
+        let mut options = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off -c max_connections=300",
             self.port,
             self.dir.display()
-        )
+        );
+        if self.tls {
+            options += &format!(
+                " -c ssl=on -c ssl_cert_file={dir}/server.crt -c ssl_key_file={dir}/server.key",
+                dir = self.dir.display()
+            );
+        }
+        options
     }
 
     /// Stops the server at once (clients see their connections drop).
@@ -93,7 +110,7 @@ impl PgServer {
         }
     }
 
-    fn start() -> PgServer {
+    fn start(tls: bool) -> PgServer {
         let root = unsafe { libc_geteuid() } == 0;
         let dir = tempfile::Builder::new().prefix("tessera-pg-").tempdir().unwrap().keep();
         let server = PgServer {
@@ -101,7 +118,11 @@ impl PgServer {
             bin: postgres_bin(),
             dir: dir.clone(),
             as_postgres: root,
+            tls,
         };
+        if tls {
+            make_certificates(&dir);
+        }
         let data = dir.join("data");
         if root {
             // The folder must belong to the user the server runs as.
@@ -167,6 +188,23 @@ impl PgServer {
         let _ = connection.await;
         self.url(&name)
     }
+}
+
+/// `ca.crt` (a throwaway authority) and `server.crt`/`server.key` for 127.0.0.1 signed by it,
+/// in `dir`, made with the openssl command.
+fn make_certificates(dir: &std::path::Path) {
+    let openssl = |args: &str| {
+        run(Command::new("openssl").args(args.split_whitespace()).current_dir(dir));
+    };
+    openssl("req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 -subj /CN=tessera-test-ca -keyout ca.key -out ca.crt");
+    openssl("req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=127.0.0.1 -keyout server.key -out server.csr");
+    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    openssl(
+        "x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 1 -extfile san.ext -out server.crt",
+    );
+    // PostgreSQL refuses a key file others can read.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.join("server.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
 }
 
 fn run(command: &mut Command) {
