@@ -139,15 +139,22 @@ def refresh_tokens(base, client_id, secret, username, password, count, scope="re
     return tokens
 
 
+def wrk_result(out, err=""):
+    """The figures of the RESULT line DONE_LUA makes wrk print."""
+    line = next((l for l in out.splitlines() if l.startswith("RESULT")), None)
+    if line is None:
+        sys.exit(f"wrk failed: {err}")
+    requests, micros, p50, p99, bad_status, socket_errors = map(int, line.split()[1:])
+    return {"requests": requests, "rps": requests / (micros / 1e6), "p50_ms": p50 / 1000, "p99_ms": p99 / 1000,
+            "bad_status": bad_status, "socket_errors": socket_errors}
+
+
 def run_wrk(url, script, args, warmup=True):
     cmd = ["wrk", "-t", str(args.threads), "-c", str(args.connections), "--latency", "-s", script]
     if warmup:
         subprocess.run(cmd + ["-d", "2s", url], capture_output=True, text=True)
     out = subprocess.run(cmd + ["-d", f"{args.duration}s", url], capture_output=True, text=True, check=True).stdout
-    line = next(l for l in out.splitlines() if l.startswith("RESULT"))
-    requests, micros, p50, p99, bad_status, socket_errors = map(int, line.split()[1:])
-    return {"requests": requests, "rps": requests / (micros / 1e6), "p50_ms": p50 / 1000, "p99_ms": p99 / 1000,
-            "bad_status": bad_status, "socket_errors": socket_errors}
+    return wrk_result(out)
 
 
 def start_profile(args, name, pid):
@@ -269,17 +276,11 @@ def run_wrk_together(runs, args, warmup):
             p.communicate()
     total = {"requests": 0, "rps": 0.0, "p50_ms": 0.0, "p99_ms": 0.0, "bad_status": 0, "socket_errors": 0}
     for p in [start(url, script, args.duration) for url, script in runs]:
-        out, err = p.communicate()
-        line = next((l for l in out.splitlines() if l.startswith("RESULT")), None)
-        if line is None:
-            sys.exit(f"wrk failed: {err}")
-        requests, micros, p50, p99, bad_status, socket_errors = map(int, line.split()[1:])
-        total["requests"] += requests
-        total["rps"] += requests / (micros / 1e6)
-        total["p50_ms"] = max(total["p50_ms"], p50 / 1000)
-        total["p99_ms"] = max(total["p99_ms"], p99 / 1000)
-        total["bad_status"] += bad_status
-        total["socket_errors"] += socket_errors
+        result = wrk_result(*p.communicate())
+        for count in ("requests", "rps", "bad_status", "socket_errors"):
+            total[count] += result[count]
+        for worst in ("p50_ms", "p99_ms"):
+            total[worst] = max(total[worst], result[worst])
     return total
 
 

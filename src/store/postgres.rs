@@ -397,8 +397,6 @@ async fn apply_migrations(client: &mut tokio_postgres::Client) -> Result<Vec<i64
     Ok(applied)
 }
 
-/// Deletes what can no longer be used, one kind at a time (each delete is its own statement,
-/// so no long transaction holds locks against requests).
 /// [`EphemeralStore::update_counters`]'s transaction on `keys` (`sorted`: sorted, deduplicated).
 async fn update_counter_rows(
     client: &mut tokio_postgres::Client,
@@ -462,6 +460,8 @@ async fn update_counter_rows(
     tx.commit().await
 }
 
+/// Deletes what can no longer be used, one kind at a time (each delete is its own statement,
+/// so no long transaction holds locks against requests).
 async fn purge(client: &tokio_postgres::Client, now: i64, access_cutoff: i64) -> Result<Purged> {
     let delete = |sql: &'static str, params: Vec<i64>| async move {
         let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();

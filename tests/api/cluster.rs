@@ -810,16 +810,14 @@ async fn sslmode_require_speaks_tls_to_the_database_and_checks_its_certificate()
     assert!(message.to_lowercase().contains("certificate"), "{message}");
 
     // With it: the CLI and a node work, over TLS.
-    let with_ca = |args: &[&str], stdin: &str| {
-        let env = [cluster.env().as_slice(), &[("TESSERA_CONFIG", config.as_str())]].concat();
-        run_tessera(cluster.dir.path(), args, &env, stdin)
-    };
-    let created = with_ca(
+    let env = [cluster.env().as_slice(), &[("TESSERA_CONFIG", config.as_str())]].concat();
+    let created = run_tessera(
+        cluster.dir.path(),
         &["user", "create", "--username", USERNAME, "--password-stdin"],
+        &env,
         &format!("{PASSWORD}\n"),
     );
     assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
-    let env = [cluster.env().as_slice(), &[("TESSERA_CONFIG", config.as_str())]].concat();
     let node = ServerProcess::start(cluster.dir.path(), &["--issuer", ISSUER], &env);
     let ready = reqwest::get(format!("{}/readyz", node.base)).await.unwrap();
     assert_eq!(ready.status(), 200);
