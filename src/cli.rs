@@ -99,6 +99,8 @@ pub enum GrantTypeArg {
     AuthorizationCode,
     ClientCredentials,
     RefreshToken,
+    /// The device authorization grant (RFC 8628).
+    DeviceCode,
 }
 
 #[derive(Subcommand, Debug)]
@@ -493,6 +495,7 @@ async fn app_command(config: &Config, cmd: &AppCommand) -> anyhow::Result<()> {
                     GrantTypeArg::AuthorizationCode => GrantType::AuthorizationCode,
                     GrantTypeArg::ClientCredentials => GrantType::ClientCredentials,
                     GrantTypeArg::RefreshToken => GrantType::RefreshToken,
+                    GrantTypeArg::DeviceCode => GrantType::DeviceCode,
                 })
                 .collect();
             if *admin && grant_types.is_empty() {

@@ -27,8 +27,10 @@ pub struct ClientRegistrationRequest {
     /// `client_secret_basic` (default), `client_secret_post`, or `none` for a public client.
     #[oai(skip_serializing_if_is_none)]
     pub token_endpoint_auth_method: Option<String>,
-    /// Default `["authorization_code"]`; `refresh_token` may be added; `client_credentials`
-    /// only for confidential clients and only if the server's policy allows it.
+    /// Default `["authorization_code"]`; `refresh_token` and
+    /// `urn:ietf:params:oauth:grant-type:device_code` (RFC 8628, no redirect URI needed) may
+    /// be added; `client_credentials` only for confidential clients and only if the server's
+    /// policy allows it.
     #[oai(skip_serializing_if_is_none)]
     pub grant_types: Option<Vec<String>>,
     /// `["code"]` (the default) for the authorization_code grant.
