@@ -495,3 +495,69 @@ async fn dynamic_registration_accepts_the_device_grant_without_redirect_uris() {
     };
     assert_eq!(start(&app, &cli, "read").await["interval"], 1);
 }
+
+#[tokio::test]
+async fn the_applications_pages_and_the_admin_api_register_device_apps_without_redirect_uris() {
+    let app = spawn(|_| {}).await;
+    // A user, in the applications pages.
+    log_in(&app).await;
+    let page = app.get_text("/o/applications/register/").await;
+    assert!(page.contains("name=\"grant_device_code\""), "the form offers the grant");
+    let csrf = hidden_input(&page, "csrf_token").unwrap();
+    let registered = app
+        .http
+        .post(app.url("/o/applications/register/"))
+        .form(&[
+            ("csrf_token", csrf.as_str()),
+            ("name", "My CLI"),
+            ("client_type", "public"),
+            ("grant_device_code", "on"),
+            ("scope_read", "on"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(registered.status(), 200);
+    let html = registered.text().await.unwrap();
+    let marker = "<code id=\"client-id\">";
+    let at = html.find(marker).expect("the new app's id is shown") + marker.len();
+    let cli = TestClient {
+        id: html[at..at + html[at..].find('<').unwrap()].to_string(),
+        secret: None,
+    };
+    assert!(html.contains(DEVICE_GRANT), "{html}");
+    assert_eq!(start(&app, &cli, "read").await["interval"], 1);
+
+    // An operator, through the admin API.
+    let admin = app.register_admin_client(None).await;
+    let token: Value = app
+        .token(
+            &admin,
+            &[("grant_type", "client_credentials"), ("scope", "tessera:admin")],
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let created = app
+        .http
+        .post(app.url("/api/v1/clients"))
+        .bearer_auth(token["access_token"].as_str().unwrap())
+        .json(&serde_json::json!({
+            "name": "Console",
+            "client_type": "confidential",
+            "grant_types": [DEVICE_GRANT],
+            "scope": "read",
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let created: Value = created.json().await.unwrap();
+    assert_eq!(created["client"]["grant_types"], serde_json::json!([DEVICE_GRANT]));
+    let console = TestClient {
+        id: created["client"]["client_id"].as_str().unwrap().into(),
+        secret: created["client_secret"].as_str().map(String::from),
+    };
+    assert_eq!(start(&app, &console, "read").await["interval"], 1);
+}
