@@ -99,6 +99,7 @@ async fn openapi_is_served_and_documents_every_endpoint() {
     let spec: Value = app.get_json("/openapi.json").await;
     for path in [
         "/o/token/",
+        "/o/device_authorization/",
         "/o/revoke_token/",
         "/o/introspect/",
         "/.well-known/oauth-authorization-server",
