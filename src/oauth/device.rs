@@ -18,7 +18,7 @@ use super::client::ClientCredentials;
 use super::scope::{self, Scope};
 use super::session::Session;
 use super::{now, random_id, random_token, secret_hash, Error, ErrorCode, Provider};
-use crate::store::{DeviceRecord, DeviceStatus, GrantRecord, GrantType, SecretHash};
+use crate::store::{ClientRecord, DeviceRecord, DeviceStatus, GrantRecord, GrantType, SecretHash};
 
 /// Where devices start the grant (RFC 8628 §3.1).
 pub const DEVICE_AUTHORIZATION_PATH: &str = "/o/device_authorization/";
@@ -170,11 +170,7 @@ impl Provider {
     /// `invalid_grant`.
     pub async fn device_prompt(&self, typed: &str, session: &Session, address: &str) -> Result<DevicePrompt, Error> {
         let (_, device) = self.find_device(typed, session.user_id(), address).await?;
-        let client = self
-            .find_client(&device.client_id)
-            .await?
-            .filter(|c| c.grant_types.contains(&GrantType::DeviceCode))
-            .ok_or_else(|| Error::invalid_grant("the app that asked for this code no longer exists"))?;
+        let client = self.device_client(&device).await?;
         let scope = Scope::parse(&device.scope)?;
         Ok(DevicePrompt {
             user_code: display_user_code(&normalize_user_code(typed).unwrap_or_default()),
@@ -197,6 +193,7 @@ impl Provider {
         decision: Decision,
     ) -> Result<(), Error> {
         let (hash, device) = self.find_device(typed, session.user_id(), address).await?;
+        self.device_client(&device).await?;
         let (user_id, auth_time) = (session.user_id().to_string(), session.auth_time());
         match decision {
             Decision::Deny => {
@@ -238,6 +235,14 @@ impl Provider {
         }
         self.store.durable().await?;
         Ok(())
+    }
+
+    /// The client that asked, if it still exists and may still use the grant.
+    async fn device_client(&self, device: &DeviceRecord) -> Result<ClientRecord, Error> {
+        self.find_client(&device.client_id)
+            .await?
+            .filter(|c| c.grant_types.contains(&GrantType::DeviceCode))
+            .ok_or_else(|| Error::invalid_grant("the app that asked for this code no longer exists"))
     }
 
     /// The pending request behind a typed user code, counting the attempt against the user's

@@ -561,3 +561,35 @@ async fn the_applications_pages_and_the_admin_api_register_device_apps_without_r
     };
     assert_eq!(start(&app, &console, "read").await["interval"], 1);
 }
+
+#[tokio::test]
+async fn device_codes_and_user_codes_are_stored_only_as_hashes() {
+    let app = spawn(|_| {}).await;
+    let tv = device_client(&app, ClientType::Confidential).await;
+    let started = start(&app, &tv, "read").await;
+    let device_code = started["device_code"].as_str().unwrap().to_string();
+    let user_code = started["user_code"].as_str().unwrap().to_string();
+    log_in(&app).await;
+    answer(&app, &user_code, "allow").await;
+    // Everything above was made durable before its response.
+    let mut contents = Vec::new();
+    let mut files = vec![app.data_dir.clone()];
+    if let Some(url) = &app.provider.config.database_url {
+        contents.push(database_text(url).await);
+        files.clear();
+    }
+    while let Some(path) = files.pop() {
+        if path.is_dir() {
+            files.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+        } else {
+            contents.push(std::fs::read(&path).unwrap());
+        }
+    }
+    assert!(contents.iter().map(Vec::len).sum::<usize>() > 0);
+    for secret in [device_code, user_code.clone(), user_code.replace('-', "")] {
+        let found = contents
+            .iter()
+            .any(|c| c.windows(secret.len()).any(|w| w == secret.as_bytes()));
+        assert!(!found, "a plaintext code was found in the store");
+    }
+}
