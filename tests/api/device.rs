@@ -593,3 +593,127 @@ async fn device_codes_and_user_codes_are_stored_only_as_hashes() {
         assert!(!found, "a plaintext code was found in the store");
     }
 }
+
+/// The real binary with trace logging runs the device flow (approve, poll, refresh): neither
+/// code, nor a token, nor the password appears in any log line (the user code travels in the
+/// query of `verification_uri_complete`, which is never logged).
+#[tokio::test]
+async fn no_device_code_user_code_or_token_reaches_the_logs() {
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let cli = |args: &[&str], stdin: Option<&str>| {
+        use std::io::Write;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
+            .args(args)
+            .current_dir(dir.path())
+            .env("RUST_LOG", "trace")
+            .env_remove("TESSERA_DATA_DIR")
+            .env_remove("TESSERA_KEYS_DIR")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        if let Some(input) = stdin {
+            child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        }
+        drop(child.stdin.take());
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        (
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    };
+    let (out, mut logs) = cli(
+        &[
+            "app",
+            "create",
+            "--name",
+            "TV",
+            "--client-type",
+            "confidential",
+            "--grant-type",
+            "device-code",
+            "--grant-type",
+            "refresh-token",
+            "--scope",
+            "openid read",
+            "--json",
+        ],
+        None,
+    );
+    let created: Value = serde_json::from_str(&out).unwrap();
+    let tv = TestClient {
+        id: created["client_id"].as_str().unwrap().into(),
+        secret: created["client_secret"].as_str().map(String::from),
+    };
+    logs += &cli(
+        &["user", "create", "--username", USERNAME, "--password-stdin"],
+        Some(&format!("{PASSWORD}\n")),
+    )
+    .1;
+    let server = ServerProcess::start(dir.path(), &[], &[("RUST_LOG", "trace")]);
+    // A browser with a cookie jar, as the person approving.
+    let remote = Remote::new(server.base.clone(), server.base.clone(), tv.clone(), tv.clone());
+    let started: Value = remote
+        .http
+        .post(remote.url("/o/device_authorization/"))
+        .basic_auth(&tv.id, tv.secret.as_deref())
+        .form(&[("scope", "openid read")])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let (device_code, user_code) = (
+        started["device_code"].as_str().unwrap(),
+        started["user_code"].as_str().unwrap(),
+    );
+    let complete = format!("/o/device/?user_code={user_code}");
+    let to_login = location(&remote.http.get(remote.url(&complete)).send().await.unwrap());
+    assert_eq!(remote.log_in(&to_login, USERNAME, PASSWORD).await.status(), 303);
+    let form = remote.get_text(&complete).await;
+    let csrf = hidden_input(&form, "csrf_token").unwrap();
+    for decision in [None, Some("allow")] {
+        let mut fields = vec![("csrf_token", csrf.as_str()), ("user_code", user_code)];
+        fields.extend(decision.map(|d| ("decision", d)));
+        let response = remote
+            .http
+            .post(remote.url("/o/device/"))
+            .form(&fields)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    let tokens: Value = remote
+        .token(&tv, &[("grant_type", DEVICE_GRANT), ("device_code", device_code)])
+        .await
+        .json()
+        .await
+        .unwrap();
+    let refresh = tokens["refresh_token"].as_str().unwrap();
+    let refreshed = remote
+        .token(&tv, &[("grant_type", "refresh_token"), ("refresh_token", refresh)])
+        .await;
+    assert_eq!(refreshed.status(), 200);
+    logs += &server.terminate();
+    assert!(
+        logs.contains("/o/device_authorization"),
+        "the logs were captured:\n{logs}"
+    );
+    for (what, secret) in [
+        ("device code", device_code.to_string()),
+        ("user code", user_code.to_string()),
+        ("user code, bare", user_code.replace('-', "")),
+        ("access token", tokens["access_token"].as_str().unwrap().to_string()),
+        ("refresh token", refresh.to_string()),
+        ("ID token", tokens["id_token"].as_str().unwrap().to_string()),
+        ("client secret", tv.secret.clone().unwrap()),
+        ("password", PASSWORD.to_string()),
+    ] {
+        assert!(!logs.contains(&secret), "the {what} is in the logs");
+    }
+}
