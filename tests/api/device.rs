@@ -717,3 +717,33 @@ async fn no_device_code_user_code_or_token_reaches_the_logs() {
         assert!(!logs.contains(&secret), "the {what} is in the logs");
     }
 }
+
+#[tokio::test]
+async fn the_device_endpoint_and_page_are_limited_per_address_like_the_token_endpoint() {
+    use tessera::rate_limit::Rate;
+    let app = spawn(|c| {
+        c.rate_limit_per_address = Rate {
+            per_second: 1.0,
+            burst: 3.0,
+        }
+    })
+    .await;
+    let nobody = TestClient {
+        id: "nobody".into(),
+        secret: Some("wrong".into()),
+    };
+    for _ in 0..3 {
+        assert_eq!(device_authorization(&app, &nobody, &[]).await.status(), 401);
+    }
+    let limited = device_authorization(&app, &nobody, &[]).await;
+    assert_eq!(limited.status(), 429);
+    assert!(limited.headers().contains_key("retry-after"));
+    let page = app
+        .http
+        .post(app.url("/o/device/"))
+        .form(&[("user_code", "BCDF-GHJK")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 429, "the verification page's POST is limited too");
+}
