@@ -747,3 +747,22 @@ async fn the_device_endpoint_and_page_are_limited_per_address_like_the_token_end
         .unwrap();
     assert_eq!(page.status(), 429, "the verification page's POST is limited too");
 }
+
+#[tokio::test]
+async fn the_user_confirms_every_request_even_for_an_app_they_approved_before() {
+    let app = spawn(|_| {}).await;
+    let tv = device_client(&app, ClientType::Confidential).await;
+    log_in(&app).await;
+    let first = start(&app, &tv, "read").await;
+    answer(&app, first["user_code"].as_str().unwrap(), "allow").await;
+    // RFC 8628 §5.4: a remembered consent must not approve a code someone else may have sent.
+    let second = start(&app, &tv, "read").await;
+    let confirmation = submit(&app, &[("user_code", second["user_code"].as_str().unwrap())]).await;
+    assert_eq!(confirmation.status(), 200);
+    assert!(confirmation.text().await.unwrap().contains("name=\"decision\""));
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        poll_error(&app, &tv, second["device_code"].as_str().unwrap()).await,
+        "authorization_pending"
+    );
+}
