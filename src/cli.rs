@@ -100,6 +100,8 @@ pub enum GrantTypeArg {
     AuthorizationCode,
     ClientCredentials,
     RefreshToken,
+    /// The device authorization grant (RFC 8628).
+    DeviceCode,
 }
 
 // Parsed once per run: the size of the largest variant costs nothing.
@@ -518,6 +520,7 @@ async fn app_command(config: &Config, cmd: &AppCommand) -> anyhow::Result<()> {
                     GrantTypeArg::AuthorizationCode => GrantType::AuthorizationCode,
                     GrantTypeArg::ClientCredentials => GrantType::ClientCredentials,
                     GrantTypeArg::RefreshToken => GrantType::RefreshToken,
+                    GrantTypeArg::DeviceCode => GrantType::DeviceCode,
                 })
                 .collect();
             if *admin && grant_types.is_empty() {

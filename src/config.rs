@@ -144,6 +144,10 @@ pub struct Config {
     pub id_token_ttl: Duration,
     /// Authorization code lifetime (RFC 6749 §4.1.2 recommends at most 10 minutes; we use 60 s).
     pub code_ttl: Duration,
+    /// Device code and user code lifetime (RFC 8628 §3.2 `expires_in`).
+    pub device_code_ttl: Duration,
+    /// The least time between a device's polls of the token endpoint (RFC 8628 §3.2 `interval`).
+    pub device_code_interval: Duration,
     pub session_ttl: Duration,
     /// The `aud` of access tokens when the client names no allowed `resource`; defaults to the issuer.
     pub default_audience: Option<String>,
@@ -249,6 +253,8 @@ impl Default for Config {
             refresh_token_ttl: Duration::from_secs(30 * 24 * 3600),
             id_token_ttl: Duration::from_secs(3600),
             code_ttl: Duration::from_secs(60),
+            device_code_ttl: Duration::from_secs(600),
+            device_code_interval: Duration::from_secs(5),
             session_ttl: Duration::from_secs(12 * 3600),
             default_audience: None,
             scopes: vec![
@@ -314,6 +320,10 @@ pub struct FileConfig {
     pub refresh_token_ttl: Option<u64>,
     pub id_token_ttl: Option<u64>,
     pub session_ttl: Option<u64>,
+    /// Seconds a device code (and its user code) stays valid (RFC 8628; default 600).
+    pub device_code_ttl: Option<u64>,
+    /// Seconds a device must wait between polls of the token endpoint (RFC 8628; default 5).
+    pub device_code_interval: Option<u64>,
     pub default_audience: Option<String>,
     /// Scope name -> description; replaces the default `read`/`write` set (the OpenID Connect
     /// scopes `openid`, `profile` and `email` stay, with their descriptions overridable here).
@@ -525,6 +535,12 @@ impl Config {
             ("refresh_token_ttl", file.refresh_token_ttl, &mut self.refresh_token_ttl),
             ("id_token_ttl", file.id_token_ttl, &mut self.id_token_ttl),
             ("session_ttl", file.session_ttl, &mut self.session_ttl),
+            ("device_code_ttl", file.device_code_ttl, &mut self.device_code_ttl),
+            (
+                "device_code_interval",
+                file.device_code_interval,
+                &mut self.device_code_interval,
+            ),
             ("purge_interval", file.purge_interval, &mut self.purge_interval),
             ("idle_timeout", file.idle_timeout, &mut self.idle_timeout),
             (

@@ -19,7 +19,9 @@ use crate::oauth::{Error, ErrorCode};
 #[derive(Object, Debug, Clone)]
 pub struct ErrorBody {
     /// The error code, e.g. `invalid_request`, `invalid_client`, `invalid_grant`,
-    /// `unauthorized_client`, `unsupported_grant_type`, `invalid_scope`, `invalid_target`.
+    /// `unauthorized_client`, `unsupported_grant_type`, `invalid_scope`, `invalid_target`;
+    /// while a device polls (RFC 8628 §3.5), `authorization_pending`, `slow_down`,
+    /// `access_denied` or `expired_token`.
     pub error: String,
     /// A human-readable explanation for the client's developer.
     #[oai(skip_serializing_if_is_none)]
@@ -95,6 +97,9 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         | ErrorCode::UnsupportedResponseType
         | ErrorCode::InvalidScope
         | ErrorCode::InvalidTarget
+        | ErrorCode::AuthorizationPending
+        | ErrorCode::SlowDown
+        | ErrorCode::ExpiredToken
         | ErrorCode::UnsupportedTokenType
         | ErrorCode::LoginRequired
         | ErrorCode::ConsentRequired

@@ -1,4 +1,5 @@
-//! The OAuth endpoints that clients call directly: token, revocation, introspection.
+//! The OAuth endpoints that clients call directly: token, device authorization (RFC 8628),
+//! revocation, introspection.
 
 use std::sync::Arc;
 
@@ -21,7 +22,8 @@ use crate::oauth::Provider;
 /// `client_secret` in this form (`client_secret_post`); public clients send `client_id` only.
 #[derive(Object, Deserialize, Debug)]
 pub struct TokenForm {
-    /// `authorization_code`, `client_credentials` or `refresh_token`.
+    /// `authorization_code`, `client_credentials`, `refresh_token` or
+    /// `urn:ietf:params:oauth:grant-type:device_code` (RFC 8628).
     pub grant_type: Option<String>,
     /// The authorization code (authorization_code grant).
     pub code: Option<String>,
@@ -35,6 +37,8 @@ pub struct TokenForm {
     pub scope: Option<String>,
     /// The resource server the token is for (RFC 8707); becomes the token's `aud`.
     pub resource: Option<String>,
+    /// The device code from the device authorization endpoint (device code grant).
+    pub device_code: Option<String>,
     /// The client's id, when not using HTTP Basic.
     pub client_id: Option<String>,
     /// The client's secret, for `client_secret_post`.
@@ -43,6 +47,41 @@ pub struct TokenForm {
     pub client_assertion_type: Option<String>,
     /// A JWT signed with the client's private key (RFC 7523 §2.2), for `private_key_jwt`.
     pub client_assertion: Option<String>,
+}
+
+/// A device authorization request (RFC 8628 §3.1). Clients authenticate as at the token
+/// endpoint; public clients send `client_id` only.
+#[derive(Object, Deserialize, Debug)]
+pub struct DeviceAuthorizationForm {
+    /// Space-separated scopes; without it, every scope the client is registered for.
+    pub scope: Option<String>,
+    /// The resource server the tokens are for (RFC 8707); becomes their `aud`.
+    pub resource: Option<String>,
+    /// The client's id, when not using HTTP Basic.
+    pub client_id: Option<String>,
+    /// The client's secret, for `client_secret_post`.
+    pub client_secret: Option<String>,
+    /// `urn:ietf:params:oauth:client-assertion-type:jwt-bearer`, for `private_key_jwt`.
+    pub client_assertion_type: Option<String>,
+    /// A JWT signed with the client's private key (RFC 7523 §2.2), for `private_key_jwt`.
+    pub client_assertion: Option<String>,
+}
+
+/// A device authorization response (RFC 8628 §3.2).
+#[derive(Object, Debug)]
+pub struct DeviceAuthorizationBody {
+    /// The device's secret for polling the token endpoint.
+    pub device_code: String,
+    /// The code the user enters at `verification_uri` (8 letters, shown as `BCDF-GHJK`).
+    pub user_code: String,
+    /// Where the user enters the code, logged in to this server.
+    pub verification_uri: String,
+    /// `verification_uri` with the code filled in (for a QR code, say).
+    pub verification_uri_complete: String,
+    /// Seconds until both codes expire.
+    pub expires_in: u64,
+    /// Seconds the device must wait between polls (more after a `slow_down`).
+    pub interval: u64,
 }
 
 /// Tokens issued by the token endpoint (RFC 6749 §5.1).
@@ -145,6 +184,17 @@ impl ClientAuthForm for TokenForm {
     }
 }
 
+impl ClientAuthForm for DeviceAuthorizationForm {
+    fn auth_fields(&self) -> ClientAuthFields<'_> {
+        ClientAuthFields {
+            client_id: self.client_id.as_deref(),
+            client_secret: self.client_secret.as_deref(),
+            client_assertion_type: self.client_assertion_type.as_deref(),
+            client_assertion: self.client_assertion.as_deref(),
+        }
+    }
+}
+
 impl ClientAuthForm for TokenHintForm {
     fn auth_fields(&self) -> ClientAuthFields<'_> {
         ClientAuthFields {
@@ -194,6 +244,7 @@ impl OAuthApi {
             refresh_token: present(form.refresh_token),
             scope: present(form.scope),
             resource: present(form.resource),
+            device_code: present(form.device_code),
         };
         match provider.token(&credentials, request).await {
             Ok(t) => OAuthResponse::ok(TokenBody {
@@ -203,6 +254,46 @@ impl OAuthApi {
                 refresh_token: t.refresh_token,
                 scope: t.scope,
                 id_token: t.id_token,
+            }),
+            Err(e) => e.into(),
+        }
+    }
+
+    /// Device authorization endpoint
+    ///
+    /// Starts the device authorization grant (RFC 8628) for a client registered for it:
+    /// returns a device code to poll the token endpoint with, and a user code for the user to
+    /// enter at `verification_uri` (or to open `verification_uri_complete`), where they log in
+    /// and approve or deny.
+    #[oai(
+        path = "/o/device_authorization/",
+        method = "post",
+        operation_id = "deviceAuthorization"
+    )]
+    async fn device_authorization(
+        &self,
+        provider: Data<&Arc<Provider>>,
+        req: &Request,
+        form: Form<DeviceAuthorizationForm>,
+    ) -> OAuthResponse<DeviceAuthorizationBody> {
+        let Form(form) = form;
+        let result = async {
+            let credentials = client_credentials(req, form.auth_fields())?;
+            // RFC 6749 §3.1: a parameter sent without a value is treated as omitted.
+            let scope = form.scope.as_deref().filter(|v| !v.is_empty());
+            let resource = form.resource.as_deref().filter(|v| !v.is_empty());
+            provider
+                .device_authorization(&with_address(credentials, req, &provider), scope, resource)
+                .await
+        };
+        match result.await {
+            Ok(d) => OAuthResponse::ok(DeviceAuthorizationBody {
+                device_code: d.device_code,
+                user_code: d.user_code,
+                verification_uri: d.verification_uri,
+                verification_uri_complete: d.verification_uri_complete,
+                expires_in: d.expires_in,
+                interval: d.interval,
             }),
             Err(e) => e.into(),
         }

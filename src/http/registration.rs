@@ -34,8 +34,10 @@ pub struct ClientRegistrationRequest {
     /// The https URL where the client publishes its JWK Set, for `private_key_jwt`.
     #[oai(skip_serializing_if_is_none)]
     pub jwks_uri: Option<String>,
-    /// Default `["authorization_code"]`; `refresh_token` may be added; `client_credentials`
-    /// only for confidential clients and only if the server's policy allows it.
+    /// Default `["authorization_code"]`; `refresh_token` and
+    /// `urn:ietf:params:oauth:grant-type:device_code` (RFC 8628, no redirect URI needed) may
+    /// be added; `client_credentials` only for confidential clients and only if the server's
+    /// policy allows it.
     #[oai(skip_serializing_if_is_none)]
     pub grant_types: Option<Vec<String>>,
     /// `["code"]` (the default) for the authorization_code grant.

@@ -14,6 +14,8 @@ pub const AUTHORIZED_APPS: &str = "/o/authorized_tokens/";
 pub const HOME: &str = "/";
 pub const STYLESHEET: &str = "/o/static/tessera.css";
 pub const SCRIPT: &str = "/o/static/tessera.js";
+/// The device verification page (RFC 8628 §3.3).
+pub const DEVICE: &str = "/o/device/";
 pub const PLAYGROUND: &str = "/o/playground/";
 pub const PLAYGROUND_CALLBACK: &str = "/o/playground/callback/";
 /// The application-management pages live under this prefix.
@@ -98,6 +100,10 @@ pub const ROUTES: &[Route] = &[
         &[("post", ClientAuth::BasicOrForm)],
     )),
     limited(authenticated(
+        api("/o/device_authorization/", "/o/device_authorization"),
+        &[("post", ClientAuth::BasicOrForm)],
+    )),
+    limited(authenticated(
         api("/o/revoke_token/", "/o/revoke_token"),
         &[("post", ClientAuth::BasicOrForm)],
     )),
@@ -138,6 +144,7 @@ pub const ROUTES: &[Route] = &[
     limited(page(LOGIN, "/o/login")),
     page(LOGOUT, "/o/logout"),
     page(PROFILE, "/o/profile"),
+    limited(page(DEVICE, "/o/device")),
     page(AUTHORIZED_APPS, "/o/authorized_tokens"),
     page(PLAYGROUND, "/o/playground"),
     page(PLAYGROUND_CALLBACK, "/o/playground/callback"),

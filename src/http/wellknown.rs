@@ -97,6 +97,8 @@ pub struct AuthorizationServerMetadata {
     pub registration_endpoint: Option<String>,
     pub revocation_endpoint: String,
     pub introspection_endpoint: String,
+    /// RFC 8628 §4: where devices start the device authorization grant.
+    pub device_authorization_endpoint: String,
     pub scopes_supported: Vec<String>,
     pub response_types_supported: Vec<String>,
     pub response_modes_supported: Vec<String>,
@@ -140,6 +142,7 @@ impl AuthorizationServerMetadata {
             registration_endpoint: m.registration_endpoint,
             revocation_endpoint: m.revocation_endpoint,
             introspection_endpoint: m.introspection_endpoint,
+            device_authorization_endpoint: m.device_authorization_endpoint,
             scopes_supported: m.scopes_supported,
             response_types_supported: m.response_types_supported,
             response_modes_supported: m.response_modes_supported,

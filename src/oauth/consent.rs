@@ -5,6 +5,7 @@
 //! grant (so every refresh token) that app holds for them.
 
 use super::authorize::AuthorizationRequest;
+use super::scope::Scope;
 use super::{now, Error, Provider};
 use crate::store::{ClientRecord, ConsentRecord};
 
@@ -32,7 +33,13 @@ impl Provider {
     /// Remembers that the user approved this request's scopes for its client, adding to what
     /// they approved before.
     pub async fn remember_consent(&self, request: &AuthorizationRequest, user_id: &str) -> Result<(), Error> {
-        let client_id = &request.client.client_id;
+        self.remember_scopes(user_id, &request.client.client_id, &request.scope)
+            .await
+    }
+
+    /// Remembers that the user approved `scope` for the client (the authorization endpoint's
+    /// consent page, or a device request's confirmation), adding to what they approved before.
+    pub async fn remember_scopes(&self, user_id: &str, client_id: &str, scope: &Scope) -> Result<(), Error> {
         let time = now();
         let mut consent = self
             .store
@@ -40,12 +47,12 @@ impl Provider {
             .await?
             .unwrap_or(ConsentRecord {
                 user_id: user_id.to_string(),
-                client_id: client_id.clone(),
+                client_id: client_id.to_string(),
                 scopes: Vec::new(),
                 granted_at: time,
                 updated_at: time,
             });
-        for scope in request.scope.tokens() {
+        for scope in scope.tokens() {
             if !consent.scopes.iter().any(|s| s == scope) {
                 consent.scopes.push(scope.to_string());
             }
@@ -53,6 +60,23 @@ impl Provider {
         consent.scopes.sort();
         consent.updated_at = time;
         Ok(self.store.put_consent(&consent).await?)
+    }
+
+    /// Each scope token with its description from the configuration, as the consent and
+    /// device confirmation pages list them.
+    pub fn describe_scopes(&self, scope: &Scope) -> Vec<(String, Option<String>)> {
+        scope
+            .tokens()
+            .map(|name| {
+                let description = self
+                    .config
+                    .scopes
+                    .iter()
+                    .find(|s| s.name == name)
+                    .map(|s| s.description.clone());
+                (name.to_string(), description)
+            })
+            .collect()
     }
 
     /// Every app this user has approved.

@@ -18,6 +18,8 @@ pub struct ServerMetadata {
     pub registration_endpoint: Option<String>,
     pub revocation_endpoint: String,
     pub introspection_endpoint: String,
+    /// RFC 8628 §4.
+    pub device_authorization_endpoint: String,
     pub scopes_supported: Vec<String>,
     pub response_types_supported: Vec<String>,
     pub response_modes_supported: Vec<String>,
@@ -58,10 +60,16 @@ impl Provider {
             registration_endpoint: self.registration_endpoint(),
             revocation_endpoint: self.url("/o/revoke_token/"),
             introspection_endpoint: self.url("/o/introspect/"),
+            device_authorization_endpoint: self.url(super::device::DEVICE_AUTHORIZATION_PATH),
             scopes_supported: self.config.scopes.iter().map(|s| s.name.clone()).collect(),
             response_types_supported: strings(&["code"]),
             response_modes_supported: strings(&["query"]),
-            grant_types_supported: strings(&["authorization_code", "client_credentials", "refresh_token"]),
+            grant_types_supported: strings(&[
+                "authorization_code",
+                "client_credentials",
+                "refresh_token",
+                crate::store::DEVICE_CODE_GRANT_TYPE,
+            ]),
             // `sub` is the user's id, the same for every client.
             subject_types_supported: strings(&["public"]),
             // What the current keyring can sign; RS256 is always there (Keyring::open_or_init).

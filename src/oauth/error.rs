@@ -29,6 +29,13 @@ pub enum ErrorCode {
     ServerError,
     /// The server is overloaded or down for maintenance.
     TemporarilyUnavailable,
+    // RFC 8628 §3.5 (the token endpoint, device code grant)
+    /// The user has not yet answered the device authorization request; keep polling.
+    AuthorizationPending,
+    /// Polling faster than the interval allows; keep polling, 5 seconds slower.
+    SlowDown,
+    /// The device code has expired; the device must start a new request.
+    ExpiredToken,
     // RFC 8707 §2
     /// The requested `resource` is not one this client may get tokens for.
     InvalidTarget,
@@ -80,6 +87,9 @@ impl ErrorCode {
             ErrorCode::AccessDenied => "access_denied",
             ErrorCode::ServerError => "server_error",
             ErrorCode::TemporarilyUnavailable => "temporarily_unavailable",
+            ErrorCode::AuthorizationPending => "authorization_pending",
+            ErrorCode::SlowDown => "slow_down",
+            ErrorCode::ExpiredToken => "expired_token",
             ErrorCode::InvalidTarget => "invalid_target",
             ErrorCode::InvalidToken => "invalid_token",
             ErrorCode::InsufficientScope => "insufficient_scope",

@@ -12,6 +12,7 @@ pub mod client_assertion;
 pub mod client_document;
 pub mod consent;
 pub mod demo;
+pub mod device;
 pub mod discovery;
 pub mod error;
 pub mod grant;
@@ -53,6 +54,8 @@ pub struct Provider {
     pub default_audience: String,
     /// Failed-login counts, per username and per client address.
     pub login_throttle: throttle::LoginThrottle,
+    /// Wrong device user codes, per user and per client address (RFC 8628 §5.1).
+    pub user_code_throttle: throttle::UserCodeThrottle,
     /// Places for password checks (Argon2id takes 19 MiB each): what bounds login memory.
     password_checks: Arc<tokio::sync::Semaphore>,
     /// Counters for `/metrics`.
@@ -80,6 +83,7 @@ impl Provider {
         let default_audience = config.default_audience.clone().unwrap_or_else(|| issuer.clone());
         let (client_rate, address_rate) = (config.rate_limit_per_client, config.rate_limit_per_address);
         let login_throttle = throttle::LoginThrottle::new(config.login_throttle);
+        let user_code_throttle = throttle::UserCodeThrottle::new(config.login_throttle);
         let checks = config.max_parallel_password_checks.max(1);
         let registration_rate = crate::rate_limit::RateLimiter::new(config.registration.limit_per_address);
         let outbound = crate::outbound::Outbound::new(config.outbound.clone());
@@ -91,6 +95,7 @@ impl Provider {
             issuer,
             default_audience,
             login_throttle,
+            user_code_throttle,
             password_checks: Arc::new(tokio::sync::Semaphore::new(checks)),
             metrics: Arc::new(crate::metrics::Metrics::new()),
             client_rate: crate::rate_limit::RateLimiter::new(client_rate),

@@ -201,6 +201,7 @@ impl Provider {
             let grant = match name.as_str() {
                 "authorization_code" => GrantType::AuthorizationCode,
                 "refresh_token" => GrantType::RefreshToken,
+                crate::store::DEVICE_CODE_GRANT_TYPE => GrantType::DeviceCode,
                 "client_credentials"
                     if client_type == ClientType::Confidential && self.config.registration.allow_client_credentials =>
                 {

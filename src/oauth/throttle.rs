@@ -210,6 +210,91 @@ impl LoginThrottle {
     }
 }
 
+/// Guesses of device user codes (RFC 8628 §5.1): wrong codes are counted per logged-in user
+/// and per client address, with the login policy's thresholds and growing lockouts (per user
+/// `max_failures`, per address `max_failures_per_address`). With 20^8 possible codes and a
+/// handful live at once, a guesser gets a few attempts per lockout and no useful odds. Like the
+/// login throttle, an attempt is counted before the code is looked up, so parallel guesses
+/// cannot all get in before the first failure is recorded; a code that is found gives its
+/// attempt back.
+pub struct UserCodeThrottle {
+    policy: ThrottlePolicy,
+}
+
+impl UserCodeThrottle {
+    pub fn new(policy: ThrottlePolicy) -> UserCodeThrottle {
+        UserCodeThrottle { policy }
+    }
+
+    fn keys(user_id: &str, address: &str) -> Vec<Vec<u8>> {
+        // Their own prefix: user-code guesses never lock anyone out of logging in.
+        let mut user = vec![b'u', b'u'];
+        user.extend_from_slice(&key(Kind::Pair, &[user_id])[2..]);
+        let mut addr = vec![b'u', b'a'];
+        addr.extend_from_slice(&key(Kind::Address, &[address])[2..]);
+        vec![user, addr]
+    }
+
+    fn allowed(&self) -> [u32; 2] {
+        [self.policy.max_failures, self.policy.max_failures_per_address]
+    }
+
+    /// Reserves one attempt by `user_id` from `address`, counted as a failure until
+    /// [`UserCodeThrottle::found`]. Refused (`Ok(Err(wait))`) while the user or the address
+    /// is locked out.
+    pub async fn begin(
+        &self,
+        store: &dyn EphemeralStore,
+        user_id: &str,
+        address: &str,
+    ) -> Result<Result<(), Duration>, StoreError> {
+        let now = crate::clock::now_ms();
+        let allowed = self.allowed();
+        let policy = self.policy;
+        let outcome = Mutex::new(Ok(()));
+        store
+            .update_counters(&Self::keys(user_id, address), &|counters| {
+                if let Some(wait) = wait_of(counters, now) {
+                    *outcome.lock().unwrap_or_else(|p| p.into_inner()) = Err(wait);
+                    return;
+                }
+                for (allowed, counter) in allowed.iter().zip(counters.iter_mut()) {
+                    if now - counter.last_failure_ms >= FORGET_AFTER_MS {
+                        counter.failures = 0;
+                    }
+                    counter.failures += 1;
+                    counter.last_failure_ms = now;
+                    if counter.failures > *allowed {
+                        let doublings = (counter.failures - allowed - 1).min(16);
+                        let lockout = policy.lockout.saturating_mul(1 << doublings).min(policy.max_lockout);
+                        counter.locked_until_ms = now + lockout.as_millis() as i64;
+                    }
+                    counter.expires_at_ms = (now + FORGET_AFTER_MS).max(counter.locked_until_ms);
+                }
+            })
+            .await?;
+        Ok(outcome.into_inner().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// The reserved attempt named a real code: it is not a failure.
+    pub async fn found(&self, store: &dyn EphemeralStore, user_id: &str, address: &str) -> Result<(), StoreError> {
+        let allowed = self.allowed();
+        store
+            .update_counters(&Self::keys(user_id, address), &|counters| {
+                for (allowed, counter) in allowed.iter().zip(counters.iter_mut()) {
+                    counter.failures = counter.failures.saturating_sub(1);
+                    if counter.failures <= *allowed {
+                        counter.locked_until_ms = 0;
+                    }
+                    if counter.failures == 0 && counter.locked_until_ms == 0 {
+                        *counter = Counter::default();
+                    }
+                }
+            })
+            .await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -344,6 +429,38 @@ mod tests {
         assert!(begin(&throttle, &store, owner).await.is_ok());
         assert!(begin(&throttle, &store, owner).await.is_ok());
         assert!(begin(&throttle, &store, owner).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn wrong_user_codes_lock_the_user_and_the_address_but_not_logins() {
+        let (store, _dir) = store();
+        let codes = UserCodeThrottle::new(policy());
+        for _ in 0..3 {
+            assert!(codes.begin(&*store, "u1", "1.1.1.1").await.unwrap().is_ok());
+        }
+        assert!(
+            codes.begin(&*store, "u1", "2.2.2.2").await.unwrap().is_err(),
+            "the user is locked"
+        );
+        assert!(codes.begin(&*store, "u2", "3.3.3.3").await.unwrap().is_ok());
+        assert!(codes.begin(&*store, "u3", "3.3.3.3").await.unwrap().is_ok());
+        assert!(codes.begin(&*store, "u4", "3.3.3.3").await.unwrap().is_ok());
+        assert!(codes.begin(&*store, "u5", "3.3.3.3").await.unwrap().is_ok());
+        assert!(codes.begin(&*store, "u6", "3.3.3.3").await.unwrap().is_ok());
+        assert!(
+            codes.begin(&*store, "u7", "3.3.3.3").await.unwrap().is_err(),
+            "the address is locked"
+        );
+        let logins = LoginThrottle::new(policy());
+        assert!(
+            begin(&logins, &store, at("u7", "3.3.3.3")).await.is_ok(),
+            "logins are counted apart"
+        );
+        let (store, _dir) = self::store();
+        for _ in 0..10 {
+            assert!(codes.begin(&*store, "u1", "1.1.1.1").await.unwrap().is_ok());
+            codes.found(&*store, "u1", "1.1.1.1").await.unwrap();
+        }
     }
 
     #[tokio::test]

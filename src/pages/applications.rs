@@ -37,13 +37,18 @@ pub(super) fn mount(route: Route, templates: Arc<Templates>) -> Route {
         .at(at(":id/delete/"), get(delete_form).post(delete).data(templates))
 }
 
-const GRANTS: [(GrantType, &str, &str); 3] = [
+const GRANTS: [(GrantType, &str, &str); 4] = [
     (
         GrantType::AuthorizationCode,
         "authorization_code",
         "Authorization code (users log in)",
     ),
     (GrantType::RefreshToken, "refresh_token", "Refresh token"),
+    (
+        GrantType::DeviceCode,
+        "device_code",
+        "Device code (users approve a TV, console or CLI from another screen; no redirect URI)",
+    ),
     (
         GrantType::ClientCredentials,
         "client_credentials",

@@ -1,4 +1,5 @@
 //! The pages people use, server-rendered: login and consent for the authorization endpoint,
+//! the device verification page ([`device`], RFC 8628),
 //! the home page, authorized apps, profile and logout ([`account`]), app management
 //! ([`applications`]) and the playground. Each handler reads the request, calls the core, and
 //! renders what it decides; the paths come from the route table ([`crate::http::routes`]) and
@@ -22,6 +23,7 @@ macro_rules! try_page {
 mod account;
 mod applications;
 mod authorize;
+mod device;
 mod home;
 mod login;
 mod playground;
@@ -50,6 +52,7 @@ impl Templates {
             ("base.html", include_str!("templates/base.html")),
             ("login.html", include_str!("templates/login.html")),
             ("consent.html", include_str!("templates/consent.html")),
+            ("device.html", include_str!("templates/device.html")),
             ("error.html", include_str!("templates/error.html")),
             ("home.html", include_str!("templates/home.html")),
             (
@@ -97,6 +100,10 @@ pub fn routes() -> Route {
         .at(
             paths::LOGIN,
             get(login::login_form).post(login::login).data(templates.clone()),
+        )
+        .at(
+            paths::DEVICE,
+            get(device::show).post(device::submit).data(templates.clone()),
         )
         .at(paths::STYLESHEET, get(stylesheet))
         .at(paths::SCRIPT, get(script))

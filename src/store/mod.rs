@@ -78,6 +78,8 @@ pub enum GrantType {
     AuthorizationCode,
     ClientCredentials,
     RefreshToken,
+    /// The device authorization grant (RFC 8628), for devices without a browser.
+    DeviceCode,
 }
 
 impl GrantType {
@@ -87,9 +89,13 @@ impl GrantType {
             GrantType::AuthorizationCode => "authorization_code",
             GrantType::ClientCredentials => "client_credentials",
             GrantType::RefreshToken => "refresh_token",
+            GrantType::DeviceCode => DEVICE_CODE_GRANT_TYPE,
         }
     }
 }
+
+/// The `grant_type` of the device authorization grant (RFC 8628 §3.4).
+pub const DEVICE_CODE_GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:device_code";
 
 /// A registered client (RFC 6749 §2).
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -254,6 +260,38 @@ pub struct SessionRecord {
     pub user_epoch: u64,
 }
 
+/// Where a device authorization stands (RFC 8628 §3.3-3.5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceStatus {
+    /// The user has not answered yet.
+    Pending,
+    Approved,
+    Denied,
+}
+
+/// A device authorization request (RFC 8628 §3.1-3.2), kept under the hash of its device code.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceRecord {
+    /// SHA-256 of the user code (normalised: uppercase, no separator); unique among records.
+    pub user_code_hash: SecretHash,
+    pub client_id: String,
+    pub scope: String,
+    pub audience: String,
+    pub expires_at: i64,
+    /// Seconds the client must wait between polls; grows by 5 with each `slow_down`.
+    pub interval: u64,
+    pub status: DeviceStatus,
+    /// The user who answered, when they logged in, and the grant the approval made.
+    pub user_id: Option<String>,
+    pub auth_time: Option<i64>,
+    pub grant_id: Option<String>,
+    /// Unix milliseconds of the client's last poll at the token endpoint.
+    pub last_poll_ms: Option<i64>,
+    /// Set once the device code has been exchanged for tokens.
+    pub redeemed: bool,
+}
+
 /// A database backend's state, read at scrape time.
 #[derive(Debug, Clone, Copy)]
 pub struct DatabaseHealth {
@@ -272,13 +310,21 @@ pub struct Purged {
     pub revoked_access: u64,
     pub sessions: u64,
     pub grants: u64,
+    /// Expired device authorizations.
+    pub device_authorizations: u64,
     /// Dynamically registered clients never used (removed by the core, not the store).
     pub clients: u64,
 }
 
 impl Purged {
     pub fn total(&self) -> u64 {
-        self.codes + self.refresh_tokens + self.revoked_access + self.sessions + self.grants + self.clients
+        self.codes
+            + self.refresh_tokens
+            + self.revoked_access
+            + self.sessions
+            + self.grants
+            + self.device_authorizations
+            + self.clients
     }
 }
 
@@ -393,6 +439,31 @@ pub trait GrantStore: Send + Sync {
     async fn is_access_token_revoked(&self, jti: &str) -> Result<bool>;
 }
 
+/// Device authorizations (RFC 8628), keyed by the hash of the device code, with a unique
+/// index on the hash of the user code.
+#[async_trait]
+pub trait DeviceStore: Send + Sync {
+    /// Stores a new device authorization under `device_code_hash`; returns `false` (storing
+    /// nothing) if a record already has this device code hash or this user code hash. Atomic:
+    /// of two concurrent inserts of one user code exactly one stores.
+    async fn insert_device(&self, device_code_hash: &SecretHash, device: &DeviceRecord) -> Result<bool>;
+    /// The record with this user code hash and its device code hash, if any (expired ones
+    /// included, until purged).
+    async fn get_device_by_user_code(&self, user_code_hash: &SecretHash) -> Result<Option<(SecretHash, DeviceRecord)>>;
+    /// Reads the record under `device_code_hash`, lets `update` change it, and writes it back
+    /// if `update` returns `true`. Returns the record as `update` left it (`None`: no such
+    /// record, and `update` is not called). Atomic: concurrent updates of one record, on any
+    /// node, happen one after another, so a check and a change made in one `update` (redeem
+    /// once, approve only while pending) cannot be outrun. `update` may be called more than
+    /// once (a retried compare-and-swap); only the last call's outcome counts. The user code
+    /// hash must not be changed.
+    async fn update_device(
+        &self,
+        device_code_hash: &SecretHash,
+        update: &(dyn for<'d> Fn(&'d mut DeviceRecord) -> bool + Send + Sync),
+    ) -> Result<Option<DeviceRecord>>;
+}
+
 /// Remembered consent, one record per (user, client).
 #[async_trait]
 pub trait ConsentStore: Send + Sync {
@@ -448,7 +519,9 @@ pub trait EphemeralStore: Send + Sync {
 
 /// A complete backend.
 #[async_trait]
-pub trait Store: ClientStore + UserStore + GrantStore + ConsentStore + SessionStore + EphemeralStore {
+pub trait Store:
+    ClientStore + UserStore + GrantStore + DeviceStore + ConsentStore + SessionStore + EphemeralStore
+{
     /// Resolves once every write made before the call is durable. Callers await it before
     /// handing a credential out, so a crash can never forget a token a client holds.
     fn durable(&self) -> Durable;
@@ -458,11 +531,11 @@ pub trait Store: ClientStore + UserStore + GrantStore + ConsentStore + SessionSt
     /// full scan).
     async fn count_active_refresh_tokens(&self, now: i64) -> Result<u64>;
     /// Removes what can no longer be used at `now`. `access_cutoff` is the moment before
-    /// which every access token issued has expired. Removed: expired codes and sessions,
-    /// revocation entries of expired access tokens, refresh tokens (spent or not) that have
-    /// expired and were issued before `access_cutoff`, and grants created before
-    /// `access_cutoff` with no refresh token left. A grant with a live access token is never
-    /// removed, since its access tokens are checked against it. A full scan; meant for a
+    /// which every access token issued has expired. Removed: expired codes, sessions and
+    /// device authorizations, revocation entries of expired access tokens, refresh tokens
+    /// (spent or not) that have expired and were issued before `access_cutoff`, and grants
+    /// created before `access_cutoff` with no refresh token left. A grant with a live access
+    /// token is never removed, since its access tokens are checked against it. A full scan; meant for a
     /// background task.
     async fn purge_expired(&self, now: i64, access_cutoff: i64) -> Result<Purged>;
     /// How many records the store holds, all kinds together (indexes included).

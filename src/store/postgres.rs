@@ -45,7 +45,10 @@ const MIGRATION_LOCK: i64 = 0x7465_7373_6572_6101;
 const PURGE_LOCK: i64 = 0x7465_7373_6572_6102;
 
 /// The schema migrations, in order: version N is `MIGRATIONS[N - 1]`.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_initial.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_initial.sql"),
+    include_str!("migrations/0002_device.sql"),
+];
 
 /// The schema version this binary knows.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -286,7 +289,7 @@ impl PgStore {
         client
             .batch_execute(
                 "TRUNCATE clients, users, codes, grants, refresh_tokens, revoked_access, consents, \
-                 sessions, server_secrets, counters, scratch, keys; UPDATE keyring SET version = version + 1",
+                 sessions, server_secrets, counters, scratch, keys, device_authorizations; UPDATE keyring SET version = version + 1",
             )
             .await
             .map_err(database)
@@ -460,6 +463,41 @@ async fn update_counter_rows(
     tx.commit().await
 }
 
+/// [`DeviceStore::update_device`]'s transaction: the row locked, changed, written back.
+async fn update_device_row(
+    client: &mut tokio_postgres::Client,
+    device_code_hash: &SecretHash,
+    update: &(dyn for<'d> Fn(&'d mut DeviceRecord) -> bool + Send + Sync),
+) -> std::result::Result<Result<Option<DeviceRecord>>, tokio_postgres::Error> {
+    let tx = client.transaction().await?;
+    let Some(row) = tx
+        .query_opt(
+            "SELECT record FROM device_authorizations WHERE device_code_hash = $1 FOR UPDATE",
+            &[&&device_code_hash[..]],
+        )
+        .await?
+    else {
+        return Ok(Ok(None));
+    };
+    let mut device: DeviceRecord = match record(&row, "record") {
+        Ok(device) => device,
+        Err(e) => return Ok(Err(e)),
+    };
+    if update(&mut device) {
+        let value = match to_value(&device) {
+            Ok(value) => value,
+            Err(e) => return Ok(Err(e)),
+        };
+        tx.execute(
+            "UPDATE device_authorizations SET record = $2, expires_at = $3 WHERE device_code_hash = $1",
+            &[&&device_code_hash[..], &value, &device.expires_at],
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(Ok(Some(device)))
+}
+
 /// Deletes what can no longer be used, one kind at a time (each delete is its own statement,
 /// so no long transaction holds locks against requests).
 async fn purge(client: &tokio_postgres::Client, now: i64, access_cutoff: i64) -> Result<Purged> {
@@ -481,6 +519,7 @@ async fn purge(client: &tokio_postgres::Client, now: i64, access_cutoff: i64) ->
         vec![access_cutoff],
     )
     .await?;
+    let device_authorizations = delete("DELETE FROM device_authorizations WHERE expires_at <= $1", vec![now]).await?;
     delete("DELETE FROM scratch WHERE expires_at <= $1", vec![now]).await?;
     delete("DELETE FROM counters WHERE expires_at_ms <= $1", vec![now * 1000]).await?;
     Ok(Purged {
@@ -489,6 +528,7 @@ async fn purge(client: &tokio_postgres::Client, now: i64, access_cutoff: i64) ->
         revoked_access,
         sessions,
         grants,
+        device_authorizations,
         clients: 0,
     })
 }
@@ -916,6 +956,55 @@ impl SessionStore for PgStore {
 }
 
 #[async_trait]
+impl DeviceStore for PgStore {
+    async fn insert_device(&self, device_code_hash: &SecretHash, device: &DeviceRecord) -> Result<bool> {
+        // Either unique column taken: nothing is stored.
+        let stored = self
+            .execute(
+                "INSERT INTO device_authorizations (device_code_hash, user_code_hash, expires_at, record) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                &[
+                    &&device_code_hash[..],
+                    &&device.user_code_hash[..],
+                    &device.expires_at,
+                    &to_value(device)?,
+                ],
+            )
+            .await?;
+        Ok(stored == 1)
+    }
+
+    async fn get_device_by_user_code(&self, user_code_hash: &SecretHash) -> Result<Option<(SecretHash, DeviceRecord)>> {
+        let Some(row) = self
+            .query_opt(
+                "SELECT device_code_hash, record FROM device_authorizations WHERE user_code_hash = $1",
+                &[&&user_code_hash[..]],
+            )
+            .await?
+        else {
+            return Ok(None);
+        };
+        let key: Vec<u8> = row.get(0);
+        let key: SecretHash = key
+            .try_into()
+            .map_err(|_| StoreError::Corrupt(serde::de::Error::custom("a device code hash is malformed")))?;
+        Ok(Some((key, record(&row, "record")?)))
+    }
+
+    async fn update_device(
+        &self,
+        device_code_hash: &SecretHash,
+        update: &(dyn for<'d> Fn(&'d mut DeviceRecord) -> bool + Send + Sync),
+    ) -> Result<Option<DeviceRecord>> {
+        let mut client = self.client().await?;
+        match update_device_row(&mut client, device_code_hash, update).await {
+            Ok(outcome) => outcome,
+            Err(e) => Err(failed(client, e)),
+        }
+    }
+}
+
+#[async_trait]
 impl EphemeralStore for PgStore {
     async fn update_counters(
         &self,
@@ -1006,7 +1095,8 @@ impl Store for PgStore {
                 "SELECT (SELECT count(*) FROM clients) + (SELECT count(*) FROM users) \
                  + (SELECT count(*) FROM codes) + (SELECT count(*) FROM grants) \
                  + (SELECT count(*) FROM refresh_tokens) + (SELECT count(*) FROM revoked_access) \
-                 + (SELECT count(*) FROM consents) + (SELECT count(*) FROM sessions)",
+                 + (SELECT count(*) FROM consents) + (SELECT count(*) FROM sessions) \
+                 + (SELECT count(*) FROM device_authorizations)",
                 &[],
             )
             .await?;

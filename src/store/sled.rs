@@ -11,6 +11,8 @@
 //! - `revoked_access`: jti -> expires_at (i64 BE)
 //! - `consents`: user_id NUL client_id -> JSON `ConsentRecord` (so a user's are one prefix)
 //! - `sessions`: SHA-256(session id) -> JSON `SessionRecord`
+//! - `devices`: SHA-256(device code) -> JSON `DeviceRecord`; `device_user_codes`:
+//!   SHA-256(user code) -> SHA-256(device code) (the unique user-code index)
 //!
 //! Durability: sled writes land in its in-memory log buffer; `durable()` resolves once a
 //! `Db::flush` that started after the call has finished. One flusher thread runs those
@@ -133,6 +135,8 @@ struct Trees {
     secrets: Tree,
     /// `owner_user_id \0 client_id` -> empty: the clients each user registered.
     client_owners: Tree,
+    devices: Tree,
+    device_user_codes: Tree,
 }
 
 fn to_json<T: Serialize>(value: &T) -> Result<Vec<u8>> {
@@ -221,6 +225,8 @@ impl SledStore {
             sessions: tree("sessions")?,
             secrets: tree("secrets")?,
             client_owners: tree("client_owners")?,
+            devices: tree("devices")?,
+            device_user_codes: tree("device_user_codes")?,
         }
         .migrated(&db)?;
         Ok(SledStore {
@@ -682,6 +688,58 @@ impl SledStore {
 }
 
 impl Trees {
+    fn insert_device(&self, device_code_hash: &SecretHash, device: &DeviceRecord) -> Result<bool> {
+        let record = to_json(device)?;
+        (&self.devices, &self.device_user_codes)
+            .transaction(|(devices, user_codes)| {
+                if devices.get(device_code_hash)?.is_some() || user_codes.get(device.user_code_hash)?.is_some() {
+                    return Ok(false);
+                }
+                user_codes.insert(&device.user_code_hash[..], &device_code_hash[..])?;
+                devices.insert(&device_code_hash[..], record.clone())?;
+                Ok(true)
+            })
+            .map_err(tx_error)
+    }
+
+    fn get_device_by_user_code(&self, user_code_hash: &SecretHash) -> Result<Option<(SecretHash, DeviceRecord)>> {
+        let Some(device_code_hash) = self.device_user_codes.get(user_code_hash)? else {
+            return Ok(None);
+        };
+        let Some(key) = hash_key(&device_code_hash) else {
+            return Ok(None);
+        };
+        Ok(Self::get(&self.devices, &key)?.map(|device| (key, device)))
+    }
+
+    fn update_device(
+        &self,
+        device_code_hash: &SecretHash,
+        update: &(dyn for<'d> Fn(&'d mut DeviceRecord) -> bool + Send + Sync),
+    ) -> Result<Option<DeviceRecord>> {
+        // A compare-and-swap loop: a record changed by another update since it was read is
+        // read again, so every update sees the one before it.
+        loop {
+            let Some(old) = self.devices.get(device_code_hash)? else {
+                return Ok(None);
+            };
+            let mut device: DeviceRecord = from_json(&old)?;
+            if !update(&mut device) {
+                return Ok(Some(device));
+            }
+            let new = to_json(&device)?;
+            if self
+                .devices
+                .compare_and_swap(device_code_hash, Some(&old), Some(new))?
+                .is_ok()
+            {
+                return Ok(Some(device));
+            }
+        }
+    }
+}
+
+impl Trees {
     fn put_consent(&self, consent: &ConsentRecord) -> Result<()> {
         self.consents
             .insert(consent_key(&consent.user_id, &consent.client_id), to_json(consent)?)?;
@@ -759,6 +817,18 @@ impl Trees {
                 purged.codes += 1;
             }
         }
+        for entry in self.devices.iter() {
+            let (key, value) = entry?;
+            let device = from_json::<DeviceRecord>(&value);
+            let expired = device.as_ref().map_or(true, |d| d.expires_at <= now);
+            if expired && remove_if(&self.devices, &key, &value)? {
+                purged.device_authorizations += 1;
+                if let Ok(device) = device {
+                    // The index entry goes only if it still points here.
+                    remove_if(&self.device_user_codes, &device.user_code_hash, &key)?;
+                }
+            }
+        }
         let mut live_grants = std::collections::HashSet::new();
         for entry in self.refresh_tokens.iter() {
             let (key, value) = entry?;
@@ -822,6 +892,8 @@ impl Trees {
             &self.consents,
             &self.sessions,
             &self.client_owners,
+            &self.devices,
+            &self.device_user_codes,
         ];
         Ok(trees.iter().map(|t| t.len() as u64).sum())
     }
@@ -966,6 +1038,23 @@ impl GrantStore for SledStore {
     }
     async fn is_access_token_revoked(&self, jti: &str) -> Result<bool> {
         self.trees.is_access_token_revoked(jti)
+    }
+}
+
+#[async_trait]
+impl DeviceStore for SledStore {
+    async fn insert_device(&self, device_code_hash: &SecretHash, device: &DeviceRecord) -> Result<bool> {
+        self.trees.insert_device(device_code_hash, device)
+    }
+    async fn get_device_by_user_code(&self, user_code_hash: &SecretHash) -> Result<Option<(SecretHash, DeviceRecord)>> {
+        self.trees.get_device_by_user_code(user_code_hash)
+    }
+    async fn update_device(
+        &self,
+        device_code_hash: &SecretHash,
+        update: &(dyn for<'d> Fn(&'d mut DeviceRecord) -> bool + Send + Sync),
+    ) -> Result<Option<DeviceRecord>> {
+        self.trees.update_device(device_code_hash, update)
     }
 }
 

@@ -71,3 +71,54 @@ async fn the_consent_bypass_and_the_tab_redirect_fail_in_a_real_browser() {
     assert_eq!(apps.len(), 1);
     assert!(!apps[0].skip_consent, "the slipped-in field was not stored");
 }
+
+/// RFC 8628 end to end: openid-client (as the device) starts the device flow and polls, while
+/// chromium logs in at `verification_uri_complete` and approves.
+#[tokio::test]
+async fn a_device_gets_tokens_while_a_person_approves_it_in_a_real_browser() {
+    use tessera::oauth::client::NewClient;
+    use tessera::store::{ClientType, GrantType};
+    let dirs = tempfile::tempdir().unwrap();
+    let mut config = test_config(&dirs);
+    config.device_code_interval = std::time::Duration::from_secs(1);
+    let app = spawn_app_with(config, dirs).await;
+    let name = "Kitchen Display";
+    let (device, _) = app
+        .provider
+        .register_client(NewClient {
+            name: name.into(),
+            client_type: ClientType::Public,
+            grant_types: vec![GrantType::DeviceCode, GrantType::RefreshToken],
+            redirect_uris: vec![],
+            scope: "openid profile read".into(),
+            resources: vec![],
+            access_token_ttl: None,
+            refresh_token_ttl: None,
+            skip_consent: false,
+            owner_user_id: None,
+            post_logout_redirect_uris: vec![],
+            id_token_signed_response_alg: None,
+            admin: false,
+            keys: None,
+        })
+        .await
+        .unwrap();
+    let screenshots = run_browser_script(
+        &app,
+        "device.test.mjs",
+        1,
+        &[("DEVICE_CLIENT_ID", &device.client_id), ("DEVICE_CLIENT_NAME", name)],
+    )
+    .await;
+    for shot in [
+        "device-01-login",
+        "device-02-enter-code",
+        "device-03-confirm",
+        "device-04-done",
+    ] {
+        assert!(screenshots.join(format!("{shot}.png")).is_file(), "{shot}");
+    }
+    let user = app.store.get_user_by_name(USERNAME).await.unwrap().unwrap();
+    let grants = app.store.grant_ids(&user.user_id, &device.client_id).await.unwrap();
+    assert_eq!(grants.len(), 1, "the approval made one grant");
+}

@@ -428,3 +428,45 @@ fn serve_runs_on_defaults_and_stops_cleanly_on_sigterm() {
     // Graceful shutdown exits 0 (terminate checks it) and says so.
     assert!(server.terminate().contains("stopped"));
 }
+
+#[test]
+fn app_create_registers_a_device_code_app_without_a_redirect_uri() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let created: Value = serde_json::from_str(&ok(tessera(
+        d,
+        &[
+            "app",
+            "create",
+            "--name",
+            "TV",
+            "--client-type",
+            "public",
+            "--grant-type",
+            "device-code",
+            "--scope",
+            "read",
+            "--json",
+        ],
+        None,
+    )))
+    .unwrap();
+    assert_eq!(created["grant_types"], serde_json::json!(["device-code"]));
+    let id = created["client_id"].as_str().unwrap().to_string();
+    assert!(ok(tessera(d, &["app", "show", &id], None)).contains("urn:ietf:params:oauth:grant-type:device_code"));
+    // The server started on that folder hands the app a device code.
+    let server = ServerProcess::start(d, &[], &[]);
+    let script = format!(
+        "import urllib.request,urllib.parse;print(urllib.request.urlopen('{}/o/device_authorization/', \
+         urllib.parse.urlencode({{'client_id': '{id}', 'scope': 'read'}}).encode()).read().decode())",
+        server.base
+    );
+    let output = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let body: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert!(body["user_code"].as_str().is_some_and(|c| c.len() == 9), "{body}");
+    server.terminate();
+}

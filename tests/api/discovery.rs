@@ -31,8 +31,14 @@ async fn metadata_lists_the_issuer_every_endpoint_and_capability() {
     );
     assert_eq!(
         m["grant_types_supported"],
-        serde_json::json!(["authorization_code", "client_credentials", "refresh_token"])
+        serde_json::json!([
+            "authorization_code",
+            "client_credentials",
+            "refresh_token",
+            "urn:ietf:params:oauth:grant-type:device_code"
+        ])
     );
+    assert_eq!(m["device_authorization_endpoint"], app.url("/o/device_authorization/"));
     let methods = m["token_endpoint_auth_methods_supported"].as_array().unwrap();
     assert!(methods.contains(&"client_secret_basic".into()) && methods.contains(&"client_secret_post".into()));
     // Every advertised endpoint answers (a GET on a POST endpoint is 405, not 404).
@@ -40,6 +46,7 @@ async fn metadata_lists_the_issuer_every_endpoint_and_capability() {
         "token_endpoint",
         "revocation_endpoint",
         "introspection_endpoint",
+        "device_authorization_endpoint",
         "jwks_uri",
     ] {
         let status = app.http.get(m[key].as_str().unwrap()).send().await.unwrap().status();
@@ -92,6 +99,7 @@ async fn openapi_is_served_and_documents_every_endpoint() {
     let spec: Value = app.get_json("/openapi.json").await;
     for path in [
         "/o/token/",
+        "/o/device_authorization/",
         "/o/revoke_token/",
         "/o/introspect/",
         "/.well-known/oauth-authorization-server",

@@ -28,6 +28,8 @@ mod cli;
 mod first_start;
 // SIGKILL under refresh and code-exchange load, restarts on the same data folder.
 mod crash;
+// The device authorization grant (RFC 8628): endpoint, verification page, polling errors.
+mod device;
 // client_credentials, client authentication methods and the access token's claims.
 mod client_credentials;
 // RFC 8414 metadata, the JWKS, the OpenAPI document, CORS and health.

@@ -1,6 +1,7 @@
 //! The store contract (`tessera::store`): what every backend must do, method by method, with
 //! the atomicity the core relies on checked under concurrency (16 parallel redemptions of one
-//! code, rotations of one refresh token, inserts of one grant or username: exactly one winner).
+//! code, rotations of one refresh token, inserts of one grant or username, 50 redemptions of one
+//! device code: exactly one winner).
 //! Each test runs against every backend in [`BACKENDS`]; a new backend is one more entry there.
 
 use std::sync::Arc;
@@ -686,6 +687,167 @@ async fn scratch_values_are_kept_until_they_expire() {
         );
         assert_eq!(store.get_scratch(&[2; 32]).await.unwrap(), None);
         assert_eq!(store.get_scratch(&[3; 32]).await.unwrap(), None);
+    })
+    .await;
+}
+
+fn device(user_code: u8, client_id: &str, expires_at: i64) -> DeviceRecord {
+    DeviceRecord {
+        user_code_hash: [user_code; 32],
+        client_id: client_id.into(),
+        scope: "read".into(),
+        audience: "https://api.example".into(),
+        expires_at,
+        interval: 5,
+        status: DeviceStatus::Pending,
+        user_id: None,
+        auth_time: None,
+        grant_id: None,
+        last_poll_ms: None,
+        redeemed: false,
+    }
+}
+
+#[tokio::test]
+async fn device_authorizations_have_unique_codes_and_are_found_by_user_code() {
+    for_each_backend(|store| async move {
+        assert!(store.insert_device(&[1; 32], &device(11, "c1", 1000)).await.unwrap());
+        assert!(
+            !store.insert_device(&[2; 32], &device(11, "c2", 1000)).await.unwrap(),
+            "a user code is unique"
+        );
+        assert!(
+            !store.insert_device(&[1; 32], &device(12, "c2", 1000)).await.unwrap(),
+            "so is a device code"
+        );
+        assert!(store.get_device_by_user_code(&[12; 32]).await.unwrap().is_none());
+        let (hash, found) = store.get_device_by_user_code(&[11; 32]).await.unwrap().unwrap();
+        assert_eq!((hash, found), ([1; 32], device(11, "c1", 1000)));
+        // Concurrent inserts of one user code: exactly one stores.
+        let stored = race(16, || {
+            let store = store.clone();
+            async move {
+                let mut key = [0u8; 32];
+                key[..16].copy_from_slice(&tessera::oauth::random_id().as_bytes()[..16]);
+                store.insert_device(&key, &device(13, "c1", 1000)).await.unwrap()
+            }
+        })
+        .await;
+        assert_eq!(stored.iter().filter(|s| **s).count(), 1, "{stored:?}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_device_update_writes_only_when_asked_and_unknown_codes_are_none() {
+    for_each_backend(|store| async move {
+        store.insert_device(&[1; 32], &device(11, "c1", 1000)).await.unwrap();
+        let unchanged = store
+            .update_device(&[1; 32], &|d| {
+                d.interval = 99;
+                false
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(unchanged.interval, 99, "the caller sees what update left");
+        let (_, stored) = store.get_device_by_user_code(&[11; 32]).await.unwrap().unwrap();
+        assert_eq!(stored.interval, 5, "but nothing was written");
+        store
+            .update_device(&[1; 32], &|d| {
+                d.status = DeviceStatus::Approved;
+                d.user_id = Some("u1".into());
+                d.grant_id = Some("g1".into());
+                true
+            })
+            .await
+            .unwrap();
+        let (_, stored) = store.get_device_by_user_code(&[11; 32]).await.unwrap().unwrap();
+        assert_eq!(
+            (stored.status, stored.user_id.as_deref(), stored.grant_id.as_deref()),
+            (DeviceStatus::Approved, Some("u1"), Some("g1"))
+        );
+        let called = std::sync::atomic::AtomicBool::new(false);
+        let missing = store
+            .update_device(&[9; 32], &|_| {
+                called.store(true, std::sync::atomic::Ordering::SeqCst);
+                true
+            })
+            .await
+            .unwrap();
+        assert!(missing.is_none() && !called.load(std::sync::atomic::Ordering::SeqCst));
+    })
+    .await;
+}
+
+// Worker threads, so that sled's compare-and-swap loop really races too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_approved_device_code_is_redeemed_once_however_many_poll_at_once() {
+    for_each_backend(|store| async move {
+        let approved = DeviceRecord {
+            status: DeviceStatus::Approved,
+            ..device(11, "c1", 1000)
+        };
+        store.insert_device(&[1; 32], &approved).await.unwrap();
+        let outcomes = race(50, || {
+            let store = store.clone();
+            async move {
+                let won = std::sync::atomic::AtomicBool::new(false);
+                store
+                    .update_device(&[1; 32], &|d| {
+                        // Called again on a retry: only the last call counts.
+                        let redeem = !d.redeemed;
+                        d.redeemed = true;
+                        won.store(redeem, std::sync::atomic::Ordering::SeqCst);
+                        redeem
+                    })
+                    .await
+                    .unwrap();
+                won.load(std::sync::atomic::Ordering::SeqCst)
+            }
+        })
+        .await;
+        assert_eq!(outcomes.iter().filter(|w| **w).count(), 1, "exactly one poll redeems");
+        // Counting under concurrency: every increment lands.
+        race(20, || {
+            let store = store.clone();
+            async move {
+                store
+                    .update_device(&[1; 32], &|d| {
+                        d.interval += 1;
+                        true
+                    })
+                    .await
+                    .unwrap();
+            }
+        })
+        .await;
+        let (_, stored) = store.get_device_by_user_code(&[11; 32]).await.unwrap().unwrap();
+        assert_eq!(stored.interval, 25);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_purge_removes_expired_device_authorizations_and_frees_their_user_codes() {
+    for_each_backend(|store| async move {
+        let now = 1000;
+        store.insert_device(&[1; 32], &device(11, "c1", now)).await.unwrap(); // expired
+        store
+            .insert_device(&[2; 32], &device(12, "c1", now + 60))
+            .await
+            .unwrap();
+        let purged = store.purge_expired(now, 0).await.unwrap();
+        assert_eq!(purged.device_authorizations, 1, "{purged:?}");
+        assert!(store.get_device_by_user_code(&[11; 32]).await.unwrap().is_none());
+        assert!(store.get_device_by_user_code(&[12; 32]).await.unwrap().is_some());
+        assert!(
+            store
+                .insert_device(&[3; 32], &device(11, "c1", now + 60))
+                .await
+                .unwrap(),
+            "the expired request's user code is free again"
+        );
     })
     .await;
 }

@@ -26,6 +26,9 @@ pub enum GrantKind {
     AuthorizationCode,
     ClientCredentials,
     RefreshToken,
+    /// The device authorization grant (RFC 8628), named by its `grant_type` like the others.
+    #[oai(rename = "urn:ietf:params:oauth:grant-type:device_code")]
+    DeviceCode,
 }
 
 /// JWS algorithms of Tessera's keys.
@@ -62,6 +65,7 @@ impl From<GrantType> for GrantKind {
             GrantType::AuthorizationCode => GrantKind::AuthorizationCode,
             GrantType::ClientCredentials => GrantKind::ClientCredentials,
             GrantType::RefreshToken => GrantKind::RefreshToken,
+            GrantType::DeviceCode => GrantKind::DeviceCode,
         }
     }
 }
@@ -72,6 +76,7 @@ impl From<GrantKind> for GrantType {
             GrantKind::AuthorizationCode => GrantType::AuthorizationCode,
             GrantKind::ClientCredentials => GrantType::ClientCredentials,
             GrantKind::RefreshToken => GrantType::RefreshToken,
+            GrantKind::DeviceCode => GrantType::DeviceCode,
         }
     }
 }

@@ -143,19 +143,7 @@ impl Provider {
     }
 
     fn consent_prompt(&self, request: AuthorizationRequest) -> ConsentPrompt {
-        let scopes = request
-            .scope
-            .tokens()
-            .map(|name| {
-                let description = self
-                    .config
-                    .scopes
-                    .iter()
-                    .find(|s| s.name == name)
-                    .map(|s| s.description.clone());
-                (name.to_string(), description)
-            })
-            .collect();
+        let scopes = self.describe_scopes(&request.scope);
         let redirect_host = Url::parse(&request.redirect_uri)
             .ok()
             .and_then(|u| u.host_str().map(str::to_string))

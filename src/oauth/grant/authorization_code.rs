@@ -68,29 +68,39 @@ impl Provider {
         // A replay of this code may have got in first and written the grant revoked (see
         // above). Then this exchange still answers, as the one that redeemed the code, but
         // with tokens of the revoked grant: dead on arrival, like everything the code produced.
-        self.store.insert_grant(&grant_of(&record, issued_at, false)).await?;
-        let scope = Scope::parse(&record.scope)?;
-        let access = self.mint_access_token(
-            client,
-            &record.user_id,
-            &scope,
-            &record.audience,
-            Some(&record.grant_id),
-        )?;
+        let grant = grant_of(&record, issued_at, false);
+        self.store.insert_grant(&grant).await?;
+        self.issue_user_tokens(client, &grant, record.nonce.as_deref(), issued_at)
+            .await
+    }
+
+    /// What a grant a user gave is exchanged for (the authorization code and device code
+    /// grants): an access token of the grant, an ID token when `openid` was granted, and a
+    /// refresh token when the client may use the refresh token grant. Durable before it
+    /// returns.
+    pub(super) async fn issue_user_tokens(
+        &self,
+        client: &ClientRecord,
+        grant: &GrantRecord,
+        nonce: Option<&str>,
+        issued_at: i64,
+    ) -> Result<TokenResponse, Error> {
+        let scope = Scope::parse(&grant.scope)?;
+        let access = self.mint_access_token(client, &grant.user_id, &scope, &grant.audience, Some(&grant.grant_id))?;
         let id_token = self
             .mint_id_token(IdTokenInput {
                 client,
-                user_id: &record.user_id,
+                user_id: &grant.user_id,
                 scope: &scope,
-                auth_time: record.auth_time,
-                nonce: record.nonce.as_deref(),
+                auth_time: grant.auth_time,
+                nonce,
                 access_token: &access.jwt,
             })
             .await?;
         let refresh_token = if client.grant_types.contains(&GrantType::RefreshToken) {
             let token = random_token(32);
             let refresh = RefreshRecord {
-                grant_id: record.grant_id.clone(),
+                grant_id: grant.grant_id.clone(),
                 issued_at,
                 expires_at: issued_at + self.refresh_token_ttl(client),
                 rotated: false,
@@ -106,7 +116,7 @@ impl Provider {
             token_type: "Bearer",
             expires_in: access.expires_in,
             refresh_token,
-            scope: record.scope,
+            scope: grant.scope.clone(),
             id_token,
         })
     }

@@ -2,6 +2,7 @@
 
 pub mod authorization_code;
 pub mod client_credentials;
+pub mod device_code;
 pub mod refresh_token;
 
 use super::client::ClientCredentials;
@@ -20,6 +21,7 @@ pub struct TokenRequest {
     pub refresh_token: Option<String>,
     pub scope: Option<String>,
     pub resource: Option<String>,
+    pub device_code: Option<String>,
 }
 
 /// A token request, one variant per grant type, with the parameters that grant reads
@@ -42,6 +44,8 @@ pub enum GrantRequest {
         refresh_token: String,
         scope: Option<String>,
     },
+    /// RFC 8628 §3.4.
+    DeviceCode { device_code: String },
 }
 
 impl GrantRequest {
@@ -51,6 +55,7 @@ impl GrantRequest {
             GrantRequest::AuthorizationCode { .. } => GrantType::AuthorizationCode,
             GrantRequest::ClientCredentials { .. } => GrantType::ClientCredentials,
             GrantRequest::RefreshToken { .. } => GrantType::RefreshToken,
+            GrantRequest::DeviceCode { .. } => GrantType::DeviceCode,
         }
     }
 }
@@ -72,6 +77,9 @@ impl TokenRequest {
             Some("refresh_token") => Ok(GrantRequest::RefreshToken {
                 refresh_token: required(self.refresh_token, "refresh_token")?,
                 scope: self.scope,
+            }),
+            Some(crate::store::DEVICE_CODE_GRANT_TYPE) => Ok(GrantRequest::DeviceCode {
+                device_code: required(self.device_code, "device_code")?,
             }),
             Some(_) => Err(Error::new(
                 ErrorCode::UnsupportedGrantType,
@@ -111,6 +119,7 @@ impl Provider {
                 self.refresh_token_grant(&client, &refresh_token, scope.as_deref())
                     .await
             }
+            GrantRequest::DeviceCode { device_code } => self.device_code_grant(&client, &device_code).await,
         }?;
         if client.first_used_at.is_none() {
             // Once per client: a registered client that is used is never purged as unused.
