@@ -94,8 +94,13 @@ if (mode === 'cimd') {
 console.log(JSON.stringify({ mcp_url: mcpUrl, redirect_uri: redirectUri, client_id_url: clientIdUrl ?? null }));
 
 const lines = readline.createInterface({ input: process.stdin })[Symbol.asyncIterator]();
-const issuer = (await lines.next()).value.trim();
-const otherAudienceToken = (await lines.next()).value.trim();
+const readLine = async (what) => {
+  const { value, done } = await lines.next();
+  if (done) throw new Error(`stdin ended before ${what}`);
+  return value.trim();
+};
+const issuer = await readLine("Tessera's issuer");
+const otherAudienceToken = await readLine('the token for another audience');
 const base = new URL(issuer);
 
 // --- 2. The MCP server's auth: RFC 9728 metadata, and offline JWT verification. ---
