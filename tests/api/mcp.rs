@@ -148,6 +148,12 @@ async fn assert_logged_in_and_called_the_tool(app: &TestApp, report: &Value, mcp
     assert_eq!(claims["iss"], app.issuer.as_str());
     assert_eq!(claims["aud"], mcp_url);
     assert_eq!(report["has_refresh_token"], true);
+    // A refresh through the SDK (RFC 6749 §6) keeps the user and the audience, and rotates.
+    let refreshed = &report["after_refresh"];
+    assert_eq!(refreshed["whoami"]["sub"], user.user_id.as_str(), "{report}");
+    assert_eq!(refreshed["whoami"]["aud"], mcp_url);
+    assert_eq!(refreshed["refresh_token_rotated"], true);
+    assert_ne!(refreshed["token_claims"]["jti"], claims["jti"]);
     // Tessera agrees: the token is live, for this user and client.
     let introspected = app.introspect(report["access_token"].as_str().unwrap()).await;
     assert_eq!(introspected["active"], true, "{introspected}");

@@ -297,6 +297,23 @@ report.token_claims = decodeJwt(stored.tokens.access_token);
 report.has_refresh_token = typeof stored.tokens.refresh_token === 'string';
 report.document_fetches = documentFetches;
 
+// An access token the MCP server no longer accepts: the SDK refreshes (with the refresh token
+// and the same resource) and retries, without the user.
+{
+  const firstRefreshToken = stored.tokens.refresh_token;
+  stored.tokens = { ...stored.tokens, access_token: 'no-longer-valid' };
+  const again = new Client({ name: 'tessera-interop-client', version: '1.0.0' });
+  await again.connect(new StreamableHTTPClientTransport(new URL(mcpUrl), { authProvider: provider }));
+  const refreshed = await again.callTool({ name: 'whoami', arguments: {} });
+  if (refreshed.isError) throw new Error(`whoami after the refresh failed: ${JSON.stringify(refreshed)}`);
+  report.after_refresh = {
+    whoami: JSON.parse(refreshed.content[0].text),
+    refresh_token_rotated: stored.tokens.refresh_token !== firstRefreshToken,
+    token_claims: decodeJwt(stored.tokens.access_token),
+  };
+  await again.close();
+}
+
 // The user's list of authorized apps, seen with the same browser session.
 {
   const page = await browse('/o/authorized_tokens/');
