@@ -12,6 +12,7 @@ use serde_json::json;
 use crate::config::{Config, Overrides};
 use crate::keys::{Algorithm, Keyring};
 use crate::oauth::client::NewClient;
+use crate::oauth::client_assertion::ClientKeys;
 use crate::oauth::user::{ProfileChanges, ProfileEdit};
 use crate::oauth::Provider;
 use crate::store::{ClientRecord, ClientType, GrantType, UserRecord};
@@ -141,6 +142,13 @@ pub enum AppCommand {
         /// A first-party app: its users are not asked for consent.
         #[arg(long)]
         skip_consent: bool,
+        /// A JWK Set file with the client's public keys: it authenticates with private_key_jwt
+        /// (RFC 7523) instead of a secret (confidential; no secret is made).
+        #[arg(long, conflicts_with = "jwks_uri")]
+        jwks_file: Option<std::path::PathBuf>,
+        /// The https URL where the client publishes its JWK Set, for private_key_jwt.
+        #[arg(long)]
+        jwks_uri: Option<String>,
         /// Print one JSON object.
         #[arg(long)]
         json: bool,
@@ -441,7 +449,14 @@ fn client_json(client: &ClientRecord, secret: Option<&str>) -> serde_json::Value
         "post_logout_redirect_uris": client.post_logout_redirect_uris,
         "id_token_signed_response_alg": client.id_token_signed_response_alg.unwrap_or(Algorithm::RS256),
         "admin": client.admin,
+        "token_endpoint_auth_method": client.token_endpoint_auth_method,
     });
+    if let Some(jwks) = &client.jwks {
+        value["jwks"] = jwks.clone();
+    }
+    if let Some(uri) = &client.jwks_uri {
+        value["jwks_uri"] = json!(uri);
+    }
     if let Some(secret) = secret {
         value["client_secret"] = json!(secret);
     }
@@ -467,6 +482,12 @@ fn print_client(client: &ClientRecord) {
     }
     let alg = client.id_token_signed_response_alg.unwrap_or(Algorithm::RS256);
     println!("ID tokens:     {alg}");
+    if let Some(uri) = &client.jwks_uri {
+        println!("keys:          {uri} (private_key_jwt)");
+    } else if let Some(jwks) = &client.jwks {
+        let count = jwks["keys"].as_array().map_or(0, Vec::len);
+        println!("keys:          {count} registered (private_key_jwt)");
+    }
 }
 
 async fn app_command(config: &Config, cmd: &AppCommand) -> anyhow::Result<()> {
@@ -485,6 +506,8 @@ async fn app_command(config: &Config, cmd: &AppCommand) -> anyhow::Result<()> {
             post_logout_redirect_uris,
             id_token_alg,
             admin,
+            jwks_file,
+            jwks_uri,
             json,
         } => {
             let mut grant_types: Vec<GrantType> = grant_types
@@ -498,6 +521,17 @@ async fn app_command(config: &Config, cmd: &AppCommand) -> anyhow::Result<()> {
             if *admin && grant_types.is_empty() {
                 grant_types.push(GrantType::ClientCredentials);
             }
+            let keys = match (jwks_file, jwks_uri) {
+                (Some(path), _) => {
+                    let text = std::fs::read_to_string(path)
+                        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+                    let jwks = serde_json::from_str(&text)
+                        .map_err(|e| anyhow::anyhow!("{} is not JSON: {e}", path.display()))?;
+                    Some(ClientKeys::Jwks(jwks))
+                }
+                (None, Some(uri)) => Some(ClientKeys::JwksUri(uri.clone())),
+                (None, None) => None,
+            };
             let default_scope = if *admin {
                 crate::oauth::scope::ADMIN_SCOPE
             } else {
@@ -520,6 +554,7 @@ async fn app_command(config: &Config, cmd: &AppCommand) -> anyhow::Result<()> {
                 post_logout_redirect_uris: post_logout_redirect_uris.clone(),
                 id_token_signed_response_alg: *id_token_alg,
                 admin: *admin,
+                keys,
             };
             let (client, secret) = provider
                 .register_client(new)

@@ -48,6 +48,27 @@ pub enum RegistrationMode {
     Token,
 }
 
+/// Whether a client may be identified by the https URL of its metadata (Client ID Metadata
+/// Documents, draft-ietf-oauth-client-id-metadata-document).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientDocumentsMode {
+    /// Client ids are only those registered here (the default).
+    Off,
+    /// Any https URL with a path is a client id, within the registration policy.
+    Open,
+    /// Only URLs on the hosts of `client_id_metadata_document_hosts`.
+    Allowlist,
+}
+
+/// Which Client ID Metadata Documents are accepted.
+#[derive(Clone, Debug)]
+pub struct ClientDocumentsPolicy {
+    pub mode: ClientDocumentsMode,
+    /// The hosts of `allowlist` mode, lowercase.
+    pub hosts: Vec<String>,
+}
+
 /// The dynamic client registration policy.
 #[derive(Clone, Debug)]
 pub struct RegistrationPolicy {
@@ -170,6 +191,10 @@ pub struct Config {
     pub max_parallel_password_checks: usize,
     /// How requests to URLs chosen by others are made (see [`crate::outbound`]).
     pub outbound: crate::outbound::OutboundPolicy,
+    /// How documents clients publish are cached (see [`crate::documents`]).
+    pub documents: crate::documents::DocumentPolicy,
+    /// Clients identified by the URL of their metadata document.
+    pub client_documents: ClientDocumentsPolicy,
     /// Cluster mode: a PostgreSQL database shared by every node, instead of the data folder
     /// (`database_url`, a `postgres://` URL; `sslmode=require` asks for TLS).
     pub database_url: Option<String>,
@@ -266,6 +291,11 @@ impl Default for Config {
             trusted_proxies: Vec::new(),
             max_parallel_password_checks: default_parallel_password_checks(),
             outbound: Default::default(),
+            documents: Default::default(),
+            client_documents: ClientDocumentsPolicy {
+                mode: ClientDocumentsMode::Off,
+                hosts: Vec::new(),
+            },
             database_url: None,
             database: DatabaseSettings::default(),
         }
@@ -348,6 +378,18 @@ pub struct FileConfig {
     pub outbound_ca_file: Option<PathBuf>,
     /// Seconds such a request may take in all (default 10).
     pub outbound_timeout: Option<u64>,
+    /// Client ID Metadata Documents: `off` (default), `open` or `allowlist`.
+    pub client_id_metadata_documents: Option<ClientDocumentsMode>,
+    /// The hosts whose documents `allowlist` accepts.
+    pub client_id_metadata_document_hosts: Option<Vec<String>>,
+    /// Seconds a fetched client document (metadata, JWKS) is used at least (default 60)...
+    pub document_cache_min_ttl: Option<u64>,
+    /// ... and at most, whatever its Cache-Control says (default 86400).
+    pub document_cache_max_ttl: Option<u64>,
+    /// Seconds past that a copy may serve while refetching fails (default 3600; 0: never).
+    pub document_stale_ttl: Option<u64>,
+    /// Document fetches a minute per host (default 30, 10 at once).
+    pub document_fetches_per_host_per_minute: Option<u32>,
     /// Cluster mode: the PostgreSQL database every node shares.
     pub database_url: Option<String>,
     /// Connections per node (default 16).
@@ -385,6 +427,53 @@ pub enum ConfigError {
 }
 
 impl Config {
+    fn apply_client_documents(&mut self, file: &FileConfig) -> Result<(), ConfigError> {
+        if let Some(mode) = file.client_id_metadata_documents {
+            self.client_documents.mode = mode;
+        }
+        if let Some(hosts) = &file.client_id_metadata_document_hosts {
+            if let Some(bad) = hosts
+                .iter()
+                .find(|h| url::Host::parse(h).is_err() || h.contains(['/', ':']))
+            {
+                return Err(ConfigError::Invalid(
+                    "client_id_metadata_document_hosts",
+                    format!("{bad:?} is not a host name"),
+                ));
+            }
+            self.client_documents.hosts = hosts.iter().map(|h| h.to_ascii_lowercase()).collect();
+        }
+        if self.client_documents.mode == ClientDocumentsMode::Allowlist && self.client_documents.hosts.is_empty() {
+            return Err(ConfigError::Invalid(
+                "client_id_metadata_documents",
+                "\"allowlist\" needs client_id_metadata_document_hosts".into(),
+            ));
+        }
+        let documents = &mut self.documents;
+        if let Some(v) = file.document_cache_min_ttl {
+            documents.min_ttl = Duration::from_secs(v);
+        }
+        if let Some(v) = file.document_cache_max_ttl {
+            documents.max_ttl = Duration::from_secs(v);
+        }
+        if documents.max_ttl < documents.min_ttl {
+            return Err(ConfigError::Invalid(
+                "document_cache_max_ttl",
+                "must be at least document_cache_min_ttl".into(),
+            ));
+        }
+        if let Some(v) = file.document_stale_ttl {
+            documents.stale_ttl = Duration::from_secs(v);
+        }
+        if let Some(v) = file.document_fetches_per_host_per_minute {
+            documents.fetches_per_host = Rate {
+                per_second: v as f64 / 60.0,
+                burst: (v as f64 / 3.0).ceil().max(1.0),
+            };
+        }
+        Ok(())
+    }
+
     /// Builds the configuration: defaults, then the file named in `overrides`, then the overrides.
     pub fn load(overrides: &Overrides) -> Result<Config, ConfigError> {
         let file = match &overrides.config_file {
@@ -417,6 +506,7 @@ impl Config {
     }
 
     fn apply(&mut self, file: FileConfig) -> Result<(), ConfigError> {
+        self.apply_client_documents(&file)?;
         let secs = Duration::from_secs;
         if let Some(issuer) = file.issuer {
             self.issuer = Some(parse_issuer(&issuer)?);

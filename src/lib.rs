@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod documents;
 pub mod files;
 pub mod http;
 pub mod import;

@@ -59,6 +59,7 @@ pub enum OutboundError {
 pub struct Fetched {
     pub status: u16,
     pub content_type: Option<String>,
+    pub cache_control: Option<String>,
     pub body: Vec<u8>,
     /// The response had more than was read.
     pub truncated: bool,
@@ -142,11 +143,15 @@ impl Outbound {
             }
         }
         let status = response.status().as_u16();
-        let content_type = response
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
+        let header = |name| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let content_type = header(reqwest::header::CONTENT_TYPE);
+        let cache_control = header(reqwest::header::CACHE_CONTROL);
         let mut body = Vec::new();
         let mut truncated = false;
         while let Some(chunk) = response.chunk().await.map_err(failed)? {
@@ -161,6 +166,7 @@ impl Outbound {
         Ok(Fetched {
             status,
             content_type,
+            cache_control,
             body,
             truncated,
         })

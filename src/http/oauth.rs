@@ -9,7 +9,7 @@ use poem_openapi::{Object, OpenApi};
 use serde::Deserialize;
 
 use super::error::OAuthResponse;
-use super::security::client_credentials;
+use super::security::{client_credentials, ClientAuthFields};
 use super::Tag;
 use crate::oauth::client::ClientCredentials;
 use crate::oauth::grant::TokenRequest;
@@ -39,6 +39,10 @@ pub struct TokenForm {
     pub client_id: Option<String>,
     /// The client's secret, for `client_secret_post`.
     pub client_secret: Option<String>,
+    /// `urn:ietf:params:oauth:client-assertion-type:jwt-bearer`, for `private_key_jwt`.
+    pub client_assertion_type: Option<String>,
+    /// A JWT signed with the client's private key (RFC 7523 §2.2), for `private_key_jwt`.
+    pub client_assertion: Option<String>,
 }
 
 /// Tokens issued by the token endpoint (RFC 6749 §5.1).
@@ -71,6 +75,10 @@ pub struct TokenHintForm {
     pub client_id: Option<String>,
     /// The client's secret, for `client_secret_post`.
     pub client_secret: Option<String>,
+    /// `urn:ietf:params:oauth:client-assertion-type:jwt-bearer`, for `private_key_jwt`.
+    pub client_assertion_type: Option<String>,
+    /// A JWT signed with the client's private key (RFC 7523 §2.2), for `private_key_jwt`.
+    pub client_assertion: Option<String>,
 }
 
 /// Revocation succeeded, or the token was unknown (RFC 7009 §2.2 answers both alike).
@@ -121,6 +129,33 @@ impl From<Introspection> for IntrospectionBody {
     }
 }
 
+/// Forms that carry client authentication (RFC 6749 §2.3.1, RFC 7521 §4.2).
+pub trait ClientAuthForm {
+    fn auth_fields(&self) -> ClientAuthFields<'_>;
+}
+
+impl ClientAuthForm for TokenForm {
+    fn auth_fields(&self) -> ClientAuthFields<'_> {
+        ClientAuthFields {
+            client_id: self.client_id.as_deref(),
+            client_secret: self.client_secret.as_deref(),
+            client_assertion_type: self.client_assertion_type.as_deref(),
+            client_assertion: self.client_assertion.as_deref(),
+        }
+    }
+}
+
+impl ClientAuthForm for TokenHintForm {
+    fn auth_fields(&self) -> ClientAuthFields<'_> {
+        ClientAuthFields {
+            client_id: self.client_id.as_deref(),
+            client_secret: self.client_secret.as_deref(),
+            client_assertion_type: self.client_assertion_type.as_deref(),
+            client_assertion: self.client_assertion.as_deref(),
+        }
+    }
+}
+
 /// The credentials with the caller's address (behind trusted proxies, the forwarded one).
 fn with_address(mut credentials: ClientCredentials, req: &Request, provider: &Provider) -> ClientCredentials {
     credentials.address =
@@ -145,7 +180,7 @@ impl OAuthApi {
         form: Form<TokenForm>,
     ) -> OAuthResponse<TokenBody> {
         let Form(form) = form;
-        let credentials = match client_credentials(req, form.client_id.as_deref(), form.client_secret.as_deref()) {
+        let credentials = match client_credentials(req, form.auth_fields()) {
             Ok(c) => with_address(c, req, &provider),
             Err(e) => return e.into(),
         };
@@ -184,7 +219,7 @@ impl OAuthApi {
         req: &Request,
         form: Form<TokenHintForm>,
     ) -> OAuthResponse<RevocationBody> {
-        let result = match client_credentials(req, form.client_id.as_deref(), form.client_secret.as_deref()) {
+        let result = match client_credentials(req, form.auth_fields()) {
             Ok(credentials) => {
                 provider
                     .revoke(&credentials, form.token.as_deref(), form.token_type_hint.as_deref())
@@ -210,7 +245,7 @@ impl OAuthApi {
         form: Form<TokenHintForm>,
     ) -> OAuthResponse<IntrospectionBody> {
         let result = async {
-            let credentials = client_credentials(req, form.client_id.as_deref(), form.client_secret.as_deref())?;
+            let credentials = client_credentials(req, form.auth_fields())?;
             provider
                 .introspect(&with_address(credentials, req, &provider), form.token.as_deref())
                 .await

@@ -24,9 +24,16 @@ pub struct ClientRegistrationRequest {
     /// most 50, each at most 2048 bytes.
     #[oai(skip_serializing_if_is_none)]
     pub redirect_uris: Option<Vec<String>>,
-    /// `client_secret_basic` (default), `client_secret_post`, or `none` for a public client.
+    /// `client_secret_basic` (default), `client_secret_post`, `private_key_jwt` (with `jwks`
+    /// or `jwks_uri`; no secret is issued), or `none` for a public client.
     #[oai(skip_serializing_if_is_none)]
     pub token_endpoint_auth_method: Option<String>,
+    /// The client's public keys (a JWK Set), for `private_key_jwt`.
+    #[oai(skip_serializing_if_is_none)]
+    pub jwks: Option<serde_json::Value>,
+    /// The https URL where the client publishes its JWK Set, for `private_key_jwt`.
+    #[oai(skip_serializing_if_is_none)]
+    pub jwks_uri: Option<String>,
     /// Default `["authorization_code"]`; `refresh_token` may be added; `client_credentials`
     /// only for confidential clients and only if the server's policy allows it.
     #[oai(skip_serializing_if_is_none)]
@@ -78,6 +85,8 @@ impl ClientRegistrationRequest {
             post_logout_redirect_uris: self.post_logout_redirect_uris.clone().unwrap_or_default(),
             id_token_signed_response_alg: self.id_token_signed_response_alg.clone(),
             software_statement: self.software_statement.clone(),
+            jwks: self.jwks.clone(),
+            jwks_uri: self.jwks_uri.clone(),
         }
     }
 }
@@ -107,6 +116,10 @@ pub struct ClientInformation {
     pub scope: String,
     pub post_logout_redirect_uris: Vec<String>,
     pub id_token_signed_response_alg: String,
+    #[oai(skip_serializing_if_is_none)]
+    pub jwks: Option<serde_json::Value>,
+    #[oai(skip_serializing_if_is_none)]
+    pub jwks_uri: Option<String>,
 }
 
 impl From<Registration> for ClientInformation {
@@ -134,6 +147,8 @@ impl From<Registration> for ClientInformation {
                 .unwrap_or(crate::keys::Algorithm::RS256)
                 .as_str()
                 .into(),
+            jwks: c.jwks,
+            jwks_uri: c.jwks_uri,
         }
     }
 }

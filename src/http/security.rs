@@ -8,17 +8,55 @@ use poem::http::header;
 use poem::Request;
 
 use crate::oauth::client::{AuthMethod, ClientCredentials};
+use crate::oauth::client_assertion;
 use crate::oauth::Error;
 
+/// The client-authentication parameters of a form body (RFC 6749 §2.3.1, RFC 7521 §4.2).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ClientAuthFields<'a> {
+    pub client_id: Option<&'a str>,
+    pub client_secret: Option<&'a str>,
+    pub client_assertion_type: Option<&'a str>,
+    pub client_assertion: Option<&'a str>,
+}
+
 /// Finds the client's credentials. Using more than one method at once is an
-/// `invalid_request` (RFC 6749 §2.3); a malformed Basic header is an `invalid_client`.
-pub fn client_credentials(
-    req: &Request,
-    form_client_id: Option<&str>,
-    form_secret: Option<&str>,
-) -> Result<ClientCredentials, Error> {
-    let form_client_id = form_client_id.filter(|v| !v.is_empty());
-    let form_secret = form_secret.filter(|v| !v.is_empty());
+/// `invalid_request` (RFC 6749 §2.3); a malformed Basic header or an assertion of another
+/// type is an `invalid_client` (RFC 7521 §4.2.1).
+pub fn client_credentials(req: &Request, fields: ClientAuthFields<'_>) -> Result<ClientCredentials, Error> {
+    fn present(v: Option<&str>) -> Option<&str> {
+        v.filter(|v| !v.is_empty())
+    }
+    let form_client_id = present(fields.client_id);
+    let form_secret = present(fields.client_secret);
+    let assertion = present(fields.client_assertion);
+    let assertion_type = present(fields.client_assertion_type);
+    let credentials = |client_id: String, secret: Option<String>, method| ClientCredentials {
+        client_id,
+        secret,
+        method,
+        address: None,
+        assertion: None,
+        endpoint: req.uri().path().to_string(),
+    };
+    if assertion.is_some() || assertion_type.is_some() {
+        if req.headers().contains_key(header::AUTHORIZATION) || form_secret.is_some() {
+            return Err(Error::invalid_request("use one client authentication method, not two"));
+        }
+        if assertion_type != Some(client_assertion::ASSERTION_TYPE) {
+            return Err(Error::invalid_client());
+        }
+        let assertion = assertion.ok_or_else(|| Error::invalid_request("client_assertion is missing"))?;
+        let client_id = client_assertion::claimed_client(assertion).ok_or_else(Error::invalid_client)?;
+        if form_client_id.is_some_and(|id| id != client_id) {
+            return Err(Error::invalid_request(
+                "client_id differs from the client the assertion is for",
+            ));
+        }
+        let mut found = credentials(client_id, None, AuthMethod::PrivateKeyJwt);
+        found.assertion = Some(assertion.to_string());
+        return Ok(found);
+    }
     if let Some(value) = req.headers().get(header::AUTHORIZATION) {
         let (client_id, secret) = parse_basic(value.to_str().unwrap_or_default()).ok_or_else(Error::invalid_client)?;
         if form_secret.is_some() {
@@ -29,26 +67,11 @@ pub fn client_credentials(
                 "client_id differs from the authenticated client",
             ));
         }
-        return Ok(ClientCredentials {
-            client_id,
-            secret: Some(secret),
-            method: AuthMethod::Basic,
-            address: None,
-        });
+        return Ok(credentials(client_id, Some(secret), AuthMethod::Basic));
     }
     match (form_client_id, form_secret) {
-        (Some(id), Some(secret)) => Ok(ClientCredentials {
-            client_id: id.into(),
-            secret: Some(secret.into()),
-            method: AuthMethod::Post,
-            address: None,
-        }),
-        (Some(id), None) => Ok(ClientCredentials {
-            client_id: id.into(),
-            secret: None,
-            method: AuthMethod::None,
-            address: None,
-        }),
+        (Some(id), Some(secret)) => Ok(credentials(id.into(), Some(secret.into()), AuthMethod::Post)),
+        (Some(id), None) => Ok(credentials(id.into(), None, AuthMethod::None)),
         _ => Err(Error::invalid_client()),
     }
 }

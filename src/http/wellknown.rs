@@ -110,6 +110,14 @@ pub struct AuthorizationServerMetadata {
     pub token_endpoint_auth_methods_supported: Vec<String>,
     pub revocation_endpoint_auth_methods_supported: Vec<String>,
     pub introspection_endpoint_auth_methods_supported: Vec<String>,
+    /// The algorithms `private_key_jwt` assertions may be signed with (RFC 8414 §2).
+    pub token_endpoint_auth_signing_alg_values_supported: Vec<String>,
+    pub revocation_endpoint_auth_signing_alg_values_supported: Vec<String>,
+    pub introspection_endpoint_auth_signing_alg_values_supported: Vec<String>,
+    /// Client ids may be https URLs of Client ID Metadata Documents (present when they may).
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id_metadata_document_supported: Option<bool>,
     pub code_challenge_methods_supported: Vec<String>,
     /// RFC 9207: authorization responses carry `iss`.
     pub authorization_response_iss_parameter_supported: bool,
@@ -144,6 +152,10 @@ impl AuthorizationServerMetadata {
             token_endpoint_auth_methods_supported: m.token_endpoint_auth_methods_supported,
             revocation_endpoint_auth_methods_supported: m.revocation_endpoint_auth_methods_supported,
             introspection_endpoint_auth_methods_supported: m.introspection_endpoint_auth_methods_supported,
+            token_endpoint_auth_signing_alg_values_supported: m.endpoint_auth_signing_alg_values_supported.clone(),
+            revocation_endpoint_auth_signing_alg_values_supported: m.endpoint_auth_signing_alg_values_supported.clone(),
+            introspection_endpoint_auth_signing_alg_values_supported: m.endpoint_auth_signing_alg_values_supported,
+            client_id_metadata_document_supported: m.client_id_metadata_document_supported.then_some(true),
             code_challenge_methods_supported: m.code_challenge_methods_supported,
             authorization_response_iss_parameter_supported: m.authorization_response_iss_parameter_supported,
             claims_parameter_supported: m.claims_parameter_supported,

@@ -4,6 +4,7 @@
 use subtle::ConstantTimeEq;
 use url::Url;
 
+use super::client_assertion::{self, ClientKeys};
 use super::scope::ADMIN_SCOPE;
 use super::{now, random_token, secret_hash, Error, ErrorCode, Provider};
 use crate::store::{ClientRecord, ClientType, GrantType};
@@ -17,6 +18,8 @@ pub enum AuthMethod {
     Post,
     /// A public client naming itself by `client_id` only.
     None,
+    /// `private_key_jwt`: a JWT signed with the client's key (RFC 7523 §2.2).
+    PrivateKeyJwt,
 }
 
 /// The credentials found on a request, before they are checked.
@@ -28,6 +31,10 @@ pub struct ClientCredentials {
     /// The caller's address, where known: a public client's rate budget is counted per
     /// (client, address), since anyone can name a public client (review finding 13).
     pub address: Option<String>,
+    /// The `client_assertion` JWT, for [`AuthMethod::PrivateKeyJwt`].
+    pub assertion: Option<String>,
+    /// The path of the endpoint called: an assertion's `aud` may name it.
+    pub endpoint: String,
 }
 
 impl ClientCredentials {
@@ -63,6 +70,9 @@ pub struct NewClient {
     /// An administration client (`tessera app create --admin`): confidential,
     /// client_credentials only, and the only kind that may hold the `tessera:admin` scope.
     pub admin: bool,
+    /// The public keys of a client that authenticates with `private_key_jwt` (confidential,
+    /// and then without a secret).
+    pub keys: Option<ClientKeys>,
 }
 
 /// Whether a client is a first-party app whose users are never asked for consent. Only an
@@ -77,6 +87,15 @@ pub fn is_first_party(client: &ClientRecord) -> bool {
 /// applications pages or through dynamic registration.
 pub fn operator_made(client: &ClientRecord) -> bool {
     client.owner_user_id.is_none() && client.registration_token_hash.is_none()
+}
+
+/// The record's `jwks` and `jwks_uri` for `keys`.
+fn key_fields(keys: Option<ClientKeys>) -> (Option<serde_json::Value>, Option<String>) {
+    match keys {
+        Some(ClientKeys::Jwks(jwks)) => (Some(jwks), None),
+        Some(ClientKeys::JwksUri(uri)) => (None, Some(uri)),
+        None => (None, None),
+    }
 }
 
 /// A client secret has 256 bits of entropy; only its SHA-256 is stored.
@@ -106,7 +125,10 @@ impl Provider {
                 )));
             }
         }
-        let secret = (new.client_type == ClientType::Confidential).then(new_secret);
+        // A client with keys authenticates with them: it has no secret to leak.
+        let secret = (new.client_type == ClientType::Confidential && new.keys.is_none()).then(new_secret);
+        let jwks_or_uri = new.keys.is_some();
+        let (jwks, jwks_uri) = key_fields(new.keys);
         let mut client = ClientRecord {
             client_id: super::random_id(),
             name: new.name.trim().to_string(),
@@ -125,8 +147,10 @@ impl Provider {
             id_token_signed_response_alg: new.id_token_signed_response_alg,
             admin: new.admin,
             registration_token_hash: None,
-            token_endpoint_auth_method: None,
+            token_endpoint_auth_method: jwks_or_uri.then(|| client_assertion::METHOD.to_string()),
             first_used_at: None,
+            jwks,
+            jwks_uri,
         };
         finish(&mut client);
         if !self.store.insert_client(&client).await? {
@@ -195,6 +219,14 @@ impl Provider {
                 ErrorCode::InvalidScope,
                 "only admin clients (tessera app create --admin) may have the tessera:admin scope",
             ));
+        }
+        if let Some(keys) = &new.keys {
+            if new.client_type != ClientType::Confidential {
+                return Err(invalid(
+                    "a client with keys (jwks or jwks_uri) is confidential: it authenticates with private_key_jwt",
+                ));
+            }
+            keys.validate()?;
         }
         if new.access_token_ttl == Some(0) || new.refresh_token_ttl == Some(0) {
             return Err(invalid("token lifetimes must be at least 1 second"));
@@ -273,6 +305,13 @@ impl Provider {
         client.post_logout_redirect_uris = new.post_logout_redirect_uris;
         client.id_token_signed_response_alg = new.id_token_signed_response_alg;
         client.admin = new.admin;
+        let had_keys = client.jwks.is_some() || client.jwks_uri.is_some();
+        if new.keys.is_some() != had_keys {
+            return Err(Error::invalid_request(
+                "a client cannot change between a secret and keys; register a new app instead",
+            ));
+        }
+        (client.jwks, client.jwks_uri) = key_fields(new.keys);
         finish(&mut client);
         // Only if it still exists: an update racing a delete must not bring the client back.
         if !self.store.update_client(&client).await? {
@@ -338,9 +377,15 @@ impl Provider {
             AuthMethod::Basic => registered.is_none_or(|m| m == "client_secret_basic"),
             AuthMethod::Post => registered.is_none_or(|m| m == "client_secret_post"),
             AuthMethod::None => registered.is_none_or(|m| m == "none"),
+            AuthMethod::PrivateKeyJwt => registered == Some(client_assertion::METHOD),
         };
         if !method_allowed {
             return Err(Error::invalid_client());
+        }
+        if let (AuthMethod::PrivateKeyJwt, Some(assertion)) = (credentials.method, &credentials.assertion) {
+            self.verify_client_assertion(&client, assertion, &credentials.endpoint)
+                .await?;
+            return Ok(client);
         }
         match (client.client_type, &client.secret_hash, &credentials.secret) {
             (ClientType::Confidential, Some(stored), Some(given)) => {

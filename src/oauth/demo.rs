@@ -56,6 +56,7 @@ impl Provider {
                 post_logout_redirect_uris: Vec::new(),
                 id_token_signed_response_alg: None,
                 admin: false,
+                keys: None,
             })
             .await?;
         let password = random_token(12);

@@ -2,7 +2,8 @@
 //! the OpenID Provider metadata (OpenID Connect Discovery 1.0 §3, RP-Initiated Logout §2.1),
 //! so the two can never disagree.
 
-use super::Provider;
+use super::{client_assertion, Provider};
+use crate::config::ClientDocumentsMode;
 
 /// The metadata document's fields.
 #[derive(Debug, Clone)]
@@ -29,6 +30,10 @@ pub struct ServerMetadata {
     pub token_endpoint_auth_methods_supported: Vec<String>,
     pub revocation_endpoint_auth_methods_supported: Vec<String>,
     pub introspection_endpoint_auth_methods_supported: Vec<String>,
+    /// The algorithms of `private_key_jwt` assertions, at each endpoint alike.
+    pub endpoint_auth_signing_alg_values_supported: Vec<String>,
+    /// Client ids may be URLs of Client ID Metadata Documents.
+    pub client_id_metadata_document_supported: bool,
     pub code_challenge_methods_supported: Vec<String>,
     pub authorization_response_iss_parameter_supported: bool,
     pub claims_parameter_supported: bool,
@@ -70,9 +75,25 @@ impl Provider {
             claims_supported: super::oidc::claims_supported(),
             claim_types_supported: strings(&["normal"]),
             prompt_values_supported: strings(&["none", "login", "consent", "select_account"]),
-            token_endpoint_auth_methods_supported: strings(&["client_secret_basic", "client_secret_post", "none"]),
-            revocation_endpoint_auth_methods_supported: strings(&["client_secret_basic", "client_secret_post", "none"]),
-            introspection_endpoint_auth_methods_supported: strings(&["client_secret_basic", "client_secret_post"]),
+            token_endpoint_auth_methods_supported: strings(&[
+                "client_secret_basic",
+                "client_secret_post",
+                client_assertion::METHOD,
+                "none",
+            ]),
+            revocation_endpoint_auth_methods_supported: strings(&[
+                "client_secret_basic",
+                "client_secret_post",
+                client_assertion::METHOD,
+                "none",
+            ]),
+            introspection_endpoint_auth_methods_supported: strings(&[
+                "client_secret_basic",
+                "client_secret_post",
+                client_assertion::METHOD,
+            ]),
+            endpoint_auth_signing_alg_values_supported: strings(&client_assertion::SIGNING_ALGS),
+            client_id_metadata_document_supported: self.config.client_documents.mode != ClientDocumentsMode::Off,
             code_challenge_methods_supported: strings(&["S256"]),
             authorization_response_iss_parameter_supported: true,
             claims_parameter_supported: false,

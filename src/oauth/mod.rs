@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod authorize;
 pub mod client;
+pub mod client_assertion;
 pub mod consent;
 pub mod demo;
 pub mod discovery;
@@ -68,6 +69,8 @@ pub struct Provider {
     cookie_key: std::sync::OnceLock<ring::hmac::Key>,
     /// Requests to URLs chosen by others (the playground's API calls).
     pub outbound: crate::outbound::Outbound,
+    /// Documents clients publish (their metadata, their keys), fetched safely and cached.
+    pub documents: crate::documents::DocumentCache,
 }
 
 impl Provider {
@@ -79,6 +82,7 @@ impl Provider {
         let checks = config.max_parallel_password_checks.max(1);
         let registration_rate = crate::rate_limit::RateLimiter::new(config.registration.limit_per_address);
         let outbound = crate::outbound::Outbound::new(config.outbound.clone());
+        let documents = crate::documents::DocumentCache::new(config.outbound.clone(), config.documents.clone());
         Provider {
             store,
             keys,
@@ -94,6 +98,7 @@ impl Provider {
             active_refresh_tokens: Default::default(),
             cookie_key: Default::default(),
             outbound,
+            documents,
         }
     }
 

@@ -6,6 +6,7 @@ use subtle::ConstantTimeEq;
 use url::Url;
 
 use super::client::{check_uri_list, is_loopback, NewClient};
+use super::client_assertion::{self, ClientKeys};
 use super::scope::{Scope, ADMIN_SCOPE};
 use super::{random_token, secret_hash, Error, ErrorCode, Provider};
 use crate::config::RegistrationMode;
@@ -25,6 +26,8 @@ pub struct ClientMetadata {
     pub post_logout_redirect_uris: Vec<String>,
     pub id_token_signed_response_alg: Option<String>,
     pub software_statement: Option<String>,
+    pub jwks: Option<serde_json::Value>,
+    pub jwks_uri: Option<String>,
 }
 
 /// A registered client as RFC 7591 §3.2.1 describes it back to the client.
@@ -134,14 +137,25 @@ impl Provider {
             .clone()
             .unwrap_or_else(|| "client_secret_basic".into());
         let client_type = match method.as_str() {
-            "client_secret_basic" | "client_secret_post" => ClientType::Confidential,
+            "client_secret_basic" | "client_secret_post" | client_assertion::METHOD => ClientType::Confidential,
             "none" => ClientType::Public,
             other => {
                 return Err(invalid_metadata(format!(
-                "token_endpoint_auth_method {other:?} is not supported (client_secret_basic, client_secret_post, none)"
+                "token_endpoint_auth_method {other:?} is not supported (client_secret_basic, client_secret_post, private_key_jwt, none)"
             )))
             }
         };
+        let keys = match (&metadata.jwks, &metadata.jwks_uri) {
+            (Some(_), Some(_)) => return Err(invalid_metadata("give jwks or jwks_uri, not both (RFC 7591 §2)")),
+            (Some(jwks), None) => Some(ClientKeys::Jwks(jwks.clone())),
+            (None, Some(uri)) => Some(ClientKeys::JwksUri(uri.clone())),
+            (None, None) => None,
+        };
+        if (method == client_assertion::METHOD) != keys.is_some() {
+            return Err(invalid_metadata(
+                "private_key_jwt needs jwks or jwks_uri, and keys are only for private_key_jwt",
+            ));
+        }
         let names = metadata
             .grant_types
             .clone()
@@ -251,6 +265,7 @@ impl Provider {
             post_logout_redirect_uris: metadata.post_logout_redirect_uris.clone(),
             id_token_signed_response_alg,
             admin: false,
+            keys,
         };
         Ok((new, method))
     }
@@ -344,9 +359,10 @@ impl Provider {
             }
         }
         let (new, method) = self.registered_settings(metadata)?;
-        if new.client_type != client.client_type {
+        let had_keys = client.jwks.is_some() || client.jwks_uri.is_some();
+        if new.client_type != client.client_type || new.keys.is_some() != had_keys {
             return Err(invalid_metadata(
-                "token_endpoint_auth_method cannot change between none and a secret",
+                "token_endpoint_auth_method cannot change between none, a secret and keys",
             ));
         }
         let updated = self

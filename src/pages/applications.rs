@@ -106,6 +106,7 @@ fn settings_of(client: &ClientRecord) -> NewClient {
         post_logout_redirect_uris: client.post_logout_redirect_uris.clone(),
         id_token_signed_response_alg: client.id_token_signed_response_alg,
         admin: client.admin,
+        keys: None,
     }
 }
 
@@ -268,6 +269,7 @@ pub async fn register_form(
         post_logout_redirect_uris: vec![],
         id_token_signed_response_alg: None,
         admin: false,
+        keys: None,
     };
     form_page(provider, templates, StatusCode::OK, &visitor, &blank, None, None)
 }
@@ -297,6 +299,7 @@ pub async fn register(
         post_logout_redirect_uris: vec![],
         id_token_signed_response_alg: None,
         admin: false,
+        keys: None,
     };
     let new = settings_from_form(provider, &Params::new(&form), base);
     match provider.register_client(new.clone()).await {

@@ -178,6 +178,8 @@ fn credentials(state: &State) -> ClientCredentials {
             AuthMethod::None
         },
         address: None,
+        assertion: None,
+        endpoint: "/o/token/".into(),
     }
 }
 

@@ -137,6 +137,12 @@ pub struct ClientRecord {
     /// are, are purged after `registration_unused_client_ttl`.
     #[serde(default)]
     pub first_used_at: Option<i64>,
+    /// The public keys of a `private_key_jwt` client, given inline (RFC 7591 `jwks`)...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks: Option<serde_json::Value>,
+    /// ... or at a URL (RFC 7591 `jwks_uri`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_uri: Option<String>,
 }
 
 /// A person who can log in (the resource owner of RFC 6749).

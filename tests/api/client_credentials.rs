@@ -128,6 +128,7 @@ async fn per_client_lifetimes_override_the_servers() {
             post_logout_redirect_uris: vec![],
             id_token_signed_response_alg: None,
             admin: false,
+            keys: None,
         })
         .await
         .unwrap();

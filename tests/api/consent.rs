@@ -84,6 +84,7 @@ async fn a_first_party_app_never_asks() {
             post_logout_redirect_uris: vec![],
             id_token_signed_response_alg: None,
             admin: false,
+            keys: None,
         })
         .await
         .unwrap();

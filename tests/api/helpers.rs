@@ -206,6 +206,7 @@ async fn seed(provider: &Provider, dirs: &TempDir) -> (TestClient, TestClient) {
             post_logout_redirect_uris: vec![],
             id_token_signed_response_alg: None,
             admin: false,
+            keys: None,
         })
         .await
         .unwrap();
@@ -224,6 +225,7 @@ async fn seed(provider: &Provider, dirs: &TempDir) -> (TestClient, TestClient) {
             post_logout_redirect_uris: vec![],
             id_token_signed_response_alg: None,
             admin: false,
+            keys: None,
         })
         .await
         .unwrap();
@@ -570,6 +572,7 @@ impl TestApp {
                 post_logout_redirect_uris: vec![LOGGED_OUT.into()],
                 id_token_signed_response_alg: alg,
                 admin: false,
+                keys: None,
             })
             .await
             .unwrap();
@@ -598,6 +601,7 @@ impl TestApp {
                 post_logout_redirect_uris: vec![],
                 id_token_signed_response_alg: None,
                 admin: true,
+                keys: None,
             })
             .await
             .unwrap();

@@ -64,6 +64,7 @@ async fn tokens_in_playground(app: &TestApp) -> (String, String) {
             post_logout_redirect_uris: vec![],
             id_token_signed_response_alg: None,
             admin: false,
+            keys: None,
         })
         .await
         .unwrap();

@@ -129,6 +129,7 @@ async fn an_expired_refresh_token_is_invalid_grant() {
             post_logout_redirect_uris: vec![],
             id_token_signed_response_alg: None,
             admin: false,
+            keys: None,
         })
         .await
         .unwrap();

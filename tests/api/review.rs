@@ -113,6 +113,7 @@ async fn a_self_registered_app_cannot_skip_the_consent_of_other_users() {
         post_logout_redirect_uris: vec![],
         id_token_signed_response_alg: None,
         admin: false,
+        keys: None,
     };
     assert!(app.provider.update_client(&client_id, settings).await.is_err());
     let mut legacy = stored.clone();
@@ -169,6 +170,8 @@ fn first_party(owner: Option<&str>) -> tessera::oauth::client::NewClient {
         post_logout_redirect_uris: vec![],
         id_token_signed_response_alg: None,
         admin: false,
+        keys: None,
+        keys: None,
     }
 }
 
@@ -745,6 +748,8 @@ fn settings_of(client: &tessera::store::ClientRecord) -> tessera::oauth::client:
         post_logout_redirect_uris: client.post_logout_redirect_uris.clone(),
         id_token_signed_response_alg: client.id_token_signed_response_alg,
         admin: client.admin,
+        keys: None,
+        keys: None,
     }
 }
 

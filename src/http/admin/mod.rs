@@ -92,15 +92,14 @@ impl AdminApi {
         #[oai(scope = "AdminScopes::Admin")] _auth: AdminToken,
         body: Json<ClientSettings>,
     ) -> AdminCreated<ClientWithSecret> {
-        AdminCreated::of(
-            provider
-                .register_client(body.0.into_new_client())
-                .await
-                .map(|(client, client_secret)| ClientWithSecret {
-                    client: client.into(),
-                    client_secret,
-                }),
-        )
+        let registered = match body.0.into_new_client() {
+            Ok(new) => provider.register_client(new).await,
+            Err(e) => Err(e),
+        };
+        AdminCreated::of(registered.map(|(client, client_secret)| ClientWithSecret {
+            client: client.into(),
+            client_secret,
+        }))
     }
 
     /// Get a client
@@ -130,12 +129,11 @@ impl AdminApi {
         client_id: Path<String>,
         body: Json<ClientSettings>,
     ) -> AdminResponse<Client> {
-        AdminResponse::of(
-            provider
-                .update_client(&client_id.0, body.0.into_new_client())
-                .await
-                .map(Client::from),
-        )
+        let updated = match body.0.into_new_client() {
+            Ok(new) => provider.update_client(&client_id.0, new).await,
+            Err(e) => Err(e),
+        };
+        AdminResponse::of(updated.map(Client::from))
     }
 
     /// Delete a client

@@ -5,6 +5,7 @@ use poem_openapi::{Enum, Object};
 use crate::keys::{Algorithm, KeyInfo, KeyStatus};
 use crate::oauth::admin::Page;
 use crate::oauth::client::NewClient;
+use crate::oauth::client_assertion::ClientKeys;
 use crate::oauth::user::ProfileChanges;
 use crate::store::{ClientRecord, ClientType, GrantRecord, GrantType, UserRecord};
 
@@ -97,6 +98,16 @@ pub struct Client {
     /// An admin client (may get `tessera:admin`).
     pub admin: bool,
     pub id_token_signed_response_alg: Alg,
+    /// `private_key_jwt` for a client that authenticates with its keys; absent for a client
+    /// with a secret (either secret method) or a public one.
+    #[oai(skip_serializing_if_is_none)]
+    pub token_endpoint_auth_method: Option<String>,
+    /// The client's public keys (a JWK Set), for `private_key_jwt`.
+    #[oai(skip_serializing_if_is_none)]
+    pub jwks: Option<serde_json::Value>,
+    /// Where the client publishes its JWK Set, for `private_key_jwt`.
+    #[oai(skip_serializing_if_is_none)]
+    pub jwks_uri: Option<String>,
     /// Seconds since the epoch.
     pub created_at: i64,
 }
@@ -120,6 +131,9 @@ impl From<ClientRecord> for Client {
             skip_consent: c.skip_consent,
             admin: c.admin,
             id_token_signed_response_alg: c.id_token_signed_response_alg.unwrap_or(Algorithm::RS256).into(),
+            token_endpoint_auth_method: c.token_endpoint_auth_method,
+            jwks: c.jwks,
+            jwks_uri: c.jwks_uri,
             created_at: c.created_at,
         }
     }
@@ -157,17 +171,30 @@ pub struct ClientSettings {
     pub admin: Option<bool>,
     #[oai(skip_serializing_if_is_none)]
     pub id_token_signed_response_alg: Option<Alg>,
+    /// The client's public keys (a JWK Set): it then authenticates with `private_key_jwt`
+    /// (RFC 7523) and has no secret. Confidential clients only; not with `jwks_uri`.
+    #[oai(skip_serializing_if_is_none)]
+    pub jwks: Option<serde_json::Value>,
+    /// The https URL where the client publishes its JWK Set, for `private_key_jwt`.
+    #[oai(skip_serializing_if_is_none, validator(max_length = 2048))]
+    pub jwks_uri: Option<String>,
 }
 
 impl ClientSettings {
-    pub(super) fn into_new_client(self) -> NewClient {
+    pub(super) fn into_new_client(self) -> Result<NewClient, crate::oauth::Error> {
+        let keys = match (self.jwks, self.jwks_uri) {
+            (Some(_), Some(_)) => return Err(crate::oauth::Error::invalid_request("give jwks or jwks_uri, not both")),
+            (Some(jwks), None) => Some(ClientKeys::Jwks(jwks)),
+            (None, Some(uri)) => Some(ClientKeys::JwksUri(uri)),
+            (None, None) => None,
+        };
         let admin = self.admin.unwrap_or(false);
         let default_scope = if admin {
             crate::oauth::scope::ADMIN_SCOPE
         } else {
             "openid profile email read write"
         };
-        NewClient {
+        Ok(NewClient {
             name: self.name,
             client_type: match self.client_type {
                 ClientKind::Confidential => ClientType::Confidential,
@@ -184,7 +211,8 @@ impl ClientSettings {
             post_logout_redirect_uris: self.post_logout_redirect_uris.unwrap_or_default(),
             id_token_signed_response_alg: self.id_token_signed_response_alg.map(Algorithm::from),
             admin,
-        }
+            keys,
+        })
     }
 }
 
