@@ -214,7 +214,7 @@ async function frontChannel(authorizationUrl) {
       response = await browse(location);
       continue;
     }
-    if (response.status !== 200) throw new Error(`front channel: ${response.status} ${await response.text()}`);
+    if (response.status !== 200) throw new Error(`front channel: ${response.status} ${pageText(await response.text())}`);
     const html = await response.text();
     if (html.includes('name="password"')) {
       response = await browse(formAction(html), form({
