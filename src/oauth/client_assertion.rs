@@ -277,11 +277,14 @@ impl Provider {
         validation.set_required_spec_claims(&["exp", "iss", "sub", "aud"]);
         validation.set_issuer(&[&client.client_id]);
         validation.sub = Some(client.client_id.clone());
+        // The endpoint as the metadata names it (with its trailing slash) or as it was called.
+        let endpoint = endpoint.trim_end_matches('/');
         validation.set_audience(&[
             self.issuer.clone(),
             format!("{}/", self.issuer),
             self.url("/o/token/"),
             self.url(endpoint),
+            self.url(&format!("{endpoint}/")),
         ]);
         Ok(jsonwebtoken::decode::<Value>(assertion, key, &validation)?.claims)
     }

@@ -5,6 +5,8 @@
 mod helpers;
 // A throwaway PostgreSQL server shared by the tests that need one.
 mod postgres;
+// An https server on loopback for documents clients publish (metadata, key sets).
+mod documents;
 
 // The admin API under /api/v1/: authorisation, problem details, paging, each area.
 mod admin;
@@ -34,6 +36,8 @@ mod discovery;
 mod hardening;
 // Review findings about wearing the server down: slow clients, anonymous visits, registrations.
 mod exhaustion;
+// private_key_jwt client authentication (RFC 7523): every key type, every bad assertion, jwks_uri.
+mod private_key_jwt;
 // Introspection (RFC 7662) and revocation (RFC 7009).
 mod introspect_revoke;
 // Third-party libraries: PyJWT and jose verify tokens via the JWKS; Authlib runs the code flow.

@@ -1,0 +1,594 @@
+//! `private_key_jwt` client authentication (RFC 7523 §2.2, OpenID Connect Core §9): clients of
+//! every key type authenticate with signed assertions at the token, introspection and
+//! revocation endpoints; every kind of bad assertion is refused; keys published at a
+//! `jwks_uri` are fetched safely and cached.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use ring::rand::SystemRandom;
+use ring::signature::{EcdsaKeyPair, Ed25519KeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+use serde_json::{json, Value};
+use tessera::oauth::client::NewClient;
+use tessera::oauth::client_assertion::ClientKeys;
+use tessera::store::{ClientType, GrantType};
+
+use crate::documents::{Doc, DocumentServer};
+use crate::helpers::*;
+
+const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+/// A client's key pair: what signs its assertions, and the public JWK it registers.
+pub struct TestKey {
+    pub alg: Algorithm,
+    encoding: EncodingKey,
+    pub jwk: Value,
+}
+
+impl TestKey {
+    pub fn new(alg: Algorithm) -> TestKey {
+        let rng = SystemRandom::new();
+        let kid = tessera::oauth::random_id();
+        match alg {
+            Algorithm::ES256 => {
+                let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+                let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng).unwrap();
+                let point = pair.public_key().as_ref();
+                TestKey {
+                    alg,
+                    encoding: EncodingKey::from_ec_der(pkcs8.as_ref()),
+                    jwk: json!({"kty": "EC", "crv": "P-256", "kid": kid,
+                        "x": URL_SAFE_NO_PAD.encode(&point[1..33]), "y": URL_SAFE_NO_PAD.encode(&point[33..])}),
+                }
+            }
+            Algorithm::EdDSA => {
+                let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+                let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
+                TestKey {
+                    alg,
+                    encoding: EncodingKey::from_ed_der(pkcs8.as_ref()),
+                    jwk: json!({"kty": "OKP", "crv": "Ed25519", "kid": kid,
+                        "x": URL_SAFE_NO_PAD.encode(pair.public_key().as_ref())}),
+                }
+            }
+            Algorithm::RS256 | Algorithm::PS256 => {
+                use rsa::pkcs1::EncodeRsaPrivateKey;
+                use rsa::traits::PublicKeyParts;
+                let key = rsa::RsaPrivateKey::new(&mut rand_core::OsRng, 2048).unwrap();
+                let der = key.to_pkcs1_der().unwrap();
+                TestKey {
+                    alg,
+                    encoding: EncodingKey::from_rsa_der(der.as_bytes()),
+                    jwk: json!({"kty": "RSA", "kid": kid, "alg": format!("{alg:?}"),
+                        "n": URL_SAFE_NO_PAD.encode(key.n().to_bytes_be()),
+                        "e": URL_SAFE_NO_PAD.encode(key.e().to_bytes_be())}),
+                }
+            }
+            other => panic!("no test keys for {other:?}"),
+        }
+    }
+
+    pub fn jwks(&self) -> Value {
+        json!({ "keys": [self.jwk] })
+    }
+
+    /// Signs `claims` with this key, its `kid` in the header.
+    pub fn sign(&self, claims: &Value) -> String {
+        let mut header = Header::new(self.alg);
+        header.kid = self.jwk["kid"].as_str().map(String::from);
+        jsonwebtoken::encode(&header, claims, &self.encoding).unwrap()
+    }
+
+    /// A fresh, valid assertion for `client_id` addressed to `aud`.
+    pub fn assertion(&self, client_id: &str, aud: &str) -> String {
+        self.sign(&claims(client_id, aud))
+    }
+}
+
+/// Valid assertion claims: one minute to live, a fresh `jti`.
+fn claims(client_id: &str, aud: &str) -> Value {
+    let now = tessera::clock::now();
+    json!({"iss": client_id, "sub": client_id, "aud": aud, "iat": now, "exp": now + 60,
+        "jti": tessera::oauth::random_id()})
+}
+
+/// Registers a confidential client_credentials client that authenticates with `keys`.
+async fn register(app: &TestApp, keys: ClientKeys) -> String {
+    let (client, secret) = app
+        .provider
+        .register_client(NewClient {
+            name: "Key Client".into(),
+            client_type: ClientType::Confidential,
+            grant_types: vec![GrantType::ClientCredentials],
+            redirect_uris: vec![],
+            scope: "read write".into(),
+            resources: vec![],
+            access_token_ttl: None,
+            refresh_token_ttl: None,
+            skip_consent: false,
+            owner_user_id: None,
+            post_logout_redirect_uris: vec![],
+            id_token_signed_response_alg: None,
+            admin: false,
+            keys: Some(keys),
+        })
+        .await
+        .unwrap();
+    assert!(secret.is_none(), "a client with keys gets no secret");
+    client.client_id
+}
+
+async fn post(app: &TestApp, path: &str, form: &[(&str, &str)]) -> (u16, Value) {
+    let response = app.http.post(app.url(path)).form(form).send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// A client_credentials request authenticated by `assertion`.
+async fn token_with(app: &TestApp, assertion: &str) -> (u16, Value) {
+    post(
+        app,
+        "/o/token/",
+        &[
+            ("grant_type", "client_credentials"),
+            ("scope", "read"),
+            ("client_assertion_type", ASSERTION_TYPE),
+            ("client_assertion", assertion),
+        ],
+    )
+    .await
+}
+
+#[tokio::test]
+async fn clients_with_keys_of_every_algorithm_get_introspect_and_revoke_tokens() {
+    let app = spawn_app().await;
+    for alg in [Algorithm::ES256, Algorithm::EdDSA, Algorithm::RS256, Algorithm::PS256] {
+        let key = TestKey::new(alg);
+        let client_id = register(&app, ClientKeys::Jwks(key.jwks())).await;
+        // aud may be the issuer or the token endpoint (OpenID Connect Core §9).
+        let (status, body) = token_with(&app, &key.assertion(&client_id, &app.issuer)).await;
+        assert_eq!(status, 200, "{alg:?}: {body}");
+        let token = body["access_token"].as_str().unwrap().to_string();
+        assert_eq!(jwt_parts(&token).1["client_id"], client_id.as_str());
+        let (status, _) = token_with(&app, &key.assertion(&client_id, &app.url("/o/token/"))).await;
+        assert_eq!(status, 200, "{alg:?} with the token endpoint as aud");
+
+        let auth = |aud: &str| key.assertion(&client_id, &app.url(aud));
+        let introspect = auth("/o/introspect/");
+        let (status, body) = post(
+            &app,
+            "/o/introspect/",
+            &[
+                ("token", &token),
+                ("client_assertion_type", ASSERTION_TYPE),
+                ("client_assertion", &introspect),
+            ],
+        )
+        .await;
+        assert_eq!((status, body["active"].clone()), (200, json!(true)), "{alg:?}: {body}");
+        let revoke = auth("/o/revoke_token/");
+        let (status, _) = post(
+            &app,
+            "/o/revoke_token/",
+            &[
+                ("token", &token),
+                ("client_assertion_type", ASSERTION_TYPE),
+                ("client_assertion", &revoke),
+            ],
+        )
+        .await;
+        assert_eq!(status, 200, "{alg:?}");
+        let introspect = auth("/o/introspect/");
+        let (_, body) = post(
+            &app,
+            "/o/introspect/",
+            &[
+                ("token", &token),
+                ("client_assertion_type", ASSERTION_TYPE),
+                ("client_assertion", &introspect),
+            ],
+        )
+        .await;
+        assert_eq!(body["active"], false, "{alg:?}: revoked");
+    }
+}
+
+#[tokio::test]
+async fn replayed_expired_misaddressed_and_wrongly_signed_assertions_are_refused() {
+    let app = spawn_app().await;
+    let key = TestKey::new(Algorithm::ES256);
+    let client_id = register(&app, ClientKeys::Jwks(key.jwks())).await;
+    let issuer = app.issuer.clone();
+    let now = tessera::clock::now();
+    let with = |changes: Value| {
+        let mut c = claims(&client_id, &issuer);
+        for (k, v) in changes.as_object().unwrap() {
+            if v.is_null() {
+                c.as_object_mut().unwrap().remove(k);
+            } else {
+                c[k] = v.clone();
+            }
+        }
+        c
+    };
+
+    // Replayed: the same assertion twice.
+    let once = key.assertion(&client_id, &issuer);
+    assert_eq!(token_with(&app, &once).await.0, 200);
+    let (status, body) = token_with(&app, &once).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid_client")),
+        "replay"
+    );
+
+    let other_key = TestKey::new(Algorithm::ES256);
+    let mut wrong_kid = TestKey::new(Algorithm::ES256);
+    wrong_kid.jwk["kid"] = key.jwk["kid"].clone();
+    let rsa = TestKey::new(Algorithm::RS256);
+    let unsigned = |claims: &Value| {
+        format!(
+            "{}.{}.",
+            URL_SAFE_NO_PAD.encode(r#"{"alg":"none","typ":"JWT"}"#),
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        )
+    };
+    let hmac = jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &with(json!({})),
+        &EncodingKey::from_secret(key.jwk.to_string().as_bytes()),
+    )
+    .unwrap();
+    let cases: Vec<(&str, String)> = vec![
+        ("expired", key.sign(&with(json!({"iat": now - 600, "exp": now - 120})))),
+        ("exp too far ahead", key.sign(&with(json!({"exp": now + 3600})))),
+        ("no exp", key.sign(&with(json!({"exp": null})))),
+        ("not yet valid", key.sign(&with(json!({"nbf": now + 600})))),
+        ("issued in the future", key.sign(&with(json!({"iat": now + 600})))),
+        (
+            "wrong audience",
+            key.sign(&with(json!({"aud": "https://other.example"}))),
+        ),
+        (
+            "another server's token endpoint",
+            key.sign(&with(json!({"aud": "https://other.example/o/token/"}))),
+        ),
+        ("no jti", key.sign(&with(json!({"jti": null})))),
+        ("wrong key", other_key.assertion(&client_id, &issuer)),
+        (
+            "wrong key with the registered kid",
+            wrong_kid.assertion(&client_id, &issuer),
+        ),
+        ("another algorithm's key", rsa.assertion(&client_id, &issuer)),
+        ("alg none", unsigned(&with(json!({})))),
+        ("HS256 with the public key as secret", hmac),
+        ("sub is another client", key.sign(&with(json!({"sub": app.client.id})))),
+        ("iss is another client", key.sign(&with(json!({"iss": app.client.id})))),
+        ("not a JWT", "not.a.jwt".into()),
+        ("garbage", "x".repeat(20_000)),
+    ];
+    for (why, assertion) in cases {
+        let (status, body) = token_with(&app, &assertion).await;
+        assert_eq!(status, 401, "{why}: {body}");
+        assert_eq!(body["error"], "invalid_client", "{why}");
+    }
+
+    // Methods may not be mixed, nor the assertion type be another.
+    let fresh = key.assertion(&client_id, &issuer);
+    let base = [
+        ("grant_type", "client_credentials"),
+        ("client_assertion_type", ASSERTION_TYPE),
+        ("client_assertion", fresh.as_str()),
+    ];
+    let (status, body) = post(&app, "/o/token/", &[&base[..], &[("client_secret", "x")]].concat()).await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_request")));
+    let (status, body) = post(
+        &app,
+        "/o/token/",
+        &[&base[..], &[("client_id", app.client.id.as_str())]].concat(),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_request")),
+        "client_id differs"
+    );
+    let (status, _) = post(
+        &app,
+        "/o/token/",
+        &[
+            ("grant_type", "client_credentials"),
+            (
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:saml2-bearer",
+            ),
+            ("client_assertion", fresh.as_str()),
+        ],
+    )
+    .await;
+    assert_eq!(status, 401, "another assertion type");
+    // A key client cannot fall back to naming itself, nor a secret client use an assertion.
+    let (status, _) = post(
+        &app,
+        "/o/token/",
+        &[("grant_type", "client_credentials"), ("client_id", &client_id)],
+    )
+    .await;
+    assert_eq!(status, 401);
+    let secret_client = key.assertion(&app.client.id, &issuer);
+    assert_eq!(
+        token_with(&app, &secret_client).await.0,
+        401,
+        "a client with a secret has no keys"
+    );
+    // The fresh assertion was never accepted above, so it still works once.
+    assert_eq!(token_with(&app, &fresh).await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_assertion_sent_fifty_times_at_once_is_accepted_once() {
+    let app = spawn_app().await;
+    let key = TestKey::new(Algorithm::EdDSA);
+    let client_id = register(&app, ClientKeys::Jwks(key.jwks())).await;
+    let assertion = key.assertion(&client_id, &app.issuer);
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..50 {
+        let (http, url, assertion) = (app.http.clone(), app.url("/o/token/"), assertion.clone());
+        set.spawn(async move {
+            let form = [
+                ("grant_type", "client_credentials"),
+                ("client_assertion_type", ASSERTION_TYPE),
+                ("client_assertion", assertion.as_str()),
+            ];
+            http.post(url).form(&form).send().await.unwrap().status().as_u16()
+        });
+    }
+    let statuses = set.join_all().await;
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 1, "{statuses:?}");
+    assert!(statuses.iter().all(|s| [200, 401, 429].contains(s)), "{statuses:?}");
+}
+
+#[tokio::test]
+async fn keys_at_a_jwks_uri_are_fetched_over_https_cached_and_refetched_after_a_rotation() {
+    let documents = DocumentServer::start().await;
+    let dirs = tempfile::tempdir().unwrap();
+    let mut config = test_config(&dirs);
+    documents.trusted_by(&mut config);
+    let app = spawn_app_with(config, dirs).await;
+    let key = TestKey::new(Algorithm::PS256);
+    documents.serve(
+        "/jwks.json",
+        Doc::json(&key.jwks()).header("Cache-Control", "max-age=600"),
+    );
+    let client_id = register(&app, ClientKeys::JwksUri(documents.url("/jwks.json"))).await;
+    for _ in 0..3 {
+        let (status, body) = token_with(&app, &key.assertion(&client_id, &app.issuer)).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    assert_eq!(documents.hits("/jwks.json"), 1, "the key set is cached");
+
+    // The client rotates its key: an assertion no cached key verifies makes one refetch.
+    let rotated = TestKey::new(Algorithm::ES256);
+    documents.serve("/jwks.json", Doc::json(&rotated.jwks()));
+    let (status, body) = token_with(&app, &rotated.assertion(&client_id, &app.issuer)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(documents.hits("/jwks.json"), 2);
+    let (status, _) = token_with(&app, &key.assertion(&client_id, &app.issuer)).await;
+    assert_eq!(status, 401, "the old key is gone");
+
+    // A key set that is not JSON, too large, or missing: refused, never cached as an error.
+    let (mut too_large, mut not_json) = (rotated.jwks(), Doc::json(&rotated.jwks()));
+    too_large["padding"] = "x".repeat(20 * 1024).into();
+    not_json = not_json.header("Content-Type", "text/html");
+    for (path, doc) in [("/large.json", Doc::json(&too_large)), ("/html.json", not_json)] {
+        documents.serve(path, doc);
+        let client_id = register(&app, ClientKeys::JwksUri(documents.url(path))).await;
+        assert_eq!(
+            token_with(&app, &rotated.assertion(&client_id, &app.issuer)).await.0,
+            401,
+            "{path}"
+        );
+    }
+    let missing = register(&app, ClientKeys::JwksUri(documents.url("/missing.json"))).await;
+    assert_eq!(token_with(&app, &rotated.assertion(&missing, &app.issuer)).await.0, 401);
+    documents.serve("/missing.json", Doc::json(&rotated.jwks()));
+    assert_eq!(
+        token_with(&app, &rotated.assertion(&missing, &app.issuer)).await.0,
+        200,
+        "errors are not cached"
+    );
+}
+
+#[tokio::test]
+async fn a_jwks_uri_on_a_private_address_is_never_fetched() {
+    let documents = DocumentServer::start().await;
+    let dirs = tempfile::tempdir().unwrap();
+    let mut config = test_config(&dirs);
+    documents.trusted_by(&mut config);
+    // The test authority is trusted, but the address rule stays on.
+    config.outbound.allow_private_addresses = false;
+    let app = spawn_app_with(config, dirs).await;
+    let key = TestKey::new(Algorithm::ES256);
+    documents.serve("/jwks.json", Doc::json(&key.jwks()));
+    let client_id = register(&app, ClientKeys::JwksUri(documents.url("/jwks.json"))).await;
+    assert_eq!(token_with(&app, &key.assertion(&client_id, &app.issuer)).await.0, 401);
+    let localhost = documents.url("/jwks.json").replace("127.0.0.1", "localhost");
+    let client_id = register(&app, ClientKeys::JwksUri(localhost)).await;
+    assert_eq!(token_with(&app, &key.assertion(&client_id, &app.issuer)).await.0, 401);
+    assert_eq!(
+        documents.hits("/jwks.json"),
+        0,
+        "no request reached the private address"
+    );
+}
+
+#[tokio::test]
+async fn dynamic_registration_the_admin_api_and_the_cli_register_clients_with_keys() {
+    let dirs = tempfile::tempdir().unwrap();
+    let mut config = test_config(&dirs);
+    config.registration.mode = tessera::config::RegistrationMode::Open;
+    config.registration.allow_client_credentials = true;
+    let app = spawn_app_with(config, dirs).await;
+    let key = TestKey::new(Algorithm::RS256);
+
+    let register = |body: Value| {
+        let app = &app;
+        async move {
+            let response = app.http.post(app.url("/o/register/")).json(&body).send().await.unwrap();
+            (response.status().as_u16(), response.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, registered) = register(json!({
+        "client_name": "Keyed", "token_endpoint_auth_method": "private_key_jwt",
+        "grant_types": ["client_credentials"], "jwks": key.jwks(),
+    }))
+    .await;
+    assert_eq!(status, 201, "{registered}");
+    assert_eq!(registered["token_endpoint_auth_method"], "private_key_jwt");
+    assert!(registered.get("client_secret").is_none(), "{registered}");
+    assert_eq!(registered["jwks"], key.jwks());
+    let client_id = registered["client_id"].as_str().unwrap();
+    assert_eq!(token_with(&app, &key.assertion(client_id, &app.issuer)).await.0, 200);
+
+    let mut private = key.jwk.clone();
+    private["d"] = "AQAB".into();
+    for (why, body) in [
+        (
+            "no keys",
+            json!({"token_endpoint_auth_method": "private_key_jwt", "grant_types": ["client_credentials"]}),
+        ),
+        (
+            "a private key",
+            json!({"token_endpoint_auth_method": "private_key_jwt", "grant_types": ["client_credentials"], "jwks": {"keys": [private]}}),
+        ),
+        (
+            "both jwks and jwks_uri",
+            json!({"token_endpoint_auth_method": "private_key_jwt", "grant_types": ["client_credentials"], "jwks": key.jwks(), "jwks_uri": "https://app.example/jwks"}),
+        ),
+        (
+            "an http jwks_uri",
+            json!({"token_endpoint_auth_method": "private_key_jwt", "grant_types": ["client_credentials"], "jwks_uri": "http://app.example/jwks"}),
+        ),
+        (
+            "keys with a secret method",
+            json!({"token_endpoint_auth_method": "client_secret_basic", "grant_types": ["client_credentials"], "jwks": key.jwks()}),
+        ),
+    ] {
+        let (status, body) = register(body).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some("invalid_client_metadata")),
+            "{why}: {body}"
+        );
+    }
+
+    // The admin API.
+    let admin = app.register_admin_client(None).await;
+    let token: Value = app
+        .client_credentials_as(&admin, "tessera:admin")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let response = app
+        .http
+        .post(app.url("/api/v1/clients"))
+        .bearer_auth(token["access_token"].as_str().unwrap())
+        .json(&json!({"name": "Keyed by admin", "client_type": "confidential",
+            "grant_types": ["client_credentials"], "scope": "read", "jwks_uri": "https://app.example/jwks.json"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let created: Value = response.json().await.unwrap();
+    assert!(created.get("client_secret").is_none(), "{created}");
+    assert_eq!(created["client"]["token_endpoint_auth_method"], "private_key_jwt");
+    assert_eq!(created["client"]["jwks_uri"], "https://app.example/jwks.json");
+
+    // The CLI, on a stopped server's data folder.
+    let dirs = app.stop().await;
+    let jwks_file = dirs.path().join("jwks.json");
+    std::fs::write(&jwks_file, key.jwks().to_string()).unwrap();
+    let output = run_tessera(
+        dirs.path(),
+        &[
+            "app",
+            "create",
+            "--name",
+            "CLI keyed",
+            "--client-type",
+            "confidential",
+            "--grant-type",
+            "client-credentials",
+            "--scope",
+            "read",
+            "--jwks-file",
+            jwks_file.to_str().unwrap(),
+            "--json",
+            "--data-dir",
+            dirs.path().join("data").to_str().unwrap(),
+            "--keys-dir",
+            dirs.path().join("keys").to_str().unwrap(),
+        ],
+        &[],
+        "",
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let created: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(created["token_endpoint_auth_method"], "private_key_jwt");
+    assert!(created.get("client_secret").is_none());
+    std::fs::write(
+        &jwks_file,
+        json!({"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}).to_string(),
+    )
+    .unwrap();
+    let output = run_tessera(
+        dirs.path(),
+        &[
+            "app",
+            "create",
+            "--name",
+            "CLI bad",
+            "--client-type",
+            "confidential",
+            "--grant-type",
+            "client-credentials",
+            "--jwks-file",
+            jwks_file.to_str().unwrap(),
+            "--data-dir",
+            dirs.path().join("data").to_str().unwrap(),
+            "--keys-dir",
+            dirs.path().join("keys").to_str().unwrap(),
+        ],
+        &[],
+        "",
+    );
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("secret key material"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[tokio::test]
+async fn the_metadata_names_private_key_jwt_and_its_algorithms() {
+    let app = spawn_app().await;
+    let metadata = app.get_json("/.well-known/oauth-authorization-server").await;
+    for endpoint in ["token", "revocation", "introspection"] {
+        let methods = &metadata[format!("{endpoint}_endpoint_auth_methods_supported")];
+        assert!(
+            methods.as_array().unwrap().contains(&json!("private_key_jwt")),
+            "{endpoint}"
+        );
+        assert_eq!(
+            metadata[format!("{endpoint}_endpoint_auth_signing_alg_values_supported")],
+            json!(["ES256", "EdDSA", "RS256", "PS256"])
+        );
+    }
+}
