@@ -215,8 +215,9 @@ async fn mcp_sdk_logs_in_with_a_client_id_metadata_document() {
     let script = McpLogin::start("cimd", &[cert.to_str().unwrap(), key.to_str().unwrap()]).await;
     let mcp_url = script.mcp_url.clone();
     let client_id_url = script.client_id_url.clone().expect("the document's URL");
-    // TODO: this waits for Client ID Metadata Document support (`client_id_metadata_documents`),
-    // being built on main; until it lands, loading this config fails on the unknown key.
+    // TODO: this waits for Client ID Metadata Document support, being built on main: the
+    // config and the metadata's `client_id_metadata_document_supported` are there (so the SDK
+    // uses its URL as client_id), but /o/authorize/ still answers `invalid_client`.
     let app = spawn_app_configured(&format!(
         "client_id_metadata_documents = \"open\"\n\
          outbound_allow_private_addresses = true\n\
