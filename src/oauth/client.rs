@@ -86,11 +86,13 @@ pub fn is_first_party(client: &ClientRecord) -> bool {
 /// Whether a client was made by an operator (the CLI or the admin API), not by a user in the
 /// applications pages or through dynamic registration.
 pub fn operator_made(client: &ClientRecord) -> bool {
-    client.owner_user_id.is_none() && client.registration_token_hash.is_none()
+    client.owner_user_id.is_none()
+        && client.registration_token_hash.is_none()
+        && !super::client_document::is_document_url(&client.client_id)
 }
 
 /// The record's `jwks` and `jwks_uri` for `keys`.
-fn key_fields(keys: Option<ClientKeys>) -> (Option<serde_json::Value>, Option<String>) {
+pub(super) fn key_fields(keys: Option<ClientKeys>) -> (Option<serde_json::Value>, Option<String>) {
     match keys {
         Some(ClientKeys::Jwks(jwks)) => (Some(jwks), None),
         Some(ClientKeys::JwksUri(uri)) => (None, Some(uri)),
@@ -160,7 +162,7 @@ impl Provider {
     }
 
     /// Checks everything a registration or an edit asks for; returns the parsed scope.
-    fn validate_client(&self, new: &NewClient) -> Result<super::scope::Scope, Error> {
+    pub(super) fn validate_client(&self, new: &NewClient) -> Result<super::scope::Scope, Error> {
         let invalid = Error::invalid_request;
         if new.name.trim().is_empty() {
             return Err(invalid("the app needs a name"));
@@ -366,8 +368,7 @@ impl Provider {
     /// caller cannot tell an unknown client from a wrong secret.
     pub async fn authenticate_client(&self, credentials: &ClientCredentials) -> Result<ClientRecord, Error> {
         let client = self
-            .store
-            .get_client(&credentials.client_id)
+            .resolve_client(&credentials.client_id)
             .await?
             .ok_or_else(Error::invalid_client)?;
         // RFC 7591 §2: a client registered for one method may not use another (clients made by
@@ -405,9 +406,10 @@ impl Provider {
         Ok(self.store.list_clients().await?)
     }
 
-    /// Looks up a client for the authorization endpoint (no authentication happens there).
+    /// Looks up a client for the authorization endpoint (no authentication happens there):
+    /// see [`Provider::resolve_client`].
     pub async fn find_client(&self, client_id: &str) -> Result<Option<ClientRecord>, Error> {
-        Ok(self.store.get_client(client_id).await?)
+        self.resolve_client(client_id).await
     }
 }
 

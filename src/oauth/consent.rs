@@ -59,7 +59,12 @@ impl Provider {
     pub async fn authorized_apps(&self, user_id: &str) -> Result<Vec<AuthorizedApp>, Error> {
         let mut apps = Vec::new();
         for consent in self.store.list_consents(user_id).await? {
-            let client = self.store.get_client(&consent.client_id).await?;
+            // A document client whose document cannot be had now is still listed, by its host.
+            let client = match self.resolve_client(&consent.client_id).await {
+                Ok(client) => client,
+                Err(e) if e.code == super::ErrorCode::InvalidClient => None,
+                Err(e) => return Err(e),
+            };
             apps.push(AuthorizedApp { client, consent });
         }
         Ok(apps)

@@ -9,6 +9,7 @@ pub mod admin;
 pub mod authorize;
 pub mod client;
 pub mod client_assertion;
+pub mod client_document;
 pub mod consent;
 pub mod demo;
 pub mod discovery;

@@ -30,6 +30,42 @@ pub struct ClientMetadata {
     pub jwks_uri: Option<String>,
 }
 
+impl ClientMetadata {
+    /// Reads client metadata from a JSON document (a Client ID Metadata Document): the
+    /// fields Tessera uses, each of its RFC 7591 type; other fields are ignored.
+    pub fn from_document(document: &serde_json::Value) -> Result<ClientMetadata, String> {
+        let string = |name: &str| match document.get(name) {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(format!("{name} must be a string")),
+        };
+        let strings = |name: &str| match document.get(name) {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(value) => serde_json::from_value::<Vec<String>>(value.clone())
+                .map(Some)
+                .map_err(|_| format!("{name} must be an array of strings")),
+        };
+        let jwks = match document.get("jwks") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(value) if value.is_object() => Some(value.clone()),
+            Some(_) => return Err("jwks must be an object".into()),
+        };
+        Ok(ClientMetadata {
+            redirect_uris: strings("redirect_uris")?.unwrap_or_default(),
+            token_endpoint_auth_method: string("token_endpoint_auth_method")?,
+            grant_types: strings("grant_types")?,
+            response_types: strings("response_types")?,
+            client_name: string("client_name")?,
+            scope: string("scope")?,
+            post_logout_redirect_uris: strings("post_logout_redirect_uris")?.unwrap_or_default(),
+            id_token_signed_response_alg: string("id_token_signed_response_alg")?,
+            software_statement: string("software_statement")?,
+            jwks,
+            jwks_uri: string("jwks_uri")?,
+        })
+    }
+}
+
 /// A registered client as RFC 7591 §3.2.1 describes it back to the client.
 #[derive(Debug, Clone)]
 pub struct Registration {
@@ -125,7 +161,7 @@ impl Provider {
     }
 
     /// Applies the registration policy to client metadata, giving the client to store.
-    fn registered_settings(&self, metadata: &ClientMetadata) -> Result<(NewClient, String), Error> {
+    pub(super) fn registered_settings(&self, metadata: &ClientMetadata) -> Result<(NewClient, String), Error> {
         if metadata.software_statement.is_some() {
             return Err(Error::new(
                 ErrorCode::InvalidSoftwareStatement,

@@ -115,7 +115,7 @@ impl Provider {
             }
         }
         let client_id = claims["client_id"].as_str().unwrap_or_default();
-        Ok(self.store.get_client(client_id).await?.is_some())
+        self.client_exists(client_id).await
     }
 
     pub fn refresh_token_ttl(&self, client: &ClientRecord) -> i64 {

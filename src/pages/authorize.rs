@@ -105,7 +105,10 @@ fn consent_page(templates: &Templates, req: &Request, session: &Session, prompt:
             redirect_host => &prompt.redirect_host,
             // Names can be copied; the id and the redirect host tell look-alikes apart.
             client_id_prefix => &prompt.client_id_prefix,
+            client_id => &prompt.request.client.client_id,
             self_registered => prompt.self_registered,
+            document_host => &prompt.document_host,
+            loopback_only => prompt.loopback_only && prompt.document_host.is_some(),
             action => format!("{}?{}", req.uri().path(), req.uri().query().unwrap_or_default()),
             csrf_token => session.csrf_token(),
         },

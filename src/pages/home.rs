@@ -44,13 +44,15 @@ pub(super) async fn authorized_apps(
     let apps: Vec<_> = apps
         .iter()
         .map(|app| {
-            let name = app
-                .client
-                .as_ref()
-                .map(|c| c.name.clone())
-                .unwrap_or_else(|| "(deleted app)".into());
+            let host = crate::oauth::client_document::document_host(&app.consent.client_id);
+            let name = match (&app.client, &host) {
+                (Some(client), _) => client.name.clone(),
+                (None, Some(host)) => host.clone(),
+                (None, None) => "(deleted app)".into(),
+            };
             context! {
                 name,
+                host,
                 client_id => &app.consent.client_id,
                 first_party => app.client.as_ref().is_some_and(crate::oauth::client::is_first_party),
                 scopes => app.consent.scopes.join(" "),

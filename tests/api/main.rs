@@ -36,6 +36,8 @@ mod discovery;
 mod hardening;
 // Review findings about wearing the server down: slow clients, anonymous visits, registrations.
 mod exhaustion;
+// Client ID Metadata Documents: clients named by a URL, fetched safely, shown by host.
+mod client_documents;
 // private_key_jwt client authentication (RFC 7523): every key type, every bad assertion, jwks_uri.
 mod private_key_jwt;
 // Introspection (RFC 7662) and revocation (RFC 7009).

@@ -44,6 +44,12 @@ pub struct ConsentPrompt {
     pub client_id_prefix: String,
     /// Whether a user or dynamic registration made the client, rather than an operator.
     pub self_registered: bool,
+    /// For a client identified by its metadata document's URL, that URL's host: the one thing
+    /// about it nobody else can claim.
+    pub document_host: Option<String>,
+    /// Every redirect URI is on this machine (localhost): any program on the user's computer
+    /// could receive the code, so the name is only as good as the software the user runs.
+    pub loopback_only: bool,
 }
 
 /// The user's answer on the consent page.
@@ -159,6 +165,12 @@ impl Provider {
             redirect_host,
             client_id_prefix: request.client.client_id.chars().take(8).collect(),
             self_registered: !super::client::operator_made(&request.client),
+            document_host: super::client_document::document_host(&request.client.client_id),
+            loopback_only: request
+                .client
+                .redirect_uris
+                .iter()
+                .all(|uri| Url::parse(uri).is_ok_and(|u| super::client::is_loopback(&u))),
             request,
         }
     }
