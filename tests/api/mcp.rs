@@ -215,9 +215,7 @@ async fn mcp_sdk_logs_in_with_a_client_id_metadata_document() {
     let script = McpLogin::start("cimd", &[cert.to_str().unwrap(), key.to_str().unwrap()]).await;
     let mcp_url = script.mcp_url.clone();
     let client_id_url = script.client_id_url.clone().expect("the document's URL");
-    // TODO: this waits for Client ID Metadata Document support, being built on main: the
-    // config and the metadata's `client_id_metadata_document_supported` are there (so the SDK
-    // uses its URL as client_id), but /o/authorize/ still answers `invalid_client`.
+    // Documents are held to the registration policy: its scopes and resources apply.
     let app = spawn_app_configured(&format!(
         "client_id_metadata_documents = \"open\"\n\
          outbound_allow_private_addresses = true\n\
@@ -242,7 +240,11 @@ async fn mcp_sdk_logs_in_with_a_client_id_metadata_document() {
             .any(|p| p == "/mcp-client/client.json"),
         "{report}"
     );
-    // The consent page names where the document lives, so the user can tell who asks.
+    // The consent page names the site that published the document, and the whole client_id,
+    // so the user can tell who asks; the user's list of apps names the site too.
     let consent = report["consent_page"].as_str().unwrap();
-    assert!(consent.contains("127.0.0.1"), "{consent}");
+    assert!(consent.contains("Published by 127.0.0.1"), "{consent}");
+    assert!(consent.contains(&client_id_url), "{consent}");
+    let authorized = report["authorized_tokens"]["text"].as_str().unwrap();
+    assert!(authorized.contains("MCP interop client from 127.0.0.1"), "{authorized}");
 }
