@@ -13,6 +13,7 @@ use poem::{get, handler, Body, EndpointExt, Request, Response, Route};
 use super::{checked_form, date, error_page, page, redirect, visitor, Templates};
 use crate::http::routes as paths;
 use crate::oauth::client::NewClient;
+use crate::oauth::client_assertion::ClientKeys;
 use crate::oauth::params::Params;
 use crate::oauth::session::Session;
 use crate::oauth::{Error, ErrorCode, Provider};
@@ -73,6 +74,11 @@ fn form_values(provider: &Provider, new: &NewClient) -> Value {
         redirect_uris => new.redirect_uris.join("\n"),
         post_logout_redirect_uris => new.post_logout_redirect_uris.join("\n"),
         scopes,
+        jwks_uri => match &new.keys { Some(ClientKeys::JwksUri(uri)) => uri.clone(), _ => String::new() },
+        jwks => match &new.keys {
+            Some(ClientKeys::Jwks(jwks)) => serde_json::to_string_pretty(jwks).unwrap_or_default(),
+            _ => String::new(),
+        },
     }
 }
 
@@ -106,7 +112,7 @@ fn settings_of(client: &ClientRecord) -> NewClient {
         post_logout_redirect_uris: client.post_logout_redirect_uris.clone(),
         id_token_signed_response_alg: client.id_token_signed_response_alg,
         admin: client.admin,
-        keys: None,
+        keys: ClientKeys::of(client),
     }
 }
 
@@ -119,8 +125,20 @@ fn lines(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// The public keys named in the form (a JWKS URL or a JWK Set), or why they cannot be used.
+fn keys_from_form(jwks_uri: &str, jwks: &str) -> Result<Option<ClientKeys>, String> {
+    match (jwks_uri.trim(), jwks.trim()) {
+        ("", "") => Ok(None),
+        (uri, "") => Ok(Some(ClientKeys::JwksUri(uri.to_string()))),
+        ("", jwks) => serde_json::from_str(jwks)
+            .map(|jwks| Some(ClientKeys::Jwks(jwks)))
+            .map_err(|e| format!("the JWK Set is not JSON: {e}")),
+        _ => Err("give a JWK Set URL or a JWK Set, not both".into()),
+    }
+}
+
 /// Reads the submitted form into client settings (`client_type` only matters on registration).
-fn settings_from_form(provider: &Provider, form: &Params<'_>, base: NewClient) -> NewClient {
+fn settings_from_form(provider: &Provider, form: &Params<'_>, base: NewClient) -> (NewClient, Option<String>) {
     let field = |name: &str| form.get(name).ok().flatten().unwrap_or_default().to_string();
     let checked = |name: &str| form.get(name).ok().flatten().is_some();
     let client_type = match field("client_type").as_str() {
@@ -128,7 +146,11 @@ fn settings_from_form(provider: &Provider, form: &Params<'_>, base: NewClient) -
         "confidential" => ClientType::Confidential,
         _ => base.client_type,
     };
-    NewClient {
+    let (keys, error) = match keys_from_form(&field("jwks_uri"), &field("jwks")) {
+        Ok(keys) => (keys, None),
+        Err(why) => (base.keys.clone(), Some(why)),
+    };
+    let new = NewClient {
         name: field("name"),
         client_type,
         grant_types: GRANTS
@@ -145,8 +167,10 @@ fn settings_from_form(provider: &Provider, form: &Params<'_>, base: NewClient) -
             .join(" "),
         // Only an operator can make an app skip consent; the pages never read such a field.
         skip_consent: false,
+        keys,
         ..base
-    }
+    };
+    (new, error)
 }
 
 fn detail_page(templates: &Templates, client: &ClientRecord, session: &Session, secret: Option<&str>) -> Response {
@@ -156,6 +180,9 @@ fn detail_page(templates: &Templates, client: &ClientRecord, session: &Session, 
         name => &client.name,
         client_type => client_type_name(client.client_type),
         confidential => client.client_type == ClientType::Confidential,
+        has_secret => client.secret_hash.is_some(),
+        jwks_uri => &client.jwks_uri,
+        key_count => client.jwks.as_ref().and_then(|j| j["keys"].as_array()).map(Vec::len),
         grant_types => grants.join(", "),
         redirect_uris => &client.redirect_uris,
         post_logout_redirect_uris => &client.post_logout_redirect_uris,
@@ -301,8 +328,12 @@ pub async fn register(
         admin: false,
         keys: None,
     };
-    let new = settings_from_form(provider, &Params::new(&form), base);
-    match provider.register_client(new.clone()).await {
+    let (new, form_error) = settings_from_form(provider, &Params::new(&form), base);
+    let registered = match form_error {
+        Some(why) => Err(Error::invalid_request(why)),
+        None => provider.register_client(new.clone()).await,
+    };
+    match registered {
         Ok((client, secret)) => detail_page(templates, &client, &visitor, secret.as_deref()),
         Err(e) => form_page(
             provider,
@@ -365,8 +396,12 @@ pub async fn edit(
     let visitor = try_page!(visitor(provider, templates, req, StatusCode::SEE_OTHER).await);
     let client = try_page!(owned_client(provider, templates, &visitor, &id).await);
     let form = try_page!(checked_form(templates, &visitor, body).await);
-    let new = settings_from_form(provider, &Params::new(&form), settings_of(&client));
-    match provider.update_client(&id, new.clone()).await {
+    let (new, form_error) = settings_from_form(provider, &Params::new(&form), settings_of(&client));
+    let updated = match form_error {
+        Some(why) => Err(Error::invalid_request(why)),
+        None => provider.update_client(&id, new.clone()).await,
+    };
+    match updated {
         Ok(_) => redirect(StatusCode::SEE_OTHER, &format!("/o/applications/{id}/")),
         Err(e) => form_page(
             provider,

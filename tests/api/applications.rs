@@ -268,3 +268,51 @@ async fn other_users_apps_do_not_exist_for_you() {
         .unwrap()
         .contains("Nightly export"));
 }
+
+#[tokio::test]
+async fn an_app_registered_with_its_public_keys_has_no_secret_and_authenticates_with_them() {
+    use crate::private_key_jwt::TestKey;
+    let app = logged_in().await;
+    let key = TestKey::new(jsonwebtoken::Algorithm::EdDSA);
+    let jwks = key.jwks().to_string();
+    let both = register(
+        &app,
+        &[
+            &SERVICE[..],
+            &[("jwks", jwks.as_str()), ("jwks_uri", "https://app.example/jwks")],
+        ]
+        .concat(),
+    )
+    .await;
+    assert_eq!(both.status(), 400);
+    assert!(both.text().await.unwrap().contains("not both"));
+    let not_json = register(&app, &[&SERVICE[..], &[("jwks", "{keys")]].concat()).await;
+    assert_eq!(not_json.status(), 400);
+
+    let response = register(&app, &[&SERVICE[..], &[("jwks", jwks.as_str())]].concat()).await;
+    assert_eq!(response.status(), 200);
+    let html = response.text().await.unwrap();
+    let client_id = code_element(&html, "client-id").unwrap();
+    assert!(code_element(&html, "client-secret").is_none(), "no secret is made");
+    assert!(html.contains("private_key_jwt, 1 registered key"), "{html}");
+    assert!(!html.contains("rotate-secret"), "nothing to rotate");
+    let assertion = key.assertion(&client_id, &app.issuer);
+    let token = app
+        .http
+        .post(app.url("/o/token/"))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            (
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            ),
+            ("client_assertion", assertion.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(token.status(), 200);
+    // The edit form shows the keys and saving it keeps them.
+    let edit = app.get_text(&format!("/o/applications/{client_id}/edit/")).await;
+    assert!(edit.contains("Ed25519"), "{edit}");
+}
