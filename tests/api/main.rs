@@ -46,6 +46,8 @@ mod private_key_jwt;
 mod introspect_revoke;
 // Third-party libraries: PyJWT and jose verify tokens via the JWKS; Authlib runs the code flow.
 mod interop;
+// The MCP TypeScript SDK logs in (registration, Client ID Metadata Document) and calls a tool.
+mod mcp;
 // Key rotation, and restarting on the same data and keys.
 mod keys;
 // Login hardening: throttling failed logins per user and per address.
