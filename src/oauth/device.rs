@@ -55,6 +55,8 @@ pub struct DevicePrompt {
     pub self_registered: bool,
     /// Each requested scope and its description from the configuration.
     pub scopes: Vec<(String, Option<String>)>,
+    /// For a client identified by its metadata document's URL, the full id and its host.
+    pub document: Option<(String, String)>,
 }
 
 /// A fresh user code, normalised (no separator): uniform over the alphabet.
@@ -178,6 +180,8 @@ impl Provider {
             client_id_prefix: client.client_id.chars().take(8).collect(),
             self_registered: !super::client::operator_made(&client),
             scopes: self.describe_scopes(&scope),
+            document: super::client_document::document_host(&client.client_id)
+                .map(|host| (client.client_id.clone(), host)),
         })
     }
 

@@ -102,6 +102,8 @@ fn confirmation(templates: &Templates, session: &Session, prompt: &DevicePrompt)
                 client_name => &prompt.client_name,
                 client_id_prefix => &prompt.client_id_prefix,
                 self_registered => prompt.self_registered,
+                document_id => prompt.document.as_ref().map(|(id, _)| id),
+                document_host => prompt.document.as_ref().map(|(_, host)| host),
                 scopes,
             },
             username => &session.user.username,

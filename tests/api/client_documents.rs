@@ -459,3 +459,68 @@ async fn a_document_client_may_authenticate_with_its_keys() {
     let (status, body) = exchange(&app, &with).await;
     assert_eq!(status, 200, "{body}");
 }
+
+#[tokio::test]
+async fn a_document_client_on_a_device_is_confirmed_by_its_host_and_gets_tokens() {
+    const DEVICE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
+    let (documents, app) = setup(ClientDocumentsMode::Open, |config| {
+        config.device_code_interval = Duration::from_secs(1);
+    })
+    .await;
+    let client_id = documents.url("/cli.json");
+    let mut doc = document(&client_id);
+    doc["client_name"] = "Agent CLI".into();
+    doc["grant_types"] = json!([DEVICE_GRANT, "refresh_token"]);
+    doc.as_object_mut().unwrap().remove("response_types");
+    documents.serve("/cli.json", Doc::json(&doc));
+    let response = app
+        .http
+        .post(app.url("/o/device_authorization/"))
+        .form(&[("client_id", client_id.as_str()), ("scope", "read")])
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let started: Value = response.json().await.unwrap();
+    assert_eq!(status, 200, "{started}");
+    let user_code = started["user_code"].as_str().unwrap();
+    let device_code = started["device_code"].as_str().unwrap();
+
+    logged_in(&app).await;
+    let csrf = hidden_input(&app.get_text("/o/device/").await, "csrf_token").unwrap();
+    let submit = |fields: Vec<(&'static str, String)>| {
+        let mut form = vec![("csrf_token", csrf.clone())];
+        form.extend(fields);
+        app.http.post(app.url("/o/device/")).form(&form).send()
+    };
+    let confirmation = submit(vec![("user_code", user_code.to_string())]).await.unwrap();
+    let html = confirmation.text().await.unwrap();
+    assert!(html.contains("Agent CLI"), "{html}");
+    assert!(
+        html.contains(r#"<strong id="client-host">127.0.0.1</strong>"#),
+        "{html}"
+    );
+    assert!(
+        html.contains(&client_id.replace('/', "&#x2f;")),
+        "the full client id is shown"
+    );
+    let done = submit(vec![("user_code", user_code.to_string()), ("decision", "allow".into())])
+        .await
+        .unwrap();
+    assert_eq!(done.status(), 200);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (status, tokens) = exchange(
+        &app,
+        &[
+            ("grant_type", DEVICE_GRANT),
+            ("device_code", device_code),
+            ("client_id", &client_id),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{tokens}");
+    assert_eq!(
+        jwt_parts(tokens["access_token"].as_str().unwrap()).1["client_id"],
+        client_id.as_str()
+    );
+}
