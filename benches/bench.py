@@ -2,7 +2,8 @@
 """Tessera load benchmark (a benchmark, not a test: it asserts nothing, it measures).
 
 Runs the release server on loopback and drives it with wrk at a fixed concurrency:
-  - client_credentials grants (HTTP Basic, one ES256 signature, no storage write)
+  - client_credentials grants (HTTP Basic, one ES256 signature, no storage write), and the same
+    authenticated with private_key_jwt assertions (minted ahead by examples/client_assertions.rs)
   - refresh_token grants (rotation: every response carries a new refresh token that is
     durable on disk before the response is sent; wrk chains them per connection)
   - JWKS GETs
@@ -45,6 +46,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target", "release", "tessera")
 CEILING = os.path.join(ROOT, "target", "release", "examples", "ceiling")
 RESOURCE_SERVER = os.path.join(ROOT, "target", "release", "examples", "resource_server")
+CLIENT_ASSERTIONS = os.path.join(ROOT, "target", "release", "examples", "client_assertions")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 DONE_LUA = """
@@ -254,6 +256,38 @@ end
     return path
 
 
+def assertion_lua(work, name, assertions_file, threads):
+    """A wrk script whose threads each send their share of the assertions in `assertions_file`
+    (one per line, each usable once) as client_credentials requests."""
+    path = os.path.join(work, name + ".lua")
+    with open(path, "w") as f:
+        f.write(f"""
+local threads = {threads}
+local counter = 0
+local headers = {{ ["Content-Type"] = "application/x-www-form-urlencoded" }}
+function setup(thread)
+  thread:set("id", counter)
+  counter = counter + 1
+end
+function init(args)
+  queue = {{}}
+  local i = 0
+  for line in io.lines({json.dumps(assertions_file)}) do
+    if i % threads == id then table.insert(queue, line) end
+    i = i + 1
+  end
+  next_index = 1
+end
+function request()
+  local a = queue[next_index] or "exhausted"
+  next_index = next_index + 1
+  return wrk.format("POST", "/o/token/", headers, "grant_type=client_credentials&scope=read&client_assertion_type="
+    .. "urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer&client_assertion=" .. a)
+end
+""" + DONE_LUA)
+    return path
+
+
 def post_lua(work, name, body, basic):
     path = os.path.join(work, name + ".lua")
     with open(path, "w") as f:
@@ -411,7 +445,7 @@ def main():
 
     ensure_wrk()
     subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "tessera", "--example", "ceiling",
-                    "--example", "resource_server"], cwd=ROOT, check=True)
+                    "--example", "resource_server", "--example", "client_assertions"], cwd=ROOT, check=True)
     work = tempfile.mkdtemp(prefix="tessera-bench-")
     # One load generator on one address is what the rate limits exist to stop: turn them off.
     config = os.path.join(work, "tessera.toml")
@@ -438,6 +472,10 @@ def main():
                             "--grant-type", "authorization-code", "--grant-type", "refresh-token",
                             "--redirect-uri", "http://127.0.0.1/cb", "--scope", "openid profile read write", "--json"))
     cli("user", "create", "--username", "bench", "--password-stdin", stdin="bench password\n")
+    jwks = os.path.join(work, "bench-jwks.json")
+    subprocess.run([CLIENT_ASSERTIONS, "jwks", jwks], check=True)
+    keyed = json.loads(cli("app", "create", "--name", "bench keys", "--client-type", "confidential", "--grant-type",
+                           "client-credentials", "--scope", "read", "--jwks-file", jwks, "--json"))
     basic = "Basic " + base64.b64encode(f"{client['client_id']}:{client['client_secret']}".encode()).decode()
 
     port = free_port()
@@ -470,6 +508,14 @@ def main():
         # The ceiling runs right after client_credentials so that both see the same machine.
         results["client_credentials"] = measure("client_credentials", server.pid, base + "/o/token/", cc_lua, args)
         results["ceiling (poem + ES256)"] = measure("ceiling", ceiling.pid, f"http://127.0.0.1:{ceiling_port}/o/token/", cc_lua, args)
+        # private_key_jwt: one more ES256 verification and a jti recorded per request. Each
+        # assertion is usable once, so they are minted ahead (more than the run can use).
+        assertions = os.path.join(work, "assertions.txt")
+        needed = int(results["client_credentials"]["rps"] * args.duration * 1.5) + 10000
+        subprocess.run([CLIENT_ASSERTIONS, "sign", jwks + ".p8", keyed["client_id"], base, str(needed), assertions], check=True)
+        results["private_key_jwt client_creds"] = measure(
+            "private_key_jwt", server.pid, base + "/o/token/", assertion_lua(work, "private_key_jwt", assertions, args.threads),
+            args, warmup=False)
         # No warm-up run: it would spend the token chains. The first second is counted.
         results["refresh_token"] = measure("refresh_token", server.pid, base + "/o/token/", refresh_chains, args, warmup=False)
         # The RSS target covers the OAuth scenarios above; OpenID Connect adds its own tokens.
@@ -520,6 +566,7 @@ def main():
     checks = [
         ("client_credentials >= 20,000/s", cc["rps"] >= 20000),
         ("client_credentials >= 0.8x ceiling", cc["rps"] >= 0.8 * ceil["rps"]),
+        ("private_key_jwt >= 0.5x client_credentials", results["private_key_jwt client_creds"]["rps"] >= 0.5 * cc["rps"]),
         ("refresh_token >= 10,000/s (durable)", results["refresh_token"]["rps"] >= 10000),
         ("JWKS >= 50,000/s", results["jwks"]["rps"] >= 50000),
         ("p99 <= 5 ms", p99 <= 5),
