@@ -1188,6 +1188,8 @@ mod tests {
             registration_token_hash: None,
             token_endpoint_auth_method: None,
             first_used_at: None,
+            jwks: None,
+            jwks_uri: None,
         }
     }
 

@@ -171,7 +171,6 @@ fn first_party(owner: Option<&str>) -> tessera::oauth::client::NewClient {
         id_token_signed_response_alg: None,
         admin: false,
         keys: None,
-        keys: None,
     }
 }
 
@@ -748,7 +747,6 @@ fn settings_of(client: &tessera::store::ClientRecord) -> tessera::oauth::client:
         post_logout_redirect_uris: client.post_logout_redirect_uris.clone(),
         id_token_signed_response_alg: client.id_token_signed_response_alg,
         admin: client.admin,
-        keys: None,
         keys: None,
     }
 }

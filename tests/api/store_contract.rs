@@ -88,6 +88,8 @@ fn client(id: &str, owner: Option<&str>) -> ClientRecord {
         registration_token_hash: None,
         token_endpoint_auth_method: None,
         first_used_at: None,
+        jwks: None,
+        jwks_uri: None,
     }
 }
 
