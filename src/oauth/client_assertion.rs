@@ -5,13 +5,17 @@
 //! What is checked: the algorithm is one the key fixes (its `alg`, else its type's: ES256 for
 //! P-256, EdDSA for Ed25519, RS256 or PS256 for RSA; never `none` or an HMAC), the signature,
 //! `iss` = `sub` = the client, `aud` naming this server (its issuer, its token endpoint, or the
-//! endpoint called), `exp` present and at most [`MAX_LIFETIME`] ahead, `nbf`/`iat` not in the
-//! future, and `jti` used once: every `jti` is remembered in the store's counters until the
-//! assertion expires, so a replay fails on every node.
+//! endpoint called), `exp` present, `nbf`/`iat` not in the future, an assertion accepted for at
+//! most [`MAX_LIFETIME`] (after its `iat`, or from now when it has none), and `jti` used once:
+//! every `jti` is remembered in the store's counters for as long as its assertion is accepted,
+//! so a replay fails on every node.
+//!
+//! Ed25519 signatures are accepted under both of their JWS names: `EdDSA` (RFC 8037) and
+//! `Ed25519` (RFC 9864, which deprecates `EdDSA`; openid-client v6 sends it).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use jsonwebtoken::{Algorithm, DecodingKey};
 use serde_json::Value;
 use url::Url;
 
@@ -22,9 +26,9 @@ use crate::store::{ClientRecord, Counter};
 pub const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 /// The `token_endpoint_auth_method` name (RFC 7591 §2).
 pub const METHOD: &str = "private_key_jwt";
-/// The algorithms assertions may be signed with.
-pub const SIGNING_ALGS: [&str; 4] = ["ES256", "EdDSA", "RS256", "PS256"];
-/// The furthest ahead an assertion's `exp` may be: it is a one-request credential.
+/// The algorithms assertions may be signed with, as the JWS `alg` names them.
+pub const SIGNING_ALGS: [&str; 5] = ["ES256", "EdDSA", "Ed25519", "RS256", "PS256"];
+/// The longest an assertion is accepted, from its `iat`: it is a one-request credential.
 pub const MAX_LIFETIME: i64 = 300;
 /// Clock skew allowed between the client and this server.
 const LEEWAY: u64 = 30;
@@ -78,6 +82,17 @@ impl ClientKeys {
                 Ok(())
             }
         }
+    }
+}
+
+/// The algorithm a JWS `alg` name (one of [`SIGNING_ALGS`]) stands for.
+fn algorithm(name: &str) -> Option<Algorithm> {
+    match name {
+        "ES256" => Some(Algorithm::ES256),
+        "EdDSA" | "Ed25519" => Some(Algorithm::EdDSA),
+        "RS256" => Some(Algorithm::RS256),
+        "PS256" => Some(Algorithm::PS256),
+        _ => None,
     }
 }
 
@@ -149,9 +164,8 @@ fn parse_jwk(jwk: &Value) -> Result<Option<VerificationKey>, String> {
     let algs = match jwk["alg"].as_str() {
         None => family,
         Some(alg) => {
-            let index = family
-                .iter()
-                .position(|a| format!("{a:?}") == alg)
+            let index = algorithm(alg)
+                .and_then(|a| family.iter().position(|f| *f == a))
                 .ok_or_else(|| format!("a {} key cannot be used with alg {alg}", jwk["kty"]))?;
             &family[index..=index]
         }
@@ -197,17 +211,9 @@ impl Provider {
     }
 
     async fn check_assertion(&self, client: &ClientRecord, assertion: &str, endpoint: &str) -> Result<(), Refused> {
-        if assertion.len() > MAX_ASSERTION_BYTES {
-            return Err(Refused::Invalid("the assertion is too large".into()));
-        }
-        let header = jsonwebtoken::decode_header(assertion)
-            .map_err(|e| Refused::Invalid(format!("the assertion is not a JWS: {e}")))?;
-        // jsonwebtoken has no `none`; HMAC is refused here, before any key is looked at.
-        if !SIGNING_ALGS.contains(&format!("{:?}", header.alg).as_str()) {
-            return Err(Refused::Invalid(format!("alg {:?} is not accepted", header.alg)));
-        }
+        let jws = Jws::parse(assertion).map_err(Refused::Invalid)?;
         let keys = ClientKeys::of(client).ok_or_else(|| Refused::Invalid("the client has no keys".into()))?;
-        let mut claims = None;
+        let mut verified = false;
         for refetched in [false, true] {
             let candidates = match &keys {
                 ClientKeys::Jwks(jwks) => parse_jwks(jwks, false).map_err(Refused::Invalid)?,
@@ -223,37 +229,28 @@ impl Provider {
                     parse_jwks(&jwks, false).map_err(Refused::Invalid)?
                 }
             };
-            claims = candidates
+            verified = candidates
                 .iter()
-                .filter(|k| header.kid.is_none() || k.kid == header.kid)
-                .filter(|k| k.algs.contains(&header.alg))
-                .find_map(|k| {
-                    self.decode_assertion(client, assertion, header.alg, &k.key, endpoint)
-                        .ok()
-                });
+                .filter(|k| jws.kid.is_none() || k.kid == jws.kid)
+                .filter(|k| k.algs.contains(&jws.alg))
+                .any(|k| jws.verifies_with(&k.key));
             // Keys given inline do not change; a published set may have rotated: read it again once.
-            if claims.is_some() || matches!(keys, ClientKeys::Jwks(_)) {
+            if verified || matches!(keys, ClientKeys::Jwks(_)) {
                 break;
             }
         }
-        let claims = claims
-            .ok_or_else(|| Refused::Invalid("no registered key verifies the assertion with valid claims".into()))?;
-        let now = now();
-        let exp = claims["exp"].as_i64().unwrap_or_default();
-        if exp > now + MAX_LIFETIME + LEEWAY as i64 {
-            return Err(Refused::Invalid(format!(
-                "exp is more than {MAX_LIFETIME} seconds ahead"
-            )));
+        if !verified {
+            return Err(Refused::Invalid("no registered key verifies the assertion".into()));
         }
-        if claims["iat"].as_i64().is_some_and(|iat| iat > now + LEEWAY as i64) {
-            return Err(Refused::Invalid("iat is in the future".into()));
-        }
-        let jti = claims["jti"]
+        let until = self
+            .check_claims(client, &jws.claims, endpoint)
+            .map_err(Refused::Invalid)?;
+        let jti = jws.claims["jti"]
             .as_str()
             .filter(|j| !j.is_empty() && j.len() <= 256)
             .ok_or_else(|| Refused::Invalid("jti is missing".into()))?;
         if self
-            .assertion_replayed(&client.client_id, jti, exp)
+            .assertion_replayed(&client.client_id, jti, until)
             .await
             .map_err(Refused::Server)?
         {
@@ -262,33 +259,54 @@ impl Provider {
         Ok(())
     }
 
-    /// The assertion's claims if `key` verifies it and its registered claims hold.
-    fn decode_assertion(
-        &self,
-        client: &ClientRecord,
-        assertion: &str,
-        alg: Algorithm,
-        key: &DecodingKey,
-        endpoint: &str,
-    ) -> Result<Value, jsonwebtoken::errors::Error> {
-        let mut validation = Validation::new(alg);
-        validation.leeway = LEEWAY;
-        validation.validate_nbf = true;
-        validation.set_required_spec_claims(&["exp", "iss", "sub", "aud"]);
-        validation.set_issuer(&[&client.client_id]);
-        validation.sub = Some(client.client_id.clone());
-        validation.set_audience(&[
+    /// Checks a verified assertion's registered claims (RFC 7523 §3); returns the second from
+    /// which it is no longer accepted.
+    fn check_claims(&self, client: &ClientRecord, claims: &Value, endpoint: &str) -> Result<i64, String> {
+        let (now, leeway) = (now(), LEEWAY as i64);
+        let client_id = client.client_id.as_str();
+        if claims["iss"].as_str() != Some(client_id) || claims["sub"].as_str() != Some(client_id) {
+            return Err("iss and sub must both be the client".into());
+        }
+        let audiences = [
             self.issuer.clone(),
             format!("{}/", self.issuer),
             self.url("/o/token/"),
             self.url(endpoint),
-        ]);
-        Ok(jsonwebtoken::decode::<Value>(assertion, key, &validation)?.claims)
+        ];
+        let ours = |aud: &Value| aud.as_str().is_some_and(|aud| audiences.iter().any(|a| a == aud));
+        let for_us = match &claims["aud"] {
+            Value::Array(list) => list.iter().any(ours),
+            aud => ours(aud),
+        };
+        if !for_us {
+            return Err("aud does not name this server".into());
+        }
+        let time = |name: &str| claims[name].as_f64().map(|t| t as i64);
+        let exp = time("exp").ok_or("exp is missing")?;
+        let iat = time("iat");
+        if time("nbf").is_some_and(|nbf| nbf > now + leeway) || iat.is_some_and(|iat| iat > now + leeway) {
+            return Err("nbf or iat is in the future".into());
+        }
+        // RFC 7523 §3 lets a server refuse an `exp` unreasonably far ahead, and libraries
+        // differ (openid-client: 60 s, Authlib: an hour): what is bounded instead is how long
+        // the assertion is accepted, so that its jti is remembered for that long only.
+        let last = match iat {
+            Some(iat) => exp.min(iat + MAX_LIFETIME),
+            None if exp <= now + MAX_LIFETIME + leeway => exp,
+            None => return Err(format!("without iat, exp may be at most {MAX_LIFETIME} seconds ahead")),
+        };
+        let until = last + leeway + 1;
+        if now >= until {
+            return Err(format!(
+                "the assertion has expired (exp, or {MAX_LIFETIME} seconds after iat)"
+            ));
+        }
+        Ok(until)
     }
 
-    /// Records `jti` for `client_id` until `exp` (plus the leeway); whether it was already
+    /// Records `jti` for `client_id` until the second `until`; whether it was already
     /// recorded. Atomic in the store, so two nodes given one assertion accept it once.
-    async fn assertion_replayed(&self, client_id: &str, jti: &str, exp: i64) -> Result<bool, Error> {
+    async fn assertion_replayed(&self, client_id: &str, jti: &str, until: i64) -> Result<bool, Error> {
         let key = [
             b"assertion-jti\0".as_slice(),
             client_id.as_bytes(),
@@ -297,7 +315,7 @@ impl Provider {
         ]
         .concat();
         let now_ms = now() * 1000;
-        let until_ms = (exp + LEEWAY as i64) * 1000;
+        let until_ms = until * 1000;
         let replayed = AtomicBool::new(false);
         self.store
             .update_counters(&[key], &|counters: &mut [Counter]| {
@@ -321,6 +339,65 @@ impl Provider {
 enum Refused {
     Invalid(String),
     Server(Error),
+}
+
+/// A client assertion taken apart, its signature not yet verified.
+struct Jws<'a> {
+    alg: Algorithm,
+    kid: Option<String>,
+    claims: Value,
+    signing_input: &'a str,
+    signature: &'a str,
+}
+
+impl<'a> Jws<'a> {
+    /// Reads a compact JWS's header and claims. The header is read here rather than by
+    /// jsonwebtoken, which does not know RFC 9864's `Ed25519`.
+    fn parse(assertion: &'a str) -> Result<Jws<'a>, String> {
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        use base64::Engine;
+        if assertion.len() > MAX_ASSERTION_BYTES {
+            return Err("the assertion is too large".into());
+        }
+        let json = |part: &str| -> Result<Value, String> {
+            let bytes = URL_SAFE_NO_PAD
+                .decode(part)
+                .map_err(|_| "the assertion is not base64url")?;
+            match serde_json::from_slice(&bytes) {
+                Ok(value @ Value::Object(_)) => Ok(value),
+                _ => Err("the assertion's header or claims are not a JSON object".into()),
+            }
+        };
+        let (signing_input, signature) = assertion.rsplit_once('.').ok_or("the assertion is not a JWS")?;
+        let (header, claims) = signing_input
+            .split_once('.')
+            .filter(|(_, claims)| !claims.contains('.'))
+            .ok_or("the assertion is not a compact JWS")?;
+        let header = json(header)?;
+        let name = header["alg"].as_str().unwrap_or_default();
+        // An HMAC, `none` or anything else is refused before any key is looked at.
+        let alg = algorithm(name).ok_or_else(|| format!("alg {name:?} is not accepted"))?;
+        // RFC 7515 §4.1.11: extensions listed in `crit` must be understood; none is.
+        if header.get("crit").is_some() {
+            return Err("the header has crit extensions".into());
+        }
+        let kid = match header.get("kid") {
+            None => None,
+            Some(Value::String(kid)) => Some(kid.clone()),
+            Some(_) => return Err("kid is not a string".into()),
+        };
+        Ok(Jws {
+            alg,
+            kid,
+            claims: json(claims)?,
+            signing_input,
+            signature,
+        })
+    }
+
+    fn verifies_with(&self, key: &DecodingKey) -> bool {
+        jsonwebtoken::crypto::verify(self.signature, self.signing_input.as_bytes(), key, self.alg).unwrap_or(false)
+    }
 }
 
 #[cfg(test)]

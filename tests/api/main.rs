@@ -38,6 +38,8 @@ mod exhaustion;
 mod introspect_revoke;
 // Third-party libraries: PyJWT and jose verify tokens via the JWKS; Authlib runs the code flow.
 mod interop;
+// private_key_jwt from third-party clients: openid-client and Authlib, every accepted algorithm.
+mod private_key_jwt_interop;
 // Key rotation, and restarting on the same data and keys.
 mod keys;
 // Login hardening: throttling failed logins per user and per address.

@@ -1,0 +1,254 @@
+//! Third-party clients authenticate with `private_key_jwt` (RFC 7523 §2.2, OpenID Connect Core
+//! §9): openid-client (Node) and Authlib (Python) sign client assertions with keys of each
+//! accepted algorithm, for a client registered through the admin API with its public JWK Set,
+//! at the token, introspection and revocation endpoints.
+
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine;
+use ring::rand::SystemRandom;
+use ring::signature::{EcdsaKeyPair, Ed25519KeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+
+/// The algorithms Tessera accepts for client assertions, as the libraries name them.
+const ALGORITHMS: [&str; 4] = ["ES256", "EdDSA", "RS256", "PS256"];
+
+/// A client's key pair: the private key as PKCS#8 PEM (what the scripts read) and the public
+/// key as a JWK (what is registered).
+struct ClientKey {
+    alg: &'static str,
+    private_pem: String,
+    public_jwk: Value,
+}
+
+impl ClientKey {
+    /// A new key pair for `alg`; `kid` names it in the JWK (and in the assertions' header).
+    fn generate(alg: &'static str, kid: &str) -> ClientKey {
+        let rng = SystemRandom::new();
+        let b64 = |bytes: &[u8]| URL_SAFE_NO_PAD.encode(bytes);
+        let (pkcs8, mut jwk) = match alg {
+            "ES256" => {
+                let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+                let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng).unwrap();
+                // An uncompressed point: 0x04, then x and y.
+                let point = pair.public_key().as_ref();
+                let jwk = json!({"kty": "EC", "crv": "P-256", "x": b64(&point[1..33]), "y": b64(&point[33..])});
+                (pkcs8.as_ref().to_vec(), jwk)
+            }
+            "EdDSA" => {
+                let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+                let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
+                let jwk = json!({"kty": "OKP", "crv": "Ed25519", "x": b64(pair.public_key().as_ref())});
+                // ring writes PKCS#8 v2 (RFC 5958, with the public key), which Node's WebCrypto
+                // refuses; v1 (RFC 8410 §7) is a fixed prefix and the 32-byte seed.
+                let seed = &pkcs8.as_ref()[16..48];
+                let mut v1 = hex_bytes("302e020100300506032b657004220420");
+                v1.extend_from_slice(seed);
+                (v1, jwk)
+            }
+            "RS256" | "PS256" => {
+                use rsa::pkcs8::EncodePrivateKey;
+                use rsa::traits::PublicKeyParts;
+                let key = rsa::RsaPrivateKey::new(&mut rand_core::OsRng, 2048).unwrap();
+                let jwk = json!({"kty": "RSA", "n": b64(&key.n().to_bytes_be()), "e": b64(&key.e().to_bytes_be())});
+                (key.to_pkcs8_der().unwrap().as_bytes().to_vec(), jwk)
+            }
+            other => panic!("no key type for {other}"),
+        };
+        jwk["kid"] = kid.into();
+        jwk["use"] = "sig".into();
+        let lines: Vec<String> = STANDARD
+            .encode(&pkcs8)
+            .as_bytes()
+            .chunks(64)
+            .map(|line| String::from_utf8(line.to_vec()).unwrap())
+            .collect();
+        let private_pem = format!(
+            "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+            lines.join("\n")
+        );
+        ClientKey {
+            alg,
+            private_pem,
+            public_jwk: jwk,
+        }
+    }
+
+    fn kid(&self) -> &str {
+        self.public_jwk["kid"].as_str().unwrap()
+    }
+}
+
+fn hex_bytes(hex: &str) -> Vec<u8> {
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+/// Registers a confidential client_credentials client with these public keys through the
+/// admin API, as an operator would; returns its id.
+async fn register_with_keys(app: &TestApp, keys: &[&ClientKey]) -> String {
+    let admin = app.register_admin_client(None).await;
+    let response = app
+        .token(
+            &admin,
+            &[("grant_type", "client_credentials"), ("scope", "tessera:admin")],
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    let admin_token = response.json::<Value>().await.unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let jwks: Vec<&Value> = keys.iter().map(|k| &k.public_jwk).collect();
+    let response = app
+        .http
+        .post(app.url("/api/v1/clients"))
+        .bearer_auth(admin_token)
+        .json(&json!({
+            "name": "Key-holding service",
+            "client_type": "confidential",
+            "grant_types": ["client_credentials"],
+            "scope": "read",
+            "jwks": {"keys": jwks},
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let body: Value = response.json().await.unwrap();
+    assert!(
+        body.get("client_secret").is_none(),
+        "a client with keys has no secret: {body}"
+    );
+    assert_eq!(body["client"]["token_endpoint_auth_method"], "private_key_jwt");
+    body["client"]["client_id"].as_str().unwrap().to_string()
+}
+
+/// What a library script reported: its exit code and its JSON report.
+struct Run {
+    code: Option<i32>,
+    report: Value,
+}
+
+/// Runs a library script with `key`'s private half (written to a file the script reads).
+async fn run_script(program: &str, script: &str, app: &TestApp, client_id: &str, key: &ClientKey) -> Run {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop");
+    let key_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(key_file.path(), &key.private_pem).unwrap();
+    let output = tokio::process::Command::new(program)
+        .arg(script)
+        .args([&app.issuer, client_id])
+        .arg(key_file.path())
+        .args([key.alg, key.kid()])
+        .current_dir(dir)
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("{program} runs: {e}"));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let report = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|_| panic!("{script} ({}) reported nothing; stderr:\n{stderr}", key.alg));
+    Run {
+        code: output.status.code(),
+        report,
+    }
+}
+
+async fn openid_client(app: &TestApp, client_id: &str, key: &ClientKey) -> Run {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop");
+    assert!(
+        std::path::Path::new(dir).join("node_modules/openid-client").is_dir(),
+        "openid-client is not installed: run `npm ci --prefix tests/interop` (tests/run.sh does)"
+    );
+    run_script("node", "openid_client_private_key_jwt.mjs", app, client_id, key).await
+}
+
+async fn authlib(app: &TestApp, client_id: &str, key: &ClientKey) -> Run {
+    run_script("python3", "authlib_private_key_jwt.py", app, client_id, key).await
+}
+
+/// The checks on a library's full run: the token is the client's, the library's introspection
+/// calls see it active and then, after its revocation call, inactive (and so does another
+/// client's introspection).
+async fn assert_full_run(app: &TestApp, library: &str, client_id: &str, run: &Run, alg: &str) {
+    let report = &run.report;
+    assert_eq!(run.code, Some(0), "{library} with {alg}: {report}");
+    let access = report["token"]["access_token"].as_str().unwrap();
+    let claims = app
+        .verify_with_jwks(access)
+        .await
+        .unwrap_or_else(|| panic!("{library} with {alg}: Tessera signed the token"));
+    assert_eq!(claims["client_id"], client_id, "{library} with {alg}");
+    assert_eq!(claims["sub"], client_id, "{library} with {alg}");
+    assert_eq!(report["introspected"]["active"], true, "{library} with {alg}: {report}");
+    assert_eq!(report["introspected"]["client_id"], client_id);
+    assert_eq!(
+        report["introspected_after_revocation"]["active"], false,
+        "{library} with {alg}: the library's revocation took: {report}"
+    );
+    assert_eq!(app.introspect(access).await["active"], false);
+}
+
+/// The check on a run with a key that is not the registered one: the token endpoint refuses it
+/// as `invalid_client` (RFC 6749 §5.2) with a 401, and nothing was issued.
+fn assert_refused(library: &str, run: &Run) {
+    let report = &run.report;
+    assert_eq!(run.code, Some(3), "{library} did not stop at a refusal: {report}");
+    assert_eq!(report["failed_at"], "token", "{report}");
+    assert_eq!(report["status"], 401, "{report}");
+    assert_eq!(report["error"], "invalid_client", "{report}");
+    assert!(report.get("token").is_none());
+}
+
+#[tokio::test]
+async fn openid_client_authenticates_with_private_key_jwt_for_every_algorithm() {
+    let app = spawn_app().await;
+    for alg in ALGORITHMS {
+        let key = ClientKey::generate(alg, &format!("openid-client-{alg}"));
+        let client_id = register_with_keys(&app, &[&key]).await;
+        let run = openid_client(&app, &client_id, &key).await;
+        assert_full_run(&app, "openid-client", &client_id, &run, alg).await;
+        let methods = &run.report["metadata_auth_methods"];
+        assert!(
+            methods.as_array().unwrap().contains(&"private_key_jwt".into()),
+            "{methods}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn authlib_authenticates_with_private_key_jwt_for_every_algorithm() {
+    let app = spawn_app().await;
+    for alg in ALGORITHMS {
+        let key = ClientKey::generate(alg, &format!("authlib-{alg}"));
+        let client_id = register_with_keys(&app, &[&key]).await;
+        let run = authlib(&app, &client_id, &key).await;
+        assert_full_run(&app, "Authlib", &client_id, &run, alg).await;
+    }
+}
+
+#[tokio::test]
+async fn openid_client_signing_with_an_unregistered_key_gets_invalid_client() {
+    let app = spawn_app().await;
+    let registered = ClientKey::generate("ES256", "k1");
+    let client_id = register_with_keys(&app, &[&registered]).await;
+    // Another key under the registered key's kid: the signature is what fails.
+    let other = ClientKey::generate("ES256", "k1");
+    assert_refused("openid-client", &openid_client(&app, &client_id, &other).await);
+    // The registered key still works: the refusal was about the key.
+    let run = openid_client(&app, &client_id, &registered).await;
+    assert_full_run(&app, "openid-client", &client_id, &run, "ES256").await;
+}
+
+#[tokio::test]
+async fn authlib_signing_with_an_unregistered_key_gets_invalid_client() {
+    let app = spawn_app().await;
+    let registered = ClientKey::generate("RS256", "k1");
+    let client_id = register_with_keys(&app, &[&registered]).await;
+    let other = ClientKey::generate("RS256", "k1");
+    assert_refused("Authlib", &authlib(&app, &client_id, &other).await);
+    let run = authlib(&app, &client_id, &registered).await;
+    assert_full_run(&app, "Authlib", &client_id, &run, "RS256").await;
+}
