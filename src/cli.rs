@@ -102,6 +102,8 @@ pub enum GrantTypeArg {
     RefreshToken,
 }
 
+// Parsed once per run: `Create`'s many flags cost nothing worth boxing them for.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum AppCommand {
     /// Register a client; prints its client_id and (confidential clients) its secret, once.
