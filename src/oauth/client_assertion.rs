@@ -430,4 +430,26 @@ mod tests {
             .validate()
             .is_err());
     }
+
+    /// RFC 9864 §2.2 names Ed25519 signatures `Ed25519` and deprecates `EdDSA`: an Ed25519 key
+    /// may carry either name, and an assertion's header may use either.
+    #[test]
+    fn ed25519_is_accepted_under_both_of_its_jws_names() {
+        let okp = json!({"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"});
+        for name in ["EdDSA", "Ed25519"] {
+            assert_eq!(algorithm(name), Some(Algorithm::EdDSA));
+            let mut named = okp.clone();
+            named["alg"] = name.into();
+            let key = parse_jwk(&named).unwrap().unwrap();
+            assert_eq!(key.algs, [Algorithm::EdDSA]);
+        }
+        let rsa = json!({"kty": "RSA", "alg": "Ed25519", "n": "sXchDaQebHnPiGvyDOAT4saGEUetSyo9MKLOoWFsueri23bOdgWp4Dy1WlUzewbgBHod5pcM9H95GQRV3JDXboIRROSBigeC5yjU1hGzHHyXss8UDprecbAYxknTcQkhslANGRUZmdTOQ5qTRsLAt6BTYuyvVRdhS8exSZEy_c4gs_7svlJJQ4H9_NxsiIoLwAEk7-Q3UXERGYw_75IDrGA84-lA_-Ct4eTlXHBIY2EaV7t7LjJaynVJCpkv4LKjTTAumiGUIuQhrNhZLuF_RJLqHpM2kgWFLU7-VTdL1VbC2tejvcI2BlMkEpk1BzBZI0KQB0GaDWFLN-aEAw3vRw", "e": "AQAB"});
+        assert!(parse_jwk(&rsa).is_err(), "an RSA key cannot be an Ed25519 key");
+        for name in SIGNING_ALGS {
+            assert!(algorithm(name).is_some(), "{name} is published and so accepted");
+        }
+        for name in ["none", "HS256", "ES384", "eddsa", ""] {
+            assert_eq!(algorithm(name), None, "{name}");
+        }
+    }
 }

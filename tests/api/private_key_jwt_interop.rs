@@ -252,3 +252,151 @@ async fn authlib_signing_with_an_unregistered_key_gets_invalid_client() {
     let run = authlib(&app, &client_id, &registered).await;
     assert_full_run(&app, "Authlib", &client_id, &run, "RS256").await;
 }
+
+// What the libraries send, each as one assertion signed here: the rules they showed Tessera
+// had wrong, checked without Node or Python.
+
+impl ClientKey {
+    /// An assertion with this (Ed25519) key over exactly this header and these claims.
+    fn sign_ed25519(&self, header: Value, claims: Value) -> String {
+        assert_eq!(self.alg, "EdDSA");
+        let base64: String = self.private_pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        let der = STANDARD.decode(base64).unwrap();
+        let pair = Ed25519KeyPair::from_seed_unchecked(&der[16..48]).unwrap();
+        let input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        );
+        let signature = URL_SAFE_NO_PAD.encode(pair.sign(input.as_bytes()));
+        format!("{input}.{signature}")
+    }
+}
+
+/// An assertion's claims for `client_id`: `aud`, `exp` and (if given) `iat`, a fresh `jti`.
+fn claims(client_id: &str, aud: &str, iat: Option<i64>, exp: i64) -> Value {
+    let mut claims = json!({
+        "iss": client_id,
+        "sub": client_id,
+        "aud": aud,
+        "exp": exp,
+        "jti": tessera::oauth::random_token(16),
+    });
+    if let Some(iat) = iat {
+        claims["iat"] = iat.into();
+    }
+    claims
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// POSTs `form` and the assertion to `path`; the status.
+async fn post_with_assertion(app: &TestApp, path: &str, form: &[(&str, &str)], assertion: &str) -> u16 {
+    let mut form = form.to_vec();
+    form.push((
+        "client_assertion_type",
+        "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+    ));
+    form.push(("client_assertion", assertion));
+    let response = app.http.post(app.url(path)).form(&form).send().await.unwrap();
+    response.status().as_u16()
+}
+
+const CLIENT_CREDENTIALS: [(&str, &str); 2] = [("grant_type", "client_credentials"), ("scope", "read")];
+
+/// openid-client v6 (oauth4webapi) names an Ed25519 signature `Ed25519`, as RFC 9864 §2.2 does
+/// (it deprecates `EdDSA`); Tessera refused every such assertion.
+#[tokio::test]
+async fn an_ed25519_assertion_may_name_its_alg_ed25519_as_rfc_9864_does() {
+    let app = spawn_app().await;
+    let key = ClientKey::generate("EdDSA", "ed");
+    let client_id = register_with_keys(&app, &[&key]).await;
+    let fresh = || claims(&client_id, &app.issuer, Some(now()), now() + 60);
+    for alg in ["Ed25519", "EdDSA"] {
+        let assertion = key.sign_ed25519(json!({"alg": alg, "kid": "ed"}), fresh());
+        assert_eq!(
+            post_with_assertion(&app, "/o/token/", &CLIENT_CREDENTIALS, &assertion).await,
+            200,
+            "{alg}"
+        );
+    }
+    // The name must still be one of the key's algorithms.
+    let mislabelled = key.sign_ed25519(json!({"alg": "ES256", "kid": "ed"}), fresh());
+    assert_eq!(
+        post_with_assertion(&app, "/o/token/", &CLIENT_CREDENTIALS, &mislabelled).await,
+        401
+    );
+}
+
+/// Authlib's assertions expire an hour after their `iat`, which Tessera refused (at most 300 s
+/// ahead). RFC 7523 §3 lets a server refuse such an `exp`; Tessera instead accepts an assertion
+/// for at most 300 s after its `iat`, and once.
+#[tokio::test]
+async fn an_assertion_is_accepted_at_most_300_seconds_after_its_iat_and_once() {
+    let app = spawn_app().await;
+    let key = ClientKey::generate("EdDSA", "ed");
+    let client_id = register_with_keys(&app, &[&key]).await;
+    let header = json!({"alg": "EdDSA"});
+    let token = |claims| key.sign_ed25519(header.clone(), claims);
+    let status = |assertion: String| {
+        let app = &app;
+        async move { post_with_assertion(app, "/o/token/", &CLIENT_CREDENTIALS, &assertion).await }
+    };
+
+    let hour = token(claims(&client_id, &app.issuer, Some(now()), now() + 3600));
+    assert_eq!(status(hour.clone()).await, 200, "Authlib's default lifetime");
+    assert_eq!(status(hour).await, 401, "RFC 7523 §3: the jti is used once");
+    let old = token(claims(&client_id, &app.issuer, Some(now() - 400), now() + 3200));
+    assert_eq!(status(old).await, 401, "issued more than 300 s (and the leeway) ago");
+    let no_iat = token(claims(&client_id, &app.issuer, None, now() + 3600));
+    assert_eq!(status(no_iat).await, 401, "without iat, exp bounds the lifetime");
+    let short_no_iat = token(claims(&client_id, &app.issuer, None, now() + 60));
+    assert_eq!(status(short_no_iat).await, 200);
+    let expired = token(claims(&client_id, &app.issuer, Some(now() - 100), now() - 60));
+    assert_eq!(status(expired).await, 401, "exp still ends it");
+}
+
+/// Authlib puts the URL of the endpoint it calls in `aud`; the metadata publishes them with a
+/// trailing slash, which routing had dropped from the path Tessera compared `aud` with.
+#[tokio::test]
+async fn aud_may_be_the_published_url_of_the_endpoint_called() {
+    let app = spawn_app().await;
+    let key = ClientKey::generate("EdDSA", "ed");
+    let client_id = register_with_keys(&app, &[&key]).await;
+    let metadata = app.get_json("/.well-known/oauth-authorization-server").await;
+    let sign = |aud: &Value| {
+        key.sign_ed25519(
+            json!({"alg": "EdDSA"}),
+            claims(&client_id, aud.as_str().unwrap(), Some(now()), now() + 60),
+        )
+    };
+    let token: Value = app.client_credentials("read").await.json().await.unwrap();
+    let token = token["access_token"].as_str().unwrap();
+
+    let at_introspection = sign(&metadata["introspection_endpoint"]);
+    assert_eq!(
+        post_with_assertion(&app, "/o/introspect/", &[("token", token)], &at_introspection).await,
+        200
+    );
+    let at_revocation = sign(&metadata["revocation_endpoint"]);
+    assert_eq!(
+        post_with_assertion(&app, "/o/revoke_token/", &[("token", token)], &at_revocation).await,
+        200
+    );
+    // Another endpoint's URL does not name this one.
+    let elsewhere = sign(&metadata["introspection_endpoint"]);
+    assert_eq!(
+        post_with_assertion(&app, "/o/token/", &CLIENT_CREDENTIALS, &elsewhere).await,
+        401
+    );
+    let at_token = sign(&metadata["token_endpoint"]);
+    assert_eq!(
+        post_with_assertion(&app, "/o/token/", &CLIENT_CREDENTIALS, &at_token).await,
+        200
+    );
+}
