@@ -253,6 +253,54 @@ async fn authlib_signing_with_an_unregistered_key_gets_invalid_client() {
     assert_full_run(&app, "Authlib", &client_id, &run, "RS256").await;
 }
 
+/// The operator's path: `tessera app create --jwks-file` registers a JWK Set of two keys, and
+/// each library authenticates with the one it holds (found by its `kid`).
+#[tokio::test]
+async fn a_client_registered_with_app_create_jwks_file_authenticates_with_either_of_its_keys() {
+    let dirs = tempfile::tempdir().unwrap();
+    let app = spawn_app_with(test_config(&dirs), dirs).await;
+    // The CLI refuses a data folder a running server holds.
+    let dirs = app.stop().await;
+    let ed25519 = ClientKey::generate("EdDSA", "node");
+    let rsa = ClientKey::generate("PS256", "python");
+    let jwks_file = dirs.path().join("jwks.json");
+    let jwks = json!({"keys": [ed25519.public_jwk, rsa.public_jwk]});
+    std::fs::write(&jwks_file, jwks.to_string()).unwrap();
+    let backend = backend_env(dirs.path());
+    let env: Vec<(&str, &str)> = backend.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let output = run_tessera(
+        dirs.path(),
+        &[
+            "app",
+            "create",
+            "--name",
+            "Batch job",
+            "--client-type",
+            "confidential",
+            "--grant-type",
+            "client-credentials",
+            "--scope",
+            "read",
+            "--jwks-file",
+            jwks_file.to_str().unwrap(),
+            "--json",
+        ],
+        &env,
+        "",
+    );
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let created: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert!(created.get("client_secret").is_none(), "{created}");
+    assert_eq!(created["token_endpoint_auth_method"], "private_key_jwt");
+    let client_id = created["client_id"].as_str().unwrap();
+
+    let app = spawn_app_with(test_config(&dirs), dirs).await;
+    let run = openid_client(&app, client_id, &ed25519).await;
+    assert_full_run(&app, "openid-client", client_id, &run, "EdDSA").await;
+    let run = authlib(&app, client_id, &rsa).await;
+    assert_full_run(&app, "Authlib", client_id, &run, "PS256").await;
+}
+
 // What the libraries send, each as one assertion signed here: the rules they showed Tessera
 // had wrong, checked without Node or Python.
 
