@@ -14,11 +14,13 @@ use crate::helpers::*;
 /// The algorithms Tessera accepts for client assertions, as the libraries name them.
 const ALGORITHMS: [&str; 4] = ["ES256", "EdDSA", "RS256", "PS256"];
 
-/// A client's key pair: the private key as PKCS#8 PEM (what the scripts read) and the public
-/// key as a JWK (what is registered).
+/// A client's key pair: the private key as the scripts read it (PKCS#8 PEM, or a JWK) and the
+/// public key as a JWK (what is registered).
 struct ClientKey {
     alg: &'static str,
-    private_pem: String,
+    private_file: String,
+    /// The private scalar (EC) or seed (Ed25519): a private JWK's `d`.
+    d: Option<Vec<u8>>,
     public_jwk: Value,
 }
 
@@ -27,14 +29,18 @@ impl ClientKey {
     fn generate(alg: &'static str, kid: &str) -> ClientKey {
         let rng = SystemRandom::new();
         let b64 = |bytes: &[u8]| URL_SAFE_NO_PAD.encode(bytes);
-        let (pkcs8, mut jwk) = match alg {
+        let (pkcs8, d, mut jwk) = match alg {
             "ES256" => {
                 let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
                 let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng).unwrap();
                 // An uncompressed point: 0x04, then x and y.
                 let point = pair.public_key().as_ref();
                 let jwk = json!({"kty": "EC", "crv": "P-256", "x": b64(&point[1..33]), "y": b64(&point[33..])});
-                (pkcs8.as_ref().to_vec(), jwk)
+                // ring's P-256 PKCS#8: a fixed prefix, then the private scalar.
+                let prefix = "308187020100301306072a8648ce3d020106082a8648ce3d030107046d306b0201010420";
+                assert_eq!(pkcs8.as_ref()[..36], hex_bytes(prefix));
+                let d = pkcs8.as_ref()[36..68].to_vec();
+                (pkcs8.as_ref().to_vec(), Some(d), jwk)
             }
             "EdDSA" => {
                 let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
@@ -42,17 +48,17 @@ impl ClientKey {
                 let jwk = json!({"kty": "OKP", "crv": "Ed25519", "x": b64(pair.public_key().as_ref())});
                 // ring writes PKCS#8 v2 (RFC 5958, with the public key), which Node's WebCrypto
                 // refuses; v1 (RFC 8410 §7) is a fixed prefix and the 32-byte seed.
-                let seed = &pkcs8.as_ref()[16..48];
+                let seed = pkcs8.as_ref()[16..48].to_vec();
                 let mut v1 = hex_bytes("302e020100300506032b657004220420");
-                v1.extend_from_slice(seed);
-                (v1, jwk)
+                v1.extend_from_slice(&seed);
+                (v1, Some(seed), jwk)
             }
             "RS256" | "PS256" => {
                 use rsa::pkcs8::EncodePrivateKey;
                 use rsa::traits::PublicKeyParts;
                 let key = rsa::RsaPrivateKey::new(&mut rand_core::OsRng, 2048).unwrap();
                 let jwk = json!({"kty": "RSA", "n": b64(&key.n().to_bytes_be()), "e": b64(&key.e().to_bytes_be())});
-                (key.to_pkcs8_der().unwrap().as_bytes().to_vec(), jwk)
+                (key.to_pkcs8_der().unwrap().as_bytes().to_vec(), None, jwk)
             }
             other => panic!("no key type for {other}"),
         };
@@ -64,15 +70,26 @@ impl ClientKey {
             .chunks(64)
             .map(|line| String::from_utf8(line.to_vec()).unwrap())
             .collect();
-        let private_pem = format!(
+        let private_file = format!(
             "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
             lines.join("\n")
         );
         ClientKey {
             alg,
-            private_pem,
+            private_file,
+            d,
             public_jwk: jwk,
         }
+    }
+
+    /// The same key, handed to the scripts as a private JWK instead of PEM (EC and Ed25519).
+    fn as_private_jwk(mut self) -> ClientKey {
+        let mut jwk = self.public_jwk.clone();
+        jwk["d"] = URL_SAFE_NO_PAD
+            .encode(self.d.as_ref().expect("an EC or Ed25519 key"))
+            .into();
+        self.private_file = jwk.to_string();
+        self
     }
 
     fn kid(&self) -> &str {
@@ -137,7 +154,7 @@ struct Run {
 async fn run_script(program: &str, script: &str, app: &TestApp, client_id: &str, key: &ClientKey) -> Run {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop");
     let key_file = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(key_file.path(), &key.private_pem).unwrap();
+    std::fs::write(key_file.path(), &key.private_file).unwrap();
     let output = tokio::process::Command::new(program)
         .arg(script)
         .args([&app.issuer, client_id])
@@ -254,17 +271,18 @@ async fn authlib_signing_with_an_unregistered_key_gets_invalid_client() {
 }
 
 /// The operator's path: `tessera app create --jwks-file` registers a JWK Set of two keys, and
-/// each library authenticates with the one it holds (found by its `kid`).
+/// each library authenticates with the one it holds (found by its `kid`), given to it as a
+/// private JWK.
 #[tokio::test]
 async fn a_client_registered_with_app_create_jwks_file_authenticates_with_either_of_its_keys() {
     let dirs = tempfile::tempdir().unwrap();
     let app = spawn_app_with(test_config(&dirs), dirs).await;
     // The CLI refuses a data folder a running server holds.
     let dirs = app.stop().await;
-    let ed25519 = ClientKey::generate("EdDSA", "node");
-    let rsa = ClientKey::generate("PS256", "python");
+    let ed25519 = ClientKey::generate("EdDSA", "node").as_private_jwk();
+    let ec = ClientKey::generate("ES256", "python").as_private_jwk();
     let jwks_file = dirs.path().join("jwks.json");
-    let jwks = json!({"keys": [ed25519.public_jwk, rsa.public_jwk]});
+    let jwks = json!({"keys": [ed25519.public_jwk, ec.public_jwk]});
     std::fs::write(&jwks_file, jwks.to_string()).unwrap();
     let backend = backend_env(dirs.path());
     let env: Vec<(&str, &str)> = backend.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
@@ -297,8 +315,8 @@ async fn a_client_registered_with_app_create_jwks_file_authenticates_with_either
     let app = spawn_app_with(test_config(&dirs), dirs).await;
     let run = openid_client(&app, client_id, &ed25519).await;
     assert_full_run(&app, "openid-client", client_id, &run, "EdDSA").await;
-    let run = authlib(&app, client_id, &rsa).await;
-    assert_full_run(&app, "Authlib", client_id, &run, "PS256").await;
+    let run = authlib(&app, client_id, &ec).await;
+    assert_full_run(&app, "Authlib", client_id, &run, "ES256").await;
 }
 
 // What the libraries send, each as one assertion signed here: the rules they showed Tessera
@@ -308,9 +326,7 @@ impl ClientKey {
     /// An assertion with this (Ed25519) key over exactly this header and these claims.
     fn sign_ed25519(&self, header: Value, claims: Value) -> String {
         assert_eq!(self.alg, "EdDSA");
-        let base64: String = self.private_pem.lines().filter(|l| !l.starts_with("-----")).collect();
-        let der = STANDARD.decode(base64).unwrap();
-        let pair = Ed25519KeyPair::from_seed_unchecked(&der[16..48]).unwrap();
+        let pair = Ed25519KeyPair::from_seed_unchecked(self.d.as_ref().unwrap()).unwrap();
         let input = format!(
             "{}.{}",
             URL_SAFE_NO_PAD.encode(header.to_string()),
