@@ -9,9 +9,12 @@ authentication of every endpoint and its defaults otherwise (the assertion's `au
 of the endpoint called, its `exp` an hour after `iat`), gets a client_credentials token,
 introspects it, revokes it and introspects it again. Prints a JSON report; a step the server
 refuses ends the script with exit code 3 and `failed_at`, `status` and `error` in the report.
+The report has the header and claims of every assertion Authlib sent (`assertions`).
 """
+import base64
 import json
 import sys
+import urllib.parse
 
 import requests
 from authlib.integrations.requests_client import OAuth2Session, OAuthError
@@ -31,7 +34,23 @@ key = key_class.import_key(json.loads(text) if text.lstrip().startswith("{") els
 auth = PrivateKeyJWT(alg=alg, headers={"kid": kid} if kid else None)
 session = OAuth2Session(client_id, key, scope="read", token_endpoint_auth_method=auth,
                         revocation_endpoint_auth_method=auth)
-report = {}
+report = {"assertions": []}
+
+
+def part(jwt, i):
+    encoded = jwt.split(".")[i]
+    return json.loads(base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)))
+
+
+def capture(response, *args, **kwargs):
+    body = response.request.body or ""
+    form = dict(urllib.parse.parse_qsl(body.decode() if isinstance(body, bytes) else body))
+    if "client_assertion" in form:
+        assertion = form["client_assertion"]
+        report["assertions"].append({"header": part(assertion, 0), "claims": part(assertion, 1)})
+
+
+session.hooks["response"].append(capture)
 
 
 def refused(step, status, error, description):

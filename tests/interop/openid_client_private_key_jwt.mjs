@@ -8,7 +8,8 @@
 //   ALG is how the key is used: ES256, EdDSA, RS256 or PS256 (the library picks the JWS
 //   `alg` from the key: for an Ed25519 key it sends RFC 9864's "Ed25519").
 //   KID, when given, goes in the assertion's header.
-// Prints one JSON report. A step the server refuses ends the script with exit code 3 and
+// Prints one JSON report, with the header and claims of every assertion the library sent
+// (`assertions`). A step the server refuses ends the script with exit code 3 and
 // `failed_at` (the step) and `status`/`error` in the report; any other failure exits non-zero
 // without a report.
 //
@@ -26,7 +27,13 @@ const config = await client.discovery(new URL(issuer), clientId, undefined, clie
   execute: [client.allowInsecureRequests],
 });
 
-const report = { metadata_auth_methods: config.serverMetadata().token_endpoint_auth_methods_supported };
+const report = { assertions: [] };
+const part = (jwt, i) => JSON.parse(Buffer.from(jwt.split('.')[i], 'base64url').toString());
+config[client.customFetch] = (url, options) => {
+  const assertion = new URLSearchParams(options.body?.toString()).get('client_assertion');
+  if (assertion) report.assertions.push({ header: part(assertion, 0), claims: part(assertion, 1) });
+  return fetch(url, options);
+};
 
 /// Runs one step; a refusal by the server ends the script with the step and the error.
 async function step(name, run) {
