@@ -83,7 +83,7 @@ impl ClientKey {
     }
 
     /// The same key, handed to the scripts as a private JWK instead of PEM (EC and Ed25519).
-    fn as_private_jwk(mut self) -> ClientKey {
+    fn into_private_jwk(mut self) -> ClientKey {
         let mut jwk = self.public_jwk.clone();
         jwk["d"] = URL_SAFE_NO_PAD
             .encode(self.d.as_ref().expect("an EC or Ed25519 key"))
@@ -312,8 +312,8 @@ async fn a_client_registered_with_app_create_jwks_file_authenticates_with_either
     let app = spawn_app_with(test_config(&dirs), dirs).await;
     // The CLI refuses a data folder a running server holds.
     let dirs = app.stop().await;
-    let ed25519 = ClientKey::generate("EdDSA", "node").as_private_jwk();
-    let ec = ClientKey::generate("ES256", "python").as_private_jwk();
+    let ed25519 = ClientKey::generate("EdDSA", "node").into_private_jwk();
+    let ec = ClientKey::generate("ES256", "python").into_private_jwk();
     let jwks_file = dirs.path().join("jwks.json");
     let jwks = json!({"keys": [ed25519.public_jwk, ec.public_jwk]});
     std::fs::write(&jwks_file, jwks.to_string()).unwrap();
