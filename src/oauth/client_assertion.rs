@@ -452,4 +452,32 @@ mod tests {
             assert_eq!(algorithm(name), None, "{name}");
         }
     }
+
+    #[test]
+    fn a_header_without_an_accepted_alg_or_with_crit_is_refused_before_any_key() {
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        use base64::Engine;
+        let jws = |header: Value| {
+            let claims = json!({"iss": "c", "sub": "c"});
+            format!(
+                "{}.{}.c2ln",
+                URL_SAFE_NO_PAD.encode(header.to_string()),
+                URL_SAFE_NO_PAD.encode(claims.to_string())
+            )
+        };
+        let ed25519 = jws(json!({"alg": "Ed25519", "kid": "k"}));
+        let parsed = Jws::parse(&ed25519).unwrap();
+        assert_eq!((parsed.alg, parsed.kid.as_deref()), (Algorithm::EdDSA, Some("k")));
+        for header in [
+            json!({"alg": "none"}),
+            json!({"alg": "HS256"}),
+            json!({}),
+            json!({"alg": "ES256", "crit": ["exp"], "exp": 1}),
+            json!({"alg": "ES256", "kid": 7}),
+        ] {
+            assert!(Jws::parse(&jws(header.clone())).is_err(), "{header}");
+        }
+        let five_parts = format!("{}.e30.e30", jws(json!({"alg": "ES256"})));
+        assert!(Jws::parse(&five_parts).is_err(), "a JWE's five parts are not a JWS");
+    }
 }
