@@ -150,7 +150,14 @@ fn parse_jwk(jwk: &Value) -> Result<Option<VerificationKey>, String> {
     let (family, key) = match (jwk["kty"].as_str(), jwk["crv"].as_str()) {
         (Some("EC"), Some("P-256")) => (ES256, DecodingKey::from_ec_components(s("x")?, s("y")?)),
         (Some("OKP"), Some("Ed25519")) => (EDDSA, DecodingKey::from_ed_components(s("x")?)),
-        (Some("RSA"), _) => (RSA, DecodingKey::from_rsa_components(s("n")?, s("e")?)),
+        (Some("RSA"), _) => {
+            // ring verifies RS256 and PS256 with 2048- to 8192-bit keys only: a smaller key would
+            // register and then never authenticate.
+            if !(2048..=8192).contains(&rsa_bits(s("n")?)) {
+                return Err("an RSA key needs 2048 to 8192 bits".into());
+            }
+            (RSA, DecodingKey::from_rsa_components(s("n")?, s("e")?))
+        }
         (Some("oct"), _) => return Err("symmetric (\"oct\") keys are not accepted".into()),
         (kty, crv) => {
             return Err(format!(
@@ -175,6 +182,17 @@ fn parse_jwk(jwk: &Value) -> Result<Option<VerificationKey>, String> {
         algs,
         key,
     }))
+}
+
+/// The size of an RSA modulus given as a JWK's base64url `n` (0 if it is not base64url).
+fn rsa_bits(n: &str) -> usize {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    let bytes = URL_SAFE_NO_PAD.decode(n).unwrap_or_default();
+    match bytes.iter().position(|b| *b != 0) {
+        Some(first) => (bytes.len() - first) * 8 - bytes[first].leading_zeros() as usize,
+        None => 0,
+    }
 }
 
 /// The client an assertion says it is for (its `sub`, which must equal `iss`), read before
@@ -403,6 +421,8 @@ impl<'a> Jws<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
     use serde_json::json;
 
     #[test]
@@ -423,6 +443,14 @@ mod tests {
         ] {
             assert!(ClientKeys::Jwks(bad.clone()).validate().is_err(), "{bad}");
         }
+        // ring verifies no RSA key under 2048 bits.
+        let n_1024 = URL_SAFE_NO_PAD.encode([0xc5; 128]);
+        let small = json!({"kty": "RSA", "n": n_1024, "e": "AQAB"});
+        let refused = ClientKeys::Jwks(json!({ "keys": [small] })).validate();
+        assert!(refused.is_err_and(|e| e.description.contains("2048")));
+        let n_2048 = URL_SAFE_NO_PAD.encode([[0u8].as_slice(), &[0xc5; 256]].concat());
+        let rsa = json!({"kty": "RSA", "n": n_2048, "e": "AQAB"});
+        assert!(ClientKeys::Jwks(json!({ "keys": [rsa] })).validate().is_ok());
         assert!(ClientKeys::JwksUri("https://app.example/jwks.json".into())
             .validate()
             .is_ok());
@@ -455,8 +483,6 @@ mod tests {
 
     #[test]
     fn a_header_without_an_accepted_alg_or_with_crit_is_refused_before_any_key() {
-        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-        use base64::Engine;
         let jws = |header: Value| {
             let claims = json!({"iss": "c", "sub": "c"});
             format!(
