@@ -38,7 +38,7 @@ mod exhaustion;
 mod introspect_revoke;
 // Third-party libraries: PyJWT and jose verify tokens via the JWKS; Authlib runs the code flow.
 mod interop;
-// private_key_jwt from third-party clients: openid-client and Authlib, every accepted algorithm.
+// private_key_jwt from third-party clients (openid-client, Authlib): every algorithm, jwks_uri.
 mod private_key_jwt_interop;
 // Key rotation, and restarting on the same data and keys.
 mod keys;

@@ -192,7 +192,7 @@ impl PgServer {
 
 /// `ca.crt` (a throwaway authority) and `server.crt`/`server.key` for 127.0.0.1 signed by it,
 /// in `dir`, made with the openssl command.
-fn make_certificates(dir: &std::path::Path) {
+pub fn make_certificates(dir: &std::path::Path) {
     let openssl = |args: &str| {
         run(Command::new("openssl").args(args.split_whitespace()).current_dir(dir));
     };

@@ -1,7 +1,9 @@
 //! Third-party clients authenticate with `private_key_jwt` (RFC 7523 §2.2, OpenID Connect Core
 //! §9): openid-client (Node) and Authlib (Python) sign client assertions with keys of each
-//! accepted algorithm, for a client registered through the admin API with its public JWK Set,
-//! at the token, introspection and revocation endpoints.
+//! accepted algorithm, for clients registered as operators do (the admin API, `tessera app
+//! create --jwks-file`) with a JWK Set or a `jwks_uri`, at the token, introspection and
+//! revocation endpoints. Then each rule the libraries showed Tessera had wrong, as an assertion
+//! signed here.
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
@@ -107,6 +109,12 @@ fn hex_bytes(hex: &str) -> Vec<u8> {
 /// Registers a confidential client_credentials client with these public keys through the
 /// admin API, as an operator would; returns its id.
 async fn register_with_keys(app: &TestApp, keys: &[&ClientKey]) -> String {
+    let jwks: Vec<&Value> = keys.iter().map(|k| &k.public_jwk).collect();
+    register_with(app, json!({"jwks": {"keys": jwks}})).await
+}
+
+/// [`register_with_keys`], the keys given by `keys` (`jwks` or `jwks_uri`).
+async fn register_with(app: &TestApp, keys: Value) -> String {
     let admin = app.register_admin_client(None).await;
     let response = app
         .token(
@@ -119,18 +127,21 @@ async fn register_with_keys(app: &TestApp, keys: &[&ClientKey]) -> String {
         .as_str()
         .unwrap()
         .to_string();
-    let jwks: Vec<&Value> = keys.iter().map(|k| &k.public_jwk).collect();
+    let mut settings = json!({
+        "name": "Key-holding service",
+        "client_type": "confidential",
+        "grant_types": ["client_credentials"],
+        "scope": "read",
+    });
+    settings
+        .as_object_mut()
+        .unwrap()
+        .extend(keys.as_object().unwrap().clone());
     let response = app
         .http
         .post(app.url("/api/v1/clients"))
         .bearer_auth(admin_token)
-        .json(&json!({
-            "name": "Key-holding service",
-            "client_type": "confidential",
-            "grant_types": ["client_credentials"],
-            "scope": "read",
-            "jwks": {"keys": jwks},
-        }))
+        .json(&settings)
         .send()
         .await
         .unwrap();
@@ -350,6 +361,56 @@ async fn a_client_registered_with_app_create_jwks_file_authenticates_with_either
     assert_full_run(&app, client_id, &run).await;
     let run = authlib(&app, client_id, &ec).await;
     assert_full_run(&app, client_id, &run).await;
+}
+
+/// A client that publishes its keys at a `jwks_uri` (RFC 7591 §2) and rotates them: openid-client
+/// authenticates with the published key, then, once the set at the URL holds only a new key,
+/// with the new key at once (Tessera reads a cached set again when none of its keys verifies),
+/// and no longer with the old one.
+#[tokio::test]
+async fn openid_client_authenticates_with_a_key_published_at_a_jwks_uri_across_a_rotation() {
+    let certs = tempfile::tempdir().unwrap();
+    crate::postgres::make_certificates(certs.path());
+    let dirs = tempfile::tempdir().unwrap();
+    let mut config = test_config(&dirs);
+    // The key set is served from loopback, by a throwaway authority's certificate.
+    config.outbound.allow_private_addresses = true;
+    let ca = std::fs::read(certs.path().join("ca.crt")).unwrap();
+    config.outbound.extra_roots = vec![reqwest::Certificate::from_pem(&ca).unwrap()];
+    let app = spawn_app_with(config, dirs).await;
+
+    let old = ClientKey::generate("ES256", "2025");
+    let new = ClientKey::generate("EdDSA", "2026");
+    let jwks_file = certs.path().join("jwks.json");
+    std::fs::write(&jwks_file, json!({"keys": [old.public_jwk]}).to_string()).unwrap();
+    let mut host = tokio::process::Command::new("node")
+        .arg("serve_jwks.mjs")
+        .args([
+            certs.path().join("server.crt"),
+            certs.path().join("server.key"),
+            jwks_file.clone(),
+        ])
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop"))
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node runs");
+    let mut served = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(host.stdout.take().unwrap()));
+    let port = served.next_line().await.unwrap().expect("the key-set host's port");
+    let jwks_uri = format!("https://127.0.0.1:{port}/jwks.json");
+    let client_id = register_with(&app, json!({ "jwks_uri": jwks_uri })).await;
+
+    let run = openid_client(&app, &client_id, &old).await;
+    assert_full_run(&app, &client_id, &run).await;
+    std::fs::write(&jwks_file, json!({"keys": [new.public_jwk]}).to_string()).unwrap();
+    let run = openid_client(&app, &client_id, &new).await;
+    assert_full_run(&app, &client_id, &run).await;
+    assert_refused(&openid_client(&app, &client_id, &old).await);
+    assert_eq!(
+        served.next_line().await.unwrap().as_deref(),
+        Some("served /jwks.json"),
+        "Tessera read the set from the URL"
+    );
 }
 
 // What the libraries send, each as one assertion signed here: the rules they showed Tessera
