@@ -413,6 +413,44 @@ async fn openid_client_authenticates_with_a_key_published_at_a_jwks_uri_across_a
     );
 }
 
+/// The third registration surface: openid-client registers itself (RFC 7591) as a
+/// `private_key_jwt` client with its public key inline, gets no secret, and authenticates with
+/// the key at the introspection and revocation endpoints.
+#[tokio::test]
+async fn openid_client_registers_itself_with_its_key_and_authenticates_with_it() {
+    let dirs = tempfile::tempdir().unwrap();
+    let mut config = test_config(&dirs);
+    config.registration.mode = tessera::config::RegistrationMode::Open;
+    let app = spawn_app_with(config, dirs).await;
+    let key = ClientKey::generate("ES256", "registered");
+    let key_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(key_file.path(), &key.private_file).unwrap();
+    let token: Value = app.client_credentials("read").await.json().await.unwrap();
+    let token = token["access_token"].as_str().unwrap();
+    let output = tokio::process::Command::new("node")
+        .arg("openid_client_private_key_jwt_registration.mjs")
+        .arg(&app.issuer)
+        .arg(key_file.path())
+        .args([key.alg, &key.public_jwk.to_string(), token])
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop"))
+        .output()
+        .await
+        .expect("node runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "openid-client's registration failed: {stderr}");
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["token_endpoint_auth_method"], "private_key_jwt", "{report}");
+    assert_eq!(report["client_secret"], Value::Null, "{report}");
+    let client_id = report["client_id"].as_str().unwrap();
+    let stored = app.store.get_client(client_id).await.unwrap().unwrap();
+    assert_eq!(stored.jwks, Some(json!({"keys": [key.public_jwk]})));
+    assert_eq!(report["introspected"]["active"], true, "{report}");
+    assert_eq!(report["introspected"]["client_id"], app.client.id.as_str());
+    assert_eq!(report["revocation"], "accepted");
+    // RFC 7009 §2.1: a client revokes only its own tokens; this one was another's.
+    assert_eq!(app.introspect(token).await["active"], true);
+}
+
 // What the libraries send, each as one assertion signed here: the rules they showed Tessera
 // had wrong, checked without Node or Python.
 
