@@ -1,8 +1,8 @@
 //! Third-party clients authenticate with `private_key_jwt` (RFC 7523 §2.2, OpenID Connect Core
 //! §9): openid-client (Node) and Authlib (Python) sign client assertions with keys of each
-//! accepted algorithm, for clients registered as operators do (the admin API, `tessera app
-//! create --jwks-file`) with a JWK Set or a `jwks_uri`, at the token, introspection and
-//! revocation endpoints. Then each rule the libraries showed Tessera had wrong, as an assertion
+//! accepted algorithm, for clients registered through each surface (the admin API, `tessera app
+//! create --jwks-file`, dynamic registration) with a JWK Set or a `jwks_uri`, at the token,
+//! introspection and revocation endpoints. Then each rule the libraries showed Tessera had wrong, as an assertion
 //! signed here.
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
