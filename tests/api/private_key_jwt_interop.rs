@@ -373,7 +373,7 @@ async fn openid_client_authenticates_with_a_key_published_at_a_jwks_uri_across_a
     crate::postgres::make_certificates(certs.path());
     let dirs = tempfile::tempdir().unwrap();
     let mut config = test_config(&dirs);
-    // The key set is served from loopback, by a throwaway authority's certificate.
+    // The key set is served from loopback, with a certificate from a throwaway authority.
     config.outbound.allow_private_addresses = true;
     let ca = std::fs::read(certs.path().join("ca.crt")).unwrap();
     config.outbound.extra_roots = vec![reqwest::Certificate::from_pem(&ca).unwrap()];
