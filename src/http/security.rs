@@ -37,7 +37,9 @@ pub fn client_credentials(req: &Request, fields: ClientAuthFields<'_>) -> Result
         method,
         address: None,
         assertion: None,
-        endpoint: req.uri().path().to_string(),
+        // As called: routing drops a trailing slash from `uri()`, and an assertion's `aud`
+        // names the endpoint as the metadata publishes it (`/o/introspect/`).
+        endpoint: req.original_uri().path().to_string(),
     };
     if assertion.is_some() || assertion_type.is_some() {
         if req.headers().contains_key(header::AUTHORIZATION) || form_secret.is_some() {

@@ -5,13 +5,17 @@
 //! What is checked: the algorithm is one the key fixes (its `alg`, else its type's: ES256 for
 //! P-256, EdDSA for Ed25519, RS256 or PS256 for RSA; never `none` or an HMAC), the signature,
 //! `iss` = `sub` = the client, `aud` naming this server (its issuer, its token endpoint, or the
-//! endpoint called), `exp` present and at most [`MAX_LIFETIME`] ahead, `nbf`/`iat` not in the
-//! future, and `jti` used once: every `jti` is remembered in the store's counters until the
-//! assertion expires, so a replay fails on every node.
+//! endpoint called), `exp` present, `nbf`/`iat` not in the future, an assertion accepted for at
+//! most [`MAX_LIFETIME`] (after its `iat`, or from now when it has none), and `jti` used once:
+//! every `jti` is remembered in the store's counters for as long as its assertion is accepted,
+//! so a replay fails on every node.
+//!
+//! Ed25519 signatures are accepted under both of their JWS names: `EdDSA` (RFC 8037) and
+//! `Ed25519` (RFC 9864, which deprecates `EdDSA`; openid-client v6 sends it).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use jsonwebtoken::{Algorithm, DecodingKey};
 use serde_json::Value;
 use url::Url;
 
@@ -22,9 +26,9 @@ use crate::store::{ClientRecord, Counter};
 pub const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 /// The `token_endpoint_auth_method` name (RFC 7591 §2).
 pub const METHOD: &str = "private_key_jwt";
-/// The algorithms assertions may be signed with.
-pub const SIGNING_ALGS: [&str; 4] = ["ES256", "EdDSA", "RS256", "PS256"];
-/// The furthest ahead an assertion's `exp` may be: it is a one-request credential.
+/// The algorithms assertions may be signed with, as the JWS `alg` names them.
+pub const SIGNING_ALGS: [&str; 5] = ["ES256", "EdDSA", "Ed25519", "RS256", "PS256"];
+/// The longest an assertion is accepted, from its `iat`: it is a one-request credential.
 pub const MAX_LIFETIME: i64 = 300;
 /// Clock skew allowed between the client and this server.
 const LEEWAY: u64 = 30;
@@ -78,6 +82,17 @@ impl ClientKeys {
                 Ok(())
             }
         }
+    }
+}
+
+/// The algorithm a JWS `alg` name (one of [`SIGNING_ALGS`]) stands for.
+fn algorithm(name: &str) -> Option<Algorithm> {
+    match name {
+        "ES256" => Some(Algorithm::ES256),
+        "EdDSA" | "Ed25519" => Some(Algorithm::EdDSA),
+        "RS256" => Some(Algorithm::RS256),
+        "PS256" => Some(Algorithm::PS256),
+        _ => None,
     }
 }
 
@@ -135,7 +150,14 @@ fn parse_jwk(jwk: &Value) -> Result<Option<VerificationKey>, String> {
     let (family, key) = match (jwk["kty"].as_str(), jwk["crv"].as_str()) {
         (Some("EC"), Some("P-256")) => (ES256, DecodingKey::from_ec_components(s("x")?, s("y")?)),
         (Some("OKP"), Some("Ed25519")) => (EDDSA, DecodingKey::from_ed_components(s("x")?)),
-        (Some("RSA"), _) => (RSA, DecodingKey::from_rsa_components(s("n")?, s("e")?)),
+        (Some("RSA"), _) => {
+            // ring verifies RS256 and PS256 with 2048- to 8192-bit keys only: a smaller key would
+            // register and then never authenticate.
+            if !(2048..=8192).contains(&rsa_bits(s("n")?)) {
+                return Err("an RSA key needs 2048 to 8192 bits".into());
+            }
+            (RSA, DecodingKey::from_rsa_components(s("n")?, s("e")?))
+        }
         (Some("oct"), _) => return Err("symmetric (\"oct\") keys are not accepted".into()),
         (kty, crv) => {
             return Err(format!(
@@ -149,9 +171,8 @@ fn parse_jwk(jwk: &Value) -> Result<Option<VerificationKey>, String> {
     let algs = match jwk["alg"].as_str() {
         None => family,
         Some(alg) => {
-            let index = family
-                .iter()
-                .position(|a| format!("{a:?}") == alg)
+            let index = algorithm(alg)
+                .and_then(|a| family.iter().position(|f| *f == a))
                 .ok_or_else(|| format!("a {} key cannot be used with alg {alg}", jwk["kty"]))?;
             &family[index..=index]
         }
@@ -161,6 +182,17 @@ fn parse_jwk(jwk: &Value) -> Result<Option<VerificationKey>, String> {
         algs,
         key,
     }))
+}
+
+/// The size of an RSA modulus given as a JWK's base64url `n` (0 if it is not base64url).
+fn rsa_bits(n: &str) -> usize {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    let bytes = URL_SAFE_NO_PAD.decode(n).unwrap_or_default();
+    match bytes.iter().position(|b| *b != 0) {
+        Some(first) => (bytes.len() - first) * 8 - bytes[first].leading_zeros() as usize,
+        None => 0,
+    }
 }
 
 /// The client an assertion says it is for (its `sub`, which must equal `iss`), read before
@@ -197,17 +229,9 @@ impl Provider {
     }
 
     async fn check_assertion(&self, client: &ClientRecord, assertion: &str, endpoint: &str) -> Result<(), Refused> {
-        if assertion.len() > MAX_ASSERTION_BYTES {
-            return Err(Refused::Invalid("the assertion is too large".into()));
-        }
-        let header = jsonwebtoken::decode_header(assertion)
-            .map_err(|e| Refused::Invalid(format!("the assertion is not a JWS: {e}")))?;
-        // jsonwebtoken has no `none`; HMAC is refused here, before any key is looked at.
-        if !SIGNING_ALGS.contains(&format!("{:?}", header.alg).as_str()) {
-            return Err(Refused::Invalid(format!("alg {:?} is not accepted", header.alg)));
-        }
+        let jws = Jws::parse(assertion).map_err(Refused::Invalid)?;
         let keys = ClientKeys::of(client).ok_or_else(|| Refused::Invalid("the client has no keys".into()))?;
-        let mut claims = None;
+        let mut verified = false;
         for refetched in [false, true] {
             let candidates = match &keys {
                 ClientKeys::Jwks(jwks) => parse_jwks(jwks, false).map_err(Refused::Invalid)?,
@@ -223,37 +247,28 @@ impl Provider {
                     parse_jwks(&jwks, false).map_err(Refused::Invalid)?
                 }
             };
-            claims = candidates
+            verified = candidates
                 .iter()
-                .filter(|k| header.kid.is_none() || k.kid == header.kid)
-                .filter(|k| k.algs.contains(&header.alg))
-                .find_map(|k| {
-                    self.decode_assertion(client, assertion, header.alg, &k.key, endpoint)
-                        .ok()
-                });
+                .filter(|k| jws.kid.is_none() || k.kid == jws.kid)
+                .filter(|k| k.algs.contains(&jws.alg))
+                .any(|k| jws.verifies_with(&k.key));
             // Keys given inline do not change; a published set may have rotated: read it again once.
-            if claims.is_some() || matches!(keys, ClientKeys::Jwks(_)) {
+            if verified || matches!(keys, ClientKeys::Jwks(_)) {
                 break;
             }
         }
-        let claims = claims
-            .ok_or_else(|| Refused::Invalid("no registered key verifies the assertion with valid claims".into()))?;
-        let now = now();
-        let exp = claims["exp"].as_i64().unwrap_or_default();
-        if exp > now + MAX_LIFETIME + LEEWAY as i64 {
-            return Err(Refused::Invalid(format!(
-                "exp is more than {MAX_LIFETIME} seconds ahead"
-            )));
+        if !verified {
+            return Err(Refused::Invalid("no registered key verifies the assertion".into()));
         }
-        if claims["iat"].as_i64().is_some_and(|iat| iat > now + LEEWAY as i64) {
-            return Err(Refused::Invalid("iat is in the future".into()));
-        }
-        let jti = claims["jti"]
+        let until = self
+            .check_claims(client, &jws.claims, endpoint)
+            .map_err(Refused::Invalid)?;
+        let jti = jws.claims["jti"]
             .as_str()
             .filter(|j| !j.is_empty() && j.len() <= 256)
             .ok_or_else(|| Refused::Invalid("jti is missing".into()))?;
         if self
-            .assertion_replayed(&client.client_id, jti, exp)
+            .assertion_replayed(&client.client_id, jti, until)
             .await
             .map_err(Refused::Server)?
         {
@@ -262,36 +277,57 @@ impl Provider {
         Ok(())
     }
 
-    /// The assertion's claims if `key` verifies it and its registered claims hold.
-    fn decode_assertion(
-        &self,
-        client: &ClientRecord,
-        assertion: &str,
-        alg: Algorithm,
-        key: &DecodingKey,
-        endpoint: &str,
-    ) -> Result<Value, jsonwebtoken::errors::Error> {
-        let mut validation = Validation::new(alg);
-        validation.leeway = LEEWAY;
-        validation.validate_nbf = true;
-        validation.set_required_spec_claims(&["exp", "iss", "sub", "aud"]);
-        validation.set_issuer(&[&client.client_id]);
-        validation.sub = Some(client.client_id.clone());
-        // The endpoint as the metadata names it (with its trailing slash) or as it was called.
+    /// Checks a verified assertion's registered claims (RFC 7523 §3); returns the second from
+    /// which it is no longer accepted.
+    fn check_claims(&self, client: &ClientRecord, claims: &Value, endpoint: &str) -> Result<i64, String> {
+        let (now, leeway) = (now(), LEEWAY as i64);
+        let client_id = client.client_id.as_str();
+        if claims["iss"].as_str() != Some(client_id) || claims["sub"].as_str() != Some(client_id) {
+            return Err("iss and sub must both be the client".into());
+        }
+        // The endpoint called, with or without the trailing slash the metadata gives it.
         let endpoint = endpoint.trim_end_matches('/');
-        validation.set_audience(&[
+        let audiences = [
             self.issuer.clone(),
             format!("{}/", self.issuer),
             self.url("/o/token/"),
             self.url(endpoint),
             self.url(&format!("{endpoint}/")),
-        ]);
-        Ok(jsonwebtoken::decode::<Value>(assertion, key, &validation)?.claims)
+        ];
+        let ours = |aud: &Value| aud.as_str().is_some_and(|aud| audiences.iter().any(|a| a == aud));
+        let for_us = match &claims["aud"] {
+            Value::Array(list) => list.iter().any(ours),
+            aud => ours(aud),
+        };
+        if !for_us {
+            return Err("aud does not name this server".into());
+        }
+        let time = |name: &str| claims[name].as_f64().map(|t| t as i64);
+        let exp = time("exp").ok_or("exp is missing")?;
+        let iat = time("iat");
+        if time("nbf").is_some_and(|nbf| nbf > now + leeway) || iat.is_some_and(|iat| iat > now + leeway) {
+            return Err("nbf or iat is in the future".into());
+        }
+        // RFC 7523 §3 lets a server refuse an `exp` unreasonably far ahead, and libraries
+        // differ (openid-client: 60 s, Authlib: an hour): what is bounded instead is how long
+        // the assertion is accepted, so that its jti is remembered for that long only.
+        let last = match iat {
+            Some(iat) => exp.min(iat + MAX_LIFETIME),
+            None if exp <= now + MAX_LIFETIME + leeway => exp,
+            None => return Err(format!("without iat, exp may be at most {MAX_LIFETIME} seconds ahead")),
+        };
+        let until = last + leeway + 1;
+        if now >= until {
+            return Err(format!(
+                "the assertion has expired (exp, or {MAX_LIFETIME} seconds after iat)"
+            ));
+        }
+        Ok(until)
     }
 
-    /// Records `jti` for `client_id` until `exp` (plus the leeway); whether it was already
+    /// Records `jti` for `client_id` until the second `until`; whether it was already
     /// recorded. Atomic in the store, so two nodes given one assertion accept it once.
-    async fn assertion_replayed(&self, client_id: &str, jti: &str, exp: i64) -> Result<bool, Error> {
+    async fn assertion_replayed(&self, client_id: &str, jti: &str, until: i64) -> Result<bool, Error> {
         let key = [
             b"assertion-jti\0".as_slice(),
             client_id.as_bytes(),
@@ -300,7 +336,7 @@ impl Provider {
         ]
         .concat();
         let now_ms = now() * 1000;
-        let until_ms = (exp + LEEWAY as i64) * 1000;
+        let until_ms = until * 1000;
         let replayed = AtomicBool::new(false);
         self.store
             .update_counters(&[key], &|counters: &mut [Counter]| {
@@ -326,9 +362,70 @@ enum Refused {
     Server(Error),
 }
 
+/// A client assertion taken apart, its signature not yet verified.
+struct Jws<'a> {
+    alg: Algorithm,
+    kid: Option<String>,
+    claims: Value,
+    signing_input: &'a str,
+    signature: &'a str,
+}
+
+impl<'a> Jws<'a> {
+    /// Reads a compact JWS's header and claims. The header is read here rather than by
+    /// jsonwebtoken, which does not know RFC 9864's `Ed25519`.
+    fn parse(assertion: &'a str) -> Result<Jws<'a>, String> {
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        use base64::Engine;
+        if assertion.len() > MAX_ASSERTION_BYTES {
+            return Err("the assertion is too large".into());
+        }
+        let json = |part: &str| -> Result<Value, String> {
+            let bytes = URL_SAFE_NO_PAD
+                .decode(part)
+                .map_err(|_| "the assertion is not base64url")?;
+            match serde_json::from_slice(&bytes) {
+                Ok(value @ Value::Object(_)) => Ok(value),
+                _ => Err("the assertion's header or claims are not a JSON object".into()),
+            }
+        };
+        let (signing_input, signature) = assertion.rsplit_once('.').ok_or("the assertion is not a JWS")?;
+        let (header, claims) = signing_input
+            .split_once('.')
+            .filter(|(_, claims)| !claims.contains('.'))
+            .ok_or("the assertion is not a compact JWS")?;
+        let header = json(header)?;
+        let name = header["alg"].as_str().unwrap_or_default();
+        // An HMAC, `none` or anything else is refused before any key is looked at.
+        let alg = algorithm(name).ok_or_else(|| format!("alg {name:?} is not accepted"))?;
+        // RFC 7515 §4.1.11: extensions listed in `crit` must be understood; none is.
+        if header.get("crit").is_some() {
+            return Err("the header has crit extensions".into());
+        }
+        let kid = match header.get("kid") {
+            None => None,
+            Some(Value::String(kid)) => Some(kid.clone()),
+            Some(_) => return Err("kid is not a string".into()),
+        };
+        Ok(Jws {
+            alg,
+            kid,
+            claims: json(claims)?,
+            signing_input,
+            signature,
+        })
+    }
+
+    fn verifies_with(&self, key: &DecodingKey) -> bool {
+        jsonwebtoken::crypto::verify(self.signature, self.signing_input.as_bytes(), key, self.alg).unwrap_or(false)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
     use serde_json::json;
 
     #[test]
@@ -349,11 +446,67 @@ mod tests {
         ] {
             assert!(ClientKeys::Jwks(bad.clone()).validate().is_err(), "{bad}");
         }
+        // ring verifies no RSA key under 2048 bits.
+        let n_1024 = URL_SAFE_NO_PAD.encode([0xc5; 128]);
+        let small = json!({"kty": "RSA", "n": n_1024, "e": "AQAB"});
+        let refused = ClientKeys::Jwks(json!({ "keys": [small] })).validate();
+        assert!(refused.is_err_and(|e| e.description.contains("2048")));
+        let n_2048 = URL_SAFE_NO_PAD.encode([[0u8].as_slice(), &[0xc5; 256]].concat());
+        let rsa = json!({"kty": "RSA", "n": n_2048, "e": "AQAB"});
+        assert!(ClientKeys::Jwks(json!({ "keys": [rsa] })).validate().is_ok());
         assert!(ClientKeys::JwksUri("https://app.example/jwks.json".into())
             .validate()
             .is_ok());
         assert!(ClientKeys::JwksUri("http://app.example/jwks.json".into())
             .validate()
             .is_err());
+    }
+
+    /// RFC 9864 §2.2 names Ed25519 signatures `Ed25519` and deprecates `EdDSA`: an Ed25519 key
+    /// may carry either name, and an assertion's header may use either.
+    #[test]
+    fn ed25519_is_accepted_under_both_of_its_jws_names() {
+        let okp = json!({"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"});
+        for name in ["EdDSA", "Ed25519"] {
+            assert_eq!(algorithm(name), Some(Algorithm::EdDSA));
+            let mut named = okp.clone();
+            named["alg"] = name.into();
+            let key = parse_jwk(&named).unwrap().unwrap();
+            assert_eq!(key.algs, [Algorithm::EdDSA]);
+        }
+        let rsa = json!({"kty": "RSA", "alg": "Ed25519", "n": "sXchDaQebHnPiGvyDOAT4saGEUetSyo9MKLOoWFsueri23bOdgWp4Dy1WlUzewbgBHod5pcM9H95GQRV3JDXboIRROSBigeC5yjU1hGzHHyXss8UDprecbAYxknTcQkhslANGRUZmdTOQ5qTRsLAt6BTYuyvVRdhS8exSZEy_c4gs_7svlJJQ4H9_NxsiIoLwAEk7-Q3UXERGYw_75IDrGA84-lA_-Ct4eTlXHBIY2EaV7t7LjJaynVJCpkv4LKjTTAumiGUIuQhrNhZLuF_RJLqHpM2kgWFLU7-VTdL1VbC2tejvcI2BlMkEpk1BzBZI0KQB0GaDWFLN-aEAw3vRw", "e": "AQAB"});
+        assert!(parse_jwk(&rsa).is_err(), "an RSA key cannot be an Ed25519 key");
+        for name in SIGNING_ALGS {
+            assert!(algorithm(name).is_some(), "{name} is published and so accepted");
+        }
+        for name in ["none", "HS256", "ES384", "eddsa", ""] {
+            assert_eq!(algorithm(name), None, "{name}");
+        }
+    }
+
+    #[test]
+    fn a_header_without_an_accepted_alg_or_with_crit_is_refused_before_any_key() {
+        let jws = |header: Value| {
+            let claims = json!({"iss": "c", "sub": "c"});
+            format!(
+                "{}.{}.c2ln",
+                URL_SAFE_NO_PAD.encode(header.to_string()),
+                URL_SAFE_NO_PAD.encode(claims.to_string())
+            )
+        };
+        let ed25519 = jws(json!({"alg": "Ed25519", "kid": "k"}));
+        let parsed = Jws::parse(&ed25519).unwrap();
+        assert_eq!((parsed.alg, parsed.kid.as_deref()), (Algorithm::EdDSA, Some("k")));
+        for header in [
+            json!({"alg": "none"}),
+            json!({"alg": "HS256"}),
+            json!({}),
+            json!({"alg": "ES256", "crit": ["exp"], "exp": 1}),
+            json!({"alg": "ES256", "kid": 7}),
+        ] {
+            assert!(Jws::parse(&jws(header.clone())).is_err(), "{header}");
+        }
+        let five_parts = format!("{}.e30.e30", jws(json!({"alg": "ES256"})));
+        assert!(Jws::parse(&five_parts).is_err(), "a JWE's five parts are not a JWS");
     }
 }

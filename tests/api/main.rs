@@ -48,6 +48,8 @@ mod introspect_revoke;
 mod interop;
 // The MCP TypeScript SDK logs in (registration, Client ID Metadata Document) and calls a tool.
 mod mcp;
+// private_key_jwt from third-party clients (openid-client, Authlib): every algorithm, jwks_uri.
+mod private_key_jwt_interop;
 // Key rotation, and restarting on the same data and keys.
 mod keys;
 // Login hardening: throttling failed logins per user and per address.

@@ -241,7 +241,14 @@ async fn replayed_expired_misaddressed_and_wrongly_signed_assertions_are_refused
     .unwrap();
     let cases: Vec<(&str, String)> = vec![
         ("expired", key.sign(&with(json!({"iat": now - 600, "exp": now - 120})))),
-        ("exp too far ahead", key.sign(&with(json!({"exp": now + 3600})))),
+        (
+            "exp too far ahead without iat",
+            key.sign(&with(json!({"exp": now + 3600, "iat": null}))),
+        ),
+        (
+            "issued more than 5 minutes ago",
+            key.sign(&with(json!({"iat": now - 400, "exp": now + 3600}))),
+        ),
         ("no exp", key.sign(&with(json!({"exp": null})))),
         ("not yet valid", key.sign(&with(json!({"nbf": now + 600})))),
         ("issued in the future", key.sign(&with(json!({"iat": now + 600})))),
@@ -588,7 +595,7 @@ async fn the_metadata_names_private_key_jwt_and_its_algorithms() {
         );
         assert_eq!(
             metadata[format!("{endpoint}_endpoint_auth_signing_alg_values_supported")],
-            json!(["ES256", "EdDSA", "RS256", "PS256"])
+            json!(["ES256", "EdDSA", "Ed25519", "RS256", "PS256"])
         );
     }
 }
