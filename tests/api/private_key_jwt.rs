@@ -599,3 +599,81 @@ async fn the_metadata_names_private_key_jwt_and_its_algorithms() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_device_starts_the_device_flow_authenticated_by_its_key() {
+    let app = spawn_app().await;
+    let key = TestKey::new(Algorithm::ES256);
+    let (client, _) = app
+        .provider
+        .register_client(NewClient {
+            name: "Keyed TV".into(),
+            client_type: ClientType::Confidential,
+            grant_types: vec![GrantType::DeviceCode],
+            redirect_uris: vec![],
+            scope: "read".into(),
+            resources: vec![],
+            access_token_ttl: None,
+            refresh_token_ttl: None,
+            skip_consent: false,
+            owner_user_id: None,
+            post_logout_redirect_uris: vec![],
+            id_token_signed_response_alg: None,
+            admin: false,
+            keys: Some(ClientKeys::Jwks(key.jwks())),
+        })
+        .await
+        .unwrap();
+    let assertion = key.assertion(&client.client_id, &app.url("/o/device_authorization/"));
+    let form = [
+        ("scope", "read"),
+        ("client_assertion_type", ASSERTION_TYPE),
+        ("client_assertion", assertion.as_str()),
+    ];
+    let (status, body) = post(&app, "/o/device_authorization/", &form).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["device_code"].is_string() && body["user_code"].is_string());
+    let (status, body) = post(&app, "/o/device_authorization/", &form).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid_client")),
+        "a replay"
+    );
+    // Polling authenticates the same way.
+    let poll = key.assertion(&client.client_id, &app.issuer);
+    let (status, body) = post(
+        &app,
+        "/o/token/",
+        &[
+            ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
+            (
+                "device_code",
+                body_device_code(&app, &key, &client.client_id).await.as_str(),
+            ),
+            ("client_assertion_type", ASSERTION_TYPE),
+            ("client_assertion", poll.as_str()),
+        ],
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("authorization_pending")),
+        "{body}"
+    );
+}
+
+/// A fresh device request by the keyed client; its device code.
+async fn body_device_code(app: &TestApp, key: &TestKey, client_id: &str) -> String {
+    let assertion = key.assertion(client_id, &app.issuer);
+    let (status, body) = post(
+        app,
+        "/o/device_authorization/",
+        &[
+            ("client_assertion_type", ASSERTION_TYPE),
+            ("client_assertion", assertion.as_str()),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    body["device_code"].as_str().unwrap().to_string()
+}
