@@ -39,14 +39,10 @@ pub struct TokenForm {
     pub resource: Option<String>,
     /// The device code from the device authorization endpoint (device code grant).
     pub device_code: Option<String>,
-    /// The client's id, when not using HTTP Basic.
-    pub client_id: Option<String>,
-    /// The client's secret, for `client_secret_post`.
-    pub client_secret: Option<String>,
-    /// `urn:ietf:params:oauth:client-assertion-type:jwt-bearer`, for `private_key_jwt`.
-    pub client_assertion_type: Option<String>,
-    /// A JWT signed with the client's private key (RFC 7523 §2.2), for `private_key_jwt`.
-    pub client_assertion: Option<String>,
+    /// Client authentication, unless it is in the `Authorization` header.
+    #[oai(flatten)]
+    #[serde(flatten)]
+    pub auth: ClientAuthentication,
 }
 
 /// A device authorization request (RFC 8628 §3.1). Clients authenticate as at the token
@@ -57,14 +53,10 @@ pub struct DeviceAuthorizationForm {
     pub scope: Option<String>,
     /// The resource server the tokens are for (RFC 8707); becomes their `aud`.
     pub resource: Option<String>,
-    /// The client's id, when not using HTTP Basic.
-    pub client_id: Option<String>,
-    /// The client's secret, for `client_secret_post`.
-    pub client_secret: Option<String>,
-    /// `urn:ietf:params:oauth:client-assertion-type:jwt-bearer`, for `private_key_jwt`.
-    pub client_assertion_type: Option<String>,
-    /// A JWT signed with the client's private key (RFC 7523 §2.2), for `private_key_jwt`.
-    pub client_assertion: Option<String>,
+    /// Client authentication, unless it is in the `Authorization` header.
+    #[oai(flatten)]
+    #[serde(flatten)]
+    pub auth: ClientAuthentication,
 }
 
 /// A device authorization response (RFC 8628 §3.2).
@@ -110,14 +102,10 @@ pub struct TokenHintForm {
     pub token: Option<String>,
     /// `access_token` or `refresh_token`: where to look first.
     pub token_type_hint: Option<String>,
-    /// The client's id, when not using HTTP Basic.
-    pub client_id: Option<String>,
-    /// The client's secret, for `client_secret_post`.
-    pub client_secret: Option<String>,
-    /// `urn:ietf:params:oauth:client-assertion-type:jwt-bearer`, for `private_key_jwt`.
-    pub client_assertion_type: Option<String>,
-    /// A JWT signed with the client's private key (RFC 7523 §2.2), for `private_key_jwt`.
-    pub client_assertion: Option<String>,
+    /// Client authentication, unless it is in the `Authorization` header.
+    #[oai(flatten)]
+    #[serde(flatten)]
+    pub auth: ClientAuthentication,
 }
 
 /// Revocation succeeded, or the token was unknown (RFC 7009 §2.2 answers both alike).
@@ -168,35 +156,22 @@ impl From<Introspection> for IntrospectionBody {
     }
 }
 
-/// Forms that carry client authentication (RFC 6749 §2.3.1, RFC 7521 §4.2).
-pub trait ClientAuthForm {
-    fn auth_fields(&self) -> ClientAuthFields<'_>;
+/// Client authentication in a form body: `client_secret_post` (RFC 6749 §2.3.1),
+/// `private_key_jwt` (RFC 7521 §4.2, RFC 7523 §2.2), or a public client's `client_id`.
+#[derive(Object, Deserialize, Debug, Default)]
+pub struct ClientAuthentication {
+    /// The client's id, when not using HTTP Basic.
+    pub client_id: Option<String>,
+    /// The client's secret, for `client_secret_post`.
+    pub client_secret: Option<String>,
+    /// `urn:ietf:params:oauth:client-assertion-type:jwt-bearer`, for `private_key_jwt`.
+    pub client_assertion_type: Option<String>,
+    /// A JWT signed with the client's private key (RFC 7523 §2.2), for `private_key_jwt`.
+    pub client_assertion: Option<String>,
 }
 
-impl ClientAuthForm for TokenForm {
-    fn auth_fields(&self) -> ClientAuthFields<'_> {
-        ClientAuthFields {
-            client_id: self.client_id.as_deref(),
-            client_secret: self.client_secret.as_deref(),
-            client_assertion_type: self.client_assertion_type.as_deref(),
-            client_assertion: self.client_assertion.as_deref(),
-        }
-    }
-}
-
-impl ClientAuthForm for DeviceAuthorizationForm {
-    fn auth_fields(&self) -> ClientAuthFields<'_> {
-        ClientAuthFields {
-            client_id: self.client_id.as_deref(),
-            client_secret: self.client_secret.as_deref(),
-            client_assertion_type: self.client_assertion_type.as_deref(),
-            client_assertion: self.client_assertion.as_deref(),
-        }
-    }
-}
-
-impl ClientAuthForm for TokenHintForm {
-    fn auth_fields(&self) -> ClientAuthFields<'_> {
+impl ClientAuthentication {
+    fn fields(&self) -> ClientAuthFields<'_> {
         ClientAuthFields {
             client_id: self.client_id.as_deref(),
             client_secret: self.client_secret.as_deref(),
@@ -230,7 +205,7 @@ impl OAuthApi {
         form: Form<TokenForm>,
     ) -> OAuthResponse<TokenBody> {
         let Form(form) = form;
-        let credentials = match client_credentials(req, form.auth_fields()) {
+        let credentials = match client_credentials(req, form.auth.fields()) {
             Ok(c) => with_address(c, req, &provider),
             Err(e) => return e.into(),
         };
@@ -278,7 +253,7 @@ impl OAuthApi {
     ) -> OAuthResponse<DeviceAuthorizationBody> {
         let Form(form) = form;
         let result = async {
-            let credentials = client_credentials(req, form.auth_fields())?;
+            let credentials = client_credentials(req, form.auth.fields())?;
             // RFC 6749 §3.1: a parameter sent without a value is treated as omitted.
             let scope = form.scope.as_deref().filter(|v| !v.is_empty());
             let resource = form.resource.as_deref().filter(|v| !v.is_empty());
@@ -310,7 +285,7 @@ impl OAuthApi {
         req: &Request,
         form: Form<TokenHintForm>,
     ) -> OAuthResponse<RevocationBody> {
-        let result = match client_credentials(req, form.auth_fields()) {
+        let result = match client_credentials(req, form.auth.fields()) {
             Ok(credentials) => {
                 provider
                     .revoke(&credentials, form.token.as_deref(), form.token_type_hint.as_deref())
@@ -336,7 +311,7 @@ impl OAuthApi {
         form: Form<TokenHintForm>,
     ) -> OAuthResponse<IntrospectionBody> {
         let result = async {
-            let credentials = client_credentials(req, form.auth_fields())?;
+            let credentials = client_credentials(req, form.auth.fields())?;
             provider
                 .introspect(&with_address(credentials, req, &provider), form.token.as_deref())
                 .await
