@@ -97,3 +97,66 @@ async fn an_assertion_with_a_fractional_exp_is_neither_replayable_nor_long_lived
         "an assertion with exp beyond i64 was accepted: {answer:?}"
     );
 }
+
+/// The per-host fetch budget of `src/documents.rs` (`DocumentCache::fetch_and_keep`) is
+/// spent by any anonymous visitor naming URLs that do not exist on a host: ten GETs of
+/// `/o/authorize/?client_id=https://vendor.example/junkN` a minute (a 404 costs as much as a
+/// real fetch, and failures are not cached) keep that host's budget empty, and every real
+/// client published on the host (and every `jwks_uri` there) then fails with "too many
+/// documents fetched": a targeted denial of service against a popular client vendor.
+#[tokio::test]
+async fn junk_urls_on_a_host_do_not_lock_out_the_real_client_published_there() {
+    use crate::documents::{Doc, DocumentServer};
+    let documents = DocumentServer::start().await;
+    let dirs = tempfile::tempdir().unwrap();
+    let mut config = test_config(&dirs);
+    documents.trusted_by(&mut config);
+    config.client_documents.mode = tessera::config::ClientDocumentsMode::Open;
+    let app = spawn_app_with(config, dirs).await;
+
+    let authorize = |client_id: String| {
+        let (http, url) = (app.http.clone(), app.url("/o/authorize/"));
+        async move {
+            let pkce = Pkce::new();
+            let response = http
+                .get(url)
+                .query(&[
+                    ("response_type", "code"),
+                    ("client_id", client_id.as_str()),
+                    ("redirect_uri", "http://127.0.0.1:53177/callback"),
+                    ("scope", "read"),
+                    ("state", "s"),
+                    ("code_challenge", pkce.challenge.as_str()),
+                    ("code_challenge_method", "S256"),
+                ])
+                .send()
+                .await
+                .unwrap();
+            (response.status().as_u16(), response.text().await.unwrap())
+        }
+    };
+    // An anonymous visitor names a dozen documents that do not exist on the vendor's host.
+    for i in 0..12 {
+        let (status, _) = authorize(documents.url(&format!("/junk/{i}.json"))).await;
+        assert_eq!(status, 400);
+    }
+    // The vendor's real client, never fetched before (a new node, a restart, an expired copy).
+    let client_id = documents.url("/agent/client.json");
+    documents.serve(
+        "/agent/client.json",
+        Doc::json(&json!({
+            "client_id": client_id,
+            "client_name": "Real Agent",
+            "redirect_uris": ["http://127.0.0.1/callback"],
+            "token_endpoint_auth_method": "none",
+        })),
+    );
+    let (status, page) = authorize(client_id.clone()).await;
+    assert!(
+        status == 302 || status == 200,
+        "the real client was locked out by junk requests: {status} {}",
+        page.lines()
+            .find(|l| l.contains("too many") || l.contains("not usable"))
+            .unwrap_or_default()
+    );
+}
