@@ -160,3 +160,41 @@ async fn junk_urls_on_a_host_do_not_lock_out_the_real_client_published_there() {
             .unwrap_or_default()
     );
 }
+
+/// With private addresses refused (the default), the error page for a document URL whose
+/// host resolves to a private address names that address: `PublicOnly::resolve` in
+/// `src/outbound.rs` puts the first resolved IP in `OutboundError::NotPublic`, and the
+/// authorization page shows the reason to anyone. An anonymous visitor can so resolve any
+/// internal host name through the server's resolver (`https://db.corp.internal/x` ->
+/// "10.2.3.4 is not a public address"): an internal DNS oracle.
+#[tokio::test]
+async fn the_error_page_does_not_reveal_what_an_internal_name_resolves_to() {
+    let dirs = tempfile::tempdir().unwrap();
+    let mut config = test_config(&dirs);
+    config.client_documents.mode = tessera::config::ClientDocumentsMode::Open;
+    assert!(!config.outbound.allow_private_addresses);
+    let app = spawn_app_with(config, dirs).await;
+    let pkce = Pkce::new();
+    let response = app
+        .http
+        .get(app.url("/o/authorize/"))
+        .query(&[
+            ("response_type", "code"),
+            ("client_id", "https://localhost/client.json"),
+            ("redirect_uri", "http://127.0.0.1/callback"),
+            ("state", "s"),
+            ("code_challenge", pkce.challenge.as_str()),
+            ("code_challenge_method", "S256"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let page = response.text().await.unwrap();
+    assert!(page.contains("not usable"), "{page}");
+    assert!(
+        !page.contains("127.0.0.1 is not") && !page.contains("::1 is not"),
+        "the page tells an anonymous visitor what localhost resolves to: {}",
+        page.lines().find(|l| l.contains("not usable")).unwrap_or_default()
+    );
+}
