@@ -315,3 +315,46 @@ async fn document_fetches_do_not_leave_connections_open_to_every_host_named() {
         "{still_open} connections to {HOSTS} document hosts are still open 2 s after their fetches"
     );
 }
+
+/// The embedded store remembers used `jti`s in its in-memory counter table, which holds at
+/// most 100,000 counters and, when full, drops those that expire first (`make_room` in
+/// `src/store/sled.rs`). An assertion's `jti` lives at most ~6 minutes, a failed-login
+/// counter 15: anyone who makes the server count enough failed logins (distinct usernames
+/// from many addresses, e.g. an IPv6 /48) flushes every remembered `jti`, and a captured
+/// assertion can then be replayed within its lifetime. Here the table is filled directly,
+/// with counters like the login throttle's, between the first use and the replay.
+#[tokio::test]
+async fn remembered_assertion_ids_survive_a_full_counter_table() {
+    use tessera::store::{Counter, EphemeralStore};
+    let app = spawn_app().await;
+    if on_postgres() {
+        return; // the database keeps its counters without such a bound
+    }
+    let key = TestKey::new(Algorithm::ES256);
+    let client_id = key_client(&app, &key).await;
+    let assertion = key.assertion(&client_id, &app.issuer);
+    assert_eq!(client_credentials_with(&app, &assertion).await.0, 200);
+
+    // What 100,000 failed logins (15-minute counters) leave in the table.
+    let now_ms = tessera::clock::now() * 1000;
+    for i in 0..100_001u32 {
+        let store: &dyn EphemeralStore = app.store.as_ref();
+        store
+            .update_counters(&[format!("lp\0attacker-{i}").into_bytes()], &|c: &mut [Counter]| {
+                c[0] = Counter {
+                    failures: 1,
+                    last_failure_ms: now_ms,
+                    locked_until_ms: 0,
+                    expires_at_ms: now_ms + 15 * 60 * 1000,
+                };
+            })
+            .await
+            .unwrap();
+    }
+    let replay = client_credentials_with(&app, &assertion).await;
+    assert_eq!(
+        (replay.0, replay.1["error"].as_str()),
+        (401, Some("invalid_client")),
+        "the assertion was accepted a second time once the counter table filled up: {replay:?}"
+    );
+}
