@@ -408,3 +408,66 @@ async fn one_address_cannot_store_device_authorizations_without_limit() {
         "{stored} of 300 anonymous device authorizations from one address were stored"
     );
 }
+
+/// An assertion that no cached key verifies makes `check_assertion` forget the client's
+/// `jwks_uri` copy and fetch it again, whoever sent it: the client is read from the
+/// unverified `sub`. So an anonymous caller, sending assertions "for" a victim client signed
+/// with any key, makes the server fetch the victim's key set once per request until that
+/// host's budget is spent (`src/oauth/client_assertion.rs` refetch loop, `DocumentCache`'s
+/// per-host bucket), and keeps it spent. When the victim then rotates its key (or its copy
+/// goes stale) it can no longer authenticate.
+#[tokio::test]
+async fn anonymous_bad_assertions_do_not_lock_a_jwks_uri_client_out_of_its_key_rotation() {
+    use crate::documents::{Doc, DocumentServer};
+    let documents = DocumentServer::start().await;
+    let dirs = tempfile::tempdir().unwrap();
+    let mut config = test_config(&dirs);
+    documents.trusted_by(&mut config);
+    let app = spawn_app_with(config, dirs).await;
+    let key = TestKey::new(Algorithm::ES256);
+    documents.serve(
+        "/jwks.json",
+        Doc::json(&key.jwks()).header("Cache-Control", "max-age=600"),
+    );
+    let (client, _) = app
+        .provider
+        .register_client(NewClient {
+            name: "Key Client".into(),
+            client_type: ClientType::Confidential,
+            grant_types: vec![GrantType::ClientCredentials],
+            redirect_uris: vec![],
+            scope: "read".into(),
+            resources: vec![],
+            access_token_ttl: None,
+            refresh_token_ttl: None,
+            skip_consent: false,
+            owner_user_id: None,
+            post_logout_redirect_uris: vec![],
+            id_token_signed_response_alg: None,
+            admin: false,
+            keys: Some(ClientKeys::JwksUri(documents.url("/jwks.json"))),
+        })
+        .await
+        .unwrap();
+    let client_id = client.client_id;
+    assert_eq!(client_credentials_with(&app, &key.assertion(&client_id, &app.issuer)).await.0, 200);
+
+    // Anyone: assertions naming the victim, signed with a key of their own.
+    let stranger = TestKey::new(Algorithm::ES256);
+    for _ in 0..12 {
+        let (status, _) = client_credentials_with(&app, &stranger.assertion(&client_id, &app.issuer)).await;
+        assert_eq!(status, 401);
+    }
+    let fetches = documents.hits("/jwks.json");
+
+    // The victim rotates its key, as the guide says it may without telling the server.
+    let rotated = TestKey::new(Algorithm::ES256);
+    documents.serve("/jwks.json", Doc::json(&rotated.jwks()));
+    let (status, body) = client_credentials_with(&app, &rotated.assertion(&client_id, &app.issuer)).await;
+    assert_eq!(
+        status, 200,
+        "after 12 anonymous bad assertions (which made {} fetches of its key set), the client \
+         cannot authenticate with its rotated key: {body}",
+        fetches - 1
+    );
+}
