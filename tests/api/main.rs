@@ -7,6 +7,8 @@ mod helpers;
 mod postgres;
 // An https server on loopback for documents clients publish (metadata, key sets).
 mod documents;
+// Findings of the pre-release attack on private_key_jwt, client documents and the device flow.
+mod attack;
 
 // The admin API under /api/v1/: authorisation, problem details, paging, each area.
 mod admin;
