@@ -13,14 +13,12 @@
 //! Ed25519 signatures are accepted under both of their JWS names: `EdDSA` (RFC 8037) and
 //! `Ed25519` (RFC 9864, which deprecates `EdDSA`; openid-client v6 sends it).
 
-use std::sync::atomic::{AtomicBool, Ordering};
-
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde_json::Value;
 use url::Url;
 
 use super::{now, Error, Provider};
-use crate::store::{ClientRecord, Counter};
+use crate::store::ClientRecord;
 
 /// `client_assertion_type` for a JWT assertion (RFC 7523 §2.2).
 pub const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
@@ -335,25 +333,7 @@ impl Provider {
             jti.as_bytes(),
         ]
         .concat();
-        let now_ms = now() * 1000;
-        let until_ms = until * 1000;
-        let replayed = AtomicBool::new(false);
-        self.store
-            .update_counters(&[key], &|counters: &mut [Counter]| {
-                let seen = &mut counters[0];
-                if seen.failures > 0 && seen.expires_at_ms > now_ms {
-                    replayed.store(true, Ordering::Relaxed);
-                } else {
-                    *seen = Counter {
-                        failures: 1,
-                        last_failure_ms: now_ms,
-                        locked_until_ms: 0,
-                        expires_at_ms: until_ms,
-                    };
-                }
-            })
-            .await?;
-        Ok(replayed.load(Ordering::Relaxed))
+        Ok(!self.store.remember_once(&key, until * 1000).await?)
     }
 }
 

@@ -511,6 +511,30 @@ pub trait EphemeralStore: Send + Sync {
         keys: &[Vec<u8>],
         update: &(dyn for<'c> Fn(&'c mut [Counter]) + Send + Sync),
     ) -> Result<()>;
+    /// Remembers `key` until `expires_at_ms` (Unix milliseconds) unless it is remembered
+    /// already; returns whether it was new. Atomic across nodes: of any number of concurrent
+    /// calls with one key exactly one sees `true`. What guards against replays (a client
+    /// assertion's `jti`) lives here, so it is never forgotten early to make room: a backend
+    /// that must bound it refuses new keys ([`StoreError::Unavailable`]) rather than drop live
+    /// ones.
+    async fn remember_once(&self, key: &[u8], expires_at_ms: i64) -> Result<bool> {
+        let fresh = std::sync::atomic::AtomicBool::new(false);
+        let now_ms = crate::clock::now_ms();
+        self.update_counters(&[key.to_vec()], &|counters: &mut [Counter]| {
+            let seen = &mut counters[0];
+            if seen.failures == 0 || seen.expires_at_ms <= now_ms {
+                *seen = Counter {
+                    failures: 1,
+                    last_failure_ms: now_ms,
+                    locked_until_ms: 0,
+                    expires_at_ms,
+                };
+                fresh.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        })
+        .await?;
+        Ok(fresh.load(std::sync::atomic::Ordering::Relaxed))
+    }
     /// Stores `value` under `key` until `expires_at` (replacing any value there).
     async fn put_scratch(&self, key: &SecretHash, value: &[u8], expires_at: i64) -> Result<()>;
     /// The value under `key`, unless it is absent or expired.

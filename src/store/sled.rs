@@ -57,15 +57,37 @@ pub struct SledStore {
 /// Counters kept at most (each well under 100 bytes), and scratch values.
 const MAX_COUNTERS: usize = 100_000;
 const MAX_SCRATCH: usize = 10_000;
+/// Keys remembered once (assertion `jti`s, each a few minutes): never evicted while live, so
+/// at the bound new ones are refused.
+const MAX_ONCE: usize = 200_000;
 
 /// The in-memory [`EphemeralStore`] of one process.
 #[derive(Default)]
 struct Ephemeral {
     counters: Mutex<std::collections::HashMap<Vec<u8>, Counter>>,
     scratch: Mutex<std::collections::HashMap<SecretHash, (Vec<u8>, i64)>>,
+    once: Mutex<std::collections::HashMap<Vec<u8>, i64>>,
 }
 
 impl Ephemeral {
+    fn remember_once(&self, key: &[u8], expires_at_ms: i64) -> Result<bool> {
+        let mut table = self.once.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let now_ms = crate::clock::now_ms();
+        if table.get(key).is_some_and(|until| *until > now_ms) {
+            return Ok(false);
+        }
+        if table.len() >= MAX_ONCE {
+            table.retain(|_, until| *until > now_ms);
+            if table.len() >= MAX_ONCE {
+                return Err(StoreError::Unavailable(
+                    "the replay cache is full of live entries".into(),
+                ));
+            }
+        }
+        table.insert(key.to_vec(), expires_at_ms);
+        Ok(true)
+    }
+
     fn update_counters<F: Fn(&mut [Counter]) + ?Sized>(&self, keys: &[Vec<u8>], update: &F) {
         let mut table = self.counters.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut counters: Vec<Counter> = keys.iter().map(|k| table.get(k).copied().unwrap_or_default()).collect();
@@ -1101,6 +1123,10 @@ impl EphemeralStore for SledStore {
         self.ephemeral.update_counters(keys, update);
         Ok(())
     }
+    async fn remember_once(&self, key: &[u8], expires_at_ms: i64) -> Result<bool> {
+        self.ephemeral.remember_once(key, expires_at_ms)
+    }
+
     async fn put_scratch(&self, key: &SecretHash, value: &[u8], expires_at: i64) -> Result<()> {
         self.ephemeral.put_scratch(key, value, expires_at);
         Ok(())
@@ -1306,6 +1332,23 @@ mod tests {
             .expect("the folder is released");
         let owned = store.trees.clients_owned_by("u1").unwrap();
         assert_eq!(owned.iter().map(|c| c.client_id.as_str()).collect::<Vec<_>>(), ["a"]);
+    }
+
+    #[test]
+    fn remembered_keys_are_never_dropped_to_make_room_new_ones_are_refused() {
+        let ephemeral = Ephemeral::default();
+        let live = crate::clock::now_ms() + 60_000;
+        for i in 0..MAX_ONCE as u64 {
+            assert!(ephemeral.remember_once(&i.to_be_bytes(), live).unwrap());
+        }
+        assert!(matches!(
+            ephemeral.remember_once(b"one more", live),
+            Err(StoreError::Unavailable(_))
+        ));
+        assert!(
+            !ephemeral.remember_once(&0u64.to_be_bytes(), live).unwrap(),
+            "the first is still there"
+        );
     }
 
     #[test]

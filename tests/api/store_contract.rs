@@ -851,3 +851,26 @@ async fn a_purge_removes_expired_device_authorizations_and_frees_their_user_code
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_key_is_remembered_once_however_many_remember_it_at_once_and_again_once_expired() {
+    for_each_backend(|store| async move {
+        let until = tessera::clock::now_ms() + 60_000;
+        let fresh = race(50, || {
+            let store = store.clone();
+            async move { store.remember_once(b"jti-1", until).await.unwrap() }
+        })
+        .await;
+        assert_eq!(fresh.iter().filter(|f| **f).count(), 1, "{fresh:?}");
+        assert!(!store.remember_once(b"jti-1", until).await.unwrap(), "still remembered");
+        assert!(
+            store.remember_once(b"jti-2", until).await.unwrap(),
+            "another key is new"
+        );
+        // A key whose time is over may be remembered again.
+        let past = tessera::clock::now_ms() - 1;
+        assert!(store.remember_once(b"jti-3", past).await.unwrap());
+        assert!(store.remember_once(b"jti-3", until).await.unwrap(), "expired");
+    })
+    .await;
+}
