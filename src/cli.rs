@@ -528,8 +528,19 @@ async fn app_command(config: &Config, cmd: &AppCommand) -> anyhow::Result<()> {
             }
             let keys = match (jwks_file, jwks_uri) {
                 (Some(path), _) => {
-                    let text = std::fs::read_to_string(path)
+                    // Read no more than a key set may be: the path might be /dev/zero.
+                    use std::io::Read;
+                    let limit = crate::oauth::client_assertion::MAX_JWKS_BYTES;
+                    let mut text = String::new();
+                    std::fs::File::open(path)
+                        .and_then(|f| f.take(limit as u64 + 1).read_to_string(&mut text))
                         .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+                    if text.len() > limit {
+                        bail!(
+                            "{} is larger than {limit} bytes, the most a JWK Set may be",
+                            path.display()
+                        );
+                    }
                     let jwks = serde_json::from_str(&text)
                         .map_err(|e| anyhow::anyhow!("{} is not JSON: {e}", path.display()))?;
                     Some(ClientKeys::Jwks(jwks))

@@ -148,6 +148,8 @@ pub struct Config {
     pub device_code_ttl: Duration,
     /// The least time between a device's polls of the token endpoint (RFC 8628 §3.2 `interval`).
     pub device_code_interval: Duration,
+    /// Device authorizations one client address may start an hour (all at once if it likes).
+    pub device_authorizations_per_address: Rate,
     pub session_ttl: Duration,
     /// The `aud` of access tokens when the client names no allowed `resource`; defaults to the issuer.
     pub default_audience: Option<String>,
@@ -255,6 +257,7 @@ impl Default for Config {
             code_ttl: Duration::from_secs(60),
             device_code_ttl: Duration::from_secs(600),
             device_code_interval: Duration::from_secs(5),
+            device_authorizations_per_address: Rate::per_hour(60),
             session_ttl: Duration::from_secs(12 * 3600),
             default_audience: None,
             scopes: vec![
@@ -324,6 +327,8 @@ pub struct FileConfig {
     pub device_code_ttl: Option<u64>,
     /// Seconds a device must wait between polls of the token endpoint (RFC 8628; default 5).
     pub device_code_interval: Option<u64>,
+    /// Device authorizations per hour one client address may start (default 60; 0 = no limit).
+    pub device_authorizations_per_address_per_hour: Option<u32>,
     pub default_audience: Option<String>,
     /// Scope name -> description; replaces the default `read`/`write` set (the OpenID Connect
     /// scopes `openid`, `profile` and `email` stay, with their descriptions overridable here).
@@ -517,6 +522,9 @@ impl Config {
 
     fn apply(&mut self, file: FileConfig) -> Result<(), ConfigError> {
         self.apply_client_documents(&file)?;
+        if let Some(v) = file.device_authorizations_per_address_per_hour {
+            self.device_authorizations_per_address = if v == 0 { Rate::OFF } else { Rate::per_hour(v) };
+        }
         let secs = Duration::from_secs;
         if let Some(issuer) = file.issuer {
             self.issuer = Some(parse_issuer(&issuer)?);

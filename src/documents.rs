@@ -10,9 +10,16 @@
 //! - a failed fetch is never cached; while a refetch fails, the last good copy keeps serving
 //!   for at most `stale_ttl` past its freshness;
 //! - concurrent requests for one URL share one fetch (and its outcome);
-//! - each host gets a budget of fetches (a token bucket), so one client, even one naming a
-//!   new URL on every request, cannot make the server fetch in a loop;
-//! - the cache holds a bounded number of documents.
+//! - fetching a URL not fetched before is budgeted (token buckets) per host and whoever asks
+//!   (the caller's address), and per host overall (ten times that), so one client, even one
+//!   naming a new URL on every request, cannot make the server fetch in a loop, and one
+//!   visitor naming junk URLs on a host spends only their own share of its budget, not that of
+//!   the real clients published there; refreshing a document fetched before is not budgeted;
+//! - a caller may ask for a document to be fetched again before it expires (a client's key
+//!   set, when no cached key verifies its assertion), at most once per `min_ttl`: anyone can
+//!   send a bad assertion, and must not be able to make the server fetch for each;
+//! - at most [`MAX_CONCURRENT_FETCHES`] fetches run at once, the cache holds a bounded number
+//!   of documents, and no connection outlives its fetch.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -26,6 +33,10 @@ use crate::rate_limit::{Rate, RateLimiter};
 
 /// Documents kept at most.
 const MAX_DOCUMENTS: usize = 10_000;
+/// Fetches running at once, over every host: what bounds sockets and memory for fetches.
+pub const MAX_CONCURRENT_FETCHES: usize = 32;
+/// How long a fetch waits for one of those places before it is refused.
+const FETCH_QUEUE_WAIT: Duration = Duration::from_secs(2);
 
 /// How documents are fetched and cached.
 #[derive(Clone, Debug)]
@@ -36,7 +47,8 @@ pub struct DocumentPolicy {
     pub max_ttl: Duration,
     /// How long past its freshness a copy may serve while refetches fail.
     pub stale_ttl: Duration,
-    /// Fetches per host: what a flood of distinct URLs on one host can cost.
+    /// Fetches of new URLs per host and caller address (and ten times that per host): what a
+    /// flood of distinct URLs on one host can cost.
     pub fetches_per_host: Rate,
 }
 
@@ -70,10 +82,13 @@ pub enum DocumentError {
     Invalid { url: String, reason: String },
     #[error("too many documents fetched from {host} lately; try again in a minute")]
     RateLimited { host: String },
+    #[error("too many documents are being fetched now; try again in a moment")]
+    Busy,
 }
 
 struct Entry {
     document: Arc<Value>,
+    fetched_at: Instant,
     fresh_until: Instant,
     stale_until: Instant,
 }
@@ -86,39 +101,49 @@ pub struct DocumentCache {
     policy: DocumentPolicy,
     entries: Mutex<HashMap<String, Entry>>,
     in_flight: Mutex<HashMap<String, Arc<OnceCell<Outcome>>>>,
+    per_caller: RateLimiter,
     per_host: RateLimiter,
+    fetching: tokio::sync::Semaphore,
 }
 
 impl DocumentCache {
     pub fn new(outbound: OutboundPolicy, policy: DocumentPolicy) -> DocumentCache {
         DocumentCache {
             outbound: Outbound::new(outbound),
-            per_host: RateLimiter::new(policy.fetches_per_host),
+            per_caller: RateLimiter::new(policy.fetches_per_host),
+            per_host: RateLimiter::new(Rate {
+                per_second: policy.fetches_per_host.per_second * 10.0,
+                burst: policy.fetches_per_host.burst * 10.0,
+            }),
             policy,
             entries: Mutex::new(HashMap::new()),
             in_flight: Mutex::new(HashMap::new()),
+            fetching: tokio::sync::Semaphore::new(MAX_CONCURRENT_FETCHES),
         }
     }
 
     /// The JSON object at `url` (https), at most `max_body` bytes: from the cache while fresh,
     /// else fetched (one fetch for all concurrent callers), else the stale copy if the fetch
-    /// failed and one is still allowed to serve.
-    pub async fn get(&self, url: &str, max_body: usize) -> Outcome {
+    /// failed and one is still allowed to serve. `caller` (an address key, when known) is who
+    /// a fetch of a new URL is counted against.
+    pub async fn get(&self, url: &str, max_body: usize, caller: Option<&str>) -> Outcome {
         let now = Instant::now();
         if let Some(entry) = lock(&self.entries).get(url) {
             if entry.fresh_until > now {
                 return Ok(entry.document.clone());
             }
         }
-        let cell = lock(&self.in_flight).entry(url.to_string()).or_default().clone();
-        let outcome = cell.get_or_init(|| self.fetch_and_keep(url, max_body)).await.clone();
-        {
-            // The first caller out removes the finished fetch: the next miss fetches anew.
-            let mut in_flight = lock(&self.in_flight);
-            if in_flight.get(url).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
-                in_flight.remove(url);
-            }
-        }
+        let waiting = InFlight {
+            cache: self,
+            url,
+            cell: lock(&self.in_flight).entry(url.to_string()).or_default().clone(),
+        };
+        let outcome = waiting
+            .cell
+            .get_or_init(|| self.fetch_and_keep(url, max_body, caller))
+            .await
+            .clone();
+        drop(waiting);
         match outcome {
             Ok(document) => Ok(document),
             Err(error) => match lock(&self.entries).get(url) {
@@ -131,27 +156,45 @@ impl DocumentCache {
         }
     }
 
-    /// Forgets `url`, so the next [`DocumentCache::get`] fetches it (when a client's keys
-    /// did not verify its assertion: it may have rotated them).
-    pub fn forget(&self, url: &str) {
-        if let Some(entry) = lock(&self.entries).get_mut(url) {
-            entry.fresh_until = Instant::now();
+    /// Marks `url` for fetching again at the next [`DocumentCache::get`] (when a client's
+    /// keys did not verify its assertion: it may have rotated them), unless it was fetched
+    /// less than `min_ttl` ago. Returns whether it will be fetched again.
+    pub fn refresh_soon(&self, url: &str) -> bool {
+        let now = Instant::now();
+        match lock(&self.entries).get_mut(url) {
+            Some(entry) if now.duration_since(entry.fetched_at) >= self.policy.min_ttl => {
+                entry.fresh_until = now;
+                true
+            }
+            Some(_) => false,
+            None => true,
         }
     }
 
-    async fn fetch_and_keep(&self, url: &str, max_body: usize) -> Outcome {
+    async fn fetch_and_keep(&self, url: &str, max_body: usize, caller: Option<&str>) -> Outcome {
         let host = url::Url::parse(url)
             .ok()
             .and_then(|u| u.host_str().map(str::to_string))
             .unwrap_or_default();
-        if self.per_host.check(&host).is_err() {
-            return Err(DocumentError::RateLimited { host });
+        // A document fetched before (a client that exists) is refreshed whatever the host's
+        // budget, which only new URLs spend.
+        let known = lock(&self.entries).contains_key(url);
+        if !known {
+            let caller_key = format!("{host}\0{}", caller.unwrap_or_default());
+            if self.per_caller.check(&caller_key).is_err() || self.per_host.check(&host).is_err() {
+                return Err(DocumentError::RateLimited { host });
+            }
         }
+        let _place = tokio::time::timeout(FETCH_QUEUE_WAIT, self.fetching.acquire())
+            .await
+            .map_err(|_| DocumentError::Busy)?
+            .map_err(|_| DocumentError::Busy)?;
         let (document, max_age) = self.fetch(url, max_body).await?;
         let ttl = max_age.clamp(self.policy.min_ttl, self.policy.max_ttl);
         let now = Instant::now();
         let entry = Entry {
             document: document.clone(),
+            fetched_at: now,
             fresh_until: now + ttl,
             stale_until: now + ttl + self.policy.stale_ttl,
         };
@@ -213,6 +256,26 @@ impl DocumentCache {
             });
         }
         Ok((Arc::new(document), max_age(fetched.cache_control.as_deref())))
+    }
+}
+
+/// A caller waiting on a fetch. When the last one stops waiting (the fetch finished, or every
+/// caller went away, a browser closing its connection, say), the fetch leaves the in-flight
+/// table: nothing stays there for a request nobody waits on.
+struct InFlight<'a> {
+    cache: &'a DocumentCache,
+    url: &'a str,
+    cell: Arc<OnceCell<Outcome>>,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut in_flight = lock(&self.cache.in_flight);
+        let ours = in_flight.get(self.url).is_some_and(|c| Arc::ptr_eq(c, &self.cell));
+        // The table's reference and ours: no one else is waiting.
+        if ours && (self.cell.initialized() || Arc::strong_count(&self.cell) <= 2) {
+            in_flight.remove(self.url);
+        }
     }
 }
 

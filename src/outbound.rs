@@ -79,6 +79,9 @@ impl Outbound {
     pub fn new(policy: OutboundPolicy) -> Outbound {
         let mut builder = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
+            // No connection is kept after its request: the hosts are others' choice, and an
+            // idle connection to each of thousands of them would hold a socket apiece.
+            .pool_max_idle_per_host(0)
             .no_proxy()
             .connect_timeout(policy.connect_timeout)
             .timeout(policy.timeout)

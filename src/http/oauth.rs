@@ -287,6 +287,7 @@ impl OAuthApi {
     ) -> OAuthResponse<RevocationBody> {
         let result = match client_credentials(req, form.auth.fields()) {
             Ok(credentials) => {
+                let credentials = with_address(credentials, req, &provider);
                 provider
                     .revoke(&credentials, form.token.as_deref(), form.token_type_hint.as_deref())
                     .await

@@ -368,7 +368,7 @@ impl Provider {
     /// caller cannot tell an unknown client from a wrong secret.
     pub async fn authenticate_client(&self, credentials: &ClientCredentials) -> Result<ClientRecord, Error> {
         let client = self
-            .resolve_client(&credentials.client_id)
+            .resolve_client_for(&credentials.client_id, credentials.address.as_deref())
             .await?
             .ok_or_else(Error::invalid_client)?;
         // RFC 7591 §2: a client registered for one method may not use another (clients made by
@@ -384,8 +384,13 @@ impl Provider {
             return Err(Error::invalid_client());
         }
         if let (AuthMethod::PrivateKeyJwt, Some(assertion)) = (credentials.method, &credentials.assertion) {
-            self.verify_client_assertion(&client, assertion, &credentials.endpoint)
-                .await?;
+            self.verify_client_assertion(
+                &client,
+                assertion,
+                &credentials.endpoint,
+                credentials.address.as_deref(),
+            )
+            .await?;
             return Ok(client);
         }
         match (client.client_type, &client.secret_hash, &credentials.secret) {

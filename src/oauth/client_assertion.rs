@@ -209,14 +209,16 @@ pub fn claimed_client(assertion: &str) -> Option<String> {
 
 impl Provider {
     /// Checks a client assertion for `client`, presented at `endpoint` (a path on this
-    /// server). Every failure is `invalid_client`; the reason is logged, not answered.
+    /// server) by `caller` (an address key: what fetching the client's keys is counted
+    /// against). Every failure is `invalid_client`; the reason is logged, not answered.
     pub(super) async fn verify_client_assertion(
         &self,
         client: &ClientRecord,
         assertion: &str,
         endpoint: &str,
+        caller: Option<&str>,
     ) -> Result<(), Error> {
-        match self.check_assertion(client, assertion, endpoint).await {
+        match self.check_assertion(client, assertion, endpoint, caller).await {
             Ok(()) => Ok(()),
             Err(Refused::Server(e)) => Err(e),
             Err(Refused::Invalid(reason)) => {
@@ -226,7 +228,13 @@ impl Provider {
         }
     }
 
-    async fn check_assertion(&self, client: &ClientRecord, assertion: &str, endpoint: &str) -> Result<(), Refused> {
+    async fn check_assertion(
+        &self,
+        client: &ClientRecord,
+        assertion: &str,
+        endpoint: &str,
+        caller: Option<&str>,
+    ) -> Result<(), Refused> {
         let jws = Jws::parse(assertion).map_err(Refused::Invalid)?;
         let keys = ClientKeys::of(client).ok_or_else(|| Refused::Invalid("the client has no keys".into()))?;
         let mut verified = false;
@@ -234,12 +242,13 @@ impl Provider {
             let candidates = match &keys {
                 ClientKeys::Jwks(jwks) => parse_jwks(jwks, false).map_err(Refused::Invalid)?,
                 ClientKeys::JwksUri(uri) => {
-                    if refetched {
-                        self.documents.forget(uri);
+                    // Once per min_ttl at most: anyone can send an assertion that fails.
+                    if refetched && !self.documents.refresh_soon(uri) {
+                        break;
                     }
                     let jwks = self
                         .documents
-                        .get(uri, MAX_JWKS_BYTES)
+                        .get(uri, MAX_JWKS_BYTES, caller)
                         .await
                         .map_err(|e| Refused::Invalid(e.to_string()))?;
                     parse_jwks(&jwks, false).map_err(Refused::Invalid)?
@@ -250,8 +259,10 @@ impl Provider {
                 .filter(|k| jws.kid.is_none() || k.kid == jws.kid)
                 .filter(|k| k.algs.contains(&jws.alg))
                 .any(|k| jws.verifies_with(&k.key));
-            // Keys given inline do not change; a published set may have rotated: read it again once.
-            if verified || matches!(keys, ClientKeys::Jwks(_)) {
+            // Keys given inline do not change; a published set may have rotated to a key not
+            // seen yet: read it again, once. A known kid that does not verify is just wrong.
+            let known_kid = jws.kid.is_some() && candidates.iter().any(|k| k.kid == jws.kid);
+            if verified || known_kid || matches!(keys, ClientKeys::Jwks(_)) {
                 break;
             }
         }

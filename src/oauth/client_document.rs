@@ -76,8 +76,18 @@ impl Provider {
     /// unknown id; an `invalid_client` error naming the reason when the document cannot be had
     /// or is not acceptable.
     pub async fn resolve_client(&self, client_id: &str) -> Result<Option<ClientRecord>, Error> {
+        self.resolve_client_for(client_id, None).await
+    }
+
+    /// [`Provider::resolve_client`] for a request from `caller` (an address key), against
+    /// whom a fetch of a document not fetched before is counted.
+    pub async fn resolve_client_for(
+        &self,
+        client_id: &str,
+        caller: Option<&str>,
+    ) -> Result<Option<ClientRecord>, Error> {
         if self.accepts_document_client(client_id) {
-            return self.document_client(client_id).await.map(Some);
+            return self.document_client(client_id, caller).await.map(Some);
         }
         Ok(self.store.get_client(client_id).await?)
     }
@@ -89,10 +99,10 @@ impl Provider {
     }
 
     /// Fetches and validates the document at `client_id`.
-    async fn document_client(&self, client_id: &str) -> Result<ClientRecord, Error> {
+    async fn document_client(&self, client_id: &str, caller: Option<&str>) -> Result<ClientRecord, Error> {
         let document = self
             .documents
-            .get(client_id, MAX_DOCUMENT_BYTES)
+            .get(client_id, MAX_DOCUMENT_BYTES, caller)
             .await
             .map_err(|e| invalid(client_id, e))?;
         if document["client_id"].as_str() != Some(client_id) {

@@ -127,6 +127,10 @@ impl Provider {
             ));
         }
         let audience = self.resolve_audience(&client, resource)?;
+        // Counted once the request is otherwise good: only what would be stored.
+        self.device_rate
+            .check(credentials.address.as_deref().unwrap_or_default())
+            .map_err(Error::rate_limited)?;
         let expires_in = self.config.device_code_ttl.as_secs();
         let interval = self.config.device_code_interval.as_secs();
         // 256 bits: the device code is a bearer secret for the tokens once approved.

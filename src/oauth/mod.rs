@@ -66,6 +66,9 @@ pub struct Provider {
     pub address_rate: crate::rate_limit::RateLimiter,
     /// Dynamic registrations per client address (review finding 6).
     registration_rate: crate::rate_limit::RateLimiter,
+    /// Device authorizations started per client address: each is a stored record and a live
+    /// user code for `device_code_ttl`.
+    device_rate: crate::rate_limit::RateLimiter,
     /// The active-refresh-token gauge, a full scan, taken no more often than it is worth.
     active_refresh_tokens: crate::metrics::CostlyCount,
     /// Signs cookie values ([`session::LoginForm`], [`session::DeviceCookie`]); read from the
@@ -86,6 +89,7 @@ impl Provider {
         let user_code_throttle = throttle::UserCodeThrottle::new(config.login_throttle);
         let checks = config.max_parallel_password_checks.max(1);
         let registration_rate = crate::rate_limit::RateLimiter::new(config.registration.limit_per_address);
+        let device_rate = crate::rate_limit::RateLimiter::new(config.device_authorizations_per_address);
         let outbound = crate::outbound::Outbound::new(config.outbound.clone());
         let documents = crate::documents::DocumentCache::new(config.outbound.clone(), config.documents.clone());
         Provider {
@@ -101,6 +105,7 @@ impl Provider {
             client_rate: crate::rate_limit::RateLimiter::new(client_rate),
             address_rate: crate::rate_limit::RateLimiter::new(address_rate),
             registration_rate,
+            device_rate,
             active_refresh_tokens: Default::default(),
             cookie_key: Default::default(),
             outbound,

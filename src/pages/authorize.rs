@@ -33,7 +33,8 @@ pub(super) async fn authorize(
         Ok(pairs) => pairs,
         Err(e) => return error_page(templates, &e),
     };
-    let step = provider.authorize(&pairs, session.as_ref()).await;
+    let caller = crate::net::client_address(req, &provider.config.trusted_proxies).map(crate::net::address_key);
+    let step = provider.authorize(&pairs, session.as_ref(), caller.as_deref()).await;
     respond(templates, req, session.as_ref(), step, StatusCode::FOUND)
 }
 

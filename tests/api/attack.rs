@@ -125,14 +125,19 @@ async fn an_assertion_with_a_fractional_exp_is_neither_replayable_nor_long_lived
 async fn junk_urls_on_a_host_do_not_lock_out_the_real_client_published_there() {
     use crate::documents::{Doc, DocumentServer};
     let documents = DocumentServer::start().await;
-    let dirs = tempfile::tempdir().unwrap();
-    let mut config = test_config(&dirs);
-    documents.trusted_by(&mut config);
-    config.client_documents.mode = tessera::config::ClientDocumentsMode::Open;
-    let app = spawn_app_with(config, dirs).await;
+    // Behind a proxy, so that the visitor and the real client's users have their own addresses.
+    let app = behind_a_proxy(|config| {
+        documents.trusted_by(config);
+        config.client_documents.mode = tessera::config::ClientDocumentsMode::Open;
+    })
+    .await;
+    let (visitor, user) = (
+        browser_behind_proxy(&app, "203.0.113.7"),
+        browser_behind_proxy(&app, "198.51.100.9"),
+    );
 
-    let authorize = |client_id: String| {
-        let (http, url) = (app.http.clone(), app.url("/o/authorize/"));
+    let authorize = |from: &Remote, client_id: String| {
+        let (http, url) = (from.http.clone(), app.url("/o/authorize/"));
         async move {
             let pkce = Pkce::new();
             let response = http
@@ -154,7 +159,7 @@ async fn junk_urls_on_a_host_do_not_lock_out_the_real_client_published_there() {
     };
     // An anonymous visitor names a dozen documents that do not exist on the vendor's host.
     for i in 0..12 {
-        let (status, _) = authorize(documents.url(&format!("/junk/{i}.json"))).await;
+        let (status, _) = authorize(&visitor, documents.url(&format!("/junk/{i}.json"))).await;
         assert_eq!(status, 400);
     }
     // The vendor's real client, never fetched before (a new node, a restart, an expired copy).
@@ -168,7 +173,7 @@ async fn junk_urls_on_a_host_do_not_lock_out_the_real_client_published_there() {
             "token_endpoint_auth_method": "none",
         })),
     );
-    let (status, page) = authorize(client_id.clone()).await;
+    let (status, page) = authorize(&user, client_id.clone()).await;
     assert!(
         status == 302 || status == 200,
         "the real client was locked out by junk requests: {status} {}",
@@ -447,6 +452,8 @@ async fn anonymous_bad_assertions_do_not_lock_a_jwks_uri_client_out_of_its_key_r
     let dirs = tempfile::tempdir().unwrap();
     let mut config = test_config(&dirs);
     documents.trusted_by(&mut config);
+    // A key set is fetched again on demand at most once a second here (a minute by default).
+    config.documents.min_ttl = std::time::Duration::from_secs(1);
     let app = spawn_app_with(config, dirs).await;
     let key = TestKey::new(Algorithm::ES256);
     documents.serve(
@@ -488,10 +495,13 @@ async fn anonymous_bad_assertions_do_not_lock_a_jwks_uri_client_out_of_its_key_r
         assert_eq!(status, 401);
     }
     let fetches = documents.hits("/jwks.json");
+    assert!(fetches <= 2, "12 bad assertions made {} fetches", fetches - 1);
 
-    // The victim rotates its key, as the guide says it may without telling the server.
+    // The victim rotates its key, as the guide says it may without telling the server, and
+    // uses it once the refetch interval has passed.
     let rotated = TestKey::new(Algorithm::ES256);
     documents.serve("/jwks.json", Doc::json(&rotated.jwks()));
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let (status, body) = client_credentials_with(&app, &rotated.assertion(&client_id, &app.issuer)).await;
     assert_eq!(
         status,

@@ -354,7 +354,10 @@ async fn the_playground_refuses_internal_addresses_unless_the_operator_allows_th
         "http://[fd00::1]/".to_string(),
     ] {
         let page = call_api(&app, &url).await;
-        assert!(page.contains("is not a public address") || page.contains("does not resolve to a public address"), "{url}: {page}");
+        assert!(
+            page.contains("is not a public address") || page.contains("does not resolve to a public address"),
+            "{url}: {page}"
+        );
         assert!(!page.contains("api-status"), "{url}");
     }
     assert!(internal.requests.lock().unwrap().is_empty());

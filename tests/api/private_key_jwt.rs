@@ -361,6 +361,7 @@ async fn keys_at_a_jwks_uri_are_fetched_over_https_cached_and_refetched_after_a_
     let dirs = tempfile::tempdir().unwrap();
     let mut config = test_config(&dirs);
     documents.trusted_by(&mut config);
+    config.documents.min_ttl = std::time::Duration::from_secs(1);
     let app = spawn_app_with(config, dirs).await;
     let key = TestKey::new(Algorithm::PS256);
     documents.serve(
@@ -374,9 +375,24 @@ async fn keys_at_a_jwks_uri_are_fetched_over_https_cached_and_refetched_after_a_
     }
     assert_eq!(documents.hits("/jwks.json"), 1, "the key set is cached");
 
-    // The client rotates its key: an assertion no cached key verifies makes one refetch.
+    // A stranger's assertions (a kid not in the set) make at most one refetch per min_ttl.
+    let stranger = TestKey::new(Algorithm::ES256);
+    for _ in 0..5 {
+        assert_eq!(
+            token_with(&app, &stranger.assertion(&client_id, &app.issuer)).await.0,
+            401
+        );
+    }
+    assert_eq!(
+        documents.hits("/jwks.json"),
+        1,
+        "fetched less than min_ttl ago: not again"
+    );
+    // The client rotates its key: once min_ttl has passed, an assertion with a kid not in the
+    // cached set makes one refetch.
     let rotated = TestKey::new(Algorithm::ES256);
     documents.serve("/jwks.json", Doc::json(&rotated.jwks()));
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let (status, body) = token_with(&app, &rotated.assertion(&client_id, &app.issuer)).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(documents.hits("/jwks.json"), 2);

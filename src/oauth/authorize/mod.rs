@@ -82,8 +82,18 @@ impl Provider {
     /// not recently enough) is logged in, the consent page if the user has not approved these
     /// scopes for this client, or else straight back to the client with a code. The approval
     /// is recorded then too, so the app is listed (and revocable) on the authorized-apps page.
-    pub async fn authorize(&self, pairs: &[(String, String)], session: Option<&Session>) -> AuthorizeStep {
-        let request = match self.validate_authorization(pairs, session.map(Session::user_id)).await {
+    /// `caller` is the browser's address key: a client's metadata document fetched for the
+    /// first time is counted against it.
+    pub async fn authorize(
+        &self,
+        pairs: &[(String, String)],
+        session: Option<&Session>,
+        caller: Option<&str>,
+    ) -> AuthorizeStep {
+        let request = match self
+            .validate_authorization(pairs, session.map(Session::user_id), caller)
+            .await
+        {
             Ok(request) => request,
             Err(error) => return error.into(),
         };
@@ -120,7 +130,7 @@ impl Provider {
                 return_to: return_path(pairs),
             };
         };
-        let request = match self.validate_authorization(pairs, Some(session.user_id())).await {
+        let request = match self.validate_authorization(pairs, Some(session.user_id()), None).await {
             Ok(request) => request,
             Err(error) => return error.into(),
         };

@@ -94,6 +94,7 @@ impl Provider {
         &self,
         pairs: &[(String, String)],
         user_id: Option<&str>,
+        caller: Option<&str>,
     ) -> Result<AuthorizationRequest, AuthorizeError> {
         let params = Params::new(pairs);
         let show = AuthorizeError::Show;
@@ -102,7 +103,7 @@ impl Provider {
             .map_err(show)?
             .ok_or_else(|| show(Error::invalid_request("client_id is missing")))?;
         let client = self
-            .find_client(client_id)
+            .resolve_client_for(client_id, caller)
             .await
             .map_err(show)?
             .ok_or_else(|| show(Error::new(ErrorCode::InvalidClient, "unknown client")))?;
