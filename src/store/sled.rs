@@ -57,34 +57,54 @@ pub struct SledStore {
 /// Counters kept at most (each well under 100 bytes), and scratch values.
 const MAX_COUNTERS: usize = 100_000;
 const MAX_SCRATCH: usize = 10_000;
-/// Keys remembered once (assertion `jti`s, each a few minutes): never evicted while live, so
-/// at the bound new ones are refused.
-const MAX_ONCE: usize = 200_000;
+/// Keys remembered once (assertion `jti`s, each for at most five and a half minutes): never
+/// evicted while live, so at the bound new ones are refused. About 100 bytes each: 50 MB at
+/// most, reached only by more than ~1,500 assertions a second sustained on one node.
+const MAX_ONCE: usize = 500_000;
 
 /// The in-memory [`EphemeralStore`] of one process.
 #[derive(Default)]
 struct Ephemeral {
     counters: Mutex<std::collections::HashMap<Vec<u8>, Counter>>,
     scratch: Mutex<std::collections::HashMap<SecretHash, (Vec<u8>, i64)>>,
-    once: Mutex<std::collections::HashMap<Vec<u8>, i64>>,
+    once: Mutex<OnceTable>,
+}
+
+/// Keys remembered once, by the SHA-256 of the key (a fixed 32 bytes whatever its length),
+/// with an index by expiry so that expired keys leave in order, never by a full scan.
+#[derive(Default)]
+struct OnceTable {
+    until: std::collections::HashMap<SecretHash, i64>,
+    by_expiry: std::collections::BTreeSet<(i64, SecretHash)>,
 }
 
 impl Ephemeral {
     fn remember_once(&self, key: &[u8], expires_at_ms: i64) -> Result<bool> {
         let mut table = self.once.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let now_ms = crate::clock::now_ms();
-        if table.get(key).is_some_and(|until| *until > now_ms) {
-            return Ok(false);
-        }
-        if table.len() >= MAX_ONCE {
-            table.retain(|_, until| *until > now_ms);
-            if table.len() >= MAX_ONCE {
-                return Err(StoreError::Unavailable(
-                    "the replay cache is full of live entries".into(),
-                ));
+        while let Some(&(until, hash)) = table.by_expiry.first() {
+            if until > now_ms {
+                break;
+            }
+            table.by_expiry.pop_first();
+            if table.until.get(&hash) == Some(&until) {
+                table.until.remove(&hash);
             }
         }
-        table.insert(key.to_vec(), expires_at_ms);
+        let mut hash = [0u8; 32];
+        hash.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, key).as_ref());
+        if table.until.get(&hash).is_some_and(|until| *until > now_ms) {
+            return Ok(false);
+        }
+        if table.until.len() >= MAX_ONCE {
+            return Err(StoreError::Unavailable(
+                "the replay cache is full of live entries".into(),
+            ));
+        }
+        if let Some(old) = table.until.insert(hash, expires_at_ms) {
+            table.by_expiry.remove(&(old, hash));
+        }
+        table.by_expiry.insert((expires_at_ms, hash));
         Ok(true)
     }
 
