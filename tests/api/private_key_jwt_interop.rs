@@ -377,6 +377,8 @@ async fn openid_client_authenticates_with_a_key_published_at_a_jwks_uri_across_a
     config.outbound.allow_private_addresses = true;
     let ca = std::fs::read(certs.path().join("ca.crt")).unwrap();
     config.outbound.extra_roots = vec![reqwest::Certificate::from_pem(&ca).unwrap()];
+    // A key set is read again on demand at most once per min_ttl: a second here.
+    config.documents.min_ttl = std::time::Duration::from_secs(1);
     let app = spawn_app_with(config, dirs).await;
 
     let old = ClientKey::generate("ES256", "2025");
@@ -403,6 +405,7 @@ async fn openid_client_authenticates_with_a_key_published_at_a_jwks_uri_across_a
     let run = openid_client(&app, &client_id, &old).await;
     assert_full_run(&app, &client_id, &run).await;
     std::fs::write(&jwks_file, json!({"keys": [new.public_jwk]}).to_string()).unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let run = openid_client(&app, &client_id, &new).await;
     assert_full_run(&app, &client_id, &run).await;
     assert_refused(&openid_client(&app, &client_id, &old).await);
