@@ -236,12 +236,12 @@ impl Provider {
         caller: Option<&str>,
     ) -> Result<(), Refused> {
         let jws = Jws::parse(assertion).map_err(Refused::Invalid)?;
-        let keys = ClientKeys::of(client).ok_or_else(|| Refused::Invalid("the client has no keys".into()))?;
         let mut verified = false;
         for refetched in [false, true] {
-            let candidates = match &keys {
-                ClientKeys::Jwks(jwks) => parse_jwks(jwks, false).map_err(Refused::Invalid)?,
-                ClientKeys::JwksUri(uri) => {
+            // Borrowed from the record, not copied: this runs on every authenticated request.
+            let candidates = match (&client.jwks, &client.jwks_uri) {
+                (Some(jwks), _) => parse_jwks(jwks, false).map_err(Refused::Invalid)?,
+                (None, Some(uri)) => {
                     // Once per min_ttl at most: anyone can send an assertion that fails.
                     if refetched && !self.documents.refresh_soon(uri) {
                         break;
@@ -253,6 +253,7 @@ impl Provider {
                         .map_err(|e| Refused::Invalid(e.to_string()))?;
                     parse_jwks(&jwks, false).map_err(Refused::Invalid)?
                 }
+                (None, None) => return Err(Refused::Invalid("the client has no keys".into())),
             };
             verified = candidates
                 .iter()
@@ -262,7 +263,7 @@ impl Provider {
             // Keys given inline do not change; a published set may have rotated to a key not
             // seen yet: read it again, once. A known kid that does not verify is just wrong.
             let known_kid = jws.kid.is_some() && candidates.iter().any(|k| k.kid == jws.kid);
-            if verified || known_kid || matches!(keys, ClientKeys::Jwks(_)) {
+            if verified || known_kid || client.jwks.is_some() {
                 break;
             }
         }

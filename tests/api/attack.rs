@@ -2,56 +2,13 @@
 //! Metadata Documents, the device authorization grant). Each test fails while its bug is there.
 
 use jsonwebtoken::Algorithm;
-use serde_json::{json, Value};
+use serde_json::json;
 use tessera::oauth::client::NewClient;
 use tessera::oauth::client_assertion::ClientKeys;
 use tessera::store::{ClientType, GrantType};
 
 use crate::helpers::*;
-use crate::private_key_jwt::TestKey;
-
-const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
-
-async fn key_client(app: &TestApp, key: &TestKey) -> String {
-    let (client, _) = app
-        .provider
-        .register_client(NewClient {
-            name: "Key Client".into(),
-            client_type: ClientType::Confidential,
-            grant_types: vec![GrantType::ClientCredentials],
-            redirect_uris: vec![],
-            scope: "read".into(),
-            resources: vec![],
-            access_token_ttl: None,
-            refresh_token_ttl: None,
-            skip_consent: false,
-            owner_user_id: None,
-            post_logout_redirect_uris: vec![],
-            id_token_signed_response_alg: None,
-            admin: false,
-            keys: Some(ClientKeys::Jwks(key.jwks())),
-        })
-        .await
-        .unwrap();
-    client.client_id
-}
-
-async fn client_credentials_with(app: &TestApp, assertion: &str) -> (u16, Value) {
-    let response = app
-        .http
-        .post(app.url("/o/token/"))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("scope", "read"),
-            ("client_assertion_type", ASSERTION_TYPE),
-            ("client_assertion", assertion),
-        ])
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
+use crate::private_key_jwt::{register, token_with, TestKey};
 
 /// `exp` written as a JSON number with a fraction (or above i64::MAX) passes jsonwebtoken's
 /// check (it accepts floats) but `claims["exp"].as_i64()` reads it as 0 in
@@ -62,15 +19,15 @@ async fn client_credentials_with(app: &TestApp, assertion: &str) -> (u16, Value)
 async fn an_assertion_with_a_fractional_exp_is_neither_replayable_nor_long_lived() {
     let app = spawn_app().await;
     let key = TestKey::new(Algorithm::ES256);
-    let client_id = key_client(&app, &key).await;
+    let client_id = register(&app, ClientKeys::Jwks(key.jwks())).await;
     let now = tessera::clock::now();
 
     // A normal lifetime, exp with a fraction: accepted once, then a replay.
     let assertion = key.sign(&json!({"iss": client_id, "sub": client_id, "aud": app.issuer,
         "iat": now, "exp": now as f64 + 60.5, "jti": "fractional-exp"}));
-    let first = client_credentials_with(&app, &assertion).await;
+    let first = token_with(&app, &assertion).await;
     assert_eq!(first.0, 200, "{first:?}");
-    let replay = client_credentials_with(&app, &assertion).await;
+    let replay = token_with(&app, &assertion).await;
     assert_eq!(
         (replay.0, replay.1["error"].as_str()),
         (401, Some("invalid_client")),
@@ -85,8 +42,8 @@ async fn an_assertion_with_a_fractional_exp_is_neither_replayable_nor_long_lived
     ] {
         let fresh = key.sign(&json!({"iss": client_id, "sub": client_id, "aud": app.issuer,
             "iat": now, "exp": exp, "jti": jti}));
-        assert_eq!(client_credentials_with(&app, &fresh).await.0, 200, "{jti}");
-        let replay = client_credentials_with(&app, &fresh).await;
+        assert_eq!(token_with(&app, &fresh).await.0, 200, "{jti}");
+        let replay = token_with(&app, &fresh).await;
         assert_eq!(
             (replay.0, replay.1["error"].as_str()),
             (401, Some("invalid_client")),
@@ -94,7 +51,7 @@ async fn an_assertion_with_a_fractional_exp_is_neither_replayable_nor_long_lived
         );
         let old = key.sign(&json!({"iss": client_id, "sub": client_id, "aud": app.issuer,
             "iat": now - 400, "exp": exp, "jti": format!("{jti}-old")}));
-        let answer = client_credentials_with(&app, &old).await;
+        let answer = token_with(&app, &old).await;
         assert_eq!(
             (answer.0, answer.1["error"].as_str()),
             (401, Some("invalid_client")),
@@ -102,7 +59,7 @@ async fn an_assertion_with_a_fractional_exp_is_neither_replayable_nor_long_lived
         );
         let no_iat = key.sign(&json!({"iss": client_id, "sub": client_id, "aud": app.issuer,
             "exp": exp, "jti": format!("{jti}-no-iat")}));
-        let answer = client_credentials_with(&app, &no_iat).await;
+        let answer = token_with(&app, &no_iat).await;
         assert_eq!(
             (answer.0, answer.1["error"].as_str()),
             (401, Some("invalid_client")),
@@ -112,7 +69,7 @@ async fn an_assertion_with_a_fractional_exp_is_neither_replayable_nor_long_lived
     // An iat that is not a number is no iat.
     let odd = key.sign(&json!({"iss": client_id, "sub": client_id, "aud": app.issuer,
         "iat": "now", "exp": now as f64 + 3600.0, "jti": "odd-iat"}));
-    assert_eq!(client_credentials_with(&app, &odd).await.0, 401);
+    assert_eq!(token_with(&app, &odd).await.0, 401);
 }
 
 /// The per-host fetch budget of `src/documents.rs` (`DocumentCache::fetch_and_keep`) is
@@ -356,31 +313,35 @@ async fn document_fetches_do_not_leave_connections_open_to_every_host_named() {
 async fn remembered_assertion_ids_survive_a_full_counter_table() {
     use tessera::store::{Counter, EphemeralStore};
     let app = spawn_app().await;
-    if on_postgres() {
-        return; // the database keeps its counters without such a bound
-    }
     let key = TestKey::new(Algorithm::ES256);
-    let client_id = key_client(&app, &key).await;
+    let client_id = register(&app, ClientKeys::Jwks(key.jwks())).await;
     let assertion = key.assertion(&client_id, &app.issuer);
-    assert_eq!(client_credentials_with(&app, &assertion).await.0, 200);
+    assert_eq!(token_with(&app, &assertion).await.0, 200);
 
-    // What 100,000 failed logins (15-minute counters) leave in the table.
+    // What 100,000 failed logins (15-minute counters) leave in the table: the embedded
+    // store's bound; the database has none, and must not forget either. Written a thousand
+    // counters at a time.
     let now_ms = tessera::clock::now() * 1000;
-    for i in 0..100_001u32 {
-        let store: &dyn EphemeralStore = app.store.as_ref();
+    let store: &dyn EphemeralStore = app.store.as_ref();
+    for batch in 0..101u32 {
+        let keys: Vec<Vec<u8>> = (0..1000)
+            .map(|i| format!("lp\0attacker-{batch}-{i}").into_bytes())
+            .collect();
         store
-            .update_counters(&[format!("lp\0attacker-{i}").into_bytes()], &|c: &mut [Counter]| {
-                c[0] = Counter {
-                    failures: 1,
-                    last_failure_ms: now_ms,
-                    locked_until_ms: 0,
-                    expires_at_ms: now_ms + 15 * 60 * 1000,
-                };
+            .update_counters(&keys, &|counters: &mut [Counter]| {
+                for c in counters.iter_mut() {
+                    *c = Counter {
+                        failures: 1,
+                        last_failure_ms: now_ms,
+                        locked_until_ms: 0,
+                        expires_at_ms: now_ms + 15 * 60 * 1000,
+                    };
+                }
             })
             .await
             .unwrap();
     }
-    let replay = client_credentials_with(&app, &assertion).await;
+    let replay = token_with(&app, &assertion).await;
     assert_eq!(
         (replay.0, replay.1["error"].as_str()),
         (401, Some("invalid_client")),
@@ -402,20 +363,8 @@ async fn one_address_cannot_store_device_authorizations_without_limit() {
     let (client, _) = app
         .provider
         .register_client(NewClient {
-            name: "Living room TV".into(),
-            client_type: ClientType::Public,
-            grant_types: vec![GrantType::DeviceCode],
-            redirect_uris: vec![],
             scope: "read".into(),
-            resources: vec![],
-            access_token_ttl: None,
-            refresh_token_ttl: None,
-            skip_consent: false,
-            owner_user_id: None,
-            post_logout_redirect_uris: vec![],
-            id_token_signed_response_alg: None,
-            admin: false,
-            keys: None,
+            ..client_settings("Living room TV", ClientType::Public, vec![GrantType::DeviceCode])
         })
         .await
         .unwrap();
@@ -460,38 +409,13 @@ async fn anonymous_bad_assertions_do_not_lock_a_jwks_uri_client_out_of_its_key_r
         "/jwks.json",
         Doc::json(&key.jwks()).header("Cache-Control", "max-age=600"),
     );
-    let (client, _) = app
-        .provider
-        .register_client(NewClient {
-            name: "Key Client".into(),
-            client_type: ClientType::Confidential,
-            grant_types: vec![GrantType::ClientCredentials],
-            redirect_uris: vec![],
-            scope: "read".into(),
-            resources: vec![],
-            access_token_ttl: None,
-            refresh_token_ttl: None,
-            skip_consent: false,
-            owner_user_id: None,
-            post_logout_redirect_uris: vec![],
-            id_token_signed_response_alg: None,
-            admin: false,
-            keys: Some(ClientKeys::JwksUri(documents.url("/jwks.json"))),
-        })
-        .await
-        .unwrap();
-    let client_id = client.client_id;
-    assert_eq!(
-        client_credentials_with(&app, &key.assertion(&client_id, &app.issuer))
-            .await
-            .0,
-        200
-    );
+    let client_id = register(&app, ClientKeys::JwksUri(documents.url("/jwks.json"))).await;
+    assert_eq!(token_with(&app, &key.assertion(&client_id, &app.issuer)).await.0, 200);
 
     // Anyone: assertions naming the victim, signed with a key of their own.
     let stranger = TestKey::new(Algorithm::ES256);
     for _ in 0..12 {
-        let (status, _) = client_credentials_with(&app, &stranger.assertion(&client_id, &app.issuer)).await;
+        let (status, _) = token_with(&app, &stranger.assertion(&client_id, &app.issuer)).await;
         assert_eq!(status, 401);
     }
     let fetches = documents.hits("/jwks.json");
@@ -502,7 +426,7 @@ async fn anonymous_bad_assertions_do_not_lock_a_jwks_uri_client_out_of_its_key_r
     let rotated = TestKey::new(Algorithm::ES256);
     documents.serve("/jwks.json", Doc::json(&rotated.jwks()));
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    let (status, body) = client_credentials_with(&app, &rotated.assertion(&client_id, &app.issuer)).await;
+    let (status, body) = token_with(&app, &rotated.assertion(&client_id, &app.issuer)).await;
     assert_eq!(
         status,
         200,

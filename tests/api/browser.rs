@@ -86,20 +86,12 @@ async fn a_device_gets_tokens_while_a_person_approves_it_in_a_real_browser() {
     let (device, _) = app
         .provider
         .register_client(NewClient {
-            name: name.into(),
-            client_type: ClientType::Public,
-            grant_types: vec![GrantType::DeviceCode, GrantType::RefreshToken],
-            redirect_uris: vec![],
             scope: "openid profile read".into(),
-            resources: vec![],
-            access_token_ttl: None,
-            refresh_token_ttl: None,
-            skip_consent: false,
-            owner_user_id: None,
-            post_logout_redirect_uris: vec![],
-            id_token_signed_response_alg: None,
-            admin: false,
-            keys: None,
+            ..client_settings(
+                name,
+                ClientType::Public,
+                vec![GrantType::DeviceCode, GrantType::RefreshToken],
+            )
         })
         .await
         .unwrap();

@@ -27,20 +27,13 @@ async fn device_client(app: &TestApp, client_type: ClientType) -> TestClient {
     let (client, secret) = app
         .provider
         .register_client(NewClient {
-            name: "Living Room TV".into(),
-            client_type,
-            grant_types: vec![GrantType::DeviceCode, GrantType::RefreshToken],
-            redirect_uris: vec![],
             scope: "openid profile read".into(),
             resources: vec![RESOURCE.into()],
-            access_token_ttl: None,
-            refresh_token_ttl: None,
-            skip_consent: false,
-            owner_user_id: None,
-            post_logout_redirect_uris: vec![],
-            id_token_signed_response_alg: None,
-            admin: false,
-            keys: None,
+            ..client_settings(
+                "Living Room TV",
+                client_type,
+                vec![GrantType::DeviceCode, GrantType::RefreshToken],
+            )
         })
         .await
         .unwrap();

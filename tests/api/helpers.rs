@@ -175,6 +175,28 @@ pub async fn spawn_app_with(mut config: Config, dirs: TempDir) -> TestApp {
     }
 }
 
+/// Client settings with only the essentials: an operator's client of this type and these
+/// grants, scope `read`, no redirect URI or resource, the server's lifetimes. Tests set the
+/// rest with `NewClient { field, ..client_settings(..) }`.
+pub fn client_settings(name: &str, client_type: ClientType, grant_types: Vec<GrantType>) -> NewClient {
+    NewClient {
+        name: name.into(),
+        client_type,
+        grant_types,
+        redirect_uris: vec![],
+        scope: "read".into(),
+        resources: vec![],
+        access_token_ttl: None,
+        refresh_token_ttl: None,
+        skip_consent: false,
+        owner_user_id: None,
+        post_logout_redirect_uris: vec![],
+        id_token_signed_response_alg: None,
+        admin: false,
+        keys: None,
+    }
+}
+
 /// Seeds once per data folder; the ids are remembered in a file beside it so that a
 /// restarted server's test sees the same clients.
 async fn seed(provider: &Provider, dirs: &TempDir) -> (TestClient, TestClient) {

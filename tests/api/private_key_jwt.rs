@@ -93,24 +93,17 @@ fn claims(client_id: &str, aud: &str) -> Value {
 }
 
 /// Registers a confidential client_credentials client that authenticates with `keys`.
-async fn register(app: &TestApp, keys: ClientKeys) -> String {
+pub async fn register(app: &TestApp, keys: ClientKeys) -> String {
     let (client, secret) = app
         .provider
         .register_client(NewClient {
-            name: "Key Client".into(),
-            client_type: ClientType::Confidential,
-            grant_types: vec![GrantType::ClientCredentials],
-            redirect_uris: vec![],
             scope: "read write".into(),
-            resources: vec![],
-            access_token_ttl: None,
-            refresh_token_ttl: None,
-            skip_consent: false,
-            owner_user_id: None,
-            post_logout_redirect_uris: vec![],
-            id_token_signed_response_alg: None,
-            admin: false,
             keys: Some(keys),
+            ..client_settings(
+                "Key Client",
+                ClientType::Confidential,
+                vec![GrantType::ClientCredentials],
+            )
         })
         .await
         .unwrap();
@@ -125,7 +118,7 @@ async fn post(app: &TestApp, path: &str, form: &[(&str, &str)]) -> (u16, Value) 
 }
 
 /// A client_credentials request authenticated by `assertion`.
-async fn token_with(app: &TestApp, assertion: &str) -> (u16, Value) {
+pub async fn token_with(app: &TestApp, assertion: &str) -> (u16, Value) {
     post(
         app,
         "/o/token/",
@@ -623,20 +616,8 @@ async fn a_device_starts_the_device_flow_authenticated_by_its_key() {
     let (client, _) = app
         .provider
         .register_client(NewClient {
-            name: "Keyed TV".into(),
-            client_type: ClientType::Confidential,
-            grant_types: vec![GrantType::DeviceCode],
-            redirect_uris: vec![],
-            scope: "read".into(),
-            resources: vec![],
-            access_token_ttl: None,
-            refresh_token_ttl: None,
-            skip_consent: false,
-            owner_user_id: None,
-            post_logout_redirect_uris: vec![],
-            id_token_signed_response_alg: None,
-            admin: false,
             keys: Some(ClientKeys::Jwks(key.jwks())),
+            ..client_settings("Keyed TV", ClientType::Confidential, vec![GrantType::DeviceCode])
         })
         .await
         .unwrap();
