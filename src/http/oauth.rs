@@ -10,7 +10,7 @@ use poem_openapi::{Object, OpenApi};
 use serde::Deserialize;
 
 use super::error::OAuthResponse;
-use super::security::{client_credentials, ClientAuthFields};
+use super::security::{client_credentials, ClientAuthentication};
 use super::Tag;
 use crate::oauth::client::ClientCredentials;
 use crate::oauth::grant::TokenRequest;
@@ -156,31 +156,6 @@ impl From<Introspection> for IntrospectionBody {
     }
 }
 
-/// Client authentication in a form body: `client_secret_post` (RFC 6749 §2.3.1),
-/// `private_key_jwt` (RFC 7521 §4.2, RFC 7523 §2.2), or a public client's `client_id`.
-#[derive(Object, Deserialize, Debug, Default)]
-pub struct ClientAuthentication {
-    /// The client's id, when not using HTTP Basic.
-    pub client_id: Option<String>,
-    /// The client's secret, for `client_secret_post`.
-    pub client_secret: Option<String>,
-    /// `urn:ietf:params:oauth:client-assertion-type:jwt-bearer`, for `private_key_jwt`.
-    pub client_assertion_type: Option<String>,
-    /// A JWT signed with the client's private key (RFC 7523 §2.2), for `private_key_jwt`.
-    pub client_assertion: Option<String>,
-}
-
-impl ClientAuthentication {
-    fn fields(&self) -> ClientAuthFields<'_> {
-        ClientAuthFields {
-            client_id: self.client_id.as_deref(),
-            client_secret: self.client_secret.as_deref(),
-            client_assertion_type: self.client_assertion_type.as_deref(),
-            client_assertion: self.client_assertion.as_deref(),
-        }
-    }
-}
-
 /// The credentials with the caller's address (behind trusted proxies, the forwarded one).
 fn with_address(mut credentials: ClientCredentials, req: &Request, provider: &Provider) -> ClientCredentials {
     credentials.address =
@@ -205,7 +180,7 @@ impl OAuthApi {
         form: Form<TokenForm>,
     ) -> OAuthResponse<TokenBody> {
         let Form(form) = form;
-        let credentials = match client_credentials(req, form.auth.fields()) {
+        let credentials = match client_credentials(req, &form.auth) {
             Ok(c) => with_address(c, req, &provider),
             Err(e) => return e.into(),
         };
@@ -253,7 +228,7 @@ impl OAuthApi {
     ) -> OAuthResponse<DeviceAuthorizationBody> {
         let Form(form) = form;
         let result = async {
-            let credentials = client_credentials(req, form.auth.fields())?;
+            let credentials = client_credentials(req, &form.auth)?;
             // RFC 6749 §3.1: a parameter sent without a value is treated as omitted.
             let scope = form.scope.as_deref().filter(|v| !v.is_empty());
             let resource = form.resource.as_deref().filter(|v| !v.is_empty());
@@ -285,7 +260,7 @@ impl OAuthApi {
         req: &Request,
         form: Form<TokenHintForm>,
     ) -> OAuthResponse<RevocationBody> {
-        let result = match client_credentials(req, form.auth.fields()) {
+        let result = match client_credentials(req, &form.auth) {
             Ok(credentials) => {
                 let credentials = with_address(credentials, req, &provider);
                 provider
@@ -312,7 +287,7 @@ impl OAuthApi {
         form: Form<TokenHintForm>,
     ) -> OAuthResponse<IntrospectionBody> {
         let result = async {
-            let credentials = client_credentials(req, form.auth.fields())?;
+            let credentials = client_credentials(req, &form.auth)?;
             provider
                 .introspect(&with_address(credentials, req, &provider), form.token.as_deref())
                 .await

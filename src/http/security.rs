@@ -6,31 +6,38 @@ use base64::Engine;
 use percent_encoding::percent_decode_str;
 use poem::http::header;
 use poem::Request;
+use poem_openapi::Object;
+use serde::Deserialize;
 
 use crate::oauth::client::{AuthMethod, ClientCredentials};
 use crate::oauth::client_assertion;
 use crate::oauth::Error;
 
-/// The client-authentication parameters of a form body (RFC 6749 §2.3.1, RFC 7521 §4.2).
-#[derive(Clone, Copy, Debug, Default)]
-pub struct ClientAuthFields<'a> {
-    pub client_id: Option<&'a str>,
-    pub client_secret: Option<&'a str>,
-    pub client_assertion_type: Option<&'a str>,
-    pub client_assertion: Option<&'a str>,
+/// Client authentication in a form body: `client_secret_post` (RFC 6749 §2.3.1),
+/// `private_key_jwt` (RFC 7521 §4.2, RFC 7523 §2.2), or a public client's `client_id`.
+#[derive(Object, Deserialize, Debug, Default)]
+pub struct ClientAuthentication {
+    /// The client's id, when not using HTTP Basic.
+    pub client_id: Option<String>,
+    /// The client's secret, for `client_secret_post`.
+    pub client_secret: Option<String>,
+    /// `urn:ietf:params:oauth:client-assertion-type:jwt-bearer`, for `private_key_jwt`.
+    pub client_assertion_type: Option<String>,
+    /// A JWT signed with the client's private key (RFC 7523 §2.2), for `private_key_jwt`.
+    pub client_assertion: Option<String>,
 }
 
 /// Finds the client's credentials. Using more than one method at once is an
 /// `invalid_request` (RFC 6749 §2.3); a malformed Basic header or an assertion of another
 /// type is an `invalid_client` (RFC 7521 §4.2.1).
-pub fn client_credentials(req: &Request, fields: ClientAuthFields<'_>) -> Result<ClientCredentials, Error> {
+pub fn client_credentials(req: &Request, fields: &ClientAuthentication) -> Result<ClientCredentials, Error> {
     fn present(v: Option<&str>) -> Option<&str> {
         v.filter(|v| !v.is_empty())
     }
-    let form_client_id = present(fields.client_id);
-    let form_secret = present(fields.client_secret);
-    let assertion = present(fields.client_assertion);
-    let assertion_type = present(fields.client_assertion_type);
+    let form_client_id = present(fields.client_id.as_deref());
+    let form_secret = present(fields.client_secret.as_deref());
+    let assertion = present(fields.client_assertion.as_deref());
+    let assertion_type = present(fields.client_assertion_type.as_deref());
     let credentials = |client_id: String, secret: Option<String>, method| ClientCredentials {
         client_id,
         secret,
