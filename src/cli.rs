@@ -15,7 +15,7 @@ use crate::oauth::client::NewClient;
 use crate::oauth::client_assertion::ClientKeys;
 use crate::oauth::user::{ProfileChanges, ProfileEdit};
 use crate::oauth::Provider;
-use crate::store::{ClientRecord, ClientType, GrantType, UserRecord};
+use crate::store::{ClientPolicy, ClientRecord, ClientType, GrantType, TokenExchangePolicy, UserRecord};
 use crate::App;
 
 #[derive(Parser, Debug)]
@@ -102,6 +102,8 @@ pub enum GrantTypeArg {
     RefreshToken,
     /// The device authorization grant (RFC 8628).
     DeviceCode,
+    /// Token exchange (RFC 8693); name the audiences with --token-exchange-audience.
+    TokenExchange,
 }
 
 // Parsed once per run: `Create`'s many flags cost nothing worth boxing them for.
@@ -153,6 +155,24 @@ pub enum AppCommand {
         /// The https URL where the client publishes its JWK Set, for private_key_jwt.
         #[arg(long)]
         jwks_uri: Option<String>,
+        /// Every token request must carry a DPoP proof, so every token is bound to the
+        /// client's key (RFC 9449).
+        #[arg(long)]
+        dpop_bound_access_tokens: bool,
+        /// Authorization requests must be pushed to /o/par/ first (RFC 9126).
+        #[arg(long)]
+        require_pushed_authorization_requests: bool,
+        /// Repeatable, with --grant-type token-exchange: an audience the client may ask an
+        /// exchanged token for (RFC 8693 `audience` or `resource`).
+        #[arg(long = "token-exchange-audience")]
+        token_exchange_audiences: Vec<String>,
+        /// Repeatable: the client may present subject tokens whose audience includes one of
+        /// these [default: the server's default audience].
+        #[arg(long = "token-exchange-subject-audience")]
+        token_exchange_subject_audiences: Vec<String>,
+        /// Every token exchange must present an actor token.
+        #[arg(long)]
+        token_exchange_require_actor: bool,
         /// Print one JSON object.
         #[arg(long)]
         json: bool,
@@ -454,7 +474,15 @@ fn client_json(client: &ClientRecord, secret: Option<&str>) -> serde_json::Value
         "id_token_signed_response_alg": client.id_token_signed_response_alg.unwrap_or(Algorithm::RS256),
         "admin": client.admin,
         "token_endpoint_auth_method": client.token_endpoint_auth_method,
+        "dpop_bound_access_tokens": client.policy.dpop_bound_access_tokens,
+        "require_pushed_authorization_requests": client.policy.require_pushed_authorization_requests,
     });
+    if client.grant_types.contains(&GrantType::TokenExchange) {
+        let exchange = &client.policy.token_exchange;
+        value["token_exchange_audiences"] = json!(exchange.audiences);
+        value["token_exchange_subject_audiences"] = json!(exchange.subject_audiences);
+        value["token_exchange_require_actor"] = json!(exchange.require_actor);
+    }
     if let Some(jwks) = &client.jwks {
         value["jwks"] = jwks.clone();
     }
@@ -492,6 +520,24 @@ fn print_client(client: &ClientRecord) {
         let count = jwks["keys"].as_array().map_or(0, Vec::len);
         println!("keys:          {count} registered (private_key_jwt)");
     }
+    if client.policy.dpop_bound_access_tokens {
+        println!("DPoP:          required (every token is bound to a key)");
+    }
+    if client.policy.require_pushed_authorization_requests {
+        println!("PAR:           required (authorization requests are pushed first)");
+    }
+    if client.grant_types.contains(&GrantType::TokenExchange) {
+        let exchange = &client.policy.token_exchange;
+        println!("exchanges for: {}", exchange.audiences.join(" "));
+        let subjects = match exchange.subject_audiences.is_empty() {
+            true => "the server's default audience".to_string(),
+            false => exchange.subject_audiences.join(" "),
+        };
+        println!("exchanges:     tokens for {subjects}");
+        if exchange.require_actor {
+            println!("actor token:   required");
+        }
+    }
 }
 
 async fn app_command(config: &Config, cmd: &AppCommand) -> anyhow::Result<()> {
@@ -512,6 +558,11 @@ async fn app_command(config: &Config, cmd: &AppCommand) -> anyhow::Result<()> {
             admin,
             jwks_file,
             jwks_uri,
+            dpop_bound_access_tokens,
+            require_pushed_authorization_requests,
+            token_exchange_audiences,
+            token_exchange_subject_audiences,
+            token_exchange_require_actor,
             json,
         } => {
             let mut grant_types: Vec<GrantType> = grant_types
@@ -521,6 +572,7 @@ async fn app_command(config: &Config, cmd: &AppCommand) -> anyhow::Result<()> {
                     GrantTypeArg::ClientCredentials => GrantType::ClientCredentials,
                     GrantTypeArg::RefreshToken => GrantType::RefreshToken,
                     GrantTypeArg::DeviceCode => GrantType::DeviceCode,
+                    GrantTypeArg::TokenExchange => GrantType::TokenExchange,
                 })
                 .collect();
             if *admin && grant_types.is_empty() {
@@ -571,6 +623,15 @@ async fn app_command(config: &Config, cmd: &AppCommand) -> anyhow::Result<()> {
                 id_token_signed_response_alg: *id_token_alg,
                 admin: *admin,
                 keys,
+                policy: ClientPolicy {
+                    dpop_bound_access_tokens: *dpop_bound_access_tokens,
+                    require_pushed_authorization_requests: *require_pushed_authorization_requests,
+                    token_exchange: TokenExchangePolicy {
+                        audiences: token_exchange_audiences.clone(),
+                        subject_audiences: token_exchange_subject_audiences.clone(),
+                        require_actor: *token_exchange_require_actor,
+                    },
+                },
             };
             let (client, secret) = provider
                 .register_client(new)

@@ -79,6 +79,8 @@ pub struct RegistrationPolicy {
     pub scopes: Option<Vec<String>>,
     /// Whether confidential registered clients may use client_credentials.
     pub allow_client_credentials: bool,
+    /// Whether registered clients may use token exchange (RFC 8693), limited to `resources`.
+    pub allow_token_exchange: bool,
     /// RFC 8707 resources every registered client may ask tokens for (Model Context Protocol
     /// clients send their server's URL as `resource`).
     pub resources: Vec<String>,
@@ -96,6 +98,7 @@ impl Default for RegistrationPolicy {
             initial_access_tokens: Vec::new(),
             scopes: None,
             allow_client_credentials: false,
+            allow_token_exchange: false,
             resources: Vec::new(),
             limit_per_address: Rate::per_hour(20),
             unused_client_ttl: Duration::from_secs(24 * 3600),
@@ -355,6 +358,9 @@ pub struct FileConfig {
     pub registration_scopes: Option<Vec<String>>,
     /// Let confidential registered clients use client_credentials (default false).
     pub registration_allow_client_credentials: Option<bool>,
+    /// Let registered clients use token exchange, between `registration_resources` only
+    /// (default false).
+    pub registration_allow_token_exchange: Option<bool>,
     /// Resources (token audiences) registered clients may ask for.
     pub registration_resources: Option<Vec<String>>,
     /// Registrations per hour one client address may make (default 20); 0 turns the limit off.
@@ -694,6 +700,9 @@ impl Config {
         }
         if let Some(v) = file.registration_allow_client_credentials {
             self.registration.allow_client_credentials = v;
+        }
+        if let Some(v) = file.registration_allow_token_exchange {
+            self.registration.allow_token_exchange = v;
         }
         if let Some(resources) = file.registration_resources {
             if let Some(bad) = resources.iter().find(|r| Url::parse(r).is_err() || r.contains('#')) {

@@ -55,6 +55,25 @@ pub struct ClientRegistrationRequest {
     /// `RS256` (default), `ES256` or `EdDSA`.
     #[oai(skip_serializing_if_is_none)]
     pub id_token_signed_response_alg: Option<String>,
+    /// RFC 9449 §5.2: every token request must carry a DPoP proof (default false).
+    #[oai(skip_serializing_if_is_none)]
+    pub dpop_bound_access_tokens: Option<bool>,
+    /// RFC 9126 §6: authorization requests must be pushed to the PAR endpoint first
+    /// (default false).
+    #[oai(skip_serializing_if_is_none)]
+    pub require_pushed_authorization_requests: Option<bool>,
+    /// Token exchange (grant type `urn:ietf:params:oauth:grant-type:token-exchange`, only if
+    /// the server's policy allows it): the audiences the client may ask exchanged tokens for,
+    /// from the server's registration resources.
+    #[oai(skip_serializing_if_is_none)]
+    pub token_exchange_audiences: Option<Vec<String>>,
+    /// Token exchange: the client may present subject tokens whose audience includes one of
+    /// these (from the server's registration resources; required with the grant).
+    #[oai(skip_serializing_if_is_none)]
+    pub token_exchange_subject_audiences: Option<Vec<String>>,
+    /// Token exchange: every exchange must present an `actor_token` (default false).
+    #[oai(skip_serializing_if_is_none)]
+    pub token_exchange_require_actor: Option<bool>,
     /// Not supported: sending one is an `invalid_software_statement`.
     #[oai(skip_serializing_if_is_none)]
     pub software_statement: Option<String>,
@@ -89,6 +108,11 @@ impl ClientRegistrationRequest {
             software_statement: self.software_statement.clone(),
             jwks: self.jwks.clone(),
             jwks_uri: self.jwks_uri.clone(),
+            dpop_bound_access_tokens: self.dpop_bound_access_tokens,
+            require_pushed_authorization_requests: self.require_pushed_authorization_requests,
+            token_exchange_audiences: self.token_exchange_audiences.clone().unwrap_or_default(),
+            token_exchange_subject_audiences: self.token_exchange_subject_audiences.clone().unwrap_or_default(),
+            token_exchange_require_actor: self.token_exchange_require_actor,
         }
     }
 }
@@ -122,6 +146,15 @@ pub struct ClientInformation {
     pub jwks: Option<serde_json::Value>,
     #[oai(skip_serializing_if_is_none)]
     pub jwks_uri: Option<String>,
+    pub dpop_bound_access_tokens: bool,
+    pub require_pushed_authorization_requests: bool,
+    /// Present for clients with the token exchange grant.
+    #[oai(skip_serializing_if_is_none)]
+    pub token_exchange_audiences: Option<Vec<String>>,
+    #[oai(skip_serializing_if_is_none)]
+    pub token_exchange_subject_audiences: Option<Vec<String>>,
+    #[oai(skip_serializing_if_is_none)]
+    pub token_exchange_require_actor: Option<bool>,
 }
 
 impl From<Registration> for ClientInformation {
@@ -130,6 +163,8 @@ impl From<Registration> for ClientInformation {
         let response_types = r.response_types();
         let has_secret = r.client.secret_hash.is_some();
         let c = r.client;
+        let exchanges = c.grant_types.contains(&crate::store::GrantType::TokenExchange);
+        let exchange = &c.policy.token_exchange;
         ClientInformation {
             client_id: c.client_id,
             client_secret: r.client_secret,
@@ -151,6 +186,11 @@ impl From<Registration> for ClientInformation {
                 .into(),
             jwks: c.jwks,
             jwks_uri: c.jwks_uri,
+            dpop_bound_access_tokens: c.policy.dpop_bound_access_tokens,
+            require_pushed_authorization_requests: c.policy.require_pushed_authorization_requests,
+            token_exchange_audiences: exchanges.then(|| exchange.audiences.clone()),
+            token_exchange_subject_audiences: exchanges.then(|| exchange.subject_audiences.clone()),
+            token_exchange_require_actor: exchanges.then_some(exchange.require_actor),
         }
     }
 }

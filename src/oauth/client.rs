@@ -7,7 +7,7 @@ use url::Url;
 use super::client_assertion::{self, ClientKeys};
 use super::scope::ADMIN_SCOPE;
 use super::{now, random_token, secret_hash, Error, ErrorCode, Provider};
-use crate::store::{ClientRecord, ClientType, GrantType};
+use crate::store::{ClientPolicy, ClientRecord, ClientType, GrantType};
 
 /// How the client presented its credentials at the token, revocation or introspection endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +73,8 @@ pub struct NewClient {
     /// The public keys of a client that authenticates with `private_key_jwt` (confidential,
     /// and then without a secret).
     pub keys: Option<ClientKeys>,
+    /// DPoP, PAR and token exchange settings.
+    pub policy: ClientPolicy,
 }
 
 /// Whether a client is a first-party app whose users are never asked for consent. Only an
@@ -98,6 +100,54 @@ pub(super) fn key_fields(keys: Option<ClientKeys>) -> (Option<serde_json::Value>
         Some(ClientKeys::JwksUri(uri)) => (None, Some(uri)),
         None => (None, None),
     }
+}
+
+/// Most audiences a token exchange policy may list, in each of its two lists.
+pub const MAX_EXCHANGE_AUDIENCES: usize = 20;
+
+/// The token exchange settings make sense only with the grant, for a client that can
+/// authenticate (an exchange hands out tokens for other users' subjects), and name audiences.
+fn validate_token_exchange(new: &NewClient) -> Result<(), Error> {
+    let exchange = &new.policy.token_exchange;
+    if !new.grant_types.contains(&GrantType::TokenExchange) {
+        if *exchange != Default::default() {
+            return Err(Error::invalid_request(
+                "token exchange audiences and settings need the token-exchange grant type",
+            ));
+        }
+        return Ok(());
+    }
+    if new.client_type != ClientType::Confidential {
+        return Err(Error::invalid_request(
+            "a public client cannot use token exchange: it cannot authenticate",
+        ));
+    }
+    if exchange.audiences.is_empty() {
+        return Err(Error::invalid_request(
+            "the token-exchange grant needs at least one audience the client may request (token exchange audience)",
+        ));
+    }
+    for (what, list) in [
+        ("audiences", &exchange.audiences),
+        ("subject audiences", &exchange.subject_audiences),
+    ] {
+        if list.len() > MAX_EXCHANGE_AUDIENCES {
+            return Err(Error::invalid_request(format!(
+                "at most {MAX_EXCHANGE_AUDIENCES} token exchange {what}"
+            )));
+        }
+        for audience in list {
+            if audience.is_empty()
+                || audience.len() > 255
+                || audience.chars().any(|c| c.is_whitespace() || c.is_control())
+            {
+                return Err(Error::invalid_request(format!(
+                    "token exchange {what} must be 1 to 255 characters without spaces: {audience:?}"
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A client secret has 256 bits of entropy; only its SHA-256 is stored.
@@ -153,6 +203,7 @@ impl Provider {
             first_used_at: None,
             jwks,
             jwks_uri,
+            policy: new.policy,
         };
         finish(&mut client);
         if !self.store.insert_client(&client).await? {
@@ -233,6 +284,7 @@ impl Provider {
         if new.access_token_ttl == Some(0) || new.refresh_token_ttl == Some(0) {
             return Err(invalid("token lifetimes must be at least 1 second"));
         }
+        validate_token_exchange(new)?;
         if new.owner_user_id.is_some() {
             self.check_self_service_policy(new, &scope)?;
         }
@@ -269,6 +321,41 @@ impl Provider {
                 ErrorCode::InvalidTarget,
                 format!("resource {denied:?} is not available to apps registered by users"),
             ));
+        }
+        self.check_self_service_exchange(new)
+    }
+
+    /// Token exchange for a client registered by a user (pages or dynamic registration): only
+    /// if `registration_allow_token_exchange`, and only between the registration resources.
+    pub(super) fn check_self_service_exchange(&self, new: &NewClient) -> Result<(), Error> {
+        let policy = &self.config.registration;
+        if new.grant_types.contains(&GrantType::TokenExchange) {
+            if !policy.allow_token_exchange {
+                return Err(Error::new(
+                    ErrorCode::UnauthorizedClient,
+                    "this server does not let users register apps for token exchange; ask an operator",
+                ));
+            }
+            // A self-registered exchanger may only mint tokens for the registration resources,
+            // and only from tokens meant for it or for them: never for the server's default
+            // audience, which would let anyone trade any user's token.
+            let exchange = &new.policy.token_exchange;
+            if let Some(denied) = exchange
+                .audiences
+                .iter()
+                .chain(&exchange.subject_audiences)
+                .find(|a| !policy.resources.contains(a))
+            {
+                return Err(Error::new(
+                    ErrorCode::InvalidTarget,
+                    format!("token exchange audience {denied:?} is not available to apps registered by users"),
+                ));
+            }
+            if exchange.subject_audiences.is_empty() {
+                return Err(Error::invalid_request(
+                    "an app registered by a user must name the audiences of the tokens it exchanges (token_exchange_subject_audiences)",
+                ));
+            }
         }
         Ok(())
     }
@@ -307,6 +394,7 @@ impl Provider {
         client.post_logout_redirect_uris = new.post_logout_redirect_uris;
         client.id_token_signed_response_alg = new.id_token_signed_response_alg;
         client.admin = new.admin;
+        client.policy = new.policy;
         let had_keys = client.jwks.is_some() || client.jwks_uri.is_some();
         if new.keys.is_some() != had_keys {
             return Err(Error::invalid_request(

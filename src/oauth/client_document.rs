@@ -169,6 +169,7 @@ impl Provider {
             first_used_at: Some(0),
             jwks,
             jwks_uri,
+            policy: new.policy,
         })
     }
 }

@@ -57,6 +57,7 @@ impl Provider {
                 id_token_signed_response_alg: None,
                 admin: false,
                 keys: None,
+                policy: Default::default(),
             })
             .await?;
         let password = random_token(12);

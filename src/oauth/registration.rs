@@ -11,7 +11,7 @@ use super::scope::{Scope, ADMIN_SCOPE};
 use super::{random_token, secret_hash, Error, ErrorCode, Provider};
 use crate::config::RegistrationMode;
 use crate::keys::Algorithm;
-use crate::store::{ClientRecord, ClientType, GrantType};
+use crate::store::{ClientPolicy, ClientRecord, ClientType, GrantType, TokenExchangePolicy};
 
 /// Client metadata as a client sends it (RFC 7591 §2). Fields Tessera does not use
 /// (`client_uri`, `logo_uri`, `contacts`, ...) are ignored, as §2 allows.
@@ -28,6 +28,14 @@ pub struct ClientMetadata {
     pub software_statement: Option<String>,
     pub jwks: Option<serde_json::Value>,
     pub jwks_uri: Option<String>,
+    /// RFC 9449 §5.2.
+    pub dpop_bound_access_tokens: Option<bool>,
+    /// RFC 9126 §6.
+    pub require_pushed_authorization_requests: Option<bool>,
+    /// Tessera's token exchange policy (RFC 8693 defines none), see [`TokenExchangePolicy`].
+    pub token_exchange_audiences: Vec<String>,
+    pub token_exchange_subject_audiences: Vec<String>,
+    pub token_exchange_require_actor: Option<bool>,
 }
 
 impl ClientMetadata {
@@ -44,6 +52,11 @@ impl ClientMetadata {
             Some(value) => serde_json::from_value::<Vec<String>>(value.clone())
                 .map(Some)
                 .map_err(|_| format!("{name} must be an array of strings")),
+        };
+        let boolean = |name: &str| match document.get(name) {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(serde_json::Value::Bool(b)) => Ok(Some(*b)),
+            Some(_) => Err(format!("{name} must be true or false")),
         };
         let jwks = match document.get("jwks") {
             None | Some(serde_json::Value::Null) => None,
@@ -62,6 +75,11 @@ impl ClientMetadata {
             software_statement: string("software_statement")?,
             jwks,
             jwks_uri: string("jwks_uri")?,
+            dpop_bound_access_tokens: boolean("dpop_bound_access_tokens")?,
+            require_pushed_authorization_requests: boolean("require_pushed_authorization_requests")?,
+            token_exchange_audiences: strings("token_exchange_audiences")?.unwrap_or_default(),
+            token_exchange_subject_audiences: strings("token_exchange_subject_audiences")?.unwrap_or_default(),
+            token_exchange_require_actor: boolean("token_exchange_require_actor")?,
         })
     }
 }
@@ -202,6 +220,11 @@ impl Provider {
                 "authorization_code" => GrantType::AuthorizationCode,
                 "refresh_token" => GrantType::RefreshToken,
                 crate::store::DEVICE_CODE_GRANT_TYPE => GrantType::DeviceCode,
+                crate::store::TOKEN_EXCHANGE_GRANT_TYPE
+                    if client_type == ClientType::Confidential && self.config.registration.allow_token_exchange =>
+                {
+                    GrantType::TokenExchange
+                }
                 "client_credentials"
                     if client_type == ClientType::Confidential && self.config.registration.allow_client_credentials =>
                 {
@@ -303,7 +326,17 @@ impl Provider {
             id_token_signed_response_alg,
             admin: false,
             keys,
+            policy: ClientPolicy {
+                dpop_bound_access_tokens: metadata.dpop_bound_access_tokens.unwrap_or(false),
+                require_pushed_authorization_requests: metadata.require_pushed_authorization_requests.unwrap_or(false),
+                token_exchange: TokenExchangePolicy {
+                    audiences: metadata.token_exchange_audiences.clone(),
+                    subject_audiences: metadata.token_exchange_subject_audiences.clone(),
+                    require_actor: metadata.token_exchange_require_actor.unwrap_or(false),
+                },
+            },
         };
+        self.check_self_service_exchange(&new)?;
         Ok((new, method))
     }
 

@@ -118,6 +118,7 @@ fn settings_of(client: &ClientRecord) -> NewClient {
         id_token_signed_response_alg: client.id_token_signed_response_alg,
         admin: client.admin,
         keys: ClientKeys::of(client),
+        policy: client.policy.clone(),
     }
 }
 
@@ -302,6 +303,7 @@ pub async fn register_form(
         id_token_signed_response_alg: None,
         admin: false,
         keys: None,
+        policy: Default::default(),
     };
     form_page(provider, templates, StatusCode::OK, &visitor, &blank, None, None)
 }
@@ -332,6 +334,7 @@ pub async fn register(
         id_token_signed_response_alg: None,
         admin: false,
         keys: None,
+        policy: Default::default(),
     };
     let (new, form_error) = settings_from_form(provider, &Params::new(&form), base);
     let registered = match form_error {

@@ -80,6 +80,8 @@ pub enum GrantType {
     RefreshToken,
     /// The device authorization grant (RFC 8628), for devices without a browser.
     DeviceCode,
+    /// Token exchange (RFC 8693): a service trades a user's token for a narrower one.
+    TokenExchange,
 }
 
 impl GrantType {
@@ -90,12 +92,45 @@ impl GrantType {
             GrantType::ClientCredentials => "client_credentials",
             GrantType::RefreshToken => "refresh_token",
             GrantType::DeviceCode => DEVICE_CODE_GRANT_TYPE,
+            GrantType::TokenExchange => TOKEN_EXCHANGE_GRANT_TYPE,
         }
     }
 }
 
 /// The `grant_type` of the device authorization grant (RFC 8628 §3.4).
 pub const DEVICE_CODE_GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:device_code";
+
+/// The `grant_type` of token exchange (RFC 8693 §2.1).
+pub const TOKEN_EXCHANGE_GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+
+/// What a client must do, and may do, beyond its grants and scopes: sender-constrained tokens
+/// (RFC 9449), pushed authorization requests (RFC 9126) and token exchange (RFC 8693).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ClientPolicy {
+    /// Every token request must carry a DPoP proof, so every access token is bound to a key
+    /// (RFC 9449 §5.2 `dpop_bound_access_tokens`).
+    pub dpop_bound_access_tokens: bool,
+    /// The authorization endpoint only takes this client's requests pushed first to the PAR
+    /// endpoint (RFC 9126 §6 `require_pushed_authorization_requests`).
+    pub require_pushed_authorization_requests: bool,
+    /// What this client may do with the token exchange grant.
+    pub token_exchange: TokenExchangePolicy,
+}
+
+/// A client's token exchange permissions (RFC 8693): which audiences it may ask a new token
+/// for, and whose tokens it may present as the subject.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TokenExchangePolicy {
+    /// The audiences (`audience` or `resource`) an exchanged token may be issued for.
+    pub audiences: Vec<String>,
+    /// A subject token is accepted only if its audience includes one of these; empty means
+    /// the server's default audience.
+    pub subject_audiences: Vec<String>,
+    /// Every exchange must present an `actor_token`, so the new token names who acts (`act`).
+    pub require_actor: bool,
+}
 
 /// A registered client (RFC 6749 §2).
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -149,6 +184,9 @@ pub struct ClientRecord {
     /// ... or at a URL (RFC 7591 `jwks_uri`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwks_uri: Option<String>,
+    /// DPoP, PAR and token exchange settings.
+    #[serde(default)]
+    pub policy: ClientPolicy,
 }
 
 /// A person who can log in (the resource owner of RFC 6749).

@@ -1326,6 +1326,7 @@ mod tests {
             first_used_at: None,
             jwks: None,
             jwks_uri: None,
+            policy: Default::default(),
         }
     }
 

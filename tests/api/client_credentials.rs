@@ -129,6 +129,7 @@ async fn per_client_lifetimes_override_the_servers() {
             id_token_signed_response_alg: None,
             admin: false,
             keys: None,
+            policy: Default::default(),
         })
         .await
         .unwrap();

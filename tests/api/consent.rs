@@ -85,6 +85,7 @@ async fn a_first_party_app_never_asks() {
             id_token_signed_response_alg: None,
             admin: false,
             keys: None,
+            policy: Default::default(),
         })
         .await
         .unwrap();

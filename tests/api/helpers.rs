@@ -194,6 +194,7 @@ pub fn client_settings(name: &str, client_type: ClientType, grant_types: Vec<Gra
         id_token_signed_response_alg: None,
         admin: false,
         keys: None,
+        policy: Default::default(),
     }
 }
 
@@ -229,6 +230,7 @@ async fn seed(provider: &Provider, dirs: &TempDir) -> (TestClient, TestClient) {
             id_token_signed_response_alg: None,
             admin: false,
             keys: None,
+            policy: Default::default(),
         })
         .await
         .unwrap();
@@ -248,6 +250,7 @@ async fn seed(provider: &Provider, dirs: &TempDir) -> (TestClient, TestClient) {
             id_token_signed_response_alg: None,
             admin: false,
             keys: None,
+            policy: Default::default(),
         })
         .await
         .unwrap();
@@ -595,6 +598,7 @@ impl TestApp {
                 id_token_signed_response_alg: alg,
                 admin: false,
                 keys: None,
+                policy: Default::default(),
             })
             .await
             .unwrap();
@@ -624,6 +628,7 @@ impl TestApp {
                 id_token_signed_response_alg: None,
                 admin: true,
                 keys: None,
+                policy: Default::default(),
             })
             .await
             .unwrap();

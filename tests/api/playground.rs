@@ -65,6 +65,7 @@ async fn tokens_in_playground(app: &TestApp) -> (String, String) {
             id_token_signed_response_alg: None,
             admin: false,
             keys: None,
+            policy: Default::default(),
         })
         .await
         .unwrap();

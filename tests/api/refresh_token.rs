@@ -130,6 +130,7 @@ async fn an_expired_refresh_token_is_invalid_grant() {
             id_token_signed_response_alg: None,
             admin: false,
             keys: None,
+            policy: Default::default(),
         })
         .await
         .unwrap();

@@ -114,6 +114,7 @@ async fn a_self_registered_app_cannot_skip_the_consent_of_other_users() {
         id_token_signed_response_alg: None,
         admin: false,
         keys: None,
+        policy: Default::default(),
     };
     assert!(app.provider.update_client(&client_id, settings).await.is_err());
     let mut legacy = stored.clone();
@@ -171,6 +172,7 @@ fn first_party(owner: Option<&str>) -> tessera::oauth::client::NewClient {
         id_token_signed_response_alg: None,
         admin: false,
         keys: None,
+        policy: Default::default(),
     }
 }
 
@@ -748,6 +750,7 @@ fn settings_of(client: &tessera::store::ClientRecord) -> tessera::oauth::client:
         id_token_signed_response_alg: client.id_token_signed_response_alg,
         admin: client.admin,
         keys: None,
+        policy: client.policy.clone(),
     }
 }
 

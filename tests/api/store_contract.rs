@@ -91,6 +91,7 @@ fn client(id: &str, owner: Option<&str>) -> ClientRecord {
         first_used_at: None,
         jwks: None,
         jwks_uri: None,
+        policy: Default::default(),
     }
 }
 

@@ -7,7 +7,7 @@ use crate::oauth::admin::Page;
 use crate::oauth::client::NewClient;
 use crate::oauth::client_assertion::ClientKeys;
 use crate::oauth::user::ProfileChanges;
-use crate::store::{ClientRecord, ClientType, GrantRecord, GrantType, UserRecord};
+use crate::store::{ClientPolicy, ClientRecord, ClientType, GrantRecord, GrantType, TokenExchangePolicy, UserRecord};
 
 // ---- Clients ----
 
@@ -29,6 +29,9 @@ pub enum GrantKind {
     /// The device authorization grant (RFC 8628), named by its `grant_type` like the others.
     #[oai(rename = "urn:ietf:params:oauth:grant-type:device_code")]
     DeviceCode,
+    /// Token exchange (RFC 8693).
+    #[oai(rename = "urn:ietf:params:oauth:grant-type:token-exchange")]
+    TokenExchange,
 }
 
 /// JWS algorithms of Tessera's keys.
@@ -66,6 +69,7 @@ impl From<GrantType> for GrantKind {
             GrantType::ClientCredentials => GrantKind::ClientCredentials,
             GrantType::RefreshToken => GrantKind::RefreshToken,
             GrantType::DeviceCode => GrantKind::DeviceCode,
+            GrantType::TokenExchange => GrantKind::TokenExchange,
         }
     }
 }
@@ -77,6 +81,7 @@ impl From<GrantKind> for GrantType {
             GrantKind::ClientCredentials => GrantType::ClientCredentials,
             GrantKind::RefreshToken => GrantType::RefreshToken,
             GrantKind::DeviceCode => GrantType::DeviceCode,
+            GrantKind::TokenExchange => GrantType::TokenExchange,
         }
     }
 }
@@ -113,6 +118,17 @@ pub struct Client {
     /// Where the client publishes its JWK Set, for `private_key_jwt`.
     #[oai(skip_serializing_if_is_none)]
     pub jwks_uri: Option<String>,
+    /// Every token request must carry a DPoP proof (RFC 9449 §5.2).
+    pub dpop_bound_access_tokens: bool,
+    /// Authorization requests must be pushed first (RFC 9126 §6).
+    pub require_pushed_authorization_requests: bool,
+    /// Token exchange: the audiences exchanged tokens may be issued for.
+    pub token_exchange_audiences: Vec<String>,
+    /// Token exchange: subject tokens are accepted if their audience includes one of these
+    /// (empty: the server's default audience).
+    pub token_exchange_subject_audiences: Vec<String>,
+    /// Token exchange: an `actor_token` is required.
+    pub token_exchange_require_actor: bool,
     /// Seconds since the epoch.
     pub created_at: i64,
 }
@@ -139,6 +155,11 @@ impl From<ClientRecord> for Client {
             token_endpoint_auth_method: c.token_endpoint_auth_method,
             jwks: c.jwks,
             jwks_uri: c.jwks_uri,
+            dpop_bound_access_tokens: c.policy.dpop_bound_access_tokens,
+            require_pushed_authorization_requests: c.policy.require_pushed_authorization_requests,
+            token_exchange_audiences: c.policy.token_exchange.audiences,
+            token_exchange_subject_audiences: c.policy.token_exchange.subject_audiences,
+            token_exchange_require_actor: c.policy.token_exchange.require_actor,
             created_at: c.created_at,
         }
     }
@@ -183,6 +204,24 @@ pub struct ClientSettings {
     /// The https URL where the client publishes its JWK Set, for `private_key_jwt`.
     #[oai(skip_serializing_if_is_none, validator(max_length = 2048))]
     pub jwks_uri: Option<String>,
+    /// Every token request must carry a DPoP proof, binding every token to the client's key
+    /// (RFC 9449 §5.2; default false).
+    #[oai(skip_serializing_if_is_none)]
+    pub dpop_bound_access_tokens: Option<bool>,
+    /// Authorization requests must be pushed to `/o/par/` first (RFC 9126 §6; default false).
+    #[oai(skip_serializing_if_is_none)]
+    pub require_pushed_authorization_requests: Option<bool>,
+    /// With the token exchange grant (required then): the audiences (`audience` or
+    /// `resource`) the client may ask exchanged tokens for.
+    #[oai(skip_serializing_if_is_none, validator(max_items = 20, max_length = 255))]
+    pub token_exchange_audiences: Option<Vec<String>>,
+    /// With the token exchange grant: subject tokens are accepted only if their audience
+    /// includes one of these (default: the server's default audience).
+    #[oai(skip_serializing_if_is_none, validator(max_items = 20, max_length = 255))]
+    pub token_exchange_subject_audiences: Option<Vec<String>>,
+    /// With the token exchange grant: an `actor_token` is required (default false).
+    #[oai(skip_serializing_if_is_none)]
+    pub token_exchange_require_actor: Option<bool>,
 }
 
 impl ClientSettings {
@@ -217,6 +256,15 @@ impl ClientSettings {
             id_token_signed_response_alg: self.id_token_signed_response_alg.map(Algorithm::from),
             admin,
             keys,
+            policy: ClientPolicy {
+                dpop_bound_access_tokens: self.dpop_bound_access_tokens.unwrap_or(false),
+                require_pushed_authorization_requests: self.require_pushed_authorization_requests.unwrap_or(false),
+                token_exchange: TokenExchangePolicy {
+                    audiences: self.token_exchange_audiences.unwrap_or_default(),
+                    subject_audiences: self.token_exchange_subject_audiences.unwrap_or_default(),
+                    require_actor: self.token_exchange_require_actor.unwrap_or(false),
+                },
+            },
         })
     }
 }
