@@ -23,13 +23,46 @@ pub struct AccessTokenClaims<'a> {
     /// credential.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gid: Option<&'a str>,
+    /// The key a DPoP-bound token is bound to (RFC 9449 §6.1: `{"jkt": thumbprint}`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cnf: Option<Confirmation<'a>>,
+    /// Who acts for the subject in an exchanged token, with earlier actors nested (RFC 8693 §4.1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub act: Option<&'a serde_json::Value>,
+}
+
+/// The `cnf` claim of a sender-constrained token (RFC 7800 §3.1, RFC 9449 §6.1).
+#[derive(Debug, Serialize)]
+pub struct Confirmation<'a> {
+    /// The base64url SHA-256 JWK thumbprint (RFC 7638) of the DPoP key.
+    pub jkt: &'a str,
+}
+
+/// What qualifies an access token beyond its client, subject, scope and audience.
+#[derive(Debug, Default, Clone)]
+pub struct TokenBinding {
+    /// The thumbprint of the DPoP key the token is bound to (RFC 9449); `None`: a bearer token.
+    pub jkt: Option<String>,
+    /// For an exchanged token, the `act` claim (RFC 8693 §4.1).
+    pub act: Option<serde_json::Value>,
+}
+
+impl TokenBinding {
+    /// The `token_type` of a token so bound: `DPoP` (RFC 9449 §5) or `Bearer` (RFC 6750).
+    pub fn token_type(&self) -> &'static str {
+        if self.jkt.is_some() {
+            "DPoP"
+        } else {
+            "Bearer"
+        }
+    }
 }
 
 /// A successful token response.
 #[derive(Debug, Clone)]
 pub struct TokenResponse {
     pub access_token: String,
-    /// Always "Bearer" (RFC 6750).
+    /// "Bearer" (RFC 6750), or "DPoP" for a token bound to a DPoP key (RFC 9449 §5).
     pub token_type: &'static str,
     pub expires_in: u64,
     pub refresh_token: Option<String>,
@@ -54,6 +87,7 @@ impl Provider {
         scope: &Scope,
         audience: &str,
         grant_id: Option<&str>,
+        binding: &TokenBinding,
     ) -> Result<MintedAccessToken, Error> {
         let expires_in = client
             .access_token_ttl
@@ -71,6 +105,8 @@ impl Provider {
             client_id: &client.client_id,
             scope: &scope,
             gid: grant_id,
+            cnf: binding.jkt.as_deref().map(|jkt| Confirmation { jkt }),
+            act: binding.act.as_ref(),
         };
         let jwt = self.keys.current().sign_jwt("at+jwt", &claims)?;
         self.metrics.token_signed("access_token");

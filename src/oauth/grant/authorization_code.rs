@@ -2,7 +2,7 @@
 
 use crate::oauth::oidc::IdTokenInput;
 use crate::oauth::scope::Scope;
-use crate::oauth::token::TokenResponse;
+use crate::oauth::token::{TokenBinding, TokenResponse};
 use crate::oauth::{now, pkce, random_token, secret_hash, Error, Provider};
 use crate::store::{ClientRecord, CodeRecord, GrantRecord, GrantType, Redemption, RefreshRecord};
 
@@ -86,7 +86,14 @@ impl Provider {
         issued_at: i64,
     ) -> Result<TokenResponse, Error> {
         let scope = Scope::parse(&grant.scope)?;
-        let access = self.mint_access_token(client, &grant.user_id, &scope, &grant.audience, Some(&grant.grant_id))?;
+        let access = self.mint_access_token(
+            client,
+            &grant.user_id,
+            &scope,
+            &grant.audience,
+            Some(&grant.grant_id),
+            &TokenBinding::default(),
+        )?;
         let id_token = self
             .mint_id_token(IdTokenInput {
                 client,

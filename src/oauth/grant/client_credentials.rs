@@ -1,7 +1,7 @@
 //! `grant_type=client_credentials` (RFC 6749 §4.4): a confidential client acting for itself.
 
 use crate::oauth::scope::Scope;
-use crate::oauth::token::TokenResponse;
+use crate::oauth::token::{TokenBinding, TokenResponse};
 use crate::oauth::{Error, ErrorCode, Provider};
 use crate::store::{ClientRecord, ClientType};
 
@@ -22,7 +22,14 @@ impl Provider {
         }
         let scope = Scope::resolve(scope, &client.scopes, |t| self.scope_is_known(t))?;
         let audience = self.resolve_audience(client, resource)?;
-        let access = self.mint_access_token(client, &client.client_id, &scope, &audience, None)?;
+        let access = self.mint_access_token(
+            client,
+            &client.client_id,
+            &scope,
+            &audience,
+            None,
+            &TokenBinding::default(),
+        )?;
         Ok(TokenResponse {
             id_token: None,
             access_token: access.jwt,

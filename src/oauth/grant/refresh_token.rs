@@ -2,7 +2,7 @@
 
 use crate::oauth::oidc::IdTokenInput;
 use crate::oauth::scope::Scope;
-use crate::oauth::token::TokenResponse;
+use crate::oauth::token::{TokenBinding, TokenResponse};
 use crate::oauth::{now, random_token, secret_hash, Error, ErrorCode, Provider};
 use crate::store::{ClientRecord, RefreshRecord, Rotation};
 
@@ -68,7 +68,14 @@ impl Provider {
             }
             Rotation::Unknown => return Err(invalid()),
         }
-        let access = self.mint_access_token(client, &grant.user_id, &scope, &grant.audience, Some(&grant.grant_id))?;
+        let access = self.mint_access_token(
+            client,
+            &grant.user_id,
+            &scope,
+            &grant.audience,
+            Some(&grant.grant_id),
+            &TokenBinding::default(),
+        )?;
         // OpenID Connect Core §12.2: the same subject, audience and auth_time, no nonce.
         let id_token = self
             .mint_id_token(IdTokenInput {
