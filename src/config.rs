@@ -149,6 +149,11 @@ pub struct Config {
     pub code_ttl: Duration,
     /// Device code and user code lifetime (RFC 8628 §3.2 `expires_in`).
     pub device_code_ttl: Duration,
+    /// How long a pushed authorization request's `request_uri` may be first used (RFC 9126
+    /// §2.2 `expires_in`).
+    pub par_ttl: Duration,
+    /// Every client must push its authorization requests first (RFC 9126 §5).
+    pub require_pushed_authorization_requests: bool,
     /// The least time between a device's polls of the token endpoint (RFC 8628 §3.2 `interval`).
     pub device_code_interval: Duration,
     /// Device authorizations one client address may start an hour (all at once if it likes).
@@ -259,6 +264,8 @@ impl Default for Config {
             id_token_ttl: Duration::from_secs(3600),
             code_ttl: Duration::from_secs(60),
             device_code_ttl: Duration::from_secs(600),
+            par_ttl: Duration::from_secs(60),
+            require_pushed_authorization_requests: false,
             device_code_interval: Duration::from_secs(5),
             device_authorizations_per_address: Rate::per_hour(60),
             session_ttl: Duration::from_secs(12 * 3600),
@@ -328,6 +335,11 @@ pub struct FileConfig {
     pub session_ttl: Option<u64>,
     /// Seconds a device code (and its user code) stays valid (RFC 8628; default 600).
     pub device_code_ttl: Option<u64>,
+    /// Seconds a pushed authorization request's `request_uri` may be first used in (RFC 9126;
+    /// default 60).
+    pub par_ttl: Option<u64>,
+    /// Refuse authorization requests that were not pushed to `/o/par/` first (default false).
+    pub require_pushed_authorization_requests: Option<bool>,
     /// Seconds a device must wait between polls of the token endpoint (RFC 8628; default 5).
     pub device_code_interval: Option<u64>,
     /// Device authorizations per hour one client address may start (default 60; 0 = no limit).
@@ -550,6 +562,7 @@ impl Config {
             ("id_token_ttl", file.id_token_ttl, &mut self.id_token_ttl),
             ("session_ttl", file.session_ttl, &mut self.session_ttl),
             ("device_code_ttl", file.device_code_ttl, &mut self.device_code_ttl),
+            ("par_ttl", file.par_ttl, &mut self.par_ttl),
             (
                 "device_code_interval",
                 file.device_code_interval,
@@ -602,6 +615,9 @@ impl Config {
                     .map(|(name, description)| ScopeInfo { name, description }),
             );
             self.scopes = all;
+        }
+        if let Some(v) = file.require_pushed_authorization_requests {
+            self.require_pushed_authorization_requests = v;
         }
         if let Some(v) = file.require_pkce {
             self.require_pkce = v;

@@ -104,8 +104,8 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         | ErrorCode::LoginRequired
         | ErrorCode::ConsentRequired
         | ErrorCode::RequestNotSupported
-        | ErrorCode::RequestUriNotSupported
         | ErrorCode::RegistrationNotSupported
+        | ErrorCode::InvalidRequestUri
         | ErrorCode::InvalidRedirectUri
         | ErrorCode::InvalidClientMetadata
         | ErrorCode::InvalidSoftwareStatement => StatusCode::BAD_REQUEST,
@@ -250,15 +250,83 @@ impl<T: ToJSON + Send + Sync> From<Error> for OAuthResponse<T> {
     }
 }
 
+/// Every outcome of the pushed authorization request endpoint (RFC 9126 §2.2, §2.3): as
+/// [`OAuthResponse`], but success is 201 Created.
+#[derive(ApiResponse, Debug)]
+#[oai(bad_request_handler = "bad_request_pushed")]
+pub enum PushedResponse<T: ToJSON + Send + Sync> {
+    /// Stored: the `request_uri` to send the browser to the authorization endpoint with.
+    #[oai(status = 201)]
+    Created(
+        Json<T>,
+        #[oai(header = "Cache-Control")] String,
+        #[oai(header = "Pragma")] String,
+    ),
+    /// The request is malformed, or would be refused at the authorization endpoint.
+    #[oai(status = 400)]
+    BadRequest(ErrorJson, #[oai(header = "Cache-Control")] String),
+    /// Client authentication failed (`invalid_client`).
+    #[oai(status = 401)]
+    Unauthorized(
+        ErrorJson,
+        #[oai(header = "WWW-Authenticate")] String,
+        #[oai(header = "Cache-Control")] String,
+    ),
+    /// Too many requests from this client; wait `Retry-After` seconds.
+    #[oai(status = 429)]
+    TooManyRequests(
+        ErrorJson,
+        #[oai(header = "Retry-After")] String,
+        #[oai(header = "Cache-Control")] String,
+    ),
+    /// The server could not complete the request; retrying may help.
+    #[oai(status = 500)]
+    ServerError(ErrorJson, #[oai(header = "Cache-Control")] String),
+    /// The server is temporarily unable to handle the request; retry after `Retry-After` seconds.
+    #[oai(status = 503)]
+    Unavailable(
+        ErrorJson,
+        #[oai(header = "Retry-After")] String,
+        #[oai(header = "Cache-Control")] String,
+    ),
+}
+
+impl<T: ToJSON + Send + Sync> PushedResponse<T> {
+    pub fn created(body: T) -> Self {
+        PushedResponse::Created(Json(body), NO_STORE.into(), "no-cache".into())
+    }
+}
+
+impl<T: ToJSON + Send + Sync> From<Error> for PushedResponse<T> {
+    fn from(err: Error) -> Self {
+        match OAuthResponse::<T>::from(err) {
+            OAuthResponse::Ok(body, cache, pragma) => PushedResponse::Created(body, cache, pragma),
+            OAuthResponse::BadRequest(body, cache) => PushedResponse::BadRequest(body, cache),
+            OAuthResponse::Unauthorized(body, challenge, cache) => PushedResponse::Unauthorized(body, challenge, cache),
+            OAuthResponse::TooManyRequests(body, wait, cache) => PushedResponse::TooManyRequests(body, wait, cache),
+            OAuthResponse::ServerError(body, cache) => PushedResponse::ServerError(body, cache),
+            OAuthResponse::Unavailable(body, wait, cache) => PushedResponse::Unavailable(body, wait, cache),
+        }
+    }
+}
+
+fn bad_request_pushed<T: ToJSON + Send + Sync>(err: poem::Error) -> PushedResponse<T> {
+    unparsable(err).into()
+}
+
 /// A request poem-openapi could not parse (wrong content type, malformed form) is an
 /// `invalid_request`, never a framework-shaped error.
 fn bad_request<T: ToJSON + Send + Sync>(err: poem::Error) -> OAuthResponse<T> {
+    unparsable(err).into()
+}
+
+fn unparsable(err: poem::Error) -> Error {
     let description = if err.is::<poem_openapi::error::ContentTypeError>() {
         "the body must be application/x-www-form-urlencoded".to_string()
     } else {
         format!("the request could not be parsed: {err}")
     };
-    Error::invalid_request(description).into()
+    Error::invalid_request(description)
 }
 
 /// A `Retry-After` value: whole seconds, rounded up.

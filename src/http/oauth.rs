@@ -9,7 +9,7 @@ use poem_openapi::payload::Form;
 use poem_openapi::{Object, OpenApi};
 use serde::Deserialize;
 
-use super::error::OAuthResponse;
+use super::error::{OAuthResponse, PushedResponse};
 use super::security::{client_credentials, ClientAuthentication};
 use super::Tag;
 use crate::oauth::client::ClientCredentials;
@@ -57,6 +57,86 @@ pub struct DeviceAuthorizationForm {
     #[oai(flatten)]
     #[serde(flatten)]
     pub auth: ClientAuthentication,
+}
+
+/// A pushed authorization request (RFC 9126 §2.1): the authorization request's parameters,
+/// as they would be sent to `/o/authorize/`, plus client authentication as at the token
+/// endpoint. Parameters the authorization endpoint ignores are ignored here too.
+#[derive(Object, Deserialize, Debug)]
+pub struct PushedAuthorizationForm {
+    /// `code`.
+    pub response_type: Option<String>,
+    /// Compared exactly with the client's registered URIs; may be left out if it has one.
+    pub redirect_uri: Option<String>,
+    /// Space-separated; default: every scope the client is registered for.
+    pub scope: Option<String>,
+    pub state: Option<String>,
+    /// PKCE (RFC 7636): the S256 challenge.
+    pub code_challenge: Option<String>,
+    /// `S256`.
+    pub code_challenge_method: Option<String>,
+    /// The resource server the tokens are for (RFC 8707).
+    pub resource: Option<String>,
+    /// OpenID Connect: `none`, `login`, `consent` or `select_account`.
+    pub prompt: Option<String>,
+    /// OpenID Connect: the longest time in seconds since the user last logged in.
+    pub max_age: Option<String>,
+    /// OpenID Connect: echoed in the ID token.
+    pub nonce: Option<String>,
+    /// OpenID Connect: a username to prefill on the login page.
+    pub login_hint: Option<String>,
+    /// OpenID Connect: an ID token this server issued to the client.
+    pub id_token_hint: Option<String>,
+    /// `query` (the only mode).
+    pub response_mode: Option<String>,
+    /// Not supported (`request_not_supported`).
+    pub request: Option<String>,
+    /// Refused: a `request_uri` cannot be pushed.
+    pub request_uri: Option<String>,
+    /// Client authentication, unless it is in the `Authorization` header.
+    #[oai(flatten)]
+    #[serde(flatten)]
+    pub auth: ClientAuthentication,
+}
+
+impl PushedAuthorizationForm {
+    /// The authorization request's parameters, as the authorization endpoint reads them.
+    fn pairs(&self) -> Vec<(String, String)> {
+        [
+            ("client_id", &self.auth.client_id),
+            ("response_type", &self.response_type),
+            ("redirect_uri", &self.redirect_uri),
+            ("scope", &self.scope),
+            ("state", &self.state),
+            ("code_challenge", &self.code_challenge),
+            ("code_challenge_method", &self.code_challenge_method),
+            ("resource", &self.resource),
+            ("prompt", &self.prompt),
+            ("max_age", &self.max_age),
+            ("nonce", &self.nonce),
+            ("login_hint", &self.login_hint),
+            ("id_token_hint", &self.id_token_hint),
+            ("response_mode", &self.response_mode),
+            ("request", &self.request),
+            ("request_uri", &self.request_uri),
+        ]
+        .into_iter()
+        // RFC 6749 §3.1: a parameter sent without a value is treated as omitted.
+        .filter_map(|(name, value)| {
+            let value = value.as_deref().filter(|v| !v.is_empty())?;
+            Some((name.to_string(), value.to_string()))
+        })
+        .collect()
+    }
+}
+
+/// A pushed authorization response (RFC 9126 §2.2).
+#[derive(Object, Debug)]
+pub struct PushedAuthorizationBody {
+    /// Send the browser to `/o/authorize/?client_id=…&request_uri=…` with it.
+    pub request_uri: String,
+    /// Seconds the `request_uri` can be first used in.
+    pub expires_in: u64,
 }
 
 /// A device authorization response (RFC 8628 §3.2).
@@ -244,6 +324,32 @@ impl OAuthApi {
                 verification_uri_complete: d.verification_uri_complete,
                 expires_in: d.expires_in,
                 interval: d.interval,
+            }),
+            Err(e) => e.into(),
+        }
+    }
+
+    /// Pushed authorization request
+    ///
+    /// Takes an authorization request straight from an authenticated client (RFC 9126),
+    /// validates it as the authorization endpoint would, and returns a single-use
+    /// `request_uri` for `/o/authorize/?client_id=…&request_uri=…`. Only `client_id` and
+    /// `request_uri` are then read from the browser; the pushed parameters are used as pushed.
+    #[oai(path = "/o/par/", method = "post", operation_id = "pushAuthorizationRequest")]
+    async fn pushed_authorization_request(
+        &self,
+        provider: Data<&Arc<Provider>>,
+        req: &Request,
+        form: Form<PushedAuthorizationForm>,
+    ) -> PushedResponse<PushedAuthorizationBody> {
+        let result = async {
+            let credentials = with_address(client_credentials(req, &form.auth)?, req, &provider);
+            provider.push_authorization_request(&credentials, form.pairs()).await
+        };
+        match result.await {
+            Ok(pushed) => PushedResponse::created(PushedAuthorizationBody {
+                request_uri: pushed.request_uri,
+                expires_in: pushed.expires_in,
             }),
             Err(e) => e.into(),
         }

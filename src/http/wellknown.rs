@@ -99,6 +99,10 @@ pub struct AuthorizationServerMetadata {
     pub introspection_endpoint: String,
     /// RFC 8628 §4: where devices start the device authorization grant.
     pub device_authorization_endpoint: String,
+    /// Where pushed authorization requests are taken (RFC 9126).
+    pub pushed_authorization_request_endpoint: String,
+    /// Whether every authorization request must be pushed first.
+    pub require_pushed_authorization_requests: bool,
     pub scopes_supported: Vec<String>,
     pub response_types_supported: Vec<String>,
     pub response_modes_supported: Vec<String>,
@@ -143,6 +147,8 @@ impl AuthorizationServerMetadata {
             revocation_endpoint: m.revocation_endpoint,
             introspection_endpoint: m.introspection_endpoint,
             device_authorization_endpoint: m.device_authorization_endpoint,
+            pushed_authorization_request_endpoint: m.pushed_authorization_request_endpoint,
+            require_pushed_authorization_requests: m.require_pushed_authorization_requests,
             scopes_supported: m.scopes_supported,
             response_types_supported: m.response_types_supported,
             response_modes_supported: m.response_modes_supported,

@@ -20,6 +20,9 @@ pub struct ServerMetadata {
     pub introspection_endpoint: String,
     /// RFC 8628 §4.
     pub device_authorization_endpoint: String,
+    /// RFC 9126 §5.
+    pub pushed_authorization_request_endpoint: String,
+    pub require_pushed_authorization_requests: bool,
     pub scopes_supported: Vec<String>,
     pub response_types_supported: Vec<String>,
     pub response_modes_supported: Vec<String>,
@@ -44,6 +47,9 @@ pub struct ServerMetadata {
     pub service_documentation: String,
 }
 
+/// Where pushed authorization requests (RFC 9126) are taken.
+pub const PUSHED_AUTHORIZATION_REQUEST_PATH: &str = "/o/par/";
+
 fn strings(values: &[&str]) -> Vec<String> {
     values.iter().map(|s| s.to_string()).collect()
 }
@@ -61,6 +67,8 @@ impl Provider {
             revocation_endpoint: self.url("/o/revoke_token/"),
             introspection_endpoint: self.url("/o/introspect/"),
             device_authorization_endpoint: self.url(super::device::DEVICE_AUTHORIZATION_PATH),
+            pushed_authorization_request_endpoint: self.url(PUSHED_AUTHORIZATION_REQUEST_PATH),
+            require_pushed_authorization_requests: self.config.require_pushed_authorization_requests,
             scopes_supported: self.config.scopes.iter().map(|s| s.name.clone()).collect(),
             response_types_supported: strings(&["code"]),
             response_modes_supported: strings(&["query"]),

@@ -54,10 +54,10 @@ pub enum ErrorCode {
     ConsentRequired,
     /// The `request` parameter (request objects) is not supported.
     RequestNotSupported,
-    /// The `request_uri` parameter is not supported.
-    RequestUriNotSupported,
     /// The `registration` parameter is not supported.
     RegistrationNotSupported,
+    /// The `request_uri` is unknown, expired, used, or another client's (RFC 9126 §4).
+    InvalidRequestUri,
     // RFC 7591 §3.2.2
     /// A redirect URI is invalid or not allowed by the registration policy.
     InvalidRedirectUri,
@@ -97,8 +97,8 @@ impl ErrorCode {
             ErrorCode::LoginRequired => "login_required",
             ErrorCode::ConsentRequired => "consent_required",
             ErrorCode::RequestNotSupported => "request_not_supported",
-            ErrorCode::RequestUriNotSupported => "request_uri_not_supported",
             ErrorCode::RegistrationNotSupported => "registration_not_supported",
+            ErrorCode::InvalidRequestUri => "invalid_request_uri",
             ErrorCode::InvalidRedirectUri => "invalid_redirect_uri",
             ErrorCode::InvalidClientMetadata => "invalid_client_metadata",
             ErrorCode::InvalidSoftwareStatement => "invalid_software_statement",

@@ -6,10 +6,13 @@
 //! user's answer on the consent page. The request itself (its parameters and their checks)
 //! is in [`request`].
 
+pub mod pushed;
 mod request;
 
 use url::Url;
 
+use self::pushed::Pushed;
+use self::request::Origin;
 pub use self::request::{AuthorizationRequest, AuthorizeError, Prompt};
 pub use super::params::Params;
 use super::session::Session;
@@ -83,19 +86,28 @@ impl Provider {
     /// scopes for this client, or else straight back to the client with a code. The approval
     /// is recorded then too, so the app is listed (and revocable) on the authorized-apps page.
     /// `caller` is the browser's address key: a client's metadata document fetched for the
-    /// first time is counted against it.
+    /// first time is counted against it. A query with a `request_uri` names a pushed request
+    /// (RFC 9126), whose parameters are used instead.
     pub async fn authorize(
         &self,
         pairs: &[(String, String)],
         session: Option<&Session>,
         caller: Option<&str>,
     ) -> AuthorizeStep {
+        let pushed = match self.pushed_request(pairs).await {
+            Ok(pushed) => pushed,
+            Err(e) => return AuthorizeStep::Show(e),
+        };
+        let (params, origin) = match &pushed {
+            Some(pushed) => (pushed.pairs.as_slice(), Origin::Pushed),
+            None => (pairs, Origin::Query),
+        };
         let request = match self
-            .validate_authorization(pairs, session.map(Session::user_id), caller)
+            .validate_request(params, session.map(Session::user_id), caller, origin)
             .await
         {
             Ok(request) => request,
-            Err(error) => return error.into(),
+            Err(error) => return self.respond_once(pushed.as_ref(), error.into()).await,
         };
         let consent_required = match session {
             Some(session) => match self.consent_required(&request, session.user_id()).await {
@@ -105,15 +117,34 @@ impl Provider {
             None => true,
         };
         match self.interaction(&request, session, consent_required) {
-            Err(error) => error.into(),
-            Ok(Interaction::Login) => AuthorizeStep::Login {
-                return_to: return_path(pairs),
-            },
+            Err(error) => self.respond_once(pushed.as_ref(), error.into()).await,
+            Ok(Interaction::Login) => {
+                if let Some(pushed) = &pushed {
+                    if let Err(e) = self.pushed_login_done(pushed, &request.client.client_id).await {
+                        return AuthorizeStep::Show(e);
+                    }
+                }
+                AuthorizeStep::Login {
+                    return_to: return_path(pairs),
+                }
+            }
             Ok(Interaction::Consent) => AuthorizeStep::Consent(Box::new(self.consent_prompt(request))),
             Ok(Interaction::None) => match session {
-                Some(session) => self.approve_for(&request, session).await,
+                Some(session) => self.approve_for(&request, session, pushed.as_ref()).await,
                 None => AuthorizeStep::Show(Error::server_error("no login needed but nobody is logged in")),
             },
+        }
+    }
+
+    /// A redirect that answers a pushed request uses it up first; if another browser already
+    /// did, this one is shown why instead.
+    async fn respond_once(&self, pushed: Option<&Pushed>, step: AuthorizeStep) -> AuthorizeStep {
+        match (pushed, &step) {
+            (Some(pushed), AuthorizeStep::Redirect(_)) => match self.use_pushed_request(pushed).await {
+                Ok(()) => step,
+                Err(e) => AuthorizeStep::Show(e),
+            },
+            _ => step,
         }
     }
 
@@ -130,19 +161,42 @@ impl Provider {
                 return_to: return_path(pairs),
             };
         };
-        let request = match self.validate_authorization(pairs, Some(session.user_id()), None).await {
+        let pushed = match self.pushed_request(pairs).await {
+            Ok(pushed) => pushed,
+            Err(e) => return AuthorizeStep::Show(e),
+        };
+        let (params, origin) = match &pushed {
+            Some(pushed) => (pushed.pairs.as_slice(), Origin::Pushed),
+            None => (pairs, Origin::Query),
+        };
+        let request = match self
+            .validate_request(params, Some(session.user_id()), None, origin)
+            .await
+        {
             Ok(request) => request,
-            Err(error) => return error.into(),
+            Err(error) => return self.respond_once(pushed.as_ref(), error.into()).await,
         };
         match decision {
-            Decision::Allow => self.approve_for(&request, session).await,
-            Decision::Deny => AuthorizeStep::Redirect(self.deny(&request)),
+            Decision::Allow => self.approve_for(&request, session, pushed.as_ref()).await,
+            Decision::Deny => {
+                self.respond_once(pushed.as_ref(), AuthorizeStep::Redirect(self.deny(&request)))
+                    .await
+            }
         }
     }
 
-    /// Records the approval and issues the code.
-    async fn approve_for(&self, request: &AuthorizationRequest, session: &Session) -> AuthorizeStep {
+    /// Records the approval and issues the code (using up the pushed request it came from
+    /// first, if any: one pushed request, one code).
+    async fn approve_for(
+        &self,
+        request: &AuthorizationRequest,
+        session: &Session,
+        pushed: Option<&Pushed>,
+    ) -> AuthorizeStep {
         let outcome = async {
+            if let Some(pushed) = pushed {
+                self.use_pushed_request(pushed).await?;
+            }
             self.remember_consent(request, session.user_id()).await?;
             self.approve(request, session.user_id(), session.auth_time()).await
         };
@@ -294,6 +348,16 @@ impl Provider {
 /// The ID token's `auth_time` still tells the client when the login happened.
 fn return_path(pairs: &[(String, String)]) -> String {
     let mut query = url::form_urlencoded::Serializer::new(String::new());
+    for (name, value) in after_login(pairs) {
+        query.append_pair(&name, &value);
+    }
+    format!("{AUTHORIZE_PATH}?{}", query.finish())
+}
+
+/// A request's parameters once a login has happened: without `max_age`, and without the
+/// `prompt` values that asked for it.
+fn after_login(pairs: &[(String, String)]) -> Vec<(String, String)> {
+    let mut kept = Vec::with_capacity(pairs.len());
     for (name, value) in pairs {
         if name == "max_age" {
             continue;
@@ -304,11 +368,11 @@ fn return_path(pairs: &[(String, String)]) -> String {
                 .filter(|w| !w.is_empty() && !matches!(*w, "login" | "select_account"))
                 .collect();
             if !rest.is_empty() {
-                query.append_pair(name, &rest.join(" "));
+                kept.push((name.clone(), rest.join(" ")));
             }
         } else {
-            query.append_pair(name, value);
+            kept.push((name.clone(), value.clone()));
         }
     }
-    format!("{AUTHORIZE_PATH}?{}", query.finish())
+    kept
 }

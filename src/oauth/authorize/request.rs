@@ -72,6 +72,17 @@ impl Prompt {
     }
 }
 
+/// Where an authorization request's parameters come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Origin {
+    /// The browser's query string.
+    Query,
+    /// A request pushed earlier (RFC 9126), which the browser named by its `request_uri`.
+    Pushed,
+    /// A request being pushed now: every error is answered to the client, never redirected.
+    Pushing,
+}
+
 /// The two kinds of authorization error (RFC 6749 §4.1.2.1).
 #[derive(Debug)]
 pub enum AuthorizeError {
@@ -90,11 +101,14 @@ impl Provider {
     /// then the error is shown instead, so such a client's authorization URL cannot serve as an
     /// open redirector to its redirect URI (RFC 9700 §4.11.2; review finding 10), for visitors
     /// who are logged in as much as for those who are not. `user_id` is the logged-in user's.
-    pub async fn validate_authorization(
+    /// `origin` says where the parameters came from: a client that must push its requests
+    /// (RFC 9126 §5) is refused with them in the query.
+    pub(super) async fn validate_request(
         &self,
         pairs: &[(String, String)],
         user_id: Option<&str>,
         caller: Option<&str>,
+        origin: Origin,
     ) -> Result<AuthorizationRequest, AuthorizeError> {
         let params = Params::new(pairs);
         let show = AuthorizeError::Show;
@@ -107,6 +121,13 @@ impl Provider {
             .await
             .map_err(show)?
             .ok_or_else(|| show(Error::new(ErrorCode::InvalidClient, "unknown client")))?;
+        if origin == Origin::Query
+            && (self.config.require_pushed_authorization_requests || client.policy.require_pushed_authorization_requests)
+        {
+            return Err(show(Error::invalid_request(
+                "this client must push its authorization requests to the pushed authorization request endpoint first (RFC 9126)",
+            )));
+        }
         let (redirect_uri, redirect_uri_given) = match params.get("redirect_uri").map_err(show)? {
             Some(requested) => match match_redirect_uri(&client.redirect_uris, requested) {
                 Some(_) => (requested.to_string(), true),
@@ -125,8 +146,9 @@ impl Provider {
 
         // From here on the redirect URI is the client's: errors go back to the client (if its
         // redirect URI may be sent to without a login, see above).
-        let redirect_errors = crate::oauth::client::operator_made(&client)
-            || match user_id {
+        let redirect_errors = origin != Origin::Pushing
+            && (crate::oauth::client::operator_made(&client)
+                || match user_id {
                 Some(user_id) => self
                     .store
                     .get_consent(user_id, &client.client_id)
@@ -134,7 +156,7 @@ impl Provider {
                     .map_err(|e| show(e.into()))?
                     .is_some(),
                 None => false,
-            };
+            });
         let state_param = params.get("state");
         let state = state_param.as_ref().ok().copied().flatten().map(str::to_string);
         let redirect = |error: Error| {
@@ -191,10 +213,12 @@ impl Provider {
         let audience = self
             .resolve_audience(&client, params.get("resource").map_err(redirect)?)
             .map_err(redirect)?;
-        // OpenID Connect Core §3.1.2.1 and §6: request objects are not supported.
+        // OpenID Connect Core §3.1.2.1 and §6: request objects are not supported. A
+        // `request_uri` (RFC 9126) was resolved before the request got here; one inside a
+        // pushed request was refused when it was pushed.
         for (name, code) in [
             ("request", ErrorCode::RequestNotSupported),
-            ("request_uri", ErrorCode::RequestUriNotSupported),
+            ("request_uri", ErrorCode::InvalidRequestUri),
             ("registration", ErrorCode::RegistrationNotSupported),
         ] {
             if params.get(name).map_err(redirect)?.is_some() {
