@@ -104,6 +104,10 @@ pub const ROUTES: &[Route] = &[
         &[("post", ClientAuth::BasicOrForm)],
     )),
     limited(authenticated(
+        api("/o/par/", "/o/par"),
+        &[("post", ClientAuth::BasicOrForm)],
+    )),
+    limited(authenticated(
         api("/o/revoke_token/", "/o/revoke_token"),
         &[("post", ClientAuth::BasicOrForm)],
     )),

@@ -148,7 +148,7 @@ async fn authlib_completes_the_code_flow_with_pkce_and_refreshes() {
 
 /// Runs a Node script from tests/interop (whose packages `npm ci` installed) and parses the
 /// JSON it prints.
-async fn node_script(script: &str, args: &[&str]) -> Value {
+pub async fn node_script(script: &str, args: &[&str]) -> Value {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop");
     assert!(
         std::path::Path::new(dir).join("node_modules/openid-client").is_dir(),

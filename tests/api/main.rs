@@ -62,6 +62,8 @@ mod observability;
 mod oidc;
 // Home and authorized-apps pages.
 mod pages;
+// Pushed authorization requests (RFC 9126).
+mod par;
 // The built-in test consumer at /o/playground/.
 mod playground;
 // Dynamic client registration (RFC 7591/7592) and its policy.

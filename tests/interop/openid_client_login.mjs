@@ -9,6 +9,7 @@
 // loopback, which openid-client refuses by default. It changes the transport check only;
 // every token and claim check runs as in production.
 import * as client from 'openid-client';
+import { UserAgent } from './user_agent.mjs';
 
 const [issuer, clientId, clientSecret, redirectUri, postLogoutUri, username, password] = process.argv.slice(2);
 const base = new URL(issuer);
@@ -17,51 +18,7 @@ const config = await client.discovery(base, clientId, undefined, client.ClientSe
   execute: [client.allowInsecureRequests],
 });
 
-// A tiny browser: a cookie jar and manual redirects, so each hop can be checked.
-const jar = new Map();
-async function browse(url, init = {}) {
-  const headers = new Headers(init.headers);
-  if (jar.size) headers.set('cookie', [...jar].map(([k, v]) => `${k}=${v}`).join('; '));
-  const response = await fetch(new URL(url, base), { ...init, headers, redirect: 'manual' });
-  for (const cookie of response.headers.getSetCookie()) {
-    const [pair] = cookie.split(';');
-    const [name, value] = pair.split('=');
-    if (/Max-Age=0/i.test(cookie)) jar.delete(name);
-    else jar.set(name, value);
-  }
-  return response;
-}
-const hidden = (html, name) => {
-  const match = html.match(new RegExp(`name="${name}" value="([^"]*)"`));
-  if (!match) throw new Error(`no ${name} field`);
-  return match[1].replaceAll('&#x2f;', '/').replaceAll('&amp;', '&').replaceAll('&#x3d;', '=').replaceAll('&#x3f;', '?');
-};
-const form = (fields) => ({
-  method: 'POST',
-  headers: { 'content-type': 'application/x-www-form-urlencoded' },
-  body: new URLSearchParams(fields).toString(),
-});
-
-/// Runs the front channel for an authorization URL: login if asked, consent if asked.
-/// Returns the callback URL the browser would land on.
-async function frontChannel(authorizationUrl) {
-  let response = await browse(authorizationUrl);
-  if (response.status === 302 && response.headers.get('location').startsWith('/o/login/')) {
-    const loginPage = await (await browse(response.headers.get('location'))).text();
-    const login = await browse('/o/login/', form({
-      csrf_token: hidden(loginPage, 'csrf_token'), next: hidden(loginPage, 'next'), username, password,
-    }));
-    if (login.status !== 303) throw new Error(`login failed: ${login.status}`);
-    response = await browse(authorizationUrl);
-  }
-  if (response.status === 200) {
-    const consent = await response.text();
-    response = await browse(authorizationUrl, form({ csrf_token: hidden(consent, 'csrf_token'), decision: 'allow' }));
-  }
-  const location = response.headers.get('location');
-  if (!location || !location.startsWith(redirectUri)) throw new Error(`unexpected redirect ${response.status} ${location}`);
-  return new URL(location);
-}
+const ua = new UserAgent({ base, username, password, redirectUri });
 
 async function start(scope) {
   const codeVerifier = client.randomPKCECodeVerifier();
@@ -73,7 +30,7 @@ async function start(scope) {
     nonce: client.randomNonce(),
     state: client.randomState(),
   };
-  const callback = await frontChannel(client.buildAuthorizationUrl(config, parameters));
+  const { callback } = await ua.frontChannel(client.buildAuthorizationUrl(config, parameters));
   return { codeVerifier, parameters, callback };
 }
 
@@ -115,10 +72,10 @@ const endSession = client.buildEndSessionUrl(config, {
   post_logout_redirect_uri: postLogoutUri,
   state: 'bye',
 });
-const logout = await browse(endSession);
+const logout = await ua.browse(endSession);
 report.logout_status = logout.status;
 report.logout_location = logout.headers.get('location');
-const after = await browse(client.buildAuthorizationUrl(config, { ...parameters, prompt: 'none', state: 'after' }));
+const after = await ua.browse(client.buildAuthorizationUrl(config, { ...parameters, prompt: 'none', state: 'after' }));
 report.after_logout = Object.fromEntries(new URL(after.headers.get('location')).searchParams);
 
 console.log(JSON.stringify(report));

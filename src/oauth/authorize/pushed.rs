@@ -153,10 +153,7 @@ impl Provider {
     /// Uses up a pushed request: `Ok` exactly once, however many browsers race for it.
     pub(super) async fn use_pushed_request(&self, pushed: &Pushed) -> Result<(), Error> {
         let key = secret_hash(&format!("{PURPOSE}\0{}", pushed.reference));
-        let first = self
-            .store
-            .remember_once(&key, (now() + INTERACTION_TTL) * 1000)
-            .await?;
+        let first = self.store.remember_once(&key, (now() + INTERACTION_TTL) * 1000).await?;
         if !first {
             return Err(invalid_request_uri("request_uri was already used"));
         }

@@ -122,7 +122,8 @@ impl Provider {
             .map_err(show)?
             .ok_or_else(|| show(Error::new(ErrorCode::InvalidClient, "unknown client")))?;
         if origin == Origin::Query
-            && (self.config.require_pushed_authorization_requests || client.policy.require_pushed_authorization_requests)
+            && (self.config.require_pushed_authorization_requests
+                || client.policy.require_pushed_authorization_requests)
         {
             return Err(show(Error::invalid_request(
                 "this client must push its authorization requests to the pushed authorization request endpoint first (RFC 9126)",
@@ -149,14 +150,14 @@ impl Provider {
         let redirect_errors = origin != Origin::Pushing
             && (crate::oauth::client::operator_made(&client)
                 || match user_id {
-                Some(user_id) => self
-                    .store
-                    .get_consent(user_id, &client.client_id)
-                    .await
-                    .map_err(|e| show(e.into()))?
-                    .is_some(),
-                None => false,
-            });
+                    Some(user_id) => self
+                        .store
+                        .get_consent(user_id, &client.client_id)
+                        .await
+                        .map_err(|e| show(e.into()))?
+                        .is_some(),
+                    None => false,
+                });
         let state_param = params.get("state");
         let state = state_param.as_ref().ok().copied().flatten().map(str::to_string);
         let redirect = |error: Error| {

@@ -1,0 +1,440 @@
+//! Pushed authorization requests (RFC 9126): a client pushes its request to `/o/par/`, the
+//! browser brings only `client_id` and the `request_uri`; the request is validated when pushed,
+//! used once, expires, cannot be changed from the browser, and can be required.
+
+use std::time::Duration;
+
+use jsonwebtoken::Algorithm;
+use serde_json::Value;
+use tessera::oauth::client::NewClient;
+use tessera::oauth::client_assertion::ClientKeys;
+use tessera::store::{ClientPolicy, ClientType, GrantType};
+
+use crate::helpers::*;
+use crate::private_key_jwt::TestKey;
+
+const PREFIX: &str = "urn:ietf:params:oauth:request_uri:";
+
+/// POSTs a pushed authorization request as `client` (HTTP Basic for a confidential one,
+/// `client_id` in the form for a public one).
+async fn push(
+    app: &Remote,
+    client: &TestClient,
+    form: &[(String, String)],
+) -> (u16, reqwest::header::HeaderMap, Value) {
+    let mut request = app.http.post(app.url("/o/par/"));
+    let mut form = form.to_vec();
+    match &client.secret {
+        Some(secret) => request = request.basic_auth(&client.id, Some(secret)),
+        None => form.push(("client_id".into(), client.id.clone())),
+    }
+    let response = request.form(&form).send().await.unwrap();
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    (status, headers, response.json().await.unwrap_or(Value::Null))
+}
+
+/// The confidential client's usual request, less `client_id` (the authentication names it).
+fn request(app: &Remote, pkce: &Pkce, state: &str) -> Vec<(String, String)> {
+    app.authorize_query(pkce, state)
+        .into_iter()
+        .filter(|(name, _)| name != "client_id")
+        .collect()
+}
+
+/// Pushes the confidential client's usual request and returns its `request_uri`.
+async fn pushed(app: &Remote, pkce: &Pkce, state: &str) -> String {
+    let (status, _, body) = push(app, &app.client, &request(app, pkce, state)).await;
+    assert_eq!(status, 201, "{body}");
+    body["request_uri"].as_str().unwrap().to_string()
+}
+
+fn by_reference(client_id: &str, request_uri: &str) -> Vec<(String, String)> {
+    vec![
+        ("client_id".into(), client_id.into()),
+        ("request_uri".into(), request_uri.into()),
+    ]
+}
+
+/// The error page a refused authorization request shows: status, and the page text.
+async fn refused(app: &Remote, params: &[(String, String)]) -> (u16, String) {
+    let response = app.authorize(params).await;
+    assert!(
+        response.headers().get("location").is_none(),
+        "a refused request is shown, never redirected"
+    );
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn a_pushed_request_runs_the_code_flow_once() {
+    let app = spawn_app().await;
+    let pkce = Pkce::new();
+    let (status, headers, body) = push(&app, &app.client, &request(&app, &pkce, "pushed-state")).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(headers["cache-control"], "no-store");
+    assert_eq!(body["expires_in"], 60);
+    let request_uri = body["request_uri"].as_str().unwrap();
+    assert!(request_uri.starts_with(PREFIX), "{request_uri}");
+    assert!(request_uri.len() > PREFIX.len() + 40, "the reference is unguessable");
+
+    let params = by_reference(&app.client.id, request_uri);
+    let redirect = app.authorize_and_allow(&params).await;
+    assert!(redirect.starts_with(REDIRECT_URI), "{redirect}");
+    assert_eq!(param(&redirect, "state").as_deref(), Some("pushed-state"));
+    let code = param(&redirect, "code").expect("a code");
+    let tokens = app.exchange_code(&code, &pkce.verifier).await;
+    assert_eq!(tokens.status(), 200);
+    let tokens: Value = tokens.json().await.unwrap();
+    assert_eq!(tokens["scope"], "read write");
+
+    // Used up: the consent is remembered now, so only single use stands between this and a
+    // second code.
+    let (status, page) = refused(&app, &params).await;
+    assert_eq!(status, 400);
+    assert!(page.contains("invalid_request_uri"), "{page}");
+}
+
+#[tokio::test]
+async fn parameters_in_the_query_beside_a_request_uri_are_ignored() {
+    let app = spawn_app().await;
+    let pkce = Pkce::new();
+    let mut form = request(&app, &pkce, "honest");
+    form.retain(|(name, _)| name != "scope");
+    form.push(("scope".into(), "read".into()));
+    let (status, _, body) = push(&app, &app.client, &form).await;
+    assert_eq!(status, 201, "{body}");
+    let mut params = by_reference(&app.client.id, body["request_uri"].as_str().unwrap());
+    // What someone at the browser might add to widen or redirect the request.
+    for (name, value) in [
+        ("scope", "read write"),
+        ("state", "tampered"),
+        ("redirect_uri", "https://evil.example/cb"),
+        ("code_challenge", "tampered-challenge-tampered-challenge-tampered"),
+    ] {
+        params.push((name.into(), value.into()));
+    }
+    let redirect = app.authorize_and_allow(&params).await;
+    assert!(redirect.starts_with(REDIRECT_URI), "{redirect}");
+    assert_eq!(param(&redirect, "state").as_deref(), Some("honest"));
+    let code = param(&redirect, "code").unwrap();
+    let tokens: Value = app.exchange_code(&code, &pkce.verifier).await.json().await.unwrap();
+    assert_eq!(tokens["scope"], "read", "{tokens}");
+}
+
+#[tokio::test]
+async fn a_request_uri_must_be_ours_unexpired_and_the_clients() {
+    let dirs = tempfile::tempdir().unwrap();
+    let mut config = test_config(&dirs);
+    config.par_ttl = Duration::from_secs(1);
+    let app = spawn_app_with(config, dirs).await;
+    let pkce = Pkce::new();
+
+    // Another client's request_uri.
+    let request_uri = pushed(&app, &pkce, "s").await;
+    let (status, page) = refused(&app, &by_reference(&app.public_client.id, &request_uri)).await;
+    assert_eq!(status, 400);
+    assert!(page.contains("another client"), "{page}");
+    // Made up, or not ours at all.
+    for made_up in [
+        format!("{PREFIX}{}", "A".repeat(43)),
+        "https://evil.example/request.jwt".to_string(),
+        PREFIX.to_string(),
+        format!("{PREFIX}{}", "A".repeat(5000)),
+    ] {
+        let (status, page) = refused(&app, &by_reference(&app.client.id, &made_up)).await;
+        assert_eq!(status, 400, "{made_up}");
+        assert!(page.contains("invalid_request_uri"), "{page}");
+    }
+    // Without client_id (RFC 9126 §4 requires it).
+    let (status, _) = refused(&app, &[("request_uri".into(), request_uri.clone())]).await;
+    assert_eq!(status, 400);
+
+    // Expired before it was used...
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (status, page) = refused(&app, &by_reference(&app.client.id, &request_uri)).await;
+    assert_eq!(status, 400);
+    assert!(page.contains("expired"), "{page}");
+
+    // ...but once started, the login and consent may take longer than `par_ttl`.
+    let request_uri = pushed(&app, &pkce, "slow").await;
+    let params = by_reference(&app.client.id, &request_uri);
+    let first = app.authorize(&params).await;
+    assert_eq!(first.status(), 302, "off to the login page");
+    assert!(location(&first).starts_with("/o/login/"));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let redirect = app.authorize_and_allow(&params).await;
+    assert_eq!(param(&redirect, "state").as_deref(), Some("slow"), "{redirect}");
+}
+
+#[tokio::test]
+async fn pushing_validates_the_request_and_authenticates_the_client() {
+    let app = spawn_app().await;
+    let pkce = Pkce::new();
+    let good = request(&app, &pkce, "s");
+    let with = |name: &str, value: &str| {
+        let mut form: Vec<(String, String)> = good.iter().filter(|(n, _)| n != name).cloned().collect();
+        form.push((name.into(), value.into()));
+        form
+    };
+    for (form, code) in [
+        (with("redirect_uri", "https://evil.example/cb"), "invalid_request"),
+        (with("response_type", "token"), "unsupported_response_type"),
+        (with("scope", "read admin-everything"), "invalid_scope"),
+        (with("code_challenge_method", "plain"), "invalid_request"),
+        (with("request_uri", &format!("{PREFIX}abc")), "invalid_request"),
+        (with("request", "eyJhbGciOiJub25lIn0.e30."), "request_not_supported"),
+        (with("prompt", "none login"), "invalid_request"),
+        (with("client_id", &app.public_client.id), "invalid_request"),
+    ] {
+        let (status, headers, body) = push(&app, &app.client, &form).await;
+        assert_eq!(status, 400, "{form:?}: {body}");
+        assert_eq!(body["error"], code, "{form:?}: {body}");
+        assert!(headers.get("location").is_none());
+    }
+    // Duplicated parameters are refused, not guessed between.
+    let mut duplicated = good.clone();
+    duplicated.push(("state".into(), "second".into()));
+    let (status, _, body) = push(&app, &app.client, &duplicated).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_request")),
+        "{body}"
+    );
+
+    // Client authentication: a wrong secret, nobody, a GET.
+    let wrong = TestClient {
+        id: app.client.id.clone(),
+        secret: Some("wrong".into()),
+    };
+    let (status, headers, body) = push(&app, &wrong, &good).await;
+    assert_eq!((status, body["error"].as_str()), (401, Some("invalid_client")));
+    assert!(headers.get("www-authenticate").is_some());
+    let anonymous = app.http.post(app.url("/o/par/")).form(&good).send().await.unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let get = app.http.get(app.url("/o/par/")).send().await.unwrap();
+    assert_eq!(get.status(), 405);
+    let json = app
+        .http
+        .post(app.url("/o/par/"))
+        .basic_auth(&app.client.id, app.client.secret.as_ref())
+        .json(&serde_json::json!({"response_type": "code"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json.status(), 400);
+
+    // A public client pushes with its client_id, and must use PKCE.
+    let public_request = |challenge: bool| {
+        let mut form: Vec<(String, String)> = vec![
+            ("response_type".into(), "code".into()),
+            ("redirect_uri".into(), "http://127.0.0.1/callback".into()),
+            ("scope".into(), "read".into()),
+        ];
+        if challenge {
+            form.push(("code_challenge".into(), pkce.challenge.clone()));
+            form.push(("code_challenge_method".into(), "S256".into()));
+        }
+        form
+    };
+    let (status, _, body) = push(&app, &app.public_client, &public_request(false)).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_request")),
+        "{body}"
+    );
+    let (status, _, body) = push(&app, &app.public_client, &public_request(true)).await;
+    assert_eq!(status, 201, "{body}");
+}
+
+#[tokio::test]
+async fn a_client_pushes_with_client_secret_post_and_private_key_jwt() {
+    let app = spawn_app().await;
+    let pkce = Pkce::new();
+    // client_secret_post
+    let mut form = request(&app, &pkce, "post");
+    form.push(("client_id".into(), app.client.id.clone()));
+    form.push(("client_secret".into(), app.client.secret.clone().unwrap()));
+    let response = app.http.post(app.url("/o/par/")).form(&form).send().await.unwrap();
+    assert_eq!(response.status(), 201);
+
+    // private_key_jwt, with the PAR endpoint or the issuer as the audience.
+    let key = TestKey::new(Algorithm::ES256);
+    let (client, _) = app
+        .provider
+        .register_client(NewClient {
+            redirect_uris: vec![REDIRECT_URI.into()],
+            keys: Some(ClientKeys::Jwks(key.jwks())),
+            ..client_settings(
+                "Key Client",
+                ClientType::Confidential,
+                vec![GrantType::AuthorizationCode],
+            )
+        })
+        .await
+        .unwrap();
+    for audience in [app.url("/o/par/"), app.issuer.clone()] {
+        let mut form = request(&app, &pkce, "key");
+        form.retain(|(name, _)| name != "scope");
+        form.push(("scope".into(), "read".into()));
+        form.push((
+            "client_assertion_type".into(),
+            "urn:ietf:params:oauth:client-assertion-type:jwt-bearer".into(),
+        ));
+        form.push(("client_assertion".into(), key.assertion(&client.client_id, &audience)));
+        form.push(("client_id".into(), client.client_id.clone()));
+        let response = app.http.post(app.url("/o/par/")).form(&form).send().await.unwrap();
+        assert_eq!(response.status(), 201, "{audience}: {}", response.text().await.unwrap());
+    }
+}
+
+#[tokio::test]
+async fn require_pushed_authorization_requests_is_enforced_per_client_and_server_wide() {
+    let app = spawn_app().await;
+    let pkce = Pkce::new();
+    let metadata = app.get_json("/.well-known/oauth-authorization-server").await;
+    assert_eq!(metadata["pushed_authorization_request_endpoint"], app.url("/o/par/"));
+    assert_eq!(metadata["require_pushed_authorization_requests"], false);
+
+    let (strict, secret) = app
+        .provider
+        .register_client(NewClient {
+            redirect_uris: vec![REDIRECT_URI.into()],
+            policy: ClientPolicy {
+                require_pushed_authorization_requests: true,
+                ..Default::default()
+            },
+            ..client_settings("Strict", ClientType::Confidential, vec![GrantType::AuthorizationCode])
+        })
+        .await
+        .unwrap();
+    let strict = TestClient {
+        id: strict.client_id,
+        secret,
+    };
+    let mut query = app.authorize_query(&pkce, "s");
+    for (name, value) in query.iter_mut() {
+        if name == "client_id" {
+            *value = strict.id.clone();
+        } else if name == "scope" {
+            *value = "read".into();
+        }
+    }
+    let (status, page) = refused(&app, &query).await;
+    assert_eq!(status, 400);
+    assert!(page.contains("push"), "{page}");
+    // The seeded client is not required to.
+    let ordinary = app.authorize(&app.authorize_query(&pkce, "s")).await;
+    assert_eq!(ordinary.status(), 302);
+    // Pushed, the strict client's request goes through.
+    let form: Vec<_> = query.into_iter().filter(|(n, _)| n != "client_id").collect();
+    let (status, _, body) = push(&app, &strict, &form).await;
+    assert_eq!(status, 201, "{body}");
+    let redirect = app
+        .authorize_and_allow(&by_reference(&strict.id, body["request_uri"].as_str().unwrap()))
+        .await;
+    assert!(param(&redirect, "code").is_some(), "{redirect}");
+
+    // Server-wide.
+    let dirs = tempfile::tempdir().unwrap();
+    let mut config = test_config(&dirs);
+    config.require_pushed_authorization_requests = true;
+    let app = spawn_app_with(config, dirs).await;
+    let metadata = app.get_json("/.well-known/openid-configuration").await;
+    assert_eq!(metadata["require_pushed_authorization_requests"], true);
+    let (status, page) = refused(&app, &app.authorize_query(&pkce, "s")).await;
+    assert_eq!(status, 400);
+    assert!(page.contains("push"), "{page}");
+    let request_uri = pushed(&app, &pkce, "s").await;
+    let redirect = app
+        .authorize_and_allow(&by_reference(&app.client.id, &request_uri))
+        .await;
+    assert!(param(&redirect, "code").is_some(), "{redirect}");
+}
+
+#[tokio::test]
+async fn fifty_browsers_racing_one_request_uri_get_one_code() {
+    let app = spawn_app().await;
+    // Log in and approve once, so the next request goes straight to a code.
+    app.get_code().await;
+    let pkce = Pkce::new();
+    let request_uri = pushed(&app, &pkce, "race").await;
+    let params = by_reference(&app.client.id, &request_uri);
+    let mut tasks = Vec::new();
+    for _ in 0..50 {
+        let (remote, params) = ((*app).clone(), params.clone());
+        tasks.push(tokio::spawn(async move {
+            let response = remote.authorize(&params).await;
+            response
+                .headers()
+                .get("location")
+                .map(|l| l.to_str().unwrap().to_string())
+        }));
+    }
+    let mut codes = 0;
+    for task in tasks {
+        if let Some(location) = task.await.unwrap() {
+            assert!(param(&location, "code").is_some(), "{location}");
+            codes += 1;
+        }
+    }
+    assert_eq!(codes, 1, "one pushed request, one code");
+}
+
+#[tokio::test]
+async fn a_login_on_the_way_satisfies_prompt_login_in_a_pushed_request() {
+    let app = spawn_app().await;
+    app.get_code().await;
+    let pkce = Pkce::new();
+    let mut form = request(&app, &pkce, "again");
+    form.push(("prompt".into(), "login".into()));
+    let (status, _, body) = push(&app, &app.client, &form).await;
+    assert_eq!(status, 201, "{body}");
+    let params = by_reference(&app.client.id, body["request_uri"].as_str().unwrap());
+    let first = app.authorize(&params).await;
+    assert_eq!(first.status(), 302);
+    let next = location(&first);
+    assert!(next.starts_with("/o/login/"), "prompt=login asks for a login: {next}");
+    let login = app.log_in(&next, USERNAME, PASSWORD).await;
+    assert_eq!(login.status(), 303);
+    // Back at the authorization endpoint, the login counts: a code, not another login page.
+    let back = app.authorize(&params).await;
+    assert_eq!(back.status(), 302);
+    let redirect = location(&back);
+    assert!(param(&redirect, "code").is_some(), "{redirect}");
+}
+
+#[tokio::test]
+async fn openid_client_uses_the_par_endpoint_from_discovery() {
+    let app = spawn_app().await;
+    let rp = app.register_relying_party(None, None).await;
+    let report = crate::interop::node_script(
+        "openid_client_par.mjs",
+        &[
+            &app.issuer,
+            &rp.id,
+            rp.secret.as_deref().unwrap(),
+            REDIRECT_URI,
+            USERNAME,
+            PASSWORD,
+        ],
+    )
+    .await;
+    let query = report["authorization_query"].as_object().unwrap();
+    let mut names: Vec<_> = query.keys().map(String::as_str).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["client_id", "request_uri"],
+        "only the reference reaches the browser"
+    );
+    assert!(query["request_uri"].as_str().unwrap().starts_with(PREFIX));
+    assert!(report["consent_page"].as_str().unwrap().contains("profile"), "{report}");
+    let user = app.store.get_user_by_name(USERNAME).await.unwrap().unwrap();
+    assert_eq!(report["claims"]["sub"], user.user_id.as_str());
+    assert_eq!(report["claims"]["aud"], rp.id.as_str());
+    assert_eq!(report["reuse_status"], 400, "{report}");
+    assert_eq!(report["reuse_location"], Value::Null);
+    assert_eq!(report["reuse_page"], "invalid_request_uri");
+}
