@@ -336,7 +336,8 @@ impl Provider {
                 },
             },
         };
-        self.check_self_service_exchange(&new)?;
+        self.check_self_service_exchange(&new)
+            .map_err(Self::as_registration_error)?;
         Ok((new, method))
     }
 

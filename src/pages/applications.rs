@@ -17,7 +17,7 @@ use crate::oauth::client_assertion::ClientKeys;
 use crate::oauth::params::Params;
 use crate::oauth::session::Session;
 use crate::oauth::{Error, ErrorCode, Provider};
-use crate::store::{ClientRecord, ClientType, GrantType};
+use crate::store::{ClientPolicy, ClientRecord, ClientType, GrantType, TokenExchangePolicy};
 
 /// Adds the application pages, under [`paths::APPLICATIONS`], to `route`.
 pub(super) fn mount(route: Route, templates: Arc<Templates>) -> Route {
@@ -37,7 +37,7 @@ pub(super) fn mount(route: Route, templates: Arc<Templates>) -> Route {
         .at(at(":id/delete/"), get(delete_form).post(delete).data(templates))
 }
 
-const GRANTS: [(GrantType, &str, &str); 4] = [
+const GRANTS: [(GrantType, &str, &str); 5] = [
     (
         GrantType::AuthorizationCode,
         "authorization_code",
@@ -53,6 +53,11 @@ const GRANTS: [(GrantType, &str, &str); 4] = [
         GrantType::ClientCredentials,
         "client_credentials",
         "Client credentials (the app acts for itself)",
+    ),
+    (
+        GrantType::TokenExchange,
+        "token_exchange",
+        "Token exchange (the app trades a user's token for one for another service, RFC 8693)",
     ),
 ];
 
@@ -84,16 +89,26 @@ fn form_values(provider: &Provider, new: &NewClient) -> Value {
             Some(ClientKeys::Jwks(jwks)) => serde_json::to_string_pretty(jwks).unwrap_or_default(),
             _ => String::new(),
         },
+        dpop_bound_access_tokens => new.policy.dpop_bound_access_tokens,
+        require_pushed_authorization_requests => new.policy.require_pushed_authorization_requests,
+        token_exchange_offered => provider.config.registration.allow_token_exchange,
+        token_exchange_resources => &provider.config.registration.resources,
+        token_exchange_audiences => new.policy.token_exchange.audiences.join("\n"),
+        token_exchange_subject_audiences => new.policy.token_exchange.subject_audiences.join("\n"),
+        token_exchange_require_actor => new.policy.token_exchange.require_actor,
     }
 }
 
-/// The grants a user may choose: client_credentials only where the registration policy
-/// allows it.
+/// The grants a user may choose: client_credentials and token exchange only where the
+/// registration policy allows them.
 fn offered_grants(provider: &Provider) -> impl Iterator<Item = &'static (GrantType, &'static str, &'static str)> {
-    let allow_client_credentials = provider.config.registration.allow_client_credentials;
-    GRANTS
-        .iter()
-        .filter(move |(grant, _, _)| *grant != GrantType::ClientCredentials || allow_client_credentials)
+    let policy = &provider.config.registration;
+    let (client_credentials, token_exchange) = (policy.allow_client_credentials, policy.allow_token_exchange);
+    GRANTS.iter().filter(move |(grant, _, _)| match grant {
+        GrantType::ClientCredentials => client_credentials,
+        GrantType::TokenExchange => token_exchange,
+        _ => true,
+    })
 }
 
 /// The scopes a user may choose: the registration policy's.
@@ -174,6 +189,15 @@ fn settings_from_form(provider: &Provider, form: &Params<'_>, base: NewClient) -
         // Only an operator can make an app skip consent; the pages never read such a field.
         skip_consent: false,
         keys,
+        policy: ClientPolicy {
+            dpop_bound_access_tokens: checked("dpop_bound_access_tokens"),
+            require_pushed_authorization_requests: checked("require_pushed_authorization_requests"),
+            token_exchange: TokenExchangePolicy {
+                audiences: lines(&field("token_exchange_audiences")),
+                subject_audiences: lines(&field("token_exchange_subject_audiences")),
+                require_actor: checked("token_exchange_require_actor"),
+            },
+        },
         ..base
     };
     (new, error)
@@ -194,6 +218,16 @@ fn detail_page(templates: &Templates, client: &ClientRecord, session: &Session, 
         post_logout_redirect_uris => &client.post_logout_redirect_uris,
         scopes => client.scopes.join(" "),
         created_at => date(client.created_at),
+        dpop_bound_access_tokens => client.policy.dpop_bound_access_tokens,
+        require_pushed_authorization_requests => client.policy.require_pushed_authorization_requests,
+        token_exchange => client.grant_types.contains(&GrantType::TokenExchange).then(|| {
+            let exchange = &client.policy.token_exchange;
+            context! {
+                audiences => &exchange.audiences,
+                subject_audiences => &exchange.subject_audiences,
+                require_actor => exchange.require_actor,
+            }
+        }),
     };
     page(
         StatusCode::OK,

@@ -64,6 +64,8 @@ mod oidc;
 mod pages;
 // Pushed authorization requests (RFC 9126).
 mod par;
+// The DPoP, PAR and token exchange client settings, through every way a client is made.
+mod client_policy;
 // The built-in test consumer at /o/playground/.
 mod playground;
 // Dynamic client registration (RFC 7591/7592) and its policy.
