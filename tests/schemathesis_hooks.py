@@ -20,7 +20,7 @@ STAND_IN = "fuzz-stand-in-for-the-admin-client"
 BASIC = base64.b64encode(f"{ADMIN['client_id']}:{ADMIN['client_secret']}".encode()).decode()
 # Endpoints where a client authenticates itself (HTTP Basic) rather than presenting a token:
 # with the admin client's credentials the fuzzer gets past authentication into the grants.
-CLIENT_AUTHENTICATED = {"/o/token/", "/o/device_authorization/", "/o/introspect/", "/o/revoke_token/"}
+CLIENT_AUTHENTICATED = {"/o/token/", "/o/device_authorization/", "/o/par/", "/o/introspect/", "/o/revoke_token/"}
 
 
 @schemathesis.auth(refresh_interval=30, retry_on=[401])
