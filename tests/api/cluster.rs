@@ -841,3 +841,66 @@ async fn sslmode_require_speaks_tls_to_the_database_and_checks_its_certificate()
     );
     node.terminate();
 }
+
+#[tokio::test]
+async fn a_request_pushed_to_one_node_is_used_once_across_the_nodes() {
+    let cluster = Cluster::new().await;
+    let client = cluster.seed();
+    let (a, b, c) = (cluster.node(), cluster.node(), cluster.node());
+    let jar = Remote::new(ISSUER.into(), a.base.clone(), client.clone(), client.clone()).http;
+    let nodes = [&a, &b, &c].map(|node| browser_on(node, &client, &jar));
+    // Log in and approve once (the login on A, the consent on B), so a request goes straight
+    // to a code.
+    let pkce = Pkce::new();
+    let params = nodes[1].authorize_query(&pkce, "st");
+    let to_login = nodes[1].authorize(&params).await;
+    assert_eq!(
+        nodes[0].log_in(&location(&to_login), USERNAME, PASSWORD).await.status(),
+        303
+    );
+    assert!(param(&location(&nodes[1].consent(&params, "allow").await), "code").is_some());
+
+    // Pushed to A...
+    let mut form: Vec<(String, String)> = params.into_iter().filter(|(name, _)| name != "client_id").collect();
+    form.retain(|(name, _)| name != "state");
+    form.push(("state".into(), "pushed".into()));
+    let pushed: Value = nodes[0]
+        .http
+        .post(nodes[0].url("/o/par/"))
+        .basic_auth(&client.id, client.secret.as_ref())
+        .form(&form)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let by_reference = vec![
+        ("client_id".to_string(), client.id.clone()),
+        (
+            "request_uri".to_string(),
+            pushed["request_uri"].as_str().expect("a request_uri").to_string(),
+        ),
+    ];
+    // ...used by 30 browsers at once on all three nodes: one code between them.
+    let tasks: Vec<_> = (0..30)
+        .map(|i| {
+            let (node, by_reference) = (nodes[i % 3].clone(), by_reference.clone());
+            tokio::spawn(async move {
+                let response = node.authorize(&by_reference).await;
+                response
+                    .headers()
+                    .get("location")
+                    .map(|l| l.to_str().unwrap().to_string())
+            })
+        })
+        .collect();
+    let mut codes = 0;
+    for task in tasks {
+        if let Some(location) = task.await.unwrap() {
+            assert_eq!(param(&location, "state").as_deref(), Some("pushed"), "{location}");
+            codes += 1;
+        }
+    }
+    assert_eq!(codes, 1, "one pushed request, one code, whichever node answers");
+}
