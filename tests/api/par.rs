@@ -438,3 +438,31 @@ async fn openid_client_uses_the_par_endpoint_from_discovery() {
     assert_eq!(report["reuse_location"], Value::Null);
     assert_eq!(report["reuse_page"], "invalid_request_uri");
 }
+
+#[tokio::test]
+async fn the_login_page_prefills_a_pushed_login_hint() {
+    let app = spawn_app().await;
+    let pkce = Pkce::new();
+    let mut form = request(&app, &pkce, "s");
+    form.push(("login_hint".into(), "hinted-user".into()));
+    let (status, _, body) = push(&app, &app.client, &form).await;
+    assert_eq!(status, 201, "{body}");
+    let request_uri = body["request_uri"].as_str().unwrap();
+    let to_login = app.authorize(&by_reference(&app.client.id, request_uri)).await;
+    assert_eq!(to_login.status(), 302);
+    let page = app.get_text(&location(&to_login)).await;
+    assert!(page.contains("value=\"hinted-user\""), "{page}");
+    // Named with another client's id, the pushed request says nothing.
+    let other = format!(
+        "/o/login/?next={}",
+        url::form_urlencoded::byte_serialize(
+            format!(
+                "/o/authorize/?client_id={}&request_uri={request_uri}",
+                app.public_client.id
+            )
+            .as_bytes()
+        )
+        .collect::<String>()
+    );
+    assert!(!app.get_text(&other).await.contains("hinted-user"));
+}

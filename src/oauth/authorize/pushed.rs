@@ -150,6 +150,22 @@ impl Provider {
         }))
     }
 
+    /// The `login_hint` of the authorization request in `query`, pushed or not: the login page
+    /// prefills it (OpenID Connect Core §3.1.2.1).
+    pub async fn login_hint(&self, query: &[(String, String)]) -> Option<String> {
+        let params = Params::new(query);
+        let reference = match params.get("request_uri").ok()? {
+            None => return params.get("login_hint").ok()?.map(str::to_string),
+            Some(uri) => uri.strip_prefix(REQUEST_URI_PREFIX)?,
+        };
+        let record: PushedRecord = self.get_sealed(PURPOSE, reference).await.ok()??;
+        if record.used || Some(record.client_id.as_str()) != params.get("client_id").ok()? {
+            return None;
+        }
+        let pairs = Params::new(&record.pairs);
+        pairs.get("login_hint").ok()?.map(str::to_string)
+    }
+
     /// Uses up a pushed request: `Ok` exactly once, however many browsers race for it.
     pub(super) async fn use_pushed_request(&self, pushed: &Pushed) -> Result<(), Error> {
         let key = secret_hash(&format!("{PURPOSE}\0{}", pushed.reference));
