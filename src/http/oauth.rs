@@ -89,6 +89,8 @@ pub struct PushedAuthorizationForm {
     pub id_token_hint: Option<String>,
     /// `query` (the only mode).
     pub response_mode: Option<String>,
+    /// RFC 9449 §10: the JWK thumbprint of the DPoP key the code is bound to.
+    pub dpop_jkt: Option<String>,
     /// Not supported (`request_not_supported`).
     pub request: Option<String>,
     /// Refused: a `request_uri` cannot be pushed.
@@ -117,6 +119,7 @@ impl PushedAuthorizationForm {
             ("login_hint", &self.login_hint),
             ("id_token_hint", &self.id_token_hint),
             ("response_mode", &self.response_mode),
+            ("dpop_jkt", &self.dpop_jkt),
             ("request", &self.request),
             ("request_uri", &self.request_uri),
         ]

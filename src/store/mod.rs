@@ -246,6 +246,10 @@ pub struct CodeRecord {
     /// The OpenID Connect `nonce` of the authorization request, echoed in the ID token.
     #[serde(default)]
     pub nonce: Option<String>,
+    /// The thumbprint of the DPoP key the code is bound to (RFC 9449 §10 `dpop_jkt`): only a
+    /// token request with a proof of that key may exchange it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dpop_jkt: Option<String>,
 }
 
 /// One authorization a user gave a client, as exchanged at the token endpoint. Every refresh

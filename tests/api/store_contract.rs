@@ -123,6 +123,7 @@ fn code(grant_id: &str, expires_at: i64) -> CodeRecord {
         grant_id: grant_id.into(),
         redeemed: false,
         nonce: Some("n".into()),
+        dpop_jkt: None,
     }
 }
 

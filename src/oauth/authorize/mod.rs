@@ -299,6 +299,7 @@ impl Provider {
             grant_id: super::random_id(),
             redeemed: false,
             nonce: request.nonce.clone(),
+            dpop_jkt: request.dpop_jkt.clone(),
         };
         self.store.put_code(&secret_hash(&code), &record).await?;
         self.store.durable().await?;

@@ -29,6 +29,8 @@ pub struct AuthorizationRequest {
     pub login_hint: Option<String>,
     /// The `sub` of a valid `id_token_hint`: the user the client believes is logged in.
     pub hinted_user_id: Option<String>,
+    /// RFC 9449 §10: the thumbprint of the DPoP key the code will be bound to.
+    pub dpop_jkt: Option<String>,
     /// Whether errors may be sent to the redirect URI without asking anyone: the client is an
     /// operator's, or the logged-in user has approved it before (see
     /// [`Provider::validate_authorization`]).
@@ -271,8 +273,23 @@ impl Provider {
                 claims["sub"].as_str().map(str::to_string)
             }
         };
+        // RFC 9449 §10: a base64url SHA-256 thumbprint (43 characters).
+        let dpop_jkt = match params.get("dpop_jkt").map_err(redirect)? {
+            None => None,
+            Some(jkt)
+                if jkt.len() == 43 && jkt.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
+            {
+                Some(jkt.to_string())
+            }
+            Some(_) => {
+                return Err(redirect(Error::invalid_request(
+                    "dpop_jkt must be the base64url SHA-256 thumbprint of a JWK (RFC 7638)",
+                )))
+            }
+        };
         Ok(AuthorizationRequest {
             client,
+            dpop_jkt,
             redirect_uri,
             redirect_uri_given,
             scope,
