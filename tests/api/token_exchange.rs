@@ -386,7 +386,7 @@ async fn act_claims_nest_over_two_hops_and_verify_with_pyjwt() {
 
     let (claims, actors) = pyjwt_actors(&app, SERVICE_C, &for_c).await.expect("PyJWT accepts it");
     // RFC 8693 §4.1: the outermost act is the current actor, earlier ones nested inside.
-    assert_eq!(actors, [service_b.id.clone(), service_a.id.clone()]);
+    assert_eq!(actors, [service_b.id.as_str(), service_a.id.as_str()]);
     assert_eq!(
         claims["act"],
         json!({"sub": service_b.id, "client_id": service_b.id,
@@ -397,7 +397,7 @@ async fn act_claims_nest_over_two_hops_and_verify_with_pyjwt() {
     assert_eq!(claims["scope"], "read");
     assert_eq!(claims["gid"], jwt_parts(subject).1["gid"]);
     let (_, first_hop) = pyjwt_actors(&app, SERVICE_B, &for_b).await.expect("PyJWT accepts it");
-    assert_eq!(first_hop, [service_a.id.clone()]);
+    assert_eq!(first_hop, [service_a.id.as_str()]);
     // PyJWT checks the audience: the token for C is no good at B.
     assert!(pyjwt_actors(&app, SERVICE_B, &for_c).await.is_none());
 
@@ -405,7 +405,7 @@ async fn act_claims_nest_over_two_hops_and_verify_with_pyjwt() {
     let service_c = register_exchanger(&app, "Service C", policy(&[SERVICE_B], &[SERVICE_C], false)).await;
     let onward = exchanged(&app, &service_c, &for_c, &[]).await;
     let (_, kept) = pyjwt_actors(&app, SERVICE_B, &onward).await.expect("PyJWT accepts it");
-    assert_eq!(kept, [service_b.id.clone(), service_a.id.clone()]);
+    assert_eq!(kept, [service_b.id.as_str(), service_a.id.as_str()]);
 }
 
 #[tokio::test]
