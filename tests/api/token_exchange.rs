@@ -782,3 +782,34 @@ async fn an_exchanger_made_with_the_cli_flags_exchanges_tokens() {
     assert_eq!(claims["act"]["sub"], api.id.as_str());
     server.terminate();
 }
+
+#[tokio::test]
+async fn authlib_exchanges_a_token_found_through_the_metadata() {
+    let app = spawn_app().await;
+    let service = register_exchanger(&app, "Service A", policy(&[SERVICE_B], &[], false)).await;
+    let user = app.get_tokens().await;
+    let subject = user["access_token"].as_str().unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/authlib_token_exchange.py");
+    let output = tokio::process::Command::new("python3")
+        .args([
+            script,
+            &app.base,
+            &service.id,
+            service.secret.as_deref().unwrap(),
+            subject,
+            SERVICE_B,
+        ])
+        .output()
+        .await
+        .expect("python3 runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "Authlib's exchange failed: {stderr}");
+    let token: Value = serde_json::from_slice(&output.stdout).expect("token JSON");
+    assert_eq!(token["issued_token_type"], ACCESS_TOKEN);
+    assert_eq!(token["token_type"], "Bearer");
+    assert_eq!(token["scope"], "read");
+    let access = token["access_token"].as_str().unwrap();
+    let claims = app.verify_with_jwks(access).await.expect("it verifies");
+    assert_eq!(claims["aud"], SERVICE_B);
+    assert_eq!(claims["sub"], jwt_parts(subject).1["sub"]);
+}

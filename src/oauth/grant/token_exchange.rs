@@ -32,6 +32,10 @@
 //!   own `act` nested inside (§4.1: the outermost actor is the current one). Without one, the
 //!   subject's `act` is carried over unchanged, so a delegation chain is never dropped.
 //!   `may_act` (§4.4) is not read: Tessera never issues it.
+//! - A sender-constrained subject token (`cnf`, RFC 9449) is accepted without its proof: the
+//!   client presenting it is the resource server it was sent to (the subject audience rule),
+//!   which checked the proof. The new token is not bound to that key, which is the caller's,
+//!   not the exchanging client's.
 
 use serde_json::{json, Value};
 
