@@ -487,6 +487,27 @@ async fn revoking_the_grant_through_the_admin_api_kills_exchanged_tokens() {
 }
 
 #[tokio::test]
+async fn the_user_revoking_the_app_on_the_authorized_apps_page_kills_exchanged_tokens() {
+    let app = spawn_app().await;
+    let service = register_exchanger(&app, "Service A", policy(&[SERVICE_B], &[], false)).await;
+    let user = app.get_tokens().await;
+    let token = exchanged(&app, &service, user["access_token"].as_str().unwrap(), &[]).await;
+    assert_eq!(app.introspect(&token).await["active"], true);
+    // The user (still logged in, in the same browser) withdraws the app they authorized.
+    let page = app.get_text("/o/authorized_tokens/").await;
+    let csrf = hidden_input(&page, "csrf_token").unwrap();
+    let revoked = app
+        .http
+        .post(app.url("/o/authorized_tokens/"))
+        .form(&[("csrf_token", csrf.as_str()), ("client_id", app.client.id.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 303);
+    assert_eq!(app.introspect(&token).await["active"], false);
+}
+
+#[tokio::test]
 async fn bad_subject_tokens_and_types_are_invalid_request_never_a_server_error() {
     let app = spawn_app().await;
     let service = register_exchanger(&app, "Service A", policy(&[SERVICE_B], &[], false)).await;
