@@ -7,6 +7,8 @@ Runs the release server on loopback and drives it with wrk at a fixed concurrenc
   - refresh_token grants (rotation: every response carries a new refresh token that is
     durable on disk before the response is sent; wrk chains them per connection)
   - JWKS GETs
+  - token exchange (RFC 8693): a user's access token traded for one for another audience, without
+    and with an actor token (one or two ES256 verifications and liveness lookups, one signature)
   - GETs to examples/resource_server.rs with a bearer token (offline JWT verification)
 and, in the same run, the ceiling: examples/ceiling.rs, a bare poem handler that only parses
 the form and signs one ES256 JWT. Reports requests/s, p50, p99, server CPU per request and
@@ -48,6 +50,8 @@ CEILING = os.path.join(ROOT, "target", "release", "examples", "ceiling")
 RESOURCE_SERVER = os.path.join(ROOT, "target", "release", "examples", "resource_server")
 CLIENT_ASSERTIONS = os.path.join(ROOT, "target", "release", "examples", "client_assertions")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+# The audience the token exchange scenario asks tokens for.
+EXCHANGE_AUDIENCE = "https://downstream.example"
 
 DONE_LUA = """
 done = function(summary, latency, requests)
@@ -477,6 +481,11 @@ def main():
     keyed = json.loads(cli("app", "create", "--name", "bench keys", "--client-type", "confidential", "--grant-type",
                            "client-credentials", "--scope", "read", "--jwks-file", jwks, "--json"))
     basic = "Basic " + base64.b64encode(f"{client['client_id']}:{client['client_secret']}".encode()).decode()
+    exchanger = json.loads(cli("app", "create", "--name", "bench exchange", "--client-type", "confidential",
+                               "--grant-type", "token-exchange", "--grant-type", "client-credentials", "--scope", "read",
+                               "--token-exchange-audience", EXCHANGE_AUDIENCE, "--json"))
+    exchanger_basic = "Basic " + base64.b64encode(
+        f"{exchanger['client_id']}:{exchanger['client_secret']}".encode()).decode()
 
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -522,6 +531,28 @@ def main():
         results["private_key_jwt client_creds"] = measure(
             "private_key_jwt", server.pid, base + "/o/token/", assertion_lua(work, "private_key_jwt", assertions, args.threads),
             args, warmup=False)
+
+        # Token exchange: the same user token (scope read, for this server) traded again and again
+        # for a token for another audience; nothing is stored. With an actor token (the
+        # exchanger's own client_credentials token) each request verifies two tokens.
+        subject = refresh_tokens(base, client["client_id"], client["client_secret"], "bench", "bench password", 1,
+                                 "read")[0]["access_token"]
+        exchange_body = urllib.parse.urlencode({
+            "grant_type": "urn:ietf:params:oauth:grant-type:token-exchange", "subject_token": subject,
+            "subject_token_type": "urn:ietf:params:oauth:token-type:access_token", "audience": EXCHANGE_AUDIENCE,
+            "scope": "read"})
+        actor_request = urllib.request.Request(
+            base + "/o/token/", data=b"grant_type=client_credentials&scope=read",
+            headers={"Authorization": exchanger_basic, "Content-Type": "application/x-www-form-urlencoded"})
+        actor = json.loads(urllib.request.urlopen(actor_request).read())["access_token"]
+        actor_body = exchange_body + "&" + urllib.parse.urlencode({
+            "actor_token": actor, "actor_token_type": "urn:ietf:params:oauth:token-type:access_token"})
+        results["token_exchange"] = measure(
+            "token_exchange", server.pid, base + "/o/token/",
+            post_lua(work, "token_exchange", exchange_body, exchanger_basic), args)
+        results["token_exchange + actor"] = measure(
+            "token_exchange_actor", server.pid, base + "/o/token/",
+            post_lua(work, "token_exchange_actor", actor_body, exchanger_basic), args)
 
         # OpenID Connect: each refresh also signs an RS256 ID token; UserInfo reads the user.
         oidc_refresh_lua, oidc_access = refresh_script("refresh_oidc", "openid profile")

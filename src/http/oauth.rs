@@ -17,13 +17,16 @@ use crate::oauth::grant::TokenRequest;
 use crate::oauth::introspect::Introspection;
 use crate::oauth::Provider;
 
-/// A token request (RFC 6749 §4.1.3, §4.4.2, §6). Which fields apply depends on `grant_type`.
+/// A token request (RFC 6749 §4.1.3, §4.4.2, §6; RFC 8628 §3.4; RFC 8693 §2.1). Which fields
+/// apply depends on `grant_type`. Each parameter may be sent once (RFC 6749 §3.1), `audience`
+/// and `resource` included.
 /// Clients authenticate with HTTP Basic (`client_secret_basic`), or with `client_id` and
 /// `client_secret` in this form (`client_secret_post`); public clients send `client_id` only.
 #[derive(Object, Deserialize, Debug)]
 pub struct TokenForm {
-    /// `authorization_code`, `client_credentials`, `refresh_token` or
-    /// `urn:ietf:params:oauth:grant-type:device_code` (RFC 8628).
+    /// `authorization_code`, `client_credentials`, `refresh_token`,
+    /// `urn:ietf:params:oauth:grant-type:device_code` (RFC 8628) or
+    /// `urn:ietf:params:oauth:grant-type:token-exchange` (RFC 8693).
     pub grant_type: Option<String>,
     /// The authorization code (authorization_code grant).
     pub code: Option<String>,
@@ -33,12 +36,30 @@ pub struct TokenForm {
     pub code_verifier: Option<String>,
     /// The refresh token (refresh_token grant).
     pub refresh_token: Option<String>,
-    /// Space-separated scopes (client_credentials; or a narrower scope on refresh).
+    /// Space-separated scopes (client_credentials; or a narrower scope on refresh or token
+    /// exchange).
     pub scope: Option<String>,
     /// The resource server the token is for (RFC 8707); becomes the token's `aud`.
     pub resource: Option<String>,
     /// The device code from the device authorization endpoint (device code grant).
     pub device_code: Option<String>,
+    /// Token exchange: the access token (issued by this server) to exchange; the new token
+    /// is for its subject.
+    pub subject_token: Option<String>,
+    /// Token exchange: `urn:ietf:params:oauth:token-type:access_token` or
+    /// `urn:ietf:params:oauth:token-type:jwt`.
+    pub subject_token_type: Option<String>,
+    /// Token exchange: an access token issued by this server to the calling client, naming who
+    /// acts for the subject; it becomes the new token's `act` claim.
+    pub actor_token: Option<String>,
+    /// Token exchange: the type of `actor_token` (as `subject_token_type`); required with it.
+    pub actor_token_type: Option<String>,
+    /// Token exchange: `urn:ietf:params:oauth:token-type:access_token` (the default) or
+    /// `urn:ietf:params:oauth:token-type:jwt`; either way a JWT access token is issued.
+    pub requested_token_type: Option<String>,
+    /// Token exchange: the audience of the new token, one of those the client may exchange
+    /// for (as `resource`; if both are sent they must be equal).
+    pub audience: Option<String>,
     /// Client authentication, unless it is in the `Authorization` header.
     #[oai(flatten)]
     #[serde(flatten)]
@@ -176,6 +197,10 @@ pub struct TokenBody {
     /// An OpenID Connect ID token (a JWT for the client), when `openid` was granted.
     #[oai(skip_serializing_if_is_none)]
     pub id_token: Option<String>,
+    /// Token exchange only (RFC 8693 §2.2.1): the type of `access_token`, as
+    /// `requested_token_type` asked (`...:token-type:access_token` or `...:token-type:jwt`).
+    #[oai(skip_serializing_if_is_none)]
+    pub issued_token_type: Option<String>,
 }
 
 /// A revocation or introspection request (RFC 7009 §2.1, RFC 7662 §2.1).
@@ -252,9 +277,12 @@ pub struct OAuthApi;
 impl OAuthApi {
     /// Token endpoint
     ///
-    /// Exchanges an authorization code (with its PKCE verifier), client credentials, or a
-    /// refresh token for an access token. Refresh tokens rotate: each use returns a new one,
-    /// and presenting a used one revokes every token of its grant.
+    /// Exchanges an authorization code (with its PKCE verifier), client credentials, a
+    /// refresh token, a device code, or (token exchange, RFC 8693) an access token for an
+    /// access token. Refresh tokens rotate: each use returns a new one, and presenting a used
+    /// one revokes every token of its grant. An exchanged token keeps its subject token's user
+    /// and grant, is for an audience the client may exchange for, has no refresh token and
+    /// never outlives the subject token.
     #[oai(path = "/o/token/", method = "post", operation_id = "token")]
     async fn token(
         &self,
@@ -278,6 +306,12 @@ impl OAuthApi {
             scope: present(form.scope),
             resource: present(form.resource),
             device_code: present(form.device_code),
+            subject_token: present(form.subject_token),
+            subject_token_type: present(form.subject_token_type),
+            actor_token: present(form.actor_token),
+            actor_token_type: present(form.actor_token_type),
+            requested_token_type: present(form.requested_token_type),
+            audience: present(form.audience),
         };
         match provider.token(&credentials, request).await {
             Ok(t) => OAuthResponse::ok(TokenBody {
@@ -287,6 +321,7 @@ impl OAuthApi {
                 refresh_token: t.refresh_token,
                 scope: t.scope,
                 id_token: t.id_token,
+                issued_token_type: t.issued_token_type.map(str::to_string),
             }),
             Err(e) => e.into(),
         }

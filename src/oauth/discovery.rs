@@ -77,6 +77,8 @@ impl Provider {
                 "client_credentials",
                 "refresh_token",
                 crate::store::DEVICE_CODE_GRANT_TYPE,
+                // Listed always: whether a client may use it is its own setting.
+                crate::store::TOKEN_EXCHANGE_GRANT_TYPE,
             ]),
             // `sub` is the user's id, the same for every client.
             subject_types_supported: strings(&["public"]),

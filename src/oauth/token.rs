@@ -69,6 +69,9 @@ pub struct TokenResponse {
     pub scope: String,
     /// An OpenID Connect ID token, when the grant's scope includes `openid`.
     pub id_token: Option<String>,
+    /// The type of `access_token` as token exchange names it (RFC 8693 §2.2.1); `None` for
+    /// every other grant.
+    pub issued_token_type: Option<&'static str>,
 }
 
 /// A signed access token and the facts the caller needs to record it.
@@ -76,6 +79,19 @@ pub struct MintedAccessToken {
     pub jwt: String,
     pub jti: String,
     pub expires_in: u64,
+}
+
+/// Everything an access token says beyond its client: what [`Provider::mint_access_token`]
+/// takes, plus the latest expiry an exchanged token may have.
+pub struct AccessTokenContent<'a> {
+    pub sub: &'a str,
+    pub scope: &'a Scope,
+    pub audience: &'a str,
+    pub grant_id: Option<&'a str>,
+    pub binding: &'a TokenBinding,
+    /// The token expires by then at the latest (RFC 8693: an exchanged token never outlives
+    /// its subject token); `None`: the client's access token lifetime alone decides.
+    pub not_after: Option<i64>,
 }
 
 impl Provider {
@@ -89,24 +105,47 @@ impl Provider {
         grant_id: Option<&str>,
         binding: &TokenBinding,
     ) -> Result<MintedAccessToken, Error> {
-        let expires_in = client
+        self.mint_access_token_with(
+            client,
+            &AccessTokenContent {
+                sub,
+                scope,
+                audience,
+                grant_id,
+                binding,
+                not_after: None,
+            },
+        )
+    }
+
+    /// Signs an access token with `content` with the current signing key; it lives for the
+    /// client's access token lifetime, cut short at `content.not_after`.
+    pub fn mint_access_token_with(
+        &self,
+        client: &ClientRecord,
+        content: &AccessTokenContent<'_>,
+    ) -> Result<MintedAccessToken, Error> {
+        let iat = now();
+        let mut expires_in = client
             .access_token_ttl
             .unwrap_or(self.config.access_token_ttl.as_secs());
-        let iat = now();
+        if let Some(not_after) = content.not_after {
+            expires_in = expires_in.min(not_after.saturating_sub(iat).max(0) as u64);
+        }
         let jti = random_token(16);
-        let scope = scope.to_string();
+        let scope = content.scope.to_string();
         let claims = AccessTokenClaims {
             iss: &self.issuer,
-            sub,
-            aud: audience,
+            sub: content.sub,
+            aud: content.audience,
             exp: iat + expires_in as i64,
             iat,
             jti: &jti,
             client_id: &client.client_id,
             scope: &scope,
-            gid: grant_id,
-            cnf: binding.jkt.as_deref().map(|jkt| Confirmation { jkt }),
-            act: binding.act.as_ref(),
+            gid: content.grant_id,
+            cnf: content.binding.jkt.as_deref().map(|jkt| Confirmation { jkt }),
+            act: content.binding.act.as_ref(),
         };
         let jwt = self.keys.current().sign_jwt("at+jwt", &claims)?;
         self.metrics.token_signed("access_token");

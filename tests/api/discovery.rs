@@ -35,7 +35,8 @@ async fn metadata_lists_the_issuer_every_endpoint_and_capability() {
             "authorization_code",
             "client_credentials",
             "refresh_token",
-            "urn:ietf:params:oauth:grant-type:device_code"
+            "urn:ietf:params:oauth:grant-type:device_code",
+            "urn:ietf:params:oauth:grant-type:token-exchange"
         ])
     );
     assert_eq!(m["device_authorization_endpoint"], app.url("/o/device_authorization/"));

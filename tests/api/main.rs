@@ -80,6 +80,8 @@ mod resource;
 mod resource_server;
 // Refresh rotation, reuse detection and concurrency.
 mod refresh_token;
+// Token exchange (RFC 8693): policy, scope, audiences, act chains, revocation through the grant.
+mod token_exchange;
 // The adversarial review's findings (issue 11), each as the attack that found it.
 mod review;
 // What later adversarial passes found in those fixes, each as the attack.

@@ -125,6 +125,7 @@ impl Provider {
             refresh_token,
             scope: grant.scope.clone(),
             id_token,
+            issued_token_type: None,
         })
     }
 }

@@ -37,6 +37,7 @@ impl Provider {
             expires_in: access.expires_in,
             refresh_token: None,
             scope: scope.to_string(),
+            issued_token_type: None,
         })
     }
 }

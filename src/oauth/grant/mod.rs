@@ -4,7 +4,9 @@ pub mod authorization_code;
 pub mod client_credentials;
 pub mod device_code;
 pub mod refresh_token;
+pub mod token_exchange;
 
+use self::token_exchange::ExchangeRequest;
 use super::client::ClientCredentials;
 use super::token::TokenResponse;
 use super::{Error, ErrorCode, Provider};
@@ -22,6 +24,12 @@ pub struct TokenRequest {
     pub scope: Option<String>,
     pub resource: Option<String>,
     pub device_code: Option<String>,
+    pub subject_token: Option<String>,
+    pub subject_token_type: Option<String>,
+    pub actor_token: Option<String>,
+    pub actor_token_type: Option<String>,
+    pub requested_token_type: Option<String>,
+    pub audience: Option<String>,
 }
 
 /// A token request, one variant per grant type, with the parameters that grant reads
@@ -46,6 +54,8 @@ pub enum GrantRequest {
     },
     /// RFC 8628 §3.4.
     DeviceCode { device_code: String },
+    /// RFC 8693 §2.1.
+    TokenExchange(ExchangeRequest),
 }
 
 impl GrantRequest {
@@ -56,6 +66,7 @@ impl GrantRequest {
             GrantRequest::ClientCredentials { .. } => GrantType::ClientCredentials,
             GrantRequest::RefreshToken { .. } => GrantType::RefreshToken,
             GrantRequest::DeviceCode { .. } => GrantType::DeviceCode,
+            GrantRequest::TokenExchange(_) => GrantType::TokenExchange,
         }
     }
 }
@@ -81,6 +92,16 @@ impl TokenRequest {
             Some(crate::store::DEVICE_CODE_GRANT_TYPE) => Ok(GrantRequest::DeviceCode {
                 device_code: required(self.device_code, "device_code")?,
             }),
+            Some(crate::store::TOKEN_EXCHANGE_GRANT_TYPE) => Ok(GrantRequest::TokenExchange(ExchangeRequest {
+                subject_token: required(self.subject_token, "subject_token")?,
+                subject_token_type: required(self.subject_token_type, "subject_token_type")?,
+                actor_token: self.actor_token,
+                actor_token_type: self.actor_token_type,
+                requested_token_type: self.requested_token_type,
+                audience: self.audience,
+                resource: self.resource,
+                scope: self.scope,
+            })),
             Some(_) => Err(Error::new(
                 ErrorCode::UnsupportedGrantType,
                 "this grant_type is not supported",
@@ -100,7 +121,8 @@ impl Provider {
             .map_err(Error::rate_limited)?;
         let grant = request.grant_type();
         ensure_grant_allowed(&client, grant)?;
-        if grant != GrantType::ClientCredentials {
+        // Only grants that can return an ID token need a key for this client's algorithm.
+        if !matches!(grant, GrantType::ClientCredentials | GrantType::TokenExchange) {
             self.ensure_id_token_key(&client)?;
         }
         let issued = match request {
@@ -120,6 +142,7 @@ impl Provider {
                     .await
             }
             GrantRequest::DeviceCode { device_code } => self.device_code_grant(&client, &device_code).await,
+            GrantRequest::TokenExchange(request) => self.token_exchange_grant(&client, request).await,
         }?;
         if client.first_used_at.is_none() {
             // Once per client: a registered client that is used is never purged as unused.

@@ -95,6 +95,7 @@ impl Provider {
             refresh_token: Some(new_token),
             scope: scope.to_string(),
             id_token,
+            issued_token_type: None,
         })
     }
 }
