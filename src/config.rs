@@ -154,6 +154,9 @@ pub struct Config {
     pub par_ttl: Duration,
     /// Every client must push its authorization requests first (RFC 9126 §5).
     pub require_pushed_authorization_requests: bool,
+    /// Pushed authorization requests one client address may make for clients anyone can
+    /// push for (public ones, and those users registered themselves).
+    pub pushed_requests_per_address: Rate,
     /// The least time between a device's polls of the token endpoint (RFC 8628 §3.2 `interval`).
     pub device_code_interval: Duration,
     /// Device authorizations one client address may start an hour (all at once if it likes).
@@ -266,6 +269,7 @@ impl Default for Config {
             device_code_ttl: Duration::from_secs(600),
             par_ttl: Duration::from_secs(60),
             require_pushed_authorization_requests: false,
+            pushed_requests_per_address: Rate::per_minute(30),
             device_code_interval: Duration::from_secs(5),
             device_authorizations_per_address: Rate::per_hour(60),
             session_ttl: Duration::from_secs(12 * 3600),
@@ -340,6 +344,9 @@ pub struct FileConfig {
     pub par_ttl: Option<u64>,
     /// Refuse authorization requests that were not pushed to `/o/par/` first (default false).
     pub require_pushed_authorization_requests: Option<bool>,
+    /// Pushed authorization requests per minute one client address may make for public or
+    /// self-registered clients (default 30, all at once if it likes; 0 = no limit).
+    pub pushed_requests_per_address_per_minute: Option<u32>,
     /// Seconds a device must wait between polls of the token endpoint (RFC 8628; default 5).
     pub device_code_interval: Option<u64>,
     /// Device authorizations per hour one client address may start (default 60; 0 = no limit).
@@ -618,6 +625,9 @@ impl Config {
         }
         if let Some(v) = file.require_pushed_authorization_requests {
             self.require_pushed_authorization_requests = v;
+        }
+        if let Some(v) = file.pushed_requests_per_address_per_minute {
+            self.pushed_requests_per_address = if v == 0 { Rate::OFF } else { Rate::per_minute(v) };
         }
         if let Some(v) = file.require_pkce {
             self.require_pkce = v;

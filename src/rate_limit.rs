@@ -31,6 +31,14 @@ impl Rate {
         }
     }
 
+    /// `per_minute` a minute, all of which may be spent at once.
+    pub fn per_minute(per_minute: u32) -> Rate {
+        Rate {
+            per_second: per_minute as f64 / 60.0,
+            burst: per_minute as f64,
+        }
+    }
+
     /// `per_hour` an hour, all of which may be spent at once.
     pub fn per_hour(per_hour: u32) -> Rate {
         Rate {

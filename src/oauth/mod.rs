@@ -69,6 +69,8 @@ pub struct Provider {
     /// Device authorizations started per client address: each is a stored record and a live
     /// user code for `device_code_ttl`.
     device_rate: crate::rate_limit::RateLimiter,
+    /// Pushed authorization requests per client address, for clients anyone can push for.
+    pushed_rate: crate::rate_limit::RateLimiter,
     /// The active-refresh-token gauge, a full scan, taken no more often than it is worth.
     active_refresh_tokens: crate::metrics::CostlyCount,
     /// Signs cookie values ([`session::LoginForm`], [`session::DeviceCookie`]); read from the
@@ -90,6 +92,7 @@ impl Provider {
         let checks = config.max_parallel_password_checks.max(1);
         let registration_rate = crate::rate_limit::RateLimiter::new(config.registration.limit_per_address);
         let device_rate = crate::rate_limit::RateLimiter::new(config.device_authorizations_per_address);
+        let pushed_rate = crate::rate_limit::RateLimiter::new(config.pushed_requests_per_address);
         let outbound = crate::outbound::Outbound::new(config.outbound.clone());
         let documents = crate::documents::DocumentCache::new(config.outbound.clone(), config.documents.clone());
         Provider {
@@ -106,6 +109,7 @@ impl Provider {
             address_rate: crate::rate_limit::RateLimiter::new(address_rate),
             registration_rate,
             device_rate,
+            pushed_rate,
             active_refresh_tokens: Default::default(),
             cookie_key: Default::default(),
             outbound,

@@ -9,6 +9,8 @@ mod postgres;
 mod documents;
 // Findings of the pre-release attack on private_key_jwt, client documents and the device flow.
 mod attack;
+// The attack on pushed authorization requests and the DPoP, PAR and token exchange settings.
+mod attack_par;
 
 // The admin API under /api/v1/: authorisation, problem details, paging, each area.
 mod admin;

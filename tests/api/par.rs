@@ -151,8 +151,8 @@ async fn a_request_uri_must_be_ours_unexpired_and_the_clients() {
     let (status, _) = refused(&app, &[("request_uri".into(), request_uri.clone())]).await;
     assert_eq!(status, 400);
 
-    // Expired before it was used...
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Expired before it was used (times count in whole seconds)...
+    tokio::time::sleep(Duration::from_millis(2100)).await;
     let (status, page) = refused(&app, &by_reference(&app.client.id, &request_uri)).await;
     assert_eq!(status, 400);
     assert!(page.contains("expired"), "{page}");
@@ -163,7 +163,7 @@ async fn a_request_uri_must_be_ours_unexpired_and_the_clients() {
     let first = app.authorize(&params).await;
     assert_eq!(first.status(), 302, "off to the login page");
     assert!(location(&first).starts_with("/o/login/"));
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
     let redirect = app.authorize_and_allow(&params).await;
     assert_eq!(param(&redirect, "state").as_deref(), Some("slow"), "{redirect}");
 }
@@ -396,6 +396,8 @@ async fn a_login_on_the_way_satisfies_prompt_login_in_a_pushed_request() {
     assert_eq!(first.status(), 302);
     let next = location(&first);
     assert!(next.starts_with("/o/login/"), "prompt=login asks for a login: {next}");
+    // Login times count in whole seconds: a login in the second of the push does not count.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     let login = app.log_in(&next, USERNAME, PASSWORD).await;
     assert_eq!(login.status(), 303);
     // Back at the authorization endpoint, the login counts: a code, not another login page.
@@ -465,4 +467,29 @@ async fn the_login_page_prefills_a_pushed_login_hint() {
         .collect::<String>()
     );
     assert!(!app.get_text(&other).await.contains("hinted-user"));
+}
+
+#[tokio::test]
+async fn errors_for_visitors_do_not_use_a_pushed_request_up() {
+    let app = spawn_app().await;
+    app.get_code().await;
+    let pkce = Pkce::new();
+    let mut form = request(&app, &pkce, "quiet");
+    form.push(("prompt".into(), "none".into()));
+    let (status, _, body) = push(&app, &app.client, &form).await;
+    assert_eq!(status, 201, "{body}");
+    let params = by_reference(&app.client.id, body["request_uri"].as_str().unwrap());
+    // Strangers without a session get the client's login_required, as often as they like,
+    // and spend nothing (review finding: each error used to take a one-time entry).
+    for _ in 0..3 {
+        let stranger = browser(&app).authorize(&params).await;
+        assert_eq!(stranger.status(), 302);
+        assert_eq!(param(&location(&stranger), "error").as_deref(), Some("login_required"));
+    }
+    // The user it was meant for still gets the code.
+    let response = app.authorize(&params).await;
+    assert_eq!(response.status(), 302);
+    let redirect = location(&response);
+    assert_eq!(param(&redirect, "state").as_deref(), Some("quiet"));
+    assert!(param(&redirect, "code").is_some(), "{redirect}");
 }

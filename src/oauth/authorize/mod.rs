@@ -107,7 +107,7 @@ impl Provider {
             .await
         {
             Ok(request) => request,
-            Err(error) => return self.respond_once(pushed.as_ref(), error.into()).await,
+            Err(error) => return error.into(),
         };
         let consent_required = match session {
             Some(session) => match self.consent_required(&request, session.user_id()).await {
@@ -116,35 +116,17 @@ impl Provider {
             },
             None => true,
         };
-        match self.interaction(&request, session, consent_required) {
-            Err(error) => self.respond_once(pushed.as_ref(), error.into()).await,
-            Ok(Interaction::Login) => {
-                if let Some(pushed) = &pushed {
-                    if let Err(e) = self.pushed_login_done(pushed, &request.client.client_id).await {
-                        return AuthorizeStep::Show(e);
-                    }
-                }
-                AuthorizeStep::Login {
-                    return_to: return_path(pairs),
-                }
-            }
+        let pushed_at = pushed.as_ref().map(|p| p.pushed_at);
+        match self.interaction(&request, session, consent_required, pushed_at) {
+            Err(error) => error.into(),
+            Ok(Interaction::Login) => AuthorizeStep::Login {
+                return_to: return_path(pairs),
+            },
             Ok(Interaction::Consent) => AuthorizeStep::Consent(Box::new(self.consent_prompt(request))),
             Ok(Interaction::None) => match session {
                 Some(session) => self.approve_for(&request, session, pushed.as_ref()).await,
                 None => AuthorizeStep::Show(Error::server_error("no login needed but nobody is logged in")),
             },
-        }
-    }
-
-    /// A redirect that answers a pushed request uses it up first; if another browser already
-    /// did, this one is shown why instead.
-    async fn respond_once(&self, pushed: Option<&Pushed>, step: AuthorizeStep) -> AuthorizeStep {
-        match (pushed, &step) {
-            (Some(pushed), AuthorizeStep::Redirect(_)) => match self.use_pushed_request(pushed).await {
-                Ok(()) => step,
-                Err(e) => AuthorizeStep::Show(e),
-            },
-            _ => step,
         }
     }
 
@@ -174,13 +156,30 @@ impl Provider {
             .await
         {
             Ok(request) => request,
-            Err(error) => return self.respond_once(pushed.as_ref(), error.into()).await,
+            Err(error) => return error.into(),
         };
+        // The answer counts only from someone the request would have shown the consent page
+        // to: logged in recently enough, as the user an `id_token_hint` names.
+        let pushed_at = pushed.as_ref().map(|p| p.pushed_at);
+        match self.interaction(&request, Some(session), false, pushed_at) {
+            Err(error) => return error.into(),
+            Ok(Interaction::Login) => {
+                return AuthorizeStep::Login {
+                    return_to: return_path(pairs),
+                }
+            }
+            Ok(Interaction::Consent | Interaction::None) => {}
+        }
         match decision {
             Decision::Allow => self.approve_for(&request, session, pushed.as_ref()).await,
             Decision::Deny => {
-                self.respond_once(pushed.as_ref(), AuthorizeStep::Redirect(self.deny(&request)))
-                    .await
+                // A denial answers a pushed request too: it cannot be approved afterwards.
+                if let Some(pushed) = &pushed {
+                    if let Err(e) = self.use_pushed_request(pushed).await {
+                        return AuthorizeStep::Show(e);
+                    }
+                }
+                AuthorizeStep::Redirect(self.deny(&request))
             }
         }
     }
@@ -230,12 +229,15 @@ impl Provider {
     /// Decides what the user must see, given who is logged in (and when) and whether the
     /// client still needs their consent ([`Provider::consent_required`], which already counts
     /// `prompt=consent`). Under `prompt=none` anything but [`Interaction::None`] is an error
-    /// for the client.
+    /// for the client. `pushed_at` is when a pushed request was pushed: its `prompt=login` and
+    /// `max_age=0` are satisfied by a login since then (an ordinary request's are dropped from
+    /// the way back after the login, see [`return_path`]; a pushed one cannot be changed).
     fn interaction(
         &self,
         request: &AuthorizationRequest,
         session: Option<&Session>,
         consent_required: bool,
+        pushed_at: Option<i64>,
     ) -> Result<Interaction, AuthorizeError> {
         // Another user than the `id_token_hint` names must log in as that user.
         let auth_time = session
@@ -247,10 +249,12 @@ impl Provider {
             })
             .map(Session::auth_time);
         // Core §3.1.2.1: `max_age=0` means the same as `prompt=login`.
-        let login_too_old = |auth_time: i64| request.max_age.is_some_and(|max| max == 0 || now() - auth_time > max);
+        let fresh_login_asked = request.prompt.login || request.max_age == Some(0);
+        let logged_in_since_pushed = |auth_time: i64| pushed_at.is_some_and(|pushed_at| auth_time > pushed_at);
+        let login_too_old = |auth_time: i64| request.max_age.is_some_and(|max| max > 0 && now() - auth_time > max);
         let needed = match auth_time {
             None => Interaction::Login,
-            Some(_) if request.prompt.login => Interaction::Login,
+            Some(t) if fresh_login_asked && !logged_in_since_pushed(t) => Interaction::Login,
             Some(t) if login_too_old(t) => Interaction::Login,
             Some(_) if consent_required => Interaction::Consent,
             Some(_) => Interaction::None,
@@ -349,16 +353,6 @@ impl Provider {
 /// The ID token's `auth_time` still tells the client when the login happened.
 fn return_path(pairs: &[(String, String)]) -> String {
     let mut query = url::form_urlencoded::Serializer::new(String::new());
-    for (name, value) in after_login(pairs) {
-        query.append_pair(&name, &value);
-    }
-    format!("{AUTHORIZE_PATH}?{}", query.finish())
-}
-
-/// A request's parameters once a login has happened: without `max_age`, and without the
-/// `prompt` values that asked for it.
-fn after_login(pairs: &[(String, String)]) -> Vec<(String, String)> {
-    let mut kept = Vec::with_capacity(pairs.len());
     for (name, value) in pairs {
         if name == "max_age" {
             continue;
@@ -369,11 +363,11 @@ fn after_login(pairs: &[(String, String)]) -> Vec<(String, String)> {
                 .filter(|w| !w.is_empty() && !matches!(*w, "login" | "select_account"))
                 .collect();
             if !rest.is_empty() {
-                kept.push((name.clone(), rest.join(" ")));
+                query.append_pair(name, &rest.join(" "));
             }
         } else {
-            kept.push((name.clone(), value.clone()));
+            query.append_pair(name, value);
         }
     }
-    kept
+    format!("{AUTHORIZE_PATH}?{}", query.finish())
 }

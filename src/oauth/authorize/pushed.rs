@@ -2,20 +2,23 @@
 //! to the server, authenticated, and the browser carries only `client_id` and a `request_uri`
 //! naming it. Nothing in the request can then be read or changed in the browser.
 //!
-//! A pushed request is kept sealed in the store's scratch space (shared by every node). The
+//! A pushed request is sealed in the store's scratch space (shared by every node) once, and
+//! never rewritten: what happens to it later is kept beside it, in values that only ever say
+//! one thing (started at, used), so no visit racing another can undo what the other did. The
 //! client must start using its `request_uri` within `par_ttl`; once started, the login and
-//! consent pages may take their time, within [`INTERACTION_TTL`]. It yields one authorization
-//! response: issuing the code (or the error or denial) uses it up, atomically, through
-//! [`crate::store::EphemeralStore::remember_once`], so two tabs racing each other cannot get
-//! two codes.
+//! consent pages may take up to [`INTERACTION_TTL`], counted from the start and never renewed.
+//! It yields one code: issuing it (or the user's denial) uses the request up, atomically,
+//! through [`crate::store::EphemeralStore::remember_once`], remembered for longer than the
+//! request can live. Errors for visitors do not use it up, so anonymous traffic spends nothing.
 
 use serde::{Deserialize, Serialize};
 
 use super::request::Origin;
 use super::AuthorizeError;
-use crate::oauth::client::ClientCredentials;
+use crate::oauth::client::{operator_made, ClientCredentials};
 use crate::oauth::params::Params;
 use crate::oauth::{now, random_token, secret_hash, Error, ErrorCode, Provider};
+use crate::store::ClientType;
 
 /// The prefix of every `request_uri` this server hands out (RFC 9126 §2.2).
 pub const REQUEST_URI_PREFIX: &str = "urn:ietf:params:oauth:request_uri:";
@@ -23,8 +26,14 @@ pub const REQUEST_URI_PREFIX: &str = "urn:ietf:params:oauth:request_uri:";
 /// How long a started request stays usable: long enough to log in and read the consent page.
 pub const INTERACTION_TTL: i64 = 600;
 
-/// The scratch purpose pushed requests are sealed under.
+/// The most bytes of parameters a pushed request may hold (an `id_token_hint` is the longest
+/// usual one, at about 1.5 KB).
+pub const MAX_PUSHED_BYTES: usize = 8192;
+
+/// The scratch purposes: the request, when it was started, and that it was used.
 const PURPOSE: &str = "pushed-authorization-request";
+const STARTED: &str = "pushed-authorization-request-started";
+const USED: &str = "pushed-authorization-request-used";
 
 /// What the pushed authorization request endpoint answers (RFC 9126 §2.2).
 #[derive(Debug, Clone)]
@@ -34,17 +43,12 @@ pub struct PushedAuthorization {
     pub expires_in: u64,
 }
 
-/// A pushed request as kept in the store.
+/// A pushed request as kept in the store, as the client pushed it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct PushedRecord {
     client_id: String,
-    /// The authorization request's parameters, as the client pushed them (less any that a
-    /// login already satisfied, see [`Provider::pushed_login_done`]).
     pairs: Vec<(String, String)>,
-    /// Whether the browser has brought it to the authorization endpoint yet.
-    started: bool,
-    /// Whether it produced its authorization response.
-    used: bool,
+    pushed_at: i64,
 }
 
 /// An authorization request that arrived by reference: its parameters and its reference.
@@ -53,6 +57,8 @@ pub struct Pushed {
     pub pairs: Vec<(String, String)>,
     /// The part of the `request_uri` after [`REQUEST_URI_PREFIX`].
     pub reference: String,
+    /// When it was pushed: a login since then satisfies its `prompt=login` or `max_age=0`.
+    pub pushed_at: i64,
 }
 
 fn invalid_request_uri(why: &str) -> Error {
@@ -83,6 +89,16 @@ impl Provider {
                 "request objects (the request parameter) are not supported",
             ));
         }
+        if pairs
+            .iter()
+            .map(|(name, value)| name.len() + value.len())
+            .sum::<usize>()
+            > MAX_PUSHED_BYTES
+        {
+            return Err(Error::invalid_request(format!(
+                "a pushed request holds at most {MAX_PUSHED_BYTES} bytes of parameters"
+            )));
+        }
         // The request is the authenticated client's, whatever the form says.
         match params.get("client_id")? {
             Some(named) if named != client.client_id => {
@@ -100,15 +116,21 @@ impl Provider {
                 // Pushing never redirects (see `Origin::Pushing`).
                 AuthorizeError::Redirect(_) => Error::server_error("a pushed request's error was redirected"),
             })?;
+        // Anyone can push for a public client, and anyone can register a client of their own:
+        // those pushes are counted per address, once they would be stored.
+        if client.client_type == ClientType::Public || !operator_made(&client) {
+            let address = credentials.address.as_deref().unwrap_or_default();
+            self.pushed_rate.check(address).map_err(Error::rate_limited)?;
+        }
         let reference = random_token(32);
         let ttl = self.config.par_ttl.as_secs();
         let record = PushedRecord {
             client_id: client.client_id,
             pairs,
-            started: false,
-            used: false,
+            pushed_at: now(),
         };
-        self.put_sealed(PURPOSE, &reference, &record, ttl as i64).await?;
+        self.put_sealed(PURPOSE, &reference, &record, ttl as i64 + INTERACTION_TTL)
+            .await?;
         Ok(PushedAuthorization {
             request_uri: format!("{REQUEST_URI_PREFIX}{reference}"),
             expires_in: ttl,
@@ -118,8 +140,7 @@ impl Provider {
     /// The pushed request an authorization request refers to, if its query has a
     /// `request_uri`. Then only `client_id` (which must match) and `request_uri` are read
     /// from the query; every other parameter comes from the pushed request (RFC 9126 §4).
-    /// The first use starts the interaction and extends the request's life to
-    /// [`INTERACTION_TTL`].
+    /// The first use must come within `par_ttl` and starts the [`INTERACTION_TTL`].
     pub(super) async fn pushed_request(&self, query: &[(String, String)]) -> Result<Option<Pushed>, Error> {
         let params = Params::new(query);
         let Some(request_uri) = params.get("request_uri")? else {
@@ -132,21 +153,30 @@ impl Provider {
             .strip_prefix(REQUEST_URI_PREFIX)
             .filter(|r| !r.is_empty() && r.len() <= 64)
             .ok_or_else(|| invalid_request_uri("request_uri was not issued by this server"))?;
-        let mut record: PushedRecord = self
-            .get_sealed(PURPOSE, reference)
-            .await?
-            .filter(|r: &PushedRecord| !r.used)
-            .ok_or_else(|| invalid_request_uri("request_uri is unknown, expired or already used"))?;
+        let gone = || invalid_request_uri("request_uri is unknown, expired or already used");
+        let record: PushedRecord = self.get_sealed(PURPOSE, reference).await?.ok_or_else(gone)?;
         if record.client_id != client_id {
             return Err(invalid_request_uri("request_uri was pushed by another client"));
         }
-        if !record.started {
-            record.started = true;
-            self.put_sealed(PURPOSE, reference, &record, INTERACTION_TTL).await?;
+        if self.get_sealed::<bool>(USED, reference).await?.is_some() {
+            return Err(gone());
+        }
+        let now = now();
+        let started_at = match self.get_sealed::<i64>(STARTED, reference).await? {
+            Some(started_at) => started_at,
+            None if now > record.pushed_at + self.config.par_ttl.as_secs() as i64 => return Err(gone()),
+            None => {
+                self.put_sealed(STARTED, reference, &now, INTERACTION_TTL).await?;
+                now
+            }
+        };
+        if now > started_at + INTERACTION_TTL {
+            return Err(gone());
         }
         Ok(Some(Pushed {
             pairs: record.pairs,
             reference: reference.to_string(),
+            pushed_at: record.pushed_at,
         }))
     }
 
@@ -159,42 +189,23 @@ impl Provider {
             Some(uri) => uri.strip_prefix(REQUEST_URI_PREFIX)?,
         };
         let record: PushedRecord = self.get_sealed(PURPOSE, reference).await.ok()??;
-        if record.used || Some(record.client_id.as_str()) != params.get("client_id").ok()? {
+        if Some(record.client_id.as_str()) != params.get("client_id").ok()? {
             return None;
         }
         let pairs = Params::new(&record.pairs);
         pairs.get("login_hint").ok()?.map(str::to_string)
     }
 
-    /// Uses up a pushed request: `Ok` exactly once, however many browsers race for it.
+    /// Uses up a pushed request: `Ok` exactly once, however many browsers race for it (and
+    /// remembered for longer than the request can live).
     pub(super) async fn use_pushed_request(&self, pushed: &Pushed) -> Result<(), Error> {
         let key = secret_hash(&format!("{PURPOSE}\0{}", pushed.reference));
-        let first = self.store.remember_once(&key, (now() + INTERACTION_TTL) * 1000).await?;
-        if !first {
+        let lives_until = pushed.pushed_at + self.config.par_ttl.as_secs() as i64 + 2 * INTERACTION_TTL;
+        if !self.store.remember_once(&key, lives_until * 1000).await? {
             return Err(invalid_request_uri("request_uri was already used"));
         }
         // So that later visits are told at once, rather than at the end.
-        let record = PushedRecord {
-            client_id: String::new(),
-            pairs: Vec::new(),
-            started: true,
-            used: true,
-        };
-        self.put_sealed(PURPOSE, &pushed.reference, &record, INTERACTION_TTL)
-            .await
-    }
-
-    /// A login satisfied `prompt=login` and `max_age`: they are dropped from the pushed request,
-    /// as they are from the query of an ordinary one (see `return_path`), or it would ask for a
-    /// login forever.
-    pub(super) async fn pushed_login_done(&self, pushed: &Pushed, client_id: &str) -> Result<(), Error> {
-        let record = PushedRecord {
-            client_id: client_id.to_string(),
-            pairs: super::after_login(&pushed.pairs),
-            started: true,
-            used: false,
-        };
-        self.put_sealed(PURPOSE, &pushed.reference, &record, INTERACTION_TTL)
+        self.put_sealed(USED, &pushed.reference, &true, lives_until - now())
             .await
     }
 }
