@@ -17,6 +17,7 @@ pub mod discovery;
 pub mod error;
 pub mod grant;
 pub mod introspect;
+pub mod jws;
 pub mod logout;
 pub mod oidc;
 pub mod params;
