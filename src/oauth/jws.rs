@@ -31,7 +31,6 @@ pub(crate) struct VerificationKey {
     pub key: DecodingKey,
 }
 
-
 /// One public JWK: `Ok(None)` for a key that is not for signatures; an error for a private,
 /// symmetric, unsupported or malformed key, or an RSA key under 2048 bits.
 pub(crate) fn parse_jwk(jwk: &Value) -> Result<Option<VerificationKey>, String> {
@@ -100,7 +99,6 @@ fn rsa_bits(n: &str) -> usize {
     }
 }
 
-
 /// A compact JWS taken apart, its signature not yet verified.
 pub(crate) struct Jws<'a> {
     pub alg: Algorithm,
@@ -122,9 +120,7 @@ impl<'a> Jws<'a> {
             return Err("the JWS is too large".into());
         }
         let json = |part: &str| -> Result<Value, String> {
-            let bytes = URL_SAFE_NO_PAD
-                .decode(part)
-                .map_err(|_| "the JWS is not base64url")?;
+            let bytes = URL_SAFE_NO_PAD.decode(part).map_err(|_| "the JWS is not base64url")?;
             match serde_json::from_slice(&bytes) {
                 Ok(value @ Value::Object(_)) => Ok(value),
                 _ => Err("the JWS header or claims are not a JSON object".into()),
@@ -162,7 +158,6 @@ impl<'a> Jws<'a> {
         jsonwebtoken::crypto::verify(self.signature, self.signing_input.as_bytes(), key, self.alg).unwrap_or(false)
     }
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -219,4 +214,3 @@ mod tests {
         assert!(Jws::parse(&five_parts).is_err(), "a JWE's five parts are not a JWS");
     }
 }
-

@@ -145,6 +145,7 @@ fn refresh(grant_id: &str, issued_at: i64, expires_at: i64) -> RefreshRecord {
         issued_at,
         expires_at,
         rotated: false,
+        dpop_jkt: None,
     }
 }
 

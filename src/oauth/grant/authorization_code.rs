@@ -4,7 +4,7 @@ use crate::oauth::oidc::IdTokenInput;
 use crate::oauth::scope::Scope;
 use crate::oauth::token::{TokenBinding, TokenResponse};
 use crate::oauth::{now, pkce, random_token, secret_hash, Error, Provider};
-use crate::store::{ClientRecord, CodeRecord, GrantRecord, GrantType, Redemption, RefreshRecord};
+use crate::store::{ClientRecord, ClientType, CodeRecord, GrantRecord, GrantType, Redemption, RefreshRecord};
 
 impl Provider {
     /// Exchanges a code for tokens. The code is spent by the first attempt, whatever its
@@ -15,6 +15,7 @@ impl Provider {
         code: &str,
         redirect_uri: Option<&str>,
         code_verifier: Option<&str>,
+        dpop_jkt: Option<&str>,
     ) -> Result<TokenResponse, Error> {
         let record = match self.store.redeem_code(&secret_hash(code)).await? {
             Redemption::Fresh(record) => record,
@@ -70,29 +71,36 @@ impl Provider {
         // with tokens of the revoked grant: dead on arrival, like everything the code produced.
         let grant = grant_of(&record, issued_at, false);
         self.store.insert_grant(&grant).await?;
-        self.issue_user_tokens(client, &grant, record.nonce.as_deref(), issued_at)
+        self.issue_user_tokens(client, &grant, record.nonce.as_deref(), issued_at, dpop_jkt)
             .await
     }
 
     /// What a grant a user gave is exchanged for (the authorization code and device code
     /// grants): an access token of the grant, an ID token when `openid` was granted, and a
     /// refresh token when the client may use the refresh token grant. Durable before it
-    /// returns.
+    /// returns. With a DPoP proof (`dpop_jkt`: its key) the access token is bound to the key,
+    /// and so is a public client's refresh token (RFC 9449 §5); a confidential client's is
+    /// not, since it is already bound to the client's credentials.
     pub(super) async fn issue_user_tokens(
         &self,
         client: &ClientRecord,
         grant: &GrantRecord,
         nonce: Option<&str>,
         issued_at: i64,
+        dpop_jkt: Option<&str>,
     ) -> Result<TokenResponse, Error> {
         let scope = Scope::parse(&grant.scope)?;
+        let binding = TokenBinding {
+            jkt: dpop_jkt.map(str::to_string),
+            act: None,
+        };
         let access = self.mint_access_token(
             client,
             &grant.user_id,
             &scope,
             &grant.audience,
             Some(&grant.grant_id),
-            &TokenBinding::default(),
+            &binding,
         )?;
         let id_token = self
             .mint_id_token(IdTokenInput {
@@ -111,6 +119,9 @@ impl Provider {
                 issued_at,
                 expires_at: issued_at + self.refresh_token_ttl(client),
                 rotated: false,
+                dpop_jkt: dpop_jkt
+                    .filter(|_| client.client_type == ClientType::Public)
+                    .map(str::to_string),
             };
             self.store.put_refresh(&secret_hash(&token), &refresh).await?;
             Some(token)
@@ -120,7 +131,7 @@ impl Provider {
         self.store.durable().await?;
         Ok(TokenResponse {
             access_token: access.jwt,
-            token_type: "Bearer",
+            token_type: binding.token_type(),
             expires_in: access.expires_in,
             refresh_token,
             scope: grant.scope.clone(),

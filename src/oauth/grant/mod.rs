@@ -6,6 +6,7 @@ pub mod device_code;
 pub mod refresh_token;
 
 use super::client::ClientCredentials;
+use super::dpop::{Proof, ProofRequest};
 use super::token::TokenResponse;
 use super::{Error, ErrorCode, Provider};
 use crate::store::{ClientRecord, GrantType};
@@ -91,8 +92,14 @@ impl TokenRequest {
 
 impl Provider {
     /// Runs a token request: parses it into its grant, authenticates the client, checks that
-    /// the client may use the grant, and hands over to the grant's module.
-    pub async fn token(&self, credentials: &ClientCredentials, request: TokenRequest) -> Result<TokenResponse, Error> {
+    /// the client may use the grant, checks the DPoP proof if there is one (RFC 9449 §5: for
+    /// every grant, here), and hands over to the grant's module with the proof's key.
+    pub async fn token(
+        &self,
+        credentials: &ClientCredentials,
+        request: TokenRequest,
+        dpop: &ProofRequest,
+    ) -> Result<TokenResponse, Error> {
         let request = request.parse()?;
         let client = self.authenticate_client(credentials).await?;
         self.client_rate
@@ -103,23 +110,25 @@ impl Provider {
         if grant != GrantType::ClientCredentials {
             self.ensure_id_token_key(&client)?;
         }
+        let proof = self.token_request_proof(&client, dpop).await?;
+        let jkt = proof.as_ref().map(|p: &Proof| p.jkt.as_str());
         let issued = match request {
             GrantRequest::AuthorizationCode {
                 code,
                 redirect_uri,
                 code_verifier,
             } => {
-                self.authorization_code_grant(&client, &code, redirect_uri.as_deref(), code_verifier.as_deref())
+                self.authorization_code_grant(&client, &code, redirect_uri.as_deref(), code_verifier.as_deref(), jkt)
                     .await
             }
             GrantRequest::ClientCredentials { scope, resource } => {
-                self.client_credentials_grant(&client, scope.as_deref(), resource.as_deref())
+                self.client_credentials_grant(&client, scope.as_deref(), resource.as_deref(), jkt)
             }
             GrantRequest::RefreshToken { refresh_token, scope } => {
-                self.refresh_token_grant(&client, &refresh_token, scope.as_deref())
+                self.refresh_token_grant(&client, &refresh_token, scope.as_deref(), jkt)
                     .await
             }
-            GrantRequest::DeviceCode { device_code } => self.device_code_grant(&client, &device_code).await,
+            GrantRequest::DeviceCode { device_code } => self.device_code_grant(&client, &device_code, jkt).await,
         }?;
         if client.first_used_at.is_none() {
             // Once per client: a registered client that is used is never purged as unused.
