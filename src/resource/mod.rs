@@ -8,6 +8,11 @@
 //! - The algorithm comes from the key, never from the token: a token whose header names
 //!   another algorithm (`none`, `HS256` signed with the public key, ...) is rejected.
 //! - `typ` must be `at+jwt`; `iss`, `aud`, `exp` and `nbf` are checked with a small leeway.
+//! - DPoP-bound tokens (RFC 9449 §7, claim `cnf.jkt`) are accepted only with a proof of their
+//!   key ([`Verifier::verify_dpop`]): its signature, `htm`, `htu`, `ath` (the token's hash), an
+//!   `iat` within [`VerifierConfig::dpop_max_age`], and a `jti` not seen before, remembered in
+//!   a bounded in-memory cache for as long as the proof is accepted. [`Verifier::verify`]
+//!   (Bearer) refuses them: a stolen bound token is useless without the key.
 //!
 //! [`bearer`] puts it in front of poem handlers, with RFC 6750 errors and RFC 9728 metadata.
 
@@ -32,6 +37,11 @@ pub struct VerifierConfig {
     pub leeway: Duration,
     /// The shortest time between two JWKS fetches caused by unknown `kid`s.
     pub min_refetch_interval: Duration,
+    /// How long after its `iat` a DPoP proof is accepted (and its `jti` remembered).
+    pub dpop_max_age: Duration,
+    /// The most DPoP `jti`s remembered at once; when they are all live, new proofs are
+    /// refused rather than one forgotten early.
+    pub dpop_replay_capacity: usize,
 }
 
 impl VerifierConfig {
@@ -41,6 +51,8 @@ impl VerifierConfig {
             audience: audience.to_string(),
             leeway: Duration::from_secs(30),
             min_refetch_interval: Duration::from_secs(10),
+            dpop_max_age: Duration::from_secs(60),
+            dpop_replay_capacity: 100_000,
         }
     }
 }
@@ -60,6 +72,69 @@ pub enum VerifyError {
     Invalid(String),
     #[error("the issuer's keys could not be fetched: {0}")]
     Fetch(String),
+    #[error("the token is DPoP-bound: send it with the DPoP scheme and a proof")]
+    DpopBound,
+    #[error("the token is not DPoP-bound: send it as Bearer")]
+    NotDpopBound,
+    /// The DPoP proof failed (RFC 9449 §7.1 `invalid_dpop_proof`).
+    #[error("{0}")]
+    InvalidProof(String),
+}
+
+impl VerifyError {
+    /// The RFC 6750 / RFC 9449 error code a resource answers with.
+    pub fn code(&self) -> &'static str {
+        match self {
+            VerifyError::InvalidProof(_) => "invalid_dpop_proof",
+            _ => "invalid_token",
+        }
+    }
+}
+
+/// The DPoP side of a request to a resource.
+#[derive(Debug, Clone, Copy)]
+pub struct DpopRequest<'a> {
+    /// The request's `DPoP` header, if it has exactly one (several are refused before this).
+    pub proof: Option<&'a str>,
+    pub method: &'a str,
+    /// The URL the client called, as it knows it (this resource's public URL).
+    pub url: &'a str,
+}
+
+/// The `jti`s of DPoP proofs accepted recently, each until its proof expires; bounded.
+struct ReplayCache {
+    seen: std::sync::Mutex<HashMap<String, i64>>,
+    capacity: usize,
+}
+
+impl ReplayCache {
+    /// Records `key` until `until` (Unix seconds); whether it was new. Refuses (as if seen)
+    /// when full of live entries.
+    fn remember_once(&self, key: String, until: i64, now: i64) -> Result<bool, VerifyError> {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.get(&key).is_some_and(|expires| *expires >= now) {
+            return Ok(false);
+        }
+        if seen.len() >= self.capacity {
+            seen.retain(|_, expires| *expires >= now);
+            if seen.len() >= self.capacity {
+                return Err(VerifyError::InvalidProof(
+                    "too many DPoP proofs at once; retry shortly".into(),
+                ));
+            }
+        }
+        seen.insert(key, until);
+        Ok(true)
+    }
+}
+
+impl ReplayCache {
+    fn new(capacity: usize) -> ReplayCache {
+        ReplayCache {
+            seen: Default::default(),
+            capacity: capacity.max(1),
+        }
+    }
 }
 
 /// The verified claims of an access token.
@@ -96,6 +171,7 @@ pub struct Verifier {
     /// Serialises fetches so concurrent misses cause one request.
     fetching: Mutex<()>,
     fetches: AtomicU64,
+    replays: ReplayCache,
 }
 
 fn fetch_error(err: impl std::fmt::Display) -> VerifyError {
@@ -171,7 +247,6 @@ impl Verifier {
             .ok_or_else(|| fetch_error("the metadata has no jwks_uri"))?
             .to_string();
         let verifier = Verifier {
-            config,
             jwks_uri,
             http,
             cache: RwLock::new(KeyCache {
@@ -181,6 +256,8 @@ impl Verifier {
             }),
             fetching: Mutex::new(()),
             fetches: AtomicU64::new(0),
+            replays: ReplayCache::new(config.dpop_replay_capacity),
+            config,
         };
         verifier.refresh_keys().await?;
         Ok(verifier)
@@ -194,6 +271,7 @@ impl Verifier {
             .build()
             .map_err(fetch_error)?;
         Ok(Verifier {
+            replays: ReplayCache::new(config.dpop_replay_capacity),
             config,
             jwks_uri: jwks_uri.to_string(),
             http,
@@ -266,8 +344,50 @@ impl Verifier {
         self.fetches.load(Ordering::Relaxed)
     }
 
-    /// Verifies a bearer token and returns its claims.
+    /// Verifies a bearer token and returns its claims. A DPoP-bound token is refused
+    /// ([`VerifyError::DpopBound`]): it must come with a proof ([`Verifier::verify_dpop`]).
     pub async fn verify(&self, token: &str) -> Result<AccessClaims, VerifyError> {
+        let claims = self.verify_jwt(token).await?;
+        if claims.all["cnf"]["jkt"].is_string() {
+            return Err(VerifyError::DpopBound);
+        }
+        Ok(claims)
+    }
+
+    /// Verifies a DPoP-bound token sent with `Authorization: DPoP` and the request's proof
+    /// (RFC 9449 §7.1, §4.3): the token as [`Verifier::verify`] does, then the proof (made
+    /// with the token's key, for this method and URL, `ath` the token's hash, fresh, its `jti`
+    /// not seen before). A bearer token sent this way is refused ([`VerifyError::NotDpopBound`]).
+    pub async fn verify_dpop(&self, token: &str, request: DpopRequest<'_>) -> Result<AccessClaims, VerifyError> {
+        use crate::oauth::dpop::{verify_proof, Expected};
+        let claims = self.verify_jwt(token).await?;
+        let jkt = claims.all["cnf"]["jkt"].as_str().ok_or(VerifyError::NotDpopBound)?;
+        let proof = request
+            .proof
+            .ok_or_else(|| VerifyError::InvalidProof("a DPoP proof is required".into()))?;
+        let now = crate::clock::now();
+        let max_age = self.config.dpop_max_age.as_secs() as i64;
+        let expected = Expected {
+            method: request.method,
+            url: request.url,
+            access_token: Some(token),
+            now,
+            max_age,
+        };
+        let proof = verify_proof(proof, &expected).map_err(VerifyError::InvalidProof)?;
+        if proof.jkt != jkt {
+            return Err(VerifyError::InvalidProof(
+                "the proof is made with another key than the token's".into(),
+            ));
+        }
+        let key = format!("{}\0{}", proof.jkt, proof.jti);
+        if !self.replays.remember_once(key, proof.accepted_until(max_age), now)? {
+            return Err(VerifyError::InvalidProof("the proof's jti was used before".into()));
+        }
+        Ok(claims)
+    }
+
+    async fn verify_jwt(&self, token: &str) -> Result<AccessClaims, VerifyError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| VerifyError::Malformed)?;
         let typ = header.typ.as_deref().map(str::to_ascii_lowercase);
         if !matches!(typ.as_deref(), Some("at+jwt") | Some("application/at+jwt")) {
