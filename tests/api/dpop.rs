@@ -387,6 +387,24 @@ async fn with_nonces_on_a_proof_needs_the_servers_nonce() {
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["token_type"], "DPoP");
+
+    // At UserInfo (RFC 9449 §9): 401 with the nonce and a DPoP challenge saying why.
+    let access = body["access_token"].as_str().unwrap();
+    let userinfo = userinfo_url(&app);
+    let proof = jose
+        .proof("es", "GET", &userinfo, json!({ "access_token": access }))
+        .await;
+    let response = get_with(&app, &userinfo, "DPoP", access, &[&proof]).await;
+    assert!(response.headers().contains_key("dpop-nonce"));
+    assert!(
+        challenge(&response).contains("error=\"use_dpop_nonce\""),
+        "{}",
+        challenge(&response)
+    );
+    assert_eq!(
+        refusal(response).await,
+        (StatusCode::UNAUTHORIZED, "use_dpop_nonce".into())
+    );
 }
 
 /// RFC 9449 §5: a public client's refresh token is bound to the key of the proof it was issued
@@ -663,4 +681,116 @@ async fn the_example_resource_server_takes_a_bound_token_only_with_a_proof_of_it
         refusal(response).await,
         (StatusCode::UNAUTHORIZED, "invalid_token".into())
     );
+}
+
+/// Runs tests/interop/openid_client_dpop.mjs: openid-client's DPoP handle with a key of `alg`,
+/// through the code flow, a refresh, UserInfo, client_credentials and the resource server at
+/// `resource_url`.
+async fn openid_client(app: &TestApp, rp: &TestClient, alg: &str, resource_url: &str) -> Value {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop");
+    assert!(
+        std::path::Path::new(dir).join("node_modules/openid-client").is_dir(),
+        "openid-client is not installed: run `npm ci --prefix tests/interop` (tests/run.sh does)"
+    );
+    let output = tokio::process::Command::new("node")
+        .arg("openid_client_dpop.mjs")
+        .args([
+            &app.issuer,
+            &rp.id,
+            rp.secret.as_deref().unwrap(),
+            REDIRECT_URI,
+            USERNAME,
+            PASSWORD,
+            alg,
+            resource_url,
+        ])
+        .current_dir(dir)
+        .output()
+        .await
+        .expect("node runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "openid-client with {alg} failed: {stderr}");
+    serde_json::from_slice(&output.stdout).expect("a JSON report")
+}
+
+/// The checks on a run of openid-client: every token it got is a DPoP token bound to its key,
+/// UserInfo and the resource server answered it, and every request carried a proof of the
+/// algorithm asked for (UserInfo's and the resource's with `ath`).
+async fn assert_bound_run(app: &TestApp, alg: &str, report: &Value) {
+    let jkt = tessera::oauth::dpop::thumbprint(&report["public_jwk"]).unwrap();
+    for step in ["code", "refresh", "client_credentials"] {
+        // openid-client lowercases it (RFC 6749 §7.1: case-insensitive).
+        let token_type = report[step]["token_type"].as_str().unwrap();
+        assert!(token_type.eq_ignore_ascii_case("DPoP"), "{alg} {step}: {report}");
+        let access = report[step]["access_token"].as_str().unwrap();
+        let claims = app.verify_with_jwks(access).await.unwrap();
+        assert_eq!(claims["cnf"]["jkt"], jkt.as_str(), "{alg} {step}");
+    }
+    assert_eq!(report["userinfo"]["sub"], report["code"]["sub"], "{alg}");
+    assert_eq!(report["resource"]["status"], 200, "{alg}: {report}");
+    assert_eq!(report["resource"]["body"], "Hello, there!!");
+    let proofs = report["proofs"].as_array().unwrap();
+    // Token endpoint three times, UserInfo, the resource: at least one proof each.
+    assert!(proofs.len() >= 5, "{alg}: {report}");
+    let jws_alg = if alg == "EdDSA" {
+        ["EdDSA", "Ed25519"].as_slice()
+    } else {
+        &[alg][..]
+    };
+    for proof in proofs {
+        assert_eq!(proof["header"]["typ"], "dpop+jwt");
+        assert!(
+            jws_alg.contains(&proof["header"]["alg"].as_str().unwrap()),
+            "{alg}: {proof}"
+        );
+        let url = proof["url"].as_str().unwrap();
+        let at_resource = !url.ends_with("/o/token/");
+        assert_eq!(proof["claims"]["ath"].is_string(), at_resource, "{proof}");
+    }
+}
+
+/// RFC 9449 with a certified client library: openid-client v6's DPoP support, with keys of each
+/// algorithm Tessera publishes, gets bound tokens from every grant it uses and uses them at
+/// UserInfo and at a `tessera::resource` server.
+#[tokio::test]
+async fn openid_client_uses_dpop_for_the_code_flow_refresh_userinfo_and_client_credentials() {
+    let app = spawn_app().await;
+    let rp = register(&app, ClientType::Confidential, ClientPolicy::default()).await;
+    let (_server, base) = crate::resource_server::start_resource_server(&app).await;
+    let view = format!("{base}/api/posts/protected_view/");
+    for alg in ["ES256", "EdDSA", "RS256", "PS256"] {
+        let report = openid_client(&app, &rp, alg, &view).await;
+        assert_bound_run(&app, alg, &report).await;
+    }
+}
+
+/// RFC 9449 §8 with openid-client: when Tessera asks for nonces, the library gets one from the
+/// `use_dpop_nonce` answer at the token endpoint, retries with it, and uses it from then on
+/// (UserInfo, on the same server, takes it too).
+#[tokio::test]
+async fn openid_client_retries_with_the_servers_dpop_nonce() {
+    let dirs = tempfile::tempdir().unwrap();
+    let config = tessera::Config {
+        dpop_nonce: true,
+        ..test_config(&dirs)
+    };
+    let app = spawn_app_with(config, dirs).await;
+    let rp = register(&app, ClientType::Confidential, ClientPolicy::default()).await;
+    let (_server, base) = crate::resource_server::start_resource_server(&app).await;
+    let report = openid_client(&app, &rp, "ES256", &format!("{base}/api/posts/protected_view/")).await;
+    assert_bound_run(&app, "ES256", &report).await;
+    let statuses = report["statuses"].as_array().unwrap();
+    let asked = statuses
+        .iter()
+        .filter(|s| s["status"] == 400 || s["status"] == 401)
+        .count();
+    assert!(asked >= 1, "the server asked for a nonce: {report}");
+    let token_proofs: Vec<&Value> = report["proofs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["url"].as_str().unwrap().ends_with("/o/token/"))
+        .collect();
+    assert!(token_proofs[0]["claims"].get("nonce").is_none(), "{report}");
+    assert!(token_proofs.last().unwrap()["claims"]["nonce"].is_string(), "{report}");
 }
