@@ -26,9 +26,9 @@ fn main() {
             let pair = Ed25519KeyPair::from_pkcs8(&pkcs8).expect("a PKCS#8 Ed25519 key");
             let jwk = json!({"kty": "OKP", "crv": "Ed25519", "x": URL_SAFE_NO_PAD.encode(pair.public_key())});
             let header = URL_SAFE_NO_PAD.encode(json!({"typ": "dpop+jwt", "alg": "EdDSA", "jwk": jwk}).to_string());
-            let ath = rest.first().map(|token| {
-                URL_SAFE_NO_PAD.encode(ring::digest::digest(&ring::digest::SHA256, token.as_bytes()))
-            });
+            let ath = rest
+                .first()
+                .map(|token| URL_SAFE_NO_PAD.encode(ring::digest::digest(&ring::digest::SHA256, token.as_bytes())));
             let now = time::OffsetDateTime::now_utc().unix_timestamp();
             let mut file = std::io::BufWriter::new(std::fs::File::create(out).expect("the output file"));
             for i in 0..count.parse::<u64>().expect("COUNT is a number") {
