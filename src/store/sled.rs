@@ -57,9 +57,10 @@ pub struct SledStore {
 /// Counters kept at most (each well under 100 bytes), and scratch values.
 const MAX_COUNTERS: usize = 100_000;
 const MAX_SCRATCH: usize = 10_000;
-/// Keys remembered once (assertion `jti`s, each for at most five and a half minutes): never
-/// evicted while live, so at the bound new ones are refused (503). About 160 bytes each
-/// (measured: 20 MB for 122,000): 80 MB at most, reached only by more than ~1,500 assertions a
+/// Keys remembered once (assertion `jti`s, each for at most five and a half minutes; DPoP
+/// proof `jti`s, for `dpop_proof_max_age` + 5 s): never evicted while live, so at the bound new
+/// ones are refused (503). About 160 bytes each (measured: 20 MB for 122,000): 80 MB at most,
+/// reached only by more than ~1,500 assertions, or ~7,500 DPoP proofs (default window), a
 /// second sustained on one node.
 const MAX_ONCE: usize = 500_000;
 
