@@ -119,7 +119,8 @@ pub fn verify_proof(proof: &str, expected: &Expected) -> Result<Proof, String> {
     if !same_target(htu, expected.url) {
         return Err("the proof's htu is not this request's URL".into());
     }
-    let iat = claims["iat"].as_i64().ok_or("the proof has no integer iat")?;
+    // A NumericDate may have a fraction (RFC 7519 §2).
+    let iat = claims["iat"].as_f64().ok_or("the proof has no iat")? as i64;
     if iat > expected.now + FUTURE_SKEW {
         return Err("the proof's iat is in the future".into());
     }

@@ -794,3 +794,42 @@ async fn openid_client_retries_with_the_servers_dpop_nonce() {
     assert!(token_proofs[0]["claims"].get("nonce").is_none(), "{report}");
     assert!(token_proofs.last().unwrap()["claims"]["nonce"].is_string(), "{report}");
 }
+
+/// RFC 9449 §5 for the device grant (RFC 8628): the poll that gets the tokens carries the
+/// proof, and a public device's refresh token is bound to the key like any public client's.
+#[tokio::test]
+async fn the_device_grant_binds_its_tokens_and_a_public_devices_refresh_token_to_the_key() {
+    use crate::device::{answer, device_client, log_in, start, DEVICE_GRANT};
+    let app = spawn_app().await;
+    let tv = device_client(&app, ClientType::Public).await;
+    let started = start(&app, &tv, "read").await;
+    log_in(&app).await;
+    answer(&app, started["user_code"].as_str().unwrap(), "allow").await;
+    let mut jose = Jose::with_keys(&[("tv", "EdDSA"), ("thief", "EdDSA")]).await;
+    let url = token_url(&app);
+    let proof = jose.proof("tv", "POST", &url, json!({})).await;
+    let form = [
+        ("grant_type", DEVICE_GRANT),
+        ("device_code", started["device_code"].as_str().unwrap()),
+    ];
+    let response = token_with_proofs(&app, &tv, &form, &[&proof]).await;
+    assert_eq!(response.status(), 200);
+    let tokens: Value = response.json().await.unwrap();
+    assert_eq!(tokens["token_type"], "DPoP");
+    let access = tokens["access_token"].as_str().unwrap();
+    assert_eq!(
+        app.verify_with_jwks(access).await.unwrap()["cnf"]["jkt"],
+        jose.jkt("tv").as_str()
+    );
+    let refresh_token = tokens["refresh_token"].as_str().unwrap();
+    assert_eq!(
+        app.introspect(refresh_token).await["cnf"]["jkt"],
+        jose.jkt("tv").as_str()
+    );
+    let stolen = jose.proof("thief", "POST", &url, json!({})).await;
+    let response = refresh_with(&app, &tv, refresh_token, &[&stolen]).await;
+    assert_eq!(
+        refusal(response).await,
+        (StatusCode::BAD_REQUEST, "invalid_grant".into())
+    );
+}
