@@ -11,13 +11,13 @@ use tessera::store::{ClientPolicy, ClientType, GrantType};
 use crate::helpers::*;
 
 /// Proofs from jose: keys by name, kept between runs so that later proofs use the same keys.
-struct Jose {
+pub struct Jose {
     keys: Value,
 }
 
 impl Jose {
     /// Generates keys named `names` with these algorithms.
-    async fn with_keys(keys: &[(&str, &str)]) -> Jose {
+    pub async fn with_keys(keys: &[(&str, &str)]) -> Jose {
         let mut jose = Jose { keys: json!({}) };
         for (name, alg) in keys {
             jose.keys[*name] = json!({ "alg": alg });
@@ -74,7 +74,7 @@ impl Jose {
     }
 
     /// One proof by key `key` for `method` on `url`, with `extra` fields.
-    async fn proof(&mut self, key: &str, method: &str, url: &str, extra: Value) -> String {
+    pub async fn proof(&mut self, key: &str, method: &str, url: &str, extra: Value) -> String {
         let mut spec = json!({"key": key, "htm": method, "htu": url});
         spec.as_object_mut()
             .unwrap()
