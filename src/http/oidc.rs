@@ -97,8 +97,7 @@ impl UserInfoResponse {
         // RFC 9449 §7.1: a resource answers a failed proof 401 (the token endpoint, 400).
         let dpop_error = matches!(e.code, ErrorCode::InvalidDpopProof | ErrorCode::UseDpopNonce);
         match e.status.as_u16() {
-            _ if dpop_error => UserInfoResponse::Unauthorized(body, e.challenge, e.dpop_nonce),
-            401 => UserInfoResponse::Unauthorized(body, e.challenge, e.dpop_nonce),
+            status if status == 401 || dpop_error => UserInfoResponse::Unauthorized(body, e.challenge, e.dpop_nonce),
             403 => UserInfoResponse::Forbidden(body, e.challenge),
             500 => UserInfoResponse::ServerError(body),
             _ => UserInfoResponse::BadRequest(body, e.challenge),

@@ -215,8 +215,16 @@ async fn a_proof_binds_the_access_token_to_its_key_and_introspection_shows_cnf()
         oidc["dpop_signing_alg_values_supported"],
         metadata["dpop_signing_alg_values_supported"]
     );
-    let mut jose = Jose::with_keys(&[("es", "ES256"), ("ed", "EdDSA"), ("rs", "RS256"), ("ps", "PS256")]).await;
-    for key in ["es", "ed", "rs", "ps"] {
+    // Ed25519 under both its JWS names: EdDSA (RFC 8037) and Ed25519 (RFC 9864).
+    let keys = [
+        ("es", "ES256"),
+        ("ed", "EdDSA"),
+        ("ed2", "Ed25519"),
+        ("rs", "RS256"),
+        ("ps", "PS256"),
+    ];
+    let mut jose = Jose::with_keys(&keys).await;
+    for (key, _) in keys {
         let proof = jose.proof(key, "POST", &token_url(&app), json!({})).await;
         let response = client_credentials_with(&app, &[&proof]).await;
         assert_eq!(response.status(), 200, "{key}");

@@ -54,7 +54,7 @@ for (const spec of input.proofs ?? []) {
     const part = (value) => base64url.encode(JSON.stringify(value));
     proofs.push(`${part({ ...header, alg: 'none' })}.${part({ ...claims, iat })}.`);
   } else if (spec.alg === 'HS256') {
-    // Signed with an HMAC whose secret is the public key's x: what an alg-confusion attack tries.
+    // Signed with an HMAC keyed with the public JWK's text: what an algorithm-confusion attack tries.
     const secret = new TextEncoder().encode(JSON.stringify(key.public));
     proofs.push(await new SignJWT(claims).setProtectedHeader({ ...header, alg: 'HS256' }).setIssuedAt(iat).sign(secret));
   } else {
