@@ -220,12 +220,15 @@ const BASIC_CHALLENGE: &str = "Basic realm=\"tessera\", charset=\"UTF-8\"";
 #[derive(ApiResponse, Debug)]
 #[oai(bad_request_handler = "bad_request")]
 pub enum OAuthResponse<T: ToJSON + Send + Sync> {
-    /// Success. Never cached, since the body may carry tokens (RFC 6749 §5.1).
+    /// Success. Never cached, since the body may carry tokens (RFC 6749 §5.1). When the server
+    /// asks for DPoP nonces, a token response to a request with a proof carries the nonce for
+    /// the next one (`DPoP-Nonce`, RFC 9449 §8.2).
     #[oai(status = 200)]
     Ok(
         Json<T>,
         #[oai(header = "Cache-Control")] String,
         #[oai(header = "Pragma")] String,
+        #[oai(header = "DPoP-Nonce")] Option<String>,
     ),
     /// The request is malformed, or the grant, scope or target is not acceptable (RFC 6749 §5.2),
     /// or the DPoP proof is not (`invalid_dpop_proof`), or it must carry the nonce given in
@@ -265,7 +268,12 @@ pub enum OAuthResponse<T: ToJSON + Send + Sync> {
 
 impl<T: ToJSON + Send + Sync> OAuthResponse<T> {
     pub fn ok(body: T) -> Self {
-        OAuthResponse::Ok(Json(body), NO_STORE.into(), "no-cache".into())
+        OAuthResponse::Ok(Json(body), NO_STORE.into(), "no-cache".into(), None)
+    }
+
+    /// Success, with the DPoP nonce for the client's next proof, if any.
+    pub fn ok_with_nonce(body: T, dpop_nonce: Option<String>) -> Self {
+        OAuthResponse::Ok(Json(body), NO_STORE.into(), "no-cache".into(), dpop_nonce)
     }
 }
 

@@ -219,18 +219,24 @@ impl OAuthApi {
             resource: present(form.resource),
             device_code: present(form.device_code),
         };
-        match provider
-            .token(&credentials, request, &proof_request(req, &provider))
-            .await
-        {
-            Ok(t) => OAuthResponse::ok(TokenBody {
-                access_token: t.access_token,
-                token_type: t.token_type.into(),
-                expires_in: t.expires_in,
-                refresh_token: t.refresh_token,
-                scope: t.scope,
-                id_token: t.id_token,
-            }),
+        let proofs = proof_request(req, &provider);
+        match provider.token(&credentials, request, &proofs).await {
+            Ok(t) => {
+                // Only for a request with a proof: a client without DPoP has no use for it.
+                let nonce = match proofs.proofs.is_empty() {
+                    true => None,
+                    false => provider.next_dpop_nonce().await,
+                };
+                let body = TokenBody {
+                    access_token: t.access_token,
+                    token_type: t.token_type.into(),
+                    expires_in: t.expires_in,
+                    refresh_token: t.refresh_token,
+                    scope: t.scope,
+                    id_token: t.id_token,
+                };
+                OAuthResponse::ok_with_nonce(body, nonce)
+            }
             Err(e) => e.into(),
         }
     }

@@ -264,7 +264,9 @@ impl Provider {
         Ok(encode_nonce(&self.nonce_key().await?, window))
     }
 
-    /// A fresh nonce for a response, if nonces are on (for the `DPoP-Nonce` header).
+    /// A fresh nonce for a successful response, if nonces are on (for the `DPoP-Nonce` header,
+    /// RFC 9449 §8.2): the client's next proof can carry it without a `use_dpop_nonce` round
+    /// trip when the window has moved on.
     pub async fn next_dpop_nonce(&self) -> Option<String> {
         if !self.config.dpop_nonce {
             return None;

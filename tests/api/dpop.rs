@@ -393,8 +393,15 @@ async fn with_nonces_on_a_proof_needs_the_servers_nonce() {
     let with_nonce = jose.proof("es", "POST", &url, json!({ "nonce": nonce })).await;
     let response = client_credentials_with(&app, &[&with_nonce]).await;
     assert_eq!(response.status(), 200);
+    // RFC 9449 §8.2: the answer carries the nonce for the next proof.
+    assert!(response.headers().contains_key("dpop-nonce"));
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["token_type"], "DPoP");
+    let plain = app.client_credentials("read").await;
+    assert!(
+        !plain.headers().contains_key("dpop-nonce"),
+        "not for a request without a proof"
+    );
 
     // At UserInfo (RFC 9449 §9): 401 with the nonce and a DPoP challenge saying why.
     let access = body["access_token"].as_str().unwrap();
