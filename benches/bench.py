@@ -9,7 +9,10 @@ Runs the release server on loopback and drives it with wrk at a fixed concurrenc
   - JWKS GETs
   - token exchange (RFC 8693): a user's access token traded for one for another audience, without
     and with an actor token (one or two ES256 verifications and liveness lookups, one signature)
-  - GETs to examples/resource_server.rs with a bearer token (offline JWT verification)
+  - the same client_credentials grants with a DPoP proof each (RFC 9449; Ed25519 proofs minted
+    ahead by examples/dpop_proofs.rs), which must reach 0.6x the plain rate
+  - GETs to examples/resource_server.rs with a bearer token (offline JWT verification), and with
+    a DPoP-bound token and a proof each
 and, in the same run, the ceiling: examples/ceiling.rs, a bare poem handler that only parses
 the form and signs one ES256 JWT. Reports requests/s, p50, p99, server CPU per request and
 the server's peak RSS, and compares them with the targets of issue 2.
@@ -49,6 +52,7 @@ BIN = os.path.join(ROOT, "target", "release", "tessera")
 CEILING = os.path.join(ROOT, "target", "release", "examples", "ceiling")
 RESOURCE_SERVER = os.path.join(ROOT, "target", "release", "examples", "resource_server")
 CLIENT_ASSERTIONS = os.path.join(ROOT, "target", "release", "examples", "client_assertions")
+DPOP_PROOFS = os.path.join(ROOT, "target", "release", "examples", "dpop_proofs")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 # The audience the token exchange scenario asks tokens for.
 EXCHANGE_AUDIENCE = "https://downstream.example"
@@ -292,6 +296,56 @@ end
     return path
 
 
+def proof_lua(work, name, proofs_file, threads, method, path, headers, body=""):
+    """A wrk script whose threads each send their share of the DPoP proofs in `proofs_file` (one
+    per line, each usable once) in the `DPoP` header of `method` requests to `path`. The requests
+    are formatted in `init`, before the run: wrk shares the cores with the server, and building
+    each request in Lua as it goes would slow the server down, not the client."""
+    path_lua = os.path.join(work, name + ".lua")
+    header_lines = "".join(f'  [{json.dumps(k)}] = {json.dumps(v)},\n' for k, v in headers.items())
+    with open(path_lua, "w") as f:
+        f.write(f"""
+local threads = {threads}
+local counter = 0
+function setup(thread)
+  thread:set("id", counter)
+  counter = counter + 1
+end
+function init(args)
+  queue = {{}}
+  local headers = {{
+{header_lines}  }}
+  local i = 0
+  for line in io.lines({json.dumps(proofs_file)}) do
+    if i % threads == id then
+      headers["DPoP"] = line
+      table.insert(queue, wrk.format({json.dumps(method)}, {json.dumps(path)}, headers, {json.dumps(body) if body else "nil"}))
+    end
+    i = i + 1
+  end
+  headers["DPoP"] = "exhausted"
+  exhausted = wrk.format({json.dumps(method)}, {json.dumps(path)}, headers, {json.dumps(body) if body else "nil"})
+  next_index = 1
+end
+function request()
+  local r = queue[next_index] or exhausted
+  next_index = next_index + 1
+  return r
+end
+""" + DONE_LUA)
+    return path_lua
+
+
+def mint_proofs(work, name, method, url, count, token=None):
+    """`count` Ed25519 DPoP proofs for `method` on `url` (with `ath` for `token`), in a file."""
+    key = os.path.join(work, "dpop.p8")
+    if not os.path.exists(key):
+        subprocess.run([DPOP_PROOFS, "key", key], check=True)
+    out = os.path.join(work, name + ".txt")
+    subprocess.run([DPOP_PROOFS, "sign", key, method, url, str(count), out] + ([token] if token else []), check=True)
+    return out
+
+
 def post_lua(work, name, body, basic):
     path = os.path.join(work, name + ".lua")
     with open(path, "w") as f:
@@ -449,12 +503,14 @@ def main():
 
     ensure_wrk()
     subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "tessera", "--example", "ceiling",
-                    "--example", "resource_server", "--example", "client_assertions"], cwd=ROOT, check=True)
+                    "--example", "resource_server", "--example", "client_assertions", "--example", "dpop_proofs"],
+                   cwd=ROOT, check=True)
     work = tempfile.mkdtemp(prefix="tessera-bench-")
     # One load generator on one address is what the rate limits exist to stop: turn them off.
     config = os.path.join(work, "tessera.toml")
     with open(config, "w") as f:
-        f.write("rate_limit_per_client = 0\nrate_limit_per_address = 0\n")
+        # DPoP proofs are minted before their run; each is accepted for this long after.
+        f.write("rate_limit_per_client = 0\nrate_limit_per_address = 0\ndpop_proof_max_age = 120\n")
     env = dict(os.environ, TESSERA_DATA_DIR=os.path.join(work, "data"), TESSERA_KEYS_DIR=os.path.join(work, "keys"),
                TESSERA_CONFIG=config)
     if "BENCH_RUST_LOG" in os.environ:
@@ -532,6 +588,17 @@ def main():
             "private_key_jwt", server.pid, base + "/o/token/", assertion_lua(work, "private_key_jwt", assertions, args.threads),
             args, warmup=False)
 
+        # DPoP (RFC 9449): one Ed25519 proof verified, its jti remembered and the token bound to
+        # its key per request. Each proof is usable once, so they are minted ahead; no warm-up.
+        token_url = base + "/o/token/"
+        proofs = mint_proofs(work, "token_proofs", "POST", token_url, needed)
+        form_headers = {"Content-Type": "application/x-www-form-urlencoded", "Authorization": basic}
+        results["client_credentials + DPoP"] = measure(
+            "dpop", server.pid, token_url,
+            proof_lua(work, "dpop", proofs, args.threads, "POST", "/o/token/", form_headers,
+                      "grant_type=client_credentials&scope=read"),
+            args, warmup=False)
+
         # Token exchange: the same user token (scope read, for this server) traded again and again
         # for a token for another audience; nothing is stored. With an actor token (the
         # exchanger's own client_credentials token) each request verifies two tokens.
@@ -574,8 +641,24 @@ def main():
             rs_lua = os.path.join(work, "resource.lua")
             with open(rs_lua, "w") as f:
                 f.write(f'wrk.headers["Authorization"] = "Bearer {access}"\n' + DONE_LUA)
-            results["resource server (verified GET)"] = measure(
-                "resource_server", rs.pid, f"http://127.0.0.1:{rs_port}/api/posts/protected_view/", rs_lua, args)
+            view = f"http://127.0.0.1:{rs_port}/api/posts/protected_view/"
+            results["resource server (verified GET)"] = measure("resource_server", rs.pid, view, rs_lua, args)
+            # A DPoP-bound token, with a proof (signature, ath, cnf.jkt, replay cache) per GET.
+            bind_proof = mint_proofs(work, "bind_proof", "POST", base + "/o/token/", 1)
+            with open(bind_proof) as f:
+                bind = f.read().strip()
+            token_request = urllib.request.Request(
+                base + "/o/token/", data=b"grant_type=client_credentials&scope=read",
+                headers={"Authorization": basic, "Content-Type": "application/x-www-form-urlencoded", "DPoP": bind})
+            bound = json.loads(urllib.request.urlopen(token_request).read())
+            assert bound["token_type"] == "DPoP", bound
+            rs_needed = int(results["resource server (verified GET)"]["rps"] * args.duration * 1.5) + 10000
+            rs_proofs = mint_proofs(work, "resource_proofs", "GET", view, rs_needed, bound["access_token"])
+            results["resource server (DPoP GET)"] = measure(
+                "resource_server_dpop", rs.pid, view,
+                proof_lua(work, "resource_dpop", rs_proofs, args.threads, "GET", "/api/posts/protected_view/",
+                          {"Authorization": "DPoP " + bound["access_token"]}),
+                args, warmup=False)
         finally:
             rs.terminate()
             rs.wait(timeout=15)
@@ -602,12 +685,21 @@ def main():
         # One more P-256 verification per request (in ring about twice an ES256 signature, the
         # endpoint's main cost) and a jti remembered: about half the plain rate is the cost model.
         ("private_key_jwt >= 0.4x client_credentials", results["private_key_jwt client_creds"]["rps"] >= 0.4 * cc["rps"]),
+        # One Ed25519 verification (cheaper in ring than P-256's) and a jti remembered in memory.
+        ("client_credentials + DPoP >= 0.6x client_credentials",
+         results["client_credentials + DPoP"]["rps"] >= 0.6 * cc["rps"]),
+        ("every DPoP request answered 2xx",
+         all(results[k]["bad_status"] == 0 for k in ("client_credentials + DPoP", "resource server (DPoP GET)"))),
         ("refresh_token >= 10,000/s (durable)", results["refresh_token"]["rps"] >= 10000),
         ("JWKS >= 50,000/s", results["jwks"]["rps"] >= 50000),
         ("p99 <= 5 ms", p99 <= 5),
         ("peak RSS <= 64 MiB", peak <= 64),
     ]
     print(f"client_credentials / ceiling: {cc['rps'] / ceil['rps']:.2f}")
+    dpop = results["client_credentials + DPoP"]
+    # The CPU ratio is the server's own cost; the rate ratio also moves with whatever else runs.
+    print(f"client_credentials + DPoP / client_credentials: {dpop['rps'] / cc['rps']:.2f} "
+          f"(server CPU per request: {cc['cpu_us_per_req'] / dpop['cpu_us_per_req']:.2f})")
     for label, ok in checks:
         print(f"  {'met ' if ok else 'MISS'}  {label}")
     if not os.environ.get("BENCH_KEEP"):

@@ -1,6 +1,6 @@
 //! An example resource server protected by Tessera: it verifies bearer JWTs offline against the
-//! issuer's JWKS (`tessera::resource`), answers RFC 6750 errors, and publishes RFC 9728
-//! protected resource metadata.
+//! issuer's JWKS (`tessera::resource`), and DPoP-bound ones with their proofs (RFC 9449 §7),
+//! answers RFC 6750 / RFC 9449 errors, and publishes RFC 9728 protected resource metadata.
 //!
 //! Run: `cargo run --release --example resource_server -- --issuer URL --addr HOST:PORT [--audience AUD]`
 //!
@@ -92,6 +92,7 @@ async fn main() -> anyhow::Result<()> {
         issuer,
         scopes_supported: vec!["read".into(), "write".into()],
         metadata_url: format!("{base}/.well-known/oauth-protected-resource"),
+        base_url: base.clone(),
     });
     let app = Route::new()
         .at("/api/posts/protected_view/", get(protected_view))

@@ -217,6 +217,11 @@ pub struct Config {
     pub database_url: Option<String>,
     /// How the database is used, when there is one.
     pub database: DatabaseSettings,
+    /// How long after its `iat` a DPoP proof is accepted (RFC 9449 §11.1); its `jti` is
+    /// remembered that long.
+    pub dpop_proof_max_age: Duration,
+    /// Require a server nonce in DPoP proofs (RFC 9449 §8).
+    pub dpop_nonce: bool,
 }
 
 /// Cluster mode's database settings besides its URL.
@@ -321,6 +326,8 @@ impl Default for Config {
             },
             database_url: None,
             database: DatabaseSettings::default(),
+            dpop_proof_max_age: Duration::from_secs(60),
+            dpop_nonce: false,
         }
     }
 }
@@ -430,6 +437,10 @@ pub struct FileConfig {
     pub document_stale_ttl: Option<u64>,
     /// Document fetches a minute per host (default 30, 10 at once).
     pub document_fetches_per_host_per_minute: Option<u32>,
+    /// Seconds a DPoP proof is accepted after its `iat` (default 60).
+    pub dpop_proof_max_age: Option<u64>,
+    /// Require a server nonce in DPoP proofs (default false).
+    pub dpop_nonce: Option<bool>,
     /// Cluster mode: the PostgreSQL database every node shares.
     pub database_url: Option<String>,
     /// Connections per node (default 16).
@@ -576,6 +587,11 @@ impl Config {
                 &mut self.device_code_interval,
             ),
             ("purge_interval", file.purge_interval, &mut self.purge_interval),
+            (
+                "dpop_proof_max_age",
+                file.dpop_proof_max_age,
+                &mut self.dpop_proof_max_age,
+            ),
             ("idle_timeout", file.idle_timeout, &mut self.idle_timeout),
             (
                 "registration_unused_client_ttl",
@@ -631,6 +647,9 @@ impl Config {
         }
         if let Some(v) = file.require_pkce {
             self.require_pkce = v;
+        }
+        if let Some(v) = file.dpop_nonce {
+            self.dpop_nonce = v;
         }
         if let Some(v) = file.cors_origins {
             self.cors_origins = v;

@@ -108,7 +108,10 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         | ErrorCode::InvalidRequestUri
         | ErrorCode::InvalidRedirectUri
         | ErrorCode::InvalidClientMetadata
-        | ErrorCode::InvalidSoftwareStatement => StatusCode::BAD_REQUEST,
+        | ErrorCode::InvalidSoftwareStatement
+        // At the token endpoint (RFC 9449 §5); a resource answers them 401 (§7.1).
+        | ErrorCode::InvalidDpopProof
+        | ErrorCode::UseDpopNonce => StatusCode::BAD_REQUEST,
     }
 }
 
@@ -120,6 +123,10 @@ pub enum Challenge {
     /// A bearer token (RFC 6750 §3), optionally naming the scope the endpoint needs: on every
     /// error (`always`), or only on `insufficient_scope`.
     Bearer { scope: Option<&'static str>, always: bool },
+    /// A bearer or DPoP-bound token (RFC 9449 §7.1): both challenges, the error on the one of
+    /// the scheme at fault (`dpop`: the token was sent as DPoP, is DPoP-bound, or its proof
+    /// failed).
+    BearerOrDpop { scope: Option<&'static str>, dpop: bool },
 }
 
 impl Challenge {
@@ -131,19 +138,37 @@ impl Challenge {
             Challenge::Bearer { scope, always } => {
                 let mut value = String::from("Bearer realm=\"tessera\"");
                 if let Some(error) = error {
-                    value.push_str(&format!(
-                        ", error=\"{}\", error_description=\"{}\"",
-                        error.code.as_str(),
-                        error.description.replace(['"', '\\'], "'")
-                    ));
+                    push_error(&mut value, error);
                     if let Some(scope) = scope.filter(|_| always || error.code == ErrorCode::InsufficientScope) {
                         value.push_str(&format!(", scope=\"{scope}\""));
                     }
                 }
                 value
             }
+            Challenge::BearerOrDpop { scope, dpop } => {
+                let dpop = dpop
+                    || error.is_some_and(|e| matches!(e.code, ErrorCode::InvalidDpopProof | ErrorCode::UseDpopNonce));
+                let bearer = Challenge::Bearer { scope, always: false };
+                let mut challenge = format!("DPoP algs=\"{}\"", crate::oauth::dpop::CHALLENGE_ALGS);
+                match error {
+                    Some(error) if dpop => {
+                        push_error(&mut challenge, error);
+                        format!("{}, {challenge}", bearer.header(None))
+                    }
+                    _ => format!("{}, {challenge}", bearer.header(error)),
+                }
+            }
         }
     }
+}
+
+/// `error` and `error_description` attributes (RFC 6750 §3, RFC 9449 §7.1).
+fn push_error(challenge: &mut String, error: &Error) {
+    challenge.push_str(&format!(
+        ", error=\"{}\", error_description=\"{}\"",
+        error.code.as_str(),
+        error.description.replace(['"', '\\'], "'")
+    ));
 }
 
 /// An error as HTTP answers it.
@@ -156,6 +181,8 @@ pub struct HttpError {
     pub challenge: String,
     /// The `Retry-After` value, for 429s.
     pub retry_after: String,
+    /// The `DPoP-Nonce` value, for `use_dpop_nonce` (RFC 9449 §8).
+    pub dpop_nonce: Option<String>,
 }
 
 impl HttpError {
@@ -168,6 +195,7 @@ impl HttpError {
             code: err.code,
             challenge: challenge.header(Some(&err)),
             retry_after: retry_after_seconds(err.retry_after.unwrap_or_default()),
+            dpop_nonce: err.dpop_nonce,
             description: err.description,
         }
     }
@@ -192,16 +220,25 @@ const BASIC_CHALLENGE: &str = "Basic realm=\"tessera\", charset=\"UTF-8\"";
 #[derive(ApiResponse, Debug)]
 #[oai(bad_request_handler = "bad_request")]
 pub enum OAuthResponse<T: ToJSON + Send + Sync> {
-    /// Success. Never cached, since the body may carry tokens (RFC 6749 §5.1).
+    /// Success. Never cached, since the body may carry tokens (RFC 6749 §5.1). When the server
+    /// asks for DPoP nonces, a token response to a request with a proof carries the nonce for
+    /// the next one (`DPoP-Nonce`, RFC 9449 §8.2).
     #[oai(status = 200)]
     Ok(
         Json<T>,
         #[oai(header = "Cache-Control")] String,
         #[oai(header = "Pragma")] String,
+        #[oai(header = "DPoP-Nonce")] Option<String>,
     ),
-    /// The request is malformed, or the grant, scope or target is not acceptable (RFC 6749 §5.2).
+    /// The request is malformed, or the grant, scope or target is not acceptable (RFC 6749 §5.2),
+    /// or the DPoP proof is not (`invalid_dpop_proof`), or it must carry the nonce given in
+    /// `DPoP-Nonce` (`use_dpop_nonce`, RFC 9449 §8).
     #[oai(status = 400)]
-    BadRequest(ErrorJson, #[oai(header = "Cache-Control")] String),
+    BadRequest(
+        ErrorJson,
+        #[oai(header = "Cache-Control")] String,
+        #[oai(header = "DPoP-Nonce")] Option<String>,
+    ),
     /// Client authentication failed (`invalid_client`).
     #[oai(status = 401)]
     Unauthorized(
@@ -231,7 +268,12 @@ pub enum OAuthResponse<T: ToJSON + Send + Sync> {
 
 impl<T: ToJSON + Send + Sync> OAuthResponse<T> {
     pub fn ok(body: T) -> Self {
-        OAuthResponse::Ok(Json(body), NO_STORE.into(), "no-cache".into())
+        OAuthResponse::Ok(Json(body), NO_STORE.into(), "no-cache".into(), None)
+    }
+
+    /// Success, with the DPoP nonce for the client's next proof, if any.
+    pub fn ok_with_nonce(body: T, dpop_nonce: Option<String>) -> Self {
+        OAuthResponse::Ok(Json(body), NO_STORE.into(), "no-cache".into(), dpop_nonce)
     }
 }
 
@@ -245,7 +287,7 @@ impl<T: ToJSON + Send + Sync> From<Error> for OAuthResponse<T> {
             401 => OAuthResponse::Unauthorized(body, e.challenge, NO_STORE.into()),
             500 => OAuthResponse::ServerError(body, NO_STORE.into()),
             503 => OAuthResponse::Unavailable(body, e.retry_after, NO_STORE.into()),
-            _ => OAuthResponse::BadRequest(body, NO_STORE.into()),
+            _ => OAuthResponse::BadRequest(body, NO_STORE.into(), e.dpop_nonce),
         }
     }
 }
@@ -262,9 +304,14 @@ pub enum PushedResponse<T: ToJSON + Send + Sync> {
         #[oai(header = "Cache-Control")] String,
         #[oai(header = "Pragma")] String,
     ),
-    /// The request is malformed, or would be refused at the authorization endpoint.
+    /// The request is malformed, or would be refused at the authorization endpoint, or its
+    /// DPoP proof is not good (`invalid_dpop_proof`, `use_dpop_nonce` with `DPoP-Nonce`).
     #[oai(status = 400)]
-    BadRequest(ErrorJson, #[oai(header = "Cache-Control")] String),
+    BadRequest(
+        ErrorJson,
+        #[oai(header = "Cache-Control")] String,
+        #[oai(header = "DPoP-Nonce")] Option<String>,
+    ),
     /// Client authentication failed (`invalid_client`).
     #[oai(status = 401)]
     Unauthorized(
@@ -300,8 +347,8 @@ impl<T: ToJSON + Send + Sync> PushedResponse<T> {
 impl<T: ToJSON + Send + Sync> From<Error> for PushedResponse<T> {
     fn from(err: Error) -> Self {
         match OAuthResponse::<T>::from(err) {
-            OAuthResponse::Ok(body, cache, pragma) => PushedResponse::Created(body, cache, pragma),
-            OAuthResponse::BadRequest(body, cache) => PushedResponse::BadRequest(body, cache),
+            OAuthResponse::Ok(body, cache, pragma, _) => PushedResponse::Created(body, cache, pragma),
+            OAuthResponse::BadRequest(body, cache, nonce) => PushedResponse::BadRequest(body, cache, nonce),
             OAuthResponse::Unauthorized(body, challenge, cache) => PushedResponse::Unauthorized(body, challenge, cache),
             OAuthResponse::TooManyRequests(body, wait, cache) => PushedResponse::TooManyRequests(body, wait, cache),
             OAuthResponse::ServerError(body, cache) => PushedResponse::ServerError(body, cache),

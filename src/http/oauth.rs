@@ -5,12 +5,13 @@ use std::sync::Arc;
 
 use poem::web::Data;
 use poem::Request;
+use poem_openapi::param::Header;
 use poem_openapi::payload::Form;
 use poem_openapi::{Object, OpenApi};
 use serde::Deserialize;
 
 use super::error::{OAuthResponse, PushedResponse};
-use super::security::{client_credentials, ClientAuthentication};
+use super::security::{client_credentials, proof_request, ClientAuthentication};
 use super::Tag;
 use crate::oauth::client::ClientCredentials;
 use crate::oauth::grant::TokenRequest;
@@ -185,7 +186,8 @@ pub struct DeviceAuthorizationBody {
 pub struct TokenBody {
     /// A JWT access token (RFC 9068), verifiable with the keys at `/.well-known/jwks.json`.
     pub access_token: String,
-    /// Always `Bearer`.
+    /// `DPoP` when the access token is bound to the key of the request's DPoP proof (RFC 9449
+    /// §5), else `Bearer`.
     pub token_type: String,
     /// Seconds until the access token expires.
     pub expires_in: u64,
@@ -225,9 +227,13 @@ pub struct RevocationBody {}
 pub struct IntrospectionBody {
     /// Whether the token is currently valid.
     pub active: bool,
-    /// `Bearer` for access tokens, `refresh_token` for refresh tokens.
+    /// `Bearer` or `DPoP` (a DPoP-bound token, RFC 9449 §6.2) for access tokens,
+    /// `refresh_token` for refresh tokens.
     #[oai(skip_serializing_if_is_none)]
     pub token_type: Option<String>,
+    /// The confirmation of a DPoP-bound token: the thumbprint of its key (RFC 9449 §6.2).
+    #[oai(skip_serializing_if_is_none)]
+    pub cnf: Option<ConfirmationBody>,
     #[oai(skip_serializing_if_is_none)]
     pub scope: Option<String>,
     #[oai(skip_serializing_if_is_none)]
@@ -247,11 +253,19 @@ pub struct IntrospectionBody {
     pub jti: Option<String>,
 }
 
+/// A token's `cnf` claim (RFC 7800 §3.1).
+#[derive(Object, Debug)]
+pub struct ConfirmationBody {
+    /// The base64url SHA-256 JWK thumbprint (RFC 7638) of the DPoP key.
+    pub jkt: String,
+}
+
 impl From<Introspection> for IntrospectionBody {
     fn from(i: Introspection) -> Self {
         IntrospectionBody {
             active: i.active,
             token_type: i.token_type,
+            cnf: i.cnf_jkt.map(|jkt| ConfirmationBody { jkt }),
             scope: i.scope,
             client_id: i.client_id,
             sub: i.sub,
@@ -283,12 +297,21 @@ impl OAuthApi {
     /// one revokes every token of its grant. An exchanged token keeps its subject token's user
     /// and grant, is for an audience the client may exchange for, has no refresh token and
     /// never outlives the subject token.
+    ///
+    /// With a `DPoP` proof header (RFC 9449), the access token is bound to the proof's key
+    /// (`token_type` `DPoP`, claim `cnf.jkt`), and so is a public client's refresh token.
     #[oai(path = "/o/token/", method = "post", operation_id = "token")]
     async fn token(
         &self,
         provider: Data<&Arc<Provider>>,
         req: &Request,
         form: Form<TokenForm>,
+        /// A DPoP proof (RFC 9449 §4): a JWT with `typ` `dpop+jwt`, signed with ES256, EdDSA,
+        /// RS256 or PS256 by the key in its `jwk` header, with `htm` `POST`, `htu` this
+        /// endpoint's URL, a fresh `iat` and a unique `jti` (and `nonce`, when the server asks
+        /// for one with `use_dpop_nonce`). Read from the raw headers: sending it twice is an error.
+        #[oai(name = "DPoP")]
+        _dpop: Header<Option<String>>,
     ) -> OAuthResponse<TokenBody> {
         let Form(form) = form;
         let credentials = match client_credentials(req, &form.auth) {
@@ -313,16 +336,25 @@ impl OAuthApi {
             requested_token_type: present(form.requested_token_type),
             audience: present(form.audience),
         };
-        match provider.token(&credentials, request).await {
-            Ok(t) => OAuthResponse::ok(TokenBody {
-                access_token: t.access_token,
-                token_type: t.token_type.into(),
-                expires_in: t.expires_in,
-                refresh_token: t.refresh_token,
-                scope: t.scope,
-                id_token: t.id_token,
-                issued_token_type: t.issued_token_type.map(str::to_string),
-            }),
+        let proofs = proof_request(req, &provider);
+        match provider.token(&credentials, request, &proofs).await {
+            Ok(t) => {
+                // Only for a request with a proof: a client without DPoP has no use for it.
+                let nonce = match proofs.proofs.is_empty() {
+                    true => None,
+                    false => provider.next_dpop_nonce().await,
+                };
+                let body = TokenBody {
+                    access_token: t.access_token,
+                    token_type: t.token_type.into(),
+                    expires_in: t.expires_in,
+                    refresh_token: t.refresh_token,
+                    scope: t.scope,
+                    id_token: t.id_token,
+                    issued_token_type: t.issued_token_type.map(str::to_string),
+                };
+                OAuthResponse::ok_with_nonce(body, nonce)
+            }
             Err(e) => e.into(),
         }
     }
@@ -382,7 +414,10 @@ impl OAuthApi {
     ) -> PushedResponse<PushedAuthorizationBody> {
         let result = async {
             let credentials = with_address(client_credentials(req, &form.auth)?, req, &provider);
-            provider.push_authorization_request(&credentials, form.pairs()).await
+            let proofs = proof_request(req, &provider);
+            provider
+                .push_authorization_request(&credentials, form.pairs(), &proofs)
+                .await
         };
         match result.await {
             Ok(pushed) => PushedResponse::created(PushedAuthorizationBody {

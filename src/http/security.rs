@@ -1,5 +1,6 @@
-//! Credentials on a request: a client's (RFC 6749 §2.3.1: HTTP Basic, or the form body) and
-//! bearer tokens in the `Authorization` header (RFC 6750 §2.1).
+//! Credentials on a request: a client's (RFC 6749 §2.3.1: HTTP Basic, or the form body),
+//! access tokens in the `Authorization` header (RFC 6750 §2.1 `Bearer`, RFC 9449 §7.1 `DPoP`)
+//! and DPoP proofs (RFC 9449 §4.1).
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -11,7 +12,8 @@ use serde::Deserialize;
 
 use crate::oauth::client::{AuthMethod, ClientCredentials};
 use crate::oauth::client_assertion;
-use crate::oauth::Error;
+use crate::oauth::dpop::ProofRequest;
+use crate::oauth::{Error, Provider};
 
 /// Client authentication in a form body: `client_secret_post` (RFC 6749 §2.3.1),
 /// `private_key_jwt` (RFC 7521 §4.2, RFC 7523 §2.2), or a public client's `client_id`.
@@ -100,6 +102,53 @@ pub fn bearer_token(req: &Request) -> Result<Option<String>, Error> {
     match token.trim() {
         "" => Err(Error::invalid_request("the Bearer authorization has no token")),
         token => Ok(Some(token.to_string())),
+    }
+}
+
+/// How an access token was presented.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenScheme {
+    Bearer,
+    /// With a DPoP proof of the key it is bound to (RFC 9449 §7.1).
+    Dpop,
+}
+
+/// The access token of an `Authorization: Bearer` or `Authorization: DPoP` header, with its
+/// scheme. `None` without the header or with another scheme; `invalid_request` for a scheme
+/// without a token.
+pub fn access_token(req: &Request) -> Result<Option<(TokenScheme, String)>, Error> {
+    let Some(value) = req.headers().get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let value = value.to_str().unwrap_or_default().trim();
+    let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
+    let scheme = if scheme.eq_ignore_ascii_case("dpop") {
+        TokenScheme::Dpop
+    } else if scheme.eq_ignore_ascii_case("bearer") {
+        TokenScheme::Bearer
+    } else {
+        return Ok(None);
+    };
+    match token.trim() {
+        "" => Err(Error::invalid_request("the authorization header has no token")),
+        token => Ok(Some((scheme, token.to_string()))),
+    }
+}
+
+/// The DPoP side of a request: every `DPoP` header (a repeated one is refused by the core),
+/// the method, and the URL as this server publishes it (issuer-based, as called: poem drops a
+/// trailing slash from `uri()`, not from `original_uri()`).
+pub fn proof_request(req: &Request, provider: &Provider) -> ProofRequest {
+    ProofRequest {
+        proofs: req
+            .headers()
+            .get_all("dpop")
+            .iter()
+            // A value that is not text cannot be a JWS: left for the core to refuse.
+            .map(|v| v.to_str().unwrap_or_default().to_string())
+            .collect(),
+        method: req.method().as_str().to_string(),
+        url: provider.url(req.original_uri().path()),
     }
 }
 

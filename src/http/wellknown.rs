@@ -125,6 +125,8 @@ pub struct AuthorizationServerMetadata {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_id_metadata_document_supported: Option<bool>,
     pub code_challenge_methods_supported: Vec<String>,
+    /// RFC 9449 §5.1: the algorithms DPoP proofs may be signed with.
+    pub dpop_signing_alg_values_supported: Vec<String>,
     /// RFC 9207: authorization responses carry `iss`.
     pub authorization_response_iss_parameter_supported: bool,
     pub claims_parameter_supported: bool,
@@ -166,6 +168,7 @@ impl AuthorizationServerMetadata {
             introspection_endpoint_auth_signing_alg_values_supported: m.endpoint_auth_signing_alg_values_supported,
             client_id_metadata_document_supported: m.client_id_metadata_document_supported.then_some(true),
             code_challenge_methods_supported: m.code_challenge_methods_supported,
+            dpop_signing_alg_values_supported: m.dpop_signing_alg_values_supported,
             authorization_response_iss_parameter_supported: m.authorization_response_iss_parameter_supported,
             claims_parameter_supported: m.claims_parameter_supported,
             request_parameter_supported: m.request_parameter_supported,

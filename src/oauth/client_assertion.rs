@@ -10,13 +10,12 @@
 //! every `jti` is remembered in the store's counters for as long as its assertion is accepted,
 //! so a replay fails on every node.
 //!
-//! Ed25519 signatures are accepted under both of their JWS names: `EdDSA` (RFC 8037) and
-//! `Ed25519` (RFC 9864, which deprecates `EdDSA`; openid-client v6 sends it).
+//! The JWS and its keys are read by [`super::jws`], shared with DPoP proofs.
 
-use jsonwebtoken::{Algorithm, DecodingKey};
 use serde_json::Value;
 use url::Url;
 
+use super::jws::{parse_jwk, Jws, VerificationKey};
 use super::{now, Error, Provider};
 use crate::store::ClientRecord;
 
@@ -83,24 +82,6 @@ impl ClientKeys {
     }
 }
 
-/// The algorithm a JWS `alg` name (one of [`SIGNING_ALGS`]) stands for.
-fn algorithm(name: &str) -> Option<Algorithm> {
-    match name {
-        "ES256" => Some(Algorithm::ES256),
-        "EdDSA" | "Ed25519" => Some(Algorithm::EdDSA),
-        "RS256" => Some(Algorithm::RS256),
-        "PS256" => Some(Algorithm::PS256),
-        _ => None,
-    }
-}
-
-/// A public key an assertion may be verified with.
-struct VerificationKey {
-    kid: Option<String>,
-    algs: &'static [Algorithm],
-    key: DecodingKey,
-}
-
 /// The usable keys of a JWK Set. `strict` (registration) refuses any key it cannot use;
 /// otherwise (a published set) keys for encryption or of unknown types are skipped. A private
 /// or symmetric key is refused either way: publishing one is a mistake to report, not skip.
@@ -124,73 +105,6 @@ fn parse_jwks(jwks: &Value, strict: bool) -> Result<Vec<VerificationKey>, String
         return Err("the JWK Set has no signing key of a supported type".into());
     }
     Ok(usable)
-}
-
-/// One JWK: `Ok(None)` for a key that is not for signatures.
-fn parse_jwk(jwk: &Value) -> Result<Option<VerificationKey>, String> {
-    const PRIVATE: [&str; 8] = ["d", "p", "q", "dp", "dq", "qi", "oth", "k"];
-    if let Some(member) = PRIVATE.iter().find(|m| jwk.get(**m).is_some()) {
-        return Err(format!(
-            "a JWK holds private or secret key material (\"{member}\"); register the public key only"
-        ));
-    }
-    if jwk["use"].as_str().is_some_and(|u| u != "sig") {
-        return Ok(None);
-    }
-    let s = |name: &str| {
-        jwk[name]
-            .as_str()
-            .ok_or_else(|| format!("a {} JWK needs \"{name}\"", jwk["kty"]))
-    };
-    const ES256: &[Algorithm] = &[Algorithm::ES256];
-    const EDDSA: &[Algorithm] = &[Algorithm::EdDSA];
-    const RSA: &[Algorithm] = &[Algorithm::RS256, Algorithm::PS256];
-    let (family, key) = match (jwk["kty"].as_str(), jwk["crv"].as_str()) {
-        (Some("EC"), Some("P-256")) => (ES256, DecodingKey::from_ec_components(s("x")?, s("y")?)),
-        (Some("OKP"), Some("Ed25519")) => (EDDSA, DecodingKey::from_ed_components(s("x")?)),
-        (Some("RSA"), _) => {
-            // ring verifies RS256 and PS256 with 2048- to 8192-bit keys only: a smaller key would
-            // register and then never authenticate.
-            if !(2048..=8192).contains(&rsa_bits(s("n")?)) {
-                return Err("an RSA key needs 2048 to 8192 bits".into());
-            }
-            (RSA, DecodingKey::from_rsa_components(s("n")?, s("e")?))
-        }
-        (Some("oct"), _) => return Err("symmetric (\"oct\") keys are not accepted".into()),
-        (kty, crv) => {
-            return Err(format!(
-                "unsupported key type {} {}; use EC P-256, OKP Ed25519 or RSA",
-                kty.unwrap_or("(none)"),
-                crv.unwrap_or("")
-            ))
-        }
-    };
-    let key = key.map_err(|e| format!("a JWK is malformed: {e}"))?;
-    let algs = match jwk["alg"].as_str() {
-        None => family,
-        Some(alg) => {
-            let index = algorithm(alg)
-                .and_then(|a| family.iter().position(|f| *f == a))
-                .ok_or_else(|| format!("a {} key cannot be used with alg {alg}", jwk["kty"]))?;
-            &family[index..=index]
-        }
-    };
-    Ok(Some(VerificationKey {
-        kid: jwk["kid"].as_str().map(str::to_string),
-        algs,
-        key,
-    }))
-}
-
-/// The size of an RSA modulus given as a JWK's base64url `n` (0 if it is not base64url).
-fn rsa_bits(n: &str) -> usize {
-    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    use base64::Engine;
-    let bytes = URL_SAFE_NO_PAD.decode(n).unwrap_or_default();
-    match bytes.iter().position(|b| *b != 0) {
-        Some(first) => (bytes.len() - first) * 8 - bytes[first].leading_zeros() as usize,
-        None => 0,
-    }
 }
 
 /// The client an assertion says it is for (its `sub`, which must equal `iss`), read before
@@ -354,65 +268,6 @@ enum Refused {
     Server(Error),
 }
 
-/// A client assertion taken apart, its signature not yet verified.
-struct Jws<'a> {
-    alg: Algorithm,
-    kid: Option<String>,
-    claims: Value,
-    signing_input: &'a str,
-    signature: &'a str,
-}
-
-impl<'a> Jws<'a> {
-    /// Reads a compact JWS's header and claims. The header is read here rather than by
-    /// jsonwebtoken, which does not know RFC 9864's `Ed25519`.
-    fn parse(assertion: &'a str) -> Result<Jws<'a>, String> {
-        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-        use base64::Engine;
-        if assertion.len() > MAX_ASSERTION_BYTES {
-            return Err("the assertion is too large".into());
-        }
-        let json = |part: &str| -> Result<Value, String> {
-            let bytes = URL_SAFE_NO_PAD
-                .decode(part)
-                .map_err(|_| "the assertion is not base64url")?;
-            match serde_json::from_slice(&bytes) {
-                Ok(value @ Value::Object(_)) => Ok(value),
-                _ => Err("the assertion's header or claims are not a JSON object".into()),
-            }
-        };
-        let (signing_input, signature) = assertion.rsplit_once('.').ok_or("the assertion is not a JWS")?;
-        let (header, claims) = signing_input
-            .split_once('.')
-            .filter(|(_, claims)| !claims.contains('.'))
-            .ok_or("the assertion is not a compact JWS")?;
-        let header = json(header)?;
-        let name = header["alg"].as_str().unwrap_or_default();
-        // An HMAC, `none` or anything else is refused before any key is looked at.
-        let alg = algorithm(name).ok_or_else(|| format!("alg {name:?} is not accepted"))?;
-        // RFC 7515 §4.1.11: extensions listed in `crit` must be understood; none is.
-        if header.get("crit").is_some() {
-            return Err("the header has crit extensions".into());
-        }
-        let kid = match header.get("kid") {
-            None => None,
-            Some(Value::String(kid)) => Some(kid.clone()),
-            Some(_) => return Err("kid is not a string".into()),
-        };
-        Ok(Jws {
-            alg,
-            kid,
-            claims: json(claims)?,
-            signing_input,
-            signature,
-        })
-    }
-
-    fn verifies_with(&self, key: &DecodingKey) -> bool {
-        jsonwebtoken::crypto::verify(self.signature, self.signing_input.as_bytes(), key, self.alg).unwrap_or(false)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -452,53 +307,5 @@ mod tests {
         assert!(ClientKeys::JwksUri("http://app.example/jwks.json".into())
             .validate()
             .is_err());
-    }
-
-    /// RFC 9864 §2.2 names Ed25519 signatures `Ed25519` and deprecates `EdDSA`: an Ed25519 key
-    /// may carry either name, and an assertion's header may use either.
-    #[test]
-    fn ed25519_is_accepted_under_both_of_its_jws_names() {
-        let okp = json!({"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"});
-        for name in ["EdDSA", "Ed25519"] {
-            assert_eq!(algorithm(name), Some(Algorithm::EdDSA));
-            let mut named = okp.clone();
-            named["alg"] = name.into();
-            let key = parse_jwk(&named).unwrap().unwrap();
-            assert_eq!(key.algs, [Algorithm::EdDSA]);
-        }
-        let rsa = json!({"kty": "RSA", "alg": "Ed25519", "n": "sXchDaQebHnPiGvyDOAT4saGEUetSyo9MKLOoWFsueri23bOdgWp4Dy1WlUzewbgBHod5pcM9H95GQRV3JDXboIRROSBigeC5yjU1hGzHHyXss8UDprecbAYxknTcQkhslANGRUZmdTOQ5qTRsLAt6BTYuyvVRdhS8exSZEy_c4gs_7svlJJQ4H9_NxsiIoLwAEk7-Q3UXERGYw_75IDrGA84-lA_-Ct4eTlXHBIY2EaV7t7LjJaynVJCpkv4LKjTTAumiGUIuQhrNhZLuF_RJLqHpM2kgWFLU7-VTdL1VbC2tejvcI2BlMkEpk1BzBZI0KQB0GaDWFLN-aEAw3vRw", "e": "AQAB"});
-        assert!(parse_jwk(&rsa).is_err(), "an RSA key cannot be an Ed25519 key");
-        for name in SIGNING_ALGS {
-            assert!(algorithm(name).is_some(), "{name} is published and so accepted");
-        }
-        for name in ["none", "HS256", "ES384", "eddsa", ""] {
-            assert_eq!(algorithm(name), None, "{name}");
-        }
-    }
-
-    #[test]
-    fn a_header_without_an_accepted_alg_or_with_crit_is_refused_before_any_key() {
-        let jws = |header: Value| {
-            let claims = json!({"iss": "c", "sub": "c"});
-            format!(
-                "{}.{}.c2ln",
-                URL_SAFE_NO_PAD.encode(header.to_string()),
-                URL_SAFE_NO_PAD.encode(claims.to_string())
-            )
-        };
-        let ed25519 = jws(json!({"alg": "Ed25519", "kid": "k"}));
-        let parsed = Jws::parse(&ed25519).unwrap();
-        assert_eq!((parsed.alg, parsed.kid.as_deref()), (Algorithm::EdDSA, Some("k")));
-        for header in [
-            json!({"alg": "none"}),
-            json!({"alg": "HS256"}),
-            json!({}),
-            json!({"alg": "ES256", "crit": ["exp"], "exp": 1}),
-            json!({"alg": "ES256", "kid": 7}),
-        ] {
-            assert!(Jws::parse(&jws(header.clone())).is_err(), "{header}");
-        }
-        let five_parts = format!("{}.e30.e30", jws(json!({"alg": "ES256"})));
-        assert!(Jws::parse(&five_parts).is_err(), "a JWE's five parts are not a JWS");
     }
 }

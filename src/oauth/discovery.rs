@@ -40,6 +40,8 @@ pub struct ServerMetadata {
     /// Client ids may be URLs of Client ID Metadata Documents.
     pub client_id_metadata_document_supported: bool,
     pub code_challenge_methods_supported: Vec<String>,
+    /// RFC 9449 §5.1: the algorithms DPoP proofs may be signed with.
+    pub dpop_signing_alg_values_supported: Vec<String>,
     pub authorization_response_iss_parameter_supported: bool,
     pub claims_parameter_supported: bool,
     pub request_parameter_supported: bool,
@@ -113,6 +115,7 @@ impl Provider {
             endpoint_auth_signing_alg_values_supported: strings(&client_assertion::SIGNING_ALGS),
             client_id_metadata_document_supported: self.config.client_documents.mode != ClientDocumentsMode::Off,
             code_challenge_methods_supported: strings(&["S256"]),
+            dpop_signing_alg_values_supported: strings(&super::dpop::SIGNING_ALGS),
             authorization_response_iss_parameter_supported: true,
             claims_parameter_supported: false,
             request_parameter_supported: false,

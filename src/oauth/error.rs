@@ -44,6 +44,12 @@ pub enum ErrorCode {
     InvalidToken,
     /// The token lacks the scope the request needs.
     InsufficientScope,
+    // RFC 9449 §5, §7.1, §8
+    /// The DPoP proof is missing where required, malformed, for another request, too old,
+    /// replayed, or its key does not match the token's.
+    InvalidDpopProof,
+    /// The DPoP proof must carry the server nonce given in the `DPoP-Nonce` header.
+    UseDpopNonce,
     // RFC 7009 §2.2.1
     /// The server cannot revoke this type of token.
     UnsupportedTokenType,
@@ -94,6 +100,8 @@ impl ErrorCode {
             ErrorCode::InvalidToken => "invalid_token",
             ErrorCode::InsufficientScope => "insufficient_scope",
             ErrorCode::UnsupportedTokenType => "unsupported_token_type",
+            ErrorCode::InvalidDpopProof => "invalid_dpop_proof",
+            ErrorCode::UseDpopNonce => "use_dpop_nonce",
             ErrorCode::LoginRequired => "login_required",
             ErrorCode::ConsentRequired => "consent_required",
             ErrorCode::RequestNotSupported => "request_not_supported",
@@ -119,6 +127,8 @@ pub struct Error {
     pub cause: Option<Box<dyn std::error::Error + Send + Sync>>,
     /// For `rate_limited`: how long the caller should wait.
     pub retry_after: Option<std::time::Duration>,
+    /// For `use_dpop_nonce`: the nonce to retry with (RFC 9449 §8, the `DPoP-Nonce` header).
+    pub dpop_nonce: Option<String>,
 }
 
 impl Error {
@@ -128,6 +138,7 @@ impl Error {
             description: description.into(),
             cause: None,
             retry_after: None,
+            dpop_nonce: None,
         }
     }
 
@@ -158,6 +169,7 @@ impl Error {
             description: "internal error".into(),
             cause: Some(cause.into()),
             retry_after: None,
+            dpop_nonce: None,
         }
     }
 }
@@ -188,6 +200,7 @@ impl From<crate::store::StoreError> for Error {
                 description: "the service is temporarily unavailable; retry shortly".into(),
                 cause: Some(err.into()),
                 retry_after: Some(STORE_RETRY_AFTER),
+                dpop_nonce: None,
             },
             _ => Error::server_error(err),
         }

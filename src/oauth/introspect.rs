@@ -10,8 +10,10 @@ use crate::store::ClientType;
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Introspection {
     pub active: bool,
-    /// `Bearer` for access tokens, `refresh_token` for refresh tokens.
+    /// `Bearer` or `DPoP` (RFC 9449 §6.2) for access tokens, `refresh_token` for refresh tokens.
     pub token_type: Option<String>,
+    /// The thumbprint of the key a DPoP-bound token is bound to (`cnf.jkt`, RFC 9449 §6.2).
+    pub cnf_jkt: Option<String>,
     pub scope: Option<String>,
     pub client_id: Option<String>,
     pub sub: Option<String>,
@@ -74,6 +76,7 @@ impl Provider {
                 iat: Some(record.issued_at),
                 exp: Some(record.expires_at),
                 jti: None,
+                cnf_jkt: record.dpop_jkt,
             });
         }
 
@@ -84,9 +87,11 @@ impl Provider {
         if !self.access_token_live(&claims).await? {
             return Ok(inactive);
         }
+        let cnf_jkt = claims["cnf"]["jkt"].as_str().map(str::to_string);
         Ok(Introspection {
             active: true,
-            token_type: Some("Bearer".into()),
+            token_type: Some(if cnf_jkt.is_some() { "DPoP" } else { "Bearer" }.into()),
+            cnf_jkt,
             scope: claim(&claims, "scope"),
             client_id: claim(&claims, "client_id"),
             sub: claim(&claims, "sub"),

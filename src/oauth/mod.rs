@@ -14,9 +14,11 @@ pub mod consent;
 pub mod demo;
 pub mod device;
 pub mod discovery;
+pub mod dpop;
 pub mod error;
 pub mod grant;
 pub mod introspect;
+pub mod jws;
 pub mod logout;
 pub mod oidc;
 pub mod params;
@@ -76,6 +78,8 @@ pub struct Provider {
     /// Signs cookie values ([`session::LoginForm`], [`session::DeviceCookie`]); read from the
     /// store on first use.
     cookie_key: std::sync::OnceLock<ring::hmac::Key>,
+    /// Signs DPoP nonces ([`dpop`]); read from the store on first use.
+    dpop_nonce_key: std::sync::OnceLock<ring::hmac::Key>,
     /// Requests to URLs chosen by others (the playground's API calls).
     pub outbound: crate::outbound::Outbound,
     /// Documents clients publish (their metadata, their keys), fetched safely and cached.
@@ -112,6 +116,7 @@ impl Provider {
             pushed_rate,
             active_refresh_tokens: Default::default(),
             cookie_key: Default::default(),
+            dpop_nonce_key: Default::default(),
             outbound,
             documents,
         }

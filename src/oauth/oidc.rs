@@ -190,14 +190,18 @@ impl Provider {
         Ok(Some(jwt))
     }
 
-    /// The UserInfo response for a bearer access token (Core §5.3): `sub` plus the claims its
-    /// scope releases. The token must be one of ours, unexpired, unrevoked, issued for this
+    /// The UserInfo response for a bearer or DPoP-bound access token (Core §5.3, RFC 9449 §7):
+    /// `sub` plus the claims its scope releases. The token must be one of ours, unexpired, unrevoked, issued for this
     /// server (not for another resource) and carry `openid`.
     ///
     /// Errors are RFC 6750 §3.1 codes: `invalid_token` (no valid token) or `insufficient_scope`.
-    pub async fn userinfo(&self, access_token: &str) -> Result<Map<String, Value>, Error> {
+    pub async fn userinfo(
+        &self,
+        access_token: &str,
+        presented: super::token::Presentation<'_>,
+    ) -> Result<Map<String, Value>, Error> {
         let insufficient = || Error::new(ErrorCode::InsufficientScope, "the access token lacks the openid scope");
-        let claims = self.verify_access_token(access_token).await?;
+        let claims = self.verify_presented_token(access_token, presented).await?;
         if claims["gid"].as_str().is_none() {
             // client_credentials tokens have no user behind them.
             return Err(insufficient());

@@ -2,6 +2,7 @@
 
 use serde::Serialize;
 
+use super::dpop::{invalid_proof, ProofRequest};
 use super::scope::Scope;
 use super::{now, random_token, Error, ErrorCode, Provider};
 use crate::store::ClientRecord;
@@ -56,6 +57,15 @@ impl TokenBinding {
             "Bearer"
         }
     }
+}
+
+/// How an access token was presented to Tessera.
+#[derive(Debug, Clone, Copy)]
+pub enum Presentation<'a> {
+    /// `Authorization: Bearer` (RFC 6750).
+    Bearer,
+    /// `Authorization: DPoP`, with the request's proof (RFC 9449 §7.1).
+    Dpop(&'a ProofRequest),
 }
 
 /// A successful token response.
@@ -155,8 +165,47 @@ impl Provider {
     /// Checks a bearer access token presented to Tessera itself (UserInfo, the admin API):
     /// signed by a published key, `typ` at+jwt, ours, unexpired, issued for this server (not
     /// for another resource), and neither it nor its grant revoked. Returns its claims; any
-    /// failure is `invalid_token` (RFC 6750 §3.1).
+    /// failure is `invalid_token` (RFC 6750 §3.1). A DPoP-bound token is refused: its holder
+    /// must prove the key ([`Provider::verify_presented_token`]).
     pub async fn verify_access_token(&self, token: &str) -> Result<serde_json::Value, Error> {
+        self.verify_presented_token(token, Presentation::Bearer).await
+    }
+
+    /// [`Provider::verify_access_token`] for a token presented as `presented`: a DPoP-bound
+    /// token only with the DPoP scheme and a proof of its key whose `ath` is the token's hash
+    /// (RFC 9449 §7), a bearer token only as Bearer. A failed proof is `invalid_dpop_proof`
+    /// (or `use_dpop_nonce`); a token sent with the wrong scheme is `invalid_token`.
+    pub async fn verify_presented_token(
+        &self,
+        token: &str,
+        presented: Presentation<'_>,
+    ) -> Result<serde_json::Value, Error> {
+        let claims = self.verify_token_itself(token).await?;
+        let invalid = |why: &str| Error::new(ErrorCode::InvalidToken, why);
+        match (presented, claims["cnf"]["jkt"].as_str()) {
+            (Presentation::Bearer, None) => {}
+            (Presentation::Bearer, Some(_)) => {
+                return Err(invalid(
+                    "the access token is DPoP-bound: send it with the DPoP scheme and a proof",
+                ))
+            }
+            (Presentation::Dpop(_), None) => {
+                return Err(invalid("the access token is not DPoP-bound: send it as Bearer"))
+            }
+            (Presentation::Dpop(request), Some(jkt)) => {
+                let proof = self
+                    .check_proof(request, Some(token))
+                    .await?
+                    .ok_or_else(|| invalid_proof("a DPoP proof is required with a DPoP-bound token"))?;
+                if proof.jkt != jkt {
+                    return Err(invalid_proof("the proof is made with another key than the token's"));
+                }
+            }
+        }
+        Ok(claims)
+    }
+
+    async fn verify_token_itself(&self, token: &str) -> Result<serde_json::Value, Error> {
         let invalid = |why: &str| Error::new(ErrorCode::InvalidToken, why);
         let claims = self
             .keys

@@ -248,7 +248,7 @@ pub async fn act(
                 refresh_token,
                 ..TokenRequest::default()
             };
-            match provider.token(&credentials(&state), request).await {
+            match provider.token(&credentials(&state), request, &Default::default()).await {
                 Ok(tokens) => state.tokens = Some(tokens.into()),
                 Err(e) => state.error = Some(format!("refresh failed: {}: {}", e.code.as_str(), e.description)),
             }
@@ -316,7 +316,7 @@ pub async fn callback(req: &Request, provider: Data<&Arc<Provider>>, templates: 
             code_verifier: state.verifier.clone(),
             ..TokenRequest::default()
         };
-        match provider.token(&credentials(&state), request).await {
+        match provider.token(&credentials(&state), request, &Default::default()).await {
             Ok(tokens) => state.tokens = Some(tokens.into()),
             Err(e) => {
                 state.error = Some(format!(

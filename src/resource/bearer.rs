@@ -1,5 +1,6 @@
 //! The poem side of resource-server verification: an extractor that hands a handler the
-//! verified claims, RFC 6750 §3 error responses, and RFC 9728 protected resource metadata.
+//! verified claims of a bearer token (RFC 6750) or a DPoP-bound one with its proof (RFC 9449
+//! §7), RFC 6750 §3 / RFC 9449 §7.1 error responses, and RFC 9728 protected resource metadata.
 //!
 //! `examples/resource_server.rs` is a complete server built on it:
 //!
@@ -18,7 +19,7 @@ use poem::http::{header, StatusCode};
 use poem::{FromRequest, Request, RequestBody, Response};
 use serde_json::json;
 
-use super::{AccessClaims, Verifier};
+use super::{AccessClaims, DpopRequest, Verifier, VerifyError};
 
 /// A protected resource: its verifier and how it describes itself in challenges.
 pub struct ProtectedResource {
@@ -30,6 +31,9 @@ pub struct ProtectedResource {
     pub scopes_supported: Vec<String>,
     /// Where its RFC 9728 metadata is served, for the `resource_metadata` challenge parameter.
     pub metadata_url: String,
+    /// The scheme and authority clients call it at (`https://api.example`): with the request's
+    /// path, the URL a DPoP proof's `htu` must name.
+    pub base_url: String,
 }
 
 impl ProtectedResource {
@@ -40,43 +44,55 @@ impl ProtectedResource {
             "authorization_servers": [self.issuer],
             "scopes_supported": self.scopes_supported,
             "bearer_methods_supported": ["header"],
+            "dpop_signing_alg_values_supported": crate::oauth::dpop::SIGNING_ALGS,
         })
     }
 
-    fn challenge(&self, error: Option<(&str, &str)>, scope: Option<&str>) -> String {
-        let mut challenge = format!(
-            "Bearer realm=\"{}\", resource_metadata=\"{}\"",
-            self.resource, self.metadata_url
-        );
-        if let Some((code, description)) = error {
-            challenge.push_str(&format!(
-                ", error=\"{code}\", error_description=\"{}\"",
-                description.replace('"', "'")
-            ));
-        }
-        if let Some(scope) = scope {
-            challenge.push_str(&format!(", scope=\"{scope}\""));
-        }
-        challenge
+    /// Both challenges (RFC 9449 §7.1), the error attributes on the one of the scheme at fault.
+    fn challenge(&self, error: Option<(&str, &str)>, scope: Option<&str>, dpop: bool) -> String {
+        let attributes = |error: Option<(&str, &str)>| {
+            let mut out = String::new();
+            if let Some((code, description)) = error {
+                out.push_str(&format!(
+                    ", error=\"{code}\", error_description=\"{}\"",
+                    description.replace(['"', '\\'], "'")
+                ));
+            }
+            if let Some(scope) = scope {
+                out.push_str(&format!(", scope=\"{scope}\""));
+            }
+            out
+        };
+        let (bearer_error, dpop_error) = if dpop { (None, error) } else { (error, None) };
+        format!(
+            "Bearer realm=\"{}\", resource_metadata=\"{}\"{}, DPoP algs=\"{}\"{}",
+            self.resource,
+            self.metadata_url,
+            attributes(bearer_error),
+            crate::oauth::dpop::CHALLENGE_ALGS,
+            if dpop { attributes(dpop_error) } else { String::new() },
+        )
     }
 
-    fn error(&self, status: StatusCode, error: Option<(&str, &str)>, scope: Option<&str>) -> poem::Error {
+    fn error(&self, status: StatusCode, error: Option<(&str, &str)>, scope: Option<&str>, dpop: bool) -> poem::Error {
         let body = match error {
             Some((code, description)) => json!({"error": code, "error_description": description}).to_string(),
             None => String::new(),
         };
         let response = Response::builder()
             .status(status)
-            .header(header::WWW_AUTHENTICATE, self.challenge(error, scope))
+            .header(header::WWW_AUTHENTICATE, self.challenge(error, scope, dpop))
             .content_type("application/json")
             .body(body);
         poem::Error::from_response(response)
     }
 }
 
-/// The verified claims of the request's bearer token. Extracting it answers 401 with
-/// `WWW-Authenticate: Bearer` when the token is missing (RFC 6750 §3.1: no error code) or
-/// invalid (`invalid_token`).
+/// The verified claims of the request's access token: `Authorization: Bearer` for a bearer
+/// token, `Authorization: DPoP` with a `DPoP` proof header for a DPoP-bound one. Extracting it
+/// answers 401 with `WWW-Authenticate: Bearer ..., DPoP algs="..."` when the token is missing
+/// (RFC 6750 §3.1: no error code), invalid or sent with the wrong scheme (`invalid_token`), or
+/// its proof fails (`invalid_dpop_proof`, RFC 9449 §7.1).
 pub struct Bearer(pub AccessClaims);
 
 impl<'a> FromRequest<'a> for Bearer {
@@ -84,24 +100,58 @@ impl<'a> FromRequest<'a> for Bearer {
         let resource = req
             .data::<Arc<ProtectedResource>>()
             .ok_or_else(|| poem::Error::from_string("no ProtectedResource data", StatusCode::INTERNAL_SERVER_ERROR))?;
+        let unauthorized = |code: &str, description: &str, dpop: bool| {
+            resource.error(StatusCode::UNAUTHORIZED, Some((code, description)), None, dpop)
+        };
         let Some(value) = req.headers().get(header::AUTHORIZATION) else {
-            return Err(resource.error(StatusCode::UNAUTHORIZED, None, None));
+            return Err(resource.error(StatusCode::UNAUTHORIZED, None, None, false));
         };
-        let token = value
-            .to_str()
-            .ok()
-            .and_then(|v| v.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, token)| token.trim());
-        let Some(token) = token else {
-            let description = "use the Bearer scheme";
-            return Err(resource.error(StatusCode::UNAUTHORIZED, Some(("invalid_request", description)), None));
+        let presented = value.to_str().ok().and_then(|v| v.split_once(' '));
+        let (scheme, token) = match presented {
+            Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => (Scheme::Bearer, token.trim()),
+            Some((scheme, token)) if scheme.eq_ignore_ascii_case("dpop") => (Scheme::Dpop, token.trim()),
+            _ => return Err(unauthorized("invalid_request", "use the Bearer or DPoP scheme", false)),
         };
-        match resource.verifier.verify(token).await {
+        let verified = match scheme {
+            Scheme::Bearer => resource.verifier.verify(token).await,
+            Scheme::Dpop => {
+                let proofs: Vec<&str> = req
+                    .headers()
+                    .get_all("dpop")
+                    .iter()
+                    .map(|v| v.to_str().unwrap_or_default())
+                    .collect();
+                if proofs.len() > 1 {
+                    return Err(unauthorized(
+                        "invalid_dpop_proof",
+                        "send one DPoP header, not several",
+                        true,
+                    ));
+                }
+                // As called: poem's `uri()` loses a trailing slash, `original_uri()` does not.
+                let url = format!("{}{}", resource.base_url, req.original_uri().path());
+                let request = DpopRequest {
+                    proof: proofs.first().copied(),
+                    method: req.method().as_str(),
+                    url: &url,
+                };
+                resource.verifier.verify_dpop(token, request).await
+            }
+        };
+        match verified {
             Ok(claims) => Ok(Bearer(claims)),
-            Err(e) => Err(resource.error(StatusCode::UNAUTHORIZED, Some(("invalid_token", &e.to_string())), None)),
+            Err(e) => {
+                let dpop = scheme == Scheme::Dpop || e == VerifyError::DpopBound;
+                Err(unauthorized(e.code(), &e.to_string(), dpop))
+            }
         }
     }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Scheme {
+    Bearer,
+    Dpop,
 }
 
 /// 403 `insufficient_scope` naming the scope needed (RFC 6750 §3.1), unless `claims` has it.
@@ -110,9 +160,11 @@ pub fn require_scope(resource: &ProtectedResource, claims: &AccessClaims, scope:
         return Ok(());
     }
     let description = format!("this request needs the {scope} scope");
+    let dpop = claims.all["cnf"]["jkt"].is_string();
     Err(resource.error(
         StatusCode::FORBIDDEN,
         Some(("insufficient_scope", &description)),
         Some(scope),
+        dpop,
     ))
 }

@@ -8,6 +8,11 @@
 //! - The algorithm comes from the key, never from the token: a token whose header names
 //!   another algorithm (`none`, `HS256` signed with the public key, ...) is rejected.
 //! - `typ` must be `at+jwt`; `iss`, `aud`, `exp` and `nbf` are checked with a small leeway.
+//! - DPoP-bound tokens (RFC 9449 §7, claim `cnf.jkt`) are accepted only with a proof of their
+//!   key ([`Verifier::verify_dpop`]): its signature, `htm`, `htu`, `ath` (the token's hash), an
+//!   `iat` within [`VerifierConfig::dpop_max_age`], and a `jti` not seen before, remembered in
+//!   a bounded in-memory cache for as long as the proof is accepted. [`Verifier::verify`]
+//!   (Bearer) refuses them: a stolen bound token is useless without the key.
 //!
 //! [`bearer`] puts it in front of poem handlers, with RFC 6750 errors and RFC 9728 metadata.
 
@@ -32,6 +37,12 @@ pub struct VerifierConfig {
     pub leeway: Duration,
     /// The shortest time between two JWKS fetches caused by unknown `kid`s.
     pub min_refetch_interval: Duration,
+    /// How long after its `iat` a DPoP proof is accepted (and its `jti` remembered).
+    pub dpop_max_age: Duration,
+    /// The most DPoP `jti`s remembered at once (about 100 bytes each); when they are all live,
+    /// new proofs are refused rather than one forgotten early. The default, 500,000, holds
+    /// about 7,500 proofs a second sustained with the default `dpop_max_age`.
+    pub dpop_replay_capacity: usize,
 }
 
 impl VerifierConfig {
@@ -41,6 +52,8 @@ impl VerifierConfig {
             audience: audience.to_string(),
             leeway: Duration::from_secs(30),
             min_refetch_interval: Duration::from_secs(10),
+            dpop_max_age: Duration::from_secs(60),
+            dpop_replay_capacity: 500_000,
         }
     }
 }
@@ -60,6 +73,84 @@ pub enum VerifyError {
     Invalid(String),
     #[error("the issuer's keys could not be fetched: {0}")]
     Fetch(String),
+    #[error("the token is DPoP-bound: send it with the DPoP scheme and a proof")]
+    DpopBound,
+    #[error("the token is not DPoP-bound: send it as Bearer")]
+    NotDpopBound,
+    /// The DPoP proof failed (RFC 9449 §7.1 `invalid_dpop_proof`).
+    #[error("{0}")]
+    InvalidProof(String),
+}
+
+impl VerifyError {
+    /// The RFC 6750 / RFC 9449 error code a resource answers with.
+    pub fn code(&self) -> &'static str {
+        match self {
+            VerifyError::InvalidProof(_) => "invalid_dpop_proof",
+            _ => "invalid_token",
+        }
+    }
+}
+
+/// The DPoP side of a request to a resource.
+#[derive(Debug, Clone, Copy)]
+pub struct DpopRequest<'a> {
+    /// The request's `DPoP` header, if it has exactly one (several are refused before this).
+    pub proof: Option<&'a str>,
+    pub method: &'a str,
+    /// The URL the client called, as it knows it (this resource's public URL).
+    pub url: &'a str,
+}
+
+/// The `jti`s of DPoP proofs accepted recently (by the SHA-256 of key thumbprint and `jti`),
+/// each until its proof expires, with an index by expiry so that expired ones leave in order,
+/// never by a full scan. Bounded: full of live entries, it refuses new proofs rather than
+/// forget one early.
+struct ReplayCache {
+    seen: std::sync::Mutex<SeenProofs>,
+    capacity: usize,
+}
+
+#[derive(Default)]
+struct SeenProofs {
+    until: HashMap<[u8; 32], i64>,
+    by_expiry: std::collections::BTreeSet<(i64, [u8; 32])>,
+}
+
+impl ReplayCache {
+    fn new(capacity: usize) -> ReplayCache {
+        ReplayCache {
+            seen: Default::default(),
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// Records `key` until the second `until`; whether it was new at `now`.
+    fn remember_once(&self, key: &[u8], until: i64, now: i64) -> Result<bool, VerifyError> {
+        let mut hash = [0u8; 32];
+        hash.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, key).as_ref());
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some(&(expires, old)) = seen.by_expiry.first() {
+            if expires >= now {
+                break;
+            }
+            seen.by_expiry.pop_first();
+            if seen.until.get(&old) == Some(&expires) {
+                seen.until.remove(&old);
+            }
+        }
+        if seen.until.contains_key(&hash) {
+            return Ok(false);
+        }
+        if seen.until.len() >= self.capacity {
+            return Err(VerifyError::InvalidProof(
+                "too many DPoP proofs at once; retry shortly".into(),
+            ));
+        }
+        seen.until.insert(hash, until);
+        seen.by_expiry.insert((until, hash));
+        Ok(true)
+    }
 }
 
 /// The verified claims of an access token.
@@ -96,6 +187,7 @@ pub struct Verifier {
     /// Serialises fetches so concurrent misses cause one request.
     fetching: Mutex<()>,
     fetches: AtomicU64,
+    replays: ReplayCache,
 }
 
 fn fetch_error(err: impl std::fmt::Display) -> VerifyError {
@@ -171,7 +263,6 @@ impl Verifier {
             .ok_or_else(|| fetch_error("the metadata has no jwks_uri"))?
             .to_string();
         let verifier = Verifier {
-            config,
             jwks_uri,
             http,
             cache: RwLock::new(KeyCache {
@@ -181,6 +272,8 @@ impl Verifier {
             }),
             fetching: Mutex::new(()),
             fetches: AtomicU64::new(0),
+            replays: ReplayCache::new(config.dpop_replay_capacity),
+            config,
         };
         verifier.refresh_keys().await?;
         Ok(verifier)
@@ -194,6 +287,7 @@ impl Verifier {
             .build()
             .map_err(fetch_error)?;
         Ok(Verifier {
+            replays: ReplayCache::new(config.dpop_replay_capacity),
             config,
             jwks_uri: jwks_uri.to_string(),
             http,
@@ -266,8 +360,50 @@ impl Verifier {
         self.fetches.load(Ordering::Relaxed)
     }
 
-    /// Verifies a bearer token and returns its claims.
+    /// Verifies a bearer token and returns its claims. A DPoP-bound token is refused
+    /// ([`VerifyError::DpopBound`]): it must come with a proof ([`Verifier::verify_dpop`]).
     pub async fn verify(&self, token: &str) -> Result<AccessClaims, VerifyError> {
+        let claims = self.verify_jwt(token).await?;
+        if claims.all["cnf"]["jkt"].is_string() {
+            return Err(VerifyError::DpopBound);
+        }
+        Ok(claims)
+    }
+
+    /// Verifies a DPoP-bound token sent with `Authorization: DPoP` and the request's proof
+    /// (RFC 9449 §7.1, §4.3): the token as [`Verifier::verify`] does, then the proof (made
+    /// with the token's key, for this method and URL, `ath` the token's hash, fresh, its `jti`
+    /// not seen before). A bearer token sent this way is refused ([`VerifyError::NotDpopBound`]).
+    pub async fn verify_dpop(&self, token: &str, request: DpopRequest<'_>) -> Result<AccessClaims, VerifyError> {
+        use crate::oauth::dpop::{verify_proof, Expected};
+        let claims = self.verify_jwt(token).await?;
+        let jkt = claims.all["cnf"]["jkt"].as_str().ok_or(VerifyError::NotDpopBound)?;
+        let proof = request
+            .proof
+            .ok_or_else(|| VerifyError::InvalidProof("a DPoP proof is required".into()))?;
+        let now = crate::clock::now();
+        let max_age = self.config.dpop_max_age.as_secs() as i64;
+        let expected = Expected {
+            method: request.method,
+            url: request.url,
+            access_token: Some(token),
+            now,
+            max_age,
+        };
+        let proof = verify_proof(proof, &expected).map_err(VerifyError::InvalidProof)?;
+        if proof.jkt != jkt {
+            return Err(VerifyError::InvalidProof(
+                "the proof is made with another key than the token's".into(),
+            ));
+        }
+        let key = [proof.jkt.as_bytes(), b"\0", proof.jti.as_bytes()].concat();
+        if !self.replays.remember_once(&key, proof.accepted_until(max_age), now)? {
+            return Err(VerifyError::InvalidProof("the proof's jti was used before".into()));
+        }
+        Ok(claims)
+    }
+
+    async fn verify_jwt(&self, token: &str) -> Result<AccessClaims, VerifyError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| VerifyError::Malformed)?;
         let typ = header.typ.as_deref().map(str::to_ascii_lowercase);
         if !matches!(typ.as_deref(), Some("at+jwt") | Some("application/at+jwt")) {
@@ -299,5 +435,24 @@ impl Verifier {
             exp: claims["exp"].as_i64().unwrap_or_default(),
             all: claims,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_replay_cache_remembers_each_proof_until_it_expires_and_refuses_when_full_of_live_ones() {
+        let cache = ReplayCache::new(2);
+        assert_eq!(cache.remember_once(b"a", 100, 0), Ok(true));
+        assert_eq!(cache.remember_once(b"a", 100, 50), Ok(false));
+        assert_eq!(cache.remember_once(b"b", 200, 50), Ok(true));
+        // Full of live proofs: a new one is refused, no live one is forgotten.
+        assert!(cache.remember_once(b"c", 200, 60).is_err());
+        assert_eq!(cache.remember_once(b"a", 100, 60), Ok(false));
+        // Once "a" has expired, it leaves and makes room.
+        assert_eq!(cache.remember_once(b"c", 200, 101), Ok(true));
+        assert_eq!(cache.remember_once(b"a", 300, 201), Ok(true));
     }
 }

@@ -276,6 +276,10 @@ pub struct RefreshRecord {
     pub expires_at: i64,
     /// Set once this token has been exchanged for a new one; presenting it again is reuse.
     pub rotated: bool,
+    /// The thumbprint of the DPoP key the token is bound to (RFC 9449 §5): using it needs a
+    /// proof made with that key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dpop_jkt: Option<String>,
 }
 
 /// What a user has approved for a client, remembered so they are not asked again.

@@ -48,6 +48,7 @@ const PURGE_LOCK: i64 = 0x7465_7373_6572_6102;
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_initial.sql"),
     include_str!("migrations/0002_device.sql"),
+    include_str!("migrations/0003_dpop.sql"),
 ];
 
 /// The schema version this binary knows.
@@ -552,6 +553,7 @@ fn refresh_of(row: &Row) -> RefreshRecord {
         issued_at: row.get("issued_at"),
         expires_at: row.get("expires_at"),
         rotated: row.get("rotated"),
+        dpop_jkt: row.get("dpop_jkt"),
     }
 }
 
@@ -803,15 +805,16 @@ impl GrantStore for PgStore {
 
     async fn put_refresh(&self, token_hash: &SecretHash, token: &RefreshRecord) -> Result<()> {
         self.execute(
-            "INSERT INTO refresh_tokens (token_hash, grant_id, issued_at, expires_at, rotated) \
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (token_hash) DO UPDATE SET \
-             grant_id = $2, issued_at = $3, expires_at = $4, rotated = $5",
+            "INSERT INTO refresh_tokens (token_hash, grant_id, issued_at, expires_at, rotated, dpop_jkt) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (token_hash) DO UPDATE SET \
+             grant_id = $2, issued_at = $3, expires_at = $4, rotated = $5, dpop_jkt = $6",
             &[
                 &&token_hash[..],
                 &token.grant_id,
                 &token.issued_at,
                 &token.expires_at,
                 &token.rotated,
+                &token.dpop_jkt,
             ],
         )
         .await?;
@@ -821,7 +824,7 @@ impl GrantStore for PgStore {
     async fn get_refresh(&self, token_hash: &SecretHash) -> Result<Option<RefreshRecord>> {
         Ok(self
             .query_opt(
-                "SELECT grant_id, issued_at, expires_at, rotated FROM refresh_tokens WHERE token_hash = $1",
+                "SELECT grant_id, issued_at, expires_at, rotated, dpop_jkt FROM refresh_tokens WHERE token_hash = $1",
                 &[&&token_hash[..]],
             )
             .await?
@@ -835,7 +838,7 @@ impl GrantStore for PgStore {
     ) -> Result<Option<(RefreshRecord, Option<GrantRecord>)>> {
         let row = self
             .query_opt(
-                "SELECT r.grant_id, r.issued_at, r.expires_at, r.rotated, g.grant_id IS NOT NULL AS grant_found, \
+                "SELECT r.grant_id, r.issued_at, r.expires_at, r.rotated, r.dpop_jkt, g.grant_id IS NOT NULL AS grant_found, \
                  g.client_id, g.user_id, g.scope, g.audience, g.auth_time, g.created_at, g.revoked \
                  FROM refresh_tokens r LEFT JOIN grants g ON g.grant_id = r.grant_id WHERE r.token_hash = $1",
                 &[&&token_hash[..]],
@@ -854,12 +857,19 @@ impl GrantStore for PgStore {
             .query_opt(
                 "WITH spent AS ( \
                    UPDATE refresh_tokens SET rotated = true WHERE token_hash = $1 AND NOT rotated \
-                   RETURNING grant_id, issued_at, expires_at, false AS rotated \
+                   RETURNING grant_id, issued_at, expires_at, false AS rotated, dpop_jkt \
                  ), successor AS ( \
-                   INSERT INTO refresh_tokens (token_hash, grant_id, issued_at, expires_at, rotated) \
-                   SELECT $2, $3, $4, $5, false FROM spent \
-                 ) SELECT grant_id, issued_at, expires_at, rotated FROM spent",
-                &[&&old[..], &&new[..], &next.grant_id, &next.issued_at, &next.expires_at],
+                   INSERT INTO refresh_tokens (token_hash, grant_id, issued_at, expires_at, rotated, dpop_jkt) \
+                   SELECT $2, $3, $4, $5, false, $6 FROM spent \
+                 ) SELECT grant_id, issued_at, expires_at, rotated, dpop_jkt FROM spent",
+                &[
+                    &&old[..],
+                    &&new[..],
+                    &next.grant_id,
+                    &next.issued_at,
+                    &next.expires_at,
+                    &next.dpop_jkt,
+                ],
             )
             .await?
         {

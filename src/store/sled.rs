@@ -57,9 +57,10 @@ pub struct SledStore {
 /// Counters kept at most (each well under 100 bytes), and scratch values.
 const MAX_COUNTERS: usize = 100_000;
 const MAX_SCRATCH: usize = 10_000;
-/// Keys remembered once (assertion `jti`s, each for at most five and a half minutes): never
-/// evicted while live, so at the bound new ones are refused (503). About 160 bytes each
-/// (measured: 20 MB for 122,000): 80 MB at most, reached only by more than ~1,500 assertions a
+/// Keys remembered once (assertion `jti`s, each for at most five and a half minutes; DPoP
+/// proof `jti`s, for `dpop_proof_max_age` + 5 s): never evicted while live, so at the bound new
+/// ones are refused (503). About 160 bytes each (measured: 20 MB for 122,000): 80 MB at most,
+/// reached only by more than ~1,500 assertions, or ~7,500 DPoP proofs (default window), a
 /// second sustained on one node.
 const MAX_ONCE: usize = 500_000;
 
@@ -191,30 +192,54 @@ fn from_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
 }
 
 const REFRESH_FORMAT: u8 = 1;
+/// [`REFRESH_FORMAT`] with a DPoP key thumbprint.
+const REFRESH_FORMAT_DPOP: u8 = 2;
 
 /// `[format 1][rotated 0|1][issued_at i64 BE][expires_at i64 BE][grant_id UTF-8]`: about half
 /// the bytes of the JSON form, and refresh tokens are the records that accumulate fastest.
+/// A token bound to a DPoP key is `[format 2]`, the same fields, then `[jkt length u8][jkt]`
+/// before the grant id.
 fn encode_refresh(token: &RefreshRecord) -> Vec<u8> {
-    let mut out = Vec::with_capacity(18 + token.grant_id.len());
-    out.push(REFRESH_FORMAT);
+    let jkt = token.dpop_jkt.as_deref().filter(|j| j.len() <= usize::from(u8::MAX));
+    let mut out = Vec::with_capacity(19 + token.grant_id.len() + jkt.map_or(0, str::len));
+    out.push(if jkt.is_some() {
+        REFRESH_FORMAT_DPOP
+    } else {
+        REFRESH_FORMAT
+    });
     out.push(u8::from(token.rotated));
     out.extend_from_slice(&token.issued_at.to_be_bytes());
     out.extend_from_slice(&token.expires_at.to_be_bytes());
+    if let Some(jkt) = jkt {
+        out.push(jkt.len() as u8);
+        out.extend_from_slice(jkt.as_bytes());
+    }
     out.extend_from_slice(token.grant_id.as_bytes());
     out
 }
 
 fn decode_refresh(bytes: &[u8]) -> Result<RefreshRecord> {
     let corrupt = || StoreError::Corrupt(serde::de::Error::custom("refresh token record is malformed"));
-    if bytes.len() < 18 || bytes[0] != REFRESH_FORMAT || bytes[1] > 1 {
+    let text = |b: &[u8]| String::from_utf8(b.to_vec()).map_err(|_| corrupt());
+    if bytes.len() < 18 || bytes[1] > 1 {
         return Err(corrupt());
     }
+    let (dpop_jkt, grant_id) = match bytes[0] {
+        REFRESH_FORMAT => (None, &bytes[18..]),
+        REFRESH_FORMAT_DPOP => {
+            let len = usize::from(*bytes.get(18).ok_or_else(corrupt)?);
+            let jkt = bytes.get(19..19 + len).ok_or_else(corrupt)?;
+            (Some(text(jkt)?), &bytes[19 + len..])
+        }
+        _ => return Err(corrupt()),
+    };
     let int = |at: usize| i64::from_be_bytes(bytes[at..at + 8].try_into().unwrap_or_default());
     Ok(RefreshRecord {
         rotated: bytes[1] == 1,
         issued_at: int(2),
         expires_at: int(10),
-        grant_id: String::from_utf8(bytes[18..].to_vec()).map_err(|_| corrupt())?,
+        grant_id: text(grant_id)?,
+        dpop_jkt,
     })
 }
 
@@ -1280,17 +1305,24 @@ mod tests {
             issued_at: -5,
             expires_at: 1 << 40,
             rotated: true,
+            dpop_jkt: None,
         };
         let decoded = decode_refresh(&encode_refresh(&token)).unwrap();
         assert_eq!(
             (decoded.grant_id, decoded.issued_at, decoded.expires_at, decoded.rotated),
-            (token.grant_id, -5, 1 << 40, true)
+            (token.grant_id.clone(), -5, 1 << 40, true)
         );
+        let bound = RefreshRecord {
+            dpop_jkt: Some("NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs".into()),
+            ..token
+        };
+        assert_eq!(decode_refresh(&encode_refresh(&bound)).unwrap(), bound);
         for garbage in [
             &b""[..],
             b"\x01",
             b"\x02\x00aaaaaaaaaaaaaaaa",
             b"\x01\x07aaaaaaaaaaaaaaaa",
+            b"\x02\x00aaaaaaaaaaaaaaaa\x09abc",
         ] {
             assert!(matches!(decode_refresh(garbage), Err(StoreError::Corrupt(_))));
         }

@@ -904,3 +904,44 @@ async fn a_request_pushed_to_one_node_is_used_once_across_the_nodes() {
     }
     assert_eq!(codes, 1, "one pushed request, one code, whichever node answers");
 }
+
+/// DPoP (RFC 9449) in cluster mode: a nonce one node gives is accepted by another (§8: every
+/// node derives it from a secret they share), and a proof one node accepted is refused by the
+/// other (§11.1: its `jti` is in the shared database). Proofs name the cluster's issuer URL.
+#[tokio::test]
+async fn a_dpop_nonce_from_one_node_works_on_another_and_a_proof_is_used_once_across_nodes() {
+    let cluster = Cluster::new().await;
+    let client = cluster.seed();
+    let config = cluster.dir.path().join("dpop.toml");
+    std::fs::write(&config, "dpop_nonce = true\n").unwrap();
+    let env = [
+        cluster.env().as_slice(),
+        &[("TESSERA_CONFIG", config.to_str().unwrap())],
+    ]
+    .concat();
+    let a = ServerProcess::start(cluster.dir.path(), &["--issuer", ISSUER], &env);
+    let b = ServerProcess::start(cluster.dir.path(), &["--issuer", ISSUER], &env);
+    let http = reqwest::Client::new();
+    let token = |node: &ServerProcess, proof: &str| {
+        http.post(format!("{}/o/token/", node.base))
+            .basic_auth(&client.id, client.secret.as_ref())
+            .header("DPoP", proof)
+            .form(&[("grant_type", "client_credentials"), ("scope", "read")])
+            .send()
+    };
+    let mut jose = crate::dpop::Jose::with_keys(&[("key", "ES256")]).await;
+    let htu = format!("{ISSUER}/o/token/");
+    let proof = jose.proof("key", "POST", &htu, serde_json::json!({})).await;
+    let asked = token(&a, &proof).await.unwrap();
+    assert_eq!(asked.status(), 400);
+    let nonce = asked.headers()["dpop-nonce"].to_str().unwrap().to_string();
+    let proof = jose
+        .proof("key", "POST", &htu, serde_json::json!({ "nonce": nonce }))
+        .await;
+    let issued = token(&b, &proof).await.unwrap();
+    assert_eq!(issued.status(), 200);
+    assert_eq!(issued.json::<Value>().await.unwrap()["token_type"], "DPoP");
+    let replayed = token(&a, &proof).await.unwrap();
+    assert_eq!(replayed.status(), 400);
+    assert_eq!(replayed.json::<Value>().await.unwrap()["error"], "invalid_dpop_proof");
+}

@@ -11,7 +11,7 @@ use tessera::Config;
 
 use crate::helpers::*;
 
-const DEVICE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
+pub const DEVICE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
 
 /// A server whose devices may poll every second (the default is 5), with this config change.
 async fn spawn(change: impl FnOnce(&mut Config)) -> TestApp {
@@ -23,7 +23,7 @@ async fn spawn(change: impl FnOnce(&mut Config)) -> TestApp {
 }
 
 /// Registers a device app (with the refresh token grant too) of this type.
-async fn device_client(app: &TestApp, client_type: ClientType) -> TestClient {
+pub async fn device_client(app: &TestApp, client_type: ClientType) -> TestClient {
     let (client, secret) = app
         .provider
         .register_client(NewClient {
@@ -55,7 +55,7 @@ async fn device_authorization(app: &TestApp, client: &TestClient, form: &[(&str,
 }
 
 /// Starts a device request for `scope`; returns the response body.
-async fn start(app: &TestApp, client: &TestClient, scope: &str) -> Value {
+pub async fn start(app: &TestApp, client: &TestClient, scope: &str) -> Value {
     let response = device_authorization(app, client, &[("scope", scope)]).await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["cache-control"], "no-store");
@@ -77,7 +77,7 @@ async fn poll_error(app: &TestApp, client: &TestClient, device_code: &str) -> St
 }
 
 /// Logs the cookie-keeping client in (through the login page, coming back to /o/device/).
-async fn log_in(app: &TestApp) {
+pub async fn log_in(app: &TestApp) {
     let login = app.log_in("/o/login/?next=%2Fo%2Fdevice%2F", USERNAME, PASSWORD).await;
     assert_eq!(login.status(), 303);
     assert_eq!(location(&login), "/o/device/");
@@ -98,7 +98,7 @@ async fn submit(app: &TestApp, fields: &[(&str, &str)]) -> reqwest::Response {
 }
 
 /// A logged-in user enters the code and answers `decision`.
-async fn answer(app: &TestApp, user_code: &str, decision: &str) {
+pub async fn answer(app: &TestApp, user_code: &str, decision: &str) {
     let confirmation = submit(app, &[("user_code", user_code)]).await;
     assert_eq!(confirmation.status(), 200);
     let done = submit(app, &[("user_code", user_code), ("decision", decision)]).await;

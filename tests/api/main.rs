@@ -36,6 +36,8 @@ mod crash;
 mod device;
 // client_credentials, client authentication methods and the access token's claims.
 mod client_credentials;
+// DPoP (RFC 9449): proofs at the token endpoint, bound tokens at UserInfo and a resource server.
+mod dpop;
 // RFC 8414 metadata, the JWKS, the OpenAPI document, CORS and health.
 mod discovery;
 // Hardening: purging expired records, races on one credential, secrets kept out of logs.

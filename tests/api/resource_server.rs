@@ -19,7 +19,7 @@ fn example_binary() -> std::path::PathBuf {
         .join("resource_server")
 }
 
-async fn start_resource_server(app: &TestApp) -> (Child, String) {
+pub async fn start_resource_server(app: &TestApp) -> (Child, String) {
     let binary = example_binary();
     assert!(
         binary.is_file(),

@@ -146,6 +146,7 @@ fn refresh(grant_id: &str, issued_at: i64, expires_at: i64) -> RefreshRecord {
         issued_at,
         expires_at,
         rotated: false,
+        dpop_jkt: None,
     }
 }
 
@@ -366,6 +367,36 @@ async fn a_refresh_token_is_read_with_its_grant_or_without_one_that_is_gone() {
         store.revoke_grant("g1").await.unwrap();
         let (_, grant) = store.get_refresh_and_grant(&[1; 32]).await.unwrap().unwrap();
         assert!(grant.unwrap().revoked);
+    })
+    .await;
+}
+
+/// A refresh token bound to a DPoP key (RFC 9449 §5) keeps its key thumbprint through every
+/// read: alone, with its grant, as the spent record of a rotation and as the successor.
+#[tokio::test]
+async fn a_refresh_tokens_dpop_binding_is_stored_and_handed_on_by_rotation() {
+    for_each_backend(|store| async move {
+        let jkt = Some("NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs".to_string());
+        store.put_grant(&grant("g1", "u1", "c1", 10)).await.unwrap();
+        let bound = RefreshRecord {
+            dpop_jkt: jkt.clone(),
+            ..refresh("g1", 10, 1000)
+        };
+        store.put_refresh(&[1; 32], &bound).await.unwrap();
+        assert_eq!(store.get_refresh(&[1; 32]).await.unwrap(), Some(bound.clone()));
+        let (read, _) = store.get_refresh_and_grant(&[1; 32]).await.unwrap().unwrap();
+        assert_eq!(read, bound);
+        let next = RefreshRecord {
+            dpop_jkt: jkt.clone(),
+            ..refresh("g1", 20, 2000)
+        };
+        assert_eq!(
+            store.rotate_refresh(&[1; 32], &[2; 32], &next).await.unwrap(),
+            Rotation::Rotated(bound.clone())
+        );
+        assert_eq!(store.get_refresh(&[2; 32]).await.unwrap(), Some(next));
+        let spent = store.get_refresh(&[1; 32]).await.unwrap().unwrap();
+        assert_eq!((spent.rotated, spent.dpop_jkt), (true, jkt));
     })
     .await;
 }

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::request::Origin;
 use super::AuthorizeError;
 use crate::oauth::client::{operator_made, ClientCredentials};
+use crate::oauth::dpop::ProofRequest;
 use crate::oauth::params::Params;
 use crate::oauth::{now, random_token, secret_hash, Error, ErrorCode, Provider};
 use crate::store::ClientType;
@@ -68,16 +69,30 @@ fn invalid_request_uri(why: &str) -> Error {
 impl Provider {
     /// The pushed authorization request endpoint (RFC 9126 §2): authenticates the client,
     /// validates `pairs` as the authorization endpoint would (errors are answered here, never
-    /// redirected), and keeps them for `par_ttl` under a new `request_uri`.
+    /// redirected), and keeps them for `par_ttl` under a new `request_uri`. A DPoP proof in
+    /// `proofs` binds the code to its key (RFC 9449 §10.1), as `dpop_jkt` would.
     pub async fn push_authorization_request(
         &self,
         credentials: &ClientCredentials,
         mut pairs: Vec<(String, String)>,
+        proofs: &ProofRequest,
     ) -> Result<PushedAuthorization, Error> {
         let client = self.authenticate_client(credentials).await?;
         self.client_rate
             .check(&credentials.rate_key(&client))
             .map_err(Error::rate_limited)?;
+        if let Some(proof) = self.check_proof(proofs, None).await? {
+            match Params::new(&pairs).get("dpop_jkt")? {
+                Some(named) if named != proof.jkt => {
+                    return Err(Error::new(
+                        ErrorCode::InvalidDpopProof,
+                        "dpop_jkt is not the thumbprint of the proof's key",
+                    ))
+                }
+                Some(_) => {}
+                None => pairs.push(("dpop_jkt".into(), proof.jkt)),
+            }
+        }
         let params = Params::new(&pairs);
         // §2.1: a request_uri cannot itself be pushed; request objects are not supported.
         if params.get("request_uri")?.is_some() {

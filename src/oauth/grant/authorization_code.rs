@@ -3,8 +3,8 @@
 use crate::oauth::oidc::IdTokenInput;
 use crate::oauth::scope::Scope;
 use crate::oauth::token::{TokenBinding, TokenResponse};
-use crate::oauth::{now, pkce, random_token, secret_hash, Error, Provider};
-use crate::store::{ClientRecord, CodeRecord, GrantRecord, GrantType, Redemption, RefreshRecord};
+use crate::oauth::{now, pkce, random_token, secret_hash, Error, ErrorCode, Provider};
+use crate::store::{ClientRecord, ClientType, CodeRecord, GrantRecord, GrantType, Redemption, RefreshRecord};
 
 impl Provider {
     /// Exchanges a code for tokens. The code is spent by the first attempt, whatever its
@@ -15,6 +15,7 @@ impl Provider {
         code: &str,
         redirect_uri: Option<&str>,
         code_verifier: Option<&str>,
+        dpop_jkt: Option<&str>,
     ) -> Result<TokenResponse, Error> {
         let record = match self.store.redeem_code(&secret_hash(code)).await? {
             Redemption::Fresh(record) => record,
@@ -63,6 +64,15 @@ impl Provider {
             }
             (None, None) => {}
         }
+        // RFC 9449 §10: a code bound to a key (`dpop_jkt`) needs a proof of that key.
+        if let Some(bound) = &record.dpop_jkt {
+            if dpop_jkt != Some(bound.as_str()) {
+                return Err(Error::new(
+                    ErrorCode::InvalidDpopProof,
+                    "the code is bound to another DPoP key (dpop_jkt)",
+                ));
+            }
+        }
 
         let issued_at = now();
         // A replay of this code may have got in first and written the grant revoked (see
@@ -70,29 +80,36 @@ impl Provider {
         // with tokens of the revoked grant: dead on arrival, like everything the code produced.
         let grant = grant_of(&record, issued_at, false);
         self.store.insert_grant(&grant).await?;
-        self.issue_user_tokens(client, &grant, record.nonce.as_deref(), issued_at)
+        self.issue_user_tokens(client, &grant, record.nonce.as_deref(), issued_at, dpop_jkt)
             .await
     }
 
     /// What a grant a user gave is exchanged for (the authorization code and device code
     /// grants): an access token of the grant, an ID token when `openid` was granted, and a
     /// refresh token when the client may use the refresh token grant. Durable before it
-    /// returns.
+    /// returns. With a DPoP proof (`dpop_jkt`: its key) the access token is bound to the key,
+    /// and so is a public client's refresh token (RFC 9449 §5); a confidential client's is
+    /// not, since it is already bound to the client's credentials.
     pub(super) async fn issue_user_tokens(
         &self,
         client: &ClientRecord,
         grant: &GrantRecord,
         nonce: Option<&str>,
         issued_at: i64,
+        dpop_jkt: Option<&str>,
     ) -> Result<TokenResponse, Error> {
         let scope = Scope::parse(&grant.scope)?;
+        let binding = TokenBinding {
+            jkt: dpop_jkt.map(str::to_string),
+            act: None,
+        };
         let access = self.mint_access_token(
             client,
             &grant.user_id,
             &scope,
             &grant.audience,
             Some(&grant.grant_id),
-            &TokenBinding::default(),
+            &binding,
         )?;
         let id_token = self
             .mint_id_token(IdTokenInput {
@@ -111,6 +128,9 @@ impl Provider {
                 issued_at,
                 expires_at: issued_at + self.refresh_token_ttl(client),
                 rotated: false,
+                dpop_jkt: dpop_jkt
+                    .filter(|_| client.client_type == ClientType::Public)
+                    .map(str::to_string),
             };
             self.store.put_refresh(&secret_hash(&token), &refresh).await?;
             Some(token)
@@ -120,7 +140,7 @@ impl Provider {
         self.store.durable().await?;
         Ok(TokenResponse {
             access_token: access.jwt,
-            token_type: "Bearer",
+            token_type: binding.token_type(),
             expires_in: access.expires_in,
             refresh_token,
             scope: grant.scope.clone(),

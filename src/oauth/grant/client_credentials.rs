@@ -7,12 +7,14 @@ use crate::store::{ClientRecord, ClientType};
 
 impl Provider {
     /// Issues an access token whose `sub` is the client. No refresh token (RFC 6749 §4.4.3)
-    /// and nothing stored: the grant costs one client lookup and one signature.
+    /// and nothing stored: the grant costs one client lookup and one signature. With a DPoP
+    /// proof (`dpop_jkt`: its key) the token is bound to the key.
     pub(super) fn client_credentials_grant(
         &self,
         client: &ClientRecord,
         scope: Option<&str>,
         resource: Option<&str>,
+        dpop_jkt: Option<&str>,
     ) -> Result<TokenResponse, Error> {
         if client.client_type != ClientType::Confidential {
             return Err(Error::new(
@@ -22,18 +24,15 @@ impl Provider {
         }
         let scope = Scope::resolve(scope, &client.scopes, |t| self.scope_is_known(t))?;
         let audience = self.resolve_audience(client, resource)?;
-        let access = self.mint_access_token(
-            client,
-            &client.client_id,
-            &scope,
-            &audience,
-            None,
-            &TokenBinding::default(),
-        )?;
+        let binding = TokenBinding {
+            jkt: dpop_jkt.map(str::to_string),
+            act: None,
+        };
+        let access = self.mint_access_token(client, &client.client_id, &scope, &audience, None, &binding)?;
         Ok(TokenResponse {
             id_token: None,
             access_token: access.jwt,
-            token_type: "Bearer",
+            token_type: binding.token_type(),
             expires_in: access.expires_in,
             refresh_token: None,
             scope: scope.to_string(),

@@ -69,6 +69,7 @@ impl Provider {
         &self,
         client: &ClientRecord,
         device_code: &str,
+        dpop_jkt: Option<&str>,
     ) -> Result<TokenResponse, Error> {
         let now_ms = crate::clock::now_ms();
         let outcome = Mutex::new(None);
@@ -112,7 +113,7 @@ impl Provider {
                 let Some(grant) = grant.filter(|g| !g.revoked) else {
                     return Err(Error::invalid_grant("the authorization was revoked"));
                 };
-                self.issue_user_tokens(client, &grant, None, now()).await
+                self.issue_user_tokens(client, &grant, None, now(), dpop_jkt).await
             }
         }
     }

@@ -8,6 +8,7 @@ pub mod token_exchange;
 
 use self::token_exchange::ExchangeRequest;
 use super::client::ClientCredentials;
+use super::dpop::{Proof, ProofRequest};
 use super::token::TokenResponse;
 use super::{Error, ErrorCode, Provider};
 use crate::store::{ClientRecord, GrantType};
@@ -112,8 +113,14 @@ impl TokenRequest {
 
 impl Provider {
     /// Runs a token request: parses it into its grant, authenticates the client, checks that
-    /// the client may use the grant, and hands over to the grant's module.
-    pub async fn token(&self, credentials: &ClientCredentials, request: TokenRequest) -> Result<TokenResponse, Error> {
+    /// the client may use the grant, checks the DPoP proof if there is one (RFC 9449 §5: for
+    /// every grant, here), and hands over to the grant's module with the proof's key.
+    pub async fn token(
+        &self,
+        credentials: &ClientCredentials,
+        request: TokenRequest,
+        dpop: &ProofRequest,
+    ) -> Result<TokenResponse, Error> {
         let request = request.parse()?;
         let client = self.authenticate_client(credentials).await?;
         self.client_rate
@@ -125,24 +132,26 @@ impl Provider {
         if !matches!(grant, GrantType::ClientCredentials | GrantType::TokenExchange) {
             self.ensure_id_token_key(&client)?;
         }
+        let proof = self.token_request_proof(&client, dpop).await?;
+        let jkt = proof.as_ref().map(|p: &Proof| p.jkt.as_str());
         let issued = match request {
             GrantRequest::AuthorizationCode {
                 code,
                 redirect_uri,
                 code_verifier,
             } => {
-                self.authorization_code_grant(&client, &code, redirect_uri.as_deref(), code_verifier.as_deref())
+                self.authorization_code_grant(&client, &code, redirect_uri.as_deref(), code_verifier.as_deref(), jkt)
                     .await
             }
             GrantRequest::ClientCredentials { scope, resource } => {
-                self.client_credentials_grant(&client, scope.as_deref(), resource.as_deref())
+                self.client_credentials_grant(&client, scope.as_deref(), resource.as_deref(), jkt)
             }
             GrantRequest::RefreshToken { refresh_token, scope } => {
-                self.refresh_token_grant(&client, &refresh_token, scope.as_deref())
+                self.refresh_token_grant(&client, &refresh_token, scope.as_deref(), jkt)
                     .await
             }
-            GrantRequest::DeviceCode { device_code } => self.device_code_grant(&client, &device_code).await,
-            GrantRequest::TokenExchange(request) => self.token_exchange_grant(&client, request).await,
+            GrantRequest::DeviceCode { device_code } => self.device_code_grant(&client, &device_code, jkt).await,
+            GrantRequest::TokenExchange(request) => self.token_exchange_grant(&client, request, jkt).await,
         }?;
         if client.first_used_at.is_none() {
             // Once per client: a registered client that is used is never purged as unused.

@@ -1,5 +1,6 @@
 //! `grant_type=refresh_token` (RFC 6749 §6) with rotation and reuse detection (RFC 9700 §4.14.2).
 
+use crate::oauth::dpop::invalid_proof;
 use crate::oauth::oidc::IdTokenInput;
 use crate::oauth::scope::Scope;
 use crate::oauth::token::{TokenBinding, TokenResponse};
@@ -15,6 +16,7 @@ impl Provider {
         client: &ClientRecord,
         presented: &str,
         requested_scope: Option<&str>,
+        dpop_jkt: Option<&str>,
     ) -> Result<TokenResponse, Error> {
         let invalid = || Error::invalid_grant("the refresh token is invalid");
         let old_hash = secret_hash(presented);
@@ -26,6 +28,19 @@ impl Provider {
         }
         if current.expires_at <= now() {
             return Err(Error::invalid_grant("the refresh token has expired"));
+        }
+        // RFC 9449 §5: a bound refresh token is used with a proof of its key; checked before
+        // rotating, so a stolen token cannot be spent (and its family revoked) without the key.
+        match (&current.dpop_jkt, dpop_jkt) {
+            (Some(_), None) => {
+                return Err(invalid_proof(
+                    "the refresh token is bound to a DPoP key; send a proof made with it",
+                ))
+            }
+            (Some(bound), Some(jkt)) if bound != jkt => {
+                return Err(Error::invalid_grant("the refresh token is bound to another DPoP key"))
+            }
+            _ => {}
         }
         let granted = Scope::parse(&grant.scope)?;
         // RFC 6749 §6: the new access token may carry less scope, never more.
@@ -49,6 +64,8 @@ impl Provider {
             issued_at,
             expires_at: issued_at + self.refresh_token_ttl(client),
             rotated: false,
+            // The family keeps its binding.
+            dpop_jkt: current.dpop_jkt.clone(),
         };
         // Rotate first, sign after: the loser of a race, or a reused token, costs no signature.
         match self
@@ -68,13 +85,19 @@ impl Provider {
             }
             Rotation::Unknown => return Err(invalid()),
         }
+        // The new access token is bound to the proof's key, whether or not the refresh token is
+        // (RFC 9449 §5: a confidential client's refresh token is not).
+        let binding = TokenBinding {
+            jkt: dpop_jkt.map(str::to_string),
+            act: None,
+        };
         let access = self.mint_access_token(
             client,
             &grant.user_id,
             &scope,
             &grant.audience,
             Some(&grant.grant_id),
-            &TokenBinding::default(),
+            &binding,
         )?;
         // OpenID Connect Core §12.2: the same subject, audience and auth_time, no nonce.
         let id_token = self
@@ -90,7 +113,7 @@ impl Provider {
         self.store.durable().await?;
         Ok(TokenResponse {
             access_token: access.jwt,
-            token_type: "Bearer",
+            token_type: binding.token_type(),
             expires_in: access.expires_in,
             refresh_token: Some(new_token),
             scope: scope.to_string(),

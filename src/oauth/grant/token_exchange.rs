@@ -90,6 +90,7 @@ impl Provider {
         &self,
         client: &ClientRecord,
         request: ExchangeRequest,
+        dpop_jkt: Option<&str>,
     ) -> Result<TokenResponse, Error> {
         if client.client_type != ClientType::Confidential {
             return Err(Error::new(
@@ -151,6 +152,11 @@ impl Provider {
 
         let scope = exchanged_scope(&subject, request.scope.as_deref(), &client.scopes)?;
         let act = delegation(&subject, actor.as_ref())?;
+        // With a DPoP proof the exchanged token is bound to its key, like any other (RFC 9449).
+        let binding = TokenBinding {
+            jkt: dpop_jkt.map(str::to_string),
+            act,
+        };
         let sub = subject["sub"]
             .as_str()
             .ok_or_else(|| Error::invalid_request("the subject_token names no subject"))?;
@@ -161,13 +167,13 @@ impl Provider {
                 scope: &scope,
                 audience: &audience,
                 grant_id: subject["gid"].as_str(),
-                binding: &TokenBinding { jkt: None, act },
+                binding: &binding,
                 not_after: subject["exp"].as_i64(),
             },
         )?;
         Ok(TokenResponse {
             access_token: access.jwt,
-            token_type: "Bearer",
+            token_type: binding.token_type(),
             expires_in: access.expires_in,
             // RFC 8693 §2.2.1: a refresh token is optional; an exchanged token is short-lived
             // and tied to its subject token, so none is issued.
