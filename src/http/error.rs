@@ -104,6 +104,7 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         | ErrorCode::LoginRequired
         | ErrorCode::ConsentRequired
         | ErrorCode::RequestNotSupported
+        | ErrorCode::RequestUriNotSupported
         | ErrorCode::RegistrationNotSupported
         | ErrorCode::InvalidRequestUri
         | ErrorCode::InvalidRedirectUri

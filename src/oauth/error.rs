@@ -60,6 +60,9 @@ pub enum ErrorCode {
     ConsentRequired,
     /// The `request` parameter (request objects) is not supported.
     RequestNotSupported,
+    /// The `request_uri` parameter names something other than a pushed request (request
+    /// objects by reference are not supported).
+    RequestUriNotSupported,
     /// The `registration` parameter is not supported.
     RegistrationNotSupported,
     /// The `request_uri` is unknown, expired, used, or another client's (RFC 9126 §4).
@@ -105,6 +108,7 @@ impl ErrorCode {
             ErrorCode::LoginRequired => "login_required",
             ErrorCode::ConsentRequired => "consent_required",
             ErrorCode::RequestNotSupported => "request_not_supported",
+            ErrorCode::RequestUriNotSupported => "request_uri_not_supported",
             ErrorCode::RegistrationNotSupported => "registration_not_supported",
             ErrorCode::InvalidRequestUri => "invalid_request_uri",
             ErrorCode::InvalidRedirectUri => "invalid_redirect_uri",

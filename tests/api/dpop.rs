@@ -848,3 +848,96 @@ async fn the_device_grant_binds_its_tokens_and_a_public_devices_refresh_token_to
         (StatusCode::BAD_REQUEST, "invalid_grant".into())
     );
 }
+
+/// RFC 9449 §10: a code bound to a DPoP key, by `dpop_jkt` in the authorization request or by a
+/// proof sent with the pushed request (§10.1), is exchanged only with a proof of that key.
+#[tokio::test]
+async fn a_code_bound_by_dpop_jkt_or_a_pushed_proof_needs_a_proof_of_that_key() {
+    let app = spawn_app().await;
+    let mut jose = Jose::with_keys(&[("mine", "ES256"), ("other", "EdDSA")]).await;
+    let exchange = |code: String, verifier: String, proofs: Vec<String>| {
+        let app = &app;
+        async move {
+            let form = [
+                ("grant_type", "authorization_code"),
+                ("code", code.as_str()),
+                ("redirect_uri", REDIRECT_URI),
+                ("code_verifier", verifier.as_str()),
+            ];
+            let proofs: Vec<&str> = proofs.iter().map(String::as_str).collect();
+            token_with_proofs(app, &app.client, &form, &proofs).await
+        }
+    };
+
+    // dpop_jkt in an ordinary authorization request.
+    let pkce = Pkce::new();
+    let mut query = app.authorize_query(&pkce, "s");
+    query.push(("dpop_jkt".into(), jose.jkt("mine")));
+    let code = param(&app.authorize_and_allow(&query).await, "code").unwrap();
+    let other = jose.proof("other", "POST", &token_url(&app), json!({})).await;
+    let (status, error) = refusal(exchange(code, pkce.verifier.clone(), vec![other]).await).await;
+    assert_eq!((status.as_u16(), error.as_str()), (400, "invalid_dpop_proof"));
+    let code = param(&app.authorize_and_allow(&query).await, "code").unwrap();
+    let (status, _) = refusal(exchange(code, pkce.verifier.clone(), vec![]).await).await;
+    assert_eq!(status, 400, "no proof at all");
+    let code = param(&app.authorize_and_allow(&query).await, "code").unwrap();
+    let mine = jose.proof("mine", "POST", &token_url(&app), json!({})).await;
+    let tokens: Value = exchange(code, pkce.verifier.clone(), vec![mine])
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(tokens["token_type"], "DPoP", "{tokens}");
+
+    // A malformed dpop_jkt is refused.
+    let mut bad = app.authorize_query(&pkce, "s");
+    bad.push(("dpop_jkt".into(), "not a thumbprint".into()));
+    let response = app.authorize(&bad).await;
+    assert_eq!(param(&location(&response), "error").as_deref(), Some("invalid_request"));
+
+    // A proof sent with the pushed request binds the code the same way.
+    let par_url = format!("{}/o/par/", app.issuer);
+    let push_proof = jose.proof("mine", "POST", &par_url, json!({})).await;
+    let form: Vec<(String, String)> = app
+        .authorize_query(&pkce, "pushed")
+        .into_iter()
+        .filter(|(name, _)| name != "client_id")
+        .collect();
+    let pushed: Value = app
+        .http
+        .post(app.url("/o/par/"))
+        .basic_auth(&app.client.id, app.client.secret.as_ref())
+        .header("DPoP", push_proof)
+        .form(&form)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let by_reference = [
+        ("client_id".to_string(), app.client.id.clone()),
+        (
+            "request_uri".to_string(),
+            pushed["request_uri"].as_str().unwrap().to_string(),
+        ),
+    ];
+    let code = param(&app.authorize_and_allow(&by_reference).await, "code").unwrap();
+    let other = jose.proof("other", "POST", &token_url(&app), json!({})).await;
+    let (status, error) = refusal(exchange(code, pkce.verifier.clone(), vec![other]).await).await;
+    assert_eq!((status.as_u16(), error.as_str()), (400, "invalid_dpop_proof"));
+    // A pushed dpop_jkt that contradicts the proof is refused at the push.
+    let push_proof = jose.proof("mine", "POST", &par_url, json!({})).await;
+    let mut contradicting = form.clone();
+    contradicting.push(("dpop_jkt".into(), jose.jkt("other")));
+    let response = app
+        .http
+        .post(app.url("/o/par/"))
+        .basic_auth(&app.client.id, app.client.secret.as_ref())
+        .header("DPoP", push_proof)
+        .form(&contradicting)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+}

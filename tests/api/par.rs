@@ -139,7 +139,6 @@ async fn a_request_uri_must_be_ours_unexpired_and_the_clients() {
     // Made up, or not ours at all.
     for made_up in [
         format!("{PREFIX}{}", "A".repeat(43)),
-        "https://evil.example/request.jwt".to_string(),
         PREFIX.to_string(),
         format!("{PREFIX}{}", "A".repeat(5000)),
     ] {
@@ -147,6 +146,14 @@ async fn a_request_uri_must_be_ours_unexpired_and_the_clients() {
         assert_eq!(status, 400, "{made_up}");
         assert!(page.contains("invalid_request_uri"), "{page}");
     }
+    // Any other request_uri would name a request object: not supported (OpenID Connect Core §6).
+    let mut query = app.authorize_query(&pkce, "s");
+    query.push(("request_uri".into(), "https://evil.example/request.jwt".into()));
+    let object = app.authorize(&query).await;
+    assert_eq!(
+        param(&location(&object), "error").as_deref(),
+        Some("request_uri_not_supported")
+    );
     // Without client_id (RFC 9126 §4 requires it).
     let (status, _) = refused(&app, &[("request_uri".into(), request_uri.clone())]).await;
     assert_eq!(status, 400);

@@ -158,16 +158,20 @@ impl Provider {
     /// The first use must come within `par_ttl` and starts the [`INTERACTION_TTL`].
     pub(super) async fn pushed_request(&self, query: &[(String, String)]) -> Result<Option<Pushed>, Error> {
         let params = Params::new(query);
-        let Some(request_uri) = params.get("request_uri")? else {
+        // Any other `request_uri` would name a request object: refused as unsupported by the
+        // request's validation, as OpenID Connect Core §6 has it.
+        let Some(reference) = params
+            .get("request_uri")?
+            .and_then(|uri| uri.strip_prefix(REQUEST_URI_PREFIX))
+        else {
             return Ok(None);
         };
         let client_id = params
             .get("client_id")?
             .ok_or_else(|| Error::invalid_request("client_id is missing"))?;
-        let reference = request_uri
-            .strip_prefix(REQUEST_URI_PREFIX)
-            .filter(|r| !r.is_empty() && r.len() <= 64)
-            .ok_or_else(|| invalid_request_uri("request_uri was not issued by this server"))?;
+        if reference.is_empty() || reference.len() > 64 {
+            return Err(invalid_request_uri("request_uri was not issued by this server"));
+        }
         let gone = || invalid_request_uri("request_uri is unknown, expired or already used");
         let record: PushedRecord = self.get_sealed(PURPOSE, reference).await?.ok_or_else(gone)?;
         if record.client_id != client_id {

@@ -216,12 +216,12 @@ impl Provider {
         let audience = self
             .resolve_audience(&client, params.get("resource").map_err(redirect)?)
             .map_err(redirect)?;
-        // OpenID Connect Core §3.1.2.1 and §6: request objects are not supported. A
-        // `request_uri` (RFC 9126) was resolved before the request got here; one inside a
-        // pushed request was refused when it was pushed.
+        // OpenID Connect Core §3.1.2.1 and §6: request objects are not supported. A pushed
+        // request's `request_uri` (RFC 9126) was resolved before the request got here; any
+        // other would name a request object.
         for (name, code) in [
             ("request", ErrorCode::RequestNotSupported),
-            ("request_uri", ErrorCode::InvalidRequestUri),
+            ("request_uri", ErrorCode::RequestUriNotSupported),
             ("registration", ErrorCode::RegistrationNotSupported),
         ] {
             if params.get(name).map_err(redirect)?.is_some() {
