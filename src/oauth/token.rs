@@ -49,6 +49,14 @@ pub struct TokenBinding {
 }
 
 impl TokenBinding {
+    /// A token bound to the DPoP key with thumbprint `jkt`, if a proof came with the request.
+    pub fn dpop(jkt: Option<&str>) -> TokenBinding {
+        TokenBinding {
+            jkt: jkt.map(str::to_string),
+            act: None,
+        }
+    }
+
     /// The `token_type` of a token so bound: `DPoP` (RFC 9449 §5) or `Bearer` (RFC 6750).
     pub fn token_type(&self) -> &'static str {
         if self.jkt.is_some() {

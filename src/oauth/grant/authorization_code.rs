@@ -99,10 +99,7 @@ impl Provider {
         dpop_jkt: Option<&str>,
     ) -> Result<TokenResponse, Error> {
         let scope = Scope::parse(&grant.scope)?;
-        let binding = TokenBinding {
-            jkt: dpop_jkt.map(str::to_string),
-            act: None,
-        };
+        let binding = TokenBinding::dpop(dpop_jkt);
         let access = self.mint_access_token(
             client,
             &grant.user_id,

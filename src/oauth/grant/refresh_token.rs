@@ -87,10 +87,7 @@ impl Provider {
         }
         // The new access token is bound to the proof's key, whether or not the refresh token is
         // (RFC 9449 §5: a confidential client's refresh token is not).
-        let binding = TokenBinding {
-            jkt: dpop_jkt.map(str::to_string),
-            act: None,
-        };
+        let binding = TokenBinding::dpop(dpop_jkt);
         let access = self.mint_access_token(
             client,
             &grant.user_id,

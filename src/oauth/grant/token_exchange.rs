@@ -154,8 +154,8 @@ impl Provider {
         let act = delegation(&subject, actor.as_ref())?;
         // With a DPoP proof the exchanged token is bound to its key, like any other (RFC 9449).
         let binding = TokenBinding {
-            jkt: dpop_jkt.map(str::to_string),
             act,
+            ..TokenBinding::dpop(dpop_jkt)
         };
         let sub = subject["sub"]
             .as_str()
