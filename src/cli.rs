@@ -214,9 +214,20 @@ pub enum UserCommand {
         password_stdin: bool,
         #[arg(long)]
         email: Option<String>,
+        /// Give the user the operator role (the operator's console).
+        #[arg(long)]
+        operator: bool,
     },
     /// List users.
     List,
+    /// Give a user the operator role (--on) or take it away (--off).
+    SetOperator {
+        username: String,
+        #[arg(long, conflicts_with = "off", required_unless_present = "off")]
+        on: bool,
+        #[arg(long)]
+        off: bool,
+    },
     /// Delete a user.
     Delete { username: String },
     /// Set a user's password, read from standard input.
@@ -729,6 +740,7 @@ fn user_json(user: &UserRecord) -> serde_json::Value {
         "email_verified": user.email_verified,
         "created_at": user.created_at,
         "updated_at": user.updated_at,
+        "operator": user.operator,
     });
     if let (Some(object), Ok(serde_json::Value::Object(profile))) =
         (value.as_object_mut(), serde_json::to_value(&user.profile))
@@ -763,13 +775,32 @@ async fn user_command(config: &Config, cmd: &UserCommand) -> anyhow::Result<()> 
             username,
             password_stdin,
             email,
+            operator,
         } => {
             let password = read_password(*password_stdin)?;
-            let user = provider
+            let mut user = provider
                 .create_user(username, &password, email.clone())
                 .await
                 .map_err(|e| anyhow::anyhow!(e.description))?;
-            println!("created user {} ({})", user.username, user.user_id);
+            if *operator {
+                user = provider
+                    .set_operator(&user.user_id, true)
+                    .await
+                    .map_err(|e| anyhow::anyhow!(e.description))?;
+            }
+            let role = if user.operator { ", operator" } else { "" };
+            println!("created user {} ({}{role})", user.username, user.user_id);
+        }
+        UserCommand::SetOperator { username, on, .. } => {
+            let user = find_user(&provider, username).await?;
+            provider
+                .set_operator(&user.user_id, *on)
+                .await
+                .map_err(|e| anyhow::anyhow!(e.description))?;
+            match on {
+                true => println!("{username} is an operator"),
+                false => println!("{username} is no longer an operator"),
+            }
         }
         UserCommand::List => {
             for user in provider.list_users().await? {

@@ -319,6 +319,7 @@ impl Provider {
             profile,
             updated_at: if updated { created_at } else { 0 },
             session_epoch: 0,
+            operator: false,
         };
         match self.store.insert_user(&user).await {
             Err(StoreError::Conflict(_)) => Err(Error::new(
@@ -368,6 +369,21 @@ impl Provider {
         user.email = email;
         user.profile = profile;
         self.store.update_user(&user).await?;
+        Ok(user)
+    }
+
+    /// Gives a user the operator role, or takes it away. Only the CLI and the admin API call
+    /// this: no page a user sees can.
+    pub async fn set_operator(&self, user_id: &str, operator: bool) -> Result<UserRecord, Error> {
+        let mut user = self
+            .store
+            .get_user(user_id)
+            .await?
+            .ok_or_else(|| super::admin::not_found("user"))?;
+        if user.operator != operator {
+            user.operator = operator;
+            self.store.update_user(&user).await?;
+        }
         Ok(user)
     }
 

@@ -209,6 +209,10 @@ pub struct UserRecord {
     /// Bumped by every password change: a session opened under an earlier value is over.
     #[serde(default)]
     pub session_epoch: u64,
+    /// Holds the operator role: may use the operator's console. Only the CLI and the admin API
+    /// grant it.
+    #[serde(default)]
+    pub operator: bool,
 }
 
 /// The OpenID Connect `profile` claims a user may have (OpenID Connect Core §5.1).

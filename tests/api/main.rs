@@ -70,6 +70,8 @@ mod pages;
 mod par;
 // The DPoP, PAR and token exchange client settings, through every way a client is made.
 mod client_policy;
+// The operator role (issue 16): the CLI and the admin API give it, no page does.
+mod operators;
 // The built-in test consumer at /o/playground/.
 mod playground;
 // Dynamic client registration (RFC 7591/7592) and its policy.

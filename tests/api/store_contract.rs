@@ -106,6 +106,7 @@ fn user(id: &str, name: &str) -> UserRecord {
         profile: Default::default(),
         updated_at: 0,
         session_epoch: 0,
+        operator: false,
     }
 }
 

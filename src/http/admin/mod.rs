@@ -218,8 +218,14 @@ impl AdminApi {
         let mut edit = ProfileEdit::default();
         profile.profile_changes().apply(&mut edit);
         edit.email_verified = profile.email_verified;
-        let result = provider.create_user_with_profile(&username, &password, edit).await;
-        AdminCreated::of(result.map(User::from))
+        let result = async {
+            let user = provider.create_user_with_profile(&username, &password, edit).await?;
+            match profile.operator {
+                Some(true) => provider.set_operator(&user.user_id, true).await,
+                _ => Ok(user),
+            }
+        };
+        AdminCreated::of(result.await.map(User::from))
     }
 
     /// Get a user
@@ -250,7 +256,11 @@ impl AdminApi {
             let mut edit = ProfileEdit::of(&user);
             body.0.profile_changes().apply(&mut edit);
             edit.email_verified = body.0.email_verified;
-            provider.update_profile(&user.user_id, edit).await
+            let user = provider.update_profile(&user.user_id, edit).await?;
+            match body.0.operator {
+                Some(operator) => provider.set_operator(&user.user_id, operator).await,
+                None => Ok(user),
+            }
         };
         AdminResponse::of(result.await.map(User::from))
     }

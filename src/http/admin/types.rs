@@ -316,6 +316,8 @@ pub struct User {
     pub created_at: i64,
     /// When the profile last changed (0: never).
     pub updated_at: i64,
+    /// Holds the operator role (may use the operator's console).
+    pub operator: bool,
 }
 
 impl From<UserRecord> for User {
@@ -336,6 +338,7 @@ impl From<UserRecord> for User {
             zoneinfo: p.zoneinfo,
             created_at: u.created_at,
             updated_at: u.updated_at,
+            operator: u.operator,
         }
     }
 }
@@ -364,6 +367,9 @@ pub struct UserChanges {
     pub locale: Option<String>,
     #[oai(skip_serializing_if_is_none)]
     pub zoneinfo: Option<String>,
+    /// Give or take away the operator role (the operator's console).
+    #[oai(skip_serializing_if_is_none)]
+    pub operator: Option<bool>,
 }
 
 impl UserChanges {

@@ -1,0 +1,148 @@
+//! The operator role (issue 16): given and taken away through the CLI (`user create
+//! --operator`, `user set-operator USERNAME --on|--off`) and the admin API's user resource, and
+//! never through a page a user sees.
+
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn the_cli_gives_and_takes_the_operator_role() {
+    let app = spawn_app().await;
+    let dirs = app.stop().await;
+    let (data, keys) = (dirs.path().join("data"), dirs.path().join("keys"));
+    let run = |args: &[&str], stdin: &str| {
+        let paths = [
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--keys-dir",
+            keys.to_str().unwrap(),
+        ];
+        run_tessera(dirs.path(), &[args, &paths[..]].concat(), &[], stdin)
+    };
+    let operator_of = |username: &str| {
+        let output = run(&["user", "show", username, "--json"], "");
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        serde_json::from_slice::<Value>(&output.stdout).unwrap()["operator"].clone()
+    };
+    let created = run(
+        &[
+            "user",
+            "create",
+            "--username",
+            "olivia",
+            "--password-stdin",
+            "--operator",
+        ],
+        "a long password\n",
+    );
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    assert!(String::from_utf8_lossy(&created.stdout).contains("operator"));
+    assert_eq!(operator_of("olivia"), true);
+    let created = run(
+        &["user", "create", "--username", "bob", "--password-stdin"],
+        "a long password\n",
+    );
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    assert_eq!(operator_of("bob"), false, "users are not operators by default");
+
+    for (flag, expected) in [("--on", true), ("--off", false), ("--on", true)] {
+        let output = run(&["user", "set-operator", "bob", flag], "");
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        assert_eq!(operator_of("bob"), expected, "{flag}");
+    }
+    // Exactly one of --on and --off; an unknown user is an error.
+    for args in [
+        &["user", "set-operator", "bob"][..],
+        &["user", "set-operator", "bob", "--on", "--off"],
+        &["user", "set-operator", "nobody", "--on"],
+    ] {
+        let output = run(args, "");
+        assert!(!output.status.success(), "{args:?}");
+    }
+}
+
+#[tokio::test]
+async fn the_admin_api_shows_gives_and_takes_the_operator_role_and_the_profile_page_cannot() {
+    let app = spawn_app().await;
+    let admin = app.register_admin_client(None).await;
+    let token: Value = app
+        .client_credentials_as(&admin, "tessera:admin")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let bearer = token["access_token"].as_str().unwrap().to_string();
+    let alice = app.store.get_user_by_name(USERNAME).await.unwrap().unwrap();
+    let user_url = app.url(&format!("/api/v1/users/{}", alice.user_id));
+
+    let shown: Value = app
+        .http
+        .get(&user_url)
+        .bearer_auth(&bearer)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(shown["operator"], false);
+    let patched = app
+        .http
+        .patch(&user_url)
+        .bearer_auth(&bearer)
+        .json(&json!({"operator": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patched.status(), 200);
+    assert_eq!(patched.json::<Value>().await.unwrap()["operator"], true);
+    assert!(app.store.get_user(&alice.user_id).await.unwrap().unwrap().operator);
+    // A profile change leaves the role alone.
+    let renamed: Value = app
+        .http
+        .patch(&user_url)
+        .bearer_auth(&bearer)
+        .json(&json!({"name": "Alice"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(renamed["operator"], true);
+
+    let created = app
+        .http
+        .post(app.url("/api/v1/users"))
+        .bearer_auth(&bearer)
+        .json(&json!({"username": "olivia", "password": "a long password", "operator": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    assert_eq!(created.json::<Value>().await.unwrap()["operator"], true);
+
+    // A user cannot make themselves an operator through their profile page.
+    let bob = app
+        .provider
+        .create_user("bob", "bob's long password", None)
+        .await
+        .unwrap();
+    let browser = browser(&app);
+    assert_eq!(
+        browser.log_in("/o/login/", "bob", "bob's long password").await.status(),
+        303
+    );
+    let page = browser.get_text("/o/profile/").await;
+    let csrf = hidden_input(&page, "csrf_token").unwrap();
+    let saved = browser
+        .http
+        .post(browser.url("/o/profile/"))
+        .form(&[("csrf_token", csrf.as_str()), ("name", "Bob"), ("operator", "true")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(saved.status(), 200);
+    assert!(!app.store.get_user(&bob.user_id).await.unwrap().unwrap().operator);
+}
