@@ -741,6 +741,7 @@ fn user_json(user: &UserRecord) -> serde_json::Value {
         "created_at": user.created_at,
         "updated_at": user.updated_at,
         "operator": user.operator,
+        "disabled": user.disabled,
     });
     if let (Some(object), Ok(serde_json::Value::Object(profile))) =
         (value.as_object_mut(), serde_json::to_value(&user.profile))

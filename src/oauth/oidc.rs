@@ -259,6 +259,7 @@ mod tests {
             updated_at: 0,
             session_epoch: 0,
             operator: false,
+            disabled: false,
         };
         let only_openid = user_claims(&user, &Scope::parse("openid").unwrap());
         assert!(only_openid.is_empty());

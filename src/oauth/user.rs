@@ -222,6 +222,8 @@ pub enum LoginFailure {
     Throttled(std::time::Duration),
     /// Every password-check place stayed taken: try again after this long.
     Busy(std::time::Duration),
+    /// The password was right, but an operator disabled the account.
+    Disabled,
     Error(Error),
 }
 
@@ -268,6 +270,10 @@ impl Provider {
         match checked {
             Ok(Some(user)) => {
                 self.login_throttle.succeeded(store, &attempt).await.map_err(failed)?;
+                // Said only to someone who knows the password.
+                if user.disabled {
+                    return Err(LoginFailure::Disabled);
+                }
                 Ok(user)
             }
             Ok(None) => match self.login_throttle.retry_after(store, &attempt).await.map_err(failed)? {
@@ -320,6 +326,7 @@ impl Provider {
             updated_at: if updated { created_at } else { 0 },
             session_epoch: 0,
             operator: false,
+            disabled: false,
         };
         match self.store.insert_user(&user).await {
             Err(StoreError::Conflict(_)) => Err(Error::new(
@@ -385,6 +392,30 @@ impl Provider {
             self.store.update_user(&user).await?;
         }
         Ok(user)
+    }
+
+    /// Disables an account or enables it again. Disabling ends every session the user has and
+    /// revokes every grant they gave, so their apps' refresh tokens fail at once. Returns the
+    /// user and how many grants were revoked.
+    pub async fn set_disabled(&self, user_id: &str, disabled: bool) -> Result<(UserRecord, usize), Error> {
+        let mut user = self
+            .store
+            .get_user(user_id)
+            .await?
+            .ok_or_else(|| super::admin::not_found("user"))?;
+        if user.disabled != disabled {
+            user.disabled = disabled;
+            if disabled {
+                user.session_epoch += 1;
+            }
+            self.store.update_user(&user).await?;
+        }
+        // Also when it was disabled already: nothing it holds may outlive the decision.
+        let revoked = match disabled {
+            true => self.revoke_user_grants(user_id).await?,
+            false => 0,
+        };
+        Ok((user, revoked))
     }
 
     pub async fn set_password(&self, user_id: &str, password: &str) -> Result<(), Error> {

@@ -190,6 +190,17 @@ pub(super) async fn login(
                 wait,
             );
         }
+        Err(LoginFailure::Disabled) => {
+            let message = "This account is disabled. Ask the server's operator.";
+            return login_page(
+                templates,
+                StatusCode::FORBIDDEN,
+                &csrf_token,
+                &next,
+                &username,
+                Some(message),
+            );
+        }
         Err(LoginFailure::Error(e)) => return error_page(templates, &e),
     };
     let fresh = match provider.log_in(session.as_ref(), &user).await {

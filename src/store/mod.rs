@@ -213,6 +213,10 @@ pub struct UserRecord {
     /// grant it.
     #[serde(default)]
     pub operator: bool,
+    /// An operator disabled the account: it cannot log in (its grants and sessions were ended
+    /// when it was disabled).
+    #[serde(default)]
+    pub disabled: bool,
 }
 
 /// The OpenID Connect `profile` claims a user may have (OpenID Connect Core §5.1).

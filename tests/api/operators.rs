@@ -146,3 +146,47 @@ async fn the_admin_api_shows_gives_and_takes_the_operator_role_and_the_profile_p
     assert_eq!(saved.status(), 200);
     assert!(!app.store.get_user(&bob.user_id).await.unwrap().unwrap().operator);
 }
+
+#[tokio::test]
+async fn disabling_a_user_ends_their_sessions_and_grants_and_stops_their_logins() {
+    let app = spawn_app().await;
+    let tokens = app.get_tokens().await;
+    let refresh = tokens["refresh_token"].as_str().unwrap();
+    let admin = app.register_admin_client(None).await;
+    let token: Value = app
+        .client_credentials_as(&admin, "tessera:admin")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let bearer = token["access_token"].as_str().unwrap().to_string();
+    let alice = app.store.get_user_by_name(USERNAME).await.unwrap().unwrap();
+    let set_disabled = |disabled: bool| {
+        let request = app
+            .http
+            .patch(app.url(&format!("/api/v1/users/{}", alice.user_id)))
+            .bearer_auth(&bearer)
+            .json(&json!({ "disabled": disabled }));
+        async move { request.send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    assert_eq!(set_disabled(true).await["disabled"], true);
+
+    // Her app's refresh token fails at once, and her access token is reported inactive.
+    assert_eq!(app.refresh(refresh).await.status(), 400);
+    let access = tokens["access_token"].as_str().unwrap();
+    assert_eq!(app.introspect(access).await["active"], false);
+    // Her browser's session is over: the next authorization request asks for a login...
+    let pkce = Pkce::new();
+    let again = app.authorize(&app.authorize_query(&pkce, "s")).await;
+    assert!(location(&again).starts_with("/o/login/"), "{}", location(&again));
+    // ...which her password no longer passes.
+    let login = app.log_in("/o/login/", USERNAME, PASSWORD).await;
+    assert_eq!(login.status(), 403);
+    assert!(login.text().await.unwrap().contains("disabled"));
+    // A wrong password still says only that.
+    let wrong = app.log_in("/o/login/", USERNAME, "not her password").await;
+    assert_eq!(wrong.status(), 401);
+
+    assert_eq!(set_disabled(false).await["disabled"], false);
+    assert_eq!(app.log_in("/o/login/", USERNAME, PASSWORD).await.status(), 303);
+}

@@ -107,6 +107,7 @@ fn user(id: &str, name: &str) -> UserRecord {
         updated_at: 0,
         session_epoch: 0,
         operator: false,
+        disabled: false,
     }
 }
 

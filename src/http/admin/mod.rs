@@ -219,11 +219,14 @@ impl AdminApi {
         profile.profile_changes().apply(&mut edit);
         edit.email_verified = profile.email_verified;
         let result = async {
-            let user = provider.create_user_with_profile(&username, &password, edit).await?;
-            match profile.operator {
-                Some(true) => provider.set_operator(&user.user_id, true).await,
-                _ => Ok(user),
+            let mut user = provider.create_user_with_profile(&username, &password, edit).await?;
+            if profile.operator == Some(true) {
+                user = provider.set_operator(&user.user_id, true).await?;
             }
+            if profile.disabled == Some(true) {
+                user = provider.set_disabled(&user.user_id, true).await?.0;
+            }
+            Ok(user)
         };
         AdminCreated::of(result.await.map(User::from))
     }
@@ -256,11 +259,14 @@ impl AdminApi {
             let mut edit = ProfileEdit::of(&user);
             body.0.profile_changes().apply(&mut edit);
             edit.email_verified = body.0.email_verified;
-            let user = provider.update_profile(&user.user_id, edit).await?;
-            match body.0.operator {
-                Some(operator) => provider.set_operator(&user.user_id, operator).await,
-                None => Ok(user),
+            let mut user = provider.update_profile(&user.user_id, edit).await?;
+            if let Some(operator) = body.0.operator {
+                user = provider.set_operator(&user.user_id, operator).await?;
             }
+            if let Some(disabled) = body.0.disabled {
+                user = provider.set_disabled(&user.user_id, disabled).await?.0;
+            }
+            Ok(user)
         };
         AdminResponse::of(result.await.map(User::from))
     }

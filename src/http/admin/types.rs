@@ -318,6 +318,8 @@ pub struct User {
     pub updated_at: i64,
     /// Holds the operator role (may use the operator's console).
     pub operator: bool,
+    /// Disabled by an operator: cannot log in.
+    pub disabled: bool,
 }
 
 impl From<UserRecord> for User {
@@ -339,6 +341,7 @@ impl From<UserRecord> for User {
             created_at: u.created_at,
             updated_at: u.updated_at,
             operator: u.operator,
+            disabled: u.disabled,
         }
     }
 }
@@ -370,6 +373,10 @@ pub struct UserChanges {
     /// Give or take away the operator role (the operator's console).
     #[oai(skip_serializing_if_is_none)]
     pub operator: Option<bool>,
+    /// Disable the account (it cannot log in; its sessions end and every grant it gave is
+    /// revoked at once) or enable it again.
+    #[oai(skip_serializing_if_is_none)]
+    pub disabled: Option<bool>,
 }
 
 impl UserChanges {
