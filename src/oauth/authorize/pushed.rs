@@ -81,18 +81,6 @@ impl Provider {
         self.client_rate
             .check(&credentials.rate_key(&client))
             .map_err(Error::rate_limited)?;
-        if let Some(proof) = self.check_proof(proofs, None).await? {
-            match Params::new(&pairs).get("dpop_jkt")? {
-                Some(named) if named != proof.jkt => {
-                    return Err(Error::new(
-                        ErrorCode::InvalidDpopProof,
-                        "dpop_jkt is not the thumbprint of the proof's key",
-                    ))
-                }
-                Some(_) => {}
-                None => pairs.push(("dpop_jkt".into(), proof.jkt)),
-            }
-        }
         let params = Params::new(&pairs);
         // §2.1: a request_uri cannot itself be pushed; request objects are not supported.
         if params.get("request_uri")?.is_some() {
@@ -136,6 +124,19 @@ impl Provider {
         if client.client_type == ClientType::Public || !operator_made(&client) {
             let address = credentials.address.as_deref().unwrap_or_default();
             self.pushed_rate.check(address).map_err(Error::rate_limited)?;
+        }
+        // Last, so that only pushes that would be stored spend a proof's one-time entry.
+        if let Some(proof) = self.check_proof(proofs, None).await? {
+            match Params::new(&pairs).get("dpop_jkt")? {
+                Some(named) if named != proof.jkt => {
+                    return Err(Error::new(
+                        ErrorCode::InvalidDpopProof,
+                        "dpop_jkt is not the thumbprint of the proof's key",
+                    ))
+                }
+                Some(_) => {}
+                None => pairs.push(("dpop_jkt".into(), proof.jkt)),
+            }
         }
         let reference = random_token(32);
         let ttl = self.config.par_ttl.as_secs();
