@@ -595,10 +595,90 @@ pub trait EphemeralStore: Send + Sync {
     async fn get_scratch(&self, key: &SecretHash) -> Result<Option<Vec<u8>>>;
 }
 
+/// Who did something the audit trail records.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditActor {
+    /// `user` (an operator in the console, or a user in the pages), `client` (an admin API
+    /// client, or a dynamically registered client managing itself), `cli` (the OS user running
+    /// `tessera`), `anonymous` (a dynamic registration, a failed login) or `system`.
+    pub kind: String,
+    /// The user id, client id or OS user name.
+    pub id: String,
+    /// A name a person recognises: the username or the client's name.
+    pub name: String,
+}
+
+/// One entry of the audit trail: when, who, from where, what to what, and how it ended. Never
+/// a secret, token or password.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// Unique and in time order: the time in milliseconds as 16 hex digits, then random ones.
+    pub id: String,
+    /// Milliseconds since the epoch.
+    pub at_ms: i64,
+    pub actor: AuditActor,
+    /// The caller's address, where known.
+    pub address: Option<String>,
+    /// What was done, as `area.verb` (`client.create`, `user.disable`, `login.lockout`, ...).
+    pub action: String,
+    /// What it was done to: a kind (`client`, `user`, `grant`, `key`), its id and its name.
+    pub target_kind: Option<String>,
+    pub target_id: Option<String>,
+    pub target_name: Option<String>,
+    /// `ok`, or why not (`denied`, `invalid`, ...).
+    pub outcome: String,
+}
+
+/// Which audit entries to list; every field given must match.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    /// The actor's id or name.
+    pub actor: Option<String>,
+    pub action: Option<String>,
+    /// The target's id or name.
+    pub target: Option<String>,
+    /// Entries at or after this time (ms).
+    pub since_ms: Option<i64>,
+    /// Entries before this time (ms).
+    pub until_ms: Option<i64>,
+}
+
+impl AuditFilter {
+    /// Whether `entry` passes the filter.
+    pub fn matches(&self, entry: &AuditRecord) -> bool {
+        let named = |want: &Option<String>, id: Option<&str>, name: Option<&str>| {
+            want.as_deref()
+                .is_none_or(|want| Some(want) == id || Some(want) == name)
+        };
+        named(&self.actor, Some(&entry.actor.id), Some(&entry.actor.name))
+            && self.action.as_deref().is_none_or(|a| a == entry.action)
+            && named(&self.target, entry.target_id.as_deref(), entry.target_name.as_deref())
+            && self.since_ms.is_none_or(|t| entry.at_ms >= t)
+            && self.until_ms.is_none_or(|t| entry.at_ms < t)
+    }
+}
+
+/// The audit trail: appended to, read newest first, purged by age. Shared by every node.
+#[async_trait]
+pub trait AuditStore: Send + Sync {
+    /// Appends `entry` (its id is new).
+    async fn append_audit(&self, entry: &AuditRecord) -> Result<()>;
+    /// At most `limit` entries passing `filter`, newest first, all older than the entry with
+    /// id `before` when given (the previous page's last id).
+    async fn audit_page(&self, filter: &AuditFilter, before: Option<&str>, limit: usize) -> Result<Vec<AuditRecord>>;
+    /// Removes the entries from before `cutoff_ms`; returns how many.
+    async fn purge_audit(&self, cutoff_ms: i64) -> Result<u64>;
+}
+
+/// The id of an audit entry made at `at_ms`: in time order as text.
+pub fn audit_id(at_ms: i64, random: &str) -> String {
+    format!("{:016x}{random}", at_ms.max(0))
+}
+
 /// A complete backend.
 #[async_trait]
 pub trait Store:
-    ClientStore + UserStore + GrantStore + DeviceStore + ConsentStore + SessionStore + EphemeralStore
+    ClientStore + UserStore + GrantStore + DeviceStore + ConsentStore + SessionStore + EphemeralStore + AuditStore
 {
     /// Resolves once every write made before the call is durable. Callers await it before
     /// handing a credential out, so a crash can never forget a token a client holds.

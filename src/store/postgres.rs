@@ -49,6 +49,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_initial.sql"),
     include_str!("migrations/0002_device.sql"),
     include_str!("migrations/0003_dpop.sql"),
+    include_str!("migrations/0004_audit.sql"),
 ];
 
 /// The schema version this binary knows.
@@ -290,7 +291,7 @@ impl PgStore {
         client
             .batch_execute(
                 "TRUNCATE clients, users, codes, grants, refresh_tokens, revoked_access, consents, \
-                 sessions, server_secrets, counters, scratch, keys, device_authorizations; UPDATE keyring SET version = version + 1",
+                 sessions, server_secrets, counters, scratch, keys, device_authorizations, audit; UPDATE keyring SET version = version + 1",
             )
             .await
             .map_err(database)
@@ -962,6 +963,47 @@ impl SessionStore for PgStore {
         self.execute("DELETE FROM sessions WHERE id_hash = $1", &[&&id_hash[..]])
             .await?;
         Ok(())
+    }
+}
+
+#[async_trait]
+impl AuditStore for PgStore {
+    async fn append_audit(&self, entry: &AuditRecord) -> Result<()> {
+        self.execute(
+            "INSERT INTO audit (id, at_ms, record) VALUES ($1, $2, $3)",
+            &[&entry.id, &entry.at_ms, &to_value(entry)?],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn audit_page(&self, filter: &AuditFilter, before: Option<&str>, limit: usize) -> Result<Vec<AuditRecord>> {
+        let limit = limit.min(10_000) as i64;
+        let rows = self
+            .query(
+                "SELECT record FROM audit \
+                 WHERE ($1::text IS NULL OR id < $1) \
+                   AND ($2::bigint IS NULL OR at_ms >= $2) AND ($3::bigint IS NULL OR at_ms < $3) \
+                   AND ($4::text IS NULL OR record->>'action' = $4) \
+                   AND ($5::text IS NULL OR record->'actor'->>'id' = $5 OR record->'actor'->>'name' = $5) \
+                   AND ($6::text IS NULL OR record->>'target_id' = $6 OR record->>'target_name' = $6) \
+                 ORDER BY id DESC LIMIT $7",
+                &[
+                    &before,
+                    &filter.since_ms,
+                    &filter.until_ms,
+                    &filter.action,
+                    &filter.actor,
+                    &filter.target,
+                    &limit,
+                ],
+            )
+            .await?;
+        rows.iter().map(|row| from_value(row.get(0))).collect()
+    }
+
+    async fn purge_audit(&self, cutoff_ms: i64) -> Result<u64> {
+        self.execute("DELETE FROM audit WHERE at_ms < $1", &[&cutoff_ms]).await
     }
 }
 

@@ -181,6 +181,8 @@ struct Trees {
     client_owners: Tree,
     devices: Tree,
     device_user_codes: Tree,
+    /// `AuditRecord::id` -> the entry: ids sort in time order.
+    audit: Tree,
 }
 
 fn to_json<T: Serialize>(value: &T) -> Result<Vec<u8>> {
@@ -295,6 +297,7 @@ impl SledStore {
             client_owners: tree("client_owners")?,
             devices: tree("devices")?,
             device_user_codes: tree("device_user_codes")?,
+            audit: tree("audit")?,
         }
         .migrated(&db)?;
         Ok(SledStore {
@@ -1123,6 +1126,50 @@ impl DeviceStore for SledStore {
         update: &(dyn for<'d> Fn(&'d mut DeviceRecord) -> bool + Send + Sync),
     ) -> Result<Option<DeviceRecord>> {
         self.trees.update_device(device_code_hash, update)
+    }
+}
+
+#[async_trait]
+impl AuditStore for SledStore {
+    async fn append_audit(&self, entry: &AuditRecord) -> Result<()> {
+        self.trees.audit.insert(entry.id.as_bytes(), to_json(entry)?)?;
+        Ok(())
+    }
+    async fn audit_page(&self, filter: &AuditFilter, before: Option<&str>, limit: usize) -> Result<Vec<AuditRecord>> {
+        let (filter, before) = (filter.clone(), before.map(str::to_string));
+        self.scan(move |t| {
+            let newest_first = match &before {
+                Some(before) => t.audit.range(..before.as_bytes().to_vec()).rev(),
+                None => t.audit.iter().rev(),
+            };
+            let mut page = Vec::new();
+            for item in newest_first {
+                let entry: AuditRecord = from_json(&item?.1)?;
+                if filter.since_ms.is_some_and(|since| entry.at_ms < since) {
+                    break;
+                }
+                if filter.matches(&entry) {
+                    page.push(entry);
+                    if page.len() == limit {
+                        break;
+                    }
+                }
+            }
+            Ok(page)
+        })
+        .await
+    }
+    async fn purge_audit(&self, cutoff_ms: i64) -> Result<u64> {
+        self.scan(move |t| {
+            let cutoff = audit_id(cutoff_ms, "");
+            let mut removed = 0;
+            for item in t.audit.range(..cutoff.into_bytes()) {
+                t.audit.remove(item?.0)?;
+                removed += 1;
+            }
+            Ok(removed)
+        })
+        .await
     }
 }
 

@@ -909,3 +909,97 @@ async fn a_key_is_remembered_once_however_many_remember_it_at_once_and_again_onc
     })
     .await;
 }
+
+fn audit_entry(at_ms: i64, n: u32, actor: &str, action: &str, target: &str) -> AuditRecord {
+    AuditRecord {
+        id: audit_id(at_ms, &format!("{n:08x}")),
+        at_ms,
+        actor: AuditActor {
+            kind: "user".into(),
+            id: format!("id-{actor}"),
+            name: actor.into(),
+        },
+        address: Some("203.0.113.7".into()),
+        action: action.into(),
+        target_kind: Some("client".into()),
+        target_id: Some(format!("id-{target}")),
+        target_name: Some(target.into()),
+        outcome: "ok".into(),
+    }
+}
+
+#[tokio::test]
+async fn the_audit_trail_pages_newest_first_filters_and_purges_by_age() {
+    for_each_backend(|store| async move {
+        // 30 entries a second apart, by two actors on two targets, with two actions.
+        let entries: Vec<AuditRecord> = (0..30)
+            .map(|i| {
+                let (actor, action, target) = match i % 3 {
+                    0 => ("olivia", "client.create", "Billing"),
+                    1 => ("olivia", "user.disable", "bob"),
+                    _ => ("cli", "client.delete", "Billing"),
+                };
+                audit_entry(1_000_000 + i as i64 * 1000, i, actor, action, target)
+            })
+            .collect();
+        for entry in &entries {
+            store.append_audit(entry).await.unwrap();
+        }
+        // Every entry, newest first, in pages of 7 that follow each other.
+        let mut all = Vec::new();
+        let mut before: Option<String> = None;
+        loop {
+            let page = store
+                .audit_page(&AuditFilter::default(), before.as_deref(), 7)
+                .await
+                .unwrap();
+            assert!(page.len() <= 7);
+            let Some(last) = page.last() else { break };
+            before = Some(last.id.clone());
+            all.extend(page);
+        }
+        let mut newest_first = entries.clone();
+        newest_first.reverse();
+        assert_eq!(all, newest_first, "every entry once, in order, as written");
+
+        let page = |filter: AuditFilter| {
+            let store = store.clone();
+            async move { store.audit_page(&filter, None, 100).await.unwrap() }
+        };
+        let by_actor = page(AuditFilter {
+            actor: Some("olivia".into()),
+            ..Default::default()
+        })
+        .await;
+        assert_eq!(by_actor.len(), 20);
+        let by_actor_id = page(AuditFilter {
+            actor: Some("id-cli".into()),
+            ..Default::default()
+        })
+        .await;
+        assert_eq!(by_actor_id.len(), 10);
+        let by_action_and_target = page(AuditFilter {
+            action: Some("client.delete".into()),
+            target: Some("Billing".into()),
+            ..Default::default()
+        })
+        .await;
+        assert_eq!(by_action_and_target.len(), 10);
+        assert!(by_action_and_target.iter().all(|e| e.action == "client.delete"));
+        let in_window = page(AuditFilter {
+            since_ms: Some(1_010_000),
+            until_ms: Some(1_020_000),
+            ..Default::default()
+        })
+        .await;
+        assert_eq!(in_window.len(), 10, "entries 10 to 19");
+        assert_eq!(in_window.first().unwrap().at_ms, 1_019_000);
+
+        // Purging by age removes exactly the older entries.
+        assert_eq!(store.purge_audit(1_015_000).await.unwrap(), 15);
+        let left = page(AuditFilter::default()).await;
+        assert_eq!(left.len(), 15);
+        assert!(left.iter().all(|e| e.at_ms >= 1_015_000));
+    })
+    .await;
+}
