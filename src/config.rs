@@ -154,6 +154,8 @@ pub struct Config {
     pub par_ttl: Duration,
     /// Every client must push its authorization requests first (RFC 9126 §5).
     pub require_pushed_authorization_requests: bool,
+    /// How long audit entries are kept before the purge removes them.
+    pub audit_retention: Duration,
     /// Pushed authorization requests one client address may make for clients anyone can
     /// push for (public ones, and those users registered themselves).
     pub pushed_requests_per_address: Rate,
@@ -274,6 +276,7 @@ impl Default for Config {
             device_code_ttl: Duration::from_secs(600),
             par_ttl: Duration::from_secs(60),
             require_pushed_authorization_requests: false,
+            audit_retention: Duration::from_secs(90 * 86400),
             pushed_requests_per_address: Rate::per_minute(30),
             device_code_interval: Duration::from_secs(5),
             device_authorizations_per_address: Rate::per_hour(60),
@@ -351,6 +354,8 @@ pub struct FileConfig {
     pub par_ttl: Option<u64>,
     /// Refuse authorization requests that were not pushed to `/o/par/` first (default false).
     pub require_pushed_authorization_requests: Option<bool>,
+    /// Seconds audit entries are kept (default 7776000, 90 days).
+    pub audit_retention: Option<u64>,
     /// Pushed authorization requests per minute one client address may make for public or
     /// self-registered clients (default 30, all at once if it likes; 0 = no limit).
     pub pushed_requests_per_address_per_minute: Option<u32>,
@@ -581,6 +586,7 @@ impl Config {
             ("session_ttl", file.session_ttl, &mut self.session_ttl),
             ("device_code_ttl", file.device_code_ttl, &mut self.device_code_ttl),
             ("par_ttl", file.par_ttl, &mut self.par_ttl),
+            ("audit_retention", file.audit_retention, &mut self.audit_retention),
             (
                 "device_code_interval",
                 file.device_code_interval,

@@ -144,6 +144,7 @@ pub const ROUTES: &[Route] = &[
     api("/api/v1/users*", "/api/v1/users/*"),
     api("/api/v1/grants*", "/api/v1/grants/*"),
     api("/api/v1/keys*", "/api/v1/keys/*"),
+    api("/api/v1/audit", "/api/v1/audit"),
     page(AUTHORIZE, "/o/authorize"),
     limited(page(LOGIN, "/o/login")),
     page(LOGOUT, "/o/logout"),

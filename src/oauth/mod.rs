@@ -6,6 +6,7 @@
 //! client: every refresh and access token descended from one code belongs to its grant.
 
 pub mod admin;
+pub mod audit;
 pub mod authorize;
 pub mod client;
 pub mod client_assertion;
@@ -164,6 +165,7 @@ impl Provider {
             .fold(self.config.access_token_ttl.as_secs(), u64::max);
         let mut purged = self.store.purge_expired(now, now - longest as i64).await?;
         purged.clients = unused_clients;
+        purged.audit_entries = self.purge_audit().await?;
         Ok(purged)
     }
 

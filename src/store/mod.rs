@@ -368,6 +368,8 @@ pub struct Purged {
     pub device_authorizations: u64,
     /// Dynamically registered clients never used (removed by the core, not the store).
     pub clients: u64,
+    /// Audit entries older than `audit_retention` (removed by the core, not `purge_expired`).
+    pub audit_entries: u64,
 }
 
 impl Purged {
@@ -379,6 +381,7 @@ impl Purged {
             + self.grants
             + self.device_authorizations
             + self.clients
+            + self.audit_entries
     }
 }
 

@@ -532,6 +532,7 @@ async fn purge(client: &tokio_postgres::Client, now: i64, access_cutoff: i64) ->
         grants,
         device_authorizations,
         clients: 0,
+        audit_entries: 0,
     })
 }
 

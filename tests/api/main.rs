@@ -72,6 +72,8 @@ mod par;
 mod client_policy;
 // The operator role (issue 16): the CLI and the admin API give it, no page does.
 mod operators;
+// The audit trail (issue 16, in progress).
+mod audit;
 // The built-in test consumer at /o/playground/.
 mod playground;
 // Dynamic client registration (RFC 7591/7592) and its policy.

@@ -22,6 +22,7 @@ use self::problem::{AdminAuthError, AdminCreated, AdminResponse};
 pub use self::types::*;
 use super::Tag;
 use crate::oauth::admin::{not_found, page_size, AdminCaller, KeyChange};
+use crate::oauth::audit::Target;
 use crate::oauth::user::ProfileEdit;
 use crate::oauth::{Error, Provider};
 
@@ -59,6 +60,15 @@ async fn check_admin_token(req: &Request, bearer: Bearer) -> poem::Result<AdminC
 
 pub struct AdminApi;
 
+/// The audit trail's name for an admin API caller.
+fn admin_actor(auth: &AdminToken) -> crate::store::AuditActor {
+    crate::store::AuditActor {
+        kind: "client".into(),
+        id: auth.0.client_id.clone(),
+        name: auth.0.client_id.clone(),
+    }
+}
+
 #[OpenApi(prefix_path = "/api/v1", tag = "Tag::Admin")]
 impl AdminApi {
     /// List clients
@@ -89,13 +99,26 @@ impl AdminApi {
     async fn create_client(
         &self,
         provider: Data<&Arc<Provider>>,
-        #[oai(scope = "AdminScopes::Admin")] _auth: AdminToken,
+        #[oai(scope = "AdminScopes::Admin")] auth: AdminToken,
         body: Json<ClientSettings>,
     ) -> AdminCreated<ClientWithSecret> {
         let registered = match body.0.into_new_client() {
             Ok(new) => provider.register_client(new).await,
             Err(e) => Err(e),
         };
+        if let Ok((client, _)) = &registered {
+            let target = Target {
+                kind: "client",
+                id: &client.client_id,
+                name: &client.name,
+            };
+            if let Err(e) = provider
+                .audit(&admin_actor(&auth), None, "client.create", Some(target), "ok")
+                .await
+            {
+                return AdminCreated::of(Err(e));
+            }
+        }
         AdminCreated::of(registered.map(|(client, client_secret)| ClientWithSecret {
             client: client.into(),
             client_secret,
@@ -302,6 +325,51 @@ impl AdminApi {
             other => other,
         };
         AdminResponse::of(result.map(|_| Done { done: true }))
+    }
+
+    /// List the audit trail
+    ///
+    /// Who changed what, newest first; every filter given must match.
+    #[oai(path = "/audit", method = "get", operation_id = "listAudit")]
+    #[allow(clippy::too_many_arguments)]
+    async fn list_audit(
+        &self,
+        provider: Data<&Arc<Provider>>,
+        #[oai(scope = "AdminScopes::Admin")] _auth: AdminToken,
+        /// The actor's id or name.
+        actor: Query<Option<String>>,
+        /// The action, e.g. `client.create`.
+        action: Query<Option<String>>,
+        /// The target's id or name.
+        target: Query<Option<String>>,
+        /// Entries at or after this time (seconds since the epoch).
+        since: Query<Option<i64>>,
+        /// Entries before this time (seconds since the epoch).
+        until: Query<Option<i64>>,
+        /// Page size, 1-200 (default 50).
+        limit: Query<Option<u32>>,
+        /// The `next_cursor` of the previous page.
+        cursor: Query<Option<String>>,
+    ) -> AdminResponse<AuditPage> {
+        let page = async {
+            let limit = page_size(limit.0)?;
+            let filter = crate::store::AuditFilter {
+                actor: actor.0,
+                action: action.0,
+                target: target.0,
+                since_ms: since.0.map(|s| s.saturating_mul(1000)),
+                until_ms: until.0.map(|s| s.saturating_mul(1000)),
+            };
+            let entries = provider.audit_page(&filter, cursor.0.as_deref(), limit).await?;
+            let next_cursor = (entries.len() == limit)
+                .then(|| entries.last().map(|e| e.id.clone()))
+                .flatten();
+            Ok(AuditPage {
+                items: entries.into_iter().map(AuditEntry::from).collect(),
+                next_cursor,
+            })
+        };
+        AdminResponse::of(page.await)
     }
 
     /// List grants

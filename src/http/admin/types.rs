@@ -518,3 +518,63 @@ pub struct Done {
 pub(super) fn map_page<T, U: From<T>>(page: Page<T>) -> (Vec<U>, Option<String>) {
     (page.items.into_iter().map(U::from).collect(), page.next_cursor)
 }
+
+// ---- Audit ----
+
+/// Who did something the audit trail records.
+#[derive(Object, Debug)]
+pub struct AuditActorBody {
+    /// `user`, `client`, `cli`, `anonymous` or `system`.
+    pub kind: String,
+    pub id: String,
+    pub name: String,
+}
+
+/// One entry of the audit trail.
+#[derive(Object, Debug)]
+pub struct AuditEntry {
+    pub id: String,
+    /// Milliseconds since the epoch.
+    pub at_ms: i64,
+    pub actor: AuditActorBody,
+    #[oai(skip_serializing_if_is_none)]
+    pub address: Option<String>,
+    /// `area.verb`, e.g. `client.create`.
+    pub action: String,
+    #[oai(skip_serializing_if_is_none)]
+    pub target_kind: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    pub target_id: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    pub target_name: Option<String>,
+    pub outcome: String,
+}
+
+impl From<crate::store::AuditRecord> for AuditEntry {
+    fn from(e: crate::store::AuditRecord) -> Self {
+        AuditEntry {
+            id: e.id,
+            at_ms: e.at_ms,
+            actor: AuditActorBody {
+                kind: e.actor.kind,
+                id: e.actor.id,
+                name: e.actor.name,
+            },
+            address: e.address,
+            action: e.action,
+            target_kind: e.target_kind,
+            target_id: e.target_id,
+            target_name: e.target_name,
+            outcome: e.outcome,
+        }
+    }
+}
+
+/// One page of the audit trail, newest first.
+#[derive(Object, Debug)]
+pub struct AuditPage {
+    pub items: Vec<AuditEntry>,
+    /// Pass as `cursor` for the next (older) page; absent on the last page.
+    #[oai(skip_serializing_if_is_none)]
+    pub next_cursor: Option<String>,
+}
