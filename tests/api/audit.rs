@@ -7,14 +7,7 @@ use crate::helpers::*;
 #[tokio::test]
 async fn creating_a_client_through_the_admin_api_is_recorded_once_with_its_actor_and_no_secret() {
     let app = spawn_app().await;
-    let admin = app.register_admin_client(None).await;
-    let token: Value = app
-        .client_credentials_as(&admin, "tessera:admin")
-        .await
-        .json()
-        .await
-        .unwrap();
-    let bearer = token["access_token"].as_str().unwrap().to_string();
+    let (admin, bearer) = app.admin_bearer().await;
     let created: Value = app
         .http
         .post(app.url("/api/v1/clients"))

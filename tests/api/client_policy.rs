@@ -9,21 +9,10 @@ use crate::helpers::*;
 
 const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 
-async fn admin_bearer(app: &TestApp) -> String {
-    let admin = app.register_admin_client(None).await;
-    let token: Value = app
-        .client_credentials_as(&admin, "tessera:admin")
-        .await
-        .json()
-        .await
-        .unwrap();
-    token["access_token"].as_str().unwrap().to_string()
-}
-
 #[tokio::test]
 async fn the_admin_api_sets_shows_and_checks_the_policy() {
     let app = spawn_app().await;
-    let bearer = admin_bearer(&app).await;
+    let (_, bearer) = app.admin_bearer().await;
     let create = |body: Value| {
         let (app, bearer) = (&app, &bearer);
         async move {

@@ -608,6 +608,19 @@ impl TestApp {
         }
     }
 
+    /// A new admin client and a `tessera:admin` access token of it.
+    pub async fn admin_bearer(&self) -> (TestClient, String) {
+        let admin = self.register_admin_client(None).await;
+        let token: Value = self
+            .client_credentials_as(&admin, "tessera:admin")
+            .await
+            .json()
+            .await
+            .unwrap();
+        let bearer = token["access_token"].as_str().unwrap().to_string();
+        (admin, bearer)
+    }
+
     /// Registers an admin client (as `tessera app create --admin` does), with this access
     /// token lifetime (`None`: the server's).
     pub async fn register_admin_client(&self, access_token_ttl: Option<u64>) -> TestClient {

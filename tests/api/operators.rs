@@ -65,14 +65,7 @@ async fn the_cli_gives_and_takes_the_operator_role() {
 #[tokio::test]
 async fn the_admin_api_shows_gives_and_takes_the_operator_role_and_the_profile_page_cannot() {
     let app = spawn_app().await;
-    let admin = app.register_admin_client(None).await;
-    let token: Value = app
-        .client_credentials_as(&admin, "tessera:admin")
-        .await
-        .json()
-        .await
-        .unwrap();
-    let bearer = token["access_token"].as_str().unwrap().to_string();
+    let (_, bearer) = app.admin_bearer().await;
     let alice = app.store.get_user_by_name(USERNAME).await.unwrap().unwrap();
     let user_url = app.url(&format!("/api/v1/users/{}", alice.user_id));
 
@@ -152,14 +145,7 @@ async fn disabling_a_user_ends_their_sessions_and_grants_and_stops_their_logins(
     let app = spawn_app().await;
     let tokens = app.get_tokens().await;
     let refresh = tokens["refresh_token"].as_str().unwrap();
-    let admin = app.register_admin_client(None).await;
-    let token: Value = app
-        .client_credentials_as(&admin, "tessera:admin")
-        .await
-        .json()
-        .await
-        .unwrap();
-    let bearer = token["access_token"].as_str().unwrap().to_string();
+    let (_, bearer) = app.admin_bearer().await;
     let alice = app.store.get_user_by_name(USERNAME).await.unwrap().unwrap();
     let set_disabled = |disabled: bool| {
         let request = app
