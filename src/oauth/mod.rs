@@ -156,6 +156,9 @@ impl Provider {
             let unused = client.registration_token_hash.is_some() && client.first_used_at.is_none();
             if unused && client.created_at <= unused_cutoff && self.store.delete_client(&client.client_id).await? {
                 unused_clients += 1;
+                let target = audit::Target::client(client);
+                self.record(&audit::Caller::system(), "client.purge_unused", Some(target), "ok")
+                    .await;
             }
         }
         // The longest access token lifetime, a client's own included.
