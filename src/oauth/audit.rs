@@ -7,7 +7,8 @@ use std::path::Path;
 
 use super::{random_token, Error, Provider};
 use crate::clock::now_ms;
-use crate::store::{audit_id, AuditActor, AuditFilter, AuditRecord, ClientRecord, UserRecord};
+use crate::rate_limit::{Rate, RateLimiter};
+use crate::store::{audit_id, AuditActor, AuditFilter, AuditRecord, ClientRecord, GrantRecord, UserRecord};
 
 /// Who is calling a core function that changes something, and from where: every such function
 /// takes one and records its entry with it.
@@ -133,6 +134,35 @@ impl<'a> Target<'a> {
     }
 }
 
+/// Rejected client authentications that make a burst: more than this many for one client
+/// within a minute (a client with a stale secret retries a few times; a guesser does not stop).
+const AUTH_FAILURE_BURST: u32 = 10;
+
+/// Notices bursts of rejected authentications of a client, so the trail records each burst
+/// once (and a client under steady attack at most every ten minutes), not every failure.
+/// Node-local and bounded like every [`RateLimiter`].
+pub(super) struct AuthFailureWatch {
+    failures: RateLimiter,
+    reports: RateLimiter,
+}
+
+impl AuthFailureWatch {
+    pub(super) fn new() -> AuthFailureWatch {
+        AuthFailureWatch {
+            failures: RateLimiter::new(Rate::per_minute(AUTH_FAILURE_BURST)),
+            reports: RateLimiter::new(Rate {
+                per_second: 1.0 / 600.0,
+                burst: 1.0,
+            }),
+        }
+    }
+
+    /// Counts one failure for `client_id`; true when it starts a burst to record.
+    fn burst(&self, client_id: &str) -> bool {
+        self.failures.check(client_id).is_err() && self.reports.check(client_id).is_ok()
+    }
+}
+
 /// The most entries one page of the trail may hold.
 pub const MAX_AUDIT_PAGE: usize = 500;
 
@@ -231,6 +261,35 @@ impl Provider {
         self.store.durable().await?;
         std::fs::remove_file(&importing).map_err(Error::server_error)?;
         Ok(imported)
+    }
+
+    /// A client's authentication was rejected (from `address`): recorded when it makes a burst.
+    pub(super) async fn client_auth_rejected(&self, client: &ClientRecord, address: Option<&str>) {
+        if self.auth_failures.burst(&client.client_id) {
+            let by = Caller::anonymous(address);
+            let outcome = format!("more than {AUTH_FAILURE_BURST} a minute");
+            self.record(&by, "client_auth.burst", Some(Target::client(client)), &outcome)
+                .await;
+        }
+    }
+
+    /// A leaked credential was presented (a used code, a spent refresh token) by `client` from
+    /// `address`, and `grant` was revoked for it.
+    pub(super) async fn record_leak(
+        &self,
+        client: &ClientRecord,
+        address: Option<&str>,
+        action: &str,
+        grant: &GrantRecord,
+    ) {
+        let by = Caller::client(client, address);
+        let name = self.grant_name(grant).await;
+        let target = Target {
+            kind: "grant",
+            id: &grant.grant_id,
+            name: &name,
+        };
+        self.record(&by, action, Some(target), "grant revoked").await;
     }
 
     /// Removes entries older than `audit_retention`.

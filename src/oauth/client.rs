@@ -517,6 +517,21 @@ impl Provider {
             .resolve_client_for(&credentials.client_id, credentials.address.as_deref())
             .await?
             .ok_or_else(Error::invalid_client)?;
+        let checked = self.check_client_credentials(&client, credentials).await;
+        if let Err(e) = &checked {
+            if e.code == ErrorCode::InvalidClient {
+                self.client_auth_rejected(&client, credentials.address.as_deref()).await;
+            }
+        }
+        checked.map(|()| client)
+    }
+
+    /// Whether `credentials` authenticate `client`, by the method it registered.
+    async fn check_client_credentials(
+        &self,
+        client: &ClientRecord,
+        credentials: &ClientCredentials,
+    ) -> Result<(), Error> {
         // RFC 7591 §2: a client registered for one method may not use another (clients made by
         // an operator name none and may use either secret method).
         let registered = client.token_endpoint_auth_method.as_deref();
@@ -530,24 +545,19 @@ impl Provider {
             return Err(Error::invalid_client());
         }
         if let (AuthMethod::PrivateKeyJwt, Some(assertion)) = (credentials.method, &credentials.assertion) {
-            self.verify_client_assertion(
-                &client,
-                assertion,
-                &credentials.endpoint,
-                credentials.address.as_deref(),
-            )
-            .await?;
-            return Ok(client);
+            return self
+                .verify_client_assertion(client, assertion, &credentials.endpoint, credentials.address.as_deref())
+                .await;
         }
         match (client.client_type, &client.secret_hash, &credentials.secret) {
             (ClientType::Confidential, Some(stored), Some(given)) => {
                 if bool::from(secret_hash(given).ct_eq(stored)) {
-                    Ok(client)
+                    Ok(())
                 } else {
                     Err(Error::invalid_client())
                 }
             }
-            (ClientType::Public, _, None) => Ok(client),
+            (ClientType::Public, _, None) => Ok(()),
             _ => Err(Error::invalid_client()),
         }
     }

@@ -244,6 +244,7 @@ impl Provider {
         address: Option<std::net::IpAddr>,
         device_cookie: Option<&str>,
     ) -> Result<UserRecord, LoginFailure> {
+        let by = Caller::anonymous(address.map(|a| a.to_string()).as_deref());
         let address = address.map(crate::net::address_key).unwrap_or_default();
         let known_device = self
             .is_known_device(device_cookie, username)
@@ -256,7 +257,8 @@ impl Provider {
         };
         let failed = |e: crate::store::StoreError| LoginFailure::Error(e.into());
         let store = self.store.as_ref();
-        self.login_throttle
+        let locks_out = self
+            .login_throttle
             .begin(store, &attempt)
             .await
             .map_err(failed)?
@@ -277,11 +279,34 @@ impl Provider {
                 }
                 Ok(user)
             }
-            Ok(None) => match self.login_throttle.retry_after(store, &attempt).await.map_err(failed)? {
-                Some(wait) => Err(LoginFailure::Throttled(wait)),
-                None => Err(LoginFailure::Invalid),
-            },
+            Ok(None) => {
+                if locks_out {
+                    // The name as typed (bounded): it may be nobody's.
+                    let name: String = username.chars().take(64).collect();
+                    let target = Target {
+                        kind: "user",
+                        id: "",
+                        name: &name,
+                    };
+                    self.record(&by, "login.lockout", Some(target), "locked").await;
+                }
+                self.login_failed(&attempt).await
+            }
             Err(e) => Err(LoginFailure::Error(e)),
+        }
+    }
+
+    /// A wrong password: `Invalid`, or `Throttled` if that failure locked the attempt out.
+    async fn login_failed(&self, attempt: &super::throttle::Attempt<'_>) -> Result<UserRecord, LoginFailure> {
+        let failed = |e: crate::store::StoreError| LoginFailure::Error(e.into());
+        match self
+            .login_throttle
+            .retry_after(self.store.as_ref(), attempt)
+            .await
+            .map_err(failed)?
+        {
+            Some(wait) => Err(LoginFailure::Throttled(wait)),
+            None => Err(LoginFailure::Invalid),
         }
     }
 

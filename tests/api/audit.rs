@@ -607,3 +607,79 @@ async fn no_secret_token_or_password_is_anywhere_in_the_store() {
         assert!(!found(secret), "a secret, token or password is in the store");
     }
 }
+
+/// Security events are recorded once each: a replayed code, a reused refresh token, a login
+/// lockout, a burst of rejected client authentications; repeats of the same attack add none.
+#[tokio::test]
+async fn security_events_are_recorded_once_each_with_who_and_from_where() {
+    let dirs = tempfile::tempdir().unwrap();
+    let config = tessera::Config {
+        login_throttle: tessera::oauth::throttle::ThrottlePolicy {
+            max_failures: 2,
+            ..Default::default()
+        },
+        ..test_config(&dirs)
+    };
+    let app = spawn_app_with(config, dirs).await;
+    let (_, bearer) = app.admin_bearer().await;
+
+    let (code, pkce) = app.get_code().await;
+    assert_eq!(app.exchange_code(&code, &pkce.verifier).await.status(), 200);
+    for _ in 0..2 {
+        assert_eq!(app.exchange_code(&code, &pkce.verifier).await.status(), 400);
+    }
+    let replays = trail(&app, &bearer, "action=code.replay").await;
+    assert_eq!(replays.len(), 1, "{replays:?}");
+    assert_eq!(replays[0]["actor"]["id"], app.client.id.as_str());
+    assert_eq!(replays[0]["target_kind"], "grant");
+    assert_eq!(replays[0]["target_name"], format!("{USERNAME} to Test App"));
+    assert_eq!(replays[0]["address"], "127.0.0.1");
+
+    let tokens = app.get_tokens().await;
+    let first = tokens["refresh_token"].as_str().unwrap();
+    assert_eq!(app.refresh(first).await.status(), 200);
+    for _ in 0..2 {
+        assert_eq!(app.refresh(first).await.status(), 400);
+    }
+    let reuses = trail(&app, &bearer, "action=refresh_token.reuse").await;
+    assert_eq!(reuses.len(), 1, "{reuses:?}");
+    assert_eq!(reuses[0]["actor"]["kind"], "client");
+    assert_eq!(reuses[0]["outcome"], "grant revoked");
+    assert!(!serde_json::to_string(&reuses).unwrap().contains(first));
+
+    for _ in 0..2 {
+        assert_eq!(app.log_in("/o/login/", USERNAME, "wrong password").await.status(), 401);
+    }
+    assert_eq!(app.log_in("/o/login/", USERNAME, "wrong password").await.status(), 429);
+    // Refused while locked: no new lockout, no new entry.
+    assert_eq!(app.log_in("/o/login/", USERNAME, "wrong password").await.status(), 429);
+    let lockouts = trail(&app, &bearer, "action=login.lockout").await;
+    assert_eq!(lockouts.len(), 1, "{lockouts:?}");
+    assert_eq!(lockouts[0]["actor"]["kind"], "anonymous");
+    assert_eq!(lockouts[0]["target_name"], USERNAME);
+    assert_eq!(lockouts[0]["address"], "127.0.0.1");
+    assert!(!serde_json::to_string(&lockouts).unwrap().contains("wrong password"));
+
+    let wrong = TestClient {
+        id: app.client.id.clone(),
+        secret: Some("not the secret".into()),
+    };
+    for _ in 0..30 {
+        let response = app.client_credentials_as(&wrong, "read").await;
+        assert_eq!(response.status(), 401);
+    }
+    let bursts = trail(&app, &bearer, "action=client_auth.burst").await;
+    assert_eq!(bursts.len(), 1, "one burst, one entry: {bursts:?}");
+    assert_eq!(bursts[0]["target_id"], app.client.id.as_str());
+    assert_eq!(bursts[0]["target_name"], "Test App");
+    assert!(!serde_json::to_string(&bursts).unwrap().contains("not the secret"));
+    // Failures for a client that does not exist are nobody's burst.
+    let unknown = TestClient {
+        id: "no-such-client".into(),
+        secret: Some("x".into()),
+    };
+    for _ in 0..30 {
+        app.client_credentials_as(&unknown, "read").await;
+    }
+    assert_eq!(trail(&app, &bearer, "action=client_auth.burst").await.len(), 1);
+}
