@@ -1,0 +1,417 @@
+//! Findings of the adversarial review of the audit trail (who changed what, security events,
+//! the keys folder's pending entries). Each test asserts the secure behaviour: it fails until
+//! its finding is fixed.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+
+/// The trail's entries matching `query`, oldest first.
+async fn trail(app: &TestApp, bearer: &str, query: &str) -> Vec<Value> {
+    let response = app
+        .http
+        .get(app.url(&format!("/api/v1/audit?limit=200&{query}")))
+        .bearer_auth(bearer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{query}");
+    let page: Value = response.json().await.unwrap();
+    let mut items = page["items"].as_array().unwrap().clone();
+    items.reverse();
+    items
+}
+
+/// `method path body` with the admin token; the response's status and JSON (or null).
+async fn admin_call(app: &TestApp, bearer: &str, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    let mut request = app
+        .http
+        .request(method.parse().unwrap(), app.url(path))
+        .bearer_auth(bearer);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+fn owned_env(dir: &std::path::Path) -> Vec<(String, String)> {
+    backend_env(dir)
+}
+
+/// Waits (up to 6 s, three key-reload ticks) for the server to take the keys folder's pending
+/// file; true when it is gone.
+async fn pending_taken(app: &TestApp) -> bool {
+    let pending = app.keys_dir.join("audit-pending.jsonl");
+    let importing = app.keys_dir.join("audit-pending.jsonl.importing");
+    for _ in 0..60 {
+        if !pending.exists() && !importing.exists() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+fn write_pending(app: &TestApp, bytes: &[u8]) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(app.keys_dir.join("audit-pending.jsonl"))
+        .unwrap();
+    file.write_all(bytes).unwrap();
+}
+
+/// An entry as `tessera keys` would leave it, at `at_ms`.
+fn key_entry(id_suffix: &str, at_ms: i64, kid: &str) -> Value {
+    json!({
+        "id": format!("{:016x}{id_suffix}", at_ms),
+        "at_ms": at_ms,
+        "actor": {"kind": "cli", "id": "opsperson", "name": "opsperson"},
+        "address": null,
+        "action": "key.generate",
+        "target_kind": "key",
+        "target_id": kid,
+        "target_name": "EdDSA",
+        "outcome": "ok",
+    })
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// Finding 1 (anonymous log injection): a failed login that starts a lockout records the
+/// username *as typed* (up to 64 characters, unvalidated) as the entry's target name, and
+/// `tessera audit list` prints names raw. An anonymous visitor types a username holding a
+/// newline and a fake entry (or terminal escape sequences), and the operator's listing shows a
+/// forged line: here "cli:root deleted user alice". Every entry must stay one line, with no
+/// control character an attacker chose.
+#[tokio::test]
+async fn audit_list_prints_one_line_per_entry_whatever_username_an_anonymous_visitor_types() {
+    let dirs = tempfile::tempdir().unwrap();
+    let config = tessera::Config {
+        login_throttle: tessera::oauth::throttle::ThrottlePolicy {
+            max_failures: 1,
+            ..Default::default()
+        },
+        ..test_config(&dirs)
+    };
+    let app = spawn_app_with(config, dirs).await;
+    let (_, bearer) = app.admin_bearer().await;
+    let forged = "bob\n2026-12-05T09:00:00Z  cli:root  user.delete  user alice [x]  ok\x1b[1A\x1b[2K";
+    for _ in 0..3 {
+        app.log_in("/o/login/", forged, "wrong password").await;
+    }
+    let lockouts = trail(&app, &bearer, "action=login.lockout").await;
+    assert_eq!(lockouts.len(), 1, "precondition: the lockout is recorded: {lockouts:?}");
+
+    let dir = app.stop().await;
+    let env = owned_env(dir.path());
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let json = run_tessera(dir.path(), &["audit", "list", "--json"], &env, "");
+    assert!(json.status.success(), "{json:?}");
+    let entries = String::from_utf8_lossy(&json.stdout).lines().count();
+    let text = run_tessera(dir.path(), &["audit", "list"], &env, "");
+    assert!(text.status.success(), "{text:?}");
+    let text = String::from_utf8_lossy(&text.stdout).to_string();
+    assert!(
+        !text.chars().any(|c| c.is_control() && c != '\n'),
+        "a control character chosen by an anonymous visitor reached the operator's terminal:\n{text:?}"
+    );
+    assert_eq!(
+        text.lines().count(),
+        entries,
+        "an anonymous visitor's username forged a line of `tessera audit list`:\n{text}"
+    );
+    assert!(
+        !text.lines().any(|l| l.starts_with("2026-12-05T09:00:00Z  cli:root")),
+        "{text}"
+    );
+}
+
+/// Parallel presentations of one credential per round, and rounds: the race is won in some.
+const PARALLEL: usize = 50;
+const ROUNDS: usize = 100;
+
+/// A server without the token endpoint's request rates, so parallel requests all reach it.
+async fn spawn_unlimited() -> TestApp {
+    let dirs = tempfile::tempdir().unwrap();
+    let config = tessera::Config {
+        rate_limit_per_client: tessera::rate_limit::Rate::OFF,
+        rate_limit_per_address: tessera::rate_limit::Rate::OFF,
+        ..test_config(&dirs)
+    };
+    spawn_app_with(config, dirs).await
+}
+
+/// Finding 2 (duplicate security events): a replayed code is recorded by every replay that
+/// reads the grant as live before the first replay revokes it (`was_live` is read, then
+/// `revoke_grant` answers true for a grant revoked already). Fifty parallel replays of one
+/// used code must give one `code.replay` entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 8)]
+async fn parallel_replays_of_one_code_are_recorded_once() {
+    let app = spawn_unlimited().await;
+    let (_, bearer) = app.admin_bearer().await;
+    let mut recorded = 0;
+    for _round in 0..ROUNDS {
+        let (code, pkce) = app.get_code().await;
+        assert_eq!(app.exchange_code(&code, &pkce.verifier).await.status(), 200);
+        let mut replays = Vec::new();
+        let start = std::sync::Arc::new(tokio::sync::Barrier::new(PARALLEL));
+        for _ in 0..PARALLEL {
+            let (remote, code, verifier) = ((*app).clone(), code.clone(), pkce.verifier.clone());
+            let start = start.clone();
+            replays.push(tokio::spawn(async move {
+                start.wait().await;
+                remote.exchange_code(&code, &verifier).await.status().as_u16()
+            }));
+        }
+        for replay in replays {
+            assert_eq!(replay.await.unwrap(), 400);
+        }
+        recorded += 1;
+        let entries = trail(&app, &bearer, "action=code.replay").await;
+        assert_eq!(
+            entries.len(),
+            recorded,
+            "one used code replayed 50 times at once was recorded more than once"
+        );
+    }
+}
+
+/// Finding 3 (duplicate security events): a spent refresh token presented by many requests at
+/// once is recorded by each of them: every request reads the grant live, finds the token
+/// spent, revokes the grant and records `refresh_token.reuse`. One leak must be one entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 8)]
+async fn parallel_reuses_of_one_refresh_token_are_recorded_once() {
+    let app = spawn_unlimited().await;
+    let (_, bearer) = app.admin_bearer().await;
+    let mut recorded = 0;
+    for _round in 0..ROUNDS {
+        let tokens = app.get_tokens().await;
+        let first = tokens["refresh_token"].as_str().unwrap().to_string();
+        assert_eq!(app.refresh(&first).await.status(), 200);
+        let mut reuses = Vec::new();
+        let start = std::sync::Arc::new(tokio::sync::Barrier::new(PARALLEL));
+        for _ in 0..PARALLEL {
+            let (remote, token) = ((*app).clone(), first.clone());
+            let start = start.clone();
+            reuses.push(tokio::spawn(async move {
+                start.wait().await;
+                remote.refresh(&token).await.status().as_u16()
+            }));
+        }
+        for reuse in reuses {
+            assert_eq!(reuse.await.unwrap(), 400);
+        }
+        recorded += 1;
+        let entries = trail(&app, &bearer, "action=refresh_token.reuse").await;
+        assert_eq!(
+            entries.len(),
+            recorded,
+            "one spent refresh token presented 50 times at once was recorded more than once"
+        );
+    }
+}
+
+/// Finding 4 (history rewrite through the pending file, data folder only): the server imports
+/// the keys folder's `audit-pending.jsonl` line by line with `append_audit`, which on the data
+/// folder is a sled `insert`: an entry with the id of one already in the trail *replaces* it.
+/// Whoever can write one line to the keys folder (or a buggy tool) can rewrite any past entry:
+/// here an admin's `client.create` becomes a `cli:root` one of an innocent-looking app. An
+/// import must never change an entry already in the trail (PostgreSQL's ON CONFLICT DO
+/// NOTHING is the intended behaviour).
+#[tokio::test]
+async fn a_pending_entry_cannot_replace_an_entry_already_in_the_trail() {
+    if on_postgres() {
+        return; // the pending file is a data-folder matter
+    }
+    let app = spawn_app().await;
+    let (admin, bearer) = app.admin_bearer().await;
+    let settings = json!({"name": "Payroll export", "client_type": "confidential",
+        "grant_types": ["client_credentials"], "scope": "read"});
+    let (status, created) = admin_call(&app, &bearer, "POST", "/api/v1/clients", Some(settings)).await;
+    assert_eq!(status, 201);
+    let client_id = created["client"]["client_id"].as_str().unwrap().to_string();
+    let original = trail(&app, &bearer, &format!("target={client_id}")).await;
+    assert_eq!(original.len(), 1);
+    let original = original[0].clone();
+    assert_eq!(original["actor"]["id"], admin.id.as_str());
+
+    let mut forged = original.clone();
+    forged["actor"] = json!({"kind": "cli", "id": "root", "name": "root"});
+    forged["target_name"] = json!("Test widget");
+    forged["address"] = Value::Null;
+    let mut line = serde_json::to_vec(&forged).unwrap();
+    line.push(b'\n');
+    write_pending(&app, &line);
+    assert!(pending_taken(&app).await, "the server takes the pending file");
+
+    let after = trail(&app, &bearer, &format!("target={client_id}")).await;
+    assert_eq!(after.len(), 1);
+    assert_eq!(
+        after[0], original,
+        "a line in the keys folder rewrote who created the client"
+    );
+}
+
+/// Finding 5 (forged history through the pending file): the import trusts every field of
+/// every line. Only `tessera keys` writes there, so only what it writes (a `cli` actor and a
+/// `key.*` action, made just now) may be imported; an entry saying an admin client deleted a
+/// user two weeks ago must be refused (and logged), not put in the trail.
+#[tokio::test]
+async fn only_key_changes_by_the_cli_are_imported_from_the_keys_folder() {
+    if on_postgres() {
+        return;
+    }
+    let app = spawn_app().await;
+    let (admin, bearer) = app.admin_bearer().await;
+    let two_weeks_ago = now_ms() - 14 * 86_400_000;
+    let forged = json!({
+        "id": format!("{:016x}forged1", two_weeks_ago),
+        "at_ms": two_weeks_ago,
+        "actor": {"kind": "client", "id": admin.id, "name": admin.id},
+        "address": "203.0.113.9",
+        "action": "user.delete",
+        "target_kind": "user",
+        "target_id": "u-bob",
+        "target_name": "bob",
+        "outcome": "ok",
+    });
+    let genuine = key_entry("genuine1", now_ms(), "kid-genuine");
+    let mut lines = Vec::new();
+    for entry in [&forged, &genuine] {
+        lines.extend(serde_json::to_vec(entry).unwrap());
+        lines.push(b'\n');
+    }
+    write_pending(&app, &lines);
+    assert!(pending_taken(&app).await, "the server takes the pending file");
+    assert_eq!(
+        trail(&app, &bearer, "action=key.generate").await.len(),
+        1,
+        "the genuine key change is imported"
+    );
+    let deletes = trail(&app, &bearer, "action=user.delete").await;
+    assert!(
+        deletes.is_empty(),
+        "a line in the keys folder made the admin client delete a user: {deletes:?}"
+    );
+}
+
+/// Finding 6 (key changes silently never recorded): one line that is not UTF-8 in the pending
+/// file (a crafted or damaged file, or the 1 MiB read limit cutting a multi-byte character)
+/// makes `read_to_string` fail: the import errors every two seconds forever, the
+/// `.importing` file is never removed, and since the pending file is only renamed when no
+/// `.importing` file exists, no later `tessera keys` change ever reaches the trail. A bad line
+/// must be skipped like any other unreadable line, and the good ones imported.
+#[tokio::test]
+async fn a_damaged_pending_file_does_not_stop_key_changes_reaching_the_trail() {
+    if on_postgres() {
+        return;
+    }
+    let app = spawn_app().await;
+    let (_, bearer) = app.admin_bearer().await;
+    let mut bytes = b"\xff\xfe not utf-8\n".to_vec();
+    bytes.extend(serde_json::to_vec(&key_entry("before01", now_ms(), "kid-before")).unwrap());
+    bytes.push(b'\n');
+    write_pending(&app, &bytes);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // A key change made afterwards, while the server runs, as `tessera keys` makes it.
+    let dir = app.data_dir.parent().unwrap().to_path_buf();
+    let env = [("USER", "opsperson")];
+    let generated = run_tessera(&dir, &["keys", "generate", "--alg", "EdDSA"], &env, "");
+    assert!(generated.status.success(), "{generated:?}");
+    let kid = String::from_utf8_lossy(&generated.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    let taken = pending_taken(&app).await;
+    let entries = trail(&app, &bearer, "action=key.generate").await;
+    let kids: Vec<&str> = entries.iter().filter_map(|e| e["target_id"].as_str()).collect();
+    assert!(
+        kids.contains(&kid.as_str()),
+        "`tessera keys generate` is never recorded once the pending file held one bad line: {kids:?}"
+    );
+    assert!(kids.contains(&"kid-before"), "{kids:?}");
+    assert!(taken, "the pending files are stuck in the keys folder");
+}
+
+/// Finding 7 (forgeable CLI actor): the CLI names its actor after `$USER` (or `$LOGNAME`), which
+/// the person running it sets at will: `USER=alice tessera user delete bob` is recorded as
+/// `cli:alice`. The actor must be the OS account actually running the command (its uid), so
+/// one operator cannot put their change on another.
+#[tokio::test]
+async fn the_cli_actor_is_the_real_os_account_not_the_user_variable() {
+    let app = spawn_app().await;
+    let dir = app.stop().await;
+    let real = std::process::Command::new("id").arg("-un").output().unwrap();
+    let real = String::from_utf8_lossy(&real.stdout).trim().to_string();
+    assert!(!real.is_empty());
+    let framed = "someone-else-entirely";
+    let env = owned_env(dir.path());
+    let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    env.extend([("USER", framed), ("LOGNAME", framed)]);
+    let created = run_tessera(
+        dir.path(),
+        &["user", "create", "--username", "mallory-made", "--password-stdin"],
+        &env,
+        "a long enough password\n",
+    );
+    assert!(created.status.success(), "{created:?}");
+    let listed = run_tessera(
+        dir.path(),
+        &["audit", "list", "--json", "--action", "user.create", "--target", "mallory-made"],
+        &env,
+        "",
+    );
+    let entry: Value = serde_json::from_slice(listed.stdout.split(|b| *b == b'\n').next().unwrap()).unwrap();
+    assert_ne!(
+        entry["actor"]["id"], framed,
+        "the CLI's change was put on whoever $USER names: {entry}"
+    );
+    assert_eq!(entry["actor"]["id"], real.as_str(), "{entry}");
+}
+
+/// Finding 8 (entries for changes that did not happen): `PATCH /api/v1/users/{id}` records
+/// `user.operator_off` and `user.enable` whenever the fields are sent, even when the user was
+/// never an operator and never disabled. The trail then says an admin took away someone's
+/// operator role. Only a change is recorded.
+#[tokio::test]
+async fn a_patch_that_changes_nothing_records_nothing() {
+    let app = spawn_app().await;
+    let (_, bearer) = app.admin_bearer().await;
+    let alice = app.store.get_user_by_name(USERNAME).await.unwrap().unwrap();
+    assert!(!alice.operator && !alice.disabled);
+    let path = format!("/api/v1/users/{}", alice.user_id);
+    let (status, _) = admin_call(
+        &app,
+        &bearer,
+        "PATCH",
+        &path,
+        Some(json!({"operator": false, "disabled": false})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let entries = trail(&app, &bearer, &format!("target={}", alice.user_id)).await;
+    let actions: Vec<&str> = entries
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .filter(|a| *a != "user.create") // the seed
+        .collect();
+    assert!(
+        actions.is_empty(),
+        "a PATCH that changed nothing was recorded as {actions:?}"
+    );
+}
