@@ -470,3 +470,78 @@ async fn db_import_moves_the_audit_trail_too() {
         "the node's audit trail did not move to the cluster: {after:?}"
     );
 }
+
+/// A server on its own PostgreSQL database (whatever backend the suite runs on), with `adjust`.
+async fn spawn_on_postgres(adjust: impl FnOnce(&mut tessera::Config)) -> TestApp {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let dirs = tempfile::tempdir().unwrap();
+    let url = crate::postgres::PgServer::shared().create_database().await;
+    std::fs::write(dirs.path().join("database-url"), &url).unwrap();
+    let kek = dirs.path().join("key-encryption-key");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&kek)
+        .unwrap();
+    file.write_all(tessera::keys::database::KeyEncryptionKey::generate().as_bytes())
+        .unwrap();
+    let mut config = test_config(&dirs);
+    config.database_url = Some(url);
+    config.database.key_encryption_key_file = Some(kek);
+    adjust(&mut config);
+    spawn_app_with(config, dirs).await
+}
+
+/// Finding 10 (anonymous 500, and a lockout that is never recorded, on PostgreSQL): a username
+/// holding a NUL byte reaches `SELECT ... WHERE username = $1`, which PostgreSQL refuses, so the
+/// login answers 500. The throttle counted the attempt before the lookup failed, so such an
+/// attempt still locks the address out, but the error path skips the `login.lockout` entry:
+/// a guesser makes the attempt that crosses the per-address threshold one with a NUL in the
+/// username, and the lockout never reaches the trail. A NUL in a username is just a wrong
+/// username: 401, counted, and its lockout recorded.
+#[tokio::test]
+async fn a_nul_in_a_typed_username_is_a_wrong_login_and_its_lockout_is_recorded() {
+    let app = spawn_on_postgres(|config| {
+        config.login_throttle = tessera::oauth::throttle::ThrottlePolicy {
+            max_failures: 5,
+            max_failures_per_address: 2,
+            ..Default::default()
+        };
+    })
+    .await;
+    let (_, bearer) = app.admin_bearer().await;
+    let mut statuses = Vec::new();
+    for name in ["carol", "dave", "eve\0"] {
+        statuses.push(app.log_in("/o/login/", name, "wrong password").await.status().as_u16());
+    }
+    // The address is locked out now, whichever way the third attempt was answered.
+    let locked = app.log_in("/o/login/", "frank", "wrong password").await.status();
+    assert_eq!(locked, 429, "precondition: three failures lock the address out");
+    let lockouts = trail(&app, &bearer, "action=login.lockout").await;
+    assert_eq!(lockouts.len(), 1, "the address lockout is not in the trail: {lockouts:?}");
+    assert_eq!(statuses, [401, 401, 429], "a NUL in a username is answered {statuses:?}");
+}
+
+/// Finding 11 (admin-API 500 on PostgreSQL): a NUL byte in `cursor`, `actor`, `action` or
+/// `target` of `GET /api/v1/audit` goes to PostgreSQL as text, which refuses it: 500 (and an
+/// error logged) instead of an empty page or a 400.
+#[tokio::test]
+async fn the_audit_api_never_answers_500_for_a_nul_in_a_filter_or_cursor() {
+    let app = spawn_on_postgres(|_| ()).await;
+    let (_, bearer) = app.admin_bearer().await;
+    for query in ["cursor=%00", "actor=%00", "action=%00", "target=a%00b"] {
+        let status = app
+            .http
+            .get(app.url(&format!("/api/v1/audit?{query}")))
+            .bearer_auth(&bearer)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16();
+        assert!(status == 200 || status == 400, "{query}: {status}");
+    }
+}
