@@ -545,3 +545,76 @@ async fn the_audit_api_never_answers_500_for_a_nul_in_a_filter_or_cursor() {
         assert!(status == 200 || status == 400, "{query}: {status}");
     }
 }
+
+/// Finding 12 (an anonymous client passes itself off as the admin client): an actor is shown
+/// by `tessera audit list` as `kind:NAME` only, and a client's name is whatever it registered.
+/// Anyone (open dynamic registration) registers a client named like the admin client
+/// ("Admin"), then updates and deletes itself with its registration token: those entries read
+/// `client:Admin ... client.update` / `client.delete`, exactly like the admin client's own,
+/// and `?actor=Admin` returns them with the admin's. An actor shown to a person must be told
+/// apart from every other one (its id, and whether it is an admin client or a self-registered
+/// one).
+#[tokio::test]
+async fn a_self_registered_client_cannot_pass_for_the_admin_client_in_the_listing() {
+    let dirs = tempfile::tempdir().unwrap();
+    let config = tessera::Config {
+        registration: tessera::config::RegistrationPolicy {
+            mode: tessera::config::RegistrationMode::Open,
+            ..Default::default()
+        },
+        ..test_config(&dirs)
+    };
+    let app = spawn_app_with(config, dirs).await;
+    let (admin, bearer) = app.admin_bearer().await;
+    let settings = json!({"name": "Billing", "client_type": "confidential",
+        "grant_types": ["client_credentials"], "scope": "read"});
+    let (status, created) = admin_call(&app, &bearer, "POST", "/api/v1/clients", Some(settings)).await;
+    assert_eq!(status, 201);
+    let admin_name = trail(&app, &bearer, &format!("actor={}", admin.id)).await[0]["actor"]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // Anonymous: a client with the admin client's name, which then changes itself.
+    let metadata = json!({"client_name": admin_name, "redirect_uris": ["https://impostor.example/cb"],
+        "token_endpoint_auth_method": "client_secret_basic"});
+    let registered: Value = app
+        .http
+        .post(app.url("/o/register/"))
+        .json(&metadata)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let impostor = registered["client_id"].as_str().unwrap().to_string();
+    let token = registered["registration_access_token"].as_str().unwrap();
+    let uri = registered["registration_client_uri"].as_str().unwrap();
+    let mut update = metadata.clone();
+    update["client_id"] = json!(impostor);
+    let updated = app.http.put(uri).bearer_auth(token).json(&update).send().await.unwrap();
+    assert_eq!(updated.status(), 200);
+    let by_name = trail(&app, &bearer, &format!("actor={admin_name}")).await;
+    let _ = created;
+
+    let dir = app.stop().await;
+    let env = owned_env(dir.path());
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let text = run_tessera(dir.path(), &["audit", "list"], &env, "");
+    let text = String::from_utf8_lossy(&text.stdout).to_string();
+    let actor_of = |needle: &str| -> String {
+        let line = text.lines().find(|l| l.contains(needle)).unwrap_or_else(|| panic!("{needle}: {text}"));
+        line.split("  ").nth(1).unwrap().to_string()
+    };
+    let real = actor_of("client Billing");
+    let fake = actor_of("client.update");
+    assert_ne!(
+        real, fake,
+        "the self-registered client's change reads as the admin client's:\n{text}"
+    );
+    assert!(
+        by_name.iter().all(|e| e["actor"]["id"] == admin.id.as_str()),
+        "?actor={admin_name} mixes an anonymous client's entries with the admin client's: {by_name:?}"
+    );
+}
