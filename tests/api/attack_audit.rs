@@ -618,3 +618,35 @@ async fn a_self_registered_client_cannot_pass_for_the_admin_client_in_the_listin
         "?actor={admin_name} mixes an anonymous client's entries with the admin client's: {by_name:?}"
     );
 }
+
+/// Regression guard (held up): fifty wrong passwords at once for one username from one address
+/// start one lockout, recorded once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 8)]
+async fn parallel_wrong_passwords_record_one_lockout() {
+    let dirs = tempfile::tempdir().unwrap();
+    let config = tessera::Config {
+        login_throttle: tessera::oauth::throttle::ThrottlePolicy {
+            max_failures: 2,
+            ..Default::default()
+        },
+        rate_limit_per_address: tessera::rate_limit::Rate::OFF,
+        ..test_config(&dirs)
+    };
+    let app = spawn_app_with(config, dirs).await;
+    let (_, bearer) = app.admin_bearer().await;
+    let start = std::sync::Arc::new(tokio::sync::Barrier::new(PARALLEL));
+    let mut attempts = Vec::new();
+    for _ in 0..PARALLEL {
+        let (remote, start) = (browser(&app), start.clone());
+        attempts.push(tokio::spawn(async move {
+            start.wait().await;
+            remote.log_in("/o/login/", USERNAME, "wrong password").await.status().as_u16()
+        }));
+    }
+    let mut statuses = Vec::new();
+    for attempt in attempts {
+        statuses.push(attempt.await.unwrap());
+    }
+    assert!(statuses.iter().all(|s| *s == 401 || *s == 429), "{statuses:?}");
+    assert_eq!(trail(&app, &bearer, "action=login.lockout").await.len(), 1);
+}
