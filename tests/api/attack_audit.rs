@@ -650,3 +650,70 @@ async fn parallel_wrong_passwords_record_one_lockout() {
     assert!(statuses.iter().all(|s| *s == 401 || *s == 429), "{statuses:?}");
     assert_eq!(trail(&app, &bearer, "action=login.lockout").await.len(), 1);
 }
+
+/// Finding 13 (trail growth by an ordinary user): a profile save records `user.update` even
+/// when nothing changed, so a signed-in user re-posting the same form grows the trail by one
+/// entry per request, up to the whole change budget (30 a minute: 43,200 entries a day, some
+/// 4 million over the 90-day retention, per account) without changing anything. A save that
+/// changes nothing is no change: no entry (and no budget spent).
+#[tokio::test]
+async fn a_profile_save_that_changes_nothing_records_nothing() {
+    let app = spawn_app().await;
+    let (_, bearer) = app.admin_bearer().await;
+    assert_eq!(app.log_in("/o/login/", USERNAME, PASSWORD).await.status(), 303);
+    let alice = app.store.get_user_by_name(USERNAME).await.unwrap().unwrap();
+    let before = trail(&app, &bearer, &format!("action=user.update&target={}", alice.user_id))
+        .await
+        .len();
+    for _ in 0..5 {
+        let page = app.get_text("/o/profile/").await;
+        let csrf = hidden_input(&page, "csrf_token").unwrap();
+        let saved = app
+            .http
+            .post(app.url("/o/profile/"))
+            .form(&[("csrf_token", csrf.as_str()), ("name", "Alice Example")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(saved.status(), 200);
+    }
+    let after = trail(&app, &bearer, &format!("action=user.update&target={}", alice.user_id))
+        .await
+        .len();
+    assert_eq!(
+        after - before,
+        1,
+        "five saves of the same profile made {} entries",
+        after - before
+    );
+}
+
+/// Finding 14 (a password can reach the trail): the lockout entry stores the username *as
+/// typed*, even when it is nobody's. People type their password into the username field (or
+/// paste it there); the failures that follow lock the pair out, and the trail keeps the
+/// password for 90 days, readable by every admin client. A name that is no user's must not be
+/// stored as typed (store the user's name when there is one, or a marker / a keyed digest).
+#[tokio::test]
+async fn a_lockout_does_not_store_a_typed_name_that_is_nobodys() {
+    let dirs = tempfile::tempdir().unwrap();
+    let config = tessera::Config {
+        login_throttle: tessera::oauth::throttle::ThrottlePolicy {
+            max_failures: 1,
+            ..Default::default()
+        },
+        ..test_config(&dirs)
+    };
+    let app = spawn_app_with(config, dirs).await;
+    let (_, bearer) = app.admin_bearer().await;
+    let typed = "Tr0ub4dor&3 horse";
+    for _ in 0..3 {
+        app.log_in("/o/login/", typed, "whatever").await;
+    }
+    let lockouts = trail(&app, &bearer, "action=login.lockout").await;
+    assert_eq!(lockouts.len(), 1, "precondition: the lockout is recorded");
+    let text = serde_json::to_string(&lockouts).unwrap();
+    assert!(
+        !text.contains("Tr0ub4dor"),
+        "what was typed as a username (a password, here) is in the trail: {text}"
+    );
+}
