@@ -372,7 +372,15 @@ async fn the_cli_actor_is_the_real_os_account_not_the_user_variable() {
     assert!(created.status.success(), "{created:?}");
     let listed = run_tessera(
         dir.path(),
-        &["audit", "list", "--json", "--action", "user.create", "--target", "mallory-made"],
+        &[
+            "audit",
+            "list",
+            "--json",
+            "--action",
+            "user.create",
+            "--target",
+            "mallory-made",
+        ],
         &env,
         "",
     );
@@ -521,8 +529,16 @@ async fn a_nul_in_a_typed_username_is_a_wrong_login_and_its_lockout_is_recorded(
     let locked = app.log_in("/o/login/", "frank", "wrong password").await.status();
     assert_eq!(locked, 429, "precondition: three failures lock the address out");
     let lockouts = trail(&app, &bearer, "action=login.lockout").await;
-    assert_eq!(lockouts.len(), 1, "the address lockout is not in the trail: {lockouts:?}");
-    assert_eq!(statuses, [401, 401, 429], "a NUL in a username is answered {statuses:?}");
+    assert_eq!(
+        lockouts.len(),
+        1,
+        "the address lockout is not in the trail: {lockouts:?}"
+    );
+    assert_eq!(
+        statuses,
+        [401, 401, 429],
+        "a NUL in a username is answered {statuses:?}"
+    );
 }
 
 /// Finding 11 (admin-API 500 on PostgreSQL): a NUL byte in `cursor`, `actor`, `action` or
@@ -604,7 +620,10 @@ async fn a_self_registered_client_cannot_pass_for_the_admin_client_in_the_listin
     let text = run_tessera(dir.path(), &["audit", "list"], &env, "");
     let text = String::from_utf8_lossy(&text.stdout).to_string();
     let actor_of = |needle: &str| -> String {
-        let line = text.lines().find(|l| l.contains(needle)).unwrap_or_else(|| panic!("{needle}: {text}"));
+        let line = text
+            .lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("{needle}: {text}"));
         line.split("  ").nth(1).unwrap().to_string()
     };
     let real = actor_of("client Billing");
@@ -640,7 +659,11 @@ async fn parallel_wrong_passwords_record_one_lockout() {
         let (remote, start) = (browser(&app), start.clone());
         attempts.push(tokio::spawn(async move {
             start.wait().await;
-            remote.log_in("/o/login/", USERNAME, "wrong password").await.status().as_u16()
+            remote
+                .log_in("/o/login/", USERNAME, "wrong password")
+                .await
+                .status()
+                .as_u16()
         }));
     }
     let mut statuses = Vec::new();
@@ -715,5 +738,64 @@ async fn a_lockout_does_not_store_a_typed_name_that_is_nobodys() {
     assert!(
         !text.contains("Tr0ub4dor"),
         "what was typed as a username (a password, here) is in the trail: {text}"
+    );
+}
+
+/// Finding 15 (anonymous trail flooding through document clients): `client_auth.burst` is
+/// budgeted per *client* (one entry per client per 10 minutes), and with Client ID Metadata
+/// Documents accepted (`open`) every https URL an attacker publishes is an existing client.
+/// Eleven requests with a wrong secret per URL earn an entry each, from one address, with no
+/// budget per caller: with a wildcard domain (the document fetch budget is per host) that is
+/// roughly one entry per eleven requests, bounded only by the per-address request rate (1,000
+/// a second), i.e. millions of entries a day. Here five URLs give five entries; rejected
+/// authentications from one address must add at most one entry per burst window, whatever
+/// client ids they name.
+#[tokio::test]
+async fn one_address_naming_many_document_clients_makes_at_most_one_burst_entry() {
+    use crate::documents::{Doc, DocumentServer};
+    let documents = DocumentServer::start().await;
+    let dirs = tempfile::tempdir().unwrap();
+    let mut config = test_config(&dirs);
+    documents.trusted_by(&mut config);
+    config.client_documents.mode = tessera::config::ClientDocumentsMode::Open;
+    let app = spawn_app_with(config, dirs).await;
+    let (_, bearer) = app.admin_bearer().await;
+    for n in 0..5 {
+        let path = format!("/agents/{n}.json");
+        let client_id = documents.url(&path);
+        documents.serve(
+            &path,
+            Doc::json(&json!({
+                "client_id": client_id,
+                "client_name": format!("Flood {n}"),
+                "redirect_uris": ["http://127.0.0.1/callback"],
+                "grant_types": ["authorization_code"],
+                "response_types": ["code"],
+                "token_endpoint_auth_method": "none",
+            }))
+            .header("Cache-Control", "max-age=300"),
+        );
+        for _ in 0..12 {
+            let response = app
+                .http
+                .post(app.url("/o/token/"))
+                .form(&[
+                    ("grant_type", "authorization_code"),
+                    ("code", "x"),
+                    ("client_id", client_id.as_str()),
+                    ("client_secret", "guess"),
+                ])
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 401, "{n}");
+        }
+    }
+    let bursts = trail(&app, &bearer, "action=client_auth.burst").await;
+    assert!(
+        bursts.len() <= 1,
+        "one anonymous address made {} burst entries by naming {} document URLs",
+        bursts.len(),
+        5
     );
 }
