@@ -799,3 +799,56 @@ async fn one_address_naming_many_document_clients_makes_at_most_one_burst_entry(
         5
     );
 }
+
+/// Finding 16 (an operator changes the keyring without a trace): `tessera keys generate|
+/// rotate|promote|retire` prints the key *before* recording the change, and returns on a
+/// failed print: run into a pipe whose reader has gone (`tessera keys generate | true`, a closed
+/// SSH session), the key is made, the command fails, and no entry is ever written. The change
+/// must be recorded whatever happens to the output (record first, then print).
+#[tokio::test]
+async fn a_key_change_is_recorded_even_when_its_output_cannot_be_written() {
+    let app = spawn_app().await;
+    let dir = app.stop().await;
+    let env = owned_env(dir.path());
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let before = run_tessera(dir.path(), &["keys", "list"], &env, "");
+    let before = String::from_utf8_lossy(&before.stdout).lines().count();
+
+    // Its output is a pipe whose reader has gone (`tessera keys generate | true`).
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"));
+    command
+        .args(["keys", "generate", "--alg", "EdDSA"])
+        .current_dir(dir.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    for name in [
+        "TESSERA_DATA_DIR",
+        "TESSERA_KEYS_DIR",
+        "TESSERA_CONFIG",
+        "TESSERA_DATABASE_URL",
+        "TESSERA_KEY_ENCRYPTION_KEY",
+    ] {
+        command.env_remove(name);
+    }
+    let mut child = command.envs(env.iter().copied()).spawn().unwrap();
+    drop(child.stdout.take());
+    let closed = child.wait_with_output().unwrap();
+
+    let after = run_tessera(dir.path(), &["keys", "list"], &env, "");
+    let after = String::from_utf8_lossy(&after.stdout).lines().count();
+    assert_eq!(after, before + 1, "precondition: the key was made: {closed:?}");
+    let listed = run_tessera(
+        dir.path(),
+        &["audit", "list", "--json", "--action", "key.generate"],
+        &env,
+        "",
+    );
+    assert!(listed.status.success(), "{listed:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&listed.stdout).lines().count(),
+        1,
+        "a key was generated and the trail does not say so ({})",
+        String::from_utf8_lossy(&closed.stderr)
+    );
+}
