@@ -852,3 +852,42 @@ async fn a_key_change_is_recorded_even_when_its_output_cannot_be_written() {
         String::from_utf8_lossy(&closed.stderr)
     );
 }
+
+/// Finding 17 (one pending line blinds every `since` query, for good): the data folder's
+/// `audit_page` walks ids newest first and stops at the first entry older than `since`,
+/// trusting that ids sort like times. The import keeps a pending line's `id` and `at_ms` as
+/// they are, so a line whose id sorts after every real one (`ffff...`) but whose time is old
+/// sits "newest" forever: every `?since=` query (and `tessera audit list --since 7d`) stops
+/// at it and answers nothing, and the purge (by id) never removes it. An imported entry must
+/// get an id made from its time (or be refused), so `since` keeps finding recent entries.
+#[tokio::test]
+async fn a_pending_entry_cannot_hide_the_trail_from_since_queries() {
+    if on_postgres() {
+        return;
+    }
+    let app = spawn_app().await;
+    let (_, bearer) = app.admin_bearer().await;
+    let settings = json!({"name": "Recent change", "client_type": "confidential",
+        "grant_types": ["client_credentials"], "scope": "read"});
+    assert_eq!(
+        admin_call(&app, &bearer, "POST", "/api/v1/clients", Some(settings))
+            .await
+            .0,
+        201
+    );
+    let hour_ago = now_ms() / 1000 - 3600;
+    assert!(!trail(&app, &bearer, &format!("since={hour_ago}")).await.is_empty());
+
+    let mut blind = key_entry("", 1_000, "kid-old");
+    blind["id"] = json!("ffffffffffffffffzzzz");
+    let mut line = serde_json::to_vec(&blind).unwrap();
+    line.push(b'\n');
+    write_pending(&app, &line);
+    assert!(pending_taken(&app).await, "the server takes the pending file");
+
+    let recent = trail(&app, &bearer, &format!("since={hour_ago}")).await;
+    assert!(
+        recent.iter().any(|e| e["target_name"] == "Recent change"),
+        "after one pending line, `since` finds nothing of the last hour: {recent:?}"
+    );
+}
