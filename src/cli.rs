@@ -1006,14 +1006,30 @@ fn audit_line(entry: &crate::store::AuditRecord) -> String {
         .ok()
         .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
         .unwrap_or_default();
-    let actor = format!("{}:{}", entry.actor.kind, entry.actor.name);
-    let from = entry.address.as_deref().map(|a| format!(" ({a})")).unwrap_or_default();
+    // Cleaned again: an entry may come from an older version, or a database edited by hand.
+    use crate::oauth::audit::clean;
+    let actor = match entry.actor.kind.as_str() {
+        // A client's name is whatever it registered: its id tells it apart.
+        "client" => format!("client:{} [{}]", clean(&entry.actor.name), clean(&entry.actor.id)),
+        kind => format!("{}:{}", clean(kind), clean(&entry.actor.name)),
+    };
+    let from = entry
+        .address
+        .as_deref()
+        .map(|a| format!(" ({})", clean(a)))
+        .unwrap_or_default();
     let target = match (&entry.target_kind, &entry.target_name, &entry.target_id) {
-        (Some(kind), Some(name), Some(id)) if !id.is_empty() => format!("{kind} {name} [{id}]"),
-        (Some(kind), Some(name), _) => format!("{kind} {name}"),
+        (Some(kind), Some(name), Some(id)) if !id.is_empty() => {
+            format!("{} {} [{}]", clean(kind), clean(name), clean(id))
+        }
+        (Some(kind), Some(name), _) => format!("{} {}", clean(kind), clean(name)),
         _ => String::new(),
     };
-    format!("{at}  {actor}{from}  {}  {target}  {}", entry.action, entry.outcome)
+    format!(
+        "{at}  {actor}{from}  {}  {target}  {}",
+        clean(&entry.action),
+        clean(&entry.outcome)
+    )
 }
 
 async fn keys_command(config: &Config, cmd: &KeysCommand) -> anyhow::Result<()> {
@@ -1041,8 +1057,9 @@ async fn keys_command(config: &Config, cmd: &KeysCommand) -> anyhow::Result<()> 
         }
         KeysCommand::NewEncryptionKey => return Ok(()), // answered above, without opening the keyring
     };
-    show(&changed)?;
+    // Recorded before it is shown: a closed output must not leave a change without a trace.
     record_key_change(config, action, &changed).await;
+    show(&changed)?;
     Ok(())
 }
 

@@ -50,12 +50,16 @@ impl Caller {
         Caller::new("client", client_id, client_id, address, true)
     }
 
-    /// The OS user running the `tessera` command line.
+    /// The OS account running the `tessera` command line, by its real user id: `$USER` is
+    /// whatever the person running it says, so it is only added to the name, after `sudo`'s.
     pub fn cli() -> Caller {
-        let user = std::env::var("USER")
-            .or_else(|_| std::env::var("LOGNAME"))
-            .unwrap_or_else(|_| "unknown".to_string());
-        Caller::new("cli", &user, &user, None, true)
+        let account = os_account();
+        let claimed = std::env::var("SUDO_USER").or_else(|_| std::env::var("USER")).ok();
+        let name = match claimed {
+            Some(claimed) if claimed != account => format!("{account} (says {claimed})"),
+            _ => account.clone(),
+        };
+        Caller::new("cli", &account, &name, None, true)
     }
 
     /// Someone not signed in: an open dynamic registration, a failed login.
@@ -77,10 +81,26 @@ pub struct Target<'a> {
     pub name: &'a str,
 }
 
+/// The name of the OS account this process runs as: the owner of `/proc/self` (its real uid),
+/// looked up in `/etc/passwd`; `uid N` when it has no entry there.
+fn os_account() -> String {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(uid) = std::fs::metadata("/proc/self").map(|m| m.uid()) else {
+        return "unknown (no /proc)".to_string();
+    };
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    passwd
+        .lines()
+        .map(|line| line.split(':').collect::<Vec<_>>())
+        .find(|fields| fields.len() > 2 && fields[2] == uid.to_string())
+        .map(|fields| fields[0].to_string())
+        .unwrap_or_else(|| format!("uid {uid}"))
+}
+
 /// A new entry saying that `by` did `action` to `target`, now.
 pub fn audit_entry(by: &Caller, action: &str, target: Option<Target<'_>>, outcome: &str) -> AuditRecord {
     let at_ms = now_ms();
-    AuditRecord {
+    cleaned(AuditRecord {
         id: audit_id(at_ms, &random_token(6)),
         at_ms,
         actor: by.actor.clone(),
@@ -90,6 +110,41 @@ pub fn audit_entry(by: &Caller, action: &str, target: Option<Target<'_>>, outcom
         target_id: target.map(|t| t.id.to_string()),
         target_name: target.map(|t| t.name.to_string()),
         outcome: outcome.to_string(),
+    })
+}
+
+/// The most characters of one field of an entry.
+const MAX_FIELD_CHARS: usize = 200;
+
+/// `text` made safe to show on one line of a terminal or page: control characters (newlines,
+/// escape sequences, NUL, which PostgreSQL refuses) and bidirectional overrides become U+FFFD,
+/// and it is cut to [`MAX_FIELD_CHARS`]. A name someone else typed cannot forge a line.
+pub fn clean(text: &str) -> String {
+    let unsafe_char = |c: char| {
+        c.is_control() || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    text.chars()
+        .take(MAX_FIELD_CHARS)
+        .map(|c| if unsafe_char(c) { '\u{fffd}' } else { c })
+        .collect()
+}
+
+/// `entry` with every text field [`clean`]ed.
+fn cleaned(entry: AuditRecord) -> AuditRecord {
+    let opt = |v: Option<String>| v.map(|s| clean(&s));
+    AuditRecord {
+        actor: AuditActor {
+            kind: clean(&entry.actor.kind),
+            id: clean(&entry.actor.id),
+            name: clean(&entry.actor.name),
+        },
+        address: opt(entry.address),
+        action: clean(&entry.action),
+        target_kind: opt(entry.target_kind),
+        target_id: opt(entry.target_id),
+        target_name: opt(entry.target_name),
+        outcome: clean(&entry.outcome),
+        ..entry
     }
 }
 
@@ -101,19 +156,52 @@ pub const PENDING_AUDIT_FILE: &str = "audit-pending.jsonl";
 /// The most a pending file is read: far more than any run of commands writes.
 const MAX_PENDING_BYTES: u64 = 1 << 20;
 
-/// Appends `entry` to the keys folder's pending entries (a private file, like the keys).
+/// Appends `entry` to the keys folder's pending entries (a private file, like the keys),
+/// under the file's lock, so the server never takes the file half-written.
 pub fn queue_pending_audit(keys_dir: &Path, entry: &AuditRecord) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
+    let path = keys_dir.join(PENDING_AUDIT_FILE);
+    if let Ok(meta) = std::fs::symlink_metadata(&path) {
+        if !meta.file_type().is_file() {
+            return Err(std::io::Error::other(format!("{} is not a plain file", path.display())));
+        }
+    }
     let mut line = serde_json::to_vec(entry).map_err(std::io::Error::other)?;
     line.push(b'\n');
     let mut file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .mode(0o600)
-        .open(keys_dir.join(PENDING_AUDIT_FILE))?;
+        .open(&path)?;
+    file.lock()?;
     file.write_all(&line)?;
     file.sync_all()
+}
+
+/// How far back a pending entry may date: `tessera keys` leaves it just now, and a server
+/// takes it within seconds (or at its next start).
+const PENDING_MAX_AGE_MS: i64 = 7 * 86_400_000;
+
+/// A pending line as the trail may take it: only what `tessera keys` writes (a `cli` actor, a
+/// `key.*` action on a key, made lately), cleaned, with an id rebuilt from its time (so it
+/// sorts where it belongs) and its content (so importing it twice is harmless).
+fn pending_entry(line: &[u8], now_ms: i64) -> Option<AuditRecord> {
+    let entry: AuditRecord = serde_json::from_slice(line).ok()?;
+    let genuine = entry.actor.kind == "cli"
+        && entry.action.starts_with("key.")
+        && entry.target_kind.as_deref() == Some("key")
+        && entry.at_ms > now_ms - PENDING_MAX_AGE_MS
+        && entry.at_ms <= now_ms + 60_000;
+    if !genuine {
+        return None;
+    }
+    let digest = ring::digest::digest(&ring::digest::SHA256, line);
+    let suffix: String = digest.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect();
+    Some(cleaned(AuditRecord {
+        id: audit_id(entry.at_ms, &suffix),
+        ..entry
+    }))
 }
 
 impl<'a> Target<'a> {
@@ -236,6 +324,15 @@ impl Provider {
         before: Option<&str>,
         limit: usize,
     ) -> Result<Vec<AuditRecord>, Error> {
+        // No entry holds a control character (see `clean`), and PostgreSQL refuses a NUL.
+        let given = [&filter.actor, &filter.action, &filter.target].into_iter().flatten();
+        if given
+            .map(String::as_str)
+            .chain(before)
+            .any(|s| s.chars().any(char::is_control))
+        {
+            return Err(Error::invalid_request("a filter or cursor holds a control character"));
+        }
         Ok(self
             .store
             .audit_page(filter, before, limit.clamp(1, MAX_AUDIT_PAGE))
@@ -243,38 +340,56 @@ impl Provider {
     }
 
     /// Moves the entries `tessera keys` left in `keys_dir` into the trail; returns how many.
-    /// The file is renamed first, so entries the CLI appends meanwhile wait for the next call,
-    /// and an import cut short is finished next time (an entry's id makes a repeat harmless).
+    /// The file is read, its entries stored, then emptied, all under its lock, so an entry the
+    /// CLI adds meanwhile waits for the next call and none is lost or taken twice. Lines that
+    /// are not what `tessera keys` writes are skipped and logged.
     pub async fn import_pending_audit(&self, keys_dir: &Path) -> Result<usize, Error> {
-        let pending = keys_dir.join(PENDING_AUDIT_FILE);
-        let importing = keys_dir.join(format!("{PENDING_AUDIT_FILE}.importing"));
-        if !importing.exists() {
-            match std::fs::rename(&pending, &importing) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-                Err(e) => return Err(Error::server_error(e)),
+        let path = keys_dir.join(PENDING_AUDIT_FILE);
+        match std::fs::symlink_metadata(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(Error::server_error(e)),
+            Ok(meta) if !meta.file_type().is_file() => {
+                tracing::warn!(path = %path.display(), "the pending audit file is not a plain file; not read");
+                return Ok(0);
             }
+            Ok(_) => {}
         }
-        let text = {
+        let taken = tokio::task::spawn_blocking(move || -> std::io::Result<Option<(std::fs::File, Vec<u8>)>> {
             use std::io::Read;
-            let mut text = String::new();
-            std::fs::File::open(&importing)
-                .and_then(|f| f.take(MAX_PENDING_BYTES).read_to_string(&mut text))
-                .map_err(Error::server_error)?;
-            text
-        };
+            let file = std::fs::OpenOptions::new().read(true).write(true).open(&path)?;
+            match file.try_lock() {
+                Ok(()) => {}
+                // The CLI is writing: next time.
+                Err(std::fs::TryLockError::WouldBlock) => return Ok(None),
+                Err(std::fs::TryLockError::Error(e)) => return Err(e),
+            }
+            let mut bytes = Vec::new();
+            (&file).take(MAX_PENDING_BYTES).read_to_end(&mut bytes)?;
+            Ok(Some((file, bytes)))
+        })
+        .await
+        .map_err(Error::server_error)?
+        .map_err(Error::server_error)?;
+        let Some((file, bytes)) = taken else { return Ok(0) };
+        let now = now_ms();
         let mut imported = 0;
-        for line in text.lines().filter(|l| !l.trim().is_empty()) {
-            match serde_json::from_str::<AuditRecord>(line) {
-                Ok(entry) => {
+        for line in bytes.split(|b| *b == b'\n').filter(|l| !l.trim_ascii().is_empty()) {
+            match pending_entry(line, now) {
+                Some(entry) => {
                     self.store.append_audit(&entry).await?;
                     imported += 1;
                 }
-                Err(e) => tracing::warn!(error = %e, "skipped a pending audit entry that is not one"),
+                None => tracing::warn!("skipped a line of the pending audit file that tessera keys did not write"),
             }
         }
         self.store.durable().await?;
-        std::fs::remove_file(&importing).map_err(Error::server_error)?;
+        tokio::task::spawn_blocking(move || {
+            file.set_len(0)?;
+            file.sync_all()
+        })
+        .await
+        .map_err(Error::server_error)?
+        .map_err(Error::server_error)?;
         Ok(imported)
     }
 

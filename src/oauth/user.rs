@@ -281,12 +281,18 @@ impl Provider {
             }
             Ok(None) => {
                 if locks_out {
-                    // The name as typed (bounded): it may be nobody's.
-                    let name: String = username.chars().take(64).collect();
-                    let target = Target {
-                        kind: "user",
-                        id: "",
-                        name: &name,
+                    // Named only if someone has that name: what was typed may be a password.
+                    let user = match validate_username(username) {
+                        Ok(()) => self.store.get_user_by_name(username).await.ok().flatten(),
+                        Err(_) => None,
+                    };
+                    let target = match &user {
+                        Some(user) => Target::user(user),
+                        None => Target {
+                            kind: "user",
+                            id: "",
+                            name: "(no such user)",
+                        },
                     };
                     self.record(&by, "login.lockout", Some(target), "locked").await;
                 }
@@ -397,13 +403,16 @@ impl Provider {
     /// Changes a user's email and profile claims. A new email address is unverified unless
     /// the edit says otherwise (only the operator's CLI can).
     pub async fn update_profile(&self, by: &Caller, user_id: &str, edit: ProfileEdit) -> Result<UserRecord, Error> {
-        self.spend_change(by)?;
-        let result = self.store_profile(user_id, edit).await;
-        self.record_user_result(by, "user.update", user_id, &result).await;
-        result
+        let result = self.store_profile(by, user_id, edit).await;
+        // An edit that changes nothing is no change: not recorded, not counted.
+        if !matches!(result, Ok((_, false))) {
+            self.record_user_result(by, "user.update", user_id, &result).await;
+        }
+        result.map(|(user, _)| user)
     }
 
-    async fn store_profile(&self, user_id: &str, edit: ProfileEdit) -> Result<UserRecord, Error> {
+    /// Stores the edited profile if it differs; returns the user and whether it did.
+    async fn store_profile(&self, by: &Caller, user_id: &str, edit: ProfileEdit) -> Result<(UserRecord, bool), Error> {
         let mut user = self
             .store
             .get_user(user_id)
@@ -415,17 +424,20 @@ impl Provider {
         }
         let profile = validated_profile(&edit.profile)?;
         let email_changed = email != user.email;
-        user.email_verified = match edit.email_verified {
+        let email_verified = match edit.email_verified {
             Some(verified) => verified && email.is_some(),
             None => user.email_verified && !email_changed,
         };
-        if email_changed || profile != user.profile || edit.email_verified.is_some() {
-            user.updated_at = now();
+        if !email_changed && profile == user.profile && email_verified == user.email_verified {
+            return Ok((user, false));
         }
+        self.spend_change(by)?;
+        user.updated_at = now();
+        user.email_verified = email_verified;
         user.email = email;
         user.profile = profile;
         self.store.update_user(&user).await?;
-        Ok(user)
+        Ok((user, true))
     }
 
     /// Gives a user the operator role, or takes it away. Only the CLI and the admin API call
@@ -433,20 +445,25 @@ impl Provider {
     pub async fn set_operator(&self, by: &Caller, user_id: &str, operator: bool) -> Result<UserRecord, Error> {
         let result = async {
             let mut user = self.existing_user(user_id).await?;
-            if user.operator != operator {
+            let changed = user.operator != operator;
+            if changed {
                 user.operator = operator;
                 self.store.update_user(&user).await?;
             }
-            Ok(user)
+            Ok((user, changed))
         }
         .await;
+        // Setting what is already so is no change, and not recorded.
+        if matches!(result, Ok((_, false))) {
+            return result.map(|(user, _)| user);
+        }
         let action = if operator {
             "user.operator_on"
         } else {
             "user.operator_off"
         };
         self.record_user_result(by, action, user_id, &result).await;
-        result
+        result.map(|(user, _)| user)
     }
 
     async fn existing_user(&self, user_id: &str) -> Result<UserRecord, Error> {
@@ -476,7 +493,8 @@ impl Provider {
     pub async fn set_disabled(&self, by: &Caller, user_id: &str, disabled: bool) -> Result<(UserRecord, usize), Error> {
         let result = async {
             let mut user = self.existing_user(user_id).await?;
-            if user.disabled != disabled {
+            let changed = user.disabled != disabled;
+            if changed {
                 user.disabled = disabled;
                 if disabled {
                     user.session_epoch += 1;
@@ -488,9 +506,14 @@ impl Provider {
                 true => self.revoke_grants_of(user_id).await?,
                 false => 0,
             };
-            Ok((user, revoked))
+            Ok((user, revoked, changed))
         }
         .await;
+        // Setting what is already so (and revoking nothing) is no change, and not recorded.
+        let result = match result {
+            Ok((user, 0, false)) => return Ok((user, 0)),
+            other => other.map(|(user, revoked, _)| (user, revoked)),
+        };
         let action = if disabled { "user.disable" } else { "user.enable" };
         self.record_user_result(by, action, user_id, &result).await;
         result
@@ -535,7 +558,12 @@ impl Provider {
     /// Returns the user if the password is right. Unknown users cost the same hash check as
     /// known ones, so response time does not reveal which usernames exist.
     pub async fn check_password(&self, username: &str, password: &str) -> Result<Option<UserRecord>, Error> {
-        let user = self.store.get_user_by_name(username).await?;
+        // A name no user could have (a NUL, say, which PostgreSQL refuses) is nobody's, at
+        // the same cost.
+        let user = match validate_username(username) {
+            Ok(()) => self.store.get_user_by_name(username).await?,
+            Err(_) => None,
+        };
         let phc = user.as_ref().map_or(DUMMY_PASSWORD_HASH, |u| u.password_hash.as_str());
         let matches = password_matches_off_workers(password, phc).await?;
         Ok(user.filter(|_| matches))

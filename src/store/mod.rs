@@ -651,7 +651,7 @@ pub struct AuditRecord {
 /// Which audit entries to list; every field given must match.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AuditFilter {
-    /// The actor's id or name.
+    /// The actor's id, or its name unless it is a client (whose names are not unique).
     pub actor: Option<String>,
     pub action: Option<String>,
     /// The target's id or name.
@@ -669,7 +669,10 @@ impl AuditFilter {
             want.as_deref()
                 .is_none_or(|want| Some(want) == id || Some(want) == name)
         };
-        named(&self.actor, Some(&entry.actor.id), Some(&entry.actor.name))
+        // A client is found by id only: its name is whatever it registered, so anyone could
+        // take an admin client's (users' and OS users' names are their own).
+        let actor_name = (entry.actor.kind != "client").then_some(entry.actor.name.as_str());
+        named(&self.actor, Some(&entry.actor.id), actor_name)
             && self.action.as_deref().is_none_or(|a| a == entry.action)
             && named(&self.target, entry.target_id.as_deref(), entry.target_name.as_deref())
             && self.since_ms.is_none_or(|t| entry.at_ms >= t)
@@ -680,7 +683,7 @@ impl AuditFilter {
 /// The audit trail: appended to, read newest first, purged by age. Shared by every node.
 #[async_trait]
 pub trait AuditStore: Send + Sync {
-    /// Appends `entry` (its id is new).
+    /// Appends `entry`; an entry with its id already there stays as it is.
     async fn append_audit(&self, entry: &AuditRecord) -> Result<()>;
     /// At most `limit` entries passing `filter`, newest first, all older than the entry with
     /// id `before` when given (the previous page's last id).

@@ -1001,7 +1001,7 @@ impl AuditStore for PgStore {
                  WHERE ($1::text IS NULL OR id < $1) \
                    AND ($2::bigint IS NULL OR at_ms >= $2) AND ($3::bigint IS NULL OR at_ms < $3) \
                    AND ($4::text IS NULL OR record->>'action' = $4) \
-                   AND ($5::text IS NULL OR record->'actor'->>'id' = $5 OR record->'actor'->>'name' = $5) \
+                   AND ($5::text IS NULL OR record->'actor'->>'id' = $5 OR (record->'actor'->>'kind' <> 'client' AND record->'actor'->>'name' = $5)) \
                    AND ($6::text IS NULL OR record->>'target_id' = $6 OR record->>'target_name' = $6) \
                  ORDER BY id DESC LIMIT $7",
                 &[

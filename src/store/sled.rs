@@ -1139,7 +1139,11 @@ impl DeviceStore for SledStore {
 #[async_trait]
 impl AuditStore for SledStore {
     async fn append_audit(&self, entry: &AuditRecord) -> Result<()> {
-        self.trees.audit.insert(entry.id.as_bytes(), to_json(entry)?)?;
+        // Appended only: an id already in the trail is never overwritten.
+        let _ = self
+            .trees
+            .audit
+            .compare_and_swap(entry.id.as_bytes(), None::<&[u8]>, Some(to_json(entry)?))?;
         Ok(())
     }
     async fn audit_page(&self, filter: &AuditFilter, before: Option<&str>, limit: usize) -> Result<Vec<AuditRecord>> {

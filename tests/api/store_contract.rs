@@ -960,6 +960,10 @@ async fn the_audit_trail_pages_newest_first_filters_and_purges_by_age() {
         for entry in &entries {
             store.append_audit(entry).await.unwrap();
         }
+        // Appended only: an entry under an id already there changes nothing.
+        let mut forged = entries[0].clone();
+        forged.action = "user.delete".into();
+        store.append_audit(&forged).await.unwrap();
         // Every entry, newest first, in pages of 7 that follow each other.
         let mut all = Vec::new();
         let mut before: Option<String> = None;

@@ -323,7 +323,7 @@ impl AdminApi {
         &self,
         provider: Data<&Arc<Provider>>,
         #[oai(scope = "AdminScopes::Admin")] _auth: AdminToken,
-        /// The actor's id or name.
+        /// The actor's id, or a user's or OS user's name (a client is found by id only).
         actor: Query<Option<String>>,
         /// The action, e.g. `client.create`.
         action: Query<Option<String>>,
