@@ -1,6 +1,6 @@
 //! `tessera db import`: moves a single node into a cluster. Every record of a stopped node's
 //! data folder (clients, users, grants, consents, live codes, refresh tokens, revocations,
-//! sessions, server secrets) and its keyring go into an empty database, so users stay logged
+//! sessions, server secrets, the audit trail) and its keyring go into an empty database, so users stay logged
 //! in, refresh tokens keep working and tokens already issued still verify. If anything fails
 //! half-way, the database is emptied again: an import happens whole or not at all.
 
@@ -33,7 +33,7 @@ pub async fn import(config: &Config, data_dir: &Path, keys_dir: &Path) -> anyhow
     match copied {
         Ok(keys) => Ok(format!(
             "imported {} clients, {} users, {} grants, {} consents, {} refresh tokens, {} sessions, \
-             {} codes, {} access-token revocations and {} keys",
+             {} codes, {} access-token revocations, {} audit entries and {} keys",
             export.clients.len(),
             export.users.len(),
             export.grants.len(),
@@ -42,6 +42,7 @@ pub async fn import(config: &Config, data_dir: &Path, keys_dir: &Path) -> anyhow
             export.sessions.len(),
             export.codes.len(),
             export.revoked_access.len(),
+            export.audit.len(),
             keys
         )),
         Err(e) => {
@@ -75,6 +76,9 @@ async fn write(store: &dyn Store, export: &Export) -> anyhow::Result<()> {
     }
     for (hash, session) in &export.sessions {
         store.put_session(hash, session).await?;
+    }
+    for entry in &export.audit {
+        store.append_audit(entry).await?;
     }
     for (name, secret) in &export.secrets {
         let stored = store.server_secret(name, secret).await?;

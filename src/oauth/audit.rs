@@ -232,22 +232,44 @@ const AUTH_FAILURE_BURST: u32 = 10;
 pub(super) struct AuthFailureWatch {
     failures: RateLimiter,
     reports: RateLimiter,
+    /// Bursts recorded per caller address: naming many clients (any published URL is one,
+    /// when client documents are open) makes no more entries than attacking one.
+    reports_per_address: RateLimiter,
 }
 
 impl AuthFailureWatch {
     pub(super) fn new() -> AuthFailureWatch {
         AuthFailureWatch {
             failures: RateLimiter::new(Rate::per_minute(AUTH_FAILURE_BURST)),
-            reports: RateLimiter::new(Rate {
-                per_second: 1.0 / 600.0,
-                burst: 1.0,
-            }),
+            reports: RateLimiter::new(Self::ONE_PER_TEN_MINUTES),
+            reports_per_address: RateLimiter::new(Self::ONE_PER_TEN_MINUTES),
         }
     }
 
-    /// Counts one failure for `client_id`; true when it starts a burst to record.
-    fn burst(&self, client_id: &str) -> bool {
-        self.failures.check(client_id).is_err() && self.reports.check(client_id).is_ok()
+    const ONE_PER_TEN_MINUTES: Rate = Rate {
+        per_second: 1.0 / 600.0,
+        burst: 1.0,
+    };
+
+    /// Counts one failure for `client_id` from `address`; true when it starts a burst to record.
+    fn burst(&self, client_id: &str, address: Option<&str>) -> bool {
+        // A document client's id is a URL of up to 2 KB: counted by a digest, so the bounded
+        // tables stay small too.
+        let digest;
+        let key = match client_id.len() {
+            0..=64 => client_id,
+            _ => {
+                let hash = ring::digest::digest(&ring::digest::SHA256, client_id.as_bytes());
+                digest = hash.as_ref()[..16]
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<String>();
+                &digest
+            }
+        };
+        self.failures.check(key).is_err()
+            && self.reports.check(key).is_ok()
+            && self.reports_per_address.check(address.unwrap_or_default()).is_ok()
     }
 }
 
@@ -395,7 +417,7 @@ impl Provider {
 
     /// A client's authentication was rejected (from `address`): recorded when it makes a burst.
     pub(super) async fn client_auth_rejected(&self, client: &ClientRecord, address: Option<&str>) {
-        if self.auth_failures.burst(&client.client_id) {
+        if self.auth_failures.burst(&client.client_id, address) {
             let by = Caller::anonymous(address);
             let outcome = format!("more than {AUTH_FAILURE_BURST} a minute");
             self.record(&by, "client_auth.burst", Some(Target::client(client)), &outcome)

@@ -698,6 +698,7 @@ pub struct Export {
     pub revoked_access: Vec<(String, i64)>,
     pub sessions: Vec<(SecretHash, SessionRecord)>,
     pub secrets: Vec<(String, SecretHash)>,
+    pub audit: Vec<AuditRecord>,
 }
 
 fn hash_key(key: &[u8]) -> Option<SecretHash> {
@@ -721,6 +722,7 @@ impl SledStore {
             revoked_access: Vec::new(),
             sessions: Vec::new(),
             secrets: Vec::new(),
+            audit: Vec::new(),
         };
         for (_, v) in values(&t.clients)? {
             export.clients.push(from_json(&v)?);
@@ -755,6 +757,9 @@ impl SledStore {
             if let Some(hash) = hash_key(&k) {
                 export.sessions.push((hash, from_json(&v)?));
             }
+        }
+        for (_, v) in values(&t.audit)? {
+            export.audit.push(from_json(&v)?);
         }
         for (k, v) in values(&t.secrets)? {
             if let Some(secret) = hash_key(&v) {
