@@ -50,6 +50,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0002_device.sql"),
     include_str!("migrations/0003_dpop.sql"),
     include_str!("migrations/0004_audit.sql"),
+    include_str!("migrations/0005_key_promoted_at.sql"),
 ];
 
 /// The schema version this binary knows.
