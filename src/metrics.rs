@@ -354,11 +354,25 @@ mod tests {
         let read = history.read(1030);
         assert_eq!(read.series.len(), 2);
         let (grant, counts) = &read.series[0];
-        assert_eq!((*grant, counts[HISTORY_MINUTES - 31], counts.iter().sum::<u64>()), ("client_credentials", 2, 2));
+        assert_eq!(
+            (*grant, counts[HISTORY_MINUTES - 31], counts.iter().sum::<u64>()),
+            ("client_credentials", 2, 2)
+        );
         let (grant, counts) = &read.series[1];
-        assert_eq!((*grant, counts[HISTORY_MINUTES - 1], counts.iter().sum::<u64>()), ("refresh_token", 1, 2));
+        assert_eq!(
+            (*grant, counts[HISTORY_MINUTES - 1], counts.iter().sum::<u64>()),
+            ("refresh_token", 1, 2)
+        );
         // An hour later minute 1000 has left the window, and a new count drops it for good.
-        assert_eq!(history.read(1060).series.iter().map(|(_, c)| c.iter().sum::<u64>()).sum::<u64>(), 1);
+        assert_eq!(
+            history
+                .read(1060)
+                .series
+                .iter()
+                .map(|(_, c)| c.iter().sum::<u64>())
+                .sum::<u64>(),
+            1
+        );
         history.add(1070, "authorization_code");
         assert_eq!(history.minutes.lock().unwrap().len(), 2);
     }

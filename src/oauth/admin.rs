@@ -133,6 +133,51 @@ impl Provider {
         Ok(deleted)
     }
 
+    /// How many clients, users, live (unrevoked) grants and active refresh tokens the store
+    /// holds, for the console's overview. Clients and users are counted a page at a time, and
+    /// grants by one scan: the store keeps no running counts, so this costs a read of each.
+    pub async fn counts(&self) -> Result<Counts, Error> {
+        let mut counts = Counts::default();
+        let mut after: Option<String> = None;
+        loop {
+            let page = self.store.clients_page(after.as_deref(), MAX_PAGE).await?;
+            counts.clients += page.len() as u64;
+            match page.last() {
+                Some(last) if page.len() == MAX_PAGE => after = Some(last.client_id.clone()),
+                _ => break,
+            }
+        }
+        after = None;
+        loop {
+            let page = self.store.users_page(after.as_deref(), MAX_PAGE).await?;
+            counts.users += page.len() as u64;
+            match page.last() {
+                Some(last) if page.len() == MAX_PAGE => after = Some(last.user_id.clone()),
+                _ => break,
+            }
+        }
+        let grants = self.store.list_grants(None, None).await?;
+        counts.live_grants = grants.iter().filter(|g| !g.revoked).count() as u64;
+        counts.refresh_tokens = self.store.count_active_refresh_tokens(super::now()).await?;
+        Ok(counts)
+    }
+
+    /// The longest access-token lifetime in seconds, a client's own included: how long a key
+    /// that stopped signing must stay published (the rotation runbook's step 4).
+    pub async fn longest_access_token_ttl(&self) -> Result<u64, Error> {
+        let clients = self.store.list_clients().await?;
+        Ok(clients
+            .iter()
+            .filter_map(|c| c.access_token_ttl)
+            .fold(self.config.access_token_ttl.as_secs(), u64::max))
+    }
+
+    /// How many unrevoked grants a client holds.
+    pub async fn live_grants_of_client(&self, client_id: &str) -> Result<usize, Error> {
+        let grants = self.store.list_grants(None, Some(client_id)).await?;
+        Ok(grants.iter().filter(|g| !g.revoked).count())
+    }
+
     /// The keyring's keys, as `tessera keys list` shows them.
     pub async fn list_keys(&self) -> Result<Vec<KeyInfo>, Error> {
         Ok(Keyring::open_or_init(self.keys.vault()).await?)
@@ -155,6 +200,15 @@ impl Provider {
         self.keys.reload_if_changed().await?;
         Ok(info)
     }
+}
+
+/// What the store holds, counted now ([`Provider::counts`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Counts {
+    pub clients: u64,
+    pub users: u64,
+    pub live_grants: u64,
+    pub refresh_tokens: u64,
 }
 
 /// A change to the keyring.
