@@ -2,6 +2,7 @@
 //! the library. Data-changing commands open the store directly; sled's exclusive lock makes
 //! them refuse, with a clear message, while a server holds the data folder.
 
+use crate::oauth::audit::Caller;
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 
@@ -60,6 +61,9 @@ pub enum Command {
     /// Manage the cluster's database.
     #[command(subcommand)]
     Db(DbCommand),
+    /// Read the audit trail: who changed what, and security events.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Print a shell completion script (e.g. `source <(tessera completions bash)`).
     Completions {
         #[arg(value_enum)]
@@ -337,6 +341,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::User(cmd) => user_command(&cli.config(None)?, cmd).await?,
         Command::Keys(cmd) => keys_command(&cli.config(None)?, cmd).await?,
         Command::Db(cmd) => db_command(&cli.config(None)?, cmd).await?,
+        Command::Audit(cmd) => audit_command(&cli.config(None)?, cmd).await?,
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(*shell, &mut Cli::command(), "tessera", &mut std::io::stdout());
@@ -553,6 +558,7 @@ fn print_client(client: &ClientRecord) {
 
 async fn app_command(config: &Config, cmd: &AppCommand) -> anyhow::Result<()> {
     let provider = offline_provider(config).await?;
+    let by = Caller::cli();
     match cmd {
         AppCommand::Create {
             name,
@@ -645,7 +651,7 @@ async fn app_command(config: &Config, cmd: &AppCommand) -> anyhow::Result<()> {
                 },
             };
             let (client, secret) = provider
-                .register_client(new)
+                .register_client(&by, new)
                 .await
                 .map_err(|e| anyhow::anyhow!(e.description))?;
             if *json {
@@ -690,7 +696,7 @@ async fn app_command(config: &Config, cmd: &AppCommand) -> anyhow::Result<()> {
         AppCommand::Delete { client_id } => {
             // Its grants are revoked first, so none of its tokens outlives it.
             if !provider
-                .delete_client(client_id)
+                .delete_client(&by, client_id)
                 .await
                 .map_err(|e| anyhow::anyhow!(e.description))?
             {
@@ -700,7 +706,7 @@ async fn app_command(config: &Config, cmd: &AppCommand) -> anyhow::Result<()> {
         }
         AppCommand::RotateSecret { client_id, json } => {
             let secret = provider
-                .rotate_client_secret(client_id)
+                .rotate_client_secret(&by, client_id)
                 .await
                 .map_err(|e| anyhow::anyhow!(e.description))?;
             if *json {
@@ -771,6 +777,7 @@ fn print_user(user: &UserRecord, as_json: bool) {
 
 async fn user_command(config: &Config, cmd: &UserCommand) -> anyhow::Result<()> {
     let provider = offline_provider(config).await?;
+    let by = Caller::cli();
     match cmd {
         UserCommand::Create {
             username,
@@ -780,12 +787,12 @@ async fn user_command(config: &Config, cmd: &UserCommand) -> anyhow::Result<()> 
         } => {
             let password = read_password(*password_stdin)?;
             let mut user = provider
-                .create_user(username, &password, email.clone())
+                .create_user(&by, username, &password, email.clone())
                 .await
                 .map_err(|e| anyhow::anyhow!(e.description))?;
             if *operator {
                 user = provider
-                    .set_operator(&user.user_id, true)
+                    .set_operator(&by, &user.user_id, true)
                     .await
                     .map_err(|e| anyhow::anyhow!(e.description))?;
             }
@@ -795,7 +802,7 @@ async fn user_command(config: &Config, cmd: &UserCommand) -> anyhow::Result<()> 
         UserCommand::SetOperator { username, on, .. } => {
             let user = find_user(&provider, username).await?;
             provider
-                .set_operator(&user.user_id, *on)
+                .set_operator(&by, &user.user_id, *on)
                 .await
                 .map_err(|e| anyhow::anyhow!(e.description))?;
             match on {
@@ -816,7 +823,7 @@ async fn user_command(config: &Config, cmd: &UserCommand) -> anyhow::Result<()> 
         UserCommand::Delete { username } => {
             let user = find_user(&provider, username).await?;
             provider
-                .delete_user(&user.user_id)
+                .delete_user(&by, &user.user_id)
                 .await
                 .map_err(|e| anyhow::anyhow!(e.description))?;
             println!("deleted user {username}");
@@ -829,13 +836,13 @@ async fn user_command(config: &Config, cmd: &UserCommand) -> anyhow::Result<()> 
             let password = read_password(*password_stdin)?;
             let user = find_user(&provider, username).await?;
             provider
-                .set_password(&user.user_id, &password)
+                .set_password(&by, &user.user_id, &password)
                 .await
                 .map_err(|e| anyhow::anyhow!(e.description))?;
             println!("password changed for {username}; their sessions are ended");
             if *revoke_grants {
                 let revoked = provider
-                    .revoke_user_grants(&user.user_id)
+                    .revoke_user_grants(&by, &user.user_id)
                     .await
                     .map_err(|e| anyhow::anyhow!(e.description))?;
                 println!("revoked {revoked} grants of {username}");
@@ -855,7 +862,7 @@ async fn user_command(config: &Config, cmd: &UserCommand) -> anyhow::Result<()> 
             fields.apply(&mut edit);
             edit.email_verified = *email_verified;
             let user = provider
-                .update_profile(&user.user_id, edit)
+                .update_profile(&by, &user.user_id, edit)
                 .await
                 .map_err(|e| anyhow::anyhow!(e.description))?;
             print_user(&user, false);
@@ -888,6 +895,111 @@ async fn db_command(config: &Config, cmd: &DbCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+#[derive(Subcommand, Debug)]
+pub enum AuditCommand {
+    /// List entries, newest first. Like the other data commands it needs the data folder to
+    /// itself; on a running server read `GET /api/v1/audit` or the console's audit page.
+    List {
+        /// Only entries since then: a time (2026-12-01T09:00:00Z) or an age (90s, 30m, 12h, 7d).
+        #[arg(long, value_parser = parse_since)]
+        since: Option<i64>,
+        /// Only entries by this actor (id or name).
+        #[arg(long)]
+        actor: Option<String>,
+        /// Only this action, e.g. `client.delete`.
+        #[arg(long)]
+        action: Option<String>,
+        /// Only entries about this target (id or name).
+        #[arg(long)]
+        target: Option<String>,
+        /// At most this many entries.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        limit: u32,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `--since`: an RFC 3339 time, or an age counted back from now; as milliseconds since the epoch.
+fn parse_since(text: &str) -> Result<i64, String> {
+    if let Ok(at) = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339) {
+        return Ok((at.unix_timestamp_nanos() / 1_000_000) as i64);
+    }
+    let unit = |c: char| match c {
+        's' => Some(1),
+        'm' => Some(60),
+        'h' => Some(3600),
+        'd' => Some(86_400),
+        _ => None,
+    };
+    let age = text
+        .char_indices()
+        .last()
+        .and_then(|(i, c)| Some((text[..i].parse::<u32>().ok()?, unit(c)?)))
+        .map(|(n, seconds)| i64::from(n) * seconds * 1000);
+    match age {
+        Some(age) => Ok(crate::clock::now_ms() - age),
+        None => Err("expected a time like 2026-12-01T09:00:00Z or an age like 30m, 12h or 7d".into()),
+    }
+}
+
+async fn audit_command(config: &Config, cmd: &AuditCommand) -> anyhow::Result<()> {
+    let AuditCommand::List {
+        since,
+        actor,
+        action,
+        target,
+        limit,
+        json,
+    } = cmd;
+    let provider = offline_provider(config).await?;
+    let filter = crate::store::AuditFilter {
+        actor: actor.clone(),
+        action: action.clone(),
+        target: target.clone(),
+        since_ms: *since,
+        until_ms: None,
+    };
+    let mut out = std::io::stdout().lock();
+    let (mut left, mut before) = (*limit as usize, None::<String>);
+    while left > 0 {
+        let page = provider
+            .audit_page(&filter, before.as_deref(), left)
+            .await
+            .map_err(|e| anyhow::anyhow!(e.description))?;
+        for entry in &page {
+            if *json {
+                writeln!(out, "{}", serde_json::to_string(entry)?)?;
+            } else {
+                writeln!(out, "{}", audit_line(entry))?;
+            }
+        }
+        left -= page.len();
+        match page.last() {
+            Some(last) if left > 0 => before = Some(last.id.clone()),
+            _ => break,
+        }
+    }
+    Ok(())
+}
+
+/// One entry on one line: when, who (from where), what, to what, how it ended.
+fn audit_line(entry: &crate::store::AuditRecord) -> String {
+    let at = time::OffsetDateTime::from_unix_timestamp(entry.at_ms / 1000)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_default();
+    let actor = format!("{}:{}", entry.actor.kind, entry.actor.name);
+    let from = entry.address.as_deref().map(|a| format!(" ({a})")).unwrap_or_default();
+    let target = match (&entry.target_kind, &entry.target_name, &entry.target_id) {
+        (Some(kind), Some(name), Some(id)) if !id.is_empty() => format!("{kind} {name} [{id}]"),
+        (Some(kind), Some(name), _) => format!("{kind} {name}"),
+        _ => String::new(),
+    };
+    format!("{at}  {actor}{from}  {}  {target}  {}", entry.action, entry.outcome)
+}
+
 async fn keys_command(config: &Config, cmd: &KeysCommand) -> anyhow::Result<()> {
     if let KeysCommand::NewEncryptionKey = cmd {
         println!("{}", crate::keys::database::KeyEncryptionKey::generate());
@@ -900,17 +1012,46 @@ async fn keys_command(config: &Config, cmd: &KeysCommand) -> anyhow::Result<()> 
         let mut out = std::io::stdout().lock();
         writeln!(out, "{}  {:<5}  {:?}", k.kid, k.alg, k.status).map_err(anyhow::Error::from)
     };
-    match cmd {
-        KeysCommand::Generate { alg } => show(&Keyring::generate(vault, *alg).await?)?,
-        KeysCommand::Rotate { alg } => show(&Keyring::rotate(vault, *alg).await?)?,
-        KeysCommand::Promote { kid } => show(&Keyring::promote(vault, kid).await?)?,
-        KeysCommand::Retire { kid } => show(&Keyring::retire(vault, kid).await?)?,
+    let (action, changed) = match cmd {
+        KeysCommand::Generate { alg } => ("key.generate", Keyring::generate(vault, *alg).await?),
+        KeysCommand::Rotate { alg } => ("key.rotate", Keyring::rotate(vault, *alg).await?),
+        KeysCommand::Promote { kid } => ("key.promote", Keyring::promote(vault, kid).await?),
+        KeysCommand::Retire { kid } => ("key.retire", Keyring::retire(vault, kid).await?),
         KeysCommand::List => {
             for key in &keys {
                 show(key)?;
             }
+            return Ok(());
         }
-        KeysCommand::NewEncryptionKey => {} // answered above, without opening the keyring
-    }
+        KeysCommand::NewEncryptionKey => return Ok(()), // answered above, without opening the keyring
+    };
+    show(&changed)?;
+    record_key_change(config, action, &changed).await;
     Ok(())
+}
+
+/// Records a `tessera keys` change in the audit trail. While a server runs on the data folder
+/// (sled lets one process open it) the entry waits in the keys folder for that server to move
+/// into the trail. The change is made either way: it is never undone for want of a record.
+async fn record_key_change(config: &Config, action: &str, key: &crate::keys::KeyInfo) {
+    let alg = key.alg.to_string();
+    let target = crate::oauth::audit::Target {
+        kind: "key",
+        id: &key.kid,
+        name: &alg,
+    };
+    let entry = crate::oauth::audit::audit_entry(&Caller::cli(), action, Some(target), "ok");
+    let recorded = match crate::open_store(config).await {
+        Ok(store) => match store.append_audit(&entry).await {
+            Ok(()) => store.durable().await.map_err(anyhow::Error::from),
+            Err(e) => Err(e.into()),
+        },
+        Err(_) if config.database_url.is_none() => {
+            crate::oauth::audit::queue_pending_audit(&config.keys_dir, &entry).map_err(anyhow::Error::from)
+        }
+        Err(e) => Err(e),
+    };
+    if let Err(e) = recorded {
+        eprintln!("warning: the change is made, but could not be recorded in the audit trail: {e}");
+    }
 }

@@ -230,10 +230,17 @@ impl App {
     /// Serves until `shutdown` completes.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
         let keys = self.provider.keys.clone();
+        let provider = self.provider.clone();
         let reloader = tokio::spawn(async move {
             let mut tick = tokio::time::interval(KEY_RELOAD_INTERVAL);
             loop {
                 tick.tick().await;
+                // What `tessera keys` could not record while this server held the data folder.
+                if provider.config.database_url.is_none() {
+                    if let Err(e) = provider.import_pending_audit(&provider.config.keys_dir).await {
+                        tracing::error!(error = %e.description, "could not import the keys folder's pending audit entries");
+                    }
+                }
                 match keys.reload_if_changed().await {
                     Ok(true) => tracing::info!("keyring changed; keys reloaded"),
                     Ok(false) => {}

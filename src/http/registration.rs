@@ -434,6 +434,7 @@ impl RegistrationApi {
                     body.0.client_id.as_deref(),
                     body.0.client_secret.as_deref(),
                     &body.0.metadata(),
+                    crate::net::client_address(req, &provider.config.trusted_proxies),
                 )
                 .await
         };
@@ -458,7 +459,11 @@ impl RegistrationApi {
             Ok(token) => token,
             Err(e) => return e.into(),
         };
-        match provider.delete_registration(&client_id.0, token.as_deref()).await {
+        let address = crate::net::client_address(req, &provider.config.trusted_proxies);
+        match provider
+            .delete_registration(&client_id.0, token.as_deref(), address)
+            .await
+        {
             Ok(()) => RegistrationDeleted::Deleted,
             Err(e) => e.into(),
         }

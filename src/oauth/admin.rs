@@ -2,6 +2,7 @@
 //! do not already have. Handlers in `http/admin.rs` call these and the shared client, user
 //! and key operations; nothing here knows about HTTP.
 
+use super::audit::{Caller, Target};
 use super::scope::{Scope, ADMIN_SCOPE};
 use super::{Error, ErrorCode, Provider};
 use crate::keys::{Algorithm, KeyInfo, Keyring};
@@ -10,12 +11,6 @@ use crate::store::{ClientRecord, GrantRecord, UserRecord};
 /// The most records one page may hold, and the default page size.
 pub const MAX_PAGE: usize = 200;
 pub const DEFAULT_PAGE: usize = 50;
-
-/// The admin client behind a request.
-#[derive(Debug, Clone)]
-pub struct AdminCaller {
-    pub client_id: String,
-}
 
 /// One page of a listing; `next_cursor` continues it (absent on the last page).
 #[derive(Debug, Clone)]
@@ -52,7 +47,8 @@ pub fn not_found(what: &str) -> Error {
 impl Provider {
     /// Checks a bearer token for the admin API: a valid access token of ours with the
     /// `tessera:admin` scope, issued to a client that still exists and is still an admin client.
-    pub async fn authorize_admin(&self, token: &str) -> Result<AdminCaller, Error> {
+    /// The admin client behind a bearer token, as the audit trail names it.
+    pub async fn authorize_admin(&self, token: &str) -> Result<Caller, Error> {
         let claims = self.verify_access_token(token).await?;
         let scope = Scope::parse(claims["scope"].as_str().unwrap_or_default()).unwrap_or_default();
         if !scope.contains(ADMIN_SCOPE) {
@@ -63,9 +59,7 @@ impl Provider {
         }
         let client_id = claims["client_id"].as_str().unwrap_or_default();
         match self.store.get_client(client_id).await? {
-            Some(client) if client.admin => Ok(AdminCaller {
-                client_id: client.client_id,
-            }),
+            Some(client) if client.admin => Ok(Caller::client(&client, None)),
             _ => Err(Error::new(
                 ErrorCode::InvalidToken,
                 "the token's client is no longer an admin client",
@@ -101,16 +95,65 @@ impl Provider {
 
     /// Revokes one grant: every refresh token of it stops working at once, and its access
     /// tokens are reported inactive by introspection.
-    pub async fn revoke_grant(&self, grant_id: &str) -> Result<GrantRecord, Error> {
-        if !self.store.revoke_grant(grant_id).await? {
-            return Err(not_found("grant"));
+    pub async fn revoke_grant(&self, by: &Caller, grant_id: &str) -> Result<GrantRecord, Error> {
+        let result = async {
+            if !self.store.revoke_grant(grant_id).await? {
+                return Err(not_found("grant"));
+            }
+            self.store.durable().await?;
+            self.store.get_grant(grant_id).await?.ok_or_else(|| not_found("grant"))
         }
-        self.store.durable().await?;
-        self.store.get_grant(grant_id).await?.ok_or_else(|| not_found("grant"))
+        .await;
+        let name = match &result {
+            Ok(grant) => self.grant_name(grant).await,
+            Err(_) => String::new(),
+        };
+        let target = Target {
+            kind: "grant",
+            id: grant_id,
+            name: &name,
+        };
+        self.record_result(by, "grant.revoke", Some(target), &result).await;
+        result
+    }
+
+    /// A grant as a person reads it: whose, to which app.
+    pub(super) async fn grant_name(&self, grant: &GrantRecord) -> String {
+        let user = match self.store.get_user(&grant.user_id).await {
+            Ok(Some(user)) => user.username,
+            _ => grant.user_id.clone(),
+        };
+        let client = match self.store.get_client(&grant.client_id).await {
+            Ok(Some(client)) => client.name,
+            _ => grant.client_id.clone(),
+        };
+        format!("{user} to {client}")
     }
 
     /// Deletes a client after revoking every grant it holds, so no token of it outlives it.
-    pub async fn delete_client(&self, client_id: &str) -> Result<bool, Error> {
+    pub async fn delete_client(&self, by: &Caller, client_id: &str) -> Result<bool, Error> {
+        let name = match self.store.get_client(client_id).await? {
+            Some(client) => client.name,
+            None => String::new(),
+        };
+        let result = self.delete_client_and_grants(client_id).await;
+        let target = Target {
+            kind: "client",
+            id: client_id,
+            name: &name,
+        };
+        match &result {
+            Ok(true) => self.record(by, "client.delete", Some(target), "ok").await,
+            Ok(false) => {
+                self.record_result(by, "client.delete", Some(target), &Err::<(), _>(not_found("client")))
+                    .await
+            }
+            Err(_) => self.record_result(by, "client.delete", Some(target), &result).await,
+        }
+        result
+    }
+
+    pub(super) async fn delete_client_and_grants(&self, client_id: &str) -> Result<bool, Error> {
         // The client goes first, so no update can bring it back (updates write only clients
         // that exist); then what it holds: every grant is revoked and every user's consent
         // forgotten, so nothing it was allowed survives it.
@@ -124,13 +167,34 @@ impl Provider {
     }
 
     /// Deletes a user after revoking every grant they gave.
-    pub async fn delete_user(&self, user_id: &str) -> Result<bool, Error> {
-        for grant in self.store.list_grants(Some(user_id), None).await? {
-            self.store.revoke_grant(&grant.grant_id).await?;
+    pub async fn delete_user(&self, by: &Caller, user_id: &str) -> Result<bool, Error> {
+        let name = match self.store.get_user(user_id).await? {
+            Some(user) => user.username,
+            None => String::new(),
+        };
+        let result = async {
+            for grant in self.store.list_grants(Some(user_id), None).await? {
+                self.store.revoke_grant(&grant.grant_id).await?;
+            }
+            let deleted = self.store.delete_user(user_id).await?;
+            self.store.durable().await?;
+            Ok(deleted)
         }
-        let deleted = self.store.delete_user(user_id).await?;
-        self.store.durable().await?;
-        Ok(deleted)
+        .await;
+        let target = Target {
+            kind: "user",
+            id: user_id,
+            name: &name,
+        };
+        match &result {
+            Ok(true) => self.record(by, "user.delete", Some(target), "ok").await,
+            Ok(false) => {
+                self.record_result(by, "user.delete", Some(target), &Err::<(), _>(not_found("user")))
+                    .await
+            }
+            Err(_) => self.record_result(by, "user.delete", Some(target), &result).await,
+        }
+        result
     }
 
     /// How many clients, users, live (unrevoked) grants and active refresh tokens the store
@@ -185,7 +249,28 @@ impl Provider {
 
     /// Changes the keyring as `tessera keys generate|promote|retire` would, then loads it at
     /// once (the periodic reload would pick it up within two seconds anyway).
-    pub async fn change_keys(&self, change: KeyChange<'_>) -> Result<KeyInfo, Error> {
+    pub async fn change_keys(&self, by: &Caller, change: KeyChange<'_>) -> Result<KeyInfo, Error> {
+        let result = self.change_keyring(change).await;
+        let (action, kid) = match change {
+            KeyChange::Generate(_) => ("key.generate", result.as_ref().map(|k| k.kid.as_str()).unwrap_or("")),
+            KeyChange::Promote(kid) => ("key.promote", kid),
+            KeyChange::Retire(kid) => ("key.retire", kid),
+        };
+        let alg = match (&result, change) {
+            (Ok(key), _) => key.alg.to_string(),
+            (Err(_), KeyChange::Generate(alg)) => alg.to_string(),
+            (Err(_), _) => String::new(),
+        };
+        let target = Target {
+            kind: "key",
+            id: kid,
+            name: &alg,
+        };
+        self.record_result(by, action, Some(target), &result).await;
+        result
+    }
+
+    async fn change_keyring(&self, change: KeyChange<'_>) -> Result<KeyInfo, Error> {
         let vault = self.keys.vault();
         let result = match change {
             KeyChange::Generate(alg) => Keyring::generate(vault, alg).await,

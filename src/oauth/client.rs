@@ -4,6 +4,7 @@
 use subtle::ConstantTimeEq;
 use url::Url;
 
+use super::audit::{Caller, Target};
 use super::client_assertion::{self, ClientKeys};
 use super::scope::ADMIN_SCOPE;
 use super::{now, random_token, secret_hash, Error, ErrorCode, Provider};
@@ -158,13 +159,33 @@ fn new_secret() -> String {
 impl Provider {
     /// Validates and stores a new client. Returns it with the plaintext secret (confidential
     /// clients only), which is never stored and cannot be shown again.
-    pub async fn register_client(&self, new: NewClient) -> Result<(ClientRecord, Option<String>), Error> {
-        self.register_client_with(new, |_| ()).await
+    pub async fn register_client(&self, by: &Caller, new: NewClient) -> Result<(ClientRecord, Option<String>), Error> {
+        self.register_client_with(by, new, |_| ()).await
     }
 
     /// [`Provider::register_client`], letting `finish` set what registration adds (a
     /// registration access token, say) before the client is stored.
     pub(super) async fn register_client_with(
+        &self,
+        by: &Caller,
+        new: NewClient,
+        finish: impl FnOnce(&mut ClientRecord),
+    ) -> Result<(ClientRecord, Option<String>), Error> {
+        let name = new.name.trim().to_string();
+        let result = self.store_new_client(new, finish).await;
+        let target = match &result {
+            Ok((client, _)) => Target::client(client),
+            Err(_) => Target {
+                kind: "client",
+                id: "",
+                name: &name,
+            },
+        };
+        self.record_result(by, "client.create", Some(target), &result).await;
+        result
+    }
+
+    async fn store_new_client(
         &self,
         new: NewClient,
         finish: impl FnOnce(&mut ClientRecord),
@@ -361,12 +382,33 @@ impl Provider {
     }
 
     /// Changes a client's settings. Its id, type, secret, owner and creation time stay.
-    pub async fn update_client(&self, client_id: &str, new: NewClient) -> Result<ClientRecord, Error> {
-        self.update_client_with(client_id, new, |_| ()).await
+    pub async fn update_client(&self, by: &Caller, client_id: &str, new: NewClient) -> Result<ClientRecord, Error> {
+        self.update_client_with(by, client_id, new, |_| ()).await
     }
 
     /// [`Provider::update_client`], letting `finish` set what registration changes too.
     pub(super) async fn update_client_with(
+        &self,
+        by: &Caller,
+        client_id: &str,
+        new: NewClient,
+        finish: impl FnOnce(&mut ClientRecord),
+    ) -> Result<ClientRecord, Error> {
+        let name = new.name.trim().to_string();
+        let result = self.store_client_update(client_id, new, finish).await;
+        let target = match &result {
+            Ok(client) => Target::client(client),
+            Err(_) => Target {
+                kind: "client",
+                id: client_id,
+                name: &name,
+            },
+        };
+        self.record_result(by, "client.update", Some(target), &result).await;
+        result
+    }
+
+    async fn store_client_update(
         &self,
         client_id: &str,
         new: NewClient,
@@ -420,6 +462,9 @@ impl Provider {
                 client.skip_consent = false;
                 if self.store.update_client(&client).await? {
                     changed += 1;
+                    let target = Target::client(&client);
+                    self.record(&Caller::system(), "client.clear_skip_consent", Some(target), "ok")
+                        .await;
                 }
             }
         }
@@ -434,21 +479,34 @@ impl Provider {
     }
 
     /// Replaces a confidential client's secret; the old one stops working at once.
-    pub async fn rotate_client_secret(&self, client_id: &str) -> Result<String, Error> {
-        let mut client = self
-            .store
-            .get_client(client_id)
-            .await?
-            .ok_or_else(|| super::admin::not_found("client"))?;
-        if client.client_type != ClientType::Confidential {
-            return Err(Error::invalid_request("public clients have no secret"));
+    pub async fn rotate_client_secret(&self, by: &Caller, client_id: &str) -> Result<String, Error> {
+        let mut name = String::new();
+        let result = async {
+            let mut client = self
+                .store
+                .get_client(client_id)
+                .await?
+                .ok_or_else(|| super::admin::not_found("client"))?;
+            name.clone_from(&client.name);
+            if client.client_type != ClientType::Confidential {
+                return Err(Error::invalid_request("public clients have no secret"));
+            }
+            let secret = new_secret();
+            client.secret_hash = Some(secret_hash(&secret));
+            if !self.store.update_client(&client).await? {
+                return Err(super::admin::not_found("client"));
+            }
+            Ok(secret)
         }
-        let secret = new_secret();
-        client.secret_hash = Some(secret_hash(&secret));
-        if !self.store.update_client(&client).await? {
-            return Err(super::admin::not_found("client"));
-        }
-        Ok(secret)
+        .await;
+        let target = Target {
+            kind: "client",
+            id: client_id,
+            name: &name,
+        };
+        self.record_result(by, "client.rotate_secret", Some(target), &result)
+            .await;
+        result
     }
 
     /// Client authentication (RFC 6749 §2.3). Confidential clients must present their secret;
@@ -459,6 +517,21 @@ impl Provider {
             .resolve_client_for(&credentials.client_id, credentials.address.as_deref())
             .await?
             .ok_or_else(Error::invalid_client)?;
+        let checked = self.check_client_credentials(&client, credentials).await;
+        if let Err(e) = &checked {
+            if e.code == ErrorCode::InvalidClient {
+                self.client_auth_rejected(&client, credentials.address.as_deref()).await;
+            }
+        }
+        checked.map(|()| client)
+    }
+
+    /// Whether `credentials` authenticate `client`, by the method it registered.
+    async fn check_client_credentials(
+        &self,
+        client: &ClientRecord,
+        credentials: &ClientCredentials,
+    ) -> Result<(), Error> {
         // RFC 7591 §2: a client registered for one method may not use another (clients made by
         // an operator name none and may use either secret method).
         let registered = client.token_endpoint_auth_method.as_deref();
@@ -472,24 +545,19 @@ impl Provider {
             return Err(Error::invalid_client());
         }
         if let (AuthMethod::PrivateKeyJwt, Some(assertion)) = (credentials.method, &credentials.assertion) {
-            self.verify_client_assertion(
-                &client,
-                assertion,
-                &credentials.endpoint,
-                credentials.address.as_deref(),
-            )
-            .await?;
-            return Ok(client);
+            return self
+                .verify_client_assertion(client, assertion, &credentials.endpoint, credentials.address.as_deref())
+                .await;
         }
         match (client.client_type, &client.secret_hash, &credentials.secret) {
             (ClientType::Confidential, Some(stored), Some(given)) => {
                 if bool::from(secret_hash(given).ct_eq(stored)) {
-                    Ok(client)
+                    Ok(())
                 } else {
                     Err(Error::invalid_client())
                 }
             }
-            (ClientType::Public, _, None) => Ok(client),
+            (ClientType::Public, _, None) => Ok(()),
             _ => Err(Error::invalid_client()),
         }
     }

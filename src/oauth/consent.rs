@@ -4,6 +4,7 @@
 //! A user can list the apps they approved and withdraw an approval, which revokes every
 //! grant (so every refresh token) that app holds for them.
 
+use super::audit::{Caller, Target};
 use super::authorize::AuthorizationRequest;
 use super::scope::Scope;
 use super::{now, Error, Provider};
@@ -97,13 +98,27 @@ impl Provider {
     /// Withdraws the user's approval of a client: forgets the consent and revokes every grant
     /// the client holds for the user, so its refresh tokens stop working at once. Returns
     /// whether anything was approved.
-    pub async fn withdraw_consent(&self, user_id: &str, client_id: &str) -> Result<bool, Error> {
+    /// Recorded in the audit trail when there was an approval to withdraw.
+    pub async fn withdraw_consent(&self, by: &Caller, user_id: &str, client_id: &str) -> Result<bool, Error> {
         let known = self.store.get_consent(user_id, client_id).await?.is_some();
         for grant_id in self.store.grant_ids(user_id, client_id).await? {
             self.store.revoke_grant(&grant_id).await?;
         }
         self.store.delete_consent(user_id, client_id).await?;
         self.store.durable().await?;
+        if known {
+            // Named without fetching: a document client's name would mean a request out.
+            let name = match self.store.get_client(client_id).await? {
+                Some(client) => client.name,
+                None => client_id.to_string(),
+            };
+            let target = Target {
+                kind: "client",
+                id: client_id,
+                name: &name,
+            };
+            self.record(by, "consent.withdraw", Some(target), "ok").await;
+        }
         Ok(known)
     }
 }

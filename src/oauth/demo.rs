@@ -3,6 +3,7 @@
 //! within a minute of the first command. The password and the client secret are random and
 //! returned once, to be printed; only their hashes are stored, as for any user and app.
 
+use super::audit::Caller;
 use super::client::NewClient;
 use super::{random_token, Error, Provider};
 use crate::store::{ClientType, GrantType};
@@ -42,26 +43,31 @@ impl Provider {
         }
         let redirect_uri = self.url("/o/playground/callback/");
         let (client, secret) = self
-            .register_client(NewClient {
-                name: DEMO_APP_NAME.to_string(),
-                client_type: ClientType::Confidential,
-                grant_types: vec![GrantType::AuthorizationCode, GrantType::RefreshToken],
-                redirect_uris: vec![redirect_uri.clone()],
-                scope: DEMO_SCOPE.to_string(),
-                resources: Vec::new(),
-                access_token_ttl: None,
-                refresh_token_ttl: None,
-                skip_consent: false,
-                owner_user_id: None,
-                post_logout_redirect_uris: Vec::new(),
-                id_token_signed_response_alg: None,
-                admin: false,
-                keys: None,
-                policy: Default::default(),
-            })
+            .register_client(
+                &Caller::system(),
+                NewClient {
+                    name: DEMO_APP_NAME.to_string(),
+                    client_type: ClientType::Confidential,
+                    grant_types: vec![GrantType::AuthorizationCode, GrantType::RefreshToken],
+                    redirect_uris: vec![redirect_uri.clone()],
+                    scope: DEMO_SCOPE.to_string(),
+                    resources: Vec::new(),
+                    access_token_ttl: None,
+                    refresh_token_ttl: None,
+                    skip_consent: false,
+                    owner_user_id: None,
+                    post_logout_redirect_uris: Vec::new(),
+                    id_token_signed_response_alg: None,
+                    admin: false,
+                    keys: None,
+                    policy: Default::default(),
+                },
+            )
             .await?;
         let password = random_token(12);
-        let user = self.create_user(DEMO_USERNAME, &password, None).await?;
+        let user = self
+            .create_user(&Caller::system(), DEMO_USERNAME, &password, None)
+            .await?;
         Ok(Some(Demo {
             username: user.username,
             password,

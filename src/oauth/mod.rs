@@ -74,6 +74,8 @@ pub struct Provider {
     device_rate: crate::rate_limit::RateLimiter,
     /// Pushed authorization requests per client address, for clients anyone can push for.
     pushed_rate: crate::rate_limit::RateLimiter,
+    /// Bursts of rejected client authentications, for the audit trail.
+    auth_failures: audit::AuthFailureWatch,
     /// The active-refresh-token gauge, a full scan, taken no more often than it is worth.
     active_refresh_tokens: crate::metrics::CostlyCount,
     /// Signs cookie values ([`session::LoginForm`], [`session::DeviceCookie`]); read from the
@@ -115,6 +117,7 @@ impl Provider {
             registration_rate,
             device_rate,
             pushed_rate,
+            auth_failures: audit::AuthFailureWatch::new(),
             active_refresh_tokens: Default::default(),
             cookie_key: Default::default(),
             dpop_nonce_key: Default::default(),
@@ -156,6 +159,9 @@ impl Provider {
             let unused = client.registration_token_hash.is_some() && client.first_used_at.is_none();
             if unused && client.created_at <= unused_cutoff && self.store.delete_client(&client.client_id).await? {
                 unused_clients += 1;
+                let target = audit::Target::client(client);
+                self.record(&audit::Caller::system(), "client.purge_unused", Some(target), "ok")
+                    .await;
             }
         }
         // The longest access token lifetime, a client's own included.

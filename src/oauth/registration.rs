@@ -5,6 +5,7 @@
 use subtle::ConstantTimeEq;
 use url::Url;
 
+use super::audit::Caller;
 use super::client::{check_uri_list, is_loopback, NewClient};
 use super::client_assertion::{self, ClientKeys};
 use super::scope::{Scope, ADMIN_SCOPE};
@@ -365,8 +366,9 @@ impl Provider {
         self.registration_rate.check(&key).map_err(Error::rate_limited)?;
         let token = random_token(32);
         let token_hash = secret_hash(&token);
+        let by = Caller::anonymous(address.map(|a| a.to_string()).as_deref());
         let (client, client_secret) = self
-            .register_client_with(new, |client| {
+            .register_client_with(&by, new, |client| {
                 client.registration_token_hash = Some(token_hash);
                 client.token_endpoint_auth_method = Some(method);
             })
@@ -416,8 +418,10 @@ impl Provider {
         body_client_id: Option<&str>,
         body_client_secret: Option<&str>,
         metadata: &ClientMetadata,
+        address: Option<std::net::IpAddr>,
     ) -> Result<Registration, Error> {
         let client = self.registered_client(client_id, token).await?;
+        let by = Caller::client(&client, address.map(|a| a.to_string()).as_deref());
         if body_client_id != Some(client_id) {
             return Err(invalid_metadata("client_id must be sent and match the registration"));
         }
@@ -437,7 +441,7 @@ impl Provider {
             ));
         }
         let updated = self
-            .update_client_with(client_id, new, |client| {
+            .update_client_with(&by, client_id, new, |client| {
                 client.token_endpoint_auth_method = Some(method)
             })
             .await
@@ -446,9 +450,15 @@ impl Provider {
     }
 
     /// RFC 7592 §2.3: delete a registration (its grants are revoked first).
-    pub async fn delete_registration(&self, client_id: &str, token: Option<&str>) -> Result<(), Error> {
-        self.registered_client(client_id, token).await?;
-        self.delete_client(client_id).await?;
+    pub async fn delete_registration(
+        &self,
+        client_id: &str,
+        token: Option<&str>,
+        address: Option<std::net::IpAddr>,
+    ) -> Result<(), Error> {
+        let client = self.registered_client(client_id, token).await?;
+        let by = Caller::client(&client, address.map(|a| a.to_string()).as_deref());
+        self.delete_client(&by, client_id).await?;
         Ok(())
     }
 }

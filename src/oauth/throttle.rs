@@ -140,14 +140,16 @@ impl LoginThrottle {
     /// [`LoginThrottle::abandoned`] says otherwise. Refused (`Ok(Err(wait))`) while any of its
     /// counts is locked. Check and count happen in one atomic update, so of many parallel
     /// attempts, on however many nodes, no more pass than one after another would.
+    /// `Ok(Ok(true))` when this attempt, should it fail, is the one that locks out its
+    /// (username, address) pair or its address: exactly one attempt starts each lockout.
     pub async fn begin(
         &self,
         store: &dyn EphemeralStore,
         attempt: &Attempt<'_>,
-    ) -> Result<Result<(), Duration>, StoreError> {
+    ) -> Result<Result<bool, Duration>, StoreError> {
         let (kinds, keys) = keys(attempt);
         let now = crate::clock::now_ms();
-        let outcome = Mutex::new(Ok(()));
+        let outcome = Mutex::new(Ok(false));
         store
             .update_counters(&keys, &|counters| {
                 if let Some(wait) = wait_of(counters, now) {
@@ -162,6 +164,9 @@ impl LoginThrottle {
                     counter.last_failure_ms = now;
                     if counter.failures > self.allowed(*kind) {
                         counter.locked_until_ms = now + self.lockout(*kind, counter.failures).as_millis() as i64;
+                        if *kind != Kind::Username {
+                            *outcome.lock().unwrap_or_else(|p| p.into_inner()) = Ok(true);
+                        }
                     }
                     counter.expires_at_ms = (now + FORGET_AFTER_MS).max(counter.locked_until_ms);
                 }
@@ -331,7 +336,7 @@ mod tests {
         store: &crate::store::SledStore,
         attempt: Attempt<'_>,
     ) -> Result<(), Duration> {
-        throttle.begin(store, &attempt).await.unwrap()
+        throttle.begin(store, &attempt).await.unwrap().map(|_| ())
     }
 
     #[tokio::test]

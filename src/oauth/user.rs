@@ -3,6 +3,7 @@
 use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
 
+use super::audit::{Caller, Target};
 use super::{now, Error, Provider};
 use crate::store::{StoreError, UserProfile, UserRecord};
 
@@ -243,6 +244,7 @@ impl Provider {
         address: Option<std::net::IpAddr>,
         device_cookie: Option<&str>,
     ) -> Result<UserRecord, LoginFailure> {
+        let by = Caller::anonymous(address.map(|a| a.to_string()).as_deref());
         let address = address.map(crate::net::address_key).unwrap_or_default();
         let known_device = self
             .is_known_device(device_cookie, username)
@@ -255,7 +257,8 @@ impl Provider {
         };
         let failed = |e: crate::store::StoreError| LoginFailure::Error(e.into());
         let store = self.store.as_ref();
-        self.login_throttle
+        let locks_out = self
+            .login_throttle
             .begin(store, &attempt)
             .await
             .map_err(failed)?
@@ -276,17 +279,41 @@ impl Provider {
                 }
                 Ok(user)
             }
-            Ok(None) => match self.login_throttle.retry_after(store, &attempt).await.map_err(failed)? {
-                Some(wait) => Err(LoginFailure::Throttled(wait)),
-                None => Err(LoginFailure::Invalid),
-            },
+            Ok(None) => {
+                if locks_out {
+                    // The name as typed (bounded): it may be nobody's.
+                    let name: String = username.chars().take(64).collect();
+                    let target = Target {
+                        kind: "user",
+                        id: "",
+                        name: &name,
+                    };
+                    self.record(&by, "login.lockout", Some(target), "locked").await;
+                }
+                self.login_failed(&attempt).await
+            }
             Err(e) => Err(LoginFailure::Error(e)),
+        }
+    }
+
+    /// A wrong password: `Invalid`, or `Throttled` if that failure locked the attempt out.
+    async fn login_failed(&self, attempt: &super::throttle::Attempt<'_>) -> Result<UserRecord, LoginFailure> {
+        let failed = |e: crate::store::StoreError| LoginFailure::Error(e.into());
+        match self
+            .login_throttle
+            .retry_after(self.store.as_ref(), attempt)
+            .await
+            .map_err(failed)?
+        {
+            Some(wait) => Err(LoginFailure::Throttled(wait)),
+            None => Err(LoginFailure::Invalid),
         }
     }
 
     /// Creates a user; fails with `invalid_request` when the username is taken or invalid.
     pub async fn create_user(
         &self,
+        by: &Caller,
         username: &str,
         password: &str,
         email: Option<String>,
@@ -295,17 +322,32 @@ impl Provider {
             email,
             ..ProfileEdit::default()
         };
-        self.create_user_with_profile(username, password, edit).await
+        self.create_user_with_profile(by, username, password, edit).await
     }
 
     /// Creates a user with an email and profile. Everything is checked before anything is
     /// stored, so a bad profile leaves no half-made user behind.
     pub async fn create_user_with_profile(
         &self,
+        by: &Caller,
         username: &str,
         password: &str,
         edit: ProfileEdit,
     ) -> Result<UserRecord, Error> {
+        let result = self.store_new_user(username, password, edit).await;
+        let target = match &result {
+            Ok(user) => Target::user(user),
+            Err(_) => Target {
+                kind: "user",
+                id: "",
+                name: username,
+            },
+        };
+        self.record_result(by, "user.create", Some(target), &result).await;
+        result
+    }
+
+    async fn store_new_user(&self, username: &str, password: &str, edit: ProfileEdit) -> Result<UserRecord, Error> {
         validate_username(username)?;
         validate_password(password)?;
         let email = normalized(&edit.email);
@@ -354,7 +396,13 @@ impl Provider {
 
     /// Changes a user's email and profile claims. A new email address is unverified unless
     /// the edit says otherwise (only the operator's CLI can).
-    pub async fn update_profile(&self, user_id: &str, edit: ProfileEdit) -> Result<UserRecord, Error> {
+    pub async fn update_profile(&self, by: &Caller, user_id: &str, edit: ProfileEdit) -> Result<UserRecord, Error> {
+        let result = self.store_profile(user_id, edit).await;
+        self.record_user_result(by, "user.update", user_id, &result).await;
+        result
+    }
+
+    async fn store_profile(&self, user_id: &str, edit: ProfileEdit) -> Result<UserRecord, Error> {
         let mut user = self
             .store
             .get_user(user_id)
@@ -381,60 +429,98 @@ impl Provider {
 
     /// Gives a user the operator role, or takes it away. Only the CLI and the admin API call
     /// this: no page a user sees can.
-    pub async fn set_operator(&self, user_id: &str, operator: bool) -> Result<UserRecord, Error> {
-        let mut user = self
-            .store
+    pub async fn set_operator(&self, by: &Caller, user_id: &str, operator: bool) -> Result<UserRecord, Error> {
+        let result = async {
+            let mut user = self.existing_user(user_id).await?;
+            if user.operator != operator {
+                user.operator = operator;
+                self.store.update_user(&user).await?;
+            }
+            Ok(user)
+        }
+        .await;
+        let action = if operator {
+            "user.operator_on"
+        } else {
+            "user.operator_off"
+        };
+        self.record_user_result(by, action, user_id, &result).await;
+        result
+    }
+
+    async fn existing_user(&self, user_id: &str) -> Result<UserRecord, Error> {
+        self.store
             .get_user(user_id)
             .await?
-            .ok_or_else(|| super::admin::not_found("user"))?;
-        if user.operator != operator {
-            user.operator = operator;
-            self.store.update_user(&user).await?;
-        }
-        Ok(user)
+            .ok_or_else(|| super::admin::not_found("user"))
+    }
+
+    /// Records what happened to a user, named by their username when they exist.
+    async fn record_user_result<T>(&self, by: &Caller, action: &str, user_id: &str, result: &Result<T, Error>) {
+        let name = match self.store.get_user(user_id).await {
+            Ok(Some(user)) => user.username,
+            _ => String::new(),
+        };
+        let target = Target {
+            kind: "user",
+            id: user_id,
+            name: &name,
+        };
+        self.record_result(by, action, Some(target), result).await;
     }
 
     /// Disables an account or enables it again. Disabling ends every session the user has and
     /// revokes every grant they gave, so their apps' refresh tokens fail at once. Returns the
     /// user and how many grants were revoked.
-    pub async fn set_disabled(&self, user_id: &str, disabled: bool) -> Result<(UserRecord, usize), Error> {
-        let mut user = self
-            .store
-            .get_user(user_id)
-            .await?
-            .ok_or_else(|| super::admin::not_found("user"))?;
-        if user.disabled != disabled {
-            user.disabled = disabled;
-            if disabled {
-                user.session_epoch += 1;
+    pub async fn set_disabled(&self, by: &Caller, user_id: &str, disabled: bool) -> Result<(UserRecord, usize), Error> {
+        let result = async {
+            let mut user = self.existing_user(user_id).await?;
+            if user.disabled != disabled {
+                user.disabled = disabled;
+                if disabled {
+                    user.session_epoch += 1;
+                }
+                self.store.update_user(&user).await?;
             }
-            self.store.update_user(&user).await?;
+            // Also when it was disabled already: nothing it holds may outlive the decision.
+            let revoked = match disabled {
+                true => self.revoke_grants_of(user_id).await?,
+                false => 0,
+            };
+            Ok((user, revoked))
         }
-        // Also when it was disabled already: nothing it holds may outlive the decision.
-        let revoked = match disabled {
-            true => self.revoke_user_grants(user_id).await?,
-            false => 0,
-        };
-        Ok((user, revoked))
+        .await;
+        let action = if disabled { "user.disable" } else { "user.enable" };
+        self.record_user_result(by, action, user_id, &result).await;
+        result
     }
 
-    pub async fn set_password(&self, user_id: &str, password: &str) -> Result<(), Error> {
-        validate_password(password)?;
-        let mut user = self
-            .store
-            .get_user(user_id)
-            .await?
-            .ok_or_else(|| super::admin::not_found("user"))?;
-        user.password_hash = hash_password_off_workers(password).await?;
-        // Every session opened with the old password ends (review finding 12).
-        user.session_epoch += 1;
-        Ok(self.store.update_user(&user).await?)
+    /// Sets a user's password; every session opened with the old one ends.
+    pub async fn set_password(&self, by: &Caller, user_id: &str, password: &str) -> Result<(), Error> {
+        let result = async {
+            validate_password(password)?;
+            let mut user = self.existing_user(user_id).await?;
+            user.password_hash = hash_password_off_workers(password).await?;
+            // Every session opened with the old password ends (review finding 12).
+            user.session_epoch += 1;
+            Ok(self.store.update_user(&user).await?)
+        }
+        .await;
+        self.record_user_result(by, "user.set_password", user_id, &result).await;
+        result
     }
 
     /// Revokes every grant a user gave (an operator's password reset after a compromise):
     /// all their apps' refresh tokens stop working, and their access tokens turn inactive.
     /// Returns how many grants were revoked.
-    pub async fn revoke_user_grants(&self, user_id: &str) -> Result<usize, Error> {
+    pub async fn revoke_user_grants(&self, by: &Caller, user_id: &str) -> Result<usize, Error> {
+        let result = self.revoke_grants_of(user_id).await;
+        self.record_user_result(by, "user.revoke_grants", user_id, &result)
+            .await;
+        result
+    }
+
+    async fn revoke_grants_of(&self, user_id: &str) -> Result<usize, Error> {
         let mut revoked = 0;
         for grant in self.store.list_grants(Some(user_id), None).await? {
             if !grant.revoked && self.store.revoke_grant(&grant.grant_id).await? {

@@ -8,7 +8,7 @@ use poem::http::StatusCode;
 use poem::web::Data;
 use poem::{handler, Body, Request, Response};
 
-use super::{checked_form, current_session, error_page, form_pairs, page, redirect, visitor, Templates};
+use super::{caller, checked_form, current_session, error_page, form_pairs, page, redirect, visitor, Templates};
 use crate::oauth::authorize::Params;
 use crate::oauth::logout::{AfterLogout, LogoutRequest};
 use crate::oauth::user::ProfileEdit;
@@ -111,7 +111,10 @@ pub async fn save_profile(
         },
     };
     let csrf = &visitor.record.csrf_token;
-    match provider.update_profile(&visitor.user.user_id, edit.clone()).await {
+    match provider
+        .update_profile(&caller(provider, &visitor, req), &visitor.user.user_id, edit.clone())
+        .await
+    {
         Ok(user) => {
             let saved = ProfileEdit::of(&user);
             profile_page(templates, StatusCode::OK, &user, &saved, csrf, Some("Saved."), None)

@@ -10,7 +10,7 @@ use poem::http::StatusCode;
 use poem::web::{Data, Path};
 use poem::{get, handler, Body, EndpointExt, Request, Response, Route};
 
-use super::{checked_form, date, error_page, page, redirect, visitor, Templates};
+use super::{caller, checked_form, date, error_page, page, redirect, visitor, Templates};
 use crate::http::routes as paths;
 use crate::oauth::client::NewClient;
 use crate::oauth::client_assertion::ClientKeys;
@@ -373,7 +373,11 @@ pub async fn register(
     let (new, form_error) = settings_from_form(provider, &Params::new(&form), base);
     let registered = match form_error {
         Some(why) => Err(Error::invalid_request(why)),
-        None => provider.register_client(new.clone()).await,
+        None => {
+            provider
+                .register_client(&caller(provider, &visitor, req), new.clone())
+                .await
+        }
     };
     match registered {
         Ok((client, secret)) => detail_page(templates, &client, &visitor, secret.as_deref()),
@@ -441,7 +445,11 @@ pub async fn edit(
     let (new, form_error) = settings_from_form(provider, &Params::new(&form), settings_of(&client));
     let updated = match form_error {
         Some(why) => Err(Error::invalid_request(why)),
-        None => provider.update_client(&id, new.clone()).await,
+        None => {
+            provider
+                .update_client(&caller(provider, &visitor, req), &id, new.clone())
+                .await
+        }
     };
     match updated {
         Ok(_) => redirect(StatusCode::SEE_OTHER, &format!("/o/applications/{id}/")),
@@ -470,7 +478,10 @@ pub async fn rotate_secret(
     let visitor = try_page!(visitor(provider, templates, req, StatusCode::SEE_OTHER).await);
     let client = try_page!(owned_client(provider, templates, &visitor, &id).await);
     try_page!(checked_form(templates, &visitor, body).await);
-    match provider.rotate_client_secret(&id).await {
+    match provider
+        .rotate_client_secret(&caller(provider, &visitor, req), &id)
+        .await
+    {
         Ok(secret) => detail_page(templates, &client, &visitor, Some(&secret)),
         Err(e) => error_page(templates, &e),
     }
@@ -505,7 +516,7 @@ pub async fn delete(
     let visitor = try_page!(visitor(provider, templates, req, StatusCode::SEE_OTHER).await);
     try_page!(owned_client(provider, templates, &visitor, &id).await);
     try_page!(checked_form(templates, &visitor, body).await);
-    match provider.delete_client(&id).await {
+    match provider.delete_client(&caller(provider, &visitor, req), &id).await {
         Ok(_) => redirect(StatusCode::SEE_OTHER, "/o/applications/"),
         Err(e) => error_page(templates, &e),
     }

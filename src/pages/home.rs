@@ -87,7 +87,10 @@ pub(super) async fn revoke_app(
     let Some(client_id) = form.get("client_id").ok().flatten() else {
         return error_page(templates, &Error::invalid_request("client_id is missing"));
     };
-    match provider.withdraw_consent(visitor.user_id(), client_id).await {
+    match provider
+        .withdraw_consent(&super::caller(provider, &visitor, req), visitor.user_id(), client_id)
+        .await
+    {
         Ok(_) => redirect(StatusCode::SEE_OTHER, paths::AUTHORIZED_APPS),
         Err(e) => error_page(templates, &e),
     }

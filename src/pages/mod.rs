@@ -361,6 +361,12 @@ async fn visitor(
     }
 }
 
+/// The signed-in visitor as the audit trail names them, with their address.
+fn caller(provider: &Provider, session: &Session, req: &Request) -> crate::oauth::audit::Caller {
+    let address = crate::net::client_address(req, &provider.config.trusted_proxies).map(|a| a.to_string());
+    crate::oauth::audit::Caller::user(&session.user, address.as_deref())
+}
+
 /// A POSTed form with a valid CSRF token for `visitor`'s session.
 async fn checked_form(
     templates: &Templates,

@@ -972,7 +972,7 @@ impl SessionStore for PgStore {
 impl AuditStore for PgStore {
     async fn append_audit(&self, entry: &AuditRecord) -> Result<()> {
         self.execute(
-            "INSERT INTO audit (id, at_ms, record) VALUES ($1, $2, $3)",
+            "INSERT INTO audit (id, at_ms, record) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING",
             &[&entry.id, &entry.at_ms, &to_value(entry)?],
         )
         .await?;

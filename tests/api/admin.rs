@@ -2,6 +2,7 @@
 //! (clients, users, grants, keys) doing what the CLI does.
 
 use std::time::Duration;
+use tessera::oauth::audit::Caller;
 
 use serde_json::{json, Value};
 
@@ -144,7 +145,7 @@ async fn without_a_valid_admin_token_nothing_is_read_or_changed() {
     )
     .await;
     let token = token_for(&app, &admin, "tessera:admin").await;
-    app.provider.delete_client(&admin.id).await.unwrap();
+    app.provider.delete_client(&Caller::system(), &admin.id).await.unwrap();
     problem(
         call(&app, "GET", "/api/v1/clients", Some(&token), None).await,
         401,

@@ -2,6 +2,7 @@
 
 use crate::helpers::*;
 use serde_json::Value;
+use tessera::oauth::audit::Caller;
 
 fn code_element(html: &str, id: &str) -> Option<String> {
     let marker = format!("<code id=\"{id}\">");
@@ -219,7 +220,7 @@ async fn other_users_apps_do_not_exist_for_you() {
     let html = register(&app, &SERVICE).await.text().await.unwrap();
     let id = code_element(&html, "client-id").unwrap();
     app.provider
-        .create_user("bob", "bobs long password", None)
+        .create_user(&Caller::system(), "bob", "bobs long password", None)
         .await
         .unwrap();
     let bob = reqwest::Client::builder()

@@ -3,6 +3,7 @@
 
 use jsonwebtoken::Algorithm;
 use serde_json::json;
+use tessera::oauth::audit::Caller;
 use tessera::oauth::client::NewClient;
 use tessera::oauth::client_assertion::ClientKeys;
 use tessera::store::{ClientType, GrantType};
@@ -362,10 +363,13 @@ async fn one_address_cannot_store_device_authorizations_without_limit() {
     let app = spawn_app().await;
     let (client, _) = app
         .provider
-        .register_client(NewClient {
-            scope: "read".into(),
-            ..client_settings("Living room TV", ClientType::Public, vec![GrantType::DeviceCode])
-        })
+        .register_client(
+            &Caller::system(),
+            NewClient {
+                scope: "read".into(),
+                ..client_settings("Living room TV", ClientType::Public, vec![GrantType::DeviceCode])
+            },
+        )
         .await
         .unwrap();
     let mut stored = 0;

@@ -5,6 +5,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use tessera::oauth::audit::Caller;
 
 use serde_json::Value;
 use tessera::oauth::client::NewClient;
@@ -248,17 +249,20 @@ async fn a_client_that_requires_dpop_gets_no_token_without_a_proof() {
     let app = spawn_app().await;
     let (client, secret) = app
         .provider
-        .register_client(NewClient {
-            policy: ClientPolicy {
-                dpop_bound_access_tokens: true,
-                ..Default::default()
+        .register_client(
+            &Caller::system(),
+            NewClient {
+                policy: ClientPolicy {
+                    dpop_bound_access_tokens: true,
+                    ..Default::default()
+                },
+                ..client_settings(
+                    "DPoP only",
+                    ClientType::Confidential,
+                    vec![GrantType::ClientCredentials],
+                )
             },
-            ..client_settings(
-                "DPoP only",
-                ClientType::Confidential,
-                vec![GrantType::ClientCredentials],
-            )
-        })
+        )
         .await
         .unwrap();
     let client = TestClient {

@@ -3,6 +3,7 @@
 //! test-output/browser/.
 
 use std::path::{Path, PathBuf};
+use tessera::oauth::audit::Caller;
 
 use crate::helpers::*;
 
@@ -58,7 +59,10 @@ async fn a_person_logs_in_consents_and_withdraws_the_app_in_a_real_browser() {
 async fn the_consent_bypass_and_the_tab_redirect_fail_in_a_real_browser() {
     let app = spawn_app().await;
     let (attacker, password) = ("mallory", "mallory's long password");
-    app.provider.create_user(attacker, password, None).await.unwrap();
+    app.provider
+        .create_user(&Caller::system(), attacker, password, None)
+        .await
+        .unwrap();
     run_browser_script(
         &app,
         "review.test.mjs",
@@ -85,14 +89,17 @@ async fn a_device_gets_tokens_while_a_person_approves_it_in_a_real_browser() {
     let name = "Kitchen Display";
     let (device, _) = app
         .provider
-        .register_client(NewClient {
-            scope: "openid profile read".into(),
-            ..client_settings(
-                name,
-                ClientType::Public,
-                vec![GrantType::DeviceCode, GrantType::RefreshToken],
-            )
-        })
+        .register_client(
+            &Caller::system(),
+            NewClient {
+                scope: "openid profile read".into(),
+                ..client_settings(
+                    name,
+                    ClientType::Public,
+                    vec![GrantType::DeviceCode, GrantType::RefreshToken],
+                )
+            },
+        )
         .await
         .unwrap();
     let screenshots = run_browser_script(

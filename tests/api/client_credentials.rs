@@ -1,5 +1,6 @@
 use crate::helpers::*;
 use serde_json::Value;
+use tessera::oauth::audit::Caller;
 
 #[tokio::test]
 async fn client_credentials_yields_an_rfc9068_access_token() {
@@ -114,23 +115,26 @@ async fn per_client_lifetimes_override_the_servers() {
     let app = spawn_app().await;
     let (client, secret) = app
         .provider
-        .register_client(tessera::oauth::client::NewClient {
-            name: "Short".into(),
-            client_type: tessera::store::ClientType::Confidential,
-            grant_types: vec![tessera::store::GrantType::ClientCredentials],
-            redirect_uris: vec![],
-            scope: "read".into(),
-            resources: vec![],
-            access_token_ttl: Some(120),
-            refresh_token_ttl: None,
-            skip_consent: false,
-            owner_user_id: None,
-            post_logout_redirect_uris: vec![],
-            id_token_signed_response_alg: None,
-            admin: false,
-            keys: None,
-            policy: Default::default(),
-        })
+        .register_client(
+            &Caller::system(),
+            tessera::oauth::client::NewClient {
+                name: "Short".into(),
+                client_type: tessera::store::ClientType::Confidential,
+                grant_types: vec![tessera::store::GrantType::ClientCredentials],
+                redirect_uris: vec![],
+                scope: "read".into(),
+                resources: vec![],
+                access_token_ttl: Some(120),
+                refresh_token_ttl: None,
+                skip_consent: false,
+                owner_user_id: None,
+                post_logout_redirect_uris: vec![],
+                id_token_signed_response_alg: None,
+                admin: false,
+                keys: None,
+                policy: Default::default(),
+            },
+        )
         .await
         .unwrap();
     let short = TestClient {

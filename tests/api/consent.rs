@@ -1,6 +1,7 @@
 //! Consent memory and first-party apps.
 
 use crate::helpers::*;
+use tessera::oauth::audit::Caller;
 
 fn with_scope(mut params: Vec<(String, String)>, scope: &str) -> Vec<(String, String)> {
     params.retain(|(k, _)| k != "scope");
@@ -70,23 +71,26 @@ async fn a_first_party_app_never_asks() {
     let app = logged_in_app().await;
     let (client, _) = app
         .provider
-        .register_client(tessera::oauth::client::NewClient {
-            name: "First party".into(),
-            client_type: tessera::store::ClientType::Public,
-            grant_types: vec![tessera::store::GrantType::AuthorizationCode],
-            redirect_uris: vec![REDIRECT_URI.into()],
-            scope: "read".into(),
-            resources: vec![],
-            access_token_ttl: None,
-            refresh_token_ttl: None,
-            skip_consent: true,
-            owner_user_id: None,
-            post_logout_redirect_uris: vec![],
-            id_token_signed_response_alg: None,
-            admin: false,
-            keys: None,
-            policy: Default::default(),
-        })
+        .register_client(
+            &Caller::system(),
+            tessera::oauth::client::NewClient {
+                name: "First party".into(),
+                client_type: tessera::store::ClientType::Public,
+                grant_types: vec![tessera::store::GrantType::AuthorizationCode],
+                redirect_uris: vec![REDIRECT_URI.into()],
+                scope: "read".into(),
+                resources: vec![],
+                access_token_ttl: None,
+                refresh_token_ttl: None,
+                skip_consent: true,
+                owner_user_id: None,
+                post_logout_redirect_uris: vec![],
+                id_token_signed_response_alg: None,
+                admin: false,
+                keys: None,
+                policy: Default::default(),
+            },
+        )
         .await
         .unwrap();
     let params: Vec<(String, String)> = with_scope(app.authorize_query(&Pkce::new(), "s"), "read")

@@ -3,6 +3,7 @@
 //! endpoint through every answer RFC 8628 §3.5 defines.
 
 use std::time::Duration;
+use tessera::oauth::audit::Caller;
 
 use serde_json::Value;
 use tessera::oauth::client::NewClient;
@@ -26,15 +27,18 @@ async fn spawn(change: impl FnOnce(&mut Config)) -> TestApp {
 pub async fn device_client(app: &TestApp, client_type: ClientType) -> TestClient {
     let (client, secret) = app
         .provider
-        .register_client(NewClient {
-            scope: "openid profile read".into(),
-            resources: vec![RESOURCE.into()],
-            ..client_settings(
-                "Living Room TV",
-                client_type,
-                vec![GrantType::DeviceCode, GrantType::RefreshToken],
-            )
-        })
+        .register_client(
+            &Caller::system(),
+            NewClient {
+                scope: "openid profile read".into(),
+                resources: vec![RESOURCE.into()],
+                ..client_settings(
+                    "Living Room TV",
+                    client_type,
+                    vec![GrantType::DeviceCode, GrantType::RefreshToken],
+                )
+            },
+        )
         .await
         .unwrap();
     TestClient {
@@ -201,7 +205,7 @@ async fn the_whole_flow_over_http_gets_tokens_once_the_user_approves() {
     assert!(apps.contains("Living Room TV"), "{apps}");
     assert!(app.introspect(tokens["access_token"].as_str().unwrap()).await["active"] == true);
     app.provider
-        .withdraw_consent(claims["sub"].as_str().unwrap(), &tv.id)
+        .withdraw_consent(&Caller::system(), claims["sub"].as_str().unwrap(), &tv.id)
         .await
         .unwrap();
     assert_eq!(

@@ -5,6 +5,7 @@
 
 use reqwest::{Response, StatusCode};
 use serde_json::{json, Value};
+use tessera::oauth::audit::Caller;
 use tessera::oauth::client::NewClient;
 use tessera::store::{ClientPolicy, ClientType, GrantType};
 
@@ -136,12 +137,15 @@ async fn register(app: &TestApp, client_type: ClientType, policy: ClientPolicy) 
     };
     let (client, secret) = app
         .provider
-        .register_client(NewClient {
-            redirect_uris: vec![REDIRECT_URI.into()],
-            scope: "openid read".into(),
-            policy,
-            ..client_settings("DPoP app", client_type, grants)
-        })
+        .register_client(
+            &Caller::system(),
+            NewClient {
+                redirect_uris: vec![REDIRECT_URI.into()],
+                scope: "openid read".into(),
+                policy,
+                ..client_settings("DPoP app", client_type, grants)
+            },
+        )
         .await
         .unwrap();
     TestClient {

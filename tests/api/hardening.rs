@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 use std::time::Duration;
+use tessera::oauth::audit::Caller;
 
 use serde_json::Value;
 
@@ -179,7 +180,11 @@ async fn rotating_a_secret_under_load_switches_from_old_to_new_at_one_point() {
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
     let rotation_started = std::time::Instant::now();
-    let secret = app.provider.rotate_client_secret(&old.id).await.unwrap();
+    let secret = app
+        .provider
+        .rotate_client_secret(&Caller::system(), &old.id)
+        .await
+        .unwrap();
     let rotated = std::time::Instant::now();
     let new = TestClient {
         id: old.id.clone(),

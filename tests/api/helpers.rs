@@ -1,6 +1,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use tessera::oauth::audit::Caller;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -211,51 +212,57 @@ async fn seed(provider: &Provider, dirs: &TempDir) -> (TestClient, TestClient) {
         return (c("client"), c("public"));
     }
     let (confidential, secret) = provider
-        .register_client(NewClient {
-            name: "Test App".into(),
-            client_type: ClientType::Confidential,
-            grant_types: vec![
-                GrantType::AuthorizationCode,
-                GrantType::ClientCredentials,
-                GrantType::RefreshToken,
-            ],
-            redirect_uris: vec![REDIRECT_URI.into()],
-            scope: "read write".into(),
-            resources: vec![RESOURCE.into()],
-            access_token_ttl: None,
-            refresh_token_ttl: None,
-            skip_consent: false,
-            owner_user_id: None,
-            post_logout_redirect_uris: vec![],
-            id_token_signed_response_alg: None,
-            admin: false,
-            keys: None,
-            policy: Default::default(),
-        })
+        .register_client(
+            &Caller::system(),
+            NewClient {
+                name: "Test App".into(),
+                client_type: ClientType::Confidential,
+                grant_types: vec![
+                    GrantType::AuthorizationCode,
+                    GrantType::ClientCredentials,
+                    GrantType::RefreshToken,
+                ],
+                redirect_uris: vec![REDIRECT_URI.into()],
+                scope: "read write".into(),
+                resources: vec![RESOURCE.into()],
+                access_token_ttl: None,
+                refresh_token_ttl: None,
+                skip_consent: false,
+                owner_user_id: None,
+                post_logout_redirect_uris: vec![],
+                id_token_signed_response_alg: None,
+                admin: false,
+                keys: None,
+                policy: Default::default(),
+            },
+        )
         .await
         .unwrap();
     let (public, _) = provider
-        .register_client(NewClient {
-            name: "Public App".into(),
-            client_type: ClientType::Public,
-            grant_types: vec![GrantType::AuthorizationCode, GrantType::RefreshToken],
-            redirect_uris: vec!["http://127.0.0.1/callback".into()],
-            scope: "read".into(),
-            resources: vec![],
-            access_token_ttl: None,
-            refresh_token_ttl: None,
-            skip_consent: false,
-            owner_user_id: None,
-            post_logout_redirect_uris: vec![],
-            id_token_signed_response_alg: None,
-            admin: false,
-            keys: None,
-            policy: Default::default(),
-        })
+        .register_client(
+            &Caller::system(),
+            NewClient {
+                name: "Public App".into(),
+                client_type: ClientType::Public,
+                grant_types: vec![GrantType::AuthorizationCode, GrantType::RefreshToken],
+                redirect_uris: vec!["http://127.0.0.1/callback".into()],
+                scope: "read".into(),
+                resources: vec![],
+                access_token_ttl: None,
+                refresh_token_ttl: None,
+                skip_consent: false,
+                owner_user_id: None,
+                post_logout_redirect_uris: vec![],
+                id_token_signed_response_alg: None,
+                admin: false,
+                keys: None,
+                policy: Default::default(),
+            },
+        )
         .await
         .unwrap();
     provider
-        .create_user(USERNAME, PASSWORD, Some("alice@example.com".into()))
+        .create_user(&Caller::system(), USERNAME, PASSWORD, Some("alice@example.com".into()))
         .await
         .unwrap();
     let client = TestClient {
@@ -583,23 +590,26 @@ impl TestApp {
     ) -> TestClient {
         let (client, secret) = self
             .provider
-            .register_client(NewClient {
-                name: "Relying Party".into(),
-                client_type: ClientType::Confidential,
-                grant_types: vec![GrantType::AuthorizationCode, GrantType::RefreshToken],
-                redirect_uris: vec![REDIRECT_URI.into()],
-                scope: "openid profile email read".into(),
-                resources: vec![RESOURCE.into()],
-                access_token_ttl,
-                refresh_token_ttl: None,
-                skip_consent: false,
-                owner_user_id: None,
-                post_logout_redirect_uris: vec![LOGGED_OUT.into()],
-                id_token_signed_response_alg: alg,
-                admin: false,
-                keys: None,
-                policy: Default::default(),
-            })
+            .register_client(
+                &Caller::system(),
+                NewClient {
+                    name: "Relying Party".into(),
+                    client_type: ClientType::Confidential,
+                    grant_types: vec![GrantType::AuthorizationCode, GrantType::RefreshToken],
+                    redirect_uris: vec![REDIRECT_URI.into()],
+                    scope: "openid profile email read".into(),
+                    resources: vec![RESOURCE.into()],
+                    access_token_ttl,
+                    refresh_token_ttl: None,
+                    skip_consent: false,
+                    owner_user_id: None,
+                    post_logout_redirect_uris: vec![LOGGED_OUT.into()],
+                    id_token_signed_response_alg: alg,
+                    admin: false,
+                    keys: None,
+                    policy: Default::default(),
+                },
+            )
             .await
             .unwrap();
         TestClient {
@@ -626,23 +636,26 @@ impl TestApp {
     pub async fn register_admin_client(&self, access_token_ttl: Option<u64>) -> TestClient {
         let (client, secret) = self
             .provider
-            .register_client(NewClient {
-                name: "Admin".into(),
-                client_type: ClientType::Confidential,
-                grant_types: vec![GrantType::ClientCredentials],
-                redirect_uris: vec![],
-                scope: "tessera:admin".into(),
-                resources: vec![],
-                access_token_ttl,
-                refresh_token_ttl: None,
-                skip_consent: false,
-                owner_user_id: None,
-                post_logout_redirect_uris: vec![],
-                id_token_signed_response_alg: None,
-                admin: true,
-                keys: None,
-                policy: Default::default(),
-            })
+            .register_client(
+                &Caller::system(),
+                NewClient {
+                    name: "Admin".into(),
+                    client_type: ClientType::Confidential,
+                    grant_types: vec![GrantType::ClientCredentials],
+                    redirect_uris: vec![],
+                    scope: "tessera:admin".into(),
+                    resources: vec![],
+                    access_token_ttl,
+                    refresh_token_ttl: None,
+                    skip_consent: false,
+                    owner_user_id: None,
+                    post_logout_redirect_uris: vec![],
+                    id_token_signed_response_alg: None,
+                    admin: true,
+                    keys: None,
+                    policy: Default::default(),
+                },
+            )
             .await
             .unwrap();
         TestClient {

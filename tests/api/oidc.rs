@@ -2,6 +2,7 @@
 //! the profile page, over HTTP against the real server.
 
 use std::time::Duration;
+use tessera::oauth::audit::Caller;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -78,7 +79,10 @@ async fn give_alice_a_profile(app: &TestApp) {
             ..Default::default()
         },
     };
-    app.provider.update_profile(&alice_id(app).await, edit).await.unwrap();
+    app.provider
+        .update_profile(&Caller::system(), &alice_id(app).await, edit)
+        .await
+        .unwrap();
 }
 
 async fn userinfo(app: &TestApp, access_token: &str) -> reqwest::Response {
@@ -797,7 +801,10 @@ async fn users_edit_their_profile_and_apps_see_the_change() {
 async fn id_token_hint_at_the_authorization_endpoint_names_the_user_who_must_be_logged_in() {
     let app = spawn_app().await;
     let rp = app.register_relying_party(None, None).await;
-    app.provider.create_user("bob", PASSWORD, None).await.unwrap();
+    app.provider
+        .create_user(&Caller::system(), "bob", PASSWORD, None)
+        .await
+        .unwrap();
     // Bob logs in once and gets an ID token; then he logs out and Alice logs in.
     let pkce = Pkce::new();
     let query = oidc_query(&rp, &pkce, "openid", &[]);

@@ -3,6 +3,7 @@
 //! never through a page a user sees.
 
 use serde_json::{json, Value};
+use tessera::oauth::audit::Caller;
 
 use crate::helpers::*;
 
@@ -119,7 +120,7 @@ async fn the_admin_api_shows_gives_and_takes_the_operator_role_and_the_profile_p
     // A user cannot make themselves an operator through their profile page.
     let bob = app
         .provider
-        .create_user("bob", "bob's long password", None)
+        .create_user(&Caller::system(), "bob", "bob's long password", None)
         .await
         .unwrap();
     let browser = browser(&app);

@@ -3,6 +3,7 @@
 //! used once, expires, cannot be changed from the browser, and can be required.
 
 use std::time::Duration;
+use tessera::oauth::audit::Caller;
 
 use jsonwebtoken::Algorithm;
 use serde_json::Value;
@@ -270,15 +271,18 @@ async fn a_client_pushes_with_client_secret_post_and_private_key_jwt() {
     let key = TestKey::new(Algorithm::ES256);
     let (client, _) = app
         .provider
-        .register_client(NewClient {
-            redirect_uris: vec![REDIRECT_URI.into()],
-            keys: Some(ClientKeys::Jwks(key.jwks())),
-            ..client_settings(
-                "Key Client",
-                ClientType::Confidential,
-                vec![GrantType::AuthorizationCode],
-            )
-        })
+        .register_client(
+            &Caller::system(),
+            NewClient {
+                redirect_uris: vec![REDIRECT_URI.into()],
+                keys: Some(ClientKeys::Jwks(key.jwks())),
+                ..client_settings(
+                    "Key Client",
+                    ClientType::Confidential,
+                    vec![GrantType::AuthorizationCode],
+                )
+            },
+        )
         .await
         .unwrap();
     for audience in [app.url("/o/par/"), app.issuer.clone()] {
@@ -306,14 +310,17 @@ async fn require_pushed_authorization_requests_is_enforced_per_client_and_server
 
     let (strict, secret) = app
         .provider
-        .register_client(NewClient {
-            redirect_uris: vec![REDIRECT_URI.into()],
-            policy: ClientPolicy {
-                require_pushed_authorization_requests: true,
-                ..Default::default()
+        .register_client(
+            &Caller::system(),
+            NewClient {
+                redirect_uris: vec![REDIRECT_URI.into()],
+                policy: ClientPolicy {
+                    require_pushed_authorization_requests: true,
+                    ..Default::default()
+                },
+                ..client_settings("Strict", ClientType::Confidential, vec![GrantType::AuthorizationCode])
             },
-            ..client_settings("Strict", ClientType::Confidential, vec![GrantType::AuthorizationCode])
-        })
+        )
         .await
         .unwrap();
     let strict = TestClient {

@@ -1,6 +1,7 @@
 //! The built-in test consumer at /o/playground/, over HTTP.
 
 use crate::helpers::*;
+use tessera::oauth::audit::Caller;
 
 fn between<'a>(html: &'a str, start: &str, end: &str) -> Option<&'a str> {
     let from = html.find(start)? + start.len();
@@ -47,26 +48,29 @@ async fn tokens_in_playground(app: &TestApp) -> (String, String) {
     let user = app.store.get_user_by_name(USERNAME).await.unwrap().unwrap();
     let (client, secret) = app
         .provider
-        .register_client(tessera::oauth::client::NewClient {
-            name: "Tried in the playground".into(),
-            client_type: tessera::store::ClientType::Confidential,
-            grant_types: vec![
-                tessera::store::GrantType::AuthorizationCode,
-                tessera::store::GrantType::RefreshToken,
-            ],
-            redirect_uris: vec![format!("{}/o/playground/callback/", app.issuer)],
-            scope: "read".into(),
-            resources: vec![],
-            access_token_ttl: None,
-            refresh_token_ttl: None,
-            skip_consent: false,
-            owner_user_id: Some(user.user_id),
-            post_logout_redirect_uris: vec![],
-            id_token_signed_response_alg: None,
-            admin: false,
-            keys: None,
-            policy: Default::default(),
-        })
+        .register_client(
+            &Caller::system(),
+            tessera::oauth::client::NewClient {
+                name: "Tried in the playground".into(),
+                client_type: tessera::store::ClientType::Confidential,
+                grant_types: vec![
+                    tessera::store::GrantType::AuthorizationCode,
+                    tessera::store::GrantType::RefreshToken,
+                ],
+                redirect_uris: vec![format!("{}/o/playground/callback/", app.issuer)],
+                scope: "read".into(),
+                resources: vec![],
+                access_token_ttl: None,
+                refresh_token_ttl: None,
+                skip_consent: false,
+                owner_user_id: Some(user.user_id),
+                post_logout_redirect_uris: vec![],
+                id_token_signed_response_alg: None,
+                admin: false,
+                keys: None,
+                policy: Default::default(),
+            },
+        )
         .await
         .unwrap();
 

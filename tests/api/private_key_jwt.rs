@@ -9,6 +9,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use ring::rand::SystemRandom;
 use ring::signature::{EcdsaKeyPair, Ed25519KeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
 use serde_json::{json, Value};
+use tessera::oauth::audit::Caller;
 use tessera::oauth::client::NewClient;
 use tessera::oauth::client_assertion::ClientKeys;
 use tessera::store::{ClientType, GrantType};
@@ -96,15 +97,18 @@ fn claims(client_id: &str, aud: &str) -> Value {
 pub async fn register(app: &TestApp, keys: ClientKeys) -> String {
     let (client, secret) = app
         .provider
-        .register_client(NewClient {
-            scope: "read write".into(),
-            keys: Some(keys),
-            ..client_settings(
-                "Key Client",
-                ClientType::Confidential,
-                vec![GrantType::ClientCredentials],
-            )
-        })
+        .register_client(
+            &Caller::system(),
+            NewClient {
+                scope: "read write".into(),
+                keys: Some(keys),
+                ..client_settings(
+                    "Key Client",
+                    ClientType::Confidential,
+                    vec![GrantType::ClientCredentials],
+                )
+            },
+        )
         .await
         .unwrap();
     assert!(secret.is_none(), "a client with keys gets no secret");
@@ -615,10 +619,13 @@ async fn a_device_starts_the_device_flow_authenticated_by_its_key() {
     let key = TestKey::new(Algorithm::ES256);
     let (client, _) = app
         .provider
-        .register_client(NewClient {
-            keys: Some(ClientKeys::Jwks(key.jwks())),
-            ..client_settings("Keyed TV", ClientType::Confidential, vec![GrantType::DeviceCode])
-        })
+        .register_client(
+            &Caller::system(),
+            NewClient {
+                keys: Some(ClientKeys::Jwks(key.jwks())),
+                ..client_settings("Keyed TV", ClientType::Confidential, vec![GrantType::DeviceCode])
+            },
+        )
         .await
         .unwrap();
     let assertion = key.assertion(&client.client_id, &app.url("/o/device_authorization/"));

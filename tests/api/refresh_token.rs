@@ -1,5 +1,6 @@
 use crate::helpers::*;
 use serde_json::Value;
+use tessera::oauth::audit::Caller;
 
 #[tokio::test]
 async fn refresh_token_is_rotated_and_old_one_rejected() {
@@ -112,26 +113,29 @@ async fn an_expired_refresh_token_is_invalid_grant() {
     let app = spawn_app().await;
     let (client, secret) = app
         .provider
-        .register_client(tessera::oauth::client::NewClient {
-            name: "Short refresh".into(),
-            client_type: tessera::store::ClientType::Confidential,
-            grant_types: vec![
-                tessera::store::GrantType::AuthorizationCode,
-                tessera::store::GrantType::RefreshToken,
-            ],
-            redirect_uris: vec![REDIRECT_URI.into()],
-            scope: "read".into(),
-            resources: vec![],
-            access_token_ttl: None,
-            refresh_token_ttl: Some(1),
-            skip_consent: false,
-            owner_user_id: None,
-            post_logout_redirect_uris: vec![],
-            id_token_signed_response_alg: None,
-            admin: false,
-            keys: None,
-            policy: Default::default(),
-        })
+        .register_client(
+            &Caller::system(),
+            tessera::oauth::client::NewClient {
+                name: "Short refresh".into(),
+                client_type: tessera::store::ClientType::Confidential,
+                grant_types: vec![
+                    tessera::store::GrantType::AuthorizationCode,
+                    tessera::store::GrantType::RefreshToken,
+                ],
+                redirect_uris: vec![REDIRECT_URI.into()],
+                scope: "read".into(),
+                resources: vec![],
+                access_token_ttl: None,
+                refresh_token_ttl: Some(1),
+                skip_consent: false,
+                owner_user_id: None,
+                post_logout_redirect_uris: vec![],
+                id_token_signed_response_alg: None,
+                admin: false,
+                keys: None,
+                policy: Default::default(),
+            },
+        )
         .await
         .unwrap();
     let short = TestClient {

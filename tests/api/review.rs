@@ -2,6 +2,7 @@
 //! it: every test here failed on the code the review ran against.
 
 use crate::helpers::*;
+use tessera::oauth::audit::Caller;
 
 const ATTACKER: &str = "mallory";
 const ATTACKER_PASSWORD: &str = "mallory's long password";
@@ -10,7 +11,7 @@ const EVIL_REDIRECT: &str = "https://evil.example/cb";
 /// A second user, logged in in a browser of their own.
 async fn attacker(app: &TestApp) -> Remote {
     app.provider
-        .create_user(ATTACKER, ATTACKER_PASSWORD, None)
+        .create_user(&Caller::system(), ATTACKER, ATTACKER_PASSWORD, None)
         .await
         .unwrap();
     let browser = browser(app);
@@ -116,7 +117,11 @@ async fn a_self_registered_app_cannot_skip_the_consent_of_other_users() {
         keys: None,
         policy: Default::default(),
     };
-    assert!(app.provider.update_client(&client_id, settings).await.is_err());
+    assert!(app
+        .provider
+        .update_client(&Caller::system(), &client_id, settings)
+        .await
+        .is_err());
     let mut legacy = stored.clone();
     legacy.skip_consent = true;
     app.store.update_client(&legacy).await.unwrap();
@@ -132,13 +137,17 @@ async fn self_registered_apps_that_skipped_consent_lose_it_on_upgrade() {
     let app = spawn_app().await;
     let owner = app
         .provider
-        .create_user(ATTACKER, ATTACKER_PASSWORD, None)
+        .create_user(&Caller::system(), ATTACKER, ATTACKER_PASSWORD, None)
         .await
         .unwrap();
-    let (operator_app, _) = app.provider.register_client(first_party(None)).await.unwrap();
+    let (operator_app, _) = app
+        .provider
+        .register_client(&Caller::system(), first_party(None))
+        .await
+        .unwrap();
     let (mut users_app, _) = app
         .provider
-        .register_client(first_party(Some(&owner.user_id)))
+        .register_client(&Caller::system(), first_party(Some(&owner.user_id)))
         .await
         .unwrap();
     users_app.skip_consent = true;
@@ -356,7 +365,7 @@ async fn a_deleted_clients_access_tokens_are_inactive_everywhere() {
     settings.skip_consent = false;
     settings.grant_types = vec![tessera::store::GrantType::ClientCredentials];
     settings.redirect_uris = vec![];
-    let (doomed, secret) = app.provider.register_client(settings).await.unwrap();
+    let (doomed, secret) = app.provider.register_client(&Caller::system(), settings).await.unwrap();
     let doomed = TestClient {
         id: doomed.client_id,
         secret,
@@ -368,7 +377,7 @@ async fn a_deleted_clients_access_tokens_are_inactive_everywhere() {
         .unwrap()
         .to_string();
     assert_eq!(app.introspect(&token).await["active"], true);
-    assert!(app.provider.delete_client(&doomed.id).await.unwrap());
+    assert!(app.provider.delete_client(&Caller::system(), &doomed.id).await.unwrap());
     assert_eq!(app.introspect(&token).await["active"], false);
     assert!(
         app.provider.verify_access_token(&token).await.is_err(),
@@ -691,14 +700,25 @@ async fn self_service_apps_follow_the_registration_policy() {
         grant_types: vec![tessera::store::GrantType::ClientCredentials],
         ..settings_of(&stored)
     };
-    assert!(app.provider.update_client(&client_id, settings.clone()).await.is_err());
+    assert!(app
+        .provider
+        .update_client(&Caller::system(), &client_id, settings.clone())
+        .await
+        .is_err());
     settings.grant_types = stored.grant_types.clone();
     settings.scope = "read write".into();
-    assert!(app.provider.update_client(&client_id, settings.clone()).await.is_err());
+    assert!(app
+        .provider
+        .update_client(&Caller::system(), &client_id, settings.clone())
+        .await
+        .is_err());
     settings.name = "x".repeat(101);
     settings.scope = "read".into();
     assert!(
-        app.provider.update_client(&client_id, settings).await.is_err(),
+        app.provider
+            .update_client(&Caller::system(), &client_id, settings)
+            .await
+            .is_err(),
         "names up to 100"
     );
     // An operator still can: the CLI and admin API register without the policy.
@@ -710,7 +730,7 @@ async fn self_service_apps_follow_the_registration_policy() {
         name: "Operator's robot".into(),
         ..settings_of(&stored)
     };
-    assert!(app.provider.register_client(operator).await.is_ok());
+    assert!(app.provider.register_client(&Caller::system(), operator).await.is_ok());
 }
 
 /// Finding 8, store growth: one account may own at most 50 apps.

@@ -5,6 +5,7 @@
 //! logins impossible.
 
 use serde_json::{json, Value};
+use tessera::oauth::audit::Caller;
 
 use crate::helpers::*;
 
@@ -136,7 +137,7 @@ async fn a_device_cookie_is_good_for_its_own_account_and_password_only() {
     })
     .await;
     app.provider
-        .create_user("Alice", "another long password", None)
+        .create_user(&Caller::system(), "Alice", "another long password", None)
         .await
         .unwrap();
     let namesake = browser_behind_proxy(&app, "192.0.2.50");
@@ -164,7 +165,7 @@ async fn a_device_cookie_is_good_for_its_own_account_and_password_only() {
     assert_eq!(owner.log_in("/o/login/", USERNAME, PASSWORD).await.status(), 303);
     let user = app.store.get_user_by_name(USERNAME).await.unwrap().unwrap();
     app.provider
-        .set_password(&user.user_id, "a brand new password")
+        .set_password(&Caller::system(), &user.user_id, "a brand new password")
         .await
         .unwrap();
     let mut slowed = false;
@@ -247,7 +248,7 @@ async fn names_that_show_as_nothing_are_refused() {
     }
     assert!(app
         .provider
-        .create_user("\u{3164}", "a long enough password", None)
+        .create_user(&Caller::system(), "\u{3164}", "a long enough password", None)
         .await
         .is_err());
 }

@@ -3,6 +3,7 @@
 //! policy; exchanged tokens die with the subject's grant.
 
 use serde_json::{json, Value};
+use tessera::oauth::audit::Caller;
 use tessera::oauth::client::NewClient;
 use tessera::store::{ClientPolicy, ClientType, GrantType, TokenExchangePolicy};
 
@@ -27,18 +28,21 @@ fn policy(audiences: &[&str], subject_audiences: &[&str], require_actor: bool) -
 async fn register_exchanger(app: &TestApp, name: &str, policy: TokenExchangePolicy) -> TestClient {
     let (client, secret) = app
         .provider
-        .register_client(NewClient {
-            scope: "read write".into(),
-            policy: ClientPolicy {
-                token_exchange: policy,
-                ..ClientPolicy::default()
+        .register_client(
+            &Caller::system(),
+            NewClient {
+                scope: "read write".into(),
+                policy: ClientPolicy {
+                    token_exchange: policy,
+                    ..ClientPolicy::default()
+                },
+                ..client_settings(
+                    name,
+                    ClientType::Confidential,
+                    vec![GrantType::TokenExchange, GrantType::ClientCredentials],
+                )
             },
-            ..client_settings(
-                name,
-                ClientType::Confidential,
-                vec![GrantType::TokenExchange, GrantType::ClientCredentials],
-            )
-        })
+        )
         .await
         .unwrap();
     TestClient {
@@ -156,10 +160,13 @@ async fn an_exchanged_token_never_outlives_its_subject_token() {
     let service = register_exchanger(&app, "Service A", policy(&[SERVICE_B], &[], false)).await;
     let (short_lived, secret) = app
         .provider
-        .register_client(NewClient {
-            access_token_ttl: Some(30),
-            ..client_settings("Short", ClientType::Confidential, vec![GrantType::ClientCredentials])
-        })
+        .register_client(
+            &Caller::system(),
+            NewClient {
+                access_token_ttl: Some(30),
+                ..client_settings("Short", ClientType::Confidential, vec![GrantType::ClientCredentials])
+            },
+        )
         .await
         .unwrap();
     let short_lived = TestClient {

@@ -21,8 +21,8 @@ pub use self::problem::ProblemJson;
 use self::problem::{AdminAuthError, AdminCreated, AdminResponse};
 pub use self::types::*;
 use super::Tag;
-use crate::oauth::admin::{not_found, page_size, AdminCaller, KeyChange};
-use crate::oauth::audit::Target;
+use crate::oauth::admin::{not_found, page_size, KeyChange};
+use crate::oauth::audit::Caller;
 use crate::oauth::user::ProfileEdit;
 use crate::oauth::{Error, Provider};
 
@@ -43,31 +43,23 @@ pub enum AdminScopes {
     flows(client_credentials(token_url = "/o/token/", scopes = "AdminScopes")),
     checker = "check_admin_token"
 )]
-pub struct AdminToken(pub AdminCaller);
+pub struct AdminToken(pub Caller);
 
-async fn check_admin_token(req: &Request, bearer: Bearer) -> poem::Result<AdminCaller> {
+async fn check_admin_token(req: &Request, bearer: Bearer) -> poem::Result<Caller> {
     let Some(provider) = req.data::<Arc<Provider>>() else {
         return Err(poem::Error::from_status(poem::http::StatusCode::INTERNAL_SERVER_ERROR));
     };
-    let caller = provider
+    let mut caller = provider
         .authorize_admin(&bearer.token)
         .await
         .map_err(|e| AdminAuthError(e.code, e.description))?;
     // An audit line per admin call: who, and what (the request line is logged anyway).
-    tracing::info!(admin_client = %caller.client_id, method = %req.method(), path = %req.uri().path(), "admin request");
+    caller.address = crate::net::client_address(req, &provider.config.trusted_proxies).map(|a| a.to_string());
+    tracing::info!(admin_client = %caller.actor.id, method = %req.method(), path = %req.uri().path(), "admin request");
     Ok(caller)
 }
 
 pub struct AdminApi;
-
-/// The audit trail's name for an admin API caller.
-fn admin_actor(auth: &AdminToken) -> crate::store::AuditActor {
-    crate::store::AuditActor {
-        kind: "client".into(),
-        id: auth.0.client_id.clone(),
-        name: auth.0.client_id.clone(),
-    }
-}
 
 #[OpenApi(prefix_path = "/api/v1", tag = "Tag::Admin")]
 impl AdminApi {
@@ -103,22 +95,9 @@ impl AdminApi {
         body: Json<ClientSettings>,
     ) -> AdminCreated<ClientWithSecret> {
         let registered = match body.0.into_new_client() {
-            Ok(new) => provider.register_client(new).await,
+            Ok(new) => provider.register_client(&auth.0, new).await,
             Err(e) => Err(e),
         };
-        if let Ok((client, _)) = &registered {
-            let target = Target {
-                kind: "client",
-                id: &client.client_id,
-                name: &client.name,
-            };
-            if let Err(e) = provider
-                .audit(&admin_actor(&auth), None, "client.create", Some(target), "ok")
-                .await
-            {
-                return AdminCreated::of(Err(e));
-            }
-        }
         AdminCreated::of(registered.map(|(client, client_secret)| ClientWithSecret {
             client: client.into(),
             client_secret,
@@ -148,12 +127,12 @@ impl AdminApi {
     async fn update_client(
         &self,
         provider: Data<&Arc<Provider>>,
-        #[oai(scope = "AdminScopes::Admin")] _auth: AdminToken,
+        #[oai(scope = "AdminScopes::Admin")] auth: AdminToken,
         client_id: Path<String>,
         body: Json<ClientSettings>,
     ) -> AdminResponse<Client> {
         let updated = match body.0.into_new_client() {
-            Ok(new) => provider.update_client(&client_id.0, new).await,
+            Ok(new) => provider.update_client(&auth.0, &client_id.0, new).await,
             Err(e) => Err(e),
         };
         AdminResponse::of(updated.map(Client::from))
@@ -166,10 +145,10 @@ impl AdminApi {
     async fn delete_client(
         &self,
         provider: Data<&Arc<Provider>>,
-        #[oai(scope = "AdminScopes::Admin")] _auth: AdminToken,
+        #[oai(scope = "AdminScopes::Admin")] auth: AdminToken,
         client_id: Path<String>,
     ) -> AdminResponse<Done> {
-        AdminResponse::of(match provider.delete_client(&client_id.0).await {
+        AdminResponse::of(match provider.delete_client(&auth.0, &client_id.0).await {
             Ok(true) => Ok(Done { done: true }),
             Ok(false) => Err(not_found("client")),
             Err(e) => Err(e),
@@ -187,11 +166,11 @@ impl AdminApi {
     async fn rotate_client_secret(
         &self,
         provider: Data<&Arc<Provider>>,
-        #[oai(scope = "AdminScopes::Admin")] _auth: AdminToken,
+        #[oai(scope = "AdminScopes::Admin")] auth: AdminToken,
         client_id: Path<String>,
     ) -> AdminResponse<ClientWithSecret> {
         let result = async {
-            let secret = provider.rotate_client_secret(&client_id.0).await?;
+            let secret = provider.rotate_client_secret(&auth.0, &client_id.0).await?;
             let client = provider
                 .find_client(&client_id.0)
                 .await?
@@ -230,7 +209,7 @@ impl AdminApi {
     async fn create_user(
         &self,
         provider: Data<&Arc<Provider>>,
-        #[oai(scope = "AdminScopes::Admin")] _auth: AdminToken,
+        #[oai(scope = "AdminScopes::Admin")] auth: AdminToken,
         body: Json<NewUser>,
     ) -> AdminCreated<User> {
         let NewUser {
@@ -242,12 +221,14 @@ impl AdminApi {
         profile.profile_changes().apply(&mut edit);
         edit.email_verified = profile.email_verified;
         let result = async {
-            let mut user = provider.create_user_with_profile(&username, &password, edit).await?;
+            let mut user = provider
+                .create_user_with_profile(&auth.0, &username, &password, edit)
+                .await?;
             if profile.operator == Some(true) {
-                user = provider.set_operator(&user.user_id, true).await?;
+                user = provider.set_operator(&auth.0, &user.user_id, true).await?;
             }
             if profile.disabled == Some(true) {
-                user = provider.set_disabled(&user.user_id, true).await?.0;
+                user = provider.set_disabled(&auth.0, &user.user_id, true).await?.0;
             }
             Ok(user)
         };
@@ -273,7 +254,7 @@ impl AdminApi {
     async fn update_user(
         &self,
         provider: Data<&Arc<Provider>>,
-        #[oai(scope = "AdminScopes::Admin")] _auth: AdminToken,
+        #[oai(scope = "AdminScopes::Admin")] auth: AdminToken,
         user_id: Path<String>,
         body: Json<UserChanges>,
     ) -> AdminResponse<User> {
@@ -282,12 +263,16 @@ impl AdminApi {
             let mut edit = ProfileEdit::of(&user);
             body.0.profile_changes().apply(&mut edit);
             edit.email_verified = body.0.email_verified;
-            let mut user = provider.update_profile(&user.user_id, edit).await?;
+            // Only a change is recorded: a PATCH of `disabled` alone is one entry, not two.
+            let mut user = match edit == ProfileEdit::of(&user) {
+                true => user,
+                false => provider.update_profile(&auth.0, &user.user_id, edit).await?,
+            };
             if let Some(operator) = body.0.operator {
-                user = provider.set_operator(&user.user_id, operator).await?;
+                user = provider.set_operator(&auth.0, &user.user_id, operator).await?;
             }
             if let Some(disabled) = body.0.disabled {
-                user = provider.set_disabled(&user.user_id, disabled).await?.0;
+                user = provider.set_disabled(&auth.0, &user.user_id, disabled).await?.0;
             }
             Ok(user)
         };
@@ -301,10 +286,10 @@ impl AdminApi {
     async fn delete_user(
         &self,
         provider: Data<&Arc<Provider>>,
-        #[oai(scope = "AdminScopes::Admin")] _auth: AdminToken,
+        #[oai(scope = "AdminScopes::Admin")] auth: AdminToken,
         user_id: Path<String>,
     ) -> AdminResponse<Done> {
-        AdminResponse::of(match provider.delete_user(&user_id.0).await {
+        AdminResponse::of(match provider.delete_user(&auth.0, &user_id.0).await {
             Ok(true) => Ok(Done { done: true }),
             Ok(false) => Err(not_found("user")),
             Err(e) => Err(e),
@@ -316,12 +301,14 @@ impl AdminApi {
     async fn set_user_password(
         &self,
         provider: Data<&Arc<Provider>>,
-        #[oai(scope = "AdminScopes::Admin")] _auth: AdminToken,
+        #[oai(scope = "AdminScopes::Admin")] auth: AdminToken,
         user_id: Path<String>,
         body: Json<Password>,
     ) -> AdminResponse<Done> {
-        let result = match provider.set_password(&user_id.0, &body.0.password).await {
-            Ok(()) if body.0.revoke_grants == Some(true) => provider.revoke_user_grants(&user_id.0).await.map(|_| ()),
+        let result = match provider.set_password(&auth.0, &user_id.0, &body.0.password).await {
+            Ok(()) if body.0.revoke_grants == Some(true) => {
+                provider.revoke_user_grants(&auth.0, &user_id.0).await.map(|_| ())
+            }
             other => other,
         };
         AdminResponse::of(result.map(|_| Done { done: true }))
@@ -408,10 +395,10 @@ impl AdminApi {
     async fn revoke_grant(
         &self,
         provider: Data<&Arc<Provider>>,
-        #[oai(scope = "AdminScopes::Admin")] _auth: AdminToken,
+        #[oai(scope = "AdminScopes::Admin")] auth: AdminToken,
         grant_id: Path<String>,
     ) -> AdminResponse<Grant> {
-        AdminResponse::of(provider.revoke_grant(&grant_id.0).await.map(Grant::from))
+        AdminResponse::of(provider.revoke_grant(&auth.0, &grant_id.0).await.map(Grant::from))
     }
 
     /// List keys
@@ -434,11 +421,13 @@ impl AdminApi {
     async fn add_key(
         &self,
         provider: Data<&Arc<Provider>>,
-        #[oai(scope = "AdminScopes::Admin")] _auth: AdminToken,
+        #[oai(scope = "AdminScopes::Admin")] auth: AdminToken,
         body: Json<NewKey>,
     ) -> AdminCreated<Key> {
         // RSA key generation runs on the blocking pool (see `keys`).
-        let result = provider.change_keys(KeyChange::Generate(body.0.alg.into())).await;
+        let result = provider
+            .change_keys(&auth.0, KeyChange::Generate(body.0.alg.into()))
+            .await;
         AdminCreated::of(result.map(Key::from))
     }
 
@@ -449,10 +438,15 @@ impl AdminApi {
     async fn promote_key(
         &self,
         provider: Data<&Arc<Provider>>,
-        #[oai(scope = "AdminScopes::Admin")] _auth: AdminToken,
+        #[oai(scope = "AdminScopes::Admin")] auth: AdminToken,
         kid: Path<String>,
     ) -> AdminResponse<Key> {
-        AdminResponse::of(provider.change_keys(KeyChange::Promote(&kid.0)).await.map(Key::from))
+        AdminResponse::of(
+            provider
+                .change_keys(&auth.0, KeyChange::Promote(&kid.0))
+                .await
+                .map(Key::from),
+        )
     }
 
     /// Retire a key
@@ -462,9 +456,14 @@ impl AdminApi {
     async fn retire_key(
         &self,
         provider: Data<&Arc<Provider>>,
-        #[oai(scope = "AdminScopes::Admin")] _auth: AdminToken,
+        #[oai(scope = "AdminScopes::Admin")] auth: AdminToken,
         kid: Path<String>,
     ) -> AdminResponse<Key> {
-        AdminResponse::of(provider.change_keys(KeyChange::Retire(&kid.0)).await.map(Key::from))
+        AdminResponse::of(
+            provider
+                .change_keys(&auth.0, KeyChange::Retire(&kid.0))
+                .await
+                .map(Key::from),
+        )
     }
 }

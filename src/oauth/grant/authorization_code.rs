@@ -16,6 +16,7 @@ impl Provider {
         redirect_uri: Option<&str>,
         code_verifier: Option<&str>,
         dpop_jkt: Option<&str>,
+        address: Option<&str>,
     ) -> Result<TokenResponse, Error> {
         let record = match self.store.redeem_code(&secret_hash(code)).await? {
             Redemption::Fresh(record) => record,
@@ -23,13 +24,25 @@ impl Provider {
                 // RFC 6749 §4.1.2: a code used twice has leaked; revoke what it produced.
                 // The first exchange may not have written its grant yet: then a revoked one
                 // is written in its place, and that exchange, finding it, cannot make it live.
+                // The first replay is recorded; later ones find the grant revoked already.
+                let was_live = self
+                    .store
+                    .get_grant(&record.grant_id)
+                    .await?
+                    .is_some_and(|g| !g.revoked);
+                let mut first = was_live;
                 if !self.store.revoke_grant(&record.grant_id).await? {
                     let revoked = grant_of(&record, now(), true);
-                    if !self.store.insert_grant(&revoked).await? {
+                    first = self.store.insert_grant(&revoked).await?;
+                    if !first {
                         self.store.revoke_grant(&record.grant_id).await?;
                     }
                 }
                 self.store.durable().await?;
+                if first {
+                    let grant = grant_of(&record, now(), true);
+                    self.record_leak(client, address, "code.replay", &grant).await;
+                }
                 return Err(Error::invalid_grant(
                     "the code was already used; tokens issued from it are revoked",
                 ));

@@ -140,15 +140,29 @@ impl Provider {
                 redirect_uri,
                 code_verifier,
             } => {
-                self.authorization_code_grant(&client, &code, redirect_uri.as_deref(), code_verifier.as_deref(), jkt)
-                    .await
+                let from = credentials.address.as_deref();
+                self.authorization_code_grant(
+                    &client,
+                    &code,
+                    redirect_uri.as_deref(),
+                    code_verifier.as_deref(),
+                    jkt,
+                    from,
+                )
+                .await
             }
             GrantRequest::ClientCredentials { scope, resource } => {
                 self.client_credentials_grant(&client, scope.as_deref(), resource.as_deref(), jkt)
             }
             GrantRequest::RefreshToken { refresh_token, scope } => {
-                self.refresh_token_grant(&client, &refresh_token, scope.as_deref(), jkt)
-                    .await
+                self.refresh_token_grant(
+                    &client,
+                    &refresh_token,
+                    scope.as_deref(),
+                    jkt,
+                    credentials.address.as_deref(),
+                )
+                .await
             }
             GrantRequest::DeviceCode { device_code } => self.device_code_grant(&client, &device_code, jkt).await,
             GrantRequest::TokenExchange(request) => self.token_exchange_grant(&client, request, jkt).await,

@@ -17,6 +17,7 @@ impl Provider {
         presented: &str,
         requested_scope: Option<&str>,
         dpop_jkt: Option<&str>,
+        address: Option<&str>,
     ) -> Result<TokenResponse, Error> {
         let invalid = || Error::invalid_grant("the refresh token is invalid");
         let old_hash = secret_hash(presented);
@@ -79,6 +80,7 @@ impl Provider {
                 // (every token of the grant) is revoked.
                 self.store.revoke_grant(&spent.grant_id).await?;
                 self.store.durable().await?;
+                self.record_leak(client, address, "refresh_token.reuse", &grant).await;
                 return Err(Error::invalid_grant(
                     "the refresh token was already used; its grant has been revoked",
                 ));

@@ -315,11 +315,11 @@ pub(super) async fn create(
 ) -> Response {
     let (provider, templates) = (provider.0.as_ref(), templates.0.as_ref());
     let (session, form) = try_page!(operator_form(provider, templates, req, body).await);
-    let _by = caller(provider, req, &session);
+    let by = caller(provider, req, &session);
     let (new, form_error) = settings_from_form(provider, &form, blank());
     let registered = match form_error {
         Some(why) => Err(Error::invalid_request(why)),
-        None => provider.register_client(new.clone()).await, // by: caller
+        None => provider.register_client(&by, new.clone()).await,
     };
     match registered {
         Ok((client, secret)) => detail_page(provider, templates, &session, &client, secret.as_deref()).await,
@@ -369,11 +369,11 @@ pub(super) async fn edit(
     let (provider, templates) = (provider.0.as_ref(), templates.0.as_ref());
     let (session, form) = try_page!(operator_form(provider, templates, req, body).await);
     let client = try_page!(client(provider, templates, &id).await);
-    let _by = caller(provider, req, &session);
+    let by = caller(provider, req, &session);
     let (new, form_error) = settings_from_form(provider, &form, settings_of(&client));
     let updated = match form_error {
         Some(why) => Err(Error::invalid_request(why)),
-        None => provider.update_client(&id, new.clone()).await, // by: caller
+        None => provider.update_client(&by, &id, new.clone()).await,
     };
     match updated {
         Ok(_) => redirect(StatusCode::SEE_OTHER, &format!("/admin/clients/{}", encode(&id))),
@@ -419,8 +419,8 @@ pub(super) async fn rotate_secret(
             },
         );
     }
-    let _by = caller(provider, req, &session);
-    let rotated = provider.rotate_client_secret(&id).await; // by: caller
+    let by = caller(provider, req, &session);
+    let rotated = provider.rotate_client_secret(&by, &id).await;
     match rotated {
         Ok(secret) => detail_page(provider, templates, &session, &client, Some(&secret)).await,
         Err(e) => failed(templates, &e),
@@ -458,8 +458,8 @@ pub(super) async fn delete(
             },
         );
     }
-    let _by = caller(provider, req, &session);
-    let deleted = provider.delete_client(&id).await; // by: caller
+    let by = caller(provider, req, &session);
+    let deleted = provider.delete_client(&by, &id).await;
     match deleted {
         Ok(_) => redirect(StatusCode::SEE_OTHER, "/admin/clients"),
         Err(e) => failed(templates, &e),

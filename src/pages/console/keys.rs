@@ -172,8 +172,8 @@ pub(super) async fn generate(
             )
         }
     };
-    let _by = caller(provider, req, &session);
-    let generated = provider.change_keys(KeyChange::Generate(alg)).await; // by: caller
+    let by = caller(provider, req, &session);
+    let generated = provider.change_keys(&by, KeyChange::Generate(alg)).await;
     match generated {
         Ok(_) => redirect(StatusCode::SEE_OTHER, "/admin/keys"),
         Err(e) => failed(templates, &e),
@@ -228,8 +228,8 @@ pub(super) async fn promote(
             );
         }
     }
-    let _by = caller(provider, req, &session);
-    let promoted = provider.change_keys(KeyChange::Promote(&kid)).await; // by: caller
+    let by = caller(provider, req, &session);
+    let promoted = provider.change_keys(&by, KeyChange::Promote(&kid)).await;
     match promoted {
         Ok(_) => redirect(StatusCode::SEE_OTHER, "/admin/keys"),
         Err(e) => failed(templates, &e),
@@ -268,8 +268,8 @@ pub(super) async fn retire(
             },
         );
     }
-    let _by = caller(provider, req, &session);
-    let retired = provider.change_keys(KeyChange::Retire(&kid)).await; // by: caller
+    let by = caller(provider, req, &session);
+    let retired = provider.change_keys(&by, KeyChange::Retire(&kid)).await;
     match retired {
         Ok(_) => redirect(StatusCode::SEE_OTHER, "/admin/keys"),
         Err(e) => failed(templates, &e),

@@ -160,14 +160,14 @@ pub(super) async fn create(
 ) -> Response {
     let (provider, templates) = (provider.0.as_ref(), templates.0.as_ref());
     let (session, form) = try_page!(operator_form(provider, templates, req, body).await);
-    let _by = caller(provider, req, &session);
+    let by = caller(provider, req, &session);
     let (username, email) = (field(&form, "username").trim().to_string(), field(&form, "email"));
     let edit = ProfileEdit {
         email: Some(email.trim().to_string()).filter(|e| !e.is_empty()),
         ..ProfileEdit::default()
     };
     let created = provider
-        .create_user_with_profile(&username, &field(&form, "password"), edit) // by: caller
+        .create_user_with_profile(&by, &username, &field(&form, "password"), edit)
         .await;
     match created {
         Ok(user) => redirect(
@@ -196,8 +196,8 @@ pub(super) async fn reset_password(
     let (provider, templates) = (provider.0.as_ref(), templates.0.as_ref());
     let (session, form) = try_page!(operator_form(provider, templates, req, body).await);
     let user = try_page!(user(provider, templates, &id).await);
-    let _by = caller(provider, req, &session);
-    let set = provider.set_password(&id, &field(&form, "password")).await; // by: caller
+    let by = caller(provider, req, &session);
+    let set = provider.set_password(&by, &id, &field(&form, "password")).await;
     if let Err(e) = set {
         return failed(templates, &e);
     }
@@ -206,7 +206,7 @@ pub(super) async fn reset_password(
         user.username
     );
     if !field(&form, "revoke_grants").is_empty() {
-        let revoked = provider.revoke_user_grants(&id).await; // by: caller
+        let revoked = provider.revoke_user_grants(&by, &id).await;
         match revoked {
             Ok(n) => notice.push_str(&format!(" {n} grant(s) revoked.")),
             Err(e) => return failed(templates, &e),
@@ -260,8 +260,8 @@ pub(super) async fn disable(
             },
         );
     }
-    let _by = caller(provider, req, &session);
-    let disabled = provider.set_disabled(&id, true).await; // by: caller
+    let by = caller(provider, req, &session);
+    let disabled = provider.set_disabled(&by, &id, true).await;
     match disabled {
         Ok(_) => redirect(StatusCode::SEE_OTHER, &format!("/admin/users/{}", encode(&id))),
         Err(e) => failed(templates, &e),
@@ -280,8 +280,8 @@ pub(super) async fn enable(
     let (provider, templates) = (provider.0.as_ref(), templates.0.as_ref());
     let (session, _form) = try_page!(operator_form(provider, templates, req, body).await);
     try_page!(user(provider, templates, &id).await);
-    let _by = caller(provider, req, &session);
-    let enabled = provider.set_disabled(&id, false).await; // by: caller
+    let by = caller(provider, req, &session);
+    let enabled = provider.set_disabled(&by, &id, false).await;
     match enabled {
         Ok(_) => redirect(StatusCode::SEE_OTHER, &format!("/admin/users/{}", encode(&id))),
         Err(e) => failed(templates, &e),
@@ -319,8 +319,8 @@ pub(super) async fn delete(
             },
         );
     }
-    let _by = caller(provider, req, &session);
-    let deleted = provider.delete_user(&id).await; // by: caller
+    let by = caller(provider, req, &session);
+    let deleted = provider.delete_user(&by, &id).await;
     match deleted {
         Ok(_) => redirect(StatusCode::SEE_OTHER, "/admin/users"),
         Err(e) => failed(templates, &e),
@@ -393,8 +393,8 @@ pub(super) async fn revoke_grant(
 ) -> Response {
     let (provider, templates) = (provider.0.as_ref(), templates.0.as_ref());
     let (session, form) = try_page!(operator_form(provider, templates, req, body).await);
-    let _by = caller(provider, req, &session);
-    let revoked = provider.revoke_grant(&id).await; // by: caller
+    let by = caller(provider, req, &session);
+    let revoked = provider.revoke_grant(&by, &id).await;
     match revoked {
         Ok(grant) => redirect(
             StatusCode::SEE_OTHER,
