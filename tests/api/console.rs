@@ -660,3 +660,70 @@ async fn the_audit_page_filters_and_pages() {
     let bad = get(&operator, "/admin/audit?since=yesterday").await;
     assert_eq!(bad.status(), 400);
 }
+
+#[tokio::test]
+async fn each_console_action_is_recorded_once_with_the_operator_and_their_address() {
+    let app = spawn_app().await;
+    let (user_id, _, grant_id, _, _) = targets(&app).await;
+    let operator = operator_browser(&app).await;
+    let token = csrf(&operator).await;
+    let revoked = post(
+        &operator,
+        &format!("/admin/grants/{grant_id}/revoke"),
+        &[("csrf_token", token.as_str())],
+    )
+    .await;
+    assert_eq!(revoked.status(), 303);
+    // Asking for confirmation records nothing; the confirmed action once.
+    let path = format!("/admin/users/{user_id}/disable");
+    post(&operator, &path, &[("csrf_token", token.as_str())]).await;
+    post(&operator, &path, &[("csrf_token", token.as_str()), ("confirm", "yes")]).await;
+    let filter = tessera::store::AuditFilter {
+        actor: Some(OPERATOR.into()),
+        ..Default::default()
+    };
+    let entries = app.provider.audit_page(&filter, None, 100).await.unwrap();
+    let actions: Vec<&str> = entries.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(actions, ["user.disable", "grant.revoke"], "newest first, once each");
+    for entry in &entries {
+        assert_eq!(entry.actor.kind, "user");
+        assert_eq!(entry.address.as_deref(), Some("127.0.0.1"));
+        assert_eq!(entry.outcome, "ok");
+    }
+    assert_eq!(entries[0].target_id.as_deref(), Some(user_id.as_str()));
+    assert_eq!(entries[1].target_id.as_deref(), Some(grant_id.as_str()));
+    let page = operator
+        .get_text(&format!("/admin/audit?actor={OPERATOR}&action=user.disable"))
+        .await;
+    assert_eq!(page.matches(r#"<tr data-action="user.disable">"#).count(), 1);
+    assert!(!page.contains(r#"data-action="grant.revoke""#), "filtered by action");
+}
+
+#[tokio::test]
+async fn the_audit_page_pages_older_entries_by_cursor() {
+    let app = spawn_app().await;
+    let operator = operator_browser(&app).await;
+    let token = csrf(&operator).await;
+    for _ in 0..55 {
+        let generated = post(
+            &operator,
+            "/admin/keys/generate",
+            &[("csrf_token", token.as_str()), ("alg", "EdDSA")],
+        )
+        .await;
+        assert_eq!(generated.status(), 303);
+    }
+    let first = operator.get_text("/admin/audit?action=key.generate").await;
+    assert_eq!(first.matches(r#"<tr data-action="key.generate">"#).count(), 50);
+    let older = first
+        .split(r#"<a href=""#)
+        .filter_map(|s| s.split('"').next())
+        .find(|href| href.contains("before="))
+        .expect("an older link")
+        .replace("&#x2f;", "/")
+        .replace("&#x3d;", "=")
+        .replace("&amp;", "&");
+    let second = operator.get_text(&older).await;
+    assert_eq!(second.matches(r#"<tr data-action="key.generate">"#).count(), 5);
+    assert!(!second.contains("before="), "the oldest page has no older link");
+}

@@ -211,6 +211,33 @@ test('an operator manages users, grants, clients and keys, and reads it in the a
     await page.getByRole('button', { name: 'Filter' }).click();
     await page.getByRole('heading', { name: 'Audit trail' }).waitFor();
     await shot(page, '18-audit-filtered');
+    // Each action the operator took is there once, with the operator, their address, its target
+    // and its outcome (the core records it; the console must not record it again).
+    const entries = [
+      ['grant.revoke', env('GRANT_TO_REVOKE')],
+      ['user.disable', env('TARGET_USER')],
+      ['client.create', 'Console test app'],
+      ['client.delete', clientId],
+      ['key.generate', newKid],
+      ['key.promote', newKid],
+      ['key.retire', oldKid],
+    ];
+    for (const [action, target] of entries) {
+      const rows = page.locator(`tr[data-action="${action}"]`);
+      assert.equal(await rows.count(), 1, `one ${action} entry`);
+      const text = await rows.innerText();
+      for (const part of [env('OPERATOR'), '127.0.0.1', target, 'ok']) {
+        assert.ok(text.includes(part), `${action}: ${part} in ${text}`);
+      }
+    }
+    // The early promote and retire that were cancelled changed nothing and left no entry.
+    assert.equal(await page.locator('tr[data-action="key.promote"]').count(), 1);
+    // Filtered by action too.
+    await page.getByLabel('Action (e.g. user.disable)').fill('user.disable');
+    await page.getByRole('button', { name: 'Filter' }).click();
+    await page.getByRole('heading', { name: 'Audit trail' }).waitFor();
+    assert.equal(await page.locator('tbody tr').count(), 1);
+    await shot(page, '19-audit-by-action');
   } finally {
     await browser.close();
   }
