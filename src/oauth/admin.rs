@@ -198,32 +198,25 @@ impl Provider {
     }
 
     /// How many clients, users, live (unrevoked) grants and active refresh tokens the store
-    /// holds, for the console's overview. Clients and users are counted a page at a time, and
-    /// grants by one scan: the store keeps no running counts, so this costs a read of each.
+    /// holds, for the console's overview.
     pub async fn counts(&self) -> Result<Counts, Error> {
-        let mut counts = Counts::default();
-        let mut after: Option<String> = None;
-        loop {
-            let page = self.store.clients_page(after.as_deref(), MAX_PAGE).await?;
-            counts.clients += page.len() as u64;
-            match page.last() {
-                Some(last) if page.len() == MAX_PAGE => after = Some(last.client_id.clone()),
-                _ => break,
-            }
-        }
-        after = None;
-        loop {
-            let page = self.store.users_page(after.as_deref(), MAX_PAGE).await?;
-            counts.users += page.len() as u64;
-            match page.last() {
-                Some(last) if page.len() == MAX_PAGE => after = Some(last.user_id.clone()),
-                _ => break,
-            }
-        }
-        let grants = self.store.list_grants(None, None).await?;
-        counts.live_grants = grants.iter().filter(|g| !g.revoked).count() as u64;
-        counts.refresh_tokens = self.store.count_active_refresh_tokens(super::now()).await?;
-        Ok(counts)
+        let records = self.store.count_records().await?;
+        let refresh_tokens = self
+            .active_refresh_tokens
+            .read(|| async {
+                self.store
+                    .count_active_refresh_tokens(super::now())
+                    .await
+                    .map_or(-1, |n| n as i64)
+            })
+            .await;
+        Ok(Counts {
+            clients: records.clients,
+            users: records.users,
+            live_grants: records.live_grants,
+            refresh_tokens: u64::try_from(refresh_tokens)
+                .map_err(|_| Error::server_error("counting refresh tokens failed"))?,
+        })
     }
 
     /// The longest access-token lifetime in seconds, a client's own included: how long a key

@@ -1113,6 +1113,22 @@ impl Store for PgStore {
         Ok(())
     }
 
+    async fn count_records(&self) -> Result<RecordCounts> {
+        let rows = self
+            .query(
+                "SELECT (SELECT count(*) FROM clients), (SELECT count(*) FROM users), \
+                 (SELECT count(*) FROM grants WHERE NOT revoked)",
+                &[],
+            )
+            .await?;
+        let count = |i: usize| rows.first().map_or(0, |r| r.get::<_, i64>(i)) as u64;
+        Ok(RecordCounts {
+            clients: count(0),
+            users: count(1),
+            live_grants: count(2),
+        })
+    }
+
     async fn count_active_refresh_tokens(&self, now: i64) -> Result<u64> {
         let row = self
             .query(
