@@ -182,13 +182,12 @@ fn encode(value: &str) -> String {
 /// How long ago (or, negative, how far ahead) `seconds` is, in words.
 fn duration_words(seconds: i64) -> String {
     let s = seconds.unsigned_abs();
-    let text = match s {
+    match s {
         0..=119 => format!("{s} s"),
         120..=7199 => format!("{} min", s / 60),
         7200..=172_799 => format!("{} h", s / 3600),
         _ => format!("{} days", s / 86400),
-    };
-    text
+    }
 }
 
 /// The most records one console listing shows.
