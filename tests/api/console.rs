@@ -161,6 +161,8 @@ async fn anonymous_visitors_are_sent_to_log_in_on_every_console_url() {
         );
     }
     assert_nothing_changed(&app, &user_id, &client_id, &grant_id, keys_before).await;
+    let bare = get(&anonymous, "/admin").await;
+    assert_eq!((bare.status().as_u16(), location(&bare)), (301, "/admin/".to_string()));
 }
 
 #[tokio::test]

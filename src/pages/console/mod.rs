@@ -34,6 +34,7 @@ pub(super) fn mount(route: Route, templates: Arc<Templates>) -> Route {
     let t = || templates.clone();
     route
         .at(paths::CONSOLE, get(overview::show).data(t()))
+        .at(paths::CONSOLE.trim_end_matches('/'), get(to_console))
         .at(at("clients"), get(clients::list).data(t()))
         .at(
             at("clients/new"),
@@ -60,6 +61,12 @@ pub(super) fn mount(route: Route, templates: Arc<Templates>) -> Route {
         .at(at("keys/:kid/promote"), post(keys::promote).data(t()))
         .at(at("keys/:kid/retire"), post(keys::retire).data(t()))
         .at(at("audit"), get(audit::list).data(t()))
+}
+
+/// GET /admin: the console is at /admin/.
+#[poem::handler]
+fn to_console() -> Response {
+    super::redirect(StatusCode::MOVED_PERMANENTLY, paths::CONSOLE)
 }
 
 /// Every console page's first step: the signed-in operator, or the response that ends the
