@@ -232,6 +232,10 @@ pub enum UserCommand {
         #[arg(long)]
         off: bool,
     },
+    /// Disable a user: they cannot log in, their sessions end and their grants are revoked.
+    Disable { username: String },
+    /// Let a disabled user log in again (their revoked grants stay revoked).
+    Enable { username: String },
     /// Delete a user.
     Delete { username: String },
     /// Set a user's password, read from standard input.
@@ -808,6 +812,18 @@ async fn user_command(config: &Config, cmd: &UserCommand) -> anyhow::Result<()> 
             match on {
                 true => println!("{username} is an operator"),
                 false => println!("{username} is no longer an operator"),
+            }
+        }
+        UserCommand::Disable { username } | UserCommand::Enable { username } => {
+            let disable = matches!(cmd, UserCommand::Disable { .. });
+            let user = find_user(&provider, username).await?;
+            let (_, revoked) = provider
+                .set_disabled(&by, &user.user_id, disable)
+                .await
+                .map_err(|e| anyhow::anyhow!(e.description))?;
+            match disable {
+                true => println!("{username} is disabled; {revoked} grant(s) revoked"),
+                false => println!("{username} is enabled"),
             }
         }
         UserCommand::List => {

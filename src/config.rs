@@ -156,6 +156,9 @@ pub struct Config {
     pub require_pushed_authorization_requests: bool,
     /// How long audit entries are kept before the purge removes them.
     pub audit_retention: Duration,
+    /// Changes one ordinary user, self-registered client or anonymous address may make (each
+    /// is an audit entry, so the budget bounds how fast anyone but an operator grows the trail).
+    pub self_service_changes: Rate,
     /// Pushed authorization requests one client address may make for clients anyone can
     /// push for (public ones, and those users registered themselves).
     pub pushed_requests_per_address: Rate,
@@ -279,6 +282,7 @@ impl Default for Config {
             par_ttl: Duration::from_secs(60),
             require_pushed_authorization_requests: false,
             audit_retention: Duration::from_secs(90 * 86400),
+            self_service_changes: Rate::per_minute(30),
             pushed_requests_per_address: Rate::per_minute(30),
             device_code_interval: Duration::from_secs(5),
             device_authorizations_per_address: Rate::per_hour(60),
@@ -359,6 +363,9 @@ pub struct FileConfig {
     pub require_pushed_authorization_requests: Option<bool>,
     /// Seconds audit entries are kept (default 7776000, 90 days).
     pub audit_retention: Option<u64>,
+    /// Changes per minute one ordinary user, self-registered client or anonymous address may
+    /// make: app registrations and edits, profile saves, withdrawals (default 30; 0 = no limit).
+    pub self_service_changes_per_minute: Option<u32>,
     /// Pushed authorization requests per minute one client address may make for public or
     /// self-registered clients (default 30, all at once if it likes; 0 = no limit).
     pub pushed_requests_per_address_per_minute: Option<u32>,
@@ -658,6 +665,9 @@ impl Config {
         }
         if let Some(v) = file.require_pushed_authorization_requests {
             self.require_pushed_authorization_requests = v;
+        }
+        if let Some(v) = file.self_service_changes_per_minute {
+            self.self_service_changes = if v == 0 { Rate::OFF } else { Rate::per_minute(v) };
         }
         if let Some(v) = file.pushed_requests_per_address_per_minute {
             self.pushed_requests_per_address = if v == 0 { Rate::OFF } else { Rate::per_minute(v) };

@@ -132,6 +132,7 @@ impl Provider {
 
     /// Deletes a client after revoking every grant it holds, so no token of it outlives it.
     pub async fn delete_client(&self, by: &Caller, client_id: &str) -> Result<bool, Error> {
+        self.spend_change(by)?;
         let name = match self.store.get_client(client_id).await? {
             Some(client) => client.name,
             None => String::new(),

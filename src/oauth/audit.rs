@@ -198,6 +198,21 @@ impl Provider {
         }
     }
 
+    /// Takes one change from `by`'s budget (`self_service_changes`), unless `by` is privileged.
+    /// Each change is an audit entry: without a budget a script with a user account, or a
+    /// registration access token, could grow the trail without end.
+    pub(super) fn spend_change(&self, by: &Caller) -> Result<(), Error> {
+        if by.privileged {
+            return Ok(());
+        }
+        let who = match by.actor.id.as_str() {
+            "" => by.address.as_deref().unwrap_or_default(),
+            id => id,
+        };
+        let key = format!("{}:{who}", by.actor.kind);
+        self.change_rate.check(&key).map_err(Error::rate_limited)
+    }
+
     /// Records how an attempt by `by` ended: `ok`, or the error's code. Refused attempts are
     /// recorded for privileged callers only (see [`Caller::privileged`]).
     pub async fn record_result<T>(

@@ -171,6 +171,7 @@ impl Provider {
         new: NewClient,
         finish: impl FnOnce(&mut ClientRecord),
     ) -> Result<(ClientRecord, Option<String>), Error> {
+        self.spend_change(by)?;
         let name = new.name.trim().to_string();
         let result = self.store_new_client(new, finish).await;
         let target = match &result {
@@ -394,6 +395,7 @@ impl Provider {
         new: NewClient,
         finish: impl FnOnce(&mut ClientRecord),
     ) -> Result<ClientRecord, Error> {
+        self.spend_change(by)?;
         let name = new.name.trim().to_string();
         let result = self.store_client_update(client_id, new, finish).await;
         let target = match &result {
@@ -480,6 +482,7 @@ impl Provider {
 
     /// Replaces a confidential client's secret; the old one stops working at once.
     pub async fn rotate_client_secret(&self, by: &Caller, client_id: &str) -> Result<String, Error> {
+        self.spend_change(by)?;
         let mut name = String::new();
         let result = async {
             let mut client = self

@@ -100,6 +100,7 @@ impl Provider {
     /// whether anything was approved.
     /// Recorded in the audit trail when there was an approval to withdraw.
     pub async fn withdraw_consent(&self, by: &Caller, user_id: &str, client_id: &str) -> Result<bool, Error> {
+        self.spend_change(by)?;
         let known = self.store.get_consent(user_id, client_id).await?.is_some();
         for grant_id in self.store.grant_ids(user_id, client_id).await? {
             self.store.revoke_grant(&grant_id).await?;

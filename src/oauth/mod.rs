@@ -76,6 +76,8 @@ pub struct Provider {
     pushed_rate: crate::rate_limit::RateLimiter,
     /// Bursts of rejected client authentications, for the audit trail.
     auth_failures: audit::AuthFailureWatch,
+    /// Changes per ordinary actor ([`audit::Caller::privileged`] ones are not counted).
+    change_rate: crate::rate_limit::RateLimiter,
     /// The active-refresh-token gauge, a full scan, taken no more often than it is worth.
     active_refresh_tokens: crate::metrics::CostlyCount,
     /// Signs cookie values ([`session::LoginForm`], [`session::DeviceCookie`]); read from the
@@ -100,6 +102,7 @@ impl Provider {
         let registration_rate = crate::rate_limit::RateLimiter::new(config.registration.limit_per_address);
         let device_rate = crate::rate_limit::RateLimiter::new(config.device_authorizations_per_address);
         let pushed_rate = crate::rate_limit::RateLimiter::new(config.pushed_requests_per_address);
+        let change_rate = crate::rate_limit::RateLimiter::new(config.self_service_changes);
         let outbound = crate::outbound::Outbound::new(config.outbound.clone());
         let documents = crate::documents::DocumentCache::new(config.outbound.clone(), config.documents.clone());
         Provider {
@@ -118,6 +121,7 @@ impl Provider {
             device_rate,
             pushed_rate,
             auth_failures: audit::AuthFailureWatch::new(),
+            change_rate,
             active_refresh_tokens: Default::default(),
             cookie_key: Default::default(),
             dpop_nonce_key: Default::default(),

@@ -397,6 +397,7 @@ impl Provider {
     /// Changes a user's email and profile claims. A new email address is unverified unless
     /// the edit says otherwise (only the operator's CLI can).
     pub async fn update_profile(&self, by: &Caller, user_id: &str, edit: ProfileEdit) -> Result<UserRecord, Error> {
+        self.spend_change(by)?;
         let result = self.store_profile(user_id, edit).await;
         self.record_user_result(by, "user.update", user_id, &result).await;
         result

@@ -119,7 +119,7 @@ pub async fn save_profile(
             let saved = ProfileEdit::of(&user);
             profile_page(templates, StatusCode::OK, &user, &saved, csrf, Some("Saved."), None)
         }
-        Err(e) if e.code == crate::oauth::ErrorCode::ServerError => error_page(templates, &e),
+        Err(e) if !super::form_can_fix(&e) => error_page(templates, &e),
         // Show the form again with what they typed, so nothing is lost.
         Err(e) => profile_page(
             templates,

@@ -381,6 +381,7 @@ pub async fn register(
     };
     match registered {
         Ok((client, secret)) => detail_page(templates, &client, &visitor, secret.as_deref()),
+        Err(e) if !super::form_can_fix(&e) => error_page(templates, &e),
         Err(e) => form_page(
             provider,
             templates,
@@ -453,6 +454,7 @@ pub async fn edit(
     };
     match updated {
         Ok(_) => redirect(StatusCode::SEE_OTHER, &format!("/o/applications/{id}/")),
+        Err(e) if !super::form_can_fix(&e) => error_page(templates, &e),
         Err(e) => form_page(
             provider,
             templates,

@@ -361,6 +361,12 @@ async fn visitor(
     }
 }
 
+/// Whether an error is about what was typed (show the form again) rather than the server or
+/// the visitor's budget (an error page).
+fn form_can_fix(error: &Error) -> bool {
+    !matches!(error.code, ErrorCode::ServerError | ErrorCode::RateLimited)
+}
+
 /// The signed-in visitor as the audit trail names them, with their address.
 fn caller(provider: &Provider, session: &Session, req: &Request) -> crate::oauth::audit::Caller {
     let address = crate::net::client_address(req, &provider.config.trusted_proxies).map(|a| a.to_string());

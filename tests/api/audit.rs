@@ -683,3 +683,46 @@ async fn security_events_are_recorded_once_each_with_who_and_from_where() {
     }
     assert_eq!(trail(&app, &bearer, "action=client_auth.burst").await.len(), 1);
 }
+
+/// Each change is an entry, so ordinary actors have a budget of changes (an operator, an
+/// admin client or the CLI has none): past it a user's page answers 429 and nothing is
+/// changed or recorded.
+#[tokio::test]
+async fn ordinary_users_cannot_grow_the_trail_without_end() {
+    let dirs = tempfile::tempdir().unwrap();
+    let config = tessera::Config {
+        self_service_changes: tessera::rate_limit::Rate::per_minute(3),
+        ..test_config(&dirs)
+    };
+    let app = spawn_app_with(config, dirs).await;
+    let (_, bearer) = app.admin_bearer().await;
+    assert_eq!(app.log_in("/o/login/", USERNAME, PASSWORD).await.status(), 303);
+    let mut statuses = Vec::new();
+    for n in 0..5 {
+        let csrf = csrf_of(&app, "/o/profile/").await;
+        let name = format!("Alice {n}");
+        let saved = app
+            .http
+            .post(app.url("/o/profile/"))
+            .form(&[("csrf_token", csrf.as_str()), ("name", name.as_str())])
+            .send()
+            .await
+            .unwrap();
+        statuses.push(saved.status().as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 200, 429, 429]);
+    assert_eq!(trail(&app, &bearer, "action=user.update").await.len(), 3);
+    let alice = app.store.get_user_by_name(USERNAME).await.unwrap().unwrap();
+    assert_eq!(
+        alice.profile.name.as_deref(),
+        Some("Alice 2"),
+        "the refused saves changed nothing"
+    );
+    // The admin API is not budgeted.
+    for n in 0..5 {
+        let change = json!({"name": format!("Set by admin {n}")});
+        let path = format!("/api/v1/users/{}", alice.user_id);
+        assert_eq!(admin_call(&app, &bearer, "PATCH", &path, Some(change)).await.0, 200);
+    }
+    assert_eq!(trail(&app, &bearer, "action=user.update").await.len(), 8);
+}

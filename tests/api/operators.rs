@@ -52,6 +52,38 @@ async fn the_cli_gives_and_takes_the_operator_role() {
         assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
         assert_eq!(operator_of("bob"), expected, "{flag}");
     }
+    // Disabling and enabling from the CLI, each recorded in the audit trail by the OS user.
+    let disabled_of = |username: &str| {
+        let output = run(&["user", "show", username, "--json"], "");
+        serde_json::from_slice::<Value>(&output.stdout).unwrap()["disabled"].clone()
+    };
+    for (command, expected) in [("disable", true), ("enable", false)] {
+        let output = run(&["user", command, "bob"], "");
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        assert_eq!(disabled_of("bob"), expected, "{command}");
+    }
+    assert!(!run(&["user", "disable", "nobody"], "").status.success());
+    let trail = run(&["audit", "list", "--json", "--target", "bob"], "");
+    let actions: Vec<String> = String::from_utf8_lossy(&trail.stdout)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["action"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "user.enable",
+            "user.disable",
+            "user.operator_on",
+            "user.operator_off",
+            "user.operator_on",
+            "user.create"
+        ]
+    );
     // Exactly one of --on and --off; an unknown user is an error.
     for args in [
         &["user", "set-operator", "bob"][..],
