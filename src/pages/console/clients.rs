@@ -12,8 +12,8 @@ use poem::{handler, Body, Request, Response};
 use super::super::applications::{client_type_name, keys_from_form, lines, settings_of, GRANTS};
 use super::super::redirect;
 use super::{
-    caller, confirm_page, confirmed, console_page, contains, encode, failed, field, operator, operator_form, search,
-    Confirm, Templates,
+    caller, confirm_page, confirmed, console_page, contains, encode, failed, field, form_can_fix, operator,
+    operator_form, search, Confirm, Templates,
 };
 use crate::oauth::admin::{not_found, MAX_PAGE};
 use crate::oauth::client::NewClient;
@@ -315,7 +315,7 @@ pub(super) async fn create(
 ) -> Response {
     let (provider, templates) = (provider.0.as_ref(), templates.0.as_ref());
     let (session, form) = try_page!(operator_form(provider, templates, req, body).await);
-    let by = caller(provider, req, &session);
+    let by = caller(provider, &session, req);
     let (new, form_error) = settings_from_form(provider, &form, blank());
     let registered = match form_error {
         Some(why) => Err(Error::invalid_request(why)),
@@ -323,6 +323,7 @@ pub(super) async fn create(
     };
     match registered {
         Ok((client, secret)) => detail_page(provider, templates, &session, &client, secret.as_deref()).await,
+        Err(e) if !form_can_fix(&e) => failed(templates, &e),
         Err(e) => form_page(
             provider,
             templates,
@@ -369,7 +370,7 @@ pub(super) async fn edit(
     let (provider, templates) = (provider.0.as_ref(), templates.0.as_ref());
     let (session, form) = try_page!(operator_form(provider, templates, req, body).await);
     let client = try_page!(client(provider, templates, &id).await);
-    let by = caller(provider, req, &session);
+    let by = caller(provider, &session, req);
     let (new, form_error) = settings_from_form(provider, &form, settings_of(&client));
     let updated = match form_error {
         Some(why) => Err(Error::invalid_request(why)),
@@ -377,6 +378,7 @@ pub(super) async fn edit(
     };
     match updated {
         Ok(_) => redirect(StatusCode::SEE_OTHER, &format!("/admin/clients/{}", encode(&id))),
+        Err(e) if !form_can_fix(&e) => failed(templates, &e),
         Err(e) => form_page(
             provider,
             templates,
@@ -419,7 +421,7 @@ pub(super) async fn rotate_secret(
             },
         );
     }
-    let by = caller(provider, req, &session);
+    let by = caller(provider, &session, req);
     let rotated = provider.rotate_client_secret(&by, &id).await;
     match rotated {
         Ok(secret) => detail_page(provider, templates, &session, &client, Some(&secret)).await,
@@ -458,7 +460,7 @@ pub(super) async fn delete(
             },
         );
     }
-    let by = caller(provider, req, &session);
+    let by = caller(provider, &session, req);
     let deleted = provider.delete_client(&by, &id).await;
     match deleted {
         Ok(_) => redirect(StatusCode::SEE_OTHER, "/admin/clients"),

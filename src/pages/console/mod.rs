@@ -5,7 +5,7 @@
 //! a key, disable a user) answer a POST without `confirm=yes` with a confirmation page instead.
 //!
 //! The pages call the same core operations as the admin API and the CLI, each with a
-//! [`Caller`] for the operator, so the core's audit trail says who did it from where.
+//! [`crate::oauth::audit::Caller`] for the operator, so the core's audit trail says who did it from where.
 
 mod audit;
 mod chart;
@@ -21,9 +21,8 @@ use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use poem::http::StatusCode;
 use poem::{get, post, Body, EndpointExt, Request, Response, Route};
 
-use super::{checked_form, error_page, page, visitor, Templates};
+use super::{caller, checked_form, error_page, form_can_fix, page, visitor, Templates};
 use crate::http::routes as paths;
-use crate::oauth::audit::Caller;
 use crate::oauth::params::Params;
 use crate::oauth::session::Session;
 use crate::oauth::{Error, Provider};
@@ -103,12 +102,6 @@ async fn operator_form(
     let session = operator(provider, templates, req, StatusCode::SEE_OTHER).await?;
     let form = checked_form(templates, &session, body).await?;
     Ok((session, form))
-}
-
-/// The operator as the core's audit trail records them.
-fn caller(provider: &Provider, req: &Request, session: &Session) -> Caller {
-    let address = crate::net::client_address(req, &provider.config.trusted_proxies).map(|a| a.to_string());
-    Caller::user(&session.user, address.as_deref())
 }
 
 /// A form field, or "" when absent.

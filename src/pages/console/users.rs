@@ -16,8 +16,8 @@ use poem::{handler, Body, Request, Response};
 
 use super::super::{date, query_pairs, redirect};
 use super::{
-    caller, confirm_page, confirmed, console_page, contains, encode, failed, field, operator, operator_form, search,
-    Confirm, Templates, PAGE,
+    caller, confirm_page, confirmed, console_page, contains, encode, failed, field, form_can_fix, operator,
+    operator_form, search, Confirm, Templates, PAGE,
 };
 use crate::oauth::admin::{not_found, MAX_PAGE};
 use crate::oauth::session::Session;
@@ -160,7 +160,7 @@ pub(super) async fn create(
 ) -> Response {
     let (provider, templates) = (provider.0.as_ref(), templates.0.as_ref());
     let (session, form) = try_page!(operator_form(provider, templates, req, body).await);
-    let by = caller(provider, req, &session);
+    let by = caller(provider, &session, req);
     let (username, email) = (field(&form, "username").trim().to_string(), field(&form, "email"));
     let edit = ProfileEdit {
         email: Some(email.trim().to_string()).filter(|e| !e.is_empty()),
@@ -174,6 +174,7 @@ pub(super) async fn create(
             StatusCode::SEE_OTHER,
             &format!("/admin/users/{}", encode(&user.user_id)),
         ),
+        Err(e) if !form_can_fix(&e) => failed(templates, &e),
         Err(e) => {
             let ctx = context! { error => e.description, username, email };
             let mut response = console_page(templates, &session, "users", "console_user_form.html", ctx);
@@ -196,7 +197,7 @@ pub(super) async fn reset_password(
     let (provider, templates) = (provider.0.as_ref(), templates.0.as_ref());
     let (session, form) = try_page!(operator_form(provider, templates, req, body).await);
     let user = try_page!(user(provider, templates, &id).await);
-    let by = caller(provider, req, &session);
+    let by = caller(provider, &session, req);
     let set = provider.set_password(&by, &id, &field(&form, "password")).await;
     if let Err(e) = set {
         return failed(templates, &e);
@@ -260,7 +261,7 @@ pub(super) async fn disable(
             },
         );
     }
-    let by = caller(provider, req, &session);
+    let by = caller(provider, &session, req);
     let disabled = provider.set_disabled(&by, &id, true).await;
     match disabled {
         Ok(_) => redirect(StatusCode::SEE_OTHER, &format!("/admin/users/{}", encode(&id))),
@@ -280,7 +281,7 @@ pub(super) async fn enable(
     let (provider, templates) = (provider.0.as_ref(), templates.0.as_ref());
     let (session, _form) = try_page!(operator_form(provider, templates, req, body).await);
     try_page!(user(provider, templates, &id).await);
-    let by = caller(provider, req, &session);
+    let by = caller(provider, &session, req);
     let enabled = provider.set_disabled(&by, &id, false).await;
     match enabled {
         Ok(_) => redirect(StatusCode::SEE_OTHER, &format!("/admin/users/{}", encode(&id))),
@@ -319,7 +320,7 @@ pub(super) async fn delete(
             },
         );
     }
-    let by = caller(provider, req, &session);
+    let by = caller(provider, &session, req);
     let deleted = provider.delete_user(&by, &id).await;
     match deleted {
         Ok(_) => redirect(StatusCode::SEE_OTHER, "/admin/users"),
@@ -393,7 +394,7 @@ pub(super) async fn revoke_grant(
 ) -> Response {
     let (provider, templates) = (provider.0.as_ref(), templates.0.as_ref());
     let (session, form) = try_page!(operator_form(provider, templates, req, body).await);
-    let by = caller(provider, req, &session);
+    let by = caller(provider, &session, req);
     let revoked = provider.revoke_grant(&by, &id).await;
     match revoked {
         Ok(grant) => redirect(
