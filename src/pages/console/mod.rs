@@ -21,7 +21,9 @@ use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use poem::http::StatusCode;
 use poem::{get, post, Body, EndpointExt, Request, Response, Route};
 
-use super::{caller, checked_form, error_page, form_can_fix, page, visitor, Templates};
+use super::{
+    caller, checked_form, current_session, error_page, form_can_fix, login_redirect, page, visitor, Templates,
+};
 use crate::http::routes as paths;
 use crate::oauth::params::Params;
 use crate::oauth::session::Session;
@@ -77,6 +79,11 @@ async fn operator(
     status: StatusCode,
 ) -> Result<Session, Box<Response>> {
     let session = visitor(provider, templates, req, status).await?;
+    with_role(templates, session)
+}
+
+/// The session, if its user holds the operator role; a 403 page otherwise.
+fn with_role(templates: &Templates, session: Session) -> Result<Session, Box<Response>> {
     if !session.user.operator || session.user.disabled {
         let html = templates.render(
             "error.html",
@@ -92,16 +99,38 @@ async fn operator(
 }
 
 /// A console POST: the operator, and the form once its CSRF token checked out. Nothing is read
-/// from the form before both checks pass.
+/// from the form before both checks pass. A visitor not signed in is sent to log in and then
+/// to the section's page (a browser cannot come back to a POST).
 async fn operator_form(
     provider: &Provider,
     templates: &Templates,
     req: &Request,
     body: Body,
 ) -> Result<(Session, Vec<(String, String)>), Box<Response>> {
-    let session = operator(provider, templates, req, StatusCode::SEE_OTHER).await?;
+    let session = match current_session(provider, req).await {
+        Ok(Some(session)) => session,
+        Ok(None) => {
+            let back = section_of(req.uri().path());
+            return Err(Box::new(login_redirect(StatusCode::SEE_OTHER, &back)));
+        }
+        Err(e) => return Err(Box::new(error_page(templates, &e))),
+    };
+    let session = with_role(templates, session)?;
     let form = checked_form(templates, &session, body).await?;
     Ok((session, form))
+}
+
+/// The console page listing what `path` acts on: `/admin/clients/ID/delete` is in
+/// `/admin/clients`.
+fn section_of(path: &str) -> String {
+    let section = path
+        .strip_prefix(paths::CONSOLE)
+        .and_then(|rest| rest.split('/').next())
+        .filter(|s| ["clients", "users", "grants", "keys", "audit"].contains(s));
+    match section {
+        Some(section) => format!("{}{section}", paths::CONSOLE),
+        None => paths::CONSOLE.to_string(),
+    }
 }
 
 /// A form field, or "" when absent.
@@ -230,6 +259,14 @@ fn contains(haystack: &str, needle: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_post_comes_back_to_its_section_after_the_login() {
+        assert_eq!(section_of("/admin/clients/abc/delete"), "/admin/clients");
+        assert_eq!(section_of("/admin/keys/generate"), "/admin/keys");
+        assert_eq!(section_of("/admin/grants/g/revoke"), "/admin/grants");
+        assert_eq!(section_of("/admin/elsewhere"), "/admin/");
+    }
 
     #[test]
     fn durations_read_in_the_largest_sensible_unit() {

@@ -376,7 +376,8 @@ pub(super) async fn grant_list(
 fn back_to(form: &[(String, String)], fallback: &str) -> String {
     let wanted = field(form, "return_to");
     // Only a path of the console: never another origin (`//host`) or a scheme.
-    if wanted.starts_with("/admin/") && !wanted.contains("//") && !wanted.contains('\\') {
+    let plain = !wanted.contains("//") && !wanted.contains('\\') && !wanted.chars().any(char::is_control);
+    if wanted.starts_with("/admin/") && plain {
         wanted
     } else {
         fallback.to_string()
