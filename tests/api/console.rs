@@ -729,3 +729,66 @@ async fn the_audit_page_pages_older_entries_by_cursor() {
     assert_eq!(second.matches(r#"<tr data-action="key.generate">"#).count(), 5);
     assert!(!second.contains("before="), "the oldest page has no older link");
 }
+
+#[tokio::test]
+async fn an_operator_resets_a_password_and_deletes_a_user_after_confirming() {
+    let app = spawn_app().await;
+    let (user_id, _, grant_id, _, _) = targets(&app).await;
+    let operator = operator_browser(&app).await;
+    let token = csrf(&operator).await;
+    let reset = post(
+        &operator,
+        &format!("/admin/users/{user_id}/password"),
+        &[
+            ("csrf_token", token.as_str()),
+            ("password", "a brand new password"),
+            ("revoke_grants", "yes"),
+        ],
+    )
+    .await;
+    assert_eq!(reset.status(), 200);
+    assert!(reset.text().await.unwrap().contains("1 grant(s) revoked"));
+    assert!(app.store.get_grant(&grant_id).await.unwrap().unwrap().revoked);
+    assert_eq!(
+        get(&app, "/o/authorized_tokens/").await.status(),
+        302,
+        "her session ended"
+    );
+    let fresh = browser(&app);
+    assert_ne!(
+        fresh.log_in("/o/login/", USERNAME, PASSWORD).await.status(),
+        303,
+        "the old password"
+    );
+    assert_eq!(
+        fresh
+            .log_in("/o/login/", USERNAME, "a brand new password")
+            .await
+            .status(),
+        303
+    );
+    // Too short a password is refused and changes nothing.
+    let short = post(
+        &operator,
+        &format!("/admin/users/{user_id}/password"),
+        &[("csrf_token", token.as_str()), ("password", "x")],
+    )
+    .await;
+    assert_eq!(short.status(), 400);
+
+    let delete = format!("/admin/users/{user_id}/delete");
+    let asked = post(&operator, &delete, &[("csrf_token", token.as_str())]).await;
+    assert!(asked.text().await.unwrap().contains("Delete this user?"));
+    assert!(app.store.get_user(&user_id).await.unwrap().is_some());
+    let deleted = post(
+        &operator,
+        &delete,
+        &[("csrf_token", token.as_str()), ("confirm", "yes")],
+    )
+    .await;
+    assert_eq!(
+        (deleted.status().as_u16(), location(&deleted)),
+        (303, "/admin/users".to_string())
+    );
+    assert!(app.store.get_user(&user_id).await.unwrap().is_none());
+}
