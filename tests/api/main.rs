@@ -11,6 +11,8 @@ mod documents;
 mod attack;
 // The attack on pushed authorization requests and the DPoP, PAR and token exchange settings.
 mod attack_par;
+// The attack on the audit trail: forged, duplicated and missing entries, the pending file.
+mod attack_audit;
 
 // The admin API under /api/v1/: authorisation, problem details, paging, each area.
 mod admin;
