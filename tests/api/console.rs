@@ -661,6 +661,15 @@ async fn the_audit_page_filters_and_pages() {
     assert!(page.text().await.unwrap().contains("No entries match these filters"));
     let bad = get(&operator, "/admin/audit?since=yesterday").await;
     assert_eq!(bad.status(), 400);
+    // A NUL byte is a bad request, not a server error (PostgreSQL refuses it in text).
+    for path in [
+        "/admin/audit?actor=%00",
+        "/admin/grants?user=a%00b",
+        "/admin/users/%00",
+        "/admin/clients?q=%00",
+    ] {
+        assert_eq!(get(&operator, path).await.status(), 400, "{path}");
+    }
 }
 
 #[tokio::test]

@@ -79,7 +79,21 @@ async fn operator(
     status: StatusCode,
 ) -> Result<Session, Box<Response>> {
     let session = visitor(provider, templates, req, status).await?;
-    with_role(templates, session)
+    let session = with_role(templates, session)?;
+    no_nul(templates, req)?;
+    Ok(session)
+}
+
+/// Refuses a request whose path or query holds a NUL byte: PostgreSQL refuses it in text, and
+/// would turn a typo into a server error.
+fn no_nul(templates: &Templates, req: &Request) -> Result<(), Box<Response>> {
+    match req.uri().to_string().to_ascii_lowercase().contains("%00") {
+        true => Err(Box::new(error_page(
+            templates,
+            &Error::invalid_request("the address holds a NUL byte"),
+        ))),
+        false => Ok(()),
+    }
 }
 
 /// The session, if its user holds the operator role; a 403 page otherwise.
@@ -116,6 +130,7 @@ async fn operator_form(
         Err(e) => return Err(Box::new(error_page(templates, &e))),
     };
     let session = with_role(templates, session)?;
+    no_nul(templates, req)?;
     let form = checked_form(templates, &session, body).await?;
     Ok((session, form))
 }
