@@ -404,6 +404,17 @@ pub enum Redemption {
     Unknown,
 }
 
+/// What a grant was when it was revoked ([`GrantStore::revoke_grant_once`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrantRevocation {
+    /// It was live: this call revoked it.
+    Revoked,
+    /// It had been revoked before: nothing changed.
+    WasRevoked,
+    /// No such grant.
+    Unknown,
+}
+
 /// Outcome of exchanging a refresh token ([`GrantStore::rotate_refresh`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rotation {
@@ -480,8 +491,13 @@ pub trait GrantStore: Send + Sync {
     async fn list_grants(&self, user_id: Option<&str>, client_id: Option<&str>) -> Result<Vec<GrantRecord>>;
     /// The ids of every grant a user gave a client (revoked ones included).
     async fn grant_ids(&self, user_id: &str, client_id: &str) -> Result<Vec<String>>;
+    /// Marks a grant revoked, and says what it was before (see [`GrantRevocation`]): of many
+    /// concurrent calls on a live grant, on however many nodes, exactly one sees `Revoked`.
+    async fn revoke_grant_once(&self, grant_id: &str) -> Result<GrantRevocation>;
     /// Marks a grant revoked; returns whether it existed. Revoked stays revoked.
-    async fn revoke_grant(&self, grant_id: &str) -> Result<bool>;
+    async fn revoke_grant(&self, grant_id: &str) -> Result<bool> {
+        Ok(self.revoke_grant_once(grant_id).await? != GrantRevocation::Unknown)
+    }
     async fn put_refresh(&self, token_hash: &SecretHash, token: &RefreshRecord) -> Result<()>;
     async fn get_refresh(&self, token_hash: &SecretHash) -> Result<Option<RefreshRecord>>;
     /// A refresh token with its grant (`None` when the grant is gone): what every use of a

@@ -799,11 +799,26 @@ impl GrantStore for PgStore {
         Ok(rows.iter().map(|row| row.get(0)).collect())
     }
 
-    async fn revoke_grant(&self, grant_id: &str) -> Result<bool> {
-        Ok(self
-            .execute("UPDATE grants SET revoked = true WHERE grant_id = $1", &[&grant_id])
+    async fn revoke_grant_once(&self, grant_id: &str) -> Result<GrantRevocation> {
+        // The row lock of the update decides: one concurrent caller finds it unrevoked.
+        let revoked = self
+            .execute(
+                "UPDATE grants SET revoked = true WHERE grant_id = $1 AND NOT revoked",
+                &[&grant_id],
+            )
+            .await?;
+        if revoked == 1 {
+            return Ok(GrantRevocation::Revoked);
+        }
+        let exists = self
+            .query_opt("SELECT 1 FROM grants WHERE grant_id = $1", &[&grant_id])
             .await?
-            == 1)
+            .is_some();
+        Ok(if exists {
+            GrantRevocation::WasRevoked
+        } else {
+            GrantRevocation::Unknown
+        })
     }
 
     async fn put_refresh(&self, token_hash: &SecretHash, token: &RefreshRecord) -> Result<()> {

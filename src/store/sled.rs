@@ -609,7 +609,7 @@ impl Trees {
         Ok(grants)
     }
 
-    fn revoke_grant(&self, grant_id: &str) -> Result<bool> {
+    fn revoke_grant_once(&self, grant_id: &str) -> Result<GrantRevocation> {
         let old = self.grants.fetch_and_update(grant_id.as_bytes(), |old| {
             let old = old?;
             match serde_json::from_slice::<GrantRecord>(old) {
@@ -619,7 +619,14 @@ impl Trees {
                 Err(_) => Some(old.to_vec()),
             }
         })?;
-        Ok(old.is_some())
+        // The update is atomic, so the value it replaced tells whether this call revoked it.
+        Ok(match old {
+            None => GrantRevocation::Unknown,
+            Some(old) => match serde_json::from_slice::<GrantRecord>(&old) {
+                Ok(grant) if !grant.revoked => GrantRevocation::Revoked,
+                _ => GrantRevocation::WasRevoked,
+            },
+        })
     }
 
     fn put_refresh(&self, token_hash: &SecretHash, token: &RefreshRecord) -> Result<()> {
@@ -1106,8 +1113,8 @@ impl GrantStore for SledStore {
     async fn grant_ids(&self, user_id: &str, client_id: &str) -> Result<Vec<String>> {
         self.trees.grant_ids(user_id, client_id)
     }
-    async fn revoke_grant(&self, grant_id: &str) -> Result<bool> {
-        self.trees.revoke_grant(grant_id)
+    async fn revoke_grant_once(&self, grant_id: &str) -> Result<GrantRevocation> {
+        self.trees.revoke_grant_once(grant_id)
     }
     async fn put_refresh(&self, token_hash: &SecretHash, token: &RefreshRecord) -> Result<()> {
         self.trees.put_refresh(token_hash, token)

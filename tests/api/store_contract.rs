@@ -338,6 +338,21 @@ async fn grants_are_inserted_once_listed_and_revoked_for_good() {
         assert!(store.revoke_grant("g1").await.unwrap());
         assert!(store.revoke_grant("g1").await.unwrap(), "it still exists");
         assert!(!store.revoke_grant("nope").await.unwrap());
+        // What a revocation found: of 50 at once on a live grant, exactly one revoked it.
+        use tessera::store::GrantRevocation;
+        assert_eq!(
+            store.revoke_grant_once("g1").await.unwrap(),
+            GrantRevocation::WasRevoked
+        );
+        assert_eq!(store.revoke_grant_once("nope").await.unwrap(), GrantRevocation::Unknown);
+        let mut racing = tokio::task::JoinSet::new();
+        for _ in 0..50 {
+            let store = store.clone();
+            racing.spawn(async move { store.revoke_grant_once("g3").await.unwrap() });
+        }
+        let outcomes = racing.join_all().await;
+        let revoked = outcomes.iter().filter(|o| **o == GrantRevocation::Revoked).count();
+        assert_eq!(revoked, 1, "{outcomes:?}");
         assert!(store.get_grant("g1").await.unwrap().unwrap().revoked);
         // A put after a revocation is what the core does for a code replay; revoked stays.
         assert!(store.get_grant("g1").await.unwrap().unwrap().revoked);

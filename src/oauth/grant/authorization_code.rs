@@ -4,7 +4,9 @@ use crate::oauth::oidc::IdTokenInput;
 use crate::oauth::scope::Scope;
 use crate::oauth::token::{TokenBinding, TokenResponse};
 use crate::oauth::{now, pkce, random_token, secret_hash, Error, ErrorCode, Provider};
-use crate::store::{ClientRecord, ClientType, CodeRecord, GrantRecord, GrantType, Redemption, RefreshRecord};
+use crate::store::{
+    ClientRecord, ClientType, CodeRecord, GrantRecord, GrantRevocation, GrantType, Redemption, RefreshRecord,
+};
 
 impl Provider {
     /// Exchanges a code for tokens. The code is spent by the first attempt, whatever its
@@ -24,20 +26,16 @@ impl Provider {
                 // RFC 6749 §4.1.2: a code used twice has leaked; revoke what it produced.
                 // The first exchange may not have written its grant yet: then a revoked one
                 // is written in its place, and that exchange, finding it, cannot make it live.
-                // The first replay is recorded; later ones find the grant revoked already.
-                let was_live = self
-                    .store
-                    .get_grant(&record.grant_id)
-                    .await?
-                    .is_some_and(|g| !g.revoked);
-                let mut first = was_live;
-                if !self.store.revoke_grant(&record.grant_id).await? {
-                    let revoked = grant_of(&record, now(), true);
-                    first = self.store.insert_grant(&revoked).await?;
-                    if !first {
-                        self.store.revoke_grant(&record.grant_id).await?;
+                // The replay that revokes the grant is recorded; the others find it revoked.
+                let first = match self.store.revoke_grant_once(&record.grant_id).await? {
+                    GrantRevocation::Revoked => true,
+                    GrantRevocation::WasRevoked => false,
+                    GrantRevocation::Unknown => {
+                        let revoked = grant_of(&record, now(), true);
+                        self.store.insert_grant(&revoked).await?
+                            || self.store.revoke_grant_once(&record.grant_id).await? == GrantRevocation::Revoked
                     }
-                }
+                };
                 self.store.durable().await?;
                 if first {
                     let grant = grant_of(&record, now(), true);

@@ -78,9 +78,12 @@ impl Provider {
             Rotation::Spent(spent) => {
                 // RFC 9700 §4.14.2: a spent token presented again has leaked; its whole family
                 // (every token of the grant) is revoked.
-                self.store.revoke_grant(&spent.grant_id).await?;
+                let revoked = self.store.revoke_grant_once(&spent.grant_id).await?;
                 self.store.durable().await?;
-                self.record_leak(client, address, "refresh_token.reuse", &grant).await;
+                // Recorded once: by the request that revoked the family.
+                if revoked == crate::store::GrantRevocation::Revoked {
+                    self.record_leak(client, address, "refresh_token.reuse", &grant).await;
+                }
                 return Err(Error::invalid_grant(
                     "the refresh token was already used; its grant has been revoked",
                 ));
