@@ -179,6 +179,8 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// `Cache-Control: max-age` of the JWKS and metadata documents.
     pub jwks_max_age: Duration,
+    /// How old the signing key may get before the console says a rotation is due.
+    pub key_rotation_interval: Duration,
     /// How failed logins are throttled.
     pub login_throttle: ThrottlePolicy,
     /// Serve the built-in test consumer at `/o/playground/` (on with `tessera serve --dev`).
@@ -312,6 +314,7 @@ impl Default for Config {
             cors_origins: Vec::new(),
             max_body_bytes: 64 * 1024,
             jwks_max_age: Duration::from_secs(300),
+            key_rotation_interval: Duration::from_secs(90 * 86400),
             login_throttle: ThrottlePolicy::default(),
             playground: false,
             registration: RegistrationPolicy::default(),
@@ -378,6 +381,9 @@ pub struct FileConfig {
     pub cors_origins: Option<Vec<String>>,
     pub max_body_bytes: Option<usize>,
     pub jwks_max_age: Option<u64>,
+    /// Seconds the signing key may age before the console says a rotation is due (default
+    /// 7776000, 90 days).
+    pub key_rotation_interval: Option<u64>,
     /// Failed logins allowed per username before lockouts start.
     pub login_max_failures: Option<u32>,
     /// Failed logins allowed per client address before lockouts start.
@@ -594,6 +600,11 @@ impl Config {
             ("device_code_ttl", file.device_code_ttl, &mut self.device_code_ttl),
             ("par_ttl", file.par_ttl, &mut self.par_ttl),
             ("audit_retention", file.audit_retention, &mut self.audit_retention),
+            (
+                "key_rotation_interval",
+                file.key_rotation_interval,
+                &mut self.key_rotation_interval,
+            ),
             (
                 "device_code_interval",
                 file.device_code_interval,

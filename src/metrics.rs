@@ -1,6 +1,7 @@
 //! Prometheus metrics: requests and latency by route and status, tokens issued by grant type,
 //! errors by OAuth error code, and two gauges read at scrape time (active refresh tokens and
-//! the signing key's age). Served as Prometheus text at `/metrics`.
+//! the signing key's age). Served as Prometheus text at `/metrics`. Tokens issued are also
+//! kept per minute for the last hour ([`TokenHistory`], this node only) for the console's chart.
 
 use std::sync::atomic::{AtomicI64, AtomicU64};
 use std::time::{Duration, Instant};
@@ -53,6 +54,7 @@ pub struct Metrics {
     database_connections: Family<DatabaseConnectionLabel, Gauge<i64, AtomicI64>>,
     database_up: Gauge<i64, AtomicI64>,
     database_round_trip: Gauge<f64, AtomicU64>,
+    token_history: TokenHistory,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -139,6 +141,7 @@ impl Metrics {
             database_round_trip.clone(),
         );
         Metrics {
+            token_history: TokenHistory::default(),
             registry,
             database_connections,
             database_up,
@@ -174,6 +177,12 @@ impl Metrics {
 
     pub fn token_issued(&self, grant_type: &'static str) {
         self.tokens_issued.get_or_create(&GrantLabel { grant_type }).inc();
+        self.token_history.add(crate::clock::now() / 60, grant_type);
+    }
+
+    /// Tokens this node issued in each of the last [`HISTORY_MINUTES`] minutes, by grant type.
+    pub fn tokens_per_minute(&self) -> TokensPerMinute {
+        self.token_history.read(crate::clock::now() / 60)
     }
 
     /// Counts one JWT signed (`access_token` or `id_token`).
@@ -210,6 +219,67 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
         text
+    }
+}
+
+/// How many minutes [`TokenHistory`] keeps.
+pub const HISTORY_MINUTES: usize = 60;
+
+/// Tokens issued per minute and grant type over the last hour, in memory on this node (a
+/// restart starts it afresh; each node of a cluster counts its own).
+#[derive(Default)]
+struct TokenHistory {
+    /// (minute since the epoch, grant type, count), oldest first; at most an hour of minutes.
+    minutes: std::sync::Mutex<std::collections::VecDeque<(i64, &'static str, u64)>>,
+}
+
+/// The last hour, minute by minute: `series` holds, per grant type, [`HISTORY_MINUTES`]
+/// counts, oldest first, the last being the minute now under way.
+#[derive(Debug, Clone, Default)]
+pub struct TokensPerMinute {
+    /// The minute (since the epoch) the last count is for.
+    pub last_minute: i64,
+    pub series: Vec<(&'static str, Vec<u64>)>,
+}
+
+impl TokenHistory {
+    fn add(&self, minute: i64, grant_type: &'static str) {
+        // A poisoned lock only means another thread panicked mid-count: the counts stay usable.
+        let mut minutes = self.minutes.lock().unwrap_or_else(|e| e.into_inner());
+        let oldest = minute - HISTORY_MINUTES as i64;
+        while minutes.front().is_some_and(|(m, _, _)| *m <= oldest) {
+            minutes.pop_front();
+        }
+        match minutes
+            .iter_mut()
+            .rev()
+            .take_while(|(m, _, _)| *m == minute)
+            .find(|(_, g, _)| *g == grant_type)
+        {
+            Some(entry) => entry.2 += 1,
+            None => minutes.push_back((minute, grant_type, 1)),
+        }
+    }
+
+    fn read(&self, now_minute: i64) -> TokensPerMinute {
+        let minutes = self.minutes.lock().unwrap_or_else(|e| e.into_inner());
+        let first = now_minute - HISTORY_MINUTES as i64 + 1;
+        let mut series: Vec<(&'static str, Vec<u64>)> = Vec::new();
+        for &(minute, grant_type, count) in minutes.iter().filter(|(m, _, _)| (first..=now_minute).contains(m)) {
+            let index = match series.iter().position(|(g, _)| *g == grant_type) {
+                Some(index) => index,
+                None => {
+                    series.push((grant_type, vec![0; HISTORY_MINUTES]));
+                    series.len() - 1
+                }
+            };
+            series[index].1[(minute - first) as usize] += count;
+        }
+        series.sort_by_key(|(g, _)| *g);
+        TokensPerMinute {
+            last_minute: now_minute,
+            series,
+        }
     }
 }
 
@@ -272,6 +342,39 @@ mod tests {
         // A failed count (-1) is not reused.
         assert_eq!(count.read_at(start + Duration::from_secs(9), || async { -1 }).await, -1);
         assert_eq!(count.read_at(start + Duration::from_secs(9), || async { 5 }).await, 5);
+    }
+
+    #[test]
+    fn token_history_keeps_the_last_hour_by_minute_and_grant_type() {
+        let history = TokenHistory::default();
+        history.add(1000, "client_credentials");
+        history.add(1000, "client_credentials");
+        history.add(1000, "refresh_token");
+        history.add(1030, "refresh_token");
+        let read = history.read(1030);
+        assert_eq!(read.series.len(), 2);
+        let (grant, counts) = &read.series[0];
+        assert_eq!(
+            (*grant, counts[HISTORY_MINUTES - 31], counts.iter().sum::<u64>()),
+            ("client_credentials", 2, 2)
+        );
+        let (grant, counts) = &read.series[1];
+        assert_eq!(
+            (*grant, counts[HISTORY_MINUTES - 1], counts.iter().sum::<u64>()),
+            ("refresh_token", 1, 2)
+        );
+        // An hour later minute 1000 has left the window, and a new count drops it for good.
+        assert_eq!(
+            history
+                .read(1060)
+                .series
+                .iter()
+                .map(|(_, c)| c.iter().sum::<u64>())
+                .sum::<u64>(),
+            1
+        );
+        history.add(1070, "authorization_code");
+        assert_eq!(history.minutes.lock().unwrap().len(), 2);
     }
 
     #[test]

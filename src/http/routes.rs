@@ -20,6 +20,8 @@ pub const PLAYGROUND: &str = "/o/playground/";
 pub const PLAYGROUND_CALLBACK: &str = "/o/playground/callback/";
 /// The application-management pages live under this prefix.
 pub const APPLICATIONS: &str = "/o/applications/";
+/// The operator's console: every page under it needs the operator role.
+pub const CONSOLE: &str = "/admin/";
 pub const DOCS: &str = "/docs";
 pub const SPEC: &str = "/openapi.json";
 
@@ -156,6 +158,7 @@ pub const ROUTES: &[Route] = &[
     page(STYLESHEET, "/o/static/*"),
     page(SCRIPT, "/o/static/*"),
     page("/o/applications/*", "/o/applications/*"),
+    page("/admin/*", "/admin/*"),
     page(DOCS, "/docs"),
     page(SPEC, "/openapi.json"),
     page(HOME, "/"),

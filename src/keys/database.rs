@@ -111,7 +111,7 @@ impl DatabaseVault {
     async fn rows(client: &tokio_postgres::Transaction<'_>) -> Result<Vec<tokio_postgres::Row>, KeyError> {
         client
             .query(
-                "SELECT kid, alg, status, created_at, private_key FROM keys ORDER BY position",
+                "SELECT kid, alg, status, created_at, private_key, promoted_at FROM keys ORDER BY position",
                 &[],
             )
             .await
@@ -124,6 +124,7 @@ impl DatabaseVault {
             alg: from_column(row.get(1))?,
             status: from_column(row.get(2))?,
             created_at: row.get(3),
+            promoted_at: row.get(5),
         })
     }
 }
@@ -189,13 +190,15 @@ impl KeyVault for DatabaseVault {
         let outcome = change(&mut draft)?;
         for (info, pkcs8) in &draft.added {
             tx.execute(
-                "INSERT INTO keys (kid, alg, status, created_at, position, private_key) VALUES ($1, $2, $3, $4, 0, $5)",
+                "INSERT INTO keys (kid, alg, status, created_at, position, private_key, promoted_at) \
+                 VALUES ($1, $2, $3, $4, 0, $5, $6)",
                 &[
                     &info.kid,
                     &column(&info.alg)?,
                     &column(&info.status)?,
                     &info.created_at,
                     &self.kek.seal(&info.kid, pkcs8)?,
+                    &info.promoted_at,
                 ],
             )
             .await
@@ -203,8 +206,8 @@ impl KeyVault for DatabaseVault {
         }
         for (position, info) in draft.keys.iter().enumerate() {
             tx.execute(
-                "UPDATE keys SET status = $2, position = $3 WHERE kid = $1",
-                &[&info.kid, &column(&info.status)?, &(position as i64)],
+                "UPDATE keys SET status = $2, position = $3, promoted_at = $4 WHERE kid = $1",
+                &[&info.kid, &column(&info.status)?, &(position as i64), &info.promoted_at],
             )
             .await
             .map_err(db)?;

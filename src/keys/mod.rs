@@ -71,6 +71,10 @@ pub struct KeyInfo {
     pub alg: Algorithm,
     pub status: KeyStatus,
     pub created_at: i64,
+    /// When the key last became the signing key (unknown for keys promoted before this was
+    /// recorded): the runbook's wait before retiring the previous key starts here.
+    #[serde(default)]
+    pub promoted_at: Option<i64>,
 }
 
 /// A keyring as a vault keeps it: each key's entry and its PKCS#8 document (DER).
@@ -155,6 +159,7 @@ impl Keyring {
                     draft.add(
                         KeyInfo {
                             status: KeyStatus::Signing,
+                            promoted_at: Some(info.created_at),
                             ..info
                         },
                         pkcs8,
@@ -211,7 +216,12 @@ impl Keyring {
                 } else {
                     KeyStatus::Signing
                 };
-                let info = KeyInfo { status, ..info };
+                let promoted_at = (status == KeyStatus::Signing).then_some(info.created_at);
+                let info = KeyInfo {
+                    status,
+                    promoted_at,
+                    ..info
+                };
                 draft.add(info.clone(), pkcs8);
                 Ok(info)
             }))
@@ -237,6 +247,9 @@ impl Keyring {
                     if key.status == KeyStatus::Signing {
                         key.status = KeyStatus::Published;
                     }
+                }
+                if draft.keys[index].status != KeyStatus::Signing {
+                    draft.keys[index].promoted_at = Some(crate::clock::now());
                 }
                 draft.keys[index].status = KeyStatus::Signing;
                 Ok(draft.keys[index].clone())
@@ -303,6 +316,7 @@ async fn new_key_material(alg: Algorithm) -> Result<(KeyInfo, Vec<u8>), KeyError
         alg,
         status: KeyStatus::Published,
         created_at: crate::clock::now(),
+        promoted_at: None,
     };
     Ok((info, pkcs8))
 }

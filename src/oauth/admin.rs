@@ -198,6 +198,44 @@ impl Provider {
         result
     }
 
+    /// How many clients, users, live (unrevoked) grants and active refresh tokens the store
+    /// holds, for the console's overview.
+    pub async fn counts(&self) -> Result<Counts, Error> {
+        let records = self.store.count_records().await?;
+        let refresh_tokens = self
+            .active_refresh_tokens
+            .read(|| async {
+                self.store
+                    .count_active_refresh_tokens(super::now())
+                    .await
+                    .map_or(-1, |n| n as i64)
+            })
+            .await;
+        Ok(Counts {
+            clients: records.clients,
+            users: records.users,
+            live_grants: records.live_grants,
+            refresh_tokens: u64::try_from(refresh_tokens)
+                .map_err(|_| Error::server_error("counting refresh tokens failed"))?,
+        })
+    }
+
+    /// The longest access-token lifetime in seconds, a client's own included: how long a key
+    /// that stopped signing must stay published (the rotation runbook's step 4).
+    pub async fn longest_access_token_ttl(&self) -> Result<u64, Error> {
+        let clients = self.store.list_clients().await?;
+        Ok(clients
+            .iter()
+            .filter_map(|c| c.access_token_ttl)
+            .fold(self.config.access_token_ttl.as_secs(), u64::max))
+    }
+
+    /// How many unrevoked grants a client holds.
+    pub async fn live_grants_of_client(&self, client_id: &str) -> Result<usize, Error> {
+        let grants = self.store.list_grants(None, Some(client_id)).await?;
+        Ok(grants.iter().filter(|g| !g.revoked).count())
+    }
+
     /// The keyring's keys, as `tessera keys list` shows them.
     pub async fn list_keys(&self) -> Result<Vec<KeyInfo>, Error> {
         Ok(Keyring::open_or_init(self.keys.vault()).await?)
@@ -241,6 +279,15 @@ impl Provider {
         self.keys.reload_if_changed().await?;
         Ok(info)
     }
+}
+
+/// What the store holds, counted now ([`Provider::counts`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Counts {
+    pub clients: u64,
+    pub users: u64,
+    pub live_grants: u64,
+    pub refresh_tokens: u64,
 }
 
 /// A change to the keyring.

@@ -37,7 +37,7 @@ pub(super) fn mount(route: Route, templates: Arc<Templates>) -> Route {
         .at(at(":id/delete/"), get(delete_form).post(delete).data(templates))
 }
 
-const GRANTS: [(GrantType, &str, &str); 5] = [
+pub(super) const GRANTS: [(GrantType, &str, &str); 5] = [
     (
         GrantType::AuthorizationCode,
         "authorization_code",
@@ -61,7 +61,7 @@ const GRANTS: [(GrantType, &str, &str); 5] = [
     ),
 ];
 
-fn client_type_name(client_type: ClientType) -> &'static str {
+pub(super) fn client_type_name(client_type: ClientType) -> &'static str {
     match client_type {
         ClientType::Confidential => "confidential",
         ClientType::Public => "public",
@@ -117,7 +117,7 @@ fn offered_scopes(provider: &Provider) -> impl Iterator<Item = &crate::config::S
     provider.config.scopes.iter().filter(move |s| allowed.contains(&s.name))
 }
 
-fn settings_of(client: &ClientRecord) -> NewClient {
+pub(super) fn settings_of(client: &ClientRecord) -> NewClient {
     NewClient {
         name: client.name.clone(),
         client_type: client.client_type,
@@ -138,7 +138,7 @@ fn settings_of(client: &ClientRecord) -> NewClient {
 }
 
 /// The non-blank lines of a textarea, trimmed.
-fn lines(text: &str) -> Vec<String> {
+pub(super) fn lines(text: &str) -> Vec<String> {
     text.lines()
         .map(str::trim)
         .filter(|l| !l.is_empty())
@@ -147,7 +147,7 @@ fn lines(text: &str) -> Vec<String> {
 }
 
 /// The public keys named in the form (a JWKS URL or a JWK Set), or why they cannot be used.
-fn keys_from_form(jwks_uri: &str, jwks: &str) -> Result<Option<ClientKeys>, String> {
+pub(super) fn keys_from_form(jwks_uri: &str, jwks: &str) -> Result<Option<ClientKeys>, String> {
     match (jwks_uri.trim(), jwks.trim()) {
         ("", "") => Ok(None),
         (uri, "") => Ok(Some(ClientKeys::JwksUri(uri.to_string()))),

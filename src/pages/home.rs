@@ -16,15 +16,19 @@ use crate::oauth::{Error, Provider};
 /// GET /: what this server is, and links for developers and (logged in) users.
 #[handler]
 pub(super) async fn home(req: &Request, provider: Data<&Arc<Provider>>, templates: Data<&Arc<Templates>>) -> Response {
-    let (username, csrf_token) = match current_session(provider.0, req).await {
-        Ok(Some(session)) => (Some(session.user.username), Some(session.record.csrf_token)),
-        Ok(None) => (None, None),
+    let (username, csrf_token, operator) = match current_session(provider.0, req).await {
+        Ok(Some(session)) => (
+            Some(session.user.username),
+            Some(session.record.csrf_token),
+            session.user.operator,
+        ),
+        Ok(None) => (None, None, false),
         Err(e) => return error_page(templates.0, &e),
     };
     let playground = provider.config.playground;
     page(
         StatusCode::OK,
-        templates.render("home.html", context! { username, csrf_token, playground }),
+        templates.render("home.html", context! { username, csrf_token, playground, operator }),
     )
 }
 

@@ -1,7 +1,7 @@
 //! The pages people use, server-rendered: login and consent for the authorization endpoint,
 //! the device verification page ([`device`], RFC 8628),
 //! the home page, authorized apps, profile and logout ([`account`]), app management
-//! ([`applications`]) and the playground. Each handler reads the request, calls the core, and
+//! ([`applications`]), the playground, and the operator's console ([`console`]). Each handler reads the request, calls the core, and
 //! renders what it decides; the paths come from the route table ([`crate::http::routes`]) and
 //! errors take their status from the one mapping ([`crate::http::error`]).
 //!
@@ -23,6 +23,7 @@ macro_rules! try_page {
 mod account;
 mod applications;
 mod authorize;
+mod console;
 mod device;
 mod home;
 mod login;
@@ -69,6 +70,24 @@ impl Templates {
             ("playground.html", include_str!("templates/playground.html")),
             ("profile.html", include_str!("templates/profile.html")),
             ("logout.html", include_str!("templates/logout.html")),
+            ("console_layout.html", include_str!("templates/console_layout.html")),
+            ("console_confirm.html", include_str!("templates/console_confirm.html")),
+            ("console_overview.html", include_str!("templates/console_overview.html")),
+            ("console_clients.html", include_str!("templates/console_clients.html")),
+            ("console_client.html", include_str!("templates/console_client.html")),
+            (
+                "console_client_form.html",
+                include_str!("templates/console_client_form.html"),
+            ),
+            ("console_users.html", include_str!("templates/console_users.html")),
+            ("console_user.html", include_str!("templates/console_user.html")),
+            (
+                "console_user_form.html",
+                include_str!("templates/console_user_form.html"),
+            ),
+            ("console_grants.html", include_str!("templates/console_grants.html")),
+            ("console_keys.html", include_str!("templates/console_keys.html")),
+            ("console_audit.html", include_str!("templates/console_audit.html")),
         ] {
             // The templates are compiled into the binary; a syntax error is a build defect.
             env.add_template(name, source).expect("built-in template must parse");
@@ -132,7 +151,8 @@ pub fn routes() -> Route {
             paths::LOGOUT,
             get(account::logout).post(account::logout_post).data(templates.clone()),
         );
-    applications::mount(route, templates)
+    let route = applications::mount(route, templates.clone());
+    console::mount(route, templates)
 }
 
 #[handler]

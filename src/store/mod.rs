@@ -356,6 +356,15 @@ pub struct DatabaseHealth {
     pub round_trip: Option<std::time::Duration>,
 }
 
+/// What [`Store::count_records`] counts.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RecordCounts {
+    pub clients: u64,
+    pub users: u64,
+    /// Grants not revoked (some may hold only expired tokens until the purge removes them).
+    pub live_grants: u64,
+}
+
 /// What one purge removed.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Purged {
@@ -720,6 +729,10 @@ pub trait Store:
     async fn purge_expired(&self, now: i64, access_cutoff: i64) -> Result<Purged>;
     /// How many records the store holds, all kinds together (indexes included).
     async fn record_count(&self) -> Result<u64>;
+    /// How many clients and users there are, and how many grants are not revoked (the
+    /// console's overview). Counted without reading records where the backend can (a database
+    /// counts rows; the embedded store counts keys, and reads each grant for its flag).
+    async fn count_records(&self) -> Result<RecordCounts>;
     /// A database backend's connection pool and one round trip to it, for `/metrics`;
     /// `None` for an embedded store.
     async fn database_health(&self) -> Option<DatabaseHealth> {

@@ -50,6 +50,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0002_device.sql"),
     include_str!("migrations/0003_dpop.sql"),
     include_str!("migrations/0004_audit.sql"),
+    include_str!("migrations/0005_key_promoted_at.sql"),
 ];
 
 /// The schema version this binary knows.
@@ -1125,6 +1126,22 @@ impl Store for PgStore {
         )
         .await?;
         Ok(())
+    }
+
+    async fn count_records(&self) -> Result<RecordCounts> {
+        let rows = self
+            .query(
+                "SELECT (SELECT count(*) FROM clients), (SELECT count(*) FROM users), \
+                 (SELECT count(*) FROM grants WHERE NOT revoked)",
+                &[],
+            )
+            .await?;
+        let count = |i: usize| rows.first().map_or(0, |r| r.get::<_, i64>(i)) as u64;
+        Ok(RecordCounts {
+            clients: count(0),
+            users: count(1),
+            live_grants: count(2),
+        })
     }
 
     async fn count_active_refresh_tokens(&self, now: i64) -> Result<u64> {

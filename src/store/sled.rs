@@ -995,6 +995,20 @@ impl Trees {
             .ok_or_else(corrupt)
     }
 
+    fn count_records(&self) -> Result<RecordCounts> {
+        let mut live_grants = 0;
+        for value in self.grants.iter().values() {
+            if !from_json::<GrantRecord>(&value?)?.revoked {
+                live_grants += 1;
+            }
+        }
+        Ok(RecordCounts {
+            clients: self.clients.len() as u64,
+            users: self.users.len() as u64,
+            live_grants,
+        })
+    }
+
     fn count_active_refresh_tokens(&self, now: i64) -> Result<u64> {
         // A token of a revoked grant is dead although its own record is untouched (revoking
         // a family flips one flag on the grant), so each grant is looked up once.
@@ -1262,6 +1276,9 @@ impl Store for SledStore {
     }
     async fn record_count(&self) -> Result<u64> {
         self.trees.record_count()
+    }
+    async fn count_records(&self) -> Result<RecordCounts> {
+        self.scan(|t| t.count_records()).await
     }
     async fn server_secret(&self, name: &str, candidate: &SecretHash) -> Result<SecretHash> {
         self.trees.server_secret(name, candidate)

@@ -121,3 +121,84 @@ async fn a_device_gets_tokens_while_a_person_approves_it_in_a_real_browser() {
     let grants = app.store.grant_ids(&user.user_id, &device.client_id).await.unwrap();
     assert_eq!(grants.len(), 1, "the approval made one grant");
 }
+
+/// The operator's console end to end in chromium (tests/browser/console.test.mjs): find a user,
+/// revoke a grant, disable them (their refresh token fails at once), create and delete a client,
+/// rotate the keys through the runbook's waits (shortened here to seconds), read the audit
+/// trail; and 403 for a user without the operator role.
+#[tokio::test]
+async fn an_operator_runs_the_console_in_a_real_browser() {
+    let dirs = tempfile::tempdir().unwrap();
+    let config = tessera::Config {
+        jwks_max_age: std::time::Duration::from_secs(2),
+        access_token_ttl: std::time::Duration::from_secs(3),
+        ..test_config(&dirs)
+    };
+    let app = spawn_app_with(config, dirs).await;
+    let (operator, operator_password) = ("olivia", "olivia's long password");
+    let (other, other_password) = ("bob", "bob's long password");
+    for (username, password, is_operator) in [(operator, operator_password, true), (other, other_password, false)] {
+        let user = tessera::store::UserRecord {
+            user_id: tessera::oauth::random_id(),
+            username: username.into(),
+            email: None,
+            email_verified: false,
+            password_hash: tessera::oauth::user::hash_password(password).unwrap(),
+            created_at: tessera::oauth::now(),
+            profile: Default::default(),
+            updated_at: 0,
+            session_epoch: 0,
+            operator: is_operator,
+            disabled: false,
+        };
+        app.store.insert_user(&user).await.unwrap();
+    }
+    // alice gives the seeded client two grants: one to revoke, one to end by disabling her.
+    let revoke = app.get_tokens().await;
+    let keep = app.get_tokens().await;
+    let alice = app.store.get_user_by_name(USERNAME).await.unwrap().unwrap();
+    let grant_of = |token: &serde_json::Value| {
+        let hash = tessera::oauth::secret_hash(token["refresh_token"].as_str().unwrap());
+        let store = app.store.clone();
+        async move { store.get_refresh(&hash).await.unwrap().unwrap().grant_id }
+    };
+    let grant_to_revoke = grant_of(&revoke).await;
+    assert_ne!(grant_to_revoke, grant_of(&keep).await, "two grants");
+    let screenshots = run_browser_script(
+        &app,
+        "console.test.mjs",
+        2,
+        &[
+            ("OPERATOR", operator),
+            ("OPERATOR_PASSWORD", operator_password),
+            ("NON_OPERATOR", other),
+            ("NON_OPERATOR_PASSWORD", other_password),
+            ("TARGET_USER", USERNAME),
+            ("GRANT_TO_REVOKE", &grant_to_revoke),
+            ("REFRESH_TO_REVOKE", revoke["refresh_token"].as_str().unwrap()),
+            ("REFRESH_TOKEN", keep["refresh_token"].as_str().unwrap()),
+            ("CLIENT_ID", &app.client.id),
+            ("CLIENT_SECRET", app.client.secret.as_deref().unwrap()),
+        ],
+    )
+    .await;
+    for page in [
+        "00-forbidden",
+        "01-overview",
+        "02-users",
+        "03-user",
+        "04-confirm-disable",
+        "06-grants",
+        "07-clients",
+        "08-client-new",
+        "09-client-created",
+        "10-client-edit",
+        "12-keys-generated",
+        "13-promote-warning",
+        "16-keys-rotated",
+        "17-audit",
+    ] {
+        assert!(screenshots.join(format!("console-{page}.png")).is_file(), "{page}");
+    }
+    assert!(app.store.get_user(&alice.user_id).await.unwrap().unwrap().disabled);
+}

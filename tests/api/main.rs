@@ -26,6 +26,8 @@ mod bad_input;
 mod browser;
 // Cluster mode: nodes of the real binary sharing one PostgreSQL database, the CLI beside them.
 mod cluster;
+// The operator's console under /admin/: access, CSRF, confirmations, each area.
+mod console;
 // Consent memory: remembered approvals, prompt=consent, first-party apps.
 mod consent;
 // The `tessera` binary's commands, including refusal while a server holds the data.

@@ -571,6 +571,35 @@ async fn writes_become_durable_and_the_probe_leaves_nothing_behind() {
 }
 
 #[tokio::test]
+async fn records_are_counted_clients_users_and_unrevoked_grants() {
+    for_each_backend(|store| async move {
+        assert_eq!(store.count_records().await.unwrap(), RecordCounts::default());
+        store.insert_client(&client("c1", None)).await.unwrap();
+        store.insert_client(&client("c2", Some("u1"))).await.unwrap();
+        store.insert_user(&user("u1", "alice")).await.unwrap();
+        for id in ["g1", "g2", "g3"] {
+            store.put_grant(&grant(id, "u1", "c1", 10)).await.unwrap();
+        }
+        store.revoke_grant("g2").await.unwrap();
+        let counts = store.count_records().await.unwrap();
+        assert_eq!(
+            counts,
+            RecordCounts {
+                clients: 2,
+                users: 1,
+                live_grants: 2
+            }
+        );
+        // Deletes are counted out at once.
+        store.delete_client("c2").await.unwrap();
+        store.delete_user("u1").await.unwrap();
+        let counts = store.count_records().await.unwrap();
+        assert_eq!((counts.clients, counts.users), (1, 0));
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn active_refresh_tokens_exclude_spent_expired_and_revoked_ones() {
     for_each_backend(|store| async move {
         store.put_grant(&grant("live", "u1", "c1", 10)).await.unwrap();
