@@ -13,6 +13,8 @@ mod attack;
 mod attack_par;
 // The attack on the audit trail: forged, duplicated and missing entries, the pending file.
 mod attack_audit;
+// The attack on the operator's console under /admin/.
+mod attack_console;
 
 // The admin API under /api/v1/: authorisation, problem details, paging, each area.
 mod admin;

@@ -1,0 +1,220 @@
+//! Findings of the attack on the operator's console (`/admin/`). Each test asserts the secure
+//! behaviour: it fails while the finding stands and passes once it is fixed.
+
+use crate::helpers::*;
+
+const OPERATOR: &str = "olivia";
+const OPERATOR_PASSWORD: &str = "a long operator password";
+
+/// A user with the operator role, made in the store as the CLI would.
+async fn make_operator(app: &TestApp, username: &str) -> String {
+    let user = tessera::store::UserRecord {
+        user_id: tessera::oauth::random_id(),
+        username: username.into(),
+        email: None,
+        email_verified: false,
+        password_hash: tessera::oauth::user::hash_password(OPERATOR_PASSWORD).unwrap(),
+        created_at: tessera::oauth::now(),
+        profile: Default::default(),
+        updated_at: 0,
+        session_epoch: 0,
+        operator: true,
+        disabled: false,
+    };
+    app.store.insert_user(&user).await.unwrap();
+    user.user_id
+}
+
+/// Another browser, logged in as a fresh operator.
+async fn operator_browser(app: &TestApp) -> Remote {
+    make_operator(app, OPERATOR).await;
+    let browser = browser(app);
+    let login = browser
+        .log_in("/o/login/?next=%2Fadmin%2F", OPERATOR, OPERATOR_PASSWORD)
+        .await;
+    assert_eq!(login.status(), 303);
+    browser
+}
+
+async fn csrf(browser: &Remote) -> String {
+    let home = browser.get_text("/").await;
+    hidden_input(&home, "csrf_token").expect("a signed-in home page has a CSRF token")
+}
+
+async fn try_get(browser: &Remote, path: &str) -> reqwest::Result<reqwest::Response> {
+    browser.http.get(browser.url(path)).send().await
+}
+
+async fn try_post(browser: &Remote, path: &str, form: &[(&str, &str)]) -> reqwest::Result<reqwest::Response> {
+    browser.http.post(browser.url(path)).form(form).send().await
+}
+
+fn code_element(html: &str, id: &str) -> Option<String> {
+    let start = html.find(&format!("<code id=\"{id}\">"))? + id.len() + 12;
+    let end = start + html[start..].find("</code>")?;
+    Some(html[start..end].to_string())
+}
+
+/// Finding 1 (NUL bytes in the console's client form): the console refuses a NUL byte in its
+/// addresses, but not in the client form's fields. A NUL in a redirect URI, post-logout
+/// redirect URI, resource or JWK Set URL passes validation (the URL parser percent-encodes it
+/// in its own copy, the raw text is stored), and PostgreSQL refuses `\u0000` in the jsonb
+/// record: the operator gets a 500 "Something went wrong" instead of a form saying what is
+/// wrong (on sled the NUL is stored in the client's settings). The same core validation is
+/// behind the admin API, the applications pages and dynamic registration.
+#[tokio::test]
+async fn a_nul_byte_in_a_console_client_form_field_is_refused_as_a_400() {
+    let app = spawn_app().await;
+    let operator = operator_browser(&app).await;
+    let token = csrf(&operator).await;
+    for (field, value, extra) in [
+        ("redirect_uris", "https://app.example/cb\u{0}x", ("grant_authorization_code", "on")),
+        (
+            "post_logout_redirect_uris",
+            "https://app.example/bye\u{0}",
+            ("grant_client_credentials", "on"),
+        ),
+        ("resources", "https://api.example/\u{0}", ("grant_client_credentials", "on")),
+        ("jwks_uri", "https://keys.example/jwks\u{0}.json", ("grant_client_credentials", "on")),
+    ] {
+        let mut form = vec![
+            ("csrf_token", token.as_str()),
+            ("name", "NUL app"),
+            ("client_type", "confidential"),
+            extra,
+            (field, value),
+        ];
+        if field != "redirect_uris" {
+            form.push(("redirect_uris", "https://app.example/cb"));
+        }
+        let response = try_post(&operator, "/admin/clients/new", &form)
+        .await
+        .unwrap_or_else(|e| panic!("{field}: the server dropped the request: {e}"));
+        let status = response.status();
+        let html = response.text().await.unwrap();
+        assert_eq!(status, 400, "a NUL byte in {field} is refused with the form: {status}\n{html}");
+    }
+    let clients = app.store.list_clients().await.unwrap();
+    assert!(
+        !clients.iter().any(|c| c.name == "NUL app"),
+        "no client with a NUL byte in its settings was stored"
+    );
+}
+
+/// Generates a key and promotes it at once (confirming the warning), as an operator rotating
+/// keys does; returns the kid of the key that signed before.
+async fn rotate_keys(app: &TestApp, operator: &Remote, token: &str) -> String {
+    let before = app.provider.list_keys().await.unwrap();
+    let old = before
+        .iter()
+        .find(|k| k.status == tessera::keys::KeyStatus::Signing)
+        .unwrap()
+        .kid
+        .clone();
+    let generated = try_post(operator, "/admin/keys/generate", &[("csrf_token", token), ("alg", "ES256")])
+        .await
+        .unwrap();
+    assert_eq!(generated.status(), 303);
+    let after = app.provider.list_keys().await.unwrap();
+    let new = after.iter().find(|k| !before.iter().any(|b| b.kid == k.kid)).unwrap();
+    let promote = format!("/admin/keys/{}/promote", new.kid);
+    let promoted = try_post(operator, &promote, &[("csrf_token", token), ("confirm", "yes")])
+        .await
+        .unwrap();
+    assert_eq!(promoted.status(), 303);
+    old
+}
+
+/// Creates a client_credentials client in the console with this access-token lifetime.
+async fn client_with_ttl(operator: &Remote, token: &str, ttl: &str) -> reqwest::Response {
+    try_post(
+        operator,
+        "/admin/clients/new",
+        &[
+            ("csrf_token", token),
+            ("name", "Long-lived"),
+            ("client_type", "confidential"),
+            ("grant_client_credentials", "on"),
+            ("scope_read", "on"),
+            ("access_token_ttl", ttl),
+        ],
+    )
+    .await
+    .unwrap()
+}
+
+/// Finding 2 (unbounded token lifetimes defeat the key runbook): the console takes any
+/// access-token lifetime above 0, up to u64::MAX. The keys page computes when retiring the old
+/// key becomes safe as `promoted_at + longest_access_token_ttl as i64`: a lifetime of 2^63 s
+/// or more turns negative, the "longest lifetime" becomes negative, and right after a
+/// promotion the page says the old key is "safe to retire now" and retiring it asks without
+/// any warning, although every token of every other client (the server's 1 h default) still
+/// needs the old key to verify. Lifetimes should be bounded (and the arithmetic saturating).
+#[tokio::test]
+async fn a_huge_token_lifetime_cannot_make_retiring_the_old_key_look_safe_right_after_a_promotion() {
+    let app = spawn_app().await;
+    let operator = operator_browser(&app).await;
+    let token = csrf(&operator).await;
+    let old = rotate_keys(&app, &operator, &token).await;
+    let page = operator.get_text("/admin/keys").await;
+    assert!(page.contains("safe to retire at"), "before: the wait is shown");
+
+    // 2^63 seconds: accepted (should be refused as absurd).
+    let created = client_with_ttl(&operator, &token, "9223372036854775808").await;
+    let created_status = created.status();
+
+    let keys = try_get(&operator, "/admin/keys").await.unwrap();
+    assert_eq!(keys.status(), 200);
+    let page = keys.text().await.unwrap();
+    let row = page
+        .split("<tr id=\"key-")
+        .find(|row| row.starts_with(&old))
+        .expect("the old key's row")
+        .to_string();
+    assert!(
+        !row.contains("safe to retire now"),
+        "the old key was promoted away a moment ago; the client was {created_status}: {row}"
+    );
+    let retire = format!("/admin/keys/{old}/retire");
+    let asked = try_post(&operator, &retire, &[("csrf_token", token.as_str())]).await.unwrap();
+    let html = asked.text().await.unwrap();
+    assert!(
+        html.contains("Not safe yet"),
+        "retiring the key that signed until a moment ago warns: {html}"
+    );
+}
+
+/// Finding 3 (a token lifetime of i64::MAX panics the server in debug builds, wraps in
+/// release): `iat + expires_in as i64` at the token endpoint and `promoted + longest +
+/// RELOAD_DELAY` on the keys page overflow. In a debug build the handler panics and the
+/// connection is dropped; in a release build the access token is issued already expired
+/// (`exp` wraps negative) and the keys page says "safe to retire now".
+#[tokio::test]
+async fn a_token_lifetime_of_i64_max_is_refused_and_never_panics_the_token_endpoint_or_the_keys_page() {
+    let app = spawn_app().await;
+    let operator = operator_browser(&app).await;
+    let token = csrf(&operator).await;
+    rotate_keys(&app, &operator, &token).await;
+    let created = client_with_ttl(&operator, &token, "9223372036854775807").await;
+    let status = created.status();
+    let html = created.text().await.unwrap();
+    if let (Some(id), Some(secret)) = (code_element(&html, "client-id"), code_element(&html, "client-secret")) {
+        let client = TestClient { id, secret: Some(secret) };
+        let issued = operator
+            .try_token(&client, &[("grant_type", "client_credentials"), ("scope", "read")])
+            .await;
+        let issued = issued.expect("the token endpoint answers (it panicked and dropped the connection)");
+        if issued.status() == 200 {
+            let body: serde_json::Value = issued.json().await.unwrap();
+            let (_, claims) = jwt_parts(body["access_token"].as_str().unwrap());
+            assert!(
+                claims["exp"].as_i64().unwrap() > claims["iat"].as_i64().unwrap(),
+                "an issued token is not born expired: {claims}"
+            );
+        }
+    }
+    let keys = try_get(&operator, "/admin/keys").await;
+    let keys = keys.expect("the keys page answers (it panicked and dropped the connection)");
+    assert_eq!(keys.status(), 200);
+    assert_eq!(status, 400, "a lifetime beyond any timestamp is refused");
+}
