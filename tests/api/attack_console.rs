@@ -271,3 +271,32 @@ async fn a_token_lifetime_of_i64_max_is_refused_and_never_panics_the_token_endpo
     assert!(wrong.is_empty(), "{wrong:#?}");
     assert_eq!(status, 400, "a lifetime beyond any timestamp is refused");
 }
+
+/// Finding 1c (finding 1 where anyone reaches it): the validation behind the console's client
+/// form is the one behind open dynamic registration, so an anonymous caller's registration
+/// with a NUL in a redirect URI is a 500 (and a "server error" logged) on PostgreSQL, not the
+/// RFC 7591 `invalid_redirect_uri` / `invalid_client_metadata` 400.
+#[tokio::test]
+async fn an_open_registration_with_a_nul_in_a_redirect_uri_is_a_400_not_a_server_error() {
+    let dirs = tempfile::tempdir().unwrap();
+    let config = tessera::Config {
+        registration: tessera::config::RegistrationPolicy {
+            mode: tessera::config::RegistrationMode::Open,
+            limit_per_address: tessera::rate_limit::Rate::OFF,
+            ..tessera::config::RegistrationPolicy::default()
+        },
+        ..test_config(&dirs)
+    };
+    let app = spawn_app_with(config, dirs).await;
+    let body = serde_json::json!({
+        "client_name": "NUL",
+        "redirect_uris": ["https://app.example/cb\u{0}"],
+        "token_endpoint_auth_method": "none",
+        "grant_types": ["authorization_code"],
+        "response_types": ["code"],
+    });
+    let response = app.http.post(app.url("/o/register/")).json(&body).send().await.unwrap();
+    let status = response.status();
+    let text = response.text().await.unwrap();
+    assert_eq!(status, 400, "{text}");
+}
