@@ -300,3 +300,32 @@ async fn an_open_registration_with_a_nul_in_a_redirect_uri_is_a_400_not_a_server
     let text = response.text().await.unwrap();
     assert_eq!(status, 400, "{text}");
 }
+
+/// Finding 4 (the last operator can lock everyone out of the console): nothing stops the only
+/// operator from disabling or deleting their own account (the confirmation only warns "This is
+/// your own account"); afterwards nobody can reach `/admin/`, and on the default sled store the
+/// CLI that gives the role back refuses to run while the server holds the data, so restoring
+/// access means stopping the server (or holding an admin API client). The core should refuse
+/// to disable, delete (or demote) the last enabled operator.
+#[tokio::test]
+async fn the_last_operator_cannot_disable_or_delete_their_own_account() {
+    let app = spawn_app().await;
+    let operator = operator_browser(&app).await;
+    let me = app.store.get_user_by_name(OPERATOR).await.unwrap().unwrap().user_id;
+    for action in ["disable", "delete"] {
+        let token = csrf(&operator).await;
+        let path = format!("/admin/users/{me}/{action}");
+        let response = try_post(&operator, &path, &[("csrf_token", token.as_str()), ("confirm", "yes")])
+            .await
+            .unwrap();
+        let status = response.status();
+        let user = app.store.get_user(&me).await.unwrap();
+        assert!(
+            user.as_ref().is_some_and(|u| u.operator && !u.disabled),
+            "{action}: the only operator's account is kept ({status}); now: {:?}",
+            user.map(|u| (u.operator, u.disabled))
+        );
+    }
+    let console = try_get(&operator, "/admin/").await.unwrap();
+    assert_eq!(console.status(), 200, "the last operator still reaches the console");
+}
