@@ -55,9 +55,75 @@ fn code_element(html: &str, id: &str) -> Option<String> {
     Some(html[start..end].to_string())
 }
 
+/// Finding 1 (NUL bytes in the console's client form): the console refuses a NUL byte in its
+/// addresses, but not in the client form's fields. A NUL in a redirect URI, post-logout
+/// redirect URI, resource or JWK Set URL passes validation (the URL parser percent-encodes it
+/// in its own copy, the raw text is stored), and PostgreSQL refuses `\u0000` in the jsonb
+/// record: the operator gets a 500 "Something went wrong" instead of a form saying what is
+/// wrong (on sled the NUL is stored in the client's settings). The same core validation is
+/// behind the admin API, the applications pages and dynamic registration.
+#[tokio::test]
+async fn a_nul_byte_in_a_console_client_form_field_is_refused_as_a_400() {
+    let app = spawn_app().await;
+    let operator = operator_browser(&app).await;
+    let token = csrf(&operator).await;
+    let mut wrong = vec![];
+    for (field, value, extra) in [
+        (
+            "redirect_uris",
+            "https://app.example/cb\u{0}x",
+            ("grant_authorization_code", "on"),
+        ),
+        (
+            "post_logout_redirect_uris",
+            "https://app.example/bye\u{0}",
+            ("grant_client_credentials", "on"),
+        ),
+        (
+            "resources",
+            "https://api.example/\u{0}",
+            ("grant_client_credentials", "on"),
+        ),
+        (
+            "jwks_uri",
+            "https://keys.example/jwks\u{0}.json",
+            ("grant_client_credentials", "on"),
+        ),
+    ] {
+        let mut form = vec![
+            ("csrf_token", token.as_str()),
+            ("name", "NUL app"),
+            ("client_type", "confidential"),
+            extra,
+            ("scope_read", "on"),
+            (field, value),
+        ];
+        if field != "redirect_uris" {
+            form.push(("redirect_uris", "https://app.example/cb"));
+        }
+        let response = try_post(&operator, "/admin/clients/new", &form)
+            .await
+            .unwrap_or_else(|e| panic!("{field}: the server dropped the request: {e}"));
+        let status = response.status();
+        let html = response.text().await.unwrap();
+        if status != 400 {
+            wrong.push(format!("a NUL byte in {field}: {status} {}", error_line(&html)));
+        }
+    }
+    assert!(wrong.is_empty(), "refused with the form (400): {wrong:#?}");
+    let clients = app.store.list_clients().await.unwrap();
+    assert!(
+        !clients.iter().any(|c| c.name == "NUL app"),
+        "no client with a NUL byte in its settings was stored"
+    );
+}
+
 /// The error line of a console page.
 fn error_line(html: &str) -> String {
-    html.lines().filter(|l| l.contains("class=\"error\"")).collect::<Vec<_>>().join(" ")
+    html.lines()
+        .filter(|l| l.contains("class=\"error\""))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Finding 1b (a NUL escaped in a client's JWK Set breaks PostgreSQL): as finding 1, but in
@@ -97,57 +163,6 @@ async fn a_jwk_set_with_an_escaped_nul_is_refused_as_a_400_not_a_server_error() 
     assert!(wrong.is_empty(), "refused with the form (400): {wrong:#?}");
 }
 
-/// Finding 1 (NUL bytes in the console's client form): the console refuses a NUL byte in its
-/// addresses, but not in the client form's fields. A NUL in a redirect URI, post-logout
-/// redirect URI, resource or JWK Set URL passes validation (the URL parser percent-encodes it
-/// in its own copy, the raw text is stored), and PostgreSQL refuses `\u0000` in the jsonb
-/// record: the operator gets a 500 "Something went wrong" instead of a form saying what is
-/// wrong (on sled the NUL is stored in the client's settings). The same core validation is
-/// behind the admin API, the applications pages and dynamic registration.
-#[tokio::test]
-async fn a_nul_byte_in_a_console_client_form_field_is_refused_as_a_400() {
-    let app = spawn_app().await;
-    let operator = operator_browser(&app).await;
-    let token = csrf(&operator).await;
-    let mut wrong = vec![];
-    for (field, value, extra) in [
-        ("redirect_uris", "https://app.example/cb\u{0}x", ("grant_authorization_code", "on")),
-        (
-            "post_logout_redirect_uris",
-            "https://app.example/bye\u{0}",
-            ("grant_client_credentials", "on"),
-        ),
-        ("resources", "https://api.example/\u{0}", ("grant_client_credentials", "on")),
-        ("jwks_uri", "https://keys.example/jwks\u{0}.json", ("grant_client_credentials", "on")),
-    ] {
-        let mut form = vec![
-            ("csrf_token", token.as_str()),
-            ("name", "NUL app"),
-            ("client_type", "confidential"),
-            extra,
-            ("scope_read", "on"),
-            (field, value),
-        ];
-        if field != "redirect_uris" {
-            form.push(("redirect_uris", "https://app.example/cb"));
-        }
-        let response = try_post(&operator, "/admin/clients/new", &form)
-        .await
-        .unwrap_or_else(|e| panic!("{field}: the server dropped the request: {e}"));
-        let status = response.status();
-        let html = response.text().await.unwrap();
-        if status != 400 {
-            wrong.push(format!("a NUL byte in {field}: {status} {}", error_line(&html)));
-        }
-    }
-    assert!(wrong.is_empty(), "refused with the form (400): {wrong:#?}");
-    let clients = app.store.list_clients().await.unwrap();
-    assert!(
-        !clients.iter().any(|c| c.name == "NUL app"),
-        "no client with a NUL byte in its settings was stored"
-    );
-}
-
 /// Generates a key and promotes it at once (confirming the warning), as an operator rotating
 /// keys does; returns the kid of the key that signed before.
 async fn rotate_keys(app: &TestApp, operator: &Remote, token: &str) -> String {
@@ -158,9 +173,13 @@ async fn rotate_keys(app: &TestApp, operator: &Remote, token: &str) -> String {
         .unwrap()
         .kid
         .clone();
-    let generated = try_post(operator, "/admin/keys/generate", &[("csrf_token", token), ("alg", "ES256")])
-        .await
-        .unwrap();
+    let generated = try_post(
+        operator,
+        "/admin/keys/generate",
+        &[("csrf_token", token), ("alg", "ES256")],
+    )
+    .await
+    .unwrap();
     assert_eq!(generated.status(), 303);
     let after = app.provider.list_keys().await.unwrap();
     let new = after.iter().find(|k| !before.iter().any(|b| b.kid == k.kid)).unwrap();
@@ -223,7 +242,9 @@ async fn a_huge_token_lifetime_cannot_make_retiring_the_old_key_look_safe_right_
         "the old key was promoted away a moment ago; the client was {created_status}: {row}"
     );
     let retire = format!("/admin/keys/{old}/retire");
-    let asked = try_post(&operator, &retire, &[("csrf_token", token.as_str())]).await.unwrap();
+    let asked = try_post(&operator, &retire, &[("csrf_token", token.as_str())])
+        .await
+        .unwrap();
     let html = asked.text().await.unwrap();
     assert!(
         html.contains("Not safe yet"),
@@ -235,7 +256,10 @@ async fn a_huge_token_lifetime_cannot_make_retiring_the_old_key_look_safe_right_
 /// release): `iat + expires_in as i64` at the token endpoint and `promoted + longest +
 /// RELOAD_DELAY` on the keys page overflow. In a debug build the handler panics and the
 /// connection is dropped; in a release build the access token is issued already expired
-/// (`exp` wraps negative) and the keys page says "safe to retire now".
+/// (`exp` wraps negative) and the keys page says "safe to retire now". While such a client
+/// exists, every keys page, promote and retire in the console panics. The refresh-token
+/// lifetime has the same `issued_at + ttl as i64` (grant/refresh_token.rs,
+/// grant/authorization_code.rs).
 #[tokio::test]
 async fn a_token_lifetime_of_i64_max_is_refused_and_never_panics_the_token_endpoint_or_the_keys_page() {
     let app = spawn_app().await;
@@ -252,7 +276,10 @@ async fn a_token_lifetime_of_i64_max_is_refused_and_never_panics_the_token_endpo
         Err(e) => wrong.push(format!("the keys page panicked and dropped the connection: {e}")),
     }
     if let (Some(id), Some(secret)) = (code_element(&html, "client-id"), code_element(&html, "client-secret")) {
-        let client = TestClient { id, secret: Some(secret) };
+        let client = TestClient {
+            id,
+            secret: Some(secret),
+        };
         let issued = operator
             .try_token(&client, &[("grant_type", "client_credentials"), ("scope", "read")])
             .await;
