@@ -356,3 +356,26 @@ async fn the_last_operator_cannot_disable_or_delete_their_own_account() {
     let console = try_get(&operator, "/admin/").await.unwrap();
     assert_eq!(console.status(), 200, "the last operator still reaches the console");
 }
+
+/// Finding 1d (finding 1 for every signed-in user): the applications pages share the
+/// validation, so any user registering an app with a NUL in a redirect URI gets a 500 on
+/// PostgreSQL (on sled the app is stored with the NUL in its redirect URI).
+#[tokio::test]
+async fn a_user_registering_an_app_with_a_nul_in_a_redirect_uri_gets_a_400() {
+    let app = spawn_app().await;
+    let user = browser(&app);
+    user.log_in("/o/login/", USERNAME, PASSWORD).await;
+    let token = csrf(&user).await;
+    let form = [
+        ("csrf_token", token.as_str()),
+        ("name", "NUL app"),
+        ("client_type", "public"),
+        ("grant_authorization_code", "on"),
+        ("scope_openid", "on"),
+        ("redirect_uris", "https://app.example/cb\u{0}"),
+    ];
+    let response = try_post(&user, "/o/applications/register/", &form).await.unwrap();
+    let status = response.status();
+    let html = response.text().await.unwrap();
+    assert_eq!(status, 400, "{}", error_line(&html));
+}
