@@ -169,6 +169,7 @@ impl Provider {
 
     /// Deletes a user after revoking every grant they gave.
     pub async fn delete_user(&self, by: &Caller, user_id: &str) -> Result<bool, Error> {
+        self.refuse_own_account(by, user_id, "delete")?;
         let name = match self.store.get_user(user_id).await? {
             Some(user) => user.username,
             None => String::new(),

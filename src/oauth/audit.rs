@@ -308,6 +308,18 @@ impl Provider {
         }
     }
 
+    /// Refuses `what` when `by` is the signed-in user it would be done to: an operator who
+    /// disabled, deleted or demoted themselves in the console could lock every operator out
+    /// (the CLI and the admin API can still do it to anyone).
+    pub(super) fn refuse_own_account(&self, by: &Caller, user_id: &str, what: &str) -> Result<(), Error> {
+        match by.actor.kind == "user" && by.actor.id == user_id {
+            true => Err(Error::invalid_request(format!(
+                "you cannot {what} your own account; another operator can"
+            ))),
+            false => Ok(()),
+        }
+    }
+
     /// Takes one change from `by`'s budget (`self_service_changes`), unless `by` is privileged.
     /// Each change is an audit entry: without a budget a script with a user account, or a
     /// registration access token, could grow the trail without end.

@@ -228,6 +228,7 @@ impl Provider {
             policy: new.policy,
         };
         finish(&mut client);
+        no_nul_anywhere(&client)?;
         if !self.store.insert_client(&client).await? {
             return Err(Error::server_error("a new client id was taken"));
         }
@@ -305,6 +306,14 @@ impl Provider {
         }
         if new.access_token_ttl == Some(0) || new.refresh_token_ttl == Some(0) {
             return Err(invalid("token lifetimes must be at least 1 second"));
+        }
+        if new.access_token_ttl > Some(MAX_ACCESS_TOKEN_TTL) || new.refresh_token_ttl > Some(MAX_REFRESH_TOKEN_TTL) {
+            return Err(Error::invalid_request(format!(
+                "an access token lives at most {MAX_ACCESS_TOKEN_TTL} s (a year), a refresh token at most {MAX_REFRESH_TOKEN_TTL} s (ten years)"
+            )));
+        }
+        if let Some(ClientKeys::JwksUri(uri)) = &new.keys {
+            check_uri_list("JWK Set URLs", std::slice::from_ref(uri))?;
         }
         validate_token_exchange(new)?;
         if new.owner_user_id.is_some() {
@@ -447,6 +456,7 @@ impl Provider {
         }
         (client.jwks, client.jwks_uri) = key_fields(new.keys);
         finish(&mut client);
+        no_nul_anywhere(&client)?;
         // Only if it still exists: an update racing a delete must not bring the client back.
         if !self.store.update_client(&client).await? {
             return Err(super::admin::not_found("client"));
@@ -581,6 +591,10 @@ impl Provider {
 /// apps, and small enough that a registration (open dynamic registration above all) cannot
 /// make the server store arbitrary amounts of data.
 pub const MAX_URIS: usize = 50;
+/// The longest lifetimes a client may have: far beyond any sensible one, and small enough
+/// that no time computed from them can overflow.
+pub const MAX_ACCESS_TOKEN_TTL: u64 = 366 * 86_400;
+pub const MAX_REFRESH_TOKEN_TTL: u64 = 10 * 366 * 86_400;
 pub const MAX_URI_BYTES: usize = 2048;
 const MAX_NAME_CHARS: usize = 200;
 /// The longest name of a client registered by a user or by dynamic registration.
@@ -602,7 +616,25 @@ pub fn check_uri_list(what: &str, uris: &[String]) -> Result<(), Error> {
             "{what} are at most {MAX_URI_BYTES} bytes long"
         )));
     }
+    // A URL parser takes a raw NUL or newline (it escapes them in its own copy only).
+    if uris.iter().any(|uri| uri.chars().any(char::is_control)) {
+        return Err(Error::invalid_request(format!(
+            "{what} must not contain control characters"
+        )));
+    }
     Ok(())
+}
+
+/// Refuses a client record holding a NUL anywhere (a JWK Set's member, say): PostgreSQL
+/// cannot store one, and no setting needs one. The last check before a client is stored.
+fn no_nul_anywhere(client: &ClientRecord) -> Result<(), Error> {
+    let json = serde_json::to_string(client).map_err(Error::server_error)?;
+    match json.contains("\\u0000") {
+        true => Err(Error::invalid_request(
+            "a client's settings must not contain a NUL character",
+        )),
+        false => Ok(()),
+    }
 }
 
 /// Checks a redirect URI at registration: absolute, no fragment (RFC 6749 §3.1.2), and either

@@ -156,7 +156,7 @@ impl Provider {
             iss: &self.issuer,
             sub: content.sub,
             aud: content.audience,
-            exp: iat + expires_in as i64,
+            exp: iat.saturating_add(i64::try_from(expires_in).unwrap_or(i64::MAX)),
             iat,
             jti: &jti,
             client_id: &client.client_id,
@@ -251,9 +251,10 @@ impl Provider {
     }
 
     pub fn refresh_token_ttl(&self, client: &ClientRecord) -> i64 {
-        client
+        let ttl = client
             .refresh_token_ttl
-            .unwrap_or(self.config.refresh_token_ttl.as_secs()) as i64
+            .unwrap_or(self.config.refresh_token_ttl.as_secs());
+        i64::try_from(ttl).unwrap_or(i64::MAX)
     }
 
     /// The `aud` for a token: the RFC 8707 `resource` if the client may have it, the default

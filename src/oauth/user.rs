@@ -443,6 +443,9 @@ impl Provider {
     /// Gives a user the operator role, or takes it away. Only the CLI and the admin API call
     /// this: no page a user sees can.
     pub async fn set_operator(&self, by: &Caller, user_id: &str, operator: bool) -> Result<UserRecord, Error> {
+        if !operator {
+            self.refuse_own_account(by, user_id, "take the operator role from")?;
+        }
         let result = async {
             let mut user = self.existing_user(user_id).await?;
             let changed = user.operator != operator;
@@ -491,6 +494,9 @@ impl Provider {
     /// revokes every grant they gave, so their apps' refresh tokens fail at once. Returns the
     /// user and how many grants were revoked.
     pub async fn set_disabled(&self, by: &Caller, user_id: &str, disabled: bool) -> Result<(UserRecord, usize), Error> {
+        if disabled {
+            self.refuse_own_account(by, user_id, "disable")?;
+        }
         let result = async {
             let mut user = self.existing_user(user_id).await?;
             let changed = user.disabled != disabled;

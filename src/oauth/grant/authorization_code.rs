@@ -134,7 +134,7 @@ impl Provider {
             let refresh = RefreshRecord {
                 grant_id: grant.grant_id.clone(),
                 issued_at,
-                expires_at: issued_at + self.refresh_token_ttl(client),
+                expires_at: issued_at.saturating_add(self.refresh_token_ttl(client)),
                 rotated: false,
                 dpop_jkt: dpop_jkt
                     .filter(|_| client.client_type == ClientType::Public)

@@ -63,7 +63,7 @@ impl Provider {
         let next = RefreshRecord {
             grant_id: grant.grant_id.clone(),
             issued_at,
-            expires_at: issued_at + self.refresh_token_ttl(client),
+            expires_at: issued_at.saturating_add(self.refresh_token_ttl(client)),
             rotated: false,
             // The family keeps its binding.
             dpop_jkt: current.dpop_jkt.clone(),

@@ -32,14 +32,14 @@ struct Schedule {
 }
 
 async fn schedule(provider: &Provider, keys: &[KeyInfo]) -> Result<Schedule, Error> {
-    let longest = provider.longest_access_token_ttl().await? as i64;
+    let longest = i64::try_from(provider.longest_access_token_ttl().await?).unwrap_or(i64::MAX);
     let signing = keys.iter().find(|k| k.status == KeyStatus::Signing);
     // A key promoted before promotions were recorded: its creation is the earliest it can
     // have started signing, so the wait may be too short; the page says so.
     let promoted = signing.map(|k| k.promoted_at.unwrap_or(k.created_at)).unwrap_or(0);
     Ok(Schedule {
-        promote_after: provider.config.jwks_max_age.as_secs() as i64 + RELOAD_DELAY,
-        retire_from: promoted + longest + RELOAD_DELAY,
+        promote_after: (provider.config.jwks_max_age.as_secs() as i64).saturating_add(RELOAD_DELAY),
+        retire_from: promoted.saturating_add(longest).saturating_add(RELOAD_DELAY),
     })
 }
 
