@@ -49,6 +49,16 @@ pub struct Templates(Environment<'static>);
 impl Templates {
     fn new() -> Templates {
         let mut env = Environment::new();
+        // minijinja's own leaves `/` alone, so a client id that is a URL (a Client ID Metadata
+        // Document's) would become several path segments: encode all but the unreserved.
+        env.add_filter("urlencode", |value: String| {
+            const RESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+                .remove(b'-')
+                .remove(b'.')
+                .remove(b'_')
+                .remove(b'~');
+            percent_encoding::utf8_percent_encode(&value, RESERVED).to_string()
+        });
         for (name, source) in [
             ("base.html", include_str!("templates/base.html")),
             ("login.html", include_str!("templates/login.html")),
@@ -389,6 +399,19 @@ async fn checked_form(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn urlencode_makes_a_url_one_path_segment() {
+        let templates = Templates::new();
+        let out = templates
+            .0
+            .render_str(
+                "{{ id|urlencode }}",
+                minijinja::context! { id => "https://a.example/c.json?x=1 y" },
+            )
+            .unwrap();
+        assert_eq!(out, "https%3A%2F%2Fa.example%2Fc.json%3Fx%3D1%20y");
+    }
 
     #[test]
     fn every_template_is_registered_and_parses() {
