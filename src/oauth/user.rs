@@ -244,7 +244,7 @@ impl Provider {
         address: Option<std::net::IpAddr>,
         device_cookie: Option<&str>,
     ) -> Result<UserRecord, LoginFailure> {
-        let by = Caller::anonymous(address.map(|a| a.to_string()).as_deref());
+        let from = address;
         let address = address.map(crate::net::address_key).unwrap_or_default();
         let known_device = self
             .is_known_device(device_cookie, username)
@@ -294,6 +294,7 @@ impl Provider {
                             name: "(no such user)",
                         },
                     };
+                    let by = Caller::anonymous(from.map(|a| a.to_string()).as_deref());
                     self.record(&by, "login.lockout", Some(target), "locked").await;
                 }
                 self.login_failed(&attempt).await

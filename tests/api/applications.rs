@@ -4,12 +4,6 @@ use crate::helpers::*;
 use serde_json::Value;
 use tessera::oauth::audit::Caller;
 
-fn code_element(html: &str, id: &str) -> Option<String> {
-    let marker = format!("<code id=\"{id}\">");
-    let start = html.find(&marker)? + marker.len();
-    Some(html[start..start + html[start..].find('<')?].to_string())
-}
-
 /// A logged-in user on a server whose registration policy lets users register service apps
 /// (client_credentials), which these tests use; the policy itself is tested in `review`.
 async fn logged_in() -> TestApp {

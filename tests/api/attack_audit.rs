@@ -6,41 +6,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use crate::audit::{admin_call, trail};
 use crate::helpers::*;
-
-/// The trail's entries matching `query`, oldest first.
-async fn trail(app: &TestApp, bearer: &str, query: &str) -> Vec<Value> {
-    let response = app
-        .http
-        .get(app.url(&format!("/api/v1/audit?limit=200&{query}")))
-        .bearer_auth(bearer)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200, "{query}");
-    let page: Value = response.json().await.unwrap();
-    let mut items = page["items"].as_array().unwrap().clone();
-    items.reverse();
-    items
-}
-
-/// `method path body` with the admin token; the response's status and JSON (or null).
-async fn admin_call(app: &TestApp, bearer: &str, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-    let mut request = app
-        .http
-        .request(method.parse().unwrap(), app.url(path))
-        .bearer_auth(bearer);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
-
-fn owned_env(dir: &std::path::Path) -> Vec<(String, String)> {
-    backend_env(dir)
-}
 
 /// Waits (up to 6 s, three key-reload ticks) for the server to take the keys folder's pending
 /// file; true when it is gone.
@@ -116,7 +83,7 @@ async fn audit_list_prints_one_line_per_entry_whatever_username_an_anonymous_vis
     assert_eq!(lockouts.len(), 1, "precondition: the lockout is recorded: {lockouts:?}");
 
     let dir = app.stop().await;
-    let env = owned_env(dir.path());
+    let env = backend_env(dir.path());
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let json = run_tessera(dir.path(), &["audit", "list", "--json"], &env, "");
     assert!(json.status.success(), "{json:?}");
@@ -360,7 +327,7 @@ async fn the_cli_actor_is_the_real_os_account_not_the_user_variable() {
     let real = String::from_utf8_lossy(&real.stdout).trim().to_string();
     assert!(!real.is_empty());
     let framed = "someone-else-entirely";
-    let env = owned_env(dir.path());
+    let env = backend_env(dir.path());
     let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     env.extend([("USER", framed), ("LOGNAME", framed)]);
     let created = run_tessera(
@@ -615,7 +582,7 @@ async fn a_self_registered_client_cannot_pass_for_the_admin_client_in_the_listin
     let _ = created;
 
     let dir = app.stop().await;
-    let env = owned_env(dir.path());
+    let env = backend_env(dir.path());
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let text = run_tessera(dir.path(), &["audit", "list"], &env, "");
     let text = String::from_utf8_lossy(&text.stdout).to_string();
@@ -809,7 +776,7 @@ async fn one_address_naming_many_document_clients_makes_at_most_one_burst_entry(
 async fn a_key_change_is_recorded_even_when_its_output_cannot_be_written() {
     let app = spawn_app().await;
     let dir = app.stop().await;
-    let env = owned_env(dir.path());
+    let env = backend_env(dir.path());
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let before = run_tessera(dir.path(), &["keys", "list"], &env, "");
     let before = String::from_utf8_lossy(&before.stdout).lines().count();

@@ -1,45 +1,8 @@
 //! Findings of the attack on the operator's console (`/admin/`). Each test asserts the secure
 //! behaviour: it fails while the finding stands and passes once it is fixed.
 
+use crate::console::{csrf, operator_browser, OPERATOR};
 use crate::helpers::*;
-
-const OPERATOR: &str = "olivia";
-const OPERATOR_PASSWORD: &str = "a long operator password";
-
-/// A user with the operator role, made in the store as the CLI would.
-async fn make_operator(app: &TestApp, username: &str) -> String {
-    let user = tessera::store::UserRecord {
-        user_id: tessera::oauth::random_id(),
-        username: username.into(),
-        email: None,
-        email_verified: false,
-        password_hash: tessera::oauth::user::hash_password(OPERATOR_PASSWORD).unwrap(),
-        created_at: tessera::oauth::now(),
-        profile: Default::default(),
-        updated_at: 0,
-        session_epoch: 0,
-        operator: true,
-        disabled: false,
-    };
-    app.store.insert_user(&user).await.unwrap();
-    user.user_id
-}
-
-/// Another browser, logged in as a fresh operator.
-async fn operator_browser(app: &TestApp) -> Remote {
-    make_operator(app, OPERATOR).await;
-    let browser = browser(app);
-    let login = browser
-        .log_in("/o/login/?next=%2Fadmin%2F", OPERATOR, OPERATOR_PASSWORD)
-        .await;
-    assert_eq!(login.status(), 303);
-    browser
-}
-
-async fn csrf(browser: &Remote) -> String {
-    let home = browser.get_text("/").await;
-    hidden_input(&home, "csrf_token").expect("a signed-in home page has a CSRF token")
-}
 
 async fn try_get(browser: &Remote, path: &str) -> reqwest::Result<reqwest::Response> {
     browser.http.get(browser.url(path)).send().await
@@ -47,12 +10,6 @@ async fn try_get(browser: &Remote, path: &str) -> reqwest::Result<reqwest::Respo
 
 async fn try_post(browser: &Remote, path: &str, form: &[(&str, &str)]) -> reqwest::Result<reqwest::Response> {
     browser.http.post(browser.url(path)).form(form).send().await
-}
-
-fn code_element(html: &str, id: &str) -> Option<String> {
-    let start = html.find(&format!("<code id=\"{id}\">"))? + id.len() + 12;
-    let end = start + html[start..].find("</code>")?;
-    Some(html[start..end].to_string())
 }
 
 /// Finding 1 (NUL bytes in the console's client form): the console refuses a NUL byte in its

@@ -20,7 +20,7 @@ async fn spawn_open() -> TestApp {
 }
 
 /// The trail's entries matching `query`, oldest first.
-async fn trail(app: &TestApp, bearer: &str, query: &str) -> Vec<Value> {
+pub async fn trail(app: &TestApp, bearer: &str, query: &str) -> Vec<Value> {
     let response = app
         .http
         .get(app.url(&format!("/api/v1/audit?limit=200&{query}")))
@@ -43,7 +43,7 @@ fn actions(items: &[Value]) -> Vec<String> {
 }
 
 /// `method path body` with the admin token; the response's JSON (or null).
-async fn admin_call(app: &TestApp, bearer: &str, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+pub async fn admin_call(app: &TestApp, bearer: &str, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
     let mut request = app
         .http
         .request(method.parse().unwrap(), app.url(path))
@@ -266,12 +266,6 @@ async fn the_audit_api_filters_and_pages() {
 
 async fn csrf_of(app: &TestApp, path: &str) -> String {
     hidden_input(&app.get_text(path).await, "csrf_token").expect("the page has a CSRF token")
-}
-
-fn code_element(html: &str, id: &str) -> Option<String> {
-    let marker = format!("<code id=\"{id}\">");
-    let start = html.find(&marker)? + marker.len();
-    Some(html[start..start + html[start..].find('<')?].to_string())
 }
 
 #[tokio::test]

@@ -5,11 +5,11 @@
 
 use crate::helpers::*;
 
-const OPERATOR: &str = "olivia";
-const OPERATOR_PASSWORD: &str = "a long operator password";
+pub const OPERATOR: &str = "olivia";
+pub const OPERATOR_PASSWORD: &str = "a long operator password";
 
 /// A user with the operator role, made in the store as the CLI would.
-async fn make_operator(app: &TestApp, username: &str) -> String {
+pub async fn make_operator(app: &TestApp, username: &str) -> String {
     let user = tessera::store::UserRecord {
         user_id: tessera::oauth::random_id(),
         username: username.into(),
@@ -28,7 +28,7 @@ async fn make_operator(app: &TestApp, username: &str) -> String {
 }
 
 /// Another browser, logged in as a fresh operator.
-async fn operator_browser(app: &TestApp) -> Remote {
+pub async fn operator_browser(app: &TestApp) -> Remote {
     make_operator(app, OPERATOR).await;
     let browser = browser(app);
     let login = browser
@@ -39,7 +39,7 @@ async fn operator_browser(app: &TestApp) -> Remote {
     browser
 }
 
-async fn csrf(browser: &Remote) -> String {
+pub async fn csrf(browser: &Remote) -> String {
     let home = browser.get_text("/").await;
     hidden_input(&home, "csrf_token").expect("a signed-in home page has a CSRF token")
 }
@@ -418,12 +418,6 @@ async fn clients_and_users_can_be_searched_and_paged() {
     )
     .await;
     assert_eq!(taken.status(), 400);
-}
-
-fn code_element(html: &str, id: &str) -> Option<String> {
-    let marker = format!("<code id=\"{id}\">");
-    let start = html.find(&marker)? + marker.len();
-    Some(html[start..start + html[start..].find('<')?].to_string())
 }
 
 #[tokio::test]

@@ -282,6 +282,13 @@ async fn seed(provider: &Provider, dirs: &TempDir) -> (TestClient, TestClient) {
 }
 
 /// Pulls a hidden input's value out of a page.
+/// The text of `<code id="ID">` in a page (a client id or a secret shown once).
+pub fn code_element(html: &str, id: &str) -> Option<String> {
+    let marker = format!("<code id=\"{id}\">");
+    let start = html.find(&marker)? + marker.len();
+    Some(html[start..start + html[start..].find('<')?].to_string())
+}
+
 pub fn hidden_input(html: &str, name: &str) -> Option<String> {
     let marker = format!("name=\"{name}\" value=\"");
     let start = html.find(&marker)? + marker.len();

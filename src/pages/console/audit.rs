@@ -9,7 +9,7 @@ use poem::web::Data;
 use poem::{handler, Request, Response};
 
 use super::super::query_pairs;
-use super::{console_page, encode, failed, field, operator, Templates};
+use super::{console_page, encode, error_page, field, operator, Templates};
 use crate::oauth::{Error, Provider};
 use crate::store::AuditFilter;
 
@@ -57,12 +57,12 @@ pub(super) async fn list(req: &Request, provider: Data<&Arc<Provider>>, template
     let session = try_page!(operator(provider, templates, req, StatusCode::FOUND).await);
     let query = match query_pairs(req) {
         Ok(query) => query,
-        Err(e) => return failed(templates, &e),
+        Err(e) => return error_page(templates, &e),
     };
     let text = |name: &str| Some(field(&query, name).trim().to_string()).filter(|v| !v.is_empty());
     let (since, until) = match (time_ms(&field(&query, "since")), time_ms(&field(&query, "until"))) {
         (Ok(since), Ok(until)) => (since, until),
-        (Err(e), _) | (_, Err(e)) => return failed(templates, &e),
+        (Err(e), _) | (_, Err(e)) => return error_page(templates, &e),
     };
     let filter = AuditFilter {
         actor: text("actor"),
@@ -74,7 +74,7 @@ pub(super) async fn list(req: &Request, provider: Data<&Arc<Provider>>, template
     let before = text("before");
     let entries = match provider.audit_page(&filter, before.as_deref(), AUDIT_PAGE + 1).await {
         Ok(entries) => entries,
-        Err(e) => return failed(templates, &e),
+        Err(e) => return error_page(templates, &e),
     };
     let more = entries.len() > AUDIT_PAGE;
     let entries = &entries[..entries.len().min(AUDIT_PAGE)];

@@ -12,7 +12,7 @@ use poem::{handler, Body, Request, Response};
 use super::super::applications::{client_type_name, keys_from_form, lines, settings_of, GRANTS};
 use super::super::redirect;
 use super::{
-    caller, confirm_page, confirmed, console_page, contains, encode, failed, field, form_can_fix, operator,
+    caller, confirm_page, confirmed, console_page, contains, encode, error_page, field, form_can_fix, operator,
     operator_form, search, Confirm, Templates,
 };
 use crate::oauth::admin::{not_found, MAX_PAGE};
@@ -42,7 +42,7 @@ pub(super) async fn list(req: &Request, provider: Data<&Arc<Provider>>, template
     let session = try_page!(operator(provider, templates, req, StatusCode::FOUND).await);
     let query = match super::super::query_pairs(req) {
         Ok(query) => query,
-        Err(e) => return failed(templates, &e),
+        Err(e) => return error_page(templates, &e),
     };
     let q = field(&query, "q").trim().to_string();
     let after = Some(field(&query, "after")).filter(|a| !a.is_empty());
@@ -55,7 +55,7 @@ pub(super) async fn list(req: &Request, provider: Data<&Arc<Provider>>, template
     .await;
     let (clients, next) = match found {
         Ok(found) => found,
-        Err(e) => return failed(templates, &e),
+        Err(e) => return error_page(templates, &e),
     };
     let clients: Vec<_> = clients.iter().map(summary).collect();
     let next = next.map(|n| format!("/admin/clients?q={}&after={}", encode(&q), encode(&n)));
@@ -67,8 +67,8 @@ pub(super) async fn list(req: &Request, provider: Data<&Arc<Provider>>, template
 async fn client(provider: &Provider, templates: &Templates, client_id: &str) -> Result<ClientRecord, Box<Response>> {
     match provider.find_client(client_id).await {
         Ok(Some(client)) => Ok(client),
-        Ok(None) => Err(Box::new(failed(templates, &not_found("client")))),
-        Err(e) => Err(Box::new(failed(templates, &e))),
+        Ok(None) => Err(Box::new(error_page(templates, &not_found("client")))),
+        Err(e) => Err(Box::new(error_page(templates, &e))),
     }
 }
 
@@ -82,7 +82,7 @@ async fn detail_page(
 ) -> Response {
     let live_grants = match provider.live_grants_of_client(&client.client_id).await {
         Ok(n) => n,
-        Err(e) => return failed(templates, &e),
+        Err(e) => return error_page(templates, &e),
     };
     let owner = match &client.owner_user_id {
         Some(id) => provider.find_user(id).await.ok().flatten().map(|u| u.username),
@@ -323,7 +323,7 @@ pub(super) async fn create(
     };
     match registered {
         Ok((client, secret)) => detail_page(provider, templates, &session, &client, secret.as_deref()).await,
-        Err(e) if !form_can_fix(&e) => failed(templates, &e),
+        Err(e) if !form_can_fix(&e) => error_page(templates, &e),
         Err(e) => form_page(
             provider,
             templates,
@@ -378,7 +378,7 @@ pub(super) async fn edit(
     };
     match updated {
         Ok(_) => redirect(StatusCode::SEE_OTHER, &format!("/admin/clients/{}", encode(&id))),
-        Err(e) if !form_can_fix(&e) => failed(templates, &e),
+        Err(e) if !form_can_fix(&e) => error_page(templates, &e),
         Err(e) => form_page(
             provider,
             templates,
@@ -425,7 +425,7 @@ pub(super) async fn rotate_secret(
     let rotated = provider.rotate_client_secret(&by, &id).await;
     match rotated {
         Ok(secret) => detail_page(provider, templates, &session, &client, Some(&secret)).await,
-        Err(e) => failed(templates, &e),
+        Err(e) => error_page(templates, &e),
     }
 }
 
@@ -464,6 +464,6 @@ pub(super) async fn delete(
     let deleted = provider.delete_client(&by, &id).await;
     match deleted {
         Ok(_) => redirect(StatusCode::SEE_OTHER, "/admin/clients"),
-        Err(e) => failed(templates, &e),
+        Err(e) => error_page(templates, &e),
     }
 }

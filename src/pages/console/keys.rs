@@ -13,7 +13,7 @@ use poem::{handler, Body, Request, Response};
 
 use super::super::{date, redirect};
 use super::{
-    caller, confirm_page, confirmed, console_page, duration_words, encode, failed, field, operator, operator_form,
+    caller, confirm_page, confirmed, console_page, duration_words, encode, error_page, field, operator, operator_form,
     Confirm, Templates,
 };
 use crate::keys::{Algorithm, KeyInfo, KeyStatus};
@@ -86,11 +86,11 @@ pub(super) async fn list(req: &Request, provider: Data<&Arc<Provider>>, template
     let session = try_page!(operator(provider, templates, req, StatusCode::FOUND).await);
     let keys = match provider.list_keys().await {
         Ok(keys) => keys,
-        Err(e) => return failed(templates, &e),
+        Err(e) => return error_page(templates, &e),
     };
     let schedule = match schedule(provider, &keys).await {
         Ok(schedule) => schedule,
-        Err(e) => return failed(templates, &e),
+        Err(e) => return error_page(templates, &e),
     };
     let now = now();
     let signing = keys.iter().find(|k| k.status == KeyStatus::Signing);
@@ -166,7 +166,7 @@ pub(super) async fn generate(
         "EdDSA" => Algorithm::EdDSA,
         "RS256" => Algorithm::RS256,
         other => {
-            return failed(
+            return error_page(
                 templates,
                 &Error::invalid_request(format!("unknown algorithm {other:?}")),
             )
@@ -176,7 +176,7 @@ pub(super) async fn generate(
     let generated = provider.change_keys(&by, KeyChange::Generate(alg)).await;
     match generated {
         Ok(_) => redirect(StatusCode::SEE_OTHER, "/admin/keys"),
-        Err(e) => failed(templates, &e),
+        Err(e) => error_page(templates, &e),
     }
 }
 
@@ -184,13 +184,13 @@ async fn key(provider: &Provider, templates: &Templates, kid: &str) -> Result<(K
     let keys = provider
         .list_keys()
         .await
-        .map_err(|e| Box::new(failed(templates, &e)))?;
+        .map_err(|e| Box::new(error_page(templates, &e)))?;
     let schedule = schedule(provider, &keys)
         .await
-        .map_err(|e| Box::new(failed(templates, &e)))?;
+        .map_err(|e| Box::new(error_page(templates, &e)))?;
     match keys.into_iter().find(|k| k.kid == kid) {
         Some(key) => Ok((key, schedule)),
-        None => Err(Box::new(failed(templates, &not_found("key")))),
+        None => Err(Box::new(error_page(templates, &not_found("key")))),
     }
 }
 
@@ -232,7 +232,7 @@ pub(super) async fn promote(
     let promoted = provider.change_keys(&by, KeyChange::Promote(&kid)).await;
     match promoted {
         Ok(_) => redirect(StatusCode::SEE_OTHER, "/admin/keys"),
-        Err(e) => failed(templates, &e),
+        Err(e) => error_page(templates, &e),
     }
 }
 
@@ -272,7 +272,7 @@ pub(super) async fn retire(
     let retired = provider.change_keys(&by, KeyChange::Retire(&kid)).await;
     match retired {
         Ok(_) => redirect(StatusCode::SEE_OTHER, "/admin/keys"),
-        Err(e) => failed(templates, &e),
+        Err(e) => error_page(templates, &e),
     }
 }
 

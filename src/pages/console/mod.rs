@@ -213,11 +213,6 @@ fn console_page(templates: &Templates, session: &Session, section: &str, name: &
     page(StatusCode::OK, html)
 }
 
-/// The error page for a failed console action.
-fn failed(templates: &Templates, error: &Error) -> Response {
-    error_page(templates, error)
-}
-
 /// A query-string value, percent-encoded.
 fn encode(value: &str) -> String {
     utf8_percent_encode(value, NON_ALPHANUMERIC).to_string()

@@ -7,7 +7,7 @@ use poem::http::StatusCode;
 use poem::web::Data;
 use poem::{handler, Request, Response};
 
-use super::{chart, console_page, duration_words, failed, operator, Templates};
+use super::{chart, console_page, duration_words, error_page, operator, Templates};
 use crate::keys::KeyStatus;
 use crate::oauth::{now, Provider};
 
@@ -18,11 +18,11 @@ pub(super) async fn show(req: &Request, provider: Data<&Arc<Provider>>, template
     let session = try_page!(operator(provider, templates, req, StatusCode::FOUND).await);
     let counts = match provider.counts().await {
         Ok(counts) => counts,
-        Err(e) => return failed(templates, &e),
+        Err(e) => return error_page(templates, &e),
     };
     let keys = match provider.list_keys().await {
         Ok(keys) => keys,
-        Err(e) => return failed(templates, &e),
+        Err(e) => return error_page(templates, &e),
     };
     let now = now();
     let signing = keys.iter().find(|k| k.status == KeyStatus::Signing);

@@ -16,7 +16,7 @@ use poem::{handler, Body, Request, Response};
 
 use super::super::{date, query_pairs, redirect};
 use super::{
-    caller, confirm_page, confirmed, console_page, contains, encode, failed, field, form_can_fix, operator,
+    caller, confirm_page, confirmed, console_page, contains, encode, error_page, field, form_can_fix, operator,
     operator_form, search, Confirm, Templates, PAGE,
 };
 use crate::oauth::admin::{not_found, MAX_PAGE};
@@ -44,7 +44,7 @@ pub(super) async fn list(req: &Request, provider: Data<&Arc<Provider>>, template
     let session = try_page!(operator(provider, templates, req, StatusCode::FOUND).await);
     let query = match query_pairs(req) {
         Ok(query) => query,
-        Err(e) => return failed(templates, &e),
+        Err(e) => return error_page(templates, &e),
     };
     let q = field(&query, "q").trim().to_string();
     let after = Some(field(&query, "after")).filter(|a| !a.is_empty());
@@ -62,7 +62,7 @@ pub(super) async fn list(req: &Request, provider: Data<&Arc<Provider>>, template
     .await;
     let (users, next) = match found {
         Ok(found) => found,
-        Err(e) => return failed(templates, &e),
+        Err(e) => return error_page(templates, &e),
     };
     let users: Vec<_> = users.iter().map(summary).collect();
     let next = next.map(|n| format!("/admin/users?q={}&after={}", encode(&q), encode(&n)));
@@ -73,8 +73,8 @@ pub(super) async fn list(req: &Request, provider: Data<&Arc<Provider>>, template
 async fn user(provider: &Provider, templates: &Templates, user_id: &str) -> Result<UserRecord, Box<Response>> {
     match provider.find_user(user_id).await {
         Ok(Some(user)) => Ok(user),
-        Ok(None) => Err(Box::new(failed(templates, &not_found("user")))),
-        Err(e) => Err(Box::new(failed(templates, &e))),
+        Ok(None) => Err(Box::new(error_page(templates, &not_found("user")))),
+        Err(e) => Err(Box::new(error_page(templates, &e))),
     }
 }
 
@@ -131,7 +131,7 @@ pub(super) async fn detail(
     let user = try_page!(user(provider, templates, &id).await);
     let page = match provider.grants_page(Some(&id), None, None, PAGE).await {
         Ok(page) => page,
-        Err(e) => return failed(templates, &e),
+        Err(e) => return error_page(templates, &e),
     };
     let grants = grant_rows(provider, &page.items).await;
     user_page(templates, &session, &user, grants, page.next_cursor.is_some(), None)
@@ -174,7 +174,7 @@ pub(super) async fn create(
             StatusCode::SEE_OTHER,
             &format!("/admin/users/{}", encode(&user.user_id)),
         ),
-        Err(e) if !form_can_fix(&e) => failed(templates, &e),
+        Err(e) if !form_can_fix(&e) => error_page(templates, &e),
         Err(e) => {
             let ctx = context! { error => e.description, username, email };
             let mut response = console_page(templates, &session, "users", "console_user_form.html", ctx);
@@ -200,7 +200,7 @@ pub(super) async fn reset_password(
     let by = caller(provider, &session, req);
     let set = provider.set_password(&by, &id, &field(&form, "password")).await;
     if let Err(e) = set {
-        return failed(templates, &e);
+        return error_page(templates, &e);
     }
     let mut notice = format!(
         "The password of {} was reset; their sessions have ended.",
@@ -210,12 +210,12 @@ pub(super) async fn reset_password(
         let revoked = provider.revoke_user_grants(&by, &id).await;
         match revoked {
             Ok(n) => notice.push_str(&format!(" {n} grant(s) revoked.")),
-            Err(e) => return failed(templates, &e),
+            Err(e) => return error_page(templates, &e),
         }
     }
     let page = match provider.grants_page(Some(&id), None, None, PAGE).await {
         Ok(page) => page,
-        Err(e) => return failed(templates, &e),
+        Err(e) => return error_page(templates, &e),
     };
     let grants = grant_rows(provider, &page.items).await;
     user_page(
@@ -252,8 +252,10 @@ pub(super) async fn disable(
             Confirm {
                 title: "Disable this user?",
                 message,
-                warning: (user.user_id == session.user.user_id)
-                    .then(|| "This is your own account: you will be logged out of the console.".to_string()),
+                warning: (user.user_id == session.user.user_id).then(|| {
+                    "This is your own account: it cannot be disabled from its own session; another operator can."
+                        .to_string()
+                }),
                 action: format!("/admin/users/{}/disable", encode(&id)),
                 button: "Disable user",
                 cancel: format!("/admin/users/{}", encode(&id)),
@@ -265,7 +267,7 @@ pub(super) async fn disable(
     let disabled = provider.set_disabled(&by, &id, true).await;
     match disabled {
         Ok(_) => redirect(StatusCode::SEE_OTHER, &format!("/admin/users/{}", encode(&id))),
-        Err(e) => failed(templates, &e),
+        Err(e) => error_page(templates, &e),
     }
 }
 
@@ -285,7 +287,7 @@ pub(super) async fn enable(
     let enabled = provider.set_disabled(&by, &id, false).await;
     match enabled {
         Ok(_) => redirect(StatusCode::SEE_OTHER, &format!("/admin/users/{}", encode(&id))),
-        Err(e) => failed(templates, &e),
+        Err(e) => error_page(templates, &e),
     }
 }
 
@@ -312,7 +314,10 @@ pub(super) async fn delete(
                     "{} and their account are removed and every grant they gave is revoked. This cannot be undone.",
                     user.username
                 ),
-                warning: (user.user_id == session.user.user_id).then(|| "This is your own account.".to_string()),
+                warning: (user.user_id == session.user.user_id).then(|| {
+                    "This is your own account: it cannot be deleted from its own session; another operator can."
+                        .to_string()
+                }),
                 action: format!("/admin/users/{}/delete", encode(&id)),
                 button: "Delete user",
                 cancel: format!("/admin/users/{}", encode(&id)),
@@ -324,7 +329,7 @@ pub(super) async fn delete(
     let deleted = provider.delete_user(&by, &id).await;
     match deleted {
         Ok(_) => redirect(StatusCode::SEE_OTHER, "/admin/users"),
-        Err(e) => failed(templates, &e),
+        Err(e) => error_page(templates, &e),
     }
 }
 
@@ -339,7 +344,7 @@ pub(super) async fn grant_list(
     let session = try_page!(operator(provider, templates, req, StatusCode::FOUND).await);
     let query = match query_pairs(req) {
         Ok(query) => query,
-        Err(e) => return failed(templates, &e),
+        Err(e) => return error_page(templates, &e),
     };
     let (user_q, client_q) = (
         field(&query, "user").trim().to_string(),
@@ -352,9 +357,9 @@ pub(super) async fn grant_list(
             Ok(Some(user)) => Some(user.user_id),
             Ok(None) => match provider.find_user_by_name(q).await {
                 Ok(found) => Some(found.map_or_else(|| q.to_string(), |u| u.user_id)),
-                Err(e) => return failed(templates, &e),
+                Err(e) => return error_page(templates, &e),
             },
-            Err(e) => return failed(templates, &e),
+            Err(e) => return error_page(templates, &e),
         },
     };
     let client_id = Some(client_q.clone()).filter(|c| !c.is_empty());
@@ -363,7 +368,7 @@ pub(super) async fn grant_list(
         .await
     {
         Ok(page) => page,
-        Err(e) => return failed(templates, &e),
+        Err(e) => return error_page(templates, &e),
     };
     let grants = grant_rows(provider, &page.items).await;
     let return_to = format!("/admin/grants?user={}&client={}", encode(&user_q), encode(&client_q));
@@ -402,7 +407,7 @@ pub(super) async fn revoke_grant(
             StatusCode::SEE_OTHER,
             &back_to(&form, &format!("/admin/users/{}", encode(&grant.user_id))),
         ),
-        Err(e) => failed(templates, &e),
+        Err(e) => error_page(templates, &e),
     }
 }
 
