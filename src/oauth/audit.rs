@@ -45,11 +45,6 @@ impl Caller {
         Caller::new("client", &client.client_id, &client.name, address, client.admin)
     }
 
-    /// An admin API client known only by its id.
-    pub fn client_id(client_id: &str, address: Option<&str>) -> Caller {
-        Caller::new("client", client_id, client_id, address, true)
-    }
-
     /// The OS account running the `tessera` command line, by its real user id: `$USER` is
     /// whatever the person running it says, so it is only added to the name, after `sudo`'s.
     pub fn cli() -> Caller {
@@ -97,11 +92,19 @@ fn os_account() -> String {
         .unwrap_or_else(|| format!("uid {uid}"))
 }
 
+/// A number that grows with every entry this process makes, placed after the time in an
+/// entry's id: two changes in the same millisecond (a password set, then the grants revoked)
+/// keep their order. Entries of different nodes in one millisecond fall in random order.
+fn next_sequence() -> u32 {
+    static SEQUENCE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
 /// A new entry saying that `by` did `action` to `target`, now.
 pub fn audit_entry(by: &Caller, action: &str, target: Option<Target<'_>>, outcome: &str) -> AuditRecord {
     let at_ms = now_ms();
     cleaned(AuditRecord {
-        id: audit_id(at_ms, &random_token(6)),
+        id: audit_id(at_ms, &format!("{:08x}{}", next_sequence(), random_token(6))),
         at_ms,
         actor: by.actor.clone(),
         address: by.address.clone(),
@@ -277,34 +280,11 @@ impl AuthFailureWatch {
 pub const MAX_AUDIT_PAGE: usize = 500;
 
 impl Provider {
-    /// Records that `actor` (from `address`) did `action` to `target`, with `outcome`.
-    pub async fn audit(
-        &self,
-        actor: &AuditActor,
-        address: Option<&str>,
-        action: &str,
-        target: Option<Target<'_>>,
-        outcome: &str,
-    ) -> Result<(), Error> {
-        let by = Caller {
-            actor: actor.clone(),
-            address: address.map(str::to_string),
-            privileged: false,
-        };
-        Ok(self
-            .store
-            .append_audit(&audit_entry(&by, action, target, outcome))
-            .await?)
-    }
-
     /// Records what `by` did, with `outcome`. A failure to record is logged, not returned: the
     /// change it describes has already happened and must not be reported as failed.
     pub async fn record(&self, by: &Caller, action: &str, target: Option<Target<'_>>, outcome: &str) {
-        if let Err(e) = self
-            .audit(&by.actor, by.address.as_deref(), action, target, outcome)
-            .await
-        {
-            tracing::error!(action, error = %e.description, "could not record an audit entry");
+        if let Err(e) = self.store.append_audit(&audit_entry(by, action, target, outcome)).await {
+            tracing::error!(action, error = %e, "could not record an audit entry");
         }
     }
 
