@@ -501,16 +501,18 @@ impl Config {
             self.client_documents.mode = mode;
         }
         if let Some(hosts) = &file.client_id_metadata_document_hosts {
-            if let Some(bad) = hosts
-                .iter()
-                .find(|h| url::Host::parse(h).is_err() || h.contains(['/', ':']))
-            {
-                return Err(ConfigError::Invalid(
-                    "client_id_metadata_document_hosts",
-                    format!("{bad:?} is not a host name"),
-                ));
+            let mut allowed = Vec::new();
+            for entry in hosts {
+                allowed.push(
+                    crate::oauth::client_document::document_authority_of(entry).ok_or_else(|| {
+                        ConfigError::Invalid(
+                            "client_id_metadata_document_hosts",
+                            format!("{entry:?} is not a host name, or a host name and port"),
+                        )
+                    })?,
+                );
             }
-            self.client_documents.hosts = hosts.iter().map(|h| h.to_ascii_lowercase()).collect();
+            self.client_documents.hosts = allowed;
         }
         if self.client_documents.mode == ClientDocumentsMode::Allowlist && self.client_documents.hosts.is_empty() {
             return Err(ConfigError::Invalid(

@@ -4,22 +4,34 @@
 //! They are fetched through [`crate::outbound`] (https only, no redirects, public addresses
 //! only, connect and total timeouts, a capped body) and cached in memory on each node:
 //!
+//! - each [`Kind`] has its own cache, size limit and shape limits, so a 16 KB key set is never
+//!   read as a 5 KB metadata document;
+//! - a document's shape (nesting depth, number of values) is checked on its bytes before it is
+//!   parsed, and only a document its reader found usable is cached. The cache keeps the bytes
+//!   as fetched, never a parsed JSON tree (which costs up to a hundred times the text), and is
+//!   bounded in entries and in bytes: when full, stale entries go first, then the least
+//!   recently used;
 //! - a document is fresh for its `Cache-Control: max-age`, held within `[min_ttl, max_ttl]`
 //!   (`no-store` and `no-cache` count as 0, so `min_ttl`): the lower bound is what stops a
 //!   publisher from making the server fetch on every request;
 //! - a failed fetch is never cached; while a refetch fails, the last good copy keeps serving
 //!   for at most `stale_ttl` past its freshness;
 //! - concurrent requests for one URL share one fetch (and its outcome);
-//! - fetching a URL not fetched before is budgeted (token buckets) per host and whoever asks
-//!   (the caller's address), and per host overall (ten times that), so one client, even one
-//!   naming a new URL on every request, cannot make the server fetch in a loop, and one
-//!   visitor naming junk URLs on a host spends only their own share of its budget, not that of
-//!   the real clients published there; refreshing a document fetched before is not budgeted;
+//! - fetching a URL not cached is budgeted (token buckets) per host and whoever asks (the
+//!   caller's address), per host overall (ten times that), and per caller over every host
+//!   (three times that: a wildcard DNS name makes hosts free), so one client, even one naming
+//!   a new URL on every request, cannot make the server fetch in a loop, and one visitor
+//!   naming junk URLs on a host spends only their own share of its budget, not that of the
+//!   real clients published there; refreshing a cached document is not budgeted;
 //! - a caller may ask for a document to be fetched again before it expires (a client's key
 //!   set, when no cached key verifies its assertion), at most once per `min_ttl`: anyone can
 //!   send a bad assertion, and must not be able to make the server fetch for each;
-//! - at most [`MAX_CONCURRENT_FETCHES`] fetches run at once, the cache holds a bounded number
-//!   of documents, and no connection outlives its fetch.
+//! - at most [`MAX_CONCURRENT_FETCHES`] fetches run at once, at most
+//!   [`MAX_FETCHES_PER_HOST`] of them to one host and [`MAX_FETCHES_PER_CALLER`] for one
+//!   caller (a host that answers slowly cannot hold every place), and no connection outlives
+//!   its fetch;
+//! - why a fetch failed (a name that does not resolve, a refused connection, a TLS error) is
+//!   logged, not told: a visitor could otherwise map internal names and ports through us.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -29,14 +41,73 @@ use serde_json::Value;
 use tokio::sync::OnceCell;
 
 use crate::outbound::{Outbound, OutboundPolicy};
-use crate::rate_limit::{Rate, RateLimiter};
+use crate::rate_limit::{KeyDigest, Rate, RateLimiter};
 
-/// Documents kept at most.
-const MAX_DOCUMENTS: usize = 10_000;
 /// Fetches running at once, over every host: what bounds sockets and memory for fetches.
 pub const MAX_CONCURRENT_FETCHES: usize = 32;
+/// Fetches running at once to one host (and port), and for one caller.
+pub const MAX_FETCHES_PER_HOST: usize = 4;
+pub const MAX_FETCHES_PER_CALLER: usize = 8;
 /// How long a fetch waits for one of those places before it is refused.
 const FETCH_QUEUE_WAIT: Duration = Duration::from_secs(2);
+/// What a cache entry costs besides its URL and body: the entry, the table's slot, and the
+/// allocator's rounding of the two allocations.
+pub const ENTRY_OVERHEAD_BYTES: usize = 192;
+
+/// What a document is, which fixes its limits and its cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A Client ID Metadata Document.
+    ClientMetadata,
+    /// A client's JWK Set, at its `jwks_uri`.
+    KeySet,
+}
+
+/// A kind's limits.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// The largest document read.
+    pub max_bytes: usize,
+    /// The deepest nesting of objects and arrays.
+    pub max_depth: usize,
+    /// The most objects, arrays and values, counted on the text before parsing.
+    pub max_values: usize,
+    /// Documents cached at most.
+    pub max_entries: usize,
+    /// Bytes the cache holds at most (URLs, bodies and [`ENTRY_OVERHEAD_BYTES`] each).
+    pub max_cache_bytes: usize,
+}
+
+impl Kind {
+    pub const fn limits(self) -> Limits {
+        match self {
+            // The draft suggests 5 KB. Metadata nests three deep at most (an inline `jwks`
+            // with a certificate chain: object, keys, key, x5c).
+            Kind::ClientMetadata => Limits {
+                max_bytes: 5 * 1024,
+                max_depth: 6,
+                max_values: 600,
+                max_entries: 10_000,
+                max_cache_bytes: 16 << 20,
+            },
+            // Ten keys, with certificate chains.
+            Kind::KeySet => Limits {
+                max_bytes: 16 * 1024,
+                max_depth: 5,
+                max_values: 600,
+                max_entries: 2_000,
+                max_cache_bytes: 8 << 20,
+            },
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Kind::ClientMetadata => "client metadata document",
+            Kind::KeySet => "key set",
+        }
+    }
+}
 
 /// How documents are fetched and cached.
 #[derive(Clone, Debug)]
@@ -47,8 +118,8 @@ pub struct DocumentPolicy {
     pub max_ttl: Duration,
     /// How long past its freshness a copy may serve while refetches fail.
     pub stale_ttl: Duration,
-    /// Fetches of new URLs per host and caller address (and ten times that per host): what a
-    /// flood of distinct URLs on one host can cost.
+    /// Fetches of new URLs per host and caller address (ten times that per host, three times
+    /// that per caller over all hosts): what a flood of distinct URLs can cost.
     pub fetches_per_host: Rate,
 }
 
@@ -67,11 +138,13 @@ impl Default for DocumentPolicy {
     }
 }
 
-/// Why a document could not be had. Each says what a client's developer needs to fix.
+/// Why a document could not be had. Each says what a client's developer needs to fix, and no
+/// more than the document's own server would tell anyone.
 #[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DocumentError {
-    #[error("fetching {url} failed: {reason}")]
-    Fetch { url: String, reason: String },
+    /// The fetch failed before an answer came (its reason is logged, not told).
+    #[error("{url} could not be fetched (no answer from a public address over https)")]
+    Fetch { url: String },
     #[error("{url} answered HTTP {status}, not 200")]
     Status { url: String, status: u16 },
     #[error("{url} is not served as JSON (Content-Type application/json)")]
@@ -80,88 +153,204 @@ pub enum DocumentError {
     TooLarge { url: String, limit: usize },
     #[error("{url} is not a JSON object: {reason}")]
     Invalid { url: String, reason: String },
+    /// Fetched and well-formed, but refused by its reader (a metadata document that is not a
+    /// usable client, a key set with no usable key).
+    #[error("{0}")]
+    Unusable(String),
     #[error("too many documents fetched from {host} lately; try again in a minute")]
     RateLimited { host: String },
     #[error("too many documents are being fetched now; try again in a moment")]
     Busy,
+    #[error("too many documents are being fetched from {host} now; try again in a moment")]
+    HostBusy { host: String },
 }
 
+/// A document as cached: its bytes, and when to fetch it again.
 struct Entry {
-    document: Arc<Value>,
+    body: Arc<[u8]>,
     fetched_at: Instant,
     fresh_until: Instant,
     stale_until: Instant,
+    used_at: Instant,
 }
 
-type Outcome = Result<Arc<Value>, DocumentError>;
+type Outcome = Result<Arc<[u8]>, DocumentError>;
+/// A fetch in flight: the URL, and whether it is read as a key set.
+type FetchKey = (String, bool);
 
-/// The cache, with the fetches now in flight.
+/// Whether a fetched document is one its reader can use (`Err` says why not).
+pub type Usable<'a> = &'a (dyn Fn(&Value) -> Result<(), String> + Send + Sync);
+
+/// One kind's cache: bounded in entries and bytes.
+struct Shelf {
+    limits: Limits,
+    entries: HashMap<String, Entry>,
+    bytes: usize,
+}
+
+impl Shelf {
+    fn new(limits: Limits) -> Shelf {
+        Shelf {
+            limits,
+            entries: HashMap::new(),
+            bytes: 0,
+        }
+    }
+
+    fn cost(url: &str, body: &[u8]) -> usize {
+        url.len() + body.len() + ENTRY_OVERHEAD_BYTES
+    }
+
+    fn remove(&mut self, url: &str) {
+        if let Some(old) = self.entries.remove(url) {
+            self.bytes -= Self::cost(url, &old.body);
+        }
+    }
+
+    /// Keeps `entry`, first making room: stale entries leave, then the least recently used.
+    fn insert(&mut self, url: &str, entry: Entry, now: Instant) {
+        self.remove(url);
+        let cost = Self::cost(url, &entry.body);
+        let full = |shelf: &Shelf| {
+            shelf.entries.len() >= shelf.limits.max_entries || shelf.bytes + cost > shelf.limits.max_cache_bytes
+        };
+        if full(self) {
+            let stale: Vec<String> = self
+                .entries
+                .iter()
+                .filter(|(_, e)| e.stale_until <= now)
+                .map(|(k, _)| k.clone())
+                .collect();
+            for url in stale {
+                self.remove(&url);
+            }
+        }
+        if full(self) {
+            let mut by_use: Vec<(Instant, String)> = self.entries.iter().map(|(k, e)| (e.used_at, k.clone())).collect();
+            by_use.sort_unstable();
+            for (_, url) in by_use {
+                if !full(self) {
+                    break;
+                }
+                self.remove(&url);
+            }
+        }
+        self.bytes += cost;
+        self.entries.insert(url.to_string(), entry);
+    }
+}
+
+/// The caches, with the fetches now in flight.
 pub struct DocumentCache {
     outbound: Outbound,
     policy: DocumentPolicy,
-    entries: Mutex<HashMap<String, Entry>>,
-    in_flight: Mutex<HashMap<String, Arc<OnceCell<Outcome>>>>,
-    per_caller: RateLimiter,
+    metadata: Mutex<Shelf>,
+    key_sets: Mutex<Shelf>,
+    in_flight: Mutex<HashMap<FetchKey, Arc<OnceCell<Outcome>>>>,
+    per_caller_host: RateLimiter,
     per_host: RateLimiter,
+    per_caller: RateLimiter,
     fetching: tokio::sync::Semaphore,
+    fetching_per_host: Places,
+    fetching_per_caller: Places,
 }
 
 impl DocumentCache {
     pub fn new(outbound: OutboundPolicy, policy: DocumentPolicy) -> DocumentCache {
+        let scaled = |times: f64| Rate {
+            per_second: policy.fetches_per_host.per_second * times,
+            burst: policy.fetches_per_host.burst * times,
+        };
         DocumentCache {
             outbound: Outbound::new(outbound),
-            per_caller: RateLimiter::new(policy.fetches_per_host),
-            per_host: RateLimiter::new(Rate {
-                per_second: policy.fetches_per_host.per_second * 10.0,
-                burst: policy.fetches_per_host.burst * 10.0,
-            }),
+            per_caller_host: RateLimiter::new(policy.fetches_per_host),
+            per_host: RateLimiter::new(scaled(10.0)),
+            per_caller: RateLimiter::new(scaled(3.0)),
             policy,
-            entries: Mutex::new(HashMap::new()),
+            metadata: Mutex::new(Shelf::new(Kind::ClientMetadata.limits())),
+            key_sets: Mutex::new(Shelf::new(Kind::KeySet.limits())),
             in_flight: Mutex::new(HashMap::new()),
             fetching: tokio::sync::Semaphore::new(MAX_CONCURRENT_FETCHES),
+            fetching_per_host: Places::new(MAX_FETCHES_PER_HOST),
+            fetching_per_caller: Places::new(MAX_FETCHES_PER_CALLER),
         }
     }
 
-    /// The JSON object at `url` (https), at most `max_body` bytes: from the cache while fresh,
-    /// else fetched (one fetch for all concurrent callers), else the stale copy if the fetch
-    /// failed and one is still allowed to serve. `caller` (an address key, when known) is who
-    /// a fetch of a new URL is counted against.
-    pub async fn get(&self, url: &str, max_body: usize, caller: Option<&str>) -> Outcome {
+    fn shelf(&self, kind: Kind) -> &Mutex<Shelf> {
+        match kind {
+            Kind::ClientMetadata => &self.metadata,
+            Kind::KeySet => &self.key_sets,
+        }
+    }
+
+    /// How many documents of `kind` are cached, and the bytes they are counted at.
+    pub fn cached(&self, kind: Kind) -> (usize, usize) {
+        let shelf = lock(self.shelf(kind));
+        (shelf.entries.len(), shelf.bytes)
+    }
+
+    /// The JSON object of `kind` at `url` (https): from the cache while fresh, else fetched
+    /// (one fetch for all concurrent callers) and cached if `usable` accepts it, else the stale
+    /// copy if the fetch failed and one is still allowed to serve. `caller` (an address key,
+    /// when known) is who a fetch of a new URL is counted against.
+    pub async fn get(
+        &self,
+        kind: Kind,
+        url: &str,
+        caller: Option<&str>,
+        usable: Usable<'_>,
+    ) -> Result<Value, DocumentError> {
         let now = Instant::now();
-        if let Some(entry) = lock(&self.entries).get(url) {
-            if entry.fresh_until > now {
-                return Ok(entry.document.clone());
-            }
+        let cached = {
+            let mut shelf = lock(self.shelf(kind));
+            shelf.entries.get_mut(url).filter(|e| e.fresh_until > now).map(|entry| {
+                entry.used_at = now;
+                entry.body.clone()
+            })
+        };
+        if let Some(body) = cached {
+            return parse(url, &body);
         }
         let waiting = InFlight {
             cache: self,
-            url,
-            cell: lock(&self.in_flight).entry(url.to_string()).or_default().clone(),
+            key: (url.to_string(), kind == Kind::KeySet),
+            cell: lock(&self.in_flight)
+                .entry((url.to_string(), kind == Kind::KeySet))
+                .or_default()
+                .clone(),
         };
         let outcome = waiting
             .cell
-            .get_or_init(|| self.fetch_and_keep(url, max_body, caller))
+            .get_or_init(|| self.fetch_and_keep(kind, url, caller, usable))
             .await
             .clone();
         drop(waiting);
-        match outcome {
-            Ok(document) => Ok(document),
-            Err(error) => match lock(&self.entries).get(url) {
-                Some(entry) if entry.stale_until > Instant::now() => {
-                    tracing::warn!(%error, "serving a stale copy of a client document");
-                    Ok(entry.document.clone())
+        let body = match outcome {
+            Ok(body) => body,
+            Err(error) => {
+                let stale = lock(self.shelf(kind))
+                    .entries
+                    .get(url)
+                    .filter(|e| e.stale_until > Instant::now())
+                    .map(|e| e.body.clone());
+                match stale {
+                    Some(body) => {
+                        tracing::warn!(%error, "serving a stale copy of a client document");
+                        body
+                    }
+                    None => return Err(error),
                 }
-                _ => Err(error),
-            },
-        }
+            }
+        };
+        parse(url, &body)
     }
 
     /// Marks `url` for fetching again at the next [`DocumentCache::get`] (when a client's
     /// keys did not verify its assertion: it may have rotated them), unless it was fetched
     /// less than `min_ttl` ago. Returns whether it will be fetched again.
-    pub fn refresh_soon(&self, url: &str) -> bool {
+    pub fn refresh_soon(&self, kind: Kind, url: &str) -> bool {
         let now = Instant::now();
-        match lock(&self.entries).get_mut(url) {
+        match lock(self.shelf(kind)).entries.get_mut(url) {
             Some(entry) if now.duration_since(entry.fetched_at) >= self.policy.min_ttl => {
                 entry.fresh_until = now;
                 true
@@ -171,58 +360,65 @@ impl DocumentCache {
         }
     }
 
-    async fn fetch_and_keep(&self, url: &str, max_body: usize, caller: Option<&str>) -> Outcome {
-        let host = url::Url::parse(url)
-            .ok()
+    async fn fetch_and_keep(&self, kind: Kind, url: &str, caller: Option<&str>, usable: Usable<'_>) -> Outcome {
+        let parsed = url::Url::parse(url).ok();
+        let host = parsed
+            .as_ref()
             .and_then(|u| u.host_str().map(str::to_string))
             .unwrap_or_default();
-        // A document fetched before (a client that exists) is refreshed whatever the host's
-        // budget, which only new URLs spend.
-        let known = lock(&self.entries).contains_key(url);
+        let host_and_port = format!(
+            "{host}:{}",
+            parsed.as_ref().and_then(url::Url::port_or_known_default).unwrap_or(0)
+        );
+        // A cached document (a client that exists) is refreshed whatever the budgets, which
+        // only new URLs spend.
+        let known = lock(self.shelf(kind)).entries.contains_key(url);
         if !known {
-            let caller_key = format!("{host}\0{}", caller.unwrap_or_default());
-            if self.per_caller.check(&caller_key).is_err() || self.per_host.check(&host).is_err() {
+            let caller = caller.unwrap_or_default();
+            if self.per_caller.check(caller).is_err()
+                || self.per_caller_host.check(&format!("{host}\0{caller}")).is_err()
+                || self.per_host.check(&host).is_err()
+            {
                 return Err(DocumentError::RateLimited { host });
             }
         }
+        let _host_place = self
+            .fetching_per_host
+            .take(&host_and_port)
+            .ok_or_else(|| DocumentError::HostBusy { host: host.clone() })?;
+        let _caller_place = self
+            .fetching_per_caller
+            .take(caller.unwrap_or_default())
+            .ok_or(DocumentError::Busy)?;
         let _place = tokio::time::timeout(FETCH_QUEUE_WAIT, self.fetching.acquire())
             .await
             .map_err(|_| DocumentError::Busy)?
             .map_err(|_| DocumentError::Busy)?;
-        let (document, max_age) = self.fetch(url, max_body).await?;
+        let (body, max_age) = self.fetch(kind, url).await?;
+        let document = parse(url, &body)?;
+        usable(&document).map_err(DocumentError::Unusable)?;
         let ttl = max_age.clamp(self.policy.min_ttl, self.policy.max_ttl);
         let now = Instant::now();
         let entry = Entry {
-            document: document.clone(),
+            body: body.clone(),
             fetched_at: now,
             fresh_until: now + ttl,
             stale_until: now + ttl + self.policy.stale_ttl,
+            used_at: now,
         };
-        let mut entries = lock(&self.entries);
-        if entries.len() >= MAX_DOCUMENTS && !entries.contains_key(url) {
-            entries.retain(|_, e| e.stale_until > now);
-            if entries.len() >= MAX_DOCUMENTS {
-                if let Some(first) = entries
-                    .iter()
-                    .min_by_key(|(_, e)| e.stale_until)
-                    .map(|(k, _)| k.clone())
-                {
-                    entries.remove(&first);
-                }
-            }
-        }
-        entries.insert(url.to_string(), entry);
-        Ok(document)
+        lock(self.shelf(kind)).insert(url, entry, now);
+        Ok(body)
     }
 
-    async fn fetch(&self, url: &str, max_body: usize) -> Result<(Arc<Value>, Duration), DocumentError> {
+    async fn fetch(&self, kind: Kind, url: &str) -> Result<(Arc<[u8]>, Duration), DocumentError> {
+        let limits = kind.limits();
         let fetched = self
             .outbound
-            .get(url, true, None, "application/json", max_body)
+            .get(url, true, None, "application/json", limits.max_bytes)
             .await
-            .map_err(|e| DocumentError::Fetch {
-                url: url.to_string(),
-                reason: e.to_string(),
+            .map_err(|e| {
+                tracing::info!(%url, error = %e, "fetching a {} failed", kind.name());
+                DocumentError::Fetch { url: url.to_string() }
             })?;
         if fetched.status != 200 {
             return Err(DocumentError::Status {
@@ -233,7 +429,7 @@ impl DocumentCache {
         if fetched.truncated {
             return Err(DocumentError::TooLarge {
                 url: url.to_string(),
-                limit: max_body,
+                limit: limits.max_bytes,
             });
         }
         let media_type = fetched
@@ -245,18 +441,63 @@ impl DocumentCache {
         if media_type != "application/json" && !media_type.ends_with("+json") {
             return Err(DocumentError::NotJson { url: url.to_string() });
         }
-        let document: Value = serde_json::from_slice(&fetched.body).map_err(|e| DocumentError::Invalid {
+        check_shape(&fetched.body, &limits).map_err(|reason| DocumentError::Invalid {
             url: url.to_string(),
-            reason: e.to_string(),
+            reason,
         })?;
-        if !document.is_object() {
-            return Err(DocumentError::Invalid {
-                url: url.to_string(),
-                reason: "the document must be an object".into(),
-            });
-        }
-        Ok((Arc::new(document), max_age(fetched.cache_control.as_deref())))
+        Ok((fetched.body.into(), max_age(fetched.cache_control.as_deref())))
     }
+}
+
+/// The JSON object in `body`.
+fn parse(url: &str, body: &[u8]) -> Result<Value, DocumentError> {
+    let invalid = |reason: String| DocumentError::Invalid {
+        url: url.to_string(),
+        reason,
+    };
+    let document: Value = serde_json::from_slice(body).map_err(|e| invalid(e.to_string()))?;
+    if !document.is_object() {
+        return Err(invalid("the document must be an object".into()));
+    }
+    Ok(document)
+}
+
+/// Refuses text nested deeper than `limits.max_depth`, or holding more than
+/// `limits.max_values` objects, arrays and values, before anything is parsed: a parsed JSON
+/// tree costs up to a hundred times its text, and a few kilobytes of `[[[[` would cost
+/// megabytes. Counts on the raw text (strings skipped, escapes included), so malformed JSON
+/// passes here and fails at the parser.
+pub fn check_shape(text: &[u8], limits: &Limits) -> Result<(), String> {
+    let (mut depth, mut values) = (0usize, 1usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for &byte in text {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                values += 1;
+                if depth > limits.max_depth {
+                    return Err(format!("it nests deeper than {} levels", limits.max_depth));
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            b',' => values += 1,
+            _ => {}
+        }
+        if values > limits.max_values {
+            return Err(format!("it holds more than {} values", limits.max_values));
+        }
+    }
+    Ok(())
 }
 
 /// A caller waiting on a fetch. When the last one stops waiting (the fetch finished, or every
@@ -264,17 +505,65 @@ impl DocumentCache {
 /// table: nothing stays there for a request nobody waits on.
 struct InFlight<'a> {
     cache: &'a DocumentCache,
-    url: &'a str,
+    key: FetchKey,
     cell: Arc<OnceCell<Outcome>>,
 }
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         let mut in_flight = lock(&self.cache.in_flight);
-        let ours = in_flight.get(self.url).is_some_and(|c| Arc::ptr_eq(c, &self.cell));
+        let ours = in_flight.get(&self.key).is_some_and(|c| Arc::ptr_eq(c, &self.cell));
         // The table's reference and ours: no one else is waiting.
         if ours && (self.cell.initialized() || Arc::strong_count(&self.cell) <= 2) {
-            in_flight.remove(self.url);
+            in_flight.remove(&self.key);
+        }
+    }
+}
+
+/// Fetches running now per key (a host, a caller), each key at most `cap` at once. Keys are
+/// digests, and a key leaves when its last fetch ends: the table holds at most
+/// [`MAX_CONCURRENT_FETCHES`] keys plus those refused at the global queue.
+struct Places {
+    cap: usize,
+    digest: KeyDigest,
+    running: Mutex<HashMap<u64, usize>>,
+}
+
+impl Places {
+    fn new(cap: usize) -> Places {
+        Places {
+            cap,
+            digest: KeyDigest::new(),
+            running: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn take(&self, key: &str) -> Option<Place<'_>> {
+        let key = self.digest.of(key);
+        let mut running = lock(&self.running);
+        let count = running.entry(key).or_default();
+        if *count >= self.cap {
+            return None;
+        }
+        *count += 1;
+        Some(Place { places: self, key })
+    }
+}
+
+/// One of a key's places, given back when dropped.
+struct Place<'a> {
+    places: &'a Places,
+    key: u64,
+}
+
+impl Drop for Place<'_> {
+    fn drop(&mut self) {
+        let mut running = lock(&self.places.running);
+        if let Some(count) = running.get_mut(&self.key) {
+            *count -= 1;
+            if *count == 0 {
+                running.remove(&self.key);
+            }
         }
     }
 }
@@ -310,5 +599,58 @@ mod tests {
         assert_eq!(max_age(Some("no-cache")), Duration::ZERO);
         assert_eq!(max_age(Some("max-age=abc")), Duration::ZERO);
         assert_eq!(max_age(None), Duration::ZERO);
+    }
+
+    #[test]
+    fn deep_or_crowded_text_is_refused_before_parsing() {
+        let limits = Kind::ClientMetadata.limits();
+        let ok = br#"{"a": [1, 2, {"b": "[[[[[[[[[[ \" {{{{{{"}], "jwks": {"keys": [{"x5c": ["x"]}]}}"#;
+        assert_eq!(check_shape(ok, &limits), Ok(()));
+        let deep = format!("{{\"a\":{}1{}}}", "[".repeat(6), "]".repeat(6));
+        assert!(check_shape(deep.as_bytes(), &limits).unwrap_err().contains("deeper"));
+        let crowded = format!("{{\"a\":[{}]}}", vec!["1"; 700].join(","));
+        assert!(check_shape(crowded.as_bytes(), &limits).unwrap_err().contains("values"));
+    }
+
+    fn entry(now: Instant, body: &[u8], stale_in: Duration) -> Entry {
+        Entry {
+            body: body.into(),
+            fetched_at: now,
+            fresh_until: now,
+            stale_until: now + stale_in,
+            used_at: now,
+        }
+    }
+
+    #[test]
+    fn a_full_shelf_drops_stale_then_least_recently_used_entries_and_counts_bytes() {
+        let now = Instant::now();
+        let mut shelf = Shelf::new(Limits {
+            max_entries: 3,
+            max_cache_bytes: 3 * (ENTRY_OVERHEAD_BYTES + 101),
+            ..Kind::ClientMetadata.limits()
+        });
+        let body = [b'x'; 100];
+        shelf.insert("a", entry(now, &body, Duration::from_secs(60)), now);
+        shelf.insert("b", entry(now, &body, Duration::ZERO), now);
+        shelf.insert("c", entry(now, &body, Duration::from_secs(60)), now);
+        shelf.entries.get_mut("a").unwrap().used_at = now + Duration::from_secs(1);
+        shelf.insert("d", entry(now, &body, Duration::from_secs(60)), now);
+        assert!(!shelf.entries.contains_key("b"), "the stale one went first");
+        shelf.insert("e", entry(now, &body, Duration::from_secs(60)), now);
+        assert!(!shelf.entries.contains_key("c"), "then the least recently used");
+        assert!(shelf.entries.contains_key("a"));
+        assert_eq!(shelf.bytes, 3 * (ENTRY_OVERHEAD_BYTES + 101));
+        // A bigger body takes the room of two.
+        shelf.insert("f", entry(now, &[b'y'; 250], Duration::from_secs(60)), now);
+        assert!(shelf.bytes <= shelf.limits.max_cache_bytes);
+        assert_eq!(
+            shelf.bytes,
+            shelf
+                .entries
+                .iter()
+                .map(|(k, e)| Shelf::cost(k, &e.body))
+                .sum::<usize>()
+        );
     }
 }

@@ -17,6 +17,7 @@ use url::Url;
 
 use super::jws::{parse_jwk, Jws, VerificationKey};
 use super::{now, Error, Provider};
+use crate::documents::Kind;
 use crate::store::ClientRecord;
 
 /// `client_assertion_type` for a JWT assertion (RFC 7523 §2.2).
@@ -32,7 +33,7 @@ const LEEWAY: u64 = 30;
 /// The largest assertion read.
 const MAX_ASSERTION_BYTES: usize = 8 * 1024;
 /// The largest key set a client may register or publish, and its most keys.
-pub const MAX_JWKS_BYTES: usize = 16 * 1024;
+pub const MAX_JWKS_BYTES: usize = Kind::KeySet.limits().max_bytes;
 const MAX_KEYS: usize = 10;
 
 /// Where a client's public keys are.
@@ -157,12 +158,13 @@ impl Provider {
                 (Some(jwks), _) => parse_jwks(jwks, false).map_err(Refused::Invalid)?,
                 (None, Some(uri)) => {
                     // Once per min_ttl at most: anyone can send an assertion that fails.
-                    if refetched && !self.documents.refresh_soon(uri) {
+                    if refetched && !self.documents.refresh_soon(Kind::KeySet, uri) {
                         break;
                     }
+                    let usable = |jwks: &Value| parse_jwks(jwks, false).map(drop);
                     let jwks = self
                         .documents
-                        .get(uri, MAX_JWKS_BYTES, caller)
+                        .get(Kind::KeySet, uri, caller, &usable)
                         .await
                         .map_err(|e| Refused::Invalid(e.to_string()))?;
                     parse_jwks(&jwks, false).map_err(Refused::Invalid)?

@@ -17,10 +17,11 @@ use super::client::MAX_URI_BYTES;
 use super::registration::ClientMetadata;
 use super::{Error, ErrorCode, Provider};
 use crate::config::ClientDocumentsMode;
+use crate::documents::Kind;
 use crate::store::ClientRecord;
 
 /// The largest document read (the draft suggests 5 KB).
-pub const MAX_DOCUMENT_BYTES: usize = 5 * 1024;
+pub const MAX_DOCUMENT_BYTES: usize = Kind::ClientMetadata.limits().max_bytes;
 
 /// Whether `client_id` has the shape of a Client ID Metadata Document URL: https, a host, a
 /// path other than `/`, no fragment, no credentials, no dot segments, and written as a URL
@@ -40,6 +41,33 @@ pub fn is_document_url(client_id: &str) -> bool {
         && !client_id.contains("/./")
         && !client_id.contains("/../")
         && url.as_str() == client_id
+}
+
+/// The host and port of an allowlist entry (`host`, or `host:port` for a port other than
+/// 443), written as [`document_authority`] writes a document URL's, or `None` if it is not one.
+pub fn document_authority_of(entry: &str) -> Option<String> {
+    if entry.is_empty() || entry.contains(['/', '?', '#', '@', '\\']) {
+        return None;
+    }
+    let url = Url::parse(&format!("https://{entry}/c")).ok()?;
+    url.host()?;
+    Some(authority(&url))
+}
+
+/// A document URL's host, with its port when it is not https's own (443).
+pub fn document_authority(client_id: &str) -> Option<String> {
+    Url::parse(client_id)
+        .ok()
+        .filter(|_| is_document_url(client_id))
+        .map(|url| authority(&url))
+}
+
+fn authority(url: &Url) -> String {
+    let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
+    match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host,
+    }
 }
 
 /// The host a document client id names, as the consent page shows it.
@@ -65,8 +93,9 @@ impl Provider {
         match policy.mode {
             ClientDocumentsMode::Off => false,
             ClientDocumentsMode::Open => is_document_url(client_id),
+            // Host and port: another port on an allowed host is another server.
             ClientDocumentsMode::Allowlist => {
-                document_host(client_id).is_some_and(|host| policy.hosts.contains(&host.to_ascii_lowercase()))
+                document_authority(client_id).is_some_and(|authority| policy.hosts.contains(&authority))
             }
         }
     }
@@ -98,13 +127,28 @@ impl Provider {
         Ok(self.accepts_document_client(client_id) || self.store.get_client(client_id).await?.is_some())
     }
 
-    /// Fetches and validates the document at `client_id`.
+    /// Fetches and validates the document at `client_id`. Only a usable document is cached.
     async fn document_client(&self, client_id: &str, caller: Option<&str>) -> Result<ClientRecord, Error> {
+        let usable = |document: &serde_json::Value| {
+            self.client_from_document(client_id, document)
+                .map(drop)
+                .map_err(|e| e.description)
+        };
         let document = self
             .documents
-            .get(client_id, MAX_DOCUMENT_BYTES, caller)
+            .get(Kind::ClientMetadata, client_id, caller, &usable)
             .await
-            .map_err(|e| invalid(client_id, e))?;
+            .map_err(|e| match e {
+                crate::documents::DocumentError::Unusable(description) => {
+                    Error::new(ErrorCode::InvalidClient, description)
+                }
+                e => invalid(client_id, e),
+            })?;
+        self.client_from_document(client_id, &document)
+    }
+
+    /// The client `document` describes, if it is acceptable as the client at `client_id`.
+    fn client_from_document(&self, client_id: &str, document: &serde_json::Value) -> Result<ClientRecord, Error> {
         if document["client_id"].as_str() != Some(client_id) {
             return Err(invalid(
                 client_id,
@@ -119,7 +163,7 @@ impl Provider {
                 ));
             }
         }
-        let metadata = ClientMetadata::from_document(&document).map_err(|why| invalid(client_id, why))?;
+        let metadata = ClientMetadata::from_document(document).map_err(|why| invalid(client_id, why))?;
         if metadata.redirect_uris.is_empty() {
             return Err(invalid(client_id, "it has no redirect_uris"));
         }
@@ -202,5 +246,33 @@ mod tests {
         ] {
             assert!(!is_document_url(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn allowlist_entries_name_a_host_and_port() {
+        assert_eq!(
+            document_authority_of("Agents.Example").as_deref(),
+            Some("agents.example")
+        );
+        assert_eq!(
+            document_authority_of("agents.example:443").as_deref(),
+            Some("agents.example")
+        );
+        assert_eq!(
+            document_authority_of("agents.example:8443").as_deref(),
+            Some("agents.example:8443")
+        );
+        assert_eq!(document_authority_of("[::1]:8443").as_deref(), Some("[::1]:8443"));
+        for bad in ["", "a.example/x", "user@a.example", "a.example:99999", "a.example:x"] {
+            assert_eq!(document_authority_of(bad), None, "{bad}");
+        }
+        assert_eq!(
+            document_authority("https://agents.example:8443/c.json").as_deref(),
+            Some("agents.example:8443")
+        );
+        assert_eq!(
+            document_authority("https://agents.example/c.json").as_deref(),
+            Some("agents.example")
+        );
     }
 }

@@ -9,6 +9,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::{now, random_token, secret_hash, Error, Provider};
+use crate::store::ScratchRoom;
 
 /// The name of the server secret that seals scratch values.
 const SEALING_SECRET: &str = "scratch-aead";
@@ -22,8 +23,16 @@ impl Provider {
         Ok(LessSafeKey::new(key))
     }
 
-    /// Keeps `value` for `owner` (a session id) under `purpose` for `ttl` seconds.
-    pub async fn put_sealed<T: Serialize>(&self, purpose: &str, owner: &str, value: &T, ttl: i64) -> Result<(), Error> {
+    /// Keeps `value` for `owner` (a session id) under `purpose` for `ttl` seconds, in `room`
+    /// (a temporarily_unavailable error when the scratch space has none).
+    pub async fn put_sealed<T: Serialize>(
+        &self,
+        purpose: &str,
+        owner: &str,
+        value: &T,
+        ttl: i64,
+        room: ScratchRoom,
+    ) -> Result<(), Error> {
         let mut sealed = serde_json::to_vec(value).map_err(Error::server_error)?;
         let mut nonce = [0u8; NONCE_LEN];
         SystemRandom::new()
@@ -36,7 +45,7 @@ impl Provider {
         let mut stored = nonce.to_vec();
         stored.extend_from_slice(&sealed);
         let key = secret_hash(&format!("{purpose}\0{owner}"));
-        Ok(self.store.put_scratch(&key, &stored, now() + ttl).await?)
+        Ok(self.store.put_scratch(&key, &stored, now() + ttl, room).await?)
     }
 
     /// What [`Provider::put_sealed`] kept for `owner` under `purpose`, if it is still there

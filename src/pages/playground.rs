@@ -23,6 +23,7 @@ use crate::oauth::grant::TokenRequest;
 use crate::oauth::session::Session;
 use crate::oauth::token::TokenResponse;
 use crate::oauth::{now, random_token, Error, ErrorCode, Provider};
+use crate::store::ScratchRoom;
 use crate::urlencoded::parse_pairs;
 
 /// The most of an API response body read (while it streams in) and shown.
@@ -82,7 +83,10 @@ async fn load_state(provider: &Provider, visitor: &Session) -> State {
 }
 
 async fn save_state(provider: &Provider, visitor: &Session, state: State) {
-    if let Err(e) = provider.put_sealed(PURPOSE, &visitor.id, &state, STATE_TTL_SECS).await {
+    if let Err(e) = provider
+        .put_sealed(PURPOSE, &visitor.id, &state, STATE_TTL_SECS, ScratchRoom::Start)
+        .await
+    {
         tracing::warn!(error = %e, "the playground state could not be kept");
     }
 }

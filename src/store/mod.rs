@@ -579,6 +579,41 @@ pub struct Counter {
     pub expires_at_ms: i64,
 }
 
+/// Scratch values kept at most, on every backend.
+pub const MAX_SCRATCH_VALUES: usize = 10_000;
+/// The largest scratch value (a sealed pushed request is at most about 9 KB).
+pub const MAX_SCRATCH_VALUE_BYTES: usize = 16 * 1024;
+/// The bytes a backend that keeps scratch values in memory holds at most (each value counted
+/// with its key and [`SCRATCH_OVERHEAD_BYTES`]).
+pub const MAX_SCRATCH_BYTES: usize = 32 << 20;
+pub const SCRATCH_OVERHEAD_BYTES: usize = 128;
+
+/// Which share of the scratch space a value may take. A flow's first value (a pushed request,
+/// a playground's state) starts something anyone may start, so it gets nine tenths: a flood
+/// of new ones then still leaves room for the flows already under way to record their steps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScratchRoom {
+    /// The first value of a new flow.
+    Start,
+    /// A step of a flow already under way.
+    Continue,
+}
+
+impl ScratchRoom {
+    /// The values and bytes this room's writes may fill the space up to.
+    pub fn limits(self) -> (usize, usize) {
+        match self {
+            ScratchRoom::Start => (MAX_SCRATCH_VALUES / 10 * 9, MAX_SCRATCH_BYTES / 10 * 9),
+            ScratchRoom::Continue => (MAX_SCRATCH_VALUES, MAX_SCRATCH_BYTES),
+        }
+    }
+}
+
+/// The error of a write the scratch space has no room for.
+pub fn scratch_full() -> StoreError {
+    StoreError::Unavailable("the scratch space is full of live values; retry later".into())
+}
+
 /// Short-lived state every node must see alike: failure counters, and scratch values a browser
 /// flow keeps between requests. Nothing here needs to survive a restart of a single process,
 /// so the embedded backend keeps it in memory (bounded); a shared backend keeps it in tables.
@@ -617,8 +652,12 @@ pub trait EphemeralStore: Send + Sync {
         .await?;
         Ok(fresh.load(std::sync::atomic::Ordering::Relaxed))
     }
-    /// Stores `value` under `key` until `expires_at` (replacing any value there).
-    async fn put_scratch(&self, key: &SecretHash, value: &[u8], expires_at: i64) -> Result<()>;
+    /// Stores `value` under `key` until `expires_at` (replacing any value there). The space is
+    /// bounded ([`MAX_SCRATCH_VALUES`], [`MAX_SCRATCH_VALUE_BYTES`] each, and in memory
+    /// [`MAX_SCRATCH_BYTES`]): a value that would not fit in the share `room` may use is
+    /// refused with [`StoreError::Unavailable`], and no live value is ever dropped to make
+    /// room (someone's pushed request depends on it).
+    async fn put_scratch(&self, key: &SecretHash, value: &[u8], expires_at: i64, room: ScratchRoom) -> Result<()>;
     /// The value under `key`, unless it is absent or expired.
     async fn get_scratch(&self, key: &SecretHash) -> Result<Option<Vec<u8>>>;
 }

@@ -37,7 +37,9 @@ use super::*;
 
 /// How long a node may use a client record it read from the database.
 pub const CLIENT_CACHE_TTL: Duration = Duration::from_secs(1);
-/// Client records cached at most.
+/// Client records cached at most. Lookups of ids no client has are cached too (anyone can
+/// send any `client_id`), under the SHA-256 of the id: an entry's size never depends on what
+/// was asked for.
 const CLIENT_CACHE_ENTRIES: usize = 10_000;
 /// The advisory lock migrations take (any constant the database does not otherwise use).
 const MIGRATION_LOCK: i64 = 0x7465_7373_6572_6101;
@@ -71,7 +73,7 @@ pub struct PgOptions {
 /// The PostgreSQL store.
 pub struct PgStore {
     pool: Pool,
-    clients: Mutex<HashMap<String, (Instant, Option<ClientRecord>)>>,
+    clients: Mutex<HashMap<SecretHash, (Instant, Option<ClientRecord>)>>,
 }
 
 fn database(e: tokio_postgres::Error) -> StoreError {
@@ -301,7 +303,7 @@ impl PgStore {
     fn cached_client(&self, client_id: &str) -> Option<Option<ClientRecord>> {
         let cache = self.clients.lock().unwrap_or_else(|p| p.into_inner());
         cache
-            .get(client_id)
+            .get(&id_digest(client_id))
             .filter(|(read_at, _)| read_at.elapsed() < CLIENT_CACHE_TTL)
             .map(|(_, client)| client.clone())
     }
@@ -314,12 +316,22 @@ impl PgStore {
                 cache.clear();
             }
         }
-        cache.insert(client_id.to_string(), (Instant::now(), client));
+        cache.insert(id_digest(client_id), (Instant::now(), client));
     }
 
     fn forget_client(&self, client_id: &str) {
-        self.clients.lock().unwrap_or_else(|p| p.into_inner()).remove(client_id);
+        self.clients
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id_digest(client_id));
     }
+}
+
+/// The client cache's key for an id.
+fn id_digest(client_id: &str) -> SecretHash {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, client_id.as_bytes()).as_ref());
+    out
 }
 
 /// TLS to the database: the public roots, plus `ca_file`'s certificates.
@@ -1091,13 +1103,35 @@ impl EphemeralStore for PgStore {
         outcome.map_err(|e| failed(client, e))
     }
 
-    async fn put_scratch(&self, key: &SecretHash, value: &[u8], expires_at: i64) -> Result<()> {
-        self.execute(
-            "INSERT INTO scratch (key, value, expires_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (key) DO UPDATE SET value = $2, expires_at = $3",
-            &[&&key[..], &value, &expires_at],
-        )
-        .await?;
+    async fn put_scratch(&self, key: &SecretHash, value: &[u8], expires_at: i64, room: ScratchRoom) -> Result<()> {
+        if value.len() > MAX_SCRATCH_VALUE_BYTES {
+            return Err(StoreError::Database(format!(
+                "a scratch value holds at most {MAX_SCRATCH_VALUE_BYTES} bytes"
+            )));
+        }
+        // A new key is stored only while fewer than the room's share of live values are
+        // (counted up to that share, so the count costs at most that many rows). Nodes
+        // writing at once may each see room for one more: the table can pass the bound by at
+        // most the number of concurrent writers.
+        let (max_values, _) = room.limits();
+        let stored = self
+            .execute(
+                "INSERT INTO scratch (key, value, expires_at) \
+                 SELECT $1, $2, $3 WHERE EXISTS (SELECT 1 FROM scratch WHERE key = $1) \
+                    OR (SELECT count(*) FROM (SELECT 1 FROM scratch WHERE expires_at > $4 LIMIT $5) live) < $5 \
+                 ON CONFLICT (key) DO UPDATE SET value = $2, expires_at = $3",
+                &[
+                    &&key[..],
+                    &value,
+                    &expires_at,
+                    &crate::clock::now(),
+                    &(max_values as i64),
+                ],
+            )
+            .await?;
+        if stored == 0 {
+            return Err(scratch_full());
+        }
         Ok(())
     }
 

@@ -54,9 +54,8 @@ pub struct SledStore {
     ephemeral: Ephemeral,
 }
 
-/// Counters kept at most (each well under 100 bytes), and scratch values.
+/// Counters kept at most (each well under 100 bytes).
 const MAX_COUNTERS: usize = 100_000;
-const MAX_SCRATCH: usize = 10_000;
 /// Keys remembered once (assertion `jti`s, each for at most five and a half minutes; DPoP
 /// proof `jti`s, for `dpop_proof_max_age` + 5 s): never evicted while live, so at the bound new
 /// ones are refused (503). About 160 bytes each (measured: 20 MB for 122,000): 80 MB at most,
@@ -68,8 +67,57 @@ const MAX_ONCE: usize = 500_000;
 #[derive(Default)]
 struct Ephemeral {
     counters: Mutex<std::collections::HashMap<Vec<u8>, Counter>>,
-    scratch: Mutex<std::collections::HashMap<SecretHash, (Vec<u8>, i64)>>,
+    scratch: Mutex<ScratchTable>,
     once: Mutex<OnceTable>,
+}
+
+/// Scratch values, with an index by expiry (expired values leave in order, never by a full
+/// scan) and the bytes they are counted at.
+#[derive(Default)]
+struct ScratchTable {
+    values: std::collections::HashMap<SecretHash, (Vec<u8>, i64)>,
+    by_expiry: std::collections::BTreeSet<(i64, SecretHash)>,
+    bytes: usize,
+}
+
+impl ScratchTable {
+    fn cost(value: &[u8]) -> usize {
+        value.len() + std::mem::size_of::<SecretHash>() + SCRATCH_OVERHEAD_BYTES
+    }
+
+    fn remove(&mut self, key: &SecretHash) {
+        if let Some((value, expires)) = self.values.remove(key) {
+            self.by_expiry.remove(&(expires, *key));
+            self.bytes -= Self::cost(&value);
+        }
+    }
+
+    fn put(&mut self, key: &SecretHash, value: &[u8], expires_at: i64, room: ScratchRoom) -> Result<()> {
+        if value.len() > MAX_SCRATCH_VALUE_BYTES {
+            return Err(StoreError::Database(format!(
+                "a scratch value holds at most {MAX_SCRATCH_VALUE_BYTES} bytes"
+            )));
+        }
+        let now = crate::clock::now();
+        while let Some(&(expires, expired)) = self.by_expiry.first() {
+            if expires > now {
+                break;
+            }
+            self.remove(&expired);
+        }
+        let (max_values, max_bytes) = room.limits();
+        let replaced = self.values.get(key).map_or(0, |(old, _)| Self::cost(old));
+        // Replacing a value adds none.
+        let grows = replaced == 0 && self.values.len() >= max_values;
+        if grows || self.bytes - replaced + Self::cost(value) > max_bytes {
+            return Err(scratch_full());
+        }
+        self.remove(key);
+        self.bytes += Self::cost(value);
+        self.values.insert(*key, (value.to_vec(), expires_at));
+        self.by_expiry.insert((expires_at, *key));
+        Ok(())
+    }
 }
 
 /// Keys remembered once, by the SHA-256 of the key (a fixed 32 bytes whatever its length),
@@ -127,24 +175,14 @@ impl Ephemeral {
         }
     }
 
-    fn put_scratch(&self, key: &SecretHash, value: &[u8], expires_at: i64) {
+    fn put_scratch(&self, key: &SecretHash, value: &[u8], expires_at: i64, room: ScratchRoom) -> Result<()> {
         let mut table = self.scratch.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if table.len() >= MAX_SCRATCH && !table.contains_key(key) {
-            let now = crate::clock::now();
-            table.retain(|_, (_, expires)| *expires > now);
-            if table.len() >= MAX_SCRATCH {
-                // Every value is live: drop the one that expires first.
-                if let Some(first) = table.iter().min_by_key(|(_, (_, e))| *e).map(|(k, _)| *k) {
-                    table.remove(&first);
-                }
-            }
-        }
-        table.insert(*key, (value.to_vec(), expires_at));
+        table.put(key, value, expires_at, room)
     }
 
     fn get_scratch(&self, key: &SecretHash) -> Option<Vec<u8>> {
         let table = self.scratch.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let (value, expires) = table.get(key)?;
+        let (value, expires) = table.values.get(key)?;
         (*expires > crate::clock::now()).then(|| value.clone())
     }
 }
@@ -1250,9 +1288,8 @@ impl EphemeralStore for SledStore {
         self.ephemeral.remember_once(key, expires_at_ms)
     }
 
-    async fn put_scratch(&self, key: &SecretHash, value: &[u8], expires_at: i64) -> Result<()> {
-        self.ephemeral.put_scratch(key, value, expires_at);
-        Ok(())
+    async fn put_scratch(&self, key: &SecretHash, value: &[u8], expires_at: i64, room: ScratchRoom) -> Result<()> {
+        self.ephemeral.put_scratch(key, value, expires_at, room)
     }
     async fn get_scratch(&self, key: &SecretHash) -> Result<Option<Vec<u8>>> {
         Ok(self.ephemeral.get_scratch(key))

@@ -324,15 +324,32 @@ async fn documents_are_off_by_default_and_the_allowlist_names_hosts() {
     assert_eq!(documents.hits("/client.json"), 0);
     drop(app);
 
-    let (documents, app) = setup(ClientDocumentsMode::Allowlist, |config| {
-        config.client_documents.hosts = vec!["127.0.0.1".into()];
-    })
-    .await;
+    // The third review (finding 12): an entry names a host and port; another port on an
+    // allowed host is another server.
+    let documents = DocumentServer::start().await;
     let client_id = documents.url("/client.json");
     documents.serve("/client.json", Doc::json(&document(&client_id)));
-    let page = app.authorize(&authorize_params(&client_id, &Pkce::new(), "read")).await;
-    assert_eq!(page.status(), 302, "to the login page");
-    assert!(location(&page).starts_with("/o/login/"));
+    let authority = client_id
+        .trim_start_matches("https://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    for (entry, allowed) in [("127.0.0.1".to_string(), false), (authority, true)] {
+        let dirs = tempfile::tempdir().unwrap();
+        let mut config = test_config(&dirs);
+        documents.trusted_by(&mut config);
+        config.client_documents.mode = ClientDocumentsMode::Allowlist;
+        config.client_documents.hosts = vec![entry.clone()];
+        let app = spawn_app_with(config, dirs).await;
+        let page = app.authorize(&authorize_params(&client_id, &Pkce::new(), "read")).await;
+        if allowed {
+            assert_eq!(page.status(), 302, "{entry}: to the login page");
+            assert!(location(&page).starts_with("/o/login/"));
+        } else {
+            assert!(page.text().await.unwrap().contains("unknown client"), "{entry}");
+        }
+    }
 }
 
 #[tokio::test]

@@ -65,6 +65,20 @@ impl DocumentServer {
     pub async fn start() -> DocumentServer {
         let dir = tempfile::tempdir().unwrap();
         crate::postgres::make_certificates(dir.path());
+        DocumentServer::start_in(dir).await
+    }
+
+    /// Another server, on another port, with this one's certificate: a second host as the
+    /// server under test counts hosts (host and port), trusted through the same authority.
+    pub async fn another(&self) -> DocumentServer {
+        let dir = tempfile::tempdir().unwrap();
+        for file in ["ca.crt", "server.crt", "server.key"] {
+            std::fs::copy(self._dir.path().join(file), dir.path().join(file)).unwrap();
+        }
+        DocumentServer::start_in(dir).await
+    }
+
+    async fn start_in(dir: tempfile::TempDir) -> DocumentServer {
         let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(dir.path().join("server.crt"))
             .unwrap()
             .map(Result::unwrap)

@@ -100,3 +100,5 @@ mod token_exchange;
 mod review;
 // What later adversarial passes found in those fixes, each as the attack.
 mod review_again;
+// The third adversarial review (issue 26): memory, bindings, 4xx and 503 where they are due.
+mod review_third;

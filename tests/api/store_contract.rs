@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use tempfile::TempDir;
+use tessera::store::ScratchRoom::{Continue, Start};
 use tessera::store::*;
 
 /// The backends under test.
@@ -757,15 +758,72 @@ async fn counters_update_atomically_under_concurrency() {
 async fn scratch_values_are_kept_until_they_expire() {
     for_each_backend(|store| async move {
         let now = tessera::now();
-        store.put_scratch(&[1; 32], b"first", now + 60).await.unwrap();
-        store.put_scratch(&[1; 32], b"second", now + 60).await.unwrap();
-        store.put_scratch(&[2; 32], b"gone", now - 1).await.unwrap();
+        store.put_scratch(&[1; 32], b"first", now + 60, Start).await.unwrap();
+        store.put_scratch(&[1; 32], b"second", now + 60, Start).await.unwrap();
+        store.put_scratch(&[2; 32], b"gone", now - 1, Start).await.unwrap();
         assert_eq!(
             store.get_scratch(&[1; 32]).await.unwrap().as_deref(),
             Some(&b"second"[..])
         );
         assert_eq!(store.get_scratch(&[2; 32]).await.unwrap(), None);
         assert_eq!(store.get_scratch(&[3; 32]).await.unwrap(), None);
+    })
+    .await;
+}
+
+/// The third review (finding 3): a full scratch space dropped the live value that expired
+/// first, so anonymous pushes made other clients' pushed requests unknown. Now it refuses new
+/// values (503 upstream), keeps a tenth for flows already under way, and never drops a live
+/// value; the bound holds on every backend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_scratch_space_refuses_new_values_and_keeps_every_live_one() {
+    for_each_backend(|store| async move {
+        let now = tessera::now();
+        let key = |i: usize| -> [u8; 32] {
+            let mut key = [7u8; 32];
+            key[..8].copy_from_slice(&(i as u64).to_be_bytes());
+            key
+        };
+        let (starts, _) = Start.limits();
+        let mut writers = tokio::task::JoinSet::new();
+        for writer in 0..16 {
+            let store = store.clone();
+            writers.spawn(async move {
+                for i in (writer..starts).step_by(16) {
+                    store.put_scratch(&key(i), b"value", now + 600, Start).await.unwrap();
+                }
+            });
+        }
+        writers.join_all().await;
+        let refused = store.put_scratch(&key(starts), b"late", now + 600, Start).await;
+        assert!(matches!(refused, Err(StoreError::Unavailable(_))), "{refused:?}");
+        assert_eq!(
+            store.get_scratch(&key(0)).await.unwrap().as_deref(),
+            Some(&b"value"[..]),
+            "the first value is still there"
+        );
+        // A step of a flow under way still has room; a value may be replaced in place.
+        store
+            .put_scratch(&key(starts), b"step", now + 600, Continue)
+            .await
+            .unwrap();
+        store.put_scratch(&key(1), b"again", now + 600, Start).await.unwrap();
+        assert_eq!(
+            store.get_scratch(&key(1)).await.unwrap().as_deref(),
+            Some(&b"again"[..])
+        );
+        // The whole space is bounded too.
+        for i in starts + 1..MAX_SCRATCH_VALUES {
+            store.put_scratch(&key(i), b"step", now + 600, Continue).await.unwrap();
+        }
+        let refused = store
+            .put_scratch(&key(MAX_SCRATCH_VALUES), b"step", now + 600, Continue)
+            .await;
+        assert!(matches!(refused, Err(StoreError::Unavailable(_))), "{refused:?}");
+        let oversized = store
+            .put_scratch(&[9; 32], &vec![0; MAX_SCRATCH_VALUE_BYTES + 1], now + 600, Continue)
+            .await;
+        assert!(oversized.is_err());
     })
     .await;
 }

@@ -19,7 +19,7 @@ use crate::oauth::client::{operator_made, ClientCredentials};
 use crate::oauth::dpop::ProofRequest;
 use crate::oauth::params::Params;
 use crate::oauth::{now, random_token, secret_hash, Error, ErrorCode, Provider};
-use crate::store::ClientType;
+use crate::store::{ClientType, ScratchRoom};
 
 /// The prefix of every `request_uri` this server hands out (RFC 9126 §2.2).
 pub const REQUEST_URI_PREFIX: &str = "urn:ietf:params:oauth:request_uri:";
@@ -145,8 +145,14 @@ impl Provider {
             pairs,
             pushed_at: now(),
         };
-        self.put_sealed(PURPOSE, &reference, &record, ttl as i64 + INTERACTION_TTL)
-            .await?;
+        self.put_sealed(
+            PURPOSE,
+            &reference,
+            &record,
+            ttl as i64 + INTERACTION_TTL,
+            ScratchRoom::Start,
+        )
+        .await?;
         Ok(PushedAuthorization {
             request_uri: format!("{REQUEST_URI_PREFIX}{reference}"),
             expires_in: ttl,
@@ -186,7 +192,8 @@ impl Provider {
             Some(started_at) => started_at,
             None if now > record.pushed_at + self.config.par_ttl.as_secs() as i64 => return Err(gone()),
             None => {
-                self.put_sealed(STARTED, reference, &now, INTERACTION_TTL).await?;
+                self.put_sealed(STARTED, reference, &now, INTERACTION_TTL, ScratchRoom::Continue)
+                    .await?;
                 now
             }
         };
@@ -225,7 +232,13 @@ impl Provider {
             return Err(invalid_request_uri("request_uri was already used"));
         }
         // So that later visits are told at once, rather than at the end.
-        self.put_sealed(USED, &pushed.reference, &true, lives_until - now())
-            .await
+        self.put_sealed(
+            USED,
+            &pushed.reference,
+            &true,
+            lives_until - now(),
+            ScratchRoom::Continue,
+        )
+        .await
     }
 }
