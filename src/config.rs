@@ -229,6 +229,9 @@ pub struct Config {
     pub dpop_proof_max_age: Duration,
     /// Require a server nonce in DPoP proofs (RFC 9449 §8).
     pub dpop_nonce: bool,
+    /// Clients that may introspect any token (resource servers); every other client learns
+    /// only about its own tokens (RFC 7662 §4).
+    pub introspection_clients: Vec<String>,
 }
 
 /// Cluster mode's database settings besides its URL.
@@ -327,6 +330,7 @@ impl Default for Config {
             request_head_timeout: Duration::from_secs(10),
             request_body_timeout: Duration::from_secs(10),
             trusted_proxies: Vec::new(),
+            introspection_clients: Vec::new(),
             max_parallel_password_checks: default_parallel_password_checks(),
             outbound: Default::default(),
             documents: Default::default(),
@@ -455,6 +459,8 @@ pub struct FileConfig {
     pub document_stale_ttl: Option<u64>,
     /// Document fetches a minute per host (default 30, 10 at once).
     pub document_fetches_per_host_per_minute: Option<u32>,
+    /// Client ids that may introspect tokens issued to other clients.
+    pub introspection_clients: Option<Vec<String>>,
     /// Seconds a DPoP proof is accepted after its `iat` (default 60).
     pub dpop_proof_max_age: Option<u64>,
     /// Require a server nonce in DPoP proofs (default false).
@@ -705,6 +711,9 @@ impl Config {
         use Rate;
         if let Some(v) = file.rate_limit_per_client {
             self.rate_limit_per_client = if v == 0 { Rate::OFF } else { Rate::per_second(v) };
+        }
+        if let Some(clients) = file.introspection_clients {
+            self.introspection_clients = clients;
         }
         if let Some(proxies) = file.trusted_proxies {
             self.trusted_proxies = proxies

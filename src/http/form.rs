@@ -1,6 +1,9 @@
-//! Request hygiene in front of every endpoint: size limits on the head and the body, and for
-//! form bodies strict UTF-8 and no repeated parameter (RFC 6749 §3.1, §3.2: "parameters MUST
-//! NOT be included more than once"). Rejected here, bad input never reaches the protocol code.
+//! Request hygiene in front of every endpoint: size limits on the head and the body, for form
+//! bodies strict UTF-8 and no repeated parameter (RFC 6749 §3.1, §3.2: "parameters MUST NOT be
+//! included more than once"), and no NUL character in the path, the query, a form or a JSON
+//! body (no text Tessera keeps may hold one; PostgreSQL cannot store one, and the embedded
+//! store must not keep what the cluster could not). Rejected here, bad input never reaches the
+//! protocol code.
 
 use std::sync::Arc;
 
@@ -10,6 +13,7 @@ use poem::{Body, Endpoint, IntoResponse, Request, Response};
 use super::admin::ProblemJson;
 use super::error::error_json;
 use crate::oauth::ErrorCode;
+use crate::urlencoded::{json_has_nul, path_has_nul, NUL};
 pub use crate::urlencoded::{parse_pairs, repeated_name};
 
 /// A refusal in the format of the endpoint it was meant for: RFC 9457 problem details under the
@@ -72,6 +76,14 @@ pub async fn guard<E: Endpoint>(next: Arc<E>, mut req: Request, limits: BodyLimi
             &format!("the request's headers are larger than {MAX_HEAD_BYTES} bytes"),
         )));
     }
+    if path_has_nul(req.uri().path()) {
+        return Ok(reject(problem_details, StatusCode::BAD_REQUEST, NUL));
+    }
+    if let Some(query) = req.uri().query() {
+        if let Err(why) = parse_pairs(query.as_bytes()) {
+            return Ok(reject(problem_details, StatusCode::BAD_REQUEST, why));
+        }
+    }
     if matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH) {
         let read = tokio::time::timeout(limits.timeout, req.take_body().into_bytes_limit(limit)).await;
         let Ok(read) = read else {
@@ -103,6 +115,9 @@ pub async fn guard<E: Endpoint>(next: Arc<E>, mut req: Request, limits: BodyLimi
                 .next()
                 .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"))
         });
+        if !is_form && json_has_nul(&bytes) {
+            return Ok(reject(problem_details, StatusCode::BAD_REQUEST, NUL));
+        }
         if is_form {
             match parse_pairs(&bytes) {
                 Err(why) => return Ok(reject(problem_details, StatusCode::BAD_REQUEST, why)),

@@ -431,19 +431,30 @@ impl OAuthApi {
     /// Revoke a token
     ///
     /// Revokes a refresh token (and every token of its grant) or an access token (RFC 7009).
-    /// Unknown tokens are answered like success.
+    /// Unknown tokens are answered like success. A public client's DPoP-bound token is revoked
+    /// only with a `DPoP` proof of its key (`invalid_dpop_proof` otherwise).
     #[oai(path = "/o/revoke_token/", method = "post", operation_id = "revokeToken")]
     async fn revoke_token(
         &self,
         provider: Data<&Arc<Provider>>,
         req: &Request,
         form: Form<TokenHintForm>,
+        /// A DPoP proof (RFC 9449 §4) made with the key the token is bound to, with `htm`
+        /// `POST` and `htu` this endpoint's URL: needed to revoke a public client's bound token.
+        #[oai(name = "DPoP")]
+        _dpop: Header<Option<String>>,
     ) -> OAuthResponse<RevocationBody> {
         let result = match client_credentials(req, &form.auth) {
             Ok(credentials) => {
                 let credentials = with_address(credentials, req, &provider);
+                let proofs = proof_request(req, &provider);
                 provider
-                    .revoke(&credentials, form.token.as_deref(), form.token_type_hint.as_deref())
+                    .revoke(
+                        &credentials,
+                        form.token.as_deref(),
+                        form.token_type_hint.as_deref(),
+                        &proofs,
+                    )
                     .await
             }
             Err(e) => Err(e),

@@ -167,7 +167,9 @@ pub fn parse_basic(value: &str) -> Option<(String, String)> {
             .map(|c| c.into_owned())
     };
     let (id, secret) = (unescape(id)?, unescape(secret)?);
-    (!id.is_empty()).then_some((id, secret))
+    // Credentials with a NUL character are nobody's (and could not be looked up in PostgreSQL).
+    let nul = id.contains('\0') || secret.contains('\0');
+    (!id.is_empty() && !nul).then_some((id, secret))
 }
 
 #[cfg(test)]
@@ -179,6 +181,8 @@ mod tests {
         let header = format!("Basic {}", STANDARD.encode("my%20app:s%3Acret"));
         assert_eq!(parse_basic(&header), Some(("my app".into(), "s:cret".into())));
         assert_eq!(parse_basic("Bearer abc"), None);
+        let nul = format!("Basic {}", STANDARD.encode("a%00b:secret"));
+        assert_eq!(parse_basic(&nul), None, "a NUL in the client id");
         assert_eq!(parse_basic("Basic !!!"), None);
     }
 }

@@ -195,6 +195,23 @@ pub fn invalid_proof(description: impl Into<String>) -> Error {
     Error::new(ErrorCode::InvalidDpopProof, description)
 }
 
+/// Whether a token bound to the key `bound` (its `cnf.jkt`, or a refresh token's) came with a
+/// proof of that key (`proven`: the thumbprint of the request's verified proof). A bound
+/// token is worthless without its key, and must stay so wherever it is presented: to be
+/// exchanged, to be revoked. `what` names the token in the error (`invalid_dpop_proof`).
+pub fn require_proof_of_key(bound: Option<&str>, proven: Option<&str>, what: &str) -> Result<(), Error> {
+    match (bound, proven) {
+        (None, _) => Ok(()),
+        (Some(_), None) => Err(invalid_proof(format!(
+            "{what} is bound to a DPoP key; send a DPoP proof made with it"
+        ))),
+        (Some(bound), Some(proven)) if bound != proven => {
+            Err(invalid_proof(format!("{what} is bound to another DPoP key")))
+        }
+        (Some(_), Some(_)) => Ok(()),
+    }
+}
+
 impl Provider {
     /// The proof of a token request, verified (RFC 9449 §5): `None` when there is none and the
     /// client does not need one. A client with `dpop_bound_access_tokens` must send one.

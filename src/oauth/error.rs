@@ -206,6 +206,10 @@ impl From<crate::store::StoreError> for Error {
                 retry_after: Some(STORE_RETRY_AFTER),
                 dpop_nonce: None,
             },
+            crate::store::StoreError::InvalidText(_) => Error {
+                cause: Some(err.into()),
+                ..Error::invalid_request("the request may not contain a NUL character")
+            },
             _ => Error::server_error(err),
         }
     }

@@ -4,7 +4,7 @@ use serde_json::Value;
 
 use super::client::ClientCredentials;
 use super::{now, secret_hash, Error, Provider};
-use crate::store::ClientType;
+use crate::store::{ClientRecord, ClientType};
 
 /// What introspection reveals about a token (RFC 7662 §2.2). Inactive tokens reveal nothing.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -30,8 +30,11 @@ fn claim(claims: &Value, name: &str) -> Option<String> {
 
 impl Provider {
     /// Answers whether `token` is active and, if so, its claims. Only confidential clients may
-    /// ask (RFC 7662 §2.1 requires the caller to be authorised); any of them may introspect
-    /// any token, since resource servers are registered as clients of their own.
+    /// ask (RFC 7662 §2.1 requires the caller to be authorised), and each learns only about
+    /// the tokens issued to it, unless the operator lists it in `introspection_clients` (a
+    /// resource server) or it is an administration client: anyone may register a confidential
+    /// client, and must not learn from it whose refresh token they hold (RFC 7662 §4). Any
+    /// other token is answered `active: false`, like an unknown one.
     ///
     /// An access token is inactive once revoked, once its grant is revoked (refresh
     /// token reuse, a replayed code, revocation of its refresh token), once its client is
@@ -62,7 +65,11 @@ impl Provider {
             let Some(grant) = grant else {
                 return Ok(inactive);
             };
-            if record.rotated || record.expires_at <= now() || grant.revoked {
+            if record.rotated
+                || record.expires_at <= now()
+                || grant.revoked
+                || !self.may_introspect(&client, &grant.client_id)
+            {
                 return Ok(inactive);
             }
             return Ok(Introspection {
@@ -84,6 +91,9 @@ impl Provider {
             return Ok(inactive);
         };
         let jti = claims["jti"].as_str().unwrap_or_default().to_string();
+        if !self.may_introspect(&client, claims["client_id"].as_str().unwrap_or_default()) {
+            return Ok(inactive);
+        }
         if !self.access_token_live(&claims).await? {
             return Ok(inactive);
         }
@@ -101,5 +111,10 @@ impl Provider {
             iat: claims["iat"].as_i64(),
             jti: Some(jti),
         })
+    }
+
+    /// Whether `caller` may learn about a token issued to `issued_to`.
+    fn may_introspect(&self, caller: &ClientRecord, issued_to: &str) -> bool {
+        caller.client_id == issued_to || caller.admin || self.config.introspection_clients.contains(&caller.client_id)
     }
 }

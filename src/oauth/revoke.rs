@@ -1,7 +1,12 @@
-//! Token revocation (RFC 7009).
+//! Token revocation (RFC 7009). A public client's token bound to a DPoP key (RFC 9449) is
+//! revoked only with a proof of that key: anyone may name a public client, so without the
+//! proof a thief holding the token (useless to them without the key) could still revoke its
+//! owner's whole grant.
 
 use super::client::ClientCredentials;
+use super::dpop::{require_proof_of_key, ProofRequest};
 use super::{secret_hash, Error, ErrorCode, Provider};
+use crate::store::{ClientRecord, ClientType};
 
 impl Provider {
     /// Revokes a refresh token (and with it its whole grant, RFC 7009 §2.1) or an access
@@ -12,6 +17,7 @@ impl Provider {
         credentials: &ClientCredentials,
         token: Option<&str>,
         hint: Option<&str>,
+        proofs: &ProofRequest,
     ) -> Result<(), Error> {
         let client = self.authenticate_client(credentials).await?;
         let token = token
@@ -23,35 +29,57 @@ impl Provider {
             let description = "token_type_hint must be access_token or refresh_token";
             return Err(Error::new(ErrorCode::UnsupportedTokenType, description));
         }
-        let revoked = self.revoke_refresh(&client.client_id, token).await?
-            || self.revoke_access(&client.client_id, token).await?;
+        let revoked =
+            self.revoke_refresh(&client, token, proofs).await? || self.revoke_access(&client, token, proofs).await?;
         if revoked {
             self.store.durable().await?;
         }
         Ok(())
     }
 
-    async fn revoke_refresh(&self, client_id: &str, token: &str) -> Result<bool, Error> {
-        let Some((_, grant)) = self.store.get_refresh_and_grant(&secret_hash(token)).await? else {
+    async fn revoke_refresh(&self, client: &ClientRecord, token: &str, proofs: &ProofRequest) -> Result<bool, Error> {
+        let Some((record, grant)) = self.store.get_refresh_and_grant(&secret_hash(token)).await? else {
             return Ok(false);
         };
         match grant {
-            Some(grant) if grant.client_id == client_id => Ok(self.store.revoke_grant(&grant.grant_id).await?),
+            Some(grant) if grant.client_id == client.client_id => {
+                self.check_revocation_proof(client, record.dpop_jkt.as_deref(), proofs, "the refresh token")
+                    .await?;
+                Ok(self.store.revoke_grant(&grant.grant_id).await?)
+            }
             _ => Ok(false),
         }
     }
 
-    async fn revoke_access(&self, client_id: &str, token: &str) -> Result<bool, Error> {
+    async fn revoke_access(&self, client: &ClientRecord, token: &str, proofs: &ProofRequest) -> Result<bool, Error> {
         let Some(claims) = self.keys.current().verify_jwt(token, "at+jwt", &self.issuer) else {
             return Ok(false);
         };
-        if claims["client_id"].as_str() != Some(client_id) {
+        if claims["client_id"].as_str() != Some(client.client_id.as_str()) {
             return Ok(false);
         }
         let (Some(jti), Some(exp)) = (claims["jti"].as_str(), claims["exp"].as_i64()) else {
             return Ok(false);
         };
+        self.check_revocation_proof(client, claims["cnf"]["jkt"].as_str(), proofs, "the access token")
+            .await?;
         self.store.revoke_access_token(jti, exp).await?;
         Ok(true)
+    }
+
+    /// A public client's bound token needs a proof of its key (a confidential client's
+    /// authentication is its own proof). The proof is checked (and its `jti` spent) only then.
+    async fn check_revocation_proof(
+        &self,
+        client: &ClientRecord,
+        bound: Option<&str>,
+        proofs: &ProofRequest,
+        what: &str,
+    ) -> Result<(), Error> {
+        if bound.is_none() || client.client_type != ClientType::Public {
+            return Ok(());
+        }
+        let proof = self.check_proof(proofs, None).await?;
+        require_proof_of_key(bound, proof.as_ref().map(|p| p.jkt.as_str()), what)
     }
 }

@@ -109,7 +109,7 @@ fn consent_page(templates: &Templates, req: &Request, session: &Session, prompt:
             client_id => &prompt.request.client.client_id,
             self_registered => prompt.self_registered,
             document_host => &prompt.document_host,
-            loopback_only => prompt.loopback_only && prompt.document_host.is_some(),
+            loopback_redirect => prompt.loopback_redirect && prompt.document_host.is_some(),
             action => format!("{}?{}", req.uri().path(), req.uri().query().unwrap_or_default()),
             csrf_token => session.csrf_token(),
         },

@@ -26,8 +26,10 @@ use crate::oauth::{now, random_token, Error, ErrorCode, Provider};
 use crate::store::ScratchRoom;
 use crate::urlencoded::parse_pairs;
 
-/// The most of an API response body read (while it streams in) and shown.
-const MAX_BODY: usize = 64 * 1024;
+/// The most of an API response body read (while it streams in) and shown. It is kept in the
+/// browser's playground state, a scratch value, which holds at most
+/// [`crate::store::MAX_SCRATCH_VALUE_BYTES`] with the tokens beside it.
+const MAX_BODY: usize = 8 * 1024;
 /// How long a browser's playground state is kept after its last change.
 const STATE_TTL_SECS: i64 = 3600;
 /// The scratch purpose of playground states.

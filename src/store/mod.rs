@@ -48,6 +48,10 @@ pub enum StoreError {
     /// requests answer 503 with `Retry-After`.
     #[error("the database is unavailable: {0}")]
     Unavailable(String),
+    /// The database refused text it cannot hold (a NUL character): the input's fault, not
+    /// the server's. What the HTTP edge lets through never gets here; this is the net below it.
+    #[error("the database cannot store this text: {0}")]
+    InvalidText(String),
     /// The database was migrated by a newer Tessera.
     #[error("the database schema is at version {0}, newer than this Tessera knows ({1}); run a newer Tessera")]
     SchemaTooNew(i64, i64),

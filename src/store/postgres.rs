@@ -84,6 +84,8 @@ fn database(e: tokio_postgres::Error) -> StoreError {
         Some(db) if is_transient(db.code()) => {
             StoreError::Unavailable(format!("{}: {}", db.code().code(), db.message()))
         }
+        // 22021: a NUL in text; 22P05: a \u0000 escape in JSON.
+        Some(db) if matches!(db.code().code(), "22021" | "22P05") => StoreError::InvalidText(db.message().into()),
         Some(db) => StoreError::Database(format!("{}: {}", db.code().code(), db.message())),
         None => StoreError::Unavailable(with_causes(&e)),
     }

@@ -269,7 +269,8 @@ async fn three_nodes_share_logins_codes_refresh_tokens_keys_throttling_and_revoc
         400
     );
     assert_eq!(
-        on_b.introspect(grant["access_token"].as_str().unwrap()).await["active"],
+        on_b.introspect_as(&on_b.client, grant["access_token"].as_str().unwrap())
+            .await["active"],
         false
     );
 

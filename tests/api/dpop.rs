@@ -84,7 +84,7 @@ impl Jose {
     }
 
     /// jose's RFC 7638 thumbprint of key `name`.
-    fn jkt(&self, name: &str) -> String {
+    pub fn jkt(&self, name: &str) -> String {
         self.keys[name]["jkt"].as_str().unwrap().to_string()
     }
 }
@@ -98,7 +98,7 @@ fn userinfo_url(app: &TestApp) -> String {
 }
 
 /// A token request by `client` with these DPoP headers.
-async fn token_with_proofs(app: &TestApp, client: &TestClient, form: &[(&str, &str)], proofs: &[&str]) -> Response {
+pub async fn token_with_proofs(app: &TestApp, client: &TestClient, form: &[(&str, &str)], proofs: &[&str]) -> Response {
     let mut request = app.http.post(app.url("/o/token/"));
     let mut form: Vec<(&str, &str)> = form.to_vec();
     match &client.secret {
@@ -125,7 +125,7 @@ async fn refusal(response: Response) -> (StatusCode, String) {
 
 /// Registers a client of `client_type` for the code and refresh grants with the OpenID Connect
 /// scope, at [`REDIRECT_URI`], with `policy`.
-async fn register(app: &TestApp, client_type: ClientType, policy: ClientPolicy) -> TestClient {
+pub async fn register(app: &TestApp, client_type: ClientType, policy: ClientPolicy) -> TestClient {
     let grants = vec![
         GrantType::AuthorizationCode,
         GrantType::RefreshToken,
@@ -155,7 +155,7 @@ async fn register(app: &TestApp, client_type: ClientType, policy: ClientPolicy) 
 }
 
 /// The code flow for `client` (PKCE, scope `openid read`), exchanged with these proofs.
-async fn code_flow(app: &TestApp, client: &TestClient, proofs: &[&str]) -> Response {
+pub async fn code_flow(app: &TestApp, client: &TestClient, proofs: &[&str]) -> Response {
     let pkce = Pkce::new();
     let params: Vec<(String, String)> = [
         ("response_type", "code"),
@@ -181,13 +181,13 @@ async fn code_flow(app: &TestApp, client: &TestClient, proofs: &[&str]) -> Respo
     token_with_proofs(app, client, &form, proofs).await
 }
 
-async fn refresh_with(app: &TestApp, client: &TestClient, refresh_token: &str, proofs: &[&str]) -> Response {
+pub async fn refresh_with(app: &TestApp, client: &TestClient, refresh_token: &str, proofs: &[&str]) -> Response {
     let form = [("grant_type", "refresh_token"), ("refresh_token", refresh_token)];
     token_with_proofs(app, client, &form, proofs).await
 }
 
 /// A GET of `url` with `Authorization: <scheme> <token>` and these DPoP headers.
-async fn get_with(app: &TestApp, url: &str, scheme: &str, token: &str, proofs: &[&str]) -> Response {
+pub async fn get_with(app: &TestApp, url: &str, scheme: &str, token: &str, proofs: &[&str]) -> Response {
     let mut request = app.http.get(url).header("Authorization", format!("{scheme} {token}"));
     for proof in proofs {
         request = request.header("DPoP", *proof);

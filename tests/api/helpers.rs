@@ -57,6 +57,9 @@ pub struct TestApp {
     dirs: Option<TempDir>,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<std::io::Result<()>>>,
+    /// The client [`TestApp::introspect`] asks as: an administration client, which may
+    /// introspect every client's tokens (a client learns only about its own otherwise).
+    introspector: tokio::sync::OnceCell<TestClient>,
 }
 
 impl std::ops::Deref for TestApp {
@@ -173,6 +176,7 @@ pub async fn spawn_app_with(mut config: Config, dirs: TempDir) -> TestApp {
         dirs: Some(dirs),
         shutdown: Some(tx),
         server: Some(server),
+        introspector: tokio::sync::OnceCell::new(),
     }
 }
 
@@ -509,11 +513,12 @@ impl Remote {
             .await
     }
 
-    pub async fn introspect(&self, token: &str) -> Value {
+    /// Introspects `token` as `client` (HTTP Basic); asserts a 200.
+    pub async fn introspect_as(&self, client: &TestClient, token: &str) -> Value {
         let response = self
             .http
             .post(self.url("/o/introspect/"))
-            .basic_auth(&self.client.id, self.client.secret.as_ref())
+            .basic_auth(&client.id, client.secret.as_ref())
             .form(&[("token", token)])
             .send()
             .await
@@ -623,6 +628,17 @@ impl TestApp {
             id: client.client_id,
             secret,
         }
+    }
+
+    /// Introspects `token` as a client the operator lets introspect every client's tokens
+    /// (an administration client, made on first use); asserts a 200.
+    pub async fn introspect(&self, token: &str) -> Value {
+        let introspector = self
+            .introspector
+            .get_or_init(|| self.register_admin_client(None))
+            .await
+            .clone();
+        self.introspect_as(&introspector, token).await
     }
 
     /// A new admin client and a `tessera:admin` access token of it.

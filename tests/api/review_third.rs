@@ -335,3 +335,464 @@ async fn anonymous_pushes_never_evict_another_clients_pushed_request() {
     assert_eq!(page.status(), 302, "{}", page.text().await.unwrap());
     assert!(location(&page).starts_with("/o/login/"));
 }
+
+/// A public app's tokens bound to the DPoP key `mine`: its access and refresh tokens.
+async fn bound_tokens(app: &TestApp, jose: &mut crate::dpop::Jose) -> (TestClient, Value) {
+    use tessera::store::{ClientPolicy, ClientType};
+    let spa = crate::dpop::register(app, ClientType::Public, ClientPolicy::default()).await;
+    let proof = jose
+        .proof("mine", "POST", &format!("{}/o/token/", app.issuer), json!({}))
+        .await;
+    let response = crate::dpop::code_flow(app, &spa, &[&proof]).await;
+    assert_eq!(response.status(), 200);
+    let tokens: Value = response.json().await.unwrap();
+    assert_eq!(tokens["token_type"], "DPoP");
+    (spa, tokens)
+}
+
+/// Finding 4: a DPoP-bound subject token was exchanged without a proof of its key, and the
+/// new token was a bearer token: an exchange client with the server's default subject audience
+/// turned any user's stolen bound token into one that UserInfo accepted. Now a bound subject
+/// token is exchanged only with a proof of its key, and the new token is bound to that key.
+#[tokio::test]
+async fn token_exchange_does_not_turn_a_stolen_bound_token_into_a_bearer_token() {
+    use tessera::oauth::audit::Caller;
+    use tessera::oauth::client::NewClient;
+    use tessera::store::{ClientPolicy, ClientType, GrantType, TokenExchangePolicy};
+    let app = spawn_app().await;
+    let mut jose = crate::dpop::Jose::with_keys(&[("mine", "ES256"), ("thief", "ES256")]).await;
+    let (_, tokens) = bound_tokens(&app, &mut jose).await;
+    let stolen = tokens["access_token"].as_str().unwrap();
+    // The operator's exchanger: the default subject audience (the server itself), and the
+    // server as a target too.
+    let (exchanger, secret) = app
+        .provider
+        .register_client(
+            &Caller::system(),
+            NewClient {
+                scope: "openid read".into(),
+                policy: ClientPolicy {
+                    token_exchange: TokenExchangePolicy {
+                        audiences: vec![app.issuer.clone()],
+                        subject_audiences: vec![],
+                        require_actor: false,
+                    },
+                    ..ClientPolicy::default()
+                },
+                ..client_settings("Exchanger", ClientType::Confidential, vec![GrantType::TokenExchange])
+            },
+        )
+        .await
+        .unwrap();
+    let exchanger = TestClient {
+        id: exchanger.client_id,
+        secret,
+    };
+    let form = [
+        ("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange"),
+        ("subject_token", stolen),
+        ("subject_token_type", "urn:ietf:params:oauth:token-type:access_token"),
+    ];
+    let token_url = format!("{}/o/token/", app.issuer);
+    for proofs in [vec![], vec![jose.proof("thief", "POST", &token_url, json!({})).await]] {
+        let proofs: Vec<&str> = proofs.iter().map(String::as_str).collect();
+        let response = crate::dpop::token_with_proofs(&app, &exchanger, &form, &proofs).await;
+        let status = response.status();
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(
+            (status.as_u16(), body["error"].as_str()),
+            (400, Some("invalid_dpop_proof")),
+            "{body}"
+        );
+    }
+    // With the key, the exchanged token stays bound to it.
+    let proof = jose.proof("mine", "POST", &token_url, json!({})).await;
+    let response = crate::dpop::token_with_proofs(&app, &exchanger, &form, &[&proof]).await;
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["token_type"], "DPoP", "{body}");
+    let exchanged = body["access_token"].as_str().unwrap();
+    assert_eq!(
+        app.verify_with_jwks(exchanged).await.unwrap()["cnf"]["jkt"],
+        jose.jkt("mine").as_str()
+    );
+    let userinfo = crate::dpop::get_with(&app, &app.url("/o/userinfo/"), "Bearer", exchanged, &[]).await;
+    assert_eq!(userinfo.status(), 401, "a bound token is no bearer token");
+}
+
+/// Finding 5: revocation ignored a public client's bound refresh token's key: anyone holding
+/// the token (worthless to them without the key) revoked its owner's whole grant with just the
+/// public `client_id`. Now revoking a public client's bound token takes a proof of its key.
+#[tokio::test]
+async fn a_thief_cannot_revoke_a_bound_refresh_token_without_its_key() {
+    let app = spawn_app().await;
+    let mut jose = crate::dpop::Jose::with_keys(&[("mine", "ES256"), ("thief", "ES256")]).await;
+    let (spa, tokens) = bound_tokens(&app, &mut jose).await;
+    let refresh_token = tokens["refresh_token"].as_str().unwrap().to_string();
+    let revoke_url = format!("{}/o/revoke_token/", app.issuer);
+    let revoke = |proof: Option<String>, token: String| {
+        let mut request = app
+            .http
+            .post(app.url("/o/revoke_token/"))
+            .form(&[("client_id", spa.id.as_str()), ("token", token.as_str())]);
+        if let Some(proof) = proof {
+            request = request.header("DPoP", proof);
+        }
+        request.send()
+    };
+    for proof in [None, Some(jose.proof("thief", "POST", &revoke_url, json!({})).await)] {
+        let response = revoke(proof, refresh_token.clone()).await.unwrap();
+        let status = response.status();
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(
+            (status.as_u16(), body["error"].as_str()),
+            (400, Some("invalid_dpop_proof")),
+            "{body}"
+        );
+    }
+    // The bound access token too.
+    let access = tokens["access_token"].as_str().unwrap().to_string();
+    assert_eq!(revoke(None, access).await.unwrap().status(), 400);
+    // The grant is alive: its owner refreshes (with the key).
+    let token_url = format!("{}/o/token/", app.issuer);
+    let proof = jose.proof("mine", "POST", &token_url, json!({})).await;
+    let refreshed = crate::dpop::refresh_with(&app, &spa, &refresh_token, &[&proof]).await;
+    assert_eq!(refreshed.status(), 200);
+    let next: Value = refreshed.json().await.unwrap();
+    let next = next["refresh_token"].as_str().unwrap().to_string();
+    // The owner revokes with a proof of the key, and then the grant is gone.
+    let proof = jose.proof("mine", "POST", &revoke_url, json!({})).await;
+    assert_eq!(revoke(Some(proof), next.clone()).await.unwrap().status(), 200);
+    let proof = jose.proof("mine", "POST", &token_url, json!({})).await;
+    let after = crate::dpop::refresh_with(&app, &spa, &next, &[&proof]).await;
+    assert_eq!(after.status(), 400, "revoked");
+}
+
+/// Finding 10: any confidential client, one registered anonymously included, introspected
+/// other clients' refresh and access tokens (`active`, `sub`, `client_id`, `scope`, `cnf`).
+/// Now a client learns only about its own tokens (RFC 7662 §4) unless the operator lists it in
+/// `introspection_clients` or it is an administration client.
+#[tokio::test]
+async fn a_client_introspects_only_its_own_tokens_unless_the_operator_allows_it() {
+    let dirs = tempfile::tempdir().unwrap();
+    let mut config = tessera::Config {
+        registration: tessera::config::RegistrationPolicy {
+            mode: tessera::config::RegistrationMode::Open,
+            ..Default::default()
+        },
+        ..test_config(&dirs)
+    };
+    config.introspection_clients = vec!["resource-server-placeholder".into()];
+    let app = spawn_app_with(config, dirs).await;
+    let tokens = app.get_tokens().await;
+    let registered: Value = app
+        .http
+        .post(app.url("/o/register/"))
+        .json(&json!({"redirect_uris": ["https://snoop.example/cb"], "client_name": "Snoop"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let snoop = TestClient {
+        id: registered["client_id"].as_str().unwrap().into(),
+        secret: registered["client_secret"].as_str().map(str::to_string),
+    };
+    assert!(snoop.secret.is_some(), "{registered}");
+    let introspect = |client: TestClient, token: String| {
+        let http = app.http.clone();
+        let url = app.url("/o/introspect/");
+        async move {
+            let response = http
+                .post(url)
+                .basic_auth(&client.id, client.secret.as_ref())
+                .form(&[("token", token.as_str())])
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200);
+            response.json::<Value>().await.unwrap()
+        }
+    };
+    for kind in ["access_token", "refresh_token"] {
+        let token = tokens[kind].as_str().unwrap().to_string();
+        let answer = introspect(snoop.clone(), token.clone()).await;
+        assert_eq!(answer, json!({"active": false}), "{kind}: another client's token");
+        let answer = introspect(app.client.clone(), token.clone()).await;
+        assert_eq!(answer["active"], true, "{kind}: the client's own token");
+        let admin = app.register_admin_client(None).await;
+        assert_eq!(
+            introspect(admin, token).await["active"],
+            true,
+            "{kind}: an admin client"
+        );
+    }
+    drop(app);
+
+    // A resource server the operator lists may introspect any token (the issuer is fixed, so
+    // that tokens stay good across the restart).
+    let issuer = url::Url::parse("https://tessera.example").unwrap();
+    let dirs = tempfile::tempdir().unwrap();
+    let app = spawn_app_with(
+        tessera::Config {
+            issuer: Some(issuer.clone()),
+            ..test_config(&dirs)
+        },
+        dirs,
+    )
+    .await;
+    let (resource_server, secret) = app
+        .provider
+        .register_client(
+            &tessera::oauth::audit::Caller::system(),
+            client_settings(
+                "API",
+                tessera::store::ClientType::Confidential,
+                vec![tessera::store::GrantType::ClientCredentials],
+            ),
+        )
+        .await
+        .unwrap();
+    let resource_server = TestClient {
+        id: resource_server.client_id,
+        secret,
+    };
+    let tokens = app.get_tokens().await;
+    let token = tokens["access_token"].as_str().unwrap().to_string();
+    assert_eq!(app.introspect_as(&resource_server, &token).await["active"], false);
+    let dirs = app.stop().await;
+    let mut config = test_config(&dirs);
+    config.issuer = Some(issuer);
+    config.introspection_clients = vec![resource_server.id.clone()];
+    let app = spawn_app_with(config, dirs).await;
+    assert_eq!(app.introspect_as(&resource_server, &token).await["active"], true);
+}
+
+/// Finding 6: the consent page's localhost warning was computed from every registered redirect
+/// URI: a document listing an https URI besides the loopback one got no warning, though the
+/// code of this request went to localhost. Now the warning follows the request's redirect URI.
+#[tokio::test]
+async fn the_localhost_warning_follows_the_requests_redirect_uri() {
+    let documents = DocumentServer::start().await;
+    let dirs = tempfile::tempdir().unwrap();
+    let mut config = test_config(&dirs);
+    documents.trusted_by(&mut config);
+    config.client_documents.mode = tessera::config::ClientDocumentsMode::Open;
+    let app = spawn_app_with(config, dirs).await;
+    let client_id = documents.url("/mixed.json");
+    let mut doc = usable_document(&client_id);
+    doc["redirect_uris"] = json!(["http://127.0.0.1:53177/callback", "https://app.example/callback"]);
+    documents.serve("/mixed.json", Doc::json(&doc));
+    assert_eq!(app.log_in("/o/login/", USERNAME, PASSWORD).await.status(), 303);
+    for (redirect_uri, warned) in [
+        ("http://127.0.0.1:53177/callback", true),
+        ("https://app.example/callback", false),
+    ] {
+        let mut params = authorize_params(&client_id);
+        params[2].1 = redirect_uri.into();
+        let page = app.authorize(&params).await;
+        assert_eq!(page.status(), 200);
+        let html = page.text().await.unwrap();
+        assert_eq!(
+            html.contains(r#"id="loopback-warning""#),
+            warned,
+            "{redirect_uri}: {html}"
+        );
+    }
+}
+
+/// One request a NUL probe sends.
+struct Probe {
+    method: reqwest::Method,
+    path: String,
+    query: Vec<(String, String)>,
+    form: Option<Vec<(String, String)>>,
+    json: Option<Value>,
+    basic: Option<(String, String)>,
+    what: String,
+}
+
+/// A schema with its `$ref` followed.
+fn resolved<'a>(spec: &'a Value, schema: &'a Value) -> &'a Value {
+    match schema["$ref"].as_str() {
+        Some(reference) => &spec["components"]["schemas"][reference.trim_start_matches("#/components/schemas/")],
+        None => schema,
+    }
+}
+
+/// A probe for every path parameter, query parameter, form field and JSON member of every
+/// operation of the spec, and for HTTP Basic credentials where the operation takes them.
+fn probes_from_the_spec(spec: &Value) -> Vec<Probe> {
+    const NUL: &str = "a\u{0}b";
+    let mut probes = Vec::new();
+    for (path, operations) in spec["paths"].as_object().unwrap() {
+        for (method, operation) in operations.as_object().unwrap() {
+            let method: reqwest::Method = method.to_uppercase().parse().unwrap();
+            let parameters = operation["parameters"].as_array().cloned().unwrap_or_default();
+            let benign_path = parameters
+                .iter()
+                .filter(|p| p["in"] == "path")
+                .fold(path.clone(), |p, param| {
+                    p.replace(&format!("{{{}}}", param["name"].as_str().unwrap()), "x")
+                });
+            let probe = |what: String| Probe {
+                method: method.clone(),
+                path: benign_path.clone(),
+                query: vec![],
+                form: None,
+                json: None,
+                basic: None,
+                what: format!("{method} {path}: {what}"),
+            };
+            for param in &parameters {
+                let name = param["name"].as_str().unwrap();
+                match param["in"].as_str() {
+                    Some("path") => probes.push(Probe {
+                        path: path.replace(&format!("{{{name}}}"), "a%00b"),
+                        ..probe(format!("path parameter {name}"))
+                    }),
+                    Some("query") => probes.push(Probe {
+                        query: vec![(name.into(), NUL.into())],
+                        ..probe(format!("query parameter {name}"))
+                    }),
+                    _ => {}
+                }
+            }
+            let content = &operation["requestBody"]["content"];
+            for (media_type, body) in content.as_object().cloned().unwrap_or_default() {
+                let schema = resolved(spec, &body["schema"]);
+                for (name, property) in schema["properties"].as_object().cloned().unwrap_or_default() {
+                    if media_type.starts_with("application/x-www-form-urlencoded") {
+                        probes.push(Probe {
+                            form: Some(vec![(name.clone(), NUL.into())]),
+                            ..probe(format!("form field {name}"))
+                        });
+                    } else {
+                        let value = match resolved(spec, &property)["type"].as_str() {
+                            Some("array") => json!([NUL]),
+                            _ => json!(NUL),
+                        };
+                        probes.push(Probe {
+                            json: Some(json!({ name.clone(): value })),
+                            ..probe(format!("JSON member {name}"))
+                        });
+                    }
+                }
+            }
+            let basic = operation["security"]
+                .as_array()
+                .is_some_and(|s| s.iter().any(|s| s.get("clientSecretBasic").is_some()));
+            if basic {
+                probes.push(Probe {
+                    basic: Some((NUL.into(), "secret".into())),
+                    form: Some(vec![
+                        ("token".into(), "x".into()),
+                        ("grant_type".into(), "client_credentials".into()),
+                    ]),
+                    ..probe("HTTP Basic client id".into())
+                });
+            }
+        }
+    }
+    probes
+}
+
+/// Finding 7: on PostgreSQL (which cannot store a NUL in text) a NUL in a client id was a 500
+/// at the token, authorize, device, PAR, revocation, introspection (Basic), logout, registration
+/// and admin endpoints and two pages; only the console refused it. Now the request edge refuses
+/// a NUL in the path, the query, a form or a JSON body, Basic credentials with one are nobody's,
+/// and PostgreSQL's refusal is a 400 below that: a 4xx everywhere, on both backends (the suite
+/// runs this on each).
+#[tokio::test]
+async fn a_nul_character_anywhere_in_any_operation_is_a_4xx_on_every_backend() {
+    let app = spawn_app().await;
+    let (_, admin_token) = app.admin_bearer().await;
+    assert_eq!(app.log_in("/o/login/", USERNAME, PASSWORD).await.status(), 303);
+    let spec: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi/openapi.json")).unwrap(),
+    )
+    .unwrap();
+    let mut probes = probes_from_the_spec(&spec);
+    assert!(probes.len() > 80, "{} probes", probes.len());
+    // What the spec cannot list: the UserInfo form, and the pages.
+    let page = |method: reqwest::Method, path: &str, query: &[(&str, &str)], form: &[(&str, &str)]| Probe {
+        method: method.clone(),
+        path: path.into(),
+        query: query.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        form: (!form.is_empty()).then(|| form.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
+        json: None,
+        basic: None,
+        what: format!("{method} {path} {query:?} {form:?}"),
+    };
+    use reqwest::Method;
+    let nul = "a\u{0}b";
+    probes.extend([
+        page(Method::POST, "/o/userinfo/", &[], &[("access_token", nul)]),
+        page(
+            Method::GET,
+            "/o/authorize/",
+            &[("client_id", nul), ("response_type", "code")],
+            &[],
+        ),
+        page(Method::GET, "/o/logout/", &[("client_id", nul)], &[]),
+        page(Method::GET, "/o/device/", &[("user_code", nul)], &[]),
+        page(Method::GET, "/o/applications/a%00b/", &[], &[]),
+        page(Method::GET, "/o/applications/a%00b/edit/", &[], &[]),
+        page(
+            Method::POST,
+            "/o/authorized_tokens/",
+            &[],
+            &[("client_id", nul), ("csrf_token", "x")],
+        ),
+        page(
+            Method::POST,
+            "/o/login/",
+            &[],
+            &[("username", nul), ("password", "x"), ("csrf_token", "x")],
+        ),
+        page(Method::GET, "/admin/clients/a%00b", &[], &[]),
+        page(Method::GET, "/admin/users/a%00b", &[], &[]),
+    ]);
+    let mut failures = Vec::new();
+    for probe in &probes {
+        let mut url = app.url(&probe.path);
+        if !probe.query.is_empty() {
+            let query: Vec<String> = probe
+                .query
+                .iter()
+                .map(|(k, v)| format!("{k}={}", v.replace('\u{0}', "%00")))
+                .collect();
+            url = format!("{url}?{}", query.join("&"));
+        }
+        let mut request = app.http.request(probe.method.clone(), &url);
+        if probe.path.starts_with("/api/") {
+            request = request.bearer_auth(&admin_token);
+        }
+        if let Some((id, secret)) = &probe.basic {
+            request = request.basic_auth(id.replace('\u{0}', "%00"), Some(secret));
+        }
+        if let Some(form) = &probe.form {
+            request = request.form(form);
+        }
+        if let Some(json) = &probe.json {
+            request = request.json(json);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let body = response.text().await.unwrap_or_default();
+        if !(400..500).contains(&status) {
+            failures.push(format!(
+                "{}: {status} {}",
+                probe.what,
+                body.chars().take(200).collect::<String>()
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} probes:\n{}",
+        failures.len(),
+        probes.len(),
+        failures.join("\n")
+    );
+}

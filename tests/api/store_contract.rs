@@ -828,6 +828,27 @@ async fn a_full_scratch_space_refuses_new_values_and_keeps_every_live_one() {
     .await;
 }
 
+/// The third review (finding 7): text with a NUL character is found nowhere, and is either
+/// kept or refused as [`StoreError::InvalidText`] (PostgreSQL cannot store it), never a
+/// backend failure: the request edge refuses it first, and this is the net below.
+#[tokio::test]
+async fn text_with_a_nul_is_not_found_or_refused_as_invalid_text() {
+    for_each_backend(|store| async move {
+        let looked_up = store.get_client("a\0b").await;
+        assert!(
+            matches!(looked_up, Ok(None) | Err(StoreError::InvalidText(_))),
+            "{looked_up:?}"
+        );
+        let kept = store.insert_client(&client("nul\0id", None)).await;
+        assert!(matches!(kept, Ok(true) | Err(StoreError::InvalidText(_))), "{kept:?}");
+        let mut named = client("named", None);
+        named.name = "a\0b".into();
+        let kept = store.insert_client(&named).await;
+        assert!(matches!(kept, Ok(true) | Err(StoreError::InvalidText(_))), "{kept:?}");
+    })
+    .await;
+}
+
 fn device(user_code: u8, client_id: &str, expires_at: i64) -> DeviceRecord {
     DeviceRecord {
         user_code_hash: [user_code; 32],

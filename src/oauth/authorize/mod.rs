@@ -50,9 +50,10 @@ pub struct ConsentPrompt {
     /// For a client identified by its metadata document's URL, that URL's host: the one thing
     /// about it nobody else can claim.
     pub document_host: Option<String>,
-    /// Every redirect URI is on this machine (localhost): any program on the user's computer
-    /// could receive the code, so the name is only as good as the software the user runs.
-    pub loopback_only: bool,
+    /// This request's redirect URI is on the user's machine (localhost): any program on their
+    /// computer could receive the code, so the name is only as good as the software they run
+    /// (whatever other redirect URIs the client has: the code goes to this one).
+    pub loopback_redirect: bool,
 }
 
 /// The user's answer on the consent page.
@@ -217,11 +218,7 @@ impl Provider {
             client_id_prefix: request.client.client_id.chars().take(8).collect(),
             self_registered: !super::client::operator_made(&request.client),
             document_host: super::client_document::document_host(&request.client.client_id),
-            loopback_only: request
-                .client
-                .redirect_uris
-                .iter()
-                .all(|uri| Url::parse(uri).is_ok_and(|u| super::client::is_loopback(&u))),
+            loopback_redirect: Url::parse(&request.redirect_uri).is_ok_and(|u| super::client::is_loopback(&u)),
             request,
         }
     }

@@ -32,13 +32,18 @@
 //!   own `act` nested inside (§4.1: the outermost actor is the current one). Without one, the
 //!   subject's `act` is carried over unchanged, so a delegation chain is never dropped.
 //!   `may_act` (§4.4) is not read: Tessera never issues it.
-//! - A sender-constrained subject token (`cnf`, RFC 9449) is accepted without its proof: the
-//!   client presenting it is the resource server it was sent to (the subject audience rule),
-//!   which checked the proof. The new token is not bound to that key, which is the caller's,
-//!   not the exchanging client's.
+//! - A sender-constrained subject or actor token (`cnf.jkt`, RFC 9449) is exchanged only with
+//!   a DPoP proof of its key, and the new token is bound to that same key: a bound token
+//!   stolen on its way to a resource is worth nothing without its key, and must not become a
+//!   bearer token by being exchanged (the third review, finding 4). The subject audience rule
+//!   alone does not stand in for the proof: a client may name its own subject audiences. A
+//!   resource server that holds a user's bound token without its key therefore cannot
+//!   exchange it; one proof names one key, so a subject and an actor bound to different keys
+//!   cannot be exchanged together either.
 
 use serde_json::{json, Value};
 
+use crate::oauth::dpop::require_proof_of_key;
 use crate::oauth::scope::{Scope, ADMIN_SCOPE};
 use crate::oauth::token::{AccessTokenContent, TokenBinding, TokenResponse};
 use crate::oauth::{Error, ErrorCode, Provider};
@@ -150,6 +155,12 @@ impl Provider {
             None => None,
         };
 
+        // A bound token proves nothing without its key; the new token is bound to the key the
+        // proof shows, which for a bound subject is the subject's own.
+        require_proof_of_key(subject["cnf"]["jkt"].as_str(), dpop_jkt, "the subject_token")?;
+        if let Some(actor) = &actor {
+            require_proof_of_key(actor["cnf"]["jkt"].as_str(), dpop_jkt, "the actor_token")?;
+        }
         let scope = exchanged_scope(&subject, request.scope.as_deref(), &client.scopes)?;
         let act = delegation(&subject, actor.as_ref())?;
         // With a DPoP proof the exchanged token is bound to its key, like any other (RFC 9449).
