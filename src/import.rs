@@ -9,6 +9,7 @@ use std::path::Path;
 use anyhow::bail;
 
 use crate::config::Config;
+use crate::keys::database::KeyEncryptionKey;
 use crate::keys::{FolderVault, Keyring};
 use crate::store::sled::Export;
 use crate::store::{SledStore, Store};
@@ -25,8 +26,9 @@ pub async fn import(config: &Config, data_dir: &Path, keys_dir: &Path) -> anyhow
         bail!("the database already holds data: import only into an empty one");
     }
     let vault = crate::open_key_vault(config).await?;
+    let kek = crate::key_encryption_key(config)?;
     let copied = async {
-        write(&database, &export).await?;
+        write(&database, &export, &kek).await?;
         Ok::<_, anyhow::Error>(Keyring::copy(&FolderVault::new(keys_dir), vault.as_ref()).await?)
     }
     .await;
@@ -52,7 +54,7 @@ pub async fn import(config: &Config, data_dir: &Path, keys_dir: &Path) -> anyhow
     }
 }
 
-async fn write(store: &dyn Store, export: &Export) -> anyhow::Result<()> {
+async fn write(store: &dyn Store, export: &Export, kek: &KeyEncryptionKey) -> anyhow::Result<()> {
     for client in &export.clients {
         store.insert_client(client).await?;
     }
@@ -80,9 +82,11 @@ async fn write(store: &dyn Store, export: &Export) -> anyhow::Result<()> {
     for entry in &export.audit {
         store.append_audit(entry).await?;
     }
+    // Sealed under the cluster's KEK, as the nodes keep them (see `oauth::secrets`).
     for (name, secret) in &export.secrets {
-        let stored = store.server_secret(name, secret).await?;
-        if &stored != secret {
+        let sealed = kek.seal_secret(name, secret)?;
+        let stored = store.server_secret(name, &sealed).await?;
+        if stored != sealed {
             bail!("the database already had the server secret {name}");
         }
     }

@@ -118,7 +118,7 @@ pub async fn open_key_vault(config: &Config) -> anyhow::Result<Arc<dyn KeyVault>
 
 /// The key-encryption key of a cluster's keyring: from `key_encryption_key_file` (which only
 /// its owner may read), else `TESSERA_KEY_ENCRYPTION_KEY`.
-fn key_encryption_key(config: &Config) -> anyhow::Result<KeyEncryptionKey> {
+pub fn key_encryption_key(config: &Config) -> anyhow::Result<KeyEncryptionKey> {
     const HOW: &str = "make one with `tessera keys new-encryption-key` and give every node the same one";
     let text = match &config.database.key_encryption_key_file {
         Some(path) => {
@@ -158,7 +158,12 @@ pub async fn open_provider(config: &Config, issuer: &str) -> anyhow::Result<Arc<
 
 async fn provider_with_store(config: &Config, issuer: &str, store: Arc<dyn Store>) -> anyhow::Result<Arc<Provider>> {
     let keys = Arc::new(Keys::load(open_key_vault(config).await?).await?);
-    Ok(Arc::new(Provider::new(store, keys, config.clone(), issuer)))
+    let provider = Provider::new(store, keys, config.clone(), issuer);
+    Ok(Arc::new(match &config.database_url {
+        // The database keeps server secrets sealed under the KEK, like the keyring.
+        Some(_) => provider.with_sealed_secrets(key_encryption_key(config)?),
+        None => provider,
+    }))
 }
 
 impl App {

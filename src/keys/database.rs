@@ -42,6 +42,23 @@ impl KeyEncryptionKey {
         URL_SAFE_NO_PAD.encode(bytes)
     }
 
+    /// Seals a server secret (the key that seals scratch values, the one that signs cookies,
+    /// the DPoP nonce key) for the database, with its name as associated data, so a database
+    /// reader cannot use it and it cannot be moved to another name.
+    pub fn seal_secret(&self, name: &str, secret: &[u8]) -> Result<Vec<u8>, KeyError> {
+        self.seal(&format!("server-secret\0{name}"), secret)
+    }
+
+    /// What [`KeyEncryptionKey::seal_secret`] sealed, if this KEK sealed it under `name`.
+    pub fn open_secret(&self, name: &str, sealed: &[u8]) -> Result<Vec<u8>, KeyError> {
+        self.open(&format!("server-secret\0{name}"), sealed).map_err(|_| {
+            KeyError::Vault(format!(
+                "the server secret {name} in the database does not open with this key-encryption key: \
+                 every node needs the one the cluster's keys were sealed with"
+            ))
+        })
+    }
+
     fn seal(&self, kid: &str, plaintext: &[u8]) -> Result<Vec<u8>, KeyError> {
         let mut nonce = [0u8; NONCE_LEN];
         SystemRandom::new()
@@ -233,5 +250,9 @@ mod tests {
         let other = KeyEncryptionKey::parse(&KeyEncryptionKey::generate()).unwrap();
         assert!(other.open("kid-1", &sealed).is_err(), "another KEK");
         assert!(KeyEncryptionKey::parse("c2hvcnQ").is_err(), "too short");
+        let secret = kek.seal_secret("cookie-hmac", &[7; 32]).unwrap();
+        assert_eq!(kek.open_secret("cookie-hmac", &secret).unwrap(), [7; 32]);
+        assert!(kek.open_secret("dpop-nonce", &secret).is_err(), "moved to another name");
+        assert!(kek.open("cookie-hmac", &secret).is_err(), "a secret is no key");
     }
 }

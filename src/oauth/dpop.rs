@@ -23,7 +23,7 @@ use serde_json::Value;
 use url::Url;
 
 use super::jws::{parse_jwk, Jws};
-use super::{now, random_token, secret_hash, Error, ErrorCode, Provider};
+use super::{now, Error, ErrorCode, Provider};
 use crate::store::ClientRecord;
 
 /// The proof algorithms published as `dpop_signing_alg_values_supported` (RFC 9449 §5.1).
@@ -314,8 +314,7 @@ impl Provider {
         if let Some(key) = self.dpop_nonce_key.get() {
             return Ok(key.clone());
         }
-        let candidate = secret_hash(&random_token(32));
-        let secret = self.store.server_secret(NONCE_SECRET, &candidate).await?;
+        let secret = self.server_secret(NONCE_SECRET).await?;
         Ok(self
             .dpop_nonce_key
             .get_or_init(|| hmac::Key::new(hmac::HMAC_SHA256, &secret))

@@ -28,6 +28,7 @@ pub mod registration;
 pub mod revoke;
 pub mod scope;
 pub mod scratch;
+pub mod secrets;
 pub mod session;
 pub mod text;
 pub mod throttle;
@@ -85,10 +86,14 @@ pub struct Provider {
     cookie_key: std::sync::OnceLock<ring::hmac::Key>,
     /// Signs DPoP nonces ([`dpop`]); read from the store on first use.
     dpop_nonce_key: std::sync::OnceLock<ring::hmac::Key>,
+    /// Seals scratch values ([`scratch`]); read from the store on first use.
+    scratch_secret: std::sync::OnceLock<[u8; 32]>,
     /// Requests to URLs chosen by others (the playground's API calls).
     pub outbound: crate::outbound::Outbound,
     /// Documents clients publish (their metadata, their keys), fetched safely and cached.
     pub documents: crate::documents::DocumentCache,
+    /// In cluster mode, the key-encryption key that seals server secrets in the database.
+    secret_seal: Option<Arc<crate::keys::database::KeyEncryptionKey>>,
 }
 
 impl Provider {
@@ -125,8 +130,19 @@ impl Provider {
             active_refresh_tokens: Default::default(),
             cookie_key: Default::default(),
             dpop_nonce_key: Default::default(),
+            scratch_secret: Default::default(),
             outbound,
             documents,
+            secret_seal: None,
+        }
+    }
+
+    /// The same provider, keeping its server secrets sealed under `kek` in the store (cluster
+    /// mode: see [`secrets`]).
+    pub fn with_sealed_secrets(self, kek: crate::keys::database::KeyEncryptionKey) -> Provider {
+        Provider {
+            secret_seal: Some(Arc::new(kek)),
+            ..self
         }
     }
 

@@ -8,7 +8,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{now, random_token, secret_hash, Error, Provider};
+use super::{now, secret_hash, Error, Provider};
 use crate::store::ScratchRoom;
 
 /// The name of the server secret that seals scratch values.
@@ -17,8 +17,13 @@ const SEALING_SECRET: &str = "scratch-aead";
 impl Provider {
     /// The sealing key: one server secret shared by every node, made on first use.
     async fn sealing_key(&self) -> Result<LessSafeKey, Error> {
-        let candidate = secret_hash(&random_token(32));
-        let secret = self.store.server_secret(SEALING_SECRET, &candidate).await?;
+        let secret = match self.scratch_secret.get() {
+            Some(secret) => *secret,
+            None => {
+                let secret = self.server_secret(SEALING_SECRET).await?;
+                *self.scratch_secret.get_or_init(|| secret)
+            }
+        };
         let key = UnboundKey::new(&AES_256_GCM, &secret).map_err(|_| Error::server_error("bad sealing key"))?;
         Ok(LessSafeKey::new(key))
     }

@@ -116,8 +116,7 @@ impl Provider {
         if let Some(key) = self.cookie_key.get() {
             return Ok(key.clone());
         }
-        let candidate = secret_hash(&random_token(32));
-        let secret = self.store.server_secret(COOKIE_SECRET, &candidate).await?;
+        let secret = self.server_secret(COOKIE_SECRET).await?;
         Ok(self
             .cookie_key
             .get_or_init(|| hmac::Key::new(hmac::HMAC_SHA256, &secret))

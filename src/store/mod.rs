@@ -781,8 +781,12 @@ pub trait Store:
     async fn database_health(&self) -> Option<DatabaseHealth> {
         None
     }
-    /// The server secret named `name`: the stored one, or, if there is none yet, `candidate`,
-    /// which is then stored. Atomic: concurrent callers (on every node sharing the store) all
-    /// get the same secret.
-    async fn server_secret(&self, name: &str, candidate: &SecretHash) -> Result<SecretHash>;
+    /// The server secret named `name` as stored (sealed, in cluster mode: the store never sees
+    /// it in the clear): the stored value, or, if there is none yet, `candidate`, which is then
+    /// stored. Atomic: concurrent callers (on every node sharing the store) all get the same
+    /// value.
+    async fn server_secret(&self, name: &str, candidate: &[u8]) -> Result<Vec<u8>>;
+    /// Replaces the server secret `name` with `new` if it is still `expected`; whether it was.
+    /// Atomic like [`Store::server_secret`]: of nodes racing to replace one value, one does.
+    async fn replace_server_secret(&self, name: &str, expected: &[u8], new: &[u8]) -> Result<bool>;
 }

@@ -1244,20 +1244,27 @@ impl Store for PgStore {
         })
     }
 
-    async fn server_secret(&self, name: &str, candidate: &SecretHash) -> Result<SecretHash> {
+    async fn server_secret(&self, name: &str, candidate: &[u8]) -> Result<Vec<u8>> {
         self.execute(
             "INSERT INTO server_secrets (name, value) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-            &[&name, &&candidate[..]],
+            &[&name, &candidate],
         )
         .await?;
         let row = self
             .query_opt("SELECT value FROM server_secrets WHERE name = $1", &[&name])
             .await?
             .ok_or_else(|| StoreError::Database("a server secret vanished".into()))?;
-        let value: Vec<u8> = row.get(0);
-        value
-            .try_into()
-            .map_err(|_| StoreError::Corrupt(serde::de::Error::custom("a server secret is malformed")))
+        Ok(row.get(0))
+    }
+
+    async fn replace_server_secret(&self, name: &str, expected: &[u8], new: &[u8]) -> Result<bool> {
+        let replaced = self
+            .execute(
+                "UPDATE server_secrets SET value = $3 WHERE name = $1 AND value = $2",
+                &[&name, &expected, &new],
+            )
+            .await?;
+        Ok(replaced == 1)
     }
 }
 

@@ -1019,18 +1019,17 @@ impl Trees {
         Ok(trees.iter().map(|t| t.len() as u64).sum())
     }
 
-    fn server_secret(&self, name: &str, candidate: &SecretHash) -> Result<SecretHash> {
-        let stored = match self
-            .secrets
-            .compare_and_swap(name, None::<&[u8]>, Some(&candidate[..]))?
-        {
-            Ok(()) => return Ok(*candidate),
+    fn server_secret(&self, name: &str, candidate: &[u8]) -> Result<Vec<u8>> {
+        let stored = match self.secrets.compare_and_swap(name, None::<&[u8]>, Some(candidate))? {
+            Ok(()) => return Ok(candidate.to_vec()),
             Err(existing) => existing.current,
         };
         let corrupt = || StoreError::Corrupt(serde::de::Error::custom("a server secret is malformed"));
-        stored
-            .and_then(|bytes| bytes.as_ref().try_into().ok())
-            .ok_or_else(corrupt)
+        stored.map(|bytes| bytes.to_vec()).ok_or_else(corrupt)
+    }
+
+    fn replace_server_secret(&self, name: &str, expected: &[u8], new: &[u8]) -> Result<bool> {
+        Ok(self.secrets.compare_and_swap(name, Some(expected), Some(new))?.is_ok())
     }
 
     fn count_records(&self) -> Result<RecordCounts> {
@@ -1317,8 +1316,11 @@ impl Store for SledStore {
     async fn count_records(&self) -> Result<RecordCounts> {
         self.scan(|t| t.count_records()).await
     }
-    async fn server_secret(&self, name: &str, candidate: &SecretHash) -> Result<SecretHash> {
+    async fn server_secret(&self, name: &str, candidate: &[u8]) -> Result<Vec<u8>> {
         self.trees.server_secret(name, candidate)
+    }
+    async fn replace_server_secret(&self, name: &str, expected: &[u8], new: &[u8]) -> Result<bool> {
+        self.trees.replace_server_secret(name, expected, new)
     }
 }
 

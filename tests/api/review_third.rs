@@ -796,3 +796,159 @@ async fn a_nul_character_anywhere_in_any_operation_is_a_4xx_on_every_backend() {
         failures.join("\n")
     );
 }
+
+/// A server in cluster mode on a fresh database of the tests' PostgreSQL, whatever backend the
+/// suite runs on; returns it and the database's URL.
+async fn cluster_app(adjust: impl FnOnce(&mut tessera::Config)) -> (TestApp, String) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let dirs = tempfile::tempdir().unwrap();
+    let url = crate::postgres::PgServer::shared().create_database().await;
+    let kek = dirs.path().join("key-encryption-key");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&kek)
+        .unwrap();
+    file.write_all(tessera::keys::database::KeyEncryptionKey::generate().as_bytes())
+        .unwrap();
+    let mut config = test_config(&dirs);
+    config.database_url = Some(url.clone());
+    config.database.key_encryption_key_file = Some(kek);
+    adjust(&mut config);
+    (spawn_app_with(config, dirs).await, url)
+}
+
+/// Every `bytea` value in every table of the database at `url`, by table.
+async fn bytea_values(url: &str) -> Vec<(String, Vec<u8>)> {
+    let (db, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    let columns = db
+        .query(
+            "SELECT table_name::text, column_name::text FROM information_schema.columns \
+             WHERE table_schema = 'public' AND data_type = 'bytea'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let mut values = Vec::new();
+    for column in columns {
+        let (table, name): (String, String) = (column.get(0), column.get(1));
+        for row in db
+            .query(&format!("SELECT {name} FROM {table} WHERE {name} IS NOT NULL"), &[])
+            .await
+            .unwrap()
+        {
+            values.push((table.clone(), row.get::<_, Vec<u8>>(0)));
+        }
+    }
+    values
+}
+
+/// Finding 8: in cluster mode the server secrets that seal scratch values and sign cookies
+/// were stored in the clear: a reader of the database opened pushed requests and playground
+/// state (client secrets, PKCE verifiers, tokens) and forged `tessera_device` cookies (which
+/// spare a browser the login slow-downs). Now they are sealed under the key-encryption key,
+/// and nothing secret opens with what the database holds.
+#[tokio::test]
+async fn nothing_secret_opens_with_the_databases_own_contents() {
+    use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
+    let (app, url) = cluster_app(|config| config.dpop_nonce = true).await;
+    // A pushed request (a scratch value), a device cookie, a DPoP nonce.
+    let pkce = Pkce::new();
+    let query: Vec<(String, String)> = app
+        .authorize_query(&pkce, "s")
+        .into_iter()
+        .filter(|(name, _)| name != "client_id")
+        .collect();
+    let pushed = app
+        .http
+        .post(app.url("/o/par/"))
+        .basic_auth(&app.client.id, app.client.secret.as_ref())
+        .form(&query)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pushed.status(), 201);
+    let login = app.log_in("/o/login/", USERNAME, PASSWORD).await;
+    let device_cookie = login
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|c| c.strip_prefix("tessera_device="))
+        .and_then(|c| c.split(';').next())
+        .expect("a device cookie")
+        .to_string();
+    let nonce = app.provider.dpop_nonce().await.unwrap();
+
+    let values = bytea_values(&url).await;
+    let secrets: Vec<&Vec<u8>> = values
+        .iter()
+        .filter(|(t, _)| t == "server_secrets")
+        .map(|(_, v)| v)
+        .collect();
+    assert!(secrets.len() >= 3, "{} server secrets", secrets.len());
+    let scratch: Vec<&Vec<u8>> = values.iter().filter(|(t, _)| t == "scratch").map(|(_, v)| v).collect();
+    assert!(!scratch.is_empty());
+    // Every 32 bytes the database holds, wherever, tried as each key.
+    let candidates: Vec<&[u8]> = values.iter().flat_map(|(_, v)| v.windows(32).step_by(1)).collect();
+    let (signed, mac) = device_cookie.rsplit_once('.').unwrap();
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let mac = b64.decode(mac).unwrap();
+    let nonce = b64.decode(nonce).unwrap();
+    for key in &candidates {
+        let hmac = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key);
+        assert!(
+            ring::hmac::verify(&hmac, format!("device\0{signed}").as_bytes(), &mac).is_err(),
+            "the device cookie's key is in the database"
+        );
+        assert!(
+            ring::hmac::verify(&hmac, &nonce[..8], &nonce[8..]).is_err(),
+            "the DPoP nonce key is in the database"
+        );
+        let aead = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, key).unwrap());
+        for value in &scratch {
+            let (nonce, sealed) = value.split_at(NONCE_LEN);
+            let mut sealed = sealed.to_vec();
+            let opened = aead.open_in_place(
+                Nonce::try_assume_unique_for_key(nonce).unwrap(),
+                Aad::from("pushed-authorization-request"),
+                &mut sealed,
+            );
+            assert!(
+                opened.is_err(),
+                "a pushed request opens with the database's own contents"
+            );
+        }
+    }
+    // And the server itself still opens what it sealed: the pushed request is usable.
+    let body: Value = pushed.json().await.unwrap();
+    let page = app
+        .authorize(&[
+            ("client_id".into(), app.client.id.clone()),
+            ("request_uri".into(), body["request_uri"].as_str().unwrap().into()),
+        ])
+        .await;
+    assert_eq!(page.status(), 200, "the consent page");
+}
+
+/// Finding 8, upgrading: a secret an earlier version stored in the clear is replaced by a new
+/// sealed one on first use (it was readable by anyone who read the database).
+#[tokio::test]
+async fn a_server_secret_stored_in_the_clear_is_replaced_by_a_sealed_one() {
+    let url = crate::postgres::PgServer::shared().create_database().await;
+    let store = open_database(&url).await;
+    store.migrate().await.unwrap();
+    use tessera::store::Store;
+    let clear = [42u8; 32];
+    store.server_secret("cookie-hmac", &clear).await.unwrap();
+    let (app, _) = cluster_app(|config| config.database_url = Some(url.clone())).await;
+    assert_eq!(app.log_in("/o/login/", USERNAME, PASSWORD).await.status(), 303);
+    let stored = store.server_secret("cookie-hmac", &clear).await.unwrap();
+    assert_ne!(stored, clear.to_vec(), "replaced");
+    assert!(stored.len() > 32, "sealed: {} bytes", stored.len());
+}

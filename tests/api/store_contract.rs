@@ -702,6 +702,18 @@ async fn every_caller_gets_the_same_server_secret() {
         assert!(secrets.windows(2).all(|w| w[0] == w[1]), "one secret for all");
         assert_eq!(store.server_secret("k", &[2; 32]).await.unwrap(), secrets[0]);
         assert_eq!(store.server_secret("other", &[3; 32]).await.unwrap(), [3; 32]);
+        // Replacing is a compare-and-swap: of sixteen racing replacements of one value, one
+        // happens.
+        let replaced = race(16, || {
+            let store = store.clone();
+            async move {
+                let new = tessera::oauth::random_token(32).into_bytes();
+                store.replace_server_secret("other", &[3; 32], &new).await.unwrap()
+            }
+        })
+        .await;
+        assert_eq!(replaced.iter().filter(|r| **r).count(), 1, "{replaced:?}");
+        assert_ne!(store.server_secret("other", &[3; 32]).await.unwrap(), [3; 32]);
     })
     .await;
 }

@@ -1,0 +1,52 @@
+//! Server secrets: the keys every node of a deployment shares and makes on first use (the
+//! one that seals scratch values, the one that signs cookie values, the DPoP nonce key). They
+//! live in the store; in cluster mode they are sealed there under the key-encryption key, like
+//! the signing keys, so a reader of the database (a dump, a backup, a replica) cannot open
+//! pushed requests or playground state, nor forge cookies. The embedded store keeps them in
+//! the data folder, which only the server's account can read.
+
+use ring::rand::{SecureRandom, SystemRandom};
+
+use super::{Error, Provider};
+
+/// A server secret's length.
+const SECRET_BYTES: usize = 32;
+
+impl Provider {
+    /// The server secret named `name`, made (and stored) on first use by whichever node asks
+    /// first. In cluster mode a secret an earlier version stored in the clear is replaced by a
+    /// new sealed one: it was readable by anyone who could read the database, so it is not
+    /// kept (what it protected is short-lived: pending requests, form and device cookies).
+    pub(crate) async fn server_secret(&self, name: &str) -> Result<[u8; SECRET_BYTES], Error> {
+        let mut candidate = [0u8; SECRET_BYTES];
+        SystemRandom::new()
+            .fill(&mut candidate)
+            .map_err(|_| Error::server_error("the system random number generator failed"))?;
+        let Some(kek) = &self.secret_seal else {
+            let stored = self.store.server_secret(name, &candidate).await?;
+            return as_secret(name, &stored);
+        };
+        let sealed = kek.seal_secret(name, &candidate)?;
+        let stored = self.store.server_secret(name, &sealed).await?;
+        if stored.len() != SECRET_BYTES {
+            return Ok(as_secret(name, &kek.open_secret(name, &stored)?)?);
+        }
+        // Stored in the clear by an earlier version: replaced, once, by whichever node is
+        // first; the others read what it stored.
+        if self.store.replace_server_secret(name, &stored, &sealed).await? {
+            tracing::warn!(
+                secret = name,
+                "a server secret kept in the clear was replaced by a sealed one"
+            );
+            return Ok(candidate);
+        }
+        let stored = self.store.server_secret(name, &sealed).await?;
+        as_secret(name, &kek.open_secret(name, &stored)?)
+    }
+}
+
+fn as_secret(name: &str, bytes: &[u8]) -> Result<[u8; SECRET_BYTES], Error> {
+    bytes
+        .try_into()
+        .map_err(|_| Error::server_error(format!("the server secret {name} is malformed")))
+}
