@@ -29,7 +29,7 @@ impl Provider {
         let sealed = kek.seal_secret(name, &candidate)?;
         let stored = self.store.server_secret(name, &sealed).await?;
         if stored.len() != SECRET_BYTES {
-            return Ok(as_secret(name, &kek.open_secret(name, &stored)?)?);
+            return as_secret(name, &kek.open_secret(name, &stored)?);
         }
         // Stored in the clear by an earlier version: replaced, once, by whichever node is
         // first; the others read what it stored.
