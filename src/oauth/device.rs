@@ -30,6 +30,9 @@ pub const USER_CODE_ALPHABET: &[u8; 20] = b"BCDFGHJKLMNPQRSTVWXZ";
 pub const USER_CODE_LEN: usize = 8;
 /// How many fresh user codes to try if one is taken (a clash is a 1 in 20^8 event per live code).
 const USER_CODE_ATTEMPTS: usize = 5;
+/// The server secret user codes are hashed under: a user code has about 34 bits, so a plain
+/// hash in the store would give a reader of the database every live code in seconds.
+const USER_CODE_SECRET: &str = "device-user-code";
 
 /// The device authorization response (RFC 8628 §3.2).
 #[derive(Debug)]
@@ -99,6 +102,15 @@ pub fn normalize_user_code(typed: &str) -> Option<String> {
 }
 
 impl Provider {
+    /// A user code as the store indexes it: HMAC-SHA256 under a server secret (sealed in
+    /// cluster mode), never a plain hash.
+    async fn user_code_hash(&self, user_code: &str) -> Result<SecretHash, Error> {
+        let tag = ring::hmac::sign(&self.hmac_key(USER_CODE_SECRET).await?, user_code.as_bytes());
+        let mut hash = [0u8; 32];
+        hash.copy_from_slice(tag.as_ref());
+        Ok(hash)
+    }
+
     /// The device authorization endpoint (RFC 8628 §3.1-3.2): authenticates the client like
     /// the token endpoint does, checks it may use the device code grant (`unauthorized_client`)
     /// and the scope and resource as the authorization endpoint would for it, and stores a new
@@ -151,7 +163,7 @@ impl Provider {
         };
         for _ in 0..USER_CODE_ATTEMPTS {
             let user_code = new_user_code();
-            record.user_code_hash = secret_hash(&user_code);
+            record.user_code_hash = self.user_code_hash(&user_code).await?;
             if self.store.insert_device(&secret_hash(&device_code), &record).await? {
                 self.store.durable().await?;
                 let verification_uri = self.url(VERIFICATION_PATH);
@@ -269,7 +281,10 @@ impl Provider {
             });
         }
         let found = match normalize_user_code(typed) {
-            Some(code) => self.store.get_device_by_user_code(&secret_hash(&code)).await?,
+            Some(code) => {
+                let hash = self.user_code_hash(&code).await?;
+                self.store.get_device_by_user_code(&hash).await?
+            }
             None => None,
         };
         let Some((hash, device)) = found else {

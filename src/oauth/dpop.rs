@@ -311,14 +311,7 @@ impl Provider {
 
     /// The nonce key: one server secret shared by every node, made on first use.
     async fn nonce_key(&self) -> Result<hmac::Key, Error> {
-        if let Some(key) = self.dpop_nonce_key.get() {
-            return Ok(key.clone());
-        }
-        let secret = self.server_secret(NONCE_SECRET).await?;
-        Ok(self
-            .dpop_nonce_key
-            .get_or_init(|| hmac::Key::new(hmac::HMAC_SHA256, &secret))
-            .clone())
+        self.hmac_key(NONCE_SECRET).await
     }
 }
 

@@ -52,8 +52,16 @@ pub(crate) fn parse_jwk(jwk: &Value) -> Result<Option<VerificationKey>, String> 
     const EDDSA: &[Algorithm] = &[Algorithm::EdDSA];
     const RSA: &[Algorithm] = &[Algorithm::RS256, Algorithm::PS256];
     let (family, key) = match (jwk["kty"].as_str(), jwk["crv"].as_str()) {
-        (Some("EC"), Some("P-256")) => (ES256, DecodingKey::from_ec_components(s("x")?, s("y")?)),
-        (Some("OKP"), Some("Ed25519")) => (EDDSA, DecodingKey::from_ed_components(s("x")?)),
+        (Some("EC"), Some("P-256")) => {
+            check_p256_point(s("x")?, s("y")?)?;
+            (ES256, DecodingKey::from_ec_components(s("x")?, s("y")?))
+        }
+        (Some("OKP"), Some("Ed25519")) => {
+            if coordinate(s("x")?).map(|x| x.len()) != Some(32) {
+                return Err("an Ed25519 key's x must be 32 bytes".into());
+            }
+            (EDDSA, DecodingKey::from_ed_components(s("x")?))
+        }
         (Some("RSA"), _) => {
             // ring verifies RS256 and PS256 with 2048- to 8192-bit keys only: a smaller key would
             // register and then never authenticate.
@@ -86,6 +94,28 @@ pub(crate) fn parse_jwk(jwk: &Value) -> Result<Option<VerificationKey>, String> 
         algs,
         key,
     }))
+}
+
+/// A JWK coordinate's bytes (base64url without padding), if it is one.
+fn coordinate(text: &str) -> Option<Vec<u8>> {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    URL_SAFE_NO_PAD.decode(text).ok()
+}
+
+/// Refuses a P-256 key whose coordinates are not 32 bytes each or not a point on the curve: it
+/// would register and then verify nothing (or, with a careless verifier, worse).
+fn check_p256_point(x: &str, y: &str) -> Result<(), String> {
+    let (Some(x), Some(y)) = (coordinate(x), coordinate(y)) else {
+        return Err("an EC key's x and y must be base64url".into());
+    };
+    if x.len() != 32 || y.len() != 32 {
+        return Err("a P-256 key's x and y must be 32 bytes each".into());
+    }
+    let point = [&[0x04][..], &x, &y].concat();
+    p256::PublicKey::from_sec1_bytes(&point)
+        .map(drop)
+        .map_err(|_| "the EC key is not a point on P-256".into())
 }
 
 /// The size of an RSA modulus given as a JWK's base64url `n` (0 if it is not base64url).
@@ -186,6 +216,25 @@ mod tests {
         for name in ["none", "HS256", "ES384", "eddsa", ""] {
             assert_eq!(algorithm(name), None, "{name}");
         }
+    }
+
+    /// The third review (finding 12): registration took P-256 points off the curve and
+    /// Ed25519 keys of any length.
+    #[test]
+    fn ec_keys_must_be_points_on_the_curve_and_ed25519_keys_32_bytes() {
+        // RFC 7515 Appendix A.3's key.
+        let x = "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU";
+        let y = "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0";
+        let ec = |x: &str, y: &str| json!({"kty": "EC", "crv": "P-256", "x": x, "y": y});
+        assert!(parse_jwk(&ec(x, y)).unwrap().is_some());
+        let off_curve = "y_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0";
+        let refusal = |jwk: Value| parse_jwk(&jwk).err().unwrap_or_default();
+        assert!(refusal(ec(x, off_curve)).contains("not a point"));
+        assert!(refusal(ec(&x[..40], y)).contains("32 bytes"));
+        let okp = |x: &str| json!({"kty": "OKP", "crv": "Ed25519", "x": x});
+        assert!(parse_jwk(&okp("11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo")).is_ok());
+        assert!(refusal(okp("11qYAYKxCrfVS_7TyWQHOg")).contains("32 bytes"));
+        assert!(parse_jwk(&okp(&URL_SAFE_NO_PAD.encode([1u8; 40]))).is_err());
     }
 
     #[test]

@@ -81,13 +81,8 @@ pub struct Provider {
     change_rate: crate::rate_limit::RateLimiter,
     /// The active-refresh-token gauge, a full scan, taken no more often than it is worth.
     active_refresh_tokens: crate::metrics::CostlyCount,
-    /// Signs cookie values ([`session::LoginForm`], [`session::DeviceCookie`]); read from the
-    /// store on first use.
-    cookie_key: std::sync::OnceLock<ring::hmac::Key>,
-    /// Signs DPoP nonces ([`dpop`]); read from the store on first use.
-    dpop_nonce_key: std::sync::OnceLock<ring::hmac::Key>,
-    /// Seals scratch values ([`scratch`]); read from the store on first use.
-    scratch_secret: std::sync::OnceLock<[u8; 32]>,
+    /// Server secrets read from the store, by name ([`secrets`]): a handful, read once.
+    secrets: std::sync::Mutex<std::collections::HashMap<&'static str, [u8; 32]>>,
     /// Requests to URLs chosen by others (the playground's API calls).
     pub outbound: crate::outbound::Outbound,
     /// Documents clients publish (their metadata, their keys), fetched safely and cached.
@@ -128,9 +123,7 @@ impl Provider {
             auth_failures: audit::AuthFailureWatch::new(),
             change_rate,
             active_refresh_tokens: Default::default(),
-            cookie_key: Default::default(),
-            dpop_nonce_key: Default::default(),
-            scratch_secret: Default::default(),
+            secrets: Default::default(),
             outbound,
             documents,
             secret_seal: None,

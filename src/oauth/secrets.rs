@@ -14,10 +14,38 @@ const SECRET_BYTES: usize = 32;
 
 impl Provider {
     /// The server secret named `name`, made (and stored) on first use by whichever node asks
-    /// first. In cluster mode a secret an earlier version stored in the clear is replaced by a
-    /// new sealed one: it was readable by anyone who could read the database, so it is not
-    /// kept (what it protected is short-lived: pending requests, form and device cookies).
-    pub(crate) async fn server_secret(&self, name: &str) -> Result<[u8; SECRET_BYTES], Error> {
+    /// first, and read from the store once per process. In cluster mode a secret an earlier
+    /// version stored in the clear is replaced by a new sealed one: it was readable by anyone
+    /// who could read the database, so it is not kept (what it protected is short-lived:
+    /// pending requests, form and device cookies, device user codes).
+    pub(crate) async fn server_secret(&self, name: &'static str) -> Result<[u8; SECRET_BYTES], Error> {
+        let cached = self
+            .secrets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .copied();
+        if let Some(secret) = cached {
+            return Ok(secret);
+        }
+        let secret = self.read_server_secret(name).await?;
+        Ok(*self
+            .secrets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(name)
+            .or_insert(secret))
+    }
+
+    /// An HMAC-SHA256 key made from the server secret `name`.
+    pub(crate) async fn hmac_key(&self, name: &'static str) -> Result<ring::hmac::Key, Error> {
+        Ok(ring::hmac::Key::new(
+            ring::hmac::HMAC_SHA256,
+            &self.server_secret(name).await?,
+        ))
+    }
+
+    async fn read_server_secret(&self, name: &str) -> Result<[u8; SECRET_BYTES], Error> {
         let mut candidate = [0u8; SECRET_BYTES];
         SystemRandom::new()
             .fill(&mut candidate)

@@ -113,14 +113,7 @@ impl Provider {
     /// The key that signs cookie values: one server secret shared by every node, made on
     /// first use.
     async fn cookie_key(&self) -> Result<hmac::Key, Error> {
-        if let Some(key) = self.cookie_key.get() {
-            return Ok(key.clone());
-        }
-        let secret = self.server_secret(COOKIE_SECRET).await?;
-        Ok(self
-            .cookie_key
-            .get_or_init(|| hmac::Key::new(hmac::HMAC_SHA256, &secret))
-            .clone())
+        self.hmac_key(COOKIE_SECRET).await
     }
 
     /// A value for the browser to hand back: `payload` (base64url, no dots) signed for

@@ -952,3 +952,130 @@ async fn a_server_secret_stored_in_the_clear_is_replaced_by_a_sealed_one() {
     assert_ne!(stored, clear.to_vec(), "replaced");
     assert!(stored.len() > 32, "sealed: {} bytes", stored.len());
 }
+
+/// Finding 12: the document error page told "does not resolve to a public address" from
+/// "failed to lookup address", and named connection and TLS errors: an oracle for internal
+/// DNS names and open ports. Now every failed fetch shows one reason; the detail is logged.
+#[tokio::test]
+async fn a_failed_document_fetch_shows_one_reason_whatever_went_wrong() {
+    let documents = DocumentServer::start().await;
+    let dirs = tempfile::tempdir().unwrap();
+    let mut config = test_config(&dirs);
+    config.client_documents.mode = tessera::config::ClientDocumentsMode::Open;
+    let app = spawn_app_with(config, dirs).await;
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let mut reasons = Vec::new();
+    for client_id in [
+        // Resolves, to loopback (not public).
+        "https://localhost/c.json".to_string(),
+        // Resolves to nothing.
+        "https://no-such-host.invalid/c.json".to_string(),
+        // A private literal, a closed port.
+        format!("https://127.0.0.1:{closed}/c.json"),
+        // An open port whose certificate no one trusts (the server here has its own CA).
+        documents.url("/c.json"),
+    ] {
+        let page = app.authorize(&authorize_params(&client_id)).await;
+        assert_eq!(page.status(), 400, "{client_id}");
+        let html = page.text().await.unwrap();
+        let reason = html
+            .lines()
+            .find(|l| l.contains("not usable"))
+            .unwrap_or_default()
+            .replace(&client_id.replace('/', "&#x2f;"), "URL");
+        for leak in [
+            "resolve",
+            "lookup",
+            "refused",
+            "certificate",
+            "tls",
+            "127.0.0.1 is",
+            "::1",
+        ] {
+            assert!(!reason.to_lowercase().contains(leak), "{client_id}: {reason}");
+        }
+        reasons.push(reason);
+    }
+    assert!(reasons.windows(2).all(|w| w[0] == w[1]), "{reasons:#?}");
+}
+
+/// Finding 12: registration accepted P-256 keys that are not points on the curve, and Ed25519
+/// keys of any length: they registered, then verified nothing.
+#[tokio::test]
+async fn registration_refuses_keys_that_are_not_keys() {
+    let dirs = tempfile::tempdir().unwrap();
+    let mut config = test_config(&dirs);
+    config.registration.mode = tessera::config::RegistrationMode::Open;
+    let app = spawn_app_with(config, dirs).await;
+    let x = "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU";
+    for (what, jwk, accepted) in [
+        (
+            "a point on P-256",
+            json!({"kty": "EC", "crv": "P-256", "x": x, "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}),
+            true,
+        ),
+        (
+            "a point off the curve",
+            json!({"kty": "EC", "crv": "P-256", "x": x, "y": "y_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}),
+            false,
+        ),
+        (
+            "a 16-byte Ed25519 key",
+            json!({"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg"}),
+            false,
+        ),
+    ] {
+        let response = app
+            .http
+            .post(app.url("/o/register/"))
+            .json(&json!({
+                "redirect_uris": ["https://app.example/cb"],
+                "token_endpoint_auth_method": "private_key_jwt",
+                "jwks": {"keys": [jwk]},
+            }))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.unwrap();
+        if accepted {
+            assert_eq!(status, 201, "{what}: {body}");
+        } else {
+            assert_eq!(
+                (status, body["error"].as_str()),
+                (400, Some("invalid_client_metadata")),
+                "{what}: {body}"
+            );
+        }
+    }
+}
+
+/// Finding 12: device user codes (about 34 bits each) were indexed by their plain SHA-256, so
+/// a reader of the database recovered every live code at once. Now the index is an HMAC under
+/// a server secret.
+#[tokio::test]
+async fn device_user_codes_are_not_stored_as_plain_hashes() {
+    let app = spawn_app().await;
+    let client = crate::device::device_client(&app, tessera::store::ClientType::Public).await;
+    let started = crate::device::start(&app, &client, "read").await;
+    let code = tessera::oauth::device::normalize_user_code(started["user_code"].as_str().unwrap()).unwrap();
+    let plain = tessera::oauth::secret_hash(&code);
+    assert!(
+        app.store.get_device_by_user_code(&plain).await.unwrap().is_none(),
+        "the store indexes the code by its plain SHA-256"
+    );
+    // The code still works where the user types it.
+    assert_eq!(app.log_in("/o/login/", USERNAME, PASSWORD).await.status(), 303);
+    let page = app
+        .http
+        .get(app.url("/o/device/"))
+        .query(&[("user_code", started["user_code"].as_str().unwrap())])
+        .send()
+        .await
+        .unwrap();
+    let html = page.text().await.unwrap();
+    assert!(!html.contains("not valid"), "{html}");
+}
