@@ -9,9 +9,9 @@
 use poem::http::StatusCode;
 use poem::IntoResponse;
 use poem_openapi::payload::{Json, Payload};
-use poem_openapi::registry::{MetaSchemaRef, Registry};
+use poem_openapi::registry::{MetaHeader, MetaResponse, MetaResponses, MetaSchemaRef, Registry};
 use poem_openapi::types::{ToJSON, Type};
-use poem_openapi::{ApiResponse, Object};
+use poem_openapi::{ApiResponse, Object, ResponseContent};
 
 use crate::oauth::{Error, ErrorCode};
 
@@ -217,13 +217,273 @@ pub fn log_cause(err: &Error) {
 pub const NO_STORE: &str = "no-store";
 const BASIC_CHALLENGE: &str = "Basic realm=\"tessera\", charset=\"UTF-8\"";
 
-/// Every outcome of a client-authenticated OAuth endpoint.
+/// A group of endpoints that answer errors alike: their body format, the statuses they
+/// answer errors with, and which of those carry a challenge or a DPoP nonce. Every response
+/// type's error statuses, headers and spec entries come from here ([`ErrorResponse`]), so a
+/// status cannot be forgotten by one response type (the third review, finding 11: a database
+/// outage was a 400 wherever a hand-written mapping folded "the rest" into 400).
+pub trait ErrorGroup: Send + Sync + 'static {
+    /// The error body.
+    type Body: Payload + IntoResponse + Send + Sync;
+    /// The statuses this group answers errors with; any other status the one mapping
+    /// ([`status_of`]) gives is answered 400 (RFC 6749 §5.2 at the token endpoint).
+    const STATUSES: &'static [u16];
+    /// The statuses whose answer carries `WWW-Authenticate`.
+    const CHALLENGED: &'static [u16];
+    /// The statuses whose answer may carry `DPoP-Nonce` (RFC 9449 §8).
+    const NONCED: &'static [u16] = &[];
+    /// How the group's endpoints challenge.
+    const CHALLENGE: Challenge;
+
+    /// The body of an error.
+    fn body(error: &HttpError) -> Self::Body;
+
+    /// What a request poem-openapi could not parse is.
+    fn unparsable(err: poem::Error) -> Error {
+        unparsable(err)
+    }
+
+    /// The status an error is answered with here.
+    fn status(error: &HttpError) -> u16 {
+        let status = error.status.as_u16();
+        if Self::STATUSES.contains(&status) {
+            status
+        } else {
+            400
+        }
+    }
+
+    /// What a status means in this group, for the spec.
+    fn describe(status: u16) -> &'static str {
+        describe(status)
+    }
+}
+
+/// What each error status means, for the spec (groups say more where they can).
+pub fn describe(status: u16) -> &'static str {
+    match status {
+        400 => "The request is malformed or not acceptable; `error` says why.",
+        401 => "Authentication failed: the client's credentials or the token are missing, wrong or expired.",
+        403 => "The token lacks the scope this operation needs (`insufficient_scope`).",
+        404 => "No such record, or the feature is off on this server (`not_found`).",
+        409 => "The record clashes with an existing one (`conflict`).",
+        429 => "Too many requests (`rate_limited`); wait `Retry-After` seconds.",
+        500 => "The server failed; the details are in its log.",
+        503 => {
+            "The server is temporarily unable to answer (`temporarily_unavailable`: its database is \
+                unreachable, say); retry after `Retry-After` seconds."
+        }
+        _ => "An error.",
+    }
+}
+
+/// An error as one group of endpoints answers it: status, body and headers
+/// (`Cache-Control: no-store` always, `WWW-Authenticate`, `Retry-After`, `DPoP-Nonce`).
+pub struct ErrorResponse<G: ErrorGroup> {
+    status: u16,
+    body: G::Body,
+    challenge: Option<String>,
+    retry_after: Option<String>,
+    dpop_nonce: Option<String>,
+}
+
+impl<G: ErrorGroup> std::fmt::Debug for ErrorResponse<G> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ErrorResponse").field("status", &self.status).finish()
+    }
+}
+
+impl<G: ErrorGroup> ErrorResponse<G> {
+    /// `err` as the group answers it, challenging with `challenge`.
+    pub fn with_challenge(err: Error, challenge: Challenge) -> Self {
+        let error = HttpError::new(err, challenge);
+        let status = G::status(&error);
+        ErrorResponse {
+            status,
+            body: G::body(&error),
+            challenge: G::CHALLENGED.contains(&status).then(|| error.challenge.clone()),
+            retry_after: matches!(status, 429 | 503).then(|| error.retry_after.clone()),
+            dpop_nonce: error.dpop_nonce.filter(|_| G::NONCED.contains(&status)),
+        }
+    }
+}
+
+impl<G: ErrorGroup> ErrorResponse<G> {
+    /// The 401 of a request that sent no credentials at all: challenged without error
+    /// attributes (RFC 6750 §3.1).
+    pub fn no_credentials(challenge: Challenge, description: &str) -> Self {
+        ErrorResponse {
+            challenge: Some(challenge.header(None)),
+            ..ErrorResponse::with_challenge(Error::new(ErrorCode::InvalidToken, description), challenge)
+        }
+    }
+}
+
+impl<G: ErrorGroup> From<Error> for ErrorResponse<G> {
+    fn from(err: Error) -> Self {
+        ErrorResponse::with_challenge(err, G::CHALLENGE)
+    }
+}
+
+fn header(name: &str, description: &str, required: bool) -> MetaHeader {
+    MetaHeader {
+        name: name.into(),
+        description: Some(description.into()),
+        required,
+        deprecated: false,
+        schema: String::schema_ref(),
+    }
+}
+
+impl<G: ErrorGroup> ApiResponse for ErrorResponse<G> {
+    fn meta() -> MetaResponses {
+        let responses = G::STATUSES
+            .iter()
+            .map(|&status| {
+                let mut headers = vec![header("Cache-Control", "`no-store`: errors are never cached.", true)];
+                if G::CHALLENGED.contains(&status) {
+                    headers.push(header(
+                        "WWW-Authenticate",
+                        "The authentication scheme to use, with the error (RFC 6750 §3, RFC 9449 §7.1).",
+                        true,
+                    ));
+                }
+                if matches!(status, 429 | 503) {
+                    headers.push(header("Retry-After", "Seconds to wait before retrying.", true));
+                }
+                if G::NONCED.contains(&status) {
+                    headers.push(header(
+                        "DPoP-Nonce",
+                        "The nonce the next DPoP proof must carry (`use_dpop_nonce`, RFC 9449 §8).",
+                        false,
+                    ));
+                }
+                MetaResponse {
+                    description: G::describe(status),
+                    status: Some(status),
+                    status_range: None,
+                    content: <G::Body as ResponseContent>::media_types(),
+                    headers,
+                }
+            })
+            .collect();
+        MetaResponses { responses }
+    }
+
+    fn register(registry: &mut Registry) {
+        <G::Body as Payload>::register(registry);
+    }
+}
+
+impl<G: ErrorGroup> IntoResponse for ErrorResponse<G> {
+    fn into_response(self) -> poem::Response {
+        let mut response = self.body.into_response();
+        response.set_status(StatusCode::from_u16(self.status).unwrap_or(StatusCode::BAD_REQUEST));
+        let headers = response.headers_mut();
+        headers.insert(
+            poem::http::header::CACHE_CONTROL,
+            poem::http::HeaderValue::from_static(NO_STORE),
+        );
+        let mut set = |name: poem::http::header::HeaderName, value: Option<String>| {
+            if let Some(value) = value.and_then(|v| poem::http::HeaderValue::from_str(&v).ok()) {
+                headers.insert(name, value);
+            }
+        };
+        set(poem::http::header::WWW_AUTHENTICATE, self.challenge);
+        set(poem::http::header::RETRY_AFTER, self.retry_after);
+        set(
+            poem::http::header::HeaderName::from_static("dpop-nonce"),
+            self.dpop_nonce,
+        );
+        response
+    }
+}
+
+/// An operation's outcome: its success responses (`T`, an [`ApiResponse`] of success
+/// statuses only) or an error as its group answers errors. The spec lists both.
+pub enum Answer<T, G: ErrorGroup> {
+    Ok(T),
+    Err(ErrorResponse<G>),
+}
+
+impl<T, G: ErrorGroup> Answer<T, G> {
+    /// An error, challenging with `challenge` rather than the group's usual one.
+    pub fn error_with(err: Error, challenge: Challenge) -> Self {
+        Answer::Err(ErrorResponse::with_challenge(err, challenge))
+    }
+}
+
+impl<T, G: ErrorGroup> From<Error> for Answer<T, G> {
+    fn from(err: Error) -> Self {
+        Answer::Err(err.into())
+    }
+}
+
+impl<T: ApiResponse, G: ErrorGroup> ApiResponse for Answer<T, G> {
+    const BAD_REQUEST_HANDLER: bool = true;
+
+    fn meta() -> MetaResponses {
+        let mut meta = T::meta();
+        meta.responses.extend(ErrorResponse::<G>::meta().responses);
+        meta
+    }
+
+    fn register(registry: &mut Registry) {
+        T::register(registry);
+        ErrorResponse::<G>::register(registry);
+    }
+
+    /// A request poem-openapi turned away before the operation ran (a body that does not
+    /// parse, a failed security check) is an error of the group, never a framework-shaped one.
+    fn from_parse_request_error(err: poem::Error) -> Self {
+        G::unparsable(err).into()
+    }
+}
+
+impl<T: IntoResponse, G: ErrorGroup> IntoResponse for Answer<T, G> {
+    fn into_response(self) -> poem::Response {
+        match self {
+            Answer::Ok(success) => success.into_response(),
+            Answer::Err(error) => error.into_response(),
+        }
+    }
+}
+
+/// The token endpoint's family (token, device authorization, PAR, revocation, introspection):
+/// OAuth JSON errors (RFC 6749 §5.2), `invalid_client` challenged with Basic.
+pub struct OAuthErrors;
+
+impl ErrorGroup for OAuthErrors {
+    type Body = ErrorJson;
+    const STATUSES: &'static [u16] = &[400, 401, 429, 500, 503];
+    const CHALLENGED: &'static [u16] = &[401];
+    const NONCED: &'static [u16] = &[400];
+    const CHALLENGE: Challenge = Challenge::Basic;
+
+    fn body(error: &HttpError) -> ErrorJson {
+        error.json()
+    }
+
+    fn describe(status: u16) -> &'static str {
+        match status {
+            400 => {
+                "The request is malformed, or the grant, scope or target is not acceptable (RFC 6749 §5.2), \
+                    or the DPoP proof is not (`invalid_dpop_proof`), or it must carry the nonce given in \
+                    `DPoP-Nonce` (`use_dpop_nonce`, RFC 9449 §8); while a device polls (RFC 8628 §3.5), \
+                    `authorization_pending`, `slow_down`, `access_denied` or `expired_token`."
+            }
+            401 => "Client authentication failed (`invalid_client`).",
+            status => describe(status),
+        }
+    }
+}
+
+/// A success of the token endpoint's family: never cached, since the body may carry tokens
+/// (RFC 6749 §5.1); a token response to a request with a DPoP proof carries the nonce for the
+/// next one when the server asks for nonces (RFC 9449 §8.2).
 #[derive(ApiResponse, Debug)]
-#[oai(bad_request_handler = "bad_request")]
-pub enum OAuthResponse<T: ToJSON + Send + Sync> {
-    /// Success. Never cached, since the body may carry tokens (RFC 6749 §5.1). When the server
-    /// asks for DPoP nonces, a token response to a request with a proof carries the nonce for
-    /// the next one (`DPoP-Nonce`, RFC 9449 §8.2).
+pub enum OAuthOk<T: ToJSON + Send + Sync> {
+    /// Success.
     #[oai(status = 200)]
     Ok(
         Json<T>,
@@ -231,73 +491,25 @@ pub enum OAuthResponse<T: ToJSON + Send + Sync> {
         #[oai(header = "Pragma")] String,
         #[oai(header = "DPoP-Nonce")] Option<String>,
     ),
-    /// The request is malformed, or the grant, scope or target is not acceptable (RFC 6749 §5.2),
-    /// or the DPoP proof is not (`invalid_dpop_proof`), or it must carry the nonce given in
-    /// `DPoP-Nonce` (`use_dpop_nonce`, RFC 9449 §8).
-    #[oai(status = 400)]
-    BadRequest(
-        ErrorJson,
-        #[oai(header = "Cache-Control")] String,
-        #[oai(header = "DPoP-Nonce")] Option<String>,
-    ),
-    /// Client authentication failed (`invalid_client`).
-    #[oai(status = 401)]
-    Unauthorized(
-        ErrorJson,
-        #[oai(header = "WWW-Authenticate")] String,
-        #[oai(header = "Cache-Control")] String,
-    ),
-    /// Too many requests from this client or address (`rate_limited`); wait `Retry-After` seconds.
-    #[oai(status = 429)]
-    TooManyRequests(
-        ErrorJson,
-        #[oai(header = "Retry-After")] String,
-        #[oai(header = "Cache-Control")] String,
-    ),
-    /// The server could not complete the request; retrying may help.
-    #[oai(status = 500)]
-    ServerError(ErrorJson, #[oai(header = "Cache-Control")] String),
-    /// The server is temporarily unable to handle the request (`temporarily_unavailable`:
-    /// its database is unreachable, say); retry after `Retry-After` seconds.
-    #[oai(status = 503)]
-    Unavailable(
-        ErrorJson,
-        #[oai(header = "Retry-After")] String,
-        #[oai(header = "Cache-Control")] String,
-    ),
 }
+
+/// Every outcome of a client-authenticated OAuth endpoint.
+pub type OAuthResponse<T> = Answer<OAuthOk<T>, OAuthErrors>;
 
 impl<T: ToJSON + Send + Sync> OAuthResponse<T> {
     pub fn ok(body: T) -> Self {
-        OAuthResponse::Ok(Json(body), NO_STORE.into(), "no-cache".into(), None)
+        Answer::Ok(OAuthOk::Ok(Json(body), NO_STORE.into(), "no-cache".into(), None))
     }
 
     /// Success, with the DPoP nonce for the client's next proof, if any.
     pub fn ok_with_nonce(body: T, dpop_nonce: Option<String>) -> Self {
-        OAuthResponse::Ok(Json(body), NO_STORE.into(), "no-cache".into(), dpop_nonce)
+        Answer::Ok(OAuthOk::Ok(Json(body), NO_STORE.into(), "no-cache".into(), dpop_nonce))
     }
 }
 
-impl<T: ToJSON + Send + Sync> From<Error> for OAuthResponse<T> {
-    fn from(err: Error) -> Self {
-        let e = HttpError::new(err, Challenge::Basic);
-        let body = e.json();
-        match e.status.as_u16() {
-            429 => OAuthResponse::TooManyRequests(body, e.retry_after, NO_STORE.into()),
-            // RFC 6749 §5.2: 401 with a challenge for the scheme the client can use.
-            401 => OAuthResponse::Unauthorized(body, e.challenge, NO_STORE.into()),
-            500 => OAuthResponse::ServerError(body, NO_STORE.into()),
-            503 => OAuthResponse::Unavailable(body, e.retry_after, NO_STORE.into()),
-            _ => OAuthResponse::BadRequest(body, NO_STORE.into(), e.dpop_nonce),
-        }
-    }
-}
-
-/// Every outcome of the pushed authorization request endpoint (RFC 9126 §2.2, §2.3): as
-/// [`OAuthResponse`], but success is 201 Created.
+/// The pushed authorization request endpoint's success (RFC 9126 §2.2): 201 Created.
 #[derive(ApiResponse, Debug)]
-#[oai(bad_request_handler = "bad_request_pushed")]
-pub enum PushedResponse<T: ToJSON + Send + Sync> {
+pub enum PushedOk<T: ToJSON + Send + Sync> {
     /// Stored: the `request_uri` to send the browser to the authorization endpoint with.
     #[oai(status = 201)]
     Created(
@@ -305,69 +517,19 @@ pub enum PushedResponse<T: ToJSON + Send + Sync> {
         #[oai(header = "Cache-Control")] String,
         #[oai(header = "Pragma")] String,
     ),
-    /// The request is malformed, or would be refused at the authorization endpoint, or its
-    /// DPoP proof is not good (`invalid_dpop_proof`, `use_dpop_nonce` with `DPoP-Nonce`).
-    #[oai(status = 400)]
-    BadRequest(
-        ErrorJson,
-        #[oai(header = "Cache-Control")] String,
-        #[oai(header = "DPoP-Nonce")] Option<String>,
-    ),
-    /// Client authentication failed (`invalid_client`).
-    #[oai(status = 401)]
-    Unauthorized(
-        ErrorJson,
-        #[oai(header = "WWW-Authenticate")] String,
-        #[oai(header = "Cache-Control")] String,
-    ),
-    /// Too many requests from this client; wait `Retry-After` seconds.
-    #[oai(status = 429)]
-    TooManyRequests(
-        ErrorJson,
-        #[oai(header = "Retry-After")] String,
-        #[oai(header = "Cache-Control")] String,
-    ),
-    /// The server could not complete the request; retrying may help.
-    #[oai(status = 500)]
-    ServerError(ErrorJson, #[oai(header = "Cache-Control")] String),
-    /// The server is temporarily unable to handle the request; retry after `Retry-After` seconds.
-    #[oai(status = 503)]
-    Unavailable(
-        ErrorJson,
-        #[oai(header = "Retry-After")] String,
-        #[oai(header = "Cache-Control")] String,
-    ),
 }
+
+/// Every outcome of the pushed authorization request endpoint (RFC 9126 §2.2, §2.3).
+pub type PushedResponse<T> = Answer<PushedOk<T>, OAuthErrors>;
 
 impl<T: ToJSON + Send + Sync> PushedResponse<T> {
     pub fn created(body: T) -> Self {
-        PushedResponse::Created(Json(body), NO_STORE.into(), "no-cache".into())
+        Answer::Ok(PushedOk::Created(Json(body), NO_STORE.into(), "no-cache".into()))
     }
-}
-
-impl<T: ToJSON + Send + Sync> From<Error> for PushedResponse<T> {
-    fn from(err: Error) -> Self {
-        match OAuthResponse::<T>::from(err) {
-            OAuthResponse::Ok(body, cache, pragma, _) => PushedResponse::Created(body, cache, pragma),
-            OAuthResponse::BadRequest(body, cache, nonce) => PushedResponse::BadRequest(body, cache, nonce),
-            OAuthResponse::Unauthorized(body, challenge, cache) => PushedResponse::Unauthorized(body, challenge, cache),
-            OAuthResponse::TooManyRequests(body, wait, cache) => PushedResponse::TooManyRequests(body, wait, cache),
-            OAuthResponse::ServerError(body, cache) => PushedResponse::ServerError(body, cache),
-            OAuthResponse::Unavailable(body, wait, cache) => PushedResponse::Unavailable(body, wait, cache),
-        }
-    }
-}
-
-fn bad_request_pushed<T: ToJSON + Send + Sync>(err: poem::Error) -> PushedResponse<T> {
-    unparsable(err).into()
 }
 
 /// A request poem-openapi could not parse (wrong content type, malformed form) is an
 /// `invalid_request`, never a framework-shaped error.
-fn bad_request<T: ToJSON + Send + Sync>(err: poem::Error) -> OAuthResponse<T> {
-    unparsable(err).into()
-}
-
 fn unparsable(err: poem::Error) -> Error {
     let description = if err.is::<poem_openapi::error::ContentTypeError>() {
         "the body must be application/x-www-form-urlencoded".to_string()

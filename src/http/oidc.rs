@@ -8,7 +8,7 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use serde::Deserialize;
 
-use super::error::{Challenge, ErrorJson, HttpError};
+use super::error::{describe, Answer, Challenge, ErrorGroup, ErrorJson, ErrorResponse, HttpError, NO_STORE};
 use super::form::parse_pairs;
 use super::security::{proof_request, TokenScheme};
 use super::Tag;
@@ -51,68 +51,64 @@ pub struct UserInfo {
     pub email_verified: Option<bool>,
 }
 
-const NO_STORE: &str = "no-store";
-
-/// Every outcome of a UserInfo request; errors as RFC 6750 §3 describes them.
+/// UserInfo's success: the user's claims.
 #[derive(ApiResponse, Debug)]
-#[oai(bad_request_handler = "bad_request")]
-pub enum UserInfoResponse {
+pub enum UserInfoOk {
     /// The user's claims.
     #[oai(status = 200)]
     Ok(Json<Box<UserInfo>>, #[oai(header = "Cache-Control")] String),
-    /// The request is malformed (`invalid_request`), e.g. a token sent in two ways at once.
-    #[oai(status = 400)]
-    BadRequest(ErrorJson, #[oai(header = "WWW-Authenticate")] String),
-    /// No access token, or one that is invalid, expired, revoked or for another resource
-    /// (`invalid_token`); a DPoP-bound token sent as Bearer or a bearer token sent as DPoP
-    /// (`invalid_token`); a DPoP proof that fails (`invalid_dpop_proof`) or lacks the nonce
-    /// given in `DPoP-Nonce` (`use_dpop_nonce`, RFC 9449 §8).
-    #[oai(status = 401)]
-    Unauthorized(
-        ErrorJson,
-        #[oai(header = "WWW-Authenticate")] String,
-        #[oai(header = "DPoP-Nonce")] Option<String>,
-    ),
-    /// The token was not issued with the `openid` scope (`insufficient_scope`).
-    #[oai(status = 403)]
-    Forbidden(ErrorJson, #[oai(header = "WWW-Authenticate")] String),
-    /// The server could not complete the request.
-    #[oai(status = 500)]
-    ServerError(ErrorJson),
 }
 
-/// How UserInfo challenges: an access token with the `openid` scope, bearer (RFC 6750 §3) or
-/// DPoP-bound (RFC 9449 §7.1; `dpop`: the request used the DPoP scheme).
-fn userinfo_challenge(dpop: bool) -> Challenge {
-    Challenge::BearerOrDpop {
-        scope: Some("openid"),
-        dpop,
+/// UserInfo's errors, as RFC 6750 §3 describes them: `invalid_request` (400), `invalid_token`
+/// or a DPoP proof that fails (401; RFC 9449 §7.1: a resource answers a failed proof 401, the
+/// token endpoint 400), `insufficient_scope` (403, the token was not issued with `openid`),
+/// each with its challenge.
+pub struct UserInfoErrors;
+
+impl ErrorGroup for UserInfoErrors {
+    type Body = ErrorJson;
+    const STATUSES: &'static [u16] = &[400, 401, 403, 500, 503];
+    const CHALLENGED: &'static [u16] = &[400, 401, 403];
+    const NONCED: &'static [u16] = &[401];
+    const CHALLENGE: Challenge = userinfo_challenge(false);
+
+    fn body(error: &HttpError) -> ErrorJson {
+        error.json()
     }
-}
 
-impl UserInfoResponse {
-    fn error(err: Error, challenge: Challenge) -> Self {
-        let e = HttpError::new(err, challenge);
-        let body = e.json();
-        // RFC 9449 §7.1: a resource answers a failed proof 401 (the token endpoint, 400).
-        let dpop_error = matches!(e.code, ErrorCode::InvalidDpopProof | ErrorCode::UseDpopNonce);
-        match e.status.as_u16() {
-            status if status == 401 || dpop_error => UserInfoResponse::Unauthorized(body, e.challenge, e.dpop_nonce),
-            403 => UserInfoResponse::Forbidden(body, e.challenge),
-            500 => UserInfoResponse::ServerError(body),
-            _ => UserInfoResponse::BadRequest(body, e.challenge),
+    fn describe(status: u16) -> &'static str {
+        match status {
+            400 => "The request is malformed (`invalid_request`), e.g. a token sent in two ways at once.",
+            401 => {
+                "No access token, or one that is invalid, expired, revoked or for another resource \
+                    (`invalid_token`); a DPoP-bound token sent as Bearer or a bearer token sent as DPoP \
+                    (`invalid_token`); a DPoP proof that fails (`invalid_dpop_proof`) or lacks the nonce \
+                    given in `DPoP-Nonce` (`use_dpop_nonce`, RFC 9449 §8)."
+            }
+            403 => "The token was not issued with the `openid` scope (`insufficient_scope`).",
+            status => describe(status),
+        }
+    }
+
+    fn status(error: &HttpError) -> u16 {
+        match error.code {
+            ErrorCode::InvalidDpopProof | ErrorCode::UseDpopNonce => 401,
+            _ if Self::STATUSES.contains(&error.status.as_u16()) => error.status.as_u16(),
+            _ => 400,
         }
     }
 }
 
-impl From<Error> for UserInfoResponse {
-    fn from(err: Error) -> Self {
-        UserInfoResponse::error(err, userinfo_challenge(false))
-    }
-}
+/// Every outcome of a UserInfo request.
+pub type UserInfoResponse = Answer<UserInfoOk, UserInfoErrors>;
 
-fn bad_request(err: poem::Error) -> UserInfoResponse {
-    Error::invalid_request(format!("the request could not be parsed: {err}")).into()
+/// How UserInfo challenges: an access token with the `openid` scope, bearer (RFC 6750 §3) or
+/// DPoP-bound (RFC 9449 §7.1; `dpop`: the request used the DPoP scheme).
+const fn userinfo_challenge(dpop: bool) -> Challenge {
+    Challenge::BearerOrDpop {
+        scope: Some("openid"),
+        dpop,
+    }
 }
 
 /// The access token of the request and how it came: from the `Authorization` header (Bearer
@@ -162,8 +158,10 @@ async fn userinfo(
     let (scheme, token) = match token {
         Ok(Some(found)) => found,
         Ok(None) => {
-            let body = ErrorJson::new(ErrorCode::InvalidToken, "an access token is required");
-            return UserInfoResponse::Unauthorized(body, userinfo_challenge(false).header(None), None);
+            return Answer::Err(ErrorResponse::no_credentials(
+                userinfo_challenge(false),
+                "an access token is required",
+            ))
         }
         Err(e) => return e.into(),
     };
@@ -174,10 +172,10 @@ async fn userinfo(
     };
     match provider.userinfo(&token, presented).await {
         Ok(claims) => match serde_json::from_value::<UserInfo>(serde_json::Value::Object(claims)) {
-            Ok(info) => UserInfoResponse::Ok(Json(Box::new(info)), NO_STORE.into()),
+            Ok(info) => Answer::Ok(UserInfoOk::Ok(Json(Box::new(info)), NO_STORE.into())),
             Err(e) => Error::server_error(e).into(),
         },
-        Err(e) => UserInfoResponse::error(e, userinfo_challenge(scheme == TokenScheme::Dpop)),
+        Err(e) => Answer::error_with(e, userinfo_challenge(scheme == TokenScheme::Dpop)),
     }
 }
 

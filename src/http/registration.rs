@@ -10,7 +10,7 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use serde::Deserialize;
 
-use super::error::{Challenge, ErrorJson, HttpError, NO_STORE};
+use super::error::{describe, Answer, Challenge, ErrorGroup, ErrorJson, HttpError, NO_STORE};
 use super::security::bearer_token;
 use super::Tag;
 use crate::oauth::registration::{ClientMetadata, Registration};
@@ -201,158 +201,80 @@ const REGISTRATION_CHALLENGE: Challenge = Challenge::Bearer {
     always: false,
 };
 
-/// A failed registration request, before it is fitted to an operation's response type
-/// (errors as RFC 7591 §3.2.2 and RFC 6750 §3, statuses from the one mapping).
-enum Failure {
-    BadRequest(ErrorJson),
-    Unauthorized(ErrorJson, String),
-    NotFound(ErrorJson),
-    TooManyRequests(ErrorJson, String),
-    ServerError(ErrorJson),
-}
+/// Registration's errors (RFC 7591 §3.2.2, RFC 6750 §3): `invalid_redirect_uri`,
+/// `invalid_client_metadata` or `invalid_software_statement` (400), a missing or wrong initial
+/// or registration access token (401), registration off (404), this address's registrations
+/// spent (429, `registration_limit_per_address`).
+pub struct RegistrationErrors;
 
-impl From<Error> for Failure {
-    fn from(err: Error) -> Self {
-        let e = HttpError::new(err, REGISTRATION_CHALLENGE);
-        let body = e.json();
-        match e.status.as_u16() {
-            401 => Failure::Unauthorized(body, e.challenge),
-            404 => Failure::NotFound(body),
-            429 => Failure::TooManyRequests(body, e.retry_after),
-            500 => Failure::ServerError(body),
-            _ => Failure::BadRequest(body),
+impl ErrorGroup for RegistrationErrors {
+    type Body = ErrorJson;
+    const STATUSES: &'static [u16] = &[400, 401, 404, 429, 500, 503];
+    const CHALLENGED: &'static [u16] = &[401];
+    const CHALLENGE: Challenge = REGISTRATION_CHALLENGE;
+
+    fn body(error: &HttpError) -> ErrorJson {
+        error.json()
+    }
+
+    fn describe(status: u16) -> &'static str {
+        match status {
+            400 => "`invalid_redirect_uri`, `invalid_client_metadata` or `invalid_software_statement`.",
+            401 => "A missing or wrong initial or registration access token, or no such client (`invalid_token`).",
+            404 => "Registration is not enabled on this server.",
+            429 => {
+                "This address made as many registrations as it may this hour \
+                    (`registration_limit_per_address`), or too many requests; wait `Retry-After` seconds."
+            }
+            status => describe(status),
         }
+    }
+
+    /// A body or parameter poem-openapi could not parse.
+    fn unparsable(err: poem::Error) -> Error {
+        Error::new(
+            ErrorCode::InvalidClientMetadata,
+            format!("the client metadata could not be parsed: {err}"),
+        )
     }
 }
 
-/// A body or parameter poem-openapi could not parse.
-fn unparsable(err: poem::Error) -> Error {
-    Error::new(
-        ErrorCode::InvalidClientMetadata,
-        format!("the client metadata could not be parsed: {err}"),
-    )
-}
-
-/// The outcome of a registration (RFC 7591 §3.2).
+/// A registration's success (RFC 7591 §3.2).
 #[derive(ApiResponse, Debug)]
-#[oai(bad_request_handler = "registration_bad_request")]
-pub enum RegistrationCreated {
+pub enum RegistrationCreatedOk {
     /// Registered; the body holds the secret and the registration access token, this once.
     #[oai(status = 201)]
     Created(Json<Box<ClientInformation>>, #[oai(header = "Cache-Control")] String),
-    /// `invalid_redirect_uri`, `invalid_client_metadata` or `invalid_software_statement`.
-    #[oai(status = 400)]
-    BadRequest(ErrorJson, #[oai(header = "Cache-Control")] String),
-    /// A missing or wrong initial access token (`invalid_token`).
-    #[oai(status = 401)]
-    Unauthorized(ErrorJson, #[oai(header = "WWW-Authenticate")] String),
-    /// Registration is not enabled on this server.
-    #[oai(status = 404)]
-    NotFound(ErrorJson),
-    /// Too many requests (`rate_limited`), or this address made as many registrations as it
-    /// may this hour (`registration_limit_per_address`); wait `Retry-After` seconds.
-    #[oai(status = 429)]
-    TooManyRequests(
-        ErrorJson,
-        #[oai(header = "Retry-After")] String,
-        #[oai(header = "Cache-Control")] String,
-    ),
-    /// The server failed.
-    #[oai(status = 500)]
-    ServerError(ErrorJson),
 }
 
-impl From<Error> for RegistrationCreated {
-    fn from(err: Error) -> Self {
-        match Failure::from(err) {
-            Failure::TooManyRequests(body, wait) => RegistrationCreated::TooManyRequests(body, wait, NO_STORE.into()),
-            Failure::BadRequest(body) => RegistrationCreated::BadRequest(body, NO_STORE.into()),
-            Failure::Unauthorized(body, challenge) => RegistrationCreated::Unauthorized(body, challenge),
-            Failure::NotFound(body) => RegistrationCreated::NotFound(body),
-            Failure::ServerError(body) => RegistrationCreated::ServerError(body),
-        }
-    }
-}
+/// The outcome of a registration.
+pub type RegistrationCreated = Answer<RegistrationCreatedOk, RegistrationErrors>;
 
-fn registration_bad_request(err: poem::Error) -> RegistrationCreated {
-    unparsable(err).into()
-}
-
-/// The outcome of reading or updating a registration (RFC 7592 §2.1-2.2).
+/// A registration read or updated (RFC 7592 §2.1-2.2).
 #[derive(ApiResponse, Debug)]
-#[oai(bad_request_handler = "management_bad_request")]
-pub enum RegistrationResponse {
+pub enum RegistrationOk {
     /// The registration, without secret or registration access token.
     #[oai(status = 200)]
     Ok(Json<Box<ClientInformation>>, #[oai(header = "Cache-Control")] String),
-    /// `invalid_redirect_uri` or `invalid_client_metadata` (updates).
-    #[oai(status = 400)]
-    BadRequest(ErrorJson, #[oai(header = "Cache-Control")] String),
-    /// A missing or wrong registration access token, or no such client (`invalid_token`).
-    #[oai(status = 401)]
-    Unauthorized(ErrorJson, #[oai(header = "WWW-Authenticate")] String),
-    /// Registration is not enabled on this server.
-    #[oai(status = 404)]
-    NotFound(ErrorJson),
-    /// The server failed.
-    #[oai(status = 500)]
-    ServerError(ErrorJson),
 }
 
-impl From<Error> for RegistrationResponse {
-    fn from(err: Error) -> Self {
-        match Failure::from(err) {
-            // Only registration itself is limited per address.
-            Failure::BadRequest(body) | Failure::TooManyRequests(body, _) => {
-                RegistrationResponse::BadRequest(body, NO_STORE.into())
-            }
-            Failure::Unauthorized(body, challenge) => RegistrationResponse::Unauthorized(body, challenge),
-            Failure::NotFound(body) => RegistrationResponse::NotFound(body),
-            Failure::ServerError(body) => RegistrationResponse::ServerError(body),
-        }
-    }
-}
+/// The outcome of reading or updating a registration.
+pub type RegistrationResponse = Answer<RegistrationOk, RegistrationErrors>;
 
-fn management_bad_request(err: poem::Error) -> RegistrationResponse {
-    unparsable(err).into()
-}
-
-/// The outcome of deleting a registration (RFC 7592 §2.3).
+/// A registration deleted (RFC 7592 §2.3).
 #[derive(ApiResponse, Debug)]
-pub enum RegistrationDeleted {
+pub enum RegistrationDeletedOk {
     /// Deleted, with every grant the client held.
     #[oai(status = 204)]
     Deleted,
-    /// A malformed `Authorization` header.
-    #[oai(status = 400)]
-    BadRequest(ErrorJson, #[oai(header = "Cache-Control")] String),
-    /// A missing or wrong registration access token, or no such client (`invalid_token`).
-    #[oai(status = 401)]
-    Unauthorized(ErrorJson, #[oai(header = "WWW-Authenticate")] String),
-    /// Registration is not enabled on this server.
-    #[oai(status = 404)]
-    NotFound(ErrorJson),
-    /// The server failed.
-    #[oai(status = 500)]
-    ServerError(ErrorJson),
 }
 
-impl From<Error> for RegistrationDeleted {
-    fn from(err: Error) -> Self {
-        match Failure::from(err) {
-            Failure::BadRequest(body) | Failure::TooManyRequests(body, _) => {
-                RegistrationDeleted::BadRequest(body, NO_STORE.into())
-            }
-            Failure::Unauthorized(body, challenge) => RegistrationDeleted::Unauthorized(body, challenge),
-            Failure::NotFound(body) => RegistrationDeleted::NotFound(body),
-            Failure::ServerError(body) => RegistrationDeleted::ServerError(body),
-        }
-    }
-}
+/// The outcome of deleting a registration.
+pub type RegistrationDeleted = Answer<RegistrationDeletedOk, RegistrationErrors>;
 
 fn registration_read(result: Result<Registration, Error>) -> RegistrationResponse {
     match result {
-        Ok(r) => RegistrationResponse::Ok(Json(Box::new(r.into())), NO_STORE.into()),
+        Ok(r) => Answer::Ok(RegistrationOk::Ok(Json(Box::new(r.into())), NO_STORE.into())),
         Err(e) => e.into(),
     }
 }
@@ -390,7 +312,10 @@ impl RegistrationApi {
                 .await
         };
         match result.await {
-            Ok(r) => RegistrationCreated::Created(Json(Box::new(r.into())), NO_STORE.into()),
+            Ok(r) => Answer::Ok(RegistrationCreatedOk::Created(
+                Json(Box::new(r.into())),
+                NO_STORE.into(),
+            )),
             Err(e) => e.into(),
         }
     }
@@ -464,7 +389,7 @@ impl RegistrationApi {
             .delete_registration(&client_id.0, token.as_deref(), address)
             .await
         {
-            Ok(()) => RegistrationDeleted::Deleted,
+            Ok(()) => Answer::Ok(RegistrationDeletedOk::Deleted),
             Err(e) => e.into(),
         }
     }

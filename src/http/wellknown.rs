@@ -226,9 +226,9 @@ pub enum ReadyResponse {
     /// Every check passed.
     #[oai(status = 200)]
     Ready(Json<Readiness>),
-    /// A check failed; the body says which.
+    /// A check failed; the body says which. Check again after `Retry-After` seconds.
     #[oai(status = 503)]
-    NotReady(Json<Readiness>),
+    NotReady(Json<Readiness>, #[oai(header = "Retry-After")] String),
 }
 
 #[derive(ApiResponse)]
@@ -307,7 +307,7 @@ impl WellKnownApi {
         if ready {
             ReadyResponse::Ready(body)
         } else {
-            ReadyResponse::NotReady(body)
+            ReadyResponse::NotReady(body, "1".into())
         }
     }
 

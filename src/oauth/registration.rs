@@ -345,7 +345,12 @@ impl Provider {
     /// Maps a validation error of the shared client rules to RFC 7591's codes.
     fn as_registration_error(err: Error) -> Error {
         match err.code {
-            ErrorCode::ServerError | ErrorCode::InvalidRedirectUri | ErrorCode::InvalidClientMetadata => err,
+            // The server's own failures keep their class (a 503 stays a 503).
+            ErrorCode::ServerError
+            | ErrorCode::TemporarilyUnavailable
+            | ErrorCode::RateLimited
+            | ErrorCode::InvalidRedirectUri
+            | ErrorCode::InvalidClientMetadata => err,
             _ => invalid_metadata(err.description),
         }
     }

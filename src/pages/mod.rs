@@ -36,7 +36,7 @@ use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use poem::http::{header, StatusCode};
 use poem::{get, handler, Body, EndpointExt, Request, Response, Route};
 
-use crate::http::error::{log_cause, status_of};
+use crate::http::error::{log_cause, retry_after_seconds, status_of};
 use crate::http::routes as paths;
 use crate::oauth::params::Params;
 use crate::oauth::session::Session;
@@ -226,7 +226,15 @@ fn error_page(templates: &Templates, error: &Error) -> Response {
         StatusCode::UNAUTHORIZED => StatusCode::BAD_REQUEST,
         status => status,
     };
-    page(status, html)
+    let mut response = page(status, html);
+    // As at every endpoint: a 429 or 503 says when to try again.
+    if matches!(status.as_u16(), 429 | 503) {
+        let wait = retry_after_seconds(error.retry_after.unwrap_or_default());
+        if let Ok(value) = header::HeaderValue::from_str(&wait) {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+    }
+    response
 }
 
 /// Every form carries its session's CSRF token (synchronizer-token pattern); a form without

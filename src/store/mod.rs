@@ -24,7 +24,7 @@ use std::pin::Pin;
 
 use serde::{Deserialize, Serialize};
 
-pub use self::postgres::{PgOptions, PgStore};
+pub use self::postgres::{PgOptions, PgStore, CLIENT_CACHE_BYTES};
 pub use self::sled::SledStore;
 
 /// What can go wrong below the protocol.

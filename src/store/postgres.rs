@@ -37,10 +37,14 @@ use super::*;
 
 /// How long a node may use a client record it read from the database.
 pub const CLIENT_CACHE_TTL: Duration = Duration::from_secs(1);
-/// Client records cached at most. Lookups of ids no client has are cached too (anyone can
-/// send any `client_id`), under the SHA-256 of the id: an entry's size never depends on what
-/// was asked for.
+/// Client records cached at most, and the bytes they may take (a record counted at its JSON
+/// size and [`CLIENT_CACHE_OVERHEAD`]): a registered client may hold 50 redirect URIs of 2 KB
+/// and a 16 KB key set, so a count alone would let anyone who registers bulky clients and
+/// names them fill gigabytes. Lookups of ids no client has are cached too (anyone can send any
+/// `client_id`), under the SHA-256 of the id: an entry's size never depends on what was asked.
 const CLIENT_CACHE_ENTRIES: usize = 10_000;
+pub const CLIENT_CACHE_BYTES: usize = 16 << 20;
+const CLIENT_CACHE_OVERHEAD: usize = 256;
 /// The advisory lock migrations take (any constant the database does not otherwise use).
 const MIGRATION_LOCK: i64 = 0x7465_7373_6572_6101;
 /// The advisory lock a node holds while it purges expired records.
@@ -73,7 +77,7 @@ pub struct PgOptions {
 /// The PostgreSQL store.
 pub struct PgStore {
     pool: Pool,
-    clients: Mutex<HashMap<SecretHash, (Instant, Option<ClientRecord>)>>,
+    clients: Mutex<ClientCache>,
 }
 
 fn database(e: tokio_postgres::Error) -> StoreError {
@@ -182,7 +186,7 @@ impl PgStore {
             .map_err(|e| StoreError::Database(e.to_string()))?;
         let store = PgStore {
             pool,
-            clients: Mutex::new(HashMap::new()),
+            clients: Mutex::new(ClientCache::default()),
         };
         store.client().await?.simple_query("SELECT 1").await.map_err(database)?;
         Ok(store)
@@ -305,20 +309,41 @@ impl PgStore {
     fn cached_client(&self, client_id: &str) -> Option<Option<ClientRecord>> {
         let cache = self.clients.lock().unwrap_or_else(|p| p.into_inner());
         cache
+            .entries
             .get(&id_digest(client_id))
-            .filter(|(read_at, _)| read_at.elapsed() < CLIENT_CACHE_TTL)
-            .map(|(_, client)| client.clone())
+            .filter(|entry| entry.read_at.elapsed() < CLIENT_CACHE_TTL)
+            .map(|entry| entry.client.clone())
     }
 
     fn cache_client(&self, client_id: &str, client: Option<ClientRecord>) {
+        let weight = CLIENT_CACHE_OVERHEAD
+            + client
+                .as_ref()
+                .map_or(0, |c| serde_json::to_vec(c).map_or(0, |j| j.len()));
         let mut cache = self.clients.lock().unwrap_or_else(|p| p.into_inner());
-        if cache.len() >= CLIENT_CACHE_ENTRIES {
-            cache.retain(|_, (read_at, _)| read_at.elapsed() < CLIENT_CACHE_TTL);
-            if cache.len() >= CLIENT_CACHE_ENTRIES {
-                cache.clear();
+        cache.remove(&id_digest(client_id));
+        let full = |cache: &ClientCache| {
+            cache.entries.len() >= CLIENT_CACHE_ENTRIES || cache.bytes + weight > CLIENT_CACHE_BYTES
+        };
+        if full(&cache) {
+            cache
+                .entries
+                .retain(|_, entry| entry.read_at.elapsed() < CLIENT_CACHE_TTL);
+            cache.bytes = cache.entries.values().map(|entry| entry.weight).sum();
+            if full(&cache) {
+                cache.entries.clear();
+                cache.bytes = 0;
             }
         }
-        cache.insert(id_digest(client_id), (Instant::now(), client));
+        cache.bytes += weight;
+        cache.entries.insert(
+            id_digest(client_id),
+            CachedClient {
+                read_at: Instant::now(),
+                client,
+                weight,
+            },
+        );
     }
 
     fn forget_client(&self, client_id: &str) {
@@ -326,6 +351,33 @@ impl PgStore {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&id_digest(client_id));
+    }
+
+    /// How many client lookups are cached, and the bytes they are counted at.
+    pub fn client_cache_size(&self) -> (usize, usize) {
+        let cache = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        (cache.entries.len(), cache.bytes)
+    }
+}
+
+/// Client lookups read lately, by the SHA-256 of the id asked for.
+#[derive(Default)]
+struct ClientCache {
+    entries: HashMap<SecretHash, CachedClient>,
+    bytes: usize,
+}
+
+struct CachedClient {
+    read_at: Instant,
+    client: Option<ClientRecord>,
+    weight: usize,
+}
+
+impl ClientCache {
+    fn remove(&mut self, key: &SecretHash) {
+        if let Some(entry) = self.entries.remove(key) {
+            self.bytes -= entry.weight;
+        }
     }
 }
 

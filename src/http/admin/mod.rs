@@ -49,10 +49,7 @@ async fn check_admin_token(req: &Request, bearer: Bearer) -> poem::Result<Caller
     let Some(provider) = req.data::<Arc<Provider>>() else {
         return Err(poem::Error::from_status(poem::http::StatusCode::INTERNAL_SERVER_ERROR));
     };
-    let mut caller = provider
-        .authorize_admin(&bearer.token)
-        .await
-        .map_err(|e| AdminAuthError(e.code, e.description))?;
+    let mut caller = provider.authorize_admin(&bearer.token).await.map_err(AdminAuthError)?;
     // An audit line per admin call: who, and what (the request line is logged anyway).
     caller.address = crate::net::client_address(req, &provider.config.trusted_proxies).map(|a| a.to_string());
     tracing::info!(admin_client = %caller.actor.id, method = %req.method(), path = %req.uri().path(), "admin request");

@@ -8,7 +8,7 @@ use poem_openapi::registry::{MetaSchemaRef, Registry};
 use poem_openapi::types::{ToJSON, Type};
 use poem_openapi::{ApiResponse, Object};
 
-use crate::http::error::{status_of, Challenge, HttpError, NO_STORE};
+use crate::http::error::{describe, status_of, Answer, Challenge, ErrorGroup, HttpError, NO_STORE};
 use crate::oauth::{Error, ErrorCode};
 
 /// How the admin API challenges: a bearer token with the `tessera:admin` scope.
@@ -84,131 +84,95 @@ impl ProblemJson {
     }
 }
 
-fn problem(e: &HttpError) -> ProblemJson {
-    ProblemJson::new(e.code, e.status.as_u16(), e.description.clone())
+/// The admin API's errors, as RFC 9457 problem details: `invalid_request` or `invalid_scope`
+/// (400), no valid admin token (401, `invalid_token`), a token without `tessera:admin` (403,
+/// `insufficient_scope`), no such record (404), a clash with an existing one (409).
+pub struct AdminErrors;
+
+impl ErrorGroup for AdminErrors {
+    type Body = ProblemJson;
+    const STATUSES: &'static [u16] = &[400, 401, 403, 404, 409, 429, 500, 503];
+    const CHALLENGED: &'static [u16] = &[401, 403];
+    const CHALLENGE: Challenge = ADMIN_CHALLENGE;
+
+    fn body(error: &HttpError) -> ProblemJson {
+        ProblemJson::new(error.code, Self::status(error), error.description.clone())
+    }
+
+    fn describe(status: u16) -> &'static str {
+        match status {
+            400 => "The request is malformed or breaks a rule (`invalid_request`, `invalid_scope`).",
+            401 => "No valid admin token (`invalid_token`).",
+            403 => "The token lacks the `tessera:admin` scope (`insufficient_scope`).",
+            404 => "No such record (`not_found`).",
+            status => describe(status),
+        }
+    }
+
+    /// Requests poem-openapi turns away before an operation runs: a failed token check, no
+    /// token at all, or a body or parameter that does not parse.
+    fn unparsable(err: poem::Error) -> Error {
+        if let Some(AdminAuthError(error)) = err.downcast_ref::<AdminAuthError>() {
+            return Error {
+                retry_after: error.retry_after,
+                ..Error::new(error.code, error.description.clone())
+            };
+        }
+        if err.is::<poem_openapi::error::AuthorizationError>() {
+            return Error::new(ErrorCode::InvalidToken, "an admin access token is required");
+        }
+        Error::invalid_request(format!("the request could not be parsed: {err}"))
+    }
+}
+
+/// An admin operation's success: the record or page, never cached (bodies may carry secrets).
+#[derive(ApiResponse, Debug)]
+pub enum AdminOk<T: ToJSON + Send + Sync> {
+    /// Success.
+    #[oai(status = 200)]
+    Ok(Json<T>, #[oai(header = "Cache-Control")] String),
 }
 
 /// Every outcome of an admin operation that answers with a body.
-#[derive(ApiResponse, Debug)]
-#[oai(bad_request_handler = "bad_request")]
-pub enum AdminResponse<T: ToJSON + Send + Sync> {
-    /// Success. Never cached: bodies may carry secrets.
-    #[oai(status = 200)]
-    Ok(Json<T>, #[oai(header = "Cache-Control")] String),
-    /// The request is malformed or breaks a rule (`invalid_request`, `invalid_scope`).
-    #[oai(status = 400)]
-    BadRequest(ProblemJson),
-    /// No valid admin token (`invalid_token`).
-    #[oai(status = 401)]
-    Unauthorized(ProblemJson, #[oai(header = "WWW-Authenticate")] String),
-    /// The token lacks the `tessera:admin` scope (`insufficient_scope`).
-    #[oai(status = 403)]
-    Forbidden(ProblemJson, #[oai(header = "WWW-Authenticate")] String),
-    /// No such record (`not_found`).
-    #[oai(status = 404)]
-    NotFound(ProblemJson),
-    /// The record clashes with an existing one (`conflict`).
-    #[oai(status = 409)]
-    Conflict(ProblemJson),
-    /// The server failed (`server_error`).
-    #[oai(status = 500)]
-    ServerError(ProblemJson),
-}
-
-impl<T: ToJSON + Send + Sync> From<Error> for AdminResponse<T> {
-    fn from(err: Error) -> Self {
-        let e = HttpError::new(err, ADMIN_CHALLENGE);
-        let body = problem(&e);
-        match e.status.as_u16() {
-            401 => AdminResponse::Unauthorized(body, e.challenge),
-            403 => AdminResponse::Forbidden(body, e.challenge),
-            404 => AdminResponse::NotFound(body),
-            409 => AdminResponse::Conflict(body),
-            500 => AdminResponse::ServerError(body),
-            _ => AdminResponse::BadRequest(body),
-        }
-    }
-}
+pub type AdminResponse<T> = Answer<AdminOk<T>, AdminErrors>;
 
 impl<T: ToJSON + Send + Sync> AdminResponse<T> {
     pub(super) fn of(result: Result<T, Error>) -> Self {
         match result {
-            Ok(value) => AdminResponse::Ok(Json(value), NO_STORE.into()),
+            Ok(value) => Answer::Ok(AdminOk::Ok(Json(value), NO_STORE.into())),
             Err(e) => e.into(),
         }
     }
 }
 
-/// Every outcome of an admin operation that creates a record: the same errors as
-/// [`AdminResponse`], and 201 on success.
+/// An admin operation's record created: never cached (the body may carry the client secret).
 #[derive(ApiResponse, Debug)]
-#[oai(bad_request_handler = "bad_request_created")]
-pub enum AdminCreated<T: ToJSON + Send + Sync> {
-    /// Created. Never cached: the body may carry the client secret.
+pub enum AdminCreatedOk<T: ToJSON + Send + Sync> {
+    /// Created.
     #[oai(status = 201)]
     Created(Json<T>, #[oai(header = "Cache-Control")] String),
-    /// The request is malformed or breaks a rule (`invalid_request`, `invalid_scope`).
-    #[oai(status = 400)]
-    BadRequest(ProblemJson),
-    /// No valid admin token (`invalid_token`).
-    #[oai(status = 401)]
-    Unauthorized(ProblemJson, #[oai(header = "WWW-Authenticate")] String),
-    /// The token lacks the `tessera:admin` scope (`insufficient_scope`).
-    #[oai(status = 403)]
-    Forbidden(ProblemJson, #[oai(header = "WWW-Authenticate")] String),
-    /// The record clashes with an existing one (`conflict`).
-    #[oai(status = 409)]
-    Conflict(ProblemJson),
-    /// The server failed (`server_error`).
-    #[oai(status = 500)]
-    ServerError(ProblemJson),
 }
+
+/// Every outcome of an admin operation that creates a record.
+pub type AdminCreated<T> = Answer<AdminCreatedOk<T>, AdminErrors>;
 
 impl<T: ToJSON + Send + Sync> AdminCreated<T> {
     pub(super) fn of(result: Result<T, Error>) -> Self {
-        let err = match result {
-            Ok(value) => return AdminCreated::Created(Json(value), NO_STORE.into()),
-            Err(e) => e,
-        };
-        // The same mapping as AdminResponse's (a create has no 404).
-        match AdminResponse::<T>::from(err) {
-            AdminResponse::Unauthorized(body, challenge) => AdminCreated::Unauthorized(body, challenge),
-            AdminResponse::Forbidden(body, challenge) => AdminCreated::Forbidden(body, challenge),
-            AdminResponse::Conflict(body) => AdminCreated::Conflict(body),
-            AdminResponse::ServerError(body) => AdminCreated::ServerError(body),
-            AdminResponse::BadRequest(body) | AdminResponse::NotFound(body) => AdminCreated::BadRequest(body),
-            AdminResponse::Ok(value, cache) => AdminCreated::Created(value, cache),
+        match result {
+            Ok(value) => Answer::Ok(AdminCreatedOk::Created(Json(value), NO_STORE.into())),
+            Err(e) => e.into(),
         }
     }
 }
 
-fn bad_request_created<T: ToJSON + Send + Sync>(err: poem::Error) -> AdminCreated<T> {
-    AdminCreated::of(Err(request_error(err)))
-}
-
-/// Requests poem-openapi turns away before an operation runs: a failed token check, no
-/// token at all, or a body or parameter that does not parse.
-fn request_error(err: poem::Error) -> Error {
-    if let Some(AdminAuthError(code, description)) = err.downcast_ref::<AdminAuthError>() {
-        return Error::new(*code, description.clone());
-    }
-    if err.is::<poem_openapi::error::AuthorizationError>() {
-        return Error::new(ErrorCode::InvalidToken, "an admin access token is required");
-    }
-    Error::invalid_request(format!("the request could not be parsed: {err}"))
-}
-
-fn bad_request<T: ToJSON + Send + Sync>(err: poem::Error) -> AdminResponse<T> {
-    request_error(err).into()
-}
-
-/// Why the admin token check failed (`invalid_token` or `insufficient_scope`).
+/// Why the admin token check failed (`invalid_token`, `insufficient_scope`, or the store
+/// being unavailable), carried through poem-openapi's security checker to [`AdminErrors`].
 #[derive(Debug, thiserror::Error)]
-#[error("{1}")]
-pub(super) struct AdminAuthError(pub ErrorCode, pub String);
+#[error("{0}")]
+pub(super) struct AdminAuthError(pub Error);
 
 impl poem::error::ResponseError for AdminAuthError {
     fn status(&self) -> poem::http::StatusCode {
-        status_of(self.0)
+        status_of(self.0.code)
     }
 }
