@@ -26,10 +26,13 @@
 //! - a caller may ask for a document to be fetched again before it expires (a client's key
 //!   set, when no cached key verifies its assertion), at most once per `min_ttl`: anyone can
 //!   send a bad assertion, and must not be able to make the server fetch for each;
-//! - at most [`MAX_CONCURRENT_FETCHES`] fetches run at once, at most
+//! - at most [`MAX_CONCURRENT_FETCHES`] fetches of new URLs run at once, at most
 //!   [`MAX_FETCHES_PER_HOST`] of them to one host and [`MAX_FETCHES_PER_CALLER`] for one
-//!   caller (a host that answers slowly cannot hold every place), and no connection outlives
+//!   caller (a host that answers slowly cannot hold every place); refreshes and registered
+//!   clients' key sets have [`MAX_KNOWN_FETCHES`] places of their own; no connection outlives
 //!   its fetch;
+//! - a stale copy serves only while its publisher cannot be reached (or we are too busy to
+//!   ask): a document its publisher withdrew (4xx) or made unusable leaves the cache at once;
 //! - why a fetch failed (a name that does not resolve, a refused connection, a TLS error) is
 //!   logged, not told: a visitor could otherwise map internal names and ports through us.
 
@@ -43,11 +46,18 @@ use tokio::sync::OnceCell;
 use crate::outbound::{Outbound, OutboundPolicy};
 use crate::rate_limit::{KeyDigest, Rate, RateLimiter};
 
-/// Fetches running at once, over every host: what bounds sockets and memory for fetches.
+/// Fetches of URLs not cached, named by anyone, running at once over every host: what bounds
+/// sockets and memory for fetches.
 pub const MAX_CONCURRENT_FETCHES: usize = 32;
+/// Fetches of documents cached before (refreshes) and of registered clients' key sets, which
+/// have places of their own: a flood of new URLs cannot stop a known client's keys from being
+/// read.
+pub const MAX_KNOWN_FETCHES: usize = 8;
 /// Fetches running at once to one host (and port), and for one caller.
 pub const MAX_FETCHES_PER_HOST: usize = 4;
-pub const MAX_FETCHES_PER_CALLER: usize = 8;
+pub const MAX_FETCHES_PER_CALLER: usize = 4;
+/// How long a caller told the fetch places are taken should wait.
+pub const BUSY_RETRY_AFTER: Duration = Duration::from_secs(2);
 /// How long a fetch waits for one of those places before it is refused.
 const FETCH_QUEUE_WAIT: Duration = Duration::from_secs(2);
 /// What a cache entry costs besides its URL and body: the entry, the table's slot, and the
@@ -158,11 +168,45 @@ pub enum DocumentError {
     #[error("{0}")]
     Unusable(String),
     #[error("too many documents fetched from {host} lately; try again in a minute")]
-    RateLimited { host: String },
+    RateLimited { host: String, retry_after: Duration },
     #[error("too many documents are being fetched now; try again in a moment")]
     Busy,
     #[error("too many documents are being fetched from {host} now; try again in a moment")]
     HostBusy { host: String },
+}
+
+impl DocumentError {
+    /// Whether the error says only that Tessera cannot fetch now (its places or budgets are
+    /// taken, the publisher does not answer): a stale copy may serve, and the caller is told
+    /// to retry rather than that the client is bad.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            DocumentError::Fetch { .. }
+            | DocumentError::Busy
+            | DocumentError::HostBusy { .. }
+            | DocumentError::RateLimited { .. } => true,
+            DocumentError::Status { status, .. } => *status >= 500,
+            _ => false,
+        }
+    }
+
+    /// How long to wait, for the errors that are Tessera's limits rather than the document's.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            DocumentError::Busy | DocumentError::HostBusy { .. } => Some(BUSY_RETRY_AFTER),
+            DocumentError::RateLimited { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        }
+    }
+}
+
+/// Who a fetch is for, which decides the places it may take.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// A URL anyone may name (a client id, a document's `jwks_uri`).
+    Named,
+    /// A registered client's `jwks_uri`: stored by an operator or a (rate-limited) registration.
+    Registered,
 }
 
 /// A document as cached: its bytes, and when to fetch it again.
@@ -251,6 +295,7 @@ pub struct DocumentCache {
     per_host: RateLimiter,
     per_caller: RateLimiter,
     fetching: tokio::sync::Semaphore,
+    fetching_known: tokio::sync::Semaphore,
     fetching_per_host: Places,
     fetching_per_caller: Places,
 }
@@ -271,6 +316,7 @@ impl DocumentCache {
             key_sets: Mutex::new(Shelf::new(Kind::KeySet.limits())),
             in_flight: Mutex::new(HashMap::new()),
             fetching: tokio::sync::Semaphore::new(MAX_CONCURRENT_FETCHES),
+            fetching_known: tokio::sync::Semaphore::new(MAX_KNOWN_FETCHES),
             fetching_per_host: Places::new(MAX_FETCHES_PER_HOST),
             fetching_per_caller: Places::new(MAX_FETCHES_PER_CALLER),
         }
@@ -291,13 +337,15 @@ impl DocumentCache {
 
     /// The JSON object of `kind` at `url` (https): from the cache while fresh, else fetched
     /// (one fetch for all concurrent callers) and cached if `usable` accepts it, else the stale
-    /// copy if the fetch failed and one is still allowed to serve. `caller` (an address key,
-    /// when known) is who a fetch of a new URL is counted against.
+    /// copy if the fetch failed for a passing reason and one is still allowed to serve.
+    /// `caller` (an address key, when known) is who a fetch of a new URL is counted against;
+    /// `origin` says whose URL it is.
     pub async fn get(
         &self,
         kind: Kind,
         url: &str,
         caller: Option<&str>,
+        origin: Origin,
         usable: Usable<'_>,
     ) -> Result<Value, DocumentError> {
         let now = Instant::now();
@@ -321,12 +369,17 @@ impl DocumentCache {
         };
         let outcome = waiting
             .cell
-            .get_or_init(|| self.fetch_and_keep(kind, url, caller, usable))
+            .get_or_init(|| self.fetch_and_keep(kind, url, caller, origin, usable))
             .await
             .clone();
         drop(waiting);
         let body = match outcome {
             Ok(body) => body,
+            Err(error) if !error.is_transient() => {
+                // The publisher answered: the document is gone or no longer usable.
+                lock(self.shelf(kind)).remove(url);
+                return Err(error);
+            }
             Err(error) => {
                 let stale = lock(self.shelf(kind))
                     .entries
@@ -360,7 +413,14 @@ impl DocumentCache {
         }
     }
 
-    async fn fetch_and_keep(&self, kind: Kind, url: &str, caller: Option<&str>, usable: Usable<'_>) -> Outcome {
+    async fn fetch_and_keep(
+        &self,
+        kind: Kind,
+        url: &str,
+        caller: Option<&str>,
+        origin: Origin,
+        usable: Usable<'_>,
+    ) -> Outcome {
         let parsed = url::Url::parse(url).ok();
         let host = parsed
             .as_ref()
@@ -375,22 +435,31 @@ impl DocumentCache {
         let known = lock(self.shelf(kind)).entries.contains_key(url);
         if !known {
             let caller = caller.unwrap_or_default();
-            if self.per_caller.check(caller).is_err()
-                || self.per_caller_host.check(&format!("{host}\0{caller}")).is_err()
-                || self.per_host.check(&host).is_err()
-            {
-                return Err(DocumentError::RateLimited { host });
+            let budgets = self
+                .per_caller
+                .check(caller)
+                .and_then(|_| self.per_caller_host.check(&format!("{host}\0{caller}")))
+                .and_then(|_| self.per_host.check(&host));
+            if let Err(retry_after) = budgets {
+                return Err(DocumentError::RateLimited { host, retry_after });
             }
         }
         let _host_place = self
             .fetching_per_host
             .take(&host_and_port)
             .ok_or_else(|| DocumentError::HostBusy { host: host.clone() })?;
-        let _caller_place = self
-            .fetching_per_caller
-            .take(caller.unwrap_or_default())
-            .ok_or(DocumentError::Busy)?;
-        let _place = tokio::time::timeout(FETCH_QUEUE_WAIT, self.fetching.acquire())
+        // Known documents and registered key sets have places of their own; new URLs named by
+        // anyone share the rest, a few per caller.
+        let (places, _caller_place) = if known || origin == Origin::Registered {
+            (&self.fetching_known, None)
+        } else {
+            let place = self
+                .fetching_per_caller
+                .take(caller.unwrap_or_default())
+                .ok_or(DocumentError::Busy)?;
+            (&self.fetching, Some(place))
+        };
+        let _place = tokio::time::timeout(FETCH_QUEUE_WAIT, places.acquire())
             .await
             .map_err(|_| DocumentError::Busy)?
             .map_err(|_| DocumentError::Busy)?;

@@ -114,6 +114,12 @@ impl RateLimiter {
 
     /// Takes one request from `key`'s bucket, or says how long until one is available.
     pub fn check(&self, key: &str) -> Result<(), Duration> {
+        self.check_n(key, 1.0)
+    }
+
+    /// Takes `cost` requests' worth from `key`'s bucket (a cost above the burst is charged as
+    /// the burst), or says how long until that much is available.
+    pub fn check_n(&self, key: &str, cost: f64) -> Result<(), Duration> {
         if self.rate.per_second <= 0.0 {
             return Ok(());
         }
@@ -143,11 +149,12 @@ impl RateLimiter {
         let refilled = now.duration_since(bucket.updated).as_secs_f64() * self.rate.per_second;
         bucket.tokens = (bucket.tokens + refilled).min(self.rate.burst);
         bucket.updated = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
+        let cost = cost.clamp(0.0, self.rate.burst);
+        if bucket.tokens >= cost {
+            bucket.tokens -= cost;
             Ok(())
         } else {
-            let wait = (1.0 - bucket.tokens) / self.rate.per_second;
+            let wait = (cost - bucket.tokens) / self.rate.per_second;
             Err(Duration::from_secs_f64(wait.max(0.001)))
         }
     }

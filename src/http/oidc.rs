@@ -67,7 +67,7 @@ pub struct UserInfoErrors;
 
 impl ErrorGroup for UserInfoErrors {
     type Body = ErrorJson;
-    const STATUSES: &'static [u16] = &[400, 401, 403, 500, 503];
+    const STATUSES: &'static [u16] = &[400, 401, 403, 429, 500, 503];
     const CHALLENGED: &'static [u16] = &[400, 401, 403];
     const NONCED: &'static [u16] = &[401];
     const CHALLENGE: Challenge = userinfo_challenge(false);
@@ -86,6 +86,10 @@ impl ErrorGroup for UserInfoErrors {
                     given in `DPoP-Nonce` (`use_dpop_nonce`, RFC 9449 §8)."
             }
             403 => "The token was not issued with the `openid` scope (`insufficient_scope`).",
+            429 => {
+                "The token's DPoP key made more than 50 proofs a second (`rate_limited`); wait \
+                    `Retry-After` seconds."
+            }
             status => describe(status),
         }
     }

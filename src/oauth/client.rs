@@ -580,10 +580,16 @@ impl Provider {
         Ok(self.store.list_clients().await?)
     }
 
-    /// Looks up a client for the authorization endpoint (no authentication happens there):
+    /// Looks up a client where no authentication happens (the admin API, the CLI, the pages):
     /// see [`Provider::resolve_client`].
     pub async fn find_client(&self, client_id: &str) -> Result<Option<ClientRecord>, Error> {
         self.resolve_client(client_id).await
+    }
+
+    /// [`Provider::find_client`] for a request from `caller` (an address key), against whom a
+    /// fetch of a document not cached is counted.
+    pub async fn find_client_for(&self, client_id: &str, caller: Option<&str>) -> Result<Option<ClientRecord>, Error> {
+        self.resolve_client_for(client_id, caller).await
     }
 }
 

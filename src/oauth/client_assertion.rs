@@ -17,7 +17,7 @@ use url::Url;
 
 use super::jws::{parse_jwk, Jws, VerificationKey};
 use super::{now, Error, Provider};
-use crate::documents::Kind;
+use crate::documents::{Kind, Origin};
 use crate::store::ClientRecord;
 
 /// `client_assertion_type` for a JWT assertion (RFC 7523 §2.2).
@@ -118,7 +118,8 @@ pub fn claimed_client(assertion: &str) -> Option<String> {
     let payload = assertion.split('.').nth(1)?;
     let claims: Value =
         serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).ok()?).ok()?;
-    let sub = claims["sub"].as_str().filter(|s| !s.is_empty())?;
+    // A NUL is in no client id (and PostgreSQL could not even look one up): nobody's.
+    let sub = claims["sub"].as_str().filter(|s| !s.is_empty() && !s.contains('\0'))?;
     (claims["iss"].as_str() == Some(sub)).then(|| sub.to_string())
 }
 
@@ -162,11 +163,21 @@ impl Provider {
                         break;
                     }
                     let usable = |jwks: &Value| parse_jwks(jwks, false).map(drop);
+                    // A document client's key set is a URL anyone named; a stored client's was
+                    // registered.
+                    let origin = match super::client_document::is_document_url(&client.client_id) {
+                        true => Origin::Named,
+                        false => Origin::Registered,
+                    };
                     let jwks = self
                         .documents
-                        .get(Kind::KeySet, uri, caller, &usable)
+                        .get(Kind::KeySet, uri, caller, origin, &usable)
                         .await
-                        .map_err(|e| Refused::Invalid(e.to_string()))?;
+                        .map_err(|e| match super::client_document::capacity_error(&e) {
+                            // Our limits, not the client's keys: retry later, not invalid_client.
+                            Some(busy) => Refused::Server(busy),
+                            None => Refused::Invalid(e.to_string()),
+                        })?;
                     parse_jwks(&jwks, false).map_err(Refused::Invalid)?
                 }
                 (None, None) => return Err(Refused::Invalid("the client has no keys".into())),

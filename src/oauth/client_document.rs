@@ -17,7 +17,7 @@ use super::client::MAX_URI_BYTES;
 use super::registration::ClientMetadata;
 use super::{Error, ErrorCode, Provider};
 use crate::config::ClientDocumentsMode;
-use crate::documents::Kind;
+use crate::documents::{DocumentError, Kind, Origin};
 use crate::store::ClientRecord;
 
 /// The largest document read (the draft suggests 5 KB).
@@ -78,6 +78,21 @@ pub fn document_host(client_id: &str) -> Option<String> {
         .and_then(|u| u.host_str().map(str::to_string))
 }
 
+/// The error of a document that could not be had because of Tessera's own limits (its fetch
+/// places or budgets are taken): the caller should come back, not fix its client. 503 or 429
+/// with `Retry-After`; `None` for the document's own faults.
+pub(super) fn capacity_error(error: &DocumentError) -> Option<Error> {
+    let retry_after = error.retry_after()?;
+    let code = match error {
+        DocumentError::RateLimited { .. } => ErrorCode::RateLimited,
+        _ => ErrorCode::TemporarilyUnavailable,
+    };
+    Some(Error {
+        retry_after: Some(retry_after),
+        ..Error::new(code, error.to_string())
+    })
+}
+
 fn invalid(client_id: &str, why: impl std::fmt::Display) -> Error {
     Error::new(
         ErrorCode::InvalidClient,
@@ -103,7 +118,9 @@ impl Provider {
     /// The client with this id: a registered one, or one described by the metadata document
     /// at the id (fetched or from the cache) when such clients are accepted. `Ok(None)` for an
     /// unknown id; an `invalid_client` error naming the reason when the document cannot be had
-    /// or is not acceptable.
+    /// or is not acceptable. This one is for privileged callers (the admin API, the CLI, the
+    /// console), whose fetches share one budget: a request from anyone else passes its address
+    /// ([`Provider::resolve_client_for`]), so that the fetches it causes are counted against it.
     pub async fn resolve_client(&self, client_id: &str) -> Result<Option<ClientRecord>, Error> {
         self.resolve_client_for(client_id, None).await
     }
@@ -136,13 +153,11 @@ impl Provider {
         };
         let document = self
             .documents
-            .get(Kind::ClientMetadata, client_id, caller, &usable)
+            .get(Kind::ClientMetadata, client_id, caller, Origin::Named, &usable)
             .await
             .map_err(|e| match e {
-                crate::documents::DocumentError::Unusable(description) => {
-                    Error::new(ErrorCode::InvalidClient, description)
-                }
-                e => invalid(client_id, e),
+                DocumentError::Unusable(description) => Error::new(ErrorCode::InvalidClient, description),
+                e => capacity_error(&e).unwrap_or_else(|| invalid(client_id, e)),
             })?;
         self.client_from_document(client_id, &document)
     }

@@ -80,12 +80,13 @@ impl Provider {
             .collect()
     }
 
-    /// Every app this user has approved.
-    pub async fn authorized_apps(&self, user_id: &str) -> Result<Vec<AuthorizedApp>, Error> {
+    /// Every app this user has approved; `caller` (an address key) is who a document fetch
+    /// is counted against.
+    pub async fn authorized_apps(&self, user_id: &str, caller: Option<&str>) -> Result<Vec<AuthorizedApp>, Error> {
         let mut apps = Vec::new();
         for consent in self.store.list_consents(user_id).await? {
             // A document client whose document cannot be had now is still listed, by its host.
-            let client = match self.resolve_client(&consent.client_id).await {
+            let client = match self.resolve_client_for(&consent.client_id, caller).await {
                 Ok(client) => client,
                 Err(e) if e.code == super::ErrorCode::InvalidClient => None,
                 Err(e) => return Err(e),

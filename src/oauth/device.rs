@@ -188,7 +188,7 @@ impl Provider {
     /// `invalid_grant`.
     pub async fn device_prompt(&self, typed: &str, session: &Session, address: &str) -> Result<DevicePrompt, Error> {
         let (_, device) = self.find_device(typed, session.user_id(), address).await?;
-        let client = self.device_client(&device).await?;
+        let client = self.device_client(&device, address).await?;
         let scope = Scope::parse(&device.scope)?;
         Ok(DevicePrompt {
             user_code: display_user_code(&normalize_user_code(typed).unwrap_or_default()),
@@ -213,7 +213,7 @@ impl Provider {
         decision: Decision,
     ) -> Result<(), Error> {
         let (hash, device) = self.find_device(typed, session.user_id(), address).await?;
-        self.device_client(&device).await?;
+        self.device_client(&device, address).await?;
         let (user_id, auth_time) = (session.user_id().to_string(), session.auth_time());
         match decision {
             Decision::Deny => {
@@ -258,8 +258,8 @@ impl Provider {
     }
 
     /// The client that asked, if it still exists and may still use the grant.
-    async fn device_client(&self, device: &DeviceRecord) -> Result<ClientRecord, Error> {
-        self.find_client(&device.client_id)
+    async fn device_client(&self, device: &DeviceRecord, address: &str) -> Result<ClientRecord, Error> {
+        self.find_client_for(&device.client_id, Some(address))
             .await?
             .filter(|c| c.grant_types.contains(&GrantType::DeviceCode))
             .ok_or_else(|| Error::invalid_grant("the app that asked for this code no longer exists"))

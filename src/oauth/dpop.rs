@@ -38,6 +38,8 @@ pub const FUTURE_SKEW: i64 = 5;
 const MAX_JTI_BYTES: usize = 256;
 /// The server secret the nonces are signed with.
 const NONCE_SECRET: &str = "dpop-nonce";
+/// Proofs one key may spend a second (see [`Provider::spend_proof`]).
+pub const PROOFS_PER_KEY: u32 = 50;
 
 /// The DPoP side of an HTTP request, as the HTTP layer hands it over.
 #[derive(Debug, Default, Clone)]
@@ -213,15 +215,18 @@ pub fn require_proof_of_key(bound: Option<&str>, proven: Option<&str>, what: &st
 }
 
 impl Provider {
-    /// The proof of a token request, verified (RFC 9449 §5): `None` when there is none and the
-    /// client does not need one. A client with `dpop_bound_access_tokens` must send one.
-    /// Errors: `invalid_dpop_proof`, or `use_dpop_nonce` with a fresh nonce to retry with.
+    /// The proof of a token request, verified (RFC 9449 §5) but its `jti` not yet spent: the
+    /// grant spends it ([`Provider::spend_proof`]) once the request is known good (a real code,
+    /// a live refresh token), so a request anyone can make (a public client's, with a made-up
+    /// code) never fills the replay memory. `None` when there is none and the client does not
+    /// need one; a client with `dpop_bound_access_tokens` must send one. Errors:
+    /// `invalid_dpop_proof`, or `use_dpop_nonce` with a fresh nonce to retry with.
     pub async fn token_request_proof(
         &self,
         client: &ClientRecord,
         request: &ProofRequest,
     ) -> Result<Option<Proof>, Error> {
-        let proof = self.check_proof(request, None).await?;
+        let proof = self.verify_request_proof(request, None).await?;
         if proof.is_none() && client.policy.dpop_bound_access_tokens {
             return Err(invalid_proof(
                 "this client must send a DPoP proof with every token request",
@@ -234,6 +239,52 @@ impl Provider {
     /// resource): the proof itself, the server nonce when nonces are on, and its `jti` used
     /// once (on every node).
     pub async fn check_proof(
+        &self,
+        request: &ProofRequest,
+        access_token: Option<&str>,
+    ) -> Result<Option<Proof>, Error> {
+        let proof = self.verify_request_proof(request, access_token).await?;
+        if let Some(proof) = &proof {
+            self.spend_proof(proof).await?;
+        }
+        Ok(proof)
+    }
+
+    /// Spends a verified proof's `jti` (on every node), when the request it came with is
+    /// known good: a replay fails from then on. Each key may spend at most
+    /// [`PROOFS_PER_KEY`] a second (burst twice that; 429 beyond): the replay memory is
+    /// bounded, and one key holder must not be able to fill it for everyone.
+    pub async fn spend_proof(&self, proof: &Proof) -> Result<(), Error> {
+        self.proof_rate.check(&proof.jkt).map_err(Error::rate_limited)?;
+        let max_age = self.config.dpop_proof_max_age.as_secs() as i64;
+        let key = [
+            b"dpop-jti\0".as_slice(),
+            proof.jkt.as_bytes(),
+            b"\0",
+            proof.jti.as_bytes(),
+        ]
+        .concat();
+        let until_ms = (proof.accepted_until(max_age) + 1) * 1000;
+        if !self.store.remember_once(&key, until_ms).await? {
+            return Err(invalid_proof("the proof's jti was used before"));
+        }
+        Ok(())
+    }
+
+    /// [`Provider::spend_proof`] for a grant's proof, if it has one; its key's thumbprint.
+    pub(crate) async fn spend_grant_proof<'p>(&self, proof: Option<&'p Proof>) -> Result<Option<&'p str>, Error> {
+        match proof {
+            Some(proof) => {
+                self.spend_proof(proof).await?;
+                Ok(Some(proof.jkt.as_str()))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Verifies the request's proof, if it has one (the proof itself and the server nonce),
+    /// without spending its `jti`.
+    async fn verify_request_proof(
         &self,
         request: &ProofRequest,
         access_token: Option<&str>,
@@ -258,18 +309,6 @@ impl Provider {
                     "the proof must carry the nonce in the DPoP-Nonce header",
                 )
             });
-        }
-        // Last: a proof that fails any other check costs no write.
-        let key = [
-            b"dpop-jti\0".as_slice(),
-            proof.jkt.as_bytes(),
-            b"\0",
-            proof.jti.as_bytes(),
-        ]
-        .concat();
-        let until_ms = (proof.accepted_until(max_age) + 1) * 1000;
-        if !self.store.remember_once(&key, until_ms).await? {
-            return Err(invalid_proof("the proof's jti was used before"));
         }
         Ok(Some(proof))
     }

@@ -206,10 +206,18 @@ impl From<crate::store::StoreError> for Error {
                 retry_after: Some(STORE_RETRY_AFTER),
                 dpop_nonce: None,
             },
-            crate::store::StoreError::InvalidText(_) => Error {
+            // Room frees as entries expire: say when.
+            crate::store::StoreError::Full { retry_after, .. } => Error {
+                code: ErrorCode::TemporarilyUnavailable,
+                description: format!("the service is busy; retry in {} seconds", retry_after.as_secs().max(1)),
                 cause: Some(err.into()),
-                ..Error::invalid_request("the request may not contain a NUL character")
+                retry_after: Some(retry_after),
+                dpop_nonce: None,
             },
+            // The caller's fault, not ours: nothing to log as a failure.
+            crate::store::StoreError::InvalidText(_) => {
+                Error::invalid_request("the request may not contain a NUL character")
+            }
             _ => Error::server_error(err),
         }
     }

@@ -35,7 +35,11 @@ impl LogoutRequest {
 impl Provider {
     /// Validates a logout request. Every failure is shown to the user, never redirected: an
     /// unverified redirect URI must not be followed (no open redirect).
-    pub async fn validate_logout(&self, pairs: &[(String, String)]) -> Result<LogoutRequest, Error> {
+    pub async fn validate_logout(
+        &self,
+        pairs: &[(String, String)],
+        caller: Option<&str>,
+    ) -> Result<LogoutRequest, Error> {
         let params = Params::new(pairs);
         let mut hinted_client_id = None;
         let mut hinted_user_id = None;
@@ -57,7 +61,7 @@ impl Provider {
         };
         let client = match client_id {
             Some(id) => Some(
-                self.find_client(id)
+                self.find_client_for(id, caller)
                     .await?
                     .ok_or_else(|| Error::invalid_request("unknown client_id"))?,
             ),

@@ -73,8 +73,13 @@ pub struct Provider {
     /// Device authorizations started per client address: each is a stored record and a live
     /// user code for `device_code_ttl`.
     device_rate: crate::rate_limit::RateLimiter,
-    /// Pushed authorization requests per client address, for clients anyone can push for.
+    /// Pushed authorization requests per client address, for clients anyone can push for, by
+    /// count and by the bytes they keep in the scratch space.
     pushed_rate: crate::rate_limit::RateLimiter,
+    pushed_bytes_rate: crate::rate_limit::RateLimiter,
+    /// DPoP proofs spent per key ([`dpop::PROOFS_PER_KEY`]): what one key holder may add to
+    /// the replay memory.
+    proof_rate: crate::rate_limit::RateLimiter,
     /// Bursts of rejected client authentications, for the audit trail.
     auth_failures: audit::AuthFailureWatch,
     /// Changes per ordinary actor ([`audit::Caller::privileged`] ones are not counted).
@@ -120,6 +125,8 @@ impl Provider {
             registration_rate,
             device_rate,
             pushed_rate,
+            pushed_bytes_rate: crate::rate_limit::RateLimiter::new(authorize::pushed::PUSHED_KIB_PER_MINUTE),
+            proof_rate: crate::rate_limit::RateLimiter::new(crate::rate_limit::Rate::per_second(dpop::PROOFS_PER_KEY)),
             auth_failures: audit::AuthFailureWatch::new(),
             change_rate,
             active_refresh_tokens: Default::default(),

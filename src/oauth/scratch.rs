@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::{now, secret_hash, Error, Provider};
-use crate::store::ScratchRoom;
+use crate::store::{ScratchRoom, MAX_SCRATCH_VALUE_BYTES};
 
 /// The name of the server secret that seals scratch values.
 const SEALING_SECRET: &str = "scratch-aead";
@@ -43,6 +43,9 @@ impl Provider {
             .map_err(|_| Error::server_error("sealing failed"))?;
         let mut stored = nonce.to_vec();
         stored.extend_from_slice(&sealed);
+        if stored.len() > MAX_SCRATCH_VALUE_BYTES {
+            return Err(Error::invalid_request("the request holds too much to keep"));
+        }
         let key = secret_hash(&format!("{purpose}\0{owner}"));
         Ok(self.store.put_scratch(&key, &stored, now() + ttl, room).await?)
     }

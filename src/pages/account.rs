@@ -179,7 +179,8 @@ async fn handle_logout(
     pairs: &[(String, String)],
     confirmed: bool,
 ) -> Response {
-    let request = match provider.validate_logout(pairs).await {
+    let caller = crate::net::client_address(req, &provider.config.trusted_proxies).map(crate::net::address_key);
+    let request = match provider.validate_logout(pairs, caller.as_deref()).await {
         Ok(r) => r,
         Err(e) => return error_page(templates, &e),
     };

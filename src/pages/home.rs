@@ -41,7 +41,8 @@ pub(super) async fn authorized_apps(
 ) -> Response {
     let (provider, templates) = (provider.0.as_ref(), templates.0.as_ref());
     let session = try_page!(visitor(provider, templates, req, StatusCode::FOUND).await);
-    let apps = match provider.authorized_apps(session.user_id()).await {
+    let caller = crate::net::client_address(req, &provider.config.trusted_proxies).map(crate::net::address_key);
+    let apps = match provider.authorized_apps(session.user_id(), caller.as_deref()).await {
         Ok(apps) => apps,
         Err(e) => return error_page(templates, &e),
     };

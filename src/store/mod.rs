@@ -52,6 +52,14 @@ pub enum StoreError {
     /// the server's. What the HTTP edge lets through never gets here; this is the net below it.
     #[error("the database cannot store this text: {0}")]
     InvalidText(String),
+    /// A bounded space (the scratch space, the replay memory) is full of live entries; room
+    /// frees as they expire, the first after `retry_after`. Requests answer 503 with it as
+    /// `Retry-After`.
+    #[error("the {what} is full of live entries; room frees in {} s", retry_after.as_secs())]
+    Full {
+        what: &'static str,
+        retry_after: std::time::Duration,
+    },
     /// The database was migrated by a newer Tessera.
     #[error("the database schema is at version {0}, newer than this Tessera knows ({1}); run a newer Tessera")]
     SchemaTooNew(i64, i64),
@@ -613,9 +621,14 @@ impl ScratchRoom {
     }
 }
 
-/// The error of a write the scratch space has no room for.
-pub fn scratch_full() -> StoreError {
-    StoreError::Unavailable("the scratch space is full of live values; retry later".into())
+/// The error of a write the scratch space has no room for, when its first live value expires
+/// at `first_expiry` (Unix seconds).
+pub fn scratch_full(first_expiry: i64) -> StoreError {
+    let wait = first_expiry.saturating_sub(crate::clock::now()).max(1);
+    StoreError::Full {
+        what: "scratch space",
+        retry_after: std::time::Duration::from_secs(wait as u64),
+    }
 }
 
 /// Short-lived state every node must see alike: failure counters, and scratch values a browser

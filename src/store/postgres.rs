@@ -1184,7 +1184,15 @@ impl EphemeralStore for PgStore {
             )
             .await?;
         if stored == 0 {
-            return Err(scratch_full());
+            let first = self
+                .query_opt(
+                    "SELECT min(expires_at) FROM scratch WHERE expires_at > $1",
+                    &[&crate::clock::now()],
+                )
+                .await?
+                .and_then(|row| row.get::<_, Option<i64>>(0))
+                .unwrap_or_default();
+            return Err(scratch_full(first));
         }
         Ok(())
     }

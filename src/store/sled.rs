@@ -110,7 +110,8 @@ impl ScratchTable {
         // Replacing a value adds none.
         let grows = replaced == 0 && self.values.len() >= max_values;
         if grows || self.bytes - replaced + Self::cost(value) > max_bytes {
-            return Err(scratch_full());
+            let first = self.by_expiry.first().map_or(now, |(expires, _)| *expires);
+            return Err(scratch_full(first));
         }
         self.remove(key);
         self.bytes += Self::cost(value);
@@ -147,9 +148,11 @@ impl Ephemeral {
             return Ok(false);
         }
         if table.until.len() >= MAX_ONCE {
-            return Err(StoreError::Unavailable(
-                "the replay cache is full of live entries".into(),
-            ));
+            let first = table.by_expiry.first().map_or(now_ms, |(until, _)| *until);
+            return Err(StoreError::Full {
+                what: "replay memory",
+                retry_after: std::time::Duration::from_millis((first - now_ms).max(1000) as u64),
+            });
         }
         if let Some(old) = table.until.insert(hash, expires_at_ms) {
             table.by_expiry.remove(&(old, hash));
@@ -1516,7 +1519,7 @@ mod tests {
         }
         assert!(matches!(
             ephemeral.remember_once(b"one more", live),
-            Err(StoreError::Unavailable(_))
+            Err(StoreError::Full { .. })
         ));
         assert!(
             !ephemeral.remember_once(&0u64.to_be_bytes(), live).unwrap(),

@@ -74,6 +74,11 @@ impl Jose {
             .collect()
     }
 
+    /// Proofs for these specs (`key`, `htm`, `htu` and any extra fields), minted in one run.
+    pub async fn proofs(&mut self, specs: Vec<Value>) -> Vec<String> {
+        self.mint(specs).await
+    }
+
     /// One proof by key `key` for `method` on `url`, with `extra` fields.
     pub async fn proof(&mut self, key: &str, method: &str, url: &str, extra: Value) -> String {
         let mut spec = json!({"key": key, "htm": method, "htu": url});

@@ -225,12 +225,21 @@ async fn a_slow_host_cannot_take_every_fetch_place() {
         slow.serve(&path, doc);
         slow_ids.push(slow.url(&path));
     }
-    // Forty slow fetches at once, from as many addresses as an attacker likes.
+    // Forty slow fetches at once, from addresses of the attacker's (ten of them).
     let base = app.base.clone();
     let flood = tokio::spawn(async move {
-        futures_lite_free::for_each_concurrent(slow_ids, 40, move |id| {
+        let numbered: Vec<(usize, String)> = slow_ids.into_iter().enumerate().collect();
+        futures_lite_free::for_each_concurrent(numbered, 40, move |(i, id)| {
             let base = base.clone();
-            async move { authorize_each(&base, vec![id], 1).await[0] }
+            async move {
+                let http = from_address([127, 0, 3, (i % 10) as u8 + 1]);
+                let params = authorize_params(&id);
+                http.get(format!("{base}/o/authorize/"))
+                    .query(&params)
+                    .send()
+                    .await
+                    .map_or(0, |r| r.status().as_u16())
+            }
         })
         .await
     });
@@ -281,7 +290,7 @@ async fn anonymous_pushes_never_evict_another_clients_pushed_request() {
         ..test_config(&dirs)
     };
     let app = std::sync::Arc::new(spawn_app_with(config, dirs).await);
-    let push = |app: std::sync::Arc<TestApp>, client: TestClient, state: String| async move {
+    let push = |app: std::sync::Arc<TestApp>, client: TestClient, state: String, http: reqwest::Client| async move {
         let pkce = Pkce::new();
         let redirect_uri = match client.secret {
             Some(_) => REDIRECT_URI,
@@ -295,34 +304,50 @@ async fn anonymous_pushes_never_evict_another_clients_pushed_request() {
             ("code_challenge", pkce.challenge.clone()),
             ("code_challenge_method", "S256".into()),
         ];
-        let mut request = app.http.post(app.url("/o/par/"));
+        let mut request = http.post(app.url("/o/par/"));
         match &client.secret {
             Some(secret) => request = request.basic_auth(&client.id, Some(secret)),
             None => form.push(("client_id", client.id.clone())),
         }
         let response = request.form(&form).send().await.unwrap();
         let status = response.status().as_u16();
-        let retry_after = response.headers().get("retry-after").is_some();
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
         let body: Value = response.json().await.unwrap_or(Value::Null);
         (status, retry_after, body)
     };
-    let (status, _, body) = push(app.clone(), app.client.clone(), "victim".into()).await;
+    let (status, _, body) = push(app.clone(), app.client.clone(), "victim".into(), app.http.clone()).await;
     assert_eq!(status, 201, "{body}");
     let victim = body["request_uri"].as_str().unwrap().to_string();
 
+    // 10,500 pushes, 50 from each of 210 addresses (each within its byte budget).
     let attempts: Vec<usize> = (0..tessera::store::MAX_SCRATCH_VALUES + 500).collect();
     let public = app.public_client.clone();
+    let flooders: Vec<reqwest::Client> = (0..=attempts.len() / 50)
+        .map(|a| from_address([127, 0, 4 + (a / 200) as u8, (a % 200) as u8 + 1]))
+        .collect();
     let outcomes = futures_lite_free::for_each_concurrent(attempts, 16, {
         let app = app.clone();
-        move |i| push(app.clone(), public.clone(), format!("flood-{i}"))
+        move |i| {
+            push(
+                app.clone(),
+                public.clone(),
+                format!("flood-{i}"),
+                flooders[i / 50].clone(),
+            )
+        }
     })
     .await;
     let stored = outcomes.iter().filter(|(status, ..)| *status == 201).count();
     let refused: Vec<_> = outcomes.iter().filter(|(status, ..)| *status != 201).collect();
     assert!(!refused.is_empty(), "the flood reached the bound ({stored} stored)");
     for (status, retry_after, body) in &refused {
-        assert_eq!((*status, *retry_after), (503, true), "{body}");
+        assert_eq!(*status, 503, "{body}");
         assert_eq!(body["error"], "temporarily_unavailable");
+        // Room frees when the first push expires (`par_ttl`, 60 s), not in a second.
+        assert!(retry_after.is_some_and(|s| s > 5 && s <= 60), "{retry_after:?}");
     }
     // The victim's request is still there, and starts (the login page), using the room kept
     // for flows under way.
@@ -1292,4 +1317,315 @@ async fn the_cluster_client_cache_is_bounded_in_bytes() {
     println!("client cache at most {} KiB for 200 clients of ~200 KB", biggest / 1024);
     assert!(biggest <= CLIENT_CACHE_BYTES, "{biggest} bytes");
     assert!(biggest > CLIENT_CACHE_BYTES / 2, "the cache was used: {biggest} bytes");
+}
+
+// The attack on these fixes, before they were released: what a reviewer with the release build
+// found in them, each as the attack.
+
+/// A reqwest client whose connections come from `from` (a loopback address of the test's
+/// choosing, so the server counts it as another caller).
+fn from_address(from: [u8; 4]) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from(from))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// The attack, 1: a DPoP proof's `jti` was remembered before the grant was checked, so anyone
+/// (a public client needs no secret) filled the 500,000-entry replay memory with made-up codes
+/// and fresh proofs at ~8,000 requests a second from 16 addresses, and then every DPoP request
+/// was refused. Now a token request's proof is spent only once its grant is known good, and
+/// one key may spend 50 proofs a second (UserInfo included).
+#[tokio::test]
+async fn proofs_sent_with_made_up_grants_are_not_spent_and_one_key_cannot_fill_the_replay_memory() {
+    use tessera::store::{ClientPolicy, ClientType};
+    let app = spawn_app().await;
+    let mut jose = crate::dpop::Jose::with_keys(&[("mine", "ES256")]).await;
+    let spa = crate::dpop::register(&app, ClientType::Public, ClientPolicy::default()).await;
+    let token_url = format!("{}/o/token/", app.issuer);
+    let proof = jose.proof("mine", "POST", &token_url, json!({})).await;
+    // A made-up code with the proof: refused, and the proof not spent...
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", "made-up"),
+        ("redirect_uri", REDIRECT_URI),
+        ("code_verifier", "x".repeat(43).as_str()),
+    ]
+    .map(|(k, v)| (k, v.to_string()));
+    let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let refused = crate::dpop::token_with_proofs(&app, &spa, &form, &[&proof]).await;
+    assert_eq!(refused.status(), 400);
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_grant");
+    // ...so the same proof still works with a real code, once.
+    let response = crate::dpop::code_flow(&app, &spa, &[&proof]).await;
+    assert_eq!(response.status(), 200, "the proof was not spent by the made-up code");
+    let tokens: Value = response.json().await.unwrap();
+    let replayed = crate::dpop::code_flow(&app, &spa, &[&proof]).await;
+    let body: Value = replayed.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_dpop_proof", "and then it is spent: {body}");
+
+    // One key holder at UserInfo: 50 proofs a second (burst 100), then 429.
+    let access = tokens["access_token"].as_str().unwrap();
+    let userinfo = format!("{}/o/userinfo/", app.issuer);
+    let specs: Vec<Value> = (0..300)
+        .map(|_| json!({"key": "mine", "htm": "GET", "htu": userinfo, "access_token": access}))
+        .collect();
+    let proofs = jose.proofs(specs).await;
+    let started = std::time::Instant::now();
+    let app = std::sync::Arc::new(app);
+    let statuses = futures_lite_free::for_each_concurrent(proofs, 16, {
+        let (app, access) = (app.clone(), access.to_string());
+        move |proof| {
+            let (app, access) = (app.clone(), access.clone());
+            async move {
+                let url = app.url("/o/userinfo/");
+                crate::dpop::get_with(&app, &url, "DPoP", &access, &[&proof])
+                    .await
+                    .status()
+                    .as_u16()
+            }
+        }
+    })
+    .await;
+    println!("300 UserInfo calls in {:?}", started.elapsed());
+    assert!(statuses.iter().filter(|s| **s == 200).count() >= 100, "{statuses:?}");
+    assert!(
+        statuses.contains(&429),
+        "one key cannot spend without limit: {statuses:?}"
+    );
+    assert!(statuses.iter().all(|s| [200, 429].contains(s)), "{statuses:?}");
+}
+
+/// The attack, 2: a pushed request of 8,000 control characters was 8,000 bytes as counted but
+/// 48,000 as kept (each one escaped in JSON), past the scratch space's 16 KiB a value: a 500
+/// on both backends. Now a pushed request is measured as kept, and a value too big to keep is
+/// a 400.
+#[tokio::test]
+async fn a_pushed_request_of_control_characters_is_refused_not_a_500() {
+    let app = spawn_app().await;
+    let pkce = Pkce::new();
+    for state in ["\u{1}".repeat(8000), "\u{1}".repeat(2000)] {
+        let response = app
+            .http
+            .post(app.url("/o/par/"))
+            .form(&[
+                ("client_id", app.public_client.id.as_str()),
+                ("response_type", "code"),
+                ("redirect_uri", "http://127.0.0.1/callback"),
+                ("code_challenge", pkce.challenge.as_str()),
+                ("code_challenge_method", "S256"),
+                ("state", state.as_str()),
+            ])
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some("invalid_request")),
+            "{body}"
+        );
+    }
+}
+
+/// The attack, 3: pushes of up to 16 KB each, 30 a minute from each of 70 addresses, filled
+/// the scratch space in 3 s, and a push nobody started kept its room for 11 minutes. Now an
+/// address may keep 64 KiB a minute there with such pushes, and an unstarted push keeps its room
+/// for `par_ttl` only.
+#[tokio::test]
+async fn one_address_cannot_fill_the_scratch_space_with_big_pushes() {
+    let app = spawn_app().await;
+    let pkce = Pkce::new();
+    let push = || {
+        app.http
+            .post(app.url("/o/par/"))
+            .form(&[
+                ("client_id", app.public_client.id.as_str()),
+                ("response_type", "code"),
+                ("redirect_uri", "http://127.0.0.1/callback"),
+                ("code_challenge", pkce.challenge.as_str()),
+                ("code_challenge_method", "S256"),
+                ("state", "x".repeat(7900).as_str()),
+            ])
+            .send()
+    };
+    let mut statuses = Vec::new();
+    for _ in 0..12 {
+        statuses.push(push().await.unwrap().status().as_u16());
+    }
+    let stored = statuses.iter().filter(|s| **s == 201).count();
+    assert!((7..=8).contains(&stored), "64 KiB of 8 KB pushes: {statuses:?}");
+    assert!(statuses.iter().all(|s| [201, 429].contains(s)), "{statuses:?}");
+}
+
+/// Slow documents on a host of its own (with `authority`'s certificate).
+async fn slow_host(authority: &DocumentServer, delay: Duration) -> DocumentServer {
+    let host = authority.another().await;
+    for i in 0..8 {
+        let path = format!("/slow/{i}.json");
+        let mut doc = Doc::json(&usable_document(&host.url(&path)));
+        doc.delay = delay;
+        host.serve(&path, doc);
+    }
+    host
+}
+
+/// The attack, 4 and 5: four addresses naming slow documents on hosts of their own held every
+/// fetch place, so new document clients, and an operator's `private_key_jwt` client whose key
+/// set was not cached, failed; and our own limits were answered as the client's fault (400 or
+/// 401 `invalid_client`). Now registered clients' key sets have places of their own, one caller
+/// holds at most 4, and a full house is 503 (or 429) with `Retry-After`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn slow_documents_from_many_callers_cannot_stop_a_registered_clients_keys() {
+    use tessera::oauth::client_assertion::ClientKeys;
+    let delay = Duration::from_secs(6);
+    let keys = DocumentServer::start().await;
+    let mut hosts = Vec::new();
+    for _ in 0..9 {
+        hosts.push(slow_host(&keys, delay).await);
+    }
+    let dirs = tempfile::tempdir().unwrap();
+    let mut config = test_config(&dirs);
+    keys.trusted_by(&mut config);
+    config.client_documents.mode = tessera::config::ClientDocumentsMode::Open;
+    config.rate_limit_per_address = tessera::rate_limit::Rate::OFF;
+    let app = spawn_app_with(config, dirs).await;
+    // Every server here has the same certificate authority.
+    let key = crate::private_key_jwt::TestKey::new(jsonwebtoken::Algorithm::ES256);
+    keys.serve("/jwks.json", Doc::json(&key.jwks()));
+    let client_id = crate::private_key_jwt::register(&app, ClientKeys::JwksUri(keys.url("/jwks.json"))).await;
+
+    // Eight attackers, four slow fetches each, on eight hosts: 32 places.
+    let mut flood = tokio::task::JoinSet::new();
+    for attacker in 0..8u8 {
+        for i in 0..4 {
+            let http = from_address([127, 0, 1, attacker + 1]);
+            let (base, id) = (
+                app.base.clone(),
+                hosts[attacker as usize].url(&format!("/slow/{i}.json")),
+            );
+            flood.spawn(async move {
+                let params = authorize_params(&id);
+                http.get(format!("{base}/o/authorize/"))
+                    .query(&params)
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+            });
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    // The registered client's keys are still read.
+    let (status, body) = crate::private_key_jwt::token_with(&app, &key.assertion(&client_id, &app.issuer)).await;
+    assert_eq!(status, 200, "{body}");
+    // A ninth caller's new document: our limit, answered as one (503 + Retry-After).
+    let victim = from_address([127, 0, 1, 100]);
+    let id = hosts[8].url("/slow/0.json");
+    let response = victim
+        .get(app.url("/o/authorize/"))
+        .query(&authorize_params(&id))
+        .send()
+        .await
+        .unwrap();
+    let (status, retry_after) = (
+        response.status().as_u16(),
+        response.headers().contains_key("retry-after"),
+    );
+    assert_eq!((status, retry_after), (503, true), "{}", response.text().await.unwrap());
+    flood.join_all().await;
+}
+
+/// The attack, 6: a logout (or the device page, or the authorized-apps page) looked a document
+/// client up with no caller, so every anonymous visitor shared one fetch budget: one address's
+/// logouts naming new documents refused everyone else's. Now each is counted against its own
+/// address.
+#[tokio::test]
+async fn one_visitors_logouts_do_not_spend_another_visitors_fetch_budget() {
+    let documents = DocumentServer::start().await;
+    let dirs = tempfile::tempdir().unwrap();
+    let mut config = test_config(&dirs);
+    documents.trusted_by(&mut config);
+    config.client_documents.mode = tessera::config::ClientDocumentsMode::Open;
+    let app = spawn_app_with(config, dirs).await;
+    let logout = |http: reqwest::Client, client_id: String| {
+        let url = app.url("/o/logout/");
+        async move {
+            let response = http
+                .get(url)
+                .query(&[("client_id", client_id.as_str())])
+                .send()
+                .await
+                .unwrap();
+            (response.status().as_u16(), response.text().await.unwrap())
+        }
+    };
+    let attacker = from_address([127, 0, 2, 1]);
+    let mut attacker_refused = false;
+    for i in 0..40 {
+        let path = format!("/logout/{i}.json");
+        documents.serve(&path, Doc::json(&usable_document(&documents.url(&path))));
+        let (status, page) = logout(attacker.clone(), documents.url(&path)).await;
+        attacker_refused |= status == 429 && page.contains("too many documents");
+    }
+    assert!(attacker_refused, "the attacker met their own budget");
+    let victim = from_address([127, 0, 2, 2]);
+    let path = "/logout/victim.json";
+    documents.serve(path, Doc::json(&usable_document(&documents.url(path))));
+    let (status, page) = logout(victim, documents.url(path)).await;
+    assert!(!page.contains("too many documents"), "{status}: {page}");
+    assert_eq!(documents.hits(path), 1, "the victim's document was fetched");
+}
+
+/// The attack, 7: a NUL in a client assertion's `iss`/`sub` (inside base64 JSON, where the
+/// request edge cannot see it) reached PostgreSQL: a 400 and an ERROR line in the log, and not
+/// the `invalid_client` every other bad assertion gets. Now such a client id is nobody's.
+#[tokio::test]
+async fn a_nul_inside_a_client_assertion_is_invalid_client_on_every_backend() {
+    let app = spawn_app().await;
+    let key = crate::private_key_jwt::TestKey::new(jsonwebtoken::Algorithm::ES256);
+    let assertion = key.assertion("a\u{0}b", &app.issuer);
+    let (status, body) = crate::private_key_jwt::token_with(&app, &assertion).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid_client")),
+        "{body}"
+    );
+}
+
+/// The attack, 8: a stale copy served on any failed refetch, so a document its publisher
+/// withdrew (404) or emptied kept working for `stale_ttl` (an hour). Now only a publisher that
+/// cannot be reached (or answers 5xx) keeps the stale copy serving.
+#[tokio::test]
+async fn a_withdrawn_document_stops_working_when_it_is_fetched_again() {
+    let documents = DocumentServer::start().await;
+    let dirs = tempfile::tempdir().unwrap();
+    let mut config = test_config(&dirs);
+    documents.trusted_by(&mut config);
+    config.client_documents.mode = tessera::config::ClientDocumentsMode::Open;
+    config.documents.min_ttl = Duration::from_secs(1);
+    let app = spawn_app_with(config, dirs).await;
+    for (path, withdrawn) in [
+        (
+            "/gone.json",
+            Doc {
+                status: 404,
+                ..Doc::json(&json!({}))
+            },
+        ),
+        ("/emptied.json", Doc::json(&json!({"client_id": "x"}))),
+    ] {
+        let id = documents.url(path);
+        documents.serve(path, Doc::json(&usable_document(&id)));
+        assert_eq!(app.authorize(&authorize_params(&id)).await.status(), 302, "{path}");
+        let withdrawn = match path {
+            "/emptied.json" => Doc::json(&json!({"client_id": id, "redirect_uris": []})),
+            _ => withdrawn,
+        };
+        documents.serve(path, withdrawn);
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert_eq!(app.authorize(&authorize_params(&id)).await.status(), 400, "{path}");
+    }
 }

@@ -808,7 +808,7 @@ async fn a_full_scratch_space_refuses_new_values_and_keeps_every_live_one() {
         }
         writers.join_all().await;
         let refused = store.put_scratch(&key(starts), b"late", now + 600, Start).await;
-        assert!(matches!(refused, Err(StoreError::Unavailable(_))), "{refused:?}");
+        assert!(matches!(refused, Err(StoreError::Full { .. })), "{refused:?}");
         assert_eq!(
             store.get_scratch(&key(0)).await.unwrap().as_deref(),
             Some(&b"value"[..]),
@@ -831,7 +831,7 @@ async fn a_full_scratch_space_refuses_new_values_and_keeps_every_live_one() {
         let refused = store
             .put_scratch(&key(MAX_SCRATCH_VALUES), b"step", now + 600, Continue)
             .await;
-        assert!(matches!(refused, Err(StoreError::Unavailable(_))), "{refused:?}");
+        assert!(matches!(refused, Err(StoreError::Full { .. })), "{refused:?}");
         let oversized = store
             .put_scratch(&[9; 32], &vec![0; MAX_SCRATCH_VALUE_BYTES + 1], now + 600, Continue)
             .await;

@@ -27,9 +27,17 @@ pub const REQUEST_URI_PREFIX: &str = "urn:ietf:params:oauth:request_uri:";
 /// How long a started request stays usable: long enough to log in and read the consent page.
 pub const INTERACTION_TTL: i64 = 600;
 
-/// The most bytes of parameters a pushed request may hold (an `id_token_hint` is the longest
-/// usual one, at about 1.5 KB).
+/// The most bytes of parameters a pushed request may hold, as kept (JSON, where a control
+/// character takes six bytes): an `id_token_hint` is the longest usual one, at about 1.5 KB.
 pub const MAX_PUSHED_BYTES: usize = 8192;
+
+/// What one address may keep in the scratch space with pushes for clients anyone can push
+/// for: 64 KiB a minute (a usual push is under 2 KiB), counted in KiB; with pushes living
+/// `par_ttl` until started, a few hundred addresses are needed to fill the space.
+pub const PUSHED_KIB_PER_MINUTE: crate::rate_limit::Rate = crate::rate_limit::Rate {
+    per_second: 64.0 / 60.0,
+    burst: 64.0,
+};
 
 /// The scratch purposes: the request, when it was started, and that it was used.
 const PURPOSE: &str = "pushed-authorization-request";
@@ -92,12 +100,8 @@ impl Provider {
                 "request objects (the request parameter) are not supported",
             ));
         }
-        if pairs
-            .iter()
-            .map(|(name, value)| name.len() + value.len())
-            .sum::<usize>()
-            > MAX_PUSHED_BYTES
-        {
+        let kept = serde_json::to_vec(&pairs).map_or(usize::MAX, |json| json.len());
+        if kept > MAX_PUSHED_BYTES {
             return Err(Error::invalid_request(format!(
                 "a pushed request holds at most {MAX_PUSHED_BYTES} bytes of parameters"
             )));
@@ -124,6 +128,10 @@ impl Provider {
         if client.client_type == ClientType::Public || !operator_made(&client) {
             let address = credentials.address.as_deref().unwrap_or_default();
             self.pushed_rate.check(address).map_err(Error::rate_limited)?;
+            let kib = (kept as f64 / 1024.0).ceil().max(1.0);
+            self.pushed_bytes_rate
+                .check_n(address, kib)
+                .map_err(Error::rate_limited)?;
         }
         // Last, so that only pushes that would be stored spend a proof's one-time entry.
         if let Some(proof) = self.check_proof(proofs, None).await? {
@@ -145,14 +153,10 @@ impl Provider {
             pairs,
             pushed_at: now(),
         };
-        self.put_sealed(
-            PURPOSE,
-            &reference,
-            &record,
-            ttl as i64 + INTERACTION_TTL,
-            ScratchRoom::Start,
-        )
-        .await?;
+        // Kept for `par_ttl` only: a request nobody starts frees its room then. Starting it
+        // keeps it for the interaction.
+        self.put_sealed(PURPOSE, &reference, &record, ttl as i64, ScratchRoom::Start)
+            .await?;
         Ok(PushedAuthorization {
             request_uri: format!("{REQUEST_URI_PREFIX}{reference}"),
             expires_in: ttl,
@@ -193,6 +197,9 @@ impl Provider {
             None if now > record.pushed_at + self.config.par_ttl.as_secs() as i64 => return Err(gone()),
             None => {
                 self.put_sealed(STARTED, reference, &now, INTERACTION_TTL, ScratchRoom::Continue)
+                    .await?;
+                // The same request, kept for the interaction (its content never changes).
+                self.put_sealed(PURPOSE, reference, &record, INTERACTION_TTL, ScratchRoom::Continue)
                     .await?;
                 now
             }

@@ -1,5 +1,6 @@
 //! `grant_type=authorization_code` (RFC 6749 §4.1.3, RFC 7636 §4.5-4.6).
 
+use crate::oauth::dpop::Proof;
 use crate::oauth::oidc::IdTokenInput;
 use crate::oauth::scope::Scope;
 use crate::oauth::token::{TokenBinding, TokenResponse};
@@ -17,9 +18,10 @@ impl Provider {
         code: &str,
         redirect_uri: Option<&str>,
         code_verifier: Option<&str>,
-        dpop_jkt: Option<&str>,
+        proof: Option<&Proof>,
         address: Option<&str>,
     ) -> Result<TokenResponse, Error> {
+        let dpop_jkt = proof.map(|p| p.jkt.as_str());
         let record = match self.store.redeem_code(&secret_hash(code)).await? {
             Redemption::Fresh(record) => record,
             Redemption::Replayed(record) => {
@@ -90,6 +92,8 @@ impl Provider {
         // above). Then this exchange still answers, as the one that redeemed the code, but
         // with tokens of the revoked grant: dead on arrival, like everything the code produced.
         let grant = grant_of(&record, issued_at, false);
+        // The code was real: now the proof is spent (a made-up code spends nothing).
+        self.spend_grant_proof(proof).await?;
         self.store.insert_grant(&grant).await?;
         self.issue_user_tokens(client, &grant, record.nonce.as_deref(), issued_at, dpop_jkt)
             .await

@@ -7,6 +7,7 @@
 
 use std::sync::Mutex;
 
+use crate::oauth::dpop::Proof;
 use crate::oauth::token::TokenResponse;
 use crate::oauth::{now, secret_hash, Error, ErrorCode, Provider};
 use crate::store::{ClientRecord, DeviceRecord, DeviceStatus};
@@ -69,7 +70,7 @@ impl Provider {
         &self,
         client: &ClientRecord,
         device_code: &str,
-        dpop_jkt: Option<&str>,
+        proof: Option<&Proof>,
     ) -> Result<TokenResponse, Error> {
         let now_ms = crate::clock::now_ms();
         let outcome = Mutex::new(None);
@@ -113,6 +114,8 @@ impl Provider {
                 let Some(grant) = grant.filter(|g| !g.revoked) else {
                     return Err(Error::invalid_grant("the authorization was revoked"));
                 };
+                // Approved: now the proof is spent (a pending poll spends nothing).
+                let dpop_jkt = self.spend_grant_proof(proof).await?;
                 self.issue_user_tokens(client, &grant, None, now(), dpop_jkt).await
             }
         }

@@ -8,7 +8,7 @@ pub mod token_exchange;
 
 use self::token_exchange::ExchangeRequest;
 use super::client::ClientCredentials;
-use super::dpop::{Proof, ProofRequest};
+use super::dpop::ProofRequest;
 use super::token::TokenResponse;
 use super::{Error, ErrorCode, Provider};
 use crate::store::{ClientRecord, GrantType};
@@ -132,8 +132,9 @@ impl Provider {
         if !matches!(grant, GrantType::ClientCredentials | GrantType::TokenExchange) {
             self.ensure_id_token_key(&client)?;
         }
+        // Verified here; its jti is spent by the grant once the request is known good.
         let proof = self.token_request_proof(&client, dpop).await?;
-        let jkt = proof.as_ref().map(|p: &Proof| p.jkt.as_str());
+        let proof = proof.as_ref();
         let issued = match request {
             GrantRequest::AuthorizationCode {
                 code,
@@ -146,12 +147,14 @@ impl Provider {
                     &code,
                     redirect_uri.as_deref(),
                     code_verifier.as_deref(),
-                    jkt,
+                    proof,
                     from,
                 )
                 .await
             }
+            // The client authenticated: its proof is spent at once.
             GrantRequest::ClientCredentials { scope, resource } => {
+                let jkt = self.spend_grant_proof(proof).await?;
                 self.client_credentials_grant(&client, scope.as_deref(), resource.as_deref(), jkt)
             }
             GrantRequest::RefreshToken { refresh_token, scope } => {
@@ -159,13 +162,16 @@ impl Provider {
                     &client,
                     &refresh_token,
                     scope.as_deref(),
-                    jkt,
+                    proof,
                     credentials.address.as_deref(),
                 )
                 .await
             }
-            GrantRequest::DeviceCode { device_code } => self.device_code_grant(&client, &device_code, jkt).await,
-            GrantRequest::TokenExchange(request) => self.token_exchange_grant(&client, request, jkt).await,
+            GrantRequest::DeviceCode { device_code } => self.device_code_grant(&client, &device_code, proof).await,
+            GrantRequest::TokenExchange(request) => {
+                let jkt = self.spend_grant_proof(proof).await?;
+                self.token_exchange_grant(&client, request, jkt).await
+            }
         }?;
         if client.first_used_at.is_none() {
             // Once per client: a registered client that is used is never purged as unused.

@@ -1,6 +1,6 @@
 //! `grant_type=refresh_token` (RFC 6749 §6) with rotation and reuse detection (RFC 9700 §4.14.2).
 
-use crate::oauth::dpop::invalid_proof;
+use crate::oauth::dpop::{invalid_proof, Proof};
 use crate::oauth::oidc::IdTokenInput;
 use crate::oauth::scope::Scope;
 use crate::oauth::token::{TokenBinding, TokenResponse};
@@ -16,9 +16,10 @@ impl Provider {
         client: &ClientRecord,
         presented: &str,
         requested_scope: Option<&str>,
-        dpop_jkt: Option<&str>,
+        proof: Option<&Proof>,
         address: Option<&str>,
     ) -> Result<TokenResponse, Error> {
+        let dpop_jkt = proof.map(|p| p.jkt.as_str());
         let invalid = || Error::invalid_grant("the refresh token is invalid");
         let old_hash = secret_hash(presented);
         let (current, grant) = self.store.get_refresh_and_grant(&old_hash).await?.ok_or_else(invalid)?;
@@ -68,6 +69,9 @@ impl Provider {
             // The family keeps its binding.
             dpop_jkt: current.dpop_jkt.clone(),
         };
+        // The token is real and its binding holds: now the proof is spent (before rotating, so
+        // a replayed proof cannot rotate it).
+        self.spend_grant_proof(proof).await?;
         // Rotate first, sign after: the loser of a race, or a reused token, costs no signature.
         match self
             .store
