@@ -118,7 +118,8 @@ async fn junk_urls_on_a_host_do_not_lock_out_the_real_client_published_there() {
     // An anonymous visitor names a dozen documents that do not exist on the vendor's host.
     for i in 0..12 {
         let (status, _) = authorize(&visitor, documents.url(&format!("/junk/{i}.json"))).await;
-        assert_eq!(status, 400);
+        // Past the visitor's own budget: 429, our limit (the third review), not a 400.
+        assert!([400, 429].contains(&status), "{status}");
     }
     // The vendor's real client, never fetched before (a new node, a restart, an expired copy).
     let client_id = documents.url("/agent/client.json");
