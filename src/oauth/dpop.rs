@@ -38,8 +38,17 @@ pub const FUTURE_SKEW: i64 = 5;
 const MAX_JTI_BYTES: usize = 256;
 /// The server secret the nonces are signed with.
 const NONCE_SECRET: &str = "dpop-nonce";
-/// Proofs one key may spend a second (see [`Provider::spend_proof`]).
+/// Proofs one key may spend a second where [`KeyBudget::PerKey`] applies.
 pub const PROOFS_PER_KEY: u32 = 50;
+
+/// Whether a proof's key is held to [`PROOFS_PER_KEY`]: where something else already bounds
+/// how often proofs are spent (a grant known good at the token endpoint, the per-address push
+/// budget at PAR), it is not, so a busy service using one key is not slowed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyBudget {
+    PerKey,
+    Unbounded,
+}
 
 /// The DPoP side of an HTTP request, as the HTTP layer hands it over.
 #[derive(Debug, Default, Clone)]
@@ -237,25 +246,29 @@ impl Provider {
 
     /// Checks the request's proof, if it has one, with `access_token` as its `ath` (at a
     /// resource): the proof itself, the server nonce when nonces are on, and its `jti` used
-    /// once (on every node).
+    /// once (on every node). With [`KeyBudget::PerKey`] the key may spend at most
+    /// [`PROOFS_PER_KEY`] proofs a second (burst twice that; 429 beyond): where nothing else
+    /// bounds how often one key holder may come (UserInfo, revocation), the replay memory must
+    /// not be theirs to fill.
     pub async fn check_proof(
         &self,
         request: &ProofRequest,
         access_token: Option<&str>,
+        budget: KeyBudget,
     ) -> Result<Option<Proof>, Error> {
         let proof = self.verify_request_proof(request, access_token).await?;
         if let Some(proof) = &proof {
+            if budget == KeyBudget::PerKey {
+                self.proof_rate.check(&proof.jkt).map_err(Error::rate_limited)?;
+            }
             self.spend_proof(proof).await?;
         }
         Ok(proof)
     }
 
     /// Spends a verified proof's `jti` (on every node), when the request it came with is
-    /// known good: a replay fails from then on. Each key may spend at most
-    /// [`PROOFS_PER_KEY`] a second (burst twice that; 429 beyond): the replay memory is
-    /// bounded, and one key holder must not be able to fill it for everyone.
+    /// known good: a replay fails from then on.
     pub async fn spend_proof(&self, proof: &Proof) -> Result<(), Error> {
-        self.proof_rate.check(&proof.jkt).map_err(Error::rate_limited)?;
         let max_age = self.config.dpop_proof_max_age.as_secs() as i64;
         let key = [
             b"dpop-jti\0".as_slice(),

@@ -4,7 +4,7 @@
 //! owner's whole grant.
 
 use super::client::ClientCredentials;
-use super::dpop::{require_proof_of_key, ProofRequest};
+use super::dpop::{require_proof_of_key, KeyBudget, ProofRequest};
 use super::{secret_hash, Error, ErrorCode, Provider};
 use crate::store::{ClientRecord, ClientType};
 
@@ -42,6 +42,8 @@ impl Provider {
             return Ok(false);
         };
         match grant {
+            // A revoked grant has nothing left to revoke: no proof is spent on it.
+            Some(grant) if grant.revoked => Ok(false),
             Some(grant) if grant.client_id == client.client_id => {
                 self.check_revocation_proof(client, record.dpop_jkt.as_deref(), proofs, "the refresh token")
                     .await?;
@@ -79,7 +81,7 @@ impl Provider {
         if bound.is_none() || client.client_type != ClientType::Public {
             return Ok(());
         }
-        let proof = self.check_proof(proofs, None).await?;
+        let proof = self.check_proof(proofs, None, KeyBudget::PerKey).await?;
         require_proof_of_key(bound, proof.as_ref().map(|p| p.jkt.as_str()), what)
     }
 }

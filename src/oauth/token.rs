@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use super::dpop::{invalid_proof, ProofRequest};
+use super::dpop::{invalid_proof, KeyBudget, ProofRequest};
 use super::scope::Scope;
 use super::{now, random_token, Error, ErrorCode, Provider};
 use crate::store::ClientRecord;
@@ -202,7 +202,7 @@ impl Provider {
             }
             (Presentation::Dpop(request), Some(jkt)) => {
                 let proof = self
-                    .check_proof(request, Some(token))
+                    .check_proof(request, Some(token), KeyBudget::PerKey)
                     .await?
                     .ok_or_else(|| invalid_proof("a DPoP proof is required with a DPoP-bound token"))?;
                 if proof.jkt != jkt {

@@ -1336,7 +1336,8 @@ fn from_address(from: [u8; 4]) -> reqwest::Client {
 /// (a public client needs no secret) filled the 500,000-entry replay memory with made-up codes
 /// and fresh proofs at ~8,000 requests a second from 16 addresses, and then every DPoP request
 /// was refused. Now a token request's proof is spent only once its grant is known good, and
-/// one key may spend 50 proofs a second (UserInfo included).
+/// where nothing else bounds a key holder (UserInfo, revocation) one key may spend 50 proofs
+/// a second.
 #[tokio::test]
 async fn proofs_sent_with_made_up_grants_are_not_spent_and_one_key_cannot_fill_the_replay_memory() {
     use tessera::store::{ClientPolicy, ClientType};

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::request::Origin;
 use super::AuthorizeError;
 use crate::oauth::client::{operator_made, ClientCredentials};
-use crate::oauth::dpop::ProofRequest;
+use crate::oauth::dpop::{KeyBudget, ProofRequest};
 use crate::oauth::params::Params;
 use crate::oauth::{now, random_token, secret_hash, Error, ErrorCode, Provider};
 use crate::store::{ClientType, ScratchRoom};
@@ -134,7 +134,7 @@ impl Provider {
                 .map_err(Error::rate_limited)?;
         }
         // Last, so that only pushes that would be stored spend a proof's one-time entry.
-        if let Some(proof) = self.check_proof(proofs, None).await? {
+        if let Some(proof) = self.check_proof(proofs, None, KeyBudget::Unbounded).await? {
             match Params::new(&pairs).get("dpop_jkt")? {
                 Some(named) if named != proof.jkt => {
                     return Err(Error::new(
