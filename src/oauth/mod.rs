@@ -20,6 +20,7 @@ pub mod error;
 pub mod grant;
 pub mod introspect;
 pub mod jws;
+pub mod login;
 pub mod logout;
 pub mod oidc;
 pub mod params;

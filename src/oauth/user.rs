@@ -42,7 +42,7 @@ async fn password_matches_off_workers(password: &str, phc: &str) -> Result<bool,
         .map_err(Error::server_error)
 }
 
-fn validate_username(username: &str) -> Result<(), Error> {
+pub(super) fn validate_username(username: &str) -> Result<(), Error> {
     let ok = (1..=64).contains(&username.chars().count())
         && username
             .chars()
@@ -214,109 +214,7 @@ fn validated_profile(profile: &UserProfile) -> Result<UserProfile, Error> {
     Ok(profile)
 }
 
-/// Why a login did not succeed.
-#[derive(Debug)]
-pub enum LoginFailure {
-    /// Wrong username or password; which one is never said.
-    Invalid,
-    /// Too many failures: try again after this long.
-    Throttled(std::time::Duration),
-    /// Every password-check place stayed taken: try again after this long.
-    Busy(std::time::Duration),
-    /// The password was right, but an operator disabled the account.
-    Disabled,
-    Error(Error),
-}
-
-/// How long a login waits for a free password-check place before it is told to come back.
-const PASSWORD_CHECK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
-
 impl Provider {
-    /// Checks a login attempt from `address`, applying the login throttle: the attempt is
-    /// counted before its password is hashed (so parallel guesses cannot outrun the count),
-    /// and a locked-out username or address is refused without hashing anything. At most
-    /// `max_parallel_password_checks` hashes run at once, off the async workers.
-    /// `device_cookie` is the browser's [`super::session::DeviceCookie`], if it sent one.
-    pub async fn log_in_with_password(
-        &self,
-        username: &str,
-        password: &str,
-        address: Option<std::net::IpAddr>,
-        device_cookie: Option<&str>,
-    ) -> Result<UserRecord, LoginFailure> {
-        let from = address;
-        let address = address.map(crate::net::address_key).unwrap_or_default();
-        let known_device = self
-            .is_known_device(device_cookie, username)
-            .await
-            .map_err(LoginFailure::Error)?;
-        let attempt = super::throttle::Attempt {
-            username,
-            address: &address,
-            known_device,
-        };
-        let failed = |e: crate::store::StoreError| LoginFailure::Error(e.into());
-        let store = self.store.as_ref();
-        let locks_out = self
-            .login_throttle
-            .begin(store, &attempt)
-            .await
-            .map_err(failed)?
-            .map_err(LoginFailure::Throttled)?;
-        let place = tokio::time::timeout(PASSWORD_CHECK_WAIT, self.password_checks.clone().acquire_owned()).await;
-        let Ok(Ok(place)) = place else {
-            self.login_throttle.abandoned(store, &attempt).await.map_err(failed)?;
-            return Err(LoginFailure::Busy(PASSWORD_CHECK_WAIT));
-        };
-        let checked = self.check_password(username, password).await;
-        drop(place);
-        match checked {
-            Ok(Some(user)) => {
-                self.login_throttle.succeeded(store, &attempt).await.map_err(failed)?;
-                // Said only to someone who knows the password.
-                if user.disabled {
-                    return Err(LoginFailure::Disabled);
-                }
-                Ok(user)
-            }
-            Ok(None) => {
-                if locks_out {
-                    // Named only if someone has that name: what was typed may be a password.
-                    let user = match validate_username(username) {
-                        Ok(()) => self.store.get_user_by_name(username).await.ok().flatten(),
-                        Err(_) => None,
-                    };
-                    let target = match &user {
-                        Some(user) => Target::user(user),
-                        None => Target {
-                            kind: "user",
-                            id: "",
-                            name: "(no such user)",
-                        },
-                    };
-                    let by = Caller::anonymous(from.map(|a| a.to_string()).as_deref());
-                    self.record(&by, "login.lockout", Some(target), "locked").await;
-                }
-                self.login_failed(&attempt).await
-            }
-            Err(e) => Err(LoginFailure::Error(e)),
-        }
-    }
-
-    /// A wrong password: `Invalid`, or `Throttled` if that failure locked the attempt out.
-    async fn login_failed(&self, attempt: &super::throttle::Attempt<'_>) -> Result<UserRecord, LoginFailure> {
-        let failed = |e: crate::store::StoreError| LoginFailure::Error(e.into());
-        match self
-            .login_throttle
-            .retry_after(self.store.as_ref(), attempt)
-            .await
-            .map_err(failed)?
-        {
-            Some(wait) => Err(LoginFailure::Throttled(wait)),
-            None => Err(LoginFailure::Invalid),
-        }
-    }
-
     /// Creates a user; fails with `invalid_request` when the username is taken or invalid.
     pub async fn create_user(
         &self,

@@ -12,9 +12,9 @@ use poem::{handler, Body, Request, Response};
 
 use super::{current_session, error_page, form_pairs, page, query_pairs, redirect, Cookie, Templates};
 use crate::http::routes as paths;
+use crate::oauth::login::{LoginAttempt, LoginRefusal, LoginStep};
 use crate::oauth::params::Params;
-use crate::oauth::user::LoginFailure;
-use crate::oauth::{Error, ErrorCode, Provider};
+use crate::oauth::Provider;
 use crate::urlencoded::parse_pairs;
 
 /// Where login sends the user back to: only a path on this server. Browsers strip tabs and
@@ -102,7 +102,7 @@ pub(super) async fn login_form(
     }
 }
 
-/// POST /o/login/: check the password, start a fresh session, go back to `next`.
+/// POST /o/login/: hands the form to [`Provider::sign_in`] and renders the step it decides.
 #[handler]
 pub(super) async fn login(
     req: &Request,
@@ -110,7 +110,7 @@ pub(super) async fn login(
     provider: Data<&Arc<Provider>>,
     templates: Data<&Arc<Templates>>,
 ) -> Response {
-    let templates = templates.0.as_ref();
+    let (provider, templates) = (provider.0.as_ref(), templates.0.as_ref());
     let form = match form_pairs(body).await {
         Ok(f) => f,
         Err(e) => return error_page(templates, &e),
@@ -118,113 +118,60 @@ pub(super) async fn login(
     let form = Params::new(&form);
     let field = |name: &str| form.get(name).ok().flatten().unwrap_or_default().to_string();
     let next = safe_next(Some(&field("next"))).unwrap_or_default().to_string();
-    // The form's CSRF token is the session's, or (without a session) the login-form cookie's.
-    let session = match current_session(provider.as_ref(), req).await {
+    let session = match current_session(provider, req).await {
         Ok(session) => session,
         Err(e) => return error_page(templates, &e),
     };
-    let csrf_token = field("csrf_token");
-    let form_is_ours = match &session {
-        Some(session) => Ok(session.csrf_matches(&csrf_token)),
-        None => {
-            let cookie = Cookie::LoginForm.read(provider.as_ref(), req);
-            provider.login_form_matches(cookie.as_deref(), &csrf_token).await
-        }
+    let (username, password, csrf_token) = (field("username"), field("password"), field("csrf_token"));
+    let login_form_cookie = Cookie::LoginForm.read(provider, req);
+    let device_cookie = Cookie::Device.read(provider, req);
+    let attempt = LoginAttempt {
+        username: &username,
+        password: &password,
+        csrf_token: &csrf_token,
+        session: session.as_ref(),
+        login_form_cookie: login_form_cookie.as_deref(),
+        device_cookie: device_cookie.as_deref(),
+        address: crate::net::client_address(req, &provider.config.trusted_proxies),
     };
-    match form_is_ours {
-        Ok(true) => {}
-        Ok(false) => {
-            let error = Error::new(
-                ErrorCode::AccessDenied,
-                "your login form expired or was not sent by this site (CSRF check failed); go back and try again",
-            );
-            return error_page(templates, &error);
+    let signed_in = match provider.sign_in(&attempt).await {
+        Ok(LoginStep::Done(signed_in)) => signed_in,
+        Ok(LoginStep::Show(refusal)) => {
+            let (status, message) = match refusal {
+                // Never say which of the two was wrong.
+                LoginRefusal::WrongCredentials => (StatusCode::UNAUTHORIZED, "Invalid username or password."),
+                LoginRefusal::Disabled => (
+                    StatusCode::FORBIDDEN,
+                    "This account is disabled. Ask the server's operator.",
+                ),
+            };
+            return login_page(templates, status, &csrf_token, &next, &username, Some(message));
         }
-        Err(e) => return error_page(templates, &e),
-    }
-    let (username, password) = (field("username"), field("password"));
-    let address = crate::net::client_address(req, &provider.0.config.trusted_proxies);
-    let device = Cookie::Device.read(provider.as_ref(), req);
-    let user = match provider
-        .0
-        .log_in_with_password(&username, &password, address, device.as_deref())
-        .await
-    {
-        Ok(user) => user,
-        Err(LoginFailure::Invalid) => {
-            // Never say which of the two was wrong.
-            let message = "Invalid username or password.";
-            return login_page(
-                templates,
-                StatusCode::UNAUTHORIZED,
-                &csrf_token,
-                &next,
-                &username,
-                Some(message),
-            );
-        }
-        Err(LoginFailure::Throttled(wait)) => {
+        Ok(LoginStep::Locked(wait)) => {
             let message = format!(
                 "Too many failed attempts. Try again in {} seconds.",
                 wait.as_secs().max(1)
             );
-            return busy_login_page(
-                templates,
-                StatusCode::TOO_MANY_REQUESTS,
-                &csrf_token,
-                &next,
-                &username,
-                &message,
-                wait,
-            );
+            let status = StatusCode::TOO_MANY_REQUESTS;
+            return busy_login_page(templates, status, &csrf_token, &next, &username, &message, wait);
         }
-        Err(LoginFailure::Busy(wait)) => {
+        Ok(LoginStep::Busy(wait)) => {
             let message = "The server is busy checking other logins. Try again in a moment.";
-            return busy_login_page(
-                templates,
-                StatusCode::SERVICE_UNAVAILABLE,
-                &csrf_token,
-                &next,
-                &username,
-                message,
-                wait,
-            );
+            let status = StatusCode::SERVICE_UNAVAILABLE;
+            return busy_login_page(templates, status, &csrf_token, &next, &username, message, wait);
         }
-        Err(LoginFailure::Disabled) => {
-            let message = "This account is disabled. Ask the server's operator.";
-            return login_page(
-                templates,
-                StatusCode::FORBIDDEN,
-                &csrf_token,
-                &next,
-                &username,
-                Some(message),
-            );
-        }
-        Err(LoginFailure::Error(e)) => return error_page(templates, &e),
-    };
-    let fresh = match provider.log_in(session.as_ref(), &user).await {
-        Ok(s) => s,
         Err(e) => return error_page(templates, &e),
     };
     let location = if next.is_empty() { "/".to_string() } else { next };
     let mut response = redirect(StatusCode::SEE_OTHER, &location);
-    let provider = provider.as_ref();
-    Cookie::Session.set(
-        provider,
-        &mut response,
-        &fresh.id,
-        provider.config.session_ttl.as_secs(),
-    );
+    let session_ttl = provider.config.session_ttl.as_secs();
+    Cookie::Session.set(provider, &mut response, &signed_in.session.id, session_ttl);
     Cookie::LoginForm.set(provider, &mut response, "", 0);
     // This browser is now a device its user logs in from (exempt from the per-username
     // slowdown of the login throttle).
-    match provider.device_cookie(&user).await {
-        Ok(device) => {
-            let max_age = crate::oauth::session::DEVICE_TTL_SECS as u64;
-            Cookie::Device.set(provider, &mut response, &device.0, max_age);
-        }
-        Err(e) => tracing::warn!(error = %e, "no device cookie could be made"),
+    if let Some(device) = &signed_in.device {
+        let max_age = crate::oauth::session::DEVICE_TTL_SECS as u64;
+        Cookie::Device.set(provider, &mut response, &device.0, max_age);
     }
     response
 }
