@@ -73,6 +73,40 @@ pub fn client_address(req: &Request, trusted: &[AddressRange]) -> Option<IpAddr>
     Some(client_behind(peer, req.headers(), trusted))
 }
 
+/// The address a request came from, worked out once per request by the HTTP front
+/// ([`ClientAddress::remember`]) and read by every handler that counts or records callers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClientAddress(Option<IpAddr>);
+
+impl ClientAddress {
+    /// Works out the address of `req` (see [`client_address`]) and keeps it in the request.
+    pub fn remember(req: &mut Request, trusted: &[AddressRange]) -> Self {
+        let address = ClientAddress(client_address(req, trusted));
+        req.extensions_mut().insert(address);
+        address
+    }
+
+    /// The address the front remembered for `req`; unknown for a request that did not come
+    /// through it (there is none: every route is behind it).
+    pub fn of(req: &Request) -> Self {
+        req.extensions().get::<ClientAddress>().copied().unwrap_or_default()
+    }
+
+    pub fn ip(self) -> Option<IpAddr> {
+        self.0
+    }
+
+    /// The key per-address limits count it under ([`address_key`]: an IPv6 host by its /64).
+    pub fn key(self) -> Option<String> {
+        self.0.map(address_key)
+    }
+
+    /// The address as the audit trail shows it: the whole address, not its /64.
+    pub fn shown(self) -> Option<String> {
+        self.0.map(|ip| ip.to_string())
+    }
+}
+
 fn client_behind(peer: IpAddr, headers: &HeaderMap, trusted: &[AddressRange]) -> IpAddr {
     let is_trusted = |address: IpAddr| trusted.iter().any(|range| range.contains(address));
     let mut client = peer.to_canonical();

@@ -8,7 +8,8 @@ pub mod form;
 pub mod oauth;
 pub mod oidc;
 pub mod registration;
-pub mod routes;
+use crate::net::ClientAddress;
+use crate::oauth::endpoints as routes;
 pub mod security;
 pub mod server;
 pub mod wellknown;
@@ -305,12 +306,15 @@ fn cors(origins: &[String]) -> Cors {
 
 /// POSTs to the route table's limited paths are counted per client address before any work
 /// is done: no body parsing, no password hashing, no signing.
-async fn limit_by_address<E: Endpoint>(next: Arc<E>, req: Request, provider: Arc<Provider>) -> poem::Result<Response> {
+/// The caller's address is worked out here, once per request, for every handler after it.
+async fn limit_by_address<E: Endpoint>(
+    next: Arc<E>,
+    mut req: Request,
+    provider: Arc<Provider>,
+) -> poem::Result<Response> {
+    let address = ClientAddress::remember(&mut req, &provider.config.trusted_proxies);
     if req.method() == Method::POST && routes::limited_per_address(req.uri().path()) {
-        let address = crate::net::client_address(&req, &provider.config.trusted_proxies)
-            .map(crate::net::address_key)
-            .unwrap_or_default();
-        if let Err(wait) = provider.address_rate.check(&address) {
+        if let Err(wait) = provider.address_rate.check(&address.key().unwrap_or_default()) {
             let mut response = Response::builder()
                 .status(poem::http::StatusCode::TOO_MANY_REQUESTS)
                 .content_type("application/json")

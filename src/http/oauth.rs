@@ -13,6 +13,7 @@ use serde::Deserialize;
 use super::error::{OAuthResponse, PushedResponse};
 use super::security::{client_credentials, proof_request, ClientAuthentication};
 use super::Tag;
+use crate::net::ClientAddress;
 use crate::oauth::client::ClientCredentials;
 use crate::oauth::grant::TokenRequest;
 use crate::oauth::introspect::Introspection;
@@ -279,9 +280,8 @@ impl From<Introspection> for IntrospectionBody {
 }
 
 /// The credentials with the caller's address (behind trusted proxies, the forwarded one).
-fn with_address(mut credentials: ClientCredentials, req: &Request, provider: &Provider) -> ClientCredentials {
-    credentials.address =
-        crate::net::client_address(req, &provider.config.trusted_proxies).map(crate::net::address_key);
+fn with_address(mut credentials: ClientCredentials, req: &Request) -> ClientCredentials {
+    credentials.address = ClientAddress::of(req).key();
     credentials
 }
 
@@ -315,7 +315,7 @@ impl OAuthApi {
     ) -> OAuthResponse<TokenBody> {
         let Form(form) = form;
         let credentials = match client_credentials(req, &form.auth) {
-            Ok(c) => with_address(c, req, &provider),
+            Ok(c) => with_address(c, req),
             Err(e) => return e.into(),
         };
         // RFC 6749 §3.1: a parameter sent without a value is treated as omitted.
@@ -383,7 +383,7 @@ impl OAuthApi {
             let scope = form.scope.as_deref().filter(|v| !v.is_empty());
             let resource = form.resource.as_deref().filter(|v| !v.is_empty());
             provider
-                .device_authorization(&with_address(credentials, req, &provider), scope, resource)
+                .device_authorization(&with_address(credentials, req), scope, resource)
                 .await
         };
         match result.await {
@@ -413,7 +413,7 @@ impl OAuthApi {
         form: Form<PushedAuthorizationForm>,
     ) -> PushedResponse<PushedAuthorizationBody> {
         let result = async {
-            let credentials = with_address(client_credentials(req, &form.auth)?, req, &provider);
+            let credentials = with_address(client_credentials(req, &form.auth)?, req);
             let proofs = proof_request(req, &provider);
             provider
                 .push_authorization_request(&credentials, form.pairs(), &proofs)
@@ -446,7 +446,7 @@ impl OAuthApi {
     ) -> OAuthResponse<RevocationBody> {
         let result = match client_credentials(req, &form.auth) {
             Ok(credentials) => {
-                let credentials = with_address(credentials, req, &provider);
+                let credentials = with_address(credentials, req);
                 let proofs = proof_request(req, &provider);
                 provider
                     .revoke(
@@ -479,7 +479,7 @@ impl OAuthApi {
         let result = async {
             let credentials = client_credentials(req, &form.auth)?;
             provider
-                .introspect(&with_address(credentials, req, &provider), form.token.as_deref())
+                .introspect(&with_address(credentials, req), form.token.as_deref())
                 .await
         };
         match result.await {

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use super::error::{describe, Answer, Challenge, ErrorGroup, ErrorJson, HttpError, NO_STORE};
 use super::security::bearer_token;
 use super::Tag;
+use crate::net::ClientAddress;
 use crate::oauth::registration::{ClientMetadata, Registration};
 use crate::oauth::{Error, ErrorCode, Provider};
 
@@ -306,7 +307,7 @@ impl RegistrationApi {
         let result = async {
             enabled(&provider)?;
             let token = bearer_token(req)?;
-            let address = crate::net::client_address(req, &provider.config.trusted_proxies);
+            let address = ClientAddress::of(req).ip();
             provider
                 .register_dynamically(&body.0.metadata(), token.as_deref(), address)
                 .await
@@ -359,7 +360,7 @@ impl RegistrationApi {
                     body.0.client_id.as_deref(),
                     body.0.client_secret.as_deref(),
                     &body.0.metadata(),
-                    crate::net::client_address(req, &provider.config.trusted_proxies),
+                    ClientAddress::of(req).ip(),
                 )
                 .await
         };
@@ -384,7 +385,7 @@ impl RegistrationApi {
             Ok(token) => token,
             Err(e) => return e.into(),
         };
-        let address = crate::net::client_address(req, &provider.config.trusted_proxies);
+        let address = ClientAddress::of(req).ip();
         match provider
             .delete_registration(&client_id.0, token.as_deref(), address)
             .await

@@ -227,7 +227,7 @@ impl Provider {
         let audiences = [
             self.issuer.clone(),
             format!("{}/", self.issuer),
-            self.url("/o/token/"),
+            self.url(super::endpoints::TOKEN),
             self.url(endpoint),
             self.url(&format!("{endpoint}/")),
         ];

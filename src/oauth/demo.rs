@@ -41,7 +41,7 @@ impl Provider {
         if !self.is_unused().await? {
             return Ok(None);
         }
-        let redirect_uri = self.url("/o/playground/callback/");
+        let redirect_uri = self.url(super::endpoints::PLAYGROUND_CALLBACK);
         let (client, secret) = self
             .register_client(
                 &Caller::system(),

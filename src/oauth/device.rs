@@ -20,10 +20,6 @@ use super::session::Session;
 use super::{now, random_id, random_token, secret_hash, Error, ErrorCode, Provider};
 use crate::store::{ClientRecord, DeviceRecord, DeviceStatus, GrantRecord, GrantType, SecretHash};
 
-/// Where devices start the grant (RFC 8628 §3.1).
-pub const DEVICE_AUTHORIZATION_PATH: &str = "/o/device_authorization/";
-/// Where users enter the user code (RFC 8628 §3.2 `verification_uri`).
-pub const VERIFICATION_PATH: &str = "/o/device/";
 /// Twenty consonants that are hard to misread or mistype, and spell no words (RFC 8628 §6.1).
 pub const USER_CODE_ALPHABET: &[u8; 20] = b"BCDFGHJKLMNPQRSTVWXZ";
 /// Letters in a user code (shown as two groups of four).
@@ -166,7 +162,7 @@ impl Provider {
             record.user_code_hash = self.user_code_hash(&user_code).await?;
             if self.store.insert_device(&secret_hash(&device_code), &record).await? {
                 self.store.durable().await?;
-                let verification_uri = self.url(VERIFICATION_PATH);
+                let verification_uri = self.url(super::endpoints::DEVICE);
                 let shown = display_user_code(&user_code);
                 return Ok(DeviceAuthorization {
                     device_code,

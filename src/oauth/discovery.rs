@@ -2,7 +2,7 @@
 //! the OpenID Provider metadata (OpenID Connect Discovery 1.0 §3, RP-Initiated Logout §2.1),
 //! so the two can never disagree.
 
-use super::{client_assertion, Provider};
+use super::{client_assertion, endpoints, Provider};
 use crate::config::ClientDocumentsMode;
 
 /// The metadata document's fields.
@@ -49,9 +49,6 @@ pub struct ServerMetadata {
     pub service_documentation: String,
 }
 
-/// Where pushed authorization requests (RFC 9126) are taken.
-pub const PUSHED_AUTHORIZATION_REQUEST_PATH: &str = "/o/par/";
-
 fn strings(values: &[&str]) -> Vec<String> {
     values.iter().map(|s| s.to_string()).collect()
 }
@@ -60,16 +57,16 @@ impl Provider {
     pub fn metadata(&self) -> ServerMetadata {
         ServerMetadata {
             issuer: self.issuer.clone(),
-            authorization_endpoint: self.url("/o/authorize/"),
-            token_endpoint: self.url("/o/token/"),
-            userinfo_endpoint: self.url("/o/userinfo/"),
-            jwks_uri: self.url("/.well-known/jwks.json"),
-            end_session_endpoint: self.url("/o/logout/"),
+            authorization_endpoint: self.url(endpoints::AUTHORIZE),
+            token_endpoint: self.url(endpoints::TOKEN),
+            userinfo_endpoint: self.url(endpoints::USERINFO),
+            jwks_uri: self.url(endpoints::JWKS),
+            end_session_endpoint: self.url(endpoints::LOGOUT),
             registration_endpoint: self.registration_endpoint(),
-            revocation_endpoint: self.url("/o/revoke_token/"),
-            introspection_endpoint: self.url("/o/introspect/"),
-            device_authorization_endpoint: self.url(super::device::DEVICE_AUTHORIZATION_PATH),
-            pushed_authorization_request_endpoint: self.url(PUSHED_AUTHORIZATION_REQUEST_PATH),
+            revocation_endpoint: self.url(endpoints::REVOCATION),
+            introspection_endpoint: self.url(endpoints::INTROSPECTION),
+            device_authorization_endpoint: self.url(endpoints::DEVICE_AUTHORIZATION),
+            pushed_authorization_request_endpoint: self.url(endpoints::PUSHED_AUTHORIZATION_REQUEST),
             require_pushed_authorization_requests: self.config.require_pushed_authorization_requests,
             scopes_supported: self.config.scopes.iter().map(|s| s.name.clone()).collect(),
             response_types_supported: strings(&["code"]),

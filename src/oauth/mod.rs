@@ -16,6 +16,7 @@ pub mod demo;
 pub mod device;
 pub mod discovery;
 pub mod dpop;
+pub mod endpoints;
 pub mod error;
 pub mod grant;
 pub mod introspect;

@@ -142,7 +142,7 @@ fn check_redirect_uri(uri: &str) -> Result<(), Error> {
 impl Provider {
     /// Whether registration is on, and the registration endpoint's URL if so.
     pub fn registration_endpoint(&self) -> Option<String> {
-        (self.config.registration.mode != RegistrationMode::Off).then(|| self.url("/o/register/"))
+        (self.config.registration.mode != RegistrationMode::Off).then(|| self.url(super::endpoints::REGISTRATION))
     }
 
     /// Checks the initial access token of a registration request (RFC 7591 §3).
@@ -388,7 +388,8 @@ impl Provider {
         client_secret: Option<String>,
         registration_access_token: Option<String>,
     ) -> Registration {
-        let registration_client_uri = self.url(&format!("/o/register/{}/", client.client_id));
+        let registration_client_uri =
+            self.url(&super::endpoints::CLIENT_REGISTRATION.replace("{client_id}", &client.client_id));
         Registration {
             client,
             client_secret,

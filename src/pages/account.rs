@@ -9,6 +9,7 @@ use poem::web::Data;
 use poem::{handler, Body, Request, Response};
 
 use super::{caller, checked_form, current_session, error_page, form_pairs, page, redirect, visitor, Templates};
+use crate::net::ClientAddress;
 use crate::oauth::authorize::Params;
 use crate::oauth::logout::{AfterLogout, LogoutRequest};
 use crate::oauth::user::ProfileEdit;
@@ -112,7 +113,7 @@ pub async fn save_profile(
     };
     let csrf = &visitor.record.csrf_token;
     match provider
-        .update_profile(&caller(provider, &visitor, req), &visitor.user.user_id, edit.clone())
+        .update_profile(&caller(&visitor, req), &visitor.user.user_id, edit.clone())
         .await
     {
         Ok(user) => {
@@ -179,7 +180,7 @@ async fn handle_logout(
     pairs: &[(String, String)],
     confirmed: bool,
 ) -> Response {
-    let caller = crate::net::client_address(req, &provider.config.trusted_proxies).map(crate::net::address_key);
+    let caller = ClientAddress::of(req).key();
     let request = match provider.validate_logout(pairs, caller.as_deref()).await {
         Ok(r) => r,
         Err(e) => return error_page(templates, &e),

@@ -11,9 +11,9 @@ use poem::web::{Data, Path};
 use poem::{get, handler, Body, EndpointExt, Request, Response, Route};
 
 use super::{caller, checked_form, date, error_page, page, redirect, visitor, Templates};
-use crate::http::routes as paths;
 use crate::oauth::client::NewClient;
 use crate::oauth::client_assertion::ClientKeys;
+use crate::oauth::endpoints as paths;
 use crate::oauth::params::Params;
 use crate::oauth::session::Session;
 use crate::oauth::{Error, ErrorCode, Provider};
@@ -251,12 +251,12 @@ fn form_page(
     let (heading, action, submit) = match editing {
         Some(id) => (
             "Edit application".to_string(),
-            format!("/o/applications/{id}/edit/"),
+            format!("{}{id}/edit/", paths::APPLICATIONS),
             "Save",
         ),
         None => (
             "Register a new application".to_string(),
-            "/o/applications/register/".to_string(),
+            format!("{}register/", paths::APPLICATIONS),
             "Register",
         ),
     };
@@ -373,11 +373,7 @@ pub async fn register(
     let (new, form_error) = settings_from_form(provider, &Params::new(&form), base);
     let registered = match form_error {
         Some(why) => Err(Error::invalid_request(why)),
-        None => {
-            provider
-                .register_client(&caller(provider, &visitor, req), new.clone())
-                .await
-        }
+        None => provider.register_client(&caller(&visitor, req), new.clone()).await,
     };
     match registered {
         Ok((client, secret)) => detail_page(templates, &client, &visitor, secret.as_deref()),
@@ -446,14 +442,10 @@ pub async fn edit(
     let (new, form_error) = settings_from_form(provider, &Params::new(&form), settings_of(&client));
     let updated = match form_error {
         Some(why) => Err(Error::invalid_request(why)),
-        None => {
-            provider
-                .update_client(&caller(provider, &visitor, req), &id, new.clone())
-                .await
-        }
+        None => provider.update_client(&caller(&visitor, req), &id, new.clone()).await,
     };
     match updated {
-        Ok(_) => redirect(StatusCode::SEE_OTHER, &format!("/o/applications/{id}/")),
+        Ok(_) => redirect(StatusCode::SEE_OTHER, &format!("{}{id}/", paths::APPLICATIONS)),
         Err(e) if !super::form_can_fix(&e) => error_page(templates, &e),
         Err(e) => form_page(
             provider,
@@ -480,10 +472,7 @@ pub async fn rotate_secret(
     let visitor = try_page!(visitor(provider, templates, req, StatusCode::SEE_OTHER).await);
     let client = try_page!(owned_client(provider, templates, &visitor, &id).await);
     try_page!(checked_form(templates, &visitor, body).await);
-    match provider
-        .rotate_client_secret(&caller(provider, &visitor, req), &id)
-        .await
-    {
+    match provider.rotate_client_secret(&caller(&visitor, req), &id).await {
         Ok(secret) => detail_page(templates, &client, &visitor, Some(&secret)),
         Err(e) => error_page(templates, &e),
     }
@@ -518,8 +507,8 @@ pub async fn delete(
     let visitor = try_page!(visitor(provider, templates, req, StatusCode::SEE_OTHER).await);
     try_page!(owned_client(provider, templates, &visitor, &id).await);
     try_page!(checked_form(templates, &visitor, body).await);
-    match provider.delete_client(&caller(provider, &visitor, req), &id).await {
-        Ok(_) => redirect(StatusCode::SEE_OTHER, "/o/applications/"),
+    match provider.delete_client(&caller(&visitor, req), &id).await {
+        Ok(_) => redirect(StatusCode::SEE_OTHER, paths::APPLICATIONS),
         Err(e) => error_page(templates, &e),
     }
 }

@@ -12,6 +12,7 @@ use poem::{handler, Body, Request, Response};
 use super::{
     check_csrf, current_session, error_page, form_pairs, login_redirect, page, query_pairs, redirect, Templates,
 };
+use crate::net::ClientAddress;
 use crate::oauth::authorize::{AuthorizeStep, ConsentPrompt, Decision};
 use crate::oauth::params::Params;
 use crate::oauth::session::Session;
@@ -33,7 +34,7 @@ pub(super) async fn authorize(
         Ok(pairs) => pairs,
         Err(e) => return error_page(templates, &e),
     };
-    let caller = crate::net::client_address(req, &provider.config.trusted_proxies).map(crate::net::address_key);
+    let caller = ClientAddress::of(req).key();
     let step = provider.authorize(&pairs, session.as_ref(), caller.as_deref()).await;
     respond(templates, req, session.as_ref(), step, StatusCode::FOUND)
 }

@@ -13,9 +13,10 @@ use poem::{handler, Body, Request, Response};
 
 use super::{checked_form, error_page, page, query_pairs, visitor, Templates};
 use crate::http::error::status_of;
-use crate::http::routes as paths;
+use crate::net::ClientAddress;
 use crate::oauth::authorize::Decision;
 use crate::oauth::device::DevicePrompt;
+use crate::oauth::endpoints as paths;
 use crate::oauth::params::Params;
 use crate::oauth::session::Session;
 use crate::oauth::{Error, ErrorCode, Provider};
@@ -43,9 +44,7 @@ pub(super) async fn submit(
     let form = try_page!(checked_form(templates, &session, body).await);
     let form = Params::new(&form);
     let user_code = form.get("user_code").ok().flatten().unwrap_or_default();
-    let address = crate::net::client_address(req, &provider.config.trusted_proxies)
-        .map(crate::net::address_key)
-        .unwrap_or_default();
+    let address = ClientAddress::of(req).key().unwrap_or_default();
     let decision = match form.get("decision").ok().flatten() {
         None => None,
         Some("allow") => Some(Decision::Allow),

@@ -9,7 +9,8 @@ use poem::web::Data;
 use poem::{handler, Body, Request, Response};
 
 use super::{checked_form, current_session, date, error_page, page, redirect, visitor, Templates};
-use crate::http::routes as paths;
+use crate::net::ClientAddress;
+use crate::oauth::endpoints as paths;
 use crate::oauth::params::Params;
 use crate::oauth::{Error, Provider};
 
@@ -41,7 +42,7 @@ pub(super) async fn authorized_apps(
 ) -> Response {
     let (provider, templates) = (provider.0.as_ref(), templates.0.as_ref());
     let session = try_page!(visitor(provider, templates, req, StatusCode::FOUND).await);
-    let caller = crate::net::client_address(req, &provider.config.trusted_proxies).map(crate::net::address_key);
+    let caller = ClientAddress::of(req).key();
     let apps = match provider.authorized_apps(session.user_id(), caller.as_deref()).await {
         Ok(apps) => apps,
         Err(e) => return error_page(templates, &e),
@@ -89,7 +90,7 @@ pub(super) async fn revoke_app(
         return error_page(templates, &Error::invalid_request("client_id is missing"));
     };
     match provider
-        .withdraw_consent(&super::caller(provider, &visitor, req), visitor.user_id(), client_id)
+        .withdraw_consent(&super::caller(&visitor, req), visitor.user_id(), client_id)
         .await
     {
         Ok(_) => redirect(StatusCode::SEE_OTHER, paths::AUTHORIZED_APPS),

@@ -11,7 +11,8 @@ use poem::web::Data;
 use poem::{handler, Body, Request, Response};
 
 use super::{current_session, error_page, form_pairs, page, query_pairs, redirect, Cookie, Templates};
-use crate::http::routes as paths;
+use crate::net::ClientAddress;
+use crate::oauth::endpoints as paths;
 use crate::oauth::login::{LoginAttempt, LoginRefusal, LoginStep};
 use crate::oauth::params::Params;
 use crate::oauth::Provider;
@@ -132,7 +133,7 @@ pub(super) async fn login(
         session: session.as_ref(),
         login_form_cookie: login_form_cookie.as_deref(),
         device_cookie: device_cookie.as_deref(),
-        address: crate::net::client_address(req, &provider.config.trusted_proxies),
+        address: ClientAddress::of(req).ip(),
     };
     let signed_in = match provider.sign_in(&attempt).await {
         Ok(LoginStep::Done(signed_in)) => signed_in,

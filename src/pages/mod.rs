@@ -37,7 +37,8 @@ use poem::http::{header, StatusCode};
 use poem::{get, handler, Body, EndpointExt, Request, Response, Route};
 
 use crate::http::error::{log_cause, retry_after_seconds, status_of};
-use crate::http::routes as paths;
+use crate::net::ClientAddress;
+use crate::oauth::endpoints as paths;
 use crate::oauth::params::Params;
 use crate::oauth::session::Session;
 use crate::oauth::{Error, ErrorCode, Provider};
@@ -386,8 +387,8 @@ fn form_can_fix(error: &Error) -> bool {
 }
 
 /// The signed-in visitor as the audit trail names them, with their address.
-fn caller(provider: &Provider, session: &Session, req: &Request) -> crate::oauth::audit::Caller {
-    let address = crate::net::client_address(req, &provider.config.trusted_proxies).map(|a| a.to_string());
+fn caller(session: &Session, req: &Request) -> crate::oauth::audit::Caller {
+    let address = ClientAddress::of(req).shown();
     crate::oauth::audit::Caller::user(&session.user, address.as_deref())
 }
 

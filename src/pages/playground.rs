@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use super::{error_page, page, redirect, Templates};
 use crate::oauth::authorize::Params;
 use crate::oauth::client::{AuthMethod, ClientCredentials};
+use crate::oauth::endpoints as paths;
 use crate::oauth::grant::TokenRequest;
 use crate::oauth::session::Session;
 use crate::oauth::token::TokenResponse;
@@ -94,7 +95,7 @@ async fn save_state(provider: &Provider, visitor: &Session, state: State) {
 }
 
 fn callback_url(provider: &Provider) -> String {
-    provider.url("/o/playground/callback/")
+    provider.url(paths::PLAYGROUND_CALLBACK)
 }
 
 fn decode_segment(jwt: &str, index: usize) -> String {
@@ -185,7 +186,7 @@ fn credentials(state: &State) -> ClientCredentials {
         },
         address: None,
         assertion: None,
-        endpoint: "/o/token/".into(),
+        endpoint: paths::TOKEN.into(),
     }
 }
 
@@ -238,7 +239,7 @@ pub async fn act(
                 .append_pair("code_challenge_method", "S256")
                 .finish();
             state = State {
-                authorize_url: Some(format!("{}?{query}", provider.url("/o/authorize/"))),
+                authorize_url: Some(format!("{}?{query}", provider.url(paths::AUTHORIZE))),
                 client_id,
                 client_secret: field("client_secret"),
                 scope,
@@ -289,7 +290,7 @@ pub async fn act(
         _ => state.error = Some("unknown action".into()),
     }
     save_state(provider, &visitor, state).await;
-    redirect(StatusCode::SEE_OTHER, "/o/playground/")
+    redirect(StatusCode::SEE_OTHER, paths::PLAYGROUND)
 }
 
 /// GET /o/playground/callback/: where the authorization response lands; exchanges the code.
@@ -336,5 +337,5 @@ pub async fn callback(req: &Request, provider: Data<&Arc<Provider>>, templates: 
         state.state = None;
     }
     save_state(provider, &visitor, state).await;
-    redirect(StatusCode::SEE_OTHER, "/o/playground/")
+    redirect(StatusCode::SEE_OTHER, paths::PLAYGROUND)
 }

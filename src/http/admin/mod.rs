@@ -51,7 +51,7 @@ async fn check_admin_token(req: &Request, bearer: Bearer) -> poem::Result<Caller
     };
     let mut caller = provider.authorize_admin(&bearer.token).await.map_err(AdminAuthError)?;
     // An audit line per admin call: who, and what (the request line is logged anyway).
-    caller.address = crate::net::client_address(req, &provider.config.trusted_proxies).map(|a| a.to_string());
+    caller.address = crate::net::ClientAddress::of(req).shown();
     tracing::info!(admin_client = %caller.actor.id, method = %req.method(), path = %req.uri().path(), "admin request");
     Ok(caller)
 }

@@ -19,9 +19,6 @@ use super::session::Session;
 use super::{now, random_token, secret_hash, Error, ErrorCode, Provider};
 use crate::store::CodeRecord;
 
-/// Where the authorization endpoint is served (the login page sends the browser back here).
-pub const AUTHORIZE_PATH: &str = "/o/authorize/";
-
 /// What the browser sees next.
 #[derive(Debug)]
 pub enum AuthorizeStep {
@@ -366,5 +363,5 @@ fn return_path(pairs: &[(String, String)]) -> String {
             query.append_pair(name, value);
         }
     }
-    format!("{AUTHORIZE_PATH}?{}", query.finish())
+    format!("{}?{}", super::endpoints::AUTHORIZE, query.finish())
 }

@@ -315,7 +315,7 @@ pub(super) async fn create(
 ) -> Response {
     let (provider, templates) = (provider.0.as_ref(), templates.0.as_ref());
     let (session, form) = try_page!(operator_form(provider, templates, req, body).await);
-    let by = caller(provider, &session, req);
+    let by = caller(&session, req);
     let (new, form_error) = settings_from_form(provider, &form, blank());
     let registered = match form_error {
         Some(why) => Err(Error::invalid_request(why)),
@@ -370,7 +370,7 @@ pub(super) async fn edit(
     let (provider, templates) = (provider.0.as_ref(), templates.0.as_ref());
     let (session, form) = try_page!(operator_form(provider, templates, req, body).await);
     let client = try_page!(client(provider, templates, &id).await);
-    let by = caller(provider, &session, req);
+    let by = caller(&session, req);
     let (new, form_error) = settings_from_form(provider, &form, settings_of(&client));
     let updated = match form_error {
         Some(why) => Err(Error::invalid_request(why)),
@@ -421,7 +421,7 @@ pub(super) async fn rotate_secret(
             },
         );
     }
-    let by = caller(provider, &session, req);
+    let by = caller(&session, req);
     let rotated = provider.rotate_client_secret(&by, &id).await;
     match rotated {
         Ok(secret) => detail_page(provider, templates, &session, &client, Some(&secret)).await,
@@ -460,7 +460,7 @@ pub(super) async fn delete(
             },
         );
     }
-    let by = caller(provider, &session, req);
+    let by = caller(&session, req);
     let deleted = provider.delete_client(&by, &id).await;
     match deleted {
         Ok(_) => redirect(StatusCode::SEE_OTHER, "/admin/clients"),

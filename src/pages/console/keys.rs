@@ -172,7 +172,7 @@ pub(super) async fn generate(
             )
         }
     };
-    let by = caller(provider, &session, req);
+    let by = caller(&session, req);
     let generated = provider.change_keys(&by, KeyChange::Generate(alg)).await;
     match generated {
         Ok(_) => redirect(StatusCode::SEE_OTHER, "/admin/keys"),
@@ -228,7 +228,7 @@ pub(super) async fn promote(
             );
         }
     }
-    let by = caller(provider, &session, req);
+    let by = caller(&session, req);
     let promoted = provider.change_keys(&by, KeyChange::Promote(&kid)).await;
     match promoted {
         Ok(_) => redirect(StatusCode::SEE_OTHER, "/admin/keys"),
@@ -268,7 +268,7 @@ pub(super) async fn retire(
             },
         );
     }
-    let by = caller(provider, &session, req);
+    let by = caller(&session, req);
     let retired = provider.change_keys(&by, KeyChange::Retire(&kid)).await;
     match retired {
         Ok(_) => redirect(StatusCode::SEE_OTHER, "/admin/keys"),

@@ -24,7 +24,7 @@ use poem::{get, post, Body, EndpointExt, Request, Response, Route};
 use super::{
     caller, checked_form, current_session, error_page, form_can_fix, login_redirect, page, visitor, Templates,
 };
-use crate::http::routes as paths;
+use crate::oauth::endpoints as paths;
 use crate::oauth::params::Params;
 use crate::oauth::session::Session;
 use crate::oauth::{Error, Provider};

@@ -160,7 +160,7 @@ pub(super) async fn create(
 ) -> Response {
     let (provider, templates) = (provider.0.as_ref(), templates.0.as_ref());
     let (session, form) = try_page!(operator_form(provider, templates, req, body).await);
-    let by = caller(provider, &session, req);
+    let by = caller(&session, req);
     let (username, email) = (field(&form, "username").trim().to_string(), field(&form, "email"));
     let edit = ProfileEdit {
         email: Some(email.trim().to_string()).filter(|e| !e.is_empty()),
@@ -197,7 +197,7 @@ pub(super) async fn reset_password(
     let (provider, templates) = (provider.0.as_ref(), templates.0.as_ref());
     let (session, form) = try_page!(operator_form(provider, templates, req, body).await);
     let user = try_page!(user(provider, templates, &id).await);
-    let by = caller(provider, &session, req);
+    let by = caller(&session, req);
     let set = provider.set_password(&by, &id, &field(&form, "password")).await;
     if let Err(e) = set {
         return error_page(templates, &e);
@@ -263,7 +263,7 @@ pub(super) async fn disable(
             },
         );
     }
-    let by = caller(provider, &session, req);
+    let by = caller(&session, req);
     let disabled = provider.set_disabled(&by, &id, true).await;
     match disabled {
         Ok(_) => redirect(StatusCode::SEE_OTHER, &format!("/admin/users/{}", encode(&id))),
@@ -283,7 +283,7 @@ pub(super) async fn enable(
     let (provider, templates) = (provider.0.as_ref(), templates.0.as_ref());
     let (session, _form) = try_page!(operator_form(provider, templates, req, body).await);
     try_page!(user(provider, templates, &id).await);
-    let by = caller(provider, &session, req);
+    let by = caller(&session, req);
     let enabled = provider.set_disabled(&by, &id, false).await;
     match enabled {
         Ok(_) => redirect(StatusCode::SEE_OTHER, &format!("/admin/users/{}", encode(&id))),
@@ -325,7 +325,7 @@ pub(super) async fn delete(
             },
         );
     }
-    let by = caller(provider, &session, req);
+    let by = caller(&session, req);
     let deleted = provider.delete_user(&by, &id).await;
     match deleted {
         Ok(_) => redirect(StatusCode::SEE_OTHER, "/admin/users"),
@@ -400,7 +400,7 @@ pub(super) async fn revoke_grant(
 ) -> Response {
     let (provider, templates) = (provider.0.as_ref(), templates.0.as_ref());
     let (session, form) = try_page!(operator_form(provider, templates, req, body).await);
-    let by = caller(provider, &session, req);
+    let by = caller(&session, req);
     let revoked = provider.revoke_grant(&by, &id).await;
     match revoked {
         Ok(grant) => redirect(

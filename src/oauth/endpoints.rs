@@ -1,13 +1,40 @@
-//! Every path Tessera serves, in one table ([`ROUTES`]): which side serves it (the OpenAPI
-//! service or the pages), whether POSTs to it are limited per client address before any work
-//! is done, how its operations' callers authenticate (which the generated spec cannot say by
-//! itself), and the label `/metrics` counts it under. The pages mount their handlers on the
-//! path constants below; the dispatcher, the rate limiter, the spec and the metrics all read
-//! the table, so none of them keeps a list of its own.
+//! Every path Tessera serves, named once, and the table of them ([`ROUTES`]). The core builds
+//! its URLs from these names (discovery, client-assertion audiences, registration URIs, the
+//! device verification URI, login's return path); the HTTP layer reads the table: which side
+//! serves a path (the OpenAPI service or the pages), whether POSTs to it are limited per client
+//! address before any work is done, how its operations' callers authenticate (which the
+//! generated spec cannot say by itself), and the label `/metrics` counts it under. The pages
+//! mount their handlers on these names, and poem-openapi's `#[oai(path)]` literals are checked
+//! against the table by a test, so no list of paths lives anywhere else.
 
+/// The token endpoint (RFC 6749 §3.2).
+pub const TOKEN: &str = "/o/token/";
+/// The device authorization endpoint (RFC 8628 §3.1).
+pub const DEVICE_AUTHORIZATION: &str = "/o/device_authorization/";
+/// Pushed authorization requests (RFC 9126).
+pub const PUSHED_AUTHORIZATION_REQUEST: &str = "/o/par/";
+/// Token revocation (RFC 7009).
+pub const REVOCATION: &str = "/o/revoke_token/";
+/// Token introspection (RFC 7662).
+pub const INTROSPECTION: &str = "/o/introspect/";
+/// OpenID Connect UserInfo.
+pub const USERINFO: &str = "/o/userinfo/";
+/// Dynamic client registration (RFC 7591); a client's own registration is below it.
+pub const REGISTRATION: &str = "/o/register/";
+/// A registered client's registration (RFC 7592), `{client_id}` being its id.
+pub const CLIENT_REGISTRATION: &str = "/o/register/{client_id}/";
+pub const JWKS: &str = "/.well-known/jwks.json";
+/// RFC 8414 metadata.
+pub const SERVER_METADATA: &str = "/.well-known/oauth-authorization-server";
+/// OpenID Connect Discovery.
+pub const OPENID_CONFIGURATION: &str = "/.well-known/openid-configuration";
+pub const HEALTH: &str = "/healthz";
+pub const READY: &str = "/readyz";
+pub const METRICS: &str = "/metrics";
 /// The authorization endpoint (RFC 6749 §3.1).
 pub const AUTHORIZE: &str = "/o/authorize/";
 pub const LOGIN: &str = "/o/login/";
+/// RP-initiated logout (OpenID Connect), also the logout page.
 pub const LOGOUT: &str = "/o/logout/";
 pub const PROFILE: &str = "/o/profile/";
 pub const AUTHORIZED_APPS: &str = "/o/authorized_tokens/";
@@ -98,50 +125,47 @@ const fn authenticated(route: Route, auth: &'static [(&'static str, ClientAuth)]
 /// Every path, in the order they are matched.
 pub const ROUTES: &[Route] = &[
     limited(authenticated(
-        api("/o/token/", "/o/token"),
+        api(TOKEN, "/o/token"),
         &[("post", ClientAuth::BasicOrForm)],
     )),
     limited(authenticated(
-        api("/o/device_authorization/", "/o/device_authorization"),
+        api(DEVICE_AUTHORIZATION, "/o/device_authorization"),
         &[("post", ClientAuth::BasicOrForm)],
     )),
     limited(authenticated(
-        api("/o/par/", "/o/par"),
+        api(PUSHED_AUTHORIZATION_REQUEST, "/o/par"),
         &[("post", ClientAuth::BasicOrForm)],
     )),
     limited(authenticated(
-        api("/o/revoke_token/", "/o/revoke_token"),
+        api(REVOCATION, "/o/revoke_token"),
         &[("post", ClientAuth::BasicOrForm)],
     )),
     limited(authenticated(
-        api("/o/introspect/", "/o/introspect"),
+        api(INTROSPECTION, "/o/introspect"),
         &[("post", ClientAuth::BasicOrForm)],
     )),
     authenticated(
-        api("/o/userinfo/", "/o/userinfo"),
+        api(USERINFO, "/o/userinfo"),
         &[("get", ClientAuth::Bearer), ("post", ClientAuth::BearerOrForm)],
     ),
     limited(authenticated(
-        api("/o/register/", "/o/register"),
+        api(REGISTRATION, "/o/register"),
         &[("post", ClientAuth::BearerOrNone)],
     )),
     authenticated(
-        api("/o/register/{client_id}/", "/o/register/{client_id}"),
+        api(CLIENT_REGISTRATION, "/o/register/{client_id}"),
         &[
             ("get", ClientAuth::Bearer),
             ("put", ClientAuth::Bearer),
             ("delete", ClientAuth::Bearer),
         ],
     ),
-    api("/.well-known/jwks.json", "/.well-known/jwks.json"),
-    api(
-        "/.well-known/oauth-authorization-server",
-        "/.well-known/oauth-authorization-server",
-    ),
-    api("/.well-known/openid-configuration", "/.well-known/openid-configuration"),
-    api("/healthz", "/healthz"),
-    api("/readyz", "/readyz"),
-    api("/metrics", "/metrics"),
+    api(JWKS, "/.well-known/jwks.json"),
+    api(SERVER_METADATA, "/.well-known/oauth-authorization-server"),
+    api(OPENID_CONFIGURATION, "/.well-known/openid-configuration"),
+    api(HEALTH, "/healthz"),
+    api(READY, "/readyz"),
+    api(METRICS, "/metrics"),
     api("/api/v1/clients*", "/api/v1/clients/*"),
     api("/api/v1/users*", "/api/v1/users/*"),
     api("/api/v1/grants*", "/api/v1/grants/*"),
@@ -238,5 +262,30 @@ mod tests {
             Some(ClientAuth::Bearer)
         );
         assert_eq!(client_auth("/.well-known/jwks.json", "get"), None);
+    }
+
+    /// poem-openapi's `#[oai(path)]` attributes need literals: the spec they make must serve
+    /// exactly the table's API rows, so a path renamed in one place and not the other fails here.
+    #[test]
+    fn the_spec_serves_exactly_the_tables_api_paths() {
+        let spec: serde_json::Value = serde_json::from_str(&crate::http::spec()).unwrap();
+        let served: Vec<&String> = spec["paths"].as_object().unwrap().keys().collect();
+        for path in &served {
+            let row = route_of(path).unwrap_or_else(|| panic!("{path} is not in the table"));
+            assert_eq!(row.served_by, ServedBy::Api, "{path}");
+        }
+        for row in ROUTES
+            .iter()
+            .filter(|r| r.served_by == ServedBy::Api && !r.path.ends_with('*'))
+        {
+            assert!(
+                served.iter().any(|path| fits(row.path, path)),
+                "{} is not in the spec",
+                row.path
+            );
+        }
+        for (name, path) in [("TOKEN", TOKEN), ("USERINFO", USERINFO), ("REGISTRATION", REGISTRATION)] {
+            assert!(served.iter().any(|p| *p == path), "{name}");
+        }
     }
 }
