@@ -8,10 +8,10 @@ use std::path::Path;
 
 use anyhow::bail;
 
+use crate::backend::sled::store::Export;
 use crate::config::Config;
 use crate::keys::database::KeyEncryptionKey;
 use crate::keys::{FolderVault, Keyring};
-use crate::store::sled::Export;
 use crate::store::{SledStore, Store};
 
 /// Imports `data_dir` and `keys_dir` into the database `config` names; returns a summary.

@@ -1,9 +1,10 @@
 //! Tessera: an OAuth 2.0 authorization server in one binary with one data folder.
 //!
-//! [`App`] wires the pieces together: the sled [`store`], the [`keys`] keyring, the protocol
+//! [`App`] wires the pieces together: the [`backend`] (its [`store`] and [`keys`] vault), the protocol
 //! core in [`oauth`], and the HTTP layer in [`http`] and [`pages`]. The CLI in [`cli`] and the
 //! integration tests both start servers through it.
 
+pub mod backend;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -32,12 +33,12 @@ use std::time::Duration;
 
 use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
 
+use crate::backend::Backend;
 pub use crate::config::Config;
-use crate::keys::database::{DatabaseVault, KeyEncryptionKey};
-use crate::keys::{FolderVault, KeyVault, Keys};
+use crate::keys::Keys;
 pub use crate::oauth::now;
 use crate::oauth::Provider;
-use crate::store::{PgOptions, PgStore, SledStore, Store};
+use crate::store::Store;
 
 /// How often a running server checks whether `tessera keys` changed the keyring.
 const KEY_RELOAD_INTERVAL: Duration = Duration::from_secs(2);
@@ -66,102 +67,20 @@ pub struct App {
     provider: Arc<Provider>,
 }
 
-/// Opens the store named by `config`: the data folder (sled), or in cluster mode the
-/// PostgreSQL database, whose schema is brought up to date first (one process at a time).
-pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
-    match &config.database_url {
-        None => Ok(Arc::new(SledStore::open(&config.data_dir)?)),
-        Some(_) => Ok(Arc::new(open_database(config).await?)),
-    }
-}
-
-/// Cluster mode's database, connected, migrated and checked.
-pub async fn open_database(config: &Config) -> anyhow::Result<PgStore> {
-    let url = config
-        .database_url
-        .clone()
-        .ok_or_else(|| anyhow::anyhow!("no database_url is set"))?;
-    let options = PgOptions {
-        url,
-        pool_size: config.database.pool_size,
-        pool_wait: config.database.pool_wait,
-        ca_file: config.database.ca_file.clone(),
-    };
-    let store = PgStore::connect(&options).await?;
-    let applied = store.migrate().await?;
-    if !applied.is_empty() {
-        tracing::info!(versions = ?applied, "database schema migrated");
-    }
-    store.check_schema().await?;
-    Ok(store)
-}
-
-/// Opens the keyring named by `config`: the keys folder, or in cluster mode the database's
-/// keyring, sealed under the key-encryption key.
-pub async fn open_key_vault(config: &Config) -> anyhow::Result<Arc<dyn KeyVault>> {
-    match &config.database_url {
-        None => Ok(Arc::new(FolderVault::new(&config.keys_dir))),
-        Some(_) => {
-            let kek = key_encryption_key(config)?;
-            let database = open_database(&Config {
-                database: config::DatabaseSettings {
-                    pool_size: 2,
-                    ..config.database.clone()
-                },
-                ..config.clone()
-            })
-            .await?;
-            Ok(Arc::new(DatabaseVault::new(database.pool(), kek)))
-        }
-    }
-}
-
-/// The key-encryption key of a cluster's keyring: from `key_encryption_key_file` (which only
-/// its owner may read), else `TESSERA_KEY_ENCRYPTION_KEY`.
-pub fn key_encryption_key(config: &Config) -> anyhow::Result<KeyEncryptionKey> {
-    const HOW: &str = "make one with `tessera keys new-encryption-key` and give every node the same one";
-    let text = match &config.database.key_encryption_key_file {
-        Some(path) => {
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::PermissionsExt;
-                let mode = std::fs::metadata(path)
-                    .map_err(|e| anyhow::anyhow!("cannot read key_encryption_key_file {}: {e}", path.display()))?
-                    .permissions()
-                    .mode();
-                if mode & 0o077 != 0 {
-                    anyhow::bail!(
-                        "key_encryption_key_file {} may be read by others (mode {:o}): chmod 600 it",
-                        path.display(),
-                        mode & 0o777
-                    );
-                }
-            }
-            std::fs::read_to_string(path)
-                .map_err(|e| anyhow::anyhow!("cannot read key_encryption_key_file {}: {e}", path.display()))?
-        }
-        None => std::env::var("TESSERA_KEY_ENCRYPTION_KEY").map_err(|_| {
-            anyhow::anyhow!(
-                "cluster mode keeps the signing keys in the database, sealed under a key-encryption key: \
-                 set TESSERA_KEY_ENCRYPTION_KEY or key_encryption_key_file ({HOW})"
-            )
-        })?,
-    };
-    KeyEncryptionKey::parse(&text).map_err(|e| anyhow::anyhow!("{e} ({HOW})"))
-}
+pub use crate::backend::postgres::{key_encryption_key, open_database};
+pub use crate::backend::{open_key_vault, open_store};
 
 /// Opens the store and keyring named by `config`: what both the server and the CLI need.
 /// `issuer` is the resolved issuer identifier.
 pub async fn open_provider(config: &Config, issuer: &str) -> anyhow::Result<Arc<Provider>> {
-    provider_with_store(config, issuer, open_store(config).await?).await
+    provider_on(config, issuer, backend::open(config).await?).await
 }
 
-async fn provider_with_store(config: &Config, issuer: &str, store: Arc<dyn Store>) -> anyhow::Result<Arc<Provider>> {
-    let keys = Arc::new(Keys::load(open_key_vault(config).await?).await?);
-    let provider = Provider::new(store, keys, config.clone(), issuer);
-    Ok(Arc::new(match &config.database_url {
-        // The database keeps server secrets sealed under the KEK, like the keyring.
-        Some(_) => provider.with_sealed_secrets(key_encryption_key(config)?),
+async fn provider_on(config: &Config, issuer: &str, backend: Backend) -> anyhow::Result<Arc<Provider>> {
+    let keys = Arc::new(Keys::load(backend.vault).await?);
+    let provider = Provider::new(backend.store, keys, config.clone(), issuer);
+    Ok(Arc::new(match backend.sealing {
+        Some(kek) => provider.with_sealed_secrets(kek),
         None => provider,
     }))
 }
@@ -169,12 +88,21 @@ async fn provider_with_store(config: &Config, issuer: &str, store: Arc<dyn Store
 impl App {
     /// Opens storage and keys and binds the listening socket (port 0 picks a free port).
     pub async fn build(config: Config) -> anyhow::Result<App> {
-        let store = open_store(&config).await?;
-        App::build_with_store(config, store).await
+        let backend = backend::open(&config).await?;
+        App::build_on(config, backend).await
     }
 
     /// [`App::build`] on a store the caller opened (tests keep a handle on it to look inside).
     pub async fn build_with_store(config: Config, store: Arc<dyn Store>) -> anyhow::Result<App> {
+        let backend = Backend {
+            store,
+            vault: open_key_vault(&config).await?,
+            sealing: backend::sealing(&config)?,
+        };
+        App::build_on(config, backend).await
+    }
+
+    async fn build_on(config: Config, backend: Backend) -> anyhow::Result<App> {
         let acceptor = TcpListener::bind(config.addr.clone()).into_acceptor().await?;
         let addr = acceptor
             .local_addr()
@@ -191,7 +119,7 @@ impl App {
                  machine and its private network (for development and tests only)"
             );
         }
-        let provider = provider_with_store(&config, &issuer, store).await?;
+        let provider = provider_on(&config, &issuer, backend).await?;
         let demoted = provider.revoke_self_service_first_party().await?;
         if demoted > 0 {
             tracing::warn!(

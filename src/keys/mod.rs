@@ -2,17 +2,14 @@
 //!
 //! A keyring is a list of keys, each with its algorithm and status (signing, published,
 //! retired) and its PKCS#8 private key. Where it is kept is a [`KeyVault`]: a folder of PEM
-//! files and a manifest ([`folder::FolderVault`], the embedded default), or the database of a
-//! cluster (private keys encrypted). The `kid` is the RFC 7638 JWK thumbprint, so it is
+//! files and a manifest ([`FolderVault`], the embedded default), or the database of a
+//! cluster (private keys encrypted); both are parts of their [`crate::backend`]. The `kid` is the RFC 7638 JWK thumbprint, so it is
 //! derived from the key and cannot drift from the JWKS entry.
 //!
 //! Signing goes straight through ring with key pairs parsed once at load. jsonwebtoken
 //! re-parses the PKCS#8 document on every `encode` (for RSA that is a full key validation),
 //! which would cost more than the signature itself on the token endpoint; jsonwebtoken is
 //! used for verification, where it takes the public parameters of the same keys.
-
-pub mod database;
-pub mod folder;
 
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
@@ -28,7 +25,9 @@ use serde_json::{json, Value};
 
 pub use crate::jose::Algorithm;
 
-pub use self::folder::FolderVault;
+// The backends' vaults, where callers named them before they moved into their backends.
+pub use crate::backend::postgres::vault as database;
+pub use crate::backend::sled::vault::FolderVault;
 
 /// Bits of a generated RSA key.
 const RSA_BITS: usize = 2048;

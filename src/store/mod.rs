@@ -14,9 +14,6 @@
 //!
 //! Every backend passes the same contract suite (`tests/api/store_contract.rs`).
 
-pub mod postgres;
-pub mod sled;
-
 use async_trait::async_trait;
 
 use std::future::Future;
@@ -24,8 +21,10 @@ use std::pin::Pin;
 
 use serde::{Deserialize, Serialize};
 
-pub use self::postgres::{PgOptions, PgStore, CLIENT_CACHE_BYTES};
-pub use self::sled::SledStore;
+// The backends' stores, where callers (the tests, `db import`) named them before they moved
+// into their backends.
+pub use crate::backend::postgres::store::{PgOptions, PgStore, CLIENT_CACHE_BYTES};
+pub use crate::backend::sled::store::SledStore;
 
 /// What can go wrong below the protocol.
 #[derive(Debug, thiserror::Error)]

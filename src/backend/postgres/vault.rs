@@ -15,7 +15,7 @@ use deadpool_postgres::Pool;
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
 use ring::rand::{SecureRandom, SystemRandom};
 
-use super::{KeyChangeFn, KeyError, KeyInfo, KeyVault, KeyringDraft, Stamp, StoredKeyring};
+use crate::keys::{KeyChangeFn, KeyError, KeyInfo, KeyVault, KeyringDraft, Stamp, StoredKeyring};
 
 /// A key-encryption key: 32 random bytes.
 pub struct KeyEncryptionKey(LessSafeKey);

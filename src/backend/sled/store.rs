@@ -31,12 +31,13 @@ use std::thread::JoinHandle;
 
 use ::sled::transaction::{ConflictableTransactionError, TransactionError};
 use ::sled::{Db, Transactional, Tree};
+
+use crate::store::*;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use async_trait::async_trait;
 
-use super::*;
 use crate::files::create_private_dir;
 
 /// How often the flusher flushes when nothing asks it to.

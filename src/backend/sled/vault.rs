@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use super::{pem_decode, pem_encode, KeyChangeFn, KeyError, KeyInfo, KeyVault, KeyringDraft, Stamp, StoredKeyring};
+use crate::keys::{
+    pem_decode, pem_encode, KeyChangeFn, KeyError, KeyInfo, KeyVault, KeyringDraft, Stamp, StoredKeyring,
+};
 
 const MANIFEST: &str = "keyring.json";
 const LOCK: &str = "keyring.lock";

@@ -33,7 +33,7 @@ use tokio_postgres::config::SslMode;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
-use super::*;
+use crate::store::*;
 
 /// How long a node may use a client record it read from the database.
 pub const CLIENT_CACHE_TTL: Duration = Duration::from_secs(1);
