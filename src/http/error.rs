@@ -277,19 +277,86 @@ pub fn describe(status: u16) -> &'static str {
     }
 }
 
+/// What the request edge ([`super::form::guard`]) answers before any operation runs, whatever
+/// the group: a body over `max_body_bytes`, a body slower than `request_body_timeout` (both
+/// documented on every operation that takes a body), a head over the head limit.
+pub const EDGE_STATUSES: &[(u16, &str)] = &[
+    (
+        413,
+        "The body is larger than the server accepts (`max_body_bytes`, 64 KiB by default).",
+    ),
+    (
+        408,
+        "The body did not arrive within `request_body_timeout` (10 s by default); the connection is closed.",
+    ),
+];
+
+/// The pages and the operator's console: HTML error pages. A page has no authentication scheme
+/// to challenge with, so an unknown client, say, is a bad request there, not a 401.
+pub struct PageErrors;
+
+impl ErrorGroup for PageErrors {
+    type Body = poem_openapi::payload::PlainText<String>;
+    const STATUSES: &'static [u16] = &[400, 403, 404, 409, 429, 500, 503];
+    const CHALLENGED: &'static [u16] = &[];
+    const CHALLENGE: Challenge = Challenge::Basic;
+
+    /// The page's text, when no template renders it (the pages render their own HTML).
+    fn body(error: &HttpError) -> Self::Body {
+        poem_openapi::payload::PlainText(error.description.clone())
+    }
+}
+
 /// An error as one group of endpoints answers it: status, body and headers
 /// (`Cache-Control: no-store` always, `WWW-Authenticate`, `Retry-After`, `DPoP-Nonce`).
 pub struct ErrorResponse<G: ErrorGroup> {
-    status: u16,
+    head: ErrorHead,
     body: G::Body,
+}
+
+/// An error answer's status and headers, whatever its body.
+#[derive(Debug)]
+pub struct ErrorHead {
+    status: u16,
     challenge: Option<String>,
     retry_after: Option<String>,
     dpop_nonce: Option<String>,
 }
 
+impl ErrorHead {
+    /// The status the error is answered with.
+    pub fn status(&self) -> StatusCode {
+        StatusCode::from_u16(self.status).unwrap_or(StatusCode::BAD_REQUEST)
+    }
+
+    /// Sets the status and the error's headers on a response: `Cache-Control: no-store`,
+    /// `WWW-Authenticate`, `Retry-After`, `DPoP-Nonce` (each where the group answers it).
+    pub fn apply(&self, response: &mut poem::Response) {
+        response.set_status(self.status());
+        let headers = response.headers_mut();
+        headers.insert(
+            poem::http::header::CACHE_CONTROL,
+            poem::http::HeaderValue::from_static(NO_STORE),
+        );
+        let mut set = |name: poem::http::header::HeaderName, value: &Option<String>| {
+            if let Some(value) = value.as_deref().and_then(|v| poem::http::HeaderValue::from_str(v).ok()) {
+                headers.insert(name, value);
+            }
+        };
+        set(poem::http::header::WWW_AUTHENTICATE, &self.challenge);
+        set(poem::http::header::RETRY_AFTER, &self.retry_after);
+        set(
+            poem::http::header::HeaderName::from_static("dpop-nonce"),
+            &self.dpop_nonce,
+        );
+    }
+}
+
 impl<G: ErrorGroup> std::fmt::Debug for ErrorResponse<G> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ErrorResponse").field("status", &self.status).finish()
+        f.debug_struct("ErrorResponse")
+            .field("status", &self.head.status)
+            .finish()
     }
 }
 
@@ -299,23 +366,44 @@ impl<G: ErrorGroup> ErrorResponse<G> {
         let error = HttpError::new(err, challenge);
         let status = G::status(&error);
         ErrorResponse {
-            status,
             body: G::body(&error),
-            challenge: G::CHALLENGED.contains(&status).then(|| error.challenge.clone()),
-            retry_after: matches!(status, 429 | 503).then(|| error.retry_after.clone()),
-            dpop_nonce: error.dpop_nonce.filter(|_| G::NONCED.contains(&status)),
+            head: ErrorHead {
+                status,
+                challenge: G::CHALLENGED.contains(&status).then(|| error.challenge.clone()),
+                retry_after: matches!(status, 429 | 503).then(|| error.retry_after.clone()),
+                dpop_nonce: error.dpop_nonce.filter(|_| G::NONCED.contains(&status)),
+            },
         }
     }
 }
 
 impl<G: ErrorGroup> ErrorResponse<G> {
+    /// A refusal of the request edge ([`EDGE_STATUSES`]: a body too large or too slow, a head
+    /// too large), in the group's body format, before any operation runs.
+    pub fn at_edge(status: StatusCode, description: &str) -> Self {
+        let error = HttpError::new(Error::invalid_request(description), G::CHALLENGE);
+        ErrorResponse {
+            body: G::body(&HttpError { status, ..error }),
+            head: ErrorHead {
+                status: status.as_u16(),
+                challenge: None,
+                retry_after: None,
+                dpop_nonce: None,
+            },
+        }
+    }
+
+    /// The status and headers, for an answer whose body is made elsewhere (a page's HTML).
+    pub fn into_head(self) -> ErrorHead {
+        self.head
+    }
+
     /// The 401 of a request that sent no credentials at all: challenged without error
     /// attributes (RFC 6750 §3.1).
     pub fn no_credentials(challenge: Challenge, description: &str) -> Self {
-        ErrorResponse {
-            challenge: Some(challenge.header(None)),
-            ..ErrorResponse::with_challenge(Error::new(ErrorCode::InvalidToken, description), challenge)
-        }
+        let mut response = ErrorResponse::with_challenge(Error::new(ErrorCode::InvalidToken, description), challenge);
+        response.head.challenge = Some(challenge.header(None));
+        response
     }
 }
 
@@ -378,23 +466,7 @@ impl<G: ErrorGroup> ApiResponse for ErrorResponse<G> {
 impl<G: ErrorGroup> IntoResponse for ErrorResponse<G> {
     fn into_response(self) -> poem::Response {
         let mut response = self.body.into_response();
-        response.set_status(StatusCode::from_u16(self.status).unwrap_or(StatusCode::BAD_REQUEST));
-        let headers = response.headers_mut();
-        headers.insert(
-            poem::http::header::CACHE_CONTROL,
-            poem::http::HeaderValue::from_static(NO_STORE),
-        );
-        let mut set = |name: poem::http::header::HeaderName, value: Option<String>| {
-            if let Some(value) = value.and_then(|v| poem::http::HeaderValue::from_str(&v).ok()) {
-                headers.insert(name, value);
-            }
-        };
-        set(poem::http::header::WWW_AUTHENTICATE, self.challenge);
-        set(poem::http::header::RETRY_AFTER, self.retry_after);
-        set(
-            poem::http::header::HeaderName::from_static("dpop-nonce"),
-            self.dpop_nonce,
-        );
+        self.head.apply(&mut response);
         response
     }
 }
@@ -544,7 +616,149 @@ pub fn retry_after_seconds(wait: std::time::Duration) -> String {
     wait.as_secs_f64().ceil().max(1.0).to_string()
 }
 
-/// The JSON error body as raw bytes, for middleware that answers before any endpoint runs.
-pub fn error_json(code: ErrorCode, description: &str) -> String {
-    serde_json::json!({"error": code.as_str(), "error_description": description}).to_string()
+#[cfg(test)]
+mod tests {
+    //! The one error contract, held to the spec: every error code, through every group of API
+    //! endpoints, is answered with a status the spec lists for every operation of that group,
+    //! with the headers the spec says (and no header it does not), in its media type.
+
+    use std::time::Duration;
+
+    use serde_json::Value;
+
+    use super::*;
+    use crate::http::admin::AdminErrors;
+    use crate::http::oidc::UserInfoErrors;
+    use crate::http::registration::RegistrationErrors;
+
+    /// Every way an error can be dressed: plain, with a wait, with a DPoP nonce.
+    fn errors_of(code: ErrorCode) -> Vec<Error> {
+        vec![
+            Error::new(code, "why"),
+            Error {
+                retry_after: Some(Duration::from_millis(1500)),
+                ..Error::new(code, "why")
+            },
+            Error {
+                dpop_nonce: Some("n0nce".into()),
+                ..Error::new(code, "why")
+            },
+        ]
+    }
+
+    fn answer<G: ErrorGroup>(error: Error) -> poem::Response {
+        ErrorResponse::<G>::from(error).into_response()
+    }
+
+    fn edge<G: ErrorGroup>(status: StatusCode) -> poem::Response {
+        ErrorResponse::<G>::at_edge(status, "too big").into_response()
+    }
+
+    /// Which group answers an operation of the spec, by its path.
+    fn group_of(path: &str) -> Option<(fn(Error) -> poem::Response, fn(StatusCode) -> poem::Response)> {
+        match path {
+            p if p.starts_with("/api/") => Some((answer::<AdminErrors>, edge::<AdminErrors>)),
+            p if p.starts_with("/o/userinfo") => Some((answer::<UserInfoErrors>, edge::<UserInfoErrors>)),
+            p if p.starts_with("/o/register") => Some((answer::<RegistrationErrors>, edge::<RegistrationErrors>)),
+            p if p.starts_with("/o/") => Some((answer::<OAuthErrors>, edge::<OAuthErrors>)),
+            // Metadata, the JWKS, health and metrics answer no protocol errors.
+            _ => None,
+        }
+    }
+
+    /// Whether `response` is what the spec's `responses` of an operation say it may be.
+    fn check(what: &str, responses: &Value, response: &poem::Response) {
+        let status = response.status().as_u16().to_string();
+        let documented = &responses[&status];
+        assert!(documented.is_object(), "{what}: {status} is not in the spec");
+        let headers = documented["headers"].as_object().cloned().unwrap_or_default();
+        let named = |name: &str| headers.keys().any(|h| h.eq_ignore_ascii_case(name));
+        for (name, spec) in &headers {
+            if spec["required"] == Value::Bool(true) {
+                assert!(
+                    response.headers().contains_key(name.as_str()),
+                    "{what} {status}: no {name}"
+                );
+            }
+        }
+        for name in ["cache-control", "www-authenticate", "retry-after", "dpop-nonce"] {
+            if response.headers().contains_key(name) {
+                assert!(named(name), "{what} {status}: {name} is sent but not in the spec");
+            }
+        }
+        assert_eq!(response.headers()["cache-control"], NO_STORE, "{what} {status}");
+        let media = response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_string();
+        assert!(
+            documented["content"].get(&media).is_some(),
+            "{what} {status}: {media} is not in the spec"
+        );
+    }
+
+    #[test]
+    fn every_error_code_through_every_group_is_answered_as_the_spec_says() {
+        let spec: Value = serde_json::from_str(&crate::http::spec()).unwrap();
+        let mut checked = 0;
+        for (path, item) in spec["paths"].as_object().unwrap() {
+            let Some((answer, edge)) = group_of(path) else { continue };
+            for (method, operation) in item.as_object().unwrap() {
+                let responses = &operation["responses"];
+                for code in ErrorCode::ALL {
+                    for error in errors_of(code) {
+                        check(&format!("{method} {path} {}", code.as_str()), responses, &answer(error));
+                        checked += 1;
+                    }
+                }
+                if operation.get("requestBody").is_some() {
+                    for (status, _) in EDGE_STATUSES {
+                        let status = StatusCode::from_u16(*status).unwrap();
+                        check(&format!("{method} {path} edge"), responses, &edge(status));
+                    }
+                }
+            }
+        }
+        // 31 codes, 3 dressings, every operation of the four groups.
+        assert!(checked > 31 * 3 * 20, "{checked}");
+    }
+
+    #[test]
+    fn a_database_outage_is_503_with_retry_after_in_every_group() {
+        let outage = || Error {
+            retry_after: Some(Duration::from_secs(2)),
+            ..Error::new(ErrorCode::TemporarilyUnavailable, "the database is unreachable")
+        };
+        for response in [
+            answer::<OAuthErrors>(outage()),
+            answer::<UserInfoErrors>(outage()),
+            answer::<RegistrationErrors>(outage()),
+            answer::<AdminErrors>(outage()),
+            answer::<PageErrors>(outage()),
+        ] {
+            assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(response.headers()["retry-after"], "2");
+        }
+    }
+
+    #[test]
+    fn pages_never_challenge_and_say_when_to_come_back() {
+        for code in ErrorCode::ALL {
+            for error in errors_of(code) {
+                let response = answer::<PageErrors>(error);
+                let status = response.status().as_u16();
+                assert!(PageErrors::STATUSES.contains(&status), "{} {status}", code.as_str());
+                assert!(!response.headers().contains_key("www-authenticate"));
+                assert!(!response.headers().contains_key("dpop-nonce"));
+                assert_eq!(
+                    response.headers().contains_key("retry-after"),
+                    matches!(status, 429 | 503)
+                );
+                assert_eq!(response.headers()["cache-control"], NO_STORE);
+            }
+        }
+    }
 }

@@ -10,23 +10,18 @@ use std::sync::Arc;
 use poem::http::{header, Method, StatusCode};
 use poem::{Body, Endpoint, IntoResponse, Request, Response};
 
-use super::admin::ProblemJson;
-use super::error::error_json;
-use crate::oauth::ErrorCode;
+use super::admin::AdminErrors;
+use super::error::{ErrorResponse, OAuthErrors};
 use crate::urlencoded::{json_has_nul, path_has_nul, NUL};
 pub use crate::urlencoded::{parse_pairs, repeated_name};
 
 /// A refusal in the format of the endpoint it was meant for: RFC 9457 problem details under the
 /// admin API, an OAuth error object everywhere else.
 fn reject(problem_details: bool, status: StatusCode, description: &str) -> Response {
-    if problem_details {
-        return ProblemJson::new(ErrorCode::InvalidRequest, status.as_u16(), description).into_response();
+    match problem_details {
+        true => ErrorResponse::<AdminErrors>::at_edge(status, description).into_response(),
+        false => ErrorResponse::<OAuthErrors>::at_edge(status, description).into_response(),
     }
-    Response::builder()
-        .status(status)
-        .content_type("application/json")
-        .header(header::CACHE_CONTROL, "no-store")
-        .body(error_json(ErrorCode::InvalidRequest, description))
 }
 
 /// The largest request head (request line and headers) served. hyper accepts heads up to its

@@ -90,19 +90,25 @@ fn with_guard_responses(spec: &str) -> String {
                 let responses = &mut operation["responses"];
                 if has_body {
                     let content = json!({ media: { "schema": { "$ref": format!("#/components/schemas/{schema}") } } });
-                    responses["413"] = json!({
-                        "description": "The body is larger than the server accepts (`max_body_bytes`, 64 KiB by default).",
-                        "content": content
-                    });
-                    responses["408"] = json!({
-                        "description": "The body did not arrive within `request_body_timeout` (10 s by default); the connection is closed.",
-                        "content": content
-                    });
+                    for (status, description) in error::EDGE_STATUSES {
+                        responses[status.to_string()] = json!({
+                            "description": description,
+                            "headers": { "Cache-Control": {
+                                "description": "`no-store`: errors are never cached.",
+                                "required": true,
+                                "schema": { "type": "string" }
+                            } },
+                            "content": content
+                        });
+                    }
                 }
                 if limited && method == "post" && responses.get("429").is_none() {
                     responses["429"] = json!({
                         "description": "Too many requests from this address (`rate_limited`); wait `Retry-After` seconds.",
-                        "headers": { "Retry-After": { "required": true, "schema": { "type": "string" } } },
+                        "headers": {
+                            "Cache-Control": { "required": true, "schema": { "type": "string" } },
+                            "Retry-After": { "required": true, "schema": { "type": "string" } }
+                        },
                         "content": { "application/json": { "schema": { "$ref": "#/components/schemas/ErrorBody" } } }
                     });
                 }
@@ -315,17 +321,14 @@ async fn limit_by_address<E: Endpoint>(
     let address = ClientAddress::remember(&mut req, &provider.config.trusted_proxies);
     if req.method() == Method::POST && routes::limited_per_address(req.uri().path()) {
         if let Err(wait) = provider.address_rate.check(&address.key().unwrap_or_default()) {
-            let mut response = Response::builder()
-                .status(poem::http::StatusCode::TOO_MANY_REQUESTS)
-                .content_type("application/json")
-                .header(poem::http::header::RETRY_AFTER, error::retry_after_seconds(wait))
-                .header(poem::http::header::CACHE_CONTROL, "no-store")
-                .body(error::error_json(
+            let error = crate::oauth::Error {
+                retry_after: Some(wait),
+                ..crate::oauth::Error::new(
                     crate::oauth::ErrorCode::RateLimited,
                     "too many requests from this address; retry later",
-                ));
-            response.extensions_mut().insert(error::ErrorCodeTag("rate_limited"));
-            return Ok(response);
+                )
+            };
+            return Ok(error::ErrorResponse::<error::OAuthErrors>::from(error).into_response());
         }
     }
     next.call(req).await.map(IntoResponse::into_response)

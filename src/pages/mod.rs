@@ -36,7 +36,7 @@ use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use poem::http::{header, StatusCode};
 use poem::{get, handler, Body, EndpointExt, Request, Response, Route};
 
-use crate::http::error::{log_cause, retry_after_seconds, status_of};
+use crate::http::error::{log_cause, ErrorHead, ErrorResponse, PageErrors};
 use crate::net::ClientAddress;
 use crate::oauth::endpoints as paths;
 use crate::oauth::params::Params;
@@ -209,7 +209,8 @@ fn redirect(status: StatusCode, location: &str) -> Response {
         .finish()
 }
 
-/// The error page for `error`, with the status the one error mapping gives its code.
+/// The error page for `error`: its status and headers from the pages' group of the one error
+/// contract ([`PageErrors`]), its text from the template.
 fn error_page(templates: &Templates, error: &Error) -> Response {
     log_cause(error);
     let title = if error.code == ErrorCode::ServerError {
@@ -221,21 +222,18 @@ fn error_page(templates: &Templates, error: &Error) -> Response {
         "error.html",
         context! { title, code => error.code.as_str(), description => &error.description },
     );
-    // A page has no authentication scheme to challenge with: an unknown client, say, is a
-    // bad request here, not a 401.
-    let status = match status_of(error.code) {
-        StatusCode::UNAUTHORIZED => StatusCode::BAD_REQUEST,
-        status => status,
-    };
-    let mut response = page(status, html);
-    // As at every endpoint: a 429 or 503 says when to try again.
-    if matches!(status.as_u16(), 429 | 503) {
-        let wait = retry_after_seconds(error.retry_after.unwrap_or_default());
-        if let Ok(value) = header::HeaderValue::from_str(&wait) {
-            response.headers_mut().insert(header::RETRY_AFTER, value);
-        }
-    }
+    let mut response = page(StatusCode::OK, html);
+    error_head(error).apply(&mut response);
     response
+}
+
+/// The status and headers of `error` on a page ([`PageErrors`]).
+fn error_head(error: &Error) -> ErrorHead {
+    let answer = ErrorResponse::<PageErrors>::from(Error {
+        retry_after: error.retry_after,
+        ..Error::new(error.code, error.description.clone())
+    });
+    answer.into_head()
 }
 
 /// Every form carries its session's CSRF token (synchronizer-token pattern); a form without
