@@ -558,3 +558,57 @@ async fn keys_are_added_promoted_and_retired() {
     )
     .await;
 }
+
+// The first adversarial review (issue 11, `SECURITY.md`), each finding as the attack that
+// found it; each test failed on the code the review ran against.
+
+/// Finding 12: after a password change the old session still opened `/o/profile/`. Now a
+/// password change ends the user's sessions, and an operator's reset can also revoke every
+/// grant the user gave (`revoke_grants` in the admin API, `--revoke-grants` in the CLI).
+#[tokio::test]
+async fn a_password_change_ends_the_users_sessions_and_a_reset_can_revoke_their_grants() {
+    let app = spawn_app().await;
+    let tokens = app.get_tokens().await;
+    let refresh_token = tokens["refresh_token"].as_str().unwrap().to_string();
+    let profile = app.http.get(app.url("/o/profile/")).send().await.unwrap();
+    assert_eq!(profile.status(), 200, "logged in");
+    let alice = app.store.get_user_by_name(USERNAME).await.unwrap().unwrap();
+
+    let admin = app.register_admin_client(None).await;
+    let response = app.client_credentials_as(&admin, "tessera:admin").await;
+    let admin_token = response.json::<serde_json::Value>().await.unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let reset = |revoke_grants: bool| {
+        app.http
+            .put(app.url(&format!("/api/v1/users/{}/password", alice.user_id)))
+            .bearer_auth(&admin_token)
+            .json(&serde_json::json!({ "password": "a brand new password", "revoke_grants": revoke_grants }))
+            .send()
+    };
+    assert_eq!(reset(false).await.unwrap().status(), 200);
+    let profile = app.http.get(app.url("/o/profile/")).send().await.unwrap();
+    assert_eq!(profile.status(), 302, "the old session is over");
+    assert!(location(&profile).starts_with("/o/login/"));
+    let refreshed = app.refresh(&refresh_token).await;
+    assert_eq!(
+        refreshed.status(),
+        200,
+        "without revoke_grants the apps keep their grants"
+    );
+    let refresh_token = refreshed.json::<serde_json::Value>().await.unwrap()["refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    assert_eq!(
+        app.log_in("/o/login/", USERNAME, "a brand new password").await.status(),
+        303,
+        "the new password opens a new session"
+    );
+    assert_eq!(reset(true).await.unwrap().status(), 200);
+    assert_eq!(app.refresh(&refresh_token).await.status(), 400, "grants revoked");
+    let profile = app.http.get(app.url("/o/profile/")).send().await.unwrap();
+    assert_eq!(profile.status(), 302);
+}

@@ -5,7 +5,8 @@ use serde_json::Value;
 use tessera::oauth::audit::Caller;
 
 /// A logged-in user on a server whose registration policy lets users register service apps
-/// (client_credentials), which these tests use; the policy itself is tested in `review`.
+/// (client_credentials), which these tests use; the policy itself has a test of its own
+/// (`self_service_apps_follow_the_registration_policy`).
 async fn logged_in() -> TestApp {
     let dirs = tempfile::tempdir().unwrap();
     let config = tessera::Config {
@@ -20,12 +21,8 @@ async fn logged_in() -> TestApp {
     app
 }
 
-async fn csrf_of(app: &TestApp, path: &str) -> String {
-    let page = app.get_text(path).await;
-    hidden_input(&page, "csrf_token").expect("the page has a CSRF token")
-}
-
-async fn register(app: &TestApp, fields: &[(&str, &str)]) -> reqwest::Response {
+/// Registers an app in the pages as the user logged in to `app`; returns the response.
+pub async fn register(app: &Remote, fields: &[(&str, &str)]) -> reqwest::Response {
     let csrf = csrf_of(app, "/o/applications/register/").await;
     let mut form = vec![("csrf_token", csrf.as_str())];
     form.extend_from_slice(fields);
@@ -43,6 +40,42 @@ const SERVICE: [(&str, &str); 4] = [
     ("grant_client_credentials", "on"),
     ("scope_read", "on"),
 ];
+
+// A second user who registers apps of their own, as the adversarial reviews did.
+pub const ATTACKER: &str = "mallory";
+pub const ATTACKER_PASSWORD: &str = "mallory's long password";
+pub const EVIL_REDIRECT: &str = "https://evil.example/cb";
+
+/// A second user, logged in in a browser of their own.
+pub async fn attacker(app: &TestApp) -> Remote {
+    app.provider
+        .create_user(&Caller::system(), ATTACKER, ATTACKER_PASSWORD, None)
+        .await
+        .unwrap();
+    let browser = browser(app);
+    assert_eq!(
+        browser.log_in("/o/login/", ATTACKER, ATTACKER_PASSWORD).await.status(),
+        303
+    );
+    browser
+}
+
+/// An authorization request for `client_id` to the attacker's redirect URI.
+pub fn evil_request(client_id: &str) -> Vec<(String, String)> {
+    let pkce = Pkce::new();
+    [
+        ("response_type", "code"),
+        ("client_id", client_id),
+        ("redirect_uri", EVIL_REDIRECT),
+        ("scope", "openid profile email read write"),
+        ("state", "s"),
+        ("code_challenge", pkce.challenge.as_str()),
+        ("code_challenge_method", "S256"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
 
 #[tokio::test]
 async fn the_pages_require_login() {
@@ -310,4 +343,186 @@ async fn an_app_registered_with_its_public_keys_has_no_secret_and_authenticates_
     // The edit form shows the keys and saving it keeps them.
     let edit = app.get_text(&format!("/o/applications/{client_id}/edit/")).await;
     assert!(edit.contains("Ed25519"), "{edit}");
+}
+
+// The first adversarial review (issue 11, `SECURITY.md`), each finding as the attack that
+// found it; each test failed on the code the review ran against.
+
+/// Finding 14: names with bidirectional controls (U+202E makes "ppa.evil" read as "live.app")
+/// are refused wherever an app name is taken in.
+#[tokio::test]
+async fn app_names_with_bidirectional_controls_are_refused() {
+    let app = spawn_app().await;
+    let mallory = attacker(&app).await;
+    let response = register(
+        &mallory,
+        &[
+            ("name", "Bank \u{202e}ppa.evil"),
+            ("client_type", "confidential"),
+            ("grant_authorization_code", "on"),
+            ("redirect_uris", EVIL_REDIRECT),
+            ("scope_read", "on"),
+        ],
+    )
+    .await;
+    assert_eq!(response.status(), 400);
+    assert!(response.text().await.unwrap().contains("bidirectional"));
+}
+
+/// Finding 8: through the pages any user made a client_credentials app with every scope (the
+/// example resource server then accepted its writes), which dynamic registration refuses by
+/// default. The pages now follow the registration policy; only the CLI and admin API don't.
+#[tokio::test]
+async fn self_service_apps_follow_the_registration_policy() {
+    let dirs = tempfile::tempdir().unwrap();
+    let config = tessera::Config {
+        registration: tessera::config::RegistrationPolicy {
+            scopes: Some(vec!["openid".into(), "read".into()]),
+            ..Default::default()
+        },
+        ..test_config(&dirs)
+    };
+    let app = spawn_app_with(config, dirs).await;
+    let mallory = attacker(&app).await;
+    let form = mallory.get_text("/o/applications/register/").await;
+    assert!(!form.contains("grant_client_credentials"), "not offered");
+    assert!(!form.contains("scope_write") && form.contains("scope_read"));
+
+    let machine = [
+        ("name", "Robot"),
+        ("client_type", "confidential"),
+        ("grant_client_credentials", "on"),
+        ("scope_read", "on"),
+    ];
+    let response = register(&mallory, &machine).await;
+    assert_eq!(response.status(), 400);
+    assert!(response.text().await.unwrap().contains("client_credentials"));
+    let everything = [
+        ("name", "Greedy"),
+        ("client_type", "confidential"),
+        ("grant_authorization_code", "on"),
+        ("redirect_uris", EVIL_REDIRECT),
+        ("scope_read", "on"),
+        ("scope_write", "on"),
+    ];
+    let response = register(&mallory, &everything).await;
+    assert_eq!(response.status(), 200, "an unoffered scope is dropped, not granted");
+    let client_id = code_element(&response.text().await.unwrap(), "client-id").unwrap();
+    let stored = app.provider.find_client(&client_id).await.unwrap().unwrap();
+    assert_eq!(stored.scopes, ["read"]);
+    // Nor can an edit add them (the core refuses whatever the form sends).
+    let mut settings = tessera::oauth::client::NewClient {
+        grant_types: vec![tessera::store::GrantType::ClientCredentials],
+        ..settings_of(&stored)
+    };
+    assert!(app
+        .provider
+        .update_client(&Caller::system(), &client_id, settings.clone())
+        .await
+        .is_err());
+    settings.grant_types = stored.grant_types.clone();
+    settings.scope = "read write".into();
+    assert!(app
+        .provider
+        .update_client(&Caller::system(), &client_id, settings.clone())
+        .await
+        .is_err());
+    settings.name = "x".repeat(101);
+    settings.scope = "read".into();
+    assert!(
+        app.provider
+            .update_client(&Caller::system(), &client_id, settings)
+            .await
+            .is_err(),
+        "names up to 100"
+    );
+    // An operator still can: the CLI and admin API register without the policy.
+    let operator = tessera::oauth::client::NewClient {
+        owner_user_id: None,
+        grant_types: vec![tessera::store::GrantType::ClientCredentials],
+        redirect_uris: vec![],
+        scope: "read write".into(),
+        name: "Operator's robot".into(),
+        ..settings_of(&stored)
+    };
+    assert!(app.provider.register_client(&Caller::system(), operator).await.is_ok());
+}
+
+/// Finding 8, store growth: one account may own at most 50 apps.
+#[tokio::test]
+async fn one_user_cannot_register_apps_without_limit() {
+    // Without the budget of changes a minute (tested in `audit`), to reach the cap at once.
+    let dirs = tempfile::tempdir().unwrap();
+    let config = tessera::Config {
+        self_service_changes: tessera::rate_limit::Rate::OFF,
+        ..test_config(&dirs)
+    };
+    let app = spawn_app_with(config, dirs).await;
+    let mallory = attacker(&app).await;
+    let fields = [
+        ("name", "Spam"),
+        ("client_type", "public"),
+        ("grant_authorization_code", "on"),
+        ("redirect_uris", EVIL_REDIRECT),
+        ("scope_read", "on"),
+    ];
+    for _ in 0..50 {
+        assert_eq!(register(&mallory, &fields).await.status(), 200);
+    }
+    let refused = register(&mallory, &fields).await;
+    assert_eq!(refused.status(), 400);
+    assert!(refused.text().await.unwrap().contains("50 apps"));
+    assert_eq!(mallory.get_text("/o/applications/").await.matches("Spam").count(), 50);
+}
+
+fn settings_of(client: &tessera::store::ClientRecord) -> tessera::oauth::client::NewClient {
+    tessera::oauth::client::NewClient {
+        name: client.name.clone(),
+        client_type: client.client_type,
+        grant_types: client.grant_types.clone(),
+        redirect_uris: client.redirect_uris.clone(),
+        scope: client.scopes.join(" "),
+        resources: client.resources.clone(),
+        access_token_ttl: client.access_token_ttl,
+        refresh_token_ttl: client.refresh_token_ttl,
+        skip_consent: client.skip_consent,
+        owner_user_id: client.owner_user_id.clone(),
+        post_logout_redirect_uris: client.post_logout_redirect_uris.clone(),
+        id_token_signed_response_alg: client.id_token_signed_response_alg,
+        admin: client.admin,
+        keys: None,
+        policy: client.policy.clone(),
+    }
+}
+
+// The attack on the operator's console (issue 16, `SECURITY.md`): each comment tells the
+// finding as it was found, and each test failed until it was fixed.
+
+/// Finding 1d (finding 1 for every signed-in user): the applications pages share the
+/// validation, so any user registering an app with a NUL in a redirect URI gets a 500 on
+/// PostgreSQL (on sled the app is stored with the NUL in its redirect URI).
+#[tokio::test]
+async fn a_user_registering_an_app_with_a_nul_in_a_redirect_uri_gets_a_400() {
+    let app = spawn_app().await;
+    let user = browser(&app);
+    user.log_in("/o/login/", USERNAME, PASSWORD).await;
+    let token = crate::console::csrf(&user).await;
+    let form = [
+        ("csrf_token", token.as_str()),
+        ("name", "NUL app"),
+        ("client_type", "public"),
+        ("grant_authorization_code", "on"),
+        ("scope_openid", "on"),
+        ("redirect_uris", "https://app.example/cb\u{0}"),
+    ];
+    let response = user
+        .http
+        .post(user.url("/o/applications/register/"))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let html = response.text().await.unwrap();
+    assert_eq!(status, 400, "{}", crate::console::error_line(&html));
 }

@@ -1,3 +1,4 @@
+use crate::applications::{attacker, evil_request, register, EVIL_REDIRECT};
 use crate::helpers::*;
 
 #[tokio::test]
@@ -453,4 +454,182 @@ async fn with_an_https_issuer_the_session_cookie_is_secure_and_host_only() {
         .expect("a session cookie")
         .to_string();
     assert!(session.contains("; Secure") && session.contains("HttpOnly") && session.contains("SameSite=Lax"));
+}
+
+// The first adversarial review (issue 11, `SECURITY.md`), each finding as the attack that
+// found it; each test failed on the code the review ran against.
+
+/// Finding 15: a replay that lands between the first exchange's redemption and its writing of
+/// the grant found no grant to revoke, and the first exchange's tokens escaped revocation.
+/// Then, codes exchanged 8 times at once, 20 times over: at most one exchange wins each time,
+/// and its tokens are always dead afterwards, since every code was replayed.
+#[tokio::test]
+async fn a_code_replayed_during_its_first_exchange_still_revokes_what_it_produced() {
+    let app = std::sync::Arc::new(spawn_app().await);
+    // The exact interleaving: the first exchange has redeemed the code (here, directly in the
+    // store) but not yet written its grant when the replay arrives.
+    let (code, pkce) = app.get_code().await;
+    let tessera::store::Redemption::Fresh(first) = app
+        .store
+        .redeem_code(&tessera::oauth::secret_hash(&code))
+        .await
+        .unwrap()
+    else {
+        panic!("a fresh code")
+    };
+    assert_eq!(app.exchange_code(&code, &pkce.verifier).await.status(), 400);
+    let grant = app.store.get_grant(&first.grant_id).await.unwrap();
+    assert!(
+        grant.is_some_and(|g| g.revoked),
+        "the replay leaves a revoked grant for the first exchange to find"
+    );
+    let late = tessera::store::GrantRecord {
+        grant_id: first.grant_id.clone(),
+        client_id: first.client_id.clone(),
+        user_id: first.user_id.clone(),
+        scope: first.scope.clone(),
+        audience: first.audience.clone(),
+        auth_time: first.auth_time,
+        created_at: 0,
+        revoked: false,
+    };
+    assert!(
+        !app.store.insert_grant(&late).await.unwrap(),
+        "the first exchange cannot write a live grant over it"
+    );
+
+    for round in 0..20 {
+        let (code, pkce) = app.get_code().await;
+        let exchanges = (0..8).map(|_| {
+            let (app, code, verifier) = (app.clone(), code.clone(), pkce.verifier.clone());
+            async move {
+                let response = app.exchange_code(&code, &verifier).await;
+                (
+                    response.status().as_u16(),
+                    response.json::<serde_json::Value>().await.unwrap(),
+                )
+            }
+        });
+        let outcomes = join_all(exchanges).await;
+        let winners: Vec<_> = outcomes.iter().filter(|(status, _)| *status == 200).collect();
+        assert!(winners.len() <= 1, "round {round}: {outcomes:?}");
+        for (_, tokens) in winners {
+            let access = tokens["access_token"].as_str().unwrap();
+            assert_eq!(app.introspect(access).await["active"], false, "round {round}");
+            let refreshed = app.refresh(tokens["refresh_token"].as_str().unwrap()).await;
+            assert_eq!(refreshed.status(), 400, "round {round}");
+        }
+    }
+}
+
+/// Finding 10: with an app anyone registered (in the pages, or by open dynamic registration)
+/// whose redirect URI is the attacker's, `/o/authorize/?client_id=X&response_type=x` sent
+/// any visitor there (RFC 9700 §4.11.2), and so did `/o/logout/` with its post-logout URI.
+/// Now such a client's errors are shown, not redirected, until someone has logged in, and
+/// its post-logout URI is only offered as a link to a visitor who was not logged in.
+#[tokio::test]
+async fn an_app_anyone_registered_cannot_turn_tessera_into_an_open_redirector() {
+    let app = spawn_app().await;
+    let mallory = attacker(&app).await;
+    let evil_logout = "https://evil.example/logged-out";
+    let response = register(
+        &mallory,
+        &[
+            ("name", "Redirector"),
+            ("client_type", "public"),
+            ("grant_authorization_code", "on"),
+            ("redirect_uris", EVIL_REDIRECT),
+            ("post_logout_redirect_uris", evil_logout),
+            ("scope_openid", "on"),
+        ],
+    )
+    .await;
+    let client_id = code_element(&response.text().await.unwrap(), "client-id").unwrap();
+
+    let anyone = browser(&app);
+    let with = |name: &str, value: &str| {
+        let mut request = evil_request(&client_id);
+        request.retain(|(k, _)| k != name && k != "scope");
+        request.push((name.into(), value.into()));
+        request.push(("scope".into(), "openid".into()));
+        request
+    };
+    let bad_type = with("response_type", "x");
+    let silent = with("prompt", "none");
+    for (request, what) in [(&bad_type, "unsupported_response_type"), (&silent, "login_required")] {
+        let answer = anyone.authorize(request).await;
+        assert_eq!(answer.status(), 400, "{what} is shown, not redirected");
+        assert!(answer.headers().get("location").is_none());
+        let html = answer.text().await.unwrap();
+        assert!(html.contains(what), "{what}: {html}");
+    }
+    // A logged-in user who never approved the app is not sent there either (the second
+    // review: most visitors are logged in).
+    let answer = mallory.authorize(&bad_type).await;
+    assert_eq!(answer.status(), 400);
+    assert!(answer.headers().get("location").is_none());
+    // An operator's client is trusted with errors even before anyone logs in.
+    let mut operator_request = app.authorize_query(&Pkce::new(), "s");
+    operator_request.retain(|(k, _)| k != "response_type");
+    operator_request.push(("response_type".into(), "x".into()));
+    assert_eq!(anyone.authorize(&operator_request).await.status(), 302);
+
+    // Logout: a visitor who was not logged in gets a page with a link, not a redirect; the
+    // attacker's own ID token for the app changes nothing.
+    let tokens = {
+        let pkce = Pkce::new();
+        let request = with("code_challenge", &pkce.challenge);
+        let redirect = mallory.authorize_and_allow(&request).await;
+        let code = param(&redirect, "code").unwrap();
+        let client = TestClient {
+            id: client_id.clone(),
+            secret: None,
+        };
+        let form = [
+            ("grant_type", "authorization_code"),
+            ("code", code.as_str()),
+            ("redirect_uri", EVIL_REDIRECT),
+            ("code_verifier", pkce.verifier.as_str()),
+        ];
+        let response = mallory.token(&client, &form).await;
+        assert_eq!(response.status(), 200);
+        response.json::<serde_json::Value>().await.unwrap()
+    };
+    let id_token = tokens["id_token"].as_str().unwrap();
+    // Once the user has approved the app, its errors go back to it as usual.
+    let answer = mallory.authorize(&bad_type).await;
+    assert_eq!(answer.status(), 302);
+    assert!(location(&answer).starts_with(EVIL_REDIRECT));
+    for query in [
+        vec![
+            ("client_id", client_id.as_str()),
+            ("post_logout_redirect_uri", evil_logout),
+        ],
+        vec![("id_token_hint", id_token), ("post_logout_redirect_uri", evil_logout)],
+    ] {
+        let answer = anyone
+            .http
+            .get(app.url("/o/logout/"))
+            .query(&query)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200);
+        assert!(answer.headers().get("location").is_none());
+        let html = answer.text().await.unwrap();
+        assert!(
+            html.contains("continue there") && html.contains("evil.example"),
+            "{html}"
+        );
+    }
+    // The user who was logged in, logging out through the app, is sent on.
+    let answer = mallory
+        .http
+        .get(app.url("/o/logout/"))
+        .query(&[("id_token_hint", id_token), ("post_logout_redirect_uri", evil_logout)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 303);
+    assert!(location(&answer).starts_with(evil_logout));
 }

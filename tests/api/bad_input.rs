@@ -1,8 +1,9 @@
 //! Every malformed request gets the right RFC 6749 §5.2 error: never a 500, never a panic,
-//! and nothing is written.
+//! and nothing is written. A NUL character anywhere in any operation of the spec, or in a
+//! page's form or query, is a 4xx on every backend.
 
 use crate::helpers::*;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 async fn post_raw(app: &TestApp, content_type: &str, body: Vec<u8>) -> reqwest::Response {
     app.http
@@ -269,4 +270,192 @@ async fn a_method_an_endpoint_does_not_have_is_405_with_allow() {
         want.sort();
         assert_eq!(got, want, "{method} {path}");
     }
+}
+
+// The third adversarial review (issue 26, `SECURITY.md`), each finding as the attack that
+// found it; each test failed on the code the review ran against.
+
+/// One request a NUL probe sends.
+struct Probe {
+    method: reqwest::Method,
+    path: String,
+    query: Vec<(String, String)>,
+    form: Option<Vec<(String, String)>>,
+    json: Option<Value>,
+    basic: Option<(String, String)>,
+    what: String,
+}
+
+/// A probe for every path parameter, query parameter, form field and JSON member of every
+/// operation of the spec, and for HTTP Basic credentials where the operation takes them.
+fn probes_from_the_spec(spec: &Value) -> Vec<Probe> {
+    const NUL: &str = "a\u{0}b";
+    let mut probes = Vec::new();
+    for (path, operations) in spec["paths"].as_object().unwrap() {
+        for (method, operation) in operations.as_object().unwrap() {
+            let method: reqwest::Method = method.to_uppercase().parse().unwrap();
+            let parameters = operation["parameters"].as_array().cloned().unwrap_or_default();
+            let benign_path = parameters
+                .iter()
+                .filter(|p| p["in"] == "path")
+                .fold(path.clone(), |p, param| {
+                    p.replace(&format!("{{{}}}", param["name"].as_str().unwrap()), "x")
+                });
+            let probe = |what: String| Probe {
+                method: method.clone(),
+                path: benign_path.clone(),
+                query: vec![],
+                form: None,
+                json: None,
+                basic: None,
+                what: format!("{method} {path}: {what}"),
+            };
+            for param in &parameters {
+                let name = param["name"].as_str().unwrap();
+                match param["in"].as_str() {
+                    Some("path") => probes.push(Probe {
+                        path: path.replace(&format!("{{{name}}}"), "a%00b"),
+                        ..probe(format!("path parameter {name}"))
+                    }),
+                    Some("query") => probes.push(Probe {
+                        query: vec![(name.into(), NUL.into())],
+                        ..probe(format!("query parameter {name}"))
+                    }),
+                    _ => {}
+                }
+            }
+            let content = &operation["requestBody"]["content"];
+            for (media_type, body) in content.as_object().cloned().unwrap_or_default() {
+                let schema = resolved(spec, &body["schema"]);
+                for (name, property) in schema["properties"].as_object().cloned().unwrap_or_default() {
+                    if media_type.starts_with("application/x-www-form-urlencoded") {
+                        probes.push(Probe {
+                            form: Some(vec![(name.clone(), NUL.into())]),
+                            ..probe(format!("form field {name}"))
+                        });
+                    } else {
+                        let value = match resolved(spec, &property)["type"].as_str() {
+                            Some("array") => json!([NUL]),
+                            _ => json!(NUL),
+                        };
+                        probes.push(Probe {
+                            json: Some(json!({ name.clone(): value })),
+                            ..probe(format!("JSON member {name}"))
+                        });
+                    }
+                }
+            }
+            let basic = operation["security"]
+                .as_array()
+                .is_some_and(|s| s.iter().any(|s| s.get("clientSecretBasic").is_some()));
+            if basic {
+                probes.push(Probe {
+                    basic: Some((NUL.into(), "secret".into())),
+                    form: Some(vec![
+                        ("token".into(), "x".into()),
+                        ("grant_type".into(), "client_credentials".into()),
+                    ]),
+                    ..probe("HTTP Basic client id".into())
+                });
+            }
+        }
+    }
+    probes
+}
+
+/// Finding 7: on PostgreSQL (which cannot store a NUL in text) a NUL in a client id was a 500
+/// at the token, authorize, device, PAR, revocation, introspection (Basic), logout, registration
+/// and admin endpoints and two pages; only the console refused it. Now the request edge refuses
+/// a NUL in the path, the query, a form or a JSON body, Basic credentials with one are nobody's,
+/// and PostgreSQL's refusal is a 400 below that: a 4xx everywhere, on both backends (the suite
+/// runs this on each).
+#[tokio::test]
+async fn a_nul_character_anywhere_in_any_operation_is_a_4xx_on_every_backend() {
+    let app = spawn_app().await;
+    let (_, admin_token) = app.admin_bearer().await;
+    assert_eq!(app.log_in("/o/login/", USERNAME, PASSWORD).await.status(), 303);
+    let spec = committed_spec();
+    let mut probes = probes_from_the_spec(&spec);
+    assert!(probes.len() > 80, "{} probes", probes.len());
+    // What the spec cannot list: the UserInfo form, and the pages.
+    let page = |method: reqwest::Method, path: &str, query: &[(&str, &str)], form: &[(&str, &str)]| Probe {
+        method: method.clone(),
+        path: path.into(),
+        query: query.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        form: (!form.is_empty()).then(|| form.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
+        json: None,
+        basic: None,
+        what: format!("{method} {path} {query:?} {form:?}"),
+    };
+    use reqwest::Method;
+    let nul = "a\u{0}b";
+    probes.extend([
+        page(Method::POST, "/o/userinfo/", &[], &[("access_token", nul)]),
+        page(
+            Method::GET,
+            "/o/authorize/",
+            &[("client_id", nul), ("response_type", "code")],
+            &[],
+        ),
+        page(Method::GET, "/o/logout/", &[("client_id", nul)], &[]),
+        page(Method::GET, "/o/device/", &[("user_code", nul)], &[]),
+        page(Method::GET, "/o/applications/a%00b/", &[], &[]),
+        page(Method::GET, "/o/applications/a%00b/edit/", &[], &[]),
+        page(
+            Method::POST,
+            "/o/authorized_tokens/",
+            &[],
+            &[("client_id", nul), ("csrf_token", "x")],
+        ),
+        page(
+            Method::POST,
+            "/o/login/",
+            &[],
+            &[("username", nul), ("password", "x"), ("csrf_token", "x")],
+        ),
+        page(Method::GET, "/admin/clients/a%00b", &[], &[]),
+        page(Method::GET, "/admin/users/a%00b", &[], &[]),
+    ]);
+    let mut failures = Vec::new();
+    for probe in &probes {
+        let mut url = app.url(&probe.path);
+        if !probe.query.is_empty() {
+            let query: Vec<String> = probe
+                .query
+                .iter()
+                .map(|(k, v)| format!("{k}={}", v.replace('\u{0}', "%00")))
+                .collect();
+            url = format!("{url}?{}", query.join("&"));
+        }
+        let mut request = app.http.request(probe.method.clone(), &url);
+        if probe.path.starts_with("/api/") {
+            request = request.bearer_auth(&admin_token);
+        }
+        if let Some((id, secret)) = &probe.basic {
+            request = request.basic_auth(id.replace('\u{0}', "%00"), Some(secret));
+        }
+        if let Some(form) = &probe.form {
+            request = request.form(form);
+        }
+        if let Some(json) = &probe.json {
+            request = request.json(json);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let body = response.text().await.unwrap_or_default();
+        if !(400..500).contains(&status) {
+            failures.push(format!(
+                "{}: {status} {}",
+                probe.what,
+                body.chars().take(200).collect::<String>()
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} probes:\n{}",
+        failures.len(),
+        probes.len(),
+        failures.join("\n")
+    );
 }

@@ -1,3 +1,6 @@
+use std::sync::Arc;
+use std::time::Duration;
+
 use crate::helpers::*;
 use serde_json::Value;
 use tessera::oauth::audit::Caller;
@@ -148,4 +151,59 @@ async fn per_client_lifetimes_override_the_servers() {
         .await
         .unwrap();
     assert_eq!(body["expires_in"], 120);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rotating_a_secret_under_load_switches_from_old_to_new_at_one_point() {
+    let app = Arc::new(spawn_app().await);
+    let old = app.client.clone();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Steady client_credentials traffic with the old secret while the secret rotates.
+    let hammer = {
+        let (app, old, stop) = (app.clone(), old.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut log = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let sent = std::time::Instant::now();
+                let status = app.client_credentials_as(&old, "read").await.status().as_u16();
+                log.push((sent, std::time::Instant::now(), status));
+            }
+            log
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let rotation_started = std::time::Instant::now();
+    let secret = app
+        .provider
+        .rotate_client_secret(&Caller::system(), &old.id)
+        .await
+        .unwrap();
+    let rotated = std::time::Instant::now();
+    let new = TestClient {
+        id: old.id.clone(),
+        secret: Some(secret),
+    };
+    assert_eq!(
+        app.client_credentials_as(&new, "read").await.status(),
+        200,
+        "the new secret works at once"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let log = hammer.await.unwrap();
+    assert!(
+        log.iter().all(|(_, _, s)| *s == 200 || *s == 401),
+        "only success or invalid_client"
+    );
+    // The old secret worked for every request answered before the rotation began, and for
+    // none sent after it finished.
+    assert!(log
+        .iter()
+        .filter(|(_, answered, _)| *answered < rotation_started)
+        .all(|(_, _, s)| *s == 200));
+    let after: Vec<_> = log.iter().filter(|(sent, _, _)| *sent > rotated).collect();
+    assert!(
+        !after.is_empty() && after.iter().all(|(_, _, s)| *s == 401),
+        "the old secret is dead at once"
+    );
 }

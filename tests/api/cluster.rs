@@ -1,10 +1,12 @@
 //! Cluster mode (issue 13): real `tessera` processes sharing one PostgreSQL database (the tests'
-//! throwaway server, a fresh database per test), and the CLI working against it while they run.
+//! throwaway server, a fresh database per test), and the CLI working against it while they run;
+//! what the database holds opens none of the server's secrets, the client cache is bounded in
+//! bytes, and every operation and page answers 503 with `Retry-After` while the database is down.
 
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{json, Value};
 use tessera::store::{GrantStore, Store};
 
 use crate::helpers::*;
@@ -945,4 +947,350 @@ async fn a_dpop_nonce_from_one_node_works_on_another_and_a_proof_is_used_once_ac
     let replayed = token(&a, &proof).await.unwrap();
     assert_eq!(replayed.status(), 400);
     assert_eq!(replayed.json::<Value>().await.unwrap()["error"], "invalid_dpop_proof");
+}
+
+// The third adversarial review (issue 26, `SECURITY.md`), each finding as the attack that
+// found it; each test failed on the code the review ran against.
+
+/// Every `bytea` value in every table of the database at `url`, by table.
+async fn bytea_values(url: &str) -> Vec<(String, Vec<u8>)> {
+    let (db, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    let columns = db
+        .query(
+            "SELECT table_name::text, column_name::text FROM information_schema.columns \
+             WHERE table_schema = 'public' AND data_type = 'bytea'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let mut values = Vec::new();
+    for column in columns {
+        let (table, name): (String, String) = (column.get(0), column.get(1));
+        for row in db
+            .query(&format!("SELECT {name} FROM {table} WHERE {name} IS NOT NULL"), &[])
+            .await
+            .unwrap()
+        {
+            values.push((table.clone(), row.get::<_, Vec<u8>>(0)));
+        }
+    }
+    values
+}
+
+/// Finding 8: in cluster mode the server secrets that seal scratch values and sign cookies
+/// were stored in the clear: a reader of the database opened pushed requests and playground
+/// state (client secrets, PKCE verifiers, tokens) and forged `tessera_device` cookies (which
+/// spare a browser the login slow-downs). Now they are sealed under the key-encryption key,
+/// and nothing secret opens with what the database holds.
+#[tokio::test]
+async fn nothing_secret_opens_with_the_databases_own_contents() {
+    use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
+    let (app, url) = spawn_on_postgres(|config| config.dpop_nonce = true).await;
+    // A pushed request (a scratch value), a device cookie, a DPoP nonce.
+    let pkce = Pkce::new();
+    let query: Vec<(String, String)> = app
+        .authorize_query(&pkce, "s")
+        .into_iter()
+        .filter(|(name, _)| name != "client_id")
+        .collect();
+    let pushed = app
+        .http
+        .post(app.url("/o/par/"))
+        .basic_auth(&app.client.id, app.client.secret.as_ref())
+        .form(&query)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pushed.status(), 201);
+    let login = app.log_in("/o/login/", USERNAME, PASSWORD).await;
+    let device_cookie = login
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|c| c.strip_prefix("tessera_device="))
+        .and_then(|c| c.split(';').next())
+        .expect("a device cookie")
+        .to_string();
+    let nonce = app.provider.dpop_nonce().await.unwrap();
+
+    let values = bytea_values(&url).await;
+    let secrets: Vec<&Vec<u8>> = values
+        .iter()
+        .filter(|(t, _)| t == "server_secrets")
+        .map(|(_, v)| v)
+        .collect();
+    assert!(secrets.len() >= 3, "{} server secrets", secrets.len());
+    let scratch: Vec<&Vec<u8>> = values.iter().filter(|(t, _)| t == "scratch").map(|(_, v)| v).collect();
+    assert!(!scratch.is_empty());
+    // Every 32 bytes the database holds, wherever, tried as each key.
+    let candidates: Vec<&[u8]> = values.iter().flat_map(|(_, v)| v.windows(32).step_by(1)).collect();
+    let (signed, mac) = device_cookie.rsplit_once('.').unwrap();
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let mac = b64.decode(mac).unwrap();
+    let nonce = b64.decode(nonce).unwrap();
+    for key in &candidates {
+        let hmac = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key);
+        assert!(
+            ring::hmac::verify(&hmac, format!("device\0{signed}").as_bytes(), &mac).is_err(),
+            "the device cookie's key is in the database"
+        );
+        assert!(
+            ring::hmac::verify(&hmac, &nonce[..8], &nonce[8..]).is_err(),
+            "the DPoP nonce key is in the database"
+        );
+        let aead = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, key).unwrap());
+        for value in &scratch {
+            let (nonce, sealed) = value.split_at(NONCE_LEN);
+            let mut sealed = sealed.to_vec();
+            let opened = aead.open_in_place(
+                Nonce::try_assume_unique_for_key(nonce).unwrap(),
+                Aad::from("pushed-authorization-request"),
+                &mut sealed,
+            );
+            assert!(
+                opened.is_err(),
+                "a pushed request opens with the database's own contents"
+            );
+        }
+    }
+    // And the server itself still opens what it sealed: the pushed request is usable.
+    let body: Value = pushed.json().await.unwrap();
+    let page = app
+        .authorize(&[
+            ("client_id".into(), app.client.id.clone()),
+            ("request_uri".into(), body["request_uri"].as_str().unwrap().into()),
+        ])
+        .await;
+    assert_eq!(page.status(), 200, "the consent page");
+}
+
+/// Finding 8, upgrading: a secret an earlier version stored in the clear is replaced by a new
+/// sealed one on first use (it was readable by anyone who read the database).
+#[tokio::test]
+async fn a_server_secret_stored_in_the_clear_is_replaced_by_a_sealed_one() {
+    let url = crate::postgres::PgServer::shared().create_database().await;
+    let store = open_database(&url).await;
+    store.migrate().await.unwrap();
+    use tessera::store::Store;
+    let clear = [42u8; 32];
+    store.server_secret("cookie-hmac", &clear).await.unwrap();
+    let (app, _) = spawn_on_postgres(|config| config.database_url = Some(url.clone())).await;
+    assert_eq!(app.log_in("/o/login/", USERNAME, PASSWORD).await.status(), 303);
+    let stored = store.server_secret("cookie-hmac", &clear).await.unwrap();
+    assert_ne!(stored, clear.to_vec(), "replaced");
+    assert!(stored.len() > 32, "sealed: {} bytes", stored.len());
+}
+
+/// A minimal JSON value of `schema`: its required members, each a plausible value of its type.
+fn example_of(spec: &Value, schema: &Value) -> Value {
+    let schema = resolved(spec, schema);
+    if let Some(first) = schema["enum"].as_array().and_then(|e| e.first()) {
+        return first.clone();
+    }
+    match schema["type"].as_str() {
+        Some("object") | None if schema["properties"].is_object() => {
+            let mut object = serde_json::Map::new();
+            for name in schema["required"].as_array().cloned().unwrap_or_default() {
+                let name = name.as_str().unwrap();
+                object.insert(name.into(), example_of(spec, &schema["properties"][name]));
+            }
+            Value::Object(object)
+        }
+        Some("array") => json!([]),
+        Some("boolean") => json!(false),
+        Some("integer") | Some("number") => json!(1),
+        Some("string") => json!("a long enough value"),
+        _ => json!({}),
+    }
+}
+
+/// Finding 11: with PostgreSQL stopped, the admin API and UserInfo answered HTTP 400 (the
+/// problem body said 503) without `Retry-After`; only the token endpoint answered 503. Clients
+/// and load balancers read 400 as "do not retry". Now every operation of the spec, and every
+/// page, that needs the store answers 503 with `Retry-After` while it is unreachable; those
+/// that need nothing of it keep answering.
+#[tokio::test]
+async fn every_operation_and_page_answers_503_with_retry_after_while_the_database_is_down() {
+    let server = crate::postgres::PgServer::dedicated();
+    let url = server.create_database().await;
+    let (app, _) = spawn_on_postgres(|config| {
+        config.database_url = Some(url.clone());
+        config.registration.mode = tessera::config::RegistrationMode::Open;
+    })
+    .await;
+    // Everything a caller holds before the outage: an admin token, a user's access token and
+    // session, a registration access token.
+    let (_, admin_token) = app.admin_bearer().await;
+    let user_token = app.get_tokens().await["access_token"].as_str().unwrap().to_string();
+    let registered: Value = app
+        .http
+        .post(app.url("/o/register/"))
+        .json(&json!({"redirect_uris": ["https://app.example/cb"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let registration_token = registered["registration_access_token"].as_str().unwrap().to_string();
+    let registered_id = registered["client_id"].as_str().unwrap().to_string();
+    let user_id = app.store.get_user_by_name(USERNAME).await.unwrap().unwrap().user_id;
+    let spec = committed_spec();
+
+    server.stop();
+    // Past the client cache's second.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    // What needs nothing of the store: the documents, liveness, metrics (which report the
+    // database down).
+    let store_free = [
+        "GET /.well-known/jwks.json",
+        "GET /.well-known/oauth-authorization-server",
+        "GET /.well-known/openid-configuration",
+        "GET /healthz",
+        "GET /metrics",
+    ];
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for (path, operations) in spec["paths"].as_object().unwrap() {
+        for (method, operation) in operations.as_object().unwrap() {
+            let name = format!("{} {path}", method.to_uppercase());
+            let concrete = path
+                .replace(
+                    "{client_id}",
+                    if path.starts_with("/o/register") {
+                        &registered_id
+                    } else {
+                        &app.client.id
+                    },
+                )
+                .replace("{user_id}", &user_id)
+                .replace("{grant_id}", "some-grant")
+                .replace("{kid}", "some-key");
+            let mut request = app
+                .http
+                .request(method.to_uppercase().parse().unwrap(), app.url(&concrete));
+            request = match path.as_str() {
+                p if p.starts_with("/api/") => request.bearer_auth(&admin_token),
+                p if p.starts_with("/o/register/{") => request.bearer_auth(&registration_token),
+                "/o/userinfo/" => request.bearer_auth(&user_token),
+                "/o/register/" => request,
+                p if p.starts_with("/o/") => request.basic_auth(&app.client.id, app.client.secret.as_ref()),
+                _ => request,
+            };
+            let content = &operation["requestBody"]["content"];
+            if let Some((media_type, body)) = content.as_object().and_then(|c| c.iter().next()) {
+                if media_type.starts_with("application/x-www-form-urlencoded") {
+                    let form: Vec<(&str, &str)> = match path.as_str() {
+                        "/o/token/" => vec![("grant_type", "client_credentials"), ("scope", "read")],
+                        "/o/device_authorization/" => vec![("scope", "read")],
+                        "/o/par/" => vec![
+                            ("response_type", "code"),
+                            ("redirect_uri", REDIRECT_URI),
+                            ("code_challenge", "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"),
+                            ("code_challenge_method", "S256"),
+                        ],
+                        _ => vec![("token", user_token.as_str())],
+                    };
+                    request = request.form(&form);
+                } else {
+                    let mut example = example_of(&spec, &body["schema"]);
+                    if path.starts_with("/o/register") {
+                        example["redirect_uris"] = json!(["https://app.example/cb"]);
+                    }
+                    request = request.json(&example);
+                }
+            }
+            checked += 1;
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            let retry_after = response.headers().get("retry-after").cloned();
+            let body = response.text().await.unwrap_or_default();
+            let fine = if store_free.contains(&name.as_str()) {
+                status == 200
+            } else {
+                status == 503 && retry_after.is_some()
+            };
+            if !fine {
+                failures.push(format!(
+                    "{name}: {status} retry-after={retry_after:?} {}",
+                    body.chars().take(160).collect::<String>()
+                ));
+            }
+        }
+    }
+    // The pages, with the user's browser session.
+    for (method, path) in [
+        (
+            "GET",
+            "/o/authorize/?response_type=code&client_id=x&code_challenge=x&code_challenge_method=S256",
+        ),
+        ("GET", "/o/authorized_tokens/"),
+        ("GET", "/o/applications/"),
+        ("GET", "/o/profile/"),
+        ("GET", "/admin/"),
+        ("GET", "/"),
+    ] {
+        checked += 1;
+        let response = app
+            .http
+            .request(method.parse().unwrap(), app.url(path))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let retry_after = response.headers().get("retry-after").cloned();
+        if status != 503 || retry_after.is_none() {
+            failures.push(format!("{method} {path}: {status} retry-after={retry_after:?}"));
+        }
+    }
+    server.restart();
+    assert!(
+        failures.is_empty(),
+        "{} of {checked}:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+/// The same pattern as finding 1, in cluster mode's client cache: it kept up to 10,000 client
+/// records by count, and a registered client may hold 50 redirect URIs of 2 KB (about 110 KB
+/// of record): anyone who registered bulky clients and named each once filled gigabytes. Now
+/// the cache is bounded in bytes too.
+#[tokio::test]
+async fn the_cluster_client_cache_is_bounded_in_bytes() {
+    use tessera::store::{ClientStore, CLIENT_CACHE_BYTES};
+    let url = crate::postgres::PgServer::shared().create_database().await;
+    let store = open_database(&url).await;
+    store.migrate().await.unwrap();
+    let uris: Vec<String> = (0..50)
+        .map(|i| format!("https://app.example/{i}/{}", "a".repeat(2000)))
+        .collect();
+    let template = tessera::store::ClientRecord {
+        redirect_uris: uris.clone(),
+        post_logout_redirect_uris: uris,
+        ..serde_json::from_value(json!({
+            "client_id": "x", "name": "bulky", "client_type": "public", "secret_hash": null,
+            "redirect_uris": [], "grant_types": ["authorization-code"], "scopes": ["read"],
+            "resources": [], "access_token_ttl": null, "refresh_token_ttl": null,
+            "created_at": 0, "skip_consent": false, "owner_user_id": null,
+        }))
+        .unwrap()
+    };
+    let mut biggest = 0;
+    for i in 0..200 {
+        let client = tessera::store::ClientRecord {
+            client_id: format!("bulky-{i}"),
+            ..template.clone()
+        };
+        assert!(store.insert_client(&client).await.unwrap());
+        assert!(store.get_client(&client.client_id).await.unwrap().is_some());
+        biggest = biggest.max(store.client_cache_size().1);
+    }
+    println!("client cache at most {} KiB for 200 clients of ~200 KB", biggest / 1024);
+    assert!(biggest <= CLIENT_CACHE_BYTES, "{biggest} bytes");
+    assert!(biggest > CLIENT_CACHE_BYTES / 2, "the cache was used: {biggest} bytes");
 }

@@ -597,32 +597,8 @@ async fn device_codes_and_user_codes_are_stored_only_as_hashes() {
 /// query of `verification_uri_complete`, which is never logged).
 #[tokio::test]
 async fn no_device_code_user_code_or_token_reaches_the_logs() {
-    use std::process::{Command, Stdio};
     let dir = tempfile::tempdir().unwrap();
-    let cli = |args: &[&str], stdin: Option<&str>| {
-        use std::io::Write;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
-            .args(args)
-            .current_dir(dir.path())
-            .env("RUST_LOG", "trace")
-            .env_remove("TESSERA_DATA_DIR")
-            .env_remove("TESSERA_KEYS_DIR")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        if let Some(input) = stdin {
-            child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
-        }
-        drop(child.stdin.take());
-        let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        (
-            String::from_utf8(out.stdout).unwrap(),
-            String::from_utf8(out.stderr).unwrap(),
-        )
-    };
+    let cli = |args: &[&str], stdin: &str| run_tessera_traced(dir.path(), args, stdin);
     let (out, mut logs) = cli(
         &[
             "app",
@@ -639,7 +615,7 @@ async fn no_device_code_user_code_or_token_reaches_the_logs() {
             "openid read",
             "--json",
         ],
-        None,
+        "",
     );
     let created: Value = serde_json::from_str(&out).unwrap();
     let tv = TestClient {
@@ -648,7 +624,7 @@ async fn no_device_code_user_code_or_token_reaches_the_logs() {
     };
     logs += &cli(
         &["user", "create", "--username", USERNAME, "--password-stdin"],
-        Some(&format!("{PASSWORD}\n")),
+        &format!("{PASSWORD}\n"),
     )
     .1;
     let server = ServerProcess::start(dir.path(), &[], &[("RUST_LOG", "trace")]);
@@ -763,4 +739,78 @@ async fn the_user_confirms_every_request_even_for_an_app_they_approved_before() 
         poll_error(&app, &tv, second["device_code"].as_str().unwrap()).await,
         "authorization_pending"
     );
+}
+
+// The pre-release attack on private_key_jwt, Client ID Metadata Documents and the device
+// grant: each comment tells the bug as it was found, and each test failed while it was there.
+
+/// `/o/device_authorization/` for a public client needs nothing but its (public) client id,
+/// and each call stores a device record (and syncs the store to disk) that lives for
+/// `device_code_ttl` (600 s). The only limits are the generic 500/s per client and address
+/// and 1,000/s per address: measured by hand, one address stored 1,000 records in 2.5 s
+/// (sled grew 0.7 MB), i.e. ~240,000 live records from a single address, each also a live
+/// user code that raises the odds of a guessed code. Registration is held to 20 an hour per
+/// address; device authorizations should have a comparable per-address budget
+/// (`Provider::device_authorization` in `src/oauth/device.rs`).
+#[tokio::test]
+async fn one_address_cannot_store_device_authorizations_without_limit() {
+    let app = spawn_app().await;
+    let (client, _) = app
+        .provider
+        .register_client(
+            &Caller::system(),
+            NewClient {
+                scope: "read".into(),
+                ..client_settings("Living room TV", ClientType::Public, vec![GrantType::DeviceCode])
+            },
+        )
+        .await
+        .unwrap();
+    let mut stored = 0;
+    for _ in 0..300 {
+        let response = app
+            .http
+            .post(app.url("/o/device_authorization/"))
+            .form(&[("client_id", client.client_id.as_str())])
+            .send()
+            .await
+            .unwrap();
+        if response.status() == 200 {
+            stored += 1;
+        }
+    }
+    assert!(
+        stored <= 100,
+        "{stored} of 300 anonymous device authorizations from one address were stored"
+    );
+}
+
+// The third adversarial review (issue 26, `SECURITY.md`), each finding as the attack that
+// found it; each test failed on the code the review ran against.
+
+/// Finding 12: device user codes (about 34 bits each) were indexed by their plain SHA-256, so
+/// a reader of the database recovered every live code at once. Now the index is an HMAC under
+/// a server secret.
+#[tokio::test]
+async fn device_user_codes_are_not_stored_as_plain_hashes() {
+    let app = spawn_app().await;
+    let client = device_client(&app, tessera::store::ClientType::Public).await;
+    let started = start(&app, &client, "read").await;
+    let code = tessera::oauth::device::normalize_user_code(started["user_code"].as_str().unwrap()).unwrap();
+    let plain = tessera::oauth::secret_hash(&code);
+    assert!(
+        app.store.get_device_by_user_code(&plain).await.unwrap().is_none(),
+        "the store indexes the code by its plain SHA-256"
+    );
+    // The code still works where the user types it.
+    assert_eq!(app.log_in("/o/login/", USERNAME, PASSWORD).await.status(), 303);
+    let page = app
+        .http
+        .get(app.url("/o/device/"))
+        .query(&[("user_code", started["user_code"].as_str().unwrap())])
+        .send()
+        .await
+        .unwrap();
+    let html = page.text().await.unwrap();
+    assert!(!html.contains("not valid"), "{html}");
 }

@@ -173,3 +173,19 @@ async fn configured_cors_origins_are_the_only_ones_allowed() {
     let refused = preflight("https://evil.example").await.unwrap();
     assert!(refused.headers().get("access-control-allow-origin").is_none());
 }
+
+// The first adversarial review (issue 11, `SECURITY.md`), each finding as the attack that
+// found it; each test failed on the code the review ran against.
+
+/// Finding 14: the API docs page could be framed and had no content security policy.
+#[tokio::test]
+async fn the_docs_page_cannot_be_framed_and_loads_nothing_from_elsewhere() {
+    let app = spawn_app().await;
+    let docs = app.http.get(app.url("/docs")).send().await.unwrap();
+    assert_eq!(docs.status(), 200);
+    assert_eq!(docs.headers()["x-frame-options"], "DENY");
+    let csp = docs.headers()["content-security-policy"].to_str().unwrap().to_string();
+    for directive in ["default-src 'none'", "frame-ancestors 'none'", "connect-src 'self'"] {
+        assert!(csp.contains(directive), "{csp}");
+    }
+}

@@ -950,3 +950,172 @@ async fn a_code_bound_by_dpop_jkt_or_a_pushed_proof_needs_a_proof_of_that_key() 
         .unwrap();
     assert_eq!(response.status(), 400);
 }
+
+// The pre-release attack on pushed authorization requests and the client policy settings
+// (DPoP required, PAR required, token exchange): each test failed while its bug was there.
+
+#[tokio::test]
+async fn a_client_that_requires_dpop_gets_no_token_without_a_proof() {
+    let app = spawn_app().await;
+    let (client, secret) = app
+        .provider
+        .register_client(
+            &Caller::system(),
+            NewClient {
+                policy: ClientPolicy {
+                    dpop_bound_access_tokens: true,
+                    ..Default::default()
+                },
+                ..client_settings(
+                    "DPoP only",
+                    ClientType::Confidential,
+                    vec![GrantType::ClientCredentials],
+                )
+            },
+        )
+        .await
+        .unwrap();
+    let client = TestClient {
+        id: client.client_id,
+        secret,
+    };
+    let response = app.client_credentials_as(&client, "read").await;
+    let status = response.status().as_u16();
+    let body: Value = response.json().await.unwrap();
+    assert_ne!(
+        status, 200,
+        "a DPoP-only client got a token without a DPoP proof: {body}"
+    );
+}
+
+// The third adversarial review (issue 26, `SECURITY.md`), each finding as the attack that
+// found it; each test failed on the code the review ran against.
+
+/// A public app's tokens bound to the DPoP key `mine`: its access and refresh tokens.
+pub async fn bound_tokens(app: &TestApp, jose: &mut Jose) -> (TestClient, Value) {
+    use tessera::store::{ClientPolicy, ClientType};
+    let spa = register(app, ClientType::Public, ClientPolicy::default()).await;
+    let proof = jose
+        .proof("mine", "POST", &format!("{}/o/token/", app.issuer), json!({}))
+        .await;
+    let response = code_flow(app, &spa, &[&proof]).await;
+    assert_eq!(response.status(), 200);
+    let tokens: Value = response.json().await.unwrap();
+    assert_eq!(tokens["token_type"], "DPoP");
+    (spa, tokens)
+}
+
+/// Finding 5: revocation ignored a public client's bound refresh token's key: anyone holding
+/// the token (worthless to them without the key) revoked its owner's whole grant with just the
+/// public `client_id`. Now revoking a public client's bound token takes a proof of its key.
+#[tokio::test]
+async fn a_thief_cannot_revoke_a_bound_refresh_token_without_its_key() {
+    let app = spawn_app().await;
+    let mut jose = Jose::with_keys(&[("mine", "ES256"), ("thief", "ES256")]).await;
+    let (spa, tokens) = bound_tokens(&app, &mut jose).await;
+    let refresh_token = tokens["refresh_token"].as_str().unwrap().to_string();
+    let revoke_url = format!("{}/o/revoke_token/", app.issuer);
+    let revoke = |proof: Option<String>, token: String| {
+        let mut request = app
+            .http
+            .post(app.url("/o/revoke_token/"))
+            .form(&[("client_id", spa.id.as_str()), ("token", token.as_str())]);
+        if let Some(proof) = proof {
+            request = request.header("DPoP", proof);
+        }
+        request.send()
+    };
+    for proof in [None, Some(jose.proof("thief", "POST", &revoke_url, json!({})).await)] {
+        let response = revoke(proof, refresh_token.clone()).await.unwrap();
+        let status = response.status();
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(
+            (status.as_u16(), body["error"].as_str()),
+            (400, Some("invalid_dpop_proof")),
+            "{body}"
+        );
+    }
+    // The bound access token too.
+    let access = tokens["access_token"].as_str().unwrap().to_string();
+    assert_eq!(revoke(None, access).await.unwrap().status(), 400);
+    // The grant is alive: its owner refreshes (with the key).
+    let token_url = format!("{}/o/token/", app.issuer);
+    let proof = jose.proof("mine", "POST", &token_url, json!({})).await;
+    let refreshed = refresh_with(&app, &spa, &refresh_token, &[&proof]).await;
+    assert_eq!(refreshed.status(), 200);
+    let next: Value = refreshed.json().await.unwrap();
+    let next = next["refresh_token"].as_str().unwrap().to_string();
+    // The owner revokes with a proof of the key, and then the grant is gone.
+    let proof = jose.proof("mine", "POST", &revoke_url, json!({})).await;
+    assert_eq!(revoke(Some(proof), next.clone()).await.unwrap().status(), 200);
+    let proof = jose.proof("mine", "POST", &token_url, json!({})).await;
+    let after = refresh_with(&app, &spa, &next, &[&proof]).await;
+    assert_eq!(after.status(), 400, "revoked");
+}
+
+// The attack on the third review's fixes before their release (`SECURITY.md`), each as the
+// attack.
+
+/// The attack, 1: a DPoP proof's `jti` was remembered before the grant was checked, so anyone
+/// (a public client needs no secret) filled the 500,000-entry replay memory with made-up codes
+/// and fresh proofs at ~8,000 requests a second from 16 addresses, and then every DPoP request
+/// was refused. Now a token request's proof is spent only once its grant is known good, and
+/// where nothing else bounds a key holder (UserInfo, revocation) one key may spend 50 proofs
+/// a second.
+#[tokio::test]
+async fn proofs_sent_with_made_up_grants_are_not_spent_and_one_key_cannot_fill_the_replay_memory() {
+    use tessera::store::{ClientPolicy, ClientType};
+    let app = spawn_app().await;
+    let mut jose = Jose::with_keys(&[("mine", "ES256")]).await;
+    let spa = register(&app, ClientType::Public, ClientPolicy::default()).await;
+    let token_url = format!("{}/o/token/", app.issuer);
+    let proof = jose.proof("mine", "POST", &token_url, json!({})).await;
+    // A made-up code with the proof: refused, and the proof not spent...
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", "made-up"),
+        ("redirect_uri", REDIRECT_URI),
+        ("code_verifier", "x".repeat(43).as_str()),
+    ]
+    .map(|(k, v)| (k, v.to_string()));
+    let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let refused = token_with_proofs(&app, &spa, &form, &[&proof]).await;
+    assert_eq!(refused.status(), 400);
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_grant");
+    // ...so the same proof still works with a real code, once.
+    let response = code_flow(&app, &spa, &[&proof]).await;
+    assert_eq!(response.status(), 200, "the proof was not spent by the made-up code");
+    let tokens: Value = response.json().await.unwrap();
+    let replayed = code_flow(&app, &spa, &[&proof]).await;
+    let body: Value = replayed.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_dpop_proof", "and then it is spent: {body}");
+
+    // One key holder at UserInfo: 50 proofs a second (burst 100), then 429.
+    let access = tokens["access_token"].as_str().unwrap();
+    let userinfo = format!("{}/o/userinfo/", app.issuer);
+    let specs: Vec<Value> = (0..300)
+        .map(|_| json!({"key": "mine", "htm": "GET", "htu": userinfo, "access_token": access}))
+        .collect();
+    let proofs = jose.proofs(specs).await;
+    let started = std::time::Instant::now();
+    let app = std::sync::Arc::new(app);
+    let statuses = for_each_concurrent(proofs, 16, {
+        let (app, access) = (app.clone(), access.to_string());
+        move |proof| {
+            let (app, access) = (app.clone(), access.clone());
+            async move {
+                let url = app.url("/o/userinfo/");
+                get_with(&app, &url, "DPoP", &access, &[&proof]).await.status().as_u16()
+            }
+        }
+    })
+    .await;
+    println!("300 UserInfo calls in {:?}", started.elapsed());
+    assert!(statuses.iter().filter(|s| **s == 200).count() >= 100, "{statuses:?}");
+    assert!(
+        statuses.contains(&429),
+        "one key cannot spend without limit: {statuses:?}"
+    );
+    assert!(statuses.iter().all(|s| [200, 429].contains(s)), "{statuses:?}");
+}

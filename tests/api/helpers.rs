@@ -105,13 +105,18 @@ pub fn on_postgres() -> bool {
     std::env::var("TESSERA_TEST_BACKEND").is_ok_and(|b| b == "postgres")
 }
 
-/// Points `config` at this test's database when the suite runs on PostgreSQL: one database
-/// per test folder (remembered beside it, so a restarted server finds its data again) and a
-/// key-encryption key file (0600) in the folder.
+/// Points `config` at this test's database when the suite runs on PostgreSQL.
 async fn use_test_backend(config: &mut Config, dirs: &TempDir) {
     if !on_postgres() || config.database_url.is_some() {
         return;
     }
+    use_database(config, dirs).await;
+}
+
+/// Points `config` at a database of the tests' PostgreSQL: one database per test folder
+/// (remembered beside it, so a restarted server, and `backend_env`, find its data again) and a
+/// key-encryption key file (0600) in the folder.
+async fn use_database(config: &mut Config, dirs: &TempDir) {
     let memo = dirs.path().join("database-url");
     let url = match std::fs::read_to_string(&memo) {
         Ok(url) => url,
@@ -137,6 +142,17 @@ async fn use_test_backend(config: &mut Config, dirs: &TempDir) {
     }
     config.database_url = Some(url);
     config.database.key_encryption_key_file = Some(kek);
+}
+
+/// A server in cluster mode on a fresh database of the tests' PostgreSQL, whatever backend the
+/// suite runs on, with `adjust`; returns it and the database's URL.
+pub async fn spawn_on_postgres(adjust: impl FnOnce(&mut Config)) -> (TestApp, String) {
+    let dirs = tempfile::tempdir().unwrap();
+    let mut config = test_config(&dirs);
+    use_database(&mut config, &dirs).await;
+    let url = config.database_url.clone().unwrap();
+    adjust(&mut config);
+    (spawn_app_with(config, dirs).await, url)
 }
 
 /// Starts a server with `config`, seeding a confidential client, a public client and a user
@@ -285,7 +301,6 @@ async fn seed(provider: &Provider, dirs: &TempDir) -> (TestClient, TestClient) {
     (client, public_client)
 }
 
-/// Pulls a hidden input's value out of a page.
 /// The text of `<code id="ID">` in a page (a client id or a secret shown once).
 pub fn code_element(html: &str, id: &str) -> Option<String> {
     let marker = format!("<code id=\"{id}\">");
@@ -293,6 +308,12 @@ pub fn code_element(html: &str, id: &str) -> Option<String> {
     Some(html[start..start + html[start..].find('<')?].to_string())
 }
 
+/// The CSRF token of the form on the page at `path`, as `browser` sees it.
+pub async fn csrf_of(browser: &Remote, path: &str) -> String {
+    hidden_input(&browser.get_text(path).await, "csrf_token").expect("the page has a CSRF token")
+}
+
+/// Pulls a hidden input's value out of a page.
 pub fn hidden_input(html: &str, name: &str) -> Option<String> {
     let marker = format!("name=\"{name}\" value=\"");
     let start = html.find(&marker)? + marker.len();
@@ -940,12 +961,9 @@ pub async fn database_text(url: &str) -> Vec<u8> {
     text
 }
 
-/// `tessera ARGS` run in `dir`, with none of the caller's Tessera settings but `env`, and
-/// `stdin` on its standard input.
-pub fn run_tessera(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)], stdin: &str) -> std::process::Output {
-    use std::io::Write;
-    use std::process::{Command, Stdio};
-    let mut command = Command::new(env!("CARGO_BIN_EXE_tessera"));
+/// The command `tessera ARGS` in `dir`, with none of the caller's Tessera settings but `env`.
+pub fn tessera_command(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"));
     command.args(args).current_dir(dir);
     for name in [
         "TESSERA_DATA_DIR",
@@ -956,8 +974,16 @@ pub fn run_tessera(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)], s
     ] {
         command.env_remove(name);
     }
-    let mut child = command
-        .envs(env.iter().copied())
+    command.envs(env.iter().copied());
+    command
+}
+
+/// `tessera ARGS` run in `dir`, with none of the caller's Tessera settings but `env`, and
+/// `stdin` on its standard input.
+pub fn run_tessera(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)], stdin: &str) -> std::process::Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = tessera_command(dir, args, env)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -965,4 +991,87 @@ pub fn run_tessera(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)], s
         .expect("tessera runs");
     child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
     child.wait_with_output().unwrap()
+}
+
+/// `tessera ARGS` run in `dir` as `run_tessera` runs it, logging at trace level; it must
+/// succeed. Returns its standard output and its log (standard error).
+pub fn run_tessera_traced(dir: &std::path::Path, args: &[&str], stdin: &str) -> (String, String) {
+    let output = run_tessera(dir, args, &[("RUST_LOG", "trace")], stdin);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    (
+        String::from_utf8(output.stdout).unwrap(),
+        String::from_utf8(output.stderr).unwrap(),
+    )
+}
+
+/// Runs the futures at once (each on its own task) and collects their outputs in order.
+pub async fn join_all<T: Send + 'static>(
+    futures: impl IntoIterator<Item = impl std::future::Future<Output = T> + Send + 'static>,
+) -> Vec<T> {
+    let tasks: Vec<_> = futures.into_iter().map(tokio::spawn).collect();
+    let mut outputs = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        outputs.push(task.await.unwrap());
+    }
+    outputs
+}
+
+/// Runs `run` on every item, at most `parallel` at once (each on its own task); returns the
+/// outputs in the order they finish.
+pub async fn for_each_concurrent<I, F, Fut, T>(items: Vec<I>, parallel: usize, run: F) -> Vec<T>
+where
+    I: Send + 'static,
+    F: Fn(I) -> Fut,
+    Fut: std::future::Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let mut set = tokio::task::JoinSet::new();
+    let mut results = Vec::with_capacity(items.len());
+    for item in items {
+        if set.len() >= parallel {
+            results.push(set.join_next().await.unwrap().unwrap());
+        }
+        set.spawn(run(item));
+    }
+    while let Some(result) = set.join_next().await {
+        results.push(result.unwrap());
+    }
+    results
+}
+
+/// A reqwest client whose connections come from `from` (a loopback address of the test's
+/// choosing, so the server counts it as another caller); it follows no redirect.
+pub fn from_address(from: [u8; 4]) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from(from))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// A memory figure of process `pid` from `/proc/PID/status`, in KiB: `VmRSS` (resident now) or
+/// `VmHWM` (the peak).
+pub fn memory_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// The checked-in OpenAPI document, `openapi/openapi.json`.
+pub fn committed_spec() -> Value {
+    serde_json::from_str(
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi/openapi.json")).unwrap(),
+    )
+    .unwrap()
+}
+
+/// A schema of the OpenAPI document `spec` with its `$ref` followed.
+pub fn resolved<'a>(spec: &'a Value, schema: &'a Value) -> &'a Value {
+    match schema["$ref"].as_str() {
+        Some(reference) => &spec["components"]["schemas"][reference.trim_start_matches("#/components/schemas/")],
+        None => schema,
+    }
 }

@@ -7,14 +7,6 @@ mod helpers;
 mod postgres;
 // An https server on loopback for documents clients publish (metadata, key sets).
 mod documents;
-// Findings of the pre-release attack on private_key_jwt, client documents and the device flow.
-mod attack;
-// The attack on pushed authorization requests and the DPoP, PAR and token exchange settings.
-mod attack_par;
-// The attack on the audit trail: forged, duplicated and missing entries, the pending file.
-mod attack_audit;
-// The attack on the operator's console under /admin/.
-mod attack_console;
 
 // The admin API under /api/v1/: authorisation, problem details, paging, each area.
 mod admin;
@@ -22,18 +14,21 @@ mod admin;
 mod authorization_code;
 // Registering and managing apps in /o/applications/.
 mod applications;
-// Malformed, oversized, duplicated and hostile input at the token endpoint.
+// Malformed, oversized, duplicated and hostile input: at the token endpoint, and a NUL anywhere.
 mod bad_input;
 // The pages in a real browser (chromium via playwright-core).
 mod browser;
-// Cluster mode: nodes of the real binary sharing one PostgreSQL database, the CLI beside them.
+// Cluster mode: nodes of the real binary sharing one PostgreSQL database, the CLI beside them,
+// sealed server secrets, the client cache, 503 while the database is down.
 mod cluster;
-// The operator's console under /admin/: access, CSRF, confirmations, each area.
+// The operator's console under /admin/: access, CSRF, confirmations, each area, hostile forms.
 mod console;
 // Consent memory: remembered approvals, prompt=consent, first-party apps.
 mod consent;
 // The `tessera` binary's commands, including refusal while a server holds the data.
 mod cli;
+// Connections at the HTTP edge: caps overall and per address, head and body deadlines, HTTP/1.1.
+mod connections;
 // A newcomer's first start: the banner, `serve --dev`'s demo user and app, completions, --version.
 mod first_start;
 // SIGKILL under refresh and code-exchange load, restarts on the same data folder.
@@ -46,10 +41,6 @@ mod client_credentials;
 mod dpop;
 // RFC 8414 metadata, the JWKS, the OpenAPI document, CORS and health.
 mod discovery;
-// Hardening: purging expired records, races on one credential, secrets kept out of logs.
-mod hardening;
-// Review findings about wearing the server down: slow clients, anonymous visits, registrations.
-mod exhaustion;
 // Client ID Metadata Documents: clients named by a URL, fetched safely, shown by host.
 mod client_documents;
 // private_key_jwt client authentication (RFC 7523): every key type, every bad assertion, jwks_uri.
@@ -64,9 +55,10 @@ mod mcp;
 mod private_key_jwt_interop;
 // Key rotation, and restarting on the same data and keys.
 mod keys;
-// Login hardening: throttling failed logins per user and per address.
+// Logging in: the throttle per user and per address, the device cookie, the login form's cookie
+// and redirect, the bound on parallel password checks.
 mod login;
-// /metrics through a Prometheus parser, /readyz, JSON log lines.
+// /metrics through a Prometheus parser, /readyz, JSON log lines, no secret in any log line.
 mod observability;
 // OpenID Connect: ID tokens, UserInfo, discovery, prompt/max_age, logout, the profile page.
 mod oidc;
@@ -78,10 +70,12 @@ mod par;
 mod client_policy;
 // The operator role (issue 16): the CLI and the admin API give it, no page does.
 mod operators;
-// The audit trail (issue 16, in progress).
+// The audit trail (issue 16): every change recorded once, by whom; the pending file; the listing.
 mod audit;
 // The built-in test consumer at /o/playground/.
 mod playground;
+// Purging expired records: the store stays flat, and nothing still usable goes.
+mod purge;
 // Dynamic client registration (RFC 7591/7592) and its policy.
 mod registration;
 // The store contract every backend keeps, with its atomicity under concurrency.
@@ -92,13 +86,9 @@ mod sdk;
 mod resource;
 // examples/resource_server.rs as a process: RFC 6750 errors, scopes, RFC 9728 metadata.
 mod resource_server;
-// Refresh rotation, reuse detection and concurrency.
+// Request rates per client and per address (429 with Retry-After), behind trusted proxies too.
+mod rate_limit;
+// Refresh rotation, reuse detection and concurrency (with the code's, on one credential).
 mod refresh_token;
 // Token exchange (RFC 8693): policy, scope, audiences, act chains, revocation through the grant.
 mod token_exchange;
-// The adversarial review's findings (issue 11), each as the attack that found it.
-mod review;
-// What later adversarial passes found in those fixes, each as the attack.
-mod review_again;
-// The third adversarial review (issue 26): memory, bindings, 4xx and 503 where they are due.
-mod review_third;

@@ -1,4 +1,5 @@
-//! /metrics (parsed by the official Prometheus Python client), /readyz and JSON log lines.
+//! /metrics (parsed by the official Prometheus Python client), /readyz, JSON log lines, and no
+//! secret, token, code or password in any log line.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -174,4 +175,126 @@ async fn the_open_connections_gauge_follows_connections() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     assert_eq!(seen, before, "closed connections are counted out");
+}
+
+/// Starts the real binary with debug logging on a fresh data folder, runs a full session
+/// against it (CLI, a failed and a good login, the code flow through Authlib, refresh,
+/// client_credentials with the secret in the form, introspection, UserInfo, revocation), and
+/// checks that no secret, token, code, password or session id it used appears in any log line.
+#[tokio::test]
+async fn no_secret_token_code_or_password_reaches_the_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let cli = |args: &[&str], stdin: &str| run_tessera_traced(dir.path(), args, stdin);
+    let mut logs = String::new();
+    let (out, err) = cli(
+        &[
+            "app",
+            "create",
+            "--name",
+            "Logged",
+            "--client-type",
+            "confidential",
+            "--grant-type",
+            "authorization-code",
+            "--grant-type",
+            "refresh-token",
+            "--grant-type",
+            "client-credentials",
+            "--redirect-uri",
+            REDIRECT_URI,
+            "--json",
+        ],
+        "",
+    );
+    logs += &err;
+    let app: Value = serde_json::from_str(&out).unwrap();
+    let (client_id, secret) = (
+        app["client_id"].as_str().unwrap(),
+        app["client_secret"].as_str().unwrap(),
+    );
+    logs += &cli(
+        &["user", "create", "--username", "logan", "--password-stdin"],
+        &format!("{PASSWORD}\n"),
+    )
+    .1;
+
+    let server = ServerProcess::start(dir.path(), &[], &[("RUST_LOG", "trace")]);
+    let base = server.base.clone();
+    let http = reqwest::Client::new();
+
+    // A failed login: the wrong password must not be logged either.
+    let wrong_password = "wrong horse battery staple";
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/authlib_code_flow.py");
+    let failed = tokio::process::Command::new("python3")
+        .args([script, &base, client_id, secret, REDIRECT_URI, "logan", wrong_password])
+        .output()
+        .await
+        .unwrap();
+    assert!(!failed.status.success(), "the wrong password does not log in");
+    let flow = tokio::process::Command::new("python3")
+        .args([script, &base, client_id, secret, REDIRECT_URI, "logan", PASSWORD])
+        .output()
+        .await
+        .unwrap();
+    assert!(flow.status.success(), "{}", String::from_utf8_lossy(&flow.stderr));
+    let flow: Value = serde_json::from_slice(&flow.stdout).unwrap();
+    let cc: Value = http
+        .post(format!("{base}/o/token/"))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", client_id),
+            ("client_secret", secret),
+            ("scope", "read"),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let cc_token = cc["access_token"].as_str().unwrap();
+    let refreshed_access = flow["refreshed"]["access_token"].as_str().unwrap();
+    for (path, token) in [("/o/introspect/", refreshed_access), ("/o/revoke_token/", cc_token)] {
+        let status = http
+            .post(format!("{base}{path}"))
+            .basic_auth(client_id, Some(secret))
+            .form(&[("token", token)])
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 200);
+    }
+    http.get(format!("{base}/o/userinfo/"))
+        .bearer_auth(refreshed_access)
+        .send()
+        .await
+        .unwrap();
+    logs += &server.terminate();
+    assert!(logs.contains("request"), "the logs were captured:\n{logs}");
+
+    let mut secrets = vec![
+        ("client secret", secret.to_string()),
+        ("password", PASSWORD.to_string()),
+        ("wrong password", wrong_password.to_string()),
+        ("code", flow["code"].as_str().unwrap().to_string()),
+        ("client_credentials token", cc_token.to_string()),
+    ];
+    for step in ["first", "refreshed"] {
+        for field in ["access_token", "refresh_token"] {
+            secrets.push((field, flow[step][field].as_str().unwrap().to_string()));
+        }
+    }
+    // HTTP Basic carries the secret base64-encoded.
+    use base64::Engine;
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{client_id}:{secret}"));
+    secrets.push(("Basic credentials", basic));
+    if let Some(session) = flow["session"].as_str() {
+        secrets.push(("session cookie", session.to_string()));
+    }
+    for (what, value) in &secrets {
+        // A JWT's signature alone is enough to find it; opaque values are searched whole.
+        let needle = value.rsplit('.').next().unwrap();
+        assert!(!logs.contains(needle), "the {what} appears in the logs");
+    }
 }

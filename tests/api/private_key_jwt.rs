@@ -681,3 +681,183 @@ async fn body_device_code(app: &TestApp, key: &TestKey, client_id: &str) -> Stri
     assert_eq!(status, 200, "{body}");
     body["device_code"].as_str().unwrap().to_string()
 }
+
+// The pre-release attack on private_key_jwt, Client ID Metadata Documents and the device
+// grant: each comment tells the bug as it was found, and each test failed while it was there.
+
+/// `exp` written as a JSON number with a fraction (or above i64::MAX) passes jsonwebtoken's
+/// check (it accepts floats) but `claims["exp"].as_i64()` reads it as 0 in
+/// `check_assertion`: the 5-minute lifetime cap is skipped, and the `jti` is remembered only
+/// until 30 s after 1970, i.e. not at all. One captured assertion then authenticates the
+/// client forever, any number of times.
+#[tokio::test]
+async fn an_assertion_with_a_fractional_exp_is_neither_replayable_nor_long_lived() {
+    let app = spawn_app().await;
+    let key = TestKey::new(Algorithm::ES256);
+    let client_id = register(&app, ClientKeys::Jwks(key.jwks())).await;
+    let now = tessera::clock::now();
+
+    // A normal lifetime, exp with a fraction: accepted once, then a replay.
+    let assertion = key.sign(&json!({"iss": client_id, "sub": client_id, "aud": app.issuer,
+        "iat": now, "exp": now as f64 + 60.5, "jti": "fractional-exp"}));
+    let first = token_with(&app, &assertion).await;
+    assert_eq!(first.0, 200, "{first:?}");
+    let replay = token_with(&app, &assertion).await;
+    assert_eq!(
+        (replay.0, replay.1["error"].as_str()),
+        (401, Some("invalid_client")),
+        "the same assertion (same jti) was accepted twice: {replay:?}"
+    );
+
+    // Ten years ahead, or beyond i64: accepted (once) only within 300 s of its iat, as any
+    // assertion (the policy that lets Authlib's hour-long exp through), never replayable.
+    for (jti, exp) in [
+        ("ten-years", json!(now as f64 + 315_360_000.5)),
+        ("huge-exp", json!(18_000_000_000_000_000_000u64)),
+    ] {
+        let fresh = key.sign(&json!({"iss": client_id, "sub": client_id, "aud": app.issuer,
+            "iat": now, "exp": exp, "jti": jti}));
+        assert_eq!(token_with(&app, &fresh).await.0, 200, "{jti}");
+        let replay = token_with(&app, &fresh).await;
+        assert_eq!(
+            (replay.0, replay.1["error"].as_str()),
+            (401, Some("invalid_client")),
+            "{jti} replayed: {replay:?}"
+        );
+        let old = key.sign(&json!({"iss": client_id, "sub": client_id, "aud": app.issuer,
+            "iat": now - 400, "exp": exp, "jti": format!("{jti}-old")}));
+        let answer = token_with(&app, &old).await;
+        assert_eq!(
+            (answer.0, answer.1["error"].as_str()),
+            (401, Some("invalid_client")),
+            "{jti} issued 400 s ago"
+        );
+        let no_iat = key.sign(&json!({"iss": client_id, "sub": client_id, "aud": app.issuer,
+            "exp": exp, "jti": format!("{jti}-no-iat")}));
+        let answer = token_with(&app, &no_iat).await;
+        assert_eq!(
+            (answer.0, answer.1["error"].as_str()),
+            (401, Some("invalid_client")),
+            "{jti} without iat"
+        );
+    }
+    // An iat that is not a number is no iat.
+    let odd = key.sign(&json!({"iss": client_id, "sub": client_id, "aud": app.issuer,
+        "iat": "now", "exp": now as f64 + 3600.0, "jti": "odd-iat"}));
+    assert_eq!(token_with(&app, &odd).await.0, 401);
+}
+
+/// The embedded store remembers used `jti`s in its in-memory counter table, which holds at
+/// most 100,000 counters and, when full, drops those that expire first (`make_room` in
+/// `src/store/sled.rs`). An assertion's `jti` lives at most ~6 minutes, a failed-login
+/// counter 15: anyone who makes the server count enough failed logins (distinct usernames
+/// from many addresses, e.g. an IPv6 /48) flushes every remembered `jti`, and a captured
+/// assertion can then be replayed within its lifetime. Here the table is filled directly,
+/// with counters like the login throttle's, between the first use and the replay.
+#[tokio::test]
+async fn remembered_assertion_ids_survive_a_full_counter_table() {
+    use tessera::store::{Counter, EphemeralStore};
+    let app = spawn_app().await;
+    let key = TestKey::new(Algorithm::ES256);
+    let client_id = register(&app, ClientKeys::Jwks(key.jwks())).await;
+    let assertion = key.assertion(&client_id, &app.issuer);
+    assert_eq!(token_with(&app, &assertion).await.0, 200);
+
+    // What 100,000 failed logins (15-minute counters) leave in the table: the embedded
+    // store's bound; the database has none, and must not forget either. Written a thousand
+    // counters at a time.
+    let now_ms = tessera::clock::now() * 1000;
+    let store: &dyn EphemeralStore = app.store.as_ref();
+    for batch in 0..101u32 {
+        let keys: Vec<Vec<u8>> = (0..1000)
+            .map(|i| format!("lp\0attacker-{batch}-{i}").into_bytes())
+            .collect();
+        store
+            .update_counters(&keys, &|counters: &mut [Counter]| {
+                for c in counters.iter_mut() {
+                    *c = Counter {
+                        failures: 1,
+                        last_failure_ms: now_ms,
+                        locked_until_ms: 0,
+                        expires_at_ms: now_ms + 15 * 60 * 1000,
+                    };
+                }
+            })
+            .await
+            .unwrap();
+    }
+    let replay = token_with(&app, &assertion).await;
+    assert_eq!(
+        (replay.0, replay.1["error"].as_str()),
+        (401, Some("invalid_client")),
+        "the assertion was accepted a second time once the counter table filled up: {replay:?}"
+    );
+}
+
+/// An assertion that no cached key verifies makes `check_assertion` forget the client's
+/// `jwks_uri` copy and fetch it again, whoever sent it: the client is read from the
+/// unverified `sub`. So an anonymous caller, sending assertions "for" a victim client signed
+/// with any key, makes the server fetch the victim's key set once per request until that
+/// host's budget is spent (`src/oauth/client_assertion.rs` refetch loop, `DocumentCache`'s
+/// per-host bucket), and keeps it spent. When the victim then rotates its key (or its copy
+/// goes stale) it can no longer authenticate.
+#[tokio::test]
+async fn anonymous_bad_assertions_do_not_lock_a_jwks_uri_client_out_of_its_key_rotation() {
+    use crate::documents::{Doc, DocumentServer};
+    let documents = DocumentServer::start().await;
+    let dirs = tempfile::tempdir().unwrap();
+    let mut config = test_config(&dirs);
+    documents.trusted_by(&mut config);
+    // A key set is fetched again on demand at most once a second here (a minute by default).
+    config.documents.min_ttl = std::time::Duration::from_secs(1);
+    let app = spawn_app_with(config, dirs).await;
+    let key = TestKey::new(Algorithm::ES256);
+    documents.serve(
+        "/jwks.json",
+        Doc::json(&key.jwks()).header("Cache-Control", "max-age=600"),
+    );
+    let client_id = register(&app, ClientKeys::JwksUri(documents.url("/jwks.json"))).await;
+    assert_eq!(token_with(&app, &key.assertion(&client_id, &app.issuer)).await.0, 200);
+
+    // Anyone: assertions naming the victim, signed with a key of their own.
+    let stranger = TestKey::new(Algorithm::ES256);
+    for _ in 0..12 {
+        let (status, _) = token_with(&app, &stranger.assertion(&client_id, &app.issuer)).await;
+        assert_eq!(status, 401);
+    }
+    let fetches = documents.hits("/jwks.json");
+    assert!(fetches <= 2, "12 bad assertions made {} fetches", fetches - 1);
+
+    // The victim rotates its key, as the guide says it may without telling the server, and
+    // uses it once the refetch interval has passed.
+    let rotated = TestKey::new(Algorithm::ES256);
+    documents.serve("/jwks.json", Doc::json(&rotated.jwks()));
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let (status, body) = token_with(&app, &rotated.assertion(&client_id, &app.issuer)).await;
+    assert_eq!(
+        status,
+        200,
+        "after 12 anonymous bad assertions (which made {} fetches of its key set), the client \
+         cannot authenticate with its rotated key: {body}",
+        fetches - 1
+    );
+}
+
+// The attack on the third review's fixes before their release (`SECURITY.md`), each as the
+// attack.
+
+/// The attack, 7: a NUL in a client assertion's `iss`/`sub` (inside base64 JSON, where the
+/// request edge cannot see it) reached PostgreSQL: a 400 and an ERROR line in the log, and not
+/// the `invalid_client` every other bad assertion gets. Now such a client id is nobody's.
+#[tokio::test]
+async fn a_nul_inside_a_client_assertion_is_invalid_client_on_every_backend() {
+    let app = spawn_app().await;
+    let key = TestKey::new(jsonwebtoken::Algorithm::ES256);
+    let assertion = key.assertion("a\u{0}b", &app.issuer);
+    let (status, body) = token_with(&app, &assertion).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid_client")),
+        "{body}"
+    );
+}

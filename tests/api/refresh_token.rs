@@ -1,3 +1,5 @@
+use std::sync::Arc;
+
 use crate::helpers::*;
 use serde_json::Value;
 use tessera::oauth::audit::Caller;
@@ -203,5 +205,72 @@ async fn refresh_tokens_and_codes_are_stored_only_as_hashes() {
             .iter()
             .any(|c| c.windows(secret.len()).any(|w| w == secret.as_bytes()));
         assert!(!found, "a plaintext credential was found in the store");
+    }
+}
+
+/// Sends `n` copies of one token request at once (on a multi-threaded runtime, so the server
+/// really handles them in parallel) and returns the statuses.
+async fn all_at_once(app: &Arc<TestApp>, n: usize, form: Vec<(&'static str, String)>) -> Vec<u16> {
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..n {
+        let (app, form) = (app.clone(), form.clone());
+        set.spawn(async move {
+            let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            app.token(&app.client, &form).await.status().as_u16()
+        });
+    }
+    set.join_all().await
+}
+
+/// The `tessera_tokens_signed_total` counter for `kind`, as `/metrics` shows it.
+async fn tokens_signed(app: &TestApp, kind: &str) -> u64 {
+    let text = app.get_text("/metrics").await;
+    let prefix = format!("tessera_tokens_signed_total{{kind=\"{kind}\"}} ");
+    text.lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .map_or(0, |n| n.trim().parse().unwrap())
+}
+
+/// Also: the losers of a refresh race sign nothing (the grant rotates first and signs after),
+/// so 16 uses of one token cost exactly one access token's signature.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_concurrent_uses_of_one_refresh_token_or_code_succeed_exactly_once() {
+    let app = Arc::new(spawn_app().await);
+    for _ in 0..3 {
+        let tokens = app.get_tokens().await;
+        let refresh = tokens["refresh_token"].as_str().unwrap().to_string();
+        let signed_before = tokens_signed(&app, "access_token").await;
+        let statuses = all_at_once(
+            &app,
+            16,
+            vec![("grant_type", "refresh_token".into()), ("refresh_token", refresh)],
+        )
+        .await;
+        assert_eq!(
+            statuses.iter().filter(|s| **s == 200).count(),
+            1,
+            "one rotation wins: {statuses:?}"
+        );
+        assert!(statuses.iter().all(|s| *s == 200 || *s == 400), "{statuses:?}");
+        assert_eq!(
+            tokens_signed(&app, "access_token").await - signed_before,
+            1,
+            "only the winner signed"
+        );
+
+        let (code, pkce) = app.get_code().await;
+        let form = vec![
+            ("grant_type", "authorization_code".to_string()),
+            ("code", code),
+            ("redirect_uri", REDIRECT_URI.to_string()),
+            ("code_verifier", pkce.verifier),
+        ];
+        let statuses = all_at_once(&app, 16, form).await;
+        assert_eq!(
+            statuses.iter().filter(|s| **s == 200).count(),
+            1,
+            "one exchange wins: {statuses:?}"
+        );
+        assert!(statuses.iter().all(|s| *s == 200 || *s == 400), "{statuses:?}");
     }
 }

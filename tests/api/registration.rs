@@ -1,8 +1,11 @@
 //! Dynamic client registration (RFC 7591) and its management protocol (RFC 7592), under each
 //! registration mode, with every policy rule.
 
+use std::time::Duration;
+
 use serde_json::{json, Value};
 use tessera::config::{RegistrationMode, RegistrationPolicy};
+use tessera::oauth::audit::Caller;
 
 use crate::helpers::*;
 
@@ -365,4 +368,341 @@ async fn token_mode_needs_a_valid_initial_access_token() {
     let wrong = register(&app, public_app(), Some("initial-access-token-wrong-000")).await;
     assert_eq!(error_of(wrong, 401).await, "invalid_token");
     assert_eq!(register(&app, public_app(), Some(INITIAL_TOKEN)).await.status(), 201);
+}
+
+// The first adversarial review (issue 11, `SECURITY.md`), each finding as the attack that
+// found it; each test failed on the code the review ran against.
+
+/// A server with open registration, changed further by `adjust`.
+async fn open_registration(adjust: impl FnOnce(&mut tessera::Config)) -> TestApp {
+    let dirs = tempfile::tempdir().unwrap();
+    let mut config = test_config(&dirs);
+    config.registration.mode = RegistrationMode::Open;
+    adjust(&mut config);
+    spawn_app_with(config, dirs).await
+}
+
+/// Open registration without its budget per address, for tests that register many clients.
+fn without_address_limit(config: &mut tessera::Config) {
+    config.registration.limit_per_address = tessera::rate_limit::Rate::OFF;
+}
+
+/// A registration as the review's script sent it: 50 long redirect URIs (just under the 64 KiB
+/// body limit in all).
+fn bulky_registration() -> serde_json::Value {
+    let uris: Vec<String> = (0..50)
+        .map(|i| format!("https://app.example/{i}/{}", "a".repeat(1200)))
+        .collect();
+    serde_json::json!({ "redirect_uris": uris, "client_name": "bulk" })
+}
+
+async fn register_from(app: &TestApp, from: [u8; 4], body: &serde_json::Value) -> reqwest::Response {
+    let http = from_address(from);
+    http.post(app.url("/o/register/")).json(body).send().await.unwrap()
+}
+
+/// Finding 6: 300 open registrations with 50 long redirect URIs each took the data folder from
+/// 1.4 to 48 MB in 1.2 s. Now one address gets `registration_limit_per_address` (20 an hour by
+/// default), even when it sends them all at once, and other addresses keep theirs.
+#[tokio::test]
+async fn one_address_cannot_register_clients_without_limit() {
+    let app = open_registration(|config| config.registration.allow_client_credentials = true).await;
+    let body = bulky_registration();
+    let records = app.store.record_count().await.unwrap();
+    let attempts = (0..60).map(|_| {
+        let (app_url, body) = (app.url("/o/register/"), body.clone());
+        tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            let response = http.post(app_url).json(&body).send().await.unwrap();
+            (
+                response.status().as_u16(),
+                response.headers().contains_key("retry-after"),
+            )
+        })
+    });
+    let mut statuses = Vec::new();
+    for attempt in attempts.collect::<Vec<_>>() {
+        statuses.push(attempt.await.unwrap());
+    }
+    let created = statuses.iter().filter(|(s, _)| *s == 201).count();
+    let refused: Vec<_> = statuses.iter().filter(|(s, _)| *s == 429).collect();
+    assert_eq!(created, 20, "{statuses:?}");
+    assert_eq!(refused.len(), 40, "{statuses:?}");
+    assert!(refused.iter().all(|(_, retry_after)| *retry_after));
+    assert_eq!(app.store.record_count().await.unwrap(), records + 20);
+    // Another address has its own budget.
+    assert_eq!(register_from(&app, [127, 0, 0, 2], &body).await.status(), 201);
+}
+
+/// Finding 6, what stays: a registered client that is never issued a token is deleted after
+/// `registration_unused_client_ttl`; a used one, and apps made in the pages or the CLI, stay.
+#[tokio::test]
+async fn registered_clients_never_used_are_purged() {
+    let app = open_registration(|config| {
+        config.registration.allow_client_credentials = true;
+        config.registration.unused_client_ttl = Duration::from_secs(1);
+        config.purge_interval = Duration::from_secs(1);
+    })
+    .await;
+    let before = app.store.record_count().await.unwrap();
+    let mut unused = Vec::new();
+    for _ in 0..5 {
+        let response = register_from(&app, [127, 0, 0, 1], &bulky_registration()).await;
+        assert_eq!(response.status(), 201);
+        let body: serde_json::Value = response.json().await.unwrap();
+        unused.push(body["client_id"].as_str().unwrap().to_string());
+    }
+    let used = register_from(
+        &app,
+        [127, 0, 0, 1],
+        &serde_json::json!({ "grant_types": ["client_credentials"], "scope": "read" }),
+    )
+    .await;
+    let used: serde_json::Value = used.json().await.unwrap();
+    let used_client = TestClient {
+        id: used["client_id"].as_str().unwrap().into(),
+        secret: used["client_secret"].as_str().map(String::from),
+    };
+    assert_eq!(app.client_credentials_as(&used_client, "read").await.status(), 200);
+
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    for id in &unused {
+        assert!(app.provider.find_client(id).await.unwrap().is_none(), "{id} was purged");
+    }
+    assert!(app.provider.find_client(&used_client.id).await.unwrap().is_some());
+    assert!(
+        app.provider.find_client(&app.client.id).await.unwrap().is_some(),
+        "operator-made clients stay"
+    );
+    assert_eq!(app.client_credentials_as(&used_client, "read").await.status(), 200);
+    // Only the used client is left of the six (the rest of the store is what it was).
+    let after = app.store.record_count().await.unwrap();
+    assert!(after <= before + 1 + 2, "{before} -> {after}");
+}
+
+// Later passes over the first review's fixes (`SECURITY.md`), each as the attack.
+
+/// The third pass: `PUT /o/register/{id}/` read the client, the operator deleted it, and the
+/// PUT wrote it back — with its secret, its registration token and every user's consent, so
+/// `prompt=none` gave codes again. A delete is now final and takes the consents with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_update_racing_a_delete_never_brings_the_client_back() {
+    let app = std::sync::Arc::new(open_registration(without_address_limit).await);
+    let admin = app.register_admin_client(None).await;
+    let admin_token = app.client_credentials_as(&admin, "tessera:admin").await;
+    let admin_token = admin_token.json::<Value>().await.unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for round in 0..25 {
+        let metadata = json!({ "redirect_uris": ["https://app.example/cb"], "token_endpoint_auth_method": "none",
+                               "client_name": format!("Racer {round}"), "scope": "openid" });
+        let registered: Value = app
+            .http
+            .post(app.url("/o/register/"))
+            .json(&metadata)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let client_id = registered["client_id"].as_str().unwrap().to_string();
+        let token = registered["registration_access_token"].as_str().unwrap().to_string();
+        // Alice approves it, so a resurrected client would get codes without asking.
+        let client = TestClient {
+            id: client_id.clone(),
+            secret: None,
+        };
+        let pkce = Pkce::new();
+        let query: Vec<(String, String)> = [
+            ("response_type", "code"),
+            ("client_id", &client_id),
+            ("scope", "openid"),
+            ("state", "s"),
+            ("code_challenge", &pkce.challenge),
+            ("code_challenge_method", "S256"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        assert!(param(&app.authorize_and_allow(&query).await, "code").is_some());
+
+        let mut update = metadata.clone();
+        update["client_id"] = json!(client_id);
+        let updaters: Vec<_> = (0..4)
+            .map(|_| {
+                let (app, url, token, body) = (
+                    app.clone(),
+                    app.url(&format!("/o/register/{client_id}/")),
+                    token.clone(),
+                    update.clone(),
+                );
+                tokio::spawn(async move {
+                    for _ in 0..5 {
+                        let _ = app.http.put(&url).bearer_auth(&token).json(&body).send().await;
+                    }
+                })
+            })
+            .collect();
+        let deleted = app
+            .http
+            .delete(app.url(&format!("/api/v1/clients/{client_id}")))
+            .bearer_auth(&admin_token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(deleted.status(), 200);
+        for updater in updaters {
+            updater.await.unwrap();
+        }
+        assert!(
+            app.provider.find_client(&client_id).await.unwrap().is_none(),
+            "round {round}: stays deleted"
+        );
+        let user = app.store.get_user_by_name(USERNAME).await.unwrap().unwrap();
+        assert!(app
+            .store
+            .get_consent(&user.user_id, &client_id)
+            .await
+            .unwrap()
+            .is_none());
+        let read = app
+            .http
+            .get(app.url(&format!("/o/register/{client_id}/")))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(read.status(), 401, "its registration token died with it");
+        let mut silent = query.clone();
+        silent.push(("prompt".into(), "none".into()));
+        let answer = app.authorize(&silent).await;
+        assert!(
+            answer.headers().get("location").is_none(),
+            "no code for a deleted client"
+        );
+        let _ = client;
+    }
+}
+
+/// The third pass: open registration took `id_token_signed_response_alg: EdDSA` with no EdDSA
+/// key in the keyring, and the code exchange answered 500 after spending the code.
+#[tokio::test]
+async fn registration_refuses_an_id_token_algorithm_the_server_cannot_sign() {
+    let app = open_registration(without_address_limit).await;
+    let response = app
+        .http
+        .post(app.url("/o/register/"))
+        .json(&json!({ "redirect_uris": ["https://app.example/cb"], "id_token_signed_response_alg": "EdDSA" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_client_metadata");
+    assert!(body["error_description"].as_str().unwrap().contains("EdDSA"));
+}
+
+/// The third pass: names with invisible characters other than the few the filter knew
+/// (Hangul fillers, the blank braille pattern, tag characters, variation selectors) were
+/// registered.
+#[tokio::test]
+async fn names_that_show_as_nothing_are_refused() {
+    let app = open_registration(without_address_limit).await;
+    for name in [
+        "\u{3164}",
+        "\u{2800}\u{2800}",
+        "Pay\u{e0041}Pal",
+        "a\u{fe0f}",
+        "\u{115f}x",
+    ] {
+        let response = app
+            .http
+            .post(app.url("/o/register/"))
+            .json(&json!({ "redirect_uris": ["https://app.example/cb"], "client_name": name }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "{name:?}");
+    }
+    assert!(app
+        .provider
+        .create_user(&Caller::system(), "\u{3164}", "a long enough password", None)
+        .await
+        .is_err());
+}
+
+// The third adversarial review (issue 26, `SECURITY.md`), each finding as the attack that
+// found it; each test failed on the code the review ran against.
+
+/// Finding 12: registration accepted P-256 keys that are not points on the curve, and Ed25519
+/// keys of any length: they registered, then verified nothing.
+#[tokio::test]
+async fn registration_refuses_keys_that_are_not_keys() {
+    let app = open_registration(|_| {}).await;
+    let x = "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU";
+    for (what, jwk, accepted) in [
+        (
+            "a point on P-256",
+            json!({"kty": "EC", "crv": "P-256", "x": x, "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}),
+            true,
+        ),
+        (
+            "a point off the curve",
+            json!({"kty": "EC", "crv": "P-256", "x": x, "y": "y_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}),
+            false,
+        ),
+        (
+            "a 16-byte Ed25519 key",
+            json!({"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg"}),
+            false,
+        ),
+    ] {
+        let response = app
+            .http
+            .post(app.url("/o/register/"))
+            .json(&json!({
+                "redirect_uris": ["https://app.example/cb"],
+                "token_endpoint_auth_method": "private_key_jwt",
+                "jwks": {"keys": [jwk]},
+            }))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.unwrap();
+        if accepted {
+            assert_eq!(status, 201, "{what}: {body}");
+        } else {
+            assert_eq!(
+                (status, body["error"].as_str()),
+                (400, Some("invalid_client_metadata")),
+                "{what}: {body}"
+            );
+        }
+    }
+}
+
+// The attack on the operator's console (issue 16, `SECURITY.md`): each comment tells the
+// finding as it was found, and each test failed until it was fixed.
+
+/// Finding 1c (finding 1 where anyone reaches it): the validation behind the console's client
+/// form is the one behind open dynamic registration, so an anonymous caller's registration
+/// with a NUL in a redirect URI is a 500 (and a "server error" logged) on PostgreSQL, not the
+/// RFC 7591 `invalid_redirect_uri` / `invalid_client_metadata` 400.
+#[tokio::test]
+async fn an_open_registration_with_a_nul_in_a_redirect_uri_is_a_400_not_a_server_error() {
+    let app = open_registration(without_address_limit).await;
+    let body = serde_json::json!({
+        "client_name": "NUL",
+        "redirect_uris": ["https://app.example/cb\u{0}"],
+        "token_endpoint_auth_method": "none",
+        "grant_types": ["authorization_code"],
+        "response_types": ["code"],
+    });
+    let response = app.http.post(app.url("/o/register/")).json(&body).send().await.unwrap();
+    let status = response.status();
+    let text = response.text().await.unwrap();
+    assert_eq!(status, 400, "{text}");
 }

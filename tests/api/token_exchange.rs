@@ -842,3 +842,75 @@ async fn authlib_exchanges_a_token_found_through_the_metadata() {
     assert_eq!(claims["aud"], SERVICE_B);
     assert_eq!(claims["sub"], jwt_parts(subject).1["sub"]);
 }
+
+// The third adversarial review (issue 26, `SECURITY.md`), each finding as the attack that
+// found it; each test failed on the code the review ran against.
+
+/// Finding 4: a DPoP-bound subject token was exchanged without a proof of its key, and the
+/// new token was a bearer token: an exchange client with the server's default subject audience
+/// turned any user's stolen bound token into one that UserInfo accepted. Now a bound subject
+/// token is exchanged only with a proof of its key, and the new token is bound to that key.
+#[tokio::test]
+async fn token_exchange_does_not_turn_a_stolen_bound_token_into_a_bearer_token() {
+    use tessera::oauth::audit::Caller;
+    use tessera::oauth::client::NewClient;
+    use tessera::store::{ClientPolicy, ClientType, GrantType, TokenExchangePolicy};
+    let app = spawn_app().await;
+    let mut jose = crate::dpop::Jose::with_keys(&[("mine", "ES256"), ("thief", "ES256")]).await;
+    let (_, tokens) = crate::dpop::bound_tokens(&app, &mut jose).await;
+    let stolen = tokens["access_token"].as_str().unwrap();
+    // The operator's exchanger: the default subject audience (the server itself), and the
+    // server as a target too.
+    let (exchanger, secret) = app
+        .provider
+        .register_client(
+            &Caller::system(),
+            NewClient {
+                scope: "openid read".into(),
+                policy: ClientPolicy {
+                    token_exchange: TokenExchangePolicy {
+                        audiences: vec![app.issuer.clone()],
+                        subject_audiences: vec![],
+                        require_actor: false,
+                    },
+                    ..ClientPolicy::default()
+                },
+                ..client_settings("Exchanger", ClientType::Confidential, vec![GrantType::TokenExchange])
+            },
+        )
+        .await
+        .unwrap();
+    let exchanger = TestClient {
+        id: exchanger.client_id,
+        secret,
+    };
+    let form = [
+        ("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange"),
+        ("subject_token", stolen),
+        ("subject_token_type", "urn:ietf:params:oauth:token-type:access_token"),
+    ];
+    let token_url = format!("{}/o/token/", app.issuer);
+    for proofs in [vec![], vec![jose.proof("thief", "POST", &token_url, json!({})).await]] {
+        let proofs: Vec<&str> = proofs.iter().map(String::as_str).collect();
+        let response = crate::dpop::token_with_proofs(&app, &exchanger, &form, &proofs).await;
+        let status = response.status();
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(
+            (status.as_u16(), body["error"].as_str()),
+            (400, Some("invalid_dpop_proof")),
+            "{body}"
+        );
+    }
+    // With the key, the exchanged token stays bound to it.
+    let proof = jose.proof("mine", "POST", &token_url, json!({})).await;
+    let response = crate::dpop::token_with_proofs(&app, &exchanger, &form, &[&proof]).await;
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["token_type"], "DPoP", "{body}");
+    let exchanged = body["access_token"].as_str().unwrap();
+    assert_eq!(
+        app.verify_with_jwks(exchanged).await.unwrap()["cnf"]["jkt"],
+        jose.jkt("mine").as_str()
+    );
+    let userinfo = crate::dpop::get_with(&app, &app.url("/o/userinfo/"), "Bearer", exchanged, &[]).await;
+    assert_eq!(userinfo.status(), 401, "a bound token is no bearer token");
+}
