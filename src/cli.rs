@@ -3,6 +3,7 @@
 //! them refuse, with a clear message, while a server holds the data folder.
 
 use crate::oauth::audit::Caller;
+use crate::oauth::client::catalogue;
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 
@@ -12,8 +13,8 @@ use serde_json::json;
 
 use crate::config::{Config, Overrides};
 use crate::keys::{Algorithm, Keyring};
+use crate::oauth::client::ClientKeys;
 use crate::oauth::client::NewClient;
-use crate::oauth::client_assertion::ClientKeys;
 use crate::oauth::user::{ProfileChanges, ProfileEdit};
 use crate::oauth::Provider;
 use crate::store::{ClientPolicy, ClientRecord, ClientType, GrantType, TokenExchangePolicy, UserRecord};
@@ -99,15 +100,21 @@ pub enum ClientTypeArg {
     Public,
 }
 
-#[derive(ValueEnum, Clone, Copy, Debug)]
-pub enum GrantTypeArg {
-    AuthorizationCode,
-    ClientCredentials,
-    RefreshToken,
-    /// The device authorization grant (RFC 8628).
-    DeviceCode,
-    /// Token exchange (RFC 8693); name the audiences with --token-exchange-audience.
-    TokenExchange,
+/// A `--grant-type` value: a grant of the catalogue, by its CLI name.
+#[derive(Clone, Copy, Debug)]
+pub struct GrantTypeArg(GrantType);
+
+impl ValueEnum for GrantTypeArg {
+    fn value_variants<'a>() -> &'a [Self] {
+        static VARIANTS: std::sync::LazyLock<Vec<GrantTypeArg>> =
+            std::sync::LazyLock::new(|| catalogue::GRANTS.iter().map(|g| GrantTypeArg(g.grant)).collect());
+        &VARIANTS
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        let grant = catalogue::grant(self.0);
+        Some(clap::builder::PossibleValue::new(grant.cli).help(grant.label))
+    }
 }
 
 // Parsed once per run: `Create`'s many flags cost nothing worth boxing them for.
@@ -516,7 +523,11 @@ fn client_json(client: &ClientRecord, secret: Option<&str>) -> serde_json::Value
 }
 
 fn print_client(client: &ClientRecord) {
-    let grants: Vec<_> = client.grant_types.iter().map(|g| g.as_oauth_str()).collect();
+    let grants: Vec<_> = client
+        .grant_types
+        .iter()
+        .map(|g| crate::oauth::client::catalogue::wire(*g))
+        .collect();
     println!("client_id:     {}", client.client_id);
     println!("name:          {}", client.name);
     println!("type:          {:?}", client.client_type);
@@ -586,16 +597,7 @@ async fn app_command(config: &Config, cmd: &AppCommand) -> anyhow::Result<()> {
             token_exchange_require_actor,
             json,
         } => {
-            let mut grant_types: Vec<GrantType> = grant_types
-                .iter()
-                .map(|g| match g {
-                    GrantTypeArg::AuthorizationCode => GrantType::AuthorizationCode,
-                    GrantTypeArg::ClientCredentials => GrantType::ClientCredentials,
-                    GrantTypeArg::RefreshToken => GrantType::RefreshToken,
-                    GrantTypeArg::DeviceCode => GrantType::DeviceCode,
-                    GrantTypeArg::TokenExchange => GrantType::TokenExchange,
-                })
-                .collect();
+            let mut grant_types: Vec<GrantType> = grant_types.iter().map(|g| g.0).collect();
             if *admin && grant_types.is_empty() {
                 grant_types.push(GrantType::ClientCredentials);
             }
@@ -603,7 +605,7 @@ async fn app_command(config: &Config, cmd: &AppCommand) -> anyhow::Result<()> {
                 (Some(path), _) => {
                     // Read no more than a key set may be: the path might be /dev/zero.
                     use std::io::Read;
-                    let limit = crate::oauth::client_assertion::MAX_JWKS_BYTES;
+                    let limit = crate::oauth::client::keys::MAX_JWKS_BYTES;
                     let mut text = String::new();
                     std::fs::File::open(path)
                         .and_then(|f| f.take(limit as u64 + 1).read_to_string(&mut text))
@@ -621,11 +623,6 @@ async fn app_command(config: &Config, cmd: &AppCommand) -> anyhow::Result<()> {
                 (None, Some(uri)) => Some(ClientKeys::JwksUri(uri.clone())),
                 (None, None) => None,
             };
-            let default_scope = if *admin {
-                crate::oauth::scope::ADMIN_SCOPE
-            } else {
-                "openid profile email read write"
-            };
             let new = NewClient {
                 name: name.clone(),
                 client_type: match client_type {
@@ -634,7 +631,9 @@ async fn app_command(config: &Config, cmd: &AppCommand) -> anyhow::Result<()> {
                 },
                 grant_types,
                 redirect_uris: redirect_uris.clone(),
-                scope: scope.clone().unwrap_or_else(|| default_scope.to_string()),
+                scope: scope
+                    .clone()
+                    .unwrap_or_else(|| crate::oauth::client::default_scope(*admin).to_string()),
                 resources: resources.clone(),
                 access_token_ttl: *access_token_ttl,
                 refresh_token_ttl: *refresh_token_ttl,

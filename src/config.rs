@@ -510,7 +510,7 @@ impl Config {
             let mut allowed = Vec::new();
             for entry in hosts {
                 allowed.push(
-                    crate::oauth::client_document::document_authority_of(entry).ok_or_else(|| {
+                    crate::oauth::client::document::document_authority_of(entry).ok_or_else(|| {
                         ConfigError::Invalid(
                             "client_id_metadata_document_hosts",
                             format!("{entry:?} is not a host name, or a host name and port"),

@@ -235,8 +235,8 @@ pub trait ErrorGroup: Send + Sync + 'static {
     /// How the group's endpoints challenge.
     const CHALLENGE: Challenge;
 
-    /// The body of an error.
-    fn body(error: &HttpError) -> Self::Body;
+    /// The body of an error answered with `status`.
+    fn body(error: &HttpError, status: u16) -> Self::Body;
 
     /// What a request poem-openapi could not parse is.
     fn unparsable(err: poem::Error) -> Error {
@@ -302,7 +302,7 @@ impl ErrorGroup for PageErrors {
     const CHALLENGE: Challenge = Challenge::Basic;
 
     /// The page's text, when no template renders it (the pages render their own HTML).
-    fn body(error: &HttpError) -> Self::Body {
+    fn body(error: &HttpError, _status: u16) -> Self::Body {
         poem_openapi::payload::PlainText(error.description.clone())
     }
 }
@@ -366,7 +366,7 @@ impl<G: ErrorGroup> ErrorResponse<G> {
         let error = HttpError::new(err, challenge);
         let status = G::status(&error);
         ErrorResponse {
-            body: G::body(&error),
+            body: G::body(&error, status),
             head: ErrorHead {
                 status,
                 challenge: G::CHALLENGED.contains(&status).then(|| error.challenge.clone()),
@@ -383,7 +383,7 @@ impl<G: ErrorGroup> ErrorResponse<G> {
     pub fn at_edge(status: StatusCode, description: &str) -> Self {
         let error = HttpError::new(Error::invalid_request(description), G::CHALLENGE);
         ErrorResponse {
-            body: G::body(&HttpError { status, ..error }),
+            body: G::body(&error, status.as_u16()),
             head: ErrorHead {
                 status: status.as_u16(),
                 challenge: None,
@@ -532,7 +532,7 @@ impl ErrorGroup for OAuthErrors {
     const NONCED: &'static [u16] = &[400];
     const CHALLENGE: Challenge = Challenge::Basic;
 
-    fn body(error: &HttpError) -> ErrorJson {
+    fn body(error: &HttpError, _status: u16) -> ErrorJson {
         error.json()
     }
 
@@ -654,8 +654,11 @@ mod tests {
         ErrorResponse::<G>::at_edge(status, "too big").into_response()
     }
 
+    /// How one group answers an error, and a refusal at the request edge.
+    type Group = (fn(Error) -> poem::Response, fn(StatusCode) -> poem::Response);
+
     /// Which group answers an operation of the spec, by its path.
-    fn group_of(path: &str) -> Option<(fn(Error) -> poem::Response, fn(StatusCode) -> poem::Response)> {
+    fn group_of(path: &str) -> Option<Group> {
         match path {
             p if p.starts_with("/api/") => Some((answer::<AdminErrors>, edge::<AdminErrors>)),
             p if p.starts_with("/o/userinfo") => Some((answer::<UserInfoErrors>, edge::<UserInfoErrors>)),
@@ -666,8 +669,15 @@ mod tests {
         }
     }
 
-    /// Whether `response` is what the spec's `responses` of an operation say it may be.
-    fn check(what: &str, responses: &Value, response: &poem::Response) {
+    /// Whether `response` is what the spec's `responses` of an operation say it may be, and its
+    /// body (problem details name their status) agrees with its status.
+    async fn check(what: &str, responses: &Value, mut response: poem::Response) {
+        let body = response.take_body().into_vec().await.unwrap();
+        let body: Value = serde_json::from_slice(&body).unwrap_or_default();
+        if let Some(status) = body.get("status") {
+            assert_eq!(status, response.status().as_u16(), "{what}: the body's status");
+        }
+        let response = &response;
         let status = response.status().as_u16().to_string();
         let documented = &responses[&status];
         assert!(documented.is_object(), "{what}: {status} is not in the spec");
@@ -700,8 +710,8 @@ mod tests {
         );
     }
 
-    #[test]
-    fn every_error_code_through_every_group_is_answered_as_the_spec_says() {
+    #[tokio::test]
+    async fn every_error_code_through_every_group_is_answered_as_the_spec_says() {
         let spec: Value = serde_json::from_str(&crate::http::spec()).unwrap();
         let mut checked = 0;
         for (path, item) in spec["paths"].as_object().unwrap() {
@@ -710,14 +720,14 @@ mod tests {
                 let responses = &operation["responses"];
                 for code in ErrorCode::ALL {
                     for error in errors_of(code) {
-                        check(&format!("{method} {path} {}", code.as_str()), responses, &answer(error));
+                        check(&format!("{method} {path} {}", code.as_str()), responses, answer(error)).await;
                         checked += 1;
                     }
                 }
                 if operation.get("requestBody").is_some() {
                     for (status, _) in EDGE_STATUSES {
                         let status = StatusCode::from_u16(*status).unwrap();
-                        check(&format!("{method} {path} edge"), responses, &edge(status));
+                        check(&format!("{method} {path} edge"), responses, edge(status)).await;
                     }
                 }
             }

@@ -72,7 +72,7 @@ impl ErrorGroup for UserInfoErrors {
     const NONCED: &'static [u16] = &[401];
     const CHALLENGE: Challenge = userinfo_challenge(false);
 
-    fn body(error: &HttpError) -> ErrorJson {
+    fn body(error: &HttpError, _status: u16) -> ErrorJson {
         error.json()
     }
 

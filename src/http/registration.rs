@@ -14,7 +14,7 @@ use super::error::{describe, Answer, Challenge, ErrorGroup, ErrorJson, HttpError
 use super::security::bearer_token;
 use super::Tag;
 use crate::net::ClientAddress;
-use crate::oauth::registration::{ClientMetadata, Registration};
+use crate::oauth::client::registration::{ClientMetadata, Registration};
 use crate::oauth::{Error, ErrorCode, Provider};
 
 /// Client metadata (RFC 7591 §2; OpenID Connect Registration for the ID token algorithm).
@@ -175,7 +175,11 @@ impl From<Registration> for ClientInformation {
             registration_client_uri: r.registration_client_uri,
             redirect_uris: c.redirect_uris,
             token_endpoint_auth_method,
-            grant_types: c.grant_types.iter().map(|g| g.as_oauth_str().to_string()).collect(),
+            grant_types: c
+                .grant_types
+                .iter()
+                .map(|g| crate::oauth::client::catalogue::wire(*g).to_string())
+                .collect(),
             response_types,
             client_name: c.name,
             scope: c.scopes.join(" "),
@@ -214,7 +218,7 @@ impl ErrorGroup for RegistrationErrors {
     const CHALLENGED: &'static [u16] = &[401];
     const CHALLENGE: Challenge = REGISTRATION_CHALLENGE;
 
-    fn body(error: &HttpError) -> ErrorJson {
+    fn body(error: &HttpError, _status: u16) -> ErrorJson {
         error.json()
     }
 

@@ -10,8 +10,8 @@ use poem::Request;
 use poem_openapi::Object;
 use serde::Deserialize;
 
+use crate::oauth::client::assertion;
 use crate::oauth::client::{AuthMethod, ClientCredentials};
-use crate::oauth::client_assertion;
 use crate::oauth::dpop::ProofRequest;
 use crate::oauth::{Error, Provider};
 
@@ -54,11 +54,11 @@ pub fn client_credentials(req: &Request, fields: &ClientAuthentication) -> Resul
         if req.headers().contains_key(header::AUTHORIZATION) || form_secret.is_some() {
             return Err(Error::invalid_request("use one client authentication method, not two"));
         }
-        if assertion_type != Some(client_assertion::ASSERTION_TYPE) {
+        if assertion_type != Some(assertion::ASSERTION_TYPE) {
             return Err(Error::invalid_client());
         }
         let assertion = assertion.ok_or_else(|| Error::invalid_request("client_assertion is missing"))?;
-        let client_id = client_assertion::claimed_client(assertion).ok_or_else(Error::invalid_client)?;
+        let client_id = assertion::claimed_client(assertion).ok_or_else(Error::invalid_client)?;
         if form_client_id.is_some_and(|id| id != client_id) {
             return Err(Error::invalid_request(
                 "client_id differs from the client the assertion is for",

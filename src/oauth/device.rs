@@ -192,7 +192,7 @@ impl Provider {
             client_id_prefix: client.client_id.chars().take(8).collect(),
             self_registered: !super::client::operator_made(&client),
             scopes: self.describe_scopes(&scope),
-            document: super::client_document::document_host(&client.client_id)
+            document: super::client::document::document_host(&client.client_id)
                 .map(|host| (client.client_id.clone(), host)),
         })
     }

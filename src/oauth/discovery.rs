@@ -2,7 +2,9 @@
 //! the OpenID Provider metadata (OpenID Connect Discovery 1.0 §3, RP-Initiated Logout §2.1),
 //! so the two can never disagree.
 
-use super::{client_assertion, endpoints, Provider};
+use super::client::assertion;
+use super::client::catalogue::{AUTH_METHODS, GRANTS};
+use super::{endpoints, Provider};
 use crate::config::ClientDocumentsMode;
 
 /// The metadata document's fields.
@@ -71,14 +73,8 @@ impl Provider {
             scopes_supported: self.config.scopes.iter().map(|s| s.name.clone()).collect(),
             response_types_supported: strings(&["code"]),
             response_modes_supported: strings(&["query"]),
-            grant_types_supported: strings(&[
-                "authorization_code",
-                "client_credentials",
-                "refresh_token",
-                crate::store::DEVICE_CODE_GRANT_TYPE,
-                // Listed always: whether a client may use it is its own setting.
-                crate::store::TOKEN_EXCHANGE_GRANT_TYPE,
-            ]),
+            // Every grant, always: whether a client may use one is its own setting.
+            grant_types_supported: GRANTS.iter().map(|g| g.wire.to_string()).collect(),
             // `sub` is the user's id, the same for every client.
             subject_types_supported: strings(&["public"]),
             // What the current keyring can sign; RS256 is always there (Keyring::open_or_init).
@@ -92,24 +88,14 @@ impl Provider {
             claims_supported: super::oidc::claims_supported(),
             claim_types_supported: strings(&["normal"]),
             prompt_values_supported: strings(&["none", "login", "consent", "select_account"]),
-            token_endpoint_auth_methods_supported: strings(&[
-                "client_secret_basic",
-                "client_secret_post",
-                client_assertion::METHOD,
-                "none",
-            ]),
-            revocation_endpoint_auth_methods_supported: strings(&[
-                "client_secret_basic",
-                "client_secret_post",
-                client_assertion::METHOD,
-                "none",
-            ]),
-            introspection_endpoint_auth_methods_supported: strings(&[
-                "client_secret_basic",
-                "client_secret_post",
-                client_assertion::METHOD,
-            ]),
-            endpoint_auth_signing_alg_values_supported: strings(&client_assertion::SIGNING_ALGS),
+            token_endpoint_auth_methods_supported: AUTH_METHODS.iter().map(|m| m.wire.to_string()).collect(),
+            revocation_endpoint_auth_methods_supported: AUTH_METHODS.iter().map(|m| m.wire.to_string()).collect(),
+            introspection_endpoint_auth_methods_supported: AUTH_METHODS
+                .iter()
+                .filter(|m| m.introspects)
+                .map(|m| m.wire.to_string())
+                .collect(),
+            endpoint_auth_signing_alg_values_supported: strings(&assertion::SIGNING_ALGS),
             client_id_metadata_document_supported: self.config.client_documents.mode != ClientDocumentsMode::Off,
             code_challenge_methods_supported: strings(&["S256"]),
             dpop_signing_alg_values_supported: strings(&super::dpop::SIGNING_ALGS),

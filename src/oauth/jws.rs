@@ -210,7 +210,7 @@ mod tests {
         }
         let rsa = json!({"kty": "RSA", "alg": "Ed25519", "n": "sXchDaQebHnPiGvyDOAT4saGEUetSyo9MKLOoWFsueri23bOdgWp4Dy1WlUzewbgBHod5pcM9H95GQRV3JDXboIRROSBigeC5yjU1hGzHHyXss8UDprecbAYxknTcQkhslANGRUZmdTOQ5qTRsLAt6BTYuyvVRdhS8exSZEy_c4gs_7svlJJQ4H9_NxsiIoLwAEk7-Q3UXERGYw_75IDrGA84-lA_-Ct4eTlXHBIY2EaV7t7LjJaynVJCpkv4LKjTTAumiGUIuQhrNhZLuF_RJLqHpM2kgWFLU7-VTdL1VbC2tejvcI2BlMkEpk1BzBZI0KQB0GaDWFLN-aEAw3vRw", "e": "AQAB"});
         assert!(parse_jwk(&rsa).is_err(), "an RSA key cannot be an Ed25519 key");
-        for name in crate::oauth::client_assertion::SIGNING_ALGS {
+        for name in crate::oauth::client::assertion::SIGNING_ALGS {
             assert!(algorithm(name).is_some(), "{name} is published and so accepted");
         }
         for name in ["none", "HS256", "ES384", "eddsa", ""] {

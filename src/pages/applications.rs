@@ -11,8 +11,9 @@ use poem::web::{Data, Path};
 use poem::{get, handler, Body, EndpointExt, Request, Response, Route};
 
 use super::{caller, checked_form, date, error_page, page, redirect, visitor, Templates};
+use crate::oauth::client::catalogue::{Grant, GRANTS};
+use crate::oauth::client::ClientKeys;
 use crate::oauth::client::NewClient;
-use crate::oauth::client_assertion::ClientKeys;
 use crate::oauth::endpoints as paths;
 use crate::oauth::params::Params;
 use crate::oauth::session::Session;
@@ -37,30 +38,6 @@ pub(super) fn mount(route: Route, templates: Arc<Templates>) -> Route {
         .at(at(":id/delete/"), get(delete_form).post(delete).data(templates))
 }
 
-pub(super) const GRANTS: [(GrantType, &str, &str); 5] = [
-    (
-        GrantType::AuthorizationCode,
-        "authorization_code",
-        "Authorization code (users log in)",
-    ),
-    (GrantType::RefreshToken, "refresh_token", "Refresh token"),
-    (
-        GrantType::DeviceCode,
-        "device_code",
-        "Device code (users approve a TV, console or CLI from another screen; no redirect URI)",
-    ),
-    (
-        GrantType::ClientCredentials,
-        "client_credentials",
-        "Client credentials (the app acts for itself)",
-    ),
-    (
-        GrantType::TokenExchange,
-        "token_exchange",
-        "Token exchange (the app trades a user's token for one for another service, RFC 8693)",
-    ),
-];
-
 pub(super) fn client_type_name(client_type: ClientType) -> &'static str {
     match client_type {
         ClientType::Confidential => "confidential",
@@ -70,9 +47,7 @@ pub(super) fn client_type_name(client_type: ClientType) -> &'static str {
 
 /// What the form shows: a client's settings, or what the user typed.
 fn form_values(provider: &Provider, new: &NewClient) -> Value {
-    let grants: Vec<_> = offered_grants(provider)
-        .map(|(grant, value, label)| context! { value, label, checked => new.grant_types.contains(grant) })
-        .collect();
+    let grants: Vec<_> = offered_grants(provider).map(|grant| grant_choice(grant, new)).collect();
     let chosen: Vec<&str> = new.scope.split(' ').collect();
     let scopes: Vec<_> = offered_scopes(provider)
         .map(|s| context! { name => &s.name, description => &s.description, checked => chosen.contains(&s.name.as_str()) })
@@ -101,14 +76,24 @@ fn form_values(provider: &Provider, new: &NewClient) -> Value {
 
 /// The grants a user may choose: client_credentials and token exchange only where the
 /// registration policy allows them.
-fn offered_grants(provider: &Provider) -> impl Iterator<Item = &'static (GrantType, &'static str, &'static str)> {
-    let policy = &provider.config.registration;
-    let (client_credentials, token_exchange) = (policy.allow_client_credentials, policy.allow_token_exchange);
-    GRANTS.iter().filter(move |(grant, _, _)| match grant {
-        GrantType::ClientCredentials => client_credentials,
-        GrantType::TokenExchange => token_exchange,
-        _ => true,
-    })
+fn offered_grants(provider: &Provider) -> impl Iterator<Item = &'static Grant> + '_ {
+    GRANTS
+        .iter()
+        .filter(|grant| grant.offered_to_people(&provider.config.registration))
+}
+
+/// A grant's checkbox in a client form (`grant_<form>`).
+pub(super) fn grant_choice(grant: &Grant, new: &NewClient) -> Value {
+    context! { value => grant.form, label => grant.label, checked => new.grant_types.contains(&grant.grant) }
+}
+
+/// The grants whose checkboxes a submitted client form ticked.
+pub(super) fn chosen_grants(checked: impl Fn(&str) -> bool) -> Vec<GrantType> {
+    GRANTS
+        .iter()
+        .filter(|grant| checked(&format!("grant_{}", grant.form)))
+        .map(|grant| grant.grant)
+        .collect()
 }
 
 /// The scopes a user may choose: the registration policy's.
@@ -174,11 +159,7 @@ fn settings_from_form(provider: &Provider, form: &Params<'_>, base: NewClient) -
     let new = NewClient {
         name: field("name"),
         client_type,
-        grant_types: GRANTS
-            .iter()
-            .filter(|(_, value, _)| checked(&format!("grant_{value}")))
-            .map(|(g, _, _)| *g)
-            .collect(),
+        grant_types: chosen_grants(checked),
         redirect_uris: lines(&field("redirect_uris")),
         post_logout_redirect_uris: lines(&field("post_logout_redirect_uris")),
         scope: offered_scopes(provider)
@@ -204,7 +185,11 @@ fn settings_from_form(provider: &Provider, form: &Params<'_>, base: NewClient) -
 }
 
 fn detail_page(templates: &Templates, client: &ClientRecord, session: &Session, secret: Option<&str>) -> Response {
-    let grants: Vec<&str> = client.grant_types.iter().map(|g| g.as_oauth_str()).collect();
+    let grants: Vec<&str> = client
+        .grant_types
+        .iter()
+        .map(|g| crate::oauth::client::catalogue::wire(*g))
+        .collect();
     let app = context! {
         client_id => &client.client_id,
         name => &client.name,

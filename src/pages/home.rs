@@ -50,7 +50,7 @@ pub(super) async fn authorized_apps(
     let apps: Vec<_> = apps
         .iter()
         .map(|app| {
-            let host = crate::oauth::client_document::document_host(&app.consent.client_id);
+            let host = crate::oauth::client::document::document_host(&app.consent.client_id);
             let name = match (&app.client, &host) {
                 (Some(client), _) => client.name.clone(),
                 (None, Some(host)) => host.clone(),

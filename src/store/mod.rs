@@ -82,7 +82,8 @@ pub enum ClientType {
     Public,
 }
 
-/// The grants a client may use, named as the CLI spells them.
+/// The grants a client may use, stored as the CLI spells them (their names and who may give
+/// them are in `oauth::client::catalogue`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum GrantType {
@@ -94,25 +95,6 @@ pub enum GrantType {
     /// Token exchange (RFC 8693): a service trades a user's token for a narrower one.
     TokenExchange,
 }
-
-impl GrantType {
-    /// The RFC 6749 `grant_type` value.
-    pub fn as_oauth_str(self) -> &'static str {
-        match self {
-            GrantType::AuthorizationCode => "authorization_code",
-            GrantType::ClientCredentials => "client_credentials",
-            GrantType::RefreshToken => "refresh_token",
-            GrantType::DeviceCode => DEVICE_CODE_GRANT_TYPE,
-            GrantType::TokenExchange => TOKEN_EXCHANGE_GRANT_TYPE,
-        }
-    }
-}
-
-/// The `grant_type` of the device authorization grant (RFC 8628 §3.4).
-pub const DEVICE_CODE_GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:device_code";
-
-/// The `grant_type` of token exchange (RFC 8693 §2.1).
-pub const TOKEN_EXCHANGE_GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 
 /// What a client must do, and may do, beyond its grants and scopes: sender-constrained tokens
 /// (RFC 9449), pushed authorization requests (RFC 9126) and token exchange (RFC 8693).

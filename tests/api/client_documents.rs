@@ -1087,7 +1087,7 @@ async fn slow_host(authority: &DocumentServer, delay: Duration) -> DocumentServe
 /// holds at most 4, and a full house is 503 (or 429) with `Retry-After`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn slow_documents_from_many_callers_cannot_stop_a_registered_clients_keys() {
-    use tessera::oauth::client_assertion::ClientKeys;
+    use tessera::oauth::client::ClientKeys;
     let delay = Duration::from_secs(6);
     let keys = DocumentServer::start().await;
     let mut hosts = Vec::new();

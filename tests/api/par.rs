@@ -9,8 +9,8 @@ use tessera::oauth::audit::Caller;
 
 use jsonwebtoken::Algorithm;
 use serde_json::Value;
+use tessera::oauth::client::ClientKeys;
 use tessera::oauth::client::NewClient;
-use tessera::oauth::client_assertion::ClientKeys;
 use tessera::store::{ClientPolicy, ClientType, GrantType};
 
 use crate::helpers::*;

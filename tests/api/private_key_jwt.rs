@@ -10,8 +10,8 @@ use ring::rand::SystemRandom;
 use ring::signature::{EcdsaKeyPair, Ed25519KeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
 use serde_json::{json, Value};
 use tessera::oauth::audit::Caller;
+use tessera::oauth::client::ClientKeys;
 use tessera::oauth::client::NewClient;
-use tessera::oauth::client_assertion::ClientKeys;
 use tessera::store::{ClientType, GrantType};
 
 use crate::documents::{Doc, DocumentServer};

@@ -95,8 +95,8 @@ impl ErrorGroup for AdminErrors {
     const CHALLENGED: &'static [u16] = &[401, 403];
     const CHALLENGE: Challenge = ADMIN_CHALLENGE;
 
-    fn body(error: &HttpError) -> ProblemJson {
-        ProblemJson::new(error.code, Self::status(error), error.description.clone())
+    fn body(error: &HttpError, status: u16) -> ProblemJson {
+        ProblemJson::new(error.code, status, error.description.clone())
     }
 
     fn describe(status: u16) -> &'static str {

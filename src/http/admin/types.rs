@@ -1,11 +1,18 @@
 //! The admin API's request and response bodies, and their conversions from the core's records.
 
+use std::borrow::Cow;
+
+use poem_openapi::registry::{MetaSchema, MetaSchemaRef, Registry};
+use poem_openapi::types::{ParseError, ParseFromJSON, ParseResult, ToJSON, Type};
 use poem_openapi::{Enum, Object};
+use serde_json::Value;
+
+use crate::oauth::client::catalogue::{self, GRANTS};
 
 use crate::keys::{Algorithm, KeyInfo, KeyStatus};
 use crate::oauth::admin::Page;
+use crate::oauth::client::ClientKeys;
 use crate::oauth::client::NewClient;
-use crate::oauth::client_assertion::ClientKeys;
 use crate::oauth::user::ProfileChanges;
 use crate::store::{ClientPolicy, ClientRecord, ClientType, GrantRecord, GrantType, TokenExchangePolicy, UserRecord};
 
@@ -19,19 +26,55 @@ pub enum ClientKind {
     Public,
 }
 
-/// Grant types a client may use.
-#[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
-#[oai(rename_all = "snake_case")]
-pub enum GrantKind {
-    AuthorizationCode,
-    ClientCredentials,
-    RefreshToken,
-    /// The device authorization grant (RFC 8628), named by its `grant_type` like the others.
-    #[oai(rename = "urn:ietf:params:oauth:grant-type:device_code")]
-    DeviceCode,
-    /// Token exchange (RFC 8693).
-    #[oai(rename = "urn:ietf:params:oauth:grant-type:token-exchange")]
-    TokenExchange,
+/// A grant type a client may use, named by its `grant_type`. The values are the catalogue's
+/// (`oauth::client::catalogue`): the type is written out here, not derived, so that they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GrantKind(pub GrantType);
+
+impl Type for GrantKind {
+    const IS_REQUIRED: bool = true;
+    type RawValueType = Self;
+    type RawElementValueType = Self;
+
+    fn name() -> Cow<'static, str> {
+        "GrantKind".into()
+    }
+
+    fn as_raw_value(&self) -> Option<&Self::RawValueType> {
+        Some(self)
+    }
+
+    fn schema_ref() -> MetaSchemaRef {
+        MetaSchemaRef::Reference(Self::name().into_owned())
+    }
+
+    fn register(registry: &mut Registry) {
+        registry.create_schema::<Self, _>(Self::name().into_owned(), |_| MetaSchema {
+            description: Some("Grant types a client may use."),
+            enum_items: GRANTS.iter().map(|g| Value::String(g.wire.into())).collect(),
+            ..MetaSchema::new("string")
+        });
+    }
+
+    fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a Self::RawElementValueType> + 'a> {
+        Box::new(self.as_raw_value().into_iter())
+    }
+}
+
+impl ParseFromJSON for GrantKind {
+    fn parse_from_json(value: Option<Value>) -> ParseResult<Self> {
+        let value = value.unwrap_or_default();
+        match value.as_str().and_then(catalogue::grant_by_wire) {
+            Some(grant) => Ok(GrantKind(grant.grant)),
+            None => Err(ParseError::expected_type(value)),
+        }
+    }
+}
+
+impl ToJSON for GrantKind {
+    fn to_json(&self) -> Option<Value> {
+        Some(Value::String(catalogue::wire(self.0).into()))
+    }
 }
 
 /// JWS algorithms of Tessera's keys.
@@ -63,26 +106,14 @@ impl From<Algorithm> for Alg {
 }
 
 impl From<GrantType> for GrantKind {
-    fn from(g: GrantType) -> Self {
-        match g {
-            GrantType::AuthorizationCode => GrantKind::AuthorizationCode,
-            GrantType::ClientCredentials => GrantKind::ClientCredentials,
-            GrantType::RefreshToken => GrantKind::RefreshToken,
-            GrantType::DeviceCode => GrantKind::DeviceCode,
-            GrantType::TokenExchange => GrantKind::TokenExchange,
-        }
+    fn from(grant: GrantType) -> Self {
+        GrantKind(grant)
     }
 }
 
 impl From<GrantKind> for GrantType {
-    fn from(g: GrantKind) -> Self {
-        match g {
-            GrantKind::AuthorizationCode => GrantType::AuthorizationCode,
-            GrantKind::ClientCredentials => GrantType::ClientCredentials,
-            GrantKind::RefreshToken => GrantType::RefreshToken,
-            GrantKind::DeviceCode => GrantType::DeviceCode,
-            GrantKind::TokenExchange => GrantType::TokenExchange,
-        }
+    fn from(grant: GrantKind) -> Self {
+        grant.0
     }
 }
 
@@ -233,11 +264,6 @@ impl ClientSettings {
             (None, None) => None,
         };
         let admin = self.admin.unwrap_or(false);
-        let default_scope = if admin {
-            crate::oauth::scope::ADMIN_SCOPE
-        } else {
-            "openid profile email read write"
-        };
         Ok(NewClient {
             name: self.name,
             client_type: match self.client_type {
@@ -246,7 +272,9 @@ impl ClientSettings {
             },
             grant_types: self.grant_types.into_iter().map(GrantType::from).collect(),
             redirect_uris: self.redirect_uris.unwrap_or_default(),
-            scope: self.scope.unwrap_or_else(|| default_scope.into()),
+            scope: self
+                .scope
+                .unwrap_or_else(|| crate::oauth::client::default_scope(admin).into()),
             resources: self.resources.unwrap_or_default(),
             access_token_ttl: self.access_token_ttl,
             refresh_token_ttl: self.refresh_token_ttl,

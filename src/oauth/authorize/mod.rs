@@ -214,7 +214,7 @@ impl Provider {
             redirect_host,
             client_id_prefix: request.client.client_id.chars().take(8).collect(),
             self_registered: !super::client::operator_made(&request.client),
-            document_host: super::client_document::document_host(&request.client.client_id),
+            document_host: super::client::document::document_host(&request.client.client_id),
             loopback_redirect: Url::parse(&request.redirect_uri).is_ok_and(|u| super::client::is_loopback(&u)),
             request,
         }

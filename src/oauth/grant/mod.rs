@@ -7,6 +7,7 @@ pub mod refresh_token;
 pub mod token_exchange;
 
 use self::token_exchange::ExchangeRequest;
+use super::client::catalogue;
 use super::client::ClientCredentials;
 use super::dpop::ProofRequest;
 use super::token::TokenResponse;
@@ -90,10 +91,10 @@ impl TokenRequest {
                 refresh_token: required(self.refresh_token, "refresh_token")?,
                 scope: self.scope,
             }),
-            Some(crate::store::DEVICE_CODE_GRANT_TYPE) => Ok(GrantRequest::DeviceCode {
+            Some(catalogue::DEVICE_CODE) => Ok(GrantRequest::DeviceCode {
                 device_code: required(self.device_code, "device_code")?,
             }),
-            Some(crate::store::TOKEN_EXCHANGE_GRANT_TYPE) => Ok(GrantRequest::TokenExchange(ExchangeRequest {
+            Some(catalogue::TOKEN_EXCHANGE) => Ok(GrantRequest::TokenExchange(ExchangeRequest {
                 subject_token: required(self.subject_token, "subject_token")?,
                 subject_token_type: required(self.subject_token_type, "subject_token_type")?,
                 actor_token: self.actor_token,
@@ -177,7 +178,7 @@ impl Provider {
             // Once per client: a registered client that is used is never purged as unused.
             self.store.mark_client_used(&client.client_id, super::now()).await?;
         }
-        self.metrics.token_issued(grant.as_oauth_str());
+        self.metrics.token_issued(catalogue::wire(grant));
         Ok(issued)
     }
 }
@@ -188,7 +189,7 @@ fn ensure_grant_allowed(client: &ClientRecord, grant: GrantType) -> Result<(), E
     } else {
         Err(Error::new(
             ErrorCode::UnauthorizedClient,
-            format!("this client may not use the {} grant", grant.as_oauth_str()),
+            format!("this client may not use the {} grant", catalogue::wire(grant)),
         ))
     }
 }

@@ -9,22 +9,27 @@ use poem::http::StatusCode;
 use poem::web::{Data, Path};
 use poem::{handler, Body, Request, Response};
 
-use super::super::applications::{client_type_name, keys_from_form, lines, settings_of, GRANTS};
+use super::super::applications::{chosen_grants, client_type_name, grant_choice, keys_from_form, lines, settings_of};
 use super::super::redirect;
 use super::{
     caller, confirm_page, confirmed, console_page, contains, encode, error_page, field, form_can_fix, operator,
     operator_form, search, Confirm, Templates,
 };
 use crate::oauth::admin::{not_found, MAX_PAGE};
+use crate::oauth::client::catalogue::GRANTS;
+use crate::oauth::client::ClientKeys;
 use crate::oauth::client::NewClient;
-use crate::oauth::client_assertion::ClientKeys;
 use crate::oauth::scope::ADMIN_SCOPE;
 use crate::oauth::session::Session;
 use crate::oauth::{Error, Provider};
 use crate::store::{ClientPolicy, ClientRecord, ClientType, GrantType, TokenExchangePolicy};
 
 fn summary(client: &ClientRecord) -> Value {
-    let grants: Vec<&str> = client.grant_types.iter().map(|g| g.as_oauth_str()).collect();
+    let grants: Vec<&str> = client
+        .grant_types
+        .iter()
+        .map(|g| crate::oauth::client::catalogue::wire(*g))
+        .collect();
     context! {
         client_id => &client.client_id,
         name => &client.name,
@@ -138,7 +143,7 @@ fn blank() -> NewClient {
         client_type: ClientType::Confidential,
         grant_types: vec![GrantType::AuthorizationCode, GrantType::RefreshToken],
         redirect_uris: vec![],
-        scope: "openid profile email".into(),
+        scope: crate::oauth::client::CONSOLE_FORM_SCOPE.into(),
         resources: vec![],
         access_token_ttl: None,
         refresh_token_ttl: None,
@@ -168,10 +173,7 @@ fn all_scopes(provider: &Provider) -> Vec<(String, String)> {
 }
 
 fn form_values(provider: &Provider, new: &NewClient) -> Value {
-    let grants: Vec<_> = GRANTS
-        .iter()
-        .map(|(grant, value, label)| context! { value, label, checked => new.grant_types.contains(grant) })
-        .collect();
+    let grants: Vec<_> = GRANTS.iter().map(|grant| grant_choice(grant, new)).collect();
     let chosen: Vec<&str> = new.scope.split(' ').collect();
     let scopes: Vec<_> = all_scopes(provider)
         .into_iter()
@@ -236,11 +238,7 @@ fn settings_from_form(provider: &Provider, form: &[(String, String)], base: NewC
     let new = NewClient {
         name: field(form, "name").trim().to_string(),
         client_type,
-        grant_types: GRANTS
-            .iter()
-            .filter(|(_, value, _)| checked(&format!("grant_{value}")))
-            .map(|(g, _, _)| *g)
-            .collect(),
+        grant_types: chosen_grants(checked),
         redirect_uris: lines(&field(form, "redirect_uris")),
         post_logout_redirect_uris: lines(&field(form, "post_logout_redirect_uris")),
         resources: lines(&field(form, "resources")),

@@ -5,85 +5,17 @@
 use subtle::ConstantTimeEq;
 use url::Url;
 
-use super::audit::Caller;
-use super::client::{check_uri_list, is_loopback, NewClient};
-use super::client_assertion::{self, ClientKeys};
-use super::scope::{Scope, ADMIN_SCOPE};
-use super::{random_token, secret_hash, Error, ErrorCode, Provider};
+use super::catalogue;
+use super::keys::ClientKeys;
+pub use super::metadata::ClientMetadata;
+use super::model::{NewClient, MAX_SELF_SERVICE_NAME_CHARS};
+use super::uri::{check_uri_list, is_loopback};
 use crate::config::RegistrationMode;
 use crate::keys::Algorithm;
+use crate::oauth::audit::Caller;
+use crate::oauth::scope::{Scope, ADMIN_SCOPE};
+use crate::oauth::{random_token, secret_hash, Error, ErrorCode, Provider};
 use crate::store::{ClientPolicy, ClientRecord, ClientType, GrantType, TokenExchangePolicy};
-
-/// Client metadata as a client sends it (RFC 7591 §2). Fields Tessera does not use
-/// (`client_uri`, `logo_uri`, `contacts`, ...) are ignored, as §2 allows.
-#[derive(Debug, Clone, Default)]
-pub struct ClientMetadata {
-    pub redirect_uris: Vec<String>,
-    pub token_endpoint_auth_method: Option<String>,
-    pub grant_types: Option<Vec<String>>,
-    pub response_types: Option<Vec<String>>,
-    pub client_name: Option<String>,
-    pub scope: Option<String>,
-    pub post_logout_redirect_uris: Vec<String>,
-    pub id_token_signed_response_alg: Option<String>,
-    pub software_statement: Option<String>,
-    pub jwks: Option<serde_json::Value>,
-    pub jwks_uri: Option<String>,
-    /// RFC 9449 §5.2.
-    pub dpop_bound_access_tokens: Option<bool>,
-    /// RFC 9126 §6.
-    pub require_pushed_authorization_requests: Option<bool>,
-    /// Tessera's token exchange policy (RFC 8693 defines none), see [`TokenExchangePolicy`].
-    pub token_exchange_audiences: Vec<String>,
-    pub token_exchange_subject_audiences: Vec<String>,
-    pub token_exchange_require_actor: Option<bool>,
-}
-
-impl ClientMetadata {
-    /// Reads client metadata from a JSON document (a Client ID Metadata Document): the
-    /// fields Tessera uses, each of its RFC 7591 type; other fields are ignored.
-    pub fn from_document(document: &serde_json::Value) -> Result<ClientMetadata, String> {
-        let string = |name: &str| match document.get(name) {
-            None | Some(serde_json::Value::Null) => Ok(None),
-            Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
-            Some(_) => Err(format!("{name} must be a string")),
-        };
-        let strings = |name: &str| match document.get(name) {
-            None | Some(serde_json::Value::Null) => Ok(None),
-            Some(value) => serde_json::from_value::<Vec<String>>(value.clone())
-                .map(Some)
-                .map_err(|_| format!("{name} must be an array of strings")),
-        };
-        let boolean = |name: &str| match document.get(name) {
-            None | Some(serde_json::Value::Null) => Ok(None),
-            Some(serde_json::Value::Bool(b)) => Ok(Some(*b)),
-            Some(_) => Err(format!("{name} must be true or false")),
-        };
-        let jwks = match document.get("jwks") {
-            None | Some(serde_json::Value::Null) => None,
-            Some(value) if value.is_object() => Some(value.clone()),
-            Some(_) => return Err("jwks must be an object".into()),
-        };
-        Ok(ClientMetadata {
-            redirect_uris: strings("redirect_uris")?.unwrap_or_default(),
-            token_endpoint_auth_method: string("token_endpoint_auth_method")?,
-            grant_types: strings("grant_types")?,
-            response_types: strings("response_types")?,
-            client_name: string("client_name")?,
-            scope: string("scope")?,
-            post_logout_redirect_uris: strings("post_logout_redirect_uris")?.unwrap_or_default(),
-            id_token_signed_response_alg: string("id_token_signed_response_alg")?,
-            software_statement: string("software_statement")?,
-            jwks,
-            jwks_uri: string("jwks_uri")?,
-            dpop_bound_access_tokens: boolean("dpop_bound_access_tokens")?,
-            require_pushed_authorization_requests: boolean("require_pushed_authorization_requests")?,
-            token_exchange_audiences: strings("token_exchange_audiences")?.unwrap_or_default(),
-            token_exchange_subject_audiences: strings("token_exchange_subject_audiences")?.unwrap_or_default(),
-            token_exchange_require_actor: boolean("token_exchange_require_actor")?,
-        })
-    }
-}
 
 /// A registered client as RFC 7591 §3.2.1 describes it back to the client.
 #[derive(Debug, Clone)]
@@ -142,7 +74,8 @@ fn check_redirect_uri(uri: &str) -> Result<(), Error> {
 impl Provider {
     /// Whether registration is on, and the registration endpoint's URL if so.
     pub fn registration_endpoint(&self) -> Option<String> {
-        (self.config.registration.mode != RegistrationMode::Off).then(|| self.url(super::endpoints::REGISTRATION))
+        (self.config.registration.mode != RegistrationMode::Off)
+            .then(|| self.url(crate::oauth::endpoints::REGISTRATION))
     }
 
     /// Checks the initial access token of a registration request (RFC 7591 §3).
@@ -191,22 +124,21 @@ impl Provider {
             .token_endpoint_auth_method
             .clone()
             .unwrap_or_else(|| "client_secret_basic".into());
-        let client_type = match method.as_str() {
-            "client_secret_basic" | "client_secret_post" | client_assertion::METHOD => ClientType::Confidential,
-            "none" => ClientType::Public,
-            other => {
-                return Err(invalid_metadata(format!(
-                "token_endpoint_auth_method {other:?} is not supported (client_secret_basic, client_secret_post, private_key_jwt, none)"
-            )))
-            }
+        let Some(auth_method) = catalogue::auth_method(&method) else {
+            let known: Vec<&str> = catalogue::AUTH_METHODS.iter().map(|m| m.wire).collect();
+            return Err(invalid_metadata(format!(
+                "token_endpoint_auth_method {method:?} is not supported ({})",
+                known.join(", ")
+            )));
         };
+        let client_type = auth_method.client_type;
         let keys = match (&metadata.jwks, &metadata.jwks_uri) {
             (Some(_), Some(_)) => return Err(invalid_metadata("give jwks or jwks_uri, not both (RFC 7591 §2)")),
             (Some(jwks), None) => Some(ClientKeys::Jwks(jwks.clone())),
             (None, Some(uri)) => Some(ClientKeys::JwksUri(uri.clone())),
             (None, None) => None,
         };
-        if (method == client_assertion::METHOD) != keys.is_some() {
+        if auth_method.keys != keys.is_some() {
             return Err(invalid_metadata(
                 "private_key_jwt needs jwks or jwks_uri, and keys are only for private_key_jwt",
             ));
@@ -217,23 +149,11 @@ impl Provider {
             .unwrap_or_else(|| vec!["authorization_code".into()]);
         let mut grant_types = Vec::new();
         for name in &names {
-            let grant = match name.as_str() {
-                "authorization_code" => GrantType::AuthorizationCode,
-                "refresh_token" => GrantType::RefreshToken,
-                crate::store::DEVICE_CODE_GRANT_TYPE => GrantType::DeviceCode,
-                crate::store::TOKEN_EXCHANGE_GRANT_TYPE
-                    if client_type == ClientType::Confidential && self.config.registration.allow_token_exchange =>
-                {
-                    GrantType::TokenExchange
-                }
-                "client_credentials"
-                    if client_type == ClientType::Confidential && self.config.registration.allow_client_credentials =>
-                {
-                    GrantType::ClientCredentials
-                }
-                other => {
+            let grant = match catalogue::grant_by_wire(name) {
+                Some(grant) if grant.self_service(client_type, &self.config.registration) => grant.grant,
+                _ => {
                     return Err(invalid_metadata(format!(
-                        "grant type {other:?} is not allowed for this client"
+                        "grant type {name:?} is not allowed for this client"
                     )))
                 }
             };
@@ -306,10 +226,10 @@ impl Provider {
             .clone()
             .filter(|n| !n.trim().is_empty())
             .unwrap_or_else(|| "Unnamed app".into());
-        if name.chars().count() > super::client::MAX_SELF_SERVICE_NAME_CHARS || super::text::has_deceptive(&name) {
+        if name.chars().count() > MAX_SELF_SERVICE_NAME_CHARS || crate::oauth::text::has_deceptive(&name) {
             return Err(invalid_metadata(format!(
                 "client_name must be at most {} characters, without control, invisible or bidirectional-control characters",
-                super::client::MAX_SELF_SERVICE_NAME_CHARS
+                MAX_SELF_SERVICE_NAME_CHARS
             )));
         }
         let new = NewClient {
@@ -389,7 +309,7 @@ impl Provider {
         registration_access_token: Option<String>,
     ) -> Registration {
         let registration_client_uri =
-            self.url(&super::endpoints::CLIENT_REGISTRATION.replace("{client_id}", &client.client_id));
+            self.url(&crate::oauth::endpoints::CLIENT_REGISTRATION.replace("{client_id}", &client.client_id));
         Registration {
             client,
             client_secret,

@@ -13,35 +13,15 @@
 
 use url::Url;
 
-use super::client::MAX_URI_BYTES;
-use super::registration::ClientMetadata;
-use super::{Error, ErrorCode, Provider};
+use super::metadata::ClientMetadata;
+pub use super::uri::is_document_url;
 use crate::config::ClientDocumentsMode;
 use crate::documents::{DocumentError, Kind, Origin};
+use crate::oauth::{Error, ErrorCode, Provider};
 use crate::store::ClientRecord;
 
 /// The largest document read (the draft suggests 5 KB).
 pub const MAX_DOCUMENT_BYTES: usize = Kind::ClientMetadata.limits().max_bytes;
-
-/// Whether `client_id` has the shape of a Client ID Metadata Document URL: https, a host, a
-/// path other than `/`, no fragment, no credentials, no dot segments, and written as a URL
-/// parser writes it (so one document cannot be named by two spellings).
-pub fn is_document_url(client_id: &str) -> bool {
-    if !client_id.starts_with("https://") || client_id.len() > MAX_URI_BYTES {
-        return false;
-    }
-    let Ok(url) = Url::parse(client_id) else {
-        return false;
-    };
-    url.host().is_some()
-        && url.path() != "/"
-        && url.fragment().is_none()
-        && url.username().is_empty()
-        && url.password().is_none()
-        && !client_id.contains("/./")
-        && !client_id.contains("/../")
-        && url.as_str() == client_id
-}
 
 /// The host and port of an allowlist entry (`host`, or `host:port` for a port other than
 /// 443), written as [`document_authority`] writes a document URL's, or `None` if it is not one.
@@ -199,12 +179,12 @@ impl Provider {
         let host = document_host(client_id).unwrap_or_default();
         let name = metadata.client_name.clone().map_or(host, |_| new.name.clone());
         let scope = self
-            .validate_client(&super::client::NewClient {
+            .validate_client(&super::model::NewClient {
                 name: name.clone(),
                 ..new.clone()
             })
             .map_err(|e| invalid(client_id, e.description))?;
-        let (jwks, jwks_uri) = super::client::key_fields(new.keys);
+        let (jwks, jwks_uri) = super::model::key_fields(new.keys);
         Ok(ClientRecord {
             client_id: client_id.to_string(),
             name,
@@ -216,7 +196,7 @@ impl Provider {
             resources: new.resources,
             access_token_ttl: None,
             refresh_token_ttl: None,
-            created_at: super::now(),
+            created_at: crate::oauth::now(),
             skip_consent: false,
             owner_user_id: None,
             post_logout_redirect_uris: new.post_logout_redirect_uris,

@@ -10,20 +10,18 @@
 //! every `jti` is remembered in the store's counters for as long as its assertion is accepted,
 //! so a replay fails on every node.
 //!
-//! The JWS and its keys are read by [`super::jws`], shared with DPoP proofs.
+//! The JWS and its keys are read by [`crate::oauth::jws`], shared with DPoP proofs.
 
 use serde_json::Value;
-use url::Url;
 
-use super::jws::{parse_jwk, Jws, VerificationKey};
-use super::{now, Error, Provider};
+use super::keys::parse_jwks;
 use crate::documents::{Kind, Origin};
+use crate::oauth::jws::Jws;
+use crate::oauth::{now, Error, Provider};
 use crate::store::ClientRecord;
 
 /// `client_assertion_type` for a JWT assertion (RFC 7523 §2.2).
 pub const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
-/// The `token_endpoint_auth_method` name (RFC 7591 §2).
-pub const METHOD: &str = "private_key_jwt";
 /// The algorithms assertions may be signed with, as the JWS `alg` names them.
 pub const SIGNING_ALGS: [&str; 5] = ["ES256", "EdDSA", "Ed25519", "RS256", "PS256"];
 /// The longest an assertion is accepted, from its `iat`: it is a one-request credential.
@@ -32,82 +30,6 @@ pub const MAX_LIFETIME: i64 = 300;
 const LEEWAY: u64 = 30;
 /// The largest assertion read.
 const MAX_ASSERTION_BYTES: usize = 8 * 1024;
-/// The largest key set a client may register or publish, and its most keys.
-pub const MAX_JWKS_BYTES: usize = Kind::KeySet.limits().max_bytes;
-const MAX_KEYS: usize = 10;
-
-/// Where a client's public keys are.
-#[derive(Clone, Debug, PartialEq)]
-pub enum ClientKeys {
-    /// A JWK Set given at registration (RFC 7591 `jwks`).
-    Jwks(Value),
-    /// A URL that serves the JWK Set (RFC 7591 `jwks_uri`), fetched and cached.
-    JwksUri(String),
-}
-
-impl ClientKeys {
-    /// The keys a client record names, if any.
-    pub fn of(client: &ClientRecord) -> Option<ClientKeys> {
-        match (&client.jwks, &client.jwks_uri) {
-            (Some(jwks), _) => Some(ClientKeys::Jwks(jwks.clone())),
-            (None, Some(uri)) => Some(ClientKeys::JwksUri(uri.clone())),
-            (None, None) => None,
-        }
-    }
-
-    /// Checks the keys at registration: a JWK Set of public signing keys of the supported
-    /// types, or an https URL.
-    pub fn validate(&self) -> Result<(), Error> {
-        match self {
-            ClientKeys::Jwks(jwks) => {
-                if jwks.to_string().len() > MAX_JWKS_BYTES {
-                    return Err(Error::invalid_request(format!(
-                        "jwks is larger than {MAX_JWKS_BYTES} bytes"
-                    )));
-                }
-                parse_jwks(jwks, true).map(drop).map_err(Error::invalid_request)
-            }
-            ClientKeys::JwksUri(uri) => {
-                let url = Url::parse(uri).map_err(|_| Error::invalid_request("jwks_uri is not an absolute URL"))?;
-                if url.scheme() != "https" || url.host().is_none() || uri.contains('#') {
-                    return Err(Error::invalid_request(
-                        "jwks_uri must be an https URL without a fragment",
-                    ));
-                }
-                if uri.len() > super::client::MAX_URI_BYTES {
-                    return Err(Error::invalid_request("jwks_uri is too long"));
-                }
-                Ok(())
-            }
-        }
-    }
-}
-
-/// The usable keys of a JWK Set. `strict` (registration) refuses any key it cannot use;
-/// otherwise (a published set) keys for encryption or of unknown types are skipped. A private
-/// or symmetric key is refused either way: publishing one is a mistake to report, not skip.
-fn parse_jwks(jwks: &Value, strict: bool) -> Result<Vec<VerificationKey>, String> {
-    let keys = jwks["keys"]
-        .as_array()
-        .ok_or("a JWK Set is an object with a \"keys\" array")?;
-    if keys.is_empty() || keys.len() > MAX_KEYS {
-        return Err(format!("a JWK Set needs 1 to {MAX_KEYS} keys"));
-    }
-    let mut usable = Vec::new();
-    for jwk in keys {
-        match parse_jwk(jwk) {
-            Ok(Some(key)) => usable.push(key),
-            Ok(None) if !strict => {}
-            Ok(None) => return Err("every key must be a signing key (\"use\": \"sig\", or no \"use\")".into()),
-            Err(why) => return Err(why),
-        }
-    }
-    if usable.is_empty() {
-        return Err("the JWK Set has no signing key of a supported type".into());
-    }
-    Ok(usable)
-}
-
 /// The client an assertion says it is for (its `sub`, which must equal `iss`), read before
 /// anything is verified: it picks the keys to verify with.
 pub fn claimed_client(assertion: &str) -> Option<String> {
@@ -165,7 +87,7 @@ impl Provider {
                     let usable = |jwks: &Value| parse_jwks(jwks, false).map(drop);
                     // A document client's key set is a URL anyone named; a stored client's was
                     // registered.
-                    let origin = match super::client_document::is_document_url(&client.client_id) {
+                    let origin = match super::document::is_document_url(&client.client_id) {
                         true => Origin::Named,
                         false => Origin::Registered,
                     };
@@ -173,7 +95,7 @@ impl Provider {
                         .documents
                         .get(Kind::KeySet, uri, caller, origin, &usable)
                         .await
-                        .map_err(|e| match super::client_document::capacity_error(&e) {
+                        .map_err(|e| match super::document::capacity_error(&e) {
                             // Our limits, not the client's keys: retry later, not invalid_client.
                             Some(busy) => Refused::Server(busy),
                             None => Refused::Invalid(e.to_string()),
@@ -227,7 +149,7 @@ impl Provider {
         let audiences = [
             self.issuer.clone(),
             format!("{}/", self.issuer),
-            self.url(super::endpoints::TOKEN),
+            self.url(crate::oauth::endpoints::TOKEN),
             self.url(endpoint),
             self.url(&format!("{endpoint}/")),
         ];
@@ -279,46 +201,4 @@ impl Provider {
 enum Refused {
     Invalid(String),
     Server(Error),
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    use base64::Engine;
-    use serde_json::json;
-
-    #[test]
-    fn registered_key_sets_hold_public_signing_keys_only() {
-        let ec = json!({"kty": "EC", "crv": "P-256", "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU", "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"});
-        assert!(ClientKeys::Jwks(json!({ "keys": [ec] })).validate().is_ok());
-        let mut private = ec.clone();
-        private["d"] = "jpsQnnGQmL-YBIffH1136cspYG6-0iY7X1fCE9-E9LI".into();
-        let mut hs = ec.clone();
-        hs["alg"] = "HS256".into();
-        for bad in [
-            json!({ "keys": [private] }),
-            json!({ "keys": [{"kty": "oct", "k": "c2VjcmV0"}] }),
-            json!({ "keys": [hs] }),
-            json!({ "keys": [] }),
-            json!({ "keys": "nope" }),
-            json!([ec]),
-        ] {
-            assert!(ClientKeys::Jwks(bad.clone()).validate().is_err(), "{bad}");
-        }
-        // ring verifies no RSA key under 2048 bits.
-        let n_1024 = URL_SAFE_NO_PAD.encode([0xc5; 128]);
-        let small = json!({"kty": "RSA", "n": n_1024, "e": "AQAB"});
-        let refused = ClientKeys::Jwks(json!({ "keys": [small] })).validate();
-        assert!(refused.is_err_and(|e| e.description.contains("2048")));
-        let n_2048 = URL_SAFE_NO_PAD.encode([[0u8].as_slice(), &[0xc5; 256]].concat());
-        let rsa = json!({"kty": "RSA", "n": n_2048, "e": "AQAB"});
-        assert!(ClientKeys::Jwks(json!({ "keys": [rsa] })).validate().is_ok());
-        assert!(ClientKeys::JwksUri("https://app.example/jwks.json".into())
-            .validate()
-            .is_ok());
-        assert!(ClientKeys::JwksUri("http://app.example/jwks.json".into())
-            .validate()
-            .is_err());
-    }
 }

@@ -2,13 +2,23 @@
 //! (RFC 6749 §3.1.2, RFC 9700 §4.1.3, RFC 8252 §7.3).
 
 use subtle::ConstantTimeEq;
-use url::Url;
 
 use super::audit::{Caller, Target};
-use super::client_assertion::{self, ClientKeys};
+pub mod assertion;
+pub mod catalogue;
+pub mod document;
+pub mod keys;
+pub mod metadata;
+pub mod model;
+pub mod registration;
+pub mod uri;
+
+pub use self::keys::ClientKeys;
+pub use self::model::*;
+pub use self::uri::*;
 use super::scope::ADMIN_SCOPE;
 use super::{now, random_token, secret_hash, Error, ErrorCode, Provider};
-use crate::store::{ClientPolicy, ClientRecord, ClientType, GrantType};
+use crate::store::{ClientRecord, ClientType, GrantType};
 
 /// How the client presented its credentials at the token, revocation or introspection endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,108 +57,6 @@ impl ClientCredentials {
             ClientType::Public => format!("{}@{}", client.client_id, self.address.as_deref().unwrap_or_default()),
         }
     }
-}
-
-/// What an operator asks for when registering a client.
-#[derive(Debug, Clone)]
-pub struct NewClient {
-    pub name: String,
-    pub client_type: ClientType,
-    pub grant_types: Vec<GrantType>,
-    pub redirect_uris: Vec<String>,
-    pub scope: String,
-    pub resources: Vec<String>,
-    pub access_token_ttl: Option<u64>,
-    pub refresh_token_ttl: Option<u64>,
-    /// A first-party app whose users are not asked for consent.
-    pub skip_consent: bool,
-    /// The user registering it from the applications pages.
-    pub owner_user_id: Option<String>,
-    /// Where RP-initiated logout may return to (same rules as redirect URIs).
-    pub post_logout_redirect_uris: Vec<String>,
-    /// The ID token algorithm; `None` is RS256.
-    pub id_token_signed_response_alg: Option<crate::keys::Algorithm>,
-    /// An administration client (`tessera app create --admin`): confidential,
-    /// client_credentials only, and the only kind that may hold the `tessera:admin` scope.
-    pub admin: bool,
-    /// The public keys of a client that authenticates with `private_key_jwt` (confidential,
-    /// and then without a secret).
-    pub keys: Option<ClientKeys>,
-    /// DPoP, PAR and token exchange settings.
-    pub policy: ClientPolicy,
-}
-
-/// Whether a client is a first-party app whose users are never asked for consent. Only an
-/// operator (the CLI or the admin API) can make one: a client registered by a user in the
-/// applications pages or through dynamic registration never is, whatever its record says, so
-/// no one can register an app that takes codes from other users without asking them.
-pub fn is_first_party(client: &ClientRecord) -> bool {
-    client.skip_consent && operator_made(client)
-}
-
-/// Whether a client was made by an operator (the CLI or the admin API), not by a user in the
-/// applications pages or through dynamic registration.
-pub fn operator_made(client: &ClientRecord) -> bool {
-    client.owner_user_id.is_none()
-        && client.registration_token_hash.is_none()
-        && !super::client_document::is_document_url(&client.client_id)
-}
-
-/// The record's `jwks` and `jwks_uri` for `keys`.
-pub(super) fn key_fields(keys: Option<ClientKeys>) -> (Option<serde_json::Value>, Option<String>) {
-    match keys {
-        Some(ClientKeys::Jwks(jwks)) => (Some(jwks), None),
-        Some(ClientKeys::JwksUri(uri)) => (None, Some(uri)),
-        None => (None, None),
-    }
-}
-
-/// Most audiences a token exchange policy may list, in each of its two lists.
-pub const MAX_EXCHANGE_AUDIENCES: usize = 20;
-
-/// The token exchange settings make sense only with the grant, for a client that can
-/// authenticate (an exchange hands out tokens for other users' subjects), and name audiences.
-fn validate_token_exchange(new: &NewClient) -> Result<(), Error> {
-    let exchange = &new.policy.token_exchange;
-    if !new.grant_types.contains(&GrantType::TokenExchange) {
-        if *exchange != Default::default() {
-            return Err(Error::invalid_request(
-                "token exchange audiences and settings need the token-exchange grant type",
-            ));
-        }
-        return Ok(());
-    }
-    if new.client_type != ClientType::Confidential {
-        return Err(Error::invalid_request(
-            "a public client cannot use token exchange: it cannot authenticate",
-        ));
-    }
-    if exchange.audiences.is_empty() {
-        return Err(Error::invalid_request(
-            "the token-exchange grant needs at least one audience the client may request (token exchange audience)",
-        ));
-    }
-    for (what, list) in [
-        ("audiences", &exchange.audiences),
-        ("subject audiences", &exchange.subject_audiences),
-    ] {
-        if list.len() > MAX_EXCHANGE_AUDIENCES {
-            return Err(Error::invalid_request(format!(
-                "at most {MAX_EXCHANGE_AUDIENCES} token exchange {what}"
-            )));
-        }
-        for audience in list {
-            if audience.is_empty()
-                || audience.len() > 255
-                || audience.chars().any(|c| c.is_whitespace() || c.is_control())
-            {
-                return Err(Error::invalid_request(format!(
-                    "token exchange {what} must be 1 to 255 characters without spaces: {audience:?}"
-                )));
-            }
-        }
-    }
-    Ok(())
 }
 
 /// A client secret has 256 bits of entropy; only its SHA-256 is stored.
@@ -221,7 +129,7 @@ impl Provider {
             id_token_signed_response_alg: new.id_token_signed_response_alg,
             admin: new.admin,
             registration_token_hash: None,
-            token_endpoint_auth_method: jwks_or_uri.then(|| client_assertion::METHOD.to_string()),
+            token_endpoint_auth_method: jwks_or_uri.then(|| catalogue::PRIVATE_KEY_JWT.to_string()),
             first_used_at: None,
             jwks,
             jwks_uri,
@@ -552,7 +460,7 @@ impl Provider {
             AuthMethod::Basic => registered.is_none_or(|m| m == "client_secret_basic"),
             AuthMethod::Post => registered.is_none_or(|m| m == "client_secret_post"),
             AuthMethod::None => registered.is_none_or(|m| m == "none"),
-            AuthMethod::PrivateKeyJwt => registered == Some(client_assertion::METHOD),
+            AuthMethod::PrivateKeyJwt => registered == Some(catalogue::PRIVATE_KEY_JWT),
         };
         if !method_allowed {
             return Err(Error::invalid_client());
@@ -592,123 +500,6 @@ impl Provider {
         self.resolve_client_for(client_id, caller).await
     }
 }
-
-/// The most URIs of one kind a client may register, and the longest URI: generous for real
-/// apps, and small enough that a registration (open dynamic registration above all) cannot
-/// make the server store arbitrary amounts of data.
-pub const MAX_URIS: usize = 50;
-/// The longest lifetimes a client may have: far beyond any sensible one, and small enough
-/// that no time computed from them can overflow.
-pub const MAX_ACCESS_TOKEN_TTL: u64 = 366 * 86_400;
-pub const MAX_REFRESH_TOKEN_TTL: u64 = 10 * 366 * 86_400;
-pub const MAX_URI_BYTES: usize = 2048;
-const MAX_NAME_CHARS: usize = 200;
-/// The longest name of a client registered by a user or by dynamic registration.
-pub const MAX_SELF_SERVICE_NAME_CHARS: usize = 100;
-/// The most apps one user may register in the pages: what bounds the store one account can
-/// fill.
-pub const MAX_APPS_PER_USER: usize = 50;
-
-/// Checks a list of URIs against [`MAX_URIS`] and [`MAX_URI_BYTES`], before anything else reads
-/// (or echoes) them.
-pub fn check_uri_list(what: &str, uris: &[String]) -> Result<(), Error> {
-    if uris.len() > MAX_URIS {
-        return Err(Error::invalid_request(format!(
-            "a client may have at most {MAX_URIS} {what}"
-        )));
-    }
-    if uris.iter().any(|uri| uri.len() > MAX_URI_BYTES) {
-        return Err(Error::invalid_request(format!(
-            "{what} are at most {MAX_URI_BYTES} bytes long"
-        )));
-    }
-    // A URL parser takes a raw NUL or newline (it escapes them in its own copy only).
-    if uris.iter().any(|uri| uri.chars().any(char::is_control)) {
-        return Err(Error::invalid_request(format!(
-            "{what} must not contain control characters"
-        )));
-    }
-    Ok(())
-}
-
-/// Refuses a client record holding a NUL anywhere (a JWK Set's member, say): PostgreSQL
-/// cannot store one, and no setting needs one. The last check before a client is stored.
-fn no_nul_anywhere(client: &ClientRecord) -> Result<(), Error> {
-    let json = serde_json::to_string(client).map_err(Error::server_error)?;
-    match json.contains("\\u0000") {
-        true => Err(Error::invalid_request(
-            "a client's settings must not contain a NUL character",
-        )),
-        false => Ok(()),
-    }
-}
-
-/// Checks a redirect URI at registration: absolute, no fragment (RFC 6749 §3.1.2), and either
-/// https, loopback http (RFC 8252 §7.3), or a private-use scheme for native apps (RFC 8252 §7.1).
-pub fn validate_redirect_uri(uri: &str) -> Result<(), Error> {
-    let bad = |why: &str| Error::invalid_request(format!("redirect URI {uri:?} {why}"));
-    let url = Url::parse(uri).map_err(|_| bad("is not an absolute URI"))?;
-    if url.fragment().is_some() || uri.contains('#') {
-        return Err(bad("must not contain a fragment"));
-    }
-    match url.scheme() {
-        "https" => Ok(()),
-        "http" if is_loopback(&url) => Ok(()),
-        "http" => Err(bad("must use https unless it is a loopback address")),
-        "javascript" | "data" | "file" | "vbscript" | "blob" | "about" => Err(bad("uses a forbidden scheme")),
-        // A private-use scheme must be a reverse domain name (RFC 8252 §7.1).
-        scheme if scheme.contains('.') => Ok(()),
-        _ => Err(bad(
-            "must be https, loopback http, or a reverse-domain private-use scheme",
-        )),
-    }
-}
-
-fn validate_resource(resource: &str) -> Result<(), Error> {
-    match Url::parse(resource) {
-        Ok(url) if url.fragment().is_none() && !resource.contains('#') => Ok(()),
-        _ => Err(Error::new(
-            ErrorCode::InvalidTarget,
-            "a resource must be an absolute URI without a fragment (RFC 8707 §2)",
-        )),
-    }
-}
-
-pub(crate) fn is_loopback(url: &Url) -> bool {
-    match url.host() {
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        Some(url::Host::Domain(d)) => d == "localhost",
-        None => false,
-    }
-}
-
-/// Finds the registered redirect URI that `requested` matches. Matching is exact string
-/// comparison (RFC 9700 §4.1.3), except that a loopback http URI may differ in port only,
-/// because native apps get an ephemeral port from the OS (RFC 8252 §7.3).
-pub fn match_redirect_uri<'a>(registered: &'a [String], requested: &str) -> Option<&'a String> {
-    if let Some(exact) = registered.iter().find(|r| r.as_str() == requested) {
-        return Some(exact);
-    }
-    let requested_url = Url::parse(requested).ok()?;
-    // Refuse anything the parser would normalise: only the port may differ from the registration.
-    if requested_url.scheme() != "http" || !is_loopback(&requested_url) || requested_url.as_str() != requested {
-        return None;
-    }
-    let without_port = |mut url: Url| {
-        url.set_port(None).ok()?;
-        Some(url.to_string())
-    };
-    let wanted = without_port(requested_url)?;
-    registered.iter().find(|r| {
-        Url::parse(r)
-            .ok()
-            .filter(|u| u.scheme() == "http" && is_loopback(u) && u.as_str() == r.as_str())
-            .and_then(without_port)
-            .is_some_and(|u| u == wanted)
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
