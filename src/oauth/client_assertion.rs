@@ -10,7 +10,8 @@
 //! every `jti` is remembered in the store's counters for as long as its assertion is accepted,
 //! so a replay fails on every node.
 //!
-//! The JWS and its keys are read by [`super::jws`], shared with DPoP proofs.
+//! The JWS and its keys are read by [`super::jws`] (`tessera_resource::jws`), shared with DPoP
+//! proofs.
 
 use serde_json::Value;
 use url::Url;
@@ -287,6 +288,17 @@ mod tests {
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use base64::Engine;
     use serde_json::json;
+
+    /// What discovery publishes, `tessera_resource::jws` (the one JWS reader) accepts.
+    #[test]
+    fn every_published_signing_alg_is_accepted() {
+        for name in SIGNING_ALGS {
+            assert!(
+                crate::oauth::jws::algorithm(name).is_some(),
+                "{name} is published and so accepted"
+            );
+        }
+    }
 
     #[test]
     fn registered_key_sets_hold_public_signing_keys_only() {
