@@ -457,6 +457,15 @@ impl Verifier {
 mod tests {
     use super::*;
 
+    /// The README tells services to build one verifier and share it across their tasks.
+    #[test]
+    fn a_verifier_can_be_shared_between_tasks() {
+        fn shareable<T: Send + Sync + 'static>() {}
+        shareable::<Verifier>();
+        #[cfg(feature = "poem")]
+        shareable::<bearer::ProtectedResource>();
+    }
+
     #[test]
     fn the_replay_cache_remembers_each_proof_until_it_expires_and_refuses_when_full_of_live_ones() {
         let cache = ReplayCache::new(2);
