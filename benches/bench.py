@@ -11,8 +11,8 @@ Runs the release server on loopback and drives it with wrk at a fixed concurrenc
     and with an actor token (one or two ES256 verifications and liveness lookups, one signature)
   - the same client_credentials grants with a DPoP proof each (RFC 9449; Ed25519 proofs minted
     ahead by examples/dpop_proofs.rs), which must reach 0.6x the plain rate
-  - GETs to examples/resource_server.rs with a bearer token (offline JWT verification), and with
-    a DPoP-bound token and a proof each
+  - GETs to crates/tessera-resource/examples/resource_server.rs with a bearer token (offline JWT
+    verification), and with a DPoP-bound token and a proof each
 and, in the same run, the ceiling: examples/ceiling.rs, a bare poem handler that only parses
 the form and signs one ES256 JWT. Reports requests/s, p50, p99, server CPU per request and
 the server's peak RSS, and compares them with the targets of issue 2.
@@ -629,7 +629,7 @@ def main():
         results["refresh + ID token (RS256)"] = measure("refresh_oidc", server.pid, base + "/o/token/", oidc_refresh_lua, args,
                                                         warmup=False)
         results["userinfo"] = measure("userinfo", server.pid, base + "/o/userinfo/", userinfo_lua, args)
-        # A resource server verifying tokens offline (examples/resource_server.rs).
+        # A resource server verifying tokens offline (crates/tessera-resource/examples/resource_server.rs).
         rs_port = free_port()
         rs = subprocess.Popen([RESOURCE_SERVER, "--issuer", base, "--addr", f"127.0.0.1:{rs_port}"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -8,8 +8,9 @@ wrk floods the server from 127.0.0.1 with
   - bearer JWTs naming an unknown `kid` at UserInfo,
   - garbage tokens at introspection and at the token endpoint (refresh_token),
   - 100 KB garbage bearer tokens, and 200 KB headers, and headers past the server's limit.
-The same is then done to examples/resource_server.rs: a flood of tokens with made-up `kid`s
-beside legitimate verified GETs, counting the JWKS fetches the flood caused at Tessera.
+The same is then done to crates/tessera-resource/examples/resource_server.rs: a flood of tokens
+with made-up `kid`s beside legitimate verified GETs, counting the JWKS fetches the flood caused at
+Tessera.
 
 Reports, for each phase: the legitimate requests' p50/p99/max and failures, the flood's rate,
 and the server's resident memory (start, peak, end) sampled every 0.2 s.

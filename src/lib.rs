@@ -21,10 +21,13 @@ pub mod oauth;
 pub mod outbound;
 pub mod pages;
 pub mod rate_limit;
-pub mod resource;
 pub mod store;
 pub mod syntax;
 pub mod urlencoded;
+
+/// Offline verification of Tessera's tokens for resource servers: the `tessera-resource` crate
+/// (crates/tessera-resource), which a resource server depends on without the server.
+pub use tessera_resource as resource;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -18,7 +18,9 @@ pub mod endpoints;
 pub mod error;
 pub mod grant;
 pub mod introspect;
-pub mod jws;
+/// The JWS reader DPoP proofs and client assertions share; it lives with the resource-server
+/// verifier, which checks DPoP proofs with it too.
+pub use tessera_resource::jws;
 pub mod login;
 pub mod logout;
 pub mod oidc;

@@ -632,8 +632,8 @@ async fn userinfo_takes_a_bound_token_only_with_a_proof_of_its_key() {
     );
 }
 
-/// RFC 9449 §7 at a resource server built on `tessera::resource` (examples/resource_server.rs):
-/// a bound token works with a proof of its key, and not with another key, without a proof, as
+/// RFC 9449 §7 at a resource server built on `tessera::resource`
+/// (crates/tessera-resource/examples/resource_server.rs): a bound token works with a proof of its key, and not with another key, without a proof, as
 /// Bearer, or with a replayed proof; bearer tokens still work as Bearer.
 #[tokio::test]
 async fn the_example_resource_server_takes_a_bound_token_only_with_a_proof_of_its_key() {

@@ -84,7 +84,7 @@ mod store_contract;
 mod sdk;
 // The resource-server verifier (tessera::resource).
 mod resource;
-// examples/resource_server.rs as a process: RFC 6750 errors, scopes, RFC 9728 metadata.
+// The example resource server (tessera-resource's) as a process: RFC 6750 errors, scopes, RFC 9728 metadata.
 mod resource_server;
 // Request rates per client and per address (429 with Retry-After), behind trusted proxies too.
 mod rate_limit;

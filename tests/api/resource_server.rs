@@ -1,4 +1,5 @@
-//! examples/resource_server.rs, started as a process beside a real Tessera, called over HTTP.
+//! crates/tessera-resource/examples/resource_server.rs, started as a process beside a real Tessera,
+//! called over HTTP.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;

@@ -10,7 +10,8 @@
 //! every `jti` is remembered in the store's counters for as long as its assertion is accepted,
 //! so a replay fails on every node.
 //!
-//! The JWS and its keys are read by [`crate::oauth::jws`], shared with DPoP proofs.
+//! The JWS and its keys are read by [`crate::oauth::jws`] (`tessera_resource::jws`), shared with
+//! DPoP proofs.
 
 use serde_json::Value;
 
@@ -201,4 +202,20 @@ impl Provider {
 enum Refused {
     Invalid(String),
     Server(Error),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What discovery publishes, `tessera_resource::jws` (the one JWS reader) accepts.
+    #[test]
+    fn every_published_signing_alg_is_accepted() {
+        for name in SIGNING_ALGS {
+            assert!(
+                crate::oauth::jws::algorithm(name).is_some(),
+                "{name} is published and so accepted"
+            );
+        }
+    }
 }

@@ -1,8 +1,10 @@
 //! An example resource server protected by Tessera: it verifies bearer JWTs offline against the
-//! issuer's JWKS (`tessera::resource`), and DPoP-bound ones with their proofs (RFC 9449 §7),
-//! answers RFC 6750 / RFC 9449 errors, and publishes RFC 9728 protected resource metadata.
+//! issuer's JWKS (`tessera_resource`), and DPoP-bound ones with their proofs (RFC 9449 §7),
+//! answers RFC 6750 / RFC 9449 errors, and publishes RFC 9728 protected resource metadata. It
+//! depends on this crate only, not on the server.
 //!
 //! Run: `cargo run --release --example resource_server -- --issuer URL --addr HOST:PORT [--audience AUD]`
+//! (from the repository's root or from this crate's folder).
 //!
 //! - `GET /api/posts/protected_view/` (scope `read`) answers `Hello, there!!`
 //! - `GET /api/posts/` (scope `read`) lists posts; `POST /api/posts/` (scope `write`) adds one
@@ -17,8 +19,8 @@ use poem::listener::{Acceptor, Listener, TcpListener};
 use poem::web::{Data, Json};
 use poem::{get, handler, EndpointExt, Route, Server};
 use serde_json::{json, Value};
-use tessera::resource::bearer::{require_scope, Bearer, ProtectedResource};
-use tessera::resource::{Verifier, VerifierConfig};
+use tessera_resource::bearer::{require_scope, Bearer, ProtectedResource};
+use tessera_resource::{Verifier, VerifierConfig};
 
 #[derive(Parser)]
 struct Args {

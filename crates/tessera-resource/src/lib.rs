@@ -1,5 +1,8 @@
-//! Resource-server verification of Tessera access tokens, usable by any Rust API: discover the
-//! issuer's metadata (RFC 8414), fetch its JWKS and verify bearer JWTs offline (RFC 9068 §4).
+//! Verification of Tessera access tokens for resource servers, usable by any Rust API: discover
+//! the issuer's metadata (RFC 8414), fetch its JWKS and verify bearer JWTs offline (RFC 9068
+//! §4). This crate is what a resource server embeds; it depends on no part of the
+//! authorization server (which uses its [`dpop`] and [`jws`] modules in turn, so that a proof
+//! is checked by the same code at the server and at a resource).
 //!
 //! - Keys are cached by `kid` for the JWKS response's `Cache-Control: max-age`. An unknown
 //!   `kid` triggers a refetch, but at most once per [`VerifierConfig::min_refetch_interval`],
@@ -14,9 +17,13 @@
 //!   a bounded in-memory cache for as long as the proof is accepted. [`Verifier::verify`]
 //!   (Bearer) refuses them: a stolen bound token is useless without the key.
 //!
-//! [`bearer`] puts it in front of poem handlers, with RFC 6750 errors and RFC 9728 metadata.
+//! `bearer` (the `poem` feature, on by default) puts it in front of poem handlers, with RFC 6750
+//! errors and RFC 9728 metadata.
 
+#[cfg(feature = "poem")]
 pub mod bearer;
+pub mod dpop;
+pub mod jws;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -188,6 +195,14 @@ pub struct Verifier {
     fetching: Mutex<()>,
     fetches: AtomicU64,
     replays: ReplayCache,
+}
+
+/// Seconds since the Unix epoch: the clock `iat`, `exp` and replay windows are measured on.
+fn now() -> i64 {
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    since_epoch.as_secs() as i64
 }
 
 fn fetch_error(err: impl std::fmt::Display) -> VerifyError {
@@ -375,13 +390,13 @@ impl Verifier {
     /// with the token's key, for this method and URL, `ath` the token's hash, fresh, its `jti`
     /// not seen before). A bearer token sent this way is refused ([`VerifyError::NotDpopBound`]).
     pub async fn verify_dpop(&self, token: &str, request: DpopRequest<'_>) -> Result<AccessClaims, VerifyError> {
-        use crate::oauth::dpop::{verify_proof, Expected};
+        use crate::dpop::{verify_proof, Expected};
         let claims = self.verify_jwt(token).await?;
         let jkt = claims.all["cnf"]["jkt"].as_str().ok_or(VerifyError::NotDpopBound)?;
         let proof = request
             .proof
             .ok_or_else(|| VerifyError::InvalidProof("a DPoP proof is required".into()))?;
-        let now = crate::clock::now();
+        let now = now();
         let max_age = self.config.dpop_max_age.as_secs() as i64;
         let expected = Expected {
             method: request.method,
@@ -441,6 +456,15 @@ impl Verifier {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The README tells services to build one verifier and share it across their tasks.
+    #[test]
+    fn a_verifier_can_be_shared_between_tasks() {
+        fn shareable<T: Send + Sync + 'static>() {}
+        shareable::<Verifier>();
+        #[cfg(feature = "poem")]
+        shareable::<bearer::ProtectedResource>();
+    }
 
     #[test]
     fn the_replay_cache_remembers_each_proof_until_it_expires_and_refuses_when_full_of_live_ones() {

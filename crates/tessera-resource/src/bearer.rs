@@ -2,7 +2,7 @@
 //! verified claims of a bearer token (RFC 6750) or a DPoP-bound one with its proof (RFC 9449
 //! §7), RFC 6750 §3 / RFC 9449 §7.1 error responses, and RFC 9728 protected resource metadata.
 //!
-//! `examples/resource_server.rs` is a complete server built on it:
+//! `examples/resource_server.rs` (in this crate) is a complete server built on it:
 //!
 //! ```text
 //! #[handler]
@@ -19,7 +19,7 @@ use poem::http::{header, StatusCode};
 use poem::{FromRequest, Request, RequestBody, Response};
 use serde_json::json;
 
-use super::{AccessClaims, DpopRequest, Verifier, VerifyError};
+use crate::{AccessClaims, DpopRequest, Verifier, VerifyError};
 
 /// A protected resource: its verifier and how it describes itself in challenges.
 pub struct ProtectedResource {
@@ -44,7 +44,7 @@ impl ProtectedResource {
             "authorization_servers": [self.issuer],
             "scopes_supported": self.scopes_supported,
             "bearer_methods_supported": ["header"],
-            "dpop_signing_alg_values_supported": crate::oauth::dpop::SIGNING_ALGS,
+            "dpop_signing_alg_values_supported": crate::dpop::SIGNING_ALGS,
         })
     }
 
@@ -69,7 +69,7 @@ impl ProtectedResource {
             self.resource,
             self.metadata_url,
             attributes(bearer_error),
-            crate::oauth::dpop::CHALLENGE_ALGS,
+            crate::dpop::CHALLENGE_ALGS,
             if dpop { attributes(dpop_error) } else { String::new() },
         )
     }
