@@ -230,3 +230,56 @@ fn shutdown_signal() -> std::io::Result<impl Future<Output = ()> + Send + 'stati
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::path::Path;
+
+    /// The paths `src/README.md`'s map names: the first column of each line of its code block
+    /// (paths separated by ", ", ending where two spaces begin the description).
+    fn mapped_paths(map: &str) -> Vec<String> {
+        let block = map.split("```").nth(1).expect("the map has a code block");
+        block
+            .lines()
+            .filter(|line| !line.is_empty() && !line.starts_with(' '))
+            .flat_map(|line| {
+                let column = line.split("  ").next().unwrap_or_default();
+                column.split(", ").map(str::to_string).collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    fn folders(root: &Path, under: &Path, found: &mut BTreeSet<String>) {
+        for entry in std::fs::read_dir(root.join(under)).unwrap() {
+            let entry = entry.unwrap();
+            if entry.file_type().unwrap().is_dir() {
+                let path = under.join(entry.file_name());
+                found.insert(format!("{}/", path.display()));
+                folders(root, &path, found);
+            }
+        }
+    }
+
+    #[test]
+    fn the_map_of_src_names_every_folder_and_only_files_that_exist() {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let map = std::fs::read_to_string(src.join("README.md")).unwrap();
+        let named = mapped_paths(&map);
+        assert!(named.len() > 60, "{named:?}");
+        for path in &named {
+            assert!(
+                src.join(path).exists(),
+                "src/README.md names {path}, which does not exist"
+            );
+        }
+        let mut every_folder = BTreeSet::new();
+        folders(&src, Path::new(""), &mut every_folder);
+        for folder in every_folder {
+            assert!(
+                named.contains(&folder),
+                "src/README.md does not name the folder {folder}"
+            );
+        }
+    }
+}
