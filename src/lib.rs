@@ -4,25 +4,25 @@
 //! core in [`oauth`], and the HTTP layer in [`http`] and [`pages`]. The CLI in [`cli`] and the
 //! integration tests both start servers through it.
 
-pub mod backend;
+pub(crate) mod backend;
 pub mod cli;
 pub mod clock;
 pub mod config;
-pub mod documents;
-pub mod files;
+pub(crate) mod documents;
+pub(crate) mod files;
 pub mod http;
-pub mod import;
-pub mod jose;
+pub(crate) mod import;
+pub(crate) mod jose;
 pub mod keys;
 pub mod log_writer;
-pub mod metrics;
-pub mod net;
+pub(crate) mod metrics;
+pub(crate) mod net;
 pub mod oauth;
-pub mod outbound;
-pub mod pages;
+pub(crate) mod outbound;
+pub(crate) mod pages;
 pub mod rate_limit;
 pub mod store;
-pub mod syntax;
+pub(crate) mod syntax;
 pub mod urlencoded;
 
 /// Offline verification of Tessera's tokens for resource servers: the `tessera-resource` crate

@@ -49,10 +49,6 @@ impl ErrorJson {
             },
         }
     }
-
-    pub fn of(err: Error) -> ErrorJson {
-        ErrorJson::new(err.code, err.description)
-    }
 }
 
 impl Payload for ErrorJson {

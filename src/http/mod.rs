@@ -1,18 +1,18 @@
 //! The HTTP layer: routes, the OpenAPI service, and middleware. Handlers here only parse
 //! input, call [`Provider`], and map the result.
 
-pub mod admin;
-pub mod connections;
-pub mod error;
-pub mod form;
-pub mod oauth;
-pub mod oidc;
-pub mod registration;
+pub(crate) mod admin;
+pub(crate) mod connections;
+pub(crate) mod error;
+pub(crate) mod form;
+pub(crate) mod oauth;
+pub(crate) mod oidc;
+pub(crate) mod registration;
 use crate::net::ClientAddress;
 use crate::oauth::endpoints as routes;
 pub mod security;
-pub mod server;
-pub mod wellknown;
+pub(crate) mod server;
+pub(crate) mod wellknown;
 
 use std::sync::Arc;
 use std::time::Instant;

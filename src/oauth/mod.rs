@@ -5,35 +5,35 @@
 //! owner of RFC 6749 (a person who logs in), and a *grant* is one authorization a user gave a
 //! client: every refresh and access token descended from one code belongs to its grant.
 
-pub mod admin;
+pub(crate) mod admin;
 pub mod audit;
 pub mod authorize;
 pub mod client;
-pub mod consent;
-pub mod demo;
+pub(crate) mod consent;
+pub(crate) mod demo;
 pub mod device;
-pub mod discovery;
+pub(crate) mod discovery;
 pub mod dpop;
-pub mod endpoints;
-pub mod error;
-pub mod grant;
-pub mod introspect;
+pub(crate) mod endpoints;
+pub(crate) mod error;
+pub(crate) mod grant;
+pub(crate) mod introspect;
 /// The JWS reader DPoP proofs and client assertions share; it lives with the resource-server
 /// verifier, which checks DPoP proofs with it too.
 pub use tessera_resource::jws;
-pub mod login;
-pub mod logout;
-pub mod oidc;
-pub mod params;
-pub mod pkce;
-pub mod revoke;
+pub(crate) mod login;
+pub(crate) mod logout;
+pub(crate) mod oidc;
+pub(crate) mod params;
+pub(crate) mod pkce;
+pub(crate) mod revoke;
 pub mod scope;
-pub mod scratch;
-pub mod secrets;
-pub mod session;
-pub mod text;
+pub(crate) mod scratch;
+pub(crate) mod secrets;
+pub(crate) mod session;
+pub(crate) mod text;
 pub mod throttle;
-pub mod token;
+pub(crate) mod token;
 pub mod user;
 
 use std::sync::Arc;

@@ -18,7 +18,7 @@ use poem_openapi::payload::Json;
 use poem_openapi::{OAuthScopes, OpenApi, SecurityScheme};
 
 use self::problem::{AdminAuthError, AdminCreated, AdminResponse};
-pub use self::problem::{AdminErrors, ProblemJson};
+pub use self::problem::AdminErrors;
 pub use self::types::*;
 use super::Tag;
 use crate::oauth::admin::{not_found, page_size, KeyChange};
