@@ -349,7 +349,7 @@ impl Default for Config {
 /// The TOML file's shape: every field optional, durations in seconds.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileConfig {
+pub(crate) struct FileConfig {
     pub issuer: Option<String>,
     pub addr: Option<String>,
     pub data_dir: Option<PathBuf>,

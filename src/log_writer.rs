@@ -14,9 +14,9 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 /// How long a line may wait before it reaches stderr.
-pub const FLUSH_INTERVAL: Duration = Duration::from_millis(200);
+pub(crate) const FLUSH_INTERVAL: Duration = Duration::from_millis(200);
 /// The most unwritten log bytes kept in memory.
-pub const MAX_PENDING: usize = 4 * 1024 * 1024;
+pub(crate) const MAX_PENDING: usize = 4 * 1024 * 1024;
 
 #[derive(Default)]
 struct Shared {

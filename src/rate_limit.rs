@@ -13,14 +13,14 @@ use std::time::{Duration, Instant};
 
 /// Buckets kept at most. A full table has 131,072 slots of 33 bytes (a digest, a bucket, a
 /// control byte): about 4.3 MB, whatever the keys were (SECURITY.md, Memory budget).
-pub const MAX_KEYS: usize = 100_000;
+pub(crate) const MAX_KEYS: usize = 100_000;
 /// How long a full table whose sweep freed nothing is not swept again: a sweep walks every
 /// bucket, and a flood of new keys must not make each request pay for one.
 const SWEEP_PAUSE: Duration = Duration::from_secs(1);
 
 /// A key as the table keeps it: SipHash of the key under a secret per-limiter seed, so its
 /// size does not depend on the key's, and no one can choose keys that collide.
-pub struct KeyDigest(RandomState);
+pub(crate) struct KeyDigest(RandomState);
 
 impl KeyDigest {
     pub fn new() -> KeyDigest {
@@ -68,7 +68,7 @@ impl Rate {
     }
 
     /// `per_hour` an hour, all of which may be spent at once.
-    pub fn per_hour(per_hour: u32) -> Rate {
+    pub(crate) fn per_hour(per_hour: u32) -> Rate {
         Rate {
             per_second: per_hour as f64 / 3600.0,
             burst: per_hour as f64,
@@ -119,7 +119,7 @@ impl RateLimiter {
 
     /// Takes `cost` requests' worth from `key`'s bucket (a cost above the burst is charged as
     /// the burst), or says how long until that much is available.
-    pub fn check_n(&self, key: &str, cost: f64) -> Result<(), Duration> {
+    pub(crate) fn check_n(&self, key: &str, cost: f64) -> Result<(), Duration> {
         if self.rate.per_second <= 0.0 {
             return Ok(());
         }

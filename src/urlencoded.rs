@@ -42,13 +42,13 @@ fn decode(raw: &[u8]) -> Result<String, &'static str> {
 pub const NUL: &str = "the request may not contain a NUL character";
 
 /// Whether a URL path holds a NUL character once percent-decoded.
-pub fn path_has_nul(path: &str) -> bool {
+pub(crate) fn path_has_nul(path: &str) -> bool {
     percent_decode(path.as_bytes()).any(|b| b == 0)
 }
 
 /// Whether JSON text holds a NUL character: a raw one, or a `\u0000` escape inside a string
 /// (an escaped backslash followed by `u0000` is not one).
-pub fn json_has_nul(text: &[u8]) -> bool {
+pub(crate) fn json_has_nul(text: &[u8]) -> bool {
     let (mut in_string, mut at) = (false, 0);
     while at < text.len() {
         match text[at] {

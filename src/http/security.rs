@@ -90,7 +90,7 @@ pub fn client_credentials(req: &Request, fields: &ClientAuthentication) -> Resul
 /// The token of an `Authorization: Bearer` header. `None` without the header or with another
 /// scheme: RFC 6750 §3.1 counts "an unsupported authentication method" as no authentication
 /// (401 without an error code). `invalid_request` for `Bearer` without a token.
-pub fn bearer_token(req: &Request) -> Result<Option<String>, Error> {
+pub(crate) fn bearer_token(req: &Request) -> Result<Option<String>, Error> {
     let Some(value) = req.headers().get(header::AUTHORIZATION) else {
         return Ok(None);
     };
@@ -138,7 +138,7 @@ pub fn access_token(req: &Request) -> Result<Option<(TokenScheme, String)>, Erro
 /// The DPoP side of a request: every `DPoP` header (a repeated one is refused by the core),
 /// the method, and the URL as this server publishes it (issuer-based, as called: poem drops a
 /// trailing slash from `uri()`, not from `original_uri()`).
-pub fn proof_request(req: &Request, provider: &Provider) -> ProofRequest {
+pub(crate) fn proof_request(req: &Request, provider: &Provider) -> ProofRequest {
     ProofRequest {
         proofs: req
             .headers()

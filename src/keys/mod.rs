@@ -84,7 +84,7 @@ pub struct StoredKeyring {
 }
 
 /// A value that changes whenever a keyring does: a running server compares it to reload.
-pub type Stamp = String;
+pub(crate) type Stamp = String;
 
 /// A change to a keyring, as [`KeyVault::change`] applies it: the entries (statuses may be
 /// changed in place) and the keys to add with their private keys.
@@ -112,7 +112,7 @@ impl KeyringDraft {
 }
 
 /// A change to apply under the vault's lock; returns the key it concerns.
-pub type KeyChangeFn = Box<dyn FnOnce(&mut KeyringDraft) -> Result<KeyInfo, KeyError> + Send>;
+pub(crate) type KeyChangeFn = Box<dyn FnOnce(&mut KeyringDraft) -> Result<KeyInfo, KeyError> + Send>;
 
 /// Where a keyring is kept. Every method may be called by several processes at once (the CLI
 /// beside a server, several nodes); [`KeyVault::change`] makes their changes happen one after
@@ -488,7 +488,7 @@ impl KeySet {
     /// chose): the signing key if it has that algorithm, else the newest published key that
     /// has. Relying parties refetch the JWKS on an unknown `kid`, so a newly generated key may
     /// sign ID tokens at once; access tokens wait for `promote`, as resource servers cache.
-    pub fn signer_for(&self, alg: Algorithm) -> Option<&Arc<LoadedKey>> {
+    pub(crate) fn signer_for(&self, alg: Algorithm) -> Option<&Arc<LoadedKey>> {
         if self.signing.alg == alg {
             return Some(&self.signing);
         }
@@ -504,7 +504,7 @@ impl KeySet {
     }
 
     /// Signs `claims` with the key [`KeySet::signer_for`] picks for `alg`.
-    pub fn sign_jwt_with(&self, alg: Algorithm, typ: &str, claims: &impl Serialize) -> Result<String, KeyError> {
+    pub(crate) fn sign_jwt_with(&self, alg: Algorithm, typ: &str, claims: &impl Serialize) -> Result<String, KeyError> {
         let key = self.signer_for(alg).ok_or(KeyError::Refused(
             "no published key has the algorithm this client needs",
         ))?;
@@ -595,7 +595,7 @@ impl Keys {
 
     /// Reloads the key set if the keyring changed since the last load. A keyring that fails
     /// to load leaves the previous keys in service and is reported to the caller.
-    pub async fn reload_if_changed(&self) -> Result<bool, KeyError> {
+    pub(crate) async fn reload_if_changed(&self) -> Result<bool, KeyError> {
         if self.vault.stamp().await? == self.current_stamp() {
             return Ok(false);
         }

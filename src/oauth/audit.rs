@@ -154,14 +154,14 @@ fn cleaned(entry: AuditRecord) -> AuditRecord {
 /// Where `tessera keys` leaves its entries when a running server holds the data folder (sled
 /// allows one process): in the keys folder it has just changed, which the server watches. The
 /// server moves them into the trail within seconds ([`Provider::import_pending_audit`]).
-pub const PENDING_AUDIT_FILE: &str = "audit-pending.jsonl";
+pub(crate) const PENDING_AUDIT_FILE: &str = "audit-pending.jsonl";
 
 /// The most a pending file is read: far more than any run of commands writes.
 const MAX_PENDING_BYTES: u64 = 1 << 20;
 
 /// Appends `entry` to the keys folder's pending entries (a private file, like the keys),
 /// under the file's lock, so the server never takes the file half-written.
-pub fn queue_pending_audit(keys_dir: &Path, entry: &AuditRecord) -> std::io::Result<()> {
+pub(crate) fn queue_pending_audit(keys_dir: &Path, entry: &AuditRecord) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let path = keys_dir.join(PENDING_AUDIT_FILE);
@@ -277,7 +277,7 @@ impl AuthFailureWatch {
 }
 
 /// The most entries one page of the trail may hold.
-pub const MAX_AUDIT_PAGE: usize = 500;
+pub(crate) const MAX_AUDIT_PAGE: usize = 500;
 
 impl Provider {
     /// Records what `by` did, with `outcome`. A failure to record is logged, not returned: the
@@ -317,7 +317,7 @@ impl Provider {
 
     /// Records how an attempt by `by` ended: `ok`, or the error's code. Refused attempts are
     /// recorded for privileged callers only (see [`Caller::privileged`]).
-    pub async fn record_result<T>(
+    pub(crate) async fn record_result<T>(
         &self,
         by: &Caller,
         action: &str,
@@ -357,7 +357,7 @@ impl Provider {
     /// The file is read, its entries stored, then emptied, all under its lock, so an entry the
     /// CLI adds meanwhile waits for the next call and none is lost or taken twice. Lines that
     /// are not what `tessera keys` writes are skipped and logged.
-    pub async fn import_pending_audit(&self, keys_dir: &Path) -> Result<usize, Error> {
+    pub(crate) async fn import_pending_audit(&self, keys_dir: &Path) -> Result<usize, Error> {
         let path = keys_dir.join(PENDING_AUDIT_FILE);
         match std::fs::symlink_metadata(&path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),

@@ -21,9 +21,9 @@ use super::{now, random_id, random_token, secret_hash, Error, ErrorCode, Provide
 use crate::store::{ClientRecord, DeviceRecord, DeviceStatus, GrantRecord, GrantType, SecretHash};
 
 /// Twenty consonants that are hard to misread or mistype, and spell no words (RFC 8628 §6.1).
-pub const USER_CODE_ALPHABET: &[u8; 20] = b"BCDFGHJKLMNPQRSTVWXZ";
+pub(crate) const USER_CODE_ALPHABET: &[u8; 20] = b"BCDFGHJKLMNPQRSTVWXZ";
 /// Letters in a user code (shown as two groups of four).
-pub const USER_CODE_LEN: usize = 8;
+pub(crate) const USER_CODE_LEN: usize = 8;
 /// How many fresh user codes to try if one is taken (a clash is a 1 in 20^8 event per live code).
 const USER_CODE_ATTEMPTS: usize = 5;
 /// The server secret user codes are hashed under: a user code has about 34 bits, so a plain
@@ -44,7 +44,7 @@ pub struct DeviceAuthorization {
 
 /// What the confirmation page shows for a user code that was found.
 #[derive(Debug)]
-pub struct DevicePrompt {
+pub(crate) struct DevicePrompt {
     /// The code as shown to the user (`BCDF-GHJK`).
     pub user_code: String,
     pub client_name: String,
@@ -76,7 +76,7 @@ fn new_user_code() -> String {
 }
 
 /// A normalised user code as the user sees it: `BCDFGHJK` -> `BCDF-GHJK`.
-pub fn display_user_code(code: &str) -> String {
+pub(crate) fn display_user_code(code: &str) -> String {
     let (head, tail) = code.split_at(code.len().min(USER_CODE_LEN / 2));
     if tail.is_empty() {
         head.to_string()
@@ -182,7 +182,12 @@ impl Provider {
     /// `rate_limited` (with the wait) while the user or the address is locked out; an unknown
     /// code is an `invalid_request`, an expired one `expired_token`, one already answered an
     /// `invalid_grant`.
-    pub async fn device_prompt(&self, typed: &str, session: &Session, address: &str) -> Result<DevicePrompt, Error> {
+    pub(crate) async fn device_prompt(
+        &self,
+        typed: &str,
+        session: &Session,
+        address: &str,
+    ) -> Result<DevicePrompt, Error> {
         let (_, device) = self.find_device(typed, session.user_id(), address).await?;
         let client = self.device_client(&device, address).await?;
         let scope = Scope::parse(&device.scope)?;
@@ -201,7 +206,7 @@ impl Provider {
     /// and unexpired; errors as [`Provider::device_prompt`]). An approval remembers the consent
     /// and creates the grant the device's tokens will belong to, so it is listed (and
     /// revocable) among the user's authorized apps at once.
-    pub async fn device_decide(
+    pub(crate) async fn device_decide(
         &self,
         typed: &str,
         session: &Session,

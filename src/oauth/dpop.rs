@@ -28,13 +28,13 @@ use crate::store::ClientRecord;
 /// The server secret the nonces are signed with.
 const NONCE_SECRET: &str = "dpop-nonce";
 /// Proofs one key may spend a second where [`KeyBudget::PerKey`] applies.
-pub const PROOFS_PER_KEY: u32 = 50;
+pub(crate) const PROOFS_PER_KEY: u32 = 50;
 
 /// Whether a proof's key is held to [`PROOFS_PER_KEY`]: where something else already bounds
 /// how often proofs are spent (a grant known good at the token endpoint, the per-address push
 /// budget at PAR), it is not, so a busy service using one key is not slowed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum KeyBudget {
+pub(crate) enum KeyBudget {
     PerKey,
     Unbounded,
 }
@@ -62,7 +62,7 @@ impl ProofRequest {
 }
 
 /// `invalid_dpop_proof` (RFC 9449 §5, §7.1).
-pub fn invalid_proof(description: impl Into<String>) -> Error {
+pub(crate) fn invalid_proof(description: impl Into<String>) -> Error {
     Error::new(ErrorCode::InvalidDpopProof, description)
 }
 
@@ -70,7 +70,7 @@ pub fn invalid_proof(description: impl Into<String>) -> Error {
 /// proof of that key (`proven`: the thumbprint of the request's verified proof). A bound
 /// token is worthless without its key, and must stay so wherever it is presented: to be
 /// exchanged, to be revoked. `what` names the token in the error (`invalid_dpop_proof`).
-pub fn require_proof_of_key(bound: Option<&str>, proven: Option<&str>, what: &str) -> Result<(), Error> {
+pub(crate) fn require_proof_of_key(bound: Option<&str>, proven: Option<&str>, what: &str) -> Result<(), Error> {
     match (bound, proven) {
         (None, _) => Ok(()),
         (Some(_), None) => Err(invalid_proof(format!(
@@ -90,7 +90,7 @@ impl Provider {
     /// code) never fills the replay memory. `None` when there is none and the client does not
     /// need one; a client with `dpop_bound_access_tokens` must send one. Errors:
     /// `invalid_dpop_proof`, or `use_dpop_nonce` with a fresh nonce to retry with.
-    pub async fn token_request_proof(
+    pub(crate) async fn token_request_proof(
         &self,
         client: &ClientRecord,
         request: &ProofRequest,
@@ -110,7 +110,7 @@ impl Provider {
     /// [`PROOFS_PER_KEY`] proofs a second (burst twice that; 429 beyond): where nothing else
     /// bounds how often one key holder may come (UserInfo, revocation), the replay memory must
     /// not be theirs to fill.
-    pub async fn check_proof(
+    pub(crate) async fn check_proof(
         &self,
         request: &ProofRequest,
         access_token: Option<&str>,
@@ -128,7 +128,7 @@ impl Provider {
 
     /// Spends a verified proof's `jti` (on every node), when the request it came with is
     /// known good: a replay fails from then on.
-    pub async fn spend_proof(&self, proof: &Proof) -> Result<(), Error> {
+    pub(crate) async fn spend_proof(&self, proof: &Proof) -> Result<(), Error> {
         let max_age = self.config.dpop_proof_max_age.as_secs() as i64;
         let key = [
             b"dpop-jti\0".as_slice(),
@@ -196,7 +196,7 @@ impl Provider {
     /// A fresh nonce for a successful response, if nonces are on (for the `DPoP-Nonce` header,
     /// RFC 9449 §8.2): the client's next proof can carry it without a `use_dpop_nonce` round
     /// trip when the window has moved on.
-    pub async fn next_dpop_nonce(&self) -> Option<String> {
+    pub(crate) async fn next_dpop_nonce(&self) -> Option<String> {
         if !self.config.dpop_nonce {
             return None;
         }

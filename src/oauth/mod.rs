@@ -140,7 +140,7 @@ impl Provider {
 
     /// The same provider, keeping its server secrets sealed under `kek` in the store (cluster
     /// mode: see [`secrets`]).
-    pub fn with_sealed_secrets(self, kek: crate::keys::database::KeyEncryptionKey) -> Provider {
+    pub(crate) fn with_sealed_secrets(self, kek: crate::keys::database::KeyEncryptionKey) -> Provider {
         Provider {
             secret_seal: Some(Arc::new(kek)),
             ..self
@@ -197,7 +197,7 @@ impl Provider {
     }
 
     /// The `/metrics` text, with the gauges read now.
-    pub async fn metrics_text(&self) -> String {
+    pub(crate) async fn metrics_text(&self) -> String {
         let active = self
             .active_refresh_tokens
             .read(|| async {

@@ -8,7 +8,7 @@ use super::error::{Error, ErrorCode};
 
 /// The scope of Tessera's own administration API. It is not one of the configured scopes:
 /// only admin clients may hold it, and only through client_credentials.
-pub const ADMIN_SCOPE: &str = "tessera:admin";
+pub(crate) const ADMIN_SCOPE: &str = "tessera:admin";
 
 /// A set of scope tokens in a canonical order.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -27,7 +27,7 @@ impl Scope {
         Ok(Scope::from_tokens(tokens))
     }
 
-    pub fn from_tokens(tokens: impl IntoIterator<Item = String>) -> Scope {
+    pub(crate) fn from_tokens(tokens: impl IntoIterator<Item = String>) -> Scope {
         let mut tokens: Vec<String> = tokens.into_iter().collect();
         tokens.sort();
         tokens.dedup();
@@ -46,7 +46,7 @@ impl Scope {
         self.0.is_empty()
     }
 
-    pub fn is_subset_of(&self, allowed: &[String]) -> bool {
+    pub(crate) fn is_subset_of(&self, allowed: &[String]) -> bool {
         self.0.iter().all(|t| allowed.contains(t))
     }
 

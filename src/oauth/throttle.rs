@@ -142,7 +142,7 @@ impl LoginThrottle {
     /// attempts, on however many nodes, no more pass than one after another would.
     /// `Ok(Ok(true))` when this attempt, should it fail, is the one that locks out its
     /// (username, address) pair or its address: exactly one attempt starts each lockout.
-    pub async fn begin(
+    pub(crate) async fn begin(
         &self,
         store: &dyn EphemeralStore,
         attempt: &Attempt<'_>,
@@ -193,7 +193,7 @@ impl LoginThrottle {
 
     /// The reserved attempt never checked a password (the server was too busy): it does not
     /// count.
-    pub async fn abandoned(&self, store: &dyn EphemeralStore, attempt: &Attempt<'_>) -> Result<(), StoreError> {
+    pub(crate) async fn abandoned(&self, store: &dyn EphemeralStore, attempt: &Attempt<'_>) -> Result<(), StoreError> {
         let (kinds, keys) = keys(attempt);
         store
             .update_counters(&keys, &|counters| {
@@ -247,7 +247,7 @@ impl UserCodeThrottle {
     /// Reserves one attempt by `user_id` from `address`, counted as a failure until
     /// [`UserCodeThrottle::found`]. Refused (`Ok(Err(wait))`) while the user or the address
     /// is locked out.
-    pub async fn begin(
+    pub(crate) async fn begin(
         &self,
         store: &dyn EphemeralStore,
         user_id: &str,

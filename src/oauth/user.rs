@@ -18,7 +18,7 @@ pub fn hash_password(password: &str) -> Result<String, Error> {
 
 /// A well-formed Argon2id hash with the default parameters, of a random password nobody knows.
 /// Checking a password against it costs as much as checking a real one.
-pub const DUMMY_PASSWORD_HASH: &str =
+pub(crate) const DUMMY_PASSWORD_HASH: &str =
     "$argon2id$v=19$m=19456,t=2,p=1$8m+0Yp3JQnsyHR4oAaDXuw$kg/aXuUJIoNePTNPrjoIbQa0mrm1zGv1hRlA4/sOHeM";
 
 fn password_matches(password: &str, phc: &str) -> bool {
@@ -232,7 +232,7 @@ impl Provider {
 
     /// Creates a user with an email and profile. Everything is checked before anything is
     /// stored, so a bad profile leaves no half-made user behind.
-    pub async fn create_user_with_profile(
+    pub(crate) async fn create_user_with_profile(
         &self,
         by: &Caller,
         username: &str,
@@ -285,7 +285,7 @@ impl Provider {
     }
 
     /// The user with this id, if any.
-    pub async fn find_user(&self, user_id: &str) -> Result<Option<UserRecord>, Error> {
+    pub(crate) async fn find_user(&self, user_id: &str) -> Result<Option<UserRecord>, Error> {
         Ok(self.store.get_user(user_id).await?)
     }
 
@@ -295,7 +295,7 @@ impl Provider {
     }
 
     /// The user with this username, if any.
-    pub async fn find_user_by_name(&self, username: &str) -> Result<Option<UserRecord>, Error> {
+    pub(crate) async fn find_user_by_name(&self, username: &str) -> Result<Option<UserRecord>, Error> {
         Ok(self.store.get_user_by_name(username).await?)
     }
 
@@ -341,7 +341,7 @@ impl Provider {
 
     /// Gives a user the operator role, or takes it away. Only the CLI and the admin API call
     /// this: no page a user sees can.
-    pub async fn set_operator(&self, by: &Caller, user_id: &str, operator: bool) -> Result<UserRecord, Error> {
+    pub(crate) async fn set_operator(&self, by: &Caller, user_id: &str, operator: bool) -> Result<UserRecord, Error> {
         if !operator {
             self.refuse_own_account(by, user_id, "take the operator role from")?;
         }
@@ -442,7 +442,7 @@ impl Provider {
     /// Revokes every grant a user gave (an operator's password reset after a compromise):
     /// all their apps' refresh tokens stop working, and their access tokens turn inactive.
     /// Returns how many grants were revoked.
-    pub async fn revoke_user_grants(&self, by: &Caller, user_id: &str) -> Result<usize, Error> {
+    pub(crate) async fn revoke_user_grants(&self, by: &Caller, user_id: &str) -> Result<usize, Error> {
         let result = self.revoke_grants_of(user_id).await;
         self.record_user_result(by, "user.revoke_grants", user_id, &result)
             .await;

@@ -67,10 +67,10 @@ pub enum StoreError {
 pub type Result<T> = std::result::Result<T, StoreError>;
 
 /// A 32-byte SHA-256 digest of a secret; the only form in which secrets are stored.
-pub type SecretHash = [u8; 32];
+pub(crate) type SecretHash = [u8; 32];
 
 /// A future that resolves once everything written before it is on disk.
-pub type Durable = Pin<Box<dyn Future<Output = Result<()>> + Send>>;
+pub(crate) type Durable = Pin<Box<dyn Future<Output = Result<()>> + Send>>;
 
 /// RFC 6749 §2.1 client types.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -578,8 +578,8 @@ pub const MAX_SCRATCH_VALUES: usize = 10_000;
 pub const MAX_SCRATCH_VALUE_BYTES: usize = 16 * 1024;
 /// The bytes a backend that keeps scratch values in memory holds at most (each value counted
 /// with its key and [`SCRATCH_OVERHEAD_BYTES`]).
-pub const MAX_SCRATCH_BYTES: usize = 32 << 20;
-pub const SCRATCH_OVERHEAD_BYTES: usize = 128;
+pub(crate) const MAX_SCRATCH_BYTES: usize = 32 << 20;
+pub(crate) const SCRATCH_OVERHEAD_BYTES: usize = 128;
 
 /// Which share of the scratch space a value may take. A flow's first value (a pushed request,
 /// a playground's state) starts something anyone may start, so it gets nine tenths: a flood
@@ -604,7 +604,7 @@ impl ScratchRoom {
 
 /// The error of a write the scratch space has no room for, when its first live value expires
 /// at `first_expiry` (Unix seconds).
-pub fn scratch_full(first_expiry: i64) -> StoreError {
+pub(crate) fn scratch_full(first_expiry: i64) -> StoreError {
     let wait = first_expiry.saturating_sub(crate::clock::now()).max(1);
     StoreError::Full {
         what: "scratch space",

@@ -17,8 +17,8 @@ use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{OAuthScopes, OpenApi, SecurityScheme};
 
-use self::problem::{AdminAuthError, AdminCreated, AdminResponse};
 pub use self::problem::AdminErrors;
+use self::problem::{AdminAuthError, AdminCreated, AdminResponse};
 pub use self::types::*;
 use super::Tag;
 use crate::oauth::admin::{not_found, page_size, KeyChange};

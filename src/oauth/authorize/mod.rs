@@ -267,7 +267,7 @@ impl Provider {
 
     /// An error for a validated request: redirected to the client, or shown if its redirect
     /// URI is not trusted with errors (see [`AuthorizationRequest::redirect_errors`]).
-    pub fn authorization_error(&self, request: &AuthorizationRequest, error: Error) -> AuthorizeError {
+    pub(crate) fn authorization_error(&self, request: &AuthorizationRequest, error: Error) -> AuthorizeError {
         if request.redirect_errors {
             AuthorizeError::Redirect(self.error_redirect(&request.redirect_uri, &error, request.state.as_deref()))
         } else {

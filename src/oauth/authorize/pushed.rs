@@ -22,19 +22,19 @@ use crate::oauth::{now, random_token, secret_hash, Error, ErrorCode, Provider};
 use crate::store::{ClientType, ScratchRoom};
 
 /// The prefix of every `request_uri` this server hands out (RFC 9126 §2.2).
-pub const REQUEST_URI_PREFIX: &str = "urn:ietf:params:oauth:request_uri:";
+pub(crate) const REQUEST_URI_PREFIX: &str = "urn:ietf:params:oauth:request_uri:";
 
 /// How long a started request stays usable: long enough to log in and read the consent page.
-pub const INTERACTION_TTL: i64 = 600;
+pub(crate) const INTERACTION_TTL: i64 = 600;
 
 /// The most bytes of parameters a pushed request may hold, as kept (JSON, where a control
 /// character takes six bytes): an `id_token_hint` is the longest usual one, at about 1.5 KB.
-pub const MAX_PUSHED_BYTES: usize = 8192;
+pub(crate) const MAX_PUSHED_BYTES: usize = 8192;
 
 /// What one address may keep in the scratch space with pushes for clients anyone can push
 /// for: 64 KiB a minute (a usual push is under 2 KiB), counted in KiB; with pushes living
 /// `par_ttl` until started, a few hundred addresses are needed to fill the space.
-pub const PUSHED_KIB_PER_MINUTE: crate::rate_limit::Rate = crate::rate_limit::Rate {
+pub(crate) const PUSHED_KIB_PER_MINUTE: crate::rate_limit::Rate = crate::rate_limit::Rate {
     per_second: 64.0 / 60.0,
     burst: 64.0,
 };
@@ -46,7 +46,7 @@ const USED: &str = "pushed-authorization-request-used";
 
 /// What the pushed authorization request endpoint answers (RFC 9126 §2.2).
 #[derive(Debug, Clone)]
-pub struct PushedAuthorization {
+pub(crate) struct PushedAuthorization {
     pub request_uri: String,
     /// Seconds the client has to send the browser to the authorization endpoint with it.
     pub expires_in: u64,
@@ -79,7 +79,7 @@ impl Provider {
     /// validates `pairs` as the authorization endpoint would (errors are answered here, never
     /// redirected), and keeps them for `par_ttl` under a new `request_uri`. A DPoP proof in
     /// `proofs` binds the code to its key (RFC 9449 §10.1), as `dpop_jkt` would.
-    pub async fn push_authorization_request(
+    pub(crate) async fn push_authorization_request(
         &self,
         credentials: &ClientCredentials,
         mut pairs: Vec<(String, String)>,

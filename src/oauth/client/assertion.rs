@@ -26,14 +26,14 @@ pub const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jw
 /// The algorithms assertions may be signed with, as the JWS `alg` names them.
 pub const SIGNING_ALGS: [&str; 5] = ["ES256", "EdDSA", "Ed25519", "RS256", "PS256"];
 /// The longest an assertion is accepted, from its `iat`: it is a one-request credential.
-pub const MAX_LIFETIME: i64 = 300;
+pub(crate) const MAX_LIFETIME: i64 = 300;
 /// Clock skew allowed between the client and this server.
 const LEEWAY: u64 = 30;
 /// The largest assertion read.
 const MAX_ASSERTION_BYTES: usize = 8 * 1024;
 /// The client an assertion says it is for (its `sub`, which must equal `iss`), read before
 /// anything is verified: it picks the keys to verify with.
-pub fn claimed_client(assertion: &str) -> Option<String> {
+pub(crate) fn claimed_client(assertion: &str) -> Option<String> {
     use base64::Engine;
     if assertion.len() > MAX_ASSERTION_BYTES {
         return None;

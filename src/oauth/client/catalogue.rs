@@ -33,12 +33,12 @@ pub struct Grant {
 }
 
 /// The `grant_type` of the device authorization grant (RFC 8628 §3.4).
-pub const DEVICE_CODE: &str = "urn:ietf:params:oauth:grant-type:device_code";
+pub(crate) const DEVICE_CODE: &str = "urn:ietf:params:oauth:grant-type:device_code";
 /// The `grant_type` of token exchange (RFC 8693 §2.1).
 pub const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 
 /// Every grant type, in the order surfaces list them.
-pub static GRANTS: [Grant; 5] = [
+pub(crate) static GRANTS: [Grant; 5] = [
     Grant {
         grant: GrantType::AuthorizationCode,
         wire: "authorization_code",
@@ -90,18 +90,18 @@ pub fn grant(grant: GrantType) -> &'static Grant {
 }
 
 /// The `grant_type` value of `grant`.
-pub fn wire(grant: GrantType) -> &'static str {
+pub(crate) fn wire(grant: GrantType) -> &'static str {
     self::grant(grant).wire
 }
 
 /// The grant a `grant_type` value names.
-pub fn grant_by_wire(wire: &str) -> Option<&'static Grant> {
+pub(crate) fn grant_by_wire(wire: &str) -> Option<&'static Grant> {
     GRANTS.iter().find(|g| g.wire == wire)
 }
 
 impl Grant {
     /// Whether someone other than an operator may give this grant to a client of `client_type`.
-    pub fn self_service(&self, client_type: ClientType, policy: &RegistrationPolicy) -> bool {
+    pub(crate) fn self_service(&self, client_type: ClientType, policy: &RegistrationPolicy) -> bool {
         match self.self_service {
             SelfService::Anyone => true,
             SelfService::ConfidentialIf(allowed) => client_type == ClientType::Confidential && allowed(policy),
@@ -109,7 +109,7 @@ impl Grant {
     }
 
     /// Whether this grant may be offered to people registering their own apps at all.
-    pub fn offered_to_people(&self, policy: &RegistrationPolicy) -> bool {
+    pub(crate) fn offered_to_people(&self, policy: &RegistrationPolicy) -> bool {
         self.self_service(ClientType::Confidential, policy)
     }
 }
@@ -128,7 +128,7 @@ pub struct AuthMethod {
 }
 
 /// Every method, in the order the discovery document lists them.
-pub static AUTH_METHODS: [AuthMethod; 4] = [
+pub(crate) static AUTH_METHODS: [AuthMethod; 4] = [
     AuthMethod {
         wire: "client_secret_basic",
         client_type: ClientType::Confidential,
@@ -156,10 +156,10 @@ pub static AUTH_METHODS: [AuthMethod; 4] = [
 ];
 
 /// `private_key_jwt` (RFC 7523 §2.2, OpenID Connect Core §9).
-pub const PRIVATE_KEY_JWT: &str = "private_key_jwt";
+pub(crate) const PRIVATE_KEY_JWT: &str = "private_key_jwt";
 
 /// The method a `token_endpoint_auth_method` value names.
-pub fn auth_method(wire: &str) -> Option<&'static AuthMethod> {
+pub(crate) fn auth_method(wire: &str) -> Option<&'static AuthMethod> {
     AUTH_METHODS.iter().find(|m| m.wire == wire)
 }
 

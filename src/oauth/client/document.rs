@@ -20,12 +20,9 @@ use crate::documents::{DocumentError, Kind, Origin};
 use crate::oauth::{Error, ErrorCode, Provider};
 use crate::store::ClientRecord;
 
-/// The largest document read (the draft suggests 5 KB).
-pub const MAX_DOCUMENT_BYTES: usize = Kind::ClientMetadata.limits().max_bytes;
-
 /// The host and port of an allowlist entry (`host`, or `host:port` for a port other than
 /// 443), written as [`document_authority`] writes a document URL's, or `None` if it is not one.
-pub fn document_authority_of(entry: &str) -> Option<String> {
+pub(crate) fn document_authority_of(entry: &str) -> Option<String> {
     if entry.is_empty() || entry.contains(['/', '?', '#', '@', '\\']) {
         return None;
     }
@@ -35,7 +32,7 @@ pub fn document_authority_of(entry: &str) -> Option<String> {
 }
 
 /// A document URL's host, with its port when it is not https's own (443).
-pub fn document_authority(client_id: &str) -> Option<String> {
+pub(crate) fn document_authority(client_id: &str) -> Option<String> {
     Url::parse(client_id)
         .ok()
         .filter(|_| is_document_url(client_id))
@@ -51,7 +48,7 @@ fn authority(url: &Url) -> String {
 }
 
 /// The host a document client id names, as the consent page shows it.
-pub fn document_host(client_id: &str) -> Option<String> {
+pub(crate) fn document_host(client_id: &str) -> Option<String> {
     Url::parse(client_id)
         .ok()
         .filter(|_| is_document_url(client_id))
@@ -83,7 +80,7 @@ fn invalid(client_id: &str, why: impl std::fmt::Display) -> Error {
 impl Provider {
     /// Whether `client_id` names a client by its metadata document and such clients are
     /// accepted here (the mode, and in `allowlist` mode the host).
-    pub fn accepts_document_client(&self, client_id: &str) -> bool {
+    pub(crate) fn accepts_document_client(&self, client_id: &str) -> bool {
         let policy = &self.config.client_documents;
         match policy.mode {
             ClientDocumentsMode::Off => false,
@@ -101,13 +98,13 @@ impl Provider {
     /// or is not acceptable. This one is for privileged callers (the admin API, the CLI, the
     /// console), whose fetches share one budget: a request from anyone else passes its address
     /// ([`Provider::resolve_client_for`]), so that the fetches it causes are counted against it.
-    pub async fn resolve_client(&self, client_id: &str) -> Result<Option<ClientRecord>, Error> {
+    pub(crate) async fn resolve_client(&self, client_id: &str) -> Result<Option<ClientRecord>, Error> {
         self.resolve_client_for(client_id, None).await
     }
 
     /// [`Provider::resolve_client`] for a request from `caller` (an address key), against
     /// whom a fetch of a document not fetched before is counted.
-    pub async fn resolve_client_for(
+    pub(crate) async fn resolve_client_for(
         &self,
         client_id: &str,
         caller: Option<&str>,
@@ -120,7 +117,7 @@ impl Provider {
 
     /// Whether a client with this id exists now (for access tokens, which stop working when
     /// their client is deleted): a document client exists while such clients are accepted.
-    pub async fn client_exists(&self, client_id: &str) -> Result<bool, Error> {
+    pub(crate) async fn client_exists(&self, client_id: &str) -> Result<bool, Error> {
         Ok(self.accepts_document_client(client_id) || self.store.get_client(client_id).await?.is_some())
     }
 

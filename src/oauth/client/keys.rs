@@ -11,7 +11,7 @@ use crate::oauth::Error;
 use crate::store::ClientRecord;
 
 /// The largest key set a client may register or publish, and its most keys.
-pub const MAX_JWKS_BYTES: usize = Kind::KeySet.limits().max_bytes;
+pub(crate) const MAX_JWKS_BYTES: usize = Kind::KeySet.limits().max_bytes;
 const MAX_KEYS: usize = 10;
 
 /// Where a client's public keys are.
@@ -35,7 +35,7 @@ impl ClientKeys {
 
     /// Checks the keys at registration: a JWK Set of public signing keys of the supported
     /// types, or an https URL.
-    pub fn validate(&self) -> Result<(), Error> {
+    pub(crate) fn validate(&self) -> Result<(), Error> {
         match self {
             ClientKeys::Jwks(jwks) => {
                 if jwks.to_string().len() > MAX_JWKS_BYTES {

@@ -29,7 +29,7 @@ pub struct ClientMetadata {
 impl ClientMetadata {
     /// Reads client metadata from a JSON document (a Client ID Metadata Document): the
     /// fields Tessera uses, each of its RFC 7591 type; other fields are ignored.
-    pub fn from_document(document: &serde_json::Value) -> Result<ClientMetadata, String> {
+    pub(crate) fn from_document(document: &serde_json::Value) -> Result<ClientMetadata, String> {
         let string = |name: &str| match document.get(name) {
             None | Some(serde_json::Value::Null) => Ok(None),
             Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),

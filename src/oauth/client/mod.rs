@@ -51,7 +51,7 @@ pub struct ClientCredentials {
 impl ClientCredentials {
     /// The key the per-client rate limit counts this request under, once `client` is
     /// authenticated: its id, or for a public client its id and the caller's address.
-    pub fn rate_key(&self, client: &ClientRecord) -> String {
+    pub(crate) fn rate_key(&self, client: &ClientRecord) -> String {
         match client.client_type {
             ClientType::Confidential => client.client_id.clone(),
             ClientType::Public => format!("{}@{}", client.client_id, self.address.as_deref().unwrap_or_default()),
@@ -375,7 +375,7 @@ impl Provider {
     /// Clears `skip_consent` on clients that users registered themselves (pages or dynamic
     /// registration): earlier versions let the pages set it, which let any user take codes
     /// from other users without their consent. Returns how many clients were changed.
-    pub async fn revoke_self_service_first_party(&self) -> Result<usize, Error> {
+    pub(crate) async fn revoke_self_service_first_party(&self) -> Result<usize, Error> {
         let mut changed = 0;
         for mut client in self.store.list_clients().await? {
             if client.skip_consent && !operator_made(&client) {
@@ -433,7 +433,7 @@ impl Provider {
     /// Client authentication (RFC 6749 §2.3). Confidential clients must present their secret;
     /// public clients must not present one. Every failure is the same `invalid_client`, so a
     /// caller cannot tell an unknown client from a wrong secret.
-    pub async fn authenticate_client(&self, credentials: &ClientCredentials) -> Result<ClientRecord, Error> {
+    pub(crate) async fn authenticate_client(&self, credentials: &ClientCredentials) -> Result<ClientRecord, Error> {
         let client = self
             .resolve_client_for(&credentials.client_id, credentials.address.as_deref())
             .await?
@@ -496,7 +496,11 @@ impl Provider {
 
     /// [`Provider::find_client`] for a request from `caller` (an address key), against whom a
     /// fetch of a document not cached is counted.
-    pub async fn find_client_for(&self, client_id: &str, caller: Option<&str>) -> Result<Option<ClientRecord>, Error> {
+    pub(crate) async fn find_client_for(
+        &self,
+        client_id: &str,
+        caller: Option<&str>,
+    ) -> Result<Option<ClientRecord>, Error> {
         self.resolve_client_for(client_id, caller).await
     }
 }

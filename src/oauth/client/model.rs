@@ -39,7 +39,7 @@ pub struct NewClient {
 /// The scope a new client is given when whoever makes it names none (the CLI, the admin
 /// API): the OpenID Connect scopes and the demo API's, or for an admin client only the admin
 /// API's. The operator's console starts its form from the OpenID Connect scopes alone.
-pub fn default_scope(admin: bool) -> &'static str {
+pub(crate) fn default_scope(admin: bool) -> &'static str {
     if admin {
         crate::oauth::scope::ADMIN_SCOPE
     } else {
@@ -48,19 +48,19 @@ pub fn default_scope(admin: bool) -> &'static str {
 }
 
 /// The scopes the console's new-client form starts with.
-pub const CONSOLE_FORM_SCOPE: &str = "openid profile email";
+pub(crate) const CONSOLE_FORM_SCOPE: &str = "openid profile email";
 
 /// Whether a client is a first-party app whose users are never asked for consent. Only an
 /// operator (the CLI or the admin API) can make one: a client registered by a user in the
 /// applications pages or through dynamic registration never is, whatever its record says, so
 /// no one can register an app that takes codes from other users without asking them.
-pub fn is_first_party(client: &ClientRecord) -> bool {
+pub(crate) fn is_first_party(client: &ClientRecord) -> bool {
     client.skip_consent && operator_made(client)
 }
 
 /// Whether a client was made by an operator (the CLI or the admin API), not by a user in the
 /// applications pages or through dynamic registration.
-pub fn operator_made(client: &ClientRecord) -> bool {
+pub(crate) fn operator_made(client: &ClientRecord) -> bool {
     client.owner_user_id.is_none() && client.registration_token_hash.is_none() && !is_document_url(&client.client_id)
 }
 
@@ -74,7 +74,7 @@ pub(super) fn key_fields(keys: Option<ClientKeys>) -> (Option<serde_json::Value>
 }
 
 /// Most audiences a token exchange policy may list, in each of its two lists.
-pub const MAX_EXCHANGE_AUDIENCES: usize = 20;
+pub(crate) const MAX_EXCHANGE_AUDIENCES: usize = 20;
 
 /// The token exchange settings make sense only with the grant, for a client that can
 /// authenticate (an exchange hands out tokens for other users' subjects), and name audiences.
@@ -123,14 +123,14 @@ pub(super) fn validate_token_exchange(new: &NewClient) -> Result<(), Error> {
 
 /// The longest lifetimes a client may have: far beyond any sensible one, and small enough
 /// that no time computed from them can overflow.
-pub const MAX_ACCESS_TOKEN_TTL: u64 = 366 * 86_400;
-pub const MAX_REFRESH_TOKEN_TTL: u64 = 10 * 366 * 86_400;
+pub(crate) const MAX_ACCESS_TOKEN_TTL: u64 = 366 * 86_400;
+pub(crate) const MAX_REFRESH_TOKEN_TTL: u64 = 10 * 366 * 86_400;
 pub(super) const MAX_NAME_CHARS: usize = 200;
 /// The longest name of a client registered by a user or by dynamic registration.
-pub const MAX_SELF_SERVICE_NAME_CHARS: usize = 100;
+pub(crate) const MAX_SELF_SERVICE_NAME_CHARS: usize = 100;
 /// The most apps one user may register in the pages: what bounds the store one account can
 /// fill.
-pub const MAX_APPS_PER_USER: usize = 50;
+pub(crate) const MAX_APPS_PER_USER: usize = 50;
 
 /// Refuses a client record holding a NUL anywhere (a JWK Set's member, say): PostgreSQL
 /// cannot store one, and no setting needs one. The last check before a client is stored.

@@ -105,7 +105,7 @@ impl Provider {
 
     /// The scopes a client registered by anyone but an operator may have (the pages and
     /// dynamic registration alike): `registration_scopes`, or every configured scope.
-    pub fn self_service_scopes(&self) -> Vec<String> {
+    pub(crate) fn self_service_scopes(&self) -> Vec<String> {
         match &self.config.registration.scopes {
             Some(scopes) => scopes.clone(),
             None => self.config.scopes.iter().map(|s| s.name.clone()).collect(),
@@ -279,7 +279,7 @@ impl Provider {
     /// clients) and its registration access token, both shown only this once.
     /// `address` is the caller's: each may register `registration_limit_per_address` clients
     /// an hour (review finding 6), counted only for registrations that would be stored.
-    pub async fn register_dynamically(
+    pub(crate) async fn register_dynamically(
         &self,
         metadata: &ClientMetadata,
         initial_access_token: Option<&str>,
@@ -330,14 +330,14 @@ impl Provider {
     }
 
     /// RFC 7592 §2.1: read a registration.
-    pub async fn read_registration(&self, client_id: &str, token: Option<&str>) -> Result<Registration, Error> {
+    pub(crate) async fn read_registration(&self, client_id: &str, token: Option<&str>) -> Result<Registration, Error> {
         let client = self.registered_client(client_id, token).await?;
         Ok(self.registration(client, None, None))
     }
 
     /// RFC 7592 §2.2: replace a registration's metadata. `client_id` must be repeated; a
     /// `client_secret`, if sent, must be the current one.
-    pub async fn update_registration(
+    pub(crate) async fn update_registration(
         &self,
         client_id: &str,
         token: Option<&str>,
@@ -376,7 +376,7 @@ impl Provider {
     }
 
     /// RFC 7592 §2.3: delete a registration (its grants are revoked first).
-    pub async fn delete_registration(
+    pub(crate) async fn delete_registration(
         &self,
         client_id: &str,
         token: Option<&str>,

@@ -9,12 +9,12 @@ use crate::oauth::{Error, ErrorCode};
 /// The most URIs of one kind a client may register, and the longest URI: generous for real
 /// apps, and small enough that a registration (open dynamic registration above all) cannot
 /// make the server store arbitrary amounts of data.
-pub const MAX_URIS: usize = 50;
-pub const MAX_URI_BYTES: usize = 2048;
+pub(crate) const MAX_URIS: usize = 50;
+pub(crate) const MAX_URI_BYTES: usize = 2048;
 
 /// Checks a list of URIs against [`MAX_URIS`] and [`MAX_URI_BYTES`], before anything else reads
 /// (or echoes) them.
-pub fn check_uri_list(what: &str, uris: &[String]) -> Result<(), Error> {
+pub(crate) fn check_uri_list(what: &str, uris: &[String]) -> Result<(), Error> {
     if uris.len() > MAX_URIS {
         return Err(Error::invalid_request(format!(
             "a client may have at most {MAX_URIS} {what}"
