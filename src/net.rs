@@ -86,10 +86,13 @@ impl ClientAddress {
         address
     }
 
-    /// The address the front remembered for `req`; unknown for a request that did not come
-    /// through it (there is none: every route is behind it).
+    /// The address the front remembered for `req`. Every route is behind the front; were one
+    /// not, its callers would be counted by the connection's own address, never all as one.
     pub fn of(req: &Request) -> Self {
-        req.extensions().get::<ClientAddress>().copied().unwrap_or_default()
+        match req.extensions().get::<ClientAddress>() {
+            Some(address) => *address,
+            None => ClientAddress(client_address(req, &[])),
+        }
     }
 
     pub fn ip(self) -> Option<IpAddr> {

@@ -18,10 +18,18 @@ pub use crate::urlencoded::{parse_pairs, repeated_name};
 /// A refusal in the format of the endpoint it was meant for: RFC 9457 problem details under the
 /// admin API, an OAuth error object everywhere else.
 fn reject(problem_details: bool, status: StatusCode, description: &str) -> Response {
-    match problem_details {
-        true => ErrorResponse::<AdminErrors>::at_edge(status, description).into_response(),
-        false => ErrorResponse::<OAuthErrors>::at_edge(status, description).into_response(),
+    if problem_details {
+        return ErrorResponse::<AdminErrors>::at_edge(status, description).into_response();
     }
+    let mut response = ErrorResponse::<OAuthErrors>::at_edge(status, description).into_response();
+    // As these refusals always were: plain `application/json`, and not counted among the
+    // protocol's errors in /metrics (nothing ran to make one).
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    response.extensions_mut().remove::<super::error::ErrorCodeTag>();
+    response
 }
 
 /// The largest request head (request line and headers) served. hyper accepts heads up to its

@@ -328,7 +328,12 @@ async fn limit_by_address<E: Endpoint>(
                     "too many requests from this address; retry later",
                 )
             };
-            return Ok(error::ErrorResponse::<error::OAuthErrors>::from(error).into_response());
+            let mut response = error::ErrorResponse::<error::OAuthErrors>::from(error).into_response();
+            response.headers_mut().insert(
+                poem::http::header::CONTENT_TYPE,
+                poem::http::HeaderValue::from_static("application/json"),
+            );
+            return Ok(response);
         }
     }
     next.call(req).await.map(IntoResponse::into_response)

@@ -11,7 +11,7 @@ use poem::web::{Data, Path};
 use poem::{get, handler, Body, EndpointExt, Request, Response, Route};
 
 use super::{caller, checked_form, date, error_page, page, redirect, visitor, Templates};
-use crate::oauth::client::catalogue::{Grant, GRANTS};
+use crate::oauth::client::catalogue::{self, Grant};
 use crate::oauth::client::ClientKeys;
 use crate::oauth::client::NewClient;
 use crate::oauth::endpoints as paths;
@@ -77,9 +77,7 @@ fn form_values(provider: &Provider, new: &NewClient) -> Value {
 /// The grants a user may choose: client_credentials and token exchange only where the
 /// registration policy allows them.
 fn offered_grants(provider: &Provider) -> impl Iterator<Item = &'static Grant> + '_ {
-    GRANTS
-        .iter()
-        .filter(|grant| grant.offered_to_people(&provider.config.registration))
+    catalogue::in_form_order().filter(|grant| grant.offered_to_people(&provider.config.registration))
 }
 
 /// A grant's checkbox in a client form (`grant_<form>`).
@@ -89,8 +87,7 @@ pub(super) fn grant_choice(grant: &Grant, new: &NewClient) -> Value {
 
 /// The grants whose checkboxes a submitted client form ticked.
 pub(super) fn chosen_grants(checked: impl Fn(&str) -> bool) -> Vec<GrantType> {
-    GRANTS
-        .iter()
+    catalogue::in_form_order()
         .filter(|grant| checked(&format!("grant_{}", grant.form)))
         .map(|grant| grant.grant)
         .collect()

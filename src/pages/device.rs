@@ -7,18 +7,19 @@
 use std::sync::Arc;
 
 use minijinja::context;
-use poem::http::StatusCode;
+use poem::http::{header, StatusCode};
 use poem::web::Data;
 use poem::{handler, Body, Request, Response};
 
 use super::{checked_form, error_page, page, query_pairs, visitor, Templates};
+use crate::http::error::status_of;
 use crate::net::ClientAddress;
 use crate::oauth::authorize::Decision;
 use crate::oauth::device::DevicePrompt;
 use crate::oauth::endpoints as paths;
 use crate::oauth::params::Params;
 use crate::oauth::session::Session;
-use crate::oauth::{Error, Provider};
+use crate::oauth::{Error, ErrorCode, Provider};
 
 /// GET /o/device/: the code form, prefilled from `?user_code=`.
 #[handler]
@@ -115,11 +116,18 @@ fn confirmation(templates: &Templates, session: &Session, prompt: &DevicePrompt)
 /// A code that was not accepted: the form again with the reason (429 with `Retry-After` while
 /// wrong codes are locked out); failures on our side get the error page.
 fn refused(templates: &Templates, session: &Session, user_code: &str, error: Error) -> Response {
-    let head = super::error_head(&error);
-    if head.status().is_server_error() {
+    // The form again, not an error page: its status is the code's own (an unusable client's
+    // 401 included), its `Retry-After` the whole seconds the text beside it names.
+    let status = status_of(error.code);
+    if status.is_server_error() {
         return error_page(templates, &error);
     }
-    let mut response = code_form(templates, session, user_code, Some(&error.description), head.status());
-    head.apply(&mut response);
+    let mut response = code_form(templates, session, user_code, Some(&error.description), status);
+    if error.code == ErrorCode::RateLimited {
+        let wait = error.retry_after.unwrap_or_default().as_secs().max(1);
+        if let Ok(value) = wait.to_string().parse() {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+    }
     response
 }

@@ -1,5 +1,5 @@
-//! Cluster mode: every node shares one PostgreSQL database. The store and the keyring's vault
-//! use one connection pool; the schema is brought up to date on open (under an advisory lock,
+//! Cluster mode: every node shares one PostgreSQL database. The keyring's vault has a small
+//! pool of its own (its reload every two seconds never waits behind requests); the schema is brought up to date on open (under an advisory lock,
 //! one process at a time, `migrations/`); the keyring and server secrets are sealed under the
 //! key-encryption key every node is given.
 
@@ -14,13 +14,11 @@ use super::Backend;
 use crate::config::Config;
 
 pub async fn open(config: &Config) -> anyhow::Result<Backend> {
-    let kek = key_encryption_key(config)?;
     let store = open_database(config).await?;
-    let vault = DatabaseVault::new(store.pool(), key_encryption_key(config)?);
     Ok(Backend {
         store: Arc::new(store),
-        vault: Arc::new(vault),
-        sealing: Some(kek),
+        vault: Arc::new(open_key_vault(config).await?),
+        sealing: Some(key_encryption_key(config)?),
     })
 }
 

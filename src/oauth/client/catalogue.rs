@@ -81,6 +81,21 @@ pub(crate) static GRANTS: [Grant; 5] = [
     },
 ];
 
+/// The order the pages' and the console's forms list the grants in: what people pick most
+/// first, the grants an app acts on its own with last.
+const FORM_ORDER: [GrantType; 5] = [
+    GrantType::AuthorizationCode,
+    GrantType::RefreshToken,
+    GrantType::DeviceCode,
+    GrantType::ClientCredentials,
+    GrantType::TokenExchange,
+];
+
+/// Every grant, in the forms' order.
+pub fn in_form_order() -> impl Iterator<Item = &'static Grant> {
+    FORM_ORDER.iter().map(|g| grant(*g))
+}
+
 /// The catalogue's entry for `grant`.
 pub fn grant(grant: GrantType) -> &'static Grant {
     GRANTS
@@ -175,6 +190,11 @@ mod tests {
             assert_eq!(stored, grant.cli, "the store spells {:?} as the CLI does", grant.grant);
             assert_eq!(super::grant(grant.grant).wire, grant.wire);
             assert_eq!(grant_by_wire(grant.wire).unwrap().grant, grant.grant);
+            assert_eq!(
+                FORM_ORDER.iter().filter(|g| **g == grant.grant).count(),
+                1,
+                "the forms list every grant once"
+            );
         }
     }
 }

@@ -16,7 +16,7 @@ use super::{
     operator_form, search, Confirm, Templates,
 };
 use crate::oauth::admin::{not_found, MAX_PAGE};
-use crate::oauth::client::catalogue::GRANTS;
+use crate::oauth::client::catalogue;
 use crate::oauth::client::ClientKeys;
 use crate::oauth::client::NewClient;
 use crate::oauth::scope::ADMIN_SCOPE;
@@ -173,7 +173,9 @@ fn all_scopes(provider: &Provider) -> Vec<(String, String)> {
 }
 
 fn form_values(provider: &Provider, new: &NewClient) -> Value {
-    let grants: Vec<_> = GRANTS.iter().map(|grant| grant_choice(grant, new)).collect();
+    let grants: Vec<_> = catalogue::in_form_order()
+        .map(|grant| grant_choice(grant, new))
+        .collect();
     let chosen: Vec<&str> = new.scope.split(' ').collect();
     let scopes: Vec<_> = all_scopes(provider)
         .into_iter()
