@@ -365,6 +365,33 @@ async fn grants_are_inserted_once_listed_and_revoked_for_good() {
     .await;
 }
 
+/// A revocation racing the grant's first write (a replayed code while its first exchange writes
+/// the grant) never says "revoked already" of a grant it leaves live. On PostgreSQL the grant
+/// could appear between the revocation's update and its look-up, and was reported revoked.
+#[tokio::test]
+async fn a_revocation_racing_the_grants_first_write_never_leaves_it_live() {
+    use tessera::store::GrantRevocation;
+    for_each_backend(|store| async move {
+        for round in 0..300 {
+            let id = format!("race{round}");
+            let (writer, revoker) = (store.clone(), store.clone());
+            let live = grant(&id, "u1", "c1", 10);
+            let write = tokio::spawn(async move { writer.insert_grant(&live).await.unwrap() });
+            let wanted = id.clone();
+            let revoke = tokio::spawn(async move { revoker.revoke_grant_once(&wanted).await.unwrap() });
+            let (_, outcome) = (write.await.unwrap(), revoke.await.unwrap());
+            let revoked = store.get_grant(&id).await.unwrap().unwrap().revoked;
+            match outcome {
+                GrantRevocation::Revoked | GrantRevocation::WasRevoked => {
+                    assert!(revoked, "round {round}: {outcome:?}, but the grant is live")
+                }
+                GrantRevocation::Unknown => assert!(!revoked, "round {round}"),
+            }
+        }
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_refresh_token_is_read_with_its_grant_or_without_one_that_is_gone() {
     for_each_backend(|store| async move {

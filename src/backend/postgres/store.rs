@@ -866,25 +866,30 @@ impl GrantStore for PgStore {
     }
 
     async fn revoke_grant_once(&self, grant_id: &str) -> Result<GrantRevocation> {
-        // The row lock of the update decides: one concurrent caller finds it unrevoked.
-        let revoked = self
-            .execute(
-                "UPDATE grants SET revoked = true WHERE grant_id = $1 AND NOT revoked",
-                &[&grant_id],
-            )
-            .await?;
-        if revoked == 1 {
-            return Ok(GrantRevocation::Revoked);
+        // The row lock of the update decides: one concurrent caller finds it unrevoked. A grant
+        // the update did not find may be written between the two statements (a code's first
+        // exchange writing its grant while a replay revokes it): found live, it is revoked on
+        // the next turn, never reported as revoked already. A revoked grant stays revoked, so
+        // the second turn decides.
+        loop {
+            let revoked = self
+                .execute(
+                    "UPDATE grants SET revoked = true WHERE grant_id = $1 AND NOT revoked",
+                    &[&grant_id],
+                )
+                .await?;
+            if revoked == 1 {
+                return Ok(GrantRevocation::Revoked);
+            }
+            let row = self
+                .query_opt("SELECT revoked FROM grants WHERE grant_id = $1", &[&grant_id])
+                .await?;
+            match row.map(|row| row.get::<_, bool>(0)) {
+                None => return Ok(GrantRevocation::Unknown),
+                Some(true) => return Ok(GrantRevocation::WasRevoked),
+                Some(false) => continue,
+            }
         }
-        let exists = self
-            .query_opt("SELECT 1 FROM grants WHERE grant_id = $1", &[&grant_id])
-            .await?
-            .is_some();
-        Ok(if exists {
-            GrantRevocation::WasRevoked
-        } else {
-            GrantRevocation::Unknown
-        })
     }
 
     async fn put_refresh(&self, token_hash: &SecretHash, token: &RefreshRecord) -> Result<()> {
