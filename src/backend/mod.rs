@@ -42,7 +42,7 @@ pub async fn open(config: &Config) -> anyhow::Result<Backend> {
 pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     match &config.database_url {
         None => Ok(Arc::new(sled::open_store(config)?)),
-        Some(_) => Ok(Arc::new(postgres::open_store(config).await?)),
+        Some(_) => Ok(Arc::new(postgres::open_database(config).await?)),
     }
 }
 

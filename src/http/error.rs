@@ -303,6 +303,16 @@ impl ErrorGroup for PageErrors {
     }
 }
 
+/// An OAuth error answered before any endpoint runs (the body guard, the per-address limit) is
+/// sent as these always were: `application/json` without a charset.
+pub fn before_any_endpoint(mut response: poem::Response) -> poem::Response {
+    response.headers_mut().insert(
+        poem::http::header::CONTENT_TYPE,
+        poem::http::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
 /// An error as one group of endpoints answers it: status, body and headers
 /// (`Cache-Control: no-store` always, `WWW-Authenticate`, `Retry-After`, `DPoP-Nonce`).
 pub struct ErrorResponse<G: ErrorGroup> {

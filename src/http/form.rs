@@ -11,7 +11,7 @@ use poem::http::{header, Method, StatusCode};
 use poem::{Body, Endpoint, IntoResponse, Request, Response};
 
 use super::admin::AdminErrors;
-use super::error::{ErrorResponse, OAuthErrors};
+use super::error::{before_any_endpoint, ErrorResponse, OAuthErrors};
 use crate::urlencoded::{json_has_nul, path_has_nul, NUL};
 pub use crate::urlencoded::{parse_pairs, repeated_name};
 
@@ -21,13 +21,9 @@ fn reject(problem_details: bool, status: StatusCode, description: &str) -> Respo
     if problem_details {
         return ErrorResponse::<AdminErrors>::at_edge(status, description).into_response();
     }
-    let mut response = ErrorResponse::<OAuthErrors>::at_edge(status, description).into_response();
-    // As these refusals always were: plain `application/json`, and not counted among the
-    // protocol's errors in /metrics (nothing ran to make one).
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("application/json"),
-    );
+    let refusal = ErrorResponse::<OAuthErrors>::at_edge(status, description).into_response();
+    let mut response = before_any_endpoint(refusal);
+    // Not counted among the protocol's errors in /metrics: no endpoint ran to make one.
     response.extensions_mut().remove::<super::error::ErrorCodeTag>();
     response
 }

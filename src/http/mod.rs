@@ -328,12 +328,8 @@ async fn limit_by_address<E: Endpoint>(
                     "too many requests from this address; retry later",
                 )
             };
-            let mut response = error::ErrorResponse::<error::OAuthErrors>::from(error).into_response();
-            response.headers_mut().insert(
-                poem::http::header::CONTENT_TYPE,
-                poem::http::HeaderValue::from_static("application/json"),
-            );
-            return Ok(response);
+            let response = error::ErrorResponse::<error::OAuthErrors>::from(error).into_response();
+            return Ok(error::before_any_endpoint(response));
         }
     }
     next.call(req).await.map(IntoResponse::into_response)

@@ -99,26 +99,6 @@ fn offered_scopes(provider: &Provider) -> impl Iterator<Item = &crate::config::S
     provider.config.scopes.iter().filter(move |s| allowed.contains(&s.name))
 }
 
-pub(super) fn settings_of(client: &ClientRecord) -> NewClient {
-    NewClient {
-        name: client.name.clone(),
-        client_type: client.client_type,
-        grant_types: client.grant_types.clone(),
-        redirect_uris: client.redirect_uris.clone(),
-        scope: client.scopes.join(" "),
-        resources: client.resources.clone(),
-        access_token_ttl: client.access_token_ttl,
-        refresh_token_ttl: client.refresh_token_ttl,
-        skip_consent: client.skip_consent,
-        owner_user_id: client.owner_user_id.clone(),
-        post_logout_redirect_uris: client.post_logout_redirect_uris.clone(),
-        id_token_signed_response_alg: client.id_token_signed_response_alg,
-        admin: client.admin,
-        keys: ClientKeys::of(client),
-        policy: client.policy.clone(),
-    }
-}
-
 /// The non-blank lines of a textarea, trimmed.
 pub(super) fn lines(text: &str) -> Vec<String> {
     text.lines()
@@ -402,7 +382,7 @@ pub async fn edit_form(
         templates,
         StatusCode::OK,
         &visitor,
-        &settings_of(&client),
+        &NewClient::of(&client),
         Some(&id),
         None,
     )
@@ -421,7 +401,7 @@ pub async fn edit(
     let visitor = try_page!(visitor(provider, templates, req, StatusCode::SEE_OTHER).await);
     let client = try_page!(owned_client(provider, templates, &visitor, &id).await);
     let form = try_page!(checked_form(templates, &visitor, body).await);
-    let (new, form_error) = settings_from_form(provider, &Params::new(&form), settings_of(&client));
+    let (new, form_error) = settings_from_form(provider, &Params::new(&form), NewClient::of(&client));
     let updated = match form_error {
         Some(why) => Err(Error::invalid_request(why)),
         None => provider.update_client(&caller(&visitor, req), &id, new.clone()).await,

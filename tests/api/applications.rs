@@ -413,7 +413,7 @@ async fn self_service_apps_follow_the_registration_policy() {
     // Nor can an edit add them (the core refuses whatever the form sends).
     let mut settings = tessera::oauth::client::NewClient {
         grant_types: vec![tessera::store::GrantType::ClientCredentials],
-        ..settings_of(&stored)
+        ..tessera::oauth::client::NewClient::of(&stored)
     };
     assert!(app
         .provider
@@ -443,7 +443,7 @@ async fn self_service_apps_follow_the_registration_policy() {
         redirect_uris: vec![],
         scope: "read write".into(),
         name: "Operator's robot".into(),
-        ..settings_of(&stored)
+        ..tessera::oauth::client::NewClient::of(&stored)
     };
     assert!(app.provider.register_client(&Caller::system(), operator).await.is_ok());
 }
@@ -473,26 +473,6 @@ async fn one_user_cannot_register_apps_without_limit() {
     assert_eq!(refused.status(), 400);
     assert!(refused.text().await.unwrap().contains("50 apps"));
     assert_eq!(mallory.get_text("/o/applications/").await.matches("Spam").count(), 50);
-}
-
-fn settings_of(client: &tessera::store::ClientRecord) -> tessera::oauth::client::NewClient {
-    tessera::oauth::client::NewClient {
-        name: client.name.clone(),
-        client_type: client.client_type,
-        grant_types: client.grant_types.clone(),
-        redirect_uris: client.redirect_uris.clone(),
-        scope: client.scopes.join(" "),
-        resources: client.resources.clone(),
-        access_token_ttl: client.access_token_ttl,
-        refresh_token_ttl: client.refresh_token_ttl,
-        skip_consent: client.skip_consent,
-        owner_user_id: client.owner_user_id.clone(),
-        post_logout_redirect_uris: client.post_logout_redirect_uris.clone(),
-        id_token_signed_response_alg: client.id_token_signed_response_alg,
-        admin: client.admin,
-        keys: None,
-        policy: client.policy.clone(),
-    }
 }
 
 // The attack on the operator's console (issue 16, `SECURITY.md`): each comment tells the

@@ -773,14 +773,9 @@ fn now_ms() -> i64 {
         .as_millis() as i64
 }
 
-/// Finding 1 (anonymous log injection): a failed login that starts a lockout records the
-/// username *as typed* (up to 64 characters, unvalidated) as the entry's target name, and
-/// `tessera audit list` prints names raw. An anonymous visitor types a username holding a
-/// newline and a fake entry (or terminal escape sequences), and the operator's listing shows a
-/// forged line: here "cli:root deleted user alice". Every entry must stay one line, with no
-/// control character an attacker chose.
-#[tokio::test]
-async fn audit_list_prints_one_line_per_entry_whatever_username_an_anonymous_visitor_types() {
+/// A server whose login throttle locks a name out at its first failure, and an admin token to
+/// read its trail with.
+async fn locking_out_at_the_first_failure() -> (TestApp, String) {
     let dirs = tempfile::tempdir().unwrap();
     let config = tessera::Config {
         login_throttle: tessera::oauth::throttle::ThrottlePolicy {
@@ -791,6 +786,18 @@ async fn audit_list_prints_one_line_per_entry_whatever_username_an_anonymous_vis
     };
     let app = spawn_app_with(config, dirs).await;
     let (_, bearer) = app.admin_bearer().await;
+    (app, bearer)
+}
+
+/// Finding 1 (anonymous log injection): a failed login that starts a lockout records the
+/// username *as typed* (up to 64 characters, unvalidated) as the entry's target name, and
+/// `tessera audit list` prints names raw. An anonymous visitor types a username holding a
+/// newline and a fake entry (or terminal escape sequences), and the operator's listing shows a
+/// forged line: here "cli:root deleted user alice". Every entry must stay one line, with no
+/// control character an attacker chose.
+#[tokio::test]
+async fn audit_list_prints_one_line_per_entry_whatever_username_an_anonymous_visitor_types() {
+    let (app, bearer) = locking_out_at_the_first_failure().await;
     let forged = "bob\n2026-12-05T09:00:00Z  cli:root  user.delete  user alice [x]  ok\x1b[1A\x1b[2K";
     for _ in 0..3 {
         app.log_in("/o/login/", forged, "wrong password").await;
@@ -1372,16 +1379,7 @@ async fn a_profile_save_that_changes_nothing_records_nothing() {
 /// stored as typed (store the user's name when there is one, or a marker / a keyed digest).
 #[tokio::test]
 async fn a_lockout_does_not_store_a_typed_name_that_is_nobodys() {
-    let dirs = tempfile::tempdir().unwrap();
-    let config = tessera::Config {
-        login_throttle: tessera::oauth::throttle::ThrottlePolicy {
-            max_failures: 1,
-            ..Default::default()
-        },
-        ..test_config(&dirs)
-    };
-    let app = spawn_app_with(config, dirs).await;
-    let (_, bearer) = app.admin_bearer().await;
+    let (app, bearer) = locking_out_at_the_first_failure().await;
     let typed = "Tr0ub4dor&3 horse";
     for _ in 0..3 {
         app.log_in("/o/login/", typed, "whatever").await;

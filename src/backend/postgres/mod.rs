@@ -22,10 +22,6 @@ pub async fn open(config: &Config) -> anyhow::Result<Backend> {
     })
 }
 
-pub async fn open_store(config: &Config) -> anyhow::Result<PgStore> {
-    open_database(config).await
-}
-
 /// The keyring alone, on a small pool of its own (`tessera keys`, or beside a store the
 /// caller opened).
 pub async fn open_key_vault(config: &Config) -> anyhow::Result<DatabaseVault> {

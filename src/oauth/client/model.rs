@@ -36,6 +36,29 @@ pub struct NewClient {
     pub policy: ClientPolicy,
 }
 
+impl NewClient {
+    /// The settings a stored client has: what a form to change it starts from.
+    pub fn of(client: &ClientRecord) -> NewClient {
+        NewClient {
+            name: client.name.clone(),
+            client_type: client.client_type,
+            grant_types: client.grant_types.clone(),
+            redirect_uris: client.redirect_uris.clone(),
+            scope: client.scopes.join(" "),
+            resources: client.resources.clone(),
+            access_token_ttl: client.access_token_ttl,
+            refresh_token_ttl: client.refresh_token_ttl,
+            skip_consent: client.skip_consent,
+            owner_user_id: client.owner_user_id.clone(),
+            post_logout_redirect_uris: client.post_logout_redirect_uris.clone(),
+            id_token_signed_response_alg: client.id_token_signed_response_alg,
+            admin: client.admin,
+            keys: ClientKeys::of(client),
+            policy: client.policy.clone(),
+        }
+    }
+}
+
 /// The scope a new client is given when whoever makes it names none (the CLI, the admin
 /// API): the OpenID Connect scopes and the demo API's, or for an admin client only the admin
 /// API's. The operator's console starts its form from the OpenID Connect scopes alone.

@@ -9,7 +9,7 @@ use poem::http::StatusCode;
 use poem::web::{Data, Path};
 use poem::{handler, Body, Request, Response};
 
-use super::super::applications::{chosen_grants, client_type_name, grant_choice, keys_from_form, lines, settings_of};
+use super::super::applications::{chosen_grants, client_type_name, grant_choice, keys_from_form, lines};
 use super::super::redirect;
 use super::{
     caller, confirm_page, confirmed, console_page, contains, encode, error_page, field, form_can_fix, operator,
@@ -352,7 +352,7 @@ pub(super) async fn edit_form(
         templates,
         StatusCode::OK,
         &session,
-        &settings_of(&client),
+        &NewClient::of(&client),
         Some(&id),
         None,
     )
@@ -371,7 +371,7 @@ pub(super) async fn edit(
     let (session, form) = try_page!(operator_form(provider, templates, req, body).await);
     let client = try_page!(client(provider, templates, &id).await);
     let by = caller(&session, req);
-    let (new, form_error) = settings_from_form(provider, &form, settings_of(&client));
+    let (new, form_error) = settings_from_form(provider, &form, NewClient::of(&client));
     let updated = match form_error {
         Some(why) => Err(Error::invalid_request(why)),
         None => provider.update_client(&by, &id, new.clone()).await,
