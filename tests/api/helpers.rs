@@ -160,18 +160,7 @@ pub async fn spawn_on_postgres(adjust: impl FnOnce(&mut Config)) -> (TestApp, St
 pub async fn spawn_app_with(mut config: Config, dirs: TempDir) -> TestApp {
     use_test_backend(&mut config, &dirs).await;
     let (data_dir, keys_dir) = (config.data_dir.clone(), config.keys_dir.clone());
-    // A server stopped a moment ago may still be letting go of the folder's lock.
-    let mut tries = 0;
-    let store = loop {
-        match tessera::open_store(&config).await {
-            Ok(store) => break store,
-            Err(e) if tries < 50 && e.to_string().contains("in use") => {
-                tries += 1;
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(e) => panic!("the store opens: {e}"),
-        }
-    };
+    let store = once_unlocked(|| tessera::open_store(&config)).await;
     let app = App::build_with_store(config, store.clone())
         .await
         .expect("server starts");
@@ -919,7 +908,30 @@ pub fn backend_env(dir: &std::path::Path) -> Vec<(String, String)> {
 pub async fn open_test_store(dir: &std::path::Path) -> Arc<dyn tessera::store::Store> {
     match std::fs::read_to_string(dir.join("database-url")) {
         Ok(url) => Arc::new(open_database(&url).await),
-        Err(_) => Arc::new(tessera::store::SledStore::open(&dir.join("data")).expect("the store opens cleanly")),
+        Err(_) => {
+            let data = dir.join("data");
+            Arc::new(once_unlocked(|| async { tessera::store::SledStore::open(&data) }).await)
+        }
+    }
+}
+
+/// What `open` opens, once the data folder's lock is free: a server stopped a moment ago may
+/// still be letting go of it. Tried for up to 5 s.
+pub async fn once_unlocked<T, E, Fut>(open: impl Fn() -> Fut) -> T
+where
+    E: std::fmt::Display,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let mut tries = 0;
+    loop {
+        match open().await {
+            Ok(opened) => return opened,
+            Err(e) if tries < 50 && e.to_string().contains("in use") => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("the store opens: {e}"),
+        }
     }
 }
 
