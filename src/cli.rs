@@ -980,6 +980,7 @@ async fn audit_command(config: &Config, cmd: &AuditCommand) -> anyhow::Result<()
     let (mut left, mut before) = (*limit as usize, None::<String>);
     while left > 0 {
         let page = provider
+            .audit
             .audit_page(&filter, before.as_deref(), left)
             .await
             .map_err(|e| anyhow::anyhow!(e.description))?;

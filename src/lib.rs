@@ -173,7 +173,7 @@ impl App {
                 tick.tick().await;
                 // What `tessera keys` could not record while this server held the data folder.
                 if provider.config.database_url.is_none() {
-                    if let Err(e) = provider.import_pending_audit(&provider.config.keys_dir).await {
+                    if let Err(e) = provider.audit.import_pending_audit(&provider.config.keys_dir).await {
                         tracing::error!(error = %e.description, "could not import the keys folder's pending audit entries");
                     }
                 }

@@ -113,7 +113,9 @@ impl Provider {
             id: grant_id,
             name: &name,
         };
-        self.record_result(by, "grant.revoke", Some(target), &result).await;
+        self.audit
+            .record_result(by, "grant.revoke", Some(target), &result)
+            .await;
         result
     }
 
@@ -132,7 +134,7 @@ impl Provider {
 
     /// Deletes a client after revoking every grant it holds, so no token of it outlives it.
     pub async fn delete_client(&self, by: &Caller, client_id: &str) -> Result<bool, Error> {
-        self.spend_change(by)?;
+        self.audit.spend_change(by)?;
         let name = match self.store.get_client(client_id).await? {
             Some(client) => client.name,
             None => String::new(),
@@ -144,12 +146,17 @@ impl Provider {
             name: &name,
         };
         match &result {
-            Ok(true) => self.record(by, "client.delete", Some(target), "ok").await,
+            Ok(true) => self.audit.record(by, "client.delete", Some(target), "ok").await,
             Ok(false) => {
-                self.record_result(by, "client.delete", Some(target), &Err::<(), _>(not_found("client")))
+                self.audit
+                    .record_result(by, "client.delete", Some(target), &Err::<(), _>(not_found("client")))
                     .await
             }
-            Err(_) => self.record_result(by, "client.delete", Some(target), &result).await,
+            Err(_) => {
+                self.audit
+                    .record_result(by, "client.delete", Some(target), &result)
+                    .await
+            }
         }
         result
     }
@@ -169,7 +176,7 @@ impl Provider {
 
     /// Deletes a user after revoking every grant they gave.
     pub async fn delete_user(&self, by: &Caller, user_id: &str) -> Result<bool, Error> {
-        self.refuse_own_account(by, user_id, "delete")?;
+        self.audit.refuse_own_account(by, user_id, "delete")?;
         let name = match self.store.get_user(user_id).await? {
             Some(user) => user.username,
             None => String::new(),
@@ -189,12 +196,13 @@ impl Provider {
             name: &name,
         };
         match &result {
-            Ok(true) => self.record(by, "user.delete", Some(target), "ok").await,
+            Ok(true) => self.audit.record(by, "user.delete", Some(target), "ok").await,
             Ok(false) => {
-                self.record_result(by, "user.delete", Some(target), &Err::<(), _>(not_found("user")))
+                self.audit
+                    .record_result(by, "user.delete", Some(target), &Err::<(), _>(not_found("user")))
                     .await
             }
-            Err(_) => self.record_result(by, "user.delete", Some(target), &result).await,
+            Err(_) => self.audit.record_result(by, "user.delete", Some(target), &result).await,
         }
         result
     }
@@ -261,7 +269,7 @@ impl Provider {
             id: kid,
             name: &alg,
         };
-        self.record_result(by, action, Some(target), &result).await;
+        self.audit.record_result(by, action, Some(target), &result).await;
         result
     }
 

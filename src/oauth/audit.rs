@@ -1,14 +1,18 @@
 //! The audit trail: who changed what, from where, and how it ended, plus security events.
 //! Every surface (the console, the admin API, the CLI, the pages, dynamic registration) records
-//! through [`Provider::audit`], so an action is written once whichever surface called it.
+//! through the [`Audit`] service (the front's `audit`), so an action is written once whichever
+//! surface called it.
 //! Entries never hold a secret, token or password: only ids and names.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
-use super::{random_token, Error, Provider};
+use super::{random_token, Durability, Error, Provider};
 use crate::clock::now_ms;
+use crate::config::Config;
 use crate::rate_limit::{Rate, RateLimiter};
-use crate::store::{audit_id, AuditActor, AuditFilter, AuditRecord, ClientRecord, GrantRecord, UserRecord};
+use crate::store::{audit_id, AuditActor, AuditFilter, AuditRecord, AuditStore, ClientRecord, GrantRecord, UserRecord};
 
 /// Who is calling a core function that changes something, and from where: every such function
 /// takes one and records its entry with it.
@@ -241,7 +245,7 @@ pub(super) struct AuthFailureWatch {
 }
 
 impl AuthFailureWatch {
-    pub(super) fn new() -> AuthFailureWatch {
+    fn new() -> AuthFailureWatch {
         AuthFailureWatch {
             failures: RateLimiter::new(Rate::per_minute(AUTH_FAILURE_BURST)),
             reports: RateLimiter::new(Self::ONE_PER_TEN_MINUTES),
@@ -279,7 +283,32 @@ impl AuthFailureWatch {
 /// The most entries one page of the trail may hold.
 pub(crate) const MAX_AUDIT_PAGE: usize = 500;
 
-impl Provider {
+/// The audit trail and the budgets that keep it bounded: every service that changes something
+/// holds a reference to it and records through it.
+pub(crate) struct Audit {
+    store: Arc<dyn AuditStore>,
+    /// Importing the CLI's pending entries must know they are on disk before it empties
+    /// their file.
+    durability: Durability,
+    /// How long entries are kept (`audit_retention`).
+    retention: Duration,
+    /// Changes per ordinary actor ([`Caller::privileged`] ones are not counted).
+    change_rate: RateLimiter,
+    /// Bursts of rejected client authentications.
+    auth_failures: AuthFailureWatch,
+}
+
+impl Audit {
+    pub(super) fn new(store: Arc<dyn AuditStore>, durability: Durability, config: &Config) -> Audit {
+        Audit {
+            store,
+            durability,
+            retention: config.audit_retention,
+            change_rate: RateLimiter::new(config.self_service_changes),
+            auth_failures: AuthFailureWatch::new(),
+        }
+    }
+
     /// Records what `by` did, with `outcome`. A failure to record is logged, not returned: the
     /// change it describes has already happened and must not be reported as failed.
     pub async fn record(&self, by: &Caller, action: &str, target: Option<Target<'_>>, outcome: &str) {
@@ -396,7 +425,7 @@ impl Provider {
                 None => tracing::warn!("skipped a line of the pending audit file that tessera keys did not write"),
             }
         }
-        self.store.durable().await?;
+        self.durability.durable().await?;
         tokio::task::spawn_blocking(move || {
             file.set_len(0)?;
             file.sync_all()
@@ -417,6 +446,26 @@ impl Provider {
         }
     }
 
+    /// Removes entries older than `audit_retention`.
+    pub(super) async fn purge_audit(&self) -> Result<u64, Error> {
+        let cutoff = now_ms() - self.retention.as_millis() as i64;
+        Ok(self.store.purge_audit(cutoff).await?)
+    }
+}
+
+/// What the trail records that needs more than the trail (a grant's name reads its user and
+/// client), and the trail as the front offers it to other crates.
+impl Provider {
+    /// One page of the trail, newest first (`Audit::audit_page`).
+    pub async fn audit_page(
+        &self,
+        filter: &AuditFilter,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<AuditRecord>, Error> {
+        self.audit.audit_page(filter, before, limit).await
+    }
+
     /// A leaked credential was presented (a used code, a spent refresh token) by `client` from
     /// `address`, and `grant` was revoked for it.
     pub(super) async fn record_leak(
@@ -433,12 +482,6 @@ impl Provider {
             id: &grant.grant_id,
             name: &name,
         };
-        self.record(&by, action, Some(target), "grant revoked").await;
-    }
-
-    /// Removes entries older than `audit_retention`.
-    pub(super) async fn purge_audit(&self) -> Result<u64, Error> {
-        let cutoff = now_ms() - self.config.audit_retention.as_millis() as i64;
-        Ok(self.store.purge_audit(cutoff).await?)
+        self.audit.record(&by, action, Some(target), "grant revoked").await;
     }
 }

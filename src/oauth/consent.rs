@@ -101,7 +101,7 @@ impl Provider {
     /// whether anything was approved.
     /// Recorded in the audit trail when there was an approval to withdraw.
     pub async fn withdraw_consent(&self, by: &Caller, user_id: &str, client_id: &str) -> Result<bool, Error> {
-        self.spend_change(by)?;
+        self.audit.spend_change(by)?;
         let known = self.store.get_consent(user_id, client_id).await?.is_some();
         for grant_id in self.store.grant_ids(user_id, client_id).await? {
             self.store.revoke_grant(&grant_id).await?;
@@ -119,7 +119,7 @@ impl Provider {
                 id: client_id,
                 name: &name,
             };
-            self.record(by, "consent.withdraw", Some(target), "ok").await;
+            self.audit.record(by, "consent.withdraw", Some(target), "ok").await;
         }
         Ok(known)
     }

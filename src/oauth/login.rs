@@ -172,7 +172,7 @@ impl Provider {
                         },
                     };
                     let by = Caller::anonymous(from.map(|a| a.to_string()).as_deref());
-                    self.record(&by, "login.lockout", Some(target), "locked").await;
+                    self.audit.record(&by, "login.lockout", Some(target), "locked").await;
                 }
                 self.login_failed(&attempt).await
             }

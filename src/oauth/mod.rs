@@ -51,6 +51,8 @@ use crate::store::{SecretHash, Store};
 /// Everything the protocol needs: storage, keys and the validated configuration.
 pub struct Provider {
     store: Arc<dyn Store>,
+    /// The audit trail, with the budgets that bound it ([`audit::Audit`]).
+    pub(crate) audit: Arc<audit::Audit>,
     pub keys: Arc<Keys>,
     pub config: Config,
     /// The issuer identifier, without a trailing slash.
@@ -81,10 +83,6 @@ pub struct Provider {
     /// DPoP proofs spent per key ([`dpop::PROOFS_PER_KEY`]): what one key holder may add to
     /// the replay memory.
     proof_rate: crate::rate_limit::RateLimiter,
-    /// Bursts of rejected client authentications, for the audit trail.
-    auth_failures: audit::AuthFailureWatch,
-    /// Changes per ordinary actor ([`audit::Caller::privileged`] ones are not counted).
-    change_rate: crate::rate_limit::RateLimiter,
     /// The active-refresh-token gauge, a full scan, taken no more often than it is worth.
     active_refresh_tokens: crate::metrics::CostlyCount,
     /// Server secrets read from the store, by name ([`secrets`]): a handful, read once.
@@ -108,11 +106,13 @@ impl Provider {
         let registration_rate = crate::rate_limit::RateLimiter::new(config.registration.limit_per_address);
         let device_rate = crate::rate_limit::RateLimiter::new(config.device_authorizations_per_address);
         let pushed_rate = crate::rate_limit::RateLimiter::new(config.pushed_requests_per_address);
-        let change_rate = crate::rate_limit::RateLimiter::new(config.self_service_changes);
+        let durability = Durability(store.clone());
+        let audit = Arc::new(audit::Audit::new(store.clone(), durability.clone(), &config));
         let outbound = crate::outbound::Outbound::new(config.outbound.clone());
         let documents = crate::documents::DocumentCache::new(config.outbound.clone(), config.documents.clone());
         Provider {
             store,
+            audit,
             keys,
             config,
             issuer,
@@ -128,8 +128,6 @@ impl Provider {
             pushed_rate,
             pushed_bytes_rate: crate::rate_limit::RateLimiter::new(authorize::pushed::PUSHED_KIB_PER_MINUTE),
             proof_rate: crate::rate_limit::RateLimiter::new(crate::rate_limit::Rate::per_second(dpop::PROOFS_PER_KEY)),
-            auth_failures: audit::AuthFailureWatch::new(),
-            change_rate,
             active_refresh_tokens: Default::default(),
             secrets: Default::default(),
             outbound,
@@ -181,7 +179,8 @@ impl Provider {
             if unused && client.created_at <= unused_cutoff && self.store.delete_client(&client.client_id).await? {
                 unused_clients += 1;
                 let target = audit::Target::client(client);
-                self.record(&audit::Caller::system(), "client.purge_unused", Some(target), "ok")
+                self.audit
+                    .record(&audit::Caller::system(), "client.purge_unused", Some(target), "ok")
                     .await;
             }
         }
@@ -192,7 +191,7 @@ impl Provider {
             .fold(self.config.access_token_ttl.as_secs(), u64::max);
         let mut purged = self.store.purge_expired(now, now - longest as i64).await?;
         purged.clients = unused_clients;
-        purged.audit_entries = self.purge_audit().await?;
+        purged.audit_entries = self.audit.purge_audit().await?;
         Ok(purged)
     }
 
@@ -214,6 +213,19 @@ impl Provider {
 
     fn scope_is_known(&self, token: &str) -> bool {
         token == scope::ADMIN_SCOPE || self.config.scopes.iter().any(|s| s.name == token)
+    }
+}
+
+/// Waiting until earlier writes are on disk ([`Store::durable`]), for services that hand out
+/// what a crash must not forget. Durability is the store's as a whole, not one record kind's,
+/// so this handle holds the whole store, and offers nothing else of it.
+#[derive(Clone)]
+pub(crate) struct Durability(Arc<dyn Store>);
+
+impl Durability {
+    /// Resolves once every write made before the call is durable.
+    pub(crate) fn durable(&self) -> crate::store::Durable {
+        self.0.durable()
     }
 }
 

@@ -248,7 +248,7 @@ impl Provider {
                 name: username,
             },
         };
-        self.record_result(by, "user.create", Some(target), &result).await;
+        self.audit.record_result(by, "user.create", Some(target), &result).await;
         result
     }
 
@@ -330,7 +330,7 @@ impl Provider {
         if !email_changed && profile == user.profile && email_verified == user.email_verified {
             return Ok((user, false));
         }
-        self.spend_change(by)?;
+        self.audit.spend_change(by)?;
         user.updated_at = now();
         user.email_verified = email_verified;
         user.email = email;
@@ -343,7 +343,8 @@ impl Provider {
     /// this: no page a user sees can.
     pub(crate) async fn set_operator(&self, by: &Caller, user_id: &str, operator: bool) -> Result<UserRecord, Error> {
         if !operator {
-            self.refuse_own_account(by, user_id, "take the operator role from")?;
+            self.audit
+                .refuse_own_account(by, user_id, "take the operator role from")?;
         }
         let result = async {
             let mut user = self.existing_user(user_id).await?;
@@ -386,7 +387,7 @@ impl Provider {
             id: user_id,
             name: &name,
         };
-        self.record_result(by, action, Some(target), result).await;
+        self.audit.record_result(by, action, Some(target), result).await;
     }
 
     /// Disables an account or enables it again. Disabling ends every session the user has and
@@ -394,7 +395,7 @@ impl Provider {
     /// user and how many grants were revoked.
     pub async fn set_disabled(&self, by: &Caller, user_id: &str, disabled: bool) -> Result<(UserRecord, usize), Error> {
         if disabled {
-            self.refuse_own_account(by, user_id, "disable")?;
+            self.audit.refuse_own_account(by, user_id, "disable")?;
         }
         let result = async {
             let mut user = self.existing_user(user_id).await?;

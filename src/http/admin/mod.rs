@@ -344,7 +344,7 @@ impl AdminApi {
                 since_ms: since.0.map(|s| s.saturating_mul(1000)),
                 until_ms: until.0.map(|s| s.saturating_mul(1000)),
             };
-            let entries = provider.audit_page(&filter, cursor.0.as_deref(), limit).await?;
+            let entries = provider.audit.audit_page(&filter, cursor.0.as_deref(), limit).await?;
             let next_cursor = (entries.len() == limit)
                 .then(|| entries.last().map(|e| e.id.clone()))
                 .flatten();

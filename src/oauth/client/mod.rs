@@ -79,7 +79,7 @@ impl Provider {
         new: NewClient,
         finish: impl FnOnce(&mut ClientRecord),
     ) -> Result<(ClientRecord, Option<String>), Error> {
-        self.spend_change(by)?;
+        self.audit.spend_change(by)?;
         let name = new.name.trim().to_string();
         let result = self.store_new_client(new, finish).await;
         let target = match &result {
@@ -90,7 +90,9 @@ impl Provider {
                 name: &name,
             },
         };
-        self.record_result(by, "client.create", Some(target), &result).await;
+        self.audit
+            .record_result(by, "client.create", Some(target), &result)
+            .await;
         result
     }
 
@@ -312,7 +314,7 @@ impl Provider {
         new: NewClient,
         finish: impl FnOnce(&mut ClientRecord),
     ) -> Result<ClientRecord, Error> {
-        self.spend_change(by)?;
+        self.audit.spend_change(by)?;
         let name = new.name.trim().to_string();
         let result = self.store_client_update(client_id, new, finish).await;
         let target = match &result {
@@ -323,7 +325,9 @@ impl Provider {
                 name: &name,
             },
         };
-        self.record_result(by, "client.update", Some(target), &result).await;
+        self.audit
+            .record_result(by, "client.update", Some(target), &result)
+            .await;
         result
     }
 
@@ -383,7 +387,8 @@ impl Provider {
                 if self.store.update_client(&client).await? {
                     changed += 1;
                     let target = Target::client(&client);
-                    self.record(&Caller::system(), "client.clear_skip_consent", Some(target), "ok")
+                    self.audit
+                        .record(&Caller::system(), "client.clear_skip_consent", Some(target), "ok")
                         .await;
                 }
             }
@@ -400,7 +405,7 @@ impl Provider {
 
     /// Replaces a confidential client's secret; the old one stops working at once.
     pub async fn rotate_client_secret(&self, by: &Caller, client_id: &str) -> Result<String, Error> {
-        self.spend_change(by)?;
+        self.audit.spend_change(by)?;
         let mut name = String::new();
         let result = async {
             let mut client = self
@@ -425,7 +430,8 @@ impl Provider {
             id: client_id,
             name: &name,
         };
-        self.record_result(by, "client.rotate_secret", Some(target), &result)
+        self.audit
+            .record_result(by, "client.rotate_secret", Some(target), &result)
             .await;
         result
     }
@@ -441,7 +447,9 @@ impl Provider {
         let checked = self.check_client_credentials(&client, credentials).await;
         if let Err(e) = &checked {
             if e.code == ErrorCode::InvalidClient {
-                self.client_auth_rejected(&client, credentials.address.as_deref()).await;
+                self.audit
+                    .client_auth_rejected(&client, credentials.address.as_deref())
+                    .await;
             }
         }
         checked.map(|()| client)

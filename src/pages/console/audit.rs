@@ -72,7 +72,11 @@ pub(super) async fn list(req: &Request, provider: Data<&Arc<Provider>>, template
         until_ms: until,
     };
     let before = text("before");
-    let entries = match provider.audit_page(&filter, before.as_deref(), AUDIT_PAGE + 1).await {
+    let entries = match provider
+        .audit
+        .audit_page(&filter, before.as_deref(), AUDIT_PAGE + 1)
+        .await
+    {
         Ok(entries) => entries,
         Err(e) => return error_page(templates, &e),
     };
