@@ -735,6 +735,7 @@ fn read_password(from_stdin: bool) -> anyhow::Result<String> {
 
 async fn find_user(provider: &Provider, username: &str) -> anyhow::Result<UserRecord> {
     provider
+        .accounts
         .find_user_by_name(username)
         .await?
         .with_context(|| format!("no user {username}"))
@@ -790,11 +791,13 @@ async fn user_command(config: &Config, cmd: &UserCommand) -> anyhow::Result<()> 
         } => {
             let password = read_password(*password_stdin)?;
             let mut user = provider
+                .accounts
                 .create_user(&by, username, &password, email.clone())
                 .await
                 .map_err(|e| anyhow::anyhow!(e.description))?;
             if *operator {
                 user = provider
+                    .accounts
                     .set_operator(&by, &user.user_id, true)
                     .await
                     .map_err(|e| anyhow::anyhow!(e.description))?;
@@ -805,6 +808,7 @@ async fn user_command(config: &Config, cmd: &UserCommand) -> anyhow::Result<()> 
         UserCommand::SetOperator { username, on, .. } => {
             let user = find_user(&provider, username).await?;
             provider
+                .accounts
                 .set_operator(&by, &user.user_id, *on)
                 .await
                 .map_err(|e| anyhow::anyhow!(e.description))?;
@@ -817,6 +821,7 @@ async fn user_command(config: &Config, cmd: &UserCommand) -> anyhow::Result<()> 
             let disable = matches!(cmd, UserCommand::Disable { .. });
             let user = find_user(&provider, username).await?;
             let (_, revoked) = provider
+                .accounts
                 .set_disabled(&by, &user.user_id, disable)
                 .await
                 .map_err(|e| anyhow::anyhow!(e.description))?;
@@ -826,7 +831,7 @@ async fn user_command(config: &Config, cmd: &UserCommand) -> anyhow::Result<()> 
             }
         }
         UserCommand::List => {
-            for user in provider.list_users().await? {
+            for user in provider.accounts.list_users().await? {
                 println!(
                     "{}  {}  {}",
                     user.user_id,
@@ -851,12 +856,14 @@ async fn user_command(config: &Config, cmd: &UserCommand) -> anyhow::Result<()> 
             let password = read_password(*password_stdin)?;
             let user = find_user(&provider, username).await?;
             provider
+                .accounts
                 .set_password(&by, &user.user_id, &password)
                 .await
                 .map_err(|e| anyhow::anyhow!(e.description))?;
             println!("password changed for {username}; their sessions are ended");
             if *revoke_grants {
                 let revoked = provider
+                    .accounts
                     .revoke_user_grants(&by, &user.user_id)
                     .await
                     .map_err(|e| anyhow::anyhow!(e.description))?;
@@ -877,6 +884,7 @@ async fn user_command(config: &Config, cmd: &UserCommand) -> anyhow::Result<()> 
             fields.apply(&mut edit);
             edit.email_verified = *email_verified;
             let user = provider
+                .accounts
                 .update_profile(&by, &user.user_id, edit)
                 .await
                 .map_err(|e| anyhow::anyhow!(e.description))?;

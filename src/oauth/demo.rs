@@ -66,6 +66,7 @@ impl Provider {
             .await?;
         let password = random_token(12);
         let user = self
+            .accounts
             .create_user(&Caller::system(), DEMO_USERNAME, &password, None)
             .await?;
         Ok(Some(Demo {

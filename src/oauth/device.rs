@@ -101,7 +101,7 @@ impl Provider {
     /// A user code as the store indexes it: HMAC-SHA256 under a server secret (sealed in
     /// cluster mode), never a plain hash.
     async fn user_code_hash(&self, user_code: &str) -> Result<SecretHash, Error> {
-        let tag = ring::hmac::sign(&self.hmac_key(USER_CODE_SECRET).await?, user_code.as_bytes());
+        let tag = ring::hmac::sign(&self.secrets.hmac_key(USER_CODE_SECRET).await?, user_code.as_bytes());
         let mut hash = [0u8; 32];
         hash.copy_from_slice(tag.as_ref());
         Ok(hash)

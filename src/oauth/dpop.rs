@@ -223,7 +223,7 @@ impl Provider {
 
     /// The nonce key: one server secret shared by every node, made on first use.
     async fn nonce_key(&self) -> Result<hmac::Key, Error> {
-        self.hmac_key(NONCE_SECRET).await
+        self.secrets.hmac_key(NONCE_SECRET).await
     }
 }
 

@@ -1,5 +1,5 @@
 //! Signing in: the steps from a submitted login form to a session. The pages only render what
-//! [`Provider::sign_in`] decides: whether the form is ours (CSRF), the login throttle (lockout
+//! [`Accounts::sign_in`] decides: whether the form is ours (CSRF), the login throttle (lockout
 //! per username and per address, the known-device exemption), the password check, a disabled
 //! account, the fresh session and the device cookie. A second factor or a passkey is one more
 //! [`LoginStep`] here, not page code.
@@ -10,7 +10,8 @@ use std::time::Duration;
 use super::audit::{Caller, Target};
 use super::session::{DeviceCookie, Session};
 use super::user::validate_username;
-use super::{Error, ErrorCode, Provider};
+use super::user::Accounts;
+use super::{Error, ErrorCode};
 use crate::store::UserRecord;
 
 /// A submitted login form, with what the browser sent beside it.
@@ -67,7 +68,7 @@ enum Refused {
 /// How long a login waits for a free password-check place before it is told to come back.
 const PASSWORD_CHECK_WAIT: Duration = Duration::from_secs(2);
 
-impl Provider {
+impl Accounts {
     /// Takes a submitted login form through every step: the form must be ours (else
     /// `access_denied`), then the throttled password check, then a fresh session (the old one is
     /// dropped: session fixation) and a device cookie.
@@ -133,7 +134,7 @@ impl Provider {
             known_device,
         };
         let failed = |e: crate::store::StoreError| Refused::Error(e.into());
-        let store = self.store.as_ref();
+        let store = self.counters.as_ref();
         let locks_out = self
             .login_throttle
             .begin(store, &attempt)
@@ -160,7 +161,7 @@ impl Provider {
                 if locks_out {
                     // Named only if someone has that name: what was typed may be a password.
                     let user = match validate_username(username) {
-                        Ok(()) => self.store.get_user_by_name(username).await.ok().flatten(),
+                        Ok(()) => self.users.get_user_by_name(username).await.ok().flatten(),
                         Err(_) => None,
                     };
                     let target = match &user {
@@ -185,7 +186,7 @@ impl Provider {
         let failed = |e: crate::store::StoreError| Refused::Error(e.into());
         match self
             .login_throttle
-            .retry_after(self.store.as_ref(), attempt)
+            .retry_after(self.counters.as_ref(), attempt)
             .await
             .map_err(failed)?
         {

@@ -53,18 +53,18 @@ pub struct Provider {
     store: Arc<dyn Store>,
     /// The audit trail, with the budgets that bound it ([`audit::Audit`]).
     pub(crate) audit: Arc<audit::Audit>,
+    /// The server secrets ([`secrets::Secrets`]).
+    pub(crate) secrets: Arc<secrets::Secrets>,
+    /// Users, browser sessions and signing in ([`user::Accounts`]).
+    pub(crate) accounts: user::Accounts,
     pub keys: Arc<Keys>,
     pub config: Config,
     /// The issuer identifier, without a trailing slash.
     pub issuer: String,
     /// The `aud` of access tokens when no `resource` is asked for.
     pub default_audience: String,
-    /// Failed-login counts, per username and per client address.
-    pub login_throttle: throttle::LoginThrottle,
     /// Wrong device user codes, per user and per client address (RFC 8628 §5.1).
     pub user_code_throttle: throttle::UserCodeThrottle,
-    /// Places for password checks (Argon2id takes 19 MiB each): what bounds login memory.
-    password_checks: Arc<tokio::sync::Semaphore>,
     /// Counters for `/metrics`.
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Requests per authenticated client at the token and introspection endpoints.
@@ -85,14 +85,10 @@ pub struct Provider {
     proof_rate: crate::rate_limit::RateLimiter,
     /// The active-refresh-token gauge, a full scan, taken no more often than it is worth.
     active_refresh_tokens: crate::metrics::CostlyCount,
-    /// Server secrets read from the store, by name ([`secrets`]): a handful, read once.
-    secrets: std::sync::Mutex<std::collections::HashMap<&'static str, [u8; 32]>>,
     /// Requests to URLs chosen by others (the playground's API calls).
     pub outbound: crate::outbound::Outbound,
     /// Documents clients publish (their metadata, their keys), fetched safely and cached.
     pub documents: crate::documents::DocumentCache,
-    /// In cluster mode, the key-encryption key that seals server secrets in the database.
-    secret_seal: Option<Arc<crate::keys::database::KeyEncryptionKey>>,
 }
 
 impl Provider {
@@ -100,26 +96,26 @@ impl Provider {
         let issuer = issuer.trim_end_matches('/').to_string();
         let default_audience = config.default_audience.clone().unwrap_or_else(|| issuer.clone());
         let (client_rate, address_rate) = (config.rate_limit_per_client, config.rate_limit_per_address);
-        let login_throttle = throttle::LoginThrottle::new(config.login_throttle);
         let user_code_throttle = throttle::UserCodeThrottle::new(config.login_throttle);
-        let checks = config.max_parallel_password_checks.max(1);
         let registration_rate = crate::rate_limit::RateLimiter::new(config.registration.limit_per_address);
         let device_rate = crate::rate_limit::RateLimiter::new(config.device_authorizations_per_address);
         let pushed_rate = crate::rate_limit::RateLimiter::new(config.pushed_requests_per_address);
         let durability = Durability(store.clone());
         let audit = Arc::new(audit::Audit::new(store.clone(), durability.clone(), &config));
+        let secrets = Arc::new(secrets::Secrets::new(store.clone()));
+        let accounts = user::Accounts::new(&store, &durability, &secrets, &audit, &config);
         let outbound = crate::outbound::Outbound::new(config.outbound.clone());
         let documents = crate::documents::DocumentCache::new(config.outbound.clone(), config.documents.clone());
         Provider {
             store,
             audit,
+            secrets,
+            accounts,
             keys,
             config,
             issuer,
             default_audience,
-            login_throttle,
             user_code_throttle,
-            password_checks: Arc::new(tokio::sync::Semaphore::new(checks)),
             metrics: Arc::new(crate::metrics::Metrics::new()),
             client_rate: crate::rate_limit::RateLimiter::new(client_rate),
             address_rate: crate::rate_limit::RateLimiter::new(address_rate),
@@ -129,20 +125,16 @@ impl Provider {
             pushed_bytes_rate: crate::rate_limit::RateLimiter::new(authorize::pushed::PUSHED_KIB_PER_MINUTE),
             proof_rate: crate::rate_limit::RateLimiter::new(crate::rate_limit::Rate::per_second(dpop::PROOFS_PER_KEY)),
             active_refresh_tokens: Default::default(),
-            secrets: Default::default(),
             outbound,
             documents,
-            secret_seal: None,
         }
     }
 
     /// The same provider, keeping its server secrets sealed under `kek` in the store (cluster
     /// mode: see [`secrets`]).
     pub(crate) fn with_sealed_secrets(self, kek: crate::keys::database::KeyEncryptionKey) -> Provider {
-        Provider {
-            secret_seal: Some(Arc::new(kek)),
-            ..self
-        }
+        self.secrets.seal_with(kek);
+        self
     }
 
     /// An absolute URL on this server.

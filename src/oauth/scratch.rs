@@ -17,7 +17,7 @@ const SEALING_SECRET: &str = "scratch-aead";
 impl Provider {
     /// The sealing key: one server secret shared by every node, made on first use.
     async fn sealing_key(&self) -> Result<LessSafeKey, Error> {
-        let secret = self.server_secret(SEALING_SECRET).await?;
+        let secret = self.secrets.server_secret(SEALING_SECRET).await?;
         let key = UnboundKey::new(&AES_256_GCM, &secret).map_err(|_| Error::server_error("bad sealing key"))?;
         Ok(LessSafeKey::new(key))
     }

@@ -5,32 +5,60 @@
 //! pushed requests or playground state, nor forge cookies. The embedded store keeps them in
 //! the data folder, which only the server's account can read.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
 use ring::rand::{SecureRandom, SystemRandom};
 
-use super::{Error, Provider};
+use super::Error;
+use crate::keys::database::KeyEncryptionKey;
+use crate::store::Store;
 
 /// A server secret's length.
 const SECRET_BYTES: usize = 32;
 
-impl Provider {
+/// The server secrets, shared by the services that sign or seal with one (sessions, device
+/// user codes, DPoP nonces, the scratch space).
+pub(crate) struct Secrets {
+    /// The whole store: server secrets are kept beside the records, not in any one record
+    /// kind's trait ([`Store::server_secret`]).
+    store: Arc<dyn Store>,
+    /// The secrets read so far, by name: a handful, read once.
+    cache: Mutex<HashMap<&'static str, [u8; SECRET_BYTES]>>,
+    /// In cluster mode, the key-encryption key that seals them in the database; set once at
+    /// startup, before any secret is read.
+    seal: OnceLock<KeyEncryptionKey>,
+}
+
+impl Secrets {
+    pub(super) fn new(store: Arc<dyn Store>) -> Secrets {
+        Secrets {
+            store,
+            cache: Mutex::default(),
+            seal: OnceLock::new(),
+        }
+    }
+
+    /// Seals the secrets under `kek` from now on (cluster mode).
+    pub(super) fn seal_with(&self, kek: KeyEncryptionKey) {
+        if self.seal.set(kek).is_err() {
+            tracing::warn!("the server secrets' sealing key was set twice; the first one is kept");
+        }
+    }
+
     /// The server secret named `name`, made (and stored) on first use by whichever node asks
     /// first, and read from the store once per process. In cluster mode a secret an earlier
     /// version stored in the clear is replaced by a new sealed one: it was readable by anyone
     /// who could read the database, so it is not kept (what it protected is short-lived:
     /// pending requests, form and device cookies, device user codes).
     pub(crate) async fn server_secret(&self, name: &'static str) -> Result<[u8; SECRET_BYTES], Error> {
-        let cached = self
-            .secrets
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(name)
-            .copied();
+        let cached = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(name).copied();
         if let Some(secret) = cached {
             return Ok(secret);
         }
         let secret = self.read_server_secret(name).await?;
         Ok(*self
-            .secrets
+            .cache
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .entry(name)
@@ -50,7 +78,7 @@ impl Provider {
         SystemRandom::new()
             .fill(&mut candidate)
             .map_err(|_| Error::server_error("the system random number generator failed"))?;
-        let Some(kek) = &self.secret_seal else {
+        let Some(kek) = self.seal.get() else {
             let stored = self.store.server_secret(name, &candidate).await?;
             return as_secret(name, &stored);
         };

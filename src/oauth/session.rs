@@ -11,7 +11,7 @@
 //! the login throttle lets it past the per-username slowdown, so a password-guessing botnet
 //! cannot keep the owner out of their account (see [`super::throttle`]).
 //!
-//! Both cookies are [signed values](Provider::sign_value): `{expires_at}.{payload}.{mac}`, the
+//! Both cookies are [signed values](Accounts::sign_value): `{expires_at}.{payload}.{mac}`, the
 //! MAC over a purpose, the expiry and the payload, with one server secret kept in the store (so
 //! every node shares it), so one purpose's value never passes for another's.
 
@@ -20,7 +20,8 @@ use base64::Engine;
 use ring::hmac;
 use subtle::ConstantTimeEq;
 
-use super::{now, random_token, secret_hash, Error, Provider};
+use super::user::Accounts;
+use super::{now, random_token, secret_hash, Error};
 use crate::store::{SessionRecord, UserRecord};
 
 /// How long a login form may be left open before submitting it.
@@ -79,21 +80,21 @@ impl Session {
     }
 }
 
-impl Provider {
+impl Accounts {
     /// The live session for a cookie value, if it exists, has not expired, and its user still
     /// exists and has not changed their password since (review finding 12): otherwise it is
     /// over, removed, and reads as no session.
     pub async fn session(&self, cookie: Option<&str>) -> Result<Option<Session>, Error> {
         let Some(id) = cookie else { return Ok(None) };
         let hash = secret_hash(id);
-        let Some(record) = self.store.get_session(&hash).await? else {
+        let Some(record) = self.sessions.get_session(&hash).await? else {
             return Ok(None);
         };
         if record.expires_at <= now() {
             return Ok(None);
         }
         let user = match &record.user_id {
-            Some(user_id) => self.store.get_user(user_id).await?,
+            Some(user_id) => self.users.get_user(user_id).await?,
             // An anonymous session left by an earlier version: nothing to keep.
             None => None,
         };
@@ -104,7 +105,7 @@ impl Provider {
                 user,
             })),
             _ => {
-                self.store.delete_session(&hash).await?;
+                self.sessions.delete_session(&hash).await?;
                 Ok(None)
             }
         }
@@ -113,7 +114,7 @@ impl Provider {
     /// The key that signs cookie values: one server secret shared by every node, made on
     /// first use.
     async fn cookie_key(&self) -> Result<hmac::Key, Error> {
-        self.hmac_key(COOKIE_SECRET).await
+        self.secrets.hmac_key(COOKIE_SECRET).await
     }
 
     /// A value for the browser to hand back: `payload` (base64url, no dots) signed for
@@ -124,7 +125,7 @@ impl Provider {
         Ok(format!("{signed}.{}", URL_SAFE_NO_PAD.encode(mac.as_ref())))
     }
 
-    /// The payload of a value [`Provider::sign_value`] made for `purpose`, if its signature
+    /// The payload of a value [`Accounts::sign_value`] made for `purpose`, if its signature
     /// checks and it has not expired.
     async fn signed_payload<'a>(&self, purpose: &str, value: &'a str) -> Result<Option<&'a str>, Error> {
         let Some((signed, mac)) = value.rsplit_once('.') else {
@@ -176,7 +177,7 @@ impl Provider {
         let Some(payload) = self.signed_payload(DEVICE, cookie).await? else {
             return Ok(false);
         };
-        let Some(user) = self.store.get_user_by_name(username).await? else {
+        let Some(user) = self.users.get_user_by_name(username).await? else {
             return Ok(false);
         };
         Ok(bool::from(payload.as_bytes().ct_eq(device_payload(&user).as_bytes())))
@@ -186,13 +187,13 @@ impl Provider {
     /// planted before login is worthless afterwards (session fixation).
     pub async fn log_in(&self, old: Option<&Session>, user: &UserRecord) -> Result<Session, Error> {
         if let Some(old) = old {
-            self.store.delete_session(&secret_hash(&old.id)).await?;
+            self.sessions.delete_session(&secret_hash(&old.id)).await?;
         }
         self.new_session(user, now()).await
     }
 
     pub async fn log_out(&self, session: &Session) -> Result<(), Error> {
-        Ok(self.store.delete_session(&secret_hash(&session.id)).await?)
+        Ok(self.sessions.delete_session(&secret_hash(&session.id)).await?)
     }
 
     async fn new_session(&self, user: &UserRecord, auth_time: i64) -> Result<Session, Error> {
@@ -202,9 +203,9 @@ impl Provider {
             user_epoch: user.session_epoch,
             csrf_token: random_token(32),
             auth_time: Some(auth_time),
-            expires_at: now() + self.config.session_ttl.as_secs() as i64,
+            expires_at: now() + self.session_ttl.as_secs() as i64,
         };
-        self.store.put_session(&secret_hash(&id), &record).await?;
+        self.sessions.put_session(&secret_hash(&id), &record).await?;
         Ok(Session {
             id,
             record,

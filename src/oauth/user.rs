@@ -1,11 +1,92 @@
-//! Users: creation, password hashing with Argon2id, and password checks for login.
+//! Users: creation, password hashing with Argon2id, and password checks for login; and
+//! [`Accounts`], the service that owns users, browser sessions ([`super::session`]) and
+//! signing in ([`super::login`]).
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
 
-use super::audit::{Caller, Target};
-use super::{now, Error, Provider};
-use crate::store::{StoreError, UserProfile, UserRecord};
+use super::audit::{Audit, Caller, Target};
+use super::secrets::Secrets;
+use super::throttle::LoginThrottle;
+use super::{now, Durability, Error, Provider};
+use crate::config::Config;
+use crate::store::{EphemeralStore, GrantStore, SessionStore, Store, StoreError, UserProfile, UserRecord, UserStore};
+
+/// Accounts: users, their browser sessions and signing in, with the login throttle and the
+/// password-check places. Its fields are the `oauth` module's, so that `session.rs` and
+/// `login.rs` beside this file can hold their parts of it.
+pub(crate) struct Accounts {
+    pub(super) users: Arc<dyn UserStore>,
+    pub(super) sessions: Arc<dyn SessionStore>,
+    /// The login throttle's shared counters.
+    pub(super) counters: Arc<dyn EphemeralStore>,
+    /// Disabling a user revokes the grants they gave.
+    pub(super) grants: Arc<dyn GrantStore>,
+    pub(super) durability: Durability,
+    /// Cookie values are signed with a server secret.
+    pub(super) secrets: Arc<Secrets>,
+    pub(super) audit: Arc<Audit>,
+    pub(super) session_ttl: Duration,
+    /// Failed-login counts, per username and per client address.
+    pub(super) login_throttle: LoginThrottle,
+    /// Places for password checks (Argon2id takes 19 MiB each): what bounds login memory.
+    pub(super) password_checks: Arc<tokio::sync::Semaphore>,
+}
+
+impl Accounts {
+    pub(super) fn new(
+        store: &Arc<dyn Store>,
+        durability: &Durability,
+        secrets: &Arc<Secrets>,
+        audit: &Arc<Audit>,
+        config: &Config,
+    ) -> Accounts {
+        Accounts {
+            users: store.clone(),
+            sessions: store.clone(),
+            counters: store.clone(),
+            grants: store.clone(),
+            durability: durability.clone(),
+            secrets: secrets.clone(),
+            audit: audit.clone(),
+            session_ttl: config.session_ttl,
+            login_throttle: LoginThrottle::new(config.login_throttle),
+            password_checks: Arc::new(tokio::sync::Semaphore::new(config.max_parallel_password_checks.max(1))),
+        }
+    }
+}
+
+/// Accounts as the front offers them to other crates (the tests seed users with these).
+impl Provider {
+    /// Creates a user (`Accounts::create_user`).
+    pub async fn create_user(
+        &self,
+        by: &Caller,
+        username: &str,
+        password: &str,
+        email: Option<String>,
+    ) -> Result<UserRecord, Error> {
+        self.accounts.create_user(by, username, password, email).await
+    }
+
+    /// Changes a user's email and profile claims (`Accounts::update_profile`).
+    pub async fn update_profile(&self, by: &Caller, user_id: &str, edit: ProfileEdit) -> Result<UserRecord, Error> {
+        self.accounts.update_profile(by, user_id, edit).await
+    }
+
+    /// Sets a user's password (`Accounts::set_password`).
+    pub async fn set_password(&self, by: &Caller, user_id: &str, password: &str) -> Result<(), Error> {
+        self.accounts.set_password(by, user_id, password).await
+    }
+
+    /// The user if the password is right (`Accounts::check_password`).
+    pub async fn check_password(&self, username: &str, password: &str) -> Result<Option<UserRecord>, Error> {
+        self.accounts.check_password(username, password).await
+    }
+}
 
 /// Hashes a password with Argon2id and the crate's default (OWASP-recommended) parameters.
 pub fn hash_password(password: &str) -> Result<String, Error> {
@@ -214,7 +295,7 @@ fn validated_profile(profile: &UserProfile) -> Result<UserProfile, Error> {
     Ok(profile)
 }
 
-impl Provider {
+impl Accounts {
     /// Creates a user; fails with `invalid_request` when the username is taken or invalid.
     pub async fn create_user(
         &self,
@@ -275,7 +356,7 @@ impl Provider {
             operator: false,
             disabled: false,
         };
-        match self.store.insert_user(&user).await {
+        match self.users.insert_user(&user).await {
             Err(StoreError::Conflict(_)) => Err(Error::new(
                 super::ErrorCode::Conflict,
                 format!("username {username:?} is taken"),
@@ -286,17 +367,17 @@ impl Provider {
 
     /// The user with this id, if any.
     pub(crate) async fn find_user(&self, user_id: &str) -> Result<Option<UserRecord>, Error> {
-        Ok(self.store.get_user(user_id).await?)
+        Ok(self.users.get_user(user_id).await?)
     }
 
     /// Every user, ordered by username (a full scan: for the CLI, not for requests).
     pub async fn list_users(&self) -> Result<Vec<UserRecord>, Error> {
-        Ok(self.store.list_users().await?)
+        Ok(self.users.list_users().await?)
     }
 
     /// The user with this username, if any.
     pub(crate) async fn find_user_by_name(&self, username: &str) -> Result<Option<UserRecord>, Error> {
-        Ok(self.store.get_user_by_name(username).await?)
+        Ok(self.users.get_user_by_name(username).await?)
     }
 
     /// Changes a user's email and profile claims. A new email address is unverified unless
@@ -313,7 +394,7 @@ impl Provider {
     /// Stores the edited profile if it differs; returns the user and whether it did.
     async fn store_profile(&self, by: &Caller, user_id: &str, edit: ProfileEdit) -> Result<(UserRecord, bool), Error> {
         let mut user = self
-            .store
+            .users
             .get_user(user_id)
             .await?
             .ok_or_else(|| super::admin::not_found("user"))?;
@@ -335,7 +416,7 @@ impl Provider {
         user.email_verified = email_verified;
         user.email = email;
         user.profile = profile;
-        self.store.update_user(&user).await?;
+        self.users.update_user(&user).await?;
         Ok((user, true))
     }
 
@@ -351,7 +432,7 @@ impl Provider {
             let changed = user.operator != operator;
             if changed {
                 user.operator = operator;
-                self.store.update_user(&user).await?;
+                self.users.update_user(&user).await?;
             }
             Ok((user, changed))
         }
@@ -370,7 +451,7 @@ impl Provider {
     }
 
     async fn existing_user(&self, user_id: &str) -> Result<UserRecord, Error> {
-        self.store
+        self.users
             .get_user(user_id)
             .await?
             .ok_or_else(|| super::admin::not_found("user"))
@@ -378,7 +459,7 @@ impl Provider {
 
     /// Records what happened to a user, named by their username when they exist.
     async fn record_user_result<T>(&self, by: &Caller, action: &str, user_id: &str, result: &Result<T, Error>) {
-        let name = match self.store.get_user(user_id).await {
+        let name = match self.users.get_user(user_id).await {
             Ok(Some(user)) => user.username,
             _ => String::new(),
         };
@@ -405,7 +486,7 @@ impl Provider {
                 if disabled {
                     user.session_epoch += 1;
                 }
-                self.store.update_user(&user).await?;
+                self.users.update_user(&user).await?;
             }
             // Also when it was disabled already: nothing it holds may outlive the decision.
             let revoked = match disabled {
@@ -433,7 +514,7 @@ impl Provider {
             user.password_hash = hash_password_off_workers(password).await?;
             // Every session opened with the old password ends (review finding 12).
             user.session_epoch += 1;
-            Ok(self.store.update_user(&user).await?)
+            Ok(self.users.update_user(&user).await?)
         }
         .await;
         self.record_user_result(by, "user.set_password", user_id, &result).await;
@@ -452,12 +533,12 @@ impl Provider {
 
     async fn revoke_grants_of(&self, user_id: &str) -> Result<usize, Error> {
         let mut revoked = 0;
-        for grant in self.store.list_grants(Some(user_id), None).await? {
-            if !grant.revoked && self.store.revoke_grant(&grant.grant_id).await? {
+        for grant in self.grants.list_grants(Some(user_id), None).await? {
+            if !grant.revoked && self.grants.revoke_grant(&grant.grant_id).await? {
                 revoked += 1;
             }
         }
-        self.store.durable().await?;
+        self.durability.durable().await?;
         Ok(revoked)
     }
 
@@ -467,7 +548,7 @@ impl Provider {
         // A name no user could have (a NUL, say, which PostgreSQL refuses) is nobody's, at
         // the same cost.
         let user = match validate_username(username) {
-            Ok(()) => self.store.get_user_by_name(username).await?,
+            Ok(()) => self.users.get_user_by_name(username).await?,
             Err(_) => None,
         };
         let phc = user.as_ref().map_or(DUMMY_PASSWORD_HASH, |u| u.password_hash.as_str());

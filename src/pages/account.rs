@@ -113,6 +113,7 @@ pub async fn save_profile(
     };
     let csrf = &visitor.record.csrf_token;
     match provider
+        .accounts
         .update_profile(&caller(&visitor, req), &visitor.user.user_id, edit.clone())
         .await
     {
@@ -144,7 +145,7 @@ fn clear_cookie(provider: &Provider, response: &mut Response) {
 async fn finish_logout(provider: &Provider, templates: &Templates, req: &Request, request: &LogoutRequest) -> Response {
     let ended_session = match current_session(provider, req).await {
         Ok(Some(session)) => {
-            if let Err(e) = provider.log_out(&session).await {
+            if let Err(e) = provider.accounts.log_out(&session).await {
                 return error_page(templates, &e);
             }
             true

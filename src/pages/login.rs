@@ -90,7 +90,7 @@ pub(super) async fn login_form(
     let login_hint = login_hint.as_str();
     match current_session(provider, req).await {
         Ok(Some(session)) => login_page(templates, StatusCode::OK, session.csrf_token(), next, login_hint, None),
-        Ok(None) => match provider.new_login_form().await {
+        Ok(None) => match provider.accounts.new_login_form().await {
             Ok(form) => {
                 let mut response = login_page(templates, StatusCode::OK, &form.csrf_token, next, login_hint, None);
                 let max_age = crate::oauth::session::LOGIN_FORM_TTL_SECS as u64;
@@ -135,7 +135,7 @@ pub(super) async fn login(
         device_cookie: device_cookie.as_deref(),
         address: ClientAddress::of(req).ip(),
     };
-    let signed_in = match provider.sign_in(&attempt).await {
+    let signed_in = match provider.accounts.sign_in(&attempt).await {
         Ok(LoginStep::Done(signed_in)) => signed_in,
         Ok(LoginStep::Show(refusal)) => {
             let (status, message) = match refusal {

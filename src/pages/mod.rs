@@ -320,7 +320,10 @@ impl Cookie {
 
 /// The browser's logged-in session, if it has a live one.
 async fn current_session(provider: &Provider, req: &Request) -> Result<Option<Session>, Error> {
-    provider.session(Cookie::Session.read(provider, req).as_deref()).await
+    provider
+        .accounts
+        .session(Cookie::Session.read(provider, req).as_deref())
+        .await
 }
 
 /// The query string's parameters.

@@ -219,13 +219,14 @@ impl AdminApi {
         edit.email_verified = profile.email_verified;
         let result = async {
             let mut user = provider
+                .accounts
                 .create_user_with_profile(&auth.0, &username, &password, edit)
                 .await?;
             if profile.operator == Some(true) {
-                user = provider.set_operator(&auth.0, &user.user_id, true).await?;
+                user = provider.accounts.set_operator(&auth.0, &user.user_id, true).await?;
             }
             if profile.disabled == Some(true) {
-                user = provider.set_disabled(&auth.0, &user.user_id, true).await?.0;
+                user = provider.accounts.set_disabled(&auth.0, &user.user_id, true).await?.0;
             }
             Ok(user)
         };
@@ -240,7 +241,7 @@ impl AdminApi {
         #[oai(scope = "AdminScopes::Admin")] _auth: AdminToken,
         user_id: Path<String>,
     ) -> AdminResponse<User> {
-        let user = provider.find_user(&user_id.0).await;
+        let user = provider.accounts.find_user(&user_id.0).await;
         AdminResponse::of(user.and_then(|u| u.map(User::from).ok_or_else(|| not_found("user"))))
     }
 
@@ -256,20 +257,28 @@ impl AdminApi {
         body: Json<UserChanges>,
     ) -> AdminResponse<User> {
         let result = async {
-            let user = provider.find_user(&user_id.0).await?.ok_or_else(|| not_found("user"))?;
+            let user = provider
+                .accounts
+                .find_user(&user_id.0)
+                .await?
+                .ok_or_else(|| not_found("user"))?;
             let mut edit = ProfileEdit::of(&user);
             body.0.profile_changes().apply(&mut edit);
             edit.email_verified = body.0.email_verified;
             // Only a change is recorded: a PATCH of `disabled` alone is one entry, not two.
             let mut user = match edit == ProfileEdit::of(&user) {
                 true => user,
-                false => provider.update_profile(&auth.0, &user.user_id, edit).await?,
+                false => provider.accounts.update_profile(&auth.0, &user.user_id, edit).await?,
             };
             if let Some(operator) = body.0.operator {
-                user = provider.set_operator(&auth.0, &user.user_id, operator).await?;
+                user = provider.accounts.set_operator(&auth.0, &user.user_id, operator).await?;
             }
             if let Some(disabled) = body.0.disabled {
-                user = provider.set_disabled(&auth.0, &user.user_id, disabled).await?.0;
+                user = provider
+                    .accounts
+                    .set_disabled(&auth.0, &user.user_id, disabled)
+                    .await?
+                    .0;
             }
             Ok(user)
         };
@@ -302,10 +311,16 @@ impl AdminApi {
         user_id: Path<String>,
         body: Json<Password>,
     ) -> AdminResponse<Done> {
-        let result = match provider.set_password(&auth.0, &user_id.0, &body.0.password).await {
-            Ok(()) if body.0.revoke_grants == Some(true) => {
-                provider.revoke_user_grants(&auth.0, &user_id.0).await.map(|_| ())
-            }
+        let result = match provider
+            .accounts
+            .set_password(&auth.0, &user_id.0, &body.0.password)
+            .await
+        {
+            Ok(()) if body.0.revoke_grants == Some(true) => provider
+                .accounts
+                .revoke_user_grants(&auth.0, &user_id.0)
+                .await
+                .map(|_| ()),
             other => other,
         };
         AdminResponse::of(result.map(|_| Done { done: true }))

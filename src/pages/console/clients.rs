@@ -90,7 +90,7 @@ async fn detail_page(
         Err(e) => return error_page(templates, &e),
     };
     let owner = match &client.owner_user_id {
-        Some(id) => provider.find_user(id).await.ok().flatten().map(|u| u.username),
+        Some(id) => provider.accounts.find_user(id).await.ok().flatten().map(|u| u.username),
         None => None,
     };
     let exchange = &client.policy.token_exchange;

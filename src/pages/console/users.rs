@@ -71,7 +71,7 @@ pub(super) async fn list(req: &Request, provider: Data<&Arc<Provider>>, template
 }
 
 async fn user(provider: &Provider, templates: &Templates, user_id: &str) -> Result<UserRecord, Box<Response>> {
-    match provider.find_user(user_id).await {
+    match provider.accounts.find_user(user_id).await {
         Ok(Some(user)) => Ok(user),
         Ok(None) => Err(Box::new(error_page(templates, &not_found("user")))),
         Err(e) => Err(Box::new(error_page(templates, &e))),
@@ -83,7 +83,7 @@ async fn grant_rows(provider: &Provider, grants: &[GrantRecord]) -> Vec<Value> {
     let mut rows = Vec::new();
     for grant in grants {
         let client = provider.find_client(&grant.client_id).await.ok().flatten();
-        let user = provider.find_user(&grant.user_id).await.ok().flatten();
+        let user = provider.accounts.find_user(&grant.user_id).await.ok().flatten();
         rows.push(context! {
             grant_id => &grant.grant_id,
             client_id => &grant.client_id,
@@ -167,6 +167,7 @@ pub(super) async fn create(
         ..ProfileEdit::default()
     };
     let created = provider
+        .accounts
         .create_user_with_profile(&by, &username, &field(&form, "password"), edit)
         .await;
     match created {
@@ -198,7 +199,10 @@ pub(super) async fn reset_password(
     let (session, form) = try_page!(operator_form(provider, templates, req, body).await);
     let user = try_page!(user(provider, templates, &id).await);
     let by = caller(&session, req);
-    let set = provider.set_password(&by, &id, &field(&form, "password")).await;
+    let set = provider
+        .accounts
+        .set_password(&by, &id, &field(&form, "password"))
+        .await;
     if let Err(e) = set {
         return error_page(templates, &e);
     }
@@ -207,7 +211,7 @@ pub(super) async fn reset_password(
         user.username
     );
     if !field(&form, "revoke_grants").is_empty() {
-        let revoked = provider.revoke_user_grants(&by, &id).await;
+        let revoked = provider.accounts.revoke_user_grants(&by, &id).await;
         match revoked {
             Ok(n) => notice.push_str(&format!(" {n} grant(s) revoked.")),
             Err(e) => return error_page(templates, &e),
@@ -264,7 +268,7 @@ pub(super) async fn disable(
         );
     }
     let by = caller(&session, req);
-    let disabled = provider.set_disabled(&by, &id, true).await;
+    let disabled = provider.accounts.set_disabled(&by, &id, true).await;
     match disabled {
         Ok(_) => redirect(StatusCode::SEE_OTHER, &format!("/admin/users/{}", encode(&id))),
         Err(e) => error_page(templates, &e),
@@ -284,7 +288,7 @@ pub(super) async fn enable(
     let (session, _form) = try_page!(operator_form(provider, templates, req, body).await);
     try_page!(user(provider, templates, &id).await);
     let by = caller(&session, req);
-    let enabled = provider.set_disabled(&by, &id, false).await;
+    let enabled = provider.accounts.set_disabled(&by, &id, false).await;
     match enabled {
         Ok(_) => redirect(StatusCode::SEE_OTHER, &format!("/admin/users/{}", encode(&id))),
         Err(e) => error_page(templates, &e),
@@ -353,9 +357,9 @@ pub(super) async fn grant_list(
     let after = Some(field(&query, "after")).filter(|a| !a.is_empty());
     let user_id = match user_q.as_str() {
         "" => None,
-        q => match provider.find_user(q).await {
+        q => match provider.accounts.find_user(q).await {
             Ok(Some(user)) => Some(user.user_id),
-            Ok(None) => match provider.find_user_by_name(q).await {
+            Ok(None) => match provider.accounts.find_user_by_name(q).await {
                 Ok(found) => Some(found.map_or_else(|| q.to_string(), |u| u.user_id)),
                 Err(e) => return error_page(templates, &e),
             },
