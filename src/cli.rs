@@ -654,6 +654,7 @@ async fn app_command(config: &Config, cmd: &AppCommand) -> anyhow::Result<()> {
                 },
             };
             let (client, secret) = provider
+                .clients
                 .register_client(&by, new)
                 .await
                 .map_err(|e| anyhow::anyhow!(e.description))?;
@@ -668,7 +669,7 @@ async fn app_command(config: &Config, cmd: &AppCommand) -> anyhow::Result<()> {
             }
         }
         AppCommand::List { json } => {
-            let clients = provider.list_clients().await?;
+            let clients = provider.clients.list_clients().await?;
             if *json {
                 println!(
                     "{}",
@@ -687,6 +688,7 @@ async fn app_command(config: &Config, cmd: &AppCommand) -> anyhow::Result<()> {
         }
         AppCommand::Show { client_id, json } => {
             let client = provider
+                .clients
                 .find_client(client_id)
                 .await?
                 .with_context(|| format!("no client {client_id}"))?;
@@ -709,6 +711,7 @@ async fn app_command(config: &Config, cmd: &AppCommand) -> anyhow::Result<()> {
         }
         AppCommand::RotateSecret { client_id, json } => {
             let secret = provider
+                .clients
                 .rotate_client_secret(&by, client_id)
                 .await
                 .map_err(|e| anyhow::anyhow!(e.description))?;

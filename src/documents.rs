@@ -329,12 +329,6 @@ impl DocumentCache {
         }
     }
 
-    /// How many documents of `kind` are cached, and the bytes they are counted at.
-    pub fn cached(&self, kind: Kind) -> (usize, usize) {
-        let shelf = lock(self.shelf(kind));
-        (shelf.entries.len(), shelf.bytes)
-    }
-
     /// The JSON object of `kind` at `url` (https): from the cache while fresh, else fetched
     /// (one fetch for all concurrent callers) and cached if `usable` accepts it, else the stale
     /// copy if the fetch failed for a passing reason and one is still allowed to serve.

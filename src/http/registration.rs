@@ -287,6 +287,7 @@ fn registration_read(result: Result<Registration, Error>) -> RegistrationRespons
 /// Registration is refused with 404 while it is off, whatever else the request says.
 fn enabled(provider: &Provider) -> Result<(), Error> {
     provider
+        .clients
         .registration_endpoint()
         .map(|_| ())
         .ok_or_else(|| Error::new(ErrorCode::NotFound, "registration is not enabled on this server"))
@@ -313,6 +314,7 @@ impl RegistrationApi {
             let token = bearer_token(req)?;
             let address = ClientAddress::of(req).ip();
             provider
+                .clients
                 .register_dynamically(&body.0.metadata(), token.as_deref(), address)
                 .await
         };
@@ -338,7 +340,7 @@ impl RegistrationApi {
         let result = async {
             enabled(&provider)?;
             let token = bearer_token(req)?;
-            provider.read_registration(&client_id.0, token.as_deref()).await
+            provider.clients.read_registration(&client_id.0, token.as_deref()).await
         };
         registration_read(result.await)
     }
@@ -358,6 +360,7 @@ impl RegistrationApi {
             enabled(&provider)?;
             let token = bearer_token(req)?;
             provider
+                .clients
                 .update_registration(
                     &client_id.0,
                     token.as_deref(),

@@ -86,7 +86,7 @@ impl Provider {
         let mut apps = Vec::new();
         for consent in self.store.list_consents(user_id).await? {
             // A document client whose document cannot be had now is still listed, by its host.
-            let client = match self.resolve_client_for(&consent.client_id, caller).await {
+            let client = match self.clients.resolve_client_for(&consent.client_id, caller).await {
                 Ok(client) => client,
                 Err(e) if e.code == super::ErrorCode::InvalidClient => None,
                 Err(e) => return Err(e),

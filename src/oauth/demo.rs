@@ -43,6 +43,7 @@ impl Provider {
         }
         let redirect_uri = self.url(super::endpoints::PLAYGROUND_CALLBACK);
         let (client, secret) = self
+            .clients
             .register_client(
                 &Caller::system(),
                 NewClient {

@@ -117,7 +117,7 @@ impl Provider {
         scope: Option<&str>,
         resource: Option<&str>,
     ) -> Result<DeviceAuthorization, Error> {
-        let client = self.authenticate_client(credentials).await?;
+        let client = self.clients.authenticate_client(credentials).await?;
         self.client_rate
             .check(&credentials.rate_key(&client))
             .map_err(Error::rate_limited)?;
@@ -260,7 +260,8 @@ impl Provider {
 
     /// The client that asked, if it still exists and may still use the grant.
     async fn device_client(&self, device: &DeviceRecord, address: &str) -> Result<ClientRecord, Error> {
-        self.find_client_for(&device.client_id, Some(address))
+        self.clients
+            .find_client_for(&device.client_id, Some(address))
             .await?
             .filter(|c| c.grant_types.contains(&GrantType::DeviceCode))
             .ok_or_else(|| Error::invalid_grant("the app that asked for this code no longer exists"))

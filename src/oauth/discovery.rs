@@ -64,7 +64,7 @@ impl Provider {
             userinfo_endpoint: self.url(endpoints::USERINFO),
             jwks_uri: self.url(endpoints::JWKS),
             end_session_endpoint: self.url(endpoints::LOGOUT),
-            registration_endpoint: self.registration_endpoint(),
+            registration_endpoint: self.clients.registration_endpoint(),
             revocation_endpoint: self.url(endpoints::REVOCATION),
             introspection_endpoint: self.url(endpoints::INTROSPECTION),
             device_authorization_endpoint: self.url(endpoints::DEVICE_AUTHORIZATION),

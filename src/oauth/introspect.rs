@@ -44,7 +44,7 @@ impl Provider {
         credentials: &ClientCredentials,
         token: Option<&str>,
     ) -> Result<Introspection, Error> {
-        let client = self.authenticate_client(credentials).await?;
+        let client = self.clients.authenticate_client(credentials).await?;
         self.client_rate
             .check(&credentials.rate_key(&client))
             .map_err(Error::rate_limited)?;

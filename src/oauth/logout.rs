@@ -61,7 +61,8 @@ impl Provider {
         };
         let client = match client_id {
             Some(id) => Some(
-                self.find_client_for(id, caller)
+                self.clients
+                    .find_client_for(id, caller)
                     .await?
                     .ok_or_else(|| Error::invalid_request("unknown client_id"))?,
             ),

@@ -57,8 +57,12 @@ pub struct Provider {
     pub(crate) secrets: Arc<secrets::Secrets>,
     /// Users, browser sessions and signing in ([`user::Accounts`]).
     pub(crate) accounts: user::Accounts,
+    /// Clients: the registry, client authentication, dynamic registration and client
+    /// documents ([`client::Clients`]).
+    pub(crate) clients: client::Clients,
     pub keys: Arc<Keys>,
-    pub config: Config,
+    /// The configuration, shared with the services.
+    pub config: Arc<Config>,
     /// The issuer identifier, without a trailing slash.
     pub issuer: String,
     /// The `aud` of access tokens when no `resource` is asked for.
@@ -71,8 +75,6 @@ pub struct Provider {
     pub client_rate: crate::rate_limit::RateLimiter,
     /// Requests per client address at the token, revocation, introspection and login endpoints.
     pub address_rate: crate::rate_limit::RateLimiter,
-    /// Dynamic registrations per client address (review finding 6).
-    registration_rate: crate::rate_limit::RateLimiter,
     /// Device authorizations started per client address: each is a stored record and a live
     /// user code for `device_code_ttl`.
     device_rate: crate::rate_limit::RateLimiter,
@@ -87,8 +89,6 @@ pub struct Provider {
     active_refresh_tokens: crate::metrics::CostlyCount,
     /// Requests to URLs chosen by others (the playground's API calls).
     pub outbound: crate::outbound::Outbound,
-    /// Documents clients publish (their metadata, their keys), fetched safely and cached.
-    pub documents: crate::documents::DocumentCache,
 }
 
 impl Provider {
@@ -97,20 +97,21 @@ impl Provider {
         let default_audience = config.default_audience.clone().unwrap_or_else(|| issuer.clone());
         let (client_rate, address_rate) = (config.rate_limit_per_client, config.rate_limit_per_address);
         let user_code_throttle = throttle::UserCodeThrottle::new(config.login_throttle);
-        let registration_rate = crate::rate_limit::RateLimiter::new(config.registration.limit_per_address);
         let device_rate = crate::rate_limit::RateLimiter::new(config.device_authorizations_per_address);
         let pushed_rate = crate::rate_limit::RateLimiter::new(config.pushed_requests_per_address);
         let durability = Durability(store.clone());
         let audit = Arc::new(audit::Audit::new(store.clone(), durability.clone(), &config));
         let secrets = Arc::new(secrets::Secrets::new(store.clone()));
         let accounts = user::Accounts::new(&store, &durability, &secrets, &audit, &config);
+        let config = Arc::new(config);
+        let clients = client::Clients::new(&store, &audit, &keys, &config, &issuer);
         let outbound = crate::outbound::Outbound::new(config.outbound.clone());
-        let documents = crate::documents::DocumentCache::new(config.outbound.clone(), config.documents.clone());
         Provider {
             store,
             audit,
             secrets,
             accounts,
+            clients,
             keys,
             config,
             issuer,
@@ -119,14 +120,12 @@ impl Provider {
             metrics: Arc::new(crate::metrics::Metrics::new()),
             client_rate: crate::rate_limit::RateLimiter::new(client_rate),
             address_rate: crate::rate_limit::RateLimiter::new(address_rate),
-            registration_rate,
             device_rate,
             pushed_rate,
             pushed_bytes_rate: crate::rate_limit::RateLimiter::new(authorize::pushed::PUSHED_KIB_PER_MINUTE),
             proof_rate: crate::rate_limit::RateLimiter::new(crate::rate_limit::Rate::per_second(dpop::PROOFS_PER_KEY)),
             active_refresh_tokens: Default::default(),
             outbound,
-            documents,
         }
     }
 
@@ -204,7 +203,7 @@ impl Provider {
     }
 
     fn scope_is_known(&self, token: &str) -> bool {
-        token == scope::ADMIN_SCOPE || self.config.scopes.iter().any(|s| s.name == token)
+        scope::is_known(&self.config, token)
     }
 }
 

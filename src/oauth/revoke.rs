@@ -19,7 +19,7 @@ impl Provider {
         hint: Option<&str>,
         proofs: &ProofRequest,
     ) -> Result<(), Error> {
-        let client = self.authenticate_client(credentials).await?;
+        let client = self.clients.authenticate_client(credentials).await?;
         let token = token
             .filter(|t| !t.is_empty())
             .ok_or_else(|| Error::invalid_request("token is missing"))?;

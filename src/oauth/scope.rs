@@ -10,6 +10,11 @@ use super::error::{Error, ErrorCode};
 /// only admin clients may hold it, and only through client_credentials.
 pub(crate) const ADMIN_SCOPE: &str = "tessera:admin";
 
+/// Whether `token` is a scope this server knows: a configured one, or the admin scope.
+pub(crate) fn is_known(config: &crate::config::Config, token: &str) -> bool {
+    token == ADMIN_SCOPE || config.scopes.iter().any(|s| s.name == token)
+}
+
 /// A set of scope tokens in a canonical order.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Scope(Vec<String>);

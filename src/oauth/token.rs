@@ -247,7 +247,7 @@ impl Provider {
             }
         }
         let client_id = claims["client_id"].as_str().unwrap_or_default();
-        self.client_exists(client_id).await
+        self.clients.client_exists(client_id).await
     }
 
     pub fn refresh_token_ttl(&self, client: &ClientRecord) -> i64 {

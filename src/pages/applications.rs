@@ -95,7 +95,7 @@ pub(super) fn chosen_grants(checked: impl Fn(&str) -> bool) -> Vec<GrantType> {
 
 /// The scopes a user may choose: the registration policy's.
 fn offered_scopes(provider: &Provider) -> impl Iterator<Item = &crate::config::ScopeInfo> {
-    let allowed = provider.self_service_scopes();
+    let allowed = provider.clients.self_service_scopes();
     provider.config.scopes.iter().filter(move |s| allowed.contains(&s.name))
 }
 
@@ -241,7 +241,7 @@ async fn owned_client(
     visitor: &Session,
     client_id: &str,
 ) -> Result<ClientRecord, Box<Response>> {
-    match provider.find_client(client_id).await {
+    match provider.clients.find_client(client_id).await {
         Ok(Some(client)) if client.owner_user_id.as_deref() == Some(visitor.user.user_id.as_str()) => Ok(client),
         Ok(_) => Err(Box::new(error_page(
             templates,
@@ -256,7 +256,7 @@ async fn owned_client(
 pub async fn list(req: &Request, provider: Data<&Arc<Provider>>, templates: Data<&Arc<Templates>>) -> Response {
     let (provider, templates) = (provider.0.as_ref(), templates.0.as_ref());
     let visitor = try_page!(visitor(provider, templates, req, StatusCode::FOUND).await);
-    let apps = match provider.clients_owned_by(&visitor.user.user_id).await {
+    let apps = match provider.clients.clients_owned_by(&visitor.user.user_id).await {
         Ok(apps) => apps,
         Err(e) => return error_page(templates, &e),
     };
@@ -289,7 +289,7 @@ pub async fn register_form(
         client_type: ClientType::Confidential,
         grant_types: vec![GrantType::AuthorizationCode, GrantType::RefreshToken],
         redirect_uris: vec![],
-        scope: provider.self_service_scopes().join(" "),
+        scope: provider.clients.self_service_scopes().join(" "),
         resources: vec![],
         access_token_ttl: None,
         refresh_token_ttl: None,
@@ -335,7 +335,12 @@ pub async fn register(
     let (new, form_error) = settings_from_form(provider, &Params::new(&form), base);
     let registered = match form_error {
         Some(why) => Err(Error::invalid_request(why)),
-        None => provider.register_client(&caller(&visitor, req), new.clone()).await,
+        None => {
+            provider
+                .clients
+                .register_client(&caller(&visitor, req), new.clone())
+                .await
+        }
     };
     match registered {
         Ok((client, secret)) => detail_page(templates, &client, &visitor, secret.as_deref()),
@@ -404,7 +409,12 @@ pub async fn edit(
     let (new, form_error) = settings_from_form(provider, &Params::new(&form), NewClient::of(&client));
     let updated = match form_error {
         Some(why) => Err(Error::invalid_request(why)),
-        None => provider.update_client(&caller(&visitor, req), &id, new.clone()).await,
+        None => {
+            provider
+                .clients
+                .update_client(&caller(&visitor, req), &id, new.clone())
+                .await
+        }
     };
     match updated {
         Ok(_) => redirect(StatusCode::SEE_OTHER, &format!("{}{id}/", paths::APPLICATIONS)),
@@ -434,7 +444,7 @@ pub async fn rotate_secret(
     let visitor = try_page!(visitor(provider, templates, req, StatusCode::SEE_OTHER).await);
     let client = try_page!(owned_client(provider, templates, &visitor, &id).await);
     try_page!(checked_form(templates, &visitor, body).await);
-    match provider.rotate_client_secret(&caller(&visitor, req), &id).await {
+    match provider.clients.rotate_client_secret(&caller(&visitor, req), &id).await {
         Ok(secret) => detail_page(templates, &client, &visitor, Some(&secret)),
         Err(e) => error_page(templates, &e),
     }

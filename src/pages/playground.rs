@@ -127,6 +127,7 @@ async fn enter(
 
 async fn show_page(provider: &Provider, templates: &Templates, visitor: &Session, state: &State) -> Response {
     let apps: Vec<_> = provider
+        .clients
         .clients_owned_by(&visitor.user.user_id)
         .await
         .unwrap_or_default()

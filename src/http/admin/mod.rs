@@ -92,7 +92,7 @@ impl AdminApi {
         body: Json<ClientSettings>,
     ) -> AdminCreated<ClientWithSecret> {
         let registered = match body.0.into_new_client() {
-            Ok(new) => provider.register_client(&auth.0, new).await,
+            Ok(new) => provider.clients.register_client(&auth.0, new).await,
             Err(e) => Err(e),
         };
         AdminCreated::of(registered.map(|(client, client_secret)| ClientWithSecret {
@@ -111,6 +111,7 @@ impl AdminApi {
     ) -> AdminResponse<Client> {
         AdminResponse::of(
             provider
+                .clients
                 .find_client(&client_id.0)
                 .await
                 .and_then(|c| c.map(Client::from).ok_or_else(|| not_found("client"))),
@@ -129,7 +130,7 @@ impl AdminApi {
         body: Json<ClientSettings>,
     ) -> AdminResponse<Client> {
         let updated = match body.0.into_new_client() {
-            Ok(new) => provider.update_client(&auth.0, &client_id.0, new).await,
+            Ok(new) => provider.clients.update_client(&auth.0, &client_id.0, new).await,
             Err(e) => Err(e),
         };
         AdminResponse::of(updated.map(Client::from))
@@ -167,8 +168,9 @@ impl AdminApi {
         client_id: Path<String>,
     ) -> AdminResponse<ClientWithSecret> {
         let result = async {
-            let secret = provider.rotate_client_secret(&auth.0, &client_id.0).await?;
+            let secret = provider.clients.rotate_client_secret(&auth.0, &client_id.0).await?;
             let client = provider
+                .clients
                 .find_client(&client_id.0)
                 .await?
                 .ok_or_else(|| not_found("client"))?;

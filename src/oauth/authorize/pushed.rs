@@ -85,7 +85,7 @@ impl Provider {
         mut pairs: Vec<(String, String)>,
         proofs: &ProofRequest,
     ) -> Result<PushedAuthorization, Error> {
-        let client = self.authenticate_client(credentials).await?;
+        let client = self.clients.authenticate_client(credentials).await?;
         self.client_rate
             .check(&credentials.rate_key(&client))
             .map_err(Error::rate_limited)?;

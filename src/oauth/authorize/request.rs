@@ -119,6 +119,7 @@ impl Provider {
             .map_err(show)?
             .ok_or_else(|| show(Error::invalid_request("client_id is missing")))?;
         let client = self
+            .clients
             .resolve_client_for(client_id, caller)
             .await
             .map_err(show)?

@@ -16,9 +16,10 @@
 use serde_json::Value;
 
 use super::keys::parse_jwks;
+use super::Clients;
 use crate::documents::{Kind, Origin};
 use crate::oauth::jws::Jws;
-use crate::oauth::{now, Error, Provider};
+use crate::oauth::{now, Error};
 use crate::store::ClientRecord;
 
 /// `client_assertion_type` for a JWT assertion (RFC 7523 §2.2).
@@ -46,7 +47,7 @@ pub(crate) fn claimed_client(assertion: &str) -> Option<String> {
     (claims["iss"].as_str() == Some(sub)).then(|| sub.to_string())
 }
 
-impl Provider {
+impl Clients {
     /// Checks a client assertion for `client`, presented at `endpoint` (a path on this
     /// server) by `caller` (an address key: what fetching the client's keys is counted
     /// against). Every failure is `invalid_client`; the reason is logged, not answered.
@@ -195,7 +196,7 @@ impl Provider {
             jti.as_bytes(),
         ]
         .concat();
-        Ok(!self.store.remember_once(&key, until * 1000).await?)
+        Ok(!self.replays.remember_once(&key, until * 1000).await?)
     }
 }
 

@@ -15,9 +15,10 @@ use url::Url;
 
 use super::metadata::ClientMetadata;
 pub use super::uri::is_document_url;
+use super::Clients;
 use crate::config::ClientDocumentsMode;
 use crate::documents::{DocumentError, Kind, Origin};
-use crate::oauth::{Error, ErrorCode, Provider};
+use crate::oauth::{Error, ErrorCode};
 use crate::store::ClientRecord;
 
 /// The host and port of an allowlist entry (`host`, or `host:port` for a port other than
@@ -77,7 +78,7 @@ fn invalid(client_id: &str, why: impl std::fmt::Display) -> Error {
     )
 }
 
-impl Provider {
+impl Clients {
     /// Whether `client_id` names a client by its metadata document and such clients are
     /// accepted here (the mode, and in `allowlist` mode the host).
     pub(crate) fn accepts_document_client(&self, client_id: &str) -> bool {
@@ -97,12 +98,12 @@ impl Provider {
     /// unknown id; an `invalid_client` error naming the reason when the document cannot be had
     /// or is not acceptable. This one is for privileged callers (the admin API, the CLI, the
     /// console), whose fetches share one budget: a request from anyone else passes its address
-    /// ([`Provider::resolve_client_for`]), so that the fetches it causes are counted against it.
+    /// ([`Clients::resolve_client_for`]), so that the fetches it causes are counted against it.
     pub(crate) async fn resolve_client(&self, client_id: &str) -> Result<Option<ClientRecord>, Error> {
         self.resolve_client_for(client_id, None).await
     }
 
-    /// [`Provider::resolve_client`] for a request from `caller` (an address key), against
+    /// [`Clients::resolve_client`] for a request from `caller` (an address key), against
     /// whom a fetch of a document not fetched before is counted.
     pub(crate) async fn resolve_client_for(
         &self,

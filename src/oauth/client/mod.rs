@@ -1,9 +1,11 @@
 //! Clients: registration, client authentication (RFC 6749 §2.3) and redirect URI matching
 //! (RFC 6749 §3.1.2, RFC 9700 §4.1.3, RFC 8252 §7.3).
 
+use std::sync::Arc;
+
 use subtle::ConstantTimeEq;
 
-use super::audit::{Caller, Target};
+use super::audit::{Audit, Caller, Target};
 pub mod assertion;
 pub mod catalogue;
 pub mod document;
@@ -18,7 +20,84 @@ pub use self::model::*;
 pub use self::uri::*;
 use super::scope::ADMIN_SCOPE;
 use super::{now, random_token, secret_hash, Error, ErrorCode, Provider};
-use crate::store::{ClientRecord, ClientType, GrantType};
+use crate::config::Config;
+use crate::documents::DocumentCache;
+use crate::keys::Keys;
+use crate::rate_limit::RateLimiter;
+use crate::store::{ClientRecord, ClientStore, ClientType, EphemeralStore, GrantType, Store};
+
+/// Clients: the registry, client authentication (secrets and `private_key_jwt`), dynamic
+/// registration and clients named by their metadata document. Its fields are the `client`
+/// module's, so that the files beside this one can hold their parts of it.
+pub(crate) struct Clients {
+    pub(super) store: Arc<dyn ClientStore>,
+    /// The memory of client assertions' `jti`s (RFC 7523 §3).
+    pub(super) replays: Arc<dyn EphemeralStore>,
+    pub(super) audit: Arc<Audit>,
+    /// A client's ID-token algorithm must be one Tessera can sign with.
+    pub(super) keys: Arc<Keys>,
+    pub(super) config: Arc<Config>,
+    /// The issuer identifier, without a trailing slash.
+    pub(super) issuer: String,
+    /// Dynamic registrations per client address (review finding 6).
+    pub(super) registration_rate: RateLimiter,
+    /// Documents clients publish (their metadata, their keys), fetched safely and cached.
+    pub(super) documents: DocumentCache,
+}
+
+impl Clients {
+    pub(super) fn new(
+        store: &Arc<dyn Store>,
+        audit: &Arc<Audit>,
+        keys: &Arc<Keys>,
+        config: &Arc<Config>,
+        issuer: &str,
+    ) -> Clients {
+        Clients {
+            store: store.clone(),
+            replays: store.clone(),
+            audit: audit.clone(),
+            keys: keys.clone(),
+            config: config.clone(),
+            issuer: issuer.to_string(),
+            registration_rate: RateLimiter::new(config.registration.limit_per_address),
+            documents: DocumentCache::new(config.outbound.clone(), config.documents.clone()),
+        }
+    }
+
+    /// An absolute URL on this server.
+    fn url(&self, path: &str) -> String {
+        format!("{}{}", self.issuer, path)
+    }
+}
+
+/// Clients as the front offers them to other crates (the tests register clients with these).
+impl Provider {
+    /// Validates and stores a new client (`Clients::register_client`).
+    pub async fn register_client(&self, by: &Caller, new: NewClient) -> Result<(ClientRecord, Option<String>), Error> {
+        self.clients.register_client(by, new).await
+    }
+
+    /// Changes a client's settings (`Clients::update_client`).
+    pub async fn update_client(&self, by: &Caller, client_id: &str, new: NewClient) -> Result<ClientRecord, Error> {
+        self.clients.update_client(by, client_id, new).await
+    }
+
+    /// Replaces a confidential client's secret (`Clients::rotate_client_secret`).
+    pub async fn rotate_client_secret(&self, by: &Caller, client_id: &str) -> Result<String, Error> {
+        self.clients.rotate_client_secret(by, client_id).await
+    }
+
+    /// The clients a user registered in the applications pages (`Clients::clients_owned_by`).
+    pub async fn clients_owned_by(&self, user_id: &str) -> Result<Vec<ClientRecord>, Error> {
+        self.clients.clients_owned_by(user_id).await
+    }
+
+    /// Looks up a client where no authentication happens (`Clients::find_client`).
+    pub async fn find_client(&self, client_id: &str) -> Result<Option<ClientRecord>, Error> {
+        self.clients.find_client(client_id).await
+    }
+}
 
 /// How the client presented its credentials at the token, revocation or introspection endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,14 +143,14 @@ fn new_secret() -> String {
     random_token(32)
 }
 
-impl Provider {
+impl Clients {
     /// Validates and stores a new client. Returns it with the plaintext secret (confidential
     /// clients only), which is never stored and cannot be shown again.
     pub async fn register_client(&self, by: &Caller, new: NewClient) -> Result<(ClientRecord, Option<String>), Error> {
         self.register_client_with(by, new, |_| ()).await
     }
 
-    /// [`Provider::register_client`], letting `finish` set what registration adds (a
+    /// [`Clients::register_client`], letting `finish` set what registration adds (a
     /// registration access token, say) before the client is stored.
     pub(super) async fn register_client_with(
         &self,
@@ -187,7 +266,7 @@ impl Provider {
             validate_resource(resource)?;
         }
         let scope = super::scope::Scope::parse(&new.scope)?;
-        if let Some(unknown) = scope.tokens().find(|t| !self.scope_is_known(t)) {
+        if let Some(unknown) = scope.tokens().find(|t| !super::scope::is_known(&self.config, t)) {
             let description = format!("scope {unknown:?} is not configured on this server");
             return Err(Error::new(ErrorCode::InvalidScope, description));
         }
@@ -306,7 +385,7 @@ impl Provider {
         self.update_client_with(by, client_id, new, |_| ()).await
     }
 
-    /// [`Provider::update_client`], letting `finish` set what registration changes too.
+    /// [`Clients::update_client`], letting `finish` set what registration changes too.
     pub(super) async fn update_client_with(
         &self,
         by: &Caller,
@@ -497,12 +576,12 @@ impl Provider {
     }
 
     /// Looks up a client where no authentication happens (the admin API, the CLI, the pages):
-    /// see [`Provider::resolve_client`].
+    /// see [`Clients::resolve_client`].
     pub async fn find_client(&self, client_id: &str) -> Result<Option<ClientRecord>, Error> {
         self.resolve_client(client_id).await
     }
 
-    /// [`Provider::find_client`] for a request from `caller` (an address key), against whom a
+    /// [`Clients::find_client`] for a request from `caller` (an address key), against whom a
     /// fetch of a document not cached is counted.
     pub(crate) async fn find_client_for(
         &self,

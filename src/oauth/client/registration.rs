@@ -10,6 +10,7 @@ use super::keys::ClientKeys;
 pub use super::metadata::ClientMetadata;
 use super::model::{NewClient, MAX_SELF_SERVICE_NAME_CHARS};
 use super::uri::{check_uri_list, is_loopback};
+use super::Clients;
 use crate::config::RegistrationMode;
 use crate::keys::Algorithm;
 use crate::oauth::audit::Caller;
@@ -71,7 +72,7 @@ fn check_redirect_uri(uri: &str) -> Result<(), Error> {
     }
 }
 
-impl Provider {
+impl Clients {
     /// Whether registration is on, and the registration endpoint's URL if so.
     pub fn registration_endpoint(&self) -> Option<String> {
         (self.config.registration.mode != RegistrationMode::Off)
@@ -320,7 +321,7 @@ impl Provider {
 
     /// The client behind a registration access token (RFC 7592 §3): the token must be this
     /// client's. An unknown client is answered like a wrong token (§2.1).
-    async fn registered_client(&self, client_id: &str, token: Option<&str>) -> Result<ClientRecord, Error> {
+    pub(super) async fn registered_client(&self, client_id: &str, token: Option<&str>) -> Result<ClientRecord, Error> {
         let token = token.ok_or_else(invalid_token)?;
         let client = self.store.get_client(client_id).await?.ok_or_else(invalid_token)?;
         match &client.registration_token_hash {
@@ -374,7 +375,10 @@ impl Provider {
             .map_err(Self::as_registration_error)?;
         Ok(self.registration(updated, None, None))
     }
+}
 
+/// Deleting a registration revokes the client's grants: the front's, which reaches them.
+impl Provider {
     /// RFC 7592 §2.3: delete a registration (its grants are revoked first).
     pub(crate) async fn delete_registration(
         &self,
@@ -382,7 +386,7 @@ impl Provider {
         token: Option<&str>,
         address: Option<std::net::IpAddr>,
     ) -> Result<(), Error> {
-        let client = self.registered_client(client_id, token).await?;
+        let client = self.clients.registered_client(client_id, token).await?;
         let by = Caller::client(&client, address.map(|a| a.to_string()).as_deref());
         self.delete_client(&by, client_id).await?;
         Ok(())

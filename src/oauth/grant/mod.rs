@@ -123,7 +123,7 @@ impl Provider {
         dpop: &ProofRequest,
     ) -> Result<TokenResponse, Error> {
         let request = request.parse()?;
-        let client = self.authenticate_client(credentials).await?;
+        let client = self.clients.authenticate_client(credentials).await?;
         self.client_rate
             .check(&credentials.rate_key(&client))
             .map_err(Error::rate_limited)?;

@@ -70,7 +70,7 @@ pub(super) async fn list(req: &Request, provider: Data<&Arc<Provider>>, template
 
 /// The client, or a 404 page.
 async fn client(provider: &Provider, templates: &Templates, client_id: &str) -> Result<ClientRecord, Box<Response>> {
-    match provider.find_client(client_id).await {
+    match provider.clients.find_client(client_id).await {
         Ok(Some(client)) => Ok(client),
         Ok(None) => Err(Box::new(error_page(templates, &not_found("client")))),
         Err(e) => Err(Box::new(error_page(templates, &e))),
@@ -319,7 +319,7 @@ pub(super) async fn create(
     let (new, form_error) = settings_from_form(provider, &form, blank());
     let registered = match form_error {
         Some(why) => Err(Error::invalid_request(why)),
-        None => provider.register_client(&by, new.clone()).await,
+        None => provider.clients.register_client(&by, new.clone()).await,
     };
     match registered {
         Ok((client, secret)) => detail_page(provider, templates, &session, &client, secret.as_deref()).await,
@@ -374,7 +374,7 @@ pub(super) async fn edit(
     let (new, form_error) = settings_from_form(provider, &form, NewClient::of(&client));
     let updated = match form_error {
         Some(why) => Err(Error::invalid_request(why)),
-        None => provider.update_client(&by, &id, new.clone()).await,
+        None => provider.clients.update_client(&by, &id, new.clone()).await,
     };
     match updated {
         Ok(_) => redirect(StatusCode::SEE_OTHER, &format!("/admin/clients/{}", encode(&id))),
@@ -422,7 +422,7 @@ pub(super) async fn rotate_secret(
         );
     }
     let by = caller(&session, req);
-    let rotated = provider.rotate_client_secret(&by, &id).await;
+    let rotated = provider.clients.rotate_client_secret(&by, &id).await;
     match rotated {
         Ok(secret) => detail_page(provider, templates, &session, &client, Some(&secret)).await,
         Err(e) => error_page(templates, &e),

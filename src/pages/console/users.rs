@@ -82,7 +82,7 @@ async fn user(provider: &Provider, templates: &Templates, user_id: &str) -> Resu
 async fn grant_rows(provider: &Provider, grants: &[GrantRecord]) -> Vec<Value> {
     let mut rows = Vec::new();
     for grant in grants {
-        let client = provider.find_client(&grant.client_id).await.ok().flatten();
+        let client = provider.clients.find_client(&grant.client_id).await.ok().flatten();
         let user = provider.accounts.find_user(&grant.user_id).await.ok().flatten();
         rows.push(context! {
             grant_id => &grant.grant_id,
