@@ -342,7 +342,7 @@ impl OAuthApi {
                 // Only for a request with a proof: a client without DPoP has no use for it.
                 let nonce = match proofs.proofs.is_empty() {
                     true => None,
-                    false => provider.next_dpop_nonce().await,
+                    false => provider.dpop.next_dpop_nonce().await,
                 };
                 let body = TokenBody {
                     access_token: t.access_token,
@@ -383,6 +383,7 @@ impl OAuthApi {
             let scope = form.scope.as_deref().filter(|v| !v.is_empty());
             let resource = form.resource.as_deref().filter(|v| !v.is_empty());
             provider
+                .authorization
                 .device_authorization(&with_address(credentials, req), scope, resource)
                 .await
         };
@@ -416,6 +417,7 @@ impl OAuthApi {
             let credentials = with_address(client_credentials(req, &form.auth)?, req);
             let proofs = proof_request(req, &provider);
             provider
+                .authorization
                 .push_authorization_request(&credentials, form.pairs(), &proofs)
                 .await
         };

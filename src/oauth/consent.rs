@@ -5,9 +5,10 @@
 //! grant (so every refresh token) that app holds for them.
 
 use super::audit::{Caller, Target};
+use super::authorize::Authorization;
 use super::authorize::AuthorizationRequest;
 use super::scope::Scope;
-use super::{now, Error, Provider};
+use super::{now, Error};
 use crate::store::{ClientRecord, ConsentRecord};
 
 /// An app the user approved, as their "authorized apps" page shows it.
@@ -18,7 +19,7 @@ pub struct AuthorizedApp {
     pub client: Option<ClientRecord>,
 }
 
-impl Provider {
+impl Authorization {
     /// Whether the user must see the consent page for this request.
     pub async fn consent_required(&self, request: &AuthorizationRequest, user_id: &str) -> Result<bool, Error> {
         if request.prompt.consent {
@@ -27,7 +28,7 @@ impl Provider {
         if super::client::is_first_party(&request.client) {
             return Ok(false);
         }
-        let remembered = self.store.get_consent(user_id, &request.client.client_id).await?;
+        let remembered = self.consents.get_consent(user_id, &request.client.client_id).await?;
         Ok(!remembered.is_some_and(|c| request.scope.is_subset_of(&c.scopes)))
     }
 
@@ -43,7 +44,7 @@ impl Provider {
     pub async fn remember_scopes(&self, user_id: &str, client_id: &str, scope: &Scope) -> Result<(), Error> {
         let time = now();
         let mut consent = self
-            .store
+            .consents
             .get_consent(user_id, client_id)
             .await?
             .unwrap_or(ConsentRecord {
@@ -60,7 +61,7 @@ impl Provider {
         }
         consent.scopes.sort();
         consent.updated_at = time;
-        Ok(self.store.put_consent(&consent).await?)
+        Ok(self.consents.put_consent(&consent).await?)
     }
 
     /// Each scope token with its description from the configuration, as the consent and
@@ -84,7 +85,7 @@ impl Provider {
     /// is counted against.
     pub async fn authorized_apps(&self, user_id: &str, caller: Option<&str>) -> Result<Vec<AuthorizedApp>, Error> {
         let mut apps = Vec::new();
-        for consent in self.store.list_consents(user_id).await? {
+        for consent in self.consents.list_consents(user_id).await? {
             // A document client whose document cannot be had now is still listed, by its host.
             let client = match self.clients.resolve_client_for(&consent.client_id, caller).await {
                 Ok(client) => client,
@@ -102,15 +103,15 @@ impl Provider {
     /// Recorded in the audit trail when there was an approval to withdraw.
     pub async fn withdraw_consent(&self, by: &Caller, user_id: &str, client_id: &str) -> Result<bool, Error> {
         self.audit.spend_change(by)?;
-        let known = self.store.get_consent(user_id, client_id).await?.is_some();
-        for grant_id in self.store.grant_ids(user_id, client_id).await? {
-            self.store.revoke_grant(&grant_id).await?;
+        let known = self.consents.get_consent(user_id, client_id).await?.is_some();
+        for grant_id in self.grants.grant_ids(user_id, client_id).await? {
+            self.grants.revoke_grant(&grant_id).await?;
         }
-        self.store.delete_consent(user_id, client_id).await?;
-        self.store.durable().await?;
+        self.consents.delete_consent(user_id, client_id).await?;
+        self.durability.durable().await?;
         if known {
             // Named without fetching: a document client's name would mean a request out.
-            let name = match self.store.get_client(client_id).await? {
+            let name = match self.clients.store.get_client(client_id).await? {
                 Some(client) => client.name,
                 None => client_id.to_string(),
             };

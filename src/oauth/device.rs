@@ -13,11 +13,12 @@ use std::time::Duration;
 
 use ring::rand::{SecureRandom, SystemRandom};
 
+use super::authorize::Authorization;
 use super::authorize::Decision;
 use super::client::ClientCredentials;
 use super::scope::{self, Scope};
 use super::session::Session;
-use super::{now, random_id, random_token, secret_hash, Error, ErrorCode, Provider};
+use super::{now, random_id, random_token, secret_hash, Error, ErrorCode};
 use crate::store::{ClientRecord, DeviceRecord, DeviceStatus, GrantRecord, GrantType, SecretHash};
 
 /// Twenty consonants that are hard to misread or mistype, and spell no words (RFC 8628 §6.1).
@@ -97,7 +98,7 @@ pub fn normalize_user_code(typed: &str) -> Option<String> {
     valid.then_some(code)
 }
 
-impl Provider {
+impl Authorization {
     /// A user code as the store indexes it: HMAC-SHA256 under a server secret (sealed in
     /// cluster mode), never a plain hash.
     async fn user_code_hash(&self, user_code: &str) -> Result<SecretHash, Error> {
@@ -127,14 +128,16 @@ impl Provider {
                 "this client may not use the device authorization grant",
             ));
         }
-        let scope = Scope::resolve(scope, &client.scopes, |t| self.scope_is_known(t))?;
+        let scope = Scope::resolve(scope, &client.scopes, |t| {
+            crate::oauth::scope::is_known(&self.config, t)
+        })?;
         if scope.contains(scope::ADMIN_SCOPE) {
             return Err(Error::new(
                 ErrorCode::InvalidScope,
                 "the admin scope is only issued to admin clients through client_credentials",
             ));
         }
-        let audience = self.resolve_audience(&client, resource)?;
+        let audience = self.clients.resolve_audience(&client, resource)?;
         // Counted once the request is otherwise good: only what would be stored.
         self.device_rate
             .check(credentials.address.as_deref().unwrap_or_default())
@@ -160,8 +163,8 @@ impl Provider {
         for _ in 0..USER_CODE_ATTEMPTS {
             let user_code = new_user_code();
             record.user_code_hash = self.user_code_hash(&user_code).await?;
-            if self.store.insert_device(&secret_hash(&device_code), &record).await? {
-                self.store.durable().await?;
+            if self.devices.insert_device(&secret_hash(&device_code), &record).await? {
+                self.durability.durable().await?;
                 let verification_uri = self.url(super::endpoints::DEVICE);
                 let shown = display_user_code(&user_code);
                 return Ok(DeviceAuthorization {
@@ -203,7 +206,7 @@ impl Provider {
     }
 
     /// The user's answer to a device request: records it (only while the request is pending
-    /// and unexpired; errors as [`Provider::device_prompt`]). An approval remembers the consent
+    /// and unexpired; errors as [`Authorization::device_prompt`]). An approval remembers the consent
     /// and creates the grant the device's tokens will belong to, so it is listed (and
     /// revocable) among the user's authorized apps at once.
     pub(crate) async fn device_decide(
@@ -220,7 +223,7 @@ impl Provider {
             Decision::Deny => {
                 let user = user_id.clone();
                 let answered = self
-                    .store
+                    .devices
                     .update_device(&hash, &move |d| answer(d, DeviceStatus::Denied, &user, auth_time, None))
                     .await?;
                 answered_by(answered, &user_id, DeviceStatus::Denied)?;
@@ -238,23 +241,23 @@ impl Provider {
                     created_at: now(),
                     revoked: false,
                 };
-                self.store.put_grant(&grant).await?;
+                self.grants.put_grant(&grant).await?;
                 let (user, grant_id) = (user_id.clone(), grant.grant_id.clone());
                 let answered = self
-                    .store
+                    .devices
                     .update_device(&hash, &move |d| {
                         answer(d, DeviceStatus::Approved, &user, auth_time, Some(&grant_id))
                     })
                     .await?;
                 if let Err(e) = answered_by(answered, &user_id, DeviceStatus::Approved) {
-                    self.store.revoke_grant(&grant.grant_id).await?;
+                    self.grants.revoke_grant(&grant.grant_id).await?;
                     return Err(e);
                 }
                 self.remember_scopes(&user_id, &device.client_id, &Scope::parse(&device.scope)?)
                     .await?;
             }
         }
-        self.store.durable().await?;
+        self.durability.durable().await?;
         Ok(())
     }
 
@@ -276,7 +279,7 @@ impl Provider {
         address: &str,
     ) -> Result<(SecretHash, DeviceRecord), Error> {
         let throttle = &self.user_code_throttle;
-        if let Err(wait) = throttle.begin(self.store.as_ref(), user_id, address).await? {
+        if let Err(wait) = throttle.begin(self.counters.as_ref(), user_id, address).await? {
             return Err(Error {
                 description: format!("too many wrong codes; try again in {} seconds", wait.as_secs().max(1)),
                 ..Error::rate_limited(wait.max(Duration::from_secs(1)))
@@ -285,7 +288,7 @@ impl Provider {
         let found = match normalize_user_code(typed) {
             Some(code) => {
                 let hash = self.user_code_hash(&code).await?;
-                self.store.get_device_by_user_code(&hash).await?
+                self.devices.get_device_by_user_code(&hash).await?
             }
             None => None,
         };
@@ -294,7 +297,7 @@ impl Provider {
                 "this code is not valid; check it on your device and try again",
             ));
         };
-        throttle.found(self.store.as_ref(), user_id, address).await?;
+        throttle.found(self.counters.as_ref(), user_id, address).await?;
         if device.expires_at <= now() {
             return Err(Error::new(
                 ErrorCode::ExpiredToken,

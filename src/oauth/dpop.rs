@@ -9,7 +9,7 @@
 //!
 //! The proof itself is checked by [`verify_proof`], from `tessera_resource::dpop`: the same
 //! code for the token endpoint, UserInfo and resource servers. What needs state is done here
-//! by [`Provider`]: each `jti` is accepted once within its window
+//! by [`Dpop`]: each `jti` is accepted once within its window
 //! ([`crate::store::EphemeralStore::remember_once`], shared by every node), and with
 //! `dpop_nonce` on, proofs must carry a server nonce (§8): stateless, an HMAC of the current
 //! time window under a secret every node shares, so that any node accepts any node's nonce.
@@ -22,8 +22,45 @@ pub use tessera_resource::dpop::{
     thumbprint, verify_proof, Expected, Proof, CHALLENGE_ALGS, FUTURE_SKEW, PROOF_TYPE, SIGNING_ALGS,
 };
 
+use std::sync::Arc;
+
+use super::secrets::Secrets;
 use super::{now, Error, ErrorCode, Provider};
-use crate::store::ClientRecord;
+use crate::config::Config;
+use crate::rate_limit::{Rate, RateLimiter};
+use crate::store::{ClientRecord, EphemeralStore};
+
+/// DPoP's state at Tessera: the replay memory, the nonces and the per-key budget. Shared by
+/// every endpoint that takes a proof (token, PAR, revocation, UserInfo).
+pub(crate) struct Dpop {
+    /// The memory of spent `jti`s, shared by every node.
+    replays: Arc<dyn EphemeralStore>,
+    /// The nonces are signed with a server secret.
+    secrets: Arc<Secrets>,
+    config: Arc<Config>,
+    /// DPoP proofs spent per key ([`PROOFS_PER_KEY`]): what one key holder may add to the
+    /// replay memory.
+    proof_rate: RateLimiter,
+}
+
+impl Dpop {
+    pub(super) fn new(replays: Arc<dyn EphemeralStore>, secrets: &Arc<Secrets>, config: &Arc<Config>) -> Dpop {
+        Dpop {
+            replays,
+            secrets: secrets.clone(),
+            config: config.clone(),
+            proof_rate: RateLimiter::new(Rate::per_second(PROOFS_PER_KEY)),
+        }
+    }
+}
+
+/// DPoP as the front offers it to other crates.
+impl Provider {
+    /// A fresh server nonce (`Dpop::dpop_nonce`).
+    pub async fn dpop_nonce(&self) -> Result<String, Error> {
+        self.dpop.dpop_nonce().await
+    }
+}
 
 /// The server secret the nonces are signed with.
 const NONCE_SECRET: &str = "dpop-nonce";
@@ -83,9 +120,9 @@ pub(crate) fn require_proof_of_key(bound: Option<&str>, proven: Option<&str>, wh
     }
 }
 
-impl Provider {
+impl Dpop {
     /// The proof of a token request, verified (RFC 9449 §5) but its `jti` not yet spent: the
-    /// grant spends it ([`Provider::spend_proof`]) once the request is known good (a real code,
+    /// grant spends it ([`Dpop::spend_proof`]) once the request is known good (a real code,
     /// a live refresh token), so a request anyone can make (a public client's, with a made-up
     /// code) never fills the replay memory. `None` when there is none and the client does not
     /// need one; a client with `dpop_bound_access_tokens` must send one. Errors:
@@ -138,13 +175,13 @@ impl Provider {
         ]
         .concat();
         let until_ms = (proof.accepted_until(max_age) + 1) * 1000;
-        if !self.store.remember_once(&key, until_ms).await? {
+        if !self.replays.remember_once(&key, until_ms).await? {
             return Err(invalid_proof("the proof's jti was used before"));
         }
         Ok(())
     }
 
-    /// [`Provider::spend_proof`] for a grant's proof, if it has one; its key's thumbprint.
+    /// [`Dpop::spend_proof`] for a grant's proof, if it has one; its key's thumbprint.
     pub(crate) async fn spend_grant_proof<'p>(&self, proof: Option<&'p Proof>) -> Result<Option<&'p str>, Error> {
         match proof {
             Some(proof) => {

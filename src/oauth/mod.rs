@@ -59,7 +59,14 @@ pub struct Provider {
     pub(crate) accounts: user::Accounts,
     /// Clients: the registry, client authentication, dynamic registration and client
     /// documents ([`client::Clients`]).
-    pub(crate) clients: client::Clients,
+    pub(crate) clients: Arc<client::Clients>,
+    /// The authorization endpoint, consent, pushed requests and the device flow
+    /// ([`authorize::Authorization`]).
+    pub(crate) authorization: authorize::Authorization,
+    /// DPoP's replay memory, nonces and per-key budget ([`dpop::Dpop`]).
+    pub(crate) dpop: Arc<dpop::Dpop>,
+    /// The sealed scratch space ([`scratch::Scratch`]).
+    pub(crate) scratch: Arc<scratch::Scratch>,
     pub keys: Arc<Keys>,
     /// The configuration, shared with the services.
     pub config: Arc<Config>,
@@ -67,24 +74,12 @@ pub struct Provider {
     pub issuer: String,
     /// The `aud` of access tokens when no `resource` is asked for.
     pub default_audience: String,
-    /// Wrong device user codes, per user and per client address (RFC 8628 §5.1).
-    pub user_code_throttle: throttle::UserCodeThrottle,
     /// Counters for `/metrics`.
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Requests per authenticated client at the token and introspection endpoints.
-    pub client_rate: crate::rate_limit::RateLimiter,
+    pub client_rate: Arc<crate::rate_limit::RateLimiter>,
     /// Requests per client address at the token, revocation, introspection and login endpoints.
     pub address_rate: crate::rate_limit::RateLimiter,
-    /// Device authorizations started per client address: each is a stored record and a live
-    /// user code for `device_code_ttl`.
-    device_rate: crate::rate_limit::RateLimiter,
-    /// Pushed authorization requests per client address, for clients anyone can push for, by
-    /// count and by the bytes they keep in the scratch space.
-    pushed_rate: crate::rate_limit::RateLimiter,
-    pushed_bytes_rate: crate::rate_limit::RateLimiter,
-    /// DPoP proofs spent per key ([`dpop::PROOFS_PER_KEY`]): what one key holder may add to
-    /// the replay memory.
-    proof_rate: crate::rate_limit::RateLimiter,
     /// The active-refresh-token gauge, a full scan, taken no more often than it is worth.
     active_refresh_tokens: crate::metrics::CostlyCount,
     /// Requests to URLs chosen by others (the playground's API calls).
@@ -96,15 +91,34 @@ impl Provider {
         let issuer = issuer.trim_end_matches('/').to_string();
         let default_audience = config.default_audience.clone().unwrap_or_else(|| issuer.clone());
         let (client_rate, address_rate) = (config.rate_limit_per_client, config.rate_limit_per_address);
-        let user_code_throttle = throttle::UserCodeThrottle::new(config.login_throttle);
-        let device_rate = crate::rate_limit::RateLimiter::new(config.device_authorizations_per_address);
-        let pushed_rate = crate::rate_limit::RateLimiter::new(config.pushed_requests_per_address);
         let durability = Durability(store.clone());
         let audit = Arc::new(audit::Audit::new(store.clone(), durability.clone(), &config));
         let secrets = Arc::new(secrets::Secrets::new(store.clone()));
         let accounts = user::Accounts::new(&store, &durability, &secrets, &audit, &config);
         let config = Arc::new(config);
-        let clients = client::Clients::new(&store, &audit, &keys, &config, &issuer);
+        let clients = Arc::new(client::Clients::new(
+            &store,
+            &audit,
+            &keys,
+            &config,
+            &issuer,
+            &default_audience,
+        ));
+        let client_rate = Arc::new(crate::rate_limit::RateLimiter::new(client_rate));
+        let dpop = Arc::new(dpop::Dpop::new(store.clone(), &secrets, &config));
+        let scratch = Arc::new(scratch::Scratch::new(store.clone(), &secrets));
+        let shared = authorize::Shared {
+            store: &store,
+            durability: &durability,
+            scratch: &scratch,
+            secrets: &secrets,
+            clients: &clients,
+            dpop: &dpop,
+            audit: &audit,
+            keys: &keys,
+            client_rate: &client_rate,
+        };
+        let authorization = authorize::Authorization::new(shared, &config, &issuer);
         let outbound = crate::outbound::Outbound::new(config.outbound.clone());
         Provider {
             store,
@@ -112,18 +126,16 @@ impl Provider {
             secrets,
             accounts,
             clients,
+            authorization,
+            dpop,
+            scratch,
             keys,
             config,
             issuer,
             default_audience,
-            user_code_throttle,
             metrics: Arc::new(crate::metrics::Metrics::new()),
-            client_rate: crate::rate_limit::RateLimiter::new(client_rate),
+            client_rate,
             address_rate: crate::rate_limit::RateLimiter::new(address_rate),
-            device_rate,
-            pushed_rate,
-            pushed_bytes_rate: crate::rate_limit::RateLimiter::new(authorize::pushed::PUSHED_KIB_PER_MINUTE),
-            proof_rate: crate::rate_limit::RateLimiter::new(crate::rate_limit::Rate::per_second(dpop::PROOFS_PER_KEY)),
             active_refresh_tokens: Default::default(),
             outbound,
         }

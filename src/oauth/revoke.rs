@@ -81,7 +81,7 @@ impl Provider {
         if bound.is_none() || client.client_type != ClientType::Public {
             return Ok(());
         }
-        let proof = self.check_proof(proofs, None, KeyBudget::PerKey).await?;
+        let proof = self.dpop.check_proof(proofs, None, KeyBudget::PerKey).await?;
         require_proof_of_key(bound, proof.as_ref().map(|p| p.jkt.as_str()), what)
     }
 }

@@ -8,13 +8,31 @@ use ring::rand::{SecureRandom, SystemRandom};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{now, secret_hash, Error, Provider};
-use crate::store::{ScratchRoom, MAX_SCRATCH_VALUE_BYTES};
+use std::sync::Arc;
+
+use super::secrets::Secrets;
+use super::{now, secret_hash, Error};
+use crate::store::{EphemeralStore, ScratchRoom, MAX_SCRATCH_VALUE_BYTES};
+
+/// The scratch space, its values sealed under a server secret.
+pub(crate) struct Scratch {
+    store: Arc<dyn EphemeralStore>,
+    secrets: Arc<Secrets>,
+}
+
+impl Scratch {
+    pub(super) fn new(store: Arc<dyn EphemeralStore>, secrets: &Arc<Secrets>) -> Scratch {
+        Scratch {
+            store,
+            secrets: secrets.clone(),
+        }
+    }
+}
 
 /// The name of the server secret that seals scratch values.
 const SEALING_SECRET: &str = "scratch-aead";
 
-impl Provider {
+impl Scratch {
     /// The sealing key: one server secret shared by every node, made on first use.
     async fn sealing_key(&self) -> Result<LessSafeKey, Error> {
         let secret = self.secrets.server_secret(SEALING_SECRET).await?;
@@ -50,7 +68,7 @@ impl Provider {
         Ok(self.store.put_scratch(&key, &stored, now() + ttl, room).await?)
     }
 
-    /// What [`Provider::put_sealed`] kept for `owner` under `purpose`, if it is still there
+    /// What [`Scratch::put_sealed`] kept for `owner` under `purpose`, if it is still there
     /// (and opens: a value sealed under another secret reads as absent).
     pub async fn get_sealed<T: DeserializeOwned>(&self, purpose: &str, owner: &str) -> Result<Option<T>, Error> {
         let key = secret_hash(&format!("{purpose}\0{owner}"));

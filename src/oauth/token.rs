@@ -202,6 +202,7 @@ impl Provider {
             }
             (Presentation::Dpop(request), Some(jkt)) => {
                 let proof = self
+                    .dpop
                     .check_proof(request, Some(token), KeyBudget::PerKey)
                     .await?
                     .ok_or_else(|| invalid_proof("a DPoP proof is required with a DPoP-bound token"))?;
@@ -255,20 +256,5 @@ impl Provider {
             .refresh_token_ttl
             .unwrap_or(self.config.refresh_token_ttl.as_secs());
         i64::try_from(ttl).unwrap_or(i64::MAX)
-    }
-
-    /// The `aud` for a token: the RFC 8707 `resource` if the client may have it, the default
-    /// audience if none was asked for, `invalid_target` otherwise.
-    pub fn resolve_audience(&self, client: &ClientRecord, resource: Option<&str>) -> Result<String, Error> {
-        match resource {
-            None => Ok(self.default_audience.clone()),
-            Some(r) if r == self.default_audience || client.resources.iter().any(|allowed| allowed == r) => {
-                Ok(r.to_string())
-            }
-            Some(_) => Err(Error::new(
-                ErrorCode::InvalidTarget,
-                "this client may not get tokens for that resource",
-            )),
-        }
     }
 }

@@ -35,7 +35,10 @@ pub(super) async fn authorize(
         Err(e) => return error_page(templates, &e),
     };
     let caller = ClientAddress::of(req).key();
-    let step = provider.authorize(&pairs, session.as_ref(), caller.as_deref()).await;
+    let step = provider
+        .authorization
+        .authorize(&pairs, session.as_ref(), caller.as_deref())
+        .await;
     respond(templates, req, session.as_ref(), step, StatusCode::FOUND)
 }
 
@@ -69,7 +72,7 @@ pub(super) async fn decide(
         Some("deny") => Decision::Deny,
         _ => return error_page(templates, &Error::invalid_request("decision must be allow or deny")),
     };
-    let step = provider.decide(&pairs, session.as_ref(), decision).await;
+    let step = provider.authorization.decide(&pairs, session.as_ref(), decision).await;
     respond(templates, req, session.as_ref(), step, StatusCode::SEE_OTHER)
 }
 

@@ -52,11 +52,19 @@ pub(super) async fn submit(
         Some(_) => return error_page(templates, &Error::invalid_request("decision must be allow or deny")),
     };
     match decision {
-        None => match provider.device_prompt(user_code, &session, &address).await {
+        None => match provider
+            .authorization
+            .device_prompt(user_code, &session, &address)
+            .await
+        {
             Ok(prompt) => confirmation(templates, &session, &prompt),
             Err(e) => refused(templates, &session, user_code, e),
         },
-        Some(decision) => match provider.device_decide(user_code, &session, &address, decision).await {
+        Some(decision) => match provider
+            .authorization
+            .device_decide(user_code, &session, &address, decision)
+            .await
+        {
             Ok(()) => {
                 let done = if decision == Decision::Allow { "allow" } else { "deny" };
                 let html = templates.render("device.html", context! { done, username => &session.user.username });

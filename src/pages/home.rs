@@ -43,7 +43,11 @@ pub(super) async fn authorized_apps(
     let (provider, templates) = (provider.0.as_ref(), templates.0.as_ref());
     let session = try_page!(visitor(provider, templates, req, StatusCode::FOUND).await);
     let caller = ClientAddress::of(req).key();
-    let apps = match provider.authorized_apps(session.user_id(), caller.as_deref()).await {
+    let apps = match provider
+        .authorization
+        .authorized_apps(session.user_id(), caller.as_deref())
+        .await
+    {
         Ok(apps) => apps,
         Err(e) => return error_page(templates, &e),
     };
@@ -90,6 +94,7 @@ pub(super) async fn revoke_app(
         return error_page(templates, &Error::invalid_request("client_id is missing"));
     };
     match provider
+        .authorization
         .withdraw_consent(&super::caller(&visitor, req), visitor.user_id(), client_id)
         .await
     {

@@ -86,7 +86,7 @@ pub(super) async fn login_form(
         .and_then(|rest| rest.strip_prefix('?'))
         .and_then(|query| parse_pairs(query.as_bytes()).ok())
         .unwrap_or_default();
-    let login_hint = provider.login_hint(&hint_pairs).await.unwrap_or_default();
+    let login_hint = provider.authorization.login_hint(&hint_pairs).await.unwrap_or_default();
     let login_hint = login_hint.as_str();
     match current_session(provider, req).await {
         Ok(Some(session)) => login_page(templates, StatusCode::OK, session.csrf_token(), next, login_hint, None),

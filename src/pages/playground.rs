@@ -76,7 +76,7 @@ struct State {
 
 /// This browser's playground state (a fresh one if it has none or it could not be read).
 async fn load_state(provider: &Provider, visitor: &Session) -> State {
-    match provider.get_sealed(PURPOSE, &visitor.id).await {
+    match provider.scratch.get_sealed(PURPOSE, &visitor.id).await {
         Ok(state) => state.unwrap_or_default(),
         Err(e) => {
             tracing::warn!(error = %e, "the playground state could not be read");
@@ -87,6 +87,7 @@ async fn load_state(provider: &Provider, visitor: &Session) -> State {
 
 async fn save_state(provider: &Provider, visitor: &Session, state: State) {
     if let Err(e) = provider
+        .scratch
         .put_sealed(PURPOSE, &visitor.id, &state, STATE_TTL_SECS, ScratchRoom::Start)
         .await
     {

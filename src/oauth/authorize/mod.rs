@@ -2,7 +2,7 @@
 //! §3.1.2): from a request and whoever is at the browser, the next step. The pages only render
 //! what this decides: a login, the consent page, a redirect, or an error shown on the spot.
 //!
-//! [`Provider::authorize`] takes the request as it arrives; [`Provider::decide`] takes the
+//! [`Authorization::authorize`] takes the request as it arrives; [`Authorization::decide`] takes the
 //! user's answer on the consent page. The request itself (its parameters and their checks)
 //! is in [`request`].
 
@@ -16,8 +16,113 @@ use self::request::Origin;
 pub use self::request::{AuthorizationRequest, AuthorizeError, Prompt};
 pub use super::params::Params;
 use super::session::Session;
-use super::{now, random_token, secret_hash, Error, ErrorCode, Provider};
-use crate::store::CodeRecord;
+use std::sync::Arc;
+
+use super::audit::Audit;
+use super::client::Clients;
+use super::dpop::Dpop;
+use super::scratch::Scratch;
+use super::secrets::Secrets;
+use super::throttle::UserCodeThrottle;
+use super::{now, random_token, secret_hash, Durability, Error, ErrorCode, Provider};
+use crate::config::Config;
+use crate::keys::Keys;
+use crate::rate_limit::RateLimiter;
+use crate::store::{CodeRecord, ConsentStore, DeviceStore, EphemeralStore, GrantStore, Store};
+
+/// Authorization: the authorization endpoint and the code it issues, consent, pushed
+/// authorization requests and the device flow, with the budgets of the last two. Its fields
+/// are the `oauth` module's, so that `consent.rs` and `device.rs` can hold their parts of it.
+pub(crate) struct Authorization {
+    /// Codes, and the grants a device approval creates (or a withdrawn consent revokes).
+    pub(in crate::oauth) grants: Arc<dyn GrantStore>,
+    pub(in crate::oauth) consents: Arc<dyn ConsentStore>,
+    pub(in crate::oauth) devices: Arc<dyn DeviceStore>,
+    /// The wrong-user-code counters, and the memory of pushed requests used once.
+    pub(in crate::oauth) counters: Arc<dyn EphemeralStore>,
+    pub(in crate::oauth) durability: Durability,
+    /// Pushed requests are kept sealed in the scratch space.
+    pub(in crate::oauth) scratch: Arc<Scratch>,
+    /// Device user codes are indexed by an HMAC under a server secret.
+    pub(in crate::oauth) secrets: Arc<Secrets>,
+    /// The clients that ask, and their authentication at the PAR and device endpoints.
+    pub(in crate::oauth) clients: Arc<Clients>,
+    /// A DPoP proof sent with a pushed request binds its code.
+    pub(in crate::oauth) dpop: Arc<Dpop>,
+    pub(in crate::oauth) audit: Arc<Audit>,
+    /// To read `id_token_hint`s.
+    pub(in crate::oauth) keys: Arc<Keys>,
+    pub(in crate::oauth) config: Arc<Config>,
+    /// The issuer identifier, without a trailing slash.
+    pub(in crate::oauth) issuer: String,
+    /// Requests per authenticated client, shared with the token and introspection endpoints.
+    pub(in crate::oauth) client_rate: Arc<RateLimiter>,
+    /// Pushed authorization requests per client address, for clients anyone can push for, by
+    /// count and by the bytes they keep in the scratch space.
+    pub(in crate::oauth) pushed_rate: RateLimiter,
+    pub(in crate::oauth) pushed_bytes_rate: RateLimiter,
+    /// Device authorizations started per client address: each is a stored record and a live
+    /// user code for `device_code_ttl`.
+    pub(in crate::oauth) device_rate: RateLimiter,
+    /// Wrong device user codes, per user and per client address (RFC 8628 §5.1).
+    pub(in crate::oauth) user_code_throttle: UserCodeThrottle,
+}
+
+/// What [`Authorization::new`] shares with the other services.
+pub(crate) struct Shared<'a> {
+    pub store: &'a Arc<dyn Store>,
+    pub durability: &'a Durability,
+    pub scratch: &'a Arc<Scratch>,
+    pub secrets: &'a Arc<Secrets>,
+    pub clients: &'a Arc<Clients>,
+    pub dpop: &'a Arc<Dpop>,
+    pub audit: &'a Arc<Audit>,
+    pub keys: &'a Arc<Keys>,
+    pub client_rate: &'a Arc<RateLimiter>,
+}
+
+impl Authorization {
+    pub(crate) fn new(shared: Shared<'_>, config: &Arc<Config>, issuer: &str) -> Authorization {
+        Authorization {
+            grants: shared.store.clone(),
+            consents: shared.store.clone(),
+            devices: shared.store.clone(),
+            counters: shared.store.clone(),
+            durability: shared.durability.clone(),
+            scratch: shared.scratch.clone(),
+            secrets: shared.secrets.clone(),
+            clients: shared.clients.clone(),
+            dpop: shared.dpop.clone(),
+            audit: shared.audit.clone(),
+            keys: shared.keys.clone(),
+            config: config.clone(),
+            issuer: issuer.to_string(),
+            client_rate: shared.client_rate.clone(),
+            pushed_rate: RateLimiter::new(config.pushed_requests_per_address),
+            pushed_bytes_rate: RateLimiter::new(pushed::PUSHED_KIB_PER_MINUTE),
+            device_rate: RateLimiter::new(config.device_authorizations_per_address),
+            user_code_throttle: UserCodeThrottle::new(config.login_throttle),
+        }
+    }
+
+    /// An absolute URL on this server.
+    pub(in crate::oauth) fn url(&self, path: &str) -> String {
+        format!("{}{}", self.issuer, path)
+    }
+}
+
+/// Consent as the front offers it to other crates.
+impl Provider {
+    /// Withdraws a user's consent to a client (`Authorization::withdraw_consent`).
+    pub async fn withdraw_consent(
+        &self,
+        by: &super::audit::Caller,
+        user_id: &str,
+        client_id: &str,
+    ) -> Result<bool, Error> {
+        self.authorization.withdraw_consent(by, user_id, client_id).await
+    }
+}
 
 /// What the browser sees next.
 #[derive(Debug)]
@@ -77,7 +182,7 @@ impl From<AuthorizeError> for AuthorizeStep {
     }
 }
 
-impl Provider {
+impl Authorization {
     /// The authorization request in `pairs` (the query string), for the browser's logged-in
     /// `session` if it has one: validated, then a login if nobody (or not the right person, or
     /// not recently enough) is logged in, the consent page if the user has not approved these
@@ -221,7 +326,7 @@ impl Provider {
     }
 
     /// Decides what the user must see, given who is logged in (and when) and whether the
-    /// client still needs their consent ([`Provider::consent_required`], which already counts
+    /// client still needs their consent ([`Authorization::consent_required`], which already counts
     /// `prompt=consent`). Under `prompt=none` anything but [`Interaction::None`] is an error
     /// for the client. `pushed_at` is when a pushed request was pushed: its `prompt=login` and
     /// `max_age=0` are satisfied by a login since then (an ordinary request's are dropped from
@@ -299,8 +404,8 @@ impl Provider {
             nonce: request.nonce.clone(),
             dpop_jkt: request.dpop_jkt.clone(),
         };
-        self.store.put_code(&secret_hash(&code), &record).await?;
-        self.store.durable().await?;
+        self.grants.put_code(&secret_hash(&code), &record).await?;
+        self.durability.durable().await?;
         Ok(self.redirect_with(&request.redirect_uri, &[("code", &code)], request.state.as_deref()))
     }
 

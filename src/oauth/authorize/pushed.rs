@@ -14,11 +14,12 @@
 use serde::{Deserialize, Serialize};
 
 use super::request::Origin;
+use super::Authorization;
 use super::AuthorizeError;
 use crate::oauth::client::{operator_made, ClientCredentials};
 use crate::oauth::dpop::{KeyBudget, ProofRequest};
 use crate::oauth::params::Params;
-use crate::oauth::{now, random_token, secret_hash, Error, ErrorCode, Provider};
+use crate::oauth::{now, random_token, secret_hash, Error, ErrorCode};
 use crate::store::{ClientType, ScratchRoom};
 
 /// The prefix of every `request_uri` this server hands out (RFC 9126 §2.2).
@@ -74,7 +75,7 @@ fn invalid_request_uri(why: &str) -> Error {
     Error::new(ErrorCode::InvalidRequestUri, why)
 }
 
-impl Provider {
+impl Authorization {
     /// The pushed authorization request endpoint (RFC 9126 §2): authenticates the client,
     /// validates `pairs` as the authorization endpoint would (errors are answered here, never
     /// redirected), and keeps them for `par_ttl` under a new `request_uri`. A DPoP proof in
@@ -134,7 +135,7 @@ impl Provider {
                 .map_err(Error::rate_limited)?;
         }
         // Last, so that only pushes that would be stored spend a proof's one-time entry.
-        if let Some(proof) = self.check_proof(proofs, None, KeyBudget::Unbounded).await? {
+        if let Some(proof) = self.dpop.check_proof(proofs, None, KeyBudget::Unbounded).await? {
             match Params::new(&pairs).get("dpop_jkt")? {
                 Some(named) if named != proof.jkt => {
                     return Err(Error::new(
@@ -155,7 +156,8 @@ impl Provider {
         };
         // Kept for `par_ttl` only: a request nobody starts frees its room then. Starting it
         // keeps it for the interaction.
-        self.put_sealed(PURPOSE, &reference, &record, ttl as i64, ScratchRoom::Start)
+        self.scratch
+            .put_sealed(PURPOSE, &reference, &record, ttl as i64, ScratchRoom::Start)
             .await?;
         Ok(PushedAuthorization {
             request_uri: format!("{REQUEST_URI_PREFIX}{reference}"),
@@ -184,22 +186,24 @@ impl Provider {
             return Err(invalid_request_uri("request_uri was not issued by this server"));
         }
         let gone = || invalid_request_uri("request_uri is unknown, expired or already used");
-        let record: PushedRecord = self.get_sealed(PURPOSE, reference).await?.ok_or_else(gone)?;
+        let record: PushedRecord = self.scratch.get_sealed(PURPOSE, reference).await?.ok_or_else(gone)?;
         if record.client_id != client_id {
             return Err(invalid_request_uri("request_uri was pushed by another client"));
         }
-        if self.get_sealed::<bool>(USED, reference).await?.is_some() {
+        if self.scratch.get_sealed::<bool>(USED, reference).await?.is_some() {
             return Err(gone());
         }
         let now = now();
-        let started_at = match self.get_sealed::<i64>(STARTED, reference).await? {
+        let started_at = match self.scratch.get_sealed::<i64>(STARTED, reference).await? {
             Some(started_at) => started_at,
             None if now > record.pushed_at + self.config.par_ttl.as_secs() as i64 => return Err(gone()),
             None => {
-                self.put_sealed(STARTED, reference, &now, INTERACTION_TTL, ScratchRoom::Continue)
+                self.scratch
+                    .put_sealed(STARTED, reference, &now, INTERACTION_TTL, ScratchRoom::Continue)
                     .await?;
                 // The same request, kept for the interaction (its content never changes).
-                self.put_sealed(PURPOSE, reference, &record, INTERACTION_TTL, ScratchRoom::Continue)
+                self.scratch
+                    .put_sealed(PURPOSE, reference, &record, INTERACTION_TTL, ScratchRoom::Continue)
                     .await?;
                 now
             }
@@ -222,7 +226,7 @@ impl Provider {
             None => return params.get("login_hint").ok()?.map(str::to_string),
             Some(uri) => uri.strip_prefix(REQUEST_URI_PREFIX)?,
         };
-        let record: PushedRecord = self.get_sealed(PURPOSE, reference).await.ok()??;
+        let record: PushedRecord = self.scratch.get_sealed(PURPOSE, reference).await.ok()??;
         if Some(record.client_id.as_str()) != params.get("client_id").ok()? {
             return None;
         }
@@ -235,17 +239,18 @@ impl Provider {
     pub(super) async fn use_pushed_request(&self, pushed: &Pushed) -> Result<(), Error> {
         let key = secret_hash(&format!("{PURPOSE}\0{}", pushed.reference));
         let lives_until = pushed.pushed_at + self.config.par_ttl.as_secs() as i64 + 2 * INTERACTION_TTL;
-        if !self.store.remember_once(&key, lives_until * 1000).await? {
+        if !self.counters.remember_once(&key, lives_until * 1000).await? {
             return Err(invalid_request_uri("request_uri was already used"));
         }
         // So that later visits are told at once, rather than at the end.
-        self.put_sealed(
-            USED,
-            &pushed.reference,
-            &true,
-            lives_until - now(),
-            ScratchRoom::Continue,
-        )
-        .await
+        self.scratch
+            .put_sealed(
+                USED,
+                &pushed.reference,
+                &true,
+                lives_until - now(),
+                ScratchRoom::Continue,
+            )
+            .await
     }
 }

@@ -2,10 +2,11 @@
 //! its parameters, checked in the order that keeps errors from ever reaching an unverified
 //! redirect URI.
 
+use super::Authorization;
 use crate::oauth::client::match_redirect_uri;
 use crate::oauth::params::Params;
 use crate::oauth::scope::{self, Scope};
-use crate::oauth::{pkce, Error, ErrorCode, Provider};
+use crate::oauth::{pkce, Error, ErrorCode};
 use crate::store::{ClientRecord, GrantType};
 
 /// A request that passed every check: it may be shown to the user for consent.
@@ -33,7 +34,7 @@ pub struct AuthorizationRequest {
     pub dpop_jkt: Option<String>,
     /// Whether errors may be sent to the redirect URI without asking anyone: the client is an
     /// operator's, or the logged-in user has approved it before (see
-    /// [`Provider::validate_authorization`]).
+    /// [`Authorization::validate_authorization`]).
     pub redirect_errors: bool,
 }
 
@@ -94,7 +95,7 @@ pub enum AuthorizeError {
     Redirect(String),
 }
 
-impl Provider {
+impl Authorization {
     /// Validates an authorization request. Client and redirect URI are checked first, so that
     /// no error is ever redirected to a URI that was not registered for the client.
     ///
@@ -154,7 +155,7 @@ impl Provider {
             && (crate::oauth::client::operator_made(&client)
                 || match user_id {
                     Some(user_id) => self
-                        .store
+                        .consents
                         .get_consent(user_id, &client.client_id)
                         .await
                         .map_err(|e| show(e.into()))?
@@ -189,7 +190,7 @@ impl Provider {
             )));
         }
         let scope = Scope::resolve(params.get("scope").map_err(redirect)?, &client.scopes, |t| {
-            self.scope_is_known(t)
+            crate::oauth::scope::is_known(&self.config, t)
         })
         .map_err(redirect)?;
         if scope.contains(scope::ADMIN_SCOPE) {
@@ -215,6 +216,7 @@ impl Provider {
             None => None,
         };
         let audience = self
+            .clients
             .resolve_audience(&client, params.get("resource").map_err(redirect)?)
             .map_err(redirect)?;
         // OpenID Connect Core §3.1.2.1 and §6: request objects are not supported. A pushed

@@ -39,6 +39,8 @@ pub(crate) struct Clients {
     pub(super) config: Arc<Config>,
     /// The issuer identifier, without a trailing slash.
     pub(super) issuer: String,
+    /// The `aud` of access tokens when no `resource` is asked for.
+    pub(super) default_audience: String,
     /// Dynamic registrations per client address (review finding 6).
     pub(super) registration_rate: RateLimiter,
     /// Documents clients publish (their metadata, their keys), fetched safely and cached.
@@ -52,6 +54,7 @@ impl Clients {
         keys: &Arc<Keys>,
         config: &Arc<Config>,
         issuer: &str,
+        default_audience: &str,
     ) -> Clients {
         Clients {
             store: store.clone(),
@@ -60,6 +63,7 @@ impl Clients {
             keys: keys.clone(),
             config: config.clone(),
             issuer: issuer.to_string(),
+            default_audience: default_audience.to_string(),
             registration_rate: RateLimiter::new(config.registration.limit_per_address),
             documents: DocumentCache::new(config.outbound.clone(), config.documents.clone()),
         }
@@ -68,6 +72,21 @@ impl Clients {
     /// An absolute URL on this server.
     fn url(&self, path: &str) -> String {
         format!("{}{}", self.issuer, path)
+    }
+
+    /// The `aud` for a token: the RFC 8707 `resource` if the client may have it, the default
+    /// audience if none was asked for, `invalid_target` otherwise.
+    pub fn resolve_audience(&self, client: &ClientRecord, resource: Option<&str>) -> Result<String, Error> {
+        match resource {
+            None => Ok(self.default_audience.clone()),
+            Some(r) if r == self.default_audience || client.resources.iter().any(|allowed| allowed == r) => {
+                Ok(r.to_string())
+            }
+            Some(_) => Err(Error::new(
+                ErrorCode::InvalidTarget,
+                "this client may not get tokens for that resource",
+            )),
+        }
     }
 }
 

@@ -93,7 +93,7 @@ impl Provider {
         // with tokens of the revoked grant: dead on arrival, like everything the code produced.
         let grant = grant_of(&record, issued_at, false);
         // The code was real: now the proof is spent (a made-up code spends nothing).
-        self.spend_grant_proof(proof).await?;
+        self.dpop.spend_grant_proof(proof).await?;
         self.store.insert_grant(&grant).await?;
         self.issue_user_tokens(client, &grant, record.nonce.as_deref(), issued_at, dpop_jkt)
             .await

@@ -23,7 +23,7 @@ impl Provider {
             ));
         }
         let scope = Scope::resolve(scope, &client.scopes, |t| self.scope_is_known(t))?;
-        let audience = self.resolve_audience(client, resource)?;
+        let audience = self.clients.resolve_audience(client, resource)?;
         let binding = TokenBinding::dpop(dpop_jkt);
         let access = self.mint_access_token(client, &client.client_id, &scope, &audience, None, &binding)?;
         Ok(TokenResponse {

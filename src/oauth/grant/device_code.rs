@@ -115,7 +115,7 @@ impl Provider {
                     return Err(Error::invalid_grant("the authorization was revoked"));
                 };
                 // Approved: now the proof is spent (a pending poll spends nothing).
-                let dpop_jkt = self.spend_grant_proof(proof).await?;
+                let dpop_jkt = self.dpop.spend_grant_proof(proof).await?;
                 self.issue_user_tokens(client, &grant, None, now(), dpop_jkt).await
             }
         }

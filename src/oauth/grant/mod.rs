@@ -134,7 +134,7 @@ impl Provider {
             self.ensure_id_token_key(&client)?;
         }
         // Verified here; its jti is spent by the grant once the request is known good.
-        let proof = self.token_request_proof(&client, dpop).await?;
+        let proof = self.dpop.token_request_proof(&client, dpop).await?;
         let proof = proof.as_ref();
         let issued = match request {
             GrantRequest::AuthorizationCode {
@@ -155,7 +155,7 @@ impl Provider {
             }
             // The client authenticated: its proof is spent at once.
             GrantRequest::ClientCredentials { scope, resource } => {
-                let jkt = self.spend_grant_proof(proof).await?;
+                let jkt = self.dpop.spend_grant_proof(proof).await?;
                 self.client_credentials_grant(&client, scope.as_deref(), resource.as_deref(), jkt)
             }
             GrantRequest::RefreshToken { refresh_token, scope } => {
@@ -170,7 +170,7 @@ impl Provider {
             }
             GrantRequest::DeviceCode { device_code } => self.device_code_grant(&client, &device_code, proof).await,
             GrantRequest::TokenExchange(request) => {
-                let jkt = self.spend_grant_proof(proof).await?;
+                let jkt = self.dpop.spend_grant_proof(proof).await?;
                 self.token_exchange_grant(&client, request, jkt).await
             }
         }?;

@@ -71,7 +71,7 @@ impl Provider {
         };
         // The token is real and its binding holds: now the proof is spent (before rotating, so
         // a replayed proof cannot rotate it).
-        self.spend_grant_proof(proof).await?;
+        self.dpop.spend_grant_proof(proof).await?;
         // Rotate first, sign after: the loser of a race, or a reused token, costs no signature.
         match self
             .store
