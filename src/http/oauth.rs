@@ -337,7 +337,7 @@ impl OAuthApi {
             audience: present(form.audience),
         };
         let proofs = proof_request(req, &provider);
-        match provider.token(&credentials, request, &proofs).await {
+        match provider.tokens.token(&credentials, request, &proofs).await {
             Ok(t) => {
                 // Only for a request with a proof: a client without DPoP has no use for it.
                 let nonce = match proofs.proofs.is_empty() {
@@ -451,6 +451,7 @@ impl OAuthApi {
                 let credentials = with_address(credentials, req);
                 let proofs = proof_request(req, &provider);
                 provider
+                    .tokens
                     .revoke(
                         &credentials,
                         form.token.as_deref(),
@@ -481,6 +482,7 @@ impl OAuthApi {
         let result = async {
             let credentials = client_credentials(req, &form.auth)?;
             provider
+                .tokens
                 .introspect(&with_address(credentials, req), form.token.as_deref())
                 .await
         };

@@ -174,7 +174,7 @@ async fn userinfo(
         TokenScheme::Bearer => Presentation::Bearer,
         TokenScheme::Dpop => Presentation::Dpop(&proofs),
     };
-    match provider.userinfo(&token, presented).await {
+    match provider.tokens.userinfo(&token, presented).await {
         Ok(claims) => match serde_json::from_value::<UserInfo>(serde_json::Value::Object(claims)) {
             Ok(info) => Answer::Ok(UserInfoOk::Ok(Json(Box::new(info)), NO_STORE.into())),
             Err(e) => Error::server_error(e).into(),

@@ -49,7 +49,7 @@ impl Provider {
     /// `tessera:admin` scope, issued to a client that still exists and is still an admin client.
     /// The admin client behind a bearer token, as the audit trail names it.
     pub async fn authorize_admin(&self, token: &str) -> Result<Caller, Error> {
-        let claims = self.verify_access_token(token).await?;
+        let claims = self.tokens.verify_access_token(token).await?;
         let scope = Scope::parse(claims["scope"].as_str().unwrap_or_default()).unwrap_or_default();
         if !scope.contains(ADMIN_SCOPE) {
             return Err(Error::new(
@@ -105,7 +105,7 @@ impl Provider {
         }
         .await;
         let name = match &result {
-            Ok(grant) => self.grant_name(grant).await,
+            Ok(grant) => super::audit::grant_name(self.store.as_ref(), self.store.as_ref(), grant).await,
             Err(_) => String::new(),
         };
         let target = Target {
@@ -117,19 +117,6 @@ impl Provider {
             .record_result(by, "grant.revoke", Some(target), &result)
             .await;
         result
-    }
-
-    /// A grant as a person reads it: whose, to which app.
-    pub(super) async fn grant_name(&self, grant: &GrantRecord) -> String {
-        let user = match self.store.get_user(&grant.user_id).await {
-            Ok(Some(user)) => user.username,
-            _ => grant.user_id.clone(),
-        };
-        let client = match self.store.get_client(&grant.client_id).await {
-            Ok(Some(client)) => client.name,
-            _ => grant.client_id.clone(),
-        };
-        format!("{user} to {client}")
     }
 
     /// Deletes a client after revoking every grant it holds, so no token of it outlives it.

@@ -12,7 +12,10 @@ use super::{random_token, Durability, Error, Provider};
 use crate::clock::now_ms;
 use crate::config::Config;
 use crate::rate_limit::{Rate, RateLimiter};
-use crate::store::{audit_id, AuditActor, AuditFilter, AuditRecord, AuditStore, ClientRecord, GrantRecord, UserRecord};
+use crate::store::{
+    audit_id, AuditActor, AuditFilter, AuditRecord, AuditStore, ClientRecord, ClientStore, GrantRecord, UserRecord,
+    UserStore,
+};
 
 /// Who is calling a core function that changes something, and from where: every such function
 /// takes one and records its entry with it.
@@ -453,8 +456,7 @@ impl Audit {
     }
 }
 
-/// What the trail records that needs more than the trail (a grant's name reads its user and
-/// client), and the trail as the front offers it to other crates.
+/// The trail as the front offers it to other crates.
 impl Provider {
     /// One page of the trail, newest first (`Audit::audit_page`).
     pub async fn audit_page(
@@ -465,23 +467,17 @@ impl Provider {
     ) -> Result<Vec<AuditRecord>, Error> {
         self.audit.audit_page(filter, before, limit).await
     }
+}
 
-    /// A leaked credential was presented (a used code, a spent refresh token) by `client` from
-    /// `address`, and `grant` was revoked for it.
-    pub(super) async fn record_leak(
-        &self,
-        client: &ClientRecord,
-        address: Option<&str>,
-        action: &str,
-        grant: &GrantRecord,
-    ) {
-        let by = Caller::client(client, address);
-        let name = self.grant_name(grant).await;
-        let target = Target {
-            kind: "grant",
-            id: &grant.grant_id,
-            name: &name,
-        };
-        self.audit.record(&by, action, Some(target), "grant revoked").await;
-    }
+/// A grant as a person reads it in the trail: whose, to which app.
+pub(super) async fn grant_name(users: &dyn UserStore, clients: &dyn ClientStore, grant: &GrantRecord) -> String {
+    let user = match users.get_user(&grant.user_id).await {
+        Ok(Some(user)) => user.username,
+        _ => grant.user_id.clone(),
+    };
+    let client = match clients.get_client(&grant.client_id).await {
+        Ok(Some(client)) => client.name,
+        _ => grant.client_id.clone(),
+    };
+    format!("{user} to {client}")
 }

@@ -3,7 +3,8 @@
 use serde_json::Value;
 
 use super::client::ClientCredentials;
-use super::{now, secret_hash, Error, Provider};
+use super::{now, secret_hash, Error};
+use crate::oauth::token::Tokens;
 use crate::store::{ClientRecord, ClientType};
 
 /// What introspection reveals about a token (RFC 7662 §2.2). Inactive tokens reveal nothing.
@@ -28,7 +29,7 @@ fn claim(claims: &Value, name: &str) -> Option<String> {
     claims[name].as_str().map(str::to_string)
 }
 
-impl Provider {
+impl Tokens {
     /// Answers whether `token` is active and, if so, its claims. Only confidential clients may
     /// ask (RFC 7662 §2.1 requires the caller to be authorised), and each learns only about
     /// the tokens issued to it, unless the operator lists it in `introspection_clients` (a
@@ -59,7 +60,7 @@ impl Provider {
         // An access token is a JWT; a refresh token is opaque and never holds a dot. Looking
         // at the shape first spares every access token a refresh-token lookup.
         if !token.contains('.') {
-            let Some((record, grant)) = self.store.get_refresh_and_grant(&secret_hash(token)).await? else {
+            let Some((record, grant)) = self.grants.get_refresh_and_grant(&secret_hash(token)).await? else {
                 return Ok(inactive);
             };
             let Some(grant) = grant else {

@@ -48,8 +48,25 @@ use crate::config::Config;
 use crate::keys::Keys;
 use crate::store::{SecretHash, Store};
 
-/// Everything the protocol needs: storage, keys and the validated configuration.
+/// The front the HTTP layer, the pages and the CLI call: it owns the capability services
+/// (each holding only the store traits it uses, and the budgets it owns), the keys, the
+/// configuration and the metrics. Where a capability lives:
+///
+/// - [`audit::Audit`]: the audit trail;
+/// - [`user::Accounts`]: users, browser sessions, signing in;
+/// - [`client::Clients`]: the client registry, client authentication, dynamic registration,
+///   client documents;
+/// - [`authorize::Authorization`]: the authorization endpoint, consent, PAR, the device flow;
+/// - [`token::Tokens`]: grants, minting, token exchange, introspection, revocation, UserInfo;
+/// - shared by those: [`secrets::Secrets`], [`dpop::Dpop`], [`scratch::Scratch`], and
+///   `client_rate`, the per-client budget of every endpoint a client authenticates at.
+///
+/// What stays here crosses services: the admin API's listings and deletions (`admin.rs`),
+/// purging, readiness and the `/metrics` gauges.
 pub struct Provider {
+    /// The whole store, for what crosses record kinds and services: the admin API's pages and
+    /// cascading deletions, [`Store::purge_expired`], readiness probes, record counts and the
+    /// gauges of `/metrics`. No capability service holds it.
     store: Arc<dyn Store>,
     /// The audit trail, with the budgets that bound it ([`audit::Audit`]).
     pub(crate) audit: Arc<audit::Audit>,
@@ -63,6 +80,8 @@ pub struct Provider {
     /// The authorization endpoint, consent, pushed requests and the device flow
     /// ([`authorize::Authorization`]).
     pub(crate) authorization: authorize::Authorization,
+    /// Grants, minting, exchange, introspection, revocation and UserInfo ([`token::Tokens`]).
+    pub(crate) tokens: token::Tokens,
     /// DPoP's replay memory, nonces and per-key budget ([`dpop::Dpop`]).
     pub(crate) dpop: Arc<dpop::Dpop>,
     /// The sealed scratch space ([`scratch::Scratch`]).
@@ -119,6 +138,18 @@ impl Provider {
             client_rate: &client_rate,
         };
         let authorization = authorize::Authorization::new(shared, &config, &issuer);
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let shared = token::Shared {
+            store: &store,
+            durability: &durability,
+            clients: &clients,
+            dpop: &dpop,
+            audit: &audit,
+            keys: &keys,
+            metrics: &metrics,
+            client_rate: &client_rate,
+        };
+        let tokens = token::Tokens::new(shared, &config, &issuer, &default_audience);
         let outbound = crate::outbound::Outbound::new(config.outbound.clone());
         Provider {
             store,
@@ -127,13 +158,14 @@ impl Provider {
             accounts,
             clients,
             authorization,
+            tokens,
             dpop,
             scratch,
             keys,
             config,
             issuer,
             default_audience,
-            metrics: Arc::new(crate::metrics::Metrics::new()),
+            metrics,
             client_rate,
             address_rate: crate::rate_limit::RateLimiter::new(address_rate),
             active_refresh_tokens: Default::default(),
@@ -212,10 +244,6 @@ impl Provider {
         let age = now() - self.keys.current().signing_created_at;
         let database = self.store.database_health().await;
         self.metrics.render(active, age, database)
-    }
-
-    fn scope_is_known(&self, token: &str) -> bool {
-        scope::is_known(&self.config, token)
     }
 }
 

@@ -5,8 +5,9 @@ use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 use super::scope::Scope;
-use super::{now, Error, ErrorCode, Provider};
+use super::{now, Error, ErrorCode};
 use crate::keys::Algorithm;
+use crate::oauth::token::Tokens;
 use crate::store::{ClientRecord, UserRecord};
 
 /// The scope that makes an authorization request an OpenID Connect one.
@@ -134,7 +135,7 @@ pub fn at_hash(alg: Algorithm, access_token: &str) -> String {
     URL_SAFE_NO_PAD.encode(&bytes[..bytes.len() / 2])
 }
 
-impl Provider {
+impl Tokens {
     /// The algorithm a client's ID tokens are signed with (RS256 unless it registered another).
     pub fn id_token_alg(&self, client: &ClientRecord) -> Algorithm {
         client.id_token_signed_response_alg.unwrap_or(Algorithm::RS256)
@@ -160,7 +161,7 @@ impl Provider {
             return Ok(None);
         }
         let user = self
-            .store
+            .users
             .get_user(input.user_id)
             .await?
             .ok_or_else(|| Error::invalid_grant("the user of this grant no longer exists"))?;
@@ -212,7 +213,7 @@ impl Provider {
         }
         let sub = claims["sub"].as_str().unwrap_or_default();
         let user = self
-            .store
+            .users
             .get_user(sub)
             .await?
             .ok_or_else(|| Error::new(ErrorCode::InvalidToken, "the user no longer exists"))?;

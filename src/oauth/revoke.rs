@@ -5,10 +5,11 @@
 
 use super::client::ClientCredentials;
 use super::dpop::{require_proof_of_key, KeyBudget, ProofRequest};
-use super::{secret_hash, Error, ErrorCode, Provider};
+use super::{secret_hash, Error, ErrorCode};
+use crate::oauth::token::Tokens;
 use crate::store::{ClientRecord, ClientType};
 
-impl Provider {
+impl Tokens {
     /// Revokes a refresh token (and with it its whole grant, RFC 7009 §2.1) or an access
     /// token. Unknown tokens, and tokens of other clients, are answered like success so the
     /// endpoint cannot be used to probe for valid tokens (RFC 7009 §2.2).
@@ -32,13 +33,13 @@ impl Provider {
         let revoked =
             self.revoke_refresh(&client, token, proofs).await? || self.revoke_access(&client, token, proofs).await?;
         if revoked {
-            self.store.durable().await?;
+            self.durability.durable().await?;
         }
         Ok(())
     }
 
     async fn revoke_refresh(&self, client: &ClientRecord, token: &str, proofs: &ProofRequest) -> Result<bool, Error> {
-        let Some((record, grant)) = self.store.get_refresh_and_grant(&secret_hash(token)).await? else {
+        let Some((record, grant)) = self.grants.get_refresh_and_grant(&secret_hash(token)).await? else {
             return Ok(false);
         };
         match grant {
@@ -47,7 +48,7 @@ impl Provider {
             Some(grant) if grant.client_id == client.client_id => {
                 self.check_revocation_proof(client, record.dpop_jkt.as_deref(), proofs, "the refresh token")
                     .await?;
-                Ok(self.store.revoke_grant(&grant.grant_id).await?)
+                Ok(self.grants.revoke_grant(&grant.grant_id).await?)
             }
             _ => Ok(false),
         }
@@ -65,7 +66,7 @@ impl Provider {
         };
         self.check_revocation_proof(client, claims["cnf"]["jkt"].as_str(), proofs, "the access token")
             .await?;
-        self.store.revoke_access_token(jti, exp).await?;
+        self.grants.revoke_access_token(jti, exp).await?;
         Ok(true)
     }
 

@@ -4,8 +4,106 @@ use serde::Serialize;
 
 use super::dpop::{invalid_proof, KeyBudget, ProofRequest};
 use super::scope::Scope;
-use super::{now, random_token, Error, ErrorCode, Provider};
-use crate::store::ClientRecord;
+use std::sync::Arc;
+
+use super::audit::Audit;
+use super::client::Clients;
+use super::dpop::Dpop;
+use super::{now, random_token, Durability, Error, ErrorCode, Provider};
+use crate::config::Config;
+use crate::keys::Keys;
+use crate::metrics::Metrics;
+use crate::rate_limit::RateLimiter;
+use crate::store::{ClientRecord, DeviceStore, GrantRecord, GrantStore, Store, UserStore};
+
+/// Tokens: the grants and what descends from them, minting and verifying access and ID
+/// tokens, token exchange, introspection, revocation and UserInfo. Its fields are the `oauth`
+/// module's, so that `grant/`, `oidc.rs`, `revoke.rs` and `introspect.rs` can hold their
+/// parts of it.
+pub(crate) struct Tokens {
+    /// Codes, grants, refresh tokens and revoked access tokens.
+    pub(in crate::oauth) grants: Arc<dyn GrantStore>,
+    /// Device requests, polled with the device code.
+    pub(in crate::oauth) devices: Arc<dyn DeviceStore>,
+    /// UserInfo's claims, and a grant's name in the audit trail.
+    pub(in crate::oauth) users: Arc<dyn UserStore>,
+    pub(in crate::oauth) durability: Durability,
+    /// Client authentication at the token, revocation and introspection endpoints, and
+    /// whether a token's client still exists.
+    pub(in crate::oauth) clients: Arc<Clients>,
+    /// DPoP proofs of token requests, revocations and UserInfo calls.
+    pub(in crate::oauth) dpop: Arc<Dpop>,
+    pub(in crate::oauth) audit: Arc<Audit>,
+    pub(in crate::oauth) keys: Arc<Keys>,
+    pub(in crate::oauth) config: Arc<Config>,
+    /// The issuer identifier, without a trailing slash.
+    pub(in crate::oauth) issuer: String,
+    /// The `aud` of access tokens when no `resource` is asked for.
+    pub(in crate::oauth) default_audience: String,
+    /// Tokens issued and signed, for `/metrics`.
+    pub(in crate::oauth) metrics: Arc<Metrics>,
+    /// Requests per authenticated client, shared with the PAR and device endpoints.
+    pub(in crate::oauth) client_rate: Arc<RateLimiter>,
+}
+
+/// What [`Tokens::new`] shares with the other services.
+pub(crate) struct Shared<'a> {
+    pub store: &'a Arc<dyn Store>,
+    pub durability: &'a Durability,
+    pub clients: &'a Arc<Clients>,
+    pub dpop: &'a Arc<Dpop>,
+    pub audit: &'a Arc<Audit>,
+    pub keys: &'a Arc<Keys>,
+    pub metrics: &'a Arc<Metrics>,
+    pub client_rate: &'a Arc<RateLimiter>,
+}
+
+impl Tokens {
+    pub(crate) fn new(shared: Shared<'_>, config: &Arc<Config>, issuer: &str, default_audience: &str) -> Tokens {
+        Tokens {
+            grants: shared.store.clone(),
+            devices: shared.store.clone(),
+            users: shared.store.clone(),
+            durability: shared.durability.clone(),
+            clients: shared.clients.clone(),
+            dpop: shared.dpop.clone(),
+            audit: shared.audit.clone(),
+            keys: shared.keys.clone(),
+            config: config.clone(),
+            issuer: issuer.to_string(),
+            default_audience: default_audience.to_string(),
+            metrics: shared.metrics.clone(),
+            client_rate: shared.client_rate.clone(),
+        }
+    }
+
+    /// A leaked credential was presented (a used code, a spent refresh token) by `client` from
+    /// `address`, and `grant` was revoked for it.
+    pub(super) async fn record_leak(
+        &self,
+        client: &ClientRecord,
+        address: Option<&str>,
+        action: &str,
+        grant: &GrantRecord,
+    ) {
+        let by = super::audit::Caller::client(client, address);
+        let name = super::audit::grant_name(self.users.as_ref(), self.clients.store.as_ref(), grant).await;
+        let target = super::audit::Target {
+            kind: "grant",
+            id: &grant.grant_id,
+            name: &name,
+        };
+        self.audit.record(&by, action, Some(target), "grant revoked").await;
+    }
+}
+
+/// Tokens as the front offers them to other crates.
+impl Provider {
+    /// The claims of a valid access token (`Tokens::verify_access_token`).
+    pub async fn verify_access_token(&self, token: &str) -> Result<serde_json::Value, Error> {
+        self.tokens.verify_access_token(token).await
+    }
+}
 
 /// The JWT access token's claims, as RFC 9068 §2.2 lists them.
 #[derive(Debug, Serialize)]
@@ -95,11 +193,10 @@ pub struct TokenResponse {
 /// A signed access token and the facts the caller needs to record it.
 pub struct MintedAccessToken {
     pub jwt: String,
-    pub jti: String,
     pub expires_in: u64,
 }
 
-/// Everything an access token says beyond its client: what [`Provider::mint_access_token`]
+/// Everything an access token says beyond its client: what [`Tokens::mint_access_token`]
 /// takes, plus the latest expiry an exchanged token may have.
 pub struct AccessTokenContent<'a> {
     pub sub: &'a str,
@@ -112,7 +209,7 @@ pub struct AccessTokenContent<'a> {
     pub not_after: Option<i64>,
 }
 
-impl Provider {
+impl Tokens {
     /// Signs an access token for `sub` with the current signing key.
     pub fn mint_access_token(
         &self,
@@ -167,19 +264,19 @@ impl Provider {
         };
         let jwt = self.keys.current().sign_jwt("at+jwt", &claims)?;
         self.metrics.token_signed("access_token");
-        Ok(MintedAccessToken { jwt, jti, expires_in })
+        Ok(MintedAccessToken { jwt, expires_in })
     }
 
     /// Checks a bearer access token presented to Tessera itself (UserInfo, the admin API):
     /// signed by a published key, `typ` at+jwt, ours, unexpired, issued for this server (not
     /// for another resource), and neither it nor its grant revoked. Returns its claims; any
     /// failure is `invalid_token` (RFC 6750 §3.1). A DPoP-bound token is refused: its holder
-    /// must prove the key ([`Provider::verify_presented_token`]).
+    /// must prove the key ([`Tokens::verify_presented_token`]).
     pub async fn verify_access_token(&self, token: &str) -> Result<serde_json::Value, Error> {
         self.verify_presented_token(token, Presentation::Bearer).await
     }
 
-    /// [`Provider::verify_access_token`] for a token presented as `presented`: a DPoP-bound
+    /// [`Tokens::verify_access_token`] for a token presented as `presented`: a DPoP-bound
     /// token only with the DPoP scheme and a proof of its key whose `ath` is the token's hash
     /// (RFC 9449 §7), a bearer token only as Bearer. A failed proof is `invalid_dpop_proof`
     /// (or `use_dpop_nonce`); a token sent with the wrong scheme is `invalid_token`.
@@ -236,14 +333,14 @@ impl Provider {
     /// client's tokens (client_credentials ones have no grant) die with it.
     pub async fn access_token_live(&self, claims: &serde_json::Value) -> Result<bool, Error> {
         if self
-            .store
+            .grants
             .is_access_token_revoked(claims["jti"].as_str().unwrap_or_default())
             .await?
         {
             return Ok(false);
         }
         if let Some(grant_id) = claims["gid"].as_str() {
-            if self.store.get_grant(grant_id).await?.is_none_or(|g| g.revoked) {
+            if self.grants.get_grant(grant_id).await?.is_none_or(|g| g.revoked) {
                 return Ok(false);
             }
         }

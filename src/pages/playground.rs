@@ -257,7 +257,11 @@ pub async fn act(
                 refresh_token,
                 ..TokenRequest::default()
             };
-            match provider.token(&credentials(&state), request, &Default::default()).await {
+            match provider
+                .tokens
+                .token(&credentials(&state), request, &Default::default())
+                .await
+            {
                 Ok(tokens) => state.tokens = Some(tokens.into()),
                 Err(e) => state.error = Some(format!("refresh failed: {}: {}", e.code.as_str(), e.description)),
             }
@@ -325,7 +329,11 @@ pub async fn callback(req: &Request, provider: Data<&Arc<Provider>>, templates: 
             code_verifier: state.verifier.clone(),
             ..TokenRequest::default()
         };
-        match provider.token(&credentials(&state), request, &Default::default()).await {
+        match provider
+            .tokens
+            .token(&credentials(&state), request, &Default::default())
+            .await
+        {
             Ok(tokens) => state.tokens = Some(tokens.into()),
             Err(e) => {
                 state.error = Some(format!(

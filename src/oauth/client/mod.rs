@@ -589,6 +589,13 @@ impl Clients {
         }
     }
 
+    /// Notes that `client_id` was first issued a token at `at`: a registered client that is
+    /// used is never purged as unused.
+    pub(crate) async fn mark_used(&self, client_id: &str, at: i64) -> Result<(), Error> {
+        self.store.mark_client_used(client_id, at).await?;
+        Ok(())
+    }
+
     /// Every client, ordered by id (a full scan: for the CLI, not for requests).
     pub async fn list_clients(&self) -> Result<Vec<ClientRecord>, Error> {
         Ok(self.store.list_clients().await?)

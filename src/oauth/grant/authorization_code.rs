@@ -3,13 +3,14 @@
 use crate::oauth::dpop::Proof;
 use crate::oauth::oidc::IdTokenInput;
 use crate::oauth::scope::Scope;
+use crate::oauth::token::Tokens;
 use crate::oauth::token::{TokenBinding, TokenResponse};
-use crate::oauth::{now, pkce, random_token, secret_hash, Error, ErrorCode, Provider};
+use crate::oauth::{now, pkce, random_token, secret_hash, Error, ErrorCode};
 use crate::store::{
     ClientRecord, ClientType, CodeRecord, GrantRecord, GrantRevocation, GrantType, Redemption, RefreshRecord,
 };
 
-impl Provider {
+impl Tokens {
     /// Exchanges a code for tokens. The code is spent by the first attempt, whatever its
     /// outcome; presenting it again revokes everything it produced.
     pub(super) async fn authorization_code_grant(
@@ -22,23 +23,23 @@ impl Provider {
         address: Option<&str>,
     ) -> Result<TokenResponse, Error> {
         let dpop_jkt = proof.map(|p| p.jkt.as_str());
-        let record = match self.store.redeem_code(&secret_hash(code)).await? {
+        let record = match self.grants.redeem_code(&secret_hash(code)).await? {
             Redemption::Fresh(record) => record,
             Redemption::Replayed(record) => {
                 // RFC 6749 §4.1.2: a code used twice has leaked; revoke what it produced.
                 // The first exchange may not have written its grant yet: then a revoked one
                 // is written in its place, and that exchange, finding it, cannot make it live.
                 // The replay that revokes the grant is recorded; the others find it revoked.
-                let first = match self.store.revoke_grant_once(&record.grant_id).await? {
+                let first = match self.grants.revoke_grant_once(&record.grant_id).await? {
                     GrantRevocation::Revoked => true,
                     GrantRevocation::WasRevoked => false,
                     GrantRevocation::Unknown => {
                         let revoked = grant_of(&record, now(), true);
-                        self.store.insert_grant(&revoked).await?
-                            || self.store.revoke_grant_once(&record.grant_id).await? == GrantRevocation::Revoked
+                        self.grants.insert_grant(&revoked).await?
+                            || self.grants.revoke_grant_once(&record.grant_id).await? == GrantRevocation::Revoked
                     }
                 };
-                self.store.durable().await?;
+                self.durability.durable().await?;
                 if first {
                     let grant = grant_of(&record, now(), true);
                     self.record_leak(client, address, "code.replay", &grant).await;
@@ -94,7 +95,7 @@ impl Provider {
         let grant = grant_of(&record, issued_at, false);
         // The code was real: now the proof is spent (a made-up code spends nothing).
         self.dpop.spend_grant_proof(proof).await?;
-        self.store.insert_grant(&grant).await?;
+        self.grants.insert_grant(&grant).await?;
         self.issue_user_tokens(client, &grant, record.nonce.as_deref(), issued_at, dpop_jkt)
             .await
     }
@@ -144,12 +145,12 @@ impl Provider {
                     .filter(|_| client.client_type == ClientType::Public)
                     .map(str::to_string),
             };
-            self.store.put_refresh(&secret_hash(&token), &refresh).await?;
+            self.grants.put_refresh(&secret_hash(&token), &refresh).await?;
             Some(token)
         } else {
             None
         };
-        self.store.durable().await?;
+        self.durability.durable().await?;
         Ok(TokenResponse {
             access_token: access.jwt,
             token_type: binding.token_type(),

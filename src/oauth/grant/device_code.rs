@@ -9,7 +9,8 @@ use std::sync::Mutex;
 
 use crate::oauth::dpop::Proof;
 use crate::oauth::token::TokenResponse;
-use crate::oauth::{now, secret_hash, Error, ErrorCode, Provider};
+use crate::oauth::token::Tokens;
+use crate::oauth::{now, secret_hash, Error, ErrorCode};
 use crate::store::{ClientRecord, DeviceRecord, DeviceStatus};
 
 /// How much `interval` grows with each `slow_down` (RFC 8628 §3.5).
@@ -63,7 +64,7 @@ fn poll(device: &mut DeviceRecord, client_id: &str, now_ms: i64) -> (Poll, bool)
     }
 }
 
-impl Provider {
+impl Tokens {
     /// Answers one poll with a device code: tokens once (the first poll after the user
     /// approved), else the RFC 8628 §3.5 error that says what to do next.
     pub(super) async fn device_code_grant(
@@ -75,7 +76,7 @@ impl Provider {
         let now_ms = crate::clock::now_ms();
         let outcome = Mutex::new(None);
         let device = self
-            .store
+            .devices
             .update_device(&secret_hash(device_code), &|device| {
                 let (found, changed) = poll(device, &client.client_id, now_ms);
                 *outcome.lock().unwrap_or_else(|p| p.into_inner()) = Some(found);
@@ -107,7 +108,7 @@ impl Provider {
             )),
             Poll::Approved => {
                 let grant = match &device.grant_id {
-                    Some(grant_id) => self.store.get_grant(grant_id).await?,
+                    Some(grant_id) => self.grants.get_grant(grant_id).await?,
                     None => None,
                 };
                 // The user may have withdrawn the approval on the authorized-apps page since.

@@ -11,7 +11,8 @@ use super::client::catalogue;
 use super::client::ClientCredentials;
 use super::dpop::ProofRequest;
 use super::token::TokenResponse;
-use super::{Error, ErrorCode, Provider};
+use super::{Error, ErrorCode};
+use crate::oauth::token::Tokens;
 use crate::store::{ClientRecord, GrantType};
 
 /// The token request's form parameters as they arrive (client credentials travel
@@ -112,7 +113,7 @@ impl TokenRequest {
     }
 }
 
-impl Provider {
+impl Tokens {
     /// Runs a token request: parses it into its grant, authenticates the client, checks that
     /// the client may use the grant, checks the DPoP proof if there is one (RFC 9449 §5: for
     /// every grant, here), and hands over to the grant's module with the proof's key.
@@ -176,7 +177,7 @@ impl Provider {
         }?;
         if client.first_used_at.is_none() {
             // Once per client: a registered client that is used is never purged as unused.
-            self.store.mark_client_used(&client.client_id, super::now()).await?;
+            self.clients.mark_used(&client.client_id, super::now()).await?;
         }
         self.metrics.token_issued(catalogue::wire(grant));
         Ok(issued)

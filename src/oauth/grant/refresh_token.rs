@@ -3,11 +3,12 @@
 use crate::oauth::dpop::{invalid_proof, Proof};
 use crate::oauth::oidc::IdTokenInput;
 use crate::oauth::scope::Scope;
+use crate::oauth::token::Tokens;
 use crate::oauth::token::{TokenBinding, TokenResponse};
-use crate::oauth::{now, random_token, secret_hash, Error, ErrorCode, Provider};
+use crate::oauth::{now, random_token, secret_hash, Error, ErrorCode};
 use crate::store::{ClientRecord, RefreshRecord, Rotation};
 
-impl Provider {
+impl Tokens {
     /// Exchanges a refresh token for a new access token and a new refresh token. The old
     /// refresh token is spent; presenting it again revokes its whole grant. The new refresh
     /// token is durable before the response is returned.
@@ -22,7 +23,11 @@ impl Provider {
         let dpop_jkt = proof.map(|p| p.jkt.as_str());
         let invalid = || Error::invalid_grant("the refresh token is invalid");
         let old_hash = secret_hash(presented);
-        let (current, grant) = self.store.get_refresh_and_grant(&old_hash).await?.ok_or_else(invalid)?;
+        let (current, grant) = self
+            .grants
+            .get_refresh_and_grant(&old_hash)
+            .await?
+            .ok_or_else(invalid)?;
         let grant = grant.filter(|grant| !grant.revoked).ok_or_else(invalid)?;
         // Checked before rotating, so another client presenting a stolen token cannot spend it.
         if grant.client_id != client.client_id {
@@ -74,7 +79,7 @@ impl Provider {
         self.dpop.spend_grant_proof(proof).await?;
         // Rotate first, sign after: the loser of a race, or a reused token, costs no signature.
         match self
-            .store
+            .grants
             .rotate_refresh(&old_hash, &secret_hash(&new_token), &next)
             .await?
         {
@@ -82,8 +87,8 @@ impl Provider {
             Rotation::Spent(spent) => {
                 // RFC 9700 §4.14.2: a spent token presented again has leaked; its whole family
                 // (every token of the grant) is revoked.
-                let revoked = self.store.revoke_grant_once(&spent.grant_id).await?;
-                self.store.durable().await?;
+                let revoked = self.grants.revoke_grant_once(&spent.grant_id).await?;
+                self.durability.durable().await?;
                 // Recorded once: by the request that revoked the family.
                 if revoked == crate::store::GrantRevocation::Revoked {
                     self.record_leak(client, address, "refresh_token.reuse", &grant).await;
@@ -116,7 +121,7 @@ impl Provider {
                 access_token: &access.jwt,
             })
             .await?;
-        self.store.durable().await?;
+        self.durability.durable().await?;
         Ok(TokenResponse {
             access_token: access.jwt,
             token_type: binding.token_type(),

@@ -45,8 +45,9 @@ use serde_json::{json, Value};
 
 use crate::oauth::dpop::require_proof_of_key;
 use crate::oauth::scope::{Scope, ADMIN_SCOPE};
+use crate::oauth::token::Tokens;
 use crate::oauth::token::{AccessTokenContent, TokenBinding, TokenResponse};
-use crate::oauth::{Error, ErrorCode, Provider};
+use crate::oauth::{Error, ErrorCode};
 use crate::store::{ClientRecord, ClientType};
 
 /// The token type URI of an OAuth access token (RFC 8693 §3).
@@ -87,7 +88,7 @@ fn tessera_token_type(value: &str, parameter: &str) -> Result<&'static str, Erro
     }
 }
 
-impl Provider {
+impl Tokens {
     /// Issues an access token for the subject token's `sub`, to `client`, for the target
     /// audience, with the subject's grant and an `act` claim naming the actor if one is given.
     /// Nothing is stored: the exchange costs the token checks and one signature.
