@@ -160,7 +160,7 @@ fn cleaned(entry: AuditRecord) -> AuditRecord {
 
 /// Where `tessera keys` leaves its entries when a running server holds the data folder (sled
 /// allows one process): in the keys folder it has just changed, which the server watches. The
-/// server moves them into the trail within seconds ([`Provider::import_pending_audit`]).
+/// server moves them into the trail within seconds ([`Audit::import_pending_audit`]).
 pub(crate) const PENDING_AUDIT_FILE: &str = "audit-pending.jsonl";
 
 /// The most a pending file is read: far more than any run of commands writes.

@@ -1,5 +1,5 @@
 //! `/o/authorize/`: the browser side of the authorization endpoint. The core decides the step
-//! ([`Provider::authorize`], [`Provider::decide`]); this renders it: the login page, the
+//! (`Authorization::authorize`, `Authorization::decide`); this renders it: the login page, the
 //! consent page, a redirect, or an error shown on the spot.
 
 use std::sync::Arc;

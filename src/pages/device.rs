@@ -1,7 +1,7 @@
 //! `/o/device/`: the verification page of the device authorization grant (RFC 8628 §3.3). A
 //! logged-in user enters the code their device shows (or follows `verification_uri_complete`,
 //! which fills it in), sees which app asks for what, and allows or denies. The core decides
-//! ([`Provider::device_prompt`], [`Provider::device_decide`]); this renders it. Anonymous
+//! (`Authorization::device_prompt`, `Authorization::device_decide`); this renders it. Anonymous
 //! visitors go through the login page and come back with the code still filled in.
 
 use std::sync::Arc;

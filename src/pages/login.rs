@@ -103,7 +103,7 @@ pub(super) async fn login_form(
     }
 }
 
-/// POST /o/login/: hands the form to [`Provider::sign_in`] and renders the step it decides.
+/// POST /o/login/: hands the form to [`Accounts::sign_in`](crate::oauth::user::Accounts::sign_in) and renders the step it decides.
 #[handler]
 pub(super) async fn login(
     req: &Request,

@@ -2,7 +2,7 @@
 //! Every operation needs an access token with the `tessera:admin` scope, which only admin
 //! clients (`tessera app create --admin`) get, through client_credentials. Errors are RFC 9457
 //! problem details with a stable `code` ([`problem`]); the bodies are in [`types`]. The
-//! operations are the ones the CLI and the pages use (`Provider::register_client`,
+//! operations are the ones the CLI and the pages use (`Clients::register_client`,
 //! `update_profile`, `change_keys`, ...).
 
 mod problem;
