@@ -105,7 +105,7 @@ impl Provider {
         }
         .await;
         let name = match &result {
-            Ok(grant) => super::audit::grant_name(self.store.as_ref(), self.store.as_ref(), grant).await,
+            Ok(grant) => super::audit::grant_name(self.store.as_ref(), &self.clients, grant).await,
             Err(_) => String::new(),
         };
         let target = Target {

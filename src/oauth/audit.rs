@@ -13,8 +13,7 @@ use crate::clock::now_ms;
 use crate::config::Config;
 use crate::rate_limit::{Rate, RateLimiter};
 use crate::store::{
-    audit_id, AuditActor, AuditFilter, AuditRecord, AuditStore, ClientRecord, ClientStore, GrantRecord, UserRecord,
-    UserStore,
+    audit_id, AuditActor, AuditFilter, AuditRecord, AuditStore, ClientRecord, GrantRecord, UserRecord, UserStore,
 };
 
 /// Who is calling a core function that changes something, and from where: every such function
@@ -470,12 +469,12 @@ impl Provider {
 }
 
 /// A grant as a person reads it in the trail: whose, to which app.
-pub(super) async fn grant_name(users: &dyn UserStore, clients: &dyn ClientStore, grant: &GrantRecord) -> String {
+pub(super) async fn grant_name(users: &dyn UserStore, clients: &super::client::Clients, grant: &GrantRecord) -> String {
     let user = match users.get_user(&grant.user_id).await {
         Ok(Some(user)) => user.username,
         _ => grant.user_id.clone(),
     };
-    let client = match clients.get_client(&grant.client_id).await {
+    let client = match clients.stored_client(&grant.client_id).await {
         Ok(Some(client)) => client.name,
         _ => grant.client_id.clone(),
     };

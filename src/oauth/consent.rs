@@ -111,7 +111,7 @@ impl Authorization {
         self.durability.durable().await?;
         if known {
             // Named without fetching: a document client's name would mean a request out.
-            let name = match self.clients.store.get_client(client_id).await? {
+            let name = match self.clients.stored_client(client_id).await? {
                 Some(client) => client.name,
                 None => client_id.to_string(),
             };

@@ -87,7 +87,7 @@ impl Tokens {
         grant: &GrantRecord,
     ) {
         let by = super::audit::Caller::client(client, address);
-        let name = super::audit::grant_name(self.users.as_ref(), self.clients.store.as_ref(), grant).await;
+        let name = super::audit::grant_name(self.users.as_ref(), &self.clients, grant).await;
         let target = super::audit::Target {
             kind: "grant",
             id: &grant.grant_id,

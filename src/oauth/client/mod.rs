@@ -596,6 +596,12 @@ impl Clients {
         Ok(())
     }
 
+    /// The registered client with this id, never a document fetched for it: for naming a
+    /// client (in the trail, say) where a request out is not worth it.
+    pub(crate) async fn stored_client(&self, client_id: &str) -> Result<Option<ClientRecord>, Error> {
+        Ok(self.store.get_client(client_id).await?)
+    }
+
     /// Every client, ordered by id (a full scan: for the CLI, not for requests).
     pub async fn list_clients(&self) -> Result<Vec<ClientRecord>, Error> {
         Ok(self.store.list_clients().await?)
