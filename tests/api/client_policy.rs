@@ -167,7 +167,7 @@ async fn the_cli_sets_the_policy() {
         "",
     );
     let shown = String::from_utf8_lossy(&output.stdout);
-    assert!(shown.contains("DPoP:") && shown.contains("PAR:"), "{shown}");
+    assert!(shown.contains("DPoP:") && shown.contains("Pushed authorization requests: required"), "{shown}");
     assert!(
         shown.contains("exchanges for: https://orders.example https://billing.example"),
         "{shown}"
