@@ -1,5 +1,6 @@
 //! A client's yes/no settings, each described once in [`SWITCHES`]: RFC 9449's
-//! `dpop_bound_access_tokens` and RFC 9126's `require_pushed_authorization_requests`.
+//! `dpop_bound_access_tokens`, RFC 9126's `require_pushed_authorization_requests`, and
+//! `require_dpop_nonce` (RFC 9449 §8 for one client).
 //!
 //! Every surface derives its part from the table rather than naming a switch: the CLI's
 //! `tessera app create` flags and `app show`, the admin API's and dynamic registration's
@@ -50,6 +51,17 @@ pub(crate) const SWITCHES: &[Switch] = &[
         self_service: true,
         get: |policy| policy.require_pushed_authorization_requests,
         set: |policy, on| policy.require_pushed_authorization_requests = on,
+    },
+    Switch {
+        name: "require_dpop_nonce",
+        title: "DPoP nonce",
+        description: "Every DPoP proof the client sends to the token endpoint must carry a fresh \
+                      server nonce, so a proof made in advance is useless (RFC 9449 §8; on for \
+                      every client when the server's dpop_nonce is).",
+        when_on: "required: token requests' proofs carry a fresh server nonce",
+        self_service: true,
+        get: |policy| policy.require_dpop_nonce,
+        set: |policy, on| policy.require_dpop_nonce = on,
     },
 ];
 
