@@ -13,11 +13,12 @@ use serde_json::json;
 
 use crate::config::{Config, Overrides};
 use crate::keys::{Algorithm, Keyring};
+use crate::oauth::client::switches::{SwitchValues, SWITCHES};
 use crate::oauth::client::ClientKeys;
 use crate::oauth::client::NewClient;
 use crate::oauth::user::{ProfileChanges, ProfileEdit};
 use crate::oauth::Provider;
-use crate::store::{ClientPolicy, ClientRecord, ClientType, GrantType, TokenExchangePolicy, UserRecord};
+use crate::store::{ClientRecord, ClientType, GrantType, TokenExchangePolicy, UserRecord};
 use crate::App;
 
 #[derive(Parser, Debug)]
@@ -117,6 +118,41 @@ impl ValueEnum for GrantTypeArg {
     }
 }
 
+/// A flag for each client switch (`--dpop-bound-access-tokens`, ...), from the table in
+/// `oauth::client::switches`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SwitchFlags(SwitchValues);
+
+impl Args for SwitchFlags {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        SWITCHES.iter().fold(cmd, |cmd, switch| {
+            let flag = clap::Arg::new(switch.name)
+                .long(switch.flag())
+                .action(clap::ArgAction::SetTrue)
+                .help(switch.description);
+            cmd.arg(flag)
+        })
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_args(cmd)
+    }
+}
+
+impl clap::FromArgMatches for SwitchFlags {
+    fn from_arg_matches(matches: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        let values = SwitchValues::read(|switch| matches.try_get_one::<bool>(switch.name).map(Option::<&bool>::copied));
+        values
+            .map(SwitchFlags)
+            .map_err(|e| clap::Error::raw(clap::error::ErrorKind::ArgumentConflict, e))
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &clap::ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(matches)?;
+        Ok(())
+    }
+}
+
 // Parsed once per run: `Create`'s many flags cost nothing worth boxing them for.
 #[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
@@ -166,13 +202,8 @@ pub enum AppCommand {
         /// The https URL where the client publishes its JWK Set, for private_key_jwt.
         #[arg(long)]
         jwks_uri: Option<String>,
-        /// Every token request must carry a DPoP proof, so every token is bound to the
-        /// client's key (RFC 9449).
-        #[arg(long)]
-        dpop_bound_access_tokens: bool,
-        /// Authorization requests must be pushed to /o/par/ first (RFC 9126).
-        #[arg(long)]
-        require_pushed_authorization_requests: bool,
+        #[command(flatten)]
+        switches: SwitchFlags,
         /// Repeatable, with --grant-type token-exchange: an audience the client may ask an
         /// exchanged token for (RFC 8693 `audience` or `resource`).
         #[arg(long = "token-exchange-audience")]
@@ -501,9 +532,10 @@ fn client_json(client: &ClientRecord, secret: Option<&str>) -> serde_json::Value
         "id_token_signed_response_alg": client.id_token_signed_response_alg.unwrap_or(Algorithm::RS256),
         "admin": client.admin,
         "token_endpoint_auth_method": client.token_endpoint_auth_method,
-        "dpop_bound_access_tokens": client.policy.dpop_bound_access_tokens,
-        "require_pushed_authorization_requests": client.policy.require_pushed_authorization_requests,
     });
+    for (switch, on) in SwitchValues::of(&client.policy).iter() {
+        value[switch.name] = json!(on);
+    }
     if client.grant_types.contains(&GrantType::TokenExchange) {
         let exchange = &client.policy.token_exchange;
         value["token_exchange_audiences"] = json!(exchange.audiences);
@@ -551,11 +583,8 @@ fn print_client(client: &ClientRecord) {
         let count = jwks["keys"].as_array().map_or(0, Vec::len);
         println!("keys:          {count} registered (private_key_jwt)");
     }
-    if client.policy.dpop_bound_access_tokens {
-        println!("DPoP:          required (every token is bound to a key)");
-    }
-    if client.policy.require_pushed_authorization_requests {
-        println!("PAR:           required (authorization requests are pushed first)");
+    for (switch, on) in SwitchValues::of(&client.policy).iter().filter(|(_, on)| *on) {
+        println!("{:<14} {}", format!("{}:", switch.title), switch.shown(on));
     }
     if client.grant_types.contains(&GrantType::TokenExchange) {
         let exchange = &client.policy.token_exchange;
@@ -590,8 +619,7 @@ async fn app_command(config: &Config, cmd: &AppCommand) -> anyhow::Result<()> {
             admin,
             jwks_file,
             jwks_uri,
-            dpop_bound_access_tokens,
-            require_pushed_authorization_requests,
+            switches,
             token_exchange_audiences,
             token_exchange_subject_audiences,
             token_exchange_require_actor,
@@ -643,15 +671,11 @@ async fn app_command(config: &Config, cmd: &AppCommand) -> anyhow::Result<()> {
                 id_token_signed_response_alg: *id_token_alg,
                 admin: *admin,
                 keys,
-                policy: ClientPolicy {
-                    dpop_bound_access_tokens: *dpop_bound_access_tokens,
-                    require_pushed_authorization_requests: *require_pushed_authorization_requests,
-                    token_exchange: TokenExchangePolicy {
-                        audiences: token_exchange_audiences.clone(),
-                        subject_audiences: token_exchange_subject_audiences.clone(),
-                        require_actor: *token_exchange_require_actor,
-                    },
-                },
+                policy: switches.0.with(TokenExchangePolicy {
+                    audiences: token_exchange_audiences.clone(),
+                    subject_audiences: token_exchange_subject_audiences.clone(),
+                    require_actor: *token_exchange_require_actor,
+                }),
             };
             let (client, secret) = provider
                 .clients

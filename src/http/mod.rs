@@ -2,6 +2,7 @@
 //! input, call [`Provider`], and map the result.
 
 pub(crate) mod admin;
+pub(crate) mod client_switches;
 pub(crate) mod connections;
 pub(crate) mod error;
 pub(crate) mod form;

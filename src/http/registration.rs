@@ -8,18 +8,19 @@ use poem::Request;
 use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
-use serde::Deserialize;
 
+use super::client_switches::{SelfServiceSwitches, SelfServiceSwitchesShown, SwitchFields};
 use super::error::{describe, Answer, Challenge, ErrorGroup, ErrorJson, HttpError, NO_STORE};
 use super::security::bearer_token;
 use super::Tag;
 use crate::net::ClientAddress;
 use crate::oauth::client::registration::{ClientMetadata, Registration};
+use crate::oauth::client::switches::SwitchValues;
 use crate::oauth::{Error, ErrorCode, Provider};
 
 /// Client metadata (RFC 7591 §2; OpenID Connect Registration for the ID token algorithm).
 /// Unknown fields are ignored.
-#[derive(Object, Deserialize, Debug, Default)]
+#[derive(Object, Debug, Default)]
 pub struct ClientRegistrationRequest {
     /// https, or http on a loopback address; required for the authorization_code grant. At
     /// most 50, each at most 2048 bytes.
@@ -56,13 +57,9 @@ pub struct ClientRegistrationRequest {
     /// `RS256` (default), `ES256` or `EdDSA`.
     #[oai(skip_serializing_if_is_none)]
     pub id_token_signed_response_alg: Option<String>,
-    /// RFC 9449 §5.2: every token request must carry a DPoP proof (default false).
-    #[oai(skip_serializing_if_is_none)]
-    pub dpop_bound_access_tokens: Option<bool>,
-    /// RFC 9126 §6: authorization requests must be pushed to the PAR endpoint first
-    /// (default false).
-    #[oai(skip_serializing_if_is_none)]
-    pub require_pushed_authorization_requests: Option<bool>,
+    /// The client's switches (`dpop_bound_access_tokens`, ...: `oauth::client::switches`).
+    #[oai(flatten)]
+    pub switches: SelfServiceSwitches,
     /// Token exchange (grant type `urn:ietf:params:oauth:grant-type:token-exchange`, only if
     /// the server's policy allows it): the audiences the client may ask exchanged tokens for,
     /// from the server's registration resources.
@@ -109,8 +106,7 @@ impl ClientRegistrationRequest {
             software_statement: self.software_statement.clone(),
             jwks: self.jwks.clone(),
             jwks_uri: self.jwks_uri.clone(),
-            dpop_bound_access_tokens: self.dpop_bound_access_tokens,
-            require_pushed_authorization_requests: self.require_pushed_authorization_requests,
+            switches: self.switches.0,
             token_exchange_audiences: self.token_exchange_audiences.clone().unwrap_or_default(),
             token_exchange_subject_audiences: self.token_exchange_subject_audiences.clone().unwrap_or_default(),
             token_exchange_require_actor: self.token_exchange_require_actor,
@@ -147,8 +143,9 @@ pub struct ClientInformation {
     pub jwks: Option<serde_json::Value>,
     #[oai(skip_serializing_if_is_none)]
     pub jwks_uri: Option<String>,
-    pub dpop_bound_access_tokens: bool,
-    pub require_pushed_authorization_requests: bool,
+    /// The client's switches (`dpop_bound_access_tokens`, ...: `oauth::client::switches`).
+    #[oai(flatten)]
+    pub switches: SelfServiceSwitchesShown,
     /// Present for clients with the token exchange grant.
     #[oai(skip_serializing_if_is_none)]
     pub token_exchange_audiences: Option<Vec<String>>,
@@ -191,8 +188,7 @@ impl From<Registration> for ClientInformation {
                 .into(),
             jwks: c.jwks,
             jwks_uri: c.jwks_uri,
-            dpop_bound_access_tokens: c.policy.dpop_bound_access_tokens,
-            require_pushed_authorization_requests: c.policy.require_pushed_authorization_requests,
+            switches: SwitchFields(SwitchValues::of(&c.policy)),
             token_exchange_audiences: exchanges.then(|| exchange.audiences.clone()),
             token_exchange_subject_audiences: exchanges.then(|| exchange.subject_audiences.clone()),
             token_exchange_require_actor: exchanges.then_some(exchange.require_actor),

@@ -125,14 +125,17 @@ impl Dpop {
     /// grant spends it ([`Dpop::spend_proof`]) once the request is known good (a real code,
     /// a live refresh token), so a request anyone can make (a public client's, with a made-up
     /// code) never fills the replay memory. `None` when there is none and the client does not
-    /// need one; a client with `dpop_bound_access_tokens` must send one. Errors:
+    /// need one; a client with `dpop_bound_access_tokens` must send one, and one with
+    /// `require_dpop_nonce` must put a server nonce in it. Errors:
     /// `invalid_dpop_proof`, or `use_dpop_nonce` with a fresh nonce to retry with.
     pub(crate) async fn token_request_proof(
         &self,
         client: &ClientRecord,
         request: &ProofRequest,
     ) -> Result<Option<Proof>, Error> {
-        let proof = self.verify_request_proof(request, None).await?;
+        let proof = self
+            .verify_request_proof(request, None, client.policy.require_dpop_nonce)
+            .await?;
         if proof.is_none() && client.policy.dpop_bound_access_tokens {
             return Err(invalid_proof(
                 "this client must send a DPoP proof with every token request",
@@ -153,7 +156,7 @@ impl Dpop {
         access_token: Option<&str>,
         budget: KeyBudget,
     ) -> Result<Option<Proof>, Error> {
-        let proof = self.verify_request_proof(request, access_token).await?;
+        let proof = self.verify_request_proof(request, access_token, false).await?;
         if let Some(proof) = &proof {
             if budget == KeyBudget::PerKey {
                 self.proof_rate.check(&proof.jkt).map_err(Error::rate_limited)?;
@@ -192,12 +195,13 @@ impl Dpop {
         }
     }
 
-    /// Verifies the request's proof, if it has one (the proof itself and the server nonce),
-    /// without spending its `jti`.
+    /// Verifies the request's proof, if it has one (the proof itself and the server nonce when
+    /// the server's `dpop_nonce` or `client_needs_nonce` says so), without spending its `jti`.
     async fn verify_request_proof(
         &self,
         request: &ProofRequest,
         access_token: Option<&str>,
+        client_needs_nonce: bool,
     ) -> Result<Option<Proof>, Error> {
         let Some(proof) = request.proof().map_err(invalid_proof)? else {
             return Ok(None);
@@ -211,7 +215,8 @@ impl Dpop {
             max_age,
         };
         let proof = verify_proof(proof, &expected).map_err(invalid_proof)?;
-        if self.config.dpop_nonce && !self.nonce_valid(proof.nonce.as_deref()).await? {
+        let needs_nonce = self.config.dpop_nonce || client_needs_nonce;
+        if needs_nonce && !self.nonce_valid(proof.nonce.as_deref()).await? {
             return Err(Error {
                 dpop_nonce: Some(self.dpop_nonce().await?),
                 ..Error::new(

@@ -12,6 +12,7 @@ use poem::{get, handler, Body, EndpointExt, Request, Response, Route};
 
 use super::{caller, checked_form, date, error_page, page, redirect, visitor, Templates};
 use crate::oauth::client::catalogue::{self, Grant};
+use crate::oauth::client::switches::{Switch, SwitchValues};
 use crate::oauth::client::ClientKeys;
 use crate::oauth::client::NewClient;
 use crate::oauth::endpoints as paths;
@@ -64,8 +65,7 @@ fn form_values(provider: &Provider, new: &NewClient) -> Value {
             Some(ClientKeys::Jwks(jwks)) => serde_json::to_string_pretty(jwks).unwrap_or_default(),
             _ => String::new(),
         },
-        dpop_bound_access_tokens => new.policy.dpop_bound_access_tokens,
-        require_pushed_authorization_requests => new.policy.require_pushed_authorization_requests,
+        switches => switch_boxes(&new.policy, false),
         token_exchange_offered => provider.config.registration.allow_token_exchange,
         token_exchange_resources => &provider.config.registration.resources,
         token_exchange_audiences => new.policy.token_exchange.audiences.join("\n"),
@@ -90,6 +90,34 @@ pub(super) fn chosen_grants(checked: impl Fn(&str) -> bool) -> Vec<GrantType> {
     catalogue::in_form_order()
         .filter(|grant| checked(&format!("grant_{}", grant.form)))
         .map(|grant| grant.grant)
+        .collect()
+}
+
+/// The checkboxes of the switches a form offers: every one to an operator, the self-service
+/// ones to the applications pages.
+pub(super) fn switch_boxes(policy: &ClientPolicy, operator: bool) -> Vec<Value> {
+    SwitchValues::of(policy)
+        .iter()
+        .filter(|(switch, _)| switch.offered(operator))
+        .map(|(switch, on)| context! { name => switch.name, label => switch.description, checked => on })
+        .collect()
+}
+
+/// The switches a submitted form ticked; those it does not offer keep `base`'s values.
+pub(super) fn chosen_switches(checked: impl Fn(&str) -> bool, base: &ClientPolicy, operator: bool) -> SwitchValues {
+    let value = |switch: &Switch| match switch.offered(operator) {
+        true => checked(switch.name),
+        false => switch.of(base),
+    };
+    SwitchValues::read(|switch| Ok::<_, std::convert::Infallible>(Some(value(switch)))).unwrap_or_default()
+}
+
+/// A client's switches as its page shows them (title, and what it means on or off).
+pub(super) fn switch_lines(policy: &ClientPolicy, operator: bool) -> Vec<Value> {
+    SwitchValues::of(policy)
+        .iter()
+        .filter(|(switch, _)| switch.offered(operator))
+        .map(|(switch, on)| context! { title => switch.title, shown => switch.shown(on) })
         .collect()
 }
 
@@ -147,15 +175,11 @@ fn settings_from_form(provider: &Provider, form: &Params<'_>, base: NewClient) -
         // Only an operator can make an app skip consent; the pages never read such a field.
         skip_consent: false,
         keys,
-        policy: ClientPolicy {
-            dpop_bound_access_tokens: checked("dpop_bound_access_tokens"),
-            require_pushed_authorization_requests: checked("require_pushed_authorization_requests"),
-            token_exchange: TokenExchangePolicy {
-                audiences: lines(&field("token_exchange_audiences")),
-                subject_audiences: lines(&field("token_exchange_subject_audiences")),
-                require_actor: checked("token_exchange_require_actor"),
-            },
-        },
+        policy: chosen_switches(checked, &base.policy, false).with(TokenExchangePolicy {
+            audiences: lines(&field("token_exchange_audiences")),
+            subject_audiences: lines(&field("token_exchange_subject_audiences")),
+            require_actor: checked("token_exchange_require_actor"),
+        }),
         ..base
     };
     (new, error)
@@ -180,8 +204,7 @@ fn detail_page(templates: &Templates, client: &ClientRecord, session: &Session, 
         post_logout_redirect_uris => &client.post_logout_redirect_uris,
         scopes => client.scopes.join(" "),
         created_at => date(client.created_at),
-        dpop_bound_access_tokens => client.policy.dpop_bound_access_tokens,
-        require_pushed_authorization_requests => client.policy.require_pushed_authorization_requests,
+        switches => switch_lines(&client.policy, false),
         token_exchange => client.grant_types.contains(&GrantType::TokenExchange).then(|| {
             let exchange = &client.policy.token_exchange;
             context! {

@@ -107,6 +107,9 @@ pub struct ClientPolicy {
     /// The authorization endpoint only takes this client's requests pushed first to the PAR
     /// endpoint (RFC 9126 §6 `require_pushed_authorization_requests`).
     pub require_pushed_authorization_requests: bool,
+    /// Every DPoP proof of this client's token requests must carry a server nonce (RFC 9449
+    /// §8), as the server's `dpop_nonce` asks of every client.
+    pub require_dpop_nonce: bool,
     /// What this client may do with the token exchange grant.
     pub token_exchange: TokenExchangePolicy,
 }

@@ -1,6 +1,6 @@
 //! The DPoP, PAR and token exchange client settings (`dpop_bound_access_tokens`,
-//! `require_pushed_authorization_requests`, the token exchange audiences, subject audiences and
-//! actor requirement) through every way a client is made: the CLI, the admin API, dynamic
+//! `require_pushed_authorization_requests`, `require_dpop_nonce`, the token exchange audiences,
+//! subject audiences and actor requirement) through every way a client is made: the CLI, the admin API, dynamic
 //! registration and the applications pages; and what each refuses.
 
 use serde_json::{json, Value};
@@ -31,6 +31,7 @@ async fn the_admin_api_sets_shows_and_checks_the_policy() {
         "name": "Gateway", "client_type": "confidential", "scope": "read",
         "grant_types": ["client_credentials", TOKEN_EXCHANGE],
         "dpop_bound_access_tokens": true, "require_pushed_authorization_requests": true,
+        "require_dpop_nonce": true,
         "token_exchange_audiences": ["https://orders.example"],
         "token_exchange_subject_audiences": ["https://gateway.example"],
         "token_exchange_require_actor": true,
@@ -40,6 +41,7 @@ async fn the_admin_api_sets_shows_and_checks_the_policy() {
     let client = &created["client"];
     assert_eq!(client["dpop_bound_access_tokens"], true);
     assert_eq!(client["require_pushed_authorization_requests"], true);
+    assert_eq!(client["require_dpop_nonce"], true);
     assert_eq!(client["token_exchange_audiences"], json!(["https://orders.example"]));
     assert_eq!(
         client["token_exchange_subject_audiences"],
@@ -49,6 +51,7 @@ async fn the_admin_api_sets_shows_and_checks_the_policy() {
     let id = client["client_id"].as_str().unwrap();
     let record = app.store.get_client(id).await.unwrap().unwrap();
     assert!(record.policy.dpop_bound_access_tokens && record.policy.require_pushed_authorization_requests);
+    assert!(record.policy.require_dpop_nonce);
     assert_eq!(record.policy.token_exchange.audiences, ["https://orders.example"]);
 
     // Defaults: all off.
@@ -57,6 +60,7 @@ async fn the_admin_api_sets_shows_and_checks_the_policy() {
     .await;
     assert_eq!(status, 201);
     assert_eq!(plain["client"]["dpop_bound_access_tokens"], false);
+    assert_eq!(plain["client"]["require_dpop_nonce"], false);
     assert_eq!(plain["client"]["token_exchange_audiences"], json!([]));
 
     for (why, body) in [
@@ -129,6 +133,7 @@ async fn the_cli_sets_the_policy() {
         "--token-exchange-require-actor",
         "--dpop-bound-access-tokens",
         "--require-pushed-authorization-requests",
+        "--require-dpop-nonce",
     ]);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
@@ -149,6 +154,7 @@ async fn the_cli_sets_the_policy() {
     assert_eq!(created["token_exchange_require_actor"], true);
     assert_eq!(created["dpop_bound_access_tokens"], true);
     assert_eq!(created["require_pushed_authorization_requests"], true);
+    assert_eq!(created["require_dpop_nonce"], true);
 
     // The human-readable listing says so too.
     let id = created["client_id"].as_str().unwrap();
@@ -167,7 +173,11 @@ async fn the_cli_sets_the_policy() {
         "",
     );
     let shown = String::from_utf8_lossy(&output.stdout);
-    assert!(shown.contains("DPoP:") && shown.contains("PAR:"), "{shown}");
+    assert!(
+        shown.contains("DPoP:") && shown.contains("Pushed authorization requests: required"),
+        "{shown}"
+    );
+    assert!(shown.contains("DPoP nonce:    required"), "{shown}");
     assert!(
         shown.contains("exchanges for: https://orders.example https://billing.example"),
         "{shown}"
@@ -199,12 +209,14 @@ async fn dynamic_registration_takes_dpop_and_par_and_token_exchange_only_by_poli
     let (status, registered) = register(
         &app,
         json!({"client_name": "Strict", "redirect_uris": ["https://app.example/cb"],
-            "dpop_bound_access_tokens": true, "require_pushed_authorization_requests": true}),
+            "dpop_bound_access_tokens": true, "require_pushed_authorization_requests": true,
+            "require_dpop_nonce": true}),
     )
     .await;
     assert_eq!(status, 201, "{registered}");
     assert_eq!(registered["dpop_bound_access_tokens"], true);
     assert_eq!(registered["require_pushed_authorization_requests"], true);
+    assert_eq!(registered["require_dpop_nonce"], true);
     assert!(registered.get("token_exchange_audiences").is_none());
     let read = app
         .http
@@ -278,6 +290,7 @@ async fn the_applications_pages_set_dpop_and_par_and_offer_token_exchange_by_pol
     let form = app.get_text("/o/applications/register/").await;
     assert!(form.contains("name=\"dpop_bound_access_tokens\""), "{form}");
     assert!(form.contains("name=\"require_pushed_authorization_requests\""));
+    assert!(form.contains("name=\"require_dpop_nonce\""));
     assert!(
         !form.contains("token_exchange"),
         "not offered unless the policy allows it"
@@ -295,6 +308,7 @@ async fn the_applications_pages_set_dpop_and_par_and_offer_token_exchange_by_pol
             ("scope_read", "on"),
             ("dpop_bound_access_tokens", "on"),
             ("require_pushed_authorization_requests", "on"),
+            ("require_dpop_nonce", "on"),
         ])
         .send()
         .await
@@ -310,6 +324,7 @@ async fn the_applications_pages_set_dpop_and_par_and_offer_token_exchange_by_pol
         .pop()
         .unwrap();
     assert!(client.policy.dpop_bound_access_tokens && client.policy.require_pushed_authorization_requests);
+    assert!(client.policy.require_dpop_nonce);
     // The edit form keeps them checked.
     let edit = app
         .get_text(&format!("/o/applications/{}/edit/", client.client_id))

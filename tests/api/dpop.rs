@@ -431,6 +431,53 @@ async fn with_nonces_on_a_proof_needs_the_servers_nonce() {
     );
 }
 
+/// RFC 9449 §8 for one client: with the server's nonces off, a client registered with
+/// `require_dpop_nonce` gets `use_dpop_nonce` and a `DPoP-Nonce` header for a proof without the
+/// nonce (or with a made-up one) and its token with the nonce, while another client's proof
+/// needs none.
+#[tokio::test]
+async fn a_client_that_requires_dpop_nonces_needs_the_servers_nonce_and_others_do_not() {
+    let app = spawn_app().await;
+    let policy = ClientPolicy {
+        require_dpop_nonce: true,
+        ..Default::default()
+    };
+    let strict = register(&app, ClientType::Confidential, policy).await;
+    let form = [("grant_type", "client_credentials"), ("scope", "read")];
+    let mut jose = Jose::with_keys(&[("es", "ES256")]).await;
+    let url = token_url(&app);
+    let proof = jose.proof("es", "POST", &url, json!({})).await;
+    let response = token_with_proofs(&app, &strict, &form, &[&proof]).await;
+    let nonce = response
+        .headers()
+        .get("dpop-nonce")
+        .expect("a DPoP-Nonce header")
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        refusal(response).await,
+        (StatusCode::BAD_REQUEST, "use_dpop_nonce".into())
+    );
+    let forged = jose
+        .proof("es", "POST", &url, json!({"nonce": "AAAAAAAAAAAAAAAA"}))
+        .await;
+    let response = token_with_proofs(&app, &strict, &form, &[&forged]).await;
+    assert_eq!(
+        refusal(response).await,
+        (StatusCode::BAD_REQUEST, "use_dpop_nonce".into())
+    );
+    let with_nonce = jose.proof("es", "POST", &url, json!({ "nonce": nonce })).await;
+    let response = token_with_proofs(&app, &strict, &form, &[&with_nonce]).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.json::<Value>().await.unwrap()["token_type"], "DPoP");
+
+    let other = jose.proof("es", "POST", &url, json!({})).await;
+    let response = client_credentials_with(&app, &[&other]).await;
+    assert_eq!(response.status(), 200, "another client's proof needs no nonce");
+    assert_eq!(response.json::<Value>().await.unwrap()["token_type"], "DPoP");
+}
+
 /// RFC 9449 §5: a public client's refresh token is bound to the key of the proof it was issued
 /// with: refreshing with another key, or without a proof, fails (before the token is spent),
 /// and the binding passes to each new refresh token.

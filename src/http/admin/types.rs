@@ -7,14 +7,16 @@ use poem_openapi::types::{ParseError, ParseFromJSON, ParseResult, ToJSON, Type};
 use poem_openapi::{Enum, Object};
 use serde_json::Value;
 
+use crate::http::client_switches::{OperatorSwitches, OperatorSwitchesShown, SwitchFields};
 use crate::oauth::client::catalogue::{self, GRANTS};
+use crate::oauth::client::switches::SwitchValues;
 
 use crate::keys::{Algorithm, KeyInfo, KeyStatus};
 use crate::oauth::admin::Page;
 use crate::oauth::client::ClientKeys;
 use crate::oauth::client::NewClient;
 use crate::oauth::user::ProfileChanges;
-use crate::store::{ClientPolicy, ClientRecord, ClientType, GrantRecord, GrantType, TokenExchangePolicy, UserRecord};
+use crate::store::{ClientRecord, ClientType, GrantRecord, GrantType, TokenExchangePolicy, UserRecord};
 
 // ---- Clients ----
 
@@ -149,10 +151,9 @@ pub struct Client {
     /// Where the client publishes its JWK Set, for `private_key_jwt`.
     #[oai(skip_serializing_if_is_none)]
     pub jwks_uri: Option<String>,
-    /// Every token request must carry a DPoP proof (RFC 9449 §5.2).
-    pub dpop_bound_access_tokens: bool,
-    /// Authorization requests must be pushed first (RFC 9126 §6).
-    pub require_pushed_authorization_requests: bool,
+    /// The client's switches (`dpop_bound_access_tokens`, ...: `oauth::client::switches`).
+    #[oai(flatten)]
+    pub switches: OperatorSwitchesShown,
     /// Token exchange: the audiences exchanged tokens may be issued for.
     pub token_exchange_audiences: Vec<String>,
     /// Token exchange: subject tokens are accepted if their audience includes one of these
@@ -186,8 +187,7 @@ impl From<ClientRecord> for Client {
             token_endpoint_auth_method: c.token_endpoint_auth_method,
             jwks: c.jwks,
             jwks_uri: c.jwks_uri,
-            dpop_bound_access_tokens: c.policy.dpop_bound_access_tokens,
-            require_pushed_authorization_requests: c.policy.require_pushed_authorization_requests,
+            switches: SwitchFields(SwitchValues::of(&c.policy)),
             token_exchange_audiences: c.policy.token_exchange.audiences,
             token_exchange_subject_audiences: c.policy.token_exchange.subject_audiences,
             token_exchange_require_actor: c.policy.token_exchange.require_actor,
@@ -235,13 +235,9 @@ pub struct ClientSettings {
     /// The https URL where the client publishes its JWK Set, for `private_key_jwt`.
     #[oai(skip_serializing_if_is_none, validator(max_length = 2048))]
     pub jwks_uri: Option<String>,
-    /// Every token request must carry a DPoP proof, binding every token to the client's key
-    /// (RFC 9449 §5.2; default false).
-    #[oai(skip_serializing_if_is_none)]
-    pub dpop_bound_access_tokens: Option<bool>,
-    /// Authorization requests must be pushed to `/o/par/` first (RFC 9126 §6; default false).
-    #[oai(skip_serializing_if_is_none)]
-    pub require_pushed_authorization_requests: Option<bool>,
+    /// The client's switches (`dpop_bound_access_tokens`, ...: `oauth::client::switches`).
+    #[oai(flatten)]
+    pub switches: OperatorSwitches,
     /// With the token exchange grant (required then): the audiences (`audience` or
     /// `resource`) the client may ask exchanged tokens for.
     #[oai(skip_serializing_if_is_none, validator(max_items = 20, max_length = 255))]
@@ -284,15 +280,11 @@ impl ClientSettings {
             id_token_signed_response_alg: self.id_token_signed_response_alg.map(Algorithm::from),
             admin,
             keys,
-            policy: ClientPolicy {
-                dpop_bound_access_tokens: self.dpop_bound_access_tokens.unwrap_or(false),
-                require_pushed_authorization_requests: self.require_pushed_authorization_requests.unwrap_or(false),
-                token_exchange: TokenExchangePolicy {
-                    audiences: self.token_exchange_audiences.unwrap_or_default(),
-                    subject_audiences: self.token_exchange_subject_audiences.unwrap_or_default(),
-                    require_actor: self.token_exchange_require_actor.unwrap_or(false),
-                },
-            },
+            policy: self.switches.0.with(TokenExchangePolicy {
+                audiences: self.token_exchange_audiences.unwrap_or_default(),
+                subject_audiences: self.token_exchange_subject_audiences.unwrap_or_default(),
+                require_actor: self.token_exchange_require_actor.unwrap_or(false),
+            }),
         })
     }
 }

@@ -1,6 +1,8 @@
 //! Client metadata as RFC 7591 §2 names it: what dynamic registration receives and a Client ID
 //! Metadata Document publishes, read into one shape before either applies its policy.
 
+use super::switches::SwitchValues;
+
 /// Client metadata as a client sends it (RFC 7591 §2). Fields Tessera does not use
 /// (`client_uri`, `logo_uri`, `contacts`, ...) are ignored, as §2 allows.
 #[derive(Debug, Clone, Default)]
@@ -16,10 +18,9 @@ pub struct ClientMetadata {
     pub software_statement: Option<String>,
     pub jwks: Option<serde_json::Value>,
     pub jwks_uri: Option<String>,
-    /// RFC 9449 §5.2.
-    pub dpop_bound_access_tokens: Option<bool>,
-    /// RFC 9126 §6.
-    pub require_pushed_authorization_requests: Option<bool>,
+    /// The self-service switches ([`SwitchValues`]: RFC 9449's `dpop_bound_access_tokens`,
+    /// RFC 9126's `require_pushed_authorization_requests`, ...); those not given are off.
+    pub switches: SwitchValues,
     /// Tessera's token exchange policy (RFC 8693 defines none), see [`TokenExchangePolicy`].
     pub token_exchange_audiences: Vec<String>,
     pub token_exchange_subject_audiences: Vec<String>,
@@ -63,8 +64,10 @@ impl ClientMetadata {
             software_statement: string("software_statement")?,
             jwks,
             jwks_uri: string("jwks_uri")?,
-            dpop_bound_access_tokens: boolean("dpop_bound_access_tokens")?,
-            require_pushed_authorization_requests: boolean("require_pushed_authorization_requests")?,
+            switches: SwitchValues::read(|switch| match switch.self_service {
+                true => boolean(switch.name),
+                false => Ok(None),
+            })?,
             token_exchange_audiences: strings("token_exchange_audiences")?.unwrap_or_default(),
             token_exchange_subject_audiences: strings("token_exchange_subject_audiences")?.unwrap_or_default(),
             token_exchange_require_actor: boolean("token_exchange_require_actor")?,

@@ -13,6 +13,7 @@ pub mod keys;
 pub mod metadata;
 pub mod model;
 pub mod registration;
+pub mod switches;
 pub mod uri;
 
 pub use self::keys::ClientKeys;

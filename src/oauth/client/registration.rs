@@ -16,7 +16,7 @@ use crate::keys::Algorithm;
 use crate::oauth::audit::Caller;
 use crate::oauth::scope::{Scope, ADMIN_SCOPE};
 use crate::oauth::{random_token, secret_hash, Error, ErrorCode, Provider};
-use crate::store::{ClientPolicy, ClientRecord, ClientType, GrantType, TokenExchangePolicy};
+use crate::store::{ClientRecord, ClientType, GrantType, TokenExchangePolicy};
 
 /// A registered client as RFC 7591 §3.2.1 describes it back to the client.
 #[derive(Debug, Clone)]
@@ -248,15 +248,11 @@ impl Clients {
             id_token_signed_response_alg,
             admin: false,
             keys,
-            policy: ClientPolicy {
-                dpop_bound_access_tokens: metadata.dpop_bound_access_tokens.unwrap_or(false),
-                require_pushed_authorization_requests: metadata.require_pushed_authorization_requests.unwrap_or(false),
-                token_exchange: TokenExchangePolicy {
-                    audiences: metadata.token_exchange_audiences.clone(),
-                    subject_audiences: metadata.token_exchange_subject_audiences.clone(),
-                    require_actor: metadata.token_exchange_require_actor.unwrap_or(false),
-                },
-            },
+            policy: metadata.switches.with(TokenExchangePolicy {
+                audiences: metadata.token_exchange_audiences.clone(),
+                subject_audiences: metadata.token_exchange_subject_audiences.clone(),
+                require_actor: metadata.token_exchange_require_actor.unwrap_or(false),
+            }),
         };
         self.check_self_service_exchange(&new)
             .map_err(Self::as_registration_error)?;
@@ -360,7 +356,8 @@ impl Clients {
                 return Err(invalid_metadata("client_secret does not match"));
             }
         }
-        let (new, method) = self.registered_settings(metadata)?;
+        let (mut new, method) = self.registered_settings(metadata)?;
+        super::switches::keep_operator_switches(&mut new.policy, &client.policy);
         let had_keys = client.jwks.is_some() || client.jwks_uri.is_some();
         if new.client_type != client.client_type || new.keys.is_some() != had_keys {
             return Err(invalid_metadata(

@@ -9,7 +9,9 @@ use poem::http::StatusCode;
 use poem::web::{Data, Path};
 use poem::{handler, Body, Request, Response};
 
-use super::super::applications::{chosen_grants, client_type_name, grant_choice, keys_from_form, lines};
+use super::super::applications::{
+    chosen_grants, chosen_switches, client_type_name, grant_choice, keys_from_form, lines, switch_boxes, switch_lines,
+};
 use super::super::redirect;
 use super::{
     caller, confirm_page, confirmed, console_page, contains, encode, error_page, field, form_can_fix, operator,
@@ -114,8 +116,7 @@ async fn detail_page(
         dynamically_registered => client.registration_token_hash.is_some(),
         auth_method => &client.token_endpoint_auth_method,
         first_used_at => client.first_used_at.map(super::super::date),
-        dpop_bound_access_tokens => client.policy.dpop_bound_access_tokens,
-        require_pushed_authorization_requests => client.policy.require_pushed_authorization_requests,
+        switches => switch_lines(&client.policy, true),
         token_exchange_audiences => &exchange.audiences,
         token_exchange_subject_audiences => &exchange.subject_audiences,
         token_exchange_require_actor => exchange.require_actor,
@@ -202,8 +203,7 @@ fn form_values(provider: &Provider, new: &NewClient) -> Value {
             Some(ClientKeys::Jwks(jwks)) => serde_json::to_string_pretty(jwks).unwrap_or_default(),
             _ => String::new(),
         },
-        dpop_bound_access_tokens => new.policy.dpop_bound_access_tokens,
-        require_pushed_authorization_requests => new.policy.require_pushed_authorization_requests,
+        switches => switch_boxes(&new.policy, true),
         token_exchange_audiences => new.policy.token_exchange.audiences.join("\n"),
         token_exchange_subject_audiences => new.policy.token_exchange.subject_audiences.join("\n"),
         token_exchange_require_actor => new.policy.token_exchange.require_actor,
@@ -255,15 +255,11 @@ fn settings_from_form(provider: &Provider, form: &[(String, String)], base: NewC
         skip_consent: checked("skip_consent"),
         admin: checked("admin"),
         keys,
-        policy: ClientPolicy {
-            dpop_bound_access_tokens: checked("dpop_bound_access_tokens"),
-            require_pushed_authorization_requests: checked("require_pushed_authorization_requests"),
-            token_exchange: TokenExchangePolicy {
-                audiences: lines(&field(form, "token_exchange_audiences")),
-                subject_audiences: lines(&field(form, "token_exchange_subject_audiences")),
-                require_actor: checked("token_exchange_require_actor"),
-            },
-        },
+        policy: chosen_switches(checked, &base.policy, true).with(TokenExchangePolicy {
+            audiences: lines(&field(form, "token_exchange_audiences")),
+            subject_audiences: lines(&field(form, "token_exchange_subject_audiences")),
+            require_actor: checked("token_exchange_require_actor"),
+        }),
         ..base
     };
     (new, error)

@@ -1,18 +1,19 @@
 //! JWT verification input: arbitrary strings presented as access or ID tokens are refused
 //! (they cannot carry a valid signature), never a panic.
 #![no_main]
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use libfuzzer_sys::fuzz_target;
-use tessera::keys::{KeySet, Keyring};
+use tessera::keys::{FolderVault, KeySet, Keys};
 
 fn keys() -> &'static KeySet {
-    static KEYS: OnceLock<(tempdir::Dir, KeySet)> = OnceLock::new();
+    static KEYS: OnceLock<(tempdir::Dir, Arc<KeySet>)> = OnceLock::new();
     &KEYS
         .get_or_init(|| {
             let dir = tempdir::Dir::new();
-            let set = Keyring::open_or_init(&dir.0).unwrap().load().unwrap();
-            (dir, set)
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let keys = runtime.block_on(Keys::load(Arc::new(FolderVault::new(&dir.0)))).unwrap();
+            (dir, keys.current())
         })
         .1
 }
