@@ -141,10 +141,11 @@ impl Args for SwitchFlags {
 
 impl clap::FromArgMatches for SwitchFlags {
     fn from_arg_matches(matches: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        // As clap's derived code does: an argument it does not know is a missing one.
         let values = SwitchValues::read(|switch| matches.try_get_one::<bool>(switch.name).map(Option::<&bool>::copied));
         values
             .map(SwitchFlags)
-            .map_err(|e| clap::Error::raw(clap::error::ErrorKind::ArgumentConflict, e))
+            .map_err(|e| clap::Error::raw(clap::error::ErrorKind::MissingRequiredArgument, e))
     }
 
     fn update_from_arg_matches(&mut self, matches: &clap::ArgMatches) -> Result<(), clap::Error> {

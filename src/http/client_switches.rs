@@ -36,7 +36,13 @@ impl<const OPERATOR: bool, const SHOWN: bool> Type for SwitchFields<OPERATOR, SH
     type RawElementValueType = Self;
 
     fn name() -> Cow<'static, str> {
-        "ClientSwitches".into()
+        match (OPERATOR, SHOWN) {
+            (true, false) => "OperatorSwitches",
+            (true, true) => "OperatorSwitchesShown",
+            (false, false) => "SelfServiceSwitches",
+            (false, true) => "SelfServiceSwitchesShown",
+        }
+        .into()
     }
 
     /// Inline, so flattening adds its properties and nothing to the spec's named schemas.

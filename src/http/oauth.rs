@@ -339,11 +339,7 @@ impl OAuthApi {
         let proofs = proof_request(req, &provider);
         match provider.tokens.token(&credentials, request, &proofs).await {
             Ok(t) => {
-                // Only for a request with a proof: a client without DPoP has no use for it.
-                let nonce = match proofs.proofs.is_empty() {
-                    true => None,
-                    false => provider.dpop.next_dpop_nonce().await,
-                };
+                let nonce = t.dpop_nonce;
                 let body = TokenBody {
                     access_token: t.access_token,
                     token_type: t.token_type.into(),

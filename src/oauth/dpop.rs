@@ -235,11 +235,12 @@ impl Dpop {
         Ok(encode_nonce(&self.nonce_key().await?, window))
     }
 
-    /// A fresh nonce for a successful response, if nonces are on (for the `DPoP-Nonce` header,
-    /// RFC 9449 §8.2): the client's next proof can carry it without a `use_dpop_nonce` round
-    /// trip when the window has moved on.
-    pub(crate) async fn next_dpop_nonce(&self) -> Option<String> {
-        if !self.config.dpop_nonce {
+    /// A fresh nonce for a successful token response, if `client`'s proofs need one (the
+    /// server's `dpop_nonce`, or the client's `require_dpop_nonce`), for the `DPoP-Nonce`
+    /// header (RFC 9449 §8.2): the client's next proof can carry it without a `use_dpop_nonce`
+    /// round trip when the window has moved on.
+    pub(crate) async fn next_dpop_nonce(&self, client: &ClientRecord) -> Option<String> {
+        if !(self.config.dpop_nonce || client.policy.require_dpop_nonce) {
             return None;
         }
         self.dpop_nonce().await.ok()

@@ -59,7 +59,8 @@ use crate::store::{SecretHash, Store};
 /// - [`authorize::Authorization`]: the authorization endpoint, consent, PAR, the device flow;
 /// - [`token::Tokens`]: grants, minting, token exchange, introspection, revocation, UserInfo;
 /// - shared by those: [`secrets::Secrets`], [`dpop::Dpop`], [`scratch::Scratch`], and
-///   `client_rate`, the per-client budget of every endpoint a client authenticates at.
+///   `client_rate`, the per-client budget of the token, introspection, PAR and device
+///   authorization endpoints (not revocation's).
 ///
 /// What stays here crosses services: the admin API's listings and deletions (`admin.rs`),
 /// purging, readiness and the `/metrics` gauges.
@@ -91,18 +92,34 @@ pub struct Provider {
     pub config: Arc<Config>,
     /// The issuer identifier, without a trailing slash.
     pub issuer: String,
-    /// The `aud` of access tokens when no `resource` is asked for.
-    pub default_audience: String,
     /// Counters for `/metrics`.
     pub metrics: Arc<crate::metrics::Metrics>,
-    /// Requests per authenticated client at the token and introspection endpoints.
-    pub client_rate: Arc<crate::rate_limit::RateLimiter>,
     /// Requests per client address at the token, revocation, introspection and login endpoints.
     pub address_rate: crate::rate_limit::RateLimiter,
     /// The active-refresh-token gauge, a full scan, taken no more often than it is worth.
     active_refresh_tokens: crate::metrics::CostlyCount,
     /// Requests to URLs chosen by others (the playground's API calls).
     pub outbound: crate::outbound::Outbound,
+}
+
+/// What the front hands the services it builds after the first ones: the store (each service
+/// keeps a handle for each store trait it uses, and no more), the services they share, and
+/// the settings.
+pub(crate) struct Shared<'a> {
+    pub store: &'a Arc<dyn Store>,
+    pub durability: &'a Durability,
+    pub scratch: &'a Arc<scratch::Scratch>,
+    pub secrets: &'a Arc<secrets::Secrets>,
+    pub clients: &'a Arc<client::Clients>,
+    pub dpop: &'a Arc<dpop::Dpop>,
+    pub audit: &'a Arc<audit::Audit>,
+    pub keys: &'a Arc<Keys>,
+    pub metrics: &'a Arc<crate::metrics::Metrics>,
+    /// Requests per authenticated client, one budget for every endpoint it applies at.
+    pub client_rate: &'a Arc<crate::rate_limit::RateLimiter>,
+    pub config: &'a Arc<Config>,
+    pub issuer: &'a str,
+    pub default_audience: &'a str,
 }
 
 impl Provider {
@@ -126,7 +143,8 @@ impl Provider {
         let client_rate = Arc::new(crate::rate_limit::RateLimiter::new(client_rate));
         let dpop = Arc::new(dpop::Dpop::new(store.clone(), &secrets, &config));
         let scratch = Arc::new(scratch::Scratch::new(store.clone(), &secrets));
-        let shared = authorize::Shared {
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let shared = Shared {
             store: &store,
             durability: &durability,
             scratch: &scratch,
@@ -135,21 +153,14 @@ impl Provider {
             dpop: &dpop,
             audit: &audit,
             keys: &keys,
-            client_rate: &client_rate,
-        };
-        let authorization = authorize::Authorization::new(shared, &config, &issuer);
-        let metrics = Arc::new(crate::metrics::Metrics::new());
-        let shared = token::Shared {
-            store: &store,
-            durability: &durability,
-            clients: &clients,
-            dpop: &dpop,
-            audit: &audit,
-            keys: &keys,
             metrics: &metrics,
             client_rate: &client_rate,
+            config: &config,
+            issuer: &issuer,
+            default_audience: &default_audience,
         };
-        let tokens = token::Tokens::new(shared, &config, &issuer, &default_audience);
+        let authorization = authorize::Authorization::new(&shared);
+        let tokens = token::Tokens::new(&shared);
         let outbound = crate::outbound::Outbound::new(config.outbound.clone());
         Provider {
             store,
@@ -164,9 +175,7 @@ impl Provider {
             keys,
             config,
             issuer,
-            default_audience,
             metrics,
-            client_rate,
             address_rate: crate::rate_limit::RateLimiter::new(address_rate),
             active_refresh_tokens: Default::default(),
             outbound,

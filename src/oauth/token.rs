@@ -9,12 +9,12 @@ use std::sync::Arc;
 use super::audit::Audit;
 use super::client::Clients;
 use super::dpop::Dpop;
-use super::{now, random_token, Durability, Error, ErrorCode, Provider};
+use super::{now, random_token, Durability, Error, ErrorCode, Provider, Shared};
 use crate::config::Config;
 use crate::keys::Keys;
 use crate::metrics::Metrics;
 use crate::rate_limit::RateLimiter;
-use crate::store::{ClientRecord, DeviceStore, GrantRecord, GrantStore, Store, UserStore};
+use crate::store::{ClientRecord, DeviceStore, GrantRecord, GrantStore, UserStore};
 
 /// Tokens: the grants and what descends from them, minting and verifying access and ID
 /// tokens, token exchange, introspection, revocation and UserInfo. Its fields are the `oauth`
@@ -46,20 +46,8 @@ pub(crate) struct Tokens {
     pub(in crate::oauth) client_rate: Arc<RateLimiter>,
 }
 
-/// What [`Tokens::new`] shares with the other services.
-pub(crate) struct Shared<'a> {
-    pub store: &'a Arc<dyn Store>,
-    pub durability: &'a Durability,
-    pub clients: &'a Arc<Clients>,
-    pub dpop: &'a Arc<Dpop>,
-    pub audit: &'a Arc<Audit>,
-    pub keys: &'a Arc<Keys>,
-    pub metrics: &'a Arc<Metrics>,
-    pub client_rate: &'a Arc<RateLimiter>,
-}
-
 impl Tokens {
-    pub(crate) fn new(shared: Shared<'_>, config: &Arc<Config>, issuer: &str, default_audience: &str) -> Tokens {
+    pub(crate) fn new(shared: &Shared<'_>) -> Tokens {
         Tokens {
             grants: shared.store.clone(),
             devices: shared.store.clone(),
@@ -69,9 +57,9 @@ impl Tokens {
             dpop: shared.dpop.clone(),
             audit: shared.audit.clone(),
             keys: shared.keys.clone(),
-            config: config.clone(),
-            issuer: issuer.to_string(),
-            default_audience: default_audience.to_string(),
+            config: shared.config.clone(),
+            issuer: shared.issuer.to_string(),
+            default_audience: shared.default_audience.to_string(),
             metrics: shared.metrics.clone(),
             client_rate: shared.client_rate.clone(),
         }
@@ -188,6 +176,9 @@ pub struct TokenResponse {
     /// The type of `access_token` as token exchange names it (RFC 8693 §2.2.1); `None` for
     /// every other grant.
     pub issued_token_type: Option<&'static str>,
+    /// A fresh server nonce for the client's next DPoP proof (RFC 9449 §8.2), when its proofs
+    /// must carry one; set by [`Tokens::token`] for every grant.
+    pub dpop_nonce: Option<String>,
 }
 
 /// A signed access token and the facts the caller needs to record it.

@@ -751,7 +751,7 @@ async fn the_user_confirms_every_request_even_for_an_app_they_approved_before() 
 /// (sled grew 0.7 MB), i.e. ~240,000 live records from a single address, each also a live
 /// user code that raises the odds of a guessed code. Registration is held to 20 an hour per
 /// address; device authorizations should have a comparable per-address budget
-/// (`Provider::device_authorization` in `src/oauth/device.rs`).
+/// (`Authorization::device_authorization` in `src/oauth/device.rs`).
 #[tokio::test]
 async fn one_address_cannot_store_device_authorizations_without_limit() {
     let app = spawn_app().await;

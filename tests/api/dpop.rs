@@ -470,11 +470,14 @@ async fn a_client_that_requires_dpop_nonces_needs_the_servers_nonce_and_others_d
     let with_nonce = jose.proof("es", "POST", &url, json!({ "nonce": nonce })).await;
     let response = token_with_proofs(&app, &strict, &form, &[&with_nonce]).await;
     assert_eq!(response.status(), 200);
+    // RFC 9449 §8.2: the answer carries the nonce for its next proof.
+    assert!(response.headers().contains_key("dpop-nonce"));
     assert_eq!(response.json::<Value>().await.unwrap()["token_type"], "DPoP");
 
     let other = jose.proof("es", "POST", &url, json!({})).await;
     let response = client_credentials_with(&app, &[&other]).await;
     assert_eq!(response.status(), 200, "another client's proof needs no nonce");
+    assert!(!response.headers().contains_key("dpop-nonce"), "nor gets one");
     assert_eq!(response.json::<Value>().await.unwrap()["token_type"], "DPoP");
 }
 

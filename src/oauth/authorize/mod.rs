@@ -24,11 +24,11 @@ use super::dpop::Dpop;
 use super::scratch::Scratch;
 use super::secrets::Secrets;
 use super::throttle::UserCodeThrottle;
-use super::{now, random_token, secret_hash, Durability, Error, ErrorCode, Provider};
+use super::{now, random_token, secret_hash, Durability, Error, ErrorCode, Provider, Shared};
 use crate::config::Config;
 use crate::keys::Keys;
 use crate::rate_limit::RateLimiter;
-use crate::store::{CodeRecord, ConsentStore, DeviceStore, EphemeralStore, GrantStore, Store};
+use crate::store::{CodeRecord, ConsentStore, DeviceStore, EphemeralStore, GrantStore};
 
 /// Authorization: the authorization endpoint and the code it issues, consent, pushed
 /// authorization requests and the device flow, with the budgets of the last two. Its fields
@@ -68,21 +68,9 @@ pub(crate) struct Authorization {
     pub(in crate::oauth) user_code_throttle: UserCodeThrottle,
 }
 
-/// What [`Authorization::new`] shares with the other services.
-pub(crate) struct Shared<'a> {
-    pub store: &'a Arc<dyn Store>,
-    pub durability: &'a Durability,
-    pub scratch: &'a Arc<Scratch>,
-    pub secrets: &'a Arc<Secrets>,
-    pub clients: &'a Arc<Clients>,
-    pub dpop: &'a Arc<Dpop>,
-    pub audit: &'a Arc<Audit>,
-    pub keys: &'a Arc<Keys>,
-    pub client_rate: &'a Arc<RateLimiter>,
-}
-
 impl Authorization {
-    pub(crate) fn new(shared: Shared<'_>, config: &Arc<Config>, issuer: &str) -> Authorization {
+    pub(crate) fn new(shared: &Shared<'_>) -> Authorization {
+        let config = shared.config;
         Authorization {
             grants: shared.store.clone(),
             consents: shared.store.clone(),
@@ -96,7 +84,7 @@ impl Authorization {
             audit: shared.audit.clone(),
             keys: shared.keys.clone(),
             config: config.clone(),
-            issuer: issuer.to_string(),
+            issuer: shared.issuer.to_string(),
             client_rate: shared.client_rate.clone(),
             pushed_rate: RateLimiter::new(config.pushed_requests_per_address),
             pushed_bytes_rate: RateLimiter::new(pushed::PUSHED_KIB_PER_MINUTE),

@@ -34,7 +34,7 @@ pub struct AuthorizationRequest {
     pub dpop_jkt: Option<String>,
     /// Whether errors may be sent to the redirect URI without asking anyone: the client is an
     /// operator's, or the logged-in user has approved it before (see
-    /// [`Authorization::validate_authorization`]).
+    /// [`Authorization::validate_request`]).
     pub redirect_errors: bool,
 }
 

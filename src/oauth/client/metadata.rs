@@ -64,7 +64,7 @@ impl ClientMetadata {
             software_statement: string("software_statement")?,
             jwks,
             jwks_uri: string("jwks_uri")?,
-            switches: SwitchValues::read(|switch| match switch.self_service {
+            switches: SwitchValues::read(|switch| match switch.offered(false) {
                 true => boolean(switch.name),
                 false => Ok(None),
             })?,

@@ -97,7 +97,11 @@ impl Switch {
 /// Gives `policy` the operator-only switches of `current`: a self-service surface neither
 /// shows nor reads them, so what it submits must not turn them off.
 pub(crate) fn keep_operator_switches(policy: &mut ClientPolicy, current: &ClientPolicy) {
-    for switch in SWITCHES.iter().filter(|s| !s.self_service) {
+    keep_operator_switches_of(SWITCHES, policy, current)
+}
+
+fn keep_operator_switches_of(table: &[Switch], policy: &mut ClientPolicy, current: &ClientPolicy) {
+    for switch in table.iter().filter(|s| !s.offered(false)) {
         (switch.set)(policy, switch.of(current));
     }
 }
@@ -183,6 +187,40 @@ mod tests {
             );
             assert!(!switch.title.is_empty() && !switch.description.is_empty() && !switch.when_on.is_empty());
         }
+    }
+
+    /// No switch is operator-only yet; this one stands for the first that will be.
+    const OPERATOR_ONLY: Switch = Switch {
+        name: "operator_only",
+        title: "Operator only",
+        description: "A switch only an operator may set.",
+        when_on: "on",
+        self_service: false,
+        get: |policy| policy.require_dpop_nonce,
+        set: |policy, on| policy.require_dpop_nonce = on,
+    };
+
+    #[test]
+    fn a_self_service_surface_neither_offers_nor_clears_an_operator_only_switch() {
+        assert!(!OPERATOR_ONLY.offered(false) && OPERATOR_ONLY.offered(true));
+        assert!(SWITCHES.iter().all(|s| s.offered(true)));
+        let current = ClientPolicy {
+            require_dpop_nonce: true,
+            ..ClientPolicy::default()
+        };
+        // What a self-service form or an RFC 7592 update submits: the switch is not in it.
+        let mut submitted = ClientPolicy::default();
+        keep_operator_switches_of(&[OPERATOR_ONLY], &mut submitted, &current);
+        assert!(
+            submitted.require_dpop_nonce,
+            "an operator's switch survives a self-service edit"
+        );
+        let mut submitted = ClientPolicy::default();
+        keep_operator_switches(&mut submitted, &current);
+        assert!(
+            !submitted.require_dpop_nonce,
+            "a self-service switch is the submitter's to clear"
+        );
     }
 
     #[test]

@@ -159,6 +159,7 @@ impl Tokens {
             scope: grant.scope.clone(),
             id_token,
             issued_token_type: None,
+            dpop_nonce: None,
         })
     }
 }

@@ -37,6 +37,7 @@ impl Tokens {
             refresh_token: None,
             scope: scope.to_string(),
             issued_token_type: None,
+            dpop_nonce: None,
         })
     }
 }

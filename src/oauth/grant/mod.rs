@@ -175,6 +175,14 @@ impl Tokens {
                 self.token_exchange_grant(&client, request, jkt).await
             }
         }?;
+        // Only for a request with a proof: a client without DPoP has no use for a nonce.
+        let issued = match proof {
+            Some(_) => TokenResponse {
+                dpop_nonce: self.dpop.next_dpop_nonce(&client).await,
+                ..issued
+            },
+            None => issued,
+        };
         if client.first_used_at.is_none() {
             // Once per client: a registered client that is used is never purged as unused.
             self.clients.mark_used(&client.client_id, super::now()).await?;

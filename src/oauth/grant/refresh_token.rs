@@ -130,6 +130,7 @@ impl Tokens {
             scope: scope.to_string(),
             id_token,
             issued_token_type: None,
+            dpop_nonce: None,
         })
     }
 }

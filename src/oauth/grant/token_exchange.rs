@@ -193,6 +193,7 @@ impl Tokens {
             scope: scope.to_string(),
             id_token: None,
             issued_token_type: Some(issued_token_type),
+            dpop_nonce: None,
         })
     }
 
