@@ -95,8 +95,7 @@ impl<const OPERATOR: bool, const SHOWN: bool> ToJSON for SwitchFields<OPERATOR, 
     fn to_json(&self) -> Option<Value> {
         let fields: Map<String, Value> = self
             .0
-            .iter()
-            .filter(|(switch, _)| switch.offered(OPERATOR))
+            .offered(OPERATOR)
             .map(|(switch, on)| (switch.name.to_string(), Value::Bool(on)))
             .collect();
         Some(Value::Object(fields))

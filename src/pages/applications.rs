@@ -97,8 +97,7 @@ pub(super) fn chosen_grants(checked: impl Fn(&str) -> bool) -> Vec<GrantType> {
 /// ones to the applications pages.
 pub(super) fn switch_boxes(policy: &ClientPolicy, operator: bool) -> Vec<Value> {
     SwitchValues::of(policy)
-        .iter()
-        .filter(|(switch, _)| switch.offered(operator))
+        .offered(operator)
         .map(|(switch, on)| context! { name => switch.name, label => switch.description, checked => on })
         .collect()
 }
@@ -115,8 +114,7 @@ pub(super) fn chosen_switches(checked: impl Fn(&str) -> bool, base: &ClientPolic
 /// A client's switches as its page shows them (title, and what it means on or off).
 pub(super) fn switch_lines(policy: &ClientPolicy, operator: bool) -> Vec<Value> {
     SwitchValues::of(policy)
-        .iter()
-        .filter(|(switch, _)| switch.offered(operator))
+        .offered(operator)
         .map(|(switch, on)| context! { title => switch.title, shown => switch.shown(on) })
         .collect()
 }

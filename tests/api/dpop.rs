@@ -365,21 +365,18 @@ async fn one_proof_sent_fifty_times_at_once_gets_exactly_one_token() {
     assert_eq!(statuses.iter().filter(|s| **s == 400).count(), 49, "{statuses:?}");
 }
 
-/// RFC 9449 §8: with `dpop_nonce` on, a proof without the server's nonce is answered
-/// `use_dpop_nonce` with a `DPoP-Nonce` header; a proof with that nonce succeeds, and a made-up
-/// nonce is refused.
-#[tokio::test]
-async fn with_nonces_on_a_proof_needs_the_servers_nonce() {
-    let dirs = tempfile::tempdir().unwrap();
-    let config = tessera::Config {
-        dpop_nonce: true,
-        ..test_config(&dirs)
-    };
-    let app = spawn_app_with(config, dirs).await;
-    let mut jose = Jose::with_keys(&[("es", "ES256")]).await;
-    let url = token_url(&app);
+/// A token request by `client` whose proof (by jose's `es` key) carries no nonce is answered
+/// `use_dpop_nonce` with a `DPoP-Nonce` header, and one with a made-up nonce the same; the
+/// server's nonce, for the retry.
+async fn refused_without_the_servers_nonce(
+    app: &TestApp,
+    client: &TestClient,
+    form: &[(&str, &str)],
+    jose: &mut Jose,
+) -> String {
+    let url = token_url(app);
     let proof = jose.proof("es", "POST", &url, json!({})).await;
-    let response = client_credentials_with(&app, &[&proof]).await;
+    let response = token_with_proofs(app, client, form, &[&proof]).await;
     let nonce = response
         .headers()
         .get("dpop-nonce")
@@ -394,11 +391,29 @@ async fn with_nonces_on_a_proof_needs_the_servers_nonce() {
     let forged = jose
         .proof("es", "POST", &url, json!({"nonce": "AAAAAAAAAAAAAAAA"}))
         .await;
-    let response = client_credentials_with(&app, &[&forged]).await;
+    let response = token_with_proofs(app, client, form, &[&forged]).await;
     assert_eq!(
         refusal(response).await,
         (StatusCode::BAD_REQUEST, "use_dpop_nonce".into())
     );
+    nonce
+}
+
+/// RFC 9449 §8: with `dpop_nonce` on, a proof without the server's nonce is answered
+/// `use_dpop_nonce` with a `DPoP-Nonce` header; a proof with that nonce succeeds, and a made-up
+/// nonce is refused.
+#[tokio::test]
+async fn with_nonces_on_a_proof_needs_the_servers_nonce() {
+    let dirs = tempfile::tempdir().unwrap();
+    let config = tessera::Config {
+        dpop_nonce: true,
+        ..test_config(&dirs)
+    };
+    let app = spawn_app_with(config, dirs).await;
+    let mut jose = Jose::with_keys(&[("es", "ES256")]).await;
+    let url = token_url(&app);
+    let form = [("grant_type", "client_credentials"), ("scope", "read")];
+    let nonce = refused_without_the_servers_nonce(&app, &app.client, &form, &mut jose).await;
     let with_nonce = jose.proof("es", "POST", &url, json!({ "nonce": nonce })).await;
     let response = client_credentials_with(&app, &[&with_nonce]).await;
     assert_eq!(response.status(), 200);
@@ -446,27 +461,7 @@ async fn a_client_that_requires_dpop_nonces_needs_the_servers_nonce_and_others_d
     let form = [("grant_type", "client_credentials"), ("scope", "read")];
     let mut jose = Jose::with_keys(&[("es", "ES256")]).await;
     let url = token_url(&app);
-    let proof = jose.proof("es", "POST", &url, json!({})).await;
-    let response = token_with_proofs(&app, &strict, &form, &[&proof]).await;
-    let nonce = response
-        .headers()
-        .get("dpop-nonce")
-        .expect("a DPoP-Nonce header")
-        .to_str()
-        .unwrap()
-        .to_string();
-    assert_eq!(
-        refusal(response).await,
-        (StatusCode::BAD_REQUEST, "use_dpop_nonce".into())
-    );
-    let forged = jose
-        .proof("es", "POST", &url, json!({"nonce": "AAAAAAAAAAAAAAAA"}))
-        .await;
-    let response = token_with_proofs(&app, &strict, &form, &[&forged]).await;
-    assert_eq!(
-        refusal(response).await,
-        (StatusCode::BAD_REQUEST, "use_dpop_nonce".into())
-    );
+    let nonce = refused_without_the_servers_nonce(&app, &strict, &form, &mut jose).await;
     let with_nonce = jose.proof("es", "POST", &url, json!({ "nonce": nonce })).await;
     let response = token_with_proofs(&app, &strict, &form, &[&with_nonce]).await;
     assert_eq!(response.status(), 200);

@@ -134,6 +134,11 @@ impl SwitchValues {
         SWITCHES.iter().zip(self.0.iter().copied())
     }
 
+    /// Each switch a surface offers ([`Switch::offered`]) with its value.
+    pub fn offered(&self, to_operator: bool) -> impl Iterator<Item = (&'static Switch, bool)> + '_ {
+        self.iter().filter(move |(switch, _)| switch.offered(to_operator))
+    }
+
     /// Whether the switch named `name` is on.
     #[cfg(test)]
     pub fn get(&self, name: &str) -> bool {
