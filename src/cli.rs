@@ -277,6 +277,9 @@ pub enum UserCommand {
     Enable { username: String },
     /// Delete a user.
     Delete { username: String },
+    /// Remove every sign-in factor of a user (authenticator app, recovery codes): for a user
+    /// who lost them. They sign in with their password alone next, and enrol again if asked.
+    ResetFactors { username: String },
     /// Set a user's password, read from standard input.
     SetPassword {
         username: String,
@@ -867,6 +870,15 @@ async fn user_command(config: &Config, cmd: &UserCommand) -> anyhow::Result<()> 
                     user.email.unwrap_or_default()
                 );
             }
+        }
+        UserCommand::ResetFactors { username } => {
+            let user = find_user(&provider, username).await?;
+            let removed = provider
+                .accounts
+                .reset_factors(&by, &user)
+                .await
+                .map_err(|e| anyhow::anyhow!(e.description))?;
+            println!("removed {removed} sign-in factor(s) of {username}");
         }
         UserCommand::Delete { username } => {
             let user = find_user(&provider, username).await?;

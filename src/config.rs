@@ -61,6 +61,18 @@ pub enum ClientDocumentsMode {
     Allowlist,
 }
 
+/// Whether people sign in with a second factor (`mfa`, `operator_mfa`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MfaPolicy {
+    /// Passwords only: nobody enrols, and factors already enrolled are not asked for.
+    Off,
+    /// Users may enrol second factors; a user who has one is asked for it at every login.
+    Optional,
+    /// Every user must have one: a user without one enrols at their next login.
+    Required,
+}
+
 /// Which Client ID Metadata Documents are accepted.
 #[derive(Clone, Debug)]
 pub struct ClientDocumentsPolicy {
@@ -229,6 +241,11 @@ pub struct Config {
     pub dpop_proof_max_age: Duration,
     /// Require a server nonce in DPoP proofs (RFC 9449 §8).
     pub dpop_nonce: bool,
+    /// Second factors for users (default `optional`).
+    pub mfa: MfaPolicy,
+    /// Second factors for operators (default `required`): an operator without one enrols
+    /// before reaching the console.
+    pub operator_mfa: MfaPolicy,
     /// Clients that may introspect any token (resource servers); every other client learns
     /// only about its own tokens (RFC 7662 §4).
     pub introspection_clients: Vec<String>,
@@ -342,6 +359,8 @@ impl Default for Config {
             database: DatabaseSettings::default(),
             dpop_proof_max_age: Duration::from_secs(60),
             dpop_nonce: false,
+            mfa: MfaPolicy::Optional,
+            operator_mfa: MfaPolicy::Required,
         }
     }
 }
@@ -465,6 +484,10 @@ pub(crate) struct FileConfig {
     pub dpop_proof_max_age: Option<u64>,
     /// Require a server nonce in DPoP proofs (default false).
     pub dpop_nonce: Option<bool>,
+    /// Second factors for users: off, optional (default) or required.
+    pub mfa: Option<MfaPolicy>,
+    /// Second factors for operators: off, optional or required (default).
+    pub operator_mfa: Option<MfaPolicy>,
     /// Cluster mode: the PostgreSQL database every node shares.
     pub database_url: Option<String>,
     /// Connections per node (default 16).
@@ -685,6 +708,12 @@ impl Config {
         }
         if let Some(v) = file.dpop_nonce {
             self.dpop_nonce = v;
+        }
+        if let Some(v) = file.mfa {
+            self.mfa = v;
+        }
+        if let Some(v) = file.operator_mfa {
+            self.operator_mfa = v;
         }
         if let Some(v) = file.cors_origins {
             self.cors_origins = v;

@@ -1,6 +1,6 @@
 //! `tessera db import`: moves a single node into a cluster. Every record of a stopped node's
 //! data folder (clients, users, grants, consents, live codes, refresh tokens, revocations,
-//! sessions, server secrets, the audit trail) and its keyring go into an empty database, so users stay logged
+//! sessions, server secrets, the audit trail, users' sign-in factors) and its keyring go into an empty database, so users stay logged
 //! in, refresh tokens keep working and tokens already issued still verify. If anything fails
 //! half-way, the database is emptied again: an import happens whole or not at all.
 
@@ -35,7 +35,7 @@ pub async fn import(config: &Config, data_dir: &Path, keys_dir: &Path) -> anyhow
     match copied {
         Ok(keys) => Ok(format!(
             "imported {} clients, {} users, {} grants, {} consents, {} refresh tokens, {} sessions, \
-             {} codes, {} access-token revocations, {} audit entries and {} keys",
+             {} codes, {} access-token revocations, {} audit entries, {} sign-in factors and {} keys",
             export.clients.len(),
             export.users.len(),
             export.grants.len(),
@@ -45,6 +45,7 @@ pub async fn import(config: &Config, data_dir: &Path, keys_dir: &Path) -> anyhow
             export.codes.len(),
             export.revoked_access.len(),
             export.audit.len(),
+            export.factors.len(),
             keys
         )),
         Err(e) => {
@@ -60,6 +61,10 @@ async fn write(store: &dyn Store, export: &Export, kek: &KeyEncryptionKey) -> an
     }
     for user in &export.users {
         store.insert_user(user).await?;
+    }
+    // TOTP secrets stay sealed under the server secret that sealed them, which moves below.
+    for factor in &export.factors {
+        store.insert_factor(factor).await?;
     }
     for grant in &export.grants {
         store.insert_grant(grant).await?;

@@ -113,6 +113,8 @@ pub struct AuthorizationServerMetadata {
     pub claims_supported: Vec<String>,
     pub claim_types_supported: Vec<String>,
     pub prompt_values_supported: Vec<String>,
+    /// The login levels (`acr` values) apps may ask for with `acr_values`, weakest first.
+    pub acr_values_supported: Vec<String>,
     pub token_endpoint_auth_methods_supported: Vec<String>,
     pub revocation_endpoint_auth_methods_supported: Vec<String>,
     pub introspection_endpoint_auth_methods_supported: Vec<String>,
@@ -160,6 +162,7 @@ impl AuthorizationServerMetadata {
             claims_supported: m.claims_supported,
             claim_types_supported: m.claim_types_supported,
             prompt_values_supported: m.prompt_values_supported,
+            acr_values_supported: m.acr_values_supported,
             token_endpoint_auth_methods_supported: m.token_endpoint_auth_methods_supported,
             revocation_endpoint_auth_methods_supported: m.revocation_endpoint_auth_methods_supported,
             introspection_endpoint_auth_methods_supported: m.introspection_endpoint_auth_methods_supported,

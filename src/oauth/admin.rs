@@ -172,6 +172,7 @@ impl Provider {
             for grant in self.store.list_grants(Some(user_id), None).await? {
                 self.store.revoke_grant(&grant.grant_id).await?;
             }
+            self.store.delete_factors_of(user_id).await?;
             let deleted = self.store.delete_user(user_id).await?;
             self.store.durable().await?;
             Ok(deleted)

@@ -240,6 +240,7 @@ impl Authorization {
                     auth_time,
                     created_at: now(),
                     revoked: false,
+                    amr: session.amr().to_vec(),
                 };
                 self.grants.put_grant(&grant).await?;
                 let (user, grant_id) = (user_id.clone(), grant.grant_id.clone());

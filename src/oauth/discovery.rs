@@ -34,6 +34,8 @@ pub struct ServerMetadata {
     pub claims_supported: Vec<String>,
     pub claim_types_supported: Vec<String>,
     pub prompt_values_supported: Vec<String>,
+    /// The login levels apps may ask for with `acr_values` (weakest first).
+    pub acr_values_supported: Vec<String>,
     pub token_endpoint_auth_methods_supported: Vec<String>,
     pub revocation_endpoint_auth_methods_supported: Vec<String>,
     pub introspection_endpoint_auth_methods_supported: Vec<String>,
@@ -88,6 +90,7 @@ impl Provider {
             claims_supported: super::oidc::claims_supported(),
             claim_types_supported: strings(&["normal"]),
             prompt_values_supported: strings(&["none", "login", "consent", "select_account"]),
+            acr_values_supported: super::acr::Level::ALL.iter().map(|l| l.as_str().to_string()).collect(),
             token_endpoint_auth_methods_supported: AUTH_METHODS.iter().map(|m| m.wire.to_string()).collect(),
             revocation_endpoint_auth_methods_supported: AUTH_METHODS.iter().map(|m| m.wire.to_string()).collect(),
             introspection_endpoint_auth_methods_supported: AUTH_METHODS

@@ -34,6 +34,10 @@ pub const METRICS: &str = "/metrics";
 /// The authorization endpoint (RFC 6749 §3.1).
 pub const AUTHORIZE: &str = "/o/authorize/";
 pub const LOGIN: &str = "/o/login/";
+/// The second step of a login: a code from an authenticator app, or a recovery code.
+pub const LOGIN_FACTOR: &str = "/o/login/factor/";
+/// A user's sign-in factors: authenticator app, recovery codes.
+pub const SECURITY: &str = "/o/security/";
 /// RP-initiated logout (OpenID Connect), also the logout page.
 pub const LOGOUT: &str = "/o/logout/";
 pub const PROFILE: &str = "/o/profile/";
@@ -173,6 +177,8 @@ pub const ROUTES: &[Route] = &[
     api("/api/v1/audit", "/api/v1/audit"),
     page(AUTHORIZE, "/o/authorize"),
     limited(page(LOGIN, "/o/login")),
+    limited(page(LOGIN_FACTOR, "/o/login/factor")),
+    page(SECURITY, "/o/security"),
     page(LOGOUT, "/o/logout"),
     page(PROFILE, "/o/profile"),
     limited(page(DEVICE, "/o/device")),

@@ -1,8 +1,9 @@
 //! Signing in: the steps from a submitted login form to a session. The pages only render what
 //! [`Accounts::sign_in`] decides: whether the form is ours (CSRF), the login throttle (lockout
 //! per username and per address, the known-device exemption), the password check, a disabled
-//! account, the fresh session and the device cookie. A second factor or a passkey is one more
-//! [`LoginStep`] here, not page code.
+//! account, the fresh session and the device cookie. A user with a second factor gets
+//! [`LoginStep::NeedsFactor`] after the password: a signed, short-lived cookie that says the
+//! password was right, and [`Accounts::finish_with_code`] takes the code to the session.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -40,6 +41,30 @@ pub enum LoginStep {
     Busy(Duration),
     /// The form again, with this refusal.
     Show(LoginRefusal),
+    /// The password was right; now a second factor (the browser keeps this pending login).
+    NeedsFactor(PendingFactor),
+}
+
+/// A login that passed its password and waits for a second factor: a value for a cookie,
+/// signed, naming the user, their password's generation and the factor form's CSRF token.
+#[derive(Debug, Clone)]
+pub struct PendingFactor {
+    pub cookie: String,
+}
+
+/// How long a login may wait between its password and its second factor.
+pub const PENDING_FACTOR_TTL_SECS: i64 = 300;
+const PENDING_FACTOR: &str = "login-factor";
+
+/// A submitted second-factor form.
+pub struct CodeAttempt<'a> {
+    pub code: &'a str,
+    pub csrf_token: &'a str,
+    /// The pending login's cookie ([`PendingFactor::cookie`]).
+    pub pending: Option<&'a str>,
+    /// The browser's current session, if it has one; it is replaced on success.
+    pub session: Option<&'a Session>,
+    pub address: Option<IpAddr>,
 }
 
 /// Why the form is shown again.
@@ -49,6 +74,8 @@ pub enum LoginRefusal {
     WrongCredentials,
     /// The password was right, but an operator disabled the account.
     Disabled,
+    /// The second factor's code was wrong (or used already).
+    WrongCode,
 }
 
 /// A completed login.
@@ -99,8 +126,72 @@ impl Accounts {
             Err(Refused::Step(step)) => return Ok(step),
             Err(Refused::Error(e)) => return Err(e),
         };
-        let session = self.log_in(attempt.session, &user).await?;
-        let device = match self.device_cookie(&user).await {
+        if self.second_factor_due(&user).await? {
+            return Ok(LoginStep::NeedsFactor(self.pending_factor(&user).await?));
+        }
+        self.signed_in(attempt.session, &user, vec![super::acr::PWD.to_string()])
+            .await
+    }
+
+    /// The user's pending login after a right password.
+    async fn pending_factor(&self, user: &UserRecord) -> Result<PendingFactor, Error> {
+        let csrf_token = super::random_token(32);
+        let payload = format!("{}-{}-{csrf_token}", user.user_id, user.session_epoch);
+        let cookie = self
+            .sign_value(PENDING_FACTOR, &payload, PENDING_FACTOR_TTL_SECS)
+            .await?;
+        Ok(PendingFactor { cookie })
+    }
+
+    /// The user of a pending login, if `cookie` is one this server made, unexpired, for the
+    /// user as they are now (same password, not disabled), and `csrf_token` is its form's.
+    pub async fn pending_user(&self, cookie: Option<&str>, csrf_token: &str) -> Result<Option<UserRecord>, Error> {
+        let Some(cookie) = cookie else { return Ok(None) };
+        let Some(payload) = self.signed_payload(PENDING_FACTOR, cookie).await? else {
+            return Ok(None);
+        };
+        let mut parts = payload.splitn(3, '-');
+        let (Some(user_id), Some(epoch), Some(token)) = (parts.next(), parts.next(), parts.next()) else {
+            return Ok(None);
+        };
+        if !bool::from(subtle::ConstantTimeEq::ct_eq(token.as_bytes(), csrf_token.as_bytes())) {
+            return Ok(None);
+        }
+        let user = self.users.get_user(user_id).await?;
+        Ok(user.filter(|u| u.session_epoch.to_string() == epoch && !u.disabled))
+    }
+
+    /// The CSRF token of a pending login's form, if `cookie` is a live one.
+    pub async fn pending_csrf_token(&self, cookie: Option<&str>) -> Result<Option<String>, Error> {
+        let Some(cookie) = cookie else { return Ok(None) };
+        let payload = self.signed_payload(PENDING_FACTOR, cookie).await?;
+        Ok(payload.and_then(|p| p.splitn(3, '-').nth(2)).map(str::to_string))
+    }
+
+    /// Takes a submitted second-factor form to a session: the pending login must be live and
+    /// the form its own (else `access_denied`), then the code is checked (throttled).
+    pub async fn finish_with_code(&self, attempt: &CodeAttempt<'_>) -> Result<LoginStep, Error> {
+        let Some(user) = self.pending_user(attempt.pending, attempt.csrf_token).await? else {
+            return Err(Error::new(
+                ErrorCode::AccessDenied,
+                "this login took too long or was not started here; log in again",
+            ));
+        };
+        let shown = attempt.address.map(|a| a.to_string());
+        match self.check_code(&user, attempt.code, shown.as_deref()).await? {
+            super::factor::CodeCheck::Accepted(methods) => {
+                let amr = super::acr::adding(&[super::acr::PWD.to_string()], &methods);
+                self.signed_in(attempt.session, &user, amr).await
+            }
+            super::factor::CodeCheck::Wrong => Ok(LoginStep::Show(LoginRefusal::WrongCode)),
+            super::factor::CodeCheck::Locked(wait) => Ok(LoginStep::Locked(wait)),
+        }
+    }
+
+    /// A fresh session for `user`, who proved `amr`, and a device cookie for the browser.
+    async fn signed_in(&self, old: Option<&Session>, user: &UserRecord, amr: Vec<String>) -> Result<LoginStep, Error> {
+        let session = self.log_in(old, user, amr).await?;
+        let device = match self.device_cookie(user).await {
             Ok(device) => Some(device),
             Err(e) => {
                 tracing::warn!(error = %e, "no device cookie could be made");

@@ -5,6 +5,7 @@
 //! owner of RFC 6749 (a person who logs in), and a *grant* is one authorization a user gave a
 //! client: every refresh and access token descended from one code belongs to its grant.
 
+pub(crate) mod acr;
 pub(crate) mod admin;
 pub mod audit;
 pub mod authorize;
@@ -16,6 +17,7 @@ pub(crate) mod discovery;
 pub mod dpop;
 pub(crate) mod endpoints;
 pub(crate) mod error;
+pub mod factor;
 pub(crate) mod grant;
 pub(crate) mod introspect;
 /// The JWS reader DPoP proofs and client assertions share; it lives with the resource-server
@@ -130,7 +132,8 @@ impl Provider {
         let durability = Durability(store.clone());
         let audit = Arc::new(audit::Audit::new(store.clone(), durability.clone(), &config));
         let secrets = Arc::new(secrets::Secrets::new(store.clone()));
-        let accounts = user::Accounts::new(&store, &durability, &secrets, &audit, &config);
+        let scratch = Arc::new(scratch::Scratch::new(store.clone(), &secrets));
+        let accounts = user::Accounts::new(&store, &durability, &secrets, &scratch, &audit, &config, &issuer);
         let config = Arc::new(config);
         let clients = Arc::new(client::Clients::new(
             &store,
@@ -142,7 +145,6 @@ impl Provider {
         ));
         let client_rate = Arc::new(crate::rate_limit::RateLimiter::new(client_rate));
         let dpop = Arc::new(dpop::Dpop::new(store.clone(), &secrets, &config));
-        let scratch = Arc::new(scratch::Scratch::new(store.clone(), &secrets));
         let metrics = Arc::new(crate::metrics::Metrics::new());
         let shared = Shared {
             store: &store,

@@ -43,6 +43,7 @@ pub fn claims_supported() -> Vec<String> {
         "nonce",
         "at_hash",
         "amr",
+        "acr",
     ];
     registered
         .into_iter()
@@ -99,13 +100,13 @@ struct IdTokenClaims<'a> {
     aud: &'a str,
     exp: i64,
     iat: i64,
-    /// When the user last logged in; always present, so `max_age` can be checked.
-    auth_time: i64,
+    /// When the user last logged in (always present, so `max_age` can be checked), how
+    /// (`amr`, RFC 8176) and the level that makes (`acr`).
+    #[serde(flatten)]
+    login: super::acr::LoginClaims<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
     nonce: Option<&'a str>,
     at_hash: String,
-    /// Authentication methods (RFC 8176): a password.
-    amr: [&'static str; 1],
     #[serde(flatten)]
     user: Map<String, Value>,
 }
@@ -115,7 +116,8 @@ pub struct IdTokenInput<'a> {
     pub client: &'a ClientRecord,
     pub user_id: &'a str,
     pub scope: &'a Scope,
-    pub auth_time: i64,
+    /// The login behind the grant.
+    pub login: super::acr::LoginClaims<'a>,
     /// Present only at the code exchange: a refreshed ID token carries none (Core §12.2).
     pub nonce: Option<&'a str>,
     pub access_token: &'a str,
@@ -173,10 +175,9 @@ impl Tokens {
             aud: &input.client.client_id,
             exp: iat + self.config.id_token_ttl.as_secs() as i64,
             iat,
-            auth_time: input.auth_time,
+            login: input.login,
             nonce: input.nonce,
             at_hash: at_hash(alg, input.access_token),
-            amr: ["pwd"],
             user: user_claims(&user, input.scope),
         };
         let jwt = self

@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
 use ring::rand::{SecureRandom, SystemRandom};
 
 use super::Error;
@@ -71,6 +72,51 @@ impl Secrets {
             ring::hmac::HMAC_SHA256,
             &self.server_secret(name).await?,
         ))
+    }
+
+    /// Seals `plaintext` with AES-256-GCM under the server secret `name`, bound to `purpose`
+    /// (one purpose's value never opens as another's): a random nonce, then the sealed bytes.
+    pub(crate) async fn seal(&self, name: &'static str, purpose: &str, plaintext: &[u8]) -> Result<Vec<u8>, Error> {
+        let key = self.aead_key(name).await?;
+        let mut nonce = [0u8; NONCE_LEN];
+        SystemRandom::new()
+            .fill(&mut nonce)
+            .map_err(|_| Error::server_error("the system random number generator failed"))?;
+        let mut sealed = plaintext.to_vec();
+        key.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(purpose), &mut sealed)
+            .map_err(|_| Error::server_error("sealing failed"))?;
+        let mut stored = nonce.to_vec();
+        stored.extend_from_slice(&sealed);
+        Ok(stored)
+    }
+
+    /// What [`Secrets::seal`] sealed under `name` for `purpose`; `None` if it does not open
+    /// (another secret, another purpose, or altered bytes).
+    pub(crate) async fn open(
+        &self,
+        name: &'static str,
+        purpose: &str,
+        stored: &[u8],
+    ) -> Result<Option<Vec<u8>>, Error> {
+        if stored.len() < NONCE_LEN {
+            return Ok(None);
+        }
+        let (nonce, sealed) = stored.split_at(NONCE_LEN);
+        let Ok(nonce) = Nonce::try_assume_unique_for_key(nonce) else {
+            return Ok(None);
+        };
+        let key = self.aead_key(name).await?;
+        let mut sealed = sealed.to_vec();
+        Ok(key
+            .open_in_place(nonce, Aad::from(purpose), &mut sealed)
+            .ok()
+            .map(|opened| opened.to_vec()))
+    }
+
+    async fn aead_key(&self, name: &'static str) -> Result<LessSafeKey, Error> {
+        let secret = self.server_secret(name).await?;
+        let key = UnboundKey::new(&AES_256_GCM, &secret).map_err(|_| Error::server_error("bad sealing key"))?;
+        Ok(LessSafeKey::new(key))
     }
 
     async fn read_server_secret(&self, name: &str) -> Result<[u8; SECRET_BYTES], Error> {

@@ -78,6 +78,11 @@ impl Session {
     pub fn auth_time(&self) -> i64 {
         self.record.auth_time.unwrap_or_default()
     }
+
+    /// How the user proved who they are in this session (RFC 8176 `amr`).
+    pub fn amr(&self) -> &[String] {
+        &self.record.amr
+    }
 }
 
 impl Accounts {
@@ -119,7 +124,7 @@ impl Accounts {
 
     /// A value for the browser to hand back: `payload` (base64url, no dots) signed for
     /// `purpose`, good for `ttl` seconds.
-    async fn sign_value(&self, purpose: &str, payload: &str, ttl: i64) -> Result<String, Error> {
+    pub(super) async fn sign_value(&self, purpose: &str, payload: &str, ttl: i64) -> Result<String, Error> {
         let signed = format!("{}.{payload}", now() + ttl);
         let mac = hmac::sign(&self.cookie_key().await?, format!("{purpose}\0{signed}").as_bytes());
         Ok(format!("{signed}.{}", URL_SAFE_NO_PAD.encode(mac.as_ref())))
@@ -127,7 +132,7 @@ impl Accounts {
 
     /// The payload of a value [`Accounts::sign_value`] made for `purpose`, if its signature
     /// checks and it has not expired.
-    async fn signed_payload<'a>(&self, purpose: &str, value: &'a str) -> Result<Option<&'a str>, Error> {
+    pub(super) async fn signed_payload<'a>(&self, purpose: &str, value: &'a str) -> Result<Option<&'a str>, Error> {
         let Some((signed, mac)) = value.rsplit_once('.') else {
             return Ok(None);
         };
@@ -183,27 +188,30 @@ impl Accounts {
         Ok(bool::from(payload.as_bytes().ct_eq(device_payload(&user).as_bytes())))
     }
 
-    /// Logs a user in: the old session is dropped and a new id issued, so a session id
-    /// planted before login is worthless afterwards (session fixation).
-    pub async fn log_in(&self, old: Option<&Session>, user: &UserRecord) -> Result<Session, Error> {
+    /// Logs a user in who proved `amr` (RFC 8176): the old session is dropped and a new id
+    /// issued, so a session id planted before login is worthless afterwards (session fixation).
+    pub async fn log_in(&self, old: Option<&Session>, user: &UserRecord, amr: Vec<String>) -> Result<Session, Error> {
         if let Some(old) = old {
             self.sessions.delete_session(&secret_hash(&old.id)).await?;
         }
-        self.new_session(user, now()).await
+        self.new_session(user, now(), amr).await
     }
 
     pub async fn log_out(&self, session: &Session) -> Result<(), Error> {
         Ok(self.sessions.delete_session(&secret_hash(&session.id)).await?)
     }
 
-    async fn new_session(&self, user: &UserRecord, auth_time: i64) -> Result<Session, Error> {
+    async fn new_session(&self, user: &UserRecord, auth_time: i64, amr: Vec<String>) -> Result<Session, Error> {
         let id = random_token(32);
+        let factor_time = (amr.len() > 1).then_some(auth_time);
         let record = SessionRecord {
             user_id: Some(user.user_id.clone()),
             user_epoch: user.session_epoch,
             csrf_token: random_token(32),
             auth_time: Some(auth_time),
             expires_at: now() + self.session_ttl.as_secs() as i64,
+            amr,
+            factor_time,
         };
         self.sessions.put_session(&secret_hash(&id), &record).await?;
         Ok(Session {

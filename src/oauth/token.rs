@@ -116,6 +116,10 @@ pub struct AccessTokenClaims<'a> {
     /// Who acts for the subject in an exchanged token, with earlier actors nested (RFC 8693 §4.1).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub act: Option<&'a serde_json::Value>,
+    /// When and how the user logged in, for a token of a user's grant (RFC 9068 §2.2.1:
+    /// `auth_time`, `acr`, `amr`), so a resource server can ask for a stronger login (RFC 9470).
+    #[serde(flatten)]
+    pub login: Option<super::acr::LoginClaims<'a>>,
 }
 
 /// The `cnf` claim of a sender-constrained token (RFC 7800 §3.1, RFC 9449 §6.1).
@@ -194,6 +198,8 @@ pub struct AccessTokenContent<'a> {
     pub scope: &'a Scope,
     pub audience: &'a str,
     pub grant_id: Option<&'a str>,
+    /// The user's login behind the grant, if there is a user.
+    pub login: Option<super::acr::LoginClaims<'a>>,
     pub binding: &'a TokenBinding,
     /// The token expires by then at the latest (RFC 8693: an exchanged token never outlives
     /// its subject token); `None`: the client's access token lifetime alone decides.
@@ -201,14 +207,15 @@ pub struct AccessTokenContent<'a> {
 }
 
 impl Tokens {
-    /// Signs an access token for `sub` with the current signing key.
+    /// Signs an access token for `sub` with the current signing key; a token of a user's
+    /// `grant` names it and says how the user logged in.
     pub fn mint_access_token(
         &self,
         client: &ClientRecord,
         sub: &str,
         scope: &Scope,
         audience: &str,
-        grant_id: Option<&str>,
+        grant: Option<&GrantRecord>,
         binding: &TokenBinding,
     ) -> Result<MintedAccessToken, Error> {
         self.mint_access_token_with(
@@ -217,7 +224,8 @@ impl Tokens {
                 sub,
                 scope,
                 audience,
-                grant_id,
+                grant_id: grant.map(|g| g.grant_id.as_str()),
+                login: grant.map(super::acr::LoginClaims::of_grant),
                 binding,
                 not_after: None,
             },
@@ -252,6 +260,7 @@ impl Tokens {
             gid: content.grant_id,
             cnf: content.binding.jkt.as_deref().map(|jkt| Confirmation { jkt }),
             act: content.binding.act.as_ref(),
+            login: content.login,
         };
         let jwt = self.keys.current().sign_jwt("at+jwt", &claims)?;
         self.metrics.token_signed("access_token");

@@ -9,11 +9,15 @@ use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, Pass
 use argon2::Argon2;
 
 use super::audit::{Audit, Caller, Target};
+use super::scratch::Scratch;
 use super::secrets::Secrets;
 use super::throttle::LoginThrottle;
 use super::{now, Durability, Error, Provider};
 use crate::config::Config;
-use crate::store::{EphemeralStore, GrantStore, SessionStore, Store, StoreError, UserProfile, UserRecord, UserStore};
+use crate::config::MfaPolicy;
+use crate::store::{
+    EphemeralStore, FactorStore, GrantStore, SessionStore, Store, StoreError, UserProfile, UserRecord, UserStore,
+};
 
 /// Accounts: users, their browser sessions and signing in, with the login throttle and the
 /// password-check places. Its fields are the `oauth` module's, so that `session.rs` and
@@ -21,8 +25,17 @@ use crate::store::{EphemeralStore, GrantStore, SessionStore, Store, StoreError, 
 pub(crate) struct Accounts {
     pub(super) users: Arc<dyn UserStore>,
     pub(super) sessions: Arc<dyn SessionStore>,
-    /// The login throttle's shared counters.
+    /// Second factors ([`super::factor`]).
+    pub(super) factors: Arc<dyn FactorStore>,
+    /// The login throttle's shared counters, and the TOTP steps used.
     pub(super) counters: Arc<dyn EphemeralStore>,
+    /// Enrolments under way, sealed.
+    pub(super) scratch: Arc<Scratch>,
+    /// Second factors for users and for operators.
+    pub(super) mfa: MfaPolicy,
+    pub(super) operator_mfa: MfaPolicy,
+    /// The issuer's host: the name authenticator apps list a code under.
+    pub(super) issuer_host: String,
     /// Disabling a user revokes the grants they gave.
     pub(super) grants: Arc<dyn GrantStore>,
     pub(super) durability: Durability,
@@ -41,13 +54,23 @@ impl Accounts {
         store: &Arc<dyn Store>,
         durability: &Durability,
         secrets: &Arc<Secrets>,
+        scratch: &Arc<Scratch>,
         audit: &Arc<Audit>,
         config: &Config,
+        issuer: &str,
     ) -> Accounts {
         Accounts {
             users: store.clone(),
             sessions: store.clone(),
+            factors: store.clone(),
             counters: store.clone(),
+            scratch: scratch.clone(),
+            mfa: config.mfa,
+            operator_mfa: config.operator_mfa,
+            issuer_host: url::Url::parse(issuer)
+                .ok()
+                .and_then(|u| u.host_str().map(str::to_string))
+                .unwrap_or_else(|| issuer.to_string()),
             grants: store.clone(),
             durability: durability.clone(),
             secrets: secrets.clone(),

@@ -13,7 +13,7 @@ use poem::{handler, Body, Request, Response};
 use super::{current_session, error_page, form_pairs, page, query_pairs, redirect, Cookie, Templates};
 use crate::net::ClientAddress;
 use crate::oauth::endpoints as paths;
-use crate::oauth::login::{LoginAttempt, LoginRefusal, LoginStep};
+use crate::oauth::login::{CodeAttempt, LoginAttempt, LoginRefusal, LoginStep, PENDING_FACTOR_TTL_SECS};
 use crate::oauth::params::Params;
 use crate::oauth::Provider;
 use crate::urlencoded::parse_pairs;
@@ -135,8 +135,30 @@ pub(super) async fn login(
         device_cookie: device_cookie.as_deref(),
         address: ClientAddress::of(req).ip(),
     };
-    let signed_in = match provider.accounts.sign_in(&attempt).await {
+    let step = provider.accounts.sign_in(&attempt).await;
+    let shown = |status, message: &str| login_page(templates, status, &csrf_token, &next, &username, Some(message));
+    let busy =
+        |status, message: &str, wait| busy_login_page(templates, status, &csrf_token, &next, &username, message, wait);
+    render_step(provider, templates, step, &next, shown, busy)
+}
+
+/// Renders what a login step decided; `shown` and `busy` draw the form it came from again.
+fn render_step(
+    provider: &Provider,
+    templates: &Templates,
+    step: Result<LoginStep, crate::oauth::Error>,
+    next: &str,
+    shown: impl Fn(StatusCode, &str) -> Response,
+    busy: impl Fn(StatusCode, &str, std::time::Duration) -> Response,
+) -> Response {
+    let signed_in = match step {
         Ok(LoginStep::Done(signed_in)) => signed_in,
+        Ok(LoginStep::NeedsFactor(pending)) => {
+            let mut response = redirect(StatusCode::SEE_OTHER, &with_next(paths::LOGIN_FACTOR, next));
+            let max_age = PENDING_FACTOR_TTL_SECS as u64;
+            Cookie::LoginFactor.set(provider, &mut response, &pending.cookie, max_age);
+            return response;
+        }
         Ok(LoginStep::Show(refusal)) => {
             let (status, message) = match refusal {
                 // Never say which of the two was wrong.
@@ -145,29 +167,33 @@ pub(super) async fn login(
                     StatusCode::FORBIDDEN,
                     "This account is disabled. Ask the server's operator.",
                 ),
+                LoginRefusal::WrongCode => (StatusCode::UNAUTHORIZED, "That code is not right, or was used already."),
             };
-            return login_page(templates, status, &csrf_token, &next, &username, Some(message));
+            return shown(status, message);
         }
         Ok(LoginStep::Locked(wait)) => {
             let message = format!(
                 "Too many failed attempts. Try again in {} seconds.",
                 wait.as_secs().max(1)
             );
-            let status = StatusCode::TOO_MANY_REQUESTS;
-            return busy_login_page(templates, status, &csrf_token, &next, &username, &message, wait);
+            return busy(StatusCode::TOO_MANY_REQUESTS, &message, wait);
         }
         Ok(LoginStep::Busy(wait)) => {
             let message = "The server is busy checking other logins. Try again in a moment.";
-            let status = StatusCode::SERVICE_UNAVAILABLE;
-            return busy_login_page(templates, status, &csrf_token, &next, &username, message, wait);
+            return busy(StatusCode::SERVICE_UNAVAILABLE, message, wait);
         }
         Err(e) => return error_page(templates, &e),
     };
-    let location = if next.is_empty() { "/".to_string() } else { next };
+    let location = if next.is_empty() {
+        "/".to_string()
+    } else {
+        next.to_string()
+    };
     let mut response = redirect(StatusCode::SEE_OTHER, &location);
     let session_ttl = provider.config.session_ttl.as_secs();
     Cookie::Session.set(provider, &mut response, &signed_in.session.id, session_ttl);
     Cookie::LoginForm.set(provider, &mut response, "", 0);
+    Cookie::LoginFactor.set(provider, &mut response, "", 0);
     // This browser is now a device its user logs in from (exempt from the per-username
     // slowdown of the login throttle).
     if let Some(device) = &signed_in.device {
@@ -175,6 +201,91 @@ pub(super) async fn login(
         Cookie::Device.set(provider, &mut response, &device.0, max_age);
     }
     response
+}
+
+/// `path` with `next` in its query, when there is one.
+fn with_next(path: &str, next: &str) -> String {
+    if next.is_empty() {
+        return path.to_string();
+    }
+    let query: String = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("next", next)
+        .finish();
+    format!("{path}?{query}")
+}
+
+fn factor_page(
+    templates: &Templates,
+    status: StatusCode,
+    csrf_token: &str,
+    next: &str,
+    error: Option<&str>,
+) -> Response {
+    let html = templates.render("login_factor.html", context! { csrf_token, next, error });
+    page(status, html)
+}
+
+/// GET /o/login/factor/: the second step of a login, for a browser whose password was right
+/// a moment ago; anyone else is sent back to the first step.
+#[handler]
+pub(super) async fn factor_form(
+    req: &Request,
+    provider: Data<&Arc<Provider>>,
+    templates: Data<&Arc<Templates>>,
+) -> Response {
+    let (provider, templates) = (provider.0.as_ref(), templates.0.as_ref());
+    let pairs = query_pairs(req).unwrap_or_default();
+    let next = Params::new(&pairs).get("next").ok().flatten();
+    let next = safe_next(next).unwrap_or_default();
+    let pending = Cookie::LoginFactor.read(provider, req);
+    match provider.accounts.pending_csrf_token(pending.as_deref()).await {
+        Ok(Some(csrf_token)) => factor_page(templates, StatusCode::OK, &csrf_token, next, None),
+        Ok(None) => redirect(StatusCode::SEE_OTHER, &with_next(paths::LOGIN, next)),
+        Err(e) => error_page(templates, &e),
+    }
+}
+
+/// POST /o/login/factor/: hands the code to
+/// [`Accounts::finish_with_code`](crate::oauth::user::Accounts::finish_with_code) and renders
+/// the step it decides.
+#[handler]
+pub(super) async fn factor(
+    req: &Request,
+    body: Body,
+    provider: Data<&Arc<Provider>>,
+    templates: Data<&Arc<Templates>>,
+) -> Response {
+    let (provider, templates) = (provider.0.as_ref(), templates.0.as_ref());
+    let form = match form_pairs(body).await {
+        Ok(f) => f,
+        Err(e) => return error_page(templates, &e),
+    };
+    let form = Params::new(&form);
+    let field = |name: &str| form.get(name).ok().flatten().unwrap_or_default().to_string();
+    let next = safe_next(Some(&field("next"))).unwrap_or_default().to_string();
+    let session = match current_session(provider, req).await {
+        Ok(session) => session,
+        Err(e) => return error_page(templates, &e),
+    };
+    let (code, csrf_token) = (field("code"), field("csrf_token"));
+    let pending = Cookie::LoginFactor.read(provider, req);
+    let attempt = CodeAttempt {
+        code: &code,
+        csrf_token: &csrf_token,
+        pending: pending.as_deref(),
+        session: session.as_ref(),
+        address: ClientAddress::of(req).ip(),
+    };
+    let step = provider.accounts.finish_with_code(&attempt).await;
+    let shown = |status, message: &str| factor_page(templates, status, &csrf_token, &next, Some(message));
+    let busy = |status, message: &str, wait: std::time::Duration| {
+        let mut response = factor_page(templates, status, &csrf_token, &next, Some(message));
+        if let Ok(value) = wait.as_secs().max(1).to_string().parse() {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        response
+    };
+    render_step(provider, templates, step, &next, shown, busy)
 }
 
 #[cfg(test)]

@@ -28,6 +28,7 @@ mod device;
 mod home;
 mod login;
 mod playground;
+mod security;
 
 use std::sync::Arc;
 
@@ -80,6 +81,8 @@ impl Templates {
             ),
             ("playground.html", include_str!("templates/playground.html")),
             ("profile.html", include_str!("templates/profile.html")),
+            ("security.html", include_str!("templates/security.html")),
+            ("login_factor.html", include_str!("templates/login_factor.html")),
             ("logout.html", include_str!("templates/logout.html")),
             ("console_layout.html", include_str!("templates/console_layout.html")),
             ("console_confirm.html", include_str!("templates/console_confirm.html")),
@@ -130,6 +133,14 @@ pub fn routes() -> Route {
         .at(
             paths::LOGIN,
             get(login::login_form).post(login::login).data(templates.clone()),
+        )
+        .at(
+            paths::LOGIN_FACTOR,
+            get(login::factor_form).post(login::factor).data(templates.clone()),
+        )
+        .at(
+            paths::SECURITY,
+            get(security::show).post(security::act).data(templates.clone()),
         )
         .at(
             paths::DEVICE,
@@ -261,6 +272,8 @@ pub(crate) enum Cookie {
     Session,
     LoginForm,
     Device,
+    /// A login whose password was right, waiting for its second factor.
+    LoginFactor,
 }
 
 impl Cookie {
@@ -275,6 +288,8 @@ impl Cookie {
             (Cookie::LoginForm, false) => "tessera_login",
             (Cookie::Device, true) => "__Host-tessera_device",
             (Cookie::Device, false) => "tessera_device",
+            (Cookie::LoginFactor, true) => "__Host-tessera_login_factor",
+            (Cookie::LoginFactor, false) => "tessera_login_factor",
         }
     }
 

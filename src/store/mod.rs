@@ -254,6 +254,9 @@ pub struct CodeRecord {
     /// token request with a proof of that key may exchange it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dpop_jkt: Option<String>,
+    /// How the user proved who they were (RFC 8176 `amr` values), for the grant.
+    #[serde(default = "password_only")]
+    pub amr: Vec<String>,
 }
 
 /// One authorization a user gave a client, as exchanged at the token endpoint. Every refresh
@@ -269,6 +272,16 @@ pub struct GrantRecord {
     pub auth_time: i64,
     pub created_at: i64,
     pub revoked: bool,
+    /// How the user proved who they were (RFC 8176 `amr` values) when they gave the grant:
+    /// every token of the grant says so. A grant stored before factors existed read `["pwd"]`.
+    #[serde(default = "password_only")]
+    pub amr: Vec<String>,
+}
+
+/// The authentication methods of a login, or a grant, from before second factors existed.
+pub fn password_only() -> Vec<String> {
+    // RFC 8176 `pwd` (the store names no `oauth` item: dependencies point the other way).
+    vec!["pwd".to_string()]
 }
 
 /// An opaque refresh token's record, kept under the token's hash. What it grants lives in its
@@ -308,6 +321,13 @@ pub struct SessionRecord {
     /// The user's `session_epoch` when they logged in.
     #[serde(default)]
     pub user_epoch: u64,
+    /// How the user proved who they were (RFC 8176 `amr` values), in the order they did.
+    #[serde(default = "password_only")]
+    pub amr: Vec<String>,
+    /// When a second factor, or a passkey, was last proved in this session (step-up and
+    /// `max_age` count from `auth_time`; this says which factors are how fresh).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub factor_time: Option<i64>,
 }
 
 /// Where a device authorization stands (RFC 8628 §3.3-3.5).
@@ -746,10 +766,79 @@ pub fn audit_id(at_ms: i64, random: &str) -> String {
     format!("{:016x}{random}", at_ms.max(0))
 }
 
+/// A way a user proves who they are besides their password: a one-time-code app (TOTP,
+/// RFC 6238), their recovery codes, or a passkey (WebAuthn). The secret that checks it is
+/// never shown again once enrolled.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FactorRecord {
+    /// Unique for the user: `totp` and `recovery` (one each), or a passkey's own id.
+    pub factor_id: String,
+    pub user_id: String,
+    /// What the user calls it (a passkey's name), or the kind's own name.
+    pub name: String,
+    pub created_at: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_used_at: Option<i64>,
+    /// Bumped by every change: [`FactorStore::replace_factor`] writes only over the revision
+    /// it read, so two nodes checking one code cannot both accept it.
+    #[serde(default)]
+    pub revision: u64,
+    pub secret: FactorSecret,
+}
+
+/// What checks a factor.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum FactorSecret {
+    /// The TOTP shared secret, sealed under a server secret (base64url of nonce and sealed
+    /// bytes): a reader of the store alone cannot make codes.
+    Totp { sealed: String },
+    /// The keyed hashes (HMAC-SHA256 under a server secret, hex) of the recovery codes not
+    /// used yet, and how many were made.
+    RecoveryCodes { unused: Vec<String>, made: u32 },
+    /// A WebAuthn credential as the relying-party library keeps it (public key, counter).
+    Passkey { credential: serde_json::Value },
+}
+
+impl FactorSecret {
+    /// The kind's name, as the audit trail, the pages and the admin API show it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            FactorSecret::Totp { .. } => "totp",
+            FactorSecret::RecoveryCodes { .. } => "recovery_codes",
+            FactorSecret::Passkey { .. } => "passkey",
+        }
+    }
+}
+
+/// Users' factors ([`FactorRecord`]).
+#[async_trait]
+pub trait FactorStore: Send + Sync {
+    /// Adds a factor; `false`, writing nothing, if the user has one with that `factor_id`.
+    async fn insert_factor(&self, factor: &FactorRecord) -> Result<bool>;
+    /// The user's factors, by `factor_id`.
+    async fn factors_of(&self, user_id: &str) -> Result<Vec<FactorRecord>>;
+    /// Writes `factor` over the stored one of its user and id if that one's revision is still
+    /// `expected_revision` (compare-and-swap, atomic across nodes); whether it did.
+    async fn replace_factor(&self, factor: &FactorRecord, expected_revision: u64) -> Result<bool>;
+    /// Removes one factor; whether it was there.
+    async fn delete_factor(&self, user_id: &str, factor_id: &str) -> Result<bool>;
+    /// Removes every factor of a user; how many there were.
+    async fn delete_factors_of(&self, user_id: &str) -> Result<u64>;
+}
+
 /// A complete backend.
 #[async_trait]
 pub trait Store:
-    ClientStore + UserStore + GrantStore + DeviceStore + ConsentStore + SessionStore + EphemeralStore + AuditStore
+    ClientStore
+    + UserStore
+    + FactorStore
+    + GrantStore
+    + DeviceStore
+    + ConsentStore
+    + SessionStore
+    + EphemeralStore
+    + AuditStore
 {
     /// Resolves once every write made before the call is durable. Callers await it before
     /// handing a credential out, so a crash can never forget a token a client holds.

@@ -492,6 +492,7 @@ async fn a_code_replayed_during_its_first_exchange_still_revokes_what_it_produce
         auth_time: first.auth_time,
         created_at: 0,
         revoked: false,
+        amr: first.amr.clone(),
     };
     assert!(
         !app.store.insert_grant(&late).await.unwrap(),

@@ -53,6 +53,8 @@ mod interop;
 mod mcp;
 // private_key_jwt from third-party clients (openid-client, Authlib): every algorithm, jwks_uri.
 mod private_key_jwt_interop;
+// Second factors: an authenticator app and recovery codes, throttled, and what tokens say.
+mod factors;
 // Key rotation, and restarting on the same data and keys.
 mod keys;
 // Logging in: the throttle per user and per address, the device cookie, the login form's cookie

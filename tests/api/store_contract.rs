@@ -127,6 +127,7 @@ fn code(grant_id: &str, expires_at: i64) -> CodeRecord {
         redeemed: false,
         nonce: Some("n".into()),
         dpop_jkt: None,
+        amr: password_only(),
     }
 }
 
@@ -140,6 +141,7 @@ fn grant(id: &str, user_id: &str, client_id: &str, created_at: i64) -> GrantReco
         auth_time: 90,
         created_at,
         revoked: false,
+        amr: vec!["pwd".into(), "otp".into(), "mfa".into()],
     }
 }
 
@@ -575,10 +577,13 @@ async fn sessions_are_stored_by_hash_and_deleted() {
             auth_time: Some(5),
             expires_at: 1000,
             user_epoch: 3,
+            amr: vec!["pwd".into(), "otp".into(), "mfa".into()],
+            factor_time: Some(6),
         };
         store.put_session(&[4; 32], &session).await.unwrap();
         let got = store.get_session(&[4; 32]).await.unwrap().unwrap();
         assert_eq!((got.user_id.as_deref(), got.user_epoch), (Some("u1"), 3));
+        assert_eq!((got.amr, got.factor_time), (session.amr.clone(), Some(6)));
         assert!(store.get_session(&[5; 32]).await.unwrap().is_none());
         store.delete_session(&[4; 32]).await.unwrap();
         assert!(store.get_session(&[4; 32]).await.unwrap().is_none());
@@ -659,6 +664,8 @@ async fn a_purge_removes_exactly_what_can_no_longer_be_used() {
             auth_time: None,
             expires_at,
             user_epoch: 0,
+            amr: password_only(),
+            factor_time: None,
         };
         store.put_session(&[1; 32], &session(now)).await.unwrap(); // expired
         store.put_session(&[2; 32], &session(now + 60)).await.unwrap();
@@ -1166,6 +1173,96 @@ async fn the_audit_trail_pages_newest_first_filters_and_purges_by_age() {
         let left = page(AuditFilter::default()).await;
         assert_eq!(left.len(), 15);
         assert!(left.iter().all(|e| e.at_ms >= 1_015_000));
+    })
+    .await;
+}
+
+fn factor(user_id: &str, factor_id: &str, secret: FactorSecret) -> FactorRecord {
+    FactorRecord {
+        factor_id: factor_id.into(),
+        user_id: user_id.into(),
+        name: format!("{factor_id} of {user_id}"),
+        created_at: 10,
+        last_used_at: None,
+        revision: 0,
+        secret,
+    }
+}
+
+fn recovery(codes: &[&str]) -> FactorSecret {
+    FactorSecret::RecoveryCodes {
+        unused: codes.iter().map(|c| c.to_string()).collect(),
+        made: codes.len() as u32,
+    }
+}
+
+#[tokio::test]
+async fn factors_are_one_per_id_listed_per_user_and_deleted() {
+    for_each_backend(|store| async move {
+        let totp = factor("u1", "totp", FactorSecret::Totp { sealed: "abc".into() });
+        assert!(store.insert_factor(&totp).await.unwrap());
+        let again = factor("u1", "totp", FactorSecret::Totp { sealed: "other".into() });
+        assert!(
+            !store.insert_factor(&again).await.unwrap(),
+            "one factor per id and user"
+        );
+        assert!(store
+            .insert_factor(&factor("u1", "recovery", recovery(&["a", "b"])))
+            .await
+            .unwrap());
+        // Another user, and a user whose id begins with the first's, are apart.
+        assert!(store
+            .insert_factor(&factor("u2", "totp", FactorSecret::Totp { sealed: "x".into() }))
+            .await
+            .unwrap());
+        assert!(store
+            .insert_factor(&factor("u1x", "totp", FactorSecret::Totp { sealed: "y".into() }))
+            .await
+            .unwrap());
+        let mine = store.factors_of("u1").await.unwrap();
+        let ids: Vec<&str> = mine.iter().map(|f| f.factor_id.as_str()).collect();
+        assert_eq!(ids, ["recovery", "totp"]);
+        assert_eq!(mine[1], totp, "stored as written, the first write kept");
+        assert!(store.delete_factor("u1", "totp").await.unwrap());
+        assert!(!store.delete_factor("u1", "totp").await.unwrap());
+        assert_eq!(store.delete_factors_of("u1").await.unwrap(), 1);
+        assert!(store.factors_of("u1").await.unwrap().is_empty());
+        assert_eq!(store.factors_of("u2").await.unwrap().len(), 1);
+        assert_eq!(store.factors_of("u1x").await.unwrap().len(), 1);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_factor_is_replaced_only_over_the_revision_read_however_many_race() {
+    for_each_backend(|store| async move {
+        let set = factor("u1", "recovery", recovery(&["a", "b", "c"]));
+        store.insert_factor(&set).await.unwrap();
+        // 50 uses of one recovery code at once, each replacing the revision it read.
+        let winners = race(50, || {
+            let store = store.clone();
+            let set = set.clone();
+            async move {
+                let used = FactorRecord {
+                    revision: 1,
+                    secret: recovery(&["b", "c"]),
+                    last_used_at: Some(20),
+                    ..set
+                };
+                store.replace_factor(&used, 0).await.unwrap()
+            }
+        })
+        .await;
+        assert_eq!(winners.iter().filter(|w| **w).count(), 1, "exactly one use wins");
+        let stored = store.factors_of("u1").await.unwrap().remove(0);
+        assert_eq!((stored.revision, stored.last_used_at), (1, Some(20)));
+        assert_eq!(stored.secret, recovery(&["b", "c"]));
+        let gone = factor("u1", "nothing", recovery(&[]));
+        assert!(
+            !store.replace_factor(&gone, 0).await.unwrap(),
+            "no factor, nothing replaced"
+        );
+        assert!(store.factors_of("u1").await.unwrap().len() == 1);
     })
     .await;
 }

@@ -57,6 +57,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0003_dpop.sql"),
     include_str!("migrations/0004_audit.sql"),
     include_str!("migrations/0005_key_promoted_at.sql"),
+    include_str!("migrations/0006_factors.sql"),
 ];
 
 /// The schema version this binary knows.
@@ -300,7 +301,7 @@ impl PgStore {
         client
             .batch_execute(
                 "TRUNCATE clients, users, codes, grants, refresh_tokens, revoked_access, consents, \
-                 sessions, server_secrets, counters, scratch, keys, device_authorizations, audit; UPDATE keyring SET version = version + 1",
+                 sessions, server_secrets, counters, scratch, keys, device_authorizations, audit, factors; UPDATE keyring SET version = version + 1",
             )
             .await
             .map_err(database)
@@ -613,6 +614,7 @@ fn grant_of(row: &Row) -> GrantRecord {
         auth_time: row.get("auth_time"),
         created_at: row.get("created_at"),
         revoked: row.get("revoked"),
+        amr: row.get("amr"),
     }
 }
 
@@ -626,7 +628,7 @@ fn refresh_of(row: &Row) -> RefreshRecord {
     }
 }
 
-const GRANT_COLUMNS: &str = "grant_id, client_id, user_id, scope, audience, auth_time, created_at, revoked";
+const GRANT_COLUMNS: &str = "grant_id, client_id, user_id, scope, audience, auth_time, created_at, revoked, amr";
 
 #[async_trait]
 impl ClientStore for PgStore {
@@ -803,9 +805,10 @@ impl GrantStore for PgStore {
 
     async fn put_grant(&self, grant: &GrantRecord) -> Result<()> {
         self.execute(
-            "INSERT INTO grants (grant_id, client_id, user_id, scope, audience, auth_time, created_at, revoked) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (grant_id) DO UPDATE SET \
-             client_id = $2, user_id = $3, scope = $4, audience = $5, auth_time = $6, created_at = $7, revoked = $8",
+            "INSERT INTO grants (grant_id, client_id, user_id, scope, audience, auth_time, created_at, revoked, amr) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (grant_id) DO UPDATE SET \
+             client_id = $2, user_id = $3, scope = $4, audience = $5, auth_time = $6, created_at = $7, revoked = $8, \
+             amr = $9",
             &[
                 &grant.grant_id,
                 &grant.client_id,
@@ -815,6 +818,7 @@ impl GrantStore for PgStore {
                 &grant.auth_time,
                 &grant.created_at,
                 &grant.revoked,
+                &grant.amr,
             ],
         )
         .await?;
@@ -824,8 +828,8 @@ impl GrantStore for PgStore {
     async fn insert_grant(&self, grant: &GrantRecord) -> Result<bool> {
         let inserted = self
             .execute(
-                "INSERT INTO grants (grant_id, client_id, user_id, scope, audience, auth_time, created_at, revoked) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+                "INSERT INTO grants (grant_id, client_id, user_id, scope, audience, auth_time, created_at, revoked, amr) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
                 &[
                     &grant.grant_id,
                     &grant.client_id,
@@ -835,6 +839,7 @@ impl GrantStore for PgStore {
                     &grant.auth_time,
                     &grant.created_at,
                     &grant.revoked,
+                    &grant.amr,
                 ],
             )
             .await?;
@@ -928,7 +933,7 @@ impl GrantStore for PgStore {
         let row = self
             .query_opt(
                 "SELECT r.grant_id, r.issued_at, r.expires_at, r.rotated, r.dpop_jkt, g.grant_id IS NOT NULL AS grant_found, \
-                 g.client_id, g.user_id, g.scope, g.audience, g.auth_time, g.created_at, g.revoked \
+                 g.client_id, g.user_id, g.scope, g.audience, g.auth_time, g.created_at, g.revoked, g.amr \
                  FROM refresh_tokens r LEFT JOIN grants g ON g.grant_id = r.grant_id WHERE r.token_hash = $1",
                 &[&&token_hash[..]],
             )
@@ -1051,6 +1056,65 @@ impl SessionStore for PgStore {
         self.execute("DELETE FROM sessions WHERE id_hash = $1", &[&&id_hash[..]])
             .await?;
         Ok(())
+    }
+}
+
+#[async_trait]
+impl FactorStore for PgStore {
+    async fn insert_factor(&self, factor: &FactorRecord) -> Result<bool> {
+        let inserted = self
+            .execute(
+                "INSERT INTO factors (user_id, factor_id, revision, record) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT DO NOTHING",
+                &[
+                    &factor.user_id,
+                    &factor.factor_id,
+                    &(factor.revision as i64),
+                    &to_value(factor)?,
+                ],
+            )
+            .await?;
+        Ok(inserted == 1)
+    }
+
+    async fn factors_of(&self, user_id: &str) -> Result<Vec<FactorRecord>> {
+        self.records(
+            "SELECT record FROM factors WHERE user_id = $1 ORDER BY factor_id",
+            &[&user_id],
+        )
+        .await
+    }
+
+    async fn replace_factor(&self, factor: &FactorRecord, expected_revision: u64) -> Result<bool> {
+        let replaced = self
+            .execute(
+                "UPDATE factors SET revision = $3, record = $4 \
+                 WHERE user_id = $1 AND factor_id = $2 AND revision = $5",
+                &[
+                    &factor.user_id,
+                    &factor.factor_id,
+                    &(factor.revision as i64),
+                    &to_value(factor)?,
+                    &(expected_revision as i64),
+                ],
+            )
+            .await?;
+        Ok(replaced == 1)
+    }
+
+    async fn delete_factor(&self, user_id: &str, factor_id: &str) -> Result<bool> {
+        let deleted = self
+            .execute(
+                "DELETE FROM factors WHERE user_id = $1 AND factor_id = $2",
+                &[&user_id, &factor_id],
+            )
+            .await?;
+        Ok(deleted == 1)
+    }
+
+    async fn delete_factors_of(&self, user_id: &str) -> Result<u64> {
+        self.execute("DELETE FROM factors WHERE user_id = $1", &[&user_id])
+            .await
     }
 }
 
@@ -1282,7 +1346,7 @@ impl Store for PgStore {
                  + (SELECT count(*) FROM codes) + (SELECT count(*) FROM grants) \
                  + (SELECT count(*) FROM refresh_tokens) + (SELECT count(*) FROM revoked_access) \
                  + (SELECT count(*) FROM consents) + (SELECT count(*) FROM sessions) \
-                 + (SELECT count(*) FROM device_authorizations)",
+                 + (SELECT count(*) FROM device_authorizations) + (SELECT count(*) FROM factors)",
                 &[],
             )
             .await?;

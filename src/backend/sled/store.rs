@@ -11,6 +11,7 @@
 //! - `revoked_access`: jti -> expires_at (i64 BE)
 //! - `consents`: user_id NUL client_id -> JSON `ConsentRecord` (so a user's are one prefix)
 //! - `sessions`: SHA-256(session id) -> JSON `SessionRecord`
+//! - `factors`: user_id NUL factor_id -> JSON `FactorRecord` (so a user's are one prefix)
 //! - `devices`: SHA-256(device code) -> JSON `DeviceRecord`; `device_user_codes`:
 //!   SHA-256(user code) -> SHA-256(device code) (the unique user-code index)
 //!
@@ -225,6 +226,8 @@ struct Trees {
     device_user_codes: Tree,
     /// `AuditRecord::id` -> the entry: ids sort in time order.
     audit: Tree,
+    /// `user_id \0 factor_id` -> the factor.
+    factors: Tree,
 }
 
 fn to_json<T: Serialize>(value: &T) -> Result<Vec<u8>> {
@@ -340,6 +343,7 @@ impl SledStore {
             devices: tree("devices")?,
             device_user_codes: tree("device_user_codes")?,
             audit: tree("audit")?,
+            factors: tree("factors")?,
         }
         .migrated(&db)?;
         Ok(SledStore {
@@ -556,6 +560,66 @@ impl Trees {
     }
 }
 
+/// A factor's key: the user, a separator no id contains, the factor.
+fn factor_key(user_id: &str, factor_id: &str) -> Vec<u8> {
+    [user_id.as_bytes(), &[0], factor_id.as_bytes()].concat()
+}
+
+impl Trees {
+    fn insert_factor(&self, factor: &FactorRecord) -> Result<bool> {
+        let key = factor_key(&factor.user_id, &factor.factor_id);
+        Ok(self
+            .factors
+            .compare_and_swap(key, None::<&[u8]>, Some(to_json(factor)?))?
+            .is_ok())
+    }
+
+    fn factors_of(&self, user_id: &str) -> Result<Vec<FactorRecord>> {
+        let prefix = [user_id.as_bytes(), &[0]].concat();
+        self.factors
+            .scan_prefix(prefix)
+            .values()
+            .map(|v| from_json(&v?))
+            .collect()
+    }
+
+    fn replace_factor(&self, factor: &FactorRecord, expected_revision: u64) -> Result<bool> {
+        let key = factor_key(&factor.user_id, &factor.factor_id);
+        let new = to_json(factor)?;
+        loop {
+            let Some(stored) = self.factors.get(&key)? else {
+                return Ok(false);
+            };
+            if from_json::<FactorRecord>(&stored)?.revision != expected_revision {
+                return Ok(false);
+            }
+            // The bytes just read: a write in between makes this fail, and the loop reads again.
+            if self
+                .factors
+                .compare_and_swap(&key, Some(stored), Some(new.clone()))?
+                .is_ok()
+            {
+                return Ok(true);
+            }
+        }
+    }
+
+    fn delete_factor(&self, user_id: &str, factor_id: &str) -> Result<bool> {
+        Ok(self.factors.remove(factor_key(user_id, factor_id))?.is_some())
+    }
+
+    fn delete_factors_of(&self, user_id: &str) -> Result<u64> {
+        let prefix = [user_id.as_bytes(), &[0]].concat();
+        let mut removed = 0;
+        for key in self.factors.scan_prefix(prefix).keys() {
+            if self.factors.remove(key?)?.is_some() {
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+}
+
 impl Trees {
     fn put_code(&self, code_hash: &SecretHash, code: &CodeRecord) -> Result<()> {
         self.codes.insert(code_hash, to_json(code)?)?;
@@ -741,6 +805,7 @@ pub struct Export {
     pub sessions: Vec<(SecretHash, SessionRecord)>,
     pub secrets: Vec<(String, SecretHash)>,
     pub audit: Vec<AuditRecord>,
+    pub factors: Vec<FactorRecord>,
 }
 
 fn hash_key(key: &[u8]) -> Option<SecretHash> {
@@ -765,6 +830,7 @@ impl SledStore {
             sessions: Vec::new(),
             secrets: Vec::new(),
             audit: Vec::new(),
+            factors: Vec::new(),
         };
         for (_, v) in values(&t.clients)? {
             export.clients.push(from_json(&v)?);
@@ -802,6 +868,9 @@ impl SledStore {
         }
         for (_, v) in values(&t.audit)? {
             export.audit.push(from_json(&v)?);
+        }
+        for (_, v) in values(&t.factors)? {
+            export.factors.push(from_json(&v)?);
         }
         for (k, v) in values(&t.secrets)? {
             if let Some(secret) = hash_key(&v) {
@@ -1016,6 +1085,7 @@ impl Trees {
             &self.revoked_access,
             &self.consents,
             &self.sessions,
+            &self.factors,
             &self.client_owners,
             &self.devices,
             &self.device_user_codes,
@@ -1126,6 +1196,25 @@ impl UserStore for SledStore {
     }
     async fn delete_user(&self, user_id: &str) -> Result<bool> {
         self.trees.delete_user(user_id)
+    }
+}
+
+#[async_trait]
+impl FactorStore for SledStore {
+    async fn insert_factor(&self, factor: &FactorRecord) -> Result<bool> {
+        self.trees.insert_factor(factor)
+    }
+    async fn factors_of(&self, user_id: &str) -> Result<Vec<FactorRecord>> {
+        self.trees.factors_of(user_id)
+    }
+    async fn replace_factor(&self, factor: &FactorRecord, expected_revision: u64) -> Result<bool> {
+        self.trees.replace_factor(factor, expected_revision)
+    }
+    async fn delete_factor(&self, user_id: &str, factor_id: &str) -> Result<bool> {
+        self.trees.delete_factor(user_id, factor_id)
+    }
+    async fn delete_factors_of(&self, user_id: &str) -> Result<u64> {
+        self.trees.delete_factors_of(user_id)
     }
 }
 

@@ -288,7 +288,7 @@ impl Authorization {
                 self.use_pushed_request(pushed).await?;
             }
             self.remember_consent(request, session.user_id()).await?;
-            self.approve(request, session.user_id(), session.auth_time()).await
+            self.approve(request, session).await
         };
         match outcome.await {
             Ok(location) => AuthorizeStep::Redirect(location),
@@ -370,27 +370,23 @@ impl Authorization {
 
     /// Issues a code for the approved request and returns the redirect carrying it. The code
     /// is durable before the redirect is returned.
-    pub async fn approve(
-        &self,
-        request: &AuthorizationRequest,
-        user_id: &str,
-        auth_time: i64,
-    ) -> Result<String, Error> {
+    pub async fn approve(&self, request: &AuthorizationRequest, session: &Session) -> Result<String, Error> {
         let code = random_token(32);
         let record = CodeRecord {
             client_id: request.client.client_id.clone(),
             redirect_uri: request.redirect_uri.clone(),
             redirect_uri_given: request.redirect_uri_given,
             code_challenge: request.code_challenge.clone(),
-            user_id: user_id.to_string(),
+            user_id: session.user_id().to_string(),
             scope: request.scope.to_string(),
             audience: request.audience.clone(),
-            auth_time,
+            auth_time: session.auth_time(),
             expires_at: now() + self.config.code_ttl.as_secs() as i64,
             grant_id: super::random_id(),
             redeemed: false,
             nonce: request.nonce.clone(),
             dpop_jkt: request.dpop_jkt.clone(),
+            amr: session.amr().to_vec(),
         };
         self.grants.put_code(&secret_hash(&code), &record).await?;
         self.durability.durable().await?;

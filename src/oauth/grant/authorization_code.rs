@@ -116,20 +116,13 @@ impl Tokens {
     ) -> Result<TokenResponse, Error> {
         let scope = Scope::parse(&grant.scope)?;
         let binding = TokenBinding::dpop(dpop_jkt);
-        let access = self.mint_access_token(
-            client,
-            &grant.user_id,
-            &scope,
-            &grant.audience,
-            Some(&grant.grant_id),
-            &binding,
-        )?;
+        let access = self.mint_access_token(client, &grant.user_id, &scope, &grant.audience, Some(grant), &binding)?;
         let id_token = self
             .mint_id_token(IdTokenInput {
                 client,
                 user_id: &grant.user_id,
                 scope: &scope,
-                auth_time: grant.auth_time,
+                login: crate::oauth::acr::LoginClaims::of_grant(grant),
                 nonce,
                 access_token: &access.jwt,
             })
@@ -175,5 +168,6 @@ fn grant_of(record: &CodeRecord, created_at: i64, revoked: bool) -> GrantRecord 
         auth_time: record.auth_time,
         created_at,
         revoked,
+        amr: record.amr.clone(),
     }
 }

@@ -102,21 +102,14 @@ impl Tokens {
         // The new access token is bound to the proof's key, whether or not the refresh token is
         // (RFC 9449 §5: a confidential client's refresh token is not).
         let binding = TokenBinding::dpop(dpop_jkt);
-        let access = self.mint_access_token(
-            client,
-            &grant.user_id,
-            &scope,
-            &grant.audience,
-            Some(&grant.grant_id),
-            &binding,
-        )?;
+        let access = self.mint_access_token(client, &grant.user_id, &scope, &grant.audience, Some(&grant), &binding)?;
         // OpenID Connect Core §12.2: the same subject, audience and auth_time, no nonce.
         let id_token = self
             .mint_id_token(IdTokenInput {
                 client,
                 user_id: &grant.user_id,
                 scope: &scope,
-                auth_time: grant.auth_time,
+                login: crate::oauth::acr::LoginClaims::of_grant(&grant),
                 nonce: None,
                 access_token: &access.jwt,
             })

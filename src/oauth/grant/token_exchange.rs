@@ -172,6 +172,20 @@ impl Tokens {
         let sub = subject["sub"]
             .as_str()
             .ok_or_else(|| Error::invalid_request("the subject_token names no subject"))?;
+        // The user's login behind the subject token, as it said.
+        let subject_amr: Vec<String> = subject["amr"]
+            .as_array()
+            .map(|methods| methods.iter().filter_map(|m| m.as_str().map(str::to_string)).collect())
+            .unwrap_or_default();
+        let subject_level = subject["acr"].as_str().and_then(crate::oauth::acr::Level::parse);
+        let login = match (subject["auth_time"].as_i64(), subject_level) {
+            (Some(auth_time), Some(level)) if !subject_amr.is_empty() => Some(crate::oauth::acr::LoginClaims {
+                auth_time,
+                acr: level.as_str(),
+                amr: &subject_amr,
+            }),
+            _ => None,
+        };
         let access = self.mint_access_token_with(
             client,
             &AccessTokenContent {
@@ -179,6 +193,7 @@ impl Tokens {
                 scope: &scope,
                 audience: &audience,
                 grant_id: subject["gid"].as_str(),
+                login,
                 binding: &binding,
                 not_after: subject["exp"].as_i64(),
             },

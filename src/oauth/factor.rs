@@ -1,0 +1,557 @@
+//! Second factors: one-time codes from an authenticator app (TOTP, RFC 6238) and recovery
+//! codes. A user enrols them on their account page; a login that passed the password asks for
+//! one ([`super::login`]); so does a request that wants a stronger login than the session has
+//! (step-up). Every check is throttled with the login throttle's rules, per user and per
+//! address, on counters every node shares.
+//!
+//! Secrets at rest: a TOTP secret is sealed under a server secret (which cluster mode seals
+//! in turn under the key-encryption key), so the store alone cannot make codes; recovery codes
+//! are kept as HMACs under another server secret. A code is accepted once: a TOTP time step
+//! is remembered for as long as its code is valid, on every node; a recovery code is removed
+//! by a compare-and-swap, so of parallel uses of one code exactly one succeeds.
+
+use std::time::Duration;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use ring::rand::{SecureRandom, SystemRandom};
+use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
+use totp_rs::{Algorithm, TOTP};
+
+use super::acr;
+use super::audit::{Caller, Target};
+use super::session::Session;
+use super::user::Accounts;
+use super::{now, Error, ErrorCode};
+use crate::store::{FactorRecord, FactorSecret, ScratchRoom, UserRecord};
+
+/// The id of a user's authenticator app (one each).
+pub const TOTP_ID: &str = "totp";
+/// The id of a user's recovery codes (one set each).
+pub const RECOVERY_ID: &str = "recovery";
+
+/// The server secret that seals TOTP secrets, and what they are sealed for.
+const TOTP_SEAL: &str = "factor-aead";
+const TOTP_PURPOSE: &str = "totp-secret";
+/// The server secret that keys recovery-code hashes.
+const RECOVERY_KEY: &str = "recovery-hmac";
+/// What a TOTP enrolment under way is kept as in the scratch space.
+const ENROLMENT_PURPOSE: &str = "totp-enrolment";
+/// How long an enrolment (its QR code on screen) waits for its first code.
+const ENROLMENT_TTL: i64 = 600;
+
+/// RFC 6238 parameters every authenticator app understands: SHA-1, 6 digits, 30 s steps, and
+/// one step either side for clocks that drift.
+const TOTP_DIGITS: usize = 6;
+const TOTP_STEP: u64 = 30;
+const TOTP_SKEW_STEPS: i64 = 1;
+/// 160-bit secrets (RFC 4226 §4 recommends them).
+const TOTP_SECRET_BYTES: usize = 20;
+/// Recovery codes made at a time, and their size: 16 characters of base32, 80 bits.
+pub const RECOVERY_CODES: usize = 10;
+const RECOVERY_CODE_CHARS: usize = 16;
+
+/// A factor as its user and the operator see it: never its secret.
+#[derive(Debug, Clone, Serialize)]
+pub struct FactorSummary {
+    pub id: String,
+    /// `totp`, `recovery_codes` or `passkey`.
+    pub kind: &'static str,
+    pub name: String,
+    pub created_at: i64,
+    pub last_used_at: Option<i64>,
+    /// Recovery codes: how many are left, of how many made.
+    pub remaining: Option<usize>,
+    pub made: Option<u32>,
+}
+
+impl FactorSummary {
+    fn of(factor: &FactorRecord) -> FactorSummary {
+        FactorSummary {
+            id: factor.factor_id.clone(),
+            kind: factor.secret.kind(),
+            name: factor.name.clone(),
+            created_at: factor.created_at,
+            last_used_at: factor.last_used_at,
+            remaining: match &factor.secret {
+                FactorSecret::RecoveryCodes { unused, .. } => Some(unused.len()),
+                _ => None,
+            },
+            made: match &factor.secret {
+                FactorSecret::RecoveryCodes { made, .. } => Some(*made),
+                _ => None,
+            },
+        }
+    }
+}
+
+/// An authenticator app being added: the secret shown once, as text and as a QR code.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TotpEnrolment {
+    /// The secret in base32, for typing into an app.
+    pub secret: String,
+    /// The `otpauth://` URL the QR code holds.
+    pub url: String,
+}
+
+impl TotpEnrolment {
+    /// The QR code of [`TotpEnrolment::url`] as an SVG image, drawn here so the page needs no
+    /// script to show it.
+    pub fn qr_svg(&self) -> String {
+        match qrcode::QrCode::new(self.url.as_bytes()) {
+            Ok(code) => code
+                .render::<qrcode::render::svg::Color>()
+                .min_dimensions(200, 200)
+                .build(),
+            Err(_) => String::new(),
+        }
+    }
+}
+
+/// What a submitted code did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CodeCheck {
+    /// Accepted: these RFC 8176 methods were proved.
+    Accepted(Vec<&'static str>),
+    /// Not a code of the user's now (or one used already).
+    Wrong,
+    /// Too many wrong codes: try again after this long.
+    Locked(Duration),
+}
+
+/// A TOTP generator for `secret`. Usernames may hold characters the otpauth label cannot, so
+/// the label's checks are the caller's; the secret is always 160 bits.
+fn totp(secret: Vec<u8>, issuer: &str, account: &str) -> TOTP {
+    TOTP::new_unchecked(
+        Algorithm::SHA1,
+        TOTP_DIGITS,
+        0,
+        TOTP_STEP,
+        secret,
+        Some(issuer.to_string()),
+        account.to_string(),
+    )
+}
+
+fn random_bytes(len: usize) -> Result<Vec<u8>, Error> {
+    let mut bytes = vec![0u8; len];
+    SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| Error::server_error("the system random number generator failed"))?;
+    Ok(bytes)
+}
+
+/// A code as typed: spaces and dashes dropped, letters lowercase.
+fn normalized(code: &str) -> String {
+    code.chars()
+        .filter(|c| !c.is_whitespace() && *c != '-')
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+/// Recovery codes are shown as `xxxx-xxxx-xxxx-xxxx`.
+fn grouped(code: &str) -> String {
+    code.as_bytes()
+        .chunks(4)
+        .map(|chunk| String::from_utf8_lossy(chunk).into_owned())
+        .collect::<Vec<_>>()
+        .join("-")
+}
+
+impl Accounts {
+    /// The user's factors, as they and the operator may see them.
+    pub async fn factors(&self, user_id: &str) -> Result<Vec<FactorSummary>, Error> {
+        Ok(self
+            .factors
+            .factors_of(user_id)
+            .await?
+            .iter()
+            .map(FactorSummary::of)
+            .collect())
+    }
+
+    /// Whether a login as `user` must show a second factor after the password: the user has
+    /// one (an authenticator app) and second factors are not switched off.
+    pub async fn second_factor_due(&self, user: &UserRecord) -> Result<bool, Error> {
+        if self.mfa_policy(user) == crate::config::MfaPolicy::Off {
+            return Ok(false);
+        }
+        Ok(self
+            .factors
+            .factors_of(&user.user_id)
+            .await?
+            .iter()
+            .any(|f| f.factor_id == TOTP_ID))
+    }
+
+    /// The second-factor policy that applies to `user`.
+    pub(crate) fn mfa_policy(&self, user: &UserRecord) -> crate::config::MfaPolicy {
+        if user.operator {
+            self.operator_mfa
+        } else {
+            self.mfa
+        }
+    }
+
+    /// Starts adding an authenticator app for the session's user: a new secret, kept (sealed)
+    /// for the session until [`Accounts::confirm_totp`] sees a first code made with it. An
+    /// enrolment already under way for the session is shown again, not replaced.
+    pub async fn start_totp(&self, session: &Session) -> Result<TotpEnrolment, Error> {
+        if self.mfa_policy(&session.user) == crate::config::MfaPolicy::Off {
+            return Err(Error::new(
+                ErrorCode::AccessDenied,
+                "second factors are switched off on this server",
+            ));
+        }
+        if let Some(enrolment) = self.scratch.get_sealed(ENROLMENT_PURPOSE, &session.id).await? {
+            return Ok(enrolment);
+        }
+        let generator = totp(
+            random_bytes(TOTP_SECRET_BYTES)?,
+            &self.issuer_host,
+            &session.user.username,
+        );
+        let enrolment = TotpEnrolment {
+            secret: generator.get_secret_base32(),
+            url: generator.get_url(),
+        };
+        self.scratch
+            .put_sealed(
+                ENROLMENT_PURPOSE,
+                &session.id,
+                &enrolment,
+                ENROLMENT_TTL,
+                ScratchRoom::Start,
+            )
+            .await?;
+        Ok(enrolment)
+    }
+
+    /// The enrolment under way for this session, if any.
+    pub async fn totp_enrolment(&self, session: &Session) -> Result<Option<TotpEnrolment>, Error> {
+        self.scratch.get_sealed(ENROLMENT_PURPOSE, &session.id).await
+    }
+
+    /// Finishes adding an authenticator app: `code` must be its code now. The app becomes the
+    /// user's second factor (replacing none: a user has one app), and the session, which just
+    /// proved it, counts as a two-factor login. `Ok(None)` for a wrong code.
+    pub async fn confirm_totp(
+        &self,
+        session: &Session,
+        code: &str,
+        address: Option<&str>,
+    ) -> Result<Option<Session>, Error> {
+        let Some(enrolment) = self.totp_enrolment(session).await? else {
+            return Err(Error::invalid_request(
+                "no authenticator app is being added (it took longer than ten minutes); start again",
+            ));
+        };
+        let user = &session.user;
+        let secret = totp_rs::Secret::Encoded(enrolment.secret.clone())
+            .to_bytes()
+            .map_err(|_| Error::server_error("an enrolment's secret is malformed"))?;
+        let check = self
+            .throttled(user, address, |this| {
+                let secret = secret.clone();
+                async move { Ok(this.totp_matches(user, &secret, code).await?.then(|| vec![acr::OTP])) }
+            })
+            .await?;
+        let CodeCheck::Accepted(_) = check else {
+            return Ok(None);
+        };
+        let sealed = self.secrets.seal(TOTP_SEAL, TOTP_PURPOSE, &secret).await?;
+        let factor = FactorRecord {
+            factor_id: TOTP_ID.to_string(),
+            user_id: user.user_id.clone(),
+            name: "Authenticator app".to_string(),
+            created_at: now(),
+            last_used_at: Some(now()),
+            revision: 0,
+            secret: FactorSecret::Totp {
+                sealed: URL_SAFE_NO_PAD.encode(sealed),
+            },
+        };
+        if !self.factors.insert_factor(&factor).await? {
+            return Err(Error::invalid_request(
+                "this account has an authenticator app already; remove it first",
+            ));
+        }
+        self.durability.durable().await?;
+        let by = Caller::user(user, address);
+        self.audit
+            .record(&by, "factor.added", Some(Target::user(user)), TOTP_ID)
+            .await;
+        Ok(Some(self.step_up(session, &[acr::OTP]).await?))
+    }
+
+    /// Makes a new set of recovery codes for the user, replacing any earlier set; the codes
+    /// are returned to be shown once, and only their keyed hashes are kept.
+    pub async fn new_recovery_codes(&self, by: &Caller, user: &UserRecord) -> Result<Vec<String>, Error> {
+        let key = self.secrets.hmac_key(RECOVERY_KEY).await?;
+        let alphabet = b"abcdefghijklmnopqrstuvwxyz234567";
+        let mut codes = Vec::with_capacity(RECOVERY_CODES);
+        let mut unused = Vec::with_capacity(RECOVERY_CODES);
+        for _ in 0..RECOVERY_CODES {
+            let code: String = random_bytes(RECOVERY_CODE_CHARS)?
+                .iter()
+                .map(|b| alphabet[usize::from(b & 31)] as char)
+                .collect();
+            unused.push(hex(ring::hmac::sign(&key, code.as_bytes()).as_ref()));
+            codes.push(grouped(&code));
+        }
+        let mut factor = FactorRecord {
+            factor_id: RECOVERY_ID.to_string(),
+            user_id: user.user_id.clone(),
+            name: "Recovery codes".to_string(),
+            created_at: now(),
+            last_used_at: None,
+            revision: 0,
+            secret: FactorSecret::RecoveryCodes {
+                unused,
+                made: RECOVERY_CODES as u32,
+            },
+        };
+        // A set replaces the one before it, whoever wrote that one last.
+        loop {
+            if self.factors.insert_factor(&factor).await? {
+                break;
+            }
+            let stored = self.factors.factors_of(&user.user_id).await?;
+            let Some(old) = stored.iter().find(|f| f.factor_id == RECOVERY_ID) else {
+                continue;
+            };
+            factor.revision = old.revision + 1;
+            if self.factors.replace_factor(&factor, old.revision).await? {
+                break;
+            }
+        }
+        self.durability.durable().await?;
+        self.audit
+            .record(by, "factor.added", Some(Target::user(user)), "recovery_codes")
+            .await;
+        Ok(codes)
+    }
+
+    /// Removes one of the user's factors (by them, or an operator); whether it was there.
+    pub async fn remove_factor(&self, by: &Caller, user: &UserRecord, factor_id: &str) -> Result<bool, Error> {
+        let removed = self.factors.delete_factor(&user.user_id, factor_id).await?;
+        if removed {
+            self.durability.durable().await?;
+            self.audit
+                .record(by, "factor.removed", Some(Target::user(user)), factor_id)
+                .await;
+        }
+        Ok(removed)
+    }
+
+    /// Removes every factor of the user (`tessera user reset-factors`, the console); how many.
+    pub async fn reset_factors(&self, by: &Caller, user: &UserRecord) -> Result<u64, Error> {
+        let removed = self.factors.delete_factors_of(&user.user_id).await?;
+        self.durability.durable().await?;
+        self.audit
+            .record(by, "factor.reset", Some(Target::user(user)), &removed.to_string())
+            .await;
+        Ok(removed)
+    }
+
+    /// Checks a code `user` typed as their second factor: their authenticator app's code now,
+    /// or one of their recovery codes. Throttled like a password.
+    pub async fn check_code(&self, user: &UserRecord, code: &str, address: Option<&str>) -> Result<CodeCheck, Error> {
+        self.throttled(user, address, |this| async move {
+            let typed = normalized(code);
+            if typed.len() == TOTP_DIGITS && typed.bytes().all(|b| b.is_ascii_digit()) {
+                let factors = this.factors.factors_of(&user.user_id).await?;
+                let Some(app) = factors.iter().find(|f| f.factor_id == TOTP_ID) else {
+                    return Ok(None);
+                };
+                let FactorSecret::Totp { sealed } = &app.secret else {
+                    return Ok(None);
+                };
+                let sealed = URL_SAFE_NO_PAD
+                    .decode(sealed)
+                    .map_err(|_| Error::server_error("a sealed TOTP secret is malformed"))?;
+                let Some(secret) = this.secrets.open(TOTP_SEAL, TOTP_PURPOSE, &sealed).await? else {
+                    return Err(Error::server_error("a TOTP secret no longer opens"));
+                };
+                if !this.totp_matches(user, &secret, &typed).await? {
+                    return Ok(None);
+                }
+                this.mark_used(app).await;
+                Ok(Some(vec![acr::OTP]))
+            } else if this.use_recovery_code(user, &typed, address).await? {
+                Ok(Some(vec![acr::OTP]))
+            } else {
+                Ok(None)
+            }
+        })
+        .await
+    }
+
+    /// Records the session as having proved `methods` just now (a step-up): the same session,
+    /// its `amr` grown.
+    pub async fn step_up(&self, session: &Session, methods: &[&str]) -> Result<Session, Error> {
+        let mut stepped = session.clone();
+        stepped.record.amr = acr::adding(&session.record.amr, methods);
+        stepped.record.factor_time = Some(now());
+        self.sessions
+            .put_session(&super::secret_hash(&session.id), &stepped.record)
+            .await?;
+        Ok(stepped)
+    }
+
+    /// Runs `check` as one attempt of the login throttle for `user` from `address`: refused
+    /// while locked out, counted as a failure unless it accepts. A lockout it starts is
+    /// recorded in the audit trail (a burst of wrong codes).
+    async fn throttled<'a, F, Fut>(
+        &'a self,
+        user: &'a UserRecord,
+        address: Option<&str>,
+        check: F,
+    ) -> Result<CodeCheck, Error>
+    where
+        F: FnOnce(&'a Accounts) -> Fut,
+        Fut: std::future::Future<Output = Result<Option<Vec<&'static str>>, Error>>,
+    {
+        let address_key = address
+            .and_then(|a| a.parse().ok())
+            .map(crate::net::address_key)
+            .unwrap_or_default();
+        // Codes are counted apart from passwords: a key no username can have.
+        let counted = format!("\0factor\0{}", user.user_id);
+        let attempt = super::throttle::Attempt {
+            username: &counted,
+            address: &address_key,
+            known_device: false,
+        };
+        let store = self.counters.as_ref();
+        let locks_out = match self.login_throttle.begin(store, &attempt).await? {
+            Ok(locks_out) => locks_out,
+            Err(wait) => return Ok(CodeCheck::Locked(wait)),
+        };
+        if let Some(methods) = check(self).await? {
+            self.login_throttle.succeeded(store, &attempt).await?;
+            return Ok(CodeCheck::Accepted(methods));
+        }
+        if locks_out {
+            let by = Caller::user(user, address);
+            self.audit
+                .record(&by, "factor.lockout", Some(Target::user(user)), "locked")
+                .await;
+        }
+        Ok(match self.login_throttle.retry_after(store, &attempt).await? {
+            Some(wait) => CodeCheck::Locked(wait),
+            None => CodeCheck::Wrong,
+        })
+    }
+
+    /// Whether `code` is the code of `secret` within one step of now, and its step was not
+    /// used before (remembered on every node until the code expires).
+    async fn totp_matches(&self, user: &UserRecord, secret: &[u8], code: &str) -> Result<bool, Error> {
+        let generator = totp(secret.to_vec(), &self.issuer_host, &user.username);
+        let step_now = now() / TOTP_STEP as i64;
+        for step in step_now - TOTP_SKEW_STEPS..=step_now + TOTP_SKEW_STEPS {
+            let expected = generator.generate((step.max(0) as u64) * TOTP_STEP);
+            if !bool::from(expected.as_bytes().ct_eq(code.as_bytes())) {
+                continue;
+            }
+            let key = format!("totp\0{}\0{step}", user.user_id);
+            let valid_until_ms = (step + TOTP_SKEW_STEPS + 1) * TOTP_STEP as i64 * 1000;
+            return Ok(self.counters.remember_once(key.as_bytes(), valid_until_ms).await?);
+        }
+        Ok(false)
+    }
+
+    /// Uses up one of the user's recovery codes, if `typed` is one; recorded in the trail.
+    async fn use_recovery_code(&self, user: &UserRecord, typed: &str, address: Option<&str>) -> Result<bool, Error> {
+        if typed.len() != RECOVERY_CODE_CHARS {
+            return Ok(false);
+        }
+        let key = self.secrets.hmac_key(RECOVERY_KEY).await?;
+        let hash = hex(ring::hmac::sign(&key, typed.as_bytes()).as_ref());
+        loop {
+            let factors = self.factors.factors_of(&user.user_id).await?;
+            let Some(set) = factors.into_iter().find(|f| f.factor_id == RECOVERY_ID) else {
+                return Ok(false);
+            };
+            let FactorSecret::RecoveryCodes { unused, made } = &set.secret else {
+                return Ok(false);
+            };
+            let Some(at) = unused
+                .iter()
+                .position(|h| bool::from(h.as_bytes().ct_eq(hash.as_bytes())))
+            else {
+                return Ok(false);
+            };
+            let mut left = unused.clone();
+            left.remove(at);
+            let used = FactorRecord {
+                last_used_at: Some(now()),
+                revision: set.revision + 1,
+                secret: FactorSecret::RecoveryCodes {
+                    unused: left.clone(),
+                    made: *made,
+                },
+                ..set.clone()
+            };
+            // Another use of a code of this set got in first: read it again.
+            if !self.factors.replace_factor(&used, set.revision).await? {
+                continue;
+            }
+            self.durability.durable().await?;
+            let by = Caller::user(user, address);
+            let outcome = format!("{} left", left.len());
+            self.audit
+                .record(&by, "factor.recovery_code_used", Some(Target::user(user)), &outcome)
+                .await;
+            return Ok(true);
+        }
+    }
+
+    /// Notes when a factor was last used (best effort: a lost race loses only the time).
+    async fn mark_used(&self, factor: &FactorRecord) {
+        let used = FactorRecord {
+            last_used_at: Some(now()),
+            revision: factor.revision + 1,
+            ..factor.clone()
+        };
+        if let Err(e) = self.factors.replace_factor(&used, factor.revision).await {
+            tracing::warn!(error = %e, "a factor's last use could not be recorded");
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_read_as_typed_and_shown_in_groups() {
+        assert_eq!(normalized(" 123 456 "), "123456");
+        assert_eq!(normalized("ABCD-efgh-2345-6789"), "abcdefgh23456789");
+        assert_eq!(grouped("abcdefgh23456789"), "abcd-efgh-2345-6789");
+    }
+
+    #[test]
+    fn the_rfc_6238_test_vector_for_sha_1() {
+        // RFC 6238 Appendix B: the 20-byte ASCII secret "12345678901234567890", T = 59 s,
+        // 8 digits: 94287082. With 6 digits, the last six.
+        let generator = totp(b"12345678901234567890".to_vec(), "tessera.example", "alice");
+        assert_eq!(generator.generate(59), "287082");
+        assert_eq!(generator.generate(1111111109), "081804");
+    }
+
+    #[test]
+    fn the_qr_code_is_an_svg_of_the_url() {
+        let enrolment = TotpEnrolment {
+            secret: "JBSWY3DPEHPK3PXP".into(),
+            url: "otpauth://totp/tessera.example:alice?secret=JBSWY3DPEHPK3PXP&issuer=tessera.example".into(),
+        };
+        let svg = enrolment.qr_svg();
+        assert!(svg.contains("<svg") && svg.contains("</svg>"), "{svg}");
+    }
+}

@@ -1,0 +1,335 @@
+//! Second factors: an authenticator app (TOTP, RFC 6238) enrolled on the security page and
+//! asked for after the password, recovery codes, and what tokens then say about the login
+//! (`amr`, `acr`, `auth_time`). The codes are computed here by a second implementation of
+//! RFC 6238 (HMAC-SHA-1 from ring, not the server's crate); the attacks: a replayed code,
+//! parallel guesses against the throttle, a pending login's cookie without its password.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+
+use crate::helpers::*;
+
+/// RFC 4648 base32 (no padding), as authenticator apps read the secret shown.
+fn base32_decode(text: &str) -> Vec<u8> {
+    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let (mut bits, mut value, mut out) = (0u32, 0u64, Vec::new());
+    for c in text.bytes().filter(|c| *c != b'=') {
+        let index = alphabet
+            .iter()
+            .position(|a| *a == c.to_ascii_uppercase())
+            .expect("base32") as u64;
+        value = (value << 5) | index;
+        bits += 5;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((value >> bits) as u8);
+            value &= (1 << bits) - 1;
+        }
+    }
+    out
+}
+
+/// The RFC 6238 code (SHA-1, 6 digits, 30 s) of `secret` for time step `step`.
+fn code_at(secret: &[u8], step: u64) -> String {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, secret);
+    let mac = ring::hmac::sign(&key, &step.to_be_bytes());
+    let mac = mac.as_ref();
+    let offset = usize::from(mac[19] & 0xf);
+    let number = u32::from_be_bytes(mac[offset..offset + 4].try_into().unwrap()) & 0x7fff_ffff;
+    format!("{:06}", number % 1_000_000)
+}
+
+fn step_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        / 30
+}
+
+#[test]
+fn the_tests_own_totp_matches_rfc_6238() {
+    // RFC 6238 Appendix B, SHA-1, T = 59 s: 94287082 (8 digits), so 287082.
+    assert_eq!(code_at(b"12345678901234567890", 59 / 30), "287082");
+    assert_eq!(base32_decode("GEZDGNBV"), b"12345");
+}
+
+/// Posts one action of the security page, with its CSRF token.
+async fn security_action(browser: &Remote, fields: &[(&str, &str)]) -> reqwest::Response {
+    let csrf = csrf_of(browser, "/o/security/").await;
+    let mut form = vec![("csrf_token", csrf.as_str())];
+    form.extend_from_slice(fields);
+    browser
+        .http
+        .post(browser.url("/o/security/"))
+        .form(&form)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Logs `browser` in and adds an authenticator app from the security page, as a person would:
+/// the secret read from the page, the first code typed. Returns the secret and the step whose
+/// code was used.
+async fn enrol_app(browser: &Remote) -> (Vec<u8>, u64) {
+    assert_eq!(browser.log_in("/o/login/", USERNAME, PASSWORD).await.status(), 303);
+    let started = security_action(browser, &[("action", "start_totp")]).await;
+    assert_eq!(started.status(), 200);
+    let page = started.text().await.unwrap();
+    assert!(page.contains("<svg"), "the QR code is drawn on the server");
+    let secret = base32_decode(&code_element(&page, "totp-secret").expect("the secret as text"));
+    assert_eq!(secret.len(), 20, "a 160-bit secret");
+    let step = step_now();
+    let confirmed = security_action(
+        browser,
+        &[("action", "confirm_totp"), ("code", &code_at(&secret, step))],
+    )
+    .await;
+    let page = confirmed.text().await.unwrap();
+    assert!(page.contains("Your authenticator app is on"), "{page}");
+    (secret, step)
+}
+
+/// Logs in with the password, and expects to be asked for a second factor: returns the
+/// factor form's CSRF token and `next`.
+async fn password_step(browser: &Remote, next: &str) -> (String, String) {
+    let login = browser.log_in(next, USERNAME, PASSWORD).await;
+    assert_eq!(login.status(), 303);
+    let factor = location(&login);
+    assert!(
+        factor.starts_with("/o/login/factor/"),
+        "asked for a second factor: {factor}"
+    );
+    let page = browser.get_text(&factor).await;
+    let csrf = hidden_input(&page, "csrf_token").expect("the factor form's CSRF token");
+    (csrf, hidden_input(&page, "next").unwrap_or_default())
+}
+
+async fn submit_code(browser: &Remote, csrf: &str, next: &str, code: &str) -> reqwest::Response {
+    browser
+        .http
+        .post(browser.url("/o/login/factor/"))
+        .form(&[("csrf_token", csrf), ("next", next), ("code", code)])
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_authenticator_app_is_asked_for_after_the_password_and_tokens_say_so() {
+    let app = spawn_app().await;
+    let (secret, used_step) = enrol_app(&browser(&app)).await;
+
+    let rp = app.register_relying_party(None, None).await;
+    let person = browser(&app);
+    let pkce = Pkce::new();
+    let mut query = person.authorize_query(&pkce, "s1");
+    for (name, value) in query.iter_mut() {
+        match name.as_str() {
+            "scope" => *value = "openid read".into(),
+            "client_id" => *value = rp.id.clone(),
+            _ => {}
+        }
+    }
+    let to_login = person.authorize(&query).await;
+    assert_eq!(to_login.status(), 302);
+    let (csrf, next) = password_step(&person, &location(&to_login)).await;
+    assert!(next.starts_with("/o/authorize/"), "the way back is kept: {next}");
+
+    // The code used to turn the app on is spent, and so is a wrong one.
+    let replayed = submit_code(&person, &csrf, &next, &code_at(&secret, used_step)).await;
+    assert_eq!(replayed.status(), 401, "a code is accepted once");
+    let wrong = submit_code(&person, &csrf, &next, "000000").await;
+    assert_eq!(wrong.status(), 401);
+    assert!(wrong.text().await.unwrap().contains("That code is not right"));
+
+    // The next step's code (one step of drift is allowed) logs in.
+    let right = submit_code(&person, &csrf, &next, &code_at(&secret, used_step + 1)).await;
+    assert_eq!(right.status(), 303);
+    assert_eq!(location(&right), next);
+
+    let redirect = person.authorize_and_allow(&query).await;
+    let code = param(&redirect, "code").expect("a code");
+    let exchange = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", REDIRECT_URI),
+        ("code_verifier", pkce.verifier.as_str()),
+    ];
+    let tokens: serde_json::Value = app.token(&rp, &exchange).await.json().await.unwrap();
+    let (_, id_token) = jwt_parts(tokens["id_token"].as_str().unwrap());
+    assert_eq!(id_token["amr"], serde_json::json!(["pwd", "otp", "mfa"]));
+    assert_eq!(id_token["acr"], "urn:tessera:acr:multi-factor");
+    let (_, access) = jwt_parts(tokens["access_token"].as_str().unwrap());
+    assert_eq!(
+        access["amr"], id_token["amr"],
+        "RFC 9068 §2.2.1: the access token says it too"
+    );
+    assert_eq!(access["acr"], id_token["acr"]);
+    assert_eq!(access["auth_time"], id_token["auth_time"]);
+
+    // A refreshed access token still says how the user logged in.
+    let refresh = [
+        ("grant_type", "refresh_token"),
+        ("refresh_token", tokens["refresh_token"].as_str().unwrap()),
+    ];
+    let refreshed: serde_json::Value = app.token(&rp, &refresh).await.json().await.unwrap();
+    let (_, id_again) = jwt_parts(refreshed["id_token"].as_str().unwrap());
+    assert_eq!(id_again["amr"], id_token["amr"], "a refreshed ID token too");
+    let (_, again) = jwt_parts(refreshed["access_token"].as_str().unwrap());
+    assert_eq!(again["acr"], "urn:tessera:acr:multi-factor");
+
+    // Without a factor, a password login says so.
+    let discovery = app.get_json("/.well-known/openid-configuration").await;
+    assert_eq!(
+        discovery["acr_values_supported"],
+        serde_json::json!(["urn:tessera:acr:single-factor", "urn:tessera:acr:multi-factor"])
+    );
+}
+
+#[tokio::test]
+async fn a_password_alone_is_one_factor_in_the_tokens() {
+    let app = spawn_app().await;
+    let tokens = app.get_tokens().await;
+    let (_, access) = jwt_parts(tokens["access_token"].as_str().unwrap());
+    assert_eq!(access["amr"], serde_json::json!(["pwd"]));
+    assert_eq!(access["acr"], "urn:tessera:acr:single-factor");
+    assert!(access["auth_time"].as_i64().is_some());
+}
+
+#[tokio::test]
+async fn recovery_codes_are_shown_once_and_each_works_once() {
+    let app = spawn_app().await;
+    let owner = browser(&app);
+    enrol_app(&owner).await;
+    let made = security_action(&owner, &[("action", "recovery_codes")]).await;
+    assert_eq!(made.headers()["cache-control"], "no-store");
+    let page = made.text().await.unwrap();
+    let codes: Vec<String> = page
+        .split("<li><code>")
+        .skip(1)
+        .map(|rest| rest[..rest.find('<').unwrap()].to_string())
+        .collect();
+    assert_eq!(codes.len(), 10, "{page}");
+    let again = owner.get_text("/o/security/").await;
+    assert!(!again.contains(&codes[0]), "shown only once");
+    assert!(again.contains("10 of 10 left"));
+
+    let person = browser(&app);
+    let (csrf, next) = password_step(&person, "/o/login/").await;
+    let typed = codes[3].to_uppercase().replace('-', " ");
+    assert_eq!(
+        submit_code(&person, &csrf, &next, &typed).await.status(),
+        303,
+        "typed loosely, it works"
+    );
+
+    let other = browser(&app);
+    let (csrf, next) = password_step(&other, "/o/login/").await;
+    assert_eq!(
+        submit_code(&other, &csrf, &next, &codes[3]).await.status(),
+        401,
+        "a recovery code works once"
+    );
+    assert!(owner.get_text("/o/security/").await.contains("9 of 10 left"));
+    let trail = app.provider.audit_page(&Default::default(), None, 100).await.unwrap();
+    assert!(
+        trail
+            .iter()
+            .any(|e| e.action == "factor.recovery_code_used" && e.outcome == "9 left"),
+        "using one is recorded"
+    );
+
+    // New codes replace the old.
+    security_action(&owner, &[("action", "recovery_codes")]).await;
+    let (csrf, next) = password_step(&other, "/o/login/").await;
+    assert_eq!(submit_code(&other, &csrf, &next, &codes[4]).await.status(), 401);
+}
+
+#[tokio::test]
+async fn fifty_parallel_guesses_at_the_second_step_stay_within_the_throttle() {
+    let app = spawn_app().await;
+    let (secret, _) = enrol_app(&browser(&app)).await;
+    let guesser = browser(&app);
+    let (csrf, next) = password_step(&guesser, "/o/login/").await;
+    let guesses = (0..50).map(|i| {
+        let (guesser, csrf, next) = (guesser.clone(), csrf.clone(), next.clone());
+        async move {
+            let guess = format!("{:06}", 100_000 + i);
+            submit_code(&guesser, &csrf, &next, &guess).await.status().as_u16()
+        }
+    });
+    let statuses = join_all(guesses).await;
+    let checked = statuses.iter().filter(|s| **s == 401).count();
+    assert!(
+        checked <= 6,
+        "at most 5 failures and the one that locks out are checked: {statuses:?}"
+    );
+    assert!(statuses.iter().all(|s| [401, 429].contains(s)), "{statuses:?}");
+    let right = submit_code(&guesser, &csrf, &next, &code_at(&secret, step_now() + 1)).await;
+    assert_eq!(right.status(), 429, "the right code waits too");
+    let trail = app.provider.audit_page(&Default::default(), None, 100).await.unwrap();
+    assert!(
+        trail.iter().any(|e| e.action == "factor.lockout"),
+        "the burst is recorded"
+    );
+}
+
+#[tokio::test]
+async fn the_second_step_needs_the_first() {
+    let app = spawn_app().await;
+    let (secret, _) = enrol_app(&browser(&app)).await;
+    let stranger = browser(&app);
+    // No pending login: the form sends back to the first step, a post is refused.
+    let form = stranger
+        .http
+        .get(stranger.url("/o/login/factor/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(form.status(), 303);
+    assert!(location(&form).starts_with("/o/login/"));
+    let code = code_at(&secret, step_now());
+    let post = submit_code(&stranger, "anything", "", &code).await;
+    assert_eq!(post.status(), 403, "no pending login, no session");
+    assert!(!post
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .any(|c| c.to_str().unwrap().contains("tessera_session=") && !c.to_str().unwrap().contains("Max-Age=0")));
+
+    // A pending login's form with another token (a cross-site post) is refused.
+    let person = browser(&app);
+    let (_, next) = password_step(&person, "/o/login/").await;
+    assert_eq!(submit_code(&person, "forged", &next, &code).await.status(), 403);
+
+    // A password change ends the pending login.
+    let (csrf, next) = password_step(&person, "/o/login/").await;
+    let user = app.store.get_user_by_name(USERNAME).await.unwrap().unwrap();
+    app.provider
+        .set_password(
+            &tessera::oauth::audit::Caller::system(),
+            &user.user_id,
+            "a new long password",
+        )
+        .await
+        .unwrap();
+    assert_eq!(submit_code(&person, &csrf, &next, &code).await.status(), 403);
+}
+
+#[tokio::test]
+async fn a_totp_secret_is_sealed_in_the_store() {
+    let app = spawn_app().await;
+    let (secret, _) = enrol_app(&browser(&app)).await;
+    let user = app.store.get_user_by_name(USERNAME).await.unwrap().unwrap();
+    let factors = app.store.factors_of(&user.user_id).await.unwrap();
+    let stored = serde_json::to_string(&factors).unwrap();
+    let plain = [
+        URL_SAFE_NO_PAD.encode(&secret),
+        secret.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+    ];
+    for form in plain {
+        assert!(!stored.contains(&form), "the secret is not stored as it is");
+    }
+    assert!(stored.contains("\"kind\":\"totp\""));
+}
