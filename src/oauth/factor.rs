@@ -24,6 +24,7 @@ use super::audit::{Caller, Target};
 use super::session::Session;
 use super::user::Accounts;
 use super::{now, Error, ErrorCode};
+use crate::config::MfaPolicy;
 use crate::store::{FactorRecord, FactorSecret, ScratchRoom, UserRecord};
 
 /// The id of a user's authenticator app (one each).
@@ -109,6 +110,15 @@ impl TotpEnrolment {
     }
 }
 
+/// The second step of a login.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecondStep {
+    /// A code from the user's authenticator app, or a recovery code.
+    Code,
+    /// The user has no second factor and must add one now: the code proves the new app.
+    Enrol,
+}
+
 /// What a submitted code did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CodeCheck {
@@ -171,22 +181,25 @@ impl Accounts {
             .collect())
     }
 
-    /// Whether a login as `user` must show a second factor after the password: the user has
-    /// one (an authenticator app) and second factors are not switched off.
-    pub async fn second_factor_due(&self, user: &UserRecord) -> Result<bool, Error> {
-        if self.mfa_policy(user) == crate::config::MfaPolicy::Off {
-            return Ok(false);
+    /// What a login as `user` asks after the password: a code from the user's authenticator
+    /// app if they have one, or (when second factors are required of them) adding one;
+    /// nothing when second factors are off, or optional and the user has none.
+    pub async fn second_step(&self, user: &UserRecord) -> Result<Option<SecondStep>, Error> {
+        let policy = self.mfa_policy(user);
+        if policy == MfaPolicy::Off {
+            return Ok(None);
         }
-        Ok(self
-            .factors
-            .factors_of(&user.user_id)
-            .await?
-            .iter()
-            .any(|f| f.factor_id == TOTP_ID))
+        let factors = self.factors.factors_of(&user.user_id).await?;
+        let has_app = factors.iter().any(|f| f.factor_id == TOTP_ID);
+        Ok(match (has_app, policy) {
+            (true, _) => Some(SecondStep::Code),
+            (false, MfaPolicy::Required) => Some(SecondStep::Enrol),
+            (false, _) => None,
+        })
     }
 
     /// The second-factor policy that applies to `user`.
-    pub(crate) fn mfa_policy(&self, user: &UserRecord) -> crate::config::MfaPolicy {
+    pub(crate) fn mfa_policy(&self, user: &UserRecord) -> MfaPolicy {
         if user.operator {
             self.operator_mfa
         } else {
@@ -194,71 +207,63 @@ impl Accounts {
         }
     }
 
-    /// Starts adding an authenticator app for the session's user: a new secret, kept (sealed)
-    /// for the session until [`Accounts::confirm_totp`] sees a first code made with it. An
-    /// enrolment already under way for the session is shown again, not replaced.
-    pub async fn start_totp(&self, session: &Session) -> Result<TotpEnrolment, Error> {
-        if self.mfa_policy(&session.user) == crate::config::MfaPolicy::Off {
+    /// Starts adding an authenticator app for `user`: a new secret, kept (sealed) for `owner`
+    /// (their session, or their pending login) until [`Accounts::confirm_totp`] sees a first
+    /// code made with it. An enrolment already under way for `owner` is shown again.
+    pub async fn start_totp(&self, user: &UserRecord, owner: &str) -> Result<TotpEnrolment, Error> {
+        if self.mfa_policy(user) == MfaPolicy::Off {
             return Err(Error::new(
                 ErrorCode::AccessDenied,
                 "second factors are switched off on this server",
             ));
         }
-        if let Some(enrolment) = self.scratch.get_sealed(ENROLMENT_PURPOSE, &session.id).await? {
+        if let Some(enrolment) = self.totp_enrolment(owner).await? {
             return Ok(enrolment);
         }
-        let generator = totp(
-            random_bytes(TOTP_SECRET_BYTES)?,
-            &self.issuer_host,
-            &session.user.username,
-        );
+        let generator = totp(random_bytes(TOTP_SECRET_BYTES)?, &self.issuer_host, &user.username);
         let enrolment = TotpEnrolment {
             secret: generator.get_secret_base32(),
             url: generator.get_url(),
         };
+        let room = ScratchRoom::Start;
         self.scratch
-            .put_sealed(
-                ENROLMENT_PURPOSE,
-                &session.id,
-                &enrolment,
-                ENROLMENT_TTL,
-                ScratchRoom::Start,
-            )
+            .put_sealed(ENROLMENT_PURPOSE, owner, &enrolment, ENROLMENT_TTL, room)
             .await?;
         Ok(enrolment)
     }
 
-    /// The enrolment under way for this session, if any.
-    pub async fn totp_enrolment(&self, session: &Session) -> Result<Option<TotpEnrolment>, Error> {
-        self.scratch.get_sealed(ENROLMENT_PURPOSE, &session.id).await
+    /// The enrolment under way for `owner`, if any.
+    pub async fn totp_enrolment(&self, owner: &str) -> Result<Option<TotpEnrolment>, Error> {
+        self.scratch.get_sealed(ENROLMENT_PURPOSE, owner).await
     }
 
-    /// Finishes adding an authenticator app: `code` must be its code now. The app becomes the
-    /// user's second factor (replacing none: a user has one app), and the session, which just
-    /// proved it, counts as a two-factor login. `Ok(None)` for a wrong code.
+    /// Finishes adding an authenticator app for `user`: `code` must be its code now (checked
+    /// like a login's, throttled). On [`CodeCheck::Accepted`] the app is the user's second
+    /// factor (a user has one app).
     pub async fn confirm_totp(
         &self,
-        session: &Session,
+        user: &UserRecord,
+        owner: &str,
         code: &str,
         address: Option<&str>,
-    ) -> Result<Option<Session>, Error> {
-        let Some(enrolment) = self.totp_enrolment(session).await? else {
+    ) -> Result<CodeCheck, Error> {
+        let Some(enrolment) = self.totp_enrolment(owner).await? else {
             return Err(Error::invalid_request(
                 "no authenticator app is being added (it took longer than ten minutes); start again",
             ));
         };
-        let user = &session.user;
         let secret = totp_rs::Secret::Encoded(enrolment.secret.clone())
             .to_bytes()
             .map_err(|_| Error::server_error("an enrolment's secret is malformed"))?;
+        let typed = normalized(code);
         let check = self
             .throttled(user, address, |this| {
-                let secret = secret.clone();
-                async move { Ok(this.totp_matches(user, &secret, code).await?.then(|| vec![acr::OTP])) }
+                let (secret, typed) = (secret.clone(), typed.clone());
+                async move { Ok(this.totp_matches(user, &secret, &typed).await?.then(|| vec![acr::OTP])) }
             })
             .await?;
         let CodeCheck::Accepted(_) = check else {
-            return Ok(None);
+            return Ok(check);
         };
         let sealed = self.secrets.seal(TOTP_SEAL, TOTP_PURPOSE, &secret).await?;
         let factor = FactorRecord {
@@ -282,7 +287,7 @@ impl Accounts {
         self.audit
             .record(&by, "factor.added", Some(Target::user(user)), TOTP_ID)
             .await;
-        Ok(Some(self.step_up(session, &[acr::OTP]).await?))
+        Ok(check)
     }
 
     /// Makes a new set of recovery codes for the user, replacing any earlier set; the codes

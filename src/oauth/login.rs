@@ -9,6 +9,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use super::audit::{Caller, Target};
+use super::factor::SecondStep;
 use super::session::{DeviceCookie, Session};
 use super::user::validate_username;
 use super::user::Accounts;
@@ -50,6 +51,14 @@ pub enum LoginStep {
 #[derive(Debug, Clone)]
 pub struct PendingFactor {
     pub cookie: String,
+}
+
+/// What the second step's form shows.
+#[derive(Debug, Clone)]
+pub struct PendingForm {
+    pub csrf_token: String,
+    /// A user who must add an authenticator app first: its secret, to scan or type.
+    pub enrolment: Option<super::factor::TotpEnrolment>,
 }
 
 /// How long a login may wait between its password and its second factor.
@@ -126,7 +135,7 @@ impl Accounts {
             Err(Refused::Step(step)) => return Ok(step),
             Err(Refused::Error(e)) => return Err(e),
         };
-        if self.second_factor_due(&user).await? {
+        if self.second_step(&user).await?.is_some() {
             return Ok(LoginStep::NeedsFactor(self.pending_factor(&user).await?));
         }
         self.signed_in(attempt.session, &user, vec![super::acr::PWD.to_string()])
@@ -161,11 +170,24 @@ impl Accounts {
         Ok(user.filter(|u| u.session_epoch.to_string() == epoch && !u.disabled))
     }
 
-    /// The CSRF token of a pending login's form, if `cookie` is a live one.
-    pub async fn pending_csrf_token(&self, cookie: Option<&str>) -> Result<Option<String>, Error> {
+    /// The second step a pending login's form shows, if `cookie` is a live pending login: its
+    /// CSRF token, and for a user who must add an authenticator app first, the app's secret.
+    pub async fn pending_form(&self, cookie: Option<&str>) -> Result<Option<PendingForm>, Error> {
         let Some(cookie) = cookie else { return Ok(None) };
-        let payload = self.signed_payload(PENDING_FACTOR, cookie).await?;
-        Ok(payload.and_then(|p| p.splitn(3, '-').nth(2)).map(str::to_string))
+        let Some(payload) = self.signed_payload(PENDING_FACTOR, cookie).await? else {
+            return Ok(None);
+        };
+        let Some(csrf_token) = payload.splitn(3, '-').nth(2).map(str::to_string) else {
+            return Ok(None);
+        };
+        let Some(user) = self.pending_user(Some(cookie), &csrf_token).await? else {
+            return Ok(None);
+        };
+        let enrolment = match self.second_step(&user).await? {
+            Some(SecondStep::Enrol) => Some(self.start_totp(&user, &csrf_token).await?),
+            _ => None,
+        };
+        Ok(Some(PendingForm { csrf_token, enrolment }))
     }
 
     /// Takes a submitted second-factor form to a session: the pending login must be live and
@@ -178,7 +200,23 @@ impl Accounts {
             ));
         };
         let shown = attempt.address.map(|a| a.to_string());
-        match self.check_code(&user, attempt.code, shown.as_deref()).await? {
+        let shown = shown.as_deref();
+        let check = match self.second_step(&user).await? {
+            Some(SecondStep::Code) => self.check_code(&user, attempt.code, shown).await?,
+            // The code proves the app the user is made to add (the pending login owns it).
+            Some(SecondStep::Enrol) => {
+                self.confirm_totp(&user, attempt.csrf_token, attempt.code, shown)
+                    .await?
+            }
+            // Nothing is asked any more (the policy changed since the password): the password
+            // was right.
+            None => {
+                return self
+                    .signed_in(attempt.session, &user, vec![super::acr::PWD.to_string()])
+                    .await
+            }
+        };
+        match check {
             super::factor::CodeCheck::Accepted(methods) => {
                 let amr = super::acr::adding(&[super::acr::PWD.to_string()], &methods);
                 self.signed_in(attempt.session, &user, amr).await

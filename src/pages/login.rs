@@ -13,7 +13,8 @@ use poem::{handler, Body, Request, Response};
 use super::{current_session, error_page, form_pairs, page, query_pairs, redirect, Cookie, Templates};
 use crate::net::ClientAddress;
 use crate::oauth::endpoints as paths;
-use crate::oauth::login::{CodeAttempt, LoginAttempt, LoginRefusal, LoginStep, PENDING_FACTOR_TTL_SECS};
+use crate::oauth::factor::TotpEnrolment;
+use crate::oauth::login::{CodeAttempt, LoginAttempt, LoginRefusal, LoginStep, PendingForm, PENDING_FACTOR_TTL_SECS};
 use crate::oauth::params::Params;
 use crate::oauth::Provider;
 use crate::urlencoded::parse_pairs;
@@ -217,12 +218,27 @@ fn with_next(path: &str, next: &str) -> String {
 fn factor_page(
     templates: &Templates,
     status: StatusCode,
-    csrf_token: &str,
+    form: &PendingForm,
     next: &str,
     error: Option<&str>,
 ) -> Response {
-    let html = templates.render("login_factor.html", context! { csrf_token, next, error });
-    page(status, html)
+    let enrolment = form.enrolment.as_ref();
+    let html = templates.render(
+        "login_factor.html",
+        context! {
+            csrf_token => &form.csrf_token,
+            next,
+            error,
+            enrolment_svg => enrolment.map(TotpEnrolment::qr_svg),
+            enrolment => enrolment.map(|e| context! { secret => &e.secret }),
+        },
+    );
+    let mut response = page(status, html);
+    // An enrolment's secret may be on it: never kept by a cache.
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, poem::http::HeaderValue::from_static("no-store"));
+    response
 }
 
 /// GET /o/login/factor/: the second step of a login, for a browser whose password was right
@@ -238,8 +254,8 @@ pub(super) async fn factor_form(
     let next = Params::new(&pairs).get("next").ok().flatten();
     let next = safe_next(next).unwrap_or_default();
     let pending = Cookie::LoginFactor.read(provider, req);
-    match provider.accounts.pending_csrf_token(pending.as_deref()).await {
-        Ok(Some(csrf_token)) => factor_page(templates, StatusCode::OK, &csrf_token, next, None),
+    match provider.accounts.pending_form(pending.as_deref()).await {
+        Ok(Some(form)) => factor_page(templates, StatusCode::OK, &form, next, None),
         Ok(None) => redirect(StatusCode::SEE_OTHER, &with_next(paths::LOGIN, next)),
         Err(e) => error_page(templates, &e),
     }
@@ -277,9 +293,17 @@ pub(super) async fn factor(
         address: ClientAddress::of(req).ip(),
     };
     let step = provider.accounts.finish_with_code(&attempt).await;
-    let shown = |status, message: &str| factor_page(templates, status, &csrf_token, &next, Some(message));
+    // The form again as it was (with the app being added, if one is).
+    let form = match provider.accounts.pending_form(pending.as_deref()).await {
+        Ok(Some(form)) => form,
+        _ => PendingForm {
+            csrf_token: csrf_token.clone(),
+            enrolment: None,
+        },
+    };
+    let shown = |status, message: &str| factor_page(templates, status, &form, &next, Some(message));
     let busy = |status, message: &str, wait: std::time::Duration| {
-        let mut response = factor_page(templates, status, &csrf_token, &next, Some(message));
+        let mut response = factor_page(templates, status, &form, &next, Some(message));
         if let Ok(value) = wait.as_secs().max(1).to_string().parse() {
             response.headers_mut().insert(header::RETRY_AFTER, value);
         }

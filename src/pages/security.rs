@@ -10,8 +10,9 @@ use poem::web::Data;
 use poem::{handler, Body, Request, Response};
 
 use super::{caller, checked_form, date, error_page, page, visitor, Templates};
+use crate::config::MfaPolicy;
 use crate::net::ClientAddress;
-use crate::oauth::factor::{FactorSummary, TotpEnrolment, RECOVERY_ID, TOTP_ID};
+use crate::oauth::factor::{CodeCheck, FactorSummary, TotpEnrolment, RECOVERY_ID, TOTP_ID};
 use crate::oauth::params::Params;
 use crate::oauth::session::Session;
 use crate::oauth::Provider;
@@ -46,7 +47,7 @@ async fn security_page(
         Ok(factors) => factors,
         Err(e) => return error_page(templates, &e),
     };
-    let enrolment: Option<TotpEnrolment> = match accounts.totp_enrolment(session).await {
+    let enrolment: Option<TotpEnrolment> = match accounts.totp_enrolment(&session.id).await {
         Ok(enrolment) => enrolment,
         Err(e) => return error_page(templates, &e),
     };
@@ -66,7 +67,7 @@ async fn security_page(
             }
         })
         .collect();
-    let enabled = accounts.mfa_policy(&session.user) != crate::config::MfaPolicy::Off;
+    let enabled = accounts.mfa_policy(&session.user) != MfaPolicy::Off;
     let confirm = shown
         .confirm
         .as_ref()
@@ -124,15 +125,19 @@ pub async fn act(
     let address = ClientAddress::of(req).shown();
     let render = |status, shown| security_page(provider, templates, status, &visitor, shown);
     match field("action").as_str() {
-        "start_totp" => match accounts.start_totp(&visitor).await {
+        "start_totp" => match accounts.start_totp(&visitor.user, &visitor.id).await {
             Ok(_) => render(StatusCode::OK, Shown::default()).await,
             Err(e) => error_page(templates, &e),
         },
         "confirm_totp" => match accounts
-            .confirm_totp(&visitor, &field("code"), address.as_deref())
+            .confirm_totp(&visitor.user, &visitor.id, &field("code"), address.as_deref())
             .await
         {
-            Ok(Some(_)) => {
+            Ok(CodeCheck::Accepted(methods)) => {
+                // The session just proved the app: it counts as a two-factor login now.
+                if let Err(e) = accounts.step_up(&visitor, &methods).await {
+                    return error_page(templates, &e);
+                }
                 let message = "Your authenticator app is on: it is asked for at every sign-in. Make recovery codes too, in case you lose it.";
                 let shown = Shown {
                     message: Some(message),
@@ -140,12 +145,19 @@ pub async fn act(
                 };
                 render(StatusCode::OK, shown).await
             }
-            Ok(None) => {
+            Ok(CodeCheck::Wrong) => {
                 let shown = Shown {
                     error: Some("That code is not right. Check the app's clock, and enter the code it shows now."),
                     ..Shown::default()
                 };
                 render(StatusCode::BAD_REQUEST, shown).await
+            }
+            Ok(CodeCheck::Locked(_)) => {
+                let shown = Shown {
+                    error: Some("Too many wrong codes. Wait a while, then try again."),
+                    ..Shown::default()
+                };
+                render(StatusCode::TOO_MANY_REQUESTS, shown).await
             }
             Err(e) if super::form_can_fix(&e) => {
                 let shown = Shown {

@@ -333,3 +333,132 @@ async fn a_totp_secret_is_sealed_in_the_store() {
     }
     assert!(stored.contains("\"kind\":\"totp\""));
 }
+
+/// The first login of a user who must have a second factor: the second step shows a new app's
+/// secret, and the first code from it finishes both the enrolment and the login.
+async fn enrol_at_login(browser: &Remote, username: &str, password: &str, next: &str) -> (reqwest::Response, Vec<u8>) {
+    let login = browser.log_in(next, username, password).await;
+    assert_eq!(login.status(), 303);
+    let factor = location(&login);
+    assert!(factor.starts_with("/o/login/factor/"), "{factor}");
+    let page = browser.get_text(&factor).await;
+    let secret = base32_decode(&code_element(&page, "totp-secret").expect("a new app's secret"));
+    let csrf = hidden_input(&page, "csrf_token").unwrap();
+    let next = hidden_input(&page, "next").unwrap_or_default();
+    assert_eq!(submit_code(browser, &csrf, &next, "000000").await.status(), 401);
+    let again = browser.get_text(&factor).await;
+    assert_eq!(
+        code_element(&again, "totp-secret").map(|s| base32_decode(&s)),
+        Some(secret.clone()),
+        "the same app is being added"
+    );
+    let done = submit_code(browser, &csrf, &next, &code_at(&secret, step_now())).await;
+    (done, secret)
+}
+
+#[tokio::test]
+async fn an_operator_without_a_factor_adds_one_before_reaching_the_console() {
+    let dirs = tempfile::tempdir().unwrap();
+    let config = tessera::Config {
+        // The default: operators need an authenticator app.
+        operator_mfa: tessera::Config::default().operator_mfa,
+        ..test_config(&dirs)
+    };
+    assert_eq!(config.operator_mfa, tessera::config::MfaPolicy::Required);
+    let app = spawn_app_with(config, dirs).await;
+    let by = tessera::oauth::audit::Caller::system();
+    let olivia = app
+        .provider
+        .create_user(&by, "olivia", "olivia's long password", None)
+        .await
+        .unwrap();
+    let olivia = tessera::store::UserRecord {
+        operator: true,
+        ..olivia
+    };
+    app.store.update_user(&olivia).await.unwrap();
+
+    let operator = browser(&app);
+    let console = operator.http.get(operator.url("/admin/")).send().await.unwrap();
+    let to_login = location(&console);
+    let (done, secret) = enrol_at_login(&operator, "olivia", "olivia's long password", &to_login).await;
+    assert_eq!(done.status(), 303);
+    let console = operator.http.get(operator.url("/admin/")).send().await.unwrap();
+    assert_eq!(console.status(), 200, "the console, after the app is added");
+
+    // From now on the operator's logins ask for it; an ordinary user's (optional) do not.
+    let next_time = browser(&app);
+    let (csrf, next) = password_step_as(&next_time, "olivia", "olivia's long password", "/admin/").await;
+    let signed_in = submit_code(&next_time, &csrf, &next, &code_at(&secret, step_now() + 1)).await;
+    assert_eq!(signed_in.status(), 303);
+    assert_eq!(
+        browser(&app).log_in("/o/login/", USERNAME, PASSWORD).await.status(),
+        303
+    );
+    assert_eq!(
+        location(&browser(&app).log_in("/o/login/", USERNAME, PASSWORD).await),
+        "/",
+        "a user with no factor under `optional` is not asked"
+    );
+}
+
+#[tokio::test]
+async fn when_second_factors_are_required_every_user_adds_one_at_login() {
+    let dirs = tempfile::tempdir().unwrap();
+    let config = tessera::Config {
+        mfa: tessera::config::MfaPolicy::Required,
+        ..test_config(&dirs)
+    };
+    let app = spawn_app_with(config, dirs).await;
+    let person = browser(&app);
+    let (done, _) = enrol_at_login(&person, USERNAME, PASSWORD, "/o/login/").await;
+    assert_eq!(done.status(), 303);
+    let user = app.store.get_user_by_name(USERNAME).await.unwrap().unwrap();
+    let factors = app.store.factors_of(&user.user_id).await.unwrap();
+    assert_eq!(factors.len(), 1);
+    assert_eq!(factors[0].factor_id, "totp");
+    // Until the app is added there is no session.
+    let stranger = browser(&app);
+    let login = stranger.log_in("/o/login/", USERNAME, PASSWORD).await;
+    assert!(location(&login).starts_with("/o/login/factor/"));
+    let profile = stranger.http.get(stranger.url("/o/profile/")).send().await.unwrap();
+    assert_eq!(profile.status(), 302, "no session before the second step");
+}
+
+#[tokio::test]
+async fn when_second_factors_are_off_none_is_asked_for_or_added() {
+    let dirs = tempfile::tempdir().unwrap();
+    let config = tessera::Config {
+        mfa: tessera::config::MfaPolicy::Off,
+        ..test_config(&dirs)
+    };
+    let app = spawn_app_with(config, dirs).await;
+    let user = app.store.get_user_by_name(USERNAME).await.unwrap().unwrap();
+    let app_factor = tessera::store::FactorRecord {
+        factor_id: "totp".into(),
+        user_id: user.user_id.clone(),
+        name: "Authenticator app".into(),
+        created_at: 1,
+        last_used_at: None,
+        revision: 0,
+        secret: tessera::store::FactorSecret::Totp { sealed: "AAAA".into() },
+    };
+    assert!(app.store.insert_factor(&app_factor).await.unwrap());
+    let person = browser(&app);
+    let login = person.log_in("/o/login/", USERNAME, PASSWORD).await;
+    assert_eq!(location(&login), "/", "an enrolled app is not asked for");
+    let refused = security_action(&person, &[("action", "start_totp")]).await;
+    assert_eq!(refused.status(), 403);
+}
+
+async fn password_step_as(browser: &Remote, username: &str, password: &str, next: &str) -> (String, String) {
+    let to_login = browser.http.get(browser.url(next)).send().await.unwrap();
+    let login = browser.log_in(&location(&to_login), username, password).await;
+    let factor = location(&login);
+    assert!(factor.starts_with("/o/login/factor/"), "{factor}");
+    let page = browser.get_text(&factor).await;
+    (
+        hidden_input(&page, "csrf_token").unwrap(),
+        hidden_input(&page, "next").unwrap_or_default(),
+    )
+}

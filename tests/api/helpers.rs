@@ -88,6 +88,9 @@ pub fn test_config(dirs: &TempDir) -> Config {
         addr: "127.0.0.1:0".into(),
         data_dir: dirs.path().join("data"),
         keys_dir: dirs.path().join("keys"),
+        // Operators sign in with a password alone in the tests of everything else; the
+        // default (an authenticator app required) has tests of its own (`factors`).
+        operator_mfa: tessera::config::MfaPolicy::Optional,
         ..Config::default()
     }
 }
