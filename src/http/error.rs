@@ -99,6 +99,8 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         | ErrorCode::UnsupportedTokenType
         | ErrorCode::LoginRequired
         | ErrorCode::ConsentRequired
+        | ErrorCode::InteractionRequired
+        | ErrorCode::UnmetAuthenticationRequirements
         | ErrorCode::RequestNotSupported
         | ErrorCode::RequestUriNotSupported
         | ErrorCode::RegistrationNotSupported

@@ -103,7 +103,8 @@ impl Provider {
             code_challenge_methods_supported: strings(&["S256"]),
             dpop_signing_alg_values_supported: strings(&super::dpop::SIGNING_ALGS),
             authorization_response_iss_parameter_supported: true,
-            claims_parameter_supported: false,
+            // For `acr` (Core §5.5.1.1); other requested claims are released by scope.
+            claims_parameter_supported: true,
             request_parameter_supported: false,
             // Its default is true, so it must be said.
             request_uri_parameter_supported: false,

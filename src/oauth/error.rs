@@ -58,6 +58,11 @@ pub enum ErrorCode {
     LoginRequired,
     /// `prompt=none`, but the user would have to approve the client.
     ConsentRequired,
+    /// `prompt=none`, but the user would have to do something else first (a second factor).
+    InteractionRequired,
+    /// OpenID Connect Unmet Authentication Requirements 1.0: the request asks for an essential
+    /// `acr` the user cannot reach (they have no second factor to show).
+    UnmetAuthenticationRequirements,
     /// The `request` parameter (request objects) is not supported.
     RequestNotSupported,
     /// The `request_uri` parameter names something other than a pushed request (request
@@ -86,7 +91,7 @@ pub enum ErrorCode {
 impl ErrorCode {
     /// Every code, for the tests that drive each one through every group of endpoints.
     /// (A new code goes here too, beside its `as_str`.)
-    pub const ALL: [ErrorCode; 31] = [
+    pub const ALL: [ErrorCode; 33] = [
         ErrorCode::InvalidRequest,
         ErrorCode::InvalidClient,
         ErrorCode::InvalidGrant,
@@ -108,6 +113,8 @@ impl ErrorCode {
         ErrorCode::UseDpopNonce,
         ErrorCode::LoginRequired,
         ErrorCode::ConsentRequired,
+        ErrorCode::InteractionRequired,
+        ErrorCode::UnmetAuthenticationRequirements,
         ErrorCode::RequestNotSupported,
         ErrorCode::RequestUriNotSupported,
         ErrorCode::RegistrationNotSupported,
@@ -143,6 +150,8 @@ impl ErrorCode {
             ErrorCode::UseDpopNonce => "use_dpop_nonce",
             ErrorCode::LoginRequired => "login_required",
             ErrorCode::ConsentRequired => "consent_required",
+            ErrorCode::InteractionRequired => "interaction_required",
+            ErrorCode::UnmetAuthenticationRequirements => "unmet_authentication_requirements",
             ErrorCode::RequestNotSupported => "request_not_supported",
             ErrorCode::RequestUriNotSupported => "request_uri_not_supported",
             ErrorCode::RegistrationNotSupported => "registration_not_supported",

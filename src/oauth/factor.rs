@@ -190,8 +190,7 @@ impl Accounts {
             return Ok(None);
         }
         let factors = self.factors.factors_of(&user.user_id).await?;
-        let has_app = factors.iter().any(|f| f.factor_id == TOTP_ID);
-        Ok(match (has_app, policy) {
+        Ok(match (has_app(&factors), policy) {
             (true, _) => Some(SecondStep::Code),
             (false, MfaPolicy::Required) => Some(SecondStep::Enrol),
             (false, _) => None,
@@ -200,11 +199,7 @@ impl Accounts {
 
     /// The second-factor policy that applies to `user`.
     pub(crate) fn mfa_policy(&self, user: &UserRecord) -> MfaPolicy {
-        if user.operator {
-            self.operator_mfa
-        } else {
-            self.mfa
-        }
+        mfa_policy_of(self.mfa, self.operator_mfa, user)
     }
 
     /// Starts adding an authenticator app for `user`: a new secret, kept (sealed) for `owner`
@@ -524,6 +519,20 @@ impl Accounts {
             tracing::warn!(error = %e, "a factor's last use could not be recorded");
         }
     }
+}
+
+/// The second-factor policy for `user` under the server's settings for users and operators.
+pub(crate) fn mfa_policy_of(mfa: MfaPolicy, operator_mfa: MfaPolicy, user: &UserRecord) -> MfaPolicy {
+    if user.operator {
+        operator_mfa
+    } else {
+        mfa
+    }
+}
+
+/// Whether these factors include an authenticator app (what a login's second step asks for).
+pub(crate) fn has_app(factors: &[FactorRecord]) -> bool {
+    factors.iter().any(|f| f.factor_id == TOTP_ID)
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -193,7 +193,14 @@ impl Accounts {
     /// Takes a submitted second-factor form to a session: the pending login must be live and
     /// the form its own (else `access_denied`), then the code is checked (throttled).
     pub async fn finish_with_code(&self, attempt: &CodeAttempt<'_>) -> Result<LoginStep, Error> {
-        let Some(user) = self.pending_user(attempt.pending, attempt.csrf_token).await? else {
+        let pending = self.pending_user(attempt.pending, attempt.csrf_token).await?;
+        // No pending login but a session: a step-up (a request asked for more than it has).
+        if let (None, Some(session)) = (&pending, attempt.session) {
+            if session.csrf_matches(attempt.csrf_token) {
+                return self.step_up_with_code(session, attempt).await;
+            }
+        }
+        let Some(user) = pending else {
             return Err(Error::new(
                 ErrorCode::AccessDenied,
                 "this login took too long or was not started here; log in again",
@@ -224,6 +231,30 @@ impl Accounts {
             super::factor::CodeCheck::Wrong => Ok(LoginStep::Show(LoginRefusal::WrongCode)),
             super::factor::CodeCheck::Locked(wait) => Ok(LoginStep::Locked(wait)),
         }
+    }
+
+    /// A signed-in user shows a code to raise their session's level (step-up): the same
+    /// session, its `amr` grown.
+    async fn step_up_with_code(&self, session: &Session, attempt: &CodeAttempt<'_>) -> Result<LoginStep, Error> {
+        let shown = attempt.address.map(|a| a.to_string());
+        match self.check_code(&session.user, attempt.code, shown.as_deref()).await? {
+            super::factor::CodeCheck::Accepted(methods) => {
+                let session = self.step_up(session, &methods).await?;
+                Ok(LoginStep::Done(Box::new(SignedIn { session, device: None })))
+            }
+            super::factor::CodeCheck::Wrong => Ok(LoginStep::Show(LoginRefusal::WrongCode)),
+            super::factor::CodeCheck::Locked(wait) => Ok(LoginStep::Locked(wait)),
+        }
+    }
+
+    /// The form of a step-up for a signed-in session whose user has an authenticator app.
+    pub async fn step_up_form(&self, session: &Session) -> Result<Option<PendingForm>, Error> {
+        Ok(
+            (self.second_step(&session.user).await? == Some(SecondStep::Code)).then(|| PendingForm {
+                csrf_token: session.csrf_token().to_string(),
+                enrolment: None,
+            }),
+        )
     }
 
     /// A fresh session for `user`, who proved `amr`, and a device cookie for the browser.

@@ -10,7 +10,8 @@ use poem::web::Data;
 use poem::{handler, Body, Request, Response};
 
 use super::{
-    check_csrf, current_session, error_page, form_pairs, login_redirect, page, query_pairs, redirect, Templates,
+    check_csrf, current_session, error_page, factor_redirect, form_pairs, login_redirect, page, query_pairs, redirect,
+    Templates,
 };
 use crate::net::ClientAddress;
 use crate::oauth::authorize::{AuthorizeStep, ConsentPrompt, Decision};
@@ -86,6 +87,7 @@ fn respond(
 ) -> Response {
     match step {
         AuthorizeStep::Login { return_to } => login_redirect(status, &return_to),
+        AuthorizeStep::Factor { return_to } => factor_redirect(status, &return_to),
         AuthorizeStep::Redirect(location) => redirect(status, &location),
         AuthorizeStep::Show(error) => error_page(templates, &error),
         AuthorizeStep::Consent(prompt) => match session {

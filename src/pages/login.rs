@@ -254,7 +254,15 @@ pub(super) async fn factor_form(
     let next = Params::new(&pairs).get("next").ok().flatten();
     let next = safe_next(next).unwrap_or_default();
     let pending = Cookie::LoginFactor.read(provider, req);
-    match provider.accounts.pending_form(pending.as_deref()).await {
+    let form = match provider.accounts.pending_form(pending.as_deref()).await {
+        Ok(None) => match current_session(provider, req).await {
+            Ok(Some(session)) => provider.accounts.step_up_form(&session).await,
+            Ok(None) => Ok(None),
+            Err(e) => Err(e),
+        },
+        other => other,
+    };
+    match form {
         Ok(Some(form)) => factor_page(templates, StatusCode::OK, &form, next, None),
         Ok(None) => redirect(StatusCode::SEE_OTHER, &with_next(paths::LOGIN, next)),
         Err(e) => error_page(templates, &e),

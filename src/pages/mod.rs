@@ -366,6 +366,18 @@ fn login_redirect(status: StatusCode, return_to: &str) -> Response {
     )
 }
 
+/// Off to the second-factor form (a step-up), then back to `return_to`.
+fn factor_redirect(status: StatusCode, return_to: &str) -> Response {
+    redirect(
+        status,
+        &format!(
+            "{}?next={}",
+            paths::LOGIN_FACTOR,
+            utf8_percent_encode(return_to, NON_ALPHANUMERIC)
+        ),
+    )
+}
+
 /// The path and query of this request, to come back to after a login.
 fn this_request(req: &Request) -> String {
     match req.uri().query() {

@@ -462,3 +462,101 @@ async fn password_step_as(browser: &Remote, username: &str, password: &str, next
         hidden_input(&page, "next").unwrap_or_default(),
     )
 }
+
+/// An authorization request of the relying party `rp` with extra parameters.
+fn rp_query(browser: &Remote, rp: &TestClient, pkce: &Pkce, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut query = browser.authorize_query(pkce, "st");
+    for (name, value) in query.iter_mut() {
+        match name.as_str() {
+            "scope" => *value = "openid read".into(),
+            "client_id" => *value = rp.id.clone(),
+            _ => {}
+        }
+    }
+    query.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    query
+}
+
+const MULTI_FACTOR: &str = "urn:tessera:acr:multi-factor";
+
+#[tokio::test]
+async fn a_request_for_a_stronger_login_asks_a_signed_in_user_for_their_factor() {
+    let app = spawn_app().await;
+    let rp = app.register_relying_party(None, None).await;
+    // Signed in with a password before the app was added elsewhere: a one-factor session.
+    let person = browser(&app);
+    assert_eq!(person.log_in("/o/login/", USERNAME, PASSWORD).await.status(), 303);
+    let (secret, used_step) = enrol_app(&browser(&app)).await;
+
+    // prompt=none cannot ask: interaction_required, at the client.
+    let pkce = Pkce::new();
+    let silent = rp_query(&person, &rp, &pkce, &[("acr_values", MULTI_FACTOR), ("prompt", "none")]);
+    let answer = location(&person.authorize(&silent).await);
+    assert_eq!(
+        param(&answer, "error").as_deref(),
+        Some("interaction_required"),
+        "{answer}"
+    );
+
+    let query = rp_query(&person, &rp, &pkce, &[("acr_values", MULTI_FACTOR)]);
+    let asked = person.authorize(&query).await;
+    assert_eq!(asked.status(), 302);
+    let factor = location(&asked);
+    assert!(factor.starts_with("/o/login/factor/?next="), "{factor}");
+    let page = person.get_text(&factor).await;
+    let csrf = hidden_input(&page, "csrf_token").unwrap();
+    let next = hidden_input(&page, "next").unwrap();
+    assert_eq!(submit_code(&person, &csrf, &next, "123456").await.status(), 401);
+    let stepped = submit_code(&person, &csrf, &next, &code_at(&secret, used_step + 1)).await;
+    assert_eq!(stepped.status(), 303);
+
+    let redirect = person.authorize_and_allow(&query).await;
+    let code = param(&redirect, "code").expect("a code once the factor is shown");
+    let exchange = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", REDIRECT_URI),
+        ("code_verifier", pkce.verifier.as_str()),
+    ];
+    let tokens: serde_json::Value = app.token(&rp, &exchange).await.json().await.unwrap();
+    let (_, id_token) = jwt_parts(tokens["id_token"].as_str().unwrap());
+    assert_eq!(id_token["acr"], MULTI_FACTOR);
+    assert_eq!(id_token["amr"], serde_json::json!(["pwd", "otp", "mfa"]));
+}
+
+#[tokio::test]
+async fn an_essential_acr_a_user_cannot_reach_is_refused_and_a_voluntary_one_is_not() {
+    let app = spawn_app().await;
+    let rp = app.register_relying_party(None, None).await;
+    let person = browser(&app);
+    assert_eq!(person.log_in("/o/login/", USERNAME, PASSWORD).await.status(), 303);
+    let pkce = Pkce::new();
+    let claims = format!(r#"{{"id_token":{{"acr":{{"essential":true,"values":["{MULTI_FACTOR}"]}}}}}}"#);
+    let essential = rp_query(&person, &rp, &pkce, &[("claims", &claims)]);
+    let refused = location(&person.authorize(&essential).await);
+    assert_eq!(
+        param(&refused, "error").as_deref(),
+        Some("unmet_authentication_requirements"),
+        "no silent downgrade: {refused}"
+    );
+    assert_eq!(param(&refused, "state").as_deref(), Some("st"));
+
+    // acr_values alone is a wish: granted with what the login has, and the token says which.
+    let voluntary = rp_query(&person, &rp, &pkce, &[("acr_values", MULTI_FACTOR)]);
+    let redirect = person.authorize_and_allow(&voluntary).await;
+    let code = param(&redirect, "code").expect("a code");
+    let exchange = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", REDIRECT_URI),
+        ("code_verifier", pkce.verifier.as_str()),
+    ];
+    let tokens: serde_json::Value = app.token(&rp, &exchange).await.json().await.unwrap();
+    let (_, id_token) = jwt_parts(tokens["id_token"].as_str().unwrap());
+    assert_eq!(id_token["acr"], "urn:tessera:acr:single-factor");
+
+    // A claims parameter that is not JSON is the client's error.
+    let broken = rp_query(&person, &rp, &pkce, &[("claims", "{not json")]);
+    let answer = location(&person.authorize(&broken).await);
+    assert_eq!(param(&answer, "error").as_deref(), Some("invalid_request"));
+}

@@ -13,11 +13,12 @@ use url::Url;
 
 use self::pushed::Pushed;
 use self::request::Origin;
-pub use self::request::{AuthorizationRequest, AuthorizeError, Prompt};
+pub use self::request::{AcrRequest, AuthorizationRequest, AuthorizeError, Prompt};
 pub use super::params::Params;
 use super::session::Session;
 use std::sync::Arc;
 
+use super::acr::Level;
 use super::audit::Audit;
 use super::client::Clients;
 use super::dpop::Dpop;
@@ -28,7 +29,7 @@ use super::{now, random_token, secret_hash, Durability, Error, ErrorCode, Provid
 use crate::config::Config;
 use crate::keys::Keys;
 use crate::rate_limit::RateLimiter;
-use crate::store::{CodeRecord, ConsentStore, DeviceStore, EphemeralStore, GrantStore};
+use crate::store::{CodeRecord, ConsentStore, DeviceStore, EphemeralStore, FactorStore, GrantStore};
 
 /// Authorization: the authorization endpoint and the code it issues, consent, pushed
 /// authorization requests and the device flow, with the budgets of the last two. Its fields
@@ -37,6 +38,8 @@ pub(crate) struct Authorization {
     /// Codes, and the grants a device approval creates (or a withdrawn consent revokes).
     pub(in crate::oauth) grants: Arc<dyn GrantStore>,
     pub(in crate::oauth) consents: Arc<dyn ConsentStore>,
+    /// Whether a user can show a second factor when a request asks for a stronger login.
+    pub(in crate::oauth) factors: Arc<dyn FactorStore>,
     pub(in crate::oauth) devices: Arc<dyn DeviceStore>,
     /// The wrong-user-code counters, and the memory of pushed requests used once.
     pub(in crate::oauth) counters: Arc<dyn EphemeralStore>,
@@ -74,6 +77,7 @@ impl Authorization {
         Authorization {
             grants: shared.store.clone(),
             consents: shared.store.clone(),
+            factors: shared.store.clone(),
             devices: shared.store.clone(),
             counters: shared.store.clone(),
             durability: shared.durability.clone(),
@@ -117,6 +121,9 @@ impl Provider {
 pub enum AuthorizeStep {
     /// The login page, and afterwards back to `return_to` (a path and query on this server).
     Login { return_to: String },
+    /// The request asks for a stronger login than the session's: a second factor, then back
+    /// to `return_to` (step-up).
+    Factor { return_to: String },
     /// The consent page for this request.
     Consent(Box<ConsentPrompt>),
     /// Off to this URL: the client's redirect URI with a code or an error.
@@ -157,6 +164,8 @@ pub enum Decision {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Interaction {
     Login,
+    /// A second factor, to reach the login level the request asks for.
+    Factor,
     Consent,
     None,
 }
@@ -208,9 +217,16 @@ impl Authorization {
             None => true,
         };
         let pushed_at = pushed.as_ref().map(|p| p.pushed_at);
-        match self.interaction(&request, session, consent_required, pushed_at) {
+        let can_step_up = match self.can_step_up(&request, session).await {
+            Ok(can) => can,
+            Err(e) => return AuthorizeStep::Show(e),
+        };
+        match self.interaction(&request, session, consent_required, pushed_at, can_step_up) {
             Err(error) => error.into(),
             Ok(Interaction::Login) => AuthorizeStep::Login {
+                return_to: return_path(pairs),
+            },
+            Ok(Interaction::Factor) => AuthorizeStep::Factor {
                 return_to: return_path(pairs),
             },
             Ok(Interaction::Consent) => AuthorizeStep::Consent(Box::new(self.consent_prompt(request))),
@@ -252,10 +268,19 @@ impl Authorization {
         // The answer counts only from someone the request would have shown the consent page
         // to: logged in recently enough, as the user an `id_token_hint` names.
         let pushed_at = pushed.as_ref().map(|p| p.pushed_at);
-        match self.interaction(&request, Some(session), false, pushed_at) {
+        let can_step_up = match self.can_step_up(&request, Some(session)).await {
+            Ok(can) => can,
+            Err(e) => return AuthorizeStep::Show(e),
+        };
+        match self.interaction(&request, Some(session), false, pushed_at, can_step_up) {
             Err(error) => return error.into(),
             Ok(Interaction::Login) => {
                 return AuthorizeStep::Login {
+                    return_to: return_path(pairs),
+                }
+            }
+            Ok(Interaction::Factor) => {
+                return AuthorizeStep::Factor {
                     return_to: return_path(pairs),
                 }
             }
@@ -319,12 +344,27 @@ impl Authorization {
     /// for the client. `pushed_at` is when a pushed request was pushed: its `prompt=login` and
     /// `max_age=0` are satisfied by a login since then (an ordinary request's are dropped from
     /// the way back after the login, see [`return_path`]; a pushed one cannot be changed).
+    /// Whether the session's user could raise its level to what `request` asks, with a second
+    /// factor they have (only asked when the session falls short).
+    async fn can_step_up(&self, request: &AuthorizationRequest, session: Option<&Session>) -> Result<bool, Error> {
+        let (Some(asked), Some(session)) = (request.acr, session) else {
+            return Ok(false);
+        };
+        if Level::of(session.amr()) >= asked.level {
+            return Ok(false);
+        }
+        let policy = super::factor::mfa_policy_of(self.config.mfa, self.config.operator_mfa, &session.user);
+        let factors = self.factors.factors_of(session.user_id()).await?;
+        Ok(policy != crate::config::MfaPolicy::Off && super::factor::has_app(&factors))
+    }
+
     fn interaction(
         &self,
         request: &AuthorizationRequest,
         session: Option<&Session>,
         consent_required: bool,
         pushed_at: Option<i64>,
+        can_step_up: bool,
     ) -> Result<Interaction, AuthorizeError> {
         // Another user than the `id_token_hint` names must log in as that user.
         let auth_time = session
@@ -339,14 +379,33 @@ impl Authorization {
         let fresh_login_asked = request.prompt.login || request.max_age == Some(0);
         let logged_in_since_pushed = |auth_time: i64| pushed_at.is_some_and(|pushed_at| auth_time > pushed_at);
         let login_too_old = |auth_time: i64| request.max_age.is_some_and(|max| max > 0 && now() - auth_time > max);
+        // The level asked for, against the session's (Core §3.1.2.1, §5.5.1.1).
+        let short_of_acr = match (request.acr, session) {
+            (Some(asked), Some(session)) => Level::of(session.amr()) < asked.level,
+            _ => false,
+        };
         let needed = match auth_time {
             None => Interaction::Login,
             Some(t) if fresh_login_asked && !logged_in_since_pushed(t) => Interaction::Login,
             Some(t) if login_too_old(t) => Interaction::Login,
+            Some(_) if short_of_acr && can_step_up => Interaction::Factor,
+            Some(_) if short_of_acr && request.acr.is_some_and(|asked| asked.essential) => {
+                return Err(self.authorization_error(
+                    request,
+                    Error::new(
+                        ErrorCode::UnmetAuthenticationRequirements,
+                        "the login level asked for (acr) cannot be reached: the user has no second factor",
+                    ),
+                ))
+            }
             Some(_) if consent_required => Interaction::Consent,
             Some(_) => Interaction::None,
         };
         match (needed, request.prompt.none) {
+            (Interaction::Factor, true) => Err(self.authorization_error(
+                request,
+                Error::new(ErrorCode::InteractionRequired, "the user must show a second factor"),
+            )),
             (Interaction::Login, true) => {
                 Err(self.authorization_error(request, Error::new(ErrorCode::LoginRequired, "the user must log in")))
             }

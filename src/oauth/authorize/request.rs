@@ -3,6 +3,7 @@
 //! redirect URI.
 
 use super::Authorization;
+use crate::oauth::acr::Level;
 use crate::oauth::client::match_redirect_uri;
 use crate::oauth::params::Params;
 use crate::oauth::scope::{self, Scope};
@@ -24,6 +25,8 @@ pub struct AuthorizationRequest {
     pub prompt: Prompt,
     /// OpenID Connect `max_age`: the longest time in seconds since the user last logged in.
     pub max_age: Option<i64>,
+    /// The login level asked for (`acr_values`, or `acr` in the `claims` parameter).
+    pub acr: Option<AcrRequest>,
     /// OpenID Connect `nonce`, echoed in the ID token.
     pub nonce: Option<String>,
     /// OpenID Connect `login_hint`: a username to prefill on the login page.
@@ -36,6 +39,62 @@ pub struct AuthorizationRequest {
     /// operator's, or the logged-in user has approved it before (see
     /// [`Authorization::validate_request`]).
     pub redirect_errors: bool,
+}
+
+/// The login level a request asks for (OpenID Connect Core §3.1.2.1 `acr_values`, §5.5.1.1
+/// `acr` as a requested claim).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AcrRequest {
+    /// The weakest level that satisfies the request.
+    pub level: Level,
+    /// Essential (`"essential": true` in `claims`): a login that cannot reach it is refused
+    /// with `unmet_authentication_requirements`; otherwise a lower level is issued.
+    pub essential: bool,
+}
+
+impl AcrRequest {
+    /// From `acr_values` (values in order of preference: the first one this server knows) and
+    /// the `claims` parameter (an `acr` request for the ID token or UserInfo; its `values`, or
+    /// `value`, the weakest of which satisfies it). Unknown values are ignored (Core §5.5.1.1:
+    /// they are requests); a `claims` value that is not JSON is an error.
+    pub fn parse(acr_values: Option<&str>, claims: Option<&str>) -> Result<Option<AcrRequest>, Error> {
+        let mut request = acr_values
+            .and_then(|values| values.split(' ').find_map(Level::parse))
+            .map(|level| AcrRequest {
+                level,
+                essential: false,
+            });
+        let Some(claims) = claims else { return Ok(request) };
+        let claims: serde_json::Value = serde_json::from_str(claims)
+            .map_err(|_| Error::invalid_request("the claims parameter must be a JSON object"))?;
+        if !claims.is_object() {
+            return Err(Error::invalid_request("the claims parameter must be a JSON object"));
+        }
+        for member in ["id_token", "userinfo"] {
+            let acr = &claims[member]["acr"];
+            if !acr.is_object() {
+                continue;
+            }
+            let values: Vec<&str> = match (&acr["values"], &acr["value"]) {
+                (serde_json::Value::Array(values), _) => values.iter().filter_map(|v| v.as_str()).collect(),
+                (_, serde_json::Value::String(value)) => vec![value.as_str()],
+                _ => Vec::new(),
+            };
+            let Some(level) = values.iter().filter_map(|v| Level::parse(v)).min() else {
+                continue;
+            };
+            let essential = acr["essential"] == serde_json::Value::Bool(true);
+            request = Some(match request {
+                // The stronger of the two asks, essential if either is.
+                Some(earlier) => AcrRequest {
+                    level: earlier.level.max(level),
+                    essential: earlier.essential || essential,
+                },
+                None => AcrRequest { level, essential },
+            });
+        }
+        Ok(request)
+    }
 }
 
 /// The OpenID Connect `prompt` parameter (Core §3.1.2.1).
@@ -251,6 +310,11 @@ impl Authorization {
                     as i64,
             ),
         };
+        let acr = AcrRequest::parse(
+            params.get("acr_values").map_err(redirect)?,
+            params.get("claims").map_err(redirect)?,
+        )
+        .map_err(redirect)?;
         let nonce = params.get("nonce").map_err(redirect)?;
         if nonce.is_some_and(|n| n.len() > crate::oauth::oidc::MAX_NONCE_LEN) {
             return Err(redirect(Error::invalid_request(format!(
@@ -301,6 +365,7 @@ impl Authorization {
             audience,
             prompt,
             max_age,
+            acr,
             nonce: nonce.map(str::to_string),
             login_hint: login_hint.map(str::to_string),
             hinted_user_id,
@@ -311,5 +376,48 @@ impl Authorization {
     fn pkce_required(&self, client: &ClientRecord) -> bool {
         // RFC 9700 §2.1.1: public clients MUST use PKCE; we require it of everyone by default.
         client.client_type == crate::store::ClientType::Public || self.config.require_pkce
+    }
+}
+
+#[cfg(test)]
+mod acr_tests {
+    use super::*;
+
+    const MFA: &str = "urn:tessera:acr:multi-factor";
+    const ONE: &str = "urn:tessera:acr:single-factor";
+
+    #[test]
+    fn acr_values_are_wishes_and_claims_may_make_them_essential() {
+        assert_eq!(AcrRequest::parse(None, None).unwrap(), None);
+        let wish = AcrRequest::parse(Some(&format!("urn:other {MFA} {ONE}")), None).unwrap();
+        assert_eq!(
+            wish,
+            Some(AcrRequest {
+                level: Level::MultiFactor,
+                essential: false
+            }),
+            "the first value this server knows"
+        );
+        assert_eq!(AcrRequest::parse(Some("urn:unknown"), None).unwrap(), None);
+        let essential = format!(r#"{{"id_token":{{"acr":{{"essential":true,"values":["{MFA}","{ONE}"]}}}}}}"#);
+        let asked = AcrRequest::parse(None, Some(&essential)).unwrap().unwrap();
+        assert_eq!(
+            (asked.level, asked.essential),
+            (Level::SingleFactor, true),
+            "the weakest value satisfies"
+        );
+        let one = format!(r#"{{"userinfo":{{"acr":{{"value":"{MFA}"}}}}}}"#);
+        let asked = AcrRequest::parse(Some(ONE), Some(&one)).unwrap().unwrap();
+        assert_eq!(
+            (asked.level, asked.essential),
+            (Level::MultiFactor, false),
+            "the stronger ask"
+        );
+        assert!(AcrRequest::parse(None, Some("[1]")).is_err());
+        assert!(AcrRequest::parse(None, Some("{")).is_err());
+        assert_eq!(
+            AcrRequest::parse(None, Some(r#"{"id_token":{"email":null}}"#)).unwrap(),
+            None
+        );
     }
 }
