@@ -560,3 +560,61 @@ async fn an_essential_acr_a_user_cannot_reach_is_refused_and_a_voluntary_one_is_
     let answer = location(&person.authorize(&broken).await);
     assert_eq!(param(&answer, "error").as_deref(), Some("invalid_request"));
 }
+
+/// RFC 9470 end to end: the example resource server's step-up route refuses a password-only
+/// token with `insufficient_user_authentication` naming `acr_values` and `max_age`; the client
+/// asks for a new authorization with them, the user shows their app's code, and the new token
+/// passes.
+#[tokio::test]
+async fn a_step_up_route_challenges_and_the_token_of_the_stronger_login_passes() {
+    let app = spawn_app().await;
+    let (_server, base) = crate::resource_server::start_resource_server(&app).await;
+    let posts = format!("{base}/api/posts/");
+    let tokens = app.get_tokens().await;
+    let weak = tokens["access_token"].as_str().unwrap();
+    let refused = app.http.delete(&posts).bearer_auth(weak).send().await.unwrap();
+    assert_eq!(refused.status(), 401);
+    let challenge = refused.headers()["www-authenticate"].to_str().unwrap().to_string();
+    assert!(
+        challenge.contains(r#"error="insufficient_user_authentication""#),
+        "{challenge}"
+    );
+    assert!(
+        challenge.contains(&format!(r#"acr_values="{MULTI_FACTOR}""#)),
+        "{challenge}"
+    );
+    assert!(challenge.contains("max_age=300"), "{challenge}");
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(body["error"], "insufficient_user_authentication");
+
+    // The user adds an app (elsewhere); the client asks again with the challenge's values.
+    let (secret, used_step) = enrol_app(&browser(&app)).await;
+    let acr_values = challenge
+        .split("acr_values=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap();
+    let pkce = Pkce::new();
+    let mut query = app.authorize_query(&pkce, "again");
+    query.push(("acr_values".into(), acr_values.into()));
+    query.push(("max_age".into(), "300".into()));
+    let asked = app.authorize(&query).await;
+    let factor = location(&asked);
+    assert!(
+        factor.starts_with("/o/login/factor/"),
+        "the session is asked for its factor: {factor}"
+    );
+    let page = app.get_text(&factor).await;
+    let csrf = hidden_input(&page, "csrf_token").unwrap();
+    let next = hidden_input(&page, "next").unwrap();
+    let stepped = submit_code(&app, &csrf, &next, &code_at(&secret, used_step + 1)).await;
+    assert_eq!(stepped.status(), 303);
+    let redirect = app.authorize_and_allow(&query).await;
+    let code = param(&redirect, "code").unwrap();
+    let strong: serde_json::Value = app.exchange_code(&code, &pkce.verifier).await.json().await.unwrap();
+    let strong = strong["access_token"].as_str().unwrap();
+    let passed = app.http.delete(&posts).bearer_auth(strong).send().await.unwrap();
+    assert_eq!(passed.status(), 200, "{:?}", passed.headers().get("www-authenticate"));
+}

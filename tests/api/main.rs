@@ -87,7 +87,7 @@ mod sdk;
 // The resource-server verifier (tessera::resource).
 mod resource;
 // The example resource server (tessera-resource's) as a process: RFC 6750 errors, scopes, RFC 9728 metadata.
-mod resource_server;
+pub mod resource_server;
 // Request rates per client and per address (429 with Retry-After), behind trusted proxies too.
 mod rate_limit;
 // Refresh rotation, reuse detection and concurrency (with the code's, on one credential).

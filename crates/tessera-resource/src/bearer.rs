@@ -19,7 +19,7 @@ use poem::http::{header, StatusCode};
 use poem::{FromRequest, Request, RequestBody, Response};
 use serde_json::json;
 
-use crate::{AccessClaims, DpopRequest, Verifier, VerifyError};
+use crate::{AccessClaims, AuthenticationRequirement, DpopRequest, Verifier, VerifyError};
 
 /// A protected resource: its verifier and how it describes itself in challenges.
 pub struct ProtectedResource {
@@ -48,8 +48,9 @@ impl ProtectedResource {
         })
     }
 
-    /// Both challenges (RFC 9449 §7.1), the error attributes on the one of the scheme at fault.
-    fn challenge(&self, error: Option<(&str, &str)>, scope: Option<&str>, dpop: bool) -> String {
+    /// Both challenges (RFC 9449 §7.1), the error attributes on the one of the scheme at fault;
+    /// `extra` are more attributes of that one (already quoted where they need it).
+    fn challenge(&self, error: Option<(&str, &str)>, scope: Option<&str>, dpop: bool, extra: &str) -> String {
         let attributes = |error: Option<(&str, &str)>| {
             let mut out = String::new();
             if let Some((code, description)) = error {
@@ -60,6 +61,9 @@ impl ProtectedResource {
             }
             if let Some(scope) = scope {
                 out.push_str(&format!(", scope=\"{scope}\""));
+            }
+            if error.is_some() {
+                out.push_str(extra);
             }
             out
         };
@@ -75,13 +79,24 @@ impl ProtectedResource {
     }
 
     fn error(&self, status: StatusCode, error: Option<(&str, &str)>, scope: Option<&str>, dpop: bool) -> poem::Error {
+        self.error_with(status, error, scope, dpop, "")
+    }
+
+    fn error_with(
+        &self,
+        status: StatusCode,
+        error: Option<(&str, &str)>,
+        scope: Option<&str>,
+        dpop: bool,
+        extra: &str,
+    ) -> poem::Error {
         let body = match error {
             Some((code, description)) => json!({"error": code, "error_description": description}).to_string(),
             None => String::new(),
         };
         let response = Response::builder()
             .status(status)
-            .header(header::WWW_AUTHENTICATE, self.challenge(error, scope, dpop))
+            .header(header::WWW_AUTHENTICATE, self.challenge(error, scope, dpop, extra))
             .content_type("application/json")
             .body(body);
         poem::Error::from_response(response)
@@ -166,5 +181,41 @@ pub fn require_scope(resource: &ProtectedResource, claims: &AccessClaims, scope:
         Some(("insufficient_scope", &description)),
         Some(scope),
         dpop,
+    ))
+}
+
+/// 401 `insufficient_user_authentication` (RFC 9470 §3) unless the token's login meets
+/// `required`: the challenge names the `acr_values` and `max_age` a new authorization must ask
+/// for, so the client can get a token from a stronger or more recent login and retry.
+pub fn require_authentication(
+    resource: &ProtectedResource,
+    claims: &AccessClaims,
+    required: &AuthenticationRequirement,
+) -> poem::Result<()> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default();
+    if claims.meets(required, now) {
+        return Ok(());
+    }
+    let mut extra = String::new();
+    if !required.acr_values.is_empty() {
+        extra.push_str(&format!(
+            ", acr_values=\"{}\"",
+            required.acr_values.join(" ").replace(['"', '\\'], "")
+        ));
+    }
+    if let Some(max_age) = required.max_age {
+        extra.push_str(&format!(", max_age={max_age}"));
+    }
+    let description = "a stronger or more recent login is needed for this request";
+    let dpop = claims.all["cnf"]["jkt"].is_string();
+    Err(resource.error_with(
+        StatusCode::UNAUTHORIZED,
+        Some(("insufficient_user_authentication", description)),
+        None,
+        dpop,
+        &extra,
     ))
 }

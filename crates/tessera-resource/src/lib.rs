@@ -175,6 +175,58 @@ impl AccessClaims {
     pub fn has_scope(&self, scope: &str) -> bool {
         self.scopes.iter().any(|s| s == scope)
     }
+
+    /// The login behind the token, as it says (RFC 9068 §2.2.1): its `acr`, and when it
+    /// happened (`auth_time`). A token without a user (client credentials) has neither.
+    pub fn acr(&self) -> Option<&str> {
+        self.all["acr"].as_str()
+    }
+
+    pub fn auth_time(&self) -> Option<i64> {
+        self.all["auth_time"].as_i64()
+    }
+
+    /// Whether the token's login meets `required` at `now` (Unix seconds): its `acr` is one of
+    /// the acceptable values, and it happened at most `max_age` seconds ago (RFC 9470 §3).
+    pub fn meets(&self, required: &AuthenticationRequirement, now: i64) -> bool {
+        let acr_ok = required.acr_values.is_empty()
+            || self
+                .acr()
+                .is_some_and(|acr| required.acr_values.iter().any(|v| v == acr));
+        let age_ok = match required.max_age {
+            None => true,
+            Some(max_age) => self
+                .auth_time()
+                .is_some_and(|t| now.saturating_sub(t) <= max_age as i64),
+        };
+        acr_ok && age_ok
+    }
+}
+
+/// What a protected route needs of the user's login (RFC 9470): an `acr` among
+/// `acr_values` (any, when empty) and/or a login at most `max_age` seconds old.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AuthenticationRequirement {
+    pub acr_values: Vec<String>,
+    pub max_age: Option<u64>,
+}
+
+impl AuthenticationRequirement {
+    /// A login at one of these levels.
+    pub fn acr(values: &[&str]) -> AuthenticationRequirement {
+        AuthenticationRequirement {
+            acr_values: values.iter().map(|v| v.to_string()).collect(),
+            max_age: None,
+        }
+    }
+
+    /// And at most `seconds` ago.
+    pub fn max_age(self, seconds: u64) -> AuthenticationRequirement {
+        AuthenticationRequirement {
+            max_age: Some(seconds),
+            ..self
+        }
+    }
 }
 
 struct KeyCache {
@@ -464,6 +516,31 @@ mod tests {
         shareable::<Verifier>();
         #[cfg(feature = "poem")]
         shareable::<bearer::ProtectedResource>();
+    }
+
+    #[test]
+    fn a_login_meets_a_requirement_by_its_acr_and_its_age() {
+        let claims = |all: Value| AccessClaims {
+            sub: "u".into(),
+            client_id: "c".into(),
+            scopes: vec![],
+            exp: 0,
+            all,
+        };
+        let mfa = "urn:tessera:acr:multi-factor";
+        let strong = claims(serde_json::json!({"acr": mfa, "auth_time": 1000}));
+        let weak = claims(serde_json::json!({"acr": "urn:tessera:acr:single-factor", "auth_time": 1000}));
+        let machine = claims(serde_json::json!({}));
+        let required = AuthenticationRequirement::acr(&[mfa]);
+        assert!(strong.meets(&required, 5000));
+        assert!(!weak.meets(&required, 1000));
+        assert!(!machine.meets(&required, 1000), "no login, no acr");
+        let recent = required.clone().max_age(300);
+        assert!(strong.meets(&recent, 1300));
+        assert!(!strong.meets(&recent, 1301));
+        let any_recent = AuthenticationRequirement::default().max_age(60);
+        assert!(weak.meets(&any_recent, 1060) && !machine.meets(&any_recent, 1060));
+        assert!(machine.meets(&AuthenticationRequirement::default(), 0));
     }
 
     #[test]
