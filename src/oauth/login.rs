@@ -234,10 +234,15 @@ impl Accounts {
     }
 
     /// A signed-in user shows a code to raise their session's level (step-up): the same
-    /// session, its `amr` grown.
+    /// session, its `amr` grown. A user without an app proves the one they are adding.
     async fn step_up_with_code(&self, session: &Session, attempt: &CodeAttempt<'_>) -> Result<LoginStep, Error> {
         let shown = attempt.address.map(|a| a.to_string());
-        match self.check_code(&session.user, attempt.code, shown.as_deref()).await? {
+        let (user, shown) = (&session.user, shown.as_deref());
+        let check = match self.factors_of_user_have_app(user).await? {
+            true => self.check_code(user, attempt.code, shown).await?,
+            false => self.confirm_totp(user, &session.id, attempt.code, shown).await?,
+        };
+        match check {
             super::factor::CodeCheck::Accepted(methods) => {
                 let session = self.step_up(session, &methods).await?;
                 Ok(LoginStep::Done(Box::new(SignedIn { session, device: None })))
@@ -247,14 +252,24 @@ impl Accounts {
         }
     }
 
-    /// The form of a step-up for a signed-in session whose user has an authenticator app.
+    /// The form of a step-up for a signed-in session: its app's code, or (for a user without
+    /// one, where second factors are not off) adding one. `None` where they are off.
     pub async fn step_up_form(&self, session: &Session) -> Result<Option<PendingForm>, Error> {
-        Ok(
-            (self.second_step(&session.user).await? == Some(SecondStep::Code)).then(|| PendingForm {
-                csrf_token: session.csrf_token().to_string(),
-                enrolment: None,
-            }),
-        )
+        if self.mfa_policy(&session.user) == crate::config::MfaPolicy::Off {
+            return Ok(None);
+        }
+        let enrolment = match self.factors_of_user_have_app(&session.user).await? {
+            true => None,
+            false => Some(self.start_totp(&session.user, &session.id).await?),
+        };
+        Ok(Some(PendingForm {
+            csrf_token: session.csrf_token().to_string(),
+            enrolment,
+        }))
+    }
+
+    async fn factors_of_user_have_app(&self, user: &UserRecord) -> Result<bool, Error> {
+        Ok(super::factor::has_app(&self.factors.factors_of(&user.user_id).await?))
     }
 
     /// A fresh session for `user`, who proved `amr`, and a device cookie for the browser.

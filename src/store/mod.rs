@@ -110,6 +110,9 @@ pub struct ClientPolicy {
     /// Every DPoP proof of this client's token requests must carry a server nonce (RFC 9449
     /// §8), as the server's `dpop_nonce` asks of every client.
     pub require_dpop_nonce: bool,
+    /// Every login this client's users make for it has two factors (`acr` multi-factor): a
+    /// one-factor session shows its app's code first, or adds an app.
+    pub require_mfa: bool,
     /// What this client may do with the token exchange grant.
     pub token_exchange: TokenExchangePolicy,
 }

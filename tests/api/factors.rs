@@ -525,21 +525,13 @@ async fn a_request_for_a_stronger_login_asks_a_signed_in_user_for_their_factor()
 }
 
 #[tokio::test]
-async fn an_essential_acr_a_user_cannot_reach_is_refused_and_a_voluntary_one_is_not() {
+async fn an_essential_acr_makes_a_user_add_an_app_and_where_factors_are_off_it_is_refused() {
     let app = spawn_app().await;
     let rp = app.register_relying_party(None, None).await;
     let person = browser(&app);
     assert_eq!(person.log_in("/o/login/", USERNAME, PASSWORD).await.status(), 303);
     let pkce = Pkce::new();
     let claims = format!(r#"{{"id_token":{{"acr":{{"essential":true,"values":["{MULTI_FACTOR}"]}}}}}}"#);
-    let essential = rp_query(&person, &rp, &pkce, &[("claims", &claims)]);
-    let refused = location(&person.authorize(&essential).await);
-    assert_eq!(
-        param(&refused, "error").as_deref(),
-        Some("unmet_authentication_requirements"),
-        "no silent downgrade: {refused}"
-    );
-    assert_eq!(param(&refused, "state").as_deref(), Some("st"));
 
     // acr_values alone is a wish: granted with what the login has, and the token says which.
     let voluntary = rp_query(&person, &rp, &pkce, &[("acr_values", MULTI_FACTOR)]);
@@ -555,10 +547,94 @@ async fn an_essential_acr_a_user_cannot_reach_is_refused_and_a_voluntary_one_is_
     let (_, id_token) = jwt_parts(tokens["id_token"].as_str().unwrap());
     assert_eq!(id_token["acr"], "urn:tessera:acr:single-factor");
 
+    // Essential: the user adds an app on the way, and the code finishes the step-up.
+    let essential = rp_query(&person, &rp, &pkce, &[("claims", &claims)]);
+    let factor = location(&person.authorize(&essential).await);
+    assert!(factor.starts_with("/o/login/factor/"), "{factor}");
+    let page = person.get_text(&factor).await;
+    let secret = base32_decode(&code_element(&page, "totp-secret").expect("an app to add"));
+    let csrf = hidden_input(&page, "csrf_token").unwrap();
+    let next = hidden_input(&page, "next").unwrap();
+    let added = submit_code(&person, &csrf, &next, &code_at(&secret, step_now())).await;
+    assert_eq!(added.status(), 303);
+    let redirect = person.authorize_and_allow(&essential).await;
+    assert!(param(&redirect, "code").is_some(), "{redirect}");
+
     // A claims parameter that is not JSON is the client's error.
     let broken = rp_query(&person, &rp, &pkce, &[("claims", "{not json")]);
     let answer = location(&person.authorize(&broken).await);
     assert_eq!(param(&answer, "error").as_deref(), Some("invalid_request"));
+
+    // Where second factors are off, nobody can reach it: no silent downgrade.
+    let dirs = tempfile::tempdir().unwrap();
+    let config = tessera::Config {
+        mfa: tessera::config::MfaPolicy::Off,
+        ..test_config(&dirs)
+    };
+    let off = spawn_app_with(config, dirs).await;
+    let rp = off.register_relying_party(None, None).await;
+    let person = browser(&off);
+    assert_eq!(person.log_in("/o/login/", USERNAME, PASSWORD).await.status(), 303);
+    let essential = rp_query(&person, &rp, &pkce, &[("claims", &claims)]);
+    let refused = location(&person.authorize(&essential).await);
+    assert_eq!(
+        param(&refused, "error").as_deref(),
+        Some("unmet_authentication_requirements"),
+        "{refused}"
+    );
+    assert_eq!(param(&refused, "state").as_deref(), Some("st"));
+}
+
+#[tokio::test]
+async fn a_client_that_requires_two_factors_gets_only_two_factor_logins() {
+    let app = spawn_app().await;
+    let by = tessera::oauth::audit::Caller::system();
+    let mut settings = client_settings(
+        "Bank",
+        tessera::store::ClientType::Confidential,
+        vec![tessera::store::GrantType::AuthorizationCode],
+    );
+    settings.redirect_uris = vec![REDIRECT_URI.into()];
+    settings.scope = "openid read".into();
+    settings.policy.require_mfa = true;
+    let (client, secret) = app.provider.register_client(&by, settings).await.unwrap();
+    let bank = TestClient {
+        id: client.client_id,
+        secret,
+    };
+    let person = browser(&app);
+    assert_eq!(person.log_in("/o/login/", USERNAME, PASSWORD).await.status(), 303);
+    let pkce = Pkce::new();
+    let query = rp_query(&person, &bank, &pkce, &[]);
+    // prompt=none cannot add an app either.
+    let mut silent = query.clone();
+    silent.push(("prompt".into(), "none".into()));
+    let answer = location(&person.authorize(&silent).await);
+    assert!(answer.starts_with(REDIRECT_URI), "{answer}");
+    assert_eq!(param(&answer, "error").as_deref(), Some("interaction_required"));
+    let factor = location(&person.authorize(&query).await);
+    assert!(factor.starts_with("/o/login/factor/"), "{factor}");
+    let page = person.get_text(&factor).await;
+    let secret = base32_decode(&code_element(&page, "totp-secret").expect("an app to add"));
+    let csrf = hidden_input(&page, "csrf_token").unwrap();
+    let next = hidden_input(&page, "next").unwrap();
+    assert_eq!(
+        submit_code(&person, &csrf, &next, &code_at(&secret, step_now()))
+            .await
+            .status(),
+        303
+    );
+    let redirect = person.authorize_and_allow(&query).await;
+    let code = param(&redirect, "code").expect("a code");
+    let exchange = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", REDIRECT_URI),
+        ("code_verifier", pkce.verifier.as_str()),
+    ];
+    let tokens: serde_json::Value = app.token(&bank, &exchange).await.json().await.unwrap();
+    let (_, id_token) = jwt_parts(tokens["id_token"].as_str().unwrap());
+    assert_eq!(id_token["acr"], MULTI_FACTOR);
 }
 
 /// RFC 9470 end to end: the example resource server's step-up route refuses a password-only

@@ -22,6 +22,7 @@ use super::acr::Level;
 use super::audit::Audit;
 use super::client::Clients;
 use super::dpop::Dpop;
+use super::factor::SecondStep;
 use super::scratch::Scratch;
 use super::secrets::Secrets;
 use super::throttle::UserCodeThrottle;
@@ -346,16 +347,26 @@ impl Authorization {
     /// the way back after the login, see [`return_path`]; a pushed one cannot be changed).
     /// Whether the session's user could raise its level to what `request` asks, with a second
     /// factor they have (only asked when the session falls short).
-    async fn can_step_up(&self, request: &AuthorizationRequest, session: Option<&Session>) -> Result<bool, Error> {
+    async fn can_step_up(
+        &self,
+        request: &AuthorizationRequest,
+        session: Option<&Session>,
+    ) -> Result<Option<SecondStep>, Error> {
         let (Some(asked), Some(session)) = (request.acr, session) else {
-            return Ok(false);
+            return Ok(None);
         };
         if Level::of(session.amr()) >= asked.level {
-            return Ok(false);
+            return Ok(None);
         }
         let policy = super::factor::mfa_policy_of(self.config.mfa, self.config.operator_mfa, &session.user);
+        if policy == crate::config::MfaPolicy::Off {
+            return Ok(None);
+        }
         let factors = self.factors.factors_of(session.user_id()).await?;
-        Ok(policy != crate::config::MfaPolicy::Off && super::factor::has_app(&factors))
+        Ok(Some(match super::factor::has_app(&factors) {
+            true => SecondStep::Code,
+            false => SecondStep::Enrol,
+        }))
     }
 
     fn interaction(
@@ -364,7 +375,7 @@ impl Authorization {
         session: Option<&Session>,
         consent_required: bool,
         pushed_at: Option<i64>,
-        can_step_up: bool,
+        can_step_up: Option<SecondStep>,
     ) -> Result<Interaction, AuthorizeError> {
         // Another user than the `id_token_hint` names must log in as that user.
         let auth_time = session
@@ -384,17 +395,23 @@ impl Authorization {
             (Some(asked), Some(session)) => Level::of(session.amr()) < asked.level,
             _ => false,
         };
+        let essential = request.acr.is_some_and(|asked| asked.essential);
+        // A wish is met by an app the user has; a requirement also by one they add now.
+        let step_up = matches!(
+            (can_step_up, essential),
+            (Some(SecondStep::Code), _) | (Some(SecondStep::Enrol), true)
+        );
         let needed = match auth_time {
             None => Interaction::Login,
             Some(t) if fresh_login_asked && !logged_in_since_pushed(t) => Interaction::Login,
             Some(t) if login_too_old(t) => Interaction::Login,
-            Some(_) if short_of_acr && can_step_up => Interaction::Factor,
-            Some(_) if short_of_acr && request.acr.is_some_and(|asked| asked.essential) => {
+            Some(_) if short_of_acr && step_up => Interaction::Factor,
+            Some(_) if short_of_acr && essential => {
                 return Err(self.authorization_error(
                     request,
                     Error::new(
                         ErrorCode::UnmetAuthenticationRequirements,
-                        "the login level asked for (acr) cannot be reached: the user has no second factor",
+                        "the login level asked for (acr) cannot be reached: second factors are off for this user",
                     ),
                 ))
             }

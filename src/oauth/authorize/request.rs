@@ -315,6 +315,14 @@ impl Authorization {
             params.get("claims").map_err(redirect)?,
         )
         .map_err(redirect)?;
+        // A client that requires two factors asks for them, essentially, in every request.
+        let acr = match client.policy.require_mfa {
+            true => Some(AcrRequest {
+                level: acr.map_or(Level::MultiFactor, |asked| asked.level.max(Level::MultiFactor)),
+                essential: true,
+            }),
+            false => acr,
+        };
         let nonce = params.get("nonce").map_err(redirect)?;
         if nonce.is_some_and(|n| n.len() > crate::oauth::oidc::MAX_NONCE_LEN) {
             return Err(redirect(Error::invalid_request(format!(

@@ -63,6 +63,18 @@ pub(crate) const SWITCHES: &[Switch] = &[
         get: |policy| policy.require_dpop_nonce,
         set: |policy, on| policy.require_dpop_nonce = on,
     },
+    Switch {
+        name: "require_mfa",
+        title: "Two-factor login",
+        description: "Users sign in to this client with two factors: a password and an \
+                      authenticator app's code (acr urn:tessera:acr:multi-factor). A user without \
+                      an app adds one first; where second factors are off, the request is refused \
+                      with unmet_authentication_requirements.",
+        when_on: "required: users sign in with two factors",
+        self_service: true,
+        get: |policy| policy.require_mfa,
+        set: |policy, on| policy.require_mfa = on,
+    },
 ];
 
 /// How a client with a switch off is described.
