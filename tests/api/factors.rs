@@ -694,3 +694,129 @@ async fn a_step_up_route_challenges_and_the_token_of_the_stronger_login_passes()
     let passed = app.http.delete(&posts).bearer_auth(strong).send().await.unwrap();
     assert_eq!(passed.status(), 200, "{:?}", passed.headers().get("www-authenticate"));
 }
+
+#[tokio::test]
+async fn operators_see_a_users_factors_and_remove_them_on_the_record() {
+    let app = spawn_app().await;
+    let owner = browser(&app);
+    enrol_app(&owner).await;
+    security_action(&owner, &[("action", "recovery_codes")]).await;
+    let user = app.store.get_user_by_name(USERNAME).await.unwrap().unwrap();
+
+    // The admin API lists them, never with a secret.
+    let (_, bearer) = app.admin_bearer().await;
+    let factors_url = app.url(&format!("/api/v1/users/{}/factors", user.user_id));
+    let listed = app.http.get(&factors_url).bearer_auth(&bearer).send().await.unwrap();
+    assert_eq!(listed.status(), 200);
+    let listed: serde_json::Value = listed.json().await.unwrap();
+    let kinds: Vec<&str> = listed["factors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["recovery_codes", "totp"]);
+    assert_eq!(listed["factors"][0]["remaining"], 10);
+    let text = listed.to_string();
+    assert!(
+        !text.contains("sealed") && !text.contains("unused"),
+        "no secret: {text}"
+    );
+
+    // It removes one, recorded with the admin client.
+    let removed = app
+        .http
+        .delete(format!("{factors_url}/recovery"))
+        .bearer_auth(&bearer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(removed.status(), 200);
+    let again = app
+        .http
+        .delete(format!("{factors_url}/recovery"))
+        .bearer_auth(&bearer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 404);
+    let missing = app
+        .http
+        .get(app.url("/api/v1/users/nobody/factors"))
+        .bearer_auth(&bearer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+
+    // The console shows the app and removes it after a confirmation, recorded with the operator.
+    let operator = crate::console::operator_browser(&app).await;
+    let page = operator.get_text(&format!("/admin/users/{}", user.user_id)).await;
+    assert!(page.contains("id=\"factor-totp\""), "{page}");
+    let csrf = crate::console::csrf(&operator).await;
+    let remove = format!("/admin/users/{}/factors/totp/remove", user.user_id);
+    let asked = operator
+        .http
+        .post(operator.url(&remove))
+        .form(&[("csrf_token", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(asked.status(), 200);
+    assert!(asked.text().await.unwrap().contains("Remove this sign-in factor?"));
+    assert_eq!(
+        app.store.factors_of(&user.user_id).await.unwrap().len(),
+        1,
+        "not before confirming"
+    );
+    let done = operator
+        .http
+        .post(operator.url(&remove))
+        .form(&[("csrf_token", csrf.as_str()), ("confirm", "yes")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(done.status(), 303);
+    assert!(app.store.factors_of(&user.user_id).await.unwrap().is_empty());
+    let trail = app.provider.audit_page(&Default::default(), None, 100).await.unwrap();
+    let removals: Vec<_> = trail.iter().filter(|e| e.action == "factor.removed").collect();
+    assert_eq!(removals.len(), 2, "{removals:?}");
+    assert!(removals
+        .iter()
+        .any(|e| e.actor.kind == "user" && e.actor.name == crate::console::OPERATOR));
+    assert!(removals.iter().any(|e| e.actor.kind == "client"));
+    // The user signs in with the password alone again.
+    assert_eq!(
+        location(&browser(&app).log_in("/o/login/", USERNAME, PASSWORD).await),
+        "/"
+    );
+}
+
+#[tokio::test]
+async fn the_cli_resets_a_users_factors() {
+    let app = spawn_app().await;
+    enrol_app(&browser(&app)).await;
+    let dirs = app.stop().await;
+    let (data, keys) = (dirs.path().join("data"), dirs.path().join("keys"));
+    let env = backend_env(dirs.path());
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let args = [
+        "user",
+        "reset-factors",
+        USERNAME,
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--keys-dir",
+        keys.to_str().unwrap(),
+    ];
+    let output = run_tessera(dirs.path(), &args, &env, "");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("removed 1 sign-in factor(s)"));
+    let store = open_test_store(dirs.path()).await;
+    let user = store.get_user_by_name(USERNAME).await.unwrap().unwrap();
+    assert!(store.factors_of(&user.user_id).await.unwrap().is_empty());
+    let trail = store.audit_page(&Default::default(), None, 100).await.unwrap();
+    assert!(trail
+        .iter()
+        .any(|e| e.action == "factor.reset" && e.actor.kind == "cli"));
+}

@@ -22,7 +22,7 @@ mod browser;
 // sealed server secrets, the client cache, 503 while the database is down.
 mod cluster;
 // The operator's console under /admin/: access, CSRF, confirmations, each area, hostile forms.
-mod console;
+pub mod console;
 // Consent memory: remembered approvals, prompt=consent, first-party apps.
 mod consent;
 // The `tessera` binary's commands, including refusal while a server holds the data.

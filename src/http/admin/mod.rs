@@ -304,6 +304,60 @@ impl AdminApi {
         })
     }
 
+    /// List a user's sign-in factors
+    ///
+    /// Their kinds, names and when they were added and last used; never their secrets.
+    #[oai(path = "/users/:user_id/factors", method = "get", operation_id = "listUserFactors")]
+    async fn list_user_factors(
+        &self,
+        provider: Data<&Arc<Provider>>,
+        #[oai(scope = "AdminScopes::Admin")] _auth: AdminToken,
+        user_id: Path<String>,
+    ) -> AdminResponse<FactorList> {
+        let result = async {
+            let user = provider
+                .accounts
+                .find_user(&user_id.0)
+                .await?
+                .ok_or_else(|| not_found("user"))?;
+            let factors = provider.accounts.factors(&user.user_id).await?;
+            Ok(FactorList {
+                factors: factors.into_iter().map(Factor::from).collect(),
+            })
+        };
+        AdminResponse::of(result.await)
+    }
+
+    /// Remove one of a user's sign-in factors
+    ///
+    /// Recorded in the audit trail with the operator. A user who must have a second factor
+    /// adds one again at their next login.
+    #[oai(
+        path = "/users/:user_id/factors/:factor_id",
+        method = "delete",
+        operation_id = "deleteUserFactor"
+    )]
+    async fn delete_user_factor(
+        &self,
+        provider: Data<&Arc<Provider>>,
+        #[oai(scope = "AdminScopes::Admin")] auth: AdminToken,
+        user_id: Path<String>,
+        factor_id: Path<String>,
+    ) -> AdminResponse<Done> {
+        let result = async {
+            let user = provider
+                .accounts
+                .find_user(&user_id.0)
+                .await?
+                .ok_or_else(|| not_found("user"))?;
+            match provider.accounts.remove_factor(&auth.0, &user, &factor_id.0).await? {
+                true => Ok(Done { done: true }),
+                false => Err(not_found("factor")),
+            }
+        };
+        AdminResponse::of(result.await)
+    }
+
     /// Set a user's password
     #[oai(path = "/users/:user_id/password", method = "put", operation_id = "setUserPassword")]
     async fn set_user_password(

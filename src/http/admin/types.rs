@@ -528,6 +528,43 @@ pub struct NewKey {
     pub alg: Alg,
 }
 
+/// One of a user's sign-in factors, without its secret.
+#[derive(Object, Debug)]
+pub struct Factor {
+    /// `totp` (their authenticator app), `recovery` (their recovery codes), or a passkey's id.
+    pub factor_id: String,
+    /// `totp`, `recovery_codes` or `passkey`.
+    pub kind: String,
+    pub name: String,
+    /// When it was added (Unix seconds).
+    pub created_at: i64,
+    /// When it was last used to sign in (Unix seconds).
+    #[oai(skip_serializing_if_is_none)]
+    pub last_used_at: Option<i64>,
+    /// Recovery codes: how many are left unused.
+    #[oai(skip_serializing_if_is_none)]
+    pub remaining: Option<u32>,
+}
+
+impl From<crate::oauth::factor::FactorSummary> for Factor {
+    fn from(factor: crate::oauth::factor::FactorSummary) -> Factor {
+        Factor {
+            factor_id: factor.id,
+            kind: factor.kind.to_string(),
+            name: factor.name,
+            created_at: factor.created_at,
+            last_used_at: factor.last_used_at,
+            remaining: factor.remaining.map(|n| n as u32),
+        }
+    }
+}
+
+/// A user's sign-in factors.
+#[derive(Object, Debug)]
+pub struct FactorList {
+    pub factors: Vec<Factor>,
+}
+
 /// An operation with nothing to return.
 #[derive(Object, Debug)]
 pub struct Done {

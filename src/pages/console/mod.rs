@@ -55,6 +55,10 @@ pub(super) fn mount(route: Route, templates: Arc<Templates>) -> Route {
         .at(at("users/:id/disable"), post(users::disable).data(t()))
         .at(at("users/:id/enable"), post(users::enable).data(t()))
         .at(at("users/:id/delete"), post(users::delete).data(t()))
+        .at(
+            at("users/:id/factors/:factor/remove"),
+            post(users::remove_factor).data(t()),
+        )
         .at(at("grants"), get(users::grant_list).data(t()))
         .at(at("grants/:id/revoke"), post(users::revoke_grant).data(t()))
         .at(at("keys"), get(keys::list).data(t()))

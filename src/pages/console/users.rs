@@ -20,6 +20,7 @@ use super::{
     operator_form, search, Confirm, Templates, PAGE,
 };
 use crate::oauth::admin::{not_found, MAX_PAGE};
+use crate::oauth::factor::FactorSummary;
 use crate::oauth::session::Session;
 use crate::oauth::user::ProfileEdit;
 use crate::oauth::Provider;
@@ -104,11 +105,26 @@ fn user_page(
     user: &UserRecord,
     grants: Vec<Value>,
     more_grants: bool,
+    factors: &[FactorSummary],
     notice: Option<String>,
 ) -> Response {
+    let factors: Vec<Value> = factors
+        .iter()
+        .map(|f| {
+            context! {
+                id => &f.id,
+                kind => f.kind,
+                name => &f.name,
+                created => date(f.created_at),
+                last_used => f.last_used_at.map(date),
+                remaining => f.remaining,
+            }
+        })
+        .collect();
     let ctx = context! {
         user => summary(user),
         grants,
+        factors,
         more_grants,
         notice,
         given_name => &user.profile.given_name,
@@ -134,7 +150,58 @@ pub(super) async fn detail(
         Err(e) => return error_page(templates, &e),
     };
     let grants = grant_rows(provider, &page.items).await;
-    user_page(templates, &session, &user, grants, page.next_cursor.is_some(), None)
+    let factors = match provider.accounts.factors(&user.user_id).await {
+        Ok(factors) => factors,
+        Err(e) => return error_page(templates, &e),
+    };
+    user_page(
+        templates,
+        &session,
+        &user,
+        grants,
+        page.next_cursor.is_some(),
+        &factors,
+        None,
+    )
+}
+
+/// POST /admin/users/:id/factors/:factor/remove: asks for confirmation, then removes one of
+/// the user's sign-in factors (recorded with the operator).
+#[handler]
+pub(super) async fn remove_factor(
+    req: &Request,
+    Path((id, factor)): Path<(String, String)>,
+    body: Body,
+    provider: Data<&Arc<Provider>>,
+    templates: Data<&Arc<Templates>>,
+) -> Response {
+    let (provider, templates) = (provider.0.as_ref(), templates.0.as_ref());
+    let (session, form) = try_page!(operator_form(provider, templates, req, body).await);
+    let user = try_page!(user(provider, templates, &id).await);
+    if !confirmed(&form) {
+        return confirm_page(
+            templates,
+            &session,
+            Confirm {
+                title: "Remove this sign-in factor?",
+                message: format!(
+                    "{} can no longer sign in with it ({factor}). If second factors are required of them, they add one again at their next login.",
+                    user.username
+                ),
+                warning: None,
+                action: format!("/admin/users/{}/factors/{}/remove", encode(&id), encode(&factor)),
+                button: "Remove factor",
+                cancel: format!("/admin/users/{}", encode(&id)),
+                fields: vec![],
+            },
+        );
+    }
+    let by = caller(&session, req);
+    match provider.accounts.remove_factor(&by, &user, &factor).await {
+        Ok(true) => redirect(StatusCode::SEE_OTHER, &format!("/admin/users/{}", encode(&id))),
+        Ok(false) => error_page(templates, &not_found("factor")),
+        Err(e) => error_page(templates, &e),
+    }
 }
 
 /// GET /admin/users/new
@@ -222,12 +289,17 @@ pub(super) async fn reset_password(
         Err(e) => return error_page(templates, &e),
     };
     let grants = grant_rows(provider, &page.items).await;
+    let factors = match provider.accounts.factors(&user.user_id).await {
+        Ok(factors) => factors,
+        Err(e) => return error_page(templates, &e),
+    };
     user_page(
         templates,
         &session,
         &user,
         grants,
         page.next_cursor.is_some(),
+        &factors,
         Some(notice),
     )
 }
