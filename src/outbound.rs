@@ -64,6 +64,8 @@ pub struct Fetched {
     pub status: u16,
     pub content_type: Option<String>,
     pub cache_control: Option<String>,
+    /// A `WWW-Authenticate` challenge (the playground follows RFC 9470's).
+    pub www_authenticate: Option<String>,
     pub body: Vec<u8>,
     /// The response had more than was read.
     pub truncated: bool,
@@ -159,6 +161,7 @@ impl Outbound {
         };
         let content_type = header(reqwest::header::CONTENT_TYPE);
         let cache_control = header(reqwest::header::CACHE_CONTROL);
+        let www_authenticate = header(reqwest::header::WWW_AUTHENTICATE);
         let mut body = Vec::new();
         let mut truncated = false;
         while let Some(chunk) = response.chunk().await.map_err(failed)? {
@@ -174,6 +177,7 @@ impl Outbound {
             status,
             content_type,
             cache_control,
+            www_authenticate,
             body,
             truncated,
         })

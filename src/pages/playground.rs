@@ -177,6 +177,54 @@ async fn show_page(provider: &Provider, templates: &Templates, visitor: &Session
     page(StatusCode::OK, html)
 }
 
+/// Starts an authorization for the state's client and scope, with `extra` parameters: a fresh
+/// PKCE verifier and state, and the URL to follow.
+fn new_authorization(provider: &Provider, state: &mut State, extra: &[(&str, &str)]) {
+    let verifier = random_token(32);
+    let challenge = URL_SAFE_NO_PAD.encode(ring::digest::digest(&ring::digest::SHA256, verifier.as_bytes()));
+    let nonce = random_token(16);
+    let mut query = url::form_urlencoded::Serializer::new(String::new());
+    query
+        .append_pair("response_type", "code")
+        .append_pair("client_id", &state.client_id)
+        .append_pair("redirect_uri", &callback_url(provider))
+        .append_pair("scope", &state.scope)
+        .append_pair("state", &nonce)
+        .append_pair("code_challenge", &challenge)
+        .append_pair("code_challenge_method", "S256");
+    for (name, value) in extra {
+        query.append_pair(name, value);
+    }
+    state.authorize_url = Some(format!("{}?{}", provider.url(paths::AUTHORIZE), query.finish()));
+    state.verifier = Some(verifier);
+    state.state = Some(nonce);
+}
+
+/// The `acr_values` and `max_age` of an RFC 9470 `insufficient_user_authentication`
+/// challenge, if `header` is one.
+fn step_up_challenge(header: &str) -> Option<Vec<(&'static str, String)>> {
+    if !header.contains("error=\"insufficient_user_authentication\"") {
+        return None;
+    }
+    let quoted = |name: &str| {
+        let start = header.find(&format!("{name}=\""))? + name.len() + 2;
+        Some(header[start..start + header[start..].find('"')?].to_string())
+    };
+    let plain = |name: &str| {
+        let start = header.find(&format!("{name}="))? + name.len() + 1;
+        let value: String = header[start..].chars().take_while(char::is_ascii_digit).collect();
+        (!value.is_empty()).then_some(value)
+    };
+    let mut asked = Vec::new();
+    if let Some(acr_values) = quoted("acr_values") {
+        asked.push(("acr_values", acr_values));
+    }
+    if let Some(max_age) = plain("max_age") {
+        asked.push(("max_age", max_age));
+    }
+    Some(asked)
+}
+
 fn credentials(state: &State) -> ClientCredentials {
     ClientCredentials {
         client_id: state.client_id.clone(),
@@ -226,29 +274,13 @@ pub async fn act(
     state.error = None;
     match field("action").as_deref() {
         Some("start") => {
-            let client_id = field("app").or_else(|| field("client_id")).unwrap_or_default();
-            let verifier = random_token(32);
-            let challenge = URL_SAFE_NO_PAD.encode(ring::digest::digest(&ring::digest::SHA256, verifier.as_bytes()));
-            let nonce = random_token(16);
-            let scope = field("scope").unwrap_or_default();
-            let query = url::form_urlencoded::Serializer::new(String::new())
-                .append_pair("response_type", "code")
-                .append_pair("client_id", &client_id)
-                .append_pair("redirect_uri", &callback_url(provider))
-                .append_pair("scope", &scope)
-                .append_pair("state", &nonce)
-                .append_pair("code_challenge", &challenge)
-                .append_pair("code_challenge_method", "S256")
-                .finish();
             state = State {
-                authorize_url: Some(format!("{}?{query}", provider.url(paths::AUTHORIZE))),
-                client_id,
+                client_id: field("app").or_else(|| field("client_id")).unwrap_or_default(),
                 client_secret: field("client_secret"),
-                scope,
-                verifier: Some(verifier),
-                state: Some(nonce),
+                scope: field("scope").unwrap_or_default(),
                 ..State::default()
             };
+            new_authorization(provider, &mut state, &[]);
         }
         Some("refresh") => {
             let refresh_token = state.tokens.as_ref().and_then(|t| t.refresh_token.clone());
@@ -287,6 +319,20 @@ pub async fn act(
                     let mut body = String::from_utf8_lossy(&fetched.body).into_owned();
                     if fetched.truncated {
                         body.push_str(&format!("\n… (cut off after {MAX_BODY} bytes)"));
+                    }
+                    // RFC 9470: the API wants a stronger or more recent login; a new
+                    // authorization asks for what its challenge names.
+                    let step_up = fetched.www_authenticate.as_deref().and_then(step_up_challenge);
+                    if fetched.status == 401 && !state.client_id.is_empty() {
+                        if let Some(asked) = step_up {
+                            let named: Vec<String> = asked.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                            state.error = Some(format!(
+                                "the API asks for a stronger or more recent login ({}): authorize again with the link below",
+                                named.join(", ")
+                            ));
+                            let asked: Vec<(&str, &str)> = asked.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                            new_authorization(provider, &mut state, &asked);
+                        }
                     }
                     state.api_result = Some((fetched.status, body));
                 }
@@ -348,4 +394,24 @@ pub async fn callback(req: &Request, provider: Data<&Arc<Provider>>, templates: 
     }
     save_state(provider, &visitor, state).await;
     redirect(StatusCode::SEE_OTHER, paths::PLAYGROUND)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_step_up_challenge_names_what_to_ask_for() {
+        let header = r#"Bearer realm="api", error="insufficient_user_authentication", error_description="more", acr_values="urn:a urn:b", max_age=300, DPoP algs="ES256""#;
+        assert_eq!(
+            step_up_challenge(header),
+            Some(vec![
+                ("acr_values", "urn:a urn:b".to_string()),
+                ("max_age", "300".to_string())
+            ])
+        );
+        assert_eq!(step_up_challenge(r#"Bearer error="invalid_token""#), None);
+        let only_age = r#"Bearer error="insufficient_user_authentication", max_age=0"#;
+        assert_eq!(step_up_challenge(only_age), Some(vec![("max_age", "0".to_string())]));
+    }
 }

@@ -202,3 +202,25 @@ async fn an_operator_runs_the_console_in_a_real_browser() {
     }
     assert!(app.store.get_user(&alice.user_id).await.unwrap().unwrap().disabled);
 }
+
+/// Second factors in chromium (tests/browser/second_factor.test.mjs): the QR code drawn by the
+/// server, visible with scripts off; the app turned on by its first code; recovery codes; the
+/// next login asks for the app's code.
+#[tokio::test]
+async fn a_person_adds_an_authenticator_app_and_signs_in_with_it_in_a_real_browser() {
+    let app = spawn_app().await;
+    let screenshots = run_browser_script(&app, "second_factor.test.mjs", 1, &[]).await;
+    for name in ["factor-02-qr-code", "factor-04-second-step"] {
+        assert!(screenshots.join(format!("{name}.png")).is_file(), "{name} is saved");
+    }
+    let user = app.store.get_user_by_name(USERNAME).await.unwrap().unwrap();
+    let kinds: Vec<String> = app
+        .store
+        .factors_of(&user.user_id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|f| f.secret.kind().to_string())
+        .collect();
+    assert_eq!(kinds, ["recovery_codes", "totp"]);
+}

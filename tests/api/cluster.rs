@@ -446,6 +446,14 @@ async fn db_import_moves_a_node_with_its_users_sessions_tokens_and_keys() {
     );
     let (code, pkce) = before.get_code().await;
     let tokens: Value = before.exchange_code(&code, &pkce.verifier).await.json().await.unwrap();
+    // The user adds an authenticator app (on another device: the browser above keeps its
+    // password-only session).
+    let phone = browser_on(
+        &single,
+        &client,
+        &Remote::new(ISSUER.into(), single.base.clone(), client.clone(), client.clone()).http,
+    );
+    let (secret, used_step) = crate::factors::enrol_app(&phone).await;
     single.terminate();
 
     // Import into an empty cluster database.
@@ -462,9 +470,10 @@ async fn db_import_moves_a_node_with_its_users_sessions_tokens_and_keys() {
         "",
     );
     assert!(
-        summary.contains("imported 1 clients, 1 users, 1 grants, 1 consents, 1 refresh tokens, 1 sessions"),
+        summary.contains("imported 1 clients, 1 users, 1 grants, 1 consents, 1 refresh tokens, 2 sessions"),
         "{summary}"
     );
+    assert!(summary.contains("1 sign-in factors"), "{summary}");
     let again = cluster.cli(
         &[
             "db",
@@ -502,10 +511,12 @@ async fn db_import_moves_a_node_with_its_users_sessions_tokens_and_keys() {
         &client,
         &Remote::new(ISSUER.into(), node.base.clone(), client.clone(), client.clone()).http,
     );
-    assert_eq!(
-        fresh_browser.log_in("/o/login/", USERNAME, PASSWORD).await.status(),
-        303
-    );
+    // The app moved, and its sealed secret still opens on the cluster: the next code signs in.
+    let (csrf, next) = crate::factors::password_step(&fresh_browser, "/o/login/").await;
+    let code = crate::factors::code_at(&secret, used_step + 1);
+    let signed_in = crate::factors::submit_code(&fresh_browser, &csrf, &next, &code).await;
+    assert_eq!(signed_in.status(), 303);
+    assert_eq!(location(&signed_in), "/");
     node.terminate();
 }
 

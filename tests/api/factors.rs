@@ -10,7 +10,7 @@ use base64::Engine;
 use crate::helpers::*;
 
 /// RFC 4648 base32 (no padding), as authenticator apps read the secret shown.
-fn base32_decode(text: &str) -> Vec<u8> {
+pub(crate) fn base32_decode(text: &str) -> Vec<u8> {
     let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
     let (mut bits, mut value, mut out) = (0u32, 0u64, Vec::new());
     for c in text.bytes().filter(|c| *c != b'=') {
@@ -30,7 +30,7 @@ fn base32_decode(text: &str) -> Vec<u8> {
 }
 
 /// The RFC 6238 code (SHA-1, 6 digits, 30 s) of `secret` for time step `step`.
-fn code_at(secret: &[u8], step: u64) -> String {
+pub(crate) fn code_at(secret: &[u8], step: u64) -> String {
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, secret);
     let mac = ring::hmac::sign(&key, &step.to_be_bytes());
     let mac = mac.as_ref();
@@ -39,7 +39,7 @@ fn code_at(secret: &[u8], step: u64) -> String {
     format!("{:06}", number % 1_000_000)
 }
 
-fn step_now() -> u64 {
+pub(crate) fn step_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -71,7 +71,7 @@ async fn security_action(browser: &Remote, fields: &[(&str, &str)]) -> reqwest::
 /// Logs `browser` in and adds an authenticator app from the security page, as a person would:
 /// the secret read from the page, the first code typed. Returns the secret and the step whose
 /// code was used.
-async fn enrol_app(browser: &Remote) -> (Vec<u8>, u64) {
+pub(crate) async fn enrol_app(browser: &Remote) -> (Vec<u8>, u64) {
     assert_eq!(browser.log_in("/o/login/", USERNAME, PASSWORD).await.status(), 303);
     let started = security_action(browser, &[("action", "start_totp")]).await;
     assert_eq!(started.status(), 200);
@@ -92,7 +92,7 @@ async fn enrol_app(browser: &Remote) -> (Vec<u8>, u64) {
 
 /// Logs in with the password, and expects to be asked for a second factor: returns the
 /// factor form's CSRF token and `next`.
-async fn password_step(browser: &Remote, next: &str) -> (String, String) {
+pub(crate) async fn password_step(browser: &Remote, next: &str) -> (String, String) {
     let login = browser.log_in(next, USERNAME, PASSWORD).await;
     assert_eq!(login.status(), 303);
     let factor = location(&login);
@@ -105,7 +105,7 @@ async fn password_step(browser: &Remote, next: &str) -> (String, String) {
     (csrf, hidden_input(&page, "next").unwrap_or_default())
 }
 
-async fn submit_code(browser: &Remote, csrf: &str, next: &str, code: &str) -> reqwest::Response {
+pub(crate) async fn submit_code(browser: &Remote, csrf: &str, next: &str, code: &str) -> reqwest::Response {
     browser
         .http
         .post(browser.url("/o/login/factor/"))
@@ -645,10 +645,10 @@ async fn a_client_that_requires_two_factors_gets_only_two_factor_logins() {
 async fn a_step_up_route_challenges_and_the_token_of_the_stronger_login_passes() {
     let app = spawn_app().await;
     let (_server, base) = crate::resource_server::start_resource_server(&app).await;
-    let posts = format!("{base}/api/posts/");
+    let posts = format!("{base}/api/posts/drafts/");
     let tokens = app.get_tokens().await;
     let weak = tokens["access_token"].as_str().unwrap();
-    let refused = app.http.delete(&posts).bearer_auth(weak).send().await.unwrap();
+    let refused = app.http.get(&posts).bearer_auth(weak).send().await.unwrap();
     assert_eq!(refused.status(), 401);
     let challenge = refused.headers()["www-authenticate"].to_str().unwrap().to_string();
     assert!(
@@ -691,7 +691,7 @@ async fn a_step_up_route_challenges_and_the_token_of_the_stronger_login_passes()
     let code = param(&redirect, "code").unwrap();
     let strong: serde_json::Value = app.exchange_code(&code, &pkce.verifier).await.json().await.unwrap();
     let strong = strong["access_token"].as_str().unwrap();
-    let passed = app.http.delete(&posts).bearer_auth(strong).send().await.unwrap();
+    let passed = app.http.get(&posts).bearer_auth(strong).send().await.unwrap();
     assert_eq!(passed.status(), 200, "{:?}", passed.headers().get("www-authenticate"));
 }
 
@@ -819,4 +819,93 @@ async fn the_cli_resets_a_users_factors() {
     assert!(trail
         .iter()
         .any(|e| e.action == "factor.reset" && e.actor.kind == "cli"));
+}
+
+/// PyPI's pyotp, a second RFC 6238 implementation, makes the codes: enrolment from the page's
+/// secret, a login, a replay refused, a recovery code working once.
+#[tokio::test]
+async fn pyotp_enrols_and_signs_in_and_codes_work_once() {
+    let app = spawn_app().await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/pyotp_second_factor.py");
+    let output = tokio::process::Command::new("python3")
+        .args([script, &app.base, USERNAME, PASSWORD])
+        .output()
+        .await
+        .expect("python3 runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "the pyotp script failed: {stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("a JSON report");
+    assert_eq!(report["replayed_enrolment_code"], 401, "{report}");
+    assert_eq!(report["next_code"], 303, "{report}");
+    assert_eq!(report["signed_in_page"], 200, "{report}");
+    assert_eq!(report["same_code_again"], 401, "{report}");
+    assert_eq!(report["recovery_code"], 303, "{report}");
+    assert_eq!(report["recovery_code_again"], 401, "{report}");
+}
+
+/// openid-client (a certified relying-party library) through step-up: the example resource
+/// server's RFC 9470 challenge, a new authorization with its `acr_values` and `max_age` that
+/// asks for the app's code, `max_age=0` forcing a whole new login; and an essential `acr` that
+/// cannot be reached coming back as `unmet_authentication_requirements`.
+#[tokio::test]
+async fn openid_client_steps_up_through_the_resource_servers_challenge() {
+    let app = spawn_app().await;
+    let rp = app.register_relying_party(None, None).await;
+    let (_server, base) = crate::resource_server::start_resource_server(&app).await;
+    let args = |app: &TestApp, rp: &TestClient, mode: &'static str| {
+        vec![
+            app.issuer.clone(),
+            rp.id.clone(),
+            rp.secret.clone().unwrap(),
+            REDIRECT_URI.to_string(),
+            USERNAME.to_string(),
+            PASSWORD.to_string(),
+            format!("{base}/api/posts/drafts/"),
+            mode.to_string(),
+        ]
+    };
+    let run = args(&app, &rp, "step-up");
+    let run: Vec<&str> = run.iter().map(String::as_str).collect();
+    let report = crate::interop::node_script("openid_client_step_up.mjs", &run).await;
+    assert!(report["acr_values_supported"]
+        .as_array()
+        .unwrap()
+        .contains(&MULTI_FACTOR.into()));
+    assert_eq!(report["weak_acr"], "urn:tessera:acr:single-factor", "{report}");
+    assert_eq!(report["refused_status"], 401, "{report}");
+    assert_eq!(
+        report["challenge"]["error"], "insufficient_user_authentication",
+        "{report}"
+    );
+    assert_eq!(report["challenge"]["acr_values"], MULTI_FACTOR, "{report}");
+    assert_eq!(report["challenge"]["max_age"], "300", "{report}");
+    assert_eq!(
+        report["step_up_codes_typed"], 1,
+        "the session showed its app's code: {report}"
+    );
+    assert_eq!(report["strong_claims"]["acr"], MULTI_FACTOR, "{report}");
+    assert_eq!(report["strong_claims"]["amr"], serde_json::json!(["pwd", "otp", "mfa"]));
+    assert_eq!(report["strong_call"], 200, "the new token passes: {report}");
+    assert_eq!(
+        report["fresh_codes_typed"], 2,
+        "max_age=0: password and code again: {report}"
+    );
+    assert_eq!(report["fresh_claims"]["acr"], MULTI_FACTOR);
+    let auth_time = |claims: &str| report[claims]["auth_time"].as_i64().unwrap();
+    assert!(
+        auth_time("fresh_claims") >= auth_time("strong_claims"),
+        "a new login: {report}"
+    );
+
+    let dirs = tempfile::tempdir().unwrap();
+    let config = tessera::Config {
+        mfa: tessera::config::MfaPolicy::Off,
+        ..test_config(&dirs)
+    };
+    let off = spawn_app_with(config, dirs).await;
+    let off_rp = off.register_relying_party(None, None).await;
+    let run = args(&off, &off_rp, "unmet");
+    let run: Vec<&str> = run.iter().map(String::as_str).collect();
+    let report = crate::interop::node_script("openid_client_step_up.mjs", &run).await;
+    assert_eq!(report["unmet"], "unmet_authentication_requirements", "{report}");
 }

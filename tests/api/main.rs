@@ -48,13 +48,13 @@ mod private_key_jwt;
 // Introspection (RFC 7662) and revocation (RFC 7009).
 mod introspect_revoke;
 // Third-party libraries: PyJWT and jose verify tokens via the JWKS; Authlib runs the code flow.
-mod interop;
+pub mod interop;
 // The MCP TypeScript SDK logs in (registration, Client ID Metadata Document) and calls a tool.
 mod mcp;
 // private_key_jwt from third-party clients (openid-client, Authlib): every algorithm, jwks_uri.
 mod private_key_jwt_interop;
 // Second factors: an authenticator app and recovery codes, throttled, and what tokens say.
-mod factors;
+pub mod factors;
 // Key rotation, and restarting on the same data and keys.
 mod keys;
 // Logging in: the throttle per user and per address, the device cookie, the login form's cookie

@@ -368,3 +368,40 @@ async fn the_playground_refuses_internal_addresses_unless_the_operator_allows_th
     }
     assert!(internal.requests.lock().unwrap().is_empty());
 }
+
+/// RFC 9470 in the playground: the example resource server's `insufficient_user_authentication`
+/// challenge gives a new authorization link with its `acr_values` and `max_age`; following it
+/// asks the session for its app's code, and the new token passes.
+#[tokio::test]
+async fn the_playground_follows_a_step_up_challenge_with_a_new_authorization() {
+    let app = playground_app().await;
+    tokens_in_playground(&app).await;
+    let (secret, used_step) = crate::factors::enrol_app(&browser(&app)).await;
+    let (_server, base) = crate::resource_server::start_resource_server(&app).await;
+    let drafts = format!("{base}/api/posts/drafts/");
+    let page = call_api(&app, &drafts).await;
+    assert_eq!(between(&page, "<strong id=\"api-status\">", "<"), Some("401"));
+    assert!(page.contains("asks for a stronger or more recent login"), "{page}");
+    let link = unescape(between(&page, "id=\"authorize-link\" href=\"", "\"").unwrap());
+    assert!(
+        link.contains("acr_values=urn%3Atessera%3Aacr%3Amulti-factor") && link.contains("max_age=300"),
+        "{link}"
+    );
+    let factor = location(&app.http.get(&link).send().await.unwrap());
+    assert!(factor.starts_with("/o/login/factor/"), "{factor}");
+    let form = app.get_text(&factor).await;
+    let csrf = hidden_input(&form, "csrf_token").unwrap();
+    let next = hidden_input(&form, "next").unwrap();
+    let code = crate::factors::code_at(&secret, used_step + 1);
+    let stepped = crate::factors::submit_code(&app, &csrf, &next, &code).await;
+    assert_eq!(stepped.status(), 303);
+    let back = app.http.get(app.url(&next)).send().await.unwrap();
+    let callback = location(&back);
+    assert!(
+        callback.starts_with(&format!("{}/o/playground/callback/", app.issuer)),
+        "{callback}"
+    );
+    assert_eq!(app.http.get(&callback).send().await.unwrap().status(), 303);
+    let page = call_api(&app, &drafts).await;
+    assert_eq!(between(&page, "<strong id=\"api-status\">", "<"), Some("200"), "{page}");
+}

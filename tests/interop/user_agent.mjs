@@ -28,9 +28,12 @@ export const form = (fields) => ({
 export class UserAgent {
   /// `base`: the server's URL; `username`/`password`: who logs in; `redirectUri`: where the
   /// front channel ends.
-  constructor({ base, username, password, redirectUri }) {
-    Object.assign(this, { base: new URL(base), username, password, redirectUri });
+  /// `nextCode`, if given, answers the second-factor form: a function returning the next code
+  /// to type (an authenticator app's, or a recovery code).
+  constructor({ base, username, password, redirectUri, nextCode }) {
+    Object.assign(this, { base: new URL(base), username, password, redirectUri, nextCode });
     this.jar = new Map();
+    this.codesTyped = 0;
   }
 
   /// One request with the cookie jar, never following redirects.
@@ -69,6 +72,12 @@ export class UserAgent {
           username: this.username, password: this.password,
         }));
         if (response.status !== 303) throw new Error(`login failed: ${response.status}`);
+      } else if (html.includes('name="code"') && this.nextCode) {
+        this.codesTyped += 1;
+        response = await this.browse(formAction(html), form({
+          csrf_token: hidden(html, 'csrf_token'), next: hidden(html, 'next'), code: this.nextCode(),
+        }));
+        if (response.status !== 303) throw new Error(`the second factor failed: ${response.status}`);
       } else if (html.includes('name="decision"')) {
         consentPage = pageText(html);
         response = await this.browse(formAction(html), form({ csrf_token: hidden(html, 'csrf_token'), decision: 'allow' }));

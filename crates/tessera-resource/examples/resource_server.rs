@@ -8,9 +8,9 @@
 //!
 //! - `GET /api/posts/protected_view/` (scope `read`) answers `Hello, there!!`
 //! - `GET /api/posts/` (scope `read`) lists posts; `POST /api/posts/` (scope `write`) adds one
-//! - `DELETE /api/posts/` (scope `write`) removes every post: it needs a two-factor login at
-//!   most five minutes old, and answers RFC 9470's `insufficient_user_authentication`
-//!   challenge otherwise (step-up)
+//! - `GET /api/posts/drafts/` (scope `read`) lists drafts: it needs a two-factor login at most
+//!   five minutes old, and answers RFC 9470's `insufficient_user_authentication` challenge
+//!   otherwise (step-up)
 //! - `GET /.well-known/oauth-protected-resource` describes the resource
 //!
 //! It prints `listening on http://HOST:PORT` once it is ready (port 0 picks a free port).
@@ -27,7 +27,7 @@ use tessera_resource::{AuthenticationRequirement, Verifier, VerifierConfig};
 
 /// The login level Tessera calls two factors (its `acr_values_supported`).
 const MULTI_FACTOR: &str = "urn:tessera:acr:multi-factor";
-/// How recent a login removing every post needs.
+/// How recent a login reading drafts needs.
 const STEP_UP_MAX_AGE: u64 = 300;
 
 #[derive(Parser)]
@@ -79,23 +79,13 @@ fn create_post(
     Ok(Json(post))
 }
 
-/// Removing every post is a step-up route (RFC 9470): two factors, at most five minutes ago.
+/// Drafts are a step-up route (RFC 9470): two factors, at most five minutes ago.
 #[handler]
-fn clear_posts(
-    Bearer(claims): Bearer,
-    resource: Data<&Arc<ProtectedResource>>,
-    posts: Data<&Arc<Posts>>,
-) -> poem::Result<Json<Value>> {
-    require_scope(&resource, &claims, "write")?;
+fn list_drafts(Bearer(claims): Bearer, resource: Data<&Arc<ProtectedResource>>) -> poem::Result<Json<Value>> {
+    require_scope(&resource, &claims, "read")?;
     let required = AuthenticationRequirement::acr(&[MULTI_FACTOR]).max_age(STEP_UP_MAX_AGE);
     require_authentication(&resource, &claims, &required)?;
-    let removed = posts
-        .0
-         .0
-        .lock()
-        .map(|mut all| std::mem::take(&mut *all).len())
-        .unwrap_or_default();
-    Ok(Json(json!({ "removed": removed })))
+    Ok(Json(json!({ "drafts": [], "author": claims.sub })))
 }
 
 #[handler]
@@ -125,7 +115,8 @@ async fn main() -> anyhow::Result<()> {
     });
     let app = Route::new()
         .at("/api/posts/protected_view/", get(protected_view))
-        .at("/api/posts/", get(list_posts).post(create_post).delete(clear_posts))
+        .at("/api/posts/", get(list_posts).post(create_post))
+        .at("/api/posts/drafts/", get(list_drafts))
         .at("/.well-known/oauth-protected-resource", get(metadata))
         .data(resource)
         .data(Arc::new(Posts::default()));
