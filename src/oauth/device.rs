@@ -217,7 +217,18 @@ impl Authorization {
         decision: Decision,
     ) -> Result<(), Error> {
         let (hash, device) = self.find_device(typed, session.user_id(), address).await?;
-        self.device_client(&device, address).await?;
+        let client = self.device_client(&device, address).await?;
+        // A client that requires two-factor logins gets no grant from a one-factor session.
+        let one_factor = super::acr::Level::of(session.amr()) < super::acr::Level::MultiFactor;
+        if client.policy.require_mfa && one_factor && decision == Decision::Allow {
+            return Err(Error::new(
+                ErrorCode::AccessDenied,
+                format!(
+                    "this app needs a two-factor sign-in: show your authenticator app's code at {} first, then enter the device's code again",
+                    super::endpoints::LOGIN_FACTOR
+                ),
+            ));
+        }
         let (user_id, auth_time) = (session.user_id().to_string(), session.auth_time());
         match decision {
             Decision::Deny => {

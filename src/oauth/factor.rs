@@ -4,11 +4,16 @@
 //! (step-up). Every check is throttled with the login throttle's rules, per user and per
 //! address, on counters every node shares.
 //!
-//! Secrets at rest: a TOTP secret is sealed under a server secret (which cluster mode seals
-//! in turn under the key-encryption key), so the store alone cannot make codes; recovery codes
-//! are kept as HMACs under another server secret. A code is accepted once: a TOTP time step
-//! is remembered for as long as its code is valid, on every node; a recovery code is removed
-//! by a compare-and-swap, so of parallel uses of one code exactly one succeeds.
+//! Secrets at rest: a TOTP secret is sealed under a server secret, and recovery codes are kept
+//! as HMACs under another. In cluster mode the server secrets are sealed in turn under the
+//! key-encryption key, so a reader of the database (a dump, a replica) cannot make codes; the
+//! embedded store keeps both in the one data folder, which only the server's account reads. A
+//! code is accepted once: a TOTP time step is remembered for as long as its code is valid, on
+//! every node; a recovery code is removed by a compare-and-swap, so of parallel uses of one
+//! code exactly one succeeds. Codes are throttled per user from every address together (a
+//! lockout), besides per address. Changing the factors of an account that has an app needs a
+//! session that showed a second factor in the last 15 minutes; removing one for someone else
+//! ends their sessions.
 
 use std::time::Duration;
 
@@ -49,6 +54,8 @@ const TOTP_STEP: u64 = 30;
 const TOTP_SKEW_STEPS: i64 = 1;
 /// 160-bit secrets (RFC 4226 §4 recommends them).
 const TOTP_SECRET_BYTES: usize = 20;
+/// How recently a session must have shown a second factor to change the user's factors.
+pub const RECENT_FACTOR_SECS: i64 = 900;
 /// Recovery codes made at a time, and their size: 16 characters of base32, 80 bits.
 pub const RECOVERY_CODES: usize = 10;
 const RECOVERY_CODE_CHARS: usize = 16;
@@ -267,7 +274,7 @@ impl Accounts {
             name: "Authenticator app".to_string(),
             created_at: now(),
             last_used_at: Some(now()),
-            revision: 0,
+            revision: first_revision(),
             secret: FactorSecret::Totp {
                 sealed: URL_SAFE_NO_PAD.encode(sealed),
             },
@@ -306,7 +313,7 @@ impl Accounts {
             name: "Recovery codes".to_string(),
             created_at: now(),
             last_used_at: None,
-            revision: 0,
+            revision: first_revision(),
             secret: FactorSecret::RecoveryCodes {
                 unused,
                 made: RECOVERY_CODES as u32,
@@ -334,9 +341,14 @@ impl Accounts {
     }
 
     /// Removes one of the user's factors (by them, or an operator); whether it was there.
+    /// Removed by someone else (an operator, an admin client, the CLI: a lost or stolen device),
+    /// every session the user has ends too: what the factor proved must not outlive it.
     pub async fn remove_factor(&self, by: &Caller, user: &UserRecord, factor_id: &str) -> Result<bool, Error> {
         let removed = self.factors.delete_factor(&user.user_id, factor_id).await?;
         if removed {
+            if !is_self(by, user) {
+                self.end_sessions(user).await?;
+            }
             self.durability.durable().await?;
             self.audit
                 .record(by, "factor.removed", Some(Target::user(user)), factor_id)
@@ -348,6 +360,9 @@ impl Accounts {
     /// Removes every factor of the user (`tessera user reset-factors`, the console); how many.
     pub async fn reset_factors(&self, by: &Caller, user: &UserRecord) -> Result<u64, Error> {
         let removed = self.factors.delete_factors_of(&user.user_id).await?;
+        if !is_self(by, user) {
+            self.end_sessions(user).await?;
+        }
         self.durability.durable().await?;
         self.audit
             .record(by, "factor.reset", Some(Target::user(user)), &removed.to_string())
@@ -388,16 +403,46 @@ impl Accounts {
         .await
     }
 
+    /// Ends every session of `user`: their session generation moves on (as a password change
+    /// does), so each session, pending login and device cookie made before reads as over.
+    async fn end_sessions(&self, user: &UserRecord) -> Result<(), Error> {
+        if let Some(mut stored) = self.users.get_user(&user.user_id).await? {
+            stored.session_epoch += 1;
+            self.users.update_user(&stored).await?;
+        }
+        Ok(())
+    }
+
     /// Records the session as having proved `methods` just now (a step-up): the same session,
     /// its `amr` grown.
+    /// A session that ended meanwhile (a logout) is not brought back.
     pub async fn step_up(&self, session: &Session, methods: &[&str]) -> Result<Session, Error> {
+        let hash = super::secret_hash(&session.id);
+        if self.sessions.get_session(&hash).await?.is_none() {
+            return Err(Error::new(ErrorCode::AccessDenied, "this session ended; log in again"));
+        }
         let mut stepped = session.clone();
         stepped.record.amr = acr::adding(&session.record.amr, methods);
         stepped.record.factor_time = Some(now());
-        self.sessions
-            .put_session(&super::secret_hash(&session.id), &stepped.record)
-            .await?;
+        self.sessions.put_session(&hash, &stepped.record).await?;
         Ok(stepped)
+    }
+
+    /// Whether `session` may change the user's factors now: always for a user with no
+    /// authenticator app (or where second factors are off); for one with an app, only a session that showed a second factor in
+    /// the last [`RECENT_FACTOR_SECS`] (a password alone, or a stolen session of a day ago, must
+    /// not be able to take the account's factors over).
+    pub async fn may_change_factors(&self, session: &Session) -> Result<bool, Error> {
+        let factors = self.factors.factors_of(session.user_id()).await?;
+        // Where second factors are off, none is asked for at login either.
+        if !has_app(&factors) || self.mfa_policy(&session.user) == MfaPolicy::Off {
+            return Ok(true);
+        }
+        let fresh = session
+            .record
+            .factor_time
+            .is_some_and(|t| now() - t <= RECENT_FACTOR_SECS);
+        Ok(acr::Level::of(session.amr()) >= acr::Level::MultiFactor && fresh)
     }
 
     /// Runs `check` as one attempt of the login throttle for `user` from `address`: refused
@@ -417,20 +462,46 @@ impl Accounts {
             .and_then(|a| a.parse().ok())
             .map(crate::net::address_key)
             .unwrap_or_default();
-        // Codes are counted apart from passwords: a key no username can have.
-        let counted = format!("\0factor\0{}", user.user_id);
-        let attempt = super::throttle::Attempt {
-            username: &counted,
-            address: &address_key,
-            known_device: false,
-        };
+        // Codes are counted apart from passwords, under keys no username can have: per user and
+        // address, per address (as logins are), and per user from every address together. The
+        // last is a lockout, not the login throttle's slowdown: whoever guesses codes has the
+        // password already, so keeping them out matters more than sparing the owner a wait,
+        // and guesses spread over many addresses must not add up to a million tries.
+        let (per_address, per_user) = (
+            format!("\0factor\0{}", user.user_id),
+            format!("\0factor-user\0{}", user.user_id),
+        );
+        let attempts = [
+            super::throttle::Attempt {
+                username: &per_address,
+                address: &address_key,
+                known_device: false,
+            },
+            // A "known device" attempt touches only its (user, address) count; with one address
+            // for everyone, that is a count of the user's codes from anywhere.
+            super::throttle::Attempt {
+                username: &per_user,
+                address: "",
+                known_device: true,
+            },
+        ];
         let store = self.counters.as_ref();
-        let locks_out = match self.login_throttle.begin(store, &attempt).await? {
-            Ok(locks_out) => locks_out,
-            Err(wait) => return Ok(CodeCheck::Locked(wait)),
-        };
+        let mut locks_out = false;
+        for (begun, attempt) in attempts.iter().enumerate() {
+            match self.login_throttle.begin(store, attempt).await? {
+                Ok(locks) => locks_out |= locks,
+                Err(wait) => {
+                    for earlier in &attempts[..begun] {
+                        self.login_throttle.abandoned(store, earlier).await?;
+                    }
+                    return Ok(CodeCheck::Locked(wait));
+                }
+            }
+        }
         if let Some(methods) = check(self).await? {
-            self.login_throttle.succeeded(store, &attempt).await?;
+            for attempt in &attempts {
+                self.login_throttle.succeeded(store, attempt).await?;
+            }
             return Ok(CodeCheck::Accepted(methods));
         }
         if locks_out {
@@ -439,7 +510,11 @@ impl Accounts {
                 .record(&by, "factor.lockout", Some(Target::user(user)), "locked")
                 .await;
         }
-        Ok(match self.login_throttle.retry_after(store, &attempt).await? {
+        let mut wait = None;
+        for attempt in &attempts {
+            wait = wait.max(self.login_throttle.retry_after(store, attempt).await?);
+        }
+        Ok(match wait {
             Some(wait) => CodeCheck::Locked(wait),
             None => CodeCheck::Wrong,
         })
@@ -519,6 +594,20 @@ impl Accounts {
             tracing::warn!(error = %e, "a factor's last use could not be recorded");
         }
     }
+}
+
+/// Whether `by` is `user` acting on their own account.
+fn is_self(by: &Caller, user: &UserRecord) -> bool {
+    by.actor.kind == "user" && by.actor.id == user.user_id
+}
+
+/// The revision a new factor starts at: never one an earlier factor of the same id had (a
+/// write that read the factor before it was removed and added again must not land on the new
+/// one), since it is the time in microseconds.
+fn first_revision() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_micros() as u64)
 }
 
 /// The second-factor policy for `user` under the server's settings for users and operators.

@@ -303,12 +303,16 @@ pub(super) async fn factor(
     let step = provider.accounts.finish_with_code(&attempt).await;
     // The form again as it was (with the app being added, if one is).
     let form = match provider.accounts.pending_form(pending.as_deref()).await {
-        Ok(Some(form)) => form,
-        _ => PendingForm {
-            csrf_token: csrf_token.clone(),
-            enrolment: None,
+        Ok(Some(form)) => Some(form),
+        _ => match &session {
+            Some(session) => provider.accounts.step_up_form(session).await.ok().flatten(),
+            None => None,
         },
     };
+    let form = form.unwrap_or(PendingForm {
+        csrf_token: csrf_token.clone(),
+        enrolment: None,
+    });
     let shown = |status, message: &str| factor_page(templates, status, &form, &next, Some(message));
     let busy = |status, message: &str, wait: std::time::Duration| {
         let mut response = factor_page(templates, status, &form, &next, Some(message));

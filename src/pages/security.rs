@@ -1,6 +1,7 @@
 //! `/o/security/`: a user's sign-in factors. They add an authenticator app (a QR code drawn
 //! on the server, and the secret as text), make recovery codes (shown once), and remove a
-//! factor after confirming. The core decides; this page renders.
+//! factor after confirming. Once the account has an app, every change needs a session that
+//! showed a second factor in the last 15 minutes. The core decides; this page renders.
 
 use std::sync::Arc;
 
@@ -12,6 +13,7 @@ use poem::{handler, Body, Request, Response};
 use super::{caller, checked_form, date, error_page, page, visitor, Templates};
 use crate::config::MfaPolicy;
 use crate::net::ClientAddress;
+use crate::oauth::endpoints as paths;
 use crate::oauth::factor::{CodeCheck, FactorSummary, TotpEnrolment, RECOVERY_ID, TOTP_ID};
 use crate::oauth::params::Params;
 use crate::oauth::session::Session;
@@ -123,6 +125,13 @@ pub async fn act(
     let accounts = &provider.accounts;
     let by = caller(&visitor, req);
     let address = ClientAddress::of(req).shown();
+    // Changing the factors of an account that has an app needs a recent second factor: the
+    // session shows one first, then comes back here.
+    match accounts.may_change_factors(&visitor).await {
+        Ok(true) => {}
+        Ok(false) => return super::factor_redirect(StatusCode::SEE_OTHER, paths::SECURITY),
+        Err(e) => return error_page(templates, &e),
+    }
     let render = |status, shown| security_page(provider, templates, status, &visitor, shown);
     match field("action").as_str() {
         "start_totp" => match accounts.start_totp(&visitor.user, &visitor.id).await {

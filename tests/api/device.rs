@@ -94,7 +94,7 @@ async fn form_csrf(app: &TestApp) -> String {
 }
 
 /// POSTs the code form (and a decision, if any) with the page's CSRF token.
-async fn submit(app: &TestApp, fields: &[(&str, &str)]) -> reqwest::Response {
+pub async fn submit(app: &TestApp, fields: &[(&str, &str)]) -> reqwest::Response {
     let csrf = form_csrf(app).await;
     let mut form = vec![("csrf_token", csrf.as_str())];
     form.extend_from_slice(fields);

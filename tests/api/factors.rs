@@ -52,6 +52,7 @@ fn the_tests_own_totp_matches_rfc_6238() {
     // RFC 6238 Appendix B, SHA-1, T = 59 s: 94287082 (8 digits), so 287082.
     assert_eq!(code_at(b"12345678901234567890", 59 / 30), "287082");
     assert_eq!(base32_decode("GEZDGNBV"), b"12345");
+    assert_eq!(base32_encode(b"12345"), "GEZDGNBV");
 }
 
 /// Posts one action of the security page, with its CSRF token.
@@ -136,7 +137,12 @@ async fn an_authenticator_app_is_asked_for_after_the_password_and_tokens_say_so(
     let (csrf, next) = password_step(&person, &location(&to_login)).await;
     assert!(next.starts_with("/o/authorize/"), "the way back is kept: {next}");
 
-    // The code used to turn the app on is spent, and so is a wrong one.
+    // The code used to turn the app on is spent (it is still in its window), and so is a
+    // wrong one.
+    assert!(
+        step_now() <= used_step + 1,
+        "the enrolment's code would still be accepted"
+    );
     let replayed = submit_code(&person, &csrf, &next, &code_at(&secret, used_step)).await;
     assert_eq!(replayed.status(), 401, "a code is accepted once");
     let wrong = submit_code(&person, &csrf, &next, "000000").await;
@@ -324,8 +330,11 @@ async fn a_totp_secret_is_sealed_in_the_store() {
     let user = app.store.get_user_by_name(USERNAME).await.unwrap().unwrap();
     let factors = app.store.factors_of(&user.user_id).await.unwrap();
     let stored = serde_json::to_string(&factors).unwrap();
+    // As apps read it (base32, as the page shows it), and the usual binary-to-text forms.
     let plain = [
+        base32_encode(&secret),
         URL_SAFE_NO_PAD.encode(&secret),
+        base64::engine::general_purpose::STANDARD.encode(&secret),
         secret.iter().map(|b| format!("{b:02x}")).collect::<String>(),
     ];
     for form in plain {
@@ -891,11 +900,12 @@ async fn openid_client_steps_up_through_the_resource_servers_challenge() {
         "max_age=0: password and code again: {report}"
     );
     assert_eq!(report["fresh_claims"]["acr"], MULTI_FACTOR);
-    let auth_time = |claims: &str| report[claims]["auth_time"].as_i64().unwrap();
-    assert!(
-        auth_time("fresh_claims") >= auth_time("strong_claims"),
-        "a new login: {report}"
+    assert_eq!(
+        report["fresh_passwords_typed"], 1,
+        "max_age=0: a whole new login: {report}"
     );
+    let auth_time = |claims: &str| report[claims]["auth_time"].as_i64().unwrap();
+    assert!(auth_time("fresh_claims") >= auth_time("strong_claims"), "{report}");
 
     let dirs = tempfile::tempdir().unwrap();
     let config = tessera::Config {
@@ -908,4 +918,194 @@ async fn openid_client_steps_up_through_the_resource_servers_challenge() {
     let run: Vec<&str> = run.iter().map(String::as_str).collect();
     let report = crate::interop::node_script("openid_client_step_up.mjs", &run).await;
     assert_eq!(report["unmet"], "unmet_authentication_requirements", "{report}");
+}
+
+/// The review of this work: a session that signed in with a password alone (before the app was
+/// added elsewhere) could make recovery codes, then show one and call itself two-factor, or
+/// remove the app and add its own. Changing the factors of an account with an app needs a
+/// second factor shown in the last 15 minutes.
+#[tokio::test]
+async fn a_password_only_session_cannot_change_an_accounts_factors() {
+    let app = spawn_app().await;
+    let thief = browser(&app);
+    assert_eq!(thief.log_in("/o/login/", USERNAME, PASSWORD).await.status(), 303);
+    let (secret, used_step) = enrol_app(&browser(&app)).await;
+    let user = app.store.get_user_by_name(USERNAME).await.unwrap().unwrap();
+    for action in [
+        vec![("action", "recovery_codes")],
+        vec![("action", "remove_confirmed"), ("factor", "totp")],
+        vec![("action", "start_totp")],
+    ] {
+        let refused = security_action(&thief, &action).await;
+        assert_eq!(refused.status(), 303, "{action:?}");
+        assert!(location(&refused).starts_with("/o/login/factor/"), "{action:?}");
+    }
+    let factors = app.store.factors_of(&user.user_id).await.unwrap();
+    assert_eq!(factors.len(), 1, "nothing was made or removed: {factors:?}");
+    // Showing the app's code lets the same session change them.
+    let factor = location(&security_action(&thief, &[("action", "recovery_codes")]).await);
+    let page = thief.get_text(&factor).await;
+    let csrf = hidden_input(&page, "csrf_token").unwrap();
+    let next = hidden_input(&page, "next").unwrap();
+    assert_eq!(next, "/o/security/");
+    let stepped = submit_code(&thief, &csrf, &next, &code_at(&secret, used_step + 1)).await;
+    assert_eq!(stepped.status(), 303);
+    let made = security_action(&thief, &[("action", "recovery_codes")]).await;
+    assert_eq!(made.status(), 200);
+}
+
+/// The review of this work: guesses spread over many addresses added up to one a second per
+/// user for ever (the login throttle only slows a user down). The second step locks the user's
+/// codes after the allowed failures, from wherever they come, and says so in the trail.
+#[tokio::test]
+async fn guesses_from_many_addresses_lock_the_users_second_step() {
+    let app = behind_a_proxy(|_| {}).await;
+    let (secret, _) = enrol_app(&browser(&app)).await;
+    let mut statuses = Vec::new();
+    for i in 0..12u8 {
+        let guesser = browser_behind_proxy(&app, &format!("198.51.100.{}", i + 1));
+        let (csrf, next) = password_step(&guesser, "/o/login/").await;
+        statuses.push(
+            submit_code(&guesser, &csrf, &next, &format!("{:06}", 200_000 + u32::from(i)))
+                .await
+                .status()
+                .as_u16(),
+        );
+    }
+    let checked = statuses.iter().filter(|s| **s == 401).count();
+    assert!(
+        checked <= 6,
+        "five failures and the one that locks are checked, from any address: {statuses:?}"
+    );
+    assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
+    let owner = browser_behind_proxy(&app, "203.0.113.9");
+    let (csrf, next) = password_step(&owner, "/o/login/").await;
+    let right = submit_code(&owner, &csrf, &next, &code_at(&secret, step_now() + 1)).await;
+    assert_eq!(right.status(), 429, "the user's codes wait, wherever they come from");
+    let trail = app.provider.audit_page(&Default::default(), None, 100).await.unwrap();
+    assert!(trail.iter().any(|e| e.action == "factor.lockout"));
+}
+
+/// The review of this work: a device approval and a token exchange made single-factor tokens
+/// for a client that requires two factors.
+#[tokio::test]
+async fn a_client_that_requires_two_factors_gets_no_device_grant_from_a_one_factor_session() {
+    let app = spawn_app().await;
+    let mut settings = client_settings(
+        "Bank TV",
+        tessera::store::ClientType::Confidential,
+        vec![tessera::store::GrantType::DeviceCode],
+    );
+    settings.scope = "read".into();
+    settings.policy.require_mfa = true;
+    let (client, secret) = app
+        .provider
+        .register_client(&tessera::oauth::audit::Caller::system(), settings)
+        .await
+        .unwrap();
+    let tv = TestClient {
+        id: client.client_id,
+        secret,
+    };
+    let started = crate::device::start(&app, &tv, "read").await;
+    crate::device::log_in(&app).await;
+    let user_code = started["user_code"].as_str().unwrap();
+    assert_eq!(
+        crate::device::submit(&app, &[("user_code", user_code)]).await.status(),
+        200
+    );
+    let refused = crate::device::submit(&app, &[("user_code", user_code), ("decision", "allow")]).await;
+    assert_ne!(refused.status(), 200);
+    assert!(refused.text().await.unwrap().contains("two-factor sign-in"));
+    let poll = app
+        .token(
+            &tv,
+            &[
+                ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
+                ("device_code", started["device_code"].as_str().unwrap()),
+            ],
+        )
+        .await;
+    let body: serde_json::Value = poll.json().await.unwrap();
+    assert_eq!(body["error"], "authorization_pending", "no grant was made");
+}
+
+/// The review of this work: an operator whose session showed no second factor (opened before
+/// `operator_mfa = "required"` applied to them) is sent to show or add one before the console.
+#[tokio::test]
+async fn an_operator_session_without_a_second_factor_shows_one_before_the_console() {
+    let dirs = tempfile::tempdir().unwrap();
+    let config = tessera::Config {
+        operator_mfa: tessera::config::MfaPolicy::Required,
+        ..test_config(&dirs)
+    };
+    let app = spawn_app_with(config, dirs).await;
+    let person = browser(&app);
+    assert_eq!(person.log_in("/o/login/", USERNAME, PASSWORD).await.status(), 303);
+    // Made an operator while signed in with a password alone.
+    let user = app.store.get_user_by_name(USERNAME).await.unwrap().unwrap();
+    let user = tessera::store::UserRecord { operator: true, ..user };
+    app.store.update_user(&user).await.unwrap();
+    let console = person.http.get(person.url("/admin/users")).send().await.unwrap();
+    assert_eq!(console.status(), 302);
+    let factor = location(&console);
+    assert!(factor.starts_with("/o/login/factor/?next=%2Fadmin%2Fusers"), "{factor}");
+    let page = person.get_text(&factor).await;
+    let secret = base32_decode(&code_element(&page, "totp-secret").expect("an app to add"));
+    let csrf = hidden_input(&page, "csrf_token").unwrap();
+    let next = hidden_input(&page, "next").unwrap();
+    assert_eq!(submit_code(&person, &csrf, &next, "000000").await.status(), 401);
+    let again = person.get_text(&factor).await;
+    assert!(again.contains("totp-secret"), "the app being added is shown again");
+    assert_eq!(
+        submit_code(&person, &csrf, &next, &code_at(&secret, step_now()))
+            .await
+            .status(),
+        303
+    );
+    let console = person.http.get(person.url("/admin/users")).send().await.unwrap();
+    assert_eq!(console.status(), 200);
+}
+
+/// The review of this work: an operator removing a user's factor (a lost phone) ends the
+/// sessions it proved.
+#[tokio::test]
+async fn removing_a_users_factor_for_them_ends_their_sessions() {
+    let app = spawn_app().await;
+    let owner = browser(&app);
+    enrol_app(&owner).await;
+    assert_eq!(
+        owner.http.get(owner.url("/o/profile/")).send().await.unwrap().status(),
+        200
+    );
+    let user = app.store.get_user_by_name(USERNAME).await.unwrap().unwrap();
+    let (_, bearer) = app.admin_bearer().await;
+    let removed = app
+        .http
+        .delete(app.url(&format!("/api/v1/users/{}/factors/totp", user.user_id)))
+        .bearer_auth(&bearer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(removed.status(), 200);
+    let profile = owner.http.get(owner.url("/o/profile/")).send().await.unwrap();
+    assert_eq!(profile.status(), 302, "the session the app proved is over");
+}
+
+/// RFC 4648 base32 without padding.
+fn base32_encode(bytes: &[u8]) -> String {
+    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let (mut bits, mut value, mut out) = (0u32, 0u64, String::new());
+    for byte in bytes {
+        value = (value << 8) | u64::from(*byte);
+        bits += 8;
+        while bits >= 5 {
+            bits -= 5;
+            out.push(alphabet[((value >> bits) & 31) as usize] as char);
+        }
+    }
+    if bits > 0 {
+        out.push(alphabet[((value << (5 - bits)) & 31) as usize] as char);
+    }
+    out
 }

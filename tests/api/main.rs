@@ -34,7 +34,7 @@ mod first_start;
 // SIGKILL under refresh and code-exchange load, restarts on the same data folder.
 mod crash;
 // The device authorization grant (RFC 8628): endpoint, verification page, polling errors.
-mod device;
+pub mod device;
 // client_credentials, client authentication methods and the access token's claims.
 mod client_credentials;
 // DPoP (RFC 9449): proofs at the token endpoint, bound tokens at UserInfo and a resource server.

@@ -126,7 +126,9 @@ report.strong_call = (await callResource(strong.access_token)).status;
 
 // acr_values with max_age=0: a whole new login, password and second factor.
 codes.push(recovery[0]);
+const passwordsBefore = ua.passwordsTyped;
 const fresh = await authorize({ acr_values: MULTI_FACTOR, max_age: '0' });
 report.fresh_codes_typed = ua.codesTyped - typedBefore;
+report.fresh_passwords_typed = ua.passwordsTyped - passwordsBefore;
 report.fresh_claims = { acr: fresh.claims().acr, amr: fresh.claims().amr, auth_time: fresh.claims().auth_time };
 console.log(JSON.stringify(report));

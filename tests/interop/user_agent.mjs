@@ -34,6 +34,7 @@ export class UserAgent {
     Object.assign(this, { base: new URL(base), username, password, redirectUri, nextCode });
     this.jar = new Map();
     this.codesTyped = 0;
+    this.passwordsTyped = 0;
   }
 
   /// One request with the cookie jar, never following redirects.
@@ -67,6 +68,7 @@ export class UserAgent {
       const html = await response.text();
       if (response.status !== 200) throw new Error(`front channel: ${response.status} ${pageText(html)}`);
       if (html.includes('name="password"')) {
+        this.passwordsTyped += 1;
         response = await this.browse(formAction(html), form({
           csrf_token: hidden(html, 'csrf_token'), next: hidden(html, 'next'),
           username: this.username, password: this.password,

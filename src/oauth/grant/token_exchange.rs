@@ -178,6 +178,12 @@ impl Tokens {
             .map(|methods| methods.iter().filter_map(|m| m.as_str().map(str::to_string)).collect())
             .unwrap_or_default();
         let subject_level = subject["acr"].as_str().and_then(crate::oauth::acr::Level::parse);
+        // A client that requires two-factor logins takes no one-factor login in another form.
+        if client.policy.require_mfa && subject_level < Some(crate::oauth::acr::Level::MultiFactor) {
+            return Err(Error::invalid_grant(
+                "this client requires a two-factor login, and the subject token's login had one factor",
+            ));
+        }
         let login = match (subject["auth_time"].as_i64(), subject_level) {
             (Some(auth_time), Some(level)) if !subject_amr.is_empty() => Some(crate::oauth::acr::LoginClaims {
                 auth_time,

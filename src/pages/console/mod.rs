@@ -84,6 +84,7 @@ async fn operator(
 ) -> Result<Session, Box<Response>> {
     let session = visitor(provider, templates, req, status).await?;
     let session = with_role(templates, session)?;
+    with_second_factor(provider, &session, status, &super::this_request(req))?;
     no_nul(templates, req)?;
     Ok(session)
 }
@@ -116,6 +117,23 @@ fn with_role(templates: &Templates, session: Session) -> Result<Session, Box<Res
     Ok(session)
 }
 
+/// Where operators must use a second factor (`operator_mfa = "required"`, the default), a
+/// session that did not show one (opened before the rule, or before the role was given) is
+/// sent to show or add one, then back to `back`.
+fn with_second_factor(
+    provider: &Provider,
+    session: &Session,
+    status: StatusCode,
+    back: &str,
+) -> Result<(), Box<Response>> {
+    let required = provider.accounts.mfa_policy(&session.user) == crate::config::MfaPolicy::Required;
+    let shown = crate::oauth::acr::Level::of(session.amr()) >= crate::oauth::acr::Level::MultiFactor;
+    match required && !shown {
+        true => Err(Box::new(super::factor_redirect(status, back))),
+        false => Ok(()),
+    }
+}
+
 /// A console POST: the operator, and the form once its CSRF token checked out. Nothing is read
 /// from the form before both checks pass. A visitor not signed in is sent to log in and then
 /// to the section's page (a browser cannot come back to a POST).
@@ -134,6 +152,7 @@ async fn operator_form(
         Err(e) => return Err(Box::new(error_page(templates, &e))),
     };
     let session = with_role(templates, session)?;
+    with_second_factor(provider, &session, StatusCode::SEE_OTHER, &section_of(req.uri().path()))?;
     no_nul(templates, req)?;
     let form = checked_form(templates, &session, body).await?;
     Ok((session, form))
