@@ -914,3 +914,45 @@ async fn token_exchange_does_not_turn_a_stolen_bound_token_into_a_bearer_token()
     let userinfo = crate::dpop::get_with(&app, &app.url("/o/userinfo/"), "Bearer", exchanged, &[]).await;
     assert_eq!(userinfo.status(), 401, "a bound token is no bearer token");
 }
+
+/// A client that requires two-factor logins (`require_mfa`) takes no one-factor login in
+/// another form: a password-only user's token is refused, and the acr the subject token said
+/// is what the exchanged token says (never more).
+#[tokio::test]
+async fn a_client_that_requires_two_factors_exchanges_no_one_factor_login() {
+    let app = spawn_app().await;
+    let (client, secret) = app
+        .provider
+        .register_client(
+            &Caller::system(),
+            NewClient {
+                scope: "read write".into(),
+                policy: ClientPolicy {
+                    token_exchange: policy(&[SERVICE_B], &[], false),
+                    require_mfa: true,
+                    ..ClientPolicy::default()
+                },
+                ..client_settings(
+                    "Strict service",
+                    ClientType::Confidential,
+                    vec![GrantType::TokenExchange, GrantType::ClientCredentials],
+                )
+            },
+        )
+        .await
+        .unwrap();
+    let strict = TestClient {
+        id: client.client_id,
+        secret,
+    };
+    let relaxed = register_exchanger(&app, "Service A", policy(&[SERVICE_B], &[], false)).await;
+    let tokens = app.get_tokens().await;
+    let subject = tokens["access_token"].as_str().unwrap();
+    assert_eq!(jwt_parts(subject).1["acr"], "urn:tessera:acr:single-factor");
+    let refused = exchange(&app, &strict, subject, &[("audience", SERVICE_B)]).await;
+    assert_eq!(error_of(refused).await, "invalid_grant");
+    let token = exchanged(&app, &relaxed, subject, &[("audience", SERVICE_B)]).await;
+    let claims = jwt_parts(&token).1;
+    assert_eq!(claims["acr"], "urn:tessera:acr:single-factor");
+    assert_eq!(claims["amr"], serde_json::json!(["pwd"]));
+}
