@@ -34,9 +34,11 @@ pub const METRICS: &str = "/metrics";
 /// The authorization endpoint (RFC 6749 §3.1).
 pub const AUTHORIZE: &str = "/o/authorize/";
 pub const LOGIN: &str = "/o/login/";
-/// The second step of a login: a code from an authenticator app, or a recovery code.
+/// The second step of a login: a code from an authenticator app, a recovery code, or a passkey.
 pub const LOGIN_FACTOR: &str = "/o/login/factor/";
-/// A user's sign-in factors: authenticator app, recovery codes.
+/// Signing in with a passkey alone (no username typed).
+pub const LOGIN_PASSKEY: &str = "/o/login/passkey/";
+/// A user's sign-in factors: passkeys, authenticator app, recovery codes.
 pub const SECURITY: &str = "/o/security/";
 /// RP-initiated logout (OpenID Connect), also the logout page.
 pub const LOGOUT: &str = "/o/logout/";
@@ -45,6 +47,8 @@ pub const AUTHORIZED_APPS: &str = "/o/authorized_tokens/";
 pub const HOME: &str = "/";
 pub const STYLESHEET: &str = "/o/static/tessera.css";
 pub const SCRIPT: &str = "/o/static/tessera.js";
+/// The script that runs passkey ceremonies (WebAuthn needs one).
+pub const PASSKEY_SCRIPT: &str = "/o/static/passkey.js";
 /// The device verification page (RFC 8628 §3.3).
 pub const DEVICE: &str = "/o/device/";
 pub const PLAYGROUND: &str = "/o/playground/";
@@ -178,6 +182,7 @@ pub const ROUTES: &[Route] = &[
     page(AUTHORIZE, "/o/authorize"),
     limited(page(LOGIN, "/o/login")),
     limited(page(LOGIN_FACTOR, "/o/login/factor")),
+    limited(page(LOGIN_PASSKEY, "/o/login/passkey")),
     page(SECURITY, "/o/security"),
     page(LOGOUT, "/o/logout"),
     page(PROFILE, "/o/profile"),
@@ -187,6 +192,7 @@ pub const ROUTES: &[Route] = &[
     page(PLAYGROUND_CALLBACK, "/o/playground/callback"),
     page(STYLESHEET, "/o/static/*"),
     page(SCRIPT, "/o/static/*"),
+    page(PASSKEY_SCRIPT, "/o/static/*"),
     page("/o/applications/*", "/o/applications/*"),
     page("/admin/*", "/admin/*"),
     page(DOCS, "/docs"),

@@ -197,7 +197,7 @@ impl Accounts {
             return Ok(None);
         }
         let factors = self.factors.factors_of(&user.user_id).await?;
-        Ok(match (has_app(&factors), policy) {
+        Ok(match (has_second_factor(&factors), policy) {
             (true, _) => Some(SecondStep::Code),
             (false, MfaPolicy::Required) => Some(SecondStep::Enrol),
             (false, _) => None,
@@ -428,14 +428,14 @@ impl Accounts {
         Ok(stepped)
     }
 
-    /// Whether `session` may change the user's factors now: always for a user with no
-    /// authenticator app (or where second factors are off); for one with an app, only a session that showed a second factor in
-    /// the last [`RECENT_FACTOR_SECS`] (a password alone, or a stolen session of a day ago, must
+    /// Whether `session` may change the user's factors now: always for a user with neither an
+    /// authenticator app nor a passkey (or where second factors are off); otherwise only a
+    /// session that showed a second factor in the last [`RECENT_FACTOR_SECS`] (a password alone, or a stolen session of a day ago, must
     /// not be able to take the account's factors over).
     pub async fn may_change_factors(&self, session: &Session) -> Result<bool, Error> {
         let factors = self.factors.factors_of(session.user_id()).await?;
         // Where second factors are off, none is asked for at login either.
-        if !has_app(&factors) || self.mfa_policy(&session.user) == MfaPolicy::Off {
+        if !has_second_factor(&factors) || self.mfa_policy(&session.user) == MfaPolicy::Off {
             return Ok(true);
         }
         let fresh = session
@@ -604,7 +604,7 @@ fn is_self(by: &Caller, user: &UserRecord) -> bool {
 /// The revision a new factor starts at: never one an earlier factor of the same id had (a
 /// write that read the factor before it was removed and added again must not land on the new
 /// one), since it is the time in microseconds.
-fn first_revision() -> u64 {
+pub(super) fn first_revision() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(1, |d| d.as_micros() as u64)
@@ -619,9 +619,15 @@ pub(crate) fn mfa_policy_of(mfa: MfaPolicy, operator_mfa: MfaPolicy, user: &User
     }
 }
 
-/// Whether these factors include an authenticator app (what a login's second step asks for).
-pub(crate) fn has_app(factors: &[FactorRecord]) -> bool {
-    factors.iter().any(|f| f.factor_id == TOTP_ID)
+/// Whether these factors include an authenticator app or a passkey (what a login's second
+/// step asks for; recovery codes stand in for them, not beside them).
+pub(crate) fn has_second_factor(factors: &[FactorRecord]) -> bool {
+    factors.iter().any(|f| f.factor_id == TOTP_ID || is_passkey(f))
+}
+
+/// Whether this factor is a passkey.
+pub(crate) fn is_passkey(factor: &FactorRecord) -> bool {
+    matches!(factor.secret, FactorSecret::Passkey { .. })
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -59,15 +59,20 @@ pub struct PendingForm {
     pub csrf_token: String,
     /// A user who must add an authenticator app first: its secret, to scan or type.
     pub enrolment: Option<super::factor::TotpEnrolment>,
+    /// A user with passkeys: the prompt for one of them.
+    pub passkey: Option<super::passkey::PasskeyPrompt>,
+    /// Whether a code is asked for: the app's (or the one being added), or a recovery code.
+    pub code: bool,
 }
 
 /// How long a login may wait between its password and its second factor.
 pub const PENDING_FACTOR_TTL_SECS: i64 = 300;
 const PENDING_FACTOR: &str = "login-factor";
 
-/// A submitted second-factor form.
+/// A submitted second-factor form: a code, or a passkey's answer.
 pub struct CodeAttempt<'a> {
     pub code: &'a str,
+    pub passkey: Option<super::passkey::PasskeyAnswer<'a>>,
     pub csrf_token: &'a str,
     /// The pending login's cookie ([`PendingFactor::cookie`]).
     pub pending: Option<&'a str>,
@@ -187,7 +192,32 @@ impl Accounts {
             Some(SecondStep::Enrol) => Some(self.start_totp(&user, &csrf_token).await?),
             _ => None,
         };
-        Ok(Some(PendingForm { csrf_token, enrolment }))
+        self.factor_form(&user, csrf_token, enrolment).await.map(Some)
+    }
+
+    /// The second step's form for `user`: the app being added, if any, or what they have (a
+    /// passkey prompt, a code field for their app or recovery codes).
+    async fn factor_form(
+        &self,
+        user: &UserRecord,
+        csrf_token: String,
+        enrolment: Option<super::factor::TotpEnrolment>,
+    ) -> Result<PendingForm, Error> {
+        let factors = self.factors.factors_of(&user.user_id).await?;
+        let code = enrolment.is_some()
+            || factors
+                .iter()
+                .any(|f| f.factor_id == super::factor::TOTP_ID || f.factor_id == super::factor::RECOVERY_ID);
+        let passkey = match enrolment {
+            Some(_) => None,
+            None => self.passkey_factor_prompt(user, &csrf_token).await?,
+        };
+        Ok(PendingForm {
+            csrf_token,
+            enrolment,
+            passkey,
+            code,
+        })
     }
 
     /// Takes a submitted second-factor form to a session: the pending login must be live and
@@ -209,7 +239,10 @@ impl Accounts {
         let shown = attempt.address.map(|a| a.to_string());
         let shown = shown.as_deref();
         let check = match self.second_step(&user).await? {
-            Some(SecondStep::Code) => self.check_code(&user, attempt.code, shown).await?,
+            Some(SecondStep::Code) => match attempt.passkey {
+                Some(answer) => self.passkey_check(&user, attempt.csrf_token, answer).await?,
+                None => self.check_code(&user, attempt.code, shown).await?,
+            },
             // The code proves the app the user is made to add (the pending login owns it).
             Some(SecondStep::Enrol) => {
                 self.confirm_totp(&user, attempt.csrf_token, attempt.code, shown)
@@ -238,9 +271,10 @@ impl Accounts {
     async fn step_up_with_code(&self, session: &Session, attempt: &CodeAttempt<'_>) -> Result<LoginStep, Error> {
         let shown = attempt.address.map(|a| a.to_string());
         let (user, shown) = (&session.user, shown.as_deref());
-        let check = match self.factors_of_user_have_app(user).await? {
-            true => self.check_code(user, attempt.code, shown).await?,
-            false => self.confirm_totp(user, &session.id, attempt.code, shown).await?,
+        let check = match (attempt.passkey, self.user_has_second_factor(user).await?) {
+            (Some(answer), _) => self.passkey_check(user, attempt.csrf_token, answer).await?,
+            (None, true) => self.check_code(user, attempt.code, shown).await?,
+            (None, false) => self.confirm_totp(user, &session.id, attempt.code, shown).await?,
         };
         match check {
             super::factor::CodeCheck::Accepted(methods) => {
@@ -258,22 +292,40 @@ impl Accounts {
         if self.mfa_policy(&session.user) == crate::config::MfaPolicy::Off {
             return Ok(None);
         }
-        let enrolment = match self.factors_of_user_have_app(&session.user).await? {
+        let enrolment = match self.user_has_second_factor(&session.user).await? {
             true => None,
             false => Some(self.start_totp(&session.user, &session.id).await?),
         };
-        Ok(Some(PendingForm {
-            csrf_token: session.csrf_token().to_string(),
-            enrolment,
-        }))
+        let csrf_token = session.csrf_token().to_string();
+        self.factor_form(&session.user, csrf_token, enrolment).await.map(Some)
     }
 
-    async fn factors_of_user_have_app(&self, user: &UserRecord) -> Result<bool, Error> {
-        Ok(super::factor::has_app(&self.factors.factors_of(&user.user_id).await?))
+    async fn user_has_second_factor(&self, user: &UserRecord) -> Result<bool, Error> {
+        Ok(super::factor::has_second_factor(
+            &self.factors.factors_of(&user.user_id).await?,
+        ))
+    }
+
+    /// A passkey's answer as a second step: accepted, or wrong (not theirs, not valid).
+    async fn passkey_check(
+        &self,
+        user: &UserRecord,
+        csrf_token: &str,
+        answer: super::passkey::PasskeyAnswer<'_>,
+    ) -> Result<super::factor::CodeCheck, Error> {
+        Ok(match self.check_passkey(user, csrf_token, answer).await? {
+            Some(methods) => super::factor::CodeCheck::Accepted(methods),
+            None => super::factor::CodeCheck::Wrong,
+        })
     }
 
     /// A fresh session for `user`, who proved `amr`, and a device cookie for the browser.
-    async fn signed_in(&self, old: Option<&Session>, user: &UserRecord, amr: Vec<String>) -> Result<LoginStep, Error> {
+    pub(super) async fn signed_in(
+        &self,
+        old: Option<&Session>,
+        user: &UserRecord,
+        amr: Vec<String>,
+    ) -> Result<LoginStep, Error> {
         let session = self.log_in(old, user, amr).await?;
         let device = match self.device_cookie(user).await {
             Ok(device) => Some(device),

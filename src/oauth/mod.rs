@@ -27,6 +27,7 @@ pub(crate) mod login;
 pub(crate) mod logout;
 pub(crate) mod oidc;
 pub(crate) mod params;
+pub(crate) mod passkey;
 pub(crate) mod pkce;
 pub(crate) mod revoke;
 pub mod scope;

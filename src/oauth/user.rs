@@ -47,6 +47,8 @@ pub(crate) struct Accounts {
     pub(super) login_throttle: LoginThrottle,
     /// Places for password checks (Argon2id takes 19 MiB each): what bounds login memory.
     pub(super) password_checks: Arc<tokio::sync::Semaphore>,
+    /// The WebAuthn relying party (the issuer), where the issuer can be one ([`super::passkey`]).
+    pub(super) webauthn: Option<webauthn_rs::Webauthn>,
 }
 
 impl Accounts {
@@ -78,6 +80,7 @@ impl Accounts {
             session_ttl: config.session_ttl,
             login_throttle: LoginThrottle::new(config.login_throttle),
             password_checks: Arc::new(tokio::sync::Semaphore::new(config.max_parallel_password_checks.max(1))),
+            webauthn: super::passkey::relying_party(issuer),
         }
     }
 }

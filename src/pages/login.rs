@@ -16,6 +16,7 @@ use crate::oauth::endpoints as paths;
 use crate::oauth::factor::TotpEnrolment;
 use crate::oauth::login::{CodeAttempt, LoginAttempt, LoginRefusal, LoginStep, PendingForm, PENDING_FACTOR_TTL_SECS};
 use crate::oauth::params::Params;
+use crate::oauth::passkey::{PasskeyAnswer, PasskeyLogin, PasskeyPrompt};
 use crate::oauth::Provider;
 use crate::urlencoded::parse_pairs;
 
@@ -40,15 +41,21 @@ fn safe_next(next: Option<&str>) -> Option<&str> {
     same_origin.then_some(next)
 }
 
-fn login_page(
-    templates: &Templates,
-    status: StatusCode,
-    csrf_token: &str,
-    next: &str,
-    username: &str,
-    error: Option<&str>,
-) -> Response {
-    let html = templates.render("login.html", context! { csrf_token, next, username, error });
+/// What the login page shows.
+struct LoginForm<'a> {
+    csrf_token: &'a str,
+    next: &'a str,
+    username: &'a str,
+    /// The passkey prompt (where passkeys are offered).
+    passkey: Option<&'a PasskeyPrompt>,
+}
+
+fn login_page(templates: &Templates, status: StatusCode, form: &LoginForm<'_>, error: Option<&str>) -> Response {
+    let (csrf_token, next, username) = (form.csrf_token, form.next, form.username);
+    let passkey = form
+        .passkey
+        .map(|p| context! { options => &p.options, ceremony => &p.ceremony });
+    let html = templates.render("login.html", context! { csrf_token, next, username, error, passkey });
     page(status, html)
 }
 
@@ -56,13 +63,11 @@ fn login_page(
 fn busy_login_page(
     templates: &Templates,
     status: StatusCode,
-    csrf_token: &str,
-    next: &str,
-    username: &str,
+    form: &LoginForm<'_>,
     message: &str,
     wait: std::time::Duration,
 ) -> Response {
-    let mut response = login_page(templates, status, csrf_token, next, username, Some(message));
+    let mut response = login_page(templates, status, form, Some(message));
     if let Ok(value) = wait.as_secs().max(1).to_string().parse() {
         response.headers_mut().insert(header::RETRY_AFTER, value);
     }
@@ -89,11 +94,29 @@ pub(super) async fn login_form(
         .unwrap_or_default();
     let login_hint = provider.authorization.login_hint(&hint_pairs).await.unwrap_or_default();
     let login_hint = login_hint.as_str();
+    let shown = |csrf_token: &str| {
+        let csrf_token = csrf_token.to_string();
+        async move {
+            let passkey = provider.accounts.passkey_login_prompt(&csrf_token).await?;
+            let form = LoginForm {
+                csrf_token: &csrf_token,
+                next,
+                username: login_hint,
+                passkey: passkey.as_ref(),
+            };
+            Ok::<_, crate::oauth::Error>(login_page(templates, StatusCode::OK, &form, None))
+        }
+    };
     match current_session(provider, req).await {
-        Ok(Some(session)) => login_page(templates, StatusCode::OK, session.csrf_token(), next, login_hint, None),
+        Ok(Some(session)) => shown(session.csrf_token())
+            .await
+            .unwrap_or_else(|e| error_page(templates, &e)),
         Ok(None) => match provider.accounts.new_login_form().await {
             Ok(form) => {
-                let mut response = login_page(templates, StatusCode::OK, &form.csrf_token, next, login_hint, None);
+                let mut response = match shown(&form.csrf_token).await {
+                    Ok(response) => response,
+                    Err(e) => return error_page(templates, &e),
+                };
                 let max_age = crate::oauth::session::LOGIN_FORM_TTL_SECS as u64;
                 Cookie::LoginForm.set(provider, &mut response, &form.cookie, max_age);
                 response
@@ -137,9 +160,67 @@ pub(super) async fn login(
         address: ClientAddress::of(req).ip(),
     };
     let step = provider.accounts.sign_in(&attempt).await;
-    let shown = |status, message: &str| login_page(templates, status, &csrf_token, &next, &username, Some(message));
-    let busy =
-        |status, message: &str, wait| busy_login_page(templates, status, &csrf_token, &next, &username, message, wait);
+    let passkey = provider.accounts.passkey_login_prompt(&csrf_token).await.ok().flatten();
+    let again = LoginForm {
+        csrf_token: &csrf_token,
+        next: &next,
+        username: &username,
+        passkey: passkey.as_ref(),
+    };
+    let shown = |status, message: &str| login_page(templates, status, &again, Some(message));
+    let busy = |status, message: &str, wait| busy_login_page(templates, status, &again, message, wait);
+    render_step(provider, templates, step, &next, shown, busy)
+}
+
+/// POST /o/login/passkey/: a passkey's answer to the login page's prompt, handed to
+/// [`Accounts::sign_in_with_passkey`](crate::oauth::user::Accounts::sign_in_with_passkey).
+#[handler]
+pub(super) async fn passkey_login(
+    req: &Request,
+    body: Body,
+    provider: Data<&Arc<Provider>>,
+    templates: Data<&Arc<Templates>>,
+) -> Response {
+    let (provider, templates) = (provider.0.as_ref(), templates.0.as_ref());
+    let form = match form_pairs(body).await {
+        Ok(f) => f,
+        Err(e) => return error_page(templates, &e),
+    };
+    let form = Params::new(&form);
+    let field = |name: &str| form.get(name).ok().flatten().unwrap_or_default().to_string();
+    let next = safe_next(Some(&field("next"))).unwrap_or_default().to_string();
+    let session = match current_session(provider, req).await {
+        Ok(session) => session,
+        Err(e) => return error_page(templates, &e),
+    };
+    let (csrf_token, ceremony, credential) = (field("csrf_token"), field("ceremony"), field("credential"));
+    let login_form_cookie = Cookie::LoginForm.read(provider, req);
+    let signing_in = PasskeyLogin {
+        answer: PasskeyAnswer {
+            ceremony: &ceremony,
+            credential: &credential,
+        },
+        csrf_token: &csrf_token,
+        session: session.as_ref(),
+        login_form_cookie: login_form_cookie.as_deref(),
+    };
+    let step = provider.accounts.sign_in_with_passkey(&signing_in).await;
+    let passkey = provider.accounts.passkey_login_prompt(&csrf_token).await.ok().flatten();
+    let again = LoginForm {
+        csrf_token: &csrf_token,
+        next: &next,
+        username: "",
+        passkey: passkey.as_ref(),
+    };
+    // A refused passkey (not registered here, an expired or used prompt) is said on the login
+    // form, with a new prompt; a forged form is an error page.
+    if let Err(e) = &step {
+        if e.code == crate::oauth::ErrorCode::AccessDenied && !e.description.contains("CSRF") {
+            return login_page(templates, StatusCode::UNAUTHORIZED, &again, Some(&e.description));
+        }
+    }
+    let shown = |status, message: &str| login_page(templates, status, &again, Some(message));
+    let busy = |status, message: &str, wait| busy_login_page(templates, status, &again, message, wait);
     render_step(provider, templates, step, &next, shown, busy)
 }
 
@@ -223,6 +304,10 @@ fn factor_page(
     error: Option<&str>,
 ) -> Response {
     let enrolment = form.enrolment.as_ref();
+    let passkey = form
+        .passkey
+        .as_ref()
+        .map(|p| context! { options => &p.options, ceremony => &p.ceremony });
     let html = templates.render(
         "login_factor.html",
         context! {
@@ -231,6 +316,8 @@ fn factor_page(
             error,
             enrolment_svg => enrolment.map(TotpEnrolment::qr_svg),
             enrolment => enrolment.map(|e| context! { secret => &e.secret }),
+            passkey,
+            code => form.code,
         },
     );
     let mut response = page(status, html);
@@ -292,9 +379,14 @@ pub(super) async fn factor(
         Err(e) => return error_page(templates, &e),
     };
     let (code, csrf_token) = (field("code"), field("csrf_token"));
+    let (ceremony, credential) = (field("ceremony"), field("credential"));
     let pending = Cookie::LoginFactor.read(provider, req);
     let attempt = CodeAttempt {
         code: &code,
+        passkey: (!credential.is_empty()).then_some(PasskeyAnswer {
+            ceremony: &ceremony,
+            credential: &credential,
+        }),
         csrf_token: &csrf_token,
         pending: pending.as_deref(),
         session: session.as_ref(),
@@ -312,6 +404,8 @@ pub(super) async fn factor(
     let form = form.unwrap_or(PendingForm {
         csrf_token: csrf_token.clone(),
         enrolment: None,
+        passkey: None,
+        code: true,
     });
     let shown = |status, message: &str| factor_page(templates, status, &form, &next, Some(message));
     let busy = |status, message: &str, wait: std::time::Duration| {

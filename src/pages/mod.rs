@@ -35,7 +35,7 @@ use std::sync::Arc;
 use minijinja::{context, Environment};
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use poem::http::{header, StatusCode};
-use poem::{get, handler, Body, EndpointExt, Request, Response, Route};
+use poem::{get, handler, post, Body, EndpointExt, Request, Response, Route};
 
 use crate::http::error::{log_cause, ErrorHead, ErrorResponse, PageErrors};
 use crate::net::ClientAddress;
@@ -148,6 +148,8 @@ pub fn routes() -> Route {
         )
         .at(paths::STYLESHEET, get(stylesheet))
         .at(paths::SCRIPT, get(script))
+        .at(paths::PASSKEY_SCRIPT, get(passkey_script))
+        .at(paths::LOGIN_PASSKEY, post(login::passkey_login).data(templates.clone()))
         .at(
             paths::AUTHORIZED_APPS,
             get(home::authorized_apps)
@@ -193,6 +195,15 @@ fn script() -> Response {
         .header(header::CACHE_CONTROL, "public, max-age=3600")
         .header("X-Content-Type-Options", "nosniff")
         .body(include_str!("tessera.js"))
+}
+
+#[handler]
+fn passkey_script() -> Response {
+    Response::builder()
+        .content_type("text/javascript; charset=utf-8")
+        .header(header::CACHE_CONTROL, "public, max-age=3600")
+        .header("X-Content-Type-Options", "nosniff")
+        .body(include_str!("passkey.js"))
 }
 
 /// An HTML response with the headers every page carries.

@@ -1,4 +1,5 @@
-//! `/o/security/`: a user's sign-in factors. They add an authenticator app (a QR code drawn
+//! `/o/security/`: a user's sign-in factors. They register passkeys (named; the browser's
+//! prompt runs in `passkey.js`), add an authenticator app (a QR code drawn
 //! on the server, and the secret as text), make recovery codes (shown once), and remove a
 //! factor after confirming. Once the account has an app, every change needs a session that
 //! showed a second factor in the last 15 minutes. The core decides; this page renders.
@@ -16,6 +17,7 @@ use crate::net::ClientAddress;
 use crate::oauth::endpoints as paths;
 use crate::oauth::factor::{CodeCheck, FactorSummary, TotpEnrolment, RECOVERY_ID, TOTP_ID};
 use crate::oauth::params::Params;
+use crate::oauth::passkey::{PasskeyAnswer, PasskeyPrompt, MAX_PASSKEY_NAME_CHARS};
 use crate::oauth::session::Session;
 use crate::oauth::Provider;
 
@@ -26,6 +28,10 @@ struct Shown<'a> {
     error: Option<&'a str>,
     recovery_codes: Vec<String>,
     confirm: Option<FactorSummary>,
+    /// A passkey being registered: the browser's prompt.
+    passkey: Option<PasskeyPrompt>,
+    /// The name typed for a passkey, kept when the form is shown again.
+    passkey_name: Option<&'a str>,
 }
 
 fn kind_label(kind: &str) -> &'static str {
@@ -87,6 +93,10 @@ async fn security_page(
             enrolment => enrolment.filter(|_| !has_totp).map(|e| context! { secret => e.secret }),
             recovery_codes => shown.recovery_codes,
             confirm,
+            passkeys_offered => accounts.passkeys_offered(Some(&session.user)),
+            passkey => shown.passkey.as_ref().map(|p| context! { options => &p.options, ceremony => &p.ceremony }),
+            passkey_name => shown.passkey_name,
+            passkey_name_max => MAX_PASSKEY_NAME_CHARS,
             message => shown.message,
             error => shown.error,
         },
@@ -108,8 +118,8 @@ pub async fn show(req: &Request, provider: Data<&Arc<Provider>>, templates: Data
     security_page(provider, templates, StatusCode::OK, &visitor, Shown::default()).await
 }
 
-/// POST /o/security/: one action (`start_totp`, `confirm_totp`, `recovery_codes`, `remove`,
-/// `remove_confirmed`).
+/// POST /o/security/: one action (`start_passkey`, `finish_passkey`, `start_totp`,
+/// `confirm_totp`, `recovery_codes`, `remove`, `remove_confirmed`).
 #[handler]
 pub async fn act(
     req: &Request,
@@ -177,6 +187,56 @@ pub async fn act(
             }
             Err(e) => error_page(templates, &e),
         },
+        "start_passkey" => {
+            let name = field("name");
+            match accounts.start_passkey(&visitor, &name).await {
+                Ok(prompt) => {
+                    let shown = Shown {
+                        passkey: Some(prompt),
+                        passkey_name: Some(&name),
+                        ..Shown::default()
+                    };
+                    render(StatusCode::OK, shown).await
+                }
+                Err(e) if super::form_can_fix(&e) => {
+                    let shown = Shown {
+                        error: Some(&e.description),
+                        passkey_name: Some(&name),
+                        ..Shown::default()
+                    };
+                    render(StatusCode::BAD_REQUEST, shown).await
+                }
+                Err(e) => error_page(templates, &e),
+            }
+        }
+        "finish_passkey" => {
+            let (ceremony, credential) = (field("ceremony"), field("credential"));
+            let answer = PasskeyAnswer {
+                ceremony: &ceremony,
+                credential: &credential,
+            };
+            match accounts.finish_passkey(&visitor, answer, address.as_deref()).await {
+                Ok(methods) => {
+                    // The session just proved the passkey (with user verification).
+                    if let Err(e) = accounts.step_up(&visitor, &methods).await {
+                        return error_page(templates, &e);
+                    }
+                    let shown = Shown {
+                        message: Some("Your passkey is added: sign in with it, without your password, or show it after your password."),
+                        ..Shown::default()
+                    };
+                    render(StatusCode::OK, shown).await
+                }
+                Err(e) if super::form_can_fix(&e) => {
+                    let shown = Shown {
+                        error: Some(&e.description),
+                        ..Shown::default()
+                    };
+                    render(StatusCode::BAD_REQUEST, shown).await
+                }
+                Err(e) => error_page(templates, &e),
+            }
+        }
         "recovery_codes" => match accounts.new_recovery_codes(&by, &visitor.user).await {
             Ok(codes) => {
                 let shown = Shown {

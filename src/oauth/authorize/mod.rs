@@ -363,7 +363,7 @@ impl Authorization {
             return Ok(None);
         }
         let factors = self.factors.factors_of(session.user_id()).await?;
-        Ok(Some(match super::factor::has_app(&factors) {
+        Ok(Some(match super::factor::has_second_factor(&factors) {
             true => SecondStep::Code,
             false => SecondStep::Enrol,
         }))
