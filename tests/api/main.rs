@@ -55,6 +55,8 @@ mod mcp;
 mod private_key_jwt_interop;
 // Second factors: an authenticator app and recovery codes, throttled, and what tokens say.
 pub mod factors;
+// Passkeys (WebAuthn) with a software authenticator: registration, sign-in, second step, attacks.
+pub mod passkeys;
 // Key rotation, and restarting on the same data and keys.
 mod keys;
 // Logging in: the throttle per user and per address, the device cookie, the login form's cookie
