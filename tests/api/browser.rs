@@ -203,6 +203,24 @@ async fn an_operator_runs_the_console_in_a_real_browser() {
     assert!(app.store.get_user(&alice.user_id).await.unwrap().unwrap().disabled);
 }
 
+/// Passkeys in chromium with its virtual authenticator (tests/browser/passkeys.test.mjs):
+/// registered on the security page, then signing in with no username and as the second step.
+#[tokio::test]
+async fn a_person_registers_a_passkey_and_signs_in_with_it_in_a_real_browser() {
+    let app = crate::passkeys::spawn_on_localhost(|_| {}).await;
+    let issuer = app.issuer.clone();
+    let screenshots = run_browser_script(&app, "passkeys.test.mjs", 1, &[("TESSERA_URL", &issuer)]).await;
+    for name in ["passkey-01-prompt", "passkey-03-second-step"] {
+        assert!(screenshots.join(format!("{name}.png")).is_file(), "{name} is saved");
+    }
+    let user = app.store.get_user_by_name(USERNAME).await.unwrap().unwrap();
+    let factors = app.store.factors_of(&user.user_id).await.unwrap();
+    assert_eq!(factors.len(), 1);
+    assert_eq!(factors[0].secret.kind(), "passkey");
+    assert_eq!(factors[0].name, "Chromium virtual key");
+    assert!(factors[0].last_used_at.is_some());
+}
+
 /// Second factors in chromium (tests/browser/second_factor.test.mjs): the QR code drawn by the
 /// server, visible with scripts off; the app turned on by its first code; recovery codes; the
 /// next login asks for the app's code.
