@@ -1,20 +1,28 @@
 #!/usr/bin/env python3
-"""Sign-in latency and server CPU: a password login, and a password login followed by an
-authenticator app's code (TOTP).
+"""Sign-in latency and server CPU: a password login, a password login followed by an
+authenticator app's code (TOTP), and a passkey sign-in (no username, no password).
 
 Runs the release server on loopback on a fresh data folder and signs people in through the
 pages, as browsers do (the login form's GET, its POST; then the second step's GET and POST),
 a few at a time. A "sign-in" is timed from the login form's POST to the answer that sets the
 session cookie. Each TOTP user signs in once with their app's next code (a code is accepted
 once), so that scenario has one user per sign-in, enrolled first through /o/security/. The
-codes are made here (RFC 6238 on hmac/hashlib).
+codes are made here (RFC 6238 on hmac/hashlib). A passkey sign-in is timed from the POST of
+the browser's answer to the session cookie; the answer comes from a software authenticator
+here (ECDSA P-256 from the `cryptography` package, the attestation in a small CBOR writer),
+registered once on /o/security/. The server's issuer is http://localhost:PORT (a WebAuthn
+relying party needs a domain name).
 
 Usage: python3 benches/signin.py [--signins N] [--parallel N]
 Prints, per scenario: sign-ins, median and p99 latency (ms), and server CPU per sign-in (ms).
-Needs only Python's standard library and cargo (it builds the release binary).
+Needs Python's standard library and cargo (it builds the release binary); the passkey scenario
+also needs `cryptography` (tests/run.sh installs it in target/test-venv: run the bench with
+target/test-venv/bin/python, or it is skipped).
 """
 import argparse
+import base64
 import hashlib
+import json
 import hmac
 import http.cookiejar
 import os
@@ -110,6 +118,94 @@ def enrol(base, username):
     return secret, step
 
 
+def b64(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def unb64(text):
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def cbor(value):
+    """The few CBOR items an attestation object needs (RFC 8949): maps, ints, text, bytes."""
+    def head(major, length):
+        if length < 24:
+            return bytes([major << 5 | length])
+        for extra, size in ((24, 1), (25, 2), (26, 4)):
+            if length < 1 << (8 * size):
+                return bytes([major << 5 | extra]) + length.to_bytes(size, "big")
+        raise ValueError(length)
+    if isinstance(value, bool):
+        raise TypeError(value)
+    if isinstance(value, int):
+        return head(0, value) if value >= 0 else head(1, -1 - value)
+    if isinstance(value, bytes):
+        return head(2, len(value)) + value
+    if isinstance(value, str):
+        return head(3, len(value.encode())) + value.encode()
+    if isinstance(value, dict):
+        return head(5, len(value)) + b"".join(cbor(k) + cbor(v) for k, v in value.items())
+    raise TypeError(value)
+
+
+class Authenticator:
+    """A software passkey (ECDSA P-256, user verified, counter kept at 0 as synced passkeys do,
+    so parallel sign-ins need no order)."""
+
+    def __init__(self, origin):
+        from cryptography.hazmat.primitives.asymmetric import ec
+        self.ec = ec
+        self.origin = origin
+        self.rp_id = urllib.parse.urlparse(origin).hostname
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        self.id = os.urandom(16)
+        self.user_handle = None
+
+    def auth_data(self, flags):
+        return hashlib.sha256(self.rp_id.encode()).digest() + bytes([flags]) + (0).to_bytes(4, "big")
+
+    def client_data(self, kind, options):
+        return json.dumps({"type": kind, "challenge": b64(unb64(options["challenge"])), "origin": self.origin,
+                           "crossOrigin": False}).encode()
+
+    def create(self, options):
+        numbers = self.key.public_key().public_numbers()
+        cose = {1: 2, 3: -7, -1: 1, -2: numbers.x.to_bytes(32, "big"), -3: numbers.y.to_bytes(32, "big")}
+        data = self.auth_data(0x01 | 0x04 | 0x40) + bytes(16) + len(self.id).to_bytes(2, "big") + self.id + cbor(cose)
+        self.user_handle = unb64(options["user"]["id"])
+        attestation = cbor({"fmt": "none", "attStmt": {}, "authData": data})
+        return json.dumps({"id": b64(self.id), "rawId": b64(self.id), "type": "public-key",
+                           "response": {"clientDataJSON": b64(self.client_data("webauthn.create", options)),
+                                        "attestationObject": b64(attestation)}})
+
+    def get(self, options):
+        from cryptography.hazmat.primitives import hashes
+        data = self.auth_data(0x01 | 0x04)
+        client = self.client_data("webauthn.get", options)
+        signature = self.key.sign(data + hashlib.sha256(client).digest(), self.ec.ECDSA(hashes.SHA256()))
+        return json.dumps({"id": b64(self.id), "rawId": b64(self.id), "type": "public-key",
+                           "response": {"authenticatorData": b64(data), "clientDataJSON": b64(client),
+                                        "signature": b64(signature), "userHandle": b64(self.user_handle)}})
+
+
+def prompt(page):
+    """The passkey prompt on a page: its options and sealed ceremony."""
+    import html
+    options = json.loads(html.unescape(re.search(r'data-options="([^"]+)"', page).group(1)))
+    return options, re.search(r'name="ceremony" value="([^"]+)"', page).group(1)
+
+
+def register_passkey(base, username, authenticator):
+    browser = Browser(base)
+    password_step(browser, username)
+    _, _, page = browser.call("/o/security/")
+    _, _, page = browser.call("/o/security/", {"csrf_token": csrf(page), "action": "start_passkey", "name": "bench"})
+    options, ceremony = prompt(page)
+    _, _, done = browser.call("/o/security/", {"csrf_token": csrf(page), "action": "finish_passkey",
+                                               "ceremony": ceremony, "credential": authenticator.create(options)})
+    assert "Your passkey is added" in done, done[:500]
+
+
 def run(parallel, jobs):
     """Runs the callables in `jobs`, `parallel` at once; returns their results (latencies)."""
     results, lock, queue = [], threading.Lock(), list(jobs)
@@ -153,12 +249,14 @@ def main():
                 "login_max_failures_per_address = 100000\n")
     env = dict(os.environ, TESSERA_DATA_DIR=os.path.join(work, "data"), TESSERA_KEYS_DIR=os.path.join(work, "keys"),
                TESSERA_CONFIG=config, RUST_LOG="warn")
-    users = [f"person{i}" for i in range(args.signins)] + ["plain"]
+    people = [f"person{i}" for i in range(args.signins)]
+    users = people + ["plain", "keyholder"]
     for username in users:
         subprocess.run([BIN, "user", "create", "--username", username, "--password-stdin"], env=env,
                        input=PASSWORD + "\n", capture_output=True, text=True, check=True)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
+    env["TESSERA_ISSUER"] = f"http://localhost:{port}"
     server = subprocess.Popen([BIN, "serve", "--addr", f"127.0.0.1:{port}"], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -182,7 +280,7 @@ def main():
         latencies = run(args.parallel, [password_login] * args.signins)
         report("password", latencies, cpu_seconds(server.pid) - before)
 
-        apps = {username: enrol(base, username) for username in users[:-1]}
+        apps = {username: enrol(base, username) for username in people}
 
         def with_code(username):
             def login():
@@ -199,9 +297,31 @@ def main():
             return login
 
         before = cpu_seconds(server.pid)
-        latencies = run(args.parallel, [with_code(u) for u in users[:-1]])
+        latencies = run(args.parallel, [with_code(u) for u in people])
         report("password + TOTP", latencies, cpu_seconds(server.pid) - before)
-        print("passkey                    (not built yet)")
+
+        try:
+            authenticator = Authenticator(f"http://localhost:{port}")
+        except ImportError:
+            print("passkey                    (skipped: needs the cryptography package)")
+            return
+        register_passkey(base, "keyholder", authenticator)
+
+        def passkey_login():
+            browser = Browser(base)
+            _, _, page = browser.call("/o/login/")
+            options, ceremony = prompt(page)
+            answer = authenticator.get(options)
+            started = time.perf_counter()
+            status, headers, body = browser.call("/o/login/passkey/", {"csrf_token": csrf(page), "next": "",
+                                                                       "ceremony": ceremony, "credential": answer})
+            assert status == 303 and headers["Location"] == "/", (status, body[:300])
+            return time.perf_counter() - started
+
+        run(args.parallel, [passkey_login] * 8)  # warm-up
+        before = cpu_seconds(server.pid)
+        latencies = run(args.parallel, [passkey_login] * args.signins)
+        report("passkey", latencies, cpu_seconds(server.pid) - before)
     finally:
         server.terminate()
         server.wait()

@@ -93,6 +93,9 @@ pub struct RegistrationPolicy {
     pub allow_client_credentials: bool,
     /// Whether registered clients may use token exchange (RFC 8693), limited to `resources`.
     pub allow_token_exchange: bool,
+    /// Whether dynamically registered clients may require two-factor logins (`require_mfa`),
+    /// which makes their users add a factor on the way.
+    pub allow_require_mfa: bool,
     /// RFC 8707 resources every registered client may ask tokens for (Model Context Protocol
     /// clients send their server's URL as `resource`).
     pub resources: Vec<String>,
@@ -111,6 +114,7 @@ impl Default for RegistrationPolicy {
             scopes: None,
             allow_client_credentials: false,
             allow_token_exchange: false,
+            allow_require_mfa: false,
             resources: Vec::new(),
             limit_per_address: Rate::per_hour(20),
             unused_client_ttl: Duration::from_secs(24 * 3600),
@@ -428,6 +432,8 @@ pub(crate) struct FileConfig {
     /// Let registered clients use token exchange, between `registration_resources` only
     /// (default false).
     pub registration_allow_token_exchange: Option<bool>,
+    /// Let dynamically registered clients require two-factor logins (default false).
+    pub registration_allow_require_mfa: Option<bool>,
     /// Resources (token audiences) registered clients may ask for.
     pub registration_resources: Option<Vec<String>>,
     /// Registrations per hour one client address may make (default 20); 0 turns the limit off.
@@ -815,6 +821,9 @@ impl Config {
         }
         if let Some(v) = file.registration_allow_token_exchange {
             self.registration.allow_token_exchange = v;
+        }
+        if let Some(v) = file.registration_allow_require_mfa {
+            self.registration.allow_require_mfa = v;
         }
         if let Some(resources) = file.registration_resources {
             if let Some(bad) = resources.iter().find(|r| Url::parse(r).is_err() || r.contains('#')) {

@@ -350,3 +350,64 @@ async fn the_applications_pages_set_dpop_and_par_and_offer_token_exchange_by_pol
     assert_eq!(forged.status(), 400);
     assert!(forged.text().await.unwrap().contains("token exchange"));
 }
+
+/// `require_mfa` makes a client's users add a second factor on the way, so an anonymous
+/// registrant may set it only where the operator allows it (`registration_allow_require_mfa`);
+/// an RFC 7592 update cannot slip it in either.
+#[tokio::test]
+async fn dynamic_registration_requires_two_factors_only_where_the_operator_allows_it() {
+    let spawn = |allow: bool| async move {
+        let dirs = tempfile::tempdir().unwrap();
+        let mut config = test_config(&dirs);
+        config.registration.mode = tessera::config::RegistrationMode::Open;
+        config.registration.allow_require_mfa = allow;
+        spawn_app_with(config, dirs).await
+    };
+    let body = json!({"client_name": "Strict", "redirect_uris": ["https://app.example/cb"], "require_mfa": true});
+    let app = spawn(false).await;
+    let response = app.http.post(app.url("/o/register/")).json(&body).send().await.unwrap();
+    assert_eq!(response.status(), 400);
+    let refused: Value = response.json().await.unwrap();
+    assert_eq!(refused["error"], "invalid_client_metadata");
+    assert!(
+        refused["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("registration_allow_require_mfa"),
+        "{refused}"
+    );
+    // Registered without it, then updated to have it: refused the same way.
+    let plain = json!({"client_name": "Plain", "redirect_uris": ["https://app.example/cb"]});
+    let registered: Value = app
+        .http
+        .post(app.url("/o/register/"))
+        .json(&plain)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut update = plain.clone();
+    update["client_id"] = registered["client_id"].clone();
+    update["require_mfa"] = json!(true);
+    let response = app
+        .http
+        .put(registered["registration_client_uri"].as_str().unwrap())
+        .bearer_auth(registered["registration_access_token"].as_str().unwrap())
+        .json(&update)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let id = registered["client_id"].as_str().unwrap();
+    assert!(!app.store.get_client(id).await.unwrap().unwrap().policy.require_mfa);
+
+    let app = spawn(true).await;
+    let response = app.http.post(app.url("/o/register/")).json(&body).send().await.unwrap();
+    assert_eq!(response.status(), 201);
+    let registered: Value = response.json().await.unwrap();
+    assert_eq!(registered["require_mfa"], true);
+    let id = registered["client_id"].as_str().unwrap();
+    assert!(app.store.get_client(id).await.unwrap().unwrap().policy.require_mfa);
+}

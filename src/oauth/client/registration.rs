@@ -222,6 +222,12 @@ impl Clients {
                 )));
             }
         }
+        if let Some(switch) = metadata.switches.closed_to_registration(&self.config.registration) {
+            return Err(invalid_metadata(format!(
+                "{} is not open to dynamic registration on this server (registration_allow_{})",
+                switch.name, switch.name
+            )));
+        }
         let name = metadata
             .client_name
             .clone()

@@ -9,6 +9,7 @@
 //! authorization endpoint), reading the stored [`ClientPolicy`]. Adding one: "A new client
 //! setting" in `src/README.md`.
 
+use crate::config::RegistrationPolicy;
 use crate::store::{ClientPolicy, TokenExchangePolicy};
 
 /// One yes/no setting of a client; off unless a surface turns it on.
@@ -26,6 +27,10 @@ pub struct Switch {
     /// applications pages); otherwise only an operator may (CLI, admin API, console), and the
     /// self-service surfaces neither offer it nor change it.
     pub self_service: bool,
+    /// Whether dynamic registration (RFC 7591/7592, Client ID Metadata Documents) may turn it
+    /// on under the operator's registration policy; the pages of signed-in users may whenever
+    /// it is self-service.
+    pub open_to_registration: fn(&RegistrationPolicy) -> bool,
     get: fn(&ClientPolicy) -> bool,
     set: fn(&mut ClientPolicy, bool),
 }
@@ -39,6 +44,7 @@ pub(crate) const SWITCHES: &[Switch] = &[
                       client's key and useless without it (RFC 9449 §5.2).",
         when_on: "required: every token is bound to the client's key",
         self_service: true,
+        open_to_registration: |_| true,
         get: |policy| policy.dpop_bound_access_tokens,
         set: |policy, on| policy.dpop_bound_access_tokens = on,
     },
@@ -49,6 +55,7 @@ pub(crate) const SWITCHES: &[Switch] = &[
                       can be changed in the browser (RFC 9126 §6).",
         when_on: "required: authorization requests are pushed to /o/par/ first",
         self_service: true,
+        open_to_registration: |_| true,
         get: |policy| policy.require_pushed_authorization_requests,
         set: |policy, on| policy.require_pushed_authorization_requests = on,
     },
@@ -60,18 +67,23 @@ pub(crate) const SWITCHES: &[Switch] = &[
                       every client when the server's dpop_nonce is).",
         when_on: "required: token requests' proofs carry a fresh server nonce",
         self_service: true,
+        open_to_registration: |_| true,
         get: |policy| policy.require_dpop_nonce,
         set: |policy, on| policy.require_dpop_nonce = on,
     },
     Switch {
         name: "require_mfa",
         title: "Two-factor login",
-        description: "Users sign in to this client with two factors: a password and an \
-                      authenticator app's code (acr urn:tessera:acr:multi-factor). A user without \
-                      an app adds one first; where second factors are off, the request is refused \
-                      with unmet_authentication_requirements.",
+        description: "Users sign in to this client with two factors: a passkey, or a password and \
+                      an authenticator app's code (acr urn:tessera:acr:multi-factor). A user \
+                      without either adds an app first; where second factors are off, the request \
+                      is refused with unmet_authentication_requirements. Dynamic registration may \
+                      set it only where the operator allows it (registration_allow_require_mfa).",
         when_on: "required: users sign in with two factors",
         self_service: true,
+        // It makes users add a factor on the way: anonymous registrants may ask that of
+        // people only if the operator says so.
+        open_to_registration: |policy| policy.allow_require_mfa,
         get: |policy| policy.require_mfa,
         set: |policy, on| policy.require_mfa = on,
     },
@@ -146,6 +158,13 @@ impl SwitchValues {
         SWITCHES.iter().zip(self.0.iter().copied())
     }
 
+    /// The first switch these values turn on that dynamic registration may not under `policy`.
+    pub fn closed_to_registration(&self, policy: &RegistrationPolicy) -> Option<&'static Switch> {
+        self.iter()
+            .find(|(switch, on)| *on && !(switch.open_to_registration)(policy))
+            .map(|(switch, _)| switch)
+    }
+
     /// Each switch a surface offers ([`Switch::offered`]) with its value.
     pub fn offered(&self, to_operator: bool) -> impl Iterator<Item = (&'static Switch, bool)> + '_ {
         self.iter().filter(move |(switch, _)| switch.offered(to_operator))
@@ -213,6 +232,7 @@ mod tests {
         description: "A switch only an operator may set.",
         when_on: "on",
         self_service: false,
+        open_to_registration: |_| false,
         get: |policy| policy.require_dpop_nonce,
         set: |policy, on| policy.require_dpop_nonce = on,
     };
@@ -238,6 +258,20 @@ mod tests {
             !submitted.require_dpop_nonce,
             "a self-service switch is the submitter's to clear"
         );
+    }
+
+    #[test]
+    fn require_mfa_is_open_to_dynamic_registration_only_where_the_operator_allows_it() {
+        let values = SwitchValues::read(|s| Ok::<_, ()>(Some(s.name == "require_mfa"))).unwrap();
+        let mut policy = RegistrationPolicy::default();
+        assert_eq!(
+            values.closed_to_registration(&policy).map(|s| s.name),
+            Some("require_mfa")
+        );
+        policy.allow_require_mfa = true;
+        assert!(values.closed_to_registration(&policy).is_none());
+        let others = SwitchValues::read(|s| Ok::<_, ()>(Some(s.name != "require_mfa"))).unwrap();
+        assert!(others.closed_to_registration(&RegistrationPolicy::default()).is_none());
     }
 
     #[test]
