@@ -756,3 +756,48 @@ async fn futures_statuses(tasks: impl Iterator<Item = tokio::task::JoinHandle<re
     }
     statuses
 }
+
+/// Operators see a user's passkeys by name (never their keys) and remove one; the console's
+/// user page lists them too. A removal by an operator ends the user's sessions.
+#[tokio::test]
+async fn operators_see_passkeys_by_name_and_remove_them() {
+    let app = spawn_on_localhost(|_| {}).await;
+    let mut authenticator = Authenticator::new(&app.issuer);
+    let owner = browser(&app);
+    owner.log_in("/o/login/", USERNAME, PASSWORD).await;
+    register_passkey(&owner, &mut authenticator, "Desk key").await;
+    let user = app.store.get_user_by_name(USERNAME).await.unwrap().unwrap();
+    let (_, bearer) = app.admin_bearer().await;
+    let factors_url = app.url(&format!("/api/v1/users/{}/factors", user.user_id));
+    let listed: Value = app
+        .http
+        .get(&factors_url)
+        .bearer_auth(&bearer)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let factor = &listed["factors"][0];
+    assert_eq!(factor["kind"], "passkey");
+    assert_eq!(factor["name"], "Desk key");
+    assert!(factor["last_used_at"].is_number());
+    let text = listed.to_string();
+    assert!(!text.contains("cred") && !text.contains("\"x\""), "no key material: {text}");
+
+    let id = factor["factor_id"].as_str().unwrap();
+    let removed = app
+        .http
+        .delete(format!("{factors_url}/{id}"))
+        .bearer_auth(&bearer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(removed.status(), 200);
+    assert!(!has_session(&owner).await, "the user's sessions ended with the removal");
+    let person = browser(&app);
+    let (options, ceremony, csrf) = login_prompt(&person, "").await;
+    let refused = passkey_sign_in(&person, &csrf, &ceremony, &authenticator.get(&options, Some(0)), "").await;
+    assert_eq!(refused.status(), 401);
+}
