@@ -204,13 +204,28 @@ async fn an_operator_runs_the_console_in_a_real_browser() {
 }
 
 /// Passkeys in chromium with its virtual authenticator (tests/browser/passkeys.test.mjs):
-/// registered on the security page, then signing in with no username and as the second step.
+/// registered on the security page; an app's authorization (openid-client) signed in with no
+/// username and consented, its ID token saying two factors; then the passkey as the second step.
 #[tokio::test]
 async fn a_person_registers_a_passkey_and_signs_in_with_it_in_a_real_browser() {
     let app = crate::passkeys::spawn_on_localhost(|_| {}).await;
     let issuer = app.issuer.clone();
-    let screenshots = run_browser_script(&app, "passkeys.test.mjs", 1, &[("TESSERA_URL", &issuer)]).await;
-    for name in ["passkey-01-prompt", "passkey-03-second-step"] {
+    let rp = app.register_relying_party(None, None).await;
+    let secret = rp.secret.clone().unwrap();
+    let env = [
+        ("TESSERA_URL", issuer.as_str()),
+        ("CLIENT_ID", rp.id.as_str()),
+        ("CLIENT_SECRET", secret.as_str()),
+        ("REDIRECT_URI", REDIRECT_URI),
+    ];
+    let screenshots = run_browser_script(&app, "passkeys.test.mjs", 1, &env).await;
+    for name in [
+        "passkey-01-prompt",
+        "passkey-02-added",
+        "passkey-03-consent",
+        "passkey-04-second-step",
+        "passkey-05-signed-in",
+    ] {
         assert!(screenshots.join(format!("{name}.png")).is_file(), "{name} is saved");
     }
     let user = app.store.get_user_by_name(USERNAME).await.unwrap().unwrap();

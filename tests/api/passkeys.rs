@@ -88,10 +88,6 @@ impl Authenticator {
     /// `navigator.credentials.create`: a new key pair for the options' user, answered with
     /// `none` attestation.
     pub(crate) fn create(&mut self, options: &Value) -> String {
-        assert_eq!(
-            options["rp"]["id"], self.rp_id,
-            "the relying party is the issuer's host"
-        );
         let rng = SystemRandom::new();
         let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng).unwrap();
         let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref(), &rng).unwrap();
@@ -250,6 +246,11 @@ pub(crate) async fn register_passkey(person: &Remote, authenticator: &mut Authen
     assert_eq!(started.status(), 200);
     let page = started.text().await.unwrap();
     let (options, ceremony) = prompt(&page);
+    let issuer_host = url::Url::parse(&person.issuer).unwrap().host_str().unwrap().to_string();
+    assert_eq!(
+        options["rp"]["id"], issuer_host,
+        "the relying party is the issuer's host"
+    );
     assert_eq!(options["authenticatorSelection"]["userVerification"], "required");
     assert_eq!(
         options["authenticatorSelection"]["residentKey"], "required",
@@ -489,7 +490,7 @@ async fn a_synced_passkey_says_a_software_key_and_counts_nothing() {
 }
 
 #[tokio::test]
-async fn a_passkey_without_user_verification_another_origin_or_a_cloned_counter_is_refused() {
+async fn a_passkey_without_user_verification_another_origin_or_rp_id_or_a_cloned_counter_is_refused() {
     let app = spawn_on_localhost(|_| {}).await;
     let owner = browser(&app);
     owner.log_in("/o/login/", USERNAME, PASSWORD).await;
@@ -508,9 +509,23 @@ async fn a_passkey_without_user_verification_another_origin_or_a_cloned_counter_
     assert!(page.contains("was not accepted"), "{page}");
     assert!(stored_factors(&app).await.is_empty());
 
+    // An authenticator that signs for another relying party (its RP id hash): refused.
+    let mut elsewhere = Authenticator::new(&app.issuer);
+    elsewhere.rp_id = "evil.example".into();
+    let page = register_passkey(&owner, &mut elsewhere, "Elsewhere").await;
+    assert!(page.contains("was not accepted"), "{page}");
+    assert!(stored_factors(&app).await.is_empty());
+
     let mut authenticator = Authenticator::new(&app.issuer);
     register_passkey(&owner, &mut authenticator, "Key").await;
     let person = browser(&app);
+
+    // Signing for another relying party: refused.
+    authenticator.rp_id = "evil.example".into();
+    let (options, ceremony, csrf) = login_prompt(&person, "").await;
+    let refused = passkey_sign_in(&person, &csrf, &ceremony, &authenticator.get(&options, Some(0)), "").await;
+    assert_eq!(refused.status(), 401);
+    authenticator.rp_id = "localhost".into();
 
     // Signing in without user verification: refused.
     authenticator.verifies_user = false;
@@ -784,7 +799,10 @@ async fn operators_see_passkeys_by_name_and_remove_them() {
     assert_eq!(factor["name"], "Desk key");
     assert!(factor["last_used_at"].is_number());
     let text = listed.to_string();
-    assert!(!text.contains("cred") && !text.contains("\"x\""), "no key material: {text}");
+    assert!(
+        !text.contains("cred") && !text.contains("\"x\""),
+        "no key material: {text}"
+    );
 
     let id = factor["factor_id"].as_str().unwrap();
     let removed = app

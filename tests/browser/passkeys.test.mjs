@@ -11,6 +11,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
+import * as client from 'openid-client';
 
 const env = (name) => {
   const value = process.env[name];
@@ -57,16 +58,46 @@ test('a person registers a passkey and signs in with it, with and without the pa
     assert.ok(credentials[0].isResidentCredential, 'a discoverable credential (no username needed)');
     assert.equal(credentials[0].rpId, new URL(base).hostname, 'the relying party is the issuer\'s host');
 
-    // Signed out: the login page asks the browser for a passkey through its autofill
-    // (conditional mediation); the virtual authenticator answers it at once with the one
-    // passkey it has, as a person picking it from the username field would. No username, no
-    // password.
-    await context.clearCookies();
-    await page.goto(`${base}/o/login/`);
-    await page.waitForURL(`${base}/`);
-    await page.goto(`${base}/o/security/`);
-    assert.match(await page.locator('h1').textContent(), /Sign-in security/);
-    assert.match(await page.locator('table').textContent(), /Chromium virtual key/);
+    // Logged out, an app sends the person to authorize. The login page asks the browser for a
+    // passkey through its autofill (conditional mediation); the virtual authenticator answers
+    // at once with the one passkey it has, as a person picking it from the username field would.
+    // No username, no password. Then the consent page.
+    await page.goto(`${base}/`);
+    await page.getByRole('button', { name: 'Log out' }).click();
+    const config = await client.discovery(new URL(base), env('CLIENT_ID'), env('CLIENT_SECRET'), undefined, {
+      execute: [client.allowInsecureRequests],
+    });
+    const redirectUri = env('REDIRECT_URI');
+    const codeVerifier = client.randomPKCECodeVerifier();
+    const parameters = {
+      redirect_uri: redirectUri,
+      scope: 'openid profile',
+      code_challenge: await client.calculatePKCECodeChallenge(codeVerifier),
+      code_challenge_method: 'S256',
+      nonce: client.randomNonce(),
+      state: client.randomState(),
+    };
+    let callback = null;
+    await page.route(`${redirectUri}**`, (route) => {
+      callback = new URL(route.request().url());
+      return route.fulfill({ status: 200, contentType: 'text/plain', body: 'the app got its code' });
+    });
+    await page.goto(client.buildAuthorizationUrl(config, parameters).href);
+    await page.waitForURL(/\/o\/authorize\//);
+    await shot(page, 'passkey-03-consent');
+    await page.getByRole('button', { name: /Allow/ }).click();
+    await page.waitForURL(`${redirectUri}**`);
+    assert.ok(callback, 'the app got its callback');
+    const tokens = await client.authorizationCodeGrant(config, callback, {
+      pkceCodeVerifier: codeVerifier,
+      expectedNonce: parameters.nonce,
+      expectedState: parameters.state,
+      idTokenExpected: true,
+    });
+    const claims = tokens.claims();
+    assert.deepEqual(claims.amr, ['hwk', 'user', 'mfa'], 'RFC 8176: a key in hardware and user verification');
+    assert.equal(claims.acr, 'urn:tessera:acr:multi-factor');
+    assert.ok(Math.abs(claims.auth_time - Date.now() / 1000) < 60, `auth_time is now: ${claims.auth_time}`);
     const used = (await cdp.send('WebAuthn.getCredentials', { authenticatorId })).credentials[0];
     assert.ok(used.signCount >= 1, `the authenticator signed: ${used.signCount}`);
 
@@ -96,12 +127,12 @@ test('a person registers a passkey and signs in with it, with and without the pa
     await other.getByRole('button', { name: 'Log in' }).click();
     await other.waitForURL(/\/o\/login\/factor\//);
     assert.equal(await other.locator('#code').count(), 0, 'a user with a passkey only is asked for no code');
-    await shot(other, 'passkey-03-second-step');
+    await shot(other, 'passkey-04-second-step');
     await other.getByRole('button', { name: 'Use your passkey' }).click();
     await other.waitForURL(`${base}/`);
     await other.goto(`${base}/o/security/`);
     assert.match(await other.locator('h1').textContent(), /Sign-in security/);
-    await shot(other, 'passkey-04-signed-in');
+    await shot(other, 'passkey-05-signed-in');
   } finally {
     await browser.close();
   }
