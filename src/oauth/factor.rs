@@ -117,6 +117,17 @@ impl TotpEnrolment {
     }
 }
 
+/// What a session must do before it changes the user's factors
+/// ([`Accounts::may_change_factors`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FactorChange {
+    Allowed,
+    /// Show a second factor first (the account has one).
+    ShowFactor,
+    /// Type the password again first (the account has none, and the login is old).
+    LogInAgain,
+}
+
 /// The second step of a login.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SecondStep {
@@ -197,7 +208,7 @@ impl Accounts {
             return Ok(None);
         }
         let factors = self.factors.factors_of(&user.user_id).await?;
-        Ok(match (has_second_factor(&factors), policy) {
+        Ok(match (has_second_factor(&factors, self.webauthn.is_some()), policy) {
             (true, _) => Some(SecondStep::Code),
             (false, MfaPolicy::Required) => Some(SecondStep::Enrol),
             (false, _) => None,
@@ -428,21 +439,39 @@ impl Accounts {
         Ok(stepped)
     }
 
-    /// Whether `session` may change the user's factors now: always for a user with neither an
-    /// authenticator app nor a passkey (or where second factors are off); otherwise only a
-    /// session that showed a second factor in the last [`RECENT_FACTOR_SECS`] (a password alone, or a stolen session of a day ago, must
-    /// not be able to take the account's factors over).
-    pub async fn may_change_factors(&self, session: &Session) -> Result<bool, Error> {
-        let factors = self.factors.factors_of(session.user_id()).await?;
-        // Where second factors are off, none is asked for at login either.
-        if !has_second_factor(&factors) || self.mfa_policy(&session.user) == MfaPolicy::Off {
-            return Ok(true);
+    /// What `session` must do before it may change the user's factors. An account with a
+    /// second factor: show one in the last [`RECENT_FACTOR_SECS`] (a password alone, or a
+    /// stolen session of a day ago, must not take the account's factors over). An account
+    /// without one: a password typed in the last [`RECENT_FACTOR_SECS`], since the first factor
+    /// binds the account to whoever adds it (a passkey then signs in without the password).
+    /// Where second factors are off there is nothing to change.
+    pub async fn may_change_factors(&self, session: &Session) -> Result<FactorChange, Error> {
+        if self.mfa_policy(&session.user) == MfaPolicy::Off {
+            return Ok(FactorChange::Allowed);
         }
-        let fresh = session
+        let factors = self.factors.factors_of(session.user_id()).await?;
+        let recent = |time: Option<i64>| time.is_some_and(|t| now() - t <= RECENT_FACTOR_SECS);
+        Ok(if has_second_factor(&factors, self.webauthn.is_some()) {
+            let shown = acr::Level::of(session.amr()) >= acr::Level::MultiFactor;
+            match shown && recent(session.record.factor_time) {
+                true => FactorChange::Allowed,
+                false => FactorChange::ShowFactor,
+            }
+        } else {
+            match recent(session.record.auth_time) {
+                true => FactorChange::Allowed,
+                false => FactorChange::LogInAgain,
+            }
+        })
+    }
+
+    /// Whether `session` may add the user's first factor on the way (a request that needs two
+    /// factors): only after a password typed in the last [`RECENT_FACTOR_SECS`].
+    pub fn may_add_first_factor(&self, session: &Session) -> bool {
+        session
             .record
-            .factor_time
-            .is_some_and(|t| now() - t <= RECENT_FACTOR_SECS);
-        Ok(acr::Level::of(session.amr()) >= acr::Level::MultiFactor && fresh)
+            .auth_time
+            .is_some_and(|t| now() - t <= RECENT_FACTOR_SECS)
     }
 
     /// Runs `check` as one attempt of the login throttle for `user` from `address`: refused
@@ -620,9 +649,13 @@ pub(crate) fn mfa_policy_of(mfa: MfaPolicy, operator_mfa: MfaPolicy, user: &User
 }
 
 /// Whether these factors include an authenticator app or a passkey (what a login's second
-/// step asks for; recovery codes stand in for them, not beside them).
-pub(crate) fn has_second_factor(factors: &[FactorRecord]) -> bool {
-    factors.iter().any(|f| f.factor_id == TOTP_ID || is_passkey(f))
+/// step asks for; recovery codes stand in for them, not beside them). Passkeys count only
+/// where they can be used (`passkeys_usable`): after the issuer moved to an IP address, a
+/// passkey-only user is treated as having no factor rather than asked for one they cannot show.
+pub(crate) fn has_second_factor(factors: &[FactorRecord], passkeys_usable: bool) -> bool {
+    factors
+        .iter()
+        .any(|f| f.factor_id == TOTP_ID || (passkeys_usable && is_passkey(f)))
 }
 
 /// Whether this factor is a passkey.
@@ -652,6 +685,39 @@ mod tests {
         let generator = totp(b"12345678901234567890".to_vec(), "tessera.example", "alice");
         assert_eq!(generator.generate(59), "287082");
         assert_eq!(generator.generate(1111111109), "081804");
+    }
+
+    #[test]
+    fn a_passkey_counts_as_a_second_factor_only_where_passkeys_can_be_used() {
+        let factor = |id: &str, secret: FactorSecret| FactorRecord {
+            factor_id: id.into(),
+            user_id: "u".into(),
+            name: id.into(),
+            created_at: 0,
+            last_used_at: None,
+            revision: 1,
+            secret,
+        };
+        let passkey = factor(
+            "passkey-1",
+            FactorSecret::Passkey {
+                credential: serde_json::json!({}),
+            },
+        );
+        let codes = factor(
+            RECOVERY_ID,
+            FactorSecret::RecoveryCodes {
+                unused: vec![],
+                made: 10,
+            },
+        );
+        assert!(has_second_factor(&[passkey.clone()], true));
+        // The issuer moved to an IP address: the login does not ask for a passkey that cannot
+        // be shown (the review's L5), and recovery codes alone are no second factor.
+        assert!(!has_second_factor(&[passkey, codes.clone()], false));
+        assert!(!has_second_factor(&[codes], true));
+        let app = factor(TOTP_ID, FactorSecret::Totp { sealed: String::new() });
+        assert!(has_second_factor(&[app], false));
     }
 
     #[test]

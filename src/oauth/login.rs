@@ -274,6 +274,13 @@ impl Accounts {
         let check = match (attempt.passkey, self.user_has_second_factor(user).await?) {
             (Some(answer), _) => self.passkey_check(user, attempt.csrf_token, answer).await?,
             (None, true) => self.check_code(user, attempt.code, shown).await?,
+            // Adding the first factor binds the account to it: only after a recent password.
+            (None, false) if !self.may_add_first_factor(session) => {
+                return Err(Error::new(
+                    ErrorCode::AccessDenied,
+                    "log in again before adding a second factor to this account",
+                ))
+            }
             (None, false) => self.confirm_totp(user, &session.id, attempt.code, shown).await?,
         };
         match check {
@@ -294,6 +301,8 @@ impl Accounts {
         }
         let enrolment = match self.user_has_second_factor(&session.user).await? {
             true => None,
+            // The first factor only after a recent password: the form sends to the login.
+            false if !self.may_add_first_factor(session) => return Ok(None),
             false => Some(self.start_totp(&session.user, &session.id).await?),
         };
         let csrf_token = session.csrf_token().to_string();
@@ -303,6 +312,7 @@ impl Accounts {
     async fn user_has_second_factor(&self, user: &UserRecord) -> Result<bool, Error> {
         Ok(super::factor::has_second_factor(
             &self.factors.factors_of(&user.user_id).await?,
+            self.webauthn.is_some(),
         ))
     }
 

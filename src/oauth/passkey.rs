@@ -9,10 +9,13 @@
 //! be a relying party (browsers refuse IP addresses as RP ids), so passkeys are not offered
 //! there; `http://localhost:…` works.
 //!
-//! A ceremony's state travels with the page, sealed with AES-256-GCM under a server secret
-//! (so anonymous visitors of the login page store nothing), bound to its form (the session's
-//! or login form's CSRF token, or the pending login's) and to a deadline, and is accepted once:
-//! its id is remembered on every node when it succeeds, so a replayed answer is refused.
+//! A ceremony's state travels with the page, signed (HMAC-SHA256 under the server secret that
+//! signs cookie values; nothing in it is secret, and a MAC has no nonce that anonymous traffic
+//! could wear out), so anonymous visitors of the login page store nothing. It is bound to its
+//! form (the session's or login form's CSRF token, or the pending login's) and to a deadline,
+//! and is accepted once: its id is remembered on every node when it succeeds, so a replayed
+//! answer is refused. The state names no key: an answer is always checked against the passkey
+//! as stored (its public key and counter), never against one the state could carry.
 //! Registration asks for user verification and no attestation; a passkey with user
 //! verification counts as two factors (`amr` `hwk` or, for a passkey that syncs between
 //! devices, `swk`, plus `user` and `mfa`). A passkey belongs to the account it was registered
@@ -23,8 +26,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 use webauthn_rs::prelude::{
-    AuthenticationResult, DiscoverableAuthentication, Passkey, PasskeyAuthentication, PasskeyRegistration,
-    PublicKeyCredential, RegisterPublicKeyCredential, Url, Uuid, Webauthn, WebauthnBuilder,
+    AuthenticationResult, DiscoverableAuthentication, Passkey, PasskeyRegistration, PublicKeyCredential,
+    RegisterPublicKeyCredential, Url, Uuid, Webauthn, WebauthnBuilder,
 };
 
 use super::audit::{Caller, Target};
@@ -44,9 +47,7 @@ pub const MAX_PASSKEYS: usize = 20;
 pub const MAX_PASSKEY_NAME_CHARS: usize = 64;
 /// How long a ceremony (the browser's prompt) may take.
 const CEREMONY_TTL_SECS: i64 = 300;
-/// The server secret ceremonies are sealed under (the one that seals TOTP secrets), and what
-/// each kind of ceremony is sealed for.
-const CEREMONY_SEAL: &str = "factor-aead";
+/// What each kind of ceremony is signed for (the signed values' purposes).
 const REGISTRATION: &str = "passkey-registration";
 const DISCOVERY: &str = "passkey-discovery";
 const CHALLENGE: &str = "passkey-challenge";
@@ -81,16 +82,20 @@ pub struct PasskeyLogin<'a> {
     pub login_form_cookie: Option<&'a str>,
 }
 
-/// A ceremony's state as it travels: whose form it belongs to, until when, and (for a
-/// registration) the name the user chose.
+/// A ceremony's state as it travels: whose form it belongs to, and (for a registration) the
+/// name the user chose.
 #[derive(Serialize, Deserialize)]
 struct Ceremony<S> {
     id: String,
     owner: String,
-    expires_at: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     name: Option<String>,
     state: S,
+}
+
+/// Whether passkeys can work for `issuer` (its host is a domain name, not an IP address).
+pub(crate) fn usable(issuer: &str) -> bool {
+    Url::parse(issuer).is_ok_and(|u| u.domain().is_some())
 }
 
 /// The relying party for `issuer`, or `None` where passkeys cannot work (an IP address).
@@ -186,7 +191,7 @@ impl Accounts {
         })
     }
 
-    /// Seals a ceremony's state for the form `owner` (a CSRF token) names.
+    /// Signs a ceremony's state for the form `owner` (a CSRF token) names, for five minutes.
     async fn seal_ceremony<S: Serialize>(
         &self,
         purpose: &str,
@@ -197,35 +202,30 @@ impl Accounts {
         let ceremony = Ceremony {
             id: super::random_token(16),
             owner: URL_SAFE_NO_PAD.encode(secret_hash(owner)),
-            expires_at: now() + CEREMONY_TTL_SECS,
             name,
             state,
         };
         let plain = serde_json::to_vec(&ceremony).map_err(Error::server_error)?;
-        let sealed = self.secrets.seal(CEREMONY_SEAL, purpose, &plain).await?;
-        Ok(URL_SAFE_NO_PAD.encode(sealed))
+        self.sign_value(purpose, &URL_SAFE_NO_PAD.encode(plain), CEREMONY_TTL_SECS)
+            .await
     }
 
-    /// Opens a ceremony sealed for `owner`'s form, unexpired; refused otherwise.
+    /// Opens a ceremony signed for `owner`'s form, unexpired; refused otherwise.
     async fn open_ceremony<S: for<'de> Deserialize<'de>>(
         &self,
         purpose: &str,
         owner: &str,
-        sealed: &str,
+        signed: &str,
     ) -> Result<Ceremony<S>, Error> {
         let expired = || refused("this passkey prompt expired or was not made for this page; try again");
-        let sealed = URL_SAFE_NO_PAD.decode(sealed.trim()).map_err(|_| expired())?;
-        let opened = self
-            .secrets
-            .open(CEREMONY_SEAL, purpose, &sealed)
-            .await?
-            .ok_or_else(expired)?;
-        let ceremony: Ceremony<S> = serde_json::from_slice(&opened).map_err(|_| expired())?;
+        let payload = self.signed_payload(purpose, signed.trim()).await?.ok_or_else(expired)?;
+        let plain = URL_SAFE_NO_PAD.decode(payload).map_err(|_| expired())?;
+        let ceremony: Ceremony<S> = serde_json::from_slice(&plain).map_err(|_| expired())?;
         let mine = bool::from(subtle::ConstantTimeEq::ct_eq(
             ceremony.owner.as_bytes(),
             URL_SAFE_NO_PAD.encode(secret_hash(owner)).as_bytes(),
         ));
-        if !mine || ceremony.expires_at < now() {
+        if !mine {
             return Err(expired());
         }
         Ok(ceremony)
@@ -428,21 +428,31 @@ impl Accounts {
         if passkeys.is_empty() {
             return Ok(None);
         }
+        // The state of a discoverable request names no key: the answer is checked against the
+        // passkey as stored. The browser is told which passkeys are the user's.
         let webauthn = self.relying_party()?;
         let (options, state) = webauthn
-            .start_passkey_authentication(&passkeys)
+            .start_discoverable_authentication()
             .map_err(|e| Error::server_error(format!("a passkey check could not start: {e}")))?;
+        let mut options = serde_json::to_value(&options.public_key).map_err(Error::server_error)?;
+        let allowed: Vec<serde_json::Value> = passkeys
+            .iter()
+            .map(|p| serde_json::json!({ "type": "public-key", "id": URL_SAFE_NO_PAD.encode(p.cred_id()) }))
+            .collect();
+        if let Some(fields) = options.as_object_mut() {
+            fields.insert("allowCredentials".into(), allowed.into());
+        }
         let ceremony = self
-            .seal_ceremony::<PasskeyAuthentication>(CHALLENGE, csrf_token, None, state)
+            .seal_ceremony::<DiscoverableAuthentication>(CHALLENGE, csrf_token, None, state)
             .await?;
         Ok(Some(PasskeyPrompt {
-            options: serde_json::to_string(&options.public_key).map_err(Error::server_error)?,
+            options: options.to_string(),
             ceremony,
         }))
     }
 
     /// Checks a passkey answer to [`Accounts::passkey_factor_prompt`] for `user`: what it
-    /// proved, or `None` if it is not one of theirs or not valid.
+    /// proved, or `None` if it is not one of their passkeys or not valid.
     pub(super) async fn check_passkey(
         &self,
         user: &UserRecord,
@@ -450,9 +460,15 @@ impl Accounts {
         answer: PasskeyAnswer<'_>,
     ) -> Result<Option<Vec<&'static str>>, Error> {
         let webauthn = self.relying_party()?;
-        let ceremony: Ceremony<PasskeyAuthentication> =
+        let ceremony: Ceremony<DiscoverableAuthentication> =
             self.open_ceremony(CHALLENGE, csrf_token, answer.ceremony).await?;
         let credential = parse_assertion(answer.credential)?;
+        // An authenticator that names a user must name this one.
+        if let Some(handle) = credential.get_user_unique_id() {
+            if handle != user_handle(user)?.as_bytes() {
+                return Ok(None);
+            }
+        }
         let factor_id = factor_id_of(credential.get_credential_id());
         let factors = self.factors.factors_of(&user.user_id).await?;
         let Some(factor) = factors.into_iter().find(|f| f.factor_id == factor_id) else {
@@ -461,7 +477,7 @@ impl Accounts {
         let Some(passkey) = passkey_of(&factor) else {
             return Ok(None);
         };
-        let Ok(result) = webauthn.finish_passkey_authentication(&credential, &ceremony.state) else {
+        let Ok(result) = webauthn.finish_discoverable_authentication_v2(&credential, ceremony.state, &passkey) else {
             return Ok(None);
         };
         self.accept_assertion(&ceremony.id, &factor, passkey, &result).await?;

@@ -1,8 +1,9 @@
 //! `/o/security/`: a user's sign-in factors. They register passkeys (named; the browser's
 //! prompt runs in `passkey.js`), add an authenticator app (a QR code drawn
 //! on the server, and the secret as text), make recovery codes (shown once), and remove a
-//! factor after confirming. Once the account has an app, every change needs a session that
-//! showed a second factor in the last 15 minutes. The core decides; this page renders.
+//! factor after confirming. Once the account has an app or a passkey, every change needs a
+//! session that showed a second factor in the last 15 minutes; before that, a password typed in
+//! the last 15 minutes. The core decides; this page renders.
 
 use std::sync::Arc;
 
@@ -15,7 +16,7 @@ use super::{caller, checked_form, date, error_page, page, visitor, Templates};
 use crate::config::MfaPolicy;
 use crate::net::ClientAddress;
 use crate::oauth::endpoints as paths;
-use crate::oauth::factor::{CodeCheck, FactorSummary, TotpEnrolment, RECOVERY_ID, TOTP_ID};
+use crate::oauth::factor::{CodeCheck, FactorChange, FactorSummary, TotpEnrolment, RECOVERY_ID, TOTP_ID};
 use crate::oauth::params::Params;
 use crate::oauth::passkey::{PasskeyAnswer, PasskeyPrompt, MAX_PASSKEY_NAME_CHARS};
 use crate::oauth::session::Session;
@@ -135,11 +136,15 @@ pub async fn act(
     let accounts = &provider.accounts;
     let by = caller(&visitor, req);
     let address = ClientAddress::of(req).shown();
-    // Changing the factors of an account that has an app needs a recent second factor: the
-    // session shows one first, then comes back here.
+    // Changing the factors of an account that has one needs a recent second factor (the
+    // session shows one first, then comes back here); adding the first, a recent password.
     match accounts.may_change_factors(&visitor).await {
-        Ok(true) => {}
-        Ok(false) => return super::factor_redirect(StatusCode::SEE_OTHER, paths::SECURITY),
+        Ok(FactorChange::Allowed) => {}
+        Ok(FactorChange::ShowFactor) => return super::factor_redirect(StatusCode::SEE_OTHER, paths::SECURITY),
+        Ok(FactorChange::LogInAgain) => {
+            let login = format!("{}?next={}", paths::LOGIN, paths::SECURITY);
+            return super::redirect(StatusCode::SEE_OTHER, &login);
+        }
         Err(e) => return error_page(templates, &e),
     }
     let render = |status, shown| security_page(provider, templates, status, &visitor, shown);

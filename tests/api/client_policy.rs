@@ -403,6 +403,34 @@ async fn dynamic_registration_requires_two_factors_only_where_the_operator_allow
     let id = registered["client_id"].as_str().unwrap();
     assert!(!app.store.get_client(id).await.unwrap().unwrap().policy.require_mfa);
 
+    // The operator turns it on for that client: the registrant's updates may repeat it
+    // (a read-modify-write) and cannot turn it off.
+    let mut record = app.store.get_client(id).await.unwrap().unwrap();
+    record.policy.require_mfa = true;
+    app.store.update_client(&record).await.unwrap();
+    for (why, update) in [
+        ("echoed", update.clone()),
+        ("left out", {
+            let mut left_out = update.clone();
+            left_out.as_object_mut().unwrap().remove("require_mfa");
+            left_out
+        }),
+    ] {
+        let response = app
+            .http
+            .put(registered["registration_client_uri"].as_str().unwrap())
+            .bearer_auth(registered["registration_access_token"].as_str().unwrap())
+            .json(&update)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{why}");
+        assert!(
+            app.store.get_client(id).await.unwrap().unwrap().policy.require_mfa,
+            "{why}"
+        );
+    }
+
     let app = spawn(true).await;
     let response = app.http.post(app.url("/o/register/")).json(&body).send().await.unwrap();
     assert_eq!(response.status(), 201);

@@ -819,3 +819,94 @@ async fn operators_see_passkeys_by_name_and_remove_them() {
     let refused = passkey_sign_in(&person, &csrf, &ceremony, &authenticator.get(&options, Some(0)), "").await;
     assert_eq!(refused.status(), 401);
 }
+
+/// The review of this work (H1): a session whose password was typed long ago (a cookie stolen
+/// yesterday) could add the account's first factor, a passkey of its own, and sign in with it
+/// for ever, the password changed or not. The first factor now needs a password typed in the
+/// last 15 minutes: on the security page, and on the way through a request that needs two
+/// factors.
+#[tokio::test]
+async fn an_old_session_types_the_password_again_before_adding_the_first_factor() {
+    let app = spawn_on_localhost(|_| {}).await;
+    let user = app.store.get_user_by_name(USERNAME).await.unwrap().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let (id, csrf) = (
+        "a-stolen-session-cookie-value-of-43-characters",
+        "a-csrf-token-of-the-stolen-session",
+    );
+    let stolen = tessera::store::SessionRecord {
+        user_id: Some(user.user_id.clone()),
+        csrf_token: csrf.into(),
+        auth_time: Some(now - 20 * 60),
+        expires_at: now + 3600,
+        user_epoch: user.session_epoch,
+        amr: vec!["pwd".into()],
+        factor_time: None,
+    };
+    app.store
+        .put_session(&tessera::oauth::secret_hash(id), &stolen)
+        .await
+        .unwrap();
+    let thief = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let cookie = format!("tessera_session={id}");
+    assert_eq!(
+        thief
+            .get(app.url("/o/security/"))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200,
+        "the stolen session is a session"
+    );
+    for action in [
+        vec![("action", "start_passkey"), ("name", "Mine")],
+        vec![("action", "start_totp")],
+        vec![("action", "recovery_codes")],
+    ] {
+        let mut form = vec![("csrf_token", csrf)];
+        form.extend(action.iter().copied());
+        let refused = thief
+            .post(app.url("/o/security/"))
+            .header("cookie", &cookie)
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), 303, "{action:?}");
+        assert_eq!(location(&refused), "/o/login/?next=/o/security/", "{action:?}");
+    }
+    // On the way (a request that needs two factors): the factor form sends to the login, and
+    // its POST refuses to take a first app.
+    let form = thief
+        .get(app.url("/o/login/factor/"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(form.status(), 303);
+    assert!(location(&form).starts_with("/o/login/"), "{}", location(&form));
+    let refused = thief
+        .post(app.url("/o/login/factor/"))
+        .header("cookie", &cookie)
+        .form(&[("csrf_token", csrf), ("next", ""), ("code", "123456")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+    assert!(app.store.factors_of(&user.user_id).await.unwrap().is_empty());
+
+    // A password typed just now may.
+    let owner = browser(&app);
+    owner.log_in("/o/login/", USERNAME, PASSWORD).await;
+    let mut authenticator = Authenticator::new(&app.issuer);
+    let page = register_passkey(&owner, &mut authenticator, "Mine").await;
+    assert!(page.contains("Your passkey is added"), "{page}");
+}

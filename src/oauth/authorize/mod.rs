@@ -363,10 +363,13 @@ impl Authorization {
             return Ok(None);
         }
         let factors = self.factors.factors_of(session.user_id()).await?;
-        Ok(Some(match super::factor::has_second_factor(&factors) {
-            true => SecondStep::Code,
-            false => SecondStep::Enrol,
-        }))
+        let passkeys_usable = super::passkey::usable(&self.issuer);
+        Ok(Some(
+            match super::factor::has_second_factor(&factors, passkeys_usable) {
+                true => SecondStep::Code,
+                false => SecondStep::Enrol,
+            },
+        ))
     }
 
     fn interaction(

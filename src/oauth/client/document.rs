@@ -172,7 +172,7 @@ impl Clients {
             ..metadata
         };
         let (new, method) = self
-            .registered_settings(&metadata)
+            .registered_settings(&metadata, None)
             .map_err(|e| invalid(client_id, e.description))?;
         let host = document_host(client_id).unwrap_or_default();
         let name = metadata.client_name.clone().map_or(host, |_| new.name.clone());

@@ -114,7 +114,12 @@ impl Clients {
     }
 
     /// Applies the registration policy to client metadata, giving the client to store.
-    pub(super) fn registered_settings(&self, metadata: &ClientMetadata) -> Result<(NewClient, String), Error> {
+    /// The settings of a client registered (or, with `current`, updated) with `metadata`.
+    pub(super) fn registered_settings(
+        &self,
+        metadata: &ClientMetadata,
+        current: Option<&crate::store::ClientPolicy>,
+    ) -> Result<(NewClient, String), Error> {
         if metadata.software_statement.is_some() {
             return Err(Error::new(
                 ErrorCode::InvalidSoftwareStatement,
@@ -222,7 +227,10 @@ impl Clients {
                 )));
             }
         }
-        if let Some(switch) = metadata.switches.closed_to_registration(&self.config.registration) {
+        if let Some(switch) = metadata
+            .switches
+            .closed_to_registration(&self.config.registration, current)
+        {
             return Err(invalid_metadata(format!(
                 "{} is not open to dynamic registration on this server (registration_allow_{})",
                 switch.name, switch.name
@@ -289,7 +297,7 @@ impl Clients {
         address: Option<std::net::IpAddr>,
     ) -> Result<Registration, Error> {
         self.check_initial_access_token(initial_access_token)?;
-        let (new, method) = self.registered_settings(metadata)?;
+        let (new, method) = self.registered_settings(metadata, None)?;
         let key = address.map(crate::net::address_key).unwrap_or_default();
         self.registration_rate.check(&key).map_err(Error::rate_limited)?;
         let token = random_token(32);
@@ -362,8 +370,9 @@ impl Clients {
                 return Err(invalid_metadata("client_secret does not match"));
             }
         }
-        let (mut new, method) = self.registered_settings(metadata)?;
+        let (mut new, method) = self.registered_settings(metadata, Some(&client.policy))?;
         super::switches::keep_operator_switches(&mut new.policy, &client.policy);
+        super::switches::keep_closed_switches(&mut new.policy, &client.policy, &self.config.registration);
         let had_keys = client.jwks.is_some() || client.jwks_uri.is_some();
         if new.client_type != client.client_type || new.keys.is_some() != had_keys {
             return Err(invalid_metadata(

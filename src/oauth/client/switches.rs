@@ -124,6 +124,18 @@ pub(crate) fn keep_operator_switches(policy: &mut ClientPolicy, current: &Client
     keep_operator_switches_of(SWITCHES, policy, current)
 }
 
+/// Gives `policy` the switches of `current` that dynamic registration may not change under
+/// `registration`: an RFC 7592 update neither adds them nor drops one the operator set.
+pub(crate) fn keep_closed_switches(
+    policy: &mut ClientPolicy,
+    current: &ClientPolicy,
+    registration: &RegistrationPolicy,
+) {
+    for switch in SWITCHES.iter().filter(|s| !(s.open_to_registration)(registration)) {
+        (switch.set)(policy, switch.of(current));
+    }
+}
+
 fn keep_operator_switches_of(table: &[Switch], policy: &mut ClientPolicy, current: &ClientPolicy) {
     for switch in table.iter().filter(|s| !s.offered(false)) {
         (switch.set)(policy, switch.of(current));
@@ -158,10 +170,18 @@ impl SwitchValues {
         SWITCHES.iter().zip(self.0.iter().copied())
     }
 
-    /// The first switch these values turn on that dynamic registration may not under `policy`.
-    pub fn closed_to_registration(&self, policy: &RegistrationPolicy) -> Option<&'static Switch> {
+    /// The first switch these values turn on that dynamic registration may not under `policy`
+    /// and that `current` (the policy of a client being updated) does not have on already: an
+    /// update may repeat what the operator set, not add to it.
+    pub fn closed_to_registration(
+        &self,
+        policy: &RegistrationPolicy,
+        current: Option<&ClientPolicy>,
+    ) -> Option<&'static Switch> {
         self.iter()
-            .find(|(switch, on)| *on && !(switch.open_to_registration)(policy))
+            .find(|(switch, on)| {
+                *on && !(switch.open_to_registration)(policy) && !current.is_some_and(|c| switch.of(c))
+            })
             .map(|(switch, _)| switch)
     }
 
@@ -265,13 +285,21 @@ mod tests {
         let values = SwitchValues::read(|s| Ok::<_, ()>(Some(s.name == "require_mfa"))).unwrap();
         let mut policy = RegistrationPolicy::default();
         assert_eq!(
-            values.closed_to_registration(&policy).map(|s| s.name),
+            values.closed_to_registration(&policy, None).map(|s| s.name),
             Some("require_mfa")
         );
+        // An update may repeat what the operator set, and cannot drop it.
+        let set_by_operator = values.with(TokenExchangePolicy::default());
+        assert!(values.closed_to_registration(&policy, Some(&set_by_operator)).is_none());
+        let mut submitted = ClientPolicy::default();
+        keep_closed_switches(&mut submitted, &set_by_operator, &policy);
+        assert!(submitted.require_mfa);
         policy.allow_require_mfa = true;
-        assert!(values.closed_to_registration(&policy).is_none());
+        assert!(values.closed_to_registration(&policy, None).is_none());
         let others = SwitchValues::read(|s| Ok::<_, ()>(Some(s.name != "require_mfa"))).unwrap();
-        assert!(others.closed_to_registration(&RegistrationPolicy::default()).is_none());
+        assert!(others
+            .closed_to_registration(&RegistrationPolicy::default(), None)
+            .is_none());
     }
 
     #[test]
