@@ -711,7 +711,7 @@ mod tests {
                 made: 10,
             },
         );
-        assert!(has_second_factor(&[passkey.clone()], true));
+        assert!(has_second_factor(std::slice::from_ref(&passkey), true));
         // The issuer moved to an IP address: the login does not ask for a passkey that cannot
         // be shown (the review's L5), and recovery codes alone are no second factor.
         assert!(!has_second_factor(&[passkey, codes.clone()], false));
