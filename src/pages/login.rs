@@ -74,6 +74,63 @@ fn busy_login_page(
     response
 }
 
+/// A form posted to a login step: its fields, where to go afterwards (a path on this server),
+/// and the browser's session.
+struct Posted {
+    pairs: Vec<(String, String)>,
+    next: String,
+    session: Option<crate::oauth::session::Session>,
+}
+
+impl Posted {
+    async fn read(req: &Request, body: Body, provider: &Provider) -> Result<Posted, crate::oauth::Error> {
+        let pairs = form_pairs(body).await?;
+        let next = safe_next(Params::new(&pairs).get("next").ok().flatten())
+            .unwrap_or_default()
+            .to_string();
+        let session = current_session(provider, req).await?;
+        Ok(Posted { pairs, next, session })
+    }
+
+    fn field(&self, name: &str) -> String {
+        Params::new(&self.pairs)
+            .get(name)
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+            .to_string()
+    }
+}
+
+/// Renders what a login form's step decided: on a refusal, the login form again (with
+/// `username` and a new passkey prompt).
+async fn render_login_step(
+    provider: &Provider,
+    templates: &Templates,
+    step: Result<LoginStep, crate::oauth::Error>,
+    posted: &Posted,
+    username: &str,
+) -> Response {
+    let csrf_token = posted.field("csrf_token");
+    let passkey = provider.accounts.passkey_login_prompt(&csrf_token).await.ok().flatten();
+    let again = LoginForm {
+        csrf_token: &csrf_token,
+        next: &posted.next,
+        username,
+        passkey: passkey.as_ref(),
+    };
+    // A refused passkey (not registered here, an expired or used prompt) is said on the login
+    // form; a forged form stays an error page.
+    if let Err(e) = &step {
+        if e.code == crate::oauth::ErrorCode::AccessDenied && !e.description.contains("CSRF") {
+            return login_page(templates, StatusCode::UNAUTHORIZED, &again, Some(&e.description));
+        }
+    }
+    let shown = |status, message: &str| login_page(templates, status, &again, Some(message));
+    let busy = |status, message: &str, wait| busy_login_page(templates, status, &again, message, wait);
+    render_step(provider, templates, step, &posted.next, shown, busy)
+}
+
 /// GET /o/login/: the login form. A visitor with a session uses its CSRF token; anyone else
 /// gets a signed login-form cookie instead, and nothing is stored.
 #[handler]
@@ -136,40 +193,28 @@ pub(super) async fn login(
     templates: Data<&Arc<Templates>>,
 ) -> Response {
     let (provider, templates) = (provider.0.as_ref(), templates.0.as_ref());
-    let form = match form_pairs(body).await {
-        Ok(f) => f,
+    let posted = match Posted::read(req, body, provider).await {
+        Ok(posted) => posted,
         Err(e) => return error_page(templates, &e),
     };
-    let form = Params::new(&form);
-    let field = |name: &str| form.get(name).ok().flatten().unwrap_or_default().to_string();
-    let next = safe_next(Some(&field("next"))).unwrap_or_default().to_string();
-    let session = match current_session(provider, req).await {
-        Ok(session) => session,
-        Err(e) => return error_page(templates, &e),
-    };
-    let (username, password, csrf_token) = (field("username"), field("password"), field("csrf_token"));
+    let (username, password, csrf_token) = (
+        posted.field("username"),
+        posted.field("password"),
+        posted.field("csrf_token"),
+    );
     let login_form_cookie = Cookie::LoginForm.read(provider, req);
     let device_cookie = Cookie::Device.read(provider, req);
     let attempt = LoginAttempt {
         username: &username,
         password: &password,
         csrf_token: &csrf_token,
-        session: session.as_ref(),
+        session: posted.session.as_ref(),
         login_form_cookie: login_form_cookie.as_deref(),
         device_cookie: device_cookie.as_deref(),
         address: ClientAddress::of(req).ip(),
     };
     let step = provider.accounts.sign_in(&attempt).await;
-    let passkey = provider.accounts.passkey_login_prompt(&csrf_token).await.ok().flatten();
-    let again = LoginForm {
-        csrf_token: &csrf_token,
-        next: &next,
-        username: &username,
-        passkey: passkey.as_ref(),
-    };
-    let shown = |status, message: &str| login_page(templates, status, &again, Some(message));
-    let busy = |status, message: &str, wait| busy_login_page(templates, status, &again, message, wait);
-    render_step(provider, templates, step, &next, shown, busy)
+    render_login_step(provider, templates, step, &posted, &username).await
 }
 
 /// POST /o/login/passkey/: a passkey's answer to the login page's prompt, handed to
@@ -182,18 +227,15 @@ pub(super) async fn passkey_login(
     templates: Data<&Arc<Templates>>,
 ) -> Response {
     let (provider, templates) = (provider.0.as_ref(), templates.0.as_ref());
-    let form = match form_pairs(body).await {
-        Ok(f) => f,
+    let posted = match Posted::read(req, body, provider).await {
+        Ok(posted) => posted,
         Err(e) => return error_page(templates, &e),
     };
-    let form = Params::new(&form);
-    let field = |name: &str| form.get(name).ok().flatten().unwrap_or_default().to_string();
-    let next = safe_next(Some(&field("next"))).unwrap_or_default().to_string();
-    let session = match current_session(provider, req).await {
-        Ok(session) => session,
-        Err(e) => return error_page(templates, &e),
-    };
-    let (csrf_token, ceremony, credential) = (field("csrf_token"), field("ceremony"), field("credential"));
+    let (csrf_token, ceremony, credential) = (
+        posted.field("csrf_token"),
+        posted.field("ceremony"),
+        posted.field("credential"),
+    );
     let login_form_cookie = Cookie::LoginForm.read(provider, req);
     let signing_in = PasskeyLogin {
         answer: PasskeyAnswer {
@@ -201,27 +243,11 @@ pub(super) async fn passkey_login(
             credential: &credential,
         },
         csrf_token: &csrf_token,
-        session: session.as_ref(),
+        session: posted.session.as_ref(),
         login_form_cookie: login_form_cookie.as_deref(),
     };
     let step = provider.accounts.sign_in_with_passkey(&signing_in).await;
-    let passkey = provider.accounts.passkey_login_prompt(&csrf_token).await.ok().flatten();
-    let again = LoginForm {
-        csrf_token: &csrf_token,
-        next: &next,
-        username: "",
-        passkey: passkey.as_ref(),
-    };
-    // A refused passkey (not registered here, an expired or used prompt) is said on the login
-    // form, with a new prompt; a forged form is an error page.
-    if let Err(e) = &step {
-        if e.code == crate::oauth::ErrorCode::AccessDenied && !e.description.contains("CSRF") {
-            return login_page(templates, StatusCode::UNAUTHORIZED, &again, Some(&e.description));
-        }
-    }
-    let shown = |status, message: &str| login_page(templates, status, &again, Some(message));
-    let busy = |status, message: &str, wait| busy_login_page(templates, status, &again, message, wait);
-    render_step(provider, templates, step, &next, shown, busy)
+    render_login_step(provider, templates, step, &posted, "").await
 }
 
 /// Renders what a login step decided; `shown` and `busy` draw the form it came from again.
@@ -367,17 +393,12 @@ pub(super) async fn factor(
     templates: Data<&Arc<Templates>>,
 ) -> Response {
     let (provider, templates) = (provider.0.as_ref(), templates.0.as_ref());
-    let form = match form_pairs(body).await {
-        Ok(f) => f,
+    let posted = match Posted::read(req, body, provider).await {
+        Ok(posted) => posted,
         Err(e) => return error_page(templates, &e),
     };
-    let form = Params::new(&form);
-    let field = |name: &str| form.get(name).ok().flatten().unwrap_or_default().to_string();
-    let next = safe_next(Some(&field("next"))).unwrap_or_default().to_string();
-    let session = match current_session(provider, req).await {
-        Ok(session) => session,
-        Err(e) => return error_page(templates, &e),
-    };
+    let field = |name: &str| posted.field(name);
+    let (next, session) = (posted.next.clone(), posted.session.clone());
     let (code, csrf_token) = (field("code"), field("csrf_token"));
     let (ceremony, credential) = (field("ceremony"), field("credential"));
     let pending = Cookie::LoginFactor.read(provider, req);

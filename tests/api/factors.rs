@@ -56,7 +56,7 @@ fn the_tests_own_totp_matches_rfc_6238() {
 }
 
 /// Posts one action of the security page, with its CSRF token.
-async fn security_action(browser: &Remote, fields: &[(&str, &str)]) -> reqwest::Response {
+pub(crate) async fn security_action(browser: &Remote, fields: &[(&str, &str)]) -> reqwest::Response {
     let csrf = csrf_of(browser, "/o/security/").await;
     let mut form = vec![("csrf_token", csrf.as_str())];
     form.extend_from_slice(fields);
@@ -124,14 +124,7 @@ async fn an_authenticator_app_is_asked_for_after_the_password_and_tokens_say_so(
     let rp = app.register_relying_party(None, None).await;
     let person = browser(&app);
     let pkce = Pkce::new();
-    let mut query = person.authorize_query(&pkce, "s1");
-    for (name, value) in query.iter_mut() {
-        match name.as_str() {
-            "scope" => *value = "openid read".into(),
-            "client_id" => *value = rp.id.clone(),
-            _ => {}
-        }
-    }
+    let query = rp_query(&person, &rp, &pkce, &[]);
     let to_login = person.authorize(&query).await;
     assert_eq!(to_login.status(), 302);
     let (csrf, next) = password_step(&person, &location(&to_login)).await;
@@ -473,7 +466,12 @@ async fn password_step_as(browser: &Remote, username: &str, password: &str, next
 }
 
 /// An authorization request of the relying party `rp` with extra parameters.
-fn rp_query(browser: &Remote, rp: &TestClient, pkce: &Pkce, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+pub(crate) fn rp_query(
+    browser: &Remote,
+    rp: &TestClient,
+    pkce: &Pkce,
+    extra: &[(&str, &str)],
+) -> Vec<(String, String)> {
     let mut query = browser.authorize_query(pkce, "st");
     for (name, value) in query.iter_mut() {
         match name.as_str() {

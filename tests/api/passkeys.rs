@@ -15,7 +15,7 @@ use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_ASN1_SIGNING};
 use serde_cbor_2::Value as Cbor;
 use serde_json::{json, Value};
 
-use crate::factors::{enrol_app, password_step, submit_code};
+use crate::factors::{enrol_app, password_step, rp_query, security_action, submit_code};
 use crate::helpers::*;
 
 /// A credential the authenticator keeps (a discoverable one: it remembers its user).
@@ -226,23 +226,10 @@ fn prompt(page: &str) -> (Value, String) {
     (serde_json::from_str(&options).unwrap(), ceremony)
 }
 
-async fn security_post(person: &Remote, fields: &[(&str, &str)]) -> reqwest::Response {
-    let csrf = csrf_of(person, "/o/security/").await;
-    let mut form = vec![("csrf_token", csrf.as_str())];
-    form.extend_from_slice(fields);
-    person
-        .http
-        .post(person.url("/o/security/"))
-        .form(&form)
-        .send()
-        .await
-        .unwrap()
-}
-
 /// Registers a passkey named `name` for the signed-in `person` from the security page;
 /// returns the page after it.
 pub(crate) async fn register_passkey(person: &Remote, authenticator: &mut Authenticator, name: &str) -> String {
-    let started = security_post(person, &[("action", "start_passkey"), ("name", name)]).await;
+    let started = security_action(person, &[("action", "start_passkey"), ("name", name)]).await;
     assert_eq!(started.status(), 200);
     let page = started.text().await.unwrap();
     let (options, ceremony) = prompt(&page);
@@ -358,14 +345,7 @@ async fn a_registered_passkey_signs_in_without_a_username_and_tokens_say_two_fac
     let rp = app.register_relying_party(None, None).await;
     let person = browser(&app);
     let pkce = Pkce::new();
-    let mut query = person.authorize_query(&pkce, "s1");
-    for (name, value) in query.iter_mut() {
-        match name.as_str() {
-            "scope" => *value = "openid read".into(),
-            "client_id" => *value = rp.id.clone(),
-            _ => {}
-        }
-    }
+    let query = rp_query(&person, &rp, &pkce, &[]);
     let to_login = person.authorize(&query).await;
     let next = location(&to_login)
         .split_once("next=")
@@ -595,7 +575,7 @@ async fn a_passkey_is_its_own_accounts_only_and_a_removed_one_signs_nobody_in() 
         .map(|i| u8::from_str_radix(&alice_id[2 * i..2 * i + 2], 16).unwrap())
         .collect();
     let factor_id = app.store.factors_of(&alice_id).await.unwrap()[0].factor_id.clone();
-    let removed = security_post(&alice, &[("action", "remove_confirmed"), ("factor", &factor_id)]).await;
+    let removed = security_action(&alice, &[("action", "remove_confirmed"), ("factor", &factor_id)]).await;
     assert!(removed.text().await.unwrap().contains("Removed."));
     let (options, ceremony, csrf) = login_prompt(&mallory, "").await;
     let refused = passkey_sign_in(&mallory, &csrf, &ceremony, &authenticator.get(&options, Some(0)), "").await;
@@ -652,7 +632,7 @@ async fn a_password_only_session_cannot_add_a_passkey_to_an_account_with_an_app(
     let thief = browser(&app);
     assert_eq!(thief.log_in("/o/login/", USERNAME, PASSWORD).await.status(), 303);
     enrol_app(&browser(&app)).await;
-    let started = security_post(&thief, &[("action", "start_passkey"), ("name", "Mine")]).await;
+    let started = security_action(&thief, &[("action", "start_passkey"), ("name", "Mine")]).await;
     assert_eq!(started.status(), 303, "sent to show a second factor first");
     assert!(location(&started).starts_with("/o/login/factor/"));
     // Nor can it finish a registration it prompted for before the app was added.
@@ -672,7 +652,7 @@ async fn malformed_passkey_answers_get_clear_errors_and_store_nothing() {
         ("x", &"[".repeat(10_000)),
         ("x", "{\"id\":\"\\u0000\"}"),
     ] {
-        let finished = security_post(
+        let finished = security_action(
             &owner,
             &[
                 ("action", "finish_passkey"),
@@ -688,10 +668,10 @@ async fn malformed_passkey_answers_get_clear_errors_and_store_nothing() {
         assert!(login.status().is_client_error(), "{}", login.status());
     }
     // A right prompt with a malformed answer.
-    let started = security_post(&owner, &[("action", "start_passkey"), ("name", "Key")]).await;
+    let started = security_action(&owner, &[("action", "start_passkey"), ("name", "Key")]).await;
     let page = started.text().await.unwrap();
     let (_, ceremony) = prompt(&page);
-    let finished = security_post(
+    let finished = security_action(
         &owner,
         &[
             ("action", "finish_passkey"),
@@ -704,7 +684,7 @@ async fn malformed_passkey_answers_get_clear_errors_and_store_nothing() {
     assert!(finished.text().await.unwrap().contains("malformed"));
     // Names: empty, too long, control characters.
     for name in ["", "   ", &"x".repeat(65), "a\u{7}b", "a\u{202e}b"] {
-        let started = security_post(&owner, &[("action", "start_passkey"), ("name", name)]).await;
+        let started = security_action(&owner, &[("action", "start_passkey"), ("name", name)]).await;
         assert_eq!(started.status(), 400, "{name:?}");
     }
     assert!(stored_factors(&app).await.is_empty());
