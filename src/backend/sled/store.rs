@@ -123,43 +123,66 @@ impl ScratchTable {
     }
 }
 
-/// Keys remembered once, by the SHA-256 of the key (a fixed 32 bytes whatever its length),
-/// with an index by expiry so that expired keys leave in order, never by a full scan.
+/// A remembered key: the first 128 bits of its SHA-256, a fixed 16 bytes whatever the key's
+/// length (finding two keys with one digest takes about 2^64 hashes).
+type OnceDigest = [u8; 16];
+
+/// Keys remembered once, compactly (issue 29: anonymous-free but busy workloads fill it, one
+/// DPoP proof or client assertion a request): each key is its digest and the second it expires
+/// in (20 bytes in the table) plus its digest again in the queue of its expiry second (16
+/// bytes), about 50 bytes a key with the tables' slack, against 150 when keys and expiries
+/// were kept whole in a map and an ordered set. Expired seconds leave whole, in order, never by
+/// a full scan.
 #[derive(Default)]
 struct OnceTable {
-    until: std::collections::HashMap<SecretHash, i64>,
-    by_expiry: std::collections::BTreeSet<(i64, SecretHash)>,
+    /// Each key's expiry, in whole seconds since the epoch, rounded up (a key is remembered at
+    /// least as long as asked).
+    until: std::collections::HashMap<OnceDigest, u32>,
+    /// The keys by the second they expire in.
+    by_second: std::collections::BTreeMap<u32, Vec<OnceDigest>>,
+}
+
+impl OnceTable {
+    /// Forgets the keys whose second has passed at `now_ms`.
+    fn forget_expired(&mut self, now_ms: i64) {
+        while let Some(entry) = self.by_second.first_entry() {
+            if i64::from(*entry.key()) * 1000 > now_ms {
+                break;
+            }
+            let (second, digests) = entry.remove_entry();
+            for digest in digests {
+                if self.until.get(&digest) == Some(&second) {
+                    self.until.remove(&digest);
+                }
+            }
+        }
+    }
 }
 
 impl Ephemeral {
     fn remember_once(&self, key: &[u8], expires_at_ms: i64) -> Result<bool> {
         let mut table = self.once.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let now_ms = crate::clock::now_ms();
-        while let Some(&(until, hash)) = table.by_expiry.first() {
-            if until > now_ms {
-                break;
-            }
-            table.by_expiry.pop_first();
-            if table.until.get(&hash) == Some(&until) {
-                table.until.remove(&hash);
-            }
-        }
-        let mut hash = [0u8; 32];
-        hash.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, key).as_ref());
-        if table.until.get(&hash).is_some_and(|until| *until > now_ms) {
+        table.forget_expired(now_ms);
+        let mut digest = [0u8; 16];
+        digest.copy_from_slice(&ring::digest::digest(&ring::digest::SHA256, key).as_ref()[..16]);
+        if table.until.contains_key(&digest) {
             return Ok(false);
         }
         if table.until.len() >= MAX_ONCE {
-            let first = table.by_expiry.first().map_or(now_ms, |(until, _)| *until);
+            let first = table.by_second.keys().next().map_or(now_ms, |s| i64::from(*s) * 1000);
             return Err(StoreError::Full {
                 what: "replay memory",
                 retry_after: std::time::Duration::from_millis((first - now_ms).max(1000) as u64),
             });
         }
-        if let Some(old) = table.until.insert(hash, expires_at_ms) {
-            table.by_expiry.remove(&(old, hash));
+        let second = u32::try_from((expires_at_ms.max(0) as u64).div_ceil(1000)).unwrap_or(u32::MAX);
+        if i64::from(second) * 1000 <= now_ms {
+            // Already over: nothing to remember (and nothing was, or it would be live).
+            return Ok(true);
         }
-        table.by_expiry.insert((expires_at_ms, hash));
+        table.until.insert(digest, second);
+        table.by_second.entry(second).or_default().push(digest);
         Ok(true)
     }
 
@@ -1615,6 +1638,32 @@ mod tests {
             !ephemeral.remember_once(&0u64.to_be_bytes(), live).unwrap(),
             "the first is still there"
         );
+    }
+
+    #[test]
+    fn a_remembered_key_is_refused_until_its_second_passes_then_forgotten() {
+        let ephemeral = Ephemeral::default();
+        let now = crate::clock::now_ms();
+        assert!(ephemeral.remember_once(b"proof", now + 1_500).unwrap());
+        assert!(!ephemeral.remember_once(b"proof", now + 60_000).unwrap(), "a replay");
+        assert!(ephemeral.remember_once(b"other", now + 1_500).unwrap());
+        // Its expiry is kept to the second, rounded up: never shorter than asked.
+        let table = ephemeral.once.lock().unwrap();
+        let second = *table.until.values().next().unwrap();
+        assert!(i64::from(second) * 1000 >= now + 1_500 && i64::from(second) * 1000 < now + 2_500);
+        assert_eq!(table.by_second.len(), 1, "both keys wait in one second's queue");
+        drop(table);
+        // Once the second has passed, both are forgotten (and the key may be used again).
+        ephemeral.once.lock().unwrap().forget_expired(now + 3_000);
+        assert!(ephemeral.once.lock().unwrap().until.is_empty());
+        assert!(ephemeral.once.lock().unwrap().by_second.is_empty());
+        // A key already expired is accepted and kept nowhere.
+        assert!(ephemeral.remember_once(b"late", now - 2_000).unwrap());
+        assert!(!ephemeral.once.lock().unwrap().until.contains_key(&{
+            let mut d = [0u8; 16];
+            d.copy_from_slice(&ring::digest::digest(&ring::digest::SHA256, b"late").as_ref()[..16]);
+            d
+        }));
     }
 
     #[test]
