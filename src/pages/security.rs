@@ -35,6 +35,16 @@ struct Shown<'a> {
     passkey_name: Option<&'a str>,
 }
 
+impl<'a> Shown<'a> {
+    /// The page with `error` said on it.
+    fn error(error: &'a str) -> Shown<'a> {
+        Shown {
+            error: Some(error),
+            ..Shown::default()
+        }
+    }
+}
+
 fn kind_label(kind: &str) -> &'static str {
     match kind {
         "totp" => "Authenticator app",
@@ -170,24 +180,16 @@ pub async fn act(
                 render(StatusCode::OK, shown).await
             }
             Ok(CodeCheck::Wrong) => {
-                let shown = Shown {
-                    error: Some("That code is not right. Check the app's clock, and enter the code it shows now."),
-                    ..Shown::default()
-                };
+                let shown =
+                    Shown::error("That code is not right. Check the app's clock, and enter the code it shows now.");
                 render(StatusCode::BAD_REQUEST, shown).await
             }
             Ok(CodeCheck::Locked(_)) => {
-                let shown = Shown {
-                    error: Some("Too many wrong codes. Wait a while, then try again."),
-                    ..Shown::default()
-                };
+                let shown = Shown::error("Too many wrong codes. Wait a while, then try again.");
                 render(StatusCode::TOO_MANY_REQUESTS, shown).await
             }
             Err(e) if super::form_can_fix(&e) => {
-                let shown = Shown {
-                    error: Some(&e.description),
-                    ..Shown::default()
-                };
+                let shown = Shown::error(&e.description);
                 render(StatusCode::BAD_REQUEST, shown).await
             }
             Err(e) => error_page(templates, &e),
@@ -233,10 +235,7 @@ pub async fn act(
                     render(StatusCode::OK, shown).await
                 }
                 Err(e) if super::form_can_fix(&e) => {
-                    let shown = Shown {
-                        error: Some(&e.description),
-                        ..Shown::default()
-                    };
+                    let shown = Shown::error(&e.description);
                     render(StatusCode::BAD_REQUEST, shown).await
                 }
                 Err(e) => error_page(templates, &e),
@@ -279,19 +278,13 @@ pub async fn act(
                 render(StatusCode::OK, shown).await
             }
             Ok(false) => {
-                let shown = Shown {
-                    error: Some("There is no such factor."),
-                    ..Shown::default()
-                };
+                let shown = Shown::error("There is no such factor.");
                 render(StatusCode::NOT_FOUND, shown).await
             }
             Err(e) => error_page(templates, &e),
         },
         _ => {
-            let shown = Shown {
-                error: Some("Unknown action."),
-                ..Shown::default()
-            };
+            let shown = Shown::error("Unknown action.");
             render(StatusCode::BAD_REQUEST, shown).await
         }
     }
