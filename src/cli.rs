@@ -1,6 +1,7 @@
 //! The `tessera` command line: argument definitions and the commands, each a thin call into
-//! the library. Data-changing commands open the store directly; sled's exclusive lock makes
-//! them refuse, with a clear message, while a server holds the data folder.
+//! the library. Data commands open the store directly, or, while a server holds the data
+//! folder (sled's exclusive lock), hand themselves to that server through its control socket
+//! ([`crate::control`]).
 
 use crate::oauth::audit::Caller;
 use crate::oauth::client::catalogue;
@@ -383,17 +384,93 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             app.run().await?;
         }
         Command::Openapi => println!("{}", crate::http::spec()),
-        Command::App(cmd) => app_command(&cli.config(None)?, cmd).await?,
-        Command::User(cmd) => user_command(&cli.config(None)?, cmd).await?,
+        Command::App(_) | Command::User(_) | Command::Audit(_) => {
+            let config = cli.config(None)?;
+            let inputs = Inputs::gather(&cli.command)?;
+            // A server running on the data folder holds it (sled lets one process open it):
+            // the command is then run by that server, which is handed what was read here.
+            if config.database_url.is_none() && crate::control::forward(&config.data_dir, &inputs).await? {
+                return Ok(());
+            }
+            let provider = offline_provider(&config).await?;
+            data_command(&provider, &Caller::cli(), &cli.command, &inputs, &mut std::io::stdout()).await?;
+        }
         Command::Keys(cmd) => keys_command(&cli.config(None)?, cmd).await?,
         Command::Db(cmd) => db_command(&cli.config(None)?, cmd).await?,
-        Command::Audit(cmd) => audit_command(&cli.config(None)?, cmd).await?,
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(*shell, &mut Cli::command(), "tessera", &mut std::io::stdout());
         }
     }
     Ok(())
+}
+
+/// Runs a command that reads or changes the data folder (`app`, `user`, `audit`) on `provider`,
+/// as `by`, writing what it prints to `out`: in this process, or in a running server that was
+/// handed the command through its control socket.
+pub(crate) async fn data_command(
+    provider: &Provider,
+    by: &Caller,
+    command: &Command,
+    inputs: &Inputs,
+    out: &mut (dyn Write + Send),
+) -> anyhow::Result<()> {
+    match command {
+        Command::App(cmd) => app_command(provider, by, cmd, inputs, out).await,
+        Command::User(cmd) => user_command(provider, by, cmd, inputs, out).await,
+        Command::Audit(cmd) => audit_command(provider, cmd, out).await,
+        _ => bail!("only the app, user and audit commands are run on the data folder"),
+    }
+}
+
+/// What a data command reads from the machine it is typed on, read before it runs: a password
+/// on standard input, a key set file. A command handed to a running server carries them, so
+/// the server reads nothing of the caller's (not its terminal, not a path relative to it).
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Inputs {
+    password: Option<String>,
+    jwks: Option<String>,
+}
+
+impl Inputs {
+    fn gather(command: &Command) -> anyhow::Result<Inputs> {
+        let mut inputs = Inputs::default();
+        match command {
+            Command::User(UserCommand::Create { password_stdin, .. })
+            | Command::User(UserCommand::SetPassword { password_stdin, .. }) => {
+                if !password_stdin {
+                    bail!("pass --password-stdin and give the password on standard input (passwords on the command line leak into shell history and ps)");
+                }
+                let mut line = String::new();
+                std::io::stdin().lock().read_line(&mut line)?;
+                inputs.password = Some(line.trim_end_matches(['\r', '\n']).to_string());
+            }
+            Command::App(AppCommand::Create {
+                jwks_file: Some(path), ..
+            }) => {
+                // Read no more than a key set may be: the path might be /dev/zero.
+                use std::io::Read;
+                let limit = crate::oauth::client::keys::MAX_JWKS_BYTES;
+                let mut text = String::new();
+                std::fs::File::open(path)
+                    .and_then(|f| f.take(limit as u64 + 1).read_to_string(&mut text))
+                    .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+                if text.len() > limit {
+                    bail!(
+                        "{} is larger than {limit} bytes, the most a JWK Set may be",
+                        path.display()
+                    );
+                }
+                inputs.jwks = Some(text);
+            }
+            _ => {}
+        }
+        Ok(inputs)
+    }
+
+    fn password(&self) -> anyhow::Result<&str> {
+        self.password.as_deref().context("no password was read")
+    }
 }
 
 /// How this binary was started, for commands to print: `cargo run --release --` when it runs
@@ -501,7 +578,7 @@ fn print_banner(
         ));
     } else if !has_users {
         out.push_str(&format!(
-            "\nThere is no user yet. Stop the server (Ctrl-C) and create one (the command reads the password from standard input):\n\
+            "\nThere is no user yet. Create one in another shell while the server runs (the command reads the password from standard input):\n\
              \x20 echo 'a long password' | {} user create --username alice --password-stdin\n",
             command_prefix(cli)
         ));
@@ -558,55 +635,60 @@ fn client_json(client: &ClientRecord, secret: Option<&str>) -> serde_json::Value
     value
 }
 
-fn print_client(client: &ClientRecord) {
+fn print_client(out: &mut dyn Write, client: &ClientRecord) -> std::io::Result<()> {
     let grants: Vec<_> = client
         .grant_types
         .iter()
         .map(|g| crate::oauth::client::catalogue::wire(*g))
         .collect();
-    println!("client_id:     {}", client.client_id);
-    println!("name:          {}", client.name);
-    println!("type:          {:?}", client.client_type);
-    println!("grant types:   {}", grants.join(", "));
-    println!("redirect URIs: {}", client.redirect_uris.join(" "));
-    println!("scope:         {}", client.scopes.join(" "));
+    writeln!(out, "client_id:     {}", client.client_id)?;
+    writeln!(out, "name:          {}", client.name)?;
+    writeln!(out, "type:          {:?}", client.client_type)?;
+    writeln!(out, "grant types:   {}", grants.join(", "))?;
+    writeln!(out, "redirect URIs: {}", client.redirect_uris.join(" "))?;
+    writeln!(out, "scope:         {}", client.scopes.join(" "))?;
     if !client.resources.is_empty() {
-        println!("resources:     {}", client.resources.join(" "));
+        writeln!(out, "resources:     {}", client.resources.join(" "))?;
     }
     if client.skip_consent {
-        println!("consent:       skipped (first-party app)");
+        writeln!(out, "consent:       skipped (first-party app)")?;
     }
     if !client.post_logout_redirect_uris.is_empty() {
-        println!("post-logout:   {}", client.post_logout_redirect_uris.join(" "));
+        writeln!(out, "post-logout:   {}", client.post_logout_redirect_uris.join(" "))?;
     }
     let alg = client.id_token_signed_response_alg.unwrap_or(Algorithm::RS256);
-    println!("ID tokens:     {alg}");
+    writeln!(out, "ID tokens:     {alg}")?;
     if let Some(uri) = &client.jwks_uri {
-        println!("keys:          {uri} (private_key_jwt)");
+        writeln!(out, "keys:          {uri} (private_key_jwt)")?;
     } else if let Some(jwks) = &client.jwks {
         let count = jwks["keys"].as_array().map_or(0, Vec::len);
-        println!("keys:          {count} registered (private_key_jwt)");
+        writeln!(out, "keys:          {count} registered (private_key_jwt)")?;
     }
     for (switch, on) in SwitchValues::of(&client.policy).iter().filter(|(_, on)| *on) {
-        println!("{:<14} {}", format!("{}:", switch.title), switch.shown(on));
+        writeln!(out, "{:<14} {}", format!("{}:", switch.title), switch.shown(on))?;
     }
     if client.grant_types.contains(&GrantType::TokenExchange) {
         let exchange = &client.policy.token_exchange;
-        println!("exchanges for: {}", exchange.audiences.join(" "));
+        writeln!(out, "exchanges for: {}", exchange.audiences.join(" "))?;
         let subjects = match exchange.subject_audiences.is_empty() {
             true => "the server's default audience".to_string(),
             false => exchange.subject_audiences.join(" "),
         };
-        println!("exchanges:     tokens for {subjects}");
+        writeln!(out, "exchanges:     tokens for {subjects}")?;
         if exchange.require_actor {
-            println!("actor token:   required");
+            writeln!(out, "actor token:   required")?;
         }
     }
+    Ok(())
 }
 
-async fn app_command(config: &Config, cmd: &AppCommand) -> anyhow::Result<()> {
-    let provider = offline_provider(config).await?;
-    let by = Caller::cli();
+async fn app_command(
+    provider: &Provider,
+    by: &Caller,
+    cmd: &AppCommand,
+    inputs: &Inputs,
+    out: &mut (dyn Write + Send),
+) -> anyhow::Result<()> {
     match cmd {
         AppCommand::Create {
             name,
@@ -635,20 +717,8 @@ async fn app_command(config: &Config, cmd: &AppCommand) -> anyhow::Result<()> {
             }
             let keys = match (jwks_file, jwks_uri) {
                 (Some(path), _) => {
-                    // Read no more than a key set may be: the path might be /dev/zero.
-                    use std::io::Read;
-                    let limit = crate::oauth::client::keys::MAX_JWKS_BYTES;
-                    let mut text = String::new();
-                    std::fs::File::open(path)
-                        .and_then(|f| f.take(limit as u64 + 1).read_to_string(&mut text))
-                        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
-                    if text.len() > limit {
-                        bail!(
-                            "{} is larger than {limit} bytes, the most a JWK Set may be",
-                            path.display()
-                        );
-                    }
-                    let jwks = serde_json::from_str(&text)
+                    let text = inputs.jwks.as_deref().context("the key set file was not read")?;
+                    let jwks = serde_json::from_str(text)
                         .map_err(|e| anyhow::anyhow!("{} is not JSON: {e}", path.display()))?;
                     Some(ClientKeys::Jwks(jwks))
                 }
@@ -683,34 +753,36 @@ async fn app_command(config: &Config, cmd: &AppCommand) -> anyhow::Result<()> {
             };
             let (client, secret) = provider
                 .clients
-                .register_client(&by, new)
+                .register_client(by, new)
                 .await
                 .map_err(|e| anyhow::anyhow!(e.description))?;
             if *json {
-                println!("{}", client_json(&client, secret.as_deref()));
+                writeln!(out, "{}", client_json(&client, secret.as_deref()))?;
             } else {
-                print_client(&client);
+                print_client(out, &client)?;
                 if let Some(secret) = secret {
-                    println!("client_secret: {secret}");
-                    println!("\nThe secret is shown only this once; store it now.");
+                    writeln!(out, "client_secret: {secret}")?;
+                    writeln!(out, "\nThe secret is shown only this once; store it now.")?;
                 }
             }
         }
         AppCommand::List { json } => {
             let clients = provider.clients.list_clients().await?;
             if *json {
-                println!(
+                writeln!(
+                    out,
                     "{}",
                     serde_json::Value::Array(clients.iter().map(|c| client_json(c, None)).collect())
-                );
+                )?;
             } else {
                 for c in clients {
-                    println!(
+                    writeln!(
+                        out,
                         "{}  {:<13} {}",
                         c.client_id,
                         format!("{:?}", c.client_type).to_lowercase(),
                         c.name
-                    );
+                    )?;
                 }
             }
         }
@@ -721,47 +793,39 @@ async fn app_command(config: &Config, cmd: &AppCommand) -> anyhow::Result<()> {
                 .await?
                 .with_context(|| format!("no client {client_id}"))?;
             if *json {
-                println!("{}", client_json(&client, None));
+                writeln!(out, "{}", client_json(&client, None))?;
             } else {
-                print_client(&client);
+                print_client(out, &client)?;
             }
         }
         AppCommand::Delete { client_id } => {
             // Its grants are revoked first, so none of its tokens outlives it.
             if !provider
-                .delete_client(&by, client_id)
+                .delete_client(by, client_id)
                 .await
                 .map_err(|e| anyhow::anyhow!(e.description))?
             {
                 bail!("no client {client_id}");
             }
-            println!("deleted client {client_id}");
+            writeln!(out, "deleted client {client_id}")?;
         }
         AppCommand::RotateSecret { client_id, json } => {
             let secret = provider
                 .clients
-                .rotate_client_secret(&by, client_id)
+                .rotate_client_secret(by, client_id)
                 .await
                 .map_err(|e| anyhow::anyhow!(e.description))?;
             if *json {
-                println!("{}", json!({"client_id": client_id, "client_secret": secret}));
+                writeln!(out, "{}", json!({"client_id": client_id, "client_secret": secret}))?;
             } else {
-                println!(
+                writeln!(
+                    out,
                     "client_secret: {secret}\n\nThe old secret no longer works. The new one is shown only this once."
-                );
+                )?;
             }
         }
     }
     Ok(())
-}
-
-fn read_password(from_stdin: bool) -> anyhow::Result<String> {
-    if !from_stdin {
-        bail!("pass --password-stdin and give the password on standard input (passwords on the command line leak into shell history and ps)");
-    }
-    let mut line = String::new();
-    std::io::stdin().lock().read_line(&mut line)?;
-    Ok(line.trim_end_matches(['\r', '\n']).to_string())
 }
 
 async fn find_user(provider: &Provider, username: &str) -> anyhow::Result<UserRecord> {
@@ -792,11 +856,10 @@ fn user_json(user: &UserRecord) -> serde_json::Value {
     value
 }
 
-fn print_user(user: &UserRecord, as_json: bool) {
+fn print_user(out: &mut dyn Write, user: &UserRecord, as_json: bool) -> std::io::Result<()> {
     let value = user_json(user);
     if as_json {
-        println!("{value}");
-        return;
+        return writeln!(out, "{value}");
     }
     if let Some(object) = value.as_object() {
         for (name, v) in object {
@@ -805,130 +868,136 @@ fn print_user(user: &UserRecord, as_json: bool) {
                 serde_json::Value::String(s) => s.clone(),
                 other => other.to_string(),
             };
-            println!("{:<15}{shown}", format!("{name}:"));
+            writeln!(out, "{:<15}{shown}", format!("{name}:"))?;
         }
     }
+    Ok(())
 }
 
-async fn user_command(config: &Config, cmd: &UserCommand) -> anyhow::Result<()> {
-    let provider = offline_provider(config).await?;
-    let by = Caller::cli();
+async fn user_command(
+    provider: &Provider,
+    by: &Caller,
+    cmd: &UserCommand,
+    inputs: &Inputs,
+    out: &mut (dyn Write + Send),
+) -> anyhow::Result<()> {
     match cmd {
         UserCommand::Create {
             username,
-            password_stdin,
+            password_stdin: _,
             email,
             operator,
         } => {
-            let password = read_password(*password_stdin)?;
+            let password = inputs.password()?;
             let mut user = provider
                 .accounts
-                .create_user(&by, username, &password, email.clone())
+                .create_user(by, username, password, email.clone())
                 .await
                 .map_err(|e| anyhow::anyhow!(e.description))?;
             if *operator {
                 user = provider
                     .accounts
-                    .set_operator(&by, &user.user_id, true)
+                    .set_operator(by, &user.user_id, true)
                     .await
                     .map_err(|e| anyhow::anyhow!(e.description))?;
             }
             let role = if user.operator { ", operator" } else { "" };
-            println!("created user {} ({}{role})", user.username, user.user_id);
+            writeln!(out, "created user {} ({}{role})", user.username, user.user_id)?;
         }
         UserCommand::SetOperator { username, on, .. } => {
-            let user = find_user(&provider, username).await?;
+            let user = find_user(provider, username).await?;
             provider
                 .accounts
-                .set_operator(&by, &user.user_id, *on)
+                .set_operator(by, &user.user_id, *on)
                 .await
                 .map_err(|e| anyhow::anyhow!(e.description))?;
             match on {
-                true => println!("{username} is an operator"),
-                false => println!("{username} is no longer an operator"),
+                true => writeln!(out, "{username} is an operator")?,
+                false => writeln!(out, "{username} is no longer an operator")?,
             }
         }
         UserCommand::Disable { username } | UserCommand::Enable { username } => {
             let disable = matches!(cmd, UserCommand::Disable { .. });
-            let user = find_user(&provider, username).await?;
+            let user = find_user(provider, username).await?;
             let (_, revoked) = provider
                 .accounts
-                .set_disabled(&by, &user.user_id, disable)
+                .set_disabled(by, &user.user_id, disable)
                 .await
                 .map_err(|e| anyhow::anyhow!(e.description))?;
             match disable {
-                true => println!("{username} is disabled; {revoked} grant(s) revoked"),
-                false => println!("{username} is enabled"),
+                true => writeln!(out, "{username} is disabled; {revoked} grant(s) revoked")?,
+                false => writeln!(out, "{username} is enabled")?,
             }
         }
         UserCommand::List => {
             for user in provider.accounts.list_users().await? {
-                println!(
+                writeln!(
+                    out,
                     "{}  {}  {}",
                     user.user_id,
                     user.username,
                     user.email.unwrap_or_default()
-                );
+                )?;
             }
         }
         UserCommand::ResetFactors { username } => {
-            let user = find_user(&provider, username).await?;
+            let user = find_user(provider, username).await?;
             let removed = provider
                 .accounts
-                .reset_factors(&by, &user)
+                .reset_factors(by, &user)
                 .await
                 .map_err(|e| anyhow::anyhow!(e.description))?;
-            println!("removed {removed} sign-in factor(s) of {username}");
+            writeln!(out, "removed {removed} sign-in factor(s) of {username}")?;
         }
         UserCommand::Delete { username } => {
-            let user = find_user(&provider, username).await?;
+            let user = find_user(provider, username).await?;
             provider
-                .delete_user(&by, &user.user_id)
+                .delete_user(by, &user.user_id)
                 .await
                 .map_err(|e| anyhow::anyhow!(e.description))?;
-            println!("deleted user {username}");
+            writeln!(out, "deleted user {username}")?;
         }
         UserCommand::SetPassword {
             username,
-            password_stdin,
+            password_stdin: _,
             revoke_grants,
         } => {
-            let password = read_password(*password_stdin)?;
-            let user = find_user(&provider, username).await?;
+            let password = inputs.password()?;
+            let user = find_user(provider, username).await?;
             provider
                 .accounts
-                .set_password(&by, &user.user_id, &password)
+                .set_password(by, &user.user_id, password)
                 .await
                 .map_err(|e| anyhow::anyhow!(e.description))?;
-            println!("password changed for {username}; their sessions are ended");
+            writeln!(out, "password changed for {username}; their sessions are ended")?;
             if *revoke_grants {
                 let revoked = provider
                     .accounts
-                    .revoke_user_grants(&by, &user.user_id)
+                    .revoke_user_grants(by, &user.user_id)
                     .await
                     .map_err(|e| anyhow::anyhow!(e.description))?;
-                println!("revoked {revoked} grants of {username}");
+                writeln!(out, "revoked {revoked} grants of {username}")?;
             }
         }
         UserCommand::Show { username, json } => {
-            let user = find_user(&provider, username).await?;
-            print_user(&user, *json);
+            let user = find_user(provider, username).await?;
+            print_user(out, &user, *json)?;
         }
         UserCommand::SetProfile {
             username,
             fields,
             email_verified,
         } => {
-            let user = find_user(&provider, username).await?;
+            let user = find_user(provider, username).await?;
             let mut edit = ProfileEdit::of(&user);
             fields.apply(&mut edit);
             edit.email_verified = *email_verified;
             let user = provider
                 .accounts
-                .update_profile(&by, &user.user_id, edit)
+                .update_profile(by, &user.user_id, edit)
                 .await
                 .map_err(|e| anyhow::anyhow!(e.description))?;
-            print_user(&user, false);
+            print_user(out, &user, false)?;
         }
     }
     Ok(())
@@ -960,8 +1029,7 @@ async fn db_command(config: &Config, cmd: &DbCommand) -> anyhow::Result<()> {
 
 #[derive(Subcommand, Debug)]
 pub enum AuditCommand {
-    /// List entries, newest first. Like the other data commands it needs the data folder to
-    /// itself; on a running server read `GET /api/v1/audit` or the console's audit page.
+    /// List entries, newest first (from a running server too, through its control socket).
     List {
         /// Only entries since then: a time (2026-12-01T09:00:00Z) or an age (90s, 30m, 12h, 7d).
         #[arg(long, value_parser = parse_since)]
@@ -1007,7 +1075,7 @@ fn parse_since(text: &str) -> Result<i64, String> {
     }
 }
 
-async fn audit_command(config: &Config, cmd: &AuditCommand) -> anyhow::Result<()> {
+async fn audit_command(provider: &Provider, cmd: &AuditCommand, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
     let AuditCommand::List {
         since,
         actor,
@@ -1016,7 +1084,6 @@ async fn audit_command(config: &Config, cmd: &AuditCommand) -> anyhow::Result<()
         limit,
         json,
     } = cmd;
-    let provider = offline_provider(config).await?;
     let filter = crate::store::AuditFilter {
         actor: actor.clone(),
         action: action.clone(),
@@ -1024,7 +1091,6 @@ async fn audit_command(config: &Config, cmd: &AuditCommand) -> anyhow::Result<()
         since_ms: *since,
         until_ms: None,
     };
-    let mut out = std::io::stdout().lock();
     let (mut left, mut before) = (*limit as usize, None::<String>);
     while left > 0 {
         let page = provider

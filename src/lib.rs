@@ -8,6 +8,7 @@ pub(crate) mod backend;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod control;
 pub(crate) mod documents;
 pub(crate) mod files;
 pub mod http;
@@ -68,6 +69,7 @@ pub struct App {
     acceptor: TcpAcceptor,
     addr: SocketAddr,
     provider: Arc<Provider>,
+    control: Option<control::ControlSocket>,
 }
 
 pub use crate::backend::postgres::{key_encryption_key, open_database};
@@ -130,10 +132,22 @@ impl App {
                 "self-registered apps no longer skip consent (only operators can make first-party apps)"
             );
         }
+        // `tessera app|user|audit` typed beside this server reach it here, bound now so it is
+        // there as soon as the server is (cluster mode has no folder to share: the command
+        // line opens the database beside the nodes).
+        let control = match &config.database_url {
+            Some(_) => None,
+            None => control::ControlSocket::bind(&config.data_dir)
+                .inspect_err(|e| {
+                    tracing::warn!(error = %e, "no control socket in the data folder: data commands cannot run beside this server")
+                })
+                .ok(),
+        };
         Ok(App {
             acceptor,
             addr,
             provider,
+            control,
         })
     }
 
@@ -187,6 +201,9 @@ impl App {
             }
         });
         let purger = tokio::spawn(purge_periodically(self.provider.clone()));
+        let control = self
+            .control
+            .map(|socket| tokio::spawn(socket.serve(self.provider.clone())));
         tracing::info!(addr = %self.addr, issuer = %self.provider.issuer, "serving");
         let routes = http::routes(self.provider.clone(), pages::routes());
         let config = &self.provider.config;
@@ -205,6 +222,10 @@ impl App {
         let result = http::server::serve(acceptor, routes, serve_limits, shutdown).await;
         reloader.abort();
         purger.abort();
+        if let Some(control) = control {
+            control.abort();
+            let _ = control.await; // the socket file is removed when its task is dropped
+        }
         tracing::info!("stopped");
         result
     }

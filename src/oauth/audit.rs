@@ -54,8 +54,17 @@ impl Caller {
     /// The OS account running the `tessera` command line, by its real user id: `$USER` is
     /// whatever the person running it says, so it is only added to the name, after `sudo`'s.
     pub fn cli() -> Caller {
-        let account = os_account();
-        let claimed = std::env::var("SUDO_USER").or_else(|_| std::env::var("USER")).ok();
+        match own_uid() {
+            Some(uid) => Caller::cli_as(uid, claimed_account().as_deref()),
+            None => Caller::new("cli", "unknown (no /proc)", "unknown (no /proc)", None, true),
+        }
+    }
+
+    /// The command line of the OS account `uid`, which says it is `claimed`: a command handed
+    /// to the server through its control socket is recorded as the same actor as when it ran
+    /// on the data folder itself (the server learns `uid` from the socket, not from the request).
+    pub fn cli_as(uid: u32, claimed: Option<&str>) -> Caller {
+        let account = os_account(uid);
         let name = match claimed {
             Some(claimed) if claimed != account => format!("{account} (says {claimed})"),
             _ => account.clone(),
@@ -84,11 +93,19 @@ pub struct Target<'a> {
 
 /// The name of the OS account this process runs as: the owner of `/proc/self` (its real uid),
 /// looked up in `/etc/passwd`; `uid N` when it has no entry there.
-fn os_account() -> String {
+/// This process's real user id (Linux: the owner of `/proc/self`).
+pub fn own_uid() -> Option<u32> {
     use std::os::unix::fs::MetadataExt;
-    let Ok(uid) = std::fs::metadata("/proc/self").map(|m| m.uid()) else {
-        return "unknown (no /proc)".to_string();
-    };
+    std::fs::metadata("/proc/self").map(|m| m.uid()).ok()
+}
+
+/// The account this process's caller says it is: `sudo`'s original user, else `$USER`.
+pub fn claimed_account() -> Option<String> {
+    std::env::var("SUDO_USER").or_else(|_| std::env::var("USER")).ok()
+}
+
+/// The name of the OS account `uid`, from `/etc/passwd`.
+fn os_account(uid: u32) -> String {
     let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
     passwd
         .lines()

@@ -30,7 +30,7 @@ pub use crate::backend::sled::store::SledStore;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// Another process (normally a running `tessera serve`) holds the data folder.
-    #[error("the data folder {0} is in use by another Tessera process (is the server running?); stop it first or use the running server")]
+    #[error("the data folder {0} is in use by another Tessera process (a server without a control socket in it, such as an older version); stop it first")]
     Locked(String),
     #[error("a record with this {0} already exists")]
     Conflict(&'static str),

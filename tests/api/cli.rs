@@ -352,16 +352,38 @@ fn keys_commands_generate_rotate_retire_and_list() {
     assert!(!retire_signing.status.success(), "the signing key cannot be retired");
 }
 
+/// The OS account the tests run as, as `id -un` names it.
+fn os_account() -> String {
+    let output = Command::new("id").arg("-un").output().unwrap();
+    String::from_utf8(output.stdout).unwrap().trim().to_string()
+}
+
+/// `tessera` run on the blocking pool, beside a server of this test process.
+fn tessera_beside(
+    root: &std::path::Path,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> impl std::future::Future<Output = Output> + Send + 'static {
+    let (root, stdin) = (root.to_path_buf(), stdin.map(str::to_string));
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let run = tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        tessera(&root, &args, stdin.as_deref())
+    });
+    async move { run.await.unwrap() }
+}
+
 #[tokio::test]
-async fn data_commands_refuse_while_a_server_holds_the_data() {
+async fn data_commands_work_beside_a_running_server() {
     let app = spawn_app().await;
     let root = app.data_dir.parent().unwrap().to_path_buf();
+    let create = ["app", "create", "--name", "Beside", "--client-type", "confidential"];
+    let create = [&create[..], &["--grant-type", "client-credentials", "--json"]].concat();
     if on_postgres() {
-        // Cluster mode has no folder lock: the CLI works beside the running server, which
-        // sees what it made.
+        // Cluster mode has no folder lock: the CLI opens the database beside the running
+        // server, which sees what it made.
         let output = Command::new(env!("CARGO_BIN_EXE_tessera"))
-            .args(["app", "create", "--name", "Beside", "--client-type", "confidential"])
-            .args(["--grant-type", "client-credentials", "--json"])
+            .args(&create)
             .envs(backend_env(&root))
             .output()
             .unwrap();
@@ -374,29 +396,148 @@ async fn data_commands_refuse_while_a_server_holds_the_data() {
         assert_eq!(app.client_credentials_as(&client, "read").await.status(), 200);
         return;
     }
-    let output = tokio::task::spawn_blocking(move || {
-        tessera(
-            &root,
-            &[
-                "app",
-                "create",
-                "--name",
-                "X",
-                "--client-type",
-                "confidential",
-                "--grant-type",
-                "client-credentials",
-            ],
-            None,
-        )
-    })
-    .await
-    .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("in use"), "{stderr}");
-    // The server is unharmed.
-    assert_eq!(app.client_credentials("read").await.status(), 200);
+    // The server holds the folder; the command is handed to it and works at once.
+    let created: Value = serde_json::from_str(&ok(tessera_beside(&root, &create, None).await)).unwrap();
+    let client = TestClient {
+        id: created["client_id"].as_str().unwrap().into(),
+        secret: created["client_secret"].as_str().map(str::to_string),
+    };
+    assert_eq!(app.client_credentials_as(&client, "read").await.status(), 200);
+    let shown = ok(tessera_beside(&root, &["app", "show", &client.id], None).await);
+    assert!(
+        shown.starts_with(&format!("client_id:     {}\nname:          Beside\n", client.id)),
+        "{shown}"
+    );
+
+    // What is read from standard input travels with the command.
+    let created = ok(tessera_beside(
+        &root,
+        &["user", "create", "--username", "carol", "--password-stdin"],
+        Some("a long password\n"),
+    )
+    .await);
+    assert!(created.starts_with("created user carol ("), "{created}");
+    assert_eq!(app.log_in("/o/login/", "carol", "a long password").await.status(), 303);
+
+    // Failures read as they would on a stopped server: on stderr, with a failing exit.
+    let missing = tessera_beside(&root, &["app", "delete", "no-such-client"], None).await;
+    assert!(!missing.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&missing.stderr).trim(),
+        "error: no client no-such-client"
+    );
+    let no_stdin = tessera_beside(&root, &["user", "set-password", "carol"], None).await;
+    assert!(String::from_utf8_lossy(&no_stdin.stderr).contains("pass --password-stdin"));
+
+    // The audit trail names the OS account that typed the commands, not the server.
+    let trail = ok(tessera_beside(&root, &["audit", "list", "--json", "--action", "client.create"], None).await);
+    let entry: Value = serde_json::from_str(trail.lines().next().expect("an entry")).unwrap();
+    assert_eq!(entry["actor"]["kind"], "cli", "{entry}");
+    assert_eq!(entry["actor"]["id"], os_account(), "{entry}");
+    assert_eq!(entry["target_id"], client.id.as_str(), "{entry}");
+
+    // Commands in parallel each run once.
+    let runs = (0..10).map(|_| tessera_beside(&root, &create, None));
+    let ids: std::collections::BTreeSet<String> = join_all(runs)
+        .await
+        .into_iter()
+        .map(|output| {
+            serde_json::from_str::<Value>(&ok(output)).unwrap()["client_id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(ids.len(), 10);
+    let listed = ok(tessera_beside(&root, &["app", "list"], None).await);
+    assert_eq!(
+        listed.lines().filter(|l| l.ends_with(" Beside")).count(),
+        11,
+        "{listed}"
+    );
+}
+
+/// What the control socket does with requests `tessera` would never send.
+#[tokio::test]
+async fn the_control_socket_refuses_what_is_not_a_data_command_and_stays_up() {
+    use std::os::unix::fs::PermissionsExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    if on_postgres() {
+        return; // cluster mode listens on no socket
+    }
+    let app = spawn_app().await;
+    let socket = app.data_dir.join(tessera::control::SOCKET_FILE);
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "only the server's own account may connect");
+    let ask = |body: Vec<u8>| {
+        let socket = socket.clone();
+        async move {
+            let mut stream = tokio::net::UnixStream::connect(&socket).await.unwrap();
+            // A request larger than the bound is cut off: the writer may see the socket
+            // close, and the reader have it reset under the answer.
+            let _ = stream.write_all(&body).await;
+            let _ = stream.shutdown().await;
+            let mut answer = Vec::new();
+            match stream.read_to_end(&mut answer).await {
+                Ok(_) => serde_json::from_slice::<Value>(&answer).unwrap(),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => Value::Null,
+                Err(e) => panic!("{e}"),
+            }
+        }
+    };
+    let request = |args: &[&str]| {
+        serde_json::to_vec(&serde_json::json!({"args": args, "inputs": {}, "claimed": "mallory"})).unwrap()
+    };
+    for (body, says) in [
+        (b"not json".to_vec(), "not one this server reads"),
+        (vec![b' '; 2 << 20], "at most"),
+        (
+            request(&["tessera", "serve", "--addr", "127.0.0.1:0"]),
+            "only the app, user and audit commands",
+        ),
+        (
+            request(&["tessera", "keys", "rotate"]),
+            "only the app, user and audit commands",
+        ),
+        (request(&["tessera", "app", "nonsense"]), "unrecognized subcommand"),
+        (
+            request(&["tessera", "user", "create", "--username", "x", "--password-stdin"]),
+            "no password was read",
+        ),
+    ] {
+        let answer = ask(body).await;
+        if answer.is_null() && says == "at most" {
+            continue; // cut off before its answer could be read
+        }
+        assert!(
+            answer["error"].as_str().is_some_and(|e| e.contains(says)),
+            "{says}: {answer}"
+        );
+        assert_eq!(answer["out"], "");
+    }
+    // The actor is the account the kernel names; what the request claims is shown beside it.
+    let create = serde_json::json!({
+        "args": ["tessera", "user", "create", "--username", "dave", "--password-stdin"],
+        "inputs": {"password": "a long password"},
+        "claimed": "mallory",
+    });
+    let answer = ask(serde_json::to_vec(&create).unwrap()).await;
+    assert!(answer["error"].is_null(), "{answer}");
+    assert!(
+        answer["out"].as_str().unwrap().starts_with("created user dave ("),
+        "{answer}"
+    );
+    let trail = ask(request(&["tessera", "audit", "list", "--json", "--limit", "1"])).await;
+    let entry: Value = serde_json::from_str(trail["out"].as_str().unwrap().trim()).unwrap();
+    let account = os_account();
+    assert_eq!(entry["action"], "user.create");
+    assert_eq!(entry["actor"]["id"], account);
+    assert_eq!(entry["actor"]["name"], format!("{account} (says mallory)"));
+    assert_eq!(
+        app.client_credentials("read").await.status(),
+        200,
+        "the server is unharmed"
+    );
 }
 
 #[test]

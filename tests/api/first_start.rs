@@ -39,15 +39,14 @@ async fn the_first_start_says_where_it_serves_and_gives_the_command_that_creates
     }
     assert!(!banner.contains("playground:"), "no playground without --dev: {banner}");
 
-    // The command, exactly as printed, creates a user once the server has stopped (sled's
-    // lock keeps a second process out while it runs, as the banner says).
+    // The command, exactly as printed, creates a user while the server runs: the server is
+    // handed it through its control socket, and the user logs in at once.
     let line = banner.lines().find(|l| l.contains("user create")).unwrap().trim();
     let (echo, command) = line.split_once(" | ").expect("a pipeline");
     let password = echo.strip_prefix("echo '").and_then(|p| p.strip_suffix('\'')).unwrap();
     let args = command
         .strip_prefix("cargo run -- ")
         .unwrap_or_else(|| panic!("the debug binary names itself `cargo run --`: {command}"));
-    server.terminate();
     let created = tessera(
         dir.path(),
         &args.split_whitespace().collect::<Vec<_>>(),
@@ -55,24 +54,35 @@ async fn the_first_start_says_where_it_serves_and_gives_the_command_that_creates
     );
     assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
     assert!(String::from_utf8_lossy(&created.stdout).starts_with("created user alice"));
+    let no_client = || TestClient {
+        id: String::new(),
+        secret: None,
+    };
+    let remote = |base: &str| Remote::new(base.to_string(), base.to_string(), no_client(), no_client());
+    assert_eq!(
+        remote(&server.base)
+            .log_in("/o/login/", "alice", password)
+            .await
+            .status(),
+        303
+    );
+    server.terminate();
+    assert!(
+        !dir.path().join("data").join(tessera::control::SOCKET_FILE).exists(),
+        "a stopped server leaves no socket behind"
+    );
 
     // With a user, the hint is gone and the user logs in.
     let server = ServerProcess::start(dir.path(), &[], &[]);
     let banner = server.stdout_once_it_has("data:");
     assert!(!banner.contains("no user yet"), "{banner}");
-    let remote = Remote::new(
-        server.base.clone(),
-        server.base.clone(),
-        TestClient {
-            id: String::new(),
-            secret: None,
-        },
-        TestClient {
-            id: String::new(),
-            secret: None,
-        },
+    assert_eq!(
+        remote(&server.base)
+            .log_in("/o/login/", "alice", password)
+            .await
+            .status(),
+        303
     );
-    assert_eq!(remote.log_in("/o/login/", "alice", password).await.status(), 303);
     server.terminate();
 }
 
