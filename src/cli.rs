@@ -67,6 +67,20 @@ pub enum Command {
     /// Read the audit trail: who changed what, and security events.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Copy the data folder and the keyring into a new folder, consistently, while the server
+    /// runs (or not). The copy holds the private signing keys: keep it as safe as the keys folder.
+    Backup {
+        /// The folder to create (or an empty one).
+        #[arg(long)]
+        to: PathBuf,
+    },
+    /// Bring a backup back as the data and keys folders, which must be new or empty (stop the
+    /// server first; cluster mode restores its database with PostgreSQL's tools).
+    Restore {
+        /// The folder `tessera backup` made.
+        #[arg(long)]
+        from: PathBuf,
+    },
     /// Print a shell completion script (e.g. `source <(tessera completions bash)`).
     Completions {
         #[arg(value_enum)]
@@ -384,8 +398,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             app.run().await?;
         }
         Command::Openapi => println!("{}", crate::http::spec()),
-        Command::App(_) | Command::User(_) | Command::Audit(_) => {
+        Command::App(_) | Command::User(_) | Command::Audit(_) | Command::Backup { .. } => {
             let config = cli.config(None)?;
+            if config.database_url.is_some() && matches!(cli.command, Command::Backup { .. }) {
+                bail!("in cluster mode, back up the database with PostgreSQL's own tools (pg_dump) and keep the key-encryption key: see docs/cluster.md");
+            }
             let inputs = Inputs::gather(&cli.command)?;
             // A server running on the data folder holds it (sled lets one process open it):
             // the command is then run by that server, which is handed what was read here.
@@ -395,6 +412,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let provider = offline_provider(&config).await?;
             data_command(&provider, &Caller::cli(), &cli.command, &inputs, &mut std::io::stdout()).await?;
         }
+        Command::Restore { from } => println!("{}", crate::backup::restore(&cli.config(None)?, from).await?),
         Command::Keys(cmd) => keys_command(&cli.config(None)?, cmd).await?,
         Command::Db(cmd) => db_command(&cli.config(None)?, cmd).await?,
         Command::Completions { shell } => {
@@ -419,7 +437,11 @@ pub(crate) async fn data_command(
         Command::App(cmd) => app_command(provider, by, cmd, inputs, out).await,
         Command::User(cmd) => user_command(provider, by, cmd, inputs, out).await,
         Command::Audit(cmd) => audit_command(provider, cmd, out).await,
-        _ => bail!("only the app, user and audit commands are run on the data folder"),
+        Command::Backup { to } => {
+            let summary = provider.back_up(by, &inputs.absolute(to)).await?;
+            Ok(writeln!(out, "{summary}")?)
+        }
+        _ => bail!("only the app, user, audit and backup commands are run on the data folder"),
     }
 }
 
@@ -430,6 +452,8 @@ pub(crate) async fn data_command(
 pub(crate) struct Inputs {
     password: Option<String>,
     jwks: Option<String>,
+    /// The working directory, which relative paths given to the server are relative to.
+    cwd: Option<PathBuf>,
 }
 
 impl Inputs {
@@ -463,9 +487,18 @@ impl Inputs {
                 }
                 inputs.jwks = Some(text);
             }
+            Command::Backup { .. } => inputs.cwd = Some(std::env::current_dir()?),
             _ => {}
         }
         Ok(inputs)
+    }
+
+    /// `path`, relative to the caller's working directory if it is relative.
+    fn absolute(&self, path: &std::path::Path) -> PathBuf {
+        match &self.cwd {
+            Some(cwd) => cwd.join(path),
+            None => path.to_path_buf(),
+        }
     }
 
     fn password(&self) -> anyhow::Result<&str> {
@@ -1116,10 +1149,7 @@ async fn audit_command(provider: &Provider, cmd: &AuditCommand, out: &mut (dyn W
 
 /// One entry on one line: when, who (from where), what, to what, how it ended.
 fn audit_line(entry: &crate::store::AuditRecord) -> String {
-    let at = time::OffsetDateTime::from_unix_timestamp(entry.at_ms / 1000)
-        .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-        .unwrap_or_default();
+    let at = crate::clock::rfc3339(entry.at_ms / 1000);
     // Cleaned again: an entry may come from an older version, or a database edited by hand.
     use crate::oauth::audit::clean;
     let actor = match entry.actor.kind.as_str() {

@@ -1,4 +1,4 @@
-//! The control socket: `tessera app|user|audit` typed beside a running embedded server.
+//! The control socket: `tessera app|user|audit|backup` typed beside a running embedded server.
 //!
 //! sled lets one process open a data folder, so while a server runs on it the command line
 //! hands the server its command through a Unix socket in that folder, and prints what the
@@ -146,8 +146,11 @@ async fn run(provider: &Provider, uid: u32, request: Request) -> Answer {
         Ok(cli) => cli,
         Err(e) => return Answer::refused(e.to_string().trim_end().to_string()),
     };
-    if !matches!(cli.command, Command::App(_) | Command::User(_) | Command::Audit(_)) {
-        return Answer::refused("only the app, user and audit commands are run by the server");
+    if !matches!(
+        cli.command,
+        Command::App(_) | Command::User(_) | Command::Audit(_) | Command::Backup { .. }
+    ) {
+        return Answer::refused("only the app, user, audit and backup commands are run by the server");
     }
     let by = Caller::cli_as(uid, request.claimed.as_deref());
     let mut out = Vec::new();

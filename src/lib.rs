@@ -5,6 +5,7 @@
 //! integration tests both start servers through it.
 
 pub(crate) mod backend;
+pub mod backup;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -242,6 +242,21 @@ impl Provider {
         Ok(purged)
     }
 
+    /// Copies the store and the keyring into the new folder `to` while serving (`tessera
+    /// backup`, see [`crate::backup`]); recorded in the audit trail either way.
+    pub async fn back_up(&self, by: &audit::Caller, to: &std::path::Path) -> anyhow::Result<String> {
+        let done = crate::backup::back_up(self.store.as_ref(), self.keys.vault(), to).await;
+        let folder = to.display().to_string();
+        let target = audit::Target {
+            kind: "backup",
+            id: "",
+            name: &folder,
+        };
+        let outcome = if done.is_ok() { "ok" } else { "failed" };
+        self.audit.record(by, "data.backup", Some(target), outcome).await;
+        done
+    }
+
     /// The `/metrics` text, with the gauges read now.
     pub(crate) async fn metrics_text(&self) -> String {
         let active = self

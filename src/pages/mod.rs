@@ -398,10 +398,7 @@ fn this_request(req: &Request) -> String {
 }
 
 fn date(timestamp: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(timestamp)
-        .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-        .unwrap_or_default()
+    crate::clock::rfc3339(timestamp)
 }
 
 /// The logged-in session every page for a user needs first, or a redirect to the login page

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 // The backends' stores, where callers (the tests, `db import`) named them before they moved
 // into their backends.
 pub use crate::backend::postgres::store::{PgOptions, PgStore, CLIENT_CACHE_BYTES};
-pub use crate::backend::sled::store::SledStore;
+pub use crate::backend::sled::store::{copy_database, SledStore};
 
 /// What can go wrong below the protocol.
 #[derive(Debug, thiserror::Error)]
@@ -865,6 +865,14 @@ pub trait Store:
     /// console's overview). Counted without reading records where the backend can (a database
     /// counts rows; the embedded store counts keys, and reads each grant for its flag).
     async fn count_records(&self) -> Result<RecordCounts>;
+    /// Copies the whole store into a new folder `to` while it serves (`tessera backup`):
+    /// consistent, as if taken at one moment. How many records it copied. A database backend
+    /// is backed up with the database's own tools, and refuses.
+    async fn back_up(&self, _to: &std::path::Path) -> Result<u64> {
+        Err(StoreError::Database(
+            "a cluster's database is backed up with PostgreSQL's own tools (docs/cluster.md)".into(),
+        ))
+    }
     /// A database backend's connection pool and one round trip to it, for `/metrics`;
     /// `None` for an embedded store.
     async fn database_health(&self) -> Option<DatabaseHealth> {

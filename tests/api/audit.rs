@@ -573,16 +573,7 @@ async fn no_secret_token_or_password_is_anywhere_in_the_store() {
     let mut contents = Vec::new();
     match &database_url {
         Some(url) => contents.push(database_text(url).await),
-        None => {
-            let mut files = vec![data_dir];
-            while let Some(path) = files.pop() {
-                if path.is_dir() {
-                    files.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
-                } else {
-                    contents.push(std::fs::read(&path).unwrap());
-                }
-            }
-        }
+        None => contents = file_contents(&data_dir),
     }
     let found = |needle: &str| {
         contents

@@ -73,28 +73,13 @@ fn app_commands_create_list_show_rotate_and_delete() {
     let rotated: Value = serde_json::from_str(&ok(tessera(d, &["app", "rotate-secret", id, "--json"], None))).unwrap();
     assert_ne!(rotated["client_secret"], secret);
     // Only a hash is stored: the plaintext secret appears nowhere in the data folder.
-    let mut found = false;
-    for entry in walk(&d.join("data")) {
-        let bytes = std::fs::read(entry).unwrap();
-        found |= bytes.windows(secret.len()).any(|w| w == secret.as_bytes());
-    }
+    let found = file_contents(&d.join("data"))
+        .iter()
+        .any(|bytes| bytes.windows(secret.len()).any(|w| w == secret.as_bytes()));
     assert!(!found, "the client secret is not stored in plaintext");
 
     ok(tessera(d, &["app", "delete", id], None));
     assert!(!tessera(d, &["app", "show", id], None).status.success());
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            files.extend(walk(&path));
-        } else {
-            files.push(path);
-        }
-    }
-    files
 }
 
 #[test]
@@ -493,11 +478,11 @@ async fn the_control_socket_refuses_what_is_not_a_data_command_and_stays_up() {
         (vec![b' '; 2 << 20], "at most"),
         (
             request(&["tessera", "serve", "--addr", "127.0.0.1:0"]),
-            "only the app, user and audit commands",
+            "only the app, user, audit and backup commands",
         ),
         (
             request(&["tessera", "keys", "rotate"]),
-            "only the app, user and audit commands",
+            "only the app, user, audit and backup commands",
         ),
         (request(&["tessera", "app", "nonsense"]), "unrecognized subcommand"),
         (

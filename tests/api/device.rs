@@ -570,19 +570,11 @@ async fn device_codes_and_user_codes_are_stored_only_as_hashes() {
     log_in(&app).await;
     answer(&app, &user_code, "allow").await;
     // Everything above was made durable before its response.
-    let mut contents = Vec::new();
-    let mut files = vec![app.data_dir.clone()];
-    if let Some(url) = &app.provider.config.database_url {
-        contents.push(database_text(url).await);
-        files.clear();
-    }
-    while let Some(path) = files.pop() {
-        if path.is_dir() {
-            files.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
-        } else {
-            contents.push(std::fs::read(&path).unwrap());
-        }
-    }
+    let contents = match &app.provider.config.database_url {
+        Some(url) => vec![database_text(url).await],
+        None => file_contents(&app.data_dir),
+    };
+
     assert!(contents.iter().map(Vec::len).sum::<usize>() > 0);
     for secret in [device_code, user_code.clone(), user_code.replace('-', "")] {
         let found = contents

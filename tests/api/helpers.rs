@@ -1090,3 +1090,18 @@ pub fn resolved<'a>(spec: &'a Value, schema: &'a Value) -> &'a Value {
         None => schema,
     }
 }
+
+/// The bytes of every regular file under `dir` (the running server's control socket is not one).
+pub fn file_contents(dir: &std::path::Path) -> Vec<Vec<u8>> {
+    let mut contents = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let kind = entry.file_type().unwrap();
+        if kind.is_dir() {
+            contents.extend(file_contents(&entry.path()));
+        } else if kind.is_file() {
+            contents.push(std::fs::read(entry.path()).unwrap());
+        }
+    }
+    contents
+}

@@ -76,6 +76,7 @@ mod client_policy;
 mod operators;
 // The audit trail (issue 16): every change recorded once, by whom; the pending file; the listing.
 mod audit;
+mod backup;
 // The built-in test consumer at /o/playground/.
 mod playground;
 // Purging expired records: the store stays flat, and nothing still usable goes.

@@ -186,19 +186,11 @@ async fn refresh_tokens_and_codes_are_stored_only_as_hashes() {
     let newest = next["refresh_token"].as_str().unwrap().to_string();
     // Everything above was made durable before its response, so it is in the files (or the
     // database's rows) now.
-    let mut files = vec![app.data_dir.clone()];
-    let mut contents = Vec::new();
-    if let Some(url) = &app.provider.config.database_url {
-        contents.push(database_text(url).await);
-        files.clear();
-    }
-    while let Some(path) = files.pop() {
-        if path.is_dir() {
-            files.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
-        } else {
-            contents.push(std::fs::read(&path).unwrap());
-        }
-    }
+    let contents = match &app.provider.config.database_url {
+        Some(url) => vec![database_text(url).await],
+        None => file_contents(&app.data_dir),
+    };
+
     assert!(contents.iter().map(Vec::len).sum::<usize>() > 0);
     for secret in [&code, &refresh, &newest] {
         let found = contents

@@ -51,7 +51,11 @@ const CACHE_BYTES: u64 = 8 * 1024 * 1024;
 pub struct SledStore {
     commits: Arc<GroupCommit>,
     flusher: Option<JoinHandle<()>>,
+    db: Db,
     trees: Arc<Trees>,
+    /// Taken shared by every write (through [`SledStore::write_turn`]) and whole by a backup,
+    /// which so copies the trees as they stood at one moment: sled has no snapshots.
+    writes: Arc<tokio::sync::RwLock<()>>,
     /// Failure counters and scratch values: memory only (see [`EphemeralStore`]).
     ephemeral: Ephemeral,
 }
@@ -313,6 +317,39 @@ fn decode_refresh(bytes: &[u8]) -> Result<RefreshRecord> {
     })
 }
 
+/// Records copied in one batch by [`copy_database`].
+const COPY_BATCH: usize = 10_000;
+
+/// Copies every tree of `from` into a new database in `to`, durably; how many records.
+/// Refuses a folder that already holds a database.
+pub fn copy_database(from: &Db, to: &Path) -> Result<u64> {
+    if to.join("conf").exists() || to.join("db").exists() {
+        return Err(StoreError::Conflict("database folder"));
+    }
+    create_private_dir(to).map_err(|e| StoreError::Backend(e.into()))?;
+    let copy = ::sled::Config::new().path(to).cache_capacity(CACHE_BYTES).open()?;
+    let mut copied = 0;
+    for name in from.tree_names() {
+        let (source, target) = (from.open_tree(&name)?, copy.open_tree(&name)?);
+        let mut batch = ::sled::Batch::default();
+        let mut pending = 0;
+        for entry in source.iter() {
+            let (key, value) = entry?;
+            batch.insert(key, value);
+            pending += 1;
+            if pending == COPY_BATCH {
+                target.apply_batch(std::mem::take(&mut batch))?;
+                copied += pending as u64;
+                pending = 0;
+            }
+        }
+        target.apply_batch(batch)?;
+        copied += pending as u64;
+    }
+    copy.flush()?;
+    Ok(copied)
+}
+
 fn tx_error(err: TransactionError<StoreError>) -> StoreError {
     match err {
         TransactionError::Abort(e) => e,
@@ -372,7 +409,9 @@ impl SledStore {
         Ok(SledStore {
             commits,
             flusher: Some(flusher),
+            db,
             trees: Arc::new(trees),
+            writes: Arc::default(),
             ephemeral: Ephemeral::default(),
         })
     }
@@ -383,6 +422,24 @@ impl SledStore {
         tokio::task::spawn_blocking(move || work(&trees))
             .await
             .map_err(|e| StoreError::Transaction(format!("a store scan failed: {e}")))?
+    }
+
+    /// A turn to write: waits while a backup copies the trees.
+    async fn write_turn(&self) -> tokio::sync::RwLockReadGuard<'_, ()> {
+        self.writes.read().await
+    }
+
+    /// [`SledStore::scan`] for work that writes, in a write turn.
+    async fn scan_writing<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Trees) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let turn = self.writes.clone().read_owned().await;
+        self.scan(move |trees| {
+            let _turn = turn;
+            work(trees)
+        })
+        .await
     }
 }
 
@@ -1172,9 +1229,11 @@ impl Trees {
 #[async_trait]
 impl ClientStore for SledStore {
     async fn insert_client(&self, client: &ClientRecord) -> Result<bool> {
+        let _turn = self.write_turn().await;
         self.trees.insert_client(client)
     }
     async fn update_client(&self, client: &ClientRecord) -> Result<bool> {
+        let _turn = self.write_turn().await;
         self.trees.update_client(client)
     }
     async fn get_client(&self, client_id: &str) -> Result<Option<ClientRecord>> {
@@ -1187,12 +1246,14 @@ impl ClientStore for SledStore {
         self.trees.clients_page(after, limit)
     }
     async fn delete_client(&self, client_id: &str) -> Result<bool> {
+        let _turn = self.write_turn().await;
         self.trees.delete_client(client_id)
     }
     async fn clients_owned_by(&self, user_id: &str) -> Result<Vec<ClientRecord>> {
         self.trees.clients_owned_by(user_id)
     }
     async fn mark_client_used(&self, client_id: &str, at: i64) -> Result<bool> {
+        let _turn = self.write_turn().await;
         self.trees.mark_client_used(client_id, at)
     }
 }
@@ -1200,9 +1261,11 @@ impl ClientStore for SledStore {
 #[async_trait]
 impl UserStore for SledStore {
     async fn insert_user(&self, user: &UserRecord) -> Result<()> {
+        let _turn = self.write_turn().await;
         self.trees.insert_user(user)
     }
     async fn update_user(&self, user: &UserRecord) -> Result<()> {
+        let _turn = self.write_turn().await;
         self.trees.update_user(user)
     }
     async fn get_user(&self, user_id: &str) -> Result<Option<UserRecord>> {
@@ -1218,6 +1281,7 @@ impl UserStore for SledStore {
         self.trees.users_page(after, limit)
     }
     async fn delete_user(&self, user_id: &str) -> Result<bool> {
+        let _turn = self.write_turn().await;
         self.trees.delete_user(user_id)
     }
 }
@@ -1225,18 +1289,22 @@ impl UserStore for SledStore {
 #[async_trait]
 impl FactorStore for SledStore {
     async fn insert_factor(&self, factor: &FactorRecord) -> Result<bool> {
+        let _turn = self.write_turn().await;
         self.trees.insert_factor(factor)
     }
     async fn factors_of(&self, user_id: &str) -> Result<Vec<FactorRecord>> {
         self.trees.factors_of(user_id)
     }
     async fn replace_factor(&self, factor: &FactorRecord, expected_revision: u64) -> Result<bool> {
+        let _turn = self.write_turn().await;
         self.trees.replace_factor(factor, expected_revision)
     }
     async fn delete_factor(&self, user_id: &str, factor_id: &str) -> Result<bool> {
+        let _turn = self.write_turn().await;
         self.trees.delete_factor(user_id, factor_id)
     }
     async fn delete_factors_of(&self, user_id: &str) -> Result<u64> {
+        let _turn = self.write_turn().await;
         self.trees.delete_factors_of(user_id)
     }
 }
@@ -1244,15 +1312,19 @@ impl FactorStore for SledStore {
 #[async_trait]
 impl GrantStore for SledStore {
     async fn put_code(&self, code_hash: &SecretHash, code: &CodeRecord) -> Result<()> {
+        let _turn = self.write_turn().await;
         self.trees.put_code(code_hash, code)
     }
     async fn redeem_code(&self, code_hash: &SecretHash) -> Result<Redemption> {
+        let _turn = self.write_turn().await;
         self.trees.redeem_code(code_hash)
     }
     async fn put_grant(&self, grant: &GrantRecord) -> Result<()> {
+        let _turn = self.write_turn().await;
         self.trees.put_grant(grant)
     }
     async fn insert_grant(&self, grant: &GrantRecord) -> Result<bool> {
+        let _turn = self.write_turn().await;
         self.trees.insert_grant(grant)
     }
     async fn get_grant(&self, grant_id: &str) -> Result<Option<GrantRecord>> {
@@ -1272,18 +1344,22 @@ impl GrantStore for SledStore {
         self.trees.grant_ids(user_id, client_id)
     }
     async fn revoke_grant_once(&self, grant_id: &str) -> Result<GrantRevocation> {
+        let _turn = self.write_turn().await;
         self.trees.revoke_grant_once(grant_id)
     }
     async fn put_refresh(&self, token_hash: &SecretHash, token: &RefreshRecord) -> Result<()> {
+        let _turn = self.write_turn().await;
         self.trees.put_refresh(token_hash, token)
     }
     async fn get_refresh(&self, token_hash: &SecretHash) -> Result<Option<RefreshRecord>> {
         self.trees.get_refresh(token_hash)
     }
     async fn rotate_refresh(&self, old: &SecretHash, new: &SecretHash, next: &RefreshRecord) -> Result<Rotation> {
+        let _turn = self.write_turn().await;
         self.trees.rotate_refresh(old, new, next)
     }
     async fn revoke_access_token(&self, jti: &str, expires_at: i64) -> Result<()> {
+        let _turn = self.write_turn().await;
         self.trees.revoke_access_token(jti, expires_at)
     }
     async fn is_access_token_revoked(&self, jti: &str) -> Result<bool> {
@@ -1294,6 +1370,7 @@ impl GrantStore for SledStore {
 #[async_trait]
 impl DeviceStore for SledStore {
     async fn insert_device(&self, device_code_hash: &SecretHash, device: &DeviceRecord) -> Result<bool> {
+        let _turn = self.write_turn().await;
         self.trees.insert_device(device_code_hash, device)
     }
     async fn get_device_by_user_code(&self, user_code_hash: &SecretHash) -> Result<Option<(SecretHash, DeviceRecord)>> {
@@ -1304,6 +1381,7 @@ impl DeviceStore for SledStore {
         device_code_hash: &SecretHash,
         update: &(dyn for<'d> Fn(&'d mut DeviceRecord) -> bool + Send + Sync),
     ) -> Result<Option<DeviceRecord>> {
+        let _turn = self.write_turn().await;
         self.trees.update_device(device_code_hash, update)
     }
 }
@@ -1311,6 +1389,7 @@ impl DeviceStore for SledStore {
 #[async_trait]
 impl AuditStore for SledStore {
     async fn append_audit(&self, entry: &AuditRecord) -> Result<()> {
+        let _turn = self.write_turn().await;
         // Appended only: an id already in the trail is never overwritten.
         let _ = self
             .trees
@@ -1343,7 +1422,7 @@ impl AuditStore for SledStore {
         .await
     }
     async fn purge_audit(&self, cutoff_ms: i64) -> Result<u64> {
-        self.scan(move |t| {
+        self.scan_writing(move |t| {
             let cutoff = audit_id(cutoff_ms, "");
             let mut removed = 0;
             for item in t.audit.range(..cutoff.into_bytes()) {
@@ -1359,6 +1438,7 @@ impl AuditStore for SledStore {
 #[async_trait]
 impl ConsentStore for SledStore {
     async fn put_consent(&self, consent: &ConsentRecord) -> Result<()> {
+        let _turn = self.write_turn().await;
         self.trees.put_consent(consent)
     }
     async fn get_consent(&self, user_id: &str, client_id: &str) -> Result<Option<ConsentRecord>> {
@@ -1368,23 +1448,27 @@ impl ConsentStore for SledStore {
         self.trees.list_consents(user_id)
     }
     async fn delete_consent(&self, user_id: &str, client_id: &str) -> Result<()> {
+        let _turn = self.write_turn().await;
         self.trees.delete_consent(user_id, client_id)
     }
     async fn delete_consents_for_client(&self, client_id: &str) -> Result<u64> {
         let client_id = client_id.to_string();
-        self.scan(move |t| t.delete_consents_for_client(&client_id)).await
+        self.scan_writing(move |t| t.delete_consents_for_client(&client_id))
+            .await
     }
 }
 
 #[async_trait]
 impl SessionStore for SledStore {
     async fn put_session(&self, id_hash: &SecretHash, session: &SessionRecord) -> Result<()> {
+        let _turn = self.write_turn().await;
         self.trees.put_session(id_hash, session)
     }
     async fn get_session(&self, id_hash: &SecretHash) -> Result<Option<SessionRecord>> {
         self.trees.get_session(id_hash)
     }
     async fn delete_session(&self, id_hash: &SecretHash) -> Result<()> {
+        let _turn = self.write_turn().await;
         self.trees.delete_session(id_hash)
     }
 }
@@ -1418,24 +1502,39 @@ impl Store for SledStore {
         Box::pin(async move { commits.wait_durable().await })
     }
     async fn probe_write(&self) -> Result<()> {
+        let _turn = self.write_turn().await;
         self.trees.probe_write()
     }
     async fn count_active_refresh_tokens(&self, now: i64) -> Result<u64> {
         self.scan(move |t| t.count_active_refresh_tokens(now)).await
     }
     async fn purge_expired(&self, now: i64, access_cutoff: i64) -> Result<Purged> {
-        self.scan(move |t| t.purge_expired(now, access_cutoff)).await
+        self.scan_writing(move |t| t.purge_expired(now, access_cutoff)).await
     }
     async fn record_count(&self) -> Result<u64> {
         self.trees.record_count()
+    }
+    /// Every tree, with writes paused meanwhile (reads go on): each write is in the copy
+    /// whole or not at all, as after a crash at one moment.
+    async fn back_up(&self, to: &Path) -> Result<u64> {
+        let turn = self.writes.clone().write_owned().await;
+        let (db, to) = (self.db.clone(), to.to_path_buf());
+        tokio::task::spawn_blocking(move || {
+            let _turn = turn;
+            copy_database(&db, &to)
+        })
+        .await
+        .map_err(|e| StoreError::Transaction(format!("the backup failed: {e}")))?
     }
     async fn count_records(&self) -> Result<RecordCounts> {
         self.scan(|t| t.count_records()).await
     }
     async fn server_secret(&self, name: &str, candidate: &[u8]) -> Result<Vec<u8>> {
+        let _turn = self.write_turn().await;
         self.trees.server_secret(name, candidate)
     }
     async fn replace_server_secret(&self, name: &str, expected: &[u8], new: &[u8]) -> Result<bool> {
+        let _turn = self.write_turn().await;
         self.trees.replace_server_secret(name, expected, new)
     }
 }

@@ -5,7 +5,6 @@
 //! one. The stamp is the manifest's modification time and size.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
@@ -124,15 +123,5 @@ impl KeyVault for FolderVault {
 
 /// Writes a file that only the owner can read (0600), replacing any old one.
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), KeyError> {
-    let mut options = fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options.open(path).map_err(io_err(path))?;
-    file.write_all(bytes)
-        .and_then(|_| file.sync_all())
-        .map_err(io_err(path))
+    crate::files::write_private(path, bytes).map_err(io_err(path))
 }
