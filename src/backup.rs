@@ -37,8 +37,12 @@ struct Manifest {
 /// Backs `store` and the keyring in `vault` up into `to`, which must not exist or be empty.
 /// On failure nothing is left in `to`.
 pub async fn back_up(store: &dyn Store, vault: &dyn KeyVault, to: &Path) -> anyhow::Result<String> {
+    ensure_own_folder(to)?;
     ensure_empty(to)?;
     create_private_dir(to).with_context(|| format!("cannot create {}", to.display()))?;
+    // The claim: of two backups started into one folder, one creates `data` and the other
+    // stops here, leaving the first one's files alone.
+    std::fs::create_dir(to.join("data")).with_context(|| format!("another backup is writing into {}", to.display()))?;
     let copied = async {
         let records = store.back_up(&to.join("data")).await?;
         let keys = Keyring::copy(vault, &FolderVault::new(&to.join("keys"))).await?;
@@ -85,6 +89,12 @@ pub async fn restore(config: &Config, from: &Path) -> anyhow::Result<String> {
             manifest.format
         );
     }
+    if !from.join("data/conf").is_file() || !from.join("data/db").is_file() {
+        bail!(
+            "{} holds no database (data/conf and data/db): the backup is incomplete",
+            from.display()
+        );
+    }
     let (data_dir, keys_dir) = (&config.data_dir, &config.keys_dir);
     ensure_empty(data_dir)?;
     ensure_empty(keys_dir)?;
@@ -102,6 +112,12 @@ pub async fn restore(config: &Config, from: &Path) -> anyhow::Result<String> {
         // Opening the backup takes its lock: two restores from one backup take turns.
         let backup = ::sled::Config::new().path(from.join("data")).open()?;
         let records = crate::store::copy_database(&backup, &staged_data)?;
+        if records != manifest.records {
+            bail!(
+                "the backup holds {records} records where its manifest says {}",
+                manifest.records
+            );
+        }
         let keys = Keyring::copy(&FolderVault::new(&from.join("keys")), &FolderVault::new(&staged_keys)).await?;
         Ok::<_, anyhow::Error>((records, keys))
     }
@@ -127,6 +143,26 @@ pub async fn restore(config: &Config, from: &Path) -> anyhow::Result<String> {
         data_dir.display(),
         keys_dir.display()
     ))
+}
+
+/// Refuses a `to` that is a symbolic link or another account's folder: whoever owns the folder
+/// a backup is written into could swap its keys before a restore.
+fn ensure_own_folder(to: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::symlink_metadata(to) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", to.display())),
+        Ok(meta) if meta.file_type().is_symlink() => {
+            bail!("{} is a symbolic link: name the folder itself", to.display())
+        }
+        Ok(meta) if Some(meta.uid()) != crate::oauth::audit::own_uid() => {
+            bail!(
+                "{} belongs to another account: choose a folder of this one",
+                to.display()
+            )
+        }
+        Ok(_) => Ok(()),
+    }
 }
 
 /// Refuses a folder that holds anything.

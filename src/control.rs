@@ -30,6 +30,8 @@ pub const SOCKET_FILE: &str = "control.sock";
 const MAX_REQUEST_BYTES: u64 = 1 << 20;
 /// How long a connection may take to send its request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the answer may take to be read.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 /// Commands run at once; more connections wait for a turn.
 const CONCURRENT_COMMANDS: usize = 8;
 
@@ -84,6 +86,11 @@ impl ControlSocket {
     pub async fn serve(self, provider: Arc<Provider>) {
         let turns = Arc::new(tokio::sync::Semaphore::new(CONCURRENT_COMMANDS));
         loop {
+            // A turn before a connection is taken: more callers wait in the kernel's backlog,
+            // holding nothing of the server's.
+            let Ok(turn) = turns.clone().acquire_owned().await else {
+                return;
+            };
             let stream = match self.listener.accept().await {
                 Ok((stream, _)) => stream,
                 Err(e) => {
@@ -92,9 +99,9 @@ impl ControlSocket {
                     continue;
                 }
             };
-            let (provider, turns) = (provider.clone(), turns.clone());
+            let provider = provider.clone();
             tokio::spawn(async move {
-                let Ok(_turn) = turns.acquire().await else { return };
+                let _turn = turn;
                 if let Err(e) = answer(&provider, stream).await {
                     tracing::warn!(error = %e, "control socket: a command's answer could not be sent");
                 }
@@ -122,8 +129,14 @@ async fn answer(provider: &Provider, mut stream: UnixStream) -> std::io::Result<
         }
     };
     let body = serde_json::to_vec(&answer).map_err(std::io::Error::other)?;
-    stream.write_all(&body).await?;
-    stream.shutdown().await
+    let sent = async {
+        stream.write_all(&body).await?;
+        stream.shutdown().await
+    };
+    // A caller that never reads its answer gives its turn back.
+    tokio::time::timeout(ANSWER_TIMEOUT, sent)
+        .await
+        .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
 }
 
 async fn read_request(stream: &mut UnixStream) -> Result<Request, String> {
@@ -161,6 +174,29 @@ async fn run(provider: &Provider, uid: u32, request: Request) -> Answer {
     }
 }
 
+/// Whether the process listening in `data_dir`, running as `server`, may be handed a command.
+fn trusted_server(data_dir: &Path, server: u32) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Some(own) = own_uid() else { return false };
+    if server == own || server == 0 {
+        return true;
+    }
+    // Root runs commands for a service account's server (systemd's DynamicUser=): trusted
+    // when that account owns the data folder and the folder above it is root's or its own,
+    // and open to no one else.
+    let owner_of = |path: &Path| std::fs::symlink_metadata(path).ok().map(|m| (m.uid(), m.mode()));
+    let parent = data_dir
+        .canonicalize()
+        .ok()
+        .and_then(|dir| dir.parent().map(Path::to_path_buf));
+    match (own, owner_of(data_dir), parent.as_deref().and_then(owner_of)) {
+        (0, Some((folder, _)), Some((above, mode))) => {
+            folder == server && (above == 0 || above == server) && mode & 0o022 == 0
+        }
+        _ => false,
+    }
+}
+
 /// Hands the command this process was started with to the server listening in `data_dir`,
 /// prints its output and returns its failure as this command's. `false` when no server
 /// listens there: the caller then opens the folder itself.
@@ -168,6 +204,16 @@ pub(crate) async fn forward(data_dir: &Path, inputs: &Inputs) -> anyhow::Result<
     let Ok(mut stream) = UnixStream::connect(data_dir.join(SOCKET_FILE)).await else {
         return Ok(false);
     };
+    // What is sent (a password) goes only to a server this account trusts: one the kernel
+    // says runs as this account or root, or, for root, as the owner of a data folder that
+    // nobody else could have put there.
+    let server = stream.peer_cred()?.uid();
+    if !trusted_server(data_dir, server) {
+        anyhow::bail!(
+            "{} is served by uid {server}, not by this account: refusing to hand it the command",
+            data_dir.join(SOCKET_FILE).display()
+        );
+    }
     let args = std::env::args_os()
         .map(|arg| arg.into_string())
         .collect::<Result<Vec<_>, _>>()

@@ -676,6 +676,23 @@ mod tests {
         assert_eq!(thumbprint(input), "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs");
     }
 
+    /// A manifest from elsewhere (a backup being restored) whose key id names a path: the
+    /// keyring refuses it rather than read or write outside its folder.
+    #[tokio::test]
+    async fn a_key_id_that_names_a_path_is_refused() {
+        let (vault, dir) = folder_keyring().await;
+        let manifest = dir.path().join("keyring.json");
+        let text = std::fs::read_to_string(&manifest).unwrap();
+        let kid = vault.read().await.unwrap().keys[0].0.kid.clone();
+        std::fs::write(&manifest, text.replace(&kid, "../../outside")).unwrap();
+        let refused = vault.read().await.err().expect("refused");
+        assert!(refused.to_string().contains("base64url"), "{refused}");
+        let elsewhere = tempfile::tempdir().unwrap();
+        let copied = Keyring::copy(&vault, &FolderVault::new(elsewhere.path())).await;
+        assert!(copied.is_err());
+        assert!(!elsewhere.path().join("../../outside.pem").exists());
+    }
+
     #[tokio::test]
     async fn key_files_are_private_and_retired_keys_leave_the_jwks() {
         use std::os::unix::fs::PermissionsExt;

@@ -51,7 +51,7 @@ impl Caller {
         Caller::new("client", &client.client_id, &client.name, address, client.admin)
     }
 
-    /// The OS account running the `tessera` command line, by its real user id: `$USER` is
+    /// The OS account running the `tessera` command line, by its user id: `$USER` is
     /// whatever the person running it says, so it is only added to the name, after `sudo`'s.
     pub fn cli() -> Caller {
         match own_uid() {
@@ -93,10 +93,12 @@ pub struct Target<'a> {
 
 /// The name of the OS account this process runs as: the owner of `/proc/self` (its real uid),
 /// looked up in `/etc/passwd`; `uid N` when it has no entry there.
-/// This process's real user id (Linux: the owner of `/proc/self`).
+/// This process's effective user id (Linux: the second field of `Uid:` in
+/// `/proc/self/status`; the owner of `/proc/self` is root for a process that may not dump core).
 pub fn own_uid() -> Option<u32> {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self").map(|m| m.uid()).ok()
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let ids = status.lines().find_map(|line| line.strip_prefix("Uid:"))?;
+    ids.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// The account this process's caller says it is: `sudo`'s original user, else `$USER`.

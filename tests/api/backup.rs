@@ -108,6 +108,21 @@ async fn a_backup_taken_under_refresh_load_restores_every_refresh_token_to_work_
             assert_eq!(mode(&key), 0o600, "{}", key.display());
         }
     }
+    // Two backups started into one new folder at once: one is made, whole, and the other
+    // refused without touching it.
+    let twin = backup_dir.path().join("twin");
+    let twin_args = ["backup", "--to", twin.to_str().unwrap()];
+    let (a, b) = tokio::join!(tessera_beside(&root, &twin_args), tessera_beside(&root, &twin_args));
+    assert_eq!(
+        [&a, &b].iter().filter(|o| o.status.success()).count(),
+        1,
+        "{} / {}",
+        stderr(&a),
+        stderr(&b)
+    );
+    let scratch = tempfile::tempdir().unwrap();
+    let from_twin = tessera(scratch.path(), &["restore", "--from", twin.to_str().unwrap()]);
+    assert!(from_twin.status.success(), "{}", stderr(&from_twin));
     // A second backup into the same folder is refused and leaves the first whole.
     let again = tessera_beside(&root, &["backup", "--to", to.to_str().unwrap()]).await;
     assert!(stderr(&again).contains("not empty"), "{}", stderr(&again));
@@ -116,8 +131,15 @@ async fn a_backup_taken_under_refresh_load_restores_every_refresh_token_to_work_
     // The trail says who took the backup, and where (after the copy, so not in it).
     let (_, bearer) = app.admin_bearer().await;
     let trail = crate::audit::trail(&app, &bearer, "action=data.backup").await;
-    let outcomes: Vec<_> = trail.iter().map(|e| e["outcome"].as_str().unwrap()).collect();
-    assert_eq!(outcomes, ["ok", "failed"], "the refused second one too: {trail:?}");
+    let outcomes = |folder: &std::path::Path| -> Vec<&str> {
+        let folder = folder.to_str().unwrap();
+        let of_folder = trail.iter().filter(|e| e["target_name"] == folder);
+        let mut outcomes: Vec<_> = of_folder.map(|e| e["outcome"].as_str().unwrap()).collect();
+        outcomes.sort();
+        outcomes
+    };
+    assert_eq!(outcomes(&to), ["failed", "ok"], "the refused second one too: {trail:?}");
+    assert_eq!(outcomes(&twin), ["failed", "ok"], "{trail:?}");
     assert_eq!(trail[0]["actor"]["kind"], "cli");
     assert_eq!(trail[0]["target_name"].as_str(), to.to_str(), "{}", trail[0]);
     let seeded = std::fs::read(root.join("seeded.json")).unwrap();

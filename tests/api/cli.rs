@@ -442,6 +442,72 @@ async fn data_commands_work_beside_a_running_server() {
     );
 }
 
+/// A socket another account planted where the CLI looks (a relative `data` folder in a shared
+/// folder such as /tmp): the CLI hands it nothing, a password least of all.
+#[tokio::test]
+async fn the_cli_hands_nothing_to_a_socket_another_account_planted() {
+    use std::os::unix::fs::PermissionsExt;
+    if os_account() != "root" {
+        return; // planting it takes a second account, which root can act as
+    }
+    let shared = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(shared.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let plant = r#"
+import os, socket
+os.mkdir('data')
+listener = socket.socket(socket.AF_UNIX)
+listener.bind('data/control.sock')
+listener.listen(1)
+open('ready', 'w').close()
+listener.settimeout(30)
+got = b''
+try:
+    conn, _ = listener.accept()
+    conn.settimeout(5)
+    while True:
+        chunk = conn.recv(65536)
+        if not chunk:
+            break
+        got += chunk
+except OSError:
+    pass
+open('got', 'wb').write(got)
+"#;
+    let mut planted = Command::new("setpriv")
+        .args([
+            "--reuid=nobody",
+            "--regid=nogroup",
+            "--clear-groups",
+            "python3",
+            "-c",
+            plant,
+        ])
+        .current_dir(shared.path())
+        .spawn()
+        .unwrap();
+    for _ in 0..200 {
+        if shared.path().join("ready").exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    let output = tessera(
+        shared.path(),
+        &["user", "set-password", "alice", "--password-stdin"],
+        Some("the operator's new password\n"),
+    );
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("refusing to hand it the command"), "{stderr}");
+    planted.wait().unwrap();
+    let got = std::fs::read(shared.path().join("got")).unwrap();
+    assert!(
+        got.is_empty(),
+        "the planted socket received {}",
+        String::from_utf8_lossy(&got)
+    );
+}
+
 /// What the control socket does with requests `tessera` would never send.
 #[tokio::test]
 async fn the_control_socket_refuses_what_is_not_a_data_command_and_stays_up() {

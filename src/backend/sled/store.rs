@@ -317,9 +317,6 @@ fn decode_refresh(bytes: &[u8]) -> Result<RefreshRecord> {
     })
 }
 
-/// Records copied in one batch by [`copy_database`].
-const COPY_BATCH: usize = 10_000;
-
 /// Copies every tree of `from` into a new database in `to`, durably; how many records.
 /// Refuses a folder that already holds a database.
 pub fn copy_database(from: &Db, to: &Path) -> Result<u64> {
@@ -331,20 +328,13 @@ pub fn copy_database(from: &Db, to: &Path) -> Result<u64> {
     let mut copied = 0;
     for name in from.tree_names() {
         let (source, target) = (from.open_tree(&name)?, copy.open_tree(&name)?);
-        let mut batch = ::sled::Batch::default();
-        let mut pending = 0;
         for entry in source.iter() {
+            // One insert at a time: a batch would take sled's process-wide lock whole, and
+            // stall every read of the serving database with it.
             let (key, value) = entry?;
-            batch.insert(key, value);
-            pending += 1;
-            if pending == COPY_BATCH {
-                target.apply_batch(std::mem::take(&mut batch))?;
-                copied += pending as u64;
-                pending = 0;
-            }
+            target.insert(key, value)?;
+            copied += 1;
         }
-        target.apply_batch(batch)?;
-        copied += pending as u64;
     }
     copy.flush()?;
     Ok(copied)
@@ -1502,8 +1492,12 @@ impl Store for SledStore {
         Box::pin(async move { commits.wait_durable().await })
     }
     async fn probe_write(&self) -> Result<()> {
-        let _turn = self.write_turn().await;
-        self.trees.probe_write()
+        // While a backup copies the trees, writes wait for it: the store is writable, and
+        // readiness must not hang (an orchestrator would restart the node mid-backup).
+        match self.writes.try_read() {
+            Ok(_turn) => self.trees.probe_write(),
+            Err(_) => Ok(()),
+        }
     }
     async fn count_active_refresh_tokens(&self, now: i64) -> Result<u64> {
         self.scan(move |t| t.count_active_refresh_tokens(now)).await

@@ -56,11 +56,26 @@ impl FolderVault {
         }
     }
 
+    /// The file of key `kid`. A kid is base64url (a thumbprint): one from a manifest written
+    /// elsewhere (a backup being restored) never names a path outside this folder.
+    fn pem_path(&self, kid: &str) -> Result<PathBuf, KeyError> {
+        let safe = !kid.is_empty()
+            && kid.len() <= 128
+            && kid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !safe {
+            return Err(KeyError::BadKey {
+                kid: kid.chars().take(64).collect(),
+                reason: "a key id must be base64url".into(),
+            });
+        }
+        Ok(self.dir.join(format!("{kid}.pem")))
+    }
+
     fn read_now(&self) -> Result<StoredKeyring, KeyError> {
         let stamp = self.current_stamp();
         let mut keys = Vec::new();
         for info in self.manifest()?.keys {
-            let path = self.dir.join(format!("{}.pem", info.kid));
+            let path = self.pem_path(&info.kid)?;
             let pem = fs::read_to_string(&path).map_err(io_err(&path))?;
             let der = pem_decode(&pem).ok_or_else(|| KeyError::BadKey {
                 kid: info.kid.clone(),
@@ -87,10 +102,7 @@ impl FolderVault {
         };
         let outcome = change(&mut draft)?;
         for (info, pkcs8) in &draft.added {
-            write_private(
-                &self.dir.join(format!("{}.pem", info.kid)),
-                pem_encode(pkcs8).as_bytes(),
-            )?;
+            write_private(&self.pem_path(&info.kid)?, pem_encode(pkcs8).as_bytes())?;
         }
         let path = self.dir.join(MANIFEST);
         let tmp = self.dir.join(format!(".{MANIFEST}.tmp"));
