@@ -54,18 +54,7 @@ async fn the_first_start_says_where_it_serves_and_gives_the_command_that_creates
     );
     assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
     assert!(String::from_utf8_lossy(&created.stdout).starts_with("created user alice"));
-    let no_client = || TestClient {
-        id: String::new(),
-        secret: None,
-    };
-    let remote = |base: &str| Remote::new(base.to_string(), base.to_string(), no_client(), no_client());
-    assert_eq!(
-        remote(&server.base)
-            .log_in("/o/login/", "alice", password)
-            .await
-            .status(),
-        303
-    );
+    assert_eq!(log_in_status(&server.base, "alice", password).await, 303);
     server.terminate();
     assert!(
         !dir.path().join("data").join(tessera::control::SOCKET_FILE).exists(),
@@ -76,13 +65,7 @@ async fn the_first_start_says_where_it_serves_and_gives_the_command_that_creates
     let server = ServerProcess::start(dir.path(), &[], &[]);
     let banner = server.stdout_once_it_has("data:");
     assert!(!banner.contains("no user yet"), "{banner}");
-    assert_eq!(
-        remote(&server.base)
-            .log_in("/o/login/", "alice", password)
-            .await
-            .status(),
-        303
-    );
+    assert_eq!(log_in_status(&server.base, "alice", password).await, 303);
     server.terminate();
 }
 
@@ -196,4 +179,14 @@ fn completions_load_in_bash_and_version_names_the_build() {
     assert!(zsh.starts_with("#compdef tessera") && zsh.contains("user"), "{zsh}");
     let fish = String::from_utf8(tessera(dir.path(), &["completions", "fish"], "").stdout).unwrap();
     assert!(fish.contains("complete -c tessera") && fish.contains("serve"), "{fish}");
+}
+
+/// The status of a login through the login page of the server at `base`.
+async fn log_in_status(base: &str, username: &str, password: &str) -> u16 {
+    let no_client = || TestClient {
+        id: String::new(),
+        secret: None,
+    };
+    let remote = Remote::new(base.to_string(), base.to_string(), no_client(), no_client());
+    remote.log_in("/o/login/", username, password).await.status().as_u16()
 }
