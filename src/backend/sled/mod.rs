@@ -2,6 +2,7 @@
 //! time holds it), the keyring as PEM files and a manifest in the keys folder (0600, in a
 //! 0700 folder). Nothing is sealed at rest: both folders are the operator's own.
 
+mod client_memo;
 pub mod store;
 pub mod vault;
 

@@ -39,6 +39,7 @@ use serde::Serialize;
 
 use async_trait::async_trait;
 
+use super::client_memo::ClientMemo;
 use crate::files::create_private_dir;
 
 /// How often the flusher flushes when nothing asks it to.
@@ -56,6 +57,8 @@ pub struct SledStore {
     /// Taken shared by every write (through [`SledStore::write_turn`]) and whole by a backup,
     /// which so copies the trees as they stood at one moment: sled has no snapshots.
     writes: Arc<tokio::sync::RwLock<()>>,
+    /// Clients read lately, decoded ([`ClientMemo`]): forgotten by every client write.
+    client_memo: ClientMemo,
     /// Failure counters and scratch values: memory only (see [`EphemeralStore`]).
     ephemeral: Ephemeral,
 }
@@ -402,6 +405,7 @@ impl SledStore {
             db,
             trees: Arc::new(trees),
             writes: Arc::default(),
+            client_memo: ClientMemo::default(),
             ephemeral: Ephemeral::default(),
         })
     }
@@ -517,10 +521,6 @@ impl Trees {
 
     fn update_client(&self, client: &ClientRecord) -> Result<bool> {
         self.write_client(client, |previous| previous.is_some())
-    }
-
-    fn get_client(&self, client_id: &str) -> Result<Option<ClientRecord>> {
-        Self::get(&self.clients, client_id.as_bytes())
     }
 
     fn list_clients(&self) -> Result<Vec<ClientRecord>> {
@@ -1220,14 +1220,28 @@ impl Trees {
 impl ClientStore for SledStore {
     async fn insert_client(&self, client: &ClientRecord) -> Result<bool> {
         let _turn = self.write_turn().await;
-        self.trees.insert_client(client)
+        let written = self.trees.insert_client(client);
+        self.client_memo.forget(&client.client_id);
+        written
     }
     async fn update_client(&self, client: &ClientRecord) -> Result<bool> {
         let _turn = self.write_turn().await;
-        self.trees.update_client(client)
+        let written = self.trees.update_client(client);
+        self.client_memo.forget(&client.client_id);
+        written
     }
     async fn get_client(&self, client_id: &str) -> Result<Option<ClientRecord>> {
-        self.trees.get_client(client_id)
+        let miss = match self.client_memo.get(client_id) {
+            Ok(client) => return Ok(Some(client)),
+            Err(miss) => miss,
+        };
+        // Ids no client has are not kept: anyone can ask for any, and a miss decodes nothing.
+        let Some(bytes) = self.trees.clients.get(client_id.as_bytes())? else {
+            return Ok(None);
+        };
+        let client: ClientRecord = from_json(&bytes)?;
+        self.client_memo.keep(miss, &client, bytes.len());
+        Ok(Some(client))
     }
     async fn list_clients(&self) -> Result<Vec<ClientRecord>> {
         self.scan(|t| t.list_clients()).await
@@ -1237,14 +1251,18 @@ impl ClientStore for SledStore {
     }
     async fn delete_client(&self, client_id: &str) -> Result<bool> {
         let _turn = self.write_turn().await;
-        self.trees.delete_client(client_id)
+        let deleted = self.trees.delete_client(client_id);
+        self.client_memo.forget(client_id);
+        deleted
     }
     async fn clients_owned_by(&self, user_id: &str) -> Result<Vec<ClientRecord>> {
         self.trees.clients_owned_by(user_id)
     }
     async fn mark_client_used(&self, client_id: &str, at: i64) -> Result<bool> {
         let _turn = self.write_turn().await;
-        self.trees.mark_client_used(client_id, at)
+        let marked = self.trees.mark_client_used(client_id, at);
+        self.client_memo.forget(client_id);
+        marked
     }
 }
 
