@@ -15,6 +15,9 @@
 //! - `devices`: SHA-256(device code) -> JSON `DeviceRecord`; `device_user_codes`:
 //!   SHA-256(user code) -> SHA-256(device code) (the unique user-code index)
 //!
+//! Clients read lately are also kept decoded in memory until written ([`ClientMemo`]), and
+//! every write takes a turn of the write gate, which a backup takes whole (`back_up`).
+//!
 //! Durability: sled writes land in its in-memory log buffer; `durable()` resolves once a
 //! `Db::flush` that started after the call has finished. One flusher thread runs those
 //! flushes back to back (group commit): every request that arrives while a flush is under way
