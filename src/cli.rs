@@ -423,7 +423,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs a command that reads or changes the data folder (`app`, `user`, `audit`) on `provider`,
+impl Command {
+    /// Whether this is a data command (`app`, `user`, `audit`, `backup`): one that runs on the
+    /// store, in this process or in the running server it is handed to.
+    pub(crate) fn runs_on_the_data_folder(&self) -> bool {
+        matches!(
+            self,
+            Command::App(_) | Command::User(_) | Command::Audit(_) | Command::Backup { .. }
+        )
+    }
+}
+
+/// Runs a data command ([`Command::runs_on_the_data_folder`]) on `provider`,
 /// as `by`, writing what it prints to `out`: in this process, or in a running server that was
 /// handed the command through its control socket.
 pub(crate) async fn data_command(

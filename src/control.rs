@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 
-use crate::cli::{Cli, Command, Inputs};
+use crate::cli::{Cli, Inputs};
 use crate::oauth::audit::{claimed_account, own_uid, Caller};
 use crate::oauth::Provider;
 
@@ -119,7 +119,7 @@ impl Drop for ControlSocket {
 /// Reads one request from `stream`, runs it if its peer may, and writes the answer.
 async fn answer(provider: &Provider, mut stream: UnixStream) -> std::io::Result<()> {
     let uid = stream.peer_cred()?.uid();
-    let answer = if own_uid().is_none_or(|own| uid != own && uid != 0) {
+    let answer = if !own_or_root(uid) {
         tracing::warn!(uid, "control socket: refused a connection from another OS account");
         Answer::refused("the control socket serves only the server's own OS account")
     } else {
@@ -159,10 +159,7 @@ async fn run(provider: &Provider, uid: u32, request: Request) -> Answer {
         Ok(cli) => cli,
         Err(e) => return Answer::refused(e.to_string().trim_end().to_string()),
     };
-    if !matches!(
-        cli.command,
-        Command::App(_) | Command::User(_) | Command::Audit(_) | Command::Backup { .. }
-    ) {
+    if !cli.command.runs_on_the_data_folder() {
         return Answer::refused("only the app, user, audit and backup commands are run by the server");
     }
     let by = Caller::cli_as(uid, request.claimed.as_deref());
@@ -174,11 +171,15 @@ async fn run(provider: &Provider, uid: u32, request: Request) -> Answer {
     }
 }
 
+/// Whether `uid` is this process's own account or root: the peers the socket trusts both ways.
+fn own_or_root(uid: u32) -> bool {
+    uid == 0 || own_uid() == Some(uid)
+}
+
 /// Whether the process listening in `data_dir`, running as `server`, may be handed a command.
 fn trusted_server(data_dir: &Path, server: u32) -> bool {
     use std::os::unix::fs::MetadataExt;
-    let Some(own) = own_uid() else { return false };
-    if server == own || server == 0 {
+    if own_or_root(server) {
         return true;
     }
     // Root runs commands for a service account's server (systemd's DynamicUser=): trusted
@@ -189,8 +190,8 @@ fn trusted_server(data_dir: &Path, server: u32) -> bool {
         .canonicalize()
         .ok()
         .and_then(|dir| dir.parent().map(Path::to_path_buf));
-    match (own, owner_of(data_dir), parent.as_deref().and_then(owner_of)) {
-        (0, Some((folder, _)), Some((above, mode))) => {
+    match (own_uid(), owner_of(data_dir), parent.as_deref().and_then(owner_of)) {
+        (Some(0), Some((folder, _)), Some((above, mode))) => {
             folder == server && (above == 0 || above == server) && mode & 0o022 == 0
         }
         _ => false,

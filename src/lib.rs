@@ -133,7 +133,7 @@ impl App {
                 "self-registered apps no longer skip consent (only operators can make first-party apps)"
             );
         }
-        // `tessera app|user|audit` typed beside this server reach it here, bound now so it is
+        // `tessera app|user|audit|backup` typed beside this server reach it here, bound now so it is
         // there as soon as the server is (cluster mode has no folder to share: the command
         // line opens the database beside the nodes).
         let control = match &config.database_url {
