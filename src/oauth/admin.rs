@@ -85,11 +85,7 @@ impl Provider {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Page<GrantRecord>, Error> {
-        let mut grants = self.store.list_grants(user_id, client_id).await?;
-        if let Some(after) = after {
-            grants.retain(|g| g.grant_id.as_str() > after);
-        }
-        grants.truncate(limit + 1);
+        let grants = self.store.grants_page(user_id, client_id, after, limit + 1).await?;
         Ok(page_of(grants, limit, |g| g.grant_id.clone()))
     }
 
@@ -153,9 +149,7 @@ impl Provider {
         // that exist); then what it holds: every grant is revoked and every user's consent
         // forgotten, so nothing it was allowed survives it.
         let deleted = self.store.delete_client(client_id).await?;
-        for grant in self.store.list_grants(None, Some(client_id)).await? {
-            self.store.revoke_grant(&grant.grant_id).await?;
-        }
+        self.store.revoke_grants_of(None, Some(client_id)).await?;
         self.store.delete_consents_for_client(client_id).await?;
         self.store.durable().await?;
         Ok(deleted)
@@ -169,9 +163,7 @@ impl Provider {
             None => String::new(),
         };
         let result = async {
-            for grant in self.store.list_grants(Some(user_id), None).await? {
-                self.store.revoke_grant(&grant.grant_id).await?;
-            }
+            self.store.revoke_grants_of(Some(user_id), None).await?;
             self.store.delete_factors_of(user_id).await?;
             let deleted = self.store.delete_user(user_id).await?;
             self.store.durable().await?;
@@ -227,10 +219,17 @@ impl Provider {
             .fold(self.config.access_token_ttl.as_secs(), u64::max))
     }
 
-    /// How many unrevoked grants a client holds.
-    pub async fn live_grants_of_client(&self, client_id: &str) -> Result<usize, Error> {
-        let grants = self.store.list_grants(None, Some(client_id)).await?;
-        Ok(grants.iter().filter(|g| !g.revoked).count())
+    /// How many unrevoked grants a client holds, counted among its first
+    /// [`GrantTally::SCANNED`] grants: a client with more shows as "more than".
+    pub async fn live_grants_of_client(&self, client_id: &str) -> Result<GrantTally, Error> {
+        let grants = self
+            .store
+            .grants_page(None, Some(client_id), None, GrantTally::SCANNED + 1)
+            .await?;
+        Ok(GrantTally {
+            live: grants.iter().take(GrantTally::SCANNED).filter(|g| !g.revoked).count(),
+            more: grants.len() > GrantTally::SCANNED,
+        })
     }
 
     /// The keyring's keys, as `tessera keys list` shows them.
@@ -285,6 +284,32 @@ pub struct Counts {
     pub users: u64,
     pub live_grants: u64,
     pub refresh_tokens: u64,
+}
+
+/// A client's live grants, counted without reading more than a bounded number of its grants
+/// ([`Provider::live_grants_of_client`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GrantTally {
+    /// Unrevoked grants among the first [`GrantTally::SCANNED`].
+    pub live: usize,
+    /// Whether the client holds more grants than were read.
+    pub more: bool,
+}
+
+impl GrantTally {
+    /// How many of a client's grants are read to count them.
+    pub const SCANNED: usize = 1_000;
+}
+
+/// "3", or "at least 12" when the client holds grants that were not read.
+impl std::fmt::Display for GrantTally {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.more {
+            write!(f, "at least {}", self.live)
+        } else {
+            write!(f, "{}", self.live)
+        }
+    }
 }
 
 /// A change to the keyring.

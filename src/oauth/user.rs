@@ -558,12 +558,7 @@ impl Accounts {
     }
 
     async fn revoke_grants_of(&self, user_id: &str) -> Result<usize, Error> {
-        let mut revoked = 0;
-        for grant in self.grants.list_grants(Some(user_id), None).await? {
-            if !grant.revoked && self.grants.revoke_grant(&grant.grant_id).await? {
-                revoked += 1;
-            }
-        }
+        let revoked = self.grants.revoke_grants_of(Some(user_id), None).await?;
         self.durability.durable().await?;
         Ok(revoked)
     }

@@ -505,9 +505,16 @@ pub trait GrantStore: Send + Sync {
     /// exactly one stores.
     async fn insert_grant(&self, grant: &GrantRecord) -> Result<bool>;
     async fn get_grant(&self, grant_id: &str) -> Result<Option<GrantRecord>>;
-    /// Grants of a user and/or a client (all grants when both are `None`), ordered by id.
-    /// By user it reads one index prefix; by client alone it may scan every grant.
-    async fn list_grants(&self, user_id: Option<&str>, client_id: Option<&str>) -> Result<Vec<GrantRecord>>;
+    /// Up to `limit` grants of a user and/or a client (of anyone when both are `None`) whose
+    /// ids sort after `after`, ordered by id. Every filter is read from an index, no further
+    /// than the page: the cost follows `limit`, not how many grants are stored.
+    async fn grants_page(
+        &self,
+        user_id: Option<&str>,
+        client_id: Option<&str>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<GrantRecord>>;
     /// The ids of every grant a user gave a client (revoked ones included).
     async fn grant_ids(&self, user_id: &str, client_id: &str) -> Result<Vec<String>>;
     /// Marks a grant revoked, and says what it was before (see [`GrantRevocation`]): of many
@@ -516,6 +523,24 @@ pub trait GrantStore: Send + Sync {
     /// Marks a grant revoked; returns whether it existed. Revoked stays revoked.
     async fn revoke_grant(&self, grant_id: &str) -> Result<bool> {
         Ok(self.revoke_grant_once(grant_id).await? != GrantRevocation::Unknown)
+    }
+    /// Revokes every grant of a user and/or a client, a page at a time; returns how many this
+    /// call revoked (grants revoked already, or by a concurrent call, are not counted).
+    async fn revoke_grants_of(&self, user_id: Option<&str>, client_id: Option<&str>) -> Result<usize> {
+        const PAGE: usize = 500;
+        let (mut after, mut revoked) = (None::<String>, 0);
+        loop {
+            let page = self.grants_page(user_id, client_id, after.as_deref(), PAGE).await?;
+            for grant in page.iter().filter(|g| !g.revoked) {
+                if self.revoke_grant_once(&grant.grant_id).await? == GrantRevocation::Revoked {
+                    revoked += 1;
+                }
+            }
+            match page.last() {
+                Some(last) if page.len() == PAGE => after = Some(last.grant_id.clone()),
+                _ => return Ok(revoked),
+            }
+        }
     }
     async fn put_refresh(&self, token_hash: &SecretHash, token: &RefreshRecord) -> Result<()>;
     async fn get_refresh(&self, token_hash: &SecretHash) -> Result<Option<RefreshRecord>>;

@@ -105,7 +105,11 @@ async fn targets(app: &TestApp) -> (String, String, String, String, String) {
     let tokens = app.get_tokens().await;
     let refresh = tokens["refresh_token"].as_str().unwrap().to_string();
     let alice = app.store.get_user_by_name(USERNAME).await.unwrap().unwrap();
-    let grants = app.store.list_grants(Some(&alice.user_id), None).await.unwrap();
+    let grants = app
+        .store
+        .grants_page(Some(&alice.user_id), None, None, 100)
+        .await
+        .unwrap();
     let keys = app.provider.list_keys().await.unwrap();
     let kid = keys
         .iter()
@@ -428,6 +432,50 @@ async fn clients_and_users_can_be_searched_and_paged() {
     assert_eq!(taken.status(), 400);
 }
 
+/// A search that matches little reads a bounded number of records a request (issue 29), says
+/// so, and goes on from where it stopped when asked: a match past the bound is still found.
+#[tokio::test]
+async fn a_search_that_matches_little_stops_at_its_budget_and_goes_on_from_there() {
+    let app = spawn_app().await;
+    let operator = operator_browser(&app).await;
+    let alice = app.store.get_user_by_name(USERNAME).await.unwrap().unwrap();
+    // 2,500 users that do not match, then one that does, last in id order.
+    for i in 0..2_500 {
+        let filler = tessera::store::UserRecord {
+            user_id: format!("filler-{i:05}"),
+            username: format!("filler{i:05}"),
+            email: None,
+            ..alice.clone()
+        };
+        app.store.insert_user(&filler).await.unwrap();
+    }
+    let needle = tessera::store::UserRecord {
+        user_id: "zz-needle".into(),
+        username: "needle".into(),
+        email: None,
+        ..alice.clone()
+    };
+    app.store.insert_user(&needle).await.unwrap();
+    let first = operator.get_text("/admin/users?q=needle").await;
+    assert!(!first.contains(">needle<"), "not within the first 2,000 read");
+    assert!(
+        first.contains("so far") && first.contains(r#"id="cut-short""#),
+        "{first}"
+    );
+    let further = first
+        .split(r#"<a href=""#)
+        .filter_map(|s| s.split('"').next())
+        .find(|href| href.contains("after="))
+        .expect("a search-further link")
+        .replace("&#x2f;", "/")
+        .replace("&#x3d;", "=")
+        .replace("&amp;", "&");
+    assert!(first.contains("Search further"));
+    let second = operator.get_text(&further).await;
+    assert!(second.contains(">needle<"), "{second}");
+    assert!(!second.contains(r#"id="cut-short""#) && !second.contains("after="));
+}
+
 #[tokio::test]
 async fn no_secret_is_shown_except_once_when_made() {
     let app = spawn_app().await;
@@ -523,6 +571,24 @@ async fn an_operator_edits_a_client_and_sees_its_live_grants() {
         detail.contains(r#"id="live-grants""#) && detail.contains(">1</a>"),
         "one live grant"
     );
+    // A client with more grants than are read to count them shows a lower bound: 1,004 more,
+    // the first ten revoked (ids "a…" sort before the real one's).
+    let grant = app
+        .store
+        .grants_page(None, Some(&client_id), None, 1)
+        .await
+        .unwrap()
+        .remove(0);
+    for i in 0..1_004 {
+        let more = tessera::store::GrantRecord {
+            grant_id: format!("a-{i:05}"),
+            revoked: i < 10,
+            ..grant.clone()
+        };
+        app.store.put_grant(&more).await.unwrap();
+    }
+    let detail = operator.get_text(&format!("/admin/clients/{client_id}")).await;
+    assert!(detail.contains(">at least 990</a>"), "990 live among the first 1,000");
     let form = operator.get_text(&format!("/admin/clients/{client_id}/edit")).await;
     assert!(form.contains("app.example&#x2f;callback"), "{form}");
     let saved = post(

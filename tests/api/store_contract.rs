@@ -323,18 +323,48 @@ async fn grants_are_inserted_once_listed_and_revoked_for_good() {
         store.put_grant(&grant("g0", "u1", "c1", 13)).await.unwrap();
         let grant_ids = |grants: Vec<GrantRecord>| grants.into_iter().map(|g| g.grant_id).collect::<Vec<_>>();
         assert_eq!(
-            grant_ids(store.list_grants(Some("u1"), None).await.unwrap()),
+            grant_ids(store.grants_page(Some("u1"), None, None, 10).await.unwrap()),
             ["g0", "g1", "g2"]
         );
         assert_eq!(
-            grant_ids(store.list_grants(None, Some("c1")).await.unwrap()),
+            grant_ids(store.grants_page(None, Some("c1"), None, 10).await.unwrap()),
             ["g0", "g1", "g3"]
         );
         assert_eq!(
-            grant_ids(store.list_grants(Some("u1"), Some("c1")).await.unwrap()),
+            grant_ids(store.grants_page(Some("u1"), Some("c1"), None, 10).await.unwrap()),
             ["g0", "g1"]
         );
-        assert_eq!(grant_ids(store.list_grants(None, None).await.unwrap()).len(), 4);
+        assert_eq!(
+            grant_ids(store.grants_page(None, None, None, 10).await.unwrap()).len(),
+            4
+        );
+        // Pages: no further than the limit, resumed after the cursor, for every filter.
+        for (user, client, all) in [
+            (Some("u1"), None, vec!["g0", "g1", "g2"]),
+            (None, Some("c1"), vec!["g0", "g1", "g3"]),
+            (Some("u1"), Some("c1"), vec!["g0", "g1"]),
+            (None, None, vec!["g0", "g1", "g2", "g3"]),
+        ] {
+            let mut seen = Vec::new();
+            let mut after = None::<String>;
+            loop {
+                let page = grant_ids(store.grants_page(user, client, after.as_deref(), 1).await.unwrap());
+                assert!(page.len() <= 1, "{page:?}");
+                let Some(last) = page.last().cloned() else { break };
+                seen.extend(page);
+                after = Some(last);
+            }
+            assert_eq!(seen, all, "{user:?} {client:?}");
+            // A cursor that names no grant resumes at the next id.
+            assert_eq!(
+                grant_ids(store.grants_page(user, client, Some("g0x"), 10).await.unwrap()),
+                all[1..],
+                "{user:?} {client:?}"
+            );
+        }
+        // Another user's or client's grants share no prefix: "u" is not "u1".
+        assert!(store.grants_page(Some("u"), None, None, 10).await.unwrap().is_empty());
+        assert!(store.grants_page(None, Some("c"), None, 10).await.unwrap().is_empty());
         let mut pair = store.grant_ids("u1", "c1").await.unwrap();
         pair.sort();
         assert_eq!(pair, ["g0", "g1"]);
@@ -365,6 +395,37 @@ async fn grants_are_inserted_once_listed_and_revoked_for_good() {
         );
     })
     .await;
+}
+
+/// A sled folder written before the grant listings had their own indexes gets them built
+/// once, at open: its grants list by user and by client as before.
+#[tokio::test]
+async fn a_sled_folder_from_before_the_grant_indexes_lists_its_grants() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = SledStore::open(dir.path()).unwrap();
+        store.put_grant(&grant("g1", "u1", "c1", 10)).await.unwrap();
+        store.put_grant(&grant("g2", "u2", "c1", 11)).await.unwrap();
+        store.durable().await.unwrap();
+    }
+    {
+        // What that version left: no order indexes, and no marker saying they were built.
+        let db = sled::open(dir.path()).unwrap();
+        db.drop_tree("grants_by_user").unwrap();
+        db.drop_tree("grants_by_client").unwrap();
+        db.open_tree("meta").unwrap().remove("grant-order-indexes").unwrap();
+        db.flush().unwrap();
+    }
+    let store = SledStore::open(dir.path()).unwrap();
+    let ids = |grants: Vec<GrantRecord>| grants.into_iter().map(|g| g.grant_id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(store.grants_page(None, Some("c1"), None, 10).await.unwrap()),
+        ["g1", "g2"]
+    );
+    assert_eq!(
+        ids(store.grants_page(Some("u2"), None, None, 10).await.unwrap()),
+        ["g2"]
+    );
 }
 
 /// A revocation racing the grant's first write (a replayed code while its first exchange writes
@@ -710,12 +771,14 @@ async fn a_purge_removes_exactly_what_can_no_longer_be_used() {
         for kept in ["recent", "live", "fresh"] {
             assert!(store.get_grant(kept).await.unwrap().is_some(), "{kept}");
         }
-        assert!(store
-            .list_grants(Some("u1"), None)
-            .await
-            .unwrap()
-            .iter()
-            .all(|g| g.grant_id != "stale"));
+        for (user, client) in [(Some("u1"), None), (None, Some("c1")), (Some("u1"), Some("c1"))] {
+            assert!(store
+                .grants_page(user, client, None, 100)
+                .await
+                .unwrap()
+                .iter()
+                .all(|g| g.grant_id != "stale"));
+        }
         let again = store.purge_expired(now, cutoff).await.unwrap();
         assert_eq!(again.total(), 0, "nothing left to purge: {again:?}");
     })

@@ -58,6 +58,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0004_audit.sql"),
     include_str!("migrations/0005_key_promoted_at.sql"),
     include_str!("migrations/0006_factors.sql"),
+    include_str!("migrations/0007_grant_listings.sql"),
 ];
 
 /// The schema version this binary knows.
@@ -851,12 +852,27 @@ impl GrantStore for PgStore {
         Ok(self.query_opt(&sql, &[&grant_id]).await?.as_ref().map(grant_of))
     }
 
-    async fn list_grants(&self, user_id: Option<&str>, client_id: Option<&str>) -> Result<Vec<GrantRecord>> {
-        let sql = format!(
-            "SELECT {GRANT_COLUMNS} FROM grants WHERE ($1::text IS NULL OR user_id = $1) \
-             AND ($2::text IS NULL OR client_id = $2) ORDER BY grant_id"
-        );
-        let rows = self.query(&sql, &[&user_id, &client_id]).await?;
+    async fn grants_page(
+        &self,
+        user_id: Option<&str>,
+        client_id: Option<&str>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<GrantRecord>> {
+        // One statement per filter, so each is planned on its own index (migration 7): a
+        // generic `$1 IS NULL OR …` would be planned once for all of them.
+        let filter = match (user_id, client_id) {
+            (Some(_), Some(_)) => "user_id = $1 AND client_id = $2",
+            (Some(_), None) => "user_id = $1 AND $2::text IS NULL",
+            (None, Some(_)) => "$1::text IS NULL AND client_id = $2",
+            (None, None) => "$1::text IS NULL AND $2::text IS NULL",
+        };
+        let sql =
+            format!("SELECT {GRANT_COLUMNS} FROM grants WHERE {filter} AND grant_id > $3 ORDER BY grant_id LIMIT $4");
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = self
+            .query(&sql, &[&user_id, &client_id, &after.unwrap_or(""), &limit])
+            .await?;
         Ok(rows.iter().map(grant_of).collect())
     }
 

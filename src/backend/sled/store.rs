@@ -5,7 +5,9 @@
 //! - `users`: user_id -> JSON `UserRecord`; `usernames`: username -> user_id
 //! - `codes`: SHA-256(code) -> JSON `CodeRecord`
 //! - `grants`: grant_id -> JSON `GrantRecord`; `user_grants`: user_id NUL client_id NUL
-//!   grant_id -> empty (the index behind "revoke everything this app has")
+//!   grant_id -> empty (the index behind "revoke everything this app has");
+//!   `grants_by_user`: user_id NUL grant_id and `grants_by_client`: client_id NUL grant_id ->
+//!   empty (a user's or a client's grants in id order, a page at a time)
 //! - `refresh_tokens`: SHA-256(token) -> `RefreshRecord` in a compact binary layout (see
 //!   `encode_refresh`): it is the record written most, twice per rotation
 //! - `revoked_access`: jti -> expires_at (i64 BE)
@@ -247,6 +249,8 @@ struct Trees {
     codes: Tree,
     grants: Tree,
     user_grants: Tree,
+    grants_by_user: Tree,
+    grants_by_client: Tree,
     refresh_tokens: Tree,
     revoked_access: Tree,
     consents: Tree,
@@ -390,6 +394,8 @@ impl SledStore {
             codes: tree("codes")?,
             grants: tree("grants")?,
             user_grants: tree("user_grants")?,
+            grants_by_user: tree("grants_by_user")?,
+            grants_by_client: tree("grants_by_client")?,
             refresh_tokens: tree("refresh_tokens")?,
             revoked_access: tree("revoked_access")?,
             consents: tree("consents")?,
@@ -453,6 +459,16 @@ impl Trees {
                 }
             }
             meta.insert(OWNER_INDEX, &[])?;
+        }
+        // Folders written before issue 29 listed a user's or a client's grants by scanning.
+        const GRANT_ORDER_INDEXES: &[u8] = b"grant-order-indexes";
+        if meta.get(GRANT_ORDER_INDEXES)?.is_none() {
+            for value in self.grants.iter().values() {
+                if let Ok(grant) = from_json::<GrantRecord>(&value?) {
+                    self.index_grant(&grant)?;
+                }
+            }
+            meta.insert(GRANT_ORDER_INDEXES, &[])?;
         }
         Ok(self)
     }
@@ -725,26 +741,36 @@ impl Trees {
         })
     }
 
-    fn put_grant(&self, grant: &GrantRecord) -> Result<()> {
-        let index = [
-            &consent_key(&grant.user_id, &grant.client_id)[..],
-            &[0],
-            grant.grant_id.as_bytes(),
+    /// The index entries of a grant: (index, key) for each of its three indexes.
+    fn grant_index_keys<'t>(&'t self, grant: &GrantRecord) -> [(&'t Tree, Vec<u8>); 3] {
+        let id = grant.grant_id.as_bytes();
+        [
+            (
+                &self.user_grants,
+                [&consent_key(&grant.user_id, &grant.client_id)[..], &[0], id].concat(),
+            ),
+            (&self.grants_by_user, [grant.user_id.as_bytes(), &[0], id].concat()),
+            (&self.grants_by_client, [grant.client_id.as_bytes(), &[0], id].concat()),
         ]
-        .concat();
-        self.user_grants.insert(index, &[])?;
+    }
+
+    /// Indexes a grant; written before the grant itself, so a listing never misses a stored
+    /// grant (an entry whose grant is not there yet is skipped).
+    fn index_grant(&self, grant: &GrantRecord) -> Result<()> {
+        for (index, key) in self.grant_index_keys(grant) {
+            index.insert(key, &[])?;
+        }
+        Ok(())
+    }
+
+    fn put_grant(&self, grant: &GrantRecord) -> Result<()> {
+        self.index_grant(grant)?;
         self.grants.insert(grant.grant_id.as_bytes(), to_json(grant)?)?;
         Ok(())
     }
 
     fn insert_grant(&self, grant: &GrantRecord) -> Result<bool> {
-        let index = [
-            &consent_key(&grant.user_id, &grant.client_id)[..],
-            &[0],
-            grant.grant_id.as_bytes(),
-        ]
-        .concat();
-        self.user_grants.insert(index, &[])?;
+        self.index_grant(grant)?;
         let stored = self
             .grants
             .compare_and_swap(grant.grant_id.as_bytes(), None::<&[u8]>, Some(to_json(grant)?))?;
@@ -764,27 +790,40 @@ impl Trees {
         Self::get(&self.grants, grant_id.as_bytes())
     }
 
-    fn list_grants(&self, user_id: Option<&str>, client_id: Option<&str>) -> Result<Vec<GrantRecord>> {
-        let mut grants: Vec<GrantRecord> = match user_id {
-            // A user's grants are one prefix of the index.
-            Some(user_id) => {
-                let prefix = [user_id.as_bytes(), &[0]].concat();
-                let mut grants = Vec::new();
-                for key in self.user_grants.scan_prefix(&prefix).keys() {
-                    let key = key?;
-                    let grant_id = key.rsplit(|b| *b == 0).next().unwrap_or_default();
-                    if let Some(grant) = Self::get::<GrantRecord>(&self.grants, grant_id)? {
-                        grants.push(grant);
-                    }
-                }
-                grants
+    /// Up to `limit` grants of a user and/or a client with ids after `after`, in id order: one
+    /// index range (or the grants tree itself, unfiltered), read no further than the page.
+    fn grants_page(
+        &self,
+        user_id: Option<&str>,
+        client_id: Option<&str>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<GrantRecord>> {
+        let (index, prefix) = match (user_id, client_id) {
+            (Some(user_id), Some(client_id)) => {
+                (&self.user_grants, [&consent_key(user_id, client_id)[..], &[0]].concat())
             }
-            None => Self::list(&self.grants)?,
+            (Some(user_id), None) => (&self.grants_by_user, [user_id.as_bytes(), &[0]].concat()),
+            (None, Some(client_id)) => (&self.grants_by_client, [client_id.as_bytes(), &[0]].concat()),
+            (None, None) => return Self::page(&self.grants, after, limit),
         };
-        if let Some(client_id) = client_id {
-            grants.retain(|g| g.client_id == client_id);
+        // Grant ids are never empty, so the bare prefix is no key: excluding it starts at the
+        // first grant.
+        let start = [&prefix[..], after.unwrap_or_default().as_bytes()].concat();
+        let range = (std::ops::Bound::Excluded(start), std::ops::Bound::Unbounded);
+        let mut grants = Vec::new();
+        for key in index.range::<Vec<u8>, _>(range).keys() {
+            let key = key?;
+            if grants.len() == limit || !key.starts_with(&prefix) {
+                break;
+            }
+            let matches =
+                |g: &GrantRecord| user_id.is_none_or(|u| g.user_id == u) && client_id.is_none_or(|c| g.client_id == c);
+            match Self::get::<GrantRecord>(&self.grants, &key[prefix.len()..])? {
+                Some(grant) if matches(&grant) => grants.push(grant),
+                _ => {} // purged since, or an id with a NUL in it: not this listing's
+            }
         }
-        grants.sort_by(|a, b| a.grant_id.cmp(&b.grant_id));
         Ok(grants)
     }
 
@@ -1134,13 +1173,9 @@ impl Trees {
                 if remove_if(&self.grants, &key, &value)? {
                     purged.grants += 1;
                 }
-                let index = [
-                    &consent_key(&grant.user_id, &grant.client_id)[..],
-                    &[0],
-                    grant.grant_id.as_bytes(),
-                ]
-                .concat();
-                self.user_grants.remove(index)?;
+                for (index, key) in self.grant_index_keys(&grant) {
+                    index.remove(key)?;
+                }
             }
         }
         Ok(purged)
@@ -1154,6 +1189,8 @@ impl Trees {
             &self.codes,
             &self.grants,
             &self.user_grants,
+            &self.grants_by_user,
+            &self.grants_by_client,
             &self.refresh_tokens,
             &self.revoked_access,
             &self.consents,
@@ -1341,15 +1378,14 @@ impl GrantStore for SledStore {
     async fn get_grant(&self, grant_id: &str) -> Result<Option<GrantRecord>> {
         self.trees.get_grant(grant_id)
     }
-    async fn list_grants(&self, user_id: Option<&str>, client_id: Option<&str>) -> Result<Vec<GrantRecord>> {
-        match user_id {
-            // One index prefix: quick.
-            Some(_) => self.trees.list_grants(user_id, client_id),
-            None => {
-                let client_id = client_id.map(str::to_string);
-                self.scan(move |t| t.list_grants(None, client_id.as_deref())).await
-            }
-        }
+    async fn grants_page(
+        &self,
+        user_id: Option<&str>,
+        client_id: Option<&str>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<GrantRecord>> {
+        self.trees.grants_page(user_id, client_id, after, limit)
     }
     async fn grant_ids(&self, user_id: &str, client_id: &str) -> Result<Vec<String>> {
         self.trees.grant_ids(user_id, client_id)

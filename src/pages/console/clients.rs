@@ -60,13 +60,15 @@ pub(super) async fn list(req: &Request, provider: Data<&Arc<Provider>>, template
         |c| c.client_id.clone(),
     )
     .await;
-    let (clients, next) = match found {
+    let found = match found {
         Ok(found) => found,
         Err(e) => return error_page(templates, &e),
     };
-    let clients: Vec<_> = clients.iter().map(summary).collect();
-    let next = next.map(|n| format!("/admin/clients?q={}&after={}", encode(&q), encode(&n)));
-    let ctx = context! { clients, q, next, paged => after.is_some() };
+    let (clients, cut_short): (Vec<_>, _) = (found.items.iter().map(summary).collect(), found.cut_short);
+    let next = found
+        .next
+        .map(|n| format!("/admin/clients?q={}&after={}", encode(&q), encode(&n)));
+    let ctx = context! { clients, q, next, cut_short, paged => after.is_some() };
     console_page(templates, &session, "clients", "console_clients.html", ctx)
 }
 
@@ -88,7 +90,7 @@ async fn detail_page(
     secret: Option<&str>,
 ) -> Response {
     let live_grants = match provider.live_grants_of_client(&client.client_id).await {
-        Ok(n) => n,
+        Ok(tally) => tally.to_string(),
         Err(e) => return error_page(templates, &e),
     };
     let owner = match &client.owner_user_id {
@@ -438,14 +440,17 @@ pub(super) async fn delete(
     let (session, form) = try_page!(operator_form(provider, templates, req, body).await);
     let client = try_page!(client(provider, templates, &id).await);
     if !confirmed(&form) {
-        let live = provider.live_grants_of_client(&id).await.unwrap_or(0);
+        let live = match provider.live_grants_of_client(&id).await {
+            Ok(tally) => format!("{tally} "),
+            Err(_) => String::new(),
+        };
         return confirm_page(
             templates,
             &session,
             Confirm {
                 title: "Delete this client?",
                 message: format!(
-                    "{} ({}) will no longer be able to log anyone in or get tokens; its {live} live grant(s) are revoked and every user's consent to it forgotten. This cannot be undone.",
+                    "{} ({}) will no longer be able to log anyone in or get tokens; its {live}live grant(s) are revoked and every user's consent to it forgotten. This cannot be undone.",
                     client.name, client.client_id
                 ),
                 warning: None,

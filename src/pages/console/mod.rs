@@ -255,31 +255,64 @@ fn duration_words(seconds: i64) -> String {
 /// The most records one console listing shows.
 const PAGE: usize = 25;
 
+/// How many records one console search reads at most: a search that matches little stops
+/// there and offers to go on, so no request reads the whole listing (issue 29).
+const SEARCH_BUDGET: usize = 2_000;
+
+/// One page of a search ([`search`]).
+struct Found<T> {
+    items: Vec<T>,
+    /// Where the next page starts, if there may be more.
+    next: Option<String>,
+    /// How many records the search read, when it stopped at [`SEARCH_BUDGET`] before filling
+    /// the page.
+    cut_short: Option<usize>,
+}
+
 /// One page of a search over a listing the store pages by id: the records after `after` that
-/// `matches`, read a store page at a time until a console page is full, and the cursor of the
-/// next page (the last shown record's id) if there are more.
+/// `matches`, read a store page at a time until a console page is full or [`SEARCH_BUDGET`]
+/// records were read, and the cursor of the next page if there are more (the last shown
+/// record's id, or the last read one's when the search was cut short).
 async fn search<T, Fut>(
     fetch: impl Fn(Option<String>) -> Fut,
     after: Option<String>,
     matches: impl Fn(&T) -> bool,
     key: impl Fn(&T) -> String,
-) -> Result<(Vec<T>, Option<String>), Error>
+) -> Result<Found<T>, Error>
 where
     Fut: std::future::Future<Output = Result<crate::oauth::admin::Page<T>, Error>>,
 {
-    let mut found = Vec::new();
-    let mut cursor = after;
+    let mut items = Vec::new();
+    let (mut cursor, mut read) = (after, 0);
     loop {
         let page = fetch(cursor).await?;
-        found.extend(page.items.into_iter().filter(|item| matches(item)));
-        if found.len() > PAGE {
-            found.truncate(PAGE);
-            let next = found.last().map(&key);
-            return Ok((found, next));
+        read += page.items.len();
+        items.extend(page.items.into_iter().filter(|item| matches(item)));
+        if items.len() > PAGE {
+            items.truncate(PAGE);
+            let next = items.last().map(&key);
+            return Ok(Found {
+                items,
+                next,
+                cut_short: None,
+            });
         }
         match page.next_cursor {
+            Some(next) if read >= SEARCH_BUDGET => {
+                return Ok(Found {
+                    items,
+                    next: Some(next),
+                    cut_short: Some(read),
+                });
+            }
             Some(next) => cursor = Some(next),
-            None => return Ok((found, None)),
+            None => {
+                return Ok(Found {
+                    items,
+                    next: None,
+                    cut_short: None,
+                })
+            }
         }
     }
 }

@@ -61,13 +61,15 @@ pub(super) async fn list(req: &Request, provider: Data<&Arc<Provider>>, template
         |u| u.user_id.clone(),
     )
     .await;
-    let (users, next) = match found {
+    let found = match found {
         Ok(found) => found,
         Err(e) => return error_page(templates, &e),
     };
-    let users: Vec<_> = users.iter().map(summary).collect();
-    let next = next.map(|n| format!("/admin/users?q={}&after={}", encode(&q), encode(&n)));
-    let ctx = context! { users, q, next, paged => after.is_some() };
+    let (users, cut_short): (Vec<_>, _) = (found.items.iter().map(summary).collect(), found.cut_short);
+    let next = found
+        .next
+        .map(|n| format!("/admin/users?q={}&after={}", encode(&q), encode(&n)));
+    let ctx = context! { users, q, next, cut_short, paged => after.is_some() };
     console_page(templates, &session, "users", "console_users.html", ctx)
 }
 
