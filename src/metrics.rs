@@ -283,35 +283,89 @@ impl TokenHistory {
     }
 }
 
-/// A count that costs a scan of as many records as it counts (the active refresh tokens). It is
-/// taken again only once the last one is older than 100 µs per record counted (a million
-/// tokens: 100 s), about a hundred times what the scan takes, so however often `/metrics` is
-/// scraped, or flooded, the scans use at most about 1% of one core; on a small store that is
-/// every scrape. Concurrent scrapes wait for one scan rather than each running one.
-#[derive(Default)]
-pub struct CostlyCount {
-    last: tokio::sync::Mutex<Option<(i64, Instant)>>,
+/// A count that costs a scan of as many records as it counts (the active refresh tokens, the
+/// console's overview), taken off the request path. A read starts a new count once the last
+/// one is older than 100 µs per record counted (a million records: 100 s, about a hundred
+/// times what the scan takes), so however often `/metrics` is scraped, or flooded, the scans
+/// use at most about 1% of one core; on a small store that is every read. One count runs at a
+/// time, in a task of its own; a read waits for it at most [`COUNT_WAIT`], then answers with
+/// the last count (issue 29: the first scrape after a restart took 3.5 s on a large store).
+pub struct CostlyCount<T> {
+    state: std::sync::Arc<CountState<T>>,
+}
+
+struct CountState<T> {
+    /// The last count, when it was taken, and how many records it read.
+    last: std::sync::Mutex<Option<(T, Instant, u64)>>,
+    counting: std::sync::atomic::AtomicBool,
+    counted: tokio::sync::Notify,
+}
+
+impl<T> Default for CostlyCount<T> {
+    fn default() -> Self {
+        CostlyCount {
+            state: std::sync::Arc::new(CountState {
+                last: std::sync::Mutex::new(None),
+                counting: Default::default(),
+                counted: Default::default(),
+            }),
+        }
+    }
 }
 
 const REUSE_PER_RECORD: Duration = Duration::from_micros(100);
 
-impl CostlyCount {
-    pub async fn read<F: std::future::Future<Output = i64>>(&self, take: impl FnOnce() -> F) -> i64 {
-        self.read_at(Instant::now(), take).await
+/// How long a read waits for a count it started: a small store's count is fresh on every read,
+/// a large one's is the last one taken.
+pub const COUNT_WAIT: Duration = Duration::from_millis(20);
+
+impl<T: Clone + Send + 'static> CostlyCount<T> {
+    /// The count: fresh if `take` (the count and how many records it read; `None` when it
+    /// failed) finishes within [`COUNT_WAIT`] of a read that needs it, else the last one taken
+    /// (`None` before the first).
+    pub async fn read<F>(&self, take: impl FnOnce() -> F) -> Option<T>
+    where
+        F: std::future::Future<Output = Option<(T, u64)>> + Send + 'static,
+    {
+        self.read_at(Instant::now(), COUNT_WAIT, take).await
     }
 
-    async fn read_at<F: std::future::Future<Output = i64>>(&self, now: Instant, take: impl FnOnce() -> F) -> i64 {
-        // Held across the scan, so concurrent readers wait for it and share its result.
-        let mut last = self.last.lock().await;
-        if let Some((count, taken_at)) = *last {
-            let reuse = REUSE_PER_RECORD * u32::try_from(count.max(0)).unwrap_or(u32::MAX);
-            if now.saturating_duration_since(taken_at) < reuse {
-                return count;
-            }
+    async fn read_at<F>(&self, now: Instant, wait: Duration, take: impl FnOnce() -> F) -> Option<T>
+    where
+        F: std::future::Future<Output = Option<(T, u64)>> + Send + 'static,
+    {
+        use std::sync::atomic::Ordering::SeqCst;
+        let fresh = |last: &Option<(T, Instant, u64)>| {
+            last.as_ref().is_some_and(|(_, taken_at, records)| {
+                let reuse = REUSE_PER_RECORD * u32::try_from(*records).unwrap_or(u32::MAX);
+                now.saturating_duration_since(*taken_at) < reuse
+            })
+        };
+        let state = &self.state;
+        if fresh(&state.last.lock().unwrap_or_else(|e| e.into_inner())) {
+            return self.last();
         }
-        let count = take().await;
-        *last = Some((count, now));
-        count
+        // Registered before the count can end, so its end is never missed.
+        let counted = state.counted.notified();
+        tokio::pin!(counted);
+        counted.as_mut().enable();
+        if !state.counting.swap(true, SeqCst) {
+            let (state, count) = (state.clone(), take());
+            tokio::spawn(async move {
+                if let Some((value, records)) = count.await {
+                    *state.last.lock().unwrap_or_else(|e| e.into_inner()) = Some((value, Instant::now(), records));
+                }
+                state.counting.store(false, SeqCst);
+                state.counted.notify_waiters();
+            });
+        }
+        let _ = tokio::time::timeout(wait, counted).await;
+        self.last()
+    }
+
+    fn last(&self) -> Option<T> {
+        let last = self.state.last.lock().unwrap_or_else(|e| e.into_inner());
+        last.as_ref().map(|(value, _, _)| value.clone())
     }
 }
 
@@ -322,26 +376,53 @@ mod tests {
     #[tokio::test]
     async fn a_costly_count_is_reused_for_100_microseconds_per_record() {
         use std::time::Duration;
-        let count = CostlyCount::default();
+        let count = CostlyCount::<i64>::default();
+        let wait = Duration::from_secs(5);
         let start = std::time::Instant::now();
-        assert_eq!(count.read_at(start, || async { 10_000 }).await, 10_000);
-        // Ten thousand records buy one second of reuse.
-        assert_eq!(
-            count.read_at(start + Duration::from_millis(900), || async { 7 }).await,
-            10_000
-        );
-        assert_eq!(
-            count.read_at(start + Duration::from_millis(1100), || async { 7 }).await,
-            7
-        );
-        // Seven records buy 0.7 ms: a small store is counted afresh on every scrape.
-        assert_eq!(
-            count.read_at(start + Duration::from_millis(1102), || async { 8 }).await,
-            8
-        );
-        // A failed count (-1) is not reused.
-        assert_eq!(count.read_at(start + Duration::from_secs(9), || async { -1 }).await, -1);
-        assert_eq!(count.read_at(start + Duration::from_secs(9), || async { 5 }).await, 5);
+        let counted = |n: i64| move || async move { Some((n, n as u64)) };
+        assert_eq!(count.read_at(start, wait, counted(10_000)).await, Some(10_000));
+        // Ten thousand records buy one second of reuse (from when the count was taken).
+        let taken = count.state.last.lock().unwrap().as_ref().unwrap().1;
+        let at = |ms: u64| taken + Duration::from_millis(ms);
+        assert_eq!(count.read_at(at(900), wait, counted(7)).await, Some(10_000));
+        assert_eq!(count.read_at(at(1100), wait, counted(7)).await, Some(7));
+        // A failed count is not kept: the last good one is answered.
+        assert_eq!(count.read_at(at(9000), wait, || async { None }).await, Some(7));
+        assert_eq!(count.read_at(at(9000), wait, counted(5)).await, Some(5));
+    }
+
+    #[tokio::test]
+    async fn a_slow_count_is_not_waited_for_and_runs_once_for_many_readers() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        use std::time::Duration;
+        let count = CostlyCount::<i64>::default();
+        let (started, release) = (Arc::new(AtomicUsize::new(0)), Arc::new(tokio::sync::Notify::new()));
+        let slow = |n: i64| {
+            let (started, release) = (started.clone(), release.clone());
+            move || async move {
+                started.fetch_add(1, Ordering::SeqCst);
+                release.notified().await;
+                Some((n, 1_000_000))
+            }
+        };
+        let now = std::time::Instant::now();
+        // Twenty readers while a count is under way: none waits past its bound, one count runs.
+        for _ in 0..20 {
+            assert_eq!(count.read_at(now, Duration::from_millis(5), slow(42)).await, None);
+        }
+        tokio::task::yield_now().await;
+        assert_eq!(started.load(Ordering::SeqCst), 1);
+        release.notify_waiters();
+        for _ in 0..100 {
+            if count.last().is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // Then every reader gets it, without a new count (a million records: 100 s of reuse).
+        assert_eq!(count.read_at(now, Duration::from_millis(5), slow(7)).await, Some(42));
+        assert_eq!(started.load(Ordering::SeqCst), 1);
     }
 
     #[test]

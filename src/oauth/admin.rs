@@ -188,24 +188,24 @@ impl Provider {
     }
 
     /// How many clients, users, live (unrevoked) grants and active refresh tokens the store
-    /// holds, for the console's overview.
-    pub async fn counts(&self) -> Result<Counts, Error> {
-        let records = self.store.count_records().await?;
-        let refresh_tokens = self
-            .active_refresh_tokens
-            .read(|| async {
-                self.store
-                    .count_active_refresh_tokens(super::now())
-                    .await
-                    .map_or(-1, |n| n as i64)
-            })
-            .await;
-        Ok(Counts {
+    /// holds, for the console's overview: counted in the background ([`CostlyCount`]), so on a
+    /// large store the last count taken; `None` until the first count finished.
+    ///
+    /// [`CostlyCount`]: crate::metrics::CostlyCount
+    pub async fn counts(&self) -> Option<Counts> {
+        let store = self.store.clone();
+        let records = self.record_counts.read(|| async move {
+            let records = store.count_records().await.ok()?;
+            Some((records, records.clients + records.users + records.live_grants))
+        });
+        // Both counts run at once, so a read waits for them one bound, not two.
+        let (records, refresh_tokens) = tokio::join!(records, self.active_refresh_tokens());
+        let records = records?;
+        Some(Counts {
             clients: records.clients,
             users: records.users,
             live_grants: records.live_grants,
-            refresh_tokens: u64::try_from(refresh_tokens)
-                .map_err(|_| Error::server_error("counting refresh tokens failed"))?,
+            refresh_tokens: refresh_tokens?,
         })
     }
 

@@ -99,8 +99,11 @@ pub struct Provider {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Requests per client address at the token, revocation, introspection and login endpoints.
     pub address_rate: crate::rate_limit::RateLimiter,
-    /// The active-refresh-token gauge, a full scan, taken no more often than it is worth.
-    active_refresh_tokens: crate::metrics::CostlyCount,
+    /// The active-refresh-token gauge, a full scan, taken in the background no more often
+    /// than it is worth.
+    active_refresh_tokens: crate::metrics::CostlyCount<u64>,
+    /// The console overview's counts of clients, users and grants, taken likewise.
+    record_counts: crate::metrics::CostlyCount<crate::store::RecordCounts>,
     /// Requests to URLs chosen by others (the playground's API calls).
     pub outbound: crate::outbound::Outbound,
 }
@@ -181,6 +184,7 @@ impl Provider {
             metrics,
             address_rate: crate::rate_limit::RateLimiter::new(address_rate),
             active_refresh_tokens: Default::default(),
+            record_counts: Default::default(),
             outbound,
         }
     }
@@ -257,17 +261,24 @@ impl Provider {
         done
     }
 
+    /// How many refresh tokens can be used now ([`Provider::active_refresh_tokens`]'s last
+    /// count); `None` before the first count finished.
+    pub(crate) async fn active_refresh_tokens(&self) -> Option<u64> {
+        let store = self.store.clone();
+        self.active_refresh_tokens
+            .read(|| async move {
+                let active = store.count_active_refresh_tokens(now()).await.ok()?;
+                Some((active, active))
+            })
+            .await
+    }
+
     /// The `/metrics` text, with the gauges read now.
     pub(crate) async fn metrics_text(&self) -> String {
-        let active = self
-            .active_refresh_tokens
-            .read(|| async {
-                self.store
-                    .count_active_refresh_tokens(now())
-                    .await
-                    .map_or(-1, |n| n as i64)
-            })
-            .await;
+        let active = match self.active_refresh_tokens().await {
+            Some(active) => i64::try_from(active).unwrap_or(i64::MAX),
+            None => -1, // not counted yet, or the count failed
+        };
         let age = now() - self.keys.current().signing_created_at;
         let database = self.store.database_health().await;
         self.metrics.render(active, age, database)

@@ -775,6 +775,72 @@ impl AuditFilter {
             && self.since_ms.is_none_or(|t| entry.at_ms >= t)
             && self.until_ms.is_none_or(|t| entry.at_ms < t)
     }
+
+    /// The term the entries are looked up by ([`AuditRecord::terms`]), so that a filter reads
+    /// only entries with that term: the target's, else the actor's, else the action's (the
+    /// most selective given first). `None`: the filter names none, and the trail is read in
+    /// time order.
+    pub fn term(&self) -> Option<AuditTerm> {
+        let (facet, value) = match (&self.target, &self.actor, &self.action) {
+            (Some(target), _, _) => (AUDIT_TARGET, target),
+            (None, Some(actor), _) => (AUDIT_ACTOR, actor),
+            (None, None, Some(action)) => (AUDIT_ACTION, action),
+            (None, None, None) => return None,
+        };
+        Some(audit_term(facet, value))
+    }
+
+    /// The ids a page may hold, given the previous page's last id: from the first id at
+    /// `since_ms` (inclusive), to the lower of `before` and the first id at `until_ms`
+    /// (exclusive; `None`: the newest).
+    pub fn ids(&self, before: Option<&str>) -> (String, Option<String>) {
+        let since = self.since_ms.map_or_else(String::new, |t| audit_id(t, ""));
+        let until = self.until_ms.map(|t| audit_id(t, ""));
+        let upper = match (before, until) {
+            (Some(before), Some(until)) => Some(until.min(before.to_string())),
+            (before, until) => before.map(str::to_string).or(until),
+        };
+        (since, upper)
+    }
+}
+
+/// One term an audit entry is found by: which field (a byte) and the first 16 bytes of the
+/// SHA-256 of its value, so every term has one size whatever the value holds. Two values with
+/// one term are told apart by [`AuditFilter::matches`], which every backend applies as well.
+pub type AuditTerm = [u8; 17];
+
+const AUDIT_ACTION: u8 = b'a';
+const AUDIT_ACTOR: u8 = b'c';
+const AUDIT_TARGET: u8 = b't';
+
+fn audit_term(facet: u8, value: &str) -> AuditTerm {
+    let digest = ring::digest::digest(&ring::digest::SHA256, value.as_bytes());
+    let mut term = [facet; 17];
+    term[1..].copy_from_slice(&digest.as_ref()[..16]);
+    term
+}
+
+impl AuditRecord {
+    /// The terms an [`AuditFilter`] may look this entry up by: its action; its actor's id, and
+    /// name unless a client's; its target's id and name.
+    pub fn terms(&self) -> Vec<AuditTerm> {
+        let actor_name = (self.actor.kind != "client").then_some(self.actor.name.as_str());
+        let mut terms = vec![
+            audit_term(AUDIT_ACTION, &self.action),
+            audit_term(AUDIT_ACTOR, &self.actor.id),
+        ];
+        terms.extend(actor_name.map(|name| audit_term(AUDIT_ACTOR, name)));
+        let target = [self.target_id.as_deref(), self.target_name.as_deref()];
+        terms.extend(
+            target
+                .into_iter()
+                .flatten()
+                .map(|value| audit_term(AUDIT_TARGET, value)),
+        );
+        terms.sort_unstable();
+        terms.dedup();
+        terms
+    }
 }
 
 /// The audit trail: appended to, read newest first, purged by age. Shared by every node.

@@ -1095,6 +1095,81 @@ async fn a_server_secret_stored_in_the_clear_is_replaced_by_a_sealed_one() {
     assert!(stored.len() > 32, "sealed: {} bytes", stored.len());
 }
 
+/// A database from before the trail's index (migration 8) gets its entries' terms computed in
+/// SQL at the upgrade: the same terms the server computes, so every filter finds old entries.
+#[tokio::test]
+async fn an_audit_trail_from_before_its_index_is_found_by_every_filter() {
+    use tessera::store::{audit_id, AuditActor, AuditFilter, AuditRecord, AuditStore};
+    let url = crate::postgres::PgServer::shared().create_database().await;
+    let store = open_database(&url).await;
+    store.migrate().await.unwrap();
+    let entry = |n: u32, kind: &str, actor: &str, action: &str, target: &str| AuditRecord {
+        id: audit_id(1_000 + i64::from(n), &format!("{n:08x}")),
+        at_ms: 1_000 + i64::from(n),
+        actor: AuditActor {
+            kind: kind.into(),
+            id: format!("id-{actor}"),
+            name: actor.into(),
+        },
+        address: None,
+        action: action.into(),
+        target_kind: Some("user".into()),
+        target_id: Some(format!("id-{target}")),
+        target_name: Some(target.into()),
+        outcome: "ok".into(),
+    };
+    store
+        .append_audit(&entry(1, "user", "olivia", "user.disable", "bob"))
+        .await
+        .unwrap();
+    store
+        .append_audit(&entry(2, "client", "Ops bot", "user.enable", "bob"))
+        .await
+        .unwrap();
+    store
+        .append_audit(&entry(3, "cli", "root", "client.create", "Billing ü"))
+        .await
+        .unwrap();
+    // Back to version 7: the trail without its terms.
+    let (db, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    db.batch_execute("DROP TABLE audit_terms; DELETE FROM tessera_schema WHERE version >= 8")
+        .await
+        .unwrap();
+    assert_eq!(store.migrate().await.unwrap(), [8]);
+    let found = |actor: Option<&str>, action: Option<&str>, target: Option<&str>| {
+        let filter = AuditFilter {
+            actor: actor.map(str::to_string),
+            action: action.map(str::to_string),
+            target: target.map(str::to_string),
+            ..Default::default()
+        };
+        let store = &store;
+        async move {
+            let page = store.audit_page(&filter, None, 10).await.unwrap();
+            page.iter().map(|e| e.at_ms - 1_000).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(found(Some("olivia"), None, None).await, [1]);
+    assert_eq!(found(Some("id-olivia"), None, None).await, [1]);
+    assert_eq!(found(Some("id-Ops bot"), None, None).await, [2]);
+    assert!(
+        found(Some("Ops bot"), None, None).await.is_empty(),
+        "a client's name finds nothing"
+    );
+    assert_eq!(found(Some("root"), None, None).await, [3]);
+    assert_eq!(found(None, Some("user.enable"), None).await, [2]);
+    assert_eq!(found(None, None, Some("bob")).await, [2, 1]);
+    assert_eq!(found(None, None, Some("id-bob")).await, [2, 1]);
+    assert_eq!(found(None, None, Some("Billing ü")).await, [3]);
+    // Entries appended after the upgrade are indexed as they are written.
+    store
+        .append_audit(&entry(4, "user", "olivia", "user.enable", "carol"))
+        .await
+        .unwrap();
+    assert_eq!(found(Some("olivia"), None, None).await, [4, 1]);
+}
+
 /// A minimal JSON value of `schema`: its required members, each a plausible value of its type.
 fn example_of(spec: &Value, schema: &Value) -> Value {
     let schema = resolved(spec, schema);

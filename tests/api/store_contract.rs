@@ -397,8 +397,9 @@ async fn grants_are_inserted_once_listed_and_revoked_for_good() {
     .await;
 }
 
-/// A sled folder written before the grant listings had their own indexes gets them built
-/// once, at open: its grants list by user and by client as before.
+/// A sled folder written before the grant listings and the audit filters had their own indexes
+/// gets them built once, at open: its grants list by user and by client, and its trail filters,
+/// as before.
 #[tokio::test]
 async fn a_sled_folder_from_before_the_grant_indexes_lists_its_grants() {
     let dir = tempfile::tempdir().unwrap();
@@ -406,6 +407,10 @@ async fn a_sled_folder_from_before_the_grant_indexes_lists_its_grants() {
         let store = SledStore::open(dir.path()).unwrap();
         store.put_grant(&grant("g1", "u1", "c1", 10)).await.unwrap();
         store.put_grant(&grant("g2", "u2", "c1", 11)).await.unwrap();
+        store
+            .append_audit(&audit_entry(1_000, 1, "olivia", "user.disable", "bob"))
+            .await
+            .unwrap();
         store.durable().await.unwrap();
     }
     {
@@ -413,7 +418,10 @@ async fn a_sled_folder_from_before_the_grant_indexes_lists_its_grants() {
         let db = sled::open(dir.path()).unwrap();
         db.drop_tree("grants_by_user").unwrap();
         db.drop_tree("grants_by_client").unwrap();
-        db.open_tree("meta").unwrap().remove("grant-order-indexes").unwrap();
+        db.drop_tree("audit_terms").unwrap();
+        let meta = db.open_tree("meta").unwrap();
+        meta.remove("grant-order-indexes").unwrap();
+        meta.remove("audit-terms").unwrap();
         db.flush().unwrap();
     }
     let store = SledStore::open(dir.path()).unwrap();
@@ -1231,11 +1239,71 @@ async fn the_audit_trail_pages_newest_first_filters_and_purges_by_age() {
         assert_eq!(in_window.len(), 10, "entries 10 to 19");
         assert_eq!(in_window.first().unwrap().at_ms, 1_019_000);
 
-        // Purging by age removes exactly the older entries.
+        // A filtered listing pages too, newest first, each page after the last one's id, and
+        // within a time window.
+        for (filter, want) in [
+            (
+                AuditFilter {
+                    actor: Some("olivia".into()),
+                    ..Default::default()
+                },
+                20,
+            ),
+            (
+                AuditFilter {
+                    target: Some("id-Billing".into()),
+                    until_ms: Some(1_020_000),
+                    ..Default::default()
+                },
+                13,
+            ),
+            (
+                AuditFilter {
+                    action: Some("user.disable".into()),
+                    since_ms: Some(1_004_000),
+                    ..Default::default()
+                },
+                9,
+            ),
+            (
+                AuditFilter {
+                    actor: Some("nobody".into()),
+                    ..Default::default()
+                },
+                0,
+            ),
+        ] {
+            let mut seen: Vec<AuditRecord> = Vec::new();
+            let mut before: Option<String> = None;
+            loop {
+                let page = store.audit_page(&filter, before.as_deref(), 3).await.unwrap();
+                assert!(page.len() <= 3);
+                let Some(last) = page.last() else { break };
+                before = Some(last.id.clone());
+                seen.extend(page);
+            }
+            let expected: Vec<AuditRecord> = newest_first.iter().filter(|e| filter.matches(e)).cloned().collect();
+            assert_eq!(seen, expected, "{filter:?}");
+            assert_eq!(seen.len(), want, "{filter:?}");
+        }
+        // A client's name finds nothing: anyone could register one (an id does).
+        let mut by_client = audit_entry(1_031_000, 99, "Billing", "token.issue", "x");
+        by_client.actor.kind = "client".into();
+        store.append_audit(&by_client).await.unwrap();
+        let named = |actor: &str| AuditFilter {
+            actor: Some(actor.into()),
+            ..Default::default()
+        };
+        assert!(page(named("Billing")).await.is_empty());
+        assert_eq!(page(named("id-Billing")).await.len(), 1);
+
+        // Purging by age removes exactly the older entries (and the client's, newest, stays).
         assert_eq!(store.purge_audit(1_015_000).await.unwrap(), 15);
         let left = page(AuditFilter::default()).await;
-        assert_eq!(left.len(), 15);
+        assert_eq!(left.len(), 16);
         assert!(left.iter().all(|e| e.at_ms >= 1_015_000));
+        // Filters find only what is left.
+        assert_eq!(page(named("olivia")).await.len(), 10);
     })
     .await;
 }

@@ -263,6 +263,9 @@ struct Trees {
     device_user_codes: Tree,
     /// `AuditRecord::id` -> the entry: ids sort in time order.
     audit: Tree,
+    /// `AuditTerm` then `AuditRecord::id` -> empty: an entry under each of its terms, so a
+    /// filtered page reads only the entries it could show, newest first.
+    audit_terms: Tree,
     /// `user_id \0 factor_id` -> the factor.
     factors: Tree,
 }
@@ -405,6 +408,7 @@ impl SledStore {
             devices: tree("devices")?,
             device_user_codes: tree("device_user_codes")?,
             audit: tree("audit")?,
+            audit_terms: tree("audit_terms")?,
             factors: tree("factors")?,
         }
         .migrated(&db)?;
@@ -469,6 +473,16 @@ impl Trees {
                 }
             }
             meta.insert(GRANT_ORDER_INDEXES, &[])?;
+        }
+        // Folders written before issue 29 filtered the trail by reading all of it.
+        const AUDIT_TERMS: &[u8] = b"audit-terms";
+        if meta.get(AUDIT_TERMS)?.is_none() {
+            for value in self.audit.iter().values() {
+                if let Ok(entry) = from_json::<AuditRecord>(&value?) {
+                    self.index_audit(&entry)?;
+                }
+            }
+            meta.insert(AUDIT_TERMS, &[])?;
         }
         Ok(self)
     }
@@ -825,6 +839,54 @@ impl Trees {
             }
         }
         Ok(grants)
+    }
+
+    fn index_audit(&self, entry: &AuditRecord) -> Result<()> {
+        for term in entry.terms() {
+            self.audit_terms
+                .insert([&term[..], entry.id.as_bytes()].concat(), &[])?;
+        }
+        Ok(())
+    }
+
+    /// A page of the trail, newest first: the entries under the filter's term
+    /// ([`AuditFilter::term`]) or, with none, the trail itself, read from the page's upper id
+    /// down and no further than its lower one.
+    fn audit_page(&self, filter: &AuditFilter, before: Option<&str>, limit: usize) -> Result<Vec<AuditRecord>> {
+        use std::ops::Bound::{Excluded, Included, Unbounded};
+        let (since, upper) = filter.ids(before);
+        let prefix = filter.term().map_or_else(Vec::new, |term| term.to_vec());
+        let (index, from_key) = match filter.term() {
+            Some(_) => (&self.audit_terms, prefix.len()),
+            None => (&self.audit, 0),
+        };
+        let key = |id: &str| [&prefix[..], id.as_bytes()].concat();
+        let high = upper.as_deref().map_or_else(
+            || match prefix.is_empty() {
+                true => Unbounded,
+                // Past every id under the term: no UTF-8 text holds the byte 0xff.
+                false => Excluded([&prefix[..], &[0xff]].concat()),
+            },
+            |upper| Excluded(key(upper)),
+        );
+        let mut page = Vec::new();
+        for item in index.range::<Vec<u8>, _>((Included(key(&since)), high)).rev() {
+            let (k, v) = item?;
+            let entry: AuditRecord = match prefix.is_empty() {
+                true => from_json(&v)?,
+                false => match Self::get(&self.audit, &k[from_key..])? {
+                    Some(entry) => entry,
+                    None => continue, // purged since
+                },
+            };
+            if filter.matches(&entry) {
+                page.push(entry);
+                if page.len() == limit {
+                    break;
+                }
+            }
+        }
+        Ok(page)
     }
 
     fn revoke_grant_once(&self, grant_id: &str) -> Result<GrantRevocation> {
@@ -1437,6 +1499,8 @@ impl DeviceStore for SledStore {
 impl AuditStore for SledStore {
     async fn append_audit(&self, entry: &AuditRecord) -> Result<()> {
         let _turn = self.write_turn().await;
+        // Indexed first, so no page misses a stored entry (a term without its entry is skipped).
+        self.trees.index_audit(entry)?;
         // Appended only: an id already in the trail is never overwritten.
         let _ = self
             .trees
@@ -1446,34 +1510,21 @@ impl AuditStore for SledStore {
     }
     async fn audit_page(&self, filter: &AuditFilter, before: Option<&str>, limit: usize) -> Result<Vec<AuditRecord>> {
         let (filter, before) = (filter.clone(), before.map(str::to_string));
-        self.scan(move |t| {
-            let newest_first = match &before {
-                Some(before) => t.audit.range(..before.as_bytes().to_vec()).rev(),
-                None => t.audit.iter().rev(),
-            };
-            let mut page = Vec::new();
-            for item in newest_first {
-                let entry: AuditRecord = from_json(&item?.1)?;
-                if filter.since_ms.is_some_and(|since| entry.at_ms < since) {
-                    break;
-                }
-                if filter.matches(&entry) {
-                    page.push(entry);
-                    if page.len() == limit {
-                        break;
-                    }
-                }
-            }
-            Ok(page)
-        })
-        .await
+        self.scan(move |t| t.audit_page(&filter, before.as_deref(), limit))
+            .await
     }
     async fn purge_audit(&self, cutoff_ms: i64) -> Result<u64> {
         self.scan_writing(move |t| {
             let cutoff = audit_id(cutoff_ms, "");
             let mut removed = 0;
             for item in t.audit.range(..cutoff.into_bytes()) {
-                t.audit.remove(item?.0)?;
+                let (id, value) = item?;
+                if let Ok(entry) = from_json::<AuditRecord>(&value) {
+                    for term in entry.terms() {
+                        t.audit_terms.remove([&term[..], &id].concat())?;
+                    }
+                }
+                t.audit.remove(id)?;
                 removed += 1;
             }
             Ok(removed)

@@ -16,10 +16,7 @@ use crate::oauth::{now, Provider};
 pub(super) async fn show(req: &Request, provider: Data<&Arc<Provider>>, templates: Data<&Arc<Templates>>) -> Response {
     let (provider, templates) = (provider.0.as_ref(), templates.0.as_ref());
     let session = try_page!(operator(provider, templates, req, StatusCode::FOUND).await);
-    let counts = match provider.counts().await {
-        Ok(counts) => counts,
-        Err(e) => return error_page(templates, &e),
-    };
+    let counts = provider.counts().await;
     let keys = match provider.list_keys().await {
         Ok(keys) => keys,
         Err(e) => return error_page(templates, &e),
@@ -49,12 +46,12 @@ pub(super) async fn show(req: &Request, provider: Data<&Arc<Provider>>, template
         .map(|(grant_type, colour, total)| context! { grant_type, colour, total })
         .collect();
     let ctx = context! {
-        counts => context! {
+        counts => counts.map(|counts| context! {
             clients => counts.clients,
             users => counts.users,
             live_grants => counts.live_grants,
             refresh_tokens => counts.refresh_tokens,
-        },
+        }),
         chart => chart::svg(&history),
         legend,
         signing_kid => signing.map(|k| k.kid.clone()),
