@@ -30,7 +30,6 @@ struct Shape {
 /// Writers at once (each with its own connection on PostgreSQL).
 const WRITERS: u64 = 16;
 
-
 const ACTIONS: [&str; 12] = [
     "client.create",
     "client.update",
@@ -60,7 +59,12 @@ fn client(i: u64, now: i64) -> ClientRecord {
         name: format!("Filler app {id}"),
         client_id: id,
         client_type: ClientType::Confidential,
-        secret_hash: Some(*ring::digest::digest(&ring::digest::SHA256, &i.to_be_bytes()).as_ref().first_chunk().unwrap()),
+        secret_hash: Some(
+            *ring::digest::digest(&ring::digest::SHA256, &i.to_be_bytes())
+                .as_ref()
+                .first_chunk()
+                .unwrap(),
+        ),
         redirect_uris: vec!["https://app.example/cb".into()],
         grant_types: vec![GrantType::AuthorizationCode, GrantType::RefreshToken],
         scopes: vec!["read".into()],
@@ -174,7 +178,10 @@ where
         writer.await.expect("a writer finished");
     }
     let seconds = start.elapsed().as_secs_f64();
-    eprintln!("{what}: {count} in {seconds:.1} s ({:.0}/s)", count as f64 / seconds.max(1e-9));
+    eprintln!(
+        "{what}: {count} in {seconds:.1} s ({:.0}/s)",
+        count as f64 / seconds.max(1e-9)
+    );
 }
 
 #[tokio::main]

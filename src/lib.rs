@@ -126,7 +126,7 @@ impl App {
             );
         }
         let provider = provider_on(&config, &issuer, backend).await?;
-        let demoted = provider.clients.revoke_self_service_first_party().await?;
+        let demoted = provider.upgrade().await?;
         if demoted > 0 {
             tracing::warn!(
                 clients = demoted,

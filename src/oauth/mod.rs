@@ -216,6 +216,20 @@ impl Provider {
         Readiness { storage, signing_key }
     }
 
+    /// Brings records an earlier version wrote up to date, each upgrade once per store
+    /// ([`Store::upgraded`]), so a start reads no record once they ran (issue 29: every start
+    /// read every client). Returns how many self-registered clients stopped skipping consent.
+    pub(crate) async fn upgrade(&self) -> Result<usize, Error> {
+        const SELF_SERVICE_CONSENT: &str = "self-service-apps-ask-consent";
+        if self.store.upgraded(SELF_SERVICE_CONSENT).await? {
+            return Ok(0);
+        }
+        let demoted = self.clients.revoke_self_service_first_party().await?;
+        // Recorded only once every client was read: a start cut short does it all again.
+        self.store.mark_upgraded(SELF_SERVICE_CONSENT).await?;
+        Ok(demoted)
+    }
+
     /// Removes expired codes, tokens, sessions and revocation entries, grants no token can use
     /// any more (see [`crate::store::Store::purge_expired`]), and dynamically registered
     /// clients never issued a token within `registration_unused_client_ttl` (review finding 6:
@@ -223,23 +237,28 @@ impl Provider {
     pub async fn purge_expired(&self) -> Result<crate::store::Purged, Error> {
         let now = now();
         let unused_cutoff = now - self.config.registration.unused_client_ttl.as_secs() as i64;
-        let clients = self.store.list_clients().await?;
-        let mut unused_clients = 0;
-        for client in &clients {
-            let unused = client.registration_token_hash.is_some() && client.first_used_at.is_none();
-            if unused && client.created_at <= unused_cutoff && self.store.delete_client(&client.client_id).await? {
-                unused_clients += 1;
-                let target = audit::Target::client(client);
-                self.audit
-                    .record(&audit::Caller::system(), "client.purge_unused", Some(target), "ok")
-                    .await;
+        // The clients are read a page at a time, so the purge's memory does not grow with them.
+        let (mut unused_clients, mut longest, mut after) = (0, self.config.access_token_ttl.as_secs(), None::<String>);
+        loop {
+            let page = self.store.clients_page(after.as_deref(), 500).await?;
+            for client in &page {
+                let unused = client.registration_token_hash.is_some() && client.first_used_at.is_none();
+                if unused && client.created_at <= unused_cutoff && self.store.delete_client(&client.client_id).await? {
+                    unused_clients += 1;
+                    let target = audit::Target::client(client);
+                    self.audit
+                        .record(&audit::Caller::system(), "client.purge_unused", Some(target), "ok")
+                        .await;
+                } else if let Some(ttl) = client.access_token_ttl {
+                    // The longest access token lifetime, a client's own included.
+                    longest = longest.max(ttl);
+                }
+            }
+            match page.last() {
+                Some(last) if page.len() == 500 => after = Some(last.client_id.clone()),
+                _ => break,
             }
         }
-        // The longest access token lifetime, a client's own included.
-        let longest = clients
-            .iter()
-            .filter_map(|c| c.access_token_ttl)
-            .fold(self.config.access_token_ttl.as_secs(), u64::max);
         let mut purged = self.store.purge_expired(now, now - longest as i64).await?;
         purged.clients = unused_clients;
         purged.audit_entries = self.audit.purge_audit().await?;

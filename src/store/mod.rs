@@ -977,4 +977,10 @@ pub trait Store:
     /// Replaces the server secret `name` with `new` if it is still `expected`; whether it was.
     /// Atomic like [`Store::server_secret`]: of nodes racing to replace one value, one does.
     async fn replace_server_secret(&self, name: &str, expected: &[u8], new: &[u8]) -> Result<bool>;
+    /// Whether the one-time upgrade `name` of the records (a cleanup an earlier version's data
+    /// needs once) ran on this store: recorded by [`Store::mark_upgraded`]. A store brought in
+    /// by `tessera db import` starts without any, so its records get each upgrade once.
+    async fn upgraded(&self, name: &str) -> Result<bool>;
+    /// Records that the one-time upgrade `name` ran.
+    async fn mark_upgraded(&self, name: &str) -> Result<()>;
 }

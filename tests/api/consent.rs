@@ -208,16 +208,26 @@ async fn self_registered_apps_that_skipped_consent_lose_it_on_upgrade() {
     users_app.skip_consent = true;
     app.store.update_client(&users_app).await.unwrap();
     let dirs = app.stop().await;
+    forget_upgrades(&dirs).await; // the store as the version that let it be set left it
     let app = spawn_app_with(test_config(&dirs), dirs).await;
-    let reloaded = |id: String| {
+    let reloaded = |app: &TestApp, id: String| {
         let provider = app.provider.clone();
         async move { provider.find_client(&id).await.unwrap().unwrap() }
     };
-    assert!(!reloaded(users_app.client_id.clone()).await.skip_consent, "demoted");
     assert!(
-        reloaded(operator_app.client_id.clone()).await.skip_consent,
+        !reloaded(&app, users_app.client_id.clone()).await.skip_consent,
+        "demoted"
+    );
+    assert!(
+        reloaded(&app, operator_app.client_id.clone()).await.skip_consent,
         "operators' apps keep it"
     );
+    // The upgrade ran once: later starts read no client (issue 29), so a flag written behind
+    // the server's back (no version since can set it) is not looked for again.
+    app.store.update_client(&users_app).await.unwrap();
+    let dirs = app.stop().await;
+    let app = spawn_app_with(test_config(&dirs), dirs).await;
+    assert!(reloaded(&app, users_app.client_id.clone()).await.skip_consent);
 }
 
 fn first_party(owner: Option<&str>) -> tessera::oauth::client::NewClient {

@@ -938,6 +938,27 @@ where
     }
 }
 
+/// Makes the stopped server's store in `dirs` look as an earlier version left it: no one-time
+/// upgrade of its records has run ([`tessera::store::Store::upgraded`]).
+pub async fn forget_upgrades(dirs: &TempDir) {
+    match std::fs::read_to_string(dirs.path().join("database-url")) {
+        Ok(url) => {
+            let (db, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+            tokio::spawn(connection);
+            db.execute("DELETE FROM upgrades", &[]).await.unwrap();
+        }
+        Err(_) => {
+            let path = dirs.path().join("data");
+            let db = once_unlocked(|| async { sled::open(&path).map_err(|e| format!("in use: {e}")) }).await;
+            let meta = db.open_tree("meta").unwrap();
+            for key in meta.scan_prefix("upgrade:").keys() {
+                meta.remove(key.unwrap()).unwrap();
+            }
+            db.flush().unwrap();
+        }
+    }
+}
+
 /// The store in the database at `url`, read beside the servers using it.
 pub async fn open_database(url: &str) -> tessera::store::PgStore {
     let options = tessera::store::PgOptions {

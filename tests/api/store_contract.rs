@@ -794,6 +794,18 @@ async fn a_purge_removes_exactly_what_can_no_longer_be_used() {
 }
 
 #[tokio::test]
+async fn a_one_time_upgrade_is_remembered_by_name() {
+    for_each_backend(|store| async move {
+        assert!(!store.upgraded("clear-x").await.unwrap());
+        store.mark_upgraded("clear-x").await.unwrap();
+        store.mark_upgraded("clear-x").await.unwrap();
+        assert!(store.upgraded("clear-x").await.unwrap());
+        assert!(!store.upgraded("clear-y").await.unwrap());
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn every_caller_gets_the_same_server_secret() {
     for_each_backend(|store| async move {
         let secrets = race(16, || {

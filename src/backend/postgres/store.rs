@@ -60,6 +60,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0006_factors.sql"),
     include_str!("migrations/0007_grant_listings.sql"),
     include_str!("migrations/0008_audit_terms.sql"),
+    include_str!("migrations/0009_upgrades.sql"),
 ];
 
 /// The schema version this binary knows.
@@ -1429,6 +1430,22 @@ impl Store for PgStore {
             )
             .await?;
         Ok(replaced == 1)
+    }
+
+    async fn upgraded(&self, name: &str) -> Result<bool> {
+        Ok(self
+            .query_opt("SELECT 1 FROM upgrades WHERE name = $1", &[&name])
+            .await?
+            .is_some())
+    }
+
+    async fn mark_upgraded(&self, name: &str) -> Result<()> {
+        self.execute(
+            "INSERT INTO upgrades (name, at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+            &[&name, &crate::clock::now()],
+        )
+        .await?;
+        Ok(())
     }
 }
 

@@ -268,6 +268,8 @@ struct Trees {
     audit_terms: Tree,
     /// `user_id \0 factor_id` -> the factor.
     factors: Tree,
+    /// Which index builds and one-time upgrades ran, by name -> empty.
+    meta: Tree,
 }
 
 fn to_json<T: Serialize>(value: &T) -> Result<Vec<u8>> {
@@ -410,8 +412,9 @@ impl SledStore {
             audit: tree("audit")?,
             audit_terms: tree("audit_terms")?,
             factors: tree("factors")?,
+            meta: tree("meta")?,
         }
-        .migrated(&db)?;
+        .migrated()?;
         Ok(SledStore {
             commits,
             flusher: Some(flusher),
@@ -453,9 +456,9 @@ impl SledStore {
 impl Trees {
     /// Brings a data folder written by an earlier version up to date: builds indexes it did
     /// not have. Each step runs once; a marker in the `meta` tree records it.
-    fn migrated(self, db: &Db) -> Result<Trees> {
+    fn migrated(self) -> Result<Trees> {
         const OWNER_INDEX: &[u8] = b"client-owner-index";
-        let meta = db.open_tree("meta")?;
+        let meta = &self.meta;
         if meta.get(OWNER_INDEX)?.is_none() {
             for client in Self::list::<ClientRecord>(&self.clients)? {
                 if let Some(owner) = &client.owner_user_id {
@@ -1639,6 +1642,19 @@ impl Store for SledStore {
         let _turn = self.write_turn().await;
         self.trees.replace_server_secret(name, expected, new)
     }
+    async fn upgraded(&self, name: &str) -> Result<bool> {
+        Ok(self.trees.meta.contains_key(upgrade_key(name))?)
+    }
+    async fn mark_upgraded(&self, name: &str) -> Result<()> {
+        let _turn = self.write_turn().await;
+        self.trees.meta.insert(upgrade_key(name), &[])?;
+        Ok(())
+    }
+}
+
+/// The `meta` key recording a one-time upgrade (apart from the index builds' own names).
+fn upgrade_key(name: &str) -> Vec<u8> {
+    [b"upgrade:".as_slice(), name.as_bytes()].concat()
 }
 
 impl Drop for SledStore {

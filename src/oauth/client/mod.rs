@@ -477,19 +477,29 @@ impl Clients {
 
     /// Clears `skip_consent` on clients that users registered themselves (pages or dynamic
     /// registration): earlier versions let the pages set it, which let any user take codes
-    /// from other users without their consent. Returns how many clients were changed.
+    /// from other users without their consent. Returns how many clients were changed. The
+    /// clients are read a page at a time; it runs once per store ([`Provider::upgrade`]).
+    ///
+    /// [`Provider::upgrade`]: crate::oauth::Provider::upgrade
     pub(crate) async fn revoke_self_service_first_party(&self) -> Result<usize, Error> {
-        let mut changed = 0;
-        for mut client in self.store.list_clients().await? {
-            if client.skip_consent && !operator_made(&client) {
-                client.skip_consent = false;
-                if self.store.update_client(&client).await? {
-                    changed += 1;
-                    let target = Target::client(&client);
-                    self.audit
-                        .record(&Caller::system(), "client.clear_skip_consent", Some(target), "ok")
-                        .await;
+        let (mut changed, mut after) = (0, None::<String>);
+        loop {
+            let page = self.store.clients_page(after.as_deref(), 500).await?;
+            for mut client in page.iter().cloned() {
+                if client.skip_consent && !operator_made(&client) {
+                    client.skip_consent = false;
+                    if self.store.update_client(&client).await? {
+                        changed += 1;
+                        let target = Target::client(&client);
+                        self.audit
+                            .record(&Caller::system(), "client.clear_skip_consent", Some(target), "ok")
+                            .await;
+                    }
                 }
+            }
+            match page.last() {
+                Some(last) if page.len() == 500 => after = Some(last.client_id.clone()),
+                _ => break,
             }
         }
         Ok(changed)
