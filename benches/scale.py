@@ -10,7 +10,8 @@ header), then starts the release server on it and measures:
     the heavy user, the heavy client and a client with one grant; audit filters matching
     nothing and matching one action; the console's client and user pages of the heavy ones, a
     search matching nothing, the overview; and /metrics, the first after the start and again;
-  - `tessera backup` of the running server (sled) and the store's size per grant.
+  - `tessera backup` of the running server (sled), and the store's size: bytes per grant (with
+    its refresh token, the clients and users included) and per audit entry, as filled.
 Sizes are fractions of 10^6 grants (each with a refresh token), 10^5 users, 5*10^4 clients and
 10^6 audit entries: 1 %, 10 % and 100 % by default.
 
@@ -98,9 +99,23 @@ def run_size(backend, fraction, args, work):
     result = {"backend": backend, "size": f"{fraction:g}", "grants": shape["grants"]}
     server = None
     try:
+        def store_bytes():
+            if backend == "sled":
+                return folder_bytes(env["TESSERA_DATA_DIR"])
+            size = subprocess.run(["psql", env["TESSERA_DATABASE_URL"], "-tAc", "SELECT pg_database_size(current_database())"],
+                                  capture_output=True, text=True)
+            return int(size.stdout.strip()) if size.returncode == 0 else float("nan")
+        shape_args = [x for k in ("clients", "users", "grants", "audit") for x in (f"--{k}", str(shape[k]))]
         start = time.perf_counter()
-        subprocess.run([FILL, *target, *(x for k in ("clients", "users", "grants", "audit") for x in (f"--{k}", str(shape[k])))],
-                       check=True, stdout=subprocess.DEVNULL)
+        empty = store_bytes() if backend == "postgres" else 0
+        for kinds in (["clients", "users", "grants"], ["audit"]):
+            for kind in kinds:
+                subprocess.run([FILL, *target, *shape_args, "--only", kind], check=True, stdout=subprocess.DEVNULL)
+            if kinds == ["audit"]:
+                result["bytes_per_audit_entry"] = (store_bytes() - filled) / shape["audit"]
+            else:
+                filled = store_bytes()
+                result["bytes_per_grant"] = (filled - empty) / shape["grants"]
         result["fill_s"] = time.perf_counter() - start
 
         def cli(*argv, stdin=None):
@@ -174,12 +189,6 @@ def run_size(backend, fraction, args, work):
             start = time.perf_counter()
             cli("backup", "--to", os.path.join(work, "backup"))
             result["backup_s"] = time.perf_counter() - start
-            result["bytes_per_grant"] = folder_bytes(env["TESSERA_DATA_DIR"]) / shape["grants"]
-        else:
-            size = subprocess.run(["psql", env["TESSERA_DATABASE_URL"], "-tAc", "SELECT pg_database_size(current_database())"],
-                                  capture_output=True, text=True)
-            if size.returncode == 0:
-                result["bytes_per_grant"] = int(size.stdout.strip()) / shape["grants"]
         result["peak_rss_mib"] = bench.rss_mib(server.pid)
     finally:
         if server:

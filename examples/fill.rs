@@ -10,7 +10,8 @@
 //! holds exactly one. Audit entries are by 100 actors on users and clients, over 12 actions.
 //!
 //! Run: `cargo run --release --example fill -- (--data DIR | --database-url URL)
-//!       [--clients N] [--users N] [--grants N] [--audit N]` (the server must not be running on DIR)
+//!       [--clients N] [--users N] [--grants N] [--audit N] [--only clients|users|grants|audit]`
+//! (the server must not be running on DIR); `--only` writes one kind, in a store filled before.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -217,8 +218,13 @@ async fn main() {
         _ => panic!("give --data DIR or --database-url URL"),
     };
     let now = tessera::clock::now();
+    let only = value("--only");
+    let wanted = |kind: &str, count: u64| match &only {
+        Some(only) if only != kind => 0,
+        _ => count,
+    };
     let s = store.clone();
-    fill("clients", shape.clients, move |i| {
+    fill("clients", wanted("clients", shape.clients), move |i| {
         let s = s.clone();
         async move { s.insert_client(&client(i, now)).await.map(drop) }
     })
@@ -228,13 +234,13 @@ async fn main() {
         .expect("a password hash")
         .into();
     let s = store.clone();
-    fill("users", shape.users, move |i| {
+    fill("users", wanted("users", shape.users), move |i| {
         let (s, password_hash) = (s.clone(), password_hash.clone());
         async move { s.insert_user(&user(i, now, &password_hash)).await }
     })
     .await;
     let s = store.clone();
-    fill("grants with a refresh token each", shape.grants, move |i| {
+    fill("grants with a refresh token each", wanted("grants", shape.grants), move |i| {
         let s = s.clone();
         async move {
             let grant = grant(i, shape, now);
@@ -255,7 +261,7 @@ async fn main() {
     })
     .await;
     let s = store.clone();
-    fill("audit entries", shape.audit, move |i| {
+    fill("audit entries", wanted("audit", shape.audit), move |i| {
         let s = s.clone();
         async move { s.append_audit(&audit(i, shape, now * 1000)).await }
     })

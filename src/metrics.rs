@@ -288,8 +288,8 @@ impl TokenHistory {
 /// one is older than 100 µs per record counted (a million records: 100 s, about a hundred
 /// times what the scan takes), so however often `/metrics` is scraped, or flooded, the scans
 /// use at most about 1% of one core; on a small store that is every read. One count runs at a
-/// time, in a task of its own; a read waits for it at most [`COUNT_WAIT`], then answers with
-/// the last count (issue 29: the first scrape after a restart took 3.5 s on a large store).
+/// time, in a task of its own; a read waits for it at most [`COUNT_WAIT`] (not at all when the
+/// last count took longer), then answers with the last count (issue 29: the first scrape after a restart took 3.5 s on a large store).
 pub struct CostlyCount<T> {
     state: std::sync::Arc<CountState<T>>,
 }
@@ -297,6 +297,8 @@ pub struct CostlyCount<T> {
 struct CountState<T> {
     /// The last count, when it was taken, and how many records it read.
     last: std::sync::Mutex<Option<(T, Instant, u64)>>,
+    /// How long the last count took: a read does not wait for one that will not be done in time.
+    took: std::sync::Mutex<Duration>,
     counting: std::sync::atomic::AtomicBool,
     counted: tokio::sync::Notify,
 }
@@ -306,6 +308,7 @@ impl<T> Default for CostlyCount<T> {
         CostlyCount {
             state: std::sync::Arc::new(CountState {
                 last: std::sync::Mutex::new(None),
+                took: Default::default(),
                 counting: Default::default(),
                 counted: Default::default(),
             }),
@@ -352,14 +355,19 @@ impl<T: Clone + Send + 'static> CostlyCount<T> {
         if !state.counting.swap(true, SeqCst) {
             let (state, count) = (state.clone(), take());
             tokio::spawn(async move {
+                let started = Instant::now();
                 if let Some((value, records)) = count.await {
                     *state.last.lock().unwrap_or_else(|e| e.into_inner()) = Some((value, Instant::now(), records));
                 }
+                *state.took.lock().unwrap_or_else(|e| e.into_inner()) = started.elapsed();
                 state.counting.store(false, SeqCst);
                 state.counted.notify_waiters();
             });
         }
-        let _ = tokio::time::timeout(wait, counted).await;
+        let slow = *state.took.lock().unwrap_or_else(|e| e.into_inner()) >= wait;
+        if !(slow && self.last().is_some()) {
+            let _ = tokio::time::timeout(wait, counted).await;
+        }
         self.last()
     }
 
@@ -413,6 +421,8 @@ mod tests {
         }
         tokio::task::yield_now().await;
         assert_eq!(started.load(Ordering::SeqCst), 1);
+        // It takes 400 ms at least.
+        tokio::time::sleep(Duration::from_millis(400)).await;
         release.notify_waiters();
         for _ in 0..100 {
             if count.last().is_some() {
@@ -423,6 +433,15 @@ mod tests {
         // Then every reader gets it, without a new count (a million records: 100 s of reuse).
         assert_eq!(count.read_at(now, Duration::from_millis(5), slow(7)).await, Some(42));
         assert_eq!(started.load(Ordering::SeqCst), 1);
+        // Once stale, a read starts the next count but does not wait for it (here it would
+        // wait 350 ms for a count that never ends): the last one took longer than that.
+        let later = now + Duration::from_secs(200);
+        let begun = std::time::Instant::now();
+        assert_eq!(count.read_at(later, Duration::from_millis(350), slow(7)).await, Some(42));
+        assert!(begun.elapsed() < Duration::from_millis(350), "{:?}", begun.elapsed());
+        tokio::task::yield_now().await;
+        assert_eq!(started.load(Ordering::SeqCst), 2);
+        release.notify_waiters();
     }
 
     #[test]

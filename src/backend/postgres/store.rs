@@ -1151,43 +1151,44 @@ impl AuditStore for PgStore {
     }
 
     async fn audit_page(&self, filter: &AuditFilter, before: Option<&str>, limit: usize) -> Result<Vec<AuditRecord>> {
-        let limit = limit.min(10_000) as i64;
-        let (since, upper) = filter.ids(before);
-        // Every filter is checked on the entry; the term (when the filter names one) picks the
-        // entries read, newest first off the index, so a page reads about what it shows.
-        const MATCHES: &str = "a.id >= $1 AND ($2::text IS NULL OR a.id < $2) \
-             AND ($3::bigint IS NULL OR a.at_ms >= $3) AND ($4::bigint IS NULL OR a.at_ms < $4) \
-             AND ($5::text IS NULL OR a.record->>'action' = $5) \
-             AND ($6::text IS NULL OR a.record->'actor'->>'id' = $6 OR (a.record->'actor'->>'kind' <> 'client' AND a.record->'actor'->>'name' = $6)) \
-             AND ($7::text IS NULL OR a.record->>'target_id' = $7 OR a.record->>'target_name' = $7)";
-        let params: [&(dyn ToSql + Sync); 8] = [
-            &since,
-            &upper,
-            &filter.since_ms,
-            &filter.until_ms,
-            &filter.action,
-            &filter.actor,
-            &filter.target,
-            &limit,
-        ];
-        let rows = match filter.term() {
-            Some(term) => {
-                let sql = format!(
-                    "SELECT a.record FROM audit_terms t JOIN audit a ON a.id = t.id \
-                     WHERE t.term = $9 AND t.id >= $1 AND ($2::text IS NULL OR t.id < $2) AND {MATCHES} \
-                     ORDER BY t.id DESC LIMIT $8"
-                );
-                let term = &term[..];
-                let mut with_term = params.to_vec();
-                with_term.push(&term);
-                self.query(&sql, &with_term).await?
-            }
-            None => {
-                let sql = format!("SELECT a.record FROM audit a WHERE {MATCHES} ORDER BY a.id DESC LIMIT $8");
-                self.query(&sql, &params).await?
-            }
+        // The entries under the filter's term (or the whole trail, when it names none) are read
+        // newest first off an index, a batch at a time, and the filter is applied here, as the
+        // embedded store does: a condition on the JSON in the statement would let the planner
+        // guess it matches few rows and read every entry under the term to sort them.
+        let limit = limit.clamp(1, 10_000);
+        let (since, mut upper) = filter.ids(before);
+        let term = filter.term().map(|term| term.to_vec());
+        let sql = match term {
+            Some(_) => "SELECT a.id, a.record FROM audit_terms t JOIN audit a ON a.id = t.id \
+                        WHERE t.term = $1 AND t.id >= $2"
+                .to_string(),
+            None => "SELECT a.id, a.record FROM audit a WHERE $1::bytea IS NULL AND a.id >= $2".to_string(),
         };
-        rows.iter().map(|row| from_value(row.get(0))).collect()
+        let column = if term.is_some() { "t.id" } else { "a.id" };
+        let mut page = Vec::new();
+        loop {
+            let batch = i64::try_from(limit - page.len()).unwrap_or(i64::MAX);
+            let rows = match &upper {
+                Some(upper) => {
+                    let sql = format!("{sql} AND {column} < $3 ORDER BY {column} DESC LIMIT $4");
+                    self.query(&sql, &[&term, &since, upper, &batch]).await?
+                }
+                None => {
+                    let sql = format!("{sql} ORDER BY {column} DESC LIMIT $3");
+                    self.query(&sql, &[&term, &since, &batch]).await?
+                }
+            };
+            for row in &rows {
+                let entry: AuditRecord = from_value(row.get(1))?;
+                if filter.matches(&entry) {
+                    page.push(entry);
+                }
+            }
+            match rows.last() {
+                Some(last) if rows.len() as i64 == batch && page.len() < limit => upper = Some(last.get(0)),
+                _ => return Ok(page),
+            }
+        }
     }
 
     async fn purge_audit(&self, cutoff_ms: i64) -> Result<u64> {
