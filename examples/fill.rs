@@ -240,25 +240,29 @@ async fn main() {
     })
     .await;
     let s = store.clone();
-    fill("grants with a refresh token each", wanted("grants", shape.grants), move |i| {
-        let s = s.clone();
-        async move {
-            let grant = grant(i, shape, now);
-            s.put_grant(&grant).await?;
-            let hash: [u8; 32] = *ring::digest::digest(&ring::digest::SHA256, format!("fill-{i}").as_bytes())
-                .as_ref()
-                .first_chunk()
-                .unwrap();
-            let token = RefreshRecord {
-                grant_id: grant.grant_id,
-                issued_at: now,
-                expires_at: now + 30 * 86_400,
-                rotated: false,
-                dpop_jkt: None,
-            };
-            s.put_refresh(&hash, &token).await
-        }
-    })
+    fill(
+        "grants with a refresh token each",
+        wanted("grants", shape.grants),
+        move |i| {
+            let s = s.clone();
+            async move {
+                let grant = grant(i, shape, now);
+                s.put_grant(&grant).await?;
+                let hash: [u8; 32] = *ring::digest::digest(&ring::digest::SHA256, format!("fill-{i}").as_bytes())
+                    .as_ref()
+                    .first_chunk()
+                    .unwrap();
+                let token = RefreshRecord {
+                    grant_id: grant.grant_id,
+                    issued_at: now,
+                    expires_at: now + 30 * 86_400,
+                    rotated: false,
+                    dpop_jkt: None,
+                };
+                s.put_refresh(&hash, &token).await
+            }
+        },
+    )
     .await;
     let s = store.clone();
     fill("audit entries", wanted("audit", shape.audit), move |i| {

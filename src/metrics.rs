@@ -437,7 +437,10 @@ mod tests {
         // wait 350 ms for a count that never ends): the last one took longer than that.
         let later = now + Duration::from_secs(200);
         let begun = std::time::Instant::now();
-        assert_eq!(count.read_at(later, Duration::from_millis(350), slow(7)).await, Some(42));
+        assert_eq!(
+            count.read_at(later, Duration::from_millis(350), slow(7)).await,
+            Some(42)
+        );
         assert!(begun.elapsed() < Duration::from_millis(350), "{:?}", begun.elapsed());
         tokio::task::yield_now().await;
         assert_eq!(started.load(Ordering::SeqCst), 2);

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 // The backends' stores, where callers (the tests, `db import`) named them before they moved
 // into their backends.
-pub use crate::backend::postgres::store::{PgOptions, PgStore, CLIENT_CACHE_BYTES};
+pub use crate::backend::postgres::store::{PgOptions, PgStore, CLIENT_CACHE_BYTES, CLIENT_CACHE_TTL};
 pub use crate::backend::sled::store::{copy_database, SledStore};
 
 /// What can go wrong below the protocol.

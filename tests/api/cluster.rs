@@ -1170,6 +1170,51 @@ async fn an_audit_trail_from_before_its_index_is_found_by_every_filter() {
     assert_eq!(found(Some("olivia"), None, None).await, [4, 1]);
 }
 
+/// A client in use is re-read in the background before its cached copy expires (issue 29):
+/// four seconds of lookups every 20 ms read it on the request path once, not every second, and
+/// a change made behind the node's back still shows within the cache's second.
+#[tokio::test]
+async fn a_client_in_use_is_reread_in_the_background_and_changes_still_show_within_a_second() {
+    use tessera::store::{ClientStore, CLIENT_CACHE_TTL};
+    let url = crate::postgres::PgServer::shared().create_database().await;
+    let store = open_database(&url).await;
+    store.migrate().await.unwrap();
+    let (app, _) = spawn_on_postgres(|config| config.database_url = Some(url.clone())).await;
+    let client_id = app.client.id.clone();
+    drop(app);
+    assert!(store.get_client(&client_id).await.unwrap().is_some());
+    let start = std::time::Instant::now();
+    while start.elapsed() < Duration::from_secs(4) {
+        assert!(store.get_client(&client_id).await.unwrap().is_some());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let reads = store.client_reads_on_request_path();
+    assert!(reads <= 2, "{reads} reads on the request path in 4 s");
+    // Renamed behind this store's back: the background re-read brings it within the bound.
+    let (db, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    db.execute(
+        "UPDATE clients SET record = jsonb_set(record, '{name}', '\"Renamed\"') WHERE client_id = $1",
+        &[&client_id],
+    )
+    .await
+    .unwrap();
+    let changed = std::time::Instant::now();
+    while store.get_client(&client_id).await.unwrap().unwrap().name != "Renamed" {
+        assert!(changed.elapsed() < CLIENT_CACHE_TTL + Duration::from_millis(500));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Deleted behind its back: gone within the bound too.
+    db.execute("DELETE FROM clients WHERE client_id = $1", &[&client_id])
+        .await
+        .unwrap();
+    let deleted = std::time::Instant::now();
+    while store.get_client(&client_id).await.unwrap().is_some() {
+        assert!(deleted.elapsed() < CLIENT_CACHE_TTL + Duration::from_millis(500));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// A minimal JSON value of `schema`: its required members, each a plausible value of its type.
 fn example_of(spec: &Value, schema: &Value) -> Value {
     let schema = resolved(spec, schema);

@@ -3,6 +3,7 @@
 //! one process at a time, `migrations/`); the keyring and server secrets are sealed under the
 //! key-encryption key every node is given.
 
+mod client_cache;
 pub mod store;
 pub mod vault;
 

@@ -14,15 +14,14 @@
 //! transaction holding their rows' locks. Commits are synchronous (`synchronous_commit = on`),
 //! so [`Store::durable`] has nothing left to wait for.
 //!
-//! Clients are cached per node for up to [`CLIENT_CACHE_TTL`]: a deleted client, a rotated
-//! secret or a changed setting reaches every other node within that bound (this node at once).
-//! Nothing else is cached.
+//! Clients are cached per node for up to [`CLIENT_CACHE_TTL`], re-read in the background while
+//! in use ([`ClientCache`]): a deleted client, a rotated secret or a changed setting reaches
+//! every other node within that bound (this node at once). Nothing else is cached.
 //!
 //! The schema is in `migrations/`, applied in order by [`PgStore::migrate`] under an advisory
 //! lock; a database newer than this binary is refused.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -35,16 +34,9 @@ use tokio_postgres::{NoTls, Row};
 
 use crate::store::*;
 
-/// How long a node may use a client record it read from the database.
-pub const CLIENT_CACHE_TTL: Duration = Duration::from_secs(1);
-/// Client records cached at most, and the bytes they may take (a record counted at its JSON
-/// size and [`CLIENT_CACHE_OVERHEAD`]): a registered client may hold 50 redirect URIs of 2 KB
-/// and a 16 KB key set, so a count alone would let anyone who registers bulky clients and
-/// names them fill gigabytes. Lookups of ids no client has are cached too (anyone can send any
-/// `client_id`), under the SHA-256 of the id: an entry's size never depends on what was asked.
-const CLIENT_CACHE_ENTRIES: usize = 10_000;
-pub const CLIENT_CACHE_BYTES: usize = 16 << 20;
-const CLIENT_CACHE_OVERHEAD: usize = 256;
+use super::client_cache::ClientCache;
+pub use super::client_cache::{CLIENT_CACHE_BYTES, CLIENT_CACHE_TTL};
+
 /// The advisory lock migrations take (any constant the database does not otherwise use).
 const MIGRATION_LOCK: i64 = 0x7465_7373_6572_6101;
 /// The advisory lock a node holds while it purges expired records.
@@ -81,7 +73,7 @@ pub struct PgOptions {
 /// The PostgreSQL store.
 pub struct PgStore {
     pool: Pool,
-    clients: Mutex<ClientCache>,
+    clients: std::sync::Arc<ClientCache>,
 }
 
 fn database(e: tokio_postgres::Error) -> StoreError {
@@ -190,8 +182,10 @@ impl PgStore {
             .map_err(|e| StoreError::Database(e.to_string()))?;
         let store = PgStore {
             pool,
-            clients: Mutex::new(ClientCache::default()),
+            clients: Default::default(),
         };
+        let cache = std::sync::Arc::downgrade(&store.clients);
+        tokio::spawn(super::client_cache::refresh_in_background(cache, store.pool.clone()));
         store.client().await?.simple_query("SELECT 1").await.map_err(database)?;
         Ok(store)
     }
@@ -310,86 +304,20 @@ impl PgStore {
             .map_err(database)
     }
 
-    fn cached_client(&self, client_id: &str) -> Option<Option<ClientRecord>> {
-        let cache = self.clients.lock().unwrap_or_else(|p| p.into_inner());
-        cache
-            .entries
-            .get(&id_digest(client_id))
-            .filter(|entry| entry.read_at.elapsed() < CLIENT_CACHE_TTL)
-            .map(|entry| entry.client.clone())
-    }
-
-    fn cache_client(&self, client_id: &str, client: Option<ClientRecord>) {
-        let weight = CLIENT_CACHE_OVERHEAD
-            + client
-                .as_ref()
-                .map_or(0, |c| serde_json::to_vec(c).map_or(0, |j| j.len()));
-        let mut cache = self.clients.lock().unwrap_or_else(|p| p.into_inner());
-        cache.remove(&id_digest(client_id));
-        let full = |cache: &ClientCache| {
-            cache.entries.len() >= CLIENT_CACHE_ENTRIES || cache.bytes + weight > CLIENT_CACHE_BYTES
-        };
-        if full(&cache) {
-            cache
-                .entries
-                .retain(|_, entry| entry.read_at.elapsed() < CLIENT_CACHE_TTL);
-            cache.bytes = cache.entries.values().map(|entry| entry.weight).sum();
-            if full(&cache) {
-                cache.entries.clear();
-                cache.bytes = 0;
-            }
-        }
-        cache.bytes += weight;
-        cache.entries.insert(
-            id_digest(client_id),
-            CachedClient {
-                read_at: Instant::now(),
-                client,
-                weight,
-            },
-        );
-    }
-
     fn forget_client(&self, client_id: &str) {
-        self.clients
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&id_digest(client_id));
+        self.clients.forget(client_id);
     }
 
     /// How many client lookups are cached, and the bytes they are counted at.
     pub fn client_cache_size(&self) -> (usize, usize) {
-        let cache = self.clients.lock().unwrap_or_else(|p| p.into_inner());
-        (cache.entries.len(), cache.bytes)
+        self.clients.size()
     }
-}
 
-/// Client lookups read lately, by the SHA-256 of the id asked for.
-#[derive(Default)]
-struct ClientCache {
-    entries: HashMap<SecretHash, CachedClient>,
-    bytes: usize,
-}
-
-struct CachedClient {
-    read_at: Instant,
-    client: Option<ClientRecord>,
-    weight: usize,
-}
-
-impl ClientCache {
-    fn remove(&mut self, key: &SecretHash) {
-        if let Some(entry) = self.entries.remove(key) {
-            self.bytes -= entry.weight;
-        }
+    /// How many client reads requests made themselves (the entry missing or expired), rather
+    /// than finding the background re-read's.
+    pub fn client_reads_on_request_path(&self) -> u64 {
+        self.clients.request_reads()
     }
-}
-
-/// The client cache's key for an id.
-fn id_digest(client_id: &str) -> SecretHash {
-    let mut out = [0u8; 32];
-    out.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, client_id.as_bytes()).as_ref());
-    out
 }
 
 /// TLS to the database: the public roots, plus `ca_file`'s certificates.
@@ -663,13 +591,14 @@ impl ClientStore for PgStore {
     }
 
     async fn get_client(&self, client_id: &str) -> Result<Option<ClientRecord>> {
-        if let Some(cached) = self.cached_client(client_id) {
+        if let Some(cached) = self.clients.get(client_id) {
             return Ok(cached);
         }
+        let start = self.clients.read_start();
         let client: Option<ClientRecord> = self
             .record_opt("SELECT record FROM clients WHERE client_id = $1", &[&client_id])
             .await?;
-        self.cache_client(client_id, client.clone());
+        self.clients.put(client_id, client.clone(), start);
         Ok(client)
     }
 
