@@ -352,6 +352,15 @@ async fn every_console_page_carries_the_security_headers() {
     assert!(operator.get_text("/").await.contains(r#"<a href="/admin/">"#));
 }
 
+/// The page's link onward (its `after=` cursor), unescaped.
+fn next_page_link(page: &str) -> Option<String> {
+    let href = page
+        .split(r#"<a href=""#)
+        .filter_map(|s| s.split('"').next())
+        .find(|href| href.contains("after="))?;
+    Some(href.replace("&#x2f;", "/").replace("&#x3d;", "=").replace("&amp;", "&"))
+}
+
 #[tokio::test]
 async fn clients_and_users_can_be_searched_and_paged() {
     let app = spawn_app().await;
@@ -376,14 +385,7 @@ async fn clients_and_users_can_be_searched_and_paged() {
     let first = operator.get_text("/admin/clients?q=bulk+APP").await;
     assert_eq!(first.matches("Bulk app ").count(), 25, "a page holds 25");
     assert!(!first.contains(&app.client.id), "the seeded client does not match");
-    let next = first
-        .split(r#"<a href=""#)
-        .filter_map(|s| s.split('"').next())
-        .find(|href| href.contains("after="))
-        .expect("a next-page link")
-        .replace("&#x2f;", "/")
-        .replace("&#x3d;", "=")
-        .replace("&amp;", "&");
+    let next = next_page_link(&first).expect("a next-page link");
     let second = operator.get_text(&next).await;
     assert_eq!(second.matches("Bulk app ").count(), 5);
     assert!(!second.contains("after="), "the last page has no next link");
@@ -462,14 +464,7 @@ async fn a_search_that_matches_little_stops_at_its_budget_and_goes_on_from_there
         first.contains("so far") && first.contains(r#"id="cut-short""#),
         "{first}"
     );
-    let further = first
-        .split(r#"<a href=""#)
-        .filter_map(|s| s.split('"').next())
-        .find(|href| href.contains("after="))
-        .expect("a search-further link")
-        .replace("&#x2f;", "/")
-        .replace("&#x3d;", "=")
-        .replace("&amp;", "&");
+    let further = next_page_link(&first).expect("a search-further link");
     assert!(first.contains("Search further"));
     let second = operator.get_text(&further).await;
     assert!(second.contains(">needle<"), "{second}");

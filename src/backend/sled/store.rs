@@ -457,37 +457,40 @@ impl Trees {
     /// Brings a data folder written by an earlier version up to date: builds indexes it did
     /// not have. Each step runs once; a marker in the `meta` tree records it.
     fn migrated(self) -> Result<Trees> {
-        const OWNER_INDEX: &[u8] = b"client-owner-index";
-        let meta = &self.meta;
-        if meta.get(OWNER_INDEX)?.is_none() {
-            for client in Self::list::<ClientRecord>(&self.clients)? {
-                if let Some(owner) = &client.owner_user_id {
-                    self.client_owners.insert(owner_key(owner, &client.client_id), &[])?;
-                }
+        self.build_index_once(b"client-owner-index", &self.clients, |t, client: ClientRecord| {
+            if let Some(owner) = &client.owner_user_id {
+                t.client_owners.insert(owner_key(owner, &client.client_id), &[])?;
             }
-            meta.insert(OWNER_INDEX, &[])?;
-        }
-        // Folders written before issue 29 listed a user's or a client's grants by scanning.
-        const GRANT_ORDER_INDEXES: &[u8] = b"grant-order-indexes";
-        if meta.get(GRANT_ORDER_INDEXES)?.is_none() {
-            for value in self.grants.iter().values() {
-                if let Ok(grant) = from_json::<GrantRecord>(&value?) {
-                    self.index_grant(&grant)?;
-                }
-            }
-            meta.insert(GRANT_ORDER_INDEXES, &[])?;
-        }
-        // Folders written before issue 29 filtered the trail by reading all of it.
-        const AUDIT_TERMS: &[u8] = b"audit-terms";
-        if meta.get(AUDIT_TERMS)?.is_none() {
-            for value in self.audit.iter().values() {
-                if let Ok(entry) = from_json::<AuditRecord>(&value?) {
-                    self.index_audit(&entry)?;
-                }
-            }
-            meta.insert(AUDIT_TERMS, &[])?;
-        }
+            Ok(())
+        })?;
+        // Folders written before issue 29 listed a user's or a client's grants, and filtered
+        // the trail, by reading all of it.
+        self.build_index_once(b"grant-order-indexes", &self.grants, |t, grant: GrantRecord| {
+            t.index_grant(&grant)
+        })?;
+        self.build_index_once(b"audit-terms", &self.audit, |t, entry: AuditRecord| {
+            t.index_audit(&entry)
+        })?;
         Ok(self)
+    }
+
+    /// Runs `index` on every record of `records` (those that decode), unless the `meta` tree
+    /// says the build `name` ran; then records that it did.
+    fn build_index_once<T: DeserializeOwned>(
+        &self,
+        name: &[u8],
+        records: &Tree,
+        index: impl Fn(&Trees, T) -> Result<()>,
+    ) -> Result<()> {
+        if self.meta.get(name)?.is_none() {
+            for value in records.iter().values() {
+                if let Ok(record) = from_json::<T>(&value?) {
+                    index(self, record)?;
+                }
+            }
+            self.meta.insert(name, &[])?;
+        }
+        Ok(())
     }
 
     fn list<T: DeserializeOwned>(tree: &Tree) -> Result<Vec<T>> {
