@@ -355,13 +355,12 @@ impl<T: Clone + Send + 'static> CostlyCount<T> {
         if !state.counting.swap(true, SeqCst) {
             let (state, count) = (state.clone(), take());
             tokio::spawn(async move {
-                let started = Instant::now();
+                // Even a count that panics ends its turn, so the next read starts another.
+                let done = CountDone(state.clone(), Instant::now());
                 if let Some((value, records)) = count.await {
                     *state.last.lock().unwrap_or_else(|e| e.into_inner()) = Some((value, Instant::now(), records));
                 }
-                *state.took.lock().unwrap_or_else(|e| e.into_inner()) = started.elapsed();
-                state.counting.store(false, SeqCst);
-                state.counted.notify_waiters();
+                drop(done);
             });
         }
         let slow = *state.took.lock().unwrap_or_else(|e| e.into_inner()) >= wait;
@@ -374,6 +373,19 @@ impl<T: Clone + Send + 'static> CostlyCount<T> {
     fn last(&self) -> Option<T> {
         let last = self.state.last.lock().unwrap_or_else(|e| e.into_inner());
         last.as_ref().map(|(value, _, _)| value.clone())
+    }
+}
+
+/// Ends a count's turn when dropped (done, or unwound by a panic): records how long it took,
+/// lets the next read start one, and wakes the reads waiting for it.
+struct CountDone<T>(std::sync::Arc<CountState<T>>, Instant);
+
+impl<T> Drop for CountDone<T> {
+    fn drop(&mut self) {
+        let state = &self.0;
+        *state.took.lock().unwrap_or_else(|e| e.into_inner()) = self.1.elapsed();
+        state.counting.store(false, std::sync::atomic::Ordering::SeqCst);
+        state.counted.notify_waiters();
     }
 }
 
@@ -397,6 +409,15 @@ mod tests {
         // A failed count is not kept: the last good one is answered.
         assert_eq!(count.read_at(at(9000), wait, || async { None }).await, Some(7));
         assert_eq!(count.read_at(at(9000), wait, counted(5)).await, Some(5));
+        // Nor is one that panics, and the next read counts again.
+        let panics = || async {
+            if true {
+                panic!("a count that fails hard");
+            }
+            Some((0, 0))
+        };
+        assert_eq!(count.read_at(at(90_000), wait, panics).await, Some(5));
+        assert_eq!(count.read_at(at(90_000), wait, counted(3)).await, Some(3));
     }
 
     #[tokio::test]

@@ -1133,9 +1133,13 @@ async fn an_audit_trail_from_before_its_index_is_found_by_every_filter() {
     // Back to version 7: the trail without its terms (and without what later versions add).
     let (db, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
     tokio::spawn(connection);
-    db.batch_execute("DROP TABLE audit_terms, upgrades; DELETE FROM tessera_schema WHERE version >= 8")
-        .await
-        .unwrap();
+    db.batch_execute(
+        "DROP TRIGGER audit_terms_on_insert ON audit; DROP FUNCTION audit_terms_on_insert(); \
+         DROP FUNCTION audit_terms_of(text, jsonb); DROP TABLE audit_terms, upgrades; \
+         DELETE FROM tessera_schema WHERE version >= 8",
+    )
+    .await
+    .unwrap();
     assert_eq!(store.migrate().await.unwrap(), [8, 9]);
     let found = |actor: Option<&str>, action: Option<&str>, target: Option<&str>| {
         let filter = AuditFilter {

@@ -298,7 +298,8 @@ impl PgStore {
         client
             .batch_execute(
                 "TRUNCATE clients, users, codes, grants, refresh_tokens, revoked_access, consents, \
-                 sessions, server_secrets, counters, scratch, keys, device_authorizations, audit, factors; UPDATE keyring SET version = version + 1",
+                 sessions, server_secrets, counters, scratch, keys, device_authorizations, audit, audit_terms, \
+                 factors, upgrades; UPDATE keyring SET version = version + 1",
             )
             .await
             .map_err(database)
@@ -1068,12 +1069,11 @@ impl FactorStore for PgStore {
 #[async_trait]
 impl AuditStore for PgStore {
     async fn append_audit(&self, entry: &AuditRecord) -> Result<()> {
-        let terms: Vec<Vec<u8>> = entry.terms().iter().map(|term| term.to_vec()).collect();
+        // Its terms are written by a trigger (migration 8), so entries that nodes of an earlier
+        // version append during a rolling upgrade are found by the filters too.
         self.execute(
-            "WITH appended AS (INSERT INTO audit (id, at_ms, record) VALUES ($1, $2, $3) \
-                 ON CONFLICT (id) DO NOTHING RETURNING id) \
-             INSERT INTO audit_terms (term, id) SELECT term, id FROM appended, unnest($4::bytea[]) AS term",
-            &[&entry.id, &entry.at_ms, &to_value(entry)?, &terms],
+            "INSERT INTO audit (id, at_ms, record) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING",
+            &[&entry.id, &entry.at_ms, &to_value(entry)?],
         )
         .await?;
         Ok(())
@@ -1085,6 +1085,8 @@ impl AuditStore for PgStore {
         // embedded store does: a condition on the JSON in the statement would let the planner
         // guess it matches few rows and read every entry under the term to sort them.
         let limit = limit.clamp(1, 10_000);
+        // Never fewer than this a round trip, however little of the page is left to fill.
+        let batch = i64::try_from(limit.max(256)).unwrap_or(i64::MAX);
         let (since, mut upper) = filter.ids(before);
         let term = filter.term().map(|term| term.to_vec());
         let sql = match term {
@@ -1096,7 +1098,6 @@ impl AuditStore for PgStore {
         let column = if term.is_some() { "t.id" } else { "a.id" };
         let mut page = Vec::new();
         loop {
-            let batch = i64::try_from(limit - page.len()).unwrap_or(i64::MAX);
             let rows = match &upper {
                 Some(upper) => {
                     let sql = format!("{sql} AND {column} < $3 ORDER BY {column} DESC LIMIT $4");
@@ -1111,10 +1112,13 @@ impl AuditStore for PgStore {
                 let entry: AuditRecord = from_value(row.get(1))?;
                 if filter.matches(&entry) {
                     page.push(entry);
+                    if page.len() == limit {
+                        return Ok(page);
+                    }
                 }
             }
             match rows.last() {
-                Some(last) if rows.len() as i64 == batch && page.len() < limit => upper = Some(last.get(0)),
+                Some(last) if rows.len() as i64 == batch => upper = Some(last.get(0)),
                 _ => return Ok(page),
             }
         }
