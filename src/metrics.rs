@@ -289,7 +289,8 @@ impl TokenHistory {
 /// times what the scan takes), so however often `/metrics` is scraped, or flooded, the scans
 /// use at most about 1% of one core; on a small store that is every read. One count runs at a
 /// time, in a task of its own; a read waits for it at most [`COUNT_WAIT`] (not at all when the
-/// last count took longer), then answers with the last count (issue 29: the first scrape after a restart took 3.5 s on a large store).
+/// last count took longer), then answers with the last count (issue 29: the first scrape
+/// after a restart took 3.5 s on a large store).
 pub struct CostlyCount<T> {
     state: std::sync::Arc<CountState<T>>,
 }

@@ -220,7 +220,7 @@ impl Provider {
     }
 
     /// How many unrevoked grants a client holds, counted among its first
-    /// [`GrantTally::SCANNED`] grants: a client with more shows as "more than".
+    /// [`GrantTally::SCANNED`] grants: a client with more shows as "at least N".
     pub async fn live_grants_of_client(&self, client_id: &str) -> Result<GrantTally, Error> {
         let grants = self
             .store

@@ -238,9 +238,9 @@ impl Provider {
         let now = now();
         let unused_cutoff = now - self.config.registration.unused_client_ttl.as_secs() as i64;
         // The clients are read a page at a time, so the purge's memory does not grow with them.
-        let (mut unused_clients, mut longest, mut after) = (0, self.config.access_token_ttl.as_secs(), None::<String>);
-        loop {
-            let page = self.store.clients_page(after.as_deref(), 500).await?;
+        let (mut unused_clients, mut longest) = (0, self.config.access_token_ttl.as_secs());
+        let mut pages = crate::store::ClientPages::new(self.store.as_ref());
+        while let Some(page) = pages.next().await? {
             for client in &page {
                 let unused = client.registration_token_hash.is_some() && client.first_used_at.is_none();
                 if unused && client.created_at <= unused_cutoff && self.store.delete_client(&client.client_id).await? {
@@ -253,10 +253,6 @@ impl Provider {
                     // The longest access token lifetime, a client's own included.
                     longest = longest.max(ttl);
                 }
-            }
-            match page.last() {
-                Some(last) if page.len() == 500 => after = Some(last.client_id.clone()),
-                _ => break,
             }
         }
         let mut purged = self.store.purge_expired(now, now - longest as i64).await?;

@@ -446,6 +446,37 @@ pub enum Rotation {
     Unknown,
 }
 
+/// Every client in id order, a page at a time ([`ClientStore::clients_page`]): what reads them
+/// all (a one-time upgrade, the purge) never holds more than a page of them.
+pub struct ClientPages<'a> {
+    store: &'a dyn ClientStore,
+    after: Option<String>,
+    done: bool,
+}
+
+impl<'a> ClientPages<'a> {
+    const PAGE: usize = 500;
+
+    pub fn new(store: &'a dyn ClientStore) -> ClientPages<'a> {
+        ClientPages {
+            store,
+            after: None,
+            done: false,
+        }
+    }
+
+    /// The next page; `None` once every client was read.
+    pub async fn next(&mut self) -> Result<Option<Vec<ClientRecord>>> {
+        if self.done {
+            return Ok(None);
+        }
+        let page = self.store.clients_page(self.after.as_deref(), Self::PAGE).await?;
+        self.done = page.len() < Self::PAGE;
+        self.after = page.last().map(|c| c.client_id.clone());
+        Ok(Some(page).filter(|page| !page.is_empty()))
+    }
+}
+
 /// Registered clients.
 #[async_trait]
 pub trait ClientStore: Send + Sync {

@@ -482,10 +482,9 @@ impl Clients {
     ///
     /// [`Provider::upgrade`]: crate::oauth::Provider::upgrade
     pub(crate) async fn revoke_self_service_first_party(&self) -> Result<usize, Error> {
-        let (mut changed, mut after) = (0, None::<String>);
-        loop {
-            let page = self.store.clients_page(after.as_deref(), 500).await?;
-            for mut client in page.iter().cloned() {
+        let (mut changed, mut pages) = (0, crate::store::ClientPages::new(self.store.as_ref()));
+        while let Some(page) = pages.next().await? {
+            for mut client in page {
                 if client.skip_consent && !operator_made(&client) {
                     client.skip_consent = false;
                     if self.store.update_client(&client).await? {
@@ -496,10 +495,6 @@ impl Clients {
                             .await;
                     }
                 }
-            }
-            match page.last() {
-                Some(last) if page.len() == 500 => after = Some(last.client_id.clone()),
-                _ => break,
             }
         }
         Ok(changed)
