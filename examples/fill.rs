@@ -256,7 +256,7 @@ async fn main() {
                     grant_id: grant.grant_id,
                     issued_at: now,
                     expires_at: now + 30 * 86_400,
-                    rotated: false,
+                    current: CurrentRefresh::First,
                     dpop_jkt: None,
                 };
                 s.put_refresh(&hash, &token).await

@@ -3,7 +3,8 @@
 use serde_json::Value;
 
 use super::client::ClientCredentials;
-use super::{now, secret_hash, Error};
+use super::refresh::PresentedRefresh;
+use super::{now, Error};
 use crate::oauth::token::Tokens;
 use crate::store::{ClientRecord, ClientType};
 
@@ -60,13 +61,16 @@ impl Tokens {
         // An access token is a JWT; a refresh token is opaque and never holds a dot. Looking
         // at the shape first spares every access token a refresh-token lookup.
         if !token.contains('.') {
-            let Some((record, grant)) = self.grants.get_refresh_and_grant(&secret_hash(token)).await? else {
+            let Some(presented) = PresentedRefresh::parse(token) else {
+                return Ok(inactive);
+            };
+            let Some((record, grant)) = self.grants.get_refresh_and_grant(&presented.family).await? else {
                 return Ok(inactive);
             };
             let Some(grant) = grant else {
                 return Ok(inactive);
             };
-            if record.rotated
+            if !record.is_current(&presented.family, &presented.token)
                 || record.expires_at <= now()
                 || grant.revoked
                 || !self.may_introspect(&client, &grant.client_id)

@@ -29,6 +29,7 @@ pub(crate) mod oidc;
 pub(crate) mod params;
 pub(crate) mod passkey;
 pub(crate) mod pkce;
+pub mod refresh;
 pub(crate) mod revoke;
 pub mod scope;
 pub(crate) mod scratch;

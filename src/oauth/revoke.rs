@@ -5,7 +5,8 @@
 
 use super::client::ClientCredentials;
 use super::dpop::{require_proof_of_key, KeyBudget, ProofRequest};
-use super::{secret_hash, Error, ErrorCode};
+use super::refresh::PresentedRefresh;
+use super::{Error, ErrorCode};
 use crate::oauth::token::Tokens;
 use crate::store::{ClientRecord, ClientType};
 
@@ -39,7 +40,11 @@ impl Tokens {
     }
 
     async fn revoke_refresh(&self, client: &ClientRecord, token: &str, proofs: &ProofRequest) -> Result<bool, Error> {
-        let Some((record, grant)) = self.grants.get_refresh_and_grant(&secret_hash(token)).await? else {
+        // Any token of the family, spent or not, revokes it: its holder held one of its tokens.
+        let Some(presented) = PresentedRefresh::parse(token) else {
+            return Ok(false);
+        };
+        let Some((record, grant)) = self.grants.get_refresh_and_grant(&presented.family).await? else {
             return Ok(false);
         };
         match grant {

@@ -287,19 +287,48 @@ pub fn password_only() -> Vec<String> {
     vec!["pwd".to_string()]
 }
 
-/// An opaque refresh token's record, kept under the token's hash. What it grants lives in its
-/// [`GrantRecord`], so a rotation writes only this small record.
+/// A grant's refresh tokens, one record for the whole family (RFC 9700 §4.14.2), kept under
+/// the hash of the family's id. The family's first token is its id; every later one is the id
+/// followed by a fresh secret (`oauth::refresh`). A rotation rewrites this record in place, so
+/// a grant refreshed every hour for a month still has one record, not 720: a spent token is
+/// recognised as one of the family that is not the current one. What the tokens grant lives
+/// in the [`GrantRecord`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RefreshRecord {
     pub grant_id: String,
+    /// When the current token was issued, and until when it may be used.
     pub issued_at: i64,
     pub expires_at: i64,
-    /// Set once this token has been exchanged for a new one; presenting it again is reuse.
-    pub rotated: bool,
+    /// Which of the family's tokens may be used now.
+    pub current: CurrentRefresh,
     /// The thumbprint of the DPoP key the token is bound to (RFC 9449 §5): using it needs a
     /// proof made with that key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dpop_jkt: Option<String>,
+}
+
+/// Which token of a refresh family ([`RefreshRecord`]) may be used now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CurrentRefresh {
+    /// The first: the family's id itself, whose hash is the record's key.
+    First,
+    /// A later one, by its hash.
+    Later(SecretHash),
+    /// None: a record from before families, spent, whose successor has a record of its own.
+    Spent,
+}
+
+impl RefreshRecord {
+    /// Whether the token hashing to `presented` is the current one of the family kept under
+    /// `family`.
+    pub fn is_current(&self, family: &SecretHash, presented: &SecretHash) -> bool {
+        match &self.current {
+            CurrentRefresh::First => family == presented,
+            CurrentRefresh::Later(hash) => hash == presented,
+            CurrentRefresh::Spent => false,
+        }
+    }
 }
 
 /// What a user has approved for a client, remembered so they are not asked again.
@@ -437,12 +466,13 @@ pub enum GrantRevocation {
 /// Outcome of exchanging a refresh token ([`GrantStore::rotate_refresh`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rotation {
-    /// The old token was live: it is now spent and the new one stored. Carries the old record.
-    Rotated(RefreshRecord),
-    /// The old token had been spent before: nothing changed. Carries its record; presenting a
-    /// spent token is reuse (RFC 9700 §4.14.2), which the core answers.
+    /// The presented token was the family's current one: its successor is current now.
+    Rotated,
+    /// The presented token is of the family but not its current one: nothing changed. Carries
+    /// the family's record; presenting a spent token is reuse (RFC 9700 §4.14.2), which the
+    /// core answers.
     Spent(RefreshRecord),
-    /// No such token.
+    /// No such family.
     Unknown,
 }
 
@@ -573,24 +603,29 @@ pub trait GrantStore: Send + Sync {
             }
         }
     }
-    async fn put_refresh(&self, token_hash: &SecretHash, token: &RefreshRecord) -> Result<()>;
-    async fn get_refresh(&self, token_hash: &SecretHash) -> Result<Option<RefreshRecord>>;
-    /// A refresh token with its grant (`None` when the grant is gone): what every use of a
+    /// Stores a refresh family's record under the hash of its id (a new grant's first token, or
+    /// an import).
+    async fn put_refresh(&self, family: &SecretHash, token: &RefreshRecord) -> Result<()>;
+    async fn get_refresh(&self, family: &SecretHash) -> Result<Option<RefreshRecord>>;
+    /// A refresh family with its grant (`None` when the grant is gone): what every use of a
     /// refresh token reads first. One round trip where the store can join them.
-    async fn get_refresh_and_grant(
-        &self,
-        token_hash: &SecretHash,
-    ) -> Result<Option<(RefreshRecord, Option<GrantRecord>)>> {
-        let Some(refresh) = self.get_refresh(token_hash).await? else {
+    async fn get_refresh_and_grant(&self, family: &SecretHash) -> Result<Option<(RefreshRecord, Option<GrantRecord>)>> {
+        let Some(refresh) = self.get_refresh(family).await? else {
             return Ok(None);
         };
         let grant = self.get_grant(&refresh.grant_id).await?;
         Ok(Some((refresh, grant)))
     }
-    /// Spends `old` and stores `next` under `new`, if `old` is live (see [`Rotation`]). A
-    /// compare-and-swap: of any number of concurrent rotations of one token exactly one gets
-    /// `Rotated`, the others `Spent`. Whether the token's grant is live is not looked at.
-    async fn rotate_refresh(&self, old: &SecretHash, new: &SecretHash, next: &RefreshRecord) -> Result<Rotation>;
+    /// Replaces the family's record with `next` if the token hashing to `presented` is its
+    /// current one ([`RefreshRecord::is_current`]); see [`Rotation`]. A compare-and-swap: of
+    /// any number of concurrent rotations presenting one token exactly one gets `Rotated`, the
+    /// others `Spent`. Whether the family's grant is live is not looked at.
+    async fn rotate_refresh(
+        &self,
+        family: &SecretHash,
+        presented: &SecretHash,
+        next: &RefreshRecord,
+    ) -> Result<Rotation>;
     /// Marks one access token revoked until it expires (RFC 7009).
     async fn revoke_access_token(&self, jti: &str, expires_at: i64) -> Result<()>;
     async fn is_access_token_revoked(&self, jti: &str) -> Result<bool>;

@@ -629,12 +629,13 @@ impl Family {
             .await;
         }
         let store = open_database(url).await;
+        let presented = tessera::oauth::refresh::PresentedRefresh::parse(&token).expect("a refresh token");
         let record = store
-            .get_refresh(&tessera::oauth::secret_hash(&token))
+            .get_refresh(&presented.family)
             .await
             .unwrap()
             .expect("a token the client received is in the database");
-        if record.rotated {
+        if !record.is_current(&presented.family, &presented.token) {
             self.committed_unanswered += 1;
             let refused = nodes[0].refresh(&token).await;
             assert_eq!(refused.status(), 400, "a token spent before its 503 is reuse");

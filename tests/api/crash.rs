@@ -3,7 +3,7 @@
 //! the server answered must survive; what it never answered must not come back to life.
 
 use serde_json::Value;
-use tessera::oauth::secret_hash;
+use tessera::oauth::refresh::PresentedRefresh;
 
 use crate::helpers::*;
 
@@ -163,11 +163,14 @@ impl Worker {
 
 /// Whether the data folder holds `token` as usable: unspent, unexpired, its grant alive.
 async fn usable(store: &dyn tessera::store::Store, token: &str) -> bool {
-    let Some(record) = store.get_refresh(&secret_hash(token)).await.unwrap() else {
+    let presented = PresentedRefresh::parse(token).expect("a refresh token");
+    let Some(record) = store.get_refresh(&presented.family).await.unwrap() else {
         return false;
     };
     let grant = store.get_grant(&record.grant_id).await.unwrap();
-    !record.rotated && record.expires_at > tessera::now() && grant.is_some_and(|g| !g.revoked)
+    record.is_current(&presented.family, &presented.token)
+        && record.expires_at > tessera::now()
+        && grant.is_some_and(|g| !g.revoked)
 }
 
 /// Reads the data folder as the next start will find it, while no server runs.
@@ -186,9 +189,10 @@ async fn check_data_folder(dirs: &tempfile::TempDir, workers: &mut [Worker], aft
             assert!(!usable(store, token).await, "a spent refresh token stays spent {after}");
         }
         if let Some(token) = &chain.in_doubt {
-            let record = store.get_refresh(&secret_hash(token)).await.unwrap();
+            let presented = PresentedRefresh::parse(token).expect("a refresh token");
+            let record = store.get_refresh(&presented.family).await.unwrap();
             let record = record.expect("a token the client received is on disk");
-            chain.in_doubt_spent = Some(record.rotated);
+            chain.in_doubt_spent = Some(!record.is_current(&presented.family, &presented.token));
         }
     }
 }

@@ -3,6 +3,8 @@ use std::sync::Arc;
 use crate::helpers::*;
 use serde_json::Value;
 use tessera::oauth::audit::Caller;
+use tessera::oauth::refresh::PresentedRefresh;
+use tessera::store::CurrentRefresh;
 
 #[tokio::test]
 async fn refresh_token_is_rotated_and_old_one_rejected() {
@@ -47,6 +49,95 @@ async fn reusing_a_rotated_refresh_token_revokes_the_whole_grant() {
         app.introspect(tokens["access_token"].as_str().unwrap()).await["active"],
         false
     );
+}
+
+/// Issue 29: a grant keeps one refresh record however often it is refreshed (the family's,
+/// rewritten by each rotation), and every spent token of the family is still known as one.
+#[tokio::test]
+async fn a_grant_refreshed_many_times_keeps_one_record_and_knows_every_spent_token() {
+    let app = spawn_app().await;
+    let tokens = app.get_tokens().await;
+    let mut chain = vec![tokens["refresh_token"].as_str().unwrap().to_string()];
+    let records = app.store.record_count().await.unwrap();
+    for _ in 0..10 {
+        let next: Value = app.refresh(chain.last().unwrap()).await.json().await.unwrap();
+        chain.push(next["refresh_token"].as_str().unwrap().to_string());
+    }
+    assert_eq!(
+        app.store.record_count().await.unwrap(),
+        records,
+        "no record per rotation"
+    );
+    let newest = chain.last().unwrap();
+    let presented = PresentedRefresh::parse(newest).unwrap();
+    let record = app.store.get_refresh(&presented.family).await.unwrap().unwrap();
+    assert!(record.is_current(&presented.family, &presented.token));
+    assert_eq!(app.introspect(newest).await["active"], true);
+    for spent in &chain[..10] {
+        assert_eq!(
+            app.introspect(spent).await["active"],
+            false,
+            "a spent token is inactive"
+        );
+    }
+    // The fifth token, spent long ago, is reuse: the family goes.
+    let reuse = app.refresh(&chain[4]).await;
+    assert_eq!(reuse.json::<Value>().await.unwrap()["error"], "invalid_grant");
+    assert_eq!(app.refresh(newest).await.status(), 400);
+    assert_eq!(app.introspect(newest).await["active"], false);
+}
+
+/// What only a holder of one of the family's tokens can make (its id with a suffix never
+/// issued) counts as reuse; anything else is an unknown token that touches no family.
+#[tokio::test]
+async fn a_made_up_refresh_token_is_invalid_and_only_a_family_holder_can_spend_its_family() {
+    let app = spawn_app().await;
+    let tokens = app.get_tokens().await;
+    let first = tokens["refresh_token"].as_str().unwrap();
+    let unknown = tessera::oauth::random_token(32);
+    let unknown_later = format!("{unknown}{}", tessera::oauth::random_token(16));
+    for made_up in [&unknown, &unknown_later, &format!("{first}x"), &first[..42].to_string()] {
+        let response = app.refresh(made_up).await;
+        assert_eq!(response.status(), 400, "{made_up}");
+        assert_eq!(response.json::<Value>().await.unwrap()["error"], "invalid_grant");
+    }
+    assert_eq!(
+        app.introspect(first).await["active"],
+        true,
+        "no made-up token touched the family"
+    );
+    let forged = format!("{first}{}", tessera::oauth::random_token(16));
+    assert_eq!(app.refresh(&forged).await.status(), 400);
+    assert_eq!(app.refresh(first).await.status(), 400, "the family was revoked");
+}
+
+/// A data folder or database from before families holds one record per token: a spent one
+/// (`CurrentRefresh::Spent`) and its successor under the successor's own hash. Both keep
+/// their meaning: the successor refreshes (and starts a family), the spent one is reuse.
+#[tokio::test]
+async fn refresh_tokens_stored_before_families_keep_working_and_stay_spent() {
+    let app = spawn_app().await;
+    let tokens = app.get_tokens().await;
+    let first = tokens["refresh_token"].as_str().unwrap();
+    let family = PresentedRefresh::parse(first).unwrap().family;
+    let mut record = app.store.get_refresh(&family).await.unwrap().unwrap();
+    // What the earlier version left after one rotation.
+    let successor = tessera::oauth::random_token(32);
+    app.store
+        .put_refresh(&tessera::oauth::secret_hash(&successor), &record)
+        .await
+        .unwrap();
+    record.current = CurrentRefresh::Spent;
+    app.store.put_refresh(&family, &record).await.unwrap();
+
+    let next: Value = app.refresh(&successor).await.json().await.unwrap();
+    let third = next["refresh_token"].as_str().unwrap();
+    assert!(third.starts_with(&successor), "the successor's family goes on");
+    assert_eq!(app.introspect(third).await["active"], true);
+    assert_eq!(app.introspect(&successor).await["active"], false);
+    let reuse = app.refresh(first).await;
+    assert_eq!(reuse.json::<Value>().await.unwrap()["error"], "invalid_grant");
+    assert_eq!(app.introspect(third).await["active"], false, "the grant was revoked");
 }
 
 #[tokio::test]

@@ -150,7 +150,7 @@ fn refresh(grant_id: &str, issued_at: i64, expires_at: i64) -> RefreshRecord {
         grant_id: grant_id.into(),
         issued_at,
         expires_at,
-        rotated: false,
+        current: CurrentRefresh::First,
         dpop_jkt: None,
     }
 }
@@ -488,7 +488,7 @@ async fn a_refresh_token_is_read_with_its_grant_or_without_one_that_is_gone() {
 }
 
 /// A refresh token bound to a DPoP key (RFC 9449 §5) keeps its key thumbprint through every
-/// read: alone, with its grant, as the spent record of a rotation and as the successor.
+/// read: alone, with its grant, and through a rotation of its family.
 #[tokio::test]
 async fn a_refresh_tokens_dpop_binding_is_stored_and_handed_on_by_rotation() {
     for_each_backend(|store| async move {
@@ -503,16 +503,76 @@ async fn a_refresh_tokens_dpop_binding_is_stored_and_handed_on_by_rotation() {
         let (read, _) = store.get_refresh_and_grant(&[1; 32]).await.unwrap().unwrap();
         assert_eq!(read, bound);
         let next = RefreshRecord {
-            dpop_jkt: jkt.clone(),
-            ..refresh("g1", 20, 2000)
+            current: CurrentRefresh::Later([2; 32]),
+            ..bound_next(&jkt, 20)
         };
         assert_eq!(
-            store.rotate_refresh(&[1; 32], &[2; 32], &next).await.unwrap(),
-            Rotation::Rotated(bound.clone())
+            store.rotate_refresh(&[1; 32], &[1; 32], &next).await.unwrap(),
+            Rotation::Rotated
         );
-        assert_eq!(store.get_refresh(&[2; 32]).await.unwrap(), Some(next));
-        let spent = store.get_refresh(&[1; 32]).await.unwrap().unwrap();
-        assert_eq!((spent.rotated, spent.dpop_jkt), (true, jkt));
+        assert_eq!(store.get_refresh(&[1; 32]).await.unwrap(), Some(next.clone()));
+        assert_eq!(
+            store.get_refresh(&[2; 32]).await.unwrap(),
+            None,
+            "one record per family"
+        );
+        let (read, _) = store.get_refresh_and_grant(&[1; 32]).await.unwrap().unwrap();
+        assert_eq!((read.current, read.dpop_jkt), (CurrentRefresh::Later([2; 32]), jkt));
+    })
+    .await;
+}
+
+fn bound_next(jkt: &Option<String>, at: i64) -> RefreshRecord {
+    RefreshRecord {
+        dpop_jkt: jkt.clone(),
+        ..refresh("g1", at, at * 100)
+    }
+}
+
+/// Which token of a family is current decides every rotation: the first (the family's id),
+/// then each successor in turn; any other token of the family is spent, and a record from
+/// before families that was spent never rotates again.
+#[tokio::test]
+async fn a_refresh_family_rotates_from_its_current_token_only() {
+    for_each_backend(|store| async move {
+        store.put_grant(&grant("g1", "u1", "c1", 10)).await.unwrap();
+        store.put_refresh(&[1; 32], &refresh("g1", 10, 1000)).await.unwrap();
+        let later = |hash: u8, at: i64| RefreshRecord {
+            current: CurrentRefresh::Later([hash; 32]),
+            ..refresh("g1", at, at * 100)
+        };
+        // A token of the family that is not its current one (here: never issued) is spent.
+        let spent = store.rotate_refresh(&[1; 32], &[5; 32], &later(6, 11)).await.unwrap();
+        assert_eq!(spent, Rotation::Spent(refresh("g1", 10, 1000)));
+        assert_eq!(
+            store.rotate_refresh(&[1; 32], &[1; 32], &later(2, 20)).await.unwrap(),
+            Rotation::Rotated
+        );
+        for gone in [[1; 32], [6; 32], [3; 32]] {
+            let outcome = store.rotate_refresh(&[1; 32], &gone, &later(9, 99)).await.unwrap();
+            assert_eq!(outcome, Rotation::Spent(later(2, 20)), "{gone:?}");
+        }
+        assert_eq!(
+            store.rotate_refresh(&[1; 32], &[2; 32], &later(3, 30)).await.unwrap(),
+            Rotation::Rotated
+        );
+        assert_eq!(store.get_refresh(&[1; 32]).await.unwrap(), Some(later(3, 30)));
+        let record = store.get_refresh(&[1; 32]).await.unwrap().unwrap();
+        assert!(record.is_current(&[1; 32], &[3; 32]));
+        assert!(!record.is_current(&[1; 32], &[2; 32]) && !record.is_current(&[1; 32], &[1; 32]));
+
+        let old_spent = RefreshRecord {
+            current: CurrentRefresh::Spent,
+            ..refresh("g1", 10, 1000)
+        };
+        store.put_refresh(&[4; 32], &old_spent).await.unwrap();
+        assert_eq!(store.get_refresh(&[4; 32]).await.unwrap(), Some(old_spent.clone()));
+        let outcome = store.rotate_refresh(&[4; 32], &[4; 32], &later(9, 99)).await.unwrap();
+        assert_eq!(outcome, Rotation::Spent(old_spent));
+        assert_eq!(
+            store.rotate_refresh(&[7; 32], &[7; 32], &later(9, 99)).await.unwrap(),
+            Rotation::Unknown
+        );
     })
     .await;
 }
@@ -523,66 +583,46 @@ async fn a_refresh_token_rotates_once_however_many_rotate_it_at_once() {
         store.put_grant(&grant("g1", "u1", "c1", 10)).await.unwrap();
         let old = refresh("g1", 10, 1000);
         store.put_refresh(&[1; 32], &old).await.unwrap();
-        assert_eq!(store.get_refresh(&[1; 32]).await.unwrap(), Some(old.clone()));
         let outcomes = race(16, || {
             let store = store.clone();
             async move {
-                // Each racer would store its own successor.
+                // Each racer would make its own successor current.
                 let new = tessera::oauth::secret_hash(&tessera::oauth::random_token(16));
-                (
-                    new,
-                    store
-                        .rotate_refresh(&[1; 32], &new, &refresh("g1", 20, 2000))
-                        .await
-                        .unwrap(),
-                )
+                let next = RefreshRecord {
+                    current: CurrentRefresh::Later(new),
+                    ..refresh("g1", 20, 2000)
+                };
+                (new, store.rotate_refresh(&[1; 32], &[1; 32], &next).await.unwrap())
             }
         })
         .await;
-        let winners: Vec<_> = outcomes
-            .iter()
-            .filter(|(_, r)| matches!(r, Rotation::Rotated(_)))
-            .collect();
+        let winners: Vec<_> = outcomes.iter().filter(|(_, r)| *r == Rotation::Rotated).collect();
         assert_eq!(winners.len(), 1, "{outcomes:?}");
-        assert!(outcomes
-            .iter()
-            .all(|(_, r)| matches!(r, Rotation::Rotated(rec) | Rotation::Spent(rec) if rec.grant_id == "g1")));
+        let winner_new = winners[0].0;
+        let stored = store.get_refresh(&[1; 32]).await.unwrap().unwrap();
         assert_eq!(
-            winners[0].1,
-            Rotation::Rotated(old.clone()),
-            "the old record comes back"
+            stored.current,
+            CurrentRefresh::Later(winner_new),
+            "the winner's successor is current"
         );
-        for (new, outcome) in &outcomes {
-            let stored = store.get_refresh(new).await.unwrap();
+        for (_, outcome) in &outcomes {
             match outcome {
-                Rotation::Rotated(_) => assert_eq!(stored, Some(refresh("g1", 20, 2000))),
-                _ => assert_eq!(stored, None, "a loser stores nothing"),
+                Rotation::Rotated => {}
+                Rotation::Spent(record) => assert_eq!(record.grant_id, "g1"),
+                Rotation::Unknown => panic!("{outcomes:?}"),
             }
         }
-        let spent = store.get_refresh(&[1; 32]).await.unwrap().unwrap();
-        assert!(spent.rotated);
-        let again = store
-            .rotate_refresh(&[1; 32], &[9; 32], &refresh("g1", 30, 3000))
-            .await
-            .unwrap();
-        assert!(matches!(again, Rotation::Spent(_)));
-        assert!(store.get_refresh(&[9; 32]).await.unwrap().is_none());
-        assert_eq!(
-            store
-                .rotate_refresh(&[2; 32], &[9; 32], &refresh("g1", 30, 3000))
-                .await
-                .unwrap(),
-            Rotation::Unknown
-        );
-        // The store does not judge: a revoked grant's token still rotates (the core refuses it
-        // before asking).
+        // The store does not judge: a revoked grant's family still rotates (the core refuses
+        // it before asking).
         store.revoke_grant("g1").await.unwrap();
-        let (winner_new, _) = winners[0];
-        let rotated = store
-            .rotate_refresh(winner_new, &[8; 32], &refresh("g1", 40, 4000))
-            .await
-            .unwrap();
-        assert!(matches!(rotated, Rotation::Rotated(_)));
+        let next = RefreshRecord {
+            current: CurrentRefresh::Later([8; 32]),
+            ..refresh("g1", 40, 4000)
+        };
+        assert_eq!(
+            store.rotate_refresh(&[1; 32], &winner_new, &next).await.unwrap(),
+            Rotation::Rotated
+        );
     })
     .await;
 }

@@ -9,8 +9,8 @@
 //! with the public roots and `database_ca_file`.
 //!
 //! Atomicity lives in single statements or short transactions: a code is redeemed by one
-//! `UPDATE ... WHERE NOT redeemed`, a refresh token rotated by one statement that flips
-//! `rotated` and inserts the successor only if the flip happened, counters are updated in a
+//! `UPDATE ... WHERE NOT redeemed`, a refresh token rotated by one `UPDATE` of its family's row
+//! that matches only while the presented token is the current one, counters are updated in a
 //! transaction holding their rows' locks. Commits are synchronous (`synchronous_commit = on`),
 //! so [`Store::durable`] has nothing left to wait for.
 //!
@@ -53,6 +53,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0007_grant_listings.sql"),
     include_str!("migrations/0008_audit_terms.sql"),
     include_str!("migrations/0009_upgrades.sql"),
+    include_str!("migrations/0010_refresh_families.sql"),
 ];
 
 /// The schema version this binary knows.
@@ -550,15 +551,37 @@ fn grant_of(row: &Row) -> GrantRecord {
     }
 }
 
+/// `rotated` and `current_hash` say which token of the family is current (migration 10).
 fn refresh_of(row: &Row) -> RefreshRecord {
+    let current_hash: Option<Vec<u8>> = row.get("current_hash");
+    let current = match (row.get::<_, bool>("rotated"), current_hash) {
+        (_, Some(hash)) => hash
+            .try_into()
+            .map(CurrentRefresh::Later)
+            // A hash of another length matches no token: the family is spent.
+            .unwrap_or(CurrentRefresh::Spent),
+        (false, None) => CurrentRefresh::First,
+        (true, None) => CurrentRefresh::Spent,
+    };
     RefreshRecord {
         grant_id: row.get("grant_id"),
         issued_at: row.get("issued_at"),
         expires_at: row.get("expires_at"),
-        rotated: row.get("rotated"),
+        current,
         dpop_jkt: row.get("dpop_jkt"),
     }
 }
+
+/// The `rotated` and `current_hash` columns of a family's row ([`refresh_of`] reversed).
+fn refresh_columns(current: &CurrentRefresh) -> (bool, Option<&[u8]>) {
+    match current {
+        CurrentRefresh::First => (false, None),
+        CurrentRefresh::Later(hash) => (true, Some(&hash[..])),
+        CurrentRefresh::Spent => (true, None),
+    }
+}
+
+const REFRESH_COLUMNS: &str = "grant_id, issued_at, expires_at, rotated, current_hash, dpop_jkt";
 
 const GRANT_COLUMNS: &str = "grant_id, client_id, user_id, scope, audience, auth_time, created_at, revoked, amr";
 
@@ -845,17 +868,19 @@ impl GrantStore for PgStore {
         }
     }
 
-    async fn put_refresh(&self, token_hash: &SecretHash, token: &RefreshRecord) -> Result<()> {
+    async fn put_refresh(&self, family: &SecretHash, token: &RefreshRecord) -> Result<()> {
+        let (rotated, current_hash) = refresh_columns(&token.current);
         self.execute(
-            "INSERT INTO refresh_tokens (token_hash, grant_id, issued_at, expires_at, rotated, dpop_jkt) \
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (token_hash) DO UPDATE SET \
-             grant_id = $2, issued_at = $3, expires_at = $4, rotated = $5, dpop_jkt = $6",
+            "INSERT INTO refresh_tokens (token_hash, grant_id, issued_at, expires_at, rotated, current_hash, dpop_jkt) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (token_hash) DO UPDATE SET \
+             grant_id = $2, issued_at = $3, expires_at = $4, rotated = $5, current_hash = $6, dpop_jkt = $7",
             &[
-                &&token_hash[..],
+                &&family[..],
                 &token.grant_id,
                 &token.issued_at,
                 &token.expires_at,
-                &token.rotated,
+                &rotated,
+                &current_hash,
                 &token.dpop_jkt,
             ],
         )
@@ -863,27 +888,19 @@ impl GrantStore for PgStore {
         Ok(())
     }
 
-    async fn get_refresh(&self, token_hash: &SecretHash) -> Result<Option<RefreshRecord>> {
-        Ok(self
-            .query_opt(
-                "SELECT grant_id, issued_at, expires_at, rotated, dpop_jkt FROM refresh_tokens WHERE token_hash = $1",
-                &[&&token_hash[..]],
-            )
-            .await?
-            .as_ref()
-            .map(refresh_of))
+    async fn get_refresh(&self, family: &SecretHash) -> Result<Option<RefreshRecord>> {
+        let sql = format!("SELECT {REFRESH_COLUMNS} FROM refresh_tokens WHERE token_hash = $1");
+        Ok(self.query_opt(&sql, &[&&family[..]]).await?.as_ref().map(refresh_of))
     }
 
-    async fn get_refresh_and_grant(
-        &self,
-        token_hash: &SecretHash,
-    ) -> Result<Option<(RefreshRecord, Option<GrantRecord>)>> {
+    async fn get_refresh_and_grant(&self, family: &SecretHash) -> Result<Option<(RefreshRecord, Option<GrantRecord>)>> {
         let row = self
             .query_opt(
-                "SELECT r.grant_id, r.issued_at, r.expires_at, r.rotated, r.dpop_jkt, g.grant_id IS NOT NULL AS grant_found, \
+                "SELECT r.grant_id, r.issued_at, r.expires_at, r.rotated, r.current_hash, r.dpop_jkt, \
+                 g.grant_id IS NOT NULL AS grant_found, \
                  g.client_id, g.user_id, g.scope, g.audience, g.auth_time, g.created_at, g.revoked, g.amr \
                  FROM refresh_tokens r LEFT JOIN grants g ON g.grant_id = r.grant_id WHERE r.token_hash = $1",
-                &[&&token_hash[..]],
+                &[&&family[..]],
             )
             .await?;
         Ok(row.map(|row| {
@@ -892,32 +909,37 @@ impl GrantStore for PgStore {
         }))
     }
 
-    async fn rotate_refresh(&self, old: &SecretHash, new: &SecretHash, next: &RefreshRecord) -> Result<Rotation> {
-        // One statement: the flip of `rotated` takes the row's lock, so of concurrent
-        // rotations exactly one sees it unrotated; the successor is inserted only by that one.
-        if let Some(row) = self
-            .query_opt(
-                "WITH spent AS ( \
-                   UPDATE refresh_tokens SET rotated = true WHERE token_hash = $1 AND NOT rotated \
-                   RETURNING grant_id, issued_at, expires_at, false AS rotated, dpop_jkt \
-                 ), successor AS ( \
-                   INSERT INTO refresh_tokens (token_hash, grant_id, issued_at, expires_at, rotated, dpop_jkt) \
-                   SELECT $2, $3, $4, $5, false, $6 FROM spent \
-                 ) SELECT grant_id, issued_at, expires_at, rotated, dpop_jkt FROM spent",
+    async fn rotate_refresh(
+        &self,
+        family: &SecretHash,
+        presented: &SecretHash,
+        next: &RefreshRecord,
+    ) -> Result<Rotation> {
+        // One statement rewrites the family's row if the presented token is its current one
+        // (`RefreshRecord::is_current` in SQL). The update takes the row's lock and a
+        // concurrent one re-reads the row after it, so of concurrent rotations presenting one
+        // token exactly one matches.
+        let (rotated, current_hash) = refresh_columns(&next.current);
+        let rotated_rows = self
+            .execute(
+                "UPDATE refresh_tokens SET issued_at = $3, expires_at = $4, rotated = $5, current_hash = $6, \
+                 dpop_jkt = $7 WHERE token_hash = $1 AND CASE WHEN current_hash IS NOT NULL \
+                 THEN current_hash = $2 ELSE NOT rotated AND token_hash = $2 END",
                 &[
-                    &&old[..],
-                    &&new[..],
-                    &next.grant_id,
+                    &&family[..],
+                    &&presented[..],
                     &next.issued_at,
                     &next.expires_at,
+                    &rotated,
+                    &current_hash,
                     &next.dpop_jkt,
                 ],
             )
-            .await?
-        {
-            return Ok(Rotation::Rotated(refresh_of(&row)));
+            .await?;
+        if rotated_rows == 1 {
+            return Ok(Rotation::Rotated);
         }
-        Ok(match self.get_refresh(old).await? {
+        Ok(match self.get_refresh(family).await? {
             Some(spent) => Rotation::Spent(spent),
             None => Rotation::Unknown,
         })
@@ -1283,7 +1305,7 @@ impl Store for PgStore {
         let row = self
             .query(
                 "SELECT count(*) FROM refresh_tokens r JOIN grants g ON g.grant_id = r.grant_id \
-                 WHERE NOT r.rotated AND r.expires_at > $1 AND NOT g.revoked",
+                 WHERE (NOT r.rotated OR r.current_hash IS NOT NULL) AND r.expires_at > $1 AND NOT g.revoked",
                 &[&now],
             )
             .await?;

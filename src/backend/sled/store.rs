@@ -8,8 +8,8 @@
 //!   grant_id -> empty (the index behind "revoke everything this app has");
 //!   `grants_by_user`: user_id NUL grant_id and `grants_by_client`: client_id NUL grant_id ->
 //!   empty (a user's or a client's grants in id order, a page at a time)
-//! - `refresh_tokens`: SHA-256(token) -> `RefreshRecord` in a compact binary layout (see
-//!   `encode_refresh`): it is the record written most, twice per rotation
+//! - `refresh_tokens`: SHA-256(family id) -> `RefreshRecord` in a compact binary layout (see
+//!   `encode_refresh`): one record per grant's refresh tokens, rewritten by every rotation
 //! - `revoked_access`: jti -> expires_at (i64 BE)
 //! - `consents`: user_id NUL client_id -> JSON `ConsentRecord` (so a user's are one prefix)
 //! - `sessions`: SHA-256(session id) -> JSON `SessionRecord`
@@ -283,22 +283,35 @@ fn from_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
 const REFRESH_FORMAT: u8 = 1;
 /// [`REFRESH_FORMAT`] with a DPoP key thumbprint.
 const REFRESH_FORMAT_DPOP: u8 = 2;
+/// The state byte: which token of the family is current ([`CurrentRefresh`]).
+const REFRESH_FIRST: u8 = 0;
+const REFRESH_SPENT: u8 = 1;
+const REFRESH_LATER: u8 = 2;
 
-/// `[format 1][rotated 0|1][issued_at i64 BE][expires_at i64 BE][grant_id UTF-8]`: about half
-/// the bytes of the JSON form, and refresh tokens are the records that accumulate fastest.
+/// `[format 1][state][issued_at i64 BE][expires_at i64 BE][grant_id UTF-8]`, where the state
+/// is 0 (the first token is current), 1 (spent: a record from before families) or 2 (a later
+/// token is, and its 32-byte hash follows `expires_at`): about half the bytes of the JSON form.
 /// A token bound to a DPoP key is `[format 2]`, the same fields, then `[jkt length u8][jkt]`
-/// before the grant id.
+/// before the grant id. (Versions before families wrote states 0 and 1 only, and read a 2 as
+/// corrupt rather than as a live token.)
 fn encode_refresh(token: &RefreshRecord) -> Vec<u8> {
     let jkt = token.dpop_jkt.as_deref().filter(|j| j.len() <= usize::from(u8::MAX));
-    let mut out = Vec::with_capacity(19 + token.grant_id.len() + jkt.map_or(0, str::len));
+    let mut out = Vec::with_capacity(51 + token.grant_id.len() + jkt.map_or(0, str::len));
     out.push(if jkt.is_some() {
         REFRESH_FORMAT_DPOP
     } else {
         REFRESH_FORMAT
     });
-    out.push(u8::from(token.rotated));
+    out.push(match token.current {
+        CurrentRefresh::First => REFRESH_FIRST,
+        CurrentRefresh::Spent => REFRESH_SPENT,
+        CurrentRefresh::Later(_) => REFRESH_LATER,
+    });
     out.extend_from_slice(&token.issued_at.to_be_bytes());
     out.extend_from_slice(&token.expires_at.to_be_bytes());
+    if let CurrentRefresh::Later(hash) = &token.current {
+        out.extend_from_slice(hash);
+    }
     if let Some(jkt) = jkt {
         out.push(jkt.len() as u8);
         out.extend_from_slice(jkt.as_bytes());
@@ -310,21 +323,33 @@ fn encode_refresh(token: &RefreshRecord) -> Vec<u8> {
 fn decode_refresh(bytes: &[u8]) -> Result<RefreshRecord> {
     let corrupt = || StoreError::Corrupt(serde::de::Error::custom("refresh token record is malformed"));
     let text = |b: &[u8]| String::from_utf8(b.to_vec()).map_err(|_| corrupt());
-    if bytes.len() < 18 || bytes[1] > 1 {
+    if bytes.len() < 18 {
         return Err(corrupt());
     }
+    let (current, rest) = match bytes[1] {
+        REFRESH_FIRST => (CurrentRefresh::First, &bytes[18..]),
+        REFRESH_SPENT => (CurrentRefresh::Spent, &bytes[18..]),
+        REFRESH_LATER => {
+            let hash = bytes.get(18..50).ok_or_else(corrupt)?;
+            (
+                CurrentRefresh::Later(hash.try_into().map_err(|_| corrupt())?),
+                &bytes[50..],
+            )
+        }
+        _ => return Err(corrupt()),
+    };
     let (dpop_jkt, grant_id) = match bytes[0] {
-        REFRESH_FORMAT => (None, &bytes[18..]),
+        REFRESH_FORMAT => (None, rest),
         REFRESH_FORMAT_DPOP => {
-            let len = usize::from(*bytes.get(18).ok_or_else(corrupt)?);
-            let jkt = bytes.get(19..19 + len).ok_or_else(corrupt)?;
-            (Some(text(jkt)?), &bytes[19 + len..])
+            let len = usize::from(*rest.first().ok_or_else(corrupt)?);
+            let jkt = rest.get(1..1 + len).ok_or_else(corrupt)?;
+            (Some(text(jkt)?), &rest[1 + len..])
         }
         _ => return Err(corrupt()),
     };
     let int = |at: usize| i64::from_be_bytes(bytes[at..at + 8].try_into().unwrap_or_default());
     Ok(RefreshRecord {
-        rotated: bytes[1] == 1,
+        current,
         issued_at: int(2),
         expires_at: int(10),
         grant_id: text(grant_id)?,
@@ -927,34 +952,26 @@ impl Trees {
             .transpose()
     }
 
-    fn rotate_refresh(&self, old: &SecretHash, new: &SecretHash, next: &RefreshRecord) -> Result<Rotation> {
-        // One compare-and-swap on the old token decides the race: of concurrent rotations
-        // exactly one flips `rotated`. A multi-tree sled transaction would do the same but
-        // writes the log synchronously on every commit, which halves throughput. The insert of
-        // the new token lands after the swap in sled's single log, so a crash can only lose a
-        // suffix: at worst the old token is spent and the new one unknown, and a client that
-        // never received the new token must log in again. It never yields two tokens.
+    fn rotate_refresh(&self, family: &SecretHash, presented: &SecretHash, next: &RefreshRecord) -> Result<Rotation> {
+        // One compare-and-swap on the family's record decides the race: of concurrent
+        // rotations presenting one token exactly one replaces it. One write per rotation, in
+        // place: the family never holds more than one record however often it is refreshed.
         loop {
-            let Some(bytes) = self.refresh_tokens.get(old)? else {
+            let Some(bytes) = self.refresh_tokens.get(family)? else {
                 return Ok(Rotation::Unknown);
             };
             let current = decode_refresh(&bytes)?;
-            if current.rotated {
+            if !current.is_current(family, presented) {
                 return Ok(Rotation::Spent(current));
             }
-            let spent = encode_refresh(&RefreshRecord {
-                rotated: true,
-                ..current.clone()
-            });
             if self
                 .refresh_tokens
-                .compare_and_swap(old, Some(bytes), Some(spent))?
-                .is_err()
+                .compare_and_swap(family, Some(bytes), Some(encode_refresh(next)))?
+                .is_ok()
             {
-                continue; // changed under us: look again
+                return Ok(Rotation::Rotated);
             }
-            self.refresh_tokens.insert(new, encode_refresh(next))?;
-            return Ok(Rotation::Rotated(current));
+            // Changed under us: look again.
         }
     }
 
@@ -1305,7 +1322,7 @@ impl Trees {
         let mut active = 0;
         for value in self.refresh_tokens.iter().values() {
             let record = decode_refresh(&value?)?;
-            if record.rotated || record.expires_at <= now {
+            if record.current == CurrentRefresh::Spent || record.expires_at <= now {
                 continue;
             }
             let live = match grant_live.get(&record.grant_id) {
@@ -1759,25 +1776,45 @@ mod tests {
             grant_id: "0123456789abcdef".into(),
             issued_at: -5,
             expires_at: 1 << 40,
-            rotated: true,
+            current: CurrentRefresh::Spent,
             dpop_jkt: None,
         };
         let decoded = decode_refresh(&encode_refresh(&token)).unwrap();
         assert_eq!(
-            (decoded.grant_id, decoded.issued_at, decoded.expires_at, decoded.rotated),
-            (token.grant_id.clone(), -5, 1 << 40, true)
+            (decoded.grant_id, decoded.issued_at, decoded.expires_at, decoded.current),
+            (token.grant_id.clone(), -5, 1 << 40, CurrentRefresh::Spent)
         );
-        let bound = RefreshRecord {
-            dpop_jkt: Some("NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs".into()),
-            ..token
-        };
-        assert_eq!(decode_refresh(&encode_refresh(&bound)).unwrap(), bound);
+        // A record written before families: format 1, not rotated.
+        let mut legacy = vec![1, 0];
+        legacy.extend_from_slice(&7i64.to_be_bytes());
+        legacy.extend_from_slice(&9i64.to_be_bytes());
+        legacy.extend_from_slice(b"g1");
+        let read = decode_refresh(&legacy).unwrap();
+        assert_eq!((read.current, read.grant_id.as_str()), (CurrentRefresh::First, "g1"));
+        for current in [
+            CurrentRefresh::First,
+            CurrentRefresh::Later([7; 32]),
+            CurrentRefresh::Spent,
+        ] {
+            let plain = RefreshRecord {
+                current,
+                ..token.clone()
+            };
+            assert_eq!(decode_refresh(&encode_refresh(&plain)).unwrap(), plain);
+            let bound = RefreshRecord {
+                dpop_jkt: Some("NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs".into()),
+                ..plain
+            };
+            assert_eq!(decode_refresh(&encode_refresh(&bound)).unwrap(), bound);
+        }
         for garbage in [
             &b""[..],
             b"\x01",
             b"\x02\x00aaaaaaaaaaaaaaaa",
             b"\x01\x07aaaaaaaaaaaaaaaa",
             b"\x02\x00aaaaaaaaaaaaaaaa\x09abc",
+            b"\x01\x02aaaaaaaaaaaaaaaa0123456789",
+            b"\x03\x00aaaaaaaaaaaaaaaag1",
         ] {
             assert!(matches!(decode_refresh(garbage), Err(StoreError::Corrupt(_))));
         }

@@ -2,12 +2,14 @@
 
 use crate::oauth::dpop::Proof;
 use crate::oauth::oidc::IdTokenInput;
+use crate::oauth::refresh::first_refresh_token;
 use crate::oauth::scope::Scope;
 use crate::oauth::token::Tokens;
 use crate::oauth::token::{TokenBinding, TokenResponse};
-use crate::oauth::{now, pkce, random_token, secret_hash, Error, ErrorCode};
+use crate::oauth::{now, pkce, secret_hash, Error, ErrorCode};
 use crate::store::{
-    ClientRecord, ClientType, CodeRecord, GrantRecord, GrantRevocation, GrantType, Redemption, RefreshRecord,
+    ClientRecord, ClientType, CodeRecord, CurrentRefresh, GrantRecord, GrantRevocation, GrantType, Redemption,
+    RefreshRecord,
 };
 
 impl Tokens {
@@ -128,17 +130,17 @@ impl Tokens {
             })
             .await?;
         let refresh_token = if client.grant_types.contains(&GrantType::RefreshToken) {
-            let token = random_token(32);
+            let (token, family) = first_refresh_token();
             let refresh = RefreshRecord {
                 grant_id: grant.grant_id.clone(),
                 issued_at,
                 expires_at: issued_at.saturating_add(self.refresh_token_ttl(client)),
-                rotated: false,
+                current: CurrentRefresh::First,
                 dpop_jkt: dpop_jkt
                     .filter(|_| client.client_type == ClientType::Public)
                     .map(str::to_string),
             };
-            self.grants.put_refresh(&secret_hash(&token), &refresh).await?;
+            self.grants.put_refresh(&family, &refresh).await?;
             Some(token)
         } else {
             None

@@ -2,11 +2,12 @@
 
 use crate::oauth::dpop::{invalid_proof, Proof};
 use crate::oauth::oidc::IdTokenInput;
+use crate::oauth::refresh::PresentedRefresh;
 use crate::oauth::scope::Scope;
 use crate::oauth::token::Tokens;
 use crate::oauth::token::{TokenBinding, TokenResponse};
-use crate::oauth::{now, random_token, secret_hash, Error, ErrorCode};
-use crate::store::{ClientRecord, RefreshRecord, Rotation};
+use crate::oauth::{now, Error, ErrorCode};
+use crate::store::{ClientRecord, CurrentRefresh, RefreshRecord, Rotation};
 
 impl Tokens {
     /// Exchanges a refresh token for a new access token and a new refresh token. The old
@@ -22,10 +23,10 @@ impl Tokens {
     ) -> Result<TokenResponse, Error> {
         let dpop_jkt = proof.map(|p| p.jkt.as_str());
         let invalid = || Error::invalid_grant("the refresh token is invalid");
-        let old_hash = secret_hash(presented);
+        let presented = PresentedRefresh::parse(presented).ok_or_else(invalid)?;
         let (current, grant) = self
             .grants
-            .get_refresh_and_grant(&old_hash)
+            .get_refresh_and_grant(&presented.family)
             .await?
             .ok_or_else(invalid)?;
         let grant = grant.filter(|grant| !grant.revoked).ok_or_else(invalid)?;
@@ -64,13 +65,13 @@ impl Tokens {
             }
             None => granted,
         };
-        let new_token = random_token(32);
+        let (new_token, new_hash) = presented.successor();
         let issued_at = now();
         let next = RefreshRecord {
             grant_id: grant.grant_id.clone(),
             issued_at,
             expires_at: issued_at.saturating_add(self.refresh_token_ttl(client)),
-            rotated: false,
+            current: CurrentRefresh::Later(new_hash),
             // The family keeps its binding.
             dpop_jkt: current.dpop_jkt.clone(),
         };
@@ -80,13 +81,14 @@ impl Tokens {
         // Rotate first, sign after: the loser of a race, or a reused token, costs no signature.
         match self
             .grants
-            .rotate_refresh(&old_hash, &secret_hash(&new_token), &next)
+            .rotate_refresh(&presented.family, &presented.token, &next)
             .await?
         {
-            Rotation::Rotated(_) => {}
+            Rotation::Rotated => {}
             Rotation::Spent(spent) => {
                 // RFC 9700 §4.14.2: a spent token presented again has leaked; its whole family
-                // (every token of the grant) is revoked.
+                // (every token of the grant) is revoked. A token of the family that was never
+                // handed out counts too: only a holder of one of its tokens knows the family.
                 let revoked = self.grants.revoke_grant_once(&spent.grant_id).await?;
                 self.durability.durable().await?;
                 // Recorded once: by the request that revoked the family.
