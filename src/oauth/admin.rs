@@ -212,11 +212,10 @@ impl Provider {
     /// The longest access-token lifetime in seconds, a client's own included: how long a key
     /// that stopped signing must stay published (the rotation runbook's step 4).
     pub async fn longest_access_token_ttl(&self) -> Result<u64, Error> {
-        let clients = self.store.list_clients().await?;
-        Ok(clients
-            .iter()
-            .filter_map(|c| c.access_token_ttl)
-            .fold(self.config.access_token_ttl.as_secs(), u64::max))
+        let longest_own = self.store.longest_client_access_token_ttl().await?;
+        Ok(longest_own.map_or(self.config.access_token_ttl.as_secs(), |own| {
+            own.max(self.config.access_token_ttl.as_secs())
+        }))
     }
 
     /// How many unrevoked grants a client holds, counted among its first

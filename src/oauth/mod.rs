@@ -238,28 +238,36 @@ impl Provider {
     pub async fn purge_expired(&self) -> Result<crate::store::Purged, Error> {
         let now = now();
         let unused_cutoff = now - self.config.registration.unused_client_ttl.as_secs() as i64;
-        // The clients are read a page at a time, so the purge's memory does not grow with them.
-        let (mut unused_clients, mut longest) = (0, self.config.access_token_ttl.as_secs());
-        let mut pages = crate::store::ClientPages::new(self.store.as_ref());
-        while let Some(page) = pages.next().await? {
+        let unused_clients = self.purge_unused_registrations(unused_cutoff).await?;
+        let longest = i64::try_from(self.longest_access_token_ttl().await?).unwrap_or(i64::MAX);
+        let mut purged = self.store.purge_expired(now, now.saturating_sub(longest)).await?;
+        purged.clients = unused_clients;
+        purged.audit_entries = self.audit.purge_audit().await?;
+        Ok(purged)
+    }
+
+    /// Removes dynamically registered clients never used and created at or before `cutoff`,
+    /// oldest first, at most [`UNUSED_REGISTRATIONS_PER_PURGE`] a pass (the rest wait for the
+    /// next): read from an index, so a pass costs what it removes, not what is registered.
+    async fn purge_unused_registrations(&self, cutoff: i64) -> Result<u64, Error> {
+        const PAGE: usize = 500;
+        let mut removed = 0;
+        for _ in 0..UNUSED_REGISTRATIONS_PER_PURGE / PAGE {
+            let page = self.store.unused_registrations(cutoff, PAGE).await?;
             for client in &page {
-                let unused = client.registration_token_hash.is_some() && client.first_used_at.is_none();
-                if unused && client.created_at <= unused_cutoff && self.store.delete_client(&client.client_id).await? {
-                    unused_clients += 1;
+                if self.store.delete_client(&client.client_id).await? {
+                    removed += 1;
                     let target = audit::Target::client(client);
                     self.audit
                         .record(&audit::Caller::system(), "client.purge_unused", Some(target), "ok")
                         .await;
-                } else if let Some(ttl) = client.access_token_ttl {
-                    // The longest access token lifetime, a client's own included.
-                    longest = longest.max(ttl);
                 }
             }
+            if page.len() < PAGE {
+                break;
+            }
         }
-        let mut purged = self.store.purge_expired(now, now - longest as i64).await?;
-        purged.clients = unused_clients;
-        purged.audit_entries = self.audit.purge_audit().await?;
-        Ok(purged)
+        Ok(removed)
     }
 
     /// Copies the store and the keyring into the new folder `to` while serving (`tessera
@@ -322,6 +330,9 @@ pub struct Readiness {
 }
 
 /// A fresh random string of `bytes` bytes of entropy, base64url without padding.
+/// How many unused registrations one purge pass removes at most.
+const UNUSED_REGISTRATIONS_PER_PURGE: usize = 10_000;
+
 pub fn random_token(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
     // The system RNG failing is unrecoverable for a token server; ring documents it as

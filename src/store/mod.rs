@@ -532,6 +532,13 @@ pub trait ClientStore: Send + Sync {
     /// Atomic with respect to [`ClientStore::update_client`], which keeps a stored
     /// `first_used_at`: neither undoes the other.
     async fn mark_client_used(&self, client_id: &str, at: i64) -> Result<bool>;
+    /// The longest `access_token_ttl` a client sets for itself (`None`: no client sets one).
+    /// Reads an index: how long an access token may live decides what the purge keeps and
+    /// when a retired key may go, and neither may cost a read of every client.
+    async fn longest_client_access_token_ttl(&self) -> Result<Option<u64>>;
+    /// Up to `limit` dynamically registered clients never used (a registration token, no
+    /// `first_used_at`) created at or before `created_by`, oldest first. Reads an index.
+    async fn unused_registrations(&self, created_by: i64, limit: usize) -> Result<Vec<ClientRecord>>;
 }
 
 /// Users and their usernames, kept unique together.

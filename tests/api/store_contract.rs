@@ -436,6 +436,87 @@ async fn a_sled_folder_from_before_the_grant_indexes_lists_its_grants() {
     );
 }
 
+/// Issue 29: the purge and the key schedule find the longest access-token lifetime and the
+/// unused registrations through an index, kept right by every client write.
+#[tokio::test]
+async fn the_longest_access_token_lifetime_and_unused_registrations_follow_every_client_write() {
+    for_each_backend(|store| async move {
+        assert_eq!(store.longest_client_access_token_ttl().await.unwrap(), None);
+        assert!(store.unused_registrations(i64::MAX, 10).await.unwrap().is_empty());
+        let registered = |id: &str, created_at: i64| ClientRecord {
+            registration_token_hash: Some([3; 32]),
+            access_token_ttl: None,
+            created_at,
+            ..client(id, None)
+        };
+        for (id, ttl) in [("a", Some(60)), ("b", Some(7_200)), ("c", None), ("d", Some(300))] {
+            let mut c = client(id, None);
+            c.access_token_ttl = ttl;
+            assert!(store.insert_client(&c).await.unwrap());
+        }
+        assert_eq!(store.longest_client_access_token_ttl().await.unwrap(), Some(7_200));
+        let mut b = store.get_client("b").await.unwrap().unwrap();
+        b.access_token_ttl = Some(120);
+        assert!(store.update_client(&b).await.unwrap());
+        assert_eq!(store.longest_client_access_token_ttl().await.unwrap(), Some(300));
+        assert!(store.delete_client("d").await.unwrap());
+        assert_eq!(store.longest_client_access_token_ttl().await.unwrap(), Some(120));
+
+        for (id, at) in [("r3", 30), ("r1", 10), ("r2", 20), ("r2b", 20), ("r4", 40)] {
+            assert!(store.insert_client(&registered(id, at)).await.unwrap());
+        }
+        let unused = |by: i64, limit: usize| {
+            let store = store.clone();
+            async move {
+                let found = store.unused_registrations(by, limit).await.unwrap();
+                found.into_iter().map(|c| c.client_id).collect::<Vec<_>>()
+            }
+        };
+        assert_eq!(
+            unused(30, 10).await,
+            ["r1", "r2", "r2b", "r3"],
+            "oldest first, up to the cutoff"
+        );
+        assert_eq!(unused(30, 2).await, ["r1", "r2"]);
+        assert_eq!(unused(9, 10).await, Vec::<String>::new());
+        assert!(store.mark_client_used("r2", 50).await.unwrap());
+        // An update from a copy read before the first use keeps it used.
+        assert!(store.update_client(&registered("r2", 20)).await.unwrap());
+        assert!(store.delete_client("r1").await.unwrap());
+        assert_eq!(unused(i64::MAX, 10).await, ["r2b", "r3", "r4"]);
+        let mut r4 = store.get_client("r4").await.unwrap().unwrap();
+        r4.registration_token_hash = None;
+        assert!(store.update_client(&r4).await.unwrap());
+        assert_eq!(unused(i64::MAX, 10).await, ["r2b", "r3"]);
+    })
+    .await;
+}
+
+/// A sled folder from before the client facts gets them built once, at open.
+#[tokio::test]
+async fn a_sled_folder_from_before_the_client_facts_finds_them() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = SledStore::open(dir.path()).unwrap();
+        let mut registered = client("r1", None);
+        registered.registration_token_hash = Some([3; 32]);
+        registered.access_token_ttl = Some(900);
+        store.insert_client(&registered).await.unwrap();
+        store.insert_client(&client("c1", None)).await.unwrap();
+        store.durable().await.unwrap();
+    }
+    {
+        let db = sled::open(dir.path()).unwrap();
+        db.drop_tree("client_facts").unwrap();
+        db.open_tree("meta").unwrap().remove("client-facts").unwrap();
+        db.flush().unwrap();
+    }
+    let store = SledStore::open(dir.path()).unwrap();
+    assert_eq!(store.longest_client_access_token_ttl().await.unwrap(), Some(900));
+    let unused = store.unused_registrations(100, 10).await.unwrap();
+    assert_eq!(ids(&unused), ["r1"]);
+}
+
 /// A revocation racing the grant's first write (a replayed code while its first exchange writes
 /// the grant) never says "revoked already" of a grant it leaves live. On PostgreSQL the grant
 /// could appear between the revocation's update and its look-up, and was reported revoked.

@@ -54,6 +54,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0008_audit_terms.sql"),
     include_str!("migrations/0009_upgrades.sql"),
     include_str!("migrations/0010_refresh_families.sql"),
+    include_str!("migrations/0011_purge_indexes.sql"),
 ];
 
 /// The schema version this binary knows.
@@ -650,6 +651,30 @@ impl ClientStore for PgStore {
         self.records(
             "SELECT record FROM clients WHERE owner_user_id = $1 ORDER BY client_id",
             &[&user_id],
+        )
+        .await
+    }
+
+    async fn longest_client_access_token_ttl(&self) -> Result<Option<u64>> {
+        // The expression and the condition are those of the index `clients_by_access_ttl`.
+        let row = self
+            .query_opt(
+                "SELECT max((record ->> 'access_token_ttl')::bigint) FROM clients \
+                 WHERE record ->> 'access_token_ttl' IS NOT NULL",
+                &[],
+            )
+            .await?;
+        let longest: Option<i64> = row.and_then(|row| row.get(0));
+        Ok(longest.map(|ttl| ttl.max(0) as u64))
+    }
+
+    async fn unused_registrations(&self, created_by: i64, limit: usize) -> Result<Vec<ClientRecord>> {
+        // The expressions and the condition are those of the index `clients_unused_registrations`.
+        self.records(
+            "SELECT record FROM clients WHERE record ->> 'registration_token_hash' IS NOT NULL \
+             AND record ->> 'first_used_at' IS NULL AND (record ->> 'created_at')::bigint <= $1 \
+             ORDER BY (record ->> 'created_at')::bigint, client_id LIMIT $2",
+            &[&created_by, &(limit as i64)],
         )
         .await
     }

@@ -17,6 +17,9 @@
 //! - `devices`: SHA-256(device code) -> JSON `DeviceRecord`; `device_user_codes`:
 //!   SHA-256(user code) -> SHA-256(device code) (the unique user-code index)
 //!
+//! - `client_facts`: what the purge and the key schedule look clients up by (see
+//!   `client_fact_keys`)
+//!
 //! Clients read lately are also kept decoded in memory until written ([`ClientMemo`]), and
 //! every write takes a turn of the write gate, which a backup takes whole (`back_up`).
 //!
@@ -259,6 +262,8 @@ struct Trees {
     secrets: Tree,
     /// `owner_user_id \0 client_id` -> empty: the clients each user registered.
     client_owners: Tree,
+    /// What clients are looked up by besides id and owner ([`client_fact_keys`]).
+    client_facts: Tree,
     devices: Tree,
     device_user_codes: Tree,
     /// `AuditRecord::id` -> the entry: ids sort in time order.
@@ -432,6 +437,7 @@ impl SledStore {
             sessions: tree("sessions")?,
             secrets: tree("secrets")?,
             client_owners: tree("client_owners")?,
+            client_facts: tree("client_facts")?,
             devices: tree("devices")?,
             device_user_codes: tree("device_user_codes")?,
             audit: tree("audit")?,
@@ -485,6 +491,13 @@ impl Trees {
         self.build_index_once(b"client-owner-index", &self.clients, |t, client: ClientRecord| {
             if let Some(owner) = &client.owner_user_id {
                 t.client_owners.insert(owner_key(owner, &client.client_id), &[])?;
+            }
+            Ok(())
+        })?;
+        // Before issue 29 the purge and the key schedule read every client.
+        self.build_index_once(b"client-facts", &self.clients, |t, client: ClientRecord| {
+            for key in client_fact_keys(&client) {
+                t.client_facts.insert(key, &[])?;
             }
             Ok(())
         })?;
@@ -546,12 +559,50 @@ fn owner_key(user_id: &str, client_id: &str) -> Vec<u8> {
     [user_id.as_bytes(), &[0], client_id.as_bytes()].concat()
 }
 
+/// A client's keys in `client_facts`: `t`, its own access-token lifetime (u64 BE), its id, if
+/// it sets one (the last such key is the longest lifetime); `u`, its creation time (ordered
+/// BE), its id, while it is a registration never used (the purge's, oldest first).
+fn client_fact_keys(client: &ClientRecord) -> Vec<Vec<u8>> {
+    let id = client.client_id.as_bytes();
+    let mut keys = Vec::new();
+    if let Some(ttl) = client.access_token_ttl {
+        keys.push([b"t", &ttl.to_be_bytes()[..], id].concat());
+    }
+    if client.registration_token_hash.is_some() && client.first_used_at.is_none() {
+        keys.push([b"u", &ordered_time(client.created_at)[..], id].concat());
+    }
+    keys
+}
+
+/// `at` as 8 bytes that sort as the numbers do, negative ones first.
+fn ordered_time(at: i64) -> [u8; 8] {
+    ((at as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+/// Moves a client's `client_facts` keys from what `previous` had to what `current` has.
+fn refile_client_facts(
+    facts: &::sled::transaction::TransactionalTree,
+    previous: Option<&ClientRecord>,
+    current: Option<&ClientRecord>,
+) -> std::result::Result<(), ::sled::transaction::UnabortableTransactionError> {
+    let new = current.map(client_fact_keys).unwrap_or_default();
+    for key in previous.map(client_fact_keys).unwrap_or_default() {
+        if !new.contains(&key) {
+            facts.remove(key)?;
+        }
+    }
+    for key in new {
+        facts.insert(key, &[])?;
+    }
+    Ok(())
+}
+
 impl Trees {
     /// Writes `client` if `write` says so given the stored one (`None`: absent), keeping the
-    /// owner index and a stored `first_used_at`; returns whether it wrote.
+    /// owner index, the client facts and a stored `first_used_at`; returns whether it wrote.
     fn write_client(&self, client: &ClientRecord, write: fn(Option<&ClientRecord>) -> bool) -> Result<bool> {
-        (&self.clients, &self.client_owners)
-            .transaction(|(clients, owners)| {
+        (&self.clients, &self.client_owners, &self.client_facts)
+            .transaction(|(clients, owners, facts)| {
                 let previous = clients
                     .get(client.client_id.as_bytes())?
                     .map(|bytes| from_json::<ClientRecord>(&bytes))
@@ -565,6 +616,7 @@ impl Trees {
                     client.first_used_at = previous.as_ref().and_then(|p| p.first_used_at);
                 }
                 clients.insert(client.client_id.as_bytes(), to_json(&client).map_err(abort)?)?;
+                refile_client_facts(facts, previous.as_ref(), Some(&client))?;
                 let previous_owner = previous.and_then(|c| c.owner_user_id);
                 if previous_owner != client.owner_user_id {
                     if let Some(old) = &previous_owner {
@@ -596,13 +648,15 @@ impl Trees {
     }
 
     fn delete_client(&self, client_id: &str) -> Result<bool> {
-        (&self.clients, &self.client_owners)
-            .transaction(|(clients, owners)| {
+        (&self.clients, &self.client_owners, &self.client_facts)
+            .transaction(|(clients, owners, facts)| {
                 let Some(previous) = clients.remove(client_id.as_bytes())? else {
                     return Ok(false);
                 };
-                if let Some(owner) = from_json::<ClientRecord>(&previous).map_err(abort)?.owner_user_id {
-                    owners.remove(owner_key(&owner, client_id))?;
+                let previous = from_json::<ClientRecord>(&previous).map_err(abort)?;
+                refile_client_facts(facts, Some(&previous), None)?;
+                if let Some(owner) = &previous.owner_user_id {
+                    owners.remove(owner_key(owner, client_id))?;
                 }
                 Ok(true)
             })
@@ -622,20 +676,44 @@ impl Trees {
     }
 
     fn mark_client_used(&self, client_id: &str, at: i64) -> Result<bool> {
-        self.clients
-            .transaction(|clients| {
+        (&self.clients, &self.client_facts)
+            .transaction(|(clients, facts)| {
                 let Some(bytes) = clients.get(client_id.as_bytes())? else {
                     return Ok(false);
                 };
-                let mut client: ClientRecord = from_json(&bytes).map_err(abort)?;
-                if client.first_used_at.is_some() {
+                let previous: ClientRecord = from_json(&bytes).map_err(abort)?;
+                if previous.first_used_at.is_some() {
                     return Ok(false);
                 }
-                client.first_used_at = Some(at);
+                let client = ClientRecord {
+                    first_used_at: Some(at),
+                    ..previous.clone()
+                };
                 clients.insert(client_id.as_bytes(), to_json(&client).map_err(abort)?)?;
+                refile_client_facts(facts, Some(&previous), Some(&client))?;
                 Ok(true)
             })
             .map_err(tx_error)
+    }
+
+    fn longest_client_access_token_ttl(&self) -> Result<Option<u64>> {
+        let Some((key, _)) = self.client_facts.scan_prefix(b"t").next_back().transpose()? else {
+            return Ok(None);
+        };
+        Ok(key.get(1..9).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes))
+    }
+
+    fn unused_registrations(&self, created_by: i64, limit: usize) -> Result<Vec<ClientRecord>> {
+        let end = [b"u", &ordered_time(created_by)[..], &[0xff]].concat();
+        let mut clients = Vec::new();
+        for key in self.client_facts.range(&b"u"[..]..&end[..]).keys().take(limit) {
+            let key = key?;
+            // The last byte of `end` sorts after every id's first byte (ids are text).
+            if let Some(client) = Self::get(&self.clients, &key[9..])? {
+                clients.push(client);
+            }
+        }
+        Ok(clients)
     }
 }
 
@@ -1388,6 +1466,12 @@ impl ClientStore for SledStore {
         let marked = self.trees.mark_client_used(client_id, at);
         self.client_memo.forget(client_id);
         marked
+    }
+    async fn longest_client_access_token_ttl(&self) -> Result<Option<u64>> {
+        self.trees.longest_client_access_token_ttl()
+    }
+    async fn unused_registrations(&self, created_by: i64, limit: usize) -> Result<Vec<ClientRecord>> {
+        self.trees.unused_registrations(created_by, limit)
     }
 }
 
