@@ -463,6 +463,10 @@ pub enum GrantRevocation {
     Unknown,
 }
 
+/// How many refresh families, and how many grants, one [`Store::purge_expired`] looks at at
+/// most; the rest wait for the next pass.
+pub const PURGE_BATCH: usize = 50_000;
+
 /// Outcome of exchanging a refresh token ([`GrantStore::rotate_refresh`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rotation {
@@ -1017,10 +1021,13 @@ pub trait Store:
     async fn count_active_refresh_tokens(&self, now: i64) -> Result<u64>;
     /// Removes what can no longer be used at `now`. `access_cutoff` is the moment before
     /// which every access token issued has expired. Removed: expired codes, sessions and
-    /// device authorizations, revocation entries of expired access tokens, refresh tokens
-    /// (spent or not) that have expired and were issued before `access_cutoff`, and grants
-    /// created before `access_cutoff` with no refresh token left. A grant with a live access
-    /// token is never removed, since its access tokens are checked against it. A full scan; meant for a
+    /// device authorizations, revocation entries of expired access tokens, refresh families
+    /// whose current token has expired and was issued before `access_cutoff` (with their
+    /// grant, unless a family from before families still holds it), and grants created
+    /// before `access_cutoff` that never had a refresh family. A grant with a live access
+    /// token is never removed, since its access tokens are checked against it. Families and
+    /// grants are found through indexes by when they become due, at most [`PURGE_BATCH`] of
+    /// each a call: a call's work follows what expired, not what is stored. Meant for a
     /// background task.
     async fn purge_expired(&self, now: i64, access_cutoff: i64) -> Result<Purged>;
     /// How many records the store holds, all kinds together (indexes included).

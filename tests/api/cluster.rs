@@ -1132,16 +1132,8 @@ async fn an_audit_trail_from_before_its_index_is_found_by_every_filter() {
         .await
         .unwrap();
     // Back to version 7: the trail without its terms (and without what later versions add).
-    let (db, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
-    tokio::spawn(connection);
-    db.batch_execute(
-        "DROP TRIGGER audit_terms_on_insert ON audit; DROP FUNCTION audit_terms_on_insert(); \
-         DROP FUNCTION audit_terms_of(text, jsonb); DROP TABLE audit_terms, upgrades; \
-         DELETE FROM tessera_schema WHERE version >= 8",
-    )
-    .await
-    .unwrap();
-    assert_eq!(store.migrate().await.unwrap(), [8, 9]);
+    back_to_schema(&url, 7).await;
+    assert_eq!(store.migrate().await.unwrap(), [8, 9, 10, 11, 12]);
     let found = |actor: Option<&str>, action: Option<&str>, target: Option<&str>| {
         let filter = AuditFilter {
             actor: actor.map(str::to_string),
@@ -1173,6 +1165,103 @@ async fn an_audit_trail_from_before_its_index_is_found_by_every_filter() {
         .await
         .unwrap();
     assert_eq!(found(Some("olivia"), None, None).await, [4, 1]);
+}
+
+/// Undoes the migrations after `version`, newest first, as if the database were that old.
+async fn back_to_schema(url: &str, version: i64) {
+    const UNDO: &[(i64, &str)] = &[
+        (
+            12,
+            "DROP TRIGGER refresh_tokens_purge_at ON refresh_tokens; DROP FUNCTION refresh_tokens_purge_at(); \
+             ALTER TABLE refresh_tokens DROP COLUMN purge_at; DROP TRIGGER grants_due_at ON grants; \
+             DROP FUNCTION grants_due_at(); ALTER TABLE grants DROP COLUMN due_at; \
+             DROP INDEX codes_by_expiry, sessions_by_expiry, revoked_access_by_expiry, scratch_by_expiry",
+        ),
+        (11, "DROP INDEX clients_by_access_ttl, clients_unused_registrations"),
+        (10, "ALTER TABLE refresh_tokens DROP COLUMN current_hash"),
+        (9, "DROP TABLE upgrades"),
+        (
+            8,
+            "DROP TRIGGER audit_terms_on_insert ON audit; DROP FUNCTION audit_terms_on_insert(); \
+             DROP FUNCTION audit_terms_of(text, jsonb); DROP TABLE audit_terms",
+        ),
+    ];
+    let (db, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    for (undone, sql) in UNDO.iter().filter(|(v, _)| *v > version) {
+        db.batch_execute(sql).await.unwrap();
+        db.execute("DELETE FROM tessera_schema WHERE version = $1", &[undone])
+            .await
+            .unwrap();
+    }
+}
+
+/// A database from before refresh families and the purge's indexes (version 9): a spent
+/// token's row beside its successor's, a grant without refresh tokens. After the upgrade the
+/// successor refreshes in place, the spent token stays spent, and the purge finds what is
+/// due: the expired family goes with its grant, the grant that never had a family goes, the
+/// rest stays (issue 29).
+#[tokio::test]
+async fn a_database_from_before_refresh_families_keeps_its_tokens_and_purges_by_index() {
+    use tessera::store::{CurrentRefresh, RefreshRecord, Rotation};
+    let url = crate::postgres::PgServer::shared().create_database().await;
+    let store = open_database(&url).await;
+    store.migrate().await.unwrap();
+    back_to_schema(&url, 9).await;
+    let (db, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    db.batch_execute(
+        "INSERT INTO grants (grant_id, client_id, user_id, scope, audience, auth_time, created_at, revoked, amr) VALUES \
+           ('live', 'c', 'u', 'read', 'a', 1, 100, false, '{pwd}'), \
+           ('stale', 'c', 'u', 'read', 'a', 1, 100, false, '{pwd}'), \
+           ('bare', 'c', 'u', 'read', 'a', 1, 100, false, '{pwd}'), \
+           ('new', 'c', 'u', 'read', 'a', 1, 950, false, '{pwd}'); \
+         INSERT INTO refresh_tokens (token_hash, grant_id, issued_at, expires_at, rotated) VALUES \
+           ('\\x0101010101010101010101010101010101010101010101010101010101010101', 'live', 100, 5000, true), \
+           ('\\x0202020202020202020202020202020202020202020202020202020202020202', 'live', 200, 5000, false), \
+           ('\\x0303030303030303030303030303030303030303030303030303030303030303', 'stale', 100, 500, false);",
+    )
+    .await
+    .unwrap();
+    assert_eq!(store.migrate().await.unwrap(), [10, 11, 12]);
+    let spent = store.get_refresh(&[1; 32]).await.unwrap().unwrap();
+    assert_eq!(spent.current, CurrentRefresh::Spent);
+    let successor = store.get_refresh(&[2; 32]).await.unwrap().unwrap();
+    assert_eq!(successor.current, CurrentRefresh::First);
+    let next = RefreshRecord {
+        current: CurrentRefresh::Later([9; 32]),
+        issued_at: 300,
+        expires_at: 6000,
+        ..successor
+    };
+    assert_eq!(
+        store.rotate_refresh(&[2; 32], &[2; 32], &next).await.unwrap(),
+        Rotation::Rotated
+    );
+    assert!(matches!(
+        store.rotate_refresh(&[1; 32], &[1; 32], &next).await.unwrap(),
+        Rotation::Spent(_)
+    ));
+    let purged = store.purge_expired(1000, 900).await.unwrap();
+    assert_eq!((purged.refresh_tokens, purged.grants), (1, 2), "{purged:?}");
+    assert!(store.get_grant("stale").await.unwrap().is_none());
+    assert!(store.get_grant("bare").await.unwrap().is_none());
+    for kept in ["live", "new"] {
+        assert!(store.get_grant(kept).await.unwrap().is_some(), "{kept}");
+    }
+    assert_eq!(store.get_refresh(&[2; 32]).await.unwrap(), Some(next));
+    // Rows a node of the earlier version inserts get their purge time from the triggers.
+    db.batch_execute(
+        "INSERT INTO grants (grant_id, client_id, user_id, scope, audience, auth_time, created_at, revoked, amr) VALUES \
+           ('old-node', 'c', 'u', 'read', 'a', 1, 100, false, '{pwd}'); \
+         INSERT INTO refresh_tokens (token_hash, grant_id, issued_at, expires_at, rotated) VALUES \
+           ('\\x0404040404040404040404040404040404040404040404040404040404040404', 'old-node', 100, 500, false);",
+    )
+    .await
+    .unwrap();
+    let purged = store.purge_expired(1000, 900).await.unwrap();
+    assert_eq!((purged.refresh_tokens, purged.grants), (1, 1), "{purged:?}");
+    assert!(store.get_grant("old-node").await.unwrap().is_none());
 }
 
 /// A client in use is re-read in the background before its cached copy expires (issue 29):

@@ -914,6 +914,86 @@ async fn a_purge_removes_exactly_what_can_no_longer_be_used() {
     .await;
 }
 
+/// Issue 29: the purge finds families and grants by when they become due. A family rotated
+/// since is filed again rather than removed; a spent record from before families goes without
+/// the grant its successor holds; each goes with its grant once nothing can use it.
+#[tokio::test]
+async fn a_purge_follows_rotations_and_keeps_a_grant_another_family_holds() {
+    for_each_backend(|store| async move {
+        let record = |grant_id: &str, issued_at: i64, expires_at: i64, current| RefreshRecord {
+            current,
+            ..refresh(grant_id, issued_at, expires_at)
+        };
+        store.put_grant(&grant("g1", "u1", "c1", 100)).await.unwrap();
+        store.put_refresh(&[1; 32], &refresh("g1", 100, 500)).await.unwrap();
+        let rotated = record("g1", 950, 5000, CurrentRefresh::Later([2; 32]));
+        assert_eq!(
+            store.rotate_refresh(&[1; 32], &[1; 32], &rotated).await.unwrap(),
+            Rotation::Rotated
+        );
+        store.put_grant(&grant("g2", "u1", "c1", 100)).await.unwrap();
+        store
+            .put_refresh(&[3; 32], &record("g2", 100, 400, CurrentRefresh::Spent))
+            .await
+            .unwrap();
+        store
+            .put_refresh(&[4; 32], &record("g2", 400, 5000, CurrentRefresh::First))
+            .await
+            .unwrap();
+
+        let purged = store.purge_expired(1000, 900).await.unwrap();
+        assert_eq!((purged.refresh_tokens, purged.grants), (1, 0), "{purged:?}");
+        assert_eq!(store.get_refresh(&[1; 32]).await.unwrap(), Some(rotated));
+        assert_eq!(store.get_refresh(&[3; 32]).await.unwrap(), None);
+        assert!(store.get_refresh(&[4; 32]).await.unwrap().is_some());
+        for kept in ["g1", "g2"] {
+            assert!(store.get_grant(kept).await.unwrap().is_some(), "{kept}");
+        }
+        let again = store.purge_expired(1000, 900).await.unwrap();
+        assert_eq!(again.total(), 0, "{again:?}");
+
+        let later = store.purge_expired(6000, 5900).await.unwrap();
+        assert_eq!((later.refresh_tokens, later.grants), (2, 2), "{later:?}");
+        for gone in ["g1", "g2"] {
+            assert!(store.get_grant(gone).await.unwrap().is_none(), "{gone}");
+        }
+        assert!(store.grants_page(Some("u1"), None, None, 10).await.unwrap().is_empty());
+        assert_eq!(store.purge_expired(6000, 5900).await.unwrap().total(), 0);
+    })
+    .await;
+}
+
+/// A sled folder from before the purge's indexes gets them built once, at open: its expired
+/// family and its grant without one are found.
+#[tokio::test]
+async fn a_sled_folder_from_before_the_purge_indexes_is_purged() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = SledStore::open(dir.path()).unwrap();
+        store.put_grant(&grant("stale", "u1", "c1", 100)).await.unwrap();
+        store.put_refresh(&[1; 32], &refresh("stale", 100, 500)).await.unwrap();
+        store.put_grant(&grant("bare", "u1", "c1", 100)).await.unwrap();
+        store.put_grant(&grant("live", "u1", "c1", 100)).await.unwrap();
+        store.put_refresh(&[2; 32], &refresh("live", 100, 5000)).await.unwrap();
+        store.durable().await.unwrap();
+    }
+    {
+        let db = sled::open(dir.path()).unwrap();
+        for tree in ["refresh_due", "grants_due", "grant_families"] {
+            db.drop_tree(tree).unwrap();
+        }
+        let meta = db.open_tree("meta").unwrap();
+        meta.remove("purge-indexes").unwrap();
+        meta.remove("grants-due").unwrap();
+        db.flush().unwrap();
+    }
+    let store = SledStore::open(dir.path()).unwrap();
+    let purged = store.purge_expired(1000, 900).await.unwrap();
+    assert_eq!((purged.refresh_tokens, purged.grants), (1, 2), "{purged:?}");
+    assert!(store.get_grant("live").await.unwrap().is_some());
+    assert!(store.get_refresh(&[2; 32]).await.unwrap().is_some());
+}
+
 #[tokio::test]
 async fn a_one_time_upgrade_is_remembered_by_name() {
     for_each_backend(|store| async move {

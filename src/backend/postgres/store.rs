@@ -55,6 +55,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0009_upgrades.sql"),
     include_str!("migrations/0010_refresh_families.sql"),
     include_str!("migrations/0011_purge_indexes.sql"),
+    include_str!("migrations/0012_purge_due.sql"),
 ];
 
 /// The schema version this binary knows.
@@ -502,6 +503,78 @@ async fn update_device_row(
     Ok(Ok(Some(device)))
 }
 
+/// Rows one purge statement looks at: short statements, so no lock is held for long.
+const PURGE_STATEMENT_ROWS: i64 = 5_000;
+
+/// Looks at the refresh families due by `now` (`purge_at`), at most [`PURGE_BATCH`]: one that
+/// cannot be used any more goes, with its grant unless another family of the grant is still
+/// kept (rows from before families); one rotated since it was filed is filed again for when
+/// its current token may be purged. Returns the families and the grants removed.
+async fn purge_families(client: &tokio_postgres::Client, now: i64, access_cutoff: i64) -> Result<(u64, u64)> {
+    let (mut families, mut grants) = (0, 0);
+    for _ in 0..PURGE_BATCH as i64 / PURGE_STATEMENT_ROWS {
+        let row = client
+            .query_one(
+                "WITH due AS ( \
+                   SELECT token_hash FROM refresh_tokens WHERE purge_at <= $1 ORDER BY purge_at LIMIT $3 \
+                   FOR UPDATE SKIP LOCKED \
+                 ), gone AS ( \
+                   DELETE FROM refresh_tokens r USING due WHERE r.token_hash = due.token_hash \
+                   AND r.expires_at <= $1 AND r.issued_at <= $2 RETURNING r.grant_id \
+                 ), refiled AS ( \
+                   UPDATE refresh_tokens r SET purge_at = greatest(r.expires_at, r.issued_at + ($1 - $2), $1 + 1) \
+                   FROM due WHERE r.token_hash = due.token_hash AND NOT (r.expires_at <= $1 AND r.issued_at <= $2) \
+                   RETURNING 1 \
+                 ), grants_gone AS ( \
+                   DELETE FROM grants g WHERE g.grant_id IN (SELECT grant_id FROM gone) AND g.created_at <= $2 \
+                   AND NOT EXISTS (SELECT 1 FROM refresh_tokens o WHERE o.grant_id = g.grant_id \
+                     AND NOT (o.expires_at <= $1 AND o.issued_at <= $2)) \
+                   RETURNING 1 \
+                 ) SELECT (SELECT count(*) FROM due), (SELECT count(*) FROM gone), (SELECT count(*) FROM grants_gone)",
+                &[&now, &access_cutoff, &PURGE_STATEMENT_ROWS],
+            )
+            .await
+            .map_err(database)?;
+        let (due, gone, grants_gone): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+        families += gone as u64;
+        grants += grants_gone as u64;
+        if due < PURGE_STATEMENT_ROWS {
+            break;
+        }
+    }
+    Ok((families, grants))
+}
+
+/// Looks at the grants created by `access_cutoff` that are due (`due_at`), at most
+/// [`PURGE_BATCH`]: one without a refresh family goes; one with a family is no longer due (it
+/// goes with its family). Returns the grants removed.
+async fn purge_grants_without_family(client: &tokio_postgres::Client, access_cutoff: i64) -> Result<u64> {
+    let mut grants = 0;
+    for _ in 0..PURGE_BATCH as i64 / PURGE_STATEMENT_ROWS {
+        let row = client
+            .query_one(
+                "WITH due AS ( \
+                   SELECT grant_id FROM grants WHERE due_at <= $1 ORDER BY due_at LIMIT $2 FOR UPDATE SKIP LOCKED \
+                 ), gone AS ( \
+                   DELETE FROM grants g USING due WHERE g.grant_id = due.grant_id \
+                   AND NOT EXISTS (SELECT 1 FROM refresh_tokens r WHERE r.grant_id = g.grant_id) RETURNING 1 \
+                 ), kept AS ( \
+                   UPDATE grants g SET due_at = NULL FROM due WHERE g.grant_id = due.grant_id \
+                   AND EXISTS (SELECT 1 FROM refresh_tokens r WHERE r.grant_id = g.grant_id) RETURNING 1 \
+                 ) SELECT (SELECT count(*) FROM due), (SELECT count(*) FROM gone)",
+                &[&access_cutoff, &PURGE_STATEMENT_ROWS],
+            )
+            .await
+            .map_err(database)?;
+        let (due, gone): (i64, i64) = (row.get(0), row.get(1));
+        grants += gone as u64;
+        if due < PURGE_STATEMENT_ROWS {
+            break;
+        }
+    }
+    Ok(grants)
+}
+
 /// Deletes what can no longer be used, one kind at a time (each delete is its own statement,
 /// so no long transaction holds locks against requests).
 async fn purge(client: &tokio_postgres::Client, now: i64, access_cutoff: i64) -> Result<Purged> {
@@ -512,17 +585,8 @@ async fn purge(client: &tokio_postgres::Client, now: i64, access_cutoff: i64) ->
     let codes = delete("DELETE FROM codes WHERE expires_at <= $1", vec![now]).await?;
     let sessions = delete("DELETE FROM sessions WHERE expires_at <= $1", vec![now]).await?;
     let revoked_access = delete("DELETE FROM revoked_access WHERE expires_at <= $1", vec![now]).await?;
-    let refresh_tokens = delete(
-        "DELETE FROM refresh_tokens WHERE expires_at <= $1 AND issued_at <= $2",
-        vec![now, access_cutoff],
-    )
-    .await?;
-    let grants = delete(
-        "DELETE FROM grants g WHERE created_at <= $1 \
-         AND NOT EXISTS (SELECT 1 FROM refresh_tokens r WHERE r.grant_id = g.grant_id)",
-        vec![access_cutoff],
-    )
-    .await?;
+    let (refresh_tokens, family_grants) = purge_families(client, now, access_cutoff).await?;
+    let grants = family_grants + purge_grants_without_family(client, access_cutoff).await?;
     let device_authorizations = delete("DELETE FROM device_authorizations WHERE expires_at <= $1", vec![now]).await?;
     delete("DELETE FROM scratch WHERE expires_at <= $1", vec![now]).await?;
     delete("DELETE FROM counters WHERE expires_at_ms <= $1", vec![now * 1000]).await?;

@@ -19,6 +19,9 @@
 //!
 //! - `client_facts`: what the purge and the key schedule look clients up by (see
 //!   `client_fact_keys`)
+//! - `refresh_due`: ordered time NUL-free, SHA-256(family id) -> empty, and `grants_due`:
+//!   ordered creation time, grant_id -> empty: when the purge should look at a family or a
+//!   grant (`due_key`); `grant_families`: grant_id -> SHA-256(family id)
 //!
 //! Clients read lately are also kept decoded in memory until written ([`ClientMemo`]), and
 //! every write takes a turn of the write gate, which a backup takes whole (`back_up`).
@@ -264,6 +267,12 @@ struct Trees {
     client_owners: Tree,
     /// What clients are looked up by besides id and owner ([`client_fact_keys`]).
     client_facts: Tree,
+    /// When each refresh family becomes due for the purge: ordered time, family -> empty.
+    refresh_due: Tree,
+    /// When each grant becomes due: ordered creation time, grant id -> empty.
+    grants_due: Tree,
+    /// Each grant's refresh family: grant id -> SHA-256(family id).
+    grant_families: Tree,
     devices: Tree,
     device_user_codes: Tree,
     /// `AuditRecord::id` -> the entry: ids sort in time order.
@@ -438,6 +447,9 @@ impl SledStore {
             secrets: tree("secrets")?,
             client_owners: tree("client_owners")?,
             client_facts: tree("client_facts")?,
+            refresh_due: tree("refresh_due")?,
+            grants_due: tree("grants_due")?,
+            grant_families: tree("grant_families")?,
             devices: tree("devices")?,
             device_user_codes: tree("device_user_codes")?,
             audit: tree("audit")?,
@@ -509,6 +521,21 @@ impl Trees {
         self.build_index_once(b"audit-terms", &self.audit, |t, entry: AuditRecord| {
             t.index_audit(&entry)
         })?;
+        // Before issue 29 the purge read every refresh token and every grant.
+        if self.meta.get(PURGE_INDEXES)?.is_none() {
+            for entry in self.refresh_tokens.iter() {
+                let (family, value) = entry?;
+                if let Ok(record) = decode_refresh(&value) {
+                    self.file_family(&family, &record)?;
+                }
+            }
+            self.build_index_once(b"grants-due", &self.grants, |t, grant: GrantRecord| {
+                t.grants_due
+                    .insert(due_key(grant.created_at, grant.grant_id.as_bytes()), &[])?;
+                Ok(())
+            })?;
+            self.meta.insert(PURGE_INDEXES, &[])?;
+        }
         Ok(self)
     }
 
@@ -552,6 +579,27 @@ impl Trees {
     fn get<T: DeserializeOwned>(tree: &Tree, key: &[u8]) -> Result<Option<T>> {
         tree.get(key)?.map(|v| from_json(&v)).transpose()
     }
+}
+
+/// Removes `key` if it still holds `value`: the purge removes by compare-and-swap on what it
+/// read, so a record rewritten meanwhile (a code being redeemed, a token rotated) is left for
+/// the next purge.
+fn remove_if(tree: &Tree, key: &[u8], value: &[u8]) -> Result<bool> {
+    Ok(tree.compare_and_swap(key, Some(value), None::<&[u8]>)?.is_ok())
+}
+
+/// The `meta` marker of the purge's indexes (`refresh_due`, `grants_due`, `grant_families`).
+const PURGE_INDEXES: &[u8] = b"purge-indexes";
+
+/// A key of `refresh_due` or `grants_due`: when, then what.
+fn due_key(at: i64, what: &[u8]) -> Vec<u8> {
+    [&ordered_time(at)[..], what].concat()
+}
+
+/// A key after every due key of moments up to `at`: 33 bytes 0xff sort after every family
+/// hash (32 bytes) and every grant id (text, never a 0xff byte).
+fn due_end(at: i64) -> Vec<u8> {
+    [&ordered_time(at)[..], &[0xff; 33][..]].concat()
 }
 
 /// The owner index's key: the user, a separator no id contains, the client.
@@ -865,9 +913,10 @@ impl Trees {
     }
 
     /// The index entries of a grant: (index, key) for each of its three indexes.
-    fn grant_index_keys<'t>(&'t self, grant: &GrantRecord) -> [(&'t Tree, Vec<u8>); 3] {
+    fn grant_index_keys<'t>(&'t self, grant: &GrantRecord) -> [(&'t Tree, Vec<u8>); 4] {
         let id = grant.grant_id.as_bytes();
         [
+            (&self.grants_due, due_key(grant.created_at, id)),
             (
                 &self.user_grants,
                 [&consent_key(&grant.user_id, &grant.client_id)[..], &[0], id].concat(),
@@ -1018,8 +1067,28 @@ impl Trees {
         })
     }
 
-    fn put_refresh(&self, token_hash: &SecretHash, token: &RefreshRecord) -> Result<()> {
-        self.refresh_tokens.insert(token_hash, encode_refresh(token))?;
+    fn put_refresh(&self, family: &SecretHash, token: &RefreshRecord) -> Result<()> {
+        // The indexes first: a crash in between leaves an entry the purge drops, never a
+        // family the purge cannot find.
+        if !self.refresh_tokens.contains_key(family)? {
+            self.file_family(family, token)?;
+        }
+        self.refresh_tokens.insert(family, encode_refresh(token))?;
+        Ok(())
+    }
+
+    /// Lists a new family in the purge's indexes: due when its token expires, and its grant's
+    /// family (a spent record from before families yields to a live one).
+    fn file_family(&self, family: &[u8], token: &RefreshRecord) -> Result<()> {
+        let grant = token.grant_id.as_bytes();
+        if token.current == CurrentRefresh::Spent {
+            let _ = self
+                .grant_families
+                .compare_and_swap(grant, None::<&[u8]>, Some(family))?;
+        } else {
+            self.grant_families.insert(grant, family)?;
+        }
+        self.refresh_due.insert(due_key(token.expires_at, family), &[])?;
         Ok(())
     }
 
@@ -1274,11 +1343,6 @@ impl Trees {
 
     fn purge_expired(&self, now: i64, access_cutoff: i64) -> Result<Purged> {
         let mut purged = Purged::default();
-        // Removal is by compare-and-swap on the value read, so a record rewritten meanwhile
-        // (a code being redeemed, a token rotated) is left for the next purge.
-        let remove_if = |tree: &Tree, key: &[u8], value: &[u8]| -> Result<bool> {
-            Ok(tree.compare_and_swap(key, Some(value), None::<&[u8]>)?.is_ok())
-        };
         for entry in self.codes.iter() {
             let (key, value) = entry?;
             let expired = from_json::<CodeRecord>(&value).map_or(true, |c| c.expires_at <= now);
@@ -1298,21 +1362,6 @@ impl Trees {
                 }
             }
         }
-        let mut live_grants = std::collections::HashSet::new();
-        for entry in self.refresh_tokens.iter() {
-            let (key, value) = entry?;
-            match decode_refresh(&value) {
-                // Kept while it may be used, or an access token issued with it may be alive.
-                Ok(record) if record.expires_at > now || record.issued_at > access_cutoff => {
-                    live_grants.insert(record.grant_id);
-                }
-                _ => {
-                    if remove_if(&self.refresh_tokens, &key, &value)? {
-                        purged.refresh_tokens += 1;
-                    }
-                }
-            }
-        }
         for entry in self.revoked_access.iter() {
             let (key, value) = entry?;
             let expires_at = value.as_ref().try_into().map(i64::from_be_bytes).unwrap_or(i64::MIN);
@@ -1327,21 +1376,114 @@ impl Trees {
                 purged.sessions += 1;
             }
         }
-        for entry in self.grants.iter() {
-            let (key, value) = entry?;
-            let Ok(grant) = from_json::<GrantRecord>(&value) else {
-                continue;
-            };
-            if grant.created_at <= access_cutoff && !live_grants.contains(&grant.grant_id) {
-                if remove_if(&self.grants, &key, &value)? {
-                    purged.grants += 1;
-                }
-                for (index, key) in self.grant_index_keys(&grant) {
-                    index.remove(key)?;
+        self.purge_families(now, access_cutoff, &mut purged)?;
+        self.purge_grants_without_family(access_cutoff, &mut purged)?;
+        Ok(purged)
+    }
+
+    /// Looks at the refresh families due by `now`, oldest first, at most [`PURGE_BATCH`]: one
+    /// that cannot be used any more goes, with its grant; one rotated since it was filed is
+    /// filed again for when its current token may be purged.
+    fn purge_families(&self, now: i64, access_cutoff: i64, purged: &mut Purged) -> Result<()> {
+        let due: Vec<_> = self
+            .refresh_due
+            .range(..due_end(now))
+            .keys()
+            .take(PURGE_BATCH)
+            .collect();
+        for key in due {
+            let key = key?;
+            let family = &key[8..];
+            if let Some(value) = self.refresh_tokens.get(family)? {
+                match decode_refresh(&value) {
+                    // Kept while it may be used, or an access token issued with it may be alive.
+                    Ok(record) if record.expires_at > now || record.issued_at > access_cutoff => {
+                        let window = now.saturating_sub(access_cutoff);
+                        let again = record
+                            .expires_at
+                            .max(record.issued_at.saturating_add(window))
+                            .max(now + 1);
+                        self.refresh_due.insert(due_key(again, family), &[])?;
+                    }
+                    record => {
+                        if !remove_if(&self.refresh_tokens, family, &value)? {
+                            continue; // rotated meanwhile: looked at again next time
+                        }
+                        purged.refresh_tokens += 1;
+                        if let Ok(record) = record {
+                            self.purge_family_grant(&record.grant_id, family, access_cutoff, purged)?;
+                        }
+                    }
                 }
             }
+            self.refresh_due.remove(&key)?;
         }
-        Ok(purged)
+        Ok(())
+    }
+
+    /// The grant of a family just purged goes too, unless another family holds it (records
+    /// from before families: a spent token's record beside its successor's).
+    fn purge_family_grant(&self, grant_id: &str, family: &[u8], access_cutoff: i64, purged: &mut Purged) -> Result<()> {
+        match self.grant_families.get(grant_id)? {
+            Some(holder) if holder != family => return Ok(()),
+            Some(_) => {
+                remove_if(&self.grant_families, grant_id.as_bytes(), family)?;
+            }
+            None => {}
+        }
+        self.purge_grant(grant_id, access_cutoff, purged)?;
+        Ok(())
+    }
+
+    /// Looks at the grants created by `access_cutoff` that are due, oldest first, at most
+    /// [`PURGE_BATCH`]: one without a refresh family goes; one with a family leaves the list
+    /// (it goes with its family).
+    fn purge_grants_without_family(&self, access_cutoff: i64, purged: &mut Purged) -> Result<()> {
+        let due: Vec<_> = self
+            .grants_due
+            .range(..due_end(access_cutoff))
+            .keys()
+            .take(PURGE_BATCH)
+            .collect();
+        for key in due {
+            let key = key?;
+            let grant_id = String::from_utf8_lossy(&key[8..]).into_owned();
+            let has_family = match self.grant_families.get(grant_id.as_bytes())? {
+                Some(family) => self.refresh_tokens.contains_key(family)?,
+                None => false,
+            };
+            if !has_family && !self.purge_grant(&grant_id, access_cutoff, purged)? {
+                continue; // changed meanwhile: looked at again next time
+            }
+            self.grants_due.remove(&key)?;
+        }
+        Ok(())
+    }
+
+    /// Removes a grant created by `access_cutoff`, with its index entries; false if it changed
+    /// while being read (it stays, for the next pass).
+    fn purge_grant(&self, grant_id: &str, access_cutoff: i64, purged: &mut Purged) -> Result<bool> {
+        let Some(value) = self.grants.get(grant_id.as_bytes())? else {
+            return Ok(true);
+        };
+        let Ok(grant) = from_json::<GrantRecord>(&value) else {
+            return Ok(true);
+        };
+        if grant.created_at > access_cutoff {
+            return Ok(true);
+        }
+        if !remove_if(&self.grants, grant_id.as_bytes(), &value)? {
+            // Listed as due, so the next pass looks again (its family, if any, is gone).
+            self.grants_due
+                .insert(due_key(grant.created_at, grant_id.as_bytes()), &[])?;
+            return Ok(false);
+        }
+        purged.grants += 1;
+        for (index, key) in self.grant_index_keys(&grant) {
+            index.remove(key)?;
+        }
+        self.grant_families.remove(grant_id.as_bytes())?;
+        Ok(true)
     }
 
     fn record_count(&self) -> Result<u64> {
