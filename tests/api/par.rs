@@ -132,7 +132,9 @@ async fn parameters_in_the_query_beside_a_request_uri_are_ignored() {
 async fn a_request_uri_must_be_ours_unexpired_and_the_clients() {
     let dirs = tempfile::tempdir().unwrap();
     let mut config = test_config(&dirs);
-    config.par_ttl = Duration::from_secs(1);
+    // Two seconds: times count in whole seconds, so a one-second lifetime can be over within
+    // milliseconds of the push on a loaded machine.
+    config.par_ttl = Duration::from_secs(2);
     let app = spawn_app_with(config, dirs).await;
     let pkce = Pkce::new();
 
@@ -164,7 +166,7 @@ async fn a_request_uri_must_be_ours_unexpired_and_the_clients() {
     assert_eq!(status, 400);
 
     // Expired before it was used (times count in whole seconds)...
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    tokio::time::sleep(Duration::from_millis(3100)).await;
     let (status, page) = refused(&app, &by_reference(&app.client.id, &request_uri)).await;
     assert_eq!(status, 400);
     assert!(page.contains("expired"), "{page}");
@@ -175,7 +177,7 @@ async fn a_request_uri_must_be_ours_unexpired_and_the_clients() {
     let first = app.authorize(&params).await;
     assert_eq!(first.status(), 302, "off to the login page");
     assert!(location(&first).starts_with("/o/login/"));
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    tokio::time::sleep(Duration::from_millis(3100)).await;
     let redirect = app.authorize_and_allow(&params).await;
     assert_eq!(param(&redirect, "state").as_deref(), Some("slow"), "{redirect}");
 }
