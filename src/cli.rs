@@ -74,6 +74,10 @@ pub enum Command {
         #[arg(long)]
         to: PathBuf,
     },
+    /// Remove what expired now, as the server does every `purge_interval`: codes, refresh
+    /// families, sessions, revocation entries, grants nothing can use, registrations never
+    /// used, audit entries past their retention. Works while the server runs.
+    Purge,
     /// Bring a backup back as the data and keys folders, which must be new or empty (stop the
     /// server first; cluster mode restores its database with PostgreSQL's tools).
     Restore {
@@ -398,7 +402,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             app.run().await?;
         }
         Command::Openapi => println!("{}", crate::http::spec()),
-        Command::App(_) | Command::User(_) | Command::Audit(_) | Command::Backup { .. } => {
+        Command::App(_) | Command::User(_) | Command::Audit(_) | Command::Backup { .. } | Command::Purge => {
             let config = cli.config(None)?;
             if config.database_url.is_some() && matches!(cli.command, Command::Backup { .. }) {
                 bail!("in cluster mode, back up the database with PostgreSQL's own tools (pg_dump) and keep the key-encryption key: see docs/cluster.md");
@@ -424,12 +428,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 impl Command {
-    /// Whether this is a data command (`app`, `user`, `audit`, `backup`): one that runs on the
-    /// store, in this process or in the running server it is handed to.
+    /// Whether this is a data command (`app`, `user`, `audit`, `backup`, `purge`): one that
+    /// runs on the store, in this process or in the running server it is handed to.
     pub(crate) fn runs_on_the_data_folder(&self) -> bool {
         matches!(
             self,
-            Command::App(_) | Command::User(_) | Command::Audit(_) | Command::Backup { .. }
+            Command::App(_) | Command::User(_) | Command::Audit(_) | Command::Backup { .. } | Command::Purge
         )
     }
 }
@@ -452,7 +456,21 @@ pub(crate) async fn data_command(
             let summary = provider.back_up(by, &inputs.absolute(to)).await?;
             Ok(writeln!(out, "{summary}")?)
         }
-        _ => bail!("only the app, user, audit and backup commands are run on the data folder"),
+        Command::Purge => {
+            let started = std::time::Instant::now();
+            let purged = provider
+                .purge_now(by)
+                .await
+                .map_err(|e| anyhow::anyhow!(e.description))?;
+            let took = started.elapsed().as_secs_f64() * 1000.0;
+            Ok(writeln!(
+                out,
+                "purged {} records in {took:.0} ms: {}",
+                purged.total(),
+                purged.summary()
+            )?)
+        }
+        _ => bail!("only the app, user, audit, backup and purge commands are run on the data folder"),
     }
 }
 

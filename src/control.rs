@@ -1,4 +1,5 @@
-//! The control socket: `tessera app|user|audit|backup` typed beside a running embedded server.
+//! The control socket: `tessera app|user|audit|backup|purge` typed beside a running embedded
+//! server.
 //!
 //! sled lets one process open a data folder, so while a server runs on it the command line
 //! hands the server its command through a Unix socket in that folder, and prints what the
@@ -160,7 +161,7 @@ async fn run(provider: &Provider, uid: u32, request: Request) -> Answer {
         Err(e) => return Answer::refused(e.to_string().trim_end().to_string()),
     };
     if !cli.command.runs_on_the_data_folder() {
-        return Answer::refused("only the app, user, audit and backup commands are run by the server");
+        return Answer::refused("only the app, user, audit, backup and purge commands are run by the server");
     }
     let by = Caller::cli_as(uid, request.claimed.as_deref());
     let mut out = Vec::new();

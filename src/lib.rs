@@ -133,9 +133,9 @@ impl App {
                 "self-registered apps no longer skip consent (only operators can make first-party apps)"
             );
         }
-        // `tessera app|user|audit|backup` typed beside this server reach it here, bound now so it is
-        // there as soon as the server is (cluster mode has no folder to share: the command
-        // line opens the database beside the nodes).
+        // `tessera app|user|audit|backup|purge` typed beside this server reach it here, bound
+        // now so it is there as soon as the server is (cluster mode has no folder to share:
+        // the command line opens the database beside the nodes).
         let control = match &config.database_url {
             Some(_) => None,
             None => control::ControlSocket::bind(&config.data_dir)

@@ -246,6 +246,15 @@ impl Provider {
         Ok(purged)
     }
 
+    /// [`Provider::purge_expired`] asked for by an operator (`tessera purge`), recorded in the
+    /// audit trail either way.
+    pub async fn purge_now(&self, by: &audit::Caller) -> Result<crate::store::Purged, Error> {
+        let purged = self.purge_expired().await;
+        let outcome = if purged.is_ok() { "ok" } else { "failed" };
+        self.audit.record(by, "data.purge", None, outcome).await;
+        purged
+    }
+
     /// Removes dynamically registered clients never used and created at or before `cutoff`,
     /// oldest first, at most [`UNUSED_REGISTRATIONS_PER_PURGE`] a pass (the rest wait for the
     /// next): read from an index, so a pass costs what it removes, not what is registered.

@@ -430,6 +430,22 @@ pub struct Purged {
 }
 
 impl Purged {
+    /// What was removed, kind by kind, as `tessera purge` prints it.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} codes, {} refresh families, {} access-token revocations, {} sessions, {} grants, \
+             {} device authorizations, {} unused clients, {} audit entries",
+            self.codes,
+            self.refresh_tokens,
+            self.revoked_access,
+            self.sessions,
+            self.grants,
+            self.device_authorizations,
+            self.clients,
+            self.audit_entries
+        )
+    }
+
     pub fn total(&self) -> u64 {
         self.codes
             + self.refresh_tokens

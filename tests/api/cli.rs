@@ -442,6 +442,55 @@ async fn data_commands_work_beside_a_running_server() {
     );
 }
 
+/// `tessera purge` (issue 29) removes what expired now: handed to the running server on sled,
+/// run on the database itself in cluster mode. It says what it removed, and the audit trail
+/// names who asked.
+#[tokio::test]
+async fn purge_removes_what_expired_while_the_server_runs() {
+    let dirs = tempfile::tempdir().unwrap();
+    let config = tessera::Config {
+        access_token_ttl: std::time::Duration::from_secs(1),
+        refresh_token_ttl: std::time::Duration::from_secs(1),
+        purge_interval: std::time::Duration::from_secs(3600),
+        ..test_config(&dirs)
+    };
+    let app = spawn_app_with(config, dirs).await;
+    let root = app.data_dir.parent().unwrap().to_path_buf();
+    let tokens = app.get_tokens().await;
+    let refresh = tokens["refresh_token"].as_str().unwrap().to_string();
+    tokio::time::sleep(std::time::Duration::from_millis(3100)).await;
+    // In cluster mode the command line purges with its own configuration: the nodes' one.
+    std::fs::write(root.join("purge.toml"), "access_token_ttl = 1\n").unwrap();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_tessera"))
+            .arg("purge")
+            .env("TESSERA_CONFIG", root.join("purge.toml"))
+            .env("TESSERA_DATA_DIR", root.join("data"))
+            .env("TESSERA_KEYS_DIR", root.join("keys"))
+            .envs(backend_env(&root))
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let printed = ok(output);
+    assert!(printed.starts_with("purged "), "{printed}");
+    assert!(
+        printed.contains(" 1 refresh families, ") && printed.contains(" 1 grants, "),
+        "{printed}"
+    );
+    let refused = app.refresh(&refresh).await;
+    assert_eq!(refused.json::<Value>().await.unwrap()["error"], "invalid_grant");
+    let filter = tessera::store::AuditFilter {
+        action: Some("data.purge".into()),
+        ..Default::default()
+    };
+    let trail = app.store.audit_page(&filter, None, 10).await.unwrap();
+    assert_eq!(trail.len(), 1, "{trail:?}");
+    assert_eq!((trail[0].actor.kind.as_str(), trail[0].outcome.as_str()), ("cli", "ok"));
+}
+
 /// A socket another account planted where the CLI looks (a relative `data` folder in a shared
 /// folder such as /tmp): the CLI hands it nothing, a password least of all.
 #[tokio::test]
@@ -544,11 +593,11 @@ async fn the_control_socket_refuses_what_is_not_a_data_command_and_stays_up() {
         (vec![b' '; 2 << 20], "at most"),
         (
             request(&["tessera", "serve", "--addr", "127.0.0.1:0"]),
-            "only the app, user, audit and backup commands",
+            "only the app, user, audit, backup and purge commands",
         ),
         (
             request(&["tessera", "keys", "rotate"]),
-            "only the app, user, audit and backup commands",
+            "only the app, user, audit, backup and purge commands",
         ),
         (request(&["tessera", "app", "nonsense"]), "unrecognized subcommand"),
         (
