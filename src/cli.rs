@@ -407,6 +407,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             if config.database_url.is_some() && matches!(cli.command, Command::Backup { .. }) {
                 bail!("in cluster mode, back up the database with PostgreSQL's own tools (pg_dump) and keep the key-encryption key: see docs/cluster.md");
             }
+            // The lifetimes and retentions decide what goes: in cluster mode the command line
+            // purges with its own, so they must be the nodes', from their configuration file.
+            if config.database_url.is_some() && matches!(cli.command, Command::Purge) && cli.config.is_none() {
+                bail!("in cluster mode, tessera purge applies this command line's lifetimes and retentions: name the nodes' configuration file with --config or TESSERA_CONFIG");
+            }
             let inputs = Inputs::gather(&cli.command)?;
             // A server running on the data folder holds it (sled lets one process open it):
             // the command is then run by that server, which is handed what was read here.
@@ -463,12 +468,19 @@ pub(crate) async fn data_command(
                 .await
                 .map_err(|e| anyhow::anyhow!(e.description))?;
             let took = started.elapsed().as_secs_f64() * 1000.0;
-            Ok(writeln!(
+            writeln!(
                 out,
                 "purged {} records in {took:.0} ms: {}",
                 purged.total(),
                 purged.summary()
-            )?)
+            )?;
+            if purged.busy {
+                writeln!(
+                    out,
+                    "another node was purging: codes, tokens, sessions and grants were left to it"
+                )?;
+            }
+            Ok(())
         }
         _ => bail!("only the app, user, audit, backup and purge commands are run on the data folder"),
     }

@@ -250,7 +250,11 @@ impl Provider {
     /// audit trail either way.
     pub async fn purge_now(&self, by: &audit::Caller) -> Result<crate::store::Purged, Error> {
         let purged = self.purge_expired().await;
-        let outcome = if purged.is_ok() { "ok" } else { "failed" };
+        let outcome = match &purged {
+            Ok(purged) if purged.busy => "busy",
+            Ok(_) => "ok",
+            Err(_) => "failed",
+        };
         self.audit.record(by, "data.purge", None, outcome).await;
         purged
     }
@@ -338,10 +342,10 @@ pub struct Readiness {
     pub signing_key: Result<(), String>,
 }
 
-/// A fresh random string of `bytes` bytes of entropy, base64url without padding.
 /// How many unused registrations one purge pass removes at most.
 const UNUSED_REGISTRATIONS_PER_PURGE: usize = 10_000;
 
+/// A fresh random string of `bytes` bytes of entropy, base64url without padding.
 pub fn random_token(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
     // The system RNG failing is unrecoverable for a token server; ring documents it as

@@ -427,6 +427,8 @@ pub struct Purged {
     pub clients: u64,
     /// Audit entries older than `audit_retention` (removed by the core, not `purge_expired`).
     pub audit_entries: u64,
+    /// Another node was purging (cluster mode): this call removed nothing.
+    pub busy: bool,
 }
 
 impl Purged {
@@ -1046,7 +1048,8 @@ pub trait Store:
     /// each a call: a call's work follows what expired, not what is stored. Meant for a
     /// background task.
     async fn purge_expired(&self, now: i64, access_cutoff: i64) -> Result<Purged>;
-    /// How many records the store holds, all kinds together (indexes included).
+    /// How many records the store holds, all kinds together (the listing indexes included;
+    /// not the purge's and the client facts, which follow the records they index).
     async fn record_count(&self) -> Result<u64>;
     /// How many clients and users there are, and how many grants are not revoked (the
     /// console's overview). Counted without reading records where the backend can (a database

@@ -459,22 +459,30 @@ async fn purge_removes_what_expired_while_the_server_runs() {
     let tokens = app.get_tokens().await;
     let refresh = tokens["refresh_token"].as_str().unwrap().to_string();
     tokio::time::sleep(std::time::Duration::from_millis(3100)).await;
-    // In cluster mode the command line purges with its own configuration: the nodes' one.
+    // In cluster mode the command line purges with its own configuration: the nodes' one,
+    // which it must be given.
     std::fs::write(root.join("purge.toml"), "access_token_ttl = 1\n").unwrap();
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_tessera"))
+    let purge = move |config: Option<&str>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_tessera"));
+        command
             .arg("purge")
-            .env("TESSERA_CONFIG", root.join("purge.toml"))
             .env("TESSERA_DATA_DIR", root.join("data"))
             .env("TESSERA_KEYS_DIR", root.join("keys"))
             .envs(backend_env(&root))
             .env_remove("RUST_LOG")
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let printed = ok(output);
+            .env_remove("TESSERA_CONFIG");
+        if let Some(config) = config {
+            command.env("TESSERA_CONFIG", root.join(config));
+        }
+        tokio::task::spawn_blocking(move || command.output().unwrap())
+    };
+    if on_postgres() {
+        let refused = purge.clone()(None).await.unwrap();
+        assert!(!refused.status.success());
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(stderr.contains("name the nodes' configuration file"), "{stderr}");
+    }
+    let printed = ok(purge(Some("purge.toml")).await.unwrap());
     assert!(printed.starts_with("purged "), "{printed}");
     assert!(
         printed.contains(" 1 refresh families, ") && printed.contains(" 1 grants, "),

@@ -545,9 +545,10 @@ async fn purge_families(client: &tokio_postgres::Client, now: i64, access_cutoff
     Ok((families, grants))
 }
 
-/// Looks at the grants created by `access_cutoff` that are due (`due_at`), at most
-/// [`PURGE_BATCH`]: one without a refresh family goes; one with a family is no longer due (it
-/// goes with its family). Returns the grants removed.
+/// Looks at the grants that are due (`due_at` by `access_cutoff`), at most [`PURGE_BATCH`]: one
+/// created by then without a refresh family goes; one with a family is no longer due (it goes
+/// with its family); one created since (due early: a row from before migration 12) is due at
+/// its creation. Returns the grants removed.
 async fn purge_grants_without_family(client: &tokio_postgres::Client, access_cutoff: i64) -> Result<u64> {
     let mut grants = 0;
     for _ in 0..PURGE_BATCH as i64 / PURGE_STATEMENT_ROWS {
@@ -556,11 +557,13 @@ async fn purge_grants_without_family(client: &tokio_postgres::Client, access_cut
                 "WITH due AS ( \
                    SELECT grant_id FROM grants WHERE due_at <= $1 ORDER BY due_at LIMIT $2 FOR UPDATE SKIP LOCKED \
                  ), gone AS ( \
-                   DELETE FROM grants g USING due WHERE g.grant_id = due.grant_id \
+                   DELETE FROM grants g USING due WHERE g.grant_id = due.grant_id AND g.created_at <= $1 \
                    AND NOT EXISTS (SELECT 1 FROM refresh_tokens r WHERE r.grant_id = g.grant_id) RETURNING 1 \
                  ), kept AS ( \
-                   UPDATE grants g SET due_at = NULL FROM due WHERE g.grant_id = due.grant_id \
-                   AND EXISTS (SELECT 1 FROM refresh_tokens r WHERE r.grant_id = g.grant_id) RETURNING 1 \
+                   UPDATE grants g SET due_at = CASE WHEN EXISTS \
+                     (SELECT 1 FROM refresh_tokens r WHERE r.grant_id = g.grant_id) THEN NULL ELSE g.created_at END \
+                   FROM due WHERE g.grant_id = due.grant_id AND (g.created_at > $1 \
+                     OR EXISTS (SELECT 1 FROM refresh_tokens r WHERE r.grant_id = g.grant_id)) RETURNING 1 \
                  ) SELECT (SELECT count(*) FROM due), (SELECT count(*) FROM gone)",
                 &[&access_cutoff, &PURGE_STATEMENT_ROWS],
             )
@@ -599,6 +602,7 @@ async fn purge(client: &tokio_postgres::Client, now: i64, access_cutoff: i64) ->
         device_authorizations,
         clients: 0,
         audit_entries: 0,
+        busy: false,
     })
 }
 
@@ -1411,7 +1415,10 @@ impl Store for PgStore {
             .map_err(database)?
             .get(0);
         if !locked {
-            return Ok(Purged::default());
+            return Ok(Purged {
+                busy: true,
+                ..Purged::default()
+            });
         }
         let purged = purge(&client, now, access_cutoff).await;
         let unlocked = client.execute("SELECT pg_advisory_unlock($1)", &[&PURGE_LOCK]).await;

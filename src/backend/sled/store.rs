@@ -525,8 +525,12 @@ impl Trees {
         if self.meta.get(PURGE_INDEXES)?.is_none() {
             for entry in self.refresh_tokens.iter() {
                 let (family, value) = entry?;
-                if let Ok(record) = decode_refresh(&value) {
-                    self.file_family(&family, &record)?;
+                match decode_refresh(&value) {
+                    Ok(record) => self.file_family(&family, &record)?,
+                    // Due at once: the purge removes what cannot be read, as it always did.
+                    Err(_) => {
+                        self.refresh_due.insert(due_key(i64::MIN, &family), &[])?;
+                    }
                 }
             }
             self.build_index_once(b"grants-due", &self.grants, |t, grant: GrantRecord| {
@@ -1406,12 +1410,20 @@ impl Trees {
                         self.refresh_due.insert(due_key(again, family), &[])?;
                     }
                     record => {
+                        // The grant is listed as due first: if the family's removal lands
+                        // and the grant's does not (a crash, an error), the grant is still
+                        // found, as one without a family.
+                        let grant_id = record.as_ref().ok().map(|r| r.grant_id.as_str());
+                        if let Some(grant) = grant_id.map(|id| self.get_grant(id)).transpose()?.flatten() {
+                            self.grants_due
+                                .insert(due_key(grant.created_at, grant.grant_id.as_bytes()), &[])?;
+                        }
                         if !remove_if(&self.refresh_tokens, family, &value)? {
                             continue; // rotated meanwhile: looked at again next time
                         }
                         purged.refresh_tokens += 1;
-                        if let Ok(record) = record {
-                            self.purge_family_grant(&record.grant_id, family, access_cutoff, purged)?;
+                        if let Some(grant_id) = grant_id {
+                            self.purge_family_grant(grant_id, family, access_cutoff, purged)?;
                         }
                     }
                 }
