@@ -42,6 +42,19 @@ async fn open(backend: Backend) -> (Arc<dyn Store>, TempDir) {
     (store, dir)
 }
 
+/// The sled folder `dir` opened raw, to make it look as an earlier version left it, once the
+/// store closed a moment ago has let go of its lock (its flusher may still hold it briefly).
+async fn raw_sled(dir: &std::path::Path) -> sled::Db {
+    for _ in 0..50 {
+        match sled::open(dir) {
+            Ok(db) => return db,
+            Err(e) if e.to_string().contains("lock") => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+            Err(e) => panic!("the folder opens: {e}"),
+        }
+    }
+    panic!("the folder's lock was never let go")
+}
+
 /// Runs `check` against a fresh store of every backend.
 async fn for_each_backend<F, Fut>(check: F)
 where
@@ -415,7 +428,7 @@ async fn a_sled_folder_from_before_the_grant_indexes_lists_its_grants() {
     }
     {
         // What that version left: no order indexes, and no marker saying they were built.
-        let db = sled::open(dir.path()).unwrap();
+        let db = raw_sled(dir.path()).await;
         db.drop_tree("grants_by_user").unwrap();
         db.drop_tree("grants_by_client").unwrap();
         db.drop_tree("audit_terms").unwrap();
@@ -424,7 +437,7 @@ async fn a_sled_folder_from_before_the_grant_indexes_lists_its_grants() {
         meta.remove("audit-terms").unwrap();
         db.flush().unwrap();
     }
-    let store = SledStore::open(dir.path()).unwrap();
+    let store = crate::helpers::once_unlocked(|| async { SledStore::open(dir.path()) }).await;
     let ids = |grants: Vec<GrantRecord>| grants.into_iter().map(|g| g.grant_id).collect::<Vec<_>>();
     assert_eq!(
         ids(store.grants_page(None, Some("c1"), None, 10).await.unwrap()),
@@ -506,12 +519,12 @@ async fn a_sled_folder_from_before_the_client_facts_finds_them() {
         store.durable().await.unwrap();
     }
     {
-        let db = sled::open(dir.path()).unwrap();
+        let db = raw_sled(dir.path()).await;
         db.drop_tree("client_facts").unwrap();
         db.open_tree("meta").unwrap().remove("client-facts").unwrap();
         db.flush().unwrap();
     }
-    let store = SledStore::open(dir.path()).unwrap();
+    let store = crate::helpers::once_unlocked(|| async { SledStore::open(dir.path()) }).await;
     assert_eq!(store.longest_client_access_token_ttl().await.unwrap(), Some(900));
     let unused = store.unused_registrations(100, 10).await.unwrap();
     assert_eq!(ids(&unused), ["r1"]);
@@ -978,7 +991,7 @@ async fn a_sled_folder_from_before_the_purge_indexes_is_purged() {
         store.durable().await.unwrap();
     }
     {
-        let db = sled::open(dir.path()).unwrap();
+        let db = raw_sled(dir.path()).await;
         for tree in ["refresh_due", "grants_due", "grant_families"] {
             db.drop_tree(tree).unwrap();
         }
@@ -987,7 +1000,7 @@ async fn a_sled_folder_from_before_the_purge_indexes_is_purged() {
         meta.remove("grants-due").unwrap();
         db.flush().unwrap();
     }
-    let store = SledStore::open(dir.path()).unwrap();
+    let store = crate::helpers::once_unlocked(|| async { SledStore::open(dir.path()) }).await;
     let purged = store.purge_expired(1000, 900).await.unwrap();
     assert_eq!((purged.refresh_tokens, purged.grants), (1, 2), "{purged:?}");
     assert!(store.get_grant("live").await.unwrap().is_some());
