@@ -62,6 +62,8 @@ done = function(summary, latency, requests)
   local e = summary.errors
   io.write(string.format("RESULT %d %d %d %d %d %d\\n", summary.requests, summary.duration,
     latency:percentile(50), latency:percentile(99), e.status, e.connect + e.read + e.write + e.timeout))
+  io.write(string.format("DETAIL %d %d %d %d %d %d\\n", e.connect, e.read, e.write, e.timeout,
+    latency:percentile(99.9), latency.max))
 end
 """
 
@@ -155,8 +157,14 @@ def wrk_result(out, err=""):
     if line is None:
         sys.exit(f"wrk failed: {err}")
     requests, micros, p50, p99, bad_status, socket_errors = map(int, line.split()[1:])
-    return {"requests": requests, "rps": requests / (micros / 1e6), "p50_ms": p50 / 1000, "p99_ms": p99 / 1000,
-            "bad_status": bad_status, "socket_errors": socket_errors}
+    result = {"requests": requests, "rps": requests / (micros / 1e6), "p50_ms": p50 / 1000, "p99_ms": p99 / 1000,
+              "bad_status": bad_status, "socket_errors": socket_errors}
+    detail = next((l for l in out.splitlines() if l.startswith("DETAIL")), None)
+    if detail:
+        connect, read, write, timeout, p999, most = map(int, detail.split()[1:])
+        result["detail"] = {"connect": connect, "read": read, "write": write, "timeout": timeout,
+                            "p99.9_ms": p999 / 1000, "max_ms": most / 1000}
+    return result
 
 
 def run_wrk(url, script, args, warmup=True):
@@ -366,9 +374,11 @@ def run_wrk_together(runs, args, warmup):
     if warmup:
         for p in [start(url, script, 2) for url, script in runs]:
             p.communicate()
-    total = {"requests": 0, "rps": 0.0, "p50_ms": 0.0, "p99_ms": 0.0, "bad_status": 0, "socket_errors": 0}
+    total = {"requests": 0, "rps": 0.0, "p50_ms": 0.0, "p99_ms": 0.0, "bad_status": 0, "socket_errors": 0,
+             "per_process": []}
     for p in [start(url, script, args.duration) for url, script in runs]:
         result = wrk_result(*p.communicate())
+        total["per_process"].append(result)
         for count in ("requests", "rps", "bad_status", "socket_errors"):
             total[count] += result[count]
         for worst in ("p50_ms", "p99_ms"):
@@ -476,6 +486,16 @@ def cluster_main(args, work, env, config):
         for name, r in results.items():
             print(f"{label:<21}{name:<20}{r['rps']:>9.0f}{r['p50_ms']:>8.2f}{r['p99_ms']:>8.2f}{r['cpu_us_per_req']:>12.1f}"
                   f"{r['db_cpu_us_per_req']:>10.1f}{r['peak_rss_mib']:>7.1f}M{r['bad_status']:>8}{r['socket_errors']:>9}")
+    # Where a tail or an error is, each wrk process's own figures (one per node): which node,
+    # how many requests, and what kind of socket error.
+    for label, results in runs.items():
+        for name, r in results.items():
+            if r["p99_ms"] > 10 or r["socket_errors"]:
+                for i, p in enumerate(r.get("per_process", [])):
+                    d = p.get("detail", {})
+                    print(f"  {label}, {name}, wrk of node {i}: {p['requests']} requests, p99 {p['p99_ms']:.1f} ms, "
+                          f"p99.9 {d.get('p99.9_ms', 0):.1f} ms, max {d.get('max_ms', 0):.1f} ms, errors connect "
+                          f"{d.get('connect', 0)} read {d.get('read', 0)} write {d.get('write', 0)} timeout {d.get('timeout', 0)}")
     sled, one, two = runs["sled, 1 node"], runs["PostgreSQL, 1 node"], runs["PostgreSQL, 2 nodes"]
     p99 = max(r["p99_ms"] for results in (one, two) for r in results.values())
     checks = [
