@@ -212,10 +212,8 @@ impl Provider {
     /// The longest access-token lifetime in seconds, a client's own included: how long a key
     /// that stopped signing must stay published (the rotation runbook's step 4).
     pub async fn longest_access_token_ttl(&self) -> Result<u64, Error> {
-        let longest_own = self.store.longest_client_access_token_ttl().await?;
-        Ok(longest_own.map_or(self.config.access_token_ttl.as_secs(), |own| {
-            own.max(self.config.access_token_ttl.as_secs())
-        }))
+        let longest_own = self.store.longest_client_access_token_ttl().await?.unwrap_or(0);
+        Ok(longest_own.max(self.config.access_token_ttl.as_secs()))
     }
 
     /// How many unrevoked grants a client holds, counted among its first

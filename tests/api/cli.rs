@@ -6,11 +6,15 @@ use std::process::{Command, Output, Stdio};
 use crate::helpers::*;
 use serde_json::Value;
 
+/// `tessera` on the test folder `dir`: its data and keys folders, or its database when a
+/// cluster-mode test server made one there.
 fn tessera(dir: &std::path::Path, args: &[&str], stdin: Option<&str>) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
         .args(args)
         .env("TESSERA_DATA_DIR", dir.join("data"))
         .env("TESSERA_KEYS_DIR", dir.join("keys"))
+        .envs(backend_env(dir))
+        .env_remove("TESSERA_CONFIG")
         .env_remove("RUST_LOG")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -367,13 +371,7 @@ async fn data_commands_work_beside_a_running_server() {
     if on_postgres() {
         // Cluster mode has no folder lock: the CLI opens the database beside the running
         // server, which sees what it made.
-        let output = Command::new(env!("CARGO_BIN_EXE_tessera"))
-            .args(&create)
-            .envs(backend_env(&root))
-            .output()
-            .unwrap();
-        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-        let created: Value = serde_json::from_slice(&output.stdout).unwrap();
+        let created: Value = serde_json::from_str(&ok(tessera_beside(&root, &create, None).await)).unwrap();
         let client = TestClient {
             id: created["client_id"].as_str().unwrap().into(),
             secret: created["client_secret"].as_str().map(str::to_string),
@@ -461,28 +459,15 @@ async fn purge_removes_what_expired_while_the_server_runs() {
     tokio::time::sleep(std::time::Duration::from_millis(3100)).await;
     // In cluster mode the command line purges with its own configuration: the nodes' one,
     // which it must be given.
-    std::fs::write(root.join("purge.toml"), "access_token_ttl = 1\n").unwrap();
-    let purge = move |config: Option<&str>| {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_tessera"));
-        command
-            .arg("purge")
-            .env("TESSERA_DATA_DIR", root.join("data"))
-            .env("TESSERA_KEYS_DIR", root.join("keys"))
-            .envs(backend_env(&root))
-            .env_remove("RUST_LOG")
-            .env_remove("TESSERA_CONFIG");
-        if let Some(config) = config {
-            command.env("TESSERA_CONFIG", root.join(config));
-        }
-        tokio::task::spawn_blocking(move || command.output().unwrap())
-    };
+    let config = root.join("purge.toml");
+    std::fs::write(&config, "access_token_ttl = 1\n").unwrap();
     if on_postgres() {
-        let refused = purge.clone()(None).await.unwrap();
+        let refused = tessera_beside(&root, &["purge"], None).await;
         assert!(!refused.status.success());
         let stderr = String::from_utf8_lossy(&refused.stderr);
         assert!(stderr.contains("name the nodes' configuration file"), "{stderr}");
     }
-    let printed = ok(purge(Some("purge.toml")).await.unwrap());
+    let printed = ok(tessera_beside(&root, &["--config", config.to_str().unwrap(), "purge"], None).await);
     assert!(printed.starts_with("purged "), "{printed}");
     assert!(
         printed.contains(" 1 refresh families, ") && printed.contains(" 1 grants, "),

@@ -42,17 +42,31 @@ async fn open(backend: Backend) -> (Arc<dyn Store>, TempDir) {
     (store, dir)
 }
 
-/// The sled folder `dir` opened raw, to make it look as an earlier version left it, once the
-/// store closed a moment ago has let go of its lock (its flusher may still hold it briefly).
-async fn raw_sled(dir: &std::path::Path) -> sled::Db {
-    for _ in 0..50 {
+/// The sled folder `dir` as an earlier version left it (without `trees`, and without the
+/// `meta` markers saying they were built), opened again. The store that closed it a moment
+/// ago may still hold its lock briefly (its flusher), so the raw open waits for it.
+async fn reopened_without(dir: &std::path::Path, trees: &[&str], markers: &[&str]) -> SledStore {
+    let mut tries = 0;
+    let db = loop {
         match sled::open(dir) {
-            Ok(db) => return db,
-            Err(e) if e.to_string().contains("lock") => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+            Ok(db) => break db,
+            Err(e) if tries < 50 && e.to_string().contains("lock") => {
+                tries += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
             Err(e) => panic!("the folder opens: {e}"),
         }
+    };
+    for tree in trees {
+        db.drop_tree(tree).unwrap();
     }
-    panic!("the folder's lock was never let go")
+    let meta = db.open_tree("meta").unwrap();
+    for marker in markers {
+        meta.remove(marker).unwrap();
+    }
+    db.flush().unwrap();
+    drop((meta, db));
+    crate::helpers::once_unlocked(|| async { SledStore::open(dir) }).await
 }
 
 /// Runs `check` against a fresh store of every backend.
@@ -426,18 +440,12 @@ async fn a_sled_folder_from_before_the_grant_indexes_lists_its_grants() {
             .unwrap();
         store.durable().await.unwrap();
     }
-    {
-        // What that version left: no order indexes, and no marker saying they were built.
-        let db = raw_sled(dir.path()).await;
-        db.drop_tree("grants_by_user").unwrap();
-        db.drop_tree("grants_by_client").unwrap();
-        db.drop_tree("audit_terms").unwrap();
-        let meta = db.open_tree("meta").unwrap();
-        meta.remove("grant-order-indexes").unwrap();
-        meta.remove("audit-terms").unwrap();
-        db.flush().unwrap();
-    }
-    let store = crate::helpers::once_unlocked(|| async { SledStore::open(dir.path()) }).await;
+    let store = reopened_without(
+        dir.path(),
+        &["grants_by_user", "grants_by_client", "audit_terms"],
+        &["grant-order-indexes", "audit-terms"],
+    )
+    .await;
     let ids = |grants: Vec<GrantRecord>| grants.into_iter().map(|g| g.grant_id).collect::<Vec<_>>();
     assert_eq!(
         ids(store.grants_page(None, Some("c1"), None, 10).await.unwrap()),
@@ -518,13 +526,7 @@ async fn a_sled_folder_from_before_the_client_facts_finds_them() {
         store.insert_client(&client("c1", None)).await.unwrap();
         store.durable().await.unwrap();
     }
-    {
-        let db = raw_sled(dir.path()).await;
-        db.drop_tree("client_facts").unwrap();
-        db.open_tree("meta").unwrap().remove("client-facts").unwrap();
-        db.flush().unwrap();
-    }
-    let store = crate::helpers::once_unlocked(|| async { SledStore::open(dir.path()) }).await;
+    let store = reopened_without(dir.path(), &["client_facts"], &["client-facts"]).await;
     assert_eq!(store.longest_client_access_token_ttl().await.unwrap(), Some(900));
     let unused = store.unused_registrations(100, 10).await.unwrap();
     assert_eq!(ids(&unused), ["r1"]);
@@ -990,17 +992,12 @@ async fn a_sled_folder_from_before_the_purge_indexes_is_purged() {
         store.put_refresh(&[2; 32], &refresh("live", 100, 5000)).await.unwrap();
         store.durable().await.unwrap();
     }
-    {
-        let db = raw_sled(dir.path()).await;
-        for tree in ["refresh_due", "grants_due", "grant_families"] {
-            db.drop_tree(tree).unwrap();
-        }
-        let meta = db.open_tree("meta").unwrap();
-        meta.remove("purge-indexes").unwrap();
-        meta.remove("grants-due").unwrap();
-        db.flush().unwrap();
-    }
-    let store = crate::helpers::once_unlocked(|| async { SledStore::open(dir.path()) }).await;
+    let store = reopened_without(
+        dir.path(),
+        &["refresh_due", "grants_due", "grant_families"],
+        &["purge-indexes", "grants-due"],
+    )
+    .await;
     let purged = store.purge_expired(1000, 900).await.unwrap();
     assert_eq!((purged.refresh_tokens, purged.grants), (1, 2), "{purged:?}");
     assert!(store.get_grant("live").await.unwrap().is_some());

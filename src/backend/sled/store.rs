@@ -16,12 +16,11 @@
 //! - `factors`: user_id NUL factor_id -> JSON `FactorRecord` (so a user's are one prefix)
 //! - `devices`: SHA-256(device code) -> JSON `DeviceRecord`; `device_user_codes`:
 //!   SHA-256(user code) -> SHA-256(device code) (the unique user-code index)
-//!
 //! - `client_facts`: what the purge and the key schedule look clients up by (see
 //!   `client_fact_keys`)
-//! - `refresh_due`: ordered time NUL-free, SHA-256(family id) -> empty, and `grants_due`:
-//!   ordered creation time, grant_id -> empty: when the purge should look at a family or a
-//!   grant (`due_key`); `grant_families`: grant_id -> SHA-256(family id)
+//! - `refresh_due`: expiry, SHA-256(family id) -> empty, and `grants_due`: creation time,
+//!   grant_id -> empty: when the purge should look at a family or a grant (`due_key`);
+//!   `grant_families`: grant_id -> SHA-256(family id)
 //!
 //! Clients read lately are also kept decoded in memory until written ([`ClientMemo`]), and
 //! every write takes a turn of the write gate, which a backup takes whole (`back_up`).
@@ -600,10 +599,13 @@ fn due_key(at: i64, what: &[u8]) -> Vec<u8> {
     [&ordered_time(at)[..], what].concat()
 }
 
-/// A key after every due key of moments up to `at`: 33 bytes 0xff sort after every family
-/// hash (32 bytes) and every grant id (text, never a 0xff byte).
-fn due_end(at: i64) -> Vec<u8> {
-    [&ordered_time(at)[..], &[0xff; 33][..]].concat()
+/// The first [`PURGE_BATCH`] keys of `due` (`refresh_due` or `grants_due`) for moments up to
+/// `at`, read before the purge changes the tree.
+fn due_keys(due: &Tree, at: i64) -> Vec<::sled::Result<::sled::IVec>> {
+    // 33 bytes 0xff sort after every family hash (32 bytes) and every grant id (text, never a
+    // 0xff byte).
+    let end = [&ordered_time(at)[..], &[0xff; 33][..]].concat();
+    due.range(..end).keys().take(PURGE_BATCH).collect()
 }
 
 /// The owner index's key: the user, a separator no id contains, the client.
@@ -1389,13 +1391,7 @@ impl Trees {
     /// that cannot be used any more goes, with its grant; one rotated since it was filed is
     /// filed again for when its current token may be purged.
     fn purge_families(&self, now: i64, access_cutoff: i64, purged: &mut Purged) -> Result<()> {
-        let due: Vec<_> = self
-            .refresh_due
-            .range(..due_end(now))
-            .keys()
-            .take(PURGE_BATCH)
-            .collect();
-        for key in due {
+        for key in due_keys(&self.refresh_due, now) {
             let key = key?;
             let family = &key[8..];
             if let Some(value) = self.refresh_tokens.get(family)? {
@@ -1451,13 +1447,7 @@ impl Trees {
     /// [`PURGE_BATCH`]: one without a refresh family goes; one with a family leaves the list
     /// (it goes with its family).
     fn purge_grants_without_family(&self, access_cutoff: i64, purged: &mut Purged) -> Result<()> {
-        let due: Vec<_> = self
-            .grants_due
-            .range(..due_end(access_cutoff))
-            .keys()
-            .take(PURGE_BATCH)
-            .collect();
-        for key in due {
+        for key in due_keys(&self.grants_due, access_cutoff) {
             let key = key?;
             let grant_id = String::from_utf8_lossy(&key[8..]).into_owned();
             let has_family = match self.grant_families.get(grant_id.as_bytes())? {
