@@ -26,11 +26,14 @@ refresh_token and JWKS on one embedded (sled) node, one PostgreSQL node, and two
 each driven by its own wrk process, in the same run; it adds the CPU PostgreSQL spent per request
 and compares with the cluster targets.
 Needs wrk (Debian package `wrk`; installed with apt-get when missing and running as root), and
-perf for --profile. BENCH_RUST_LOG=warn runs the server without its per-request log lines;
+perf for --profile. BENCH_PG_STATEMENTS=1 (with --postgres) also prints, for each PostgreSQL run,
+the statements PostgreSQL ran per request and their mean time (pg_stat_statements, which costs
+a little itself: quote figures from runs without it). BENCH_RUST_LOG=warn runs the server without its per-request log lines;
 BENCH_KEEP=1 keeps the work folder (server.log, data) for inspection.
 """
 import argparse
 import base64
+import contextlib
 import hashlib
 import http.cookiejar
 import json
@@ -54,6 +57,7 @@ RESOURCE_SERVER = os.path.join(ROOT, "target", "release", "examples", "resource_
 CLIENT_ASSERTIONS = os.path.join(ROOT, "target", "release", "examples", "client_assertions")
 DPOP_PROOFS = os.path.join(ROOT, "target", "release", "examples", "dpop_proofs")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+STATEMENTS = os.environ.get("BENCH_PG_STATEMENTS") == "1"
 # The audience the token exchange scenario asks tokens for.
 EXCHANGE_AUDIENCE = "https://downstream.example"
 
@@ -205,7 +209,7 @@ def measure(name, pid, url, script, args, warmup=True):
 
 
 def start_postgres(work):
-    """A throwaway PostgreSQL on a free port; returns (stop, url)."""
+    """A throwaway PostgreSQL on a free port; returns (stop, url, psql) where psql(sql) runs a query."""
     import glob
     bins = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(p.split("/")[-2]))
     if not bins:
@@ -219,12 +223,77 @@ def start_postgres(work):
         shutil.chown(data, "postgres", "postgres")
     subprocess.run(prefix + [f"{bin_dir}/initdb", "-U", "tessera", "--auth=trust", "-D", data],
                    check=True, stdout=subprocess.DEVNULL)
+    options = f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c max_connections=200"
+    if STATEMENTS:
+        options += " -c shared_preload_libraries=pg_stat_statements"
     subprocess.run(prefix + [f"{bin_dir}/pg_ctl", "start", "-w", "-D", data, "-l", os.path.join(data, "log"),
-                             "-o", f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c max_connections=200"],
-                   check=True, stdout=subprocess.DEVNULL)
+                             "-o", options], check=True, stdout=subprocess.DEVNULL)
+    url = f"postgres://tessera@127.0.0.1:{port}/postgres"
     def stop():
         subprocess.run(prefix + [f"{bin_dir}/pg_ctl", "stop", "-m", "fast", "-D", data], stdout=subprocess.DEVNULL)
-    return stop, f"postgres://tessera@127.0.0.1:{port}/postgres"
+    def psql(sql):
+        return subprocess.run([f"{bin_dir}/psql", "-X", "-A", "-t", "-F", "\t", "-d", url, "-c", sql],
+                              capture_output=True, text=True, check=True).stdout
+    if STATEMENTS:
+        psql("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+    return stop, url, psql
+
+
+def statements_per_request(psql, requests):
+    """What PostgreSQL ran since the last call, per request: the statements run at least once per
+    hundred requests, with their calls per request and mean time."""
+    rows = psql("SELECT calls, mean_exec_time, query FROM pg_stat_statements ORDER BY calls DESC LIMIT 12")
+    psql("SELECT pg_stat_statements_reset()")
+    # Updates that rewrote no index entry (HOT), per table, since the last call.
+    hot = psql("SELECT relname, n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE n_tup_upd > 0")
+    psql("SELECT pg_stat_reset()")
+    lines = [f"{'':>15}updates of {t}: {u}, HOT {h}" for t, u, h in (r.split("\t") for r in filter(None, hot.splitlines()))
+             if int(u) * 100 >= requests]
+    for row in filter(None, rows.splitlines()):
+        calls, mean_ms, query = row.split("\t", 2)
+        if int(calls) * 100 >= requests:
+            lines.append(f"{int(calls) / requests:6.2f}/req {float(mean_ms) * 1000:8.1f} µs  {' '.join(query.split())[:150]}")
+    return lines
+
+
+AUTOGROUP = "/proc/sys/kernel/sched_autogroup_enabled"
+
+
+@contextlib.contextmanager
+def one_scheduling_group():
+    """Turns the kernel's autogroups off while PostgreSQL shares the machine with the nodes and
+    wrk, and back on after (root only; otherwise says why figures may carry stalls).
+
+    Every PostgreSQL backend runs in a session of its own (the postmaster's children call
+    setsid), and with autogroups on (the kernel's default) every session is a scheduling group.
+    A backend that sleeps most of the time, as under client_credentials, which reads a client
+    once a second, has almost no weight when it wakes beside the busy groups of the nodes and
+    wrk, and waited seconds for a core: two nodes' client_credentials p99 was 0.6-1.8 s with
+    wrk timeouts, a node's own log showing client reads of 1-5 s, and none of it with autogroups
+    off (issue 29). docs/cluster.md tells operators the same.
+    """
+    try:
+        with open(AUTOGROUP) as f:
+            before = f.read().strip()
+    except OSError:
+        yield
+        return
+    if before == "0":
+        yield
+        return
+    try:
+        with open(AUTOGROUP, "w") as f:
+            f.write("0")
+    except OSError:
+        print(f"note: {AUTOGROUP} is 1 and could not be set to 0 (not root): PostgreSQL's backends may wait "
+              "seconds for a core on a saturated machine, and the cluster figures show it", file=sys.stderr)
+        yield
+        return
+    try:
+        yield
+    finally:
+        with open(AUTOGROUP, "w") as f:
+            f.write(before)
 
 
 def postgres_cpu_seconds():
@@ -406,7 +475,7 @@ class Node:
         self.log.close()
 
 
-def measure_nodes(label, nodes, client, basic, work, args):
+def measure_nodes(label, nodes, client, basic, work, args, psql=None):
     """The cluster scenarios against `nodes` at once, each node driven by its own wrk."""
     results = {}
     tag = label.replace(" ", "_").replace(",", "")
@@ -433,9 +502,13 @@ def measure_nodes(label, nodes, client, basic, work, args):
     for name, path, script, warmup in scenarios:
         stop_profile = start_profile(args, f"{tag}_{name}", nodes[0].process.pid)
         before = sum(cpu_seconds(n.process.pid) for n in nodes)
+        if psql:
+            statements_per_request(psql, 1)
         db_before = postgres_cpu_seconds()
         result = run_wrk_together([(n.base + path, script(i)) for i, n in enumerate(nodes)], args, warmup)
         requests = max(result["requests"], 1)
+        if psql:
+            result["statements"] = statements_per_request(psql, requests)
         result["cpu_us_per_req"] = (sum(cpu_seconds(n.process.pid) for n in nodes) - before) * 1e6 / requests
         result["db_cpu_us_per_req"] = (postgres_cpu_seconds() - db_before) * 1e6 / requests
         result["peak_rss_mib"] = max(rss_mib(n.process.pid) for n in nodes)
@@ -446,9 +519,9 @@ def measure_nodes(label, nodes, client, basic, work, args):
 
 def cluster_main(args, work, env, config):
     """Issue 13's benchmark: sled, one PostgreSQL node and two PostgreSQL nodes in one run."""
-    postgres = None
+    postgres = psql = None
     if args.postgres:
-        postgres, args.database_url = start_postgres(work)
+        postgres, args.database_url, psql = start_postgres(work)
     kek = subprocess.run([BIN, "keys", "new-encryption-key"], capture_output=True, text=True, check=True).stdout.strip()
     pg_env = dict(env, TESSERA_DATABASE_URL=args.database_url, TESSERA_KEY_ENCRYPTION_KEY=kek)
     with open(os.path.join(work, "jwks.lua"), "w") as f:
@@ -470,7 +543,8 @@ def cluster_main(args, work, env, config):
                 post_lua(work, "client_credentials", "grant_type=client_credentials&scope=read", basic)
             nodes = [Node(node_env, work, f"{label}-{i}".replace(" ", "_").replace(",", "")) for i in range(count)]
             try:
-                runs[label] = measure_nodes(label, nodes, client, basic, work, args)
+                runs[label] = measure_nodes(label, nodes, client, basic, work, args,
+                                            psql if STATEMENTS and node_env is pg_env else None)
             finally:
                 for node in nodes:
                     node.stop()
@@ -496,6 +570,12 @@ def cluster_main(args, work, env, config):
                     print(f"  {label}, {name}, wrk of node {i}: {p['requests']} requests, p99 {p['p99_ms']:.1f} ms, "
                           f"p99.9 {d.get('p99.9_ms', 0):.1f} ms, max {d.get('max_ms', 0):.1f} ms, errors connect "
                           f"{d.get('connect', 0)} read {d.get('read', 0)} write {d.get('write', 0)} timeout {d.get('timeout', 0)}")
+    for label, results in runs.items():
+        for name, r in results.items():
+            if r.get("statements"):
+                print(f"  {label}, {name}: statements per request (pg_stat_statements)")
+                for line in r["statements"]:
+                    print(f"    {line}")
     sled, one, two = runs["sled, 1 node"], runs["PostgreSQL, 1 node"], runs["PostgreSQL, 2 nodes"]
     p99 = max(r["p99_ms"] for results in (one, two) for r in results.values())
     checks = [
@@ -538,7 +618,8 @@ def main():
     else:
         env.pop("RUST_LOG", None)  # the server's default logging (a line per request, at info)
     if args.database_url or args.postgres:
-        cluster_main(args, work, env, config)
+        with one_scheduling_group():
+            cluster_main(args, work, env, config)
         if not os.environ.get("BENCH_KEEP"):
             shutil.rmtree(work, ignore_errors=True)
         else:

@@ -93,7 +93,7 @@ def run_size(backend, fraction, args, work):
         f.write("rate_limit_per_client = 0\nrate_limit_per_address = 0\noperator_mfa = \"optional\"\n")
     stop_postgres, target = None, ["--data", env["TESSERA_DATA_DIR"]]
     if backend == "postgres":
-        stop_postgres, url = bench.start_postgres(work)
+        stop_postgres, url, _ = bench.start_postgres(work)
         kek = subprocess.run([BIN, "keys", "new-encryption-key"], capture_output=True, text=True, check=True).stdout.strip()
         env.update(TESSERA_DATABASE_URL=url, TESSERA_KEY_ENCRYPTION_KEY=kek)
         target = ["--database-url", url]
@@ -229,7 +229,9 @@ def main():
         for fraction in map(float, args.sizes.split(",")):
             work = tempfile.mkdtemp(prefix="tessera-scale-")
             try:
-                results.append(run_size(backend, fraction, args, work))
+                # As in bench.py's cluster runs: PostgreSQL's backends are not starved of a core.
+                with bench.one_scheduling_group():
+                    results.append(run_size(backend, fraction, args, work))
             finally:
                 if not os.environ.get("BENCH_KEEP"):
                     shutil.rmtree(work, ignore_errors=True)

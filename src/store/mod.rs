@@ -331,6 +331,77 @@ impl RefreshRecord {
     }
 }
 
+/// What a refresh request asks of a family besides presenting its current token: the checks
+/// [`GrantStore::use_refresh`] makes before rotating, in the statement that rotates where the
+/// store can, so that the usual refresh is one round trip.
+#[derive(Clone, Copy, Debug)]
+pub struct RefreshUse<'a> {
+    /// The authenticated client: only the grant's own client may use its tokens.
+    pub client_id: &'a str,
+    pub now: i64,
+    /// The thumbprint of the request's DPoP proof key, if it sent a proof.
+    pub dpop_jkt: Option<&'a str>,
+}
+
+/// Why a family refuses a [`RefreshUse`], whatever token was presented.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefreshRefusal {
+    /// Its grant is revoked or gone.
+    GrantGone,
+    /// Its grant is another client's.
+    OtherClient,
+    /// Its current token has expired.
+    Expired,
+    /// It is bound to a DPoP key (RFC 9449 §5) and the request sent no proof.
+    ProofMissing,
+    /// It is bound to another DPoP key than the proof's.
+    OtherKey,
+}
+
+impl RefreshUse<'_> {
+    /// Why `family` (with its grant) refuses this use, if it does. A store that checks in SQL
+    /// mirrors this, condition for condition.
+    pub fn refusal(&self, family: &RefreshRecord, grant: Option<&GrantRecord>) -> Option<RefreshRefusal> {
+        let Some(grant) = grant.filter(|grant| !grant.revoked) else {
+            return Some(RefreshRefusal::GrantGone);
+        };
+        if grant.client_id != self.client_id {
+            return Some(RefreshRefusal::OtherClient);
+        }
+        if family.expires_at <= self.now {
+            return Some(RefreshRefusal::Expired);
+        }
+        match (family.dpop_jkt.as_deref(), self.dpop_jkt) {
+            (Some(_), None) => Some(RefreshRefusal::ProofMissing),
+            (Some(bound), Some(jkt)) if bound != jkt => Some(RefreshRefusal::OtherKey),
+            _ => None,
+        }
+    }
+}
+
+/// The token that replaces a family's current one: the family keeps its grant and binding.
+#[derive(Clone, Copy, Debug)]
+pub struct RefreshSuccessor {
+    pub token: SecretHash,
+    pub issued_at: i64,
+    pub expires_at: i64,
+}
+
+/// Outcome of [`GrantStore::use_refresh`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RefreshOutcome {
+    /// The presented token was current and the use allowed: its successor is current now.
+    /// Carries the family's grant.
+    Rotated(GrantRecord),
+    /// The family refuses the use; nothing changed.
+    Refused(RefreshRefusal),
+    /// The use is allowed but the presented token is a spent one of the family (reuse, RFC 9700
+    /// §4.14.2, which the core answers); nothing changed. Carries the family's grant.
+    Spent(GrantRecord),
+    /// No such family.
+    Unknown,
+}
+
 /// What a user has approved for a client, remembered so they are not asked again.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ConsentRecord {
@@ -655,6 +726,39 @@ pub trait GrantStore: Send + Sync {
         presented: &SecretHash,
         next: &RefreshRecord,
     ) -> Result<Rotation>;
+    /// Uses a refresh token: if the family under `family` allows `used` ([`RefreshUse::refusal`])
+    /// and `presented` is its current token, replaces that with `next`, as one compare-and-swap
+    /// like [`GrantStore::rotate_refresh`]; see [`RefreshOutcome`]. This default reads, then
+    /// rotates; a store that can do both in one statement does.
+    async fn use_refresh(
+        &self,
+        family: &SecretHash,
+        presented: &SecretHash,
+        used: &RefreshUse<'_>,
+        next: &RefreshSuccessor,
+    ) -> Result<RefreshOutcome> {
+        let Some((current, grant)) = self.get_refresh_and_grant(family).await? else {
+            return Ok(RefreshOutcome::Unknown);
+        };
+        if let Some(refusal) = used.refusal(&current, grant.as_ref()) {
+            return Ok(RefreshOutcome::Refused(refusal));
+        }
+        let Some(grant) = grant else {
+            return Ok(RefreshOutcome::Refused(RefreshRefusal::GrantGone));
+        };
+        let successor = RefreshRecord {
+            grant_id: current.grant_id,
+            issued_at: next.issued_at,
+            expires_at: next.expires_at,
+            current: CurrentRefresh::Later(next.token),
+            dpop_jkt: current.dpop_jkt,
+        };
+        Ok(match self.rotate_refresh(family, presented, &successor).await? {
+            Rotation::Rotated => RefreshOutcome::Rotated(grant),
+            Rotation::Spent(_) => RefreshOutcome::Spent(grant),
+            Rotation::Unknown => RefreshOutcome::Unknown,
+        })
+    }
     /// Marks one access token revoked until it expires (RFC 7009).
     async fn revoke_access_token(&self, jti: &str, expires_at: i64) -> Result<()>;
     async fn is_access_token_revoked(&self, jti: &str) -> Result<bool>;

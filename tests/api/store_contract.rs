@@ -723,6 +723,141 @@ async fn a_refresh_token_rotates_once_however_many_rotate_it_at_once() {
     .await;
 }
 
+/// A refresh request's checks (`RefreshUse::refusal`) are the store's too: each refuses the use
+/// and changes nothing, whichever token is presented; only an allowed use of the current token
+/// rotates, and an allowed use of a spent one is reported as reuse, with the grant.
+#[tokio::test]
+async fn a_refresh_use_rotates_only_when_its_checks_allow_it() {
+    for_each_backend(|store| async move {
+        let live = grant("g1", "u1", "c1", 10);
+        store.put_grant(&live).await.unwrap();
+        store.put_refresh(&[1; 32], &refresh("g1", 10, 1000)).await.unwrap();
+        let bound = RefreshRecord {
+            dpop_jkt: Some("k1".into()),
+            ..refresh("g1", 10, 1000)
+        };
+        store.put_refresh(&[2; 32], &bound).await.unwrap();
+        store.put_refresh(&[3; 32], &refresh("gone", 10, 1000)).await.unwrap();
+        let used = |client_id: &'static str, now: i64, dpop_jkt: Option<&'static str>| RefreshUse {
+            client_id,
+            now,
+            dpop_jkt,
+        };
+        let next = |token: u8| RefreshSuccessor {
+            token: [token; 32],
+            issued_at: 500,
+            expires_at: 5000,
+        };
+        use RefreshOutcome::Refused;
+        use RefreshRefusal::*;
+        let refusals = [
+            ([1; 32], used("c2", 500, None), Refused(OtherClient)),
+            ([1; 32], used("c1", 1000, None), Refused(Expired)),
+            ([2; 32], used("c1", 500, None), Refused(ProofMissing)),
+            ([2; 32], used("c1", 500, Some("k2")), Refused(OtherKey)),
+            ([3; 32], used("c1", 500, None), Refused(GrantGone)),
+            ([9; 32], used("c1", 500, None), RefreshOutcome::Unknown),
+        ];
+        for (family, use_, outcome) in &refusals {
+            for presented in [*family, [7; 32]] {
+                let got = store.use_refresh(family, &presented, use_, &next(8)).await.unwrap();
+                assert_eq!(&got, outcome, "{family:?} {presented:?} {use_:?}");
+            }
+        }
+        assert_eq!(
+            store.get_refresh(&[1; 32]).await.unwrap(),
+            Some(refresh("g1", 10, 1000))
+        );
+        assert_eq!(store.get_refresh(&[2; 32]).await.unwrap(), Some(bound.clone()));
+
+        // Allowed: a token bound to no key may be used with a proof, a bound one with its key.
+        let (rotated_use, rotated_next) = (used("c1", 500, Some("k9")), next(4));
+        let rotated = store
+            .use_refresh(&[1; 32], &[1; 32], &rotated_use, &rotated_next)
+            .await
+            .unwrap();
+        assert_eq!(rotated, RefreshOutcome::Rotated(live.clone()));
+        let successor = RefreshRecord {
+            current: CurrentRefresh::Later([4; 32]),
+            ..refresh("g1", 500, 5000)
+        };
+        assert_eq!(store.get_refresh(&[1; 32]).await.unwrap(), Some(successor.clone()));
+        let (rotated_use, rotated_next) = (used("c1", 500, Some("k1")), next(5));
+        let rotated = store
+            .use_refresh(&[2; 32], &[2; 32], &rotated_use, &rotated_next)
+            .await
+            .unwrap();
+        assert_eq!(rotated, RefreshOutcome::Rotated(live.clone()));
+        let bound_successor = RefreshRecord {
+            dpop_jkt: Some("k1".into()),
+            ..RefreshRecord {
+                current: CurrentRefresh::Later([5; 32]),
+                ..refresh("g1", 500, 5000)
+            }
+        };
+        assert_eq!(store.get_refresh(&[2; 32]).await.unwrap(), Some(bound_successor));
+
+        // The first token again: reuse, reported with the grant; nothing changes.
+        let (reused_use, reused_next) = (used("c1", 600, None), next(6));
+        let reused = store
+            .use_refresh(&[1; 32], &[1; 32], &reused_use, &reused_next)
+            .await
+            .unwrap();
+        assert_eq!(reused, RefreshOutcome::Spent(live.clone()));
+        assert_eq!(store.get_refresh(&[1; 32]).await.unwrap(), Some(successor));
+        // A revoked grant's family refuses every token, its current one too.
+        store.revoke_grant("g1").await.unwrap();
+        let (refused_use, refused_next) = (used("c1", 600, None), next(6));
+        let refused = store
+            .use_refresh(&[1; 32], &[4; 32], &refused_use, &refused_next)
+            .await
+            .unwrap();
+        assert_eq!(refused, Refused(GrantGone));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_refresh_token_is_used_once_however_many_use_it_at_once() {
+    for_each_backend(|store| async move {
+        let live = grant("g1", "u1", "c1", 10);
+        store.put_grant(&live).await.unwrap();
+        store.put_refresh(&[1; 32], &refresh("g1", 10, 1000)).await.unwrap();
+        let outcomes = race(16, || {
+            let store = store.clone();
+            async move {
+                let next = RefreshSuccessor {
+                    token: tessera::oauth::secret_hash(&tessera::oauth::random_token(16)),
+                    issued_at: 20,
+                    expires_at: 2000,
+                };
+                let used = RefreshUse {
+                    client_id: "c1",
+                    now: 20,
+                    dpop_jkt: None,
+                };
+                (
+                    next.token,
+                    store.use_refresh(&[1; 32], &[1; 32], &used, &next).await.unwrap(),
+                )
+            }
+        })
+        .await;
+        let winners: Vec<_> = outcomes
+            .iter()
+            .filter(|(_, outcome)| *outcome == RefreshOutcome::Rotated(live.clone()))
+            .collect();
+        assert_eq!(winners.len(), 1, "{outcomes:?}");
+        let spent = outcomes
+            .iter()
+            .filter(|(_, outcome)| *outcome == RefreshOutcome::Spent(live.clone()));
+        assert_eq!(spent.count(), 15, "{outcomes:?}");
+        let stored = store.get_refresh(&[1; 32]).await.unwrap().unwrap();
+        assert_eq!(stored.current, CurrentRefresh::Later(winners[0].0));
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn access_token_revocations_are_remembered() {
     for_each_backend(|store| async move {

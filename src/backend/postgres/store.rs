@@ -1038,6 +1038,63 @@ impl GrantStore for PgStore {
         })
     }
 
+    async fn use_refresh(
+        &self,
+        family: &SecretHash,
+        presented: &SecretHash,
+        used: &RefreshUse<'_>,
+        next: &RefreshSuccessor,
+    ) -> Result<RefreshOutcome> {
+        // One statement, one round trip: `before` reads the family and its grant as they were,
+        // and `rotated` rewrites the family's row only if `RefreshUse::refusal` finds nothing
+        // (its conditions, in SQL) and the presented token is the current one
+        // (`RefreshRecord::is_current`). The update takes the row's lock and re-checks the
+        // row's conditions on the version a concurrent rotation left, so of concurrent uses of
+        // one token exactly one rotates. The grant's are checked as `before` read it, as the
+        // two-step path checks them. Why a use did not rotate is read from `before`.
+        let row = self
+            .query_opt(
+                "WITH before AS (SELECT r.grant_id, r.issued_at, r.expires_at, r.rotated, r.current_hash, \
+                 r.dpop_jkt, g.grant_id IS NOT NULL AS grant_found, g.client_id, g.user_id, g.scope, g.audience, \
+                 g.auth_time, g.created_at, g.revoked, g.amr \
+                 FROM refresh_tokens r LEFT JOIN grants g ON g.grant_id = r.grant_id WHERE r.token_hash = $1), \
+                 rotated AS (UPDATE refresh_tokens r SET issued_at = $3, expires_at = $4, rotated = true, \
+                 current_hash = $5 FROM before b WHERE r.token_hash = $1 AND b.grant_found \
+                 AND NOT b.revoked AND b.client_id = $6 AND r.expires_at > $7 \
+                 AND (r.dpop_jkt IS NULL OR r.dpop_jkt = $8) \
+                 AND CASE WHEN r.current_hash IS NOT NULL THEN r.current_hash = $2 \
+                 ELSE NOT r.rotated AND r.token_hash = $2 END RETURNING 1) \
+                 SELECT before.*, EXISTS (SELECT 1 FROM rotated) AS rotated_now FROM before",
+                &[
+                    &&family[..],
+                    &&presented[..],
+                    &next.issued_at,
+                    &next.expires_at,
+                    &&next.token[..],
+                    &used.client_id,
+                    &used.now,
+                    &used.dpop_jkt,
+                ],
+            )
+            .await?;
+        let Some(row) = row else {
+            return Ok(RefreshOutcome::Unknown);
+        };
+        let current = refresh_of(&row);
+        let grant = row.get::<_, bool>("grant_found").then(|| grant_of(&row));
+        if let Some(refusal) = used.refusal(&current, grant.as_ref()) {
+            return Ok(RefreshOutcome::Refused(refusal));
+        }
+        let Some(grant) = grant else {
+            return Ok(RefreshOutcome::Refused(RefreshRefusal::GrantGone));
+        };
+        Ok(if row.get("rotated_now") {
+            RefreshOutcome::Rotated(grant)
+        } else {
+            RefreshOutcome::Spent(grant)
+        })
+    }
+
     async fn revoke_access_token(&self, jti: &str, expires_at: i64) -> Result<()> {
         self.execute(
             "INSERT INTO revoked_access (jti, expires_at) VALUES ($1, $2) ON CONFLICT (jti) DO UPDATE SET expires_at = $2",

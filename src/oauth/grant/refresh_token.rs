@@ -7,7 +7,7 @@ use crate::oauth::scope::Scope;
 use crate::oauth::token::Tokens;
 use crate::oauth::token::{TokenBinding, TokenResponse};
 use crate::oauth::{now, Error, ErrorCode};
-use crate::store::{ClientRecord, CurrentRefresh, RefreshRecord, Rotation};
+use crate::store::{ClientRecord, RefreshOutcome, RefreshRefusal, RefreshSuccessor, RefreshUse};
 
 impl Tokens {
     /// Exchanges a refresh token for a new access token and a new refresh token. The old
@@ -24,72 +24,56 @@ impl Tokens {
         let dpop_jkt = proof.map(|p| p.jkt.as_str());
         let invalid = || Error::invalid_grant("the refresh token is invalid");
         let presented = PresentedRefresh::parse(presented).ok_or_else(invalid)?;
-        let (current, grant) = self
-            .grants
-            .get_refresh_and_grant(&presented.family)
-            .await?
-            .ok_or_else(invalid)?;
-        let grant = grant.filter(|grant| !grant.revoked).ok_or_else(invalid)?;
-        // Checked before rotating, so another client presenting a stolen token cannot spend it.
-        if grant.client_id != client.client_id {
-            return Err(Error::invalid_grant("the refresh token was issued to another client"));
-        }
-        if current.expires_at <= now() {
-            return Err(Error::invalid_grant("the refresh token has expired"));
-        }
-        // RFC 9449 §5: a bound refresh token is used with a proof of its key; checked before
-        // rotating, so a stolen token cannot be spent (and its family revoked) without the key.
-        match (&current.dpop_jkt, dpop_jkt) {
-            (Some(_), None) => {
-                return Err(invalid_proof(
-                    "the refresh token is bound to a DPoP key; send a proof made with it",
-                ))
+        let used = RefreshUse {
+            client_id: &client.client_id,
+            now: now(),
+            dpop_jkt,
+        };
+        // A narrower scope, or a proof, is checked before anything is spent: the family is read
+        // first. Otherwise the store checks the family as it rotates it (one round trip where it
+        // can); either way the checks are `RefreshUse::refusal`'s, made before rotating, so that
+        // another client, or a thief without the token's DPoP key, cannot spend a stolen token
+        // (and so revoke its family).
+        let narrowed = if requested_scope.is_some() || proof.is_some() {
+            let (current, grant) = self
+                .grants
+                .get_refresh_and_grant(&presented.family)
+                .await?
+                .ok_or_else(invalid)?;
+            if let Some(refusal) = used.refusal(&current, grant.as_ref()) {
+                return Err(refused(refusal));
             }
-            (Some(bound), Some(jkt)) if bound != jkt => {
-                return Err(Error::invalid_grant("the refresh token is bound to another DPoP key"))
-            }
-            _ => {}
-        }
-        let granted = Scope::parse(&grant.scope)?;
-        // RFC 6749 §6: the new access token may carry less scope, never more.
-        let scope = match requested_scope {
-            Some(requested) => {
-                let requested = Scope::parse(requested)?;
-                if !requested.tokens().all(|t| granted.tokens().any(|g| g == t)) {
-                    return Err(Error::new(
-                        ErrorCode::InvalidScope,
-                        "scope exceeds what was originally granted",
-                    ));
-                }
-                requested
-            }
-            None => granted,
+            let narrowed = match (requested_scope, grant) {
+                (Some(requested), Some(grant)) => Some(narrow(requested, &grant.scope)?),
+                _ => None,
+            };
+            // The token is real and its binding holds: now the proof is spent (before rotating,
+            // so a replayed proof cannot rotate it).
+            self.dpop.spend_grant_proof(proof).await?;
+            narrowed
+        } else {
+            None
         };
         let (new_token, new_hash) = presented.successor();
         let issued_at = now();
-        let next = RefreshRecord {
-            grant_id: grant.grant_id.clone(),
+        let next = RefreshSuccessor {
+            token: new_hash,
             issued_at,
             expires_at: issued_at.saturating_add(self.refresh_token_ttl(client)),
-            current: CurrentRefresh::Later(new_hash),
-            // The family keeps its binding.
-            dpop_jkt: current.dpop_jkt.clone(),
         };
-        // The token is real and its binding holds: now the proof is spent (before rotating, so
-        // a replayed proof cannot rotate it).
-        self.dpop.spend_grant_proof(proof).await?;
         // Rotate first, sign after: the loser of a race, or a reused token, costs no signature.
-        match self
+        let grant = match self
             .grants
-            .rotate_refresh(&presented.family, &presented.token, &next)
+            .use_refresh(&presented.family, &presented.token, &used, &next)
             .await?
         {
-            Rotation::Rotated => {}
-            Rotation::Spent(spent) => {
+            RefreshOutcome::Rotated(grant) => grant,
+            RefreshOutcome::Refused(refusal) => return Err(refused(refusal)),
+            RefreshOutcome::Spent(grant) => {
                 // RFC 9700 §4.14.2: a spent token presented again has leaked; its whole family
                 // (every token of the grant) is revoked. A token of the family that was never
                 // handed out counts too: only a holder of one of its tokens knows the family.
-                let revoked = self.grants.revoke_grant_once(&spent.grant_id).await?;
+                let revoked = self.grants.revoke_grant_once(&grant.grant_id).await?;
                 self.durability.durable().await?;
                 // Recorded once: by the request that revoked the family.
                 if revoked == crate::store::GrantRevocation::Revoked {
@@ -99,8 +83,12 @@ impl Tokens {
                     "the refresh token was already used; its grant has been revoked",
                 ));
             }
-            Rotation::Unknown => return Err(invalid()),
-        }
+            RefreshOutcome::Unknown => return Err(invalid()),
+        };
+        let scope = match narrowed {
+            Some(scope) => scope,
+            None => Scope::parse(&grant.scope)?,
+        };
         // The new access token is bound to the proof's key, whether or not the refresh token is
         // (RFC 9449 §5: a confidential client's refresh token is not).
         let binding = TokenBinding::dpop(dpop_jkt);
@@ -128,4 +116,31 @@ impl Tokens {
             dpop_nonce: None,
         })
     }
+}
+
+/// The answer to a use of a refresh token its family refuses.
+fn refused(refusal: RefreshRefusal) -> Error {
+    match refusal {
+        RefreshRefusal::GrantGone => Error::invalid_grant("the refresh token is invalid"),
+        RefreshRefusal::OtherClient => Error::invalid_grant("the refresh token was issued to another client"),
+        RefreshRefusal::Expired => Error::invalid_grant("the refresh token has expired"),
+        // RFC 9449 §5: a bound refresh token is used with a proof of its key.
+        RefreshRefusal::ProofMissing => {
+            invalid_proof("the refresh token is bound to a DPoP key; send a proof made with it")
+        }
+        RefreshRefusal::OtherKey => Error::invalid_grant("the refresh token is bound to another DPoP key"),
+    }
+}
+
+/// RFC 6749 §6: the new access token may carry less scope than the grant, never more.
+fn narrow(requested: &str, granted: &str) -> Result<Scope, Error> {
+    let granted = Scope::parse(granted)?;
+    let requested = Scope::parse(requested)?;
+    if !requested.tokens().all(|t| granted.tokens().any(|g| g == t)) {
+        return Err(Error::new(
+            ErrorCode::InvalidScope,
+            "scope exceeds what was originally granted",
+        ));
+    }
+    Ok(requested)
 }
