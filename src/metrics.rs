@@ -285,9 +285,10 @@ impl TokenHistory {
 
 /// A count that costs a scan of as many records as it counts (the active refresh tokens, the
 /// console's overview), taken off the request path. A read starts a new count once the last
-/// one is older than 100 µs per record counted (a million records: 100 s, about a hundred
-/// times what the scan takes), so however often `/metrics` is scraped, or flooded, the scans
-/// use at most about 1% of one core; on a small store that is every read. One count runs at a
+/// one is older than 100 µs per record counted and than 99 times what the last count took, so
+/// however often `/metrics` is scraped, or flooded, and however slowly the store scans (sled
+/// took 14 s for a million grants, issue 29), the scans use at most 1% of one core; on a small
+/// store that is every read. One count runs at a
 /// time, in a task of its own; a read waits for it at most [`COUNT_WAIT`] (not at all when the
 /// last count took longer), then answers with the last count (issue 29: the first scrape
 /// after a restart took 3.5 s on a large store).
@@ -318,6 +319,8 @@ impl<T> Default for CostlyCount<T> {
 }
 
 const REUSE_PER_RECORD: Duration = Duration::from_micros(100);
+/// A count is reused for this many times what it took, at least: the scans' share of a core.
+const REUSE_PER_COUNT_TIME: u32 = 99;
 
 /// How long a read waits for a count it started: a small store's count is fresh on every read,
 /// a large one's is the last one taken.
@@ -339,13 +342,15 @@ impl<T: Clone + Send + 'static> CostlyCount<T> {
         F: std::future::Future<Output = Option<(T, u64)>> + Send + 'static,
     {
         use std::sync::atomic::Ordering::SeqCst;
+        let state = &self.state;
+        let took = *state.took.lock().unwrap_or_else(|e| e.into_inner());
         let fresh = |last: &Option<(T, Instant, u64)>| {
             last.as_ref().is_some_and(|(_, taken_at, records)| {
-                let reuse = REUSE_PER_RECORD * u32::try_from(*records).unwrap_or(u32::MAX);
+                let by_records = REUSE_PER_RECORD.saturating_mul(u32::try_from(*records).unwrap_or(u32::MAX));
+                let reuse = by_records.max(took.saturating_mul(REUSE_PER_COUNT_TIME));
                 now.saturating_duration_since(*taken_at) < reuse
             })
         };
-        let state = &self.state;
         if fresh(&state.last.lock().unwrap_or_else(|e| e.into_inner())) {
             return self.last();
         }
@@ -364,7 +369,7 @@ impl<T: Clone + Send + 'static> CostlyCount<T> {
                 drop(done);
             });
         }
-        let slow = *state.took.lock().unwrap_or_else(|e| e.into_inner()) >= wait;
+        let slow = took >= wait;
         if !(slow && self.last().is_some()) {
             let _ = tokio::time::timeout(wait, counted).await;
         }
@@ -419,6 +424,25 @@ mod tests {
         };
         assert_eq!(count.read_at(at(90_000), wait, panics).await, Some(5));
         assert_eq!(count.read_at(at(90_000), wait, counted(3)).await, Some(3));
+    }
+
+    #[tokio::test]
+    async fn a_count_is_reused_for_99_times_what_it_took_however_few_records_it_read() {
+        use std::time::Duration;
+        let count = CostlyCount::<i64>::default();
+        let wait = Duration::from_secs(5);
+        // Two records that took 50 ms to count (a slow store): reused for 4.95 s, not 200 µs.
+        let slow = |n: i64| {
+            move || async move {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                Some((n, 2))
+            }
+        };
+        assert_eq!(count.read_at(std::time::Instant::now(), wait, slow(2)).await, Some(2));
+        let taken = count.state.last.lock().unwrap().as_ref().unwrap().1;
+        let at = |ms: u64| taken + Duration::from_millis(ms);
+        assert_eq!(count.read_at(at(4000), wait, slow(3)).await, Some(2));
+        assert_eq!(count.read_at(at(6000), wait, slow(3)).await, Some(3));
     }
 
     #[tokio::test]
