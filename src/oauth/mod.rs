@@ -239,8 +239,16 @@ impl Provider {
         let now = now();
         let unused_cutoff = now - self.config.registration.unused_client_ttl.as_secs() as i64;
         let unused_clients = self.purge_unused_registrations(unused_cutoff).await?;
-        let longest = i64::try_from(self.longest_access_token_ttl().await?).unwrap_or(i64::MAX);
-        let mut purged = self.store.purge_expired(now, now.saturating_sub(longest)).await?;
+        let longest = self.longest_access_token_ttl().await?;
+        // A grant without a refresh family is also kept while a device authorization may still
+        // collect it: the user's approval writes the grant, and its first tokens (with its
+        // family) come with the device's next poll.
+        let unclaimed = longest.max(self.config.device_code_ttl.as_secs());
+        let before = |secs: u64| now.saturating_sub(i64::try_from(secs).unwrap_or(i64::MAX));
+        let mut purged = self
+            .store
+            .purge_expired(now, before(longest), before(unclaimed))
+            .await?;
         purged.clients = unused_clients;
         purged.audit_entries = self.audit.purge_audit().await?;
         Ok(purged)
@@ -268,7 +276,8 @@ impl Provider {
         for _ in 0..UNUSED_REGISTRATIONS_PER_PURGE / PAGE {
             let page = self.store.unused_registrations(cutoff, PAGE).await?;
             for client in &page {
-                if self.store.delete_client(&client.client_id).await? {
+                // Only if still unused: it may have issued its first token since the page.
+                if self.store.delete_unused_client(&client.client_id).await? {
                     removed += 1;
                     let target = audit::Target::client(client);
                     self.audit

@@ -618,6 +618,11 @@ pub trait ClientStore: Send + Sync {
     async fn clients_page(&self, after: Option<&str>, limit: usize) -> Result<Vec<ClientRecord>>;
     /// Returns whether a client was removed.
     async fn delete_client(&self, client_id: &str) -> Result<bool>;
+    /// Removes the client only if it was never used (no `first_used_at`); returns whether it
+    /// did. Atomic with respect to [`ClientStore::mark_client_used`]: the purge of unused
+    /// registrations reads a page of them before removing each, and one that issued its first
+    /// token in between is kept.
+    async fn delete_unused_client(&self, client_id: &str) -> Result<bool>;
     /// The clients whose `owner_user_id` is `user_id`, ordered by `client_id`. Reads an index,
     /// not every client.
     async fn clients_owned_by(&self, user_id: &str) -> Result<Vec<ClientRecord>>;
@@ -1142,16 +1147,18 @@ pub trait Store:
     /// full scan).
     async fn count_active_refresh_tokens(&self, now: i64) -> Result<u64>;
     /// Removes what can no longer be used at `now`. `access_cutoff` is the moment before
-    /// which every access token issued has expired. Removed: expired codes, sessions and
+    /// which every access token issued has expired; `unclaimed_cutoff` (no later) the moment
+    /// before which a grant that has no refresh family yet can no longer get one (a device
+    /// authorization collects its grant's first tokens after the approval wrote it). Removed: expired codes, sessions and
     /// device authorizations, revocation entries of expired access tokens, refresh families
     /// whose current token has expired and was issued before `access_cutoff` (with their
     /// grant, unless a family from before families still holds it), and grants created
-    /// before `access_cutoff` that never had a refresh family. A grant with a live access
+    /// before `unclaimed_cutoff` that never had a refresh family. A grant with a live access
     /// token is never removed, since its access tokens are checked against it. Families and
     /// grants are found through indexes by when they become due, at most [`PURGE_BATCH`] of
     /// each a call: a call's work follows what expired, not what is stored. Meant for a
     /// background task.
-    async fn purge_expired(&self, now: i64, access_cutoff: i64) -> Result<Purged>;
+    async fn purge_expired(&self, now: i64, access_cutoff: i64, unclaimed_cutoff: i64) -> Result<Purged>;
     /// How many records the store holds, all kinds together (the listing indexes included;
     /// not the purge's and the client facts, which follow the records they index).
     async fn record_count(&self) -> Result<u64>;

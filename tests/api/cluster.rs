@@ -1242,7 +1242,7 @@ async fn a_database_from_before_refresh_families_keeps_its_tokens_and_purges_by_
         store.rotate_refresh(&[1; 32], &[1; 32], &next).await.unwrap(),
         Rotation::Spent(_)
     ));
-    let purged = store.purge_expired(1000, 900).await.unwrap();
+    let purged = store.purge_expired(1000, 900, 900).await.unwrap();
     assert_eq!((purged.refresh_tokens, purged.grants), (1, 2), "{purged:?}");
     assert!(store.get_grant("stale").await.unwrap().is_none());
     assert!(store.get_grant("bare").await.unwrap().is_none());
@@ -1259,7 +1259,7 @@ async fn a_database_from_before_refresh_families_keeps_its_tokens_and_purges_by_
     )
     .await
     .unwrap();
-    let purged = store.purge_expired(1000, 900).await.unwrap();
+    let purged = store.purge_expired(1000, 900, 900).await.unwrap();
     assert_eq!((purged.refresh_tokens, purged.grants), (1, 1), "{purged:?}");
     assert!(store.get_grant("old-node").await.unwrap().is_none());
 }

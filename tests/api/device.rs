@@ -250,6 +250,25 @@ async fn a_denied_request_answers_access_denied() {
     assert!(again.text().await.unwrap().contains("already been used"));
 }
 
+/// The approval writes the grant; its refresh family comes with the device's next poll. A purge
+/// in between keeps the grant however short access tokens live: the device may collect it
+/// for as long as its code lives.
+#[tokio::test]
+async fn a_purge_between_the_approval_and_the_poll_keeps_the_grant() {
+    let app = spawn(|c| c.access_token_ttl = Duration::from_secs(1)).await;
+    let tv = device_client(&app, ClientType::Confidential).await;
+    let started = start(&app, &tv, "read").await;
+    log_in(&app).await;
+    answer(&app, started["user_code"].as_str().unwrap(), "allow").await;
+    // Past every access token's lifetime, and the second it is counted in.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    app.provider.purge_expired().await.unwrap();
+    let tokens = poll(&app, &tv, started["device_code"].as_str().unwrap()).await;
+    assert_eq!(tokens.status(), 200);
+    let tokens: Value = tokens.json().await.unwrap();
+    assert!(tokens["refresh_token"].is_string(), "{tokens}");
+}
+
 #[tokio::test]
 async fn an_expired_code_answers_expired_token_and_the_page_says_so() {
     let app = spawn(|c| c.device_code_ttl = Duration::from_secs(1)).await;

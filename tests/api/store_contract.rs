@@ -503,7 +503,12 @@ async fn the_longest_access_token_lifetime_and_unused_registrations_follow_every
         assert!(store.mark_client_used("r2", 50).await.unwrap());
         // An update from a copy read before the first use keeps it used.
         assert!(store.update_client(&registered("r2", 20)).await.unwrap());
-        assert!(store.delete_client("r1").await.unwrap());
+        // The purge's delete keeps a client used since it read the page.
+        assert!(!store.delete_unused_client("r2").await.unwrap());
+        assert!(store.get_client("r2").await.unwrap().is_some());
+        assert!(!store.delete_unused_client("nobody").await.unwrap());
+        assert!(store.delete_unused_client("r1").await.unwrap());
+        assert!(store.get_client("r1").await.unwrap().is_none());
         assert_eq!(unused(i64::MAX, 10).await, ["r2b", "r3", "r4"]);
         let mut r4 = store.get_client("r4").await.unwrap().unwrap();
         r4.registration_token_hash = None;
@@ -1027,7 +1032,10 @@ async fn a_purge_removes_exactly_what_can_no_longer_be_used() {
         // A grant created after the cutoff with no token (a client without refresh tokens)
         // stays: its access tokens are checked against it.
         store.put_grant(&grant("fresh", "u2", "c1", 950)).await.unwrap();
-        let purged = store.purge_expired(now, cutoff).await.unwrap();
+        // One without a family, created before the access cutoff but after the unclaimed one
+        // (a device's approved grant it has not collected yet), stays until that passes.
+        store.put_grant(&grant("unclaimed", "u2", "c2", 850)).await.unwrap();
+        let purged = store.purge_expired(now, cutoff, 800).await.unwrap();
         assert_eq!(
             (
                 purged.codes,
@@ -1039,6 +1047,7 @@ async fn a_purge_removes_exactly_what_can_no_longer_be_used() {
             (1, 1, 1, 1, 1),
             "{purged:?}"
         );
+        assert!(store.get_grant("unclaimed").await.unwrap().is_some());
         assert!(matches!(
             store.redeem_code(&[2; 32]).await.unwrap(),
             Redemption::Fresh(_)
@@ -1058,7 +1067,10 @@ async fn a_purge_removes_exactly_what_can_no_longer_be_used() {
                 .iter()
                 .all(|g| g.grant_id != "stale"));
         }
-        let again = store.purge_expired(now, cutoff).await.unwrap();
+        let unclaimed = store.purge_expired(now, cutoff, cutoff).await.unwrap();
+        assert_eq!((unclaimed.grants, unclaimed.total()), (1, 1), "{unclaimed:?}");
+        assert!(store.get_grant("unclaimed").await.unwrap().is_none());
+        let again = store.purge_expired(now, cutoff, cutoff).await.unwrap();
         assert_eq!(again.total(), 0, "nothing left to purge: {again:?}");
     })
     .await;
@@ -1091,7 +1103,7 @@ async fn a_purge_follows_rotations_and_keeps_a_grant_another_family_holds() {
             .await
             .unwrap();
 
-        let purged = store.purge_expired(1000, 900).await.unwrap();
+        let purged = store.purge_expired(1000, 900, 900).await.unwrap();
         assert_eq!((purged.refresh_tokens, purged.grants), (1, 0), "{purged:?}");
         assert_eq!(store.get_refresh(&[1; 32]).await.unwrap(), Some(rotated));
         assert_eq!(store.get_refresh(&[3; 32]).await.unwrap(), None);
@@ -1099,16 +1111,16 @@ async fn a_purge_follows_rotations_and_keeps_a_grant_another_family_holds() {
         for kept in ["g1", "g2"] {
             assert!(store.get_grant(kept).await.unwrap().is_some(), "{kept}");
         }
-        let again = store.purge_expired(1000, 900).await.unwrap();
+        let again = store.purge_expired(1000, 900, 900).await.unwrap();
         assert_eq!(again.total(), 0, "{again:?}");
 
-        let later = store.purge_expired(6000, 5900).await.unwrap();
+        let later = store.purge_expired(6000, 5900, 5900).await.unwrap();
         assert_eq!((later.refresh_tokens, later.grants), (2, 2), "{later:?}");
         for gone in ["g1", "g2"] {
             assert!(store.get_grant(gone).await.unwrap().is_none(), "{gone}");
         }
         assert!(store.grants_page(Some("u1"), None, None, 10).await.unwrap().is_empty());
-        assert_eq!(store.purge_expired(6000, 5900).await.unwrap().total(), 0);
+        assert_eq!(store.purge_expired(6000, 5900, 5900).await.unwrap().total(), 0);
     })
     .await;
 }
@@ -1133,7 +1145,7 @@ async fn a_sled_folder_from_before_the_purge_indexes_is_purged() {
         &["purge-indexes", "grants-due"],
     )
     .await;
-    let purged = store.purge_expired(1000, 900).await.unwrap();
+    let purged = store.purge_expired(1000, 900, 900).await.unwrap();
     assert_eq!((purged.refresh_tokens, purged.grants), (1, 2), "{purged:?}");
     assert!(store.get_grant("live").await.unwrap().is_some());
     assert!(store.get_refresh(&[2; 32]).await.unwrap().is_some());
@@ -1470,7 +1482,7 @@ async fn a_purge_removes_expired_device_authorizations_and_frees_their_user_code
             .insert_device(&[2; 32], &device(12, "c1", now + 60))
             .await
             .unwrap();
-        let purged = store.purge_expired(now, 0).await.unwrap();
+        let purged = store.purge_expired(now, 0, 0).await.unwrap();
         assert_eq!(purged.device_authorizations, 1, "{purged:?}");
         assert!(store.get_device_by_user_code(&[11; 32]).await.unwrap().is_none());
         assert!(store.get_device_by_user_code(&[12; 32]).await.unwrap().is_some());

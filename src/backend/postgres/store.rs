@@ -545,11 +545,11 @@ async fn purge_families(client: &tokio_postgres::Client, now: i64, access_cutoff
     Ok((families, grants))
 }
 
-/// Looks at the grants that are due (`due_at` by `access_cutoff`), at most [`PURGE_BATCH`]: one
+/// Looks at the grants that are due (`due_at` by `cutoff`), at most [`PURGE_BATCH`]: one
 /// created by then without a refresh family goes; one with a family is no longer due (it goes
 /// with its family); one created since (due early: a row from before migration 12) is due at
 /// its creation. Returns the grants removed.
-async fn purge_grants_without_family(client: &tokio_postgres::Client, access_cutoff: i64) -> Result<u64> {
+async fn purge_grants_without_family(client: &tokio_postgres::Client, cutoff: i64) -> Result<u64> {
     let mut grants = 0;
     for _ in 0..PURGE_BATCH as i64 / PURGE_STATEMENT_ROWS {
         let row = client
@@ -565,7 +565,7 @@ async fn purge_grants_without_family(client: &tokio_postgres::Client, access_cut
                    FROM due WHERE g.grant_id = due.grant_id AND (g.created_at > $1 \
                      OR EXISTS (SELECT 1 FROM refresh_tokens r WHERE r.grant_id = g.grant_id)) RETURNING 1 \
                  ) SELECT (SELECT count(*) FROM due), (SELECT count(*) FROM gone)",
-                &[&access_cutoff, &PURGE_STATEMENT_ROWS],
+                &[&cutoff, &PURGE_STATEMENT_ROWS],
             )
             .await
             .map_err(database)?;
@@ -580,7 +580,7 @@ async fn purge_grants_without_family(client: &tokio_postgres::Client, access_cut
 
 /// Deletes what can no longer be used, one kind at a time (each delete is its own statement,
 /// so no long transaction holds locks against requests).
-async fn purge(client: &tokio_postgres::Client, now: i64, access_cutoff: i64) -> Result<Purged> {
+async fn purge(client: &tokio_postgres::Client, now: i64, access_cutoff: i64, unclaimed_cutoff: i64) -> Result<Purged> {
     let delete = |sql: &'static str, params: Vec<i64>| async move {
         let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
         client.execute(sql, &refs).await.map_err(database)
@@ -589,7 +589,7 @@ async fn purge(client: &tokio_postgres::Client, now: i64, access_cutoff: i64) ->
     let sessions = delete("DELETE FROM sessions WHERE expires_at <= $1", vec![now]).await?;
     let revoked_access = delete("DELETE FROM revoked_access WHERE expires_at <= $1", vec![now]).await?;
     let (refresh_tokens, family_grants) = purge_families(client, now, access_cutoff).await?;
-    let grants = family_grants + purge_grants_without_family(client, access_cutoff).await?;
+    let grants = family_grants + purge_grants_without_family(client, unclaimed_cutoff).await?;
     let device_authorizations = delete("DELETE FROM device_authorizations WHERE expires_at <= $1", vec![now]).await?;
     delete("DELETE FROM scratch WHERE expires_at <= $1", vec![now]).await?;
     delete("DELETE FROM counters WHERE expires_at_ms <= $1", vec![now * 1000]).await?;
@@ -710,6 +710,19 @@ impl ClientStore for PgStore {
     async fn delete_client(&self, client_id: &str) -> Result<bool> {
         let deleted = self
             .execute("DELETE FROM clients WHERE client_id = $1", &[&client_id])
+            .await?;
+        self.forget_client(client_id);
+        Ok(deleted == 1)
+    }
+
+    async fn delete_unused_client(&self, client_id: &str) -> Result<bool> {
+        // The condition is `mark_client_used`'s, negated: whichever runs second sees the other.
+        let deleted = self
+            .execute(
+                "DELETE FROM clients WHERE client_id = $1 \
+                 AND (record -> 'first_used_at' IS NULL OR record -> 'first_used_at' = 'null'::jsonb)",
+                &[&client_id],
+            )
             .await?;
         self.forget_client(client_id);
         Ok(deleted == 1)
@@ -1462,7 +1475,7 @@ impl Store for PgStore {
         Ok(row.first().map_or(0, |r| r.get::<_, i64>(0)) as u64)
     }
 
-    async fn purge_expired(&self, now: i64, access_cutoff: i64) -> Result<Purged> {
+    async fn purge_expired(&self, now: i64, access_cutoff: i64, unclaimed_cutoff: i64) -> Result<Purged> {
         // One node purges at a time: the others find the lock taken and skip this round
         // (the lock is the session's, so it goes with the connection if this node dies).
         let client = self.client().await?;
@@ -1477,7 +1490,7 @@ impl Store for PgStore {
                 ..Purged::default()
             });
         }
-        let purged = purge(&client, now, access_cutoff).await;
+        let purged = purge(&client, now, access_cutoff, unclaimed_cutoff).await;
         let unlocked = client.execute("SELECT pg_advisory_unlock($1)", &[&PURGE_LOCK]).await;
         let purged = purged?;
         unlocked.map_err(database)?;

@@ -701,13 +701,18 @@ impl Trees {
         Self::page(&self.clients, after, limit)
     }
 
-    fn delete_client(&self, client_id: &str) -> Result<bool> {
+    /// Removes the client, if `only_unused` only when it has no `first_used_at`.
+    fn delete_client(&self, client_id: &str, only_unused: bool) -> Result<bool> {
         (&self.clients, &self.client_owners, &self.client_facts)
             .transaction(|(clients, owners, facts)| {
-                let Some(previous) = clients.remove(client_id.as_bytes())? else {
+                let Some(previous) = clients.get(client_id.as_bytes())? else {
                     return Ok(false);
                 };
                 let previous = from_json::<ClientRecord>(&previous).map_err(abort)?;
+                if only_unused && previous.first_used_at.is_some() {
+                    return Ok(false);
+                }
+                clients.remove(client_id.as_bytes())?;
                 refile_client_facts(facts, Some(&previous), None)?;
                 if let Some(owner) = &previous.owner_user_id {
                     owners.remove(owner_key(owner, client_id))?;
@@ -1347,7 +1352,7 @@ impl Trees {
         Ok(())
     }
 
-    fn purge_expired(&self, now: i64, access_cutoff: i64) -> Result<Purged> {
+    fn purge_expired(&self, now: i64, access_cutoff: i64, unclaimed_cutoff: i64) -> Result<Purged> {
         let mut purged = Purged::default();
         for entry in self.codes.iter() {
             let (key, value) = entry?;
@@ -1383,7 +1388,7 @@ impl Trees {
             }
         }
         self.purge_families(now, access_cutoff, &mut purged)?;
-        self.purge_grants_without_family(access_cutoff, &mut purged)?;
+        self.purge_grants_without_family(unclaimed_cutoff, &mut purged)?;
         Ok(purged)
     }
 
@@ -1598,7 +1603,13 @@ impl ClientStore for SledStore {
     }
     async fn delete_client(&self, client_id: &str) -> Result<bool> {
         let _turn = self.write_turn().await;
-        let deleted = self.trees.delete_client(client_id);
+        let deleted = self.trees.delete_client(client_id, false);
+        self.client_memo.forget(client_id);
+        deleted
+    }
+    async fn delete_unused_client(&self, client_id: &str) -> Result<bool> {
+        let _turn = self.write_turn().await;
+        let deleted = self.trees.delete_client(client_id, true);
         self.client_memo.forget(client_id);
         deleted
     }
@@ -1861,8 +1872,9 @@ impl Store for SledStore {
     async fn count_active_refresh_tokens(&self, now: i64) -> Result<u64> {
         self.scan(move |t| t.count_active_refresh_tokens(now)).await
     }
-    async fn purge_expired(&self, now: i64, access_cutoff: i64) -> Result<Purged> {
-        self.scan_writing(move |t| t.purge_expired(now, access_cutoff)).await
+    async fn purge_expired(&self, now: i64, access_cutoff: i64, unclaimed_cutoff: i64) -> Result<Purged> {
+        self.scan_writing(move |t| t.purge_expired(now, access_cutoff, unclaimed_cutoff))
+            .await
     }
     async fn record_count(&self) -> Result<u64> {
         self.trees.record_count()
