@@ -1171,6 +1171,15 @@ async fn an_audit_trail_from_before_its_index_is_found_by_every_filter() {
 async fn back_to_schema(url: &str, version: i64) {
     const UNDO: &[(i64, &str)] = &[
         (
+            13,
+            "DROP TABLE record_counts; DROP TRIGGER clients_counted_in ON clients; \
+             DROP TRIGGER clients_counted_out ON clients; DROP TRIGGER users_counted_in ON users; \
+             DROP TRIGGER users_counted_out ON users; DROP TRIGGER grants_counted_in ON grants; \
+             DROP TRIGGER grants_counted_out ON grants; DROP TRIGGER grants_counted_changed ON grants; \
+             DROP FUNCTION record_counts_inserted(), record_counts_deleted(), live_grants_inserted(), \
+             live_grants_deleted(), live_grants_updated(), record_counts_add(text, bigint)",
+        ),
+        (
             12,
             "DROP TRIGGER refresh_tokens_purge_at ON refresh_tokens; DROP FUNCTION refresh_tokens_purge_at(); \
              ALTER TABLE refresh_tokens DROP COLUMN purge_at; DROP TRIGGER grants_due_at ON grants; \
@@ -1223,7 +1232,7 @@ async fn a_database_from_before_refresh_families_keeps_its_tokens_and_purges_by_
     )
     .await
     .unwrap();
-    assert_eq!(store.migrate().await.unwrap(), [10, 11, 12]);
+    assert_eq!(store.migrate().await.unwrap(), [10, 11, 12, 13]);
     let spent = store.get_refresh(&[1; 32]).await.unwrap().unwrap();
     assert_eq!(spent.current, CurrentRefresh::Spent);
     let successor = store.get_refresh(&[2; 32]).await.unwrap().unwrap();
@@ -1262,6 +1271,55 @@ async fn a_database_from_before_refresh_families_keeps_its_tokens_and_purges_by_
     let purged = store.purge_expired(1000, 900, 900).await.unwrap();
     assert_eq!((purged.refresh_tokens, purged.grants), (1, 1), "{purged:?}");
     assert!(store.get_grant("old-node").await.unwrap().is_none());
+}
+
+/// A database from before the record counters (version 12) starts them from its rows, and
+/// every later write keeps them: rows inserted and deleted a statement at a time or many at
+/// once, grants revoked and made live again (issue 29).
+#[tokio::test]
+async fn a_database_from_before_the_record_counters_counts_its_rows_and_keeps_counting() {
+    use tessera::store::RecordCounts;
+    let url = crate::postgres::PgServer::shared().create_database().await;
+    let store = open_database(&url).await;
+    store.migrate().await.unwrap();
+    back_to_schema(&url, 12).await;
+    let (db, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    let grant = |id: &str, revoked: bool| format!("('{id}', 'c1', 'u1', 'read', 'a', 1, 100, {revoked}, '{{pwd}}')");
+    db.batch_execute(&format!(
+        "INSERT INTO clients (client_id, record) VALUES ('c1', '{{}}'), ('c2', '{{}}'); \
+         INSERT INTO users (user_id, username, record) VALUES ('u1', 'alice', '{{}}'); \
+         INSERT INTO grants (grant_id, client_id, user_id, scope, audience, auth_time, created_at, revoked, amr) \
+         VALUES {}, {}, {};",
+        grant("g1", false),
+        grant("g2", false),
+        grant("g3", true)
+    ))
+    .await
+    .unwrap();
+    assert_eq!(store.migrate().await.unwrap(), [13]);
+    let counts = |clients, users, live_grants| RecordCounts {
+        clients,
+        users,
+        live_grants,
+    };
+    assert_eq!(store.count_records().await.unwrap(), counts(2, 1, 2));
+    db.batch_execute(&format!(
+        "INSERT INTO grants (grant_id, client_id, user_id, scope, audience, auth_time, created_at, revoked, amr) \
+         VALUES {}, {}; \
+         UPDATE grants SET revoked = true WHERE grant_id IN ('g1', 'g4'); \
+         UPDATE grants SET revoked = false WHERE grant_id = 'g3'; \
+         UPDATE grants SET scope = 'read write'; \
+         DELETE FROM grants WHERE grant_id IN ('g2', 'g5', 'nothing'); \
+         INSERT INTO users (user_id, username, record) VALUES ('u2', 'bob', '{{}}'), ('u3', 'carol', '{{}}'); \
+         DELETE FROM clients; DELETE FROM users WHERE user_id = 'u1';",
+        grant("g4", false),
+        grant("g5", false)
+    ))
+    .await
+    .unwrap();
+    // Left: g1 and g4 revoked, g3 live again; no client; bob and carol.
+    assert_eq!(store.count_records().await.unwrap(), counts(0, 2, 1));
 }
 
 /// A client in use is re-read in the background before its cached copy expires (issue 29):

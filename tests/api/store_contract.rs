@@ -968,11 +968,20 @@ async fn records_are_counted_clients_users_and_unrevoked_grants() {
                 live_grants: 2
             }
         );
+        // Writing a grant again changes nothing; revoking one counts it out.
+        store.put_grant(&grant("g1", "u1", "c1", 10)).await.unwrap();
+        assert_eq!(store.count_records().await.unwrap().live_grants, 2);
+        store.revoke_grant_once("g1").await.unwrap();
+        store.revoke_grant_once("g1").await.unwrap();
+        assert_eq!(store.count_records().await.unwrap().live_grants, 1);
         // Deletes are counted out at once.
         store.delete_client("c2").await.unwrap();
         store.delete_user("u1").await.unwrap();
         let counts = store.count_records().await.unwrap();
         assert_eq!((counts.clients, counts.users), (1, 0));
+        // The purge too: g3 is live, created at 10, and never had a refresh family.
+        store.purge_expired(1000, 900, 900).await.unwrap();
+        assert_eq!(store.count_records().await.unwrap().live_grants, 0);
     })
     .await;
 }

@@ -56,6 +56,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0010_refresh_families.sql"),
     include_str!("migrations/0011_purge_indexes.sql"),
     include_str!("migrations/0012_purge_due.sql"),
+    include_str!("migrations/0013_record_counts.sql"),
 ];
 
 /// The schema version this binary knows.
@@ -302,7 +303,7 @@ impl PgStore {
             .batch_execute(
                 "TRUNCATE clients, users, codes, grants, refresh_tokens, revoked_access, consents, \
                  sessions, server_secrets, counters, scratch, keys, device_authorizations, audit, audit_terms, \
-                 factors, upgrades; UPDATE keyring SET version = version + 1",
+                 factors, upgrades, record_counts; UPDATE keyring SET version = version + 1",
             )
             .await
             .map_err(database)
@@ -1449,10 +1450,12 @@ impl Store for PgStore {
     }
 
     async fn count_records(&self) -> Result<RecordCounts> {
+        // Kept by triggers (migration 13): eight rows per count, not a row per record.
         let rows = self
             .query(
-                "SELECT (SELECT count(*) FROM clients), (SELECT count(*) FROM users), \
-                 (SELECT count(*) FROM grants WHERE NOT revoked)",
+                "SELECT coalesce(sum(n) FILTER (WHERE kind = 'clients'), 0)::bigint, \
+                 coalesce(sum(n) FILTER (WHERE kind = 'users'), 0)::bigint, \
+                 coalesce(sum(n) FILTER (WHERE kind = 'live_grants'), 0)::bigint FROM record_counts",
                 &[],
             )
             .await?;
