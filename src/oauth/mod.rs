@@ -28,6 +28,7 @@ pub(crate) mod logout;
 pub(crate) mod oidc;
 pub(crate) mod params;
 pub(crate) mod passkey;
+pub(crate) mod password;
 pub(crate) mod pkce;
 pub mod refresh;
 pub(crate) mod revoke;

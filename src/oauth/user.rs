@@ -5,9 +5,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::Argon2;
-
 use super::audit::{Audit, Caller, Target};
 use super::scratch::Scratch;
 use super::secrets::Secrets;
@@ -116,11 +113,7 @@ impl Provider {
 
 /// Hashes a password with Argon2id and the crate's default (OWASP-recommended) parameters.
 pub fn hash_password(password: &str) -> Result<String, Error> {
-    let salt = SaltString::generate(&mut OsRng);
-    Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(Error::server_error)
+    super::password::hash_password(password).map_err(Error::server_error)
 }
 
 /// A well-formed Argon2id hash with the default parameters, of a random password nobody knows.
@@ -128,9 +121,7 @@ pub fn hash_password(password: &str) -> Result<String, Error> {
 pub(crate) const DUMMY_PASSWORD_HASH: &str =
     "$argon2id$v=19$m=19456,t=2,p=1$8m+0Yp3JQnsyHR4oAaDXuw$kg/aXuUJIoNePTNPrjoIbQa0mrm1zGv1hRlA4/sOHeM";
 
-fn password_matches(password: &str, phc: &str) -> bool {
-    PasswordHash::new(phc).is_ok_and(|hash| Argon2::default().verify_password(password.as_bytes(), &hash).is_ok())
-}
+use super::password::password_matches;
 
 /// [`hash_password`] on the blocking pool: Argon2id takes tens of milliseconds of CPU, which
 /// must not hold an async worker.
@@ -592,6 +583,7 @@ mod tests {
 
     #[test]
     fn the_dummy_hash_is_a_real_argon2id_hash_with_the_default_cost() {
+        use argon2::password_hash::PasswordHash;
         let hash = PasswordHash::new(DUMMY_PASSWORD_HASH).unwrap();
         let real = hash_password("anything").unwrap();
         let real = PasswordHash::new(&real).unwrap();
