@@ -359,22 +359,26 @@ pub enum RefreshRefusal {
 }
 
 impl RefreshUse<'_> {
-    /// Why `family` (with its grant) refuses this use, if it does. A store that checks in SQL
-    /// mirrors this, condition for condition.
-    pub fn refusal(&self, family: &RefreshRecord, grant: Option<&GrantRecord>) -> Option<RefreshRefusal> {
+    /// The family's live grant if `family` allows this use, else why it refuses. A store that
+    /// checks in SQL mirrors this, condition for condition.
+    pub fn check(
+        &self,
+        family: &RefreshRecord,
+        grant: Option<GrantRecord>,
+    ) -> std::result::Result<GrantRecord, RefreshRefusal> {
         let Some(grant) = grant.filter(|grant| !grant.revoked) else {
-            return Some(RefreshRefusal::GrantGone);
+            return Err(RefreshRefusal::GrantGone);
         };
         if grant.client_id != self.client_id {
-            return Some(RefreshRefusal::OtherClient);
+            return Err(RefreshRefusal::OtherClient);
         }
         if family.expires_at <= self.now {
-            return Some(RefreshRefusal::Expired);
+            return Err(RefreshRefusal::Expired);
         }
         match (family.dpop_jkt.as_deref(), self.dpop_jkt) {
-            (Some(_), None) => Some(RefreshRefusal::ProofMissing),
-            (Some(bound), Some(jkt)) if bound != jkt => Some(RefreshRefusal::OtherKey),
-            _ => None,
+            (Some(_), None) => Err(RefreshRefusal::ProofMissing),
+            (Some(bound), Some(jkt)) if bound != jkt => Err(RefreshRefusal::OtherKey),
+            _ => Ok(grant),
         }
     }
 }
@@ -731,7 +735,7 @@ pub trait GrantStore: Send + Sync {
         presented: &SecretHash,
         next: &RefreshRecord,
     ) -> Result<Rotation>;
-    /// Uses a refresh token: if the family under `family` allows `used` ([`RefreshUse::refusal`])
+    /// Uses a refresh token: if the family under `family` allows `used` ([`RefreshUse::check`])
     /// and `presented` is its current token, replaces that with `next`, as one compare-and-swap
     /// like [`GrantStore::rotate_refresh`]; see [`RefreshOutcome`]. This default reads, then
     /// rotates; a store that can do both in one statement does.
@@ -745,11 +749,9 @@ pub trait GrantStore: Send + Sync {
         let Some((current, grant)) = self.get_refresh_and_grant(family).await? else {
             return Ok(RefreshOutcome::Unknown);
         };
-        if let Some(refusal) = used.refusal(&current, grant.as_ref()) {
-            return Ok(RefreshOutcome::Refused(refusal));
-        }
-        let Some(grant) = grant else {
-            return Ok(RefreshOutcome::Refused(RefreshRefusal::GrantGone));
+        let grant = match used.check(&current, grant) {
+            Ok(grant) => grant,
+            Err(refusal) => return Ok(RefreshOutcome::Refused(refusal)),
         };
         let successor = RefreshRecord {
             grant_id: current.grant_id,

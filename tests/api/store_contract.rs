@@ -728,7 +728,7 @@ async fn a_refresh_token_rotates_once_however_many_rotate_it_at_once() {
     .await;
 }
 
-/// A refresh request's checks (`RefreshUse::refusal`) are the store's too: each refuses the use
+/// A refresh request's checks (`RefreshUse::check`) are the store's too: each refuses the use
 /// and changes nothing, whichever token is presented; only an allowed use of the current token
 /// rotates, and an allowed use of a spent one is reported as reuse, with the grant.
 #[tokio::test]

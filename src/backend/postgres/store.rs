@@ -1060,7 +1060,7 @@ impl GrantStore for PgStore {
         next: &RefreshSuccessor,
     ) -> Result<RefreshOutcome> {
         // One statement, one round trip: `before` reads the family and its grant as they were,
-        // and `rotated` rewrites the family's row only if `RefreshUse::refusal` finds nothing
+        // and `rotated` rewrites the family's row only if `RefreshUse::check` finds nothing
         // (its conditions, in SQL) and the presented token is the current one
         // (`RefreshRecord::is_current`). The update takes the row's lock and re-checks the
         // row's conditions on the version a concurrent rotation left, so of concurrent uses of
@@ -1096,11 +1096,9 @@ impl GrantStore for PgStore {
         };
         let current = refresh_of(&row);
         let grant = row.get::<_, bool>("grant_found").then(|| grant_of(&row));
-        if let Some(refusal) = used.refusal(&current, grant.as_ref()) {
-            return Ok(RefreshOutcome::Refused(refusal));
-        }
-        let Some(grant) = grant else {
-            return Ok(RefreshOutcome::Refused(RefreshRefusal::GrantGone));
+        let grant = match used.check(&current, grant) {
+            Ok(grant) => grant,
+            Err(refusal) => return Ok(RefreshOutcome::Refused(refusal)),
         };
         Ok(if row.get("rotated_now") {
             RefreshOutcome::Rotated(grant)

@@ -31,7 +31,7 @@ impl Tokens {
         };
         // A narrower scope, or a proof, is checked before anything is spent: the family is read
         // first. Otherwise the store checks the family as it rotates it (one round trip where it
-        // can); either way the checks are `RefreshUse::refusal`'s, made before rotating, so that
+        // can); either way the checks are `RefreshUse::check`'s, made before rotating, so that
         // another client, or a thief without the token's DPoP key, cannot spend a stolen token
         // (and so revoke its family).
         let narrowed = if requested_scope.is_some() || proof.is_some() {
@@ -40,12 +40,10 @@ impl Tokens {
                 .get_refresh_and_grant(&presented.family)
                 .await?
                 .ok_or_else(invalid)?;
-            if let Some(refusal) = used.refusal(&current, grant.as_ref()) {
-                return Err(refused(refusal));
-            }
-            let narrowed = match (requested_scope, grant) {
-                (Some(requested), Some(grant)) => Some(narrow(requested, &grant.scope)?),
-                _ => None,
+            let grant = used.check(&current, grant).map_err(refused)?;
+            let narrowed = match requested_scope {
+                Some(requested) => Some(narrow(requested, &grant.scope)?),
+                None => None,
             };
             // The token is real and its binding holds: now the proof is spent (before rotating,
             // so a replayed proof cannot rotate it).
