@@ -1,11 +1,12 @@
 //! Argon2id password hashes (PHC strings), worked out in memory the process keeps for them.
 //!
 //! A hash with the default parameters works in 19 MiB. Left to allocate it, the argon2 crate
-//! asked the allocator each time, and each blocking thread that ran a hash kept those 19 MiB in
-//! its own cache afterwards: two logins on two threads held 38 MiB for good (issue 29: the
-//! benchmark's peak RSS was 54 MiB after its first login, 72 after one on another thread).
-//! Here the memory comes from a pool and goes back to it, cleared: the process holds 19 MiB
-//! per hash it ever ran at once, which `max_parallel_password_checks` bounds for logins.
+//! asks the allocator each time, and a blocking thread that ran a hash may keep those 19 MiB
+//! in its own cache until the thread ends, uncleared.
+//! Here the memory comes from a pool and goes back to it, cleared (the argon2 crate frees its
+//! blocks as they are, even with its `zeroize` feature): the pool keeps the memory of two
+//! hashes, the most that usually run at once; a hash beyond them allocates its own and frees
+//! it, as before. `max_parallel_password_checks` bounds how many run at once for logins.
 
 use std::sync::Mutex;
 
@@ -13,9 +14,8 @@ use argon2::password_hash::{rand_core::OsRng, Output, ParamsString, PasswordHash
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 use subtle::ConstantTimeEq;
 
-/// Memory kept between hashes, at most this many blocks of a hash's size: the ceiling on
-/// `max_parallel_password_checks` (256 MiB of hashes at once).
-const KEPT: usize = 256 / 19;
+/// Memory kept between hashes: this many hashes' worth at most (38 MiB at the defaults).
+const KEPT: usize = 2;
 
 static POOL: Mutex<Vec<Vec<Block>>> = Mutex::new(Vec::new());
 
