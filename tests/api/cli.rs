@@ -515,12 +515,18 @@ except OSError:
     pass
 open('got', 'wb').write(got)
 "#;
+    // The system's interpreter: one installed for root alone (pyenv under a 0700 /root, first
+    // on the PATH) is not one `nobody` may run.
+    let python = ["/usr/bin/python3", "/usr/local/bin/python3"]
+        .into_iter()
+        .find(|path| std::path::Path::new(path).exists())
+        .unwrap_or("python3");
     let mut planted = Command::new("setpriv")
         .args([
             "--reuid=nobody",
             "--regid=nogroup",
             "--clear-groups",
-            "python3",
+            python,
             "-c",
             plant,
         ])

@@ -52,6 +52,15 @@ use async_trait::async_trait;
 use super::client_memo::ClientMemo;
 use crate::files::create_private_dir;
 
+/// The layout of the data folder this binary writes: its trees and how their records and index
+/// entries are kept. It is recorded in the `meta` tree, and a binary refuses a folder of a
+/// later format than its own (`StoreError::SchemaTooNew`), so a rollback never writes records
+/// without the indexes a later version reads them by. 1: the indexes and refresh families of
+/// issue 29. Binaries from before it record no format and cannot refuse: docs/operations.md.
+const FORMAT: i64 = 1;
+/// Where the format is recorded (8 bytes, big-endian).
+const FORMAT_KEY: &[u8] = b"format";
+
 /// How often the flusher flushes when nothing asks it to.
 const IDLE_FLUSH: std::time::Duration = std::time::Duration::from_millis(500);
 
@@ -427,14 +436,6 @@ impl SledStore {
                 _ => StoreError::Backend(e),
             })?;
         let tree = |name: &str| db.open_tree(name);
-        let commits = Arc::new(GroupCommit::new());
-        let flusher = {
-            let (db, commits) = (db.clone(), commits.clone());
-            std::thread::Builder::new()
-                .name("tessera-flusher".into())
-                .spawn(move || commits.run_flusher(&db))
-                .map_err(|e| StoreError::Backend(e.into()))?
-        };
         let trees = Trees {
             clients: tree("clients")?,
             users: tree("users")?,
@@ -462,6 +463,15 @@ impl SledStore {
             meta: tree("meta")?,
         }
         .migrated()?;
+        // Started once the folder is known good: a refused folder is let go with the database.
+        let commits = Arc::new(GroupCommit::new());
+        let flusher = {
+            let (db, commits) = (db.clone(), commits.clone());
+            std::thread::Builder::new()
+                .name("tessera-flusher".into())
+                .spawn(move || commits.run_flusher(&db))
+                .map_err(|e| StoreError::Backend(e.into()))?
+        };
         Ok(SledStore {
             commits,
             flusher: Some(flusher),
@@ -502,8 +512,19 @@ impl SledStore {
 
 impl Trees {
     /// Brings a data folder written by an earlier version up to date: builds indexes it did
-    /// not have. Each step runs once; a marker in the `meta` tree records it.
+    /// not have. Each step runs once; a marker in the `meta` tree records it. A folder of a
+    /// later [`FORMAT`] is refused before anything is written to it.
     fn migrated(self) -> Result<Trees> {
+        let format =
+            match self.meta.get(FORMAT_KEY)? {
+                None => None,
+                Some(bytes) => Some(bytes.as_ref().try_into().map(i64::from_be_bytes).map_err(|_| {
+                    StoreError::Corrupt(serde::de::Error::custom("the data folder's format is malformed"))
+                })?),
+            };
+        if let Some(found) = format.filter(|found| *found > FORMAT) {
+            return Err(StoreError::SchemaTooNew(found, FORMAT));
+        }
         self.build_index_once(b"client-owner-index", &self.clients, |t, client: ClientRecord| {
             if let Some(owner) = &client.owner_user_id {
                 t.client_owners.insert(owner_key(owner, &client.client_id), &[])?;
@@ -543,6 +564,9 @@ impl Trees {
                 Ok(())
             })?;
             self.meta.insert(PURGE_INDEXES, &[])?;
+        }
+        if format != Some(FORMAT) {
+            self.meta.insert(FORMAT_KEY, &FORMAT.to_be_bytes())?;
         }
         Ok(self)
     }
@@ -2111,18 +2135,59 @@ mod tests {
             }
             db.flush().unwrap();
         }
-        // sled's background threads let go of the folder's lock a moment after the drop.
-        let store = (0..100)
-            .find_map(|_| match SledStore::open(dir.path()) {
-                Err(StoreError::Locked(_)) => {
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                    None
-                }
-                other => Some(other.unwrap()),
-            })
-            .expect("the folder is released");
+        let store = open_when_released(dir.path()).unwrap();
         let owned = store.trees.clients_owned_by("u1").unwrap();
         assert_eq!(owned.iter().map(|c| c.client_id.as_str()).collect::<Vec<_>>(), ["a"]);
+    }
+
+    /// Opens the folder once sled's background threads have let go of its lock, a moment
+    /// after the database that held it was dropped.
+    fn open_when_released(dir: &Path) -> Result<SledStore> {
+        for _ in 0..100 {
+            match SledStore::open(dir) {
+                Err(StoreError::Locked(_)) => std::thread::sleep(std::time::Duration::from_millis(20)),
+                other => return other,
+            }
+        }
+        panic!("the folder stays locked");
+    }
+
+    #[test]
+    fn a_folder_of_a_later_format_is_refused_and_left_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(SledStore::open(dir.path()).unwrap());
+        {
+            let db = open_raw(dir.path());
+            let meta = db.open_tree("meta").unwrap();
+            assert_eq!(meta.get(FORMAT_KEY).unwrap().unwrap().as_ref(), FORMAT.to_be_bytes());
+            // What a later version would leave: its own format, and an index this one builds
+            // (its marker removed to see whether this binary touches the folder).
+            meta.insert(FORMAT_KEY, &(FORMAT + 1).to_be_bytes()).unwrap();
+            meta.remove(b"client-owner-index").unwrap();
+            db.flush().unwrap();
+        }
+        match open_when_released(dir.path()) {
+            Err(StoreError::SchemaTooNew(found, known)) => assert_eq!((found, known), (FORMAT + 1, FORMAT)),
+            other => panic!("a later format must be refused, got {:?}", other.map(|_| ())),
+        }
+        let db = open_raw(dir.path());
+        let meta = db.open_tree("meta").unwrap();
+        assert_eq!(
+            meta.get(FORMAT_KEY).unwrap().unwrap().as_ref(),
+            (FORMAT + 1).to_be_bytes()
+        );
+        assert!(meta.get(b"client-owner-index").unwrap().is_none(), "nothing was built");
+    }
+
+    /// The folder opened by sled itself, as another version of Tessera would.
+    fn open_raw(dir: &Path) -> ::sled::Db {
+        for _ in 0..100 {
+            match ::sled::open(dir) {
+                Ok(db) => return db,
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+            }
+        }
+        panic!("the folder stays locked");
     }
 
     #[test]
