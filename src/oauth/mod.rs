@@ -104,8 +104,6 @@ pub struct Provider {
     /// The active-refresh-token gauge, a full scan, taken in the background no more often
     /// than it is worth.
     active_refresh_tokens: crate::metrics::CostlyCount<u64>,
-    /// The console overview's counts of clients, users and grants, taken likewise.
-    record_counts: crate::metrics::CostlyCount<crate::store::RecordCounts>,
     /// Requests to URLs chosen by others (the playground's API calls).
     pub outbound: crate::outbound::Outbound,
 }
@@ -186,7 +184,6 @@ impl Provider {
             metrics,
             address_rate: crate::rate_limit::RateLimiter::new(address_rate),
             active_refresh_tokens: Default::default(),
-            record_counts: Default::default(),
             outbound,
         }
     }

@@ -1165,8 +1165,8 @@ pub trait Store:
     /// not the purge's and the client facts, which follow the records they index).
     async fn record_count(&self) -> Result<u64>;
     /// How many clients and users there are, and how many grants are not revoked (the
-    /// console's overview). PostgreSQL reads counters its triggers keep; the embedded store
-    /// counts keys, and reads each grant for its flag.
+    /// console's overview), from counters kept with the records, whatever the data's size:
+    /// PostgreSQL's statement triggers keep them, the embedded store its write transactions.
     async fn count_records(&self) -> Result<RecordCounts>;
     /// Copies the whole store into a new folder `to` while it serves (`tessera backup`):
     /// consistent, as if taken at one moment. How many records it copied. A database backend

@@ -986,6 +986,51 @@ async fn records_are_counted_clients_users_and_unrevoked_grants() {
     .await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn counts_stay_exact_under_concurrent_writes() {
+    use tessera::store::GrantRevocation;
+    for_each_backend(|store| async move {
+        // 50 grants written at once, then 30 of them each revoked by 4 racers, and 20 users
+        // signed up at once: every count moves once per record, whoever wins each race.
+        let mut racing = tokio::task::JoinSet::new();
+        for i in 0..50 {
+            let store = store.clone();
+            racing.spawn(async move {
+                store
+                    .insert_grant(&grant(&format!("race-{i}"), "u1", "c1", 10))
+                    .await
+                    .unwrap()
+            });
+        }
+        assert!(racing.join_all().await.into_iter().all(|stored| stored));
+        assert_eq!(store.count_records().await.unwrap().live_grants, 50);
+        let mut racing = tokio::task::JoinSet::new();
+        for i in 0..30 {
+            for _ in 0..4 {
+                let store = store.clone();
+                racing.spawn(async move { store.revoke_grant_once(&format!("race-{i}")).await.unwrap() });
+            }
+        }
+        let outcomes = racing.join_all().await;
+        let revoked = outcomes.iter().filter(|o| **o == GrantRevocation::Revoked).count();
+        assert_eq!(revoked, 30, "one racer revokes each");
+        let mut racing = tokio::task::JoinSet::new();
+        for i in 0..20 {
+            let store = store.clone();
+            racing.spawn(async move {
+                store
+                    .insert_user(&user(&format!("racer{i}"), &format!("racer{i}")))
+                    .await
+                    .unwrap()
+            });
+        }
+        racing.join_all().await;
+        let counts = store.count_records().await.unwrap();
+        assert_eq!((counts.users, counts.live_grants), (20, 20));
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn active_refresh_tokens_exclude_spent_expired_and_revoked_ones() {
     for_each_backend(|store| async move {
