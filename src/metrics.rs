@@ -283,12 +283,12 @@ impl TokenHistory {
     }
 }
 
-/// A count that costs a scan of as many records as it counts (the active refresh tokens, the
-/// console's overview), taken off the request path. A read starts a new count once the last
-/// one is older than 100 µs per record counted and than 99 times what the last count took, so
-/// however often `/metrics` is scraped, or flooded, and however slowly the store scans (sled
-/// took 14 s for a million grants, issue 29), the scans use at most 1% of one core; on a small
-/// store that is every read. One count runs at a
+/// A count that costs a scan of as many records as it counts (the active refresh tokens),
+/// taken off the request path. A read starts a new count once the last one is older than
+/// 100 µs per record counted and than 99 times what the last count took, so however often
+/// `/metrics` is scraped, or flooded, and however slowly the store scans (sled took 14 s for a
+/// million grants, issue 29), the scans use at most 1% of one core; on a small store a count
+/// is a few milliseconds old at most. One count runs at a
 /// time, in a task of its own; a read waits for it at most [`COUNT_WAIT`] (not at all when the
 /// last count took longer), then answers with the last count (issue 29: the first scrape
 /// after a restart took 3.5 s on a large store).

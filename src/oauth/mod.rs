@@ -239,9 +239,10 @@ impl Provider {
         let unused_clients = self.purge_unused_registrations(unused_cutoff).await?;
         let longest = self.longest_access_token_ttl().await?;
         // A grant without a refresh family is also kept while a device authorization may still
-        // collect it: the user's approval writes the grant, and its first tokens (with its
-        // family) come with the device's next poll.
-        let unclaimed = longest.max(self.config.device_code_ttl.as_secs());
+        // collect it, and then while the access token collected lives: the user's approval
+        // writes the grant, and its first tokens come with the device's next poll, up to the
+        // device code's lifetime later.
+        let unclaimed = longest.saturating_add(self.config.device_code_ttl.as_secs());
         let before = |secs: u64| now.saturating_sub(i64::try_from(secs).unwrap_or(i64::MAX));
         let mut purged = self
             .store

@@ -5,14 +5,15 @@
 //! in its own cache until the thread ends, uncleared.
 //! Here the memory comes from a pool and goes back to it, cleared (the argon2 crate frees its
 //! blocks as they are, even with its `zeroize` feature): the pool keeps the memory of two
-//! hashes, the most that usually run at once; a hash beyond them allocates its own and frees
-//! it, as before. `max_parallel_password_checks` bounds how many run at once for logins.
+//! hashes of the default size, the most that usually run at once; a hash beyond them, or of
+//! another size (an imported hash's parameters), allocates its own and frees it, cleared. `max_parallel_password_checks` bounds how many run at once for logins.
 
 use std::sync::Mutex;
 
 use argon2::password_hash::{rand_core::OsRng, Output, ParamsString, PasswordHash, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 use subtle::ConstantTimeEq;
+use zeroize::Zeroize;
 
 /// Memory kept between hashes: this many hashes' worth at most (38 MiB at the defaults).
 const KEPT: usize = 2;
@@ -22,18 +23,19 @@ static POOL: Mutex<Vec<Vec<Block>>> = Mutex::new(Vec::new());
 /// Runs `hash` on at least `blocks` blocks of pooled memory, then clears them (they hold what
 /// the password was turned into) and gives them back.
 fn with_memory<T>(blocks: usize, hash: impl FnOnce(&mut [Block]) -> T) -> T {
-    let pooled = {
-        let mut pool = POOL.lock().unwrap_or_else(|p| p.into_inner());
-        pool.iter()
-            .position(|memory| memory.len() >= blocks)
-            .map(|at| pool.swap_remove(at))
-    };
+    // Only the default size is pooled: a gigabyte an imported hash asked for is not kept.
+    let pooled = (blocks == Params::default().block_count())
+        .then(|| POOL.lock().unwrap_or_else(|p| p.into_inner()).pop())
+        .flatten();
     let mut memory = pooled.unwrap_or_else(|| vec![Block::new(); blocks]);
     let out = hash(&mut memory);
-    memory.fill(Block::new());
-    let mut pool = POOL.lock().unwrap_or_else(|p| p.into_inner());
-    if pool.len() < KEPT {
-        pool.push(memory);
+    // Volatile writes: a buffer about to be freed is cleared too.
+    memory.iter_mut().for_each(Zeroize::zeroize);
+    if blocks == Params::default().block_count() {
+        let mut pool = POOL.lock().unwrap_or_else(|p| p.into_inner());
+        if pool.len() < KEPT {
+            pool.push(memory);
+        }
     }
     out
 }
@@ -89,7 +91,9 @@ pub fn password_matches(password: &str, phc: &str) -> bool {
     let hashed = with_memory(argon2.params().block_count(), |memory| {
         argon2.hash_password_into_with_memory(password.as_bytes(), salt_bytes, &mut out, memory)
     });
-    hashed.is_ok() && bool::from(out.ct_eq(expected.as_bytes()))
+    let matches = hashed.is_ok() && bool::from(out.ct_eq(expected.as_bytes()));
+    out.zeroize();
+    matches
 }
 
 #[cfg(test)]
@@ -136,10 +140,19 @@ mod tests {
         let blocks = Argon2::default().params().block_count();
         hash_password("first").unwrap();
         hash_password("second").unwrap();
+        // A hash of other parameters works in memory of its own, never kept.
+        let small = Argon2::new(
+            Algorithm::Argon2id,
+            Version::V0x13,
+            Params::new(64, 1, 1, None).unwrap(),
+        );
+        let salt = SaltString::generate(&mut OsRng);
+        let other = small.hash_password(b"other", &salt).unwrap().to_string();
+        assert!(password_matches("other", &other));
         let pool = POOL.lock().unwrap();
         // Other tests hash at the same time: some memory may be in use, never more than kept.
         assert!((1..=KEPT).contains(&pool.len()) || pool.is_empty());
-        assert!(pool.iter().all(|memory| memory.len() >= blocks));
+        assert!(pool.iter().all(|memory| memory.len() == blocks));
         assert!(pool
             .iter()
             .all(|memory| memory.iter().all(|block| block.as_ref().iter().all(|w| *w == 0))));

@@ -624,8 +624,10 @@ pub trait ClientStore: Send + Sync {
     async fn delete_client(&self, client_id: &str) -> Result<bool>;
     /// Removes the client only if it was never used (no `first_used_at`); returns whether it
     /// did. Atomic with respect to [`ClientStore::mark_client_used`]: the purge of unused
-    /// registrations reads a page of them before removing each, and one that issued its first
-    /// token in between is kept.
+    /// registrations reads a page of them before removing each, and one marked used in between
+    /// is kept. (A client is marked after its first tokens are issued, so one removed between
+    /// the two loses those tokens: a registration unused for `unused_client_ttl` that chose
+    /// that moment.)
     async fn delete_unused_client(&self, client_id: &str) -> Result<bool>;
     /// The clients whose `owner_user_id` is `user_id`, ordered by `client_id`. Reads an index,
     /// not every client.
@@ -1150,8 +1152,9 @@ pub trait Store:
     async fn count_active_refresh_tokens(&self, now: i64) -> Result<u64>;
     /// Removes what can no longer be used at `now`. `access_cutoff` is the moment before
     /// which every access token issued has expired; `unclaimed_cutoff` (no later) the moment
-    /// before which a grant that has no refresh family yet can no longer get one (a device
-    /// authorization collects its grant's first tokens after the approval wrote it). Removed: expired codes, sessions and
+    /// before which a grant that has no refresh family can hold no live token, however late
+    /// its first tokens were collected (a device authorization collects them up to the device
+    /// code's lifetime after the approval wrote the grant). Removed: expired codes, sessions and
     /// device authorizations, revocation entries of expired access tokens, refresh families
     /// whose current token has expired and was issued before `access_cutoff` (with their
     /// grant, unless a family from before families still holds it), and grants created

@@ -269,6 +269,52 @@ async fn a_purge_between_the_approval_and_the_poll_keeps_the_grant() {
     assert!(tokens["refresh_token"].is_string(), "{tokens}");
 }
 
+/// A device app with no refresh token grant: its grant never has a refresh family, so only
+/// the purge's window for unclaimed grants keeps it while its access token lives.
+#[tokio::test]
+async fn a_late_poll_without_a_refresh_token_keeps_its_grant_while_the_token_lives() {
+    let app = spawn(|c| {
+        c.access_token_ttl = Duration::from_secs(3);
+        c.device_code_ttl = Duration::from_secs(4);
+    })
+    .await;
+    let (client, secret) = app
+        .provider
+        .register_client(
+            &Caller::system(),
+            NewClient {
+                scope: "read".into(),
+                resources: vec![RESOURCE.into()],
+                ..client_settings("Thermostat", ClientType::Confidential, vec![GrantType::DeviceCode])
+            },
+        )
+        .await
+        .unwrap();
+    let thermostat = TestClient {
+        id: client.client_id,
+        secret,
+    };
+    let started = start(&app, &thermostat, "read").await;
+    log_in(&app).await;
+    answer(&app, started["user_code"].as_str().unwrap(), "allow").await;
+    let approved = std::time::Instant::now();
+    // Collected late in the device code's life: the token lives 3 s from here.
+    tokio::time::sleep(Duration::from_millis(2800)).await;
+    let tokens = poll(&app, &thermostat, started["device_code"].as_str().unwrap()).await;
+    assert_eq!(tokens.status(), 200);
+    let tokens: Value = tokens.json().await.unwrap();
+    assert!(tokens.get("refresh_token").is_none(), "{tokens}");
+    // Past the device code's lifetime and the token's since the approval, not since the poll.
+    tokio::time::sleep(Duration::from_millis(4100).saturating_sub(approved.elapsed())).await;
+    app.provider.purge_expired().await.unwrap();
+    let access = tokens["access_token"].as_str().unwrap();
+    assert_eq!(
+        app.introspect(access).await["active"],
+        true,
+        "the grant was purged under its token"
+    );
+}
+
 #[tokio::test]
 async fn an_expired_code_answers_expired_token_and_the_page_says_so() {
     let app = spawn(|c| c.device_code_ttl = Duration::from_secs(1)).await;

@@ -64,6 +64,22 @@ const FORMAT: i64 = 2;
 /// Where the format is recorded (8 bytes, big-endian).
 const FORMAT_KEY: &[u8] = b"format";
 
+/// The folder's [`FORMAT`] (`None` before formats were recorded); refused if later than ours.
+fn folder_format(meta: &Tree) -> Result<Option<i64>> {
+    let Some(bytes) = meta.get(FORMAT_KEY)? else {
+        return Ok(None);
+    };
+    let found = bytes
+        .as_ref()
+        .try_into()
+        .map(i64::from_be_bytes)
+        .map_err(|_| StoreError::Corrupt(serde::de::Error::custom("the data folder's format is malformed")))?;
+    if found > FORMAT {
+        return Err(StoreError::SchemaTooNew(found, FORMAT));
+    }
+    Ok(Some(found))
+}
+
 /// How often the flusher flushes when nothing asks it to.
 const IDLE_FLUSH: std::time::Duration = std::time::Duration::from_millis(500);
 
@@ -155,8 +171,8 @@ impl ScratchTable {
 /// A remembered key: the first 64 bits of its SHA-256, 8 bytes whatever the key's length. Two
 /// keys with one digest can only make the second refused as if replayed, never let a replay
 /// through; with the memory full, a new key meets a remembered digest by chance once in
-/// 2^64 / 500,000 (about 4·10^13), and choosing a key to collide with someone else's needs
-/// their key, unknown before it is sent.
+/// 2^64 / 500,000 (about 4·10^13). A key that can be foreseen (a TOTP step's) could be made
+/// refused ahead by a key ground to the same digest: about 2^64 SHA-256s for one refusal.
 type OnceDigest = u64;
 
 /// Keys remembered once, compactly (issue 29: busy workloads fill it, one DPoP proof or
@@ -296,10 +312,10 @@ struct Trees {
     /// `AuditTerm` then `AuditRecord::id` -> empty: an entry under each of its terms, so a
     /// filtered page reads only the entries it could show, newest first.
     audit_terms: Tree,
-    /// How many clients (`c`), users (`u`) and live grants there are (`g` and a shard byte:
-    /// the sum of [`GRANT_COUNT_SHARDS`] keys, so that concurrent grant writes seldom touch the
-    /// same one), each an i64, big-endian. Kept in the transactions that write the records, so
-    /// the console's counts need no scan (issue 29: 14 s at a million grants).
+    /// How many clients (`c`), users (`u`) and live grants (`g`) there are, each an i64,
+    /// big-endian. Kept in the transactions that write the records, so the console's counts
+    /// need no scan (issue 29: 14 s at a million grants). One key each: sled runs one write
+    /// transaction at a time whatever keys it touches, so spreading a count would gain nothing.
     counts: Tree,
     /// `user_id \0 factor_id` -> the factor.
     factors: Tree,
@@ -443,6 +459,8 @@ impl SledStore {
                 }
                 _ => StoreError::Backend(e),
             })?;
+        // Checked before any other tree is opened: opening one creates it.
+        let format = folder_format(&db.open_tree("meta")?)?;
         let tree = |name: &str| db.open_tree(name);
         let trees = Trees {
             clients: tree("clients")?,
@@ -471,7 +489,7 @@ impl SledStore {
             counts: tree("counts")?,
             meta: tree("meta")?,
         }
-        .migrated()?;
+        .migrated(format)?;
         // Started once the folder is known good: a refused folder is let go with the database.
         let commits = Arc::new(GroupCommit::new());
         let flusher = {
@@ -523,17 +541,7 @@ impl Trees {
     /// Brings a data folder written by an earlier version up to date: builds indexes it did
     /// not have. Each step runs once; a marker in the `meta` tree records it. A folder of a
     /// later [`FORMAT`] is refused before anything is written to it.
-    fn migrated(self) -> Result<Trees> {
-        let format =
-            match self.meta.get(FORMAT_KEY)? {
-                None => None,
-                Some(bytes) => Some(bytes.as_ref().try_into().map(i64::from_be_bytes).map_err(|_| {
-                    StoreError::Corrupt(serde::de::Error::custom("the data folder's format is malformed"))
-                })?),
-            };
-        if let Some(found) = format.filter(|found| *found > FORMAT) {
-            return Err(StoreError::SchemaTooNew(found, FORMAT));
-        }
+    fn migrated(self, format: Option<i64>) -> Result<Trees> {
         self.build_index_once(b"client-owner-index", &self.clients, |t, client: ClientRecord| {
             if let Some(owner) = &client.owner_user_id {
                 t.client_owners.insert(owner_key(owner, &client.client_id), &[])?;
@@ -638,18 +646,10 @@ fn remove_if(tree: &Tree, key: &[u8], value: &[u8]) -> Result<bool> {
 const CLIENT_COUNT: &[u8] = b"c";
 /// [`Trees::counts`]' key of the users.
 const USER_COUNT: &[u8] = b"u";
-/// How many keys the live grants are counted under.
-const GRANT_COUNT_SHARDS: u8 = 8;
+/// [`Trees::counts`]' key of the live grants.
+const GRANT_COUNT: &[u8] = b"g";
 /// The `meta` marker of [`Trees::counts`] (a folder from before them is counted once).
 const RECORD_COUNTS: &[u8] = b"record-counts";
-
-/// The [`Trees::counts`] key a grant is counted under.
-fn grant_count_key(grant_id: &str) -> [u8; 2] {
-    [
-        b'g',
-        grant_id.as_bytes().last().copied().unwrap_or(0) % GRANT_COUNT_SHARDS,
-    ]
-}
 
 /// A count as stored: an i64, big-endian (anything else reads as 0).
 fn read_count(bytes: &[u8]) -> i64 {
@@ -1050,11 +1050,7 @@ impl Trees {
     /// out as it is live or not. Whether it was stored.
     fn write_grant(&self, grant: &GrantRecord, replace: bool) -> Result<bool> {
         self.index_grant(grant)?;
-        let (id, record, key) = (
-            grant.grant_id.as_bytes(),
-            to_json(grant)?,
-            grant_count_key(&grant.grant_id),
-        );
+        let (id, record) = (grant.grant_id.as_bytes(), to_json(grant)?);
         (&self.grants, &self.counts)
             .transaction(|(grants, counts)| {
                 let previous = grants.get(id)?;
@@ -1064,7 +1060,7 @@ impl Trees {
                 grants.insert(id, record.clone())?;
                 let delta = i64::from(!grant.revoked) - i64::from(previous.is_some_and(|p| live_grant(&p)));
                 if delta != 0 {
-                    add_count(counts, &key, delta)?;
+                    add_count(counts, GRANT_COUNT, delta)?;
                 }
                 Ok(true)
             })
@@ -1170,7 +1166,6 @@ impl Trees {
     }
 
     fn revoke_grant_once(&self, grant_id: &str) -> Result<GrantRevocation> {
-        let key = grant_count_key(grant_id);
         // One transaction, so of concurrent calls exactly one sees the grant live.
         (&self.grants, &self.counts)
             .transaction(|(grants, counts)| {
@@ -1181,7 +1176,7 @@ impl Trees {
                     Ok(grant) if !grant.revoked => {
                         let revoked = to_json(&GrantRecord { revoked: true, ..grant }).map_err(abort)?;
                         grants.insert(grant_id.as_bytes(), revoked)?;
-                        add_count(counts, &key, -1)?;
+                        add_count(counts, GRANT_COUNT, -1)?;
                         Ok(GrantRevocation::Revoked)
                     }
                     // Revoked already, or unreadable (left as it is).
@@ -1592,7 +1587,6 @@ impl Trees {
         if grant.created_at > access_cutoff {
             return Ok(true);
         }
-        let key = grant_count_key(grant_id);
         let removed = (&self.grants, &self.counts)
             .transaction(|(grants, counts)| {
                 if grants.get(grant_id.as_bytes())?.as_deref() != Some(&value[..]) {
@@ -1600,7 +1594,7 @@ impl Trees {
                 }
                 grants.remove(grant_id.as_bytes())?;
                 if !grant.revoked {
-                    add_count(counts, &key, -1)?;
+                    add_count(counts, GRANT_COUNT, -1)?;
                 }
                 Ok(true)
             })
@@ -1659,33 +1653,25 @@ impl Trees {
         let count = |key: &[u8]| -> Result<u64> {
             Ok(self.counts.get(key)?.map_or(0, |bytes| read_count(&bytes)).max(0) as u64)
         };
-        let mut live_grants = 0;
-        for value in self.counts.scan_prefix(b"g").values() {
-            live_grants += read_count(&value?);
-        }
         Ok(RecordCounts {
             clients: count(CLIENT_COUNT)?,
             users: count(USER_COUNT)?,
-            live_grants: live_grants.max(0) as u64,
+            live_grants: count(GRANT_COUNT)?,
         })
     }
 
     /// Counts a folder's records by reading them all, for [`Trees::counts`].
     fn count_by_scan(&self) -> Result<()> {
-        let mut shards = [0i64; GRANT_COUNT_SHARDS as usize];
-        for entry in self.grants.iter() {
-            let (id, value) = entry?;
-            if live_grant(&value) {
-                shards[usize::from(id.last().copied().unwrap_or(0) % GRANT_COUNT_SHARDS)] += 1;
-            }
+        let mut live = 0i64;
+        for value in self.grants.iter().values() {
+            live += i64::from(live_grant(&value?));
         }
-        self.counts.clear()?;
-        self.counts
-            .insert(CLIENT_COUNT, &(self.clients.len() as i64).to_be_bytes())?;
-        self.counts
-            .insert(USER_COUNT, &(self.users.len() as i64).to_be_bytes())?;
-        for (shard, live) in (0..GRANT_COUNT_SHARDS).zip(shards) {
-            self.counts.insert([b'g', shard], &live.to_be_bytes())?;
+        for (key, count) in [
+            (CLIENT_COUNT, self.clients.len() as i64),
+            (USER_COUNT, self.users.len() as i64),
+            (GRANT_COUNT, live),
+        ] {
+            self.counts.insert(key, &count.to_be_bytes())?;
         }
         Ok(())
     }
@@ -2341,6 +2327,7 @@ mod tests {
             // (its marker removed to see whether this binary touches the folder).
             meta.insert(FORMAT_KEY, &(FORMAT + 1).to_be_bytes()).unwrap();
             meta.remove(b"client-owner-index").unwrap();
+            assert!(db.drop_tree("counts").unwrap());
             db.flush().unwrap();
         }
         match open_when_released(dir.path()) {
@@ -2354,6 +2341,10 @@ mod tests {
             (FORMAT + 1).to_be_bytes()
         );
         assert!(meta.get(b"client-owner-index").unwrap().is_none(), "nothing was built");
+        assert!(
+            !db.tree_names().iter().any(|name| name.as_ref() == b"counts"),
+            "no tree was created"
+        );
     }
 
     /// The folder opened by sled itself, as another version of Tessera would.

@@ -5,8 +5,12 @@
 --
 -- The triggers are per statement and read the statement's transition tables: a purge that
 -- deletes 5,000 grants changes a counter once. The counts start from count(*) here, in the
--- migration's transaction: creating a trigger locks its table against writes until the
--- transaction ends, so no write falls between the count and the triggers.
+-- migration's transaction, with the three tables locked against writes from its first
+-- statement to its end, so no write falls between the count and the triggers. The lock comes
+-- first because LOCK takes no snapshot: under a default isolation of REPEATABLE READ the
+-- transaction's snapshot is its first query's, and it must not predate the lock.
+LOCK TABLE clients, users, grants IN SHARE ROW EXCLUSIVE MODE;
+
 CREATE TABLE record_counts (
     kind text NOT NULL,
     shard smallint NOT NULL,
